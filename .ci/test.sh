@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one test command (npm test): type-check, then the whole suite under bun test and deno test.
+# Every stage runs even when an earlier one fails; the exit code is non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+status=0
+echo "== tsc --noEmit"
+tsc --noEmit -p tsconfig.json || status=1
+echo "== bun test"
+bun test || status=1
+echo "== deno test"
+deno test -A --doc --permit-no-files || status=1
+exit $status

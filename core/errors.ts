@@ -1,0 +1,278 @@
+/**
+ * Tagged errors of thinkagain. Every error a ref can reject with is one of these classes; each has
+ * a `_tag` equal to its class name, so Effect users can `Effect.catchTag("TimeoutError", …)` and
+ * plain users can `instanceof`. `await ref` rejects with the same instance `ref.effect` fails with.
+ *
+ * @module
+ */
+import { Data } from "effect";
+import type { Cause } from "effect";
+
+/** Constructor shape of the Effect error base (typed explicitly so JSR does not infer it). */
+type ErrorBaseConstructor = new (args: { message: string; cause?: unknown }) => Cause.YieldableError;
+
+// Data.Error gives instances Effect's YieldableError behaviour (`yield* err` fails an Effect).
+const ErrorBase: ErrorBaseConstructor = Data.Error as unknown as ErrorBaseConstructor;
+
+/** Names of every error class that may be rebuilt from the wire (the allow-list). */
+export type ThinkagainErrorTag =
+  | "OpExecutionError"
+  | "PlacementError"
+  | "TransportError"
+  | "RemoteError"
+  | "TimeoutError"
+  | "CancelledError"
+  | "NodeLostError"
+  | "ProtocolError"
+  | "AuthError";
+
+/**
+ * Base of every thinkagain error.
+ *
+ * @example Catching any thinkagain error
+ * ```ts
+ * import { ThinkagainError, TimeoutError } from "./errors.ts";
+ * const e = new TimeoutError("op slow", 10);
+ * if (!(e instanceof ThinkagainError)) throw new Error("expected a ThinkagainError");
+ * ```
+ */
+export abstract class ThinkagainError extends ErrorBase {
+  /** The class name, for `Effect.catchTag` and the wire. */
+  abstract readonly _tag: ThinkagainErrorTag;
+  /** The class name (same as `_tag`), so stack traces and logs say which error this is. */
+  override get name(): string {
+    return this._tag;
+  }
+  /** Data that travels with the error on the wire (beside `_tag` and `message`). */
+  toData(): Record<string, unknown> {
+    return {};
+  }
+}
+
+function describe(cause: unknown): string {
+  if (cause instanceof Error) return `${cause.name}: ${cause.message}`;
+  try {
+    return typeof cause === "string" ? cause : JSON.stringify(cause) ?? String(cause);
+  } catch {
+    return String(cause);
+  }
+}
+
+/**
+ * An op or service method threw (or returned a rejected promise). `.op` names it, `.cause` is what
+ * it threw, unchanged (also a non-Error value).
+ *
+ * @example
+ * ```ts
+ * import { OpExecutionError } from "./errors.ts";
+ * const e = new OpExecutionError("parse", new TypeError("bad"));
+ * if (e.op !== "parse" || !(e.cause instanceof TypeError)) throw new Error("unexpected");
+ * ```
+ */
+export class OpExecutionError extends ThinkagainError {
+  readonly _tag = "OpExecutionError" as const;
+  /** Name of the op (`name`) or the service method (`Service.method`) that failed. */
+  readonly op: string;
+  constructor(op: string, cause: unknown) {
+    super({ message: `Op "${op}" failed: ${describe(cause)}`, cause });
+    this.op = op;
+  }
+  override toData(): Record<string, unknown> {
+    return { op: this.op };
+  }
+}
+
+/**
+ * A service could not be placed: no node has the free resources it asks for.
+ *
+ * @example
+ * ```ts
+ * import { PlacementError } from "./errors.ts";
+ * const e = new PlacementError("Generator", 'Cannot place service "Generator": needs 4 GPUs');
+ * if (e.service !== "Generator") throw new Error("unexpected");
+ * ```
+ */
+export class PlacementError extends ThinkagainError {
+  readonly _tag = "PlacementError" as const;
+  /** Name of the service that could not be placed. */
+  readonly service: string;
+  constructor(service: string, message: string) {
+    super({ message });
+    this.service = service;
+  }
+  override toData(): Record<string, unknown> {
+    return { service: this.service };
+  }
+}
+
+/** Why a transport failed. */
+export type TransportErrorReason = "unreachable" | "closed" | "too-large" | "bad-frame" | "refused" | "io";
+
+/**
+ * Moving a frame failed: the endpoint is unreachable, the connection closed, a frame is too large.
+ *
+ * @example
+ * ```ts
+ * import { TransportError } from "./errors.ts";
+ * const e = new TransportError("unreachable", "Cannot connect to ws://127.0.0.1:1: refused", "ws://127.0.0.1:1");
+ * if (e.reason !== "unreachable") throw new Error("unexpected");
+ * ```
+ */
+export class TransportError extends ThinkagainError {
+  readonly _tag = "TransportError" as const;
+  /** What went wrong, as a machine-readable reason. */
+  readonly reason: TransportErrorReason;
+  /** The endpoint involved, when there is one. */
+  readonly endpoint: string | undefined;
+  constructor(reason: TransportErrorReason, message: string, endpoint?: string, cause?: unknown) {
+    super({ message, cause });
+    this.reason = reason;
+    this.endpoint = endpoint;
+  }
+  override toData(): Record<string, unknown> {
+    return { reason: this.reason, endpoint: this.endpoint };
+  }
+}
+
+/**
+ * An error arrived from another node whose type is not on the allow-list; only its name and message
+ * are kept.
+ *
+ * @example
+ * ```ts
+ * import { RemoteError } from "./errors.ts";
+ * const e = new RemoteError("boom", "SqlError");
+ * if (e.remoteName !== "SqlError") throw new Error("unexpected");
+ * ```
+ */
+export class RemoteError extends ThinkagainError {
+  readonly _tag = "RemoteError" as const;
+  /** The `name` the error had where it was thrown. */
+  readonly remoteName: string;
+  constructor(message: string, remoteName = "Error") {
+    super({ message });
+    this.remoteName = remoteName;
+  }
+  override toData(): Record<string, unknown> {
+    return { remoteName: this.remoteName };
+  }
+}
+
+/**
+ * A task did not finish within its deadline (`timeoutMs`).
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "./errors.ts";
+ * const e = new TimeoutError("fetch", 50);
+ * if (e.timeoutMs !== 50) throw new Error("unexpected");
+ * ```
+ */
+export class TimeoutError extends ThinkagainError {
+  readonly _tag = "TimeoutError" as const;
+  /** Name of the op or method that timed out. */
+  readonly op: string;
+  /** The deadline that passed, in milliseconds. */
+  readonly timeoutMs: number;
+  constructor(op: string, timeoutMs: number) {
+    super({ message: `Op "${op}" did not finish within ${timeoutMs} ms` });
+    this.op = op;
+    this.timeoutMs = timeoutMs;
+  }
+  override toData(): Record<string, unknown> {
+    return { op: this.op, timeoutMs: this.timeoutMs };
+  }
+}
+
+/**
+ * A task was cancelled (`ref.cancel()`), or depends on a cancelled task.
+ *
+ * @example
+ * ```ts
+ * import { CancelledError } from "./errors.ts";
+ * const e = new CancelledError("slow");
+ * if (e.op !== "slow") throw new Error("unexpected");
+ * ```
+ */
+export class CancelledError extends ThinkagainError {
+  readonly _tag = "CancelledError" as const;
+  /** Name of the op or method that was cancelled. */
+  readonly op: string;
+  constructor(op: string, reason = "cancelled") {
+    super({ message: `Op "${op}" was ${reason}` });
+    this.op = op;
+  }
+  override toData(): Record<string, unknown> {
+    return { op: this.op };
+  }
+}
+
+/**
+ * The node running a call went away before answering.
+ *
+ * @example
+ * ```ts
+ * import { NodeLostError } from "./errors.ts";
+ * const e = new NodeLostError("n1", "connection closed");
+ * if (e.node !== "n1") throw new Error("unexpected");
+ * ```
+ */
+export class NodeLostError extends ThinkagainError {
+  readonly _tag = "NodeLostError" as const;
+  /** Name of the node that was lost. */
+  readonly node: string;
+  constructor(node: string, detail = "connection lost") {
+    super({ message: `Node "${node}" was lost: ${detail}` });
+    this.node = node;
+  }
+  override toData(): Record<string, unknown> {
+    return { node: this.node };
+  }
+}
+
+/**
+ * A peer sent something that breaks the protocol: a malformed frame, an unknown message type, an
+ * unknown service or method, a wrong protocol version.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * const e = new ProtocolError("Unknown service \"Nope\"");
+ * if (!e.message.includes("Nope")) throw new Error("unexpected");
+ * ```
+ */
+export class ProtocolError extends ThinkagainError {
+  readonly _tag = "ProtocolError" as const;
+  constructor(message: string) {
+    super({ message });
+  }
+}
+
+/**
+ * A connection was refused because its token was missing or wrong.
+ *
+ * @example
+ * ```ts
+ * import { AuthError } from "./errors.ts";
+ * const e = new AuthError("Connection to n1 refused: wrong token");
+ * if (e._tag !== "AuthError") throw new Error("unexpected");
+ * ```
+ */
+export class AuthError extends ThinkagainError {
+  readonly _tag = "AuthError" as const;
+  constructor(message: string) {
+    super({ message });
+  }
+}
+
+/** Every error a task (an `ObjectRef`) can fail with. */
+export type TaskError =
+  | OpExecutionError
+  | PlacementError
+  | TransportError
+  | RemoteError
+  | TimeoutError
+  | CancelledError
+  | NodeLostError
+  | ProtocolError
+  | AuthError;
