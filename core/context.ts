@@ -1,0 +1,75 @@
+/**
+ * The ambient context of a running pipeline: which mesh `.go()` submits to, which task is running
+ * (for the caller→callee graph) and which service instance is running (for its devices). It rides
+ * on AsyncLocalStorage, which Bun, Deno, Node and edge runtimes all provide; this is the only file
+ * in `core/` that imports `node:async_hooks`.
+ *
+ * @module
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { GpuDevice } from "./devices.ts";
+
+/** What a running piece of user code sees around it. Internal; fields are read by the core. */
+export interface RunContext {
+  /** The mesh that `.go()` submits to (a `Mesh`; typed loosely to avoid an import cycle). */
+  readonly mesh: unknown;
+  /** The task whose body is running, when profiling or tracing asked for it. */
+  readonly task?: unknown;
+  /** The service replica whose constructor or method is running. */
+  readonly instance?: InstanceInfo;
+}
+
+/** What the core tells code running inside a service instance about that instance. */
+export interface InstanceInfo {
+  /** Service name. */
+  readonly service: string;
+  /** Replica index, 0-based. */
+  readonly replica: number;
+  /** Name of the node the instance was placed on. */
+  readonly node: string;
+  /** GPUs placement assigned to this instance (empty when it asked for none). */
+  readonly gpus: readonly GpuDevice[];
+}
+
+const storage: AsyncLocalStorage<RunContext> = new AsyncLocalStorage<RunContext>();
+
+/** @internal The context of the code running now, if any. */
+export function currentContext(): RunContext | undefined {
+  return storage.getStore();
+}
+
+/** @internal Runs `fn` with `ctx` as the ambient context. */
+export function runInContext<R>(ctx: RunContext, fn: () => R): R {
+  return storage.run(ctx, fn);
+}
+
+/**
+ * The GPUs that placement assigned to the service instance whose constructor or method is running
+ * now, or `undefined` outside a service instance.
+ *
+ * @returns The assigned devices, or `undefined` when not called from inside a service instance.
+ *
+ * @example Outside a service there is no instance
+ * ```ts
+ * import { currentInstanceGpus } from "./context.ts";
+ * if (currentInstanceGpus() !== undefined) throw new Error("expected undefined outside a service");
+ * ```
+ */
+export function currentInstanceGpus(): readonly GpuDevice[] | undefined {
+  return storage.getStore()?.instance?.gpus;
+}
+
+/**
+ * Facts about the service instance whose constructor or method is running now.
+ *
+ * @returns The instance info, or `undefined` outside a service instance.
+ *
+ * @example
+ * ```ts
+ * import { currentInstance } from "./context.ts";
+ * if (currentInstance() !== undefined) throw new Error("expected undefined outside a service");
+ * ```
+ */
+export function currentInstance(): InstanceInfo | undefined {
+  return storage.getStore()?.instance;
+}

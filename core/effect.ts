@@ -1,0 +1,88 @@
+/**
+ * The Effect side of thinkagain: provide a mesh as a layer, and submit ops and service calls as
+ * Effects that fail with the same typed errors `await` rejects with.
+ *
+ * @module
+ */
+import { Context, Effect, Layer } from "effect";
+import { runInContext } from "./context.ts";
+import type { TaskError } from "./errors.ts";
+import { Mesh, type MeshNode, type MeshOptions } from "./mesh.ts";
+import type { ObjectRef } from "./object_ref.ts";
+import type { RefArgs } from "./types.ts";
+import type { CpuDevice, GpuDevice } from "./devices.ts";
+
+/**
+ * The mesh Effect code submits to; `undefined` (the default) means the mesh of the surrounding
+ * `mesh.run`, or the default local one.
+ */
+export const CurrentMesh: Context.Reference<Mesh | undefined> = Context.Reference<Mesh | undefined>(
+  "@thinkagain/thinkagain/CurrentMesh",
+  { defaultValue: () => undefined },
+);
+
+/**
+ * A layer that builds a mesh, makes it current for the Effects it is provided to, and closes it
+ * when the layer's scope ends.
+ *
+ * @param nodes The mesh's nodes or devices.
+ * @param options The mesh's options.
+ * @returns A layer providing {@link CurrentMesh}.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect";
+ * import * as ta from "../mod.ts";
+ * const inc = ta.op(async function inc(x: number) { return x + 1; });
+ * const program = ta.goEffect(inc, 41).pipe(
+ *   Effect.provide(ta.layerMesh([new ta.MeshNode("n1", { cpus: 2 })])),
+ * );
+ * if ((await Effect.runPromise(program)) !== 42) throw new Error("unexpected");
+ * ```
+ */
+export function layerMesh(
+  nodes: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>,
+  options?: MeshOptions,
+): Layer.Layer<never> {
+  return Layer.effect(
+    CurrentMesh,
+    Effect.acquireRelease(
+      Effect.sync(() => new Mesh(nodes, options) as Mesh | undefined),
+      (mesh) => Effect.promise(() => mesh!.close()),
+    ),
+  ) as Layer.Layer<never>;
+}
+
+/** Anything with `.go(...)`: an op or a service method. */
+export interface Submittable<A extends unknown[], R> {
+  go(...args: RefArgs<A>): ObjectRef<R>;
+}
+
+/**
+ * Submits an op or service call from Effect code (in the {@link CurrentMesh} when one is provided)
+ * and waits for it. Interrupting the Effect cancels the call.
+ *
+ * @param target An op or a service method.
+ * @param args Its arguments (values or refs).
+ * @returns An Effect of the result, failing with the task's typed error.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect";
+ * import * as ta from "../mod.ts";
+ * const boom = ta.op(async function boom() { throw new Error("no"); });
+ * const tag = await Effect.runPromise(
+ *   ta.goEffect(boom).pipe(Effect.catchTag("OpExecutionError", (e) => Effect.succeed(e.op))),
+ * );
+ * if (tag !== "boom") throw new Error("unexpected");
+ * ```
+ */
+export function goEffect<A extends unknown[], R>(
+  target: Submittable<A, R>,
+  ...args: RefArgs<A>
+): Effect.Effect<R, TaskError> {
+  return Effect.flatMap(Effect.service(CurrentMesh), (mesh) => {
+    const ref = mesh === undefined ? target.go(...args) : runInContext({ mesh }, () => target.go(...args));
+    return Effect.onInterrupt(ref.effect, () => Effect.sync(() => ref.cancel()));
+  });
+}

@@ -1,0 +1,85 @@
+/**
+ * The internal event stream: task submitted / started / finished / failed / cancelled. The profiler
+ * and tracing both listen here. With no listener the core creates no events and reads no clock.
+ *
+ * @module
+ */
+
+/** What happened to a task. */
+export type TaskEventKind = "submitted" | "started" | "finished" | "failed" | "cancelled";
+
+/** The facts about a task that listeners can read (an `ObjectRef` implements it). */
+export interface TaskInfo {
+  /** Unique id of the task in this process. */
+  readonly id: string;
+  /** `"op"` or `"method"`. */
+  readonly kind: "op" | "method";
+  /** Op name or `Service.method`. */
+  readonly name: string;
+  /** Node the task ran (or runs) on. */
+  readonly node: string | undefined;
+  /** The task that was running when this one was submitted (the caller), if any. */
+  readonly parent: TaskInfo | undefined;
+  /** Tasks whose results this task takes as arguments. */
+  readonly dependencies: readonly TaskInfo[];
+  /** Clock readings (`performance.now()` ms): submitted, started, settled. */
+  readonly submittedAt: number;
+  readonly startedAt: number;
+  readonly settledAt: number;
+  /** Retry attempt (0 for the first). */
+  readonly attempt: number;
+  /** The error, for failed and cancelled tasks. */
+  readonly error: unknown;
+}
+
+/** One event of the stream. */
+export interface TaskEvent {
+  readonly kind: TaskEventKind;
+  readonly task: TaskInfo;
+  /** `performance.now()` at the event. */
+  readonly at: number;
+}
+
+/** A listener of the event stream. */
+export type TaskEventListener = (event: TaskEvent) => void;
+
+const listeners: TaskEventListener[] = [];
+
+/** @internal True while anyone listens; the hot path checks it before doing any event work. */
+export let eventsEnabled = false;
+
+/**
+ * Subscribes to task events. Returns the unsubscribe function.
+ *
+ * @param listener Called synchronously for every event; it must be cheap and must not throw.
+ * @returns A function that unsubscribes.
+ *
+ * @example
+ * ```ts
+ * import { onTaskEvent } from "./events.ts";
+ * const off = onTaskEvent(() => {});
+ * off();
+ * ```
+ */
+export function onTaskEvent(listener: TaskEventListener): () => void {
+  if (typeof listener !== "function") throw new TypeError("onTaskEvent expects a function");
+  listeners.push(listener);
+  eventsEnabled = true;
+  return () => {
+    const i = listeners.indexOf(listener);
+    if (i >= 0) listeners.splice(i, 1);
+    eventsEnabled = listeners.length > 0;
+  };
+}
+
+/** @internal Sends an event to every listener; a throwing listener is isolated. */
+export function emit(kind: TaskEventKind, task: TaskInfo, at: number): void {
+  const event: TaskEvent = { kind, task, at };
+  for (let i = 0; i < listeners.length; i++) {
+    try {
+      listeners[i](event);
+    } catch {
+      // A faulty listener must never break the pipeline it observes.
+    }
+  }
+}

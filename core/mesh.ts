@@ -1,0 +1,361 @@
+/**
+ * `Mesh` and `MeshNode`: the nodes a pipeline runs on, placement of service replicas onto them by
+ * free resources, and the mesh's lifetime (an Effect Scope whose finalizers dispose instances).
+ * `mesh.run(fn)` makes the mesh current for `fn` and everything it submits, through
+ * AsyncLocalStorage, so plain async code needs no mesh argument.
+ *
+ * @module
+ */
+import { Effect, Exit, Scope } from "effect";
+import { runInContext } from "./context.ts";
+import { CpuDevice, GpuDevice } from "./devices.ts";
+import { PlacementError } from "./errors.ts";
+import { describe } from "./op.ts";
+import { Limiter } from "./scheduler.ts";
+import { Deployment, LocalReplica, type Replica, type ServiceDef } from "./service.ts";
+
+/** Resources and address of a {@link MeshNode}. */
+export interface MeshNodeOptions {
+  /** Number of GPUs, or the GPUs themselves (default 0). `Infinity`: unbounded, none assigned. */
+  gpus?: number | readonly GpuDevice[];
+  /** Number of CPU cores (default: unbounded). */
+  cpus?: number;
+  /** Where a remote node listens (`ws://host:port`, `http://host:port`); absent: a node in this process. */
+  endpoint?: string;
+}
+
+/**
+ * One node of a mesh: a name, its resources, and (for a remote node) its endpoint.
+ *
+ * @example
+ * ```ts
+ * import { MeshNode } from "./mesh.ts";
+ * const n = new MeshNode("server1", { gpus: 8, cpus: 32 });
+ * if (n.gpus.length !== 8 || n.cpus !== 32) throw new Error("unexpected");
+ * ```
+ */
+export class MeshNode {
+  /** Unique name within the mesh. */
+  readonly name: string;
+  /** The node's GPUs (ids 0..n-1 unless given). */
+  readonly gpus: readonly GpuDevice[];
+  /** True when the GPU count is unbounded (the default local runtime). */
+  readonly unboundedGpus: boolean;
+  /** CPU cores (`Infinity`: not limited). */
+  readonly cpus: number;
+  /** Endpoint of a remote node; `undefined` for a node inside this process. */
+  readonly endpoint: string | undefined;
+
+  constructor(name: string, options: MeshNodeOptions = {}) {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError(`MeshNode name must be a non-empty string, got ${describe(name)}`);
+    }
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`MeshNode "${name}" options must be an object, got ${describe(options)}`);
+    }
+    this.name = name;
+    const g = options.gpus ?? 0;
+    this.unboundedGpus = g === Infinity;
+    if (Array.isArray(g)) {
+      if (!g.every((d) => d instanceof GpuDevice)) {
+        throw new TypeError(`MeshNode "${name}": gpus must be a count or an array of GpuDevice`);
+      }
+      this.gpus = [...g];
+    } else if (g === Infinity) {
+      this.gpus = [];
+    } else if (typeof g === "number" && Number.isInteger(g) && g >= 0) {
+      this.gpus = Array.from({ length: g }, (_, i) => new GpuDevice(i));
+    } else {
+      throw new RangeError(`MeshNode "${name}": gpus must be a non-negative integer, got ${describe(g)}`);
+    }
+    const c = options.cpus ?? Infinity;
+    if (!(c === Infinity || (typeof c === "number" && Number.isInteger(c) && c >= 0))) {
+      throw new RangeError(`MeshNode "${name}": cpus must be a non-negative integer, got ${describe(c)}`);
+    }
+    this.cpus = c;
+    if (options.endpoint !== undefined && (typeof options.endpoint !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint))) {
+      throw new TypeError(`MeshNode "${name}": endpoint must be a URL such as ws://127.0.0.1:7070, got ${describe(options.endpoint)}`);
+    }
+    this.endpoint = options.endpoint;
+  }
+}
+
+/** Options of a {@link Mesh}. */
+export interface MeshOptions {
+  /** Name in errors and stats (default `"mesh"`). */
+  name?: string;
+  /** At most this many op calls run at once in this mesh (default: unbounded). */
+  maxConcurrency?: number;
+  /** Transport for remote nodes, overriding the endpoint scheme. */
+  transport?: "http" | "websocket" | "in_memory";
+  /** Auth token for remote nodes. */
+  token?: string;
+  /** Default deadline for remote calls, in ms. */
+  timeoutMs?: number;
+}
+
+/** What {@link Mesh.stats} reports. */
+export interface MeshStats {
+  readonly name: string;
+  readonly closed: boolean;
+  readonly nodes: ReadonlyArray<{
+    readonly name: string;
+    readonly endpoint: string | undefined;
+    readonly gpus: { readonly total: number; readonly free: number };
+    readonly cpus: { readonly total: number; readonly free: number };
+  }>;
+  readonly instances: ReadonlyArray<{
+    readonly service: string;
+    readonly replica: number;
+    readonly node: string;
+    readonly gpus: readonly number[];
+    readonly calls: number;
+    readonly outstanding: number;
+  }>;
+}
+
+interface NodeState {
+  readonly node: MeshNode;
+  freeGpus: GpuDevice[];
+  freeCpus: number;
+  instances: number;
+}
+
+/** @internal Creates a replica on a remote node; installed by the transports layer. */
+export type RemoteReplicaFactory = (
+  mesh: Mesh,
+  def: ServiceDef,
+  args: unknown[],
+  index: number,
+  node: MeshNode,
+  gpus: readonly GpuDevice[],
+) => Replica;
+
+let remoteFactory: RemoteReplicaFactory | undefined;
+
+/** @internal Installs the factory for replicas on nodes with an endpoint. */
+export function setRemoteReplicaFactory(factory: RemoteReplicaFactory): void {
+  remoteFactory = factory;
+}
+
+/**
+ * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
+ * unbounded resources) serves.
+ *
+ * @example Placement, run and close
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const Gen = ta.service({ gpus: 4 }, class Gen { async gen(q: string) { return q.toUpperCase(); } });
+ * await using mesh = new ta.Mesh([new ta.MeshNode("a", { gpus: 8 }), new ta.MeshNode("b", { gpus: 8 })]);
+ * const out = await mesh.run(async () => {
+ *   const g = Gen.init();
+ *   return await g.gen.go("hi");
+ * });
+ * if (out !== "HI" || mesh.stats().instances[0].gpus.length !== 4) throw new Error("unexpected");
+ * ```
+ */
+export class Mesh implements AsyncDisposable {
+  /** The mesh's name. */
+  readonly name: string;
+  /** Its nodes. */
+  readonly nodes: readonly MeshNode[];
+  /** Its options. */
+  readonly options: Readonly<MeshOptions>;
+  /** @internal mesh-wide op concurrency limit */ readonly _limiter: Limiter | undefined;
+  /** @internal */ readonly _state: Map<string, NodeState> = new Map();
+  private readonly deployments: Deployment[] = [];
+  private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
+  private closing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
+    if (!Array.isArray(nodesOrDevices)) {
+      throw new TypeError(`Mesh expects an array of MeshNode (or of GpuDevice/CpuDevice), got ${describe(nodesOrDevices)}`);
+    }
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`Mesh options must be an object, got ${describe(options)}`);
+    }
+    const nodes = nodesOrDevices.every((n) => n instanceof MeshNode) ? nodesOrDevices as MeshNode[] : undefined;
+    if (nodes !== undefined) {
+      if (nodes.length === 0) throw new TypeError("Mesh needs at least one node");
+      this.nodes = [...nodes];
+    } else if (nodesOrDevices.every((d) => d instanceof GpuDevice || d instanceof CpuDevice)) {
+      const gpus = nodesOrDevices.filter((d): d is GpuDevice => d instanceof GpuDevice);
+      const cpus = nodesOrDevices.filter((d): d is CpuDevice => d instanceof CpuDevice).reduce((s, d) => s + d.count, 0);
+      this.nodes = [new MeshNode("local", { gpus, cpus: cpus || Infinity })];
+    } else {
+      const bad = nodesOrDevices.find((n) => !(n instanceof MeshNode || n instanceof GpuDevice || n instanceof CpuDevice));
+      throw new TypeError(
+        bad === undefined
+          ? "Mesh expects either MeshNodes or devices (GpuDevice/CpuDevice), not a mix"
+          : `Mesh expects MeshNode, GpuDevice or CpuDevice items, got ${describe(bad)}`,
+      );
+    }
+    for (const n of this.nodes) {
+      if (this._state.has(n.name)) throw new TypeError(`Mesh has two nodes named "${n.name}"`);
+      this._state.set(n.name, { node: n, freeGpus: [...n.gpus], freeCpus: n.cpus, instances: 0 });
+    }
+    const max = options.maxConcurrency;
+    if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
+      throw new RangeError(`Mesh maxConcurrency must be an integer ≥ 1, got ${describe(max)}`);
+    }
+    this.name = options.name ?? "mesh";
+    this.options = Object.freeze({ ...options });
+    this._limiter = max === undefined ? undefined : new Limiter(max);
+  }
+
+  /** True once `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Runs `fn` with this mesh as the current one: every `.go()` inside it (also nested in ops and
+   * service methods) uses this mesh.
+   *
+   * @param fn The pipeline.
+   * @returns What `fn` returns.
+   */
+  run<R>(fn: () => R | PromiseLike<R>): Promise<R> {
+    if (typeof fn !== "function") return Promise.reject(new TypeError(`mesh.run expects a function, got ${describe(fn)}`));
+    if (this.#closed) return Promise.reject(new TypeError(`mesh "${this.name}" is closed`));
+    try {
+      return Promise.resolve(runInContext({ mesh: this }, fn));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** @internal Places every replica of `def` (all or none) and creates the instances. */
+  _deploy(def: ServiceDef, args: unknown[]): Deployment {
+    if (this.#closed) throw new TypeError(`Cannot place service "${def.name}": mesh "${this.name}" is closed`);
+    const taken: Array<{ st: NodeState; gpus: GpuDevice[] }> = [];
+    const counts = new Map<NodeState, number>();
+    for (let r = 0; r < def.replicas; r++) {
+      let best: NodeState | undefined;
+      for (const st of this._state.values()) {
+        if (!(st.node.unboundedGpus || st.freeGpus.length >= def.gpus) || st.freeCpus < def.cpus) continue;
+        if (best === undefined) {
+          best = st;
+          continue;
+        }
+        // spread replicas: fewest of this service, then most free GPUs, then most free CPUs
+        const a = counts.get(st) ?? 0, b = counts.get(best) ?? 0;
+        if (a !== b ? a < b : st.freeGpus.length !== best.freeGpus.length
+          ? st.freeGpus.length > best.freeGpus.length : st.freeCpus > best.freeCpus) best = st;
+      }
+      if (best === undefined) {
+        for (const t of taken) this.release(t.st, t.gpus, def.cpus);
+        throw new PlacementError(def.name, this.placementMessage(def, r));
+      }
+      const gpus = best.node.unboundedGpus ? [] : best.freeGpus.splice(0, def.gpus);
+      best.freeCpus -= def.cpus;
+      best.instances++;
+      counts.set(best, (counts.get(best) ?? 0) + 1);
+      taken.push({ st: best, gpus });
+    }
+    const replicas = taken.map(({ st, gpus }, i): Replica => {
+      if (st.node.endpoint === undefined) return new LocalReplica(def, args, this, i, st.node.name, gpus);
+      if (remoteFactory === undefined) {
+        for (const t of taken) this.release(t.st, t.gpus, def.cpus);
+        throw new PlacementError(
+          def.name,
+          `Cannot place service "${def.name}" on node "${st.node.name}" (${st.node.endpoint}): no transport is loaded for remote nodes`,
+        );
+      }
+      return remoteFactory(this, def, args, i, st.node, gpus);
+    });
+    const deployment = new Deployment(def, replicas);
+    this.deployments.push(deployment);
+    for (let i = 0; i < replicas.length; i++) {
+      const replica = replicas[i], { st, gpus } = taken[i];
+      Effect.runSync(Scope.addFinalizer(
+        this.scope,
+        Effect.promise(() => replica.close().catch(() => {})).pipe(
+          Effect.andThen(Effect.sync(() => this.release(st, gpus, def.cpus))),
+        ),
+      ));
+    }
+    return deployment;
+  }
+
+  private release(st: NodeState, gpus: GpuDevice[], cpus: number): void {
+    st.freeGpus.push(...gpus);
+    st.freeGpus.sort((a, b) => a.id - b.id);
+    st.freeCpus += cpus;
+    st.instances--;
+  }
+
+  private placementMessage(def: ServiceDef, replica: number): string {
+    const what = def.replicas > 1 ? `replica ${replica + 1} of ${def.replicas} of service "${def.name}"` : `service "${def.name}"`;
+    const states = [...this._state.values()];
+    const maxBy = (f: (s: NodeState) => number) => states.reduce((a, b) => (f(b) > f(a) ? b : a));
+    const gpuFit = states.some((s) => s.node.unboundedGpus || s.freeGpus.length >= def.gpus);
+    const plural = (n: number, w: string) => `${n} ${w}${n === 1 ? "" : "s"}`;
+    if (!gpuFit) {
+      const m = maxBy((s) => s.freeGpus.length);
+      return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")}, the largest free on any node is ${m.freeGpus.length} (${m.node.name})`;
+    }
+    const m = maxBy((s) => s.freeCpus);
+    if (def.gpus === 0) {
+      return `Cannot place ${what}: needs ${plural(def.cpus, "CPU")}, the largest free on any node is ${m.freeCpus} (${m.node.name})`;
+    }
+    const free = states.map((s) => `${s.node.name}: ${s.freeGpus.length} GPUs/${s.freeCpus} CPUs`).join(", ");
+    return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")} and ${plural(def.cpus, "CPU")} on one node; free: ${free}`;
+  }
+
+  /**
+   * Which instance runs on which node, and each node's free resources.
+   *
+   * @returns A snapshot.
+   */
+  stats(): MeshStats {
+    return {
+      name: this.name,
+      closed: this.#closed,
+      nodes: [...this._state.values()].map((s) => ({
+        name: s.node.name,
+        endpoint: s.node.endpoint,
+        gpus: { total: s.node.unboundedGpus ? Infinity : s.node.gpus.length, free: s.node.unboundedGpus ? Infinity : s.freeGpus.length },
+        cpus: { total: s.node.cpus, free: s.freeCpus },
+      })),
+      instances: this.deployments.filter((d) => !d.disposed).flatMap((d) =>
+        d.replicas.map((r) => ({
+          service: d.def.name,
+          replica: r.index,
+          node: r.node,
+          gpus: r.gpus.map((g) => g.id),
+          calls: r.calls,
+          outstanding: r.outstanding,
+        }))
+      ),
+    };
+  }
+
+  /**
+   * Closes the mesh: calls not yet started reject with `CancelledError`, running calls finish, then
+   * every instance is disposed (its `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in
+   * reverse order of creation. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.#closed = true;
+    for (const d of this.deployments) d.disposed = true;
+    return (this.closing = Effect.runPromise(Scope.close(this.scope, Exit.void)));
+  }
+
+  /** Same as {@link Mesh.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+let fallback: Mesh | undefined;
+
+/** @internal The mesh used when no `mesh.run` is active: one local node, unbounded resources. */
+export function defaultMesh(): Mesh {
+  if (fallback === undefined || fallback.closed) {
+    fallback = new Mesh([new MeshNode("local", { gpus: Infinity })], { name: "default" });
+  }
+  return fallback;
+}

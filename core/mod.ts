@@ -1,0 +1,39 @@
+/**
+ * The core of thinkagain: ops, refs, the scheduler, services, the mesh, devices, errors and the
+ * profiler. `mod.ts` at the top re-exports the public part.
+ *
+ * @example
+ * ```ts
+ * import { op } from "./mod.ts";
+ * const inc = op(async function inc(x: number) { return x + 1; });
+ * if ((await inc.go(inc.go(1))) !== 3) throw new Error("unexpected");
+ * ```
+ *
+ * @module
+ */
+export * from "./errors.ts";
+export { ObjectRef, type RefStatus } from "./object_ref.ts";
+export { type Op, op, type OpOptions } from "./op.ts";
+export {
+  type MethodNames,
+  service,
+  type ServiceClass,
+  type ServiceHandle,
+  type ServiceMethod,
+  type ServiceOptions,
+} from "./service.ts";
+export { Mesh, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
+export { CpuDevice, type DeviceProvider, devices, GpuDevice, type GpuDeviceOptions, registerDeviceProvider } from "./devices.ts";
+export { currentInstance, currentInstanceGpus, type InstanceInfo } from "./context.ts";
+export {
+  type CallEdge,
+  getProfiler,
+  type OpStats,
+  profile,
+  type ProfileSummary,
+  Profiler,
+  type TaskRecord,
+} from "./profile.ts";
+export { onTaskEvent, type TaskEvent, type TaskEventKind, type TaskEventListener, type TaskInfo } from "./events.ts";
+export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
+export type { Refable, RefArgs } from "./types.ts";

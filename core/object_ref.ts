@@ -1,0 +1,382 @@
+/**
+ * `ObjectRef<T>`: the handle `.go()` returns at once. It is the task itself (one object per
+ * submitted call): it counts its unresolved inputs, holds its result once settled, and tells its
+ * dependents when it settles. Nothing else keeps a settled ref alive, so results live exactly as
+ * long as user code holds their refs.
+ *
+ * @module
+ */
+import { Effect } from "effect";
+import { CancelledError, type TaskError } from "./errors.ts";
+import type { RunContext } from "./context.ts";
+import type { TaskInfo } from "./events.ts";
+import { emit, eventsEnabled } from "./events.ts";
+
+/** Lifecycle of a task. */
+export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
+
+const PENDING = 0, RUNNING = 1, COMPLETED = 2, FAILED = 3, CANCELLED = 4;
+const STATUS: readonly RefStatus[] = ["pending", "running", "completed", "failed", "cancelled"];
+
+/** @internal Where a ready task goes: an op's runner or a service replica's mailbox. */
+export interface TaskTarget {
+  readonly name: string;
+  readonly kind: "op" | "method";
+  /** Node name the task runs on, if known. */
+  readonly node: string | undefined;
+  /** All inputs have resolved: start (or queue) the task. */
+  ready(task: ObjectRef<unknown>): void;
+  /** The task was cancelled before it started: forget it. */
+  dropped?(task: ObjectRef<unknown>): void;
+}
+
+/** @internal Timing and graph facts, allocated only while someone listens to events. */
+export interface TaskMeta {
+  submittedAt: number;
+  startedAt: number;
+  settledAt: number;
+  attempt: number;
+  parent: ObjectRef<unknown> | undefined;
+  deps: ObjectRef<unknown>[];
+  node: string | undefined;
+}
+
+let counter = 0;
+const EMPTY: readonly TaskInfo[] = [];
+
+/**
+ * A reference to the result of a submitted op or service call. It is `PromiseLike`, so `await`,
+ * `Promise.all` and `Promise.race` work; it can be passed to other `.go()` calls as an argument
+ * (also inside arrays and plain objects), which makes the callee wait for it.
+ *
+ * @example Await a ref, or pass it on
+ * ```ts
+ * import { op } from "../mod.ts";
+ * const addOne = op(async function addOne(x: number) { return x + 1; });
+ * const ref = addOne.go(1);
+ * const twice = addOne.go(ref);
+ * if ((await twice) !== 3 || ref.status !== "completed") throw new Error("unexpected");
+ * ```
+ */
+export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
+  /** @internal */ _n: number;
+  /** @internal */ _state: number = PENDING;
+  /** @internal */ _value: unknown = undefined;
+  /** @internal */ _error: unknown = undefined;
+  /** @internal number of inputs still unresolved */ _pending = 0;
+  /** @internal the call's arguments until it starts */ _args: unknown[] | undefined;
+  /** @internal 0: no refs in args, 1: refs at top level only, 2: refs nested in arrays/objects */ _shape = 0;
+  /** @internal */ _target: TaskTarget;
+  /** @internal */ _ctx: RunContext | undefined;
+  /** @internal */ _dependents: ObjectRef<unknown>[] | undefined = undefined;
+  /** @internal */ _waiters: Array<(ref: ObjectRef<unknown>) => void> | undefined = undefined;
+  /** @internal */ _promise: Promise<T> | undefined = undefined;
+  /** @internal */ _resolve: ((v: unknown) => void) | undefined = undefined;
+  /** @internal */ _reject: ((e: unknown) => void) | undefined = undefined;
+  /** @internal stops the running body (fiber interrupt, remote cancel) */ _abort: (() => void) | undefined = undefined;
+  /** @internal */ _meta: TaskMeta | undefined = undefined;
+
+  /** @internal Refs are made by `.go()`, never by users. */
+  constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {
+    this._n = ++counter;
+    this._target = target;
+    this._args = args;
+    this._ctx = ctx;
+  }
+
+  /** Unique id of this task in this process. */
+  get id(): string {
+    return `${this._target.name}#${this._n}`;
+  }
+
+  /** `"pending"` (waiting for inputs or a slot), `"running"`, `"completed"`, `"failed"` or `"cancelled"`. */
+  get status(): RefStatus {
+    return STATUS[this._state];
+  }
+
+  /** `"op"` or `"method"`. */
+  get kind(): "op" | "method" {
+    return this._target.kind;
+  }
+
+  /** Op name or `Service.method`. */
+  get name(): string {
+    return this._target.name;
+  }
+
+  /** Node the task runs on, when known. */
+  get node(): string | undefined {
+    return this._meta?.node ?? this._target.node;
+  }
+
+  /** The task that submitted this one (recorded while profiling or tracing). */
+  get parent(): TaskInfo | undefined {
+    return this._meta?.parent;
+  }
+
+  /** Tasks whose results are inputs of this one (recorded while profiling or tracing). */
+  get dependencies(): readonly TaskInfo[] {
+    return this._meta?.deps ?? EMPTY;
+  }
+
+  /** `performance.now()` at submission (recorded while profiling or tracing; else 0). */
+  get submittedAt(): number {
+    return this._meta?.submittedAt ?? 0;
+  }
+
+  /** `performance.now()` when the body started (recorded while profiling or tracing; else 0). */
+  get startedAt(): number {
+    return this._meta?.startedAt ?? 0;
+  }
+
+  /** `performance.now()` when it settled (recorded while profiling or tracing; else 0). */
+  get settledAt(): number {
+    return this._meta?.settledAt ?? 0;
+  }
+
+  /** Retry attempt now running (0 for the first). */
+  get attempt(): number {
+    return this._meta?.attempt ?? 0;
+  }
+
+  /** The error of a failed or cancelled task. */
+  get error(): unknown {
+    return this._error;
+  }
+
+  /**
+   * Attaches callbacks like `Promise.prototype.then`. Rejections are thinkagain errors
+   * (`OpExecutionError`, `CancelledError`, `TimeoutError`, …).
+   */
+  then<R1 = T, R2 = never>(
+    onfulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
+    onrejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    return this.promise().then(onfulfilled, onrejected);
+  }
+
+  /** Like `Promise.prototype.catch`. */
+  catch<R = never>(onrejected?: ((reason: unknown) => R | PromiseLike<R>) | null): Promise<T | R> {
+    return this.promise().catch(onrejected);
+  }
+
+  /** Like `Promise.prototype.finally`. */
+  finally(onfinally?: (() => void) | null): Promise<T> {
+    return this.promise().finally(onfinally);
+  }
+
+  /** A real Promise of the result (created on first use, then reused). */
+  promise(): Promise<T> {
+    if (this._promise !== undefined) return this._promise;
+    if (this._state === COMPLETED) return (this._promise = Promise.resolve(this._value as T));
+    if (this._state >= FAILED) return (this._promise = Promise.reject(this._error));
+    return (this._promise = new Promise<T>((resolve, reject) => {
+      this._resolve = resolve as (v: unknown) => void;
+      this._reject = reject;
+    }));
+  }
+
+  /** The result as an Effect: succeeds with the value, fails with the same error instance `await` rejects with. */
+  get effect(): Effect.Effect<T, TaskError> {
+    return Effect.callback<T, TaskError>((resume) => {
+      if (this._state === COMPLETED) return resume(Effect.succeed(this._value as T));
+      if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
+      const waiter = (ref: ObjectRef<unknown>) =>
+        resume(ref._state === COMPLETED ? Effect.succeed(ref._value as T) : Effect.fail(ref._error as TaskError));
+      (this._waiters ??= []).push(waiter);
+      return Effect.sync(() => {
+        const i = this._waiters?.indexOf(waiter) ?? -1;
+        if (i >= 0) this._waiters!.splice(i, 1);
+      });
+    });
+  }
+
+  /**
+   * Cancels the task: a pending one never starts; a running one is interrupted where the executor
+   * can (retries/timeouts, remote calls) and its result is ignored otherwise. The ref and every
+   * dependent reject with `CancelledError`.
+   *
+   * @returns `true` if the task was still pending or running, `false` if it had already settled.
+   */
+  cancel(): boolean {
+    const self = this as ObjectRef<unknown>;
+    if (this._state >= COMPLETED) return false;
+    const wasPending = this._state === PENDING;
+    const abort = this._abort;
+    this._abort = undefined;
+    this._args = undefined;
+    settle(self, CANCELLED, new CancelledError(this._target.name));
+    if (wasPending) this._target.dropped?.(self);
+    abort?.();
+    return true;
+  }
+
+  /** Plain-text form for logs. */
+  toString(): string {
+    return `ObjectRef(${this.id}, ${this.status})`;
+  }
+}
+
+/** @internal Numeric states of `_state`. */
+export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const;
+
+// ---- settling: a worklist, so long chains never recurse ----------------------------------------
+
+const settledQueue: ObjectRef<unknown>[] = [];
+let flushing = false;
+
+/** @internal Settles a task (once) and notifies its dependents and waiters, iteratively. */
+export function settle(ref: ObjectRef<unknown>, state: number, valueOrError: unknown): void {
+  if (ref._state >= COMPLETED) return;
+  ref._state = state;
+  if (state === COMPLETED) ref._value = valueOrError;
+  else ref._error = valueOrError;
+  ref._abort = undefined;
+  if (eventsEnabled) {
+    const at = performance.now();
+    if (ref._meta) ref._meta.settledAt = at;
+    emit(state === COMPLETED ? "finished" : state === FAILED ? "failed" : "cancelled", ref, at);
+  }
+  if (ref._resolve !== undefined) {
+    if (state === COMPLETED) ref._resolve(valueOrError);
+    else ref._reject!(valueOrError);
+    ref._resolve = ref._reject = undefined;
+  }
+  if (ref._waiters !== undefined) {
+    const ws = ref._waiters;
+    ref._waiters = undefined;
+    for (let i = 0; i < ws.length; i++) ws[i](ref);
+  }
+  if (ref._dependents === undefined) return;
+  settledQueue.push(ref);
+  if (!flushing) flushSettled();
+}
+
+function flushSettled(): void {
+  flushing = true;
+  try {
+    for (let i = 0; i < settledQueue.length; i++) {
+      const ref = settledQueue[i];
+      const deps = ref._dependents!;
+      ref._dependents = undefined;
+      if (ref._state === COMPLETED) {
+        for (let j = 0; j < deps.length; j++) {
+          const d = deps[j];
+          if (d._state === PENDING && --d._pending === 0) startReady(d);
+        }
+      } else {
+        for (let j = 0; j < deps.length; j++) {
+          const d = deps[j];
+          if (d._state === PENDING) {
+            d._args = undefined;
+            // a failed input fails its dependents with the same error, without running them
+            settle(d, ref._state, ref._error);
+            d._target.dropped?.(d);
+          }
+        }
+      }
+    }
+  } finally {
+    settledQueue.length = 0;
+    flushing = false;
+  }
+}
+
+function startReady(task: ObjectRef<unknown>): void {
+  try {
+    task._target.ready(task);
+  } catch (e) {
+    // a target must not throw; if it does, the task fails instead of hanging
+    settle(task, FAILED, e);
+  }
+}
+
+// ---- argument scanning ---------------------------------------------------------------------
+
+function isPlainObject(v: object): boolean {
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** @internal Registers `task` as a dependent of every unresolved ref in its args (counted in `_pending`). */
+export function scanArgs(task: ObjectRef<unknown>, args: unknown[]): void {
+  let shape = 0;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "object" || a === null) continue;
+    if (a instanceof ObjectRef) {
+      if (shape === 0) shape = 1;
+      link(task, a);
+    } else if (Array.isArray(a) || isPlainObject(a)) {
+      if (scanNested(task, a, 0)) shape = 2;
+    }
+  }
+  task._shape = shape;
+}
+
+function scanNested(task: ObjectRef<unknown>, v: object, depth: number): boolean {
+  if (depth > 32) return false;
+  let found = false;
+  const values = Array.isArray(v) ? v : Object.values(v);
+  for (let i = 0; i < values.length; i++) {
+    const a = values[i];
+    if (typeof a !== "object" || a === null) continue;
+    if (a instanceof ObjectRef) {
+      found = true;
+      link(task, a);
+    } else if ((Array.isArray(a) || isPlainObject(a)) && scanNested(task, a, depth + 1)) {
+      found = true;
+    }
+  }
+  return found;
+}
+
+function link(task: ObjectRef<unknown>, dep: ObjectRef<unknown>): void {
+  if (task._meta) task._meta.deps.push(dep);
+  if (dep._state === COMPLETED) return;
+  if (dep._state >= FAILED) {
+    // already failed: the task fails at once (checked by the caller through _state)
+    if (task._state === PENDING) settle(task, dep._state, dep._error);
+    return;
+  }
+  task._pending++;
+  (dep._dependents ??= []).push(task);
+}
+
+/** @internal The args with every ref replaced by its value (refs are all completed here). */
+export function resolveArgs(task: ObjectRef<unknown>): unknown[] {
+  const args = task._args!;
+  task._args = undefined;
+  if (task._shape === 0) return args;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "object" || a === null) continue;
+    if (a instanceof ObjectRef) args[i] = a._value;
+    else if (task._shape === 2 && (Array.isArray(a) || isPlainObject(a))) args[i] = resolveNested(a, 0);
+  }
+  return args;
+}
+
+function resolveNested(v: object, depth: number): unknown {
+  if (depth > 32) return v;
+  if (Array.isArray(v)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < v.length; i++) {
+      const a = v[i];
+      let r = a;
+      if (a instanceof ObjectRef) r = a._value;
+      else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) r = resolveNested(a, depth + 1);
+      if (r !== a) (out ??= v.slice())[i] = r;
+    }
+    return out ?? v;
+  }
+  let out: Record<string, unknown> | undefined;
+  for (const k of Object.keys(v)) {
+    const a = (v as Record<string, unknown>)[k];
+    let r = a;
+    if (a instanceof ObjectRef) r = a._value;
+    else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) r = resolveNested(a, depth + 1);
+    if (r !== a) (out ??= { ...(v as Record<string, unknown>) })[k] = r;
+  }
+  return out ?? v;
+}

@@ -1,0 +1,203 @@
+/**
+ * `op(fn)`: turns a plain (async or sync) function into an `Op` — still callable directly, and with
+ * `.go(...args)` that submits it to the scheduler and returns an `ObjectRef` at once.
+ *
+ * @module
+ */
+import { currentContext, type RunContext } from "./context.ts";
+import { CancelledError, OpExecutionError } from "./errors.ts";
+import { eventsEnabled } from "./events.ts";
+import type { ObjectRef, TaskTarget } from "./object_ref.ts";
+import { failedRef, Limiter, type RunPolicy, runBody, submit } from "./scheduler.ts";
+import type { RefArgs } from "./types.ts";
+import type { Mesh } from "./mesh.ts";
+
+/** Options of {@link op}. */
+export interface OpOptions {
+  /** Name in errors, profiles and traces (default: the function's name). */
+  name?: string;
+  /** Extra attempts when the body throws (default 0). */
+  retries?: number;
+  /** Deadline per call, retries included, in ms; a late call fails with `TimeoutError` (default: none). */
+  timeoutMs?: number;
+  /** At most this many calls of this op run at once (default: unbounded). */
+  concurrency?: number;
+  /** What the op is for (shown by tools). */
+  description?: string;
+}
+
+/**
+ * An op: call it directly (`await f(x)`, no scheduler) or submit it with `.go(...)` to get an
+ * `ObjectRef` at once. `.go()` accepts refs wherever a value is expected.
+ */
+export interface Op<A extends unknown[], R> {
+  /** Runs the function now and returns its result (errors are wrapped in `OpExecutionError`). */
+  (...args: A): Promise<R>;
+  /** Submits a call; returns its ref at once. The call starts when every ref among `args` resolved. */
+  go(...args: RefArgs<A>): ObjectRef<R>;
+  /** The op's name. */
+  readonly opName: string;
+  /** The options it was made with. */
+  readonly options: Readonly<OpOptions>;
+}
+
+function checkCount(what: string, name: string, v: unknown, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
+    throw new RangeError(`op "${name}": ${what} must be a ${what === "timeoutMs" ? "positive number" : `integer ≥ ${min}`}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** @internal Validates and normalizes retry/deadline options into a policy (undefined: none). */
+export function policyOf(kind: string, name: string, retries: unknown, timeoutMs: unknown): RunPolicy | undefined {
+  const r = checkCount("retries", `${kind} ${name}`, retries, 0) ?? 0;
+  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", `${kind} ${name}`, timeoutMs, Number.MIN_VALUE)!;
+  return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
+}
+
+let anonymous = 0;
+
+class OpTarget implements TaskTarget {
+  readonly kind = "op" as const;
+  readonly node: string | undefined = undefined;
+  readonly name: string;
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly policy: RunPolicy | undefined;
+  readonly limiter: Limiter | undefined;
+  private readonly startBound: (task: ObjectRef<unknown>) => void;
+  private readonly doneBound: ((task: ObjectRef<unknown>) => void) | undefined;
+
+  constructor(name: string, fn: (...args: unknown[]) => unknown, options: OpOptions) {
+    this.name = name;
+    this.fn = fn;
+    this.policy = policyOf("op", name, options.retries, options.timeoutMs);
+    const c = checkCount("concurrency", name, options.concurrency, 1);
+    this.limiter = c === undefined ? undefined : new Limiter(c);
+    this.startBound = (task) => this.start(task);
+    this.doneBound = this.limiter === undefined ? undefined : () => this.finish();
+  }
+
+  ready(task: ObjectRef<unknown>): void {
+    if (this.limiter !== undefined) this.limiter.acquire(task, this.startBound);
+    else this.start(task);
+  }
+
+  private start(task: ObjectRef<unknown>): void {
+    const mesh = task._ctx?.mesh as Mesh | undefined;
+    if (mesh !== undefined && mesh._limiter !== undefined) {
+      mesh._limiter.acquire(task, (t) => runBody(t, this.fn, undefined, t._ctx, this.policy, (x) => {
+        mesh._limiter!.release();
+        this.doneBound?.(x);
+      }));
+    } else {
+      runBody(task, this.fn, undefined, task._ctx, this.policy, this.doneBound);
+    }
+  }
+
+  private finish(): void {
+    this.limiter!.release();
+  }
+
+  dropped(): void {}
+}
+
+/**
+ * Makes an op from a function.
+ *
+ * @param fn The function (async or not). Its name names the op.
+ * @returns The op: callable directly, and `.go(...)` for a ref.
+ *
+ * @example The README pipeline
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const addOne = ta.op(async function addOne(x: number) { return x + 1; });
+ * const multiply = ta.op("multiply", async (x: number, factor: number) => x * factor);
+ * const result = await multiply.go(addOne.go(5), 3);
+ * if (result !== 18) throw new Error(`expected 18, got ${result}`);
+ * ```
+ */
+export function op<A extends unknown[], R>(fn: (...args: A) => R): Op<A, Awaited<R>>;
+/**
+ * Makes an op from a function, with a name or options.
+ *
+ * @param nameOrOptions The op's name, or its options (`name`, `retries`, `timeoutMs`, `concurrency`).
+ * @param fn The function (async or not).
+ * @returns The op.
+ *
+ * @example Retries and a deadline
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * let calls = 0;
+ * const flaky = ta.op({ name: "flaky", retries: 2, timeoutMs: 1000 }, async () => {
+ *   if (++calls < 3) throw new Error("not yet");
+ *   return calls;
+ * });
+ * if ((await flaky.go()) !== 3) throw new Error("expected the third attempt to succeed");
+ * ```
+ */
+export function op<A extends unknown[], R>(nameOrOptions: string | OpOptions, fn: (...args: A) => R): Op<A, Awaited<R>>;
+export function op<A extends unknown[], R>(
+  a: string | OpOptions | ((...args: A) => R),
+  b?: (...args: A) => R,
+): Op<A, Awaited<R>> {
+  let options: OpOptions;
+  let fn: unknown;
+  if (typeof a === "function") {
+    options = {};
+    fn = a;
+  } else if (typeof a === "string") {
+    options = { name: a };
+    fn = b;
+  } else if (a !== null && typeof a === "object") {
+    options = { ...a };
+    fn = b;
+  } else {
+    throw new TypeError(`op() expects a function, or a name or options object and a function; got ${describe(a)}`);
+  }
+  if (typeof fn !== "function") {
+    throw new TypeError(`op() expects a function to wrap, got ${describe(fn)}`);
+  }
+  if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
+    throw new TypeError(`op() name must be a non-empty string, got ${describe(options.name)}`);
+  }
+  const name = options.name ?? ((fn as { name?: string }).name || `anonymous${++anonymous}`);
+  const body = fn as (...args: unknown[]) => unknown;
+  const target = new OpTarget(name, body, options);
+  const policy = target.policy;
+
+  const go = (...args: unknown[]): ObjectRef<Awaited<R>> => {
+    const ctx: RunContext | undefined = currentContext();
+    const mesh = ctx?.mesh as Mesh | undefined;
+    if (mesh !== undefined && mesh.closed) {
+      return failedRef(target, new CancelledError(name, `not started: mesh "${mesh.name}" is closed`));
+    }
+    return submit<Awaited<R>>(target, args, ctx);
+  };
+  const call = (...args: A): Promise<Awaited<R>> => {
+    // while profiling, direct calls go through the scheduler so they are recorded too
+    if (eventsEnabled || policy !== undefined || target.limiter !== undefined) return go(...args).promise();
+    try {
+      return Promise.resolve(body(...args) as R).then(undefined, (e) => {
+        throw new OpExecutionError(name, e);
+      }) as Promise<Awaited<R>>;
+    } catch (e) {
+      return Promise.reject(new OpExecutionError(name, e));
+    }
+  };
+  Object.defineProperty(call, "name", { value: name });
+  return Object.assign(call, {
+    go: go as Op<A, Awaited<R>>["go"],
+    opName: name,
+    options: Object.freeze({ ...options, name }),
+  });
+}
+
+/** @internal Short description of a bad argument for error messages. */
+export function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "function") return `function ${v.name || "(anonymous)"}`;
+  if (typeof v === "object") return `an object (${Object.prototype.toString.call(v).slice(8, -1)})`;
+  if (typeof v === "string") return `the string ${JSON.stringify(v)}`;
+  return `${typeof v} ${String(v)}`;
+}

@@ -1,0 +1,237 @@
+/**
+ * The scheduler: a task starts when its last unresolved input resolves (counted, never polled);
+ * tasks ready at submission start from one microtask-drained queue; a body runs as a plain call
+ * unless it has a retry or deadline policy, which runs it as an Effect fiber (Schedule, timeout,
+ * interruption). Concurrency limits are small counting semaphores with a FIFO of waiting tasks.
+ *
+ * @module
+ */
+import { Cause, Effect, Exit } from "effect";
+import { currentContext, runInContext, type RunContext } from "./context.ts";
+import { OpExecutionError, TimeoutError } from "./errors.ts";
+import { emit, eventsEnabled } from "./events.ts";
+import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
+
+const { PENDING, RUNNING, COMPLETED, FAILED } = State;
+
+// ---- submission --------------------------------------------------------------------------------
+
+const readyQueue: ObjectRef<unknown>[] = [];
+let drainScheduled = false;
+
+function drainReady(): void {
+  drainScheduled = false;
+  // tasks that become ready while draining (sync ops completing) are appended and run in this loop
+  for (let i = 0; i < readyQueue.length; i++) {
+    const task = readyQueue[i];
+    if (task._state !== PENDING) continue;
+    try {
+      task._target.ready(task);
+    } catch (e) {
+      settle(task, FAILED, e);
+    }
+  }
+  readyQueue.length = 0;
+}
+
+/**
+ * @internal Creates the task for one call and wires it into the DAG. `enqueue` (a service
+ * replica's mailbox) sees the task at submission, so per-instance order is submission order.
+ */
+export function submit<T>(
+  target: TaskTarget,
+  args: unknown[],
+  ctx: RunContext | undefined,
+  enqueue?: (task: ObjectRef<unknown>) => void,
+): ObjectRef<T> {
+  const task = new ObjectRef<T>(target, args, ctx);
+  if (eventsEnabled) {
+    const now = performance.now();
+    task._meta = {
+      submittedAt: now,
+      startedAt: 0,
+      settledAt: 0,
+      attempt: 0,
+      parent: ctx?.task as ObjectRef<unknown> | undefined,
+      deps: [],
+      node: target.node,
+    };
+    emit("submitted", task, now);
+  }
+  if (args.length !== 0) scanArgs(task as ObjectRef<unknown>, args);
+  if (task._state !== PENDING) return task; // an input had already failed
+  if (enqueue !== undefined) enqueue(task as ObjectRef<unknown>);
+  if (task._pending === 0) {
+    readyQueue.push(task as ObjectRef<unknown>);
+    if (!drainScheduled) {
+      drainScheduled = true;
+      queueMicrotask(drainReady);
+    }
+  }
+  return task;
+}
+
+/** @internal A task that fails before it could be submitted anywhere (closed mesh, no placement). */
+export function failedRef<T>(target: TaskTarget, error: unknown): ObjectRef<T> {
+  const task = new ObjectRef<T>(target, undefined, undefined);
+  settle(task as ObjectRef<unknown>, FAILED, error);
+  return task;
+}
+
+// ---- running a body -----------------------------------------------------------------------------
+
+/** Retry and deadline policy of an op or method. */
+export interface RunPolicy {
+  /** Extra attempts after a failure (0: none). */
+  readonly retries: number;
+  /** Deadline for the whole call including retries, in ms (0: none). */
+  readonly timeoutMs: number;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === "object" || typeof v === "function") &&
+    typeof (v as { then?: unknown }).then === "function";
+}
+
+/**
+ * @internal Runs a ready task's body `fn.apply(self, args)` in `ctx`, settles the task and calls
+ * `done` once the body has finished (also when it was cancelled meanwhile).
+ */
+export function runBody(
+  task: ObjectRef<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  ctx: RunContext | undefined,
+  policy: RunPolicy | undefined,
+  done: ((task: ObjectRef<unknown>) => void) | undefined,
+): void {
+  task._state = RUNNING;
+  const args = resolveArgs(task);
+  if (eventsEnabled) {
+    const now = performance.now();
+    if (task._meta) task._meta.startedAt = now;
+    emit("started", task, now);
+    // the body's own .go() calls record this task as their caller
+    ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
+  }
+  if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, done);
+  const name = task._target.name;
+  let r: unknown;
+  try {
+    r = ctx !== undefined && currentContext() !== ctx
+      ? runInContext(ctx, () => fn.apply(self, args))
+      : fn.apply(self, args);
+  } catch (e) {
+    settle(task, FAILED, new OpExecutionError(name, e));
+    if (done !== undefined) done(task);
+    return;
+  }
+  if (isThenable(r)) {
+    r.then(
+      (v) => {
+        settle(task, COMPLETED, v);
+        if (done !== undefined) done(task);
+      },
+      (e) => {
+        settle(task, FAILED, new OpExecutionError(name, e));
+        if (done !== undefined) done(task);
+      },
+    );
+  } else {
+    settle(task, COMPLETED, r);
+    if (done !== undefined) done(task);
+  }
+}
+
+function runWithPolicy(
+  task: ObjectRef<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+  ctx: RunContext | undefined,
+  policy: RunPolicy,
+  done: ((task: ObjectRef<unknown>) => void) | undefined,
+): void {
+  const name = task._target.name;
+  let attempts = 0;
+  const call = () => (ctx !== undefined ? runInContext(ctx, () => fn.apply(self, args)) : fn.apply(self, args));
+  const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
+    if (attempts++ > 0 && task._meta) {
+      task._meta.attempt = attempts - 1;
+      emit("started", task, performance.now());
+    }
+    let r: unknown;
+    try {
+      r = call();
+    } catch (e) {
+      return Effect.fail(new OpExecutionError(name, e));
+    }
+    if (!isThenable(r)) return Effect.succeed(r);
+    return Effect.tryPromise({ try: () => Promise.resolve(r), catch: (e) => new OpExecutionError(name, e) });
+  });
+  let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
+    ? Effect.retry(attempt, { times: policy.retries })
+    : attempt;
+  if (policy.timeoutMs > 0) {
+    program = Effect.timeoutOrElse(program, {
+      duration: policy.timeoutMs,
+      orElse: () => Effect.fail(new TimeoutError(name, policy.timeoutMs)),
+    });
+  }
+  const fiber = Effect.runFork(program);
+  task._abort = () => fiber.interruptUnsafe();
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit)) settle(task, COMPLETED, exit.value);
+    else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
+    // interrupted: the task was cancelled, and cancel() already settled it
+    if (done !== undefined) done(task);
+  });
+}
+
+// ---- concurrency limits -------------------------------------------------------------------------
+
+/**
+ * @internal A counting semaphore whose waiters are tasks; a released slot goes to the oldest
+ * waiting task that is still pending.
+ */
+export class Limiter {
+  readonly max: number;
+  running = 0;
+  private waiting: ObjectRef<unknown>[] = [];
+  private head = 0;
+  private resumes: Array<(task: ObjectRef<unknown>) => void> = [];
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** Starts `task` through `start` now if a slot is free, else when one frees up. */
+  acquire(task: ObjectRef<unknown>, start: (task: ObjectRef<unknown>) => void): void {
+    if (this.running < this.max) {
+      this.running++;
+      start(task);
+    } else {
+      this.waiting.push(task);
+      this.resumes.push(start);
+    }
+  }
+
+  /** Frees a slot and hands it to the next waiting task. */
+  release(): void {
+    this.running--;
+    while (this.head < this.waiting.length && this.running < this.max) {
+      const task = this.waiting[this.head];
+      const start = this.resumes[this.head];
+      this.waiting[this.head] = undefined as unknown as ObjectRef<unknown>;
+      this.head++;
+      if (task._state !== PENDING) continue;
+      this.running++;
+      start(task);
+    }
+    if (this.head === this.waiting.length) {
+      this.waiting.length = 0;
+      this.resumes.length = 0;
+      this.head = 0;
+    }
+  }
+}
