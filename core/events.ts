@@ -83,3 +83,20 @@ export function emit(kind: TaskEventKind, task: TaskInfo, at: number): void {
     }
   }
 }
+
+/**
+ * @internal Wraps the call of a task body while events are enabled (tracing runs the body inside
+ * the task's span context this way). `call` must be invoked exactly once; its result returned.
+ */
+export type BodyWrapper = (task: TaskInfo, call: () => unknown) => unknown;
+
+/** @internal The installed body wrapper, if any. */
+export let bodyWrapper: BodyWrapper | undefined;
+
+/**
+ * @internal Installs (or, with `undefined`, removes) the body wrapper. Only one can be installed;
+ * tracing owns it.
+ */
+export function setBodyWrapper(wrapper: BodyWrapper | undefined): void {
+  bodyWrapper = wrapper;
+}

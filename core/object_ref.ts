@@ -75,6 +75,7 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
   /** @internal */ _reject: ((e: unknown) => void) | undefined = undefined;
   /** @internal stops the running body (fiber interrupt, remote cancel) */ _abort: (() => void) | undefined = undefined;
   /** @internal */ _meta: TaskMeta | undefined = undefined;
+  /** @internal slot owned by tracing (the task's span) */ _trace: unknown = undefined;
 
   /** @internal Refs are made by `.go()`, never by users. */
   constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {

@@ -9,7 +9,7 @@
 import { Cause, Effect, Exit } from "effect";
 import { currentContext, runInContext, type RunContext } from "./context.ts";
 import { OpExecutionError, TimeoutError } from "./errors.ts";
-import { emit, eventsEnabled } from "./events.ts";
+import { bodyWrapper, emit, eventsEnabled } from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
 
 const { PENDING, RUNNING, COMPLETED, FAILED } = State;
@@ -113,6 +113,10 @@ export function runBody(
     emit("started", task, now);
     // the body's own .go() calls record this task as their caller
     ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
+  }
+  if (eventsEnabled && bodyWrapper !== undefined) {
+    const inner = fn, wrap = bodyWrapper;
+    fn = (...a: unknown[]) => wrap(task, () => inner.apply(self, a));
   }
   if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, done);
   const name = task._target.name;
