@@ -1,0 +1,34 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { requestGpuDevice, webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
+import { noGpu } from "./_test_utils.ts";
+
+const hasNavigatorGpu = Boolean((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu);
+
+test("webgpuDevices reports a software (fallback) adapter with description and limits", { skip: noGpu }, async () => {
+  const adapters = await webgpuDevices();
+  assert.ok(adapters.length > 0);
+  adapters.forEach((a, i) => assert.equal(a.index, i));
+  const software = adapters.find((a) => a.software);
+  // This CI has no GPU: Deno finds llvmpipe. On a machine with a GPU there may be none.
+  if (!software) return;
+  assert.ok(software.description.length > 0);
+  assert.ok(software.limits.maxStorageBufferBindingSize > 0);
+  assert.ok(software.limits.maxComputeWorkgroupsPerDimension >= 65535);
+  assert.equal(await webgpuUnavailableReason(), undefined);
+});
+
+test("webgpuDevices returns [] and a reason instead of throwing where there is no WebGPU", { skip: !noGpu && "this runtime has a WebGPU adapter" }, async () => {
+  assert.deepEqual(await webgpuDevices(), []);
+  const reason = await webgpuUnavailableReason();
+  assert.ok(reason && reason.length > 10, String(reason));
+  if (!hasNavigatorGpu) assert.match(reason!, /navigator\.gpu/);
+  await assert.rejects(requestGpuDevice(0), { message: /^Cannot request a GPU device: / });
+});
+
+test("requestGpuDevice caches the device per adapter index and rejects a bad index", { skip: noGpu }, async () => {
+  const d = await requestGpuDevice(0);
+  assert.equal(await requestGpuDevice(0), d);
+  await assert.rejects(requestGpuDevice(-1), RangeError);
+  await assert.rejects(requestGpuDevice(99), { name: "RangeError", message: /adapter 99: there are \d+/ });
+});

@@ -1,0 +1,141 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { defineKernel, GpuArray } from "./kernel.ts";
+import { requestGpuDevice } from "./detect.ts";
+import { GpuDeviceLostError, KernelError } from "./errors.ts";
+import { noGpu, randomFloats } from "./_test_utils.ts";
+
+const ADD_WGSL = `
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> n: u32;
+@compute @workgroup_size(WORKGROUP_SIZE_X)
+fn main(@builtin(global_invocation_id) id: vec3u) {
+  if (id.x < n) { out[id.x] = a[id.x] + b[id.x]; }
+}`;
+
+const add = defineKernel({
+  name: "vector_add",
+  code: ADD_WGSL,
+  workgroupSize: [64],
+  sizes: ["n"],
+  bindings: {
+    a: { kind: "input", type: "f32", length: ({ n }) => n },
+    b: { kind: "input", type: "f32", length: ({ n }) => n },
+    out: { kind: "output", type: "f32", length: ({ n }) => n },
+    n: { kind: "uniform", type: "u32", value: ({ n }) => [n] },
+  },
+  workgroups: ({ n }) => Math.ceil(n / 64),
+});
+
+test("Kernel.run adds vectors exactly, reusing the pipeline and buffers across runs", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  for (const n of [1, 1000, 100_003, 1000]) {
+    const a = randomFloats(n, n);
+    const b = randomFloats(n, n + 1);
+    const { out } = await add.run(device, { a, b }, { sizes: { n } });
+    assert.ok(out instanceof Float32Array);
+    assert.equal(out.length, n);
+    for (let i = 0; i < n; i++) assert.equal(out[i], Math.fround(a[i] + b[i]), `index ${i}`);
+  }
+});
+
+test("Kernel.run runs concurrent calls on one device independently", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const results = await Promise.all([1, 2, 3, 4].map(async (v) => {
+    const n = 500;
+    const { out } = await add.run(device, { a: new Float32Array(n).fill(v), b: new Float32Array(n).fill(v) }, { sizes: { n } });
+    return out;
+  }));
+  results.forEach((out, i) => assert.ok(out.every((x) => x === 2 * (i + 1))));
+});
+
+test("Kernel.run accepts a GpuArray input kept on the device", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const a = GpuArray.from(device, new Float32Array([1, 2, 3]));
+  try {
+    const { out } = await add.run(device, { a, b: new Float32Array([1, 1, 1]) }, { sizes: { n: 3 } });
+    assert.deepEqual([...out], [2, 3, 4]);
+  } finally {
+    a.destroy();
+  }
+});
+
+test("Kernel.run rejects a wrong input length naming the kernel and binding", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  await assert.rejects(add.run(device, { a: new Float32Array(3), b: new Float32Array(4) }, { sizes: { n: 3 } }), {
+    name: "RangeError",
+    message: 'Kernel "vector_add": input "b" must have 3 elements for sizes {"n":3}, got 4',
+  });
+});
+
+test("Kernel.run rejects a wrong array type, a missing input and a missing size", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const bad = { a: new Int32Array(3), b: new Float32Array(3) } as unknown as { a: Float32Array; b: Float32Array };
+  await assert.rejects(add.run(device, bad, { sizes: { n: 3 } }), {
+    name: "TypeError",
+    message: 'Kernel "vector_add": input "a" must be a Float32Array or GpuArray<f32>, got Int32Array',
+  });
+  const missing = { a: new Float32Array(3) } as unknown as { a: Float32Array; b: Float32Array };
+  await assert.rejects(add.run(device, missing, { sizes: { n: 3 } }), { name: "TypeError", message: /Kernel "vector_add": missing input "b"/ });
+  await assert.rejects(add.run(device, { a: new Float32Array(3), b: new Float32Array(3) }), {
+    name: "TypeError",
+    message: 'Kernel "vector_add": size "n" must be a non-negative integer, got undefined',
+  });
+});
+
+test("Kernel.run rejects a dispatch over maxComputeWorkgroupsPerDimension", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const max = device.limits.maxComputeWorkgroupsPerDimension;
+  await assert.rejects(add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 }, workgroups: max + 1 }), {
+    name: "RangeError",
+    message: `Kernel "vector_add": dispatch of ${max + 1}×1×1 workgroups exceeds this device's maxComputeWorkgroupsPerDimension (${max})`,
+  });
+});
+
+test("Kernel.run rejects WGSL that does not compile with KernelError giving line and message", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const broken = defineKernel({
+    name: "broken",
+    code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(WORKGROUP_SIZE_X)\nfn main() { out[0] = undefined_thing; }`,
+    workgroupSize: [1],
+    bindings: { out: { kind: "output", type: "f32", length: () => 1 } },
+  });
+  const err = await broken.run(device, {}).then(() => undefined, (e) => e);
+  assert.ok(err instanceof KernelError, String(err));
+  assert.equal(err.kernel, "broken");
+  assert.match(err.message, /^Kernel "broken": WGSL compile error:\n {2}3:\d+ .*undefined_thing/s);
+});
+
+test("Kernel.run rejects bindings that do not match the WGSL with KernelError", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const mismatched = defineKernel({
+    name: "mismatched",
+    code: ADD_WGSL,
+    workgroupSize: [64],
+    bindings: { out: { kind: "output", type: "f32", length: () => 1 } },
+  });
+  await assert.rejects(mismatched.run(device, {}), (e: unknown) => {
+    assert.ok(e instanceof KernelError);
+    assert.match(e.message, /^Kernel "mismatched": pipeline creation failed/);
+    return true;
+  });
+});
+
+test("Kernel.run fails pending and later calls with GpuDeviceLostError, and a new device works after", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const n = 200_000;
+  const pending = add.run(device, { a: new Float32Array(n), b: new Float32Array(n) }, { sizes: { n } });
+  device.destroy();
+  await assert.rejects(pending, (e: unknown) => {
+    assert.ok(e instanceof GpuDeviceLostError, String(e));
+    assert.match(e.message, /^GPU device lost: destroyed/);
+    return true;
+  });
+  await assert.rejects(add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 } }), GpuDeviceLostError);
+  const fresh = await requestGpuDevice(0);
+  assert.notEqual(fresh, device);
+  const { out } = await add.run(fresh, { a: new Float32Array([1]), b: new Float32Array([2]) }, { sizes: { n: 1 } });
+  assert.equal(out[0], 3);
+});
