@@ -1,0 +1,56 @@
+/**
+ * WebGPU for thinkagain: find adapters, give `gpus: 1` services their `GPUDevice`, and run WGSL
+ * compute kernels on typed arrays (with a tiled f32 matmul and a top-k cosine index built on it).
+ * Not re-exported by the root `mod.ts`; import this subpath.
+ *
+ * Deno and browsers reach WebGPU through `navigator.gpu` (Deno without a GPU finds the llvmpipe
+ * software adapter); Bun and Node through the optional `webgpu` npm package when it finds an
+ * adapter. Where there is none, {@linkcode webgpuDevices} is empty and
+ * {@linkcode webgpuUnavailableReason} says why.
+ *
+ * @example A GPU service
+ * ```ts
+ * import * as ta from "../../mod.ts";
+ * import { gpu, matmul, webgpuGpuDevices } from "./mod.ts";
+ *
+ * const Multiplier = ta.service({ gpus: 1 }, class ModExampleMultiplier {
+ *   async square(a: number[]): Promise<number[]> {
+ *     return [...await matmul(new Float32Array(a), new Float32Array(a), 2, 2, 2, { device: await gpu() })];
+ *   }
+ * });
+ * const gpus = await webgpuGpuDevices();
+ * if (gpus.length > 0) {
+ *   await using mesh = new ta.Mesh([new ta.MeshNode("local", { gpus: gpus.slice(0, 1) })]);
+ *   const out = await mesh.run(() => Multiplier.init().square.go([1, 2, 3, 4]));
+ *   if (out.join() !== "7,10,15,22") throw new Error(`got ${out}`);
+ * }
+ * ```
+ *
+ * @module
+ */
+export {
+  requestGpuDevice,
+  type RequestGpuDeviceOptions,
+  type WebGpuAdapterInfo,
+  webgpuDevices,
+  type WebGpuLimits,
+  webgpuUnavailableReason,
+} from "./detect.ts";
+export { GpuDeviceLostError, KernelError } from "./errors.ts";
+export {
+  defineKernel,
+  type ElementType,
+  GpuArray,
+  Kernel,
+  type KernelBinding,
+  type KernelInputs,
+  type KernelOutputs,
+  type KernelRunOptions,
+  type KernelSizes,
+  type KernelSpec,
+  type TypedArrayFor,
+  type Workgroups,
+} from "./kernel.ts";
+export { matmul, matmulCpu, matmulNaive, type MatmulOptions, matmulResident } from "./matmul.ts";
+export { CosineIndex, type CosineIndexOptions, cosineTopKCpu, MAX_K, type SearchHit } from "./retrieval.ts";
+export { gpu, type GpuOptions, registerWebGpu, webgpuGpuDevices } from "./gpu.ts";
