@@ -10,5 +10,5 @@ tsc --noEmit -p tsconfig.json || status=1
 echo "== bun test"
 bun test || status=1
 echo "== deno test"
-deno test -A --doc --permit-no-files || status=1
+deno test -A --doc --permit-no-files --v8-flags=--expose-gc || status=1
 exit $status

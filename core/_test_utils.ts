@@ -1,0 +1,31 @@
+// Helpers for tests only (private: never re-exported).
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A promise with its resolve function outside, to hold a body open until a test releases it. */
+export function gate<T = void>(): { promise: Promise<T>; open: (v: T) => void } {
+  let open!: (v: T) => void;
+  const promise = new Promise<T>((r) => (open = r));
+  return { promise, open };
+}
+
+/** A full garbage collection where the runtime exposes one (Bun.gc, or --expose-gc). */
+export function gcFunction(): (() => void) | undefined {
+  const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+  if (g.Bun) return () => g.Bun!.gc(true);
+  if (typeof g.gc === "function") return g.gc;
+  return undefined;
+}
+
+/** Asserts `promise` rejects, and returns the rejection for further checks. */
+export async function rejection(promise: PromiseLike<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (e) {
+    return e;
+  }
+  throw new Error("expected a rejection, but the promise resolved");
+}
