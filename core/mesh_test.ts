@@ -1,0 +1,171 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { rejection, sleep } from "./_test_utils.ts";
+
+const Generator = ta.service({ gpus: 4 }, class Generator {
+  async generate(q: string) {
+    return `gen(${q}) on gpus ${ta.currentInstanceGpus()!.map((g) => g.id).join(",")}`;
+  }
+});
+
+test("Mesh places GPU services across a 3-node mesh and assigns distinct GPUs", async () => {
+  await using mesh = new ta.Mesh([
+    new ta.MeshNode("n1", { gpus: 8, cpus: 32 }),
+    new ta.MeshNode("n2", { gpus: 8, cpus: 32 }),
+    new ta.MeshNode("n3", { gpus: 8, cpus: 32 }),
+  ]);
+  await mesh.run(async () => {
+    const handles = Array.from({ length: 6 }, () => Generator.init());
+    const outs = await Promise.all(handles.map((h) => h.generate.go("q")));
+    assert.equal(outs.length, 6);
+  });
+  const s = mesh.stats();
+  assert.equal(s.instances.length, 6);
+  const perNode = new Map<string, number[][]>();
+  for (const i of s.instances) perNode.set(i.node, [...(perNode.get(i.node) ?? []), [...i.gpus]]);
+  assert.deepEqual([...perNode.keys()].sort(), ["n1", "n2", "n3"], "spread over all nodes");
+  for (const [, gpuSets] of perNode) {
+    const all = gpuSets.flat();
+    assert.equal(new Set(all).size, all.length, "no GPU is given twice on a node");
+    assert.equal(all.length, 8);
+  }
+  for (const n of s.nodes) assert.equal(n.gpus.free, 0);
+});
+
+test("PlacementError says what was asked and the most any node has free", async () => {
+  const Big = ta.service({ gpus: 4, name: "Big" }, class {
+    f() {}
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("server1", { gpus: 2 }), new ta.MeshNode("server2", { gpus: 1 })]);
+  await mesh.run(() => {
+    assert.throws(
+      () => Big.init(),
+      (e: unknown) =>
+        e instanceof ta.PlacementError &&
+        e.message === 'Cannot place service "Big": needs 4 GPUs, the largest free on any node is 2 (server1)',
+    );
+  });
+  const CpuHeavy = ta.service({ cpus: 16, name: "CpuHeavy" }, class {
+    f() {}
+  });
+  await using mesh2 = new ta.Mesh([new ta.MeshNode("a", { cpus: 8 })]);
+  const big = CpuHeavy.init(); // created outside a mesh: placed on first use, which fails
+  const e = await mesh2.run(() => rejection(big.f.go()));
+  assert.ok(e instanceof ta.PlacementError);
+  assert.match(e.message, /needs 16 CPUs, the largest free on any node is 8 \(a\)/);
+  assert.equal(mesh2.stats().instances.length, 0, "a failed placement holds no resources");
+});
+
+test("replicas are placed all or nothing", async () => {
+  const R = ta.service({ gpus: 1, replicas: 3, name: "R3" }, class {
+    f() {}
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("a", { gpus: 1 }), new ta.MeshNode("b", { gpus: 1 })]);
+  await mesh.run(() => assert.throws(() => R.init(), /replica 3 of 3 of service "R3"/));
+  assert.deepEqual(mesh.stats().nodes.map((n) => n.gpus.free), [1, 1]);
+});
+
+test("a Mesh built from devices is one local node with those resources", async () => {
+  await using mesh = new ta.Mesh([new ta.GpuDevice(0), new ta.GpuDevice(1), new ta.CpuDevice(4)]);
+  const s = mesh.stats();
+  assert.equal(s.nodes.length, 1);
+  assert.equal(s.nodes[0].gpus.total, 2);
+  assert.equal(s.nodes[0].cpus.total, 4);
+});
+
+test("nested .go() inside ops and service methods uses the mesh of mesh.run", async () => {
+  const Where = ta.service({ cpus: 1 }, class Where {
+    node() {
+      return ta.currentInstance()!.node;
+    }
+  });
+  const w = Where.init();
+  const inner = ta.op(async function inner() {
+    return await w.node.go();
+  });
+  const outer = ta.op(async function outer() {
+    await sleep(1);
+    return await inner.go();
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("only", { cpus: 1 })]);
+  assert.equal(await mesh.run(() => outer.go()), "only");
+  assert.equal(mesh.stats().instances[0].node, "only");
+  assert.equal(await w.node(), "local", "outside mesh.run the default local mesh serves");
+});
+
+test("mesh.close disposes instances and cancels calls that had not started", async () => {
+  const disposed: string[] = [];
+  const A = ta.service(class A {
+    async slow() {
+      await sleep(20);
+      return "done";
+    }
+    async [Symbol.asyncDispose]() {
+      disposed.push("A");
+    }
+  });
+  const B = ta.service(class B {
+    ping() {
+      return "pong";
+    }
+    close() {
+      disposed.push("B");
+    }
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const [running, queued] = await mesh.run(async () => {
+    const a = A.init();
+    B.init();
+    const r = a.slow.go();
+    await sleep(1);
+    return [r, a.slow.go()];
+  });
+  await mesh.close();
+  assert.equal(await running, "done", "a running call finishes before disposal");
+  assert.ok((await rejection(queued)) instanceof ta.CancelledError);
+  assert.deepEqual(disposed.sort(), ["A", "B"]);
+  assert.equal(mesh.closed, true);
+  await assert.rejects(mesh.run(() => 1), /closed/);
+  await mesh.close(); // idempotent
+});
+
+test("mesh maxConcurrency bounds the ops running at once", async () => {
+  let running = 0, peak = 0;
+  const work = ta.op(async function work() {
+    running++;
+    peak = Math.max(peak, running);
+    await sleep(2);
+    running--;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 3 });
+  await mesh.run(() => Promise.all(Array.from({ length: 12 }, () => work.go())));
+  assert.equal(peak, 3);
+});
+
+test("Mesh and MeshNode reject bad input with clear errors", () => {
+  assert.throws(() => new ta.Mesh("x" as never), TypeError);
+  assert.throws(() => new ta.Mesh([]), /at least one node/);
+  assert.throws(() => new ta.Mesh([new ta.MeshNode("a"), new ta.MeshNode("a")]), /two nodes named "a"/);
+  assert.throws(() => new ta.Mesh([new ta.MeshNode("a"), new ta.GpuDevice(0)] as never), /not a mix/);
+  assert.throws(() => new ta.MeshNode(""), TypeError);
+  assert.throws(() => new ta.MeshNode("a", { gpus: -2 }), RangeError);
+  assert.throws(() => new ta.MeshNode("a", { gpus: 1.5 }), RangeError);
+  assert.throws(() => new ta.MeshNode("a", { endpoint: "not a url" }), TypeError);
+  assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { maxConcurrency: 0 }), RangeError);
+  assert.throws(() => new ta.GpuDevice(-1), TypeError);
+  assert.throws(() => new ta.CpuDevice(0), TypeError);
+});
+
+test("devices() lists provider GPUs and the CPU count", async () => {
+  const off = ta.registerDeviceProvider(async () => [new ta.GpuDevice(0, { name: "fake-gpu" })]);
+  try {
+    const found = await ta.devices();
+    const gpus = found.filter((d) => d instanceof ta.GpuDevice);
+    assert.equal(gpus.length, 1);
+    assert.equal((gpus[0] as ta.GpuDevice).name, "fake-gpu");
+    assert.ok(found.at(-1) instanceof ta.CpuDevice);
+  } finally {
+    off();
+  }
+});
