@@ -1,0 +1,26 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pipeline } from "./basic.ts";
+import { main as demo } from "./demo.ts";
+
+test("examples/basic.ts computes the README's 18", async () => {
+  assert.equal(await pipeline(5), 18);
+});
+
+test("examples/demo.ts answers three questions, handles the failing one and profiles the run", async () => {
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (...a: unknown[]) => void lines.push(a.join(" "));
+  try {
+    const { answers, failed, summary } = await demo();
+    assert.equal(answers.split("\n").filter((l) => l.startsWith("Q: ")).length, 3);
+    assert.match(answers, /on gpu-node/);
+    assert.equal(failed, "Generator.generate failed: empty question");
+    assert.equal(summary.ops["Generator.generate"].count, 4);
+    assert.equal(summary.ops["Generator.generate"].failed, 1);
+    assert.equal(summary.ops.embed.count, 9);
+    assert.ok(lines.some((l) => l.includes("Retriever[1] on")), "placement is printed");
+  } finally {
+    console.log = log;
+  }
+});
