@@ -28,6 +28,8 @@ export interface TaskTarget {
   ready(task: ObjectRef<unknown>): void;
   /** The task was cancelled before it started: forget it. */
   dropped?(task: ObjectRef<unknown>): void;
+  /** True when the body's thinkagain errors (remote calls) must pass through unwrapped. */
+  readonly passErrors?: boolean;
 }
 
 /** @internal Timing and graph facts, allocated only while someone listens to events. */

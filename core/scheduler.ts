@@ -8,8 +8,8 @@
  */
 import { Cause, Effect, Exit } from "effect";
 import { currentContext, runInContext, type RunContext } from "./context.ts";
-import { OpExecutionError, TimeoutError } from "./errors.ts";
-import { bodyWrapper, emit, eventsEnabled } from "./events.ts";
+import { OpExecutionError, ThinkagainError, TimeoutError } from "./errors.ts";
+import { bodyWrapper, emit, eventsEnabled, submitProbe } from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
 
 const { PENDING, RUNNING, COMPLETED, FAILED } = State;
@@ -44,6 +44,7 @@ export function submit<T>(
   ctx: RunContext | undefined,
   enqueue?: (task: ObjectRef<unknown>) => void,
 ): ObjectRef<T> {
+  if (submitProbe !== undefined) submitProbe();
   const task = new ObjectRef<T>(target, args, ctx);
   if (eventsEnabled) {
     const now = performance.now();
@@ -88,6 +89,11 @@ export interface RunPolicy {
   readonly timeoutMs: number;
 }
 
+/** The error a task fails with when its body threw `e`. */
+function failure(task: ObjectRef<unknown>, e: unknown): unknown {
+  return task._target.passErrors === true && e instanceof ThinkagainError ? e : new OpExecutionError(task._target.name, e);
+}
+
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === "object" || typeof v === "function") &&
     typeof (v as { then?: unknown }).then === "function";
@@ -119,14 +125,13 @@ export function runBody(
     fn = (...a: unknown[]) => wrap(task, () => inner.apply(self, a));
   }
   if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, done);
-  const name = task._target.name;
   let r: unknown;
   try {
     r = ctx !== undefined && currentContext() !== ctx
       ? runInContext(ctx, () => fn.apply(self, args))
       : fn.apply(self, args);
   } catch (e) {
-    settle(task, FAILED, new OpExecutionError(name, e));
+    settle(task, FAILED, failure(task, e));
     if (done !== undefined) done(task);
     return;
   }
@@ -137,7 +142,7 @@ export function runBody(
         if (done !== undefined) done(task);
       },
       (e) => {
-        settle(task, FAILED, new OpExecutionError(name, e));
+        settle(task, FAILED, failure(task, e));
         if (done !== undefined) done(task);
       },
     );
@@ -168,10 +173,10 @@ function runWithPolicy(
     try {
       r = call();
     } catch (e) {
-      return Effect.fail(new OpExecutionError(name, e));
+      return Effect.fail(failure(task, e) as OpExecutionError);
     }
     if (!isThenable(r)) return Effect.succeed(r);
-    return Effect.tryPromise({ try: () => Promise.resolve(r), catch: (e) => new OpExecutionError(name, e) });
+    return Effect.tryPromise({ try: () => Promise.resolve(r), catch: (e) => failure(task, e) as OpExecutionError });
   });
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
     ? Effect.retry(attempt, { times: policy.retries })

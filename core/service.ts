@@ -320,43 +320,54 @@ export class Deployment {
   }
 }
 
-/** @internal A replica living in this process: the instance, its mailbox and its run context. */
-export class LocalReplica implements Replica {
+/**
+ * @internal A replica's mailbox: calls are queued at submission and started in that order, at
+ * most `limit` at a time, each once its inputs resolved. Subclasses say how a call starts.
+ */
+export abstract class MailboxReplica implements Replica {
   readonly index: number;
   readonly node: string;
   readonly gpus: readonly GpuDevice[];
   readonly def: ServiceDef;
-  readonly ctx: RunContext;
   outstanding = 0;
   calls = 0;
-  private instance: Record<string, unknown> | undefined;
-  private initFailure: OpExecutionError | undefined;
+  /** Calls that may run (or be in flight) at once. */
+  protected limit: number;
+  protected closing = false;
   private readonly queue: ObjectRef<unknown>[] = [];
   private head = 0;
-  private running = 0;
-  private closing = false;
+  protected running = 0;
   private idle: (() => void) | undefined;
   private readonly targets = new Map<string, MethodTarget>();
   private readonly enqueueBound = (task: ObjectRef<unknown>) => this.enqueue(task);
+  /** Pass to `runBody` as its `done`. */
   readonly doneBound: (task: ObjectRef<unknown>) => void = () => this.done();
 
-  constructor(def: ServiceDef, args: unknown[], mesh: Mesh, index: number, node: string, gpus: readonly GpuDevice[]) {
+  constructor(def: ServiceDef, index: number, node: string, gpus: readonly GpuDevice[], limit: number) {
     this.def = def;
     this.index = index;
     this.node = node;
     this.gpus = gpus;
-    const info: InstanceInfo = { service: def.name, replica: index, node, gpus };
-    this.ctx = { mesh, instance: info };
-    try {
-      this.instance = runInContext(this.ctx, () => new def.cls(...args));
-    } catch (e) {
-      this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
-    }
+    this.limit = limit;
+  }
+
+  /** Starts a ready call; must eventually call `doneBound(task)` (runBody does). */
+  protected abstract start(task: ObjectRef<unknown>, method: string): void;
+
+  /** The error every call fails with instead of starting (a failed constructor), if any. */
+  protected abstract unavailable(task: ObjectRef<unknown>): unknown;
+
+  /** Disposes what the replica holds, after its calls have finished. */
+  protected abstract dispose(): Promise<void>;
+
+  /** Targets of remote calls pass thinkagain errors through instead of wrapping them. */
+  protected get passErrors(): boolean {
+    return false;
   }
 
   call(method: string, args: unknown[], ctx: RunContext | undefined): ObjectRef<unknown> {
     let target = this.targets.get(method);
-    if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method));
+    if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.passErrors));
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
   }
@@ -369,7 +380,7 @@ export class LocalReplica implements Replica {
   /** Starts queued calls in order while slots are free and the head's inputs are resolved. */
   pump(): void {
     const q = this.queue;
-    while (this.head < q.length && this.running < this.def.maxConcurrency) {
+    while (this.head < q.length && this.running < this.limit) {
       const task = q[this.head];
       if (task._state !== PENDING) {
         q[this.head++] = undefined as unknown as ObjectRef<unknown>;
@@ -377,14 +388,14 @@ export class LocalReplica implements Replica {
       }
       if (task._pending !== 0) break;
       q[this.head++] = undefined as unknown as ObjectRef<unknown>;
-      if (this.initFailure !== undefined || this.instance === undefined) {
+      const failure = this.unavailable(task);
+      if (failure !== undefined) {
         this.outstanding--;
-        settle(task, FAILED, this.initFailure ?? new CancelledError(task._target.name, "not started: instance disposed"));
+        settle(task, FAILED, failure);
         continue;
       }
       this.running++;
-      const method = (task._target as MethodTarget).method;
-      runBody(task, this.instance[method] as (...a: unknown[]) => unknown, this.instance, this.ctx, this.def.policy, this.doneBound);
+      this.start(task, (task._target as MethodTarget).method);
     }
     if (this.head === q.length) {
       q.length = 0;
@@ -417,6 +428,39 @@ export class LocalReplica implements Replica {
     this.queue.length = 0;
     this.head = 0;
     if (this.running > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    await this.dispose();
+  }
+}
+
+/** @internal A replica living in this process: the instance and its run context. */
+export class LocalReplica extends MailboxReplica {
+  readonly ctx: RunContext;
+  private instance: Record<string, unknown> | undefined;
+  private initFailure: OpExecutionError | undefined;
+
+  constructor(def: ServiceDef, args: unknown[], mesh: Mesh, index: number, node: string, gpus: readonly GpuDevice[]) {
+    super(def, index, node, gpus, def.maxConcurrency);
+    const info: InstanceInfo = { service: def.name, replica: index, node, gpus };
+    this.ctx = { mesh, instance: info };
+    try {
+      this.instance = runInContext(this.ctx, () => new def.cls(...args));
+    } catch (e) {
+      this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
+    }
+  }
+
+  protected unavailable(task: ObjectRef<unknown>): unknown {
+    if (this.initFailure !== undefined) return this.initFailure;
+    if (this.instance === undefined) return new CancelledError(task._target.name, "not started: instance disposed");
+    return undefined;
+  }
+
+  protected start(task: ObjectRef<unknown>, method: string): void {
+    const instance = this.instance!;
+    runBody(task, instance[method] as (...a: unknown[]) => unknown, instance, this.ctx, this.def.policy, this.doneBound);
+  }
+
+  protected async dispose(): Promise<void> {
     const instance = this.instance;
     this.instance = undefined;
     if (instance === undefined) return;
@@ -431,10 +475,12 @@ class MethodTarget implements TaskTarget {
   readonly name: string;
   readonly node: string;
   readonly method: string;
-  private readonly replica: LocalReplica;
-  constructor(replica: LocalReplica, method: string) {
+  readonly passErrors: boolean;
+  private readonly replica: MailboxReplica;
+  constructor(replica: MailboxReplica, method: string, passErrors: boolean) {
     this.replica = replica;
     this.method = method;
+    this.passErrors = passErrors;
     this.name = `${replica.def.name}.${method}`;
     this.node = replica.node;
   }
