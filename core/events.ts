@@ -100,3 +100,14 @@ export let bodyWrapper: BodyWrapper | undefined;
 export function setBodyWrapper(wrapper: BodyWrapper | undefined): void {
   bodyWrapper = wrapper;
 }
+
+/**
+ * @internal Called by every `.go()` while set: tracing's check for a registered tracer provider
+ * (it counts calls itself and looks only now and then). Unset, it costs one comparison.
+ */
+export let submitProbe: (() => void) | undefined;
+
+/** @internal Installs (or, with `undefined`, removes) the submit probe. */
+export function setSubmitProbe(probe: (() => void) | undefined): void {
+  submitProbe = probe;
+}

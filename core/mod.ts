@@ -34,6 +34,7 @@ export {
   Profiler,
   type TaskRecord,
 } from "./profile.ts";
+export { disableTracing, enableTracing, isTracingEnabled, setTracingAutoDetect, type TracingOptions } from "./tracing.ts";
 export { onTaskEvent, type TaskEvent, type TaskEventKind, type TaskEventListener, type TaskInfo } from "./events.ts";
 export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
 export type { Refable, RefArgs } from "./types.ts";

@@ -1,0 +1,390 @@
+/**
+ * OpenTelemetry tracing through `@opentelemetry/api` only: every op and service call becomes a span,
+ * `op <name>` or `call <Service>.<method>`, child of the span active where `.go()` was called, with
+ * links to the spans of the tasks whose refs were its arguments. The user's SDK (or Deno's built-in
+ * OpenTelemetry) decides where spans go; with no provider registered, nothing is recorded.
+ *
+ * How it turns on: {@link enableTracing} turns it on explicitly. Otherwise it turns on by itself
+ * when a real `TracerProvider` is registered globally: the first `.go()` checks, and while none is
+ * found the check repeats every 1024 submissions (so a provider registered after startup is picked up
+ * within 1024 tasks). {@link disableTracing} turns it off and stops the checks.
+ *
+ * Span shape: a task's span starts at submission and ends when the task settles. The event
+ * `"started"` marks when the body began (the time before it is queue wait: waiting for inputs, a
+ * concurrency slot or the mailbox; also the attribute `thinkagain.queue_wait_ms`), so queue wait and
+ * execution are told apart without a second span per task. A retry adds another `"started"` event
+ * with its `thinkagain.attempt`. Failure sets status ERROR and records the exception; cancellation
+ * sets status ERROR with the description `cancelled`; `thinkagain.status` says which.
+ *
+ * @module
+ */
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Link,
+  propagation,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+  type TracerProvider,
+} from "@opentelemetry/api";
+import { onTaskEvent, setBodyWrapper, setSubmitProbe, type TaskEvent, type TaskInfo } from "./events.ts";
+
+/** Instrumentation scope name of thinkagain's spans. */
+const TRACER_NAME = "thinkagain";
+
+/** Options of {@link enableTracing}. */
+export interface TracingOptions {
+  /** Provider to take the tracer from (default: the globally registered one, resolved per span). */
+  tracerProvider?: TracerProvider;
+}
+
+let tracer: Tracer | undefined;
+let off: (() => void) | undefined;
+let autoDetect = true;
+let probeCount = 0;
+// performance.now() -> epoch ms, the form every OpenTelemetry SDK accepts as a TimeInput
+const origin: number = performance.timeOrigin;
+
+/** What the `_trace` slot of a task holds: before the span exists, the caller's context. */
+interface Slot {
+  _trace: unknown;
+}
+
+function isSpan(x: unknown): x is Span {
+  return typeof x === "object" && x !== null && typeof (x as Span).spanContext === "function";
+}
+
+function spanContextOf(x: unknown): SpanContext | undefined {
+  if (isSpan(x)) return x.spanContext();
+  if (typeof x === "object" && x !== null && typeof (x as SpanContext).traceId === "string") return x as SpanContext;
+  return undefined;
+}
+
+/**
+ * True when a tracer provider other than the API's no-op one is registered globally (an SDK's
+ * `provider.register()` / `trace.setGlobalTracerProvider`, or Deno's built-in with `OTEL_DENO=true`).
+ *
+ * @returns Whether spans made through `@opentelemetry/api` would go anywhere.
+ *
+ * @example
+ * ```ts
+ * import { hasTracerProvider } from "./tracing.ts";
+ * import { trace } from "@opentelemetry/api";
+ * trace.disable();
+ * if (hasTracerProvider()) throw new Error("no provider is registered here");
+ * ```
+ */
+export function hasTracerProvider(): boolean {
+  const provider = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider };
+  const delegate = typeof provider.getDelegate === "function" ? provider.getDelegate() : provider;
+  if (delegate === noopProvider) return false;
+  // a provider registered through another copy of the API has that copy's no-op as its delegate
+  return delegate?.constructor?.name !== "NoopTracerProvider";
+}
+const noopProvider: TracerProvider = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Turns tracing on: from now on every task is a span. Idempotent; calling it again with another
+ * provider switches to it.
+ *
+ * @param options Which provider to use (default: the global one).
+ *
+ * @example Spans for ops, with an in-memory exporter
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+ * const exporter = new InMemorySpanExporter();
+ * const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+ * ta.enableTracing({ tracerProvider });
+ * const inc = ta.op(async function inc(x: number) { return x + 1; });
+ * await inc.go(inc.go(1));
+ * ta.disableTracing();
+ * const names = exporter.getFinishedSpans().map((s) => s.name);
+ * if (names.join() !== "op inc,op inc") throw new Error(names.join());
+ * ```
+ */
+export function enableTracing(options: TracingOptions = {}): void {
+  tracer = options.tracerProvider !== undefined ? options.tracerProvider.getTracer(TRACER_NAME) : undefined;
+  setSubmitProbe(undefined);
+  if (off !== undefined) return;
+  off = onTaskEvent(onEvent);
+  setBodyWrapper(runInSpan);
+}
+
+/**
+ * Turns tracing off and stops looking for a provider (until {@link enableTracing} or
+ * {@link setTracingAutoDetect}). Spans of tasks still running are ended when they settle only if
+ * tracing is on again by then; otherwise they are dropped.
+ *
+ * @example
+ * ```ts
+ * import { disableTracing, enableTracing, isTracingEnabled } from "./tracing.ts";
+ * enableTracing();
+ * disableTracing();
+ * if (isTracingEnabled()) throw new Error("expected off");
+ * ```
+ */
+export function disableTracing(): void {
+  autoDetect = false;
+  setSubmitProbe(undefined);
+  if (off === undefined) return;
+  off();
+  off = undefined;
+  tracer = undefined;
+  setBodyWrapper(undefined);
+}
+
+/**
+ * Whether tasks are being traced now.
+ *
+ * @returns `true` after {@link enableTracing} or once a registered provider was detected.
+ *
+ * @example
+ * ```ts
+ * import { enableTracing, disableTracing, isTracingEnabled } from "./tracing.ts";
+ * enableTracing();
+ * if (!isTracingEnabled()) throw new Error("expected on");
+ * disableTracing();
+ * ```
+ */
+export function isTracingEnabled(): boolean {
+  return off !== undefined;
+}
+
+/**
+ * Turns automatic detection of a registered provider on (the default) or off. While on and tracing
+ * is off, `.go()` checks for a provider at the first submission and then every 1024th.
+ *
+ * @param on Whether to detect.
+ *
+ * @example
+ * ```ts
+ * import { isTracingEnabled, setTracingAutoDetect } from "./tracing.ts";
+ * import * as ta from "../mod.ts";
+ * import { trace } from "@opentelemetry/api";
+ * trace.disable(); // no provider: detection finds nothing, tracing stays off
+ * setTracingAutoDetect(true);
+ * await ta.op(async function noop() {}).go();
+ * if (isTracingEnabled()) throw new Error("expected off without a provider");
+ * ```
+ */
+export function setTracingAutoDetect(on: boolean): void {
+  autoDetect = on;
+  probeCount = 0;
+  setSubmitProbe(on && off === undefined ? probe : undefined);
+}
+
+function probe(): void {
+  if ((probeCount++ & 1023) !== 0) return;
+  if (hasTracerProvider()) enableTracing();
+}
+
+/** Detects now (used where work arrives from elsewhere, e.g. a server span). */
+function detectNow(): void {
+  if (off === undefined && autoDetect && hasTracerProvider()) enableTracing();
+}
+
+function getTracer(): Tracer {
+  return tracer ?? trace.getTracer(TRACER_NAME);
+}
+
+function spanName(task: TaskInfo): string {
+  return task.kind === "op" ? `op ${task.name}` : `call ${task.name}`;
+}
+
+function baseAttributes(task: TaskInfo): Attributes {
+  const a: Attributes = { "thinkagain.task_id": task.id };
+  if (task.kind === "op") a["thinkagain.op"] = task.name;
+  else {
+    const dot = task.name.indexOf(".");
+    a["thinkagain.service"] = dot < 0 ? task.name : task.name.slice(0, dot);
+    a["thinkagain.method"] = dot < 0 ? task.name : task.name.slice(dot + 1);
+  }
+  if (task.node !== undefined) a["thinkagain.node"] = task.node;
+  return a;
+}
+
+/** Creates the span of `task` (at its start, or at settle for a task that never started). */
+function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
+  let ctx = parentCtx ?? context.active();
+  if (trace.getSpan(ctx) === undefined) {
+    // no context manager carried it (or the body awaited first): fall back to the calling task
+    const parentSpan = (task.parent as (TaskInfo & Slot) | undefined)?._trace;
+    if (isSpan(parentSpan)) ctx = trace.setSpan(ctx, parentSpan);
+  }
+  let links: Link[] | undefined;
+  const deps = task.dependencies;
+  for (let i = 0; i < deps.length; i++) {
+    const sc = spanContextOf((deps[i] as TaskInfo & Slot)._trace);
+    if (sc !== undefined) (links ??= []).push({ context: sc });
+  }
+  const span = getTracer().startSpan(spanName(task), {
+    kind: SpanKind.INTERNAL,
+    attributes: baseAttributes(task),
+    links,
+    startTime: task.submittedAt > 0 ? origin + task.submittedAt : undefined,
+  }, ctx);
+  task._trace = span;
+  return span;
+}
+
+function onEvent(e: TaskEvent): void {
+  const task = e.task as TaskInfo & Slot;
+  switch (e.kind) {
+    case "submitted":
+      // synchronous inside .go(): the active context is the caller's
+      task._trace = context.active();
+      return;
+    case "started": {
+      const slot = task._trace;
+      const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
+      const wait = task.startedAt - task.submittedAt;
+      span.setAttribute("thinkagain.queue_wait_ms", wait > 0 ? wait : 0);
+      span.setAttribute("thinkagain.attempt", task.attempt);
+      if (task.node !== undefined) span.setAttribute("thinkagain.node", task.node);
+      span.addEvent("started", { "thinkagain.attempt": task.attempt }, origin + e.at);
+      return;
+    }
+    default: {
+      const slot = task._trace;
+      const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
+      // keep only the span's context: dependents link to it, and the span object can be collected
+      task._trace = span.spanContext();
+      if (e.kind === "finished") {
+        span.setAttribute("thinkagain.status", "completed");
+      } else if (e.kind === "failed") {
+        const err = task.error;
+        span.setAttribute("thinkagain.status", "failed");
+        if (task.startedAt === 0) span.setAttribute("thinkagain.skipped", true); // an input failed
+        span.recordException(err instanceof Error ? err : String(err), origin + e.at);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+      } else {
+        span.setAttribute("thinkagain.status", "cancelled");
+        span.setStatus({ code: SpanStatusCode.ERROR, message: "cancelled" });
+      }
+      span.end(origin + e.at);
+    }
+  }
+}
+
+/** The body wrapper: runs the task body inside its span's context, so spans made there nest under it. */
+function runInSpan(task: TaskInfo, call: () => unknown): unknown {
+  const span = (task as TaskInfo & Slot)._trace;
+  if (!isSpan(span)) return call();
+  return context.with(trace.setSpan(context.active(), span), call);
+}
+
+// ---- across a transport --------------------------------------------------------------------
+
+/**
+ * The W3C trace context of `task`'s span (`traceparent`, and `tracestate` when set), for a call
+ * envelope that takes the task to another node. Uses the globally registered propagator and falls
+ * back to writing `traceparent` itself, so the wire always carries W3C context. Empty when tracing is
+ * off or the task has no span yet (it gets one when it starts).
+ *
+ * @param task The task being sent (its span exists once it started).
+ * @returns Header-style carrier to put in the envelope.
+ *
+ * @example
+ * ```ts
+ * import { injectTraceContext } from "./tracing.ts";
+ * import { op } from "./op.ts";
+ * const ref = op(async function noop() {}).go();
+ * await ref;
+ * if (Object.keys(injectTraceContext(ref)).length !== 0) throw new Error("no span, no context");
+ * ```
+ */
+export function injectTraceContext(task: TaskInfo): Record<string, string> {
+  const carrier: Record<string, string> = {};
+  const sc = spanContextOf((task as TaskInfo & Slot)._trace);
+  if (sc === undefined) return carrier;
+  propagation.inject(trace.setSpanContext(ROOT_CONTEXT, sc), carrier);
+  if (carrier.traceparent === undefined && /^[0-9a-f]{32}$/.test(sc.traceId) && sc.traceId !== "0".repeat(32)) {
+    carrier.traceparent = `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 1) ? "01" : "00"}`;
+    const ts = sc.traceState?.serialize();
+    if (ts) carrier.tracestate = ts;
+  }
+  return carrier;
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+function extract(carrier: Record<string, string> | undefined): Context {
+  if (carrier === undefined) return ROOT_CONTEXT;
+  let ctx = propagation.extract(ROOT_CONTEXT, carrier);
+  if (trace.getSpanContext(ctx) === undefined && typeof carrier.traceparent === "string") {
+    const m = TRACEPARENT.exec(carrier.traceparent.trim());
+    if (m !== null && m[1] !== "ff" && !/^0+$/.test(m[2]) && !/^0+$/.test(m[3])) {
+      ctx = trace.setSpanContext(ctx, {
+        traceId: m[2],
+        spanId: m[3],
+        traceFlags: parseInt(m[4], 16) & 1,
+        isRemote: true,
+      });
+    }
+  }
+  return ctx;
+}
+
+/** Options of {@link withExtractedContext}. */
+export interface ExtractedContextOptions {
+  /** Name of the server span (default `serve`); e.g. `serve <Service>.<method>`. */
+  name?: string;
+  /** Extra attributes of the server span. */
+  attributes?: Attributes;
+}
+
+/**
+ * Runs `fn` inside a SERVER span whose parent is the trace context in `carrier` (what
+ * {@link injectTraceContext} produced on the caller's side), so the tasks and spans it creates join
+ * the caller's trace. The span ends when `fn`'s result settles; a throw or rejection marks it as an
+ * error. With tracing off (and no provider to detect), it just calls `fn`.
+ *
+ * @param carrier The envelope's trace headers (`traceparent`, `tracestate`), or `undefined`.
+ * @param fn The work to run (typically submitting the requested call).
+ * @param options Span name and attributes.
+ * @returns What `fn` returns.
+ *
+ * @example
+ * ```ts
+ * import { withExtractedContext } from "./tracing.ts";
+ * const r = await withExtractedContext({ traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" }, async () => 42);
+ * if (r !== 42) throw new Error("expected fn's result");
+ * ```
+ */
+export function withExtractedContext<T>(
+  carrier: Record<string, string> | undefined,
+  fn: () => T,
+  options: ExtractedContextOptions = {},
+): T {
+  detectNow();
+  if (off === undefined) return fn();
+  const parent = extract(carrier);
+  const span = getTracer().startSpan(options.name ?? "serve", { kind: SpanKind.SERVER, attributes: options.attributes }, parent);
+  const fail = (e: unknown) => {
+    span.recordException(e instanceof Error ? e : String(e));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+    span.end();
+  };
+  let r: T;
+  try {
+    r = context.with(trace.setSpan(parent, span), fn);
+  } catch (e) {
+    fail(e);
+    throw e;
+  }
+  const maybe = r as unknown as PromiseLike<unknown> | null;
+  if (maybe !== null && typeof maybe === "object" && typeof maybe.then === "function") {
+    maybe.then(() => span.end(), fail);
+  } else span.end();
+  return r;
+}
+
+setTracingAutoDetect(true);

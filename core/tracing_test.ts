@@ -1,0 +1,255 @@
+import { after, before, test } from "node:test";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { context, propagation, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { JsonTraceSerializer } from "@opentelemetry/otlp-transformer/build/src/index.js";
+import * as ta from "../mod.ts";
+import {
+  disableTracing,
+  injectTraceContext,
+  isTracingEnabled,
+  setTracingAutoDetect,
+  withExtractedContext,
+} from "./tracing.ts";
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./_test_otlp_receiver.ts";
+
+let receiver: OtlpReceiver;
+let provider: BasicTracerProvider;
+
+before(async () => {
+  receiver = await startOtlpReceiver();
+  provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ "service.name": "tracing-test" }),
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${receiver.endpoint}/v1/traces` }))],
+  });
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  trace.setGlobalTracerProvider(provider);
+});
+
+after(async () => {
+  disableTracing();
+  await provider.shutdown();
+  trace.disable();
+  context.disable();
+  propagation.disable();
+  await receiver.close();
+});
+
+const byName = (spans: ReceivedSpan[], name: string) => spans.filter((s) => s.name === name);
+const one = (spans: ReceivedSpan[], name: string) => {
+  const found = byName(spans, name);
+  assert.equal(found.length, 1, `exactly one span named ${name}, got ${found.length}`);
+  return found[0];
+};
+
+test("tracing turns on by itself at the first .go() once a tracer provider is registered", async () => {
+  setTracingAutoDetect(true);
+  await ta.op(async function warmup() {}).go();
+  assert.equal(isTracingEnabled(), true);
+});
+
+test("tracing exports op and service-call spans over OTLP/protobuf with parents, links and error status", async () => {
+  setTracingAutoDetect(true);
+  const tracer = trace.getTracer("user-code");
+  const embed = ta.op(async function embed(x: number) {
+    tracer.startActiveSpan("user.work", (s) => s.end()); // user spans nest under the op's span
+    await new Promise((r) => setTimeout(r, 2));
+    return x * 2;
+  });
+  const Store = ta.service(class Store {
+    async lookup(v: number) {
+      return v + 1;
+    }
+  });
+  const store = Store.init();
+  const combine = ta.op(async function combine(xs: number[]) {
+    return xs.reduce((s, x) => s + x, 0);
+  });
+  const pipeline = ta.op(async function pipeline(n: number) {
+    const embs = Array.from({ length: n }, (_, i) => embed.go(i)); // fan-out
+    const looked = embs.map((e) => store.lookup.go(e));
+    return await combine.go(looked);
+  });
+  const explode = ta.op(async function explode() {
+    throw new Error("boom");
+  });
+  const after = ta.op(async function afterExplode(x: unknown) {
+    return x;
+  });
+
+  const rootIds = await tracer.startActiveSpan("test.root", async (root) => {
+    const result = await pipeline.go(3);
+    assert.equal(result, 2 * 0 + 1 + 2 * 1 + 1 + 2 * 2 + 1);
+    await assert.rejects(after.go(explode.go()).promise(), /boom/);
+    root.end();
+    return root.spanContext();
+  });
+  await provider.forceFlush();
+  const spans = await receiver.waitFor(12, (s) => s.traceId === rootIds.traceId);
+  assert.ok(receiver.contentTypes.some((t) => t.includes("protobuf")), "the exporter sent protobuf");
+
+  const root = one(spans, "test.root");
+  const pipe = one(spans, "op pipeline");
+  assert.equal(pipe.parentSpanId, root.spanId);
+  assert.equal(pipe.kind, 1, "INTERNAL locally");
+  assert.equal(pipe.attributes["thinkagain.op"], "pipeline");
+  assert.match(String(pipe.attributes["thinkagain.task_id"]), /^pipeline#\d+$/);
+  assert.equal(typeof pipe.attributes["thinkagain.queue_wait_ms"], "number");
+  assert.equal(pipe.attributes["thinkagain.attempt"], 0);
+  assert.equal(pipe.attributes["thinkagain.status"], "completed");
+  assert.equal(pipe.status.code, 0);
+  assert.ok(pipe.events.some((e) => e.name === "started"), "queue wait ends at the 'started' event");
+
+  const embeds = byName(spans, "op embed");
+  const lookups = byName(spans, "call Store.lookup");
+  assert.equal(embeds.length, 3);
+  assert.equal(lookups.length, 3);
+  for (const s of [...embeds, ...lookups]) assert.equal(s.parentSpanId, pipe.spanId, `${s.name} is a child of op pipeline`);
+  const lookup = lookups[0];
+  assert.equal(lookup.attributes["thinkagain.service"], "Store");
+  assert.equal(lookup.attributes["thinkagain.method"], "lookup");
+  // each lookup links to the embed whose ref it took
+  const embedIds = new Set(embeds.map((s) => s.spanId));
+  for (const l of lookups) {
+    assert.equal(l.links.length, 1);
+    assert.ok(embedIds.has(l.links[0].spanId));
+    assert.equal(l.links[0].traceId, rootIds.traceId);
+  }
+  assert.equal(new Set(lookups.map((l) => l.links[0].spanId)).size, 3);
+  const comb = one(spans, "op combine");
+  assert.equal(comb.parentSpanId, pipe.spanId);
+  assert.deepEqual(new Set(comb.links.map((l) => l.spanId)), new Set(lookups.map((l) => l.spanId)));
+  // a span ends after the spans it links to
+  for (const l of lookups) assert.ok(l.startNs <= l.endNs && comb.endNs >= l.endNs);
+
+  const works = byName(spans, "user.work");
+  assert.equal(works.length, 3);
+  for (const w of works) assert.ok(embedIds.has(w.parentSpanId), "a user span nests under its op's span");
+
+  const boom = one(spans, "op explode");
+  assert.equal(boom.status.code, 2, "ERROR");
+  assert.match(boom.status.message, /boom/);
+  assert.equal(boom.attributes["thinkagain.status"], "failed");
+  assert.ok(boom.events.some((e) => e.name === "exception" && String(e.attributes["exception.message"]).includes("boom")));
+  const skipped = one(spans, "op afterExplode");
+  assert.equal(skipped.status.code, 2);
+  assert.equal(skipped.attributes["thinkagain.skipped"], true);
+  assert.deepEqual(skipped.links.map((l) => l.spanId), [boom.spanId]);
+});
+
+test("tracing marks a cancelled task's span as cancelled", async () => {
+  setTracingAutoDetect(true);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const slow = ta.op(async function slowForCancel() {
+    await gate;
+  });
+  const ref = slow.go();
+  await new Promise((r) => setTimeout(r, 1));
+  ref.cancel();
+  release();
+  await provider.forceFlush();
+  const [span] = await receiver.waitFor(1, (s) => s.name === "op slowForCancel");
+  assert.equal(span.status.code, 2);
+  assert.equal(span.status.message, "cancelled");
+  assert.equal(span.attributes["thinkagain.status"], "cancelled");
+});
+
+test("injectTraceContext and withExtractedContext join a hop into the caller's trace under a SERVER span", async () => {
+  setTracingAutoDetect(true);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const clientCall = ta.op(async function clientCall() {
+    await gate;
+  });
+  const onNode = ta.op(async function onNode(x: number) {
+    trace.getTracer("user-code").startActiveSpan("node.user", (s) => s.end());
+    return x + 1;
+  });
+  const ref = clientCall.go();
+  await new Promise((r) => setTimeout(r, 1)); // now running: its span exists
+  const carrier = injectTraceContext(ref);
+  assert.match(carrier.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  // as the node would: a fresh context, only the envelope's headers
+  const result = await context.with(
+    context.active().deleteValue(Symbol.for("OpenTelemetry Context Key SPAN")),
+    () => withExtractedContext(carrier, () => onNode.go(41), { name: "serve onNode" }),
+  );
+  assert.equal(result, 42);
+  release();
+  await ref;
+  await provider.forceFlush();
+  const spans = await receiver.waitFor(4, (s) => carrier.traceparent.includes(s.traceId) && /clientCall|onNode|node\.user/.test(s.name));
+  const client = one(spans, "op clientCall");
+  const server = one(spans, "serve onNode");
+  const node = one(spans, "op onNode");
+  const user = one(spans, "node.user");
+  assert.equal(server.kind, 2, "SERVER");
+  assert.equal(server.parentSpanId, client.spanId);
+  assert.equal(node.parentSpanId, server.spanId);
+  assert.equal(user.parentSpanId, node.spanId);
+});
+
+test("withExtractedContext reads a bare W3C traceparent even without a registered propagator", async () => {
+  setTracingAutoDetect(true);
+  propagation.disable();
+  try {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    await withExtractedContext({ traceparent: `00-${traceId}-b7ad6b7169203331-01` }, () => ta.op(async function bare() {}).go(), {
+      name: "serve bare",
+    });
+    await provider.forceFlush();
+    const spans = await receiver.waitFor(2, (s) => s.traceId === traceId);
+    assert.equal(one(spans, "serve bare").parentSpanId, "b7ad6b7169203331");
+    assert.equal(one(spans, "op bare").parentSpanId, one(spans, "serve bare").spanId);
+  } finally {
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  }
+});
+
+test("the OTLP receiver also decodes OTLP/JSON", async () => {
+  const memory = new InMemorySpanExporter();
+  const p = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(memory)] });
+  p.getTracer("json").startSpan("json.span").end();
+  const body = new Uint8Array(JsonTraceSerializer.serializeRequest(memory.getFinishedSpans())!);
+  const res = await fetch(`${receiver.endpoint}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body });
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  const [s] = await receiver.waitFor(1, (x) => x.name === "json.span");
+  assert.equal(s.traceId, memory.getFinishedSpans()[0].spanContext().traceId);
+  await p.shutdown();
+});
+
+test("Deno's built-in OpenTelemetry (OTEL_DENO=true, no SDK) exports thinkagain spans through @opentelemetry/api", async () => {
+  const deno = fileURLToPath(new URL("../node_modules/.bin/deno", import.meta.url));
+  const app = fileURLToPath(new URL("./_test_otel_deno_app.ts", import.meta.url));
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(deno, ["run", "-A", "--no-check", app], {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+      env: {
+        ...process.env,
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+        OTEL_SERVICE_NAME: "deno-builtin",
+      },
+      timeout: 60_000,
+    }, (err, out, errOut) => (err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(out)));
+  });
+  assert.deepEqual(JSON.parse(stdout.trim().split("\n").pop()!), { result: 6, provider: true, tracing: true });
+  const spans = await receiver.waitFor(6, (s) => s.service === "deno-builtin");
+  const root = one(spans, "app.root");
+  const doubles = byName(spans, "op double");
+  const sum = one(spans, "op sum");
+  assert.equal(doubles.length, 2);
+  for (const d of [...doubles, sum]) assert.equal(d.parentSpanId, root.spanId);
+  assert.deepEqual(new Set(sum.links.map((l) => l.spanId)), new Set(doubles.map((d) => d.spanId)));
+  for (const inner of byName(spans, "app.inner")) assert.ok(doubles.some((d) => d.spanId === inner.parentSpanId));
+});
