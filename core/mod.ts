@@ -27,6 +27,8 @@ export { CpuDevice, type DeviceProvider, devices, GpuDevice, type GpuDeviceOptio
 export { currentInstance, currentInstanceGpus, type InstanceInfo } from "./context.ts";
 export {
   type CallEdge,
+  type ChromeTrace,
+  type ChromeTraceEvent,
   getProfiler,
   type OpStats,
   profile,

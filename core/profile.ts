@@ -46,6 +46,30 @@ export interface TaskRecord {
   readonly status: "completed" | "failed" | "cancelled";
 }
 
+/**
+ * One Chrome trace event (the Trace Event Format that Perfetto and chrome://tracing open): `X`
+ * complete events for tasks (`ts`/`dur` in µs), `s`/`f` flow events for dependency edges, `M`
+ * metadata naming processes (nodes) and threads (executors).
+ */
+export interface ChromeTraceEvent {
+  readonly name: string;
+  readonly ph: "X" | "s" | "f" | "M";
+  readonly ts: number;
+  readonly pid: number;
+  readonly tid: number;
+  readonly dur?: number;
+  readonly cat?: string;
+  readonly id?: number;
+  readonly bp?: "e";
+  readonly args?: Readonly<Record<string, unknown>>;
+}
+
+/** What {@link Profiler.toChromeTrace} returns; `JSON.stringify` it to a `.json` file. */
+export interface ChromeTrace {
+  readonly traceEvents: readonly ChromeTraceEvent[];
+  readonly displayTimeUnit: "ms";
+}
+
 /** What {@link Profiler.summary} returns. */
 export interface ProfileSummary {
   /** Milliseconds from `profile()` to the summary (or to `stop()`). */
@@ -154,6 +178,164 @@ export class Profiler implements Disposable {
       out.push(`  ${e.caller} -> ${e.callee}: ${e.calls} call${e.calls === 1 ? "" : "s"} (fan-out mean ${e.fanout.mean.toFixed(1)}, max ${e.fanout.max})`);
     }
     return out.join("\n");
+  }
+
+  /**
+   * The recorded tasks as a Chrome trace (open the JSON in https://ui.perfetto.dev or
+   * chrome://tracing). Each node is a process; each executor on it (`ops`, or the service's name)
+   * is a thread, split into as many lanes as it had tasks running at once, so slices never overlap
+   * partially. Every task is one complete event (`X`) from start to settle, its queue wait in
+   * `args.queue_wait_ms`; a task that never started (an input failed, cancelled) is a zero-length
+   * event at its settle time. Each dependency edge is a flow arrow (`s` at the input's end, `f` at
+   * the dependent's start). Times are µs since `profile()` started.
+   *
+   * @returns The trace-event object.
+   *
+   * @example Write a timeline
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * const inc = ta.op(async function inc(x: number) { return x + 1; });
+   * using p = ta.profile();
+   * await inc.go(inc.go(1));
+   * const trace = p.toChromeTrace();
+   * const tasks = trace.traceEvents.filter((e) => e.ph === "X");
+   * const flows = trace.traceEvents.filter((e) => e.ph === "s" || e.ph === "f");
+   * if (tasks.length !== 2 || flows.length !== 2) throw new Error("expected 2 tasks and 1 arrow");
+   * // Deno.writeTextFileSync("trace.json", JSON.stringify(trace));
+   * ```
+   */
+  toChromeTrace(): ChromeTrace {
+    const t0 = this.startedAt;
+    const us = (t: number) => (t - t0) * 1000;
+    const events: ChromeTraceEvent[] = [];
+    const pids = new Map<string, number>();
+    const lanes = new Map<string, { tid: number; freeAt: number }[]>();
+    const placed = new Map<string, { pid: number; tid: number; start: number; end: number }>();
+    let nextTid = 1;
+    const records = this.records.filter((r) => r.settledAt > 0);
+    const startOf = (r: TaskRecord) => (r.startedAt > 0 ? r.startedAt : r.settledAt);
+    records.sort((a, b) => startOf(a) - startOf(b) || a.settledAt - b.settledAt);
+    for (const r of records) {
+      const node = r.node ?? "local";
+      let pid = pids.get(node);
+      if (pid === undefined) {
+        pids.set(node, pid = pids.size + 1);
+        events.push({ name: "process_name", ph: "M", ts: 0, pid, tid: 0, args: { name: `node ${node}` } });
+      }
+      const executor = r.kind === "op" ? "ops" : r.name.slice(0, Math.max(0, r.name.indexOf("."))) || r.name;
+      const key = `${node}\u0000${executor}`;
+      let group = lanes.get(key);
+      if (group === undefined) lanes.set(key, group = []);
+      const start = startOf(r);
+      let lane = group.find((l) => l.freeAt <= start);
+      if (lane === undefined) {
+        lane = { tid: nextTid++, freeAt: 0 };
+        group.push(lane);
+        const label = group.length === 1 ? executor : `${executor} #${group.length}`;
+        events.push({ name: "thread_name", ph: "M", ts: 0, pid, tid: lane.tid, args: { name: label } });
+      }
+      lane.freeAt = r.settledAt;
+      placed.set(r.id, { pid, tid: lane.tid, start, end: r.settledAt });
+      events.push({
+        name: r.name,
+        cat: r.kind,
+        ph: "X",
+        ts: us(start),
+        dur: (r.settledAt - start) * 1000,
+        pid,
+        tid: lane.tid,
+        args: {
+          id: r.id,
+          status: r.status,
+          queue_wait_ms: r.startedAt > 0 ? r.startedAt - r.submittedAt : null,
+          parent: r.parent ?? null,
+        },
+      });
+    }
+    let flow = 0;
+    for (const r of records) {
+      const to = placed.get(r.id)!;
+      for (const d of r.dependencies) {
+        const from = placed.get(d);
+        if (from === undefined) continue;
+        const id = ++flow;
+        // "s" must lie inside the input's slice to bind to it: just before its end
+        const sAt = from.end - Math.min((from.end - from.start) / 2, 0.000001);
+        events.push({ name: "dependency", cat: "dependency", ph: "s", id, ts: us(sAt), pid: from.pid, tid: from.tid });
+        events.push({ name: "dependency", cat: "dependency", ph: "f", bp: "e", id, ts: us(to.start), pid: to.pid, tid: to.tid });
+      }
+    }
+    return { traceEvents: events, displayTimeUnit: "ms" };
+  }
+
+  /**
+   * The critical path: the chain of tasks that set the run's duration, in the order they settled.
+   * It starts from the task that settled last and walks back through what each one waited for:
+   * a task's end waited for the last of its own child tasks that settled while it ran (it awaited
+   * them); a task's start waited for the last of its inputs to settle, or, when no input held it
+   * up, for the sibling (same caller) that settled last before it was submitted (the caller awaited
+   * it first). Shortening any task on this chain shortens the run; shortening others does not.
+   *
+   * @returns The chain, first to last (empty if nothing was recorded).
+   *
+   * @example Find the slow branch
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+   * const fast = ta.op(async function fast() { return 1; });
+   * const slow = ta.op(async function slow() { await wait(20); return 2; });
+   * const add = ta.op(async function add(a: number, b: number) { return a + b; });
+   * using p = ta.profile();
+   * await add.go(fast.go(), slow.go());
+   * const names = p.criticalPath().map((t) => t.name);
+   * if (names.join(" > ") !== "slow > add") throw new Error(names.join(" > "));
+   * ```
+   */
+  criticalPath(): readonly TaskRecord[] {
+    const records = this.records.filter((r) => r.settledAt > 0);
+    if (records.length === 0) return [];
+    const byId = new Map<string, TaskRecord>();
+    const children = new Map<string, TaskRecord[]>();
+    for (const r of records) {
+      byId.set(r.id, r);
+      const key = r.parent ?? "";
+      let list = children.get(key);
+      if (list === undefined) children.set(key, list = []);
+      list.push(r);
+    }
+    const latest = (list: Iterable<TaskRecord>, ok: (r: TaskRecord) => boolean) => {
+      let best: TaskRecord | undefined;
+      for (const r of list) if (!seen.has(r.id) && ok(r) && (best === undefined || r.settledAt > best.settledAt)) best = r;
+      return best;
+    };
+    // the last input to settle, else what its caller awaited (settled) before submitting it
+    const startHeldBy = (t: TaskRecord): TaskRecord | undefined => {
+      const inputs = t.dependencies.map((d) => byId.get(d)).filter((d) => d !== undefined);
+      const input = latest(inputs, (d) => d.settledAt >= t.submittedAt);
+      if (input !== undefined) return input;
+      const parent = t.parent !== undefined ? byId.get(t.parent) : undefined;
+      const floor = parent !== undefined ? parent.startedAt : this.startedAt;
+      return latest(children.get(t.parent ?? "") ?? [], (s) => s.settledAt <= t.submittedAt && s.settledAt >= floor);
+    };
+    const seen = new Set<string>();
+    let cur: TaskRecord | undefined = latest(records, () => true);
+    const path: TaskRecord[] = [];
+    while (cur !== undefined) {
+      const t: TaskRecord = cur;
+      seen.add(t.id);
+      path.push(t);
+      const started = t.startedAt > 0 ? t.startedAt : t.settledAt;
+      // what held its end: an awaited child
+      let next = latest(children.get(t.id) ?? [], (c) => c.settledAt >= started && c.settledAt <= t.settledAt);
+      // what held its start; nothing inside its caller: what held the caller's start, and so on up
+      for (let u: TaskRecord | undefined = t; next === undefined && u !== undefined;) {
+        next = startHeldBy(u);
+        u = u.parent !== undefined ? byId.get(u.parent) : undefined;
+        if (next === undefined && u !== undefined && !seen.has(u.id)) next = u;
+      }
+      cur = next;
+    }
+    return path.sort((a, b) => a.settledAt - b.settledAt);
   }
 
   /** Stops recording (the summary stays readable). Idempotent. */

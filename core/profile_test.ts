@@ -73,3 +73,89 @@ test("getProfiler returns the active profiler until it stops; a stopped profiler
   await id.go(2);
   assert.equal(p.summary().ops.id.count, 1);
 });
+
+test("Profiler.toChromeTrace has one complete event per task with its duration, node tracks and dependency flows", async () => {
+  const Retriever = ta.service({ replicas: 2 }, class TraceRetriever {
+    async retrieve(q: string) {
+      await sleep(2);
+      return [q];
+    }
+  });
+  const merge = ta.op(async function traceMerge(docs: string[][]) {
+    return docs.flat().length;
+  });
+  const r = Retriever.init();
+  await using mesh = new ta.Mesh([new ta.MeshNode("n1"), new ta.MeshNode("n2")]);
+  using p = ta.profile();
+  const n = await mesh.run(() => merge.go([1, 2, 3, 4].map((i) => r.retrieve.go(`q${i}`))));
+  assert.equal(n, 4);
+  p.stop();
+  const trace = JSON.parse(JSON.stringify(p.toChromeTrace())) as ta.ChromeTrace;
+  const tasks = p.tasks();
+  const complete = trace.traceEvents.filter((e) => e.ph === "X");
+  assert.equal(complete.length, tasks.length, "one event per task");
+  for (const t of tasks) {
+    const e = complete.find((x) => x.args?.id === t.id)!;
+    assert.ok(Math.abs(e.dur! - (t.settledAt - t.startedAt) * 1000) < 1e-6, `${t.id} lasts as long as it ran`);
+    assert.ok(Math.abs(e.ts - (t.startedAt - p.startedAt) * 1000) < 1e-6);
+    assert.equal(e.name, t.name);
+  }
+  // nodes are processes; a process and thread name for each track
+  const processes = trace.traceEvents.filter((e) => e.ph === "M" && e.name === "process_name").map((e) => e.args?.name);
+  const nodes = new Set(tasks.map((t) => `node ${t.node ?? "local"}`));
+  assert.deepEqual(new Set(processes), nodes);
+  assert.ok(nodes.has("node n1") && nodes.has("node n2"), "replicas are spread over both nodes");
+  // slices on one thread never overlap partially
+  const byTrack = new Map<string, ta.ChromeTraceEvent[]>();
+  for (const e of complete) {
+    const k = `${e.pid}/${e.tid}`;
+    byTrack.set(k, [...(byTrack.get(k) ?? []), e]);
+  }
+  for (const list of byTrack.values()) {
+    list.sort((a, b) => a.ts - b.ts);
+    for (let i = 1; i < list.length; i++) assert.ok(list[i].ts >= list[i - 1].ts + list[i - 1].dur! - 1e-6);
+  }
+  // one flow arrow per dependency edge: from each retrieve's slice to merge's start
+  const starts = trace.traceEvents.filter((e) => e.ph === "s");
+  const finishes = trace.traceEvents.filter((e) => e.ph === "f");
+  assert.equal(starts.length, 4);
+  assert.deepEqual(starts.map((e) => e.id).sort(), finishes.map((e) => e.id).sort());
+  const mergeEvent = complete.find((e) => e.name === "traceMerge")!;
+  for (const f of finishes) {
+    assert.equal(f.ts, mergeEvent.ts);
+    assert.equal(f.tid, mergeEvent.tid);
+    assert.equal(f.bp, "e");
+  }
+  for (const s of starts) {
+    const from = complete.find((e) => e.pid === s.pid && e.tid === s.tid && e.ts <= s.ts && s.ts <= e.ts + e.dur!);
+    assert.equal(from?.name, "TraceRetriever.retrieve", "each arrow starts inside a retrieve slice");
+  }
+});
+
+test("Profiler.criticalPath follows the slow branch through inputs, awaited children and sequential awaits", async () => {
+  const fast = ta.op(async function cpFast(x: number) {
+    return x;
+  });
+  const slow = ta.op(async function cpSlow(x: number) {
+    await sleep(15);
+    return x;
+  });
+  const add = ta.op(async function cpAdd(a: number, b: number) {
+    return a + b;
+  });
+  const step = ta.op(async function cpStep(x: number) {
+    await sleep(2);
+    return x + 1;
+  });
+  const pipeline = ta.op(async function cpPipeline() {
+    const sum = await add.go(fast.go(1), slow.go(2)); // the slow input holds add back
+    return sum;
+  });
+  using p = ta.profile();
+  const first = await step.go(0); // main awaits step first, then submits the pipeline
+  assert.equal(first, 1);
+  assert.equal(await pipeline.go(), 3);
+  const names = p.criticalPath().map((t) => t.name);
+  assert.deepEqual(names, ["cpStep", "cpSlow", "cpAdd", "cpPipeline"]);
+  assert.deepEqual(ta.profile().criticalPath(), [], "empty profile, empty path");
+});
