@@ -239,10 +239,15 @@ export class Mesh implements AsyncDisposable {
           best = st;
           continue;
         }
-        // spread replicas: fewest of this service, then most free GPUs, then most free CPUs
+        // spread: fewest replicas of this service, then fewest instances, then most free GPUs/CPUs
         const a = counts.get(st) ?? 0, b = counts.get(best) ?? 0;
-        if (a !== b ? a < b : st.freeGpus.length !== best.freeGpus.length
-          ? st.freeGpus.length > best.freeGpus.length : st.freeCpus > best.freeCpus) best = st;
+        if (a !== b) {
+          if (a < b) best = st;
+        } else if (st.instances !== best.instances) {
+          if (st.instances < best.instances) best = st;
+        } else if (st.freeGpus.length !== best.freeGpus.length) {
+          if (st.freeGpus.length > best.freeGpus.length) best = st;
+        } else if (st.freeCpus > best.freeCpus) best = st;
       }
       if (best === undefined) {
         for (const t of taken) this.release(t.st, t.gpus, def.cpus);
@@ -266,6 +271,7 @@ export class Mesh implements AsyncDisposable {
       return remoteFactory(this, def, args, i, st.node, gpus);
     });
     const deployment = new Deployment(def, replicas);
+    for (const r of replicas) r.attach?.(deployment);
     this.deployments.push(deployment);
     for (let i = 0; i < replicas.length; i++) {
       const replica = replicas[i], { st, gpus } = taken[i];
@@ -277,6 +283,16 @@ export class Mesh implements AsyncDisposable {
       ));
     }
     return deployment;
+  }
+
+  /** @internal Runs `cleanup` when the mesh closes (after the instances created before it). */
+  _addCleanup(cleanup: () => Promise<void>): void {
+    Effect.runSync(Scope.addFinalizer(this.scope, Effect.promise(() => cleanup().catch(() => {}))));
+  }
+
+  /** True when some node has an endpoint (is reached over a transport). */
+  get hasRemoteNodes(): boolean {
+    return this.nodes.some((n) => n.endpoint !== undefined);
   }
 
   private release(st: NodeState, gpus: GpuDevice[], cpus: number): void {

@@ -24,6 +24,44 @@ export interface OpOptions {
   concurrency?: number;
   /** What the op is for (shown by tools). */
   description?: string;
+  /** May run on remote nodes that registered it (a node imports the same module). Default false. */
+  remote?: boolean;
+  /** GPUs one call needs; an op with GPUs is remote-capable (runs on a node with GPUs). Default 0. */
+  gpus?: number;
+}
+
+/** @internal What a node needs to run an op by name. */
+export interface OpDef {
+  readonly name: string;
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly options: Readonly<OpOptions>;
+  /** The op itself, so a node runs calls through the scheduler (limits, policy, profiling). */
+  readonly op: Op<unknown[], unknown>;
+}
+
+const REGISTRY_KEY = Symbol.for("thinkagain.ops");
+// shared through globalThis so two copies of the module (e.g. a JSR and a local import) agree
+const opRegistry: Map<string, OpDef> = ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new Map()) as Map<
+  string,
+  OpDef
+>;
+
+/** @internal Remote-capable ops declared in this process, by name (what a node may run). */
+export function registeredOps(): ReadonlyMap<string, OpDef> {
+  return opRegistry;
+}
+
+/**
+ * @internal Given a mesh and a remote-capable op, returns a body that runs the call on a node
+ * that registered the op, or `undefined` to run it here. Installed by the transports layer.
+ */
+export type RemoteOpRunner = (mesh: Mesh, op: string, gpus: number) => ((...args: unknown[]) => unknown) | undefined;
+
+let remoteOpRunner: RemoteOpRunner | undefined;
+
+/** @internal Installs the remote op runner. */
+export function setRemoteOpRunner(runner: RemoteOpRunner): void {
+  remoteOpRunner = runner;
 }
 
 /**
@@ -62,6 +100,9 @@ class OpTarget implements TaskTarget {
   readonly kind = "op" as const;
   readonly node: string | undefined = undefined;
   readonly name: string;
+  readonly remote: boolean;
+  readonly gpus: number;
+  readonly passErrors: boolean;
   readonly fn: (...args: unknown[]) => unknown;
   readonly policy: RunPolicy | undefined;
   readonly limiter: Limiter | undefined;
@@ -72,6 +113,9 @@ class OpTarget implements TaskTarget {
     this.name = name;
     this.fn = fn;
     this.policy = policyOf("op", name, options.retries, options.timeoutMs);
+    this.gpus = checkCount("gpus", name, options.gpus, 0) ?? 0;
+    this.remote = options.remote === true || this.gpus > 0;
+    this.passErrors = this.remote;
     const c = checkCount("concurrency", name, options.concurrency, 1);
     this.limiter = c === undefined ? undefined : new Limiter(c);
     this.startBound = (task) => this.start(task);
@@ -85,13 +129,17 @@ class OpTarget implements TaskTarget {
 
   private start(task: ObjectRef<unknown>): void {
     const mesh = task._ctx?.mesh as Mesh | undefined;
+    let fn = this.fn;
+    if (this.remote && mesh !== undefined && remoteOpRunner !== undefined) {
+      fn = remoteOpRunner(mesh, this.name, this.gpus) ?? fn;
+    }
     if (mesh !== undefined && mesh._limiter !== undefined) {
-      mesh._limiter.acquire(task, (t) => runBody(t, this.fn, undefined, t._ctx, this.policy, (x) => {
+      mesh._limiter.acquire(task, (t) => runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
         mesh._limiter!.release();
         this.doneBound?.(x);
       }));
     } else {
-      runBody(task, this.fn, undefined, task._ctx, this.policy, this.doneBound);
+      runBody(task, fn, undefined, task._ctx, this.policy, this.doneBound);
     }
   }
 
@@ -186,11 +234,15 @@ export function op<A extends unknown[], R>(
     }
   };
   Object.defineProperty(call, "name", { value: name });
-  return Object.assign(call, {
+  const made = Object.assign(call, {
     go: go as Op<A, Awaited<R>>["go"],
     opName: name,
     options: Object.freeze({ ...options, name }),
   });
+  if (target.remote) {
+    opRegistry.set(name, { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> });
+  }
+  return made;
 }
 
 /** @internal Short description of a bad argument for error messages. */

@@ -89,6 +89,12 @@ export interface RunPolicy {
   readonly timeoutMs: number;
 }
 
+/**
+ * @internal Marks a body that takes an `AbortSignal` as an extra last argument (remote calls): the
+ * signal aborts when the task is cancelled or its deadline passes.
+ */
+export const ABORTABLE: unique symbol = Symbol("thinkagain.abortable");
+
 /** The error a task fails with when its body threw `e`. */
 function failure(task: ObjectRef<unknown>, e: unknown): unknown {
   return task._target.passErrors === true && e instanceof ThinkagainError ? e : new OpExecutionError(task._target.name, e);
@@ -120,11 +126,17 @@ export function runBody(
     // the body's own .go() calls record this task as their caller
     ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
   }
+  const abortable = (fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true;
   if (eventsEnabled && bodyWrapper !== undefined) {
     const inner = fn, wrap = bodyWrapper;
     fn = (...a: unknown[]) => wrap(task, () => inner.apply(self, a));
   }
-  if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, done);
+  if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, abortable, done);
+  if (abortable) {
+    const controller = new AbortController();
+    task._abort = () => controller.abort();
+    args.push(controller.signal);
+  }
   let r: unknown;
   try {
     r = ctx !== undefined && currentContext() !== ctx
@@ -159,19 +171,27 @@ function runWithPolicy(
   args: unknown[],
   ctx: RunContext | undefined,
   policy: RunPolicy,
+  abortable: boolean,
   done: ((task: ObjectRef<unknown>) => void) | undefined,
 ): void {
   const name = task._target.name;
   let attempts = 0;
-  const call = () => (ctx !== undefined ? runInContext(ctx, () => fn.apply(self, args)) : fn.apply(self, args));
+  const call = (a: unknown[]) => (ctx !== undefined ? runInContext(ctx, () => fn.apply(self, a)) : fn.apply(self, a));
   const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
     if (attempts++ > 0 && task._meta) {
       task._meta.attempt = attempts - 1;
       emit("started", task, performance.now());
     }
+    if (abortable) {
+      // the signal aborts when this attempt is interrupted (cancel, deadline)
+      return Effect.tryPromise({
+        try: (signal) => Promise.resolve(call([...args, signal])),
+        catch: (e) => failure(task, e) as OpExecutionError,
+      });
+    }
     let r: unknown;
     try {
-      r = call();
+      r = call(args);
     } catch (e) {
       return Effect.fail(failure(task, e) as OpExecutionError);
     }

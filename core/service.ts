@@ -90,7 +90,12 @@ export interface ServiceDef {
 }
 
 const handleBrand: unique symbol = Symbol("thinkagain.handle");
-const registry = new Map<string, ServiceDef>();
+const REGISTRY_KEY = Symbol.for("thinkagain.services");
+// shared through globalThis so two copies of the module (e.g. a JSR and a local import) agree
+const registry: Map<string, ServiceDef> = ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new Map()) as Map<
+  string,
+  ServiceDef
+>;
 
 /** @internal Services declared in this process, by name (what a node may create). */
 export function registeredServices(): ReadonlyMap<string, ServiceDef> {
@@ -212,8 +217,12 @@ export class HandleState {
     this.args = args;
   }
 
+  /** A deployment that serves every mesh (a handle received from another node). */
+  pinned: Deployment | undefined;
+
   /** The deployment in `mesh`, placing the service there on first use (may throw PlacementError). */
   deployment(mesh: Mesh): Deployment {
+    if (this.pinned !== undefined) return this.pinned;
     let d = this.deployments.get(mesh);
     if (d === undefined || d.disposed) {
       d = mesh._deploy(this.def, this.args);
@@ -252,7 +261,8 @@ function deadTarget(name: string): TaskTarget {
 
 const passThrough = new Set<string | symbol>(["then", "toJSON", "constructor", "asymmetricMatch", "nodeType", "$$typeof"]);
 
-function makeHandle(state: HandleState): object {
+/** @internal A handle for `state` (also used for handles revived from the wire). */
+export function makeHandle(state: HandleState): object {
   const target = Object.create(HandleProto) as Record<PropertyKey, unknown>;
   target[handleBrand] = state;
   return new Proxy(target, {
@@ -300,6 +310,8 @@ export interface Replica {
   call(method: string, args: unknown[], ctx: RunContext | undefined): ObjectRef<unknown>;
   /** Rejects queued calls, waits for running ones, then disposes the instance. */
   close(): Promise<void>;
+  /** Told which deployment it belongs to (remote replicas fail over to siblings). */
+  attach?(deployment: Deployment): void;
 }
 
 /** @internal A service placed in one mesh: its replicas. */
@@ -337,11 +349,12 @@ export abstract class MailboxReplica implements Replica {
   private readonly queue: ObjectRef<unknown>[] = [];
   private head = 0;
   protected running = 0;
-  private idle: (() => void) | undefined;
+  /** Calls whose bodies run now (a cancelled call leaves it at once; close() does not wait for it). */
+  private readonly active = new Set<ObjectRef<unknown>>();
   private readonly targets = new Map<string, MethodTarget>();
   private readonly enqueueBound = (task: ObjectRef<unknown>) => this.enqueue(task);
   /** Pass to `runBody` as its `done`. */
-  readonly doneBound: (task: ObjectRef<unknown>) => void = () => this.done();
+  readonly doneBound: (task: ObjectRef<unknown>) => void = (task) => this.done(task);
 
   constructor(def: ServiceDef, index: number, node: string, gpus: readonly GpuDevice[], limit: number) {
     this.def = def;
@@ -395,6 +408,7 @@ export abstract class MailboxReplica implements Replica {
         continue;
       }
       this.running++;
+      this.active.add(task);
       this.start(task, (task._target as MethodTarget).method);
     }
     if (this.head === q.length) {
@@ -403,10 +417,10 @@ export abstract class MailboxReplica implements Replica {
     }
   }
 
-  private done(): void {
+  private done(task: ObjectRef<unknown>): void {
     this.running--;
     this.outstanding--;
-    if (this.closing && this.running === 0) this.idle?.();
+    this.active.delete(task);
     this.pump();
   }
 
@@ -427,7 +441,9 @@ export abstract class MailboxReplica implements Replica {
     }
     this.queue.length = 0;
     this.head = 0;
-    if (this.running > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    // wait for the calls still running; a cancelled one has settled and is not waited for
+    const live = [...this.active].filter((t) => t._state === State.RUNNING);
+    if (live.length > 0) await Promise.allSettled(live.map((t) => t.promise()));
     await this.dispose();
   }
 }
@@ -447,6 +463,11 @@ export class LocalReplica extends MailboxReplica {
     } catch (e) {
       this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
     }
+  }
+
+  /** What the constructor threw, wrapped; `undefined` when the instance exists. */
+  get failure(): OpExecutionError | undefined {
+    return this.initFailure;
   }
 
   protected unavailable(task: ObjectRef<unknown>): unknown {

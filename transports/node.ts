@@ -1,0 +1,220 @@
+/**
+ * The node side: a `NodeServer` answers protocol frames from any transport. It creates instances
+ * only of services its module registered, runs their calls through the same mailboxes as local
+ * code (one at a time unless `maxConcurrency`), runs registered remote-capable ops, honours
+ * cancels and deadlines, and drains in-flight calls on shutdown.
+ *
+ * @module
+ */
+import { errorToWire } from "../core/codec.ts";
+import { runInContext } from "../core/context.ts";
+import { GpuDevice } from "../core/devices.ts";
+import { OpExecutionError, PlacementError, ProtocolError, TransportError } from "../core/errors.ts";
+import { Mesh, MeshNode } from "../core/mesh.ts";
+import type { ObjectRef } from "../core/object_ref.ts";
+import { registeredOps } from "../core/op.ts";
+import { LocalReplica, registeredServices } from "../core/service.ts";
+import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
+import { reviveValue, wireValue } from "./remote.ts";
+import type { FrameHandler, TransportName } from "./transport.ts";
+
+/** Options of a {@link NodeServer}. */
+export interface NodeServerOptions {
+  /** The node's name (in errors, stats and the ready line). */
+  name: string;
+  /** GPUs this node offers: a count or the devices (default 0). */
+  gpus?: number | readonly GpuDevice[];
+  /** CPU cores this node offers (default: not limited). */
+  cpus?: number;
+  /** Token for calls this node makes to other nodes (handles passed in as arguments). */
+  token?: string;
+  /** Transport override for calls this node makes to other nodes. */
+  transport?: TransportName;
+}
+
+/**
+ * Answers protocol frames: `hello`, `create`, `call`, `cancel`, `destroy`, `ping`.
+ *
+ * @example A node in this process, over the in-memory transport
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { NodeServer, serveInMemory } from "./mod.ts";
+ * const Echo = ta.service(class Echo { echo(x: string) { return x; } });
+ * const node = new NodeServer({ name: "n1" });
+ * const server = serveInMemory("doc-node", node.handler);
+ * await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://doc-node" })]);
+ * const out = await mesh.run(() => Echo.init().echo.go("hi"));
+ * await server.close();
+ * if (out !== "hi") throw new Error("unexpected");
+ * ```
+ */
+export class NodeServer {
+  /** The node's name. */
+  readonly name: string;
+  /** Changes each time a node starts, so drivers notice restarts. */
+  readonly session: string = crypto.randomUUID();
+  /** The mesh its instances and ops run in (nested `.go()` calls use it). */
+  readonly mesh: Mesh;
+  /** Answer frames with this (pass it to a transport server). */
+  readonly handler: FrameHandler;
+  private readonly gpus: readonly GpuDevice[];
+  private readonly freeGpus: Set<number>;
+  private readonly instances = new Map<string, { replica: LocalReplica; gpus: number[] }>();
+  private readonly calls = new Map<string, ObjectRef<unknown>>();
+  private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
+  private draining = false;
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+
+  constructor(options: NodeServerOptions) {
+    if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
+      throw new TypeError("NodeServer needs options with a non-empty name");
+    }
+    this.name = options.name;
+    const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
+    this.gpus = node.gpus;
+    this.freeGpus = new Set(node.gpus.map((g) => g.id));
+    this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
+    this.linkOptions = { owner: this, token: options.token, transport: options.transport };
+    this.handler = (frame) => this.handle(frame);
+  }
+
+  /** Calls running now. */
+  get activeCalls(): number {
+    return this.inFlight;
+  }
+
+  private async handle(frame: Uint8Array): Promise<Uint8Array | undefined> {
+    const msg = decodeDriverMessage(frame);
+    switch (msg.t) {
+      case "hello": {
+        const ops = [...registeredOps().keys()];
+        return encodeMessage({
+          t: "welcome",
+          v: PROTOCOL_VERSION,
+          node: this.name,
+          session: this.session,
+          gpus: this.gpus.length,
+          cpus: Number.isFinite(this.mesh.nodes[0].cpus) ? this.mesh.nodes[0].cpus : null,
+          services: [...registeredServices().keys()],
+          ops,
+        });
+      }
+      case "ping":
+        return encodeMessage({ t: "pong" });
+      case "create":
+        return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica));
+      case "call":
+        return await this.call(msg);
+      case "cancel":
+        this.calls.get(msg.cid)?.cancel();
+        return undefined;
+      case "destroy": {
+        const inst = this.instances.get(msg.id);
+        if (inst !== undefined) {
+          this.instances.delete(msg.id);
+          await inst.replica.close();
+          for (const g of inst.gpus) this.freeGpus.add(g);
+        }
+        return encodeMessage({ t: "destroyed" });
+      }
+    }
+  }
+
+  private create(service: string, args: unknown[], gpus: readonly number[], replica: number) {
+    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+    const def = registeredServices().get(service);
+    if (def === undefined) {
+      throw new ProtocolError(
+        `Unknown service "${service}": node "${this.name}" registered ${[...registeredServices().keys()].join(", ") || "none"}`,
+      );
+    }
+    const ids = gpus.length === def.gpus ? [...gpus] : [...this.freeGpus].slice(0, def.gpus);
+    const taken = ids.filter((g) => !this.freeGpus.has(g));
+    if (ids.length < def.gpus || taken.length > 0) {
+      throw new PlacementError(
+        service,
+        `Cannot place service "${service}" on node "${this.name}": needs ${def.gpus} GPUs, ${this.freeGpus.size} free` +
+          (taken.length ? ` (GPU ${taken.join(", ")} is taken)` : ""),
+      );
+    }
+    const devices = ids.map((id) => this.gpus.find((g) => g.id === id) ?? new GpuDevice(id));
+    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.mesh, replica, this.name, devices);
+    if (local.failure !== undefined) throw local.failure;
+    for (const g of ids) this.freeGpus.delete(g);
+    const id = crypto.randomUUID();
+    this.instances.set(id, { replica: local, gpus: ids });
+    return { t: "created", id, session: this.session };
+  }
+
+  private async call(msg: CallMessage): Promise<Uint8Array> {
+    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+    const args = reviveValue(msg.args as unknown[], this.linkOptions);
+    let ref: ObjectRef<unknown>;
+    let name: string;
+    if (msg.op !== undefined) {
+      const def = registeredOps().get(msg.op);
+      if (def === undefined) {
+        throw new ProtocolError(`Unknown op "${msg.op}": node "${this.name}" registered ${[...registeredOps().keys()].join(", ") || "none"}`);
+      }
+      name = msg.op;
+      // run it here: inside this node's mesh, where the op has no remote nodes to go to
+      ref = runInContext({ mesh: this.mesh }, () => def.op.go(...args));
+    } else {
+      const inst = this.instances.get(msg.id!);
+      if (inst === undefined) {
+        throw new ProtocolError(`Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`);
+      }
+      if (!inst.replica.def.methods.has(msg.method!)) {
+        throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
+      }
+      name = `${inst.replica.def.name}.${msg.method}`;
+      ref = inst.replica.call(msg.method!, args, { mesh: this.mesh });
+    }
+    this.calls.set(msg.cid, ref);
+    this.inFlight++;
+    const timer = msg.timeoutMs !== undefined ? setTimeout(() => ref.cancel(), msg.timeoutMs) : undefined;
+    try {
+      const value = await wireValue(await ref, this);
+      try {
+        return encodeMessage({ t: "result", ok: true, value });
+      } catch (e) {
+        return encodeMessage({
+          t: "result",
+          ok: false,
+          error: errorToWire(new OpExecutionError(name, new TypeError(`its result cannot be sent: ${(e as Error).message}`))),
+        });
+      }
+    } catch (e) {
+      return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      this.calls.delete(msg.cid);
+      if (--this.inFlight === 0) this.drained?.();
+    }
+  }
+
+  /**
+   * Stops taking new calls, waits for the calls in flight (at most `graceMs`, default 10 s; then
+   * they are cancelled), and disposes every instance.
+   *
+   * @param options `graceMs`: how long in-flight calls may take to finish.
+   * @returns When the node has drained.
+   */
+  async drain(options: { graceMs?: number } = {}): Promise<void> {
+    this.draining = true;
+    if (this.inFlight > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((r) => (this.drained = r)),
+        new Promise<void>((r) => (timer = setTimeout(r, options.graceMs ?? 10_000))),
+      ]);
+      clearTimeout(timer);
+      for (const ref of this.calls.values()) ref.cancel();
+    }
+    const all = [...this.instances.values()];
+    this.instances.clear();
+    await Promise.all(all.map((i) => i.replica.close().catch(() => {})));
+    await this.mesh.close();
+  }
+}

@@ -1,0 +1,186 @@
+// The node protocol end to end over the in-memory transport (real sockets and processes are in
+// cli_test.ts): create, call, order, errors, cancel, deadlines, handles as arguments, remote ops.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { rejection, sleep } from "../core/_test_utils.ts";
+import { NodeServer } from "./node.ts";
+import { serveInMemory } from "./in_memory.ts";
+import { inMemoryTransport } from "./in_memory.ts";
+import { decodeReply, encodeMessage, PROTOCOL_VERSION, type WelcomeMessage } from "./protocol.ts";
+import "./remote.ts";
+
+const Counter = ta.service(class RemoteCounter {
+  n = 0;
+  async add(k: number) {
+    const v = this.n;
+    await sleep(0);
+    this.n = v + k;
+    return this.n;
+  }
+  fail() {
+    throw new TypeError("bad");
+  }
+  where() {
+    return ta.currentInstance()!.node;
+  }
+  async hang() {
+    await sleep(5_000);
+  }
+});
+
+const Relay = ta.service(class Relay {
+  async relay(counter: ta.ServiceHandle<{ add(k: number): Promise<number> }>, k: number) {
+    return await counter.add.go(k);
+  }
+});
+
+const remoteSquare = ta.op({ name: "remoteSquare", remote: true }, async (x: number) => ({
+  x: x * x,
+  node: ta.currentInstance()?.node ?? "op",
+}));
+
+let seq = 0;
+async function withNodes<T>(count: number, fn: (mesh: ta.Mesh, nodes: NodeServer[]) => Promise<T>): Promise<T> {
+  const nodes: NodeServer[] = [];
+  const servers: Array<{ close(): Promise<void> }> = [];
+  const meshNodes: ta.MeshNode[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `node-test-${++seq}`;
+    const node = new NodeServer({ name: `n${i + 1}`, gpus: 2 });
+    nodes.push(node);
+    servers.push(serveInMemory(name, node.handler));
+    meshNodes.push(new ta.MeshNode(`n${i + 1}`, { endpoint: `mem://${name}`, gpus: 2 }));
+  }
+  const mesh = new ta.Mesh(meshNodes);
+  try {
+    return await fn(mesh, nodes);
+  } finally {
+    await mesh.close();
+    for (const s of servers) await s.close();
+    for (const n of nodes) await n.drain({ graceMs: 50 });
+  }
+}
+
+test("remote service: instance created on the node, calls in order, state kept", async () => {
+  await withNodes(1, async (mesh) => {
+    const out = await mesh.run(async () => {
+      const c = Counter.init();
+      const all = await Promise.all(Array.from({ length: 100 }, () => c.add.go(1)));
+      return { all, where: await c.where.go() };
+    });
+    assert.deepEqual(out.all, Array.from({ length: 100 }, (_, i) => i + 1));
+    assert.equal(out.where, "n1");
+    assert.equal(mesh.stats().instances[0].node, "n1");
+  });
+});
+
+test("remote errors: a TypeError thrown on the node arrives as OpExecutionError with its name and message, no stack", async () => {
+  await withNodes(1, async (mesh) => {
+    const e = await mesh.run(() => rejection(Counter.init().fail.go()));
+    assert.ok(e instanceof ta.OpExecutionError);
+    assert.equal(e.op, "RemoteCounter.fail");
+    assert.ok(e.cause instanceof TypeError);
+    assert.equal((e.cause as Error).message, "bad");
+    assert.ok(!String((e.cause as Error).stack ?? "").includes("node_test.ts"), "no server file paths leak");
+  });
+});
+
+test("remote calls: deadline gives TimeoutError and cancels on the node; cancel() reaches the node", async () => {
+  const Slow = ta.service({ timeoutMs: 30, name: "SlowRemote" }, class {
+    async hang() {
+      await sleep(5_000);
+    }
+  });
+  await withNodes(1, async (mesh, [node]) => {
+    const e = await mesh.run(() => rejection(Slow.init().hang.go()));
+    assert.ok(e instanceof ta.TimeoutError);
+    await sleep(20);
+    assert.equal(node.activeCalls, 0, "the node was told to cancel");
+    const [ref] = await mesh.run(async () => {
+      const c = Counter.init();
+      await c.where.go();
+      return [c.hang.go()]; // in an array: returning the ref itself would wait for it
+    });
+    await sleep(20);
+    assert.equal(node.activeCalls, 1);
+    ref.cancel();
+    assert.ok((await rejection(ref)) instanceof ta.CancelledError);
+    await sleep(20);
+    assert.equal(node.activeCalls, 0);
+  });
+});
+
+test("a handle passed to a method on another node reaches its instance there", async () => {
+  await withNodes(2, async (mesh) => {
+    const result = await mesh.run(async () => {
+      const counter = Counter.init();
+      const relay = Relay.init();
+      await counter.add.go(10);
+      return await relay.relay.go(counter, 5);
+    });
+    assert.equal(result, 15);
+    const nodes = new Set(mesh.stats().instances.map((i) => i.node));
+    assert.equal(nodes.size, 2, "the two services were spread over the two nodes");
+  });
+});
+
+test("remote-capable ops run on a node that registered them; plain ops stay local", async () => {
+  await withNodes(1, async (mesh) => {
+    const out = await mesh.run(() => remoteSquare.go(7));
+    assert.deepEqual(out, { x: 49, node: "op" });
+  });
+});
+
+test("unknown service, unknown method and bad version get ProtocolError; the node keeps serving", async () => {
+  const node = new NodeServer({ name: "strict" });
+  const server = serveInMemory(`strict-${++seq}`, node.handler);
+  const conn = await inMemoryTransport.connect(server.endpoint);
+  try {
+    await assert.rejects(conn.request(encodeMessage({ t: "create", service: "Nope", args: [], gpus: [], replica: 0 })), (e: unknown) =>
+      e instanceof ta.ProtocolError && /Unknown service "Nope"/.test(e.message));
+    await assert.rejects(conn.request(encodeMessage({ t: "hello", v: 99 })), ta.ProtocolError);
+    await assert.rejects(conn.request(encodeMessage({ t: "explode" })), /Unknown message type/);
+    await assert.rejects(conn.request(new Uint8Array([0x9f, 0x01])), ta.ProtocolError);
+    const created = decodeReply<{ t: "created"; id: string }>(
+      await conn.request(encodeMessage({ t: "create", service: "RemoteCounter", args: [], gpus: [], replica: 0 })),
+      "created",
+    );
+    await assert.rejects(
+      conn.request(encodeMessage({ t: "call", cid: "c1", id: created.id, method: "constructor", args: [] })),
+      /has no method "constructor"/,
+    );
+    const w = decodeReply<WelcomeMessage>(await conn.request(encodeMessage({ t: "hello", v: PROTOCOL_VERSION })), "welcome");
+    assert.equal(w.node, "strict");
+    assert.ok(w.services.includes("RemoteCounter"));
+    assert.ok(w.ops.includes("remoteSquare"));
+  } finally {
+    await conn.close();
+    await server.close();
+    await node.drain();
+  }
+});
+
+test("a remote node that stops answering: in-flight calls reject with NodeLostError naming it", async () => {
+  const node = new NodeServer({ name: "doomed" });
+  const name = `doomed-${++seq}`;
+  const server = serveInMemory(name, node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("doomed", { endpoint: `mem://${name}` })]);
+  try {
+    const refs = await mesh.run(async () => {
+      const c = Counter.init();
+      await c.where.go();
+      return Array.from({ length: 50 }, () => c.hang.go());
+    });
+    await sleep(5);
+    await server.close();
+    const errors = await Promise.all(refs.map((r) => rejection(r)));
+    for (const e of errors) {
+      assert.ok(e instanceof ta.NodeLostError, `expected NodeLostError, got ${e}`);
+      assert.equal(e.node, "doomed");
+    }
+  } finally {
+    await mesh.close();
+    await node.drain({ graceMs: 50 });
+  }
+});

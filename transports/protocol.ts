@@ -1,0 +1,189 @@
+/**
+ * The node protocol: CBOR messages carried as frames by any transport. A driver says `hello` and
+ * learns the node's resources and registered names (`welcome`), `create`s service instances,
+ * `call`s their methods (or registered ops), `cancel`s calls, and `destroy`s instances. Only names
+ * the node's module registered can be created or called; nothing from the wire is evaluated.
+ *
+ * @module
+ */
+import { decode, encode, type WireError } from "../core/codec.ts";
+import { ProtocolError } from "../core/errors.ts";
+
+/** Version of this protocol; a peer speaking another one is refused with `ProtocolError`. */
+export const PROTOCOL_VERSION = 1;
+
+/** Driver → node: introduce yourself. */
+export interface HelloMessage {
+  readonly t: "hello";
+  readonly v: number;
+}
+
+/** Node → driver: who the node is and what it offers. */
+export interface WelcomeMessage {
+  readonly t: "welcome";
+  readonly v: number;
+  /** The node's name. */
+  readonly node: string;
+  /** Changes every time the node process starts: instances from another session are gone. */
+  readonly session: string;
+  readonly gpus: number;
+  readonly cpus: number | null;
+  /** Services the node's module registered. */
+  readonly services: readonly string[];
+  /** Remote-capable ops the node's module registered. */
+  readonly ops: readonly string[];
+}
+
+/** Driver → node: create an instance of a registered service. */
+export interface CreateMessage {
+  readonly t: "create";
+  readonly service: string;
+  readonly args: readonly unknown[];
+  /** GPU ids (on that node) placement assigned. */
+  readonly gpus: readonly number[];
+  readonly replica: number;
+}
+
+/** Node → driver: the instance exists. */
+export interface CreatedMessage {
+  readonly t: "created";
+  readonly id: string;
+  readonly session: string;
+}
+
+/** Driver → node: call a method of an instance, or a registered op. */
+export interface CallMessage {
+  readonly t: "call";
+  /** Call id chosen by the caller, unique per caller, used by `cancel`. */
+  readonly cid: string;
+  /** Instance id (method calls). */
+  readonly id?: string;
+  readonly method?: string;
+  /** Op name (op calls). */
+  readonly op?: string;
+  readonly args: readonly unknown[];
+  /** Time left before the caller's deadline, in ms. */
+  readonly timeoutMs?: number;
+  /** W3C trace context of the caller (`traceparent`, `tracestate`). */
+  readonly trace?: Readonly<Record<string, string>>;
+}
+
+/** Node → driver: the outcome of a call. */
+export type ResultMessage =
+  | { readonly t: "result"; readonly ok: true; readonly value: unknown }
+  | { readonly t: "result"; readonly ok: false; readonly error: WireError };
+
+/** Driver → node (one-way): stop a call. */
+export interface CancelMessage {
+  readonly t: "cancel";
+  readonly cid: string;
+}
+
+/** Driver → node: dispose an instance. */
+export interface DestroyMessage {
+  readonly t: "destroy";
+  readonly id: string;
+}
+
+/** Liveness check. */
+export interface PingMessage {
+  readonly t: "ping";
+}
+
+/** Every message a driver sends. */
+export type DriverMessage = HelloMessage | CreateMessage | CallMessage | CancelMessage | DestroyMessage | PingMessage;
+
+const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel", "destroy", "ping"]);
+
+/**
+ * Encodes a message as a frame.
+ *
+ * @param message Any protocol message.
+ * @returns The CBOR frame.
+ *
+ * @example
+ * ```ts
+ * import { decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
+ * const m = decodeDriverMessage(encodeMessage({ t: "hello", v: PROTOCOL_VERSION }));
+ * if (m.t !== "hello") throw new Error("unexpected");
+ * ```
+ */
+export function encodeMessage(message: unknown): Uint8Array {
+  return encode(message);
+}
+
+function fail(message: string): never {
+  throw new ProtocolError(message);
+}
+
+function str(m: Record<string, unknown>, key: string, kind: string): string {
+  const v = m[key];
+  if (typeof v !== "string" || v.length === 0 || v.length > 512) fail(`"${kind}" message needs a string "${key}"`);
+  return v;
+}
+
+/**
+ * Decodes and validates a frame sent by a driver; anything malformed is a `ProtocolError` that
+ * says what was wrong.
+ *
+ * @param frame The frame.
+ * @returns The message.
+ *
+ * @example A malformed frame is a ProtocolError
+ * ```ts
+ * import { decodeDriverMessage } from "./protocol.ts";
+ * import { ProtocolError } from "../core/errors.ts";
+ * try { decodeDriverMessage(new Uint8Array([0xff, 0x00])); throw new Error("expected a throw"); }
+ * catch (e) { if (!(e instanceof ProtocolError)) throw e; }
+ * ```
+ */
+export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
+  const m = decode(frame);
+  if (typeof m !== "object" || m === null || Array.isArray(m)) fail("A frame must hold a message object");
+  const r = m as Record<string, unknown>;
+  const t = r.t;
+  if (typeof t !== "string" || !KINDS.has(t)) fail(`Unknown message type ${JSON.stringify(String(t)).slice(0, 40)}`);
+  switch (t) {
+    case "hello":
+      if (r.v !== PROTOCOL_VERSION) fail(`Protocol version ${String(r.v)} is not supported; this node speaks ${PROTOCOL_VERSION}`);
+      return { t, v: PROTOCOL_VERSION };
+    case "create": {
+      const gpus = r.gpus ?? [];
+      if (!Array.isArray(gpus) || !gpus.every((g) => Number.isInteger(g) && g >= 0)) fail('"create" gpus must be GPU ids');
+      if (!Array.isArray(r.args)) fail('"create" needs an args array');
+      const replica = Number.isInteger(r.replica) ? r.replica as number : 0;
+      return { t, service: str(r, "service", t), args: r.args, gpus: gpus as number[], replica };
+    }
+    case "call": {
+      if (!Array.isArray(r.args)) fail('"call" needs an args array');
+      const cid = str(r, "cid", t);
+      const timeoutMs = typeof r.timeoutMs === "number" && r.timeoutMs > 0 ? r.timeoutMs : undefined;
+      const trace = typeof r.trace === "object" && r.trace !== null && !Array.isArray(r.trace)
+        ? Object.fromEntries(Object.entries(r.trace).filter(([, v]) => typeof v === "string")) as Record<string, string>
+        : undefined;
+      if (typeof r.op === "string") return { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace };
+      return { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace };
+    }
+    case "cancel":
+      return { t, cid: str(r, "cid", t) };
+    case "destroy":
+      return { t, id: str(r, "id", t) };
+    default:
+      return { t: "ping" };
+  }
+}
+
+/**
+ * Decodes a node's reply, checking it is a message of the expected type.
+ *
+ * @param frame The reply frame.
+ * @param expected The message type expected (`"welcome"`, `"created"`, `"result"`, …).
+ * @returns The message object.
+ */
+export function decodeReply<T extends { t: string }>(frame: Uint8Array, expected: T["t"]): T {
+  const m = decode(frame);
+  if (typeof m !== "object" || m === null || (m as { t?: unknown }).t !== expected) {
+    fail(`Expected a "${expected}" reply, got ${JSON.stringify((m as { t?: unknown } | null)?.t ?? typeof m)}`);
+  }
+  return m as T;
+}

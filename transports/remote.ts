@@ -1,0 +1,428 @@
+/**
+ * The driver side of remote nodes: a link per (mesh, node) that connects lazily over the chosen
+ * transport, replicas whose calls travel as `call` frames (ordered, cancellable, with deadlines and
+ * fail-over to sibling replicas), remote-capable ops, and service handles that travel as arguments.
+ * Importing this module installs it into the core.
+ *
+ * @module
+ */
+import { errorFromWire } from "../core/codec.ts";
+import { NodeLostError, ProtocolError, TransportError } from "../core/errors.ts";
+import type { GpuDevice } from "../core/devices.ts";
+import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.ts";
+import type { ObjectRef } from "../core/object_ref.ts";
+import { registeredOps, setRemoteOpRunner } from "../core/op.ts";
+import { ABORTABLE, type RunPolicy, runBody } from "../core/scheduler.ts";
+import {
+  Deployment,
+  handleStateOf,
+  HandleState,
+  MailboxReplica,
+  makeHandle,
+  registeredServices,
+  type ServiceDef,
+} from "../core/service.ts";
+import { envTransport } from "./_env.ts";
+import { transportFor } from "./mod.ts";
+import {
+  type CallMessage,
+  type CreatedMessage,
+  decodeReply,
+  encodeMessage,
+  PROTOCOL_VERSION,
+  type ResultMessage,
+  type WelcomeMessage,
+} from "./protocol.ts";
+import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
+
+const HANDLE_KEY = "$thinkagain.handle";
+let callCounter = 0;
+const callPrefix = crypto.randomUUID().slice(0, 8);
+
+/** A lazily connected link to one node, shared by everything in one mesh (or one node process). */
+export class NodeLink {
+  readonly node: string;
+  readonly endpoint: string;
+  readonly transport: Transport;
+  private readonly options: ConnectOptions;
+  private conn: Promise<TransportConnection> | undefined;
+  private welcomeP: Promise<WelcomeMessage> | undefined;
+  /** Set when an established connection dropped; cleared by the next successful request. */
+  lost = false;
+  /** Calls in flight on this link. */
+  inFlight = 0;
+
+  constructor(node: string, endpoint: string, transport: Transport, options: ConnectOptions) {
+    this.node = node;
+    this.endpoint = endpoint;
+    this.transport = transport;
+    this.options = options;
+  }
+
+  /** True when frames on this link arrive in the order sent (so calls may be pipelined). */
+  get ordered(): boolean {
+    return this.transport.name !== "http";
+  }
+
+  private connection(): Promise<TransportConnection> {
+    if (this.conn === undefined) {
+      const p = this.transport.connect(this.endpoint, this.options).then((c) => {
+        c.onClose(() => {
+          this.lost = true;
+          this.welcomeP = undefined; // the node may come back as a new process
+        });
+        return c;
+      });
+      p.catch(() => {
+        if (this.conn === p) this.conn = undefined;
+      });
+      this.conn = p;
+    }
+    return this.conn;
+  }
+
+  /** Sends a message and decodes the reply of the expected type. */
+  async request<T extends { t: string }>(message: unknown, expected: T["t"], signal?: AbortSignal): Promise<T> {
+    const conn = await this.connection();
+    if (conn.closed) {
+      this.conn = undefined;
+      return this.request(message, expected, signal);
+    }
+    const reply = await conn.request(encodeMessage(message), signal ? { signal } : undefined);
+    this.lost = false;
+    return decodeReply<T>(reply, expected);
+  }
+
+  /** Sends a one-way message; dropped when not connected. */
+  notify(message: unknown): void {
+    this.conn?.then((c) => c.notify(encodeMessage(message)), () => {});
+  }
+
+  /** The node's `welcome` (cached until the connection drops). */
+  welcome(): Promise<WelcomeMessage> {
+    if (this.welcomeP === undefined) {
+      const p = this.request<WelcomeMessage>({ t: "hello", v: PROTOCOL_VERSION }, "welcome");
+      p.catch(() => {
+        if (this.welcomeP === p) this.welcomeP = undefined;
+      });
+      this.welcomeP = p;
+    }
+    return this.welcomeP;
+  }
+
+  /**
+   * Calls a method or op on the node; transport failures of a sent call become `NodeLostError`.
+   */
+  async call(message: Omit<CallMessage, "t" | "cid">, signal: AbortSignal | undefined): Promise<unknown> {
+    const cid = `${callPrefix}-${++callCounter}`;
+    const onAbort = () => this.notify({ t: "cancel", cid });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.inFlight++;
+    try {
+      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", signal);
+      if (res.ok) return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
+      throw errorFromWire(res.error);
+    } catch (e) {
+      throw this.asNodeLost(e);
+    } finally {
+      this.inFlight--;
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** A transport failure after the node was reached means the node was lost. */
+  asNodeLost(e: unknown): unknown {
+    if (e instanceof TransportError && (e.reason === "closed" || e.reason === "io")) {
+      return new NodeLostError(this.node, e.message);
+    }
+    return e;
+  }
+
+  async close(): Promise<void> {
+    const c = this.conn;
+    this.conn = undefined;
+    if (c) await c.then((x) => x.close(), () => {});
+  }
+}
+
+// ---- links per mesh --------------------------------------------------------------------------
+
+const links = new WeakMap<object, Map<string, NodeLink>>();
+
+/** Options for links made outside a mesh (a node calling other nodes). */
+export interface LinkOptions {
+  token?: string;
+  transport?: TransportName;
+  maxFrameBytes?: number;
+}
+
+/** The link from `owner` (a mesh, or a node process) to `endpoint`, created on first use. */
+export function linkFor(owner: object, nodeName: string, endpoint: string, options: LinkOptions): NodeLink {
+  let m = links.get(owner);
+  if (m === undefined) links.set(owner, m = new Map());
+  let link = m.get(endpoint);
+  if (link === undefined) {
+    const transport = transportFor(endpoint, envTransport() ?? options.transport);
+    const connect: ConnectOptions = {};
+    if (options.token !== undefined) connect.token = options.token;
+    if (options.maxFrameBytes !== undefined) connect.maxFrameBytes = options.maxFrameBytes;
+    link = new NodeLink(nodeName, endpoint, transport, connect);
+    m.set(endpoint, link);
+    const l = link;
+    const mesh = owner as Partial<Mesh>;
+    if (typeof mesh._addCleanup === "function") mesh._addCleanup(() => l.close());
+  }
+  return link;
+}
+
+function meshLink(mesh: Mesh, node: MeshNode): NodeLink {
+  return linkFor(mesh, node.name, node.endpoint!, {
+    token: mesh.options.token,
+    transport: mesh.options.transport,
+  });
+}
+
+// ---- replicas on remote nodes -------------------------------------------------------------------
+
+/** How many calls may be in flight to one instance over an ordered transport (pipelining). */
+const PIPELINE = 1024;
+
+/** A replica whose instance lives on a remote node. */
+export class RemoteReplica extends MailboxReplica {
+  readonly link: NodeLink;
+  private readonly args: unknown[];
+  private readonly policy: RunPolicy | undefined;
+  private readonly owner: object;
+  private instanceId: Promise<string> | undefined;
+  private siblings: readonly RemoteReplica[] = [];
+  private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
+
+  constructor(
+    owner: object,
+    def: ServiceDef,
+    args: unknown[],
+    index: number,
+    link: NodeLink,
+    gpus: readonly GpuDevice[],
+    policy: RunPolicy | undefined,
+    existingId?: string,
+  ) {
+    super(def, index, link.node, gpus, link.ordered ? PIPELINE : def.maxConcurrency);
+    this.owner = owner;
+    this.link = link;
+    this.args = args;
+    this.policy = policy;
+    if (existingId !== undefined) this.instanceId = Promise.resolve(existingId);
+    else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
+  }
+
+  protected override get passErrors(): boolean {
+    return true;
+  }
+
+  attach(deployment: Deployment): void {
+    this.siblings = deployment.replicas.filter((r): r is RemoteReplica => r instanceof RemoteReplica && r !== this);
+  }
+
+  /** The instance id on the node, creating the instance when needed. */
+  instance(): Promise<string> {
+    if (this.instanceId === undefined) {
+      const p = Promise.resolve(wireValue(this.args, this.owner)).then((args) =>
+        this.link.request<CreatedMessage>({
+          t: "create",
+          service: this.def.name,
+          args,
+          gpus: this.gpus.map((g) => g.id),
+          replica: this.index,
+        }, "created")
+      ).then((m) => m.id);
+      p.catch(() => {
+        if (this.instanceId === p) this.instanceId = undefined; // retried on the next call
+      });
+      this.instanceId = p;
+    }
+    return this.instanceId;
+  }
+
+  protected unavailable(): unknown {
+    return undefined;
+  }
+
+  protected start(task: ObjectRef<unknown>, method: string): void {
+    let body = this.bodies.get(method);
+    if (body === undefined) {
+      body = Object.assign((...a: unknown[]) => {
+        const signal = a.pop() as AbortSignal;
+        return this.invoke(method, a, signal, true);
+      }, { [ABORTABLE]: true });
+      this.bodies.set(method, body);
+    }
+    runBody(task, body, this, undefined, this.policy, this.doneBound);
+  }
+
+  /** Sends one call; fails over to a sibling when this node is known lost. */
+  async invoke(method: string, args: unknown[], signal: AbortSignal, failover: boolean): Promise<unknown> {
+    if (failover && this.link.lost) {
+      const alive = this.siblings.find((s) => !s.link.lost);
+      if (alive !== undefined) return alive.invoke(method, args, signal, false);
+    }
+    const message = {
+      id: "",
+      method,
+      args: await wireValue(args, this.owner),
+      ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
+    };
+    for (let attempt = 0;; attempt++) {
+      let id: string;
+      try {
+        id = await this.instance();
+      } catch (e) {
+        throw this.link.asNodeLost(e);
+      }
+      try {
+        return await this.link.call({ ...message, id }, signal);
+      } catch (e) {
+        // the node restarted and forgot the instance: create it again, once
+        if (attempt === 0 && e instanceof ProtocolError && e.message.startsWith("Unknown instance")) {
+          this.instanceId = undefined;
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  protected async dispose(): Promise<void> {
+    const p = this.instanceId;
+    this.instanceId = undefined;
+    if (p === undefined) return;
+    const id = await p.catch(() => undefined);
+    if (id !== undefined) await this.link.request({ t: "destroy", id }, "destroyed").catch(() => {});
+  }
+}
+
+setRemoteReplicaFactory((mesh, def, args, index, node, gpus) => {
+  const policy = def.policy ?? (mesh.options.timeoutMs ? { retries: 0, timeoutMs: mesh.options.timeoutMs } : undefined);
+  return new RemoteReplica(mesh, def, args, index, meshLink(mesh, node), gpus, policy);
+});
+
+// ---- remote-capable ops ----------------------------------------------------------------------
+
+setRemoteOpRunner((mesh, name, gpus) => {
+  if (!mesh.hasRemoteNodes) return undefined;
+  const body = async (...a: unknown[]) => {
+    const signal = a.pop() as AbortSignal;
+    const candidates: NodeLink[] = [];
+    await Promise.all(mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
+      const link = meshLink(mesh, n);
+      try {
+        const w = await link.welcome();
+        if (w.ops.includes(name) && w.gpus >= gpus) candidates.push(link);
+      } catch {
+        // an unreachable node cannot take the call
+      }
+    }));
+    if (candidates.length === 0) {
+      // no node registered the op: it runs here, as a plain op would
+      return registeredOps().get(name)!.fn(...a);
+    }
+    const link = candidates.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
+    const timeoutMs = mesh.options.timeoutMs;
+    return link.call({ op: name, args: await wireValue(a, mesh), ...(timeoutMs ? { timeoutMs } : {}) }, signal);
+  };
+  return Object.assign(body, { [ABORTABLE]: true });
+});
+
+// ---- values on the wire: service handles travel as references ------------------------------------
+
+function isPlain(v: object): boolean {
+  const p = Object.getPrototypeOf(v);
+  return p === Object.prototype || p === null;
+}
+
+/** Whether `value` holds a service handle (in arrays and plain objects). */
+function holdsHandle(value: unknown, depth = 0): boolean {
+  if (typeof value !== "object" || value === null || depth > 32) return false;
+  if (handleStateOf(value) !== undefined) return true;
+  if (Array.isArray(value)) return value.some((v) => holdsHandle(v, depth + 1));
+  return isPlain(value) && Object.values(value).some((v) => holdsHandle(v, depth + 1));
+}
+
+/**
+ * The value as it may travel: service handles become references to their remote instances. A
+ * handle of an instance living in this process cannot travel: a TypeError says so.
+ */
+export function wireValue<T>(value: T, owner: object): T | Promise<T> {
+  return holdsHandle(value) ? replaceHandles(value, owner, 0) as Promise<T> : value;
+}
+
+async function replaceHandles(value: unknown, owner: object, depth: number): Promise<unknown> {
+  if (typeof value !== "object" || value === null || depth > 32) return value;
+  const state = handleStateOf(value);
+  if (state !== undefined) return await handleToWire(state, owner);
+  if (Array.isArray(value)) return await Promise.all(value.map((v) => replaceHandles(v, owner, depth + 1)));
+  if (!isPlain(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = await replaceHandles(v, owner, depth + 1);
+  return out;
+}
+
+async function handleToWire(state: HandleState, owner: object): Promise<unknown> {
+  const deployment = typeof (owner as Partial<Mesh>)._deploy === "function" ? state.deployment(owner as Mesh) : state.pinned;
+  const replicas = deployment?.replicas ?? [];
+  if (replicas.length === 0 || !replicas.every((r) => r instanceof RemoteReplica)) {
+    throw new TypeError(
+      `Cannot send a handle of service "${state.def.name}" to another node: its instance lives in this process; ` +
+        "place the service on a node with an endpoint to share it",
+    );
+  }
+  const remote = replicas as RemoteReplica[];
+  const ids = await Promise.all(remote.map((r) => r.instance()));
+  return {
+    [HANDLE_KEY]: {
+      service: state.def.name,
+      replicas: remote.map((r, i) => ({ endpoint: r.link.endpoint, node: r.node, id: ids[i] })),
+    },
+  };
+}
+
+/** The value with handle references turned back into handles reachable through `from`'s owner. */
+export function reviveValue<T>(value: T, from: LinkOptions & { owner: object }, depth = 0): T {
+  if (typeof value !== "object" || value === null || depth > 32) return value;
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      const r = reviveValue(v, from, depth + 1);
+      if (r !== v) (out ??= value.slice())[i] = r;
+    }
+    return (out ?? value) as T;
+  }
+  if (!isPlain(value)) return value;
+  const h = (value as Record<string, unknown>)[HANDLE_KEY];
+  if (h !== undefined) return reviveHandle(h, from) as T;
+  let out: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(value)) {
+    const r = reviveValue(v, from, depth + 1);
+    if (r !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = r;
+  }
+  return (out ?? value) as T;
+}
+
+function reviveHandle(h: unknown, options: LinkOptions & { owner: object }): object {
+  const spec = h as { service?: unknown; replicas?: unknown };
+  const def = typeof spec.service === "string" ? registeredServices().get(spec.service) : undefined;
+  if (def === undefined) {
+    throw new ProtocolError(`A handle of unknown service ${JSON.stringify(spec.service)} arrived; this process did not register it`);
+  }
+  if (!Array.isArray(spec.replicas) || spec.replicas.length === 0) throw new ProtocolError("A handle arrived without replicas");
+  const replicas = spec.replicas.map((r: { endpoint?: unknown; node?: unknown; id?: unknown }, i: number) => {
+    if (typeof r.endpoint !== "string" || typeof r.id !== "string") throw new ProtocolError("A handle arrived with a malformed replica");
+    const link = linkFor(options.owner, typeof r.node === "string" ? r.node : r.endpoint, r.endpoint, options);
+    return new RemoteReplica(options.owner, def, [], i, link, [], def.policy, r.id);
+  });
+  const state = new HandleState(def, []);
+  state.pinned = new Deployment(def, replicas);
+  for (const r of replicas) r.attach(state.pinned);
+  return makeHandle(state);
+}
