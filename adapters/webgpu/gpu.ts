@@ -8,7 +8,7 @@
  */
 import { currentInstance, currentInstanceGpus } from "../../core/context.ts";
 import { GpuDevice, registerDeviceProvider } from "../../core/devices.ts";
-import { requestGpuDevice, webgpuDevices } from "./detect.ts";
+import { requestGpuDevice, webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
 
 /**
  * The WebGPU adapters as core `GpuDevice`s. Each keeps, in `meta`, `source: "webgpu"`,
@@ -106,6 +106,9 @@ export async function gpu(options: GpuOptions = {}): Promise<GPUDevice> {
   const meta = assigned.meta ?? {};
   const adapterIndex = typeof meta.webgpuAdapterIndex === "number" ? meta.webgpuAdapterIndex : assigned.id;
   const adapters = await webgpuDevices();
+  if (adapters.length === 0) {
+    throw new Error(`gpu(): service "${service}" was assigned GPU ${assigned.id} (${assigned.name}), but ${await webgpuUnavailableReason()}`);
+  }
   if (adapterIndex >= adapters.length) {
     throw new Error(
       `gpu(): service "${service}" was assigned GPU ${assigned.id} (${assigned.name}), but this runtime has ${adapters.length} WebGPU adapter(s)`,

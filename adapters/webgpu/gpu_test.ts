@@ -89,3 +89,15 @@ test("registerWebGpu makes ta.devices() report the WebGPU adapters", { skip: noG
     off();
   }
 });
+
+test("gpu() in a gpus: 1 service on a runtime without WebGPU rejects with the reason", { skip: !noGpu && "this runtime has a WebGPU adapter" }, async () => {
+  const Probe = ta.service({ gpus: 1 }, class GpuTestProbe {
+    async device(): Promise<string> {
+      return String(await gpu());
+    }
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("declared-gpu", { gpus: 1 })]);
+  const err = await mesh.run(() => Probe.init().device.go()).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof ta.OpExecutionError, String(err));
+  assert.match(err.message, /gpu\(\): service "GpuTestProbe" was assigned GPU 0 \(gpu0\), but this runtime has no navigator\.gpu/);
+});

@@ -409,49 +409,54 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     if (state.lost) throw state.lost;
 
     const acquired: GPUBuffer[] = [];
-    const buffers: GPUBuffer[] = [];
-    let readBytes = 0;
-    const readOffsets: number[] = [];
-    for (const p of plans) {
-      if (p.resident) {
-        buffers[p.binding] = p.resident.buffer;
-        continue;
-      }
-      const size = Math.max(16, align(p.bytes, 16));
-      const usage = p.b.kind === "uniform" ? USAGE_UNIFORM | USAGE_COPY_DST : USAGE_STORAGE | USAGE_COPY_DST | USAGE_COPY_SRC;
-      const buffer = state.acquire(device, size, usage, `${name}.${p.name}`);
-      acquired.push(buffer);
-      buffers[p.binding] = buffer;
-      if (p.data) device.queue.writeBuffer(buffer, 0, p.data.buffer, p.data.byteOffset, p.data.byteLength);
-      if (p.b.kind === "output") {
-        readOffsets[p.binding] = readBytes;
-        readBytes += align(Math.max(p.bytes, 4), 8);
-      }
-    }
-    const staging = state.acquire(device, Math.max(16, align(readBytes, 16)), USAGE_MAP_READ | USAGE_COPY_DST, `${name}.readback`);
-
-    device.pushErrorScope("validation");
-    const encoder = device.createCommandEncoder({ label: name });
-    for (const p of plans) if (p.b.kind === "output") encoder.clearBuffer(buffers[p.binding]);
-    const pass = encoder.beginComputePass({ label: name });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, device.createBindGroup({
-      layout,
-      entries: plans.map((p) => ({ binding: p.binding, resource: { buffer: buffers[p.binding], size: p.resident ? p.resident.buffer.size : Math.max(16, align(p.bytes, 16)) } })),
-    }));
-    if (wg[0] && wg[1] && wg[2]) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
-    pass.end();
-    for (const p of plans) {
-      if (p.b.kind === "output" && p.bytes > 0) encoder.copyBufferToBuffer(buffers[p.binding], 0, staging, readOffsets[p.binding], p.bytes);
-    }
-    device.queue.submit([encoder.finish()]);
-    const validation = device.popErrorScope();
+    let staging: GPUBuffer | undefined;
     let mapped = false;
     try {
-      const [err] = await Promise.all([validation, staging.mapAsync(MAP_MODE_READ, 0, staging.size).then(() => { mapped = true; }, (e) => e)]);
+      const buffers: GPUBuffer[] = [];
+      let readBytes = 0;
+      const readOffsets: number[] = [];
+      for (const p of plans) {
+        if (p.resident) {
+          buffers[p.binding] = p.resident.buffer;
+          continue;
+        }
+        const size = Math.max(16, align(p.bytes, 16));
+        const usage = p.b.kind === "uniform" ? USAGE_UNIFORM | USAGE_COPY_DST : USAGE_STORAGE | USAGE_COPY_DST | USAGE_COPY_SRC;
+        const buffer = state.acquire(device, size, usage, `${name}.${p.name}`);
+        acquired.push(buffer);
+        buffers[p.binding] = buffer;
+        if (p.data) device.queue.writeBuffer(buffer, 0, p.data.buffer, p.data.byteOffset, p.data.byteLength);
+        if (p.b.kind === "output") {
+          readOffsets[p.binding] = readBytes;
+          readBytes += align(Math.max(p.bytes, 4), 8);
+        }
+      }
+      staging = state.acquire(device, Math.max(16, align(readBytes, 16)), USAGE_MAP_READ | USAGE_COPY_DST, `${name}.readback`);
+
+      device.pushErrorScope("validation");
+      const encoder = device.createCommandEncoder({ label: name });
+      for (const p of plans) if (p.b.kind === "output") encoder.clearBuffer(buffers[p.binding]);
+      const pass = encoder.beginComputePass({ label: name });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, device.createBindGroup({
+        layout,
+        entries: plans.map((p) => ({ binding: p.binding, resource: { buffer: buffers[p.binding], size: p.resident ? p.resident.buffer.size : Math.max(16, align(p.bytes, 16)) } })),
+      }));
+      if (wg[0] && wg[1] && wg[2]) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+      pass.end();
+      for (const p of plans) {
+        if (p.b.kind === "output" && p.bytes > 0) encoder.copyBufferToBuffer(buffers[p.binding], 0, staging, readOffsets[p.binding], p.bytes);
+      }
+      device.queue.submit([encoder.finish()]);
+      const validation = device.popErrorScope();
+      let mapError: unknown;
+      const [err] = await Promise.all([
+        validation,
+        staging.mapAsync(MAP_MODE_READ, 0, staging.size).then(() => void (mapped = true), (e) => void (mapError = e)),
+      ]);
       if (err) throw new KernelError(name, `dispatch of ${wg.join("×")} workgroups failed`, `  ${err.message}`);
       if (state.lost) throw state.lost;
-      if (!mapped) throw new KernelError(name, "reading the outputs back failed", "");
+      if (!mapped) throw new KernelError(name, "reading the outputs back failed", `  ${(mapError as Error)?.message ?? String(mapError)}`);
       const range = staging.getMappedRange(0, staging.size);
       const out: Record<string, Float32Array | Uint32Array | Int32Array> = {};
       for (const p of plans) {
@@ -464,10 +469,10 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
       mapped = false;
       return out as unknown as KernelOutputs<B>;
     } finally {
-      if (mapped) staging.unmap();
+      if (mapped) staging!.unmap();
       if (!state.lost) {
         for (const b of acquired) state.release(b);
-        state.release(staging);
+        if (staging) state.release(staging);
       }
     }
   }
