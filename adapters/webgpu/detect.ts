@@ -162,7 +162,7 @@ async function discover(): Promise<Discovery> {
     gpu,
     source,
     found,
-    reason: found.length ? undefined : `${source} is present but returned no adapter (no GPU driver or Vulkan/Metal/D3D12 loader found)`,
+    reason: found.length ? undefined : `${source === "navigator.gpu" ? "navigator.gpu" : "the `webgpu` npm package"} loaded but returned no adapter (no GPU driver or Vulkan/Metal/D3D12 loader found)`,
   };
 }
 

@@ -139,3 +139,22 @@ test("Kernel.run fails pending and later calls with GpuDeviceLostError, and a ne
   const { out } = await add.run(fresh, { a: new Float32Array([1]), b: new Float32Array([2]) }, { sizes: { n: 1 } });
   assert.equal(out[0], 3);
 });
+
+test("Kernel.run reuses pooled buffers: a repeated run of the same shape creates none", { skip: noGpu }, async () => {
+  const device = await requestGpuDevice(0);
+  const n = 4096;
+  const args = { a: randomFloats(n, 1), b: randomFloats(n, 2) };
+  await add.run(device, args, { sizes: { n } });
+  const original = device.createBuffer;
+  let created = 0;
+  device.createBuffer = function (this: GPUDevice, d: GPUBufferDescriptor) {
+    created++;
+    return original.call(this, d);
+  };
+  try {
+    await add.run(device, args, { sizes: { n } });
+    assert.equal(created, 0);
+  } finally {
+    device.createBuffer = original;
+  }
+});
