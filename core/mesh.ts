@@ -138,6 +138,24 @@ export function setRemoteReplicaFactory(factory: RemoteReplicaFactory): void {
   remoteFactory = factory;
 }
 
+/** A mesh as JSON configuration (what {@link Mesh.fromConfig} reads). */
+export interface MeshConfig {
+  name?: string;
+  transport?: "http" | "websocket" | "in_memory";
+  token?: string;
+  timeoutMs?: number;
+  maxConcurrency?: number;
+  nodes: Array<{ name: string; endpoint?: string; gpus?: number; cpus?: number }>;
+}
+
+function cwdUrl(): string {
+  // feature-detected: a runtime without a working directory needs absolute paths or URLs
+  const g = globalThis as { process?: { cwd?: () => string }; Deno?: { cwd?: () => string } };
+  const dir = g.process?.cwd?.() ?? g.Deno?.cwd?.();
+  if (dir === undefined) throw new TypeError("Mesh.fromConfig: pass an absolute path or URL (this runtime has no working directory)");
+  return `file://${dir.endsWith("/") ? dir : `${dir}/`}`;
+}
+
 /**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
  * unbounded resources) serves.
@@ -199,9 +217,62 @@ export class Mesh implements AsyncDisposable {
     if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
       throw new RangeError(`Mesh maxConcurrency must be an integer ≥ 1, got ${describe(max)}`);
     }
+    if (options.timeoutMs !== undefined && !(typeof options.timeoutMs === "number" && options.timeoutMs > 0)) {
+      throw new RangeError(`Mesh timeoutMs must be a positive number, got ${describe(options.timeoutMs)}`);
+    }
     this.name = options.name ?? "mesh";
     this.options = Object.freeze({ ...options });
     this._limiter = max === undefined ? undefined : new Limiter(max);
+  }
+
+  /**
+   * Builds a mesh from a config object, or from a JSON file (a path, relative to the working
+   * directory, or a URL). Bad configs are a TypeError naming the field.
+   *
+   * @param config The config, or where to read it.
+   * @returns The mesh.
+   *
+   * @example
+   * ```ts
+   * import { Mesh } from "./mesh.ts";
+   * const mesh = await Mesh.fromConfig({ name: "prod", nodes: [{ name: "a", gpus: 2 }, { name: "b", cpus: 4 }] });
+   * if (mesh.nodes.length !== 2 || mesh.name !== "prod") throw new Error("unexpected");
+   * await mesh.close();
+   * ```
+   */
+  static async fromConfig(config: MeshConfig | string | URL): Promise<Mesh> {
+    let c: unknown = config;
+    if (typeof config === "string" || config instanceof URL) {
+      const url = config instanceof URL ? config : new URL(config, /^[a-z][a-z0-9+.-]*:/i.test(config) ? undefined : cwdUrl());
+      try {
+        c = (await import(url.href, { with: { type: "json" } })).default;
+      } catch (e) {
+        throw new TypeError(`Mesh.fromConfig: cannot read ${url.href}: ${(e as Error).message}`);
+      }
+    }
+    if (c === null || typeof c !== "object" || !Array.isArray((c as MeshConfig).nodes)) {
+      throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array');
+    }
+    const cfg = c as MeshConfig;
+    const nodes = cfg.nodes.map((n, i) => {
+      if (n === null || typeof n !== "object" || typeof n.name !== "string") {
+        throw new TypeError(`Mesh.fromConfig: nodes[${i}] needs a "name" string`);
+      }
+      return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
+    });
+    const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrency", "nodes"]);
+    const unknown = Object.keys(cfg).filter((k) => !known.has(k));
+    if (unknown.length > 0) throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
+    if (cfg.transport !== undefined && !["http", "websocket", "in_memory"].includes(cfg.transport)) {
+      throw new TypeError(`Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`);
+    }
+    const options: MeshOptions = {};
+    if (cfg.name !== undefined) options.name = cfg.name;
+    if (cfg.transport !== undefined) options.transport = cfg.transport;
+    if (cfg.token !== undefined) options.token = cfg.token;
+    if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
+    if (cfg.maxConcurrency !== undefined) options.maxConcurrency = cfg.maxConcurrency;
+    return new Mesh(nodes, options);
   }
 
   /** True once `close()` was called. */

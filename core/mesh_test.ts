@@ -169,3 +169,23 @@ test("devices() lists provider GPUs and the CPU count", async () => {
     off();
   }
 });
+
+test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad fields", async () => {
+  const mesh = await ta.Mesh.fromConfig({ name: "cfg", transport: "http", nodes: [{ name: "a", gpus: 2, endpoint: "ws://127.0.0.1:1" }] });
+  assert.equal(mesh.name, "cfg");
+  assert.equal(mesh.options.transport, "http");
+  assert.equal(mesh.nodes[0].endpoint, "ws://127.0.0.1:1");
+  await mesh.close();
+  const { writeFileSync, mkdtempSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const file = join(mkdtempSync(join(tmpdir(), "ta-cfg-")), "mesh.json");
+  writeFileSync(file, JSON.stringify({ nodes: [{ name: "x", cpus: 3 }, { name: "y" }] }));
+  const fromFile = await ta.Mesh.fromConfig(file);
+  assert.deepEqual(fromFile.nodes.map((n) => n.name), ["x", "y"]);
+  await fromFile.close();
+  await assert.rejects(ta.Mesh.fromConfig({} as never), /needs a "nodes" array/);
+  await assert.rejects(ta.Mesh.fromConfig({ nodes: [{ name: "a" }], trasnport: "http" } as never), /unknown field trasnport/);
+  await assert.rejects(ta.Mesh.fromConfig({ nodes: [{ name: "a" }], transport: "carrier-pigeon" } as never), /transport must be/);
+  await assert.rejects(ta.Mesh.fromConfig(join(tmpdir(), "does-not-exist.json")), /cannot read/);
+});

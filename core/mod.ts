@@ -22,7 +22,7 @@ export {
   type ServiceMethod,
   type ServiceOptions,
 } from "./service.ts";
-export { Mesh, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
+export { Mesh, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
 export { CpuDevice, type DeviceProvider, devices, GpuDevice, type GpuDeviceOptions, registerDeviceProvider } from "./devices.ts";
 export { currentInstance, currentInstanceGpus, type InstanceInfo } from "./context.ts";
 export {

@@ -1,0 +1,186 @@
+#!/usr/bin/env -S deno run -A
+/**
+ * `thinkagain serve <module>`: starts a node that serves the services and remote-capable ops its
+ * module registers, over HTTP (`/rpc`) and WebSocket (`/ws`) on one port, on Bun, Deno or Node.
+ *
+ * ```sh
+ * bun cli.ts serve ./app.ts --port 7070 --name n1 --gpus 1 --token secret
+ * deno run -A cli.ts serve ./app.ts --port 0
+ * ```
+ *
+ * It prints one ready line, `thinkagain node <name> listening on http://<host>:<port>`, and on
+ * SIGINT/SIGTERM stops taking calls, drains the ones in flight, closes the port and exits 0.
+ *
+ * @module
+ */
+import process from "node:process";
+import { pathToFileURL } from "node:url";
+import { resolve } from "node:path";
+import { NodeServer } from "./transports/node.ts";
+import { serveFrames } from "./adapters/serve.ts";
+import { devices, GpuDevice } from "./mod.ts";
+
+const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
+                       [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
+  The token can also come from THINKAGAIN_TOKEN.`;
+
+/** Parsed `serve` options. */
+export interface ServeCommand {
+  module: string;
+  host: string;
+  port: number;
+  name: string;
+  gpus: number | "auto";
+  cpus: number | undefined;
+  token: string | undefined;
+  maxFrameBytes: number | undefined;
+  drainMs: number;
+}
+
+function int(flag: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (v === undefined || !Number.isInteger(n) || n < min) throw new TypeError(`${flag} needs an integer ≥ ${min}, got ${v ?? "nothing"}`);
+  return n;
+}
+
+/**
+ * Parses `serve` arguments; throws a TypeError that says what is wrong.
+ *
+ * @param argv The arguments after `serve`.
+ * @param env Environment variables (for THINKAGAIN_TOKEN).
+ * @returns The options.
+ *
+ * @example
+ * ```ts
+ * import { parseServeArgs } from "./cli.ts";
+ * const o = parseServeArgs(["app.ts", "--port", "0", "--gpus", "2"], {});
+ * if (o.port !== 0 || o.gpus !== 2 || o.host !== "127.0.0.1") throw new Error("unexpected");
+ * ```
+ */
+export function parseServeArgs(argv: readonly string[], env: Record<string, string | undefined>): ServeCommand {
+  const out: ServeCommand = {
+    module: "",
+    host: "127.0.0.1",
+    port: 7070,
+    name: "",
+    gpus: 0,
+    cpus: undefined,
+    token: env.THINKAGAIN_TOKEN || undefined,
+    maxFrameBytes: undefined,
+    drainMs: 30_000,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [flag, inline] = a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case "--host":
+        out.host = value() ?? "";
+        if (!out.host) throw new TypeError("--host needs a value");
+        break;
+      case "--port":
+        out.port = int("--port", value(), 0);
+        if (out.port > 65535) throw new TypeError(`--port must be at most 65535, got ${out.port}`);
+        break;
+      case "--name":
+        out.name = value() ?? "";
+        if (!out.name) throw new TypeError("--name needs a value");
+        break;
+      case "--gpus": {
+        const v = value();
+        out.gpus = v === "auto" ? "auto" : int("--gpus", v, 0);
+        break;
+      }
+      case "--cpus":
+        out.cpus = int("--cpus", value(), 1);
+        break;
+      case "--token":
+        out.token = value();
+        if (!out.token) throw new TypeError("--token needs a value");
+        break;
+      case "--max-frame-bytes":
+        out.maxFrameBytes = int("--max-frame-bytes", value(), 1024);
+        break;
+      case "--drain-ms":
+        out.drainMs = int("--drain-ms", value(), 0);
+        break;
+      default:
+        if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
+        if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
+        out.module = flag;
+    }
+  }
+  if (!out.module) throw new TypeError("serve needs the module that registers your services");
+  if (!out.name) out.name = `node-${out.port}`;
+  return out;
+}
+
+/**
+ * Starts a node from parsed options: imports the module, serves it, prints the ready line.
+ *
+ * @param cmd The parsed options.
+ * @returns The node and a `shutdown()` that drains and closes it.
+ */
+export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutdown(): Promise<void> }> {
+  await import(pathToFileURL(resolve(cmd.module)).href);
+  let gpus: number | GpuDevice[] = cmd.gpus === "auto" ? 0 : cmd.gpus;
+  if (cmd.gpus === "auto") {
+    const webgpu = await import("./adapters/webgpu/mod.ts");
+    const off = webgpu.registerWebGpu();
+    gpus = (await devices()).filter((d): d is GpuDevice => d instanceof GpuDevice);
+    off();
+  }
+  const node = new NodeServer({ name: cmd.name, gpus, cpus: cmd.cpus, token: cmd.token });
+  const server = await serveFrames(node.handler, {
+    hostname: cmd.host,
+    port: cmd.port,
+    token: cmd.token,
+    maxFrameBytes: cmd.maxFrameBytes,
+  });
+  let closing: Promise<void> | undefined;
+  return {
+    url: server.url,
+    shutdown: () =>
+      closing ??= (async () => {
+        await node.drain({ graceMs: cmd.drainMs });
+        await server.close();
+      })(),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  if (argv[0] !== "serve") {
+    console.error(argv[0] === undefined || argv[0] === "--help" || argv[0] === "-h" ? USAGE : `unknown command ${argv[0]}\n${USAGE}`);
+    return argv[0] === "--help" || argv[0] === "-h" ? 0 : 2;
+  }
+  let cmd: ServeCommand;
+  try {
+    cmd = parseServeArgs(argv.slice(1), process.env);
+  } catch (e) {
+    console.error(`thinkagain: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  let node: Awaited<ReturnType<typeof startNode>>;
+  try {
+    node = await startNode(cmd);
+  } catch (e) {
+    console.error(`thinkagain: cannot start node "${cmd.name}": ${(e as Error).message}`);
+    return 1;
+  }
+  console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);
+  return await new Promise<number>((done) => {
+    let signals = 0;
+    const stop = (signal: string) => {
+      if (++signals > 1) return done(130); // a second signal: leave now
+      console.error(`thinkagain node ${cmd.name}: ${signal}, draining`);
+      node.shutdown().then(() => done(0), (e) => {
+        console.error(`thinkagain node ${cmd.name}: shutdown failed: ${(e as Error).message}`);
+        done(1);
+      });
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+  });
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));
