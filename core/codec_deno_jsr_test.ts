@@ -1,0 +1,69 @@
+// Proves core/codec.ts works for a Deno user with no package.json and no node_modules (as when the
+// package comes from JSR): a temporary folder holding only a deno.json import map, `deno run` there.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { ok, strictEqual } from "node:assert/strict";
+import { test } from "node:test";
+
+const repo = fileURLToPath(new URL("..", import.meta.url));
+
+/** A deno executable: this one when running under Deno, else the repo's or one on PATH. */
+function findDeno(): string | undefined {
+  if ("Deno" in globalThis) return process.execPath;
+  const local = join(repo, "node_modules", ".bin", "deno");
+  for (const candidate of [local, "deno"]) {
+    try {
+      if (candidate !== "deno" && !existsSync(candidate)) continue;
+      if (spawnSync(candidate, ["--version"], { timeout: 20_000 }).status === 0) return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}
+
+const deno = findDeno();
+
+test(
+  "core/codec.ts runs under Deno with only a deno.json import map (no package.json, no node_modules)",
+  { skip: deno === undefined && "no deno executable found to spawn", timeout: 180_000 },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-"));
+    try {
+      // The package's own import map, as JSR would apply it; nothing else.
+      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as { imports: Record<string, string> };
+      writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
+      const codec = new URL("./codec.ts", import.meta.url).href;
+      writeFileSync(
+        join(dir, "main.ts"),
+        `import { decode, encode, errorFromWire, errorToWire } from ${JSON.stringify(codec)};
+const back = decode(encode({ x: new Float32Array([1.5, 2.5]), m: new Map([["k", 2n ** 70n]]) })) as any;
+const err = errorFromWire(decode(encode(errorToWire(new TypeError("bad")))));
+console.log(JSON.stringify({
+  f32: back.x instanceof Float32Array && back.x[1] === 2.5,
+  map: back.m instanceof Map && back.m.get("k") === 2n ** 70n,
+  err: err instanceof TypeError && err.message === "bad",
+}));
+`,
+      );
+      const env: Record<string, string | undefined> = { ...process.env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" };
+      delete env.DENO_NODE_MODULES_DIR;
+      const run = spawnSync(deno!, ["run", "-A", "--config", join(dir, "deno.json"), "main.ts"], {
+        cwd: dir,
+        env,
+        encoding: "utf8",
+        timeout: 170_000,
+      });
+      strictEqual(run.status, 0, `deno run failed:\n${run.stderr}`);
+      strictEqual(run.stdout.trim(), JSON.stringify({ f32: true, map: true, err: true }));
+      ok(!existsSync(join(dir, "node_modules")), "deno must not have needed a node_modules folder");
+      ok(!/cbor-extract/.test(run.stderr), `cbor-extract must not be resolved:\n${run.stderr}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
