@@ -101,7 +101,7 @@ export class NodeServer {
         });
       }
       case "ping":
-        return encodeMessage({ t: "pong" });
+        return encodeMessage({ t: "pong", node: this.name, activeCalls: this.inFlight, instances: this.instances.size });
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica));
       case "call":

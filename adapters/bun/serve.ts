@@ -1,0 +1,76 @@
+/**
+ * Serving a hono app on Bun, with hono/bun's WebSocket support.
+ *
+ * @module
+ */
+import { upgradeWebSocket as bunUpgradeWebSocket, websocket } from "hono/bun";
+import type { UpgradeWebSocket } from "hono/ws";
+import {
+  addressInUse,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  type FetchApp,
+  isAddressInUse,
+  type ServedApp,
+  type ServeOptions,
+} from "../types.ts";
+
+/**
+ * hono's `upgradeWebSocket` for Bun; pass it to `createNodeApp`.
+ *
+ * @example
+ * ```ts ignore
+ * import { upgradeWebSocket } from "./serve.ts";
+ * if (typeof upgradeWebSocket !== "function") throw new Error("expected a function");
+ * ```
+ */
+// deno-lint-ignore no-explicit-any
+export const upgradeWebSocket: UpgradeWebSocket<any, any> = bunUpgradeWebSocket as UpgradeWebSocket<any, any>;
+
+interface BunServer {
+  port: number;
+  hostname: string;
+  stop(closeActiveConnections?: boolean): Promise<void> | void;
+}
+interface BunLike {
+  serve(options: Record<string, unknown>): BunServer;
+}
+
+/**
+ * Serves `app` with `Bun.serve`.
+ *
+ * @param app A hono app (or anything with `fetch`).
+ * @param options Host, port (0 picks one), abort signal, WebSocket message limit.
+ * @returns The listening server.
+ * @throws {Error} When the port is already in use.
+ *
+ * @example
+ * ```ts ignore
+ * import { Hono } from "hono";
+ * import { serve } from "./serve.ts";
+ * const server = await serve(new Hono().get("/", (c) => c.text("hi")), { port: 0 });
+ * if ((await (await fetch(server.url)).text()) !== "hi") throw new Error("unexpected");
+ * await server.close();
+ * ```
+ */
+export function serve(app: FetchApp, options: ServeOptions = {}): Promise<ServedApp> {
+  const Bun = (globalThis as unknown as { Bun?: BunLike }).Bun;
+  if (!Bun) return Promise.reject(new Error("adapters/bun/serve.ts needs the Bun runtime"));
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
+  let server: BunServer;
+  try {
+    server = Bun.serve({
+      hostname,
+      port,
+      reusePort: false,
+      fetch: (req: Request, srv: unknown) => app.fetch(req, srv),
+      websocket: { ...websocket, maxPayloadLength: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES },
+    });
+  } catch (err) {
+    return Promise.reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
+  }
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => closing ??= Promise.resolve(server.stop(true)).then(() => {});
+  options.signal?.addEventListener("abort", () => void close(), { once: true });
+  return Promise.resolve({ port: server.port, hostname, url: `http://${hostname}:${server.port}`, close });
+}

@@ -1,0 +1,15 @@
+/**
+ * The Deno adapter: serve a node's hono app on Deno.
+ *
+ * @example
+ * ```ts ignore
+ * import { createNodeApp } from "../../transports/mod.ts";
+ * import { serve, upgradeWebSocket } from "./mod.ts";
+ * const server = await serve(createNodeApp((f) => f, { upgradeWebSocket }), { port: 0 });
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+export { serve, upgradeWebSocket } from "./serve.ts";
+export type { FetchApp, ServedApp, ServeOptions } from "../types.ts";

@@ -1,0 +1,76 @@
+/**
+ * Serving a hono app on Node, with `@hono/node-server` and `ws` for WebSockets.
+ *
+ * @module
+ */
+import { serve as nodeServe, upgradeWebSocket as nodeUpgradeWebSocket } from "@hono/node-server";
+import type { UpgradeWebSocket } from "hono/ws";
+import { WebSocketServer } from "ws";
+import {
+  addressInUse,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  type FetchApp,
+  isAddressInUse,
+  type ServedApp,
+  type ServeOptions,
+} from "../types.ts";
+
+/**
+ * hono's `upgradeWebSocket` for Node (`@hono/node-server`); pass it to `createNodeApp`.
+ *
+ * @example
+ * ```ts ignore
+ * import { upgradeWebSocket } from "./serve.ts";
+ * if (typeof upgradeWebSocket !== "function") throw new Error("expected a function");
+ * ```
+ */
+// deno-lint-ignore no-explicit-any
+export const upgradeWebSocket: UpgradeWebSocket<any, any> = nodeUpgradeWebSocket as UpgradeWebSocket<any, any>;
+
+/**
+ * Serves `app` on Node's HTTP server, WebSockets through a `ws` server.
+ *
+ * @param app A hono app (or anything with `fetch`).
+ * @param options Host, port (0 picks one), abort signal, WebSocket message limit.
+ * @returns The listening server.
+ * @throws {Error} When the port is already in use.
+ *
+ * @example
+ * ```ts ignore
+ * import { Hono } from "hono";
+ * import { serve } from "./serve.ts";
+ * const server = await serve(new Hono().get("/", (c) => c.text("hi")), { port: 0 });
+ * await server.close();
+ * ```
+ */
+export function serve(app: FetchApp, options: ServeOptions = {}): Promise<ServedApp> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
+  return new Promise<ServedApp>((resolve, reject) => {
+    const server = nodeServe({
+      fetch: (req: Request, env: unknown) => app.fetch(req, env),
+      hostname,
+      port,
+      websocket: { server: wss },
+    });
+    server.once("error", (err: unknown) => {
+      wss.close();
+      reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
+    });
+    server.once("listening", () => {
+      const addr = server.address();
+      const real = typeof addr === "object" && addr ? addr.port : port;
+      let closing: Promise<void> | undefined;
+      const close = (): Promise<void> =>
+        closing ??= new Promise<void>((done) => {
+          for (const client of wss.clients) client.terminate();
+          wss.close();
+          server.close(() => done());
+          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        });
+      options.signal?.addEventListener("abort", () => void close(), { once: true });
+      resolve({ port: real, hostname, url: `http://${hostname}:${real}`, close });
+    });
+  });
+}

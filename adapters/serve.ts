@@ -1,0 +1,119 @@
+/**
+ * Serving on whatever runtime this is: picks `adapters/bun`, `adapters/deno` or `adapters/node`.
+ *
+ * @module
+ */
+import type { UpgradeWebSocket } from "hono/ws";
+import { createNodeApp } from "../transports/server.ts";
+import type { FrameHandler, ServeFramesOptions } from "../transports/transport.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, type FetchApp, type ServedApp, type ServeOptions } from "./types.ts";
+
+/** The runtimes an adapter exists for. */
+export type RuntimeName = "bun" | "deno" | "node";
+
+/** What every runtime adapter provides. */
+export interface RuntimeAdapter {
+  /** hono's `upgradeWebSocket` for this runtime. */
+  // deno-lint-ignore no-explicit-any
+  readonly upgradeWebSocket: UpgradeWebSocket<any, any>;
+  /** Puts a fetch app on a socket. */
+  serve(app: FetchApp, options?: ServeOptions): Promise<ServedApp>;
+}
+
+/**
+ * Which runtime this code runs on.
+ *
+ * @returns `"bun"`, `"deno"` or `"node"`.
+ *
+ * @example
+ * ```ts
+ * import { currentRuntime } from "./serve.ts";
+ * if (!["bun", "deno", "node"].includes(currentRuntime())) throw new Error("unexpected");
+ * ```
+ */
+export function currentRuntime(): RuntimeName {
+  const g = globalThis as Record<string, unknown>;
+  if (typeof g.Bun === "object" && g.Bun !== null) return "bun";
+  if (typeof g.Deno === "object" && g.Deno !== null) return "deno";
+  return "node";
+}
+
+/**
+ * Loads the adapter for the current runtime (or the one named).
+ *
+ * @param runtime Force a runtime (default: the current one).
+ * @returns Its `serve` and `upgradeWebSocket`.
+ *
+ * @example
+ * ```ts
+ * import { loadAdapter } from "./serve.ts";
+ * const adapter = await loadAdapter();
+ * if (typeof adapter.serve !== "function") throw new Error("unexpected");
+ * ```
+ */
+export function loadAdapter(runtime: RuntimeName = currentRuntime()): Promise<RuntimeAdapter> {
+  switch (runtime) {
+    case "bun":
+      return import("./bun/serve.ts");
+    case "deno":
+      return import("./deno/serve.ts");
+    case "node":
+      return import("./node/serve.ts");
+  }
+}
+
+/**
+ * Serves a hono app on the current runtime.
+ *
+ * @param app A hono app built with the runtime's `upgradeWebSocket` (see {@linkcode serveFrames}).
+ * @param options Host, port, abort signal.
+ * @returns The listening server.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { serve } from "./serve.ts";
+ * const server = await serve(new Hono().get("/", (c) => c.text("hi")), { port: 0 });
+ * if ((await (await fetch(server.url)).text()) !== "hi") throw new Error("unexpected");
+ * await server.close();
+ * ```
+ */
+export async function serve(app: FetchApp, options?: ServeOptions): Promise<ServedApp> {
+  return (await loadAdapter()).serve(app, options);
+}
+
+/** Options of {@linkcode serveFrames}. */
+export interface ServeFramesOnOptions extends ServeOptions, ServeFramesOptions {}
+
+/**
+ * Serves a frame handler over HTTP (`/rpc`) and WebSocket (`/ws`) on one port of this runtime.
+ *
+ * @param handler Gets every frame, returns the reply.
+ * @param options Host, port, token, frame limit, abort signal.
+ * @returns The listening server (`url` is the node's `http://` endpoint).
+ *
+ * @example An echo node
+ * ```ts
+ * import { serveFrames } from "./serve.ts";
+ * import { webSocketTransport } from "../transports/websocket.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const server = await serveFrames((frame) => frame, { port: 0 });
+ * const conn = await webSocketTransport.connect(server.url);
+ * deepStrictEqual(await conn.request(new Uint8Array([7])), new Uint8Array([7]));
+ * await conn.close();
+ * await server.close();
+ * ```
+ */
+export async function serveFrames(handler: FrameHandler, options: ServeFramesOnOptions = {}): Promise<ServedApp> {
+  const adapter = await loadAdapter();
+  const app = createNodeApp(handler, {
+    token: options.token,
+    maxFrameBytes: options.maxFrameBytes,
+    upgradeWebSocket: adapter.upgradeWebSocket,
+  });
+  // The runtime's own message limit sits above the frame limit, so a frame a little over it gets a
+  // clear "too-large" reply instead of a dropped connection; the runtime still never buffers more.
+  const maxMessageBytes = options.maxMessageBytes ??
+    Math.max(options.maxFrameBytes ?? 0, DEFAULT_MAX_MESSAGE_BYTES - 64) + 64;
+  return adapter.serve(app, { ...options, maxMessageBytes });
+}

@@ -1,0 +1,127 @@
+// Private helpers shared by the transports (not re-exported).
+import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
+import { AuthError, TransportError } from "../core/errors.ts";
+import type { RequestOptions } from "./transport.ts";
+import { timingSafeEqualString } from "./transport.ts";
+
+/** Encodes whatever a handler threw as an error frame body. */
+export function encodeError(err: unknown): Uint8Array {
+  try {
+    return encode(errorToWire(err));
+  } catch {
+    return encode(errorToWire(new Error("unencodable error")));
+  }
+}
+
+/** Rebuilds an error from an error frame body; a malformed body is itself reported, never thrown raw. */
+export function decodeError(body: Uint8Array): Error {
+  try {
+    return errorFromWire(decode(body));
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/** Listener set for `onClose`. */
+export class CloseListeners {
+  #listeners = new Set<(reason: TransportError) => void>();
+  add(listener: (reason: TransportError) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  emit(reason: TransportError): void {
+    for (const l of [...this.#listeners]) {
+      try {
+        l(reason);
+      } catch {
+        // a listener's bug must not stop the others
+      }
+    }
+  }
+}
+
+/** One request waiting for its reply. */
+export interface Pending {
+  resolve(value: Uint8Array): void;
+  reject(reason: unknown): void;
+  cleanup: (() => void) | undefined;
+}
+
+/**
+ * Wires `signal` and `timeoutMs` to a pending request; returns the cleanup, or undefined when there
+ * is nothing to clean. `drop` removes the request from its table (so a late reply is ignored).
+ */
+export function armRequest(
+  pending: Pending,
+  options: RequestOptions | undefined,
+  endpoint: string,
+  drop: () => void,
+): (() => void) | undefined {
+  if (!options) return undefined;
+  const { signal, timeoutMs } = options;
+  if (!signal && timeoutMs === undefined) return undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const onAbort = () => {
+    cleanup();
+    drop();
+    pending.reject(signal!.reason);
+  };
+  const cleanup = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
+  };
+  if (timeoutMs !== undefined) {
+    timer = setTimeout(() => {
+      cleanup();
+      drop();
+      pending.reject(new TransportError("io", `No reply from ${endpoint} within ${timeoutMs} ms`, endpoint));
+    }, timeoutMs);
+  }
+  signal?.addEventListener("abort", onAbort, { once: true });
+  return cleanup;
+}
+
+/** Checks a bearer token; `undefined` expected means no auth. */
+export function tokenMatches(presented: string | undefined, expected: string | undefined): boolean {
+  if (expected === undefined) return true;
+  if (presented === undefined) return false;
+  return timingSafeEqualString(presented, expected);
+}
+
+/** The error a client sees when the node refused its token (never quoting the token). */
+export function authRefused(endpoint: string, hadToken: boolean): AuthError {
+  return new AuthError(
+    `Connection to ${endpoint} refused: ${hadToken ? "wrong token" : "the node requires a token and none was given"}`,
+  );
+}
+
+/** Subprotocol carrying the frame format version; the server always selects it. */
+export const WS_PROTOCOL = "thinkagain.v1";
+/** Prefix of the subprotocol entry carrying the token (base64url of its UTF-8 bytes). */
+export const WS_TOKEN_PREFIX = "thinkagain.token.";
+
+/** base64url without padding (valid as a `Sec-WebSocket-Protocol` token). */
+export function toBase64Url(text: string): string {
+  const bytes = new TextEncoder().encode(text);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Inverse of {@linkcode toBase64Url}; undefined when malformed. */
+export function fromBase64Url(text: string): string | undefined {
+  try {
+    const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+let nextConnectionId = 1;
+/** A process-unique connection id. */
+export function newConnectionId(): number {
+  return nextConnectionId++;
+}

@@ -1,0 +1,188 @@
+/**
+ * The HTTP transport: each request is one `POST /rpc` whose body is one CBOR frame
+ * (`content-type: application/cbor`); the reply is the response body. Error replies carry the
+ * header `x-thinkagain-error: 1` and a CBOR `{ tag, message, data }` body. One-way frames carry
+ * `x-thinkagain-notify: 1` and are answered 202 at once. The token travels as
+ * `Authorization: Bearer`; a 401 is reported as `AuthError`. Connections are reused by the
+ * runtime's `fetch` (HTTP keep-alive).
+ *
+ * @module
+ */
+import { TransportError } from "../core/errors.ts";
+import { authRefused, CloseListeners, decodeError } from "./_common.ts";
+import {
+  checkFrameSize,
+  type ConnectOptions,
+  type RequestOptions,
+  resolveMaxFrameBytes,
+  type Transport,
+  type TransportConnection,
+} from "./transport.ts";
+
+/**
+ * Maps a node endpoint to its `/rpc` URL: `ws://h:p/ws` and `http://h:p` become `http://h:p/rpc`.
+ *
+ * @param endpoint A node endpoint.
+ * @returns The URL to POST frames to.
+ *
+ * @example
+ * ```ts
+ * import { rpcUrl } from "./http.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(rpcUrl("ws://127.0.0.1:7070/ws"), "http://127.0.0.1:7070/rpc");
+ * ```
+ */
+export function rpcUrl(endpoint: string): string {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new TypeError(`Cannot connect over HTTP to ${endpoint}: not a URL`);
+  }
+  if (url.protocol === "ws:") url.protocol = "http:";
+  else if (url.protocol === "wss:") url.protocol = "https:";
+  else if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new TypeError(`Cannot connect over HTTP to ${endpoint}: expected http://, https://, ws:// or wss://`);
+  }
+  url.pathname = "/rpc";
+  return url.toString();
+}
+
+class HttpConnection implements TransportConnection {
+  readonly endpoint: string;
+  #url: string;
+  #headers: Record<string, string>;
+  #notifyHeaders: Record<string, string>;
+  #hasToken: boolean;
+  #maxFrameBytes: number;
+  #abort = new AbortController();
+  #listeners = new CloseListeners();
+  #closed = false;
+
+  constructor(endpoint: string, options: ConnectOptions) {
+    this.endpoint = endpoint;
+    this.#url = rpcUrl(endpoint);
+    this.#headers = { "content-type": "application/cbor" };
+    if (options.token !== undefined) this.#headers.authorization = `Bearer ${options.token}`;
+    this.#notifyHeaders = { ...this.#headers, "x-thinkagain-notify": "1" };
+    this.#hasToken = options.token !== undefined;
+    this.#maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
+    if (this.#closed) throw this.#closedError();
+    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
+    if (tooLarge) throw tooLarge;
+    const signals = [this.#abort.signal];
+    if (options?.signal) signals.push(options.signal);
+    if (options?.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
+    const signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    let res: Response;
+    try {
+      res = await fetch(this.#url, {
+        method: "POST",
+        body: frame as Uint8Array<ArrayBuffer>,
+        headers: this.#headers,
+        signal,
+      });
+    } catch (cause) {
+      throw this.#failure(cause, options);
+    }
+    if (res.status === 401) {
+      await res.body?.cancel().catch(() => {});
+      throw authRefused(this.endpoint, this.#hasToken);
+    }
+    const declared = Number(res.headers.get("content-length") ?? "0");
+    if (declared > this.#maxFrameBytes) {
+      await res.body?.cancel().catch(() => {});
+      throw new TransportError(
+        "too-large",
+        `Reply of ${declared} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+        this.endpoint,
+      );
+    }
+    let body: Uint8Array;
+    try {
+      body = new Uint8Array(await res.arrayBuffer());
+    } catch (cause) {
+      throw this.#failure(cause, options);
+    }
+    if (res.headers.get("x-thinkagain-error") === "1") throw decodeError(body);
+    if (res.status === 503) {
+      throw new TransportError("closed", `Node at ${this.endpoint} is shutting down (HTTP 503)`, this.endpoint);
+    }
+    if (res.status !== 200) {
+      throw new TransportError("refused", `POST ${this.#url} answered HTTP ${res.status}`, this.endpoint);
+    }
+    return body;
+  }
+
+  #failure(cause: unknown, options: RequestOptions | undefined): unknown {
+    if (this.#abort.signal.aborted) return this.#closedError();
+    if (options?.signal?.aborted) return options.signal.reason;
+    if (cause instanceof DOMException && cause.name === "TimeoutError") {
+      return new TransportError("io", `No reply from ${this.endpoint} within ${options?.timeoutMs} ms`, this.endpoint);
+    }
+    return new TransportError(
+      "unreachable",
+      `Cannot reach ${this.endpoint}: ${cause instanceof Error ? cause.message : String(cause)}`,
+      this.endpoint,
+      cause,
+    );
+  }
+
+  notify(frame: Uint8Array): void {
+    if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
+    fetch(this.#url, {
+      method: "POST",
+      body: frame as Uint8Array<ArrayBuffer>,
+      headers: this.#notifyHeaders,
+      signal: this.#abort.signal,
+    }).then((res) => res.body?.cancel(), () => {});
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    this.#abort.abort();
+    this.#listeners.emit(this.#closedError());
+    return Promise.resolve();
+  }
+
+  onClose(listener: (reason: TransportError) => void): () => void {
+    return this.#listeners.add(listener);
+  }
+
+  #closedError(): TransportError {
+    return new TransportError("closed", `Connection to ${this.endpoint} is closed`, this.endpoint);
+  }
+}
+
+/**
+ * The HTTP transport (`http://host:port`, frames to `/rpc`). Connecting opens nothing; each
+ * request is one `fetch`, so an unreachable node shows on the first request.
+ *
+ * @example An unreachable node is a TransportError naming it
+ * ```ts
+ * import { httpTransport } from "./http.ts";
+ * import { TransportError } from "../core/errors.ts";
+ * import { rejects } from "node:assert/strict";
+ * const conn = await httpTransport.connect("http://127.0.0.1:1");
+ * await rejects(conn.request(new Uint8Array([0xa0])), (e) =>
+ *   e instanceof TransportError && e.reason === "unreachable" && e.message.includes("http://127.0.0.1:1"));
+ * ```
+ */
+export const httpTransport: Transport = {
+  name: "http",
+  connect(endpoint: string, options: ConnectOptions = {}): Promise<TransportConnection> {
+    try {
+      return Promise.resolve(new HttpConnection(endpoint, options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  },
+};

@@ -1,0 +1,68 @@
+import { ok, rejects, strictEqual } from "node:assert/strict";
+import { test } from "node:test";
+import { serveFrames } from "../adapters/serve.ts";
+import { decode, encode } from "../core/codec.ts";
+import { runTransportConformance } from "./_conformance.ts";
+import { startRealServer } from "./_test_servers.ts";
+import { httpTransport } from "./http.ts";
+
+runTransportConformance("http", {
+  transport: httpTransport,
+  ordered: false,
+  unreachable: "http://127.0.0.1:9",
+  start: (handler, options) => startRealServer(handler, options, "http"),
+  async sendRawGarbage(server) {
+    const url = `${server.endpoint}/rpc`;
+    const wrongType = await fetch(url, { method: "POST", body: "hello", headers: { "content-type": "text/plain" } });
+    strictEqual(wrongType.status, 415);
+    strictEqual(wrongType.headers.get("x-thinkagain-error"), "1");
+    ok(String((decode(new Uint8Array(await wrongType.arrayBuffer())) as { message: string }).message).includes("content-type"));
+    const garbage = await fetch(url, {
+      method: "POST",
+      body: new Uint8Array([0x9f, 0x01, 0x02]),
+      headers: { "content-type": "application/cbor" },
+    });
+    strictEqual(garbage.status, 500);
+    strictEqual((decode(new Uint8Array(await garbage.arrayBuffer())) as { tag: string }).tag, "ProtocolError");
+    const get = await fetch(url);
+    ok(get.status === 404 || get.status === 405, `GET /rpc answered ${get.status}`);
+    await get.body?.cancel();
+  },
+});
+
+test("serveFrames refuses a port another server already holds", async () => {
+  const first = await serveFrames((f) => f, { port: 0 });
+  try {
+    await rejects(serveFrames((f) => f, { port: first.port }), (e: unknown) => {
+      ok(e instanceof Error);
+      ok(e.message.includes(`127.0.0.1:${first.port}`) && e.message.includes("in use"), e.message);
+      return true;
+    });
+    // The first server still answers.
+    const conn = await httpTransport.connect(first.url);
+    strictEqual(decode(await conn.request(encode(7))), 7);
+    await conn.close();
+  } finally {
+    await first.close();
+  }
+});
+
+test("POST /rpc refuses a declared body over the limit without reading it", async () => {
+  let calls = 0;
+  const server = await serveFrames((f) => {
+    calls++;
+    return f;
+  }, { port: 0, maxFrameBytes: 1024 });
+  try {
+    const res = await fetch(`${server.url}/rpc`, {
+      method: "POST",
+      body: new Uint8Array(4096),
+      headers: { "content-type": "application/cbor" },
+    });
+    strictEqual(res.status, 413);
+    strictEqual((decode(new Uint8Array(await res.arrayBuffer())) as { data: { reason: string } }).data.reason, "too-large");
+    strictEqual(calls, 0);
+  } finally {
+    await server.close();
+  }
+});

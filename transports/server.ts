@@ -1,0 +1,248 @@
+/**
+ * The node's server side: one hono app serving `POST /rpc` (HTTP transport) and `GET /ws`
+ * (WebSocket transport) on one port, in front of one {@linkcode FrameHandler}. It is a Web-standard
+ * `fetch` app; the per-runtime `serve` in `adapters/` puts it on a socket.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { UpgradeWebSocket, WSContext, WSEvents } from "hono/ws";
+import { TransportError } from "../core/errors.ts";
+import { ProtocolError } from "../core/errors.ts";
+import { AuthError } from "../core/errors.ts";
+import { encodeError, fromBase64Url, newConnectionId, tokenMatches, WS_PROTOCOL, WS_TOKEN_PREFIX } from "./_common.ts";
+import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "./transport.ts";
+import { FRAME_HEADER_BYTES, KIND_ERROR, KIND_NOTIFY, KIND_REPLY, KIND_REQUEST, writeHeader } from "./websocket.ts";
+
+/** Options of {@linkcode createNodeApp}. */
+export interface NodeAppOptions extends ServeFramesOptions {
+  /**
+   * The runtime's hono `upgradeWebSocket` (from `adapters/<runtime>/`). Without it the app serves
+   * HTTP only and `/ws` answers 426.
+   */
+  // deno-lint-ignore no-explicit-any
+  upgradeWebSocket?: UpgradeWebSocket<any, any>;
+}
+
+const CBOR = "application/cbor";
+
+/**
+ * Builds the node's hono app: `POST /rpc` takes one CBOR frame and answers one, `GET /ws` upgrades
+ * to the multiplexed WebSocket framing of `transports/websocket.ts`. With a token, a request or
+ * upgrade without `Authorization: Bearer <token>` (or, for WebSocket, the token subprotocol) is
+ * answered 401 before the handler sees anything.
+ *
+ * @param handler Gets every frame from every transport.
+ * @param options Token, frame size limit, and the runtime's `upgradeWebSocket`.
+ * @returns The hono app (use `app.fetch`, or an adapter's `serve`).
+ *
+ * @example Calling the app's fetch directly
+ * ```ts
+ * import { createNodeApp } from "./server.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const app = createNodeApp((frame) => frame, { token: "t" });
+ * const body = new Uint8Array([0xa0]);
+ * const refused = await app.fetch(new Request("http://n/rpc", { method: "POST", body }));
+ * strictEqual(refused.status, 401);
+ * const ok = await app.fetch(new Request("http://n/rpc", {
+ *   method: "POST", body, headers: { authorization: "Bearer t", "content-type": "application/cbor" },
+ * }));
+ * strictEqual(ok.status, 200);
+ * ```
+ */
+export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {}): Hono {
+  if (typeof handler !== "function") throw new TypeError("createNodeApp needs a frame handler function");
+  const token = options.token;
+  const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  const app = new Hono();
+
+  app.post("/rpc", async (c) => {
+    if (!tokenMatches(bearer(c.req.header("authorization")), token)) return unauthorized();
+    const type = c.req.header("content-type");
+    if (type !== CBOR) {
+      return errorResponse(415, new ProtocolError(`POST /rpc needs content-type ${CBOR}, found ${type ?? "none"}`));
+    }
+    const declared = c.req.header("content-length");
+    if (declared !== undefined && Number(declared) > maxFrameBytes) {
+      return errorResponse(413, tooLarge(Number(declared), maxFrameBytes));
+    }
+    let frame: Uint8Array;
+    try {
+      frame = await readLimited(c.req.raw, maxFrameBytes);
+    } catch (err) {
+      return errorResponse(err instanceof TransportError && err.reason === "too-large" ? 413 : 400, err);
+    }
+    const oneWay = c.req.header("x-thinkagain-notify") === "1";
+    const peer: PeerInfo = { transport: "http", connectionId: newConnectionId(), oneWay };
+    if (oneWay) {
+      // Run it, but do not hold the response on it: one-way means the sender does not wait.
+      Promise.resolve().then(() => handler(frame, peer)).catch(() => {});
+      return new Response(null, { status: 202 });
+    }
+    let reply: Uint8Array | undefined;
+    try {
+      reply = await handler(frame, peer);
+    } catch (err) {
+      return errorResponse(500, err);
+    }
+    if (!(reply instanceof Uint8Array)) {
+      return errorResponse(500, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
+    }
+    if (reply.byteLength > maxFrameBytes) return errorResponse(500, tooLarge(reply.byteLength, maxFrameBytes));
+    return new Response(reply as Uint8Array<ArrayBuffer>, { status: 200, headers: { "content-type": CBOR } });
+  });
+
+  const upgrade = options.upgradeWebSocket;
+  app.get("/ws", async (c, next) => {
+    const offered = c.req.header("sec-websocket-protocol");
+    const presented = bearer(c.req.header("authorization")) ?? tokenFromProtocols(offered);
+    if (!tokenMatches(presented, token)) return unauthorized();
+    if (!upgrade) return c.text("this node serves no WebSocket", 426);
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") return c.text("expected a WebSocket upgrade", 426);
+    if (!offered?.split(",").some((p) => p.trim() === WS_PROTOCOL)) {
+      return c.text(`expected the ${WS_PROTOCOL} subprotocol`, 400);
+    }
+    return upgrade(() => wsEvents(handler, maxFrameBytes))(c, next);
+  });
+  return app;
+}
+
+function bearer(header: string | undefined): string | undefined {
+  if (!header || !header.startsWith("Bearer ")) return undefined;
+  return header.slice(7);
+}
+
+function tokenFromProtocols(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  for (const raw of header.split(",")) {
+    const p = raw.trim();
+    if (p.startsWith(WS_TOKEN_PREFIX)) return fromBase64Url(p.slice(WS_TOKEN_PREFIX.length));
+  }
+  return undefined;
+}
+
+function unauthorized(): Response {
+  // Says nothing about the expected token, and never echoes the presented one.
+  return errorResponse(401, new AuthError("This node requires a valid bearer token"));
+}
+
+function errorResponse(status: number, err: unknown): Response {
+  return new Response(encodeError(err) as Uint8Array<ArrayBuffer>, {
+    status,
+    headers: { "content-type": CBOR, "x-thinkagain-error": "1" },
+  });
+}
+
+function tooLarge(bytes: number, limit: number): TransportError {
+  return new TransportError("too-large", `Node refused a frame of ${bytes} bytes: its limit is ${limit} bytes`);
+}
+
+/** Reads a request body, failing as soon as it passes `limit` bytes (never buffering more). */
+async function readLimited(req: Request, limit: number): Promise<Uint8Array> {
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(total, limit);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/** A binary WebSocket message as bytes (runtimes hand over ArrayBuffer, a view, or a Buffer). */
+function toBytes(data: unknown): Uint8Array | undefined {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return undefined;
+}
+
+/** The events of one WebSocket connection: frames in, handler, replies out. */
+function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
+  const connectionId = newConnectionId();
+  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false };
+  const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true };
+  let open = true;
+
+  const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
+    if (!open) return;
+    const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+    writeHeader(out, kind, id);
+    out.set(body, FRAME_HEADER_BYTES);
+    ws.send(out);
+  };
+  const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
+  const badFrame = (ws: WSContext, message: string): void => {
+    // The header is unusable, so no request can be answered: say why, then close cleanly.
+    fail(ws, 0, new ProtocolError(message));
+    open = false;
+    ws.close(1002, "bad frame");
+  };
+  const answer = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
+    let reply: Uint8Array | undefined;
+    try {
+      reply = await handler(frame, peer);
+    } catch (err) {
+      return fail(ws, id, err);
+    }
+    if (!(reply instanceof Uint8Array)) {
+      return fail(ws, id, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
+    }
+    if (reply.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(reply.byteLength, maxFrameBytes));
+    send(ws, KIND_REPLY, id, reply);
+  };
+
+  return {
+    onOpen(_evt, ws) {
+      // A Web-standard server socket (Deno) may default to Blob messages, which cannot be read
+      // synchronously; Bun's and ws's sockets have other binaryType values that hono relies on.
+      const raw = ws.raw as { binaryType?: string } | undefined;
+      if (raw?.binaryType === "blob") raw.binaryType = "arraybuffer";
+    },
+    onMessage(evt, ws) {
+      const data = evt.data;
+      if (typeof data === "string") return badFrame(ws, "Text messages are not frames; send binary");
+      const bytes = toBytes(data);
+      if (!bytes) return badFrame(ws, "Unsupported message type; send binary frames");
+      if (bytes.byteLength < FRAME_HEADER_BYTES) {
+        return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
+      }
+      const kind = bytes[0];
+      const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
+      const frame = bytes.subarray(FRAME_HEADER_BYTES);
+      if (kind === KIND_REQUEST) {
+        if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
+        void answer(ws, id, frame);
+      } else if (kind === KIND_NOTIFY) {
+        if (frame.byteLength > maxFrameBytes) return;
+        try {
+          const r = handler(frame, notifyPeer);
+          if (r instanceof Promise) r.catch(() => {});
+        } catch {
+          // one-way: nobody to tell
+        }
+      } else {
+        badFrame(ws, `Unknown frame kind ${kind}`);
+      }
+    },
+    onClose() {
+      open = false;
+    },
+    onError() {
+      open = false;
+    },
+  };
+}

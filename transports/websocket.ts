@@ -1,0 +1,336 @@
+/**
+ * The WebSocket transport: one persistent, multiplexed connection per peer.
+ *
+ * Wire format: every WebSocket binary message is one frame with a 5-byte header,
+ * `[kind: u8][id: u32 little-endian][body]`. Kinds: 0 request, 1 reply, 2 notify (one-way, id 0),
+ * 3 error (body is a CBOR `{ tag, message, data }`; id 0 means the whole connection is in error and
+ * is about to close). Replies may come in any order; the server starts handlers in arrival order.
+ *
+ * Auth: the client offers the subprotocols `thinkagain.v1` and, with a token,
+ * `thinkagain.token.<base64url(token)>` (the only header a Web-standard WebSocket can set); the
+ * server also accepts `Authorization: Bearer`. The server always selects `thinkagain.v1`, so the
+ * token is never echoed. A refused upgrade (401) is reported to the caller as `AuthError`.
+ *
+ * @module
+ */
+import { TransportError } from "../core/errors.ts";
+import {
+  armRequest,
+  authRefused,
+  CloseListeners,
+  decodeError,
+  type Pending,
+  toBase64Url,
+  WS_PROTOCOL,
+  WS_TOKEN_PREFIX,
+} from "./_common.ts";
+import {
+  checkFrameSize,
+  type ConnectOptions,
+  type RequestOptions,
+  resolveMaxFrameBytes,
+  type Transport,
+  type TransportConnection,
+} from "./transport.ts";
+
+/** Bytes of the frame header (kind + request id). */
+export const FRAME_HEADER_BYTES = 5;
+/** Frame kind: a request expecting a reply with the same id. */
+export const KIND_REQUEST = 0;
+/** Frame kind: the reply to the request with the same id. */
+export const KIND_REPLY = 1;
+/** Frame kind: a one-way frame. */
+export const KIND_NOTIFY = 2;
+/** Frame kind: an error reply (CBOR wire error) to the request with the same id; id 0: connection error. */
+export const KIND_ERROR = 3;
+
+/**
+ * Writes a frame header into the first {@linkcode FRAME_HEADER_BYTES} bytes of `out`.
+ *
+ * @param out The buffer holding header and body.
+ * @param kind One of the `KIND_*` constants.
+ * @param id The request id (u32).
+ *
+ * @example
+ * ```ts
+ * import { KIND_REPLY, writeHeader } from "./websocket.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const out = new Uint8Array(5);
+ * writeHeader(out, KIND_REPLY, 258);
+ * deepStrictEqual(out, new Uint8Array([1, 2, 1, 0, 0]));
+ * ```
+ */
+export function writeHeader(out: Uint8Array, kind: number, id: number): void {
+  out[0] = kind;
+  out[1] = id & 0xff;
+  out[2] = (id >>> 8) & 0xff;
+  out[3] = (id >>> 16) & 0xff;
+  out[4] = (id >>> 24) & 0xff;
+}
+
+/**
+ * Maps a node endpoint to its WebSocket URL: `http://h:p` and `ws://h:p` become `ws://h:p/ws`
+ * (`https:`/`wss:` likewise).
+ *
+ * @param endpoint A node endpoint.
+ * @returns The URL to open.
+ *
+ * @example
+ * ```ts
+ * import { webSocketUrl } from "./websocket.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(webSocketUrl("http://127.0.0.1:7070"), "ws://127.0.0.1:7070/ws");
+ * ```
+ */
+export function webSocketUrl(endpoint: string): string {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new TypeError(`Cannot connect over WebSocket to ${endpoint}: not a URL`);
+  }
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  else if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new TypeError(`Cannot connect over WebSocket to ${endpoint}: expected ws://, wss://, http:// or https://`);
+  }
+  if (url.pathname === "/" || url.pathname === "") url.pathname = "/ws";
+  return url.toString();
+}
+
+function httpUrlOf(wsUrl: string): string {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  return url.toString();
+}
+
+class WebSocketConnection implements TransportConnection {
+  readonly endpoint: string;
+  #url: string;
+  #token: string | undefined;
+  #maxFrameBytes: number;
+  #connectTimeoutMs: number;
+  #ws: WebSocket | undefined;
+  #opening: Promise<WebSocket> | undefined;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #listeners = new CloseListeners();
+  #closed = false;
+
+  constructor(endpoint: string, options: ConnectOptions) {
+    this.endpoint = endpoint;
+    this.#url = webSocketUrl(endpoint);
+    this.#token = options.token;
+    this.#maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The open socket, opening one when there is none (first use, or after the peer went away). */
+  open(): Promise<WebSocket> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    return this.#opening ??= this.#dial().finally(() => {
+      this.#opening = undefined;
+    });
+  }
+
+  #dial(): Promise<WebSocket> {
+    const protocols = [WS_PROTOCOL];
+    if (this.#token !== undefined) protocols.push(WS_TOKEN_PREFIX + toBase64Url(this.#token));
+    return new Promise<WebSocket>((resolve, reject) => {
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(this.#url, protocols);
+      } catch (cause) {
+        return reject(new TransportError("unreachable", `Cannot connect to ${this.endpoint}: ${String(cause)}`, this.endpoint));
+      }
+      ws.binaryType = "arraybuffer";
+      const timer = setTimeout(() => {
+        done();
+        try {
+          ws.close();
+        } catch { /* already failing */ }
+        reject(new TransportError(
+          "unreachable",
+          `Cannot connect to ${this.endpoint}: no answer within ${this.#connectTimeoutMs} ms`,
+          this.endpoint,
+        ));
+      }, this.#connectTimeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        ws.onopen = ws.onerror = ws.onclose = null;
+      };
+      ws.onopen = () => {
+        done();
+        if (this.#closed) {
+          ws.close(1000);
+          return reject(this.#closedError());
+        }
+        this.#attach(ws);
+        resolve(ws);
+      };
+      ws.onerror = ws.onclose = () => {
+        done();
+        this.#explainRefusal().then(reject, reject);
+      };
+    });
+  }
+
+  /** The upgrade failed; the WebSocket API hides why, so ask the same URL over HTTP once. */
+  async #explainRefusal(): Promise<Error> {
+    const headers: Record<string, string> = {};
+    if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
+    try {
+      const res = await fetch(httpUrlOf(this.#url), { headers, signal: AbortSignal.timeout(this.#connectTimeoutMs) });
+      await res.body?.cancel();
+      if (res.status === 401) return authRefused(this.endpoint, this.#token !== undefined);
+      return new TransportError(
+        "refused",
+        `Cannot connect to ${this.endpoint}: the WebSocket upgrade was refused (HTTP ${res.status})`,
+        this.endpoint,
+      );
+    } catch {
+      return new TransportError("unreachable", `Cannot connect to ${this.endpoint}: connection failed`, this.endpoint);
+    }
+  }
+
+  #attach(ws: WebSocket): void {
+    this.#ws = ws;
+    ws.onmessage = (evt: MessageEvent) => this.#onMessage(evt.data);
+    ws.onclose = (evt: CloseEvent) => {
+      const why = evt.code === 1000 || evt.code === 1005 ? "" : ` (code ${evt.code}${evt.reason ? `: ${evt.reason}` : ""})`;
+      this.#lost(ws, new TransportError("closed", `Connection to ${this.endpoint} closed by the peer${why}`, this.endpoint));
+    };
+    ws.onerror = null;
+  }
+
+  #onMessage(data: unknown): void {
+    if (!(data instanceof ArrayBuffer)) return; // our server sends binary only
+    const bytes = new Uint8Array(data);
+    if (bytes.byteLength < FRAME_HEADER_BYTES) return;
+    const kind = bytes[0];
+    const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
+    if (id === 0 && kind === KIND_ERROR) {
+      // The peer rejected the connection as a whole; it closes next, failing what is pending.
+      const err = decodeError(bytes.subarray(FRAME_HEADER_BYTES));
+      this.#failAll(err);
+      return;
+    }
+    const pending = this.#pending.get(id);
+    if (!pending) return; // aborted or timed out: drop the late reply
+    this.#pending.delete(id);
+    pending.cleanup?.();
+    const body = bytes.subarray(FRAME_HEADER_BYTES);
+    if (kind === KIND_REPLY) {
+      if (body.byteLength > this.#maxFrameBytes) {
+        pending.reject(new TransportError(
+          "too-large",
+          `Reply of ${body.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+          this.endpoint,
+        ));
+      } else pending.resolve(body);
+    } else if (kind === KIND_ERROR) pending.reject(decodeError(body));
+    else pending.reject(new TransportError("bad-frame", `Unexpected frame kind ${kind} from ${this.endpoint}`, this.endpoint));
+  }
+
+  #failAll(reason: unknown): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      p.cleanup?.();
+      p.reject(reason);
+    }
+  }
+
+  #lost(ws: WebSocket, reason: TransportError): void {
+    if (this.#ws !== ws) return;
+    this.#ws = undefined;
+    ws.onmessage = ws.onclose = ws.onerror = null;
+    this.#failAll(reason);
+    this.#listeners.emit(reason);
+  }
+
+  request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
+    if (tooLarge) return Promise.reject(tooLarge);
+    const ws = this.#ws;
+    if (ws !== undefined && ws.readyState === 1) return this.#send(ws, frame, options);
+    return this.open().then((ws) => this.#send(ws, frame, options));
+  }
+
+  #send(ws: WebSocket, frame: Uint8Array, options: RequestOptions | undefined): Promise<Uint8Array> {
+    let id = this.#nextId;
+    this.#nextId = id === 0xffffffff ? 1 : id + 1;
+    while (this.#pending.has(id)) id = this.#nextId++; // only after 4 billion requests with one stuck
+    const out = new Uint8Array(FRAME_HEADER_BYTES + frame.byteLength);
+    writeHeader(out, KIND_REQUEST, id);
+    out.set(frame, FRAME_HEADER_BYTES);
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const pending: Pending = { resolve, reject, cleanup: undefined };
+      this.#pending.set(id, pending);
+      if (options) pending.cleanup = armRequest(pending, options, this.endpoint, () => this.#pending.delete(id));
+      ws.send(out);
+    });
+  }
+
+  notify(frame: Uint8Array): void {
+    if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
+    const out = new Uint8Array(FRAME_HEADER_BYTES + frame.byteLength);
+    writeHeader(out, KIND_NOTIFY, 0);
+    out.set(frame, FRAME_HEADER_BYTES);
+    const ws = this.#ws;
+    if (ws !== undefined && ws.readyState === 1) ws.send(out);
+    else this.open().then((ws) => ws.send(out), () => {});
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    const ws = this.#ws;
+    const reason = this.#closedError();
+    if (ws) {
+      this.#lost(ws, reason);
+      return new Promise<void>((resolve) => {
+        ws.onclose = () => resolve();
+        setTimeout(resolve, 1000); // a peer that never acknowledges the close must not hang us
+        ws.close(1000);
+      });
+    }
+    this.#failAll(reason);
+    this.#listeners.emit(reason);
+    return Promise.resolve();
+  }
+
+  onClose(listener: (reason: TransportError) => void): () => void {
+    return this.#listeners.add(listener);
+  }
+
+  #closedError(): TransportError {
+    return new TransportError("closed", `Connection to ${this.endpoint} is closed`, this.endpoint);
+  }
+}
+
+/**
+ * The WebSocket transport (`ws://host:port`, path `/ws` by default).
+ *
+ * @example An unreachable node is a TransportError naming it
+ * ```ts
+ * import { webSocketTransport } from "./websocket.ts";
+ * import { TransportError } from "../core/errors.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(webSocketTransport.connect("ws://127.0.0.1:1"), (e) =>
+ *   e instanceof TransportError && e.reason === "unreachable" && e.message.includes("ws://127.0.0.1:1"));
+ * ```
+ */
+export const webSocketTransport: Transport = {
+  name: "websocket",
+  async connect(endpoint: string, options: ConnectOptions = {}): Promise<TransportConnection> {
+    const conn = new WebSocketConnection(endpoint, options);
+    await conn.open();
+    return conn;
+  },
+};
