@@ -35,6 +35,7 @@ export { inMemoryTransport, type InMemoryServerHandle, serveInMemory } from "./i
 export { httpTransport, rpcUrl } from "./http.ts";
 export { webSocketTransport, webSocketUrl } from "./websocket.ts";
 export { createNodeApp, type NodeAppOptions } from "./server.ts";
+export { NodeServer, type NodeServerOptions } from "./node.ts";
 
 const BY_NAME: Record<TransportName, Transport> = {
   in_memory: inMemoryTransport,
