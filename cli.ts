@@ -167,13 +167,16 @@ async function main(argv: string[]): Promise<number> {
     console.error(`thinkagain: cannot start node "${cmd.name}": ${(e as Error).message}`);
     return 1;
   }
-  console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);
-  return await new Promise<number>((done) => {
+  // handlers are installed before the ready line, so a signal right after it is never missed
+  const exit = new Promise<number>((done) => {
     let signals = 0;
     const stop = (signal: string) => {
       if (++signals > 1) return done(130); // a second signal: leave now
       console.error(`thinkagain node ${cmd.name}: ${signal}, draining`);
-      node.shutdown().then(() => done(0), (e) => {
+      node.shutdown().then(() => {
+        console.error(`thinkagain node ${cmd.name}: drained, exiting`);
+        done(0);
+      }, (e) => {
         console.error(`thinkagain node ${cmd.name}: shutdown failed: ${(e as Error).message}`);
         done(1);
       });
@@ -181,6 +184,8 @@ async function main(argv: string[]): Promise<number> {
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
+  console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);
+  return await exit;
 }
 
 if (import.meta.main) process.exit(await main(process.argv.slice(2)));
