@@ -1,0 +1,193 @@
+/**
+ * Transport benchmark: client here, server in a child process of the same runtime, on 127.0.0.1,
+ * measured beside a raw hono echo server (plain POST echo and plain WebSocket echo) in the same run.
+ *
+ *   npx bun bench/transport.ts
+ *   npx deno run -A bench/transport.ts
+ *
+ * Prints a table with our/raw ratios. Timing claims live here, never in tests.
+ *
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { Hono } from "hono";
+import { loadAdapter, serveFrames } from "../adapters/serve.ts";
+import { decode, encode } from "../core/codec.ts";
+import { httpTransport } from "../transports/http.ts";
+import { webSocketTransport } from "../transports/websocket.ts";
+
+const args = process.argv.slice(2);
+const SEQ = Number(process.env.BENCH_SEQ ?? 5000);
+const THROUGHPUT_TOTAL = Number(process.env.BENCH_TOTAL ?? 200_000);
+const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 512);
+const BIG_ROUNDS = Number(process.env.BENCH_BIG ?? 200);
+
+// ---------------------------------------------------------------------------------------------
+// Server side (child process)
+
+async function runServer(kind: string): Promise<void> {
+  if (kind === "ours") {
+    const served = await serveFrames((frame) => frame, { port: 0 });
+    console.log(`PORT ${served.port}`);
+  } else {
+    const adapter = await loadAdapter();
+    const app = new Hono();
+    app.post("/echo", async (c) => new Response(await c.req.arrayBuffer()));
+    app.get("/ws", adapter.upgradeWebSocket(() => ({
+      onMessage(evt, ws) {
+        ws.send(evt.data as ArrayBuffer);
+      },
+    })));
+    const served = await adapter.serve(app, { port: 0 });
+    console.log(`PORT ${served.port}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
+  const self = fileURLToPath(import.meta.url);
+  const isDeno = "Deno" in globalThis;
+  const argv = isDeno ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Uint8Array) => {
+      out += new TextDecoder().decode(d);
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+}
+
+async function latency(fn: () => Promise<unknown>, n = SEQ): Promise<{ p50: number; p99: number }> {
+  for (let i = 0; i < Math.min(1000, n); i++) await fn(); // warm up
+  const times = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    times[i] = performance.now() - t0;
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 0.5) * 1000, p99: percentile(times, 0.99) * 1000 };
+}
+
+/** Keeps `inFlight` calls going until `total` completed; returns calls per second. */
+async function throughput(fn: () => Promise<unknown>, total = THROUGHPUT_TOTAL, inFlight = IN_FLIGHT): Promise<number> {
+  await Promise.all(Array.from({ length: inFlight }, fn)); // warm up
+  let started = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (started < total) {
+      started++;
+      await fn();
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return total / ((performance.now() - t0) / 1000);
+}
+
+/** A raw WebSocket echo client: one pending resolver per sent message, answered in order. */
+async function rawWs(url: string): Promise<{ send(data: Uint8Array<ArrayBuffer>): Promise<ArrayBuffer>; close(): void }> {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const queue: ((d: ArrayBuffer) => void)[] = [];
+  let head = 0;
+  ws.onmessage = (e) => {
+    const r = queue[head];
+    queue[head++] = undefined as unknown as (d: ArrayBuffer) => void;
+    if (head > 4096 && head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    }
+    r(e.data as ArrayBuffer);
+  };
+  return {
+    send(data) {
+      return new Promise<ArrayBuffer>((resolve) => {
+        queue.push(resolve);
+        ws.send(data);
+      });
+    },
+    close: () => ws.close(),
+  };
+}
+
+async function runClient(): Promise<void> {
+  const g = globalThis as { Bun?: { version: string }; Deno?: { version: { deno: string } } };
+  const runtime = g.Bun ? `bun ${g.Bun.version}` : g.Deno ? `deno ${g.Deno.version.deno}` : `node ${process.version}`;
+  const ours = await startChild("ours");
+  const raw = await startChild("raw");
+  const rows: [string, number, number, string][] = [];
+  try {
+    const small = encode({ t: "call", id: 1, svc: "Echo", method: "echo", args: ["What is ML?", 3] });
+    const smallRaw = new Uint8Array(small);
+    const oursUrl = `http://127.0.0.1:${ours.port}`;
+    const rawBase = `127.0.0.1:${raw.port}`;
+
+    // WebSocket sequential latency
+    const ws = await webSocketTransport.connect(oursUrl);
+    const rws = await rawWs(`ws://${rawBase}/ws`);
+    const wsOurs = await latency(() => ws.request(small));
+    const wsRaw = await latency(() => rws.send(smallRaw));
+    rows.push(["WS latency p50 (µs)", wsOurs.p50, wsRaw.p50, "lower is better"]);
+    rows.push(["WS latency p99 (µs)", wsOurs.p99, wsRaw.p99, "lower is better"]);
+
+    // HTTP sequential latency
+    const http = await httpTransport.connect(oursUrl);
+    const httpOurs = await latency(() => http.request(small), Math.min(SEQ, 3000));
+    const httpRaw = await latency(async () => {
+      const res = await fetch(`http://${rawBase}/echo`, { method: "POST", body: smallRaw });
+      return res.arrayBuffer();
+    }, Math.min(SEQ, 3000));
+    rows.push(["HTTP latency p50 (µs)", httpOurs.p50, httpRaw.p50, "lower is better"]);
+    rows.push(["HTTP latency p99 (µs)", httpOurs.p99, httpRaw.p99, "lower is better"]);
+
+    // Throughput over one WebSocket connection, many in flight
+    const tOurs = await throughput(() => ws.request(small));
+    const tRaw = await throughput(() => rws.send(smallRaw));
+    rows.push([`WS throughput, ${IN_FLIGHT} in flight (req/s)`, tOurs, tRaw, "higher is better"]);
+
+    // 1 MiB Float32Array round trip
+    const big = new Float32Array(256 * 1024).map((_, i) => i);
+    const bigFrame = encode({ x: big });
+    const bigOurs = await latency(async () => {
+      const { x } = decode(await ws.request(encode({ x: big }))) as { x: Float32Array };
+      if (x.length !== big.length) throw new Error("bad echo");
+    }, BIG_ROUNDS);
+    const bigRawBytes = new Uint8Array(bigFrame);
+    const bigRaw = await latency(() => rws.send(bigRawBytes), BIG_ROUNDS);
+    rows.push(["1 MiB Float32Array round trip p50 (ms)", bigOurs.p50 / 1000, bigRaw.p50 / 1000, "lower is better"]);
+    const mbps = (p50us: number) => (2 * bigFrame.byteLength / (1024 * 1024)) / (p50us / 1e6);
+    rows.push(["1 MiB round trip (MB/s, both ways)", mbps(bigOurs.p50), mbps(bigRaw.p50), "higher is better"]);
+
+    await ws.close();
+    await http.close();
+    rws.close();
+  } finally {
+    ours.child.kill("SIGTERM");
+    raw.child.kill("SIGTERM");
+  }
+
+  const fmt = (n: number) => (n >= 1000 ? Math.round(n).toLocaleString("en-US") : n.toFixed(n >= 100 ? 0 : 2));
+  console.log(`\nthinkagain transport bench — ${runtime}, 127.0.0.1, separate processes\n`);
+  console.log("| metric | thinkagain | raw hono echo | ours/raw |");
+  console.log("|---|---:|---:|---:|");
+  for (const [name, a, b] of rows) console.log(`| ${name} | ${fmt(a)} | ${fmt(b)} | ${(a / b).toFixed(2)} |`);
+  process.exit(0);
+}
+
+if (args[0] === "--server") await runServer(args[1]);
+else await runClient();
