@@ -14,7 +14,8 @@
  * concurrency slot or the mailbox; also the attribute `thinkagain.queue_wait_ms`), so queue wait and
  * execution are told apart without a second span per task. A retry adds another `"started"` event
  * with its `thinkagain.attempt`. Failure sets status ERROR and records the exception; cancellation
- * sets status ERROR with the description `cancelled`; `thinkagain.status` says which.
+ * sets status ERROR with the description `cancelled`; `thinkagain.status` (`failed`/`cancelled`,
+ * absent on success) says which.
  *
  * @module
  */
@@ -111,7 +112,9 @@ const noopProvider: TracerProvider = new ProxyTracerProvider().getDelegate();
  * ```
  */
 export function enableTracing(options: TracingOptions = {}): void {
-  tracer = options.tracerProvider !== undefined ? options.tracerProvider.getTracer(TRACER_NAME) : undefined;
+  // resolved once: a provider's tracer, or the global API's proxy tracer (it follows a provider
+  // registered later; after `trace.disable()` and a new registration, call enableTracing() again)
+  tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(TRACER_NAME);
   setSubmitProbe(undefined);
   if (off !== undefined) return;
   off = onTaskEvent(onEvent);
@@ -191,24 +194,31 @@ function detectNow(): void {
   if (off === undefined && autoDetect && hasTracerProvider()) enableTracing();
 }
 
-function getTracer(): Tracer {
-  return tracer ?? trace.getTracer(TRACER_NAME);
+/** Per op / `Service.method` name: the span name and the constant attributes, computed once. */
+interface NameInfo {
+  readonly span: string;
+  readonly op: string | undefined;
+  readonly service: string | undefined;
+  readonly method: string | undefined;
 }
+const names = new Map<string, NameInfo>();
 
-function spanName(task: TaskInfo): string {
-  return task.kind === "op" ? `op ${task.name}` : `call ${task.name}`;
-}
-
-function baseAttributes(task: TaskInfo): Attributes {
-  const a: Attributes = { "thinkagain.task_id": task.id };
-  if (task.kind === "op") a["thinkagain.op"] = task.name;
-  else {
+function nameInfo(task: TaskInfo): NameInfo {
+  const key = task.kind === "op" ? task.name : `\u0000${task.name}`;
+  let info = names.get(key);
+  if (info === undefined) {
     const dot = task.name.indexOf(".");
-    a["thinkagain.service"] = dot < 0 ? task.name : task.name.slice(0, dot);
-    a["thinkagain.method"] = dot < 0 ? task.name : task.name.slice(dot + 1);
+    info = task.kind === "op"
+      ? { span: `op ${task.name}`, op: task.name, service: undefined, method: undefined }
+      : {
+        span: `call ${task.name}`,
+        op: undefined,
+        service: dot < 0 ? task.name : task.name.slice(0, dot),
+        method: dot < 0 ? task.name : task.name.slice(dot + 1),
+      };
+    if (names.size < 10_000) names.set(key, info);
   }
-  if (task.node !== undefined) a["thinkagain.node"] = task.node;
-  return a;
+  return info;
 }
 
 /** Creates the span of `task` (at its start, or at settle for a task that never started). */
@@ -225,9 +235,23 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
     const sc = spanContextOf((deps[i] as TaskInfo & Slot)._trace);
     if (sc !== undefined) (links ??= []).push({ context: sc });
   }
-  const span = getTracer().startSpan(spanName(task), {
+  const info = nameInfo(task);
+  const attributes: Attributes = { "thinkagain.task_id": task.id };
+  if (info.op !== undefined) attributes["thinkagain.op"] = info.op;
+  else {
+    attributes["thinkagain.service"] = info.service;
+    attributes["thinkagain.method"] = info.method;
+  }
+  const node = task.node;
+  if (node !== undefined) attributes["thinkagain.node"] = node;
+  if (task.startedAt > 0) {
+    const wait = task.startedAt - task.submittedAt;
+    attributes["thinkagain.queue_wait_ms"] = wait > 0 ? wait : 0;
+    attributes["thinkagain.attempt"] = task.attempt;
+  }
+  const span = (tracer ?? trace.getTracer(TRACER_NAME)).startSpan(info.span, {
     kind: SpanKind.INTERNAL,
-    attributes: baseAttributes(task),
+    attributes,
     links,
     startTime: task.submittedAt > 0 ? origin + task.submittedAt : undefined,
   }, ctx);
@@ -244,12 +268,15 @@ function onEvent(e: TaskEvent): void {
       return;
     case "started": {
       const slot = task._trace;
-      const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
-      const wait = task.startedAt - task.submittedAt;
-      span.setAttribute("thinkagain.queue_wait_ms", wait > 0 ? wait : 0);
-      span.setAttribute("thinkagain.attempt", task.attempt);
-      if (task.node !== undefined) span.setAttribute("thinkagain.node", task.node);
-      span.addEvent("started", { "thinkagain.attempt": task.attempt }, origin + e.at);
+      if (!isSpan(slot)) {
+        // the first start: the span is made now, with its inputs known (links) and its queue wait
+        const span = openSpan(task, slot as Context | undefined);
+        if (span.isRecording()) span.addEvent("started", undefined, origin + e.at);
+      } else if (slot.isRecording()) {
+        // a retry
+        slot.setAttribute("thinkagain.attempt", task.attempt);
+        slot.addEvent("started", { "thinkagain.attempt": task.attempt }, origin + e.at);
+      }
       return;
     }
     default: {
@@ -257,15 +284,13 @@ function onEvent(e: TaskEvent): void {
       const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
       // keep only the span's context: dependents link to it, and the span object can be collected
       task._trace = span.spanContext();
-      if (e.kind === "finished") {
-        span.setAttribute("thinkagain.status", "completed");
-      } else if (e.kind === "failed") {
+      if (e.kind === "failed") {
         const err = task.error;
         span.setAttribute("thinkagain.status", "failed");
         if (task.startedAt === 0) span.setAttribute("thinkagain.skipped", true); // an input failed
         span.recordException(err instanceof Error ? err : String(err), origin + e.at);
         span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
-      } else {
+      } else if (e.kind === "cancelled") {
         span.setAttribute("thinkagain.status", "cancelled");
         span.setStatus({ code: SpanStatusCode.ERROR, message: "cancelled" });
       }
@@ -367,7 +392,7 @@ export function withExtractedContext<T>(
   detectNow();
   if (off === undefined) return fn();
   const parent = extract(carrier);
-  const span = getTracer().startSpan(options.name ?? "serve", { kind: SpanKind.SERVER, attributes: options.attributes }, parent);
+  const span = (tracer ?? trace.getTracer(TRACER_NAME)).startSpan(options.name ?? "serve", { kind: SpanKind.SERVER, attributes: options.attributes }, parent);
   const fail = (e: unknown) => {
     span.recordException(e instanceof Error ? e : String(e));
     span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
