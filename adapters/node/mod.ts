@@ -2,7 +2,7 @@
  * The Node adapter: serve a node's hono app on Node.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createNodeApp } from "../../transports/mod.ts";
  * import { serve, upgradeWebSocket } from "./mod.ts";
  * const server = await serve(createNodeApp((f) => f, { upgradeWebSocket }), { port: 0 });

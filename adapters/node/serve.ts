@@ -19,7 +19,7 @@ import {
  * hono's `upgradeWebSocket` for Node (`@hono/node-server`); pass it to `createNodeApp`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { upgradeWebSocket } from "./serve.ts";
  * if (typeof upgradeWebSocket !== "function") throw new Error("expected a function");
  * ```
@@ -36,7 +36,7 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> = nodeUpgradeWebSocket
  * @throws {Error} When the port is already in use.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Hono } from "hono";
  * import { serve } from "./serve.ts";
  * const server = await serve(new Hono().get("/", (c) => c.text("hi")), { port: 0 });

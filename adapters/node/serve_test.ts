@@ -1,0 +1,23 @@
+import { deepStrictEqual, ok, rejects } from "node:assert/strict";
+import { test } from "node:test";
+import { createNodeApp } from "../../transports/server.ts";
+import { httpTransport } from "../../transports/http.ts";
+import { webSocketTransport } from "../../transports/websocket.ts";
+import { serve, upgradeWebSocket } from "./serve.ts";
+
+test("adapters/node serve: /rpc and /ws on one port, port 0 reports the real port, a taken port is refused", async () => {
+  const app = createNodeApp((f) => new Uint8Array([...f, 1]), { upgradeWebSocket });
+  const server = await serve(app, { port: 0 });
+  try {
+    ok(server.port > 0);
+    const ws = await webSocketTransport.connect(server.url);
+    deepStrictEqual(await ws.request(new Uint8Array([7])), new Uint8Array([7, 1]));
+    await ws.close();
+    const http = await httpTransport.connect(server.url);
+    deepStrictEqual(await http.request(new Uint8Array([8])), new Uint8Array([8, 1]));
+    await http.close();
+    await rejects(serve(app, { port: server.port }), /in use/);
+  } finally {
+    await server.close();
+  }
+});
