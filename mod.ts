@@ -17,3 +17,6 @@
  * @module
  */
 export * from "./core/mod.ts";
+// Remote nodes: importing the node module installs the remote replica factory into the core.
+export { NodeServer, type NodeServerOptions } from "./transports/node.ts";
+export { PROTOCOL_VERSION } from "./transports/protocol.ts";

@@ -317,7 +317,8 @@ export class Mesh implements AsyncDisposable {
         } else if (st.instances !== best.instances) {
           if (st.instances < best.instances) best = st;
         } else if (st.freeGpus.length !== best.freeGpus.length) {
-          if (st.freeGpus.length > best.freeGpus.length) best = st;
+          // a GPU service goes where most GPUs are free; a CPU-only one keeps GPU nodes free
+          if ((st.freeGpus.length > best.freeGpus.length) === def.gpus > 0) best = st;
         } else if (st.freeCpus > best.freeCpus) best = st;
       }
       if (best === undefined) {
