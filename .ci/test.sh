@@ -7,6 +7,8 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 status=0
 echo "== tsc --noEmit"
 tsc --noEmit -p tsconfig.json || status=1
+echo "== deno publish --dry-run (JSR slow types)"
+deno publish --dry-run --allow-dirty --quiet || status=1
 echo "== bun test"
 bun test || status=1
 echo "== deno test"

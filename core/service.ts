@@ -62,7 +62,7 @@ export type ServiceHandle<T> =
   & {
     readonly [K in MethodNames<T>]: T[K] extends (...args: infer A) => infer R ? ServiceMethod<A, Awaited<R>> : never;
   }
-  & { readonly [handleBrand]: HandleState };
+  & { readonly [handleBrand]: unknown };
 
 /** A class made into a service by {@link service}. */
 export interface ServiceClass<C extends AnyClass> {
@@ -210,7 +210,7 @@ export class HandleState {
   readonly def: ServiceDef;
   readonly args: unknown[];
   private readonly deployments = new Map<Mesh, Deployment>();
-  readonly methods = new Map<string, ServiceMethod<unknown[], unknown>>();
+  readonly methods: Map<string, ServiceMethod<unknown[], unknown>> = new Map();
 
   constructor(def: ServiceDef, args: unknown[]) {
     this.def = def;
