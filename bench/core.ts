@@ -120,6 +120,11 @@ async function fanout(): Promise<number> {
   for (let i = 0; i < N; i++) refs[i] = noop.go(i);
   return (await Promise.all(refs)).length;
 }
+async function fanoutAll(): Promise<number> {
+  const refs: ta.ObjectRef<number>[] = new Array(N);
+  for (let i = 0; i < N; i++) refs[i] = noop.go(i);
+  return (await ta.all(refs)).length;
+}
 async function fanoutBase(): Promise<number> {
   const ps: Promise<number>[] = new Array(N);
   for (let i = 0; i < N; i++) ps[i] = pNoop(i);
@@ -208,6 +213,15 @@ const workloads: Workload[] = [
     check: expectEqual("fanout results", N),
     target: 1e6,
     seed: [46_140, 359_100],
+  },
+  {
+    key: "fanout ta.all",
+    name: "fanout: 10k no-op `op.go(i)`, await `ta.all(refs)`",
+    unit: perSecond("ops/s", N),
+    run: fanoutAll,
+    base: fanoutBase,
+    check: expectEqual("fanout results", N),
+    target: 1e6,
   },
   {
     key: "chain 10k",

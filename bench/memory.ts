@@ -78,11 +78,14 @@ const noop = ta.op(async function noop(x: number) {
 const pNoop = async (x: number) => x;
 
 /** Submits N calls and awaits them all; returns the largest RSS sampled while they were held. */
-async function fanout(make: (i: number) => PromiseLike<number>): Promise<number> {
+async function fanout(
+  make: (i: number) => PromiseLike<number>,
+  waitAll: (refs: PromiseLike<number>[]) => Promise<number[]>,
+): Promise<number> {
   let refs: PromiseLike<number>[] | undefined = new Array(N);
   for (let i = 0; i < N; i++) refs[i] = make(i);
   let peak = rss(); // all submitted, none run yet
-  const values = await Promise.all(refs);
+  const values = await waitAll(refs);
   peak = Math.max(peak, rss()); // all settled, all still held
   if (values.length !== N || values[N - 1] !== N - 1) throw new Error("fanout returned wrong results");
   refs = undefined;
@@ -90,17 +93,21 @@ async function fanout(make: (i: number) => PromiseLike<number>): Promise<number>
 }
 
 async function runCase(name: string): Promise<void> {
-  const make = name === "thinkagain" ? (i: number) => noop.go(i) : (i: number) => pNoop(i);
+  const make = name.startsWith("thinkagain") ? (i: number) => noop.go(i) : (i: number) => pNoop(i);
+  // "thinkagain all" waits with ta.all (no promise per ref) instead of Promise.all
+  const waitAll = name === "thinkagain all"
+    ? (refs: PromiseLike<number>[]) => ta.all(refs as ta.ObjectRef<number>[])
+    : (refs: PromiseLike<number>[]) => Promise.all(refs);
   // warm the code path (JIT, module state) so the baseline already includes it
   for (let i = 0; i < 3; i++) {
     const refs: PromiseLike<number>[] = [];
     for (let j = 0; j < 1000; j++) refs.push(make(j));
-    await Promise.all(refs);
+    await waitAll(refs);
   }
   await collect();
   const before = rss(), heapBefore = heapUsed();
   const resettable = resetPeak();
-  const sampledPeak = await fanout(make);
+  const sampledPeak = await fanout(make, waitAll);
   const hwm = resettable ? kernelPeak() : undefined;
   const peak = Math.max(sampledPeak, hwm ?? 0);
   await collect();
@@ -146,12 +153,14 @@ if (caseName !== undefined) {
   let gcMissing = false;
   const results: Record<string, Result> = {};
   for (const [suffix, extra] of variants) {
-    for (const name of ["thinkagain", "plain Promise"]) {
+    for (const name of ["thinkagain", "thinkagain all", "plain Promise"]) {
       const r = spawnCase(name, extra);
       results[name + suffix] = r;
       gcMissing ||= !r.hasGc;
       console.log(
-        `| ${name === "thinkagain" ? "thinkagain `op.go(i)`" : "plain `async` calls"}${suffix} | ${mib(r.before)} MiB | ${mib(r.peak)} MiB | ${
+        `| ${
+          name === "thinkagain" ? "thinkagain `op.go(i)`, `Promise.all`" : name === "thinkagain all" ? "thinkagain `op.go(i)`, `ta.all`" : "plain `async` calls"
+        }${suffix} | ${mib(r.before)} MiB | ${mib(r.peak)} MiB | ${
           mib(r.peak - r.before)
         } MiB | ${mib(r.after)} MiB | ${mib(r.after - r.before)} MiB | ${mib(r.heapBefore)} → ${mib(r.heapAfter)} MiB |`,
       );

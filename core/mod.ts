@@ -12,7 +12,7 @@
  * @module
  */
 export * from "./errors.ts";
-export { ObjectRef, type RefStatus } from "./object_ref.ts";
+export { all, ObjectRef, type RefStatus } from "./object_ref.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export {
   type MethodNames,

@@ -223,6 +223,66 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
 /** @internal Numeric states of `_state`. */
 export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const;
 
+// ---- fan-in without a promise per ref ---------------------------------------------------------
+
+/**
+ * Waits for every ref (or plain value) in `items`, like `Promise.all`, but without building a
+ * promise per ref: cheaper in time and memory for large fan-ins. Rejects with the first failed
+ * ref's own error.
+ *
+ * @param items Refs and/or values.
+ * @returns The values, in order.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const sq = ta.op(async function sq(x: number) { return x * x; });
+ * const out = await ta.all([sq.go(2), sq.go(3), 4]);
+ * if (out.join() !== "4,9,4") throw new Error("unexpected");
+ * ```
+ */
+export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  type Out = { -readonly [K in keyof T]: Awaited<T[K]> };
+  if (!Array.isArray(items)) return Promise.reject(new TypeError("all() expects an array of refs or values"));
+  return new Promise<Out>((resolve, reject) => {
+    const out = new Array(items.length);
+    let left = items.length;
+    let failed = false;
+    const others: Array<Promise<void>> = [];
+    const onRef = (ref: ObjectRef<unknown>, i: number) => {
+      if (failed) return;
+      if (ref._state !== COMPLETED) {
+        failed = true;
+        return reject(ref._error);
+      }
+      out[i] = ref._value;
+      if (--left === 0) resolve(out as Out);
+    };
+    for (let i = 0; i < items.length; i++) {
+      const v = items[i];
+      if (v instanceof ObjectRef) {
+        if (v._state >= COMPLETED) onRef(v, i);
+        else (v._waiters ??= []).push((r) => onRef(r, i));
+      } else if (v !== null && typeof (v as { then?: unknown })?.then === "function") {
+        others.push(Promise.resolve(v).then((x) => {
+          out[i] = x;
+          if (--left === 0 && !failed) resolve(out as Out);
+        }, (e) => {
+          if (!failed) {
+            failed = true;
+            reject(e);
+          }
+        }));
+      } else {
+        out[i] = v;
+        --left;
+      }
+      if (failed) return;
+    }
+    if (left === 0 && !failed) resolve(out as Out);
+  });
+}
+
 // ---- settling: a worklist, so long chains never recurse ----------------------------------------
 
 const settledQueue: ObjectRef<unknown>[] = [];

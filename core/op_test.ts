@@ -335,3 +335,18 @@ test("results are released once their refs are dropped", { skip: gcFunction() ? 
   }
   assert.ok(collected >= n * 0.9, `only ${collected} of ${n} results were collected`);
 });
+
+test("ta.all waits for refs and values like Promise.all and rejects with the failed ref's own error", async () => {
+  const id = ta.op(async function idAll(x: number) {
+    await sleep(1);
+    return x;
+  });
+  const boom = ta.op(async function boomAll(): Promise<number> {
+    throw new Error("no");
+  });
+  assert.deepEqual(await ta.all([id.go(1), 2, Promise.resolve(3), id.go(4)]), [1, 2, 3, 4]);
+  assert.deepEqual(await ta.all([]), []);
+  const failing = boom.go();
+  assert.equal(await rejection(ta.all([id.go(1), failing])), await rejection(failing));
+  await assert.rejects(ta.all("nope" as never), TypeError);
+});
