@@ -309,13 +309,15 @@ function runInSpan(task: TaskInfo, call: () => unknown): unknown {
 // ---- across a transport --------------------------------------------------------------------
 
 /**
- * The W3C trace context of `task`'s span (`traceparent`, and `tracestate` when set), for a call
- * envelope that takes the task to another node. Uses the globally registered propagator and falls
- * back to writing `traceparent` itself, so the wire always carries W3C context. Empty when tracing is
- * off or the task has no span yet (it gets one when it starts).
+ * The W3C trace context to put in a call envelope that takes work to another node: `traceparent`
+ * (and `tracestate` when set) of `task`'s span, or, with no task, of the span active now — inside a
+ * task body that is the task's own span, so a remote executor can call it first thing in the body,
+ * before any `await`. Uses the globally registered propagator and falls back to writing
+ * `traceparent` itself, so the wire always carries W3C context. Empty when tracing is off or there
+ * is no span.
  *
- * @param task The task being sent (its span exists once it started).
- * @returns Header-style carrier to put in the envelope.
+ * @param task The task being sent (its span exists once it started); default: the active span.
+ * @returns Header-style carrier for the envelope's `trace` field.
  *
  * @example
  * ```ts
@@ -326,9 +328,10 @@ function runInSpan(task: TaskInfo, call: () => unknown): unknown {
  * if (Object.keys(injectTraceContext(ref)).length !== 0) throw new Error("no span, no context");
  * ```
  */
-export function injectTraceContext(task: TaskInfo): Record<string, string> {
+export function injectTraceContext(task?: TaskInfo): Record<string, string> {
   const carrier: Record<string, string> = {};
-  const sc = spanContextOf((task as TaskInfo & Slot)._trace);
+  if (off === undefined) return carrier;
+  const sc = task !== undefined ? spanContextOf((task as TaskInfo & Slot)._trace) : trace.getSpanContext(context.active());
   if (sc === undefined) return carrier;
   propagation.inject(trace.setSpanContext(ROOT_CONTEXT, sc), carrier);
   if (carrier.traceparent === undefined && /^[0-9a-f]{32}$/.test(sc.traceId) && sc.traceId !== "0".repeat(32)) {
@@ -341,7 +344,7 @@ export function injectTraceContext(task: TaskInfo): Record<string, string> {
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
-function extract(carrier: Record<string, string> | undefined): Context {
+function extract(carrier: Readonly<Record<string, string>> | undefined): Context {
   if (carrier === undefined) return ROOT_CONTEXT;
   let ctx = propagation.extract(ROOT_CONTEXT, carrier);
   if (trace.getSpanContext(ctx) === undefined && typeof carrier.traceparent === "string") {
@@ -385,7 +388,7 @@ export interface ExtractedContextOptions {
  * ```
  */
 export function withExtractedContext<T>(
-  carrier: Record<string, string> | undefined,
+  carrier: Readonly<Record<string, string>> | undefined,
   fn: () => T,
   options: ExtractedContextOptions = {},
 ): T {

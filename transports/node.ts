@@ -14,6 +14,7 @@ import { Mesh, MeshNode } from "../core/mesh.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps } from "../core/op.ts";
 import { LocalReplica, registeredServices } from "../core/service.ts";
+import { withExtractedContext } from "../core/tracing.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import { reviveValue, wireValue } from "./remote.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
@@ -159,7 +160,11 @@ export class NodeServer {
       }
       name = msg.op;
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
-      ref = runInContext({ mesh: this.mesh }, () => def.op.go(...args));
+      // the caller's trace continues here, under a SERVER span
+      ref = withExtractedContext(msg.trace, () => runInContext({ mesh: this.mesh }, () => def.op.go(...args)), {
+        name: `serve ${name}`,
+        attributes: { "thinkagain.node": this.name },
+      });
     } else {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
@@ -169,7 +174,10 @@ export class NodeServer {
         throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
       }
       name = `${inst.replica.def.name}.${msg.method}`;
-      ref = inst.replica.call(msg.method!, args, { mesh: this.mesh });
+      ref = withExtractedContext(msg.trace, () => inst.replica.call(msg.method!, args, { mesh: this.mesh }), {
+        name: `serve ${name}`,
+        attributes: { "thinkagain.node": this.name },
+      });
     }
     this.calls.set(msg.cid, ref);
     this.inFlight++;

@@ -13,6 +13,7 @@ import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps, setRemoteOpRunner } from "../core/op.ts";
 import { ABORTABLE, type RunPolicy, runBody } from "../core/scheduler.ts";
+import { injectTraceContext } from "../core/tracing.ts";
 import {
   Deployment,
   handleStateOf,
@@ -262,6 +263,7 @@ export class RemoteReplica extends MailboxReplica {
 
   /** Sends one call; fails over to a sibling when this node is known lost. */
   async invoke(method: string, args: unknown[], signal: AbortSignal, failover: boolean): Promise<unknown> {
+    const trace = injectTraceContext(); // before any await: the active span is the call's own
     if (failover && this.link.lost) {
       const alive = this.siblings.find((s) => !s.link.lost);
       if (alive !== undefined) return alive.invoke(method, args, signal, false);
@@ -271,6 +273,7 @@ export class RemoteReplica extends MailboxReplica {
       method,
       args: await wireValue(args, this.owner),
       ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
+      ...(trace.traceparent !== undefined ? { trace } : {}),
     };
     for (let attempt = 0;; attempt++) {
       let id: string;
@@ -311,6 +314,7 @@ setRemoteReplicaFactory((mesh, def, args, index, node, gpus) => {
 setRemoteOpRunner((mesh, name, gpus) => {
   if (!mesh.hasRemoteNodes) return undefined;
   const body = async (...a: unknown[]) => {
+    const trace = injectTraceContext(); // before any await: the active span is the op's own
     const signal = a.pop() as AbortSignal;
     const candidates: NodeLink[] = [];
     await Promise.all(mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
@@ -328,7 +332,12 @@ setRemoteOpRunner((mesh, name, gpus) => {
     }
     const link = candidates.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const timeoutMs = mesh.options.timeoutMs;
-    return link.call({ op: name, args: await wireValue(a, mesh), ...(timeoutMs ? { timeoutMs } : {}) }, signal);
+    return link.call({
+      op: name,
+      args: await wireValue(a, mesh),
+      ...(timeoutMs ? { timeoutMs } : {}),
+      ...(trace.traceparent !== undefined ? { trace } : {}),
+    }, signal);
   };
   return Object.assign(body, { [ABORTABLE]: true });
 });
