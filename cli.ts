@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run -A
+#!/usr/bin/env bun
 /**
  * `thinkagain serve <module>`: starts a node that serves the services and remote-capable ops its
  * module registers, over HTTP (`/rpc`) and WebSocket (`/ws`) on one port, on Bun, Deno or Node.
