@@ -68,7 +68,12 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     }
     let frame: Uint8Array;
     try {
-      frame = await readLimited(c.req.raw, maxFrameBytes);
+      // With a declared length within the limit the runtime's own arrayBuffer() is the fast path;
+      // without one (chunked), read the stream and stop at the limit.
+      frame = declared !== undefined
+        ? new Uint8Array(await c.req.raw.arrayBuffer())
+        : await readLimited(c.req.raw, maxFrameBytes);
+      if (frame.byteLength > maxFrameBytes) throw tooLarge(frame.byteLength, maxFrameBytes);
     } catch (err) {
       return errorResponse(err instanceof TransportError && err.reason === "too-large" ? 413 : 400, err);
     }
