@@ -198,6 +198,10 @@ class WebSocketConnection implements TransportConnection {
   }
 
   #attach(ws: WebSocket): void {
+    // A previous socket still closing can no longer answer: fail its requests now, or they would
+    // wait for a close event that #lost would ignore once the new socket is current.
+    const previous = this.#ws;
+    if (previous) this.#lost(previous, new TransportError("closed", `Connection to ${this.endpoint} was replaced`, this.endpoint));
     this.#ws = ws;
     ws.onmessage = (evt: MessageEvent) => this.#onMessage(evt.data);
     ws.onclose = (evt: CloseEvent) => {
