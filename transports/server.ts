@@ -107,7 +107,7 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     if (!offered?.split(",").some((p) => p.trim() === WS_PROTOCOL)) {
       return c.text(`expected the ${WS_PROTOCOL} subprotocol`, 400);
     }
-    return upgrade(() => wsEvents(handler, maxFrameBytes))(c, next);
+    return await upgrade(() => wsEvents(handler, maxFrameBytes))(c, next);
   });
   return app;
 }
