@@ -22,7 +22,7 @@ runTransportConformance("http", {
       body: new Uint8Array([0x9f, 0x01, 0x02]),
       headers: { "content-type": "application/cbor" },
     });
-    strictEqual(garbage.status, 500);
+    strictEqual(garbage.status, 400, "a frame the protocol rejects is a client error");
     strictEqual((decode(new Uint8Array(await garbage.arrayBuffer())) as { tag: string }).tag, "ProtocolError");
     const get = await fetch(url);
     ok(get.status === 404 || get.status === 405, `GET /rpc answered ${get.status}`);

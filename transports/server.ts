@@ -88,7 +88,8 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     try {
       reply = await handler(frame, peer);
     } catch (err) {
-      return errorResponse(500, err);
+      // a frame the protocol rejects is the client's fault (400); anything else is the node's (500)
+      return errorResponse(err instanceof ProtocolError ? 400 : 500, err);
     }
     if (!(reply instanceof Uint8Array)) {
       return errorResponse(500, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
