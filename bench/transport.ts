@@ -17,6 +17,14 @@ import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import { decode, encode } from "../core/codec.ts";
 import { httpTransport } from "../transports/http.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
+import * as ta from "../mod.ts";
+
+// Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
+const BenchEcho = ta.service({ name: "BenchEcho", maxConcurrency: 1024 }, class BenchEcho {
+  echo<T>(x: T): T {
+    return x;
+  }
+});
 
 const args = process.argv.slice(2);
 const SEQ = Number(process.env.BENCH_SEQ ?? 5000);
@@ -28,7 +36,11 @@ const BIG_ROUNDS = Number(process.env.BENCH_BIG ?? 200);
 // Server side (child process)
 
 async function runServer(kind: string): Promise<void> {
-  if (kind === "ours") {
+  if (kind === "node") {
+    const node = new ta.NodeServer({ name: "bench" });
+    const served = await serveFrames(node.handler, { port: 0 });
+    console.log(`PORT ${served.port}`);
+  } else if (kind === "ours") {
     const served = await serveFrames((frame) => frame, { port: 0 });
     console.log(`PORT ${served.port}`);
   } else {
@@ -68,7 +80,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
-async function latency(fn: () => Promise<unknown>, n = SEQ): Promise<{ p50: number; p99: number }> {
+async function latency(fn: () => PromiseLike<unknown>, n = SEQ): Promise<{ p50: number; p99: number }> {
   for (let i = 0; i < Math.min(1000, n); i++) await fn(); // warm up
   const times = new Array<number>(n);
   for (let i = 0; i < n; i++) {
@@ -81,7 +93,7 @@ async function latency(fn: () => Promise<unknown>, n = SEQ): Promise<{ p50: numb
 }
 
 /** Keeps `inFlight` calls going until `total` completed; returns calls per second. */
-async function throughput(fn: () => Promise<unknown>, total = THROUGHPUT_TOTAL, inFlight = IN_FLIGHT): Promise<number> {
+async function throughput(fn: () => PromiseLike<unknown>, total = THROUGHPUT_TOTAL, inFlight = IN_FLIGHT): Promise<number> {
   await Promise.all(Array.from({ length: inFlight }, fn)); // warm up
   let started = 0;
   const t0 = performance.now();
@@ -188,6 +200,44 @@ async function runClient(): Promise<void> {
     rows.push(["1 MiB Float32Array round trip p50 (ms)", bigOurs.p50 / 1000, bigRaw.p50 / 1000, "lower is better"]);
     const mbps = (p50us: number) => (2 * bigFrame.byteLength / (1024 * 1024)) / (p50us / 1e6);
     rows.push(["1 MiB round trip (MB/s, both ways)", mbps(bigOurs.p50), mbps(bigRaw.p50), "higher is better"]);
+
+    // Full stack: service calls through a mesh to a NodeServer (protocol, codec, mailbox, transport)
+    const node = await startChild("node");
+    try {
+      for (const transport of ["websocket", "http"] as const) {
+        await using mesh = new ta.Mesh([new ta.MeshNode("bench", { endpoint: `http://127.0.0.1:${node.port}` })], { transport });
+        const echo = await mesh.run(async () => {
+          const e = BenchEcho.init();
+          await e.echo.go(0);
+          return [e];
+        });
+        const call = (x: unknown) => echo[0].echo.go(x);
+        const label = transport === "websocket" ? "WS" : "HTTP";
+        const rawCall = transport === "websocket"
+          ? () => rws.send(smallRaw)
+          : async () => (await fetch(`http://${rawBase}/echo`, { method: "POST", body: smallRaw })).arrayBuffer();
+        const inMesh = <T>(f: () => Promise<T>) => () => mesh.run(f);
+        const [cOurs, cRaw] = await alternate(inMesh(() => latency(() => call("What is ML?"), Math.min(SEQ, 3000))), () => latency(rawCall, Math.min(SEQ, 3000)));
+        rows.push([`service call over ${label}, sequential p50 (µs)`, cOurs.p50, cRaw.p50, "lower is better"]);
+        rows.push([`service call over ${label}, sequential p99 (µs)`, cOurs.p99, cRaw.p99, "lower is better"]);
+        if (transport === "websocket") {
+          const [tc, tr] = await alternate(inMesh(() => throughput(() => call(1))), () => throughput(() => rws.send(smallRaw)));
+          rows.push([`service calls over one WS, ${IN_FLIGHT} in flight (calls/s)`, tc, tr, "higher is better"]);
+          const [bc, br] = await alternate(
+            inMesh(() =>
+              latency(async () => {
+                const x = await call(big) as Float32Array;
+                if (x.length !== big.length) throw new Error("bad echo");
+              }, BIG_ROUNDS)
+            ),
+            () => latency(() => rws.send(bigRawBytes), BIG_ROUNDS),
+          );
+          rows.push(["service call with a 1 MiB Float32Array, round trip p50 (ms)", bc.p50 / 1000, br.p50 / 1000, "lower is better"]);
+        }
+      }
+    } finally {
+      node.child.kill("SIGTERM");
+    }
 
     await ws.close();
     await http.close();

@@ -90,10 +90,16 @@ export interface RunPolicy {
 }
 
 /**
- * @internal Marks a body that takes an `AbortSignal` as an extra last argument (remote calls): the
- * signal aborts when the task is cancelled or its deadline passes.
+ * @internal Marks a body that takes a {@link CancelHook} as an extra last argument (remote calls):
+ * its `cancel` runs when the task is cancelled or its deadline passes. A plain object, not an
+ * AbortController, because it is made once per remote call.
  */
 export const ABORTABLE: unique symbol = Symbol("thinkagain.abortable");
+
+/** @internal What an abortable body receives: set `cancel` to be told when the call is abandoned. */
+export interface CancelHook {
+  cancel: (() => void) | undefined;
+}
 
 /** The error a task fails with when its body threw `e`. */
 function failure(task: ObjectRef<unknown>, e: unknown): unknown {
@@ -133,9 +139,9 @@ export function runBody(
   }
   if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, abortable, done);
   if (abortable) {
-    const controller = new AbortController();
-    task._abort = () => controller.abort();
-    args.push(controller.signal);
+    const hook: CancelHook = { cancel: undefined };
+    task._abort = () => hook.cancel?.();
+    args.push(hook);
   }
   let r: unknown;
   try {
@@ -185,7 +191,11 @@ function runWithPolicy(
     if (abortable) {
       // the signal aborts when this attempt is interrupted (cancel, deadline)
       return Effect.tryPromise({
-        try: (signal) => Promise.resolve(call([...args, signal])),
+        try: (signal) => {
+          const hook: CancelHook = { cancel: undefined };
+          signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
+          return Promise.resolve(call([...args, hook]));
+        },
         catch: (e) => failure(task, e) as OpExecutionError,
       });
     }

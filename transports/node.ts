@@ -183,7 +183,9 @@ export class NodeServer {
     this.inFlight++;
     const timer = msg.timeoutMs !== undefined ? setTimeout(() => ref.cancel(), msg.timeoutMs) : undefined;
     try {
-      const value = await wireValue(await ref, this);
+      const result = await ref;
+      const wired = wireValue(result, this);
+      const value = wired instanceof Promise ? await wired : wired;
       try {
         return encodeMessage({ t: "result", ok: true, value });
       } catch (e) {

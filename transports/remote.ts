@@ -12,7 +12,7 @@ import type { GpuDevice } from "../core/devices.ts";
 import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps, setRemoteOpRunner } from "../core/op.ts";
-import { ABORTABLE, type RunPolicy, runBody } from "../core/scheduler.ts";
+import { ABORTABLE, type CancelHook, type RunPolicy, runBody } from "../core/scheduler.ts";
 import { injectTraceContext } from "../core/tracing.ts";
 import {
   Deployment,
@@ -47,6 +47,7 @@ export class NodeLink {
   readonly transport: Transport;
   private readonly options: ConnectOptions;
   private conn: Promise<TransportConnection> | undefined;
+  private open: TransportConnection | undefined;
   private welcomeP: Promise<WelcomeMessage> | undefined;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
@@ -72,6 +73,7 @@ export class NodeLink {
           this.lost = true;
           this.welcomeP = undefined; // the node may come back as a new process
         });
+        if (this.conn === p) this.open = c;
         return c;
       });
       p.catch(() => {
@@ -83,13 +85,15 @@ export class NodeLink {
   }
 
   /** Sends a message and decodes the reply of the expected type. */
-  async request<T extends { t: string }>(message: unknown, expected: T["t"], signal?: AbortSignal): Promise<T> {
-    const conn = await this.connection();
+  async request<T extends { t: string }>(message: unknown, expected: T["t"]): Promise<T> {
+    // the connection, once open, is used directly (no await per call)
+    const conn = this.open ?? await this.connection();
     if (conn.closed) {
       this.conn = undefined;
-      return this.request(message, expected, signal);
+      this.open = undefined;
+      return this.request(message, expected);
     }
-    const reply = await conn.request(encodeMessage(message), signal ? { signal } : undefined);
+    const reply = await conn.request(encodeMessage(message));
     this.lost = false;
     return decodeReply<T>(reply, expected);
   }
@@ -114,20 +118,19 @@ export class NodeLink {
   /**
    * Calls a method or op on the node; transport failures of a sent call become `NodeLostError`.
    */
-  async call(message: Omit<CallMessage, "t" | "cid">, signal: AbortSignal | undefined): Promise<unknown> {
+  async call(message: Omit<CallMessage, "t" | "cid">, hook: CancelHook | undefined): Promise<unknown> {
     const cid = `${callPrefix}-${++callCounter}`;
-    const onAbort = () => this.notify({ t: "cancel", cid });
-    signal?.addEventListener("abort", onAbort, { once: true });
+    if (hook !== undefined) hook.cancel = () => this.notify({ t: "cancel", cid });
     this.inFlight++;
     try {
-      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", signal);
+      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result");
       if (res.ok) return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
       throw errorFromWire(res.error);
     } catch (e) {
       throw this.asNodeLost(e);
     } finally {
       this.inFlight--;
-      signal?.removeEventListener("abort", onAbort);
+      if (hook !== undefined) hook.cancel = undefined;
     }
   }
 
@@ -142,6 +145,7 @@ export class NodeLink {
   async close(): Promise<void> {
     const c = this.conn;
     this.conn = undefined;
+    this.open = undefined;
     if (c) await c.then((x) => x.close(), () => {});
   }
 }
@@ -195,6 +199,8 @@ export class RemoteReplica extends MailboxReplica {
   private readonly policy: RunPolicy | undefined;
   private readonly owner: object;
   private instanceId: Promise<string> | undefined;
+  /** The id once known, so calls need no await for it. */
+  private createdId: string | undefined;
   private siblings: readonly RemoteReplica[] = [];
   private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
 
@@ -213,7 +219,10 @@ export class RemoteReplica extends MailboxReplica {
     this.link = link;
     this.args = args;
     this.policy = policy;
-    if (existingId !== undefined) this.instanceId = Promise.resolve(existingId);
+    if (existingId !== undefined) {
+      this.instanceId = Promise.resolve(existingId);
+      this.createdId = existingId;
+    }
     else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
   }
 
@@ -236,7 +245,10 @@ export class RemoteReplica extends MailboxReplica {
           gpus: this.gpus.map((g) => g.id),
           replica: this.index,
         }, "created")
-      ).then((m) => m.id);
+      ).then((m) => {
+        if (this.instanceId === p) this.createdId = m.id;
+        return m.id;
+      });
       p.catch(() => {
         if (this.instanceId === p) this.instanceId = undefined; // retried on the next call
       });
@@ -253,8 +265,8 @@ export class RemoteReplica extends MailboxReplica {
     let body = this.bodies.get(method);
     if (body === undefined) {
       body = Object.assign((...a: unknown[]) => {
-        const signal = a.pop() as AbortSignal;
-        return this.invoke(method, a, signal, true);
+        const hook = a.pop() as CancelHook;
+        return this.invoke(method, a, hook, true);
       }, { [ABORTABLE]: true });
       this.bodies.set(method, body);
     }
@@ -262,32 +274,39 @@ export class RemoteReplica extends MailboxReplica {
   }
 
   /** Sends one call; fails over to a sibling when this node is known lost. */
-  async invoke(method: string, args: unknown[], signal: AbortSignal, failover: boolean): Promise<unknown> {
+  async invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
     const trace = injectTraceContext(); // before any await: the active span is the call's own
     if (failover && this.link.lost) {
       const alive = this.siblings.find((s) => !s.link.lost);
-      if (alive !== undefined) return alive.invoke(method, args, signal, false);
+      if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
+    const wire = wireValue(args, this.owner);
     const message = {
       id: "",
       method,
-      args: await wireValue(args, this.owner),
+      args: wire instanceof Promise ? await wire : wire,
       ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
       ...(trace.traceparent !== undefined ? { trace } : {}),
     };
     for (let attempt = 0;; attempt++) {
-      let id: string;
-      try {
-        id = await this.instance();
-      } catch (e) {
-        throw this.link.asNodeLost(e);
+      let id = this.createdId;
+      if (id === undefined) {
+        try {
+          id = await this.instance();
+        } catch (e) {
+          throw this.link.asNodeLost(e);
+        }
       }
+      message.id = id;
       try {
-        return await this.link.call({ ...message, id }, signal);
+        return await this.link.call(message, hook);
       } catch (e) {
         // the node restarted and forgot the instance: create it again, once
         if (attempt === 0 && e instanceof ProtocolError && e.message.startsWith("Unknown instance")) {
-          this.instanceId = undefined;
+          if (this.createdId === id) {
+            this.createdId = undefined;
+            this.instanceId = undefined;
+          }
           continue;
         }
         throw e;
@@ -298,6 +317,7 @@ export class RemoteReplica extends MailboxReplica {
   protected async dispose(): Promise<void> {
     const p = this.instanceId;
     this.instanceId = undefined;
+    this.createdId = undefined;
     if (p === undefined) return;
     const id = await p.catch(() => undefined);
     if (id !== undefined) await this.link.request({ t: "destroy", id }, "destroyed").catch(() => {});
@@ -315,7 +335,7 @@ setRemoteOpRunner((mesh, name, gpus) => {
   if (!mesh.hasRemoteNodes) return undefined;
   const body = async (...a: unknown[]) => {
     const trace = injectTraceContext(); // before any await: the active span is the op's own
-    const signal = a.pop() as AbortSignal;
+    const hook = a.pop() as CancelHook;
     const candidates: NodeLink[] = [];
     await Promise.all(mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
       const link = meshLink(mesh, n);
@@ -337,7 +357,7 @@ setRemoteOpRunner((mesh, name, gpus) => {
       args: await wireValue(a, mesh),
       ...(timeoutMs ? { timeoutMs } : {}),
       ...(trace.traceparent !== undefined ? { trace } : {}),
-    }, signal);
+    }, hook);
   };
   return Object.assign(body, { [ABORTABLE]: true });
 });
