@@ -9,6 +9,9 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 BENCHES=(
   bench/core.ts
   bench/memory.ts
+  bench/transport.ts
+  bench/tracing.ts
+  bench/gpu_matmul.ts
 )
 
 runtimes=("$@")
