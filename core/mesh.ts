@@ -117,6 +117,8 @@ export interface MeshStats {
 interface NodeState {
   readonly node: MeshNode;
   freeGpus: GpuDevice[];
+  /** GPUs shared by fractional requests (`gpus: 0.5`): thousandths still free on each. */
+  shared: Map<GpuDevice, number>;
   freeCpus: number;
   instances: number;
 }
@@ -211,7 +213,7 @@ export class Mesh implements AsyncDisposable {
     }
     for (const n of this.nodes) {
       if (this._state.has(n.name)) throw new TypeError(`Mesh has two nodes named "${n.name}"`);
-      this._state.set(n.name, { node: n, freeGpus: [...n.gpus], freeCpus: n.cpus, instances: 0 });
+      this._state.set(n.name, { node: n, freeGpus: [...n.gpus], shared: new Map(), freeCpus: n.cpus, instances: 0 });
     }
     const max = options.maxConcurrency;
     if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
@@ -305,7 +307,7 @@ export class Mesh implements AsyncDisposable {
     for (let r = 0; r < def.replicas; r++) {
       let best: NodeState | undefined;
       for (const st of this._state.values()) {
-        if (!(st.node.unboundedGpus || st.freeGpus.length >= def.gpus) || st.freeCpus < def.cpus) continue;
+        if (!gpuFits(st, def.gpus) || st.freeCpus < def.cpus) continue;
         if (best === undefined) {
           best = st;
           continue;
@@ -322,10 +324,10 @@ export class Mesh implements AsyncDisposable {
         } else if (st.freeCpus > best.freeCpus) best = st;
       }
       if (best === undefined) {
-        for (const t of taken) this.release(t.st, t.gpus, def.cpus);
+        for (const t of taken) this.release(t.st, t.gpus, def);
         throw new PlacementError(def.name, this.placementMessage(def, r));
       }
-      const gpus = best.node.unboundedGpus ? [] : best.freeGpus.splice(0, def.gpus);
+      const gpus = takeGpus(best, def.gpus);
       best.freeCpus -= def.cpus;
       best.instances++;
       counts.set(best, (counts.get(best) ?? 0) + 1);
@@ -334,7 +336,7 @@ export class Mesh implements AsyncDisposable {
     const replicas = taken.map(({ st, gpus }, i): Replica => {
       if (st.node.endpoint === undefined) return new LocalReplica(def, args, this, i, st.node.name, gpus);
       if (remoteFactory === undefined) {
-        for (const t of taken) this.release(t.st, t.gpus, def.cpus);
+        for (const t of taken) this.release(t.st, t.gpus, def);
         throw new PlacementError(
           def.name,
           `Cannot place service "${def.name}" on node "${st.node.name}" (${st.node.endpoint}): no transport is loaded for remote nodes`,
@@ -350,7 +352,7 @@ export class Mesh implements AsyncDisposable {
       Effect.runSync(Scope.addFinalizer(
         this.scope,
         Effect.promise(() => replica.close().catch(() => {})).pipe(
-          Effect.andThen(Effect.sync(() => this.release(st, gpus, def.cpus))),
+          Effect.andThen(Effect.sync(() => this.release(st, gpus, def))),
         ),
       ));
     }
@@ -367,10 +369,18 @@ export class Mesh implements AsyncDisposable {
     return this.nodes.some((n) => n.endpoint !== undefined);
   }
 
-  private release(st: NodeState, gpus: GpuDevice[], cpus: number): void {
-    st.freeGpus.push(...gpus);
+  private release(st: NodeState, gpus: GpuDevice[], def: ServiceDef): void {
+    if (def.gpus > 0 && def.gpus < 1) {
+      for (const g of gpus) {
+        const left = (st.shared.get(g) ?? 0) + milli(def.gpus);
+        if (left >= 1000) {
+          st.shared.delete(g);
+          st.freeGpus.push(g);
+        } else st.shared.set(g, left);
+      }
+    } else st.freeGpus.push(...gpus);
     st.freeGpus.sort((a, b) => a.id - b.id);
-    st.freeCpus += cpus;
+    st.freeCpus += def.cpus;
     st.instances--;
   }
 
@@ -378,8 +388,12 @@ export class Mesh implements AsyncDisposable {
     const what = def.replicas > 1 ? `replica ${replica + 1} of ${def.replicas} of service "${def.name}"` : `service "${def.name}"`;
     const states = [...this._state.values()];
     const maxBy = (f: (s: NodeState) => number) => states.reduce((a, b) => (f(b) > f(a) ? b : a));
-    const gpuFit = states.some((s) => s.node.unboundedGpus || s.freeGpus.length >= def.gpus);
+    const gpuFit = states.some((s) => gpuFits(s, def.gpus));
     const plural = (n: number, w: string) => `${n} ${w}${n === 1 ? "" : "s"}`;
+    if (!gpuFit && def.gpus < 1) {
+      const most = Math.max(0, ...states.map((s) => Math.max(s.freeGpus.length ? 1000 : 0, ...s.shared.values())));
+      return `Cannot place ${what}: needs ${def.gpus} of a GPU, the most free on any one GPU is ${most / 1000}`;
+    }
     if (!gpuFit) {
       const m = maxBy((s) => s.freeGpus.length);
       return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")}, the largest free on any node is ${m.freeGpus.length} (${m.node.name})`;
@@ -436,6 +450,35 @@ export class Mesh implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Thousandths of a GPU, so fractional shares add up exactly. */
+function milli(gpus: number): number {
+  return Math.round(gpus * 1000);
+}
+
+function gpuFits(st: NodeState, gpus: number): boolean {
+  if (st.node.unboundedGpus || gpus === 0) return true;
+  if (gpus >= 1) return st.freeGpus.length >= gpus;
+  const need = milli(gpus);
+  if (st.freeGpus.length > 0) return true;
+  for (const left of st.shared.values()) if (left >= need) return true;
+  return false;
+}
+
+/** Takes the GPUs for one instance: whole ones, or a share of the fullest GPU that still fits. */
+function takeGpus(st: NodeState, gpus: number): GpuDevice[] {
+  if (st.node.unboundedGpus || gpus === 0) return [];
+  if (gpus >= 1) return st.freeGpus.splice(0, gpus);
+  const need = milli(gpus);
+  let pick: GpuDevice | undefined;
+  for (const [g, left] of st.shared) if (left >= need && (pick === undefined || left < st.shared.get(pick)!)) pick = g;
+  if (pick === undefined) {
+    pick = st.freeGpus.shift()!;
+    st.shared.set(pick, 1000);
+  }
+  st.shared.set(pick, st.shared.get(pick)! - need);
+  return [pick];
 }
 
 let fallback: Mesh | undefined;

@@ -189,3 +189,41 @@ test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad 
   await assert.rejects(ta.Mesh.fromConfig({ nodes: [{ name: "a" }], transport: "carrier-pigeon" } as never), /transport must be/);
   await assert.rejects(ta.Mesh.fromConfig(join(tmpdir(), "does-not-exist.json")), /cannot read/);
 });
+
+test("GPU shares: services with gpus below 1 split one GPU until the shares add up to 1", async () => {
+  const Half = ta.service({ gpus: 0.5, name: "Half" }, class {
+    gpu() {
+      return ta.currentInstanceGpus()!.map((g) => g.id);
+    }
+  });
+  const Whole = ta.service({ gpus: 1, name: "WholeGpu" }, class {
+    gpu() {
+      return ta.currentInstanceGpus()!.map((g) => g.id);
+    }
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("n", { gpus: 2 })]);
+  await mesh.run(async () => {
+    const a = Half.init(), b = Half.init();
+    assert.deepEqual(await a.gpu.go(), await b.gpu.go(), "two halves share one GPU");
+    const w = Whole.init();
+    assert.notDeepEqual(await w.gpu.go(), await a.gpu.go(), "a whole GPU is not one already shared");
+    assert.throws(() => Half.init(), (e: unknown) => e instanceof ta.PlacementError && /needs 0\.5 of a GPU/.test(e.message));
+  });
+  assert.equal(mesh.stats().nodes[0].gpus.free, 0);
+  assert.throws(() => ta.service({ gpus: 1.5 }, class X { f() {} }), /whole number ≥ 0 or a share/);
+  assert.throws(() => ta.service({ gpus: 0.0001 }, class Y { f() {} }), RangeError);
+});
+
+test("GPU shares are returned when the mesh closes and a whole GPU fits again", async () => {
+  const Quarter = ta.service({ gpus: 0.25, name: "Quarter" }, class {
+    f() {}
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("n", { gpus: 1 })]);
+  await mesh.run(() => {
+    for (let i = 0; i < 4; i++) Quarter.init();
+    assert.throws(() => Quarter.init(), ta.PlacementError);
+  });
+  assert.equal(mesh.stats().nodes[0].gpus.free, 0);
+  await mesh.close();
+  assert.equal(mesh.stats().nodes[0].gpus.free, 1);
+});

@@ -21,7 +21,10 @@ const { PENDING, FAILED } = State;
 export interface ServiceOptions {
   /** Name on the wire, in errors and profiles (default: the class name). */
   name?: string;
-  /** GPUs each replica needs (default 0). */
+  /**
+   * GPUs each replica needs (default 0). A share below 1 (`0.5`, `0.25`) lets instances split one
+   * GPU: placement gives each the same device until the shares add up to 1.
+   */
   gpus?: number;
   /** CPU cores each replica needs (default 0: not counted). */
   cpus?: number;
@@ -114,6 +117,16 @@ function methodNamesOf(cls: AnyClass): Set<string> {
   return names;
 }
 
+/** Whole GPUs, or a share of one GPU (0 < gpus < 1) that instances of several services may split. */
+function gpuCount(service: string, v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v === "number" && v > 0 && v < 1 && Math.abs(v * 1000 - Math.round(v * 1000)) < 1e-9) return v;
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
+  throw new RangeError(
+    `service "${service}": gpus must be a whole number ≥ 0 or a share of one GPU between 0 and 1 (e.g. 0.5), got ${describe(v)}`,
+  );
+}
+
 function count(service: string, what: string, v: unknown, min: number, dflt: number): number {
   if (v === undefined) return dflt;
   if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
@@ -180,7 +193,7 @@ export function service<C extends AnyClass>(a: ServiceOptions | C, b?: C): Servi
   const def: ServiceDef = {
     name,
     cls,
-    gpus: count(name, "gpus", options.gpus, 0, 0),
+    gpus: gpuCount(name, options.gpus),
     cpus: count(name, "cpus", options.cpus, 0, 0),
     replicas: count(name, "replicas", options.replicas, 1, 1),
     maxConcurrency: count(name, "maxConcurrency", options.maxConcurrency, 1, 1),

@@ -130,9 +130,13 @@ export class NodeServer {
         `Unknown service "${service}": node "${this.name}" registered ${[...registeredServices().keys()].join(", ") || "none"}`,
       );
     }
-    const ids = gpus.length === def.gpus ? [...gpus] : [...this.freeGpus].slice(0, def.gpus);
-    const taken = ids.filter((g) => !this.freeGpus.has(g));
-    if (ids.length < def.gpus || taken.length > 0) {
+    // a share of a GPU (gpus < 1) is not exclusive: the driver's placement split the GPU
+    const whole = def.gpus >= 1 ? def.gpus : 0;
+    const ids = def.gpus > 0 && def.gpus < 1
+      ? (gpus.length === 1 ? [...gpus] : [0])
+      : gpus.length === whole ? [...gpus] : [...this.freeGpus].slice(0, whole);
+    const taken = whole > 0 ? ids.filter((g) => !this.freeGpus.has(g)) : [];
+    if (ids.length < whole || taken.length > 0 || (def.gpus > 0 && this.gpus.length === 0)) {
       throw new PlacementError(
         service,
         `Cannot place service "${service}" on node "${this.name}": needs ${def.gpus} GPUs, ${this.freeGpus.size} free` +
@@ -142,9 +146,10 @@ export class NodeServer {
     const devices = ids.map((id) => this.gpus.find((g) => g.id === id) ?? new GpuDevice(id));
     const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.mesh, replica, this.name, devices);
     if (local.failure !== undefined) throw local.failure;
-    for (const g of ids) this.freeGpus.delete(g);
+    const exclusive = whole > 0 ? ids : [];
+    for (const g of exclusive) this.freeGpus.delete(g);
     const id = crypto.randomUUID();
-    this.instances.set(id, { replica: local, gpus: ids });
+    this.instances.set(id, { replica: local, gpus: exclusive });
     return { t: "created", id, session: this.session };
   }
 
