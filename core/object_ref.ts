@@ -71,7 +71,8 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
   /** @internal */ _target: TaskTarget;
   /** @internal */ _ctx: RunContext | undefined;
   /** @internal */ _dependents: ObjectRef<unknown>[] | undefined = undefined;
-  /** @internal */ _waiters: Array<(ref: ObjectRef<unknown>) => void> | undefined = undefined;
+  /** @internal one waiter, or several (most refs have none or one) */
+  _waiters: Waiter | Waiter[] | undefined = undefined;
   /** @internal */ _promise: Promise<T> | undefined = undefined;
   /** @internal */ _resolve: ((v: unknown) => void) | undefined = undefined;
   /** @internal */ _reject: ((e: unknown) => void) | undefined = undefined;
@@ -186,11 +187,8 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
       if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
       const waiter = (ref: ObjectRef<unknown>) =>
         resume(ref._state === COMPLETED ? Effect.succeed(ref._value as T) : Effect.fail(ref._error as TaskError));
-      (this._waiters ??= []).push(waiter);
-      return Effect.sync(() => {
-        const i = this._waiters?.indexOf(waiter) ?? -1;
-        if (i >= 0) this._waiters!.splice(i, 1);
-      });
+      addWaiter(this as ObjectRef<unknown>, waiter);
+      return Effect.sync(() => removeWaiter(this as ObjectRef<unknown>, waiter));
     });
   }
 
@@ -248,39 +246,61 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     const out = new Array(items.length);
     let left = items.length;
     let failed = false;
-    const others: Array<Promise<void>> = [];
-    const onRef = (ref: ObjectRef<unknown>, i: number) => {
-      if (failed) return;
-      if (ref._state !== COMPLETED) {
+    const fail = (e: unknown) => {
+      if (!failed) {
         failed = true;
-        return reject(ref._error);
+        reject(e);
       }
-      out[i] = ref._value;
-      if (--left === 0) resolve(out as Out);
     };
-    for (let i = 0; i < items.length; i++) {
+    // refs' values are read once all have settled, so one waiter serves every ref
+    const finish = () => {
+      for (let i = 0; i < items.length; i++) {
+        const v = items[i];
+        if (v instanceof ObjectRef) out[i] = v._value;
+      }
+      resolve(out as Out);
+    };
+    const waiter: Waiter = (ref) => {
+      if (failed) return;
+      if (ref._state !== COMPLETED) return fail(ref._error);
+      if (--left === 0) finish();
+    };
+    for (let i = 0; i < items.length && !failed; i++) {
       const v = items[i];
       if (v instanceof ObjectRef) {
-        if (v._state >= COMPLETED) onRef(v, i);
-        else (v._waiters ??= []).push((r) => onRef(r, i));
+        if (v._state >= COMPLETED) waiter(v);
+        else addWaiter(v, waiter);
       } else if (v !== null && typeof (v as { then?: unknown })?.then === "function") {
-        others.push(Promise.resolve(v).then((x) => {
+        Promise.resolve(v).then((x) => {
           out[i] = x;
-          if (--left === 0 && !failed) resolve(out as Out);
-        }, (e) => {
-          if (!failed) {
-            failed = true;
-            reject(e);
-          }
-        }));
+          if (--left === 0 && !failed) finish();
+        }, fail);
       } else {
         out[i] = v;
-        --left;
+        if (--left === 0) finish();
       }
-      if (failed) return;
     }
-    if (left === 0 && !failed) resolve(out as Out);
+    if (items.length === 0) resolve(out as Out);
   });
+}
+
+/** @internal Something told when a ref settles. */
+export type Waiter = (ref: ObjectRef<unknown>) => void;
+
+function addWaiter(ref: ObjectRef<unknown>, w: Waiter): void {
+  const ws = ref._waiters;
+  if (ws === undefined) ref._waiters = w;
+  else if (typeof ws === "function") ref._waiters = [ws, w];
+  else ws.push(w);
+}
+
+function removeWaiter(ref: ObjectRef<unknown>, w: Waiter): void {
+  const ws = ref._waiters;
+  if (ws === w) ref._waiters = undefined;
+  else if (Array.isArray(ws)) {
+    const i = ws.indexOf(w);
+    if (i >= 0) ws.splice(i, 1);
+  }
 }
 
 // ---- settling: a worklist, so long chains never recurse ----------------------------------------
@@ -308,7 +328,8 @@ export function settle(ref: ObjectRef<unknown>, state: number, valueOrError: unk
   if (ref._waiters !== undefined) {
     const ws = ref._waiters;
     ref._waiters = undefined;
-    for (let i = 0; i < ws.length; i++) ws[i](ref);
+    if (typeof ws === "function") ws(ref);
+    else for (let i = 0; i < ws.length; i++) ws[i](ref);
   }
   if (ref._dependents === undefined) return;
   settledQueue.push(ref);
