@@ -28,6 +28,8 @@ export interface TaskInfo {
   readonly settledAt: number;
   /** Retry attempt (0 for the first). */
   readonly attempt: number;
+  /** Where the body runs: `"local"` (this process) or `"remote"` (a node over a transport). */
+  readonly executor: "local" | "remote";
   /** The error, for failed and cancelled tasks. */
   readonly error: unknown;
 }

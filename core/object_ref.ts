@@ -30,6 +30,8 @@ export interface TaskTarget {
   dropped?(task: ObjectRef<unknown>): void;
   /** True when the body's thinkagain errors (remote calls) must pass through unwrapped. */
   readonly passErrors?: boolean;
+  /** True when calls run on another node (a replica behind a transport). */
+  readonly remote?: boolean;
 }
 
 /** @internal Timing and graph facts, allocated only while someone listens to events. */
@@ -41,6 +43,8 @@ export interface TaskMeta {
   parent: ObjectRef<unknown> | undefined;
   deps: ObjectRef<unknown>[];
   node: string | undefined;
+  /** Set when a remote-capable op was sent to a node. */
+  executor?: "local" | "remote";
 }
 
 let counter = 0;
@@ -141,6 +145,11 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
   /** Retry attempt now running (0 for the first). */
   get attempt(): number {
     return this._meta?.attempt ?? 0;
+  }
+
+  /** `"remote"` when the call runs on another node, else `"local"`. */
+  get executor(): "local" | "remote" {
+    return this._meta?.executor ?? (this._target.remote === true ? "remote" : "local");
   }
 
   /** The error of a failed or cancelled task. */

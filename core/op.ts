@@ -131,7 +131,11 @@ class OpTarget implements TaskTarget {
     const mesh = task._ctx?.mesh as Mesh | undefined;
     let fn = this.fn;
     if (this.remote && mesh !== undefined && remoteOpRunner !== undefined) {
-      fn = remoteOpRunner(mesh, this.name, this.gpus) ?? fn;
+      const remote = remoteOpRunner(mesh, this.name, this.gpus);
+      if (remote !== undefined) {
+        fn = remote;
+        if (task._meta !== undefined) task._meta.executor = "remote";
+      }
     }
     if (mesh !== undefined && mesh._limiter !== undefined) {
       mesh._limiter.acquire(task, (t) => runBody(t, fn, undefined, t._ctx, this.policy, (x) => {

@@ -386,14 +386,14 @@ export abstract class MailboxReplica implements Replica {
   /** Disposes what the replica holds, after its calls have finished. */
   protected abstract dispose(): Promise<void>;
 
-  /** Targets of remote calls pass thinkagain errors through instead of wrapping them. */
-  protected get passErrors(): boolean {
+  /** Replicas behind a transport: their errors pass through unwrapped, their spans are CLIENT spans. */
+  protected get remote(): boolean {
     return false;
   }
 
   call(method: string, args: unknown[], ctx: RunContext | undefined): ObjectRef<unknown> {
     let target = this.targets.get(method);
-    if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.passErrors));
+    if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.remote));
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
   }
@@ -510,11 +510,13 @@ class MethodTarget implements TaskTarget {
   readonly node: string;
   readonly method: string;
   readonly passErrors: boolean;
+  readonly remote: boolean;
   private readonly replica: MailboxReplica;
-  constructor(replica: MailboxReplica, method: string, passErrors: boolean) {
+  constructor(replica: MailboxReplica, method: string, remote: boolean) {
     this.replica = replica;
     this.method = method;
-    this.passErrors = passErrors;
+    this.passErrors = remote;
+    this.remote = remote;
     this.name = `${replica.def.name}.${method}`;
     this.node = replica.node;
   }

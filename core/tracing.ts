@@ -244,13 +244,16 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
   }
   const node = task.node;
   if (node !== undefined) attributes["thinkagain.node"] = node;
+  const executor = task.executor;
+  attributes["thinkagain.executor"] = executor;
   if (task.startedAt > 0) {
     const wait = task.startedAt - task.submittedAt;
     attributes["thinkagain.queue_wait_ms"] = wait > 0 ? wait : 0;
     attributes["thinkagain.attempt"] = task.attempt;
   }
   const span = (tracer ?? trace.getTracer(TRACER_NAME)).startSpan(info.span, {
-    kind: SpanKind.INTERNAL,
+    // a call sent to another node is the client side of that node's SERVER span
+    kind: executor === "remote" ? SpanKind.CLIENT : SpanKind.INTERNAL,
     attributes,
     links,
     startTime: task.submittedAt > 0 ? origin + task.submittedAt : undefined,

@@ -13,7 +13,8 @@ import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps, setRemoteOpRunner } from "../core/op.ts";
 import { ABORTABLE, type CancelHook, type RunPolicy, runBody } from "../core/scheduler.ts";
-import { injectTraceContext } from "../core/tracing.ts";
+import { type Span, trace as otelTrace } from "@opentelemetry/api";
+import { injectTraceContext, isTracingEnabled } from "../core/tracing.ts";
 import {
   Deployment,
   handleStateOf,
@@ -84,17 +85,22 @@ export class NodeLink {
     return this.conn;
   }
 
-  /** Sends a message and decodes the reply of the expected type. */
-  async request<T extends { t: string }>(message: unknown, expected: T["t"]): Promise<T> {
+  /** Sends a message and decodes the reply of the expected type; `span` gets the byte counts. */
+  async request<T extends { t: string }>(message: unknown, expected: T["t"], span?: Span): Promise<T> {
     // the connection, once open, is used directly (no await per call)
     const conn = this.open ?? await this.connection();
     if (conn.closed) {
       this.conn = undefined;
       this.open = undefined;
-      return this.request(message, expected);
+      return this.request(message, expected, span);
     }
-    const reply = await conn.request(encodeMessage(message));
+    const frame = encodeMessage(message);
+    const reply = await conn.request(frame);
     this.lost = false;
+    if (span !== undefined) {
+      span.setAttribute("thinkagain.bytes_sent", frame.byteLength);
+      span.setAttribute("thinkagain.bytes_received", reply.byteLength);
+    }
     return decodeReply<T>(reply, expected);
   }
 
@@ -118,12 +124,12 @@ export class NodeLink {
   /**
    * Calls a method or op on the node; transport failures of a sent call become `NodeLostError`.
    */
-  async call(message: Omit<CallMessage, "t" | "cid">, hook: CancelHook | undefined): Promise<unknown> {
+  async call(message: Omit<CallMessage, "t" | "cid">, hook: CancelHook | undefined, span?: Span): Promise<unknown> {
     const cid = `${callPrefix}-${++callCounter}`;
     if (hook !== undefined) hook.cancel = () => this.notify({ t: "cancel", cid });
     this.inFlight++;
     try {
-      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result");
+      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", span);
       if (res.ok) return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
       throw errorFromWire(res.error);
     } catch (e) {
@@ -226,7 +232,7 @@ export class RemoteReplica extends MailboxReplica {
     else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
   }
 
-  protected override get passErrors(): boolean {
+  protected override get remote(): boolean {
     return true;
   }
 
@@ -276,6 +282,7 @@ export class RemoteReplica extends MailboxReplica {
   /** Sends one call; fails over to a sibling when this node is known lost. */
   async invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
     const trace = injectTraceContext(); // before any await: the active span is the call's own
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     if (failover && this.link.lost) {
       const alive = this.siblings.find((s) => !s.link.lost);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
@@ -299,7 +306,7 @@ export class RemoteReplica extends MailboxReplica {
       }
       message.id = id;
       try {
-        return await this.link.call(message, hook);
+        return await this.link.call(message, hook, span);
       } catch (e) {
         // the node restarted and forgot the instance: create it again, once
         if (attempt === 0 && e instanceof ProtocolError && e.message.startsWith("Unknown instance")) {
@@ -335,6 +342,7 @@ setRemoteOpRunner((mesh, name, gpus) => {
   if (!mesh.hasRemoteNodes) return undefined;
   const body = async (...a: unknown[]) => {
     const trace = injectTraceContext(); // before any await: the active span is the op's own
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     const hook = a.pop() as CancelHook;
     const candidates: NodeLink[] = [];
     await Promise.all(mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
@@ -357,7 +365,7 @@ setRemoteOpRunner((mesh, name, gpus) => {
       args: await wireValue(a, mesh),
       ...(timeoutMs ? { timeoutMs } : {}),
       ...(trace.traceparent !== undefined ? { trace } : {}),
-    }, hook);
+    }, hook, span);
   };
   return Object.assign(body, { [ABORTABLE]: true });
 });

@@ -83,6 +83,12 @@ function checkChain(spans: ReceivedSpan[], runtime: Runtime): void {
   assert.equal(driverCall.parentSpanId, root.spanId);
   assert.equal(serveA.parentSpanId, driverCall.spanId, "node A's server span continues the driver's call");
   assert.equal(serveA.kind, 2, "SERVER");
+  assert.equal(driverCall.kind, 3, "the driver's span of a remote call is a CLIENT span");
+  assert.equal(driverCall.attributes["thinkagain.executor"], "remote");
+  assert.ok(Number(driverCall.attributes["thinkagain.bytes_sent"]) > 0, "bytes sent are recorded");
+  assert.ok(Number(driverCall.attributes["thinkagain.bytes_received"]) > 0, "bytes received are recorded");
+  assert.equal(toB.kind, 3, "A's call to B is a CLIENT span too");
+  assert.equal(callB.attributes["thinkagain.executor"], "local");
   assert.equal(callA.parentSpanId, serveA.spanId);
   assert.equal(toB.parentSpanId, callA.spanId, "A's call to B is a child of the method running on A");
   assert.equal(serveB.parentSpanId, toB.spanId, "node B's server span continues A's call");
