@@ -12,7 +12,21 @@ import { ProtocolError } from "../core/errors.ts";
 import { AuthError } from "../core/errors.ts";
 import { encodeError, fromBase64Url, newConnectionId, tokenMatches, WS_PROTOCOL, WS_TOKEN_PREFIX } from "./_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "./transport.ts";
-import { FRAME_HEADER_BYTES, KIND_ERROR, KIND_NOTIFY, KIND_REPLY, KIND_REQUEST, writeHeader } from "./websocket.ts";
+import {
+  forEachInBatch,
+  FRAME_HEADER_BYTES,
+  KIND_BATCH,
+  KIND_ERROR,
+  KIND_NOTIFY,
+  KIND_PART,
+  KIND_PART_ACK,
+  KIND_PART_END,
+  KIND_REPLY,
+  KIND_REQUEST,
+  Outbox,
+  PartAssembler,
+  writeHeader,
+} from "./websocket.ts";
 
 /** Options of {@linkcode createNodeApp}. */
 export interface NodeAppOptions extends ServeFramesOptions {
@@ -176,24 +190,31 @@ function toBytes(data: unknown): Uint8Array | undefined {
   return undefined;
 }
 
+const PART_ACK = new Uint8Array([KIND_PART_ACK, 0, 0, 0, 0]);
+
 /** The events of one WebSocket connection: frames in, handler, replies out. */
 function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
   const connectionId = newConnectionId();
   const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false };
   const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true };
   let open = true;
+  // replies written in the same turn leave in one message
+  let outbox: Outbox | undefined;
+  // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
+  let parts: PartAssembler | undefined;
 
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
     const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
     writeHeader(out, kind, id);
     out.set(body, FRAME_HEADER_BYTES);
-    ws.send(out);
+    (outbox ??= new Outbox((m) => open && ws.send(m))).push(out);
   };
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
     // The header is unusable, so no request can be answered: say why, then close cleanly.
     fail(ws, 0, new ProtocolError(message));
+    outbox?.flush();
     open = false;
     ws.close(1002, "bad frame");
   };
@@ -226,23 +247,7 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
       if (bytes.byteLength < FRAME_HEADER_BYTES) {
         return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
       }
-      const kind = bytes[0];
-      const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
-      const frame = bytes.subarray(FRAME_HEADER_BYTES);
-      if (kind === KIND_REQUEST) {
-        if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
-        void answer(ws, id, frame);
-      } else if (kind === KIND_NOTIFY) {
-        if (frame.byteLength > maxFrameBytes) return;
-        try {
-          const r = handler(frame, notifyPeer);
-          if (r instanceof Promise) r.catch(() => {});
-        } catch {
-          // one-way: nobody to tell
-        }
-      } else {
-        badFrame(ws, `Unknown frame kind ${kind}`);
-      }
+      onWhole(ws, bytes);
     },
     onClose() {
       open = false;
@@ -251,4 +256,52 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
       open = false;
     },
   };
+
+  function onWhole(ws: WSContext, bytes: Uint8Array): void {
+    const kind = bytes[0];
+    if (kind === KIND_PART || kind === KIND_PART_END) {
+      const joined = (parts ??= new PartAssembler(maxFrameBytes + FRAME_HEADER_BYTES)).add(bytes);
+      if (joined !== undefined && !(joined instanceof Uint8Array)) {
+        // too large: answer the request it carried, as for a frame sent whole
+        const h = joined.head;
+        const id = h.byteLength >= FRAME_HEADER_BYTES ? (h[1] | (h[2] << 8) | (h[3] << 16) | (h[4] << 24)) >>> 0 : 0;
+        return h[0] === KIND_REQUEST ? fail(ws, id, tooLarge(joined.tooLarge - FRAME_HEADER_BYTES, maxFrameBytes)) : undefined;
+      }
+      if (joined === undefined) {
+        // at once, not batched: this message's TCP ACK lets the client's next piece go
+        if (open) ws.send(PART_ACK);
+        return;
+      }
+      if (joined.byteLength < FRAME_HEADER_BYTES || joined[0] === KIND_PART || joined[0] === KIND_PART_END) {
+        return badFrame(ws, "Malformed message in pieces");
+      }
+      return onWhole(ws, joined);
+    }
+    if (kind === KIND_BATCH) {
+      if (!forEachInBatch(bytes, (m) => onFrame(ws, m))) badFrame(ws, "Malformed batch: a frame length runs past the message");
+      return;
+    }
+    onFrame(ws, bytes);
+  }
+
+  function onFrame(ws: WSContext, bytes: Uint8Array): void {
+    if (!open) return;
+    const kind = bytes[0];
+    const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
+    const frame = bytes.subarray(FRAME_HEADER_BYTES);
+    if (kind === KIND_REQUEST) {
+      if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
+      void answer(ws, id, frame);
+    } else if (kind === KIND_NOTIFY) {
+      if (frame.byteLength > maxFrameBytes) return;
+      try {
+        const r = handler(frame, notifyPeer);
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        // one-way: nobody to tell
+      }
+    } else {
+      badFrame(ws, `Unknown frame kind ${kind}`);
+    }
+  }
 }
