@@ -39,7 +39,9 @@ export interface ServeCommand {
 
 function int(flag: string, v: string | undefined, min: number): number {
   const n = Number(v);
-  if (v === undefined || !Number.isInteger(n) || n < min) throw new TypeError(`${flag} needs an integer ≥ ${min}, got ${v ?? "nothing"}`);
+  if (v === undefined || !Number.isInteger(n) || n < min) {
+    throw new TypeError(`${flag} needs an integer ≥ ${min}, got ${v ?? "nothing"}`);
+  }
   return n;
 }
 
@@ -71,7 +73,9 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const [flag, inline] = a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    const [flag, inline] = a.startsWith("--") && a.includes("=")
+      ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]
+      : [a, undefined];
     const value = () => inline ?? argv[++i];
     switch (flag) {
       case "--host":
@@ -150,7 +154,11 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] !== "serve") {
-    console.error(argv[0] === undefined || argv[0] === "--help" || argv[0] === "-h" ? USAGE : `unknown command ${argv[0]}\n${USAGE}`);
+    console.error(
+      argv[0] === undefined || argv[0] === "--help" || argv[0] === "-h"
+        ? USAGE
+        : `unknown command ${argv[0]}\n${USAGE}`,
+    );
     return argv[0] === "--help" || argv[0] === "-h" ? 0 : 2;
   }
   let cmd: ServeCommand;

@@ -76,7 +76,9 @@ export function startNodeProcess(
           cleanExit: async () => {
             const code = await exited;
             if (code === 0) return 0;
-            return thisRuntime() === "deno" && /drained, exiting/.test(out) && (code === "SIGTERM" || code === "SIGINT") ? 0 : code;
+            return thisRuntime() === "deno" && /drained, exiting/.test(out) && (code === "SIGTERM" || code === "SIGINT")
+              ? 0
+              : code;
           },
           kill: (s = "SIGTERM") => void proc.kill(s),
         });

@@ -184,7 +184,11 @@ async function serviceConcBase(): Promise<number> {
 
 /** How a median time (ms) becomes the figure shown. */
 type Unit = { label: string; of: (ms: number) => number; higherIsBetter: boolean };
-const perSecond = (label: string, count: number): Unit => ({ label, of: (ms) => (count / ms) * 1000, higherIsBetter: true });
+const perSecond = (label: string, count: number): Unit => ({
+  label,
+  of: (ms) => (count / ms) * 1000,
+  higherIsBetter: true,
+});
 const perHop = (count: number): Unit => ({ label: "µs/hop", of: (ms) => (ms * 1000) / count, higherIsBetter: false });
 const millis: Unit = { label: "ms", of: (ms) => ms, higherIsBetter: false };
 
@@ -331,18 +335,28 @@ for (const w of workloads) {
 
 const cmp = (r: Row) => (r.unit === "µs/hop" || r.unit === "ms" ? "≤" : "≥");
 console.log(`### ${runtimeName()}, median of ${RUNS} runs after ${WARMUP} warm-up (100k chain: 5 after 1)\n`);
-console.log("ratio = thinkagain cost ÷ plain-Promise cost (1.0 = as fast as the baseline; the seed's ratio is against plain asyncio)\n");
+console.log(
+  "ratio = thinkagain cost ÷ plain-Promise cost (1.0 = as fast as the baseline; the seed's ratio is against plain asyncio)\n",
+);
 console.log("| workload | thinkagain | baseline | ratio | target (Bun) | seed (Python ThinkAgain) |");
 console.log("|---|---|---|---|---|---|");
 for (const r of rows) {
   const target = r.target === undefined ? "—" : `${cmp(r)} ${fmt(r.target)} ${r.met ? "✅" : "❌"}`;
   const seed = r.seed === undefined ? "—" : `${fmt(r.seed)} ${r.unit} (${r.seedRatio!.toFixed(1)}×)`;
   console.log(
-    `| ${r.workload} | ${fmt(r.thinkagain)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} | ${r.ratio.toFixed(2)}× | ${target} | ${seed} |`,
+    `| ${r.workload} | ${fmt(r.thinkagain)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} | ${
+      r.ratio.toFixed(2)
+    }× | ${target} | ${seed} |`,
   );
 }
 const missed = rows.filter((r) => r.met === false);
-console.log(missed.length === 0 ? "\nAll targets met." : `\nMissed: ${missed.map((r) => `${r.key} (${fmt(r.thinkagain)} ${r.unit}, target ${cmp(r)} ${fmt(r.target!)})`).join("; ")}`);
+console.log(
+  missed.length === 0
+    ? "\nAll targets met."
+    : `\nMissed: ${
+      missed.map((r) => `${r.key} (${fmt(r.thinkagain)} ${r.unit}, target ${cmp(r)} ${fmt(r.target!)})`).join("; ")
+    }`,
+);
 
 if (JSON_OUT !== "") {
   const { writeFileSync } = await import("node:fs");

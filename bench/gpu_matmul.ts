@@ -33,7 +33,13 @@ function randomFloats(n: number, seed: number): Float32Array {
 }
 
 /** Max over checked entries of |gpu − ref| / Σₖ|aᵢₖ·bₖⱼ| (error relative to the sum's magnitude). */
-function checkError(a: Float32Array, b: Float32Array, c: Float32Array, n: number, samples: number): { err: number; checked: number } {
+function checkError(
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  n: number,
+  samples: number,
+): { err: number; checked: number } {
   let worst = 0;
   const full = samples >= n * n;
   const count = full ? n * n : samples;
@@ -75,13 +81,19 @@ if (adapters.length === 0) {
   const device = await requestGpuDevice(0);
   const sizes = (arg("sizes") ?? (info.software ? "1024,4096" : "1024,4096,8192")).split(",").map(Number);
   const naive = arg("naive") !== undefined || !info.software;
-  console.log(`adapter: ${info.description} (${info.software ? "software" : "hardware"}; vendor ${info.vendor || "?"}; runtime ${navigator.userAgent})`);
+  console.log(
+    `adapter: ${info.description} (${info.software ? "software" : "hardware"}; vendor ${
+      info.vendor || "?"
+    }; runtime ${navigator.userAgent})`,
+  );
   console.log("| n | kernel | mode | reps | time (ms) | GFLOP/s | max rel. error | entries checked |");
   console.log("|---|---|---|---|---|---|---|---|");
   for (const n of sizes) {
     const bytes = n * n * 4;
     if (bytes > device.limits.maxStorageBufferBindingSize) {
-      console.log(`| ${n} | — | skipped: ${bytes} B per matrix > maxStorageBufferBindingSize ${device.limits.maxStorageBufferBindingSize} | | | | | |`);
+      console.log(
+        `| ${n} | — | skipped: ${bytes} B per matrix > maxStorageBufferBindingSize ${device.limits.maxStorageBufferBindingSize} | | | | | |`,
+      );
       continue;
     }
     const a = randomFloats(n * n, n);
@@ -91,7 +103,11 @@ if (adapters.length === 0) {
     const samples = n <= 1024 ? n * n : 2000;
     const row = (kernel: string, mode: string, t: number, c: Float32Array, runs: number = reps) => {
       const { err, checked } = checkError(a, b, c, n, samples);
-      console.log(`| ${n} | ${kernel} | ${mode} | ${runs} | ${(t * 1000).toFixed(1)} | ${(flop / t / 1e9).toFixed(1)} | ${err.toExponential(2)} | ${checked} |`);
+      console.log(
+        `| ${n} | ${kernel} | ${mode} | ${runs} | ${(t * 1000).toFixed(1)} | ${(flop / t / 1e9).toFixed(1)} | ${
+          err.toExponential(2)
+        } | ${checked} |`,
+      );
     };
     let c: Float32Array = new Float32Array(0);
     const tE2e = await time(async () => c = await matmul(a, b, n, n, n, { device }), reps);

@@ -112,7 +112,9 @@ async function runCase(name: string): Promise<void> {
   const peak = Math.max(sampledPeak, hwm ?? 0);
   await collect();
   const after = rss(), heapAfter = heapUsed();
-  console.log(JSON.stringify({ name, before, peak, after, heapBefore, heapAfter, peakSource: hwm ? "VmHWM" : "sampled", hasGc }));
+  console.log(
+    JSON.stringify({ name, before, peak, after, heapBefore, heapAfter, peakSource: hwm ? "VmHWM" : "sampled", hasGc }),
+  );
 }
 
 // ---- the driver ---------------------------------------------------------------------------------
@@ -144,11 +146,17 @@ const mib = (b: number) => (b / MiB).toFixed(1);
 if (caseName !== undefined) {
   await runCase(caseName);
 } else {
-  const runtime = g.Bun !== undefined ? `Bun ${g.Bun.version}` : g.Deno !== undefined ? `Deno ${g.Deno.version.deno}` : "unknown";
+  const runtime = g.Bun !== undefined
+    ? `Bun ${g.Bun.version}`
+    : g.Deno !== undefined
+    ? `Deno ${g.Deno.version.deno}`
+    : "unknown";
   const variants: Array<[string, string[]]> = [["", []]];
   if (g.Bun !== undefined) variants.push([" (`--smol`)", ["--smol"]]);
   console.log(`### Memory, ${runtime}: 100k fanout of a no-op, each case in a fresh process\n`);
-  console.log("| case | RSS before | peak RSS | peak − before | RSS after drop + GC | after − before | JS heap before → after |");
+  console.log(
+    "| case | RSS before | peak RSS | peak − before | RSS after drop + GC | after − before | JS heap before → after |",
+  );
   console.log("|---|---|---|---|---|---|---|");
   let gcMissing = false;
   const results: Record<string, Result> = {};
@@ -159,10 +167,14 @@ if (caseName !== undefined) {
       gcMissing ||= !r.hasGc;
       console.log(
         `| ${
-          name === "thinkagain" ? "thinkagain `op.go(i)`, `Promise.all`" : name === "thinkagain all" ? "thinkagain `op.go(i)`, `ta.all`" : "plain `async` calls"
-        }${suffix} | ${mib(r.before)} MiB | ${mib(r.peak)} MiB | ${
-          mib(r.peak - r.before)
-        } MiB | ${mib(r.after)} MiB | ${mib(r.after - r.before)} MiB | ${mib(r.heapBefore)} → ${mib(r.heapAfter)} MiB |`,
+          name === "thinkagain"
+            ? "thinkagain `op.go(i)`, `Promise.all`"
+            : name === "thinkagain all"
+            ? "thinkagain `op.go(i)`, `ta.all`"
+            : "plain `async` calls"
+        }${suffix} | ${mib(r.before)} MiB | ${mib(r.peak)} MiB | ${mib(r.peak - r.before)} MiB | ${
+          mib(r.after)
+        } MiB | ${mib(r.after - r.before)} MiB | ${mib(r.heapBefore)} → ${mib(r.heapAfter)} MiB |`,
       );
     }
   }

@@ -22,12 +22,20 @@ const N = 10_000;
 const ROUNDS = Number((globalThis as { process?: { env: Record<string, string> } }).process?.env.ROUNDS ?? 15);
 
 // the receiver runs in its own process, on the runtime that runs this benchmark
-const runtime = (globalThis as { Bun?: unknown }).Bun ? "bun" : (globalThis as { Deno?: unknown }).Deno ? "deno" : "node";
+const runtime = (globalThis as { Bun?: unknown }).Bun
+  ? "bun"
+  : (globalThis as { Deno?: unknown }).Deno
+  ? "deno"
+  : "node";
 const sinkArgs = runtime === "deno" ? ["run", "-A", "--no-check", "bench/_otlp_sink.ts"] : ["bench/_otlp_sink.ts"];
-const sink = spawn(fileURLToPath(new URL(`../node_modules/.bin/${runtime === "deno" ? "deno" : "bun"}`, import.meta.url)), sinkArgs, {
-  cwd: fileURLToPath(new URL("..", import.meta.url)),
-  stdio: ["pipe", "pipe", "inherit"],
-});
+const sink = spawn(
+  fileURLToPath(new URL(`../node_modules/.bin/${runtime === "deno" ? "deno" : "bun"}`, import.meta.url)),
+  sinkArgs,
+  {
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    stdio: ["pipe", "pipe", "inherit"],
+  },
+);
 const lines: string[] = [];
 let buf = "";
 sink.stdout!.on("data", (d: Uint8Array) => {
@@ -53,7 +61,10 @@ const provider = new BasicTracerProvider({
 const sampledProvider = new BasicTracerProvider({
   sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.01) }),
   spanProcessors: [
-    new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), { maxQueueSize: 4 * N, scheduledDelayMillis: 200 }),
+    new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), {
+      maxQueueSize: 4 * N,
+      scheduledDelayMillis: 200,
+    }),
   ],
 });
 const contextManager = new AsyncLocalStorageContextManager();
@@ -79,13 +90,15 @@ function setMode(mode: Mode): void {
 const noop = ta.op(async function noop(x: number) {
   return x;
 });
-const Counter = ta.service(class Counter {
-  n = 0;
-  async add(x: number) {
-    this.n += x;
-    return this.n;
-  }
-});
+const Counter = ta.service(
+  class Counter {
+    n = 0;
+    async add(x: number) {
+      this.n += x;
+      return this.n;
+    }
+  },
+);
 const counter = Counter.init();
 
 // a task with ~20 µs of its own CPU work: closer to real pipeline steps than a no-op
@@ -157,7 +170,11 @@ sink.stdin!.end();
 await new Promise((r) => sink.on("exit", r));
 const received = lines.find((l) => l.startsWith("spans "));
 
-console.log(`tracing overhead, ${runtime} ${runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""}, N=${N}, ${ROUNDS} rounds (medians)`);
+console.log(
+  `tracing overhead, ${runtime} ${
+    runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""
+  }, N=${N}, ${ROUNDS} rounds (medians)`,
+);
 console.log("| benchmark | mode | median ms | tasks/s | vs off |");
 console.log("| --- | --- | ---: | ---: | ---: |");
 for (const [bench, byMode] of Object.entries(times)) {
@@ -165,7 +182,15 @@ for (const [bench, byMode] of Object.entries(times)) {
   for (const mode of MODES) {
     const m = median(byMode[mode]);
     const n = bench.startsWith("fanout 2k") ? N / 5 : N;
-    console.log(`| ${bench} | ${mode} | ${m.toFixed(2)} | ${Math.round(n / m * 1000).toLocaleString("en-US")} | ${(base / m).toFixed(3)} |`);
+    console.log(
+      `| ${bench} | ${mode} | ${m.toFixed(2)} | ${Math.round(n / m * 1000).toLocaleString("en-US")} | ${
+        (base / m).toFixed(3)
+      } |`,
+    );
   }
 }
-console.log(`receiver got ${received?.slice(6)} spans (all ${2.2 * N * (ROUNDS + 1)} of the full mode, plus ~1% of as many sampled)`);
+console.log(
+  `receiver got ${received?.slice(6)} spans (all ${
+    2.2 * N * (ROUNDS + 1)
+  } of the full mode, plus ~1% of as many sampled)`,
+);

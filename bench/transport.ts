@@ -20,11 +20,14 @@ import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
 
 // Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
-const BenchEcho = ta.service({ name: "BenchEcho", maxConcurrency: 1024 }, class BenchEcho {
-  echo<T>(x: T): T {
-    return x;
-  }
-});
+const BenchEcho = ta.service(
+  { name: "BenchEcho", maxConcurrency: 1024 },
+  class BenchEcho {
+    echo<T>(x: T): T {
+      return x;
+    }
+  },
+);
 
 const args = process.argv.slice(2);
 const SEQ = Number(process.env.BENCH_SEQ ?? 5000);
@@ -47,11 +50,14 @@ async function runServer(kind: string): Promise<void> {
     const adapter = await loadAdapter();
     const app = new Hono();
     app.post("/echo", async (c) => new Response(await c.req.arrayBuffer()));
-    app.get("/ws", adapter.upgradeWebSocket(() => ({
-      onMessage(evt, ws) {
-        ws.send(evt.data as ArrayBuffer);
-      },
-    })));
+    app.get(
+      "/ws",
+      adapter.upgradeWebSocket(() => ({
+        onMessage(evt, ws) {
+          ws.send(evt.data as ArrayBuffer);
+        },
+      })),
+    );
     const served = await adapter.serve(app, { port: 0 });
     console.log(`PORT ${served.port}`);
   }
@@ -93,7 +99,11 @@ async function latency(fn: () => PromiseLike<unknown>, n = SEQ): Promise<{ p50: 
 }
 
 /** Keeps `inFlight` calls going until `total` completed; returns calls per second. */
-async function throughput(fn: () => PromiseLike<unknown>, total = THROUGHPUT_TOTAL, inFlight = IN_FLIGHT): Promise<number> {
+async function throughput(
+  fn: () => PromiseLike<unknown>,
+  total = THROUGHPUT_TOTAL,
+  inFlight = IN_FLIGHT,
+): Promise<number> {
   await Promise.all(Array.from({ length: inFlight }, fn)); // warm up
   let started = 0;
   const t0 = performance.now();
@@ -111,7 +121,9 @@ type Measure = { p50: number; p99: number } | number;
 /** Runs ours, raw, ours, raw (so neither always goes first on a noisy machine) and keeps each one's best. */
 async function alternate<T extends Measure>(ours: () => Promise<T>, raw: () => Promise<T>): Promise<[T, T]> {
   const best = (a: T, b: T): T =>
-    typeof a === "number" ? (Math.max(a, b as number) as T) : ((a as { p50: number }).p50 <= (b as { p50: number }).p50 ? a : b);
+    typeof a === "number"
+      ? (Math.max(a, b as number) as T)
+      : ((a as { p50: number }).p50 <= (b as { p50: number }).p50 ? a : b);
   const o1 = await ours();
   const r1 = await raw();
   const o2 = await ours();
@@ -120,7 +132,9 @@ async function alternate<T extends Measure>(ours: () => Promise<T>, raw: () => P
 }
 
 /** A raw WebSocket echo client: one pending resolver per sent message, answered in order. */
-async function rawWs(url: string): Promise<{ send(data: Uint8Array<ArrayBuffer>): Promise<ArrayBuffer>; close(): void }> {
+async function rawWs(
+  url: string,
+): Promise<{ send(data: Uint8Array<ArrayBuffer>): Promise<ArrayBuffer>; close(): void }> {
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   await new Promise((resolve, reject) => {
@@ -164,7 +178,10 @@ async function runClient(): Promise<void> {
     // WebSocket sequential latency
     const ws = await webSocketTransport.connect(oursUrl);
     const rws = await rawWs(`ws://${rawBase}/ws`);
-    const [wsOurs, wsRaw] = await alternate(() => latency(() => ws.request(small)), () => latency(() => rws.send(smallRaw)));
+    const [wsOurs, wsRaw] = await alternate(
+      () => latency(() => ws.request(small)),
+      () => latency(() => rws.send(smallRaw)),
+    );
     rows.push(["WS latency p50 (µs)", wsOurs.p50, wsRaw.p50, "lower is better"]);
     rows.push(["WS latency p99 (µs)", wsOurs.p99, wsRaw.p99, "lower is better"]);
 
@@ -182,7 +199,10 @@ async function runClient(): Promise<void> {
     rows.push(["HTTP latency p99 (µs)", httpOurs.p99, httpRaw.p99, "lower is better"]);
 
     // Throughput over one WebSocket connection, many in flight
-    const [tOurs, tRaw] = await alternate(() => throughput(() => ws.request(small)), () => throughput(() => rws.send(smallRaw)));
+    const [tOurs, tRaw] = await alternate(
+      () => throughput(() => ws.request(small)),
+      () => throughput(() => rws.send(smallRaw)),
+    );
     rows.push([`WS throughput, ${IN_FLIGHT} in flight (req/s)`, tOurs, tRaw, "higher is better"]);
 
     // 1 MiB Float32Array round trip
@@ -205,7 +225,9 @@ async function runClient(): Promise<void> {
     const node = await startChild("node");
     try {
       for (const transport of ["websocket", "http"] as const) {
-        await using mesh = new ta.Mesh([new ta.MeshNode("bench", { endpoint: `http://127.0.0.1:${node.port}` })], { transport });
+        await using mesh = new ta.Mesh([new ta.MeshNode("bench", { endpoint: `http://127.0.0.1:${node.port}` })], {
+          transport,
+        });
         const echo = await mesh.run(async () => {
           const e = BenchEcho.init();
           await e.echo.go(0);
@@ -217,11 +239,17 @@ async function runClient(): Promise<void> {
           ? () => rws.send(smallRaw)
           : async () => (await fetch(`http://${rawBase}/echo`, { method: "POST", body: smallRaw })).arrayBuffer();
         const inMesh = <T>(f: () => Promise<T>) => () => mesh.run(f);
-        const [cOurs, cRaw] = await alternate(inMesh(() => latency(() => call("What is ML?"), Math.min(SEQ, 3000))), () => latency(rawCall, Math.min(SEQ, 3000)));
+        const [cOurs, cRaw] = await alternate(
+          inMesh(() => latency(() => call("What is ML?"), Math.min(SEQ, 3000))),
+          () => latency(rawCall, Math.min(SEQ, 3000)),
+        );
         rows.push([`service call over ${label}, sequential p50 (µs)`, cOurs.p50, cRaw.p50, "lower is better"]);
         rows.push([`service call over ${label}, sequential p99 (µs)`, cOurs.p99, cRaw.p99, "lower is better"]);
         if (transport === "websocket") {
-          const [tc, tr] = await alternate(inMesh(() => throughput(() => call(1))), () => throughput(() => rws.send(smallRaw)));
+          const [tc, tr] = await alternate(
+            inMesh(() => throughput(() => call(1))),
+            () => throughput(() => rws.send(smallRaw)),
+          );
           rows.push([`service calls over one WS, ${IN_FLIGHT} in flight (calls/s)`, tc, tr, "higher is better"]);
           const [bc, br] = await alternate(
             inMesh(() =>
@@ -232,7 +260,12 @@ async function runClient(): Promise<void> {
             ),
             () => latency(() => rws.send(bigRawBytes), BIG_ROUNDS),
           );
-          rows.push(["service call with a 1 MiB Float32Array, round trip p50 (ms)", bc.p50 / 1000, br.p50 / 1000, "lower is better"]);
+          rows.push([
+            "service call with a 1 MiB Float32Array, round trip p50 (ms)",
+            bc.p50 / 1000,
+            br.p50 / 1000,
+            "lower is better",
+          ]);
         }
       }
     } finally {

@@ -166,7 +166,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
         };
         const timer = setTimeout(() => {
           waiters.delete(check);
-          reject(new Error(`OTLP receiver: expected ${n} spans, got ${spans.filter(filter).length} of ${spans.length}`));
+          reject(
+            new Error(`OTLP receiver: expected ${n} spans, got ${spans.filter(filter).length} of ${spans.length}`),
+          );
         }, timeoutMs);
         waiters.add(check);
         check();

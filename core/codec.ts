@@ -90,7 +90,9 @@ export function decode(bytes: Uint8Array): unknown {
   }
   if (bytes.byteLength === 0) throw new ProtocolError("Cannot decode frame: it is empty");
   // A Node/Bun Buffer would make every decoded byte string a Buffer; view it as a plain Uint8Array.
-  const src = bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const src = bytes.constructor === Uint8Array
+    ? bytes
+    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   try {
     return encoder.decode(src);
   } catch (cause) {

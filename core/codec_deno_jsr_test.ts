@@ -35,7 +35,9 @@ test(
     const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-"));
     try {
       // The package's own import map, as JSR would apply it; nothing else.
-      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as { imports: Record<string, string> };
+      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as {
+        imports: Record<string, string>;
+      };
       writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
       const codec = new URL("./codec.ts", import.meta.url).href;
       writeFileSync(

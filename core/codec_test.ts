@@ -148,15 +148,17 @@ test("errorToWire turns custom errors and thrown values into RemoteError data", 
 });
 
 test("errorFromWire never trusts the wire: unknown tags and malformed data become RemoteError", () => {
-  for (const wire of [
-    null,
-    42,
-    { tag: "constructor", message: "x", data: {} },
-    { tag: "__proto__", message: "x", data: {} },
-    { tag: "Error", message: "x", data: { name: "Function" } },
-    { tag: "Error", message: "x", data: { name: "toString" } },
-    { tag: "Evil", message: { not: "a string" }, data: null },
-  ]) {
+  for (
+    const wire of [
+      null,
+      42,
+      { tag: "constructor", message: "x", data: {} },
+      { tag: "__proto__", message: "x", data: {} },
+      { tag: "Error", message: "x", data: { name: "Function" } },
+      { tag: "Error", message: "x", data: { name: "toString" } },
+      { tag: "Evil", message: { not: "a string" }, data: null },
+    ]
+  ) {
     const err = errorFromWire(wire);
     ok(err instanceof RemoteError, `for ${JSON.stringify(wire)} got ${err.constructor.name}`);
   }

@@ -6,14 +6,17 @@ import { sleep } from "./_test_utils.ts";
 
 test("layerMesh provides a mesh to goEffect and closes it with the layer", async () => {
   const closed: string[] = [];
-  const Svc = ta.service({ gpus: 1 }, class Svc {
-    where() {
-      return ta.currentInstance()!.node;
-    }
-    close() {
-      closed.push("Svc");
-    }
-  });
+  const Svc = ta.service(
+    { gpus: 1 },
+    class Svc {
+      where() {
+        return ta.currentInstance()!.node;
+      }
+      close() {
+        closed.push("Svc");
+      }
+    },
+  );
   const svc = Svc.init();
   const program = Effect.gen(function* () {
     return yield* ta.goEffect(svc.where);

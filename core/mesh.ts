@@ -73,8 +73,13 @@ export class MeshNode {
       throw new RangeError(`MeshNode "${name}": cpus must be a non-negative integer, got ${describe(c)}`);
     }
     this.cpus = c;
-    if (options.endpoint !== undefined && (typeof options.endpoint !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint))) {
-      throw new TypeError(`MeshNode "${name}": endpoint must be a URL such as ws://127.0.0.1:7070, got ${describe(options.endpoint)}`);
+    if (
+      options.endpoint !== undefined &&
+      (typeof options.endpoint !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint))
+    ) {
+      throw new TypeError(
+        `MeshNode "${name}": endpoint must be a URL such as ws://127.0.0.1:7070, got ${describe(options.endpoint)}`,
+      );
     }
     this.endpoint = options.endpoint;
   }
@@ -154,7 +159,9 @@ function cwdUrl(): string {
   // feature-detected: a runtime without a working directory needs absolute paths or URLs
   const g = globalThis as { process?: { cwd?: () => string }; Deno?: { cwd?: () => string } };
   const dir = g.process?.cwd?.() ?? g.Deno?.cwd?.();
-  if (dir === undefined) throw new TypeError("Mesh.fromConfig: pass an absolute path or URL (this runtime has no working directory)");
+  if (dir === undefined) {
+    throw new TypeError("Mesh.fromConfig: pass an absolute path or URL (this runtime has no working directory)");
+  }
   return `file://${dir.endsWith("/") ? dir : `${dir}/`}`;
 }
 
@@ -190,7 +197,9 @@ export class Mesh implements AsyncDisposable {
 
   constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
     if (!Array.isArray(nodesOrDevices)) {
-      throw new TypeError(`Mesh expects an array of MeshNode (or of GpuDevice/CpuDevice), got ${describe(nodesOrDevices)}`);
+      throw new TypeError(
+        `Mesh expects an array of MeshNode (or of GpuDevice/CpuDevice), got ${describe(nodesOrDevices)}`,
+      );
     }
     if (options === null || typeof options !== "object") {
       throw new TypeError(`Mesh options must be an object, got ${describe(options)}`);
@@ -201,10 +210,15 @@ export class Mesh implements AsyncDisposable {
       this.nodes = [...nodes];
     } else if (nodesOrDevices.every((d) => d instanceof GpuDevice || d instanceof CpuDevice)) {
       const gpus = nodesOrDevices.filter((d): d is GpuDevice => d instanceof GpuDevice);
-      const cpus = nodesOrDevices.filter((d): d is CpuDevice => d instanceof CpuDevice).reduce((s, d) => s + d.count, 0);
+      const cpus = nodesOrDevices.filter((d): d is CpuDevice => d instanceof CpuDevice).reduce(
+        (s, d) => s + d.count,
+        0,
+      );
       this.nodes = [new MeshNode("local", { gpus, cpus: cpus || Infinity })];
     } else {
-      const bad = nodesOrDevices.find((n) => !(n instanceof MeshNode || n instanceof GpuDevice || n instanceof CpuDevice));
+      const bad = nodesOrDevices.find((n) =>
+        !(n instanceof MeshNode || n instanceof GpuDevice || n instanceof CpuDevice)
+      );
       throw new TypeError(
         bad === undefined
           ? "Mesh expects either MeshNodes or devices (GpuDevice/CpuDevice), not a mix"
@@ -245,7 +259,9 @@ export class Mesh implements AsyncDisposable {
   static async fromConfig(config: MeshConfig | string | URL): Promise<Mesh> {
     let c: unknown = config;
     if (typeof config === "string" || config instanceof URL) {
-      const url = config instanceof URL ? config : new URL(config, /^[a-z][a-z0-9+.-]*:/i.test(config) ? undefined : cwdUrl());
+      const url = config instanceof URL
+        ? config
+        : new URL(config, /^[a-z][a-z0-9+.-]*:/i.test(config) ? undefined : cwdUrl());
       try {
         c = (await import(url.href, { with: { type: "json" } })).default;
       } catch (e) {
@@ -264,9 +280,13 @@ export class Mesh implements AsyncDisposable {
     });
     const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrency", "nodes"]);
     const unknown = Object.keys(cfg).filter((k) => !known.has(k));
-    if (unknown.length > 0) throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
+    if (unknown.length > 0) {
+      throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
+    }
     if (cfg.transport !== undefined && !["http", "websocket", "in_memory"].includes(cfg.transport)) {
-      throw new TypeError(`Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`);
+      throw new TypeError(
+        `Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`,
+      );
     }
     const options: MeshOptions = {};
     if (cfg.name !== undefined) options.name = cfg.name;
@@ -290,7 +310,9 @@ export class Mesh implements AsyncDisposable {
    * @returns What `fn` returns.
    */
   run<R>(fn: () => R | PromiseLike<R>): Promise<R> {
-    if (typeof fn !== "function") return Promise.reject(new TypeError(`mesh.run expects a function, got ${describe(fn)}`));
+    if (typeof fn !== "function") {
+      return Promise.reject(new TypeError(`mesh.run expects a function, got ${describe(fn)}`));
+    }
     if (this.#closed) return Promise.reject(new TypeError(`mesh "${this.name}" is closed`));
     try {
       return Promise.resolve(runInContext({ mesh: this }, fn));
@@ -385,7 +407,9 @@ export class Mesh implements AsyncDisposable {
   }
 
   private placementMessage(def: ServiceDef, replica: number): string {
-    const what = def.replicas > 1 ? `replica ${replica + 1} of ${def.replicas} of service "${def.name}"` : `service "${def.name}"`;
+    const what = def.replicas > 1
+      ? `replica ${replica + 1} of ${def.replicas} of service "${def.name}"`
+      : `service "${def.name}"`;
     const states = [...this._state.values()];
     const maxBy = (f: (s: NodeState) => number) => states.reduce((a, b) => (f(b) > f(a) ? b : a));
     const gpuFit = states.some((s) => gpuFits(s, def.gpus));
@@ -396,14 +420,20 @@ export class Mesh implements AsyncDisposable {
     }
     if (!gpuFit) {
       const m = maxBy((s) => s.freeGpus.length);
-      return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")}, the largest free on any node is ${m.freeGpus.length} (${m.node.name})`;
+      return `Cannot place ${what}: needs ${
+        plural(def.gpus, "GPU")
+      }, the largest free on any node is ${m.freeGpus.length} (${m.node.name})`;
     }
     const m = maxBy((s) => s.freeCpus);
     if (def.gpus === 0) {
-      return `Cannot place ${what}: needs ${plural(def.cpus, "CPU")}, the largest free on any node is ${m.freeCpus} (${m.node.name})`;
+      return `Cannot place ${what}: needs ${
+        plural(def.cpus, "CPU")
+      }, the largest free on any node is ${m.freeCpus} (${m.node.name})`;
     }
     const free = states.map((s) => `${s.node.name}: ${s.freeGpus.length} GPUs/${s.freeCpus} CPUs`).join(", ");
-    return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")} and ${plural(def.cpus, "CPU")} on one node; free: ${free}`;
+    return `Cannot place ${what}: needs ${plural(def.gpus, "GPU")} and ${
+      plural(def.cpus, "CPU")
+    } on one node; free: ${free}`;
   }
 
   /**
@@ -418,7 +448,10 @@ export class Mesh implements AsyncDisposable {
       nodes: [...this._state.values()].map((s) => ({
         name: s.node.name,
         endpoint: s.node.endpoint,
-        gpus: { total: s.node.unboundedGpus ? Infinity : s.node.gpus.length, free: s.node.unboundedGpus ? Infinity : s.freeGpus.length },
+        gpus: {
+          total: s.node.unboundedGpus ? Infinity : s.node.gpus.length,
+          free: s.node.unboundedGpus ? Infinity : s.freeGpus.length,
+        },
         cpus: { total: s.node.cpus, free: s.freeCpus },
       })),
       instances: this.deployments.filter((d) => !d.disposed).flatMap((d) =>

@@ -3,11 +3,14 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { rejection, sleep } from "./_test_utils.ts";
 
-const Generator = ta.service({ gpus: 4 }, class Generator {
-  async generate(q: string) {
-    return `gen(${q}) on gpus ${ta.currentInstanceGpus()!.map((g) => g.id).join(",")}`;
-  }
-});
+const Generator = ta.service(
+  { gpus: 4 },
+  class Generator {
+    async generate(q: string) {
+      return `gen(${q}) on gpus ${ta.currentInstanceGpus()!.map((g) => g.id).join(",")}`;
+    }
+  },
+);
 
 test("Mesh places GPU services across a 3-node mesh and assigns distinct GPUs", async () => {
   await using mesh = new ta.Mesh([
@@ -34,9 +37,12 @@ test("Mesh places GPU services across a 3-node mesh and assigns distinct GPUs", 
 });
 
 test("PlacementError says what was asked and the most any node has free", async () => {
-  const Big = ta.service({ gpus: 4, name: "Big" }, class {
-    f() {}
-  });
+  const Big = ta.service(
+    { gpus: 4, name: "Big" },
+    class {
+      f() {}
+    },
+  );
   await using mesh = new ta.Mesh([new ta.MeshNode("server1", { gpus: 2 }), new ta.MeshNode("server2", { gpus: 1 })]);
   await mesh.run(() => {
     assert.throws(
@@ -46,9 +52,12 @@ test("PlacementError says what was asked and the most any node has free", async 
         e.message === 'Cannot place service "Big": needs 4 GPUs, the largest free on any node is 2 (server1)',
     );
   });
-  const CpuHeavy = ta.service({ cpus: 16, name: "CpuHeavy" }, class {
-    f() {}
-  });
+  const CpuHeavy = ta.service(
+    { cpus: 16, name: "CpuHeavy" },
+    class {
+      f() {}
+    },
+  );
   await using mesh2 = new ta.Mesh([new ta.MeshNode("a", { cpus: 8 })]);
   const big = CpuHeavy.init(); // created outside a mesh: placed on first use, which fails
   const e = await mesh2.run(() => rejection(big.f.go()));
@@ -58,9 +67,12 @@ test("PlacementError says what was asked and the most any node has free", async 
 });
 
 test("replicas are placed all or nothing", async () => {
-  const R = ta.service({ gpus: 1, replicas: 3, name: "R3" }, class {
-    f() {}
-  });
+  const R = ta.service(
+    { gpus: 1, replicas: 3, name: "R3" },
+    class {
+      f() {}
+    },
+  );
   await using mesh = new ta.Mesh([new ta.MeshNode("a", { gpus: 1 }), new ta.MeshNode("b", { gpus: 1 })]);
   await mesh.run(() => assert.throws(() => R.init(), /replica 3 of 3 of service "R3"/));
   assert.deepEqual(mesh.stats().nodes.map((n) => n.gpus.free), [1, 1]);
@@ -75,11 +87,14 @@ test("a Mesh built from devices is one local node with those resources", async (
 });
 
 test("nested .go() inside ops and service methods uses the mesh of mesh.run", async () => {
-  const Where = ta.service({ cpus: 1 }, class Where {
-    node() {
-      return ta.currentInstance()!.node;
-    }
-  });
+  const Where = ta.service(
+    { cpus: 1 },
+    class Where {
+      node() {
+        return ta.currentInstance()!.node;
+      }
+    },
+  );
   const w = Where.init();
   const inner = ta.op(async function inner() {
     return await w.node.go();
@@ -96,23 +111,27 @@ test("nested .go() inside ops and service methods uses the mesh of mesh.run", as
 
 test("mesh.close disposes instances and cancels calls that had not started", async () => {
   const disposed: string[] = [];
-  const A = ta.service(class A {
-    async slow() {
-      await sleep(20);
-      return "done";
-    }
-    async [Symbol.asyncDispose]() {
-      disposed.push("A");
-    }
-  });
-  const B = ta.service(class B {
-    ping() {
-      return "pong";
-    }
-    close() {
-      disposed.push("B");
-    }
-  });
+  const A = ta.service(
+    class A {
+      async slow() {
+        await sleep(20);
+        return "done";
+      }
+      async [Symbol.asyncDispose]() {
+        disposed.push("A");
+      }
+    },
+  );
+  const B = ta.service(
+    class B {
+      ping() {
+        return "pong";
+      }
+      close() {
+        disposed.push("B");
+      }
+    },
+  );
   const mesh = new ta.Mesh([new ta.MeshNode("n")]);
   const [running, queued] = await mesh.run(async () => {
     const a = A.init();
@@ -171,7 +190,11 @@ test("devices() lists provider GPUs and the CPU count", async () => {
 });
 
 test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad fields", async () => {
-  const mesh = await ta.Mesh.fromConfig({ name: "cfg", transport: "http", nodes: [{ name: "a", gpus: 2, endpoint: "ws://127.0.0.1:1" }] });
+  const mesh = await ta.Mesh.fromConfig({
+    name: "cfg",
+    transport: "http",
+    nodes: [{ name: "a", gpus: 2, endpoint: "ws://127.0.0.1:1" }],
+  });
   assert.equal(mesh.name, "cfg");
   assert.equal(mesh.options.transport, "http");
   assert.equal(mesh.nodes[0].endpoint, "ws://127.0.0.1:1");
@@ -185,39 +208,69 @@ test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad 
   assert.deepEqual(fromFile.nodes.map((n) => n.name), ["x", "y"]);
   await fromFile.close();
   await assert.rejects(ta.Mesh.fromConfig({} as never), /needs a "nodes" array/);
-  await assert.rejects(ta.Mesh.fromConfig({ nodes: [{ name: "a" }], trasnport: "http" } as never), /unknown field trasnport/);
-  await assert.rejects(ta.Mesh.fromConfig({ nodes: [{ name: "a" }], transport: "carrier-pigeon" } as never), /transport must be/);
+  await assert.rejects(
+    ta.Mesh.fromConfig({ nodes: [{ name: "a" }], trasnport: "http" } as never),
+    /unknown field trasnport/,
+  );
+  await assert.rejects(
+    ta.Mesh.fromConfig({ nodes: [{ name: "a" }], transport: "carrier-pigeon" } as never),
+    /transport must be/,
+  );
   await assert.rejects(ta.Mesh.fromConfig(join(tmpdir(), "does-not-exist.json")), /cannot read/);
 });
 
 test("GPU shares: services with gpus below 1 split one GPU until the shares add up to 1", async () => {
-  const Half = ta.service({ gpus: 0.5, name: "Half" }, class {
-    gpu() {
-      return ta.currentInstanceGpus()!.map((g) => g.id);
-    }
-  });
-  const Whole = ta.service({ gpus: 1, name: "WholeGpu" }, class {
-    gpu() {
-      return ta.currentInstanceGpus()!.map((g) => g.id);
-    }
-  });
+  const Half = ta.service(
+    { gpus: 0.5, name: "Half" },
+    class {
+      gpu() {
+        return ta.currentInstanceGpus()!.map((g) => g.id);
+      }
+    },
+  );
+  const Whole = ta.service(
+    { gpus: 1, name: "WholeGpu" },
+    class {
+      gpu() {
+        return ta.currentInstanceGpus()!.map((g) => g.id);
+      }
+    },
+  );
   await using mesh = new ta.Mesh([new ta.MeshNode("n", { gpus: 2 })]);
   await mesh.run(async () => {
     const a = Half.init(), b = Half.init();
     assert.deepEqual(await a.gpu.go(), await b.gpu.go(), "two halves share one GPU");
     const w = Whole.init();
     assert.notDeepEqual(await w.gpu.go(), await a.gpu.go(), "a whole GPU is not one already shared");
-    assert.throws(() => Half.init(), (e: unknown) => e instanceof ta.PlacementError && /needs 0\.5 of a GPU/.test(e.message));
+    assert.throws(
+      () => Half.init(),
+      (e: unknown) => e instanceof ta.PlacementError && /needs 0\.5 of a GPU/.test(e.message),
+    );
   });
   assert.equal(mesh.stats().nodes[0].gpus.free, 0);
-  assert.throws(() => ta.service({ gpus: 1.5 }, class X { f() {} }), /whole number ≥ 0 or a share/);
-  assert.throws(() => ta.service({ gpus: 0.0001 }, class Y { f() {} }), RangeError);
+  assert.throws(() =>
+    ta.service(
+      { gpus: 1.5 },
+      class X {
+        f() {}
+      },
+    ), /whole number ≥ 0 or a share/);
+  assert.throws(() =>
+    ta.service(
+      { gpus: 0.0001 },
+      class Y {
+        f() {}
+      },
+    ), RangeError);
 });
 
 test("GPU shares are returned when the mesh closes and a whole GPU fits again", async () => {
-  const Quarter = ta.service({ gpus: 0.25, name: "Quarter" }, class {
-    f() {}
-  });
+  const Quarter = ta.service(
+    { gpus: 0.25, name: "Quarter" },
+    class {
+      f() {}
+    },
+  );
   const mesh = new ta.Mesh([new ta.MeshNode("n", { gpus: 1 })]);
   await mesh.run(() => {
     for (let i = 0; i < 4; i++) Quarter.init();

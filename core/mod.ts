@@ -23,7 +23,14 @@ export {
   type ServiceOptions,
 } from "./service.ts";
 export { Mesh, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
-export { CpuDevice, type DeviceProvider, devices, GpuDevice, type GpuDeviceOptions, registerDeviceProvider } from "./devices.ts";
+export {
+  CpuDevice,
+  type DeviceProvider,
+  devices,
+  GpuDevice,
+  type GpuDeviceOptions,
+  registerDeviceProvider,
+} from "./devices.ts";
 export { currentInstance, currentInstanceGpus, type InstanceInfo } from "./context.ts";
 export {
   type CallEdge,
@@ -32,11 +39,17 @@ export {
   getProfiler,
   type OpStats,
   profile,
-  type ProfileSummary,
   Profiler,
+  type ProfileSummary,
   type TaskRecord,
 } from "./profile.ts";
-export { disableTracing, enableTracing, isTracingEnabled, setTracingAutoDetect, type TracingOptions } from "./tracing.ts";
+export {
+  disableTracing,
+  enableTracing,
+  isTracingEnabled,
+  setTracingAutoDetect,
+  type TracingOptions,
+} from "./tracing.ts";
 export { onTaskEvent, type TaskEvent, type TaskEventKind, type TaskEventListener, type TaskInfo } from "./events.ts";
 export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
 export type { Refable, RefArgs } from "./types.ts";

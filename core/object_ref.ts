@@ -458,7 +458,9 @@ function resolveNested(v: object, depth: number): unknown {
       const a = v[i];
       let r = a;
       if (a instanceof ObjectRef) r = a._value;
-      else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) r = resolveNested(a, depth + 1);
+      else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) {
+        r = resolveNested(a, depth + 1);
+      }
       if (r !== a) (out ??= v.slice())[i] = r;
     }
     return out ?? v;
@@ -468,7 +470,9 @@ function resolveNested(v: object, depth: number): unknown {
     const a = (v as Record<string, unknown>)[k];
     let r = a;
     if (a instanceof ObjectRef) r = a._value;
-    else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) r = resolveNested(a, depth + 1);
+    else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) {
+      r = resolveNested(a, depth + 1);
+    }
     if (r !== a) (out ??= { ...(v as Record<string, unknown>) })[k] = r;
   }
   return out ?? v;

@@ -8,7 +8,7 @@ import { currentContext, type RunContext } from "./context.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import { eventsEnabled } from "./events.ts";
 import type { ObjectRef, TaskTarget } from "./object_ref.ts";
-import { failedRef, Limiter, type RunPolicy, runBody, submit } from "./scheduler.ts";
+import { failedRef, Limiter, runBody, type RunPolicy, submit } from "./scheduler.ts";
 import type { RefArgs } from "./types.ts";
 import type { Mesh } from "./mesh.ts";
 
@@ -82,7 +82,11 @@ export interface Op<A extends unknown[], R> {
 function checkCount(what: string, name: string, v: unknown, min: number): number | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
-    throw new RangeError(`op "${name}": ${what} must be a ${what === "timeoutMs" ? "positive number" : `integer ≥ ${min}`}, got ${String(v)}`);
+    throw new RangeError(
+      `op "${name}": ${what} must be a ${what === "timeoutMs" ? "positive number" : `integer ≥ ${min}`}, got ${
+        String(v)
+      }`,
+    );
   }
   return v;
 }
@@ -138,10 +142,11 @@ class OpTarget implements TaskTarget {
       }
     }
     if (mesh !== undefined && mesh._limiter !== undefined) {
-      mesh._limiter.acquire(task, (t) => runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
-        mesh._limiter!.release();
-        this.doneBound?.(x);
-      }));
+      mesh._limiter.acquire(task, (t) =>
+        runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
+          mesh._limiter!.release();
+          this.doneBound?.(x);
+        }));
     } else {
       runBody(task, fn, undefined, task._ctx, this.policy, this.doneBound);
     }

@@ -307,34 +307,44 @@ test("op concurrency limits how many calls run at once", async () => {
 });
 
 test("op() rejects bad arguments with a TypeError that says what it got", () => {
-  assert.throws(() => ta.op(42 as never), (e: unknown) => e instanceof TypeError && /expects a function.*number 42/.test(e.message));
-  assert.throws(() => ta.op("name", "nope" as never), (e: unknown) => e instanceof TypeError && /function to wrap/.test(e.message));
+  assert.throws(
+    () => ta.op(42 as never),
+    (e: unknown) => e instanceof TypeError && /expects a function.*number 42/.test(e.message),
+  );
+  assert.throws(
+    () => ta.op("name", "nope" as never),
+    (e: unknown) => e instanceof TypeError && /function to wrap/.test(e.message),
+  );
   assert.throws(() => ta.op({ name: "" }, async () => 1), TypeError);
   assert.throws(() => ta.op({ retries: -1 }, async () => 1), RangeError);
   assert.throws(() => ta.op({ concurrency: 0 }, async () => 1), RangeError);
   assert.throws(() => ta.op({ timeoutMs: -5 }, async () => 1), RangeError);
 });
 
-test("results are released once their refs are dropped", { skip: gcFunction() ? false : "no GC hook on this runtime" }, async () => {
-  const gc = gcFunction()!;
-  let collected = 0;
-  const registry = new FinalizationRegistry(() => collected++);
-  const make = ta.op(async function make(i: number) {
-    const big = { payload: new Array(100).fill(i) };
-    registry.register(big, i);
-    return big;
-  });
-  const n = 2_000;
-  await (async () => {
-    const refs = Array.from({ length: n }, (_, i) => make.go(i));
-    await Promise.all(refs);
-  })();
-  for (let i = 0; i < 50 && collected < n * 0.9; i++) {
-    gc();
-    await sleep(10);
-  }
-  assert.ok(collected >= n * 0.9, `only ${collected} of ${n} results were collected`);
-});
+test(
+  "results are released once their refs are dropped",
+  { skip: gcFunction() ? false : "no GC hook on this runtime" },
+  async () => {
+    const gc = gcFunction()!;
+    let collected = 0;
+    const registry = new FinalizationRegistry(() => collected++);
+    const make = ta.op(async function make(i: number) {
+      const big = { payload: new Array(100).fill(i) };
+      registry.register(big, i);
+      return big;
+    });
+    const n = 2_000;
+    await (async () => {
+      const refs = Array.from({ length: n }, (_, i) => make.go(i));
+      await Promise.all(refs);
+    })();
+    for (let i = 0; i < 50 && collected < n * 0.9; i++) {
+      gc();
+      await sleep(10);
+    }
+    assert.ok(collected >= n * 0.9, `only ${collected} of ${n} results were collected`);
+  },
+);
 
 test("ta.all waits for refs and values like Promise.all and rejects with the failed ref's own error", async () => {
   const id = ta.op(async function idAll(x: number) {

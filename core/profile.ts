@@ -168,14 +168,26 @@ export class Profiler implements Disposable {
     const s = this.summary();
     const f = (x: number) => x < 1 ? `${(x * 1000).toFixed(0)}µs` : `${x.toFixed(2)}ms`;
     const rows = Object.entries(s.ops).map(([name, o]) => [
-      name, o.kind, String(o.count), String(o.failed), f(o.mean), f(o.p50), f(o.p95), f(o.p99), f(o.meanQueueWait),
+      name,
+      o.kind,
+      String(o.count),
+      String(o.failed),
+      f(o.mean),
+      f(o.p50),
+      f(o.p95),
+      f(o.p99),
+      f(o.meanQueueWait),
     ]);
     const head = ["name", "kind", "calls", "failed", "mean", "p50", "p95", "p99", "queue"];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
     const out = [`profile: ${s.elapsedMs.toFixed(1)} ms`, line(head), ...rows.map(line), "", "calls:"];
     for (const e of s.graph) {
-      out.push(`  ${e.caller} -> ${e.callee}: ${e.calls} call${e.calls === 1 ? "" : "s"} (fan-out mean ${e.fanout.mean.toFixed(1)}, max ${e.fanout.max})`);
+      out.push(
+        `  ${e.caller} -> ${e.callee}: ${e.calls} call${e.calls === 1 ? "" : "s"} (fan-out mean ${
+          e.fanout.mean.toFixed(1)
+        }, max ${e.fanout.max})`,
+      );
     }
     return out.join("\n");
   }
@@ -262,7 +274,16 @@ export class Profiler implements Disposable {
         // "s" must lie inside the input's slice to bind to it: just before its end
         const sAt = from.end - Math.min((from.end - from.start) / 2, 0.000001);
         events.push({ name: "dependency", cat: "dependency", ph: "s", id, ts: us(sAt), pid: from.pid, tid: from.tid });
-        events.push({ name: "dependency", cat: "dependency", ph: "f", bp: "e", id, ts: us(to.start), pid: to.pid, tid: to.tid });
+        events.push({
+          name: "dependency",
+          cat: "dependency",
+          ph: "f",
+          bp: "e",
+          id,
+          ts: us(to.start),
+          pid: to.pid,
+          tid: to.tid,
+        });
       }
     }
     return { traceEvents: events, displayTimeUnit: "ms" };
@@ -305,7 +326,9 @@ export class Profiler implements Disposable {
     }
     const latest = (list: Iterable<TaskRecord>, ok: (r: TaskRecord) => boolean) => {
       let best: TaskRecord | undefined;
-      for (const r of list) if (!seen.has(r.id) && ok(r) && (best === undefined || r.settledAt > best.settledAt)) best = r;
+      for (const r of list) {
+        if (!seen.has(r.id) && ok(r) && (best === undefined || r.settledAt > best.settledAt)) best = r;
+      }
       return best;
     };
     // the last input to settle, else what its caller awaited (settled) before submitting it

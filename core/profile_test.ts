@@ -25,16 +25,20 @@ test("profile records plain ops outside a mesh with counts and percentiles", asy
 });
 
 test("profile records service methods inside a mesh and the caller→callee graph with fan-out", async () => {
-  const Retriever = ta.service(class Retriever {
-    async retrieve(q: string) {
-      return [q];
-    }
-  });
-  const Generator = ta.service(class Generator {
-    async generate(_q: string, docs: string[][]) {
-      return docs.length;
-    }
-  });
+  const Retriever = ta.service(
+    class Retriever {
+      async retrieve(q: string) {
+        return [q];
+      }
+    },
+  );
+  const Generator = ta.service(
+    class Generator {
+      async generate(_q: string, docs: string[][]) {
+        return docs.length;
+      }
+    },
+  );
   const r = Retriever.init();
   const g = Generator.init();
   const answer = ta.op(async function answer(q: string) {
@@ -75,12 +79,15 @@ test("getProfiler returns the active profiler until it stops; a stopped profiler
 });
 
 test("Profiler.toChromeTrace has one complete event per task with its duration, node tracks and dependency flows", async () => {
-  const Retriever = ta.service({ replicas: 2 }, class TraceRetriever {
-    async retrieve(q: string) {
-      await sleep(2);
-      return [q];
-    }
-  });
+  const Retriever = ta.service(
+    { replicas: 2 },
+    class TraceRetriever {
+      async retrieve(q: string) {
+        await sleep(2);
+        return [q];
+      }
+    },
+  );
   const merge = ta.op(async function traceMerge(docs: string[][]) {
     return docs.flat().length;
   });

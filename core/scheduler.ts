@@ -7,7 +7,7 @@
  * @module
  */
 import { Cause, Effect, Exit } from "effect";
-import { currentContext, runInContext, type RunContext } from "./context.ts";
+import { currentContext, type RunContext, runInContext } from "./context.ts";
 import { OpExecutionError, ThinkagainError, TimeoutError } from "./errors.ts";
 import { bodyWrapper, emit, eventsEnabled, submitProbe } from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
@@ -103,7 +103,9 @@ export interface CancelHook {
 
 /** The error a task fails with when its body threw `e`. */
 function failure(task: ObjectRef<unknown>, e: unknown): unknown {
-  return task._target.passErrors === true && e instanceof ThinkagainError ? e : new OpExecutionError(task._target.name, e);
+  return task._target.passErrors === true && e instanceof ThinkagainError
+    ? e
+    : new OpExecutionError(task._target.name, e);
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {

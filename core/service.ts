@@ -6,12 +6,12 @@
  *
  * @module
  */
-import { currentContext, type InstanceInfo, runInContext, type RunContext } from "./context.ts";
+import { currentContext, type InstanceInfo, type RunContext, runInContext } from "./context.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import type { GpuDevice } from "./devices.ts";
 import { ObjectRef, settle, State, type TaskTarget } from "./object_ref.ts";
 import { describe, policyOf } from "./op.ts";
-import { failedRef, type RunPolicy, runBody, submit } from "./scheduler.ts";
+import { failedRef, runBody, type RunPolicy, submit } from "./scheduler.ts";
 import type { RefArgs } from "./types.ts";
 import { defaultMesh, type Mesh } from "./mesh.ts";
 
@@ -123,7 +123,9 @@ function gpuCount(service: string, v: unknown): number {
   if (typeof v === "number" && v > 0 && v < 1 && Math.abs(v * 1000 - Math.round(v * 1000)) < 1e-9) return v;
   if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
   throw new RangeError(
-    `service "${service}": gpus must be a whole number ≥ 0 or a share of one GPU between 0 and 1 (e.g. 0.5), got ${describe(v)}`,
+    `service "${service}": gpus must be a whole number ≥ 0 or a share of one GPU between 0 and 1 (e.g. 0.5), got ${
+      describe(v)
+    }`,
   );
 }
 
@@ -252,7 +254,10 @@ export class HandleState {
       const ctx = currentContext();
       const mesh = (ctx?.mesh as Mesh | undefined) ?? defaultMesh();
       if (mesh.closed) {
-        return failedRef(deadTarget(qualified), new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`));
+        return failedRef(
+          deadTarget(qualified),
+          new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`),
+        );
       }
       let d: Deployment;
       try {
@@ -272,7 +277,14 @@ function deadTarget(name: string): TaskTarget {
   return { name, kind: "method", node: undefined, ready() {} };
 }
 
-const passThrough = new Set<string | symbol>(["then", "toJSON", "constructor", "asymmetricMatch", "nodeType", "$$typeof"]);
+const passThrough = new Set<string | symbol>([
+  "then",
+  "toJSON",
+  "constructor",
+  "asymmetricMatch",
+  "nodeType",
+  "$$typeof",
+]);
 
 /** @internal A handle for `state` (also used for handles revived from the wire). */
 export function makeHandle(state: HandleState): object {
@@ -491,15 +503,23 @@ export class LocalReplica extends MailboxReplica {
 
   protected start(task: ObjectRef<unknown>, method: string): void {
     const instance = this.instance!;
-    runBody(task, instance[method] as (...a: unknown[]) => unknown, instance, this.ctx, this.def.policy, this.doneBound);
+    runBody(
+      task,
+      instance[method] as (...a: unknown[]) => unknown,
+      instance,
+      this.ctx,
+      this.def.policy,
+      this.doneBound,
+    );
   }
 
   protected async dispose(): Promise<void> {
     const instance = this.instance;
     this.instance = undefined;
     if (instance === undefined) return;
-    const dispose = (instance[Symbol.asyncDispose as unknown as string] ?? instance[Symbol.dispose as unknown as string] ??
-      instance["close"]) as (() => unknown) | undefined;
+    const dispose =
+      (instance[Symbol.asyncDispose as unknown as string] ?? instance[Symbol.dispose as unknown as string] ??
+        instance["close"]) as (() => unknown) | undefined;
     if (typeof dispose === "function") await runInContext(this.ctx, () => dispose.call(instance));
   }
 }

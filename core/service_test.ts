@@ -4,17 +4,19 @@ import * as ta from "../mod.ts";
 import { gate, rejection, sleep } from "./_test_utils.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
-  const Store = ta.service(class Store {
-    private items: string[] = [];
-    constructor(readonly prefix: string) {}
-    async add(item: string) {
-      this.items.push(`${this.prefix}${item}`);
-      return this.items.length;
-    }
-    list() {
-      return [...this.items];
-    }
-  });
+  const Store = ta.service(
+    class Store {
+      private items: string[] = [];
+      constructor(readonly prefix: string) {}
+      async add(item: string) {
+        this.items.push(`${this.prefix}${item}`);
+        return this.items.length;
+      }
+      list() {
+        return [...this.items];
+      }
+    },
+  );
   const store = Store.init("x-");
   assert.equal(await store.add("a"), 1);
   assert.equal(await store.add.go("b"), 2);
@@ -23,15 +25,17 @@ test("service state persists across calls; direct calls and .go() both work", as
 });
 
 test("a counter service hit by 100 concurrent read-await-write increments ends at 100", async () => {
-  const Counter = ta.service(class Counter {
-    n = 0;
-    async increment() {
-      const v = this.n;
-      await sleep(0);
-      this.n = v + 1;
-      return this.n;
-    }
-  });
+  const Counter = ta.service(
+    class Counter {
+      n = 0;
+      async increment() {
+        const v = this.n;
+        await sleep(0);
+        this.n = v + 1;
+        return this.n;
+      }
+    },
+  );
   const c = Counter.init();
   const results = await Promise.all(Array.from({ length: 100 }, () => c.increment.go()));
   assert.equal(await c.increment(), 101);
@@ -43,13 +47,15 @@ test("calls to one instance start in submission order even when an earlier one w
   const input = ta.op(async function input() {
     return await g.promise;
   });
-  const Log = ta.service(class Log {
-    seen: string[] = [];
-    record(x: string) {
-      this.seen.push(x);
-      return [...this.seen];
-    }
-  });
+  const Log = ta.service(
+    class Log {
+      seen: string[] = [];
+      record(x: string) {
+        this.seen.push(x);
+        return [...this.seen];
+      }
+    },
+  );
   const log = Log.init();
   const first = log.record.go(input.go());
   const second = log.record.go("second");
@@ -62,26 +68,32 @@ test("calls to one instance start in submission order even when an earlier one w
 
 test("maxConcurrency lets one instance run several calls at once", async () => {
   let running = 0, peak = 0;
-  const Pool = ta.service({ maxConcurrency: 3 }, class Pool {
-    async work() {
-      running++;
-      peak = Math.max(peak, running);
-      await sleep(5);
-      running--;
-    }
-  });
+  const Pool = ta.service(
+    { maxConcurrency: 3 },
+    class Pool {
+      async work() {
+        running++;
+        peak = Math.max(peak, running);
+        await sleep(5);
+        running--;
+      }
+    },
+  );
   const p = Pool.init();
   await Promise.all(Array.from({ length: 9 }, () => p.work.go()));
   assert.equal(peak, 3);
 });
 
 test("replicas: calls are spread by fewest outstanding calls", async () => {
-  const Worker = ta.service({ replicas: 3 }, class Worker {
-    async which() {
-      await sleep(2);
-      return (ta.currentInstance() as ta.InstanceInfo).replica;
-    }
-  });
+  const Worker = ta.service(
+    { replicas: 3 },
+    class Worker {
+      async which() {
+        await sleep(2);
+        return (ta.currentInstance() as ta.InstanceInfo).replica;
+      }
+    },
+  );
   await using mesh = new ta.Mesh([new ta.MeshNode("n", { cpus: 8 })]);
   const counts = await mesh.run(async () => {
     const w = Worker.init();
@@ -94,16 +106,20 @@ test("replicas: calls are spread by fewest outstanding calls", async () => {
 });
 
 test("a handle can be passed to ops and other services", async () => {
-  const Retriever = ta.service(class Retriever {
-    async retrieve(q: string) {
-      return [`${q}:1`, `${q}:2`];
-    }
-  });
-  const Agent = ta.service(class Agent {
-    async ask(r: ta.ServiceHandle<{ retrieve(q: string): Promise<string[]> }>, q: string) {
-      return (await r.retrieve.go(q)).length;
-    }
-  });
+  const Retriever = ta.service(
+    class Retriever {
+      async retrieve(q: string) {
+        return [`${q}:1`, `${q}:2`];
+      }
+    },
+  );
+  const Agent = ta.service(
+    class Agent {
+      async ask(r: ta.ServiceHandle<{ retrieve(q: string): Promise<string[]> }>, q: string) {
+        return (await r.retrieve.go(q)).length;
+      }
+    },
+  );
   const viaOp = ta.op(async function viaOp(r: typeof retriever, q: string) {
     return await r.retrieve.go(q);
   });
@@ -113,24 +129,28 @@ test("a handle can be passed to ops and other services", async () => {
 });
 
 test("a method that does not exist is a TypeError listing the methods", () => {
-  const S = ta.service(class S {
-    a() {}
-    b() {}
-  });
+  const S = ta.service(
+    class S {
+      a() {}
+      b() {}
+    },
+  );
   const s = S.init() as unknown as Record<string, unknown>;
   assert.throws(() => s.nope, (e: unknown) => e instanceof TypeError && /no method "nope".*a, b/.test(e.message));
   assert.equal(s.then, undefined, "a handle is not mistaken for a thenable");
 });
 
 test("a method that throws rejects with OpExecutionError naming Service.method", async () => {
-  const S = ta.service(class Thrower {
-    async fail() {
-      throw new RangeError("nope");
-    }
-    ok() {
-      return "still serving";
-    }
-  });
+  const S = ta.service(
+    class Thrower {
+      async fail() {
+        throw new RangeError("nope");
+      }
+      ok() {
+        return "still serving";
+      }
+    },
+  );
   const s = S.init();
   const e = await rejection(s.fail.go());
   assert.ok(e instanceof ta.OpExecutionError);
@@ -140,14 +160,16 @@ test("a method that throws rejects with OpExecutionError naming Service.method",
 });
 
 test("a constructor that throws fails the calls with OpExecutionError naming the constructor", async () => {
-  const Broken = ta.service(class Broken {
-    constructor() {
-      throw new Error("no model");
-    }
-    run() {
-      return 1;
-    }
-  });
+  const Broken = ta.service(
+    class Broken {
+      constructor() {
+        throw new Error("no model");
+      }
+      run() {
+        return 1;
+      }
+    },
+  );
   const b = Broken.init();
   const e = await rejection(b.run.go());
   assert.ok(e instanceof ta.OpExecutionError);
@@ -155,25 +177,46 @@ test("a constructor that throws fails the calls with OpExecutionError naming the
 });
 
 test("service() rejects bad arguments with a helpful TypeError", () => {
-  assert.throws(() => ta.service(42 as never), (e: unknown) => e instanceof TypeError && /expects a class/.test(e.message));
-  assert.throws(() => ta.service({}, "x" as never), (e: unknown) => e instanceof TypeError && /class to wrap/.test(e.message));
+  assert.throws(
+    () => ta.service(42 as never),
+    (e: unknown) => e instanceof TypeError && /expects a class/.test(e.message),
+  );
+  assert.throws(
+    () => ta.service({}, "x" as never),
+    (e: unknown) => e instanceof TypeError && /class to wrap/.test(e.message),
+  );
   assert.throws(() => ta.service((async () => 1) as never), TypeError);
   assert.throws(() => ta.service(class Empty {}), /no public methods/);
-  assert.throws(() => ta.service({ gpus: -1 }, class G { f() {} }), RangeError);
-  assert.throws(() => ta.service({ replicas: 0 }, class R { f() {} }), RangeError);
+  assert.throws(() =>
+    ta.service(
+      { gpus: -1 },
+      class G {
+        f() {}
+      },
+    ), RangeError);
+  assert.throws(() =>
+    ta.service(
+      { replicas: 0 },
+      class R {
+        f() {}
+      },
+    ), RangeError);
 });
 
 test("service calls honour retries and timeoutMs", async () => {
   let n = 0;
-  const S = ta.service({ retries: 2, timeoutMs: 50 }, class Flaky {
-    async get() {
-      if (++n < 3) throw new Error("again");
-      return n;
-    }
-    async hang() {
-      await sleep(1_000);
-    }
-  });
+  const S = ta.service(
+    { retries: 2, timeoutMs: 50 },
+    class Flaky {
+      async get() {
+        if (++n < 3) throw new Error("again");
+        return n;
+      }
+      async hang() {
+        await sleep(1_000);
+      }
+    },
+  );
   const s = S.init();
   assert.equal(await s.get.go(), 3);
   assert.ok((await rejection(s.hang.go())) instanceof ta.TimeoutError);

@@ -208,14 +208,12 @@ function nameInfo(task: TaskInfo): NameInfo {
   let info = names.get(key);
   if (info === undefined) {
     const dot = task.name.indexOf(".");
-    info = task.kind === "op"
-      ? { span: `op ${task.name}`, op: task.name, service: undefined, method: undefined }
-      : {
-        span: `call ${task.name}`,
-        op: undefined,
-        service: dot < 0 ? task.name : task.name.slice(0, dot),
-        method: dot < 0 ? task.name : task.name.slice(dot + 1),
-      };
+    info = task.kind === "op" ? { span: `op ${task.name}`, op: task.name, service: undefined, method: undefined } : {
+      span: `call ${task.name}`,
+      op: undefined,
+      service: dot < 0 ? task.name : task.name.slice(0, dot),
+      method: dot < 0 ? task.name : task.name.slice(dot + 1),
+    };
     if (names.size < 10_000) names.set(key, info);
   }
   return info;
@@ -334,7 +332,9 @@ function runInSpan(task: TaskInfo, call: () => unknown): unknown {
 export function injectTraceContext(task?: TaskInfo): Record<string, string> {
   const carrier: Record<string, string> = {};
   if (off === undefined) return carrier;
-  const sc = task !== undefined ? spanContextOf((task as TaskInfo & Slot)._trace) : trace.getSpanContext(context.active());
+  const sc = task !== undefined
+    ? spanContextOf((task as TaskInfo & Slot)._trace)
+    : trace.getSpanContext(context.active());
   if (sc === undefined) return carrier;
   propagation.inject(trace.setSpanContext(ROOT_CONTEXT, sc), carrier);
   if (carrier.traceparent === undefined && /^[0-9a-f]{32}$/.test(sc.traceId) && sc.traceId !== "0".repeat(32)) {
@@ -398,7 +398,10 @@ export function withExtractedContext<T>(
   detectNow();
   if (off === undefined) return fn();
   const parent = extract(carrier);
-  const span = (tracer ?? trace.getTracer(TRACER_NAME)).startSpan(options.name ?? "serve", { kind: SpanKind.SERVER, attributes: options.attributes }, parent);
+  const span = (tracer ?? trace.getTracer(TRACER_NAME)).startSpan(options.name ?? "serve", {
+    kind: SpanKind.SERVER,
+    attributes: options.attributes,
+  }, parent);
   const fail = (e: unknown) => {
     span.recordException(e instanceof Error ? e : String(e));
     span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });

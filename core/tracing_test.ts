@@ -7,7 +7,12 @@ import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-ho
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
 import { JsonTraceSerializer } from "@opentelemetry/otlp-transformer/build/src/index.js";
 import * as ta from "../mod.ts";
 import {
@@ -63,11 +68,13 @@ test("tracing exports op and service-call spans over OTLP/protobuf with parents,
     await new Promise((r) => setTimeout(r, 2));
     return x * 2;
   });
-  const Store = ta.service(class Store {
-    async lookup(v: number) {
-      return v + 1;
-    }
-  });
+  const Store = ta.service(
+    class Store {
+      async lookup(v: number) {
+        return v + 1;
+      }
+    },
+  );
   const store = Store.init();
   const combine = ta.op(async function combine(xs: number[]) {
     return xs.reduce((s, x) => s + x, 0);
@@ -111,7 +118,9 @@ test("tracing exports op and service-call spans over OTLP/protobuf with parents,
   const lookups = byName(spans, "call Store.lookup");
   assert.equal(embeds.length, 3);
   assert.equal(lookups.length, 3);
-  for (const s of [...embeds, ...lookups]) assert.equal(s.parentSpanId, pipe.spanId, `${s.name} is a child of op pipeline`);
+  for (const s of [...embeds, ...lookups]) {
+    assert.equal(s.parentSpanId, pipe.spanId, `${s.name} is a child of op pipeline`);
+  }
   const lookup = lookups[0];
   assert.equal(lookup.attributes["thinkagain.service"], "Store");
   assert.equal(lookup.attributes["thinkagain.method"], "lookup");
@@ -137,7 +146,9 @@ test("tracing exports op and service-call spans over OTLP/protobuf with parents,
   assert.equal(boom.status.code, 2, "ERROR");
   assert.match(boom.status.message, /boom/);
   assert.equal(boom.attributes["thinkagain.status"], "failed");
-  assert.ok(boom.events.some((e) => e.name === "exception" && String(e.attributes["exception.message"]).includes("boom")));
+  assert.ok(
+    boom.events.some((e) => e.name === "exception" && String(e.attributes["exception.message"]).includes("boom")),
+  );
   const skipped = one(spans, "op afterExplode");
   assert.equal(skipped.status.code, 2);
   assert.equal(skipped.attributes["thinkagain.skipped"], true);
@@ -186,7 +197,10 @@ test("injectTraceContext and withExtractedContext join a hop into the caller's t
   release();
   await ref;
   await provider.forceFlush();
-  const spans = await receiver.waitFor(4, (s) => carrier.traceparent.includes(s.traceId) && /clientCall|onNode|node\.user/.test(s.name));
+  const spans = await receiver.waitFor(
+    4,
+    (s) => carrier.traceparent.includes(s.traceId) && /clientCall|onNode|node\.user/.test(s.name),
+  );
   const client = one(spans, "op clientCall");
   const server = one(spans, "serve onNode");
   const node = one(spans, "op onNode");
@@ -202,9 +216,13 @@ test("withExtractedContext reads a bare W3C traceparent even without a registere
   propagation.disable();
   try {
     const traceId = "0af7651916cd43dd8448eb211c80319c";
-    await withExtractedContext({ traceparent: `00-${traceId}-b7ad6b7169203331-01` }, () => ta.op(async function bare() {}).go(), {
-      name: "serve bare",
-    });
+    await withExtractedContext(
+      { traceparent: `00-${traceId}-b7ad6b7169203331-01` },
+      () => ta.op(async function bare() {}).go(),
+      {
+        name: "serve bare",
+      },
+    );
     await provider.forceFlush();
     const spans = await receiver.waitFor(2, (s) => s.traceId === traceId);
     assert.equal(one(spans, "serve bare").parentSpanId, "b7ad6b7169203331");
@@ -219,7 +237,11 @@ test("the OTLP receiver also decodes OTLP/JSON", async () => {
   const p = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(memory)] });
   p.getTracer("json").startSpan("json.span").end();
   const body = new Uint8Array(JsonTraceSerializer.serializeRequest(memory.getFinishedSpans())!);
-  const res = await fetch(`${receiver.endpoint}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body });
+  const res = await fetch(`${receiver.endpoint}/v1/traces`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+  });
   assert.equal(res.status, 200);
   await res.arrayBuffer();
   const [s] = await receiver.waitFor(1, (x) => x.name === "json.span");

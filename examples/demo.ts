@@ -24,29 +24,35 @@ const embed = ta.op(async function embed(text: string): Promise<number[]> {
   return v.map((x) => x / norm);
 });
 
-const Retriever = ta.service({ replicas: 2, cpus: 1 }, class Retriever {
-  private index: Array<{ text: string; vec: number[] }> = [];
-  async load(docs: string[], vecs: number[][]) {
-    this.index = docs.map((text, i) => ({ text, vec: vecs[i] }));
-    return this.index.length;
-  }
-  async retrieve(query: number[], k: number): Promise<string[]> {
-    if (this.index.length === 0) throw new Error("index is empty: call load() first");
-    return this.index
-      .map((d) => ({ d, score: d.vec.reduce((s, x, i) => s + x * query[i], 0) }))
-      .sort((a, b) => b.score - a.score)
-      .slice(0, k)
-      .map((x) => x.d.text);
-  }
-});
+const Retriever = ta.service(
+  { replicas: 2, cpus: 1 },
+  class Retriever {
+    private index: Array<{ text: string; vec: number[] }> = [];
+    async load(docs: string[], vecs: number[][]) {
+      this.index = docs.map((text, i) => ({ text, vec: vecs[i] }));
+      return this.index.length;
+    }
+    async retrieve(query: number[], k: number): Promise<string[]> {
+      if (this.index.length === 0) throw new Error("index is empty: call load() first");
+      return this.index
+        .map((d) => ({ d, score: d.vec.reduce((s, x, i) => s + x * query[i], 0) }))
+        .sort((a, b) => b.score - a.score)
+        .slice(0, k)
+        .map((x) => x.d.text);
+    }
+  },
+);
 
-const Generator = ta.service({ gpus: 1 }, class Generator {
-  async generate(question: string, docs: string[]): Promise<string> {
-    if (question.trim() === "") throw new RangeError("empty question");
-    const node = ta.currentInstance()?.node;
-    return `Q: ${question}\n  A (from ${docs.length} docs, on ${node}): ${docs[0]}`;
-  }
-});
+const Generator = ta.service(
+  { gpus: 1 },
+  class Generator {
+    async generate(question: string, docs: string[]): Promise<string> {
+      if (question.trim() === "") throw new RangeError("empty question");
+      const node = ta.currentInstance()?.node;
+      return `Q: ${question}\n  A (from ${docs.length} docs, on ${node}): ${docs[0]}`;
+    }
+  },
+);
 
 const merge = ta.op(async function merge(answers: string[]) {
   return answers.join("\n");
@@ -82,7 +88,11 @@ export async function main(): Promise<{ answers: string; failed: string; summary
   console.log(`\nhandled error -> ${result.failed}\n`);
   console.log("placement:");
   for (const i of mesh.stats().instances) {
-    console.log(`  ${i.service}[${i.replica}] on ${i.node}${i.gpus.length ? ` (gpus ${i.gpus.join(",")})` : ""}: ${i.calls} calls`);
+    console.log(
+      `  ${i.service}[${i.replica}] on ${i.node}${
+        i.gpus.length ? ` (gpus ${i.gpus.join(",")})` : ""
+      }: ${i.calls} calls`,
+    );
   }
   console.log(`\n${profiler.format()}`);
   return { ...result, summary: profiler.summary() };

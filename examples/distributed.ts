@@ -19,9 +19,24 @@ function runtimeCommand(runtime: "bun" | "deno"): [string, string[]] | undefined
 }
 
 /** Starts `thinkagain serve` on a runtime and resolves with its endpoint once it is ready. */
-function startNode(runtime: "bun" | "deno", name: string, gpus: number): Promise<{ endpoint: string; proc: ChildProcess }> {
+function startNode(
+  runtime: "bun" | "deno",
+  name: string,
+  gpus: number,
+): Promise<{ endpoint: string; proc: ChildProcess }> {
   const [bin, pre] = runtimeCommand(runtime)!;
-  const proc = spawn(bin, [...pre, `${root}cli.ts`, "serve", `${root}examples/distributed_app.ts`, "--port", "0", "--name", name, "--gpus", String(gpus)], {
+  const proc = spawn(bin, [
+    ...pre,
+    `${root}cli.ts`,
+    "serve",
+    `${root}examples/distributed_app.ts`,
+    "--port",
+    "0",
+    "--name",
+    name,
+    "--gpus",
+    String(gpus),
+  ], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -73,7 +88,9 @@ export async function main(): Promise<{ answers: string[]; runtimes: string[]; p
     return { answers, runtimes: pair, placement };
   } finally {
     for (const n of nodes) n.proc.kill("SIGTERM");
-    await Promise.all(nodes.map((n) => new Promise((r) => (n.proc.exitCode !== null ? r(null) : n.proc.on("exit", r)))));
+    await Promise.all(
+      nodes.map((n) => new Promise((r) => (n.proc.exitCode !== null ? r(null) : n.proc.on("exit", r)))),
+    );
   }
 }
 

@@ -25,19 +25,23 @@ test("examples/demo.ts answers three questions, handles the failing one and prof
   }
 });
 
-test("examples/distributed.ts runs the RAG pipeline across two node processes (Bun and Deno)", { timeout: 120_000 }, async () => {
-  const { main } = await import("./distributed.ts");
-  const log = console.log;
-  console.log = () => {};
-  try {
-    const { answers, runtimes, placement } = await main();
-    assert.deepEqual(runtimes, ["bun", "deno"], "both runtimes are installed by npm install");
-    assert.equal(answers.length, 4);
-    assert.match(answers[0], /^\[gpu-node\] what is a mesh -> 2 docs: /);
-    assert.match(answers[2], /^\[gpu-node\] which services can a node run -> 2 docs/);
-    assert.equal(answers[3], "bun and deno one mesh");
-    assert.deepEqual(placement.sort(), ["Generator on gpu-node", "Retriever on cpu-node"]);
-  } finally {
-    console.log = log;
-  }
-});
+test(
+  "examples/distributed.ts runs the RAG pipeline across two node processes (Bun and Deno)",
+  { timeout: 120_000 },
+  async () => {
+    const { main } = await import("./distributed.ts");
+    const log = console.log;
+    console.log = () => {};
+    try {
+      const { answers, runtimes, placement } = await main();
+      assert.deepEqual(runtimes, ["bun", "deno"], "both runtimes are installed by npm install");
+      assert.equal(answers.length, 4);
+      assert.match(answers[0], /^\[gpu-node\] what is a mesh -> 2 docs: /);
+      assert.match(answers[2], /^\[gpu-node\] which services can a node run -> 2 docs/);
+      assert.equal(answers[3], "bun and deno one mesh");
+      assert.deepEqual(placement.sort(), ["Generator on gpu-node", "Retriever on cpu-node"]);
+    } finally {
+      console.log = log;
+    }
+  },
+);

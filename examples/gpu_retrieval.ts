@@ -88,32 +88,38 @@ const generate = ta.op(async function generate(question: string, hits: readonly 
 });
 
 /** Retriever on a GPU: the embeddings live on the device placement assigned to this instance. */
-const GpuRetriever = ta.service({ gpus: 1, description: "top-k cosine retrieval on WebGPU" }, class GpuRetriever {
-  readonly index: Promise<CosineIndex>;
-  constructor(docs: number, dim: number) {
-    this.index = gpu().then((device) => CosineIndex.create(embeddings(docs * dim, SEED), dim, { device }));
-  }
-  async retrieve(query: Float32Array, k: number): Promise<SearchHit[]> {
-    return await (await this.index).search(query, k);
-  }
-  // Called by the mesh when it closes: frees the GPU buffers.
-  async [Symbol.asyncDispose](): Promise<void> {
-    (await this.index).destroy();
-  }
-});
+const GpuRetriever = ta.service(
+  { gpus: 1, description: "top-k cosine retrieval on WebGPU" },
+  class GpuRetriever {
+    readonly index: Promise<CosineIndex>;
+    constructor(docs: number, dim: number) {
+      this.index = gpu().then((device) => CosineIndex.create(embeddings(docs * dim, SEED), dim, { device }));
+    }
+    async retrieve(query: Float32Array, k: number): Promise<SearchHit[]> {
+      return await (await this.index).search(query, k);
+    }
+    // Called by the mesh when it closes: frees the GPU buffers.
+    async [Symbol.asyncDispose](): Promise<void> {
+      (await this.index).destroy();
+    }
+  },
+);
 
 /** The same retriever on the CPU, for runtimes without WebGPU. */
-const CpuRetriever = ta.service({ description: "top-k cosine retrieval on the CPU" }, class CpuRetriever {
-  readonly docs: Float32Array;
-  readonly dim: number;
-  constructor(docs: number, dim: number) {
-    this.docs = embeddings(docs * dim, SEED);
-    this.dim = dim;
-  }
-  async retrieve(query: Float32Array, k: number): Promise<SearchHit[]> {
-    return cosineTopKCpu(this.docs, this.dim, query, k);
-  }
-});
+const CpuRetriever = ta.service(
+  { description: "top-k cosine retrieval on the CPU" },
+  class CpuRetriever {
+    readonly docs: Float32Array;
+    readonly dim: number;
+    constructor(docs: number, dim: number) {
+      this.docs = embeddings(docs * dim, SEED);
+      this.dim = dim;
+    }
+    async retrieve(query: Float32Array, k: number): Promise<SearchHit[]> {
+      return cosineTopKCpu(this.docs, this.dim, query, k);
+    }
+  },
+);
 
 /**
  * Builds the mesh, runs the pipeline for each question, and checks each retrieval against the CPU
@@ -162,7 +168,9 @@ export async function runGpuRetrieval(options: GpuRetrievalOptions = {}): Promis
       }));
       return { perQuestion, ms: (performance.now() - t1) / questions.length };
     });
-    log(`${docs} × ${dim} embeddings; setup + ${questions.length} questions in ${(performance.now() - t0).toFixed(0)} ms`);
+    log(
+      `${docs} × ${dim} embeddings; setup + ${questions.length} questions in ${(performance.now() - t0).toFixed(0)} ms`,
+    );
 
     const reference = embeddings(docs * dim, SEED);
     const c0 = performance.now();
@@ -173,7 +181,11 @@ export async function runGpuRetrieval(options: GpuRetrievalOptions = {}): Promis
       r.hits.every((h, j) => h.index === expected[i][j].index && Math.abs(h.score - expected[i][j].score) < 1e-4)
     );
     for (const r of run.perQuestion) log(r.answer);
-    log(`retrieval: ${run.ms.toFixed(1)} ms per question in the pipeline (${onGpu ? "GPU" : "CPU"}); CPU reference ${cpuMs.toFixed(1)} ms; top-${k} ${matchesCpu ? "matches" : "DIFFERS FROM"} the CPU reference`);
+    log(
+      `retrieval: ${run.ms.toFixed(1)} ms per question in the pipeline (${onGpu ? "GPU" : "CPU"}); CPU reference ${
+        cpuMs.toFixed(1)
+      } ms; top-${k} ${matchesCpu ? "matches" : "DIFFERS FROM"} the CPU reference`,
+    );
     return {
       backend: onGpu ? "webgpu" : "cpu",
       device,
@@ -196,7 +208,10 @@ function cliArg(name: string): string | undefined {
 }
 
 function envDocs(): string | undefined {
-  const g = globalThis as { Deno?: { env: { get(k: string): string | undefined } }; process?: { env: Record<string, string | undefined> } };
+  const g = globalThis as {
+    Deno?: { env: { get(k: string): string | undefined } };
+    process?: { env: Record<string, string | undefined> };
+  };
   try {
     return g.Deno?.env.get("GPU_RETRIEVAL_DOCS") ?? g.process?.env.GPU_RETRIEVAL_DOCS;
   } catch {

@@ -3,14 +3,18 @@ import assert from "node:assert/strict";
 import { runGpuRetrieval } from "./gpu_retrieval.ts";
 import { noGpu } from "../adapters/webgpu/_test_utils.ts";
 
-test("gpu_retrieval example: the GPU retriever service's top-k equals the CPU reference (3000 × 64)", { skip: noGpu }, async () => {
-  const r = await runGpuRetrieval({ docs: 3000, dim: 64, k: 8 });
-  assert.equal(r.backend, "webgpu");
-  assert.equal(r.matchesCpu, true);
-  assert.equal(r.answers.length, 3);
-  assert.ok(r.hits.every((h) => h.length === 8));
-  assert.match(r.answers[0], /^What is ML\? → answered from doc#\d+/);
-});
+test(
+  "gpu_retrieval example: the GPU retriever service's top-k equals the CPU reference (3000 × 64)",
+  { skip: noGpu },
+  async () => {
+    const r = await runGpuRetrieval({ docs: 3000, dim: 64, k: 8 });
+    assert.equal(r.backend, "webgpu");
+    assert.equal(r.matchesCpu, true);
+    assert.equal(r.answers.length, 3);
+    assert.ok(r.hits.every((h) => h.length === 8));
+    assert.match(r.answers[0], /^What is ML\? → answered from doc#\d+/);
+  },
+);
 
 test("gpu_retrieval example: without WebGPU (or forced) the CPU retriever answers and says why", async () => {
   const lines: string[] = [];

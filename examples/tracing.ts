@@ -40,23 +40,27 @@ const embed = ta.op(async function embed(text: string): Promise<number> {
   return [...text].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7);
 });
 
-const Retriever = ta.service(class Retriever {
-  async retrieve(query: string, key: number): Promise<string[]> {
-    // spans made inside a call nest under the call's span
-    return trace.getTracer("tracing-example").startActiveSpan("index.lookup", (span) => {
-      span.setAttribute("query", query);
-      span.end();
-      return [`doc${key % 7}`, `doc${key % 5}`];
-    });
-  }
-});
+const Retriever = ta.service(
+  class Retriever {
+    async retrieve(query: string, key: number): Promise<string[]> {
+      // spans made inside a call nest under the call's span
+      return trace.getTracer("tracing-example").startActiveSpan("index.lookup", (span) => {
+        span.setAttribute("query", query);
+        span.end();
+        return [`doc${key % 7}`, `doc${key % 5}`];
+      });
+    }
+  },
+);
 
-const Generator = ta.service(class Generator {
-  async generate(query: string, docs: string[][]): Promise<string> {
-    await new Promise((r) => setTimeout(r, 5));
-    return `${query}: ${docs.flat().length} docs`;
-  }
-});
+const Generator = ta.service(
+  class Generator {
+    async generate(query: string, docs: string[][]): Promise<string> {
+      await new Promise((r) => setTimeout(r, 5));
+      return `${query}: ${docs.flat().length} docs`;
+    }
+  },
+);
 
 /** Runs the traced pipeline: fan-out of embeddings and retrievals, fan-in into generation. */
 export async function main(): Promise<{ answer: string; traceId: string }> {

@@ -15,8 +15,13 @@ const repo = fileURLToPath(new URL("..", import.meta.url));
 function run(bin: "bun" | "deno", args: string[], env: Record<string, string>): Promise<string> {
   const exe = fileURLToPath(new URL(`../node_modules/.bin/${bin}`, import.meta.url));
   return new Promise((resolve, reject) => {
-    execFile(exe, args, { cwd: repo, env: { ...process.env, ...env }, timeout: 60_000 }, (err, out, errOut) =>
-      err ? reject(new Error(`${bin} ${args.join(" ")}: ${err.message}\n${errOut}`)) : resolve(out));
+    execFile(
+      exe,
+      args,
+      { cwd: repo, env: { ...process.env, ...env }, timeout: 60_000 },
+      (err, out, errOut) =>
+        err ? reject(new Error(`${bin} ${args.join(" ")}: ${err.message}\n${errOut}`)) : resolve(out),
+    );
   });
 }
 
@@ -25,16 +30,22 @@ function checkTrace(spans: ReceivedSpan[]): void {
   const named = (n: string) => spans.filter((s) => s.name === n);
   const [root] = named("rag request");
   assert.ok(root, "the user's root span arrived");
-  const embeds = named("op embed"), retrieves = named("call Retriever.retrieve"), [generate] = named("call Generator.generate");
+  const embeds = named("op embed"),
+    retrieves = named("call Retriever.retrieve"),
+    [generate] = named("call Generator.generate");
   assert.equal(embeds.length, 4);
   assert.equal(retrieves.length, 4);
   for (const s of [...embeds, ...retrieves, generate]) assert.equal(s.parentSpanId, root.spanId, s.name);
   const embedIds = new Set(embeds.map((s) => s.spanId));
-  for (const r of retrieves) assert.ok(r.links.length === 1 && embedIds.has(r.links[0].spanId), "retrieve links to its embed");
+  for (const r of retrieves) {
+    assert.ok(r.links.length === 1 && embedIds.has(r.links[0].spanId), "retrieve links to its embed");
+  }
   assert.deepEqual(new Set(generate.links.map((l) => l.spanId)), new Set(retrieves.map((s) => s.spanId)));
   const lookups = named("index.lookup");
   assert.equal(lookups.length, 4);
-  for (const l of lookups) assert.ok(retrieves.some((r) => r.spanId === l.parentSpanId), "user span nests under its call");
+  for (const l of lookups) {
+    assert.ok(retrieves.some((r) => r.spanId === l.parentSpanId), "user span nests under its call");
+  }
   assert.equal(generate.attributes["thinkagain.service"], "Generator");
 }
 

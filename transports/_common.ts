@@ -125,3 +125,8 @@ let nextConnectionId = 1;
 export function newConnectionId(): number {
   return nextConnectionId++;
 }
+
+/** The error of a request on a connection that was closed by its owner. */
+export function closedError(endpoint: string): TransportError {
+  return new TransportError("closed", `Connection to ${endpoint} is closed`, endpoint);
+}

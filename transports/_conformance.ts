@@ -57,33 +57,44 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
       });
     });
 
-    test(`${name} multiplexes 1,000 concurrent requests and routes each reply to its request`, { timeout: 60_000 }, async () => {
-      let maxInFlight = 0;
-      let inFlight = 0;
-      const handler: FrameHandler = async (f) => {
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        const n = readU32(f);
-        await new Promise((r) => setTimeout(r, n % 3)); // replies come back out of order
-        inFlight--;
-        return u32(n * 2 + 1);
-      };
-      await withServer(target, handler, {}, async (_s, conn) => {
-        const replies = await Promise.all(Array.from({ length: 1000 }, (_, i) => conn.request(u32(i))));
-        replies.forEach((r, i) => strictEqual(readU32(r), i * 2 + 1));
-        ok(maxInFlight > 1, `expected requests to overlap in the handler, max in flight was ${maxInFlight}`);
-      });
-    });
+    test(
+      `${name} multiplexes 1,000 concurrent requests and routes each reply to its request`,
+      { timeout: 60_000 },
+      async () => {
+        let maxInFlight = 0;
+        let inFlight = 0;
+        const handler: FrameHandler = async (f) => {
+          inFlight++;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          const n = readU32(f);
+          await new Promise((r) => setTimeout(r, n % 3)); // replies come back out of order
+          inFlight--;
+          return u32(n * 2 + 1);
+        };
+        await withServer(target, handler, {}, async (_s, conn) => {
+          const replies = await Promise.all(Array.from({ length: 1000 }, (_, i) => conn.request(u32(i))));
+          replies.forEach((r, i) => strictEqual(readU32(r), i * 2 + 1));
+          ok(maxInFlight > 1, `expected requests to overlap in the handler, max in flight was ${maxInFlight}`);
+        });
+      },
+    );
 
-    test(`${name} starts handlers in request order on one connection`, { skip: !target.ordered && "not promised by this transport" }, async () => {
+    test(`${name} starts handlers in request order on one connection`, {
+      skip: !target.ordered && "not promised by this transport",
+    }, async () => {
       const seen: number[] = [];
-      await withServer(target, (f) => {
-        seen.push(readU32(f));
-        return f;
-      }, {}, async (_s, conn) => {
-        await Promise.all(Array.from({ length: 300 }, (_, i) => conn.request(u32(i))));
-        deepStrictEqual(seen, Array.from({ length: 300 }, (_, i) => i));
-      });
+      await withServer(
+        target,
+        (f) => {
+          seen.push(readU32(f));
+          return f;
+        },
+        {},
+        async (_s, conn) => {
+          await Promise.all(Array.from({ length: 300 }, (_, i) => conn.request(u32(i))));
+          deepStrictEqual(seen, Array.from({ length: 300 }, (_, i) => i));
+        },
+      );
     });
 
     test(`${name} round-trips a 16 MiB Float32Array frame`, { timeout: 60_000 }, async () => {
@@ -124,64 +135,91 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
           strictEqual(e.timeoutMs, 25);
           return true;
         });
-        await rejects(conn.request(new Uint8Array([3])), (e: unknown) => e instanceof Error && e.message.includes("a string"));
+        await rejects(
+          conn.request(new Uint8Array([3])),
+          (e: unknown) => e instanceof Error && e.message.includes("a string"),
+        );
         deepStrictEqual(await conn.request(new Uint8Array([0, 5])), new Uint8Array([0, 5]));
       });
     });
 
     test(`${name} refuses frames over the limit on the sending and on the receiving side`, async () => {
       let calls = 0;
-      await withServer(target, (f) => {
-        calls++;
-        return f;
-      }, { maxFrameBytes: 4096 }, async (server, conn) => {
-        // The server's limit (the client's is the default 64 MiB).
-        await rejects(conn.request(new Uint8Array(8192)), (e: unknown) => {
-          ok(e instanceof TransportError, `expected TransportError, got ${String(e)}`);
-          strictEqual(e.reason, "too-large");
-          ok(e.message.includes("8192"), e.message);
-          return true;
-        });
-        strictEqual(calls, 0);
-        deepStrictEqual(await conn.request(new Uint8Array([4])), new Uint8Array([4]));
-        // The client's own limit: refused before anything is sent.
-        const small = await target.transport.connect(server.endpoint, { maxFrameBytes: 16 });
-        await rejects(small.request(new Uint8Array(17)), (e: unknown) => e instanceof TransportError && e.reason === "too-large");
-        strictEqual(calls, 1);
-        await small.close();
-      });
+      await withServer(
+        target,
+        (f) => {
+          calls++;
+          return f;
+        },
+        { maxFrameBytes: 4096 },
+        async (server, conn) => {
+          // The server's limit (the client's is the default 64 MiB).
+          await rejects(conn.request(new Uint8Array(8192)), (e: unknown) => {
+            ok(e instanceof TransportError, `expected TransportError, got ${String(e)}`);
+            strictEqual(e.reason, "too-large");
+            ok(e.message.includes("8192"), e.message);
+            return true;
+          });
+          strictEqual(calls, 0);
+          deepStrictEqual(await conn.request(new Uint8Array([4])), new Uint8Array([4]));
+          // The client's own limit: refused before anything is sent.
+          const small = await target.transport.connect(server.endpoint, { maxFrameBytes: 16 });
+          await rejects(
+            small.request(new Uint8Array(17)),
+            (e: unknown) => e instanceof TransportError && e.reason === "too-large",
+          );
+          strictEqual(calls, 1);
+          await small.close();
+        },
+      );
     });
 
     test(`${name} close rejects pending requests and later ones with TransportError "closed"`, async () => {
       let release: () => void = () => {};
       const gate = new Promise<void>((r) => (release = r));
-      await withServer(target, async (f) => {
-        await gate;
-        return f;
-      }, {}, async (_s, conn) => {
-        const reasons: TransportError[] = [];
-        conn.onClose((r) => reasons.push(r));
-        const pending = conn.request(new Uint8Array([1]));
-        await new Promise((r) => setTimeout(r, 20));
-        const rejected = rejects(pending, (e: unknown) => e instanceof TransportError && e.reason === "closed");
-        await conn.close();
-        await rejected;
-        await rejects(conn.request(new Uint8Array([2])), (e: unknown) => e instanceof TransportError && e.reason === "closed");
-        strictEqual(conn.closed, true);
-        ok(reasons.length >= 1 && reasons[0].reason === "closed");
-        release();
-      });
+      await withServer(
+        target,
+        async (f) => {
+          await gate;
+          return f;
+        },
+        {},
+        async (_s, conn) => {
+          const reasons: TransportError[] = [];
+          conn.onClose((r) => reasons.push(r));
+          const pending = conn.request(new Uint8Array([1]));
+          await new Promise((r) => setTimeout(r, 20));
+          const rejected = rejects(pending, (e: unknown) => e instanceof TransportError && e.reason === "closed");
+          await conn.close();
+          await rejected;
+          await rejects(
+            conn.request(new Uint8Array([2])),
+            (e: unknown) => e instanceof TransportError && e.reason === "closed",
+          );
+          strictEqual(conn.closed, true);
+          ok(reasons.length >= 1 && reasons[0].reason === "closed");
+          release();
+        },
+      );
     });
 
     test(`${name} aborting a request rejects it with the signal's reason`, async () => {
-      await withServer(target, (f) => new Promise<Uint8Array>((r) => setTimeout(() => r(f), 200)), {}, async (_s, conn) => {
-        const ac = new AbortController();
-        const p = conn.request(new Uint8Array([1]), { signal: ac.signal });
-        ac.abort(new Error("caller gave up"));
-        await rejects(p, /caller gave up/);
-        await rejects(conn.request(new Uint8Array([1]), { timeoutMs: 10 }), (e: unknown) => e instanceof TransportError);
-        deepStrictEqual(await conn.request(new Uint8Array([1])), new Uint8Array([1]));
-      });
+      await withServer(
+        target,
+        (f) => new Promise<Uint8Array>((r) => setTimeout(() => r(f), 200)),
+        {},
+        async (_s, conn) => {
+          const ac = new AbortController();
+          const p = conn.request(new Uint8Array([1]), { signal: ac.signal });
+          ac.abort(new Error("caller gave up"));
+          await rejects(p, /caller gave up/);
+          await rejects(
+            conn.request(new Uint8Array([1]), { timeoutMs: 10 }),
+            (e: unknown) => e instanceof TransportError,
+          );
+          deepStrictEqual(await conn.request(new Uint8Array([1])), new Uint8Array([1]));
+        },
+      );
     });
 
     test(`${name} connection works again after the server restarts at the same endpoint`, async () => {
@@ -277,14 +315,19 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
 
     test(`${name} notify delivers a one-way frame`, async () => {
       const got: number[] = [];
-      await withServer(target, (f, peer) => {
-        if (peer.oneWay) got.push(f[0]);
-        return f;
-      }, {}, async (_s, conn) => {
-        conn.notify(new Uint8Array([42]));
-        for (let i = 0; i < 1000 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
-        deepStrictEqual(got, [42]);
-      });
+      await withServer(
+        target,
+        (f, peer) => {
+          if (peer.oneWay) got.push(f[0]);
+          return f;
+        },
+        {},
+        async (_s, conn) => {
+          conn.notify(new Uint8Array([42]));
+          for (let i = 0; i < 1000 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+          deepStrictEqual(got, [42]);
+        },
+      );
     });
   });
 }

@@ -19,7 +19,9 @@ export function envTransport(): TransportName | undefined {
   }
   if (value === undefined || value === "") return undefined;
   if (!NAMES.has(value)) {
-    throw new TypeError(`THINKAGAIN_TRANSPORT must be "http", "websocket" or "in_memory", got ${JSON.stringify(value)}`);
+    throw new TypeError(
+      `THINKAGAIN_TRANSPORT must be "http", "websocket" or "in_memory", got ${JSON.stringify(value)}`,
+    );
   }
   return value as TransportName;
 }

@@ -17,29 +17,35 @@ if (env.OTEL_EXPORTER_OTLP_ENDPOINT && env.OTEL_DENO !== "true") {
   trace.setGlobalTracerProvider(
     new BasicTracerProvider({
       resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME ?? "node" }),
-      spanProcessors: [new SimpleSpanProcessor(new OTLPTraceExporter({ url: `${env.OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces` }))],
+      spanProcessors: [
+        new SimpleSpanProcessor(new OTLPTraceExporter({ url: `${env.OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces` })),
+      ],
     }),
   );
 }
 
 /** Runs on node B. */
-export const TraceBack = ta.service(class TraceBack {
-  async work(q: string): Promise<string> {
-    return trace.getTracer("app").startActiveSpan("back.user", (s) => {
-      s.end();
-      return `${q}!`;
-    });
-  }
-});
+export const TraceBack = ta.service(
+  class TraceBack {
+    async work(q: string): Promise<string> {
+      return trace.getTracer("app").startActiveSpan("back.user", (s) => {
+        s.end();
+        return `${q}!`;
+      });
+    }
+  },
+);
 
 let mesh: ta.Mesh | undefined;
 let back: ReturnType<typeof TraceBack.init> | undefined;
 
 /** Runs on node A and calls node B. */
-export const TraceFront = ta.service(class TraceFront {
-  async handle(q: string): Promise<string> {
-    mesh ??= new ta.Mesh([new ta.MeshNode("b", { endpoint: env.TRACE_BACK_ENDPOINT! })]);
-    const r = await mesh.run(() => (back ??= TraceBack.init()).work.go(q));
-    return `front(${r})`;
-  }
-});
+export const TraceFront = ta.service(
+  class TraceFront {
+    async handle(q: string): Promise<string> {
+      mesh ??= new ta.Mesh([new ta.MeshNode("b", { endpoint: env.TRACE_BACK_ENDPOINT! })]);
+      const r = await mesh.run(() => (back ??= TraceBack.init()).work.go(q));
+      return `front(${r})`;
+    }
+  },
+);

@@ -9,7 +9,7 @@
  * @module
  */
 import { TransportError } from "../core/errors.ts";
-import { authRefused, CloseListeners, decodeError } from "./_common.ts";
+import { authRefused, closedError, CloseListeners, decodeError } from "./_common.ts";
 import {
   checkFrameSize,
   type ConnectOptions,
@@ -74,7 +74,7 @@ class HttpConnection implements TransportConnection {
   }
 
   async request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
-    if (this.#closed) throw this.#closedError();
+    if (this.#closed) throw closedError(this.endpoint);
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) throw tooLarge;
     const signals = [this.#abort.signal];
@@ -122,7 +122,7 @@ class HttpConnection implements TransportConnection {
   }
 
   #failure(cause: unknown, options: RequestOptions | undefined): unknown {
-    if (this.#abort.signal.aborted) return this.#closedError();
+    if (this.#abort.signal.aborted) return closedError(this.endpoint);
     if (options?.signal?.aborted) return options.signal.reason;
     if (cause instanceof DOMException && cause.name === "TimeoutError") {
       return new TransportError("io", `No reply from ${this.endpoint} within ${options?.timeoutMs} ms`, this.endpoint);
@@ -149,16 +149,12 @@ class HttpConnection implements TransportConnection {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     this.#abort.abort();
-    this.#listeners.emit(this.#closedError());
+    this.#listeners.emit(closedError(this.endpoint));
     return Promise.resolve();
   }
 
   onClose(listener: (reason: TransportError) => void): () => void {
     return this.#listeners.add(listener);
-  }
-
-  #closedError(): TransportError {
-    return new TransportError("closed", `Connection to ${this.endpoint} is closed`, this.endpoint);
   }
 }
 

@@ -16,7 +16,11 @@ runTransportConformance("http", {
     const wrongType = await fetch(url, { method: "POST", body: "hello", headers: { "content-type": "text/plain" } });
     strictEqual(wrongType.status, 415);
     strictEqual(wrongType.headers.get("x-thinkagain-error"), "1");
-    ok(String((decode(new Uint8Array(await wrongType.arrayBuffer())) as { message: string }).message).includes("content-type"));
+    ok(
+      String((decode(new Uint8Array(await wrongType.arrayBuffer())) as { message: string }).message).includes(
+        "content-type",
+      ),
+    );
     const garbage = await fetch(url, {
       method: "POST",
       body: new Uint8Array([0x9f, 0x01, 0x02]),
@@ -60,7 +64,10 @@ test("POST /rpc refuses a declared body over the limit without reading it", asyn
       headers: { "content-type": "application/cbor" },
     });
     strictEqual(res.status, 413);
-    strictEqual((decode(new Uint8Array(await res.arrayBuffer())) as { data: { reason: string } }).data.reason, "too-large");
+    strictEqual(
+      (decode(new Uint8Array(await res.arrayBuffer())) as { data: { reason: string } }).data.reason,
+      "too-large",
+    );
     strictEqual(calls, 0);
   } finally {
     await server.close();

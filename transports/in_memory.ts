@@ -9,6 +9,7 @@ import { TransportError } from "../core/errors.ts";
 import {
   armRequest,
   authRefused,
+  closedError,
   CloseListeners,
   decodeError,
   encodeError,
@@ -132,7 +133,11 @@ class InMemoryConnection implements TransportConnection {
     if (this.#server) return this.#server;
     const server = servers.get(this.#name);
     if (!server) {
-      throw new TransportError("unreachable", `Cannot connect to ${this.endpoint}: no node serves that name`, this.endpoint);
+      throw new TransportError(
+        "unreachable",
+        `Cannot connect to ${this.endpoint}: no node serves that name`,
+        this.endpoint,
+      );
     }
     if (!tokenMatches(this.#token, server.token)) throw authRefused(this.endpoint, this.#token !== undefined);
     server.connections.add(this);
@@ -141,7 +146,7 @@ class InMemoryConnection implements TransportConnection {
   }
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
-    if (this.#closed) return Promise.reject(this.#closedError());
+    if (this.#closed) return Promise.reject(closedError(this.endpoint));
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) return Promise.reject(tooLarge);
     let server: InMemoryServer;
@@ -164,11 +169,15 @@ class InMemoryConnection implements TransportConnection {
   async #run(server: InMemoryServer, frame: Uint8Array, pending: Pending): Promise<void> {
     if (!this.#pending.has(pending)) return; // aborted or dropped before it started
     if (frame.byteLength > server.maxFrameBytes) {
-      return this.#settle(pending, undefined, new TransportError(
-        "too-large",
-        `Node ${this.endpoint} refused a frame of ${frame.byteLength} bytes: its limit is ${server.maxFrameBytes} bytes`,
-        this.endpoint,
-      ));
+      return this.#settle(
+        pending,
+        undefined,
+        new TransportError(
+          "too-large",
+          `Node ${this.endpoint} refused a frame of ${frame.byteLength} bytes: its limit is ${server.maxFrameBytes} bytes`,
+          this.endpoint,
+        ),
+      );
     }
     let reply: Uint8Array | undefined;
     try {
@@ -177,16 +186,24 @@ class InMemoryConnection implements TransportConnection {
       return this.#settle(pending, undefined, decodeError(encodeError(err)));
     }
     if (!(reply instanceof Uint8Array)) {
-      return this.#settle(pending, undefined, decodeError(encodeError(
-        new TypeError(`The node's frame handler returned ${typeof reply} for a request, expected a Uint8Array`),
-      )));
+      return this.#settle(
+        pending,
+        undefined,
+        decodeError(encodeError(
+          new TypeError(`The node's frame handler returned ${typeof reply} for a request, expected a Uint8Array`),
+        )),
+      );
     }
     if (reply.byteLength > this.#maxFrameBytes) {
-      return this.#settle(pending, undefined, new TransportError(
-        "too-large",
-        `Reply of ${reply.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
-        this.endpoint,
-      ));
+      return this.#settle(
+        pending,
+        undefined,
+        new TransportError(
+          "too-large",
+          `Reply of ${reply.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+          this.endpoint,
+        ),
+      );
     }
     this.#settle(pending, reply.slice(), undefined);
   }
@@ -232,16 +249,12 @@ class InMemoryConnection implements TransportConnection {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
-    this.drop(this.#closedError());
+    this.drop(closedError(this.endpoint));
     return Promise.resolve();
   }
 
   onClose(listener: (reason: TransportError) => void): () => void {
     return this.#listeners.add(listener);
-  }
-
-  #closedError(): TransportError {
-    return new TransportError("closed", `Connection to ${this.endpoint} is closed`, this.endpoint);
   }
 }
 

@@ -31,7 +31,7 @@ export type {
   TransportName,
 } from "./transport.ts";
 export { DEFAULT_MAX_FRAME_BYTES, timingSafeEqualString } from "./transport.ts";
-export { inMemoryTransport, type InMemoryServerHandle, serveInMemory } from "./in_memory.ts";
+export { type InMemoryServerHandle, inMemoryTransport, serveInMemory } from "./in_memory.ts";
 export { httpTransport, rpcUrl } from "./http.ts";
 export { webSocketTransport, webSocketUrl } from "./websocket.ts";
 export { createNodeApp, type NodeAppOptions } from "./server.ts";

@@ -102,7 +102,12 @@ export class NodeServer {
         });
       }
       case "ping":
-        return encodeMessage({ t: "pong", node: this.name, activeCalls: this.inFlight, instances: this.instances.size });
+        return encodeMessage({
+          t: "pong",
+          node: this.name,
+          activeCalls: this.inFlight,
+          instances: this.instances.size,
+        });
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica));
       case "call":
@@ -127,14 +132,18 @@ export class NodeServer {
     const def = registeredServices().get(service);
     if (def === undefined) {
       throw new ProtocolError(
-        `Unknown service "${service}": node "${this.name}" registered ${[...registeredServices().keys()].join(", ") || "none"}`,
+        `Unknown service "${service}": node "${this.name}" registered ${
+          [...registeredServices().keys()].join(", ") || "none"
+        }`,
       );
     }
     // a share of a GPU (gpus < 1) is not exclusive: the driver's placement split the GPU
     const whole = def.gpus >= 1 ? def.gpus : 0;
     const ids = def.gpus > 0 && def.gpus < 1
       ? (gpus.length === 1 ? [...gpus] : [0])
-      : gpus.length === whole ? [...gpus] : [...this.freeGpus].slice(0, whole);
+      : gpus.length === whole
+      ? [...gpus]
+      : [...this.freeGpus].slice(0, whole);
     const taken = whole > 0 ? ids.filter((g) => !this.freeGpus.has(g)) : [];
     if (ids.length < whole || taken.length > 0 || (def.gpus > 0 && this.gpus.length === 0)) {
       throw new PlacementError(
@@ -161,7 +170,9 @@ export class NodeServer {
     if (msg.op !== undefined) {
       const def = registeredOps().get(msg.op);
       if (def === undefined) {
-        throw new ProtocolError(`Unknown op "${msg.op}": node "${this.name}" registered ${[...registeredOps().keys()].join(", ") || "none"}`);
+        throw new ProtocolError(
+          `Unknown op "${msg.op}": node "${this.name}" registered ${[...registeredOps().keys()].join(", ") || "none"}`,
+        );
       }
       name = msg.op;
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
@@ -173,7 +184,9 @@ export class NodeServer {
     } else {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
-        throw new ProtocolError(`Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`);
+        throw new ProtocolError(
+          `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
+        );
       }
       if (!inst.replica.def.methods.has(msg.method!)) {
         throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
@@ -197,7 +210,9 @@ export class NodeServer {
         return encodeMessage({
           t: "result",
           ok: false,
-          error: errorToWire(new OpExecutionError(name, new TypeError(`its result cannot be sent: ${(e as Error).message}`))),
+          error: errorToWire(
+            new OpExecutionError(name, new TypeError(`its result cannot be sent: ${(e as Error).message}`)),
+          ),
         });
       }
     } catch (e) {

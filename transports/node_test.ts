@@ -10,30 +10,34 @@ import { inMemoryTransport } from "./in_memory.ts";
 import { decodeReply, encodeMessage, PROTOCOL_VERSION, type WelcomeMessage } from "./protocol.ts";
 import "./remote.ts";
 
-const Counter = ta.service(class RemoteCounter {
-  n = 0;
-  async add(k: number) {
-    const v = this.n;
-    await sleep(0);
-    this.n = v + k;
-    return this.n;
-  }
-  fail() {
-    throw new TypeError("bad");
-  }
-  where() {
-    return ta.currentInstance()!.node;
-  }
-  async hang() {
-    await sleep(5_000);
-  }
-});
+const Counter = ta.service(
+  class RemoteCounter {
+    n = 0;
+    async add(k: number) {
+      const v = this.n;
+      await sleep(0);
+      this.n = v + k;
+      return this.n;
+    }
+    fail() {
+      throw new TypeError("bad");
+    }
+    where() {
+      return ta.currentInstance()!.node;
+    }
+    async hang() {
+      await sleep(5_000);
+    }
+  },
+);
 
-const Relay = ta.service(class Relay {
-  async relay(counter: ta.ServiceHandle<{ add(k: number): Promise<number> }>, k: number) {
-    return await counter.add.go(k);
-  }
-});
+const Relay = ta.service(
+  class Relay {
+    async relay(counter: ta.ServiceHandle<{ add(k: number): Promise<number> }>, k: number) {
+      return await counter.add.go(k);
+    }
+  },
+);
 
 const remoteSquare = ta.op({ name: "remoteSquare", remote: true }, async (x: number) => ({
   x: x * x,
@@ -87,11 +91,14 @@ test("remote errors: a TypeError thrown on the node arrives as OpExecutionError 
 });
 
 test("remote calls: deadline gives TimeoutError and cancels on the node; cancel() reaches the node", async () => {
-  const Slow = ta.service({ timeoutMs: 30, name: "SlowRemote" }, class {
-    async hang() {
-      await sleep(5_000);
-    }
-  });
+  const Slow = ta.service(
+    { timeoutMs: 30, name: "SlowRemote" },
+    class {
+      async hang() {
+        await sleep(5_000);
+      }
+    },
+  );
   await withNodes(1, async (mesh, [node]) => {
     const e = await mesh.run(() => rejection(Slow.init().hang.go()));
     assert.ok(e instanceof ta.TimeoutError);
@@ -137,8 +144,10 @@ test("unknown service, unknown method and bad version get ProtocolError; the nod
   const server = serveInMemory(`strict-${++seq}`, node.handler);
   const conn = await inMemoryTransport.connect(server.endpoint);
   try {
-    await assert.rejects(conn.request(encodeMessage({ t: "create", service: "Nope", args: [], gpus: [], replica: 0 })), (e: unknown) =>
-      e instanceof ta.ProtocolError && /Unknown service "Nope"/.test(e.message));
+    await assert.rejects(
+      conn.request(encodeMessage({ t: "create", service: "Nope", args: [], gpus: [], replica: 0 })),
+      (e: unknown) => e instanceof ta.ProtocolError && /Unknown service "Nope"/.test(e.message),
+    );
     await assert.rejects(conn.request(encodeMessage({ t: "hello", v: 99 })), ta.ProtocolError);
     await assert.rejects(conn.request(encodeMessage({ t: "explode" })), /Unknown message type/);
     await assert.rejects(conn.request(new Uint8Array([0x9f, 0x01])), ta.ProtocolError);
@@ -150,7 +159,10 @@ test("unknown service, unknown method and bad version get ProtocolError; the nod
       conn.request(encodeMessage({ t: "call", cid: "c1", id: created.id, method: "constructor", args: [] })),
       /has no method "constructor"/,
     );
-    const w = decodeReply<WelcomeMessage>(await conn.request(encodeMessage({ t: "hello", v: PROTOCOL_VERSION })), "welcome");
+    const w = decodeReply<WelcomeMessage>(
+      await conn.request(encodeMessage({ t: "hello", v: PROTOCOL_VERSION })),
+      "welcome",
+    );
     assert.equal(w.node, "strict");
     assert.ok(w.services.includes("RemoteCounter"));
     assert.ok(w.ops.includes("remoteSquare"));

@@ -145,11 +145,15 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
   if (typeof t !== "string" || !KINDS.has(t)) fail(`Unknown message type ${JSON.stringify(String(t)).slice(0, 40)}`);
   switch (t) {
     case "hello":
-      if (r.v !== PROTOCOL_VERSION) fail(`Protocol version ${String(r.v)} is not supported; this node speaks ${PROTOCOL_VERSION}`);
+      if (r.v !== PROTOCOL_VERSION) {
+        fail(`Protocol version ${String(r.v)} is not supported; this node speaks ${PROTOCOL_VERSION}`);
+      }
       return { t, v: PROTOCOL_VERSION };
     case "create": {
       const gpus = r.gpus ?? [];
-      if (!Array.isArray(gpus) || !gpus.every((g) => Number.isInteger(g) && g >= 0)) fail('"create" gpus must be GPU ids');
+      if (!Array.isArray(gpus) || !gpus.every((g) => Number.isInteger(g) && g >= 0)) {
+        fail('"create" gpus must be GPU ids');
+      }
       if (!Array.isArray(r.args)) fail('"create" needs an args array');
       const replica = Number.isInteger(r.replica) ? r.replica as number : 0;
       return { t, service: str(r, "service", t), args: r.args, gpus: gpus as number[], replica };

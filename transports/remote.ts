@@ -12,13 +12,13 @@ import type { GpuDevice } from "../core/devices.ts";
 import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps, setRemoteOpRunner } from "../core/op.ts";
-import { ABORTABLE, type CancelHook, type RunPolicy, runBody } from "../core/scheduler.ts";
+import { ABORTABLE, type CancelHook, runBody, type RunPolicy } from "../core/scheduler.ts";
 import { type Span, trace as otelTrace } from "@opentelemetry/api";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing.ts";
 import {
   Deployment,
-  handleStateOf,
   HandleState,
+  handleStateOf,
   MailboxReplica,
   makeHandle,
   registeredServices,
@@ -130,7 +130,9 @@ export class NodeLink {
     this.inFlight++;
     try {
       const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", span);
-      if (res.ok) return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
+      if (res.ok) {
+        return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
+      }
       throw errorFromWire(res.error);
     } catch (e) {
       throw this.asNodeLost(e);
@@ -228,8 +230,7 @@ export class RemoteReplica extends MailboxReplica {
     if (existingId !== undefined) {
       this.instanceId = Promise.resolve(existingId);
       this.createdId = existingId;
-    }
-    else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
+    } else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
   }
 
   protected override get remote(): boolean {
@@ -345,27 +346,33 @@ setRemoteOpRunner((mesh, name, gpus) => {
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     const hook = a.pop() as CancelHook;
     const candidates: NodeLink[] = [];
-    await Promise.all(mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
-      const link = meshLink(mesh, n);
-      try {
-        const w = await link.welcome();
-        if (w.ops.includes(name) && w.gpus >= gpus) candidates.push(link);
-      } catch {
-        // an unreachable node cannot take the call
-      }
-    }));
+    await Promise.all(
+      mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
+        const link = meshLink(mesh, n);
+        try {
+          const w = await link.welcome();
+          if (w.ops.includes(name) && w.gpus >= gpus) candidates.push(link);
+        } catch {
+          // an unreachable node cannot take the call
+        }
+      }),
+    );
     if (candidates.length === 0) {
       // no node registered the op: it runs here, as a plain op would
       return registeredOps().get(name)!.fn(...a);
     }
     const link = candidates.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const timeoutMs = mesh.options.timeoutMs;
-    return link.call({
-      op: name,
-      args: await wireValue(a, mesh),
-      ...(timeoutMs ? { timeoutMs } : {}),
-      ...(trace.traceparent !== undefined ? { trace } : {}),
-    }, hook, span);
+    return link.call(
+      {
+        op: name,
+        args: await wireValue(a, mesh),
+        ...(timeoutMs ? { timeoutMs } : {}),
+        ...(trace.traceparent !== undefined ? { trace } : {}),
+      },
+      hook,
+      span,
+    );
   };
   return Object.assign(body, { [ABORTABLE]: true });
 });
@@ -405,7 +412,9 @@ async function replaceHandles(value: unknown, owner: object, depth: number): Pro
 }
 
 async function handleToWire(state: HandleState, owner: object): Promise<unknown> {
-  const deployment = typeof (owner as Partial<Mesh>)._deploy === "function" ? state.deployment(owner as Mesh) : state.pinned;
+  const deployment = typeof (owner as Partial<Mesh>)._deploy === "function"
+    ? state.deployment(owner as Mesh)
+    : state.pinned;
   const replicas = deployment?.replicas ?? [];
   if (replicas.length === 0 || !replicas.every((r) => r instanceof RemoteReplica)) {
     throw new TypeError(
@@ -450,11 +459,17 @@ function reviveHandle(h: unknown, options: LinkOptions & { owner: object }): obj
   const spec = h as { service?: unknown; replicas?: unknown };
   const def = typeof spec.service === "string" ? registeredServices().get(spec.service) : undefined;
   if (def === undefined) {
-    throw new ProtocolError(`A handle of unknown service ${JSON.stringify(spec.service)} arrived; this process did not register it`);
+    throw new ProtocolError(
+      `A handle of unknown service ${JSON.stringify(spec.service)} arrived; this process did not register it`,
+    );
   }
-  if (!Array.isArray(spec.replicas) || spec.replicas.length === 0) throw new ProtocolError("A handle arrived without replicas");
+  if (!Array.isArray(spec.replicas) || spec.replicas.length === 0) {
+    throw new ProtocolError("A handle arrived without replicas");
+  }
   const replicas = spec.replicas.map((r: { endpoint?: unknown; node?: unknown; id?: unknown }, i: number) => {
-    if (typeof r.endpoint !== "string" || typeof r.id !== "string") throw new ProtocolError("A handle arrived with a malformed replica");
+    if (typeof r.endpoint !== "string" || typeof r.id !== "string") {
+      throw new ProtocolError("A handle arrived with a malformed replica");
+    }
     const link = linkFor(options.owner, typeof r.node === "string" ? r.node : r.endpoint, r.endpoint, options);
     return new RemoteReplica(options.owner, def, [], i, link, [], def.policy, r.id);
   });

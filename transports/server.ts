@@ -106,7 +106,10 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
       return errorResponse(err instanceof ProtocolError ? 400 : 500, err);
     }
     if (!(reply instanceof Uint8Array)) {
-      return errorResponse(500, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
+      return errorResponse(
+        500,
+        new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`),
+      );
     }
     if (reply.byteLength > maxFrameBytes) return errorResponse(500, tooLarge(reply.byteLength, maxFrameBytes));
     return new Response(reply as Uint8Array<ArrayBuffer>, { status: 200, headers: { "content-type": CBOR } });
@@ -265,7 +268,9 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
         // too large: answer the request it carried, as for a frame sent whole
         const h = joined.head;
         const id = h.byteLength >= FRAME_HEADER_BYTES ? (h[1] | (h[2] << 8) | (h[3] << 16) | (h[4] << 24)) >>> 0 : 0;
-        return h[0] === KIND_REQUEST ? fail(ws, id, tooLarge(joined.tooLarge - FRAME_HEADER_BYTES, maxFrameBytes)) : undefined;
+        return h[0] === KIND_REQUEST
+          ? fail(ws, id, tooLarge(joined.tooLarge - FRAME_HEADER_BYTES, maxFrameBytes))
+          : undefined;
       }
       if (joined === undefined) {
         // at once, not batched: this message's TCP ACK lets the client's next piece go
@@ -278,7 +283,9 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
       return onWhole(ws, joined);
     }
     if (kind === KIND_BATCH) {
-      if (!forEachInBatch(bytes, (m) => onFrame(ws, m))) badFrame(ws, "Malformed batch: a frame length runs past the message");
+      if (!forEachInBatch(bytes, (m) => onFrame(ws, m))) {
+        badFrame(ws, "Malformed batch: a frame length runs past the message");
+      }
       return;
     }
     onFrame(ws, bytes);

@@ -42,7 +42,10 @@ after(async () => {
 
 async function chain(runtime: Runtime, env: Record<string, string>): Promise<ReceivedSpan[]> {
   const otel = { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" };
-  const b = await startNodeProcess(APP, ["--port", "0", "--name", "b"], { runtime, env: { ...otel, OTEL_SERVICE_NAME: `b-${runtime}` } });
+  const b = await startNodeProcess(APP, ["--port", "0", "--name", "b"], {
+    runtime,
+    env: { ...otel, OTEL_SERVICE_NAME: `b-${runtime}` },
+  });
   const a = await startNodeProcess(APP, ["--port", "0", "--name", "a"], {
     runtime,
     env: { ...otel, OTEL_SERVICE_NAME: `a-${runtime}`, TRACE_BACK_ENDPOINT: `ws://127.0.0.1:${b.port}` },
@@ -69,7 +72,11 @@ async function chain(runtime: Runtime, env: Record<string, string>): Promise<Rec
 function checkChain(spans: ReceivedSpan[], runtime: Runtime): void {
   const find = (name: string, service: string) => {
     const found = spans.filter((s) => s.name === name && s.service === service);
-    assert.equal(found.length, 1, `one "${name}" from ${service}; got ${spans.map((s) => `${s.service}:${s.name}`).join(", ")}`);
+    assert.equal(
+      found.length,
+      1,
+      `one "${name}" from ${service}; got ${spans.map((s) => `${s.service}:${s.name}`).join(", ")}`,
+    );
     return found[0];
   };
   const root = find("driver.request", "driver");
@@ -101,6 +108,10 @@ test("a driver → node A → node B chain is one trace, nodes on Bun exporting 
   checkChain(await chain("bun", {}), "bun");
 });
 
-test("a driver → node A → node B chain is one trace, nodes on Deno exporting through OTEL_DENO=true (no SDK)", T, async () => {
-  checkChain(await chain("deno", { OTEL_DENO: "true" }), "deno");
-});
+test(
+  "a driver → node A → node B chain is one trace, nodes on Deno exporting through OTEL_DENO=true (no SDK)",
+  T,
+  async () => {
+    checkChain(await chain("deno", { OTEL_DENO: "true" }), "deno");
+  },
+);

@@ -17,6 +17,7 @@ import { TransportError } from "../core/errors.ts";
 import {
   armRequest,
   authRefused,
+  closedError,
   CloseListeners,
   decodeError,
   type Pending,
@@ -309,7 +310,7 @@ class WebSocketConnection implements TransportConnection {
 
   /** The open socket, opening one when there is none (first use, or after the peer went away). */
   open(): Promise<WebSocket> {
-    if (this.#closed) return Promise.reject(this.#closedError());
+    if (this.#closed) return Promise.reject(closedError(this.endpoint));
     return this.#opening ??= this.#dial().finally(() => {
       this.#opening = undefined;
     });
@@ -323,7 +324,9 @@ class WebSocketConnection implements TransportConnection {
       try {
         ws = new WebSocket(this.#url, protocols);
       } catch (cause) {
-        return reject(new TransportError("unreachable", `Cannot connect to ${this.endpoint}: ${String(cause)}`, this.endpoint));
+        return reject(
+          new TransportError("unreachable", `Cannot connect to ${this.endpoint}: ${String(cause)}`, this.endpoint),
+        );
       }
       ws.binaryType = "arraybuffer";
       const timer = setTimeout(() => {
@@ -331,11 +334,13 @@ class WebSocketConnection implements TransportConnection {
         try {
           ws.close();
         } catch { /* already failing */ }
-        reject(new TransportError(
-          "unreachable",
-          `Cannot connect to ${this.endpoint}: no answer within ${this.#connectTimeoutMs} ms`,
-          this.endpoint,
-        ));
+        reject(
+          new TransportError(
+            "unreachable",
+            `Cannot connect to ${this.endpoint}: no answer within ${this.#connectTimeoutMs} ms`,
+            this.endpoint,
+          ),
+        );
       }, this.#connectTimeoutMs);
       const done = () => {
         clearTimeout(timer);
@@ -345,7 +350,7 @@ class WebSocketConnection implements TransportConnection {
         done();
         if (this.#closed) {
           ws.close(1000);
-          return reject(this.#closedError());
+          return reject(closedError(this.endpoint));
         }
         this.#attach(ws);
         resolve(ws);
@@ -379,13 +384,20 @@ class WebSocketConnection implements TransportConnection {
     // A previous socket still closing can no longer answer: fail its requests now, or they would
     // wait for a close event that #lost would ignore once the new socket is current.
     const previous = this.#ws;
-    if (previous) this.#lost(previous, new TransportError("closed", `Connection to ${this.endpoint} was replaced`, this.endpoint));
+    if (previous) {
+      this.#lost(previous, new TransportError("closed", `Connection to ${this.endpoint} was replaced`, this.endpoint));
+    }
     this.#ws = ws;
     this.#outbox = new Outbox((m) => ws.send(m), { client: true });
     ws.onmessage = (evt: MessageEvent) => this.#onMessage(evt.data);
     ws.onclose = (evt: CloseEvent) => {
-      const why = evt.code === 1000 || evt.code === 1005 ? "" : ` (code ${evt.code}${evt.reason ? `: ${evt.reason}` : ""})`;
-      this.#lost(ws, new TransportError("closed", `Connection to ${this.endpoint} closed by the peer${why}`, this.endpoint));
+      const why = evt.code === 1000 || evt.code === 1005
+        ? ""
+        : ` (code ${evt.code}${evt.reason ? `: ${evt.reason}` : ""})`;
+      this.#lost(
+        ws,
+        new TransportError("closed", `Connection to ${this.endpoint} closed by the peer${why}`, this.endpoint),
+      );
     };
     ws.onerror = null;
   }
@@ -418,14 +430,18 @@ class WebSocketConnection implements TransportConnection {
     const body = bytes.subarray(FRAME_HEADER_BYTES);
     if (kind === KIND_REPLY) {
       if (body.byteLength > this.#maxFrameBytes) {
-        pending.reject(new TransportError(
-          "too-large",
-          `Reply of ${body.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
-          this.endpoint,
-        ));
+        pending.reject(
+          new TransportError(
+            "too-large",
+            `Reply of ${body.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+            this.endpoint,
+          ),
+        );
       } else pending.resolve(body);
     } else if (kind === KIND_ERROR) pending.reject(decodeError(body));
-    else pending.reject(new TransportError("bad-frame", `Unexpected frame kind ${kind} from ${this.endpoint}`, this.endpoint));
+    else {pending.reject(
+        new TransportError("bad-frame", `Unexpected frame kind ${kind} from ${this.endpoint}`, this.endpoint),
+      );}
   }
 
   #failAll(reason: unknown): void {
@@ -448,7 +464,7 @@ class WebSocketConnection implements TransportConnection {
   }
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
-    if (this.#closed) return Promise.reject(this.#closedError());
+    if (this.#closed) return Promise.reject(closedError(this.endpoint));
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) return Promise.reject(tooLarge);
     const ws = this.#ws;
@@ -486,7 +502,7 @@ class WebSocketConnection implements TransportConnection {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     const ws = this.#ws;
-    const reason = this.#closedError();
+    const reason = closedError(this.endpoint);
     if (ws) {
       this.#lost(ws, reason);
       return new Promise<void>((resolve) => {
@@ -502,10 +518,6 @@ class WebSocketConnection implements TransportConnection {
 
   onClose(listener: (reason: TransportError) => void): () => void {
     return this.#listeners.add(listener);
-  }
-
-  #closedError(): TransportError {
-    return new TransportError("closed", `Connection to ${this.endpoint} is closed`, this.endpoint);
   }
 }
 

@@ -19,7 +19,10 @@ import {
 } from "./websocket.ts";
 
 /** Opens a raw WebSocket, sends `data`, and resolves with the messages and the close code. */
-function rawExchange(server: TestServer, data: string | Uint8Array<ArrayBuffer>): Promise<{ messages: Uint8Array[]; code: number }> {
+function rawExchange(
+  server: TestServer,
+  data: string | Uint8Array<ArrayBuffer>,
+): Promise<{ messages: Uint8Array[]; code: number }> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(webSocketUrl(server.endpoint), ["thinkagain.v1"]);
     ws.binaryType = "arraybuffer";
@@ -105,7 +108,11 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   const tiny = new PartAssembler(100);
   let refused: unknown;
   for (const m of sent) refused = tiny.add(m);
-  deepStrictEqual(refused, { tooLarge: 5000 + FRAME_HEADER_BYTES, head: big.slice(0, FRAME_HEADER_BYTES) }, "over the limit: size and header, nothing kept");
+  deepStrictEqual(
+    refused,
+    { tooLarge: 5000 + FRAME_HEADER_BYTES, head: big.slice(0, FRAME_HEADER_BYTES) },
+    "over the limit: size and header, nothing kept",
+  );
   // many small frames in one turn: client batches stay under one small write too
   sent.length = 0;
   for (let i = 0; i < 100; i++) {

@@ -107,7 +107,9 @@ async function loadGpu(): Promise<{ gpu: GPU | undefined; source: WebGpuAdapterI
     return {
       gpu: undefined,
       source: "webgpu-npm",
-      reason: `this runtime has no navigator.gpu and the \`webgpu\` npm package failed to load: ${(e as Error).message}`,
+      reason: `this runtime has no navigator.gpu and the \`webgpu\` npm package failed to load: ${
+        (e as Error).message
+      }`,
     };
   }
 }
@@ -118,7 +120,9 @@ function describeAdapter(adapter: GPUAdapter, index: number, source: WebGpuAdapt
   const isFallbackAdapter = Boolean(info?.isFallbackAdapter ?? legacy ?? false);
   const description = info?.description || info?.device || "";
   const limits = {} as Record<keyof WebGpuLimits, number>;
-  for (const name of LIMIT_NAMES) limits[name] = Number((adapter.limits as unknown as Record<string, number>)[name] ?? 0);
+  for (const name of LIMIT_NAMES) {
+    limits[name] = Number((adapter.limits as unknown as Record<string, number>)[name] ?? 0);
+  }
   return {
     index,
     description,
@@ -162,7 +166,11 @@ async function discover(): Promise<Discovery> {
     gpu,
     source,
     found,
-    reason: found.length ? undefined : `${source === "navigator.gpu" ? "navigator.gpu" : "the `webgpu` npm package"} loaded but returned no adapter (no GPU driver or Vulkan/Metal/D3D12 loader found)`,
+    reason: found.length
+      ? undefined
+      : `${
+        source === "navigator.gpu" ? "navigator.gpu" : "the `webgpu` npm package"
+      } loaded but returned no adapter (no GPU driver or Vulkan/Metal/D3D12 loader found)`,
   };
 }
 
@@ -228,16 +236,19 @@ const devices = new Map<number, Promise<GPUDevice>>();
  */
 export function requestGpuDevice(index: number = 0, options: RequestGpuDeviceOptions = {}): Promise<GPUDevice> {
   if (!Number.isInteger(index) || index < 0) {
-    return Promise.reject(new RangeError(`Cannot request a GPU device: adapter index must be a non-negative integer, got ${index}`));
+    return Promise.reject(
+      new RangeError(`Cannot request a GPU device: adapter index must be a non-negative integer, got ${index}`),
+    );
   }
   let pending = devices.get(index);
   if (!pending) {
     pending = createDevice(index, options);
     devices.set(index, pending);
     pending.then(
-      (device) => onDeviceLost(device, () => {
-        if (devices.get(index) === pending) devices.delete(index);
-      }),
+      (device) =>
+        onDeviceLost(device, () => {
+          if (devices.get(index) === pending) devices.delete(index);
+        }),
       () => {
         if (devices.get(index) === pending) devices.delete(index);
       },
@@ -251,13 +262,27 @@ async function createDevice(index: number, options: RequestGpuDeviceOptions): Pr
   if (!d.gpu || d.found.length === 0) throw new Error(`Cannot request a GPU device: ${d.reason}`);
   const found = d.found[index];
   if (!found) {
-    throw new RangeError(`Cannot request a GPU device for adapter ${index}: there are ${d.found.length} (0..${d.found.length - 1})`);
+    throw new RangeError(
+      `Cannot request a GPU device for adapter ${index}: there are ${d.found.length} (0..${d.found.length - 1})`,
+    );
   }
   // An adapter can give out one device only, so request a fresh one the same way it was found.
   const adapter = await d.gpu.requestAdapter(found.options);
-  if (!adapter) throw new Error(`Cannot request a GPU device: adapter ${index} (${found.info.description}) is no longer available`);
+  if (!adapter) {
+    throw new Error(`Cannot request a GPU device: adapter ${index} (${found.info.description}) is no longer available`);
+  }
   const requiredLimits: Record<string, number> = {};
-  for (const name of ["maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize", "maxStorageBuffersPerShaderStage", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX", "maxComputeWorkgroupSizeY"]) {
+  for (
+    const name of [
+      "maxBufferSize",
+      "maxStorageBufferBindingSize",
+      "maxComputeWorkgroupStorageSize",
+      "maxStorageBuffersPerShaderStage",
+      "maxComputeInvocationsPerWorkgroup",
+      "maxComputeWorkgroupSizeX",
+      "maxComputeWorkgroupSizeY",
+    ]
+  ) {
     const v = (adapter.limits as unknown as Record<string, number>)[name];
     if (typeof v === "number") requiredLimits[name] = v;
   }

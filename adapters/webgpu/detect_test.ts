@@ -18,7 +18,9 @@ test("webgpuDevices reports a software (fallback) adapter with description and l
   assert.equal(await webgpuUnavailableReason(), undefined);
 });
 
-test("webgpuDevices returns [] and a reason instead of throwing where there is no WebGPU", { skip: !noGpu && "this runtime has a WebGPU adapter" }, async () => {
+test("webgpuDevices returns [] and a reason instead of throwing where there is no WebGPU", {
+  skip: !noGpu && "this runtime has a WebGPU adapter",
+}, async () => {
   assert.deepEqual(await webgpuDevices(), []);
   const reason = await webgpuUnavailableReason();
   assert.ok(reason && reason.length > 10, String(reason));

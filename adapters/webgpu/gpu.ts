@@ -96,18 +96,24 @@ export interface GpuOptions {
 export async function gpu(options: GpuOptions = {}): Promise<GPUDevice> {
   const gpus = currentInstanceGpus();
   if (gpus === undefined) {
-    throw new Error("gpu() must be called inside a service instance's constructor or method (declare it with ta.service({ gpus: 1 }, class …))");
+    throw new Error(
+      "gpu() must be called inside a service instance's constructor or method (declare it with ta.service({ gpus: 1 }, class …))",
+    );
   }
   const service = currentInstance()?.service ?? "?";
   const i = options.index ?? 0;
-  if (gpus.length === 0) throw new Error(`gpu(): service "${service}" was placed without GPUs; declare it with ta.service({ gpus: 1 }, …)`);
+  if (gpus.length === 0) {
+    throw new Error(`gpu(): service "${service}" was placed without GPUs; declare it with ta.service({ gpus: 1 }, …)`);
+  }
   const assigned = gpus[i];
   if (!assigned) throw new RangeError(`gpu(): service "${service}" has ${gpus.length} GPU(s), asked for index ${i}`);
   const meta = assigned.meta ?? {};
   const adapterIndex = typeof meta.webgpuAdapterIndex === "number" ? meta.webgpuAdapterIndex : assigned.id;
   const adapters = await webgpuDevices();
   if (adapters.length === 0) {
-    throw new Error(`gpu(): service "${service}" was assigned GPU ${assigned.id} (${assigned.name}), but ${await webgpuUnavailableReason()}`);
+    throw new Error(
+      `gpu(): service "${service}" was assigned GPU ${assigned.id} (${assigned.name}), but ${await webgpuUnavailableReason()}`,
+    );
   }
   if (adapterIndex >= adapters.length) {
     throw new Error(

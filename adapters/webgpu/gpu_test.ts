@@ -24,31 +24,38 @@ fn main(@builtin(global_invocation_id) id: vec3u) {
   workgroups: ({ n }) => Math.ceil(n / 64),
 });
 
-const Doubler = ta.service({ gpus: 1 }, class GpuTestDoubler {
-  device: Promise<GPUDevice> = gpu();
-  async double(values: number[]): Promise<number[]> {
-    const { y } = await scale.run(await gpu(), { x: new Float32Array(values) }, { sizes: { n: values.length } });
-    return [...y];
-  }
-  async sameDeviceAsConstructor(): Promise<boolean> {
-    return (await this.device) === (await gpu());
-  }
-  async destroyDevice(): Promise<void> {
-    (await gpu()).destroy();
-  }
-});
+const Doubler = ta.service(
+  { gpus: 1 },
+  class GpuTestDoubler {
+    device: Promise<GPUDevice> = gpu();
+    async double(values: number[]): Promise<number[]> {
+      const { y } = await scale.run(await gpu(), { x: new Float32Array(values) }, { sizes: { n: values.length } });
+      return [...y];
+    }
+    async sameDeviceAsConstructor(): Promise<boolean> {
+      return (await this.device) === (await gpu());
+    }
+    async destroyDevice(): Promise<void> {
+      (await gpu()).destroy();
+    }
+  },
+);
 
-test("a gpus: 1 service placed on a WebGPU node gets a GPUDevice from gpu() and runs a kernel", { skip: noGpu }, async () => {
-  const gpus = await webgpuGpuDevices();
-  await using mesh = new ta.Mesh([new ta.MeshNode("gpu-node", { gpus: gpus.slice(0, 1) })]);
-  const { out, same } = await mesh.run(async () => {
-    const d = Doubler.init();
-    const out = await d.double.go([1, 2, 3.5]);
-    return { out, same: await d.sameDeviceAsConstructor() };
-  });
-  assert.deepEqual(out, [2, 4, 7]);
-  assert.equal(same, true);
-});
+test(
+  "a gpus: 1 service placed on a WebGPU node gets a GPUDevice from gpu() and runs a kernel",
+  { skip: noGpu },
+  async () => {
+    const gpus = await webgpuGpuDevices();
+    await using mesh = new ta.Mesh([new ta.MeshNode("gpu-node", { gpus: gpus.slice(0, 1) })]);
+    const { out, same } = await mesh.run(async () => {
+      const d = Doubler.init();
+      const out = await d.double.go([1, 2, 3.5]);
+      return { out, same: await d.sameDeviceAsConstructor() };
+    });
+    assert.deepEqual(out, [2, 4, 7]);
+    assert.equal(same, true);
+  },
+);
 
 test("a second gpus: 1 instance on a 1-GPU WebGPU node is a PlacementError", { skip: noGpu }, async () => {
   const gpus = await webgpuGpuDevices();
@@ -59,9 +66,14 @@ test("a second gpus: 1 instance on a 1-GPU WebGPU node is a PlacementError", { s
   });
 });
 
-test("a service whose GPU device is lost fails its call with the loss, and a re-created instance works", { skip: noGpu }, async () => {
+test("a service whose GPU device is lost fails its call with the loss, and a re-created instance works", {
+  skip: noGpu,
+}, async () => {
   const gpus = await webgpuGpuDevices();
-  await using mesh = new ta.Mesh([new ta.MeshNode("gpu-node", { gpus: gpus.slice(0, 1) }), new ta.MeshNode("spare", { gpus: gpus.slice(0, 1) })]);
+  await using mesh = new ta.Mesh([
+    new ta.MeshNode("gpu-node", { gpus: gpus.slice(0, 1) }),
+    new ta.MeshNode("spare", { gpus: gpus.slice(0, 1) }),
+  ]);
   await mesh.run(async () => {
     const first = Doubler.init();
     await first.destroyDevice.go();
@@ -90,14 +102,22 @@ test("registerWebGpu makes ta.devices() report the WebGPU adapters", { skip: noG
   }
 });
 
-test("gpu() in a gpus: 1 service on a runtime without WebGPU rejects with the reason", { skip: !noGpu && "this runtime has a WebGPU adapter" }, async () => {
-  const Probe = ta.service({ gpus: 1 }, class GpuTestProbe {
-    async device(): Promise<string> {
-      return String(await gpu());
-    }
-  });
+test("gpu() in a gpus: 1 service on a runtime without WebGPU rejects with the reason", {
+  skip: !noGpu && "this runtime has a WebGPU adapter",
+}, async () => {
+  const Probe = ta.service(
+    { gpus: 1 },
+    class GpuTestProbe {
+      async device(): Promise<string> {
+        return String(await gpu());
+      }
+    },
+  );
   await using mesh = new ta.Mesh([new ta.MeshNode("declared-gpu", { gpus: 1 })]);
   const err = await mesh.run(() => Probe.init().device.go()).then(() => undefined, (e: unknown) => e);
   assert.ok(err instanceof ta.OpExecutionError, String(err));
-  assert.match(err.message, /gpu\(\): service "GpuTestProbe" was assigned GPU 0 \(gpu0\), but this runtime has no navigator\.gpu/);
+  assert.match(
+    err.message,
+    /gpu\(\): service "GpuTestProbe" was assigned GPU 0 \(gpu0\), but this runtime has no navigator\.gpu/,
+  );
 });

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { onDeviceLost, deviceLostError } from "./_lost.ts";
+import { deviceLostError, onDeviceLost } from "./_lost.ts";
 import { KernelError } from "./errors.ts";
 import type { GpuDeviceLostError } from "./errors.ts";
 
@@ -43,7 +43,11 @@ export type KernelSizes<S extends string> = Readonly<Record<S, number>>;
 export type KernelBinding<S extends string> =
   | { readonly kind: "input"; readonly type: ElementType; readonly length?: (sizes: KernelSizes<S>) => number }
   | { readonly kind: "output"; readonly type: ElementType; readonly length: (sizes: KernelSizes<S>) => number }
-  | { readonly kind: "uniform"; readonly type: ElementType; readonly value: (sizes: KernelSizes<S>) => readonly number[] };
+  | {
+    readonly kind: "uniform";
+    readonly type: ElementType;
+    readonly value: (sizes: KernelSizes<S>) => readonly number[];
+  };
 
 /** Workgroup counts of a dispatch: `x` or `[x, y?, z?]`. */
 export type Workgroups = number | readonly [number, number?, number?];
@@ -70,8 +74,8 @@ export interface KernelSpec<S extends string, B extends Record<string, KernelBin
 
 /** What a run takes: a typed array or {@linkcode GpuArray} for each input binding. */
 export type KernelInputs<B> = {
-  readonly [K in keyof B as B[K] extends { kind: "input" } ? K : never]: B[K] extends { type: infer T extends ElementType }
-    ? TypedArrayFor<T> | GpuArray<T>
+  readonly [K in keyof B as B[K] extends { kind: "input" } ? K : never]: B[K] extends
+    { type: infer T extends ElementType } ? TypedArrayFor<T> | GpuArray<T>
     : never;
 };
 
@@ -146,15 +150,27 @@ export class GpuArray<T extends ElementType = ElementType> {
     device: GPUDevice,
     data: A,
   ): GpuArray<A extends Float32Array ? "f32" : A extends Uint32Array ? "u32" : "i32"> {
-    const type = (data instanceof Float32Array ? "f32" : data instanceof Uint32Array ? "u32" : data instanceof Int32Array ? "i32" : undefined);
-    if (!type) throw new TypeError(`Cannot create a GpuArray: expected a Float32Array, Uint32Array or Int32Array, got ${typeOfArray(data)}`);
+    const type = data instanceof Float32Array
+      ? "f32"
+      : data instanceof Uint32Array
+      ? "u32"
+      : data instanceof Int32Array
+      ? "i32"
+      : undefined;
+    if (!type) {
+      throw new TypeError(
+        `Cannot create a GpuArray: expected a Float32Array, Uint32Array or Int32Array, got ${typeOfArray(data)}`,
+      );
+    }
     const buffer = device.createBuffer({
       size: Math.max(16, align(data.byteLength, 4)),
       usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST,
       label: `GpuArray<${type}>[${data.length}]`,
     });
     device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
-    return new GpuArray(device, buffer, type, data.length) as GpuArray<A extends Float32Array ? "f32" : A extends Uint32Array ? "u32" : "i32">;
+    return new GpuArray(device, buffer, type, data.length) as GpuArray<
+      A extends Float32Array ? "f32" : A extends Uint32Array ? "u32" : "i32"
+    >;
   }
 
   /** Frees the buffer. */
@@ -250,16 +266,25 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
 
   /** @param spec The kernel definition (use {@linkcode defineKernel}). */
   constructor(spec: KernelSpec<S, B>) {
-    if (!spec.name || typeof spec.code !== "string") throw new TypeError("Cannot define a kernel: `name` and `code` are required");
+    if (!spec.name || typeof spec.code !== "string") {
+      throw new TypeError("Cannot define a kernel: `name` and `code` are required");
+    }
     const [x, y = 1, z = 1] = spec.workgroupSize;
     for (const v of [x, y, z]) {
-      if (!Number.isInteger(v) || v < 1) throw new RangeError(`Kernel "${spec.name}": workgroupSize must hold positive integers, got [${spec.workgroupSize}]`);
+      if (!Number.isInteger(v) || v < 1) {
+        throw new RangeError(
+          `Kernel "${spec.name}": workgroupSize must hold positive integers, got [${spec.workgroupSize}]`,
+        );
+      }
     }
     this.spec = spec;
     this.entries = Object.entries(spec.bindings);
-    if (!this.entries.some(([, b]) => b.kind === "output")) throw new TypeError(`Kernel "${spec.name}": declares no output binding`);
+    if (!this.entries.some(([, b]) => b.kind === "output")) {
+      throw new TypeError(`Kernel "${spec.name}": declares no output binding`);
+    }
     // Appended, not prepended, so the line numbers of compile errors match the user's code.
-    this.source = `${spec.code}\nconst WORKGROUP_SIZE_X: u32 = ${x}u;\nconst WORKGROUP_SIZE_Y: u32 = ${y}u;\nconst WORKGROUP_SIZE_Z: u32 = ${z}u;\n`;
+    this.source =
+      `${spec.code}\nconst WORKGROUP_SIZE_X: u32 = ${x}u;\nconst WORKGROUP_SIZE_Y: u32 = ${y}u;\nconst WORKGROUP_SIZE_Z: u32 = ${z}u;\n`;
   }
 
   /** The kernel's name. */
@@ -343,44 +368,92 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
       });
     } catch (e) {
       await device.popErrorScope();
-      throw new KernelError(name, "pipeline creation failed (do the WGSL @binding declarations match the spec's bindings?)", `  ${(e as Error).message}`);
+      throw new KernelError(
+        name,
+        "pipeline creation failed (do the WGSL @binding declarations match the spec's bindings?)",
+        `  ${(e as Error).message}`,
+      );
     }
     const err = await device.popErrorScope();
-    if (err) throw new KernelError(name, "pipeline creation failed (do the WGSL @binding declarations match the spec's bindings?)", `  ${err.message}`);
+    if (err) {
+      throw new KernelError(
+        name,
+        "pipeline creation failed (do the WGSL @binding declarations match the spec's bindings?)",
+        `  ${err.message}`,
+      );
+    }
     return { pipeline, layout };
   }
 
-  private async execute(device: GPUDevice, state: DeviceState, inputs: Record<string, unknown>, options: KernelRunOptions<S>): Promise<KernelOutputs<B>> {
+  private async execute(
+    device: GPUDevice,
+    state: DeviceState,
+    inputs: Record<string, unknown>,
+    options: KernelRunOptions<S>,
+  ): Promise<KernelOutputs<B>> {
     const name = this.spec.name;
     const sizes = (options.sizes ?? {}) as Record<string, number>;
     for (const s of this.spec.sizes ?? []) {
       const v = sizes[s];
-      if (!Number.isInteger(v) || v < 0) throw new TypeError(`Kernel "${name}": size "${s}" must be a non-negative integer, got ${v}`);
+      if (!Number.isInteger(v) || v < 0) {
+        throw new TypeError(`Kernel "${name}": size "${s}" must be a non-negative integer, got ${v}`);
+      }
     }
     const limits = device.limits;
     const maxBinding = limits.maxStorageBufferBindingSize;
 
     // Validate everything before touching the GPU.
-    type Plan = { binding: number; name: string; b: KernelBinding<S>; bytes: number; data?: ArrayBufferView; resident?: GpuArray; length: number };
+    type Plan = {
+      binding: number;
+      name: string;
+      b: KernelBinding<S>;
+      bytes: number;
+      data?: ArrayBufferView;
+      resident?: GpuArray;
+      length: number;
+    };
     const plans: Plan[] = [];
     this.entries.forEach(([bname, b], binding) => {
       if (b.kind === "input") {
         const v = inputs[bname];
-        if (v === undefined) throw new TypeError(`Kernel "${name}": missing input "${bname}" (${ARRAY_CLASS[b.type].name})`);
+        if (v === undefined) {
+          throw new TypeError(`Kernel "${name}": missing input "${bname}" (${ARRAY_CLASS[b.type].name})`);
+        }
         const resident = v instanceof GpuArray ? v : undefined;
         if (resident ? resident.type !== b.type : !(v instanceof ARRAY_CLASS[b.type])) {
-          throw new TypeError(`Kernel "${name}": input "${bname}" must be a ${ARRAY_CLASS[b.type].name} or GpuArray<${b.type}>, got ${typeOfArray(v)}`);
+          throw new TypeError(
+            `Kernel "${name}": input "${bname}" must be a ${ARRAY_CLASS[b.type].name} or GpuArray<${b.type}>, got ${
+              typeOfArray(v)
+            }`,
+          );
         }
-        if (resident && resident.device !== device) throw new TypeError(`Kernel "${name}": input "${bname}" is a GpuArray on another device`);
+        if (resident && resident.device !== device) {
+          throw new TypeError(`Kernel "${name}": input "${bname}" is a GpuArray on another device`);
+        }
         const length = (v as { length: number }).length;
         const expected = b.length?.(sizes as KernelSizes<S>);
         if (expected !== undefined && length !== expected) {
-          throw new RangeError(`Kernel "${name}": input "${bname}" must have ${expected} elements for sizes ${JSON.stringify(sizes)}, got ${length}`);
+          throw new RangeError(
+            `Kernel "${name}": input "${bname}" must have ${expected} elements for sizes ${
+              JSON.stringify(sizes)
+            }, got ${length}`,
+          );
         }
-        plans.push({ binding, name: bname, b, bytes: length * 4, length, ...(resident ? { resident } : { data: v as ArrayBufferView }) });
+        plans.push({
+          binding,
+          name: bname,
+          b,
+          bytes: length * 4,
+          length,
+          ...(resident ? { resident } : { data: v as ArrayBufferView }),
+        });
       } else if (b.kind === "output") {
         const length = b.length(sizes as KernelSizes<S>);
-        if (!Number.isInteger(length) || length < 0) throw new RangeError(`Kernel "${name}": output "${bname}" length must be a non-negative integer, got ${length}`);
+        if (!Number.isInteger(length) || length < 0) {
+          throw new RangeError(
+            `Kernel "${name}": output "${bname}" length must be a non-negative integer, got ${length}`,
+          );
+        }
         plans.push({ binding, name: bname, b, bytes: length * 4, length });
       } else {
         const values = b.value(sizes as KernelSizes<S>);
@@ -391,18 +464,31 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     });
     for (const p of plans) {
       if (p.b.kind !== "uniform" && p.bytes > maxBinding) {
-        throw new RangeError(`Kernel "${name}": ${p.b.kind} "${p.name}" is ${p.bytes} bytes, over this device's maxStorageBufferBindingSize (${maxBinding})`);
+        throw new RangeError(
+          `Kernel "${name}": ${p.b.kind} "${p.name}" is ${p.bytes} bytes, over this device's maxStorageBufferBindingSize (${maxBinding})`,
+        );
       }
     }
     const wg = toTriple(options.workgroups ?? this.spec.workgroups?.(sizes as KernelSizes<S>) ?? 1);
     const maxWg = limits.maxComputeWorkgroupsPerDimension;
-    if (wg.some((v) => !Number.isInteger(v) || v < 0)) throw new RangeError(`Kernel "${name}": workgroups must be non-negative integers, got [${wg}]`);
+    if (wg.some((v) => !Number.isInteger(v) || v < 0)) {
+      throw new RangeError(`Kernel "${name}": workgroups must be non-negative integers, got [${wg}]`);
+    }
     if (wg.some((v) => v > maxWg)) {
-      throw new RangeError(`Kernel "${name}": dispatch of ${wg.join("×")} workgroups exceeds this device's maxComputeWorkgroupsPerDimension (${maxWg})`);
+      throw new RangeError(
+        `Kernel "${name}": dispatch of ${
+          wg.join("×")
+        } workgroups exceeds this device's maxComputeWorkgroupsPerDimension (${maxWg})`,
+      );
     }
     const [x, y = 1, z = 1] = this.spec.workgroupSize;
-    if (x * y * z > limits.maxComputeInvocationsPerWorkgroup || x > limits.maxComputeWorkgroupSizeX || y > limits.maxComputeWorkgroupSizeY || z > limits.maxComputeWorkgroupSizeZ) {
-      throw new RangeError(`Kernel "${name}": workgroup size ${x}×${y}×${z} exceeds this device's limits (maxComputeInvocationsPerWorkgroup ${limits.maxComputeInvocationsPerWorkgroup})`);
+    if (
+      x * y * z > limits.maxComputeInvocationsPerWorkgroup || x > limits.maxComputeWorkgroupSizeX ||
+      y > limits.maxComputeWorkgroupSizeY || z > limits.maxComputeWorkgroupSizeZ
+    ) {
+      throw new RangeError(
+        `Kernel "${name}": workgroup size ${x}×${y}×${z} exceeds this device's limits (maxComputeInvocationsPerWorkgroup ${limits.maxComputeInvocationsPerWorkgroup})`,
+      );
     }
 
     const { pipeline, layout } = await this.compile(device, state);
@@ -421,7 +507,9 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
           continue;
         }
         const size = Math.max(16, align(p.bytes, 16));
-        const usage = p.b.kind === "uniform" ? USAGE_UNIFORM | USAGE_COPY_DST : USAGE_STORAGE | USAGE_COPY_DST | USAGE_COPY_SRC;
+        const usage = p.b.kind === "uniform"
+          ? USAGE_UNIFORM | USAGE_COPY_DST
+          : USAGE_STORAGE | USAGE_COPY_DST | USAGE_COPY_SRC;
         const buffer = state.acquire(device, size, usage, `${name}.${p.name}`);
         acquired.push(buffer);
         buffers[p.binding] = buffer;
@@ -431,21 +519,37 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
           readBytes += align(Math.max(p.bytes, 4), 8);
         }
       }
-      staging = state.acquire(device, Math.max(16, align(readBytes, 16)), USAGE_MAP_READ | USAGE_COPY_DST, `${name}.readback`);
+      staging = state.acquire(
+        device,
+        Math.max(16, align(readBytes, 16)),
+        USAGE_MAP_READ | USAGE_COPY_DST,
+        `${name}.readback`,
+      );
 
       device.pushErrorScope("validation");
       const encoder = device.createCommandEncoder({ label: name });
       for (const p of plans) if (p.b.kind === "output") encoder.clearBuffer(buffers[p.binding]);
       const pass = encoder.beginComputePass({ label: name });
       pass.setPipeline(pipeline);
-      pass.setBindGroup(0, device.createBindGroup({
-        layout,
-        entries: plans.map((p) => ({ binding: p.binding, resource: { buffer: buffers[p.binding], size: p.resident ? p.resident.buffer.size : Math.max(16, align(p.bytes, 16)) } })),
-      }));
+      pass.setBindGroup(
+        0,
+        device.createBindGroup({
+          layout,
+          entries: plans.map((p) => ({
+            binding: p.binding,
+            resource: {
+              buffer: buffers[p.binding],
+              size: p.resident ? p.resident.buffer.size : Math.max(16, align(p.bytes, 16)),
+            },
+          })),
+        }),
+      );
       if (wg[0] && wg[1] && wg[2]) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
       pass.end();
       for (const p of plans) {
-        if (p.b.kind === "output" && p.bytes > 0) encoder.copyBufferToBuffer(buffers[p.binding], 0, staging, readOffsets[p.binding], p.bytes);
+        if (p.b.kind === "output" && p.bytes > 0) {
+          encoder.copyBufferToBuffer(buffers[p.binding], 0, staging, readOffsets[p.binding], p.bytes);
+        }
       }
       device.queue.submit([encoder.finish()]);
       const validation = device.popErrorScope();
@@ -456,7 +560,13 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
       ]);
       if (err) throw new KernelError(name, `dispatch of ${wg.join("×")} workgroups failed`, `  ${err.message}`);
       if (state.lost) throw state.lost;
-      if (!mapped) throw new KernelError(name, "reading the outputs back failed", `  ${(mapError as Error)?.message ?? String(mapError)}`);
+      if (!mapped) {
+        throw new KernelError(
+          name,
+          "reading the outputs back failed",
+          `  ${(mapError as Error)?.message ?? String(mapError)}`,
+        );
+      }
       const range = staging.getMappedRange(0, staging.size);
       const out: Record<string, Float32Array | Uint32Array | Int32Array> = {};
       for (const p of plans) {
@@ -517,6 +627,8 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
  * }
  * ```
  */
-export function defineKernel<S extends string, B extends Record<string, KernelBinding<S>>>(spec: KernelSpec<S, B>): Kernel<S, B> {
+export function defineKernel<S extends string, B extends Record<string, KernelBinding<S>>>(
+  spec: KernelSpec<S, B>,
+): Kernel<S, B> {
   return new Kernel(spec);
 }

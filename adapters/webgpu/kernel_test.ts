@@ -45,7 +45,9 @@ test("Kernel.run runs concurrent calls on one device independently", { skip: noG
   const device = await requestGpuDevice(0);
   const results = await Promise.all([1, 2, 3, 4].map(async (v) => {
     const n = 500;
-    const { out } = await add.run(device, { a: new Float32Array(n).fill(v), b: new Float32Array(n).fill(v) }, { sizes: { n } });
+    const { out } = await add.run(device, { a: new Float32Array(n).fill(v), b: new Float32Array(n).fill(v) }, {
+      sizes: { n },
+    });
     return out;
   }));
   results.forEach((out, i) => assert.ok(out.every((x) => x === 2 * (i + 1))));
@@ -78,7 +80,10 @@ test("Kernel.run rejects a wrong array type, a missing input and a missing size"
     message: 'Kernel "vector_add": input "a" must be a Float32Array or GpuArray<f32>, got Int32Array',
   });
   const missing = { a: new Float32Array(3) } as unknown as { a: Float32Array; b: Float32Array };
-  await assert.rejects(add.run(device, missing, { sizes: { n: 3 } }), { name: "TypeError", message: /Kernel "vector_add": missing input "b"/ });
+  await assert.rejects(add.run(device, missing, { sizes: { n: 3 } }), {
+    name: "TypeError",
+    message: /Kernel "vector_add": missing input "b"/,
+  });
   await assert.rejects(add.run(device, { a: new Float32Array(3), b: new Float32Array(3) }), {
     name: "TypeError",
     message: 'Kernel "vector_add": size "n" must be a non-negative integer, got undefined',
@@ -88,25 +93,35 @@ test("Kernel.run rejects a wrong array type, a missing input and a missing size"
 test("Kernel.run rejects a dispatch over maxComputeWorkgroupsPerDimension", { skip: noGpu }, async () => {
   const device = await requestGpuDevice(0);
   const max = device.limits.maxComputeWorkgroupsPerDimension;
-  await assert.rejects(add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 }, workgroups: max + 1 }), {
-    name: "RangeError",
-    message: `Kernel "vector_add": dispatch of ${max + 1}×1×1 workgroups exceeds this device's maxComputeWorkgroupsPerDimension (${max})`,
-  });
+  await assert.rejects(
+    add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 }, workgroups: max + 1 }),
+    {
+      name: "RangeError",
+      message: `Kernel "vector_add": dispatch of ${
+        max + 1
+      }×1×1 workgroups exceeds this device's maxComputeWorkgroupsPerDimension (${max})`,
+    },
+  );
 });
 
-test("Kernel.run rejects WGSL that does not compile with KernelError giving line and message", { skip: noGpu }, async () => {
-  const device = await requestGpuDevice(0);
-  const broken = defineKernel({
-    name: "broken",
-    code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(WORKGROUP_SIZE_X)\nfn main() { out[0] = undefined_thing; }`,
-    workgroupSize: [1],
-    bindings: { out: { kind: "output", type: "f32", length: () => 1 } },
-  });
-  const err = await broken.run(device, {}).then(() => undefined, (e) => e);
-  assert.ok(err instanceof KernelError, String(err));
-  assert.equal(err.kernel, "broken");
-  assert.match(err.message, /^Kernel "broken": WGSL compile error:\n {2}3:\d+ .*undefined_thing/s);
-});
+test(
+  "Kernel.run rejects WGSL that does not compile with KernelError giving line and message",
+  { skip: noGpu },
+  async () => {
+    const device = await requestGpuDevice(0);
+    const broken = defineKernel({
+      name: "broken",
+      code:
+        `@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(WORKGROUP_SIZE_X)\nfn main() { out[0] = undefined_thing; }`,
+      workgroupSize: [1],
+      bindings: { out: { kind: "output", type: "f32", length: () => 1 } },
+    });
+    const err = await broken.run(device, {}).then(() => undefined, (e) => e);
+    assert.ok(err instanceof KernelError, String(err));
+    assert.equal(err.kernel, "broken");
+    assert.match(err.message, /^Kernel "broken": WGSL compile error:\n {2}3:\d+ .*undefined_thing/s);
+  },
+);
 
 test("Kernel.run rejects bindings that do not match the WGSL with KernelError", { skip: noGpu }, async () => {
   const device = await requestGpuDevice(0);
@@ -123,22 +138,29 @@ test("Kernel.run rejects bindings that do not match the WGSL with KernelError", 
   });
 });
 
-test("Kernel.run fails pending and later calls with GpuDeviceLostError, and a new device works after", { skip: noGpu }, async () => {
-  const device = await requestGpuDevice(0);
-  const n = 200_000;
-  const pending = add.run(device, { a: new Float32Array(n), b: new Float32Array(n) }, { sizes: { n } });
-  device.destroy();
-  await assert.rejects(pending, (e: unknown) => {
-    assert.ok(e instanceof GpuDeviceLostError, String(e));
-    assert.match(e.message, /^GPU device lost: destroyed/);
-    return true;
-  });
-  await assert.rejects(add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 } }), GpuDeviceLostError);
-  const fresh = await requestGpuDevice(0);
-  assert.notEqual(fresh, device);
-  const { out } = await add.run(fresh, { a: new Float32Array([1]), b: new Float32Array([2]) }, { sizes: { n: 1 } });
-  assert.equal(out[0], 3);
-});
+test(
+  "Kernel.run fails pending and later calls with GpuDeviceLostError, and a new device works after",
+  { skip: noGpu },
+  async () => {
+    const device = await requestGpuDevice(0);
+    const n = 200_000;
+    const pending = add.run(device, { a: new Float32Array(n), b: new Float32Array(n) }, { sizes: { n } });
+    device.destroy();
+    await assert.rejects(pending, (e: unknown) => {
+      assert.ok(e instanceof GpuDeviceLostError, String(e));
+      assert.match(e.message, /^GPU device lost: destroyed/);
+      return true;
+    });
+    await assert.rejects(
+      add.run(device, { a: new Float32Array(1), b: new Float32Array(1) }, { sizes: { n: 1 } }),
+      GpuDeviceLostError,
+    );
+    const fresh = await requestGpuDevice(0);
+    assert.notEqual(fresh, device);
+    const { out } = await add.run(fresh, { a: new Float32Array([1]), b: new Float32Array([2]) }, { sizes: { n: 1 } });
+    assert.equal(out[0], 3);
+  },
+);
 
 test("Kernel.run reuses pooled buffers: a repeated run of the same shape creates none", { skip: noGpu }, async () => {
   const device = await requestGpuDevice(0);

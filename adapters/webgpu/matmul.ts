@@ -146,11 +146,21 @@ function checkShape(fn: string, a: Float32Array, b: Float32Array, m: number, k: 
   }
   if (!(a instanceof Float32Array)) throw new TypeError(`${fn}: a must be a Float32Array, got ${kindOf(a)}`);
   if (!(b instanceof Float32Array)) throw new TypeError(`${fn}: b must be a Float32Array, got ${kindOf(b)}`);
-  if (a.length !== m * k) throw new RangeError(`${fn}: a must hold m×k = ${m}×${k} = ${m * k} elements, got ${a.length}`);
-  if (b.length !== k * n) throw new RangeError(`${fn}: b must hold k×n = ${k}×${n} = ${k * n} elements, got ${b.length}`);
+  if (a.length !== m * k) {
+    throw new RangeError(`${fn}: a must hold m×k = ${m}×${k} = ${m * k} elements, got ${a.length}`);
+  }
+  if (b.length !== k * n) {
+    throw new RangeError(`${fn}: b must hold k×n = ${k}×${n} = ${k * n} elements, got ${b.length}`);
+  }
 }
 
-function padColumns(x: Float32Array, rows: number, cols: number, padCols: number, padRows: number = rows): Float32Array {
+function padColumns(
+  x: Float32Array,
+  rows: number,
+  cols: number,
+  padCols: number,
+  padRows: number = rows,
+): Float32Array {
   if (cols === padCols && rows === padRows) return x;
   const out = new Float32Array(padRows * padCols);
   for (let r = 0; r < rows; r++) out.set(x.subarray(r * cols, r * cols + cols), r * padCols);
@@ -181,7 +191,14 @@ function padColumns(x: Float32Array, rows: number, cols: number, padCols: number
  * }
  * ```
  */
-export async function matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number, options: MatmulOptions = {}): Promise<Float32Array> {
+export async function matmul(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  options: MatmulOptions = {},
+): Promise<Float32Array> {
   checkShape("matmul", a, b, m, k, n);
   const device = options.device ?? await requestGpuDevice(0);
   const k4 = Math.ceil(k / 4);
@@ -222,8 +239,14 @@ function unpadColumns(x: Float32Array, rows: number, padCols: number, cols: numb
  * }
  * ```
  */
-export async function matmulResident(a: GpuArray<"f32">, b: GpuArray<"f32">, dims: { readonly m: number; readonly k: number; readonly n: number }): Promise<Float32Array> {
-  const { c } = await tiled.run(a.device, { a, b }, { sizes: { m: dims.m, k4: Math.ceil(dims.k / 4), n4: Math.ceil(dims.n / 4) } });
+export async function matmulResident(
+  a: GpuArray<"f32">,
+  b: GpuArray<"f32">,
+  dims: { readonly m: number; readonly k: number; readonly n: number },
+): Promise<Float32Array> {
+  const { c } = await tiled.run(a.device, { a, b }, {
+    sizes: { m: dims.m, k4: Math.ceil(dims.k / 4), n4: Math.ceil(dims.n / 4) },
+  });
   return c;
 }
 
@@ -248,7 +271,14 @@ export async function matmulResident(a: GpuArray<"f32">, b: GpuArray<"f32">, dim
  * }
  * ```
  */
-export async function matmulNaive(a: Float32Array, b: Float32Array, m: number, k: number, n: number, options: MatmulOptions = {}): Promise<Float32Array> {
+export async function matmulNaive(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  k: number,
+  n: number,
+  options: MatmulOptions = {},
+): Promise<Float32Array> {
   checkShape("matmulNaive", a, b, m, k, n);
   const device = options.device ?? await requestGpuDevice(0);
   return (await naive.run(device, { a, b }, { sizes: { m, k, n } })).c;

@@ -89,15 +89,21 @@ fn main(@builtin(global_invocation_id) id: vec3u) {
 function checkMatrix(fn: string, docs: Float32Array, dim: number): number {
   if (!(docs instanceof Float32Array)) throw new TypeError(`${fn}: docs must be a Float32Array`);
   if (!Number.isInteger(dim) || dim < 1) throw new RangeError(`${fn}: dim must be a positive integer, got ${dim}`);
-  if (docs.length % dim !== 0) throw new RangeError(`${fn}: docs has ${docs.length} elements, not a multiple of dim ${dim}`);
+  if (docs.length % dim !== 0) {
+    throw new RangeError(`${fn}: docs has ${docs.length} elements, not a multiple of dim ${dim}`);
+  }
   return docs.length / dim;
 }
 
 function checkQuery(fn: string, query: Float32Array, dim: number, k: number, max: number): void {
   if (!(query instanceof Float32Array) || query.length !== dim) {
-    throw new RangeError(`${fn}: query must be a Float32Array of ${dim} elements, got ${(query as { length?: number })?.length}`);
+    throw new RangeError(
+      `${fn}: query must be a Float32Array of ${dim} elements, got ${(query as { length?: number })?.length}`,
+    );
   }
-  if (!Number.isInteger(k) || k < 1 || k > max) throw new RangeError(`${fn}: k must be an integer in 1..${max}, got ${k}`);
+  if (!Number.isInteger(k) || k < 1 || k > max) {
+    throw new RangeError(`${fn}: k must be an integer in 1..${max}, got ${k}`);
+  }
 }
 
 function norm(x: Float32Array, from: number, dim: number): number {
@@ -228,17 +234,19 @@ export class CosineIndex {
     const q = new Float32Array(this.dim4 * 4);
     const qn = norm(query, 0, this.dim) || 1;
     for (let j = 0; j < this.dim; j++) q[j] = query[j] / qn;
-    const parts = await Promise.all(this.chunks.filter((c) => c.rows > 0).map(async (c) => {
-      const kk = Math.min(k, c.rows);
-      const { outScore, outIndex } = await scoreTopK.run(this.device, { docs: c.data, query: q }, {
-        sizes: { n: c.rows, dim4: this.dim4, k: kk },
-      });
-      const hits: SearchHit[] = [];
-      for (let i = 0; i < outIndex.length; i++) {
-        if (outIndex[i] !== 0xffffffff) hits.push({ index: c.start + outIndex[i], score: outScore[i] });
-      }
-      return hits;
-    }));
+    const parts = await Promise.all(
+      this.chunks.filter((c) => c.rows > 0).map(async (c) => {
+        const kk = Math.min(k, c.rows);
+        const { outScore, outIndex } = await scoreTopK.run(this.device, { docs: c.data, query: q }, {
+          sizes: { n: c.rows, dim4: this.dim4, k: kk },
+        });
+        const hits: SearchHit[] = [];
+        for (let i = 0; i < outIndex.length; i++) {
+          if (outIndex[i] !== 0xffffffff) hits.push({ index: c.start + outIndex[i], score: outScore[i] });
+        }
+        return hits;
+      }),
+    );
     return takeTop(parts.flat(), k);
   }
 
