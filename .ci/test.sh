@@ -7,6 +7,9 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 status=0
 echo "== tsc --noEmit"
 tsc --noEmit -p tsconfig.json || status=1
+echo "== deno lint, deno fmt --check"
+deno lint --quiet || status=1
+deno fmt --check --quiet || status=1
 echo "== deno publish --dry-run (JSR slow types)"
 deno publish --dry-run --allow-dirty --quiet || status=1
 echo "== bun test"

@@ -9,7 +9,7 @@
 import { currentContext, type InstanceInfo, type RunContext, runInContext } from "./context.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import type { GpuDevice } from "./devices.ts";
-import { ObjectRef, settle, State, type TaskTarget } from "./object_ref.ts";
+import { type ObjectRef, settle, State, type TaskTarget } from "./object_ref.ts";
 import { describe, policyOf } from "./op.ts";
 import { failedRef, runBody, type RunPolicy, submit } from "./scheduler.ts";
 import type { RefArgs } from "./types.ts";
