@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as ta from "./mod.ts";
 import { rejection, sleep } from "./core/_test_utils.ts";
-import { rssOf, startNodeProcess } from "./adapters/_test_nodes.ts";
+import { rssOf, startNodeProcess, thisRuntime } from "./adapters/_test_nodes.ts";
 import { NodeServer } from "./transports/node.ts";
 import { serveInMemory } from "./transports/in_memory.ts";
 import { webSocketTransport } from "./transports/websocket.ts";
@@ -295,3 +295,44 @@ test(
     }
   },
 );
+
+test("thinkagain serve rejects bad arguments with a usage message and exit code 2", T, async () => {
+  const { parseServeArgs } = await import("./cli.ts");
+  assert.throws(() => parseServeArgs([], {}), /needs the module/);
+  assert.throws(() => parseServeArgs(["app.ts", "--port", "abc"], {}), /--port needs an integer/);
+  assert.throws(() => parseServeArgs(["app.ts", "--port", "70000"], {}), /at most 65535/);
+  assert.throws(() => parseServeArgs(["app.ts", "--gpus", "-1"], {}), /--gpus needs an integer/);
+  assert.throws(() => parseServeArgs(["app.ts", "--bogus"], {}), /unknown option --bogus/);
+  assert.throws(() => parseServeArgs(["a.ts", "b.ts"], {}), /one module only/);
+  assert.equal(
+    parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: "t" }).token,
+    "t",
+    "the token comes from the environment",
+  );
+  assert.equal(parseServeArgs(["app.ts", "--port=0", "--name=n"], {}).port, 0, "--flag=value works");
+  const { spawnSync } = await import("node:child_process");
+  const { runArgs } = await import("./adapters/_test_nodes.ts");
+  const [bin, argv] = runArgs(thisRuntime(), fileURLToPath(new URL("./cli.ts", import.meta.url)), [
+    "serve",
+    APP,
+    "--port",
+    "nope",
+  ]);
+  const r = spawnSync(bin, argv, { encoding: "utf8" });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--port needs an integer[\s\S]*usage: thinkagain serve/);
+  const missing = spawnSync(
+    bin,
+    runArgs(thisRuntime(), fileURLToPath(new URL("./cli.ts", import.meta.url)), [
+      "serve",
+      "/nonexistent/app.ts",
+      "--port",
+      "0",
+    ])[1],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /cannot start node/);
+});
