@@ -194,6 +194,8 @@ export class Mesh implements AsyncDisposable {
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
   private closing: Promise<void> | undefined;
   #closed = false;
+  /** @internal The default runtime: instances are owned by their handles alone. */
+  #transient = false;
 
   constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
     if (!Array.isArray(nodesOrDevices)) {
@@ -368,6 +370,9 @@ export class Mesh implements AsyncDisposable {
     });
     const deployment = new Deployment(def, replicas);
     for (const r of replicas) r.attach?.(deployment);
+    // the default runtime never closes and has unbounded resources: it keeps no record of its
+    // instances, so an instance lives exactly as long as its handle
+    if (this.#transient) return deployment;
     this.deployments.push(deployment);
     for (let i = 0; i < replicas.length; i++) {
       const replica = replicas[i], { st, gpus } = taken[i];
@@ -379,6 +384,13 @@ export class Mesh implements AsyncDisposable {
       ));
     }
     return deployment;
+  }
+
+  /** @internal The default runtime's mesh (see {@link defaultMesh}). */
+  static _makeDefault(): Mesh {
+    const mesh = new Mesh([new MeshNode("local", { gpus: Infinity })], { name: "default" });
+    mesh.#transient = true;
+    return mesh;
   }
 
   /** @internal Runs `cleanup` when the mesh closes (after the instances created before it). */
@@ -518,8 +530,6 @@ let fallback: Mesh | undefined;
 
 /** @internal The mesh used when no `mesh.run` is active: one local node, unbounded resources. */
 export function defaultMesh(): Mesh {
-  if (fallback === undefined || fallback.closed) {
-    fallback = new Mesh([new MeshNode("local", { gpus: Infinity })], { name: "default" });
-  }
+  if (fallback === undefined || fallback.closed) fallback = Mesh._makeDefault();
   return fallback;
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { gate, rejection, sleep } from "./_test_utils.ts";
+import { gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
@@ -220,4 +220,31 @@ test("service calls honour retries and timeoutMs", async () => {
   const s = S.init();
   assert.equal(await s.get.go(), 3);
   assert.ok((await rejection(s.hang.go())) instanceof ta.TimeoutError);
+});
+
+test("outside a mesh, a service instance lives as long as its handle: dropped handles are collected", {
+  skip: gcFunction() ? false : "no GC hook on this runtime",
+}, async () => {
+  const gc = gcFunction()!;
+  let collected = 0;
+  const registry = new FinalizationRegistry(() => collected++);
+  const Tmp = ta.service(
+    class Tmp {
+      constructor() {
+        registry.register(this, 0);
+      }
+      ping() {
+        return 1;
+      }
+    },
+  );
+  const n = 500;
+  await (async () => {
+    for (let i = 0; i < n; i++) await Tmp.init().ping.go();
+  })();
+  for (let i = 0; i < 50 && collected < n * 0.9; i++) {
+    gc();
+    await sleep(10);
+  }
+  assert.ok(collected >= n * 0.9, `only ${collected} of ${n} instances were collected`);
 });
