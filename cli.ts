@@ -192,6 +192,13 @@ async function main(argv: string[]): Promise<number> {
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
+  if (cmd.token === undefined && !/^(127\.|localhost$|::1$|\[::1\]$)/.test(cmd.host)) {
+    // serving every interface with no token is allowed, but never silently
+    console.error(
+      `thinkagain node ${cmd.name}: listening on ${cmd.host} without a token: anyone who can reach the port can ` +
+        "create and call the services this module registered (set --token or THINKAGAIN_TOKEN)",
+    );
+  }
   console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);
   return await exit;
 }
