@@ -336,3 +336,45 @@ test("thinkagain serve rejects bad arguments with a usage message and exit code 
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /cannot start node/);
 });
+
+test(
+  "over HTTP too, a node killed under in-flight calls fails them with NodeLostError or fails over to a live replica",
+  T,
+  async () => {
+    const n1 = await startNodeProcess(APP, ["--port", "0", "--name", "n1"]);
+    const n2 = await startNodeProcess(APP, ["--port", "0", "--name", "n2"]);
+    try {
+      await using mesh = new ta.Mesh([
+        new ta.MeshNode("n1", { endpoint: n1.url }),
+        new ta.MeshNode("n2", { endpoint: n2.url }),
+      ], { transport: "http" });
+      const retried = await mesh.run(async () => {
+        const w = Worker.init();
+        await Promise.all([w.work.go(0, -1), w.work.go(0, -2)]);
+        const refs = Array.from({ length: 200 }, (_, i) => w.work.go(300, i));
+        await sleep(100);
+        n1.kill("SIGKILL");
+        return await Promise.all(refs);
+      });
+      assert.deepEqual(retried, Array.from({ length: 200 }, (_, i) => i));
+      await using mesh2 = new ta.Mesh([new ta.MeshNode("n2", { endpoint: n2.url })], { transport: "http" });
+      const outcomes = await mesh2.run(async () => {
+        const s = Solo.init();
+        await s.echo.go(0);
+        const refs = Array.from({ length: 200 }, (_, i) => s.work.go(5_000, i));
+        await sleep(100);
+        n2.kill("SIGKILL");
+        return await Promise.allSettled(refs);
+      });
+      for (const o of outcomes) {
+        assert.equal(o.status, "rejected");
+        const e = (o as PromiseRejectedResult).reason;
+        assert.ok(e instanceof ta.NodeLostError, `expected NodeLostError, got ${e}`);
+        assert.equal(e.node, "n2");
+      }
+    } finally {
+      n1.kill("SIGKILL");
+      n2.kill("SIGKILL");
+    }
+  },
+);

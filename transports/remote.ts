@@ -52,6 +52,8 @@ export class NodeLink {
   private welcomeP: Promise<WelcomeMessage> | undefined;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
+  /** True once any request got an answer: later failures mean the node was lost, not never there. */
+  private reached = false;
   /** Calls in flight on this link. */
   inFlight = 0;
 
@@ -97,6 +99,7 @@ export class NodeLink {
     const frame = encodeMessage(message);
     const reply = await conn.request(frame);
     this.lost = false;
+    this.reached = true;
     if (span !== undefined) {
       span.setAttribute("thinkagain.bytes_sent", frame.byteLength);
       span.setAttribute("thinkagain.bytes_received", reply.byteLength);
@@ -142,9 +145,16 @@ export class NodeLink {
     }
   }
 
-  /** A transport failure after the node was reached means the node was lost. */
+  /**
+   * A transport failure of a call means the node was lost: the connection broke under it, or (over
+   * HTTP, where each call connects anew) a node that answered before cannot be reached any more.
+   */
   asNodeLost(e: unknown): unknown {
-    if (e instanceof TransportError && (e.reason === "closed" || e.reason === "io")) {
+    if (
+      e instanceof TransportError &&
+      (e.reason === "closed" || e.reason === "io" || (e.reason === "unreachable" && this.reached))
+    ) {
+      this.lost = true;
       return new NodeLostError(this.node, e.message);
     }
     return e;
