@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as ta from "./mod.ts";
-import { rejection, sleep } from "./core/_test_utils.ts";
+import { eventually, rejection, sleep } from "./core/_test_utils.ts";
 import { rssOf, startNodeProcess, thisRuntime } from "./adapters/_test_nodes.ts";
 import { NodeServer } from "./transports/node.ts";
 import { serveInMemory } from "./transports/in_memory.ts";
@@ -142,20 +142,17 @@ test(
       });
       const e = await mesh.run(() => rejection(Solo.init().work.go(60_000, 1)));
       assert.ok(e instanceof ta.TimeoutError);
-      await sleep(50);
-      assert.equal((await pong(n.url)).activeCalls, 0, "the node cancelled its side");
+      assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 0), "the node cancelled its side");
       await using mesh2 = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${n.port}` })]);
       const [ref] = await mesh2.run(async () => {
         const s = Solo.init();
         await s.echo.go(0);
         return [s.work.go(60_000, 2)];
       });
-      await sleep(50);
-      assert.equal((await pong(n.url)).activeCalls, 1);
+      assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 1), "the call runs on the node");
       ref.cancel();
       assert.ok((await rejection(ref)) instanceof ta.CancelledError);
-      await sleep(50);
-      assert.equal((await pong(n.url)).activeCalls, 0);
+      assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 0), "the cancel reached the node");
     } finally {
       n.kill();
       await n.exited;

@@ -29,3 +29,17 @@ export async function rejection(promise: PromiseLike<unknown>): Promise<unknown>
   }
   throw new Error("expected a rejection, but the promise resolved");
 }
+
+/**
+ * Waits until `check` returns true, polling every 5 ms, for at most `limitMs` (a bound on a wait for
+ * something that happens in another process or after a message, not a timing claim); returns
+ * whether it became true.
+ */
+export async function eventually(check: () => boolean | Promise<boolean>, limitMs = 5_000): Promise<boolean> {
+  const end = Date.now() + limitMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > end) return false;
+    await sleep(5);
+  }
+}

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { rejection, sleep } from "../core/_test_utils.ts";
+import { eventually, rejection, sleep } from "../core/_test_utils.ts";
 import { NodeServer } from "./node.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { inMemoryTransport } from "./in_memory.ts";
@@ -102,19 +102,16 @@ test("remote calls: deadline gives TimeoutError and cancels on the node; cancel(
   await withNodes(1, async (mesh, [node]) => {
     const e = await mesh.run(() => rejection(Slow.init().hang.go()));
     assert.ok(e instanceof ta.TimeoutError);
-    await sleep(20);
-    assert.equal(node.activeCalls, 0, "the node was told to cancel");
+    assert.ok(await eventually(() => node.activeCalls === 0), "the node was told to cancel");
     const [ref] = await mesh.run(async () => {
       const c = Counter.init();
       await c.where.go();
       return [c.hang.go()]; // in an array: returning the ref itself would wait for it
     });
-    await sleep(20);
-    assert.equal(node.activeCalls, 1);
+    assert.ok(await eventually(() => node.activeCalls === 1), "the call runs on the node");
     ref.cancel();
     assert.ok((await rejection(ref)) instanceof ta.CancelledError);
-    await sleep(20);
-    assert.equal(node.activeCalls, 0);
+    assert.ok(await eventually(() => node.activeCalls === 0), "the cancel reached the node");
   });
 });
 
