@@ -69,8 +69,23 @@ const sampledProvider = new BasicTracerProvider({
 });
 const contextManager = new AsyncLocalStorageContextManager();
 
-type Mode = "off" | "auto, no provider" | "on, no-op provider" | "on, SDK + OTLP" | "on, SDK 1% sampled";
-const MODES: Mode[] = ["off", "auto, no provider", "on, no-op provider", "on, SDK + OTLP", "on, SDK 1% sampled"];
+type Mode =
+  | "off"
+  | "auto, no provider"
+  | "on, no-op provider"
+  | "on, SDK + OTLP"
+  | "on, SDK 1% sampled"
+  | "on, SDK + OTLP, sampleRatio 1%"
+  | "on, SDK + OTLP, sampleRatio 0.1%";
+const MODES: Mode[] = [
+  "off",
+  "auto, no provider",
+  "on, no-op provider",
+  "on, SDK + OTLP",
+  "on, SDK 1% sampled",
+  "on, SDK + OTLP, sampleRatio 1%",
+  "on, SDK + OTLP, sampleRatio 0.1%",
+];
 
 function setMode(mode: Mode): void {
   ta.disableTracing();
@@ -84,6 +99,13 @@ function setMode(mode: Mode): void {
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
     trace.setGlobalTracerProvider(mode === "on, SDK + OTLP" ? provider : sampledProvider);
     ta.setTracingAutoDetect(true); // picked up at the first .go(), as users get it
+  }
+  if (mode === "on, SDK + OTLP, sampleRatio 1%" || mode === "on, SDK + OTLP, sampleRatio 0.1%") {
+    // thinkagain's own head sampling: untraced tasks never reach the SDK
+    context.setGlobalContextManager(contextManager.enable());
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    trace.setGlobalTracerProvider(provider);
+    ta.enableTracing({ sampleRatio: mode.endsWith("0.1%") ? 0.001 : 0.01 });
   }
 }
 
@@ -154,8 +176,9 @@ for (let round = 0; round <= ROUNDS; round++) {
     gc?.();
     const w = await fanoutWork();
     if (mode.startsWith("on, SDK")) {
+      // (the sampleRatio mode exports through `provider` too)
       if (!ta.isTracingEnabled()) throw new Error("tracing did not turn on with the SDK registered");
-      await (mode === "on, SDK + OTLP" ? provider : sampledProvider).forceFlush(); // export outside the timed part, so rounds start equal
+      await (mode === "on, SDK 1% sampled" ? sampledProvider : provider).forceFlush(); // export outside the timed part, so rounds start equal
     }
     if (round === 0) continue; // warm-up
     times.fanout[mode].push(f);

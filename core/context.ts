@@ -43,6 +43,20 @@ export function runInContext<R>(ctx: RunContext, fn: () => R): R {
   return storage.run(ctx, fn);
 }
 
+function applyTo(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
+  return fn.apply(self, args);
+}
+
+/** @internal `fn.apply(self, args)` with `ctx` as the ambient context, without a closure per call. */
+export function applyInContext(
+  ctx: RunContext,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+): unknown {
+  return storage.run(ctx, applyTo, fn, self, args);
+}
+
 /**
  * The GPUs that placement assigned to the service instance whose constructor or method is running
  * now, or `undefined` outside a service instance.

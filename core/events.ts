@@ -46,9 +46,39 @@ export interface TaskEvent {
 export type TaskEventListener = (event: TaskEvent) => void;
 
 const listeners: TaskEventListener[] = [];
+let everyTaskListeners = 0;
 
 /** @internal True while anyone listens; the hot path checks it before doing any event work. */
 export let eventsEnabled = false;
+
+/**
+ * @internal When set (and no listener asked for every task), decides for each root task (one
+ * submitted outside any recorded task) whether it and the tasks it submits are recorded. Tracing
+ * installs it for head sampling; the profiler always records every task.
+ */
+export let rootSampler: (() => boolean) | undefined;
+
+/** @internal Installs (or removes) the root sampler. */
+export function setRootSampler(sampler: (() => boolean) | undefined): void {
+  rootSampler = sampler;
+}
+
+/** @internal True while root sampling decides what is recorded. */
+export function sampling(): boolean {
+  return rootSampler !== undefined && everyTaskListeners === 0;
+}
+
+/** @internal Whether a task submitted under `parent` (the running task, if any) is recorded. */
+export function shouldRecord(parent: { _meta?: unknown } | undefined): boolean {
+  if (rootSampler === undefined || everyTaskListeners > 0) return true;
+  return parent !== undefined ? parent._meta !== undefined : rootSampler();
+}
+
+/** Options of {@link onTaskEvent}. */
+export interface TaskEventOptions {
+  /** Receive every task even while tracing samples (the profiler needs them all). Default false. */
+  everyTask?: boolean;
+}
 
 /**
  * Subscribes to task events. Returns the unsubscribe function.
@@ -63,13 +93,19 @@ export let eventsEnabled = false;
  * off();
  * ```
  */
-export function onTaskEvent(listener: TaskEventListener): () => void {
+export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptions = {}): () => void {
   if (typeof listener !== "function") throw new TypeError("onTaskEvent expects a function");
+  const every = options.everyTask === true;
   listeners.push(listener);
+  if (every) everyTaskListeners++;
   eventsEnabled = true;
+  let on = true;
   return () => {
+    if (!on) return;
+    on = false;
     const i = listeners.indexOf(listener);
     if (i >= 0) listeners.splice(i, 1);
+    if (every) everyTaskListeners--;
     eventsEnabled = listeners.length > 0;
   };
 }

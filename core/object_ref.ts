@@ -324,9 +324,9 @@ export function settle(ref: ObjectRef<unknown>, state: number, valueOrError: unk
   if (state === COMPLETED) ref._value = valueOrError;
   else ref._error = valueOrError;
   ref._abort = undefined;
-  if (eventsEnabled) {
+  if (eventsEnabled && ref._meta !== undefined) {
     const at = performance.now();
-    if (ref._meta) ref._meta.settledAt = at;
+    ref._meta.settledAt = at;
     emit(state === COMPLETED ? "finished" : state === FAILED ? "failed" : "cancelled", ref, at);
   }
   if (ref._resolve !== undefined) {

@@ -101,7 +101,7 @@ export class Profiler implements Disposable {
 
   /** @internal use {@link profile} */
   constructor() {
-    this.off = onTaskEvent((e) => this.record(e));
+    this.off = onTaskEvent((e) => this.record(e), { everyTask: true });
   }
 
   private record(e: TaskEvent): void {

@@ -7,9 +7,9 @@
  * @module
  */
 import { Cause, Effect, Exit } from "effect";
-import { currentContext, type RunContext, runInContext } from "./context.ts";
+import { applyInContext, currentContext, type RunContext } from "./context.ts";
 import { OpExecutionError, ThinkagainError, TimeoutError } from "./errors.ts";
-import { bodyWrapper, emit, eventsEnabled, submitProbe } from "./events.ts";
+import { bodyWrapper, emit, eventsEnabled, sampling, shouldRecord, submitProbe } from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
 
 const { PENDING, RUNNING, COMPLETED, FAILED } = State;
@@ -46,19 +46,7 @@ export function submit<T>(
 ): ObjectRef<T> {
   if (submitProbe !== undefined) submitProbe();
   const task = new ObjectRef<T>(target, args, ctx);
-  if (eventsEnabled) {
-    const now = performance.now();
-    task._meta = {
-      submittedAt: now,
-      startedAt: 0,
-      settledAt: 0,
-      attempt: 0,
-      parent: ctx?.task as ObjectRef<unknown> | undefined,
-      deps: [],
-      node: target.node,
-    };
-    emit("submitted", task, now);
-  }
+  if (eventsEnabled) record(task as ObjectRef<unknown>, ctx);
   if (args.length !== 0) scanArgs(task as ObjectRef<unknown>, args);
   if (task._state !== PENDING) return task; // an input had already failed
   if (enqueue !== undefined) enqueue(task as ObjectRef<unknown>);
@@ -72,9 +60,90 @@ export function submit<T>(
   return task;
 }
 
+/** > 0 while a sampled-out body runs synchronously outside any context switch. */
+let unsampledDepth = 0;
+
+function runFlagged(
+  task: ObjectRef<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+  done: ((task: ObjectRef<unknown>) => void) | undefined,
+): void {
+  if ((fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true) {
+    const hook: CancelHook = { cancel: undefined };
+    task._abort = () => hook.cancel?.();
+    args.push(hook);
+  }
+  let r: unknown;
+  unsampledDepth++;
+  try {
+    r = fn.apply(self, args);
+  } catch (e) {
+    settle(task, FAILED, failure(task, e));
+    if (done !== undefined) done(task);
+    return;
+  } finally {
+    unsampledDepth--;
+  }
+  finish(task, r, done);
+}
+
+/** Settles `task` with the body's result `r` (a value or a thenable), then calls `done`. */
+function finish(task: ObjectRef<unknown>, r: unknown, done: ((task: ObjectRef<unknown>) => void) | undefined): void {
+  if (isThenable(r)) {
+    r.then(
+      (v) => {
+        settle(task, COMPLETED, v);
+        if (done !== undefined) done(task);
+      },
+      (e) => {
+        settle(task, FAILED, failure(task, e));
+        if (done !== undefined) done(task);
+      },
+    );
+  } else {
+    settle(task, COMPLETED, r);
+    if (done !== undefined) done(task);
+  }
+}
+
+/** Stands as the calling task of tasks submitted from a sampled-out body: it is not recorded. */
+const UNSAMPLED_TASK: { _meta: undefined } = { _meta: undefined };
+const unsampledRoot: RunContext = { mesh: undefined, task: UNSAMPLED_TASK };
+const unsampledVariants = new WeakMap<RunContext, RunContext>();
+
+function unsampledContext(ctx: RunContext | undefined): RunContext {
+  if (ctx === undefined) return unsampledRoot;
+  if (ctx.task === UNSAMPLED_TASK) return ctx;
+  let u = unsampledVariants.get(ctx);
+  if (u === undefined) unsampledVariants.set(ctx, u = { mesh: ctx.mesh, instance: ctx.instance, task: UNSAMPLED_TASK });
+  return u;
+}
+
+/** Starts recording a task for the event stream (unless sampling leaves it out). */
+function record(task: ObjectRef<unknown>, ctx: RunContext | undefined): void {
+  const caller = ctx?.task as ObjectRef<unknown> | undefined;
+  if (unsampledDepth > 0 && sampling()) return;
+  if (!shouldRecord(caller)) return;
+  const parent = (caller as unknown) === UNSAMPLED_TASK ? undefined : caller;
+  const now = performance.now();
+  task._meta = {
+    submittedAt: now,
+    startedAt: 0,
+    settledAt: 0,
+    attempt: 0,
+    parent,
+    deps: [],
+    node: task._target.node,
+  };
+  emit("submitted", task, now);
+}
+
 /** @internal A task that fails before it could be submitted anywhere (closed mesh, no placement). */
 export function failedRef<T>(target: TaskTarget, error: unknown): ObjectRef<T> {
   const task = new ObjectRef<T>(target, undefined, undefined);
+  if (eventsEnabled) record(task as ObjectRef<unknown>, currentContext());
   settle(task as ObjectRef<unknown>, FAILED, error);
   return task;
 }
@@ -127,15 +196,23 @@ export function runBody(
 ): void {
   task._state = RUNNING;
   const args = resolveArgs(task);
-  if (eventsEnabled) {
+  const recorded = eventsEnabled && task._meta !== undefined;
+  if (recorded) {
     const now = performance.now();
-    if (task._meta) task._meta.startedAt = now;
+    task._meta!.startedAt = now;
     emit("started", task, now);
     // the body's own .go() calls record this task as their caller
     ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
+  } else if (eventsEnabled && sampling()) {
+    // sampled out: what the body submits is left out with it, not sampled anew as a root. Where the
+    // body switches context anyway (service methods, other meshes) the switch carries that; else a
+    // flag does, for what it submits before its first await (an extra switch per task costs more
+    // than the sampling saves, ~150 ns on Deno)
+    if (policy !== undefined || (ctx !== undefined && currentContext() !== ctx)) ctx = unsampledContext(ctx);
+    else if (policy === undefined) return runFlagged(task, fn, self, args, done);
   }
   const abortable = (fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true;
-  if (eventsEnabled && bodyWrapper !== undefined) {
+  if (recorded && bodyWrapper !== undefined) {
     const inner = fn, wrap = bodyWrapper;
     fn = (...a: unknown[]) => wrap(task, () => inner.apply(self, a));
   }
@@ -147,29 +224,13 @@ export function runBody(
   }
   let r: unknown;
   try {
-    r = ctx !== undefined && currentContext() !== ctx
-      ? runInContext(ctx, () => fn.apply(self, args))
-      : fn.apply(self, args);
+    r = ctx !== undefined && currentContext() !== ctx ? applyInContext(ctx, fn, self, args) : fn.apply(self, args);
   } catch (e) {
     settle(task, FAILED, failure(task, e));
     if (done !== undefined) done(task);
     return;
   }
-  if (isThenable(r)) {
-    r.then(
-      (v) => {
-        settle(task, COMPLETED, v);
-        if (done !== undefined) done(task);
-      },
-      (e) => {
-        settle(task, FAILED, failure(task, e));
-        if (done !== undefined) done(task);
-      },
-    );
-  } else {
-    settle(task, COMPLETED, r);
-    if (done !== undefined) done(task);
-  }
+  finish(task, r, done);
 }
 
 function runWithPolicy(
@@ -184,7 +245,7 @@ function runWithPolicy(
 ): void {
   const name = task._target.name;
   let attempts = 0;
-  const call = (a: unknown[]) => (ctx !== undefined ? runInContext(ctx, () => fn.apply(self, a)) : fn.apply(self, a));
+  const call = (a: unknown[]) => (ctx !== undefined ? applyInContext(ctx, fn, self, a) : fn.apply(self, a));
   const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
     if (attempts++ > 0 && task._meta) {
       task._meta.attempt = attempts - 1;

@@ -35,7 +35,14 @@ import {
   type Tracer,
   type TracerProvider,
 } from "@opentelemetry/api";
-import { onTaskEvent, setBodyWrapper, setSubmitProbe, type TaskEvent, type TaskInfo } from "./events.ts";
+import {
+  onTaskEvent,
+  setBodyWrapper,
+  setRootSampler,
+  setSubmitProbe,
+  type TaskEvent,
+  type TaskInfo,
+} from "./events.ts";
 
 /** Instrumentation scope name of thinkagain's spans. */
 const TRACER_NAME = "thinkagain";
@@ -44,6 +51,25 @@ const TRACER_NAME = "thinkagain";
 export interface TracingOptions {
   /** Provider to take the tracer from (default: the globally registered one, resolved per span). */
   tracerProvider?: TracerProvider;
+  /**
+   * Share of root tasks traced, in (0, 1] (default 1: all). Decided by thinkagain before any span
+   * exists, per task submitted outside a traced task; the tasks a traced task submits are traced
+   * with it. Untraced tasks cost one check, where an SDK's own sampler still pays for a
+   * non-recording span per task. (While a profiler runs, every task is recorded for it.)
+   */
+  sampleRatio?: number;
+}
+
+/** A root sampler keeping exactly `ratio` of the roots, spread evenly (no randomness on the hot path). */
+function ratioSampler(ratio: number): (() => boolean) | undefined {
+  if (ratio >= 1) return undefined;
+  let credit = 1 - ratio; // the first root is traced
+  return () => {
+    credit += ratio;
+    if (credit < 1) return false;
+    credit -= 1;
+    return true;
+  };
 }
 
 let tracer: Tracer | undefined;
@@ -112,6 +138,11 @@ const noopProvider: TracerProvider = new ProxyTracerProvider().getDelegate();
  * ```
  */
 export function enableTracing(options: TracingOptions = {}): void {
+  const ratio = options.sampleRatio ?? 1;
+  if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
+    throw new RangeError(`enableTracing: sampleRatio must be in (0, 1], got ${String(ratio)}`);
+  }
+  setRootSampler(ratioSampler(ratio));
   // resolved once: a provider's tracer, or the global API's proxy tracer (it follows a provider
   // registered later; after `trace.disable()` and a new registration, call enableTracing() again)
   tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(TRACER_NAME);
@@ -137,6 +168,7 @@ export function enableTracing(options: TracingOptions = {}): void {
 export function disableTracing(): void {
   autoDetect = false;
   setSubmitProbe(undefined);
+  setRootSampler(undefined);
   if (off === undefined) return;
   off();
   off = undefined;

@@ -173,6 +173,39 @@ test("tracing marks a cancelled task's span as cancelled", async () => {
   assert.equal(span.attributes["thinkagain.status"], "cancelled");
 });
 
+test("sampleRatio traces that share of root tasks, whole: a traced task's children are traced with it", async () => {
+  const exporter = new InMemorySpanExporter();
+  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const leaf = ta.op(async function sampledLeaf(x: number) {
+    return x;
+  });
+  const root = ta.op(async function sampledRoot(x: number) {
+    return await leaf.go(x);
+  });
+  try {
+    ta.enableTracing({ tracerProvider: local, sampleRatio: 0.25 });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => root.go(i)));
+    const spans = exporter.getFinishedSpans();
+    const roots = spans.filter((s) => s.name === "op sampledRoot");
+    const leaves = spans.filter((s) => s.name === "op sampledLeaf");
+    assert.equal(roots.length, 25, "a quarter of the roots");
+    assert.equal(leaves.length, 25, "each traced root's child, and no other");
+    const rootIds = new Set(roots.map((s) => s.spanContext().spanId));
+    for (const l of leaves) assert.ok(rootIds.has(l.parentSpanContext?.spanId ?? ""), "the child hangs under its root");
+    // a profiler still sees every task while tracing samples
+    exporter.reset();
+    using p = ta.profile();
+    await Promise.all(Array.from({ length: 8 }, (_, i) => root.go(i)));
+    assert.equal(p.summary().ops.sampledRoot.count, 8);
+    assert.equal(exporter.getFinishedSpans().filter((s) => s.name === "op sampledRoot").length, 8);
+    assert.throws(() => ta.enableTracing({ tracerProvider: local, sampleRatio: 0 }), RangeError);
+  } finally {
+    ta.disableTracing();
+    setTracingAutoDetect(true);
+    await local.shutdown();
+  }
+});
+
 test("injectTraceContext and withExtractedContext join a hop into the caller's trace under a SERVER span", async () => {
   setTracingAutoDetect(true);
   let release!: () => void;
