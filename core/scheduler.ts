@@ -60,6 +60,13 @@ export function submit<T>(
   return task;
 }
 
+/** Gives an abortable body its cancel hook (last argument), fired by `task.cancel()`. */
+function attachCancelHook(task: ObjectRef<unknown>, args: unknown[]): void {
+  const hook: CancelHook = { cancel: undefined };
+  task._abort = () => hook.cancel?.();
+  args.push(hook);
+}
+
 /** > 0 while a sampled-out body runs synchronously outside any context switch. */
 let unsampledDepth = 0;
 
@@ -70,11 +77,7 @@ function runFlagged(
   args: unknown[],
   done: ((task: ObjectRef<unknown>) => void) | undefined,
 ): void {
-  if ((fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true) {
-    const hook: CancelHook = { cancel: undefined };
-    task._abort = () => hook.cancel?.();
-    args.push(hook);
-  }
+  if ((fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true) attachCancelHook(task, args);
   let r: unknown;
   unsampledDepth++;
   try {
@@ -217,11 +220,7 @@ export function runBody(
     fn = (...a: unknown[]) => wrap(task, () => inner.apply(self, a));
   }
   if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, abortable, done);
-  if (abortable) {
-    const hook: CancelHook = { cancel: undefined };
-    task._abort = () => hook.cancel?.();
-    args.push(hook);
-  }
+  if (abortable) attachCancelHook(task, args);
   let r: unknown;
   try {
     r = ctx !== undefined && currentContext() !== ctx ? applyInContext(ctx, fn, self, args) : fn.apply(self, args);

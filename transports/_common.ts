@@ -130,3 +130,26 @@ export function newConnectionId(): number {
 export function closedError(endpoint: string): TransportError {
   return new TransportError("closed", `Connection to ${endpoint} is closed`, endpoint);
 }
+
+/**
+ * Parses a node endpoint for one transport: the other transport's schemes map onto this one's
+ * (`ws:`↔`http:`, `wss:`↔`https:`); anything else is a TypeError naming the endpoint.
+ */
+export function endpointUrl(endpoint: string, transport: "HTTP" | "WebSocket"): URL {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new TypeError(`Cannot connect over ${transport} to ${endpoint}: not a URL`);
+  }
+  const [plain, secure, otherPlain, otherSecure] = transport === "HTTP"
+    ? ["http:", "https:", "ws:", "wss:"]
+    : ["ws:", "wss:", "http:", "https:"];
+  if (url.protocol === otherPlain) url.protocol = plain;
+  else if (url.protocol === otherSecure) url.protocol = secure;
+  else if (url.protocol !== plain && url.protocol !== secure) {
+    const expected = transport === "HTTP" ? "http://, https://, ws:// or wss://" : "ws://, wss://, http:// or https://";
+    throw new TypeError(`Cannot connect over ${transport} to ${endpoint}: expected ${expected}`);
+  }
+  return url;
+}

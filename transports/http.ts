@@ -9,7 +9,7 @@
  * @module
  */
 import { TransportError } from "../core/errors.ts";
-import { authRefused, closedError, CloseListeners, decodeError } from "./_common.ts";
+import { authRefused, closedError, CloseListeners, decodeError, endpointUrl } from "./_common.ts";
 import {
   checkFrameSize,
   type ConnectOptions,
@@ -33,17 +33,7 @@ import {
  * ```
  */
 export function rpcUrl(endpoint: string): string {
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new TypeError(`Cannot connect over HTTP to ${endpoint}: not a URL`);
-  }
-  if (url.protocol === "ws:") url.protocol = "http:";
-  else if (url.protocol === "wss:") url.protocol = "https:";
-  else if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new TypeError(`Cannot connect over HTTP to ${endpoint}: expected http://, https://, ws:// or wss://`);
-  }
+  const url = endpointUrl(endpoint, "HTTP");
   url.pathname = "/rpc";
   return url.toString();
 }

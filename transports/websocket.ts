@@ -20,6 +20,7 @@ import {
   closedError,
   CloseListeners,
   decodeError,
+  endpointUrl,
   type Pending,
   toBase64Url,
   WS_PROTOCOL,
@@ -261,17 +262,7 @@ export function writeHeader(out: Uint8Array, kind: number, id: number): void {
  * ```
  */
 export function webSocketUrl(endpoint: string): string {
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new TypeError(`Cannot connect over WebSocket to ${endpoint}: not a URL`);
-  }
-  if (url.protocol === "http:") url.protocol = "ws:";
-  else if (url.protocol === "https:") url.protocol = "wss:";
-  else if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new TypeError(`Cannot connect over WebSocket to ${endpoint}: expected ws://, wss://, http:// or https://`);
-  }
+  const url = endpointUrl(endpoint, "WebSocket");
   if (url.pathname === "/" || url.pathname === "") url.pathname = "/ws";
   return url.toString();
 }
