@@ -69,3 +69,46 @@ console.log(JSON.stringify({
     }
   },
 );
+
+test(
+  "mod.ts (the whole public API) runs under Deno with only a deno.json import map, as a JSR user gets it",
+  { skip: deno === undefined && "no deno executable found to spawn", timeout: 180_000 },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-mod-"));
+    try {
+      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as {
+        imports: Record<string, string>;
+      };
+      writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
+      const mod = new URL("../mod.ts", import.meta.url).href;
+      writeFileSync(
+        join(dir, "main.ts"),
+        `import * as ta from ${JSON.stringify(mod)};
+const addOne = ta.op(async function addOne(x: number) { return x + 1; });
+const multiply = ta.op("multiply", async (x: number, f: number) => x * f);
+const Counter = ta.service(class Counter { n = 0; add(k: number) { return this.n += k; } });
+await using mesh = new ta.Mesh([new ta.MeshNode("n1", { gpus: 1 })]);
+const out = await mesh.run(async () => {
+  const c = Counter.init();
+  await Promise.all([1, 2, 3].map((k) => c.add.go(k)));
+  return { r: await multiply.go(addOne.go(5), 3), n: await c.add(0) };
+});
+console.log(JSON.stringify(out));
+`,
+      );
+      const env: Record<string, string | undefined> = { ...process.env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" };
+      delete env.DENO_NODE_MODULES_DIR;
+      const run = spawnSync(deno!, ["run", "-A", "--config", join(dir, "deno.json"), "main.ts"], {
+        cwd: dir,
+        env,
+        encoding: "utf8",
+        timeout: 170_000,
+      });
+      strictEqual(run.status, 0, `deno run failed:\n${run.stderr}`);
+      strictEqual(run.stdout.trim(), JSON.stringify({ r: 18, n: 6 }));
+      ok(!existsSync(join(dir, "node_modules")), "deno must not have needed a node_modules folder");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
