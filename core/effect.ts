@@ -55,6 +55,7 @@ export function layerMesh(
 
 /** Anything with `.go(...)`: an op or a service method. */
 export interface Submittable<A extends unknown[], R> {
+  /** Submits the call and returns its ref. */
   go(...args: RefArgs<A>): ObjectRef<R>;
 }
 

@@ -70,13 +70,16 @@ function describe(cause: unknown): string {
  * ```
  */
 export class OpExecutionError extends ThinkagainError {
+  /** Always `"OpExecutionError"` (for `Effect.catchTag`). */
   readonly _tag = "OpExecutionError" as const;
   /** Name of the op (`name`) or the service method (`Service.method`) that failed. */
   readonly op: string;
+  /** Creates one. @param op Name of the op. @param cause What it threw. */
   constructor(op: string, cause: unknown) {
     super({ message: `Op "${op}" failed: ${describe(cause)}`, cause });
     this.op = op;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { op: this.op };
   }
@@ -93,13 +96,16 @@ export class OpExecutionError extends ThinkagainError {
  * ```
  */
 export class PlacementError extends ThinkagainError {
+  /** Always `"PlacementError"` (for `Effect.catchTag`). */
   readonly _tag = "PlacementError" as const;
   /** Name of the service that could not be placed. */
   readonly service: string;
+  /** Creates one. @param service The service. @param message What was asked and what is free. */
   constructor(service: string, message: string) {
     super({ message });
     this.service = service;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { service: this.service };
   }
@@ -119,16 +125,19 @@ export type TransportErrorReason = "unreachable" | "closed" | "too-large" | "bad
  * ```
  */
 export class TransportError extends ThinkagainError {
+  /** Always `"TransportError"` (for `Effect.catchTag`). */
   readonly _tag = "TransportError" as const;
   /** What went wrong, as a machine-readable reason. */
   readonly reason: TransportErrorReason;
   /** The endpoint involved, when there is one. */
   readonly endpoint: string | undefined;
+  /** Creates one. @param reason Why. @param message What was attempted. @param endpoint Where. @param cause The underlying error. */
   constructor(reason: TransportErrorReason, message: string, endpoint?: string, cause?: unknown) {
     super({ message, cause });
     this.reason = reason;
     this.endpoint = endpoint;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { reason: this.reason, endpoint: this.endpoint };
   }
@@ -146,13 +155,16 @@ export class TransportError extends ThinkagainError {
  * ```
  */
 export class RemoteError extends ThinkagainError {
+  /** Always `"RemoteError"` (for `Effect.catchTag`). */
   readonly _tag = "RemoteError" as const;
   /** The `name` the error had where it was thrown. */
   readonly remoteName: string;
+  /** Creates one. @param message The message. @param remoteName The error's name where it was thrown. */
   constructor(message: string, remoteName = "Error") {
     super({ message });
     this.remoteName = remoteName;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { remoteName: this.remoteName };
   }
@@ -169,16 +181,19 @@ export class RemoteError extends ThinkagainError {
  * ```
  */
 export class TimeoutError extends ThinkagainError {
+  /** Always `"TimeoutError"` (for `Effect.catchTag`). */
   readonly _tag = "TimeoutError" as const;
   /** Name of the op or method that timed out. */
   readonly op: string;
   /** The deadline that passed, in milliseconds. */
   readonly timeoutMs: number;
+  /** Creates one. @param op Name of the op. @param timeoutMs The deadline that passed. */
   constructor(op: string, timeoutMs: number) {
     super({ message: `Op "${op}" did not finish within ${timeoutMs} ms` });
     this.op = op;
     this.timeoutMs = timeoutMs;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { op: this.op, timeoutMs: this.timeoutMs };
   }
@@ -195,13 +210,16 @@ export class TimeoutError extends ThinkagainError {
  * ```
  */
 export class CancelledError extends ThinkagainError {
+  /** Always `"CancelledError"` (for `Effect.catchTag`). */
   readonly _tag = "CancelledError" as const;
   /** Name of the op or method that was cancelled. */
   readonly op: string;
+  /** Creates one. @param op Name of the op. @param reason How it was cancelled. */
   constructor(op: string, reason = "cancelled") {
     super({ message: `Op "${op}" was ${reason}` });
     this.op = op;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { op: this.op };
   }
@@ -218,13 +236,16 @@ export class CancelledError extends ThinkagainError {
  * ```
  */
 export class NodeLostError extends ThinkagainError {
+  /** Always `"NodeLostError"` (for `Effect.catchTag`). */
   readonly _tag = "NodeLostError" as const;
   /** Name of the node that was lost. */
   readonly node: string;
+  /** Creates one. @param node The node. @param detail What happened. */
   constructor(node: string, detail = "connection lost") {
     super({ message: `Node "${node}" was lost: ${detail}` });
     this.node = node;
   }
+  /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
     return { node: this.node };
   }
@@ -242,7 +263,9 @@ export class NodeLostError extends ThinkagainError {
  * ```
  */
 export class ProtocolError extends ThinkagainError {
+  /** Always `"ProtocolError"` (for `Effect.catchTag`). */
   readonly _tag = "ProtocolError" as const;
+  /** Creates one. @param message What went wrong. */
   constructor(message: string) {
     super({ message });
   }
@@ -259,7 +282,9 @@ export class ProtocolError extends ThinkagainError {
  * ```
  */
 export class AuthError extends ThinkagainError {
+  /** Always `"AuthError"` (for `Effect.catchTag`). */
   readonly _tag = "AuthError" as const;
+  /** Creates one. @param message What went wrong. */
   constructor(message: string) {
     super({ message });
   }

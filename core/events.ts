@@ -24,7 +24,9 @@ export interface TaskInfo {
   readonly dependencies: readonly TaskInfo[];
   /** Clock readings (`performance.now()` ms): submitted, started, settled. */
   readonly submittedAt: number;
+  /** `performance.now()` when the body started. */
   readonly startedAt: number;
+  /** `performance.now()` when it settled. */
   readonly settledAt: number;
   /** Retry attempt (0 for the first). */
   readonly attempt: number;
@@ -36,7 +38,9 @@ export interface TaskInfo {
 
 /** One event of the stream. */
 export interface TaskEvent {
+  /** What happened. */
   readonly kind: TaskEventKind;
+  /** The task it happened to. */
   readonly task: TaskInfo;
   /** `performance.now()` at the event. */
   readonly at: number;

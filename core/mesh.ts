@@ -46,6 +46,7 @@ export class MeshNode {
   /** Endpoint of a remote node; `undefined` for a node inside this process. */
   readonly endpoint: string | undefined;
 
+  /** Creates one. @param name Unique within the mesh. @param options Resources and endpoint. */
   constructor(name: string, options: MeshNodeOptions = {}) {
     if (typeof name !== "string" || name === "") {
       throw new TypeError(`MeshNode name must be a non-empty string, got ${describe(name)}`);
@@ -101,14 +102,18 @@ export interface MeshOptions {
 
 /** What {@link Mesh.stats} reports. */
 export interface MeshStats {
+  /** Name. */
   readonly name: string;
+  /** True once the mesh was closed. */
   readonly closed: boolean;
+  /** Each node with its total and free resources. */
   readonly nodes: ReadonlyArray<{
     readonly name: string;
     readonly endpoint: string | undefined;
     readonly gpus: { readonly total: number; readonly free: number };
     readonly cpus: { readonly total: number; readonly free: number };
   }>;
+  /** Each service instance: where it runs and how busy it is. */
   readonly instances: ReadonlyArray<{
     readonly service: string;
     readonly replica: number;
@@ -147,11 +152,17 @@ export function setRemoteReplicaFactory(factory: RemoteReplicaFactory): void {
 
 /** A mesh as JSON configuration (what {@link Mesh.fromConfig} reads). */
 export interface MeshConfig {
+  /** The mesh's name. */
   name?: string;
+  /** Transport for remote nodes. */
   transport?: "http" | "websocket" | "in_memory";
+  /** Auth token for remote nodes. */
   token?: string;
+  /** Default deadline for remote calls, ms. */
   timeoutMs?: number;
+  /** At most this many op calls at once. */
   maxConcurrency?: number;
+  /** The nodes: name, endpoint (remote nodes), GPUs and CPUs. */
   nodes: Array<{ name: string; endpoint?: string; gpus?: number; cpus?: number }>;
 }
 
@@ -197,6 +208,7 @@ export class Mesh implements AsyncDisposable {
   /** @internal The default runtime: instances are owned by their handles alone. */
   #transient = false;
 
+  /** Creates one. @param nodesOrDevices MeshNodes, or the devices of one local node. @param options Name, limits, transport, token, deadline. */
   constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
     if (!Array.isArray(nodesOrDevices)) {
       throw new TypeError(
@@ -403,6 +415,7 @@ export class Mesh implements AsyncDisposable {
     return this.nodes.some((n) => n.endpoint !== undefined);
   }
 
+  /** Gives an instance's resources back to its node. */
   private release(st: NodeState, gpus: GpuDevice[], def: ServiceDef): void {
     if (def.gpus > 0 && def.gpus < 1) {
       for (const g of gpus) {
@@ -418,6 +431,7 @@ export class Mesh implements AsyncDisposable {
     st.instances--;
   }
 
+  /** What a failed placement asked for and what is free. */
   private placementMessage(def: ServiceDef, replica: number): string {
     const what = def.replicas > 1
       ? `replica ${replica + 1} of ${def.replicas} of service "${def.name}"`

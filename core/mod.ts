@@ -50,6 +50,13 @@ export {
   setTracingAutoDetect,
   type TracingOptions,
 } from "./tracing.ts";
-export { onTaskEvent, type TaskEvent, type TaskEventKind, type TaskEventListener, type TaskInfo } from "./events.ts";
+export {
+  onTaskEvent,
+  type TaskEvent,
+  type TaskEventKind,
+  type TaskEventListener,
+  type TaskEventOptions,
+  type TaskInfo,
+} from "./events.ts";
 export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
 export type { Refable, RefArgs } from "./types.ts";

@@ -9,14 +9,23 @@ import { onTaskEvent, type TaskEvent, type TaskInfo } from "./events.ts";
 
 /** Latency statistics of one op or `Service.method`, in milliseconds. */
 export interface OpStats {
+  /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
+  /** Calls recorded. */
   readonly count: number;
+  /** Calls that failed. */
   readonly failed: number;
+  /** Calls that were cancelled. */
   readonly cancelled: number;
+  /** Mean duration, ms. */
   readonly mean: number;
+  /** Median duration, ms. */
   readonly p50: number;
+  /** 95th percentile of the duration, ms. */
   readonly p95: number;
+  /** 99th percentile of the duration, ms. */
   readonly p99: number;
+  /** Longest duration, ms. */
   readonly max: number;
   /** Mean time between submission and start (waiting for inputs, a slot or the mailbox). */
   readonly meanQueueWait: number;
@@ -26,7 +35,9 @@ export interface OpStats {
 export interface CallEdge {
   /** Name of the calling op/method, or `"(main)"` for code outside any task. */
   readonly caller: string;
+  /** Name of the called op or `Service.method`. */
   readonly callee: string;
+  /** Number of calls. */
   readonly calls: number;
   /** Calls of `callee` per calling task: mean and max. */
   readonly fanout: { readonly mean: number; readonly max: number };
@@ -34,15 +45,25 @@ export interface CallEdge {
 
 /** A finished task as the profiler keeps it (also what the timeline is made of). */
 export interface TaskRecord {
+  /** Task id. */
   readonly id: string;
+  /** Name. */
   readonly name: string;
+  /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
+  /** Node it ran on. */
   readonly node: string | undefined;
+  /** Id of the task that submitted it. */
   readonly parent: string | undefined;
+  /** Ids of the tasks whose results it took. */
   readonly dependencies: readonly string[];
+  /** `performance.now()` at submission. */
   readonly submittedAt: number;
+  /** `performance.now()` when the body started. */
   readonly startedAt: number;
+  /** `performance.now()` when it settled. */
   readonly settledAt: number;
+  /** How it ended. */
   readonly status: "completed" | "failed" | "cancelled";
 }
 
@@ -52,21 +73,33 @@ export interface TaskRecord {
  * metadata naming processes (nodes) and threads (executors).
  */
 export interface ChromeTraceEvent {
+  /** Name. */
   readonly name: string;
+  /** Event phase: complete (X), flow start (s) / end (f), metadata (M). */
   readonly ph: "X" | "s" | "f" | "M";
+  /** Start, µs. */
   readonly ts: number;
+  /** Process track (one per node). */
   readonly pid: number;
+  /** Thread track (one per executor lane). */
   readonly tid: number;
+  /** Duration, µs (complete events). */
   readonly dur?: number;
+  /** Category. */
   readonly cat?: string;
+  /** Flow id (flow events). */
   readonly id?: number;
+  /** Flow binding point. */
   readonly bp?: "e";
+  /** Extra data shown by the viewer. */
   readonly args?: Readonly<Record<string, unknown>>;
 }
 
 /** What {@link Profiler.toChromeTrace} returns; `JSON.stringify` it to a `.json` file. */
 export interface ChromeTrace {
+  /** The events. */
   readonly traceEvents: readonly ChromeTraceEvent[];
+  /** Unit the viewer shows. */
   readonly displayTimeUnit: "ms";
 }
 
@@ -104,6 +137,7 @@ export class Profiler implements Disposable {
     this.off = onTaskEvent((e) => this.record(e), { everyTask: true });
   }
 
+  /** Takes one event from the stream. */
   private record(e: TaskEvent): void {
     const t = e.task;
     if (e.kind === "submitted") {

@@ -67,6 +67,7 @@ export class NodeServer {
   private inFlight = 0;
   private drained: (() => void) | undefined;
 
+  /** Creates one. @param options The node's name, resources, and how it reaches other nodes. */
   constructor(options: NodeServerOptions) {
     if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
       throw new TypeError("NodeServer needs options with a non-empty name");
@@ -85,6 +86,7 @@ export class NodeServer {
     return this.inFlight;
   }
 
+  /** Answers one frame. */
   private async handle(frame: Uint8Array): Promise<Uint8Array | undefined> {
     const msg = decodeDriverMessage(frame);
     switch (msg.t) {
@@ -127,7 +129,13 @@ export class NodeServer {
     }
   }
 
-  private create(service: string, args: unknown[], gpus: readonly number[], replica: number) {
+  /** Creates an instance of a registered service. */
+  private create(
+    service: string,
+    args: unknown[],
+    gpus: readonly number[],
+    replica: number,
+  ): { t: "created"; id: string; session: string } {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const def = registeredServices().get(service);
     if (def === undefined) {
@@ -162,6 +170,7 @@ export class NodeServer {
     return { t: "created", id, session: this.session };
   }
 
+  /** Runs one call and encodes its result. */
   private async call(msg: CallMessage): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const args = reviveValue(msg.args as unknown[], this.linkOptions);

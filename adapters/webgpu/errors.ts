@@ -29,6 +29,7 @@ export class GpuDeviceLostError extends Error {
     super(`GPU device lost: ${reason}${detail ? ` (${detail})` : ""}`);
     this.reason = reason;
   }
+  /** The class name. */
   override get name(): string {
     return "GpuDeviceLostError";
   }
@@ -59,6 +60,7 @@ export class KernelError extends Error {
     super(`Kernel "${kernel}": ${what}${detail ? `:\n${detail}` : ""}`);
     this.kernel = kernel;
   }
+  /** The class name. */
   override get name(): string {
     return "KernelError";
   }

@@ -264,7 +264,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
   private readonly entries: readonly [string, KernelBinding<S>][];
   private readonly source: string;
 
-  /** @param spec The kernel definition (use {@linkcode defineKernel}). */
+  /** Creates one. @param spec The kernel definition (use {@linkcode defineKernel}). */
   constructor(spec: KernelSpec<S, B>) {
     if (!spec.name || typeof spec.code !== "string") {
       throw new TypeError("Cannot define a kernel: `name` and `code` are required");
@@ -328,6 +328,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     });
   }
 
+  /** The pipeline for `device`, built once. */
   private compile(device: GPUDevice, state: DeviceState): Promise<Compiled> {
     let c = state.compiled.get(this);
     if (!c) {
@@ -337,6 +338,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     return c;
   }
 
+  /** Compiles the shader and builds the pipeline. */
   private async build(device: GPUDevice): Promise<Compiled> {
     const name = this.spec.name;
     device.pushErrorScope("validation");
@@ -385,6 +387,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     return { pipeline, layout };
   }
 
+  /** Uploads, dispatches and reads back one run. */
   private async execute(
     device: GPUDevice,
     state: DeviceState,
