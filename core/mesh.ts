@@ -205,6 +205,7 @@ export class Mesh implements AsyncDisposable {
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
   private closing: Promise<void> | undefined;
   #closed = false;
+  #closeDeadline: number | undefined;
   /** @internal The default runtime: instances are owned by their handles alone. */
   #transient = false;
 
@@ -390,7 +391,7 @@ export class Mesh implements AsyncDisposable {
       const replica = replicas[i], { st, gpus } = taken[i];
       Effect.runSync(Scope.addFinalizer(
         this.scope,
-        Effect.promise(() => replica.close().catch(() => {})).pipe(
+        Effect.promise(() => replica.close(this.#closeDeadline).catch(() => {})).pipe(
           Effect.andThen(Effect.sync(() => this.release(st, gpus, def))),
         ),
       ));
@@ -497,9 +498,19 @@ export class Mesh implements AsyncDisposable {
    * Closes the mesh: calls not yet started reject with `CancelledError`, running calls finish, then
    * every instance is disposed (its `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in
    * reverse order of creation. Idempotent.
+   *
+   * @param options `timeoutMs`: how long running calls may take to finish (default: as long as they
+   * need); past it they are cancelled (their refs reject with `CancelledError`) and the instances
+   * are disposed anyway.
+   * @returns When every instance is disposed.
    */
-  close(): Promise<void> {
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closing !== undefined) return this.closing;
+    const t = options.timeoutMs;
+    if (t !== undefined && !(typeof t === "number" && t >= 0)) {
+      return Promise.reject(new RangeError(`mesh.close: timeoutMs must be a number ≥ 0, got ${describe(t)}`));
+    }
+    this.#closeDeadline = t === undefined ? undefined : performance.now() + t;
     this.#closed = true;
     for (const d of this.deployments) d.disposed = true;
     return (this.closing = Effect.runPromise(Scope.close(this.scope, Exit.void)));

@@ -280,3 +280,29 @@ test("GPU shares are returned when the mesh closes and a whole GPU fits again", 
   await mesh.close();
   assert.equal(mesh.stats().nodes[0].gpus.free, 1);
 });
+
+test("mesh.close({ timeoutMs }) stops waiting for a call that never finishes: it is cancelled, the instance disposed", async () => {
+  const disposed: string[] = [];
+  const Stuck = ta.service(
+    { name: "Stuck" },
+    class {
+      hang() {
+        return new Promise(() => {}); // never settles
+      }
+      close() {
+        disposed.push("Stuck");
+      }
+    },
+  );
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const [ref] = await mesh.run(async () => {
+    const s = Stuck.init();
+    const r = s.hang.go();
+    await sleep(1);
+    return [r];
+  });
+  await mesh.close({ timeoutMs: 20 });
+  assert.ok((await rejection(ref)) instanceof ta.CancelledError);
+  assert.deepEqual(disposed, ["Stuck"]);
+  await assert.rejects(new ta.Mesh([new ta.MeshNode("m")]).close({ timeoutMs: -1 }), RangeError);
+});

@@ -333,8 +333,11 @@ export interface Replica {
   /** Calls submitted so far. */
   readonly calls: number;
   call(method: string, args: unknown[], ctx: RunContext | undefined): ObjectRef<unknown>;
-  /** Rejects queued calls, waits for running ones, then disposes the instance. */
-  close(): Promise<void>;
+  /**
+   * Rejects queued calls, waits for running ones (until `deadline`, a `performance.now()` time,
+   * after which they are cancelled), then disposes the instance.
+   */
+  close(deadline?: number): Promise<void>;
   /** Told which deployment it belongs to (remote replicas fail over to siblings). */
   attach?(deployment: Deployment): void;
 }
@@ -455,7 +458,7 @@ export abstract class MailboxReplica implements Replica {
     this.pump();
   }
 
-  async close(): Promise<void> {
+  async close(deadline?: number): Promise<void> {
     this.closing = true;
     for (let i = this.head; i < this.queue.length; i++) {
       const task = this.queue[i];
@@ -468,7 +471,19 @@ export abstract class MailboxReplica implements Replica {
     this.head = 0;
     // wait for the calls still running; a cancelled one has settled and is not waited for
     const live = [...this.active].filter((t) => t._state === State.RUNNING);
-    if (live.length > 0) await Promise.allSettled(live.map((t) => t.promise()));
+    if (live.length > 0) {
+      const all = Promise.allSettled(live.map((t) => t.promise()));
+      if (deadline === undefined) await all;
+      else {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          all,
+          new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now())))),
+        ]);
+        clearTimeout(timer);
+        for (const t of live) t.cancel(); // past the deadline: stop waiting; late results are ignored
+      }
+    }
     await this.dispose();
   }
 }
