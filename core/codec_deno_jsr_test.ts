@@ -28,21 +28,41 @@ function findDeno(): string | undefined {
 
 const deno = findDeno();
 
+/**
+ * Runs `source` as main.ts with `deno run` in a temporary folder holding only the package's import
+ * map (as JSR applies it: no package.json, no node_modules) and returns what it printed.
+ */
+function runWithImportMapOnly(source: string): { stdout: string; stderr: string } {
+  const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-"));
+  try {
+    const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as {
+      imports: Record<string, string>;
+    };
+    writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
+    writeFileSync(join(dir, "main.ts"), source);
+    const env: Record<string, string | undefined> = { ...process.env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" };
+    delete env.DENO_NODE_MODULES_DIR;
+    const run = spawnSync(deno!, ["run", "-A", "--config", join(dir, "deno.json"), "main.ts"], {
+      cwd: dir,
+      env,
+      encoding: "utf8",
+      timeout: 170_000,
+    });
+    strictEqual(run.status, 0, `deno run failed:\n${run.stderr}`);
+    ok(!existsSync(join(dir, "node_modules")), "deno must not have needed a node_modules folder");
+    return { stdout: run.stdout, stderr: run.stderr };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 test(
   "core/codec.ts runs under Deno with only a deno.json import map (no package.json, no node_modules)",
   { skip: deno === undefined && "no deno executable found to spawn", timeout: 180_000 },
   () => {
-    const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-"));
-    try {
-      // The package's own import map, as JSR would apply it; nothing else.
-      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as {
-        imports: Record<string, string>;
-      };
-      writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
-      const codec = new URL("./codec.ts", import.meta.url).href;
-      writeFileSync(
-        join(dir, "main.ts"),
-        `import { decode, encode, errorFromWire, errorToWire } from ${JSON.stringify(codec)};
+    const codec = new URL("./codec.ts", import.meta.url).href;
+    const run = runWithImportMapOnly(
+      `import { decode, encode, errorFromWire, errorToWire } from ${JSON.stringify(codec)};
 const back = decode(encode({ x: new Float32Array([1.5, 2.5]), m: new Map([["k", 2n ** 70n]]) })) as any;
 const err = errorFromWire(decode(encode(errorToWire(new TypeError("bad")))));
 console.log(JSON.stringify({
@@ -51,22 +71,9 @@ console.log(JSON.stringify({
   err: err instanceof TypeError && err.message === "bad",
 }));
 `,
-      );
-      const env: Record<string, string | undefined> = { ...process.env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" };
-      delete env.DENO_NODE_MODULES_DIR;
-      const run = spawnSync(deno!, ["run", "-A", "--config", join(dir, "deno.json"), "main.ts"], {
-        cwd: dir,
-        env,
-        encoding: "utf8",
-        timeout: 170_000,
-      });
-      strictEqual(run.status, 0, `deno run failed:\n${run.stderr}`);
-      strictEqual(run.stdout.trim(), JSON.stringify({ f32: true, map: true, err: true }));
-      ok(!existsSync(join(dir, "node_modules")), "deno must not have needed a node_modules folder");
-      ok(!/cbor-extract/.test(run.stderr), `cbor-extract must not be resolved:\n${run.stderr}`);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    );
+    strictEqual(run.stdout.trim(), JSON.stringify({ f32: true, map: true, err: true }));
+    ok(!/cbor-extract/.test(run.stderr), `cbor-extract must not be resolved:\n${run.stderr}`);
   },
 );
 
@@ -74,16 +81,9 @@ test(
   "mod.ts (the whole public API) runs under Deno with only a deno.json import map, as a JSR user gets it",
   { skip: deno === undefined && "no deno executable found to spawn", timeout: 180_000 },
   () => {
-    const dir = mkdtempSync(join(tmpdir(), "thinkagain-jsr-mod-"));
-    try {
-      const { imports } = JSON.parse(readFileSync(join(repo, "deno.json"), "utf8")) as {
-        imports: Record<string, string>;
-      };
-      writeFileSync(join(dir, "deno.json"), JSON.stringify({ imports, nodeModulesDir: "none" }, null, 2));
-      const mod = new URL("../mod.ts", import.meta.url).href;
-      writeFileSync(
-        join(dir, "main.ts"),
-        `import * as ta from ${JSON.stringify(mod)};
+    const mod = new URL("../mod.ts", import.meta.url).href;
+    const run = runWithImportMapOnly(
+      `import * as ta from ${JSON.stringify(mod)};
 const addOne = ta.op(async function addOne(x: number) { return x + 1; });
 const multiply = ta.op("multiply", async (x: number, f: number) => x * f);
 const Counter = ta.service(class Counter { n = 0; add(k: number) { return this.n += k; } });
@@ -95,20 +95,7 @@ const out = await mesh.run(async () => {
 });
 console.log(JSON.stringify(out));
 `,
-      );
-      const env: Record<string, string | undefined> = { ...process.env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" };
-      delete env.DENO_NODE_MODULES_DIR;
-      const run = spawnSync(deno!, ["run", "-A", "--config", join(dir, "deno.json"), "main.ts"], {
-        cwd: dir,
-        env,
-        encoding: "utf8",
-        timeout: 170_000,
-      });
-      strictEqual(run.status, 0, `deno run failed:\n${run.stderr}`);
-      strictEqual(run.stdout.trim(), JSON.stringify({ r: 18, n: 6 }));
-      ok(!existsSync(join(dir, "node_modules")), "deno must not have needed a node_modules folder");
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    );
+    strictEqual(run.stdout.trim(), JSON.stringify({ r: 18, n: 6 }));
   },
 );
