@@ -70,28 +70,6 @@ function attachCancelHook(task: ObjectRef<unknown>, args: unknown[]): void {
 /** > 0 while a sampled-out body runs synchronously outside any context switch. */
 let unsampledDepth = 0;
 
-function runFlagged(
-  task: ObjectRef<unknown>,
-  fn: (...args: unknown[]) => unknown,
-  self: unknown,
-  args: unknown[],
-  done: ((task: ObjectRef<unknown>) => void) | undefined,
-): void {
-  if ((fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true) attachCancelHook(task, args);
-  let r: unknown;
-  unsampledDepth++;
-  try {
-    r = fn.apply(self, args);
-  } catch (e) {
-    settle(task, FAILED, failure(task, e));
-    if (done !== undefined) done(task);
-    return;
-  } finally {
-    unsampledDepth--;
-  }
-  finish(task, r, done);
-}
-
 /** Settles `task` with the body's result `r` (a value or a thenable), then calls `done`. */
 function finish(task: ObjectRef<unknown>, r: unknown, done: ((task: ObjectRef<unknown>) => void) | undefined): void {
   if (isThenable(r)) {
@@ -200,6 +178,7 @@ export function runBody(
   task._state = RUNNING;
   const args = resolveArgs(task);
   const recorded = eventsEnabled && task._meta !== undefined;
+  let flagged = false;
   if (recorded) {
     const now = performance.now();
     task._meta!.startedAt = now;
@@ -212,7 +191,7 @@ export function runBody(
     // flag does, for what it submits before its first await (an extra switch per task costs more
     // than the sampling saves, ~150 ns on Deno)
     if (policy !== undefined || (ctx !== undefined && currentContext() !== ctx)) ctx = unsampledContext(ctx);
-    else if (policy === undefined) return runFlagged(task, fn, self, args, done);
+    else flagged = true;
   }
   const abortable = (fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true;
   if (recorded && bodyWrapper !== undefined) {
@@ -222,12 +201,15 @@ export function runBody(
   if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, abortable, done);
   if (abortable) attachCancelHook(task, args);
   let r: unknown;
+  if (flagged) unsampledDepth++;
   try {
     r = ctx !== undefined && currentContext() !== ctx ? applyInContext(ctx, fn, self, args) : fn.apply(self, args);
   } catch (e) {
     settle(task, FAILED, failure(task, e));
     if (done !== undefined) done(task);
     return;
+  } finally {
+    if (flagged) unsampledDepth--;
   }
   finish(task, r, done);
 }
