@@ -1,12 +1,19 @@
 // Tracing overhead: fanout (10k no-op `op.go` awaited together) and 10k concurrent service calls,
 // with tracing off, with the default auto-detection and no provider, forced on with the API's no-op
-// provider, with the OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP protobuf exporter sending
+// provider (nothing registered), forced on with a registered provider whose spans record nothing, with the OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP protobuf exporter sending
 // every span to a local receiver (another process), and with the same SDK sampling 1% of traces. Modes alternate within each round; medians over rounds; the
 // ratios are throughput relative to "off". A third benchmark gives each task ~20 µs of CPU work.
 // Run: bun bench/tracing.ts   or   deno run -A --v8-flags=--expose-gc bench/tracing.ts   (ROUNDS=n)
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { context, propagation, trace } from "@opentelemetry/api";
+import {
+  context,
+  INVALID_SPAN_CONTEXT,
+  propagation,
+  trace,
+  type Tracer,
+  type TracerProvider,
+} from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
@@ -69,10 +76,27 @@ const sampledProvider = new BasicTracerProvider({
 });
 const contextManager = new AsyncLocalStorageContextManager();
 
+// a registered provider whose spans record nothing (they pass the parent's context through, as the
+// API's own no-op does): every task still goes through thinkagain's whole span path
+class NoopRegisteredProvider implements TracerProvider {
+  getTracer(): Tracer {
+    return passThrough;
+  }
+}
+const passThrough = {
+  startSpan: (_name: string, _options?: unknown, ctx = context.active()) =>
+    trace.wrapSpanContext(trace.getSpanContext(ctx) ?? INVALID_SPAN_CONTEXT),
+  startActiveSpan: () => {
+    throw new Error("not used by the benchmark");
+  },
+} as unknown as Tracer;
+const noopRegistered = new NoopRegisteredProvider();
+
 type Mode =
   | "off"
   | "auto, no provider"
-  | "on, no-op provider"
+  | "on, API no-op (none registered)"
+  | "on, registered no-op provider"
   | "on, SDK + OTLP"
   | "on, SDK 1% sampled"
   | "on, SDK + OTLP, sampleRatio 1%"
@@ -80,7 +104,8 @@ type Mode =
 const MODES: Mode[] = [
   "off",
   "auto, no provider",
-  "on, no-op provider",
+  "on, API no-op (none registered)",
+  "on, registered no-op provider",
   "on, SDK + OTLP",
   "on, SDK 1% sampled",
   "on, SDK + OTLP, sampleRatio 1%",
@@ -93,7 +118,12 @@ function setMode(mode: Mode): void {
   context.disable();
   propagation.disable();
   if (mode === "auto, no provider") ta.setTracingAutoDetect(true);
-  if (mode === "on, no-op provider") ta.enableTracing();
+  if (mode === "on, API no-op (none registered)") ta.enableTracing();
+  if (mode === "on, registered no-op provider") {
+    context.setGlobalContextManager(contextManager.enable());
+    trace.setGlobalTracerProvider(noopRegistered);
+    ta.enableTracing();
+  }
   if (mode === "on, SDK + OTLP" || mode === "on, SDK 1% sampled") {
     context.setGlobalContextManager(contextManager.enable());
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());

@@ -10,8 +10,10 @@ export type TaskEventKind = "submitted" | "started" | "finished" | "failed" | "c
 
 /** The facts about a task that listeners can read (an `ObjectRef` implements it). */
 export interface TaskInfo {
-  /** Unique id of the task in this process. */
+  /** Unique id of the task in this process: `<name>#<seq>`. */
   readonly id: string;
+  /** Sequence number of the task in this process (the number in `id`). */
+  readonly seq: number;
   /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
   /** Op name or `Service.method`. */
@@ -127,10 +129,15 @@ export function emit(kind: TaskEventKind, task: TaskInfo, at: number): void {
 }
 
 /**
- * @internal Wraps the call of a task body while events are enabled (tracing runs the body inside
- * the task's span context this way). `call` must be invoked exactly once; its result returned.
+ * @internal Wraps the call of a recorded task's body (tracing runs the body inside the task's span
+ * context this way): it must call `fn.apply(self, args)` exactly once and return its result.
  */
-export type BodyWrapper = (task: TaskInfo, call: () => unknown) => unknown;
+export type BodyWrapper = (
+  task: TaskInfo,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+) => unknown;
 
 /** @internal The installed body wrapper, if any. */
 export let bodyWrapper: BodyWrapper | undefined;

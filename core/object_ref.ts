@@ -92,9 +92,14 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
     this._ctx = ctx;
   }
 
-  /** Unique id of this task in this process. */
+  /** Unique id of this task in this process: `<name>#<seq>`. */
   get id(): string {
     return `${this._target.name}#${this._n}`;
+  }
+
+  /** Sequence number of this task in this process (the number in {@link id}). */
+  get seq(): number {
+    return this._n;
   }
 
   /** `"pending"` (waiting for inputs or a slot), `"running"`, `"completed"`, `"failed"` or `"cancelled"`. */

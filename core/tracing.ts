@@ -72,12 +72,18 @@ function ratioSampler(ratio: number): (() => boolean) | undefined {
   };
 }
 
-let tracer: Tracer | undefined;
-let off: (() => void) | undefined;
+let tracer: Tracer | undefined; // set while live: spans are being made
+let off: (() => void) | undefined; // unsubscribes the live listener
+let wanted = false; // enableTracing() was called (and disableTracing() not since)
+let wantedProvider: TracerProvider | undefined;
+let wantedRatio = 1;
 let autoDetect = true;
 let probeCount = 0;
+let contextCarries = false; // whether context.with() changes context.active() (a context manager is registered)
 // performance.now() -> epoch ms, the form every OpenTelemetry SDK accepts as a TimeInput
 const origin: number = performance.timeOrigin;
+// where @opentelemetry/api (any copy of major version 1) registers its globals
+const API_GLOBALS: unique symbol = Symbol.for("opentelemetry.js.api.1") as never;
 
 /** What the `_trace` slot of a task holds: before the span exists, the caller's context. */
 interface Slot {
@@ -117,11 +123,22 @@ export function hasTracerProvider(): boolean {
 }
 const noopProvider: TracerProvider = new ProxyTracerProvider().getDelegate();
 
+/** Whether a context manager carries context (else `context.with` is a plain call). */
+function probeContextManager(): boolean {
+  const probeCtx = ROOT_CONTEXT.setValue(API_GLOBALS, true);
+  return context.with(probeCtx, () => context.active() === probeCtx);
+}
+
 /**
- * Turns tracing on: from now on every task is a span. Idempotent; calling it again with another
- * provider switches to it.
+ * Turns tracing on: from now on every task is a span whenever a tracer provider is there to take
+ * it. Idempotent; calling it again with another provider or ratio switches to it.
  *
- * @param options Which provider to use (default: the global one).
+ * Without `tracerProvider` it follows the global provider: while none is registered (the API's
+ * no-op) nothing per task is done beyond a check every 1024 submissions, since no span could go
+ * anywhere; once one is registered, the next check starts tracing. (Spans are made through the
+ * provider, so one registered through Deno's `OTEL_DENO=true` or any SDK is picked up alike.)
+ *
+ * @param options Which provider to use (default: the global one) and the share of roots to trace.
  *
  * @example Spans for ops, with an in-memory exporter
  * ```ts
@@ -142,14 +159,42 @@ export function enableTracing(options: TracingOptions = {}): void {
   if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
     throw new RangeError(`enableTracing: sampleRatio must be in (0, 1], got ${String(ratio)}`);
   }
-  setRootSampler(ratioSampler(ratio));
+  wanted = true;
+  wantedProvider = options.tracerProvider;
+  wantedRatio = ratio;
+  if (wantedProvider !== undefined || hasTracerProvider()) goLive();
+  else goArmed();
+}
+
+/** Starts making spans (the listener, the body wrapper, the sampler). */
+function goLive(): void {
+  setRootSampler(ratioSampler(wantedRatio));
   // resolved once: a provider's tracer, or the global API's proxy tracer (it follows a provider
   // registered later; after `trace.disable()` and a new registration, call enableTracing() again)
-  tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(TRACER_NAME);
-  setSubmitProbe(undefined);
+  tracer = (wantedProvider ?? trace.getTracerProvider()).getTracer(TRACER_NAME);
+  contextCarries = probeContextManager();
+  probeCount = 1;
+  // following the global provider: keep checking that it is still there
+  setSubmitProbe(wantedProvider === undefined ? probe : undefined);
   if (off !== undefined) return;
   off = onTaskEvent(onEvent);
   setBodyWrapper(runInSpan);
+}
+
+/** Stops making spans, but keeps looking for a provider. */
+function goArmed(): void {
+  stopLive();
+  probeCount = 0; // the next .go() looks
+  setSubmitProbe(probe);
+}
+
+function stopLive(): void {
+  setRootSampler(undefined);
+  tracer = undefined;
+  if (off === undefined) return;
+  off();
+  off = undefined;
+  setBodyWrapper(undefined);
 }
 
 /**
@@ -167,19 +212,17 @@ export function enableTracing(options: TracingOptions = {}): void {
  */
 export function disableTracing(): void {
   autoDetect = false;
+  wanted = false;
+  wantedProvider = undefined;
   setSubmitProbe(undefined);
-  setRootSampler(undefined);
-  if (off === undefined) return;
-  off();
-  off = undefined;
-  tracer = undefined;
-  setBodyWrapper(undefined);
+  stopLive();
 }
 
 /**
- * Whether tasks are being traced now.
+ * Whether tracing is on: after {@link enableTracing}, or once auto-detection found a registered
+ * provider. (While it follows the global provider and none is registered, it is on but idle.)
  *
- * @returns `true` after {@link enableTracing} or once a registered provider was detected.
+ * @returns `true` when tasks are traced whenever a provider can take their spans.
  *
  * @example
  * ```ts
@@ -190,7 +233,7 @@ export function disableTracing(): void {
  * ```
  */
 export function isTracingEnabled(): boolean {
-  return off !== undefined;
+  return wanted || off !== undefined;
 }
 
 /**
@@ -212,18 +255,32 @@ export function isTracingEnabled(): boolean {
  */
 export function setTracingAutoDetect(on: boolean): void {
   autoDetect = on;
+  if (off !== undefined) return; // live: its probe stays
   probeCount = 0;
-  setSubmitProbe(on && off === undefined ? probe : undefined);
+  setSubmitProbe(on || wanted ? probe : undefined);
 }
 
+/** Called by .go(): every 1024th submission, follows the global provider coming or going. */
 function probe(): void {
   if ((probeCount++ & 1023) !== 0) return;
-  if (hasTracerProvider()) enableTracing();
+  check();
+}
+
+function check(): void {
+  const present = hasTracerProvider();
+  if (off !== undefined) {
+    // live on the global provider: stop making spans nobody takes; re-read the context manager
+    if (!present) goArmed();
+    else contextCarries = probeContextManager();
+  } else if (present) {
+    if (wanted) goLive();
+    else if (autoDetect) enableTracing();
+  }
 }
 
 /** Detects now (used where work arrives from elsewhere, e.g. a server span). */
 function detectNow(): void {
-  if (off === undefined && autoDetect && hasTracerProvider()) enableTracing();
+  if (off === undefined && (wanted || autoDetect)) check();
 }
 
 /** Per op / `Service.method` name: the span name and the constant attributes, computed once. */
@@ -233,11 +290,12 @@ interface NameInfo {
   readonly service: string | undefined;
   readonly method: string | undefined;
 }
-const names = new Map<string, NameInfo>();
+const opNames = new Map<string, NameInfo>();
+const methodNames = new Map<string, NameInfo>();
 
 function nameInfo(task: TaskInfo): NameInfo {
-  const key = task.kind === "op" ? task.name : `\u0000${task.name}`;
-  let info = names.get(key);
+  const map = task.kind === "op" ? opNames : methodNames;
+  let info = map.get(task.name);
   if (info === undefined) {
     const dot = task.name.indexOf(".");
     info = task.kind === "op" ? { span: `op ${task.name}`, op: task.name, service: undefined, method: undefined } : {
@@ -246,7 +304,7 @@ function nameInfo(task: TaskInfo): NameInfo {
       service: dot < 0 ? task.name : task.name.slice(0, dot),
       method: dot < 0 ? task.name : task.name.slice(dot + 1),
     };
-    if (names.size < 10_000) names.set(key, info);
+    if (map.size < 10_000) map.set(task.name, info);
   }
   return info;
 }
@@ -266,7 +324,7 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
     if (sc !== undefined) (links ??= []).push({ context: sc });
   }
   const info = nameInfo(task);
-  const attributes: Attributes = { "thinkagain.task_id": task.id };
+  const attributes: Attributes = { "thinkagain.task_id": task.seq }; // a number: no string per task
   if (info.op !== undefined) attributes["thinkagain.op"] = info.op;
   else {
     attributes["thinkagain.service"] = info.service;
@@ -317,7 +375,9 @@ function onEvent(e: TaskEvent): void {
       const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
       // keep only the span's context: dependents link to it, and the span object can be collected
       task._trace = span.spanContext();
-      if (e.kind === "failed") {
+      if (!span.isRecording()) {
+        // nothing would keep the attributes or the exception
+      } else if (e.kind === "failed") {
         const err = task.error;
         span.setAttribute("thinkagain.status", "failed");
         if (task.startedAt === 0) span.setAttribute("thinkagain.skipped", true); // an input failed
@@ -332,11 +392,23 @@ function onEvent(e: TaskEvent): void {
   }
 }
 
-/** The body wrapper: runs the task body inside its span's context, so spans made there nest under it. */
-function runInSpan(task: TaskInfo, call: () => unknown): unknown {
+/**
+ * The body wrapper: runs the task body inside its span's context, so spans made there nest under it.
+ * With no context manager registered, `context.with` could not carry it anyway: the body is called
+ * as is (tasks it submits still find this span through their calling task).
+ */
+function runInSpan(task: TaskInfo, fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
   const span = (task as TaskInfo & Slot)._trace;
-  if (!isSpan(span)) return call();
-  return context.with(trace.setSpan(context.active(), span), call);
+  if (!isSpan(span) || !(contextCarries || registeredContextManager())) return fn.apply(self, args);
+  return context.with(trace.setSpan(context.active(), span), fn, self, ...args);
+}
+
+/** Whether a context manager is registered with the API now (checked per body: a cheap global read). */
+function registeredContextManager(): boolean {
+  const globals = (globalThis as { [API_GLOBALS]?: { context?: unknown } })[API_GLOBALS];
+  if (globals?.context === undefined) return false;
+  contextCarries = true;
+  return true;
 }
 
 // ---- across a transport --------------------------------------------------------------------
