@@ -16,13 +16,15 @@
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
-import { NodeServer } from "./transports/node.ts";
+import { DEFAULT_LEASE_MS, NodeServer } from "./transports/node.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
-  The token can also come from THINKAGAIN_TOKEN.`;
+                       [--lease-ms N]
+  The token can also come from THINKAGAIN_TOKEN. --lease-ms: how long instances outlive the last
+  keepalive of the driver that created them (default 30000; 0: until destroyed or drained).`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -35,6 +37,8 @@ export interface ServeCommand {
   token: string | undefined;
   maxFrameBytes: number | undefined;
   drainMs: number;
+  /** How long instances outlive their driver's last keepalive (0: no lease). */
+  leaseMs: number;
 }
 
 function int(flag: string, v: string | undefined, min: number): number {
@@ -70,6 +74,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     token: env.THINKAGAIN_TOKEN || undefined,
     maxFrameBytes: undefined,
     drainMs: 30_000,
+    leaseMs: DEFAULT_LEASE_MS,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -108,6 +113,9 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--drain-ms":
         out.drainMs = int("--drain-ms", value(), 0);
         break;
+      case "--lease-ms":
+        out.leaseMs = int("--lease-ms", value(), 0);
+        break;
       default:
         if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
         if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
@@ -134,7 +142,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     gpus = (await devices()).filter((d): d is GpuDevice => d instanceof GpuDevice);
     off();
   }
-  const node = new NodeServer({ name: cmd.name, gpus, cpus: cmd.cpus, token: cmd.token });
+  const node = new NodeServer({ name: cmd.name, gpus, cpus: cmd.cpus, token: cmd.token, leaseMs: cmd.leaseMs });
   const server = await serveFrames(node.handler, {
     hostname: cmd.host,
     port: cmd.port,

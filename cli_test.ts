@@ -16,12 +16,16 @@ import "./transports/remote.ts";
 const APP = fileURLToPath(new URL("./examples/distributed_app.ts", import.meta.url));
 const T = { timeout: 120_000 };
 
-async function pong(url: string, token?: string): Promise<{ activeCalls: number; instances: number; node: string }> {
+async function pong(
+  url: string,
+  token?: string,
+): Promise<{ activeCalls: number; instances: number; expiredInstances: number; node: string }> {
   const conn = await webSocketTransport.connect(url, token ? { token } : {});
   try {
     return decode(await conn.request(encodeMessage({ t: "ping" }))) as {
       activeCalls: number;
       instances: number;
+      expiredInstances: number;
       node: string;
     };
   } finally {
@@ -307,6 +311,9 @@ test("thinkagain serve rejects bad arguments with a usage message and exit code 
     "the token comes from the environment",
   );
   assert.equal(parseServeArgs(["app.ts", "--port=0", "--name=n"], {}).port, 0, "--flag=value works");
+  assert.equal(parseServeArgs(["app.ts"], {}).leaseMs, 30_000, "instances are leased by default");
+  assert.equal(parseServeArgs(["app.ts", "--lease-ms", "0"], {}).leaseMs, 0);
+  assert.throws(() => parseServeArgs(["app.ts", "--lease-ms", "soon"], {}), /--lease-ms needs an integer/);
   const { spawnSync } = await import("node:child_process");
   const { runArgs } = await import("./adapters/_test_nodes.ts");
   const [bin, argv] = runArgs(thisRuntime(), fileURLToPath(new URL("./cli.ts", import.meta.url)), [
@@ -375,3 +382,29 @@ test(
     }
   },
 );
+
+test("a driver killed with SIGKILL: the node destroys its instances once its lease runs out", T, async () => {
+  const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--lease-ms", "300"]);
+  const { spawn } = await import("node:child_process");
+  const { runArgs } = await import("./adapters/_test_nodes.ts");
+  const [bin, argv] = runArgs(
+    thisRuntime(),
+    fileURLToPath(new URL("./adapters/_test_lease_driver.ts", import.meta.url)),
+    [node.url],
+  );
+  const driver = spawn(bin, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    let out = "";
+    driver.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+    assert.ok(await eventually(() => out.includes("driver ready"), 30_000), "the driver created its instances");
+    assert.equal((await pong(node.url)).instances, 2);
+    await sleep(1_000); // over three leases: the live driver's keepalives hold its instances
+    assert.equal((await pong(node.url)).instances, 2);
+    driver.kill("SIGKILL");
+    assert.ok(await eventually(async () => (await pong(node.url)).instances === 0, 10_000), "gone with their driver");
+    assert.equal((await pong(node.url)).expiredInstances, 2);
+  } finally {
+    driver.kill("SIGKILL");
+    node.kill("SIGKILL");
+  }
+});

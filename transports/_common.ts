@@ -153,3 +153,14 @@ export function endpointUrl(endpoint: string, transport: "HTTP" | "WebSocket"): 
   }
   return url;
 }
+
+/** A repeating timer that does not keep the process alive (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
+export function backgroundInterval(fn: () => void, ms: number): ReturnType<typeof setInterval> {
+  const t = setInterval(fn, ms);
+  if (typeof t === "object" && t !== null && typeof (t as { unref?: unknown }).unref === "function") {
+    (t as unknown as { unref(): void }).unref();
+  } else {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(t as unknown as number);
+  }
+  return t;
+}

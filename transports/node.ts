@@ -18,6 +18,7 @@ import { withExtractedContext } from "../core/tracing.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import { reviveValue, wireValue } from "./remote.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
+import { backgroundInterval } from "./_common.ts";
 
 /** Options of a {@link NodeServer}. */
 export interface NodeServerOptions {
@@ -31,10 +32,25 @@ export interface NodeServerOptions {
   token?: string;
   /** Transport override for calls this node makes to other nodes. */
   transport?: TransportName;
+  /**
+   * How long an instance outlives the last keepalive of the driver that created it, in ms (default
+   * 30 000; 0: instances live until destroyed or the node drains). A driver pings every third of it
+   * while it holds instances here, so an instance dies with its driver (a crash, a lost network)
+   * instead of holding memory and GPUs until the node restarts.
+   */
+  leaseMs?: number;
 }
 
+/** Default of {@link NodeServerOptions.leaseMs}. */
+export const DEFAULT_LEASE_MS = 30_000;
+
+/** Instance ids destroyed by an expired lease that calls can still be told about. */
+const EXPIRED_REMEMBERED = 4096;
+
 /**
- * Answers protocol frames: `hello`, `create`, `call`, `cancel`, `destroy`, `ping`.
+ * Answers protocol frames: `hello`, `create`, `call`, `cancel`, `destroy`, `ping`. Instances share
+ * the fate of the driver that created them: one that sends no keepalive for `leaseMs` is taken for
+ * gone, and its instances are destroyed.
  *
  * @example A node in this process, over the in-memory transport
  * ```ts
@@ -60,7 +76,13 @@ export class NodeServer {
   readonly handler: FrameHandler;
   private readonly gpus: readonly GpuDevice[];
   private readonly freeGpus: Set<number>;
-  private readonly instances = new Map<string, { replica: LocalReplica; gpus: number[] }>();
+  private readonly instances = new Map<string, { replica: LocalReplica; gpus: number[]; owner?: string }>();
+  private readonly leaseMs: number;
+  /** Drivers holding instances here: when each was last heard from, and its instances. */
+  private readonly owners = new Map<string, { seen: number; ids: Set<string> }>();
+  private readonly expired = new Set<string>();
+  private expiredCount = 0;
+  private sweeper: ReturnType<typeof setInterval> | undefined;
   private readonly calls = new Map<string, ObjectRef<unknown>>();
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   private draining = false;
@@ -72,6 +94,11 @@ export class NodeServer {
     if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
       throw new TypeError("NodeServer needs options with a non-empty name");
     }
+    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    if (typeof leaseMs !== "number" || !Number.isFinite(leaseMs) || leaseMs < 0) {
+      throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${String(options.leaseMs)}`);
+    }
+    this.leaseMs = leaseMs;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
@@ -101,32 +128,74 @@ export class NodeServer {
           cpus: Number.isFinite(this.mesh.nodes[0].cpus) ? this.mesh.nodes[0].cpus : null,
           services: [...registeredServices().keys()],
           ops,
+          leaseMs: this.leaseMs,
         });
       }
-      case "ping":
+      case "ping": {
+        if (msg.owner !== undefined) {
+          const lease = this.owners.get(msg.owner);
+          if (lease !== undefined) lease.seen = performance.now();
+        }
         return encodeMessage({
           t: "pong",
           node: this.name,
           activeCalls: this.inFlight,
           instances: this.instances.size,
+          expiredInstances: this.expiredCount,
+          leaseMs: this.leaseMs,
         });
+      }
       case "create":
-        return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica));
+        return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
         return await this.call(msg);
       case "cancel":
         this.calls.get(msg.cid)?.cancel();
         return undefined;
       case "destroy": {
-        const inst = this.instances.get(msg.id);
-        if (inst !== undefined) {
-          this.instances.delete(msg.id);
-          await inst.replica.close();
-          for (const g of inst.gpus) this.freeGpus.add(g);
-        }
+        await this.remove(msg.id);
         return encodeMessage({ t: "destroyed" });
       }
     }
+  }
+
+  /** Disposes an instance (calls running on it are cancelled at `deadline`, if given) and frees its GPUs. */
+  private async remove(id: string, deadline?: number): Promise<void> {
+    const inst = this.instances.get(id);
+    if (inst === undefined) return;
+    this.instances.delete(id);
+    if (inst.owner !== undefined) {
+      const lease = this.owners.get(inst.owner);
+      lease?.ids.delete(id);
+      if (lease !== undefined && lease.ids.size === 0) this.owners.delete(inst.owner);
+      if (this.owners.size === 0) this.stopSweeper();
+    }
+    try {
+      await inst.replica.close(deadline);
+    } finally {
+      for (const g of inst.gpus) this.freeGpus.add(g);
+    }
+  }
+
+  /** Destroys the instances of every driver not heard from within the lease. */
+  private sweep(): void {
+    const now = performance.now();
+    for (const [owner, lease] of this.owners) {
+      if (now - lease.seen <= this.leaseMs) continue;
+      for (const id of [...lease.ids]) {
+        this.expired.add(id);
+        this.expiredCount++;
+        if (this.expired.size > EXPIRED_REMEMBERED) this.expired.delete(this.expired.values().next().value!);
+        // the driver is gone: its calls still running are cancelled now, not waited for
+        this.remove(id, now).catch(() => {});
+      }
+      this.owners.delete(owner);
+    }
+  }
+
+  private stopSweeper(): void {
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.sweeper = undefined;
   }
 
   /** Creates an instance of a registered service. */
@@ -135,7 +204,8 @@ export class NodeServer {
     args: unknown[],
     gpus: readonly number[],
     replica: number,
-  ): { t: "created"; id: string; session: string } {
+    owner: string | undefined,
+  ): { t: "created"; id: string; session: string; leaseMs: number } {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const def = registeredServices().get(service);
     if (def === undefined) {
@@ -166,8 +236,16 @@ export class NodeServer {
     const exclusive = whole > 0 ? ids : [];
     for (const g of exclusive) this.freeGpus.delete(g);
     const id = crypto.randomUUID();
-    this.instances.set(id, { replica: local, gpus: exclusive });
-    return { t: "created", id, session: this.session };
+    const leased = owner !== undefined && this.leaseMs > 0 ? owner : undefined;
+    this.instances.set(id, { replica: local, gpus: exclusive, owner: leased });
+    if (leased !== undefined) {
+      let lease = this.owners.get(leased);
+      if (lease === undefined) this.owners.set(leased, lease = { seen: 0, ids: new Set() });
+      lease.seen = performance.now();
+      lease.ids.add(id);
+      this.sweeper ??= backgroundInterval(() => this.sweep(), Math.max(10, Math.floor(this.leaseMs / 4)));
+    }
+    return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
   }
 
   /** Runs one call and encodes its result. */
@@ -194,7 +272,10 @@ export class NodeServer {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
         throw new ProtocolError(
-          `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
+          `Unknown instance "${msg.id}" on node "${this.name}": ` +
+            (this.expired.has(msg.id!)
+              ? `its driver sent no keepalive for ${this.leaseMs} ms (lease expired), so it was destroyed`
+              : "it was destroyed or the node restarted"),
         );
       }
       if (!inst.replica.def.methods.has(msg.method!)) {
@@ -242,6 +323,8 @@ export class NodeServer {
    */
   async drain(options: { graceMs?: number } = {}): Promise<void> {
     this.draining = true;
+    this.stopSweeper();
+    this.owners.clear();
     if (this.inFlight > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([

@@ -7,7 +7,7 @@ import { eventually, rejection, sleep } from "../core/_test_utils.ts";
 import { NodeServer } from "./node.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { inMemoryTransport } from "./in_memory.ts";
-import { decodeReply, encodeMessage, PROTOCOL_VERSION, type WelcomeMessage } from "./protocol.ts";
+import { decodeReply, encodeMessage, PROTOCOL_VERSION, type ResultMessage, type WelcomeMessage } from "./protocol.ts";
 import "./remote.ts";
 
 const Counter = ta.service(
@@ -192,4 +192,62 @@ test("a remote node that stops answering: in-flight calls reject with NodeLostEr
     await mesh.close();
     await node.drain({ graceMs: 50 });
   }
+});
+
+test("leases: an instance dies with the driver that stops pinging; a live driver's instance and state stay", async () => {
+  const node = new NodeServer({ name: "leased", leaseMs: 120 });
+  const name = `leased-${++seq}`;
+  const server = serveInMemory(name, node.handler);
+  const conn = await inMemoryTransport.connect(server.endpoint);
+  const mesh = new ta.Mesh([new ta.MeshNode("leased", { endpoint: `mem://${name}` })]);
+  const raw = async <T extends { t: string }>(m: unknown, expected: T["t"]) =>
+    decodeReply<T>(await conn.request(encodeMessage(m)), expected);
+  const count =
+    async () => (await raw<{ t: "pong"; instances: number; expiredInstances: number }>({ t: "ping" }, "pong"));
+  try {
+    // a driver that is alive: its link pings, so a quiet spell of many leases loses nothing
+    const [c] = await mesh.run(() => [Counter.init()]);
+    assert.equal(await mesh.run(() => c.add.go(5)), 5);
+    // a driver that died right after creating (it never pings), and an old-style create with no owner
+    const dead = await raw<{ t: "created"; id: string; leaseMs: number }>(
+      { t: "create", service: "RemoteCounter", args: [], gpus: [], replica: 0, owner: "dead-driver" },
+      "created",
+    );
+    assert.equal(dead.leaseMs, 120);
+    const unowned = await raw<{ t: "created"; id: string }>(
+      { t: "create", service: "RemoteCounter", args: [], gpus: [], replica: 0 },
+      "created",
+    );
+    assert.equal((await count()).instances, 3);
+    assert.ok(await eventually(async () => (await count()).instances === 2), "the dead driver's instance is destroyed");
+    assert.equal((await count()).expiredInstances, 1);
+    await sleep(400); // more than three leases without a call from the live driver
+    assert.equal(await mesh.run(() => c.add.go(1)), 6, "the live driver's instance kept its state");
+    // calling the expired instance says why it is gone
+    await assert.rejects(
+      conn.request(encodeMessage({ t: "call", cid: "late", id: dead.id, method: "add", args: [1] })),
+      (e: unknown) => e instanceof ta.ProtocolError && /lease expired/.test(e.message),
+    );
+    // the one created without an owner is not leased
+    assert.equal(
+      decodeReply<ResultMessage>(
+        await conn.request(encodeMessage({ t: "call", cid: "old", id: unowned.id, method: "add", args: [2] })),
+        "result",
+      ).ok,
+      true,
+    );
+    // closing the mesh destroys its instance and stops its keepalives
+    await mesh.close();
+    assert.equal((await count()).instances, 1);
+  } finally {
+    await mesh.close();
+    await conn.close();
+    await server.close();
+    await node.drain({ graceMs: 50 });
+  }
+});
+
+test("NodeServer rejects a bad leaseMs with a TypeError", () => {
+  assert.throws(() => new NodeServer({ name: "x", leaseMs: -1 }), /leaseMs must be a number of ms ≥ 0/);
+  assert.throws(() => new NodeServer({ name: "x", leaseMs: Number.NaN }), TypeError);
 });

@@ -32,6 +32,11 @@ export interface WelcomeMessage {
   readonly services: readonly string[];
   /** Remote-capable ops the node's module registered. */
   readonly ops: readonly string[];
+  /**
+   * How long instances outlive their driver's last keepalive, in ms (0: they live until destroyed
+   * or the node drains). Absent from older nodes.
+   */
+  readonly leaseMs?: number;
 }
 
 /** Driver → node: create an instance of a registered service. */
@@ -42,6 +47,12 @@ export interface CreateMessage {
   /** GPU ids (on that node) placement assigned. */
   readonly gpus: readonly number[];
   readonly replica: number;
+  /**
+   * The creating driver's lease id (random per link). The instance shares the driver's fate: with
+   * no `ping` carrying it for the node's `leaseMs`, the node destroys it. Without one it lives until
+   * destroyed or the node drains.
+   */
+  readonly owner?: string;
 }
 
 /** Node → driver: the instance exists. */
@@ -49,6 +60,8 @@ export interface CreatedMessage {
   readonly t: "created";
   readonly id: string;
   readonly session: string;
+  /** The node's lease (see {@link WelcomeMessage.leaseMs}); the owner must ping well within it. */
+  readonly leaseMs?: number;
 }
 
 /** Driver → node: call a method of an instance, or a registered op. */
@@ -85,9 +98,10 @@ export interface DestroyMessage {
   readonly id: string;
 }
 
-/** Liveness check. */
+/** Liveness check; with `owner`, also the keepalive that renews that driver's lease. */
 export interface PingMessage {
   readonly t: "ping";
+  readonly owner?: string;
 }
 
 /** Every message a driver sends. */
@@ -156,7 +170,8 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       }
       if (!Array.isArray(r.args)) fail('"create" needs an args array');
       const replica = Number.isInteger(r.replica) ? r.replica as number : 0;
-      return { t, service: str(r, "service", t), args: r.args, gpus: gpus as number[], replica };
+      const owner = r.owner === undefined ? undefined : str(r, "owner", t);
+      return { t, service: str(r, "service", t), args: r.args, gpus: gpus as number[], replica, owner };
     }
     case "call": {
       if (!Array.isArray(r.args)) fail('"call" needs an args array');
@@ -173,7 +188,7 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
     case "destroy":
       return { t, id: str(r, "id", t) };
     default:
-      return { t: "ping" };
+      return r.owner === undefined ? { t: "ping" } : { t: "ping", owner: str(r, "owner", t) };
   }
 }
 

@@ -25,6 +25,7 @@ import {
   type ServiceDef,
 } from "../core/service.ts";
 import { envTransport } from "./_env.ts";
+import { backgroundInterval } from "./_common.ts";
 import { transportFor } from "./mod.ts";
 import {
   type CallMessage,
@@ -56,6 +57,11 @@ export class NodeLink {
   private reached = false;
   /** Calls in flight on this link. */
   inFlight = 0;
+  /** This link's lease id: instances it creates live on the node while it keeps pinging with it. */
+  readonly owner: string = crypto.randomUUID();
+  /** Instances this link created that are alive (it pings while there are any). */
+  private held = 0;
+  private keepalive: ReturnType<typeof setInterval> | undefined;
 
   constructor(node: string, endpoint: string, transport: Transport, options: ConnectOptions) {
     this.node = node;
@@ -160,7 +166,33 @@ export class NodeLink {
     return e;
   }
 
+  /**
+   * An instance this link created now exists on the node, whose lease is `leaseMs`: keepalives go
+   * out every third of it (on a timer that does not hold the process open) until it is released.
+   */
+  hold(leaseMs: number | undefined): void {
+    this.held++;
+    if (this.keepalive !== undefined || !(typeof leaseMs === "number" && leaseMs > 0)) return;
+    this.keepalive = backgroundInterval(() => {
+      // a lost node is noticed by the calls; a keepalive that fails is simply the next one's job
+      this.request({ t: "ping", owner: this.owner }, "pong").catch(() => {});
+    }, Math.max(5, Math.floor(leaseMs / 3)));
+  }
+
+  /** One held instance was destroyed: keepalives stop with the last. */
+  release(): void {
+    if (--this.held > 0) return;
+    this.held = 0;
+    this.stopKeepalive();
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepalive !== undefined) clearInterval(this.keepalive);
+    this.keepalive = undefined;
+  }
+
   async close(): Promise<void> {
+    this.stopKeepalive();
     const c = this.conn;
     this.conn = undefined;
     this.open = undefined;
@@ -219,6 +251,8 @@ export class RemoteReplica extends MailboxReplica {
   private instanceId: Promise<string> | undefined;
   /** The id once known, so calls need no await for it. */
   private createdId: string | undefined;
+  /** Whether this replica made its instance (and so holds a lease on its link). */
+  private holding = false;
   private siblings: readonly RemoteReplica[] = [];
   private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
 
@@ -261,9 +295,15 @@ export class RemoteReplica extends MailboxReplica {
           args,
           gpus: this.gpus.map((g) => g.id),
           replica: this.index,
+          owner: this.link.owner,
         }, "created")
       ).then((m) => {
         if (this.instanceId === p) this.createdId = m.id;
+        if (!this.holding) {
+          // (re-created after a node restart: the lease is already held)
+          this.holding = true;
+          this.link.hold(m.leaseMs);
+        }
         return m.id;
       });
       p.catch(() => {
@@ -339,6 +379,10 @@ export class RemoteReplica extends MailboxReplica {
     if (p === undefined) return;
     const id = await p.catch(() => undefined);
     if (id !== undefined) await this.link.request({ t: "destroy", id }, "destroyed").catch(() => {});
+    if (this.holding) {
+      this.holding = false;
+      this.link.release();
+    }
   }
 }
 
