@@ -14,7 +14,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
-import { decode, encode } from "../core/codec.ts";
+import { decode, encode, encodeFrame } from "../core/codec.ts";
 import { httpTransport } from "../transports/http.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
@@ -212,7 +212,8 @@ async function runClient(): Promise<void> {
     const [bigOurs, bigRaw] = await alternate(
       () =>
         latency(async () => {
-          const { x } = decode(await ws.request(encode({ x: big }))) as { x: Float32Array };
+          // encoded as the node protocol encodes its messages: header written in place, data aligned
+          const { x } = decode(await ws.request(encodeFrame({ x: big }))) as { x: Float32Array };
           if (x.length !== big.length) throw new Error("bad echo");
         }, BIG_ROUNDS),
       () => latency(() => rws.send(bigRawBytes), BIG_ROUNDS),

@@ -2,7 +2,8 @@
  * The wire codec: CBOR (cbor-x) for every frame, and errors as data rebuilt from an allow-list.
  * This file is the only importer of cbor-x.
  *
- * cbor-x is vendored (`core/_cbor_x/`, the pure-JS encoder and decoder of cbor-x 1.6.9, unmodified)
+ * cbor-x is vendored (`core/_cbor_x/`, the pure-JS encoder and decoder of cbor-x 1.6.9; its one
+ * change, marked "thinkagain patch", is the `HEADROOM_MODE` that {@linkcode encodeFrame} uses)
  * rather than imported as `npm:cbor-x`: npm's cbor-x lists the native `cbor-extract` as an optional
  * dependency, and `cbor-extract@2.2.3` (the newest one its range admits) names platform packages at
  * 2.2.3 that were never published. npm tolerates that (and our package.json pins 2.2.2), but Deno
@@ -13,7 +14,7 @@
  *
  * @module
  */
-import { Encoder } from "./_cbor_x/encode.js";
+import { Encoder, HEADROOM_MODE } from "./_cbor_x/encode.js";
 import {
   AuthError,
   CancelledError,
@@ -39,7 +40,78 @@ const encoder = new Encoder({
   useTag259ForMaps: true,
   tagUint8Array: false,
   largeBigIntToFloat: false,
+  headroom: 5, // FRAME_HEADROOM, for encodeFrame
 });
+
+/** Bytes free in front of a frame from {@linkcode encodeFrame}: room for a transport's frame header. */
+export const FRAME_HEADROOM = 5;
+/** Frames this large or larger have their headroom on offer; smaller ones are batched (copied) anyway. */
+const HEADROOM_MIN_BYTES = 64 * 1024;
+const headroom = new WeakSet<Uint8Array>();
+
+/**
+ * Encodes a value as one frame that a transport can send without copying it again: the
+ * {@linkcode FRAME_HEADROOM} bytes in front of it are free for the transport's header (taken once
+ * through {@linkcode claimHeadroom}), and the data of large typed arrays is aligned so that, once
+ * the frame arrives behind that header at the start of a message, {@linkcode decode} views it where
+ * it is instead of copying it. Decodes like any {@linkcode encode} output.
+ *
+ * @param value The value to encode.
+ * @returns The CBOR bytes.
+ * @throws {TypeError} When the value cannot be encoded.
+ *
+ * @example A large typed array, framed in place and viewed where it arrives
+ * ```ts
+ * import { claimHeadroom, decode, encodeFrame, FRAME_HEADROOM } from "./codec.ts";
+ * const frame = encodeFrame({ x: new Float32Array(65536) });
+ * const message = claimHeadroom(frame)!; // header + frame, no copy
+ * message.fill(7, 0, FRAME_HEADROOM);
+ * const arrived = new Uint8Array(message); // a fresh buffer, as a receiver gets it
+ * const { x } = decode(arrived.subarray(FRAME_HEADROOM)) as { x: Float32Array };
+ * if (x.buffer !== arrived.buffer || x.length !== 65536) throw new Error("expected a view");
+ * ```
+ */
+export function encodeFrame(value: unknown): Uint8Array {
+  let full: Uint8Array;
+  try {
+    full = encoder.encode(value, HEADROOM_MODE);
+  } catch (cause) {
+    throw new TypeError(`Cannot encode value as CBOR: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+  }
+  const frame = full.subarray(FRAME_HEADROOM);
+  if (frame.byteLength >= HEADROOM_MIN_BYTES) headroom.add(frame);
+  return frame;
+}
+
+/**
+ * Takes the free bytes in front of `frame` (see {@linkcode encodeFrame}; also offered for a large
+ * received frame whose header was already read): returns the frame with
+ * {@linkcode FRAME_HEADROOM} writable bytes before it, or `undefined` when it has none on offer. Each
+ * frame's room can be taken once, so a frame sent twice is copied the second time.
+ *
+ * @param frame A frame about to get a header.
+ * @returns The header room and the frame as one view, or `undefined`.
+ */
+export function claimHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
+  if (!headroom.delete(frame)) return undefined;
+  return new Uint8Array(
+    frame.buffer as ArrayBuffer,
+    frame.byteOffset - FRAME_HEADROOM,
+    frame.byteLength + FRAME_HEADROOM,
+  );
+}
+
+/**
+ * Offers the {@linkcode FRAME_HEADROOM} bytes in front of `frame` for reuse (a received message's
+ * own header, once read): a handler that answers with this same frame is then framed in place.
+ *
+ * @param frame A frame at least {@linkcode FRAME_HEADROOM} bytes into its buffer.
+ */
+export function offerHeadroom(frame: Uint8Array): void {
+  if (frame.byteLength >= HEADROOM_MIN_BYTES && frame.byteOffset >= FRAME_HEADROOM) headroom.add(frame);
+}
 
 /**
  * Encodes a value as one CBOR frame. Typed arrays, `Map`, `Set`, `Date`, `bigint`, `undefined`

@@ -1,7 +1,16 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
 import { Decoder } from "./_cbor_x/decode.js";
-import { decode, encode, errorFromWire, errorToWire } from "./codec.ts";
+import {
+  claimHeadroom,
+  decode,
+  encode,
+  encodeFrame,
+  errorFromWire,
+  errorToWire,
+  FRAME_HEADROOM,
+  offerHeadroom,
+} from "./codec.ts";
 import {
   AuthError,
   CancelledError,
@@ -166,4 +175,48 @@ test("errorFromWire never trusts the wire: unknown tags and malformed data becom
   ok(t instanceof TransportError);
   strictEqual(t.reason, "io");
   strictEqual(t.endpoint, undefined);
+});
+
+test("encodeFrame: large typed arrays arrive aligned and are viewed where they arrived, whatever comes before them", () => {
+  const kinds = [Float32Array, Float64Array, Int16Array, Uint32Array, BigInt64Array] as const;
+  for (const Kind of kinds) {
+    for (let pad = 0; pad < 12; pad++) {
+      const n = 8192 / Kind.BYTES_PER_ELEMENT + pad; // ≥ 4 KiB: aligned
+      const data = Kind === BigInt64Array
+        ? BigInt64Array.from({ length: n }, (_, i) => BigInt(i) - 5n)
+        : new (Kind as Float64ArrayConstructor)(n).map((_, i) => i * 1.5 - 7);
+      const value = { t: "result", ok: true, note: "x".repeat(pad), value: data, after: [1, "two"] };
+      const frame = encodeFrame(value);
+      deepStrictEqual(decode(frame), value, "decodes like encode's output, wherever it is");
+      // on the wire: the frame behind a 5-byte header, at the start of a fresh message buffer
+      const arrived = new Uint8Array(FRAME_HEADROOM + frame.byteLength);
+      arrived.set(frame, FRAME_HEADROOM);
+      const back = decode(arrived.subarray(FRAME_HEADROOM)) as typeof value;
+      deepStrictEqual(back, value);
+      strictEqual(back.value.buffer, arrived.buffer, `${Kind.name} after ${pad} bytes is a view, not a copy`);
+    }
+  }
+  // small arrays are not padded (and are copied when misaligned, as before)
+  const small = encodeFrame({ v: new Float32Array([1, 2, 3]) });
+  strictEqual(small.byteLength, encode({ v: new Float32Array([1, 2, 3]) }).byteLength);
+});
+
+test("encodeFrame leaves room for a header in front of a large frame, taken once; small frames offer none", () => {
+  const frame = encodeFrame({ big: new Uint8Array(70_000).fill(9) });
+  const before = frame.slice();
+  const message = claimHeadroom(frame);
+  ok(message !== undefined);
+  strictEqual(message.buffer, frame.buffer, "no copy");
+  strictEqual(message.byteOffset + FRAME_HEADROOM, frame.byteOffset);
+  message.set([1, 2, 3, 4, 5]);
+  deepStrictEqual(frame, before, "writing the header leaves the frame as it was");
+  strictEqual(claimHeadroom(frame), undefined, "the room is taken once: a second send copies");
+  strictEqual(claimHeadroom(encodeFrame({ small: 1 })), undefined);
+  // a received frame's own header can be offered back for its reply
+  const received = new Uint8Array(FRAME_HEADROOM + 70_000).subarray(FRAME_HEADROOM);
+  offerHeadroom(received);
+  strictEqual(claimHeadroom(received)?.byteLength, FRAME_HEADROOM + 70_000);
+  const alone = new Uint8Array(70_000);
+  offerHeadroom(alone);
+  strictEqual(claimHeadroom(alone), undefined, "nothing in front of it: not offered");
 });

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { decode, encode, type WireError } from "../core/codec.ts";
+import { decode, encodeFrame, type WireError } from "../core/codec.ts";
 import { ProtocolError } from "../core/errors.ts";
 
 /** Version of this protocol; a peer speaking another one is refused with `ProtocolError`. */
@@ -123,7 +123,9 @@ const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel",
  * ```
  */
 export function encodeMessage(message: unknown): Uint8Array {
-  return encode(message);
+  // framed for sending: a large message gets its transport header in place, and its typed arrays
+  // arrive aligned (see encodeFrame)
+  return encodeFrame(message);
 }
 
 function fail(message: string): never {

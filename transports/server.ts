@@ -15,6 +15,7 @@ import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFrame
 import {
   forEachInBatch,
   FRAME_HEADER_BYTES,
+  framed,
   KIND_BATCH,
   KIND_ERROR,
   KIND_NOTIFY,
@@ -25,8 +26,8 @@ import {
   KIND_REQUEST,
   Outbox,
   PartAssembler,
-  writeHeader,
 } from "./websocket.ts";
+import { offerHeadroom } from "../core/codec.ts";
 
 /** Options of {@linkcode createNodeApp}. */
 export interface NodeAppOptions extends ServeFramesOptions {
@@ -208,10 +209,7 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
 
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
-    const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
-    writeHeader(out, kind, id);
-    out.set(body, FRAME_HEADER_BYTES);
-    (outbox ??= new Outbox((m) => open && ws.send(m))).push(out);
+    (outbox ??= new Outbox((m) => open && ws.send(m))).push(framed(kind, id, body));
   };
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
@@ -296,6 +294,8 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
     const kind = bytes[0];
     const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
     const frame = bytes.subarray(FRAME_HEADER_BYTES);
+    // its header is read: a reply made of this same frame (an echo) can reuse those bytes
+    offerHeadroom(frame);
     if (kind === KIND_REQUEST) {
       if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
       void answer(ws, id, frame);

@@ -14,6 +14,7 @@
  * @module
  */
 import { TransportError } from "../core/errors.ts";
+import { claimHeadroom, FRAME_HEADROOM } from "../core/codec.ts";
 import {
   armRequest,
   authRefused,
@@ -247,6 +248,36 @@ export function writeHeader(out: Uint8Array, kind: number, id: number): void {
   out[4] = (id >>> 24) & 0xff;
 }
 
+if (FRAME_HEADROOM !== FRAME_HEADER_BYTES) throw new Error("the codec's headroom must fit the frame header");
+
+/**
+ * The message for one frame: header + body. A large body that the codec left room in front of
+ * (`encodeFrame`) gets its header written there, in place; any other is copied behind a new header.
+ *
+ * @param kind One of the `KIND_*` constants.
+ * @param id The request id (u32).
+ * @param body The frame body.
+ * @returns Header and body as one message.
+ *
+ * @example
+ * ```ts
+ * import { framed, KIND_REQUEST } from "./websocket.ts";
+ * const m = framed(KIND_REQUEST, 7, new Uint8Array([0xf6]));
+ * if (m.byteLength !== 6 || m[0] !== KIND_REQUEST || m[1] !== 7) throw new Error("unexpected");
+ * ```
+ */
+export function framed(kind: number, id: number, body: Uint8Array): Uint8Array<ArrayBuffer> {
+  const inPlace = claimHeadroom(body);
+  if (inPlace !== undefined) {
+    writeHeader(inPlace, kind, id);
+    return inPlace;
+  }
+  const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  writeHeader(out, kind, id);
+  out.set(body, FRAME_HEADER_BYTES);
+  return out;
+}
+
 /**
  * Maps a node endpoint to its WebSocket URL: `http://h:p` and `ws://h:p` become `ws://h:p/ws`
  * (`https:`/`wss:` likewise).
@@ -467,9 +498,7 @@ class WebSocketConnection implements TransportConnection {
     let id = this.#nextId;
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
     while (this.#pending.has(id)) id = this.#nextId++; // only after 4 billion requests with one stuck
-    const out = new Uint8Array(FRAME_HEADER_BYTES + frame.byteLength);
-    writeHeader(out, KIND_REQUEST, id);
-    out.set(frame, FRAME_HEADER_BYTES);
+    const out = framed(KIND_REQUEST, id, frame);
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.set(id, pending);
@@ -481,9 +510,7 @@ class WebSocketConnection implements TransportConnection {
 
   notify(frame: Uint8Array): void {
     if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
-    const out = new Uint8Array(FRAME_HEADER_BYTES + frame.byteLength);
-    writeHeader(out, KIND_NOTIFY, 0);
-    out.set(frame, FRAME_HEADER_BYTES);
+    const out = framed(KIND_NOTIFY, 0, frame);
     const ws = this.#ws;
     if (ws !== undefined && ws.readyState === 1 && this.#outbox !== undefined) this.#outbox.push(out);
     else this.open().then((ws) => ws.send(out), () => {});

@@ -31,6 +31,7 @@ export class Encoder extends Decoder {
 		this.offset = 0
 		let typeBuffer
 		let start
+		let aligning = false // thinkagain patch: see HEADROOM_MODE
 		let sharedStructures
 		let hasSharedUpdate
 		let structures
@@ -103,6 +104,11 @@ export class Encoder extends Decoder {
 			} else if (encodeOptions === REUSE_BUFFER_MODE)
 				position = (position + 7) & 0x7ffffff8 // Word align to make any future copying of this buffer faster
 			start = position
+			// thinkagain patch: HEADROOM_MODE leaves options.headroom bytes free before the item (the
+			// caller writes a frame header there, in place) and aligns the data of large typed arrays to
+			// 8 bytes from that start, so a receiver can view them where they arrived instead of copying
+			aligning = (encodeOptions & HEADROOM_MODE) !== 0
+			if (aligning) position += options.headroom || 0
 			if (encoder.useSelfDescribedHeader) {
 				targetView.setUint32(position, 0xd9d9f700) // tag two byte, then self-descriptive tag
 				position += 3
@@ -531,6 +537,8 @@ export class Encoder extends Decoder {
 							let extensionClass = extensionClasses[i]
 							if (value instanceof extensionClass) {
 								let extension = extensions[i]
+								if (aligning && extension.align && value.byteLength >= ALIGN_MIN_BYTES)
+									alignTypedArrayData(value.byteLength)
 								let tag = extension.tag
 								if (tag == undefined)
 									tag = extension.getTag && extension.getTag.call(this, value)
@@ -788,6 +796,20 @@ export class Encoder extends Decoder {
 			for (let key in object)
 				if (typeof object.hasOwnProperty !== 'function' || object.hasOwnProperty(key))
 					encode(object[key])
+		}
+		// thinkagain patch: pads with self-described tags (55799, 3 bytes each; decoders pass through
+		// them) until the typed array's data, after its 2-byte tag and its byte string head, starts on
+		// a multiple of 8 from \`start\`
+		const alignTypedArrayData = (length) => {
+			if (position + 32 > safeEnd)
+				target = makeRoom(position + 32)
+			let head = length < 0x18 ? 1 : length < 0x100 ? 2 : length < 0x10000 ? 3 : length < 0x100000000 ? 5 : 9
+			let k = ((8 - ((position + 2 + head - start) & 7)) * 3) & 7 // 3 is its own inverse mod 8
+			while (k-- > 0) {
+				target[position++] = 0xd9
+				target[position++] = 0xd9
+				target[position++] = 0xf7
+			}
 		}
 		const makeRoom = (end) => {
 			let newSize
@@ -1173,6 +1195,7 @@ function typedArrayEncoder(tag, size) {
 		tag -= 4 // the big endian equivalents are 4 less
 	return {
 		tag: tag,
+		align: size > 1, // thinkagain patch: see HEADROOM_MODE
 		encode: function writeExtBuffer(typedArray, encode) {
 			let length = typedArray.byteLength
 			let offset = typedArray.byteOffset || 0
@@ -1259,5 +1282,8 @@ export const { NEVER, ALWAYS, DECIMAL_ROUND, DECIMAL_FIT } = FLOAT32_OPTIONS
 export const REUSE_BUFFER_MODE = 512
 export const RESET_BUFFER_MODE = 1024
 export const THROW_ON_ITERABLE = 2048
+// thinkagain patch: reserve options.headroom bytes before the item and align large typed arrays
+export const HEADROOM_MODE = 4096
+const ALIGN_MIN_BYTES = 4096
 
 
