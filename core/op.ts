@@ -79,12 +79,12 @@ export interface Op<A extends unknown[], R> {
   readonly options: Readonly<OpOptions>;
 }
 
-function checkCount(what: string, name: string, v: unknown, min: number): number | undefined {
+function checkCount(what: string, kind: string, name: string, v: unknown, min: number): number | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
     throw new RangeError(
-      `op "${name}": ${what} must be a ${what === "timeoutMs" ? "positive number" : `integer ≥ ${min}`}, got ${
-        String(v)
+      `${kind} "${name}": ${what} must be ${what === "timeoutMs" ? "a positive number" : `an integer ≥ ${min}`}, got ${
+        describe(v)
       }`,
     );
   }
@@ -93,8 +93,8 @@ function checkCount(what: string, name: string, v: unknown, min: number): number
 
 /** @internal Validates and normalizes retry/deadline options into a policy (undefined: none). */
 export function policyOf(kind: string, name: string, retries: unknown, timeoutMs: unknown): RunPolicy | undefined {
-  const r = checkCount("retries", `${kind} ${name}`, retries, 0) ?? 0;
-  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", `${kind} ${name}`, timeoutMs, Number.MIN_VALUE)!;
+  const r = checkCount("retries", kind, name, retries, 0) ?? 0;
+  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", kind, name, timeoutMs, Number.MIN_VALUE)!;
   return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
 }
 
@@ -117,10 +117,10 @@ class OpTarget implements TaskTarget {
     this.name = name;
     this.fn = fn;
     this.policy = policyOf("op", name, options.retries, options.timeoutMs);
-    this.gpus = checkCount("gpus", name, options.gpus, 0) ?? 0;
+    this.gpus = checkCount("gpus", "op", name, options.gpus, 0) ?? 0;
     this.remote = options.remote === true || this.gpus > 0;
     this.passErrors = this.remote;
-    const c = checkCount("concurrency", name, options.concurrency, 1);
+    const c = checkCount("concurrency", "op", name, options.concurrency, 1);
     this.limiter = c === undefined ? undefined : new Limiter(c);
     this.startBound = (task) => this.start(task);
     this.doneBound = this.limiter === undefined ? undefined : () => this.finish();
