@@ -142,7 +142,18 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     gpus = (await devices()).filter((d): d is GpuDevice => d instanceof GpuDevice);
     off();
   }
-  const node = new NodeServer({ name: cmd.name, gpus, cpus: cmd.cpus, token: cmd.token, leaseMs: cmd.leaseMs });
+  const node = new NodeServer({
+    name: cmd.name,
+    gpus,
+    cpus: cmd.cpus,
+    token: cmd.token,
+    leaseMs: cmd.leaseMs,
+    onLeaseExpired: ({ instances, services, leaseMs }) =>
+      console.error(
+        `thinkagain node ${cmd.name}: a driver sent no keepalive for ${leaseMs} ms; destroyed its ${instances} ` +
+          `instance${instances === 1 ? "" : "s"} (${[...new Set(services)].join(", ")})`,
+      ),
+  });
   const server = await serveFrames(node.handler, {
     hostname: cmd.host,
     port: cmd.port,

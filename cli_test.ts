@@ -403,6 +403,7 @@ test("a driver killed with SIGKILL: the node destroys its instances once its lea
     driver.kill("SIGKILL");
     assert.ok(await eventually(async () => (await pong(node.url)).instances === 0, 10_000), "gone with their driver");
     assert.equal((await pong(node.url)).expiredInstances, 2);
+    assert.match(node.output(), /a driver sent no keepalive for 300 ms; destroyed its 2 instances \(Solo\)/);
   } finally {
     driver.kill("SIGKILL");
     node.kill("SIGKILL");

@@ -39,6 +39,8 @@ export interface NodeServerOptions {
    * instead of holding memory and GPUs until the node restarts.
    */
   leaseMs?: number;
+  /** Told when a driver's lease expired and its instances were destroyed (for logs). */
+  onLeaseExpired?: (event: { instances: number; services: string[]; leaseMs: number }) => void;
 }
 
 /** Default of {@link NodeServerOptions.leaseMs}. */
@@ -83,6 +85,7 @@ export class NodeServer {
   private readonly expired = new Set<string>();
   private expiredCount = 0;
   private sweeper: ReturnType<typeof setInterval> | undefined;
+  private readonly onLeaseExpired: NodeServerOptions["onLeaseExpired"];
   private readonly calls = new Map<string, ObjectRef<unknown>>();
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   private draining = false;
@@ -99,6 +102,7 @@ export class NodeServer {
       throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${String(options.leaseMs)}`);
     }
     this.leaseMs = leaseMs;
+    this.onLeaseExpired = options.onLeaseExpired;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
@@ -182,6 +186,7 @@ export class NodeServer {
     const now = performance.now();
     for (const [owner, lease] of this.owners) {
       if (now - lease.seen <= this.leaseMs) continue;
+      const services = [...lease.ids].map((id) => this.instances.get(id)?.replica.def.name ?? "?");
       for (const id of [...lease.ids]) {
         this.expired.add(id);
         this.expiredCount++;
@@ -190,6 +195,11 @@ export class NodeServer {
         this.remove(id, now).catch(() => {});
       }
       this.owners.delete(owner);
+      try {
+        this.onLeaseExpired?.({ instances: services.length, services, leaseMs: this.leaseMs });
+      } catch {
+        // a logging hook must not stop the sweep
+      }
     }
   }
 

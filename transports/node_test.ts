@@ -195,7 +195,12 @@ test("a remote node that stops answering: in-flight calls reject with NodeLostEr
 });
 
 test("leases: an instance dies with the driver that stops pinging; a live driver's instance and state stay", async () => {
-  const node = new NodeServer({ name: "leased", leaseMs: 120 });
+  const expiries: Array<{ instances: number; services: string[] }> = [];
+  const node = new NodeServer({
+    name: "leased",
+    leaseMs: 120,
+    onLeaseExpired: ({ instances, services }) => expiries.push({ instances, services }),
+  });
   const name = `leased-${++seq}`;
   const server = serveInMemory(name, node.handler);
   const conn = await inMemoryTransport.connect(server.endpoint);
@@ -221,6 +226,7 @@ test("leases: an instance dies with the driver that stops pinging; a live driver
     assert.equal((await count()).instances, 3);
     assert.ok(await eventually(async () => (await count()).instances === 2), "the dead driver's instance is destroyed");
     assert.equal((await count()).expiredInstances, 1);
+    assert.deepEqual(expiries, [{ instances: 1, services: ["RemoteCounter"] }], "the node says so");
     await sleep(400); // more than three leases without a call from the live driver
     assert.equal(await mesh.run(() => c.add.go(1)), 6, "the live driver's instance kept its state");
     // calling the expired instance says why it is gone
