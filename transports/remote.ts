@@ -103,10 +103,13 @@ export class NodeLink {
       return this.request(message, expected, span);
     }
     const frame = encodeMessage(message);
+    // the span's "sent" → "received" is the transfer plus the node's own SERVER span
+    if (span !== undefined) span.addEvent("sent");
     const reply = await conn.request(frame);
     this.lost = false;
     this.reached = true;
     if (span !== undefined) {
+      span.addEvent("received");
       span.setAttribute("thinkagain.bytes_sent", frame.byteLength);
       span.setAttribute("thinkagain.bytes_received", reply.byteLength);
     }

@@ -94,6 +94,11 @@ function checkChain(spans: ReceivedSpan[], runtime: Runtime): void {
   assert.equal(driverCall.attributes["thinkagain.executor"], "remote");
   assert.ok(Number(driverCall.attributes["thinkagain.bytes_sent"]) > 0, "bytes sent are recorded");
   assert.ok(Number(driverCall.attributes["thinkagain.bytes_received"]) > 0, "bytes received are recorded");
+  assert.deepEqual(
+    driverCall.events.map((e) => e.name).filter((n) => n !== "started"),
+    ["sent", "received"],
+    "queue wait (until started), transfer (sent → received, less the node's span) and execution are told apart",
+  );
   assert.equal(toB.kind, 3, "A's call to B is a CLIENT span too");
   assert.equal(callB.attributes["thinkagain.executor"], "local");
   assert.equal(callA.parentSpanId, serveA.spanId);
