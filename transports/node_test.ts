@@ -257,3 +257,26 @@ test("NodeServer rejects a bad leaseMs with a TypeError", () => {
   assert.throws(() => new NodeServer({ name: "x", leaseMs: -1 }), /leaseMs must be a number of ms ≥ 0/);
   assert.throws(() => new NodeServer({ name: "x", leaseMs: Number.NaN }), TypeError);
 });
+
+test("a handle held on another node never re-creates an instance it did not create; the creator does", async () => {
+  await withNodes(2, async (mesh, nodes) => {
+    const [counter, relay] = await mesh.run(() => [Counter.init(), Relay.init()]);
+    assert.equal(await mesh.run(() => relay.relay.go(counter, 5)), 5);
+    // the counter's instance disappears from its node (as after a restart)
+    const where = mesh.stats().instances.find((i) => i.service === "RemoteCounter")!.node;
+    const node = nodes.find((n) => n.name === where)!;
+    const ids = [...(node as unknown as { instances: Map<string, { replica: { def: { name: string } } }> }).instances]
+      .filter(([, v]) => v.replica.def.name === "RemoteCounter").map(([id]) => id);
+    assert.equal(ids.length, 1);
+    await node.handler(encodeMessage({ t: "destroy", id: ids[0] }), {
+      transport: "in_memory",
+      connectionId: 0,
+      oneWay: false,
+    });
+    // the relay knows the instance's id, not its constructor arguments: it says the instance is gone
+    const e = await mesh.run(() => rejection(relay.relay.go(counter, 1)));
+    assert.match(String((e as Error).message) + String(((e as Error).cause as Error)?.message), /Unknown instance/);
+    // the driver made it: it makes it again (the state is gone, as after a node restart)
+    assert.equal(await mesh.run(() => counter.add.go(2)), 2);
+  });
+});

@@ -256,6 +256,11 @@ export class RemoteReplica extends MailboxReplica {
   private createdId: string | undefined;
   /** Whether this replica made its instance (and so holds a lease on its link). */
   private holding = false;
+  /**
+   * False for a handle that arrived from elsewhere: it knows the instance's id, not its constructor
+   * arguments, so it never creates the instance anew.
+   */
+  private readonly creator: boolean;
   private siblings: readonly RemoteReplica[] = [];
   private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
 
@@ -274,6 +279,7 @@ export class RemoteReplica extends MailboxReplica {
     this.link = link;
     this.args = args;
     this.policy = policy;
+    this.creator = existingId === undefined;
     if (existingId !== undefined) {
       this.instanceId = Promise.resolve(existingId);
       this.createdId = existingId;
@@ -362,8 +368,10 @@ export class RemoteReplica extends MailboxReplica {
       try {
         return await this.link.call(message, hook, span);
       } catch (e) {
-        // the node restarted and forgot the instance: create it again, once
-        if (attempt === 0 && e instanceof ProtocolError && e.message.startsWith("Unknown instance")) {
+        // the node restarted and forgot the instance: its creator makes it again, once
+        if (
+          attempt === 0 && this.creator && e instanceof ProtocolError && e.message.startsWith("Unknown instance")
+        ) {
           if (this.createdId === id) {
             this.createdId = undefined;
             this.instanceId = undefined;
