@@ -63,7 +63,7 @@ const Generator = ta.service(
 );
 
 /** Runs the traced pipeline: fan-out of embeddings and retrievals, fan-in into generation. */
-export async function main(): Promise<{ answer: string; traceId: string }> {
+export async function main(): Promise<{ answer: string; traceId: string; exported: boolean }> {
   const shutdown = await setUpOpenTelemetry();
   const retriever = Retriever.init();
   const generator = Generator.init();
@@ -75,12 +75,21 @@ export async function main(): Promise<{ answer: string; traceId: string }> {
     root.end();
     return { answer, traceId: root.spanContext().traceId };
   });
-  await shutdown();
-  return result;
+  try {
+    await shutdown();
+    return { ...result, exported: true };
+  } catch (e) {
+    // the pipeline ran; only the export failed (typically: no collector listening)
+    console.error(
+      `tracing-example: could not export the spans to ${endpoint}: ${(e as Error).message}\n` +
+        "  start a collector first, e.g. docker run --rm -p 16686:16686 -p 4318:4318 jaegertracing/all-in-one",
+    );
+    return { ...result, exported: false };
+  }
 }
 
 if (import.meta.main) {
-  const { answer, traceId } = await main();
+  const { answer, traceId, exported } = await main();
   console.log(answer);
-  console.log(`trace ${traceId} sent to ${env.OTEL_DENO === "true" ? "Deno's exporter" : endpoint}`);
+  if (exported) console.log(`trace ${traceId} sent to ${env.OTEL_DENO === "true" ? "Deno's exporter" : endpoint}`);
 }
