@@ -40,8 +40,18 @@ export function currentContext(): RunContext | undefined {
 
 /** @internal Runs `fn` with `ctx` as the ambient context. */
 export function runInContext<R>(ctx: RunContext, fn: () => R): R {
+  contextEntered = true;
   return storage.run(ctx, fn);
 }
+
+/**
+ * @internal True once any context was entered in this process: until then no code can run inside
+ * one, and a task with no context needs no check that it does not run in someone else's.
+ */
+export let contextEntered = false;
+
+/** @internal The context of a task submitted outside any mesh, instance or task: no mesh at all. */
+export const NO_CONTEXT: RunContext = { mesh: undefined };
 
 function applyTo(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
   return fn.apply(self, args);
@@ -54,6 +64,7 @@ export function applyInContext(
   self: unknown,
   args: unknown[],
 ): unknown {
+  contextEntered = true;
   return storage.run(ctx, applyTo, fn, self, args);
 }
 

@@ -513,6 +513,8 @@ export class Mesh implements AsyncDisposable {
     this.#closeDeadline = t === undefined ? undefined : performance.now() + t;
     this.#closed = true;
     for (const d of this.deployments) d.disposed = true;
+    // every replica stops starting calls now, before any of them is closed and awaited in turn
+    for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
     return (this.closing = Effect.runPromise(Scope.close(this.scope, Exit.void)));
   }
 

@@ -306,3 +306,61 @@ test("mesh.close({ timeoutMs }) stops waiting for a call that never finishes: it
   assert.deepEqual(disposed, ["Stuck"]);
   await assert.rejects(new ta.Mesh([new ta.MeshNode("m")]).close({ timeoutMs: -1 }), RangeError);
 });
+
+test("a task submitted outside any mesh does not take the mesh it happened to be started from", async () => {
+  const noop = ta.op(function noopHere() {
+    return 0;
+  });
+  const where = ta.op(function whereAmI() {
+    return ta.currentInstance()?.service ?? "no instance";
+  });
+  const Echo = ta.service(
+    class EchoOutside {
+      hi() {
+        return "hi";
+      }
+    },
+  );
+  const handle = Echo.init(); // outside any mesh: the default runtime
+  const viaHandle = ta.op(async function viaHandle() {
+    return await handle.hi.go();
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("m")]);
+  void mesh.run(() => {
+    noop.go(); // the ready queue's drain is scheduled from inside the mesh
+  });
+  const outside = viaHandle.go(); // but this one was submitted outside it
+  const w = where.go();
+  assert.equal(await outside, "hi");
+  assert.equal(await w, "no instance");
+  assert.equal(mesh.stats().instances.length, 0, "nothing was placed in the unrelated mesh");
+  await mesh.close();
+});
+
+test("with mesh maxConcurrency, 100k queued synchronous ops run after a slow one, and a cancelled waiter frees its op slot", async () => {
+  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 1 });
+  const slow = ta.op(async function slowFirst() {
+    await sleep(10);
+    return 0;
+  });
+  const inc = ta.op(function incSync(x: number) {
+    return x + 1;
+  });
+  const limited = ta.op({ name: "limitedOne", concurrency: 1 }, async (x: number) => x);
+  await mesh.run(async () => {
+    const first = slow.go();
+    const refs = Array.from({ length: 100_000 }, (_, i) => inc.go(i));
+    await first;
+    const out = await ta.all(refs);
+    assert.equal(out[99_999], 100_000);
+    // a call of a concurrency-1 op waits for the mesh slot, holding its op slot; cancelled, it gives it back
+    const hold = slow.go();
+    await sleep(1);
+    const waiting = limited.go(1);
+    await sleep(1);
+    assert.equal(waiting.cancel(), true);
+    await hold;
+    assert.equal(await limited.go(2), 2, "the op's slot was freed");
+  });
+  await mesh.close();
+});

@@ -112,6 +112,8 @@ class OpTarget implements TaskTarget {
   readonly limiter: Limiter | undefined;
   private readonly startBound: (task: ObjectRef<unknown>) => void;
   private readonly doneBound: ((task: ObjectRef<unknown>) => void) | undefined;
+  /** Tasks holding one of this op's slots while they wait for a slot of the mesh. */
+  private readonly awaitingMesh = new Set<ObjectRef<unknown>>();
 
   constructor(name: string, fn: (...args: unknown[]) => unknown, options: OpOptions) {
     this.name = name;
@@ -142,11 +144,14 @@ class OpTarget implements TaskTarget {
       }
     }
     if (mesh !== undefined && mesh._limiter !== undefined) {
-      mesh._limiter.acquire(task, (t) =>
+      if (this.limiter !== undefined) this.awaitingMesh.add(task);
+      mesh._limiter.acquire(task, (t) => {
+        this.awaitingMesh.delete(t);
         runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
           mesh._limiter!.release();
           this.doneBound?.(x);
-        }));
+        });
+      });
     } else {
       runBody(task, fn, undefined, task._ctx, this.policy, this.doneBound);
     }
@@ -156,7 +161,10 @@ class OpTarget implements TaskTarget {
     this.limiter!.release();
   }
 
-  dropped(): void {}
+  /** A pending task was cancelled or lost an input: a slot of this op it held is freed. */
+  dropped(task: ObjectRef<unknown>): void {
+    if (this.awaitingMesh.delete(task)) this.finish();
+  }
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 import { Cause, Effect, Exit } from "effect";
-import { applyInContext, currentContext, type RunContext } from "./context.ts";
+import { applyInContext, contextEntered, currentContext, NO_CONTEXT, type RunContext } from "./context.ts";
 import { OpExecutionError, ThinkagainError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, bodyWrapper, emit, eventsEnabled, sampling, shouldRecord, submitProbe } from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
@@ -226,6 +226,11 @@ function call(
   ctx: RunContext | undefined,
   wrap: BodyWrapper | undefined,
 ): unknown {
+  if (ctx === undefined && contextEntered && currentContext() !== undefined) {
+    // submitted outside any mesh, but started from inside one (a drain or a settle that ran there):
+    // it must not take that mesh, instance or caller as its own
+    ctx = NO_CONTEXT;
+  }
   if (ctx !== undefined && currentContext() !== ctx) {
     return wrap === undefined
       ? applyInContext(ctx, fn, self, args)
@@ -319,9 +324,25 @@ export class Limiter {
     }
   }
 
-  /** Frees a slot and hands it to the next waiting task. */
+  private releasing = false;
+
+  /**
+   * Frees a slot and hands it to the next waiting task. A task started here that finishes
+   * synchronously releases from inside this loop: that nested release only frees its slot, and this
+   * loop hands it on (no stack per queued task).
+   */
   release(): void {
     this.running--;
+    if (this.releasing) return;
+    this.releasing = true;
+    try {
+      this.handOn();
+    } finally {
+      this.releasing = false;
+    }
+  }
+
+  private handOn(): void {
     while (this.head < this.waiting.length && this.running < this.max) {
       const task = this.waiting[this.head];
       const start = this.resumes[this.head];

@@ -338,6 +338,8 @@ export interface Replica {
    * after which they are cancelled), then disposes the instance.
    */
   close(deadline?: number): Promise<void>;
+  /** Rejects the calls not yet started and starts no more (the first, synchronous step of closing). */
+  stopAccepting?(): void;
   /** Told which deployment it belongs to (remote replicas fail over to siblings). */
   attach?(deployment: Deployment): void;
 }
@@ -418,10 +420,33 @@ export abstract class MailboxReplica implements Replica {
     this.queue.push(task);
   }
 
-  /** Starts queued calls in order while slots are free and the head's inputs are resolved. */
+  private pumping = false;
+  private pumpAgain = false;
+
+  /**
+   * Starts queued calls in order while slots are free and the head's inputs are resolved. A call
+   * that finishes synchronously pumps again from inside this loop: that nested pump only asks this
+   * one to go round once more, so 100k synchronous calls queued on one instance take no stack.
+   */
   pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.pumpOnce();
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpOnce(): void {
     const q = this.queue;
-    while (this.head < q.length && this.running < this.limit) {
+    while (!this.closing && this.head < q.length && this.running < this.limit) {
       const task = q[this.head];
       if (task._state !== PENDING) {
         q[this.head++] = undefined as unknown as ObjectRef<unknown>;
@@ -458,17 +483,23 @@ export abstract class MailboxReplica implements Replica {
     this.pump();
   }
 
-  async close(deadline?: number): Promise<void> {
+  stopAccepting(): void {
+    if (this.closing) return;
     this.closing = true;
-    for (let i = this.head; i < this.queue.length; i++) {
-      const task = this.queue[i];
+    const queued = this.queue.slice(this.head);
+    this.queue.length = 0;
+    this.head = 0;
+    for (const task of queued) {
       if (task !== undefined && task._state === PENDING) {
         this.outstanding--;
+        task._args = undefined;
         settle(task, State.CANCELLED, new CancelledError(task._target.name, "not started: the mesh closed"));
       }
     }
-    this.queue.length = 0;
-    this.head = 0;
+  }
+
+  async close(deadline?: number): Promise<void> {
+    this.stopAccepting();
     // wait for the calls still running; a cancelled one has settled and is not waited for
     const live = [...this.active].filter((t) => t._state === State.RUNNING);
     if (live.length > 0) {

@@ -248,3 +248,59 @@ test("outside a mesh, a service instance lives as long as its handle: dropped ha
   }
   assert.ok(collected >= n * 0.9, `only ${collected} of ${n} instances were collected`);
 });
+
+test("100,000 synchronous calls queued on one instance all run, in order, without growing the stack", async () => {
+  const Tally = ta.service(
+    class Tally {
+      n = 0;
+      add(k: number) {
+        this.n += k;
+        return this.n;
+      }
+    },
+  );
+  const t = Tally.init();
+  const refs = Array.from({ length: 100_000 }, () => t.add.go(1));
+  const out = await ta.all(refs);
+  assert.equal(out[out.length - 1], 100_000);
+  assert.equal(out[49_999], 50_000, "in submission order");
+  assert.equal(await t.add.go(0), 100_000, "the instance still serves");
+});
+
+test("mesh.close rejects the queued calls of every instance before any of them starts", async () => {
+  const started: string[] = [];
+  const Slow = ta.service(
+    class SlowA {
+      async run(tag: string, ms: number) {
+        started.push(tag);
+        await sleep(ms);
+        return tag;
+      }
+    },
+  );
+  const Other = ta.service(
+    class SlowB {
+      async run(tag: string, ms: number) {
+        started.push(tag);
+        await sleep(ms);
+        return tag;
+      }
+    },
+  );
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const [a, b1, b2] = await mesh.run(() => {
+    const b = Other.init(), a = Slow.init(); // closed in reverse: SlowA's instance first
+    return [a.run.go("a", 40), b.run.go("b1", 10), b.run.go("b2", 0)];
+  });
+  await sleep(1);
+  await mesh.close();
+  assert.equal(await a, "a");
+  assert.equal(await b1, "b1");
+  const e = await rejection(b2);
+  assert.ok(e instanceof ta.CancelledError, `queued call rejected, got ${e}`);
+  assert.deepEqual(
+    started.sort(),
+    ["a", "b1"],
+    "b2 never started, though SlowA's instance closed after SlowB's call ended",
+  );
+});
