@@ -252,6 +252,10 @@ function runWithPolicy(
 ): void {
   const name = task._target.name;
   let attempts = 0;
+  // settles once the latest attempt's body has returned: a deadline or a cancel settles the task at
+  // once, but its slot (the instance's mailbox, a concurrency limit) is held until then, since a
+  // running function cannot be stopped and the next call must not overlap it
+  let bodyReturned: Promise<void> | undefined;
   const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
     if (attempts++ > 0 && task._meta) {
       task._meta.attempt = attempts - 1;
@@ -263,7 +267,9 @@ function runWithPolicy(
         try: (signal) => {
           const hook: CancelHook = { cancel: undefined };
           signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
-          return Promise.resolve(call(task, fn, self, [...args, hook], ctx, wrap));
+          const p = Promise.resolve(call(task, fn, self, [...args, hook], ctx, wrap));
+          if (done !== undefined) bodyReturned = p.then(ignore, ignore);
+          return p;
         },
         catch: (e) => failure(task, e) as OpExecutionError,
       });
@@ -275,7 +281,9 @@ function runWithPolicy(
       return Effect.fail(failure(task, e) as OpExecutionError);
     }
     if (!isThenable(r)) return Effect.succeed(r);
-    return Effect.tryPromise({ try: () => Promise.resolve(r), catch: (e) => failure(task, e) as OpExecutionError });
+    const p = Promise.resolve(r);
+    if (done !== undefined) bodyReturned = p.then(ignore, ignore);
+    return Effect.tryPromise({ try: () => p, catch: (e) => failure(task, e) as OpExecutionError });
   });
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
     ? Effect.retry(attempt, { times: policy.retries })
@@ -292,9 +300,13 @@ function runWithPolicy(
     if (Exit.isSuccess(exit)) settle(task, COMPLETED, exit.value);
     else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
     // interrupted: the task was cancelled, and cancel() already settled it
-    if (done !== undefined) done(task);
+    if (done === undefined) return;
+    if (bodyReturned === undefined) done(task);
+    else bodyReturned.then(() => done(task));
   });
 }
+
+function ignore(): void {}
 
 // ---- concurrency limits -------------------------------------------------------------------------
 

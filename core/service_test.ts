@@ -304,3 +304,50 @@ test("mesh.close rejects the queued calls of every instance before any of them s
     "b2 never started, though SlowA's instance closed after SlowB's call ended",
   );
 });
+
+test("a call that timed out or was cancelled keeps its instance's slot until its body returns: the next never overlaps it", async () => {
+  let inside = 0, most = 0;
+  const body = async (ms: number) => {
+    inside++;
+    most = Math.max(most, inside);
+    await sleep(ms);
+    inside--;
+    return ms;
+  };
+  const Timed = ta.service(
+    { timeoutMs: 20 },
+    class TimedWork {
+      work(ms: number) {
+        return body(ms);
+      }
+    },
+  );
+  const t = Timed.init();
+  const late = t.work.go(60);
+  const next = t.work.go(5);
+  assert.ok((await rejection(late)) instanceof ta.TimeoutError, "the caller is answered at the deadline");
+  assert.equal(await next, 5);
+  assert.equal(most, 1, "one body at a time on the instance");
+  const Retried = ta.service(
+    { retries: 1 },
+    class RetriedWork {
+      work(ms: number) {
+        return body(ms);
+      }
+    },
+  );
+  const r = Retried.init();
+  most = 0;
+  const cancelled = r.work.go(40);
+  const after = r.work.go(5);
+  await sleep(5);
+  assert.equal(cancelled.cancel(), true);
+  assert.equal(await after, 5);
+  assert.equal(most, 1);
+  const limited = ta.op({ name: "limitedTimed", concurrency: 1, timeoutMs: 10 }, body);
+  most = 0;
+  const [a, b] = [limited.go(40), limited.go(5)];
+  assert.ok((await rejection(a)) instanceof ta.TimeoutError);
+  assert.equal(await b, 5);
+  assert.equal(most, 1, "an op's concurrency limit holds the same way");
+});

@@ -235,6 +235,7 @@ export function disableTracing(): void {
 export function isTracingEnabled(): boolean {
   return wanted || off !== undefined;
 }
+// (live through detection alone: `off` is set and `wanted` is not)
 
 /**
  * Turns automatic detection of a registered provider on (the default) or off. While on and tracing
@@ -255,6 +256,12 @@ export function isTracingEnabled(): boolean {
  */
 export function setTracingAutoDetect(on: boolean): void {
   autoDetect = on;
+  if (!on && !wanted) {
+    // tracing that detection turned on stops with it; enableTracing() is not undone
+    stopLive();
+    setSubmitProbe(undefined);
+    return;
+  }
   if (off !== undefined) return; // live: its probe stays
   probeCount = 0;
   setSubmitProbe(on || wanted ? probe : undefined);
@@ -274,7 +281,12 @@ function check(): void {
     else contextCarries = probeContextManager();
   } else if (present) {
     if (wanted) goLive();
-    else if (autoDetect) enableTracing();
+    else if (autoDetect) {
+      // found by detection: traced with the defaults, and only while detection stays on
+      wantedProvider = undefined;
+      wantedRatio = 1;
+      goLive();
+    }
   }
 }
 

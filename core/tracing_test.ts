@@ -386,3 +386,32 @@ test("a body's own spans nest under its task span even when the context manager 
     await local.shutdown();
   }
 });
+
+test("tracing that auto-detection turned on stops when detection is turned off; enableTracing() stays", async () => {
+  const exporter = new InMemorySpanExporter();
+  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const step = ta.op(async function detectedStep() {});
+  try {
+    ta.disableTracing();
+    trace.disable();
+    trace.setGlobalTracerProvider(local);
+    setTracingAutoDetect(true);
+    await step.go();
+    assert.equal(isTracingEnabled(), true, "found by detection");
+    assert.equal(exporter.getFinishedSpans().length, 1);
+    setTracingAutoDetect(false);
+    assert.equal(isTracingEnabled(), false);
+    await step.go();
+    assert.equal(exporter.getFinishedSpans().length, 1, "no span once detection is off");
+    ta.enableTracing();
+    setTracingAutoDetect(false);
+    await step.go();
+    assert.equal(exporter.getFinishedSpans().length, 2, "enableTracing() is not undone by it");
+  } finally {
+    ta.disableTracing();
+    trace.disable();
+    trace.setGlobalTracerProvider(provider);
+    setTracingAutoDetect(true);
+    await local.shutdown();
+  }
+});
