@@ -401,7 +401,7 @@ export abstract class MailboxReplica implements Replica {
   protected abstract unavailable(task: ObjectRef<unknown>): unknown;
 
   /** Disposes what the replica holds, after its calls have finished. */
-  protected abstract dispose(): Promise<void>;
+  protected abstract dispose(deadline?: number): Promise<void>;
 
   /** Replicas behind a transport: their errors pass through unwrapped, their spans are CLIENT spans. */
   protected get remote(): boolean {
@@ -515,7 +515,7 @@ export abstract class MailboxReplica implements Replica {
         for (const t of live) t.cancel(); // past the deadline: stop waiting; late results are ignored
       }
     }
-    await this.dispose();
+    await this.dispose(deadline);
   }
 }
 

@@ -70,6 +70,12 @@ export function armRequest(
     if (timer !== undefined) clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   };
+  if (signal?.aborted) {
+    // already given up on: never sent, never waited for
+    drop();
+    pending.reject(signal.reason);
+    return undefined;
+  }
   if (timeoutMs !== undefined) {
     timer = setTimeout(() => {
       cleanup();

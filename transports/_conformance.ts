@@ -204,20 +204,30 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
     });
 
     test(`${name} aborting a request rejects it with the signal's reason`, async () => {
+      const seen: number[] = [];
       await withServer(
         target,
-        (f) => new Promise<Uint8Array>((r) => setTimeout(() => r(f), 200)),
+        (f) => {
+          seen.push(f[0]);
+          return new Promise<Uint8Array>((r) => setTimeout(() => r(f), 200));
+        },
         {},
         async (_s, conn) => {
           const ac = new AbortController();
           const p = conn.request(new Uint8Array([1]), { signal: ac.signal });
           ac.abort(new Error("caller gave up"));
           await rejects(p, /caller gave up/);
+          // a signal that has already fired: the request is not sent at all
+          await rejects(
+            conn.request(new Uint8Array([2]), { signal: AbortSignal.abort(new Error("too late")) }),
+            /too late/,
+          );
           await rejects(
             conn.request(new Uint8Array([1]), { timeoutMs: 10 }),
             (e: unknown) => e instanceof TransportError,
           );
           deepStrictEqual(await conn.request(new Uint8Array([1])), new Uint8Array([1]));
+          ok(!seen.includes(2), "an already aborted request never reaches the handler");
         },
       );
     });

@@ -147,6 +147,7 @@ class InMemoryConnection implements TransportConnection {
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
     if (this.#closed) return Promise.reject(closedError(this.endpoint));
+    if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) return Promise.reject(tooLarge);
     let server: InMemoryServer;

@@ -16,7 +16,7 @@ import { registeredOps } from "../core/op.ts";
 import { LocalReplica, registeredServices } from "../core/service.ts";
 import { withExtractedContext } from "../core/tracing.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
-import { reviveValue, wireValue } from "./remote.ts";
+import { closeLinks, reviveValue, wireValue } from "./remote.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
 
@@ -85,6 +85,7 @@ export class NodeServer {
   private readonly expired = new Set<string>();
   private expiredCount = 0;
   private sweeper: ReturnType<typeof setInterval> | undefined;
+  private lastSweep = 0;
   private readonly onLeaseExpired: NodeServerOptions["onLeaseExpired"];
   private readonly calls = new Map<string, ObjectRef<unknown>>();
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
@@ -184,6 +185,14 @@ export class NodeServer {
   /** Destroys the instances of every driver not heard from within the lease. */
   private sweep(): void {
     const now = performance.now();
+    const late = now - this.lastSweep > 2 * this.sweepEvery();
+    this.lastSweep = now;
+    if (late) {
+      // this node's own event loop stalled (a long synchronous call): the keepalives it could not
+      // read meanwhile are still queued on its sockets. Nobody is taken for gone on that account.
+      for (const lease of this.owners.values()) lease.seen = now;
+      return;
+    }
     for (const [owner, lease] of this.owners) {
       if (now - lease.seen <= this.leaseMs) continue;
       const services = [...lease.ids].map((id) => this.instances.get(id)?.replica.def.name ?? "?");
@@ -201,6 +210,10 @@ export class NodeServer {
         // a logging hook must not stop the sweep
       }
     }
+  }
+
+  private sweepEvery(): number {
+    return Math.max(10, Math.floor(this.leaseMs / 4));
   }
 
   private stopSweeper(): void {
@@ -253,7 +266,10 @@ export class NodeServer {
       if (lease === undefined) this.owners.set(leased, lease = { seen: 0, ids: new Set() });
       lease.seen = performance.now();
       lease.ids.add(id);
-      this.sweeper ??= backgroundInterval(() => this.sweep(), Math.max(10, Math.floor(this.leaseMs / 4)));
+      if (this.sweeper === undefined) {
+        this.lastSweep = performance.now();
+        this.sweeper = backgroundInterval(() => this.sweep(), this.sweepEvery());
+      }
     }
     return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
   }
@@ -282,10 +298,10 @@ export class NodeServer {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
         throw new ProtocolError(
-          `Unknown instance "${msg.id}" on node "${this.name}": ` +
-            (this.expired.has(msg.id!)
-              ? `its driver sent no keepalive for ${this.leaseMs} ms (lease expired), so it was destroyed`
-              : "it was destroyed or the node restarted"),
+          this.expired.has(msg.id!)
+            ? `Instance "${msg.id}" on node "${this.name}" was destroyed: its driver sent no keepalive for ` +
+              `${this.leaseMs} ms (lease expired)`
+            : `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
         );
       }
       if (!inst.replica.def.methods.has(msg.method!)) {
@@ -348,5 +364,6 @@ export class NodeServer {
     this.instances.clear();
     await Promise.all(all.map((i) => i.replica.close().catch(() => {})));
     await this.mesh.close();
+    await closeLinks(this); // the links opened for handles that arrived as arguments
   }
 }

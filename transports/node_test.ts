@@ -280,3 +280,87 @@ test("a handle held on another node never re-creates an instance it did not crea
     assert.equal(await mesh.run(() => counter.add.go(2)), 2);
   });
 });
+
+test("calls to one remote instance leave in order, also when an earlier one carries a handle to resolve", async () => {
+  const Log = ta.service(
+    class OrderLog {
+      log: string[] = [];
+      push(tag: string, _handle?: unknown) {
+        this.log.push(tag);
+        return this.log.length;
+      }
+      get() {
+        return this.log;
+      }
+    },
+  );
+  await withNodes(1, async (mesh) => {
+    const out = await mesh.run(async () => {
+      const log = Log.init();
+      const other = Counter.init();
+      await Promise.all([log.get.go(), other.where.go()]);
+      const a = log.push.go("first, with a handle", other);
+      const b = log.push.go("second");
+      await Promise.all([a, b]);
+      return await log.get.go();
+    });
+    assert.deepEqual(out, ["first, with a handle", "second"]);
+  });
+});
+
+test("leases: a node whose own loop stalled past the lease does not take its live drivers for gone", async () => {
+  const Spinner = ta.service(
+    class LeaseSpinner {
+      n = 0;
+      add(k: number) {
+        return (this.n += k);
+      }
+      spin(ms: number) {
+        const end = performance.now() + ms;
+        while (performance.now() < end) { /* a long synchronous method */ }
+        return ms;
+      }
+    },
+  );
+  const expiries: unknown[] = [];
+  const node = new NodeServer({ name: "stall", leaseMs: 100, onLeaseExpired: (e) => expiries.push(e) });
+  const name = `stall-${++seq}`;
+  const server = serveInMemory(name, node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("stall", { endpoint: `mem://${name}` })]);
+  try {
+    const [s] = await mesh.run(() => [Spinner.init()]);
+    assert.equal(await mesh.run(() => s.add.go(5)), 5);
+    await mesh.run(() => s.spin.go(400)); // the node (here, the same loop) is blocked for 4 leases
+    await sleep(60);
+    assert.equal(await mesh.run(() => s.add.go(1)), 6, "the instance and its state survived");
+    assert.deepEqual(expiries, []);
+  } finally {
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 50 });
+  }
+});
+
+test("leases: after a node restart with a shorter lease, the driver's keepalives follow the new one", async () => {
+  const name = `relet-${++seq}`;
+  let node = new NodeServer({ name: "relet", leaseMs: 0 });
+  let server = serveInMemory(name, node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("relet", { endpoint: `mem://${name}` })]);
+  try {
+    const [c] = await mesh.run(() => [Counter.init()]);
+    assert.equal(await mesh.run(() => c.add.go(1)), 1);
+    await server.close();
+    await node.drain({ graceMs: 10 });
+    const expiries: unknown[] = [];
+    node = new NodeServer({ name: "relet", leaseMs: 100, onLeaseExpired: (e) => expiries.push(e) });
+    server = serveInMemory(name, node.handler);
+    assert.equal(await mesh.run(() => c.add.go(1)), 1, "re-created after the restart");
+    await sleep(450);
+    assert.equal(await mesh.run(() => c.add.go(1)), 2, "kept alive under the new, shorter lease");
+    assert.deepEqual(expiries, []);
+  } finally {
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 10 });
+  }
+});

@@ -25,7 +25,7 @@ import {
   type ServiceDef,
 } from "../core/service.ts";
 import { envTransport } from "./_env.ts";
-import { backgroundInterval } from "./_common.ts";
+import { backgroundInterval, closedError } from "./_common.ts";
 import { transportFor } from "./mod.ts";
 import {
   type CallMessage,
@@ -58,16 +58,22 @@ export class NodeLink {
   /** Calls in flight on this link. */
   inFlight = 0;
   /** This link's lease id: instances it creates live on the node while it keeps pinging with it. */
-  readonly owner: string = crypto.randomUUID();
+  readonly leaseId: string = crypto.randomUUID();
+  /** What the link belongs to (a mesh, or a node process): handles arriving on it belong there too. */
+  readonly holder: object;
   /** Instances this link created that are alive (it pings while there are any). */
   private held = 0;
   private keepalive: ReturnType<typeof setInterval> | undefined;
+  private keepaliveMs = 0;
+  private pinging = false;
+  private closed = false;
 
-  constructor(node: string, endpoint: string, transport: Transport, options: ConnectOptions) {
+  constructor(node: string, endpoint: string, transport: Transport, options: ConnectOptions, holder?: object) {
     this.node = node;
     this.endpoint = endpoint;
     this.transport = transport;
     this.options = options;
+    this.holder = holder ?? this;
   }
 
   /** True when frames on this link arrive in the order sent (so calls may be pipelined). */
@@ -93,19 +99,29 @@ export class NodeLink {
     return this.conn;
   }
 
-  /** Sends a message and decodes the reply of the expected type; `span` gets the byte counts. */
-  async request<T extends { t: string }>(message: unknown, expected: T["t"], span?: Span): Promise<T> {
+  /**
+   * Sends a message and decodes the reply of the expected type; `span` gets the byte counts.
+   * `timeoutMs` bounds the wait (protocol requests other than calls: a frozen node must not hold a
+   * close or a keepalive forever); calls carry their own deadline.
+   */
+  async request<T extends { t: string }>(
+    message: unknown,
+    expected: T["t"],
+    span?: Span,
+    timeoutMs?: number,
+  ): Promise<T> {
+    if (this.closed) throw closedError(this.endpoint);
     // the connection, once open, is used directly (no await per call)
     const conn = this.open ?? await this.connection();
     if (conn.closed) {
       this.conn = undefined;
       this.open = undefined;
-      return this.request(message, expected, span);
+      return this.request(message, expected, span, timeoutMs);
     }
     const frame = encodeMessage(message);
     // the span's "sent" → "received" is the transfer plus the node's own SERVER span
     if (span !== undefined) span.addEvent("sent");
-    const reply = await conn.request(frame);
+    const reply = await conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
     this.lost = false;
     this.reached = true;
     if (span !== undefined) {
@@ -118,6 +134,7 @@ export class NodeLink {
 
   /** Sends a one-way message; dropped when not connected. */
   notify(message: unknown): void {
+    if (this.closed) return;
     this.conn?.then((c) => c.notify(encodeMessage(message)), () => {});
   }
 
@@ -143,7 +160,12 @@ export class NodeLink {
     try {
       const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", span);
       if (res.ok) {
-        return reviveValue(res.value, { owner: this, token: this.options.token, transport: this.transport.name });
+        // handles in the result belong to whoever holds this link (its mesh), and close with it
+        return reviveValue(res.value, {
+          owner: this.holder,
+          token: this.options.token,
+          transport: this.transport.name,
+        });
       }
       throw errorFromWire(res.error);
     } catch (e) {
@@ -169,17 +191,31 @@ export class NodeLink {
     return e;
   }
 
-  /**
-   * An instance this link created now exists on the node, whose lease is `leaseMs`: keepalives go
-   * out every third of it (on a timer that does not hold the process open) until it is released.
-   */
-  hold(leaseMs: number | undefined): void {
+  /** An instance this link created exists on the node now: keepalives go out while any does. */
+  hold(): void {
     this.held++;
-    if (this.keepalive !== undefined || !(typeof leaseMs === "number" && leaseMs > 0)) return;
+  }
+
+  /**
+   * The node's lease is `leaseMs` (told by every `created`: a restarted node may have another):
+   * keepalives go out every third of the shortest lease seen, on a timer that does not hold the
+   * process open, while this link holds instances.
+   */
+  leaseIs(leaseMs: number | undefined): void {
+    if (this.closed || this.held === 0 || !(typeof leaseMs === "number" && leaseMs > 0)) return;
+    const every = Math.max(5, Math.floor(leaseMs / 3));
+    if (this.keepalive !== undefined && this.keepaliveMs <= every) return;
+    this.stopKeepalive();
+    this.keepaliveMs = every;
     this.keepalive = backgroundInterval(() => {
-      // a lost node is noticed by the calls; a keepalive that fails is simply the next one's job
-      this.request({ t: "ping", owner: this.owner }, "pong").catch(() => {});
-    }, Math.max(5, Math.floor(leaseMs / 3)));
+      // one at a time: a frozen node must not collect a pile of them; a lost node is noticed by the
+      // calls, and a keepalive that fails is simply the next one's job
+      if (this.pinging) return;
+      this.pinging = true;
+      this.request({ t: "ping", owner: this.leaseId }, "pong", undefined, Math.max(every * 3, 1_000))
+        .catch(() => {})
+        .finally(() => (this.pinging = false));
+    }, every);
   }
 
   /** One held instance was destroyed: keepalives stop with the last. */
@@ -192,9 +228,12 @@ export class NodeLink {
   private stopKeepalive(): void {
     if (this.keepalive !== undefined) clearInterval(this.keepalive);
     this.keepalive = undefined;
+    this.keepaliveMs = 0;
   }
 
+  /** Closes the connection; the link refuses requests from now on. */
   async close(): Promise<void> {
+    this.closed = true;
     this.stopKeepalive();
     const c = this.conn;
     this.conn = undefined;
@@ -214,6 +253,17 @@ export interface LinkOptions {
   maxFrameBytes?: number;
 }
 
+/**
+ * Closes every link `owner` made (a node process draining: the links it opened for handles that
+ * arrived as arguments). A mesh's links close with the mesh.
+ */
+export async function closeLinks(owner: object): Promise<void> {
+  const m = links.get(owner);
+  if (m === undefined) return;
+  links.delete(owner);
+  await Promise.all([...m.values()].map((l) => l.close()));
+}
+
 /** The link from `owner` (a mesh, or a node process) to `endpoint`, created on first use. */
 export function linkFor(owner: object, nodeName: string, endpoint: string, options: LinkOptions): NodeLink {
   let m = links.get(owner);
@@ -224,7 +274,7 @@ export function linkFor(owner: object, nodeName: string, endpoint: string, optio
     const connect: ConnectOptions = {};
     if (options.token !== undefined) connect.token = options.token;
     if (options.maxFrameBytes !== undefined) connect.maxFrameBytes = options.maxFrameBytes;
-    link = new NodeLink(nodeName, endpoint, transport, connect);
+    link = new NodeLink(nodeName, endpoint, transport, connect, owner);
     m.set(endpoint, link);
     const l = link;
     const mesh = owner as Partial<Mesh>;
@@ -241,6 +291,9 @@ function meshLink(mesh: Mesh, node: MeshNode): NodeLink {
 }
 
 // ---- replicas on remote nodes -------------------------------------------------------------------
+
+/** How long closing waits for a node to confirm it destroyed an instance. */
+const DESTROY_TIMEOUT_MS = 5_000;
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
 const PIPELINE = 1024;
@@ -304,15 +357,16 @@ export class RemoteReplica extends MailboxReplica {
           args,
           gpus: this.gpus.map((g) => g.id),
           replica: this.index,
-          owner: this.link.owner,
+          owner: this.link.leaseId,
         }, "created")
       ).then((m) => {
         if (this.instanceId === p) this.createdId = m.id;
         if (!this.holding) {
           // (re-created after a node restart: the lease is already held)
           this.holding = true;
-          this.link.hold(m.leaseMs);
+          this.link.hold();
         }
+        this.link.leaseIs(m.leaseMs);
         return m.id;
       });
       p.catch(() => {
@@ -347,11 +401,11 @@ export class RemoteReplica extends MailboxReplica {
       const alive = this.siblings.find((s) => !s.link.lost);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
-    const wire = wireValue(args, this.owner);
+    const wired = this.wired(args);
     const message = {
       id: "",
       method,
-      args: wire instanceof Promise ? await wire : wire,
+      args: wired instanceof Promise ? await wired : wired,
       ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
       ...(trace.traceparent !== undefined ? { trace } : {}),
     };
@@ -378,18 +432,53 @@ export class RemoteReplica extends MailboxReplica {
           }
           continue;
         }
+        // the instance died with an expired lease (this driver was silent too long): this call says
+        // so, and the next one makes a new instance
+        if (this.creator && e instanceof ProtocolError && /lease expired/.test(e.message) && this.createdId === id) {
+          this.createdId = undefined;
+          this.instanceId = undefined;
+        }
         throw e;
       }
     }
   }
 
-  protected async dispose(): Promise<void> {
+  /** The last call still turning service handles in its arguments into references. */
+  private wiring: Promise<unknown> | undefined;
+
+  /**
+   * The call's arguments as they travel. Turning a handle into a reference may wait (for its
+   * instance to exist): the calls after such a call wait their turn, so calls to one instance still
+   * leave in the order they started.
+   */
+  private wired(args: unknown[]): unknown[] | Promise<unknown[]> {
+    const wire = wireValue(args, this.owner);
+    const before = this.wiring;
+    if (before === undefined && !(wire instanceof Promise)) return wire;
+    const mine: Promise<unknown[]> = before === undefined
+      ? wire as Promise<unknown[]>
+      : before.then(() => wire, () => wire);
+    this.wiring = mine;
+    const clear = () => {
+      if (this.wiring === mine) this.wiring = undefined;
+    };
+    mine.then(clear, clear);
+    return mine;
+  }
+
+  protected async dispose(deadline?: number): Promise<void> {
     const p = this.instanceId;
     this.instanceId = undefined;
     this.createdId = undefined;
     if (p === undefined) return;
     const id = await p.catch(() => undefined);
-    if (id !== undefined) await this.link.request({ t: "destroy", id }, "destroyed").catch(() => {});
+    // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance)
+    if (id !== undefined) {
+      const wait = deadline === undefined
+        ? DESTROY_TIMEOUT_MS
+        : Math.min(DESTROY_TIMEOUT_MS, Math.max(100, deadline - performance.now()));
+      await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch(() => {});
+    }
     if (this.holding) {
       this.holding = false;
       this.link.release();

@@ -487,11 +487,31 @@ class WebSocketConnection implements TransportConnection {
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
     if (this.#closed) return Promise.reject(closedError(this.endpoint));
+    if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) return Promise.reject(tooLarge);
     const ws = this.#ws;
     if (ws !== undefined && ws.readyState === 1) return this.#send(ws, frame, options);
-    return this.open().then((ws) => this.#send(ws, frame, options));
+    if (options === undefined || (options.signal === undefined && options.timeoutMs === undefined)) {
+      return this.open().then((ws) => this.#send(ws, frame, options));
+    }
+    // the deadline and the signal also cover connecting
+    const deadline = options.timeoutMs === undefined ? undefined : performance.now() + options.timeoutMs;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const waiting: Pending = { resolve, reject, cleanup: undefined };
+      let gaveUp = false;
+      const cleanup = armRequest(waiting, options, this.endpoint, () => (gaveUp = true));
+      if (gaveUp) return;
+      this.open().then((ws) => {
+        cleanup?.();
+        if (gaveUp) return;
+        const left = deadline === undefined ? undefined : Math.max(0, deadline - performance.now());
+        this.#send(ws, frame, { signal: options.signal, timeoutMs: left }).then(resolve, reject);
+      }, (err) => {
+        cleanup?.();
+        reject(err);
+      });
+    });
   }
 
   #send(ws: WebSocket, frame: Uint8Array, options: RequestOptions | undefined): Promise<Uint8Array> {
@@ -524,8 +544,12 @@ class WebSocketConnection implements TransportConnection {
     if (ws) {
       this.#lost(ws, reason);
       return new Promise<void>((resolve) => {
-        ws.onclose = () => resolve();
-        setTimeout(resolve, 1000); // a peer that never acknowledges the close must not hang us
+        // a peer that never acknowledges the close must not hang us
+        const timer = setTimeout(resolve, 1000);
+        ws.onclose = () => {
+          clearTimeout(timer);
+          resolve();
+        };
         ws.close(1000);
       });
     }
