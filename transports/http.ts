@@ -97,8 +97,12 @@ class HttpConnection implements TransportConnection {
     }
     let body: Uint8Array;
     try {
-      body = new Uint8Array(await res.arrayBuffer());
+      // a reply without a declared length (chunked) is counted as it arrives, against the same limit
+      body = res.headers.get("content-length") !== null || res.body === null
+        ? new Uint8Array(await res.arrayBuffer())
+        : await readAtMost(res.body, this.#maxFrameBytes, this.endpoint);
     } catch (cause) {
+      if (cause instanceof TransportError && cause.reason === "too-large") throw cause;
       throw this.#failure(cause, options);
     }
     if (res.headers.get("x-thinkagain-error") === "1") throw decodeError(body);
@@ -172,3 +176,32 @@ export const httpTransport: Transport = {
     }
   },
 };
+
+/** Reads a body of unknown length, refusing (and cancelling it) past `limit` bytes. */
+async function readAtMost(stream: ReadableStream<Uint8Array>, limit: number, endpoint: string): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw new TransportError(
+        "too-large",
+        `Reply from ${endpoint} is over the limit of ${limit} bytes (${total} bytes so far)`,
+        endpoint,
+      );
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}

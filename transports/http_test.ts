@@ -1,6 +1,7 @@
 import { ok, rejects, strictEqual } from "node:assert/strict";
 import { test } from "node:test";
 import { serveFrames } from "../adapters/serve.ts";
+import { TransportError } from "../core/errors.ts";
 import { decode, encode } from "../core/codec.ts";
 import { runTransportConformance } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
@@ -71,5 +72,26 @@ test("POST /rpc refuses a declared body over the limit without reading it", asyn
     strictEqual(calls, 0);
   } finally {
     await server.close();
+  }
+});
+
+test("http: a reply with no declared length is still held to maxFrameBytes", async () => {
+  const { createServer } = await import("node:http");
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/cbor" }); // no content-length: chunked
+    for (let i = 0; i < 8; i++) res.write(new Uint8Array(1024));
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  const conn = await httpTransport.connect(`http://127.0.0.1:${port}`, { maxFrameBytes: 4096 });
+  try {
+    await rejects(
+      conn.request(new Uint8Array([1])),
+      (e: unknown) => e instanceof TransportError && e.reason === "too-large",
+    );
+  } finally {
+    await conn.close();
+    await new Promise((r) => server.close(r));
   }
 });

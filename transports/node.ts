@@ -9,7 +9,7 @@
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
-import { OpExecutionError, PlacementError, ProtocolError, TransportError } from "../core/errors.ts";
+import { CancelledError, OpExecutionError, PlacementError, ProtocolError, TransportError } from "../core/errors.ts";
 import { Mesh, MeshNode } from "../core/mesh.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps } from "../core/op.ts";
@@ -45,6 +45,9 @@ export interface NodeServerOptions {
 
 /** Default of {@link NodeServerOptions.leaseMs}. */
 export const DEFAULT_LEASE_MS = 30_000;
+
+/** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
+const EARLY_CANCELS_REMEMBERED = 1024;
 
 /** Instance ids destroyed by an expired lease that calls can still be told about. */
 const EXPIRED_REMEMBERED = 4096;
@@ -83,6 +86,7 @@ export class NodeServer {
   /** Drivers holding instances here: when each was last heard from, and its instances. */
   private readonly owners = new Map<string, { seen: number; ids: Set<string> }>();
   private readonly expired = new Set<string>();
+  private readonly earlyCancels = new Set<string>();
   private expiredCount = 0;
   private sweeper: ReturnType<typeof setInterval> | undefined;
   private lastSweep = 0;
@@ -154,9 +158,18 @@ export class NodeServer {
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
         return await this.call(msg);
-      case "cancel":
-        this.calls.get(msg.cid)?.cancel();
+      case "cancel": {
+        const ref = this.calls.get(msg.cid);
+        if (ref !== undefined) ref.cancel();
+        else {
+          // over HTTP a cancel can overtake its call: the call is refused when it arrives
+          this.earlyCancels.add(msg.cid);
+          if (this.earlyCancels.size > EARLY_CANCELS_REMEMBERED) {
+            this.earlyCancels.delete(this.earlyCancels.values().next().value!);
+          }
+        }
         return undefined;
+      }
       case "destroy": {
         await this.remove(msg.id);
         return encodeMessage({ t: "destroyed" });
@@ -277,6 +290,9 @@ export class NodeServer {
   /** Runs one call and encodes its result. */
   private async call(msg: CallMessage): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+    if (this.earlyCancels.delete(msg.cid)) {
+      throw new CancelledError(msg.op ?? msg.method ?? "call", "cancelled before it reached the node");
+    }
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
     let ref: ObjectRef<unknown>;
     let name: string;

@@ -364,3 +364,38 @@ test("leases: after a node restart with a shorter lease, the driver's keepalives
     await node.drain({ graceMs: 10 });
   }
 });
+
+test("a cancel that overtakes its call (HTTP) makes the node refuse the call when it arrives", async () => {
+  const node = new NodeServer({ name: "early" });
+  const peer = { transport: "http", connectionId: 0, oneWay: true } as const;
+  try {
+    const created = decodeReply<{ t: "created"; id: string }>(
+      (await node.handler(
+        encodeMessage({ t: "create", service: "RemoteCounter", args: [], gpus: [], replica: 0 }),
+        { ...peer, oneWay: false },
+      ))!,
+      "created",
+    );
+    await node.handler(encodeMessage({ t: "cancel", cid: "c-early" }), peer);
+    await assert.rejects(
+      Promise.resolve(
+        node.handler(
+          encodeMessage({ t: "call", cid: "c-early", id: created.id, method: "add", args: [5] }),
+          { ...peer, oneWay: false },
+        ),
+      ),
+      (e: unknown) => e instanceof ta.CancelledError,
+    );
+    // the call never ran: the counter is still at 0
+    const r = decodeReply<ResultMessage>(
+      (await node.handler(
+        encodeMessage({ t: "call", cid: "c-next", id: created.id, method: "add", args: [1] }),
+        { ...peer, oneWay: false },
+      ))!,
+      "result",
+    );
+    assert.deepEqual(r, { t: "result", ok: true, value: 1 });
+  } finally {
+    await node.drain();
+  }
+});

@@ -51,6 +51,7 @@ export class NodeLink {
   private conn: Promise<TransportConnection> | undefined;
   private open: TransportConnection | undefined;
   private welcomeP: Promise<WelcomeMessage> | undefined;
+  private welcomeAt = 0;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
   /** True once any request got an answer: later failures mean the node was lost, not never there. */
@@ -138,9 +139,16 @@ export class NodeLink {
     this.conn?.then((c) => c.notify(encodeMessage(message)), () => {});
   }
 
-  /** The node's `welcome` (cached until the connection drops). */
+  /**
+   * The node's `welcome` (cached until the connection drops; over HTTP, where no connection tells
+   * of a restart, for at most {@link WELCOME_TTL_MS}, and until a call finds the node lost).
+   */
   welcome(): Promise<WelcomeMessage> {
+    if (!this.ordered && this.welcomeP !== undefined && performance.now() - this.welcomeAt > WELCOME_TTL_MS) {
+      this.welcomeP = undefined;
+    }
     if (this.welcomeP === undefined) {
+      this.welcomeAt = performance.now();
       const p = this.request<WelcomeMessage>({ t: "hello", v: PROTOCOL_VERSION }, "welcome");
       p.catch(() => {
         if (this.welcomeP === p) this.welcomeP = undefined;
@@ -186,6 +194,7 @@ export class NodeLink {
       (e.reason === "closed" || e.reason === "io" || (e.reason === "unreachable" && this.reached))
     ) {
       this.lost = true;
+      this.welcomeP = undefined; // the node that comes back may register other names
       return new NodeLostError(this.node, e.message);
     }
     return e;
@@ -291,6 +300,9 @@ function meshLink(mesh: Mesh, node: MeshNode): NodeLink {
 }
 
 // ---- replicas on remote nodes -------------------------------------------------------------------
+
+/** How long a `welcome` is trusted over a transport with no connection to tell of a restart (HTTP). */
+const WELCOME_TTL_MS = 5_000;
 
 /** How long closing waits for a node to confirm it destroyed an instance. */
 const DESTROY_TIMEOUT_MS = 5_000;
