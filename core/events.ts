@@ -51,7 +51,9 @@ export interface TaskEvent {
 /** A listener of the event stream. */
 export type TaskEventListener = (event: TaskEvent) => void;
 
-const listeners: TaskEventListener[] = [];
+// replaced, never changed in place: an emit in progress keeps the array it started with, so a
+// listener that unsubscribes (or subscribes) during an event does not make another miss it
+let listeners: readonly TaskEventListener[] = [];
 let everyTaskListeners = 0;
 
 /** @internal True while anyone listens; the hot path checks it before doing any event work. */
@@ -102,7 +104,7 @@ export interface TaskEventOptions {
 export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptions = {}): () => void {
   if (typeof listener !== "function") throw new TypeError("onTaskEvent expects a function");
   const every = options.everyTask === true;
-  listeners.push(listener);
+  listeners = [...listeners, listener];
   if (every) everyTaskListeners++;
   eventsEnabled = true;
   let on = true;
@@ -110,7 +112,7 @@ export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptio
     if (!on) return;
     on = false;
     const i = listeners.indexOf(listener);
-    if (i >= 0) listeners.splice(i, 1);
+    if (i >= 0) listeners = [...listeners.slice(0, i), ...listeners.slice(i + 1)];
     if (every) everyTaskListeners--;
     eventsEnabled = listeners.length > 0;
   };
@@ -119,9 +121,10 @@ export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptio
 /** @internal Sends an event to every listener; a throwing listener is isolated. */
 export function emit(kind: TaskEventKind, task: TaskInfo, at: number): void {
   const event: TaskEvent = { kind, task, at };
-  for (let i = 0; i < listeners.length; i++) {
+  const ls = listeners;
+  for (let i = 0; i < ls.length; i++) {
     try {
-      listeners[i](event);
+      ls[i](event);
     } catch {
       // A faulty listener must never break the pipeline it observes.
     }
