@@ -261,14 +261,11 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     let left = items.length;
     let failed = false;
     const fail = (e: unknown) => {
+      // the refs still running keep this (now inert) waiter until they settle: removing it from each
+      // would cost a search per ref, quadratic when many fan-ins share a long-running ref
       if (failed) return;
       failed = true;
       reject(e);
-      // the refs still running must not keep this fan-in (and every value it holds) alive
-      for (let i = 0; i < items.length; i++) {
-        const v = items[i];
-        if (v instanceof ObjectRef && v._state < COMPLETED) removeWaiter(v as ObjectRef<unknown>, waiter);
-      }
     };
     // refs' values are read once all have settled, so one waiter serves every ref
     const finish = () => {

@@ -252,10 +252,13 @@ function runWithPolicy(
 ): void {
   const name = task._target.name;
   let attempts = 0;
-  // settles once the latest attempt's body has returned: a deadline or a cancel settles the task at
-  // once, but its slot (the instance's mailbox, a concurrency limit) is held until then, since a
-  // running function cannot be stopped and the next call must not overlap it
+  // settles once the latest attempt's body has returned. A deadline or a cancel settles the task at
+  // once, but a local body cannot be stopped: its slot (the instance's mailbox, a concurrency limit)
+  // is held until it returns, so the next call does not overlap it, for at most a grace period, so
+  // a body that never returns cannot wedge the instance. A remote body (abortable) is stopped on its
+  // node, whose own mailbox keeps the order: its slot is given back at once.
   let bodyReturned: Promise<void> | undefined;
+  let bodyRunning = false;
   const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
     if (attempts++ > 0 && task._meta) {
       task._meta.attempt = attempts - 1;
@@ -267,9 +270,7 @@ function runWithPolicy(
         try: (signal) => {
           const hook: CancelHook = { cancel: undefined };
           signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
-          const p = Promise.resolve(call(task, fn, self, [...args, hook], ctx, wrap));
-          if (done !== undefined) bodyReturned = p.then(ignore, ignore);
-          return p;
+          return Promise.resolve(call(task, fn, self, [...args, hook], ctx, wrap));
         },
         catch: (e) => failure(task, e) as OpExecutionError,
       });
@@ -282,7 +283,13 @@ function runWithPolicy(
     }
     if (!isThenable(r)) return Effect.succeed(r);
     const p = Promise.resolve(r);
-    if (done !== undefined) bodyReturned = p.then(ignore, ignore);
+    if (done !== undefined) {
+      bodyRunning = true;
+      const returned = () => {
+        bodyRunning = false;
+      };
+      bodyReturned = p.then(returned, returned);
+    }
     return Effect.tryPromise({ try: () => p, catch: (e) => failure(task, e) as OpExecutionError });
   });
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
@@ -301,12 +308,21 @@ function runWithPolicy(
     else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
     // interrupted: the task was cancelled, and cancel() already settled it
     if (done === undefined) return;
-    if (bodyReturned === undefined) done(task);
-    else bodyReturned.then(() => done(task));
+    if (!bodyRunning || bodyReturned === undefined) return done(task);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(timer);
+      done(task);
+    };
+    const timer = setTimeout(release, policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS);
+    bodyReturned.then(release);
   });
 }
 
-function ignore(): void {}
+/** How long a cancelled body with no deadline may keep its slot before the next call starts anyway. */
+const OVERRUN_GRACE_MS = 1_000;
 
 // ---- concurrency limits -------------------------------------------------------------------------
 

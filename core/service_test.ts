@@ -305,7 +305,7 @@ test("mesh.close rejects the queued calls of every instance before any of them s
   );
 });
 
-test("a call that timed out or was cancelled keeps its instance's slot until its body returns: the next never overlaps it", async () => {
+test("a call that timed out or was cancelled keeps its slot while its body finishes (within a grace), and never wedges it", async () => {
   let inside = 0, most = 0;
   const body = async (ms: number) => {
     inside++;
@@ -323,11 +323,27 @@ test("a call that timed out or was cancelled keeps its instance's slot until its
     },
   );
   const t = Timed.init();
-  const late = t.work.go(60);
+  const late = t.work.go(30); // answered at 20 ms, returns at 30: within the grace of another 20
   const next = t.work.go(5);
   assert.ok((await rejection(late)) instanceof ta.TimeoutError, "the caller is answered at the deadline");
   assert.equal(await next, 5);
   assert.equal(most, 1, "one body at a time on the instance");
+  // a body that never returns holds the slot for the grace only: the instance goes on serving
+  const Stuck = ta.service(
+    { timeoutMs: 20 },
+    class StuckWork {
+      hang() {
+        return new Promise(() => {});
+      }
+      ok() {
+        return "ok";
+      }
+    },
+  );
+  const st = Stuck.init();
+  const hung = st.hang.go();
+  assert.ok((await rejection(hung)) instanceof ta.TimeoutError);
+  assert.equal(await st.ok.go(), "ok");
   const Retried = ta.service(
     { retries: 1 },
     class RetriedWork {
@@ -346,7 +362,7 @@ test("a call that timed out or was cancelled keeps its instance's slot until its
   assert.equal(most, 1);
   const limited = ta.op({ name: "limitedTimed", concurrency: 1, timeoutMs: 10 }, body);
   most = 0;
-  const [a, b] = [limited.go(40), limited.go(5)];
+  const [a, b] = [limited.go(15), limited.go(5)];
   assert.ok((await rejection(a)) instanceof ta.TimeoutError);
   assert.equal(await b, 5);
   assert.equal(most, 1, "an op's concurrency limit holds the same way");
