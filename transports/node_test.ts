@@ -7,7 +7,14 @@ import { eventually, rejection, sleep } from "../core/_test_utils.ts";
 import { NodeServer } from "./node.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { inMemoryTransport } from "./in_memory.ts";
-import { decodeReply, encodeMessage, PROTOCOL_VERSION, type ResultMessage, type WelcomeMessage } from "./protocol.ts";
+import {
+  decodeDriverMessage,
+  decodeReply,
+  encodeMessage,
+  PROTOCOL_VERSION,
+  type ResultMessage,
+  type WelcomeMessage,
+} from "./protocol.ts";
 import "./remote.ts";
 
 const Counter = ta.service(
@@ -397,5 +404,98 @@ test("a cancel that overtakes its call (HTTP) makes the node refuse the call whe
     assert.deepEqual(r, { t: "result", ok: true, value: 1 });
   } finally {
     await node.drain();
+  }
+});
+
+test("a handle passed node→node after its node restarted refers to the instance its creator made again", async () => {
+  const Relay2 = ta.service(
+    { gpus: 1 },
+    class RestartRelay {
+      async relay(h: ta.ServiceHandle<{ add(k: number): Promise<number> }>, k: number) {
+        return await h.add.go(k);
+      }
+    },
+  );
+  const names = [`rr1-${++seq}`, `rr2-${++seq}`];
+  const n1 = new NodeServer({ name: "n1", gpus: 1 });
+  const s1 = serveInMemory(names[0], n1.handler);
+  let n2 = new NodeServer({ name: "n2" });
+  let s2 = serveInMemory(names[1], n2.handler);
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("n1", { endpoint: `mem://${names[0]}`, gpus: 1 }),
+    new ta.MeshNode("n2", { endpoint: `mem://${names[1]}` }),
+  ]);
+  try {
+    const [relay, counter] = await mesh.run(() => [Relay2.init(), Counter.init()]);
+    assert.equal(await mesh.run(() => relay.relay.go(counter, 1)), 1);
+    await s2.close();
+    await n2.drain({ graceMs: 10 });
+    n2 = new NodeServer({ name: "n2" });
+    s2 = serveInMemory(names[1], n2.handler);
+    // the driver sees the new session before it hands the reference out, and makes the instance again
+    assert.equal(await mesh.run(() => relay.relay.go(counter, 1)), 1, "a fresh instance (the old state died)");
+    assert.equal(await mesh.run(() => relay.relay.go(counter, 1)), 2);
+    assert.equal(await mesh.run(() => counter.add.go(1)), 3, "the same instance the driver calls directly");
+  } finally {
+    await mesh.close();
+    await s1.close();
+    await s2.close();
+    await n1.drain({ graceMs: 10 });
+    await n2.drain({ graceMs: 10 });
+  }
+});
+
+test("a call stuck resolving a handle (its node never creates it) holds later calls until it is cancelled; close stays bounded", async () => {
+  const Mixed = ta.service(
+    class StuckMixed {
+      n = 0;
+      add(k: number) {
+        return (this.n += k);
+      }
+      relay(_h: unknown) {
+        return "got";
+      }
+    },
+  );
+  const Gpu = ta.service(
+    { gpus: 1 },
+    class FrozenGpu {
+      f() {
+        return 1;
+      }
+    },
+  );
+  const names = [`sm1-${++seq}`, `sm2-${++seq}`];
+  const node = new NodeServer({ name: "n1", gpus: 1 });
+  const s1 = serveInMemory(names[0], node.handler);
+  // a node that answers everything but never finishes creating
+  const s2 = serveInMemory(names[1], (frame, peer) => {
+    const m = decodeDriverMessage(frame);
+    return m.t === "create" ? new Promise<Uint8Array>(() => {}) : node.handler(frame, peer);
+  });
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("n1", { endpoint: `mem://${names[0]}` }),
+    new ta.MeshNode("frozen", { endpoint: `mem://${names[1]}`, gpus: 1 }),
+  ]);
+  try {
+    await mesh.run(async () => {
+      const m = Mixed.init();
+      const g = Gpu.init();
+      assert.equal(await m.add.go(1), 1);
+      const stuck = m.relay.go(g);
+      const later = m.add.go(1);
+      await sleep(30);
+      assert.equal(later.status, "running", "waits its turn behind the earlier call");
+      assert.equal(stuck.cancel(), true);
+      assert.equal(await later, 2, "goes once the stuck call gave up its turn");
+    });
+    const t0 = performance.now();
+    await mesh.close({ timeoutMs: 100 });
+    assert.ok(performance.now() - t0 < 5_000, "close does not wait on the create that never ends");
+  } finally {
+    await mesh.close();
+    await s1.close();
+    await s2.close();
+    await node.drain({ graceMs: 10 });
   }
 });

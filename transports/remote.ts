@@ -7,7 +7,7 @@
  * @module
  */
 import { errorFromWire } from "../core/codec.ts";
-import { NodeLostError, ProtocolError, TransportError } from "../core/errors.ts";
+import { CancelledError, NodeLostError, ProtocolError, TransportError } from "../core/errors.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { type Mesh, type MeshNode, setRemoteReplicaFactory } from "../core/mesh.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
@@ -68,6 +68,8 @@ export class NodeLink {
   private keepaliveMs = 0;
   private pinging = false;
   private closed = false;
+  /** Set when a destroy went unanswered while closing: the rest are left to the node's lease. */
+  unresponsive = false;
 
   constructor(node: string, endpoint: string, transport: Transport, options: ConnectOptions, holder?: object) {
     this.node = node;
@@ -321,6 +323,8 @@ export class RemoteReplica extends MailboxReplica {
   private createdId: string | undefined;
   /** Whether this replica made its instance (and so holds a lease on its link). */
   private holding = false;
+  /** The node session the instance was made in (a restarted node has another). */
+  private session: string | undefined;
   /**
    * False for a handle that arrived from elsewhere: it knows the instance's id, not its constructor
    * arguments, so it never creates the instance anew.
@@ -372,7 +376,10 @@ export class RemoteReplica extends MailboxReplica {
           owner: this.link.leaseId,
         }, "created")
       ).then((m) => {
-        if (this.instanceId === p) this.createdId = m.id;
+        if (this.instanceId === p) {
+          this.createdId = m.id;
+          this.session = m.session;
+        }
         if (!this.holding) {
           // (re-created after a node restart: the lease is already held)
           this.holding = true;
@@ -387,6 +394,23 @@ export class RemoteReplica extends MailboxReplica {
       this.instanceId = p;
     }
     return this.instanceId;
+  }
+
+  /**
+   * The instance id to hand out as a reference: first made sure it lives in the node's current
+   * session (the welcome is cached, and fetched again after the connection dropped), since the
+   * holder of a reference cannot make the instance again; the creator can, and does so here.
+   */
+  async reference(): Promise<string> {
+    const id = await this.instance();
+    if (!this.creator || this.session === undefined) return id;
+    const w = await this.link.welcome().catch(() => undefined);
+    if (w === undefined || w.session === this.session) return id;
+    if (this.createdId === id) {
+      this.createdId = undefined;
+      this.instanceId = undefined;
+    }
+    return this.instance();
   }
 
   protected unavailable(): unknown {
@@ -413,7 +437,7 @@ export class RemoteReplica extends MailboxReplica {
       const alive = this.siblings.find((s) => !s.link.lost);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
-    const wired = this.wired(args);
+    const wired = this.wired(args, method, hook);
     const message = {
       id: "",
       method,
@@ -455,26 +479,33 @@ export class RemoteReplica extends MailboxReplica {
     }
   }
 
-  /** The last call still turning service handles in its arguments into references. */
-  private wiring: Promise<unknown> | undefined;
+  /** Settles when the last call still turning handles into references has left or given up. */
+  private wiring: Promise<void> | undefined;
 
   /**
    * The call's arguments as they travel. Turning a handle into a reference may wait (for its
    * instance to exist): the calls after such a call wait their turn, so calls to one instance still
-   * leave in the order they started.
+   * leave in the order they started. A call cancelled (or past its deadline) while it waits gives up
+   * its turn, so one handle whose node never answers cannot hold the others back.
    */
-  private wired(args: unknown[]): unknown[] | Promise<unknown[]> {
+  private wired(args: unknown[], method: string, hook: CancelHook): unknown[] | Promise<unknown[]> {
     const wire = wireValue(args, this.owner);
     const before = this.wiring;
     if (before === undefined && !(wire instanceof Promise)) return wire;
-    const mine: Promise<unknown[]> = before === undefined
-      ? wire as Promise<unknown[]>
-      : before.then(() => wire, () => wire);
-    this.wiring = mine;
-    const clear = () => {
-      if (this.wiring === mine) this.wiring = undefined;
-    };
-    mine.then(clear, clear);
+    let giveUp!: () => void;
+    const gaveUp = new Promise<never>((_, reject) => {
+      giveUp = () => reject(new CancelledError(`${this.def.name}.${method}`, "cancelled before it was sent"));
+    });
+    gaveUp.catch(noop);
+    hook.cancel = giveUp;
+    const ready = before === undefined ? wire as Promise<unknown[]> : before.then(() => wire);
+    const mine = Promise.race([ready, gaveUp]);
+    const turn: Promise<void> = mine.then(noop, noop);
+    this.wiring = turn;
+    turn.then(() => {
+      if (this.wiring === turn) this.wiring = undefined;
+      if (hook.cancel === giveUp) hook.cancel = undefined;
+    });
     return mine;
   }
 
@@ -482,18 +513,31 @@ export class RemoteReplica extends MailboxReplica {
     const p = this.instanceId;
     this.instanceId = undefined;
     this.createdId = undefined;
-    if (p === undefined) return;
-    const id = await p.catch(() => undefined);
-    // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance)
-    if (id !== undefined) {
+    try {
+      if (p === undefined) return;
+      // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance).
+      // Once one destroy on a link went unanswered, the link's other instances are left to the lease.
       const wait = deadline === undefined
         ? DESTROY_TIMEOUT_MS
         : Math.min(DESTROY_TIMEOUT_MS, Math.max(100, deadline - performance.now()));
-      await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch(() => {});
-    }
-    if (this.holding) {
-      this.holding = false;
-      this.link.release();
+      if (this.link.unresponsive) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const id = await Promise.race([
+        p.catch(() => undefined),
+        new Promise<undefined>((r) => {
+          timer = setTimeout(() => r(undefined), wait);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (id === undefined || this.link.unresponsive) return;
+      await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch((e) => {
+        if (e instanceof TransportError && /No reply/.test(e.message)) this.link.unresponsive = true;
+      });
+    } finally {
+      if (this.holding) {
+        this.holding = false;
+        this.link.release();
+      }
     }
   }
 }
@@ -545,6 +589,8 @@ setRemoteOpRunner((mesh, name, gpus) => {
 
 // ---- values on the wire: service handles travel as references ------------------------------------
 
+function noop(): void {}
+
 function isPlain(v: object): boolean {
   const p = Object.getPrototypeOf(v);
   return p === Object.prototype || p === null;
@@ -589,7 +635,7 @@ async function handleToWire(state: HandleState, owner: object): Promise<unknown>
     );
   }
   const remote = replicas as RemoteReplica[];
-  const ids = await Promise.all(remote.map((r) => r.instance()));
+  const ids = await Promise.all(remote.map((r) => r.reference()));
   return {
     [HANDLE_KEY]: {
       service: state.def.name,
