@@ -166,3 +166,18 @@ test("Profiler.criticalPath follows the slow branch through inputs, awaited chil
   assert.deepEqual(names, ["cpStep", "cpSlow", "cpAdd", "cpPipeline"]);
   assert.deepEqual(ta.profile().criticalPath(), [], "empty profile, empty path");
 });
+
+test("a task-event listener that unsubscribes during an event does not make the next listener miss it", async () => {
+  const { onTaskEvent } = await import("./events.ts");
+  const seen: string[] = [];
+  let offFirst = () => {};
+  offFirst = onTaskEvent(() => offFirst());
+  const offSecond = onTaskEvent((e) => seen.push(e.kind));
+  try {
+    await ta.op(async function listenedTo() {}).go();
+    assert.deepEqual(seen, ["submitted", "started", "finished"]);
+  } finally {
+    offFirst();
+    offSecond();
+  }
+});

@@ -499,3 +499,38 @@ test("a call stuck resolving a handle (its node never creates it) holds later ca
     await node.drain({ graceMs: 10 });
   }
 });
+
+test("links opened for handles in results and arguments close with the mesh and the node", async () => {
+  const opened: Array<{ closed: boolean }> = [];
+  const connect = inMemoryTransport.connect;
+  (inMemoryTransport as { connect: typeof connect }).connect = async (endpoint, options) => {
+    const c = await connect(endpoint, options);
+    opened.push(c);
+    return c;
+  };
+  const Back = ta.service(
+    class HandleBack {
+      back(h: unknown) {
+        return h;
+      }
+      async use(h: ta.ServiceHandle<{ add(k: number): Promise<number> }>) {
+        return await h.add.go(10);
+      }
+    },
+  );
+  try {
+    await withNodes(2, async (mesh) => {
+      await mesh.run(async () => {
+        const c = Counter.init();
+        const r = Back.init();
+        const h = await r.back.go(c) as ta.ServiceHandle<{ add(k: number): Promise<number> }>;
+        assert.equal(await h.add.go(1), 1, "a handle that came back in a result works");
+        assert.equal(await r.use.go(c), 11, "and one passed as an argument");
+      });
+    });
+    assert.ok(opened.length >= 3, `the mesh and the nodes opened links (${opened.length})`);
+    assert.deepEqual(opened.filter((c) => !c.closed), [], "every one of them is closed");
+  } finally {
+    (inMemoryTransport as { connect: typeof connect }).connect = connect;
+  }
+});

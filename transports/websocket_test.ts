@@ -1,6 +1,7 @@
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { test } from "node:test";
 import { decode } from "../core/codec.ts";
+import { TransportError } from "../core/errors.ts";
 import { runTransportConformance, type TestServer } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
 import {
@@ -125,4 +126,30 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   let frames = 0;
   for (const m of sent) forEachInBatch(m, () => frames++);
   strictEqual(frames, 100);
+});
+
+test("websocket: after a drop, timeoutMs and an abort signal also cover reconnecting to a peer that never answers", async () => {
+  const { serveFrames } = await import("../adapters/serve.ts");
+  const { createServer } = await import("node:net");
+  const served = await serveFrames((f) => f, { hostname: "127.0.0.1", port: 0 });
+  const port = Number(new URL(served.url).port);
+  const conn = await webSocketTransport.connect(`ws://127.0.0.1:${port}`, { connectTimeoutMs: 10_000 });
+  const sockets: Array<{ destroy(): void }> = [];
+  const blackHole = createServer((sock) => sockets.push(sock)); // accepts, then never answers
+  try {
+    deepStrictEqual(await conn.request(new Uint8Array([1])), new Uint8Array([1]));
+    await served.close();
+    await new Promise<void>((r) => blackHole.listen(port, "127.0.0.1", () => r()));
+    const t0 = performance.now();
+    await rejects(conn.request(new Uint8Array([2]), { timeoutMs: 100 }), (e: unknown) => e instanceof TransportError);
+    ok(performance.now() - t0 < 5_000, "the request's deadline, not the 10 s connect timeout");
+    const ac = new AbortController();
+    const p = conn.request(new Uint8Array([3]), { signal: ac.signal });
+    ac.abort(new Error("gave up"));
+    await rejects(p, /gave up/);
+  } finally {
+    for (const sock of sockets) sock.destroy();
+    await new Promise((r) => blackHole.close(r));
+    await conn.close();
+  }
 });
