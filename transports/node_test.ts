@@ -534,3 +534,31 @@ test("links opened for handles in results and arguments close with the mesh and 
     (inMemoryTransport as { connect: typeof connect }).connect = connect;
   }
 });
+
+test("leases: keepalives to a node that stopped answering go one at a time, not in a pile", async () => {
+  const node = new NodeServer({ name: "mute", leaseMs: 60 });
+  const name = `mute-${++seq}`;
+  let pings = 0;
+  let mute = false;
+  const server = serveInMemory(name, (frame, peer) => {
+    const m = decodeDriverMessage(frame);
+    if (m.t === "ping" && m.owner !== undefined && mute) {
+      pings++;
+      return new Promise<Uint8Array>(() => {}); // never answered
+    }
+    return node.handler(frame, peer);
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("mute", { endpoint: `mem://${name}` })]);
+  try {
+    await mesh.run(async () => {
+      await Counter.init().add.go(1);
+    });
+    mute = true;
+    await sleep(300); // fifteen keepalive periods
+    assert.equal(pings, 1, "the next keepalive waits for the one still unanswered");
+  } finally {
+    await mesh.close({ timeoutMs: 50 });
+    await server.close();
+    await node.drain({ graceMs: 10 });
+  }
+});
