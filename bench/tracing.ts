@@ -100,7 +100,8 @@ type Mode =
   | "on, SDK + OTLP"
   | "on, SDK 1% sampled"
   | "on, SDK + OTLP, sampleRatio 1%"
-  | "on, SDK + OTLP, sampleRatio 0.1%";
+  | "on, SDK + OTLP, sampleRatio 0.1%"
+  | "on, SDK + OTLP, maxOverhead 10%";
 const MODES: Mode[] = [
   "off",
   "auto, no provider",
@@ -110,6 +111,7 @@ const MODES: Mode[] = [
   "on, SDK 1% sampled",
   "on, SDK + OTLP, sampleRatio 1%",
   "on, SDK + OTLP, sampleRatio 0.1%",
+  "on, SDK + OTLP, maxOverhead 10%",
 ];
 
 function setMode(mode: Mode): void {
@@ -136,6 +138,13 @@ function setMode(mode: Mode): void {
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
     trace.setGlobalTracerProvider(provider);
     ta.enableTracing({ sampleRatio: mode.endsWith("0.1%") ? 0.001 : 0.01 });
+  }
+  if (mode === "on, SDK + OTLP, maxOverhead 10%") {
+    // a budget instead of a ratio: roots are traced while 10 % of the passing time pays for them
+    context.setGlobalContextManager(contextManager.enable());
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    trace.setGlobalTracerProvider(provider);
+    ta.enableTracing({ maxOverhead: 0.1 });
   }
 }
 

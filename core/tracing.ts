@@ -58,6 +58,60 @@ export interface TracingOptions {
    * non-recording span per task. (While a profiler runs, every task is recorded for it.)
    */
   sampleRatio?: number;
+  /**
+   * Instead of a fixed `sampleRatio`: the share of time tracing may cost, in (0, 1) (e.g. `0.1`).
+   * Root tasks are traced while a budget allows, earned at this share of the time that passes and
+   * spent at the measured cost of each span (its start and end, sampled, doubled for the SDK's
+   * export work that comes later); the tasks a traced root submits are traced with it, so traces
+   * stay whole and the budget may briefly go into debt. A lone request after a quiet spell is always
+   * traced; a burst of microsecond tasks is traced in proportion. Not with `sampleRatio`.
+   */
+  maxOverhead?: number;
+}
+
+/**
+ * Credit a quiet spell can save up (ms of tracing time): the first root after it is always traced,
+ * and a burst submitted at once (which earns nothing until the next turn) gets about this much.
+ */
+const BUDGET_CAP_MS = 0.05;
+/** The SDK's later work per span (batching, encoding, sending) against what its start and end cost. */
+const EXPORT_FACTOR = 2;
+
+/** Measured cost of tracing one task, ms (start and end of its span, sampled; times EXPORT_FACTOR). */
+let spanCostMs = 0.005;
+let budgetCredit = 0;
+let budgetAt = 0;
+let measureTick = 0;
+/** Start costs of the tasks being timed (one in 16 while a budget is in use). */
+const startCosts = new WeakMap<object, number>();
+
+/** The root sampler of `maxOverhead`: trace while the budget earned at `share` of passing time lasts. */
+function budgetSampler(share: number): () => boolean {
+  budgetCredit = BUDGET_CAP_MS;
+  budgetAt = performance.now();
+  let looked = false;
+  const unlook = () => {
+    looked = false;
+  };
+  return () => {
+    if (budgetCredit > 0) return true;
+    // out of credit: look at the clock once per turn of the event loop (a clock read per root
+    // would cost as much as the check saves); time passes between turns, hardly within one
+    if (looked) return false;
+    looked = true;
+    queueMicrotask(unlook);
+    const now = performance.now();
+    budgetCredit = Math.min(BUDGET_CAP_MS, budgetCredit + (now - budgetAt) * share);
+    budgetAt = now;
+    return budgetCredit > 0;
+  };
+}
+
+/** Folds one measured span cost (ms, start + end) into the estimate the budget spends. */
+function measured(ms: number): void {
+  // one slow span (a cold start, a GC pause) moves the price by at most 4× its share
+  const x = Math.min(Math.max(0.0005, ms * EXPORT_FACTOR), 4 * spanCostMs);
+  spanCostMs = 0.8 * spanCostMs + 0.2 * x;
 }
 
 /** A root sampler keeping exactly `ratio` of the roots, spread evenly (no randomness on the hot path). */
@@ -77,6 +131,7 @@ let off: (() => void) | undefined; // unsubscribes the live listener
 let wanted = false; // enableTracing() was called (and disableTracing() not since)
 let wantedProvider: TracerProvider | undefined;
 let wantedRatio = 1;
+let wantedOverhead: number | undefined;
 let autoDetect = true;
 let probeCount = 0;
 let contextCarries = false; // whether context.with() changes context.active() (a context manager is registered)
@@ -159,16 +214,26 @@ export function enableTracing(options: TracingOptions = {}): void {
   if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
     throw new RangeError(`enableTracing: sampleRatio must be in (0, 1], got ${String(ratio)}`);
   }
+  const overhead = options.maxOverhead;
+  if (overhead !== undefined) {
+    if (typeof overhead !== "number" || !(overhead > 0 && overhead < 1)) {
+      throw new RangeError(`enableTracing: maxOverhead must be in (0, 1), got ${String(overhead)}`);
+    }
+    if (options.sampleRatio !== undefined) {
+      throw new TypeError("enableTracing: give sampleRatio or maxOverhead, not both");
+    }
+  }
   wanted = true;
   wantedProvider = options.tracerProvider;
   wantedRatio = ratio;
+  wantedOverhead = overhead;
   if (wantedProvider !== undefined || hasTracerProvider()) goLive();
   else goArmed();
 }
 
 /** Starts making spans (the listener, the body wrapper, the sampler). */
 function goLive(): void {
-  setRootSampler(ratioSampler(wantedRatio));
+  setRootSampler(wantedOverhead !== undefined ? budgetSampler(wantedOverhead) : ratioSampler(wantedRatio));
   // resolved once: a provider's tracer, or the global API's proxy tracer (it follows a provider
   // registered later; after `trace.disable()` and a new registration, call enableTracing() again)
   tracer = (wantedProvider ?? trace.getTracerProvider()).getTracer(TRACER_NAME);
@@ -285,6 +350,7 @@ function check(): void {
       // found by detection: traced with the defaults, and only while detection stays on
       wantedProvider = undefined;
       wantedRatio = 1;
+      wantedOverhead = undefined;
       goLive();
     }
   }
@@ -368,11 +434,24 @@ function onEvent(e: TaskEvent): void {
     case "submitted":
       // synchronous inside .go(): the active context is the caller's
       task._trace = context.active();
+      // a budget (maxOverhead) pays for every traced task as it is submitted, so a burst of
+      // submissions in one turn is held to it
+      if (wantedOverhead !== undefined) budgetCredit -= spanCostMs;
       return;
     case "started": {
       const slot = task._trace;
       if (!isSpan(slot)) {
         // the first start: the span is made now, with its inputs known (links) and its queue wait
+        if (wantedOverhead !== undefined) {
+          // the first 16 traced tasks and then one in 16 are timed, to keep the budget's price current
+          if (measureTick++ < 16 || (measureTick & 15) === 0) {
+            const t0 = performance.now();
+            const span = openSpan(task, slot as Context | undefined);
+            if (span.isRecording()) span.addEvent("started", undefined, origin + e.at);
+            startCosts.set(task, performance.now() - t0);
+            return;
+          }
+        }
         const span = openSpan(task, slot as Context | undefined);
         if (span.isRecording()) span.addEvent("started", undefined, origin + e.at);
       } else if (slot.isRecording()) {
@@ -399,7 +478,13 @@ function onEvent(e: TaskEvent): void {
         span.setAttribute("thinkagain.status", "cancelled");
         span.setStatus({ code: SpanStatusCode.ERROR, message: "cancelled" });
       }
-      span.end(origin + e.at);
+      const startCost = wantedOverhead === undefined ? undefined : startCosts.get(task);
+      if (startCost === undefined) span.end(origin + e.at);
+      else {
+        const t0 = performance.now();
+        span.end(origin + e.at);
+        measured(startCost + performance.now() - t0);
+      }
     }
   }
 }

@@ -23,6 +23,7 @@ import {
   withExtractedContext,
 } from "./tracing.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./_test_otlp_receiver.ts";
+import { sleep } from "./_test_utils.ts";
 
 let receiver: OtlpReceiver;
 let provider: BasicTracerProvider;
@@ -411,6 +412,39 @@ test("tracing that auto-detection turned on stops when detection is turned off; 
     ta.disableTracing();
     trace.disable();
     trace.setGlobalTracerProvider(provider);
+    setTracingAutoDetect(true);
+    await local.shutdown();
+  }
+});
+
+test("maxOverhead: a burst of tiny tasks is traced in proportion, a request after a quiet spell whole", async () => {
+  const exporter = new InMemorySpanExporter();
+  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const tiny = ta.op(async function budgetTiny(x: number) {
+    return x;
+  });
+  const request = ta.op(async function budgetRequest() {
+    return await ta.all([tiny.go(1), tiny.go(2), tiny.go(3)]);
+  });
+  try {
+    assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 0 }), RangeError);
+    assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 1 }), RangeError);
+    assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1, sampleRatio: 0.5 }), TypeError);
+    ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1 });
+    await ta.all(Array.from({ length: 5_000 }, (_, i) => tiny.go(i)));
+    const burst = exporter.getFinishedSpans().length;
+    assert.ok(burst >= 1 && burst < 1_000, `a share of the burst is traced (${burst} of 5000)`);
+    exporter.reset();
+    await sleep(100); // the budget is earned back while nothing runs
+    await request.go();
+    const spans = exporter.getFinishedSpans();
+    const root = spans.find((s) => s.name === "op budgetRequest");
+    assert.ok(root !== undefined, "the request after the quiet spell is traced");
+    const children = spans.filter((s) => s.name === "op budgetTiny");
+    assert.equal(children.length, 3, "whole: its children with it");
+    for (const c of children) assert.equal(c.parentSpanContext?.spanId, root.spanContext().spanId);
+  } finally {
+    ta.disableTracing();
     setTracingAutoDetect(true);
     await local.shutdown();
   }
