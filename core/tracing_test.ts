@@ -310,14 +310,12 @@ test("Deno's built-in OpenTelemetry (OTEL_DENO=true, no SDK) exports thinkagain 
   for (const inner of byName(spans, "app.inner")) assert.ok(doubles.some((d) => d.spanId === inner.parentSpanId));
 });
 
-test("enableTracing() with no provider registered idles, and follows a provider that comes and goes", async () => {
-  const exporter = new InMemorySpanExporter();
-  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-  const step = ta.op(async function followStep(x: number) {
-    return x;
-  });
-  const burst = (n: number) => Promise.all(Array.from({ length: n }, (_, i) => step.go(i)));
-  try {
+test("enableTracing() with no provider registered idles, and follows a provider that comes and goes", () =>
+  withLocalProvider(async (local, exporter) => {
+    const step = ta.op(async function followStep(x: number) {
+      return x;
+    });
+    const burst = (n: number) => Promise.all(Array.from({ length: n }, (_, i) => step.go(i)));
     ta.disableTracing();
     trace.disable();
     ta.enableTracing();
@@ -344,27 +342,18 @@ test("enableTracing() with no provider registered idles, and follows a provider 
     exporter.reset();
     await burst(5);
     assert.equal(exporter.getFinishedSpans().filter((s) => s.name === "op followStep").length, 5);
-  } finally {
-    ta.disableTracing();
-    trace.disable();
-    trace.setGlobalTracerProvider(provider);
-    setTracingAutoDetect(true);
-    await local.shutdown();
-  }
-});
+  }));
 
-test("a body's own spans nest under its task span even when the context manager is registered after enableTracing", async () => {
-  const exporter = new InMemorySpanExporter();
-  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-  const inner = ta.op(async function lateInner(x: number) {
-    return x + 1;
-  });
-  const outer = ta.op(async function lateOuter(x: number) {
-    const span = local.getTracer("user").startSpan("user.work");
-    span.end();
-    return await inner.go(x);
-  });
-  try {
+test("a body's own spans nest under its task span even when the context manager is registered after enableTracing", () =>
+  withLocalProvider(async (local, exporter) => {
+    const inner = ta.op(async function lateInner(x: number) {
+      return x + 1;
+    });
+    const outer = ta.op(async function lateOuter(x: number) {
+      const span = local.getTracer("user").startSpan("user.work");
+      span.end();
+      return await inner.go(x);
+    });
     context.disable();
     ta.enableTracing({ tracerProvider: local });
     // without a context manager the body runs as is; its child task still hangs under it
@@ -379,20 +368,11 @@ test("a body's own spans nest under its task span even when the context manager 
     o = spans.find((s) => s.name === "op lateOuter")!;
     assert.equal(spans.find((s) => s.name === "user.work")?.parentSpanContext?.spanId, o.spanContext().spanId);
     assert.equal(spans.find((s) => s.name === "op lateInner")?.parentSpanContext?.spanId, o.spanContext().spanId);
-  } finally {
-    ta.disableTracing();
-    context.disable();
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-    setTracingAutoDetect(true);
-    await local.shutdown();
-  }
-});
+  }));
 
-test("tracing that auto-detection turned on stops when detection is turned off; enableTracing() stays", async () => {
-  const exporter = new InMemorySpanExporter();
-  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-  const step = ta.op(async function detectedStep() {});
-  try {
+test("tracing that auto-detection turned on stops when detection is turned off; enableTracing() stays", () =>
+  withLocalProvider(async (local, exporter) => {
+    const step = ta.op(async function detectedStep() {});
     ta.disableTracing();
     trace.disable();
     trace.setGlobalTracerProvider(local);
@@ -408,25 +388,16 @@ test("tracing that auto-detection turned on stops when detection is turned off; 
     setTracingAutoDetect(false);
     await step.go();
     assert.equal(exporter.getFinishedSpans().length, 2, "enableTracing() is not undone by it");
-  } finally {
-    ta.disableTracing();
-    trace.disable();
-    trace.setGlobalTracerProvider(provider);
-    setTracingAutoDetect(true);
-    await local.shutdown();
-  }
-});
+  }));
 
-test("maxOverhead: a burst of tiny tasks is traced in proportion, a request after a quiet spell whole", async () => {
-  const exporter = new InMemorySpanExporter();
-  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-  const tiny = ta.op(async function budgetTiny(x: number) {
-    return x;
-  });
-  const request = ta.op(async function budgetRequest() {
-    return await ta.all([tiny.go(1), tiny.go(2), tiny.go(3)]);
-  });
-  try {
+test("maxOverhead: a burst of tiny tasks is traced in proportion, a request after a quiet spell whole", () =>
+  withLocalProvider(async (local, exporter) => {
+    const tiny = ta.op(async function budgetTiny(x: number) {
+      return x;
+    });
+    const request = ta.op(async function budgetRequest() {
+      return await ta.all([tiny.go(1), tiny.go(2), tiny.go(3)]);
+    });
     assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 0 }), RangeError);
     assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 1 }), RangeError);
     assert.throws(() => ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1, sampleRatio: 0.5 }), TypeError);
@@ -443,9 +414,23 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     const children = spans.filter((s) => s.name === "op budgetTiny");
     assert.equal(children.length, 3, "whole: its children with it");
     for (const c of children) assert.equal(c.parentSpanContext?.spanId, root.spanContext().spanId);
+  }));
+
+/** Runs `fn` with a provider of its own (spans kept in memory), then puts the file's globals back. */
+async function withLocalProvider(
+  fn: (local: BasicTracerProvider, exporter: InMemorySpanExporter) => Promise<void>,
+): Promise<void> {
+  const exporter = new InMemorySpanExporter();
+  const local = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  try {
+    await fn(local, exporter);
   } finally {
     ta.disableTracing();
+    trace.disable();
+    trace.setGlobalTracerProvider(provider);
+    context.disable();
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     setTracingAutoDetect(true);
     await local.shutdown();
   }
-});
+}

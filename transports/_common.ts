@@ -170,3 +170,35 @@ export function backgroundInterval(fn: () => void, ms: number): ReturnType<typeo
   }
   return t;
 }
+
+/**
+ * Reads a stream to its end, failing (and cancelling it) as soon as it passes `limit` bytes, so no
+ * more than that is ever buffered.
+ */
+export async function readAtMost(
+  stream: ReadableStream<Uint8Array>,
+  limit: number,
+  tooLarge: (total: number) => Error,
+): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(total);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}

@@ -9,7 +9,7 @@
  * @module
  */
 import { TransportError } from "../core/errors.ts";
-import { authRefused, closedError, CloseListeners, decodeError, endpointUrl } from "./_common.ts";
+import { authRefused, closedError, CloseListeners, decodeError, endpointUrl, readAtMost } from "./_common.ts";
 import {
   checkFrameSize,
   type ConnectOptions,
@@ -100,7 +100,12 @@ class HttpConnection implements TransportConnection {
       // a reply without a declared length (chunked) is counted as it arrives, against the same limit
       body = res.headers.get("content-length") !== null || res.body === null
         ? new Uint8Array(await res.arrayBuffer())
-        : await readAtMost(res.body, this.#maxFrameBytes, this.endpoint);
+        : await readAtMost(res.body, this.#maxFrameBytes, (total) =>
+          new TransportError(
+            "too-large",
+            `Reply from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes (${total} bytes so far)`,
+            this.endpoint,
+          ));
     } catch (cause) {
       if (cause instanceof TransportError && cause.reason === "too-large") throw cause;
       throw this.#failure(cause, options);
@@ -176,32 +181,3 @@ export const httpTransport: Transport = {
     }
   },
 };
-
-/** Reads a body of unknown length, refusing (and cancelling it) past `limit` bytes. */
-async function readAtMost(stream: ReadableStream<Uint8Array>, limit: number, endpoint: string): Promise<Uint8Array> {
-  const reader = stream.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => {});
-      throw new TransportError(
-        "too-large",
-        `Reply from ${endpoint} is over the limit of ${limit} bytes (${total} bytes so far)`,
-        endpoint,
-      );
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}

@@ -10,7 +10,15 @@ import type { UpgradeWebSocket, WSContext, WSEvents } from "hono/ws";
 import { TransportError } from "../core/errors.ts";
 import { ProtocolError } from "../core/errors.ts";
 import { AuthError } from "../core/errors.ts";
-import { encodeError, fromBase64Url, newConnectionId, tokenMatches, WS_PROTOCOL, WS_TOKEN_PREFIX } from "./_common.ts";
+import {
+  encodeError,
+  fromBase64Url,
+  newConnectionId,
+  readAtMost,
+  tokenMatches,
+  WS_PROTOCOL,
+  WS_TOKEN_PREFIX,
+} from "./_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "./transport.ts";
 import {
   forEachInBatch,
@@ -162,29 +170,9 @@ function tooLarge(bytes: number, limit: number): TransportError {
 }
 
 /** Reads a request body, failing as soon as it passes `limit` bytes (never buffering more). */
-async function readLimited(req: Request, limit: number): Promise<Uint8Array> {
-  if (!req.body) return new Uint8Array(0);
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(total, limit);
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+function readLimited(req: Request, limit: number): Promise<Uint8Array> {
+  if (!req.body) return Promise.resolve(new Uint8Array(0));
+  return readAtMost(req.body, limit, (total) => tooLarge(total, limit));
 }
 
 /** A binary WebSocket message as bytes (runtimes hand over ArrayBuffer, a view, or a Buffer). */
