@@ -1,7 +1,7 @@
 // Tracing overhead: fanout (10k no-op `op.go` awaited together) and 10k concurrent service calls,
 // with tracing off, with the default auto-detection and no provider, forced on with the API's no-op
 // provider (nothing registered), forced on with a registered provider whose spans record nothing, with the OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP protobuf exporter sending
-// every span to a local receiver (another process), and with the same SDK sampling 1% of traces. Modes alternate within each round; medians over rounds; the
+// every span to a local receiver (another process), and with the same SDK sampling 1% of traces. Modes alternate within each round (each timed after one untimed run); medians over rounds; the
 // ratios are throughput relative to "off". A third benchmark gives each task ~20 µs of CPU work.
 // Run: bun bench/tracing.ts   or   deno run -A --v8-flags=--expose-gc bench/tracing.ts   (ROUNDS=n)
 import { spawn } from "node:child_process";
@@ -208,6 +208,11 @@ for (const k of Object.keys(times)) for (const m of MODES) times[k][m] = [];
 for (let round = 0; round <= ROUNDS; round++) {
   for (const mode of MODES) {
     setMode(mode);
+    // one untimed run of each after the switch: switching modes deopts code (on V8 the first run
+    // after a switch swung by up to 2×), and a program does not switch between every burst
+    await fanout();
+    await calls();
+    await fanoutWork();
     gc?.(); // garbage of the previous mode must not land in this one's timing
     const f = await fanout();
     gc?.();
