@@ -317,8 +317,18 @@ function runWithPolicy(
       done(task);
     };
     const timer = setTimeout(release, policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS);
+    unrefTimer(timer); // a body left running must not keep the process alive on our account
     bodyReturned.then(release);
   });
+}
+
+/** Lets a timer not hold the process open (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
+function unrefTimer(t: ReturnType<typeof setTimeout>): void {
+  if (typeof t === "object" && t !== null && typeof (t as { unref?: unknown }).unref === "function") {
+    (t as unknown as { unref(): void }).unref();
+  } else {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(t as unknown as number);
+  }
 }
 
 /** How long a cancelled body with no deadline may keep its slot before the next call starts anyway. */

@@ -37,6 +37,7 @@ import {
 } from "@opentelemetry/api";
 import {
   onTaskEvent,
+  sampling,
   setBodyWrapper,
   setRootSampler,
   setSubmitProbe,
@@ -436,7 +437,8 @@ function onEvent(e: TaskEvent): void {
       task._trace = context.active();
       // a budget (maxOverhead) pays for every traced task as it is submitted, so a burst of
       // submissions in one turn is held to it
-      if (wantedOverhead !== undefined) budgetCredit -= spanCostMs;
+      // (tasks recorded for a profiler while it runs are not the budget's choice, nor on its bill)
+      if (wantedOverhead !== undefined && sampling()) budgetCredit -= spanCostMs;
       return;
     case "started": {
       const slot = task._trace;

@@ -483,11 +483,15 @@ test("a call stuck resolving a handle (its node never creates it) holds later ca
       const g = Gpu.init();
       assert.equal(await m.add.go(1), 1);
       const stuck = m.relay.go(g);
+      const middle = m.add.go(100);
       const later = m.add.go(1);
       await sleep(30);
-      assert.equal(later.status, "running", "waits its turn behind the earlier call");
+      assert.equal(later.status, "running", "waits its turn behind the earlier calls");
+      assert.equal(middle.cancel(), true);
+      await sleep(30);
+      assert.equal(later.status, "running", "a call behind that gave up does not let it pass the first");
       assert.equal(stuck.cancel(), true);
-      assert.equal(await later, 2, "goes once the stuck call gave up its turn");
+      assert.equal(await later, 2, "goes once the calls ahead gave up their turns");
     });
     const t0 = performance.now();
     await mesh.close({ timeoutMs: 100 });

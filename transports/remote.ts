@@ -141,6 +141,11 @@ export class NodeLink {
     this.conn?.then((c) => c.notify(encodeMessage(message)), () => {});
   }
 
+  /** Drops the cached `welcome`: the next one is asked of the node. */
+  forgetWelcome(): void {
+    this.welcomeP = undefined;
+  }
+
   /**
    * The node's `welcome` (cached until the connection drops; over HTTP, where no connection tells
    * of a restart, for at most {@link WELCOME_TTL_MS}, and until a call finds the node lost).
@@ -404,7 +409,11 @@ export class RemoteReplica extends MailboxReplica {
   async reference(): Promise<string> {
     const id = await this.instance();
     if (!this.creator || this.session === undefined) return id;
-    const w = await this.link.welcome().catch(() => undefined);
+    let w = await this.link.welcome().catch(() => undefined);
+    if (w === undefined || w.session === this.session) return id;
+    // another session: make sure it is the node's session now, not a welcome cached before it changed
+    this.link.forgetWelcome();
+    w = await this.link.welcome().catch(() => undefined);
     if (w === undefined || w.session === this.session) return id;
     if (this.createdId === id) {
       this.createdId = undefined;
@@ -492,6 +501,8 @@ export class RemoteReplica extends MailboxReplica {
     const wire = wireValue(args, this.owner);
     const before = this.wiring;
     if (before === undefined && !(wire instanceof Promise)) return wire;
+    // observed through `mine` below, possibly only after earlier turns: never unhandled meanwhile
+    if (wire instanceof Promise) wire.catch(noop);
     let giveUp!: () => void;
     const gaveUp = new Promise<never>((_, reject) => {
       giveUp = () => reject(new CancelledError(`${this.def.name}.${method}`, "cancelled before it was sent"));
@@ -500,7 +511,8 @@ export class RemoteReplica extends MailboxReplica {
     hook.cancel = giveUp;
     const ready = before === undefined ? wire as Promise<unknown[]> : before.then(() => wire);
     const mine = Promise.race([ready, gaveUp]);
-    const turn: Promise<void> = mine.then(noop, noop);
+    // this turn ends when the call left or gave up, and never before the turns ahead of it
+    const turn: Promise<void> = before === undefined ? mine.then(noop, noop) : before.then(() => mine).then(noop, noop);
     this.wiring = turn;
     turn.then(() => {
       if (this.wiring === turn) this.wiring = undefined;
@@ -522,14 +534,23 @@ export class RemoteReplica extends MailboxReplica {
         : Math.min(DESTROY_TIMEOUT_MS, Math.max(100, deadline - performance.now()));
       if (this.link.unresponsive) return;
       let timer: ReturnType<typeof setTimeout> | undefined;
+      let timedOut = false;
       const id = await Promise.race([
         p.catch(() => undefined),
         new Promise<undefined>((r) => {
-          timer = setTimeout(() => r(undefined), wait);
+          timer = setTimeout(() => {
+            timedOut = true;
+            r(undefined);
+          }, wait);
         }),
       ]);
       clearTimeout(timer);
-      if (id === undefined || this.link.unresponsive) return;
+      if (id === undefined) {
+        // a create that never answered: the link's other instances are left to the lease too
+        if (timedOut) this.link.unresponsive = true;
+        return;
+      }
+      if (this.link.unresponsive) return;
       await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch((e) => {
         if (e instanceof TransportError && /No reply/.test(e.message)) this.link.unresponsive = true;
       });
