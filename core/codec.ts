@@ -93,6 +93,14 @@ export function encodeFrame(value: unknown): Uint8Array {
  *
  * @param frame A frame about to get a header.
  * @returns The header room and the frame as one view, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { claimHeadroom, encodeFrame } from "./codec.ts";
+ * const frame = encodeFrame({ big: new Uint8Array(70_000) });
+ * if (claimHeadroom(frame)?.byteLength !== frame.byteLength + 5) throw new Error("expected room");
+ * if (claimHeadroom(frame) !== undefined) throw new Error("taken once");
+ * ```
  */
 export function claimHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
   if (!headroom.delete(frame)) return undefined;
@@ -108,6 +116,15 @@ export function claimHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | unde
  * own header, once read): a handler that answers with this same frame is then framed in place.
  *
  * @param frame A frame at least {@linkcode FRAME_HEADROOM} bytes into its buffer.
+ *
+ * @example
+ * ```ts
+ * import { claimHeadroom, offerHeadroom } from "./codec.ts";
+ * const message = new Uint8Array(5 + 70_000); // header + frame, as received
+ * const frame = message.subarray(5);
+ * offerHeadroom(frame);
+ * if (claimHeadroom(frame)?.buffer !== message.buffer) throw new Error("expected the same bytes");
+ * ```
  */
 export function offerHeadroom(frame: Uint8Array): void {
   if (frame.byteLength >= HEADROOM_MIN_BYTES && frame.byteOffset >= FRAME_HEADROOM) headroom.add(frame);

@@ -209,6 +209,20 @@ function probeContextManager(): boolean {
  * const names = exporter.getFinishedSpans().map((s) => s.name);
  * if (names.join() !== "op inc,op inc") throw new Error(names.join());
  * ```
+ *
+ * @example Bounded overhead: trace what 10 % of the time can pay for
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+ * const exporter = new InMemorySpanExporter();
+ * const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+ * ta.enableTracing({ tracerProvider, maxOverhead: 0.1 });
+ * const tiny = ta.op(async function tiny(x: number) { return x; });
+ * await ta.all(Array.from({ length: 10_000 }, (_, i) => tiny.go(i)));
+ * ta.disableTracing();
+ * const traced = exporter.getFinishedSpans().length;
+ * if (traced === 0 || traced >= 10_000) throw new Error(`a share is traced, got ${traced}`);
+ * ```
  */
 export function enableTracing(options: TracingOptions = {}): void {
   const ratio = options.sampleRatio ?? 1;
