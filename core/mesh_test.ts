@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { rejection, sleep } from "./_test_utils.ts";
+import { gate, rejection, sleep } from "./_test_utils.ts";
 
 const Generator = ta.service(
   { gpus: 4 },
@@ -354,11 +354,17 @@ test("with mesh maxConcurrency, 100k queued synchronous ops run after a slow one
     const out = await ta.all(refs);
     assert.equal(out[99_999], 100_000);
     // a call of a concurrency-1 op waits for the mesh slot, holding its op slot; cancelled, it gives it back
-    const hold = slow.go();
+    const release = gate();
+    const holder = ta.op(async function holdsTheMeshSlot() {
+      await release.promise;
+    });
+    const hold = holder.go();
     await sleep(1);
     const waiting = limited.go(1);
     await sleep(1);
+    assert.equal(waiting.status, "pending", "waits for the mesh slot");
     assert.equal(waiting.cancel(), true);
+    release.open();
     await hold;
     assert.equal(await limited.go(2), 2, "the op's slot was freed");
   });
