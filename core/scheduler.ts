@@ -322,8 +322,8 @@ function runWithPolicy(
   });
 }
 
-/** Lets a timer not hold the process open (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
-function unrefTimer(t: ReturnType<typeof setTimeout>): void {
+/** @internal Lets a timer not hold the process open (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
+export function unrefTimer(t: ReturnType<typeof setTimeout> | ReturnType<typeof setInterval>): void {
   if (typeof t === "object" && t !== null && typeof (t as { unref?: unknown }).unref === "function") {
     (t as unknown as { unref(): void }).unref();
   } else {

@@ -457,19 +457,13 @@ function onEvent(e: TaskEvent): void {
     case "started": {
       const slot = task._trace;
       if (!isSpan(slot)) {
-        // the first start: the span is made now, with its inputs known (links) and its queue wait
-        if (wantedOverhead !== undefined) {
-          // the first 16 traced tasks and then one in 16 are timed, to keep the budget's price current
-          if (measureTick++ < 16 || (measureTick & 15) === 0) {
-            const t0 = performance.now();
-            const span = openSpan(task, slot as Context | undefined);
-            if (span.isRecording()) span.addEvent("started", undefined, origin + e.at);
-            startCosts.set(task, performance.now() - t0);
-            return;
-          }
-        }
+        // the first start: the span is made now, with its inputs known (links) and its queue wait.
+        // Under a budget, the first 16 traced tasks and then one in 16 are timed to keep its price current.
+        const timed = wantedOverhead !== undefined && (measureTick++ < 16 || (measureTick & 15) === 0);
+        const t0 = timed ? performance.now() : 0;
         const span = openSpan(task, slot as Context | undefined);
         if (span.isRecording()) span.addEvent("started", undefined, origin + e.at);
+        if (timed) startCosts.set(task, performance.now() - t0);
       } else if (slot.isRecording()) {
         // a retry
         slot.setAttribute("thinkagain.attempt", task.attempt);

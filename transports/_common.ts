@@ -1,6 +1,7 @@
 // Private helpers shared by the transports (not re-exported).
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { AuthError, TransportError } from "../core/errors.ts";
+import { unrefTimer } from "../core/scheduler.ts";
 import type { RequestOptions } from "./transport.ts";
 import { timingSafeEqualString } from "./transport.ts";
 
@@ -163,11 +164,7 @@ export function endpointUrl(endpoint: string, transport: "HTTP" | "WebSocket"): 
 /** A repeating timer that does not keep the process alive (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
 export function backgroundInterval(fn: () => void, ms: number): ReturnType<typeof setInterval> {
   const t = setInterval(fn, ms);
-  if (typeof t === "object" && t !== null && typeof (t as { unref?: unknown }).unref === "function") {
-    (t as unknown as { unref(): void }).unref();
-  } else {
-    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(t as unknown as number);
-  }
+  unrefTimer(t);
   return t;
 }
 
