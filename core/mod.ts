@@ -49,6 +49,8 @@ export {
   isTracingEnabled,
   setTracingAutoDetect,
   type TracingOptions,
+  type TracingStats,
+  tracingStats,
 } from "./tracing.ts";
 export {
   onTaskEvent,

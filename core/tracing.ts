@@ -83,6 +83,14 @@ let spanCostMs = 0.005;
 let budgetCredit = 0;
 let budgetAt = 0;
 let measureTick = 0;
+/** Spans made since tracing was last enabled (see {@link tracingStats}). */
+let spansMade = 0;
+/** Root tasks sampling left untraced since tracing was last enabled. */
+let rootsSkipped = 0;
+/** Roots left untraced since the last traced root: that root's span carries the count. */
+let skippedSince = 0;
+/** The count each traced root carries, from its submission to its span's start. */
+const skippedBefore = new WeakMap<object, number>();
 /** Start costs of the tasks being timed (one in 16 while a budget is in use). */
 const startCosts = new WeakMap<object, number>();
 
@@ -98,13 +106,13 @@ function budgetSampler(share: number): () => boolean {
     if (budgetCredit > 0) return true;
     // out of credit: look at the clock once per turn of the event loop (a clock read per root
     // would cost as much as the check saves); time passes between turns, hardly within one
-    if (looked) return false;
+    if (looked) return skip();
     looked = true;
     queueMicrotask(unlook);
     const now = performance.now();
     budgetCredit = Math.min(BUDGET_CAP_MS, budgetCredit + (now - budgetAt) * share);
     budgetAt = now;
-    return budgetCredit > 0;
+    return budgetCredit > 0 || skip();
   };
 }
 
@@ -121,10 +129,17 @@ function ratioSampler(ratio: number): (() => boolean) | undefined {
   let credit = 1 - ratio; // the first root is traced
   return () => {
     credit += ratio;
-    if (credit < 1) return false;
+    if (credit < 1) return skip();
     credit -= 1;
     return true;
   };
+}
+
+/** Counts a root the sampler leaves untraced; returns `false` (the sampler's answer). */
+function skip(): false {
+  rootsSkipped++;
+  skippedSince++;
+  return false;
 }
 
 let tracer: Tracer | undefined; // set while live: spans are being made
@@ -239,6 +254,7 @@ export function enableTracing(options: TracingOptions = {}): void {
     }
   }
   wanted = true;
+  spansMade = rootsSkipped = skippedSince = 0;
   wantedProvider = options.tracerProvider;
   wantedRatio = ratio;
   wantedOverhead = overhead;
@@ -316,6 +332,41 @@ export function isTracingEnabled(): boolean {
   return wanted || off !== undefined;
 }
 // (live through detection alone: `off` is set and `wanted` is not)
+
+/** What tracing has done, from {@link tracingStats}. */
+export interface TracingStats {
+  /** Spans made (one per traced task). */
+  readonly spans: number;
+  /**
+   * Root tasks that `sampleRatio` or `maxOverhead` left untraced, each with everything it submitted.
+   * The span of the next traced root carries how many came before it as `thinkagain.skipped_roots`.
+   */
+  readonly skippedRoots: number;
+}
+
+/**
+ * Counts of what tracing did since {@link enableTracing} was last called (or since the process
+ * started): spans made, and root tasks sampling left untraced. Without sampling, every task is a
+ * span and `skippedRoots` stays 0.
+ *
+ * @returns The counts.
+ *
+ * @example Under a budget, what was left out is counted
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+ * const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(new InMemorySpanExporter())] });
+ * ta.enableTracing({ tracerProvider, sampleRatio: 0.5 });
+ * const tiny = ta.op(async function tiny(x: number) { return x; });
+ * await ta.all([1, 2, 3, 4].map((i) => tiny.go(i)));
+ * const { spans, skippedRoots } = ta.tracingStats();
+ * ta.disableTracing();
+ * if (spans !== 2 || skippedRoots !== 2) throw new Error(`${spans} traced, ${skippedRoots} skipped`);
+ * ```
+ */
+export function tracingStats(): TracingStats {
+  return { spans: spansMade, skippedRoots: rootsSkipped };
+}
 
 /**
  * Turns automatic detection of a registered provider on (the default) or off. While on and tracing
@@ -427,6 +478,10 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
   if (node !== undefined) attributes["thinkagain.node"] = node;
   const executor = task.executor;
   attributes["thinkagain.executor"] = executor;
+  if (rootsSkipped > 0) {
+    const skipped = skippedBefore.get(task);
+    if (skipped !== undefined) attributes["thinkagain.skipped_roots"] = skipped;
+  }
   if (task.startedAt > 0) {
     const wait = task.startedAt - task.submittedAt;
     attributes["thinkagain.queue_wait_ms"] = wait > 0 ? wait : 0;
@@ -440,6 +495,7 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
     startTime: task.submittedAt > 0 ? origin + task.submittedAt : undefined,
   }, ctx);
   task._trace = span;
+  spansMade++;
   return span;
 }
 
@@ -453,6 +509,11 @@ function onEvent(e: TaskEvent): void {
       // submissions in one turn is held to it
       // (tasks recorded for a profiler while it runs are not the budget's choice, nor on its bill)
       if (wantedOverhead !== undefined && sampling()) budgetCredit -= spanCostMs;
+      if (skippedSince > 0 && task.parent === undefined && sampling()) {
+        // a traced root after untraced ones: its span says how many (a trace backend shows the gap)
+        skippedBefore.set(task, skippedSince);
+        skippedSince = 0;
+      }
       return;
     case "started": {
       const slot = task._trace;

@@ -193,6 +193,12 @@ test("sampleRatio traces that share of root tasks, whole: a traced task's childr
     assert.equal(leaves.length, 25, "each traced root's child, and no other");
     const rootIds = new Set(roots.map((s) => s.spanContext().spanId));
     for (const l of leaves) assert.ok(rootIds.has(l.parentSpanContext?.spanId ?? ""), "the child hangs under its root");
+    // what was left out is counted, and each traced root after the first says how many came before it
+    assert.deepEqual(ta.tracingStats(), { spans: 50, skippedRoots: 75 });
+    const gaps = roots.map((s) => s.attributes["thinkagain.skipped_roots"]);
+    assert.equal(gaps.filter((g) => g === undefined).length, 1, "the first root is traced with none before it");
+    assert.ok(gaps.every((g) => g === undefined || g === 3), `three skipped before each other root (${gaps})`);
+    assert.ok(leaves.every((l) => l.attributes["thinkagain.skipped_roots"] === undefined), "only roots carry it");
     // a profiler still sees every task while tracing samples
     exporter.reset();
     using p = ta.profile();
@@ -405,6 +411,7 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     await ta.all(Array.from({ length: 5_000 }, (_, i) => tiny.go(i)));
     const burst = exporter.getFinishedSpans().length;
     assert.ok(burst >= 1 && burst < 1_000, `a share of the burst is traced (${burst} of 5000)`);
+    assert.deepEqual(ta.tracingStats(), { spans: burst, skippedRoots: 5_000 - burst }, "every root counted once");
     exporter.reset();
     // a profiler records every task meanwhile: that is not the budget's choice, nor on its bill
     const profiler = ta.profile();
@@ -416,6 +423,8 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     const spans = exporter.getFinishedSpans();
     const root = spans.find((s) => s.name === "op budgetRequest");
     assert.ok(root !== undefined, "the request after the quiet spell is traced");
+    const skippedBefore = root.attributes["thinkagain.skipped_roots"];
+    assert.ok(typeof skippedBefore === "number" && skippedBefore > 0, "the request's span says roots were left out");
     const children = spans.filter((s) => s.name === "op budgetTiny");
     assert.equal(children.length, 3, "whole: its children with it");
     for (const c of children) assert.equal(c.parentSpanContext?.spanId, root.spanContext().spanId);
