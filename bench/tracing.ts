@@ -1,9 +1,17 @@
 // Tracing overhead: fanout (10k no-op `op.go` awaited together) and 10k concurrent service calls,
 // with tracing off, with the default auto-detection and no provider, forced on with the API's no-op
-// provider (nothing registered), forced on with a registered provider whose spans record nothing, with the OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP protobuf exporter sending
-// every span to a local receiver (another process), and with the same SDK sampling 1% of traces. Modes alternate within each round (each timed after one untimed run); medians over rounds; the
-// ratios are throughput relative to "off". A third benchmark gives each task ~20 µs of CPU work.
-// Run: bun bench/tracing.ts   or   deno run -A --v8-flags=--expose-gc bench/tracing.ts   (ROUNDS=n)
+// provider (nothing registered), forced on with a registered provider whose spans record nothing, with
+// the OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP protobuf exporter sending every span to a
+// local receiver (another process), with the same SDK sampling 1% of traces, and with thinkagain's own
+// sampling (`sampleRatio`, `maxOverhead`). A third benchmark gives each task ~20 µs of CPU work.
+//
+// Each mode runs in a process of its own (a program does not switch tracing modes between bursts,
+// and on V8 a switch inside one process deoptimized the shared code by up to 2×, more than the
+// differences measured); the processes of all modes take turns, REPS times; each warms up, then times
+// RUNS runs of each benchmark with a full GC before each. Figures are medians over all timed runs of
+// a mode; "vs off" is throughput relative to "off".
+// Run: bun bench/tracing.ts   or   deno run -A --v8-flags=--expose-gc bench/tracing.ts
+// (env: REPS=n processes per mode, RUNS=n timed runs per process, MODES=substr,… to run only those)
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import {
@@ -26,7 +34,13 @@ import {
 import * as ta from "../mod.ts";
 
 const N = 10_000;
-const ROUNDS = Number((globalThis as { process?: { env: Record<string, string> } }).process?.env.ROUNDS ?? 15);
+const env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string> } }).process
+  ?.env ?? {};
+const REPS = Number(env.REPS ?? 3);
+const RUNS = Number(env.RUNS ?? 15);
+const WARM = 8;
+/** Set in a child process: the one mode it measures. */
+const CHILD = env.THINKAGAIN_TRACING_BENCH_MODE;
 
 // the receiver runs in its own process, on the runtime that runs this benchmark
 const runtime = (globalThis as { Bun?: unknown }).Bun
@@ -34,26 +48,38 @@ const runtime = (globalThis as { Bun?: unknown }).Bun
   : (globalThis as { Deno?: unknown }).Deno
   ? "deno"
   : "node";
-const sinkArgs = runtime === "deno" ? ["run", "-A", "--no-check", "bench/_otlp_sink.ts"] : ["bench/_otlp_sink.ts"];
-const sink = spawn(
-  fileURLToPath(new URL(`../node_modules/.bin/${runtime === "deno" ? "deno" : "bun"}`, import.meta.url)),
-  sinkArgs,
-  {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
-    stdio: ["pipe", "pipe", "inherit"],
-  },
-);
-const lines: string[] = [];
-let buf = "";
-sink.stdout!.on("data", (d: Uint8Array) => {
-  buf += new TextDecoder().decode(d);
-  const parts = buf.split("\n");
-  buf = parts.pop()!;
-  lines.push(...parts);
-});
-const endpoint = await new Promise<string>((resolve) => {
-  const t = setInterval(() => lines.length > 0 && (clearInterval(t), resolve(lines[0])), 10);
-});
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url));
+
+/** Runs `args` on this benchmark's runtime; resolves with its stdout lines (stderr passes through). */
+function runChild(args: string[], extraEnv: Record<string, string>, keepStdin = false) {
+  const child = spawn(bin(runtime === "deno" ? "deno" : "bun"), args, {
+    cwd: repoRoot,
+    env: { ...env, ...extraEnv } as Record<string, string>,
+    stdio: [keepStdin ? "pipe" : "ignore", "pipe", "inherit"],
+  });
+  const lines: string[] = [];
+  let buf = "";
+  child.stdout!.on("data", (d: Uint8Array) => {
+    buf += new TextDecoder().decode(d);
+    const parts = buf.split("\n");
+    buf = parts.pop()!;
+    lines.push(...parts);
+  });
+  const exited = new Promise<number>((r) => child.on("close", (code) => r(code ?? 1)));
+  return { child, lines, exited };
+}
+const scriptArgs = (file: string) =>
+  runtime === "deno" ? ["run", "-A", "--no-check", "--v8-flags=--expose-gc", file] : [file];
+
+// the receiver runs in its own process (started by the parent; children get its endpoint)
+let endpoint = env.THINKAGAIN_TRACING_BENCH_ENDPOINT ?? "";
+const sink = CHILD === undefined ? runChild(scriptArgs("bench/_otlp_sink.ts"), {}, true) : undefined;
+if (sink !== undefined) {
+  endpoint = await new Promise<string>((resolve) => {
+    const t = setInterval(() => sink.lines.length > 0 && (clearInterval(t), resolve(sink.lines[0])), 10);
+  });
+}
 
 const provider = new BasicTracerProvider({
   spanProcessors: [
@@ -102,7 +128,7 @@ type Mode =
   | "on, SDK + OTLP, sampleRatio 1%"
   | "on, SDK + OTLP, sampleRatio 0.1%"
   | "on, SDK + OTLP, maxOverhead 10%";
-const MODES: Mode[] = [
+const ALL_MODES: Mode[] = [
   "off",
   "auto, no provider",
   "on, API no-op (none registered)",
@@ -113,6 +139,9 @@ const MODES: Mode[] = [
   "on, SDK + OTLP, sampleRatio 0.1%",
   "on, SDK + OTLP, maxOverhead 10%",
 ];
+// MODES=a,b (substrings) runs only the matching modes, and off
+const only = (globalThis as { process?: { env: Record<string, string> } }).process?.env.MODES?.split(",");
+const MODES: Mode[] = ALL_MODES.filter((m) => m === "off" || only === undefined || only.some((o) => m.includes(o)));
 
 function setMode(mode: Mode): void {
   ta.disableTracing();
@@ -198,66 +227,82 @@ async function calls(): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const times: Record<string, Record<Mode, number[]>> = {
-  fanout: {} as Record<Mode, number[]>,
-  calls: {} as Record<Mode, number[]>,
-  "fanout 2k × 20µs work": {} as Record<Mode, number[]>,
-};
-for (const k of Object.keys(times)) for (const m of MODES) times[k][m] = [];
+const BENCHES = ["fanout", "calls", "fanout 2k × 20µs work"] as const;
+type Times = Record<(typeof BENCHES)[number], number[]>;
 
-for (let round = 0; round <= ROUNDS; round++) {
-  for (const mode of MODES) {
-    setMode(mode);
-    // one untimed run of each after the switch: switching modes deopts code (on V8 the first run
-    // after a switch swung by up to 2×), and a program does not switch between every burst
-    await fanout();
-    await calls();
-    await fanoutWork();
-    gc?.(); // garbage of the previous mode must not land in this one's timing
+/** In a child: measures one mode and prints its times as one JSON line. */
+async function measureMode(mode: Mode): Promise<void> {
+  setMode(mode);
+  const times: Times = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
+  for (let run = -WARM; run < RUNS; run++) {
+    gc?.(); // garbage of the previous run must not land in this one's timing
     const f = await fanout();
     gc?.();
     const c = await calls();
     gc?.();
     const w = await fanoutWork();
     if (mode.startsWith("on, SDK")) {
-      // (the sampleRatio mode exports through `provider` too)
+      // (the sampleRatio and maxOverhead modes export through `provider` too)
       if (!ta.isTracingEnabled()) throw new Error("tracing did not turn on with the SDK registered");
-      await (mode === "on, SDK 1% sampled" ? sampledProvider : provider).forceFlush(); // export outside the timed part, so rounds start equal
+      await (mode === "on, SDK 1% sampled" ? sampledProvider : provider).forceFlush(); // export outside the timed part
     }
-    if (round === 0) continue; // warm-up
-    times.fanout[mode].push(f);
-    times.calls[mode].push(c);
-    times["fanout 2k × 20µs work"][mode].push(w);
+    if (run < 0) continue; // warm-up
+    times.fanout.push(f);
+    times.calls.push(c);
+    times["fanout 2k × 20µs work"].push(w);
   }
+  setMode("off");
+  await provider.shutdown();
+  await sampledProvider.shutdown();
+  console.log(JSON.stringify(times));
 }
-setMode("off");
-await provider.shutdown();
-await sampledProvider.shutdown();
-sink.stdin!.end();
-await new Promise((r) => sink.on("exit", r));
-const received = lines.find((l) => l.startsWith("spans "));
 
-console.log(
-  `tracing overhead, ${runtime} ${
-    runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""
-  }, N=${N}, ${ROUNDS} rounds (medians)`,
-);
-console.log("| benchmark | mode | median ms | tasks/s | vs off |");
-console.log("| --- | --- | ---: | ---: | ---: |");
-for (const [bench, byMode] of Object.entries(times)) {
-  const base = median(byMode.off);
-  for (const mode of MODES) {
-    const m = median(byMode[mode]);
-    const n = bench.startsWith("fanout 2k") ? N / 5 : N;
-    console.log(
-      `| ${bench} | ${mode} | ${m.toFixed(2)} | ${Math.round(n / m * 1000).toLocaleString("en-US")} | ${
-        (base / m).toFixed(3)
-      } |`,
-    );
+if (CHILD !== undefined) {
+  await measureMode(CHILD as Mode);
+} else {
+  const all: Record<Mode, Times> = {} as Record<Mode, Times>;
+  const perProcess: Record<Mode, Times> = {} as Record<Mode, Times>;
+  for (const m of MODES) {
+    all[m] = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
+    perProcess[m] = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
   }
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const mode of MODES) {
+      const c = runChild(scriptArgs("bench/tracing.ts"), {
+        THINKAGAIN_TRACING_BENCH_MODE: mode,
+        THINKAGAIN_TRACING_BENCH_ENDPOINT: endpoint,
+      });
+      if (await c.exited !== 0) throw new Error(`mode ${mode} failed`);
+      const times = JSON.parse(c.lines.at(-1)!) as Times;
+      for (const b of BENCHES) {
+        all[mode][b].push(...times[b]);
+        perProcess[mode][b].push(median(times[b]));
+      }
+    }
+  }
+  sink!.child.stdin!.end();
+  await sink!.exited;
+  const received = sink!.lines.find((l) => l.startsWith("spans "));
+
+  console.log(
+    `tracing overhead, ${runtime} ${
+      runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""
+    }, N=${N}, ${REPS} processes per mode × ${RUNS} timed runs (medians; "per process" = range of each process's median ratio)`,
+  );
+  console.log("| benchmark | mode | median ms | tasks/s | vs off | per process |");
+  console.log("| --- | --- | ---: | ---: | ---: | ---: |");
+  for (const b of BENCHES) {
+    const base = median(all.off[b]);
+    for (const mode of MODES) {
+      const m = median(all[mode][b]);
+      const n = b.startsWith("fanout 2k") ? N / 5 : N;
+      const ratios = perProcess[mode][b].map((x) => median(perProcess.off[b]) / x);
+      console.log(
+        `| ${b} | ${mode} | ${m.toFixed(2)} | ${Math.round(n / m * 1000).toLocaleString("en-US")} | ${
+          (base / m).toFixed(3)
+        } | ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)} |`,
+      );
+    }
+  }
+  console.log(`receiver got ${received?.slice(6)} spans`);
 }
-console.log(
-  `receiver got ${received?.slice(6)} spans (all ${
-    2.2 * N * (ROUNDS + 1)
-  } of the full mode, plus ~1% of as many sampled)`,
-);
