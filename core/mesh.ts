@@ -9,8 +9,9 @@
 import { Effect, Exit, Scope } from "effect";
 import { runInContext } from "./context.ts";
 import { CpuDevice, GpuDevice } from "./devices.ts";
-import { PlacementError } from "./errors.ts";
-import { describe } from "./op.ts";
+import { type CancelledError, PlacementError } from "./errors.ts";
+import { cancelTask, State, TaskRoster } from "./object_ref.ts";
+import { closedError, describe, opLimiterOf } from "./op.ts";
 import { Limiter } from "./scheduler.ts";
 import { Deployment, LocalReplica, type Replica, type ServiceDef } from "./service.ts";
 
@@ -201,6 +202,8 @@ export class Mesh implements AsyncDisposable {
   readonly options: Readonly<MeshOptions>;
   /** @internal mesh-wide op concurrency limit */ readonly _limiter: Limiter | undefined;
   /** @internal */ readonly _state: Map<string, NodeState> = new Map();
+  /** @internal Its op calls not yet settled (what closing cancels); none kept by the default runtime. */
+  _roster: TaskRoster | undefined = new TaskRoster();
   private readonly deployments: Deployment[] = [];
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
   private closing: Promise<void> | undefined;
@@ -403,6 +406,7 @@ export class Mesh implements AsyncDisposable {
   static _makeDefault(): Mesh {
     const mesh = new Mesh([new MeshNode("local", { gpus: Infinity })], { name: "default" });
     mesh.#transient = true;
+    mesh._roster = undefined; // it never closes: its ops need no roster
     return mesh;
   }
 
@@ -495,9 +499,10 @@ export class Mesh implements AsyncDisposable {
   }
 
   /**
-   * Closes the mesh: calls not yet started reject with `CancelledError`, running calls finish, then
-   * every instance is disposed (its `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in
-   * reverse order of creation. Idempotent.
+   * Closes the mesh: op and service calls not yet started (waiting for inputs or for a slot) reject
+   * with `CancelledError`, running calls finish, then every instance is disposed (its
+   * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation.
+   * Idempotent.
    *
    * @param options `timeoutMs`: how long running calls may take to finish (default: as long as they
    * need); past it they are cancelled (their refs reject with `CancelledError`) and the instances
@@ -512,10 +517,42 @@ export class Mesh implements AsyncDisposable {
     }
     this.#closeDeadline = t === undefined ? undefined : performance.now() + t;
     this.#closed = true;
+    // set first: cancelling settles refs, whose listeners may call close() again
+    let disposeAll!: (done: Promise<void>) => void;
+    this.closing = new Promise<void>((resolve) => (disposeAll = resolve));
     for (const d of this.deployments) d.disposed = true;
     // every replica stops starting calls now, before any of them is closed and awaited in turn
     for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
-    return (this.closing = Effect.runPromise(Scope.close(this.scope, Exit.void)));
+    this.cancelUnstarted();
+    disposeAll(Effect.runPromise(Scope.close(this.scope, Exit.void)));
+    return this.closing;
+  }
+
+  /**
+   * Cancels the op calls submitted in this mesh that have not started, wherever they wait (for
+   * inputs, in the ready queue, for a slot of the op or the mesh); running ones are left to finish.
+   * A dependent of a cancelled call fails with its error, as after `ref.cancel()`. One error per op
+   * name, so 100k waiting calls cost no 100k stack captures.
+   */
+  private cancelUnstarted(): void {
+    if (this._roster === undefined) return;
+    const tasks = this._roster.takeAll();
+    const errors = new Map<string, CancelledError>();
+    const limiters = new Set<Limiter>();
+    for (let i = 0; i < tasks.length; i++) {
+      const task = tasks[i];
+      if (task._state !== State.PENDING) continue; // running, or failed already with an input cancelled here
+      const name = task._target.name;
+      let error = errors.get(name);
+      if (error === undefined) errors.set(name, error = closedError(name, this));
+      cancelTask(task, error);
+      const limiter = opLimiterOf(task._target);
+      if (limiter !== undefined) limiters.add(limiter);
+    }
+    // a limit shared with other meshes (an op's) or one whose running calls never return must not
+    // hold the cancelled calls until a slot frees
+    this._limiter?.prune();
+    for (const limiter of limiters) limiter.prune();
   }
 
   /** Same as {@link Mesh.close}, for `await using`. */

@@ -83,6 +83,7 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
   /** @internal stops the running body (fiber interrupt, remote cancel) */ _abort: (() => void) | undefined = undefined;
   /** @internal */ _meta: TaskMeta | undefined = undefined;
   /** @internal slot owned by tracing (the task's span) */ _trace: unknown = undefined;
+  /** @internal index in its mesh's {@link TaskRoster} while unsettled (-1: on none) */ _rosterSlot = -1;
 
   /** @internal Refs are made by `.go()`, never by users. */
   constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {
@@ -214,15 +215,8 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
    * @returns `true` if the task was still pending or running, `false` if it had already settled.
    */
   cancel(): boolean {
-    const self = this as ObjectRef<unknown>;
     if (this._state >= COMPLETED) return false;
-    const wasPending = this._state === PENDING;
-    const abort = this._abort;
-    this._abort = undefined;
-    this._args = undefined;
-    settle(self, CANCELLED, new CancelledError(this._target.name));
-    if (wasPending) this._target.dropped?.(self);
-    abort?.();
+    cancelTask(this as ObjectRef<unknown>, new CancelledError(this._target.name));
     return true;
   }
 
@@ -234,6 +228,61 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
 
 /** @internal Numeric states of `_state`. */
 export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const;
+
+/**
+ * @internal Cancels an unsettled task with `error`: a pending one never starts (its target forgets
+ * it, giving back any slot it held), a running one is stopped where its executor can.
+ */
+export function cancelTask(task: ObjectRef<unknown>, error: CancelledError): void {
+  const wasPending = task._state === PENDING;
+  const abort = task._abort;
+  task._abort = undefined;
+  task._args = undefined;
+  settle(task, CANCELLED, error);
+  if (wasPending) task._target.dropped?.(task);
+  abort?.();
+}
+
+// ---- a mesh's unsettled tasks -----------------------------------------------------------------
+
+/**
+ * @internal The unsettled tasks submitted in one mesh, so that closing it can cancel those not
+ * started, wherever they wait (for inputs, in the ready queue, for a slot). Adding and removing are
+ * O(1) with no allocation: the array grows in place and a task records its index in `_rosterSlot`;
+ * removal moves the last task into the hole. A task leaves when it settles, so the roster holds no
+ * results, only work still to do.
+ */
+export class TaskRoster {
+  private tasks: ObjectRef<unknown>[] = [];
+
+  add(task: ObjectRef<unknown>): void {
+    task._rosterSlot = this.tasks.length;
+    this.tasks.push(task);
+  }
+
+  remove(task: ObjectRef<unknown>): void {
+    const i = task._rosterSlot;
+    task._rosterSlot = -1;
+    const last = this.tasks.pop()!;
+    if (last !== task) {
+      this.tasks[i] = last;
+      last._rosterSlot = i;
+    }
+  }
+
+  /** Empties the roster and returns what it held; those tasks no longer leave it when they settle. */
+  takeAll(): ObjectRef<unknown>[] {
+    const tasks = this.tasks;
+    this.tasks = [];
+    for (let i = 0; i < tasks.length; i++) tasks[i]._rosterSlot = -1;
+    return tasks;
+  }
+}
+
+/** @internal What owns a roster: a mesh (typed structurally, to keep this file free of an import cycle). */
+export interface RosterOwner {
+  readonly _roster: TaskRoster | undefined;
+}
 
 // ---- fan-in without a promise per ref ---------------------------------------------------------
 
@@ -330,6 +379,7 @@ export function settle(ref: ObjectRef<unknown>, state: number, valueOrError: unk
   if (state === COMPLETED) ref._value = valueOrError;
   else ref._error = valueOrError;
   ref._abort = undefined;
+  if (ref._rosterSlot !== -1) (ref._ctx!.mesh as RosterOwner)._roster!.remove(ref);
   if (eventsEnabled && ref._meta !== undefined) {
     const at = performance.now();
     ref._meta.settledAt = at;

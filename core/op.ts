@@ -7,7 +7,7 @@
 import { currentContext, type RunContext } from "./context.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import { eventsEnabled } from "./events.ts";
-import type { ObjectRef, TaskTarget } from "./object_ref.ts";
+import { type ObjectRef, State, type TaskTarget } from "./object_ref.ts";
 import { failedRef, Limiter, runBody, type RunPolicy, submit } from "./scheduler.ts";
 import type { RefArgs } from "./types.ts";
 import type { Mesh } from "./mesh.ts";
@@ -167,6 +167,16 @@ class OpTarget implements TaskTarget {
   }
 }
 
+/** @internal The error of a call that had not started when its mesh closed. */
+export function closedError(name: string, mesh: Mesh): CancelledError {
+  return new CancelledError(name, `not started: mesh "${mesh.name}" closed`);
+}
+
+/** @internal The concurrency limit of an op's calls, if the target is an op that has one. */
+export function opLimiterOf(target: TaskTarget): Limiter | undefined {
+  return target instanceof OpTarget ? target.limiter : undefined;
+}
+
 /**
  * Makes an op from a function.
  *
@@ -234,10 +244,14 @@ export function op<A extends unknown[], R>(
   const go = (...args: unknown[]): ObjectRef<Awaited<R>> => {
     const ctx: RunContext | undefined = currentContext();
     const mesh = ctx?.mesh as Mesh | undefined;
-    if (mesh !== undefined && mesh.closed) {
+    if (mesh === undefined) return submit<Awaited<R>>(target, args, ctx);
+    if (mesh.closed) {
       return failedRef(target, new CancelledError(name, `not started: mesh "${mesh.name}" is closed`));
     }
-    return submit<Awaited<R>>(target, args, ctx);
+    const task = submit<Awaited<R>>(target, args, ctx);
+    // on the mesh's roster until it settles, so closing the mesh cancels it if it has not started
+    if (mesh._roster !== undefined && task._state === State.PENDING) mesh._roster.add(task as ObjectRef<unknown>);
+    return task;
   };
   const call = (...args: A): Promise<Awaited<R>> => {
     // while profiling, direct calls go through the scheduler so they are recorded too

@@ -380,6 +380,25 @@ export class Limiter {
     }
   }
 
+  /**
+   * Forgets the waiting tasks that settled meanwhile (a closed mesh cancelled them), so they are not
+   * held until a slot frees, which may be never. Not while handing slots on (that loop skips them).
+   */
+  prune(): void {
+    if (this.releasing) return;
+    const waiting = this.waiting, resumes = this.resumes;
+    let kept = 0;
+    for (let i = this.head; i < waiting.length; i++) {
+      if (waiting[i]._state !== PENDING) continue;
+      waiting[kept] = waiting[i];
+      resumes[kept] = resumes[i];
+      kept++;
+    }
+    waiting.length = kept;
+    resumes.length = kept;
+    this.head = 0;
+  }
+
   private handOn(): void {
     while (this.head < this.waiting.length && this.running < this.max) {
       const task = this.waiting[this.head];
