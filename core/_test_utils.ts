@@ -43,3 +43,17 @@ export async function eventually(check: () => boolean | Promise<boolean>, limitM
     await sleep(5);
   }
 }
+
+/**
+ * Whether `promise` settles within `limitMs` (a bound on a wait that must end, so that a hang fails
+ * with the test's own message rather than the runner's timeout; not a timing claim).
+ */
+export async function settlesWithin(promise: PromiseLike<unknown>, limitMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<false>((r) => (timer = setTimeout(() => r(false), limitMs)));
+  try {
+    return await Promise.race([Promise.resolve(promise).then(() => true, () => true), bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

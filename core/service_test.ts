@@ -1,7 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
-import { gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { runArgs, thisRuntime } from "../adapters/_test_nodes.ts";
+import { gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
@@ -366,4 +369,62 @@ test("a call that timed out or was cancelled keeps its slot while its body finis
   assert.ok((await rejection(a)) instanceof ta.TimeoutError);
   assert.equal(await b, 5);
   assert.equal(most, 1, "an op's concurrency limit holds the same way");
+});
+
+test("a local body past its deadline holds its slot for a grace of timeoutMs, then the next call starts", {
+  timeout: 30_000, // longer than the bound below, so a slot never given back fails with its own message
+}, async () => {
+  const started: string[] = [];
+  const Stuck = ta.service(
+    { timeoutMs: 30 },
+    class GraceWork {
+      hang() {
+        started.push("hang");
+        return new Promise(() => {});
+      }
+      next() {
+        started.push("next");
+        return "next";
+      }
+    },
+  );
+  const stuckOp = ta.op({ name: "graceOp", concurrency: 1, timeoutMs: 30 }, (tag: string) => {
+    started.push(tag);
+    return tag === "op hang" ? new Promise(() => {}) : tag;
+  });
+  const s = Stuck.init();
+  const hung = s.hang.go();
+  const next = s.next.go();
+  assert.ok((await rejection(hung)) instanceof ta.TimeoutError);
+  assert.deepEqual(started, ["hang"], "at the deadline the body still holds the instance's slot");
+  assert.equal(next.status, "pending");
+  assert.equal(await settlesWithin(next, 10_000), true, "the grace ends");
+  assert.equal(await next, "next");
+  // an op's concurrency slot the same way
+  const opHung = stuckOp.go("op hang");
+  const opNext = stuckOp.go("op next");
+  assert.ok((await rejection(opHung)) instanceof ta.TimeoutError);
+  assert.deepEqual(started, ["hang", "next", "op hang"], "at the deadline the body still holds the op's slot");
+  assert.equal(opNext.status, "pending");
+  assert.equal(await settlesWithin(opNext, 10_000), true, "the grace ends");
+  assert.equal(await opNext, "op next");
+});
+
+test("the grace timer of a cancelled body that never returns does not keep the process alive", {
+  timeout: 60_000,
+}, async () => {
+  const script = fileURLToPath(new URL("./_test_overrun_child.ts", import.meta.url));
+  const [bin, argv] = runArgs(thisRuntime(), script, []);
+  const child = spawn(bin, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  const exited = new Promise<number | string>((r) => child.on("exit", (code, sig) => r(code ?? sig ?? -1)));
+  try {
+    // the grace is ten minutes: an exit within this bound can only be the timer not holding the process
+    assert.equal(await settlesWithin(exited, 30_000), true, `the process is still running; it printed: ${out}`);
+    assert.equal(await exited, 0);
+    assert.deepEqual(JSON.parse(out), { cancelled: true, next: "pending" }, "the slot was still held when it exited");
+  } finally {
+    child.kill("SIGKILL");
+  }
 });

@@ -148,10 +148,12 @@ export class NodeLink {
 
   /**
    * The node's `welcome` (cached until the connection drops; over HTTP, where no connection tells
-   * of a restart, for at most {@link WELCOME_TTL_MS}, and until a call finds the node lost).
+   * of a restart, for at most `remoteTimeouts.welcomeTtlMs`, and until a call finds the node lost).
    */
   welcome(): Promise<WelcomeMessage> {
-    if (!this.ordered && this.welcomeP !== undefined && performance.now() - this.welcomeAt > WELCOME_TTL_MS) {
+    if (
+      !this.ordered && this.welcomeP !== undefined && performance.now() - this.welcomeAt > remoteTimeouts.welcomeTtlMs
+    ) {
       this.welcomeP = undefined;
     }
     if (this.welcomeP === undefined) {
@@ -308,11 +310,15 @@ function meshLink(mesh: Mesh, node: MeshNode): NodeLink {
 
 // ---- replicas on remote nodes -------------------------------------------------------------------
 
-/** How long a `welcome` is trusted over a transport with no connection to tell of a restart (HTTP). */
-const WELCOME_TTL_MS = 5_000;
-
-/** How long closing waits for a node to confirm it destroyed an instance. */
-const DESTROY_TIMEOUT_MS = 5_000;
+/**
+ * @internal How long a `welcome` is trusted over a transport with no connection to tell of a
+ * restart (HTTP), and how long closing waits for a node to confirm it destroyed an instance, in ms.
+ * Only tests change them (to shorten a wait).
+ */
+export const remoteTimeouts: { welcomeTtlMs: number; destroyTimeoutMs: number } = {
+  welcomeTtlMs: 5_000,
+  destroyTimeoutMs: 5_000,
+};
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
 const PIPELINE = 1024;
@@ -529,9 +535,8 @@ export class RemoteReplica extends MailboxReplica {
       if (p === undefined) return;
       // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance).
       // Once one destroy on a link went unanswered, the link's other instances are left to the lease.
-      const wait = deadline === undefined
-        ? DESTROY_TIMEOUT_MS
-        : Math.min(DESTROY_TIMEOUT_MS, Math.max(100, deadline - performance.now()));
+      const most = remoteTimeouts.destroyTimeoutMs;
+      const wait = deadline === undefined ? most : Math.min(most, Math.max(100, deadline - performance.now()));
       if (this.link.unresponsive) return;
       let timer: ReturnType<typeof setTimeout> | undefined;
       let timedOut = false;

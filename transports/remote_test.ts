@@ -1,0 +1,135 @@
+// The driver side of remote nodes, where its behaviour hangs on a node that answers late, never, or
+// as a new process: how long a welcome is trusted, closing bounded by the destroy deadline, and the
+// slot a remote call gives back at its deadline.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { eventually, gate, rejection, settlesWithin, sleep } from "../core/_test_utils.ts";
+import { serveInMemory } from "./in_memory.ts";
+import { NodeServer } from "./node.ts";
+import { decodeDriverMessage } from "./protocol.ts";
+import { remoteTimeouts } from "./remote.ts";
+import { startRealServer } from "./_test_servers.ts";
+
+const Tally = ta.service(
+  class RemoteTally {
+    n = 0;
+    add(k: number) {
+      return (this.n += k);
+    }
+  },
+);
+
+let seq = 0;
+/** Longer than the bounds on waits below, so that a hang fails with the test's own message. */
+const T = { timeout: 30_000 };
+
+test("NodeLink over HTTP trusts a cached welcome until its TTL, then asks again and sees the node restarted", async () => {
+  const onGpu = ta.op({ name: "welcomeTtlOnGpu", gpus: 1 }, (x: number) => x + 1);
+  let node = new NodeServer({ name: "ttl", gpus: 0 });
+  let hellos = 0, calls = 0;
+  const server = await startRealServer((frame, peer) => {
+    const t = decodeDriverMessage(frame).t;
+    if (t === "hello") hellos++;
+    if (t === "call") calls++;
+    return node.handler(frame, peer);
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("ttl", { endpoint: server.endpoint, gpus: 1 })], { transport: "http" });
+  const ttl = remoteTimeouts.welcomeTtlMs;
+  try {
+    remoteTimeouts.welcomeTtlMs = 60_000;
+    assert.equal(await mesh.run(() => onGpu.go(1)), 2);
+    assert.deepEqual({ hellos, calls }, { hellos: 1, calls: 0 }, "the node has no GPU: the op ran in the driver");
+    // the node restarts on the same endpoint, now with a GPU; over HTTP no connection drop tells of it
+    await node.drain();
+    node = new NodeServer({ name: "ttl", gpus: 1 });
+    assert.equal(await mesh.run(() => onGpu.go(2)), 3);
+    assert.deepEqual({ hellos, calls }, { hellos: 1, calls: 0 }, "within the TTL the cached welcome is trusted");
+    remoteTimeouts.welcomeTtlMs = 1;
+    await sleep(20); // outlasts the TTL
+    assert.equal(await mesh.run(() => onGpu.go(3)), 4);
+    assert.deepEqual({ hellos, calls }, { hellos: 2, calls: 1 }, "past the TTL it asks again and calls the new node");
+  } finally {
+    remoteTimeouts.welcomeTtlMs = ttl;
+    await mesh.close();
+    await server.close();
+    await node.drain();
+  }
+});
+
+test(
+  "mesh.close against a node that never answers destroy ends at the destroy deadline, sending no more destroys on that link",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "deaf" });
+    const name = `deaf-${++seq}`;
+    let destroys = 0;
+    const server = serveInMemory(name, (frame, peer) => {
+      if (decodeDriverMessage(frame).t === "destroy") {
+        destroys++;
+        return new Promise<Uint8Array>(() => {}); // never answered
+      }
+      return node.handler(frame, peer);
+    });
+    const mesh = new ta.Mesh([new ta.MeshNode("deaf", { endpoint: `mem://${name}` })]);
+    const wait = remoteTimeouts.destroyTimeoutMs;
+    try {
+      remoteTimeouts.destroyTimeoutMs = 50;
+      const out = await mesh.run(() => Promise.all([Tally.init(), Tally.init(), Tally.init()].map((t) => t.add.go(1))));
+      assert.deepEqual(out, [1, 1, 1]);
+      assert.equal(await settlesWithin(mesh.close(), 10_000), true, "close does not wait on the destroy for ever");
+      assert.equal(destroys, 1, "after one unanswered destroy the link's other instances are left to the lease");
+    } finally {
+      remoteTimeouts.destroyTimeoutMs = wait;
+      await server.close();
+      await node.drain({ graceMs: 10 });
+    }
+  },
+);
+
+test("a remote call past its deadline gives its slot back at once: with maxConcurrency 1 the next call is sent without a grace", async () => {
+  const Single = ta.service(
+    { timeoutMs: 50, maxConcurrency: 1 },
+    class RemoteSingle {
+      stuck() {
+        return "stuck";
+      }
+      quick() {
+        return "quick";
+      }
+    },
+  );
+  const node = new NodeServer({ name: "slow" });
+  const held = gate();
+  let heldCalls = 0;
+  // a node that does not answer `stuck` (until the test ends): the driver's deadline passes first
+  const server = await startRealServer((frame, peer) => {
+    const m = decodeDriverMessage(frame);
+    if (m.t === "call" && m.method === "stuck") {
+      heldCalls++;
+      return held.promise.then(() => node.handler(frame, peer));
+    }
+    return node.handler(frame, peer);
+  });
+  // over HTTP the driver itself holds an instance to maxConcurrency calls (no pipelining)
+  const mesh = new ta.Mesh([new ta.MeshNode("slow", { endpoint: server.endpoint })], { transport: "http" });
+  try {
+    await mesh.run(async () => {
+      const s = Single.init();
+      assert.equal(await s.quick.go(), "quick");
+      const first = s.stuck.go();
+      const second = s.quick.go();
+      assert.ok(await eventually(() => heldCalls === 1), "the first call reached the node");
+      assert.equal(second.status, "pending", "the second call waits for the instance's one slot");
+      assert.ok((await rejection(first)) instanceof ta.TimeoutError);
+      assert.equal(second.status, "running", "the slot was given back at the deadline, not after a grace");
+      assert.equal(await second, "quick");
+      assert.equal(heldCalls, 1, "the node still has not answered the first call");
+    });
+  } finally {
+    held.open();
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 10 });
+  }
+});
