@@ -5,14 +5,19 @@
 // local receiver (another process), with the same SDK sampling 1% of traces, and with thinkagain's own
 // sampling (`sampleRatio`, `maxOverhead`). A third benchmark gives each task ~20 µs of CPU work.
 //
-// Each mode runs in a process of its own (a program does not switch tracing modes between bursts,
-// and on V8 a switch inside one process deoptimized the shared code by up to 2×, more than the
-// differences measured); the processes of all modes take turns, REPS times; each warms up, then times
-// RUNS runs of each benchmark with a full GC before each. Figures are medians over all timed runs of
-// a mode; "vs off" is throughput relative to "off".
-// Run: bun bench/tracing.ts   or   deno run -A --v8-flags=--expose-gc bench/tracing.ts
-// (env: REPS=n processes per mode, RUNS=n timed runs per process, MODES=substr,… to run only those)
+// What is measured: sustained throughput. Each mode runs in a process of its own (a program does
+// not switch tracing modes; on V8 a switch inside one process deoptimized the shared code by up to
+// 2×), and the processes of all modes take turns, REPS times. In each, every benchmark runs back to
+// back for PERIOD_MS after a 300 ms warm-up, one event-loop turn between runs, and the figure is
+// tasks over the whole period: the SDK's export (batching, encoding, sending on its timer) and the
+// collection of the runs' garbage happen inside it, as in a busy server, and no forced GC runs (on V8 a
+// forced full GC before each run cleared objects embedded in optimized code, so every run started
+// partly deoptimized, and more so with tracing on). Figures are medians over the processes; "vs off"
+// is throughput relative to "off".
+// Run: bun bench/tracing.ts   or   deno run -A bench/tracing.ts
+// (env: REPS=n processes per mode, PERIOD_MS=n, MODES=substr,… to run only those, and off)
 import { spawn } from "node:child_process";
+import { setImmediate } from "node:timers";
 import { fileURLToPath } from "node:url";
 import {
   context,
@@ -37,8 +42,8 @@ const N = 10_000;
 const env: Record<string, string | undefined> = (globalThis as { process?: { env: Record<string, string> } }).process
   ?.env ?? {};
 const REPS = Number(env.REPS ?? 3);
-const RUNS = Number(env.RUNS ?? 15);
-const WARM = 8;
+const PERIOD_MS = Number(env.PERIOD_MS ?? 1000);
+const WARM_MS = 300;
 /** Set in a child process: the one mode it measures. */
 const CHILD = env.THINKAGAIN_TRACING_BENCH_MODE;
 
@@ -69,8 +74,7 @@ function runChild(args: string[], extraEnv: Record<string, string>, keepStdin = 
   const exited = new Promise<number>((r) => child.on("close", (code) => r(code ?? 1)));
   return { child, lines, exited };
 }
-const scriptArgs = (file: string) =>
-  runtime === "deno" ? ["run", "-A", "--no-check", "--v8-flags=--expose-gc", file] : [file];
+const scriptArgs = (file: string) => runtime === "deno" ? ["run", "-A", "--no-check", file] : [file];
 
 // the receiver runs in its own process (started by the parent; children get its endpoint)
 let endpoint = env.THINKAGAIN_TRACING_BENCH_ENDPOINT ?? "";
@@ -206,15 +210,17 @@ async function fanoutWork(): Promise<number> {
   return performance.now() - t;
 }
 
-const gc: (() => void) | undefined = (globalThis as { Bun?: { gc(f: boolean): void } }).Bun
-  ? () => (globalThis as unknown as { Bun: { gc(f: boolean): void } }).Bun.gc(true)
-  : (globalThis as { gc?: () => void }).gc;
-
 async function fanout(): Promise<number> {
   const t = performance.now();
   const refs = new Array(N);
   for (let i = 0; i < N; i++) refs[i] = noop.go(i);
   await Promise.all(refs);
+  return performance.now() - t;
+}
+
+async function sequential(): Promise<number> {
+  const t = performance.now();
+  for (let i = 0; i < N / 5; i++) await noop.go(i);
   return performance.now() - t;
 }
 
@@ -227,45 +233,57 @@ async function calls(): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const BENCHES = ["fanout", "calls", "fanout 2k × 20µs work"] as const;
-type Times = Record<(typeof BENCHES)[number], number[]>;
+const BENCHES = ["fanout", "sequential", "calls", "fanout 2k × 20µs work"] as const;
+type Bench = (typeof BENCHES)[number];
+const BENCH_FNS: Record<Bench, [() => Promise<number>, number]> = {
+  fanout: [fanout, N],
+  sequential: [sequential, N / 5],
+  calls: [calls, N],
+  "fanout 2k × 20µs work": [fanoutWork, N / 5],
+};
 
-/** In a child: measures one mode and prints its times as one JSON line. */
+/** One turn of the event loop: due timers (the SDK's batch export) and I/O run here, with no idle wait. */
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * Runs `bench` back to back for `ms`, one event-loop turn between runs, and returns its sustained
+ * throughput (tasks per ms) over the whole period: what tracing costs later (the exporter's batching,
+ * encoding and sending on its timer) and the collection of every run's garbage are in it.
+ */
+async function sustained(bench: () => Promise<number>, tasks: number, ms: number): Promise<number> {
+  const t0 = performance.now();
+  let runs = 0;
+  while (performance.now() - t0 < ms) {
+    await bench();
+    runs++;
+    await turn();
+  }
+  return runs * tasks / (performance.now() - t0);
+}
+
+/** In a child: measures one mode and prints its sustained throughputs as one JSON line. */
 async function measureMode(mode: Mode): Promise<void> {
   setMode(mode);
-  const times: Times = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
-  for (let run = -WARM; run < RUNS; run++) {
-    gc?.(); // garbage of the previous run must not land in this one's timing
-    const f = await fanout();
-    gc?.();
-    const c = await calls();
-    gc?.();
-    const w = await fanoutWork();
-    if (mode.startsWith("on, SDK")) {
-      // (the sampleRatio and maxOverhead modes export through `provider` too)
-      if (!ta.isTracingEnabled()) throw new Error("tracing did not turn on with the SDK registered");
-      await (mode === "on, SDK 1% sampled" ? sampledProvider : provider).forceFlush(); // export outside the timed part
-    }
-    if (run < 0) continue; // warm-up
-    times.fanout.push(f);
-    times.calls.push(c);
-    times["fanout 2k × 20µs work"].push(w);
+  const out = {} as Record<Bench, number>;
+  for (const b of BENCHES) {
+    const [fn, tasks] = BENCH_FNS[b];
+    await sustained(fn, tasks, WARM_MS); // optimized code and a steady heap before the period
+    out[b] = await sustained(fn, tasks, PERIOD_MS);
+  }
+  if (mode.startsWith("on, SDK") && !ta.isTracingEnabled()) {
+    throw new Error("tracing did not turn on with the SDK registered");
   }
   setMode("off");
   await provider.shutdown();
   await sampledProvider.shutdown();
-  console.log(JSON.stringify(times));
+  console.log(JSON.stringify(out));
 }
 
 if (CHILD !== undefined) {
   await measureMode(CHILD as Mode);
 } else {
-  const all: Record<Mode, Times> = {} as Record<Mode, Times>;
-  const perProcess: Record<Mode, Times> = {} as Record<Mode, Times>;
-  for (const m of MODES) {
-    all[m] = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
-    perProcess[m] = { fanout: [], calls: [], "fanout 2k × 20µs work": [] };
-  }
+  const rates = {} as Record<Mode, Record<Bench, number[]>>;
+  for (const m of MODES) rates[m] = { fanout: [], sequential: [], calls: [], "fanout 2k × 20µs work": [] };
   for (let rep = 0; rep < REPS; rep++) {
     for (const mode of MODES) {
       const c = runChild(scriptArgs("bench/tracing.ts"), {
@@ -273,11 +291,8 @@ if (CHILD !== undefined) {
         THINKAGAIN_TRACING_BENCH_ENDPOINT: endpoint,
       });
       if (await c.exited !== 0) throw new Error(`mode ${mode} failed`);
-      const times = JSON.parse(c.lines.at(-1)!) as Times;
-      for (const b of BENCHES) {
-        all[mode][b].push(...times[b]);
-        perProcess[mode][b].push(median(times[b]));
-      }
+      const out = JSON.parse(c.lines.at(-1)!) as Record<Bench, number>;
+      for (const b of BENCHES) rates[mode][b].push(out[b]);
     }
   }
   sink!.child.stdin!.end();
@@ -287,20 +302,19 @@ if (CHILD !== undefined) {
   console.log(
     `tracing overhead, ${runtime} ${
       runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""
-    }, N=${N}, ${REPS} processes per mode × ${RUNS} timed runs (medians; "per process" = range of each process's median ratio)`,
+    }, N=${N}: sustained throughput over ${PERIOD_MS} ms of back-to-back runs, ${REPS} processes per mode (median; "per process" = range of each process's ratio)`,
   );
-  console.log("| benchmark | mode | median ms | tasks/s | vs off | per process |");
-  console.log("| --- | --- | ---: | ---: | ---: | ---: |");
+  console.log("| benchmark | mode | tasks/s | vs off | per process |");
+  console.log("| --- | --- | ---: | ---: | ---: |");
   for (const b of BENCHES) {
-    const base = median(all.off[b]);
+    const base = median(rates.off[b]);
     for (const mode of MODES) {
-      const m = median(all[mode][b]);
-      const n = b.startsWith("fanout 2k") ? N / 5 : N;
-      const ratios = perProcess[mode][b].map((x) => median(perProcess.off[b]) / x);
+      const r = median(rates[mode][b]);
+      const ratios = rates[mode][b].map((x) => x / base);
       console.log(
-        `| ${b} | ${mode} | ${m.toFixed(2)} | ${Math.round(n / m * 1000).toLocaleString("en-US")} | ${
-          (base / m).toFixed(3)
-        } | ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)} |`,
+        `| ${b} | ${mode} | ${Math.round(r * 1000).toLocaleString("en-US")} | ${(r / base).toFixed(3)} | ${
+          Math.min(...ratios).toFixed(2)
+        }–${Math.max(...ratios).toFixed(2)} |`,
       );
     }
   }

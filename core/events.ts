@@ -56,8 +56,34 @@ export type TaskEventListener = (event: TaskEvent) => void;
 let listeners: readonly TaskEventListener[] = [];
 let everyTaskListeners = 0;
 
-/** @internal True while anyone listens; the hot path checks it before doing any event work. */
+/**
+ * @internal True while new tasks may be recorded: someone listens and, under a budget, the budget
+ * lasts (see {@link setSamplingGate}). The hot path checks it before doing any event work.
+ */
 export let eventsEnabled = false;
+
+/**
+ * @internal True while anyone listens, even with the sampling gate closed: the tasks already
+ * recorded, and those their bodies submit, are still recorded to the end.
+ */
+export let listening = false;
+
+let gateOpen = true;
+
+/**
+ * @internal Opens or closes the sampling gate. Closed (a `maxOverhead` budget is spent), a task
+ * submitted outside a recorded one costs what it costs with nobody listening: no sampler call, no
+ * check at its start. A profiler (it wants every task) keeps the gate open.
+ */
+export function setSamplingGate(open: boolean): void {
+  gateOpen = open;
+  recompute();
+}
+
+function recompute(): void {
+  listening = listeners.length > 0;
+  eventsEnabled = listening && (gateOpen || everyTaskListeners > 0);
+}
 
 /**
  * @internal When set (and no listener asked for every task), decides for each root task (one
@@ -106,7 +132,7 @@ export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptio
   const every = options.everyTask === true;
   listeners = [...listeners, listener];
   if (every) everyTaskListeners++;
-  eventsEnabled = true;
+  recompute();
   let on = true;
   return () => {
     if (!on) return;
@@ -114,7 +140,7 @@ export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptio
     const i = listeners.indexOf(listener);
     if (i >= 0) listeners = [...listeners.slice(0, i), ...listeners.slice(i + 1)];
     if (every) everyTaskListeners--;
-    eventsEnabled = listeners.length > 0;
+    recompute();
   };
 }
 

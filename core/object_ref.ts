@@ -10,7 +10,7 @@ import { Effect } from "effect";
 import { CancelledError, type TaskError } from "./errors.ts";
 import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
-import { emit, eventsEnabled } from "./events.ts";
+import { emit } from "./events.ts";
 
 /** Lifecycle of a task. */
 export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
@@ -226,6 +226,11 @@ export class ObjectRef<T> implements PromiseLike<T>, TaskInfo {
   }
 }
 
+/** @internal How many tasks this process has made (the last task's `seq`). */
+export function submittedCount(): number {
+  return counter;
+}
+
 /** @internal Numeric states of `_state`. */
 export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const;
 
@@ -380,7 +385,7 @@ export function settle(ref: ObjectRef<unknown>, state: number, valueOrError: unk
   else ref._error = valueOrError;
   ref._abort = undefined;
   if (ref._rosterSlot !== -1) (ref._ctx!.mesh as RosterOwner)._roster!.remove(ref);
-  if (eventsEnabled && ref._meta !== undefined) {
+  if (ref._meta !== undefined) {
     const at = performance.now();
     ref._meta.settledAt = at;
     emit(state === COMPLETED ? "finished" : state === FAILED ? "failed" : "cancelled", ref, at);

@@ -6,7 +6,7 @@
  */
 import { currentContext, type RunContext } from "./context.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
-import { eventsEnabled } from "./events.ts";
+import { listening } from "./events.ts";
 import { type ObjectRef, State, type TaskTarget } from "./object_ref.ts";
 import { failedRef, Limiter, runBody, type RunPolicy, submit } from "./scheduler.ts";
 import type { RefArgs } from "./types.ts";
@@ -255,7 +255,7 @@ export function op<A extends unknown[], R>(
   };
   const call = (...args: A): Promise<Awaited<R>> => {
     // while profiling, direct calls go through the scheduler so they are recorded too
-    if (eventsEnabled || policy !== undefined || target.limiter !== undefined) return go(...args).promise();
+    if (listening || policy !== undefined || target.limiter !== undefined) return go(...args).promise();
     try {
       return Promise.resolve(body(...args) as R).then(undefined, (e) => {
         throw new OpExecutionError(name, e);

@@ -9,7 +9,16 @@
 import { Cause, Effect, Exit } from "effect";
 import { applyInContext, contextEntered, currentContext, NO_CONTEXT, type RunContext } from "./context.ts";
 import { OpExecutionError, ThinkagainError, TimeoutError } from "./errors.ts";
-import { type BodyWrapper, bodyWrapper, emit, eventsEnabled, sampling, shouldRecord, submitProbe } from "./events.ts";
+import {
+  type BodyWrapper,
+  bodyWrapper,
+  emit,
+  eventsEnabled,
+  listening,
+  sampling,
+  shouldRecord,
+  submitProbe,
+} from "./events.ts";
 import { ObjectRef, resolveArgs, scanArgs, settle, State, type TaskTarget } from "./object_ref.ts";
 
 const { PENDING, RUNNING, COMPLETED, FAILED } = State;
@@ -47,6 +56,7 @@ export function submit<T>(
   if (submitProbe !== undefined) submitProbe();
   const task = new ObjectRef<T>(target, args, ctx);
   if (eventsEnabled) record(task as ObjectRef<unknown>, ctx);
+  else if (listening && ctx?.task !== undefined) record(task as ObjectRef<unknown>, ctx); // gate closed: a recorded caller's
   if (args.length !== 0) scanArgs(task as ObjectRef<unknown>, args);
   if (task._state !== PENDING) return task; // an input had already failed
   if (enqueue !== undefined) enqueue(task as ObjectRef<unknown>);
@@ -127,7 +137,7 @@ function record(task: ObjectRef<unknown>, ctx: RunContext | undefined): void {
 /** @internal A task that fails before it could be submitted anywhere (closed mesh, no placement). */
 export function failedRef<T>(target: TaskTarget, error: unknown): ObjectRef<T> {
   const task = new ObjectRef<T>(target, undefined, undefined);
-  if (eventsEnabled) record(task as ObjectRef<unknown>, currentContext());
+  if (listening) record(task as ObjectRef<unknown>, currentContext());
   settle(task as ObjectRef<unknown>, FAILED, error);
   return task;
 }
@@ -180,7 +190,7 @@ export function runBody(
 ): void {
   task._state = RUNNING;
   const args = resolveArgs(task);
-  const recorded = eventsEnabled && task._meta !== undefined;
+  const recorded = task._meta !== undefined;
   let flagged = false;
   if (recorded) {
     const now = performance.now();

@@ -40,10 +40,13 @@ import {
   sampling,
   setBodyWrapper,
   setRootSampler,
+  setSamplingGate,
   setSubmitProbe,
   type TaskEvent,
   type TaskInfo,
 } from "./events.ts";
+import { submittedCount } from "./object_ref.ts";
+import { unrefTimer } from "./scheduler.ts";
 
 /** Instrumentation scope name of thinkagain's spans. */
 const TRACER_NAME = "thinkagain";
@@ -61,65 +64,108 @@ export interface TracingOptions {
   sampleRatio?: number;
   /**
    * Instead of a fixed `sampleRatio`: the share of time tracing may cost, in (0, 1) (e.g. `0.1`).
-   * Root tasks are traced while a budget allows, earned at this share of the time that passes and
-   * spent at the measured cost of each span (its start and end, sampled, doubled for the SDK's
-   * export work that comes later); the tasks a traced root submits are traced with it, so traces
-   * stay whole and the budget may briefly go into debt. A lone request after a quiet spell is always
-   * traced; a burst of microsecond tasks is traced in proportion. Not with `sampleRatio`.
+   * Root tasks are traced while a budget allows, earned at this share of the time that passes
+   * (topped up every 5 ms, saving up at most 10 ms' worth) and spent at the estimated full cost of
+   * each span (its start and end, timed on a sample, times a factor calibrated for the SDK's later
+   * export, collection and cold code); the tasks a traced root submits are traced with it, so traces
+   * stay whole and the budget may briefly go into debt. While the budget is spent, a new root costs
+   * what it costs untraced. A lone request after a quiet spell is always traced; a flood of
+   * microsecond tasks is traced in proportion. Not with `sampleRatio`.
    */
   maxOverhead?: number;
 }
 
 /**
- * Credit a quiet spell can save up (ms of tracing time): the first root after it is always traced,
- * and a burst submitted at once (which earns nothing until the next turn) gets about this much.
+ * How often the budget is topped up while it is not full (ms). Between top-ups nothing reads the
+ * clock: a root's check is one comparison.
  */
-const BUDGET_CAP_MS = 0.05;
-/** The SDK's later work per span (batching, encoding, sending) against what its start and end cost. */
-const EXPORT_FACTOR = 2;
+const BUDGET_TICK_MS = 5;
+/**
+ * Credit a quiet spell can save up, in ticks' worth of earnings: the first request after it is
+ * traced whole, and a burst submitted at once gets about this much.
+ */
+const BUDGET_CAP_TICKS = 2;
+/**
+ * What tracing a task costs in all, against what its span's start and end cost when timed: the
+ * context switches and events around its body, the SDK's later batching, encoding and sending, the
+ * collection of all of it, and code that runs cold because traced tasks are rare. Calibrated with
+ * `bench/tracing.ts` (sustained throughput, the SDK with its OTLP/protobuf exporter) on Bun and Deno:
+ * at 2 (the start and end doubled for the export) a 10 % budget cost 25–40 %; at 12 it costs 3–7 %
+ * on fanout and service calls.
+ */
+const SPAN_COST_FACTOR = 12;
 
-/** Measured cost of tracing one task, ms (start and end of its span, sampled; times EXPORT_FACTOR). */
-let spanCostMs = 0.005;
+/** Measured cost of tracing one task, ms (start and end of its span, sampled; times SPAN_COST_FACTOR). */
+let spanCostMs = 0.03;
 let budgetCredit = 0;
+let budgetCap = 0;
+let budgetShare = 0;
 let budgetAt = 0;
+/** Tops the budget up every BUDGET_TICK_MS while it is not full (unref'd: it never keeps a process alive). */
+let budgetTimer: ReturnType<typeof setInterval> | undefined;
 let measureTick = 0;
 /** Spans made since tracing was last enabled (see {@link tracingStats}). */
 let spansMade = 0;
-/** Root tasks sampling left untraced since tracing was last enabled. */
-let rootsSkipped = 0;
-/** Roots left untraced since the last traced root: that root's span carries the count. */
-let skippedSince = 0;
-/** The count each traced root carries, from its submission to its span's start. */
-const skippedBefore = new WeakMap<object, number>();
+/** Tasks recorded (so traced) since tracing was last enabled. */
+let recordedCount = 0;
+/** The process's task count when tracing was last enabled. */
+let submittedAtEnable = 0;
+/** The sequence number of the last traced root, and the tasks recorded since its submission. */
+let lastRootSeq = 0;
+let recordedSinceRoot = 0;
+/** What each traced root's span carries, from its submission to its span's start. */
+const untracedBefore = new WeakMap<object, number>();
 /** Start costs of the tasks being timed (one in 16 while a budget is in use). */
 const startCosts = new WeakMap<object, number>();
 
-/** The root sampler of `maxOverhead`: trace while the budget earned at `share` of passing time lasts. */
+/**
+ * The root sampler of `maxOverhead`: trace while the budget, earned at `share` of the time that
+ * passes and topped up by a timer, lasts. The check itself reads no clock and queues nothing.
+ */
 function budgetSampler(share: number): () => boolean {
-  budgetCredit = BUDGET_CAP_MS;
+  stopBudgetTimer();
+  budgetShare = share;
+  budgetCap = share * BUDGET_TICK_MS * BUDGET_CAP_TICKS;
+  budgetCredit = budgetCap;
+  return budgeted;
+}
+
+function budgeted(): boolean {
+  return budgetCredit > 0;
+}
+
+/**
+ * Spends `ms` of the budget (a task traced under it), starting the top-ups if they had stopped. Spent,
+ * it closes the sampling gate: until a top-up, new roots cost what they cost untraced.
+ */
+function spend(ms: number): void {
+  budgetCredit -= ms;
+  if (budgetCredit <= 0) setSamplingGate(false);
+  if (budgetTimer !== undefined) return;
   budgetAt = performance.now();
-  let looked = false;
-  const unlook = () => {
-    looked = false;
-  };
-  return () => {
-    if (budgetCredit > 0) return true;
-    // out of credit: look at the clock once per turn of the event loop (a clock read per root
-    // would cost as much as the check saves); time passes between turns, hardly within one
-    if (looked) return skip();
-    looked = true;
-    queueMicrotask(unlook);
-    const now = performance.now();
-    budgetCredit = Math.min(BUDGET_CAP_MS, budgetCredit + (now - budgetAt) * share);
-    budgetAt = now;
-    return budgetCredit > 0 || skip();
-  };
+  budgetTimer = setInterval(topUp, BUDGET_TICK_MS);
+  unrefTimer(budgetTimer);
+}
+
+function topUp(): void {
+  const now = performance.now();
+  budgetCredit = Math.min(budgetCap, budgetCredit + (now - budgetAt) * budgetShare);
+  budgetAt = now;
+  if (budgetCredit > 0) setSamplingGate(true);
+  if (budgetCredit >= budgetCap) stopBudgetTimer(); // full: nothing to earn until something is spent
+}
+
+function stopBudgetTimer(): void {
+  setSamplingGate(true);
+  if (budgetTimer === undefined) return;
+  clearInterval(budgetTimer);
+  budgetTimer = undefined;
 }
 
 /** Folds one measured span cost (ms, start + end) into the estimate the budget spends. */
 function measured(ms: number): void {
   // one slow span (a cold start, a GC pause) moves the price by at most 4× its share
-  const x = Math.min(Math.max(0.0005, ms * EXPORT_FACTOR), 4 * spanCostMs);
+  const x = Math.min(Math.max(0.0005, ms * SPAN_COST_FACTOR), 4 * spanCostMs);
   spanCostMs = 0.8 * spanCostMs + 0.2 * x;
 }
 
@@ -129,17 +175,10 @@ function ratioSampler(ratio: number): (() => boolean) | undefined {
   let credit = 1 - ratio; // the first root is traced
   return () => {
     credit += ratio;
-    if (credit < 1) return skip();
+    if (credit < 1) return false;
     credit -= 1;
     return true;
   };
-}
-
-/** Counts a root the sampler leaves untraced; returns `false` (the sampler's answer). */
-function skip(): false {
-  rootsSkipped++;
-  skippedSince++;
-  return false;
 }
 
 let tracer: Tracer | undefined; // set while live: spans are being made
@@ -254,7 +293,8 @@ export function enableTracing(options: TracingOptions = {}): void {
     }
   }
   wanted = true;
-  spansMade = rootsSkipped = skippedSince = 0;
+  spansMade = recordedCount = recordedSinceRoot = 0;
+  lastRootSeq = submittedAtEnable = submittedCount();
   wantedProvider = options.tracerProvider;
   wantedRatio = ratio;
   wantedOverhead = overhead;
@@ -286,6 +326,7 @@ function goArmed(): void {
 
 function stopLive(): void {
   setRootSampler(undefined);
+  stopBudgetTimer();
   tracer = undefined;
   if (off === undefined) return;
   off();
@@ -338,20 +379,21 @@ export interface TracingStats {
   /** Spans made (one per traced task). */
   readonly spans: number;
   /**
-   * Root tasks that `sampleRatio` or `maxOverhead` left untraced, each with everything it submitted.
-   * The span of the next traced root carries how many came before it as `thinkagain.skipped_roots`.
+   * Tasks submitted that were not traced: `sampleRatio` or `maxOverhead` left their root out, and
+   * with it everything it submitted (or tracing was idle, with no provider to take spans). A traced
+   * root's span carries how many came just before it as `thinkagain.untraced_before`.
    */
-  readonly skippedRoots: number;
+  readonly untracedTasks: number;
 }
 
 /**
  * Counts of what tracing did since {@link enableTracing} was last called (or since the process
- * started): spans made, and root tasks sampling left untraced. Without sampling, every task is a
- * span and `skippedRoots` stays 0.
+ * started): spans made, and tasks left untraced. Without sampling every task is a span and
+ * `untracedTasks` stays 0. Costs nothing per task: it is worked out from the process's task count.
  *
  * @returns The counts.
  *
- * @example Under a budget, what was left out is counted
+ * @example Under sampling, what was left out is counted
  * ```ts
  * import * as ta from "../mod.ts";
  * import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
@@ -359,13 +401,13 @@ export interface TracingStats {
  * ta.enableTracing({ tracerProvider, sampleRatio: 0.5 });
  * const tiny = ta.op(async function tiny(x: number) { return x; });
  * await ta.all([1, 2, 3, 4].map((i) => tiny.go(i)));
- * const { spans, skippedRoots } = ta.tracingStats();
+ * const { spans, untracedTasks } = ta.tracingStats();
  * ta.disableTracing();
- * if (spans !== 2 || skippedRoots !== 2) throw new Error(`${spans} traced, ${skippedRoots} skipped`);
+ * if (spans !== 2 || untracedTasks !== 2) throw new Error(`${spans} traced, ${untracedTasks} not`);
  * ```
  */
 export function tracingStats(): TracingStats {
-  return { spans: spansMade, skippedRoots: rootsSkipped };
+  return { spans: spansMade, untracedTasks: submittedCount() - submittedAtEnable - recordedCount };
 }
 
 /**
@@ -478,9 +520,9 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
   if (node !== undefined) attributes["thinkagain.node"] = node;
   const executor = task.executor;
   attributes["thinkagain.executor"] = executor;
-  if (rootsSkipped > 0) {
-    const skipped = skippedBefore.get(task);
-    if (skipped !== undefined) attributes["thinkagain.skipped_roots"] = skipped;
+  if (task.parent === undefined) {
+    const untraced = untracedBefore.get(task);
+    if (untraced !== undefined) attributes["thinkagain.untraced_before"] = untraced;
   }
   if (task.startedAt > 0) {
     const wait = task.startedAt - task.submittedAt;
@@ -508,11 +550,16 @@ function onEvent(e: TaskEvent): void {
       // a budget (maxOverhead) pays for every traced task as it is submitted, so a burst of
       // submissions in one turn is held to it
       // (tasks recorded for a profiler while it runs are not the budget's choice, nor on its bill)
-      if (wantedOverhead !== undefined && sampling()) budgetCredit -= spanCostMs;
-      if (skippedSince > 0 && task.parent === undefined && sampling()) {
-        // a traced root after untraced ones: its span says how many (a trace backend shows the gap)
-        skippedBefore.set(task, skippedSince);
-        skippedSince = 0;
+      if (wantedOverhead !== undefined && sampling()) spend(spanCostMs);
+      recordedCount++;
+      recordedSinceRoot++;
+      if (task.parent === undefined && sampling()) {
+        // a traced root: its span says how many tasks since the previous one went untraced (a trace
+        // backend shows the gap), worked out from task numbers, as nothing is done per untraced task
+        const untraced = task.seq - lastRootSeq - recordedSinceRoot;
+        if (untraced > 0) untracedBefore.set(task, untraced);
+        lastRootSeq = task.seq;
+        recordedSinceRoot = 0;
       }
       return;
     case "started": {

@@ -193,12 +193,13 @@ test("sampleRatio traces that share of root tasks, whole: a traced task's childr
     assert.equal(leaves.length, 25, "each traced root's child, and no other");
     const rootIds = new Set(roots.map((s) => s.spanContext().spanId));
     for (const l of leaves) assert.ok(rootIds.has(l.parentSpanContext?.spanId ?? ""), "the child hangs under its root");
-    // what was left out is counted, and each traced root after the first says how many came before it
-    assert.deepEqual(ta.tracingStats(), { spans: 50, skippedRoots: 75 });
-    const gaps = roots.map((s) => s.attributes["thinkagain.skipped_roots"]);
+    // what was left out is counted (75 roots and their children), and each traced root after the
+    // first says how many tasks went untraced since the previous one (the three roots between them)
+    assert.deepEqual(ta.tracingStats(), { spans: 50, untracedTasks: 150 });
+    const gaps = roots.map((s) => s.attributes["thinkagain.untraced_before"]);
     assert.equal(gaps.filter((g) => g === undefined).length, 1, "the first root is traced with none before it");
-    assert.ok(gaps.every((g) => g === undefined || g === 3), `three skipped before each other root (${gaps})`);
-    assert.ok(leaves.every((l) => l.attributes["thinkagain.skipped_roots"] === undefined), "only roots carry it");
+    assert.ok(gaps.every((g) => g === undefined || g === 3), `three untraced before each other root (${gaps})`);
+    assert.ok(leaves.every((l) => l.attributes["thinkagain.untraced_before"] === undefined), "only roots carry it");
     // a profiler still sees every task while tracing samples
     exporter.reset();
     using p = ta.profile();
@@ -411,7 +412,7 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     await ta.all(Array.from({ length: 5_000 }, (_, i) => tiny.go(i)));
     const burst = exporter.getFinishedSpans().length;
     assert.ok(burst >= 1 && burst < 1_000, `a share of the burst is traced (${burst} of 5000)`);
-    assert.deepEqual(ta.tracingStats(), { spans: burst, skippedRoots: 5_000 - burst }, "every root counted once");
+    assert.deepEqual(ta.tracingStats(), { spans: burst, untracedTasks: 5_000 - burst }, "every task counted once");
     exporter.reset();
     // a profiler records every task meanwhile: that is not the budget's choice, nor on its bill
     const profiler = ta.profile();
@@ -423,11 +424,43 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     const spans = exporter.getFinishedSpans();
     const root = spans.find((s) => s.name === "op budgetRequest");
     assert.ok(root !== undefined, "the request after the quiet spell is traced");
-    const skippedBefore = root.attributes["thinkagain.skipped_roots"];
-    assert.ok(typeof skippedBefore === "number" && skippedBefore > 0, "the request's span says roots were left out");
+    const untraced = root.attributes["thinkagain.untraced_before"];
+    assert.ok(typeof untraced === "number" && untraced > 0, "the request's span says tasks were left out before it");
     const children = spans.filter((s) => s.name === "op budgetTiny");
     assert.equal(children.length, 3, "whole: its children with it");
     for (const c of children) assert.equal(c.parentSpanContext?.spanId, root.spanContext().spanId);
+  }));
+
+test("maxOverhead: with the budget spent, a traced request still gets every span, and every span ends", () =>
+  withLocalProvider(async (_local, exporter) => {
+    const tiny = ta.op(async function gateTiny(x: number) {
+      return x;
+    });
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const request = ta.op(async function gateRequest() {
+      const first = await tiny.go(1);
+      await gate; // meanwhile a flood of roots spends the budget
+      const second = await tiny.go(2);
+      const rest = await ta.all([tiny.go(3), tiny.go(4)]);
+      return first + second + rest[0] + rest[1];
+    });
+    ta.enableTracing({ tracerProvider: _local, maxOverhead: 0.1 });
+    const req = request.go();
+    await sleep(5);
+    // the flood is submitted in the same turn the request resumes in, before any top-up can come
+    open();
+    const flood = ta.all(Array.from({ length: 20_000 }, (_, i) => tiny.go(i)));
+    assert.equal(await req, 10);
+    await flood;
+    const spans = exporter.getFinishedSpans();
+    const root = spans.find((s) => s.name === "op gateRequest");
+    assert.ok(root !== undefined, "the request was traced");
+    const children = spans.filter((s) => s.parentSpanContext?.spanId === root.spanContext().spanId);
+    assert.equal(children.length, 4, "all four of its tasks, also those submitted once the budget was spent");
+    const stats = ta.tracingStats();
+    assert.ok(stats.untracedTasks > 0 && stats.spans < 20_005, `the flood was mostly left out (${stats.spans} spans)`);
+    assert.equal(spans.length, stats.spans, "every span made was ended");
   }));
 
 /** Runs `fn` with a provider of its own (spans kept in memory), then puts the file's globals back. */
