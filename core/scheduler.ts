@@ -198,13 +198,14 @@ export function runBody(
     emit("started", task, now);
     // the body's own .go() calls record this task as their caller
     ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
-  } else if (eventsEnabled && sampling()) {
+  } else if (listening && sampling()) {
     // sampled out: what the body submits is left out with it, not sampled anew as a root. Where the
-    // body switches context anyway (service methods, other meshes) the switch carries that; else a
-    // flag does, for what it submits before its first await (an extra switch per task costs more
-    // than the sampling saves, ~150 ns on Deno)
+    // body switches context anyway (service methods, other meshes, retries and deadlines) the switch
+    // carries that, also while a spent budget has shut the gate (it may open before the body's next
+    // .go()); else a flag does, for what it submits before its first await (an extra switch per task
+    // costs more than the sampling saves, ~150 ns on Deno; with the gate shut nothing is sampled anew)
     if (policy !== undefined || (ctx !== undefined && currentContext() !== ctx)) ctx = unsampledContext(ctx);
-    else flagged = true;
+    else if (eventsEnabled) flagged = true;
   }
   const abortable = (fn as { [ABORTABLE]?: boolean })[ABORTABLE] === true;
   const wrap = recorded ? bodyWrapper : undefined;

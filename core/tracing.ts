@@ -103,6 +103,9 @@ let budgetShare = 0;
 let budgetAt = 0;
 /** Tops the budget up every BUDGET_TICK_MS while it is not full (unref'd: it never keeps a process alive). */
 let budgetTimer: ReturnType<typeof setInterval> | undefined;
+/** Whether the spent budget has shut the sampling gate, and the submissions counted since. */
+let gateShut = false;
+let shutCount = 0;
 let measureTick = 0;
 /** Spans made since tracing was last enabled (see {@link tracingStats}). */
 let spansMade = 0;
@@ -113,6 +116,17 @@ let submittedAtEnable = 0;
 /** The sequence number of the last traced root, and the tasks recorded since its submission. */
 let lastRootSeq = 0;
 let recordedSinceRoot = 0;
+/** The task count when tracing was turned off (the count stops there), else undefined. */
+let submittedFrozen: number | undefined;
+/** Whether the probe also follows the global provider (none was given to enableTracing). */
+let following = false;
+
+function resetStats(): void {
+  spansMade = recordedCount = recordedSinceRoot = 0;
+  lastRootSeq = submittedAtEnable = submittedCount();
+  submittedFrozen = undefined;
+}
+
 /** What each traced root's span carries, from its submission to its span's start. */
 const untracedBefore = new WeakMap<object, number>();
 /** Start costs of the tasks being timed (one in 16 while a budget is in use). */
@@ -140,7 +154,10 @@ function budgeted(): boolean {
  */
 function spend(ms: number): void {
   budgetCredit -= ms;
-  if (budgetCredit <= 0) setSamplingGate(false);
+  if (budgetCredit <= 0 && !gateShut) {
+    gateShut = true;
+    setSamplingGate(false);
+  }
   if (budgetTimer !== undefined) return;
   budgetAt = performance.now();
   budgetTimer = setInterval(topUp, BUDGET_TICK_MS);
@@ -151,11 +168,15 @@ function topUp(): void {
   const now = performance.now();
   budgetCredit = Math.min(budgetCap, budgetCredit + (now - budgetAt) * budgetShare);
   budgetAt = now;
-  if (budgetCredit > 0) setSamplingGate(true);
+  if (budgetCredit > 0 && gateShut) {
+    gateShut = false;
+    setSamplingGate(true);
+  }
   if (budgetCredit >= budgetCap) stopBudgetTimer(); // full: nothing to earn until something is spent
 }
 
 function stopBudgetTimer(): void {
+  gateShut = false;
   setSamplingGate(true);
   if (budgetTimer === undefined) return;
   clearInterval(budgetTimer);
@@ -293,8 +314,7 @@ export function enableTracing(options: TracingOptions = {}): void {
     }
   }
   wanted = true;
-  spansMade = recordedCount = recordedSinceRoot = 0;
-  lastRootSeq = submittedAtEnable = submittedCount();
+  resetStats();
   wantedProvider = options.tracerProvider;
   wantedRatio = ratio;
   wantedOverhead = overhead;
@@ -302,8 +322,21 @@ export function enableTracing(options: TracingOptions = {}): void {
   else goArmed();
 }
 
+/**
+ * The submit probe under a budget. Work that runs on microtasks alone (a loop awaiting in-process
+ * ops) gives the top-up timer no turn: while the gate is shut, every 64th submission tops up too (a
+ * clock read per 64 tasks). Following the global provider, it also looks for the provider.
+ */
+function budgetProbe(): void {
+  if (gateShut && (++shutCount & 63) === 0) topUp();
+  if (following) probe();
+}
+
 /** Starts making spans (the listener, the body wrapper, the sampler). */
 function goLive(): void {
+  // a switch away from a budget must not leave its gate shut while the old debt is paid off
+  stopBudgetTimer();
+  if (submittedFrozen !== undefined) resetStats(); // live again after a disable: a new count
   setRootSampler(wantedOverhead !== undefined ? budgetSampler(wantedOverhead) : ratioSampler(wantedRatio));
   // resolved once: a provider's tracer, or the global API's proxy tracer (it follows a provider
   // registered later; after `trace.disable()` and a new registration, call enableTracing() again)
@@ -311,7 +344,8 @@ function goLive(): void {
   contextCarries = probeContextManager();
   probeCount = 1;
   // following the global provider: keep checking that it is still there
-  setSubmitProbe(wantedProvider === undefined ? probe : undefined);
+  following = wantedProvider === undefined;
+  setSubmitProbe(wantedOverhead !== undefined ? budgetProbe : following ? probe : undefined);
   if (off !== undefined) return;
   off = onTaskEvent(onEvent);
   setBodyWrapper(runInSpan);
@@ -348,6 +382,7 @@ function stopLive(): void {
  * ```
  */
 export function disableTracing(): void {
+  submittedFrozen ??= submittedCount();
   autoDetect = false;
   wanted = false;
   wantedProvider = undefined;
@@ -407,7 +442,8 @@ export interface TracingStats {
  * ```
  */
 export function tracingStats(): TracingStats {
-  return { spans: spansMade, untracedTasks: submittedCount() - submittedAtEnable - recordedCount };
+  const submitted = (submittedFrozen ?? submittedCount()) - submittedAtEnable;
+  return { spans: spansMade, untracedTasks: Math.max(0, submitted - recordedCount) };
 }
 
 /**
@@ -431,6 +467,7 @@ export function setTracingAutoDetect(on: boolean): void {
   autoDetect = on;
   if (!on && !wanted) {
     // tracing that detection turned on stops with it; enableTracing() is not undone
+    if (off !== undefined) submittedFrozen ??= submittedCount();
     stopLive();
     setSubmitProbe(undefined);
     return;

@@ -463,6 +463,92 @@ test("maxOverhead: with the budget spent, a traced request still gets every span
     assert.equal(spans.length, stats.spans, "every span made was ended");
   }));
 
+test("maxOverhead: work that runs on microtasks alone keeps being traced in proportion", () =>
+  withLocalProvider(async (local, exporter) => {
+    // a loop of awaited in-process ops gives no timer a turn: the budget must be topped up anyway
+    const step = ta.op(async function microStep(x: number) {
+      let s = 0;
+      for (let i = 0; i < 2_000; i++) s += i * x;
+      return s;
+    });
+    ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1 });
+    const n = 40_000;
+    let firstHalf = 0;
+    for (let i = 0; i < n; i++) {
+      await step.go(i);
+      if (i === n / 2) firstHalf = exporter.getFinishedSpans().length;
+    }
+    const secondHalf = exporter.getFinishedSpans().length - firstHalf;
+    assert.ok(firstHalf > 0 && secondHalf > 0, `both halves traced (${firstHalf}, ${secondHalf})`);
+    assert.ok(firstHalf + secondHalf < n, "and only a share");
+  }));
+
+test("switching from maxOverhead to tracing every task traces every root at once", () =>
+  withLocalProvider(async (local, exporter) => {
+    const tiny = ta.op(async function switchTiny(x: number) {
+      return x;
+    });
+    ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1 });
+    // one traced request with many children leaves the budget deep in debt
+    await ta.op(async function switchBig() {
+      await ta.all(Array.from({ length: 5_000 }, (_, i) => tiny.go(i)));
+    }).go();
+    ta.enableTracing({ tracerProvider: local });
+    exporter.reset();
+    const after = ta.op(async function switchAfter() {
+      return 1;
+    });
+    await after.go();
+    await after.go();
+    assert.equal(exporter.getFinishedSpans().filter((s) => s.name === "op switchAfter").length, 2);
+    assert.equal(ta.tracingStats().untracedTasks, 0, "nothing left out without sampling");
+  }));
+
+test("with the budget spent, what an untraced service method or retried op submits later is not a new root", () =>
+  withLocalProvider(async (local, exporter) => {
+    const tiny = ta.op(async function orphanTiny(x: number) {
+      return x;
+    });
+    const leaf = ta.op(async function orphanLeaf(x: number) {
+      return x;
+    });
+    const Svc = ta.service(
+      class OrphanSvc {
+        async handle() {
+          await sleep(30); // the gate opens again meanwhile
+          return await leaf.go(1);
+        }
+      },
+    );
+    const svc = Svc.init();
+    await svc.handle();
+    const retried = ta.op({ name: "orphanRetried", retries: 1 }, async () => {
+      await sleep(30);
+      return await leaf.go(2);
+    });
+    ta.enableTracing({ tracerProvider: local, maxOverhead: 0.1 });
+    await sleep(20);
+    const flood = ta.all(Array.from({ length: 2_000 }, (_, i) => tiny.go(i))); // spends the budget
+    const calls = [svc.handle.go(), retried.go()]; // submitted with the gate shut: untraced
+    await flood;
+    assert.deepEqual(await ta.all(calls), [1, 2]);
+    const names = exporter.getFinishedSpans().map((s) => s.name);
+    assert.ok(!names.includes("call OrphanSvc.handle") && !names.includes("op orphanRetried"), "untraced");
+    assert.ok(!names.includes("op orphanLeaf"), "their children are left out with them, not traced as roots");
+  }));
+
+test("tracingStats stops counting when tracing is turned off", () =>
+  withLocalProvider(async (local) => {
+    const tiny = ta.op(async function statsTiny(x: number) {
+      return x;
+    });
+    ta.enableTracing({ tracerProvider: local, sampleRatio: 0.5 });
+    await ta.all([1, 2, 3, 4].map((i) => tiny.go(i)));
+    ta.disableTracing();
+    await ta.all([5, 6, 7].map((i) => tiny.go(i)));
+    assert.deepEqual(ta.tracingStats(), { spans: 2, untracedTasks: 2 });
+  }));
+
 /** Runs `fn` with a provider of its own (spans kept in memory), then puts the file's globals back. */
 async function withLocalProvider(
   fn: (local: BasicTracerProvider, exporter: InMemorySpanExporter) => Promise<void>,
