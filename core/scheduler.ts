@@ -198,7 +198,7 @@ export function runBody(
     emit("started", task, now);
     // the body's own .go() calls record this task as their caller
     ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
-  } else if (listening && sampling()) {
+  } else if (listening && (eventsEnabled || policy !== undefined || ctx !== undefined) && sampling()) {
     // sampled out: what the body submits is left out with it, not sampled anew as a root. Where the
     // body switches context anyway (service methods, other meshes, retries and deadlines) the switch
     // carries that, also while a spent budget has shut the gate (it may open before the body's next
