@@ -20,6 +20,18 @@ export function gcFunction(): (() => void) | undefined {
   return undefined;
 }
 
+/**
+ * Runs full collections (up to 50, 10 ms apart) until `count()` reaches `atLeast`: finalizers run
+ * only after a collection and a turn of the event loop. Returns the final count.
+ */
+export async function collectUntil(gc: () => void, count: () => number, atLeast: number): Promise<number> {
+  for (let i = 0; i < 50 && count() < atLeast; i++) {
+    gc();
+    await sleep(10);
+  }
+  return count();
+}
+
 /** Asserts `promise` rejects, and returns the rejection for further checks. */
 export async function rejection(promise: PromiseLike<unknown>): Promise<unknown> {
   try {

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
 
 const Generator = ta.service(
   { gpus: 4 },
@@ -601,10 +601,7 @@ test(
       const refs = Array.from({ length: n }, (_, i) => make.go(i));
       await Promise.all(refs);
     });
-    for (let i = 0; i < 50 && collected < n * 0.9; i++) {
-      gc();
-      await sleep(10);
-    }
+    await collectUntil(gc, () => collected, n * 0.9);
     assert.ok(collected >= n * 0.9, `only ${collected} of ${n} results were collected`);
   },
 );
@@ -637,10 +634,7 @@ test(
     });
     await byOp.close();
     await byMesh.close();
-    for (let i = 0; i < 50 && collected < 2 * n * 0.9; i++) {
-      gc();
-      await sleep(10);
-    }
+    await collectUntil(gc, () => collected, 2 * n * 0.9);
     assert.ok(collected >= 2 * n * 0.9, `only ${collected} of ${2 * n} cancelled calls were collected`);
     assert.equal(byMesh.closed, true); // byMesh (and its limit) is still referenced here
     release.open();

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
 
 test("op runs the README example and returns 18", async () => {
   const addOne = ta.op(async function addOne(x: number) {
@@ -338,10 +338,7 @@ test(
       const refs = Array.from({ length: n }, (_, i) => make.go(i));
       await Promise.all(refs);
     })();
-    for (let i = 0; i < 50 && collected < n * 0.9; i++) {
-      gc();
-      await sleep(10);
-    }
+    await collectUntil(gc, () => collected, n * 0.9);
     assert.ok(collected >= n * 0.9, `only ${collected} of ${n} results were collected`);
   },
 );

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { runArgs, thisRuntime } from "../adapters/_test_nodes.ts";
-import { gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
+import { collectUntil, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
@@ -245,10 +245,7 @@ test("outside a mesh, a service instance lives as long as its handle: dropped ha
   await (async () => {
     for (let i = 0; i < n; i++) await Tmp.init().ping.go();
   })();
-  for (let i = 0; i < 50 && collected < n * 0.9; i++) {
-    gc();
-    await sleep(10);
-  }
+  await collectUntil(gc, () => collected, n * 0.9);
   assert.ok(collected >= n * 0.9, `only ${collected} of ${n} instances were collected`);
 });
 
