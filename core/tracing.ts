@@ -137,7 +137,7 @@ const startCosts = new WeakMap<object, number>();
  * passes and topped up by a timer, lasts. The check itself reads no clock and queues nothing.
  */
 function budgetSampler(share: number): () => boolean {
-  stopBudgetTimer();
+  // (goLive, its only caller, has stopped any earlier budget's timer)
   budgetShare = share;
   budgetCap = share * BUDGET_TICK_MS * BUDGET_CAP_TICKS;
   budgetCredit = budgetCap;
