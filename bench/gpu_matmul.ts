@@ -10,8 +10,9 @@
  * keeps A and B on the GPU (`GpuArray`) and times dispatch + readback of C only.
  */
 import { GpuArray } from "../adapters/webgpu/kernel.ts";
-import { matmul, matmulNaive, matmulResident } from "../adapters/webgpu/matmul.ts";
-import { requestGpuDevice, webgpuDevices, webgpuUnavailableReason } from "../adapters/webgpu/detect.ts";
+import { matmul, matmulResident } from "../adapters/webgpu/matmul.ts";
+import { matmulNaive } from "../adapters/webgpu/_reference.ts";
+import { requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "../adapters/webgpu/detect.ts";
 
 function arg(name: string): string | undefined {
   const args = (globalThis as { Deno?: { args: string[] } }).Deno?.args ??
@@ -73,7 +74,7 @@ async function time(fn: () => Promise<unknown>, reps: number): Promise<number> {
   return (performance.now() - t0) / reps / 1000;
 }
 
-const adapters = await webgpuDevices();
+const adapters = await webgpuAdapters();
 if (adapters.length === 0) {
   console.log(`gpu_matmul: no WebGPU on this runtime (${await webgpuUnavailableReason()}); nothing to measure.`);
 } else {

@@ -13,13 +13,14 @@
 import * as ta from "../mod.ts";
 import {
   CosineIndex,
-  cosineTopKCpu,
   gpu,
   type SearchHit,
-  webgpuDevices,
+  webgpuAdapters,
   webgpuGpuDevices,
   webgpuUnavailableReason,
 } from "../adapters/webgpu/mod.ts";
+// The CPU reference is a test helper, not part of the public API.
+import { cosineTopKCpu } from "../adapters/webgpu/_reference.ts";
 
 /** Options of {@linkcode runGpuRetrieval}. */
 export interface GpuRetrievalOptions {
@@ -142,7 +143,7 @@ export async function runGpuRetrieval(options: GpuRetrievalOptions = {}): Promis
   const questions = options.questions ?? ["What is ML?", "How do GPUs multiply matrices?", "Why cosine similarity?"];
   const log = options.log ?? (() => {});
 
-  const adapters = options.cpu ? [] : await webgpuDevices();
+  const adapters = options.cpu ? [] : await webgpuAdapters();
   const onGpu = adapters.length > 0;
   const device = onGpu
     ? `${adapters[0].description}${adapters[0].software ? " (software adapter)" : ""}`

@@ -1,8 +1,8 @@
 // Private test helpers: whether this runtime has a WebGPU adapter, and the skip reason to show.
-import { webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
+import { webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
 
 /** `false` where an adapter exists, else the reason to pass as `{ skip }` (a visible skip). */
-export const noGpu: string | false = (await webgpuDevices()).length > 0
+export const noGpu: string | false = (await webgpuAdapters()).length > 0
   ? false
   : `no WebGPU adapter on this runtime: ${await webgpuUnavailableReason()}`;
 

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { onDeviceLost } from "./_lost.ts";
 
 /** The limits reported for an adapter (a few that decide what kernels can run on it). */
 export interface WebGpuLimits {
@@ -25,9 +26,18 @@ export interface WebGpuLimits {
   readonly maxStorageBuffersPerShaderStage: number;
 }
 
-/** One WebGPU adapter as found on this runtime. */
+/**
+ * One WebGPU adapter as found on this runtime: a description, not a device a mesh can use. For a
+ * `ta.MeshNode`'s `gpus`, use `webgpuGpuDevices()` instead, which reports these as core
+ * `GpuDevice`s.
+ */
 export interface WebGpuAdapterInfo {
-  /** Position in the list returned by {@linkcode webgpuDevices}; pass it to {@linkcode requestGpuDevice}. */
+  /**
+   * Always `"webgpu-adapter"`: says what this object is to code that cannot import this module
+   * (core's `Mesh` uses it to point at `webgpuGpuDevices()` when given one of these).
+   */
+  readonly kind: "webgpu-adapter";
+  /** Position in the list returned by {@linkcode webgpuAdapters}; pass it to {@linkcode requestGpuDevice}. */
   readonly index: number;
   /** Human-readable adapter name, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits)"` or `"NVIDIA H100"`. */
   readonly description: string;
@@ -66,11 +76,6 @@ interface Discovery {
   readonly found: readonly Found[];
   readonly reason: string | undefined;
 }
-
-import { onDeviceLost } from "./_lost.ts";
-import { GpuDeviceLostError } from "./errors.ts";
-
-export { GpuDeviceLostError };
 
 const SOFTWARE = /llvmpipe|lavapipe|swiftshader|software|microsoft basic render|warp/i;
 
@@ -124,6 +129,7 @@ function describeAdapter(adapter: GPUAdapter, index: number, source: WebGpuAdapt
     limits[name] = Number((adapter.limits as unknown as Record<string, number>)[name] ?? 0);
   }
   return {
+    kind: "webgpu-adapter",
     index,
     description,
     vendor: info?.vendor ?? "",
@@ -180,20 +186,22 @@ function discovered(): Promise<Discovery> {
 }
 
 /**
- * Lists the WebGPU adapters this runtime can reach. Never throws: where there is no WebGPU the list
- * is empty and {@linkcode webgpuUnavailableReason} says why. The result is computed once per process.
+ * Lists the WebGPU adapters this runtime can reach, as descriptions (name, vendor, limits). Never
+ * throws: where there is no WebGPU the list is empty and {@linkcode webgpuUnavailableReason} says
+ * why. The result is computed once per process. To give a mesh node these GPUs, use
+ * `webgpuGpuDevices()`, which returns them as core `GpuDevice`s.
  *
  * @returns The adapters, software (fallback) ones included, in a stable order.
  *
  * @example Listing adapters
  * ```ts
- * import { webgpuDevices } from "./detect.ts";
- * const adapters = await webgpuDevices();
+ * import { webgpuAdapters } from "./detect.ts";
+ * const adapters = await webgpuAdapters();
  * for (const a of adapters) console.log(a.index, a.description, a.software ? "(software)" : "");
- * if (!Array.isArray(adapters)) throw new Error("expected an array");
+ * if (!adapters.every((a, i) => a.kind === "webgpu-adapter" && a.index === i)) throw new Error("unexpected");
  * ```
  */
-export async function webgpuDevices(): Promise<WebGpuAdapterInfo[]> {
+export async function webgpuAdapters(): Promise<WebGpuAdapterInfo[]> {
   return (await discovered()).found.map((f) => f.info);
 }
 
@@ -204,9 +212,9 @@ export async function webgpuDevices(): Promise<WebGpuAdapterInfo[]> {
  *
  * @example Reporting the missing GPU
  * ```ts
- * import { webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
+ * import { webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
  * const reason = await webgpuUnavailableReason();
- * if ((reason === undefined) !== ((await webgpuDevices()).length > 0)) throw new Error("inconsistent");
+ * if ((reason === undefined) !== ((await webgpuAdapters()).length > 0)) throw new Error("inconsistent");
  * ```
  */
 export async function webgpuUnavailableReason(): Promise<string | undefined> {
@@ -216,7 +224,7 @@ export async function webgpuUnavailableReason(): Promise<string | undefined> {
 const devices = new Map<number, Promise<GPUDevice>>();
 
 /**
- * Gets a `GPUDevice` for the adapter at `index` in {@linkcode webgpuDevices}. The device is cached
+ * Gets a `GPUDevice` for the adapter at `index` in {@linkcode webgpuAdapters}. The device is cached
  * per index and shared; once it is lost the cache drops it, so the next call creates a new one.
  * The device is created with the adapter's largest buffer and workgroup-memory limits.
  *
@@ -227,8 +235,8 @@ const devices = new Map<number, Promise<GPUDevice>>();
  *
  * @example Getting a device when there is one
  * ```ts
- * import { requestGpuDevice, webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
+ * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   if (device !== await requestGpuDevice(0)) throw new Error("expected the cached device");
  * }

@@ -1,27 +1,36 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { requestGpuDevice, webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
+import { requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
 import { noGpu } from "./_test_utils.ts";
 
 const hasNavigatorGpu = Boolean((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu);
 
-test("webgpuDevices reports a software (fallback) adapter with description and limits", { skip: noGpu }, async () => {
-  const adapters = await webgpuDevices();
-  assert.ok(adapters.length > 0);
-  adapters.forEach((a, i) => assert.equal(a.index, i));
-  const software = adapters.find((a) => a.software);
-  // This CI has no GPU: Deno finds llvmpipe. On a machine with a GPU there may be none.
-  if (!software) return;
-  assert.ok(software.description.length > 0);
-  assert.ok(software.limits.maxStorageBufferBindingSize > 0);
-  assert.ok(software.limits.maxComputeWorkgroupsPerDimension >= 65535);
-  assert.equal(await webgpuUnavailableReason(), undefined);
-});
+test(
+  'webgpuAdapters tags each adapter kind "webgpu-adapter" with its index, a software one with description and limits',
+  {
+    skip: noGpu,
+  },
+  async () => {
+    const adapters = await webgpuAdapters();
+    assert.ok(adapters.length > 0);
+    adapters.forEach((a, i) => {
+      assert.equal(a.index, i);
+      assert.equal(a.kind, "webgpu-adapter");
+    });
+    const software = adapters.find((a) => a.software);
+    // This CI has no GPU: Deno finds llvmpipe. On a machine with a GPU there may be none.
+    if (!software) return;
+    assert.ok(software.description.length > 0);
+    assert.ok(software.limits.maxStorageBufferBindingSize > 0);
+    assert.ok(software.limits.maxComputeWorkgroupsPerDimension >= 65535);
+    assert.equal(await webgpuUnavailableReason(), undefined);
+  },
+);
 
-test("webgpuDevices returns [] and a reason instead of throwing where there is no WebGPU", {
+test("webgpuAdapters returns [] and a reason instead of throwing where there is no WebGPU", {
   skip: !noGpu && "this runtime has a WebGPU adapter",
 }, async () => {
-  assert.deepEqual(await webgpuDevices(), []);
+  assert.deepEqual(await webgpuAdapters(), []);
   const reason = await webgpuUnavailableReason();
   assert.ok(reason && reason.length > 10, String(reason));
   if (!hasNavigatorGpu) assert.match(reason!, /navigator\.gpu/);

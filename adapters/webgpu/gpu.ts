@@ -8,24 +8,27 @@
  */
 import { currentInstance, currentInstanceGpus } from "../../core/context.ts";
 import { GpuDevice, registerDeviceProvider } from "../../core/devices.ts";
-import { requestGpuDevice, webgpuDevices, webgpuUnavailableReason } from "./detect.ts";
+import { requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
 
 /**
- * The WebGPU adapters as core `GpuDevice`s. Each keeps, in `meta`, `source: "webgpu"`,
- * `webgpuAdapterIndex` (what {@linkcode gpu} uses), `vendor`, `architecture`, `software`,
- * `isFallbackAdapter` and `limits`.
+ * The WebGPU adapters as core `GpuDevice`s: what a `ta.MeshNode`'s `gpus` takes. (To read an
+ * adapter's name, vendor and limits, use {@linkcode webgpuAdapters}.) Each keeps, in `meta`,
+ * `source: "webgpu"`, `webgpuAdapterIndex` (what {@linkcode gpu} uses), `vendor`, `architecture`,
+ * `software`, `isFallbackAdapter` and `limits`.
  *
  * @returns One `GpuDevice` per adapter; `[]` where there is no WebGPU.
  *
- * @example
+ * @example A mesh node with this runtime's first WebGPU adapter
  * ```ts
+ * import * as ta from "../../mod.ts";
  * import { webgpuGpuDevices } from "./gpu.ts";
  * const gpus = await webgpuGpuDevices();
  * for (const g of gpus) if (g.meta.source !== "webgpu") throw new Error("unexpected");
+ * await using mesh = new ta.Mesh([new ta.MeshNode("local", { gpus: gpus.slice(0, 1) })]);
  * ```
  */
 export async function webgpuGpuDevices(): Promise<GpuDevice[]> {
-  return (await webgpuDevices()).map((a) =>
+  return (await webgpuAdapters()).map((a) =>
     new GpuDevice(a.index, {
       name: a.description || `webgpu${a.index}`,
       meta: {
@@ -48,7 +51,7 @@ let unregister: (() => void) | undefined;
  *
  * @returns A function that removes the provider again.
  *
- * @example
+ * @example `ta.devices()` then reports the WebGPU adapters
  * ```ts
  * import { registerWebGpu } from "./gpu.ts";
  * import { devices, GpuDevice } from "../../core/devices.ts";
@@ -109,7 +112,7 @@ export async function gpu(options: GpuOptions = {}): Promise<GPUDevice> {
   if (!assigned) throw new RangeError(`gpu(): service "${service}" has ${gpus.length} GPU(s), asked for index ${i}`);
   const meta = assigned.meta ?? {};
   const adapterIndex = typeof meta.webgpuAdapterIndex === "number" ? meta.webgpuAdapterIndex : assigned.id;
-  const adapters = await webgpuDevices();
+  const adapters = await webgpuAdapters();
   if (adapters.length === 0) {
     throw new Error(
       `gpu(): service "${service}" was assigned GPU ${assigned.id} (${assigned.name}), but ${await webgpuUnavailableReason()}`,

@@ -113,8 +113,8 @@ function typeOfArray(a: unknown): string {
  * @example Keeping an input on the GPU
  * ```ts
  * import { GpuArray } from "./kernel.ts";
- * import { requestGpuDevice, webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
+ * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   const docs = GpuArray.from(device, new Float32Array([1, 2, 3, 4]));
  *   if (docs.length !== 4 || docs.type !== "f32") throw new Error("unexpected");
@@ -256,7 +256,30 @@ function toTriple(w: Workgroups): [number, number, number] {
 }
 
 /**
- * A compiled-on-demand WGSL compute kernel; created by {@linkcode defineKernel}.
+ * A WGSL compute kernel, compiled on its first run on each device; usually made with
+ * {@linkcode defineKernel}.
+ *
+ * @example A kernel that fills its output with 7
+ * ```ts
+ * import { Kernel } from "./kernel.ts";
+ * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * const fill = new Kernel({
+ *   name: "fill_7",
+ *   code: `
+ *     @group(0) @binding(0) var<storage, read_write> out: array<u32>;
+ *     @compute @workgroup_size(WORKGROUP_SIZE_X)
+ *     fn main(@builtin(global_invocation_id) id: vec3u) {
+ *       if (id.x < arrayLength(&out)) { out[id.x] = 7u; }
+ *     }`,
+ *   workgroupSize: [64],
+ *   bindings: { out: { kind: "output", type: "u32", length: () => 3 } },
+ * });
+ * if (fill.name !== "fill_7") throw new Error(fill.name);
+ * if ((await webgpuAdapters()).length > 0) {
+ *   const { out } = await fill.run(await requestGpuDevice(0), {});
+ *   if (out.join() !== "7,7,7") throw new Error(`got ${out}`);
+ * }
+ * ```
  */
 export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>> {
   /** The definition. */
@@ -264,7 +287,12 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
   private readonly entries: readonly [string, KernelBinding<S>][];
   private readonly source: string;
 
-  /** Creates one. @param spec The kernel definition (use {@linkcode defineKernel}). */
+  /**
+   * Checks the definition (name, code, workgroup size, at least one output); compiles nothing yet.
+   *
+   * @param spec The kernel definition.
+   * @throws {TypeError | RangeError} On a missing name or code, a bad workgroup size, or no output binding.
+   */
   constructor(spec: KernelSpec<S, B>) {
     if (!spec.name || typeof spec.code !== "string") {
       throw new TypeError("Cannot define a kernel: `name` and `code` are required");
@@ -601,7 +629,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
  * @example Vector add
  * ```ts
  * import { defineKernel } from "./kernel.ts";
- * import { requestGpuDevice, webgpuDevices } from "./detect.ts";
+ * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * const add = defineKernel({
  *   name: "vector_add",
  *   code: `
@@ -623,7 +651,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
  *   },
  *   workgroups: ({ n }) => Math.ceil(n / 64),
  * });
- * if ((await webgpuDevices()).length > 0) {
+ * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   const { out } = await add.run(device, { a: new Float32Array([1, 2, 3]), b: new Float32Array([10, 20, 30]) }, { sizes: { n: 3 } });
  *   if (out.join() !== "11,22,33") throw new Error(`got ${out}`);

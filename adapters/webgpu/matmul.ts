@@ -2,14 +2,14 @@
 /**
  * f32 matrix multiply on WebGPU through the kernel helper: a tiled kernel (128×128 output tile per
  * workgroup, 8×8 outputs per invocation held in registers, vec4 loads, 16-deep workgroup-memory
- * tiles of A and B) and a naive one-invocation-per-output kernel for comparison.
+ * tiles of A and B).
  *
  * @module
  */
 import { defineKernel, type GpuArray } from "./kernel.ts";
 import { requestGpuDevice } from "./detect.ts";
 
-/** Options of {@linkcode matmul} and {@linkcode matmulNaive}. */
+/** Options of {@linkcode matmul}. */
 export interface MatmulOptions {
   /** Device to run on (default: adapter 0 through `requestGpuDevice`). */
   readonly device?: GPUDevice;
@@ -107,35 +107,6 @@ const tiled = defineKernel({
   workgroups: ({ m, n4 }) => [Math.ceil(n4 / 32), Math.ceil(m / 128)],
 });
 
-const naive = defineKernel({
-  name: "matmul_naive",
-  code: /* wgsl */ `
-struct Dims { m: u32, k: u32, n: u32, _pad: u32 }
-@group(0) @binding(0) var<storage, read> A: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<uniform> dims: Dims;
-@compute @workgroup_size(WORKGROUP_SIZE_X, WORKGROUP_SIZE_Y)
-fn main(@builtin(global_invocation_id) id: vec3u) {
-  let col = id.x;
-  let row = id.y;
-  if (row >= dims.m || col >= dims.n) { return; }
-  var s = 0.0;
-  for (var i = 0u; i < dims.k; i++) { s += A[row * dims.k + i] * B[i * dims.n + col]; }
-  C[row * dims.n + col] = s;
-}
-`,
-  workgroupSize: [16, 16],
-  sizes: ["m", "k", "n"],
-  bindings: {
-    a: { kind: "input", type: "f32", length: ({ m, k }) => m * k },
-    b: { kind: "input", type: "f32", length: ({ k, n }) => k * n },
-    c: { kind: "output", type: "f32", length: ({ m, n }) => m * n },
-    dims: { kind: "uniform", type: "u32", value: ({ m, k, n }) => [m, k, n, 0] },
-  },
-  workgroups: ({ m, n }) => [Math.ceil(n / 16), Math.ceil(m / 16)],
-});
-
 function kindOf(v: unknown): string {
   return v === null ? "null" : typeof v === "object" ? (v as object).constructor.name : typeof v;
 }
@@ -184,8 +155,8 @@ function padColumns(
  * @example 2×2 product
  * ```ts
  * import { matmul } from "./matmul.ts";
- * import { webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
+ * import { webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
  *   const c = await matmul(new Float32Array([1, 2, 3, 4]), new Float32Array([5, 6, 7, 8]), 2, 2, 2);
  *   if (c.join() !== "19,22,43,50") throw new Error(`got ${c}`);
  * }
@@ -225,12 +196,12 @@ function unpadColumns(x: Float32Array, rows: number, padCols: number, cols: numb
  * @param dims `{ m, k, n }` of the unpadded problem.
  * @returns The padded product.
  *
- * @example
+ * @example An identity `b` kept on the device
  * ```ts
  * import { matmulResident } from "./matmul.ts";
  * import { GpuArray } from "./kernel.ts";
- * import { requestGpuDevice, webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
+ * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   const a = GpuArray.from(device, new Float32Array([1, 2, 3, 4]));
  *   const b = GpuArray.from(device, new Float32Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]));
@@ -247,71 +218,5 @@ export async function matmulResident(
   const { c } = await tiled.run(a.device, { a, b }, {
     sizes: { m: dims.m, k4: Math.ceil(dims.k / 4), n4: Math.ceil(dims.n / 4) },
   });
-  return c;
-}
-
-/**
- * Multiplies with the naive kernel (one invocation per output, scalar loads); for comparison.
- *
- * @param a Row-major `m × k` matrix.
- * @param b Row-major `k × n` matrix.
- * @param m Rows of `a`.
- * @param k Columns of `a`, rows of `b`.
- * @param n Columns of `b`.
- * @param options The device to use.
- * @returns Row-major `m × n` product.
- *
- * @example
- * ```ts
- * import { matmulNaive } from "./matmul.ts";
- * import { webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
- *   const c = await matmulNaive(new Float32Array([1, 2]), new Float32Array([3, 4]), 1, 2, 1);
- *   if (c[0] !== 11) throw new Error(`got ${c}`);
- * }
- * ```
- */
-export async function matmulNaive(
-  a: Float32Array,
-  b: Float32Array,
-  m: number,
-  k: number,
-  n: number,
-  options: MatmulOptions = {},
-): Promise<Float32Array> {
-  checkShape("matmulNaive", a, b, m, k, n);
-  const device = options.device ?? await requestGpuDevice(0);
-  return (await naive.run(device, { a, b }, { sizes: { m, k, n } })).c;
-}
-
-/**
- * CPU reference: `c = a · b` with f64 accumulation (for tests and small benchmark sizes).
- *
- * @param a Row-major `m × k`.
- * @param b Row-major `k × n`.
- * @param m Rows of `a`.
- * @param k Columns of `a`.
- * @param n Columns of `b`.
- * @returns The `m × n` product.
- *
- * @example
- * ```ts
- * import { matmulCpu } from "./matmul.ts";
- * const c = matmulCpu(new Float32Array([1, 2, 3, 4]), new Float32Array([5, 6, 7, 8]), 2, 2, 2);
- * if (c.join() !== "19,22,43,50") throw new Error(`got ${c}`);
- * ```
- */
-export function matmulCpu(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float32Array {
-  const c = new Float32Array(m * n);
-  const row = new Float64Array(n);
-  for (let i = 0; i < m; i++) {
-    row.fill(0);
-    for (let p = 0; p < k; p++) {
-      const av = a[i * k + p];
-      const off = p * n;
-      for (let j = 0; j < n; j++) row[j] += av * b[off + j];
-    }
-    c.set(row, i * n);
-  }
   return c;
 }

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { matmul, matmulCpu, matmulNaive } from "./matmul.ts";
+import { matmul } from "./matmul.ts";
+import { matmulCpu, matmulNaive } from "./_reference.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";
 
 function maxRelError(got: Float32Array, want: Float32Array): number {

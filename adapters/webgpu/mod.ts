@@ -5,8 +5,12 @@
  *
  * Deno and browsers reach WebGPU through `navigator.gpu` (Deno without a GPU finds the llvmpipe
  * software adapter); Bun and Node through the optional `webgpu` npm package when it finds an
- * adapter. Where there is none, {@linkcode webgpuDevices} is empty and
+ * adapter. Where there is none, {@linkcode webgpuAdapters} is empty and
  * {@linkcode webgpuUnavailableReason} says why.
+ *
+ * Two lists, two purposes: {@linkcode webgpuAdapters} describes the adapters (name, vendor,
+ * limits; each has `kind: "webgpu-adapter"`), while {@linkcode webgpuGpuDevices} returns them as
+ * core `GpuDevice`s, which is what a `ta.MeshNode`'s `gpus` takes.
  *
  * @example A GPU service
  * ```ts
@@ -32,7 +36,7 @@ export {
   requestGpuDevice,
   type RequestGpuDeviceOptions,
   type WebGpuAdapterInfo,
-  webgpuDevices,
+  webgpuAdapters,
   type WebGpuLimits,
   webgpuUnavailableReason,
 } from "./detect.ts";
@@ -51,6 +55,6 @@ export {
   type TypedArrayFor,
   type Workgroups,
 } from "./kernel.ts";
-export { matmul, matmulCpu, matmulNaive, type MatmulOptions, matmulResident } from "./matmul.ts";
-export { CosineIndex, type CosineIndexOptions, cosineTopKCpu, MAX_K, type SearchHit } from "./retrieval.ts";
+export { matmul, type MatmulOptions, matmulResident } from "./matmul.ts";
+export { CosineIndex, type CosineIndexOptions, MAX_K, type SearchHit } from "./retrieval.ts";
 export { gpu, type GpuOptions, registerWebGpu, webgpuGpuDevices } from "./gpu.ts";

@@ -1,7 +1,6 @@
 /// <reference types="@webgpu/types" />
 /**
- * Top-k cosine-similarity search over a matrix of embeddings kept on the GPU, and the CPU
- * reference it is checked against.
+ * Top-k cosine-similarity search over a matrix of embeddings kept on the GPU.
  *
  * The documents are normalized once and uploaded in chunks that fit the device's storage-binding
  * limit. A query runs one kernel per chunk: each invocation scores a run of 32 documents and keeps
@@ -28,7 +27,16 @@ export interface CosineIndexOptions {
   readonly maxChunkBytes?: number;
 }
 
-/** Largest `k` a search may ask for (the per-invocation top-k lives in registers). */
+/**
+ * Largest `k` a search may ask for (the per-invocation top-k lives in registers).
+ *
+ * @example Clamping a requested k
+ * ```ts
+ * import { MAX_K } from "./retrieval.ts";
+ * const k = Math.min(100, MAX_K);
+ * if (k !== 64) throw new Error(`got ${k}`);
+ * ```
+ */
 export const MAX_K: number = 64;
 const SEG = 32;
 const WG = 64;
@@ -112,47 +120,9 @@ function norm(x: Float32Array, from: number, dim: number): number {
   return Math.sqrt(s);
 }
 
-/** Sorts by score descending, then index ascending (the order both paths define), keeping `k`. */
+/** Sorts by score descending, then index ascending (the order a search defines), keeping `k`. */
 function takeTop(hits: SearchHit[], k: number): SearchHit[] {
   return hits.sort((a, b) => b.score - a.score || a.index - b.index).slice(0, k);
-}
-
-/**
- * CPU reference: the `k` documents (rows of `docs`, each `dim` long) most cosine-similar to
- * `query`, best first; equal scores keep the lower index first.
- *
- * @param docs Row-major `n × dim` embeddings.
- * @param dim Embedding width.
- * @param query `dim` floats.
- * @param k How many to return.
- * @returns The top `k` hits.
- *
- * @example
- * ```ts
- * import { cosineTopKCpu } from "./retrieval.ts";
- * const hits = cosineTopKCpu(new Float32Array([1, 0, 0, 1, 1, 1]), 2, new Float32Array([0, 2]), 1);
- * if (hits[0].index !== 1) throw new Error(`got ${hits[0].index}`);
- * ```
- */
-export function cosineTopKCpu(docs: Float32Array, dim: number, query: Float32Array, k: number): SearchHit[] {
-  const n = checkMatrix("cosineTopKCpu", docs, dim);
-  checkQuery("cosineTopKCpu", query, dim, k, Math.max(n, 1));
-  const qn = norm(query, 0, dim) || 1;
-  // A bounded sorted list: k is small next to n.
-  const top: SearchHit[] = [];
-  for (let i = 0; i < n; i++) {
-    const off = i * dim;
-    let dot = 0;
-    for (let j = 0; j < dim; j++) dot += docs[off + j] * query[j];
-    const dn = norm(docs, off, dim);
-    const score = dn === 0 ? 0 : dot / (dn * qn);
-    if (top.length === k && score <= top[k - 1].score) continue;
-    let pos = top.length;
-    while (pos > 0 && top[pos - 1].score < score) pos--;
-    top.splice(pos, 0, { index: i, score });
-    if (top.length > k) top.pop();
-  }
-  return top;
 }
 
 /**
@@ -162,8 +132,8 @@ export function cosineTopKCpu(docs: Float32Array, dim: number, query: Float32Arr
  * @example Three documents, one query
  * ```ts
  * import { CosineIndex } from "./retrieval.ts";
- * import { webgpuDevices } from "./detect.ts";
- * if ((await webgpuDevices()).length > 0) {
+ * import { webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
  *   const index = await CosineIndex.create(new Float32Array([1, 0, 0, 1, 1, 1]), 2);
  *   const [hit] = await index.search(new Float32Array([0, 2]), 1);
  *   index.destroy();

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CosineIndex, cosineTopKCpu } from "./retrieval.ts";
+import { CosineIndex } from "./retrieval.ts";
+import { cosineTopKCpu } from "./_reference.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";
 
 function assertSameHits(got: { index: number; score: number }[], want: { index: number; score: number }[]): void {
