@@ -16,7 +16,7 @@
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
-import { DEFAULT_LEASE_MS, NodeServer } from "./transports/node.ts";
+import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
 

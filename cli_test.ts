@@ -5,13 +5,12 @@ import { fileURLToPath } from "node:url";
 import * as ta from "./mod.ts";
 import { eventually, rejection, sleep } from "./core/_test_utils.ts";
 import { rssOf, startNodeProcess, thisRuntime } from "./adapters/_test_nodes.ts";
-import { NodeServer } from "./transports/node.ts";
+import { NodeServer } from "./transports/node_server.ts";
 import { serveInMemory } from "./transports/in_memory.ts";
 import { webSocketTransport } from "./transports/websocket.ts";
 import { encodeMessage, PROTOCOL_VERSION } from "./transports/protocol.ts";
 import { decode } from "./core/codec.ts";
 import { Generator, Retriever, Solo, tokenize, Worker } from "./examples/distributed_app.ts";
-import "./transports/remote.ts";
 
 const APP = fileURLToPath(new URL("./examples/distributed_app.ts", import.meta.url));
 const T = { timeout: 120_000 };

@@ -17,6 +17,62 @@
  * @module
  */
 export * from "./core/mod.ts";
-// Remote nodes: importing the node module installs the remote replica factory into the core.
-export { NodeServer, type NodeServerOptions } from "./transports/node.ts";
-export { PROTOCOL_VERSION } from "./transports/protocol.ts";
+import type { Layer } from "effect";
+import type { CpuDevice, GpuDevice } from "./core/devices.ts";
+import { layerMesh as coreLayerMesh } from "./core/effect.ts";
+import { Mesh as CoreMesh, type MeshNode, type MeshOptions } from "./core/mesh.ts";
+import { layerRemote } from "./transports/remote_executor.ts";
+
+export { layerRemote };
+
+/**
+ * A set of nodes that services are placed on, reaching nodes with an endpoint over the transports
+ * (`ws://`, `http://`, `mem://`): the core's `Mesh` built with {@linkcode layerRemote} as its remote
+ * layer, unless `options.remote` names another. With no mesh, a default local mesh (one node with
+ * unbounded resources) serves.
+ *
+ * @example Placement, run and close
+ * ```ts
+ * import * as ta from "./mod.ts";
+ * const Gen = ta.service({ gpus: 4 }, class ModDocGen { async gen(q: string) { return q.toUpperCase(); } });
+ * await using mesh = new ta.Mesh([new ta.MeshNode("a", { gpus: 8 }), new ta.MeshNode("b", { gpus: 8 })]);
+ * const out = await mesh.run(async () => {
+ *   const g = Gen.init();
+ *   return await g.gen.go("hi");
+ * });
+ * if (out !== "HI" || mesh.stats().instances[0].gpus.length !== 4) throw new Error("unexpected");
+ * ```
+ */
+export class Mesh extends CoreMesh {
+  /**
+   * @param nodesOrDevices MeshNodes, or the devices of one local node.
+   * @param options Name, limits, transport, token, deadline; `remote` replaces the transports' layer.
+   */
+  constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
+    super(nodesOrDevices, options.remote === undefined ? { ...options, remote: layerRemote } : options);
+  }
+}
+
+/**
+ * A layer that builds a {@linkcode Mesh} (remote nodes included), makes it current for the Effects
+ * it is provided to, and closes it when the layer's scope ends.
+ *
+ * @param nodes The mesh's nodes or devices.
+ * @param options The mesh's options.
+ * @returns A layer providing `CurrentMesh`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect";
+ * import * as ta from "./mod.ts";
+ * const inc = ta.op(async function modDocInc(x: number) { return x + 1; });
+ * const program = ta.goEffect(inc, 41).pipe(Effect.provide(ta.layerMesh([new ta.MeshNode("n1", { cpus: 2 })])));
+ * if ((await Effect.runPromise(program)) !== 42) throw new Error("unexpected");
+ * ```
+ */
+export function layerMesh(
+  nodes: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>,
+  options?: MeshOptions,
+): Layer.Layer<never> {
+  return coreLayerMesh(nodes, options, Mesh);
+}

@@ -12,6 +12,8 @@ deno lint --quiet || status=1
 deno fmt --check --quiet || status=1
 echo "== deno publish --dry-run (JSR slow types)"
 deno publish --dry-run --allow-dirty --quiet || status=1
+echo "== import graph (no cycles; adapters → transports → core; no runtime API in core/ or transports/)"
+bun tools/check_imports.ts || status=1
 echo "== bun test"
 bun test || status=1
 # Deno with WebGPU on the software adapter (llvmpipe) sometimes aborts while the process tears down,

@@ -18,6 +18,7 @@ import { decode, encode, encodeFrame } from "../core/codec.ts";
 import { httpTransport } from "../transports/http.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
+import { NodeServer } from "../server.ts";
 
 // Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
 const BenchEcho = ta.service(
@@ -40,7 +41,7 @@ const BIG_ROUNDS = Number(process.env.BENCH_BIG ?? 200);
 
 async function runServer(kind: string): Promise<void> {
   if (kind === "node") {
-    const node = new ta.NodeServer({ name: "bench" });
+    const node = new NodeServer({ name: "bench" });
     const served = await serveFrames(node.handler, { port: 0 });
     console.log(`PORT ${served.port}`);
   } else if (kind === "ours") {

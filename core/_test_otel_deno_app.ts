@@ -2,7 +2,7 @@
 // @opentelemetry/api must reach the OTLP endpoint through Deno's built-in exporter.
 import { trace } from "@opentelemetry/api";
 import * as ta from "../mod.ts";
-import { hasTracerProvider, isTracingEnabled } from "./tracing.ts";
+import { hasTracerProvider, isTracingEnabled } from "./tracing/mod.ts";
 
 const double = ta.op(async function double(x: number) {
   trace.getTracer("app").startActiveSpan("app.inner", (s) => s.end());

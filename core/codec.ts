@@ -1,20 +1,57 @@
 /**
- * The wire codec: CBOR (cbor-x) for every frame, and errors as data rebuilt from an allow-list.
- * This file is the only importer of cbor-x.
+ * The wire codec: CBOR for every frame, and errors as data rebuilt from an allow-list.
  *
- * cbor-x is vendored (`core/_cbor_x/`, the pure-JS encoder and decoder of cbor-x 1.6.9; its one
- * change, marked "thinkagain patch", is the `HEADROOM_MODE` that {@linkcode encodeFrame} uses)
- * rather than imported as `npm:cbor-x`: npm's cbor-x lists the native `cbor-extract` as an optional
- * dependency, and `cbor-extract@2.2.3` (the newest one its range admits) names platform packages at
- * 2.2.3 that were never published. npm tolerates that (and our package.json pins 2.2.2), but Deno
- * resolves the whole npm graph up front, so a Deno user importing this package from JSR with no
- * package.json fails before running any code with `Could not find npm package
- * '@cbor-extract/cbor-extract-darwin-arm64' matching '2.2.3'`. No subpath of cbor-x avoids that,
- * since the failure is in resolving the package, not in loading the native module.
+ * CBOR comes from the npm package `cborg` (it has no dependencies), and this file is its only
+ * importer. The package was chosen for resolvability: a Deno user importing thinkagain from JSR has
+ * only a deno.json, and Deno resolves the whole npm graph before running anything. `cbor-x` fails
+ * there (its optional dependency `cbor-extract@2.2.3` names platform packages at 2.2.3 that were
+ * never published), while `cborg` resolves anywhere.
+ *
+ * What travels: plain objects as CBOR maps (keys in insertion order), arrays, strings, numbers,
+ * booleans, `null` and `undefined` as themselves, `Uint8Array` as a byte string, the other typed
+ * arrays under their RFC 8746 little-endian tags (64–87), `Date` as tag 1, `bigint` as tag 2/3
+ * (always, so a small bigint stays a bigint), `Set` as tag 258 and `Map` as tag 259.
+ *
+ * Decoding is strict, because frames come from peers: it accepts those tags and tag 55799 (the
+ * padding {@linkcode encodeFrame} aligns typed arrays with) and refuses every other tag (shared
+ * references 28/29, tag 27 objects, cbor-x records, …), bigints longer than 64 bytes (512 bits; the
+ * encoder refuses them too), arrays, maps and tags nested more than 256 deep (the encoder does not
+ * check this), indefinite-length items (the encoder never writes them) and integers beyond 2^53
+ * outside tags 2/3. Each is refused as soon as it is read, before any work that grows faster than
+ * the frame.
  *
  * @module
  */
-import { Encoder, HEADROOM_MODE } from "./_cbor_x/encode.js";
+import {
+  decode as cborgDecode,
+  type DecodeOptions,
+  encodeInto,
+  type EncodeOptions,
+  objectToTokens,
+  type TagDecodeControl,
+  Token,
+  Tokenizer,
+  Type,
+  type TypeEncoder,
+} from "cborg";
+import { tokensToLength } from "cborg/length";
+import {
+  bigInt64ArrayEncoder,
+  bigUint64ArrayEncoder,
+  dateEncoder,
+  float32ArrayEncoder,
+  float64ArrayEncoder,
+  int16ArrayEncoder,
+  int32ArrayEncoder,
+  int8ArrayEncoder,
+  mapDecoder,
+  mapEncoder,
+  setEncoder,
+  structBigIntEncoder,
+  uint16ArrayEncoder,
+  uint32ArrayEncoder,
+  uint8ClampedArrayEncoder,
+} from "cborg/taglib";
 import {
   AuthError,
   CancelledError,
@@ -29,25 +66,320 @@ import {
 } from "./errors.ts";
 import type { TransportErrorReason } from "./errors.ts";
 
-// useRecords: false — records (shared key structures) pay off only for many same-shaped objects per
-// frame and need both sides to share structure state; our frames are small envelopes, and plain
-// CBOR maps keep every frame self-contained (codec_test measures both shapes' sizes).
-// mapsAsObjects + tag 259 — plain objects decode as objects, `Map`s as `Map`s.
-// tagUint8Array: false — a Uint8Array is a plain CBOR byte string on every runtime.
-const encoder = new Encoder({
-  useRecords: false,
-  mapsAsObjects: true,
-  useTag259ForMaps: true,
-  tagUint8Array: false,
-  largeBigIntToFloat: false,
-  headroom: 5, // FRAME_HEADROOM, for encodeFrame
-});
-
+/** The longest bigint magnitude, in bytes (512 bits), that encode writes and decode reads. */
+const MAX_BIGINT_BYTES = 64;
+/** How deep arrays, maps and tags may nest in a frame that decode accepts. */
+const MAX_DEPTH = 256;
 /** Bytes free in front of a frame from {@linkcode encodeFrame}: room for a transport's frame header. */
 export const FRAME_HEADROOM = 5;
 /** Frames this large or larger have their headroom on offer; smaller ones are batched (copied) anyway. */
 const HEADROOM_MIN_BYTES = 64 * 1024;
+/** Typed arrays this large or larger are aligned by {@linkcode encodeFrame}; smaller ones are copied. */
+const ALIGN_MIN_BYTES = 4096;
+/** Self-described CBOR (RFC 8949 §3.4.6): a tag that means nothing, so a run of them is padding. */
+const TAG_SELF_DESCRIBED = 55799;
 const headroom = new WeakSet<Uint8Array>();
+
+type TypedArrayKind =
+  | "Uint8ClampedArray"
+  | "Int8Array"
+  | "Uint16Array"
+  | "Int16Array"
+  | "Uint32Array"
+  | "Int32Array"
+  | "BigUint64Array"
+  | "BigInt64Array"
+  | "Float32Array"
+  | "Float64Array";
+
+/** cborg's encoder for each typed array but `Uint8Array` (a plain byte string): its RFC 8746 LE tag, then its bytes. */
+const TYPED_ARRAY_ENCODERS: Record<TypedArrayKind, (array: ArrayBufferView) => Token[]> = {
+  Uint8ClampedArray: uint8ClampedArrayEncoder,
+  Int8Array: int8ArrayEncoder,
+  Uint16Array: uint16ArrayEncoder,
+  Int16Array: int16ArrayEncoder,
+  Uint32Array: uint32ArrayEncoder,
+  Int32Array: int32ArrayEncoder,
+  BigUint64Array: bigUint64ArrayEncoder,
+  BigInt64Array: bigInt64ArrayEncoder,
+  Float32Array: float32ArrayEncoder,
+  Float64Array: float64ArrayEncoder,
+};
+
+const BIGINT_LIMIT = 1n << BigInt(8 * MAX_BIGINT_BYTES);
+
+function encodeBigInt(value: bigint): Token[] {
+  // tag 3 carries -1 - value, so both signs have the same bound
+  if (value >= BIGINT_LIMIT || value < -BIGINT_LIMIT) {
+    throw new Error(`a bigint needs at most ${MAX_BIGINT_BYTES} bytes, found one of ${value.toString(16).length >> 1}`);
+  }
+  return structBigIntEncoder(value);
+}
+
+/** A large typed array in a frame: a padding slot (filled by {@linkcode placeArrays}), its tag, its bytes. */
+type AlignedArray = [pad: Token[], tag: Token, bytes: Token];
+/** The large typed arrays of the frame being encoded, in write order. */
+let frameArrays: AlignedArray[] = [];
+const PAD = new Token(Type.tag, TAG_SELF_DESCRIBED);
+
+/** A large typed array gets an empty padding slot in front, filled by {@linkcode placeArrays}. */
+function alignedTypedArrayEncoder(encodeTyped: (array: ArrayBufferView) => Token[]): TypeEncoder {
+  return (array: ArrayBufferView) => {
+    const [tag, bytes] = encodeTyped(array);
+    if (array.byteLength < ALIGN_MIN_BYTES) return [tag, bytes];
+    const aligned: AlignedArray = [[], tag, bytes];
+    frameArrays.push(aligned);
+    return aligned;
+  };
+}
+
+// mapSorter: undefined keeps keys in insertion order (cborg sorts them by default).
+const encodeOptions: EncodeOptions = {
+  mapSorter: undefined,
+  typeEncoders: {
+    bigint: encodeBigInt,
+    Date: dateEncoder,
+    Map: mapEncoder,
+    Set: setEncoder,
+    ...Object.fromEntries(
+      Object.entries(TYPED_ARRAY_ENCODERS).map(([kind, encodeTyped]) => [kind, alignedTypedArrayEncoder(encodeTyped)]),
+    ),
+  },
+};
+
+type Tokens = Token | Tokens[];
+
+/**
+ * Fills the padding slots of the frame's large typed arrays so that each one's data starts on a
+ * multiple of 8 from the frame's header (`room` bytes before the frame), and returns the frame's
+ * length.
+ */
+function placeArrays(tokens: Tokens, room: number): number {
+  let next = 0;
+  const walk = (node: Tokens, offset: number): number => {
+    if (!Array.isArray(node)) return offset + tokensToLength(node);
+    if (node === frameArrays[next]) {
+      next++;
+      const [pad, tag, bytes] = node as AlignedArray;
+      const heads = tokensToLength(tag) + tokensToLength(bytes) - bytes.value.byteLength;
+      // k pads of 3 bytes each put the data on a multiple of 8 (3 is its own inverse mod 8)
+      for (let k = ((8 - ((room + offset + heads) & 7)) * 3) & 7; k > 0; k--) pad.push(PAD);
+      return offset + 3 * pad.length + heads + bytes.value.byteLength;
+    }
+    for (const child of node) offset = walk(child, offset);
+    return offset;
+  };
+  return walk(tokens, 0);
+}
+
+/** The tokens that {@linkcode writeOptions} writes in place of its stand-in root. */
+let tokensToWrite: Tokens = [];
+const STAND_IN = {};
+const writeOptions: EncodeOptions = { typeEncoders: { Object: () => tokensToWrite } };
+
+// Frames are carved one after another out of a shared slab rather than each given a buffer of its
+// own: allocating an ArrayBuffer costs more than encoding a small frame (on Deno many times more).
+// A carved frame is never written again, so it is safe to keep; it keeps its slab alive while it lives.
+
+/** Size of a slab; a frame that does not fit in one gets a buffer of its own. */
+const SLAB_BYTES = 16 * 1024;
+const NO_SLAB = new Uint8Array(0);
+let slab: Uint8Array<ArrayBuffer> = NO_SLAB;
+let slabView = new DataView(slab.buffer);
+/** Where the frame being written starts in the slab, and where its next byte goes. */
+let frameStart = 0;
+let at = 0;
+/** True while the fast path is writing a frame into the slab (a getter it calls may encode too). */
+let writing = false;
+
+/** Makes room for `bytes` more bytes of the frame being written, moving it to a new slab if need be. */
+function ensureRoom(bytes: number): void {
+  if (at + bytes <= slab.length) return;
+  const written = at - frameStart;
+  const next = new Uint8Array(Math.max(SLAB_BYTES, 2 * (written + bytes)));
+  next.set(slab.subarray(frameStart, at));
+  slab = next;
+  slabView = new DataView(next.buffer);
+  frameStart = 0;
+  at = written;
+}
+
+/** Ends the frame being written: returns its bytes, and leaves a slab grown for a large frame to it. */
+function takeFrame(): Uint8Array<ArrayBuffer> {
+  const frame = slab.subarray(frameStart, at);
+  if (slab.length > SLAB_BYTES) {
+    slab = NO_SLAB;
+    at = 0;
+  }
+  frameStart = at;
+  return frame;
+}
+
+/** A fresh `bytes`-byte buffer for cborg to write a frame into: carved from the slab when small. */
+function carve(bytes: number): Uint8Array<ArrayBuffer> {
+  if (writing || bytes > SLAB_BYTES / 4) return new Uint8Array(bytes);
+  frameStart = at;
+  ensureRoom(bytes);
+  at += bytes;
+  return takeFrame();
+}
+
+// The fast path: a value made only of plain objects, arrays, strings, numbers, booleans, null and
+// undefined (every protocol envelope, most arguments and results) is written straight into the
+// slab, since cborg builds a token object per item first. Anything else, anywhere in the value,
+// sends the whole value to cborg, so the two paths never mix in one frame. Both write plain CBOR
+// that decode reads alike; only the width chosen for a float may differ.
+
+/** How deep the fast path goes before handing the value to cborg (which also detects cycles). */
+const FAST_MAX_DEPTH = 64;
+const textEncoder = new TextEncoder();
+
+/** Writes an item's head: its major type (already shifted) and its argument, in the fewest bytes. */
+function writeHead(major: number, n: number): void {
+  ensureRoom(9);
+  if (n < 24) {
+    slab[at++] = major | n;
+  } else if (n < 0x100) {
+    slab[at++] = major | 24;
+    slab[at++] = n;
+  } else if (n < 0x10000) {
+    slab[at++] = major | 25;
+    slabView.setUint16(at, n);
+    at += 2;
+  } else if (n < 0x100000000) {
+    slab[at++] = major | 26;
+    slabView.setUint32(at, n);
+    at += 4;
+  } else {
+    slab[at++] = major | 27;
+    slabView.setUint32(at, Math.floor(n / 0x100000000));
+    slabView.setUint32(at + 4, n >>> 0);
+    at += 8;
+  }
+}
+
+function headBytes(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9;
+}
+
+function writeString(text: string): void {
+  const length = text.length;
+  if (length < 24) {
+    // short ASCII (keys, tags, names) byte by byte; anything else through TextEncoder
+    ensureRoom(1 + length);
+    const start = at;
+    slab[at++] = 0x60 | length;
+    for (let i = 0; i < length; i++) {
+      const code = text.charCodeAt(i);
+      if (code >= 0x80) {
+        at = start;
+        return writeUtf8(text);
+      }
+      slab[at++] = code;
+    }
+    return;
+  }
+  writeUtf8(text);
+}
+
+function writeUtf8(text: string): void {
+  const reserved = headBytes(3 * text.length); // UTF-8 takes at most 3 bytes per UTF-16 unit
+  ensureRoom(reserved + 3 * text.length + 9); // + 9: writeHead below must not grow (and drop) the buffer
+  const start = at;
+  const { written } = textEncoder.encodeInto(text, slab.subarray(start + reserved));
+  const head = headBytes(written);
+  if (head < reserved) slab.copyWithin(start + head, start + reserved, start + reserved + written);
+  writeHead(0x60, written);
+  at = start + head + written;
+}
+
+function writeNumber(n: number): void {
+  if (Number.isSafeInteger(n)) {
+    if (n >= 0) writeHead(0x00, n);
+    else writeHead(0x20, -1 - n);
+  } else if (Math.fround(n) === n || n !== n) {
+    ensureRoom(5);
+    slab[at++] = 0xfa;
+    slabView.setFloat32(at, n);
+    at += 4;
+  } else {
+    ensureRoom(9);
+    slab[at++] = 0xfb;
+    slabView.setFloat64(at, n);
+    at += 8;
+  }
+}
+
+/** Writes `value` if it is JSON-like all the way down; returns false as soon as a part is not. */
+function writeFast(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case "string":
+      writeString(value);
+      return true;
+    case "number":
+      writeNumber(value);
+      return true;
+    case "boolean":
+      ensureRoom(1);
+      slab[at++] = value ? 0xf5 : 0xf4;
+      return true;
+    case "undefined":
+      ensureRoom(1);
+      slab[at++] = 0xf7;
+      return true;
+    case "object": {
+      if (value === null) {
+        ensureRoom(1);
+        slab[at++] = 0xf6;
+        return true;
+      }
+      if (depth === FAST_MAX_DEPTH) return false;
+      if (Array.isArray(value)) {
+        const length = value.length;
+        writeHead(0x80, length);
+        for (let i = 0; i < length; i++) if (!writeFast(value[i], depth + 1)) return false;
+        return true;
+      }
+      if (value.constructor !== Object) return false;
+      const keys = Object.keys(value);
+      writeHead(0xa0, keys.length);
+      for (const key of keys) {
+        writeString(key);
+        if (!writeFast((value as Record<string, unknown>)[key], depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/**
+ * Encodes a JSON-like `value` behind `room` free bytes, or returns `undefined` when it is not
+ * JSON-like (or when called by a getter of the value being written).
+ */
+function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | undefined {
+  if (writing) return undefined;
+  writing = true;
+  frameStart = at;
+  try {
+    ensureRoom(room);
+    at += room;
+    if (writeFast(value, 0)) return takeFrame();
+    at = frameStart;
+    return undefined;
+  } catch (cause) {
+    at = frameStart;
+    throw encodeError(cause);
+  } finally {
+    writing = false;
+  }
+}
+
+function encodeError(cause: unknown): TypeError {
+  const detail = cause instanceof Error ? cause.message.replace(/^CBOR encode error: /, "") : String(cause);
+  return new TypeError(`Cannot encode value as CBOR: ${detail}`, { cause });
+}
 
 /**
  * Encodes a value as one frame that a transport can send without copying it again: the
@@ -72,17 +404,37 @@ const headroom = new WeakSet<Uint8Array>();
  * ```
  */
 export function encodeFrame(value: unknown): Uint8Array {
-  let full: Uint8Array;
-  try {
-    full = encoder.encode(value, HEADROOM_MODE);
-  } catch (cause) {
-    throw new TypeError(`Cannot encode value as CBOR: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
-  }
-  const frame = full.subarray(FRAME_HEADROOM);
+  const message = encodeFast(value, FRAME_HEADROOM) ?? encodeWithCborg(value, FRAME_HEADROOM);
+  const frame = message.subarray(FRAME_HEADROOM);
   if (frame.byteLength >= HEADROOM_MIN_BYTES) headroom.add(frame);
   return frame;
+}
+
+/**
+ * Encodes `value` with cborg behind `room` free bytes: its tokens first, then their exact length
+ * (with the padding in front of large typed arrays placed), then one write into a buffer of that
+ * size.
+ */
+function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> {
+  const outer = frameArrays; // a getter run by the encoder could encode a frame of its own
+  frameArrays = [];
+  let message: Uint8Array<ArrayBuffer>;
+  let length: number;
+  let written: number;
+  try {
+    const tokens = objectToTokens(value, encodeOptions);
+    length = frameArrays.length === 0 ? tokensToLength(tokens) : placeArrays(tokens, room);
+    message = carve(room + length);
+    tokensToWrite = tokens;
+    written = encodeInto(STAND_IN, message.subarray(room), writeOptions).written;
+  } catch (cause) {
+    throw encodeError(cause);
+  } finally {
+    frameArrays = outer;
+    tokensToWrite = [];
+  }
+  if (written !== length) throw new Error(`cborg wrote ${written} bytes of a frame of ${length}`);
+  return message;
 }
 
 /**
@@ -132,11 +484,13 @@ export function offerHeadroom(frame: Uint8Array): void {
 
 /**
  * Encodes a value as one CBOR frame. Typed arrays, `Map`, `Set`, `Date`, `bigint`, `undefined`
- * survive a round trip through {@linkcode decode}.
+ * survive a round trip through {@linkcode decode}. The data of large typed arrays is aligned from
+ * the frame's first byte, so decoding the bytes at the start of a buffer views it where it is.
  *
  * @param value The value to encode.
  * @returns The CBOR bytes (a fresh view; safe to keep).
- * @throws {TypeError} When the value cannot be encoded (a function, a symbol).
+ * @throws {TypeError} When the value cannot be encoded (a function, a symbol, an `Error`, a cycle,
+ * a bigint longer than 64 bytes).
  *
  * @example Round trip of a typed array
  * ```ts
@@ -147,22 +501,147 @@ export function offerHeadroom(frame: Uint8Array): void {
  * ```
  */
 export function encode(value: unknown): Uint8Array {
-  try {
-    return encoder.encode(value);
-  } catch (cause) {
-    throw new TypeError(`Cannot encode value as CBOR: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
-  }
+  return encodeFast(value, 0) ?? encodeWithCborg(value, 0);
 }
 
 /**
+ * Reads tokens as cborg's tokenizer does, with two changes: a byte string is a view into the frame
+ * rather than a copy (so a typed array's data is not copied either), and nesting is counted.
+ */
+class FrameTokenizer extends Tokenizer {
+  /** Items still to come in each open array, map or tag, innermost last. */
+  readonly #left: number[] = [];
+  #depth = 0;
+
+  /** Starts reading `data` from its first byte. */
+  start(data: Uint8Array): void {
+    this.data = data;
+    this._pos = 0;
+    this.#depth = 0;
+  }
+
+  override next(): Token {
+    const data = this.data;
+    const pos = this._pos;
+    const initial = data[pos];
+    let token: Token;
+    if (initial >= 0x40 && initial <= 0x5b) {
+      token = byteStringView(data, pos, initial & 31);
+      this._pos = pos + token.encodedLength!;
+    } else {
+      token = super.next();
+    }
+    const major = token.type.major;
+    const items = major === 4 ? token.value : major === 5 ? 2 * token.value : major === 6 ? 1 : 0;
+    if (items > 0) {
+      if (this.#depth === MAX_DEPTH) throw new Error(`nesting deeper than ${MAX_DEPTH} at byte ${pos}`);
+      this.#left[this.#depth++] = items;
+    } else {
+      // a whole item: it may be the last of its container, which may be the last of its own, …
+      let depth = this.#depth;
+      while (depth > 0 && --this.#left[depth - 1] === 0) depth--;
+      this.#depth = depth;
+    }
+    return token;
+  }
+}
+
+function byteStringView(data: Uint8Array, pos: number, minor: number): Token {
+  const head = minor < 24 ? 1 : minor === 24 ? 2 : minor === 25 ? 3 : minor === 26 ? 5 : 9;
+  if (pos + head > data.length) throw new Error(`byte string head at byte ${pos} is cut short`);
+  let length = minor;
+  if (minor >= 24) {
+    length = 0;
+    for (let i = pos + 1; i < pos + head; i++) length = length * 256 + data[i];
+  }
+  if (length > data.length - pos - head) {
+    throw new Error(`byte string of ${length} bytes at byte ${pos} runs past the end of the frame`);
+  }
+  const start = pos + head;
+  return new Token(Type.bytes, data.subarray(start, start + length), head + length);
+}
+
+function bytesIn(content: TagDecodeControl, tag: number): Uint8Array {
+  const bytes = content();
+  if (!(bytes instanceof Uint8Array)) throw new Error(`tag ${tag} must hold a byte string`);
+  return bytes;
+}
+
+function magnitude(content: TagDecodeControl, tag: number): bigint {
+  const bytes = bytesIn(content, tag);
+  if (bytes.byteLength > MAX_BIGINT_BYTES) {
+    throw new Error(`a bigint needs at most ${MAX_BIGINT_BYTES} bytes, found one of ${bytes.byteLength}`);
+  }
+  let n = 0n;
+  for (const byte of bytes) n = (n << 8n) | BigInt(byte);
+  return n;
+}
+
+interface TypedArrayConstructor {
+  new (buffer: ArrayBufferLike, byteOffset: number, length: number): ArrayBufferView;
+  readonly BYTES_PER_ELEMENT: number;
+}
+
+/** A view of the data where it lies when it is aligned for `Kind`, else of a copy. */
+function typedArrayDecoder(Kind: TypedArrayConstructor, tag: number): (content: TagDecodeControl) => ArrayBufferView {
+  return (content) => {
+    const bytes = bytesIn(content, tag);
+    const size = Kind.BYTES_PER_ELEMENT;
+    if (bytes.byteLength % size !== 0) {
+      throw new Error(`tag ${tag} holds ${bytes.byteLength} bytes, not a whole number of ${size}-byte elements`);
+    }
+    const data = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+    return new Kind(data.buffer, data.byteOffset, data.byteLength / size);
+  };
+}
+
+/** The only tags {@linkcode decode} accepts: those {@linkcode encode} and {@linkcode encodeFrame} write. */
+const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
+  1: (content) => {
+    const seconds = content();
+    if (typeof seconds !== "number") throw new Error("tag 1 (a date) must hold a number");
+    return new Date(Math.round(seconds * 1000)); // a Date holds whole milliseconds
+  },
+  2: (content) => magnitude(content, 2),
+  3: (content) => -1n - magnitude(content, 3),
+  68: typedArrayDecoder(Uint8ClampedArray, 68),
+  69: typedArrayDecoder(Uint16Array, 69),
+  70: typedArrayDecoder(Uint32Array, 70),
+  71: typedArrayDecoder(BigUint64Array, 71),
+  72: typedArrayDecoder(Int8Array, 72),
+  77: typedArrayDecoder(Int16Array, 77),
+  78: typedArrayDecoder(Int32Array, 78),
+  79: typedArrayDecoder(BigInt64Array, 79),
+  85: typedArrayDecoder(Float32Array, 85),
+  86: typedArrayDecoder(Float64Array, 86),
+  258: (content) => {
+    const items = content();
+    if (!Array.isArray(items)) throw new Error("tag 258 (a set) must hold an array");
+    return new Set(items);
+  },
+  259: mapDecoder,
+  [TAG_SELF_DESCRIBED]: (content) => content(),
+};
+
+// Read by cborg's token readers (through the tokenizer) and by its decoder.
+const strictOptions: DecodeOptions = { allowIndefinite: false, allowBigInt: false, allowUndefined: true };
+
+/** Decode options with a tokenizer of their own. */
+function freshDecodeOptions(): DecodeOptions {
+  return { ...strictOptions, tags: TAGS, tokenizer: new FrameTokenizer(NO_SLAB, strictOptions) };
+}
+
+const sharedDecodeOptions = freshDecodeOptions();
+let decoding = false;
+
+/**
  * Decodes one CBOR frame. Malformed, truncated or trailing-garbage input throws `ProtocolError`
- * (never another error type). Typed arrays may be views into `bytes`: do not reuse the buffer.
+ * (never another error type), and so does anything outside what {@linkcode encode} writes (see the
+ * module doc). Typed arrays and byte strings may be views into `bytes`: do not reuse the buffer.
  *
  * @param bytes Exactly one CBOR item.
  * @returns The decoded value.
- * @throws {ProtocolError} When the bytes are not exactly one well-formed CBOR item.
+ * @throws {ProtocolError} When the bytes are not exactly one well-formed CBOR item of the protocol.
  *
  * @example Truncated input is a ProtocolError
  * ```ts
@@ -171,6 +650,14 @@ export function encode(value: unknown): Uint8Array {
  * import { throws } from "node:assert/strict";
  * const bytes = encode({ hello: "world" });
  * throws(() => decode(bytes.subarray(0, 5)), ProtocolError);
+ * ```
+ *
+ * @example A shared reference (tag 28) is refused
+ * ```ts
+ * import { decode } from "./codec.ts";
+ * import { ProtocolError } from "./errors.ts";
+ * import { throws } from "node:assert/strict";
+ * throws(() => decode(new Uint8Array([0xd8, 0x1c, 0x80])), ProtocolError);
  * ```
  */
 export function decode(bytes: Uint8Array): unknown {
@@ -182,11 +669,20 @@ export function decode(bytes: Uint8Array): unknown {
   const src = bytes.constructor === Uint8Array
     ? bytes
     : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // one tokenizer and one options object serve every call; a call made while one runs (from a
+  // tag decoder's callee) gets its own
+  const options = decoding ? freshDecodeOptions() : sharedDecodeOptions;
+  const tokenizer = options.tokenizer as FrameTokenizer;
+  decoding = true;
+  tokenizer.start(src);
   try {
-    return encoder.decode(src);
+    return cborgDecode(src, options);
   } catch (cause) {
-    const detail = cause instanceof Error ? cause.message : String(cause);
+    const detail = cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause);
     throw new ProtocolError(`Cannot decode frame of ${bytes.byteLength} bytes: ${detail}`);
+  } finally {
+    tokenizer.start(NO_SLAB); // let the frame go
+    if (options === sharedDecodeOptions) decoding = false;
   }
 }
 

@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
-import { Decoder } from "./_cbor_x/decode.js";
+import { decode as cborgDecode } from "cborg";
 import {
   claimHeadroom,
   decode,
@@ -58,8 +58,8 @@ test("codec decodes a typed array at an odd offset in the frame", () => {
 
 test("codec frames are self-contained (no record state shared between frames)", () => {
   const frames = [encode({ op: "call", id: 1 }), encode({ op: "call", id: 2 })];
-  // A fresh decoder with default options reads the second frame alone.
-  deepStrictEqual(new Decoder({ mapsAsObjects: true }).decode(frames[1]), { op: "call", id: 2 });
+  // A generic CBOR decoder with default options reads the second frame alone.
+  deepStrictEqual(cborgDecode(frames[1]), { op: "call", id: 2 });
   strictEqual(frames[0][0] >> 5, 5, "a plain object is a CBOR map (major type 5), not a record tag");
 });
 
@@ -68,6 +68,21 @@ test("codec encode returns bytes that later encodes do not overwrite", () => {
   const copy = a.slice();
   for (let i = 0; i < 1000; i++) encode({ v: `other ${i}`, pad: new Uint8Array(100) });
   deepStrictEqual(a, copy);
+  // every way of encoding, kept side by side: plain values, values for cborg, values given up on
+  // half-written, large ones, failures
+  const values: unknown[] = [];
+  for (let i = 0; i < 3000; i++) {
+    values.push(
+      { i, s: "x".repeat(i % 50) },
+      [i, "half written", new Date(i)],
+      { i, big: "y".repeat(i % 7 === 0 ? 20_000 : 10) },
+    );
+  }
+  const frames = values.map((v, i) => {
+    if (i % 100 === 0) throws(() => encode([i, Symbol("not encodable")]), TypeError);
+    return i % 2 ? encodeFrame(v) : encode(v);
+  });
+  frames.forEach((frame, i) => deepStrictEqual(decode(frame), values[i]));
 });
 
 test("decode throws ProtocolError for malformed, truncated and trailing input", () => {
@@ -219,4 +234,150 @@ test("encodeFrame leaves room for a header in front of a large frame, taken once
   const alone = new Uint8Array(70_000);
   offerHeadroom(alone);
   strictEqual(claimHeadroom(alone), undefined, "nothing in front of it: not offered");
+});
+
+// Decoder bombs: small frames that would cost a naive decoder far more than their size. Each is
+// built by hand, byte by byte, and must be refused with ProtocolError.
+
+/** The head of a CBOR item: major type 0–7 and its argument, in the fewest bytes. */
+function head(major: number, n: number): number[] {
+  const m = major << 5;
+  if (n < 24) return [m | n];
+  if (n < 0x100) return [m | 24, n];
+  if (n < 0x10000) return [m | 25, n >> 8, n & 0xff];
+  return [m | 26, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+}
+
+/** Asserts that decoding `bytes` throws a ProtocolError whose message matches `reason`. */
+function refuses(bytes: Uint8Array, reason: RegExp): void {
+  throws(() => decode(bytes), (err) => err instanceof ProtocolError && reason.test(err.message));
+}
+
+test("decode refuses a 128 KiB bigint (tag 2) with ProtocolError", () => {
+  const magnitude = new Uint8Array(128 * 1024).fill(0xff);
+  const bomb = new Uint8Array([...head(6, 2), ...head(2, magnitude.length), ...magnitude]);
+  refuses(bomb, /at most 64 bytes/);
+  const negative = bomb.slice();
+  negative[0] = 0xc3; // tag 3
+  refuses(negative, /at most 64 bytes/);
+});
+
+test("decode reads bigints of up to 64 bytes and refuses 65; encode refuses them too", () => {
+  const largest = 2n ** 512n - 1n;
+  deepStrictEqual(decode(encode([largest, -largest - 1n, 0n, -1n, 5n])), [largest, -largest - 1n, 0n, -1n, 5n]);
+  const tooLong = new Uint8Array([...head(6, 2), ...head(2, 65), 1, ...new Uint8Array(64)]);
+  refuses(tooLong, /at most 64 bytes/);
+  throws(() => encode(2n ** 512n), TypeError);
+  throws(() => encode(-(2n ** 512n) - 1n), TypeError);
+});
+
+test("decode refuses shared references (tags 28/29), a billion laughs included, with ProtocolError", () => {
+  // [28(["lol" × 10]), 28([29(0) × 10]), 28([29(1) × 10]), …]: with references resolved, 10^10 "lol"s
+  const lol = [...head(3, 3), 0x6c, 0x6f, 0x6c];
+  const bytes = [...head(4, 10), ...head(6, 28), ...head(4, 10)];
+  for (let i = 0; i < 10; i++) bytes.push(...lol);
+  for (let level = 1; level < 10; level++) {
+    bytes.push(...head(6, 28), ...head(4, 10));
+    for (let i = 0; i < 10; i++) bytes.push(...head(6, 29), ...head(0, level - 1));
+  }
+  refuses(new Uint8Array(bytes), /\b28\b/);
+  refuses(new Uint8Array([...head(6, 29), 0]), /\b29\b/);
+});
+
+test("decode refuses tag 27 (objects built by class name: Error, RegExp) with ProtocolError", () => {
+  const text = (s: string) => [...head(3, s.length), ...new TextEncoder().encode(s)];
+  refuses(new Uint8Array([...head(6, 27), ...head(4, 2), ...text("Error"), ...text("x")]), /\b27\b/);
+  refuses(
+    new Uint8Array([...head(6, 27), ...head(4, 3), ...text("RegExp"), ...text("(a+)+$"), ...text("g")]),
+    /\b27\b/,
+  );
+  // so encode refuses what decode would not rebuild
+  throws(() => encode(new Error("x")), TypeError);
+  throws(() => encode(/x/g), TypeError);
+});
+
+test("decode refuses nesting deeper than 256 and indefinite-length items with ProtocolError", () => {
+  const nested = (depth: number, open: number[]) => new Uint8Array([...Array(depth).fill(open).flat(), 0x00]);
+  deepStrictEqual(decode(nested(256, [0x81])), JSON.parse("[".repeat(256) + "0" + "]".repeat(256)));
+  const tooDeep = /nesting deeper than 256/;
+  refuses(nested(257, [0x81]), tooDeep);
+  refuses(nested(100_000, [0x81]), tooDeep); // arrays of one item
+  refuses(nested(100_000, [0xa1]), tooDeep); // maps of one key
+  refuses(nested(100_000, [0xd9, 0xd9, 0xf7]), tooDeep); // tag 55799 (padding), which decode accepts
+  refuses(nested(100_000, [0x9f]), /indefinite/); // indefinite-length arrays
+  refuses(new Uint8Array([0x9f, 0x01, 0xff]), /indefinite/); // one indefinite-length array
+  refuses(new Uint8Array([0xbf, 0x61, 0x61, 0x01, 0xff]), /indefinite/); // one indefinite-length map
+  throws(() => decode(new Uint8Array([0x5f, 0x41, 0x01, 0xff])), ProtocolError); // indefinite-length bytes
+});
+
+test("decode accepts only the tags encode writes", () => {
+  const refused = [
+    [...head(6, 0), ...head(3, 1), 0x30], // date string
+    [...head(6, 64), ...head(2, 1), 1], // Uint8Array tag (a Uint8Array travels as a plain byte string)
+    [...head(6, 81), ...head(2, 4), 0, 0, 0x80, 0x3f], // big-endian Float32Array
+    [...head(6, 21066), ...head(4, 1), ...head(3, 1), 0x78], // RegExp
+    [...head(6, 258), ...head(3, 2), 0x61, 0x62], // a Set of something other than an array
+    [...head(6, 85), ...head(2, 3), 1, 2, 3], // a Float32Array of 3 bytes
+    [...head(6, 1), ...head(3, 1), 0x30], // a Date of a string
+    [...head(6, 57344), ...head(4, 0)], // a cbor-x record
+    [0x1b, 0x00, 0x20, 0, 0, 0, 0, 0, 0], // an integer beyond 2^53 outside tags 2/3
+  ];
+  for (const bytes of refused) throws(() => decode(new Uint8Array(bytes)), ProtocolError, JSON.stringify(bytes));
+});
+
+test("codec round-trips strings of every length class and script, through both encoders", () => {
+  const texts = ["", "a", "é", "✓", "😀", "x".repeat(23), "x".repeat(24), "é".repeat(12), "é".repeat(128)];
+  for (const n of [255, 256, 65_535, 65_536, 300_000]) texts.push("y".repeat(n), "ü".repeat(n >> 1) + "z");
+  texts.push("mixed ascii, ünïcödé, 中文 and 😀 ".repeat(500));
+  for (const text of texts) {
+    strictEqual(decode(encode(text)), text);
+    deepStrictEqual(decode(encodeFrame({ text })), { text });
+    deepStrictEqual(decode(encode({ text, date: new Date(0) })), { text, date: new Date(0) }, "the cborg path");
+  }
+  deepStrictEqual(decode(encode(texts)), texts, "all in one frame, past the scratch buffer");
+  strictEqual(decode(encode("short")), "short", "the scratch buffer is usable after growing");
+});
+
+test("codec round-trips JSON-like values and numbers of every width alike through both encoders", () => {
+  const numbers = [0, 1, -1, 23, 24, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, -(2 ** 53) + 1];
+  numbers.push(0.5, 0.1, -1.5e300, 2 ** 53, Infinity, -Infinity, NaN, 3.4028234663852886e38);
+  const value = { numbers, nested: [{ a: [null, undefined, true, false] }, []], empty: {}, big: numbers.map(String) };
+  const fast = decode(encode(value));
+  const viaCborg = decode(encode({ ...value, forceCborg: new Set() })) as Record<string, unknown>;
+  delete viaCborg.forceCborg;
+  deepStrictEqual(fast, value);
+  deepStrictEqual(viaCborg, value);
+  deepStrictEqual(Object.keys(fast as object), Object.keys(value), "keys keep their insertion order");
+});
+
+test("decode returns byte strings as views into the frame", () => {
+  const frame = encode({ b: new Uint8Array([1, 2, 3]) });
+  const { b } = decode(frame) as { b: Uint8Array };
+  strictEqual(b.buffer, frame.buffer);
+  deepStrictEqual(b, new Uint8Array([1, 2, 3]));
+});
+
+test("encode works from inside a getter of the value it is encoding", () => {
+  const value = {
+    get inner() {
+      return encode({ y: 1 });
+    },
+  };
+  deepStrictEqual(decode((decode(encode(value)) as { inner: Uint8Array }).inner), { y: 1 });
+  deepStrictEqual(decode((decode(encodeFrame(value)) as { inner: Uint8Array }).inner), { y: 1 });
+});
+
+test("encode throws TypeError for a cycle, also one deeper than the fast path goes", () => {
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  throws(() => encode(cycle), TypeError);
+  throws(() => encodeFrame([cycle]), TypeError);
+});
+
+test("encode aligns large typed arrays from the frame's first byte", () => {
+  const frame = encode({ note: "odd", x: new Float64Array(1024).fill(1.25) });
+  const arrived = new Uint8Array(frame); // at the start of a fresh buffer, as an HTTP body arrives
+  const { x } = decode(arrived) as { x: Float64Array };
+  strictEqual(x.buffer, arrived.buffer, "a view, not a copy");
+  deepStrictEqual(x, new Float64Array(1024).fill(1.25));
 });

@@ -1,18 +1,19 @@
 /**
  * The ambient context of a running pipeline: which mesh `.go()` submits to, which task is running
  * (for the caller→callee graph) and which service instance is running (for its devices). It rides
- * on AsyncLocalStorage, which Bun, Deno, Node and edge runtimes all provide; this is the only file
- * in `core/` that imports `node:async_hooks`.
+ * on AsyncLocalStorage, which Bun, Deno, Node and edge runtimes all provide (reached through
+ * `_runtime.ts`).
  *
  * @module
  */
-import { AsyncLocalStorage } from "node:async_hooks";
+import { AsyncLocalStorage } from "./_runtime.ts";
 import type { GpuDevice } from "./devices.ts";
+import type { MeshRuntime } from "./mesh_runtime.ts";
 
 /** What a running piece of user code sees around it. Internal; fields are read by the core. */
 export interface RunContext {
-  /** The mesh that `.go()` submits to (a `Mesh`; typed loosely to avoid an import cycle). */
-  readonly mesh: unknown;
+  /** The mesh that `.go()` submits to (its runtime state), or none: the default local runtime. */
+  readonly mesh: MeshRuntime | undefined;
   /** The task whose body is running, when profiling or tracing asked for it. */
   readonly task?: unknown;
   /** The service replica whose constructor or method is running. */
@@ -33,31 +34,31 @@ export interface InstanceInfo {
 
 const storage: AsyncLocalStorage<RunContext> = new AsyncLocalStorage<RunContext>();
 
-/** @internal The context of the code running now, if any. */
+/** The context of the code running now, if any. */
 export function currentContext(): RunContext | undefined {
   return storage.getStore();
 }
 
-/** @internal Runs `fn` with `ctx` as the ambient context. */
+/** Runs `fn` with `ctx` as the ambient context. */
 export function runInContext<R>(ctx: RunContext, fn: () => R): R {
   contextEntered = true;
   return storage.run(ctx, fn);
 }
 
 /**
- * @internal True once any context was entered in this process: until then no code can run inside
+ * True once any context was entered in this process: until then no code can run inside
  * one, and a task with no context needs no check that it does not run in someone else's.
  */
 export let contextEntered = false;
 
-/** @internal The context of a task submitted outside any mesh, instance or task: no mesh at all. */
+/** The context of a task submitted outside any mesh, instance or task: no mesh at all. */
 export const NO_CONTEXT: RunContext = { mesh: undefined };
 
 function applyTo(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
   return fn.apply(self, args);
 }
 
-/** @internal `fn.apply(self, args)` with `ctx` as the ambient context, without a closure per call. */
+/** `fn.apply(self, args)` with `ctx` as the ambient context, without a closure per call. */
 export function applyInContext(
   ctx: RunContext,
   fn: (...args: unknown[]) => unknown,

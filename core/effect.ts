@@ -7,7 +7,7 @@
 import { Context, Effect, Layer } from "effect";
 import { runInContext } from "./context.ts";
 import type { TaskError } from "./errors.ts";
-import { Mesh, type MeshNode, type MeshOptions } from "./mesh.ts";
+import { Mesh, type MeshNode, type MeshOptions, meshRuntime } from "./mesh.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import type { RefArgs } from "./types.ts";
 import type { CpuDevice, GpuDevice } from "./devices.ts";
@@ -27,6 +27,7 @@ export const CurrentMesh: Context.Reference<Mesh | undefined> = Context.Referenc
  *
  * @param nodes The mesh's nodes or devices.
  * @param options The mesh's options.
+ * @param meshClass The class to build (the package root passes its `Mesh`, which runs remote nodes).
  * @returns A layer providing {@link CurrentMesh}.
  *
  * @example
@@ -43,11 +44,12 @@ export const CurrentMesh: Context.Reference<Mesh | undefined> = Context.Referenc
 export function layerMesh(
   nodes: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>,
   options?: MeshOptions,
+  meshClass: new (nodes: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options?: MeshOptions) => Mesh = Mesh,
 ): Layer.Layer<never> {
   return Layer.effect(
     CurrentMesh,
     Effect.acquireRelease(
-      Effect.sync(() => new Mesh(nodes, options) as Mesh | undefined),
+      Effect.sync(() => new meshClass(nodes, options) as Mesh | undefined),
       (mesh) => Effect.promise(() => mesh!.close()),
     ),
   ) as Layer.Layer<never>;
@@ -83,7 +85,9 @@ export function goEffect<A extends unknown[], R>(
   ...args: RefArgs<A>
 ): Effect.Effect<R, TaskError> {
   return Effect.flatMap(Effect.service(CurrentMesh), (mesh) => {
-    const ref = mesh === undefined ? target.go(...args) : runInContext({ mesh }, () => target.go(...args));
+    const ref = mesh === undefined
+      ? target.go(...args)
+      : runInContext({ mesh: meshRuntime(mesh) }, () => target.go(...args));
     return Effect.onInterrupt(ref.effect, () => Effect.sync(() => ref.cancel()));
   });
 }

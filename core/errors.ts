@@ -37,8 +37,11 @@ export type ThinkagainErrorTag =
  * ```
  */
 export abstract class ThinkagainError extends ErrorBase {
-  /** The class name, for `Effect.catchTag` and the wire. */
-  abstract readonly _tag: ThinkagainErrorTag;
+  /**
+   * The class name, for `Effect.catchTag` and the wire. Only {@link ThinkagainErrorTag}s are rebuilt
+   * from the wire; an adapter's own error (e.g. WebGPU's `KernelError`) arrives as `RemoteError`.
+   */
+  abstract readonly _tag: string;
   /** The class name (same as `_tag`), so stack traces and logs say which error this is. */
   override get name(): string {
     return this._tag;

@@ -12,7 +12,7 @@
  * @module
  */
 export * from "./errors.ts";
-export { all, ObjectRef, type RefStatus } from "./object_ref.ts";
+export { all, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export {
   type MethodNames,
@@ -23,6 +23,7 @@ export {
   type ServiceOptions,
 } from "./service.ts";
 export { Mesh, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
+export { RemoteExecutor } from "./remote_executor.ts";
 export {
   CpuDevice,
   type DeviceProvider,
@@ -51,7 +52,7 @@ export {
   type TracingOptions,
   type TracingStats,
   tracingStats,
-} from "./tracing.ts";
+} from "./tracing/mod.ts";
 export {
   onTaskEvent,
   type TaskEvent,

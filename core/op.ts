@@ -1,16 +1,23 @@
 /**
  * `op(fn)`: turns a plain (async or sync) function into an `Op` — still callable directly, and with
- * `.go(...args)` that submits it to the scheduler and returns an `ObjectRef` at once.
+ * `.go(...args)` that submits it to the scheduler (`scheduler.ts`) and returns an `ObjectRef` at
+ * once. When its inputs are ready, an op call takes a slot of the op's and the mesh's limits
+ * (`limiter.ts`) and runs its body (`run_body.ts`) here, or on a node through the mesh's remote
+ * executor when the op is remote-capable.
  *
  * @module
  */
 import { currentContext, type RunContext } from "./context.ts";
+import { describe } from "./describe.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import { listening } from "./events.ts";
-import { type ObjectRef, State, type TaskTarget } from "./object_ref.ts";
-import { failedRef, Limiter, runBody, type RunPolicy, submit } from "./scheduler.ts";
+import { Limiter } from "./limiter.ts";
+import type { ObjectRef } from "./object_ref.ts";
+import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
+import { runBody } from "./run_body.ts";
+import { failedRef, submit } from "./scheduler.ts";
+import { State, type Task, type TaskTarget } from "./task.ts";
 import type { RefArgs } from "./types.ts";
-import type { Mesh } from "./mesh.ts";
 
 /** Options of {@link op}. */
 export interface OpOptions {
@@ -30,7 +37,7 @@ export interface OpOptions {
   gpus?: number;
 }
 
-/** @internal What a node needs to run an op by name. */
+/** What a node needs to run an op by name. */
 export interface OpDef {
   readonly name: string;
   readonly fn: (...args: unknown[]) => unknown;
@@ -46,22 +53,9 @@ const opRegistry: Map<string, OpDef> = ((globalThis as Record<symbol, unknown>)[
   OpDef
 >;
 
-/** @internal Remote-capable ops declared in this process, by name (what a node may run). */
+/** Remote-capable ops declared in this process, by name (what a node may run). */
 export function registeredOps(): ReadonlyMap<string, OpDef> {
   return opRegistry;
-}
-
-/**
- * @internal Given a mesh and a remote-capable op, returns a body that runs the call on a node
- * that registered the op, or `undefined` to run it here. Installed by the transports layer.
- */
-export type RemoteOpRunner = (mesh: Mesh, op: string, gpus: number) => ((...args: unknown[]) => unknown) | undefined;
-
-let remoteOpRunner: RemoteOpRunner | undefined;
-
-/** @internal Installs the remote op runner. */
-export function setRemoteOpRunner(runner: RemoteOpRunner): void {
-  remoteOpRunner = runner;
 }
 
 /**
@@ -79,25 +73,6 @@ export interface Op<A extends unknown[], R> {
   readonly options: Readonly<OpOptions>;
 }
 
-function checkCount(what: string, kind: string, name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
-    throw new RangeError(
-      `${kind} "${name}": ${what} must be ${what === "timeoutMs" ? "a positive number" : `an integer ≥ ${min}`}, got ${
-        describe(v)
-      }`,
-    );
-  }
-  return v;
-}
-
-/** @internal Validates and normalizes retry/deadline options into a policy (undefined: none). */
-export function policyOf(kind: string, name: string, retries: unknown, timeoutMs: unknown): RunPolicy | undefined {
-  const r = checkCount("retries", kind, name, retries, 0) ?? 0;
-  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", kind, name, timeoutMs, Number.MIN_VALUE)!;
-  return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
-}
-
 let anonymous = 0;
 
 class OpTarget implements TaskTarget {
@@ -110,10 +85,10 @@ class OpTarget implements TaskTarget {
   readonly fn: (...args: unknown[]) => unknown;
   readonly policy: RunPolicy | undefined;
   readonly limiter: Limiter | undefined;
-  private readonly startBound: (task: ObjectRef<unknown>) => void;
-  private readonly doneBound: ((task: ObjectRef<unknown>) => void) | undefined;
+  private readonly startBound: (task: Task<unknown>) => void;
+  private readonly doneBound: ((task: Task<unknown>) => void) | undefined;
   /** Tasks holding one of this op's slots while they wait for a slot of the mesh. */
-  private readonly awaitingMesh = new Set<ObjectRef<unknown>>();
+  private readonly awaitingMesh = new Set<Task<unknown>>();
 
   constructor(name: string, fn: (...args: unknown[]) => unknown, options: OpOptions) {
     this.name = name;
@@ -128,27 +103,28 @@ class OpTarget implements TaskTarget {
     this.doneBound = this.limiter === undefined ? undefined : () => this.finish();
   }
 
-  ready(task: ObjectRef<unknown>): void {
+  ready(task: Task<unknown>): void {
     if (this.limiter !== undefined) this.limiter.acquire(task, this.startBound);
     else this.start(task);
   }
 
-  private start(task: ObjectRef<unknown>): void {
-    const mesh = task._ctx?.mesh as Mesh | undefined;
+  private start(task: Task<unknown>): void {
+    const mesh = task._ctx?.mesh;
     let fn = this.fn;
-    if (this.remote && mesh !== undefined && remoteOpRunner !== undefined) {
-      const remote = remoteOpRunner(mesh, this.name, this.gpus);
+    if (this.remote && mesh !== undefined && mesh.remote !== undefined) {
+      const remote = mesh.remote.opBody(mesh, this.name, this.gpus);
       if (remote !== undefined) {
         fn = remote;
         if (task._meta !== undefined) task._meta.executor = "remote";
       }
     }
-    if (mesh !== undefined && mesh._limiter !== undefined) {
+    const meshLimiter = mesh?.limiter;
+    if (meshLimiter !== undefined) {
       if (this.limiter !== undefined) this.awaitingMesh.add(task);
-      mesh._limiter.acquire(task, (t) => {
+      meshLimiter.acquire(task, (t) => {
         this.awaitingMesh.delete(t);
         runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
-          mesh._limiter!.release();
+          meshLimiter.release();
           this.doneBound?.(x);
         });
       });
@@ -162,19 +138,14 @@ class OpTarget implements TaskTarget {
   }
 
   /** A pending task was cancelled or lost an input: a slot of this op it held is freed. */
-  dropped(task: ObjectRef<unknown>): void {
+  dropped(task: Task<unknown>): void {
     if (this.awaitingMesh.delete(task)) this.finish();
   }
-}
 
-/** @internal The error of a call that had not started when its mesh closed. */
-export function closedError(name: string, mesh: Mesh): CancelledError {
-  return new CancelledError(name, `not started: mesh "${mesh.name}" closed`);
-}
-
-/** @internal The concurrency limit of an op's calls, if the target is an op that has one. */
-export function opLimiterOf(target: TaskTarget): Limiter | undefined {
-  return target instanceof OpTarget ? target.limiter : undefined;
+  /** Forgets the op's waiting calls that were cancelled (a mesh closed), so they do not wait for a slot. */
+  pruneWaiting(): void {
+    this.limiter?.prune();
+  }
 }
 
 /**
@@ -241,16 +212,16 @@ export function op<A extends unknown[], R>(
   const target = new OpTarget(name, body, options);
   const policy = target.policy;
 
-  const go = (...args: unknown[]): ObjectRef<Awaited<R>> => {
+  const go = (...args: unknown[]): Task<Awaited<R>> => {
     const ctx: RunContext | undefined = currentContext();
-    const mesh = ctx?.mesh as Mesh | undefined;
+    const mesh = ctx?.mesh;
     if (mesh === undefined) return submit<Awaited<R>>(target, args, ctx);
     if (mesh.closed) {
       return failedRef(target, new CancelledError(name, `not started: mesh "${mesh.name}" is closed`));
     }
     const task = submit<Awaited<R>>(target, args, ctx);
     // on the mesh's roster until it settles, so closing the mesh cancels it if it has not started
-    if (mesh._roster !== undefined && task._state === State.PENDING) mesh._roster.add(task as ObjectRef<unknown>);
+    if (mesh.roster !== undefined && task._state === State.PENDING) mesh.roster.add(task as Task<unknown>);
     return task;
   };
   const call = (...args: A): Promise<Awaited<R>> => {
@@ -274,13 +245,4 @@ export function op<A extends unknown[], R>(
     opRegistry.set(name, { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> });
   }
   return made;
-}
-
-/** @internal Short description of a bad argument for error messages. */
-export function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "function") return `function ${v.name || "(anonymous)"}`;
-  if (typeof v === "object") return `an object (${Object.prototype.toString.call(v).slice(8, -1)})`;
-  if (typeof v === "string") return `the string ${JSON.stringify(v)}`;
-  return `${typeof v} ${String(v)}`;
 }

@@ -1,7 +1,7 @@
 // Private helpers shared by the transports (not re-exported).
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { AuthError, TransportError } from "../core/errors.ts";
-import { unrefTimer } from "../core/scheduler.ts";
+import { unrefTimer } from "../core/_runtime.ts";
 import type { RequestOptions } from "./transport.ts";
 import { timingSafeEqualString } from "./transport.ts";
 

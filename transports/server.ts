@@ -28,13 +28,14 @@ import {
   KIND_ERROR,
   KIND_NOTIFY,
   KIND_PART,
-  KIND_PART_ACK,
   KIND_PART_END,
   KIND_REPLY,
   KIND_REQUEST,
   Outbox,
+  PART_ACK,
   PartAssembler,
-} from "./websocket.ts";
+  readFrameId,
+} from "./ws_framing.ts";
 import { offerHeadroom } from "../core/codec.ts";
 
 /** Options of {@linkcode createNodeApp}. */
@@ -51,7 +52,7 @@ const CBOR = "application/cbor";
 
 /**
  * Builds the node's hono app: `POST /rpc` takes one CBOR frame and answers one, `GET /ws` upgrades
- * to the multiplexed WebSocket framing of `transports/websocket.ts`. With a token, a request or
+ * to the multiplexed WebSocket framing of `transports/ws_framing.ts`. With a token, a request or
  * upgrade without `Authorization: Bearer <token>` (or, for WebSocket, the token subprotocol) is
  * answered 401 before the handler sees anything.
  *
@@ -182,8 +183,6 @@ function toBytes(data: unknown): Uint8Array | undefined {
   return undefined;
 }
 
-const PART_ACK = new Uint8Array([KIND_PART_ACK, 0, 0, 0, 0]);
-
 /** The events of one WebSocket connection: frames in, handler, replies out. */
 function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
   const connectionId = newConnectionId();
@@ -253,7 +252,7 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
       if (joined !== undefined && !(joined instanceof Uint8Array)) {
         // too large: answer the request it carried, as for a frame sent whole
         const h = joined.head;
-        const id = h.byteLength >= FRAME_HEADER_BYTES ? (h[1] | (h[2] << 8) | (h[3] << 16) | (h[4] << 24)) >>> 0 : 0;
+        const id = h.byteLength >= FRAME_HEADER_BYTES ? readFrameId(h) : 0;
         return h[0] === KIND_REQUEST
           ? fail(ws, id, tooLarge(joined.tooLarge - FRAME_HEADER_BYTES, maxFrameBytes))
           : undefined;
@@ -280,7 +279,7 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
   function onFrame(ws: WSContext, bytes: Uint8Array): void {
     if (!open) return;
     const kind = bytes[0];
-    const id = (bytes[1] | (bytes[2] << 8) | (bytes[3] << 16) | (bytes[4] << 24)) >>> 0;
+    const id = readFrameId(bytes);
     const frame = bytes.subarray(FRAME_HEADER_BYTES);
     // its header is read: a reply made of this same frame (an echo) can reuse those bytes
     offerHeadroom(frame);

@@ -12,7 +12,6 @@ import * as ta from "../mod.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "../core/_test_otlp_receiver.ts";
 import { type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { TraceFront } from "./_test_tracing_app.ts";
-import "./remote.ts";
 
 const APP = fileURLToPath(new URL("./_test_tracing_app.ts", import.meta.url));
 const T = { timeout: 120_000 };

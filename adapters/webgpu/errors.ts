@@ -9,18 +9,6 @@
 import { ThinkagainError } from "../../core/errors.ts";
 
 /**
- * `ThinkagainError` less its `_tag`: core types `_tag` as its wire allow-list
- * (`ThinkagainErrorTag`), and these adapter tags are not on it (a peer rebuilds them as
- * `RemoteError` with `remoteName` set to the tag). At run time the base is `ThinkagainError` itself.
- * Once core types `ThinkagainError._tag` as `string`, these classes can extend it directly.
- */
-type WebGpuErrorBaseConstructor = abstract new (
-  args: { message: string; cause?: unknown },
-) => Omit<ThinkagainError, "_tag">;
-
-const WebGpuErrorBase: WebGpuErrorBaseConstructor = ThinkagainError as unknown as WebGpuErrorBaseConstructor;
-
-/**
  * A `GPUDevice` was lost (destroyed, driver reset, out of memory). Calls pending on it and later
  * calls reject with this error; request a new device with `requestGpuDevice`.
  *
@@ -34,7 +22,7 @@ const WebGpuErrorBase: WebGpuErrorBaseConstructor = ThinkagainError as unknown a
  * if (!(caught instanceof ThinkagainError)) throw new Error("expected a ThinkagainError");
  * ```
  */
-export class GpuDeviceLostError extends WebGpuErrorBase {
+export class GpuDeviceLostError extends ThinkagainError {
   /** Always `"GpuDeviceLostError"` (for `Effect.catchTag`). */
   readonly _tag = "GpuDeviceLostError" as const;
   /** `GPUDeviceLostReason` (`"destroyed"` or `"unknown"`). */
@@ -63,7 +51,7 @@ export class GpuDeviceLostError extends WebGpuErrorBase {
  * if (e.name !== "KernelError") throw new Error(e.name);
  * ```
  */
-export class KernelError extends WebGpuErrorBase {
+export class KernelError extends ThinkagainError {
   /** Always `"KernelError"` (for `Effect.catchTag`). */
   readonly _tag = "KernelError" as const;
   /** Name of the kernel that failed. */

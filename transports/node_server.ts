@@ -6,19 +6,23 @@
  *
  * @module
  */
+import { assignNodeGpus } from "../core/placement.ts";
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
-import { CancelledError, OpExecutionError, PlacementError, ProtocolError, TransportError } from "../core/errors.ts";
-import { Mesh, MeshNode } from "../core/mesh.ts";
+import { CancelledError, OpExecutionError, ProtocolError, TransportError } from "../core/errors.ts";
+import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
+import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { registeredOps } from "../core/op.ts";
-import { LocalReplica, registeredServices } from "../core/service.ts";
-import { withExtractedContext } from "../core/tracing.ts";
+import { LocalReplica } from "../core/local_replica.ts";
+import { registeredServices } from "../core/service_def.ts";
+import { withExtractedContext } from "../core/tracing/mod.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
-import { closeLinks, reviveValue, wireValue } from "./remote.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
+import { reviveValue, wireValue } from "./handle_wire.ts";
+import { closeLinks } from "./link.ts";
 
 /** Options of a {@link NodeServer}. */
 export interface NodeServerOptions {
@@ -60,7 +64,8 @@ const EXPIRED_REMEMBERED = 4096;
  * @example A node in this process, over the in-memory transport
  * ```ts
  * import * as ta from "../mod.ts";
- * import { NodeServer, serveInMemory } from "./mod.ts";
+ * import { NodeServer } from "./node_server.ts";
+ * import { serveInMemory } from "./in_memory.ts";
  * const Echo = ta.service(class Echo { echo(x: string) { return x; } });
  * const node = new NodeServer({ name: "n1" });
  * const server = serveInMemory("doc-node", node.handler);
@@ -77,6 +82,8 @@ export class NodeServer {
   readonly session: string = crypto.randomUUID();
   /** The mesh its instances and ops run in (nested `.go()` calls use it). */
   readonly mesh: Mesh;
+  /** Its runtime: what its instances and the calls run here are given. */
+  private readonly rt: MeshRuntime;
   /** Answer frames with this (pass it to a transport server). */
   readonly handler: FrameHandler;
   private readonly gpus: readonly GpuDevice[];
@@ -97,7 +104,7 @@ export class NodeServer {
   private inFlight = 0;
   private drained: (() => void) | undefined;
 
-  /** Creates one. @param options The node's name, resources, and how it reaches other nodes. */
+  /** @param options The node's name, resources, and how it reaches other nodes. */
   constructor(options: NodeServerOptions) {
     if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
       throw new TypeError("NodeServer needs options with a non-empty name");
@@ -113,6 +120,7 @@ export class NodeServer {
     this.gpus = node.gpus;
     this.freeGpus = new Set(node.gpus.map((g) => g.id));
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
+    this.rt = meshRuntime(this.mesh);
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.handler = (frame) => this.handle(frame);
   }
@@ -252,24 +260,14 @@ export class NodeServer {
       );
     }
     // a share of a GPU (gpus < 1) is not exclusive: the driver's placement split the GPU
-    const whole = def.gpus >= 1 ? def.gpus : 0;
-    const ids = def.gpus > 0 && def.gpus < 1
-      ? (gpus.length === 1 ? [...gpus] : [0])
-      : gpus.length === whole
-      ? [...gpus]
-      : [...this.freeGpus].slice(0, whole);
-    const taken = whole > 0 ? ids.filter((g) => !this.freeGpus.has(g)) : [];
-    if (ids.length < whole || taken.length > 0 || (def.gpus > 0 && this.gpus.length === 0)) {
-      throw new PlacementError(
-        service,
-        `Cannot place service "${service}" on node "${this.name}": needs ${def.gpus} GPUs, ${this.freeGpus.size} free` +
-          (taken.length ? ` (GPU ${taken.join(", ")} is taken)` : ""),
-      );
-    }
+    const { ids, exclusive } = assignNodeGpus(service, this.name, def.gpus, {
+      asked: gpus,
+      free: [...this.freeGpus],
+      total: this.gpus.length,
+    });
     const devices = ids.map((id) => this.gpus.find((g) => g.id === id) ?? new GpuDevice(id));
-    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.mesh, replica, this.name, devices);
+    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices);
     if (local.failure !== undefined) throw local.failure;
-    const exclusive = whole > 0 ? ids : [];
     for (const g of exclusive) this.freeGpus.delete(g);
     const id = crypto.randomUUID();
     const leased = owner !== undefined && this.leaseMs > 0 ? owner : undefined;
@@ -306,7 +304,7 @@ export class NodeServer {
       name = msg.op;
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
       // the caller's trace continues here, under a SERVER span
-      ref = withExtractedContext(msg.trace, () => runInContext({ mesh: this.mesh }, () => def.op.go(...args)), {
+      ref = withExtractedContext(msg.trace, () => runInContext({ mesh: this.rt }, () => def.op.go(...args)), {
         name: `serve ${name}`,
         attributes: { "thinkagain.node": this.name },
       });
@@ -324,7 +322,7 @@ export class NodeServer {
         throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
       }
       name = `${inst.replica.def.name}.${msg.method}`;
-      ref = withExtractedContext(msg.trace, () => inst.replica.call(msg.method!, args, { mesh: this.mesh }), {
+      ref = withExtractedContext(msg.trace, () => inst.replica.call(msg.method!, args, { mesh: this.rt }), {
         name: `serve ${name}`,
         attributes: { "thinkagain.node": this.name },
       });

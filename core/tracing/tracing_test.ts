@@ -21,9 +21,9 @@ import {
   isTracingEnabled,
   setTracingAutoDetect,
   withExtractedContext,
-} from "./tracing.ts";
-import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./_test_otlp_receiver.ts";
-import { sleep } from "./_test_utils.ts";
+} from "./mod.ts";
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "../_test_otlp_receiver.ts";
+import { sleep } from "../_test_utils.ts";
 
 let receiver: OtlpReceiver;
 let provider: BasicTracerProvider;
@@ -291,11 +291,11 @@ test("the OTLP receiver also decodes OTLP/JSON", async () => {
 });
 
 test("Deno's built-in OpenTelemetry (OTEL_DENO=true, no SDK) exports thinkagain spans through @opentelemetry/api", async () => {
-  const deno = fileURLToPath(new URL("../node_modules/.bin/deno", import.meta.url));
-  const app = fileURLToPath(new URL("./_test_otel_deno_app.ts", import.meta.url));
+  const deno = fileURLToPath(new URL("../../node_modules/.bin/deno", import.meta.url));
+  const app = fileURLToPath(new URL("../_test_otel_deno_app.ts", import.meta.url));
   const stdout = await new Promise<string>((resolve, reject) => {
     execFile(deno, ["run", "-A", "--no-check", app], {
-      cwd: fileURLToPath(new URL("..", import.meta.url)),
+      cwd: fileURLToPath(new URL("../..", import.meta.url)),
       env: {
         ...process.env,
         OTEL_DENO: "true",

@@ -1,6 +1,6 @@
 import { strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
-import { transportFor } from "./mod.ts";
+import { transportFor } from "./transport_for.ts";
 
 test("transportFor picks the transport from the endpoint scheme", () => {
   strictEqual(transportFor("ws://h:1").name, "websocket");

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { eventually, rejection, sleep } from "../core/_test_utils.ts";
-import { NodeServer } from "./node.ts";
+import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { inMemoryTransport } from "./in_memory.ts";
 import {
@@ -15,7 +15,6 @@ import {
   type ResultMessage,
   type WelcomeMessage,
 } from "./protocol.ts";
-import "./remote.ts";
 
 const Counter = ta.service(
   class RemoteCounter {

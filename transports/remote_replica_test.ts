@@ -6,9 +6,11 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { eventually, gate, rejection, settlesWithin, sleep } from "../core/_test_utils.ts";
 import { serveInMemory } from "./in_memory.ts";
-import { NodeServer } from "./node.ts";
+import { NodeServer } from "./node_server.ts";
 import { decodeDriverMessage } from "./protocol.ts";
-import { remoteTimeouts } from "./remote.ts";
+import { linkFor } from "./link.ts";
+import { handleWire } from "./handle_wire.ts";
+import { meshRuntime } from "../core/mesh.ts";
 import { startRealServer } from "./_test_servers.ts";
 
 const Tally = ta.service(
@@ -34,10 +36,11 @@ test("NodeLink over HTTP trusts a cached welcome until its TTL, then asks again 
     if (t === "call") calls++;
     return node.handler(frame, peer);
   });
-  const mesh = new ta.Mesh([new ta.MeshNode("ttl", { endpoint: server.endpoint, gpus: 1 })], { transport: "http" });
-  const ttl = remoteTimeouts.welcomeTtlMs;
+  const mesh = new ta.Mesh([new ta.MeshNode("ttl", { endpoint: server.endpoint, gpus: 1 })], {
+    transport: "http",
+    welcomeTtlMs: 60_000,
+  });
   try {
-    remoteTimeouts.welcomeTtlMs = 60_000;
     assert.equal(await mesh.run(() => onGpu.go(1)), 2);
     assert.deepEqual({ hellos, calls }, { hellos: 1, calls: 0 }, "the node has no GPU: the op ran in the driver");
     // the node restarts on the same endpoint, now with a GPU; over HTTP no connection drop tells of it
@@ -45,12 +48,12 @@ test("NodeLink over HTTP trusts a cached welcome until its TTL, then asks again 
     node = new NodeServer({ name: "ttl", gpus: 1 });
     assert.equal(await mesh.run(() => onGpu.go(2)), 3);
     assert.deepEqual({ hellos, calls }, { hellos: 1, calls: 0 }, "within the TTL the cached welcome is trusted");
-    remoteTimeouts.welcomeTtlMs = 1;
+    // the mesh's link to the node: shorten its TTL (the same link linkFor gave the mesh's calls)
+    linkFor(meshRuntime(mesh), "ttl", server.endpoint, {}, handleWire).welcomeTtlMs = 1;
     await sleep(20); // outlasts the TTL
     assert.equal(await mesh.run(() => onGpu.go(3)), 4);
     assert.deepEqual({ hellos, calls }, { hellos: 2, calls: 1 }, "past the TTL it asks again and calls the new node");
   } finally {
-    remoteTimeouts.welcomeTtlMs = ttl;
     await mesh.close();
     await server.close();
     await node.drain();
@@ -71,16 +74,13 @@ test(
       }
       return node.handler(frame, peer);
     });
-    const mesh = new ta.Mesh([new ta.MeshNode("deaf", { endpoint: `mem://${name}` })]);
-    const wait = remoteTimeouts.destroyTimeoutMs;
+    const mesh = new ta.Mesh([new ta.MeshNode("deaf", { endpoint: `mem://${name}` })], { destroyTimeoutMs: 50 });
     try {
-      remoteTimeouts.destroyTimeoutMs = 50;
       const out = await mesh.run(() => Promise.all([Tally.init(), Tally.init(), Tally.init()].map((t) => t.add.go(1))));
       assert.deepEqual(out, [1, 1, 1]);
       assert.equal(await settlesWithin(mesh.close(), 10_000), true, "close does not wait on the destroy for ever");
       assert.equal(destroys, 1, "after one unanswered destroy the link's other instances are left to the lease");
     } finally {
-      remoteTimeouts.destroyTimeoutMs = wait;
       await server.close();
       await node.drain({ graceMs: 10 });
     }

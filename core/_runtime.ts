@@ -1,0 +1,83 @@
+/**
+ * The one seam between `core/` and the runtime it runs on. Everything here is provided by Bun,
+ * Deno, Node and edge runtimes alike, but reached differently: AsyncLocalStorage comes from
+ * `node:async_hooks` (the only `node:` import in `core/`), letting a timer not hold the process
+ * open is `unref()` on Bun and Node and `Deno.unrefTimer` on Deno, and the working directory (for
+ * relative config paths) exists only where there is a process. Every other file in `core/` uses
+ * Web-standard APIs only; `tools/check_imports.ts` enforces that.
+ *
+ * @module
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+
+export { AsyncLocalStorage };
+
+/** A timer id as `setTimeout`/`setInterval` return it on any runtime. */
+export type TimerId = ReturnType<typeof setTimeout> | ReturnType<typeof setInterval>;
+
+/**
+ * Lets a timer not hold the process open (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`).
+ *
+ * @param t The timer.
+ *
+ * @example
+ * ```ts
+ * import { unrefTimer } from "./_runtime.ts";
+ * const t = setTimeout(() => {}, 60_000);
+ * unrefTimer(t); // the program may exit before it fires
+ * clearTimeout(t);
+ * ```
+ */
+export function unrefTimer(t: TimerId): void {
+  if (typeof t === "object" && t !== null && typeof (t as { unref?: unknown }).unref === "function") {
+    (t as unknown as { unref(): void }).unref();
+  } else {
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(t as unknown as number);
+  }
+}
+
+/**
+ * The working directory as a `file:` URL ending in `/`, or `undefined` on a runtime without one
+ * (an edge worker), where paths must be absolute or URLs.
+ *
+ * @returns The directory URL, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { workingDirectoryUrl } from "./_runtime.ts";
+ * const dir = workingDirectoryUrl();
+ * if (dir !== undefined && !dir.endsWith("/")) throw new Error("expected a directory URL");
+ * ```
+ */
+export function workingDirectoryUrl(): string | undefined {
+  const g = globalThis as { process?: { cwd?: () => string }; Deno?: { cwd?: () => string } };
+  const dir = g.process?.cwd?.() ?? g.Deno?.cwd?.();
+  if (dir === undefined) return undefined;
+  return `file://${dir.endsWith("/") ? dir : `${dir}/`}`;
+}
+
+/**
+ * An environment variable, where the runtime has an environment and the program may read it
+ * (`process.env` on Bun, Node and Deno; `Deno.env` as a fallback); `undefined` otherwise (an edge
+ * runtime, or no permission).
+ *
+ * @param name The variable's name.
+ * @returns Its value, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { envVar } from "./_runtime.ts";
+ * if (envVar("THINKAGAIN_SURELY_UNSET_VARIABLE") !== undefined) throw new Error("unexpected");
+ * ```
+ */
+export function envVar(name: string): string | undefined {
+  try {
+    const g = globalThis as {
+      process?: { env?: Record<string, string | undefined> };
+      Deno?: { env?: { get(k: string): string | undefined } };
+    };
+    return g.process?.env?.[name] ?? g.Deno?.env?.get(name);
+  } catch {
+    return undefined; // no permission to read the environment
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * A service placed in one mesh: its replicas, and which one a call goes to (the least loaded, by
+ * `placement.ts`).
+ *
+ * @module
+ */
+import type { RunContext } from "./context.ts";
+import type { GpuDevice } from "./devices.ts";
+import { leastLoaded } from "./placement.ts";
+import type { ServiceDef } from "./service_def.ts";
+import type { Task } from "./task.ts";
+
+function outstandingOf(r: Replica): number {
+  return r.outstanding;
+}
+
+/** Where one replica runs and how calls reach it. */
+export interface Replica {
+  readonly index: number;
+  readonly node: string;
+  readonly gpus: readonly GpuDevice[];
+  /** Calls queued or running. */
+  readonly outstanding: number;
+  /** Calls submitted so far. */
+  readonly calls: number;
+  call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown>;
+  /**
+   * Rejects queued calls, waits for running ones (until `deadline`, a `performance.now()` time,
+   * after which they are cancelled), then disposes the instance.
+   */
+  close(deadline?: number): Promise<void>;
+  /** Rejects the calls not yet started and starts no more (the first, synchronous step of closing). */
+  stopAccepting?(): void;
+  /** Told which deployment it belongs to (remote replicas fail over to siblings). */
+  attach?(deployment: Deployment): void;
+}
+
+/** A service placed in one mesh: its replicas. */
+export class Deployment {
+  readonly def: ServiceDef;
+  readonly replicas: Replica[];
+  disposed = false;
+  constructor(def: ServiceDef, replicas: Replica[]) {
+    this.def = def;
+    this.replicas = replicas;
+  }
+  /** The replica with the fewest outstanding calls (the first such, so one replica is stable). */
+  route(): Replica {
+    const rs = this.replicas;
+    return rs.length === 1 ? rs[0] : leastLoaded(rs, outstandingOf)!;
+  }
+}

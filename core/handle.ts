@@ -1,0 +1,141 @@
+/**
+ * Service handles: what `.init()` returns. A handle is a proxy whose properties are the service's
+ * methods (each a direct call and `.go()`); behind it, the constructor arguments and one
+ * deployment per mesh, placed on first use in that mesh.
+ *
+ * @module
+ */
+import { currentContext } from "./context.ts";
+import type { Deployment } from "./deployment.ts";
+import { CancelledError } from "./errors.ts";
+import { defaultRuntime, type MeshRuntime } from "./mesh_runtime.ts";
+import type { ObjectRef } from "./object_ref.ts";
+import { failedRef } from "./scheduler.ts";
+import type { AnyFn, ServiceDef } from "./service_def.ts";
+import type { TaskTarget } from "./task.ts";
+import type { RefArgs } from "./types.ts";
+
+const handleBrand: unique symbol = Symbol("thinkagain.handle");
+
+/** A method on a service handle: call it directly, or `.go()` for a ref. */
+export interface ServiceMethod<A extends unknown[], R> {
+  /** Submits the call and waits for its result. */
+  (...args: A): Promise<R>;
+  /** Submits the call; returns its ref at once. */
+  go(...args: RefArgs<A>): ObjectRef<R>;
+  /** `Service.method`. */
+  readonly methodName: string;
+}
+
+/** Names of the public methods of `T`. */
+export type MethodNames<T> = {
+  [K in keyof T]: K extends string ? (T[K] extends AnyFn ? K : never) : never;
+}[keyof T];
+
+/** The handle `.init()` returns: each public method of `T` as a {@link ServiceMethod}. */
+export type ServiceHandle<T> =
+  & {
+    readonly [K in MethodNames<T>]: T[K] extends (...args: infer A) => infer R ? ServiceMethod<A, Awaited<R>> : never;
+  }
+  & { readonly [handleBrand]: unknown };
+
+/** The state behind a handle: its service, constructor args and a deployment per mesh. */
+export class HandleState {
+  readonly def: ServiceDef;
+  readonly args: unknown[];
+  private readonly deployments = new Map<MeshRuntime, Deployment>();
+  readonly methods: Map<string, ServiceMethod<unknown[], unknown>> = new Map();
+
+  constructor(def: ServiceDef, args: unknown[]) {
+    this.def = def;
+    this.args = args;
+  }
+
+  /** A deployment that serves every mesh (a handle received from another node). */
+  pinned: Deployment | undefined;
+
+  /** The deployment in `mesh`, placing the service there on first use (may throw PlacementError). */
+  deployment(mesh: MeshRuntime): Deployment {
+    if (this.pinned !== undefined) return this.pinned;
+    let d = this.deployments.get(mesh);
+    if (d === undefined || d.disposed) {
+      d = mesh.deploy(this.def, this.args);
+      this.deployments.set(mesh, d);
+    }
+    return d;
+  }
+
+  method(name: string): ServiceMethod<unknown[], unknown> {
+    let m = this.methods.get(name);
+    if (m !== undefined) return m;
+    const qualified = `${this.def.name}.${name}`;
+    const go = (...args: unknown[]): ObjectRef<unknown> => {
+      const ctx = currentContext();
+      const mesh = ctx?.mesh ?? defaultRuntime();
+      if (mesh.closed) {
+        return failedRef(
+          deadTarget(qualified),
+          new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`),
+        );
+      }
+      let d: Deployment;
+      try {
+        d = this.deployment(mesh);
+      } catch (e) {
+        return failedRef(deadTarget(qualified), e);
+      }
+      return d.route().call(name, args, ctx);
+    };
+    m = Object.assign((...args: unknown[]) => go(...args).promise(), { go, methodName: qualified });
+    this.methods.set(name, m);
+    return m;
+  }
+}
+
+function deadTarget(name: string): TaskTarget {
+  return { name, kind: "method", node: undefined, ready() {} };
+}
+
+const passThrough = new Set<string | symbol>([
+  "then",
+  "toJSON",
+  "constructor",
+  "asymmetricMatch",
+  "nodeType",
+  "$$typeof",
+]);
+
+/** A handle for `state` (also used for handles revived from the wire). */
+export function makeHandle(state: HandleState): object {
+  const target = Object.create(HandleProto) as Record<PropertyKey, unknown>;
+  target[handleBrand] = state;
+  return new Proxy(target, {
+    get(t, p) {
+      if (typeof p === "string" && state.def.methods.has(p)) return state.method(p);
+      if (p === handleBrand) return state;
+      if (typeof p === "symbol" || passThrough.has(p) || p in Object.prototype) return Reflect.get(t, p);
+      throw new TypeError(
+        `Service "${state.def.name}" has no method "${p}"; its methods are: ${[...state.def.methods].join(", ")}`,
+      );
+    },
+    has(_t, p) {
+      return typeof p === "string" && state.def.methods.has(p);
+    },
+  });
+}
+
+const HandleProto = {
+  toString(this: Record<PropertyKey, unknown>): string {
+    return `ServiceHandle(${(this[handleBrand] as HandleState).def.name})`;
+  },
+};
+
+/** The handle's state, or undefined when `v` is not a service handle. */
+export function handleStateOf(v: unknown): HandleState | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  try {
+    return (v as Record<PropertyKey, unknown>)[handleBrand] as HandleState | undefined;
+  } catch {
+    return undefined;
+  }
+}

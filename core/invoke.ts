@@ -1,0 +1,48 @@
+/**
+ * Calling a task's body: in the task's run context (switching only when it is not current), through
+ * the tracing body wrapper when the task is recorded, and what error a task fails with when its
+ * body throws. Shared by the plain path (`run_body.ts`) and retries/deadlines (`policy.ts`).
+ *
+ * @module
+ */
+import { applyInContext, contextEntered, currentContext, NO_CONTEXT, type RunContext } from "./context.ts";
+import { OpExecutionError, ThinkagainError } from "./errors.ts";
+import type { BodyWrapper } from "./events.ts";
+import type { Task } from "./task.ts";
+
+/** The error a task fails with when its body threw `e`. */
+export function failure(task: Task<unknown>, e: unknown): unknown {
+  return task._target.passErrors === true && e instanceof ThinkagainError
+    ? e
+    : new OpExecutionError(task._target.name, e);
+}
+
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === "object" || typeof v === "function") &&
+    typeof (v as { then?: unknown }).then === "function";
+}
+
+/**
+ * Calls the body `fn.apply(self, args)` in `ctx` (switching only when it is not current already),
+ * through the body wrapper when one is given. No closure per call: the hot path allocates nothing here.
+ */
+export function callBody(
+  task: Task<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+  ctx: RunContext | undefined,
+  wrap: BodyWrapper | undefined,
+): unknown {
+  if (ctx === undefined && contextEntered && currentContext() !== undefined) {
+    // submitted outside any mesh, but started from inside one (a drain or a settle that ran there):
+    // it must not take that mesh, instance or caller as its own
+    ctx = NO_CONTEXT;
+  }
+  if (ctx !== undefined && currentContext() !== ctx) {
+    return wrap === undefined
+      ? applyInContext(ctx, fn, self, args)
+      : applyInContext(ctx, wrap as (...a: unknown[]) => unknown, undefined, [task, fn, self, args]);
+  }
+  return wrap === undefined ? fn.apply(self, args) : wrap(task, fn, self, args);
+}

@@ -1,0 +1,90 @@
+/**
+ * Concurrency limits (an op's `concurrency`, a mesh's `maxConcurrency`): small counting semaphores
+ * whose waiters are tasks, handed slots in FIFO order.
+ *
+ * @module
+ */
+import { State, type Task } from "./task.ts";
+
+const { PENDING } = State;
+
+/**
+ * A counting semaphore whose waiters are tasks; a released slot goes to the oldest
+ * waiting task that is still pending.
+ */
+export class Limiter {
+  readonly max: number;
+  running = 0;
+  private waiting: Task<unknown>[] = [];
+  private head = 0;
+  private resumes: Array<(task: Task<unknown>) => void> = [];
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** Starts `task` through `start` now if a slot is free, else when one frees up. */
+  acquire(task: Task<unknown>, start: (task: Task<unknown>) => void): void {
+    if (this.running < this.max) {
+      this.running++;
+      start(task);
+    } else {
+      this.waiting.push(task);
+      this.resumes.push(start);
+    }
+  }
+
+  private releasing = false;
+
+  /**
+   * Frees a slot and hands it to the next waiting task. A task started here that finishes
+   * synchronously releases from inside this loop: that nested release only frees its slot, and this
+   * loop hands it on (no stack per queued task).
+   */
+  release(): void {
+    this.running--;
+    if (this.releasing) return;
+    this.releasing = true;
+    try {
+      this.handOn();
+    } finally {
+      this.releasing = false;
+    }
+  }
+
+  /**
+   * Forgets the waiting tasks that settled meanwhile (a closed mesh cancelled them), so they are not
+   * held until a slot frees, which may be never. Not while handing slots on (that loop skips them).
+   */
+  prune(): void {
+    if (this.releasing) return;
+    const waiting = this.waiting, resumes = this.resumes;
+    let kept = 0;
+    for (let i = this.head; i < waiting.length; i++) {
+      if (waiting[i]._state !== PENDING) continue;
+      waiting[kept] = waiting[i];
+      resumes[kept] = resumes[i];
+      kept++;
+    }
+    waiting.length = kept;
+    resumes.length = kept;
+    this.head = 0;
+  }
+
+  private handOn(): void {
+    while (this.head < this.waiting.length && this.running < this.max) {
+      const task = this.waiting[this.head];
+      const start = this.resumes[this.head];
+      this.waiting[this.head] = undefined as unknown as Task<unknown>;
+      this.head++;
+      if (task._state !== PENDING) continue;
+      this.running++;
+      start(task);
+    }
+    if (this.head === this.waiting.length) {
+      this.waiting.length = 0;
+      this.resumes.length = 0;
+      this.head = 0;
+    }
+  }
+}

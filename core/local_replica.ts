@@ -1,0 +1,72 @@
+/**
+ * A replica living in this process: the service instance, constructed in its run context (so it
+ * sees its node and GPUs), whose calls run through the mailbox as plain calls.
+ *
+ * @module
+ */
+import { type InstanceInfo, type RunContext, runInContext } from "./context.ts";
+import type { GpuDevice } from "./devices.ts";
+import { CancelledError, OpExecutionError } from "./errors.ts";
+import { MailboxReplica } from "./mailbox.ts";
+import type { MeshRuntime } from "./mesh_runtime.ts";
+import { runBody } from "./run_body.ts";
+import type { ServiceDef } from "./service_def.ts";
+import type { Task } from "./task.ts";
+
+/** A replica living in this process: the instance and its run context. */
+export class LocalReplica extends MailboxReplica {
+  readonly ctx: RunContext;
+  private instance: Record<string, unknown> | undefined;
+  private initFailure: OpExecutionError | undefined;
+
+  constructor(
+    def: ServiceDef,
+    args: unknown[],
+    mesh: MeshRuntime | undefined,
+    index: number,
+    node: string,
+    gpus: readonly GpuDevice[],
+  ) {
+    super(def, index, node, gpus, def.maxConcurrency);
+    const info: InstanceInfo = { service: def.name, replica: index, node, gpus };
+    this.ctx = { mesh, instance: info };
+    try {
+      this.instance = runInContext(this.ctx, () => new def.cls(...args));
+    } catch (e) {
+      this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
+    }
+  }
+
+  /** What the constructor threw, wrapped; `undefined` when the instance exists. */
+  get failure(): OpExecutionError | undefined {
+    return this.initFailure;
+  }
+
+  protected unavailable(task: Task<unknown>): unknown {
+    if (this.initFailure !== undefined) return this.initFailure;
+    if (this.instance === undefined) return new CancelledError(task._target.name, "not started: instance disposed");
+    return undefined;
+  }
+
+  protected start(task: Task<unknown>, method: string): void {
+    const instance = this.instance!;
+    runBody(
+      task,
+      instance[method] as (...a: unknown[]) => unknown,
+      instance,
+      this.ctx,
+      this.def.policy,
+      this.doneBound,
+    );
+  }
+
+  protected async dispose(): Promise<void> {
+    const instance = this.instance;
+    this.instance = undefined;
+    if (instance === undefined) return;
+    const dispose =
+      (instance[Symbol.asyncDispose as unknown as string] ?? instance[Symbol.dispose as unknown as string] ??
+        instance["close"]) as (() => unknown) | undefined;
+    if (typeof dispose === "function") await runInContext(this.ctx, () => dispose.call(instance));
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * A replica's mailbox (the actor model): calls are queued at submission and started in that
+ * order, at most `maxConcurrency` at a time, each once its inputs resolved. Local replicas
+ * (`local_replica.ts`) and replicas on other nodes (the transports' remote replica) say how a call
+ * starts; the order and the limit are kept here for both.
+ *
+ * @module
+ */
+import type { RunContext } from "./context.ts";
+import type { Replica } from "./deployment.ts";
+import type { GpuDevice } from "./devices.ts";
+import { CancelledError } from "./errors.ts";
+import { submit } from "./scheduler.ts";
+import type { ServiceDef } from "./service_def.ts";
+import { settle, State, type Task, type TaskTarget } from "./task.ts";
+
+const { PENDING, FAILED } = State;
+
+/**
+ * A replica's mailbox: calls are queued at submission and started in that order, at
+ * most `limit` at a time, each once its inputs resolved. Subclasses say how a call starts.
+ */
+export abstract class MailboxReplica implements Replica {
+  readonly index: number;
+  readonly node: string;
+  readonly gpus: readonly GpuDevice[];
+  readonly def: ServiceDef;
+  outstanding = 0;
+  calls = 0;
+  /** Calls that may run (or be in flight) at once. */
+  protected limit: number;
+  protected closing = false;
+  private readonly queue: Task<unknown>[] = [];
+  private head = 0;
+  protected running = 0;
+  /** Calls whose bodies run now (a cancelled call leaves it at once; close() does not wait for it). */
+  private readonly active = new Set<Task<unknown>>();
+  private readonly targets = new Map<string, MethodTarget>();
+  private readonly enqueueBound = (task: Task<unknown>) => this.enqueue(task);
+  /** Pass to `runBody` as its `done`. */
+  readonly doneBound: (task: Task<unknown>) => void = (task) => this.done(task);
+
+  constructor(def: ServiceDef, index: number, node: string, gpus: readonly GpuDevice[], limit: number) {
+    this.def = def;
+    this.index = index;
+    this.node = node;
+    this.gpus = gpus;
+    this.limit = limit;
+  }
+
+  /** Starts a ready call; must eventually call `doneBound(task)` (runBody does). */
+  protected abstract start(task: Task<unknown>, method: string): void;
+
+  /** The error every call fails with instead of starting (a failed constructor), if any. */
+  protected abstract unavailable(task: Task<unknown>): unknown;
+
+  /** Disposes what the replica holds, after its calls have finished. */
+  protected abstract dispose(deadline?: number): Promise<void>;
+
+  /** Replicas behind a transport: their errors pass through unwrapped, their spans are CLIENT spans. */
+  protected get remote(): boolean {
+    return false;
+  }
+
+  call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown> {
+    let target = this.targets.get(method);
+    if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.remote));
+    this.calls++;
+    return submit(target, args, ctx, this.enqueueBound);
+  }
+
+  private enqueue(task: Task<unknown>): void {
+    this.outstanding++;
+    this.queue.push(task);
+  }
+
+  private pumping = false;
+  private pumpAgain = false;
+
+  /**
+   * Starts queued calls in order while slots are free and the head's inputs are resolved. A call
+   * that finishes synchronously pumps again from inside this loop: that nested pump only asks this
+   * one to go round once more, so 100k synchronous calls queued on one instance take no stack.
+   */
+  pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.pumpOnce();
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpOnce(): void {
+    const q = this.queue;
+    while (!this.closing && this.head < q.length && this.running < this.limit) {
+      const task = q[this.head];
+      if (task._state !== PENDING) {
+        q[this.head++] = undefined as unknown as Task<unknown>;
+        continue;
+      }
+      if (task._pending !== 0) break;
+      q[this.head++] = undefined as unknown as Task<unknown>;
+      const failure = this.unavailable(task);
+      if (failure !== undefined) {
+        this.outstanding--;
+        settle(task, FAILED, failure);
+        continue;
+      }
+      this.running++;
+      this.active.add(task);
+      this.start(task, (task._target as MethodTarget).method);
+    }
+    if (this.head === q.length) {
+      q.length = 0;
+      this.head = 0;
+    }
+  }
+
+  private done(task: Task<unknown>): void {
+    this.running--;
+    this.outstanding--;
+    this.active.delete(task);
+    this.pump();
+  }
+
+  /** A queued call failed or was cancelled before it started. */
+  dropped(): void {
+    this.outstanding--;
+    this.pump();
+  }
+
+  stopAccepting(): void {
+    if (this.closing) return;
+    this.closing = true;
+    const queued = this.queue.slice(this.head);
+    this.queue.length = 0;
+    this.head = 0;
+    for (const task of queued) {
+      if (task !== undefined && task._state === PENDING) {
+        this.outstanding--;
+        task._args = undefined;
+        settle(task, State.CANCELLED, new CancelledError(task._target.name, "not started: the mesh closed"));
+      }
+    }
+  }
+
+  async close(deadline?: number): Promise<void> {
+    this.stopAccepting();
+    // wait for the calls still running; a cancelled one has settled and is not waited for
+    const live = [...this.active].filter((t) => t._state === State.RUNNING);
+    if (live.length > 0) {
+      const all = Promise.allSettled(live.map((t) => t.promise()));
+      if (deadline === undefined) await all;
+      else {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          all,
+          new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now())))),
+        ]);
+        clearTimeout(timer);
+        for (const t of live) t.cancel(); // past the deadline: stop waiting; late results are ignored
+      }
+    }
+    await this.dispose(deadline);
+  }
+}
+
+class MethodTarget implements TaskTarget {
+  readonly kind = "method" as const;
+  readonly name: string;
+  readonly node: string;
+  readonly method: string;
+  readonly passErrors: boolean;
+  readonly remote: boolean;
+  private readonly replica: MailboxReplica;
+  constructor(replica: MailboxReplica, method: string, remote: boolean) {
+    this.replica = replica;
+    this.method = method;
+    this.passErrors = remote;
+    this.remote = remote;
+    this.name = `${replica.def.name}.${method}`;
+    this.node = replica.node;
+  }
+  ready(): void {
+    this.replica.pump();
+  }
+  dropped(): void {
+    this.replica.dropped();
+  }
+}

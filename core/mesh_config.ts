@@ -1,0 +1,138 @@
+/**
+ * How a mesh is configured: its options in code ({@linkcode MeshOptions}) and as JSON
+ * ({@linkcode MeshConfig}, read by `Mesh.fromConfig`), validated here with errors that name the
+ * field.
+ *
+ * @module
+ */
+import type { Layer } from "effect";
+import { workingDirectoryUrl } from "./_runtime.ts";
+import { describe } from "./describe.ts";
+import { MeshNode } from "./mesh_node.ts";
+import type { RemoteExecutor } from "./remote_executor.ts";
+
+/** Options of a `Mesh`. */
+export interface MeshOptions {
+  /** Name in errors and stats (default `"mesh"`). */
+  name?: string;
+  /** At most this many op calls run at once in this mesh (default: unbounded). */
+  maxConcurrency?: number;
+  /** Transport for remote nodes, overriding the endpoint scheme. */
+  transport?: "http" | "websocket" | "in_memory";
+  /** Auth token for remote nodes. */
+  token?: string;
+  /** Default deadline for remote calls, in ms. */
+  timeoutMs?: number;
+  /**
+   * The layer that provides remote execution (nodes with an endpoint). The package root's `Mesh`
+   * passes the transports' `layerRemote`; pass your own to run remote calls another way, or
+   * none (with `thinkagain/core` alone) for a mesh of in-process nodes.
+   */
+  remote?: Layer.Layer<RemoteExecutor>;
+  /**
+   * How long a node's `welcome` is trusted over a transport with no connection to tell of a
+   * restart (HTTP), in ms (default 5000).
+   */
+  welcomeTtlMs?: number;
+  /** How long closing waits for a node to confirm it destroyed an instance, in ms (default 5000). */
+  destroyTimeoutMs?: number;
+}
+
+/** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */
+export interface MeshConfig {
+  /** The mesh's name. */
+  name?: string;
+  /** Transport for remote nodes. */
+  transport?: "http" | "websocket" | "in_memory";
+  /** Auth token for remote nodes. */
+  token?: string;
+  /** Default deadline for remote calls, ms. */
+  timeoutMs?: number;
+  /** At most this many op calls at once. */
+  maxConcurrency?: number;
+  /** The nodes: name, endpoint (remote nodes), GPUs and CPUs. */
+  nodes: Array<{ name: string; endpoint?: string; gpus?: number; cpus?: number }>;
+}
+
+/**
+ * Reads a mesh config: an object, or a JSON file (a path, relative to the working directory, or a
+ * URL), into the nodes and options of a mesh.
+ *
+ * @param config The config, or where to read it.
+ * @returns The nodes and options.
+ * @throws {TypeError} For an unreadable file or a bad config, naming the field.
+ *
+ * @example
+ * ```ts
+ * import { readMeshConfig } from "./mesh_config.ts";
+ * const { nodes, options } = await readMeshConfig({ name: "prod", nodes: [{ name: "a", gpus: 2 }] });
+ * if (nodes[0].gpus.length !== 2 || options.name !== "prod") throw new Error("unexpected");
+ * ```
+ */
+export async function readMeshConfig(
+  config: MeshConfig | string | URL,
+): Promise<{ nodes: MeshNode[]; options: MeshOptions }> {
+  let c: unknown = config;
+  if (typeof config === "string" || config instanceof URL) {
+    let url: URL;
+    if (config instanceof URL) url = config;
+    else if (/^[a-z][a-z0-9+.-]*:/i.test(config)) url = new URL(config);
+    else {
+      const base = workingDirectoryUrl();
+      if (base === undefined) {
+        throw new TypeError("Mesh.fromConfig: pass an absolute path or URL (this runtime has no working directory)");
+      }
+      url = new URL(config, base);
+    }
+    try {
+      c = (await import(url.href, { with: { type: "json" } })).default;
+    } catch (e) {
+      throw new TypeError(`Mesh.fromConfig: cannot read ${url.href}: ${(e as Error).message}`);
+    }
+  }
+  return parseMeshConfig(c);
+}
+
+/**
+ * Validates a mesh config object into the nodes and options of a mesh.
+ *
+ * @param c The parsed JSON.
+ * @returns The nodes and options.
+ * @throws {TypeError} For a bad config, naming the field.
+ *
+ * @example
+ * ```ts
+ * import { parseMeshConfig } from "./mesh_config.ts";
+ * import { throws } from "node:assert/strict";
+ * throws(() => parseMeshConfig({ nodes: [], colour: "red" }), /unknown field colour/);
+ * ```
+ */
+export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshOptions } {
+  if (c === null || typeof c !== "object" || !Array.isArray((c as MeshConfig).nodes)) {
+    throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array');
+  }
+  const cfg = c as MeshConfig;
+  const nodes = cfg.nodes.map((n, i) => {
+    if (n === null || typeof n !== "object" || typeof n.name !== "string") {
+      throw new TypeError(`Mesh.fromConfig: nodes[${i}] needs a "name" string`);
+    }
+    return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
+  });
+  const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrency", "nodes"]);
+  const unknown = Object.keys(cfg).filter((k) => !known.has(k));
+  if (unknown.length > 0) {
+    throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
+  }
+  if (cfg.transport !== undefined && !["http", "websocket", "in_memory"].includes(cfg.transport)) {
+    throw new TypeError(
+      `Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`,
+    );
+  }
+  const options: MeshOptions = {};
+  if (cfg.name !== undefined) options.name = cfg.name;
+  if (cfg.transport !== undefined) options.transport = cfg.transport;
+  if (cfg.token !== undefined) options.token = cfg.token;
+  if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
+  if (cfg.maxConcurrency !== undefined) options.maxConcurrency = cfg.maxConcurrency;
+  return { nodes, options };
+}

@@ -1,0 +1,89 @@
+/**
+ * `MeshNode`: one node of a mesh — a name, its resources (GPUs, CPUs) and, for a node in another
+ * process, its endpoint.
+ *
+ * @module
+ */
+import { describe } from "./describe.ts";
+import { GpuDevice } from "./devices.ts";
+
+/** Resources and address of a {@link MeshNode}. */
+export interface MeshNodeOptions {
+  /** Number of GPUs, or the GPUs themselves (default 0). `Infinity`: unbounded, none assigned. */
+  gpus?: number | readonly GpuDevice[];
+  /** Number of CPU cores (default: unbounded). */
+  cpus?: number;
+  /** Where a remote node listens (`ws://host:port`, `http://host:port`); absent: a node in this process. */
+  endpoint?: string;
+}
+
+/**
+ * One node of a mesh: a name, its resources, and (for a remote node) its endpoint.
+ *
+ * @example
+ * ```ts
+ * import { MeshNode } from "./mesh_node.ts";
+ * const n = new MeshNode("server1", { gpus: 8, cpus: 32 });
+ * if (n.gpus.length !== 8 || n.cpus !== 32) throw new Error("unexpected");
+ * ```
+ */
+export class MeshNode {
+  /** Unique name within the mesh. */
+  readonly name: string;
+  /** The node's GPUs (ids 0..n-1 unless given). */
+  readonly gpus: readonly GpuDevice[];
+  /** True when the GPU count is unbounded (the default local runtime). */
+  readonly unboundedGpus: boolean;
+  /** CPU cores (`Infinity`: not limited). */
+  readonly cpus: number;
+  /** Endpoint of a remote node; `undefined` for a node inside this process. */
+  readonly endpoint: string | undefined;
+
+  /**
+   * @param name Unique within the mesh.
+   * @param options Resources and endpoint.
+   */
+  constructor(name: string, options: MeshNodeOptions = {}) {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError(`MeshNode name must be a non-empty string, got ${describe(name)}`);
+    }
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`MeshNode "${name}" options must be an object, got ${describe(options)}`);
+    }
+    this.name = name;
+    const g = options.gpus ?? 0;
+    this.unboundedGpus = g === Infinity;
+    if (Array.isArray(g)) {
+      if (!g.every((d) => d instanceof GpuDevice)) {
+        const adapters = g.some((d) =>
+          typeof d === "object" && d !== null && (d as { kind?: unknown }).kind === "webgpu-adapter"
+        );
+        throw new TypeError(
+          `MeshNode "${name}": gpus must be a count or an array of GpuDevice` +
+            (adapters ? "; got WebGPU adapter info (webgpuAdapters()): use webgpuGpuDevices() for devices" : ""),
+        );
+      }
+      this.gpus = [...g];
+    } else if (g === Infinity) {
+      this.gpus = [];
+    } else if (typeof g === "number" && Number.isInteger(g) && g >= 0) {
+      this.gpus = Array.from({ length: g }, (_, i) => new GpuDevice(i));
+    } else {
+      throw new RangeError(`MeshNode "${name}": gpus must be a non-negative integer, got ${describe(g)}`);
+    }
+    const c = options.cpus ?? Infinity;
+    if (!(c === Infinity || (typeof c === "number" && Number.isInteger(c) && c >= 0))) {
+      throw new RangeError(`MeshNode "${name}": cpus must be a non-negative integer, got ${describe(c)}`);
+    }
+    this.cpus = c;
+    if (
+      options.endpoint !== undefined &&
+      (typeof options.endpoint !== "string" || !/^[a-z][a-z0-9+.-]*:\/\//i.test(options.endpoint))
+    ) {
+      throw new TypeError(
+        `MeshNode "${name}": endpoint must be a URL such as ws://127.0.0.1:7070, got ${describe(options.endpoint)}`,
+      );
+    }
+    this.endpoint = options.endpoint;
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * A mesh's state while it lives: its nodes' free resources, the deployments placed on them, its
+ * op limit, the calls not yet started (what closing cancels), the remote executor its layer
+ * provided, and its lifetime (an Effect Scope whose finalizers dispose instances in reverse order).
+ * The public `Mesh` (`mesh.ts`) is a thin face over one of these; running code finds the runtime
+ * in its run context, so ops and services never need the public class.
+ *
+ * @module
+ */
+import { Context, Effect, Exit, Layer, Scope } from "effect";
+import { Deployment, type Replica } from "./deployment.ts";
+import type { GpuDevice } from "./devices.ts";
+import { CancelledError, PlacementError } from "./errors.ts";
+import { Limiter } from "./limiter.ts";
+import { LocalReplica } from "./local_replica.ts";
+import type { MeshOptions } from "./mesh_config.ts";
+import { MeshNode } from "./mesh_node.ts";
+import {
+  type MutableNodeResources,
+  type PlacementRequest,
+  placeReplicas,
+  releaseResources,
+  takeResources,
+} from "./placement.ts";
+import { RemoteExecutor } from "./remote_executor.ts";
+import type { ServiceDef } from "./service_def.ts";
+import { cancelTask, State, TaskRoster, type TaskTarget } from "./task.ts";
+
+/** What `Mesh.stats()` reports. */
+export interface MeshStats {
+  /** Name. */
+  readonly name: string;
+  /** True once the mesh was closed. */
+  readonly closed: boolean;
+  /** Each node with its total and free resources. */
+  readonly nodes: ReadonlyArray<{
+    readonly name: string;
+    readonly endpoint: string | undefined;
+    readonly gpus: { readonly total: number; readonly free: number };
+    readonly cpus: { readonly total: number; readonly free: number };
+  }>;
+  /** Each service instance: where it runs and how busy it is. */
+  readonly instances: ReadonlyArray<{
+    readonly service: string;
+    readonly replica: number;
+    readonly node: string;
+    readonly gpus: readonly number[];
+    readonly calls: number;
+    readonly outstanding: number;
+  }>;
+}
+
+interface NodeState extends MutableNodeResources {
+  readonly node: MeshNode;
+}
+
+function requestOf(def: ServiceDef): PlacementRequest {
+  return { service: def.name, gpus: def.gpus, cpus: def.cpus, replicas: def.replicas };
+}
+
+/** The live state of one mesh. */
+export class MeshRuntime {
+  /** The mesh's name. */
+  readonly name: string;
+  /** Its nodes. */
+  readonly nodes: readonly MeshNode[];
+  /** Its options. */
+  readonly options: Readonly<MeshOptions>;
+  /** The mesh-wide op concurrency limit, if any. */
+  readonly limiter: Limiter | undefined;
+  /** Its op calls not yet settled (what closing cancels); none kept by the default runtime. */
+  roster: TaskRoster | undefined = new TaskRoster();
+  /** Remote execution, when the mesh was built with a remote layer. */
+  readonly remote: RemoteExecutor | undefined;
+  /** True when some node has an endpoint (is reached over a transport). */
+  readonly hasRemoteNodes: boolean;
+  private readonly states: NodeState[] = [];
+  private readonly deployments: Deployment[] = [];
+  private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
+  private closing: Promise<void> | undefined;
+  private closeDeadline: number | undefined;
+  /** The default runtime: instances are owned by their handles alone. */
+  private transient = false;
+  /** True once `close()` was called. */
+  closed = false;
+
+  /**
+   * @param nodes The nodes (validated, names unique).
+   * @param options The mesh's options (validated).
+   */
+  constructor(nodes: readonly MeshNode[], options: Readonly<MeshOptions>) {
+    this.name = options.name ?? "mesh";
+    this.nodes = nodes;
+    this.options = options;
+    for (const node of nodes) {
+      this.states.push({
+        node,
+        name: node.name,
+        unboundedGpus: node.unboundedGpus,
+        freeGpus: [...node.gpus],
+        shared: new Map(),
+        freeCpus: node.cpus,
+        instances: 0,
+      });
+    }
+    this.limiter = options.maxConcurrency === undefined ? undefined : new Limiter(options.maxConcurrency);
+    this.hasRemoteNodes = nodes.some((n) => n.endpoint !== undefined);
+    this.remote = options.remote === undefined ? undefined : Context.get(
+      Effect.runSync(Layer.buildWithScope(options.remote, this.scope)),
+      RemoteExecutor,
+    );
+  }
+
+  /** The runtime of the default local mesh: one node, unbounded resources, never closed. */
+  static makeDefault(): MeshRuntime {
+    const rt = new MeshRuntime([new MeshNode("local", { gpus: Infinity })], { name: "default" });
+    rt.transient = true;
+    rt.roster = undefined; // it never closes: its ops need no roster
+    return rt;
+  }
+
+  /**
+   * Places every replica of `def` (all or none, by `placement.ts`) and creates the instances.
+   *
+   * @throws {PlacementError} When a replica fits nowhere, or lands on a remote node and the mesh has no remote layer.
+   */
+  deploy(def: ServiceDef, args: unknown[]): Deployment {
+    if (this.closed) throw new TypeError(`Cannot place service "${def.name}": mesh "${this.name}" is closed`);
+    const request = requestOf(def);
+    const placed = placeReplicas(this.states, request);
+    const remote = this.remote;
+    if (remote === undefined) {
+      const far = placed.find((p) => this.states[p.node].node.endpoint !== undefined);
+      if (far !== undefined) {
+        const node = this.states[far.node].node;
+        throw new PlacementError(
+          def.name,
+          `Cannot place service "${def.name}" on node "${node.name}" (${node.endpoint}): this mesh has no remote ` +
+            "executor; build it with the Mesh of the package root, or pass options.remote",
+        );
+      }
+    }
+    for (const p of placed) takeResources(this.states[p.node], p.gpus, request);
+    const replicas: Replica[] = [];
+    try {
+      for (let i = 0; i < placed.length; i++) {
+        const node = this.states[placed[i].node].node;
+        const gpus = placed[i].gpus as GpuDevice[];
+        replicas.push(
+          node.endpoint === undefined
+            ? new LocalReplica(def, args, this, i, node.name, gpus)
+            : remote!.createReplica(this, def, args, i, node, gpus),
+        );
+      }
+    } catch (e) {
+      for (const p of placed) releaseResources(this.states[p.node], p.gpus, request);
+      throw e;
+    }
+    const deployment = new Deployment(def, replicas);
+    for (const r of replicas) r.attach?.(deployment);
+    // the default runtime never closes and has unbounded resources: it keeps no record of its
+    // instances, so an instance lives exactly as long as its handle
+    if (this.transient) return deployment;
+    this.deployments.push(deployment);
+    for (let i = 0; i < replicas.length; i++) {
+      const replica = replicas[i], st = this.states[placed[i].node], gpus = placed[i].gpus;
+      Effect.runSync(Scope.addFinalizer(
+        this.scope,
+        Effect.promise(() => replica.close(this.closeDeadline).catch(() => {})).pipe(
+          Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
+        ),
+      ));
+    }
+    return deployment;
+  }
+
+  /** Runs `cleanup` when the mesh closes (after the instances created before it). */
+  addCleanup(cleanup: () => Promise<void>): void {
+    Effect.runSync(Scope.addFinalizer(this.scope, Effect.promise(() => cleanup().catch(() => {}))));
+  }
+
+  /** A snapshot of placements and free resources. */
+  stats(): MeshStats {
+    return {
+      name: this.name,
+      closed: this.closed,
+      nodes: this.states.map((s) => ({
+        name: s.node.name,
+        endpoint: s.node.endpoint,
+        gpus: {
+          total: s.node.unboundedGpus ? Infinity : s.node.gpus.length,
+          free: s.node.unboundedGpus ? Infinity : s.freeGpus.length,
+        },
+        cpus: { total: s.node.cpus, free: s.freeCpus },
+      })),
+      instances: this.deployments.filter((d) => !d.disposed).flatMap((d) =>
+        d.replicas.map((r) => ({
+          service: d.def.name,
+          replica: r.index,
+          node: r.node,
+          gpus: r.gpus.map((g) => g.id),
+          calls: r.calls,
+          outstanding: r.outstanding,
+        }))
+      ),
+    };
+  }
+
+  /** Closes the mesh (see `Mesh.close`); `timeoutMs` is validated by the caller. */
+  close(timeoutMs: number | undefined): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.closeDeadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+    this.closed = true;
+    // set first: cancelling settles refs, whose listeners may call close() again
+    let disposeAll!: (done: Promise<void>) => void;
+    this.closing = new Promise<void>((resolve) => (disposeAll = resolve));
+    for (const d of this.deployments) d.disposed = true;
+    // every replica stops starting calls now, before any of them is closed and awaited in turn
+    for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
+    this.cancelUnstarted();
+    disposeAll(Effect.runPromise(Scope.close(this.scope, Exit.void)));
+    return this.closing;
+  }
+
+  /** The error of a call that had not started when this mesh closed. */
+  closedError(name: string): CancelledError {
+    return new CancelledError(name, `not started: mesh "${this.name}" closed`);
+  }
+
+  /**
+   * Cancels the op calls submitted in this mesh that have not started, wherever they wait (for
+   * inputs, in the ready queue, for a slot of the op or the mesh); running ones are left to finish.
+   * A dependent of a cancelled call fails with its error, as after `ref.cancel()`. One error per op
+   * name, so 100k waiting calls cost no 100k stack captures.
+   */
+  private cancelUnstarted(): void {
+    if (this.roster === undefined) return;
+    const tasks = this.roster.takeAll();
+    const errors = new Map<string, CancelledError>();
+    const targets = new Set<TaskTarget>();
+    for (let i = 0; i < tasks.length; i++) {
+      const task = tasks[i];
+      if (task._state !== State.PENDING) continue; // running, or failed already with an input cancelled here
+      const name = task._target.name;
+      let error = errors.get(name);
+      if (error === undefined) errors.set(name, error = this.closedError(name));
+      cancelTask(task, error);
+      targets.add(task._target);
+    }
+    // a limit shared with other meshes (an op's) or one whose running calls never return must not
+    // hold the cancelled calls until a slot frees
+    this.limiter?.prune();
+    for (const target of targets) target.pruneWaiting?.();
+  }
+}
+
+let fallback: MeshRuntime | undefined;
+
+/**
+ * The runtime used when no `mesh.run` is active: one local node, unbounded resources.
+ *
+ * @returns The default runtime (made on first use).
+ *
+ * @example
+ * ```ts
+ * import { defaultRuntime } from "./mesh_runtime.ts";
+ * if (defaultRuntime() !== defaultRuntime() || defaultRuntime().name !== "default") throw new Error();
+ * ```
+ */
+export function defaultRuntime(): MeshRuntime {
+  if (fallback === undefined || fallback.closed) fallback = MeshRuntime.makeDefault();
+  return fallback;
+}

@@ -1,0 +1,167 @@
+/**
+ * Retries and deadlines. A body with a policy runs as an Effect fiber (`Effect.retry`,
+ * `Effect.timeoutOrElse`, interruption on cancel); a body without one runs as a plain call
+ * (`run_body.ts`), because a fiber per task costs more than the whole task does.
+ *
+ * @module
+ */
+import { Cause, Effect, Exit } from "effect";
+import { unrefTimer } from "./_runtime.ts";
+import type { CancelHook } from "./cancel.ts";
+import type { RunContext } from "./context.ts";
+import { type OpExecutionError, TimeoutError } from "./errors.ts";
+import { type BodyWrapper, emit } from "./events.ts";
+import { describe } from "./describe.ts";
+import { callBody, failure, isThenable } from "./invoke.ts";
+import { settle, State, type Task } from "./task.ts";
+
+const { COMPLETED, FAILED } = State;
+
+/** Retry and deadline policy of an op or method. */
+export interface RunPolicy {
+  /** Extra attempts after a failure (0: none). */
+  readonly retries: number;
+  /** Deadline for the whole call including retries, in ms (0: none). */
+  readonly timeoutMs: number;
+}
+
+/**
+ * Validates a count option (`retries`, `gpus`, `concurrency`) or `timeoutMs` of an op or service.
+ *
+ * @param what The option's name.
+ * @param kind `"op"` or `"service"`.
+ * @param name The op's or service's name.
+ * @param v The value given.
+ * @param min The smallest allowed value.
+ * @returns The value, or `undefined` when not given.
+ * @throws {RangeError} When the value is not allowed.
+ *
+ * @example
+ * ```ts
+ * import { checkCount } from "./policy.ts";
+ * import { throws } from "node:assert/strict";
+ * throws(() => checkCount("retries", "op", "f", -1, 0), RangeError);
+ * ```
+ */
+export function checkCount(what: string, kind: string, name: string, v: unknown, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
+    throw new RangeError(
+      `${kind} "${name}": ${what} must be ${what === "timeoutMs" ? "a positive number" : `an integer ≥ ${min}`}, got ${
+        describe(v)
+      }`,
+    );
+  }
+  return v;
+}
+
+/**
+ * Validates and normalizes retry/deadline options into a policy (`undefined`: none).
+ *
+ * @param kind `"op"` or `"service"`.
+ * @param name Its name.
+ * @param retries The `retries` option.
+ * @param timeoutMs The `timeoutMs` option.
+ * @returns The policy, or `undefined` when neither is set.
+ *
+ * @example
+ * ```ts
+ * import { policyOf } from "./policy.ts";
+ * if (policyOf("op", "f", undefined, undefined) !== undefined) throw new Error("expected none");
+ * ```
+ */
+export function policyOf(kind: string, name: string, retries: unknown, timeoutMs: unknown): RunPolicy | undefined {
+  const r = checkCount("retries", kind, name, retries, 0) ?? 0;
+  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", kind, name, timeoutMs, Number.MIN_VALUE)!;
+  return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
+}
+
+/**
+ * Runs a ready task's body under its policy as an Effect fiber, settles the task, and calls `done`
+ * once the body has returned (or a grace period passed). The task's `_abort` interrupts the fiber.
+ */
+export function runWithPolicy(
+  task: Task<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  args: unknown[],
+  ctx: RunContext | undefined,
+  policy: RunPolicy,
+  abortable: boolean,
+  wrap: BodyWrapper | undefined,
+  done: ((task: Task<unknown>) => void) | undefined,
+): void {
+  const name = task._target.name;
+  let attempts = 0;
+  // settles once the latest attempt's body has returned. A deadline or a cancel settles the task at
+  // once, but a local body cannot be stopped: its slot (the instance's mailbox, a concurrency limit)
+  // is held until it returns, so the next call does not overlap it, for at most a grace period, so
+  // a body that never returns cannot wedge the instance. A remote body (abortable) is stopped on its
+  // node, whose own mailbox keeps the order: its slot is given back at once.
+  let bodyReturned: Promise<void> | undefined;
+  let bodyRunning = false;
+  const attempt: Effect.Effect<unknown, OpExecutionError> = Effect.suspend(() => {
+    if (attempts++ > 0 && task._meta) {
+      task._meta.attempt = attempts - 1;
+      emit("started", task, performance.now());
+    }
+    if (abortable) {
+      // the signal aborts when this attempt is interrupted (cancel, deadline)
+      return Effect.tryPromise({
+        try: (signal) => {
+          const hook: CancelHook = { cancel: undefined };
+          signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
+          return Promise.resolve(callBody(task, fn, self, [...args, hook], ctx, wrap));
+        },
+        catch: (e) => failure(task, e) as OpExecutionError,
+      });
+    }
+    let r: unknown;
+    try {
+      r = callBody(task, fn, self, args, ctx, wrap);
+    } catch (e) {
+      return Effect.fail(failure(task, e) as OpExecutionError);
+    }
+    if (!isThenable(r)) return Effect.succeed(r);
+    const p = Promise.resolve(r);
+    if (done !== undefined) {
+      bodyRunning = true;
+      const returned = () => {
+        bodyRunning = false;
+      };
+      bodyReturned = p.then(returned, returned);
+    }
+    return Effect.tryPromise({ try: () => p, catch: (e) => failure(task, e) as OpExecutionError });
+  });
+  let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
+    ? Effect.retry(attempt, { times: policy.retries })
+    : attempt;
+  if (policy.timeoutMs > 0) {
+    program = Effect.timeoutOrElse(program, {
+      duration: policy.timeoutMs,
+      orElse: () => Effect.fail(new TimeoutError(name, policy.timeoutMs)),
+    });
+  }
+  const fiber = Effect.runFork(program);
+  task._abort = () => fiber.interruptUnsafe();
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit)) settle(task, COMPLETED, exit.value);
+    else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
+    // interrupted: the task was cancelled, and cancel() already settled it
+    if (done === undefined) return;
+    if (!bodyRunning || bodyReturned === undefined) return done(task);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(timer);
+      done(task);
+    };
+    const timer = setTimeout(release, policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS);
+    unrefTimer(timer); // a body left running must not keep the process alive on our account
+    bodyReturned.then(release);
+  });
+}
+
+/** How long a cancelled body with no deadline may keep its slot before the next call starts anyway. */
+const OVERRUN_GRACE_MS = 1_000;

@@ -1,0 +1,48 @@
+/**
+ * Recording a task for the event stream (profiler, tracing): its timing facts are allocated only
+ * while someone listens, and sampling leaves whole subtrees out (what a sampled-out body submits
+ * is left out with it).
+ *
+ * @module
+ */
+import type { RunContext } from "./context.ts";
+import { emit, sampling, shouldRecord } from "./events.ts";
+import type { Task } from "./task.ts";
+
+/** `depth` > 0 while a sampled-out body runs synchronously outside any context switch. */
+export const unsampled: { depth: number } = { depth: 0 };
+
+/** Stands as the calling task of tasks submitted from a sampled-out body: it is not recorded. */
+const UNSAMPLED_TASK: { _meta: undefined } = { _meta: undefined };
+const unsampledRoot: RunContext = { mesh: undefined, task: UNSAMPLED_TASK };
+const unsampledVariants = new WeakMap<RunContext, RunContext>();
+
+export function unsampledContext(ctx: RunContext | undefined): RunContext {
+  if (ctx === undefined) return unsampledRoot;
+  if (ctx.task === UNSAMPLED_TASK) return ctx;
+  let u = unsampledVariants.get(ctx);
+  if (u === undefined) unsampledVariants.set(ctx, u = { mesh: ctx.mesh, instance: ctx.instance, task: UNSAMPLED_TASK });
+  return u;
+}
+
+/** Starts recording a task for the event stream (unless sampling leaves it out). */
+export function record(task: Task<unknown>, ctx: RunContext | undefined): void {
+  const caller = ctx?.task as Task<unknown> | undefined;
+  if (unsampled.depth > 0 && sampling()) return;
+  if (!shouldRecord(caller)) return;
+  const parent = (caller as unknown) === UNSAMPLED_TASK ? undefined : caller;
+  const now = performance.now();
+  task._meta = {
+    submittedAt: now,
+    // -0, not 0: the fields start as doubles, so storing the clock reading later keeps the object's
+    // shape (a 0 makes them small-integer fields that every first store must widen; on Deno that
+    // cost ~0.5 µs per task)
+    startedAt: -0,
+    settledAt: -0,
+    attempt: 0,
+    parent,
+    deps: [],
+    node: task._target.node,
+  };
+  emit("submitted", task, now);
+}

@@ -1,0 +1,93 @@
+/**
+ * Running a ready task's body in this process: `fn.apply(self, args)` in the task's run context,
+ * as a plain call (no fiber, no closure per call), then settling the task. A body with a retry or
+ * deadline policy goes to `policy.ts` instead. Ops and service replicas both start their calls
+ * here; a remote call is a body like any other (it sends a frame and awaits the answer).
+ *
+ * @module
+ */
+import { type CancelHook, isAbortable } from "./cancel.ts";
+import { currentContext, type RunContext } from "./context.ts";
+import { bodyWrapper, emit, eventsEnabled, listening, sampling } from "./events.ts";
+import { resolveArgs } from "./dag.ts";
+import { callBody, failure, isThenable } from "./invoke.ts";
+import { type RunPolicy, runWithPolicy } from "./policy.ts";
+import { unsampled, unsampledContext } from "./record.ts";
+import { settle, State, type Task } from "./task.ts";
+
+const { RUNNING, COMPLETED, FAILED } = State;
+
+/** Gives an abortable body its cancel hook (last argument), fired by `task.cancel()`. */
+function attachCancelHook(task: Task<unknown>, args: unknown[]): void {
+  const hook: CancelHook = { cancel: undefined };
+  task._abort = () => hook.cancel?.();
+  args.push(hook);
+}
+
+/** Settles `task` with the body's result `r` (a value or a thenable), then calls `done`. */
+function finish(task: Task<unknown>, r: unknown, done: ((task: Task<unknown>) => void) | undefined): void {
+  if (isThenable(r)) {
+    r.then(
+      (v) => {
+        settle(task, COMPLETED, v);
+        if (done !== undefined) done(task);
+      },
+      (e) => {
+        settle(task, FAILED, failure(task, e));
+        if (done !== undefined) done(task);
+      },
+    );
+  } else {
+    settle(task, COMPLETED, r);
+    if (done !== undefined) done(task);
+  }
+}
+
+/**
+ * Runs a ready task's body `fn.apply(self, args)` in `ctx`, settles the task and calls
+ * `done` once the body has finished (also when it was cancelled meanwhile).
+ */
+export function runBody(
+  task: Task<unknown>,
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  ctx: RunContext | undefined,
+  policy: RunPolicy | undefined,
+  done: ((task: Task<unknown>) => void) | undefined,
+): void {
+  task._state = RUNNING;
+  const args = resolveArgs(task);
+  const recorded = task._meta !== undefined;
+  let flagged = false;
+  if (recorded) {
+    const now = performance.now();
+    task._meta!.startedAt = now;
+    emit("started", task, now);
+    // the body's own .go() calls record this task as their caller
+    ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
+  } else if (listening && (eventsEnabled || policy !== undefined || ctx !== undefined) && sampling()) {
+    // sampled out: what the body submits is left out with it, not sampled anew as a root. Where the
+    // body switches context anyway (service methods, other meshes, retries and deadlines) the switch
+    // carries that, also while a spent budget has shut the gate (it may open before the body's next
+    // .go()); else a flag does, for what it submits before its first await (an extra switch per task
+    // costs more than the sampling saves, ~150 ns on Deno; with the gate shut nothing is sampled anew)
+    if (policy !== undefined || (ctx !== undefined && currentContext() !== ctx)) ctx = unsampledContext(ctx);
+    else if (eventsEnabled) flagged = true;
+  }
+  const abortable = isAbortable(fn);
+  const wrap = recorded ? bodyWrapper : undefined;
+  if (policy !== undefined) return runWithPolicy(task, fn, self, args, ctx, policy, abortable, wrap, done);
+  if (abortable) attachCancelHook(task, args);
+  let r: unknown;
+  if (flagged) unsampled.depth++;
+  try {
+    r = callBody(task, fn, self, args, ctx, wrap);
+  } catch (e) {
+    settle(task, FAILED, failure(task, e));
+    if (done !== undefined) done(task);
+    return;
+  } finally {
+    if (flagged) unsampled.depth--;
+  }
+  finish(task, r, done);
+}

@@ -1,0 +1,143 @@
+/**
+ * What `service()` records about a service ({@linkcode ServiceDef}) and the process-wide registry
+ * of services by name: what a node may create for a driver. Validation of the service options
+ * lives here too.
+ *
+ * @module
+ */
+import { describe } from "./describe.ts";
+import { policyOf, type RunPolicy } from "./policy.ts";
+
+/** Options of `service()`. */
+export interface ServiceOptions {
+  /** Name on the wire, in errors and profiles (default: the class name). */
+  name?: string;
+  /**
+   * GPUs each replica needs (default 0). A share below 1 (`0.5`, `0.25`) lets instances split one
+   * GPU: placement gives each the same device until the shares add up to 1.
+   */
+  gpus?: number;
+  /** CPU cores each replica needs (default 0: not counted). */
+  cpus?: number;
+  /** Number of instances; calls go to the one with the fewest outstanding calls (default 1). */
+  replicas?: number;
+  /** Calls one instance may run at once (default 1: strictly one after another). */
+  maxConcurrency?: number;
+  /** Extra attempts when a method throws (default 0). */
+  retries?: number;
+  /** Deadline per call in ms (default: none). */
+  timeoutMs?: number;
+  /** What the service is for. */
+  description?: string;
+}
+
+// deno-lint-ignore no-explicit-any
+export type AnyFn = (...args: any[]) => any;
+// deno-lint-ignore no-explicit-any
+export type AnyClass = new (...args: any[]) => any;
+
+/** What `service()` knows about a service. */
+export interface ServiceDef {
+  readonly name: string;
+  readonly cls: AnyClass;
+  readonly gpus: number;
+  readonly cpus: number;
+  readonly replicas: number;
+  readonly maxConcurrency: number;
+  readonly policy: RunPolicy | undefined;
+  readonly methods: ReadonlySet<string>;
+  readonly description: string | undefined;
+}
+
+const REGISTRY_KEY = Symbol.for("thinkagain.services");
+// shared through globalThis so two copies of the module (e.g. a JSR and a local import) agree
+const registry: Map<string, ServiceDef> = ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new Map()) as Map<
+  string,
+  ServiceDef
+>;
+
+/** Services declared in this process, by name (what a node may create). */
+export function registeredServices(): ReadonlyMap<string, ServiceDef> {
+  return registry;
+}
+
+function methodNamesOf(cls: AnyClass): Set<string> {
+  const names = new Set<string>();
+  for (let p = cls.prototype; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
+    for (const k of Object.getOwnPropertyNames(p)) {
+      if (k === "constructor" || k.startsWith("_")) continue;
+      const d = Object.getOwnPropertyDescriptor(p, k);
+      if (d && typeof d.value === "function") names.add(k);
+    }
+  }
+  return names;
+}
+
+/** Whole GPUs, or a share of one GPU (0 < gpus < 1) that instances of several services may split. */
+function gpuCount(service: string, v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v === "number" && v > 0 && v < 1 && Math.abs(v * 1000 - Math.round(v * 1000)) < 1e-9) return v;
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
+  throw new RangeError(
+    `service "${service}": gpus must be a whole number ≥ 0 or a share of one GPU between 0 and 1 (e.g. 0.5), got ${
+      describe(v)
+    }`,
+  );
+}
+
+function count(service: string, what: string, v: unknown, min: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+    throw new RangeError(`service "${service}": ${what} must be an integer ≥ ${min}, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Validates a service's options and class, registers it by name, and returns what it records.
+ *
+ * @param options The service options.
+ * @param cls The class.
+ * @returns The definition.
+ * @throws {TypeError} For a bad class or name; {@link RangeError} for a bad count.
+ *
+ * @example
+ * ```ts
+ * import { defineService } from "./service_def.ts";
+ * const def = defineService({ replicas: 2 }, class Echo { echo(x: string) { return x; } });
+ * if (def.name !== "Echo" || !def.methods.has("echo")) throw new Error("unexpected");
+ * ```
+ */
+export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDef {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`service() expects a class, or an options object and a class; got ${describe(options)}`);
+  }
+  if (typeof cls !== "function" || !cls.prototype) {
+    throw new TypeError(`service() expects a class to wrap, got ${describe(cls)}`);
+  }
+  if (!/^class[\s{]/.test(Function.prototype.toString.call(cls)) && cls.prototype.constructor !== cls) {
+    throw new TypeError(`service() expects a class, got ${describe(cls)}`);
+  }
+  if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
+    throw new TypeError(`service() name must be a non-empty string, got ${describe(options.name)}`);
+  }
+  const name = options.name ?? cls.name;
+  if (!name) throw new TypeError("service() needs a name: use a named class or pass { name }");
+  const methods = methodNamesOf(cls);
+  if (methods.size === 0) {
+    throw new TypeError(`service "${name}" has no public methods to call`);
+  }
+  const def: ServiceDef = {
+    name,
+    cls,
+    gpus: gpuCount(name, options.gpus),
+    cpus: count(name, "cpus", options.cpus, 0, 0),
+    replicas: count(name, "replicas", options.replicas, 1, 1),
+    maxConcurrency: count(name, "maxConcurrency", options.maxConcurrency, 1, 1),
+    policy: policyOf("service", name, options.retries, options.timeoutMs),
+    methods,
+    description: options.description,
+  };
+  registry.set(name, def);
+  return def;
+}

@@ -1,0 +1,379 @@
+/**
+ * The task: one submitted op or method call, and its lifecycle. A task counts its unresolved
+ * inputs, holds its result once settled, and tells its dependents and waiters when it settles
+ * (iteratively, so long chains never recurse). Users see it through the `ObjectRef`
+ * interface (`object_ref.ts`); everything prefixed `_` here is the core's own.
+ *
+ * Cancellation has one path: {@linkcode cancelTask} settles the task and calls its `_abort`, which
+ * whatever runs the body set (a policy fiber's interrupt, a remote call's cancel hook).
+ *
+ * @module
+ */
+import { Effect } from "effect";
+import { CancelledError, type TaskError } from "./errors.ts";
+import type { RunContext } from "./context.ts";
+import type { TaskInfo } from "./events.ts";
+import { emit } from "./events.ts";
+
+/** Lifecycle of a task. */
+export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
+
+const PENDING = 0, RUNNING = 1, COMPLETED = 2, FAILED = 3, CANCELLED = 4;
+const STATUS: readonly RefStatus[] = ["pending", "running", "completed", "failed", "cancelled"];
+
+/** Where a ready task goes: an op's runner or a service replica's mailbox. */
+export interface TaskTarget {
+  readonly name: string;
+  readonly kind: "op" | "method";
+  /** Node name the task runs on, if known. */
+  readonly node: string | undefined;
+  /** All inputs have resolved: start (or queue) the task. */
+  ready(task: Task<unknown>): void;
+  /** The task was cancelled before it started: forget it. */
+  dropped?(task: Task<unknown>): void;
+  /** True when the body's thinkagain errors (remote calls) must pass through unwrapped. */
+  readonly passErrors?: boolean;
+  /** True when calls run on another node (a replica behind a transport). */
+  readonly remote?: boolean;
+  /** Forget waiting tasks that were cancelled meanwhile (a concurrency limit's queue), if it keeps any. */
+  pruneWaiting?(): void;
+}
+
+/** Timing and graph facts, allocated only while someone listens to events. */
+export interface TaskMeta {
+  submittedAt: number;
+  startedAt: number;
+  settledAt: number;
+  attempt: number;
+  parent: Task<unknown> | undefined;
+  deps: Task<unknown>[];
+  node: string | undefined;
+  /** Set when a remote-capable op was sent to a node. */
+  executor?: "local" | "remote";
+}
+
+let counter = 0;
+const EMPTY: readonly TaskInfo[] = [];
+
+/**
+ * One submitted call. It is the object `.go()` returns, typed there as `ObjectRef`.
+ *
+ * @example
+ * ```ts
+ * import { op } from "./op.ts";
+ * import { Task } from "./task.ts";
+ * const inc = op(async function inc(x: number) { return x + 1; });
+ * const ref = inc.go(1);
+ * if (!(ref instanceof Task) || (await ref) !== 2) throw new Error("unexpected");
+ * ```
+ */
+export class Task<T> implements PromiseLike<T>, TaskInfo {
+  _n: number;
+  _state: number = PENDING;
+  _value: unknown = undefined;
+  _error: unknown = undefined;
+  /** number of inputs still unresolved */ _pending = 0;
+  /** the call's arguments until it starts */ _args: unknown[] | undefined;
+  /** 0: no refs in args, 1: refs at top level only, 2: refs nested in arrays/objects */ _shape = 0;
+  _target: TaskTarget;
+  _ctx: RunContext | undefined;
+  _dependents: Task<unknown>[] | undefined = undefined;
+  /** one waiter, or several (most refs have none or one) */
+  _waiters: Waiter | Waiter[] | undefined = undefined;
+  _promise: Promise<T> | undefined = undefined;
+  _resolve: ((v: unknown) => void) | undefined = undefined;
+  _reject: ((e: unknown) => void) | undefined = undefined;
+  /** stops the running body (fiber interrupt, remote cancel) */ _abort: (() => void) | undefined = undefined;
+  _meta: TaskMeta | undefined = undefined;
+  /** slot owned by tracing (the task's span) */ _trace: unknown = undefined;
+  /** index in its mesh's {@link TaskRoster} while unsettled (-1: on none) */ _rosterSlot = -1;
+
+  constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {
+    this._n = ++counter;
+    this._target = target;
+    this._args = args;
+    this._ctx = ctx;
+  }
+
+  /** Unique id of this task in this process: `<name>#<seq>`. */
+  get id(): string {
+    return `${this._target.name}#${this._n}`;
+  }
+
+  /** Sequence number of this task in this process (the number in {@link id}). */
+  get seq(): number {
+    return this._n;
+  }
+
+  /** `"pending"` (waiting for inputs or a slot), `"running"`, `"completed"`, `"failed"` or `"cancelled"`. */
+  get status(): RefStatus {
+    return STATUS[this._state];
+  }
+
+  /** `"op"` or `"method"`. */
+  get kind(): "op" | "method" {
+    return this._target.kind;
+  }
+
+  /** Op name or `Service.method`. */
+  get name(): string {
+    return this._target.name;
+  }
+
+  /** Node the task runs on, when known. */
+  get node(): string | undefined {
+    return this._meta?.node ?? this._target.node;
+  }
+
+  /** The task that submitted this one (recorded while profiling or tracing). */
+  get parent(): TaskInfo | undefined {
+    return this._meta?.parent;
+  }
+
+  /** Tasks whose results are inputs of this one (recorded while profiling or tracing). */
+  get dependencies(): readonly TaskInfo[] {
+    return this._meta?.deps ?? EMPTY;
+  }
+
+  /** `performance.now()` at submission (recorded while profiling or tracing; else 0). */
+  get submittedAt(): number {
+    return this._meta?.submittedAt ?? 0;
+  }
+
+  /** `performance.now()` when the body started (recorded while profiling or tracing; else 0). */
+  get startedAt(): number {
+    return this._meta?.startedAt ?? 0;
+  }
+
+  /** `performance.now()` when it settled (recorded while profiling or tracing; else 0). */
+  get settledAt(): number {
+    return this._meta?.settledAt ?? 0;
+  }
+
+  /** Retry attempt now running (0 for the first). */
+  get attempt(): number {
+    return this._meta?.attempt ?? 0;
+  }
+
+  /** `"remote"` when the call runs on another node, else `"local"`. */
+  get executor(): "local" | "remote" {
+    return this._meta?.executor ?? (this._target.remote === true ? "remote" : "local");
+  }
+
+  /** The error of a failed or cancelled task. */
+  get error(): unknown {
+    return this._error;
+  }
+
+  /**
+   * Attaches callbacks like `Promise.prototype.then`. Rejections are thinkagain errors
+   * (`OpExecutionError`, `CancelledError`, `TimeoutError`, …).
+   */
+  then<R1 = T, R2 = never>(
+    onfulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
+    onrejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    return this.promise().then(onfulfilled, onrejected);
+  }
+
+  /** Like `Promise.prototype.catch`. */
+  catch<R = never>(onrejected?: ((reason: unknown) => R | PromiseLike<R>) | null): Promise<T | R> {
+    return this.promise().catch(onrejected);
+  }
+
+  /** Like `Promise.prototype.finally`. */
+  finally(onfinally?: (() => void) | null): Promise<T> {
+    return this.promise().finally(onfinally);
+  }
+
+  /** A real Promise of the result (created on first use, then reused). */
+  promise(): Promise<T> {
+    if (this._promise !== undefined) return this._promise;
+    if (this._state === COMPLETED) return (this._promise = Promise.resolve(this._value as T));
+    if (this._state >= FAILED) return (this._promise = Promise.reject(this._error));
+    return (this._promise = new Promise<T>((resolve, reject) => {
+      this._resolve = resolve as (v: unknown) => void;
+      this._reject = reject;
+    }));
+  }
+
+  /** The result as an Effect: succeeds with the value, fails with the same error instance `await` rejects with. */
+  get effect(): Effect.Effect<T, TaskError> {
+    return Effect.callback<T, TaskError>((resume) => {
+      if (this._state === COMPLETED) return resume(Effect.succeed(this._value as T));
+      if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
+      const waiter = (ref: Task<unknown>) =>
+        resume(ref._state === COMPLETED ? Effect.succeed(ref._value as T) : Effect.fail(ref._error as TaskError));
+      addWaiter(this as Task<unknown>, waiter);
+      return Effect.sync(() => removeWaiter(this as Task<unknown>, waiter));
+    });
+  }
+
+  /**
+   * Cancels the task: a pending one never starts; a running one is interrupted where the executor
+   * can (retries/timeouts, remote calls) and its result is ignored otherwise. The ref and every
+   * dependent reject with `CancelledError`.
+   *
+   * @returns `true` if the task was still pending or running, `false` if it had already settled.
+   */
+  cancel(): boolean {
+    if (this._state >= COMPLETED) return false;
+    cancelTask(this as Task<unknown>, new CancelledError(this._target.name));
+    return true;
+  }
+
+  /** Plain-text form for logs. */
+  toString(): string {
+    return `ObjectRef(${this.id}, ${this.status})`;
+  }
+}
+
+/** How many tasks this process has made (the last task's `seq`). */
+export function submittedCount(): number {
+  return counter;
+}
+
+/** Numeric states of `_state`. */
+export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const;
+
+/**
+ * Cancels an unsettled task with `error`: a pending one never starts (its target forgets
+ * it, giving back any slot it held), a running one is stopped where its executor can.
+ */
+export function cancelTask(task: Task<unknown>, error: CancelledError): void {
+  const wasPending = task._state === PENDING;
+  const abort = task._abort;
+  task._abort = undefined;
+  task._args = undefined;
+  settle(task, CANCELLED, error);
+  if (wasPending) task._target.dropped?.(task);
+  abort?.();
+}
+
+// ---- a mesh's unsettled tasks -----------------------------------------------------------------
+
+/**
+ * The unsettled tasks submitted in one mesh, so that closing it can cancel those not
+ * started, wherever they wait (for inputs, in the ready queue, for a slot). Adding and removing are
+ * O(1) with no allocation: the array grows in place and a task records its index in `_rosterSlot`;
+ * removal moves the last task into the hole. A task leaves when it settles, so the roster holds no
+ * results, only work still to do.
+ */
+export class TaskRoster {
+  private tasks: Task<unknown>[] = [];
+
+  add(task: Task<unknown>): void {
+    task._rosterSlot = this.tasks.length;
+    this.tasks.push(task);
+  }
+
+  remove(task: Task<unknown>): void {
+    const i = task._rosterSlot;
+    task._rosterSlot = -1;
+    const last = this.tasks.pop()!;
+    if (last !== task) {
+      this.tasks[i] = last;
+      last._rosterSlot = i;
+    }
+  }
+
+  /** Empties the roster and returns what it held; those tasks no longer leave it when they settle. */
+  takeAll(): Task<unknown>[] {
+    const tasks = this.tasks;
+    this.tasks = [];
+    for (let i = 0; i < tasks.length; i++) tasks[i]._rosterSlot = -1;
+    return tasks;
+  }
+}
+
+/** Something told when a ref settles. */
+export type Waiter = (ref: Task<unknown>) => void;
+
+export function addWaiter(ref: Task<unknown>, w: Waiter): void {
+  const ws = ref._waiters;
+  if (ws === undefined) ref._waiters = w;
+  else if (typeof ws === "function") ref._waiters = [ws, w];
+  else ws.push(w);
+}
+
+export function removeWaiter(ref: Task<unknown>, w: Waiter): void {
+  const ws = ref._waiters;
+  if (ws === w) ref._waiters = undefined;
+  else if (Array.isArray(ws)) {
+    const i = ws.indexOf(w);
+    if (i >= 0) ws.splice(i, 1);
+  }
+}
+
+// ---- settling: a worklist, so long chains never recurse ----------------------------------------
+
+const settledQueue: Task<unknown>[] = [];
+let flushing = false;
+
+/** Settles a task (once) and notifies its dependents and waiters, iteratively. */
+export function settle(ref: Task<unknown>, state: number, valueOrError: unknown): void {
+  if (ref._state >= COMPLETED) return;
+  ref._state = state;
+  if (state === COMPLETED) ref._value = valueOrError;
+  else ref._error = valueOrError;
+  ref._abort = undefined;
+  if (ref._rosterSlot !== -1) ref._ctx!.mesh!.roster!.remove(ref);
+  if (ref._meta !== undefined) {
+    const at = performance.now();
+    ref._meta.settledAt = at;
+    emit(state === COMPLETED ? "finished" : state === FAILED ? "failed" : "cancelled", ref, at);
+  }
+  if (ref._resolve !== undefined) {
+    if (state === COMPLETED) ref._resolve(valueOrError);
+    else ref._reject!(valueOrError);
+    ref._resolve = ref._reject = undefined;
+  }
+  if (ref._waiters !== undefined) {
+    const ws = ref._waiters;
+    ref._waiters = undefined;
+    if (typeof ws === "function") ws(ref);
+    else for (let i = 0; i < ws.length; i++) ws[i](ref);
+  }
+  if (ref._dependents === undefined) return;
+  settledQueue.push(ref);
+  if (!flushing) flushSettled();
+}
+
+function flushSettled(): void {
+  flushing = true;
+  try {
+    for (let i = 0; i < settledQueue.length; i++) {
+      const ref = settledQueue[i];
+      const deps = ref._dependents!;
+      ref._dependents = undefined;
+      if (ref._state === COMPLETED) {
+        for (let j = 0; j < deps.length; j++) {
+          const d = deps[j];
+          if (d._state === PENDING && --d._pending === 0) startReady(d);
+        }
+      } else {
+        for (let j = 0; j < deps.length; j++) {
+          const d = deps[j];
+          if (d._state === PENDING) {
+            d._args = undefined;
+            // a failed input fails its dependents with the same error, without running them
+            settle(d, ref._state, ref._error);
+            d._target.dropped?.(d);
+          }
+        }
+      }
+    }
+  } finally {
+    settledQueue.length = 0;
+    flushing = false;
+  }
+}
+
+function startReady(task: Task<unknown>): void {
+  try {
+    task._target.ready(task);
+  } catch (e) {
+    // a target must not throw; if it does, the task fails instead of hanging
+    settle(task, FAILED, e);
+  }
+}

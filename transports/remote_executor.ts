@@ -1,0 +1,81 @@
+/**
+ * The transports' implementation of the core's remote execution ({@linkcode RemoteExecutor}):
+ * replicas of services placed on nodes with an endpoint, and remote-capable ops run on nodes that
+ * registered them. A mesh gets it through {@linkcode layerRemote}; importing this module changes
+ * nothing.
+ *
+ * @module
+ */
+import { Layer } from "effect";
+import type { Replica } from "../core/deployment.ts";
+import type { GpuDevice } from "../core/devices.ts";
+import type { MeshNode } from "../core/mesh_node.ts";
+import type { MeshRuntime } from "../core/mesh_runtime.ts";
+import { RemoteExecutor } from "../core/remote_executor.ts";
+import type { ServiceDef } from "../core/service_def.ts";
+import { handleWire } from "./handle_wire.ts";
+import { meshLink } from "./link.ts";
+import { remoteOpBody } from "./remote_ops.ts";
+import { RemoteReplica } from "./remote_replica.ts";
+
+/**
+ * Remote execution over the transports: what the core asks for when a service replica is placed on
+ * a node with an endpoint (`createReplica`) and when a remote-capable op is called in a mesh with
+ * such nodes (`opBody`).
+ *
+ * @example A mesh without remote nodes runs its ops here
+ * ```ts
+ * import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
+ * import { remoteExecutor } from "./remote_executor.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * await using mesh = new Mesh([new MeshNode("local")]);
+ * strictEqual(remoteExecutor.opBody(meshRuntime(mesh), "anyOp", 0), undefined);
+ * ```
+ */
+export const remoteExecutor: RemoteExecutor = {
+  /**
+   * A replica of `def` on `node`, reached over the mesh's link to it, with the service's retry and
+   * deadline policy (or the mesh's deadline).
+   */
+  createReplica(
+    mesh: MeshRuntime,
+    def: ServiceDef,
+    args: unknown[],
+    index: number,
+    node: MeshNode,
+    gpus: readonly GpuDevice[],
+  ): Replica {
+    const policy = def.policy ??
+      (mesh.options.timeoutMs ? { retries: 0, timeoutMs: mesh.options.timeoutMs } : undefined);
+    return new RemoteReplica(mesh, def, args, index, meshLink(mesh, node, handleWire), gpus, policy);
+  },
+  /** The body that runs a remote-capable op on a node (see {@linkcode remoteOpBody}). */
+  opBody(mesh: MeshRuntime, name: string, gpus: number): ((...args: unknown[]) => unknown) | undefined {
+    return remoteOpBody(mesh, name, gpus);
+  },
+};
+
+/**
+ * The layer that provides {@linkcode remoteExecutor} as the core's {@linkcode RemoteExecutor}: a
+ * mesh built with it (`new Mesh(nodes, { remote: layerRemote })`) reaches nodes with an endpoint.
+ *
+ * @example A service on a node behind the in-memory transport
+ * ```ts
+ * import { service } from "../core/service.ts";
+ * import { Mesh, MeshNode } from "../core/mesh.ts";
+ * import { layerRemote } from "./remote_executor.ts";
+ * import { NodeServer } from "./node_server.ts";
+ * import { serveInMemory } from "./in_memory.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const Where = service(class LayerRemoteDocWhere { at() { return "on the node"; } });
+ * const server = serveInMemory("doc-layer-remote", new NodeServer({ name: "n1" }).handler);
+ * const mesh = new Mesh([new MeshNode("n1", { endpoint: "mem://doc-layer-remote" })], { remote: layerRemote });
+ * try {
+ *   strictEqual(await mesh.run(() => Where.init().at.go()), "on the node");
+ * } finally {
+ *   await mesh.close();
+ *   await server.close();
+ * }
+ * ```
+ */
+export const layerRemote: Layer.Layer<RemoteExecutor> = Layer.succeed(RemoteExecutor, remoteExecutor);

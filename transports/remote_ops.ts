@@ -1,0 +1,70 @@
+/**
+ * Remote-capable ops: where a call of one runs (a node that registered it, else here) and how it
+ * travels there.
+ *
+ * @module
+ */
+import { leastLoaded } from "../core/placement.ts";
+import { trace as otelTrace } from "@opentelemetry/api";
+import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
+import type { MeshRuntime } from "../core/mesh_runtime.ts";
+import { registeredOps } from "../core/op.ts";
+import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
+import { handleWire, wireValue } from "./handle_wire.ts";
+import { meshLink, type NodeLink } from "./link.ts";
+
+function inFlightOf(link: NodeLink): number {
+  return link.inFlight;
+}
+
+/**
+ * The body that runs a remote-capable op on a node of `mesh`: one that registered the op and offers
+ * at least `gpus` GPUs, the one with the fewest calls in flight from this mesh; with no such node
+ * reachable, the op runs here as a plain op would. `undefined` when the mesh has no remote node.
+ *
+ * @param mesh The mesh the call runs in.
+ * @param name The op's registered name.
+ * @param gpus GPUs the op asks for.
+ * @returns An abortable body (its last argument is the call's cancel hook), or `undefined`.
+ */
+export function remoteOpBody(
+  mesh: MeshRuntime,
+  name: string,
+  gpus: number,
+): ((...args: unknown[]) => unknown) | undefined {
+  if (!mesh.hasRemoteNodes) return undefined;
+  const body = async (...a: unknown[]) => {
+    const trace = injectTraceContext(); // before any await: the active span is the op's own
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
+    const hook = a.pop() as CancelHook;
+    const candidates: NodeLink[] = [];
+    await Promise.all(
+      mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
+        const link = meshLink(mesh, n, handleWire);
+        try {
+          const w = await link.welcome();
+          if (w.ops.includes(name) && w.gpus >= gpus) candidates.push(link);
+        } catch {
+          // an unreachable node cannot take the call
+        }
+      }),
+    );
+    if (candidates.length === 0) {
+      // no node registered the op: it runs here, as a plain op would
+      return registeredOps().get(name)!.fn(...a);
+    }
+    const link = leastLoaded(candidates, inFlightOf)!;
+    const timeoutMs = mesh.options.timeoutMs;
+    return link.call(
+      {
+        op: name,
+        args: await wireValue(a, mesh),
+        ...(timeoutMs ? { timeoutMs } : {}),
+        ...(trace.traceparent !== undefined ? { trace } : {}),
+      },
+      hook,
+      span,
+    );
+  };
+  return Object.assign(body, { [ABORTABLE]: true });
+}

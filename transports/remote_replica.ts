@@ -1,0 +1,284 @@
+/**
+ * A replica whose instance lives on a remote node: it creates the instance over its link (or, for
+ * a handle that arrived from elsewhere, knows its id), sends its calls as `call` frames (ordered,
+ * pipelined over ordered transports, cancellable, with deadlines), makes the instance again when
+ * the node restarted, fails over to a sibling replica when its node is lost, and destroys the
+ * instance on close within a bounded wait.
+ *
+ * @module
+ */
+import { leastLoaded } from "../core/placement.ts";
+import { trace as otelTrace } from "@opentelemetry/api";
+import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
+import type { Deployment } from "../core/deployment.ts";
+import type { GpuDevice } from "../core/devices.ts";
+import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
+import { MailboxReplica } from "../core/mailbox.ts";
+import type { RunPolicy } from "../core/policy.ts";
+import { runBody } from "../core/run_body.ts";
+import type { ServiceDef } from "../core/service_def.ts";
+import type { Task } from "../core/task.ts";
+import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
+import type { NodeLink } from "./link.ts";
+import type { CreatedMessage } from "./protocol.ts";
+
+/** How many calls may be in flight to one instance over an ordered transport (pipelining). */
+const PIPELINE = 1024;
+
+/** A replica whose instance lives on a remote node. */
+export class RemoteReplica extends MailboxReplica {
+  readonly link: NodeLink;
+  private readonly args: unknown[];
+  private readonly policy: RunPolicy | undefined;
+  private readonly owner: object;
+  private instanceId: Promise<string> | undefined;
+  /** The id once known, so calls need no await for it. */
+  private createdId: string | undefined;
+  /** Whether this replica made its instance (and so holds a lease on its link). */
+  private holding = false;
+  /** The node session the instance was made in (a restarted node has another). */
+  private session: string | undefined;
+  /**
+   * False for a handle that arrived from elsewhere: it knows the instance's id, not its constructor
+   * arguments, so it never creates the instance anew.
+   */
+  private readonly creator: boolean;
+  private siblings: readonly RemoteReplica[] = [];
+  private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
+
+  /**
+   * @param owner The mesh (or node process) whose handles and links this replica uses.
+   * @param def The service.
+   * @param args Its constructor arguments (sent with `create`; may hold handles).
+   * @param index The replica's index in its deployment.
+   * @param link The link to the node the instance lives on.
+   * @param gpus GPUs the placement gave it on that node.
+   * @param policy Retries and deadline of its calls.
+   * @param existingId For a handle that arrived from elsewhere: the instance's id (never created here).
+   */
+  constructor(
+    owner: object,
+    def: ServiceDef,
+    args: unknown[],
+    index: number,
+    link: NodeLink,
+    gpus: readonly GpuDevice[],
+    policy: RunPolicy | undefined,
+    existingId?: string,
+  ) {
+    super(def, index, link.node, gpus, link.ordered ? PIPELINE : def.maxConcurrency);
+    this.owner = owner;
+    this.link = link;
+    this.args = args;
+    this.policy = policy;
+    this.creator = existingId === undefined;
+    if (existingId !== undefined) {
+      this.instanceId = Promise.resolve(existingId);
+      this.createdId = existingId;
+    } else this.instance().catch(() => {}); // create eagerly; failures surface on the calls
+  }
+
+  protected override get remote(): boolean {
+    return true;
+  }
+
+  /** Knows its siblings in `deployment`, to fail over to when its node is lost. */
+  attach(deployment: Deployment): void {
+    this.siblings = deployment.replicas.filter((r): r is RemoteReplica => r instanceof RemoteReplica && r !== this);
+  }
+
+  /** The instance id on the node, creating the instance when needed. */
+  instance(): Promise<string> {
+    if (this.instanceId === undefined) {
+      const p = Promise.resolve(this.link.handles.toWire(this.args, this.owner)).then((args) =>
+        this.link.request<CreatedMessage>({
+          t: "create",
+          service: this.def.name,
+          args,
+          gpus: this.gpus.map((g) => g.id),
+          replica: this.index,
+          owner: this.link.leaseId,
+        }, "created")
+      ).then((m) => {
+        if (this.instanceId === p) {
+          this.createdId = m.id;
+          this.session = m.session;
+        }
+        if (!this.holding) {
+          // (re-created after a node restart: the lease is already held)
+          this.holding = true;
+          this.link.hold();
+        }
+        this.link.leaseIs(m.leaseMs);
+        return m.id;
+      });
+      p.catch(() => {
+        if (this.instanceId === p) this.instanceId = undefined; // retried on the next call
+      });
+      this.instanceId = p;
+    }
+    return this.instanceId;
+  }
+
+  /**
+   * The instance id to hand out as a reference: first made sure it lives in the node's current
+   * session (the welcome is cached, and fetched again after the connection dropped), since the
+   * holder of a reference cannot make the instance again; the creator can, and does so here.
+   */
+  async reference(): Promise<string> {
+    const id = await this.instance();
+    if (!this.creator || this.session === undefined) return id;
+    let w = await this.link.welcome().catch(() => undefined);
+    if (w === undefined || w.session === this.session) return id;
+    // another session: make sure it is the node's session now, not a welcome cached before it changed
+    this.link.forgetWelcome();
+    w = await this.link.welcome().catch(() => undefined);
+    if (w === undefined || w.session === this.session) return id;
+    if (this.createdId === id) {
+      this.createdId = undefined;
+      this.instanceId = undefined;
+    }
+    return this.instance();
+  }
+
+  protected unavailable(): unknown {
+    return undefined;
+  }
+
+  protected start(task: Task<unknown>, method: string): void {
+    let body = this.bodies.get(method);
+    if (body === undefined) {
+      body = Object.assign((...a: unknown[]) => {
+        const hook = a.pop() as CancelHook;
+        return this.invoke(method, a, hook, true);
+      }, { [ABORTABLE]: true });
+      this.bodies.set(method, body);
+    }
+    runBody(task, body, this, undefined, this.policy, this.doneBound);
+  }
+
+  /** Sends one call; fails over to a sibling when this node is known lost. */
+  async invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
+    const trace = injectTraceContext(); // before any await: the active span is the call's own
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
+    if (failover && this.link.lost) {
+      const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
+      if (alive !== undefined) return alive.invoke(method, args, hook, false);
+    }
+    const wired = this.wired(args, method, hook);
+    const message = {
+      id: "",
+      method,
+      args: wired instanceof Promise ? await wired : wired,
+      ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
+      ...(trace.traceparent !== undefined ? { trace } : {}),
+    };
+    for (let attempt = 0;; attempt++) {
+      let id = this.createdId;
+      if (id === undefined) {
+        try {
+          id = await this.instance();
+        } catch (e) {
+          throw this.link.asNodeLost(e);
+        }
+      }
+      message.id = id;
+      try {
+        return await this.link.call(message, hook, span);
+      } catch (e) {
+        // the node restarted and forgot the instance: its creator makes it again, once
+        if (
+          attempt === 0 && this.creator && e instanceof ProtocolError && e.message.startsWith("Unknown instance")
+        ) {
+          if (this.createdId === id) {
+            this.createdId = undefined;
+            this.instanceId = undefined;
+          }
+          continue;
+        }
+        // the instance died with an expired lease (this driver was silent too long): this call says
+        // so, and the next one makes a new instance
+        if (this.creator && e instanceof ProtocolError && /lease expired/.test(e.message) && this.createdId === id) {
+          this.createdId = undefined;
+          this.instanceId = undefined;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** Settles when the last call still turning handles into references has left or given up. */
+  private wiring: Promise<void> | undefined;
+
+  /**
+   * The call's arguments as they travel. Turning a handle into a reference may wait (for its
+   * instance to exist): the calls after such a call wait their turn, so calls to one instance still
+   * leave in the order they started. A call cancelled (or past its deadline) while it waits gives up
+   * its turn, so one handle whose node never answers cannot hold the others back.
+   */
+  private wired(args: unknown[], method: string, hook: CancelHook): unknown[] | Promise<unknown[]> {
+    const wire = this.link.handles.toWire(args, this.owner);
+    const before = this.wiring;
+    if (before === undefined && !(wire instanceof Promise)) return wire;
+    // observed through `mine` below, possibly only after earlier turns: never unhandled meanwhile
+    if (wire instanceof Promise) wire.catch(noop);
+    let giveUp!: () => void;
+    const gaveUp = new Promise<never>((_, reject) => {
+      giveUp = () => reject(new CancelledError(`${this.def.name}.${method}`, "cancelled before it was sent"));
+    });
+    gaveUp.catch(noop);
+    hook.cancel = giveUp;
+    const ready = before === undefined ? wire as Promise<unknown[]> : before.then(() => wire);
+    const mine = Promise.race([ready, gaveUp]);
+    // this turn ends when the call left or gave up, and never before the turns ahead of it
+    const turn: Promise<void> = before === undefined ? mine.then(noop, noop) : before.then(() => mine).then(noop, noop);
+    this.wiring = turn;
+    turn.then(() => {
+      if (this.wiring === turn) this.wiring = undefined;
+      if (hook.cancel === giveUp) hook.cancel = undefined;
+    });
+    return mine;
+  }
+
+  protected async dispose(deadline?: number): Promise<void> {
+    const p = this.instanceId;
+    this.instanceId = undefined;
+    this.createdId = undefined;
+    try {
+      if (p === undefined) return;
+      // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance).
+      // Once one destroy on a link went unanswered, the link's other instances are left to the lease.
+      const most = this.link.destroyTimeoutMs;
+      const wait = deadline === undefined ? most : Math.min(most, Math.max(100, deadline - performance.now()));
+      if (this.link.unresponsive) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timedOut = false;
+      const id = await Promise.race([
+        p.catch(() => undefined),
+        new Promise<undefined>((r) => {
+          timer = setTimeout(() => {
+            timedOut = true;
+            r(undefined);
+          }, wait);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (id === undefined) {
+        // a create that never answered: the link's other instances are left to the lease too
+        if (timedOut) this.link.unresponsive = true;
+        return;
+      }
+      if (this.link.unresponsive) return;
+      await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch((e) => {
+        if (e instanceof TransportError && /No reply/.test(e.message)) this.link.unresponsive = true;
+      });
+    } finally {
+      if (this.holding) {
+        this.holding = false;
+        this.link.release();
+      }
+    }
+  }
+}
+
+function noop(): void {}

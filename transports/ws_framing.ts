@@ -1,0 +1,357 @@
+/**
+ * The WebSocket framing shared by the client (`websocket.ts`) and the node's server (`server.ts`):
+ * the frame layout, batches of frames, and messages cut into pieces.
+ *
+ * Every WebSocket binary message starts with a 5-byte header, `[kind: u8][id: u32 little-endian]`.
+ * Kinds: 0 request, 1 reply, 2 notify (one-way, id 0), 3 error (body is a CBOR
+ * `{ tag, message, data }`; id 0 means the whole connection is in error and is about to close),
+ * 4 batch, 5-6 pieces of a longer message, 7 piece acknowledged.
+ *
+ * @module
+ */
+import { claimHeadroom, FRAME_HEADROOM } from "../core/codec.ts";
+
+/** Bytes of the frame header (kind + request id). */
+export const FRAME_HEADER_BYTES = 5;
+/** Frame kind: a request expecting a reply with the same id. */
+export const KIND_REQUEST = 0;
+/** Frame kind: the reply to the request with the same id. */
+export const KIND_REPLY = 1;
+/** Frame kind: a one-way frame. */
+export const KIND_NOTIFY = 2;
+/** Frame kind: an error reply (CBOR wire error) to the request with the same id; id 0: connection error. */
+export const KIND_ERROR = 3;
+/**
+ * Message kind: several frames in one WebSocket message, each as `[u32 LE length][frame]` (a frame
+ * being header + body). Frames written in the same turn travel together: one send, one syscall.
+ */
+export const KIND_BATCH = 4;
+
+/** Message kind: a piece of a longer message; more pieces follow. */
+export const KIND_PART = 5;
+/** Message kind: the last piece; the pieces' bodies joined are one message (a frame or a batch). */
+export const KIND_PART_END = 6;
+/** Message kind: the server got a piece; sent at once so the client's next piece may leave. */
+export const KIND_PART_ACK = 7;
+
+/**
+ * Client messages between these sizes go out in pieces of at most `PART_BYTES`, each answered by a
+ * `KIND_PART_ACK`, and client batches stay below `SPLIT_ABOVE`. Deno's WebSocket client writes a
+ * message of more than ~1 KB as two writes (header, then payload) on a socket with Nagle's
+ * algorithm on: the payload waited for the ACK of the header, which the server's kernel delays
+ * (delayed ACK) because the server cannot answer half a message. A piece that fits one write is
+ * sent at once, and the piece ack (or a reply) carries the ACK that releases the next one.
+ */
+const SPLIT_ABOVE = 1000;
+const SPLIT_BELOW = 65536;
+const PART_BYTES = 960;
+
+/** Frames above this size are sent on their own, never copied into a batch. */
+const BATCH_FRAME_LIMIT = 64 * 1024;
+/** A batch is sent once it holds this many bytes, without waiting for the end of the turn. */
+const BATCH_BYTES = 1024 * 1024;
+
+if (FRAME_HEADROOM !== FRAME_HEADER_BYTES) throw new Error("the codec's headroom must fit the frame header");
+
+/**
+ * Writes `n` as a u32, little-endian, at `out[at..at+4]`: the one way framing writes a u32 (request
+ * ids, batch lengths).
+ *
+ * @param out The buffer to write into.
+ * @param at Where the four bytes start.
+ * @param n An integer in `[0, 2^32)`.
+ *
+ * @example
+ * ```ts
+ * import { writeU32 } from "./ws_framing.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const out = new Uint8Array(5);
+ * writeU32(out, 1, 0x01020304);
+ * deepStrictEqual(out, new Uint8Array([0, 4, 3, 2, 1]));
+ * ```
+ */
+export function writeU32(out: Uint8Array, at: number, n: number): void {
+  out[at] = n & 0xff;
+  out[at + 1] = (n >>> 8) & 0xff;
+  out[at + 2] = (n >>> 16) & 0xff;
+  out[at + 3] = (n >>> 24) & 0xff;
+}
+
+/**
+ * Reads the little-endian u32 at `bytes[at..at+4]`: the one way framing reads a u32.
+ *
+ * @param bytes The buffer to read from (at least `at + 4` bytes).
+ * @param at Where the four bytes start.
+ * @returns The unsigned value.
+ *
+ * @example
+ * ```ts
+ * import { readU32, writeU32 } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const out = new Uint8Array(4);
+ * writeU32(out, 0, 0xfffffffe);
+ * strictEqual(readU32(out, 0), 0xfffffffe);
+ * ```
+ */
+export function readU32(bytes: Uint8Array, at: number): number {
+  return (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0;
+}
+
+/**
+ * Writes a frame header into the first {@linkcode FRAME_HEADER_BYTES} bytes of `out`.
+ *
+ * @param out The buffer holding header and body.
+ * @param kind One of the `KIND_*` constants.
+ * @param id The request id (u32).
+ *
+ * @example
+ * ```ts
+ * import { KIND_REPLY, writeHeader } from "./ws_framing.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const out = new Uint8Array(5);
+ * writeHeader(out, KIND_REPLY, 258);
+ * deepStrictEqual(out, new Uint8Array([1, 2, 1, 0, 0]));
+ * ```
+ */
+export function writeHeader(out: Uint8Array, kind: number, id: number): void {
+  out[0] = kind;
+  writeU32(out, 1, id);
+}
+
+/**
+ * The request id in a frame header (its kind is the first byte).
+ *
+ * @param frame A frame (header + body), at least {@linkcode FRAME_HEADER_BYTES} long.
+ * @returns The request id.
+ *
+ * @example
+ * ```ts
+ * import { framed, KIND_REQUEST, readFrameId } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(readFrameId(framed(KIND_REQUEST, 70_000, new Uint8Array([0xf6]))), 70_000);
+ * ```
+ */
+export function readFrameId(frame: Uint8Array): number {
+  return readU32(frame, 1);
+}
+
+/**
+ * The message for one frame: header + body. A large body that the codec left room in front of
+ * (`encodeFrame`) gets its header written there, in place; any other is copied behind a new header.
+ *
+ * @param kind One of the `KIND_*` constants.
+ * @param id The request id (u32).
+ * @param body The frame body.
+ * @returns Header and body as one message.
+ *
+ * @example
+ * ```ts
+ * import { framed, KIND_REQUEST } from "./ws_framing.ts";
+ * const m = framed(KIND_REQUEST, 7, new Uint8Array([0xf6]));
+ * if (m.byteLength !== 6 || m[0] !== KIND_REQUEST || m[1] !== 7) throw new Error("unexpected");
+ * ```
+ */
+export function framed(kind: number, id: number, body: Uint8Array): Uint8Array<ArrayBuffer> {
+  const inPlace = claimHeadroom(body);
+  if (inPlace !== undefined) {
+    writeHeader(inPlace, kind, id);
+    return inPlace;
+  }
+  const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  writeHeader(out, kind, id);
+  out.set(body, FRAME_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * The {@linkcode KIND_PART_ACK} message the server sends for every piece but the last (it has no
+ * body; shared, never written to).
+ */
+export const PART_ACK: Uint8Array<ArrayBuffer> = new Uint8Array([KIND_PART_ACK, 0, 0, 0, 0]);
+
+/**
+ * Collects the frames written during one turn of the event loop and sends them as one message
+ * (a {@linkcode KIND_BATCH} message when there are several).
+ *
+ * @example Two frames written in one turn leave as one batch
+ * ```ts
+ * import { forEachInBatch, framed, KIND_BATCH, KIND_NOTIFY, Outbox } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const sent: Uint8Array[] = [];
+ * const outbox = new Outbox((m) => sent.push(m));
+ * outbox.push(framed(KIND_NOTIFY, 0, new Uint8Array([1])));
+ * outbox.push(framed(KIND_NOTIFY, 0, new Uint8Array([2])));
+ * outbox.flush();
+ * strictEqual(sent.length, 1);
+ * strictEqual(sent[0][0], KIND_BATCH);
+ * let frames = 0;
+ * forEachInBatch(sent[0], () => frames++);
+ * strictEqual(frames, 2);
+ * ```
+ */
+export class Outbox {
+  #queue: Uint8Array<ArrayBuffer>[] = [];
+  #bytes = 0;
+  readonly #send: (message: Uint8Array<ArrayBuffer>) => void;
+  readonly #flushBound = () => this.flush();
+  readonly #batchBytes: number;
+
+  /**
+   * @param send Sends one WebSocket message.
+   * @param options `client`: the client side, whose batches stay small and whose mid-sized
+   * messages go in pieces (see `KIND_PART`).
+   */
+  constructor(send: (message: Uint8Array<ArrayBuffer>) => void, options: { client?: boolean } = {}) {
+    this.#send = options.client ? (m) => sendInPieces(m, send) : send;
+    this.#batchBytes = options.client ? SPLIT_ABOVE - FRAME_HEADER_BYTES : BATCH_BYTES;
+  }
+
+  /** Queues a framed message (header + body). */
+  push(message: Uint8Array<ArrayBuffer>): void {
+    if (message.byteLength > BATCH_FRAME_LIMIT) {
+      this.flush(); // keep the order
+      this.#send(message);
+      return;
+    }
+    if (this.#bytes + message.byteLength + 4 > this.#batchBytes) this.flush();
+    if (this.#queue.push(message) === 1) queueMicrotask(this.#flushBound);
+    this.#bytes += message.byteLength + 4;
+  }
+
+  /** Sends what is queued now. */
+  flush(): void {
+    const q = this.#queue;
+    if (q.length === 0) return;
+    this.#queue = [];
+    const bytes = this.#bytes;
+    this.#bytes = 0;
+    if (q.length === 1) return this.#send(q[0]);
+    const out = new Uint8Array(FRAME_HEADER_BYTES + bytes);
+    writeHeader(out, KIND_BATCH, 0);
+    let at = FRAME_HEADER_BYTES;
+    for (const m of q) {
+      const n = m.byteLength;
+      writeU32(out, at, n);
+      out.set(m, at + 4);
+      at += 4 + n;
+    }
+    this.#send(out);
+  }
+
+  /** Drops what is queued (the connection is gone). */
+  clear(): void {
+    this.#queue = [];
+    this.#bytes = 0;
+  }
+}
+
+function sendInPieces(m: Uint8Array<ArrayBuffer>, send: (message: Uint8Array<ArrayBuffer>) => void): void {
+  if (m.byteLength <= SPLIT_ABOVE || m.byteLength >= SPLIT_BELOW) return send(m);
+  for (let at = 0; at < m.byteLength; at += PART_BYTES) {
+    const end = Math.min(at + PART_BYTES, m.byteLength);
+    const part = new Uint8Array(FRAME_HEADER_BYTES + end - at);
+    writeHeader(part, end === m.byteLength ? KIND_PART_END : KIND_PART, 0);
+    part.set(m.subarray(at, end), FRAME_HEADER_BYTES);
+    send(part);
+  }
+}
+
+/**
+ * Joins {@linkcode KIND_PART} pieces back into the message they were cut from, refusing to hold
+ * more than `limit` bytes.
+ *
+ * @example
+ * ```ts
+ * import { KIND_PART, KIND_PART_END, PartAssembler, writeHeader } from "./ws_framing.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
+ * const piece = (kind: number, body: number[]) => {
+ *   const m = new Uint8Array(5 + body.length);
+ *   writeHeader(m, kind, 0);
+ *   m.set(body, 5);
+ *   return m;
+ * };
+ * const parts = new PartAssembler(1024);
+ * strictEqual(parts.add(piece(KIND_PART, [1, 2])), undefined);
+ * deepStrictEqual(parts.add(piece(KIND_PART_END, [3])), new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export class PartAssembler {
+  #parts: Uint8Array[] = [];
+  #bytes = 0;
+  #head: Uint8Array | undefined;
+  #overflow = false;
+  readonly #limit: number;
+
+  /** @param limit Largest message to reassemble, in bytes. */
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /**
+   * Takes one piece (a whole `KIND_PART`/`KIND_PART_END` message). Returns the joined message after
+   * the last piece, `undefined` while more are expected, or, for a message that grew past the
+   * limit, `{ tooLarge, head }` after its last piece: its size and its first bytes (the frame
+   * header, to answer the request). Pieces past the limit are counted, never kept.
+   */
+  add(piece: Uint8Array): Uint8Array | undefined | { tooLarge: number; head: Uint8Array } {
+    const body = piece.subarray(FRAME_HEADER_BYTES);
+    if (this.#head === undefined) this.#head = body.slice(0, FRAME_HEADER_BYTES);
+    this.#bytes += body.byteLength;
+    if (!this.#overflow && this.#bytes > this.#limit) {
+      this.#overflow = true;
+      this.#parts = [];
+    }
+    if (!this.#overflow) this.#parts.push(body);
+    if (piece[0] !== KIND_PART_END) return undefined;
+    if (this.#overflow) {
+      const result = { tooLarge: this.#bytes, head: this.#head };
+      this.#reset();
+      return result;
+    }
+    const out = new Uint8Array(this.#bytes);
+    let at = 0;
+    for (const p of this.#parts) {
+      out.set(p, at);
+      at += p.byteLength;
+    }
+    this.#reset();
+    return out;
+  }
+
+  #reset(): void {
+    this.#parts = [];
+    this.#bytes = 0;
+    this.#head = undefined;
+    this.#overflow = false;
+  }
+}
+
+/**
+ * Calls `each` for every framed message inside a {@linkcode KIND_BATCH} message, in order.
+ *
+ * @param batch A whole `KIND_BATCH` message.
+ * @param each Gets each frame (header + body), a view into `batch`.
+ * @returns `false` when the batch is malformed (a length runs past the end).
+ *
+ * @example A length past the end is refused
+ * ```ts
+ * import { forEachInBatch, KIND_BATCH, writeHeader, writeU32 } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const batch = new Uint8Array(5 + 4 + 5);
+ * writeHeader(batch, KIND_BATCH, 0);
+ * writeU32(batch, 5, 6);
+ * strictEqual(forEachInBatch(batch, () => {}), false);
+ * ```
+ */
+export function forEachInBatch(batch: Uint8Array, each: (message: Uint8Array) => void): boolean {
+  let at = FRAME_HEADER_BYTES;
+  while (at < batch.byteLength) {
+    if (at + 4 > batch.byteLength) return false;
+    const n = readU32(batch, at);
+    at += 4;
+    if (n < FRAME_HEADER_BYTES || at + n > batch.byteLength) return false;
+    each(batch.subarray(at, at + n));
+    at += n;
+  }
+  return true;
+}
