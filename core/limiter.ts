@@ -1,5 +1,5 @@
 /**
- * Concurrency limits (an op's `concurrency`, a mesh's `maxConcurrency`): small counting semaphores
+ * Concurrency limits (an op's `maxConcurrency`, a mesh's `maxConcurrentOps`): small counting semaphores
  * whose waiters are tasks, handed slots in FIFO order.
  *
  * @module

@@ -24,6 +24,12 @@ function isAdapterInfo(x: unknown): boolean {
 
 let runtimeOf: (mesh: Mesh) => MeshRuntime;
 
+/** Options of {@link Mesh.close}. */
+export interface MeshCloseOptions {
+  /** How long running calls may take to finish before they are cancelled, in ms (default: no limit). */
+  graceMs?: number;
+}
+
 /**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
  * unbounded resources) serves.
@@ -99,9 +105,12 @@ export class Mesh implements AsyncDisposable {
       if (names.has(n.name)) throw new TypeError(`Mesh has two nodes named "${n.name}"`);
       names.add(n.name);
     }
-    const max = options.maxConcurrency;
+    if ("maxConcurrency" in options) {
+      throw new TypeError('Mesh: the option "maxConcurrency" is now "maxConcurrentOps" (op calls running at once)');
+    }
+    const max = options.maxConcurrentOps;
     if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
-      throw new RangeError(`Mesh maxConcurrency must be an integer ≥ 1, got ${describe(max)}`);
+      throw new RangeError(`Mesh maxConcurrentOps must be an integer ≥ 1, got ${describe(max)}`);
     }
     if (options.timeoutMs !== undefined && !(typeof options.timeoutMs === "number" && options.timeoutMs > 0)) {
       throw new RangeError(`Mesh timeoutMs must be a positive number, got ${describe(options.timeoutMs)}`);
@@ -186,15 +195,18 @@ export class Mesh implements AsyncDisposable {
    * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation.
    * Idempotent.
    *
-   * @param options `timeoutMs`: how long running calls may take to finish (default: as long as they
+   * @param options `graceMs`: how long running calls may take to finish (default: as long as they
    * need); past it they are cancelled (their refs reject with `CancelledError`) and the instances
-   * are disposed anyway.
+   * are disposed anyway. The same name as a node's `drain({ graceMs })`.
    * @returns When every instance is disposed.
    */
-  close(options: { timeoutMs?: number } = {}): Promise<void> {
-    const t = options.timeoutMs;
+  close(options: MeshCloseOptions = {}): Promise<void> {
+    if ("timeoutMs" in options) {
+      return Promise.reject(new TypeError('mesh.close: the option "timeoutMs" is now "graceMs"'));
+    }
+    const t = options.graceMs;
     if (t !== undefined && !(typeof t === "number" && t >= 0)) {
-      return Promise.reject(new RangeError(`mesh.close: timeoutMs must be a number ≥ 0, got ${describe(t)}`));
+      return Promise.reject(new RangeError(`mesh.close: graceMs must be a number ≥ 0, got ${describe(t)}`));
     }
     return this.#rt.close(t);
   }

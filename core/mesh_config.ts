@@ -16,7 +16,7 @@ export interface MeshOptions {
   /** Name in errors and stats (default `"mesh"`). */
   name?: string;
   /** At most this many op calls run at once in this mesh (default: unbounded). */
-  maxConcurrency?: number;
+  maxConcurrentOps?: number;
   /** Transport for remote nodes, overriding the endpoint scheme. */
   transport?: "http" | "websocket" | "in_memory";
   /** Auth token for remote nodes. */
@@ -49,7 +49,7 @@ export interface MeshConfig {
   /** Default deadline for remote calls, ms. */
   timeoutMs?: number;
   /** At most this many op calls at once. */
-  maxConcurrency?: number;
+  maxConcurrentOps?: number;
   /** The nodes: name, endpoint (remote nodes), GPUs and CPUs. */
   nodes: Array<{ name: string; endpoint?: string; gpus?: number; cpus?: number }>;
 }
@@ -118,7 +118,7 @@ export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshO
     }
     return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
   });
-  const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrency", "nodes"]);
+  const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrentOps", "nodes"]);
   const unknown = Object.keys(cfg).filter((k) => !known.has(k));
   if (unknown.length > 0) {
     throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
@@ -133,6 +133,6 @@ export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshO
   if (cfg.transport !== undefined) options.transport = cfg.transport;
   if (cfg.token !== undefined) options.token = cfg.token;
   if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
-  if (cfg.maxConcurrency !== undefined) options.maxConcurrency = cfg.maxConcurrency;
+  if (cfg.maxConcurrentOps !== undefined) options.maxConcurrentOps = cfg.maxConcurrentOps;
   return { nodes, options };
 }

@@ -103,7 +103,7 @@ export class MeshRuntime {
         instances: 0,
       });
     }
-    this.limiter = options.maxConcurrency === undefined ? undefined : new Limiter(options.maxConcurrency);
+    this.limiter = options.maxConcurrentOps === undefined ? undefined : new Limiter(options.maxConcurrentOps);
     this.hasRemoteNodes = nodes.some((n) => n.endpoint !== undefined);
     this.remote = options.remote === undefined ? undefined : Context.get(
       Effect.runSync(Layer.buildWithScope(options.remote, this.scope)),
@@ -206,10 +206,10 @@ export class MeshRuntime {
     };
   }
 
-  /** Closes the mesh (see `Mesh.close`); `timeoutMs` is validated by the caller. */
-  close(timeoutMs: number | undefined): Promise<void> {
+  /** Closes the mesh (see `Mesh.close`); `graceMs` is validated by the caller. */
+  close(graceMs: number | undefined): Promise<void> {
     if (this.closing !== undefined) return this.closing;
-    this.closeDeadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
+    this.closeDeadline = graceMs === undefined ? undefined : performance.now() + graceMs;
     this.closed = true;
     // set first: cancelling settles refs, whose listeners may call close() again
     let disposeAll!: (done: Promise<void>) => void;

@@ -149,7 +149,7 @@ test("mesh.close disposes instances and cancels calls that had not started", asy
   await mesh.close(); // idempotent
 });
 
-test("mesh maxConcurrency bounds the ops running at once", async () => {
+test("mesh maxConcurrentOps bounds the ops running at once", async () => {
   let running = 0, peak = 0;
   const work = ta.op(async function work() {
     running++;
@@ -157,7 +157,7 @@ test("mesh maxConcurrency bounds the ops running at once", async () => {
     await sleep(2);
     running--;
   });
-  await using mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 3 });
+  await using mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrentOps: 3 });
   await mesh.run(() => Promise.all(Array.from({ length: 12 }, () => work.go())));
   assert.equal(peak, 3);
 });
@@ -171,7 +171,7 @@ test("Mesh and MeshNode reject bad input with clear errors", () => {
   assert.throws(() => new ta.MeshNode("a", { gpus: -2 }), RangeError);
   assert.throws(() => new ta.MeshNode("a", { gpus: 1.5 }), RangeError);
   assert.throws(() => new ta.MeshNode("a", { endpoint: "not a url" }), TypeError);
-  assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { maxConcurrency: 0 }), RangeError);
+  assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { maxConcurrentOps: 0 }), RangeError);
   assert.throws(() => new ta.GpuDevice(-1), TypeError);
   assert.throws(() => new ta.CpuDevice(0), TypeError);
 });
@@ -281,7 +281,7 @@ test("GPU shares are returned when the mesh closes and a whole GPU fits again", 
   assert.equal(mesh.stats().nodes[0].gpus.free, 1);
 });
 
-test("mesh.close({ timeoutMs }) stops waiting for a call that never finishes: it is cancelled, the instance disposed", async () => {
+test("mesh.close({ graceMs }) stops waiting for a call that never finishes: it is cancelled, the instance disposed", async () => {
   const disposed: string[] = [];
   const Stuck = ta.service(
     { name: "Stuck" },
@@ -301,10 +301,10 @@ test("mesh.close({ timeoutMs }) stops waiting for a call that never finishes: it
     await sleep(1);
     return [r];
   });
-  await mesh.close({ timeoutMs: 20 });
+  await mesh.close({ graceMs: 20 });
   assert.ok((await rejection(ref)) instanceof ta.CancelledError);
   assert.deepEqual(disposed, ["Stuck"]);
-  await assert.rejects(new ta.Mesh([new ta.MeshNode("m")]).close({ timeoutMs: -1 }), RangeError);
+  await assert.rejects(new ta.Mesh([new ta.MeshNode("m")]).close({ graceMs: -1 }), RangeError);
 });
 
 test("a task submitted outside any mesh does not take the mesh it happened to be started from", async () => {
@@ -337,8 +337,8 @@ test("a task submitted outside any mesh does not take the mesh it happened to be
   await mesh.close();
 });
 
-test("with mesh maxConcurrency, 100k queued synchronous ops run after a slow one, and a cancelled waiter frees its op slot", async () => {
-  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 1 });
+test("with mesh maxConcurrentOps, 100k queued synchronous ops run after a slow one, and a cancelled waiter frees its op slot", async () => {
+  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrentOps: 1 });
   const slow = ta.op(async function slowFirst() {
     await sleep(10);
     return 0;
@@ -346,7 +346,7 @@ test("with mesh maxConcurrency, 100k queued synchronous ops run after a slow one
   const inc = ta.op(function incSync(x: number) {
     return x + 1;
   });
-  const limited = ta.op({ name: "limitedOne", concurrency: 1 }, async (x: number) => x);
+  const limited = ta.op({ name: "limitedOne", maxConcurrency: 1 }, async (x: number) => x);
   await mesh.run(async () => {
     const first = slow.go();
     const refs = Array.from({ length: 100_000 }, (_, i) => inc.go(i));
@@ -444,13 +444,13 @@ test("mesh.close settles a whole DAG of waiting ops and service calls, and none 
   assert.equal(ran, 0);
 });
 
-test("mesh.close cancels calls queued for a slot (the mesh's maxConcurrency, an op's concurrency, a service's maxConcurrency) and gives the slots back; running ones finish", async () => {
+test("mesh.close cancels calls queued for a slot (the mesh's maxConcurrentOps, an op's maxConcurrency, a service's maxConcurrency) and gives the slots back; running ones finish", async () => {
   const release = gate();
   const holder = ta.op(async function holdsMeshSlotAtClose() {
     await release.promise;
     return "held";
   });
-  const limited = ta.op({ name: "limitedAtClose", concurrency: 1 }, async (x: number) => x);
+  const limited = ta.op({ name: "limitedAtClose", maxConcurrency: 1 }, async (x: number) => x);
   const Busy = ta.service(
     { maxConcurrency: 2 },
     class BusyAtClose {
@@ -460,7 +460,7 @@ test("mesh.close cancels calls queued for a slot (the mesh's maxConcurrency, an 
       }
     },
   );
-  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 1 });
+  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrentOps: 1 });
   const { hold, viaMesh, viaOp, running, queued } = await mesh.run(() => {
     const hold = holder.go();
     const viaMesh = limited.go(1); // holds limitedAtClose's slot while it waits for the mesh's
@@ -482,7 +482,7 @@ test("mesh.close cancels calls queued for a slot (the mesh's maxConcurrency, an 
   assert.equal(await limited.go(5), 5, "the op's slot was given back (else this waits forever)");
 });
 
-test("mesh.close cancels 100k waiting ops at once (a fanout on one input, a chain, a queue behind maxConcurrency) without deep recursion", async () => {
+test("mesh.close cancels 100k waiting ops at once (a fanout on one input, a chain, a queue behind maxConcurrentOps) without deep recursion", async () => {
   const release = gate();
   let ran = 0;
   const source = ta.op(async function bigSource() {
@@ -494,7 +494,7 @@ test("mesh.close cancels 100k waiting ops at once (a fanout on one input, a chai
     return x + 1;
   });
   const n = 100_000;
-  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrency: 1 });
+  const mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrentOps: 1 });
   const { s, fanout, chain, queued } = await mesh.run(() => {
     const s = source.go(); // holds the mesh's only slot
     const fanout = Array.from({ length: n }, () => inc.go(s));
@@ -612,7 +612,7 @@ test(
   async () => {
     const gc = gcFunction()!;
     const release = gate();
-    const wedged = ta.op({ name: "wedgedAtClose", concurrency: 1 }, async (_i: number) => {
+    const wedged = ta.op({ name: "wedgedAtClose", maxConcurrency: 1 }, async (_i: number) => {
       await release.promise;
     });
     const hog = ta.op(async function hogsMeshSlot() {
@@ -623,7 +623,7 @@ test(
     const n = 1_000;
     const holder = wedged.go(-1); // outside any mesh: holds the op's only slot until the end
     const byOp = new ta.Mesh([new ta.MeshNode("a")]);
-    const byMesh = new ta.Mesh([new ta.MeshNode("b")], { maxConcurrency: 1 });
+    const byMesh = new ta.Mesh([new ta.MeshNode("b")], { maxConcurrentOps: 1 });
     let hogRef!: ta.ObjectRef<void>;
     await byOp.run(() => {
       for (let i = 0; i < n; i++) registry.register(wedged.go(i), i); // wait for the op's slot
@@ -642,3 +642,17 @@ test(
     await hogRef;
   },
 );
+
+test("renamed options fail with a TypeError naming the new name: op concurrency, Mesh maxConcurrency, close timeoutMs", async () => {
+  assert.throws(
+    () => ta.op({ name: "oldConcurrency", concurrency: 1 } as ta.OpOptions, async () => 1),
+    /"concurrency" is now "maxConcurrency"/,
+  );
+  assert.throws(
+    () => new ta.Mesh([new ta.MeshNode("a")], { maxConcurrency: 1 } as ta.MeshOptions),
+    /"maxConcurrency" is now "maxConcurrentOps"/,
+  );
+  const mesh = new ta.Mesh([new ta.MeshNode("a")]);
+  await assert.rejects(mesh.close({ timeoutMs: 5 } as ta.MeshCloseOptions), /"timeoutMs" is now "graceMs"/);
+  await mesh.close();
+});

@@ -22,7 +22,7 @@ export {
   type ServiceMethod,
   type ServiceOptions,
 } from "./service.ts";
-export { Mesh, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
+export { Mesh, type MeshCloseOptions, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
 export { RemoteExecutor } from "./remote_executor.ts";
 export {
   CpuDevice,

@@ -28,7 +28,7 @@ export interface OpOptions {
   /** Deadline per call, retries included, in ms; a late call fails with `TimeoutError` (default: none). */
   timeoutMs?: number;
   /** At most this many calls of this op run at once (default: unbounded). */
-  concurrency?: number;
+  maxConcurrency?: number;
   /** What the op is for (shown by tools). */
   description?: string;
   /** May run on remote nodes that registered it (a node imports the same module). Default false. */
@@ -97,7 +97,10 @@ class OpTarget implements TaskTarget {
     this.gpus = checkCount("gpus", "op", name, options.gpus, 0) ?? 0;
     this.remote = options.remote === true || this.gpus > 0;
     this.passErrors = this.remote;
-    const c = checkCount("concurrency", "op", name, options.concurrency, 1);
+    if ("concurrency" in options) {
+      throw new TypeError(`op "${name}": the option "concurrency" is now "maxConcurrency" (calls of this op at once)`);
+    }
+    const c = checkCount("maxConcurrency", "op", name, options.maxConcurrency, 1);
     this.limiter = c === undefined ? undefined : new Limiter(c);
     this.startBound = (task) => this.start(task);
     this.doneBound = this.limiter === undefined ? undefined : () => this.finish();
@@ -167,7 +170,7 @@ export function op<A extends unknown[], R>(fn: (...args: A) => R): Op<A, Awaited
 /**
  * Makes an op from a function, with a name or options.
  *
- * @param nameOrOptions The op's name, or its options (`name`, `retries`, `timeoutMs`, `concurrency`).
+ * @param nameOrOptions The op's name, or its options (`name`, `retries`, `timeoutMs`, `maxConcurrency`).
  * @param fn The function (async or not).
  * @returns The op.
  *

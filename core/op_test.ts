@@ -294,7 +294,7 @@ test("retries re-run a failing op; timeoutMs fails a slow one with TimeoutError"
 
 test("op concurrency limits how many calls run at once", async () => {
   let running = 0, peak = 0;
-  const limited = ta.op({ name: "limited", concurrency: 2 }, async (x: number) => {
+  const limited = ta.op({ name: "limited", maxConcurrency: 2 }, async (x: number) => {
     running++;
     peak = Math.max(peak, running);
     await sleep(2);
@@ -317,7 +317,7 @@ test("op() rejects bad arguments with a TypeError that says what it got", () => 
   );
   assert.throws(() => ta.op({ name: "" }, async () => 1), TypeError);
   assert.throws(() => ta.op({ retries: -1 }, async () => 1), RangeError);
-  assert.throws(() => ta.op({ concurrency: 0 }, async () => 1), RangeError);
+  assert.throws(() => ta.op({ maxConcurrency: 0 }, async () => 1), RangeError);
   assert.throws(() => ta.op({ timeoutMs: -5 }, async () => 1), RangeError);
 });
 

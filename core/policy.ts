@@ -26,7 +26,7 @@ export interface RunPolicy {
 }
 
 /**
- * Validates a count option (`retries`, `gpus`, `concurrency`) or `timeoutMs` of an op or service.
+ * Validates a count option (`retries`, `gpus`, `maxConcurrency`) or `timeoutMs` of an op or service.
  *
  * @param what The option's name.
  * @param kind `"op"` or `"service"`.

@@ -360,7 +360,7 @@ test("a call that timed out or was cancelled keeps its slot while its body finis
   assert.equal(cancelled.cancel(), true);
   assert.equal(await after, 5);
   assert.equal(most, 1);
-  const limited = ta.op({ name: "limitedTimed", concurrency: 1, timeoutMs: 10 }, body);
+  const limited = ta.op({ name: "limitedTimed", maxConcurrency: 1, timeoutMs: 10 }, body);
   most = 0;
   const [a, b] = [limited.go(15), limited.go(5)];
   assert.ok((await rejection(a)) instanceof ta.TimeoutError);
@@ -385,7 +385,7 @@ test("a local body past its deadline holds its slot for a grace of timeoutMs, th
       }
     },
   );
-  const stuckOp = ta.op({ name: "graceOp", concurrency: 1, timeoutMs: 30 }, (tag: string) => {
+  const stuckOp = ta.op({ name: "graceOp", maxConcurrency: 1, timeoutMs: 30 }, (tag: string) => {
     started.push(tag);
     return tag === "op hang" ? new Promise(() => {}) : tag;
   });

@@ -493,7 +493,7 @@ test("a call stuck resolving a handle (its node never creates it) holds later ca
       assert.equal(await later, 2, "goes once the calls ahead gave up their turns");
     });
     const t0 = performance.now();
-    await mesh.close({ timeoutMs: 100 });
+    await mesh.close({ graceMs: 100 });
     assert.ok(performance.now() - t0 < 5_000, "close does not wait on the create that never ends");
   } finally {
     await mesh.close();
@@ -560,7 +560,7 @@ test("leases: keepalives to a node that stopped answering go one at a time, not 
     await sleep(300); // fifteen keepalive periods
     assert.equal(pings, 1, "the next keepalive waits for the one still unanswered");
   } finally {
-    await mesh.close({ timeoutMs: 50 });
+    await mesh.close({ graceMs: 50 });
     await server.close();
     await node.drain({ graceMs: 10 });
   }
