@@ -30,7 +30,7 @@ export class GpuDevice {
   readonly name: string;
   /** Provider data (vendor, limits, whether it is a software adapter, …). */
   readonly meta: Record<string, unknown>;
-  /** Creates one. @param id Index on its node. @param options Name and provider data. */
+  /** @param id Index on its node. @param options Name and provider data. */
   constructor(id: number, options: GpuDeviceOptions = {}) {
     if (!Number.isInteger(id) || id < 0) {
       throw new TypeError(`GpuDevice id must be a non-negative integer, got ${String(id)}`);
@@ -53,7 +53,7 @@ export class GpuDevice {
 export class CpuDevice {
   /** Number of cores. */
   readonly count: number;
-  /** Creates one. @param count Number of cores. */
+  /** @param count Number of cores. */
   constructor(count: number) {
     if (!(Number.isInteger(count) && count > 0)) {
       throw new TypeError(`CpuDevice count must be a positive integer, got ${String(count)}`);

@@ -77,7 +77,7 @@ export class OpExecutionError extends ThinkagainError {
   readonly _tag = "OpExecutionError" as const;
   /** Name of the op (`name`) or the service method (`Service.method`) that failed. */
   readonly op: string;
-  /** Creates one. @param op Name of the op. @param cause What it threw. */
+  /** @param op Name of the op. @param cause What it threw. */
   constructor(op: string, cause: unknown) {
     super({ message: `Op "${op}" failed: ${describe(cause)}`, cause });
     this.op = op;
@@ -103,7 +103,7 @@ export class PlacementError extends ThinkagainError {
   readonly _tag = "PlacementError" as const;
   /** Name of the service that could not be placed. */
   readonly service: string;
-  /** Creates one. @param service The service. @param message What was asked and what is free. */
+  /** @param service The service. @param message What was asked and what is free. */
   constructor(service: string, message: string) {
     super({ message });
     this.service = service;
@@ -134,7 +134,7 @@ export class TransportError extends ThinkagainError {
   readonly reason: TransportErrorReason;
   /** The endpoint involved, when there is one. */
   readonly endpoint: string | undefined;
-  /** Creates one. @param reason Why. @param message What was attempted. @param endpoint Where. @param cause The underlying error. */
+  /** @param reason Why. @param message What was attempted. @param endpoint Where. @param cause The underlying error. */
   constructor(reason: TransportErrorReason, message: string, endpoint?: string, cause?: unknown) {
     super({ message, cause });
     this.reason = reason;
@@ -162,7 +162,7 @@ export class RemoteError extends ThinkagainError {
   readonly _tag = "RemoteError" as const;
   /** The `name` the error had where it was thrown. */
   readonly remoteName: string;
-  /** Creates one. @param message The message. @param remoteName The error's name where it was thrown. */
+  /** @param message The message. @param remoteName The error's name where it was thrown. */
   constructor(message: string, remoteName = "Error") {
     super({ message });
     this.remoteName = remoteName;
@@ -190,7 +190,7 @@ export class TimeoutError extends ThinkagainError {
   readonly op: string;
   /** The deadline that passed, in milliseconds. */
   readonly timeoutMs: number;
-  /** Creates one. @param op Name of the op. @param timeoutMs The deadline that passed. */
+  /** @param op Name of the op. @param timeoutMs The deadline that passed. */
   constructor(op: string, timeoutMs: number) {
     super({ message: `Op "${op}" did not finish within ${timeoutMs} ms` });
     this.op = op;
@@ -217,7 +217,7 @@ export class CancelledError extends ThinkagainError {
   readonly _tag = "CancelledError" as const;
   /** Name of the op or method that was cancelled. */
   readonly op: string;
-  /** Creates one. @param op Name of the op. @param reason How it was cancelled. */
+  /** @param op Name of the op. @param reason How it was cancelled. */
   constructor(op: string, reason = "cancelled") {
     super({ message: `Op "${op}" was ${reason}` });
     this.op = op;
@@ -243,7 +243,7 @@ export class NodeLostError extends ThinkagainError {
   readonly _tag = "NodeLostError" as const;
   /** Name of the node that was lost. */
   readonly node: string;
-  /** Creates one. @param node The node. @param detail What happened. */
+  /** @param node The node. @param detail What happened. */
   constructor(node: string, detail = "connection lost") {
     super({ message: `Node "${node}" was lost: ${detail}` });
     this.node = node;
@@ -268,7 +268,7 @@ export class NodeLostError extends ThinkagainError {
 export class ProtocolError extends ThinkagainError {
   /** Always `"ProtocolError"` (for `Effect.catchTag`). */
   readonly _tag = "ProtocolError" as const;
-  /** Creates one. @param message What went wrong. */
+  /** @param message What went wrong. */
   constructor(message: string) {
     super({ message });
   }
@@ -287,7 +287,7 @@ export class ProtocolError extends ThinkagainError {
 export class AuthError extends ThinkagainError {
   /** Always `"AuthError"` (for `Effect.catchTag`). */
   readonly _tag = "AuthError" as const;
-  /** Creates one. @param message What went wrong. */
+  /** @param message What went wrong. */
   constructor(message: string) {
     super({ message });
   }

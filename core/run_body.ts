@@ -70,7 +70,7 @@ export function runBody(
     // body switches context anyway (service methods, other meshes, retries and deadlines) the switch
     // carries that, also while a spent budget has shut the gate (it may open before the body's next
     // .go()); else a flag does, for what it submits before its first await (an extra switch per task
-    // costs more than the sampling saves, ~150 ns on Deno; with the gate shut nothing is sampled anew)
+    // costs more than the sampling saves; with the gate shut nothing is sampled anew)
     if (policy !== undefined || (ctx !== undefined && currentContext() !== ctx)) ctx = unsampledContext(ctx);
     else if (eventsEnabled) flagged = true;
   }
