@@ -10,6 +10,7 @@ BENCHES=(
   bench/core.ts
   bench/memory.ts
   bench/transport.ts
+  bench/codec.ts
   bench/tracing.ts
   bench/tracing_deno_builtin.ts
   bench/gpu_matmul.ts

@@ -9,8 +9,9 @@
  *
  * What travels: plain objects as CBOR maps (keys in insertion order), arrays, strings, numbers,
  * booleans, `null` and `undefined` as themselves, `Uint8Array` as a byte string, the other typed
- * arrays under their RFC 8746 little-endian tags (64–87), `Date` as tag 1, `bigint` as tag 2/3
- * (always, so a small bigint stays a bigint), `Set` as tag 258 and `Map` as tag 259.
+ * arrays (`Float16Array` too, where the runtime has it) under their RFC 8746 little-endian tags,
+ * `Date` as tag 1, `bigint` as tag 2/3 (always, so a small bigint stays a bigint), `Set` as tag 258
+ * and `Map` as tag 259.
  *
  * Decoding is strict, because frames come from peers: it accepts those tags and tag 55799 (the
  * padding {@linkcode encodeFrame} aligns typed arrays with) and refuses every other tag (shared
@@ -32,7 +33,6 @@ import {
   Token,
   Tokenizer,
   Type,
-  type TypeEncoder,
 } from "cborg";
 import { tokensToLength } from "cborg/length";
 import {
@@ -74,7 +74,7 @@ const MAX_DEPTH = 256;
 export const FRAME_HEADROOM = 5;
 /** Frames this large or larger have their headroom on offer; smaller ones are batched (copied) anyway. */
 const HEADROOM_MIN_BYTES = 64 * 1024;
-/** Typed arrays this large or larger are aligned by {@linkcode encodeFrame}; smaller ones are copied. */
+/** Typed arrays this large or larger are aligned (see {@linkcode encodeFrame}); smaller ones are copied. */
 const ALIGN_MIN_BYTES = 4096;
 /** Self-described CBOR (RFC 8949 §3.4.6): a tag that means nothing, so a run of them is padding. */
 const TAG_SELF_DESCRIBED = 55799;
@@ -123,8 +123,10 @@ let frameArrays: AlignedArray[] = [];
 const PAD = new Token(Type.tag, TAG_SELF_DESCRIBED);
 
 /** A large typed array gets an empty padding slot in front, filled by {@linkcode placeArrays}. */
-function alignedTypedArrayEncoder(encodeTyped: (array: ArrayBufferView) => Token[]): TypeEncoder {
-  return (array: ArrayBufferView) => {
+function alignedTypedArrayEncoder(
+  encodeTyped: (array: ArrayBufferView) => Token[],
+): (array: ArrayBufferView) => Token[] | AlignedArray {
+  return (array) => {
     const [tag, bytes] = encodeTyped(array);
     if (array.byteLength < ALIGN_MIN_BYTES) return [tag, bytes];
     const aligned: AlignedArray = [[], tag, bytes];
@@ -133,10 +135,19 @@ function alignedTypedArrayEncoder(encodeTyped: (array: ArrayBufferView) => Token
   };
 }
 
+/** `Float16Array`, where the runtime has it: cborg does not know it (it would encode one as a map). */
+const Float16 = (globalThis as { Float16Array?: TypedArrayConstructor }).Float16Array;
+const TAG_FLOAT16_ARRAY_LE = 84;
+const float16ArrayEncoder = alignedTypedArrayEncoder((array) => [
+  new Token(Type.tag, TAG_FLOAT16_ARRAY_LE),
+  new Token(Type.bytes, new Uint8Array(array.buffer, array.byteOffset, array.byteLength)),
+]);
+
 // mapSorter: undefined keeps keys in insertion order (cborg sorts them by default).
 const encodeOptions: EncodeOptions = {
   mapSorter: undefined,
   typeEncoders: {
+    Object: (value: object) => (Float16 !== undefined && value instanceof Float16 ? float16ArrayEncoder(value) : null),
     bigint: encodeBigInt,
     Date: dateEncoder,
     Map: mapEncoder,
@@ -595,6 +606,10 @@ function typedArrayDecoder(Kind: TypedArrayConstructor, tag: number): (content: 
   };
 }
 
+const FLOAT16_TAGS: Record<number, (content: TagDecodeControl) => unknown> = Float16 === undefined
+  ? {}
+  : { [TAG_FLOAT16_ARRAY_LE]: typedArrayDecoder(Float16, TAG_FLOAT16_ARRAY_LE) };
+
 /** The only tags {@linkcode decode} accepts: those {@linkcode encode} and {@linkcode encodeFrame} write. */
 const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   1: (content) => {
@@ -621,6 +636,7 @@ const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   },
   259: mapDecoder,
   [TAG_SELF_DESCRIBED]: (content) => content(),
+  ...FLOAT16_TAGS,
 };
 
 // Read by cborg's token readers (through the tokenizer) and by its decoder.

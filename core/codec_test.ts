@@ -381,3 +381,22 @@ test("encode aligns large typed arrays from the frame's first byte", () => {
   strictEqual(x.buffer, arrived.buffer, "a view, not a copy");
   deepStrictEqual(x, new Float64Array(1024).fill(1.25));
 });
+
+const Float16 = (globalThis as unknown as { Float16Array?: Float32ArrayConstructor }).Float16Array;
+
+test(
+  "codec round-trips a Float16Array as a Float16Array (tag 84), aligned when large",
+  { skip: Float16 === undefined && "this runtime has no Float16Array" },
+  () => {
+    const small = new Float16!([1.5, -2, 65504]);
+    deepStrictEqual(decode(encode({ small })), { small });
+    const large = new Float16!(4096).fill(0.25);
+    const frame = encodeFrame({ note: "x", large });
+    const arrived = new Uint8Array(FRAME_HEADROOM + frame.byteLength);
+    arrived.set(frame, FRAME_HEADROOM);
+    const back = decode(arrived.subarray(FRAME_HEADROOM)) as { large: Float32Array };
+    strictEqual(back.large.constructor, Float16);
+    strictEqual(back.large.buffer, arrived.buffer, "a view, not a copy");
+    deepStrictEqual(back.large, large);
+  },
+);
