@@ -117,13 +117,15 @@ export function runWithPolicy(
       });
     }
     let r: unknown;
+    let p: Promise<unknown>;
     try {
       r = callBody(task, fn, self, args, ctx, wrap);
+      if (!isThenable(r)) return Effect.succeed(r);
+      // adopted by a real promise: a then() that throws becomes a rejection, not a defect
+      p = Promise.resolve(r);
     } catch (e) {
       return Effect.fail(failure(task, e) as OpExecutionError);
     }
-    if (!isThenable(r)) return Effect.succeed(r);
-    const p = Promise.resolve(r);
     if (done !== undefined) {
       bodyRunning = true;
       const returned = () => {

@@ -26,21 +26,30 @@ function attachCancelHook(task: Task<unknown>, args: unknown[]): void {
 
 /** Settles `task` with the body's result `r` (a value or a thenable), then calls `done`. */
 function finish(task: Task<unknown>, r: unknown, done: ((task: Task<unknown>) => void) | undefined): void {
-  if (isThenable(r)) {
-    r.then(
-      (v) => {
-        settle(task, COMPLETED, v);
-        if (done !== undefined) done(task);
-      },
-      (e) => {
-        settle(task, FAILED, failure(task, e));
-        if (done !== undefined) done(task);
-      },
-    );
-  } else {
-    settle(task, COMPLETED, r);
+  try {
+    if (isThenable(r)) {
+      // a foreign thenable is adopted by a real promise: a then() that throws becomes a rejection and
+      // one that answers twice is answered once, so neither can keep or double-release the slot
+      (r instanceof Promise ? r : Promise.resolve(r)).then(
+        (v) => {
+          settle(task, COMPLETED, v);
+          if (done !== undefined) done(task);
+        },
+        (e) => {
+          settle(task, FAILED, failure(task, e));
+          if (done !== undefined) done(task);
+        },
+      );
+      return;
+    }
+  } catch (e) {
+    // a `then` getter that throws, or a promise subclass whose then() does
+    settle(task, FAILED, failure(task, e));
     if (done !== undefined) done(task);
+    return;
   }
+  settle(task, COMPLETED, r);
+  if (done !== undefined) done(task);
 }
 
 /**
