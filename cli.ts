@@ -22,8 +22,11 @@ import { devices, GpuDevice } from "./mod.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
-                       [--lease-ms N]
-  The token can also come from THINKAGAIN_TOKEN. --lease-ms: how long instances outlive the last
+                       [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]...
+  The token can also come from THINKAGAIN_TOKEN. --allow-origin: a browser page's origin
+  (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
+  a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
+  cluster; default: none, so a page cannot reach it by DNS rebinding). --lease-ms: how long instances outlive the last
   keepalive of the driver that created them (default 30000; 0: until destroyed or drained).`;
 
 /** Parsed `serve` options. */
@@ -39,6 +42,10 @@ export interface ServeCommand {
   drainMs: number;
   /** How long instances outlive their driver's last keepalive (0: no lease). */
   leaseMs: number;
+  /** Browser origins allowed to call the node (`--allow-origin`, repeatable). */
+  allowOrigins: string[];
+  /** Host names the node answers to besides IP addresses, localhost and `host` (`--allow-host`). */
+  allowHosts: string[];
 }
 
 function int(flag: string, v: string | undefined, min: number): number {
@@ -47,6 +54,14 @@ function int(flag: string, v: string | undefined, min: number): number {
     throw new TypeError(`${flag} needs an integer ≥ ${min}, got ${v ?? "nothing"}`);
   }
   return n;
+}
+
+function isOrigin(v: string): boolean {
+  try {
+    return new URL(v).origin === v;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -75,6 +90,8 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     maxFrameBytes: undefined,
     drainMs: 30_000,
     leaseMs: DEFAULT_LEASE_MS,
+    allowOrigins: [],
+    allowHosts: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -116,6 +133,22 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--lease-ms":
         out.leaseMs = int("--lease-ms", value(), 0);
         break;
+      case "--allow-origin": {
+        const v = value() ?? "";
+        if (v !== "*" && !isOrigin(v)) {
+          throw new TypeError(`--allow-origin needs an origin like https://app.example (or *), got ${v || "nothing"}`);
+        }
+        out.allowOrigins.push(v);
+        break;
+      }
+      case "--allow-host": {
+        const v = value() ?? "";
+        if (!/^(\*|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$/.test(v)) {
+          throw new TypeError(`--allow-host needs a host name like nodes.example (or *), got ${v || "nothing"}`);
+        }
+        out.allowHosts.push(v);
+        break;
+      }
       default:
         if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
         if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
@@ -159,6 +192,8 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     port: cmd.port,
     token: cmd.token,
     maxFrameBytes: cmd.maxFrameBytes,
+    allowOrigins: cmd.allowOrigins,
+    allowHosts: cmd.allowHosts,
   });
   let closing: Promise<void> | undefined;
   return {
@@ -211,11 +246,15 @@ async function main(argv: string[]): Promise<number> {
     process.on("SIGINT", () => stop("SIGINT"));
     process.on("SIGTERM", () => stop("SIGTERM"));
   });
-  if (cmd.token === undefined && !/^(127\.|localhost$|::1$|\[::1\]$)/.test(cmd.host)) {
-    // serving every interface with no token is allowed, but never silently
+  if (cmd.token === undefined) {
+    // serving with no token is allowed, but never silently: on loopback every local user and
+    // program can still reach the port (browser pages cannot, unless --allow-origin lets them)
+    const who = /^(127\.|localhost$|::1$|\[::1\]$)/.test(cmd.host)
+      ? "every user and program on this machine"
+      : "anyone who can reach the port";
     console.error(
-      `thinkagain node ${cmd.name}: listening on ${cmd.host} without a token: anyone who can reach the port can ` +
-        "create and call the services this module registered (set --token or THINKAGAIN_TOKEN)",
+      `thinkagain node ${cmd.name}: listening on ${cmd.host} without a token: ${who} can create and call the ` +
+        "services this module registered (set THINKAGAIN_TOKEN or --token)",
     );
   }
   console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);

@@ -4,7 +4,7 @@
  * @module
  */
 import type { UpgradeWebSocket } from "hono/ws";
-import { createNodeApp } from "../transports/server.ts";
+import { createNodeApp, type NodeAppOptions } from "../transports/server.ts";
 import type { FrameHandler, ServeFramesOptions } from "../transports/transport.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, type FetchApp, type ServedApp, type ServeOptions } from "./types.ts";
 
@@ -83,7 +83,8 @@ export async function serve(app: FetchApp, options?: ServeOptions): Promise<Serv
 }
 
 /** Options of {@linkcode serveFrames}. */
-export interface ServeFramesOnOptions extends ServeOptions, ServeFramesOptions {}
+export interface ServeFramesOnOptions
+  extends ServeOptions, ServeFramesOptions, Pick<NodeAppOptions, "allowOrigins" | "allowHosts"> {}
 
 /**
  * Serves a frame handler over HTTP (`/rpc`) and WebSocket (`/ws`) on one port of this runtime.
@@ -110,6 +111,9 @@ export async function serveFrames(handler: FrameHandler, options: ServeFramesOnO
     token: options.token,
     maxFrameBytes: options.maxFrameBytes,
     upgradeWebSocket: adapter.upgradeWebSocket,
+    allowOrigins: options.allowOrigins,
+    allowHosts: options.allowHosts,
+    listenHost: options.hostname ?? "127.0.0.1",
   });
   // The runtime's own message limit sits above the frame limit, so a frame a little over it gets a
   // clear "too-large" reply instead of a dropped connection; the runtime still never buffers more.

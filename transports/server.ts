@@ -6,6 +6,7 @@
  * @module
  */
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import type { UpgradeWebSocket, WSContext, WSEvents } from "hono/ws";
 import { TransportError } from "../core/errors.ts";
 import { ProtocolError } from "../core/errors.ts";
@@ -46,6 +47,21 @@ export interface NodeAppOptions extends ServeFramesOptions {
    */
   // deno-lint-ignore no-explicit-any
   upgradeWebSocket?: UpgradeWebSocket<any, any>;
+  /**
+   * Browser origins (`https://app.example`, as a page's `Origin` header says it) allowed to reach
+   * this node; `"*"` allows every page. Default none: a request or WebSocket upgrade that carries an
+   * `Origin` header is a browser page's, and is refused 403, so a page the user happens to visit
+   * cannot drive a node on their machine. Programs (drivers, other nodes) send no `Origin`.
+   */
+  allowOrigins?: readonly string[];
+  /**
+   * Host names this node answers to, besides IP addresses, `localhost` and `listenHost`; `"*"`
+   * answers to any. A request whose `Host` header names another host is refused 403: that is how a
+   * page reaches a loopback node by DNS rebinding (its own name, re-pointed at 127.0.0.1).
+   */
+  allowHosts?: readonly string[];
+  /** The host name or address the node listens on (answered to, like `localhost`). */
+  listenHost?: string;
 }
 
 const CBOR = "application/cbor";
@@ -79,6 +95,42 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
   const token = options.token;
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
   const app = new Hono();
+  const origins = new Set(options.allowOrigins ?? []);
+  const hosts = new Set(
+    [...(options.allowHosts ?? []), ...(options.listenHost ? [options.listenHost] : [])].map(hostName),
+  );
+
+  // Browser pages first: neither a page's origin nor a rebound host name gets further than this.
+  app.use("*", async (c, next) => {
+    const origin = c.req.header("origin");
+    if (origin !== undefined && !origins.has("*") && !origins.has(origin)) {
+      return forbidden(
+        `Requests from the browser origin ${JSON.stringify(origin.slice(0, 200))} are refused: allow that page ` +
+          "with allowOrigins (thinkagain serve --allow-origin <origin>)",
+      );
+    }
+    const host = c.req.header("host");
+    if (host !== undefined && !hosts.has("*") && !hostAllowed(hostName(host), hosts)) {
+      return forbidden(
+        `Requests for the host ${JSON.stringify(host.slice(0, 200))} are refused: this node answers to IP ` +
+          "addresses, localhost and the host it listens on; allow that name with allowHosts " +
+          "(thinkagain serve --allow-host <name>)",
+      );
+    }
+    await next();
+  });
+  if (origins.size > 0) {
+    // an allowed page may POST /rpc as well as open /ws: its browser asks first (CORS preflight)
+    app.use(
+      "/rpc",
+      cors({
+        origin: (o) => (origins.has("*") || origins.has(o) ? o : null),
+        allowMethods: ["POST"],
+        allowHeaders: ["authorization", "content-type", "x-thinkagain-notify"],
+        exposeHeaders: ["x-thinkagain-error"],
+      }),
+    );
+  }
 
   app.post("/rpc", async (c) => {
     if (!tokenMatches(bearer(c.req.header("authorization")), token)) return unauthorized();
@@ -152,6 +204,29 @@ function tokenFromProtocols(header: string | undefined): string | undefined {
     if (p.startsWith(WS_TOKEN_PREFIX)) return fromBase64Url(p.slice(WS_TOKEN_PREFIX.length));
   }
   return undefined;
+}
+
+/** The host name of a `Host` header (or a configured name): lower case, no port, no trailing dot. */
+function hostName(host: string): string {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith("[")) return h.slice(0, h.indexOf("]") + 1 || undefined);
+  const colon = h.indexOf(":");
+  if (colon >= 0 && colon === h.lastIndexOf(":")) h = h.slice(0, colon);
+  return h.endsWith(".") ? h.slice(0, -1) : h;
+}
+
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/**
+ * Whether this node answers to `name`: an IP address always (DNS rebinding needs a name: a page
+ * whose address is the node's own is the node's own page), `localhost`, and the configured names.
+ */
+function hostAllowed(name: string, allowed: ReadonlySet<string>): boolean {
+  return IPV4.test(name) || name.startsWith("[") || name.includes(":") || name === "localhost" || allowed.has(name);
+}
+
+function forbidden(message: string): Response {
+  return errorResponse(403, new AuthError(message));
 }
 
 function unauthorized(): Response {
