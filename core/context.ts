@@ -30,6 +30,8 @@ export interface InstanceInfo {
   readonly node: string;
   /** GPUs placement assigned to this instance (empty when it asked for none). */
   readonly gpus: readonly GpuDevice[];
+  /** The instance's id on its node, when a driver created it there (what handles to it name). */
+  readonly id?: string;
 }
 
 const storage: AsyncLocalStorage<RunContext> = new AsyncLocalStorage<RunContext>();

@@ -13,6 +13,24 @@ import { runBody } from "./run_body.ts";
 import type { ServiceDef } from "./service_def.ts";
 import type { Task } from "./task.ts";
 
+const byInstance = new WeakMap<InstanceInfo, LocalReplica>();
+
+/**
+ * The replica in this process whose constructor or methods see `instance` as theirs, if any.
+ *
+ * @param instance What `currentInstance()` returns inside the replica.
+ * @returns The replica, or `undefined` when it does not live in this process.
+ *
+ * @example
+ * ```ts
+ * import { localReplicaOf } from "./local_replica.ts";
+ * if (localReplicaOf({ service: "S", replica: 0, node: "local", gpus: [] }) !== undefined) throw new Error();
+ * ```
+ */
+export function localReplicaOf(instance: InstanceInfo): LocalReplica | undefined {
+  return byInstance.get(instance);
+}
+
 /** A replica living in this process: the instance and its run context. */
 export class LocalReplica extends MailboxReplica {
   readonly ctx: RunContext;
@@ -26,15 +44,24 @@ export class LocalReplica extends MailboxReplica {
     index: number,
     node: string,
     gpus: readonly GpuDevice[],
+    id?: string,
   ) {
     super(def, index, node, gpus, def.maxConcurrency);
-    const info: InstanceInfo = { service: def.name, replica: index, node, gpus };
+    const info: InstanceInfo = id === undefined
+      ? { service: def.name, replica: index, node, gpus }
+      : { service: def.name, replica: index, node, gpus, id };
     this.ctx = { mesh, instance: info };
+    byInstance.set(info, this);
     try {
       this.instance = runInContext(this.ctx, () => new def.cls(...args));
     } catch (e) {
       this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
     }
+  }
+
+  /** A call from code running inside `instance` waits for this replica's slots when it is this replica. */
+  protected override replicaOf(instance: InstanceInfo): MailboxReplica | undefined {
+    return instance === this.ctx.instance ? this : undefined;
   }
 
   /** What the constructor threw, wrapped; `undefined` when the instance exists. */

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import type { RunContext } from "./context.ts";
+import type { InstanceInfo, RunContext } from "./context.ts";
 import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
-import { CancelledError } from "./errors.ts";
-import { submit } from "./scheduler.ts";
+import { CancelledError, OpExecutionError } from "./errors.ts";
+import { failedRef, submit } from "./scheduler.ts";
 import type { ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
 
@@ -62,9 +62,21 @@ export abstract class MailboxReplica implements Replica {
     return false;
   }
 
+  /**
+   * The replica whose slots a call made from code running inside `instance` would wait for, when
+   * that call goes to the very instance it is made from (see {@linkcode selfCallError}).
+   */
+  protected replicaOf(_instance: InstanceInfo): MailboxReplica | undefined {
+    return undefined;
+  }
+
   call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown> {
     let target = this.targets.get(method);
     if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.remote));
+    if (ctx !== undefined && ctx.instance !== undefined) {
+      const self = this.replicaOf(ctx.instance);
+      if (self !== undefined && self.running >= self.limit) return failedRef(target, selfCallError(self, method));
+    }
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
   }
@@ -171,6 +183,22 @@ export abstract class MailboxReplica implements Replica {
     }
     await this.dispose(deadline);
   }
+}
+
+/**
+ * The error of a call that an instance makes to itself through its own handle while it has no free
+ * slot: the call would wait for the call making it, which waits for it, forever.
+ */
+function selfCallError(replica: MailboxReplica, method: string): OpExecutionError {
+  const service = replica.def.name;
+  return new OpExecutionError(
+    `${service}.${method}`,
+    new TypeError(
+      `Service "${service}" called itself through its own handle (${service}.${method}) from inside one of its ` +
+        `calls; its instance runs at most ${replica.def.maxConcurrency} call(s) at once, so this call would wait ` +
+        `forever for the call making it. Call this.${method}() directly, or raise maxConcurrency`,
+    ),
+  );
 }
 
 class MethodTarget implements TaskTarget {

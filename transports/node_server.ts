@@ -266,10 +266,10 @@ export class NodeServer {
       total: this.gpus.length,
     });
     const devices = ids.map((id) => this.gpus.find((g) => g.id === id) ?? new GpuDevice(id));
-    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices);
+    const id = crypto.randomUUID();
+    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices, id);
     if (local.failure !== undefined) throw local.failure;
     for (const g of exclusive) this.freeGpus.delete(g);
-    const id = crypto.randomUUID();
     const leased = owner !== undefined && this.leaseMs > 0 ? owner : undefined;
     this.instances.set(id, { replica: local, gpus: exclusive, owner: leased });
     if (leased !== undefined) {

@@ -11,8 +11,10 @@ import { leastLoaded } from "../core/placement.ts";
 import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { Deployment } from "../core/deployment.ts";
+import type { InstanceInfo } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
+import { localReplicaOf } from "../core/local_replica.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import type { RunPolicy } from "../core/policy.ts";
 import { runBody } from "../core/run_body.ts";
@@ -143,6 +145,11 @@ export class RemoteReplica extends MailboxReplica {
 
   protected unavailable(): unknown {
     return undefined;
+  }
+
+  /** A call from inside the instance this handle names (it lives in this process, a node): a self-call. */
+  protected override replicaOf(instance: InstanceInfo): MailboxReplica | undefined {
+    return instance.id !== undefined && instance.id === this.createdId ? localReplicaOf(instance) : undefined;
   }
 
   protected start(task: Task<unknown>, method: string): void {
