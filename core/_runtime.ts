@@ -37,6 +37,29 @@ export function unrefTimer(t: TimerId): void {
 }
 
 /**
+ * Lets a timer hold the process open again after {@linkcode unrefTimer} (Bun and Node: `ref()`;
+ * Deno: `Deno.refTimer`).
+ *
+ * @param t The timer.
+ *
+ * @example
+ * ```ts
+ * import { refTimer, unrefTimer } from "./_runtime.ts";
+ * const t = setTimeout(() => {}, 60_000);
+ * unrefTimer(t);
+ * refTimer(t); // the program waits for it again
+ * clearTimeout(t);
+ * ```
+ */
+export function refTimer(t: TimerId): void {
+  if (typeof t === "object" && t !== null && typeof (t as { ref?: unknown }).ref === "function") {
+    (t as unknown as { ref(): void }).ref();
+  } else {
+    (globalThis as { Deno?: { refTimer?(id: number): void } }).Deno?.refTimer?.(t as unknown as number);
+  }
+}
+
+/**
  * The working directory as a `file:` URL ending in `/`, or `undefined` on a runtime without one
  * (an edge worker), where paths must be absolute or URLs.
  *

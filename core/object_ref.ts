@@ -9,6 +9,7 @@
 import type { Effect } from "effect";
 import type { TaskError } from "./errors.ts";
 import type { TaskInfo } from "./events.ts";
+import { waiterAdded, waiterDone } from "./grace.ts";
 import { addWaiter, type RefStatus, State, Task, type Waiter } from "./task.ts";
 
 const { COMPLETED } = State;
@@ -107,11 +108,14 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     const out = new Array(items.length);
     let left = items.length;
     let failed = false;
+    // counted as one waiter while it waits for a pending ref (see grace.ts)
+    let waits = false;
     const fail = (e: unknown) => {
       // the refs still running keep this (now inert) waiter until they settle: removing it from each
       // would cost a search per ref, quadratic when many fan-ins share a long-running ref
       if (failed) return;
       failed = true;
+      if (waits) waiterDone();
       reject(e);
     };
     // refs' values are read once all have settled, so one waiter serves every ref
@@ -120,6 +124,7 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
         const v = items[i];
         if (v instanceof Task) out[i] = v._value;
       }
+      if (waits) waiterDone();
       resolve(out as Out);
     };
     const waiter: Waiter = (ref) => {
@@ -131,7 +136,13 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
       const v = items[i];
       if (v instanceof Task) {
         if (v._state >= COMPLETED) waiter(v);
-        else addWaiter(v, waiter);
+        else {
+          addWaiter(v, waiter);
+          if (!waits) {
+            waits = true;
+            waiterAdded();
+          }
+        }
       } else if (v !== null && typeof (v as { then?: unknown })?.then === "function") {
         Promise.resolve(v).then((x) => {
           out[i] = x;

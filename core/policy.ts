@@ -6,12 +6,12 @@
  * @module
  */
 import { Cause, Effect, Exit } from "effect";
-import { unrefTimer } from "./_runtime.ts";
 import type { CancelHook } from "./cancel.ts";
 import type { RunContext } from "./context.ts";
 import { type OpExecutionError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, emit } from "./events.ts";
 import { describe } from "./describe.ts";
+import { endGrace, startGrace } from "./grace.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
 import { settle, State, type Task } from "./task.ts";
 
@@ -156,11 +156,11 @@ export function runWithPolicy(
     const release = () => {
       if (released) return;
       released = true;
-      clearTimeout(timer);
+      endGrace(timer);
       done(task);
     };
-    const timer = setTimeout(release, policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS);
-    unrefTimer(timer); // a body left running must not keep the process alive on our account
+    // holds the process only while some ref is awaited (a call queued behind this slot may be)
+    const timer = startGrace(policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS, release);
     bodyReturned.then(release);
   });
 }

@@ -425,3 +425,22 @@ test("the grace timer of a cancelled body that never returns does not keep the p
     child.kill("SIGKILL");
   }
 });
+
+test("a call awaited behind the grace of a body that never returns keeps the process alive until it runs", {
+  timeout: 60_000,
+}, async () => {
+  const script = fileURLToPath(new URL("./_test_grace_waiter_child.ts", import.meta.url));
+  const [bin, argv] = runArgs(thisRuntime(), script, []);
+  const child = spawn(bin, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  child.stderr!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  const exited = new Promise<number | string>((r) => child.on("exit", (code, sig) => r(code ?? sig ?? -1)));
+  try {
+    assert.equal(await settlesWithin(exited, 30_000), true, `the process is still running; it printed: ${out}`);
+    assert.deepEqual(JSON.parse(out.trim() || "null"), { timedOut: true, next: "next" }, `it printed: ${out}`);
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill("SIGKILL");
+  }
+});

@@ -14,6 +14,7 @@ import { CancelledError, type TaskError } from "./errors.ts";
 import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { emit } from "./events.ts";
+import { waiterAdded, waiterDone } from "./grace.ts";
 
 /** Lifecycle of a task. */
 export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
@@ -191,6 +192,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     if (this._promise !== undefined) return this._promise;
     if (this._state === COMPLETED) return (this._promise = Promise.resolve(this._value as T));
     if (this._state >= FAILED) return (this._promise = Promise.reject(this._error));
+    waiterAdded(); // until it settles: a slot's grace timer holds the process for it
     return (this._promise = new Promise<T>((resolve, reject) => {
       this._resolve = resolve as (v: unknown) => void;
       this._reject = reject;
@@ -202,10 +204,20 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return Effect.callback<T, TaskError>((resume) => {
       if (this._state === COMPLETED) return resume(Effect.succeed(this._value as T));
       if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
-      const waiter = (ref: Task<unknown>) =>
+      let waits = true;
+      const waiter = (ref: Task<unknown>) => {
+        waits = false;
+        waiterDone();
         resume(ref._state === COMPLETED ? Effect.succeed(ref._value as T) : Effect.fail(ref._error as TaskError));
+      };
       addWaiter(this as Task<unknown>, waiter);
-      return Effect.sync(() => removeWaiter(this as Task<unknown>, waiter));
+      waiterAdded();
+      return Effect.sync(() => {
+        if (!waits) return;
+        waits = false;
+        waiterDone();
+        removeWaiter(this as Task<unknown>, waiter);
+      });
     });
   }
 
@@ -324,6 +336,7 @@ export function settle(ref: Task<unknown>, state: number, valueOrError: unknown)
     emit(state === COMPLETED ? "finished" : state === FAILED ? "failed" : "cancelled", ref, at);
   }
   if (ref._resolve !== undefined) {
+    waiterDone();
     if (state === COMPLETED) ref._resolve(valueOrError);
     else ref._reject!(valueOrError);
     ref._resolve = ref._reject = undefined;
