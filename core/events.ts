@@ -26,6 +26,12 @@ export interface TaskInfo {
   readonly dependencies: readonly TaskInfo[];
   /** Clock readings (`performance.now()` ms): submitted, started, settled. */
   readonly submittedAt: number;
+  /**
+   * `performance.now()` when its last input resolved and it became ready to start (its submission
+   * time when no input was pending then). From here to `startedAt` it waited for a slot: the ready
+   * queue, a concurrency limit or its instance's mailbox.
+   */
+  readonly readyAt: number;
   /** `performance.now()` when the body started. */
   readonly startedAt: number;
   /** `performance.now()` when it settled. */
@@ -188,4 +194,16 @@ export let submitProbe: (() => void) | undefined;
 /** @internal Installs (or, with `undefined`, removes) the submit probe. */
 export function setSubmitProbe(probe: (() => void) | undefined): void {
   submitProbe = probe;
+}
+
+/**
+ * @internal Called while set when a recorded task is awaited: its `then`/`catch`/`finally`, `ta.all`
+ * or `.effect`, in the context of the awaiting code. The profiler installs it to tell a caller that
+ * waited for a task from one that merely ran after it. Unset, it costs one comparison per await.
+ */
+export let awaitProbe: ((task: TaskInfo) => void) | undefined;
+
+/** @internal Installs (or, with `undefined`, removes) the await probe. */
+export function setAwaitProbe(probe: ((task: TaskInfo) => void) | undefined): void {
+  awaitProbe = probe;
 }

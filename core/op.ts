@@ -79,7 +79,11 @@ class OpTarget implements TaskTarget {
   readonly kind = "op" as const;
   readonly node: string | undefined = undefined;
   readonly name: string;
-  readonly remote: boolean;
+  /**
+   * May run on a node (`remote: true` or GPUs): not `TaskTarget.remote`, which means "runs on
+   * another node"; a call is remote only once it was sent (`TaskMeta.executor`).
+   */
+  readonly remoteCapable: boolean;
   readonly gpus: number;
   readonly passErrors: boolean;
   readonly fn: (...args: unknown[]) => unknown;
@@ -95,8 +99,8 @@ class OpTarget implements TaskTarget {
     this.fn = fn;
     this.policy = policyOf("op", name, options.retries, options.timeoutMs);
     this.gpus = checkCount("gpus", "op", name, options.gpus, 0) ?? 0;
-    this.remote = options.remote === true || this.gpus > 0;
-    this.passErrors = this.remote;
+    this.remoteCapable = options.remote === true || this.gpus > 0;
+    this.passErrors = this.remoteCapable;
     if ("concurrency" in options) {
       throw new TypeError(`op "${name}": the option "concurrency" is now "maxConcurrency" (calls of this op at once)`);
     }
@@ -114,7 +118,7 @@ class OpTarget implements TaskTarget {
   private start(task: Task<unknown>): void {
     const mesh = task._ctx?.mesh;
     let fn = this.fn;
-    if (this.remote && mesh !== undefined && mesh.remote !== undefined) {
+    if (this.remoteCapable && mesh !== undefined && mesh.remote !== undefined) {
       const remote = mesh.remote.opBody(mesh, this.name, this.gpus);
       if (remote !== undefined) {
         fn = remote;
@@ -244,7 +248,7 @@ export function op<A extends unknown[], R>(
     opName: name,
     options: Object.freeze({ ...options, name }),
   });
-  if (target.remote) {
+  if (target.remoteCapable) {
     opRegistry.set(name, { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> });
   }
   return made;

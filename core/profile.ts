@@ -5,18 +5,23 @@
  *
  * @module
  */
-import { onTaskEvent, type TaskEvent, type TaskInfo } from "./events.ts";
+import { currentContext } from "./context.ts";
+import { onTaskEvent, setAwaitProbe, type TaskEvent, type TaskInfo } from "./events.ts";
 
 /** Latency statistics of one op or `Service.method`, in milliseconds. */
 export interface OpStats {
   /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
-  /** Calls recorded. */
+  /** Calls recorded (a call retried 4 times is one call of 5 attempts). */
   readonly count: number;
-  /** Calls that failed. */
+  /** Calls that failed (after their last attempt). */
   readonly failed: number;
-  /** Calls that were cancelled. */
+  /** Calls that were cancelled (before or while running; not counted as failed). */
   readonly cancelled: number;
+  /** Attempts of the body, retries included (a call that never started made none). */
+  readonly attempts: number;
+  /** Attempts after a failed one: `attempts` minus the calls that started. */
+  readonly retries: number;
   /** Mean duration, ms. */
   readonly mean: number;
   /** Median duration, ms. */
@@ -27,8 +32,12 @@ export interface OpStats {
   readonly p99: number;
   /** Longest duration, ms. */
   readonly max: number;
-  /** Mean time between submission and start (waiting for inputs, a slot or the mailbox). */
+  /** Mean time between submission and start: `meanInputWait` + `meanSlotWait`. */
   readonly meanQueueWait: number;
+  /** Mean time between submission and its last input resolving (waiting for inputs). */
+  readonly meanInputWait: number;
+  /** Mean time between its inputs resolving and its start (the ready queue, a concurrency limit, the mailbox). */
+  readonly meanSlotWait: number;
 }
 
 /** One caller→callee edge: `caller` submitted `calls` calls of `callee`. */
@@ -51,18 +60,24 @@ export interface TaskRecord {
   readonly name: string;
   /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
-  /** Node it ran on. */
+  /** Node it ran on (the node a remote op was sent to; `undefined`: this process). */
   readonly node: string | undefined;
+  /** `"remote"` when it ran on another node, else `"local"`. */
+  readonly executor: "local" | "remote";
   /** Id of the task that submitted it. */
   readonly parent: string | undefined;
   /** Ids of the tasks whose results it took. */
   readonly dependencies: readonly string[];
   /** `performance.now()` at submission. */
   readonly submittedAt: number;
+  /** `performance.now()` when its inputs had resolved (0 if they never did). */
+  readonly readyAt: number;
   /** `performance.now()` when the body started. */
   readonly startedAt: number;
   /** `performance.now()` when it settled. */
   readonly settledAt: number;
+  /** Attempts of its body (1 + retries; 0 if it never started). */
+  readonly attempts: number;
   /** How it ended. */
   readonly status: "completed" | "failed" | "cancelled";
 }
@@ -119,7 +134,20 @@ function percentile(sorted: number[], p: number): number {
   return sorted[i];
 }
 
-let active: Profiler | undefined;
+/** The profilers recording now, oldest first ({@link getProfiler} returns the last). */
+const recording: Profiler[] = [];
+
+/** Who awaited a task: `""` for code outside any task, else the awaiting task's id. */
+function awaiterId(): string {
+  const task = currentContext()?.task as { id?: unknown } | undefined;
+  return typeof task?.id === "string" ? task.id : "";
+}
+
+function noteAwait(task: TaskInfo): void {
+  const by = awaiterId();
+  const at = performance.now();
+  for (let i = 0; i < recording.length; i++) recording[i].noteAwait(task.id, by, at);
+}
 
 /**
  * A running profile. Use it with `using` (it stops when the scope ends) or call `stop()`.
@@ -130,11 +158,30 @@ export class Profiler implements Disposable {
   private stoppedAt: number | undefined;
   private readonly records: TaskRecord[] = [];
   private readonly fanout = new Map<string, Map<string, number>>(); // edge -> caller task id -> calls
+  /** task id -> who awaited it (`""`: code outside tasks) and when it first did */
+  private readonly awaits = new Map<string, Array<readonly [string, number]>>();
   private readonly off: () => void;
 
   /** @internal use {@link profile} */
   constructor() {
     this.off = onTaskEvent((e) => this.record(e), { everyTask: true });
+    recording.push(this);
+    setAwaitProbe(noteAwait);
+  }
+
+  /** @internal `by` (a task id, `""` for code outside tasks) awaited task `id` at `at`. */
+  noteAwait(id: string, by: string, at: number): void {
+    const list = this.awaits.get(id);
+    if (list === undefined) this.awaits.set(id, [[by, at]]);
+    else if (!list.some((a) => a[0] === by)) list.push([by, at]);
+  }
+
+  /** True when `by` awaited task `id` no later than `until`. */
+  private awaitedBy(id: string, by: string, until: number): boolean {
+    const list = this.awaits.get(id);
+    if (list === undefined) return false;
+    for (const [who, at] of list) if (who === by && at <= until) return true;
+    return false;
   }
 
   /** Takes one event from the stream. */
@@ -173,31 +220,72 @@ export class Profiler implements Disposable {
     for (const [name, list] of by) {
       const ran = list.filter((r) => r.startedAt > 0);
       const d = ran.map((r) => r.settledAt - r.startedAt).sort((a, b) => a - b);
-      const waits = ran.map((r) => r.startedAt - r.submittedAt);
+      let failed = 0, cancelled = 0, attempts = 0, inputWait = 0, slotWait = 0;
+      for (const r of list) {
+        if (r.status === "failed") failed++;
+        else if (r.status === "cancelled") cancelled++;
+        attempts += r.attempts;
+      }
+      for (const r of ran) {
+        const ready = r.readyAt > 0 ? r.readyAt : r.submittedAt;
+        inputWait += ready - r.submittedAt;
+        slotWait += r.startedAt - ready;
+      }
+      const n = ran.length;
       ops[name] = {
         kind: list[0].kind,
         count: list.length,
-        failed: list.filter((r) => r.status === "failed").length,
-        cancelled: list.filter((r) => r.status === "cancelled").length,
-        mean: d.length ? d.reduce((s, x) => s + x, 0) / d.length : 0,
+        failed,
+        cancelled,
+        attempts,
+        retries: attempts - n,
+        mean: n ? d.reduce((s, x) => s + x, 0) / n : 0,
         p50: percentile(d, 50),
         p95: percentile(d, 95),
         p99: percentile(d, 99),
-        max: d.length ? d[d.length - 1] : 0,
-        meanQueueWait: waits.length ? waits.reduce((s, x) => s + x, 0) / waits.length : 0,
+        max: n ? d[n - 1] : 0,
+        meanQueueWait: n ? (inputWait + slotWait) / n : 0,
+        meanInputWait: n ? inputWait / n : 0,
+        meanSlotWait: n ? slotWait / n : 0,
       };
     }
     const graph: CallEdge[] = [];
     for (const [edge, per] of this.fanout) {
       const [caller, callee] = edge.split("\u0000");
-      const counts = [...per.values()];
-      const calls = counts.reduce((s, x) => s + x, 0);
-      graph.push({ caller, callee, calls, fanout: { mean: calls / counts.length, max: Math.max(...counts) } });
+      // a loop, not Math.max(...counts): one caller per task can be hundreds of thousands of
+      // arguments, past the engine's stack (Deno: "Maximum call stack size exceeded")
+      let calls = 0, max = 0;
+      for (const c of per.values()) {
+        calls += c;
+        if (c > max) max = c;
+      }
+      graph.push({ caller, callee, calls, fanout: { mean: calls / per.size, max } });
     }
     return { elapsedMs: (this.stoppedAt ?? performance.now()) - this.startedAt, ops, graph };
   }
 
-  /** The summary as an aligned text table, for printing. */
+  /**
+   * The summary as an aligned text table, for printing: per op / `Service.method` its calls, how
+   * they ended (failed, cancelled), its attempts and retries, latency, and where it waited before
+   * starting (a legend under the table says what each column counts), then the call graph.
+   *
+   * @returns The table.
+   *
+   * @example A retried op shows one call and its retries
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * let n = 0;
+   * const flaky = ta.op({ name: "flakyFormat", retries: 2 }, async () => {
+   *   if (++n < 3) throw new Error("not yet");
+   *   return n;
+   * });
+   * using p = ta.profile();
+   * await flaky.go();
+   * const row = p.format().split("\n").find((l) => l.startsWith("flakyFormat"))!.split(/ +/);
+   * // name, kind, calls, failed, cancelled, attempts, retries, …
+   * if (row.slice(2, 7).join(" ") !== "1 0 0 3 2") throw new Error(row.join(" "));
+   * ```
+   */
   format(): string {
     const s = this.summary();
     const f = (x: number) => x < 1 ? `${(x * 1000).toFixed(0)}µs` : `${x.toFixed(2)}ms`;
@@ -206,16 +294,47 @@ export class Profiler implements Disposable {
       o.kind,
       String(o.count),
       String(o.failed),
+      String(o.cancelled),
+      String(o.attempts),
+      String(o.retries),
       f(o.mean),
       f(o.p50),
       f(o.p95),
       f(o.p99),
-      f(o.meanQueueWait),
+      f(o.meanInputWait),
+      f(o.meanSlotWait),
     ]);
-    const head = ["name", "kind", "calls", "failed", "mean", "p50", "p95", "p99", "queue"];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    const head = [
+      "name",
+      "kind",
+      "calls",
+      "failed",
+      "cancelled",
+      "attempts",
+      "retries",
+      "mean",
+      "p50",
+      "p95",
+      "p99",
+      "wait:inputs",
+      "wait:slot",
+    ];
+    const widths = head.map((h) => h.length);
+    for (const r of rows) for (let i = 0; i < r.length; i++) if (r[i].length > widths[i]) widths[i] = r[i].length;
     const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
-    const out = [`profile: ${s.elapsedMs.toFixed(1)} ms`, line(head), ...rows.map(line), "", "calls:"];
+    const out = [
+      `profile: ${s.elapsedMs.toFixed(1)} ms`,
+      line(head),
+      ...rows.map(line),
+      "",
+      "legend: calls = calls submitted; failed, cancelled = calls that ended so (a cancelled call is not failed);",
+      "  attempts = runs of the body, retries included; retries = attempts after a failed one;",
+      "  mean..p99 = from the body's start to the call's end (every attempt); wait:inputs = mean time from",
+      "  submission until its last input resolved; wait:slot = mean time from then until the body started",
+      "  (the ready queue, a concurrency limit, the instance's mailbox)",
+      "",
+      "calls:",
+    ];
     for (const e of s.graph) {
       out.push(
         `  ${e.caller} -> ${e.callee}: ${e.calls} call${e.calls === 1 ? "" : "s"} (fan-out mean ${
@@ -325,11 +444,12 @@ export class Profiler implements Disposable {
 
   /**
    * The critical path: the chain of tasks that set the run's duration, in the order they settled.
-   * It starts from the task that settled last and walks back through what each one waited for:
-   * a task's end waited for the last of its own child tasks that settled while it ran (it awaited
-   * them); a task's start waited for the last of its inputs to settle, or, when no input held it
-   * up, for the sibling (same caller) that settled last before it was submitted (the caller awaited
-   * it first). Shortening any task on this chain shortens the run; shortening others does not.
+   * It starts from the task that settled last and walks back along what each one really waited for:
+   * its end waited for the last child task it awaited that settled while it ran; its start waited
+   * for the last of its inputs to settle, or, when no input held it up, for the last earlier task
+   * of the same caller that the caller awaited before submitting it (`await a.go(); b.go()`). A
+   * task that merely settled earlier (never awaited by that caller, or awaited only afterwards) is
+   * not on the chain. Shortening any task on this chain shortens the run; shortening others does not.
    *
    * @returns The chain, first to last (empty if nothing was recorded).
    *
@@ -350,7 +470,7 @@ export class Profiler implements Disposable {
     const records = this.records.filter((r) => r.settledAt > 0);
     if (records.length === 0) return [];
     const byId = new Map<string, TaskRecord>();
-    const children = new Map<string, TaskRecord[]>();
+    const children = new Map<string, TaskRecord[]>(); // caller id ("" outside tasks) -> its tasks
     for (const r of records) {
       byId.set(r.id, r);
       const key = r.parent ?? "";
@@ -358,6 +478,7 @@ export class Profiler implements Disposable {
       if (list === undefined) children.set(key, list = []);
       list.push(r);
     }
+    const seen = new Set<string>();
     const latest = (list: Iterable<TaskRecord>, ok: (r: TaskRecord) => boolean) => {
       let best: TaskRecord | undefined;
       for (const r of list) {
@@ -365,16 +486,19 @@ export class Profiler implements Disposable {
       }
       return best;
     };
-    // the last input to settle, else what its caller awaited (settled) before submitting it
+    // the last input to settle, else the last task its caller awaited before submitting it
     const startHeldBy = (t: TaskRecord): TaskRecord | undefined => {
       const inputs = t.dependencies.map((d) => byId.get(d)).filter((d) => d !== undefined);
       const input = latest(inputs, (d) => d.settledAt >= t.submittedAt);
       if (input !== undefined) return input;
+      const caller = t.parent ?? "";
       const parent = t.parent !== undefined ? byId.get(t.parent) : undefined;
       const floor = parent !== undefined ? parent.startedAt : this.startedAt;
-      return latest(children.get(t.parent ?? "") ?? [], (s) => s.settledAt <= t.submittedAt && s.settledAt >= floor);
+      return latest(
+        children.get(caller) ?? [],
+        (s) => s.settledAt <= t.submittedAt && s.settledAt >= floor && this.awaitedBy(s.id, caller, t.submittedAt),
+      );
     };
-    const seen = new Set<string>();
     let cur: TaskRecord | undefined = latest(records, () => true);
     const path: TaskRecord[] = [];
     while (cur !== undefined) {
@@ -382,8 +506,11 @@ export class Profiler implements Disposable {
       seen.add(t.id);
       path.push(t);
       const started = t.startedAt > 0 ? t.startedAt : t.settledAt;
-      // what held its end: an awaited child
-      let next = latest(children.get(t.id) ?? [], (c) => c.settledAt >= started && c.settledAt <= t.settledAt);
+      // what held its end: a child it awaited
+      let next = latest(
+        children.get(t.id) ?? [],
+        (c) => c.settledAt >= started && c.settledAt <= t.settledAt && this.awaitedBy(c.id, t.id, t.settledAt),
+      );
       // what held its start; nothing inside its caller: what held the caller's start, and so on up
       for (let u: TaskRecord | undefined = t; next === undefined && u !== undefined;) {
         next = startHeldBy(u);
@@ -400,7 +527,10 @@ export class Profiler implements Disposable {
     if (this.stoppedAt !== undefined) return;
     this.stoppedAt = performance.now();
     this.off();
-    if (active === this) active = undefined;
+    // stopped in any order: a nested profiler stopped first leaves the outer one current again
+    const i = recording.indexOf(this);
+    if (i >= 0) recording.splice(i, 1);
+    if (recording.length === 0) setAwaitProbe(undefined);
   }
 
   /** Same as {@link Profiler.stop}, for `using`. */
@@ -415,11 +545,14 @@ function toRecord(t: TaskInfo, status: TaskRecord["status"]): TaskRecord {
     name: t.name,
     kind: t.kind,
     node: t.node,
+    executor: t.executor,
     parent: t.parent?.id,
     dependencies: t.dependencies.map((d) => d.id),
     submittedAt: t.submittedAt,
+    readyAt: t.readyAt,
     startedAt: t.startedAt,
     settledAt: t.settledAt,
+    attempts: t.startedAt > 0 ? t.attempt + 1 : 0,
     status,
   };
 }
@@ -440,13 +573,12 @@ function toRecord(t: TaskInfo, status: TaskRecord["status"]): TaskRecord {
  * ```
  */
 export function profile(): Profiler {
-  const p = new Profiler();
-  active = p;
-  return p;
+  return new Profiler();
 }
 
 /**
- * The profiler started last that is still recording, if any.
+ * The profiler started last that is still recording, if any: when a nested profiler stops, the
+ * one around it is current again.
  *
  * @returns The active profiler or `undefined`.
  *
@@ -455,8 +587,13 @@ export function profile(): Profiler {
  * import * as ta from "../mod.ts";
  * using p = ta.profile();
  * if (ta.getProfiler() !== p) throw new Error("expected the active profiler");
+ * {
+ *   using inner = ta.profile();
+ *   if (ta.getProfiler() !== inner) throw new Error("expected the inner profiler");
+ * }
+ * if (ta.getProfiler() !== p) throw new Error("expected the outer profiler again");
  * ```
  */
 export function getProfiler(): Profiler | undefined {
-  return active;
+  return recording.length === 0 ? undefined : recording[recording.length - 1];
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { rejection, sleep } from "./_test_utils.ts";
+import { eventually, gate, rejection, sleep } from "./_test_utils.ts";
 
 test("profile records plain ops outside a mesh with counts and percentiles", async () => {
   const square = ta.op(async function square(x: number) {
@@ -181,4 +181,204 @@ test("a task-event listener that unsubscribes during an event does not make the 
     offFirst();
     offSecond();
   }
+});
+
+/** The row of `name` in `format()`'s table, by column header. */
+function formatRow(text: string, name: string): Record<string, string> {
+  const lines = text.split("\n");
+  const head = lines[1].trim().split(/ +/);
+  const row = lines.find((l) => l.startsWith(`${name} `))!.trim().split(/ +/);
+  return Object.fromEntries(head.map((h, i) => [h, row[i]]));
+}
+
+test("Profiler.summary and format count cancelled calls apart from failed ones, and show attempts and retries", async () => {
+  let n = 0;
+  const flaky = ta.op({ name: "fmtFlaky", retries: 4 }, async () => {
+    if (++n < 5) throw new Error(`attempt ${n}`);
+    return n;
+  });
+  const doomed = ta.op({ name: "fmtDoomed", retries: 2 }, async () => {
+    throw new Error("never");
+  });
+  const held = gate<number>();
+  const source = ta.op(async function fmtSource() {
+    return await held.promise;
+  });
+  const waiting = ta.op(async function fmtWaiting(x: number) {
+    return x;
+  });
+  using p = ta.profile();
+  assert.equal(await flaky.go(), 5, "the fifth attempt succeeds");
+  await rejection(doomed.go());
+  const input = source.go();
+  const dependent = waiting.go(input);
+  dependent.cancel(); // while it waits for its input
+  held.open(1);
+  await input;
+  assert.ok((await rejection(dependent)) instanceof ta.CancelledError);
+  const s = p.summary();
+  const counts = (o: ta.OpStats) => [o.count, o.failed, o.cancelled, o.attempts, o.retries];
+  assert.deepEqual(counts(s.ops.fmtFlaky), [1, 0, 0, 5, 4], "one call, five attempts, four retries");
+  assert.deepEqual(counts(s.ops.fmtDoomed), [1, 1, 0, 3, 2], "one failed call after three attempts");
+  assert.deepEqual(counts(s.ops.fmtWaiting), [1, 0, 1, 0, 0], "cancelled, not failed; it never started");
+  const text = p.format();
+  const columns = (name: string) => {
+    const row = formatRow(text, name);
+    return [row.calls, row.failed, row.cancelled, row.attempts, row.retries];
+  };
+  assert.deepEqual(columns("fmtFlaky"), ["1", "0", "0", "5", "4"]);
+  assert.deepEqual(columns("fmtDoomed"), ["1", "1", "0", "3", "2"]);
+  assert.deepEqual(columns("fmtWaiting"), ["1", "0", "1", "0", "0"]);
+  assert.match(text, /legend: .*cancelled/);
+  assert.match(text, /wait:inputs = mean time from\n? *.*submission until its last input resolved/);
+  assert.match(text, /wait:slot = mean time from then until the body started/);
+});
+
+test("Profiler tells waiting for inputs apart from waiting for a slot", async () => {
+  const input = gate<number>();
+  const source = ta.op(async function waitSource() {
+    return await input.promise;
+  });
+  const use = ta.op(async function waitUse(x: number) {
+    return x + 1;
+  });
+  const first = gate();
+  const single = ta.op({ name: "waitSingle", maxConcurrency: 1 }, async (i: number) => {
+    if (i === 0) await first.promise;
+    return i;
+  });
+  using p = ta.profile();
+  const used = use.go(source.go());
+  const a = single.go(0);
+  const b = single.go(1); // ready at once, waits for the slot a holds
+  assert.ok(await eventually(() => a.status === "running" && b.status === "pending"));
+  input.open(1);
+  first.open();
+  assert.deepEqual(await Promise.all([used, a, b]), [2, 0, 1]);
+  const rec = (name: string, i = 0) => p.tasks().filter((t) => t.name === name)[i];
+  const src = rec("waitSource"), u = rec("waitUse");
+  assert.equal(u.readyAt, src.settledAt, "ready when its input settled");
+  assert.ok(u.readyAt >= u.submittedAt && u.startedAt >= u.readyAt);
+  const [sa, sb] = p.tasks().filter((t) => t.name === "waitSingle").sort((x, y) => x.submittedAt - y.submittedAt);
+  assert.equal(sb.readyAt, sb.submittedAt, "no inputs: ready at submission");
+  assert.ok(sb.startedAt >= sa.settledAt, "it started once the slot was free");
+  const s = p.summary();
+  assert.equal(s.ops.waitUse.meanInputWait, u.readyAt - u.submittedAt);
+  assert.equal(s.ops.waitUse.meanSlotWait, u.startedAt - u.readyAt);
+  assert.equal(s.ops.waitSingle.meanInputWait, 0);
+  const slot = ((sa.startedAt - sa.readyAt) + (sb.startedAt - sb.readyAt)) / 2;
+  assert.ok(Math.abs(s.ops.waitSingle.meanSlotWait - slot) < 1e-9);
+  assert.ok(Math.abs(s.ops.waitSingle.meanQueueWait - (s.ops.waitSingle.meanInputWait + slot)) < 1e-9);
+});
+
+test("Profiler.summary handles an edge with 200k distinct callers (no spread of an unbounded array)", async () => {
+  const { emit } = await import("./events.ts");
+  using p = ta.profile();
+  for (let i = 0; i < 200_000; i++) {
+    const task = { id: `wideCallee#${i}`, name: "wideCallee", parent: { id: `wideCaller#${i}`, name: "wideCaller" } };
+    emit("submitted", task as unknown as ta.TaskInfo, 0);
+  }
+  const edge = p.summary().graph.find((e) => e.callee === "wideCallee");
+  assert.deepEqual(edge, { caller: "wideCaller", callee: "wideCallee", calls: 200_000, fanout: { mean: 1, max: 1 } });
+});
+
+test("getProfiler returns the outer profiler again when a nested one stops, whatever the order", () => {
+  const outer = ta.profile();
+  const inner = ta.profile();
+  try {
+    assert.equal(ta.getProfiler(), inner);
+    inner.stop();
+    assert.equal(ta.getProfiler(), outer, "the outer one still records");
+    const again = ta.profile();
+    outer.stop(); // stopped out of order
+    assert.equal(ta.getProfiler(), again);
+    again.stop();
+    assert.equal(ta.getProfiler(), undefined);
+  } finally {
+    inner.stop();
+    outer.stop();
+  }
+});
+
+test("Profiler.criticalPath does not chain a task to an earlier one its caller had not awaited", async () => {
+  const early = ta.op(async function cpEarly() {
+    return 1;
+  });
+  const later = ta.op(async function cpLater() {
+    return 2;
+  });
+  using p = ta.profile();
+  const a = early.go();
+  // main waits on a timer (reading status does not await the ref); a settles meanwhile
+  assert.ok(await eventually(() => a.status === "completed"));
+  assert.equal(await later.go(), 2);
+  assert.equal(await a, 1); // awaited only after cpLater was submitted
+  assert.deepEqual(p.criticalPath().map((t) => t.name), ["cpLater"], "cpEarly did not hold cpLater back");
+
+  // a child its parent never awaited did not hold the parent's end
+  const background = ta.op(async function cpBackground() {
+    return 3;
+  });
+  const release = gate();
+  const parent = ta.op(async function cpParent() {
+    background.go(); // fire and forget
+    await release.promise;
+    return 4;
+  });
+  using q = ta.profile();
+  const done = parent.go();
+  assert.ok(await eventually(() => q.tasks().some((t) => t.name === "cpBackground")));
+  release.open();
+  assert.equal(await done, 4);
+  assert.deepEqual(q.criticalPath().map((t) => t.name), ["cpParent"]);
+});
+
+test("Profiler.toChromeTrace puts an op sent to a node on that node's track; run here, it is local", async () => {
+  const { NodeServer } = await import("../transports/node_server.ts");
+  const { serveInMemory } = await import("../transports/in_memory.ts");
+  const sent = ta.op({ name: "profileSentOp", remote: true }, async (x: number) => x * 2);
+  const node = new NodeServer({ name: "n1" });
+  const server = serveInMemory("profile-sent-op", node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://profile-sent-op" })]);
+  try {
+    using p = ta.profile();
+    const called: string[] = [];
+    assert.equal(await mesh.run(() => sent.go(21)), 42);
+    assert.equal(await sent.go(1), 2, "no mesh: it runs here");
+    await using local = new ta.Mesh([new ta.MeshNode("here")]);
+    assert.equal(await local.run(() => sent.go(2)), 4, "a mesh of local nodes: it runs here");
+    p.stop();
+    const records = p.tasks().filter((t) => t.name === "profileSentOp");
+    for (const r of records) called.push(`${r.executor}@${r.node ?? "local"}`);
+    // the driver's call went to n1; the node's own run of it (this process here) and the two calls
+    // that ran here are local
+    assert.deepEqual(called.filter((c) => c.startsWith("remote")), ["remote@n1"]);
+    assert.equal(called.filter((c) => c.startsWith("local")).length, 3, called.join(", "));
+    const trace = p.toChromeTrace();
+    const driverCall = records.find((r) => r.executor === "remote")!;
+    const event = trace.traceEvents.find((e) => e.ph === "X" && e.args?.id === driverCall.id)!;
+    const processName = trace.traceEvents.find((e) => e.ph === "M" && e.name === "process_name" && e.pid === event.pid);
+    assert.equal(processName?.args?.name, "node n1");
+  } finally {
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 50 });
+  }
+});
+
+test("an op marked remote that runs here is reported as local in task events", async () => {
+  const capable = ta.op({ name: "localCapableOp", remote: true }, async (x: number) => x + 1);
+  const { onTaskEvent } = await import("./events.ts");
+  const seen: string[] = [];
+  const off = onTaskEvent((e) => {
+    if (e.task.name === "localCapableOp" && e.kind === "started") seen.push(e.task.executor);
+  });
+  try {
+    assert.equal(await capable.go(1), 2);
+    await using mesh = new ta.Mesh([new ta.MeshNode("a"), new ta.MeshNode("b")]);
+    assert.equal(await mesh.run(() => capable.go(2)), 3);
+  } finally {
+    off();
+  }
+  assert.deepEqual(seen, ["local", "local"]);
 });

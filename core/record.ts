@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { RunContext } from "./context.ts";
+import { currentContext, type RunContext } from "./context.ts";
 import { emit, sampling, shouldRecord } from "./events.ts";
 import type { Task } from "./task.ts";
 
@@ -37,6 +37,7 @@ export function record(task: Task<unknown>, ctx: RunContext | undefined): void {
     // -0, not 0: the fields start as doubles, so storing the clock reading later keeps the object's
     // shape (a 0 makes them small-integer fields that every first store must widen, which showed
     // up per task on Deno)
+    readyAt: -0,
     startedAt: -0,
     settledAt: -0,
     attempt: 0,
@@ -45,4 +46,27 @@ export function record(task: Task<unknown>, ctx: RunContext | undefined): void {
     node: task._target.node,
   };
   emit("submitted", task, now);
+}
+
+/**
+ * Records where the running remote-capable op `op` (the task whose body runs in this context) was
+ * sent: to the node named `node`, or nowhere (`undefined`: no node took it and it runs here). Its
+ * profile, timeline and task events then name the node it ran on, or say it ran locally.
+ *
+ * @param op The op's name.
+ * @param node The node the call was sent to, or `undefined` when it runs in this process.
+ *
+ * @example Outside a recorded op body it does nothing
+ * ```ts
+ * import { noteOpPlacement } from "./record.ts";
+ * noteOpPlacement("anyOp", "n1");
+ * ```
+ */
+export function noteOpPlacement(op: string, node: string | undefined): void {
+  const task = currentContext()?.task as Task<unknown> | undefined;
+  const meta = task?._meta;
+  // the context's task is this call only while its body runs recorded (else it is a caller's)
+  if (meta === undefined || meta.executor !== "remote" || task!._target.name !== op) return;
+  if (node === undefined) meta.executor = "local";
+  else meta.node = node;
 }

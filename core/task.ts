@@ -13,7 +13,7 @@ import { Effect } from "effect";
 import { CancelledError, type TaskError } from "./errors.ts";
 import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
-import { emit } from "./events.ts";
+import { awaitProbe, emit } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 
 /** Lifecycle of a task. */
@@ -43,13 +43,15 @@ export interface TaskTarget {
 /** Timing and graph facts, allocated only while someone listens to events. */
 export interface TaskMeta {
   submittedAt: number;
+  /** When its last pending input resolved (-0: none was pending at submission, or not yet). */
+  readyAt: number;
   startedAt: number;
   settledAt: number;
   attempt: number;
   parent: Task<unknown> | undefined;
   deps: Task<unknown>[];
   node: string | undefined;
-  /** Set when a remote-capable op was sent to a node. */
+  /** Set when a remote-capable op was sent to a node (and back to local when no node took it). */
   executor?: "local" | "remote";
 }
 
@@ -141,6 +143,17 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return this._meta?.submittedAt ?? 0;
   }
 
+  /**
+   * `performance.now()` when its last input resolved (its submission time when none was pending
+   * then); 0 while it waits for inputs, when one failed, or when not recorded.
+   */
+  get readyAt(): number {
+    const m = this._meta;
+    if (m === undefined) return 0;
+    if (m.readyAt > 0) return m.readyAt;
+    return this._pending === 0 ? m.submittedAt : 0;
+  }
+
   /** `performance.now()` when the body started (recorded while profiling or tracing; else 0). */
   get startedAt(): number {
     return this._meta?.startedAt ?? 0;
@@ -189,6 +202,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
 
   /** A real Promise of the result (created on first use, then reused). */
   promise(): Promise<T> {
+    if (awaitProbe !== undefined && this._meta !== undefined) awaitProbe(this);
     if (this._promise !== undefined) return this._promise;
     if (this._state === COMPLETED) return (this._promise = Promise.resolve(this._value as T));
     if (this._state >= FAILED) return (this._promise = Promise.reject(this._error));
@@ -302,6 +316,7 @@ export class TaskRoster {
 export type Waiter = (ref: Task<unknown>) => void;
 
 export function addWaiter(ref: Task<unknown>, w: Waiter): void {
+  if (awaitProbe !== undefined && ref._meta !== undefined) awaitProbe(ref);
   const ws = ref._waiters;
   if (ws === undefined) ref._waiters = w;
   else if (typeof ws === "function") ref._waiters = [ws, w];
@@ -362,7 +377,12 @@ function flushSettled(): void {
       if (ref._state === COMPLETED) {
         for (let j = 0; j < deps.length; j++) {
           const d = deps[j];
-          if (d._state === PENDING && --d._pending === 0) startReady(d);
+          if (d._state === PENDING && --d._pending === 0) {
+            // the input that settled last made it ready: from here on it waits for a slot
+            const m = d._meta;
+            if (m !== undefined) m.readyAt = ref._meta !== undefined ? ref._meta.settledAt : performance.now();
+            startReady(d);
+          }
         }
       } else {
         for (let j = 0; j < deps.length; j++) {

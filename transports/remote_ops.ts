@@ -9,6 +9,7 @@ import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredOps } from "../core/op.ts";
+import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
 import { meshLink, type NodeLink } from "./link.ts";
@@ -51,9 +52,13 @@ export function remoteOpBody(
     );
     if (candidates.length === 0) {
       // no node registered the op: it runs here, as a plain op would
+      noteOpPlacement(name, undefined);
+      span?.setAttribute("thinkagain.executor", "local");
       return registeredOps().get(name)!.fn(...a);
     }
     const link = leastLoaded(candidates, inFlightOf)!;
+    noteOpPlacement(name, link.node);
+    span?.setAttribute("thinkagain.node", link.node);
     const timeoutMs = mesh.options.timeoutMs;
     return link.call(
       {

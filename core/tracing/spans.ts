@@ -154,7 +154,7 @@ function openSpan(task: TaskInfo & Slot, parentCtx: Context | undefined): Span {
  *   .getTracer("example");
  * const task = {
  *   id: "step#1", seq: 1, kind: "op", name: "step", node: undefined, parent: undefined, dependencies: [],
- *   submittedAt: 1, startedAt: 2, settledAt: 3, attempt: 0, executor: "local", error: undefined,
+ *   submittedAt: 1, readyAt: 1, startedAt: 2, settledAt: 3, attempt: 0, executor: "local", error: undefined,
  * } satisfies TaskInfo;
  * spanTaskEvent({ kind: "submitted", task, at: 1 });
  * spanTaskEvent({ kind: "started", task, at: 2 });

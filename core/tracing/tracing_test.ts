@@ -2,7 +2,7 @@ import { after, before, test } from "node:test";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import { context, propagation, trace } from "@opentelemetry/api";
+import { context, propagation, SpanKind, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
@@ -547,6 +547,20 @@ test("tracingStats stops counting when tracing is turned off", () =>
     ta.disableTracing();
     await ta.all([5, 6, 7].map((i) => tiny.go(i)));
     assert.deepEqual(ta.tracingStats(), { spans: 2, untracedTasks: 2 });
+  }));
+
+test("an op marked remote that runs here (no mesh, or local nodes only) is an INTERNAL span with executor local", () =>
+  withLocalProvider(async (local, exporter) => {
+    const capable = ta.op({ name: "spanCapableOp", remote: true }, async (x: number) => x + 1);
+    ta.enableTracing({ tracerProvider: local });
+    assert.equal(await capable.go(1), 2);
+    await using mesh = new ta.Mesh([new ta.MeshNode("a")]);
+    assert.equal(await mesh.run(() => capable.go(2)), 3);
+    const spans = exporter.getFinishedSpans().filter((s) => s.name === "op spanCapableOp");
+    assert.deepEqual(spans.map((s) => [s.kind, s.attributes["thinkagain.executor"]]), [
+      [SpanKind.INTERNAL, "local"],
+      [SpanKind.INTERNAL, "local"],
+    ]);
   }));
 
 /** Runs `fn` with a provider of its own (spans kept in memory), then puts the file's globals back. */
