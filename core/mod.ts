@@ -12,7 +12,7 @@
  * @module
  */
 export * from "./errors.ts";
-export { all, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
+export { all, detach, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export {
   type MethodNames,
@@ -22,7 +22,15 @@ export {
   type ServiceMethod,
   type ServiceOptions,
 } from "./service.ts";
-export { Mesh, type MeshCloseOptions, type MeshConfig, MeshNode, type MeshNodeOptions, type MeshOptions, type MeshStats } from "./mesh.ts";
+export {
+  Mesh,
+  type MeshCloseOptions,
+  type MeshConfig,
+  MeshNode,
+  type MeshNodeOptions,
+  type MeshOptions,
+  type MeshStats,
+} from "./mesh.ts";
 export { RemoteExecutor } from "./remote_executor.ts";
 export {
   CpuDevice,
