@@ -1,6 +1,6 @@
 /**
  * Devices a node offers: GPUs (by index, with what a provider such as the WebGPU adapter knows of
- * them) and a CPU count. `devices()` asks every registered provider.
+ * them) and CPUs (by index, with the cores they offer). `devices()` asks every registered provider.
  *
  * @module
  */
@@ -41,24 +41,48 @@ export class GpuDevice {
   }
 }
 
+/** Options of a {@link CpuDevice}. */
+export interface CpuDeviceOptions {
+  /** Cores it offers to services that ask for `cpus` (default: not limited, `Infinity`). */
+  cores?: number;
+}
+
 /**
- * A number of CPU cores.
+ * One CPU of a node, identified by its index like a {@link GpuDevice} (the Python seed's
+ * `CpuDevice(0)`), with the cores it offers: `new CpuDevice(0, { cores: 8 })`. The first argument
+ * is the device id, never a core count; without `cores` the CPU does not limit placement. A mesh
+ * built from devices offers the sum of its CPUs' cores (`Infinity` if one is not limited).
  *
- * @example
+ * @example The seed's CPU device, and one with a core count
  * ```ts
  * import { CpuDevice } from "./devices.ts";
- * if (new CpuDevice(8).count !== 8) throw new Error("unexpected");
+ * const cpu = new CpuDevice(0);
+ * if (cpu.id !== 0 || cpu.cores !== Infinity) throw new Error("unexpected");
+ * if (new CpuDevice(0, { cores: 8 }).cores !== 8) throw new Error("unexpected");
  * ```
  */
 export class CpuDevice {
-  /** Number of cores. */
-  readonly count: number;
-  /** @param count Number of cores. */
-  constructor(count: number) {
-    if (!(Number.isInteger(count) && count > 0)) {
-      throw new TypeError(`CpuDevice count must be a positive integer, got ${String(count)}`);
+  /** Index of the CPU on its node. */
+  readonly id: number;
+  /** Cores it offers (`Infinity`: not limited). */
+  readonly cores: number;
+  /** @param id Index on its node (default 0). @param options The cores it offers. */
+  constructor(id: number = 0, options: CpuDeviceOptions = {}) {
+    if (!Number.isInteger(id) || id < 0) {
+      throw new TypeError(
+        `CpuDevice id must be a non-negative integer (a device index, as in GpuDevice), got ${String(id)}; ` +
+          "give a core count as new CpuDevice(0, { cores: n })",
+      );
     }
-    this.count = count;
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`CpuDevice options must be an object such as { cores: 8 }, got ${String(options)}`);
+    }
+    const cores = options.cores ?? Infinity;
+    if (!(cores === Infinity || (Number.isInteger(cores) && cores > 0))) {
+      throw new RangeError(`CpuDevice cores must be a positive integer, got ${String(options.cores)}`);
+    }
+    this.id = id;
+    this.cores = cores;
   }
 }
 
@@ -95,7 +119,7 @@ export function registerDeviceProvider(provider: DeviceProvider): () => void {
 
 /**
  * The devices of this process: every GPU the registered providers find (renumbered 0..n-1 in
- * provider order) and one `CpuDevice` with the number of logical cores.
+ * provider order) and one `CpuDevice` (id 0) offering the number of logical cores.
  *
  * @returns GPUs first, then the CPU device.
  *
@@ -103,7 +127,8 @@ export function registerDeviceProvider(provider: DeviceProvider): () => void {
  * ```ts
  * import { CpuDevice, devices } from "./devices.ts";
  * const found = await devices();
- * if (!(found.at(-1) instanceof CpuDevice)) throw new Error("expected a CpuDevice last");
+ * const cpu = found.at(-1);
+ * if (!(cpu instanceof CpuDevice) || !(cpu.cores >= 1)) throw new Error("expected a CpuDevice last");
  * ```
  */
 export async function devices(): Promise<Array<GpuDevice | CpuDevice>> {
@@ -118,5 +143,5 @@ export async function devices(): Promise<Array<GpuDevice | CpuDevice>> {
     }
   }
   const cores = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency ?? 1;
-  return [...gpus, new CpuDevice(Math.max(1, cores))];
+  return [...gpus, new CpuDevice(0, { cores: Math.max(1, cores) })];
 }

@@ -32,12 +32,69 @@ export type MethodNames<T> = {
   [K in keyof T]: K extends string ? (T[K] extends AnyFn ? K : never) : never;
 }[keyof T];
 
-/** The handle `.init()` returns: each public method of `T` as a {@link ServiceMethod}. */
+/**
+ * A service's settings as its handle reports them (`handle.config`, the seed's `handle.config`):
+ * every option with its default filled in. What it was declared with is the class's `options`.
+ * A service with a method named `config` keeps its method there; read its settings from the class.
+ *
+ * @example Read a handle's settings
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const Gen = ta.service({ gpus: 4 }, class ConfigDocGen { gen(q: string) { return q; } });
+ * const g = Gen.init();
+ * if (g.config.gpus !== 4 || g.config.replicas !== 1 || Gen.options.gpus !== 4) throw new Error("unexpected");
+ * ```
+ */
+export interface ServiceConfig {
+  /** Its name. */
+  readonly name: string;
+  /** GPUs each replica needs (a share below 1 splits a GPU). */
+  readonly gpus: number;
+  /** CPU cores each replica needs (0: not counted). */
+  readonly cpus: number;
+  /** Number of instances. */
+  readonly replicas: number;
+  /** Calls one instance runs at once. */
+  readonly maxConcurrency: number;
+  /** Extra attempts when a method throws. */
+  readonly retries: number;
+  /** Deadline per call in ms, if any. */
+  readonly timeoutMs: number | undefined;
+  /** What the service is for, if said. */
+  readonly description: string | undefined;
+}
+
+/**
+ * The handle `.init()` returns: each public method of `T` as a {@link ServiceMethod}, and `config`
+ * (its {@link ServiceConfig}) unless the service has a method of that name: methods come first.
+ */
 export type ServiceHandle<T> =
   & {
     readonly [K in MethodNames<T>]: T[K] extends (...args: infer A) => infer R ? ServiceMethod<A, Awaited<R>> : never;
   }
+  & ("config" extends MethodNames<T> ? Record<never, never> : { readonly config: ServiceConfig })
   & { readonly [handleBrand]: unknown };
+
+const configs = new WeakMap<ServiceDef, ServiceConfig>();
+
+/** The settings of `def`, with defaults filled in (one frozen object per service). */
+function configOf(def: ServiceDef): ServiceConfig {
+  let c = configs.get(def);
+  if (c === undefined) {
+    c = Object.freeze({
+      name: def.name,
+      gpus: def.gpus,
+      cpus: def.cpus,
+      replicas: def.replicas,
+      maxConcurrency: def.maxConcurrency,
+      retries: def.policy?.retries ?? 0,
+      timeoutMs: def.policy !== undefined && def.policy.timeoutMs > 0 ? def.policy.timeoutMs : undefined,
+      description: def.description,
+    });
+    configs.set(def, c);
+  }
+  return c;
+}
 
 /** The state behind a handle: its service, constructor args and a deployment per mesh. */
 export class HandleState {
@@ -112,6 +169,8 @@ export function makeHandle(state: HandleState): object {
   return new Proxy(target, {
     get(t, p) {
       if (typeof p === "string" && state.def.methods.has(p)) return state.method(p);
+      // not a method (a method named `config` wins): the service's settings
+      if (p === "config") return configOf(state.def);
       if (p === handleBrand) return state;
       if (typeof p === "symbol" || passThrough.has(p) || p in Object.prototype) return Reflect.get(t, p);
       throw new TypeError(

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { runInContext } from "./context.ts";
+import { currentContext, runInContext } from "./context.ts";
 import { describe } from "./describe.ts";
 import { CpuDevice, GpuDevice } from "./devices.ts";
 import { type MeshConfig, type MeshOptions, readMeshConfig } from "./mesh_config.ts";
@@ -79,8 +79,9 @@ export class Mesh implements AsyncDisposable {
       nodes = [...given];
     } else if (nodesOrDevices.every((d) => d instanceof GpuDevice || d instanceof CpuDevice)) {
       const gpus = nodesOrDevices.filter((d): d is GpuDevice => d instanceof GpuDevice);
+      // the cores of its CPUs (a CPU that states none is not limited: Infinity)
       const cpus = nodesOrDevices.filter((d): d is CpuDevice => d instanceof CpuDevice).reduce(
-        (s, d) => s + d.count,
+        (s, d) => s + d.cores,
         0,
       );
       nodes = [new MeshNode("local", { gpus, cpus: cpus || Infinity })];
@@ -125,6 +126,7 @@ export class Mesh implements AsyncDisposable {
     this.nodes = nodes;
     this.options = Object.freeze({ ...options });
     this.#rt = new MeshRuntime(this.nodes, this.options);
+    this.#rt.publicMesh = this;
   }
 
   /**
@@ -159,6 +161,43 @@ export class Mesh implements AsyncDisposable {
   /** True when some node has an endpoint (is reached over a transport). */
   get hasRemoteNodes(): boolean {
     return this.#rt.hasRemoteNodes;
+  }
+
+  /**
+   * The GPUs of all its nodes together (as declared by their `MeshNode`s); `Infinity` when a node's
+   * GPUs are not limited. The seed's `mesh.total_gpus`.
+   *
+   * @example
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * await using mesh = new ta.Mesh([new ta.MeshNode("a", { gpus: 8 }), new ta.MeshNode("b", { gpus: 4 })]);
+   * if (mesh.totalGpus !== 12) throw new Error(`expected 12, got ${mesh.totalGpus}`);
+   * ```
+   */
+  get totalGpus(): number {
+    let total = 0;
+    for (const node of this.nodes) total += node.unboundedGpus ? Infinity : node.gpus.length;
+    return total;
+  }
+
+  /**
+   * The CPU cores of all its nodes together; `Infinity` when a node's cores are not limited (a
+   * `MeshNode` without `cpus`, a `CpuDevice` without `cores`). Cores, not CPU devices: the seed's
+   * `mesh.total_cpus` counted devices.
+   *
+   * @example
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * await using mesh = new ta.Mesh([new ta.MeshNode("a", { cpus: 32 }), new ta.MeshNode("b", { cpus: 16 })]);
+   * if (mesh.totalCpus !== 48) throw new Error(`expected 48, got ${mesh.totalCpus}`);
+   * await using open = new ta.Mesh([new ta.MeshNode("c")]);
+   * if (open.totalCpus !== Infinity) throw new Error("a node without cpus is not limited");
+   * ```
+   */
+  get totalCpus(): number {
+    let total = 0;
+    for (const node of this.nodes) total += node.cpus;
+    return total;
   }
 
   /**
@@ -215,6 +254,26 @@ export class Mesh implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/**
+ * The mesh of the surrounding `mesh.run`, also inside the ops and service methods it runs (on a
+ * node, code run for a driver sees the node's own mesh); `undefined` outside any, where the default
+ * local runtime serves. The seed's `get_current_mesh()`.
+ *
+ * @returns The current mesh, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * await using mesh = new ta.Mesh([new ta.MeshNode("a")]);
+ * const where = ta.op(async function whereAmI() { return ta.getCurrentMesh(); });
+ * if ((await mesh.run(() => where.go())) !== mesh) throw new Error("expected the mesh of mesh.run");
+ * if (ta.getCurrentMesh() !== undefined) throw new Error("expected no mesh outside mesh.run");
+ * ```
+ */
+export function getCurrentMesh(): Mesh | undefined {
+  return currentContext()?.mesh?.publicMesh;
 }
 
 /**

@@ -13,6 +13,7 @@ import type { GpuDevice } from "./devices.ts";
 import { CancelledError, PlacementError } from "./errors.ts";
 import { Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
+import type { Mesh } from "./mesh.ts";
 import type { MeshOptions } from "./mesh_config.ts";
 import { MeshNode } from "./mesh_node.ts";
 import {
@@ -74,6 +75,8 @@ export class MeshRuntime {
   readonly remote: RemoteExecutor | undefined;
   /** True when some node has an endpoint (is reached over a transport). */
   readonly hasRemoteNodes: boolean;
+  /** The public `Mesh` in front of this runtime (set by its constructor; none for the default runtime). */
+  publicMesh: Mesh | undefined = undefined;
   private readonly states: NodeState[] = [];
   private readonly deployments: Deployment[] = [];
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");

@@ -79,7 +79,7 @@ test("replicas are placed all or nothing", async () => {
 });
 
 test("a Mesh built from devices is one local node with those resources", async () => {
-  await using mesh = new ta.Mesh([new ta.GpuDevice(0), new ta.GpuDevice(1), new ta.CpuDevice(4)]);
+  await using mesh = new ta.Mesh([new ta.GpuDevice(0), new ta.GpuDevice(1), new ta.CpuDevice(0, { cores: 4 })]);
   const s = mesh.stats();
   assert.equal(s.nodes.length, 1);
   assert.equal(s.nodes[0].gpus.total, 2);
@@ -173,7 +173,9 @@ test("Mesh and MeshNode reject bad input with clear errors", () => {
   assert.throws(() => new ta.MeshNode("a", { endpoint: "not a url" }), TypeError);
   assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { maxConcurrentOps: 0 }), RangeError);
   assert.throws(() => new ta.GpuDevice(-1), TypeError);
-  assert.throws(() => new ta.CpuDevice(0), TypeError);
+  assert.throws(() => new ta.CpuDevice(-1), /CpuDevice id must be a non-negative integer/);
+  assert.throws(() => new ta.CpuDevice(0, { cores: 0 }), RangeError);
+  assert.throws(() => new ta.CpuDevice(0, 8 as never), /options must be an object such as \{ cores: 8 \}/);
 });
 
 test("devices() lists provider GPUs and the CPU count", async () => {

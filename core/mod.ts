@@ -18,11 +18,13 @@ export {
   type MethodNames,
   service,
   type ServiceClass,
+  type ServiceConfig,
   type ServiceHandle,
   type ServiceMethod,
   type ServiceOptions,
 } from "./service.ts";
 export {
+  getCurrentMesh,
   Mesh,
   type MeshCloseOptions,
   type MeshConfig,
@@ -34,6 +36,7 @@ export {
 export { RemoteExecutor } from "./remote_executor.ts";
 export {
   CpuDevice,
+  type CpuDeviceOptions,
   type DeviceProvider,
   devices,
   GpuDevice,

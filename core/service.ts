@@ -11,7 +11,7 @@ import { currentContext } from "./context.ts";
 import { HandleState, makeHandle, type ServiceHandle } from "./handle.ts";
 import { type AnyClass, defineService, type ServiceOptions } from "./service_def.ts";
 
-export type { MethodNames, ServiceHandle, ServiceMethod } from "./handle.ts";
+export type { MethodNames, ServiceConfig, ServiceHandle, ServiceMethod } from "./handle.ts";
 export type { ServiceOptions } from "./service_def.ts";
 
 /** A class made into a service by {@link service}. */
@@ -20,7 +20,10 @@ export interface ServiceClass<C extends AnyClass> {
   init(...args: ConstructorParameters<C>): ServiceHandle<InstanceType<C>>;
   /** The service's name. */
   readonly serviceName: string;
-  /** The options it was declared with. */
+  /**
+   * The options it was declared with (`Generator.options.gpus`; the seed's `_service_config`); a
+   * handle's `config` has them with defaults filled in.
+   */
   readonly options: Readonly<ServiceOptions>;
   /** The class itself. */
   readonly cls: C;
