@@ -37,6 +37,7 @@ import {
   PartAssembler,
   readFrameId,
 } from "./ws_framing.ts";
+import { SendQueue } from "./ws_send_queue.ts";
 import { offerHeadroom } from "../core/codec.ts";
 
 /** Options of {@linkcode createNodeApp}. */
@@ -62,6 +63,12 @@ export interface NodeAppOptions extends ServeFramesOptions {
   allowHosts?: readonly string[];
   /** The host name or address the node listens on (answered to, like `localhost`). */
   listenHost?: string;
+  /**
+   * Most bytes of replies that may wait for one WebSocket client that reads slowly (default: twice
+   * `maxFrameBytes`, at least 16 MiB); past it the connection is closed (code 1013) and the
+   * client's calls on it fail with a transport error. Replies are never dropped.
+   */
+  maxSendQueueBytes?: number;
 }
 
 const CBOR = "application/cbor";
@@ -94,6 +101,10 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
   if (typeof handler !== "function") throw new TypeError("createNodeApp needs a frame handler function");
   const token = options.token;
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  const maxSendQueueBytes = options.maxSendQueueBytes ?? Math.max(2 * maxFrameBytes, 16 * 1024 * 1024);
+  if (!(Number.isSafeInteger(maxSendQueueBytes) && maxSendQueueBytes > 0)) {
+    throw new RangeError(`maxSendQueueBytes must be a positive integer, found ${options.maxSendQueueBytes}`);
+  }
   const app = new Hono();
   const origins = new Set(options.allowOrigins ?? []);
   const hosts = new Set(
@@ -187,7 +198,7 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     if (!offered?.split(",").some((p) => p.trim() === WS_PROTOCOL)) {
       return c.text(`expected the ${WS_PROTOCOL} subprotocol`, 400);
     }
-    return await upgrade(() => wsEvents(handler, maxFrameBytes))(c, next);
+    return await upgrade(() => wsEvents(handler, maxFrameBytes, maxSendQueueBytes))(c, next);
   });
   return app;
 }
@@ -258,20 +269,34 @@ function toBytes(data: unknown): Uint8Array | undefined {
   return undefined;
 }
 
-/** The events of one WebSocket connection: frames in, handler, replies out. */
-function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
+/**
+ * The events of one WebSocket connection: frames in, handler, replies out. `onDrain` is for a
+ * runtime whose socket pushes back (Bun's `drain`; `adapters/bun/serve.ts` calls it).
+ */
+function wsEvents(
+  handler: FrameHandler,
+  maxFrameBytes: number,
+  maxSendQueueBytes: number,
+): WSEvents & { onDrain(): void } {
   const connectionId = newConnectionId();
   const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false };
   const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true };
   let open = true;
   // replies written in the same turn leave in one message
   let outbox: Outbox | undefined;
+  // what leaves the socket, in order, never dropped (a slow client's replies wait, bounded)
+  let out: SendQueue | undefined;
+  const write = (ws: WSContext, m: Uint8Array<ArrayBuffer>): void => {
+    if (!open) return;
+    (out ??= new SendQueue(ws, maxSendQueueBytes)).send(m);
+    if (out.closed) open = false;
+  };
   // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
   let parts: PartAssembler | undefined;
 
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
-    (outbox ??= new Outbox((m) => open && ws.send(m))).push(framed(kind, id, body));
+    (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
   };
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
@@ -318,6 +343,9 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
     onError() {
       open = false;
     },
+    onDrain() {
+      out?.drain();
+    },
   };
 
   function onWhole(ws: WSContext, bytes: Uint8Array): void {
@@ -334,7 +362,7 @@ function wsEvents(handler: FrameHandler, maxFrameBytes: number): WSEvents {
       }
       if (joined === undefined) {
         // at once, not batched: this message's TCP ACK lets the client's next piece go
-        if (open) ws.send(PART_ACK);
+        write(ws, PART_ACK);
         return;
       }
       if (joined.byteLength < FRAME_HEADER_BYTES || joined[0] === KIND_PART || joined[0] === KIND_PART_END) {

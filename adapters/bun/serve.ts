@@ -64,7 +64,13 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       port,
       reusePort: false,
       fetch: (req: Request, srv: unknown) => app.fetch(req, srv),
-      websocket: { ...websocket, maxPayloadLength: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES },
+      websocket: {
+        ...websocket,
+        // a socket over its backpressure limit takes no more messages until this: the app's
+        // connection (transports/server.ts) sends what waited
+        drain: (ws: { data?: { events?: { onDrain?: () => void } } }) => ws.data?.events?.onDrain?.(),
+        maxPayloadLength: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      },
     });
   } catch (err) {
     return Promise.reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);

@@ -1,0 +1,48 @@
+// Private test module for transports/faults_test.ts: what its node processes register
+// (`thinkagain serve transports/_test_faults_app.ts`). Files in a directory the test names are the
+// gates between the test and the node, since a test driver that blocks its own event loop cannot
+// read a socket.
+import { existsSync, writeFileSync } from "node:fs";
+import process from "node:process";
+import * as ta from "../mod.ts";
+
+async function untilExists(path: string): Promise<void> {
+  while (!existsSync(path)) await new Promise((r) => setTimeout(r, 5));
+}
+
+/** Replies of 1 MiB, held until the test releases them all at once. */
+export const Bulk = ta.service(
+  { name: "FaultBulk", maxConcurrency: 10_000 },
+  class Bulk {
+    arrived = 0;
+    returned = 0;
+    /**
+     * The n-th call to arrive writes `dir/arrived`; every call waits for `dir/release`, then
+     * returns 1 MiB; once the n-th has returned (its reply written to the socket in the same turn),
+     * `dir/sent` is written.
+     */
+    async big(i: number, n: number, dir: string): Promise<Uint8Array> {
+      if (++this.arrived === n) writeFileSync(`${dir}/arrived`, "");
+      await untilExists(`${dir}/release`);
+      const out = new Uint8Array(1 << 20);
+      out[0] = i & 0xff;
+      out[1] = i >> 8;
+      if (++this.returned === n) setTimeout(() => writeFileSync(`${dir}/sent`, ""), 0);
+      return out;
+    }
+    /** Answers once `path` exists (the test's gate). */
+    async waitFor(path: string): Promise<string> {
+      await untilExists(path);
+      return "done";
+    }
+    echo<T>(x: T): T {
+      return x;
+    }
+  },
+);
+
+/** A remote op every node of the test registers: says which node ran it (`FAULT_NODE` in its environment). */
+export const whereAmI = ta.op(
+  { name: "faultWhereAmI", remote: true },
+  (x: number) => ({ x, node: process.env.FAULT_NODE ?? "?" }),
+);

@@ -1,0 +1,150 @@
+// Faults a driver meets with real node processes (Bun and Deno): a driver that reads slowly, a node
+// that hangs (SIGSTOP), a frozen node among healthy ones, deadlines past what a timer can hold, a
+// node that drains, and a node that reports its own resources.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { eventually } from "../core/_test_utils.ts";
+import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { spawn } from "node:child_process";
+import { Bulk } from "./_test_faults_app.ts";
+
+const APP = fileURLToPath(new URL("./_test_faults_app.ts", import.meta.url));
+const WS_NODE = fileURLToPath(new URL("./_test_ws_node.ts", import.meta.url));
+const T = { timeout: 240_000 };
+const RUNTIMES: Runtime[] = ["bun", "deno"];
+
+async function stop(node: NodeProcess): Promise<void> {
+  // by pid: Deno's ChildProcess.kill() sends nothing after its first signal
+  for (const signal of ["SIGCONT", "SIGKILL"] as const) { // a node a test froze must be able to die
+    try {
+      process.kill(node.proc.pid!, signal);
+    } catch {
+      // it exited already
+    }
+  }
+  await node.exited;
+}
+
+/** Starts `_test_ws_node.ts` (a node with a small WebSocket send queue) on `runtime`. */
+function startWsNode(runtime: Runtime, maxSendQueueBytes: number): Promise<NodeProcess> {
+  const [bin, argv] = runArgs(runtime, WS_NODE, [String(maxSendQueueBytes)]);
+  const proc = spawn(bin, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  const exited = new Promise<number | string>((resolve) => proc.on("exit", (code, sig) => resolve(code ?? sig ?? -1)));
+  return new Promise((resolve, reject) => {
+    proc.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (\d+)/.exec(out);
+      if (m) {
+        const port = Number(m[1]);
+        resolve({
+          url: `http://127.0.0.1:${port}`,
+          port,
+          proc,
+          output: () => out,
+          exited,
+          cleanExit: () => exited,
+          kill: (s = "SIGTERM") => void proc.kill(s),
+        });
+      }
+    });
+    proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+    exited.then((code) => reject(new Error(`node exited with ${code} before it was ready:\n${out}`)));
+  });
+}
+
+/**
+ * Makes `n` calls of 1 MiB replies on `node`, all answered while this driver's event loop is
+ * blocked (it reads nothing meanwhile), and returns each call's outcome.
+ */
+async function slowReader(
+  node: NodeProcess,
+  n: number,
+): Promise<{ pending: number; results: PromiseSettledResult<Uint8Array>[] }> {
+  const dir = mkdtempSync(join(tmpdir(), "ta-slow-reader-"));
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+  try {
+    // the calls still pending, if any, are cancelled at close
+    return await mesh.run(async () => {
+      const bulk = Bulk.init();
+      assert.equal(await bulk.echo.go(1), 1); // the instance exists
+      const refs = Array.from({ length: n }, (_, i) => bulk.big.go(i, n, dir));
+      // every call reached the node (the requests leave while this event loop turns)
+      assert.ok(await eventually(() => existsSync(join(dir, "arrived")), 60_000), "every call reached the node");
+      writeFileSync(join(dir, "release"), "");
+      // this driver stops reading: its event loop is blocked until the node has written every
+      // reply (far more than the sockets' buffers hold)
+      const end = Date.now() + 60_000;
+      while (!existsSync(join(dir, "sent")) && Date.now() < end) { /* busy, as a driver doing CPU work */ }
+      assert.ok(existsSync(join(dir, "sent")), "the node wrote every reply");
+      return await outcomes(refs, 120_000);
+    });
+  } finally {
+    await mesh.close({ graceMs: 0 });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Each ref's outcome once all have settled, or the number still pending when the bound passed. */
+async function outcomes<T>(
+  refs: PromiseLike<T>[],
+  boundMs: number,
+): Promise<{ pending: number; results: PromiseSettledResult<T>[] }> {
+  const results: (PromiseSettledResult<T> | undefined)[] = refs.map(() => undefined);
+  refs.forEach((r, i) =>
+    Promise.resolve(r).then(
+      (value) => (results[i] = { status: "fulfilled", value }),
+      (reason) => (results[i] = { status: "rejected", reason }),
+    )
+  );
+  await eventually(() => results.every((r) => r !== undefined), boundMs);
+  return { pending: results.filter((r) => r === undefined).length, results: results.filter((r) => r !== undefined) };
+}
+
+for (const runtime of RUNTIMES) {
+  test(
+    `A ${runtime} node never drops WebSocket replies to a driver that reads slowly: every call settles`,
+    T,
+    async () => {
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+      try {
+        const { pending, results } = await slowReader(node, 64);
+        assert.equal(pending, 0, `${pending} calls still pending: their replies were dropped`);
+        for (const [i, r] of results.entries()) {
+          assert.equal(r.status, "fulfilled", `call ${i}: ${(r as PromiseRejectedResult).reason}`);
+          const v = (r as PromiseFulfilledResult<Uint8Array>).value;
+          assert.equal(v.byteLength, 1 << 20);
+          assert.equal(v[0] | (v[1] << 8), i);
+        }
+      } finally {
+        await stop(node);
+      }
+    },
+  );
+
+  test(
+    `A ${runtime} node closes the connection of a driver that reads too slowly: its calls fail, none stays pending`,
+    T,
+    async () => {
+      const node = await startWsNode(runtime, 4 << 20);
+      try {
+        const { pending, results } = await slowReader(node, 64);
+        assert.equal(pending, 0, `${pending} calls still pending`);
+        const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+        assert.ok(failed.length > 0, "more than the bound waited: the connection was closed");
+        for (const r of failed) {
+          assert.ok(r.reason instanceof ta.NodeLostError || r.reason instanceof ta.TransportError, String(r.reason));
+        }
+        assert.ok(failed.some((r) => /reads too slowly/.test(r.reason.message)), String(failed[0].reason));
+      } finally {
+        await stop(node);
+      }
+    },
+  );
+}

@@ -1,0 +1,147 @@
+/**
+ * What the node's WebSocket server does when a client reads more slowly than replies are written:
+ * no message is ever dropped. Bun's server socket stops taking messages once its buffer passes its
+ * `backpressureLimit` (`send` returns -1, and 0 for a message it dropped); the messages after that
+ * wait here and go out when the runtime says the socket drained. Deno's and `ws`' sockets buffer
+ * without a limit, so their `bufferedAmount` is watched instead. Past `maxQueuedBytes` waiting, the
+ * connection is closed (code 1013): the client's calls on it fail with a transport error instead
+ * of waiting for replies that were never sent, and the node's memory stays bounded.
+ *
+ * @module
+ */
+
+/** The runtime's own socket under hono's `WSContext` (`ws.raw`): what it says about its buffer. */
+interface RawSocket {
+  /** Bun: 1 or more sent, -1 queued over the backpressure limit, 0 dropped. */
+  send?(message: Uint8Array): unknown;
+  /** Bun: bytes waiting in the socket's buffer. */
+  getBufferedAmount?(): number;
+  /** Web-standard sockets (Deno) and `ws` (Node): bytes waiting in the socket's buffer. */
+  bufferedAmount?: number;
+}
+
+/** The part of hono's `WSContext` a {@linkcode SendQueue} writes to. */
+export interface QueueSocket {
+  send(message: Uint8Array<ArrayBuffer>): void;
+  close(code?: number, reason?: string): void;
+  readonly raw?: unknown;
+}
+
+/** The close code of a connection whose client read too slowly (1013: try again later). */
+export const SLOW_READER_CLOSE_CODE = 1013;
+
+/**
+ * Writes one server-side WebSocket's messages in order, never dropping one: while the runtime's
+ * socket reports backpressure they wait (at most `maxQueuedBytes`), and `drain()` (the runtime's
+ * drain event) sends them on. Past the bound the connection is closed with
+ * {@linkcode SLOW_READER_CLOSE_CODE}.
+ *
+ * @example A Bun-like socket that pushes back: the rest waits for the drain, in order
+ * ```ts
+ * import { SendQueue } from "./ws_send_queue.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const sent: number[] = [];
+ * let room = 1;
+ * const raw = { send: (m: Uint8Array) => (sent.push(m[0]), --room >= 0 ? 1 : -1), getBufferedAmount: () => 0 };
+ * const q = new SendQueue({ raw, send() {}, close() {} }, 1024);
+ * for (const b of [1, 2, 3]) q.send(new Uint8Array([b]));
+ * deepStrictEqual(sent, [1, 2]); // 2 was taken over the limit (-1): 3 waits
+ * room = 10;
+ * q.drain();
+ * deepStrictEqual(sent, [1, 2, 3]);
+ * ```
+ *
+ * @example Past the bound the connection is closed, never a message dropped
+ * ```ts
+ * import { SendQueue, SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * let closed = 0;
+ * const raw = { send: () => -1, getBufferedAmount: () => 0 };
+ * const q = new SendQueue({ raw, send() {}, close: (code) => void (closed = code ?? 0) }, 4);
+ * q.send(new Uint8Array(8)); // taken, over the socket's limit
+ * q.send(new Uint8Array(8)); // waits: 8 bytes > 4
+ * strictEqual(closed, SLOW_READER_CLOSE_CODE);
+ * ```
+ */
+export class SendQueue {
+  readonly #ws: QueueSocket;
+  readonly #raw: RawSocket | undefined;
+  /** Bun's socket: its `send` says whether it took the message. */
+  readonly #reports: boolean;
+  readonly #max: number;
+  #waiting: (Uint8Array<ArrayBuffer> | undefined)[] = [];
+  #head = 0;
+  #bytes = 0;
+  #blocked = false;
+  #closed = false;
+
+  /**
+   * @param ws The connection (hono's `WSContext`).
+   * @param maxQueuedBytes Most bytes that may wait for the client before the connection is closed.
+   */
+  constructor(ws: QueueSocket, maxQueuedBytes: number) {
+    this.#ws = ws;
+    const raw = typeof ws.raw === "object" && ws.raw !== null ? ws.raw as RawSocket : undefined;
+    this.#raw = raw;
+    this.#reports = typeof raw?.getBufferedAmount === "function" && typeof raw.send === "function";
+    this.#max = maxQueuedBytes;
+  }
+
+  /** Bytes waiting here for the socket to drain. */
+  get queuedBytes(): number {
+    return this.#bytes;
+  }
+
+  /** True once the queue closed the connection (its client read too slowly). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends `message` after every message given before it; waits while the socket pushes back. */
+  send(message: Uint8Array<ArrayBuffer>): void {
+    if (this.#closed) return;
+    if (this.#blocked) {
+      this.#waiting.push(message);
+      this.#bytes += message.byteLength;
+      if (this.#bytes > this.#max) this.#overflow(`${this.#bytes} bytes of replies waiting`);
+      return;
+    }
+    if (this.#reports) return this.#write(message);
+    this.#ws.send(message);
+    const buffered = this.#raw?.bufferedAmount;
+    if (typeof buffered === "number" && buffered > this.#max) this.#overflow(`${buffered} bytes of replies buffered`);
+  }
+
+  /** The socket can take more (the runtime's drain event): what waits goes out, until it pushes back again. */
+  drain(): void {
+    this.#blocked = false;
+    while (!this.#closed && !this.#blocked && this.#head < this.#waiting.length) {
+      const m = this.#waiting[this.#head]!;
+      this.#waiting[this.#head++] = undefined; // let it go once written
+      this.#bytes -= m.byteLength;
+      this.#write(m);
+    }
+    if (this.#head === this.#waiting.length) {
+      this.#waiting = [];
+      this.#head = 0;
+    }
+  }
+
+  #write(message: Uint8Array<ArrayBuffer>): void {
+    const r = this.#raw!.send!(message);
+    if (r === -1) this.#blocked = true; // taken, but over the limit: the rest waits for the drain
+    else if (r === 0) this.#overflow("the socket dropped a reply"); // never expected once we wait for drains
+  }
+
+  #overflow(what: string): void {
+    this.#closed = true;
+    this.#waiting = [];
+    this.#head = 0;
+    this.#bytes = 0;
+    try {
+      this.#ws.close(SLOW_READER_CLOSE_CODE, `client reads too slowly: ${what}`.slice(0, 120));
+    } catch {
+      // already closing
+    }
+  }
+}
