@@ -45,8 +45,6 @@ import {
   int32ArrayEncoder,
   int8ArrayEncoder,
   mapDecoder,
-  mapEncoder,
-  setEncoder,
   structBigIntEncoder,
   uint16ArrayEncoder,
   uint32ArrayEncoder,
@@ -108,13 +106,7 @@ const TYPED_ARRAY_ENCODERS: Record<TypedArrayKind, (array: ArrayBufferView) => T
 
 const BIGINT_LIMIT = 1n << BigInt(8 * MAX_BIGINT_BYTES);
 
-function encodeBigInt(value: bigint): Token[] {
-  // tag 3 carries -1 - value, so both signs have the same bound
-  if (value >= BIGINT_LIMIT || value < -BIGINT_LIMIT) {
-    throw new Error(`a bigint needs at most ${MAX_BIGINT_BYTES} bytes, found one of ${value.toString(16).length >> 1}`);
-  }
-  return structBigIntEncoder(value);
-}
+type Tokens = Token | Tokens[];
 
 /** A large typed array in a frame: a padding slot (filled by {@linkcode placeArrays}), its tag, its bytes. */
 type AlignedArray = [pad: Token[], tag: Token, bytes: Token];
@@ -128,7 +120,8 @@ function alignedTypedArrayEncoder(
 ): (array: ArrayBufferView) => Token[] | AlignedArray {
   return (array) => {
     const [tag, bytes] = encodeTyped(array);
-    if (array.byteLength < ALIGN_MIN_BYTES) return [tag, bytes];
+    // the padding tags nest: too near decode's nesting bound, the array is not aligned (so copied)
+    if (array.byteLength < ALIGN_MIN_BYTES || openLevels + 8 >= MAX_DEPTH) return [tag, bytes];
     const aligned: AlignedArray = [[], tag, bytes];
     frameArrays.push(aligned);
     return aligned;
@@ -143,22 +136,453 @@ const float16ArrayEncoder = alignedTypedArrayEncoder((array) => [
   new Token(Type.bytes, new Uint8Array(array.buffer, array.byteOffset, array.byteLength)),
 ]);
 
-// mapSorter: undefined keeps keys in insertion order (cborg sorts them by default).
+// What travels. A value either arrives exactly as it was sent or encode refuses it with a TypeError
+// that says where it is and why: nothing changes on the way without an error. refusalOf holds the
+// rules for one value (its children aside); both encoders follow them, and findRefusal walks a
+// value by them to name the path of the first one refused (only once an encode has failed, so the
+// path costs nothing on the way of a value that travels).
+
+const { propertyIsEnumerable } = Object.prototype;
+const TYPED_ARRAYS: readonly TypedArrayConstructor[] = [
+  Uint8ClampedArray,
+  Int8Array,
+  Uint16Array,
+  Int16Array,
+  Uint32Array,
+  Int32Array,
+  BigUint64Array,
+  BigInt64Array,
+  Float32Array,
+  Float64Array,
+  ...(Float16 === undefined ? [] : [Float16]),
+] as unknown as TypedArrayConstructor[];
+/** Prototypes of the objects other than plain objects and arrays that arrive as themselves. */
+const EXACT_PROTOTYPES: ReadonlySet<object> = new Set<object>([
+  Map.prototype,
+  Set.prototype,
+  Date.prototype,
+  Uint8Array.prototype,
+  ...TYPED_ARRAYS.map((Kind) => (Kind as unknown as { prototype: object }).prototype),
+]);
+const BOXED: readonly [new (...a: never[]) => object, string][] = [
+  [String, "String"],
+  [Number, "Number"],
+  [Boolean, "Boolean"],
+  [BigInt as unknown as new () => object, "BigInt"],
+  [Symbol as unknown as new () => object, "Symbol"],
+];
+const wellFormed: (text: string) => boolean =
+  typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed === "function"
+    ? (text) => (text as unknown as { isWellFormed(): boolean }).isWellFormed()
+    : (text) => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text);
+
+function loneSurrogate(text: string): string {
+  let i = 0;
+  for (; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0xd800 && code <= 0xdbff) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+      else break;
+    } else if (code >= 0xdc00 && code <= 0xdfff) break;
+  }
+  const unit = text.charCodeAt(i).toString(16).toUpperCase();
+  return `a string with a lone surrogate (\\u${unit} at index ${i}) cannot travel: CBOR text is UTF-8, which has no form for it`;
+}
+
+function className(value: object): string {
+  const ctor = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor;
+  return typeof ctor?.name === "string" && ctor.name !== "" ? ctor.name : "an anonymous class";
+}
+
+/** Why a non-plain object cannot travel (prototype not Object.prototype, Array.prototype, …). */
+function foreignObjectRefusal(value: object, proto: object | null): string {
+  if (proto === null) {
+    return "an object with a null prototype would arrive as a plain object: copy it into one ({ ...value })";
+  }
+  const name = className(value);
+  if (Array.isArray(value)) return `an instance of ${name} (an Array subclass) would arrive as a plain Array`;
+  if (value instanceof Error) {
+    return `an Error (${name}) cannot travel as a value: errors travel when thrown; send its message instead`;
+  }
+  if (value instanceof DataView) {
+    return "a DataView would arrive as a Uint8Array: send a Uint8Array or another typed array instead";
+  }
+  if (value instanceof ArrayBuffer || (typeof SharedArrayBuffer === "function" && value instanceof SharedArrayBuffer)) {
+    return `an ${name} would arrive as a Uint8Array: send a view of it instead (new Uint8Array(buffer))`;
+  }
+  if (ArrayBuffer.isView(value)) {
+    const base = TYPED_ARRAYS.find((Kind) => value instanceof (Kind as unknown as typeof Uint8Array))?.name ??
+      "Uint8Array";
+    return `an instance of ${name} (a ${base} subclass) would arrive as a plain ${base}: send a ${base} view of ` +
+      `it instead (new ${base}(a.buffer, a.byteOffset, a.length))`;
+  }
+  for (const Kind of [Map, Set, Date]) {
+    if (value instanceof Kind) {
+      return `an instance of ${name} (a ${Kind.name} subclass) would arrive as a plain ${Kind.name}`;
+    }
+  }
+  for (const [Box, boxed] of BOXED) {
+    if (value instanceof Box) {
+      return `a boxed ${boxed} (new ${boxed}(…)) would arrive as a plain object: send the primitive instead`;
+    }
+  }
+  if (typeof (value as { then?: unknown }).then === "function") {
+    return `a ${name === "Promise" ? "Promise" : `thenable (${name})`} cannot travel: await it first ` +
+      "(an ObjectRef passed as an argument, or in an array or plain object of one, is awaited for you)";
+  }
+  if (value instanceof RegExp) return "a RegExp cannot travel: send its source and flags instead";
+  if (value instanceof WeakMap || value instanceof WeakSet) {
+    return `a ${name} cannot travel: its entries cannot be read`;
+  }
+  return `an instance of ${name} would arrive as a plain object without its class (classes do not travel): ` +
+    "send a plain object instead";
+}
+
+/** Why `value` itself (its children aside) cannot travel, or `undefined` when it can. */
+function refusalOf(value: unknown): string | undefined {
+  switch (typeof value) {
+    case "string":
+      return wellFormed(value) ? undefined : loneSurrogate(value);
+    case "bigint":
+      // tag 3 carries -1 - value, so both signs have the same bound
+      if (value < BIGINT_LIMIT && value >= -BIGINT_LIMIT) return undefined;
+      return `a bigint needs at most ${MAX_BIGINT_BYTES} bytes, found one of ${
+        Math.ceil((value < 0n ? -1n - value : value).toString(16).length / 2)
+      }`;
+    case "symbol":
+      return "a symbol cannot travel";
+    case "function":
+      return `a function${value.name ? ` (${value.name})` : ""} cannot travel: code never does ` +
+        "(register it where it runs and call it by name)";
+    case "object": {
+      if (value === null) return undefined;
+      const proto = Object.getPrototypeOf(value);
+      if (proto === Object.prototype) {
+        for (const key of Object.getOwnPropertySymbols(value)) {
+          if (propertyIsEnumerable.call(value, key)) {
+            return `an object with a symbol key (${String(key)}) would arrive without it: symbol keys do not travel`;
+          }
+        }
+        return undefined;
+      }
+      if (proto === Array.prototype || EXACT_PROTOTYPES.has(proto)) return undefined;
+      return foreignObjectRefusal(value, proto);
+    }
+    default:
+      return undefined;
+  }
+}
+
+const TOO_DEEP = `it is nested more than ${MAX_DEPTH} levels deep (arrays, objects, maps, sets and tagged values ` +
+  "such as dates and typed arrays each count)";
+
+/** Where in a value, and why, encode refuses it (see {@linkcode findRefusal}). */
+export interface ValueRefusal {
+  /** The path from the value's root: `""` for the value itself, else like `[1].docs["a b"].get("k")`. */
+  readonly path: string;
+  /** Why it cannot travel. */
+  readonly reason: string;
+}
+
+function keyPath(key: string): string {
+  if (key.length > 40) return `[${JSON.stringify(key.slice(0, 40))}…]`; // a path, not a copy of the data
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`;
+}
+
+function mapKeyPath(key: unknown, index: number): string {
+  return typeof key === "string"
+    ? `.get(${JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key)})`
+    : typeof key === "number" || typeof key === "boolean" || key === null || key === undefined
+    ? `.get(${String(key)})`
+    : `.values()[${index}]`;
+}
+
+/**
+ * Finds the first part of `value` that {@linkcode encode} refuses, with its path: a value that
+ * cannot travel as it is (see the module doc), a hole in an array, a cycle, nesting deeper than
+ * decode accepts. Encode runs it only once it has failed, to say where.
+ *
+ * @param value Any value.
+ * @returns Where and why, or `undefined` when the value travels.
+ *
+ * @example A symbol in an argument list
+ * ```ts
+ * import { findRefusal } from "./codec.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
+ * deepStrictEqual(findRefusal([1, { docs: [Symbol("x")] }]), { path: "[1].docs[0]", reason: "a symbol cannot travel" });
+ * strictEqual(findRefusal({ ok: [1, "two", new Float32Array(2)] }), undefined);
+ * ```
+ */
+export function findRefusal(value: unknown): ValueRefusal | undefined {
+  const open = new Map<object, string>();
+  const walk = (v: unknown, path: string, depth: number): ValueRefusal | undefined => {
+    const reason = refusalOf(v);
+    if (reason !== undefined) return { path, reason };
+    if (typeof v === "bigint") return depth === MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
+    if (typeof v !== "object" || v === null || v instanceof Uint8Array) return undefined;
+    if (ArrayBuffer.isView(v) || v instanceof Date) return depth === MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
+    const back = open.get(v);
+    if (back !== undefined) return { path, reason: `it holds a cycle: it is ${back || "the value itself"} again` };
+    const entries: [unknown, string][] = [];
+    let levels = 1;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        if (v[i] === undefined && !(i in v)) {
+          return { path: `${path}[${i}]`, reason: "a hole in a sparse array would arrive as undefined" };
+        }
+        entries.push([v[i], `${path}[${i}]`]);
+      }
+    } else if (v instanceof Map) {
+      levels = 2; // tag 259, then the map
+      let i = 0;
+      for (const [k, item] of v) {
+        entries.push([k, `${path}.keys()[${i}]`], [item, path + mapKeyPath(k, i++)]);
+      }
+    } else if (v instanceof Set) {
+      levels = 2; // tag 258, then the array
+      let i = 0;
+      for (const item of v) entries.push([item, `${path}.values()[${i++}]`]);
+    } else {
+      for (const key of Object.keys(v)) {
+        const keyReason = refusalOf(key);
+        if (keyReason !== undefined) return { path: path + keyPath(key), reason: `its key: ${keyReason}` };
+        entries.push([(v as Record<string, unknown>)[key], path + keyPath(key)]);
+      }
+    }
+    if (entries.length === 0) levels--; // an empty array or map opens nothing
+    if (depth + levels > MAX_DEPTH) return { path, reason: TOO_DEEP };
+    open.set(v, path);
+    try {
+      for (const [item, at] of entries) {
+        const found = walk(item, at, depth + levels);
+        if (found !== undefined) return found;
+      }
+    } finally {
+      open.delete(v);
+    }
+    return undefined;
+  };
+  return walk(value, "", 0);
+}
+
+/** Errors that are encode's refusal of a value (see {@linkcode isValueRefusal}). */
+const refusals = new WeakSet<object>();
+
+/**
+ * A TypeError that says a value cannot travel, marked so that {@linkcode isValueRefusal} knows it:
+ * the mistake of whoever tried to send the value, never its peer's.
+ *
+ * @param message What was refused, where and why.
+ * @param cause The refusal it restates, if any.
+ * @returns The error.
+ *
+ * @example
+ * ```ts
+ * import { isValueRefusal, valueRefusalError } from "./codec.ts";
+ * if (!isValueRefusal(valueRefusalError("argument 0 cannot travel"))) throw new Error("expected a refusal");
+ * ```
+ */
+export function valueRefusalError(message: string, cause?: unknown): TypeError {
+  const err = cause === undefined ? new TypeError(message) : new TypeError(message, { cause });
+  refusals.add(err);
+  return err;
+}
+
+/**
+ * Whether `err` is {@linkcode encode}'s refusal of a value (or one made by
+ * {@linkcode valueRefusalError}): a value that cannot travel as it is.
+ *
+ * @param err Anything thrown.
+ * @returns True for a refusal.
+ *
+ * @example
+ * ```ts
+ * import { encode, isValueRefusal } from "./codec.ts";
+ * try { encode([Symbol("s")]); } catch (e) { if (!isValueRefusal(e)) throw e; }
+ * ```
+ */
+export function isValueRefusal(err: unknown): err is TypeError {
+  return typeof err === "object" && err !== null && refusals.has(err);
+}
+
+/** The TypeError for a failed encode of `value`: where and why, found by walking it again. */
+function encodeError(value: unknown, cause: unknown): TypeError {
+  const found = findRefusal(value);
+  if (found !== undefined) {
+    const at = found.path === "" ? "" : `at ${found.path}: `;
+    return valueRefusalError(`Cannot encode value as CBOR: ${at}${found.reason}`, cause);
+  }
+  const detail = cause instanceof Error ? cause.message.replace(/^CBOR encode error: /, "") : String(cause);
+  return valueRefusalError(`Cannot encode value as CBOR: ${detail}`, cause);
+}
+
+// The cborg encoders, strict: each refuses what refusalOf refuses, and the containers count their
+// nesting (as decode will) and refuse cycles. A refusal throws a bare reason: encodeError then walks
+// the value again to say where.
+
+/** Nesting levels open in the value cborg is encoding, counted as decode counts them. */
+let openLevels = 0;
+/** The arrays and objects (maps, sets) being encoded, to refuse a cycle. */
+let openObjects = new Set<object>();
+
+function refuse(value: unknown): void {
+  const reason = refusalOf(value);
+  if (reason !== undefined) throw new Error(reason);
+}
+
+/** Opens `levels` nesting levels for the children of `value`. */
+function enter(value: object, levels: number): void {
+  if (openObjects.has(value)) throw new Error("it holds a cycle");
+  if (openLevels + levels > MAX_DEPTH) throw new Error(TOO_DEEP);
+  openLevels += levels;
+  openObjects.add(value);
+}
+
+function leave(value: object, levels: number): void {
+  openLevels -= levels;
+  openObjects.delete(value);
+}
+
+/** A tag around a leaf (a date, a bigint, a typed array) opens one level. */
+function leafTag(tokens: Tokens): Tokens {
+  if (openLevels + 1 > MAX_DEPTH) throw new Error(TOO_DEEP);
+  return tokens;
+}
+
+function encodeArray(array: unknown[], _type: string, options: EncodeOptions): Tokens {
+  refuse(array);
+  const length = array.length;
+  if (length === 0) return new Token(Type.array, 0);
+  enter(array, 1);
+  try {
+    const items: Tokens[] = new Array(length);
+    for (let i = 0; i < length; i++) {
+      const item = array[i];
+      if (item === undefined && !(i in array)) throw new Error("a hole in a sparse array would arrive as undefined");
+      items[i] = objectToTokens(item, options) as Tokens;
+    }
+    return [new Token(Type.array, length), items];
+  } finally {
+    leave(array, 1);
+  }
+}
+
+/** Plain objects; and whatever else cborg calls an "Object" (class instances, …), refused. */
+function encodeObject(value: object, _type: string, options: EncodeOptions): Tokens {
+  if (Float16 !== undefined && Object.getPrototypeOf(value) === Float16.prototype) {
+    return leafTag(float16ArrayEncoder(value as ArrayBufferView) as Tokens);
+  }
+  refuse(value);
+  const keys = Object.keys(value);
+  if (keys.length === 0) return new Token(Type.map, 0);
+  enter(value, 1);
+  try {
+    const entries: Tokens[] = new Array(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      entries[i] = [
+        objectToTokens(key, options) as Tokens,
+        objectToTokens((value as Record<string, unknown>)[key], options) as Tokens,
+      ];
+    }
+    return [new Token(Type.map, keys.length), entries];
+  } finally {
+    leave(value, 1);
+  }
+}
+
+function encodeMap(map: Map<unknown, unknown>, _type: string, options: EncodeOptions): Tokens {
+  refuse(map);
+  const levels = map.size === 0 ? 1 : 2; // tag 259, then the map
+  enter(map, levels);
+  try {
+    const entries: Tokens[] = [];
+    for (const [key, item] of map) {
+      entries.push([objectToTokens(key, options) as Tokens, objectToTokens(item, options) as Tokens]);
+    }
+    return [new Token(Type.tag, 259), new Token(Type.map, map.size), entries];
+  } finally {
+    leave(map, levels);
+  }
+}
+
+function encodeSet(set: Set<unknown>, _type: string, options: EncodeOptions): Tokens {
+  refuse(set);
+  const levels = set.size === 0 ? 1 : 2; // tag 258, then the array
+  enter(set, levels);
+  try {
+    const items: Tokens[] = [];
+    for (const item of set) items.push(objectToTokens(item, options) as Tokens);
+    return [new Token(Type.tag, 258), new Token(Type.array, set.size), items];
+  } finally {
+    leave(set, levels);
+  }
+}
+
+/** Refuses whatever cborg would otherwise encode as something else (or not at all). */
+function encodeRefused(value: unknown): never {
+  throw new Error(refusalOf(value) ?? `a value of type ${typeof value} cannot travel`);
+}
+
+const NEGATIVE_ZERO = new Token(Type.float, -0);
+
+// mapSorter: undefined keeps keys in insertion order (cborg sorts them by default). Every type name
+// cborg's type detection gives has an encoder here: none falls through to cborg's own (which would
+// turn a DataView into bytes or a class instance into a map).
 const encodeOptions: EncodeOptions = {
   mapSorter: undefined,
   typeEncoders: {
-    Object: (value: object) => (Float16 !== undefined && value instanceof Float16 ? float16ArrayEncoder(value) : null),
-    bigint: encodeBigInt,
-    Date: dateEncoder,
-    Map: mapEncoder,
-    Set: setEncoder,
+    number: (n: number) => (n === 0 && 1 / n < 0 ? NEGATIVE_ZERO : null),
+    string: (text: string) => {
+      refuse(text);
+      return null;
+    },
+    bigint: (value: bigint) => {
+      refuse(value);
+      return leafTag(structBigIntEncoder(value) as Tokens);
+    },
+    Uint8Array: (bytes: Uint8Array) => {
+      refuse(bytes);
+      return null;
+    },
+    Date: (date: Date) => {
+      refuse(date);
+      return leafTag(dateEncoder(date) as Tokens);
+    },
+    Array: encodeArray,
+    Object: encodeObject,
+    Map: encodeMap,
+    Set: encodeSet,
     ...Object.fromEntries(
-      Object.entries(TYPED_ARRAY_ENCODERS).map(([kind, encodeTyped]) => [kind, alignedTypedArrayEncoder(encodeTyped)]),
+      Object.entries(TYPED_ARRAY_ENCODERS).map(([kind, encodeTyped]) => {
+        const aligned = alignedTypedArrayEncoder(encodeTyped);
+        return [kind, (array: ArrayBufferView) => {
+          refuse(array);
+          return leafTag(aligned(array) as Tokens);
+        }];
+      }),
+    ),
+    ...Object.fromEntries(
+      [
+        "symbol",
+        "Function",
+        "RegExp",
+        "Error",
+        "WeakMap",
+        "WeakSet",
+        "ArrayBuffer",
+        "SharedArrayBuffer",
+        "DataView",
+        "Promise",
+        "URL",
+        "HTMLElement",
+        "Tagged",
+        "Buffer",
+      ].map((type) => [type, encodeRefused]),
     ),
   },
 };
-
-type Tokens = Token | Tokens[];
 
 /**
  * Fills the padding slots of the frame's large typed arrays so that each one's data starts on a
@@ -273,7 +697,8 @@ function headBytes(n: number): number {
   return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9;
 }
 
-function writeString(text: string): void {
+/** Writes a string; returns false (writing nothing) for one that cannot travel (a lone surrogate). */
+function writeString(text: string): boolean {
   const length = text.length;
   if (length < 24) {
     // short ASCII (keys, tags, names) byte by byte; anything else through TextEncoder
@@ -288,12 +713,13 @@ function writeString(text: string): void {
       }
       slab[at++] = code;
     }
-    return;
+    return true;
   }
-  writeUtf8(text);
+  return writeUtf8(text);
 }
 
-function writeUtf8(text: string): void {
+function writeUtf8(text: string): boolean {
+  if (!wellFormed(text)) return false;
   const reserved = headBytes(3 * text.length); // UTF-8 takes at most 3 bytes per UTF-16 unit
   ensureRoom(reserved + 3 * text.length + 9); // + 9: writeHead below must not grow (and drop) the buffer
   const start = at;
@@ -302,12 +728,21 @@ function writeUtf8(text: string): void {
   if (head < reserved) slab.copyWithin(start + head, start + reserved, start + reserved + written);
   writeHead(0x60, written);
   at = start + head + written;
+  return true;
 }
 
 function writeNumber(n: number): void {
   if (Number.isSafeInteger(n)) {
-    if (n >= 0) writeHead(0x00, n);
-    else writeHead(0x20, -1 - n);
+    if (n > 0) writeHead(0x00, n);
+    else if (n < 0) writeHead(0x20, -1 - n);
+    else if (1 / n > 0) writeHead(0x00, 0);
+    else {
+      // -0: a half-precision float, as the integer 0 would arrive as 0
+      ensureRoom(3);
+      slab[at++] = 0xf9;
+      slab[at++] = 0x80;
+      slab[at++] = 0x00;
+    }
   } else if (Math.fround(n) === n || n !== n) {
     ensureRoom(5);
     slab[at++] = 0xfa;
@@ -325,8 +760,7 @@ function writeNumber(n: number): void {
 function writeFast(value: unknown, depth: number): boolean {
   switch (typeof value) {
     case "string":
-      writeString(value);
-      return true;
+      return writeString(value);
     case "number":
       writeNumber(value);
       return true;
@@ -345,18 +779,25 @@ function writeFast(value: unknown, depth: number): boolean {
         return true;
       }
       if (depth === FAST_MAX_DEPTH) return false;
-      if (Array.isArray(value)) {
-        const length = value.length;
+      // anything but a plain array or object (a subclass, a hole, a symbol key: see refusalOf) goes
+      // to cborg, which refuses it
+      const proto = Object.getPrototypeOf(value);
+      if (proto === Array.prototype) {
+        const array = value as unknown[];
+        const length = array.length;
         writeHead(0x80, length);
-        for (let i = 0; i < length; i++) if (!writeFast(value[i], depth + 1)) return false;
+        for (let i = 0; i < length; i++) {
+          const item = array[i];
+          if (item === undefined && !(i in array)) return false;
+          if (!writeFast(item, depth + 1)) return false;
+        }
         return true;
       }
-      if (value.constructor !== Object) return false;
+      if (proto !== Object.prototype || Object.getOwnPropertySymbols(value).length !== 0) return false;
       const keys = Object.keys(value);
       writeHead(0xa0, keys.length);
       for (const key of keys) {
-        writeString(key);
-        if (!writeFast((value as Record<string, unknown>)[key], depth + 1)) return false;
+        if (!writeString(key) || !writeFast((value as Record<string, unknown>)[key], depth + 1)) return false;
       }
       return true;
     }
@@ -381,15 +822,10 @@ function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | und
     return undefined;
   } catch (cause) {
     at = frameStart;
-    throw encodeError(cause);
+    throw encodeError(value, cause);
   } finally {
     writing = false;
   }
-}
-
-function encodeError(cause: unknown): TypeError {
-  const detail = cause instanceof Error ? cause.message.replace(/^CBOR encode error: /, "") : String(cause);
-  return new TypeError(`Cannot encode value as CBOR: ${detail}`, { cause });
 }
 
 /**
@@ -427,8 +863,13 @@ export function encodeFrame(value: unknown): Uint8Array {
  * size.
  */
 function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> {
-  const outer = frameArrays; // a getter run by the encoder could encode a frame of its own
+  // a getter run by the encoder could encode a frame of its own
+  const outer = frameArrays;
+  const outerLevels = openLevels;
+  const outerObjects = openObjects;
   frameArrays = [];
+  openLevels = 0;
+  openObjects = new Set();
   let message: Uint8Array<ArrayBuffer>;
   let length: number;
   let written: number;
@@ -439,9 +880,11 @@ function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> 
     tokensToWrite = tokens;
     written = encodeInto(STAND_IN, message.subarray(room), writeOptions).written;
   } catch (cause) {
-    throw encodeError(cause);
+    throw encodeError(value, cause);
   } finally {
     frameArrays = outer;
+    openLevels = outerLevels;
+    openObjects = outerObjects;
     tokensToWrite = [];
   }
   if (written !== length) throw new Error(`cborg wrote ${written} bytes of a frame of ${length}`);
@@ -615,7 +1058,14 @@ const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   1: (content) => {
     const seconds = content();
     if (typeof seconds !== "number") throw new Error("tag 1 (a date) must hold a number");
-    return new Date(Math.round(seconds * 1000)); // a Date holds whole milliseconds
+    // a Date holds whole milliseconds, sent as ms / 1000: the one whose quotient that is (past year
+    // 100,000 the product with 1000 can round to a neighbour)
+    let ms = Math.round(seconds * 1000);
+    if (ms / 1000 !== seconds) {
+      if ((ms - 1) / 1000 === seconds) ms--;
+      else if ((ms + 1) / 1000 === seconds) ms++;
+    }
+    return new Date(ms);
   },
   2: (content) => magnitude(content, 2),
   3: (content) => -1n - magnitude(content, 3),

@@ -8,9 +8,12 @@ import {
   encodeFrame,
   errorFromWire,
   errorToWire,
+  findRefusal,
   FRAME_HEADROOM,
+  isValueRefusal,
   offerHeadroom,
 } from "./codec.ts";
+import { ARRAY_WITH_PROPERTIES, assertSameValue, VALUE_CORPUS } from "./_test_value_corpus.ts";
 import {
   AuthError,
   CancelledError,
@@ -400,3 +403,50 @@ test(
     deepStrictEqual(back.large, large);
   },
 );
+
+test("codec: each value of the corpus arrives exactly, or encode refuses it with a TypeError saying where and why", () => {
+  ok(VALUE_CORPUS.length >= 88, `${VALUE_CORPUS.length} values`);
+  const at = (path: string) => (path === "" ? "" : `at ${path}: `);
+  for (const { name, value, refused, path } of VALUE_CORPUS) {
+    // as it is (the fast path where the value is JSON-like), and beside a Date (always through cborg)
+    const beside = { v: value, d: new Date(0) };
+    const ways: [string, () => Uint8Array, (back: unknown) => unknown, unknown][] = [
+      ["encode", () => encode(value), (back) => back, value],
+      ["encodeFrame", () => encodeFrame(value), (back) => back, value],
+      ["cborg", () => encode(beside), (back) => (back as { v: unknown }).v, beside],
+    ];
+    for (const [way, run, unwrap, sent] of ways) {
+      if (refused === undefined) {
+        assertSameValue(unwrap(decode(run())), value, `${name} (${way})`);
+        continue;
+      }
+      throws(run, (err) => {
+        ok(err instanceof TypeError && isValueRefusal(err), `${name} (${way}): ${String(err)}`);
+        ok(refused.test(err.message), `${name} (${way}): ${err.message}`);
+        const where = at(findRefusal(sent)!.path);
+        ok(err.message.startsWith(`Cannot encode value as CBOR: ${where}`), `${name} (${way}): ${err.message}`);
+        return true;
+      });
+    }
+    strictEqual(findRefusal(value)?.path, path, name);
+  }
+});
+
+test("codec: an array travels as its elements; properties set on the array itself are not sent (documented)", () => {
+  deepStrictEqual(decode(encode(ARRAY_WITH_PROPERTIES)), [1, 2]);
+});
+
+test("encode refuses nesting that decode would refuse, counting levels as decode does", () => {
+  const arrays = (depth: number, leaf: unknown): unknown => depth === 0 ? leaf : [arrays(depth - 1, leaf)];
+  deepStrictEqual(decode(encode(arrays(256, 1))), arrays(256, 1));
+  throws(() => encode(arrays(257, 1)), /nested more than 256 levels deep/);
+  // a tag (a date, a bigint, a typed array, a set) is a level, as decode counts it
+  for (const leaf of [new Date(0), 5n, new Float32Array(1), new Set([1])]) {
+    const fits = arrays(leaf instanceof Set ? 254 : 255, leaf);
+    deepStrictEqual(decode(encode(fits)), fits);
+    throws(() => encode([fits]), /nested more than 256 levels deep/, String(leaf));
+  }
+  // a large typed array near the bound is not aligned (its padding tags would nest past it)
+  const large = arrays(250, new Float64Array(1024).fill(1));
+  deepStrictEqual(decode(encodeFrame(large)), large);
+});

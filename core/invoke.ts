@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isValueRefusal } from "./codec.ts";
 import { applyInContext, contextEntered, currentContext, NO_CONTEXT, type RunContext } from "./context.ts";
 import { OpExecutionError, ThinkagainError } from "./errors.ts";
 import type { BodyWrapper } from "./events.ts";
@@ -12,7 +13,8 @@ import type { Task } from "./task.ts";
 
 /** The error a task fails with when its body threw `e`. */
 export function failure(task: Task<unknown>, e: unknown): unknown {
-  return task._target.passErrors === true && e instanceof ThinkagainError
+  // a remote call whose argument cannot travel never ran: the TypeError naming the argument is its error
+  return task._target.passErrors === true && (e instanceof ThinkagainError || isValueRefusal(e))
     ? e
     : new OpExecutionError(task._target.name, e);
 }

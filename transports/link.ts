@@ -7,7 +7,7 @@
  * @module
  */
 import type { Span } from "@opentelemetry/api";
-import { errorFromWire } from "../core/codec.ts";
+import { errorFromWire, isValueRefusal } from "../core/codec.ts";
 import { NodeLostError, TransportError } from "../core/errors.ts";
 import type { CancelHook } from "../core/cancel.ts";
 import type { MeshNode } from "../core/mesh_node.ts";
@@ -15,6 +15,7 @@ import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { backgroundInterval, closedError } from "./_common.ts";
 import { envTransport } from "./_env.ts";
 import {
+  argumentRefusal,
   type CallMessage,
   decodeReply,
   encodeMessage,
@@ -214,6 +215,10 @@ export class NodeLink {
       }
       throw errorFromWire(res.error);
     } catch (e) {
+      if (isValueRefusal(e)) {
+        const what = message.op !== undefined ? `op "${message.op}"` : `method "${message.method}"`;
+        throw argumentRefusal(e, message.args, `Cannot call ${what} on node "${this.node}"`);
+      }
       throw this.asNodeLost(e);
     } finally {
       this.inFlight--;

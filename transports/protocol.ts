@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { decode, encodeFrame, type WireError } from "../core/codec.ts";
+import { decode, encodeFrame, findRefusal, isValueRefusal, valueRefusalError, type WireError } from "../core/codec.ts";
 import { ProtocolError } from "../core/errors.ts";
 
 /** Version of this protocol; a peer speaking another one is refused with `ProtocolError`. */
@@ -207,4 +207,35 @@ export function decodeReply<T extends { t: string }>(frame: Uint8Array, expected
     fail(`Expected a "${expected}" reply, got ${JSON.stringify((m as { t?: unknown } | null)?.t ?? typeof m)}`);
   }
   return m as T;
+}
+
+/**
+ * The error for a message that could not be encoded because one of `args` cannot travel: a
+ * TypeError (a value refusal, see `isValueRefusal`) that names the argument, where in it, and why.
+ * Any other error is returned as it is.
+ *
+ * @param err What encoding the message threw.
+ * @param args The arguments the message carried.
+ * @param attempt What was attempted, for the message (`Cannot call method "echo" on node "n1"`).
+ * @returns The error to throw.
+ *
+ * @example A symbol in the second argument
+ * ```ts
+ * import { argumentRefusal, encodeMessage } from "./protocol.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const args = [1, { docs: [Symbol("x")] }];
+ * let err: unknown;
+ * try { encodeMessage({ t: "call", cid: "c", op: "f", args }); } catch (e) { err = argumentRefusal(e, args, "Cannot call f"); }
+ * strictEqual((err as TypeError).message, "Cannot call f: argument 1, at [1].docs[0]: a symbol cannot travel");
+ * ```
+ */
+export function argumentRefusal(err: unknown, args: readonly unknown[], attempt: string): unknown {
+  if (!isValueRefusal(err)) return err;
+  // walked where they sit in a message (one level inside it), so nesting is counted as encode did
+  const found = findRefusal({ args });
+  const index = found === undefined ? null : /^\.args(\[(\d+)\])/.exec(found.path);
+  if (found === undefined || index === null) return err;
+  const path = found.path.slice(".args".length);
+  const at = path.length > index[1].length ? `, at ${path}` : "";
+  return valueRefusalError(`${attempt}: argument ${index[2]}${at}: ${found.reason}`, err);
 }

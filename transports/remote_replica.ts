@@ -22,7 +22,7 @@ import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { NodeLink } from "./link.ts";
-import type { CreatedMessage } from "./protocol.ts";
+import { argumentRefusal, type CreatedMessage } from "./protocol.ts";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
 const PIPELINE = 1024;
@@ -100,7 +100,9 @@ export class RemoteReplica extends MailboxReplica {
           gpus: this.gpus.map((g) => g.id),
           replica: this.index,
           owner: this.link.leaseId,
-        }, "created")
+        }, "created").catch((e) => {
+          throw argumentRefusal(e, args, `Cannot create service "${this.def.name}" on node "${this.link.node}"`);
+        })
       ).then((m) => {
         if (this.instanceId === p) {
           this.createdId = m.id;
