@@ -23,6 +23,7 @@ import { devices, GpuDevice } from "./mod.ts";
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]...
+                       [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
   The token can also come from THINKAGAIN_TOKEN. --allow-origin: a browser page's origin
   (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
   a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
@@ -46,6 +47,12 @@ export interface ServeCommand {
   allowOrigins: string[];
   /** Host names the node answers to besides IP addresses, localhost and `host` (`--allow-host`). */
   allowHosts: string[];
+  /** Most connections open at once (`--max-connections`; default: the adapter's). */
+  maxConnections: number | undefined;
+  /** How long a request's headers may take, in ms (`--headers-timeout-ms`). */
+  headersTimeoutMs: number | undefined;
+  /** How long a connection may stay open with no request in progress, in ms (`--idle-timeout-ms`). */
+  idleTimeoutMs: number | undefined;
 }
 
 function int(flag: string, v: string | undefined, min: number): number {
@@ -92,6 +99,9 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     leaseMs: DEFAULT_LEASE_MS,
     allowOrigins: [],
     allowHosts: [],
+    maxConnections: undefined,
+    headersTimeoutMs: undefined,
+    idleTimeoutMs: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -149,6 +159,15 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.allowHosts.push(v);
         break;
       }
+      case "--max-connections":
+        out.maxConnections = int("--max-connections", value(), 1);
+        break;
+      case "--headers-timeout-ms":
+        out.headersTimeoutMs = int("--headers-timeout-ms", value(), 1);
+        break;
+      case "--idle-timeout-ms":
+        out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1);
+        break;
       default:
         if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
         if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
@@ -194,6 +213,10 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     maxFrameBytes: cmd.maxFrameBytes,
     allowOrigins: cmd.allowOrigins,
     allowHosts: cmd.allowHosts,
+    maxConnections: cmd.maxConnections,
+    headersTimeoutMs: cmd.headersTimeoutMs,
+    idleTimeoutMs: cmd.idleTimeoutMs,
+    onAcceptError: acceptErrorLog(cmd.name),
   });
   let closing: Promise<void> | undefined;
   return {
@@ -203,6 +226,26 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
         await node.drain({ graceMs: cmd.drainMs });
         await server.close();
       })(),
+  };
+}
+
+/** Logs failed accepts (e.g. out of file descriptors), at most one line per 10 s with a count. */
+function acceptErrorLog(name: string): (error: unknown) => void {
+  let last = -Infinity;
+  let unlogged = 0;
+  return (error) => {
+    const now = performance.now();
+    if (now - last < 10_000) {
+      unlogged++;
+      return;
+    }
+    const more = unlogged > 0 ? ` (and ${unlogged} more since the last report)` : "";
+    console.error(
+      `thinkagain node ${name}: accepting a connection failed: ${(error as Error)?.message ?? error}${more}; ` +
+        "still accepting",
+    );
+    last = now;
+    unlogged = 0;
   };
 }
 

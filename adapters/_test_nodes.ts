@@ -51,9 +51,13 @@ export interface NodeProcess {
 export function startNodeProcess(
   module: string,
   args: string[],
-  options: { runtime?: Runtime; env?: Record<string, string> } = {},
+  options: { runtime?: Runtime; env?: Record<string, string>; maxOpenFiles?: number } = {},
 ): Promise<NodeProcess> {
-  const [bin, argv] = runArgs(options.runtime ?? thisRuntime(), CLI, ["serve", module, "--host", "127.0.0.1", ...args]);
+  let [bin, argv] = runArgs(options.runtime ?? thisRuntime(), CLI, ["serve", module, "--host", "127.0.0.1", ...args]);
+  if (options.maxOpenFiles !== undefined) {
+    // a node that runs out of file descriptors early (POSIX shells)
+    [bin, argv] = ["/bin/sh", ["-c", `ulimit -n ${options.maxOpenFiles} && exec "$0" "$@"`, bin, ...argv]];
+  }
   const proc = spawn(bin, argv, { env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   const exited = new Promise<number | string>((resolve) => proc.on("exit", (code, sig) => resolve(code ?? sig ?? -1)));

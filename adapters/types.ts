@@ -20,6 +20,78 @@ export interface ServeOptions {
   signal?: AbortSignal;
   /** Largest WebSocket message the runtime may buffer, in bytes (default 64 MiB plus the frame header). */
   maxMessageBytes?: number;
+  /**
+   * Most connections open at once (default {@linkcode DEFAULT_MAX_CONNECTIONS}). On Deno a
+   * connection past it takes the place of the oldest one with no request in progress (and is closed
+   * at once when every connection is busy); on Node it is closed at once. Bun's server keeps no such
+   * count: there its idle and header timeouts bound what idle connections hold.
+   */
+  maxConnections?: number;
+  /**
+   * How long a connection may take to send a request's headers, in ms (default
+   * {@linkcode DEFAULT_HEADERS_TIMEOUT_MS}): one that sends nothing, or drips its headers, is
+   * closed. (Bun applies its own, about 10 s.)
+   */
+  headersTimeoutMs?: number;
+  /**
+   * How long a connection may stay open with no request in progress, in ms (default
+   * {@linkcode DEFAULT_IDLE_TIMEOUT_MS}). WebSockets are not idle connections: their own pings
+   * decide when a peer is gone.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Told when accepting a connection failed (e.g. the process ran out of file descriptors); the
+   * server keeps accepting, backing off meanwhile.
+   */
+  onAcceptError?: (error: unknown) => void;
+}
+
+/** Default of {@linkcode ServeOptions.maxConnections}. */
+export const DEFAULT_MAX_CONNECTIONS: number = 4096;
+
+/** Default of {@linkcode ServeOptions.headersTimeoutMs}. */
+export const DEFAULT_HEADERS_TIMEOUT_MS: number = 10_000;
+
+/** Default of {@linkcode ServeOptions.idleTimeoutMs}. */
+export const DEFAULT_IDLE_TIMEOUT_MS: number = 30_000;
+
+/** The connection limits of {@linkcode ServeOptions}, defaults applied. */
+export interface ConnectionLimits {
+  /** Most connections open at once. */
+  readonly maxConnections: number;
+  /** How long a request's headers may take, in ms. */
+  readonly headersTimeoutMs: number;
+  /** How long a connection may stay open with no request in progress, in ms. */
+  readonly idleTimeoutMs: number;
+}
+
+/**
+ * Validates the connection limits of {@linkcode ServeOptions} and applies their defaults.
+ *
+ * @param options The serve options.
+ * @returns The limits to use.
+ * @throws {RangeError} When one is not a positive integer.
+ *
+ * @example
+ * ```ts
+ * import { connectionLimits, DEFAULT_MAX_CONNECTIONS } from "./types.ts";
+ * import { strictEqual, throws } from "node:assert/strict";
+ * strictEqual(connectionLimits({}).maxConnections, DEFAULT_MAX_CONNECTIONS);
+ * strictEqual(connectionLimits({ idleTimeoutMs: 500 }).idleTimeoutMs, 500);
+ * throws(() => connectionLimits({ maxConnections: 0 }), RangeError);
+ * ```
+ */
+export function connectionLimits(options: ServeOptions): ConnectionLimits {
+  const positive = (name: string, v: number | undefined, dflt: number): number => {
+    if (v === undefined) return dflt;
+    if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`${name} must be a positive integer, found ${v}`);
+    return v;
+  };
+  return {
+    maxConnections: positive("maxConnections", options.maxConnections, DEFAULT_MAX_CONNECTIONS),
+    headersTimeoutMs: positive("headersTimeoutMs", options.headersTimeoutMs, DEFAULT_HEADERS_TIMEOUT_MS),
+    idleTimeoutMs: positive("idleTimeoutMs", options.idleTimeoutMs, DEFAULT_IDLE_TIMEOUT_MS),
+  };
 }
 
 /** A listening server. */

@@ -7,6 +7,7 @@ import { upgradeWebSocket as bunUpgradeWebSocket, websocket } from "hono/bun";
 import type { UpgradeWebSocket } from "hono/ws";
 import {
   addressInUse,
+  connectionLimits,
   DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
   isAddressInUse,
@@ -57,12 +58,21 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   if (!Bun) return Promise.reject(new Error("adapters/bun/serve.ts needs the Bun runtime"));
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
+  let idleTimeoutMs: number;
+  try {
+    idleTimeoutMs = connectionLimits(options).idleTimeoutMs;
+  } catch (err) {
+    return Promise.reject(err);
+  }
   let server: BunServer;
   try {
     server = Bun.serve({
       hostname,
       port,
       reusePort: false,
+      // in seconds, at most 255; Bun closes a connection that sends no complete head in about 10 s
+      // on its own, and keeps accepting after an accept error
+      idleTimeout: Math.min(255, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
       fetch: (req: Request, srv: unknown) => app.fetch(req, srv),
       websocket: {
         ...websocket,

@@ -5,7 +5,15 @@
  */
 import { upgradeWebSocket as denoUpgradeWebSocket } from "hono/deno";
 import type { UpgradeWebSocket } from "hono/ws";
-import { addressInUse, type FetchApp, isAddressInUse, type ServedApp, type ServeOptions } from "../types.ts";
+import {
+  addressInUse,
+  connectionLimits,
+  type FetchApp,
+  isAddressInUse,
+  type ServedApp,
+  type ServeOptions,
+} from "../types.ts";
+import { type DenoConn, type DenoListener, guardConnections } from "./_connection_guard.ts";
 
 /**
  * hono's `upgradeWebSocket` for Deno; pass it to `createNodeApp`.
@@ -26,14 +34,21 @@ interface DenoServer {
 }
 interface DenoLike {
   serve(options: Record<string, unknown>, handler: (req: Request) => Response | Promise<Response>): DenoServer;
+  listen(options: { hostname: string; port: number }): DenoListener & { addr: { port: number } };
+  connect(options: { transport: "unix"; path: string } | { hostname: string; port: number }): Promise<DenoConn>;
+  makeTempDirSync(options: { prefix: string }): string;
+  removeSync(path: string, options: { recursive: boolean }): void;
+  build: { os: string };
 }
 
 /**
- * Serves `app` with `Deno.serve`. (Deno sets its own WebSocket message limit; `maxMessageBytes`
+ * Serves `app` on Deno: `Deno.serve` behind a guard that holds connections to
+ * `maxConnections`, `headersTimeoutMs` and `idleTimeoutMs` and keeps accepting after an accept
+ * error (see `_connection_guard.ts`). (Deno sets its own WebSocket message limit; `maxMessageBytes`
  * is not configurable there.)
  *
  * @param app A hono app (or anything with `fetch`).
- * @param options Host, port (0 picks one), abort signal.
+ * @param options Host, port (0 picks one), abort signal, connection limits.
  * @returns The listening server.
  * @throws {Error} When the port is already in use.
  *
@@ -51,6 +66,12 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   if (!Deno) return Promise.reject(new Error("adapters/deno/serve.ts needs the Deno runtime"));
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
+  let limits: ReturnType<typeof connectionLimits>;
+  try {
+    limits = connectionLimits(options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   // Deno's shutdown() waits for every in-flight request; close() must not hang on a handler that
   // never answers, so pending requests are answered 503 when closing.
   const inflight = new Set<(res: Response) => void>();
@@ -62,22 +83,71 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       Promise.resolve(app.fetch(req)).then(resolve, reject).finally(() => inflight.delete(resolve));
     });
   };
-  let server: DenoServer;
+  let listener: DenoListener & { addr: { port: number } };
   try {
-    server = Deno.serve({ hostname, port, onListen() {} }, handle);
+    listener = Deno.listen({ hostname, port });
   } catch (err) {
     return Promise.reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
   }
+  // the server behind the guard: on a Unix socket in a private directory, so that nothing else on
+  // the machine reaches it past the guard; on loopback TCP where there are no Unix sockets
+  let server: DenoServer | undefined;
+  let connectUpstream: () => Promise<DenoConn>;
+  let dir: string | undefined;
+  if (Deno.build.os !== "windows") {
+    try {
+      dir = Deno.makeTempDirSync({ prefix: "thinkagain-node-" });
+      const path = `${dir}/http.sock`;
+      server = Deno.serve({ transport: "unix", path, onListen() {} }, handle);
+      connectUpstream = () => Deno.connect({ transport: "unix", path });
+    } catch {
+      removeDir(Deno, dir);
+      dir = undefined;
+    }
+  }
+  if (server === undefined) {
+    try {
+      server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handle);
+    } catch (err) {
+      listener.close();
+      return Promise.reject(err);
+    }
+    const inner = server.addr.port;
+    connectUpstream = () => Deno.connect({ hostname: "127.0.0.1", port: inner });
+  }
+  const guard = guardConnections(listener, {
+    ...limits,
+    connectUpstream: connectUpstream!,
+    onAcceptError: options.onAcceptError,
+  });
+  const behind = server;
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     if (closing) return closing;
     stopping = true;
-    const done = server.shutdown().then(() => server.finished);
+    guard.stopAccepting();
+    const done = behind.shutdown().then(() => behind.finished);
     for (const resolve of inflight) resolve(new Response("server is closing", { status: 503 }));
     inflight.clear();
-    return closing = done;
+    return closing = done.finally(async () => {
+      // the answers still on their way (a call's reply written just before close) get out first
+      await guard.closeAll(CLOSE_GRACE_MS);
+      removeDir(Deno, dir);
+    });
   };
   options.signal?.addEventListener("abort", () => void close(), { once: true });
-  const real = server.addr.port;
+  const real = listener.addr.port;
   return Promise.resolve({ port: real, hostname, url: `http://${hostname}:${real}`, close });
+}
+
+/** How long close() lets open connections finish what the server still sends them. */
+const CLOSE_GRACE_MS = 2000;
+
+function removeDir(Deno: DenoLike, dir: string | undefined): void {
+  if (dir === undefined) return;
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch {
+    // gone already
+  }
 }

@@ -8,6 +8,7 @@ import type { UpgradeWebSocket } from "hono/ws";
 import { WebSocketServer } from "ws";
 import {
   addressInUse,
+  connectionLimits,
   DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
   isAddressInUse,
@@ -46,6 +47,12 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> = nodeUpgradeWebSocket
 export function serve(app: FetchApp, options: ServeOptions = {}): Promise<ServedApp> {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
+  let limits: ReturnType<typeof connectionLimits>;
+  try {
+    limits = connectionLimits(options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
   return new Promise<ServedApp>((resolve, reject) => {
     const server = nodeServe({
@@ -54,11 +61,34 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       port,
       websocket: { server: wss },
     });
-    server.once("error", (err: unknown) => {
+    // Node's own limits: past maxConnections a connection is closed at once; a connection that
+    // sends no complete head in time, or stays idle between requests, is closed
+    const limited = server as unknown as {
+      maxConnections: number;
+      headersTimeout: number;
+      requestTimeout: number;
+      keepAliveTimeout: number;
+    };
+    limited.maxConnections = limits.maxConnections;
+    limited.headersTimeout = limits.headersTimeoutMs;
+    limited.requestTimeout = Math.max(limited.requestTimeout, limits.headersTimeoutMs);
+    limited.keepAliveTimeout = limits.idleTimeoutMs;
+    const onListenError = (err: unknown) => {
       wss.close();
       reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
-    });
+    };
+    server.once("error", onListenError);
     server.once("listening", () => {
+      server.off("error", onListenError);
+      // after listening, an error (a failed accept: out of descriptors) is reported, never thrown:
+      // Node keeps accepting
+      server.on("error", (err: unknown) => {
+        try {
+          options.onAcceptError?.(err);
+        } catch {
+          // a logging hook must not break the server
+        }
+      });
       const addr = server.address();
       const real = typeof addr === "object" && addr ? addr.port : port;
       let closing: Promise<void> | undefined;
