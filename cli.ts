@@ -22,13 +22,15 @@ import { devices, GpuDevice } from "./mod.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
-                       [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]...
+                       [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
   The token can also come from THINKAGAIN_TOKEN. --allow-origin: a browser page's origin
   (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
   a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
   cluster; default: none, so a page cannot reach it by DNS rebinding). --lease-ms: how long instances outlive the last
-  keepalive of the driver that created them (default 30000; 0: until destroyed or drained).`;
+  keepalive of the driver that created them (default 30000; 0: until destroyed or drained). --peer: a
+  node (ws://10.0.0.2:7070) this node may call with its token when a handle of an instance there
+  arrives; without one, handles lead only to nodes a driver declared, called without a token.`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -53,6 +55,8 @@ export interface ServeCommand {
   headersTimeoutMs: number | undefined;
   /** How long a connection may stay open with no request in progress, in ms (`--idle-timeout-ms`). */
   idleTimeoutMs: number | undefined;
+  /** Nodes this node may call with its token (`--peer`, repeatable). */
+  peers: string[];
 }
 
 function int(flag: string, v: string | undefined, min: number): number {
@@ -102,6 +106,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     maxConnections: undefined,
     headersTimeoutMs: undefined,
     idleTimeoutMs: undefined,
+    peers: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -168,6 +173,14 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--idle-timeout-ms":
         out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1);
         break;
+      case "--peer": {
+        const v = value() ?? "";
+        if (!/^(wss?|https?):\/\/[^/\s]+/.test(v)) {
+          throw new TypeError(`--peer needs a node's endpoint like ws://10.0.0.2:7070, got ${v || "nothing"}`);
+        }
+        out.peers.push(v);
+        break;
+      }
       default:
         if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
         if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
@@ -199,6 +212,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     gpus,
     cpus: cmd.cpus,
     token: cmd.token,
+    peers: cmd.peers,
     leaseMs: cmd.leaseMs,
     onLeaseExpired: ({ instances, services, leaseMs }) =>
       console.error(

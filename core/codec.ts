@@ -10,16 +10,17 @@
  * What travels: plain objects as CBOR maps (keys in insertion order), arrays, strings, numbers,
  * booleans, `null` and `undefined` as themselves, `Uint8Array` as a byte string, the other typed
  * arrays (`Float16Array` too, where the runtime has it) under their RFC 8746 little-endian tags,
- * `Date` as tag 1, `bigint` as tag 2/3 (always, so a small bigint stays a bigint), `Set` as tag 258
- * and `Map` as tag 259.
+ * `Date` as tag 1, `bigint` as tag 2/3 (always, so a small bigint stays a bigint), `Set` as tag 258,
+ * `Map` as tag 259, and a service handle's reference ({@linkcode WireHandle}) as tag
+ * {@linkcode TAG_HANDLE}. Anything else is refused by encode with a TypeError that says where and
+ * why (see {@linkcode findRefusal}): a value arrives exactly as it was sent, or not at all.
  *
  * Decoding is strict, because frames come from peers: it accepts those tags and tag 55799 (the
  * padding {@linkcode encodeFrame} aligns typed arrays with) and refuses every other tag (shared
  * references 28/29, tag 27 objects, cbor-x records, …), bigints longer than 64 bytes (512 bits; the
- * encoder refuses them too), arrays, maps and tags nested more than 256 deep (the encoder does not
- * check this), indefinite-length items (the encoder never writes them) and integers beyond 2^53
- * outside tags 2/3. Each is refused as soon as it is read, before any work that grows faster than
- * the frame.
+ * encoder refuses them too), arrays, maps and tags nested more than 256 deep (so does the encoder),
+ * indefinite-length items (the encoder never writes them) and integers beyond 2^53 outside tags
+ * 2/3. Each is refused as soon as it is read, before any work that grows faster than the frame.
  *
  * @module
  */
@@ -136,6 +137,92 @@ const float16ArrayEncoder = alignedTypedArrayEncoder((array) => [
   new Token(Type.bytes, new Uint8Array(array.buffer, array.byteOffset, array.byteLength)),
 ]);
 
+/**
+ * The CBOR tag a service handle's reference travels under: 1953000289 (the bytes of "thka"), from
+ * the first-come-first-served range of the IANA CBOR tags registry, unassigned there when chosen.
+ * Only {@linkcode WireHandle} is written under it, and decode reads it only as one: no plain value
+ * (an object with a key that looks like a handle) is ever taken for a handle.
+ */
+export const TAG_HANDLE = 0x74686b61;
+/** Most replicas a handle's reference may name, and longest name, endpoint or id in it. */
+const HANDLE_MAX_REPLICAS = 256;
+const HANDLE_MAX_TEXT = 512;
+
+/** One instance a {@linkcode WireHandle} reaches: where its node listens, its name, the instance id. */
+export interface WireHandleReplica {
+  /** The node's name (in errors). */
+  readonly node: string;
+  /** Where the node listens, as the sender reaches it. */
+  readonly endpoint: string;
+  /** The instance's id on that node. */
+  readonly id: string;
+}
+
+function handleText(value: unknown, what: string): string {
+  if (typeof value !== "string" || value.length === 0 || value.length > HANDLE_MAX_TEXT) {
+    throw new TypeError(`A handle reference needs a ${what} of 1 to ${HANDLE_MAX_TEXT} characters`);
+  }
+  return value;
+}
+
+/**
+ * A service handle as it travels: the service's name and the instances it reaches. Encoded as tag
+ * {@linkcode TAG_HANDLE} around `[service, [[node, endpoint, id], …]]`; decode gives one back only
+ * for that tag, checked.
+ *
+ * @example Round trip
+ * ```ts
+ * import { decode, encode, WireHandle } from "./codec.ts";
+ * import { ok } from "node:assert/strict";
+ * const h = new WireHandle("Retriever", [{ node: "n2", endpoint: "ws://10.0.0.2:7070", id: "abc" }]);
+ * const back = decode(encode({ retriever: h })) as { retriever: WireHandle };
+ * ok(back.retriever instanceof WireHandle && back.retriever.replicas[0].id === "abc");
+ * // a plain object with a handle-like key stays a plain object
+ * ok(!((decode(encode({ "$thinkagain.handle": {} })) as object) instanceof WireHandle));
+ * ```
+ */
+export class WireHandle {
+  /** The service's registered name. */
+  readonly service: string;
+  /** The instances (one per replica). */
+  readonly replicas: readonly WireHandleReplica[];
+
+  /**
+   * @param service The service's registered name.
+   * @param replicas The instances, 1 to 256.
+   * @throws {TypeError} For an empty name, endpoint or id, one longer than 512 characters, or no replicas.
+   */
+  constructor(service: string, replicas: readonly WireHandleReplica[]) {
+    this.service = handleText(service, "service name");
+    if (!Array.isArray(replicas) || replicas.length === 0 || replicas.length > HANDLE_MAX_REPLICAS) {
+      throw new TypeError(`A handle reference needs 1 to ${HANDLE_MAX_REPLICAS} replicas`);
+    }
+    this.replicas = Object.freeze(replicas.map((r) =>
+      Object.freeze({
+        node: handleText(r?.node, "node name"),
+        endpoint: handleText(r?.endpoint, "endpoint"),
+        id: handleText(r?.id, "instance id"),
+      })
+    ));
+    Object.freeze(this);
+  }
+}
+
+function decodeHandle(content: TagDecodeControl): WireHandle {
+  const body = content();
+  const bad = () => new Error(`tag ${TAG_HANDLE} (a service handle) must hold [service, [[node, endpoint, id], …]]`);
+  if (!Array.isArray(body) || body.length !== 2 || !Array.isArray(body[1])) throw bad();
+  const replicas = (body[1] as unknown[]).map((r) => {
+    if (!Array.isArray(r) || r.length !== 3) throw bad();
+    return { node: r[0], endpoint: r[1], id: r[2] } as WireHandleReplica;
+  });
+  try {
+    return new WireHandle(body[0] as string, replicas);
+  } catch (e) {
+    throw new Error(`tag ${TAG_HANDLE} (a service handle): ${(e as Error).message}`);
+  }
+}
+
 // What travels. A value either arrives exactly as it was sent or encode refuses it with a TypeError
 // that says where it is and why: nothing changes on the way without an error. refusalOf holds the
 // rules for one value (its children aside); both encoders follow them, and findRefusal walks a
@@ -162,6 +249,7 @@ const EXACT_PROTOTYPES: ReadonlySet<object> = new Set<object>([
   Set.prototype,
   Date.prototype,
   Uint8Array.prototype,
+  WireHandle.prototype,
   ...TYPED_ARRAYS.map((Kind) => (Kind as unknown as { prototype: object }).prototype),
 ]);
 const BOXED: readonly [new (...a: never[]) => object, string][] = [
@@ -322,6 +410,8 @@ export function findRefusal(value: unknown): ValueRefusal | undefined {
     if (typeof v === "bigint") return depth === MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
     if (typeof v !== "object" || v === null || v instanceof Uint8Array) return undefined;
     if (ArrayBuffer.isView(v) || v instanceof Date) return depth === MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
+    // tag, [service, replicas], replicas, [node, endpoint, id]
+    if (v instanceof WireHandle) return depth + 4 > MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
     const back = open.get(v);
     if (back !== undefined) return { path, reason: `it holds a cycle: it is ${back || "the value itself"} again` };
     const entries: [unknown, string][] = [];
@@ -472,6 +562,15 @@ function encodeArray(array: unknown[], _type: string, options: EncodeOptions): T
 function encodeObject(value: object, _type: string, options: EncodeOptions): Tokens {
   if (Float16 !== undefined && Object.getPrototypeOf(value) === Float16.prototype) {
     return leafTag(float16ArrayEncoder(value as ArrayBufferView) as Tokens);
+  }
+  if (value instanceof WireHandle) {
+    enter(value, 1);
+    try {
+      const body = [value.service, value.replicas.map((r) => [r.node, r.endpoint, r.id])];
+      return [new Token(Type.tag, TAG_HANDLE), objectToTokens(body, options) as Tokens];
+    } finally {
+      leave(value, 1);
+    }
   }
   refuse(value);
   const keys = Object.keys(value);
@@ -1086,6 +1185,7 @@ const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   },
   259: mapDecoder,
   [TAG_SELF_DESCRIBED]: (content) => content(),
+  [TAG_HANDLE]: decodeHandle,
   ...FLOAT16_TAGS,
 };
 

@@ -1,28 +1,155 @@
 /**
  * Service handles as values on the wire: a handle in an argument or a result travels as a reference
- * to its remote instances (`{ "$thinkagain.handle": { service, replicas } }`), and arrives as a
- * handle whose replicas reach those instances over links of the receiving mesh or node.
+ * to its remote instances (a {@linkcode WireHandle}: CBOR tag `TAG_HANDLE`, never a plain object, so
+ * user data is never taken for a handle), and arrives as a handle whose replicas reach those
+ * instances over links of the receiving mesh or node.
+ *
+ * Where a handle that arrived may lead is decided here, never by the frame alone:
+ * - on a driver (a mesh), each endpoint must be one of the mesh's own nodes; the call then goes over
+ *   the mesh's link to it, with the mesh's token;
+ * - on a node, an instance of its own is called in place; other endpoints must be the node's
+ *   configured peers (`peers`, `--peer`: they get the node's token, or the peer's own) or nodes of
+ *   a mesh a driver declared in its `hello` (these get no token at all: a frame never sends the
+ *   node's token anywhere). Anything else is a `ProtocolError` naming the endpoint. A node
+ *   remembers the last {@linkcode MAX_DECLARED_ENDPOINTS} declared endpoints, and holds at most
+ *   `MAX_NODE_LINKS` links.
  *
  * @module
  */
+import { WireHandle, type WireHandleReplica } from "../core/codec.ts";
 import { ProtocolError } from "../core/errors.ts";
-import { Deployment } from "../core/deployment.ts";
+import { Deployment, type Replica } from "../core/deployment.ts";
 import { HandleState, handleStateOf, makeHandle } from "../core/handle.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
-import { registeredServices } from "../core/service_def.ts";
-import { type HandleWire, linkFor, type LinkOptions } from "./link.ts";
+import { registeredServices, type ServiceDef } from "../core/service_def.ts";
+import { type HandleWire, linkFor, type LinkOptions, meshLink } from "./link.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 
-const HANDLE_KEY = "$thinkagain.handle";
+/** How deep the walks for handles go (as deep as decode reads). */
+const MAX_WALK_DEPTH = 256;
+/** How many endpoints declared by drivers a node remembers (the oldest is forgotten first). */
+export const MAX_DECLARED_ENDPOINTS = 256;
 
 function isPlain(v: object): boolean {
   const p = Object.getPrototypeOf(v);
   return p === Object.prototype || p === null;
 }
 
+/**
+ * The key two spellings of one endpoint share: host, port and path, without the scheme (a node
+ * serves HTTP and WebSocket on one port) or a trailing slash. The scheme of the link comes from the
+ * configured endpoint, never from the frame.
+ *
+ * @param endpoint An endpoint URL.
+ * @returns Its key, or `undefined` when it is not a URL.
+ *
+ * @example
+ * ```ts
+ * import { endpointKey } from "./handle_wire.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(endpointKey("ws://Node1:7070/"), endpointKey("http://node1:7070"));
+ * ```
+ */
+export function endpointKey(endpoint: string): string | undefined {
+  try {
+    const url = new URL(endpoint);
+    const port = url.port || ({ "http:": "80", "ws:": "80", "https:": "443", "wss:": "443" } as Record<string, string>)[
+      url.protocol
+    ] || "";
+    return `${url.hostname.toLowerCase()}:${port}${url.pathname.replace(/\/+$/, "")}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A peer a node may reach with a token: its endpoint, and its own token when not the node's. */
+export interface NodePeer {
+  /** Where the peer listens. */
+  readonly endpoint: string;
+  /** The token to present there (default: the node's own `token`). */
+  readonly token?: string;
+}
+
+/** Options of a {@linkcode HandleReach}. */
+export interface HandleReachOptions {
+  /** Endpoints (or peers with tokens) the node may reach with a token. */
+  peers?: readonly (string | NodePeer)[];
+  /** The node's own instance with this id, if any (handles of it are called in place). */
+  local?: (id: string) => LocalInstance | undefined;
+}
+
+/** An instance living in this process, as a replica of its service. */
+export type LocalInstance = Replica & { readonly def: ServiceDef };
+
+const reaches = new WeakMap<object, HandleReach>();
+
+/**
+ * Where handles that arrive at a node (the owner of the links they use) may lead: its own
+ * instances, its configured peers, and the endpoints drivers declared as their mesh.
+ *
+ * @example A node that may reach one peer
+ * ```ts
+ * import { HandleReach } from "./handle_wire.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const node = {};
+ * const reach = new HandleReach(node, { peers: ["ws://10.0.0.2:7070"] });
+ * reach.declare(["ws://10.0.0.3:7070"]);
+ * strictEqual(reach.peer("http://10.0.0.2:7070/")?.endpoint, "ws://10.0.0.2:7070");
+ * strictEqual(reach.declared("ws://10.0.0.3:7070"), "ws://10.0.0.3:7070");
+ * strictEqual(reach.declared("ws://evil.example:1"), undefined);
+ * ```
+ */
+export class HandleReach {
+  private readonly peers = new Map<string, NodePeer>();
+  private readonly declaredEndpoints = new Map<string, string>();
+  /** The node's own instance with an id, if any. */
+  readonly local: (id: string) => LocalInstance | undefined;
+
+  /**
+   * @param owner The node (the owner of the links its handles use); handles arriving for it follow these rules.
+   * @param options Its peers and its own instances.
+   * @throws {TypeError} For a peer endpoint that is not a URL.
+   */
+  constructor(owner: object, options: HandleReachOptions = {}) {
+    for (const p of options.peers ?? []) {
+      const peer: NodePeer = typeof p === "string" ? { endpoint: p } : p;
+      const key = endpointKey(peer.endpoint);
+      if (key === undefined) throw new TypeError(`A peer endpoint must be a URL, got ${JSON.stringify(peer.endpoint)}`);
+      this.peers.set(key, peer);
+    }
+    this.local = options.local ?? (() => undefined);
+    reaches.set(owner, this);
+  }
+
+  /** The configured peer at `endpoint` (however it is spelled), if any. */
+  peer(endpoint: string): NodePeer | undefined {
+    const key = endpointKey(endpoint);
+    return key === undefined ? undefined : this.peers.get(key);
+  }
+
+  /** The endpoint as a driver declared it, if one did (and it was not forgotten since). */
+  declared(endpoint: string): string | undefined {
+    const key = endpointKey(endpoint);
+    return key === undefined ? undefined : this.declaredEndpoints.get(key);
+  }
+
+  /** Remembers the endpoints of a driver's mesh (from its `hello`); the oldest are forgotten past the bound. */
+  declare(endpoints: readonly string[]): void {
+    for (const endpoint of endpoints) {
+      const key = endpointKey(endpoint);
+      if (key === undefined) continue;
+      this.declaredEndpoints.delete(key); // most recent last
+      this.declaredEndpoints.set(key, endpoint);
+      if (this.declaredEndpoints.size > MAX_DECLARED_ENDPOINTS) {
+        this.declaredEndpoints.delete(this.declaredEndpoints.keys().next().value!);
+      }
+    }
+  }
+}
+
 /** Whether `value` holds a service handle (in arrays and plain objects). */
 function holdsHandle(value: unknown, depth = 0): boolean {
-  if (typeof value !== "object" || value === null || depth > 32) return false;
+  if (typeof value !== "object" || value === null || depth > MAX_WALK_DEPTH) return false;
   if (handleStateOf(value) !== undefined) return true;
   if (Array.isArray(value)) return value.some((v) => holdsHandle(v, depth + 1));
   return isPlain(value) && Object.values(value).some((v) => holdsHandle(v, depth + 1));
@@ -49,7 +176,7 @@ export function wireValue<T>(value: T, owner: object): T | Promise<T> {
 }
 
 async function replaceHandles(value: unknown, owner: object, depth: number): Promise<unknown> {
-  if (typeof value !== "object" || value === null || depth > 32) return value;
+  if (typeof value !== "object" || value === null || depth > MAX_WALK_DEPTH) return value;
   const state = handleStateOf(value);
   if (state !== undefined) return await handleToWire(state, owner);
   if (Array.isArray(value)) return await Promise.all(value.map((v) => replaceHandles(v, owner, depth + 1)));
@@ -59,45 +186,47 @@ async function replaceHandles(value: unknown, owner: object, depth: number): Pro
   return out;
 }
 
-async function handleToWire(state: HandleState, owner: object): Promise<unknown> {
+/** Instances of a node's own that arrived as handles: how they were named, to travel on as such. */
+const localReferences = new WeakMap<Replica, WireHandleReplica>();
+
+async function handleToWire(state: HandleState, owner: object): Promise<WireHandle> {
   const deployment = owner instanceof MeshRuntime ? state.deployment(owner) : state.pinned;
   const replicas = deployment?.replicas ?? [];
-  if (replicas.length === 0 || !replicas.every((r) => r instanceof RemoteReplica)) {
+  if (replicas.length === 0 || !replicas.every((r) => r instanceof RemoteReplica || localReferences.has(r))) {
     throw new TypeError(
       `Cannot send a handle of service "${state.def.name}" to another node: its instance lives in this process; ` +
         "place the service on a node with an endpoint to share it",
     );
   }
-  const remote = replicas as RemoteReplica[];
-  const ids = await Promise.all(remote.map((r) => r.reference()));
-  return {
-    [HANDLE_KEY]: {
-      service: state.def.name,
-      replicas: remote.map((r, i) => ({ endpoint: r.link.endpoint, node: r.node, id: ids[i] })),
-    },
-  };
+  const wired = await Promise.all(replicas.map(async (r): Promise<WireHandleReplica> => {
+    if (!(r instanceof RemoteReplica)) return localReferences.get(r)!;
+    return { endpoint: r.link.endpoint, node: r.node, id: await r.reference() };
+  }));
+  return new WireHandle(state.def.name, wired);
 }
 
 /**
- * The value with handle references turned back into handles reachable through `from`'s owner (over
- * links it owns, made with its token and transport).
+ * The value with handle references turned back into handles reachable from `from.owner` (see the
+ * module doc for where they may lead).
  *
  * @param value A value that arrived from another node.
  * @param from The owner of the links the handles will use, with its link options.
- * @param depth How deep `value` already is in the walk (values nested past 32 are left alone).
+ * @param depth How deep `value` already is in the walk.
  * @returns The value itself when it holds no reference, else a copy with handles.
- * @throws {ProtocolError} For a reference to a service this process did not register, or a malformed one.
+ * @throws {ProtocolError} For a reference to a service this process did not register, or to an
+ * endpoint it may not reach.
  *
- * @example A value without references comes back as it is
+ * @example A value without references comes back as it is; a handle-like plain object stays plain
  * ```ts
  * import { reviveValue } from "./handle_wire.ts";
  * import { strictEqual } from "node:assert/strict";
- * const value = { docs: ["a", "b"] };
+ * const value = { docs: ["a", "b"], forged: { "$thinkagain.handle": { service: "S", replicas: [] } } };
  * strictEqual(reviveValue(value, { owner: {} }), value);
  * ```
  */
 export function reviveValue<T>(value: T, from: LinkOptions & { owner: object }, depth = 0): T {
-  if (typeof value !== "object" || value === null || depth > 32) return value;
+  if (typeof value !== "object" || value === null || depth > MAX_WALK_DEPTH) return value;
+  if (value instanceof WireHandle) return reviveHandle(value, from) as T;
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
@@ -108,43 +237,80 @@ export function reviveValue<T>(value: T, from: LinkOptions & { owner: object }, 
     return (out ?? value) as T;
   }
   if (!isPlain(value)) return value;
-  const h = (value as Record<string, unknown>)[HANDLE_KEY];
-  if (h !== undefined) return reviveHandle(h, from) as T;
   let out: Record<string, unknown> | undefined;
   for (const [k, v] of Object.entries(value)) {
     const r = reviveValue(v, from, depth + 1);
-    if (r !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = r;
+    if (r !== v) {
+      out ??= { ...(value as Record<string, unknown>) };
+      // defined, not assigned: a key "__proto__" stays an own key
+      Object.defineProperty(out, k, { value: r, enumerable: true, writable: true, configurable: true });
+    }
   }
   return (out ?? value) as T;
 }
 
-function reviveHandle(h: unknown, options: LinkOptions & { owner: object }): object {
-  const spec = h as { service?: unknown; replicas?: unknown };
-  const def = typeof spec.service === "string" ? registeredServices().get(spec.service) : undefined;
+function refused(h: WireHandle, r: WireHandleReplica, why: string): ProtocolError {
+  return new ProtocolError(
+    `A handle of service "${h.service}" names endpoint ${JSON.stringify(r.endpoint)} (node ${
+      JSON.stringify(r.node)
+    }), which ${why}`,
+  );
+}
+
+/** The replica through which `from.owner` reaches one instance a handle names. */
+function replicaFor(
+  h: WireHandle,
+  r: WireHandleReplica,
+  index: number,
+  from: LinkOptions & { owner: object },
+): Replica {
+  const def = registeredServices().get(h.service)!;
+  const owner = from.owner;
+  if (owner instanceof MeshRuntime) {
+    // a driver: only its own nodes, over its own links
+    const key = endpointKey(r.endpoint);
+    const node = owner.nodes.find((n) => n.endpoint !== undefined && endpointKey(n.endpoint) === key);
+    if (node === undefined) {
+      throw refused(h, r, "is not a node of this mesh: a handle from a node may only lead to the mesh's own nodes");
+    }
+    return new RemoteReplica(owner, def, [], index, meshLink(owner, node, handleWire), [], def.policy, r.id);
+  }
+  const reach = reaches.get(owner);
+  const local = reach?.local(r.id);
+  if (local !== undefined) {
+    if (local.def !== def) throw refused(h, r, `names instance ${r.id}, of another service here`);
+    if (!localReferences.has(local)) localReferences.set(local, r);
+    return local;
+  }
+  const peer = reach?.peer(r.endpoint);
+  const declared = peer === undefined ? reach?.declared(r.endpoint) : undefined;
+  if (peer === undefined && declared === undefined) {
+    throw refused(
+      h,
+      r,
+      "this node may not reach: it is neither one of its peers (--peer) nor a node of a mesh a driver declared " +
+        "in its hello",
+    );
+  }
+  // the token goes to configured peers only, never to an endpoint that came from a frame
+  const options: LinkOptions = { transport: from.transport, maxFrameBytes: from.maxFrameBytes };
+  const token = peer === undefined ? undefined : peer.token ?? from.token;
+  if (token !== undefined) options.token = token;
+  const link = linkFor(owner, r.node, peer?.endpoint ?? declared!, options, handleWire);
+  return new RemoteReplica(owner, def, [], index, link, [], def.policy, r.id);
+}
+
+function reviveHandle(h: WireHandle, from: LinkOptions & { owner: object }): object {
+  const def = registeredServices().get(h.service);
   if (def === undefined) {
     throw new ProtocolError(
-      `A handle of unknown service ${JSON.stringify(spec.service)} arrived; this process did not register it`,
+      `A handle of unknown service ${JSON.stringify(h.service)} arrived; this process did not register it`,
     );
   }
-  if (!Array.isArray(spec.replicas) || spec.replicas.length === 0) {
-    throw new ProtocolError("A handle arrived without replicas");
-  }
-  const replicas = spec.replicas.map((r: { endpoint?: unknown; node?: unknown; id?: unknown }, i: number) => {
-    if (typeof r.endpoint !== "string" || typeof r.id !== "string") {
-      throw new ProtocolError("A handle arrived with a malformed replica");
-    }
-    const link = linkFor(
-      options.owner,
-      typeof r.node === "string" ? r.node : r.endpoint,
-      r.endpoint,
-      options,
-      handleWire,
-    );
-    return new RemoteReplica(options.owner, def, [], i, link, [], def.policy, r.id);
-  });
+  const replicas = h.replicas.map((r, i) => replicaFor(h, r, i, from));
   const state = new HandleState(def, []);
   state.pinned = new Deployment(def, replicas);
-  for (const r of replicas) r.attach(state.pinned);
+  for (const r of replicas) if (r instanceof RemoteReplica) r.attach(state.pinned);
   return makeHandle(state);
 }
 

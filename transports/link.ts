@@ -187,7 +187,12 @@ export class NodeLink {
     }
     if (this.welcomeP === undefined) {
       this.welcomeAt = performance.now();
-      const p = this.request<WelcomeMessage>({ t: "hello", v: PROTOCOL_VERSION }, "welcome");
+      // a mesh declares its nodes: handles a node receives from it may lead there (without a token)
+      const mesh = this.holder instanceof MeshRuntime
+        ? this.holder.nodes.flatMap((n) => (n.endpoint === undefined ? [] : [n.endpoint]))
+        : [];
+      const hello = mesh.length > 0 ? { t: "hello", v: PROTOCOL_VERSION, mesh } : { t: "hello", v: PROTOCOL_VERSION };
+      const p = this.request<WelcomeMessage>(hello, "welcome");
       p.catch(() => {
         if (this.welcomeP === p) this.welcomeP = undefined;
       });
@@ -295,6 +300,9 @@ export class NodeLink {
 
 const links = new WeakMap<object, Map<string, NodeLink>>();
 
+/** The most links a node process (any owner but a mesh) keeps to other nodes. */
+export const MAX_NODE_LINKS = 1024;
+
 /** Options for links made outside a mesh (a node calling other nodes). */
 export interface LinkOptions {
   token?: string;
@@ -338,6 +346,15 @@ export function linkFor(
   if (m === undefined) links.set(owner, m = new Map());
   let link = m.get(endpoint);
   if (link === undefined) {
+    // a mesh links to its configured nodes; a node's links (for handles that arrived) are bounded
+    if (!(owner instanceof MeshRuntime) && m.size >= MAX_NODE_LINKS) {
+      throw new TransportError(
+        "refused",
+        `Cannot open a link to ${endpoint}: this node already holds ${MAX_NODE_LINKS} links to other nodes, ` +
+          "the most it keeps",
+        endpoint,
+      );
+    }
     const transport = transportFor(endpoint, envTransport() ?? options.transport);
     const connect: ConnectOptions = {};
     if (options.token !== undefined) connect.token = options.token;

@@ -21,7 +21,7 @@ import { withExtractedContext } from "../core/tracing/mod.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
-import { reviveValue, wireValue } from "./handle_wire.ts";
+import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
 
 /** Options of a {@link NodeServer}. */
@@ -32,8 +32,15 @@ export interface NodeServerOptions {
   gpus?: number | readonly GpuDevice[];
   /** CPU cores this node offers (default: not limited). */
   cpus?: number;
-  /** Token for calls this node makes to other nodes (handles passed in as arguments). */
+  /** Token this node presents to its `peers` (never to an endpoint a frame named). */
   token?: string;
+  /**
+   * Nodes this node may call with its token (or a peer's own) when a handle of an instance there
+   * arrives as an argument. Handles may also lead to its own instances (called in place) and to the
+   * nodes a driver declared as its mesh in its `hello` (called without a token); any other endpoint
+   * is refused.
+   */
+  peers?: readonly (string | NodePeer)[];
   /** Transport override for calls this node makes to other nodes. */
   transport?: TransportName;
   /**
@@ -100,6 +107,8 @@ export class NodeServer {
   private readonly onLeaseExpired: NodeServerOptions["onLeaseExpired"];
   private readonly calls = new Map<string, ObjectRef<unknown>>();
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
+  /** Where handles that arrive here may lead. */
+  private readonly reach: HandleReach;
   private draining = false;
   private inFlight = 0;
   private drained: (() => void) | undefined;
@@ -122,6 +131,7 @@ export class NodeServer {
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
     this.rt = meshRuntime(this.mesh);
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
+    this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.handler = (frame) => this.handle(frame);
   }
 
@@ -135,6 +145,7 @@ export class NodeServer {
     const msg = decodeDriverMessage(frame);
     switch (msg.t) {
       case "hello": {
+        if (msg.mesh !== undefined) this.reach.declare(msg.mesh);
         const ops = [...registeredOps().keys()];
         return encodeMessage({
           t: "welcome",

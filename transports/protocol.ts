@@ -16,7 +16,15 @@ export const PROTOCOL_VERSION = 1;
 export interface HelloMessage {
   readonly t: "hello";
   readonly v: number;
+  /**
+   * The endpoints of the driver's mesh: handles the node receives may lead there (with no token;
+   * see `handle_wire.ts`). At most {@linkcode MAX_MESH_ENDPOINTS}.
+   */
+  readonly mesh?: readonly string[];
 }
+
+/** The most endpoints a `hello` may declare. */
+export const MAX_MESH_ENDPOINTS = 1024;
 
 /** Node → driver: who the node is and what it offers. */
 export interface WelcomeMessage {
@@ -164,7 +172,14 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       if (r.v !== PROTOCOL_VERSION) {
         fail(`Protocol version ${String(r.v)} is not supported; this node speaks ${PROTOCOL_VERSION}`);
       }
-      return { t, v: PROTOCOL_VERSION };
+      if (r.mesh === undefined) return { t, v: PROTOCOL_VERSION };
+      if (
+        !Array.isArray(r.mesh) || r.mesh.length > MAX_MESH_ENDPOINTS ||
+        !r.mesh.every((e) => typeof e === "string" && e.length > 0 && e.length <= 512)
+      ) {
+        fail(`"hello" mesh must be at most ${MAX_MESH_ENDPOINTS} endpoints of 1 to 512 characters`);
+      }
+      return { t, v: PROTOCOL_VERSION, mesh: r.mesh as string[] };
     case "create": {
       const gpus = r.gpus ?? [];
       if (!Array.isArray(gpus) || !gpus.every((g) => Number.isInteger(g) && g >= 0)) {

@@ -92,7 +92,7 @@ export class RemoteReplica extends MailboxReplica {
   /** The instance id on the node, creating the instance when needed. */
   instance(): Promise<string> {
     if (this.instanceId === undefined) {
-      const p = Promise.resolve(this.link.handles.toWire(this.args, this.owner)).then((args) =>
+      const p = Promise.resolve(this.declared(this.link.handles.toWire(this.args, this.owner))).then((args) =>
         this.link.request<CreatedMessage>({
           t: "create",
           service: this.def.name,
@@ -216,6 +216,14 @@ export class RemoteReplica extends MailboxReplica {
     }
   }
 
+  /**
+   * Arguments that held handles (`toWire` answered with a promise) leave once the node has this
+   * mesh's `hello`: it reaches the instances a handle names only on the nodes a mesh declared there.
+   */
+  private declared<T>(wire: T | Promise<T>): T | Promise<T> {
+    return wire instanceof Promise ? wire.then((v) => this.link.welcome().then(() => v, () => v)) : wire;
+  }
+
   /** Settles when the last call still turning handles into references has left or given up. */
   private wiring: Promise<void> | undefined;
 
@@ -226,7 +234,7 @@ export class RemoteReplica extends MailboxReplica {
    * its turn, so one handle whose node never answers cannot hold the others back.
    */
   private wired(args: unknown[], method: string, hook: CancelHook): unknown[] | Promise<unknown[]> {
-    const wire = this.link.handles.toWire(args, this.owner);
+    const wire = this.declared(this.link.handles.toWire(args, this.owner));
     const before = this.wiring;
     if (before === undefined && !(wire instanceof Promise)) return wire;
     // observed through `mine` below, possibly only after earlier turns: never unhandled meanwhile
