@@ -9,7 +9,13 @@
 import { currentContext, runInContext } from "./context.ts";
 import { describe } from "./describe.ts";
 import { CpuDevice, GpuDevice } from "./devices.ts";
-import { type MeshConfig, type MeshOptions, readMeshConfig } from "./mesh_config.ts";
+import {
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_LOST_AFTER_MS,
+  type MeshConfig,
+  type MeshOptions,
+  readMeshConfig,
+} from "./mesh_config.ts";
 import { MeshNode } from "./mesh_node.ts";
 import { MeshRuntime, type MeshStats } from "./mesh_runtime.ts";
 
@@ -121,6 +127,20 @@ export class Mesh implements AsyncDisposable {
       if (v !== undefined && !(typeof v === "number" && v >= 0)) {
         throw new RangeError(`Mesh ${k} must be a number ≥ 0, got ${describe(v)}`);
       }
+    }
+    for (const k of ["keepaliveMs", "lostAfterMs"] as const) {
+      const v = options[k];
+      if (v !== undefined && !(typeof v === "number" && v > 0 && v < 2 ** 31)) {
+        throw new RangeError(`Mesh ${k} must be a number of ms > 0 and < 2^31, got ${describe(v)}`);
+      }
+    }
+    const lostAfter = options.lostAfterMs ?? DEFAULT_LOST_AFTER_MS;
+    const keepalive = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    if (lostAfter <= keepalive) {
+      throw new RangeError(
+        `Mesh lostAfterMs (${lostAfter}) must be longer than keepaliveMs (${keepalive}): a node is taken for ` +
+          "lost only after pings went unanswered",
+      );
     }
     this.name = options.name ?? "mesh";
     this.nodes = nodes;

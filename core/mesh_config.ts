@@ -11,6 +11,11 @@ import { describe } from "./describe.ts";
 import { MeshNode } from "./mesh_node.ts";
 import type { RemoteExecutor } from "./remote_executor.ts";
 
+/** How often a mesh pings a node while calls are in flight there, unless `keepaliveMs` says otherwise, in ms. */
+export const DEFAULT_KEEPALIVE_MS = 5_000;
+/** How long a pinged node may answer nothing before it is taken for lost, unless `lostAfterMs` says otherwise, in ms. */
+export const DEFAULT_LOST_AFTER_MS = 30_000;
+
 /** Options of a `Mesh`. */
 export interface MeshOptions {
   /** Name in errors and stats (default `"mesh"`). */
@@ -36,6 +41,18 @@ export interface MeshOptions {
   welcomeTtlMs?: number;
   /** How long closing waits for a node to confirm it destroyed an instance, in ms (default 5000). */
   destroyTimeoutMs?: number;
+  /**
+   * How often the mesh pings a node while calls are in flight there or it holds instances there, in
+   * ms (default 5000).
+   */
+  keepaliveMs?: number;
+  /**
+   * How long a pinged node may answer nothing before it is taken for lost, in ms (default 30 000,
+   * longer than `keepaliveMs`): the calls waiting on it fail with `NodeLostError` (a hung node, a
+   * partition), new calls go to a replica elsewhere, and an answer that comes later is ignored. A
+   * node whose event loop is blocked for longer (a long synchronous method) is taken for lost too.
+   */
+  lostAfterMs?: number;
 }
 
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */

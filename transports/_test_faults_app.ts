@@ -30,8 +30,9 @@ export const Bulk = ta.service(
       if (++this.returned === n) setTimeout(() => writeFileSync(`${dir}/sent`, ""), 0);
       return out;
     }
-    /** Answers once `path` exists (the test's gate). */
-    async waitFor(path: string): Promise<string> {
+    /** Writes `started` (when given), then answers once `path` exists (the test's gate). */
+    async waitFor(path: string, started?: string): Promise<string> {
+      if (started !== undefined) writeFileSync(started, "");
       await untilExists(path);
       return "done";
     }
@@ -46,3 +47,10 @@ export const whereAmI = ta.op(
   { name: "faultWhereAmI", remote: true },
   (x: number) => ({ x, node: process.env.FAULT_NODE ?? "?" }),
 );
+
+/** A remote op that writes `started`, then answers once `path` exists (the test's gate). */
+export const waitOp = ta.op({ name: "faultWait", remote: true }, async (path: string, started: string) => {
+  writeFileSync(started, "");
+  await untilExists(path);
+  return "done";
+});

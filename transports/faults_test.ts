@@ -9,10 +9,10 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
-import { eventually } from "../core/_test_utils.ts";
+import { eventually, rejection, settlesWithin } from "../core/_test_utils.ts";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { spawn } from "node:child_process";
-import { Bulk } from "./_test_faults_app.ts";
+import { Bulk, waitOp } from "./_test_faults_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_faults_app.ts", import.meta.url));
 const WS_NODE = fileURLToPath(new URL("./_test_ws_node.ts", import.meta.url));
@@ -148,3 +148,67 @@ for (const runtime of RUNTIMES) {
     },
   );
 }
+
+for (const runtime of RUNTIMES) {
+  for (const transport of ["websocket", "http"] as const) {
+    test(
+      `A hung ${runtime} node (SIGSTOP) fails the calls waiting on it with NodeLostError over ${transport}`,
+      T,
+      async () => {
+        const dir = mkdtempSync(join(tmpdir(), "ta-hung-"));
+        const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+        // the window is short so the test is quick; nothing here depends on how long anything takes
+        const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })], {
+          transport,
+          keepaliveMs: 100,
+          lostAfterMs: 3_000,
+        });
+        try {
+          await mesh.run(async () => {
+            const bulk = Bulk.init();
+            assert.equal(await bulk.echo.go(1), 1);
+            const gate = join(dir, "gate");
+            const call = bulk.waitFor.go(gate, join(dir, "call-started"));
+            const op = waitOp.go(gate, join(dir, "op-started"));
+            assert.ok(
+              await eventually(
+                () => existsSync(join(dir, "call-started")) && existsSync(join(dir, "op-started")),
+                60_000,
+              ),
+            );
+            process.kill(node.proc.pid!, "SIGSTOP");
+            // no timeoutMs anywhere: only the keepalive window can end these calls
+            assert.ok(await settlesWithin(Promise.all([call, op].map((r) => rejection(r))), 120_000), "the calls hang");
+            for (const ref of [call, op]) {
+              const e = await rejection(ref);
+              assert.ok(e instanceof ta.NodeLostError, String(e));
+              assert.equal(e.node, "n1");
+              assert.match(e.message, /no reply to keepalive pings for 3000 ms/);
+            }
+            // the node wakes up and answers: the late answers are ignored, new calls reach it again
+            process.kill(node.proc.pid!, "SIGCONT");
+            writeFileSync(gate, "");
+            assert.equal(await bulk.echo.go(2), 2);
+            assert.equal(call.status, "failed");
+            assert.ok((await rejection(call)) instanceof ta.NodeLostError);
+          });
+        } finally {
+          await mesh.close({ graceMs: 0 });
+          await stop(node);
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    );
+  }
+}
+
+test("Mesh keepaliveMs and lostAfterMs are validated: positive, below 2^31, the window longer than the ping", () => {
+  const nodes = [new ta.MeshNode("a")];
+  assert.throws(() => new ta.Mesh(nodes, { keepaliveMs: 0 }), /keepaliveMs must be a number of ms > 0/);
+  assert.throws(
+    () => new ta.Mesh(nodes, { lostAfterMs: Infinity }),
+    /lostAfterMs must be a number of ms > 0 and < 2\^31/,
+  );
+  assert.throws(() => new ta.Mesh(nodes, { keepaliveMs: 1_000, lostAfterMs: 500 }), /must be longer than keepaliveMs/);
+  assert.doesNotThrow(() => new ta.Mesh(nodes, { keepaliveMs: 100, lostAfterMs: 1_000 }).close());
+});

@@ -10,6 +10,7 @@ import type { Span } from "@opentelemetry/api";
 import { errorFromWire, isValueRefusal } from "../core/codec.ts";
 import { NodeLostError, TransportError } from "../core/errors.ts";
 import type { CancelHook } from "../core/cancel.ts";
+import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config.ts";
 import type { MeshNode } from "../core/mesh_node.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { backgroundInterval, closedError } from "./_common.ts";
@@ -56,6 +57,10 @@ export class NodeLink {
   welcomeTtlMs: number;
   /** How long closing waits for the node to confirm it destroyed an instance, ms. */
   destroyTimeoutMs: number;
+  /** How often this link pings the node while it has calls in flight or holds instances there, ms. */
+  readonly keepaliveMs: number;
+  /** How long the node may answer nothing while pinged before its calls fail with `NodeLostError`, ms. */
+  readonly lostAfterMs: number;
   private readonly options: ConnectOptions;
   private conn: Promise<TransportConnection> | undefined;
   private open: TransportConnection | undefined;
@@ -63,6 +68,10 @@ export class NodeLink {
   private welcomeAt = 0;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
+  /** Why the node was taken for lost when the link itself gave up on it (a missed keepalive window). */
+  private lostDetail: string | undefined;
+  /** Replies received (counted, not timed: the watch reads the clock, the hot path does not). */
+  private heard = 0;
   /** True once any request got an answer: later failures mean the node was lost, not never there. */
   private reached = false;
   /** Calls in flight on this link. */
@@ -73,8 +82,14 @@ export class NodeLink {
   readonly holder: object;
   /** Instances this link created that are alive (it pings while there are any). */
   private held = 0;
-  private keepalive: ReturnType<typeof setInterval> | undefined;
-  private keepaliveMs = 0;
+  /** The liveness watch: pings while the link has calls in flight or holds instances. */
+  private watch: ReturnType<typeof setInterval> | undefined;
+  private watchEvery = 0;
+  /** The lease keepalive period the node asked for (a third of its lease), 0 when none. */
+  private leaseEvery = 0;
+  private lastTick = 0;
+  private heardAtTick = 0;
+  private lastHeardAt = 0;
   private pinging = false;
   private closed = false;
   /** Set when a destroy went unanswered while closing: the rest are left to the node's lease. */
@@ -87,7 +102,8 @@ export class NodeLink {
    * @param options Token and frame size limit for the connection.
    * @param handles How handles in values are turned into references and back (`handle_wire.ts`).
    * @param holder What the link belongs to (default: itself).
-   * @param timeouts The welcome TTL and the destroy deadline (the mesh's `welcomeTtlMs`, `destroyTimeoutMs`).
+   * @param timeouts The welcome TTL, the destroy deadline and the keepalive window (the mesh's
+   * `welcomeTtlMs`, `destroyTimeoutMs`, `keepaliveMs`, `lostAfterMs`).
    */
   constructor(
     node: string,
@@ -96,10 +112,12 @@ export class NodeLink {
     options: ConnectOptions,
     handles: HandleWire,
     holder?: object,
-    timeouts: { welcomeTtlMs?: number; destroyTimeoutMs?: number } = {},
+    timeouts: { welcomeTtlMs?: number; destroyTimeoutMs?: number; keepaliveMs?: number; lostAfterMs?: number } = {},
   ) {
     this.welcomeTtlMs = timeouts.welcomeTtlMs ?? DEFAULT_WELCOME_TTL_MS;
     this.destroyTimeoutMs = timeouts.destroyTimeoutMs ?? DEFAULT_DESTROY_TIMEOUT_MS;
+    this.keepaliveMs = timeouts.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    this.lostAfterMs = timeouts.lostAfterMs ?? DEFAULT_LOST_AFTER_MS;
     this.node = node;
     this.endpoint = endpoint;
     this.transport = transport;
@@ -154,7 +172,9 @@ export class NodeLink {
     // the span's "sent" → "received" is the transfer plus the node's own SERVER span
     if (span !== undefined) span.addEvent("sent");
     const reply = await conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
+    this.heard++;
     this.lost = false;
+    this.lostDetail = undefined;
     this.reached = true;
     if (span !== undefined) {
       span.addEvent("received");
@@ -208,6 +228,7 @@ export class NodeLink {
     const cid = `${callPrefix}-${++callCounter}`;
     if (hook !== undefined) hook.cancel = () => this.notify({ t: "cancel", cid });
     this.inFlight++;
+    if (this.watch === undefined) this.startWatch();
     try {
       const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", span);
       if (res.ok) {
@@ -242,7 +263,7 @@ export class NodeLink {
     ) {
       this.lost = true;
       this.welcomeP = undefined; // the node that comes back may register other names
-      return new NodeLostError(this.node, e.message);
+      return new NodeLostError(this.node, this.lostDetail ?? e.message);
     }
     return e;
   }
@@ -250,47 +271,94 @@ export class NodeLink {
   /** An instance this link created exists on the node now: keepalives go out while any does. */
   hold(): void {
     this.held++;
+    if (this.watch === undefined) this.startWatch();
   }
 
   /**
    * The node's lease is `leaseMs` (told by every `created`: a restarted node may have another):
-   * keepalives go out every third of the shortest lease seen, on a timer that does not hold the
-   * process open, while this link holds instances.
+   * while this link holds instances, its pings carry its lease id at least every third of the
+   * shortest lease seen.
    */
   leaseIs(leaseMs: number | undefined): void {
     if (this.closed || this.held === 0 || !(typeof leaseMs === "number" && leaseMs > 0)) return;
     const every = Math.max(5, Math.floor(leaseMs / 3));
-    if (this.keepalive !== undefined && this.keepaliveMs <= every) return;
-    this.stopKeepalive();
-    this.keepaliveMs = every;
-    this.keepalive = backgroundInterval(() => {
-      // one at a time: a frozen node must not collect a pile of them; a lost node is noticed by the
-      // calls, and a keepalive that fails is simply the next one's job
-      if (this.pinging) return;
-      this.pinging = true;
-      this.request({ t: "ping", owner: this.leaseId }, "pong", undefined, Math.max(every * 3, 1_000))
-        .catch(() => {})
-        .finally(() => (this.pinging = false));
-    }, every);
+    if (this.leaseEvery !== 0 && this.leaseEvery <= every) return;
+    this.leaseEvery = every;
+    this.stopWatch();
+    this.startWatch();
   }
 
-  /** One held instance was destroyed: keepalives stop with the last. */
+  /** One held instance was destroyed: keepalives stop with the last (and the last call). */
   release(): void {
     if (--this.held > 0) return;
     this.held = 0;
-    this.stopKeepalive();
+    this.leaseEvery = 0;
   }
 
-  private stopKeepalive(): void {
-    if (this.keepalive !== undefined) clearInterval(this.keepalive);
-    this.keepalive = undefined;
-    this.keepaliveMs = 0;
+  /**
+   * Watches the node while this link has calls in flight or holds instances: a ping every
+   * `keepaliveMs` (every third of the node's lease, if shorter), on a timer that does not hold the
+   * process open. A node that answers nothing (no reply, no pong) for `lostAfterMs` hangs or is cut
+   * off: the link gives up on it (see {@link NodeLink.giveUp}).
+   */
+  private startWatch(): void {
+    if (this.closed) return;
+    const every = this.leaseEvery > 0 ? Math.min(this.keepaliveMs, this.leaseEvery) : this.keepaliveMs;
+    this.watchEvery = every;
+    this.lastTick = performance.now();
+    this.lastHeardAt = this.lastTick;
+    this.heardAtTick = this.heard;
+    this.watch = backgroundInterval(() => this.tick(), every);
+  }
+
+  private tick(): void {
+    if (this.inFlight === 0 && this.held === 0) return this.stopWatch();
+    const now = performance.now();
+    // a tick far later than due means this process's own event loop stalled (a long synchronous
+    // stretch): replies that came meanwhile are still unread, so nobody is taken for lost on that
+    // account and the window starts again
+    const stalled = now - this.lastTick > 2 * this.watchEvery + 50;
+    this.lastTick = now;
+    if (stalled || this.heard !== this.heardAtTick) {
+      this.heardAtTick = this.heard;
+      this.lastHeardAt = now;
+    } else if (now - this.lastHeardAt > this.lostAfterMs) {
+      this.giveUp(`no reply to keepalive pings for ${this.lostAfterMs} ms (the node hangs or is cut off)`);
+      this.lastHeardAt = now; // a new window for the next connection
+    }
+    // one at a time: a frozen node must not collect a pile of them
+    if (this.pinging) return;
+    this.pinging = true;
+    const ping = this.held > 0 ? { t: "ping", owner: this.leaseId } : { t: "ping" };
+    this.request(ping, "pong", undefined, this.lostAfterMs)
+      .catch(() => {})
+      .finally(() => (this.pinging = false));
+  }
+
+  private stopWatch(): void {
+    if (this.watch !== undefined) clearInterval(this.watch);
+    this.watch = undefined;
+  }
+
+  /**
+   * Gives up on the node: its connection is dropped, so every call waiting on it fails at once
+   * with `NodeLostError` saying `detail` and a late answer has nowhere to arrive; new calls fail
+   * over to a replica on another node where there is one, and the next request connects anew.
+   */
+  giveUp(detail: string): void {
+    const c = this.conn;
+    this.conn = undefined;
+    this.open = undefined;
+    this.lost = true;
+    this.lostDetail = detail;
+    this.welcomeP = undefined;
+    if (c) c.then((x) => x.close(), () => {});
   }
 
   /** Closes the connection; the link refuses requests from now on. */
   async close(): Promise<void> {
     this.closed = true;
-    this.stopKeepalive();
+    this.stopWatch();
     const c = this.conn;
     this.conn = undefined;
     this.open = undefined;
@@ -312,6 +380,10 @@ export interface LinkOptions {
   welcomeTtlMs?: number;
   /** How long closing waits for the node to confirm it destroyed an instance, ms. */
   destroyTimeoutMs?: number;
+  /** How often a link pings a node while it has calls in flight or holds instances there, ms. */
+  keepaliveMs?: number;
+  /** How long a pinged node may answer nothing before its calls fail with `NodeLostError`, ms. */
+  lostAfterMs?: number;
 }
 
 /**
@@ -381,5 +453,7 @@ export function meshLink(mesh: MeshRuntime, node: MeshNode, handles: HandleWire)
     transport: mesh.options.transport,
     welcomeTtlMs: mesh.options.welcomeTtlMs,
     destroyTimeoutMs: mesh.options.destroyTimeoutMs,
+    keepaliveMs: mesh.options.keepaliveMs,
+    lostAfterMs: mesh.options.lostAfterMs,
   }, handles);
 }
