@@ -17,6 +17,7 @@ import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
 import { runBody } from "./run_body.ts";
 import { failedRef, submit } from "./scheduler.ts";
 import { State, type Task, type TaskTarget } from "./task.ts";
+import { armTracing } from "./tracing/lifecycle.ts";
 import type { RefArgs } from "./types.ts";
 
 /** Options of {@link op}. */
@@ -215,6 +216,7 @@ export function op<A extends unknown[], R>(
     throw new TypeError(`op() name must be a non-empty string, got ${describe(options.name)}`);
   }
   const name = options.name ?? ((fn as { name?: string }).name || `anonymous${++anonymous}`);
+  armTracing();
   const body = fn as (...args: unknown[]) => unknown;
   const target = new OpTarget(name, body, options);
   const policy = target.policy;

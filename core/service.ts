@@ -10,6 +10,7 @@
 import { currentContext } from "./context.ts";
 import { HandleState, makeHandle, type ServiceHandle } from "./handle.ts";
 import { type AnyClass, defineService, type ServiceOptions } from "./service_def.ts";
+import { armTracing } from "./tracing/lifecycle.ts";
 
 export type { MethodNames, ServiceConfig, ServiceHandle, ServiceMethod } from "./handle.ts";
 export type { ServiceOptions } from "./service_def.ts";
@@ -67,6 +68,7 @@ export function service<C extends AnyClass>(options: ServiceOptions, cls: C): Se
 export function service<C extends AnyClass>(a: ServiceOptions | C, b?: C): ServiceClass<C> {
   const [options, cls] = typeof a === "function" ? [{} as ServiceOptions, a] : [a, b];
   const def = defineService(options, cls as AnyClass);
+  armTracing();
   const name = def.name;
   return {
     serviceName: name,

@@ -78,6 +78,7 @@ export interface TracingOptions {
  * ```
  */
 export function enableTracing(options: TracingOptions = {}): void {
+  tracingState.armed = true;
   const ratio = options.sampleRatio ?? 1;
   if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
     throw new RangeError(`enableTracing: sampleRatio must be in (0, 1], got ${String(ratio)}`);
@@ -161,6 +162,7 @@ function stopLive(): void {
  * ```
  */
 export function disableTracing(): void {
+  tracingState.armed = true;
   freezeStats();
   tracingState.autoDetect = false;
   tracingState.wanted = false;
@@ -206,6 +208,7 @@ export function isTracingEnabled(): boolean {
  * ```
  */
 export function setTracingAutoDetect(on: boolean): void {
+  tracingState.armed = true;
   tracingState.autoDetect = on;
   if (!on && !tracingState.wanted) {
     // tracing that detection turned on stops with it; enableTracing() is not undone
@@ -259,4 +262,24 @@ function check(): void {
  */
 export function detectNow(): void {
   if (tracingState.off === undefined && (tracingState.wanted || tracingState.autoDetect)) check();
+}
+
+/**
+ * Arms provider auto-detection the first time an op or a service is defined (what `op()` and
+ * `service()` call): every task comes from one of them, so the probe is in place before the first
+ * `.go()`, and importing tracing does nothing. After an explicit choice (`enableTracing`,
+ * `disableTracing`, `setTracingAutoDetect`) it does nothing.
+ *
+ * @example
+ * ```ts
+ * import { armTracing, disableTracing, isTracingEnabled } from "./lifecycle.ts";
+ * disableTracing();
+ * armTracing(); // an explicit choice was made: nothing changes
+ * if (isTracingEnabled()) throw new Error("expected off");
+ * ```
+ */
+export function armTracing(): void {
+  if (tracingState.armed) return;
+  tracingState.armed = true;
+  if (tracingState.autoDetect) setTracingAutoDetect(true);
 }

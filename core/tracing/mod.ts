@@ -28,7 +28,6 @@
  *
  * @module
  */
-import { setTracingAutoDetect } from "./lifecycle.ts";
 
 export {
   disableTracing,
@@ -40,8 +39,3 @@ export {
 export { type ExtractedContextOptions, injectTraceContext, withExtractedContext } from "./propagation.ts";
 export { hasTracerProvider } from "./provider.ts";
 export { type TracingStats, tracingStats } from "./stats.ts";
-
-// Auto-detection is on by default: the submit probe has to be installed before the first `.go()`,
-// and nothing in the core calls into tracing before it, so loading tracing installs it. (A hook in
-// the core's submit path that asks tracing to arm itself would make this module pure.)
-setTracingAutoDetect(true);

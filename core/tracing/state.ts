@@ -35,6 +35,12 @@ export interface TracingState {
   wantedOverhead: number | undefined;
   /** Whether a registered provider turns tracing on by itself. */
   autoDetect: boolean;
+  /**
+   * Whether detection was armed: by the first `op()` or `service()` (every task comes from one, so
+   * the probe is in place before the first `.go()`), or by an explicit choice (`enableTracing`,
+   * `disableTracing`, `setTracingAutoDetect`), after which defining an op arms nothing.
+   */
+  armed: boolean;
   /** Submissions counted by the probe (it looks every 1024th). */
   probeCount: number;
   /** Whether the probe also follows the global provider (none was given to `enableTracing()`). */
@@ -93,6 +99,7 @@ export const tracingState: TracingState = {
   wantedRatio: 1,
   wantedOverhead: undefined,
   autoDetect: true,
+  armed: false,
   probeCount: 0,
   following: false,
   contextCarries: false,
