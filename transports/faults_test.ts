@@ -12,7 +12,9 @@ import * as ta from "../mod.ts";
 import { eventually, rejection, settlesWithin } from "../core/_test_utils.ts";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { spawn } from "node:child_process";
-import { Bulk, waitOp } from "./_test_faults_app.ts";
+import { Bulk, waitOp, whereAmI } from "./_test_faults_app.ts";
+import { startRealServer } from "./_test_servers.ts";
+import { decodeDriverMessage } from "./protocol.ts";
 
 const APP = fileURLToPath(new URL("./_test_faults_app.ts", import.meta.url));
 const WS_NODE = fileURLToPath(new URL("./_test_ws_node.ts", import.meta.url));
@@ -212,3 +214,50 @@ test("Mesh keepaliveMs and lostAfterMs are validated: positive, below 2^31, the 
   assert.throws(() => new ta.Mesh(nodes, { keepaliveMs: 1_000, lostAfterMs: 500 }), /must be longer than keepaliveMs/);
   assert.doesNotThrow(() => new ta.Mesh(nodes, { keepaliveMs: 100, lostAfterMs: 1_000 }).close());
 });
+
+for (const runtime of RUNTIMES) {
+  for (const transport of ["websocket", "http"] as const) {
+    test(
+      `remote ops keep going to a healthy ${runtime} node while another node never answers (${transport})`,
+      T,
+      async () => {
+        const healthy = await startNodeProcess(APP, ["--port", "0", "--name", "ok"], {
+          runtime,
+          env: { FAULT_NODE: "ok" },
+        });
+        // a frozen node: it accepts connections and frames, and answers nothing
+        let hellos = 0;
+        const frozen = await startRealServer(
+          (frame) => {
+            if (decodeDriverMessage(frame).t === "hello") hellos++;
+            return new Promise<never>(() => {});
+          },
+          {},
+          transport === "http" ? "http" : "ws",
+        );
+        const mesh = new ta.Mesh([
+          new ta.MeshNode("frozen", { endpoint: frozen.endpoint }),
+          new ta.MeshNode("ok", { endpoint: `ws://127.0.0.1:${healthy.port}` }),
+        ], { transport, keepaliveMs: 100, lostAfterMs: 2_000 });
+        try {
+          const calls = 20;
+          const done = mesh.run(async () => {
+            const out = [];
+            for (let i = 0; i < calls; i++) out.push(await whereAmI.go(i));
+            return out;
+          });
+          assert.ok(await settlesWithin(done, 120_000), "the calls wait for the frozen node");
+          const out = await done;
+          assert.deepEqual(out.map((r) => r.node), Array(calls).fill("ok"));
+          assert.deepEqual(out.map((r) => r.x), [...Array(calls).keys()]);
+          // a failed hello is remembered: the frozen node is not asked once per call
+          assert.ok(hellos >= 1 && hellos < calls, `${hellos} hellos to the frozen node for ${calls} calls`);
+        } finally {
+          await mesh.close({ graceMs: 0 });
+          await frozen.close();
+          await stop(healthy);
+        }
+      },
+    );
+  }
+}

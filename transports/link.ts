@@ -43,6 +43,12 @@ export const DEFAULT_WELCOME_TTL_MS = 5_000;
 /** How long closing waits for a node to confirm a destroy unless the mesh says otherwise, in ms. */
 export const DEFAULT_DESTROY_TIMEOUT_MS = 5_000;
 
+/** The longest a hello waits for its welcome (the WebSocket connect timeout), ms. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** The first backoff after a failed hello, ms; it doubles with each failure, up to the max. */
+const HELLO_BACKOFF_MS = 1_000;
+const HELLO_BACKOFF_MAX_MS = 30_000;
+
 let callCounter = 0;
 const callPrefix = crypto.randomUUID().slice(0, 8);
 
@@ -66,6 +72,11 @@ export class NodeLink {
   private open: TransportConnection | undefined;
   private welcomeP: Promise<WelcomeMessage> | undefined;
   private welcomeAt = 0;
+  /** The welcome `welcomeP` resolved with (known only once it has: see `knownWelcome`). */
+  private welcomed: { from: Promise<WelcomeMessage>; welcome: WelcomeMessage } | undefined;
+  /** The last hello that failed, answered again at once until `until` (a backoff, not a new wait). */
+  private helloFailure: { error: unknown; until: number } | undefined;
+  private helloBackoffMs = 0;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
   /** Why the node was taken for lost when the link itself gave up on it (a missed keepalive window). */
@@ -197,7 +208,10 @@ export class NodeLink {
 
   /**
    * The node's `welcome` (cached until the connection drops; over HTTP, where no connection tells
-   * of a restart, for at most `welcomeTtlMs`, and until a call finds the node lost).
+   * of a restart, for at most `welcomeTtlMs`, and until a call finds the node lost). A hello is
+   * answered within `lostAfterMs` (at most 10 s) or fails; a failed one is remembered: asking again
+   * within a backoff (1 s, doubling up to 30 s) fails at once with the same error, so a frozen node
+   * costs its callers one wait per backoff, not one per call.
    */
   welcome(): Promise<WelcomeMessage> {
     if (
@@ -206,19 +220,39 @@ export class NodeLink {
       this.welcomeP = undefined;
     }
     if (this.welcomeP === undefined) {
+      const failed = this.helloFailure;
+      if (failed !== undefined && performance.now() < failed.until) return Promise.reject(failed.error);
       this.welcomeAt = performance.now();
       // a mesh declares its nodes: handles a node receives from it may lead there (without a token)
       const mesh = this.holder instanceof MeshRuntime
         ? this.holder.nodes.flatMap((n) => (n.endpoint === undefined ? [] : [n.endpoint]))
         : [];
       const hello = mesh.length > 0 ? { t: "hello", v: PROTOCOL_VERSION, mesh } : { t: "hello", v: PROTOCOL_VERSION };
-      const p = this.request<WelcomeMessage>(hello, "welcome");
-      p.catch(() => {
+      const p = this.request<WelcomeMessage>(hello, "welcome", undefined, Math.min(this.lostAfterMs, HELLO_TIMEOUT_MS));
+      p.then((welcome) => {
+        this.helloFailure = undefined;
+        this.helloBackoffMs = 0;
+        if (this.welcomeP === p) this.welcomed = { from: p, welcome };
+      }, (error) => {
         if (this.welcomeP === p) this.welcomeP = undefined;
+        if (this.closed) return;
+        this.helloBackoffMs = Math.min(Math.max(HELLO_BACKOFF_MS, this.helloBackoffMs * 2), HELLO_BACKOFF_MAX_MS);
+        this.helloFailure = { error, until: performance.now() + this.helloBackoffMs };
       });
       this.welcomeP = p;
     }
     return this.welcomeP;
+  }
+
+  /**
+   * The node's `welcome` when it is already known (a hello answered, still trusted), without
+   * asking; `undefined` while unknown, asked, or failed.
+   */
+  knownWelcome(): WelcomeMessage | undefined {
+    const w = this.welcomed;
+    if (w === undefined || w.from !== this.welcomeP) return undefined;
+    if (!this.ordered && performance.now() - this.welcomeAt > this.welcomeTtlMs) return undefined;
+    return w.welcome;
   }
 
   /**

@@ -13,10 +13,13 @@ import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
 import { meshLink, type NodeLink } from "./link.ts";
+import type { WelcomeMessage } from "./protocol.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
 }
+
+function noop(): void {}
 
 /**
  * The body that runs a remote-capable op on a node of `mesh`: one that registered the op and offers
@@ -38,18 +41,21 @@ export function remoteOpBody(
     const trace = injectTraceContext(); // before any await: the active span is the op's own
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     const hook = a.pop() as CancelHook;
-    const candidates: NodeLink[] = [];
-    await Promise.all(
-      mesh.nodes.filter((n) => n.endpoint !== undefined).map(async (n) => {
-        const link = meshLink(mesh, n, handleWire);
-        try {
-          const w = await link.welcome();
-          if (w.ops.includes(name) && w.gpus >= gpus) candidates.push(link);
-        } catch {
-          // an unreachable node cannot take the call
-        }
-      }),
-    );
+    const links = mesh.nodes.filter((n) => n.endpoint !== undefined).map((n) => meshLink(mesh, n, handleWire));
+    const fits = (w: WelcomeMessage) => w.ops.includes(name) && w.gpus >= gpus;
+    // the nodes whose welcome is known take the call at once; the others are asked meanwhile (each
+    // hello bounded, a failed one not asked again before its backoff), so they join later calls, and
+    // a frozen node never holds a call to the others
+    let candidates = links.filter((l) => {
+      const w = l.knownWelcome();
+      return w !== undefined && fits(w);
+    });
+    if (candidates.length > 0) {
+      for (const l of links) if (l.knownWelcome() === undefined) l.welcome().catch(noop);
+    } else {
+      const answered = await Promise.all(links.map((l) => l.welcome().then(fits, () => false)));
+      candidates = links.filter((_, i) => answered[i]);
+    }
     if (candidates.length === 0) {
       // no node registered the op: it runs here, as a plain op would
       noteOpPlacement(name, undefined);
