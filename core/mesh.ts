@@ -120,13 +120,18 @@ export class Mesh implements AsyncDisposable {
       throw new RangeError(`Mesh maxConcurrentOps must be an integer ≥ 1, got ${describe(max)}`);
     }
     if (options.timeoutMs !== undefined && !(typeof options.timeoutMs === "number" && options.timeoutMs > 0)) {
-      throw new RangeError(`Mesh timeoutMs must be a positive number, got ${describe(options.timeoutMs)}`);
+      throw new RangeError(
+        `Mesh timeoutMs must be a positive number (Infinity: none), got ${describe(options.timeoutMs)}`,
+      );
     }
-    for (const k of ["welcomeTtlMs", "destroyTimeoutMs"] as const) {
-      const v = options[k];
-      if (v !== undefined && !(typeof v === "number" && v >= 0)) {
-        throw new RangeError(`Mesh ${k} must be a number ≥ 0, got ${describe(v)}`);
-      }
+    if (
+      options.welcomeTtlMs !== undefined && !(typeof options.welcomeTtlMs === "number" && options.welcomeTtlMs >= 0)
+    ) {
+      throw new RangeError(`Mesh welcomeTtlMs must be a number ≥ 0, got ${describe(options.welcomeTtlMs)}`);
+    }
+    const destroy = options.destroyTimeoutMs;
+    if (destroy !== undefined && !(typeof destroy === "number" && destroy >= 0 && destroy < 2 ** 31)) {
+      throw new RangeError(`Mesh destroyTimeoutMs must be a number of ms ≥ 0 and < 2^31, got ${describe(destroy)}`);
     }
     for (const k of ["keepaliveMs", "lostAfterMs"] as const) {
       const v = options[k];

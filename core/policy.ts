@@ -12,6 +12,7 @@ import { type OpExecutionError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, emit } from "./events.ts";
 import { describe } from "./describe.ts";
 import { endGrace, startGrace } from "./grace.ts";
+import { MAX_TIMER_MS } from "./long_timer.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
 import { settle, State, type Task } from "./task.ts";
 
@@ -45,11 +46,13 @@ export interface RunPolicy {
  */
 export function checkCount(what: string, kind: string, name: string, v: unknown, min: number): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
+  // a deadline may be Infinity (none); nothing else may be
+  const finite = typeof v === "number" && (Number.isFinite(v) || (what === "timeoutMs" && v === Infinity));
+  if (typeof v !== "number" || !finite || v < min || (what !== "timeoutMs" && !Number.isInteger(v))) {
     throw new RangeError(
-      `${kind} "${name}": ${what} must be ${what === "timeoutMs" ? "a positive number" : `an integer ≥ ${min}`}, got ${
-        describe(v)
-      }`,
+      `${kind} "${name}": ${what} must be ${
+        what === "timeoutMs" ? "a positive number (Infinity: none)" : `an integer ≥ ${min}`
+      }, got ${describe(v)}`,
     );
   }
   return v;
@@ -72,7 +75,8 @@ export function checkCount(what: string, kind: string, name: string, v: unknown,
  */
 export function policyOf(kind: string, name: string, retries: unknown, timeoutMs: unknown): RunPolicy | undefined {
   const r = checkCount("retries", kind, name, retries, 0) ?? 0;
-  const t = timeoutMs === undefined ? 0 : checkCount("timeoutMs", kind, name, timeoutMs, Number.MIN_VALUE)!;
+  const given = timeoutMs === undefined ? 0 : checkCount("timeoutMs", kind, name, timeoutMs, Number.MIN_VALUE)!;
+  const t = given === Infinity ? 0 : given; // Infinity: no deadline
   return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
 }
 
@@ -160,7 +164,10 @@ export function runWithPolicy(
       done(task);
     };
     // holds the process only while some ref is awaited (a call queued behind this slot may be)
-    const timer = startGrace(policy.timeoutMs > 0 ? policy.timeoutMs : OVERRUN_GRACE_MS, release);
+    const timer = startGrace(
+      policy.timeoutMs > 0 ? Math.min(policy.timeoutMs, MAX_TIMER_MS) : OVERRUN_GRACE_MS,
+      release,
+    );
     bodyReturned.then(release);
   });
 }

@@ -54,3 +54,29 @@ export const waitOp = ta.op({ name: "faultWait", remote: true }, async (path: st
   await untilExists(path);
   return "done";
 });
+
+async function waitForGate(path: string, started: string): Promise<string> {
+  writeFileSync(started, "");
+  await untilExists(path);
+  return "done";
+}
+
+/** Deadlines past what one timer holds (2^31 ms), and none (Infinity), on services and ops. */
+export const LongDeadline = ta.service(
+  { name: "FaultLongDeadline", timeoutMs: 2 ** 31 },
+  class LongDeadline {
+    waitFor(path: string, started: string): Promise<string> {
+      return waitForGate(path, started);
+    }
+  },
+);
+export const NoDeadline = ta.service(
+  { name: "FaultNoDeadline", timeoutMs: Infinity },
+  class NoDeadline {
+    waitFor(path: string, started: string): Promise<string> {
+      return waitForGate(path, started);
+    }
+  },
+);
+export const waitOpLong = ta.op({ name: "faultWaitLong", remote: true, timeoutMs: 2 ** 31 }, waitForGate);
+export const waitOpNone = ta.op({ name: "faultWaitNone", remote: true, timeoutMs: Infinity }, waitForGate);

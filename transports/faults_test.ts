@@ -12,7 +12,7 @@ import * as ta from "../mod.ts";
 import { eventually, rejection, settlesWithin } from "../core/_test_utils.ts";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { spawn } from "node:child_process";
-import { Bulk, waitOp, whereAmI } from "./_test_faults_app.ts";
+import { Bulk, LongDeadline, NoDeadline, waitOp, waitOpLong, waitOpNone, whereAmI } from "./_test_faults_app.ts";
 import { startRealServer } from "./_test_servers.ts";
 import { decodeDriverMessage } from "./protocol.ts";
 
@@ -261,3 +261,65 @@ for (const runtime of RUNTIMES) {
     );
   }
 }
+
+for (const runtime of RUNTIMES) {
+  test(
+    `timeoutMs of 2^31 ms and Infinity (op, service, mesh) do not cancel calls on a ${runtime} node`,
+    T,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "ta-deadline-"));
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+      let seq = 0;
+      // a call that is still running when a timer of the node's (overflowed: due at once) would fire
+      const gated = async (go: (gate: string, started: string) => PromiseLike<string>) => {
+        const gate = join(dir, `gate-${++seq}`), started = join(dir, `started-${seq}`);
+        const ref = go(gate, started);
+        assert.ok(await eventually(() => existsSync(started), 60_000), "the call started");
+        writeFileSync(gate, "");
+        return await ref;
+      };
+      try {
+        for (const timeoutMs of [undefined, 2 ** 31, Infinity]) {
+          const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })], { timeoutMs });
+          try {
+            const what = `mesh timeoutMs ${timeoutMs}`;
+            await mesh.run(async () => {
+              if (timeoutMs === undefined) {
+                const long = LongDeadline.init(), none = NoDeadline.init();
+                assert.equal(await gated((g, s) => long.waitFor.go(g, s)), "done", "service timeoutMs 2^31");
+                assert.equal(await gated((g, s) => none.waitFor.go(g, s)), "done", "service timeoutMs Infinity");
+                assert.equal(await gated((g, s) => waitOpLong.go(g, s)), "done", "op timeoutMs 2^31");
+                assert.equal(await gated((g, s) => waitOpNone.go(g, s)), "done", "op timeoutMs Infinity");
+              } else {
+                const bulk = Bulk.init();
+                assert.equal(await gated((g, s) => bulk.waitFor.go(g, s)), "done", `service call, ${what}`);
+                assert.equal(await gated((g, s) => waitOp.go(g, s)), "done", `op call, ${what}`);
+              }
+            });
+          } finally {
+            await mesh.close({ graceMs: 0 });
+          }
+        }
+      } finally {
+        await stop(node);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+}
+
+test("op and service timeoutMs take Infinity (no deadline); NaN and 0 are still refused", () => {
+  assert.doesNotThrow(() => ta.op({ name: "faultInfinityOk", timeoutMs: Infinity }, () => 1));
+  assert.throws(() => ta.op({ name: "faultNaN", timeoutMs: NaN }, () => 1), /timeoutMs must be a positive number/);
+  assert.throws(
+    () =>
+      ta.service(
+        { name: "FaultZero", timeoutMs: 0 },
+        class FaultZero {
+          m() {}
+        },
+      ),
+    /timeoutMs must be a positive number/,
+  );
+  assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { destroyTimeoutMs: 2 ** 31 }), /destroyTimeoutMs/);
+});

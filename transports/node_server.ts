@@ -18,6 +18,7 @@ import { registeredOps } from "../core/op.ts";
 import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
+import { setLongTimeout } from "../core/long_timer.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import type { FrameHandler, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
@@ -340,7 +341,8 @@ export class NodeServer {
     }
     this.calls.set(msg.cid, ref);
     this.inFlight++;
-    const timer = msg.timeoutMs !== undefined ? setTimeout(() => ref.cancel(), msg.timeoutMs) : undefined;
+    // any deadline the driver gives, past what one timer holds too; Infinity is none
+    const stopTimer = msg.timeoutMs !== undefined ? setLongTimeout(() => ref.cancel(), msg.timeoutMs) : undefined;
     try {
       const result = await ref;
       const wired = wireValue(result, this);
@@ -359,7 +361,7 @@ export class NodeServer {
     } catch (e) {
       return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      stopTimer?.();
       this.calls.delete(msg.cid);
       if (--this.inFlight === 0) this.drained?.();
     }

@@ -45,8 +45,8 @@ export const remoteExecutor: RemoteExecutor = {
     node: MeshNode,
     gpus: readonly GpuDevice[],
   ): Replica {
-    const policy = def.policy ??
-      (mesh.options.timeoutMs ? { retries: 0, timeoutMs: mesh.options.timeoutMs } : undefined);
+    const t = mesh.options.timeoutMs; // Infinity: no deadline
+    const policy = def.policy ?? (t && Number.isFinite(t) ? { retries: 0, timeoutMs: t } : undefined);
     return new RemoteReplica(mesh, def, args, index, meshLink(mesh, node, handleWire), gpus, policy);
   },
   /** The body that runs a remote-capable op on a node (see {@linkcode remoteOpBody}). */

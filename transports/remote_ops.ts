@@ -70,7 +70,7 @@ export function remoteOpBody(
       {
         op: name,
         args: await wireValue(a, mesh),
-        ...(timeoutMs ? { timeoutMs } : {}),
+        ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
         ...(trace.traceparent !== undefined ? { trace } : {}),
       },
       hook,

@@ -1,0 +1,58 @@
+/**
+ * Timers for any deadline a user can give. `setTimeout` holds at most 2^31 - 1 ms (about 24.8
+ * days): a longer delay overflows and the timer fires at once, so a deadline of 2^31 ms cancelled
+ * every call immediately. {@linkcode setLongTimeout} chains timers for a longer delay, and never
+ * fires for `Infinity`.
+ *
+ * @module
+ */
+
+/** The longest delay one `setTimeout` holds, in ms (2^31 - 1). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Runs `fn` after `ms` milliseconds, however long that is: delays past {@linkcode MAX_TIMER_MS}
+ * are waited in steps, `Infinity` never fires (and sets no timer).
+ *
+ * @param fn What to run.
+ * @param ms The delay in ms (≥ 0; `Infinity`: never).
+ * @param onTimer Gets each timer set (e.g. to `unref` it); called again for each step.
+ * @returns A function that cancels it.
+ *
+ * @example A deadline past 2^31 ms does not fire at once
+ * ```ts
+ * import { setLongTimeout } from "./long_timer.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * let fired = false;
+ * const cancel = setLongTimeout(() => (fired = true), 2 ** 31);
+ * await new Promise((r) => setTimeout(r, 20));
+ * strictEqual(fired, false);
+ * cancel();
+ * ```
+ */
+export function setLongTimeout(
+  fn: () => void,
+  ms: number,
+  onTimer?: (timer: ReturnType<typeof setTimeout>) => void,
+): () => void {
+  if (ms === Infinity) return noop;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancelled = false;
+  const arm = (left: number) => {
+    const step = Math.min(Math.max(0, left), MAX_TIMER_MS);
+    const end = left - step;
+    timer = setTimeout(() => {
+      if (cancelled) return;
+      if (end > 0) arm(end);
+      else fn();
+    }, step);
+    onTimer?.(timer);
+  };
+  arm(ms);
+  return () => {
+    cancelled = true;
+    clearTimeout(timer);
+  };
+}
+
+function noop(): void {}
