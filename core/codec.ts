@@ -63,7 +63,7 @@ import {
   TimeoutError,
   TransportError,
 } from "./errors.ts";
-import type { TransportErrorReason } from "./errors.ts";
+import { CANCEL_REASONS, type CancelReason, type TransportErrorReason } from "./errors.ts";
 
 /** The longest bigint magnitude, in bytes (512 bits), that encode writes and decode reads. */
 const MAX_BIGINT_BYTES = 64;
@@ -1387,9 +1387,16 @@ function fromWire(wire: unknown, depth: number): Error {
       err = new TimeoutError(str(data, "op", "unknown"), typeof ms === "number" ? ms : 0);
       break;
     }
-    case "CancelledError":
-      err = new CancelledError(str(data, "op", "unknown"));
+    case "CancelledError": {
+      // why it was cancelled (a drain, a deadline…), from the allow-list; anything else is a plain cancel
+      const reason = str(data, "reason", "cancelled");
+      err = new CancelledError(
+        str(data, "op", "unknown"),
+        "cancelled",
+        CANCEL_REASONS.has(reason as CancelReason) ? reason as CancelReason : "cancelled",
+      );
       break;
+    }
     case "NodeLostError":
       err = new NodeLostError(str(data, "node", "unknown"));
       break;

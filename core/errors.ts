@@ -203,13 +203,43 @@ export class TimeoutError extends ThinkagainError {
 }
 
 /**
- * A task was cancelled (`ref.cancel()`), or depends on a cancelled task.
+ * Who or what cancelled a call, as {@link CancelledError.reason} says (it travels with the error):
+ * - `"cancelled"`: `ref.cancel()`, or a dependency that was cancelled;
+ * - `"timeout"`: its deadline passed where it ran (a node stops a call past the driver's deadline);
+ * - `"drain"`: the node running it shut down (SIGTERM, `node.drain()`): nothing is wrong with the
+ *   call, so a driver may send it to another node;
+ * - `"mesh-closed"`: its mesh closed before it started;
+ * - `"parent"`: the task that submitted it was cancelled or passed its deadline.
+ */
+export type CancelReason = "cancelled" | "timeout" | "drain" | "mesh-closed" | "parent";
+
+/** Every {@link CancelReason} (the allow-list a reason from the wire is checked against). */
+export const CANCEL_REASONS: ReadonlySet<CancelReason> = new Set<CancelReason>([
+  "cancelled",
+  "timeout",
+  "drain",
+  "mesh-closed",
+  "parent",
+]);
+
+/**
+ * A task was cancelled (`ref.cancel()`), or depends on a cancelled task. `reason` says who or what
+ * cancelled it (a node draining, a deadline, a closed mesh, or a caller).
  *
  * @example
  * ```ts
  * import { CancelledError } from "./errors.ts";
  * const e = new CancelledError("slow");
- * if (e.op !== "slow") throw new Error("unexpected");
+ * if (e.op !== "slow" || e.reason !== "cancelled") throw new Error("unexpected");
+ * ```
+ *
+ * @example A drain is told apart from a user's cancel: the call may go to another node
+ * ```ts
+ * import { CancelledError } from "./errors.ts";
+ * const e = new CancelledError("embed", 'cancelled: node "n1" is shutting down', "drain");
+ * if (e.reason !== "drain" || e.message !== 'Op "embed" was cancelled: node "n1" is shutting down') {
+ *   throw new Error("unexpected");
+ * }
  * ```
  */
 export class CancelledError extends ThinkagainError {
@@ -217,14 +247,21 @@ export class CancelledError extends ThinkagainError {
   readonly _tag = "CancelledError" as const;
   /** Name of the op or method that was cancelled. */
   readonly op: string;
-  /** @param op Name of the op. @param reason How it was cancelled. */
-  constructor(op: string, reason = "cancelled") {
-    super({ message: `Op "${op}" was ${reason}` });
+  /** Who or what cancelled it. */
+  readonly reason: CancelReason;
+  /**
+   * @param op Name of the op.
+   * @param detail How it was cancelled, in words (`Op "<op>" was <detail>`).
+   * @param reason Who or what cancelled it (default `"cancelled"`).
+   */
+  constructor(op: string, detail = "cancelled", reason: CancelReason = "cancelled") {
+    super({ message: `Op "${op}" was ${detail}` });
     this.op = op;
+    this.reason = reason;
   }
   /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
-    return { op: this.op };
+    return { op: this.op, reason: this.reason };
   }
 }
 

@@ -132,7 +132,7 @@ export class HandleState {
       if (mesh.closed) {
         return failedRef(
           deadTarget(qualified),
-          new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`),
+          new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`, "mesh-closed"),
         );
       }
       let d: Deployment;

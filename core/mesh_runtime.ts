@@ -227,7 +227,7 @@ export class MeshRuntime {
 
   /** The error of a call that had not started when this mesh closed. */
   closedError(name: string): CancelledError {
-    return new CancelledError(name, `not started: mesh "${this.name}" closed`);
+    return new CancelledError(name, `not started: mesh "${this.name}" closed`, "mesh-closed");
   }
 
   /**

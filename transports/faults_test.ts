@@ -9,12 +9,13 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
-import { eventually, rejection, settlesWithin } from "../core/_test_utils.ts";
+import { eventually, gate, rejection, settlesWithin } from "../core/_test_utils.ts";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { spawn } from "node:child_process";
 import { Bulk, LongDeadline, NoDeadline, waitOp, waitOpLong, waitOpNone, whereAmI } from "./_test_faults_app.ts";
 import { startRealServer } from "./_test_servers.ts";
 import { decodeDriverMessage } from "./protocol.ts";
+import { errorFromWire, errorToWire } from "../core/codec.ts";
 
 const APP = fileURLToPath(new URL("./_test_faults_app.ts", import.meta.url));
 const WS_NODE = fileURLToPath(new URL("./_test_ws_node.ts", import.meta.url));
@@ -322,4 +323,63 @@ test("op and service timeoutMs take Infinity (no deadline); NaN and 0 are still 
     /timeoutMs must be a positive number/,
   );
   assert.throws(() => new ta.Mesh([new ta.MeshNode("a")], { destroyTimeoutMs: 2 ** 31 }), /destroyTimeoutMs/);
+});
+
+for (const runtime of RUNTIMES) {
+  test(
+    `a call cancelled by a ${runtime} node's drain says so (reason "drain"), unlike a user's cancel`,
+    T,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "ta-drain-"));
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--drain-ms", "100"], { runtime });
+      const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+      try {
+        await mesh.run(async () => {
+          const bulk = Bulk.init();
+          const gate = join(dir, "never");
+          const mine = bulk.waitFor.go(gate, join(dir, "mine-started"));
+          assert.ok(await eventually(() => existsSync(join(dir, "mine-started")), 60_000));
+          mine.cancel();
+          const cancelled = await rejection(mine);
+          assert.ok(cancelled instanceof ta.CancelledError);
+          assert.equal(cancelled.reason, "cancelled");
+          const running = bulk.waitFor.go(gate, join(dir, "started"));
+          assert.ok(await eventually(() => existsSync(join(dir, "started")), 60_000));
+          node.kill("SIGTERM"); // drains: the call outlives the grace and is cancelled
+          const drained = await rejection(running);
+          assert.ok(drained instanceof ta.CancelledError, String(drained));
+          assert.equal(drained.reason, "drain");
+          assert.match(drained.message, /node "n1" is shutting down/);
+        });
+        assert.equal(await node.cleanExit(), 0);
+      } finally {
+        await mesh.close({ graceMs: 0 });
+        await stop(node);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+}
+
+test("CancelledError's reason travels on the wire; a reason off the allow-list arrives as a plain cancel", async () => {
+  const back = errorFromWire(errorToWire(new ta.CancelledError("embed", "cancelled: node draining", "drain")));
+  assert.ok(back instanceof ta.CancelledError);
+  assert.equal(back.reason, "drain");
+  assert.equal(back.message, 'Op "embed" was cancelled: node draining');
+  const forged = errorFromWire({ tag: "CancelledError", message: "x", data: { op: "a", reason: "rm -rf" } });
+  assert.equal((forged as ta.CancelledError).reason, "cancelled");
+  // a call that had not started when its mesh closed says so too
+  const mesh = new ta.Mesh([new ta.MeshNode("a")]);
+  const open = gate();
+  const slow = ta.op(async function faultSlow(x: number) {
+    await open.promise;
+    return x;
+  });
+  const { later } = await mesh.run(() => ({ later: slow.go(slow.go(1)) }));
+  const closing = mesh.close();
+  const e = await rejection(later);
+  open.open();
+  await closing;
+  assert.ok(e instanceof ta.CancelledError);
+  assert.equal(e.reason, "mesh-closed");
 });

@@ -14,6 +14,8 @@ import { CancelledError, OpExecutionError, ProtocolError, TransportError } from 
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
+import { cancelTask, State, type Task } from "../core/task.ts";
+import type { CancelReason } from "../core/errors.ts";
 import { registeredOps } from "../core/op.ts";
 import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
@@ -342,7 +344,10 @@ export class NodeServer {
     this.calls.set(msg.cid, ref);
     this.inFlight++;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
-    const stopTimer = msg.timeoutMs !== undefined ? setLongTimeout(() => ref.cancel(), msg.timeoutMs) : undefined;
+    const stopTimer = msg.timeoutMs === undefined ? undefined : setLongTimeout(
+      () => stopCall(ref, `past its deadline of ${msg.timeoutMs} ms on node "${this.name}"`, "timeout"),
+      msg.timeoutMs,
+    );
     try {
       const result = await ref;
       const wired = wireValue(result, this);
@@ -385,7 +390,7 @@ export class NodeServer {
         new Promise<void>((r) => (timer = setTimeout(r, options.graceMs ?? 10_000))),
       ]);
       clearTimeout(timer);
-      for (const ref of this.calls.values()) ref.cancel();
+      for (const ref of this.calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
     }
     const all = [...this.instances.values()];
     this.instances.clear();
@@ -393,4 +398,13 @@ export class NodeServer {
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }
+}
+
+/**
+ * Cancels a call running here, saying why (a deadline, a drain): the driver gets a
+ * `CancelledError` whose `reason` tells a drain (try another node) from its own cancel.
+ */
+function stopCall(ref: ObjectRef<unknown>, detail: string, reason: CancelReason): void {
+  const task = ref as unknown as Task<unknown>;
+  if (task._state < State.COMPLETED) cancelTask(task, new CancelledError(task._target.name, detail, reason));
 }
