@@ -136,6 +136,8 @@ function percentile(sorted: number[], p: number): number {
 
 /** The profilers recording now, oldest first ({@link getProfiler} returns the last). */
 const recording: Profiler[] = [];
+/** The profiler started last, stopped or not: weakly, so a profile nobody keeps is freed. */
+let lastStarted: WeakRef<Profiler> | undefined;
 
 /** Who awaited a task: `""` for code outside any task, else the awaiting task's id. */
 function awaiterId(): string {
@@ -166,6 +168,7 @@ export class Profiler implements Disposable {
   constructor() {
     this.off = onTaskEvent((e) => this.record(e), { everyTask: true });
     recording.push(this);
+    lastStarted = new WeakRef(this);
     setAwaitProbe(noteAwait);
   }
 
@@ -596,4 +599,22 @@ export function profile(): Profiler {
  */
 export function getProfiler(): Profiler | undefined {
   return recording.length === 0 ? undefined : recording[recording.length - 1];
+}
+
+/**
+ * The profiler started last, still recording or stopped, while something else keeps it alive (it
+ * is held weakly): what a dashboard shows as "the last profile".
+ *
+ * @returns The last profiler started, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { lastProfiler, profile } from "./profile.ts";
+ * const p = profile();
+ * p.stop();
+ * if (lastProfiler() !== p) throw new Error("expected the profiler started last, stopped or not");
+ * ```
+ */
+export function lastProfiler(): Profiler | undefined {
+  return lastStarted?.deref();
 }

@@ -6,7 +6,8 @@
  * @module
  */
 import { currentContext, type RunContext } from "./context.ts";
-import { emit, sampling, shouldRecord } from "./events.ts";
+import { emit, sampling, shouldRecord, type TaskInfo } from "./events.ts";
+import type { MeshRuntime } from "./mesh_runtime.ts";
 import type { Task } from "./task.ts";
 
 /** `depth` > 0 while a sampled-out body runs synchronously outside any context switch. */
@@ -69,4 +70,32 @@ export function noteOpPlacement(op: string, node: string | undefined): void {
   if (meta === undefined || meta.executor !== "remote" || task!._target.name !== op) return;
   if (node === undefined) meta.executor = "local";
   else meta.node = node;
+}
+
+/**
+ * The runtime of the mesh a task was submitted in, for a listener of the event stream that shows
+ * one mesh (a dashboard): `undefined` for a task submitted outside any `mesh.run`. On a node, the
+ * calls it runs for drivers are its own mesh's.
+ *
+ * @param task A task from the event stream.
+ * @returns Its mesh's runtime, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { meshRuntime } from "./mesh.ts";
+ * import { onTaskEvent } from "./events.ts";
+ * import { taskMesh } from "./record.ts";
+ * await using mesh = new ta.Mesh([new ta.MeshNode("a")]);
+ * const seen: unknown[] = [];
+ * const off = onTaskEvent((e) => e.kind === "submitted" && seen.push(taskMesh(e.task)));
+ * const id = ta.op(async function recordDocId(x: number) { return x; });
+ * await mesh.run(() => id.go(1));
+ * await id.go(2);
+ * off();
+ * if (seen[0] !== meshRuntime(mesh) || seen[1] !== undefined) throw new Error("unexpected");
+ * ```
+ */
+export function taskMesh(task: TaskInfo): MeshRuntime | undefined {
+  return (task as unknown as Task<unknown>)._ctx?.mesh;
 }
