@@ -1,0 +1,205 @@
+// The dashboard's server end to end on a real port of this runtime, against a mesh of two
+// in-memory nodes: the event stream, the token, the host check, the profile's DAG and trace, and
+// listening only while a page is open. The page itself in a browser: browser_test.ts.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import * as ta from "../../mod.ts";
+import { eventually } from "../../core/_test_utils.ts";
+import { createDashboardApp, type DagLayout, serveDashboard } from "./mod.ts";
+import { ask, deploy, embed, SnapshotReader, twoNodeMesh } from "./_test_mesh.ts";
+
+test("serveDashboard streams snapshots whose nodes and instances match mesh.stats(), and new calls without reconnecting", async () => {
+  const { mesh, close } = twoNodeMesh();
+  const dashboard = await serveDashboard(mesh, { intervalMs: 50 });
+  try {
+    const p = await deploy(mesh);
+    const res = await fetch(`${dashboard.url}/events`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+    const stream = new SnapshotReader(res);
+    await stream.next(); // listening from here on
+    await ask(mesh, p, "What is ML?");
+    await ask(mesh, p, "Why?");
+    let snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 2);
+    const stats = mesh.stats();
+    assert.deepEqual(
+      snap.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
+      stats.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
+    );
+    assert.deepEqual(snap.instances, stats.instances);
+    assert.deepEqual(snap.instances.map((i) => [i.service, i.calls]), [["DashRetriever", 2], ["DashGenerator", 2]]);
+    const byName = new Map(snap.ops.map((o) => [o.name, o]));
+    assert.equal(byName.get("dashEmbed")?.calls, 2);
+    assert.equal(byName.get("DashRetriever.retrieve")?.completed, 2);
+    assert.equal(byName.get("DashGenerator.generate")?.kind, "method");
+    assert.equal(snap.series.reduce((a, b) => a + b, 0), 6, "six calls settled in the last minute");
+    assert.ok(byName.get("dashEmbed")!.window.p95 > 0);
+
+    // one more call shows up on the same stream
+    await ask(mesh, p, "And now?");
+    snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 3);
+    assert.equal(snap.instances.find((i) => i.service === "DashGenerator")?.calls, 3);
+    await stream.cancel();
+  } finally {
+    await dashboard.close();
+    await close();
+  }
+});
+
+test("serveDashboard listens to the task event stream only while a page is connected", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 0 });
+  assert.equal(dashboard.app.listening, false);
+  await mesh.run(() => embed.go("before"));
+  const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+  const first = await stream.next();
+  assert.equal(dashboard.app.listening, true);
+  assert.equal(dashboard.app.clients, 1);
+  assert.deepEqual(first.ops, [], "what ran before the page opened is not counted");
+  await mesh.run(() => embed.go("during"));
+  await stream.until((s) => s.ops[0]?.completed === 1);
+  await stream.cancel();
+  assert.ok(await eventually(() => !dashboard.app.listening, 10_000), "stops listening once the page closed");
+  assert.equal(dashboard.app.clients, 0);
+});
+
+test("serveDashboard keeps listening for lingerMs after the last page closed, so a reload keeps the counts", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 60_000 });
+  const first = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+  await first.next();
+  await mesh.run(() => embed.go("x"));
+  await first.until((s) => s.ops[0]?.completed === 1);
+  await first.cancel();
+  assert.ok(await eventually(() => dashboard.app.clients === 0, 10_000));
+  assert.equal(dashboard.app.listening, true);
+  const second = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+  assert.equal((await second.next()).ops[0]?.completed, 1, "the reload sees the call made before it");
+  await second.cancel();
+});
+
+test("a token-protected mesh's dashboard serves the page's shell but no data without the token", async () => {
+  const { mesh, close } = twoNodeMesh({ token: "s3cret" });
+  const dashboard = await serveDashboard(mesh, { intervalMs: 50 });
+  try {
+    const page = await fetch(dashboard.url);
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    assert.match(html, /Token needed/);
+    assert.doesNotMatch(html, /"n1"|s3cret/, "the shell carries no data");
+    assert.match(page.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+    for (const path of ["/api/snapshot", "/events", "/api/dag", "/trace.json"]) {
+      const refused = await fetch(`${dashboard.url}${path}`);
+      assert.equal(refused.status, 401, path);
+      assert.match(await refused.text(), /needs the mesh's token/);
+      const wrong = await fetch(`${dashboard.url}${path}?token=nope`);
+      assert.equal(wrong.status, 401, `${path} with a wrong token`);
+      await wrong.body?.cancel();
+    }
+    const byHeader = await fetch(`${dashboard.url}/api/snapshot`, { headers: { authorization: "Bearer s3cret" } });
+    assert.equal(byHeader.status, 200);
+    assert.equal((await byHeader.json()).nodes.length, 2);
+    const stream = new SnapshotReader(await fetch(`${dashboard.url}/events?token=s3cret`));
+    assert.equal((await stream.next()).mesh, mesh.name);
+    await stream.cancel();
+  } finally {
+    await dashboard.close();
+    await close();
+  }
+});
+
+test("the dashboard refuses a Host name other than an IP address, localhost or the one it listens on", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  const dash = createDashboardApp(mesh, { listenHost: "dash.internal" });
+  const get = (host: string) => dash.app.fetch(new Request("http://x/api/snapshot", { headers: { host } }));
+  assert.equal((await get("evil.example:8080")).status, 403);
+  assert.match(await (await get("evil.example")).text(), /does not answer to the host "evil.example"/);
+  for (const ok of ["127.0.0.1:7071", "localhost:7071", "[::1]:7071", "dash.internal:7071"]) {
+    assert.equal((await get(ok)).status, 200, ok);
+  }
+  const open = createDashboardApp(mesh, { allowHosts: ["*"] });
+  assert.equal((await open.app.fetch(new Request("http://evil.example/api/snapshot"))).status, 200);
+  dash.close();
+  open.close();
+});
+
+test("the dashboard serves the last profile's DAG with its critical path, and its Chrome trace", async () => {
+  const { mesh, close } = twoNodeMesh();
+  const dashboard = await serveDashboard(mesh);
+  try {
+    const p = await deploy(mesh);
+    {
+      using _profile = ta.profile();
+      await ask(mesh, p, "profiled");
+    }
+    const res = await fetch(`${dashboard.url}/api/dag`);
+    assert.equal(res.status, 200);
+    const dag = await res.json() as DagLayout;
+    // the nodes run in this process: the profile also holds their own task of each method call
+    const driver = dag.tasks.filter((t) => t.kind === "op" || t.executor === "remote");
+    assert.deepEqual(driver.map((t) => t.name).sort(), [
+      "DashGenerator.generate",
+      "DashRetriever.retrieve",
+      "dashEmbed",
+    ]);
+    const placed = new Map(mesh.stats().instances.map((i) => [i.service, i.node]));
+    for (const t of driver.filter((t) => t.kind === "method")) {
+      assert.equal(t.node, placed.get(t.name.split(".")[0]), `${t.name} names the node it was sent to`);
+    }
+    const gen = driver.find((t) => t.name === "DashGenerator.generate")!;
+    const emb = driver.find((t) => t.name === "dashEmbed")!;
+    assert.equal(dag.layers, 3, "embed → retrieve → generate");
+    assert.equal(gen.layer, 2);
+    assert.ok(gen.deps.includes(emb.id));
+    assert.ok(gen.critical && dag.critical.at(-1) === gen.id);
+    const snap = await (await fetch(`${dashboard.url}/api/snapshot`)).json();
+    assert.equal(snap.profile.tasks, dag.tasks.length);
+    assert.equal(snap.profile.active, false);
+    const trace = await fetch(`${dashboard.url}/trace.json`);
+    assert.match(trace.headers.get("content-disposition") ?? "", /attachment/);
+    const events = (await trace.json()).traceEvents as { ph: string }[];
+    assert.equal(events.filter((e) => e.ph === "X").length, dag.tasks.length);
+  } finally {
+    await dashboard.close();
+    await close();
+  }
+});
+
+test("the dashboard shows the trace id of the last traced run while tracing is on", async () => {
+  const exporter = new InMemorySpanExporter();
+  ta.enableTracing({
+    tracerProvider: new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }),
+  });
+  try {
+    await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+    await using dashboard = await serveDashboard(mesh, { intervalMs: 20 });
+    const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    assert.equal((await stream.next()).tracing.enabled, true);
+    await mesh.run(() => embed.go("traced"));
+    const snap = await stream.until((s) => s.tracing.traceId !== undefined);
+    const span = exporter.getFinishedSpans().find((s) => s.name === "op dashEmbed");
+    assert.ok(span);
+    assert.equal(snap.tracing.traceId, span.spanContext().traceId);
+    await stream.cancel();
+  } finally {
+    ta.disableTracing();
+  }
+});
+
+test("createDashboardApp refuses what is not a mesh, and intervals out of range, saying what it got", () => {
+  assert.throws(() => createDashboardApp(null as never), /expects a Mesh \(or an object with stats\(\)\), got null/);
+  const mesh = { stats: () => ({ name: "m", closed: false, nodes: [], instances: [] }) };
+  assert.throws(() => createDashboardApp(mesh, { intervalMs: 0 }), /intervalMs must be a number ≥ 10, got 0/);
+  assert.throws(() => createDashboardApp(mesh, { lingerMs: -1 }), RangeError);
+});
+
+test("closing a dashboard ends its open streams and stops listening", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  const dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 60_000 });
+  const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+  await stream.next();
+  await dashboard.close();
+  await assert.rejects(stream.until(() => false, 1_000_000), /ended|closed|abort|terminated|reset|error/i);
+  assert.equal(dashboard.app.listening, false);
+});
