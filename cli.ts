@@ -20,7 +20,7 @@ import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
 
-const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME]
+const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME] [--dashboard[=PORT]]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
@@ -30,7 +30,9 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   cluster; default: none, so a page cannot reach it by DNS rebinding). --lease-ms: how long instances outlive the last
   keepalive of the driver that created them (default 30000; 0: until destroyed or drained). --peer: a
   node (ws://10.0.0.2:7070) this node may call with its token when a handle of an instance there
-  arrives; without one, handles lead only to nodes a driver declared, called without a token.`;
+  arrives; without one, handles lead only to nodes a driver declared, called without a token.
+  --dashboard: also serve the node's dashboard page on --host, port PORT (default: a free one; it
+  prints where), behind the token.`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -43,6 +45,8 @@ export interface ServeCommand {
   token: string | undefined;
   maxFrameBytes: number | undefined;
   drainMs: number;
+  /** Port of the node's dashboard page (`--dashboard[=PORT]`; 0: a free one); none without the flag. */
+  dashboard: number | undefined;
   /** How long instances outlive their driver's last keepalive (0: no lease). */
   leaseMs: number;
   /** Browser origins allowed to call the node (`--allow-origin`, repeatable). */
@@ -100,6 +104,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     token: env.THINKAGAIN_TOKEN || undefined,
     maxFrameBytes: undefined,
     drainMs: 30_000,
+    dashboard: undefined,
     leaseMs: DEFAULT_LEASE_MS,
     allowOrigins: [],
     allowHosts: [],
@@ -173,6 +178,11 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--idle-timeout-ms":
         out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1);
         break;
+      case "--dashboard":
+        // its port only inline (`--dashboard=8080`): a separate word would be taken for the module
+        out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
+        if (out.dashboard > 65535) throw new TypeError(`--dashboard port must be at most 65535, got ${out.dashboard}`);
+        break;
       case "--peer": {
         const v = value() ?? "";
         if (!/^(wss?|https?):\/\/[^/\s]+/.test(v)) {
@@ -232,6 +242,14 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     idleTimeoutMs: cmd.idleTimeoutMs,
     onAcceptError: acceptErrorLog(cmd.name),
   });
+  const dashboard = cmd.dashboard === undefined
+    ? undefined
+    : await (await import("./adapters/dashboard/mod.ts")).serveDashboard(node, {
+      hostname: cmd.host,
+      port: cmd.dashboard,
+      token: cmd.token,
+    });
+  if (dashboard !== undefined) console.error(`thinkagain node ${cmd.name}: dashboard on ${dashboard.url}`);
   let closing: Promise<void> | undefined;
   return {
     url: server.url,
@@ -239,6 +257,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
       closing ??= (async () => {
         await node.drain({ graceMs: cmd.drainMs });
         await server.close();
+        await dashboard?.close();
       })(),
   };
 }

@@ -12,7 +12,7 @@ import { runInContext } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
 import { CancelledError, OpExecutionError, ProtocolError, TransportError } from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
-import type { MeshRuntime } from "../core/mesh_runtime.ts";
+import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { cancelTask, State, type Task } from "../core/task.ts";
 import type { CancelReason } from "../core/errors.ts";
@@ -141,6 +141,45 @@ export class NodeServer {
   /** Calls running now. */
   get activeCalls(): number {
     return this.inFlight;
+  }
+
+  /**
+   * This node in the form of `Mesh.stats()`: itself with its GPUs and CPU cores (total, and free of
+   * the instances here), and the instances drivers created here with their calls. What its
+   * dashboard (`thinkagain serve --dashboard`) shows.
+   *
+   * @returns A snapshot.
+   *
+   * @example
+   * ```ts
+   * import { NodeServer } from "./node_server.ts";
+   * const node = new NodeServer({ name: "n1", gpus: 2, cpus: 4 });
+   * const s = node.stats();
+   * if (s.nodes[0].gpus.free !== 2 || s.nodes[0].cpus.free !== 4 || s.instances.length !== 0) throw new Error();
+   * await node.drain();
+   * ```
+   */
+  stats(): MeshStats {
+    const cpus = this.mesh.nodes[0].cpus;
+    let used = 0;
+    const instances = [...this.instances.values()].map(({ replica }) => {
+      used += replica.def.cpus;
+      return {
+        service: replica.def.name,
+        replica: replica.index,
+        node: this.name,
+        gpus: replica.gpus.map((g) => g.id),
+        calls: replica.calls,
+        outstanding: replica.outstanding,
+      };
+    });
+    const gpus = { total: this.gpus.length, free: this.freeGpus.size };
+    return {
+      name: this.mesh.name,
+      closed: this.draining,
+      nodes: [{ name: this.name, endpoint: undefined, gpus, cpus: { total: cpus, free: cpus - used } }],
+      instances,
+    };
   }
 
   /** Answers one frame. */
