@@ -209,19 +209,141 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
   }
 }
 
+/** Node → driver: the instance is gone. */
+export interface DestroyedMessage {
+  readonly t: "destroyed";
+}
+
+/** Node → driver: the answer to a `ping`, with the node's load. */
+export interface PongMessage {
+  readonly t: "pong";
+  readonly node?: string;
+  readonly activeCalls?: number;
+  readonly instances?: number;
+  readonly expiredInstances?: number;
+  readonly leaseMs?: number;
+}
+
+/** Every message a node sends (its replies), each checked by {@linkcode decodeNodeMessage}. */
+export type NodeMessage = WelcomeMessage | CreatedMessage | ResultMessage | DestroyedMessage | PongMessage;
+
+/** The most names a `welcome` may list (services, ops). */
+const MAX_NAMES = 65_536;
+
+function count(m: Record<string, unknown>, key: string, kind: string, optional: boolean): number | undefined {
+  const v = m[key];
+  if (v === undefined && optional) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) fail(`"${kind}" message needs a number ≥ 0 "${key}"`);
+  return v;
+}
+
+function names(m: Record<string, unknown>, key: string, kind: string): string[] {
+  const v = m[key];
+  if (
+    !Array.isArray(v) || v.length > MAX_NAMES ||
+    !v.every((n) => typeof n === "string" && n.length > 0 && n.length <= 512)
+  ) {
+    fail(`"${kind}" message needs "${key}": at most ${MAX_NAMES} names of 1 to 512 characters`);
+  }
+  return v as string[];
+}
+
 /**
- * Decodes a node's reply, checking it is a message of the expected type.
+ * Decodes and validates a frame sent by a node (a reply to a driver), as strictly as
+ * {@linkcode decodeDriverMessage} checks a driver's: anything malformed is a `ProtocolError` that
+ * says what was wrong, so a broken or hostile node fails the calls it answers and nothing else.
+ *
+ * @param frame The frame.
+ * @returns The message, with only the fields this protocol defines.
+ *
+ * @example A welcome with a malformed list of services is a ProtocolError
+ * ```ts
+ * import { decodeNodeMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
+ * import { ProtocolError } from "../core/errors.ts";
+ * import { throws } from "node:assert/strict";
+ * const bad = { t: "welcome", v: PROTOCOL_VERSION, node: "n1", session: "s", gpus: 0, cpus: null, services: [1], ops: [] };
+ * throws(() => decodeNodeMessage(encodeMessage(bad)), ProtocolError);
+ * ```
+ */
+export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
+  const m = decode(frame);
+  if (typeof m !== "object" || m === null || Array.isArray(m)) fail("A reply must hold a message object");
+  const r = m as Record<string, unknown>;
+  const t = r.t;
+  switch (t) {
+    case "welcome": {
+      if (r.v !== PROTOCOL_VERSION) {
+        fail(`The node speaks protocol version ${String(r.v).slice(0, 40)}; this driver speaks ${PROTOCOL_VERSION}`);
+      }
+      const gpus = r.gpus;
+      if (!Number.isInteger(gpus) || (gpus as number) < 0) fail('"welcome" message needs a GPU count "gpus"');
+      const cpus = r.cpus === null ? null : count(r, "cpus", t, false)!;
+      const welcome: WelcomeMessage = {
+        t,
+        v: PROTOCOL_VERSION,
+        node: str(r, "node", t),
+        session: str(r, "session", t),
+        gpus: gpus as number,
+        cpus,
+        services: names(r, "services", t),
+        ops: names(r, "ops", t),
+      };
+      const leaseMs = count(r, "leaseMs", t, true);
+      return leaseMs === undefined ? welcome : { ...welcome, leaseMs };
+    }
+    case "created": {
+      const created: CreatedMessage = { t, id: str(r, "id", t), session: str(r, "session", t) };
+      const leaseMs = count(r, "leaseMs", t, true);
+      return leaseMs === undefined ? created : { ...created, leaseMs };
+    }
+    case "result": {
+      if (r.ok === true) return { t, ok: true, value: r.value };
+      const error = r.error;
+      if (
+        r.ok !== false || typeof error !== "object" || error === null || Array.isArray(error) ||
+        typeof (error as { tag?: unknown }).tag !== "string" ||
+        typeof (error as { message?: unknown }).message !== "string"
+      ) {
+        fail('"result" message needs ok: true and a value, or ok: false and an error { tag, message, data }');
+      }
+      return { t, ok: false, error: error as WireError };
+    }
+    case "destroyed":
+      return { t };
+    case "pong": {
+      const pong: { -readonly [K in keyof PongMessage]: PongMessage[K] } = { t };
+      if (r.node !== undefined) pong.node = str(r, "node", t);
+      for (const key of ["activeCalls", "instances", "expiredInstances", "leaseMs"] as const) {
+        const v = count(r, key, t, true);
+        if (v !== undefined) pong[key] = v;
+      }
+      return pong;
+    }
+    default:
+      fail(`Unknown reply type ${JSON.stringify(typeof t === "string" ? t.slice(0, 40) : typeof t)}`);
+  }
+}
+
+/**
+ * Decodes a node's reply (see {@linkcode decodeNodeMessage}), checking it is a message of the
+ * expected type.
  *
  * @param frame The reply frame.
  * @param expected The message type expected (`"welcome"`, `"created"`, `"result"`, …).
- * @returns The message object.
+ * @returns The message.
+ * @throws {ProtocolError} For a malformed reply, or one of another type.
+ *
+ * @example
+ * ```ts
+ * import { decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
+ * const r = decodeReply<ResultMessage>(encodeMessage({ t: "result", ok: true, value: 3 }), "result");
+ * if (!r.ok || r.value !== 3) throw new Error("unexpected");
+ * ```
  */
 export function decodeReply<T extends { t: string }>(frame: Uint8Array, expected: T["t"]): T {
-  const m = decode(frame);
-  if (typeof m !== "object" || m === null || (m as { t?: unknown }).t !== expected) {
-    fail(`Expected a "${expected}" reply, got ${JSON.stringify((m as { t?: unknown } | null)?.t ?? typeof m)}`);
-  }
-  return m as T;
+  const m = decodeNodeMessage(frame);
+  if (m.t !== expected) fail(`Expected a "${expected}" reply, got "${m.t}"`);
+  return m as unknown as T;
 }
 
 /**
