@@ -29,3 +29,13 @@ export const WideSelfCaller = ta.service(
     }
   },
 );
+
+/** A call that never returns: what a parent's cancel must stop on the node. */
+export const Hang = ta.service(
+  { name: "WedgeHang", maxConcurrency: 100 },
+  class Hang {
+    hang(): Promise<never> {
+      return new Promise(() => {});
+    }
+  },
+);

@@ -18,6 +18,11 @@ export interface RunContext {
   readonly task?: unknown;
   /** The service replica whose constructor or method is running. */
   readonly instance?: InstanceInfo;
+  /**
+   * The task whose body runs in this context: what is submitted here is its child (cancelled with
+   * it). A `Task`; typed loosely here so this file needs no import of it.
+   */
+  readonly parent?: unknown;
 }
 
 /** What the core tells code running inside a service instance about that instance. */
@@ -69,6 +74,50 @@ export function applyInContext(
 ): unknown {
   contextEntered = true;
   return storage.run(ctx, applyTo, fn, self, args);
+}
+
+// ---- the body running now (structured cancellation) ------------------------------------------
+
+/**
+ * The task whose body's synchronous part runs now (`run_body.ts` sets it around the call), so what
+ * the body submits before its first `await` knows its parent without a context switch per body.
+ * `entered` is the context entered for that body by {@linkcode enterParentContext}, if any, and
+ * `outer` the context it replaced.
+ */
+export const runningBody: { task: unknown; entered: RunContext | undefined; outer: RunContext | undefined } = {
+  task: undefined,
+  entered: undefined,
+  outer: undefined,
+};
+
+const canEnter = typeof (storage as { enterWith?: unknown }).enterWith === "function";
+
+/**
+ * Makes the rest of the running body's synchronous part, and so everything after its awaits, run in
+ * a context whose parent is `parent` (the body's task): a body that runs without a context of its
+ * own enters one on its first child, so its later children find their parent too. Undone by
+ * {@linkcode leaveParentContext} when the body returns. Where the runtime's AsyncLocalStorage has
+ * no `enterWith` (some edge runtimes), only the children submitted before the first await are known.
+ */
+export function enterParentContext(parent: unknown): void {
+  if (!canEnter || runningBody.entered !== undefined) return;
+  const outer = storage.getStore();
+  const entered: RunContext = { mesh: outer?.mesh, instance: outer?.instance, task: outer?.task, parent };
+  contextEntered = true;
+  storage.enterWith(entered);
+  runningBody.entered = entered;
+  runningBody.outer = outer;
+}
+
+/**
+ * Restores the context that {@linkcode enterParentContext} replaced, if the body entered one and it
+ * is still the current one (not when a nested `run` already left it).
+ */
+export function leaveParentContext(): void {
+  const entered = runningBody.entered!;
+  runningBody.entered = undefined;
+  if (storage.getStore() === entered) storage.enterWith(runningBody.outer as RunContext);
+  runningBody.outer = undefined;
 }
 
 /**

@@ -42,6 +42,8 @@ export function callBody(
     ctx = NO_CONTEXT;
   }
   if (ctx !== undefined && currentContext() !== ctx) {
+    // switching anyway: into a context of its own, so what it submits after an await is its child
+    if (ctx.parent !== task) ctx = { mesh: ctx.mesh, instance: ctx.instance, task: ctx.task, parent: task };
     return wrap === undefined
       ? applyInContext(ctx, fn, self, args)
       : applyInContext(ctx, wrap as (...a: unknown[]) => unknown, undefined, [task, fn, self, args]);

@@ -10,7 +10,7 @@ import type { InstanceInfo, RunContext } from "./context.ts";
 import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
-import { failedRef, submit } from "./scheduler.ts";
+import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import type { ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
 
@@ -75,10 +75,25 @@ export abstract class MailboxReplica implements Replica {
     if (target === undefined) this.targets.set(method, target = new MethodTarget(this, method, this.remote));
     if (ctx !== undefined && ctx.instance !== undefined) {
       const self = this.replicaOf(ctx.instance);
-      if (self !== undefined && self.running >= self.limit) return failedRef(target, selfCallError(self, method));
+      if (self !== undefined && self.waitsForItself(submittingParent(ctx))) {
+        return failedRef(target, selfCallError(self, method));
+      }
     }
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
+  }
+
+  /**
+   * Whether a call made by `caller` would wait for itself: no slot is free and every call running
+   * here is `caller` or one of its ancestors (each waits, through its children, for `caller`).
+   */
+  private waitsForItself(caller: Task<unknown> | undefined): boolean {
+    if (caller === undefined || this.running < this.limit) return false;
+    let waiting = 0;
+    for (let t: Task<unknown> | undefined = caller; t !== undefined; t = t._parent) {
+      if (this.active.has(t)) waiting++;
+    }
+    return waiting >= this.running;
   }
 
   private enqueue(task: Task<unknown>): void {
@@ -203,6 +218,7 @@ function selfCallError(replica: MailboxReplica, method: string): OpExecutionErro
 
 class MethodTarget implements TaskTarget {
   readonly kind = "method" as const;
+  leafRuns = 0;
   readonly name: string;
   readonly node: string;
   readonly method: string;

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
-import { rejection, settlesWithin } from "./_test_utils.ts";
+import { gate, rejection, settlesWithin } from "./_test_utils.ts";
 import { SelfCaller, WideSelfCaller } from "./_test_wedge_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_wedge_app.ts", import.meta.url));
@@ -53,3 +53,47 @@ for (const runtime of RUNTIMES) {
     },
   );
 }
+
+test("a self-call through an op the method waits for fails; one from an op that outlived its method waits its turn", {
+  timeout: 60_000,
+}, async () => {
+  type Me = { inner: { go(): ta.ObjectRef<string> } };
+  const go = gate();
+  const calledBack = gate<{ ref: ta.ObjectRef<string> }>(); // wrapped: a ref is a thenable
+  const callInner = ta.op(async function mbCallInner(me: Me) {
+    return await me.inner.go();
+  });
+  const later = ta.op(async function mbLater(me: Me) {
+    await go.promise;
+    calledBack.open({ ref: me.inner.go() });
+  });
+  const Viaop = ta.service(
+    class MbViaOp {
+      async viaOp(me: Me) {
+        return await callInner.go(me); // waits for an op that waits for this instance: a deadlock
+      }
+      spawn(me: Me) {
+        later.go(me); // not waited for: it outlives this call
+        return "spawned";
+      }
+      async busy() {
+        go.open();
+        await calledBack.promise;
+        return "busy done";
+      }
+      inner() {
+        return "inner ran";
+      }
+    },
+  );
+  const me = Viaop.init();
+  const e = await rejection(me.viaOp.go(me));
+  assert.ok(e instanceof ta.OpExecutionError, `expected OpExecutionError, got ${e}`);
+  assert.match(String((e as ta.OpExecutionError).cause), /called itself through its own handle \(MbViaOp\.inner\)/);
+  assert.equal(await me.spawn(me), "spawned");
+  // busy() holds the only slot when the op calls back: that call waits for busy() to end, then runs
+  const busy = me.busy.go();
+  const inner = (await calledBack.promise).ref;
+  assert.equal(await busy, "busy done");
+  assert.equal(await inner, "inner ran");
+});

@@ -12,7 +12,7 @@
  * @module
  */
 export * from "./errors.ts";
-export { all, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
+export { all, detach, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export {
   type MethodNames,

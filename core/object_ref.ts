@@ -10,7 +10,8 @@ import type { Effect } from "effect";
 import type { TaskError } from "./errors.ts";
 import type { TaskInfo } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
-import { addWaiter, type RefStatus, State, Task, type Waiter } from "./task.ts";
+import { describe } from "./describe.ts";
+import { addWaiter, leaveParent, type RefStatus, State, Task, type Waiter } from "./task.ts";
 
 const { COMPLETED } = State;
 
@@ -82,6 +83,44 @@ export const ObjectRef: ObjectRefConstructor = Object.freeze({
     return value instanceof Task;
   },
 });
+
+// ---- structured cancellation ------------------------------------------------------------------
+
+/**
+ * Lets a ref outlive the call that submitted it. A call submitted inside an op's or method's body
+ * is that body's child: cancelling the parent (or its deadline passing) cancels it too, on nodes as
+ * well. `detach(ref)` makes it a root, as if it had been submitted outside any body. Detaching a
+ * ref that has no parent (or has settled) changes nothing.
+ *
+ * @param ref A ref from `.go()`.
+ * @returns The same ref.
+ * @throws {TypeError} When `ref` is not a ref from `.go()`.
+ *
+ * @example Background work that survives its caller's cancel
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const gate = Promise.withResolvers<void>();
+ * const submitted = Promise.withResolvers<{ ref: ta.ObjectRef<string> }>(); // a ref is a thenable: wrap it
+ * const background = ta.op(async function background() {
+ *   await gate.promise;
+ *   return "kept";
+ * });
+ * const caller = ta.op(async function caller() {
+ *   submitted.resolve({ ref: ta.detach(background.go()) });
+ *   await gate.promise;
+ * });
+ * const ref = caller.go();
+ * const kept = (await submitted.promise).ref;
+ * ref.cancel();
+ * gate.resolve();
+ * if ((await kept) !== "kept") throw new Error("the detached call was cancelled with its caller");
+ * ```
+ */
+export function detach<T>(ref: ObjectRef<T>): ObjectRef<T> {
+  if (!(ref instanceof Task)) throw new TypeError(`detach() expects a ref from .go(), got ${describe(ref)}`);
+  if (ref._parent !== undefined) leaveParent(ref as Task<unknown>);
+  return ref;
+}
 
 // ---- fan-in without a promise per ref ---------------------------------------------------------
 

@@ -78,6 +78,7 @@ let anonymous = 0;
 
 class OpTarget implements TaskTarget {
   readonly kind = "op" as const;
+  leafRuns = 0;
   readonly node: string | undefined = undefined;
   readonly name: string;
   /**

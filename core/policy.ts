@@ -7,7 +7,7 @@
  */
 import { Cause, Effect, Exit } from "effect";
 import type { CancelHook } from "./cancel.ts";
-import type { RunContext } from "./context.ts";
+import { leaveParentContext, type RunContext, runningBody } from "./context.ts";
 import { type OpExecutionError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, emit } from "./events.ts";
 import { describe } from "./describe.ts";
@@ -96,6 +96,11 @@ export function runWithPolicy(
   done: ((task: Task<unknown>) => void) | undefined,
 ): void {
   const name = task._target.name;
+  // a context of its own (a fiber costs far more than the switch): what the body submits, before or
+  // after an await, is its child
+  if (ctx === undefined || ctx.parent !== task) {
+    ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task: ctx?.task, parent: task };
+  }
   let attempts = 0;
   // settles once the latest attempt's body has returned. A deadline or a cancel settles the task at
   // once, but a local body cannot be stopped: its slot (the instance's mailbox, a concurrency limit)
@@ -122,8 +127,18 @@ export function runWithPolicy(
     }
     let r: unknown;
     let p: Promise<unknown>;
+    const body = runningBody, outerTask = body.task, outerEntered = body.entered, outerCtx = body.outer;
+    body.task = task;
+    body.entered = undefined;
     try {
-      r = callBody(task, fn, self, args, ctx, wrap);
+      try {
+        r = callBody(task, fn, self, args, ctx, wrap);
+      } finally {
+        if (body.entered !== undefined) leaveParentContext();
+        body.task = outerTask;
+        body.entered = outerEntered;
+        body.outer = outerCtx;
+      }
       if (!isThenable(r)) return Effect.succeed(r);
       // adopted by a real promise: a then() that throws becomes a rejection, not a defect
       p = Promise.resolve(r);

@@ -7,7 +7,7 @@
  * @module
  */
 import { type CancelHook, isAbortable } from "./cancel.ts";
-import { currentContext, type RunContext } from "./context.ts";
+import { currentContext, leaveParentContext, type RunContext, runningBody } from "./context.ts";
 import { bodyWrapper, emit, eventsEnabled, listening, sampling } from "./events.ts";
 import { resolveArgs } from "./dag.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
@@ -16,6 +16,16 @@ import { unsampled, unsampledContext } from "./record.ts";
 import { settle, State, type Task } from "./task.ts";
 
 const { RUNNING, COMPLETED, FAILED } = State;
+
+/**
+ * How many bodies of an op or method run in a context of their own before, none of them having
+ * submitted a call, the rest run in their caller's context (a context switch per body costs more
+ * than the rest of a small task). What a body submits is its child either way when it submits
+ * before its first await, or when it awaited only refs it submitted; a body in its caller's context
+ * that first awaits something else and only then submits is the one case not tracked. A target
+ * whose body ever submits a call runs every later body in a context of its own.
+ */
+export const LEAF_RUNS = 64;
 
 /** Gives an abortable body its cancel hook (last argument), fired by `task.cancel()`. */
 function attachCancelHook(task: Task<unknown>, args: unknown[]): void {
@@ -68,12 +78,18 @@ export function runBody(
   const args = resolveArgs(task);
   const recorded = task._meta !== undefined;
   let flagged = false;
+  const target = task._target, runs = target.leafRuns;
+  if (runs !== undefined && runs < LEAF_RUNS) {
+    // not yet known to submit nothing: a context of its own, so children after any await are known
+    if (runs >= 0) target.leafRuns = runs + 1;
+    if (!recorded) ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task: ctx?.task, parent: task };
+  }
   if (recorded) {
     const now = performance.now();
     task._meta!.startedAt = now;
     emit("started", task, now);
-    // the body's own .go() calls record this task as their caller
-    ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task };
+    // the body's own .go() calls record this task as their caller (and are its children)
+    ctx = { mesh: ctx?.mesh, instance: ctx?.instance, task, parent: task };
   } else if (listening && (eventsEnabled || policy !== undefined || ctx !== undefined) && sampling()) {
     // sampled out: what the body submits is left out with it, not sampled anew as a root. Where the
     // body switches context anyway (service methods, other meshes, retries and deadlines) the switch
@@ -89,6 +105,10 @@ export function runBody(
   if (abortable) attachCancelHook(task, args);
   let r: unknown;
   if (flagged) unsampled.depth++;
+  // what the body submits before its first await is its child: known from here, with no context switch
+  const body = runningBody, outerTask = body.task, outerEntered = body.entered, outerCtx = body.outer;
+  body.task = task;
+  body.entered = undefined;
   try {
     r = callBody(task, fn, self, args, ctx, wrap);
   } catch (e) {
@@ -96,6 +116,10 @@ export function runBody(
     if (done !== undefined) done(task);
     return;
   } finally {
+    if (body.entered !== undefined) leaveParentContext();
+    body.task = outerTask;
+    body.entered = outerEntered;
+    body.outer = outerCtx;
     if (flagged) unsampled.depth--;
   }
   finish(task, r, done);

@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { currentContext, type RunContext } from "./context.ts";
+import { currentContext, enterParentContext, type RunContext, runningBody } from "./context.ts";
 import { scanArgs } from "./dag.ts";
 import { eventsEnabled, listening, submitProbe } from "./events.ts";
 import { record } from "./record.ts";
-import { settle, State, Task, type TaskTarget } from "./task.ts";
+import { adoptChild, settle, State, Task, type TaskTarget } from "./task.ts";
 
 const { PENDING, FAILED } = State;
 
@@ -34,8 +34,23 @@ function drainReady(): void {
 }
 
 /**
+ * The task whose body is submitting now, given the submitter's context `ctx`: the body whose
+ * synchronous part runs (which then enters a context naming it, so that what it submits after an
+ * await finds it too), else the parent its context names. `undefined` outside any body.
+ */
+export function submittingParent(ctx: RunContext | undefined): Task<unknown> | undefined {
+  const body = runningBody.task as Task<unknown> | undefined;
+  if (body !== undefined) {
+    if (ctx === undefined || ctx.parent !== body) enterParentContext(body);
+    return body;
+  }
+  return ctx === undefined ? undefined : ctx.parent as Task<unknown> | undefined;
+}
+
+/**
  * Creates the task for one call and wires it into the DAG. `enqueue` (a service
- * replica's mailbox) sees the task at submission, so per-instance order is submission order.
+ * replica's mailbox) sees the task at submission, so per-instance order is submission order. A task
+ * submitted by a body is that body's child (`adoptChild`).
  */
 export function submit<T>(
   target: TaskTarget,
@@ -47,6 +62,8 @@ export function submit<T>(
   const task = new Task<T>(target, args, ctx);
   if (eventsEnabled) record(task as Task<unknown>, ctx);
   else if (listening && ctx?.task !== undefined) record(task as Task<unknown>, ctx); // gate closed: a recorded caller's
+  const parent = runningBody.task !== undefined || ctx !== undefined ? submittingParent(ctx) : undefined;
+  if (parent !== undefined && !adoptChild(parent, task as Task<unknown>)) return task;
   if (args.length !== 0) scanArgs(task as Task<unknown>, args);
   if (task._state !== PENDING) return task; // an input had already failed
   if (enqueue !== undefined) enqueue(task as Task<unknown>);

@@ -10,7 +10,7 @@
  * @module
  */
 import { Effect } from "effect";
-import { CancelledError, type TaskError } from "./errors.ts";
+import { CancelledError, type TaskError, TimeoutError } from "./errors.ts";
 import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { awaitProbe, emit } from "./events.ts";
@@ -38,6 +38,12 @@ export interface TaskTarget {
   readonly remote?: boolean;
   /** Forget waiting tasks that were cancelled meanwhile (a concurrency limit's queue), if it keeps any. */
   pruneWaiting?(): void;
+  /**
+   * Bodies started while no call of this target has submitted a child (−1 once one has): a body
+   * runs in a context of its own, so that children it submits after any await are known, until
+   * `run_body.ts`'s `LEAF_RUNS` bodies have shown it submits none.
+   */
+  leafRuns?: number;
 }
 
 /** Timing and graph facts, allocated only while someone listens to events. */
@@ -90,6 +96,10 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   _meta: TaskMeta | undefined = undefined;
   /** slot owned by tracing (the task's span) */ _trace: unknown = undefined;
   /** index in its mesh's {@link TaskRoster} while unsettled (-1: on none) */ _rosterSlot = -1;
+  /** the task whose body submitted it, while both are unsettled (cancelling that cancels this) */
+  _parent: Task<unknown> | undefined = undefined;
+  /** the unsettled tasks its body submitted (made on the first) */ _children: Task<unknown>[] | undefined = undefined;
+  /** index in its parent's `_children` */ _childSlot = -1;
 
   constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {
     this._n = ++counter;
@@ -312,6 +322,103 @@ export class TaskRoster {
   }
 }
 
+// ---- structured cancellation: a body's children ----------------------------------------------
+
+/** Whether a task that settled as `state` with `error` takes its children with it (cancel, deadline). */
+function endsChildren(state: number, error: unknown): boolean {
+  return state === CANCELLED || (state === FAILED && error instanceof TimeoutError);
+}
+
+/**
+ * Makes `child` a child of `parent`, the task whose body submitted it: cancelling the parent, or its
+ * deadline passing, cancels the child. A parent already cancelled (its body still runs, as a
+ * JavaScript function cannot be stopped) gets no new work: the child is cancelled at once. A parent
+ * that already finished has no children: the child is a root.
+ *
+ * @returns `false` when the child was cancelled here.
+ */
+export function adoptChild(parent: Task<unknown>, child: Task<unknown>): boolean {
+  if (parent._state < COMPLETED) {
+    parent._target.leafRuns = -1; // its later bodies run in a context of their own
+    child._parent = parent;
+    const kids = parent._children ??= [];
+    child._childSlot = kids.length;
+    kids.push(child);
+    return true;
+  }
+  if (!endsChildren(parent._state, parent._error)) return true;
+  child._args = undefined;
+  settle(
+    child,
+    CANCELLED,
+    new CancelledError(
+      child._target.name,
+      `not started: its parent ${parent.id} was ${parent._state === CANCELLED ? "cancelled" : "past its deadline"}`,
+      "parent",
+    ),
+  );
+  return false;
+}
+
+/** Takes `child` off its parent's children (it settled, or was detached): O(1), the last one fills the hole. */
+export function leaveParent(child: Task<unknown>): void {
+  const kids = child._parent!._children;
+  child._parent = undefined;
+  const i = child._childSlot;
+  child._childSlot = -1;
+  if (kids === undefined) return;
+  const last = kids.pop()!;
+  if (last !== child) {
+    kids[i] = last;
+    last._childSlot = i;
+  }
+}
+
+// children to cancel, worked off in a loop so a deep tree of running bodies never recurses
+const orphans: Task<unknown>[] = [];
+const orphanParents: Task<unknown>[] = [];
+let cancellingOrphans = false;
+
+/**
+ * `parent` settled: its children are cancelled when it was cancelled or passed its deadline, and
+ * otherwise let go (a parent that finished leaves what it started running, as roots).
+ */
+function releaseChildren(parent: Task<unknown>, state: number, error: unknown): void {
+  const kids = parent._children!;
+  parent._children = undefined;
+  const cancel = endsChildren(state, error);
+  for (let i = 0; i < kids.length; i++) {
+    const kid = kids[i];
+    kid._parent = undefined;
+    kid._childSlot = -1;
+    if (cancel) {
+      orphans.push(kid);
+      orphanParents.push(parent);
+    }
+  }
+  if (!cancel || cancellingOrphans) return;
+  cancellingOrphans = true;
+  try {
+    for (let i = 0; i < orphans.length; i++) {
+      const kid = orphans[i];
+      if (kid._state >= COMPLETED) continue;
+      const p = orphanParents[i];
+      cancelTask(
+        kid,
+        new CancelledError(
+          kid._target.name,
+          `cancelled with its parent ${p.id} (${p._state === CANCELLED ? "cancelled" : "past its deadline"})`,
+          "parent",
+        ),
+      );
+    }
+  } finally {
+    orphans.length = 0;
+    orphanParents.length = 0;
+    cancellingOrphans = false;
+  }
+}
+
 /** Something told when a ref settles. */
 export type Waiter = (ref: Task<unknown>) => void;
 
@@ -345,6 +452,8 @@ export function settle(ref: Task<unknown>, state: number, valueOrError: unknown)
   else ref._error = valueOrError;
   ref._abort = undefined;
   if (ref._rosterSlot !== -1) ref._ctx!.mesh!.roster!.remove(ref);
+  if (ref._parent !== undefined) leaveParent(ref);
+  if (ref._children !== undefined) releaseChildren(ref, state, valueOrError);
   if (ref._meta !== undefined) {
     const at = performance.now();
     ref._meta.settledAt = at;
