@@ -24,6 +24,7 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
+                       [--max-calls-per-connection N]
   The token can also come from THINKAGAIN_TOKEN. --allow-origin: a browser page's origin
   (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
   a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
@@ -59,6 +60,8 @@ export interface ServeCommand {
   headersTimeoutMs: number | undefined;
   /** How long a connection may stay open with no request in progress, in ms (`--idle-timeout-ms`). */
   idleTimeoutMs: number | undefined;
+  /** Most calls in flight per connection (`--max-calls-per-connection`; default: NodeServer's). */
+  maxCallsPerConnection: number | undefined;
   /** Nodes this node may call with its token (`--peer`, repeatable). */
   peers: string[];
 }
@@ -111,6 +114,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     maxConnections: undefined,
     headersTimeoutMs: undefined,
     idleTimeoutMs: undefined,
+    maxCallsPerConnection: undefined,
     peers: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -178,6 +182,9 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--idle-timeout-ms":
         out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1);
         break;
+      case "--max-calls-per-connection":
+        out.maxCallsPerConnection = int("--max-calls-per-connection", value(), 1);
+        break;
       case "--dashboard":
         // its port only inline (`--dashboard=8080`): a separate word would be taken for the module
         out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
@@ -224,6 +231,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     token: cmd.token,
     peers: cmd.peers,
     leaseMs: cmd.leaseMs,
+    maxCallsPerConnection: cmd.maxCallsPerConnection,
     onLeaseExpired: ({ instances, services, leaseMs }) =>
       console.error(
         `thinkagain node ${cmd.name}: a driver sent no keepalive for ${leaseMs} ms; destroyed its ${instances} ` +

@@ -250,9 +250,14 @@ test(
         await s.echo.go(0);
         return [s];
       });
-      const big = await mesh.run(() => rejection(s[0].echo.go(new Float32Array(1 << 18))));
+      // a frame a little over the limit is refused by the node, with a reply that says why
+      const big = await mesh.run(() => rejection(s[0].echo.go(new Float32Array(20_000))));
       assert.ok(big instanceof ta.TransportError || big instanceof ta.OpExecutionError, `got ${big}`);
       assert.match((big as Error).message, /too large|limit|65536/i);
+      // one far over it is not even read: the node's runtime closes the connection (1009)
+      const huge = await mesh.run(() => rejection(s[0].echo.go(new Float32Array(1 << 18))));
+      assert.ok(huge instanceof ta.NodeLostError || huge instanceof ta.TransportError, `got ${huge}`);
+      assert.match((huge as Error).message, /1009|too big|too large|closed/i);
       const before = await rssOf(n.proc.pid!);
       const valid = encodeMessage({ t: "call", cid: "x", id: "nope", method: "echo", args: [1] });
       const hello = encodeMessage({ t: "hello", v: PROTOCOL_VERSION });

@@ -5,8 +5,8 @@
  */
 import type { UpgradeWebSocket } from "hono/ws";
 import { createNodeApp, type NodeAppOptions } from "../transports/server.ts";
-import type { FrameHandler, ServeFramesOptions } from "../transports/transport.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES, type FetchApp, type ServedApp, type ServeOptions } from "./types.ts";
+import { type FrameHandler, resolveMaxFrameBytes, type ServeFramesOptions } from "../transports/transport.ts";
+import type { FetchApp, ServedApp, ServeOptions } from "./types.ts";
 
 /** The runtimes an adapter exists for. */
 export type RuntimeName = "bun" | "deno" | "node";
@@ -115,9 +115,10 @@ export async function serveFrames(handler: FrameHandler, options: ServeFramesOnO
     allowHosts: options.allowHosts,
     listenHost: options.hostname ?? "127.0.0.1",
   });
-  // The runtime's own message limit sits above the frame limit, so a frame a little over it gets a
-  // clear "too-large" reply instead of a dropped connection; the runtime still never buffers more.
-  const maxMessageBytes = options.maxMessageBytes ??
-    Math.max(options.maxFrameBytes ?? 0, DEFAULT_MAX_MESSAGE_BYTES - 64) + 64;
+  // The runtime's own message limit follows the frame limit: a frame a little over it (up to twice,
+  // at most 1 MiB over) still arrives and gets a clear "too-large" reply, its connection and the
+  // other calls on it untouched; a larger message closes the connection (1009) unread.
+  const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  const maxMessageBytes = options.maxMessageBytes ?? maxFrameBytes + Math.min(maxFrameBytes, 1024 * 1024) + 64;
   return adapter.serve(app, { ...options, maxMessageBytes });
 }

@@ -56,6 +56,7 @@ import {
   CancelledError,
   NodeLostError,
   OpExecutionError,
+  OverloadedError,
   PlacementError,
   ProtocolError,
   RemoteError,
@@ -1404,6 +1405,8 @@ function fromWire(wire: unknown, depth: number): Error {
       return new ProtocolError(message);
     case "AuthError":
       return new AuthError(message);
+    case "OverloadedError":
+      return new OverloadedError(message);
     default:
       return new RemoteError(message, str(data, "remoteName", typeof w.tag === "string" ? w.tag : "Error"));
   }

@@ -19,6 +19,7 @@ import {
   CancelledError,
   NodeLostError,
   OpExecutionError,
+  OverloadedError,
   PlacementError,
   ProtocolError,
   RemoteError,
@@ -148,6 +149,7 @@ test("errorFromWire rebuilds every allow-listed thinkagain error with its data",
     new NodeLostError("n1", "connection closed"),
     new ProtocolError("Unknown service"),
     new AuthError("refused"),
+    new OverloadedError("10000 calls in flight on this connection"),
   ];
   for (const err of errors) {
     const back = errorFromWire(decode(encode(errorToWire(err))));

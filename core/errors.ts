@@ -24,7 +24,8 @@ export type ThinkagainErrorTag =
   | "CancelledError"
   | "NodeLostError"
   | "ProtocolError"
-  | "AuthError";
+  | "AuthError"
+  | "OverloadedError";
 
 /**
  * Base of every thinkagain error.
@@ -330,6 +331,26 @@ export class AuthError extends ThinkagainError {
   }
 }
 
+/**
+ * Work was refused because a bound was reached (e.g. a node's in-flight calls per connection).
+ * Nothing of it ran; the message names the bound and its value. Trying again later may succeed.
+ *
+ * @example
+ * ```ts
+ * import { OverloadedError } from "./errors.ts";
+ * const e = new OverloadedError("Node n1 refused a call: 10000 calls in flight on this connection");
+ * if (e._tag !== "OverloadedError") throw new Error("unexpected");
+ * ```
+ */
+export class OverloadedError extends ThinkagainError {
+  /** Always `"OverloadedError"` (for `Effect.catchTag`). */
+  readonly _tag = "OverloadedError" as const;
+  /** @param message Which bound was reached, and its value. */
+  constructor(message: string) {
+    super({ message });
+  }
+}
+
 /** Every error a task (an `ObjectRef`) can fail with. */
 export type TaskError =
   | OpExecutionError
@@ -340,4 +361,5 @@ export type TaskError =
   | CancelledError
   | NodeLostError
   | ProtocolError
-  | AuthError;
+  | AuthError
+  | OverloadedError;

@@ -10,7 +10,7 @@ import { assignNodeGpus } from "../core/placement.ts";
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
-import { CancelledError, OpExecutionError, ProtocolError, TransportError } from "../core/errors.ts";
+import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
@@ -22,10 +22,23 @@ import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
-import type { FrameHandler, TransportName } from "./transport.ts";
+import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
 import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
+
+/**
+ * Which calls a call id is unique among: those of one connection. HTTP has no connection that
+ * outlives a request (a cancel arrives on a request of its own), so its calls share one scope.
+ */
+function callScope(peer: PeerInfo | undefined): string {
+  if (peer === undefined || peer.transport === "http") return "http";
+  return `${peer.transport}:${peer.connectionId}`;
+}
+
+function callKey(peer: PeerInfo | undefined, cid: string): string {
+  return `${callScope(peer)} ${cid}`;
+}
 
 /** Options of a {@link NodeServer}. */
 export interface NodeServerOptions {
@@ -53,12 +66,22 @@ export interface NodeServerOptions {
    * instead of holding memory and GPUs until the node restarts.
    */
   leaseMs?: number;
+  /**
+   * Most calls one connection may have in flight here (default
+   * {@linkcode DEFAULT_MAX_CALLS_PER_CONNECTION}); past it a call is refused with `OverloadedError`
+   * before it runs. Over HTTP, where each request is a connection of its own, the bound holds for
+   * all HTTP calls together.
+   */
+  maxCallsPerConnection?: number;
   /** Told when a driver's lease expired and its instances were destroyed (for logs). */
   onLeaseExpired?: (event: { instances: number; services: string[]; leaseMs: number }) => void;
 }
 
 /** Default of {@link NodeServerOptions.leaseMs}. */
 export const DEFAULT_LEASE_MS = 30_000;
+
+/** Default of {@link NodeServerOptions.maxCallsPerConnection}. */
+export const DEFAULT_MAX_CALLS_PER_CONNECTION = 10_000;
 
 /** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
 const EARLY_CANCELS_REMEMBERED = 1024;
@@ -108,7 +131,14 @@ export class NodeServer {
   private sweeper: ReturnType<typeof setInterval> | undefined;
   private lastSweep = 0;
   private readonly onLeaseExpired: NodeServerOptions["onLeaseExpired"];
+  /**
+   * Calls running, by connection and call id: a call id names a call only on the connection that
+   * sent it, so one client can never cancel (or shadow) another's call that uses the same id.
+   */
   private readonly calls = new Map<string, ObjectRef<unknown>>();
+  /** Calls in flight per connection (see {@link NodeServerOptions.maxCallsPerConnection}). */
+  private readonly callsPerScope = new Map<string, number>();
+  private readonly maxCallsPerConnection: number;
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   /** Where handles that arrive here may lead. */
   private readonly reach: HandleReach;
@@ -126,6 +156,13 @@ export class NodeServer {
       throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${String(options.leaseMs)}`);
     }
     this.leaseMs = leaseMs;
+    const maxCalls = options.maxCallsPerConnection ?? DEFAULT_MAX_CALLS_PER_CONNECTION;
+    if (!Number.isSafeInteger(maxCalls) || maxCalls < 1) {
+      throw new TypeError(
+        `NodeServer maxCallsPerConnection must be an integer ≥ 1, got ${String(options.maxCallsPerConnection)}`,
+      );
+    }
+    this.maxCallsPerConnection = maxCalls;
     this.onLeaseExpired = options.onLeaseExpired;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
@@ -135,7 +172,7 @@ export class NodeServer {
     this.rt = meshRuntime(this.mesh);
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
-    this.handler = (frame) => this.handle(frame);
+    this.handler = (frame, peer) => this.handle(frame, peer);
   }
 
   /** Calls running now. */
@@ -183,8 +220,12 @@ export class NodeServer {
   }
 
   /** Answers one frame. */
-  private async handle(frame: Uint8Array): Promise<Uint8Array | undefined> {
+  private async handle(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
     const msg = decodeDriverMessage(frame);
+    if (peer?.oneWay && msg.t !== "cancel") {
+      // nobody waits for a one-way frame's answer, so nothing would hold its work to a bound
+      throw new ProtocolError(`A one-way "${msg.t}" message is refused: only "cancel" may be sent without a reply`);
+    }
     switch (msg.t) {
       case "hello": {
         if (msg.mesh !== undefined) this.reach.declare(msg.mesh);
@@ -218,13 +259,14 @@ export class NodeServer {
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
-        return await this.call(msg);
+        return await this.call(msg, peer);
       case "cancel": {
-        const ref = this.calls.get(msg.cid);
+        const key = callKey(peer, msg.cid);
+        const ref = this.calls.get(key);
         if (ref !== undefined) ref.cancel();
         else {
           // over HTTP a cancel can overtake its call: the call is refused when it arrives
-          this.earlyCancels.add(msg.cid);
+          this.earlyCancels.add(key);
           if (this.earlyCancels.size > EARLY_CANCELS_REMEMBERED) {
             this.earlyCancels.delete(this.earlyCancels.values().next().value!);
           }
@@ -323,7 +365,9 @@ export class NodeServer {
     const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices, id);
     if (local.failure !== undefined) throw local.failure;
     for (const g of exclusive) this.freeGpus.delete(g);
-    const leased = owner !== undefined && this.leaseMs > 0 ? owner : undefined;
+    // an instance whose creator gave no lease id gets a lease of its own, renewed by its calls: an
+    // instance nobody uses is not kept for ever
+    const leased = this.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
     this.instances.set(id, { replica: local, gpus: exclusive, owner: leased });
     if (leased !== undefined) {
       let lease = this.owners.get(leased);
@@ -339,10 +383,23 @@ export class NodeServer {
   }
 
   /** Runs one call and encodes its result. */
-  private async call(msg: CallMessage): Promise<Uint8Array> {
+  private async call(msg: CallMessage, peer: PeerInfo | undefined): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
-    if (this.earlyCancels.delete(msg.cid)) {
+    const key = callKey(peer, msg.cid);
+    if (this.earlyCancels.delete(key)) {
       throw new CancelledError(msg.op ?? msg.method ?? "call", "cancelled before it reached the node");
+    }
+    if (this.calls.has(key)) {
+      throw new ProtocolError(`Call id "${msg.cid}" is already in use by a call in flight on this connection`);
+    }
+    const scope = callScope(peer);
+    const running = this.callsPerScope.get(scope) ?? 0;
+    if (running >= this.maxCallsPerConnection) {
+      throw new OverloadedError(
+        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
+          `${scope === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
+          `(maxCallsPerConnection ${this.maxCallsPerConnection})`,
+      );
     }
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
     let ref: ObjectRef<unknown>;
@@ -375,18 +432,28 @@ export class NodeServer {
         throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
       }
       name = `${inst.replica.def.name}.${msg.method}`;
+      // a call shows its driver is alive, like a keepalive
+      if (inst.owner !== undefined) {
+        const lease = this.owners.get(inst.owner);
+        if (lease !== undefined) lease.seen = performance.now();
+      }
       ref = withExtractedContext(msg.trace, () => inst.replica.call(msg.method!, args, { mesh: this.rt }), {
         name: `serve ${name}`,
         attributes: { "thinkagain.node": this.name },
       });
     }
-    this.calls.set(msg.cid, ref);
+    this.calls.set(key, ref);
+    this.callsPerScope.set(scope, running + 1);
     this.inFlight++;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
     const stopTimer = msg.timeoutMs === undefined ? undefined : setLongTimeout(
       () => stopCall(ref, `past its deadline of ${msg.timeoutMs} ms on node "${this.name}"`, "timeout"),
       msg.timeoutMs,
     );
+    // the connection it came on closed: nobody can receive its result, so it stops
+    const onGone = () => ref.cancel();
+    peer?.signal?.addEventListener("abort", onGone, { once: true });
+    if (peer?.signal?.aborted) ref.cancel();
     try {
       const result = await ref;
       const wired = wireValue(result, this);
@@ -406,7 +473,11 @@ export class NodeServer {
       return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
     } finally {
       stopTimer?.();
-      this.calls.delete(msg.cid);
+      peer?.signal?.removeEventListener("abort", onGone);
+      this.calls.delete(key);
+      const left = this.callsPerScope.get(scope)! - 1;
+      if (left === 0) this.callsPerScope.delete(scope);
+      else this.callsPerScope.set(scope, left);
       if (--this.inFlight === 0) this.drained?.();
     }
   }

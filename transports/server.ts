@@ -32,6 +32,7 @@ import {
   KIND_PART_END,
   KIND_REPLY,
   KIND_REQUEST,
+  MAX_PIECED_MESSAGE_BYTES,
   Outbox,
   PART_ACK,
   PartAssembler,
@@ -165,7 +166,10 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
       return errorResponse(err instanceof TransportError && err.reason === "too-large" ? 413 : 400, err);
     }
     const oneWay = c.req.header("x-thinkagain-notify") === "1";
-    const peer: PeerInfo = { transport: "http", connectionId: newConnectionId(), oneWay };
+    // a reply nobody waits for any more (the client went away) stops its call: the request's signal
+    const peer: PeerInfo = oneWay
+      ? { transport: "http", connectionId: newConnectionId(), oneWay }
+      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal };
     if (oneWay) {
       // Run it, but do not hold the response on it: one-way means the sender does not wait.
       Promise.resolve().then(() => handler(frame, peer)).catch(() => {});
@@ -279,8 +283,10 @@ function wsEvents(
   maxSendQueueBytes: number,
 ): WSEvents & { onDrain(): void } {
   const connectionId = newConnectionId();
-  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false };
-  const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true };
+  // aborted when the connection closes: its calls still running have nobody to answer any more
+  const closed = new AbortController();
+  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false, signal: closed.signal };
+  const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true, signal: closed.signal };
   let open = true;
   // replies written in the same turn leave in one message
   let outbox: Outbox | undefined;
@@ -339,9 +345,11 @@ function wsEvents(
     },
     onClose() {
       open = false;
+      closed.abort();
     },
     onError() {
       open = false;
+      closed.abort();
     },
     onDrain() {
       out?.drain();
@@ -351,14 +359,20 @@ function wsEvents(
   function onWhole(ws: WSContext, bytes: Uint8Array): void {
     const kind = bytes[0];
     if (kind === KIND_PART || kind === KIND_PART_END) {
-      const joined = (parts ??= new PartAssembler(maxFrameBytes + FRAME_HEADER_BYTES)).add(bytes);
+      // only mid-sized messages travel in pieces, so a connection never parks more than that
+      const limit = Math.min(maxFrameBytes + FRAME_HEADER_BYTES, MAX_PIECED_MESSAGE_BYTES);
+      const joined = (parts ??= new PartAssembler(limit)).add(bytes);
       if (joined !== undefined && !(joined instanceof Uint8Array)) {
         // too large: answer the request it carried, as for a frame sent whole
         const h = joined.head;
         const id = h.byteLength >= FRAME_HEADER_BYTES ? readFrameId(h) : 0;
-        return h[0] === KIND_REQUEST
-          ? fail(ws, id, tooLarge(joined.tooLarge - FRAME_HEADER_BYTES, maxFrameBytes))
-          : undefined;
+        const size = joined.tooLarge - FRAME_HEADER_BYTES;
+        const err = size > maxFrameBytes ? tooLarge(size, maxFrameBytes) : new TransportError(
+          "too-large",
+          `Node refused a message of ${joined.tooLarge} bytes sent in pieces: pieces may make at most ` +
+            `${MAX_PIECED_MESSAGE_BYTES} bytes; send larger messages whole`,
+        );
+        return h[0] === KIND_REQUEST ? fail(ws, id, err) : undefined;
       }
       if (joined === undefined) {
         // at once, not batched: this message's TCP ACK lets the client's next piece go

@@ -67,6 +67,11 @@ export interface PeerInfo {
   readonly connectionId: number;
   /** True for one-way frames (`notify`): the handler's return value is dropped. */
   readonly oneWay: boolean;
+  /**
+   * Aborted when the connection the frame came on is gone (for HTTP: the client went away before
+   * its reply), so that work nobody can receive the result of stops.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**

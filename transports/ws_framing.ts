@@ -46,6 +46,12 @@ const SPLIT_ABOVE = 1000;
 const SPLIT_BELOW = 65536;
 const PART_BYTES = 960;
 
+/**
+ * The largest message a client sends in {@linkcode KIND_PART} pieces (header included): larger
+ * ones go whole, so a server holds at most this much of a message in pieces per connection.
+ */
+export const MAX_PIECED_MESSAGE_BYTES: number = SPLIT_BELOW - 1;
+
 /** Frames above this size are sent on their own, never copied into a batch. */
 const BATCH_FRAME_LIMIT = 64 * 1024;
 /** A batch is sent once it holds this many bytes, without waiting for the end of the turn. */

@@ -29,6 +29,11 @@ export interface GuardOptions {
   readonly headersTimeoutMs: number;
   /** How long a connection may stay open with no request in progress, in ms. */
   readonly idleTimeoutMs: number;
+  /**
+   * Largest WebSocket message a client may send, in bytes: Deno's own WebSocket takes up to 64 MiB
+   * whatever the node's frame limit, so a longer message closes the connection here.
+   */
+  readonly maxMessageBytes: number;
   /** Opens a connection to the server behind. */
   readonly connectUpstream: () => Promise<DenoConn>;
   /** Told when accepting failed (the loop goes on after a back-off). */
@@ -66,6 +71,8 @@ interface Relay {
   /** How many bytes of the blank line that ends a head were seen (head). */
   matched: number;
   closed: boolean;
+  /** The client's WebSocket frames, followed once upgraded. */
+  ws: WsLengths | undefined;
 }
 
 const CR = 13;
@@ -147,13 +154,18 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       since: performance.now(),
       matched: 0,
       closed: false,
+      ws: undefined,
     };
     relays.add(r);
     void relay(r);
   };
 
   const fromClient = (r: Relay, chunk: Uint8Array): void => {
-    if (r.phase === "busy" || r.phase === "upgraded") return;
+    if (r.phase === "upgraded") {
+      if (!(r.ws ??= new WsLengths(options.maxMessageBytes)).feed(chunk)) drop(r);
+      return;
+    }
+    if (r.phase === "busy") return;
     if (r.phase === "idle") {
       r.phase = "head";
       r.since = performance.now();
@@ -277,6 +289,59 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       for (const r of [...relays]) drop(r);
     },
   };
+}
+
+/**
+ * Follows the lengths of a client's WebSocket frames (RFC 6455 §5.2) across chunks, without
+ * keeping any payload, and says when a message (its data frames, continuations included) grows past
+ * the limit.
+ */
+class WsLengths {
+  #header = new Uint8Array(14);
+  #have = 0;
+  #payloadLeft = 0;
+  #message = 0;
+  readonly #limit: number;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** Takes the next bytes from the client; false once a message is over the limit. */
+  feed(chunk: Uint8Array): boolean {
+    let at = 0;
+    while (at < chunk.byteLength) {
+      if (this.#payloadLeft > 0) {
+        const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
+        this.#payloadLeft -= skip;
+        at += skip;
+        continue;
+      }
+      this.#header[this.#have++] = chunk[at++];
+      if (this.#have < 2) continue;
+      const len7 = this.#header[1] & 0x7f;
+      const need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.#header[1] & 0x80 ? 4 : 0);
+      if (this.#have < need) continue;
+      const h = this.#header;
+      let length = len7;
+      if (len7 === 126) length = (h[2] << 8) | h[3];
+      else if (len7 === 127) {
+        const high = ((h[2] << 24) | (h[3] << 16) | (h[4] << 8) | h[5]) >>> 0;
+        length = high > 0 ? Infinity : ((h[6] << 24) | (h[7] << 16) | (h[8] << 8) | h[9]) >>> 0;
+      }
+      const opcode = h[0] & 0x0f;
+      const fin = (h[0] & 0x80) !== 0;
+      this.#have = 0;
+      if (opcode < 8) {
+        // a data frame: a new message, or a continuation (opcode 0) of the current one
+        this.#message = opcode === 0 ? this.#message + length : length;
+        if (this.#message > this.#limit) return false;
+        if (fin) this.#message = 0;
+      }
+      this.#payloadLeft = length;
+    }
+    return true;
+  }
 }
 
 async function writeAll(to: DenoConn, chunk: Uint8Array): Promise<void> {

@@ -8,6 +8,7 @@ import type { UpgradeWebSocket } from "hono/ws";
 import {
   addressInUse,
   connectionLimits,
+  DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
   isAddressInUse,
   type ServedApp,
@@ -44,8 +45,8 @@ interface DenoLike {
 /**
  * Serves `app` on Deno: `Deno.serve` behind a guard that holds connections to
  * `maxConnections`, `headersTimeoutMs` and `idleTimeoutMs` and keeps accepting after an accept
- * error (see `_connection_guard.ts`). (Deno sets its own WebSocket message limit; `maxMessageBytes`
- * is not configurable there.)
+ * error (see `_connection_guard.ts`). Deno's WebSocket takes messages up to 64 MiB whatever it is
+ * told, so the guard closes a connection whose message passes `maxMessageBytes`.
  *
  * @param app A hono app (or anything with `fetch`).
  * @param options Host, port (0 picks one), abort signal, connection limits.
@@ -117,6 +118,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   }
   const guard = guardConnections(listener, {
     ...limits,
+    maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     connectUpstream: connectUpstream!,
     onAcceptError: options.onAcceptError,
   });
