@@ -9,9 +9,12 @@ import { GpuDevice } from "./devices.ts";
 
 /** Resources and address of a {@link MeshNode}. */
 export interface MeshNodeOptions {
-  /** Number of GPUs, or the GPUs themselves (default 0). `Infinity`: unbounded, none assigned. */
+  /**
+   * Number of GPUs, or the GPUs themselves (default 0; for a node with an endpoint: as many as the
+   * node reports, and given ones are a cap). `Infinity`: unbounded, none assigned.
+   */
   gpus?: number | readonly GpuDevice[];
-  /** Number of CPU cores (default: unbounded). */
+  /** Number of CPU cores (default: unbounded; for a node with an endpoint: as the node reports, given ones a cap). */
   cpus?: number;
   /** Where a remote node listens (`ws://host:port`, `http://host:port`); absent: a node in this process. */
   endpoint?: string;
@@ -38,6 +41,11 @@ export class MeshNode {
   readonly cpus: number;
   /** Endpoint of a remote node; `undefined` for a node inside this process. */
   readonly endpoint: string | undefined;
+  /**
+   * Which resources were given. A remote node reports its own in its `welcome`: what was not given
+   * is taken from there, and what was given caps it.
+   */
+  readonly declares: { readonly gpus: boolean; readonly cpus: boolean };
 
   /**
    * @param name Unique within the mesh.
@@ -85,5 +93,6 @@ export class MeshNode {
       );
     }
     this.endpoint = options.endpoint;
+    this.declares = { gpus: options.gpus !== undefined && g !== Infinity, cpus: c !== Infinity };
   }
 }

@@ -9,7 +9,7 @@
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect";
 import { Deployment, type Replica } from "./deployment.ts";
-import type { GpuDevice } from "./devices.ts";
+import { GpuDevice } from "./devices.ts";
 import { CancelledError, PlacementError } from "./errors.ts";
 import { Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
@@ -53,6 +53,14 @@ export interface MeshStats {
 
 interface NodeState extends MutableNodeResources {
   readonly node: MeshNode;
+  /** Not counted: an unbounded node, or a remote node with no GPUs declared and none reported yet (it decides). */
+  unboundedGpus: boolean;
+  /** Its GPUs as known now: declared, then as the node reported (capped by what was declared). */
+  devices: readonly GpuDevice[];
+  /** Its CPU cores as known now (`Infinity`: not limited). */
+  totalCpus: number;
+  /** What the node last reported in its welcome. */
+  reported: { gpus: number; cpus: number | null } | undefined;
 }
 
 function requestOf(def: ServiceDef): PlacementRequest {
@@ -99,7 +107,11 @@ export class MeshRuntime {
       this.states.push({
         node,
         name: node.name,
-        unboundedGpus: node.unboundedGpus,
+        // a remote node without declared GPUs decides itself until it reports how many it has
+        unboundedGpus: node.unboundedGpus || (node.endpoint !== undefined && !node.declares.gpus),
+        devices: node.gpus,
+        totalCpus: node.cpus,
+        reported: undefined,
         freeGpus: [...node.gpus],
         shared: new Map(),
         freeCpus: node.cpus,
@@ -177,6 +189,51 @@ export class MeshRuntime {
     return deployment;
   }
 
+  /**
+   * A remote node said what it has (its `welcome`): from now on placement counts the node's own
+   * GPUs and CPUs, capped by what the mesh declared for it (a mesh never uses more than it declared,
+   * nor more than the node has). Replicas already placed there keep theirs.
+   *
+   * @param name The node's name in this mesh.
+   * @param reported The GPUs and CPU cores the node offers (`null`: CPUs not limited).
+   */
+  nodeReported(name: string, reported: { readonly gpus: number; readonly cpus: number | null }): void {
+    const st = this.states.find((s) => s.node.name === name);
+    if (st === undefined || st.node.endpoint === undefined) return;
+    const { gpus, cpus } = reported;
+    if (st.reported !== undefined && st.reported.gpus === gpus && st.reported.cpus === cpus) return;
+    st.reported = { gpus, cpus };
+    const node = st.node;
+    // what the replicas placed there hold: their GPUs (unknown ids for those placed while the node
+    // decided: the node gave them its first free ones) and CPUs
+    const held = new Set<number>();
+    let heldUnknown = 0, heldCpus = 0;
+    for (const d of this.deployments) {
+      if (d.disposed) continue;
+      for (const r of d.replicas) {
+        if (r.node !== name) continue;
+        heldCpus += d.def.cpus;
+        if (r.gpus.length > 0) { for (const g of r.gpus) held.add(g.id); }
+        else if (d.def.gpus > 0) heldUnknown += Math.ceil(d.def.gpus);
+      }
+    }
+    if (Number.isInteger(gpus) && gpus >= 0) {
+      const known = new Map(st.devices.map((g) => [g.id, g]));
+      const devices = node.declares.gpus
+        ? node.gpus.filter((g) => g.id < gpus)
+        : Array.from({ length: gpus }, (_, i) => known.get(i) ?? new GpuDevice(i));
+      const kept = new Set(devices);
+      for (const g of [...st.shared.keys()]) if (!kept.has(g)) st.shared.delete(g);
+      st.unboundedGpus = false;
+      st.devices = devices;
+      st.freeGpus = devices.filter((g) => !held.has(g.id) && !st.shared.has(g)).slice(heldUnknown);
+    }
+    if (typeof cpus === "number" && cpus >= 0) {
+      st.totalCpus = Math.min(node.cpus, cpus);
+      st.freeCpus = st.totalCpus - heldCpus;
+    }
+  }
+
   /** Runs `cleanup` when the mesh closes (after the instances created before it). */
   addCleanup(cleanup: () => Promise<void>): void {
     Effect.runSync(Scope.addFinalizer(this.scope, Effect.promise(() => cleanup().catch(() => {}))));
@@ -191,10 +248,10 @@ export class MeshRuntime {
         name: s.node.name,
         endpoint: s.node.endpoint,
         gpus: {
-          total: s.node.unboundedGpus ? Infinity : s.node.gpus.length,
-          free: s.node.unboundedGpus ? Infinity : s.freeGpus.length,
+          total: s.unboundedGpus ? Infinity : s.devices.length,
+          free: s.unboundedGpus ? Infinity : s.freeGpus.length,
         },
-        cpus: { total: s.node.cpus, free: s.freeCpus },
+        cpus: { total: s.totalCpus, free: s.freeCpus },
       })),
       instances: this.deployments.filter((d) => !d.disposed).flatMap((d) =>
         d.replicas.map((r) => ({

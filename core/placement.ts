@@ -332,12 +332,18 @@ export function assignNodeGpus(
     : options.asked.length === whole
     ? [...options.asked]
     : options.free.slice(0, whole);
-  const taken = whole > 0 ? ids.filter((g) => !free.has(g)) : [];
-  if (ids.length < whole || taken.length > 0 || (gpus > 0 && options.total === 0)) {
+  // a GPU the driver asked for that this node does not have: the driver declared more than it has
+  const missing = ids.filter((g) => g >= options.total);
+  const taken = whole > 0 ? ids.filter((g) => !free.has(g) && g < options.total) : [];
+  if (ids.length < whole || taken.length > 0 || missing.length > 0 || (gpus > 0 && options.total === 0)) {
     throw new PlacementError(
       service,
       `Cannot place service "${service}" on node "${node}": needs ${gpus} GPUs, ${free.size} free` +
-        (taken.length > 0 ? ` (GPU ${taken.join(", ")} is taken)` : ""),
+        (missing.length > 0
+          ? ` (GPU ${missing.join(", ")} does not exist: the node has ${options.total}; the mesh declared more)`
+          : taken.length > 0
+          ? ` (GPU ${taken.join(", ")} is taken)`
+          : ""),
     );
   }
   return { ids, exclusive: whole > 0 ? ids : [] };

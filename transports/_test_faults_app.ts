@@ -80,3 +80,13 @@ export const NoDeadline = ta.service(
 );
 export const waitOpLong = ta.op({ name: "faultWaitLong", remote: true, timeoutMs: 2 ** 31 }, waitForGate);
 export const waitOpNone = ta.op({ name: "faultWaitNone", remote: true, timeoutMs: Infinity }, waitForGate);
+
+/** A service that needs a GPU: says which GPU ids the node gave it. */
+export const GpuUser = ta.service(
+  { name: "FaultGpuUser", gpus: 1 },
+  class GpuUser {
+    gpus(): number[] {
+      return (ta.currentInstanceGpus() ?? []).map((g) => g.id);
+    }
+  },
+);

@@ -12,7 +12,16 @@ import * as ta from "../mod.ts";
 import { eventually, gate, rejection, settlesWithin } from "../core/_test_utils.ts";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { spawn } from "node:child_process";
-import { Bulk, LongDeadline, NoDeadline, waitOp, waitOpLong, waitOpNone, whereAmI } from "./_test_faults_app.ts";
+import {
+  Bulk,
+  GpuUser,
+  LongDeadline,
+  NoDeadline,
+  waitOp,
+  waitOpLong,
+  waitOpNone,
+  whereAmI,
+} from "./_test_faults_app.ts";
 import { startRealServer } from "./_test_servers.ts";
 import { decodeDriverMessage } from "./protocol.ts";
 import { errorFromWire, errorToWire } from "../core/codec.ts";
@@ -382,4 +391,66 @@ test("CancelledError's reason travels on the wire; a reason off the allow-list a
   await closing;
   assert.ok(e instanceof ta.CancelledError);
   assert.equal(e.reason, "mesh-closed");
+});
+
+for (const runtime of RUNTIMES) {
+  test(
+    `a mesh learns a ${runtime} node's GPUs from its welcome: none declared, GPU services are placed there`,
+    T,
+    async () => {
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--gpus", "2", "--cpus", "3"], {
+        runtime,
+      });
+      const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+      try {
+        await mesh.run(async () => {
+          const [a, b] = [GpuUser.init(), GpuUser.init()];
+          const ids = [...await a.gpus.go(), ...await b.gpus.go()].sort();
+          assert.deepEqual(ids, [0, 1], "each got one of the node's two GPUs");
+          // the node said what it has: the mesh counts it, and refuses what does not fit before sending it
+          assert.ok(await eventually(() => mesh.stats().nodes[0].gpus.total === 2, 60_000), "the mesh learned 2 GPUs");
+          assert.equal(mesh.stats().nodes[0].gpus.free, 0);
+          assert.equal(mesh.stats().nodes[0].cpus.total, 3);
+          const e = await rejection((async () => await GpuUser.init().gpus.go())()); // init places it
+          assert.ok(e instanceof ta.PlacementError, String(e));
+          assert.match(e.message, /needs 1 GPU, the largest free on any node is 0 \(n1\)/);
+        });
+      } finally {
+        await mesh.close({ graceMs: 0 });
+        await stop(node);
+      }
+    },
+  );
+
+  test(
+    `GPUs a mesh declares are a cap on what a ${runtime} node reports: more than it has is refused clearly`,
+    T,
+    async () => {
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--gpus", "1"], { runtime });
+      const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}`, gpus: 3 })]);
+      try {
+        await mesh.run(async () => {
+          assert.deepEqual(await GpuUser.init().gpus.go(), [0]);
+          assert.ok(
+            await eventually(() => mesh.stats().nodes[0].gpus.total === 1, 60_000),
+            "capped at the node's 1 GPU",
+          );
+          const e = await rejection((async () => await GpuUser.init().gpus.go())()); // init places it
+          assert.ok(e instanceof ta.PlacementError, String(e));
+          assert.doesNotMatch(e.message, /is taken/);
+        });
+      } finally {
+        await mesh.close({ graceMs: 0 });
+        await stop(node);
+      }
+    },
+  );
+}
+
+test("a node asked for a GPU id it does not have says the GPU does not exist, not that it is taken", async () => {
+  const { assignNodeGpus } = await import("../core/placement.ts");
+  assert.throws(
+    () => assignNodeGpus("S", "n1", 1, { asked: [2], free: [0, 1], total: 2 }),
+    /GPU 2 does not exist: the node has 2; the mesh declared more/,
+  );
 });

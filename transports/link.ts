@@ -233,6 +233,8 @@ export class NodeLink {
         this.helloFailure = undefined;
         this.helloBackoffMs = 0;
         if (this.welcomeP === p) this.welcomed = { from: p, welcome };
+        // the mesh places on what the node has, not only on what was declared for it
+        if (this.holder instanceof MeshRuntime) this.holder.nodeReported(this.node, welcome);
       }, (error) => {
         if (this.welcomeP === p) this.welcomeP = undefined;
         if (this.closed) return;
@@ -468,7 +470,10 @@ export function linkFor(
     link = new NodeLink(nodeName, endpoint, transport, connect, handles, owner, options);
     m.set(endpoint, link);
     const l = link;
-    if (owner instanceof MeshRuntime) owner.addCleanup(() => l.close());
+    if (owner instanceof MeshRuntime) {
+      owner.addCleanup(() => l.close());
+      l.welcome().catch(() => {}); // learn early what the node has (placement uses it)
+    }
   }
   return link;
 }
