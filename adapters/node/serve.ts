@@ -60,6 +60,10 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       hostname,
       port,
       websocket: { server: wss },
+      // leave the process's Request and Response alone: by default @hono/node-server replaces them
+      // with its own lightweight classes, which every other server in the process (Bun.serve, a
+      // second adapter) then receives from hono and rejects
+      overrideGlobalObjects: false,
     });
     // Node's own limits: past maxConnections a connection is closed at once; a connection that
     // sends no complete head in time, or stays idle between requests, is closed
