@@ -302,7 +302,11 @@ function render(s) {
     if (t.traceId) tr.append(" · trace id ", el("code", { id: "trace-id", title: "look it up in Jaeger or Tempo" }, t.traceId));
   } else tr.append("tracing off");
   $("#listening").textContent = s.listeningMs > 0 ? "watching for " + Math.round(s.listeningMs / 1000) + " s" : "";
-  $("#sampled-note").textContent = t.sampled ? "tracing samples: counts cover traced calls only" : "since this page opened";
+  const share = s.recording.share;
+  $("#sampled-note").textContent = share < 1
+    ? "≈ estimates: " + (share * 100).toFixed(share < 0.1 ? 1 : 0) + "% of calls recorded in the last minute" +
+      (t.enabled ? " (tracing samples)" : " (to keep the dashboard's cost under " + Math.round(s.recording.maxOverhead * 100) + "%)")
+    : "since this page opened";
 
   const perNode = new Map();
   for (const i of s.instances) perNode.set(i.node, (perNode.get(i.node) || 0) + 1);
@@ -325,8 +329,8 @@ function render(s) {
 
   syncRows($("#ops tbody"), s.ops, (o) => o.name, [
     { field: "name", cls: "name", value: (o) => o.name },
-    { field: "calls", cls: "num", value: (o) => String(o.calls) },
-    { field: "completed", cls: "num", value: (o) => String(o.completed) },
+    { field: "calls", cls: "num", value: (o) => (o.estimated ? "≈" : "") + o.calls },
+    { field: "completed", cls: "num", value: (o) => (o.estimated ? "≈" : "") + o.completed },
     { field: "failed", cls: "num", value: (o) => String(o.failed) + (o.cancelled ? " (+" + o.cancelled + " cancelled)" : "") },
     { field: "inflight", cls: "num", value: (o) => o.inFlight + (o.inFlight ? " (" + o.running + " running)" : "") },
     { field: "p50", cls: "num", value: (o) => ms(o.window.p50) },
@@ -335,6 +339,7 @@ function render(s) {
     { field: "series", value: (o) => sparkline(o.series) },
   ], "no calls since this page opened");
   for (const td of document.querySelectorAll("#ops td[data-field=failed]")) td.classList.toggle("bad", !td.textContent.startsWith("0"));
+  $("#sampled-note").classList.toggle("bad", share < 1);
 
   renderChart(s.series.length ? s.series : new Array(s.windowSeconds).fill(0), s.windowSeconds);
   renderProfile(s.profile);

@@ -3,10 +3,15 @@ import assert from "node:assert/strict";
 import type { TaskEvent, TaskInfo } from "../../core/events.ts";
 import { OTHER, TaskAggregator } from "./aggregate.ts";
 
-/** A fake task: what the aggregator reads of one. */
+/** Tasks "made" so far: the task counter every aggregator here reads. */
+let made = 0;
+const taskCount = () => made;
+
+/** A fake task: what the aggregator reads of one (made now). */
 function task(name: string, fields: Partial<Record<keyof TaskInfo, unknown>> = {}): TaskInfo & Record<string, unknown> {
   return {
     name,
+    seq: ++made,
     kind: "op",
     parent: undefined,
     attempt: 0,
@@ -33,7 +38,7 @@ function call(
 
 test("TaskAggregator counts calls per name, how they ended, and those in flight and running", () => {
   const now = 1_000;
-  const agg = new TaskAggregator({ now: () => now });
+  const agg = new TaskAggregator({ now: () => now, taskCount });
   call(agg, "embed", now, 2);
   call(agg, "embed", now, 3, "failed");
   call(agg, "Gen.generate", now, 1, "cancelled");
@@ -68,7 +73,7 @@ test("TaskAggregator counts calls per name, how they ended, and those in flight 
 
 test("TaskAggregator counts a task submitted before it started only when it settles, never as in flight", () => {
   const now = 5_000;
-  const agg = new TaskAggregator({ now: () => now });
+  const agg = new TaskAggregator({ now: () => now, taskCount });
   const old = task("embed", { submittedAt: 4_000, startedAt: 4_500, settledAt: 5_000 });
   agg.record({ kind: "finished", task: old, at: 5_000 });
   const s = agg.snapshot().names[0];
@@ -81,7 +86,7 @@ test("TaskAggregator counts a task submitted before it started only when it sett
 
 test("TaskAggregator percentiles: p50 and p95 within the histogram's ±9 %, a single duration exactly", () => {
   const now = 100_000;
-  const agg = new TaskAggregator({ now: () => now });
+  const agg = new TaskAggregator({ now: () => now, taskCount });
   // 1..100 ms, in shuffled order
   const ds = Array.from({ length: 100 }, (_, i) => i + 1).sort((a, b) => ((a * 37) % 101) - ((b * 37) % 101));
   for (const d of ds) call(agg, "work", now - 200, d);
@@ -91,13 +96,13 @@ test("TaskAggregator percentiles: p50 and p95 within the histogram's ±9 %, a si
   assert.equal(w.max, 100);
   assert.equal(w.settled, 100);
 
-  const one = new TaskAggregator({ now: () => now });
+  const one = new TaskAggregator({ now: () => now, taskCount });
   call(one, "once", now - 100, 7.25);
   const o = one.snapshot().names[0].window;
   assert.equal(o.p50, 7.25);
   assert.equal(o.p95, 7.25);
 
-  const micro = new TaskAggregator({ now: () => now });
+  const micro = new TaskAggregator({ now: () => now, taskCount });
   for (let i = 0; i < 10; i++) call(micro, "tiny", now - 100, 0.0004);
   const p95 = micro.snapshot().names[0].window.p95;
   assert.ok(Math.abs(p95 - 0.0004) < 1e-9, `below a microsecond: ${p95}`);
@@ -105,7 +110,7 @@ test("TaskAggregator percentiles: p50 and p95 within the histogram's ±9 %, a si
 
 test("TaskAggregator window: calls older than the last minute leave the rate, the chart and the percentiles", () => {
   let now = 1_000_000;
-  const agg = new TaskAggregator({ now: () => now });
+  const agg = new TaskAggregator({ now: () => now, taskCount });
   for (let i = 0; i < 10; i++) call(agg, "step", now, 100);
   now += 30_000;
   for (let i = 0; i < 5; i++) call(agg, "step", now, 1);
@@ -146,7 +151,7 @@ test("TaskAggregator window: calls older than the last minute leave the rate, th
 });
 
 test("TaskAggregator keeps the root task seen last, for the trace id", () => {
-  const agg = new TaskAggregator({ now: () => 0 });
+  const agg = new TaskAggregator({ now: () => 0, taskCount });
   const root = task("a");
   const child = task("b", { parent: root });
   agg.record({ kind: "submitted", task: root, at: 0 });
@@ -155,7 +160,7 @@ test("TaskAggregator keeps the root task seen last, for the trace id", () => {
 });
 
 test("TaskAggregator counts names past maxNames together as (other)", () => {
-  const agg = new TaskAggregator({ now: () => 0, maxNames: 2 });
+  const agg = new TaskAggregator({ now: () => 0, maxNames: 2, taskCount });
   for (const name of ["a", "b", "c", "d"]) call(agg, name, 0, 1);
   const s = agg.snapshot();
   assert.deepEqual(s.names.map((n) => n.name), [OTHER, "a", "b"]);
@@ -169,4 +174,36 @@ test("TaskAggregator refuses a bad window or name limit with a RangeError saying
   );
   assert.throws(() => new TaskAggregator({ windowSeconds: 1.5 }), RangeError);
   assert.throws(() => new TaskAggregator({ maxNames: 0 }), /maxNames must be an integer ≥ 1, got 0/);
+});
+
+test("TaskAggregator estimates counts and rates from the share of tasks recorded, per second", () => {
+  let now = 50_000;
+  const agg = new TaskAggregator({ now: () => now, taskCount });
+  // second 50: 10 tasks made, all recorded
+  for (let i = 0; i < 10; i++) call(agg, "step", now, 1);
+  now += 1000;
+  // second 51: 100 tasks made, 25 recorded
+  for (let i = 0; i < 100; i++) {
+    if (i % 4 === 0) call(agg, "step", now, 1);
+    else made++; // made, not recorded
+  }
+  now += 1000;
+  agg.tick(); // closes second 51 with nothing new in second 52
+  const s = agg.snapshot();
+  const step = s.names[0];
+  assert.equal(step.calls, 110);
+  assert.equal(step.completed, 110);
+  assert.equal(step.estimated, true);
+  assert.equal(step.window.settled, 110);
+  assert.deepEqual(step.series.slice(-3), [10, 100, 0]);
+  assert.equal(step.inFlight, 0, "in flight: the recorded calls");
+  assert.equal(s.recordedShare, 35 / 110);
+});
+
+test("TaskAggregator counts every recorded task toward the share, but only accepted ones per name", () => {
+  const agg = new TaskAggregator({ now: () => 0, taskCount, accept: (t) => t.name !== "elsewhere" });
+  for (const name of ["mine", "elsewhere", "elsewhere", "mine"]) call(agg, name, 0, 1);
+  const s = agg.snapshot();
+  assert.deepEqual(s.names.map((n) => [n.name, n.calls, n.estimated]), [["mine", 2, false]]);
+  assert.equal(s.recordedShare, 1, "all four made were recorded");
 });

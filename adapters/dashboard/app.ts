@@ -9,7 +9,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import { onTaskEvent, sampling } from "../../core/events.ts";
+import { onTaskEvent } from "../../core/events.ts";
 import { Mesh, meshRuntime } from "../../core/mesh.ts";
 import type { MeshStats } from "../../core/mesh_runtime.ts";
 import { lastProfiler, type Profiler } from "../../core/profile.ts";
@@ -19,6 +19,7 @@ import { injectTraceContext } from "../../core/tracing/propagation.ts";
 import { unrefTimer } from "../../core/_runtime.ts";
 import { timingSafeEqualString } from "../../transports/transport.ts";
 import { type NameStats, TaskAggregator } from "./aggregate.ts";
+import { RecordingBudget } from "./budget.ts";
 import { type DagLayout, profileDag } from "./dag.ts";
 import { DASHBOARD_PAGE } from "./_page.ts";
 
@@ -46,6 +47,11 @@ export interface DashboardAppOptions {
   lingerMs?: number;
   /** Most tasks drawn in the DAG (default 300). */
   maxDagTasks?: number;
+  /**
+   * Share of the time that recording tasks for the dashboard may cost, in (0, 1) (default 0.04):
+   * past it, only a share of new tasks is recorded and counts are estimated (see `budget.ts`).
+   */
+  maxOverhead?: number;
   /**
    * Host names the app answers to besides IP addresses, `localhost` and `listenHost`; `"*"`: any.
    * A request naming another host is refused 403 (a page reaching a loopback dashboard by DNS
@@ -90,8 +96,13 @@ export interface DashboardSnapshot {
   readonly windowSeconds: number;
   /** Milliseconds the dashboard has been listening. */
   readonly listeningMs: number;
-  /** Tracing: on or off, whether tasks are sampled (then the counts cover sampled ones), a trace id. */
-  readonly tracing: { readonly enabled: boolean; readonly sampled: boolean; readonly traceId: string | undefined };
+  /** Tracing: on or off, and the trace id of the last root task recorded. */
+  readonly tracing: { readonly enabled: boolean; readonly traceId: string | undefined };
+  /**
+   * Share of the tasks made over the window that were recorded (1: all; less under the recording
+   * budget or tracing's sampling, and then counts and rates are estimates), and the budget.
+   */
+  readonly recording: { readonly share: number; readonly maxOverhead: number };
   /** The last `profile()`: its number (changes with each new profiler), tasks recorded, still recording. */
   readonly profile: { readonly serial: number; readonly tasks: number; readonly active: boolean } | null;
 }
@@ -113,6 +124,30 @@ export interface DashboardApp {
 }
 
 const finite = (n: number): number | null => (Number.isFinite(n) ? n : null);
+
+/** How often a listening dashboard tops up its recording budget and closes idle seconds, ms. */
+const TICK_MS = 50;
+
+/** One recording budget for every dashboard of the process: the sampling gate has one owner. */
+let shared: { budget: RecordingBudget; users: number } | undefined;
+
+function acquireBudget(maxOverhead: number): { budget: RecordingBudget; release: () => void } {
+  if (shared === undefined) shared = { budget: new RecordingBudget({ maxOverhead }), users: 0 };
+  const held = shared;
+  held.users++;
+  let released = false;
+  return {
+    budget: held.budget,
+    release: () => {
+      if (released) return;
+      released = true;
+      if (--held.users === 0) {
+        held.budget.release();
+        if (shared === held) shared = undefined;
+      }
+    },
+  };
+}
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
@@ -159,6 +194,10 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
   }
   checkPositive("intervalMs", options.intervalMs, 10);
   checkPositive("lingerMs", options.lingerMs, 0);
+  const maxOverhead = options.maxOverhead ?? 0.04;
+  if (!(typeof maxOverhead === "number" && maxOverhead > 0 && maxOverhead < 1)) {
+    throw new RangeError(`createDashboardApp maxOverhead must be a number in (0, 1), got ${String(maxOverhead)}`);
+  }
   const token = options.token ?? source.options?.token;
   const rt = source instanceof Mesh ? meshRuntime(source) : undefined;
   const intervalMs = options.intervalMs ?? 1000;
@@ -179,10 +218,16 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
   let nextSerial = 1;
   let dagCache: { serial: number; count: number; dag: DagLayout } | undefined;
 
+  let ticker: ReturnType<typeof setInterval> | undefined;
+  let releaseBudget: (() => void) | undefined;
   const stopListening = () => {
     off?.();
     off = undefined;
     aggregator = undefined;
+    if (ticker !== undefined) clearInterval(ticker);
+    ticker = undefined;
+    releaseBudget?.();
+    releaseBudget = undefined;
   };
   /** Listens while someone watches; returns the release. */
   const watch = (): () => void => {
@@ -190,15 +235,25 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
     if (linger !== undefined) clearTimeout(linger);
     linger = undefined;
     if (off === undefined) {
-      const agg = new TaskAggregator({ now: options.now });
-      aggregator = agg;
       // a mesh's dashboard counts the calls submitted in it: not another mesh's, nor, with nodes in
       // this process (tests), the nodes' own tasks for the same calls
-      off = onTaskEvent(
-        rt === undefined ? (e) => agg.record(e) : (e) => {
-          if (taskMesh(e.task) === rt) agg.record(e);
-        },
-      );
+      const agg = new TaskAggregator({
+        now: options.now,
+        accept: rt === undefined ? undefined : (t) => taskMesh(t) === rt,
+      });
+      aggregator = agg;
+      const held = acquireBudget(maxOverhead);
+      releaseBudget = held.release;
+      const budget = held.budget;
+      off = onTaskEvent((e) => {
+        if (e.kind === "submitted") budget.spend();
+        agg.record(e);
+      });
+      ticker = setInterval(() => {
+        budget.topUp();
+        agg.tick();
+      }, TICK_MS);
+      unrefTimer(ticker);
     }
     let released = false;
     return () => {
@@ -246,7 +301,8 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
       series: agg?.series ?? [],
       windowSeconds: agg?.windowSeconds ?? 60,
       listeningMs: agg?.elapsedMs ?? 0,
-      tracing: { enabled: tracing, sampled: sampling(), traceId },
+      tracing: { enabled: tracing, traceId },
+      recording: { share: agg?.recordedShare ?? 1, maxOverhead },
       profile: p === undefined ? null : { serial: serials.get(p)!, tasks: p.tasks().length, active: p.active },
     };
   };

@@ -9,45 +9,52 @@ import { eventually } from "../../core/_test_utils.ts";
 import { createDashboardApp, type DagLayout, serveDashboard } from "./mod.ts";
 import { ask, deploy, embed, SnapshotReader, twoNodeMesh } from "./_test_mesh.ts";
 
-test("serveDashboard streams snapshots whose nodes and instances match mesh.stats(), and new calls without reconnecting", async () => {
-  const { mesh, close } = twoNodeMesh();
-  const dashboard = await serveDashboard(mesh, { intervalMs: 50 });
-  try {
-    const p = await deploy(mesh);
-    const res = await fetch(`${dashboard.url}/events`);
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
-    const stream = new SnapshotReader(res);
-    await stream.next(); // listening from here on
-    await ask(mesh, p, "What is ML?");
-    await ask(mesh, p, "Why?");
-    let snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 2);
-    const stats = mesh.stats();
-    assert.deepEqual(
-      snap.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
-      stats.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
-    );
-    assert.deepEqual(snap.instances, stats.instances);
-    assert.deepEqual(snap.instances.map((i) => [i.service, i.calls]), [["DashRetriever", 2], ["DashGenerator", 2]]);
-    const byName = new Map(snap.ops.map((o) => [o.name, o]));
-    assert.equal(byName.get("dashEmbed")?.calls, 2);
-    assert.equal(byName.get("DashRetriever.retrieve")?.completed, 2);
-    assert.equal(byName.get("DashGenerator.generate")?.kind, "method");
-    assert.equal(snap.series.reduce((a, b) => a + b, 0), 6, "six calls settled in the last minute");
-    assert.ok(byName.get("dashEmbed")!.window.p95 > 0);
+/** A generous bound for tests that wait on a real server's stream (a busy machine), not a timing claim. */
+const T = { timeout: 60_000 };
 
-    // one more call shows up on the same stream
-    await ask(mesh, p, "And now?");
-    snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 3);
-    assert.equal(snap.instances.find((i) => i.service === "DashGenerator")?.calls, 3);
-    await stream.cancel();
-  } finally {
-    await dashboard.close();
-    await close();
-  }
-});
+test(
+  "serveDashboard streams snapshots whose nodes and instances match mesh.stats(), and new calls without reconnecting",
+  T,
+  async () => {
+    const { mesh, close } = twoNodeMesh();
+    const dashboard = await serveDashboard(mesh, { intervalMs: 50 });
+    try {
+      const p = await deploy(mesh);
+      const res = await fetch(`${dashboard.url}/events`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+      const stream = new SnapshotReader(res);
+      await stream.next(); // listening from here on
+      await ask(mesh, p, "What is ML?");
+      await ask(mesh, p, "Why?");
+      let snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 2);
+      const stats = mesh.stats();
+      assert.deepEqual(
+        snap.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
+        stats.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
+      );
+      assert.deepEqual(snap.instances, stats.instances);
+      assert.deepEqual(snap.instances.map((i) => [i.service, i.calls]), [["DashRetriever", 2], ["DashGenerator", 2]]);
+      const byName = new Map(snap.ops.map((o) => [o.name, o]));
+      assert.equal(byName.get("dashEmbed")?.calls, 2);
+      assert.equal(byName.get("DashRetriever.retrieve")?.completed, 2);
+      assert.equal(byName.get("DashGenerator.generate")?.kind, "method");
+      assert.equal(snap.series.reduce((a, b) => a + b, 0), 6, "six calls settled in the last minute");
+      assert.ok(byName.get("dashEmbed")!.window.p95 > 0);
 
-test("serveDashboard listens to the task event stream only while a page is connected", async () => {
+      // one more call shows up on the same stream
+      await ask(mesh, p, "And now?");
+      snap = await stream.until((s) => s.ops.find((o) => o.name === "DashGenerator.generate")?.completed === 3);
+      assert.equal(snap.instances.find((i) => i.service === "DashGenerator")?.calls, 3);
+      await stream.cancel();
+    } finally {
+      await dashboard.close();
+      await close();
+    }
+  },
+);
+
+test("serveDashboard listens to the task event stream only while a page is connected", T, async () => {
   await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
   await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 0 });
   assert.equal(dashboard.app.listening, false);
@@ -64,22 +71,26 @@ test("serveDashboard listens to the task event stream only while a page is conne
   assert.equal(dashboard.app.clients, 0);
 });
 
-test("serveDashboard keeps listening for lingerMs after the last page closed, so a reload keeps the counts", async () => {
-  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
-  await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 60_000 });
-  const first = new SnapshotReader(await fetch(`${dashboard.url}/events`));
-  await first.next();
-  await mesh.run(() => embed.go("x"));
-  await first.until((s) => s.ops[0]?.completed === 1);
-  await first.cancel();
-  assert.ok(await eventually(() => dashboard.app.clients === 0, 10_000));
-  assert.equal(dashboard.app.listening, true);
-  const second = new SnapshotReader(await fetch(`${dashboard.url}/events`));
-  assert.equal((await second.next()).ops[0]?.completed, 1, "the reload sees the call made before it");
-  await second.cancel();
-});
+test(
+  "serveDashboard keeps listening for lingerMs after the last page closed, so a reload keeps the counts",
+  T,
+  async () => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+    await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 60_000 });
+    const first = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    await first.next();
+    await mesh.run(() => embed.go("x"));
+    await first.until((s) => s.ops[0]?.completed === 1);
+    await first.cancel();
+    assert.ok(await eventually(() => dashboard.app.clients === 0, 10_000));
+    assert.equal(dashboard.app.listening, true);
+    const second = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    assert.equal((await second.next()).ops[0]?.completed, 1, "the reload sees the call made before it");
+    await second.cancel();
+  },
+);
 
-test("a token-protected mesh's dashboard serves the page's shell but no data without the token", async () => {
+test("a token-protected mesh's dashboard serves the page's shell but no data without the token", T, async () => {
   const { mesh, close } = twoNodeMesh({ token: "s3cret" });
   const dashboard = await serveDashboard(mesh, { intervalMs: 50 });
   try {
@@ -109,7 +120,7 @@ test("a token-protected mesh's dashboard serves the page's shell but no data wit
   }
 });
 
-test("the dashboard refuses a Host name other than an IP address, localhost or the one it listens on", async () => {
+test("the dashboard refuses a Host name other than an IP address, localhost or the one it listens on", T, async () => {
   await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
   const dash = createDashboardApp(mesh, { listenHost: "dash.internal" });
   const get = (host: string) => dash.app.fetch(new Request("http://x/api/snapshot", { headers: { host } }));
@@ -124,7 +135,7 @@ test("the dashboard refuses a Host name other than an IP address, localhost or t
   open.close();
 });
 
-test("the dashboard serves the last profile's DAG with its critical path, and its Chrome trace", async () => {
+test("the dashboard serves the last profile's DAG with its critical path, and its Chrome trace", T, async () => {
   const { mesh, close } = twoNodeMesh();
   const dashboard = await serveDashboard(mesh);
   try {
@@ -166,7 +177,7 @@ test("the dashboard serves the last profile's DAG with its critical path, and it
   }
 });
 
-test("the dashboard shows the trace id of the last traced run while tracing is on", async () => {
+test("the dashboard shows the trace id of the last traced run while tracing is on", T, async () => {
   const exporter = new InMemorySpanExporter();
   ta.enableTracing({
     tracerProvider: new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }),
@@ -194,7 +205,7 @@ test("createDashboardApp refuses what is not a mesh, and intervals out of range,
   assert.throws(() => createDashboardApp(mesh, { lingerMs: -1 }), RangeError);
 });
 
-test("closing a dashboard ends its open streams and stops listening", async () => {
+test("closing a dashboard ends its open streams and stops listening", T, async () => {
   await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
   const dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 60_000 });
   const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
@@ -203,3 +214,25 @@ test("closing a dashboard ends its open streams and stops listening", async () =
   await assert.rejects(stream.until(() => false, 1_000_000), /ended|closed|abort|terminated|reset|error/i);
   assert.equal(dashboard.app.listening, false);
 });
+
+test(
+  "a flood of tiny calls is recorded in part, within the dashboard's budget, and its counts estimated",
+  T,
+  async () => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+    await using dashboard = await serveDashboard(mesh, { intervalMs: 20, maxOverhead: 0.001 });
+    const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    await stream.next();
+    const N = 20_000;
+    await mesh.run(() => Promise.all(Array.from({ length: N }, (_, i) => embed.go(`q${i}`))));
+    const snap = dashboard.app.snapshot();
+    await stream.cancel();
+    const row = snap.ops.find((o) => o.name === "dashEmbed")!;
+    assert.ok(snap.recording.share < 0.5, `a share of the calls was recorded: ${snap.recording.share}`);
+    assert.equal(snap.recording.maxOverhead, 0.001);
+    assert.equal(row.estimated, true);
+    assert.ok(Math.abs(row.calls - N) <= N * 0.1, `estimated calls ${row.calls} of ${N}`);
+    assert.ok(Math.abs(row.completed - N) <= N * 0.1, `estimated completions ${row.completed} of ${N}`);
+    assert.equal(row.inFlight, 0);
+  },
+);

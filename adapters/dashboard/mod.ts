@@ -5,7 +5,8 @@
  * last minute, the DAG of the last `ta.profile()` with its critical path, its Perfetto trace, and the
  * trace id while tracing is on. One page with a plain script (no build step, nothing from a
  * network), updated by server-sent events. It listens to the task event stream only while a page is
- * open. A mesh with a `token` asks the page for it.
+ * open, and records tasks within a budget of the time (`maxOverhead`, default 4 %): past it, counts
+ * are estimated from the share recorded. A mesh with a `token` asks the page for it.
  *
  * @example A dashboard for a mesh
  * ```ts
@@ -39,6 +40,7 @@ export {
   type TaskAggregatorOptions,
   type WindowStats,
 } from "./aggregate.ts";
+export { RecordingBudget, type RecordingBudgetOptions } from "./budget.ts";
 export { type DagLayout, type DagTask, layoutDag, type LayoutDagOptions, profileDag } from "./dag.ts";
 
 /** Options of {@linkcode serveDashboard}. */

@@ -1,0 +1,193 @@
+/**
+ * What an open dashboard costs the core: the fanout of 10k no-op ops (`op.go(i)` in a mesh, await
+ * all) with nobody listening; with a listener that records every task (the aggregator, no budget:
+ * what recording itself costs the core); and with a dashboard served on a port and its event stream
+ * read the way a browser reads it (a snapshot every second, in this process), under its recording
+ * budget. Each mode beside plain Promises; the modes are interleaved in blocks so drift over the run
+ * is billed to none of them. Prints a markdown table.
+ *
+ *     bun bench/dashboard.ts
+ *     deno run -A bench/dashboard.ts
+ *     bun bench/dashboard.ts --blocks 12 --runs 5
+ *
+ * A figure is the median over `--blocks` blocks of `--runs` timed runs per mode (after 5 warm-up
+ * runs per mode). When a collector is reachable (`Bun.gc`, or `globalThis.gc` under
+ * `--v8-flags=--expose-gc`) it runs before every timed run.
+ *
+ * @module
+ */
+// The bodies are async functions that never await on purpose: they measure the machinery around a call.
+// deno-lint-ignore-file require-await
+import * as ta from "../mod.ts";
+import { onTaskEvent } from "../core/events.ts";
+import { TaskAggregator } from "../adapters/dashboard/aggregate.ts";
+import { serveDashboard } from "../adapters/dashboard/mod.ts";
+
+function flag(name: string, dflt: string): string {
+  const args = (globalThis as { Deno?: { args: string[] } }).Deno?.args ??
+    (globalThis as { process?: { argv: string[] } }).process?.argv.slice(2) ?? [];
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+}
+
+const BLOCKS = Number(flag("blocks", "12"));
+const RUNS = Number(flag("runs", "5"));
+if (!Number.isInteger(BLOCKS) || BLOCKS < 2) throw new RangeError(`--blocks must be an integer ≥ 2, got ${BLOCKS}`);
+if (!Number.isInteger(RUNS) || RUNS < 1) throw new RangeError(`--runs must be an integer ≥ 1, got ${RUNS}`);
+const N = 10_000;
+
+const bunGc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
+const v8Gc = (globalThis as { gc?: () => void }).gc;
+function collect(): void {
+  if (bunGc !== undefined) bunGc(true);
+  else if (v8Gc !== undefined) v8Gc();
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+const noop = ta.op(async function dashboardBenchNoop(x: number) {
+  return x;
+});
+const pNoop = async (x: number) => x;
+
+const mesh = new ta.Mesh([new ta.MeshNode("local")], { name: "bench" });
+
+async function fanout(): Promise<number> {
+  return await mesh.run(async () => {
+    const refs: ta.ObjectRef<number>[] = new Array(N);
+    for (let i = 0; i < N; i++) refs[i] = noop.go(i);
+    return (await Promise.all(refs)).length;
+  });
+}
+async function fanoutBase(): Promise<number> {
+  const ps: Promise<number>[] = new Array(N);
+  for (let i = 0; i < N; i++) ps[i] = pNoop(i);
+  return (await Promise.all(ps)).length;
+}
+
+/** One way the process runs: what is attached while its runs are timed. */
+interface Mode {
+  name: string;
+  attach(): Promise<void>;
+  detach(): Promise<void>;
+}
+
+const dashboard = await serveDashboard(mesh, { lingerMs: 0 });
+let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+let reading: Promise<void> | undefined;
+let snapshotsRead = 0;
+const shares: number[] = [];
+let offListener: (() => void) | undefined;
+let aggregator: TaskAggregator | undefined;
+
+const modes: Mode[] = [
+  { name: "nobody listening", attach: async () => {}, detach: async () => {} },
+  {
+    name: "every task recorded (aggregator, no budget)",
+    attach: async () => {
+      const agg = new TaskAggregator();
+      aggregator = agg;
+      offListener = onTaskEvent((e) => agg.record(e));
+    },
+    detach: async () => {
+      offListener?.();
+      offListener = undefined;
+    },
+  },
+  {
+    name: "dashboard open, its event stream read",
+    attach: async () => {
+      const res = await fetch(`${dashboard.url}/events`);
+      reader = res.body!.getReader();
+      await reader.read(); // the first snapshot: listening from here on
+      snapshotsRead++;
+      reading = (async () => {
+        for (;;) {
+          const { done } = await reader!.read();
+          if (done) return;
+          snapshotsRead++;
+        }
+      })();
+      if (!dashboard.app.listening) throw new Error("the dashboard should listen while its stream is read");
+    },
+    detach: async () => {
+      shares.push(dashboard.app.snapshot().recording.share);
+      await reader?.cancel();
+      await reading?.catch(() => {});
+      for (let i = 0; i < 1000 && dashboard.app.listening; i++) await new Promise((r) => setTimeout(r, 5));
+      if (dashboard.app.listening) throw new Error("the dashboard should stop listening once its page closed");
+    },
+  },
+];
+
+const check = (n: number) => {
+  if (n !== N) throw new Error(`expected ${N} results, got ${n}`);
+};
+const times = new Map<string, number[]>(modes.map((m) => [m.name, []]));
+const baseTimes: number[] = [];
+const startedAt = performance.now();
+
+for (const m of modes) {
+  await m.attach();
+  for (let i = 0; i < 5; i++) check(await fanout());
+  await m.detach();
+}
+for (let i = 0; i < 5; i++) check(await fanoutBase());
+for (let b = 0; b < BLOCKS; b++) {
+  // rotate the order each block, so no mode always runs first or last
+  for (let k = 0; k < modes.length; k++) {
+    const m = modes[(b + k) % modes.length];
+    await m.attach();
+    for (let r = 0; r < RUNS; r++) {
+      collect();
+      const t0 = performance.now();
+      const n = await fanout();
+      times.get(m.name)!.push(performance.now() - t0);
+      check(n);
+    }
+    await m.detach();
+  }
+  for (let r = 0; r < RUNS; r++) {
+    collect();
+    const t0 = performance.now();
+    const n = await fanoutBase();
+    baseTimes.push(performance.now() - t0);
+    check(n);
+  }
+}
+const elapsedS = (performance.now() - startedAt) / 1000;
+if (aggregator === undefined || aggregator.snapshot().names.length === 0) throw new Error("the aggregator saw no task");
+
+const g = globalThis as { Bun?: { version: string }; Deno?: { version: { deno: string; v8: string } } };
+const runtime = g.Bun ? `Bun ${g.Bun.version}` : g.Deno ? `Deno ${g.Deno.version.deno} (V8 ${g.Deno.version.v8})` : "?";
+const base = median(baseTimes);
+const off = median(times.get(modes[0].name)!);
+console.log(`### ${runtime}: fanout of ${N.toLocaleString("en-US")} no-op ops in a mesh`);
+console.log("");
+console.log(
+  `median of ${BLOCKS} blocks × ${RUNS} runs per mode, modes interleaved; ${snapshotsRead} snapshots read ` +
+    `from the event stream over ${elapsedS.toFixed(0)} s`,
+);
+console.log("");
+console.log("| mode | ops/s | vs plain Promises | cost vs nobody listening |");
+console.log("|---|---:|---:|---:|");
+for (const m of modes) {
+  const ms = median(times.get(m.name)!);
+  const cost = m === modes[0] ? "–" : `${((ms / off - 1) * 100).toFixed(1)} %`;
+  console.log(
+    `| ${m.name} | ${Math.round((N / ms) * 1000).toLocaleString("en-US")} | ${(ms / base).toFixed(1)}× | ${cost} |`,
+  );
+}
+console.log(`| plain Promises (baseline) | ${Math.round((N / base) * 1000).toLocaleString("en-US")} | 1× | |`);
+console.log("");
+console.log(
+  `The open dashboard recorded ${(median(shares) * 100).toFixed(1)} % of the tasks (median over blocks; its ` +
+    `budget: ${(dashboard.app.snapshot().recording.maxOverhead * 100).toFixed(0)} % of the time).`,
+);
+
+await dashboard.close();
+await mesh.close();
