@@ -173,7 +173,7 @@ for (const runtime of RUNTIMES) {
         const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })], {
           transport,
           keepaliveMs: 100,
-          lostAfterMs: 3_000,
+          lostAfterMs: 5_000,
         });
         try {
           await mesh.run(async () => {
@@ -195,7 +195,7 @@ for (const runtime of RUNTIMES) {
               const e = await rejection(ref);
               assert.ok(e instanceof ta.NodeLostError, String(e));
               assert.equal(e.node, "n1");
-              assert.match(e.message, /no reply to keepalive pings for 3000 ms/);
+              assert.match(e.message, /no reply to keepalive pings for 5000 ms/);
             }
             // the node wakes up and answers: the late answers are ignored, new calls reach it again
             process.kill(node.proc.pid!, "SIGCONT");
@@ -248,7 +248,7 @@ for (const runtime of RUNTIMES) {
         const mesh = new ta.Mesh([
           new ta.MeshNode("frozen", { endpoint: frozen.endpoint }),
           new ta.MeshNode("ok", { endpoint: `ws://127.0.0.1:${healthy.port}` }),
-        ], { transport, keepaliveMs: 100, lostAfterMs: 2_000 });
+        ], { transport, keepaliveMs: 100, lostAfterMs: 8_000 });
         try {
           const calls = 20;
           const done = mesh.run(async () => {
@@ -446,11 +446,3 @@ for (const runtime of RUNTIMES) {
     },
   );
 }
-
-test("a node asked for a GPU id it does not have says the GPU does not exist, not that it is taken", async () => {
-  const { assignNodeGpus } = await import("../core/placement.ts");
-  assert.throws(
-    () => assignNodeGpus("S", "n1", 1, { asked: [2], free: [0, 1], total: 2 }),
-    /GPU 2 does not exist: the node has 2; the mesh declared more/,
-  );
-});
