@@ -300,51 +300,70 @@ export function leastLoaded<T>(items: readonly T[], load: (item: T) => number): 
   return best;
 }
 
+/** Options of {@linkcode assignNodeGpus}. */
+export interface AssignNodeGpusOptions {
+  /** The GPU ids the driver's placement chose: a preference, never trusted. */
+  readonly asked?: readonly number[];
+  /** How many GPUs the node has (ids `0..gpuCount-1`), to say so when an asked one does not exist. */
+  readonly gpuCount?: number;
+}
+
 /**
- * Which of a node's GPU ids an instance gets when a driver asks the node to create it: the ids the
- * driver's placement chose (when they are free), else the first free ones. A share of a GPU
- * (`gpus < 1`) is not exclusive and takes the id it was given (or 0).
+ * Which of a node's GPUs an instance gets when a driver asks the node to create it. The node
+ * decides from its own count of what is free (several drivers may share it, and a frame may ask for
+ * anything): the GPUs the driver's placement chose when they exist, are distinct and still fit, else
+ * what {@linkcode placeReplicas} picks on this node. A whole GPU is never given twice, and the
+ * shares of a split GPU never add up to more than one. Pure: apply the result with
+ * {@linkcode takeResources}, give it back with {@linkcode releaseResources}.
  *
- * @param service The service's name (for the error message).
- * @param node The node's name (for the error message).
- * @param gpus GPUs per replica (a whole number or a share below 1).
- * @param options `asked`: the ids the driver chose; `free`: the node's free ids, in order; `total`: how many GPUs it has.
- * @returns The ids, and which of them are taken exclusively.
- * @throws {PlacementError} When the GPUs are not free on this node.
+ * @param node The node's resources (its GPUs, whole and split, as the node keeps them).
+ * @param request What the instance needs (`replicas` is ignored: one instance).
+ * @param options The ids the driver asked for, and the node's GPU count (for the message).
+ * @returns The node's GPUs the instance gets (none for a CPU-only service).
+ * @throws {PlacementError} When the GPUs do not fit on this node; the message says what is free.
  *
- * @example
+ * @example Ids asked twice, or of GPUs that do not exist, are not given
  * ```ts
+ * import { GpuDevice } from "./devices.ts";
  * import { assignNodeGpus } from "./placement.ts";
- * const { ids } = assignNodeGpus("S", "n1", 2, { asked: [], free: [0, 1, 2], total: 3 });
- * if (ids.join() !== "0,1") throw new Error("unexpected");
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const node = {
+ *   name: "n1", unboundedGpus: false, freeGpus: [new GpuDevice(0), new GpuDevice(1)], shared: new Map(),
+ *   freeCpus: Infinity, instances: 0,
+ * };
+ * const pair = assignNodeGpus(node, { service: "S", gpus: 2, cpus: 0, replicas: 1 }, { asked: [0, 0] });
+ * deepStrictEqual(pair.map((g) => g.id), [0, 1]);
+ * const half = assignNodeGpus(node, { service: "S", gpus: 0.5, cpus: 0, replicas: 1 }, { asked: [7] });
+ * deepStrictEqual(half.map((g) => g.id), [0]);
  * ```
  */
 export function assignNodeGpus(
-  service: string,
-  node: string,
-  gpus: number,
-  options: { asked: readonly number[]; free: readonly number[]; total: number },
-): { ids: number[]; exclusive: number[] } {
-  const whole = gpus >= 1 ? gpus : 0;
-  const free = new Set(options.free);
-  const ids = gpus > 0 && gpus < 1
-    ? (options.asked.length === 1 ? [...options.asked] : [0])
-    : options.asked.length === whole
-    ? [...options.asked]
-    : options.free.slice(0, whole);
-  // a GPU the driver asked for that this node does not have: the driver declared more than it has
-  const missing = ids.filter((g) => g >= options.total);
-  const taken = whole > 0 ? ids.filter((g) => !free.has(g) && g < options.total) : [];
-  if (ids.length < whole || taken.length > 0 || missing.length > 0 || (gpus > 0 && options.total === 0)) {
+  node: NodeResources,
+  request: PlacementRequest,
+  options: AssignNodeGpusOptions = {},
+): GpuDevice[] {
+  if (node.unboundedGpus || request.gpus === 0) return [];
+  const asked = options.asked ?? [];
+  if (request.gpus >= 1) {
+    if (asked.length === request.gpus && new Set(asked).size === asked.length) {
+      const wanted = asked.map((id) => node.freeGpus.find((g) => g.id === id));
+      if (wanted.every((g) => g !== undefined)) return wanted as GpuDevice[];
+    }
+  } else if (asked.length === 1) {
+    const need = milliGpus(request.gpus);
+    for (const [g, left] of node.shared) if (g.id === asked[0] && left >= need) return [g];
+    const whole = node.freeGpus.find((g) => g.id === asked[0]);
+    if (whole !== undefined) return [whole];
+  }
+  try {
+    return [...placeReplicas([node], { ...request, replicas: 1 })[0].gpus];
+  } catch (e) {
+    const count = options.gpuCount;
+    const missing = count === undefined ? [] : asked.filter((id) => !(Number.isInteger(id) && id >= 0 && id < count));
+    if (!(e instanceof PlacementError) || missing.length === 0) throw e;
     throw new PlacementError(
-      service,
-      `Cannot place service "${service}" on node "${node}": needs ${gpus} GPUs, ${free.size} free` +
-        (missing.length > 0
-          ? ` (GPU ${missing.join(", ")} does not exist: the node has ${options.total}; the mesh declared more)`
-          : taken.length > 0
-          ? ` (GPU ${taken.join(", ")} is taken)`
-          : ""),
+      request.service,
+      `${e.message} (GPU ${missing.join(", ")} does not exist: the node has ${count}; the mesh declared more)`,
     );
   }
-  return { ids, exclusive: whole > 0 ? ids : [] };
 }

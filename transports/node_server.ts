@@ -6,7 +6,13 @@
  *
  * @module
  */
-import { assignNodeGpus } from "../core/placement.ts";
+import {
+  assignNodeGpus,
+  type MutableNodeResources,
+  type PlacementRequest,
+  releaseResources,
+  takeResources,
+} from "../core/placement.ts";
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
@@ -120,8 +126,12 @@ export class NodeServer {
   /** Answer frames with this (pass it to a transport server). */
   readonly handler: FrameHandler;
   private readonly gpus: readonly GpuDevice[];
-  private readonly freeGpus: Set<number>;
-  private readonly instances = new Map<string, { replica: LocalReplica; gpus: number[]; owner?: string }>();
+  /** What is free on this node: its own count, whatever drivers believe (several may share it). */
+  private readonly resources: MutableNodeResources;
+  private readonly instances = new Map<
+    string,
+    { replica: LocalReplica; gpus: GpuDevice[]; request: PlacementRequest; owner?: string }
+  >();
   private readonly leaseMs: number;
   /** Drivers holding instances here: when each was last heard from, and its instances. */
   private readonly owners = new Map<string, { seen: number; ids: Set<string> }>();
@@ -167,7 +177,14 @@ export class NodeServer {
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
-    this.freeGpus = new Set(node.gpus.map((g) => g.id));
+    this.resources = {
+      name: options.name,
+      unboundedGpus: false,
+      freeGpus: [...node.gpus],
+      shared: new Map(),
+      freeCpus: Infinity,
+      instances: 0,
+    };
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
     this.rt = meshRuntime(this.mesh);
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
@@ -210,7 +227,7 @@ export class NodeServer {
         outstanding: replica.outstanding,
       };
     });
-    const gpus = { total: this.gpus.length, free: this.freeGpus.size };
+    const gpus = { total: this.gpus.length, free: this.resources.freeGpus.length };
     return {
       name: this.mesh.name,
       closed: this.draining,
@@ -294,7 +311,7 @@ export class NodeServer {
     try {
       await inst.replica.close(deadline);
     } finally {
-      for (const g of inst.gpus) this.freeGpus.add(g);
+      releaseResources(this.resources, inst.gpus, inst.request);
     }
   }
 
@@ -354,21 +371,17 @@ export class NodeServer {
         }`,
       );
     }
-    // a share of a GPU (gpus < 1) is not exclusive: the driver's placement split the GPU
-    const { ids, exclusive } = assignNodeGpus(service, this.name, def.gpus, {
-      asked: gpus,
-      free: [...this.freeGpus],
-      total: this.gpus.length,
-    });
-    const devices = ids.map((id) => this.gpus.find((g) => g.id === id) ?? new GpuDevice(id));
+    // the node gives its own GPUs: the ids the driver asked for are a preference, never trusted
+    const request: PlacementRequest = { service, gpus: def.gpus, cpus: 0, replicas: 1 };
+    const devices = assignNodeGpus(this.resources, request, { asked: gpus, gpuCount: this.gpus.length });
     const id = crypto.randomUUID();
     const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices, id);
     if (local.failure !== undefined) throw local.failure;
-    for (const g of exclusive) this.freeGpus.delete(g);
+    takeResources(this.resources, devices, request);
     // an instance whose creator gave no lease id gets a lease of its own, renewed by its calls: an
     // instance nobody uses is not kept for ever
     const leased = this.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
-    this.instances.set(id, { replica: local, gpus: exclusive, owner: leased });
+    this.instances.set(id, { replica: local, gpus: devices, request, owner: leased });
     if (leased !== undefined) {
       let lease = this.owners.get(leased);
       if (lease === undefined) this.owners.set(leased, lease = { seen: 0, ids: new Set() });

@@ -207,3 +207,45 @@ test(
     }
   },
 );
+
+const GPU_APP = fileURLToPath(new URL("./_test_gpu_app.ts", import.meta.url));
+
+test("a node gives its own GPUs and never over-commits them, whatever ids a create asks for", T, async () => {
+  const n = await startNodeProcess(GPU_APP, ["--port", "0", "--name", "n1", "--gpus", "2"]);
+  try {
+    const conn = await webSocketTransport.connect(n.url);
+    let cid = 0;
+    const create = async (service: string, gpus: number[]) =>
+      decodeReply<{ t: "created"; id: string }>(
+        await conn.request(encodeMessage({ t: "create", service, args: [], gpus, replica: 0, owner: "driver-a" })),
+        "created",
+      ).id;
+    const gpusOf = async (id: string) => {
+      const r = decodeReply<ResultMessage>(
+        await conn.request(encodeMessage({ t: "call", cid: `g${++cid}`, id, method: "gpus", args: [] })),
+        "result",
+      );
+      assert.ok(r.ok);
+      return r.value as number[];
+    };
+    // two 2-GPU services on a 2-GPU node: [0,0] gets both GPUs, [1,1] is refused
+    const pair = await create("GpuPair", [0, 0]);
+    assert.deepEqual(await gpusOf(pair), [0, 1]);
+    const refused = await rejection(create("GpuPair", [1, 1]));
+    assert.ok(refused instanceof ta.PlacementError, `expected PlacementError, got ${refused}`);
+    assert.match(refused.message, /needs 2 GPUs/);
+    await conn.request(encodeMessage({ t: "destroy", id: pair }));
+    // half a GPU asked of GPU 7, which does not exist, lands on a GPU that does
+    const halves = [await create("GpuHalf", [7])];
+    assert.deepEqual(await gpusOf(halves[0]), [0]);
+    // three more halves asked of GPU 0: GPU 0 holds two, the others go to GPU 1; a fifth fits nowhere
+    for (let i = 0; i < 3; i++) halves.push(await create("GpuHalf", [0]));
+    assert.deepEqual(await Promise.all(halves.map(gpusOf)), [[0], [0], [1], [1]]);
+    const full = await rejection(create("GpuHalf", [0]));
+    assert.ok(full instanceof ta.PlacementError, `expected PlacementError, got ${full}`);
+    await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
