@@ -38,11 +38,15 @@ export interface Replica {
 /** A service placed in one mesh: its replicas. */
 export class Deployment {
   readonly def: ServiceDef;
+  /** Emptied once its mesh has closed, so a handle that still holds it keeps no closed mesh alive. */
   readonly replicas: Replica[];
+  /** The mesh it was placed in (`undefined`: a handle that arrived from another node). */
+  readonly mesh: string | undefined;
   disposed = false;
-  constructor(def: ServiceDef, replicas: Replica[]) {
+  constructor(def: ServiceDef, replicas: Replica[], mesh?: string) {
     this.def = def;
     this.replicas = replicas;
+    this.mesh = mesh;
   }
   /** The replica with the fewest outstanding calls (the first such, so one replica is stable). */
   route(): Replica {

@@ -96,11 +96,15 @@ function configOf(def: ServiceDef): ServiceConfig {
   return c;
 }
 
-/** The state behind a handle: its service, constructor args and a deployment per mesh. */
+/**
+ * The state behind a handle: its service, constructor args and its instance (replicas), placed in
+ * the mesh current at its first use and called from every mesh after that.
+ */
 export class HandleState {
   readonly def: ServiceDef;
   readonly args: unknown[];
-  private readonly deployments = new Map<MeshRuntime, Deployment>();
+  /** Where its instance lives, once placed. */
+  private home: Deployment | undefined;
   readonly methods: Map<string, ServiceMethod<unknown[], unknown>> = new Map();
 
   constructor(def: ServiceDef, args: unknown[]) {
@@ -111,15 +115,25 @@ export class HandleState {
   /** A deployment that serves every mesh (a handle received from another node). */
   pinned: Deployment | undefined;
 
-  /** The deployment in `mesh`, placing the service there on first use (may throw PlacementError). */
+  /**
+   * The handle's instance: placed in `mesh` on first use (may throw PlacementError), then the same
+   * one whatever mesh calls it, until the mesh it lives in closes.
+   *
+   * @throws {CancelledError} When the mesh its instance lived in has closed.
+   */
   deployment(mesh: MeshRuntime): Deployment {
     if (this.pinned !== undefined) return this.pinned;
-    let d = this.deployments.get(mesh);
-    if (d === undefined || d.disposed) {
-      d = mesh.deploy(this.def, this.args);
-      this.deployments.set(mesh, d);
+    const home = this.home;
+    if (home === undefined) return this.home = mesh.deploy(this.def, this.args);
+    if (home.disposed) {
+      throw new CancelledError(
+        this.def.name,
+        `not started: this handle's instance was disposed when mesh "${home.mesh}" closed ` +
+          "(a handle calls the instance made at its first use, from any mesh); init() a new handle",
+        "mesh-closed",
+      );
     }
-    return d;
+    return home;
   }
 
   method(name: string): ServiceMethod<unknown[], unknown> {

@@ -171,7 +171,7 @@ export class MeshRuntime {
       for (const p of placed) releaseResources(this.states[p.node], p.gpus, request);
       throw e;
     }
-    const deployment = new Deployment(def, replicas);
+    const deployment = new Deployment(def, replicas, this.name);
     for (const r of replicas) r.attach?.(deployment);
     // the default runtime never closes and has unbounded resources: it keeps no record of its
     // instances, so an instance lives exactly as long as its handle
@@ -278,7 +278,10 @@ export class MeshRuntime {
     // every replica stops starting calls now, before any of them is closed and awaited in turn
     for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
     this.cancelUnstarted();
-    disposeAll(Effect.runPromise(Scope.close(this.scope, Exit.void)));
+    disposeAll(Effect.runPromise(Scope.close(this.scope, Exit.void)).finally(() => {
+      // handles keep their deployment (to say it closed), not the closed mesh its replicas reach
+      for (const d of this.deployments) d.replicas.length = 0;
+    }));
     return this.closing;
   }
 

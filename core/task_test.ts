@@ -14,14 +14,14 @@ import { Hang } from "./_test_wedge_app.ts";
 const APP = fileURLToPath(new URL("./_test_wedge_app.ts", import.meta.url));
 const RUNTIMES: Runtime[] = ["bun", "deno"];
 
-/** Calls running on the node at `port` now (its answer to a ping). */
-async function activeCalls(port: number): Promise<number> {
+/** Asks the node at `port` how many calls run on it now (its answer to a ping), over one connection. */
+async function callCounter(port: number): Promise<{ active(): Promise<number>; close(): Promise<void> }> {
   const conn = await webSocketTransport.connect(`ws://127.0.0.1:${port}`);
-  try {
-    return (decode(await conn.request(encodeMessage({ t: "ping" }))) as { activeCalls: number }).activeCalls;
-  } finally {
-    await conn.close();
-  }
+  return {
+    active: async () =>
+      (decode(await conn.request(encodeMessage({ t: "ping" }))) as { activeCalls: number }).activeCalls,
+    close: () => conn.close(),
+  };
 }
 
 /** Awaits a ref and says how it ended: its value, or the class name of its error. */
@@ -234,6 +234,7 @@ test("an op known to submit nothing runs in its caller's context, and still owns
 for (const runtime of RUNTIMES) {
   test(`cancelling a parent cancels its children's calls on a ${runtime} node`, { timeout: 120_000 }, async () => {
     const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+    const counter = await callCounter(node.port);
     try {
       await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })]);
       await mesh.run(async () => {
@@ -246,16 +247,17 @@ for (const runtime of RUNTIMES) {
           await Promise.all(calls);
         });
         const r = parent.go();
-        assert.equal(await eventually(async () => (await activeCalls(node.port)) === 2, 30_000), true);
+        assert.equal(await eventually(async () => (await counter.active()) === 2, 30_000), true, "both calls run");
         r.cancel();
         assert.deepEqual(await Promise.all(calls.map(outcome)), ["CancelledError", "CancelledError"]);
         assert.equal(
-          await eventually(async () => (await activeCalls(node.port)) === 0, 30_000),
+          await eventually(async () => (await counter.active()) === 0, 30_000),
           true,
           "the node was told to cancel both calls",
         );
       });
     } finally {
+      await counter.close();
       node.kill("SIGKILL");
       await node.exited;
     }
