@@ -61,11 +61,18 @@ export function registeredServices(): ReadonlyMap<string, ServiceDef> {
   return registry;
 }
 
+/**
+ * Lifecycle methods, never methods a caller may call: the constructor, `close` (an instance's
+ * disposer when it has no `Symbol.asyncDispose`/`Symbol.dispose`, which are symbols and so never
+ * callable) and `dispose` (the usual name of one). A remote caller must not dispose an instance.
+ */
+const LIFECYCLE: ReadonlySet<string> = new Set(["constructor", "close", "dispose"]);
+
 function methodNamesOf(cls: AnyClass): Set<string> {
   const names = new Set<string>();
   for (let p = cls.prototype; p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
     for (const k of Object.getOwnPropertyNames(p)) {
-      if (k === "constructor" || k.startsWith("_")) continue;
+      if (LIFECYCLE.has(k) || k.startsWith("_")) continue;
       const d = Object.getOwnPropertyDescriptor(p, k);
       if (d && typeof d.value === "function") names.add(k);
     }

@@ -15,7 +15,7 @@ import {
 } from "../core/placement.ts";
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
-import { GpuDevice } from "../core/devices.ts";
+import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";

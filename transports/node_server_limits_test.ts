@@ -208,10 +208,10 @@ test(
   },
 );
 
-const GPU_APP = fileURLToPath(new URL("./_test_gpu_app.ts", import.meta.url));
+const NODE_APP = fileURLToPath(new URL("./_test_node_app.ts", import.meta.url));
 
 test("a node gives its own GPUs and never over-commits them, whatever ids a create asks for", T, async () => {
-  const n = await startNodeProcess(GPU_APP, ["--port", "0", "--name", "n1", "--gpus", "2"]);
+  const n = await startNodeProcess(NODE_APP, ["--port", "0", "--name", "n1", "--gpus", "2"]);
   try {
     const conn = await webSocketTransport.connect(n.url);
     let cid = 0;
@@ -243,6 +243,33 @@ test("a node gives its own GPUs and never over-commits them, whatever ids a crea
     assert.deepEqual(await Promise.all(halves.map(gpusOf)), [[0], [0], [1], [1]]);
     const full = await rejection(create("GpuHalf", [0]));
     assert.ok(full instanceof ta.PlacementError, `expected PlacementError, got ${full}`);
+    await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
+
+test("a node's callable surface has no lifecycle methods, and a create's replica must be an index", T, async () => {
+  const n = await startNodeProcess(NODE_APP, ["--port", "0", "--name", "n1"]);
+  try {
+    const conn = await webSocketTransport.connect(n.url);
+    const create = (replica: unknown) =>
+      conn.request(encodeMessage({ t: "create", service: "Closable", args: [], gpus: [], replica, owner: "driver-a" }));
+    const id = decodeReply<{ t: "created"; id: string }>(await create(0), "created").id;
+    const call = (method: string) => conn.request(encodeMessage({ t: "call", cid: method, id, method, args: [] }));
+    for (const method of ["close", "dispose", "constructor"]) {
+      const e = await rejection(call(method));
+      assert.ok(e instanceof ta.ProtocolError, `${method}: expected ProtocolError, got ${e}`);
+      assert.match(e.message, new RegExp(`has no method "${method}"`));
+    }
+    const r = decodeReply<ResultMessage>(await call("ping"), "result");
+    assert.ok(r.ok && r.value === "open", "the instance was not disposed by a caller");
+    for (const replica of [-5, 1e308, 1.5, "0"]) {
+      const e = await rejection(create(replica));
+      assert.ok(e instanceof ta.ProtocolError, `replica ${replica}: expected ProtocolError, got ${e}`);
+      assert.match(e.message, /replica must be a replica index, an integer from 0 to 999999/);
+    }
     await conn.close();
   } finally {
     n.kill();

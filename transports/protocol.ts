@@ -57,8 +57,8 @@ export interface CreateMessage {
   readonly replica: number;
   /**
    * The creating driver's lease id (random per link). The instance shares the driver's fate: with
-   * no `ping` carrying it for the node's `leaseMs`, the node destroys it. Without one it lives until
-   * destroyed or the node drains.
+   * no `ping` carrying it for the node's `leaseMs`, the node destroys it. Without one it gets a lease
+   * of its own, renewed by its calls.
    */
   readonly owner?: string;
 }
@@ -116,6 +116,11 @@ export interface PingMessage {
 export type DriverMessage = HelloMessage | CreateMessage | CallMessage | CancelMessage | DestroyMessage | PingMessage;
 
 const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel", "destroy", "ping"]);
+
+/** Most replicas a service may have: a `create`'s replica index is below it. */
+const MAX_REPLICAS = 1_000_000;
+/** Most GPU ids a `create` may name. */
+const MAX_GPU_IDS = 4096;
 
 /**
  * Encodes a message as a frame.
@@ -182,11 +187,18 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       return { t, v: PROTOCOL_VERSION, mesh: r.mesh as string[] };
     case "create": {
       const gpus = r.gpus ?? [];
-      if (!Array.isArray(gpus) || !gpus.every((g) => Number.isInteger(g) && g >= 0)) {
-        fail('"create" gpus must be GPU ids');
+      if (!Array.isArray(gpus) || gpus.length > MAX_GPU_IDS || !gpus.every((g) => Number.isSafeInteger(g) && g >= 0)) {
+        fail(`"create" gpus must be at most ${MAX_GPU_IDS} GPU ids (integers ≥ 0)`);
       }
       if (!Array.isArray(r.args)) fail('"create" needs an args array');
-      const replica = Number.isInteger(r.replica) ? r.replica as number : 0;
+      const replica = (r.replica ?? 0) as number;
+      if (!Number.isSafeInteger(replica) || replica < 0 || replica >= MAX_REPLICAS) {
+        fail(
+          `"create" replica must be a replica index, an integer from 0 to ${MAX_REPLICAS - 1}, got ${
+            JSON.stringify(String(replica)).slice(0, 40)
+          }`,
+        );
+      }
       const owner = r.owner === undefined ? undefined : str(r, "owner", t);
       return { t, service: str(r, "service", t), args: r.args, gpus: gpus as number[], replica, owner };
     }

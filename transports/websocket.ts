@@ -43,6 +43,7 @@ import {
   KIND_REQUEST,
   Outbox,
   readFrameId,
+  takeRequestId,
 } from "./ws_framing.ts";
 
 /**
@@ -282,9 +283,8 @@ class WebSocketConnection implements TransportConnection {
   }
 
   #send(ws: WebSocket, frame: Uint8Array, options: RequestOptions | undefined): Promise<Uint8Array> {
-    let id = this.#nextId;
-    this.#nextId = id === 0xffffffff ? 1 : id + 1;
-    while (this.#pending.has(id)) id = this.#nextId++; // only after 4 billion requests with one stuck
+    const { id, next } = takeRequestId(this.#nextId, (i) => this.#pending.has(i));
+    this.#nextId = next;
     const out = framed(KIND_REQUEST, id, frame);
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };

@@ -124,6 +124,32 @@ export function writeHeader(out: Uint8Array, kind: number, id: number): void {
   writeU32(out, 1, id);
 }
 
+/** The largest request id: ids are u32s, from 1 up; 0 is no request's (a connection-level error). */
+const MAX_REQUEST_ID = 0xffffffff;
+
+/**
+ * Chooses the id of a client's next request: `next` unless a request still pending holds it, then
+ * the ids after it, wrapping from 2^32 - 1 to 1 and never to 0, which no request may have.
+ *
+ * @param next The id to try first (from 1 to 2^32 - 1).
+ * @param inUse Whether a pending request holds an id.
+ * @returns The id to use, and the one to try next time.
+ *
+ * @example The id after 2^32 - 1 is 1
+ * ```ts
+ * import { takeRequestId } from "./ws_framing.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(takeRequestId(0xffffffff, () => false), { id: 0xffffffff, next: 1 });
+ * deepStrictEqual(takeRequestId(0xffffffff, (id) => id === 0xffffffff), { id: 1, next: 2 });
+ * ```
+ */
+export function takeRequestId(next: number, inUse: (id: number) => boolean): { id: number; next: number } {
+  let id = next;
+  // another id is tried only after 4 billion requests while one is stuck
+  for (let tries = 0; inUse(id) && tries < MAX_REQUEST_ID; tries++) id = id >= MAX_REQUEST_ID ? 1 : id + 1;
+  return { id, next: id >= MAX_REQUEST_ID ? 1 : id + 1 };
+}
+
 /**
  * The request id in a frame header (its kind is the first byte).
  *

@@ -9,6 +9,7 @@ import {
   KIND_REQUEST,
   Outbox,
   PartAssembler,
+  takeRequestId,
   writeHeader,
 } from "./ws_framing.ts";
 
@@ -76,4 +77,16 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   let frames = 0;
   for (const m of sent) forEachInBatch(m, () => frames++);
   strictEqual(frames, 100);
+});
+
+test("takeRequestId never gives 0, the id of no request, also when it wraps past held ids", () => {
+  deepStrictEqual(takeRequestId(1, () => false), { id: 1, next: 2 });
+  deepStrictEqual(takeRequestId(0xffffffff, () => false), { id: 0xffffffff, next: 1 });
+  // the last id is held by a stuck request: the next free one is 1, not 2^32 (which frames as 0)
+  deepStrictEqual(takeRequestId(0xffffffff, (id) => id === 0xffffffff), { id: 1, next: 2 });
+  deepStrictEqual(takeRequestId(0xfffffffe, (id) => id >= 0xfffffffe || id === 1), { id: 2, next: 3 });
+  for (const next of [0xfffffffd, 0xfffffffe, 0xffffffff]) {
+    const { id } = takeRequestId(next, (i) => i >= 0xfffffffd);
+    ok(id >= 1 && id <= 0xffffffff, `from ${next}: ${id}`);
+  }
 });
