@@ -15,17 +15,20 @@
  */
 import process from "node:process";
 import { pathToFileURL } from "node:url";
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME] [--dashboard[=PORT]]
-                       [--gpus N|auto] [--cpus N] [--token T] [--max-frame-bytes N] [--drain-ms N]
+                       [--gpus N|auto] [--cpus N] [--token-file PATH] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
                        [--max-calls-per-connection N]
-  The token can also come from THINKAGAIN_TOKEN. --allow-origin: a browser page's origin
+  The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
+  whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
+  --allow-origin: a browser page's origin
   (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
   a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
   cluster; default: none, so a page cannot reach it by DNS rebinding). --lease-ms: how long instances outlive the last
@@ -44,6 +47,8 @@ export interface ServeCommand {
   gpus: number | "auto";
   cpus: number | undefined;
   token: string | undefined;
+  /** True when the token was given as `--token` (visible in the process list). */
+  tokenOnCommandLine: boolean;
   maxFrameBytes: number | undefined;
   drainMs: number;
   /** Port of the node's dashboard page (`--dashboard[=PORT]`; 0: a free one); none without the flag. */
@@ -105,6 +110,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     gpus: 0,
     cpus: undefined,
     token: env.THINKAGAIN_TOKEN || undefined,
+    tokenOnCommandLine: false,
     maxFrameBytes: undefined,
     drainMs: 30_000,
     dashboard: undefined,
@@ -117,6 +123,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     maxCallsPerConnection: undefined,
     peers: [],
   };
+  let tokenFile: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.startsWith("--") && a.includes("=")
@@ -145,9 +152,25 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.cpus = int("--cpus", value(), 1);
         break;
       case "--token":
+        if (tokenFile !== undefined) throw new TypeError("give one of --token and --token-file, not both");
         out.token = value();
         if (!out.token) throw new TypeError("--token needs a value");
+        out.tokenOnCommandLine = true;
         break;
+      case "--token-file": {
+        if (out.tokenOnCommandLine) throw new TypeError("give one of --token and --token-file, not both");
+        tokenFile = value();
+        if (!tokenFile) throw new TypeError("--token-file needs the path of a file that holds the token");
+        let text: string;
+        try {
+          text = readFileSync(tokenFile, "utf8");
+        } catch (e) {
+          throw new TypeError(`--token-file cannot read ${tokenFile}: ${(e as Error).message}`);
+        }
+        out.token = text.trim();
+        if (!out.token) throw new TypeError(`--token-file ${tokenFile} holds no token (it is empty)`);
+        break;
+      }
       case "--max-frame-bytes":
         out.maxFrameBytes = int("--max-frame-bytes", value(), 1024);
         break;
@@ -338,7 +361,12 @@ async function main(argv: string[]): Promise<number> {
       : "anyone who can reach the port";
     console.error(
       `thinkagain node ${cmd.name}: listening on ${cmd.host} without a token: ${who} can create and call the ` +
-        "services this module registered (set THINKAGAIN_TOKEN or --token)",
+        "services this module registered (set THINKAGAIN_TOKEN or --token-file)",
+    );
+  } else if (cmd.tokenOnCommandLine) {
+    console.error(
+      `thinkagain node ${cmd.name}: the token was given with --token, so every user of this machine can read ` +
+        "it in the process list; pass it in THINKAGAIN_TOKEN or --token-file instead",
     );
   }
   console.log(`thinkagain node ${cmd.name} listening on ${node.url}`);

@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import process from "node:process";
 import * as ta from "./mod.ts";
 import { eventually, rejection, sleep } from "./core/_test_utils.ts";
 import { rssOf, startNodeProcess, thisRuntime } from "./adapters/_test_nodes.ts";
@@ -413,3 +414,49 @@ test("a driver killed with SIGKILL: the node destroys its instances once its lea
     node.kill("SIGKILL");
   }
 });
+
+test(
+  "thinkagain serve --token-file: the token comes from a file, never shows in the process list, and works",
+  T,
+  async () => {
+    const { mkdtempSync, readFileSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { parseServeArgs } = await import("./cli.ts");
+    const dir = mkdtempSync(join(tmpdir(), "thinkagain-token-"));
+    const file = join(dir, "token");
+    writeFileSync(file, "f1le-t0ken\n");
+    assert.equal(parseServeArgs(["app.ts", "--token-file", file], {}).token, "f1le-t0ken", "the newline is dropped");
+    assert.equal(parseServeArgs(["app.ts", "--token-file", file], {}).tokenOnCommandLine, false);
+    assert.throws(() => parseServeArgs(["app.ts", "--token-file", join(dir, "nope")], {}), /--token-file cannot read/);
+    writeFileSync(join(dir, "empty"), "\n");
+    assert.throws(() => parseServeArgs(["app.ts", "--token-file", join(dir, "empty")], {}), /holds no token/);
+    assert.throws(() => parseServeArgs(["app.ts", "--token", "t", "--token-file", file], {}), /one of --token and/);
+    const n = await startNodeProcess(APP, ["--port", "0", "--name", "filed", "--token-file", file]);
+    try {
+      for (const token of [undefined, "wrong"]) {
+        await using mesh = new ta.Mesh([new ta.MeshNode("filed", { endpoint: n.url })], token ? { token } : {});
+        assert.ok((await mesh.run(() => rejection(Solo.init().echo.go(1)))) instanceof ta.AuthError);
+      }
+      await using mesh = new ta.Mesh([new ta.MeshNode("filed", { endpoint: n.url })], { token: "f1le-t0ken" });
+      assert.equal(await mesh.run(() => Solo.init().echo.go(7)), 7);
+      if (process.platform === "linux") {
+        const cmdline = readFileSync(`/proc/${n.proc.pid}/cmdline`, "utf8");
+        assert.ok(
+          cmdline.includes("--token-file") && !cmdline.includes("f1le-t0ken"),
+          "ps shows the path, not the token",
+        );
+      }
+    } finally {
+      n.kill();
+      await n.exited;
+    }
+    assert.ok(!n.output().includes("f1le-t0ken"));
+    assert.doesNotMatch(n.output(), /without a token|process list/);
+    // --token still works, and says what it costs
+    const shown = await startNodeProcess(APP, ["--port", "0", "--name", "shown", "--token", "visible-t0ken"]);
+    shown.kill();
+    await shown.exited;
+    assert.match(shown.output(), /given with --token, so every user of this machine can read it in the process list/);
+  },
+);
