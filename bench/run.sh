@@ -11,6 +11,7 @@ BENCHES=(
   bench/memory.ts
   bench/transport.ts
   bench/codec.ts
+  bench/decoder_bombs.ts
   bench/tracing.ts
   bench/tracing_deno_builtin.ts
   bench/gpu_matmul.ts

@@ -452,3 +452,15 @@ test("encode refuses nesting that decode would refuse, counting levels as decode
   const large = arrays(250, new Float64Array(1024).fill(1));
   deepStrictEqual(decode(encodeFrame(large)), large);
 });
+
+test("codec round-trips bigints of every length up to 64 bytes, both signs", () => {
+  let seed = 7;
+  const byte = () => BigInt((seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  for (let length = 1; length <= 64; length++) {
+    let n = 0n;
+    for (let i = 0; i < length; i++) n = (n << 8n) | byte();
+    n |= 1n << BigInt(8 * length - 1); // exactly `length` bytes
+    const values = [n, -n, n - 1n, -(n - 1n) - 1n];
+    deepStrictEqual(decode(encode(values)), values, `${length} bytes`);
+  }
+});
