@@ -144,7 +144,7 @@ const float16ArrayEncoder = alignedTypedArrayEncoder((array) => [
  * Only {@linkcode WireHandle} is written under it, and decode reads it only as one: no plain value
  * (an object with a key that looks like a handle) is ever taken for a handle.
  */
-export const TAG_HANDLE = 0x74686b61;
+export const TAG_HANDLE: number = 0x74686b61;
 /** Most replicas a handle's reference may name, and longest name, endpoint or id in it. */
 const HANDLE_MAX_REPLICAS = 256;
 const HANDLE_MAX_TEXT = 512;

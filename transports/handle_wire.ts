@@ -28,7 +28,7 @@ import { RemoteReplica } from "./remote_replica.ts";
 /** How deep the walks for handles go (as deep as decode reads). */
 const MAX_WALK_DEPTH = 256;
 /** How many endpoints declared by drivers a node remembers (the oldest is forgotten first). */
-export const MAX_DECLARED_ENDPOINTS = 256;
+export const MAX_DECLARED_ENDPOINTS: number = 256;
 
 function isPlain(v: object): boolean {
   const p = Object.getPrototypeOf(v);

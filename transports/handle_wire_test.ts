@@ -84,6 +84,18 @@ test("a node remembers the last endpoints drivers declared, and matches them how
   assert.throws(() => new HandleReach({}, { peers: ["nope"] }), /A peer endpoint must be a URL/);
 });
 
+test("thinkagain serve --peer: repeatable, a node's endpoint; anything else is a usage error", async () => {
+  const { parseServeArgs } = await import("../cli.ts");
+  assert.deepEqual(parseServeArgs(["app.ts", "--peer", "ws://10.0.0.2:7070", "--peer=https://n3:1"], {}).peers, [
+    "ws://10.0.0.2:7070",
+    "https://n3:1",
+  ]);
+  assert.deepEqual(parseServeArgs(["app.ts"], {}).peers, []);
+  for (const bad of ["10.0.0.2:7070", "ftp://h:1", ""]) {
+    assert.throws(() => parseServeArgs(["app.ts", "--peer", bad], {}), /--peer needs a node's endpoint/, bad);
+  }
+});
+
 test("a node holds at most MAX_NODE_LINKS links; the next is refused with an error that says so", async () => {
   const owner = {};
   for (let i = 0; i < MAX_NODE_LINKS; i++) linkFor(owner, `n${i}`, `ws://10.0.0.1:${1 + i}`, {}, handleWire);

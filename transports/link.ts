@@ -405,7 +405,7 @@ export class NodeLink {
 const links = new WeakMap<object, Map<string, NodeLink>>();
 
 /** The most links a node process (any owner but a mesh) keeps to other nodes. */
-export const MAX_NODE_LINKS = 1024;
+export const MAX_NODE_LINKS: number = 1024;
 
 /** Options for links made outside a mesh (a node calling other nodes). */
 export interface LinkOptions {

@@ -24,7 +24,7 @@ export interface HelloMessage {
 }
 
 /** The most endpoints a `hello` may declare. */
-export const MAX_MESH_ENDPOINTS = 1024;
+export const MAX_MESH_ENDPOINTS: number = 1024;
 
 /** Node → driver: who the node is and what it offers. */
 export interface WelcomeMessage {
