@@ -12,14 +12,16 @@ import { CpuDevice, GpuDevice } from "./devices.ts";
 import {
   DEFAULT_KEEPALIVE_MS,
   DEFAULT_LOST_AFTER_MS,
+  MESH_OPTION_KEYS,
   type MeshConfig,
   type MeshOptions,
   readMeshConfig,
 } from "./mesh_config.ts";
 import { MeshNode } from "./mesh_node.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { MeshRuntime, type MeshStats } from "./mesh_runtime.ts";
 
-export type { MeshConfig, MeshOptions } from "./mesh_config.ts";
+export type { MeshConfig, MeshNodeConfig, MeshOptions } from "./mesh_config.ts";
 export { MeshNode, type MeshNodeOptions } from "./mesh_node.ts";
 export type { MeshStats } from "./mesh_runtime.ts";
 
@@ -35,6 +37,8 @@ export interface MeshCloseOptions {
   /** How long running calls may take to finish before they are cancelled, in ms (default: no limit). */
   graceMs?: number;
 }
+
+const CLOSE_OPTION_KEYS: KnownKeys<MeshCloseOptions> = { graceMs: true };
 
 /**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
@@ -115,6 +119,7 @@ export class Mesh implements AsyncDisposable {
     if ("maxConcurrency" in options) {
       throw new TypeError('Mesh: the option "maxConcurrency" is now "maxConcurrentOps" (op calls running at once)');
     }
+    checkKnownKeys("Mesh", options, MESH_OPTION_KEYS);
     const max = options.maxConcurrentOps;
     if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
       throw new RangeError(`Mesh maxConcurrentOps must be an integer ≥ 1, got ${describe(max)}`);
@@ -267,6 +272,14 @@ export class Mesh implements AsyncDisposable {
   close(options: MeshCloseOptions = {}): Promise<void> {
     if ("timeoutMs" in options) {
       return Promise.reject(new TypeError('mesh.close: the option "timeoutMs" is now "graceMs"'));
+    }
+    if (options === null || typeof options !== "object") {
+      return Promise.reject(new TypeError(`mesh.close: options must be an object, got ${describe(options)}`));
+    }
+    try {
+      checkKnownKeys("mesh.close", options, CLOSE_OPTION_KEYS);
+    } catch (e) {
+      return Promise.reject(e);
     }
     const t = options.graceMs;
     if (t !== undefined && !(typeof t === "number" && t >= 0)) {

@@ -9,6 +9,7 @@ import type { Layer } from "effect";
 import { workingDirectoryUrl } from "./_runtime.ts";
 import { describe } from "./describe.ts";
 import { MeshNode } from "./mesh_node.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import type { RemoteExecutor } from "./remote_executor.ts";
 
 /** How often a mesh pings a node while calls are in flight there, unless `keepaliveMs` says otherwise, in ms. */
@@ -55,6 +56,28 @@ export interface MeshOptions {
   lostAfterMs?: number;
 }
 
+/**
+ * The keys of {@linkcode MeshOptions} (any other is an error naming the closest of these).
+ *
+ * @example
+ * ```ts
+ * import { MESH_OPTION_KEYS } from "./mesh_config.ts";
+ * if (!MESH_OPTION_KEYS.timeoutMs || "timeoutMS" in MESH_OPTION_KEYS) throw new Error("unexpected");
+ * ```
+ */
+export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
+  name: true,
+  maxConcurrentOps: true,
+  transport: true,
+  token: true,
+  timeoutMs: true,
+  remote: true,
+  welcomeTtlMs: true,
+  destroyTimeoutMs: true,
+  keepaliveMs: true,
+  lostAfterMs: true,
+};
+
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */
 export interface MeshConfig {
   /** The mesh's name. */
@@ -68,8 +91,39 @@ export interface MeshConfig {
   /** At most this many op calls at once. */
   maxConcurrentOps?: number;
   /** The nodes: name, endpoint (remote nodes), GPUs and CPUs. */
-  nodes: Array<{ name: string; endpoint?: string; gpus?: number; cpus?: number }>;
+  nodes: Array<MeshNodeConfig>;
 }
+
+/**
+ * One node in a {@linkcode MeshConfig}.
+ *
+ * @example
+ * ```ts
+ * import type { MeshNodeConfig } from "./mesh_config.ts";
+ * const node: MeshNodeConfig = { name: "gpu1", endpoint: "ws://10.0.0.2:7070", gpus: 1 };
+ * if (node.name !== "gpu1") throw new Error("unexpected");
+ * ```
+ */
+export interface MeshNodeConfig {
+  /** Its name. */
+  name: string;
+  /** Where it listens (a remote node); absent: a node in this process. */
+  endpoint?: string;
+  /** Its GPUs. */
+  gpus?: number;
+  /** Its CPU cores. */
+  cpus?: number;
+}
+
+const CONFIG_KEYS: KnownKeys<MeshConfig> = {
+  name: true,
+  transport: true,
+  token: true,
+  timeoutMs: true,
+  maxConcurrentOps: true,
+  nodes: true,
+};
+const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true, gpus: true, cpus: true };
 
 /**
  * Reads a mesh config: an object, or a JSON file (a path, relative to the working directory, or a
@@ -121,7 +175,8 @@ export async function readMeshConfig(
  * ```ts
  * import { parseMeshConfig } from "./mesh_config.ts";
  * import { throws } from "node:assert/strict";
- * throws(() => parseMeshConfig({ nodes: [], colour: "red" }), /unknown field colour/);
+ * throws(() => parseMeshConfig({ nodes: [], colour: "red" }), /unknown field "colour"/);
+ * throws(() => parseMeshConfig({ nodes: [{ name: "a", endpont: "ws://h:1" }] }), /did you mean "endpoint"/);
  * ```
  */
 export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshOptions } {
@@ -129,17 +184,15 @@ export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshO
     throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array');
   }
   const cfg = c as MeshConfig;
+  // a typo must not pass unnoticed: an "endpont" would turn a remote node into a local one
+  checkKnownKeys("Mesh.fromConfig", cfg, CONFIG_KEYS, "field");
   const nodes = cfg.nodes.map((n, i) => {
     if (n === null || typeof n !== "object" || typeof n.name !== "string") {
       throw new TypeError(`Mesh.fromConfig: nodes[${i}] needs a "name" string`);
     }
+    checkKnownKeys(`Mesh.fromConfig: nodes[${i}] ("${n.name}")`, n, NODE_CONFIG_KEYS, "field");
     return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
   });
-  const known = new Set(["name", "transport", "token", "timeoutMs", "maxConcurrentOps", "nodes"]);
-  const unknown = Object.keys(cfg).filter((k) => !known.has(k));
-  if (unknown.length > 0) {
-    throw new TypeError(`Mesh.fromConfig: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}`);
-  }
   if (cfg.transport !== undefined && !["http", "websocket", "in_memory"].includes(cfg.transport)) {
     throw new TypeError(
       `Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`,

@@ -6,6 +6,7 @@
  */
 import { describe } from "./describe.ts";
 import { GpuDevice } from "./devices.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 
 /** Resources and address of a {@link MeshNode}. */
 export interface MeshNodeOptions {
@@ -19,6 +20,11 @@ export interface MeshNodeOptions {
   /** Where a remote node listens (`ws://host:port`, `http://host:port`); absent: a node in this process. */
   endpoint?: string;
 }
+
+const NODE_OPTION_KEYS: KnownKeys<MeshNodeOptions> = { gpus: true, cpus: true, endpoint: true };
+
+/** The endpoint schemes a transport serves (`transports/transport_for.ts` picks one by them). */
+const ENDPOINT_SCHEMES: ReadonlySet<string> = new Set(["ws", "wss", "http", "https", "mem"]);
 
 /**
  * One node of a mesh: a name, its resources, and (for a remote node) its endpoint.
@@ -58,6 +64,7 @@ export class MeshNode {
     if (options === null || typeof options !== "object") {
       throw new TypeError(`MeshNode "${name}" options must be an object, got ${describe(options)}`);
     }
+    checkKnownKeys(`MeshNode "${name}"`, options, NODE_OPTION_KEYS);
     this.name = name;
     const g = options.gpus ?? 0;
     this.unboundedGpus = g === Infinity;
@@ -90,6 +97,14 @@ export class MeshNode {
     ) {
       throw new TypeError(
         `MeshNode "${name}": endpoint must be a URL such as ws://127.0.0.1:7070, got ${describe(options.endpoint)}`,
+      );
+    }
+    const scheme = options.endpoint?.slice(0, options.endpoint.indexOf(":")).toLowerCase();
+    if (scheme !== undefined && !ENDPOINT_SCHEMES.has(scheme)) {
+      // refused here, not at the first call, where placement would already have taken its resources
+      throw new TypeError(
+        `MeshNode "${name}": endpoint scheme "${scheme}" has no transport (use ws, wss, http, https or mem), ` +
+          `got ${JSON.stringify(options.endpoint)}`,
       );
     }
     this.endpoint = options.endpoint;

@@ -212,7 +212,7 @@ test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad 
   await assert.rejects(ta.Mesh.fromConfig({} as never), /needs a "nodes" array/);
   await assert.rejects(
     ta.Mesh.fromConfig({ nodes: [{ name: "a" }], trasnport: "http" } as never),
-    /unknown field trasnport/,
+    /unknown field "trasnport"; did you mean "transport"\?/,
   );
   await assert.rejects(
     ta.Mesh.fromConfig({ nodes: [{ name: "a" }], transport: "carrier-pigeon" } as never),

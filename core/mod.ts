@@ -29,6 +29,7 @@ export {
   type MeshCloseOptions,
   type MeshConfig,
   MeshNode,
+  type MeshNodeConfig,
   type MeshNodeOptions,
   type MeshOptions,
   type MeshStats,

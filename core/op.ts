@@ -12,6 +12,7 @@ import { describe } from "./describe.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import { listening } from "./events.ts";
 import { Limiter } from "./limiter.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
 import { runBody } from "./run_body.ts";
@@ -37,6 +38,16 @@ export interface OpOptions {
   /** GPUs one call needs; an op with GPUs is remote-capable (runs on a node with GPUs). Default 0. */
   gpus?: number;
 }
+
+const OP_OPTION_KEYS: KnownKeys<OpOptions> = {
+  name: true,
+  retries: true,
+  timeoutMs: true,
+  maxConcurrency: true,
+  description: true,
+  remote: true,
+  gpus: true,
+};
 
 /** What a node needs to run an op by name. */
 export interface OpDef {
@@ -106,6 +117,7 @@ class OpTarget implements TaskTarget {
     if ("concurrency" in options) {
       throw new TypeError(`op "${name}": the option "concurrency" is now "maxConcurrency" (calls of this op at once)`);
     }
+    checkKnownKeys(`op "${name}"`, options, OP_OPTION_KEYS);
     const c = checkCount("maxConcurrency", "op", name, options.maxConcurrency, 1);
     this.limiter = c === undefined ? undefined : new Limiter(c);
     this.startBound = (task) => this.start(task);

@@ -6,6 +6,7 @@
  * @module
  */
 import { describe } from "./describe.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { policyOf, type RunPolicy } from "./policy.ts";
 
 /** Options of `service()`. */
@@ -30,6 +31,17 @@ export interface ServiceOptions {
   /** What the service is for. */
   description?: string;
 }
+
+const SERVICE_OPTION_KEYS: KnownKeys<ServiceOptions> = {
+  name: true,
+  gpus: true,
+  cpus: true,
+  replicas: true,
+  maxConcurrency: true,
+  retries: true,
+  timeoutMs: true,
+  description: true,
+};
 
 // deno-lint-ignore no-explicit-any
 export type AnyFn = (...args: any[]) => any;
@@ -130,6 +142,7 @@ export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDe
   }
   const name = options.name ?? cls.name;
   if (!name) throw new TypeError("service() needs a name: use a named class or pass { name }");
+  checkKnownKeys(`service "${name}"`, options, SERVICE_OPTION_KEYS);
   const methods = methodNamesOf(cls);
   if (methods.size === 0) {
     throw new TypeError(`service "${name}" has no public methods to call`);
