@@ -168,7 +168,10 @@ export class MeshRuntime {
         );
       }
     } catch (e) {
+      // all or nothing: the resources go back, and the instances made before the failure are
+      // disposed (nothing else would ever close them)
       for (const p of placed) releaseResources(this.states[p.node], p.gpus, request);
+      for (const r of replicas) r.close().catch(() => {});
       throw e;
     }
     const deployment = new Deployment(def, replicas, this.name);
