@@ -125,9 +125,6 @@ export interface DashboardApp {
 
 const finite = (n: number): number | null => (Number.isFinite(n) ? n : null);
 
-/** How often a listening dashboard tops up its recording budget and closes idle seconds, ms. */
-const TICK_MS = 50;
-
 /** One recording budget for every dashboard of the process: the sampling gate has one owner. */
 let shared: { budget: RecordingBudget; users: number } | undefined;
 
@@ -218,14 +215,11 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
   let nextSerial = 1;
   let dagCache: { serial: number; count: number; dag: DagLayout } | undefined;
 
-  let ticker: ReturnType<typeof setInterval> | undefined;
   let releaseBudget: (() => void) | undefined;
   const stopListening = () => {
     off?.();
     off = undefined;
     aggregator = undefined;
-    if (ticker !== undefined) clearInterval(ticker);
-    ticker = undefined;
     releaseBudget?.();
     releaseBudget = undefined;
   };
@@ -249,11 +243,6 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
         if (e.kind === "submitted") budget.spend();
         agg.record(e);
       });
-      ticker = setInterval(() => {
-        budget.topUp();
-        agg.tick();
-      }, TICK_MS);
-      unrefTimer(ticker);
     }
     let released = false;
     return () => {

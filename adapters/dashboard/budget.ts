@@ -1,24 +1,32 @@
 /**
- * What keeps an open dashboard cheap: recording a task for the event stream costs the core far more
- * than the dashboard's own counting (a context and clock readings per task), so a dashboard records
- * new root tasks only while a time budget lasts. The budget is earned at `maxOverhead` of the time
- * that passes (topped up by a timer, saving up at most 250 ms' worth) and spent at an estimate of
- * what recording one task costs; spent, it shuts the event stream's sampling gate, and a new root
- * task costs what it costs with nobody listening until the next top-up. A quiet pipeline is
- * recorded whole; a flood of tiny tasks is recorded in part, and the aggregator estimates its counts
- * from the share recorded. While tracing is on, the gate is tracing's: the budget leaves it alone.
+ * What keeps an open dashboard cheap: recording a task for the event stream costs the core more
+ * than a no-op task itself (a context and clock readings per task), so a dashboard records new root
+ * tasks only while a time budget lasts. The budget is earned at `maxOverhead` of the time that
+ * passes (saving up at most 20 ms' worth) and spent at an estimate of what recording one task
+ * costs; spent, it shuts the event stream's sampling gate, and a new root task costs what it costs
+ * with nobody listening until a timer reopens the gate 10 ms later. Nothing ticks while the gate is
+ * open. A pipeline of tens of tasks is recorded whole; a flood of tiny tasks in part, and the
+ * aggregator estimates its counts from the share recorded. While tracing is on, the gate is
+ * tracing's: the budget leaves it alone.
  *
  * @module
  */
 import { setSamplingGate } from "../../core/events.ts";
 import { isTracingEnabled } from "../../core/tracing/lifecycle.ts";
+import { unrefTimer } from "../../core/_runtime.ts";
 
-/** Credit saved up at most, in ms of time passing: a burst after a quiet spell gets this much. */
-const CAP_MS = 250;
+/**
+ * Credit saved up at most, in ms of time passing: a burst after a quiet spell gets this much, and
+ * no more, so bursts of tiny tasks after every pause are not recorded at a cost past the share.
+ */
+const CAP_MS = 20;
+/** How long a shut gate stays shut before the budget is topped up and looked at again, ms. */
+const REOPEN_MS = 10;
 
 /**
  * What recording one task costs the core, in ms, by runtime: measured with `bench/dashboard.ts`
- * (the fanout with a listener against none, per task; BENCHMARKS.md, "Dashboard"), rounded up.
+ * (the fanout with every task recorded against nobody listening, per task; BENCHMARKS.md,
+ * "Dashboard"), rounded up.
  */
 function defaultCostMs(): number {
   return typeof (globalThis as { Bun?: unknown }).Bun === "object" ? 0.0015 : 0.01;
@@ -36,22 +44,30 @@ export interface RecordingBudgetOptions {
   setGate?: (open: boolean) => void;
   /** Whether the gate is the budget's to use (default: while tracing is off). */
   mayUseGate?: () => boolean;
+  /** Runs `fn` after `ms` (default: an unref'd `setTimeout`); returns a cancel function. */
+  schedule?: (fn: () => void, ms: number) => () => void;
+}
+
+function scheduleTimer(fn: () => void, ms: number): () => void {
+  const t = setTimeout(fn, ms);
+  unrefTimer(t);
+  return () => clearTimeout(t);
 }
 
 /**
- * A recording budget: `spend()` for every task recorded, `topUp()` now and then (a timer),
- * `release()` when done (reopens the gate if it shut it).
+ * A recording budget: `spend()` for every task recorded, `release()` when done (reopens the gate if
+ * it shut it).
  *
  * @example A flood shuts the gate, time reopens it
  * ```ts
  * import { RecordingBudget } from "./budget.ts";
  * let now = 0, open = true;
  * const budget = new RecordingBudget({ maxOverhead: 0.05, costPerTaskMs: 0.01, now: () => now,
- *   setGate: (o) => (open = o), mayUseGate: () => true });
+ *   setGate: (o) => (open = o), mayUseGate: () => true, schedule: () => () => {} });
  * for (let i = 0; i < 10_000 && open; i++) budget.spend();
  * if (open) throw new Error("a flood spends the budget");
  * now += 10;
- * budget.topUp();
+ * budget.topUp(); // what its timer does
  * if (!open) throw new Error("time earns it back");
  * budget.release();
  * ```
@@ -64,14 +80,16 @@ export class RecordingBudget {
   private readonly now: () => number;
   private readonly setGate: (open: boolean) => void;
   private readonly mayUseGate: () => boolean;
+  private readonly schedule: (fn: () => void, ms: number) => () => void;
   private readonly cap: number;
   private credit: number;
   private last: number;
   private shut = false;
+  private cancelTimer: (() => void) | undefined;
   /** Times the budget shut the gate. */
   shutCount = 0;
 
-  /** @param options The share of time, the cost per task, and (for tests) the clock and the gate. */
+  /** @param options The share of time, the cost per task, and (for tests) the clock, gate and timer. */
   constructor(options: RecordingBudgetOptions = {}) {
     const share = options.maxOverhead ?? 0.04;
     if (!(typeof share === "number" && share > 0 && share < 1)) {
@@ -86,6 +104,7 @@ export class RecordingBudget {
     this.now = options.now ?? (() => performance.now());
     this.setGate = options.setGate ?? setSamplingGate;
     this.mayUseGate = options.mayUseGate ?? (() => !isTracingEnabled());
+    this.schedule = options.schedule ?? scheduleTimer;
     this.cap = share * CAP_MS;
     this.credit = this.cap;
     this.last = this.now();
@@ -96,14 +115,24 @@ export class RecordingBudget {
     return this.shut;
   }
 
-  /** One task was recorded: its cost is spent, and a spent budget shuts the gate. */
+  /** One task was recorded: its cost is spent; spent out, the budget shuts the gate. */
   spend(): void {
     this.credit -= this.costPerTaskMs;
-    if (this.credit <= 0 && !this.shut && this.mayUseGate()) {
-      this.shut = true;
-      this.shutCount++;
-      this.setGate(false);
-    }
+    if (this.credit > 0) return;
+    this.topUp(); // what the time since the last look earned
+    if (this.credit > 0 || this.shut || !this.mayUseGate()) return;
+    this.shut = true;
+    this.shutCount++;
+    this.setGate(false);
+    this.armTimer();
+  }
+
+  private armTimer(): void {
+    this.cancelTimer = this.schedule(() => {
+      this.cancelTimer = undefined;
+      this.topUp();
+      if (this.shut) this.armTimer();
+    }, REOPEN_MS);
   }
 
   /** Earns what the time since the last top-up is worth; reopens the gate once there is credit. */
@@ -114,12 +143,16 @@ export class RecordingBudget {
     // tracing turned on meanwhile: the gate is its own now
     if (this.shut && (this.credit > 0 || !this.mayUseGate())) {
       this.shut = false;
+      this.cancelTimer?.();
+      this.cancelTimer = undefined;
       this.setGate(true);
     }
   }
 
-  /** Reopens the gate if this budget shut it. */
+  /** Reopens the gate if this budget shut it, and stops its timer. */
   release(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
     if (!this.shut) return;
     this.shut = false;
     this.setGate(true);
