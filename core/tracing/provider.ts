@@ -5,7 +5,15 @@
  *
  * @module
  */
-import { context, ProxyTracerProvider, ROOT_CONTEXT, trace, type TracerProvider } from "@opentelemetry/api";
+import {
+  context,
+  isSpanContextValid,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  trace,
+  TraceFlags,
+  type TracerProvider,
+} from "@opentelemetry/api";
 import { tracingState } from "./state.ts";
 
 // where @opentelemetry/api (any copy of major version 1) registers its globals
@@ -30,9 +38,56 @@ const noopProvider: TracerProvider = new ProxyTracerProvider().getDelegate();
 export function hasTracerProvider(): boolean {
   const provider = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider };
   const delegate = typeof provider.getDelegate === "function" ? provider.getDelegate() : provider;
-  if (delegate === noopProvider) return false;
-  // a provider registered through another copy of the API has that copy's no-op as its delegate
-  return delegate?.constructor?.name !== "NoopTracerProvider";
+  if (delegate === noopProvider || delegate === undefined || delegate === null) return false;
+  // a provider registered through another copy of the API has that copy's no-op as its delegate,
+  // and a bundle renames classes: what a provider does tells, not what it is called
+  return makesSpans(delegate);
+}
+
+/** What each provider seen was found to be (a provider does not change its nature). */
+const verdicts = new WeakMap<TracerProvider, boolean>();
+
+// an unsampled parent, so that a real SDK's default (parent-based) sampler records nothing: the
+// probe span is never exported (and never ended)
+const PROBE_PARENT = trace.setSpanContext(ROOT_CONTEXT, {
+  traceId: "5f1d0c3a2b4e6f708192a3b4c5d6e7f8",
+  spanId: "1a2b3c4d5e6f7081",
+  traceFlags: TraceFlags.NONE,
+  isRemote: true,
+});
+
+/**
+ * @internal Whether `provider` makes spans: a no-op provider's tracer hands back its parent's span
+ * context (or an invalid one) instead of a new span, whatever its class is called (a bundle renames
+ * classes). Asked once per provider; the probe span has an unsampled parent and is never ended, so
+ * a real SDK exports nothing for it.
+ *
+ * @param provider A tracer provider.
+ * @returns `true` when its tracers make spans.
+ *
+ * @example
+ * ```ts
+ * import { makesSpans } from "./provider.ts";
+ * import { ProxyTracerProvider } from "@opentelemetry/api";
+ * if (makesSpans(new ProxyTracerProvider().getDelegate())) throw new Error("the API's no-op makes no spans");
+ * ```
+ */
+export function makesSpans(provider: TracerProvider): boolean {
+  const known = verdicts.get(provider);
+  if (known !== undefined) return known;
+  const real = probeProvider(provider);
+  verdicts.set(provider, real);
+  return real;
+}
+
+function probeProvider(provider: TracerProvider): boolean {
+  try {
+    const span = provider.getTracer("thinkagain.probe").startSpan("thinkagain.probe", {}, PROBE_PARENT);
+    const sc = span.spanContext();
+    return isSpanContextValid(sc) && sc.spanId !== "1a2b3c4d5e6f7081";
+  } catch {
+    return false;
+  }
 }
 
 /**
