@@ -14,6 +14,7 @@ BENCHES=(
   bench/decoder_bombs.ts
   bench/tracing.ts
   bench/tracing_deno_builtin.ts
+  bench/dashboard.ts
   bench/gpu_matmul.ts
 )
 

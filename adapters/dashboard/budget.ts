@@ -24,12 +24,12 @@ const CAP_MS = 20;
 const REOPEN_MS = 10;
 
 /**
- * What recording one task costs the core, in ms, by runtime: measured with `bench/dashboard.ts`
- * (the fanout with every task recorded against nobody listening, per task; BENCHMARKS.md,
- * "Dashboard"), rounded up.
+ * What recording one task costs the core, in ms, by runtime: about 2.5 times what `bench/dashboard.ts`
+ * measures (the fanout with every task recorded against nobody listening, per task: ≈ 0.4 µs on Bun,
+ * ≈ 1.6 µs on Deno; BENCHMARKS.md, "Dashboard"), as a busy machine pays more.
  */
 function defaultCostMs(): number {
-  return typeof (globalThis as { Bun?: unknown }).Bun === "object" ? 0.0015 : 0.01;
+  return typeof (globalThis as { Bun?: unknown }).Bun === "object" ? 0.001 : 0.004;
 }
 
 /** Options of {@linkcode RecordingBudget}. */
