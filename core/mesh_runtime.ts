@@ -281,10 +281,12 @@ export class MeshRuntime {
     // every replica stops starting calls now, before any of them is closed and awaited in turn
     for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
     this.cancelUnstarted();
-    disposeAll(Effect.runPromise(Scope.close(this.scope, Exit.void)).finally(() => {
-      // handles keep their deployment (to say it closed), not the closed mesh its replicas reach
-      for (const d of this.deployments) d.replicas.length = 0;
-    }));
+    disposeAll(
+      Effect.runPromise(Scope.close(this.scope, Exit.void)).finally(() => {
+        // handles keep their deployment (to say it closed), not the closed mesh its replicas reach
+        for (const d of this.deployments) d.replicas.length = 0;
+      }),
+    );
     return this.closing;
   }
 
