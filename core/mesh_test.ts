@@ -5,7 +5,7 @@ import { collectUntil, gate, gcFunction, rejection, sleep } from "./_test_utils.
 
 const Generator = ta.service(
   { gpus: 4 },
-  class Generator {
+  class MeshGenerator {
     async generate(q: string) {
       return `gen(${q}) on gpus ${ta.currentInstanceGpus()!.map((g) => g.id).join(",")}`;
     }

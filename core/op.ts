@@ -13,6 +13,7 @@ import { CancelledError, OpExecutionError } from "./errors.ts";
 import { listening } from "./events.ts";
 import { Limiter } from "./limiter.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
+import { NameRegistry, register } from "./registration.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
 import { runBody } from "./run_body.ts";
@@ -60,10 +61,9 @@ export interface OpDef {
 
 const REGISTRY_KEY = Symbol.for("thinkagain.ops");
 // shared through globalThis so two copies of the module (e.g. a JSR and a local import) agree
-const opRegistry: Map<string, OpDef> = ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new Map()) as Map<
-  string,
-  OpDef
->;
+// (a name two different functions were registered under throws when looked up: see registration.ts)
+const opRegistry: Map<string, OpDef> =
+  ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new NameRegistry<OpDef>("op")) as Map<string, OpDef>;
 
 /** Remote-capable ops declared in this process, by name (what a node may run). */
 export function registeredOps(): ReadonlyMap<string, OpDef> {
@@ -264,7 +264,8 @@ export function op<A extends unknown[], R>(
     options: Object.freeze({ ...options, name }),
   });
   if (target.remoteCapable) {
-    opRegistry.set(name, { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> });
+    const def: OpDef = { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> };
+    register(opRegistry, name, def, body);
   }
   return made;
 }

@@ -26,14 +26,14 @@ test("profile records plain ops outside a mesh with counts and percentiles", asy
 
 test("profile records service methods inside a mesh and the caller→callee graph with fan-out", async () => {
   const Retriever = ta.service(
-    class Retriever {
+    class ProfRetriever {
       async retrieve(q: string) {
         return [q];
       }
     },
   );
   const Generator = ta.service(
-    class Generator {
+    class ProfGenerator {
       async generate(_q: string, docs: string[][]) {
         return docs.length;
       }
@@ -50,19 +50,19 @@ test("profile records service methods inside a mesh and the caller→callee grap
   const out = await mesh.run(() => Promise.all([answer.go("a"), answer.go("b")]));
   assert.deepEqual(out, [3, 3]);
   const s = p.summary();
-  assert.equal(s.ops["Retriever.retrieve"].count, 6);
-  assert.equal(s.ops["Retriever.retrieve"].kind, "method");
-  assert.equal(s.ops["Generator.generate"].count, 2);
-  const edge = s.graph.find((e) => e.caller === "answer" && e.callee === "Retriever.retrieve");
-  assert.ok(edge, "answer → Retriever.retrieve edge exists");
+  assert.equal(s.ops["ProfRetriever.retrieve"].count, 6);
+  assert.equal(s.ops["ProfRetriever.retrieve"].kind, "method");
+  assert.equal(s.ops["ProfGenerator.generate"].count, 2);
+  const edge = s.graph.find((e) => e.caller === "answer" && e.callee === "ProfRetriever.retrieve");
+  assert.ok(edge, "answer → ProfRetriever.retrieve edge exists");
   assert.equal(edge.calls, 6);
   assert.deepEqual(edge.fanout, { mean: 3, max: 3 });
   const main = s.graph.find((e) => e.caller === "(main)" && e.callee === "answer");
   assert.equal(main?.calls, 2);
-  const rec = p.tasks().find((t) => t.name === "Generator.generate")!;
+  const rec = p.tasks().find((t) => t.name === "ProfGenerator.generate")!;
   assert.equal(rec.dependencies.length, 3, "dependency ids are recorded");
   assert.ok(rec.node === "n1" || rec.node === "n2");
-  assert.match(p.format(), /Retriever\.retrieve/);
+  assert.match(p.format(), /ProfRetriever\.retrieve/);
 });
 
 test("getProfiler returns the active profiler until it stops; a stopped profiler records nothing more", async () => {

@@ -8,6 +8,7 @@
 import { describe } from "./describe.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { policyOf, type RunPolicy } from "./policy.ts";
+import { NameRegistry, register } from "./registration.ts";
 
 /** Options of `service()`. */
 export interface ServiceOptions {
@@ -63,10 +64,12 @@ export interface ServiceDef {
 
 const REGISTRY_KEY = Symbol.for("thinkagain.services");
 // shared through globalThis so two copies of the module (e.g. a JSR and a local import) agree
-const registry: Map<string, ServiceDef> = ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new Map()) as Map<
-  string,
-  ServiceDef
->;
+// (a name two different classes were registered under throws when looked up: see registration.ts)
+const registry: Map<string, ServiceDef> =
+  ((globalThis as Record<symbol, unknown>)[REGISTRY_KEY] ??= new NameRegistry<ServiceDef>("service")) as Map<
+    string,
+    ServiceDef
+  >;
 
 /** Services declared in this process, by name (what a node may create). */
 export function registeredServices(): ReadonlyMap<string, ServiceDef> {
@@ -158,6 +161,6 @@ export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDe
     methods,
     description: options.description,
   };
-  registry.set(name, def);
+  register(registry, name, def, cls);
   return def;
 }

@@ -8,7 +8,7 @@ import { collectUntil, gate, gcFunction, rejection, settlesWithin, sleep } from 
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
-    class Store {
+    class SvcStore {
       private items: string[] = [];
       constructor(readonly prefix: string) {}
       async add(item: string) {
@@ -24,7 +24,7 @@ test("service state persists across calls; direct calls and .go() both work", as
   assert.equal(await store.add("a"), 1);
   assert.equal(await store.add.go("b"), 2);
   assert.deepEqual(await store.list.go(), ["x-a", "x-b"]);
-  assert.equal(Store.serviceName, "Store");
+  assert.equal(Store.serviceName, "SvcStore");
 });
 
 test("a counter service hit by 100 concurrent read-await-write increments ends at 100", async () => {
@@ -90,7 +90,7 @@ test("maxConcurrency lets one instance run several calls at once", async () => {
 test("replicas: calls are spread by fewest outstanding calls", async () => {
   const Worker = ta.service(
     { replicas: 3 },
-    class Worker {
+    class SvcWorker {
       async which() {
         await sleep(2);
         return (ta.currentInstance() as ta.InstanceInfo).replica;
@@ -110,7 +110,7 @@ test("replicas: calls are spread by fewest outstanding calls", async () => {
 
 test("a handle can be passed to ops and other services", async () => {
   const Retriever = ta.service(
-    class Retriever {
+    class SvcRetriever {
       async retrieve(q: string) {
         return [`${q}:1`, `${q}:2`];
       }

@@ -26,7 +26,8 @@ const embed = ta.op(async function embed(text: string): Promise<number[]> {
 
 const Retriever = ta.service(
   { replicas: 2, cpus: 1 },
-  class Retriever {
+  // service names are process-wide (a node finds services by them): this demo's are its own
+  class DocRetriever {
     private index: Array<{ text: string; vec: number[] }> = [];
     async load(docs: string[], vecs: number[][]) {
       this.index = docs.map((text, i) => ({ text, vec: vecs[i] }));
@@ -45,7 +46,7 @@ const Retriever = ta.service(
 
 const Generator = ta.service(
   { gpus: 1 },
-  class Generator {
+  class AnswerGenerator {
     async generate(question: string, docs: string[]): Promise<string> {
       if (question.trim() === "") throw new RangeError("empty question");
       const node = ta.currentInstance()?.node;

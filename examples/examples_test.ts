@@ -15,11 +15,11 @@ test("examples/demo.ts answers three questions, handles the failing one and prof
     const { answers, failed, summary } = await demo();
     assert.equal(answers.split("\n").filter((l) => l.startsWith("Q: ")).length, 3);
     assert.match(answers, /on gpu-node/);
-    assert.equal(failed, "Generator.generate failed: empty question");
-    assert.equal(summary.ops["Generator.generate"].count, 4);
-    assert.equal(summary.ops["Generator.generate"].failed, 1);
+    assert.equal(failed, "AnswerGenerator.generate failed: empty question");
+    assert.equal(summary.ops["AnswerGenerator.generate"].count, 4);
+    assert.equal(summary.ops["AnswerGenerator.generate"].failed, 1);
     assert.equal(summary.ops.embed.count, 9);
-    assert.ok(lines.some((l) => l.includes("Retriever[1] on")), "placement is printed");
+    assert.ok(lines.some((l) => l.includes("DocRetriever[1] on")), "placement is printed");
   } finally {
     console.log = log;
   }

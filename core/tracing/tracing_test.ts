@@ -70,7 +70,7 @@ test("tracing exports op and service-call spans over OTLP/protobuf with parents,
     return x * 2;
   });
   const Store = ta.service(
-    class Store {
+    class TraceStore {
       async lookup(v: number) {
         return v + 1;
       }
@@ -116,14 +116,14 @@ test("tracing exports op and service-call spans over OTLP/protobuf with parents,
   assert.ok(pipe.events.some((e) => e.name === "started"), "queue wait ends at the 'started' event");
 
   const embeds = byName(spans, "op embed");
-  const lookups = byName(spans, "call Store.lookup");
+  const lookups = byName(spans, "call TraceStore.lookup");
   assert.equal(embeds.length, 3);
   assert.equal(lookups.length, 3);
   for (const s of [...embeds, ...lookups]) {
     assert.equal(s.parentSpanId, pipe.spanId, `${s.name} is a child of op pipeline`);
   }
   const lookup = lookups[0];
-  assert.equal(lookup.attributes["thinkagain.service"], "Store");
+  assert.equal(lookup.attributes["thinkagain.service"], "TraceStore");
   assert.equal(lookup.attributes["thinkagain.method"], "lookup");
   // each lookup links to the embed whose ref it took
   const embedIds = new Set(embeds.map((s) => s.spanId));
