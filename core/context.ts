@@ -80,15 +80,25 @@ export function applyInContext(
 
 /**
  * The task whose body's synchronous part runs now (`run_body.ts` sets it around the call), so what
- * the body submits before its first `await` knows its parent without a context switch per body.
- * `entered` is the context entered for that body by {@linkcode enterParentContext}, if any, and
- * `outer` the context it replaced.
+ * the body submits before its first `await` knows its parent without a context switch per body;
+ * and the context a body entered by {@linkcode enterParentContext}, if any (with the one it
+ * replaced, and the one an outer body entered before it).
  */
-export const runningBody: { task: unknown; entered: RunContext | undefined; outer: RunContext | undefined } = {
+export const runningBody: { task: unknown; entered: EnteredContext | undefined } = {
   task: undefined,
   entered: undefined,
-  outer: undefined,
 };
+
+/** A context a body entered on its first child, to be left when the body returns. */
+export interface EnteredContext {
+  /** The body's task. */
+  readonly owner: unknown;
+  readonly ctx: RunContext;
+  /** The context it replaced. */
+  readonly outer: RunContext | undefined;
+  /** One an outer body entered before. */
+  readonly prev: EnteredContext | undefined;
+}
 
 const canEnter = typeof (storage as { enterWith?: unknown }).enterWith === "function";
 
@@ -100,24 +110,23 @@ const canEnter = typeof (storage as { enterWith?: unknown }).enterWith === "func
  * no `enterWith` (some edge runtimes), only the children submitted before the first await are known.
  */
 export function enterParentContext(parent: unknown): void {
-  if (!canEnter || runningBody.entered !== undefined) return;
+  const prev = runningBody.entered;
+  if (!canEnter || (prev !== undefined && prev.owner === parent)) return;
   const outer = storage.getStore();
-  const entered: RunContext = { mesh: outer?.mesh, instance: outer?.instance, task: outer?.task, parent };
+  const ctx: RunContext = { mesh: outer?.mesh, instance: outer?.instance, task: outer?.task, parent };
   contextEntered = true;
-  storage.enterWith(entered);
-  runningBody.entered = entered;
-  runningBody.outer = outer;
+  storage.enterWith(ctx);
+  runningBody.entered = { owner: parent, ctx, outer, prev };
 }
 
 /**
- * Restores the context that {@linkcode enterParentContext} replaced, if the body entered one and it
- * is still the current one (not when a nested `run` already left it).
+ * Leaves the context the returning body entered: restores the one it replaced, if the entered one
+ * is still current (not when a nested `run` already left it).
  */
 export function leaveParentContext(): void {
   const entered = runningBody.entered!;
-  runningBody.entered = undefined;
-  if (storage.getStore() === entered) storage.enterWith(runningBody.outer as RunContext);
-  runningBody.outer = undefined;
+  runningBody.entered = entered.prev;
+  if (storage.getStore() === entered.ctx) storage.enterWith(entered.outer as RunContext);
 }
 
 /**

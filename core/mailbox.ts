@@ -90,7 +90,7 @@ export abstract class MailboxReplica implements Replica {
   private waitsForItself(caller: Task<unknown> | undefined): boolean {
     if (caller === undefined || this.running < this.limit) return false;
     let waiting = 0;
-    for (let t: Task<unknown> | undefined = caller; t !== undefined; t = t._parent) {
+    for (let t: Task<unknown> | undefined = caller; t !== undefined; t = t._family?.parent) {
       if (this.active.has(t)) waiting++;
     }
     return waiting >= this.running;

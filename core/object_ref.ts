@@ -118,7 +118,7 @@ export const ObjectRef: ObjectRefConstructor = Object.freeze({
  */
 export function detach<T>(ref: ObjectRef<T>): ObjectRef<T> {
   if (!(ref instanceof Task)) throw new TypeError(`detach() expects a ref from .go(), got ${describe(ref)}`);
-  if (ref._parent !== undefined) leaveParent(ref as Task<unknown>);
+  if (ref._family !== undefined) leaveParent(ref as Task<unknown>);
   return ref;
 }
 

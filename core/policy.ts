@@ -127,17 +127,15 @@ export function runWithPolicy(
     }
     let r: unknown;
     let p: Promise<unknown>;
-    const body = runningBody, outerTask = body.task, outerEntered = body.entered, outerCtx = body.outer;
-    body.task = task;
-    body.entered = undefined;
+    const outerTask = runningBody.task;
+    runningBody.task = task;
     try {
       try {
         r = callBody(task, fn, self, args, ctx, wrap);
       } finally {
-        if (body.entered !== undefined) leaveParentContext();
-        body.task = outerTask;
-        body.entered = outerEntered;
-        body.outer = outerCtx;
+        const entered = runningBody.entered;
+        if (entered !== undefined && entered.owner === task) leaveParentContext();
+        runningBody.task = outerTask;
       }
       if (!isThenable(r)) return Effect.succeed(r);
       // adopted by a real promise: a then() that throws becomes a rejection, not a defect

@@ -106,9 +106,8 @@ export function runBody(
   let r: unknown;
   if (flagged) unsampled.depth++;
   // what the body submits before its first await is its child: known from here, with no context switch
-  const body = runningBody, outerTask = body.task, outerEntered = body.entered, outerCtx = body.outer;
-  body.task = task;
-  body.entered = undefined;
+  const outerTask = runningBody.task;
+  runningBody.task = task;
   try {
     r = callBody(task, fn, self, args, ctx, wrap);
   } catch (e) {
@@ -116,10 +115,9 @@ export function runBody(
     if (done !== undefined) done(task);
     return;
   } finally {
-    if (body.entered !== undefined) leaveParentContext();
-    body.task = outerTask;
-    body.entered = outerEntered;
-    body.outer = outerCtx;
+    const entered = runningBody.entered;
+    if (entered !== undefined && entered.owner === task) leaveParentContext();
+    runningBody.task = outerTask;
     if (flagged) unsampled.depth--;
   }
   finish(task, r, done);
