@@ -61,6 +61,7 @@ export function startNodeProcess(
   const proc = spawn(bin, argv, { env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   const exited = new Promise<number | string>((resolve) => proc.on("exit", (code, sig) => resolve(code ?? sig ?? -1)));
+  const closed = new Promise<void>((resolve) => proc.on("close", () => resolve()));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       proc.kill("SIGKILL");
@@ -79,6 +80,8 @@ export function startNodeProcess(
           exited,
           cleanExit: async () => {
             const code = await exited;
+            // "exit" can come before the last output is read: wait for the streams to close
+            await closed;
             if (code === 0) return 0;
             return thisRuntime() === "deno" && /drained, exiting/.test(out) && (code === "SIGTERM" || code === "SIGINT")
               ? 0
