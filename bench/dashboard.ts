@@ -33,7 +33,7 @@ function flag(name: string, dflt: string): string {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
 }
 
-const BLOCKS = Number(flag("blocks", "24"));
+const BLOCKS = Number(flag("blocks", "48"));
 const RUNS = Number(flag("runs", "3"));
 if (!Number.isInteger(BLOCKS) || BLOCKS < 2) throw new RangeError(`--blocks must be an integer ≥ 2, got ${BLOCKS}`);
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new RangeError(`--runs must be an integer ≥ 1, got ${RUNS}`);

@@ -173,7 +173,8 @@ function ms(x) {
   if (x < 10000) return x.toFixed(0) + " ms";
   return (x / 1000).toFixed(1) + " s";
 }
-function count(n) { return n === null || n === undefined ? "∞" : String(n); }
+function count(n) { return n === null || n === undefined ? "∞" : num(n); }
+function num(n) { return Math.round(n).toLocaleString("en-US"); }
 function rate(x) { return x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x > 0 ? x.toFixed(2) : "0"; }
 
 function showData(on) {
@@ -287,8 +288,8 @@ function renderChart(series, windowSeconds) {
     svg("polygon", { points: "0," + h + " " + pts.join(" ") + " " + w + "," + h, fill: "rgba(47,111,222,.15)" }),
     svg("polyline", { points: pts.join(" "), fill: "none", stroke: "#2f6fde", "stroke-width": 2, "vector-effect": "non-scaling-stroke" }),
   );
-  $("#chart-max").textContent = max + "/s";
-  $("#chart-now").textContent = "now " + (series.length ? series[series.length - 1] : 0) + "/s";
+  $("#chart-max").textContent = num(max) + "/s";
+  $("#chart-now").textContent = "now " + num(series.length ? series[series.length - 1] : 0) + "/s";
   $("#window-note").textContent = "calls settled per second, last " + windowSeconds + " s";
 }
 
@@ -323,16 +324,16 @@ function render(s) {
     { field: "replica", cls: "num", value: (i) => String(i.replica) },
     { field: "node", value: (i) => i.node },
     { field: "gpus", cls: "sub", value: (i) => i.gpus.length ? i.gpus.join(", ") : "–" },
-    { field: "calls", cls: "num", value: (i) => String(i.calls) },
-    { field: "outstanding", cls: "num", value: (i) => String(i.outstanding) },
+    { field: "calls", cls: "num", value: (i) => num(i.calls) },
+    { field: "outstanding", cls: "num", value: (i) => num(i.outstanding) },
   ], "no service instances");
 
   syncRows($("#ops tbody"), s.ops, (o) => o.name, [
     { field: "name", cls: "name", value: (o) => o.name },
-    { field: "calls", cls: "num", value: (o) => (o.estimated ? "≈" : "") + o.calls },
-    { field: "completed", cls: "num", value: (o) => (o.estimated ? "≈" : "") + o.completed },
-    { field: "failed", cls: "num", value: (o) => String(o.failed) + (o.cancelled ? " (+" + o.cancelled + " cancelled)" : "") },
-    { field: "inflight", cls: "num", value: (o) => o.inFlight + (o.inFlight ? " (" + o.running + " running)" : "") },
+    { field: "calls", cls: "num", value: (o) => (o.estimated ? "≈" : "") + num(o.calls) },
+    { field: "completed", cls: "num", value: (o) => (o.estimated ? "≈" : "") + num(o.completed) },
+    { field: "failed", cls: "num", value: (o) => num(o.failed) + (o.cancelled ? " (+" + num(o.cancelled) + " cancelled)" : "") },
+    { field: "inflight", cls: "num", value: (o) => num(o.inFlight) + (o.inFlight ? " (" + num(o.running) + " running)" : "") },
     { field: "p50", cls: "num", value: (o) => ms(o.window.p50) },
     { field: "p95", cls: "num", value: (o) => ms(o.window.p95) },
     { field: "rate", cls: "num", value: (o) => rate(o.window.perSecond) },

@@ -4,10 +4,12 @@
  * second and the latency p50/p95 (from a log-scale histogram per second, so no event allocates and
  * no per-task list grows).
  *
- * Not every task has to be recorded: when only a share of them is (a recording budget, or tracing's
- * sampling), the share is known per second from the process's task counter, and counts and rates
- * are estimated from the recorded ones (exact whenever every task was recorded). Calls in flight
- * and the percentiles are those of the recorded tasks.
+ * Not every task has to be recorded (a recording budget, or tracing's sampling). Tasks are numbered
+ * as they are made, recorded or not, so the gap between two recorded tasks' numbers counts the tasks
+ * left out between them; they are counted as calls of the op recorded just before the gap (a flood
+ * that shut the gate is a flood of that op), and each op's outcomes and rates are scaled by its
+ * calls per recorded call. Exact whenever every task was recorded. Calls in flight and the
+ * percentiles are those of the recorded tasks.
  *
  * @module
  */
@@ -98,45 +100,24 @@ export interface AggregateSnapshot {
   readonly lastRoot: TaskInfo | undefined;
 }
 
-/**
- * Calls that settled in each slot: those submitted in the same second, counted as recorded (the
- * second's share of recorded tasks is final only once it ends), and those submitted earlier, counted
- * already weighted by the share of the second they were submitted in.
- */
-class Settled {
-  readonly same: Uint32Array;
-  readonly earlier: Float64Array;
-  constructor(slots: number) {
-    this.same = new Uint32Array(slots);
-    this.earlier = new Float64Array(slots);
-  }
-  clear(i: number): void {
-    this.same[i] = 0;
-    this.earlier[i] = 0;
-  }
-  /** The estimate of slot `i`, given its second's share of recorded tasks. */
-  estimate(i: number, share: number): number {
-    return this.same[i] / share + this.earlier[i];
-  }
-}
-
 /** One op/method's counters and its ring of per-second slots. */
 class Entry {
-  /** Estimates of the seconds already closed. */
+  /** Recorded calls, and the calls estimated in all (recorded plus those left out). */
+  recordedCalls = 0;
   calls = 0;
+  /** Recorded outcomes. */
   completed = 0;
   failed = 0;
   cancelled = 0;
   inFlight = 0;
   running = 0;
-  estimated = false;
   /** Second (`floor(at / 1000)`) each slot holds; -1: empty. */
   readonly second: Float64Array;
-  /** Recorded per slot: submitted; settled, by how. */
-  readonly submittedIn: Uint32Array;
-  readonly completedIn: Settled;
-  readonly failedIn: Settled;
-  readonly cancelledIn: Settled;
+  /** Per slot: calls recorded, calls left out (counted from gaps), settled and failed (recorded). */
+  readonly recordedIn: Float64Array;
+  readonly leftOutIn: Float64Array;
+  readonly settledIn: Uint32Array;
+  readonly failedIn: Uint32Array;
   readonly min: Float64Array;
   readonly max: Float64Array;
   /** Histogram of each slot, allocated at its first duration and zeroed when the slot is reused. */
@@ -144,10 +125,10 @@ class Entry {
 
   constructor(readonly name: string, readonly kind: "op" | "method", slots: number) {
     this.second = new Float64Array(slots).fill(-1);
-    this.submittedIn = new Uint32Array(slots);
-    this.completedIn = new Settled(slots);
-    this.failedIn = new Settled(slots);
-    this.cancelledIn = new Settled(slots);
+    this.recordedIn = new Float64Array(slots);
+    this.leftOutIn = new Float64Array(slots);
+    this.settledIn = new Uint32Array(slots);
+    this.failedIn = new Uint32Array(slots);
     this.min = new Float64Array(slots);
     this.max = new Float64Array(slots);
     this.hist = new Array(slots).fill(undefined);
@@ -158,10 +139,10 @@ class Entry {
     const i = second % this.second.length;
     if (this.second[i] !== second) {
       this.second[i] = second;
-      this.submittedIn[i] = 0;
-      this.completedIn.clear(i);
-      this.failedIn.clear(i);
-      this.cancelledIn.clear(i);
+      this.recordedIn[i] = 0;
+      this.leftOutIn[i] = 0;
+      this.settledIn[i] = 0;
+      this.failedIn[i] = 0;
       this.min[i] = Infinity;
       this.max[i] = 0;
       this.hist[i]?.fill(0);
@@ -194,9 +175,8 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
 
 /**
  * Aggregates task events per op / `Service.method`. Feed it with `record` (from `onTaskEvent`);
- * read it with `snapshot`; call `tick` now and then (a second that passes with no event is closed
- * then). Each event costs a map lookup and a few counter updates; only the first event of a name
- * in a new second clears that second's slot.
+ * read it with `snapshot`. Each event costs a map lookup and a few counter updates; only the first
+ * event of a name in a new second clears that second's slot.
  *
  * @example Counting calls and their latency, with an injected clock
  * ```ts
@@ -226,13 +206,15 @@ export class TaskAggregator {
   private readonly taskCount: () => number;
   private readonly entries = new Map<string, Entry>();
   private lastRoot: TaskInfo | undefined;
-  /** The second being filled, and the task counter when it began. */
-  private current: number;
-  private countAtStart: number;
-  /** Per slot of the process: its second, tasks recorded, tasks made. */
+  /** Number of the last task recorded (any), and its entry when it counted here. */
+  private lastSeq: number;
+  private lastEntry: Entry | undefined;
+  /** Second of the last task recorded. */
+  private lastSecond = -1;
+  /** Per slot of the process: its second, tasks recorded, tasks left out. */
   private readonly gSecond: Float64Array;
   private readonly gRecorded: Float64Array;
-  private readonly gMade: Float64Array;
+  private readonly gLeftOut: Float64Array;
 
   /** @param options The clock, the window, the most names kept apart, which tasks count. */
   constructor(options: TaskAggregatorOptions = {}) {
@@ -250,12 +232,10 @@ export class TaskAggregator {
     this.accept = options.accept;
     this.taskCount = options.taskCount ?? submittedCount;
     this.since = this.now();
+    this.lastSeq = this.taskCount();
     this.gSecond = new Float64Array(w + 1).fill(-1);
     this.gRecorded = new Float64Array(w + 1);
-    this.gMade = new Float64Array(w + 1);
-    this.current = Math.floor(this.since / 1000);
-    this.countAtStart = this.taskCount();
-    this.gSecond[this.current % (w + 1)] = this.current;
+    this.gLeftOut = new Float64Array(w + 1);
   }
 
   private entry(task: TaskInfo): Entry {
@@ -272,45 +252,24 @@ export class TaskAggregator {
     return e;
   }
 
-  /** Share of the tasks made in the slot `g` that were recorded (1 when none was made or recorded). */
-  private shareOf(g: number, made: number): number {
-    // none recorded: nothing to scale up (and no division by zero)
-    return made > 0 && this.gRecorded[g] > 0 ? Math.min(1, this.gRecorded[g] / made) : 1;
-  }
-
-  /**
-   * Closes the second being filled when `second` is past it: its share, and each name's estimates.
-   * `count` is the task counter at the end of the closed second (default: now).
-   */
-  private roll(second: number, count?: number): void {
-    if (second <= this.current) return;
-    const slots = this.gSecond.length;
-    const g = this.current % slots;
-    const made = Math.max(0, (count ?? this.taskCount()) - this.countAtStart);
-    this.gMade[g] = made;
-    const share = this.shareOf(g, made);
-    for (const e of this.entries.values()) {
-      const i = e.find(this.current);
-      if (i < 0) continue;
-      e.calls += e.submittedIn[i] / share;
-      e.completed += e.completedIn.estimate(i, share);
-      e.failed += e.failedIn.estimate(i, share);
-      e.cancelled += e.cancelledIn.estimate(i, share);
-      if (share < 1 && e.submittedIn[i] + e.completedIn.same[i] + e.failedIn.same[i] + e.cancelledIn.same[i] > 0) {
-        e.estimated = true;
-      }
+  /** The process-wide slot of `second`, emptied first when it held an older second. */
+  private gSlot(second: number): number {
+    const g = second % this.gSecond.length;
+    if (this.gSecond[g] !== second) {
+      this.gSecond[g] = second;
+      this.gRecorded[g] = 0;
+      this.gLeftOut[g] = 0;
     }
-    this.current = second;
-    this.countAtStart += made;
-    const n = second % slots;
-    this.gSecond[n] = second;
-    this.gRecorded[n] = 0;
-    this.gMade[n] = 0;
+    return g;
   }
 
-  /** Closes the seconds that passed with no event (call it now and then, e.g. every 100 ms). */
-  tick(): void {
-    this.roll(Math.floor(this.now() / 1000));
+  /** Counts `n` tasks left out (before `second`) as calls of the op recorded before them. */
+  private leftOut(n: number, second: number): void {
+    this.gLeftOut[this.gSlot(second)] += n;
+    const e = this.lastEntry;
+    if (e === undefined) return;
+    e.calls += n;
+    e.leftOutIn[e.slot(second)] += n;
   }
 
   /**
@@ -322,16 +281,22 @@ export class TaskAggregator {
   record(event: TaskEvent): void {
     const t = event.task;
     const second = Math.floor(event.at / 1000);
-    // a task is counted when it is made, just before it is recorded: it belongs to the new second
-    if (second > this.current) this.roll(second, event.kind === "submitted" ? t.seq - 1 : undefined);
-    const s = second < this.current ? this.current : second;
-    if (event.kind === "submitted") this.gRecorded[s % this.gSecond.length]++;
-    if (this.accept !== undefined && !this.accept(t)) return;
+    const accepted = this.accept === undefined || this.accept(t);
+    if (event.kind === "submitted") {
+      if (t.seq > this.lastSeq + 1) this.leftOut(t.seq - this.lastSeq - 1, second);
+      if (t.seq > this.lastSeq) this.lastSeq = t.seq;
+      this.gRecorded[this.gSlot(second)]++;
+      this.lastEntry = accepted ? this.entry(t) : undefined;
+      this.lastSecond = second;
+    }
+    if (!accepted) return;
     const e = this.entry(t);
     const seenFromStart = t.submittedAt >= this.since;
     switch (event.kind) {
       case "submitted":
-        e.submittedIn[e.slot(s)]++;
+        e.recordedCalls++;
+        e.calls++;
+        e.recordedIn[e.slot(second)]++;
         e.inFlight++;
         if (t.parent === undefined) this.lastRoot = t;
         return;
@@ -339,18 +304,13 @@ export class TaskAggregator {
         if (seenFromStart && t.attempt === 0) e.running++;
         return;
       default: {
-        const i = e.slot(s);
-        const into = event.kind === "finished" ? e.completedIn : event.kind === "failed" ? e.failedIn : e.cancelledIn;
-        const from = Math.floor(t.submittedAt / 1000);
-        if (from >= s) into.same[i]++;
-        else {
-          // submitted in a second already closed: weighted by that second's share, when known
-          const g = from % this.gSecond.length;
-          const share = this.gSecond[g] === from ? this.shareOf(g, this.gMade[g]) : 1;
-          const w = share > 0 ? 1 / share : 1;
-          into.earlier[i] += w;
-          if (w !== 1) e.estimated = true;
-        }
+        const i = e.slot(second);
+        e.settledIn[i]++;
+        if (event.kind === "finished") e.completed++;
+        else if (event.kind === "failed") {
+          e.failed++;
+          e.failedIn[i]++;
+        } else e.cancelled++;
         if (seenFromStart) {
           e.inFlight--;
           if (t.startedAt > 0) e.running--;
@@ -374,42 +334,54 @@ export class TaskAggregator {
    */
   snapshot(): AggregateSnapshot {
     const now = this.now();
-    this.roll(Math.floor(now / 1000));
     const w = this.windowSeconds;
-    const slots = this.gSecond.length;
-    const current = this.current;
+    const current = Math.floor(now / 1000);
     const first = current - w + 1;
-    // the share recorded in each second of the window (the current one: so far)
-    const shares = new Array<number>(w).fill(1);
-    let recorded = 0, made = 0;
+    // the tasks made since the last one recorded: left out so far, counted (for the figures below,
+    // not kept: the next recorded task counts them for good) in the second of the last one recorded
+    const pending = Math.max(0, this.taskCount() - this.lastSeq);
+    const pendingEntry = this.lastEntry;
+    const pendingSecond = this.lastSecond;
+    let recorded = 0, leftOut = pending;
     for (let s = first; s <= current; s++) {
-      const g = s % slots;
+      const g = s % this.gSecond.length;
       if (this.gSecond[g] !== s) continue;
-      const m = s === current ? this.taskCount() - this.countAtStart : this.gMade[g];
-      shares[s - first] = this.shareOf(g, m);
-      recorded += Math.min(this.gRecorded[g], m);
-      made += m;
+      recorded += this.gRecorded[g];
+      leftOut += this.gLeftOut[g];
     }
-    const shareNow = shares[w - 1];
     // the part of the window this aggregator has seen, for the rate (at least one second)
     const seenSeconds = Math.max(1, Math.min(w, (now - this.since) / 1000));
     const total = new Array<number>(w).fill(0);
     const names: NameStats[] = [];
     const merged = new Uint32Array(BUCKETS);
     for (const e of [...this.entries.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const extra = e === pendingEntry ? pending : 0;
+      const calls = e.calls + extra;
+      // calls per recorded call: over the window, else since the start
+      let inWindow = 0, outWindow = extra;
+      for (let s = first; s <= current; s++) {
+        const i = e.find(s);
+        if (i < 0) continue;
+        inWindow += e.recordedIn[i];
+        outWindow += e.leftOutIn[i];
+      }
+      const allTime = e.recordedCalls > 0 ? calls / e.recordedCalls : 1;
+      const scale = inWindow > 0 ? (inWindow + outWindow) / inWindow : allTime;
       merged.fill(0);
       const series = new Array<number>(w).fill(0);
       let settled = 0, failed = 0, timed = 0, min = Infinity, max = 0;
       for (let s = first; s <= current; s++) {
         const i = e.find(s);
         if (i < 0) continue;
-        const share = shares[s - first];
-        const n = e.completedIn.estimate(i, share) + e.failedIn.estimate(i, share) +
-          e.cancelledIn.estimate(i, share);
+        // calls per recorded call in this second (most calls settle in the second they were made),
+        // else over the window
+        const out = e.leftOutIn[i] + (s === pendingSecond ? extra : 0);
+        const k = e.recordedIn[i] > 0 ? (e.recordedIn[i] + out) / e.recordedIn[i] : scale;
+        const n = e.settledIn[i] * k;
         series[s - first] = n;
         total[s - first] += n;
         settled += n;
-        failed += e.failedIn.estimate(i, share);
+        failed += e.failedIn[i] * k;
         const h = e.hist[i];
         if (h === undefined) continue;
         for (let b = 0; b < BUCKETS; b++) {
@@ -429,19 +401,16 @@ export class TaskAggregator {
         }
         return max;
       };
-      const i = e.find(current);
-      const part = (c: Settled) => (i < 0 ? 0 : c.estimate(i, shareNow));
-      const estimated = e.estimated || (shareNow < 1 && i >= 0);
       names.push({
         name: e.name,
         kind: e.kind,
-        calls: Math.round(e.calls + (i < 0 ? 0 : e.submittedIn[i] / shareNow)),
-        completed: Math.round(e.completed + part(e.completedIn)),
-        failed: Math.round(e.failed + part(e.failedIn)),
-        cancelled: Math.round(e.cancelled + part(e.cancelledIn)),
+        calls: Math.round(calls),
+        completed: Math.round(e.completed * allTime),
+        failed: Math.round(e.failed * allTime),
+        cancelled: Math.round(e.cancelled * allTime),
         inFlight: Math.max(0, e.inFlight),
         running: Math.max(0, e.running),
-        estimated,
+        estimated: calls !== e.recordedCalls,
         window: {
           settled: Math.round(settled),
           failed: Math.round(failed),
@@ -458,7 +427,7 @@ export class TaskAggregator {
       elapsedMs: now - this.since,
       names,
       series: total.map(round1),
-      recordedShare: made > 0 ? Math.min(1, recorded / made) : 1,
+      recordedShare: recorded + leftOut > 0 ? recorded / (recorded + leftOut) : 1,
       lastRoot: this.lastRoot,
     };
   }

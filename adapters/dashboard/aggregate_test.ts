@@ -176,19 +176,18 @@ test("TaskAggregator refuses a bad window or name limit with a RangeError saying
   assert.throws(() => new TaskAggregator({ maxNames: 0 }), /maxNames must be an integer ≥ 1, got 0/);
 });
 
-test("TaskAggregator estimates counts and rates from the share of tasks recorded, per second", () => {
+test("TaskAggregator counts the tasks left out between recorded ones as calls of the op recorded before them", () => {
   let now = 50_000;
   const agg = new TaskAggregator({ now: () => now, taskCount });
   // second 50: 10 tasks made, all recorded
   for (let i = 0; i < 10; i++) call(agg, "step", now, 1);
   now += 1000;
-  // second 51: 100 tasks made, 25 recorded
+  // second 51: 100 tasks made, 25 recorded (one in four), the last three left out after the last one
   for (let i = 0; i < 100; i++) {
     if (i % 4 === 0) call(agg, "step", now, 1);
     else made++; // made, not recorded
   }
   now += 1000;
-  agg.tick(); // closes second 51 with nothing new in second 52
   const s = agg.snapshot();
   const step = s.names[0];
   assert.equal(step.calls, 110);
@@ -198,6 +197,17 @@ test("TaskAggregator estimates counts and rates from the share of tasks recorded
   assert.deepEqual(step.series.slice(-3), [10, 100, 0]);
   assert.equal(step.inFlight, 0, "in flight: the recorded calls");
   assert.equal(s.recordedShare, 35 / 110);
+  assert.equal(step.window.p50, 1, "percentiles: of the recorded calls");
+});
+
+test("TaskAggregator gives a flood's left-out tasks to the flooding op, not to the op recorded after it", () => {
+  const agg = new TaskAggregator({ now: () => 0, taskCount });
+  call(agg, "tiny", 0, 0.001);
+  made += 9_999; // the rest of the flood, left out while the gate was shut
+  call(agg, "slow", 0, 20); // recorded once the gate reopened
+  const [slow, tiny] = agg.snapshot().names;
+  assert.deepEqual([tiny.name, tiny.calls, tiny.completed, tiny.estimated], ["tiny", 10_000, 10_000, true]);
+  assert.deepEqual([slow.name, slow.calls, slow.completed, slow.estimated], ["slow", 1, 1, false]);
 });
 
 test("TaskAggregator counts every recorded task toward the share, but only accepted ones per name", () => {

@@ -48,7 +48,7 @@ export interface DashboardAppOptions {
   /** Most tasks drawn in the DAG (default 300). */
   maxDagTasks?: number;
   /**
-   * Share of the time that recording tasks for the dashboard may cost, in (0, 1) (default 0.04):
+   * Share of the time that recording tasks for the dashboard may cost, in (0, 1) (default 0.02):
    * past it, only a share of new tasks is recorded and counts are estimated (see `budget.ts`).
    */
   maxOverhead?: number;
@@ -191,7 +191,7 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
   }
   checkPositive("intervalMs", options.intervalMs, 10);
   checkPositive("lingerMs", options.lingerMs, 0);
-  const maxOverhead = options.maxOverhead ?? 0.04;
+  const maxOverhead = options.maxOverhead ?? 0.02;
   if (!(typeof maxOverhead === "number" && maxOverhead > 0 && maxOverhead < 1)) {
     throw new RangeError(`createDashboardApp maxOverhead must be a number in (0, 1), got ${String(maxOverhead)}`);
   }
@@ -241,6 +241,10 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
       const budget = held.budget;
       off = onTaskEvent((e) => {
         if (e.kind === "submitted") budget.spend();
+        // the events of tasks recorded earlier reopen a shut gate as soon as time has earned it,
+        // also while a flood's microtasks keep its timer from firing (else a batch submitted right
+        // after a flood would go unrecorded whole)
+        else if (budget.gateShut) budget.topUp();
         agg.record(e);
       });
     }

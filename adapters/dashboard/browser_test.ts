@@ -69,8 +69,16 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
       const nodes = await tableOf(page, "nodes");
       assert.deepEqual(Object.keys(nodes), stats.nodes.map((n) => n.name));
       for (const n of stats.nodes) {
-        assert.equal(nodes[n.name].gpus, `${n.gpus.free} / ${n.gpus.total}`, `${n.name} GPUs`);
-        assert.equal(nodes[n.name].cpus, `${n.cpus.free} / ${n.cpus.total}`, `${n.name} CPUs`);
+        assert.equal(
+          nodes[n.name].gpus,
+          `${n.gpus.free.toLocaleString("en-US")} / ${n.gpus.total.toLocaleString("en-US")}`,
+          `${n.name} GPUs`,
+        );
+        assert.equal(
+          nodes[n.name].cpus,
+          `${n.cpus.free.toLocaleString("en-US")} / ${n.cpus.total.toLocaleString("en-US")}`,
+          `${n.name} CPUs`,
+        );
         assert.equal(nodes[n.name].endpoint, n.endpoint);
         assert.equal(nodes[n.name].instances, String(stats.instances.filter((i) => i.node === n.name).length));
       }
@@ -79,7 +87,11 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
       for (const i of stats.instances) {
         const row = instances[`${i.service}#${i.replica}`];
         assert.ok(row, `a row for ${i.service}#${i.replica}`);
-        assert.deepEqual([row.node, row.calls, row.outstanding], [i.node, String(i.calls), String(i.outstanding)]);
+        assert.deepEqual([row.node, row.calls, row.outstanding], [
+          i.node,
+          i.calls.toLocaleString("en-US"),
+          i.outstanding.toLocaleString("en-US"),
+        ]);
       }
       assert.deepEqual(Object.keys(await tableOf(page, "ops")), [], "no calls since the page opened yet");
       // the last profile's DAG: a box per task, the critical path marked
@@ -98,7 +110,7 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
           document.querySelector(`#instances tr[data-key="${key}"] td[data-field=calls]`)?.textContent === calls &&
           document.querySelector(`#ops tr[data-key="DashGenerator.generate"] td[data-field=completed]`)
               ?.textContent === "2",
-        [`DashGenerator#${gen.replica}`, String(gen.calls)],
+        [`DashGenerator#${gen.replica}`, gen.calls.toLocaleString("en-US")],
         { timeout: WAIT_MS },
       );
       assert.equal(await page.evaluate(() => (globalThis as Record<string, unknown>).sameDocument), true);
@@ -109,7 +121,10 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
       }
       assert.equal(gen.calls, 4);
       for (const i of after.instances) {
-        assert.equal((await tableOf(page, "instances"))[`${i.service}#${i.replica}`].calls, String(i.calls));
+        assert.equal(
+          (await tableOf(page, "instances"))[`${i.service}#${i.replica}`].calls,
+          i.calls.toLocaleString("en-US"),
+        );
       }
 
       // a task's details on click, then the picture a person looks at

@@ -2,9 +2,9 @@
  * What keeps an open dashboard cheap: recording a task for the event stream costs the core more
  * than a no-op task itself (a context and clock readings per task), so a dashboard records new root
  * tasks only while a time budget lasts. The budget is earned at `maxOverhead` of the time that
- * passes (saving up at most 20 ms' worth) and spent at an estimate of what recording one task
+ * passes (saving up at most 5 ms' worth) and spent at an estimate of what recording one task
  * costs; spent, it shuts the event stream's sampling gate, and a new root task costs what it costs
- * with nobody listening until a timer reopens the gate 10 ms later. Nothing ticks while the gate is
+ * with nobody listening until a timer reopens the gate 5 ms later. Nothing ticks while the gate is
  * open. A pipeline of tens of tasks is recorded whole; a flood of tiny tasks in part, and the
  * aggregator estimates its counts from the share recorded. While tracing is on, the gate is
  * tracing's: the budget leaves it alone.
@@ -19,9 +19,9 @@ import { unrefTimer } from "../../core/_runtime.ts";
  * Credit saved up at most, in ms of time passing: a burst after a quiet spell gets this much, and
  * no more, so bursts of tiny tasks after every pause are not recorded at a cost past the share.
  */
-const CAP_MS = 20;
+const CAP_MS = 5;
 /** How long a shut gate stays shut before the budget is topped up and looked at again, ms. */
-const REOPEN_MS = 10;
+const REOPEN_MS = 5;
 
 /**
  * What recording one task costs the core, in ms, by runtime: about 2.5 times what `bench/dashboard.ts`
@@ -34,7 +34,7 @@ function defaultCostMs(): number {
 
 /** Options of {@linkcode RecordingBudget}. */
 export interface RecordingBudgetOptions {
-  /** Share of the time recording may cost, in (0, 1) (default 0.04). */
+  /** Share of the time recording may cost, in (0, 1) (default 0.02). */
   maxOverhead?: number;
   /** Estimated cost of recording one task, in ms (default: measured per runtime). */
   costPerTaskMs?: number;
@@ -91,7 +91,7 @@ export class RecordingBudget {
 
   /** @param options The share of time, the cost per task, and (for tests) the clock, gate and timer. */
   constructor(options: RecordingBudgetOptions = {}) {
-    const share = options.maxOverhead ?? 0.04;
+    const share = options.maxOverhead ?? 0.02;
     if (!(typeof share === "number" && share > 0 && share < 1)) {
       throw new RangeError(`maxOverhead must be a number in (0, 1), got ${String(options.maxOverhead)}`);
     }

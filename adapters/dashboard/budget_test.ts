@@ -22,14 +22,14 @@ function fakeBudget(options: { maxOverhead?: number; costPerTaskMs?: number; tra
 
 test("RecordingBudget records a quiet pipeline whole and shuts the gate in a flood, at its share of the time", () => {
   const { budget, gate, advance } = fakeBudget();
-  // a full budget: 4 % of 20 ms = 0.8 ms, 160 tasks at 5 µs
-  for (let i = 0; i < 159; i++) budget.spend();
+  // a full budget: 4 % of 5 ms = 0.2 ms, 40 tasks at 5 µs
+  for (let i = 0; i < 39; i++) budget.spend();
   assert.deepEqual(gate, [], "a burst within the saved-up credit is recorded whole");
   budget.spend();
   assert.deepEqual(gate, [false]);
   assert.equal(budget.gateShut, true);
-  // 10 ms earn 0.4 ms: 80 tasks
-  advance(10);
+  // 5 ms earn 0.2 ms: 40 tasks
+  advance(5);
   budget.topUp();
   assert.deepEqual(gate, [false, true]);
   let recorded = 0;
@@ -37,7 +37,7 @@ test("RecordingBudget records a quiet pipeline whole and shuts the gate in a flo
     budget.spend();
     recorded++;
   }
-  assert.equal(recorded, 80);
+  assert.equal(recorded, 40);
   // a long quiet spell saves up no more than the full budget
   advance(60_000);
   budget.topUp();
@@ -46,11 +46,11 @@ test("RecordingBudget records a quiet pipeline whole and shuts the gate in a flo
     budget.spend();
     recorded++;
   }
-  assert.equal(recorded, 160);
+  assert.equal(recorded, 40);
   // over a second of flood, what it records costs its share of the second
   recorded = 0;
-  for (let t = 0; t < 1000; t += 10) {
-    advance(10);
+  for (let t = 0; t < 1000; t += 5) {
+    advance(5);
     budget.topUp();
     while (!budget.gateShut) {
       budget.spend();
@@ -59,7 +59,7 @@ test("RecordingBudget records a quiet pipeline whole and shuts the gate in a flo
   }
   // 4 % of 1,000 ms at 5 µs a task: 8,000 (give or take the one that overdraws)
   assert.ok(Math.abs(recorded - 8_000) <= 1, `${recorded} tasks recorded in 1 s`);
-  assert.equal(budget.shutCount, 103);
+  assert.equal(budget.shutCount, 203);
   budget.release();
   assert.equal(gate.at(-1), true, "released, the gate is open");
 });

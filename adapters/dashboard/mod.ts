@@ -5,7 +5,7 @@
  * last minute, the DAG of the last `ta.profile()` with its critical path, its Perfetto trace, and the
  * trace id while tracing is on. One page with a plain script (no build step, nothing from a
  * network), updated by server-sent events. It listens to the task event stream only while a page is
- * open, and records tasks within a budget of the time (`maxOverhead`, default 4 %): past it, counts
+ * open, and records tasks within a budget of the time (`maxOverhead`, default 2 %): past it, counts
  * are estimated from the share recorded. A mesh with a `token` asks the page for it.
  *
  * @example A dashboard for a mesh
