@@ -65,6 +65,7 @@ import {
   TransportError,
 } from "./errors.ts";
 import { CANCEL_REASONS, type CancelReason, type TransportErrorReason } from "./errors.ts";
+import { fastDecode, NOT_FAST, type TagTable } from "./codec_fast_decode.ts";
 
 /** The longest bigint magnitude, in bytes (512 bits), that encode writes and decode reads. */
 const MAX_BIGINT_BYTES = 64;
@@ -1241,6 +1242,27 @@ export function decode(bytes: Uint8Array): unknown {
   const src = bytes.constructor === Uint8Array
     ? bytes
     : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // most frames are envelopes the fast path reads whole; it hands anything else to cborg below
+  const fast = fastDecode(src, TAGS as unknown as TagTable, MAX_DEPTH);
+  return fast !== NOT_FAST ? fast : decodeFull(src);
+}
+
+/**
+ * {@linkcode decode} without its fast path: every frame through cborg. The fast path must give
+ * the same value as this, or hand the frame over; `codec_fast_decode_test.ts` compares them.
+ *
+ * @param src The frame, a plain `Uint8Array` (not a Buffer).
+ * @returns The decoded value.
+ * @throws {ProtocolError} When the bytes are not exactly one well-formed CBOR item of the protocol.
+ *
+ * @example The same value as decode
+ * ```ts
+ * import { decodeFull, encode } from "./codec.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(decodeFull(encode({ a: [1, "b"] })), { a: [1, "b"] });
+ * ```
+ */
+export function decodeFull(src: Uint8Array): unknown {
   // one tokenizer and one options object serve every call; a call made while one runs (from a
   // tag decoder's callee) gets its own
   const options = decoding ? freshDecodeOptions() : sharedDecodeOptions;
@@ -1251,7 +1273,7 @@ export function decode(bytes: Uint8Array): unknown {
     return cborgDecode(src, options);
   } catch (cause) {
     const detail = cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause);
-    throw new ProtocolError(`Cannot decode frame of ${bytes.byteLength} bytes: ${detail}`);
+    throw new ProtocolError(`Cannot decode frame of ${src.byteLength} bytes: ${detail}`);
   } finally {
     tokenizer.start(NO_SLAB); // let the frame go
     if (options === sharedDecodeOptions) decoding = false;
