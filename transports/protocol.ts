@@ -9,8 +9,11 @@
 import { decode, encodeFrame, findRefusal, isValueRefusal, valueRefusalError, type WireError } from "../core/codec.ts";
 import { ProtocolError } from "../core/errors.ts";
 
-/** Version of this protocol; a peer speaking another one is refused with `ProtocolError`. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Version of this protocol; a peer speaking another one is refused with `ProtocolError`. Version 2
+ * added streams: a call may be answered with a `chunk`, and `credit` asks for the next one.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Driver → node: introduce yourself. */
 export interface HelloMessage {
@@ -45,7 +48,28 @@ export interface WelcomeMessage {
    * or the node drains). Absent from older nodes.
    */
   readonly leaseMs?: number;
+  /**
+   * The node's resident instances (`thinkagain serve --start`), which drivers connect to instead of
+   * creating their own (`Service.connect()`). Absent when it has none. At most
+   * {@linkcode MAX_RESIDENTS}.
+   */
+  readonly residents?: readonly ResidentInfo[];
 }
+
+/** One resident instance a node hosts, as its welcome lists it. */
+export interface ResidentInfo {
+  /** The service's registered name. */
+  readonly service: string;
+  /** The instance id calls name. */
+  readonly id: string;
+  /** Its replica index among the node's residents of that service. */
+  readonly replica: number;
+  /** The node's GPU ids it holds. */
+  readonly gpus: readonly number[];
+}
+
+/** The most resident instances a `welcome` may list. */
+export const MAX_RESIDENTS: number = 4096;
 
 /** Driver → node: create an instance of a registered service. */
 export interface CreateMessage {
@@ -87,6 +111,12 @@ export interface CallMessage {
   readonly timeoutMs?: number;
   /** W3C trace context of the caller (`traceparent`, `tracestate`). */
   readonly trace?: Readonly<Record<string, string>>;
+  /**
+   * When the call's result is a stream: how many items (and about how many bytes of them) the node
+   * may produce before the caller grants more with `credit` (the caller's window).
+   */
+  readonly creditItems?: number;
+  readonly creditBytes?: number;
 }
 
 /** Node → driver: the outcome of a call. */
@@ -98,6 +128,29 @@ export type ResultMessage =
 export interface CancelMessage {
   readonly t: "cancel";
   readonly cid: string;
+}
+
+/**
+ * Driver → node: the consumer of the stream that call `cid` returned grants `items` more items (and
+ * `bytes` more bytes of them; either may be 0) and asks for the next `chunk`, answered once the
+ * node holds an item to send or the stream ended.
+ */
+export interface CreditMessage {
+  readonly t: "credit";
+  readonly cid: string;
+  readonly items: number;
+  readonly bytes: number;
+}
+
+/**
+ * Node → driver: items of a stream, in order: the answer to a `call` whose result is a stream (its
+ * first items) and to each `credit`. `done` ends the stream; with `error`, it failed after `items`.
+ */
+export interface ChunkMessage {
+  readonly t: "chunk";
+  readonly items: readonly unknown[];
+  readonly done: boolean;
+  readonly error?: WireError;
 }
 
 /** Driver → node: dispose an instance. */
@@ -113,9 +166,28 @@ export interface PingMessage {
 }
 
 /** Every message a driver sends. */
-export type DriverMessage = HelloMessage | CreateMessage | CallMessage | CancelMessage | DestroyMessage | PingMessage;
+export type DriverMessage =
+  | HelloMessage
+  | CreateMessage
+  | CallMessage
+  | CancelMessage
+  | DestroyMessage
+  | PingMessage
+  | CreditMessage;
 
-const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel", "destroy", "ping"]);
+const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel", "destroy", "ping", "credit"]);
+
+/** The most items (or bytes) one `credit` (or a call's window) may grant. */
+const MAX_CREDIT = 2 ** 40;
+
+function credit(r: Record<string, unknown>, key: string, kind: string): number | undefined {
+  const v = r[key];
+  if (v === undefined) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < 0 || (v as number) > MAX_CREDIT) {
+    fail(`"${kind}" ${key} must be an integer from 0 to ${MAX_CREDIT}, got ${JSON.stringify(String(v)).slice(0, 40)}`);
+  }
+  return v as number;
+}
 
 /** Most replicas a service may have: a `create`'s replica index is below it. */
 const MAX_REPLICAS = 1_000_000;
@@ -209,9 +281,13 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       const trace = typeof r.trace === "object" && r.trace !== null && !Array.isArray(r.trace)
         ? Object.fromEntries(Object.entries(r.trace).filter(([, v]) => typeof v === "string")) as Record<string, string>
         : undefined;
-      if (typeof r.op === "string") return { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace };
-      return { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace };
+      const creditItems = credit(r, "creditItems", t), creditBytes = credit(r, "creditBytes", t);
+      const window = creditItems === undefined && creditBytes === undefined ? {} : { creditItems, creditBytes };
+      if (typeof r.op === "string") return { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace, ...window };
+      return { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace, ...window };
     }
+    case "credit":
+      return { t, cid: str(r, "cid", t), items: credit(r, "items", t) ?? 0, bytes: credit(r, "bytes", t) ?? 0 };
     case "cancel":
       return { t, cid: str(r, "cid", t) };
     case "destroy":
@@ -237,7 +313,13 @@ export interface PongMessage {
 }
 
 /** Every message a node sends (its replies), each checked by {@linkcode decodeNodeMessage}. */
-export type NodeMessage = WelcomeMessage | CreatedMessage | ResultMessage | DestroyedMessage | PongMessage;
+export type NodeMessage =
+  | WelcomeMessage
+  | CreatedMessage
+  | ResultMessage
+  | DestroyedMessage
+  | PongMessage
+  | ChunkMessage;
 
 /** The most names a `welcome` may list (services, ops). */
 const MAX_NAMES = 65_536;
@@ -258,6 +340,30 @@ function names(m: Record<string, unknown>, key: string, kind: string): string[] 
     fail(`"${kind}" message needs "${key}": at most ${MAX_NAMES} names of 1 to 512 characters`);
   }
   return v as string[];
+}
+
+/** A welcome's `residents`, each field checked; anything else is a ProtocolError. */
+function residentList(v: unknown): ResidentInfo[] {
+  if (!Array.isArray(v) || v.length > MAX_RESIDENTS) {
+    fail(`"welcome" residents must be a list of at most ${MAX_RESIDENTS} instances`);
+  }
+  return v.map((e) => {
+    if (typeof e !== "object" || e === null || Array.isArray(e)) fail('"welcome" residents must hold objects');
+    const x = e as Record<string, unknown>;
+    const gpus = x.gpus;
+    if (
+      !Number.isSafeInteger(x.replica) || (x.replica as number) < 0 || !Array.isArray(gpus) ||
+      gpus.length > MAX_GPU_IDS || !gpus.every((g) => Number.isSafeInteger(g) && g >= 0)
+    ) {
+      fail('"welcome" resident needs a replica index and its GPU ids (integers ≥ 0)');
+    }
+    return {
+      service: str(x, "service", "welcome"),
+      id: str(x, "id", "welcome"),
+      replica: x.replica as number,
+      gpus: gpus as number[],
+    };
+  });
 }
 
 /**
@@ -301,7 +407,12 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
         ops: names(r, "ops", t),
       };
       const leaseMs = count(r, "leaseMs", t, true);
-      return leaseMs === undefined ? welcome : { ...welcome, leaseMs };
+      const residents = r.residents === undefined ? undefined : residentList(r.residents);
+      return {
+        ...welcome,
+        ...(leaseMs === undefined ? {} : { leaseMs }),
+        ...(residents === undefined ? {} : { residents }),
+      };
     }
     case "created": {
       const created: CreatedMessage = { t, id: str(r, "id", t), session: str(r, "session", t) };
@@ -319,6 +430,20 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
         fail('"result" message needs ok: true and a value, or ok: false and an error { tag, message, data }');
       }
       return { t, ok: false, error: error as WireError };
+    }
+    case "chunk": {
+      const error = r.error;
+      if (
+        !Array.isArray(r.items) || typeof r.done !== "boolean" ||
+        (error !== undefined && (typeof error !== "object" || error === null || Array.isArray(error) ||
+          typeof (error as { tag?: unknown }).tag !== "string" ||
+          typeof (error as { message?: unknown }).message !== "string"))
+      ) {
+        fail('"chunk" message needs an items array, a boolean done, and optionally an error { tag, message, data }');
+      }
+      return error === undefined
+        ? { t, items: r.items, done: r.done as boolean }
+        : { t, items: r.items, done: true, error: error as WireError };
     }
     case "destroyed":
       return { t };
@@ -386,5 +511,10 @@ export function argumentRefusal(err: unknown, args: readonly unknown[], attempt:
   if (found === undefined || index === null) return err;
   const path = found.path.slice(".args".length);
   const at = path.length > index[1].length ? `, at ${path}` : "";
-  return valueRefusalError(`${attempt}: argument ${index[2]}${at}: ${found.reason}`, err);
+  // a cycle's reason names where it leads back to as the message does: argument N, or a path in it
+  const reason = found.reason.replace(
+    /it is \.args(\[(\d+)\]\S*) again$/,
+    (_, back: string, i: string) => `it is ${back === `[${i}]` ? `argument ${i}` : back} again`,
+  );
+  return valueRefusalError(`${attempt}: argument ${index[2]}${at}: ${reason}`, err);
 }

@@ -42,6 +42,9 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { t: "destroyed" },
     { t: "pong", node: "n1", activeCalls: 0, instances: 2, expiredInstances: 0, leaseMs: 100 },
     { t: "pong" },
+    { t: "chunk", items: [1, "two", new Uint8Array([3])], done: false },
+    { t: "chunk", items: [], done: true },
+    { t: "chunk", items: [1], done: true, error: { tag: "OpExecutionError", message: "boom", data: {} } },
   ];
   for (const m of good) assert.equal(decodeNodeMessage(encodeMessage(m)).t, m.t, JSON.stringify(m));
   // only the protocol's fields come through
@@ -54,7 +57,8 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     {},
     { t: "welcomed" },
     { t: "hello", v: PROTOCOL_VERSION },
-    { ...WELCOME, v: 2 },
+    { ...WELCOME, v: 1 }, // before streams
+    { ...WELCOME, v: PROTOCOL_VERSION + 1 },
     { ...WELCOME, node: 5 },
     { ...WELCOME, node: "" },
     { ...WELCOME, session: undefined },
@@ -77,6 +81,10 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { t: "result", ok: false, error: { message: "no tag" } },
     { t: "pong", activeCalls: -1 },
     { t: "pong", node: 3 },
+    { t: "chunk", done: true },
+    { t: "chunk", items: "abc", done: false },
+    { t: "chunk", items: [], done: "no" },
+    { t: "chunk", items: [], done: true, error: "boom" },
   ];
   for (const m of bad) {
     assert.throws(() => decodeNodeMessage(encodeMessage(m)), ta.ProtocolError, JSON.stringify(m));
@@ -84,6 +92,36 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
   assert.throws(
     () => decodeReply<ResultMessage>(encodeMessage({ t: "destroyed" }), "result"),
     /Expected a "result" reply, got "destroyed"/,
+  );
+});
+
+test("decodeDriverMessage reads credit and a call's window, and refuses malformed ones with ProtocolError", () => {
+  assert.deepEqual(decodeDriverMessage(encodeMessage({ t: "credit", cid: "c1", items: 8, bytes: 1024 })), {
+    t: "credit",
+    cid: "c1",
+    items: 8,
+    bytes: 1024,
+  });
+  const call = decodeDriverMessage(
+    encodeMessage({ t: "call", cid: "c1", op: "gen", args: [], creditItems: 16, creditBytes: 4096 }),
+  );
+  assert.equal(call.t === "call" && call.creditItems, 16);
+  assert.equal(call.t === "call" && call.creditBytes, 4096);
+  for (
+    const m of [
+      { t: "credit", items: 1, bytes: 0 },
+      { t: "credit", cid: "c", items: -1, bytes: 0 },
+      { t: "credit", cid: "c", items: 1.5, bytes: 0 },
+      { t: "credit", cid: "c", items: 1, bytes: "9" },
+      { t: "call", cid: "c", op: "gen", args: [], creditItems: -4 },
+      { t: "call", cid: "c", op: "gen", args: [], creditBytes: 2 ** 60 },
+    ]
+  ) {
+    assert.throws(() => decodeDriverMessage(encodeMessage(m)), /credit|items|bytes|cid/, JSON.stringify(m));
+  }
+  assert.throws(
+    () => decodeDriverMessage(encodeMessage({ t: "hello", v: 1 })),
+    /Protocol version 1 is not supported; this node speaks 2/,
   );
 });
 
