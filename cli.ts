@@ -25,7 +25,7 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--gpus N|auto] [--cpus N] [--token-file PATH] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
-                       [--max-calls-per-connection N]
+                       [--max-calls-per-connection N] [--start SERVICE[:N]]...
   The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
   whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
   --allow-origin: a browser page's origin
@@ -36,7 +36,9 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   node (ws://10.0.0.2:7070) this node may call with its token when a handle of an instance there
   arrives; without one, handles lead only to nodes a driver declared, called without a token.
   --dashboard: also serve the node's dashboard page on --host, port PORT (default: a free one; it
-  prints where), behind the token.`;
+  prints where), behind the token. --start: construct N (default 1) resident instances of SERVICE
+  before the ready line (a model loaded once); every driver shares them (Service.connect()); a
+  constructor that throws fails the start (exit 1).`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -69,6 +71,8 @@ export interface ServeCommand {
   maxCallsPerConnection: number | undefined;
   /** Nodes this node may call with its token (`--peer`, repeatable). */
   peers: string[];
+  /** Resident instances to construct before the ready line (`--start SERVICE[:N]`, repeatable). */
+  start: { service: string; replicas: number }[];
 }
 
 function int(flag: string, v: string | undefined, min: number): number {
@@ -122,6 +126,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     idleTimeoutMs: undefined,
     maxCallsPerConnection: undefined,
     peers: [],
+    start: [],
   };
   let tokenFile: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -221,6 +226,20 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.peers.push(v);
         break;
       }
+      case "--start": {
+        const v = value() ?? "";
+        const m = /^([^:\s]+)(?::(\d+))?$/.exec(v);
+        const replicas = m?.[2] === undefined ? 1 : Number(m[2]);
+        if (m === null || replicas < 1 || replicas > 4096) {
+          throw new TypeError(
+            `--start needs a service name and an optional count from 1 to 4096 (Generator, Generator:2), got ${
+              v || "nothing"
+            }`,
+          );
+        }
+        out.start.push({ service: m[1], replicas });
+        break;
+      }
       default:
         if (flag.startsWith("-")) throw new TypeError(`unknown option ${flag}`);
         if (out.module) throw new TypeError(`one module only, got ${out.module} and ${flag}`);
@@ -273,6 +292,14 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     idleTimeoutMs: cmd.idleTimeoutMs,
     onAcceptError: acceptErrorLog(cmd.name),
   });
+  try {
+    // served first, so GET /healthz says "loading" while the models load; the ready line waits
+    for (const { service, replicas } of cmd.start) await node.startResident(service, { replicas });
+  } catch (e) {
+    await node.drain({ graceMs: 0 }).catch(() => {});
+    await server.close().catch(() => {});
+    throw e;
+  }
   const dashboard = cmd.dashboard === undefined
     ? undefined
     : await (await import("./adapters/dashboard/mod.ts")).serveDashboard(node, {

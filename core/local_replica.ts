@@ -64,6 +64,11 @@ export class LocalReplica extends MailboxReplica {
     return instance === this.ctx.instance ? this : undefined;
   }
 
+  /** The instance (a node waits for a resident's `ready`); `undefined` once disposed or when its constructor threw. */
+  get value(): Record<string, unknown> | undefined {
+    return this.instance;
+  }
+
   /** What the constructor threw, wrapped; `undefined` when the instance exists. */
   get failure(): OpExecutionError | undefined {
     return this.initFailure;

@@ -250,6 +250,33 @@ export class Mesh implements AsyncDisposable {
   }
 
   /**
+   * A handle to the resident instances of `service` that this mesh's nodes host (nodes started with
+   * `thinkagain serve app.ts --start Name`): `service.connect()` run in this mesh. Each call goes
+   * to the least-loaded one; the instances belong to their nodes, and closing the mesh leaves them.
+   *
+   * @param service A service (what `ta.service()` returned).
+   * @returns Its handle.
+   * @throws {PlacementError} When none of the mesh's nodes hosts one (the message names the nodes asked).
+   *
+   * @example With no node behind a transport there is nothing to connect to
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * import { rejects } from "node:assert/strict";
+   * const Gen = ta.service(class MeshConnectDocGen { gen() { return 1; } });
+   * await using mesh = new ta.Mesh([new ta.MeshNode("local")]);
+   * await rejects(mesh.connect(Gen), ta.PlacementError);
+   * ```
+   */
+  connect<H>(service: { connect(): Promise<H> }): Promise<H> {
+    if (service === null || typeof service !== "object" || typeof service.connect !== "function") {
+      return Promise.reject(
+        new TypeError(`mesh.connect expects a service (from ta.service()), got ${describe(service)}`),
+      );
+    }
+    return this.run(() => service.connect());
+  }
+
+  /**
    * Which instance runs on which node, and each node's free resources.
    *
    * @returns A snapshot.

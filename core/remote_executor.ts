@@ -35,6 +35,12 @@ export interface RemoteExecutor {
     gpus: readonly GpuDevice[],
   ): Replica;
   /**
+   * Replicas reaching the resident instances of `def` that the mesh's nodes host (started with
+   * `thinkagain serve --start`), learned from their welcomes; rejects with a `PlacementError`
+   * naming the nodes asked when none hosts one. Optional: without it, `Service.connect()` fails.
+   */
+  connect?(mesh: MeshRuntime, def: ServiceDef): Promise<Replica[]>;
+  /**
    * A body that runs the remote-capable op `op` on a node that registered it, or `undefined` to
    * run it in this process (the mesh has no remote nodes).
    */

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { connectResidents } from "./connect.ts";
 import { currentContext } from "./context.ts";
 import { HandleState, makeHandle, type ServiceHandle } from "./handle.ts";
 import { type AnyClass, defineService, type ServiceOptions } from "./service_def.ts";
@@ -19,6 +20,13 @@ export type { ServiceOptions } from "./service_def.ts";
 export interface ServiceClass<C extends AnyClass> {
   /** Creates a handle; the instance is created when the handle is first used in a mesh (or at once inside `mesh.run`). */
   init(...args: ConstructorParameters<C>): ServiceHandle<InstanceType<C>>;
+  /**
+   * Inside `mesh.run`: a handle to the resident instances of this service that the mesh's nodes
+   * host (`thinkagain serve app.ts --start Name`), each call going to the least-loaded one. The
+   * instances belong to their nodes: closing the mesh leaves them running. Rejects with a
+   * `PlacementError` naming the nodes asked when none hosts one. See `mesh.connect(Service)`.
+   */
+  connect(): Promise<ServiceHandle<InstanceType<C>>>;
   /** The service's name. */
   readonly serviceName: string;
   /**
@@ -80,6 +88,17 @@ export function service<C extends AnyClass>(a: ServiceOptions | C, b?: C): Servi
       const mesh = currentContext()?.mesh;
       if (mesh !== undefined) state.deployment(mesh);
       return makeHandle(state) as ServiceHandle<InstanceType<C>>;
+    },
+    connect(): Promise<ServiceHandle<InstanceType<C>>> {
+      const mesh = currentContext()?.mesh;
+      if (mesh === undefined) {
+        return Promise.reject(
+          new TypeError(
+            `${name}.connect() needs a mesh: call it inside mesh.run(), or use mesh.connect(${name})`,
+          ),
+        );
+      }
+      return connectResidents(mesh, def) as Promise<ServiceHandle<InstanceType<C>>>;
     },
   };
 }

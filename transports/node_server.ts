@@ -10,6 +10,7 @@ import {
   assignNodeGpus,
   type MutableNodeResources,
   type PlacementRequest,
+  placeReplicas,
   releaseResources,
   takeResources,
 } from "../core/placement.ts";
@@ -32,6 +33,7 @@ import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import { backgroundInterval } from "./_common.ts";
 import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
+import { FairDispatch } from "./fair_dispatch.ts";
 
 /**
  * Which calls a call id is unique among: those of one connection. HTTP has no connection that
@@ -130,8 +132,19 @@ export class NodeServer {
   private readonly resources: MutableNodeResources;
   private readonly instances = new Map<
     string,
-    { replica: LocalReplica; gpus: GpuDevice[]; request: PlacementRequest; owner?: string }
+    {
+      replica: LocalReplica;
+      gpus: GpuDevice[];
+      request: PlacementRequest;
+      owner?: string;
+      /** Set for a resident instance: its callers' calls reach it round-robin. */
+      fair?: FairDispatch;
+    }
   >();
+  /** The resident instances (the node's own, started by {@linkcode NodeServer.startResident}), as the welcome lists them. */
+  private readonly residents: { service: string; id: string; replica: number; gpus: number[] }[] = [];
+  /** Resident instances being constructed now (`GET /healthz` says "loading"). */
+  private loading = 0;
   private readonly leaseMs: number;
   /** Drivers holding instances here: when each was last heard from, and its instances. */
   private readonly owners = new Map<string, { seen: number; ids: Set<string> }>();
@@ -257,6 +270,7 @@ export class NodeServer {
           services: [...registeredServices().keys()],
           ops,
           leaseMs: this.leaseMs,
+          ...(this.residents.length > 0 ? { residents: this.residents } : {}),
         });
       }
       case "ping": {
@@ -291,6 +305,12 @@ export class NodeServer {
         return undefined;
       }
       case "destroy": {
+        if (this.instances.get(msg.id)?.fair !== undefined) {
+          throw new ProtocolError(
+            `Cannot destroy instance "${msg.id}" on node "${this.name}": it is resident (it belongs to the node, ` +
+              "not to a driver, and lives until the node drains)",
+          );
+        }
         await this.remove(msg.id);
         return encodeMessage({ t: "destroyed" });
       }
@@ -352,6 +372,120 @@ export class NodeServer {
   private stopSweeper(): void {
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.sweeper = undefined;
+  }
+
+  /**
+   * Starts resident instances of a registered service: the node's own, constructed now (a model
+   * loaded once) and shared by every driver that connects to them (`Service.connect()`), each
+   * driver's calls taking turns with the others' (round-robin between connections). They have no
+   * lease: no driver's death or `mesh.close()` touches them; they are disposed when the node drains.
+   * Each replica is placed on this node's GPUs by `placeReplicas` (all or none). When an instance
+   * sets a thenable `ready` property in its constructor (an asynchronous model load), the start
+   * waits for it. A constructor that throws, or a `ready` that rejects, fails the start: the
+   * instances made by it are disposed.
+   *
+   * @param service The registered service's name.
+   * @param options `replicas`: how many instances (default 1); `args`: constructor arguments.
+   * @returns The ids of the instances (as drivers see them in the welcome).
+   * @throws {TypeError} For an unknown service or a bad count; {@link PlacementError} when the
+   * node's GPUs or CPUs cannot hold them; an `Error` naming the service when a constructor failed.
+   *
+   * @example A resident instance, reached from a driver
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * import { NodeServer } from "./node_server.ts";
+   * import { serveInMemory } from "./in_memory.ts";
+   * import { strictEqual } from "node:assert/strict";
+   * let built = 0;
+   * const Model = ta.service(class ResidentDocModel { constructor() { built++; } gen(q: string) { return `${q}!`; } });
+   * const node = new NodeServer({ name: "n1" });
+   * await node.startResident("ResidentDocModel");
+   * const server = serveInMemory("doc-resident", node.handler);
+   * for (const q of ["a", "b"]) {
+   *   await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://doc-resident" })]);
+   *   strictEqual(await mesh.run(async () => (await Model.connect()).gen(q)), `${q}!`);
+   * }
+   * strictEqual(built, 1); // two drivers, one instance
+   * await node.drain();
+   * await server.close();
+   * ```
+   */
+  async startResident(service: string, options: { replicas?: number; args?: unknown[] } = {}): Promise<string[]> {
+    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+    const def = registeredServices().get(service);
+    if (def === undefined) {
+      throw new TypeError(
+        `Cannot start resident service "${service}" on node "${this.name}": the module registered ${
+          [...registeredServices().keys()].map((n) => `"${n}"`).join(", ") || "no services"
+        }`,
+      );
+    }
+    const replicas = options.replicas ?? 1;
+    if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > 4096) {
+      throw new TypeError(
+        `Cannot start resident service "${service}": replicas must be an integer from 1 to 4096, got ${
+          String(replicas)
+        }`,
+      );
+    }
+    const args = options.args ?? [];
+    const request: PlacementRequest = { service, gpus: def.gpus, cpus: def.cpus, replicas };
+    const placed = placeReplicas([{ ...this.resources, freeCpus: this.freeCpus() }], request);
+    const first = this.residents.filter((r) => r.service === service).length;
+    const made: string[] = [];
+    this.loading++;
+    try {
+      for (let i = 0; i < placed.length; i++) {
+        const index = first + i;
+        const id = `resident/${service}/${index}`;
+        const devices = placed[i].gpus as GpuDevice[];
+        const local = new LocalReplica(def, args, this.rt, index, this.name, devices, id);
+        const failed = (cause: unknown) =>
+          new Error(
+            `Cannot start resident service "${service}" (replica ${index}) on node "${this.name}": ${
+              cause instanceof OpExecutionError && cause.cause !== undefined
+                ? `its constructor threw: ${(cause.cause as Error)?.message ?? String(cause.cause)}`
+                : `its ready promise rejected: ${(cause as Error)?.message ?? String(cause)}`
+            }`,
+            { cause },
+          );
+        if (local.failure !== undefined) throw failed(local.failure);
+        takeResources(this.resources, devices, request);
+        this.instances.set(id, {
+          replica: local,
+          gpus: devices,
+          request,
+          fair: new FairDispatch(local, def.maxConcurrency),
+        });
+        made.push(id);
+        const ready = local.value?.ready as PromiseLike<unknown> | undefined;
+        if (ready !== null && typeof ready === "object" && typeof ready.then === "function") {
+          try {
+            await ready;
+          } catch (e) {
+            throw failed(e);
+          }
+        }
+        if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+      }
+    } catch (e) {
+      for (const id of made) await this.remove(id).catch(() => {});
+      throw e;
+    } finally {
+      this.loading--;
+    }
+    for (const id of made) {
+      const inst = this.instances.get(id)!;
+      this.residents.push({ service, id, replica: inst.replica.index, gpus: inst.gpus.map((g) => g.id) });
+    }
+    return made;
+  }
+
+  /** CPU cores not held by instances here (`Infinity`: not limited). */
+  private freeCpus(): number {
+    let used = 0;
+    for (const { replica } of this.instances.values()) used += replica.def.cpus;
+    return this.mesh.nodes[0].cpus - used;
   }
 
   /** Creates an instance of a registered service. */
@@ -450,7 +584,11 @@ export class NodeServer {
         const lease = this.owners.get(inst.owner);
         if (lease !== undefined) lease.seen = performance.now();
       }
-      ref = withExtractedContext(msg.trace, () => inst.replica.call(msg.method!, args, { mesh: this.rt }), {
+      const fair = inst.fair;
+      const run = fair === undefined
+        ? () => inst.replica.call(msg.method!, args, { mesh: this.rt })
+        : () => fair.call(scope, msg.method!, args, { mesh: this.rt });
+      ref = withExtractedContext(msg.trace, run, {
         name: `serve ${name}`,
         attributes: { "thinkagain.node": this.name },
       });

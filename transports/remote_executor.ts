@@ -17,6 +17,7 @@ import { handleWire } from "./handle_wire.ts";
 import { meshLink } from "./link.ts";
 import { remoteOpBody } from "./remote_ops.ts";
 import { RemoteReplica } from "./remote_replica.ts";
+import { residentReplicas } from "./residents.ts";
 
 /**
  * Remote execution over the transports: what the core asks for when a service replica is placed on
@@ -48,6 +49,10 @@ export const remoteExecutor: RemoteExecutor = {
     const t = mesh.options.timeoutMs; // Infinity: no deadline
     const policy = def.policy ?? (t && Number.isFinite(t) ? { retries: 0, timeoutMs: t } : undefined);
     return new RemoteReplica(mesh, def, args, index, meshLink(mesh, node, handleWire), gpus, policy);
+  },
+  /** Replicas of the resident instances of `def` the mesh's nodes host (see {@linkcode residentReplicas}). */
+  connect(mesh: MeshRuntime, def: ServiceDef): Promise<Replica[]> {
+    return residentReplicas(mesh, def);
   },
   /** The body that runs a remote-capable op on a node (see {@linkcode remoteOpBody}). */
   opBody(mesh: MeshRuntime, name: string, gpus: number): ((...args: unknown[]) => unknown) | undefined {
