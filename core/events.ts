@@ -42,6 +42,8 @@ export interface TaskInfo {
   readonly executor: "local" | "remote";
   /** The error, for failed and cancelled tasks. */
   readonly error: unknown;
+  /** For a streaming call, once its stream ended: how many items it gave. */
+  readonly streamItems?: number;
 }
 
 /** One event of the stream. */

@@ -14,6 +14,8 @@ import { describe } from "./describe.ts";
 import { endGrace, startGrace } from "./grace.ts";
 import { MAX_TIMER_MS } from "./long_timer.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
+import { isStreaming } from "./stream.ts";
+import { startStream } from "./stream_call.ts";
 import { settle, State, type Task } from "./task.ts";
 
 const { COMPLETED, FAILED } = State;
@@ -161,9 +163,17 @@ export function runWithPolicy(
       orElse: () => Effect.fail(new TimeoutError(name, policy.timeoutMs)),
     });
   }
+  const startedAt = performance.now();
   const fiber = Effect.runFork(program);
   task._abort = () => fiber.interruptUnsafe();
   fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit) && isStreaming(exit.value)) {
+      // the deadline covers the whole stream; the slot is held until the stream ends
+      const deadline = policy.timeoutMs > 0
+        ? { at: startedAt + policy.timeoutMs, timeoutMs: policy.timeoutMs }
+        : undefined;
+      return startStream(task, exit.value, ctx, done, deadline);
+    }
     if (Exit.isSuccess(exit)) settle(task, COMPLETED, exit.value);
     else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
     // interrupted: the task was cancelled, and cancel() already settled it

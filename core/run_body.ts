@@ -13,6 +13,8 @@ import { resolveArgs } from "./dag.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
 import { type RunPolicy, runWithPolicy } from "./policy.ts";
 import { unsampled, unsampledContext } from "./record.ts";
+import { isStreaming } from "./stream.ts";
+import { startStream } from "./stream_call.ts";
 import { settle, State, type Task } from "./task.ts";
 
 const { RUNNING, COMPLETED, FAILED } = State;
@@ -34,14 +36,23 @@ function attachCancelHook(task: Task<unknown>, args: unknown[]): void {
   args.push(hook);
 }
 
-/** Settles `task` with the body's result `r` (a value or a thenable), then calls `done`. */
-function finish(task: Task<unknown>, r: unknown, done: ((task: Task<unknown>) => void) | undefined): void {
+/**
+ * Settles `task` with the body's result `r` (a value or a thenable), then calls `done`; a stream
+ * (an async iterable) holds `done` until it ends (`stream_call.ts`).
+ */
+function finish(
+  task: Task<unknown>,
+  r: unknown,
+  done: ((task: Task<unknown>) => void) | undefined,
+  ctx: RunContext | undefined,
+): void {
   try {
     if (isThenable(r)) {
       // a foreign thenable is adopted by a real promise: a then() that throws becomes a rejection and
       // one that answers twice is answered once, so neither can keep or double-release the slot
       (r instanceof Promise ? r : Promise.resolve(r)).then(
         (v) => {
+          if (isStreaming(v)) return startStream(task, v, ctx, done);
           settle(task, COMPLETED, v);
           if (done !== undefined) done(task);
         },
@@ -58,6 +69,7 @@ function finish(task: Task<unknown>, r: unknown, done: ((task: Task<unknown>) =>
     if (done !== undefined) done(task);
     return;
   }
+  if (isStreaming(r)) return startStream(task, r, ctx, done);
   settle(task, COMPLETED, r);
   if (done !== undefined) done(task);
 }
@@ -120,5 +132,5 @@ export function runBody(
     runningBody.task = outerTask;
     if (flagged) unsampled.depth--;
   }
-  finish(task, r, done);
+  finish(task, r, done, ctx);
 }

@@ -15,6 +15,7 @@ import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { awaitProbe, emit } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
+import { Stream } from "./stream.ts";
 
 /** Lifecycle of a task. */
 export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
@@ -59,6 +60,8 @@ export interface TaskMeta {
   node: string | undefined;
   /** Set when a remote-capable op was sent to a node (and back to local when no node took it). */
   executor?: "local" | "remote";
+  /** For a streaming call, once its stream ended: how many items it gave. */
+  streamItems?: number;
 }
 
 let counter = 0;
@@ -191,6 +194,11 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return this._error;
   }
 
+  /** For a streaming call, once its stream ended and while events are recorded: its item count. */
+  get streamItems(): number | undefined {
+    return this._meta?.streamItems;
+  }
+
   /**
    * Attaches callbacks like `Promise.prototype.then`. Rejections are thinkagain errors
    * (`OpExecutionError`, `CancelledError`, `TimeoutError`, …).
@@ -255,7 +263,8 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
    * @returns `true` if the task was still pending or running, `false` if it had already settled.
    */
   cancel(): boolean {
-    if (this._state >= COMPLETED) return false;
+    // a streaming call completed when its stream started: cancelling stops the stream
+    if (this._state >= COMPLETED) return this._value instanceof Stream && this._value.cancel();
     cancelTask(this as Task<unknown>, new CancelledError(this._target.name));
     return true;
   }

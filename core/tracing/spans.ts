@@ -208,6 +208,10 @@ export function spanTaskEvent(e: TaskEvent): void {
       const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
       // keep only the span's context: dependents link to it, and the span object can be collected
       task._trace = span.spanContext();
+      // a streaming call's span ends with its stream: how many items it gave
+      if (task.streamItems !== undefined && span.isRecording()) {
+        span.setAttribute("thinkagain.stream.items", task.streamItems);
+      }
       if (!span.isRecording()) {
         // nothing would keep the attributes or the exception
       } else if (e.kind === "failed") {

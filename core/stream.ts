@@ -1,0 +1,247 @@
+/**
+ * Streams: an op or service method that is an async generator (or returns any `AsyncIterable`)
+ * streams its items. Its ref resolves as soon as the call returns, to a {@linkcode Stream}: the
+ * items in order, as they are produced, consumed once (`for await (const t of await ref)`), also
+ * by a downstream op that takes the ref as an argument. The call keeps its slot (the instance's
+ * mailbox, an op's concurrency limit) until the stream ends, so two streams on an instance with
+ * `maxConcurrency: 1` never interleave; its span ends then too, with the item count. A consumer that
+ * stops early (`break`), `ref.cancel()` or the call's deadline runs the generator's `finally`.
+ *
+ * @module
+ */
+import { applyInContext, type RunContext } from "./context.ts";
+import { CancelledError, TimeoutError } from "./errors.ts";
+
+/** What a {@linkcode Stream} tells its call when it ends: items taken, and the error it ended with. */
+export type StreamEnd = (items: number, error: unknown) => void;
+
+/** Options of a {@linkcode Stream}. */
+export interface StreamOptions {
+  /** The op or method that produced it (in errors). */
+  readonly name?: string;
+  /** The run context each `next()` of the source runs in (the producing call's). */
+  readonly ctx?: RunContext;
+  /** Turns what the source threw into the error the consumer gets (default: as it is). */
+  readonly fail?: (error: unknown) => unknown;
+  /** Called once, when the stream ended: all items taken, the source threw, or it was stopped. */
+  readonly onEnd?: StreamEnd;
+  /** `performance.now()` by which the stream must have ended, and the deadline's length in ms. */
+  readonly deadline?: { readonly at: number; readonly timeoutMs: number };
+}
+
+/**
+ * Whether `value` streams: an object with `Symbol.asyncIterator` (an async generator, a
+ * `ReadableStream`, a {@linkcode Stream}).
+ *
+ * @param value A body's result.
+ * @returns `true` for an async iterable.
+ *
+ * @example
+ * ```ts
+ * import { isStreaming } from "./stream.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(isStreaming((async function* () { yield 1; })()), true);
+ * strictEqual(isStreaming([1, 2]), false);
+ * ```
+ */
+export function isStreaming(value: unknown): value is AsyncIterable<unknown> {
+  return value !== null && typeof value === "object" &&
+    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function";
+}
+
+const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+
+/**
+ * The items of a streaming call, in order, as they come: an async iterator, consumed once. Leaving
+ * a `for await` early (`break`, a throw) or {@linkcode Stream.cancel} stops the producer (its
+ * generator's `finally` runs); an error of the producer reaches the consumer after the items before
+ * it.
+ *
+ * @example A generator's items, then its end
+ * ```ts
+ * import { Stream } from "./stream.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
+ * let ended = -1;
+ * const s = new Stream((async function* () { yield 1; yield 2; })(), { onEnd: (n) => (ended = n) });
+ * const got: number[] = [];
+ * for await (const x of s) got.push(x);
+ * deepStrictEqual(got, [1, 2]);
+ * strictEqual(ended, 2);
+ * ```
+ */
+export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
+  readonly #source: AsyncIterator<T>;
+  readonly #options: StreamOptions;
+  #items = 0;
+  #ended = false;
+  /** Why the stream was stopped (a cancel, a deadline): pending and later `next()`s reject with it. */
+  #stopped: unknown = undefined;
+  #iterated = false;
+  /** The consumer's pending `next()`s: a stop rejects them at once. */
+  readonly #waiting = new Set<(reason: unknown) => void>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * @param source What produces the items (a generator, any async iterator or iterable).
+   * @param options Name, run context, error mapping, end callback and deadline.
+   */
+  constructor(source: AsyncIterator<T> | AsyncIterable<T>, options: StreamOptions = {}) {
+    const it = source as Partial<AsyncIterator<T>> & Partial<AsyncIterable<T>>;
+    this.#source = typeof it.next === "function" ? it as AsyncIterator<T> : it[Symbol.asyncIterator]!();
+    this.#options = options;
+    const d = options.deadline;
+    if (d !== undefined) {
+      const left = Math.max(0, d.at - performance.now());
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#stop(new TimeoutError(options.name ?? "stream", d.timeoutMs));
+      }, left);
+    }
+  }
+
+  /** Items taken so far. */
+  get items(): number {
+    return this.#items;
+  }
+
+  /** True once the stream ended (all items taken, an error, or stopped). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The next item (or the end); an error of the producer rejects, after the items before it. */
+  next(): Promise<IteratorResult<T, undefined>> {
+    if (this.#ended) return this.#stopped !== undefined ? Promise.reject(this.#stopped) : Promise.resolve(DONE);
+    let p: Promise<IteratorResult<T>>;
+    try {
+      const ctx = this.#options.ctx;
+      const src = this.#source;
+      p = ctx === undefined
+        ? src.next()
+        : applyInContext(ctx, src.next as () => unknown, src, []) as Promise<IteratorResult<T>>;
+    } catch (e) {
+      return Promise.reject(this.#failed(e));
+    }
+    // a stop (cancel, deadline) rejects the pending next() at once: the producer may be stuck
+    return new Promise<IteratorResult<T, undefined>>((resolve, reject) => {
+      this.#waiting.add(reject);
+      Promise.resolve(p).then((r) => {
+        this.#waiting.delete(reject);
+        if (this.#stopped !== undefined) return reject(this.#stopped);
+        if (this.#ended) return resolve(DONE);
+        if (r.done) {
+          this.#end(undefined);
+          return resolve(DONE);
+        }
+        this.#items++;
+        resolve(r as IteratorResult<T, undefined>);
+      }, (e) => {
+        this.#waiting.delete(reject);
+        reject(this.#stopped !== undefined ? this.#stopped : this.#failed(e));
+      });
+    });
+  }
+
+  /** Stops the stream (a `for await` left early): the producer's `finally` runs. */
+  async return(): Promise<IteratorResult<T, undefined>> {
+    if (!this.#ended) await this.#close(undefined);
+    return DONE;
+  }
+
+  /** Stops the stream with `error` thrown into the producer (its `catch`/`finally` run). */
+  async throw(error?: unknown): Promise<IteratorResult<T, undefined>> {
+    if (this.#ended) throw error;
+    const src = this.#source;
+    if (typeof src.throw !== "function") {
+      await this.#close(error);
+      throw error;
+    }
+    try {
+      const r = await src.throw(error);
+      if (!r.done) this.#items++;
+      if (r.done) this.#end(undefined);
+      return r as IteratorResult<T, undefined>;
+    } catch (e) {
+      throw this.#failed(e);
+    }
+  }
+
+  /**
+   * Stops the stream: the producer's `finally` runs, and the consumer's pending and later `next()`s
+   * reject with `reason` (default a `CancelledError`).
+   *
+   * @param reason What the consumer's `next()` rejects with.
+   * @returns `false` when the stream had ended already.
+   */
+  cancel(reason?: unknown): boolean {
+    if (this.#ended) return false;
+    this.#stop(reason ?? new CancelledError(this.#options.name ?? "stream", "cancelled mid-stream"));
+    return true;
+  }
+
+  /** The stream itself; a second iteration is a `TypeError` (a stream is consumed once). */
+  [Symbol.asyncIterator](): this {
+    if (this.#iterated) {
+      throw new TypeError(
+        `Cannot iterate the stream of "${this.#options.name ?? "stream"}" again: a stream is consumed once ` +
+          `(${this.#items} items were taken already)`,
+      );
+    }
+    this.#iterated = true;
+    return this;
+  }
+
+  /** `await using` a stream stops it when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.return();
+  }
+
+  #stop(reason: unknown): void {
+    if (this.#ended) return;
+    this.#stopped = reason;
+    for (const reject of this.#waiting) reject(reason);
+    this.#waiting.clear();
+    this.#close(reason).catch(() => {});
+  }
+
+  /** Ends the stream, running the producer's `finally` (its `return()`), then tells the call. */
+  async #close(error: unknown): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#clearTimer();
+    try {
+      const src = this.#source;
+      if (typeof src.return === "function") {
+        const ctx = this.#options.ctx;
+        await (ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []));
+      }
+    } catch {
+      // the producer's finally threw: the stream ends all the same
+    } finally {
+      this.#tell(error);
+    }
+  }
+
+  #failed(e: unknown): unknown {
+    const error = this.#options.fail === undefined ? e : this.#options.fail(e);
+    this.#end(error);
+    return error;
+  }
+
+  #end(error: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#clearTimer();
+    this.#tell(error);
+  }
+
+  #tell(error: unknown): void {
+    const onEnd = this.#options.onEnd;
+    if (onEnd !== undefined) onEnd(this.#items, error);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}

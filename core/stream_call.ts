@@ -1,0 +1,63 @@
+/**
+ * A call whose body returned a stream: its task completes at once with a {@linkcode Stream} over
+ * the items, while its slot (the `done` callback: a mailbox slot, a concurrency limit) and its span
+ * are held until the stream ends. Used by both ways a body runs (`run_body.ts`, `policy.ts`).
+ *
+ * @module
+ */
+import type { RunContext } from "./context.ts";
+import { CancelledError } from "./errors.ts";
+import { emit } from "./events.ts";
+import { failure } from "./invoke.ts";
+import { Stream } from "./stream.ts";
+import { settle, State, type Task } from "./task.ts";
+
+/**
+ * Completes `task` with a {@linkcode Stream} over `source`; `done(task)` runs, and the task's
+ * finished (or failed) event is emitted with its item count, when the stream ends.
+ *
+ * @param task The call.
+ * @param source What its body returned (an async iterable).
+ * @param ctx The run context the producer's `next()` runs in.
+ * @param done Gives the call's slot back.
+ * @param deadline When the call's deadline passes (it covers the whole stream), if it has one.
+ *
+ * @example An op that streams: the ref resolves to the items as they come
+ * ```ts
+ * import { op } from "./op.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const count = op(async function* countTo(n: number) { for (let i = 1; i <= n; i++) yield i; });
+ * const got: number[] = [];
+ * for await (const x of await count.go(3)) got.push(x);
+ * deepStrictEqual(got, [1, 2, 3]);
+ * ```
+ */
+export function startStream(
+  task: Task<unknown>,
+  source: AsyncIterable<unknown>,
+  ctx: RunContext | undefined,
+  done: ((task: Task<unknown>) => void) | undefined,
+  deadline?: { at: number; timeoutMs: number },
+): void {
+  const meta = task._meta;
+  const stream = new Stream(source, {
+    name: task._target.name,
+    ctx,
+    fail: (e) => failure(task, e),
+    deadline,
+    onEnd: (items, error) => {
+      if (meta !== undefined) {
+        const at = performance.now();
+        meta.streamItems = items;
+        meta.settledAt = at;
+        if (error !== undefined) task._error = error;
+        emit(error === undefined ? "finished" : error instanceof CancelledError ? "cancelled" : "failed", task, at);
+      }
+      if (done !== undefined) done(task);
+    },
+  });
+  // the task completes now, but its finished event waits for the end of the stream
+  task._meta = undefined;
+  settle(task, State.COMPLETED, stream);
+  task._meta = meta;
+}

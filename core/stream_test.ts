@@ -1,0 +1,179 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { trace } from "@opentelemetry/api";
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import * as ta from "../mod.ts";
+import { disableTracing, setTracingAutoDetect } from "./tracing/mod.ts";
+import { Stream } from "./stream.ts";
+import { eventually, gate, rejection } from "./_test_utils.ts";
+
+test("Stream: an op that is an async generator streams its items in order; its ref resolves before they are all made", async () => {
+  const release = gate();
+  const tokens = ta.op(async function* streamTestTokens(n: number) {
+    for (let i = 0; i < n; i++) {
+      if (i === 2) await release.promise;
+      yield `t${i}`;
+    }
+  });
+  const stream = await tokens.go(4);
+  assert.ok(stream instanceof Stream);
+  const it = stream[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { done: false, value: "t0" });
+  assert.deepEqual(await it.next(), { done: false, value: "t1" });
+  release.open();
+  const rest: string[] = [];
+  for await (const t of { [Symbol.asyncIterator]: () => it }) rest.push(t);
+  assert.deepEqual(rest, ["t2", "t3"]);
+});
+
+test("Stream: two streams on one maxConcurrency: 1 instance do not interleave (the call holds its slot until its stream ends)", async () => {
+  const log: string[] = [];
+  const Gen = ta.service(
+    { name: "StreamTestNoInterleave", maxConcurrency: 1 },
+    class {
+      async *count(tag: string, n: number) {
+        for (let i = 0; i < n; i++) {
+          log.push(`${tag}${i}`);
+          yield `${tag}${i}`;
+        }
+      }
+    },
+  );
+  const g = Gen.init();
+  const a = g.count.go("a", 3);
+  const b = g.count.go("b", 3);
+  const drain = async (ref: PromiseLike<AsyncIterable<string>>) => {
+    const out: string[] = [];
+    for await (const x of await ref) out.push(x);
+    return out;
+  };
+  const [ra, rb] = await Promise.all([drain(a), drain(b)]);
+  assert.deepEqual(ra, ["a0", "a1", "a2"]);
+  assert.deepEqual(rb, ["b0", "b1", "b2"]);
+  assert.deepEqual(log, ["a0", "a1", "a2", "b0", "b1", "b2"]);
+});
+
+test("Stream: an error mid-stream rejects the consumer with OpExecutionError after the items before it", async () => {
+  const failing = ta.op(async function* streamTestFailing() {
+    yield 1;
+    yield 2;
+    throw new Error("boom at 3");
+  });
+  const got: number[] = [];
+  const err = await rejection((async () => {
+    for await (const x of await failing.go()) got.push(x);
+  })());
+  assert.deepEqual(got, [1, 2]);
+  assert.ok(err instanceof ta.OpExecutionError, String(err));
+  assert.match(String((err as Error).message), /boom at 3/);
+});
+
+test("Stream: a consumer that breaks runs the generator's finally and gives the slot back", async () => {
+  let finallyRan = false;
+  const Gen = ta.service(
+    { name: "StreamTestBreak", maxConcurrency: 1 },
+    class {
+      async *forever() {
+        try {
+          for (let i = 0;; i++) yield i;
+        } finally {
+          finallyRan = true;
+        }
+      }
+      ping() {
+        return "pong";
+      }
+    },
+  );
+  const g = Gen.init();
+  for await (const x of await g.forever.go()) if (x === 5) break;
+  assert.equal(finallyRan, true);
+  assert.equal(await g.ping.go(), "pong");
+});
+
+test("Stream: ref.cancel() mid-stream runs the generator's finally; the consumer's next() rejects with CancelledError", async () => {
+  let finallyRan = false;
+  const forever = ta.op(async function* streamTestCancel() {
+    try {
+      for (let i = 0;; i++) yield i;
+    } finally {
+      finallyRan = true;
+    }
+  });
+  const ref = forever.go();
+  const it = (await ref)[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { done: false, value: 0 });
+  assert.equal(ref.cancel(), true);
+  assert.ok(await eventually(() => finallyRan));
+  assert.ok((await rejection(it.next())) instanceof ta.CancelledError);
+  assert.equal(ref.cancel(), false); // ended already
+});
+
+test("Stream: the call's deadline covers the whole stream: past it the generator's finally runs and the consumer gets TimeoutError", async () => {
+  let finallyRan = false;
+  const never = gate();
+  const slow = ta.op({ name: "streamTestDeadline", timeoutMs: 50 }, async function* () {
+    try {
+      yield 1;
+      await never.promise;
+      yield 2;
+    } finally {
+      finallyRan = true;
+    }
+  });
+  const it = (await slow.go())[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { done: false, value: 1 });
+  const err = await rejection(it.next().finally(() => never.open()));
+  assert.ok(err instanceof ta.TimeoutError, String(err));
+  assert.ok(await eventually(() => finallyRan));
+});
+
+test("Stream: a downstream op takes the stream ref as an argument and consumes the items as they arrive", async () => {
+  const words = ta.op(async function* streamTestWords() {
+    yield "stream";
+    yield "ing";
+  });
+  const join = ta.op(async function streamTestJoin(parts: AsyncIterable<string>) {
+    let s = "";
+    for await (const p of parts) s += p;
+    return s;
+  });
+  assert.equal(await join.go(words.go()), "streaming");
+});
+
+test("Stream: a stream is consumed once; iterating it again is a TypeError", async () => {
+  const one = ta.op(async function* streamTestOnce() {
+    yield 1;
+  });
+  const s = await one.go();
+  for await (const _ of s) { /* drain */ }
+  assert.throws(() => s[Symbol.asyncIterator](), /consumed once/);
+});
+
+test("Stream: the call's span ends when its stream ends, with the item count", async () => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  trace.setGlobalTracerProvider(provider);
+  setTracingAutoDetect(true);
+  try {
+    const release = gate();
+    const gen = ta.op(async function* streamTestSpan() {
+      yield 1;
+      await release.promise;
+      yield 2;
+      yield 3;
+    });
+    const it = (await gen.go())[Symbol.asyncIterator]();
+    await it.next();
+    const named = () => exporter.getFinishedSpans().filter((s) => s.name.includes("streamTestSpan"));
+    assert.equal(named().length, 0, "the span is still open mid-stream");
+    release.open();
+    while (!(await it.next()).done) { /* drain */ }
+    assert.ok(await eventually(() => named().length === 1));
+    assert.equal(named()[0].attributes["thinkagain.stream.items"], 3);
+  } finally {
+    disableTracing();
+    await provider.shutdown();
+    trace.disable();
+  }
+});
