@@ -24,7 +24,7 @@ export interface MeshOptions {
   /** At most this many op calls run at once in this mesh (default: unbounded). */
   maxConcurrentOps?: number;
   /** Transport for remote nodes, overriding the endpoint scheme. */
-  transport?: "http" | "websocket" | "in_memory";
+  transport?: "http" | "websocket" | "in_memory" | "nats";
   /** Auth token for remote nodes. */
   token?: string;
   /** Default deadline for remote calls, in ms. */
@@ -54,6 +54,12 @@ export interface MeshOptions {
    * node whose event loop is blocked for longer (a long synchronous method) is taken for lost too.
    */
   lostAfterMs?: number;
+  /**
+   * The credit window of a stream from a node (a streaming call's items): how many items, and about
+   * how many bytes of them, its producer may run ahead of this mesh's consumer before it waits
+   * (default 1024 items and 4 MiB). Larger windows go faster over slow links; smaller ones hold less.
+   */
+  streamWindow?: { items?: number; bytes?: number };
 }
 
 /**
@@ -76,6 +82,7 @@ export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
   destroyTimeoutMs: true,
   keepaliveMs: true,
   lostAfterMs: true,
+  streamWindow: true,
 };
 
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */
@@ -83,7 +90,7 @@ export interface MeshConfig {
   /** The mesh's name. */
   name?: string;
   /** Transport for remote nodes. */
-  transport?: "http" | "websocket" | "in_memory";
+  transport?: "http" | "websocket" | "in_memory" | "nats";
   /** Auth token for remote nodes. */
   token?: string;
   /** Default deadline for remote calls, ms. */
@@ -193,9 +200,9 @@ export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshO
     checkKnownKeys(`Mesh.fromConfig: nodes[${i}] ("${n.name}")`, n, NODE_CONFIG_KEYS, "field");
     return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
   });
-  if (cfg.transport !== undefined && !["http", "websocket", "in_memory"].includes(cfg.transport)) {
+  if (cfg.transport !== undefined && !["http", "websocket", "in_memory", "nats"].includes(cfg.transport)) {
     throw new TypeError(
-      `Mesh.fromConfig: transport must be "http", "websocket" or "in_memory", got ${describe(cfg.transport)}`,
+      `Mesh.fromConfig: transport must be "http", "websocket", "nats" or "in_memory", got ${describe(cfg.transport)}`,
     );
   }
   const options: MeshOptions = {};

@@ -24,7 +24,7 @@ export interface MeshNodeOptions {
 const NODE_OPTION_KEYS: KnownKeys<MeshNodeOptions> = { gpus: true, cpus: true, endpoint: true };
 
 /** The endpoint schemes a transport serves (`transports/transport_for.ts` picks one by them). */
-const ENDPOINT_SCHEMES: ReadonlySet<string> = new Set(["ws", "wss", "http", "https", "mem"]);
+const ENDPOINT_SCHEMES: ReadonlySet<string> = new Set(["ws", "wss", "http", "https", "mem", "nats"]);
 
 /**
  * One node of a mesh: a name, its resources, and (for a remote node) its endpoint.
@@ -103,7 +103,7 @@ export class MeshNode {
     if (scheme !== undefined && !ENDPOINT_SCHEMES.has(scheme)) {
       // refused here, not at the first call, where placement would already have taken its resources
       throw new TypeError(
-        `MeshNode "${name}": endpoint scheme "${scheme}" has no transport (use ws, wss, http, https or mem), ` +
+        `MeshNode "${name}": endpoint scheme "${scheme}" has no transport (use ws, wss, http, https, nats or mem), ` +
           `got ${JSON.stringify(options.endpoint)}`,
       );
     }

@@ -50,6 +50,6 @@ test("MeshNode accepts ws, wss, http, https and mem endpoints and refuses any ot
   }
   assert.throws(
     () => new ta.MeshNode("a", { endpoint: "tcp://10.0.0.1:7070" }),
-    /MeshNode "a": endpoint scheme "tcp" has no transport \(use ws, wss, http, https or mem\)/,
+    /MeshNode "a": endpoint scheme "tcp" has no transport \(use ws, wss, http, https, nats or mem\)/,
   );
 });

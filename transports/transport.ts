@@ -7,7 +7,7 @@
 import { TransportError } from "../core/errors.ts";
 
 /** Names of the built-in transports. */
-export type TransportName = "in_memory" | "http" | "websocket";
+export type TransportName = "in_memory" | "http" | "websocket" | "nats";
 
 /** Default largest frame, in bytes, a transport sends or accepts (64 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES: number = 64 * 1024 * 1024;

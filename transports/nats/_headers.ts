@@ -1,0 +1,17 @@
+// The NATS headers of the frame protocol (private). A plain request carries none unless the node
+// wants a token or the caller a deadline, so the common path parses no header block.
+
+/** The caller's token (compared in constant time by the node). */
+export const H_TOKEN = "Ta-Token";
+/** Milliseconds the caller waits for the reply: the node aborts the work after it. */
+export const H_TIMEOUT = "Ta-Timeout-Ms";
+/** A one-way frame; its value is the sender's inbox (its connection's identity). */
+export const H_NOTIFY = "Ta-Notify";
+/** The sender closed its connection (value: its inbox): the node ends what it ran for it. */
+export const H_BYE = "Ta-Bye";
+/** Which of the listed requests the node still works on (a lost request is found by it). */
+export const H_AUDIT = "Ta-Audit";
+/** The reply is an error: its body is a CBOR `{ tag, message, data }`. */
+export const H_ERROR = "Ta-Error";
+/** The node refused the token. */
+export const H_AUTH = "Ta-Auth";

@@ -1,0 +1,104 @@
+/**
+ * One NATS client connection per set of seed servers in this process, shared by every thinkagain
+ * connection and node that uses those servers (the client multiplexes them all), closed when the
+ * last user lets go. The client reconnects by itself, to any server of the cluster it learned of.
+ *
+ * @module
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import { TransportError } from "../../core/errors.ts";
+
+interface Entry {
+  readonly conn: Promise<NatsConnection>;
+  refs: number;
+}
+
+const pool = new Map<string, Entry>();
+
+/** Options of {@linkcode acquireNats}. */
+export interface AcquireNatsOptions {
+  /** How long the first connect may take before `TransportError("unreachable")`, ms (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Named in errors: what the connection is for (an endpoint). */
+  purpose?: string;
+}
+
+/** A shared NATS client and the function that lets go of it. */
+export interface NatsLease {
+  /** The client. */
+  readonly nc: NatsConnection;
+  /** Lets go of it: the last user closes it. Idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * Takes a share of the NATS client for `servers`, connecting it on first use.
+ *
+ * @param servers The seed servers (`nats://host:port`).
+ * @param options Connect timeout, and what it is for (in errors).
+ * @returns The client and its release.
+ * @throws {TransportError} `"unreachable"` when no server answers.
+ *
+ * @example An unreachable server is a TransportError naming it
+ * ```ts
+ * import { acquireNats } from "./pool.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(acquireNats(["nats://127.0.0.1:9"], { connectTimeoutMs: 2000 }), (e: Error) =>
+ *   e.name === "TransportError" && e.message.includes("nats://127.0.0.1:9"));
+ * ```
+ */
+export async function acquireNats(servers: readonly string[], options: AcquireNatsOptions = {}): Promise<NatsLease> {
+  const key = servers.join(",");
+  let entry = pool.get(key);
+  if (entry === undefined) {
+    const conn = connect({
+      servers: [...servers],
+      name: "thinkagain",
+      timeout: options.connectTimeoutMs ?? 10_000,
+      // a cluster member going away is survived: the client reconnects, forever, to the others
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      pingInterval: 10_000,
+    }).catch((cause: unknown) => {
+      if (pool.get(key) === created) pool.delete(key);
+      throw new TransportError(
+        "unreachable",
+        `Cannot reach the NATS server${servers.length > 1 ? "s" : ""} ${key}${
+          options.purpose ? ` (for ${options.purpose})` : ""
+        }: ${cause instanceof Error ? cause.message : String(cause)}`,
+        options.purpose ?? key,
+        cause,
+      );
+    });
+    const created: Entry = { conn, refs: 0 };
+    entry = created;
+    pool.set(key, entry);
+    conn.then((nc) => {
+      // a client closed for good (not by us) is dropped, so the next user connects anew
+      nc.closed().then(() => {
+        if (pool.get(key) === created) pool.delete(key);
+      });
+    }, () => {});
+  }
+  const e = entry;
+  e.refs++;
+  let nc: NatsConnection;
+  try {
+    nc = await e.conn;
+  } catch (err) {
+    e.refs--;
+    throw err;
+  }
+  let released = false;
+  return {
+    nc,
+    release: async () => {
+      if (released) return;
+      released = true;
+      if (--e.refs > 0) return;
+      if (pool.get(key) === e) pool.delete(key);
+      await nc.close().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,253 @@
+/**
+ * The node side of the NATS transport: serves a frame handler on the subject
+ * `thinkagain.node.<name>` (see `transport.ts` for the headers), and, for ops registered on several
+ * nodes, on a subject per op shared through a NATS queue group, so that NATS hands each call to one
+ * of them.
+ *
+ * @module
+ */
+import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/nats-core";
+import { decode, encode } from "../../core/codec.ts";
+import { TransportError } from "../../core/errors.ts";
+import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
+import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
+import { H_AUDIT, H_AUTH, H_BYE, H_ERROR, H_NOTIFY, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import { isNatsNodeName, natsEndpoint, nodeSubject, parseNatsServers, SUBJECT_PREFIX } from "./endpoint.ts";
+import { acquireNats, type NatsLease } from "./pool.ts";
+import { overMaxPayload, plainBytes } from "./transport.ts";
+
+/** Options of {@linkcode serveNats}. */
+export interface ServeNatsOptions extends ServeFramesOptions {
+  /** The NATS server(s): `nats://host:4222` (seeds separated by commas). */
+  nats: string;
+  /** The node's name: its subject is `thinkagain.node.<name>`. */
+  name: string;
+  /** How long connecting to NATS may take, ms (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+/** A node served over NATS. */
+export interface NatsServer {
+  /** Its endpoint, `nats://…/<name>`. */
+  readonly endpoint: string;
+  /** The node's name. */
+  readonly name: string;
+  /** The shared NATS client it uses (for announcements). */
+  readonly lease: NatsLease;
+  /**
+   * Serves `subject` too, in a NATS queue group of the same name (each message to one member), for
+   * names more than one node serves (ops). Returns the function that stops it.
+   */
+  serveQueue(subject: string): () => void;
+  /** Stops serving: calls still running get a `TransportError("closed")` reply, later ones no responders. */
+  close(): Promise<void>;
+}
+
+/** The most client connections (inboxes) a node remembers; past it the oldest is forgotten. */
+const MAX_PEERS = 10_000;
+
+interface Peer {
+  readonly id: number;
+  readonly abort: AbortController;
+  /** The PeerInfo of its requests and of its one-way frames. */
+  readonly request: PeerInfo;
+  readonly oneWay: PeerInfo;
+}
+
+/**
+ * Serves `handler` over NATS as the node `options.name`.
+ *
+ * @param handler Gets every frame, returns the reply.
+ * @param options NATS servers, node name, token, frame limit.
+ * @returns The served node.
+ * @throws {TypeError} For a bad URL or a name NATS cannot carry; {@linkcode TransportError} when NATS is unreachable.
+ *
+ * @example A node with no NATS server to reach
+ * ```ts
+ * import { serveNats } from "./serve.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(serveNats((f) => f, { nats: "nats://127.0.0.1:9", name: "n1", connectTimeoutMs: 2000 }), (e: Error) =>
+ *   e.name === "TransportError" && e.message.includes("nats://127.0.0.1:9"));
+ * ```
+ */
+export async function serveNats(handler: FrameHandler, options: ServeNatsOptions): Promise<NatsServer> {
+  const servers = parseNatsServers(options.nats, `Cannot serve node "${options.name}" over NATS`);
+  if (!isNatsNodeName(options.name)) {
+    throw new TypeError(
+      `Cannot serve node "${options.name}" over NATS: its name must be letters, digits, _ and - (at most 128), ` +
+        "to be a subject token",
+    );
+  }
+  const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  const endpoint = natsEndpoint(options.nats, options.name);
+  const lease = await acquireNats(servers, { connectTimeoutMs: options.connectTimeoutMs, purpose: endpoint });
+  const nc = lease.nc;
+  const token = options.token;
+  const peers = new Map<string, Peer>();
+  /** Reply subjects of the requests being worked on (what an audit asks about). */
+  const working = new Set<string>();
+  let closed = false;
+  const errorHeaders = natsHeaders();
+  errorHeaders.set(H_ERROR, "1");
+
+  const peerOf = (inbox: string): Peer => {
+    let peer = peers.get(inbox);
+    if (peer === undefined) {
+      if (peers.size >= MAX_PEERS) {
+        const [oldest] = peers.keys();
+        peers.delete(oldest);
+      }
+      const id = newConnectionId(), abort = new AbortController();
+      peer = {
+        id,
+        abort,
+        request: { transport: "nats", connectionId: id, oneWay: false, signal: abort.signal },
+        oneWay: { transport: "nats", connectionId: id, oneWay: true, signal: abort.signal },
+      };
+      peers.set(inbox, peer);
+    }
+    return peer;
+  };
+
+  const reply = (msg: Msg, body: Uint8Array, hdrs?: MsgHdrs): void => {
+    const max = nc.info?.max_payload;
+    if (body.byteLength > maxFrameBytes || (max !== undefined && body.byteLength + 256 > max)) {
+      const e = body.byteLength > maxFrameBytes
+        ? new TransportError(
+          "too-large",
+          `The reply of ${body.byteLength} bytes from ${endpoint} is over the limit of ${maxFrameBytes} bytes`,
+          endpoint,
+        )
+        : overMaxPayload(body.byteLength, max!, endpoint, "reply");
+      body = encodeError(e);
+      hdrs = errorHeaders;
+    }
+    try {
+      msg.respond(body, hdrs === undefined ? undefined : { headers: hdrs });
+    } catch {
+      // the connection is closing: the caller's audit or close tells it
+    }
+  };
+
+  const onMessage = (msg: Msg): void => {
+    if (closed) return;
+    const h = msg.headers;
+    if (token !== undefined && !tokenMatches(h?.get(H_TOKEN) || undefined, token)) {
+      if (msg.reply) {
+        const auth = natsHeaders();
+        auth.set(H_AUTH, "1");
+        reply(msg, new Uint8Array(0), auth);
+      }
+      return;
+    }
+    if (h !== undefined) {
+      const bye = h.get(H_BYE);
+      if (bye) {
+        peers.get(bye)?.abort.abort(new TransportError("closed", "The caller closed its connection", endpoint));
+        peers.delete(bye);
+        return;
+      }
+      if (h.has(H_AUDIT) && msg.reply) {
+        let asked: unknown;
+        try {
+          asked = decode(plainBytes(msg.data));
+        } catch (e) {
+          return reply(msg, encodeError(e), errorHeaders);
+        }
+        const list = Array.isArray(asked) ? asked : [];
+        return reply(msg, encode(list.map((s) => typeof s === "string" && working.has(s))));
+      }
+    }
+    const frame = plainBytes(msg.data);
+    const notifyFrom = h?.get(H_NOTIFY);
+    if (notifyFrom || !msg.reply) {
+      if (frame.byteLength > maxFrameBytes) return;
+      const peer = peerOf(notifyFrom || "");
+      Promise.resolve().then(() => handler(frame, peer.oneWay)).catch(() => {});
+      return;
+    }
+    const replyTo = msg.reply;
+    if (frame.byteLength > maxFrameBytes) {
+      return reply(
+        msg,
+        encodeError(
+          new TransportError(
+            "too-large",
+            `Frame of ${frame.byteLength} bytes refused by ${endpoint}: the limit is ${maxFrameBytes} bytes`,
+            endpoint,
+          ),
+        ),
+        errorHeaders,
+      );
+    }
+    const peer = peerOf(replyTo.slice(0, replyTo.lastIndexOf(".")));
+    let info = peer.request;
+    const timeout = h?.get(H_TIMEOUT);
+    if (timeout) {
+      // the caller's deadline: work nobody waits for any more stops
+      const ms = Number(timeout);
+      if (Number.isFinite(ms) && ms > 0) {
+        info = { ...info, signal: AbortSignal.any([peer.abort.signal, AbortSignal.timeout(ms)]) };
+      }
+    }
+    working.add(replyTo);
+    let result: ReturnType<FrameHandler>;
+    try {
+      result = handler(frame, info);
+    } catch (e) {
+      working.delete(replyTo);
+      return reply(msg, encodeError(e), errorHeaders);
+    }
+    if (result instanceof Uint8Array || result === undefined) {
+      working.delete(replyTo);
+      return reply(msg, result ?? new Uint8Array(0));
+    }
+    result.then((out) => {
+      if (!working.delete(replyTo)) return; // closed meanwhile: answered already
+      reply(msg, out ?? new Uint8Array(0));
+    }, (e) => {
+      if (!working.delete(replyTo)) return;
+      reply(msg, encodeError(e), errorHeaders);
+    });
+  };
+
+  const subs: Subscription[] = [];
+  const subscribe = (subject: string, queue?: string): Subscription => {
+    const sub = nc.subscribe(subject, { queue, callback: (_err, msg) => onMessage(msg) });
+    subs.push(sub);
+    return sub;
+  };
+  subscribe(nodeSubject(options.name));
+  // the subscription is known to the server before anyone is told the node is there
+  await nc.flush();
+
+  return {
+    endpoint,
+    name: options.name,
+    lease,
+    serveQueue(subject: string): () => void {
+      if (!subject.startsWith(`${SUBJECT_PREFIX}.`)) throw new TypeError(`Not a thinkagain subject: ${subject}`);
+      const sub = subscribe(subject, subject);
+      return () => sub.unsubscribe();
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      for (const s of subs) s.unsubscribe();
+      // the calls still running: their callers hear now that the node went away
+      const gone = encodeError(new TransportError("closed", `Node at ${endpoint} stopped serving`, endpoint));
+      for (const replyTo of working) {
+        try {
+          nc.publish(replyTo, gone, { headers: errorHeaders });
+        } catch {
+          // closing anyway
+        }
+      }
+      working.clear();
+      for (const p of peers.values()) p.abort.abort(new TransportError("closed", "The node stopped serving", endpoint));
+      peers.clear();
+      await nc.flush().catch(() => {});
+      await lease.release();
+    },
+  };
+}

@@ -1,0 +1,323 @@
+/**
+ * The NATS transport: a node serves its frames on the subject `thinkagain.node.<name>` of a NATS
+ * cluster, and a connection to `nats://host:4222/<name>` sends each frame as a NATS request to it.
+ * Replies come back on one inbox per connection (requests multiplexed by id); error replies carry
+ * the header `Ta-Error` and a CBOR `{ tag, message, data }` body. The token travels in a header;
+ * so does the caller's deadline (`timeoutMs`), after which the node stops the work.
+ *
+ * NATS carries control and small messages: a frame over the server's `max_payload` (1 MB by
+ * default) is refused with a `TransportError("too-large")` that says so and points to the node's
+ * direct link (its `ws://` or `http://` endpoint). When no node subscribes to the subject any more
+ * (NATS "no responders"), the node is gone: the request, and every other one waiting on that node,
+ * fails with `TransportError("closed")` (a mesh's calls turn it into `NodeLostError` and fail
+ * over). NATS may lose a message when a server of the cluster dies under it, so a request waiting
+ * longer than {@linkcode AUDIT_EVERY_MS} is audited: the node is asked whether it still works on
+ * it, and one it has not seen twice in a row fails with `TransportError("io")` instead of hanging.
+ *
+ * @module
+ */
+import { createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { decode, encode } from "../../core/codec.ts";
+import { TransportError } from "../../core/errors.ts";
+import { armRequest, authRefused, backgroundInterval, closedError, CloseListeners, decodeError } from "../_common.ts";
+import type { Pending } from "../_common.ts";
+import {
+  checkFrameSize,
+  type ConnectOptions,
+  type RequestOptions,
+  resolveMaxFrameBytes,
+  type Transport,
+  type TransportConnection,
+} from "../transport.ts";
+import { H_AUDIT, H_AUTH, H_BYE, H_ERROR, H_NOTIFY, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import { type NatsEndpoint, parseNatsEndpoint } from "./endpoint.ts";
+import { acquireNats, type NatsLease } from "./pool.ts";
+
+/** How long a request waits before the node is asked whether it still works on it, ms. */
+export const AUDIT_EVERY_MS = 1_000;
+/** The most requests one audit asks about. */
+const AUDIT_BATCH = 1_000;
+/** The most bytes of headers a request adds to its frame (token, deadline). */
+const HEADER_ALLOWANCE = 512;
+
+interface NatsPending extends Pending {
+  readonly sentAt: number;
+  /** Audits that found the node not working on it (two in a row: it was lost). */
+  misses: number;
+  /** An audit's own request: never audited itself. */
+  readonly audit: boolean;
+}
+
+/**
+ * The error of a frame NATS cannot carry: it names the limit and where large values go instead.
+ *
+ * @param bytes The frame's size.
+ * @param maxPayload The server's `max_payload`.
+ * @param endpoint The peer.
+ * @param what `"frame"` or `"reply"`.
+ * @returns A `TransportError("too-large")`.
+ *
+ * @example
+ * ```ts
+ * import { overMaxPayload } from "./transport.ts";
+ * const e = overMaxPayload(2_000_000, 1_048_576, "nats://h:4222/n1", "frame");
+ * if (e.reason !== "too-large" || !e.message.includes("direct")) throw new Error("unexpected");
+ * ```
+ */
+export function overMaxPayload(bytes: number, maxPayload: number, endpoint: string, what: string): TransportError {
+  return new TransportError(
+    "too-large",
+    `Cannot send a ${what} of ${bytes} bytes to ${endpoint} over NATS: the NATS server's max_payload is ` +
+      `${maxPayload} bytes. NATS carries control and small messages; reach the node over its direct link ` +
+      "(its ws:// or http:// endpoint, as its ready line prints) to move large values, or raise max_payload " +
+      "in the NATS server's configuration",
+    endpoint,
+  );
+}
+
+/** A view of a received payload as a plain `Uint8Array` (the client hands out Node `Buffer`s). */
+export function plainBytes(data: Uint8Array): Uint8Array {
+  return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+class NatsTransportConnection implements TransportConnection {
+  readonly endpoint: string;
+  readonly #target: NatsEndpoint;
+  readonly #lease: NatsLease;
+  readonly #nc: NatsConnection;
+  readonly #inbox: string;
+  readonly #token: string | undefined;
+  readonly #maxFrameBytes: number;
+  readonly #pending = new Map<number, NatsPending>();
+  readonly #listeners = new CloseListeners();
+  /** Headers of a plain request (the token), made once. */
+  readonly #plainHeaders: MsgHdrs | undefined;
+  #nextId = 0;
+  #closed = false;
+  /** True once the node answered anything: "no responders" afterwards means it went away. */
+  #reached = false;
+  #audit: ReturnType<typeof setInterval> | undefined;
+  #auditing = false;
+
+  constructor(endpoint: string, target: NatsEndpoint, lease: NatsLease, options: ConnectOptions) {
+    this.endpoint = endpoint;
+    this.#target = target;
+    this.#lease = lease;
+    this.#nc = lease.nc;
+    this.#token = options.token;
+    this.#maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+    this.#inbox = createInbox();
+    if (this.#token !== undefined) {
+      this.#plainHeaders = natsHeaders();
+      this.#plainHeaders.set(H_TOKEN, this.#token);
+    }
+    this.#nc.subscribe(`${this.#inbox}.*`, { callback: (_err, msg) => this.#onReply(msg) });
+    // the client closed for good (not a reconnect): nothing will ever answer
+    this.#nc.closed().then(() => this.#fail(closedError(this.endpoint), true));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
+    if (this.#closed) return Promise.reject(closedError(this.endpoint));
+    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint) ?? this.#overPayload(frame.byteLength);
+    if (tooLarge) return Promise.reject(tooLarge);
+    let hdrs = this.#plainHeaders;
+    if (options?.timeoutMs !== undefined) {
+      hdrs = natsHeaders();
+      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+      hdrs.set(H_TIMEOUT, String(Math.max(1, Math.ceil(options.timeoutMs))));
+    }
+    return this.#send(frame, hdrs, options, false);
+  }
+
+  #send(frame: Uint8Array, hdrs: MsgHdrs | undefined, options: RequestOptions | undefined, audit: boolean) {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const id = ++this.#nextId;
+      const pending: NatsPending = { resolve, reject, cleanup: undefined, sentAt: performance.now(), misses: 0, audit };
+      pending.cleanup = armRequest(pending, options, this.endpoint, () => this.#pending.delete(id));
+      if (options?.signal?.aborted) return; // rejected by armRequest, never sent
+      this.#pending.set(id, pending);
+      try {
+        this.#nc.publish(this.#target.subject, frame, { reply: `${this.#inbox}.${id}`, headers: hdrs });
+      } catch (cause) {
+        this.#settle(id)?.reject(this.#publishFailure(cause, frame.byteLength));
+        return;
+      }
+      if (this.#audit === undefined && !audit) {
+        this.#audit = backgroundInterval(() => this.#runAudit(), AUDIT_EVERY_MS);
+      }
+    });
+  }
+
+  #overPayload(bytes: number): TransportError | undefined {
+    const max = this.#nc.info?.max_payload;
+    return max !== undefined && bytes + HEADER_ALLOWANCE > max
+      ? overMaxPayload(bytes, max, this.endpoint, "frame")
+      : undefined;
+  }
+
+  #publishFailure(cause: unknown, bytes: number): TransportError {
+    const max = this.#nc.info?.max_payload;
+    if (max !== undefined && bytes + HEADER_ALLOWANCE > max) return overMaxPayload(bytes, max, this.endpoint, "frame");
+    if (this.#closed) return closedError(this.endpoint);
+    return new TransportError(
+      "io",
+      `Cannot send a frame to ${this.endpoint} over NATS: ${cause instanceof Error ? cause.message : String(cause)}`,
+      this.endpoint,
+      cause,
+    );
+  }
+
+  #settle(id: number): NatsPending | undefined {
+    const p = this.#pending.get(id);
+    if (p === undefined) return undefined;
+    this.#pending.delete(id);
+    p.cleanup?.();
+    if (this.#pending.size === 0) this.#stopAudit();
+    return p;
+  }
+
+  #onReply(msg: Msg): void {
+    const subject = msg.subject;
+    const id = Number(subject.slice(subject.lastIndexOf(".") + 1));
+    const h = msg.headers;
+    if (h !== undefined && h.code === 503) return this.#noResponders(id);
+    const p = this.#settle(id);
+    if (p === undefined) return; // given up on (aborted, timed out, lost): a late reply
+    this.#reached = true;
+    const body = plainBytes(msg.data);
+    if (h === undefined) return p.resolve(body);
+    if (h.has(H_AUTH)) return p.reject(authRefused(this.endpoint, this.#token !== undefined));
+    if (h.has(H_ERROR)) return p.reject(decodeError(body));
+    p.resolve(body);
+  }
+
+  /** Nobody serves the subject: the node is gone (or never came), for every request waiting on it. */
+  #noResponders(id: number): void {
+    if (!this.#pending.has(id)) return;
+    const reached = this.#reached;
+    this.#reached = false;
+    const error = new TransportError(
+      reached ? "closed" : "unreachable",
+      `No node answers at ${this.endpoint} (NATS: no responders on ${this.#target.subject}): ` +
+        (reached ? "the node went away" : "the node is not running, or not connected to this NATS cluster"),
+      this.endpoint,
+    );
+    this.#fail(error, reached);
+  }
+
+  /** Rejects every waiting request with `error`; `dropped` tells the close listeners. */
+  #fail(error: TransportError, dropped: boolean): void {
+    const all = [...this.#pending.keys()];
+    for (const id of all) this.#settle(id)?.reject(error);
+    this.#stopAudit();
+    if (dropped) this.#listeners.emit(error);
+  }
+
+  #stopAudit(): void {
+    if (this.#audit !== undefined) clearInterval(this.#audit);
+    this.#audit = undefined;
+  }
+
+  /** Asks the node which of the requests waiting longest it still works on; the others were lost. */
+  #runAudit(): void {
+    if (this.#auditing || this.#closed) return;
+    const before = performance.now() - AUDIT_EVERY_MS;
+    const ids: number[] = [];
+    for (const [id, p] of this.#pending) {
+      if (!p.audit && p.sentAt <= before) ids.push(id);
+      if (ids.length >= AUDIT_BATCH) break;
+    }
+    if (ids.length === 0) return;
+    this.#auditing = true;
+    const hdrs = natsHeaders();
+    hdrs.set(H_AUDIT, "1");
+    if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+    const replies = ids.map((id) => `${this.#inbox}.${id}`);
+    this.#send(encode(replies), hdrs, { timeoutMs: 10 * AUDIT_EVERY_MS }, true).then((reply) => {
+      const working = decode(reply);
+      if (!Array.isArray(working)) return;
+      const lost = new TransportError(
+        "io",
+        `A request to ${this.endpoint} was lost in NATS: the node never got it, or its reply never came back ` +
+          "(a NATS server between them went down)",
+        this.endpoint,
+      );
+      ids.forEach((id, i) => {
+        const p = this.#pending.get(id);
+        if (p === undefined) return;
+        if (working[i] === true) p.misses = 0;
+        else if (++p.misses >= 2) this.#settle(id)?.reject(lost);
+      });
+    }, () => {}).finally(() => (this.#auditing = false));
+  }
+
+  notify(frame: Uint8Array): void {
+    if (this.#closed || frame.byteLength > this.#maxFrameBytes || this.#overPayload(frame.byteLength)) return;
+    const hdrs = natsHeaders();
+    hdrs.set(H_NOTIFY, this.#inbox);
+    if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+    try {
+      this.#nc.publish(this.#target.subject, frame, { headers: hdrs });
+    } catch {
+      // one-way: dropped when it cannot go
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#nc.isClosed()) {
+      // the node ends what it still runs for this connection (its calls, cancelled)
+      const hdrs = natsHeaders();
+      hdrs.set(H_BYE, this.#inbox);
+      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+      try {
+        this.#nc.publish(this.#target.subject, new Uint8Array(0), { headers: hdrs });
+      } catch {
+        // closing anyway
+      }
+    }
+    this.#fail(closedError(this.endpoint), true);
+    await this.#lease.release();
+  }
+
+  onClose(listener: (reason: TransportError) => void): () => void {
+    return this.#listeners.add(listener);
+  }
+}
+
+/**
+ * The NATS transport (`nats://host:4222/<node>`): connecting takes a share of this process's NATS
+ * client for those servers (one per set of servers, reconnecting by itself) and subscribes an
+ * inbox for the replies.
+ *
+ * @example An unreachable NATS server is a TransportError naming the endpoint
+ * ```ts
+ * import { natsTransport } from "./transport.ts";
+ * import { TransportError } from "../../core/errors.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(natsTransport.connect("nats://127.0.0.1:9/n1", { connectTimeoutMs: 2000 }), (e) =>
+ *   e instanceof TransportError && e.reason === "unreachable" && e.message.includes("nats://127.0.0.1:9/n1"));
+ * ```
+ */
+export const natsTransport: Transport = {
+  name: "nats",
+  async connect(endpoint: string, options: ConnectOptions = {}): Promise<TransportConnection> {
+    const target = parseNatsEndpoint(endpoint);
+    resolveMaxFrameBytes(options.maxFrameBytes);
+    const lease = await acquireNats(target.servers, {
+      connectTimeoutMs: options.connectTimeoutMs,
+      purpose: endpoint,
+    });
+    try {
+      return new NatsTransportConnection(endpoint, target, lease, options);
+    } catch (e) {
+      await lease.release();
+      throw e;
+    }
+  },
+};

@@ -1,0 +1,171 @@
+import { ok, rejects, strictEqual } from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { TransportError } from "../../core/errors.ts";
+import { runTransportConformance, type TestServer } from "../_conformance.ts";
+import { natsTransport } from "./transport.ts";
+import { serveNats } from "./serve.ts";
+import { natsMissing, type NatsServerProcess, startNatsServer } from "./_test_nats.ts";
+
+const missing = natsMissing();
+
+// The suite's 16 MiB frame needs a server whose max_payload allows it (the default 1 MB refuses it,
+// with the error the next tests check).
+let server: NatsServerProcess | undefined;
+let names = 0;
+
+if (!missing) {
+  before(async () => {
+    server = await startNatsServer({ maxPayload: 64 * 1024 * 1024 });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+  runTransportConformance("nats", {
+    transport: natsTransport,
+    ordered: true,
+    unreachable: "nats://127.0.0.1:9/nobody",
+    async start(handler, options) {
+      const name = options?.at ? options.at.slice(options.at.lastIndexOf("/") + 1) : `conf${++names}`;
+      const served = await serveNats(handler, { ...options, nats: server!.url, name });
+      return { endpoint: served.endpoint, close: () => served.close() } satisfies TestServer;
+    },
+  });
+}
+
+describe("nats transport", { skip: missing }, () => {
+  let small: NatsServerProcess;
+  before(async () => {
+    small = await startNatsServer(); // max_payload: the server's default 1 MB
+  });
+  after(async () => {
+    await small?.stop();
+  });
+
+  test("natsTransport refuses a frame over the server's max_payload, pointing to direct links", async () => {
+    let calls = 0;
+    const node = await serveNats((f) => {
+      calls++;
+      return f;
+    }, { nats: small.url, name: "big" });
+    const conn = await natsTransport.connect(node.endpoint);
+    try {
+      await rejects(conn.request(new Uint8Array(2 * 1024 * 1024)), (e: unknown) => {
+        ok(e instanceof TransportError, String(e));
+        strictEqual(e.reason, "too-large");
+        ok(e.message.includes("max_payload") && e.message.includes("direct link"), e.message);
+        ok(e.message.includes(String(2 * 1024 * 1024)), e.message);
+        return true;
+      });
+      strictEqual(calls, 0);
+      // a reply over it is refused by the node with the same advice, and the connection stays usable
+      const big = await serveNats(() => new Uint8Array(2 * 1024 * 1024), { nats: small.url, name: "bigreply" });
+      const conn2 = await natsTransport.connect(big.endpoint);
+      await rejects(conn2.request(new Uint8Array([1])), (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "too-large", String(e));
+        ok(e.message.includes("max_payload") && e.message.includes("reply"), e.message);
+        return true;
+      });
+      await conn2.close();
+      await big.close();
+      strictEqual((await conn.request(new Uint8Array([7])))[0], 7);
+    } finally {
+      await conn.close();
+      await node.close();
+    }
+  });
+
+  test("natsTransport: 'no responders' after the node went away fails every waiting request", async () => {
+    // never reached: "unreachable", naming the endpoint
+    const nobody = await natsTransport.connect(`${small.url}/nobody`);
+    await rejects(nobody.request(new Uint8Array([1])), (e: unknown) => {
+      ok(e instanceof TransportError && e.reason === "unreachable", String(e));
+      ok(e.message.includes("no responders") && e.message.includes(`${small.url}/nobody`), e.message);
+      return true;
+    });
+    await nobody.close();
+    // a node on a NATS client of its own that holds frame 1 and echoes the others, then vanishes
+    // without a word (as when its process is killed)
+    const { connect } = await import("@nats-io/transport-node");
+    const own = await connect({ servers: small.url });
+    own.subscribe("thinkagain.node.vanishing", {
+      callback: (_e, msg) => {
+        if (msg.data[0] !== 1) msg.respond(msg.data);
+      },
+    });
+    await own.flush();
+    const conn = await natsTransport.connect(`${small.url}/vanishing`);
+    const reasons: string[] = [];
+    conn.onClose((r) => reasons.push(r.reason));
+    try {
+      const held = conn.request(new Uint8Array([1]));
+      strictEqual((await conn.request(new Uint8Array([2])))[0], 2);
+      await own.close();
+      const gone = (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "closed", String(e));
+        ok(e.message.includes("went away"), e.message);
+        return true;
+      };
+      await rejects(conn.request(new Uint8Array([3])), gone);
+      await rejects(held, gone);
+      ok(reasons.includes("closed"), "the connection's listeners hear the node is gone");
+    } finally {
+      await conn.close();
+    }
+  });
+
+  test("natsTransport sends the caller's deadline: the node's work is aborted when it passes", async () => {
+    let aborted: unknown;
+    const node = await serveNats((_f, peer) =>
+      new Promise<Uint8Array>((_r, reject) => {
+        peer.signal?.addEventListener("abort", () => {
+          aborted = peer.signal!.reason;
+          reject(peer.signal!.reason);
+        });
+      }), { nats: small.url, name: "deadline" });
+    const conn = await natsTransport.connect(node.endpoint);
+    try {
+      await rejects(conn.request(new Uint8Array([1]), { timeoutMs: 50 }), TransportError);
+      for (let i = 0; i < 500 && aborted === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+      ok(aborted instanceof DOMException && aborted.name === "TimeoutError", String(aborted));
+    } finally {
+      await conn.close();
+      await node.close();
+    }
+  });
+
+  test("natsTransport: a request NATS lost is found by the audit and fails, it never hangs", async () => {
+    // a node that takes the message and forgets it (as a server dying with it in its buffers would)
+    const { acquireNats } = await import("./pool.ts");
+    const lease = await acquireNats([small.url]);
+    const { encode } = await import("../../core/codec.ts");
+    const sub = lease.nc.subscribe("thinkagain.node.forgetful", {
+      callback: (_e, msg) => {
+        if (msg.headers?.has("Ta-Audit")) msg.respond(encode([false]));
+      },
+    });
+    await lease.nc.flush();
+    const conn = await natsTransport.connect(`${small.url}/forgetful`);
+    try {
+      await rejects(conn.request(new Uint8Array([1])), (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "io", String(e));
+        ok(e.message.includes("lost"), e.message);
+        return true;
+      });
+    } finally {
+      sub.unsubscribe();
+      await conn.close();
+      await lease.release();
+    }
+  });
+});
+
+test("transportFor picks the NATS transport for nats:// endpoints and refuses mixing it with others", async () => {
+  const { transportFor } = await import("../transport_for.ts");
+  strictEqual(transportFor("nats://127.0.0.1:4222/n1").name, "nats");
+  strictEqual(transportFor("nats://127.0.0.1:4222/n1", "nats").name, "nats");
+  const { throws } = await import("node:assert/strict");
+  throws(() => transportFor("nats://127.0.0.1:4222/n1", "http"), /it is a NATS endpoint/);
+  throws(() => transportFor("ws://127.0.0.1:7070", "nats"), /needs a nats:\/\/host:4222\/<node> endpoint/);
+  // loaded on first connect: a bad endpoint is refused there, naming it
+  await rejects(transportFor("nats://127.0.0.1:4222").connect("nats://127.0.0.1:4222"), /names no node/);
+});
