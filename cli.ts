@@ -341,13 +341,15 @@ function acceptErrorLog(name: string): (error: unknown) => void {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // asked for: the usage goes to stdout (`thinkagain --help | less`) and is no failure
+  const isHelp = (a: string | undefined) => a === "--help" || a === "-h";
+  if (isHelp(argv[0]) || (argv[0] === "serve" && argv.slice(1).some(isHelp))) {
+    console.log(USAGE);
+    return 0;
+  }
   if (argv[0] !== "serve") {
-    console.error(
-      argv[0] === undefined || argv[0] === "--help" || argv[0] === "-h"
-        ? USAGE
-        : `unknown command ${argv[0]}\n${USAGE}`,
-    );
-    return argv[0] === "--help" || argv[0] === "-h" ? 0 : 2;
+    console.error(argv[0] === undefined ? USAGE : `unknown command ${argv[0]}\n${USAGE}`);
+    return 2;
   }
   let cmd: ServeCommand;
   try {

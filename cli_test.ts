@@ -460,3 +460,21 @@ test(
     assert.match(shown.output(), /given with --token, so every user of this machine can read it in the process list/);
   },
 );
+
+test("thinkagain --help and serve --help print the usage to stdout and exit 0", T, async () => {
+  const { spawnSync } = await import("node:child_process");
+  const { runArgs } = await import("./adapters/_test_nodes.ts");
+  const cli = fileURLToPath(new URL("./cli.ts", import.meta.url));
+  for (const args of [["--help"], ["-h"], ["serve", "--help"], ["serve", APP, "-h"]]) {
+    const [bin, argv] = runArgs(thisRuntime(), cli, args);
+    const r = spawnSync(bin, argv, { encoding: "utf8" });
+    assert.equal(r.status, 0, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stdout, /^usage: thinkagain serve <module>/, args.join(" "));
+    assert.equal(r.stderr, "", args.join(" "));
+  }
+  // no command at all is a mistake: the usage goes to stderr, exit 2
+  const [bin, argv] = runArgs(thisRuntime(), cli, []);
+  const r = spawnSync(bin, argv, { encoding: "utf8" });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /usage: thinkagain serve/);
+});

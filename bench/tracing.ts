@@ -53,6 +53,13 @@ const runtime = (globalThis as { Bun?: unknown }).Bun
   : (globalThis as { Deno?: unknown }).Deno
   ? "deno"
   : "node";
+/** The runtime and its version, for the table's title: "bun 1.2.3", "deno 2.1.0 (V8 13.0)". */
+function runtimeVersion(): string {
+  const g = globalThis as { Bun?: { version: string }; Deno?: { version: { deno: string; v8: string } } };
+  if (g.Bun) return `bun ${g.Bun.version}`;
+  if (g.Deno) return `deno ${g.Deno.version.deno} (V8 ${g.Deno.version.v8})`;
+  return `node ${(globalThis as { process?: { version: string } }).process?.version ?? "?"}`;
+}
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url));
 
@@ -300,9 +307,7 @@ if (CHILD !== undefined) {
   const received = sink!.lines.find((l) => l.startsWith("spans "));
 
   console.log(
-    `tracing overhead, ${runtime} ${
-      runtime === "bun" ? (globalThis as unknown as { Bun: { version: string } }).Bun.version : ""
-    }, N=${N}: sustained throughput over ${PERIOD_MS} ms of back-to-back runs, ${REPS} processes per mode (median; "per process" = range of each process's ratio)`,
+    `tracing overhead, ${runtimeVersion()}, N=${N}: sustained throughput over ${PERIOD_MS} ms of back-to-back runs, ${REPS} processes per mode (median; "per process" = range of each process's ratio)`,
   );
   console.log("| benchmark | mode | tasks/s | vs off | per process |");
   console.log("| --- | --- | ---: | ---: | ---: |");

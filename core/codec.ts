@@ -64,7 +64,7 @@ import {
   TimeoutError,
   TransportError,
 } from "./errors.ts";
-import { CANCEL_REASONS, type CancelReason, type TransportErrorReason } from "./errors.ts";
+import { type CallName, CANCEL_REASONS, type CancelReason, type TransportErrorReason } from "./errors.ts";
 import { fastDecode, NOT_FAST, type TagTable } from "./codec_fast_decode.ts";
 
 /** The longest bigint magnitude, in bytes (512 bits), that encode writes and decode reads. */
@@ -1377,6 +1377,11 @@ export function errorFromWire(wire: unknown): Error {
   return fromWire(wire, 0);
 }
 
+/** The op or method an error from the wire is about (a method only when its data says so). */
+function callName(data: Record<string, unknown>): CallName {
+  return { name: str(data, "op", "unknown"), kind: data.kind === "method" ? "method" : "op" };
+}
+
 function fromWire(wire: unknown, depth: number): Error {
   if (typeof wire !== "object" || wire === null) {
     return new RemoteError(`Malformed error from peer: ${describeValue(wire)}`, "Error");
@@ -1394,7 +1399,7 @@ function fromWire(wire: unknown, depth: number): Error {
     }
     case "OpExecutionError": {
       const c = cause();
-      err = new OpExecutionError(str(data, "op", "unknown"), c === undefined ? new RemoteError(message) : c);
+      err = new OpExecutionError(callName(data), c === undefined ? new RemoteError(message) : c);
       break;
     }
     case "PlacementError":
@@ -1412,14 +1417,14 @@ function fromWire(wire: unknown, depth: number): Error {
       return new RemoteError(message, str(data, "remoteName", "Error"));
     case "TimeoutError": {
       const ms = data.timeoutMs;
-      err = new TimeoutError(str(data, "op", "unknown"), typeof ms === "number" ? ms : 0);
+      err = new TimeoutError(callName(data), typeof ms === "number" ? ms : 0);
       break;
     }
     case "CancelledError": {
       // why it was cancelled (a drain, a deadline…), from the allow-list; anything else is a plain cancel
       const reason = str(data, "reason", "cancelled");
       err = new CancelledError(
-        str(data, "op", "unknown"),
+        callName(data),
         "cancelled",
         CANCEL_REASONS.has(reason as CancelReason) ? reason as CancelReason : "cancelled",
       );

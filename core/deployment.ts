@@ -14,6 +14,9 @@ function outstandingOf(r: Replica): number {
   return r.outstanding;
 }
 
+/** Whether a replica's instance exists (see {@linkcode Replica.state}). */
+export type ReplicaState = "creating" | "ready" | "failed";
+
 /** Where one replica runs and how calls reach it. */
 export interface Replica {
   readonly index: number;
@@ -23,6 +26,14 @@ export interface Replica {
   readonly outstanding: number;
   /** Calls submitted so far. */
   readonly calls: number;
+  /**
+   * Whether its instance exists: `"creating"` (a remote instance not created yet), `"ready"`, or
+   * `"failed"` (its constructor threw, or the node refused to create it: its calls fail without
+   * running). Absent: ready.
+   */
+  readonly state?: ReplicaState;
+  /** Why creating the instance failed, while `state` is `"failed"`. */
+  readonly failure?: unknown;
   call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown>;
   /**
    * Rejects queued calls, waits for running ones (until `deadline`, a `performance.now()` time,

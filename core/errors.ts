@@ -53,6 +53,36 @@ export abstract class ThinkagainError extends ErrorBase {
   }
 }
 
+/**
+ * What an error with an `op` field is about: an op (`"op"`) or a service method (`"method"`, named
+ * `Service.method`). Messages call the first an "Op" and the second a "Call".
+ */
+export type CallKind = "op" | "method";
+
+/**
+ * The op or method an error is about: its name alone (an op), or its name and kind (a task's
+ * target is one).
+ *
+ * @example
+ * ```ts
+ * import { CancelledError, type CallName } from "./errors.ts";
+ * const work: CallName = { name: "Slow.work", kind: "method" };
+ * if (new CancelledError(work).message !== 'Call "Slow.work" was cancelled') throw new Error("unexpected");
+ * ```
+ */
+export type CallName = string | { readonly name: string; readonly kind: CallKind };
+
+/** The name and the word for it in messages ("Op" or "Call"). */
+function named(what: CallName): { name: string; kind: CallKind; word: string } {
+  if (typeof what === "string") return { name: what, kind: "op", word: "Op" };
+  return { name: what.name, kind: what.kind, word: what.kind === "method" ? "Call" : "Op" };
+}
+
+/** The wire data of an error about `op` of `kind` (the kind only when it is a method, as before). */
+function callData(op: string, kind: CallKind): Record<string, unknown> {
+  return kind === "method" ? { op, kind } : { op };
+}
+
 function describe(cause: unknown): string {
   if (cause instanceof Error) return `${cause.name}: ${cause.message}`;
   try {
@@ -78,14 +108,18 @@ export class OpExecutionError extends ThinkagainError {
   readonly _tag = "OpExecutionError" as const;
   /** Name of the op (`name`) or the service method (`Service.method`) that failed. */
   readonly op: string;
-  /** @param op Name of the op. @param cause What it threw. */
-  constructor(op: string, cause: unknown) {
-    super({ message: `Op "${op}" failed: ${describe(cause)}`, cause });
-    this.op = op;
+  /** Whether `op` names an op or a service method (a call, in the message). */
+  readonly kind: CallKind;
+  /** @param op Name of the op, or a method's name and kind. @param cause What it threw. */
+  constructor(op: CallName, cause: unknown) {
+    const n = named(op);
+    super({ message: `${n.word} "${n.name}" failed: ${describe(cause)}`, cause });
+    this.op = n.name;
+    this.kind = n.kind;
   }
   /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
-    return { op: this.op };
+    return callData(this.op, this.kind);
   }
 }
 
@@ -120,6 +154,8 @@ export type TransportErrorReason = "unreachable" | "closed" | "too-large" | "bad
 
 /**
  * Moving a frame failed: the endpoint is unreachable, the connection closed, a frame is too large.
+ * A node that cannot be reached before it ever answered is this error (`reason: "unreachable"`);
+ * once it has answered, losing it is a {@link NodeLostError} whose `cause` is this error.
  *
  * @example
  * ```ts
@@ -189,17 +225,21 @@ export class TimeoutError extends ThinkagainError {
   readonly _tag = "TimeoutError" as const;
   /** Name of the op or method that timed out. */
   readonly op: string;
+  /** Whether `op` names an op or a service method (a call, in the message). */
+  readonly kind: CallKind;
   /** The deadline that passed, in milliseconds. */
   readonly timeoutMs: number;
-  /** @param op Name of the op. @param timeoutMs The deadline that passed. */
-  constructor(op: string, timeoutMs: number) {
-    super({ message: `Op "${op}" did not finish within ${timeoutMs} ms` });
-    this.op = op;
+  /** @param op Name of the op, or a method's name and kind. @param timeoutMs The deadline that passed. */
+  constructor(op: CallName, timeoutMs: number) {
+    const n = named(op);
+    super({ message: `${n.word} "${n.name}" did not finish within ${timeoutMs} ms` });
+    this.op = n.name;
+    this.kind = n.kind;
     this.timeoutMs = timeoutMs;
   }
   /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
-    return { op: this.op, timeoutMs: this.timeoutMs };
+    return { ...callData(this.op, this.kind), timeoutMs: this.timeoutMs };
   }
 }
 
@@ -248,26 +288,37 @@ export class CancelledError extends ThinkagainError {
   readonly _tag = "CancelledError" as const;
   /** Name of the op or method that was cancelled. */
   readonly op: string;
+  /** Whether `op` names an op or a service method (a call, in the message). */
+  readonly kind: CallKind;
   /** Who or what cancelled it. */
   readonly reason: CancelReason;
   /**
-   * @param op Name of the op.
-   * @param detail How it was cancelled, in words (`Op "<op>" was <detail>`).
+   * @param op Name of the op, or a method's name and kind.
+   * @param detail How it was cancelled, in words (`Op "<op>" was <detail>`; `Call "<Service.method>" …`).
    * @param reason Who or what cancelled it (default `"cancelled"`).
    */
-  constructor(op: string, detail = "cancelled", reason: CancelReason = "cancelled") {
-    super({ message: `Op "${op}" was ${detail}` });
-    this.op = op;
+  constructor(op: CallName, detail = "cancelled", reason: CancelReason = "cancelled") {
+    const n = named(op);
+    super({ message: `${n.word} "${n.name}" was ${detail}` });
+    this.op = n.name;
+    this.kind = n.kind;
     this.reason = reason;
   }
   /** Constructor data that travels with the error. */
   override toData(): Record<string, unknown> {
-    return { op: this.op, reason: this.reason };
+    return { ...callData(this.op, this.kind), reason: this.reason };
   }
 }
 
 /**
- * The node running a call went away before answering.
+ * The node running a call went away before answering: its connection broke under the call, its
+ * keepalives went unanswered, or a node that answered before cannot be reached any more. `cause` is
+ * the transport's error, when there is one.
+ *
+ * Can't connect, which error? A node never reached yet (a wrong endpoint, nothing listening, a
+ * refused upgrade) is a {@link TransportError} (`reason: "unreachable"`): a configuration or network
+ * problem. Once the node has answered on a link, the same failure is a `NodeLostError`: the node was
+ * there and is gone. Neither call got an answer; code that retries elsewhere catches both.
  *
  * @example
  * ```ts
@@ -281,9 +332,10 @@ export class NodeLostError extends ThinkagainError {
   readonly _tag = "NodeLostError" as const;
   /** Name of the node that was lost. */
   readonly node: string;
-  /** @param node The node. @param detail What happened. */
-  constructor(node: string, detail = "connection lost") {
-    super({ message: `Node "${node}" was lost: ${detail}` });
+  /** @param node The node. @param detail What happened. @param cause The transport's error, if any. */
+  constructor(node: string, detail = "connection lost", cause?: unknown) {
+    const message = `Node "${node}" was lost: ${detail}`;
+    super(cause === undefined ? { message } : { message, cause });
     this.node = node;
   }
   /** Constructor data that travels with the error. */

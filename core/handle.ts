@@ -127,7 +127,7 @@ export class HandleState {
     if (home === undefined) return this.home = mesh.deploy(this.def, this.args);
     if (home.disposed) {
       throw new CancelledError(
-        this.def.name,
+        { name: this.def.name, kind: "method" },
         `not started: this handle's instance was disposed when mesh "${home.mesh}" closed ` +
           "(a handle calls the instance made at its first use, from any mesh); init() a new handle",
         "mesh-closed",
@@ -146,7 +146,11 @@ export class HandleState {
       if (mesh.closed) {
         return failedRef(
           deadTarget(qualified),
-          new CancelledError(qualified, `not started: mesh "${mesh.name}" is closed`, "mesh-closed"),
+          new CancelledError(
+            { name: qualified, kind: "method" },
+            `not started: mesh "${mesh.name}" is closed`,
+            "mesh-closed",
+          ),
         );
       }
       let d: Deployment;

@@ -16,7 +16,7 @@ export function failure(task: Task<unknown>, e: unknown): unknown {
   // a remote call whose argument cannot travel never ran: the TypeError naming the argument is its error
   return task._target.passErrors === true && (e instanceof ThinkagainError || isValueRefusal(e))
     ? e
-    : new OpExecutionError(task._target.name, e);
+    : new OpExecutionError(task._target, e);
 }
 
 export function isThenable(v: unknown): v is PromiseLike<unknown> {

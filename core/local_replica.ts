@@ -5,6 +5,7 @@
  * @module
  */
 import { type InstanceInfo, type RunContext, runInContext } from "./context.ts";
+import type { ReplicaState } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
 import { CancelledError, OpExecutionError } from "./errors.ts";
 import { MailboxReplica } from "./mailbox.ts";
@@ -55,7 +56,7 @@ export class LocalReplica extends MailboxReplica {
     try {
       this.instance = runInContext(this.ctx, () => new def.cls(...args));
     } catch (e) {
-      this.initFailure = new OpExecutionError(`${def.name}.constructor`, e);
+      this.initFailure = new OpExecutionError({ name: `${def.name}.constructor`, kind: "method" }, e);
     }
   }
 
@@ -74,9 +75,14 @@ export class LocalReplica extends MailboxReplica {
     return this.initFailure;
   }
 
+  /** `"failed"` when the constructor threw, else `"ready"`. */
+  get state(): ReplicaState {
+    return this.initFailure === undefined ? "ready" : "failed";
+  }
+
   protected unavailable(task: Task<unknown>): unknown {
     if (this.initFailure !== undefined) return this.initFailure;
-    if (this.instance === undefined) return new CancelledError(task._target.name, "not started: instance disposed");
+    if (this.instance === undefined) return new CancelledError(task._target, "not started: instance disposed");
     return undefined;
   }
 

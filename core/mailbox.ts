@@ -174,7 +174,7 @@ export abstract class MailboxReplica implements Replica {
       if (task !== undefined && task._state === PENDING) {
         this.outstanding--;
         task._args = undefined;
-        settle(task, State.CANCELLED, new CancelledError(task._target.name, "not started: the mesh closed"));
+        settle(task, State.CANCELLED, new CancelledError(task._target, "not started: the mesh closed"));
       }
     }
   }
@@ -207,7 +207,7 @@ export abstract class MailboxReplica implements Replica {
 function selfCallError(replica: MailboxReplica, method: string): OpExecutionError {
   const service = replica.def.name;
   return new OpExecutionError(
-    `${service}.${method}`,
+    { name: `${service}.${method}`, kind: "method" },
     new TypeError(
       `Service "${service}" called itself through its own handle (${service}.${method}) from inside one of its ` +
         `calls; its instance runs at most ${replica.def.maxConcurrency} call(s) at once, so this call would wait ` +

@@ -8,9 +8,9 @@
  * @module
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect";
-import { Deployment, type Replica } from "./deployment.ts";
+import { Deployment, type Replica, type ReplicaState } from "./deployment.ts";
 import { GpuDevice } from "./devices.ts";
-import { CancelledError, PlacementError } from "./errors.ts";
+import { type CallName, CancelledError, PlacementError } from "./errors.ts";
 import { Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
 import type { Mesh } from "./mesh.ts";
@@ -35,7 +35,14 @@ export interface MeshStats {
   readonly closed: boolean;
   /** Each node with its total and free resources. */
   readonly nodes: ReadonlyArray<{
+    /** Its name in this mesh (the `MeshNode`'s): what errors, driver spans and the profiler say. */
     readonly name: string;
+    /**
+     * The name the node gave itself (`thinkagain serve --name`), from its welcome: what its own
+     * logs, spans and dashboard say. `undefined` until a remote node answered; an in-process node's
+     * is its `name`. (A node's own `stats()` leaves it out.)
+     */
+    readonly servedAs?: string;
     readonly endpoint: string | undefined;
     readonly gpus: { readonly total: number; readonly free: number };
     readonly cpus: { readonly total: number; readonly free: number };
@@ -46,8 +53,17 @@ export interface MeshStats {
     readonly replica: number;
     readonly node: string;
     readonly gpus: readonly number[];
+    /** Calls submitted to it (those of a `"failed"` instance failed without running). */
     readonly calls: number;
     readonly outstanding: number;
+    /**
+     * `"ready"`: the instance exists; `"creating"`: a remote one not created yet; `"failed"`: its
+     * constructor threw or its node refused to create it (`error` says why). (A node's own
+     * `stats()` leaves it out: the instances it lists exist.)
+     */
+    readonly state?: ReplicaState;
+    /** Why the instance could not be created, when `state` is `"failed"`. */
+    readonly error?: string;
   }>;
 }
 
@@ -61,6 +77,16 @@ interface NodeState extends MutableNodeResources {
   totalCpus: number;
   /** What the node last reported in its welcome. */
   reported: { gpus: number; cpus: number | null } | undefined;
+  /** The name the node gave itself in its welcome. */
+  servedAs: string | undefined;
+}
+
+/** A replica's state for `stats()`, with why it failed. */
+function replicaState(r: Replica): { state: ReplicaState; error?: string } {
+  const state = r.state ?? "ready";
+  if (state !== "failed") return { state };
+  const f = r.failure;
+  return { state, error: f instanceof Error ? f.message : String(f) };
 }
 
 function requestOf(def: ServiceDef): PlacementRequest {
@@ -112,6 +138,7 @@ export class MeshRuntime {
         devices: node.gpus,
         totalCpus: node.cpus,
         reported: undefined,
+        servedAs: node.endpoint === undefined ? node.name : undefined,
         freeGpus: [...node.gpus],
         shared: new Map(),
         freeCpus: node.cpus,
@@ -124,6 +151,12 @@ export class MeshRuntime {
       Effect.runSync(Layer.buildWithScope(options.remote, this.scope)),
       RemoteExecutor,
     );
+    try {
+      this.remote?.checkNodes?.(this);
+    } catch (e) {
+      Effect.runFork(Scope.close(this.scope, Exit.void));
+      throw e;
+    }
   }
 
   /** The runtime of the default local mesh: one node, unbounded resources, never closed. */
@@ -198,11 +231,16 @@ export class MeshRuntime {
    * nor more than the node has). Replicas already placed there keep theirs.
    *
    * @param name The node's name in this mesh.
-   * @param reported The GPUs and CPU cores the node offers (`null`: CPUs not limited).
+   * @param reported The GPUs and CPU cores the node offers (`null`: CPUs not limited), and the name
+   * it gave itself (`node`).
    */
-  nodeReported(name: string, reported: { readonly gpus: number; readonly cpus: number | null }): void {
+  nodeReported(
+    name: string,
+    reported: { readonly gpus: number; readonly cpus: number | null; readonly node?: string },
+  ): void {
     const st = this.states.find((s) => s.node.name === name);
     if (st === undefined || st.node.endpoint === undefined) return;
+    if (typeof reported.node === "string") st.servedAs = reported.node;
     const { gpus, cpus } = reported;
     if (st.reported !== undefined && st.reported.gpus === gpus && st.reported.cpus === cpus) return;
     st.reported = { gpus, cpus };
@@ -249,6 +287,7 @@ export class MeshRuntime {
       closed: this.closed,
       nodes: this.states.map((s) => ({
         name: s.node.name,
+        servedAs: s.servedAs,
         endpoint: s.node.endpoint,
         gpus: {
           total: s.unboundedGpus ? Infinity : s.devices.length,
@@ -264,6 +303,7 @@ export class MeshRuntime {
           gpus: r.gpus.map((g) => g.id),
           calls: r.calls,
           outstanding: r.outstanding,
+          ...replicaState(r),
         }))
       ),
     };
@@ -291,7 +331,7 @@ export class MeshRuntime {
   }
 
   /** The error of a call that had not started when this mesh closed. */
-  closedError(name: string): CancelledError {
+  closedError(name: CallName): CancelledError {
     return new CancelledError(name, `not started: mesh "${this.name}" closed`, "mesh-closed");
   }
 
@@ -311,7 +351,7 @@ export class MeshRuntime {
       if (task._state !== State.PENDING) continue; // running, or failed already with an input cancelled here
       const name = task._target.name;
       let error = errors.get(name);
-      if (error === undefined) errors.set(name, error = this.closedError(name));
+      if (error === undefined) errors.set(name, error = this.closedError(task._target));
       cancelTask(task, error);
       targets.add(task._target);
     }

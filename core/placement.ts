@@ -266,10 +266,11 @@ function placementMessage(nodes: readonly NodeResources[], req: PlacementRequest
       plural(req.cpus, "CPU")
     }, the largest free on any node is ${m.freeCpus} (${m.res.name})`;
   }
-  const free = states.map((s) => `${s.res.name}: ${s.freeGpus.length} GPUs/${s.freeCpus} CPUs`).join(", ");
-  return `Cannot place ${what}: needs ${plural(req.gpus, "GPU")} and ${
-    plural(req.cpus, "CPU")
-  } on one node; free: ${free}`;
+  // what each node has free, in words: "1 GPU and 2 CPUs on a", "0 GPUs and unlimited CPUs on b"
+  const cpus = (n: number) => (n === Infinity ? "unlimited CPUs" : plural(n, "CPU"));
+  const gpus = (f: Free) => (f.res.unboundedGpus ? "unlimited GPUs" : plural(f.freeGpus.length, "GPU"));
+  const free = states.map((s) => `${gpus(s)} and ${cpus(s.freeCpus)} on ${s.res.name}`).join(", ");
+  return `Cannot place ${what}: needs ${plural(req.gpus, "GPU")} and ${cpus(req.cpus)} on one node; free: ${free}`;
 }
 
 /**

@@ -97,7 +97,7 @@ export function runWithPolicy(
   wrap: BodyWrapper | undefined,
   done: ((task: Task<unknown>) => void) | undefined,
 ): void {
-  const name = task._target.name;
+  const target = task._target;
   // a context of its own (a fiber costs far more than the switch): what the body submits, before or
   // after an await, is its child
   if (ctx === undefined || ctx.parent !== task) {
@@ -160,7 +160,7 @@ export function runWithPolicy(
   if (policy.timeoutMs > 0) {
     program = Effect.timeoutOrElse(program, {
       duration: policy.timeoutMs,
-      orElse: () => Effect.fail(new TimeoutError(name, policy.timeoutMs)),
+      orElse: () => Effect.fail(new TimeoutError(target, policy.timeoutMs)),
     });
   }
   const startedAt = performance.now();

@@ -45,6 +45,14 @@ export interface RemoteExecutor {
    * run it in this process (the mesh has no remote nodes).
    */
   opBody(mesh: MeshRuntime, op: string, gpus: number): ((...args: unknown[]) => unknown) | undefined;
+  /**
+   * Checks, when the mesh is made, that every node with an endpoint can be reached as configured
+   * (e.g. the transport named in the options or the environment serves its scheme), so a
+   * configuration mistake is an error at `new Mesh(…)`, not at the first call.
+   *
+   * @throws {TypeError} Naming the node, its endpoint and what cannot reach it.
+   */
+  checkNodes?(mesh: MeshRuntime): void;
 }
 
 /**

@@ -265,7 +265,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   cancel(): boolean {
     // a streaming call completed when its stream started: cancelling stops the stream
     if (this._state >= COMPLETED) return this._value instanceof Stream && this._value.cancel();
-    cancelTask(this as Task<unknown>, new CancelledError(this._target.name));
+    cancelTask(this as Task<unknown>, new CancelledError(this._target));
     return true;
   }
 
@@ -381,7 +381,7 @@ export function adoptChild(parent: Task<unknown>, child: Task<unknown>): boolean
     child,
     CANCELLED,
     new CancelledError(
-      child._target.name,
+      child._target,
       `not started: its parent ${parent.id} was ${parent._state === CANCELLED ? "cancelled" : "past its deadline"}`,
       "parent",
     ),
@@ -446,7 +446,7 @@ function releaseChildren(parent: Task<unknown>, state: number, error: unknown): 
       cancelTask(
         kid,
         new CancelledError(
-          kid._target.name,
+          kid._target,
           `cancelled with its parent ${p.id} (${p._state === CANCELLED ? "cancelled" : "past its deadline"})`,
           "parent",
         ),

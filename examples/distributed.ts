@@ -82,9 +82,16 @@ export async function main(): Promise<{ answers: string[]; runtimes: string[]; p
       return [...(await Promise.all(direct)), await nested, (await tokens).join(" ")];
     });
     const placement = mesh.stats().instances.map((i) => `${i.service} on ${i.node}`);
+    // each line says what it is: which call gave it and where it ran
+    const labels = [
+      "answer 1 (retrieve on cpu-node, then generate on gpu-node)",
+      "answer 2 (retrieve on cpu-node, then generate on gpu-node)",
+      "answer 3 (the generator calls the retriever itself, through the handle)",
+      "tokenize (a remote op, run on a node)",
+    ];
     console.log(`nodes: cpu-node on ${pair[0]}, gpu-node on ${pair[1]}`);
-    for (const a of answers) console.log(a);
-    console.log(`placement: ${placement.join(", ")}`);
+    answers.forEach((a, i) => console.log(`${labels[i]}: ${a}`));
+    console.log(`placement (service on node): ${placement.join(", ")}`);
     return { answers, runtimes: pair, placement };
   } finally {
     for (const n of nodes) n.proc.kill("SIGTERM");

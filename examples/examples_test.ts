@@ -31,9 +31,19 @@ test(
   async () => {
     const { main } = await import("./distributed.ts");
     const log = console.log;
-    console.log = () => {};
+    const lines: string[] = [];
+    console.log = (...a: unknown[]) => void lines.push(a.join(" "));
     try {
       const { answers, runtimes, placement } = await main();
+      // every line it prints says what it is
+      assert.deepEqual(lines.map((l) => l.slice(0, l.indexOf(":"))), [
+        "nodes",
+        "answer 1 (retrieve on cpu-node, then generate on gpu-node)",
+        "answer 2 (retrieve on cpu-node, then generate on gpu-node)",
+        "answer 3 (the generator calls the retriever itself, through the handle)",
+        "tokenize (a remote op, run on a node)",
+        "placement (service on node)",
+      ]);
       assert.deepEqual(runtimes, ["bun", "deno"], "both runtimes are installed by npm install");
       assert.equal(answers.length, 4);
       assert.match(answers[0], /^\[gpu-node\] what is a mesh -> 2 docs: /);

@@ -133,6 +133,24 @@ export function newConnectionId(): number {
   return nextConnectionId++;
 }
 
+/**
+ * What went wrong, in words, with the causes it wraps: Deno's `fetch` throws "fetch failed" and
+ * keeps the reason ("tcp connect error: Connection refused (os error 111)") in `cause`.
+ *
+ * @param err Anything thrown.
+ * @returns Its message, then each cause's message not already in it, joined by ": ".
+ */
+export function describeFailure(err: unknown): string {
+  let text = err instanceof Error ? err.message || err.name : String(err);
+  let cause = err instanceof Error ? err.cause : undefined;
+  for (let depth = 0; cause !== undefined && cause !== null && depth < 4; depth++) {
+    const more = cause instanceof Error ? cause.message : String(cause);
+    if (more !== "" && !text.includes(more)) text += `: ${more}`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return text;
+}
+
 /** The error of a request on a connection that was closed by its owner. */
 export function closedError(endpoint: string): TransportError {
   return new TransportError("closed", `Connection to ${endpoint} is closed`, endpoint);

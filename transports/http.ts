@@ -9,7 +9,15 @@
  * @module
  */
 import { TransportError } from "../core/errors.ts";
-import { authRefused, closedError, CloseListeners, decodeError, endpointUrl, readAtMost } from "./_common.ts";
+import {
+  authRefused,
+  closedError,
+  CloseListeners,
+  decodeError,
+  describeFailure,
+  endpointUrl,
+  readAtMost,
+} from "./_common.ts";
 import {
   checkFrameSize,
   type ConnectOptions,
@@ -128,7 +136,7 @@ class HttpConnection implements TransportConnection {
     }
     return new TransportError(
       "unreachable",
-      `Cannot reach ${this.endpoint}: ${cause instanceof Error ? cause.message : String(cause)}`,
+      `Cannot reach ${this.endpoint}: ${describeFailure(cause)}`,
       this.endpoint,
       cause,
     );

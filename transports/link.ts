@@ -299,7 +299,7 @@ export class NodeLink {
     ) {
       this.lost = true;
       this.welcomeP = undefined; // the node that comes back may register other names
-      return new NodeLostError(this.node, this.lostDetail ?? e.message);
+      return new NodeLostError(this.node, this.lostDetail ?? e.message, e);
     }
     return e;
   }

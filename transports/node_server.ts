@@ -534,7 +534,10 @@ export class NodeServer {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const key = callKey(peer, msg.cid);
     if (this.earlyCancels.delete(key)) {
-      throw new CancelledError(msg.op ?? msg.method ?? "call", "cancelled before it reached the node");
+      throw new CancelledError(
+        msg.op ?? { name: msg.method ?? "call", kind: "method" },
+        "cancelled before it reached the node",
+      );
     }
     if (this.calls.has(key)) {
       throw new ProtocolError(`Call id "${msg.cid}" is already in use by a call in flight on this connection`);
@@ -616,7 +619,10 @@ export class NodeServer {
           t: "result",
           ok: false,
           error: errorToWire(
-            new OpExecutionError(name, new TypeError(`its result cannot be sent: ${(e as Error).message}`)),
+            new OpExecutionError(
+              msg.op ?? { name, kind: "method" },
+              new TypeError(`its result cannot be sent: ${(e as Error).message}`),
+            ),
           ),
         });
       }
@@ -667,5 +673,5 @@ export class NodeServer {
  */
 function stopCall(ref: ObjectRef<unknown>, detail: string, reason: CancelReason): void {
   const task = ref as unknown as Task<unknown>;
-  if (task._state < State.COMPLETED) cancelTask(task, new CancelledError(task._target.name, detail, reason));
+  if (task._state < State.COMPLETED) cancelTask(task, new CancelledError(task._target, detail, reason));
 }

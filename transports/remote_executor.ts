@@ -13,11 +13,13 @@ import type { MeshNode } from "../core/mesh_node.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { RemoteExecutor } from "../core/remote_executor.ts";
 import type { ServiceDef } from "../core/service_def.ts";
+import { envTransport } from "./_env.ts";
 import { handleWire } from "./handle_wire.ts";
 import { meshLink } from "./link.ts";
 import { remoteOpBody } from "./remote_ops.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 import { residentReplicas } from "./residents.ts";
+import { transportFor } from "./transport_for.ts";
 
 /**
  * Remote execution over the transports: what the core asks for when a service replica is placed on
@@ -57,6 +59,31 @@ export const remoteExecutor: RemoteExecutor = {
   /** The body that runs a remote-capable op on a node (see {@linkcode remoteOpBody}). */
   opBody(mesh: MeshRuntime, name: string, gpus: number): ((...args: unknown[]) => unknown) | undefined {
     return remoteOpBody(mesh, name, gpus);
+  },
+  /**
+   * Every node's endpoint can be reached with the transport its scheme, the mesh's `transport`
+   * option or `THINKAGAIN_TRANSPORT` picks (`THINKAGAIN_TRANSPORT=in_memory` with a `ws://` node is
+   * a TypeError here, at `new Mesh(…)`, naming the node and where the override came from).
+   */
+  checkNodes(mesh: MeshRuntime): void {
+    const env = envTransport();
+    const override = env ?? mesh.options.transport;
+    const from = env !== undefined
+      ? ` (THINKAGAIN_TRANSPORT=${env})`
+      : override !== undefined
+      ? ` (the mesh's transport option)`
+      : "";
+    for (const node of mesh.nodes) {
+      if (node.endpoint === undefined) continue;
+      try {
+        transportFor(node.endpoint, override);
+      } catch (e) {
+        throw new TypeError(
+          `Mesh "${mesh.name}": node "${node.name}" cannot be reached${from}: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+    }
   },
 };
 

@@ -10,7 +10,7 @@
 import { leastLoaded } from "../core/placement.ts";
 import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
-import type { Deployment } from "../core/deployment.ts";
+import type { Deployment, ReplicaState } from "../core/deployment.ts";
 import type { InstanceInfo } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
@@ -38,6 +38,8 @@ export class RemoteReplica extends MailboxReplica {
   private createdId: string | undefined;
   /** Whether this replica made its instance (and so holds a lease on its link). */
   private holding = false;
+  /** Why the last attempt to create the instance failed (cleared when one succeeds). */
+  private createFailure: unknown = undefined;
   /** The node session the instance was made in (a restarted node has another). */
   private session: string | undefined;
   /**
@@ -107,6 +109,7 @@ export class RemoteReplica extends MailboxReplica {
         if (this.instanceId === p) {
           this.createdId = m.id;
           this.session = m.session;
+          this.createFailure = undefined;
         }
         if (!this.holding) {
           // (re-created after a node restart: the lease is already held)
@@ -116,8 +119,10 @@ export class RemoteReplica extends MailboxReplica {
         this.link.leaseIs(m.leaseMs);
         return m.id;
       });
-      p.catch(() => {
-        if (this.instanceId === p) this.instanceId = undefined; // retried on the next call
+      p.catch((e) => {
+        if (this.instanceId !== p) return;
+        this.instanceId = undefined; // retried on the next call
+        this.createFailure = e;
       });
       this.instanceId = p;
     }
@@ -147,6 +152,17 @@ export class RemoteReplica extends MailboxReplica {
 
   protected unavailable(): unknown {
     return undefined;
+  }
+
+  /** `"ready"` once the node created the instance, `"failed"` when the last attempt failed. */
+  get state(): ReplicaState {
+    if (this.createdId !== undefined) return "ready";
+    return this.createFailure === undefined ? "creating" : "failed";
+  }
+
+  /** Why the last attempt to create the instance failed, while {@linkcode state} is `"failed"`. */
+  get failure(): unknown {
+    return this.createdId === undefined ? this.createFailure : undefined;
   }
 
   /** A call from inside the instance this handle names (it lives in this process, a node): a self-call. */
@@ -241,7 +257,10 @@ export class RemoteReplica extends MailboxReplica {
     if (wire instanceof Promise) wire.catch(noop);
     let giveUp!: () => void;
     const gaveUp = new Promise<never>((_, reject) => {
-      giveUp = () => reject(new CancelledError(`${this.def.name}.${method}`, "cancelled before it was sent"));
+      giveUp = () =>
+        reject(
+          new CancelledError({ name: `${this.def.name}.${method}`, kind: "method" }, "cancelled before it was sent"),
+        );
     });
     gaveUp.catch(noop);
     hook.cancel = giveUp;

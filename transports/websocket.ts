@@ -17,6 +17,7 @@ import {
   closedError,
   CloseListeners,
   decodeError,
+  describeFailure,
   endpointUrl,
   type Pending,
   toBase64Url,
@@ -70,6 +71,21 @@ function httpUrlOf(wsUrl: string): string {
   const url = new URL(wsUrl);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
   return url.toString();
+}
+
+/**
+ * How a connection ended, in words: a clean close names only its reason; a close with no close frame
+ * (1006, or 0 on Deno) says the peer's process ended or the network failed, with what the error
+ * event said.
+ */
+function closeWords(evt: CloseEvent, failure: string): string {
+  const reason = evt.reason ? `: ${evt.reason}` : "";
+  if (evt.code === 1000 || evt.code === 1005) return `closed by the peer${reason}`;
+  if (evt.code === 1006 || evt.code === 0) {
+    const seen = failure === "" ? "" : `, ${failure}`;
+    return `dropped without a close frame (code 1006${seen}): the node's process ended or the network failed`;
+  }
+  return `closed by the peer (code ${evt.code}${reason})`;
 }
 
 class WebSocketConnection implements TransportConnection {
@@ -165,8 +181,14 @@ class WebSocketConnection implements TransportConnection {
         `Cannot connect to ${this.endpoint}: the WebSocket upgrade was refused (HTTP ${res.status})`,
         this.endpoint,
       );
-    } catch {
-      return new TransportError("unreachable", `Cannot connect to ${this.endpoint}: connection failed`, this.endpoint);
+    } catch (cause) {
+      // what fetch saw (refused, reset, no route, a name that does not resolve) is the reason
+      return new TransportError(
+        "unreachable",
+        `Cannot connect to ${this.endpoint}: ${describeFailure(cause)}`,
+        this.endpoint,
+        cause,
+      );
     }
   }
 
@@ -180,16 +202,18 @@ class WebSocketConnection implements TransportConnection {
     this.#ws = ws;
     this.#outbox = new Outbox((m) => ws.send(m), { client: true });
     ws.onmessage = (evt: MessageEvent) => this.#onMessage(evt.data);
+    // an error event comes before the close event of a connection that broke; what it says is kept
+    let failure = "";
     ws.onclose = (evt: CloseEvent) => {
-      const why = evt.code === 1000 || evt.code === 1005
-        ? ""
-        : ` (code ${evt.code}${evt.reason ? `: ${evt.reason}` : ""})`;
       this.#lost(
         ws,
-        new TransportError("closed", `Connection to ${this.endpoint} closed by the peer${why}`, this.endpoint),
+        new TransportError("closed", `Connection to ${this.endpoint} ${closeWords(evt, failure)}`, this.endpoint),
       );
     };
-    ws.onerror = null;
+    ws.onerror = (evt: Event) => {
+      const message = (evt as ErrorEvent).message ?? "";
+      if (message !== "") failure = message;
+    };
   }
 
   #onMessage(data: unknown): void {
