@@ -29,6 +29,12 @@ export interface ServiceOptions {
   retries?: number;
   /** Deadline per call in ms (default: none). */
   timeoutMs?: number;
+  /**
+   * How many times an instance is made again, with its constructor arguments, on a live node when
+   * its node is lost (default 0). Its state is lost: the new instance starts fresh. Calls that fail
+   * with the node are sent to the new instance when they have `retries` left.
+   */
+  restarts?: number;
   /** What the service is for. */
   description?: string;
 }
@@ -41,6 +47,7 @@ const SERVICE_OPTION_KEYS: KnownKeys<ServiceOptions> = {
   maxConcurrency: true,
   retries: true,
   timeoutMs: true,
+  restarts: true,
   description: true,
 };
 
@@ -58,6 +65,8 @@ export interface ServiceDef {
   readonly replicas: number;
   readonly maxConcurrency: number;
   readonly policy: RunPolicy | undefined;
+  /** Times an instance is re-created when its node is lost (`restarts`; absent: 0). */
+  readonly restarts?: number;
   readonly methods: ReadonlySet<string>;
   readonly description: string | undefined;
 }
@@ -158,6 +167,7 @@ export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDe
     replicas: count(name, "replicas", options.replicas, 1, 1),
     maxConcurrency: count(name, "maxConcurrency", options.maxConcurrency, 1, 1),
     policy: policyOf("service", name, options.retries, options.timeoutMs),
+    restarts: count(name, "restarts", options.restarts, 0, 0),
     methods,
     description: options.description,
   };

@@ -1,0 +1,178 @@
+// Resident instances with real processes: `thinkagain serve --start` nodes on 127.0.0.1, driver
+// processes on Bun and Deno, SIGKILL. The protocol-level tests are in transports/residents_test.ts.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { eventually } from "../core/_test_utils.ts";
+import { parseServeArgs } from "../cli.ts";
+import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "./_test_nodes.ts";
+import { ResidentModel, Restartable } from "./_test_resident_app.ts";
+
+const APP = fileURLToPath(new URL("./_test_resident_app.ts", import.meta.url));
+const DRIVER = fileURLToPath(new URL("./_test_resident_driver.ts", import.meta.url));
+const T = { timeout: 180_000 };
+
+interface Driver {
+  readonly proc: ChildProcess;
+  output(): string;
+  answers(): number;
+}
+
+function startDriver(runtime: Runtime, url: string, label: string): Driver {
+  const [bin, argv] = runArgs(runtime, DRIVER, [url, label]);
+  const proc = spawn(bin, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  proc.stderr!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  return {
+    proc,
+    output: () => out,
+    answers: () => out.split("\n").filter((l) => l.startsWith(`answer ${label} `)).length,
+  };
+}
+
+async function stopNode(node: NodeProcess): Promise<void> {
+  node.kill("SIGTERM");
+  assert.equal(await node.cleanExit(), 0, node.output());
+}
+
+test(
+  "thinkagain serve --start: three drivers (Bun, Deno, Bun) share one resident instance; a SIGKILLed driver leaves it serving the others; its constructor ran once",
+  T,
+  async () => {
+    // a lease far shorter than the test: resident instances have none, so nothing expires
+    const node = await startNodeProcess(APP, [
+      "--port",
+      "0",
+      "--name",
+      "n1",
+      "--start",
+      "ResidentModel",
+      "--lease-ms",
+      "300",
+    ]);
+    const drivers: Driver[] = [];
+    try {
+      const ws = node.url.replace("http://", "ws://");
+      drivers.push(startDriver("bun", ws, "a"), startDriver("deno", ws, "b"), startDriver("bun", ws, "c"));
+      assert.ok(
+        await eventually(() => drivers.every((d) => d.answers() >= 5), 90_000),
+        `every driver gets answers:\n${drivers.map((d) => d.output().slice(-400)).join("\n---\n")}`,
+      );
+      drivers[1].proc.kill("SIGKILL"); // mid-flight: it keeps 4 calls in flight at all times
+      const [a, c] = [drivers[0].answers(), drivers[2].answers()];
+      assert.ok(
+        await eventually(() => drivers[0].answers() >= a + 20 && drivers[2].answers() >= c + 20, 60_000),
+        "the others keep getting answers",
+      );
+      for (const d of [drivers[0], drivers[2]]) {
+        assert.doesNotMatch(d.output(), /^(wrong|error) /m, d.output().slice(-400));
+      }
+      await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: node.url })]);
+      const model = await mesh.connect(ResidentModel);
+      assert.equal(await mesh.run(() => model.constructions()), 1, "one instance for every driver");
+      await mesh.close(); // a driver closing its mesh leaves the instance too
+      await using again = new ta.Mesh([new ta.MeshNode("n1", { endpoint: node.url })]);
+      assert.equal(await again.run(async () => (await ResidentModel.connect()).generate("x")), "x -> ok");
+    } finally {
+      for (const d of drivers) d.proc.kill("SIGKILL");
+    }
+    await stopNode(node);
+    assert.match(node.output(), /ResidentModel disposed after \d+ calls/, "SIGTERM drains it and runs its dispose");
+  },
+);
+
+test(
+  "thinkagain serve --start: a constructor that throws exits 1 with the error and prints no ready line",
+  T,
+  async () => {
+    const e = await startNodeProcess(APP, ["--port", "0", "--name", "bad", "--start", "BrokenModel"]).then(
+      (n) => {
+        n.kill("SIGKILL");
+        return new Error("the node started");
+      },
+      (e: Error) => e,
+    );
+    assert.match(e.message, /^node exited with 1 before it was ready/);
+    assert.match(
+      e.message,
+      /cannot start node "bad": Cannot start resident service "BrokenModel" \(replica 0\) on node "bad": its constructor threw: weights not found at \/models\/broken\.bin/,
+    );
+    assert.doesNotMatch(e.message, /listening on/);
+    const unknown = await startNodeProcess(APP, ["--port", "0", "--name", "u", "--start", "NoSuchModel"]).then(
+      () => new Error("the node started"),
+      (e: Error) => e,
+    );
+    assert.match(unknown.message, /Cannot start resident service "NoSuchModel" on node "u": the module registered/);
+  },
+);
+
+test("thinkagain serve --start parses SERVICE and SERVICE:N, repeatable, and refuses a bad count", () => {
+  assert.deepEqual(parseServeArgs(["app.ts", "--start", "Gen", "--start=Emb:2"], {}).start, [
+    { service: "Gen", replicas: 1 },
+    { service: "Emb", replicas: 2 },
+  ]);
+  for (const bad of ["Gen:0", "Gen:x", "", "Gen:5000"]) {
+    assert.throws(
+      () => parseServeArgs(["app.ts", "--start", bad], {}),
+      /--start needs a service name and an optional count/,
+    );
+  }
+});
+
+test(
+  "Resident instance: one driver flooding it does not starve another (calls from each connection take turns)",
+  T,
+  async () => {
+    const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--start", "ResidentModel"]);
+    try {
+      const ws = node.url.replace("http://", "ws://"); // pipelined: A keeps 1,024 calls in flight
+      await using meshA = new ta.Mesh([new ta.MeshNode("n1", { endpoint: ws })]);
+      await using meshB = new ta.Mesh([new ta.MeshNode("n1", { endpoint: ws })]);
+      const a = await meshA.connect(ResidentModel);
+      const b = await meshB.connect(ResidentModel);
+      assert.equal(await meshB.run(() => b.step("warm", 0)), "warm");
+      let aDone = 0;
+      // A floods: 3,000 calls of ~1 ms of the node's CPU each, 1,024 of them in flight at a time
+      const flood = meshA.run(() =>
+        Promise.all(Array.from({ length: 3000 }, (_, i) => a.step.go(`a${i}`, 1000).then(() => aDone++)))
+      );
+      assert.ok(await eventually(() => aDone >= 50, 60_000), "the flood is under way");
+      const bStart = aDone;
+      await meshB.run(() => Promise.all(Array.from({ length: 20 }, (_, i) => b.step.go(`b${i}`, 1000))));
+      const during = aDone - bStart;
+      // served in turns, B's 20 calls wait behind about 20 of A's; first come, first served they would
+      // wait behind the ~1,000 of A's already queued on the node
+      assert.ok(during < 500, `B's 20 calls completed while ${during} of A's did (A had ~1,000 queued)`);
+      await flood;
+    } finally {
+      await stopNode(node);
+    }
+  },
+);
+
+test(
+  "service restarts: 1, its node SIGKILLed: the next call lands on a re-created instance on the other node",
+  T,
+  async () => {
+    const nodes = await Promise.all(["n1", "n2"].map((name) => startNodeProcess(APP, ["--port", "0", "--name", name])));
+    try {
+      await using mesh = new ta.Mesh(nodes.map((n, i) => new ta.MeshNode(`n${i + 1}`, { endpoint: n.url })));
+      await mesh.run(async () => {
+        const r = Restartable.init("r1");
+        const first = await r.where();
+        assert.equal((await r.where()).n, 2);
+        const home = first.node === "n1" ? 0 : 1;
+        nodes[home].kill("SIGKILL");
+        await nodes[home].exited;
+        const next = await r.where();
+        assert.deepEqual(next, { node: home === 0 ? "n2" : "n1", n: 1, label: "r1" }, "made again, its state lost");
+        assert.equal((await r.where()).n, 2);
+      });
+    } finally {
+      for (const n of nodes) n.kill("SIGKILL");
+    }
+  },
+);
