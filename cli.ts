@@ -25,7 +25,7 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--gpus N|auto] [--cpus N] [--token-file PATH] [--max-frame-bytes N] [--drain-ms N]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
-                       [--max-calls-per-connection N] [--start SERVICE[:N]]...
+                       [--max-calls-per-connection N] [--start SERVICE[:N]]... [--nats nats://HOST:4222]
   The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
   whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
   --allow-origin: a browser page's origin
@@ -38,7 +38,9 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   --dashboard: also serve the node's dashboard page on --host, port PORT (default: a free one; it
   prints where), behind the token. --start: construct N (default 1) resident instances of SERVICE
   before the ready line (a model loaded once); every driver shares them (Service.connect()); a
-  constructor that throws fails the start (exit 1).`;
+  constructor that throws fails the start (exit 1). --nats: also serve the node on that NATS cluster
+  (nats://h1:4222,h2:4222 for several seeds) and announce it (name, GPUs, CPUs, services, ops), so
+  drivers find it with Mesh.discover({ nats }); its ops are served in a NATS queue group per op.`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -71,6 +73,8 @@ export interface ServeCommand {
   maxCallsPerConnection: number | undefined;
   /** Nodes this node may call with its token (`--peer`, repeatable). */
   peers: string[];
+  /** The NATS cluster to serve and announce the node on too (`--nats nats://host:4222`). */
+  nats: string | undefined;
   /** Resident instances to construct before the ready line (`--start SERVICE[:N]`, repeatable). */
   start: { service: string; replicas: number }[];
 }
@@ -126,6 +130,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     idleTimeoutMs: undefined,
     maxCallsPerConnection: undefined,
     peers: [],
+    nats: undefined,
     start: [],
   };
   let tokenFile: string | undefined;
@@ -218,6 +223,14 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
         if (out.dashboard > 65535) throw new TypeError(`--dashboard port must be at most 65535, got ${out.dashboard}`);
         break;
+      case "--nats": {
+        const v = value() ?? "";
+        if (!/^nats:\/\/[^/\s]+\/?$/i.test(v)) {
+          throw new TypeError(`--nats needs a NATS server's URL like nats://127.0.0.1:4222, got ${v || "nothing"}`);
+        }
+        out.nats = v;
+        break;
+      }
       case "--peer": {
         const v = value() ?? "";
         if (!/^(wss?|https?):\/\/[^/\s]+/.test(v)) {
@@ -308,12 +321,33 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
       token: cmd.token,
     });
   if (dashboard !== undefined) console.error(`thinkagain node ${cmd.name}: dashboard on ${dashboard.url}`);
+  // on a NATS cluster too: served on its subject, announced, found by Mesh.discover
+  let nats: { endpoint: string; leave(): Promise<void>; close(): Promise<void> } | undefined;
+  if (cmd.nats !== undefined) {
+    try {
+      nats = await (await import("./transports/nats/node.ts")).startNatsNode(node.handler, {
+        nats: cmd.nats,
+        name: cmd.name,
+        token: cmd.token,
+        maxFrameBytes: cmd.maxFrameBytes,
+        direct: server.url,
+      });
+    } catch (e) {
+      await node.drain({ graceMs: 0 }).catch(() => {});
+      await server.close().catch(() => {});
+      await dashboard?.close().catch(() => {});
+      throw e;
+    }
+    console.error(`thinkagain node ${cmd.name}: announced on NATS as ${nats.endpoint}`);
+  }
   let closing: Promise<void> | undefined;
   return {
     url: server.url,
     shutdown: () =>
       closing ??= (async () => {
+        await nats?.leave(); // drivers stop placing here; calls in flight still get their answers
         await node.drain({ graceMs: cmd.drainMs });
+        await nats?.close();
         await server.close();
         await dashboard?.close();
       })(),

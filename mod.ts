@@ -22,6 +22,10 @@ import type { CpuDevice, GpuDevice } from "./core/devices.ts";
 import { layerMesh as coreLayerMesh } from "./core/effect.ts";
 import { Mesh as CoreMesh, type MeshNode, type MeshOptions } from "./core/mesh.ts";
 import { layerRemote } from "./transports/remote_executor.ts";
+import type { DiscoverOptions } from "./transports/nats/discovery.ts";
+import { membershipOf } from "./transports/membership.ts";
+
+export type { DiscoverOptions };
 
 export { layerRemote };
 
@@ -50,6 +54,32 @@ export class Mesh extends CoreMesh {
    */
   constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
     super(nodesOrDevices, options.remote === undefined ? { ...options, remote: layerRemote } : options);
+  }
+
+  /**
+   * Builds a mesh of the nodes on a NATS cluster: asks every node started with
+   * `thinkagain serve app.ts --nats nats://…` to announce itself and places on whoever answers
+   * within `timeoutMs` (or once `nodes` answered), each reached at its `nats://…/<name>` endpoint.
+   * The mesh keeps listening: a node that announces itself later is placed on by new `init()`s,
+   * and one that leaves fails its calls with `NodeLostError` (its replicas fail over). The NATS
+   * client is loaded only here (the `./nats` entry).
+   *
+   * @param options The NATS server(s), how long to wait, how many nodes to wait for, and the
+   * mesh's own options (name, token, deadline…).
+   * @returns The mesh.
+   * @throws {TypeError} When no node answered; `TransportError` when NATS is unreachable.
+   *
+   * @example No NATS server to ask
+   * ```ts
+   * import * as ta from "./mod.ts";
+   * import { rejects } from "node:assert/strict";
+   * await rejects(ta.Mesh.discover({ nats: "nats://127.0.0.1:9", timeoutMs: 500 }), (e: Error) =>
+   *   e.name === "TransportError" && e.message.includes("nats://127.0.0.1:9"));
+   * ```
+   */
+  static async discover(options: DiscoverOptions): Promise<Mesh> {
+    const { discoverMesh } = await import("./transports/nats/discovery.ts");
+    return await discoverMesh((nodes, o) => new Mesh(nodes, o), membershipOf, options);
   }
 }
 

@@ -55,6 +55,26 @@ export function nodeSubject(node: string): string {
 }
 
 /**
+ * The subject of a remote-capable op, served by every node that registered it in a NATS queue group
+ * of the same name (each call goes to one of them). Characters a subject token cannot hold are
+ * written as `~` and their code in hex.
+ *
+ * @param op The op's registered name.
+ * @returns `thinkagain.op.<op>`.
+ *
+ * @example
+ * ```ts
+ * import { opSubject } from "./endpoint.ts";
+ * if (opSubject("embed") !== "thinkagain.op.embed" || opSubject("a.b") !== "thinkagain.op.a~2e~b") {
+ *   throw new Error("unexpected");
+ * }
+ * ```
+ */
+export function opSubject(op: string): string {
+  return `${SUBJECT_PREFIX}.op.${op.replace(/[^A-Za-z0-9_-]/g, (c) => `~${c.codePointAt(0)!.toString(16)}~`)}`;
+}
+
+/**
  * Parses the seed servers of a `nats://` URL (`nats://h1:4222,h2:4222`, an optional path ignored).
  *
  * @param url The URL as given (`--nats`, `Mesh.discover({ nats })`).
@@ -67,6 +87,7 @@ export function nodeSubject(node: string): string {
  * import { parseNatsServers } from "./endpoint.ts";
  * import { deepStrictEqual } from "node:assert/strict";
  * deepStrictEqual(parseNatsServers("nats://a:1,b", "test"), ["nats://a:1", "nats://b:4222"]);
+ * deepStrictEqual(parseNatsServers("nats://a:1,nats://b:2", "test"), ["nats://a:1", "nats://b:2"]);
  * ```
  */
 export function parseNatsServers(url: string, what: string): string[] {
@@ -74,7 +95,10 @@ export function parseNatsServers(url: string, what: string): string[] {
 }
 
 function splitNats(url: string, what: string): { servers: string[]; path: string } {
-  const m = typeof url === "string" ? /^nats:\/\/([^/?#\s]+)(\/[^?#\s]*)?$/i.exec(url) : null;
+  // seeds may repeat the scheme: nats://h1:4222,nats://h2:4222
+  const m = typeof url === "string"
+    ? /^nats:\/\/([^/?#\s]+)(\/[^?#\s]*)?$/i.exec(url.replace(/,nats:\/\//gi, ","))
+    : null;
   if (m === null) {
     throw new TypeError(`${what}: expected a NATS URL like nats://127.0.0.1:4222, got ${JSON.stringify(url)}`);
   }
@@ -133,6 +157,6 @@ export function parseNatsEndpoint(endpoint: string): NatsEndpoint {
  * ```
  */
 export function natsEndpoint(servers: string, node: string): string {
-  const base = /^(nats:\/\/[^/]*)/i.exec(servers)?.[1] ?? servers;
+  const base = /^(nats:\/\/[^/]*)/i.exec(servers.replace(/,nats:\/\//gi, ","))?.[1] ?? servers;
   return `${base}/${node}`;
 }

@@ -1,0 +1,228 @@
+/**
+ * Discovery on a NATS cluster: a driver asks every node to announce itself and builds a mesh of
+ * whoever answers (`Mesh.discover`), then keeps listening: a node that announces itself later joins
+ * the mesh (new `init()`s place on it), and one that leaves is removed (its calls fail with
+ * `NodeLostError`, its replicas fail over).
+ *
+ * @module
+ */
+import type { Msg, Subscription } from "@nats-io/nats-core";
+import { createInbox } from "@nats-io/nats-core";
+import type { MeshOptions } from "../../core/mesh_config.ts";
+import { MeshNode } from "../../core/mesh_node.ts";
+import {
+  ANNOUNCE_SUBJECT,
+  decodeAnnouncement,
+  DISCOVER_SUBJECT,
+  LEAVE_SUBJECT,
+  type NodeAnnouncement,
+} from "./announcement.ts";
+import { natsEndpoint, parseNatsServers } from "./endpoint.ts";
+import { acquireNats, type NatsLease } from "./pool.ts";
+
+/** How long discovery collects answers unless told otherwise, ms. */
+export const DEFAULT_DISCOVER_TIMEOUT_MS = 1_000;
+
+/** Options of `Mesh.discover`: where to look, how long, and the mesh's own options. */
+export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
+  /** The NATS server(s) the nodes announce themselves on: `nats://host:4222` (seeds separated by commas). */
+  nats: string;
+  /** How long to collect answers, ms (default 1000). */
+  timeoutMs?: number;
+  /** Stop collecting as soon as this many nodes answered (default: collect for `timeoutMs`). */
+  nodes?: number;
+}
+
+/** Options of {@linkcode discoverNodes}. */
+export interface DiscoverNodesOptions {
+  /** How long to collect answers, ms (default 1000). */
+  timeoutMs?: number;
+  /** Stop as soon as this many nodes answered. */
+  nodes?: number;
+}
+
+/**
+ * Asks every node on the cluster to announce itself and collects the answers (one per node name,
+ * the latest session winning) for `timeoutMs`, or until `nodes` answered.
+ *
+ * @param lease A NATS client.
+ * @param options How long, how many.
+ * @returns The announcements, by name.
+ */
+async function collect(lease: NatsLease, options: DiscoverNodesOptions): Promise<Map<string, NodeAnnouncement>> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_DISCOVER_TIMEOUT_MS;
+  if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) {
+    throw new RangeError(`discover: timeoutMs must be a positive number of ms, got ${timeoutMs}`);
+  }
+  if (options.nodes !== undefined && !(Number.isInteger(options.nodes) && options.nodes > 0)) {
+    throw new RangeError(`discover: nodes must be a positive integer, got ${options.nodes}`);
+  }
+  const found = new Map<string, NodeAnnouncement>();
+  const nc = lease.nc;
+  const inbox = createInbox();
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const sub = nc.subscribe(inbox, {
+    callback: (_err, msg) => {
+      const a = decodeAnnouncement(msg.data);
+      if (a === undefined) return;
+      found.set(a.node, a);
+      if (options.nodes !== undefined && found.size >= options.nodes) done();
+    },
+  });
+  const timer = setTimeout(done, timeoutMs);
+  try {
+    await nc.flush(); // the inbox is known before anyone answers to it
+    nc.publish(DISCOVER_SUBJECT, new Uint8Array(0), { reply: inbox });
+    await finished;
+  } finally {
+    clearTimeout(timer);
+    sub.unsubscribe();
+  }
+  return found;
+}
+
+/**
+ * The nodes announced on a NATS cluster: asks every node to announce itself and collects the
+ * answers for `timeoutMs` (or until `nodes` answered).
+ *
+ * @param nats The NATS server(s), `nats://host:4222`.
+ * @param options How long to wait, how many to wait for.
+ * @returns The announcements, sorted by node name.
+ * @throws {TypeError} For a bad URL; `TransportError` when NATS is unreachable.
+ *
+ * @example Nobody to ask
+ * ```ts
+ * import { discoverNodes } from "./discovery.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(discoverNodes("nats://127.0.0.1:9"), (e: Error) => e.name === "TransportError");
+ * ```
+ */
+export async function discoverNodes(nats: string, options: DiscoverNodesOptions = {}): Promise<NodeAnnouncement[]> {
+  const lease = await acquireNats(parseNatsServers(nats, "discover"), { purpose: `discovery on ${nats}` });
+  try {
+    return [...(await collect(lease, options)).values()].sort((a, b) => a.node.localeCompare(b.node));
+  } finally {
+    await lease.release();
+  }
+}
+
+/**
+ * A mesh node for an announced node, reached over NATS through `nats` (the driver's own servers:
+ * the node may sit on another server of the cluster).
+ *
+ * @param a The announcement.
+ * @param nats The NATS server(s) the driver connects to.
+ * @returns The node, with the GPUs and CPUs it announced.
+ *
+ * @example
+ * ```ts
+ * import { announcedNode } from "./discovery.ts";
+ * const a = { v: 2, node: "n1", endpoint: "nats://b:4222/n1", session: "s", gpus: 2, cpus: null, services: [], ops: [] };
+ * const node = announcedNode(a, "nats://a:4222");
+ * if (node.endpoint !== "nats://a:4222/n1" || node.gpus.length !== 2) throw new Error("unexpected");
+ * ```
+ */
+export function announcedNode(a: NodeAnnouncement, nats: string): MeshNode {
+  return new MeshNode(a.node, {
+    endpoint: natsEndpoint(nats, a.node),
+    gpus: a.gpus,
+    ...(a.cpus === null ? {} : { cpus: a.cpus }),
+  });
+}
+
+/** How a mesh takes nodes that come and go (the mesh runtime's membership). */
+export interface Membership {
+  /** Whether a node of this name is in the mesh. */
+  has(name: string): boolean;
+  /** A node that announced itself joins. */
+  join(node: MeshNode): void;
+  /** A node that left is removed: its calls fail with `NodeLostError`, its replicas fail over. */
+  leave(name: string, detail: string): void;
+  /** Runs `cleanup` when the mesh closes. */
+  onClose(cleanup: () => Promise<void>): void;
+}
+
+/**
+ * Keeps a mesh's nodes in step with the cluster: announcements of nodes it lacks add them, leave
+ * messages remove them, until the mesh closes.
+ *
+ * @param lease A NATS client (released when the mesh closes).
+ * @param nats The NATS server(s) the driver connects to (the nodes' endpoints go through them).
+ * @param membership The mesh's membership.
+ * @returns The subscriptions (ended when the mesh closes).
+ */
+export function watchMembership(lease: NatsLease, nats: string, membership: Membership): Subscription[] {
+  const nc = lease.nc;
+  const onAnnounce = (msg: Msg) => {
+    const a = decodeAnnouncement(msg.data);
+    if (a === undefined || membership.has(a.node)) return;
+    membership.join(announcedNode(a, nats));
+  };
+  const onLeave = (msg: Msg) => {
+    const a = decodeAnnouncement(msg.data);
+    if (a === undefined || !membership.has(a.node)) return;
+    membership.leave(a.node, "it left the NATS cluster (drained)");
+  };
+  const subs = [
+    nc.subscribe(ANNOUNCE_SUBJECT, { callback: (_e, m) => onAnnounce(m) }),
+    nc.subscribe(LEAVE_SUBJECT, { callback: (_e, m) => onLeave(m) }),
+  ];
+  membership.onClose(async () => {
+    for (const s of subs) s.unsubscribe();
+    await lease.release();
+  });
+  return subs;
+}
+
+/**
+ * Builds a mesh of the nodes that answer on a NATS cluster (`Mesh.discover`): collects the
+ * announcements, makes a `MeshNode` of each (its NATS endpoint, GPUs, CPUs), and, when the mesh
+ * offers a membership, keeps listening for nodes that join or leave.
+ *
+ * @param make Builds the mesh from its nodes and options (the package root's `Mesh`).
+ * @param membershipOf The mesh's membership, if it has one.
+ * @param options Where, how long, how many, and the mesh's options.
+ * @returns The mesh.
+ * @throws {TypeError} When no node answered within `timeoutMs`, naming the servers.
+ */
+export async function discoverMesh<M>(
+  make: (nodes: MeshNode[], options: MeshOptions) => M,
+  membershipOf: (mesh: M) => Membership | undefined,
+  options: DiscoverOptions,
+): Promise<M> {
+  if (options === null || typeof options !== "object" || typeof options.nats !== "string") {
+    throw new TypeError('Mesh.discover needs { nats: "nats://host:4222" }');
+  }
+  const { nats, timeoutMs, nodes: want, ...meshOptions } = options;
+  const lease = await acquireNats(parseNatsServers(nats, "Mesh.discover"), { purpose: `discovery on ${nats}` });
+  let mesh: M;
+  let watching = false;
+  try {
+    // listen for later announcements first, so a node starting meanwhile is not missed
+    const pending: Msg[] = [];
+    const early = lease.nc.subscribe(ANNOUNCE_SUBJECT, { callback: (_e, m) => void pending.push(m) });
+    const found = await collect(lease, { timeoutMs, nodes: want });
+    early.unsubscribe();
+    for (const m of pending) {
+      const a = decodeAnnouncement(m.data);
+      if (a !== undefined && !found.has(a.node)) found.set(a.node, a);
+    }
+    if (found.size === 0) {
+      throw new TypeError(
+        `Mesh.discover: no node answered on ${nats} within ${timeoutMs ?? DEFAULT_DISCOVER_TIMEOUT_MS} ms ` +
+          "(start nodes with thinkagain serve app.ts --nats " + nats + ")",
+      );
+    }
+    const nodes = [...found.values()].sort((a, b) => a.node.localeCompare(b.node)).map((a) => announcedNode(a, nats));
+    mesh = make(nodes, meshOptions);
+    const membership = membershipOf(mesh);
+    if (membership !== undefined) {
+      watchMembership(lease, nats, membership);
+      watching = true;
+    }
+  } finally {
+    if (!watching) await lease.release();
+  }
+  return mesh;
+}
