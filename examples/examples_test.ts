@@ -55,3 +55,30 @@ test(
     }
   },
 );
+
+test(
+  "examples/serving.ts: one model node loads the Generator once; a Bun and a Deno pipeline use it at once",
+  { timeout: 120_000 },
+  async () => {
+    const { main } = await import("./serving.ts");
+    const log = console.log;
+    const lines: string[] = [];
+    console.log = (...a: unknown[]) => void lines.push(a.join(" "));
+    try {
+      const { bun, deno, info } = await main();
+      assert.deepEqual(bun, [
+        "the mesh … holds nodes . each node serves [1 docs]",
+        "each node … serves what its module registers . [1 docs]",
+      ]);
+      assert.deepEqual(deno, [
+        "drivers connect … and every driver shares it . [1 docs]",
+        "a resident model … loads once and every driver shares [1 docs]",
+      ]);
+      assert.deepEqual({ loads: info.loads, calls: info.calls }, { loads: 1, calls: 4 }, "one model for both drivers");
+      assert.equal(lines.length, 5);
+      assert.match(lines[4], /^model: loaded 1 time\(s\) on model-node \(GPU 0\), 4 answers$/);
+    } finally {
+      console.log = log;
+    }
+  },
+);
