@@ -21,7 +21,7 @@ import { MeshNode } from "./mesh_node.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { MeshRuntime, type MeshStats } from "./mesh_runtime.ts";
 
-export type { MeshConfig, MeshNodeConfig, MeshOptions } from "./mesh_config.ts";
+export type { MeshConfig, MeshDiscoverConfig, MeshNodeConfig, MeshOptions } from "./mesh_config.ts";
 export { MeshNode, type MeshNodeOptions } from "./mesh_node.ts";
 export type { MeshStats } from "./mesh_runtime.ts";
 
@@ -162,7 +162,9 @@ export class Mesh implements AsyncDisposable {
   /**
    * Builds a mesh from a config object, or from a JSON file (a path, relative to the working
    * directory, or a URL). Bad configs are a TypeError naming the field. Called on a subclass (the
-   * package root's `Mesh`), it builds that subclass.
+   * package root's `Mesh`), it builds that subclass. A `discover` entry instead of `nodes`
+   * (`{ "discover": { "nats": "nats://10.0.0.9:4222", "timeoutMs": 2000 } }`) builds the mesh of
+   * the nodes that answer on that NATS cluster (the package root's `Mesh.discover`).
    *
    * @param config The config, or where to read it.
    * @returns The mesh.
@@ -179,7 +181,17 @@ export class Mesh implements AsyncDisposable {
     this: new (nodes: MeshNode[], options: MeshOptions) => M,
     config: MeshConfig | string | URL,
   ): Promise<M> {
-    const { nodes, options } = await readMeshConfig(config);
+    const { nodes, options, discover } = await readMeshConfig(config);
+    if (discover !== undefined) {
+      // finding nodes needs a NATS client, which only the package root's Mesh loads
+      const find = (this as unknown as { discover?: (o: object) => Promise<M> }).discover;
+      if (typeof find !== "function") {
+        throw new TypeError(
+          'Mesh.fromConfig: a "discover" entry needs the Mesh of the package root, which finds nodes over NATS',
+        );
+      }
+      return await find.call(this, { ...discover, ...options });
+    }
     return new this(nodes, options);
   }
 

@@ -97,9 +97,32 @@ export interface MeshConfig {
   timeoutMs?: number;
   /** At most this many op calls at once. */
   maxConcurrentOps?: number;
-  /** The nodes: name, endpoint (remote nodes), GPUs and CPUs. */
-  nodes: Array<MeshNodeConfig>;
+  /** The nodes: name, endpoint (remote nodes), GPUs and CPUs (or `discover` instead). */
+  nodes?: Array<MeshNodeConfig>;
+  /** Find the nodes instead of listing them: whoever answers on a NATS cluster (`Mesh.discover`). */
+  discover?: MeshDiscoverConfig;
 }
+
+/**
+ * Where a {@linkcode MeshConfig} finds its nodes instead of listing them (`Mesh.discover`).
+ *
+ * @example
+ * ```ts
+ * import type { MeshDiscoverConfig } from "./mesh_config.ts";
+ * const d: MeshDiscoverConfig = { nats: "nats://10.0.0.9:4222", timeoutMs: 2000 };
+ * if (!d.nats.startsWith("nats://")) throw new Error("unexpected");
+ * ```
+ */
+export interface MeshDiscoverConfig {
+  /** The NATS server(s) the nodes announce themselves on (`nats://host:4222`). */
+  nats: string;
+  /** How long to collect answers, ms (default 1000). */
+  timeoutMs?: number;
+  /** Stop collecting once this many nodes answered. */
+  nodes?: number;
+}
+
+const DISCOVER_CONFIG_KEYS: KnownKeys<MeshDiscoverConfig> = { nats: true, timeoutMs: true, nodes: true };
 
 /**
  * One node in a {@linkcode MeshConfig}.
@@ -129,6 +152,7 @@ const CONFIG_KEYS: KnownKeys<MeshConfig> = {
   timeoutMs: true,
   maxConcurrentOps: true,
   nodes: true,
+  discover: true,
 };
 const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true, gpus: true, cpus: true };
 
@@ -149,7 +173,7 @@ const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true
  */
 export async function readMeshConfig(
   config: MeshConfig | string | URL,
-): Promise<{ nodes: MeshNode[]; options: MeshOptions }> {
+): Promise<{ nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig }> {
   let c: unknown = config;
   if (typeof config === "string" || config instanceof URL) {
     let url: URL;
@@ -184,16 +208,32 @@ export async function readMeshConfig(
  * import { throws } from "node:assert/strict";
  * throws(() => parseMeshConfig({ nodes: [], colour: "red" }), /unknown field "colour"/);
  * throws(() => parseMeshConfig({ nodes: [{ name: "a", endpont: "ws://h:1" }] }), /did you mean "endpoint"/);
+ * const { discover } = parseMeshConfig({ discover: { nats: "nats://h:4222", timeoutMs: 500 } });
+ * if (discover?.nats !== "nats://h:4222") throw new Error("unexpected");
  * ```
  */
-export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshOptions } {
-  if (c === null || typeof c !== "object" || !Array.isArray((c as MeshConfig).nodes)) {
-    throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array');
+export function parseMeshConfig(
+  c: unknown,
+): { nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig } {
+  const discover = c !== null && typeof c === "object" ? (c as MeshConfig).discover : undefined;
+  if (c === null || typeof c !== "object" || (discover === undefined && !Array.isArray((c as MeshConfig).nodes))) {
+    throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array (or a "discover" entry)');
   }
   const cfg = c as MeshConfig;
   // a typo must not pass unnoticed: an "endpont" would turn a remote node into a local one
   checkKnownKeys("Mesh.fromConfig", cfg, CONFIG_KEYS, "field");
-  const nodes = cfg.nodes.map((n, i) => {
+  if (discover !== undefined) {
+    if (cfg.nodes !== undefined) {
+      throw new TypeError('Mesh.fromConfig: give "nodes" or "discover", not both');
+    }
+    if (discover === null || typeof discover !== "object" || typeof discover.nats !== "string") {
+      throw new TypeError(
+        `Mesh.fromConfig: "discover" needs { "nats": "nats://host:4222" }, got ${describe(discover)}`,
+      );
+    }
+    checkKnownKeys("Mesh.fromConfig: discover", discover, DISCOVER_CONFIG_KEYS, "field");
+  }
+  const nodes = (cfg.nodes ?? []).map((n, i) => {
     if (n === null || typeof n !== "object" || typeof n.name !== "string") {
       throw new TypeError(`Mesh.fromConfig: nodes[${i}] needs a "name" string`);
     }
@@ -211,5 +251,5 @@ export function parseMeshConfig(c: unknown): { nodes: MeshNode[]; options: MeshO
   if (cfg.token !== undefined) options.token = cfg.token;
   if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
   if (cfg.maxConcurrentOps !== undefined) options.maxConcurrentOps = cfg.maxConcurrentOps;
-  return { nodes, options };
+  return discover === undefined ? { nodes, options } : { nodes, options, discover: { ...discover } };
 }

@@ -28,6 +28,7 @@ export {
   Mesh,
   type MeshCloseOptions,
   type MeshConfig,
+  type MeshDiscoverConfig,
   MeshNode,
   type MeshNodeConfig,
   type MeshNodeOptions,

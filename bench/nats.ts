@@ -1,0 +1,147 @@
+// Service calls over NATS against raw NATS request/reply with the same client in the same run:
+// p50 of one call at a time and calls/s at 256 in flight, with the driver on the node's own NATS
+// server and across a route (another server of a 3-server loopback cluster); and how long
+// Mesh.discover takes to find 3 nodes, against building a mesh of the 3 listed endpoints and
+// waiting for their welcomes. Needs nats-server (apt-get install -y nats-server).
+//
+//   bun bench/nats.ts      deno run -A bench/nats.ts      (RUNS=5 by default)
+import { type ChildProcess, spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import * as ta from "../mod.ts";
+import { meshRuntime } from "../core/mesh.ts";
+import { runArgs, startNodeProcess, thisRuntime } from "../adapters/_test_nodes.ts";
+import { natsServerBinary, type NatsServerProcess, startNatsCluster } from "../transports/nats/_test_nats.ts";
+import { NatsBenchEcho } from "./_nats_app.ts";
+
+if (natsServerBinary() === undefined) {
+  console.log("bench/nats.ts: nats-server is not installed (apt-get install -y nats-server); nothing measured");
+  process.exit(0);
+}
+
+const RUNS = Number(process.env.RUNS ?? 5);
+const SEQ = 2_000;
+const FLIGHT = 256;
+const TOTAL = 20_000;
+const PAYLOAD = "x".repeat(64);
+const APP = fileURLToPath(new URL("./_nats_app.ts", import.meta.url));
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const spread = (xs: number[], d = 2) => `${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)}`;
+
+/** p50 of `SEQ` calls one at a time (after a warm-up), in µs. */
+async function p50(call: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 300; i++) await call();
+  const t: number[] = [];
+  for (let i = 0; i < SEQ; i++) {
+    const s = performance.now();
+    await call();
+    t.push(performance.now() - s);
+  }
+  return median(t) * 1000;
+}
+
+/** Calls per second with `FLIGHT` in flight, `TOTAL` calls. */
+async function rate(call: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 1000; i++) await call();
+  let left = TOTAL;
+  const s = performance.now();
+  await Promise.all(Array.from({ length: FLIGHT }, async () => {
+    while (left-- > 0) await call();
+  }));
+  return TOTAL / ((performance.now() - s) / 1000);
+}
+
+function startRaw(url: string, subject: string): Promise<ChildProcess> {
+  const [bin, args] = runArgs(thisRuntime(), APP, [url, subject]);
+  const proc = spawn(bin, args, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    proc.stdout!.on("data", (d) => String(d).includes("ready") && resolve(proc));
+    proc.once("exit", (c) => reject(new Error(`raw responder exited ${c}`)));
+  });
+}
+
+const servers: NatsServerProcess[] = await startNatsCluster(3);
+const [a, b] = servers;
+const raw = await startRaw(a.url, "bench.echo");
+const node = await startNodeProcess(APP, ["--port", "0", "--name", "bench1", "--nats", a.url], {});
+// the driver's clients: one on the node's own server, one across a route
+const rawSame = await connect({ servers: a.url });
+const rawRoute = await connect({ servers: b.url });
+const payload = new TextEncoder().encode(PAYLOAD);
+
+const rows: Record<string, { raw: number[]; ta: number[] }> = {};
+const add = (k: string, r: number, t: number) => {
+  rows[k] ??= { raw: [], ta: [] };
+  rows[k].raw.push(r);
+  rows[k].ta.push(t);
+};
+
+for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a route", rawRoute, b.url]] as const) {
+  await using mesh = new ta.Mesh([new ta.MeshNode("bench1", { endpoint: `${url}/bench1` })]);
+  const echo = await mesh.run(async () => {
+    const h = NatsBenchEcho.init();
+    await h.echo.go("warm");
+    return h;
+  });
+  const taCall = () => mesh.run(() => echo.echo.go(PAYLOAD));
+  const rawCall = () => nc.request("bench.echo", payload, { timeout: 10_000 });
+  for (let run = 0; run < RUNS; run++) {
+    // alternate which goes first, so neither is always measured on a warmer machine
+    if (run % 2 === 0) {
+      add(`p50 ${where}`, await p50(rawCall), await p50(taCall));
+      add(`calls/s ${where}`, await rate(rawCall), await rate(taCall));
+    } else {
+      const t = await p50(taCall);
+      add(`p50 ${where}`, await p50(rawCall), t);
+      const tr = await rate(taCall);
+      add(`calls/s ${where}`, await rate(rawCall), tr);
+    }
+  }
+}
+
+// discovery: 3 nodes (bench1 and two more), found by Mesh.discover vs. listed by hand
+const more = await Promise.all(
+  ["bench2", "bench3"].map((n, i) => startNodeProcess(APP, ["--port", "0", "--name", n, "--nats", servers[i + 1].url], {})),
+);
+const discoverMs: number[] = [], listedMs: number[] = [];
+for (let run = 0; run < RUNS; run++) {
+  let s = performance.now();
+  const found = await ta.Mesh.discover({ nats: a.url, nodes: 3, timeoutMs: 30_000 });
+  discoverMs.push(performance.now() - s);
+  if (found.nodes.length !== 3) throw new Error(`discovered ${found.nodes.length} nodes`);
+  await found.close();
+  s = performance.now();
+  const listed = new ta.Mesh(["bench1", "bench2", "bench3"].map((n) => new ta.MeshNode(n, { endpoint: `${a.url}/${n}` })));
+  // what discovery gives at once: every node's welcome (made links ask for it)
+  const { linkFor } = await import("../transports/link.ts");
+  const { handleWire } = await import("../transports/handle_wire.ts");
+  await Promise.all(listed.nodes.map((n) => linkFor(meshRuntime(listed), n.name, n.endpoint!, {}, handleWire).welcome()));
+  listedMs.push(performance.now() - s);
+  await listed.close();
+}
+
+const fmt = (k: string, v: number) => (k.startsWith("p50") ? `${v.toFixed(0)} µs` : `${v.toFixed(0)}`);
+console.log(`\n### NATS (${thisRuntime()}, ${RUNS} runs, ${FLIGHT} in flight, ${PAYLOAD.length}-byte string)\n`);
+console.log("| measure | raw NATS request/reply (median) | thinkagain service call (median) | ratio raw/ta or ta/raw (median, min–max) |");
+console.log("|---|---|---|---|");
+for (const [k, { raw: r, ta: t }] of Object.entries(rows)) {
+  // as a share of raw: calls/s ta/raw, latency raw/ta (1.0 = as fast as raw NATS)
+  const ratios = r.map((x, i) => (k.startsWith("p50") ? x / t[i] : t[i] / x));
+  console.log(`| ${k} | ${fmt(k, median(r))} | ${fmt(k, median(t))} | ${median(ratios).toFixed(2)}× (${spread(ratios)}) |`);
+}
+const dr = discoverMs.map((d, i) => listedMs[i] / d);
+console.log(
+  `| discover 3 nodes | listed endpoints + welcomes: ${median(listedMs).toFixed(1)} ms | Mesh.discover: ${
+    median(discoverMs).toFixed(1)
+  } ms (${spread(discoverMs, 1)}) | ${median(dr).toFixed(2)}× (${spread(dr)}) |`,
+);
+
+await rawSame.close();
+await rawRoute.close();
+raw.kill("SIGKILL");
+for (const n of [node, ...more]) n.kill("SIGKILL");
+await Promise.all([node, ...more].map((n) => n.exited));
+await Promise.all(servers.map((s) => s.kill()));
+process.exit(0);

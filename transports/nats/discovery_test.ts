@@ -1,0 +1,100 @@
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as ta from "../../mod.ts";
+import { Mesh as CoreMesh } from "../../core/mesh.ts";
+import { NodeServer } from "../node_server.ts";
+import { decodeAnnouncement, encodeAnnouncement } from "./announcement.ts";
+import { discoverNodes } from "./discovery.ts";
+import { startNatsNode } from "./node.ts";
+import { natsMissing, type NatsServerProcess, startNatsServer } from "./_test_nats.ts";
+
+test("Mesh.fromConfig: a discover entry is checked, and needs the package root's Mesh", async () => {
+  await rejects(
+    ta.Mesh.fromConfig({ discover: { nats: "nats://h:4222" }, nodes: [] }),
+    /"nodes" or "discover", not both/,
+  );
+  await rejects(
+    ta.Mesh.fromConfig({ discover: { nats: "nats://h:4222", timeout: 5 } as never }),
+    /did you mean "timeoutMs"/,
+  );
+  await rejects(ta.Mesh.fromConfig({ discover: { url: "nats://h" } as never }), /"discover" needs \{ "nats"/);
+  await rejects(CoreMesh.fromConfig({ discover: { nats: "nats://h:4222" } }), /needs the Mesh of the package root/);
+  await rejects(ta.Mesh.fromConfig({ discover: { nats: "http://h:4222" } }), /expected a NATS URL/);
+  await rejects(
+    ta.Mesh.fromConfig({ discover: { nats: "nats://127.0.0.1:9", timeoutMs: 500 } }),
+    (e: unknown) => e instanceof ta.TransportError && e.message.includes("nats://127.0.0.1:9"),
+  );
+});
+
+test("decodeAnnouncement refuses malformed announcements and other protocol versions", () => {
+  const good = {
+    v: 2,
+    node: "n1",
+    endpoint: "nats://h:4222/n1",
+    session: "s",
+    gpus: 1,
+    cpus: 4,
+    services: ["A"],
+    ops: ["b"],
+  };
+  deepStrictEqual(decodeAnnouncement(encodeAnnouncement(good)), good);
+  for (
+    const bad of [
+      { ...good, v: 1 },
+      { ...good, node: "a.b" },
+      { ...good, endpoint: "nats://h:4222/other" },
+      { ...good, gpus: -1 },
+      { ...good, services: [1] },
+      { ...good, direct: "file:///etc/passwd" },
+    ]
+  ) strictEqual(decodeAnnouncement(encodeAnnouncement(bad as never)), undefined, JSON.stringify(bad));
+});
+
+describe("discovery on one NATS server", { skip: natsMissing() }, () => {
+  let server: NatsServerProcess;
+  before(async () => {
+    server = await startNatsServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("Mesh.discover with nobody there is a TypeError saying how to start a node", async () => {
+    await rejects(ta.Mesh.discover({ nats: server.url, timeoutMs: 200 }), (e: unknown) => {
+      ok(e instanceof TypeError && e.message.includes("no node answered") && e.message.includes("--nats"), String(e));
+      return true;
+    });
+    await rejects(ta.Mesh.discover({ nats: server.url, timeoutMs: -1 }), RangeError);
+  });
+
+  test("discoverNodes lists what each node announced; a node that left no longer answers", async () => {
+    const a = new NodeServer({ name: "da", gpus: 2, cpus: 3 });
+    const na = await startNatsNode(a.handler, { nats: server.url, name: "da", direct: "http://127.0.0.1:1" });
+    const b = new NodeServer({ name: "db" });
+    const nb = await startNatsNode(b.handler, { nats: server.url, name: "db" });
+    try {
+      const found = await discoverNodes(server.url, { nodes: 2, timeoutMs: 30_000 });
+      deepStrictEqual(found.map((x) => [x.node, x.gpus, x.cpus, x.endpoint, x.direct]), [
+        ["da", 2, 3, `${server.url}/da`, "http://127.0.0.1:1"],
+        ["db", 0, null, `${server.url}/db`, undefined],
+      ]);
+      await nb.leave();
+      const after = await discoverNodes(server.url, { timeoutMs: 300 });
+      deepStrictEqual(after.map((x) => x.node), ["da"]);
+      // Mesh.fromConfig with a discover entry builds the same mesh as Mesh.discover
+      await using mesh = await ta.Mesh.fromConfig({ name: "found", discover: { nats: server.url, nodes: 1 } });
+      deepStrictEqual(mesh.nodes.map((n) => [n.name, n.endpoint, n.gpus.length, n.cpus]), [[
+        "da",
+        `${server.url}/da`,
+        2,
+        3,
+      ]]);
+      strictEqual(mesh.name, "found");
+    } finally {
+      await na.close();
+      await nb.close();
+      await a.drain();
+      await b.drain();
+    }
+  });
+});
