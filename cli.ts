@@ -304,6 +304,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     headersTimeoutMs: cmd.headersTimeoutMs,
     idleTimeoutMs: cmd.idleTimeoutMs,
     onAcceptError: acceptErrorLog(cmd.name),
+    health: () => node.health(),
   });
   try {
     // served first, so GET /healthz says "loading" while the models load; the ready line waits

@@ -32,6 +32,6 @@
  * @module
  */
 export { DEFAULT_LEASE_MS, NodeServer, type NodeServerOptions } from "./transports/node_server.ts";
-export { createNodeApp, type NodeAppOptions } from "./transports/server.ts";
+export { createNodeApp, type NodeAppOptions, type NodeHealth, type NodeStatus } from "./transports/server.ts";
 export { PROTOCOL_VERSION } from "./transports/protocol.ts";
 export type { FrameHandler, ServeFramesOptions } from "./transports/transport.ts";

@@ -84,7 +84,7 @@ export async function serve(app: FetchApp, options?: ServeOptions): Promise<Serv
 
 /** Options of {@linkcode serveFrames}. */
 export interface ServeFramesOnOptions
-  extends ServeOptions, ServeFramesOptions, Pick<NodeAppOptions, "allowOrigins" | "allowHosts"> {}
+  extends ServeOptions, ServeFramesOptions, Pick<NodeAppOptions, "allowOrigins" | "allowHosts" | "health"> {}
 
 /**
  * Serves a frame handler over HTTP (`/rpc`) and WebSocket (`/ws`) on one port of this runtime.
@@ -113,6 +113,7 @@ export async function serveFrames(handler: FrameHandler, options: ServeFramesOnO
     upgradeWebSocket: adapter.upgradeWebSocket,
     allowOrigins: options.allowOrigins,
     allowHosts: options.allowHosts,
+    health: options.health,
     listenHost: options.hostname ?? "127.0.0.1",
   });
   // The runtime's own message limit follows the frame limit: a frame a little over it (up to twice,

@@ -29,7 +29,7 @@ export { DEFAULT_MAX_FRAME_BYTES, timingSafeEqualString } from "./transport.ts";
 export { type InMemoryServerHandle, inMemoryTransport, serveInMemory } from "./in_memory.ts";
 export { httpTransport, rpcUrl } from "./http.ts";
 export { webSocketTransport, webSocketUrl } from "./websocket.ts";
-export { createNodeApp, type NodeAppOptions } from "./server.ts";
+export { createNodeApp, type NodeAppOptions, type NodeHealth, type NodeStatus } from "./server.ts";
 export { NodeServer, type NodeServerOptions } from "./node_server.ts";
 export { layerRemote } from "./remote_executor.ts";
 export { transportFor } from "./transport_for.ts";

@@ -30,6 +30,7 @@ import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
 import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
+import type { NodeHealth } from "./server.ts";
 import { backgroundInterval } from "./_common.ts";
 import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
@@ -247,6 +248,32 @@ export class NodeServer {
       nodes: [{ name: this.name, endpoint: undefined, gpus, cpus: { total: cpus, free: cpus - used } }],
       instances,
     };
+  }
+
+  /**
+   * Whether this node takes work, for `GET /healthz` (pass it as `createNodeApp`'s `health`):
+   * `"loading"` while resident services are being constructed ({@linkcode NodeServer.startResident}),
+   * `"draining"` once {@linkcode NodeServer.drain} started, else `"ready"`.
+   *
+   * @returns The status, the node's name and the protocol version.
+   *
+   * @example
+   * ```ts
+   * import { NodeServer } from "./node_server.ts";
+   * import { createNodeApp } from "./server.ts";
+   * import { strictEqual } from "node:assert/strict";
+   * const node = new NodeServer({ name: "n1", token: "secret" });
+   * const app = createNodeApp(node.handler, { token: "secret", health: () => node.health() });
+   * strictEqual((await app.fetch(new Request("http://127.0.0.1/healthz"))).status, 200);
+   * await node.drain();
+   * const res = await app.fetch(new Request("http://127.0.0.1/healthz"));
+   * strictEqual(res.status, 503);
+   * strictEqual((await res.json()).status, "draining");
+   * ```
+   */
+  health(): NodeHealth {
+    const status = this.draining ? "draining" : this.loading > 0 ? "loading" : "ready";
+    return { status, name: this.name, protocol: PROTOCOL_VERSION };
   }
 
   /** Answers one frame. */

@@ -70,6 +70,35 @@ export interface NodeAppOptions extends ServeFramesOptions {
    * client's calls on it fail with a transport error. Replies are never dropped.
    */
   maxSendQueueBytes?: number;
+  /**
+   * What `GET /healthz` and `GET /livez` answer (a `NodeServer`'s `health()`), as JSON. `/healthz`
+   * is the readiness probe: 200 while the status is `"ready"`, 503 while the node loads its
+   * resident services or drains, so an orchestrator sends work only to a node that takes it.
+   * `/livez` is the liveness probe: 200 whenever the node answers at all (a node loading a model or
+   * draining its calls is alive, and must not be restarted for it). Neither needs the token: they
+   * show only the status, the node's name and the protocol version. Without this option neither is
+   * served (404).
+   */
+  health?: () => NodeHealth;
+}
+
+/**
+ * Whether a node takes work: `"ready"`; `"loading"` while it constructs its resident services
+ * (`thinkagain serve --start`); `"draining"` once it shuts down (it takes no new calls).
+ */
+export type NodeStatus = "ready" | "loading" | "draining";
+
+/**
+ * What a node's `GET /healthz` says. Only what a probe needs and anyone who can reach the port may
+ * see: never the token, its instances, its callers or its session.
+ */
+export interface NodeHealth {
+  /** `"ready"`: answered 200; anything else 503. */
+  readonly status: NodeStatus;
+  /** The node's name. */
+  readonly name: string;
+  /** The protocol version it speaks. */
+  readonly protocol: number;
 }
 
 const CBOR = "application/cbor";
@@ -142,6 +171,21 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
         exposeHeaders: ["x-thinkagain-error"],
       }),
     );
+  }
+
+  const health = options.health;
+  if (health !== undefined) {
+    // no token: a kubelet probe carries none, and the answer holds nothing a caller could use
+    const answer = (h: NodeHealth, ok: boolean) =>
+      new Response(JSON.stringify(h), {
+        status: ok ? 200 : 503,
+        headers: { "content-type": "application/json", "cache-control": "no-store" },
+      });
+    app.get("/healthz", () => {
+      const h = health();
+      return answer(h, h.status === "ready");
+    });
+    app.get("/livez", () => answer(health(), true));
   }
 
   app.post("/rpc", async (c) => {
