@@ -65,6 +65,7 @@ export {
   type TracingOptions,
   type TracingStats,
   tracingStats,
+  watchDroppedSpans,
 } from "./tracing/mod.ts";
 export {
   onTaskEvent,

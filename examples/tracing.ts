@@ -12,6 +12,7 @@
 // `.go()` once a tracer provider is registered (or call ta.enableTracing()).
 import { context, propagation, trace } from "@opentelemetry/api";
 import * as ta from "../mod.ts";
+import { BATCH_OPTIONS } from "./_batch_options.ts";
 
 const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env ?? {};
 const endpoint = (env.OTEL_EXPORTER_OTLP_ENDPOINT ?? "http://localhost:4318").replace(/\/$/, "");
@@ -27,7 +28,13 @@ async function setUpOpenTelemetry(): Promise<() => Promise<void>> {
   const { BasicTracerProvider, BatchSpanProcessor } = await import("@opentelemetry/sdk-trace-base");
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME ?? "tracing-example" }),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }))],
+    spanProcessors: [
+      // sized for bursts (see BATCH_OPTIONS); spans it still drops are counted and warned about
+      new BatchSpanProcessor(
+        new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+        ta.watchDroppedSpans(BATCH_OPTIONS),
+      ),
+    ],
   });
   // the context manager carries the active span across `await`, so spans nest correctly
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());

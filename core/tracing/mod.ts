@@ -11,8 +11,8 @@
  *
  * Where things are: `lifecycle.ts` (on, off, detection), `sampling.ts` (`sampleRatio`,
  * `maxOverhead`), `spans.ts` (spans from task events), `propagation.ts` (trace context across a
- * transport), `provider.ts` (what the API has registered), `stats.ts` (counts), `state.ts` (the one
- * state object).
+ * transport), `provider.ts` (what the API has registered), `stats.ts` (counts), `dropped.ts` (spans
+ * the SDK lost), `state.ts` (the one state object).
  *
  * @example Spans for ops, with an in-memory exporter
  * ```ts
@@ -39,3 +39,4 @@ export {
 export { type ExtractedContextOptions, injectTraceContext, withExtractedContext } from "./propagation.ts";
 export { hasTracerProvider } from "./provider.ts";
 export { type TracingStats, tracingStats } from "./stats.ts";
+export { watchDroppedSpans } from "./dropped.ts";

@@ -79,6 +79,15 @@ export interface TracingState {
   recordedSinceRoot: number;
   /** The task count when tracing was turned off (the count stops there), else undefined. */
   submittedFrozen: number | undefined;
+  // ---- spans the SDK lost (dropped.ts) ----
+  /** Spans the SDK's processor dropped, its queue full, since tracing was last enabled. */
+  droppedSpans: number;
+  /** Spans the SDK's exporter failed to send since tracing was last enabled. */
+  failedSpans: number;
+  /** Whether the first drop was warned about (once per process). */
+  dropWarned: boolean;
+  /** Whether the first failed export was warned about (once per process). */
+  failWarned: boolean;
 }
 
 /**
@@ -118,4 +127,8 @@ export const tracingState: TracingState = {
   lastRootSeq: 0,
   recordedSinceRoot: 0,
   submittedFrozen: undefined,
+  droppedSpans: 0,
+  failedSpans: 0,
+  dropWarned: false,
+  failWarned: false,
 };

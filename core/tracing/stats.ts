@@ -17,6 +17,13 @@ export interface TracingStats {
    * root's span carries how many came just before it as `thinkagain.untraced_before`.
    */
   readonly untracedTasks: number;
+  /**
+   * Spans the OpenTelemetry SDK's `BatchSpanProcessor` dropped because its queue was full. Counted
+   * only when its options went through `ta.watchDroppedSpans()` (the SDK tells no one otherwise).
+   */
+  readonly droppedSpans: number;
+  /** Spans the SDK's exporter failed to send (counted as `droppedSpans` is). */
+  readonly failedSpans: number;
 }
 
 /**
@@ -41,7 +48,12 @@ export interface TracingStats {
  */
 export function tracingStats(): TracingStats {
   const submitted = (tracingState.submittedFrozen ?? submittedCount()) - tracingState.submittedAtEnable;
-  return { spans: tracingState.spansMade, untracedTasks: Math.max(0, submitted - tracingState.recordedCount) };
+  return {
+    spans: tracingState.spansMade,
+    untracedTasks: Math.max(0, submitted - tracingState.recordedCount),
+    droppedSpans: tracingState.droppedSpans,
+    failedSpans: tracingState.failedSpans,
+  };
 }
 
 /**
@@ -57,6 +69,7 @@ export function tracingStats(): TracingStats {
  */
 export function resetStats(): void {
   tracingState.spansMade = tracingState.recordedCount = tracingState.recordedSinceRoot = 0;
+  tracingState.droppedSpans = tracingState.failedSpans = 0;
   tracingState.lastRootSeq = tracingState.submittedAtEnable = submittedCount();
   tracingState.submittedFrozen = undefined;
 }

@@ -195,7 +195,7 @@ test("sampleRatio traces that share of root tasks, whole: a traced task's childr
     for (const l of leaves) assert.ok(rootIds.has(l.parentSpanContext?.spanId ?? ""), "the child hangs under its root");
     // what was left out is counted (75 roots and their children), and each traced root after the
     // first says how many tasks went untraced since the previous one (the three roots between them)
-    assert.deepEqual(ta.tracingStats(), { spans: 50, untracedTasks: 150 });
+    assert.deepEqual(ta.tracingStats(), { spans: 50, untracedTasks: 150, droppedSpans: 0, failedSpans: 0 });
     const gaps = roots.map((s) => s.attributes["thinkagain.untraced_before"]);
     assert.equal(gaps.filter((g) => g === undefined).length, 1, "the first root is traced with none before it");
     assert.ok(gaps.every((g) => g === undefined || g === 3), `three untraced before each other root (${gaps})`);
@@ -412,7 +412,11 @@ test("maxOverhead: a burst of tiny tasks is traced in proportion, a request afte
     await ta.all(Array.from({ length: 5_000 }, (_, i) => tiny.go(i)));
     const burst = exporter.getFinishedSpans().length;
     assert.ok(burst >= 1 && burst < 1_000, `a share of the burst is traced (${burst} of 5000)`);
-    assert.deepEqual(ta.tracingStats(), { spans: burst, untracedTasks: 5_000 - burst }, "every task counted once");
+    assert.deepEqual(
+      ta.tracingStats(),
+      { spans: burst, untracedTasks: 5_000 - burst, droppedSpans: 0, failedSpans: 0 },
+      "every task counted once",
+    );
     exporter.reset();
     // a profiler records every task meanwhile: that is not the budget's choice, nor on its bill
     const profiler = ta.profile();
@@ -546,7 +550,7 @@ test("tracingStats stops counting when tracing is turned off", () =>
     await ta.all([1, 2, 3, 4].map((i) => tiny.go(i)));
     ta.disableTracing();
     await ta.all([5, 6, 7].map((i) => tiny.go(i)));
-    assert.deepEqual(ta.tracingStats(), { spans: 2, untracedTasks: 2 });
+    assert.deepEqual(ta.tracingStats(), { spans: 2, untracedTasks: 2, droppedSpans: 0, failedSpans: 0 });
   }));
 
 test("an op marked remote that runs here (no mesh, or local nodes only) is an INTERNAL span with executor local", () =>
