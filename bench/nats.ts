@@ -14,6 +14,8 @@ import { meshRuntime } from "../core/mesh.ts";
 import { runArgs, startNodeProcess, thisRuntime } from "../adapters/_test_nodes.ts";
 import { natsServerBinary, type NatsServerProcess, startNatsCluster } from "../transports/nats/_test_nats.ts";
 import { NatsBenchEcho } from "./_nats_app.ts";
+import { serveNats } from "../transports/nats/serve.ts";
+import { natsTransport } from "../transports/nats/transport.ts";
 
 if (natsServerBinary() === undefined) {
   console.log("bench/nats.ts: nats-server is not installed (apt-get install -y nats-server); nothing measured");
@@ -31,7 +33,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const spread = (xs: number[], d = 2) => `${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)}`;
 
 /** p50 of `SEQ` calls one at a time (after a warm-up), in µs. */
-async function p50(call: () => Promise<unknown>): Promise<number> {
+async function p50(call: () => PromiseLike<unknown>): Promise<number> {
   for (let i = 0; i < 300; i++) await call();
   const t: number[] = [];
   for (let i = 0; i < SEQ; i++) {
@@ -43,7 +45,7 @@ async function p50(call: () => Promise<unknown>): Promise<number> {
 }
 
 /** Calls per second with `FLIGHT` in flight, `TOTAL` calls. */
-async function rate(call: () => Promise<unknown>): Promise<number> {
+async function rate(call: () => PromiseLike<unknown>): Promise<number> {
   for (let i = 0; i < 1000; i++) await call();
   let left = TOTAL;
   const s = performance.now();
@@ -85,7 +87,8 @@ for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a rout
     await h.echo.go("warm");
     return h;
   });
-  const taCall = () => mesh.run(() => echo.echo.go(PAYLOAD));
+  // a handle calls its instance from anywhere (no mesh.run per call: raw NATS has no such step)
+  const taCall = () => echo.echo.go(PAYLOAD);
   const rawCall = () => nc.request("bench.echo", payload, { timeout: 10_000 });
   for (let run = 0; run < RUNS; run++) {
     // alternate which goes first, so neither is always measured on a warmer machine
@@ -101,9 +104,35 @@ for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a rout
   }
 }
 
+// where the time goes: the transport alone (frames echoed by a handler, no call machinery), and the
+// same service call over the node's direct WebSocket link
+{
+  const echoNode = await serveNats((f) => f, { nats: a.url, name: "frameecho" });
+  // the driver's side on its own client (another seed string is another pooled client)
+  const conn = await natsTransport.connect(`nats://localhost:${a.port}/frameecho`);
+  const frame = new Uint8Array(96);
+  const rawCall = () => rawSame.request("bench.echo", frame, { timeout: 10_000 });
+  const frameCall = () => conn.request(frame);
+  await using wsMesh = new ta.Mesh([new ta.MeshNode("bench1", { endpoint: node.url.replace("http", "ws") })]);
+  const wsEcho = await wsMesh.run(async () => {
+    const h = NatsBenchEcho.init();
+    await h.echo.go("warm");
+    return h;
+  });
+  const wsCall = () => wsEcho.echo.go(PAYLOAD);
+  for (let run = 0; run < RUNS; run++) {
+    add("calls/s, frames through the NATS transport only", await rate(rawCall), await rate(frameCall));
+    add("calls/s, the service call over ws:// instead", await rate(rawCall), await rate(wsCall));
+  }
+  await conn.close();
+  await echoNode.close();
+}
+
 // discovery: 3 nodes (bench1 and two more), found by Mesh.discover vs. listed by hand
 const more = await Promise.all(
-  ["bench2", "bench3"].map((n, i) => startNodeProcess(APP, ["--port", "0", "--name", n, "--nats", servers[i + 1].url], {})),
+  ["bench2", "bench3"].map((n, i) =>
+    startNodeProcess(APP, ["--port", "0", "--name", n, "--nats", servers[i + 1].url], {})
+  ),
 );
 const discoverMs: number[] = [], listedMs: number[] = [];
 for (let run = 0; run < RUNS; run++) {
@@ -113,23 +142,31 @@ for (let run = 0; run < RUNS; run++) {
   if (found.nodes.length !== 3) throw new Error(`discovered ${found.nodes.length} nodes`);
   await found.close();
   s = performance.now();
-  const listed = new ta.Mesh(["bench1", "bench2", "bench3"].map((n) => new ta.MeshNode(n, { endpoint: `${a.url}/${n}` })));
+  const listed = new ta.Mesh(
+    ["bench1", "bench2", "bench3"].map((n) => new ta.MeshNode(n, { endpoint: `${a.url}/${n}` })),
+  );
   // what discovery gives at once: every node's welcome (made links ask for it)
   const { linkFor } = await import("../transports/link.ts");
   const { handleWire } = await import("../transports/handle_wire.ts");
-  await Promise.all(listed.nodes.map((n) => linkFor(meshRuntime(listed), n.name, n.endpoint!, {}, handleWire).welcome()));
+  await Promise.all(
+    listed.nodes.map((n) => linkFor(meshRuntime(listed), n.name, n.endpoint!, {}, handleWire).welcome()),
+  );
   listedMs.push(performance.now() - s);
   await listed.close();
 }
 
 const fmt = (k: string, v: number) => (k.startsWith("p50") ? `${v.toFixed(0)} µs` : `${v.toFixed(0)}`);
 console.log(`\n### NATS (${thisRuntime()}, ${RUNS} runs, ${FLIGHT} in flight, ${PAYLOAD.length}-byte string)\n`);
-console.log("| measure | raw NATS request/reply (median) | thinkagain service call (median) | ratio raw/ta or ta/raw (median, min–max) |");
+console.log(
+  "| measure | raw NATS request/reply (median) | thinkagain (median) | share of raw (median, min–max) |",
+);
 console.log("|---|---|---|---|");
 for (const [k, { raw: r, ta: t }] of Object.entries(rows)) {
   // as a share of raw: calls/s ta/raw, latency raw/ta (1.0 = as fast as raw NATS)
   const ratios = r.map((x, i) => (k.startsWith("p50") ? x / t[i] : t[i] / x));
-  console.log(`| ${k} | ${fmt(k, median(r))} | ${fmt(k, median(t))} | ${median(ratios).toFixed(2)}× (${spread(ratios)}) |`);
+  console.log(
+    `| ${k} | ${fmt(k, median(r))} | ${fmt(k, median(t))} | ${median(ratios).toFixed(2)}× (${spread(ratios)}) |`,
+  );
 }
 const dr = discoverMs.map((d, i) => listedMs[i] / d);
 console.log(

@@ -13,6 +13,7 @@ import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
 import { meshLink, type NodeLink } from "./link.ts";
+import { natsQueueLink } from "./nats/queue_link.ts";
 import type { WelcomeMessage } from "./protocol.ts";
 
 function inFlightOf(link: NodeLink): number {
@@ -62,7 +63,9 @@ export function remoteOpBody(
       span?.setAttribute("thinkagain.executor", "local");
       return registeredOps().get(name)!.fn(...a);
     }
-    const link = leastLoaded(candidates, inFlightOf)!;
+    // among NATS nodes on the same servers, NATS hands the call to one member of the op's queue group
+    const link = natsQueueLink(mesh, name, candidates, handleWire) ??
+      leastLoaded(candidates, inFlightOf)!;
     noteOpPlacement(name, link.node);
     span?.setAttribute("thinkagain.node", link.node);
     const timeoutMs = mesh.options.timeoutMs;

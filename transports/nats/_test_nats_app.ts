@@ -74,3 +74,19 @@ export async function ragPipeline(
   const docs = retriever.retrieve.go(query, 2);
   return await generator.generate.go(query, docs, tokens);
 }
+
+/** The name this process serves as (`--name`), for ops that say where they ran. */
+const servedAs = (() => {
+  const argv = (globalThis as { process?: { argv: string[] } }).process?.argv ?? [];
+  const at = argv.indexOf("--name");
+  return at >= 0 ? argv[at + 1] : "driver";
+})();
+
+/** A remote op every node registers: served through the op's NATS queue group. */
+export const natsWhere = ta.op(
+  { name: "natsWhere", remote: true },
+  async (ms: number): Promise<string> => {
+    await new Promise((r) => setTimeout(r, ms));
+    return servedAs;
+  },
+);

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../../mod.ts";
 import { type NodeProcess, type Runtime, startNodeProcess } from "../../adapters/_test_nodes.ts";
 import { natsMissing, type NatsServerProcess, startNatsCluster } from "./_test_nats.ts";
-import { NatsGenerator, NatsRetriever, NatsSolo, NatsWorker, ragPipeline } from "./_test_nats_app.ts";
+import { NatsGenerator, NatsRetriever, NatsSolo, natsWhere, NatsWorker, ragPipeline } from "./_test_nats_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_nats_app.ts", import.meta.url));
 const missing = natsMissing();
@@ -74,6 +74,17 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
     );
     deepStrictEqual(new Set(workers.map((r) => r.node)), new Set(["n1", "n2", "n3"]), "calls reach every replica");
   });
+
+  test(
+    "a remote op registered on every node is served through its NATS queue group",
+    { timeout: 120_000 },
+    async () => {
+      await using mesh = await ta.Mesh.discover({ nats: servers[0].url, nodes: 3, timeoutMs: 30_000 });
+      const where = await mesh.run(() => Promise.all(Array.from({ length: 60 }, () => natsWhere.go(5))));
+      const ran = new Set(where);
+      ok(ran.size >= 2 && [...ran].every((n) => ["n1", "n2", "n3"].includes(n)), `ran on ${[...ran]}`);
+    },
+  );
 
   test("SIGKILL of one nats-server: calls go on through the others, none hangs", { timeout: 120_000 }, async () => {
     await using mesh = await ta.Mesh.discover({

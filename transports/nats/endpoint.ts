@@ -17,6 +17,12 @@ export interface NatsEndpoint {
   readonly node: string;
   /** The subject the node serves frames on. */
   readonly subject: string;
+  /**
+   * For an op's queue group (`nats://…/op:<name>`): the subject every member hears (not one of
+   * them), where one-way frames (cancels) and audits go, since the member that took a call is not
+   * known.
+   */
+  readonly broadcast?: string;
 }
 
 const NODE_NAME = /^[A-Za-z0-9_-]{1,128}$/;
@@ -71,7 +77,53 @@ export function nodeSubject(node: string): string {
  * ```
  */
 export function opSubject(op: string): string {
-  return `${SUBJECT_PREFIX}.op.${op.replace(/[^A-Za-z0-9_-]/g, (c) => `~${c.codePointAt(0)!.toString(16)}~`)}`;
+  return `${SUBJECT_PREFIX}.op.${opToken(op)}`;
+}
+
+/**
+ * The subject every node serving an op hears (no queue group): cancels and audits of calls sent to
+ * the op's queue group go there.
+ *
+ * @param op The op's registered name.
+ * @returns `thinkagain.opall.<op>`.
+ *
+ * @example
+ * ```ts
+ * import { opBroadcastSubject } from "./endpoint.ts";
+ * if (opBroadcastSubject("embed") !== "thinkagain.opall.embed") throw new Error("unexpected");
+ * ```
+ */
+export function opBroadcastSubject(op: string): string {
+  return `${SUBJECT_PREFIX}.opall.${opToken(op)}`;
+}
+
+function opToken(op: string): string {
+  return op.replace(/[^A-Za-z0-9_-]/g, (c) => `~${c.codePointAt(0)!.toString(16)}~`);
+}
+
+/**
+ * The endpoint of an op's NATS queue group among nodes reached through the same NATS servers: a
+ * call sent there goes to one of the nodes that registered the op, chosen by NATS. `undefined`
+ * unless there are at least two such endpoints, all `nats://` through the same servers.
+ *
+ * @param endpoints The endpoints of the nodes that registered the op.
+ * @param op The op's registered name.
+ * @returns `nats://…/op:<op>`, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { opQueueEndpoint } from "./endpoint.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(opQueueEndpoint(["nats://h:4222/a", "nats://h:4222/b"], "embed"), "nats://h:4222/op:embed");
+ * strictEqual(opQueueEndpoint(["nats://h:4222/a", "ws://h:7070"], "embed"), undefined);
+ * ```
+ */
+export function opQueueEndpoint(endpoints: readonly string[], op: string): string | undefined {
+  if (endpoints.length < 2) return undefined;
+  const bases = new Set(endpoints.map((e) => /^nats:\/\/[^/]+(?=\/[^/]+$)/i.exec(e)?.[0]));
+  if (bases.size !== 1) return undefined;
+  const [base] = bases;
+  return base === undefined ? undefined : `${base}/op:${encodeURIComponent(op)}`;
 }
 
 /**
@@ -132,6 +184,16 @@ export function parseNatsEndpoint(endpoint: string): NatsEndpoint {
   const what = `Cannot connect over NATS to ${endpoint}`;
   const { servers, path } = splitNats(endpoint, what);
   const node = path.slice(1);
+  if (node.startsWith("op:")) {
+    let op: string;
+    try {
+      op = decodeURIComponent(node.slice(3));
+    } catch {
+      throw new TypeError(`${what}: "${node}" is no op name`);
+    }
+    if (op === "") throw new TypeError(`${what}: it names no op (expected nats://host:4222/op:<op>)`);
+    return { servers, node, subject: opSubject(op), broadcast: opBroadcastSubject(op) };
+  }
   if (node === "") {
     throw new TypeError(`${what}: it names no node (expected nats://host:4222/<node>)`);
   }

@@ -16,7 +16,7 @@ import {
   LEAVE_SUBJECT,
   type NodeAnnouncement,
 } from "./announcement.ts";
-import { opSubject } from "./endpoint.ts";
+import { opBroadcastSubject, opSubject } from "./endpoint.ts";
 import { type NatsServer, serveNats, type ServeNatsOptions } from "./serve.ts";
 
 /** Options of {@linkcode startNatsNode}. */
@@ -94,7 +94,7 @@ export async function startNatsNode(handler: FrameHandler, options: NatsNodeOpti
       }
     },
   }));
-  const unqueue = announcement.ops.map((op) => served.serveQueue(opSubject(op)));
+  const unqueue = announcement.ops.map((op) => served.serveQueue(opSubject(op), opBroadcastSubject(op)));
   const announce = () => {
     try {
       nc.publish(ANNOUNCE_SUBJECT, bytes);

@@ -35,10 +35,11 @@ export interface NatsServer {
   /** The shared NATS client it uses (for announcements). */
   readonly lease: NatsLease;
   /**
-   * Serves `subject` too, in a NATS queue group of the same name (each message to one member), for
-   * names more than one node serves (ops). Returns the function that stops it.
+   * Serves `subject` too, in a NATS queue group of the same name (each message to one member), and
+   * hears `broadcast` (every member: cancels and audits), for names more than one node serves
+   * (ops). Returns the function that stops both.
    */
-  serveQueue(subject: string): () => void;
+  serveQueue(subject: string, broadcast: string): () => void;
   /** Stops serving: calls still running get a `TransportError("closed")` reply, later ones no responders. */
   close(): Promise<void>;
 }
@@ -225,10 +226,16 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     endpoint,
     name: options.name,
     lease,
-    serveQueue(subject: string): () => void {
-      if (!subject.startsWith(`${SUBJECT_PREFIX}.`)) throw new TypeError(`Not a thinkagain subject: ${subject}`);
-      const sub = subscribe(subject, subject);
-      return () => sub.unsubscribe();
+    serveQueue(subject: string, broadcast: string): () => void {
+      for (const s of [subject, broadcast]) {
+        if (!s.startsWith(`${SUBJECT_PREFIX}.`)) throw new TypeError(`Not a thinkagain subject: ${s}`);
+      }
+      const queue = subscribe(subject, subject);
+      const all = subscribe(broadcast);
+      return () => {
+        queue.unsubscribe();
+        all.unsubscribe();
+      };
     },
     async close(): Promise<void> {
       if (closed) return;

@@ -35,6 +35,8 @@ import { acquireNats, type NatsLease } from "./pool.ts";
 
 /** How long a request waits before the node is asked whether it still works on it, ms. */
 export const AUDIT_EVERY_MS = 1_000;
+/** How long an audit of a queue group's calls waits for its members' answers, ms. */
+const AUDIT_COLLECT_MS = 500;
 /** The most requests one audit asks about. */
 const AUDIT_BATCH = 1_000;
 /** The most bytes of headers a request adds to its frame (token, deadline). */
@@ -237,9 +239,13 @@ class NatsTransportConnection implements TransportConnection {
     hdrs.set(H_AUDIT, "1");
     if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
     const replies = ids.map((id) => `${this.#inbox}.${id}`);
-    this.#send(encode(replies), hdrs, { timeoutMs: 10 * AUDIT_EVERY_MS }, true).then((reply) => {
-      const working = decode(reply);
-      if (!Array.isArray(working)) return;
+    const asked = this.#target.broadcast === undefined
+      ? this.#send(encode(replies), hdrs, { timeoutMs: 10 * AUDIT_EVERY_MS }, true).then((reply) => {
+        const working = decode(reply);
+        return Array.isArray(working) ? working : [];
+      })
+      : this.#auditAll(encode(replies), hdrs, ids.length);
+    asked.then((working) => {
       const lost = new TransportError(
         "io",
         `A request to ${this.endpoint} was lost in NATS: the node never got it, or its reply never came back ` +
@@ -255,13 +261,46 @@ class NatsTransportConnection implements TransportConnection {
     }, () => {}).finally(() => (this.#auditing = false));
   }
 
+  /**
+   * An audit of calls sent to a queue group: every member is asked (the one that took a call is not
+   * known), and a call is being worked on if any member says so. Members answer within
+   * {@linkcode AUDIT_COLLECT_MS}, or count as not working on it.
+   */
+  #auditAll(body: Uint8Array, hdrs: MsgHdrs, n: number): Promise<boolean[]> {
+    const working: boolean[] = new Array(n).fill(false);
+    const inbox = createInbox();
+    const sub = this.#nc.subscribe(inbox, {
+      callback: (_err, msg) => {
+        try {
+          const answer = decode(plainBytes(msg.data));
+          if (Array.isArray(answer)) answer.forEach((w, i) => w === true && i < n && (working[i] = true));
+        } catch {
+          // a malformed answer says nothing
+        }
+      },
+    });
+    try {
+      this.#nc.publish(this.#target.broadcast!, body, { reply: inbox, headers: hdrs });
+    } catch {
+      sub.unsubscribe();
+      return Promise.reject(new Error("audit not sent"));
+    }
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        sub.unsubscribe();
+        resolve(working);
+      }, AUDIT_COLLECT_MS)
+    );
+  }
+
   notify(frame: Uint8Array): void {
     if (this.#closed || frame.byteLength > this.#maxFrameBytes || this.#overPayload(frame.byteLength)) return;
     const hdrs = natsHeaders();
     hdrs.set(H_NOTIFY, this.#inbox);
     if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
     try {
-      this.#nc.publish(this.#target.subject, frame, { headers: hdrs });
+      // to a queue group: every member hears it (a cancel is for the one that took the call)
+      this.#nc.publish(this.#target.broadcast ?? this.#target.subject, frame, { headers: hdrs });
     } catch {
       // one-way: dropped when it cannot go
     }
@@ -276,7 +315,7 @@ class NatsTransportConnection implements TransportConnection {
       hdrs.set(H_BYE, this.#inbox);
       if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
       try {
-        this.#nc.publish(this.#target.subject, new Uint8Array(0), { headers: hdrs });
+        this.#nc.publish(this.#target.broadcast ?? this.#target.subject, new Uint8Array(0), { headers: hdrs });
       } catch {
         // closing anyway
       }

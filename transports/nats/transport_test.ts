@@ -1,4 +1,4 @@
-import { ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { TransportError } from "../../core/errors.ts";
 import { runTransportConformance, type TestServer } from "../_conformance.ts";
@@ -155,6 +155,52 @@ describe("nats transport", { skip: missing }, () => {
       sub.unsubscribe();
       await conn.close();
       await lease.release();
+    }
+  });
+});
+
+describe("nats transport: op queue groups", { skip: missing }, () => {
+  let srv: NatsServerProcess;
+  before(async () => {
+    srv = await startNatsServer();
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  test("natsTransport to nats://…/op:<op> spreads calls over the queue group; cancels and audits reach every member", async () => {
+    const { opBroadcastSubject, opSubject } = await import("./endpoint.ts");
+    const ran: string[] = [];
+    const oneWay: string[] = [];
+    const members = await Promise.all(["qa", "qb", "qc"].map(async (name) => {
+      const served = await serveNats(async (f, peer) => {
+        if (peer.oneWay) {
+          oneWay.push(name);
+          return undefined;
+        }
+        ran.push(name);
+        if (f[0] === 9) await new Promise((r) => setTimeout(r, 2_500)); // outlives two audits
+        return new TextEncoder().encode(name);
+      }, { nats: srv.url, name });
+      served.serveQueue(opSubject("q.op"), opBroadcastSubject("q.op"));
+      return served;
+    }));
+    await members[0].lease.nc.flush();
+    const conn = await natsTransport.connect(`${srv.url}/op:${encodeURIComponent("q.op")}`);
+    try {
+      const who = await Promise.all(Array.from({ length: 90 }, () => conn.request(new Uint8Array([1]))));
+      const names = new Set(who.map((b) => new TextDecoder().decode(b)));
+      ok(names.size >= 2, `one member took every call: ${[...names]}`);
+      strictEqual(ran.length, 90, "each call ran once");
+      conn.notify(new Uint8Array([2]));
+      for (let i = 0; i < 500 && oneWay.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+      deepStrictEqual(oneWay.sort(), ["qa", "qb", "qc"], "a one-way frame (a cancel) reaches every member");
+      // a call one member works on for longer than two audits: the others say no, it says yes
+      const slow = await conn.request(new Uint8Array([9]));
+      ok(["qa", "qb", "qc"].includes(new TextDecoder().decode(slow)));
+    } finally {
+      await conn.close();
+      await Promise.all(members.map((m) => m.close()));
     }
   });
 });
