@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { parseServeArgs } from "../cli.ts";
-import { type NodeProcess, runArgs, type Runtime, startNodeProcess } from "./_test_nodes.ts";
+import process from "node:process";
+import { type NodeProcess, runArgs, type Runtime, startNodeProcess, thisRuntime } from "./_test_nodes.ts";
 import { ResidentModel, Restartable } from "./_test_resident_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_resident_app.ts", import.meta.url));
@@ -106,6 +107,59 @@ test(
       (e: Error) => e,
     );
     assert.match(unknown.message, /Cannot start resident service "NoSuchModel" on node "u": the module registered/);
+  },
+);
+
+test(
+  "thinkagain serve --start: /healthz says loading until the model's ready promise settles, and the ready line waits for it",
+  T,
+  async () => {
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { createServer } = await import("node:net");
+    const gate = join(mkdtempSync(join(tmpdir(), "thinkagain-gate-")), "loaded");
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const p = (probe.address() as { port: number }).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
+    const [bin, argv] = runArgs(thisRuntime(), cli, [
+      "serve",
+      APP,
+      "--port",
+      String(port),
+      "--name",
+      "gated",
+      "--start",
+      "GatedModel",
+    ]);
+    const proc = spawn(bin, argv, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, THINKAGAIN_TEST_GATE: gate },
+    });
+    let out = "";
+    proc.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+    proc.stderr!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+    const health = async () => {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+        return `${r.status} ${(await r.json()).status}`;
+      } catch {
+        return "unreachable";
+      }
+    };
+    try {
+      assert.ok(await eventually(async () => (await health()) === "503 loading", 60_000), `loading first:\n${out}`);
+      assert.doesNotMatch(out, /listening on/, "no ready line while the model loads");
+      writeFileSync(gate, "");
+      assert.ok(await eventually(() => /listening on/.test(out), 60_000), "ready once loaded");
+      assert.equal(await health(), "200 ready");
+    } finally {
+      proc.kill("SIGKILL");
+    }
   },
 );
 
