@@ -40,6 +40,14 @@ export interface MeshCloseOptions {
 
 const CLOSE_OPTION_KEYS: KnownKeys<MeshCloseOptions> = { graceMs: true };
 
+/** Options of {@link Mesh.removeNode}. */
+export interface MeshRemoveNodeOptions {
+  /** Why the node left, in the `NodeLostError` of its calls (default "it left the mesh"). */
+  reason?: string;
+}
+
+const REMOVE_NODE_OPTION_KEYS: KnownKeys<MeshRemoveNodeOptions> = { reason: true };
+
 /**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
  * unbounded resources) serves.
@@ -295,6 +303,64 @@ export class Mesh implements AsyncDisposable {
    */
   stats(): MeshStats {
     return this.#rt.stats();
+  }
+
+  /**
+   * Adds a node to the running mesh (discovery does this for nodes that appear later): new
+   * `init()`s may be placed on it and remote-capable ops may run there; instances placed before
+   * stay where they are. `mesh.nodes` lists it from now on.
+   *
+   * @param node The node; its name must be new in this mesh.
+   * @throws {TypeError} When the mesh is closed, the name is taken, or the endpoint cannot be
+   * reached as the mesh is configured.
+   *
+   * @example A node joins, and the next init() is placed on it
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * const Big = ta.service({ name: "AddNodeDocBig", gpus: 2 }, class { where() { return ta.currentInstance()!.node; } });
+   * await using mesh = new ta.Mesh([new ta.MeshNode("small", { gpus: 1 })]);
+   * mesh.addNode(new ta.MeshNode("big", { gpus: 2 }));
+   * const where = await mesh.run(() => Big.init().where.go());
+   * if (where !== "big" || mesh.nodes.length !== 2) throw new Error(`unexpected: ${where}`);
+   * ```
+   */
+  addNode(node: MeshNode): void {
+    this.#rt.addNode(node);
+  }
+
+  /**
+   * Removes a node that left (its process or pod is gone, or it announced it leaves): nothing new
+   * is placed or sent there, the calls waiting on it fail with a `NodeLostError` naming it (and
+   * `reason`), and the later calls of its replicas fail over to their siblings on live nodes (or to
+   * an instance made again elsewhere, for a service with `restarts`).
+   *
+   * @param name The node's name.
+   * @param options `reason`: why it left, for the errors of its calls.
+   * @returns `false` when the mesh has no node of that name (already removed) or is closed.
+   * @throws {TypeError} For a node without an endpoint (one in this process cannot leave).
+   *
+   * @example
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * await using mesh = new ta.Mesh([
+   *   new ta.MeshNode("a", { endpoint: "ws://127.0.0.1:7071" }),
+   *   new ta.MeshNode("b", { endpoint: "ws://127.0.0.1:7072" }),
+   * ]);
+   * if (!mesh.removeNode("b", { reason: "its pod was deleted" })) throw new Error("expected b removed");
+   * if (mesh.removeNode("b") || mesh.nodes.map((n) => n.name).join() !== "a") throw new Error("unexpected");
+   * ```
+   */
+  removeNode(name: string, options: MeshRemoveNodeOptions = {}): boolean {
+    if (typeof name !== "string") throw new TypeError(`mesh.removeNode expects a node name, got ${describe(name)}`);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`mesh.removeNode: options must be an object, got ${describe(options)}`);
+    }
+    checkKnownKeys("mesh.removeNode", options, REMOVE_NODE_OPTION_KEYS);
+    const reason = options.reason;
+    if (reason !== undefined && typeof reason !== "string") {
+      throw new TypeError(`mesh.removeNode: reason must be a string, got ${describe(reason)}`);
+    }
+    return this.#rt.removeNode(name, reason);
   }
 
   /**

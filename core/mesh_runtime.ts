@@ -9,6 +9,7 @@
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect";
 import { Deployment, type Replica, type ReplicaState } from "./deployment.ts";
+import { describe } from "./describe.ts";
 import { GpuDevice } from "./devices.ts";
 import { type CallName, CancelledError, PlacementError } from "./errors.ts";
 import { Limiter } from "./limiter.ts";
@@ -89,6 +90,24 @@ function replicaState(r: Replica): { state: ReplicaState; error?: string } {
   return { state, error: f instanceof Error ? f.message : String(f) };
 }
 
+/** What placement knows of a node that has just joined: what it was declared with. */
+function nodeState(node: MeshNode): NodeState {
+  return {
+    node,
+    name: node.name,
+    // a remote node without declared GPUs decides itself until it reports how many it has
+    unboundedGpus: node.unboundedGpus || (node.endpoint !== undefined && !node.declares.gpus),
+    devices: node.gpus,
+    totalCpus: node.cpus,
+    reported: undefined,
+    servedAs: node.endpoint === undefined ? node.name : undefined,
+    freeGpus: [...node.gpus],
+    shared: new Map(),
+    freeCpus: node.cpus,
+    instances: 0,
+  };
+}
+
 function requestOf(def: ServiceDef): PlacementRequest {
   return { service: def.name, gpus: def.gpus, cpus: def.cpus, replicas: def.replicas };
 }
@@ -97,7 +116,7 @@ function requestOf(def: ServiceDef): PlacementRequest {
 export class MeshRuntime {
   /** The mesh's name. */
   readonly name: string;
-  /** Its nodes. */
+  /** Its nodes, as they are now (nodes join and leave: {@linkcode MeshRuntime.addNode}). */
   readonly nodes: readonly MeshNode[];
   /** Its options. */
   readonly options: Readonly<MeshOptions>;
@@ -108,7 +127,7 @@ export class MeshRuntime {
   /** Remote execution, when the mesh was built with a remote layer. */
   readonly remote: RemoteExecutor | undefined;
   /** True when some node has an endpoint (is reached over a transport). */
-  readonly hasRemoteNodes: boolean;
+  hasRemoteNodes: boolean;
   /** The public `Mesh` in front of this runtime (set by its constructor; none for the default runtime). */
   publicMesh: Mesh | undefined = undefined;
   private readonly states: NodeState[] = [];
@@ -129,22 +148,7 @@ export class MeshRuntime {
     this.name = options.name ?? "mesh";
     this.nodes = nodes;
     this.options = options;
-    for (const node of nodes) {
-      this.states.push({
-        node,
-        name: node.name,
-        // a remote node without declared GPUs decides itself until it reports how many it has
-        unboundedGpus: node.unboundedGpus || (node.endpoint !== undefined && !node.declares.gpus),
-        devices: node.gpus,
-        totalCpus: node.cpus,
-        reported: undefined,
-        servedAs: node.endpoint === undefined ? node.name : undefined,
-        freeGpus: [...node.gpus],
-        shared: new Map(),
-        freeCpus: node.cpus,
-        instances: 0,
-      });
-    }
+    for (const node of nodes) this.states.push(nodeState(node));
     this.limiter = options.maxConcurrentOps === undefined ? undefined : new Limiter(options.maxConcurrentOps);
     this.hasRemoteNodes = nodes.some((n) => n.endpoint !== undefined);
     this.remote = options.remote === undefined ? undefined : Context.get(
@@ -273,6 +277,70 @@ export class MeshRuntime {
       st.totalCpus = Math.min(node.cpus, cpus);
       st.freeCpus = st.totalCpus - heldCpus;
     }
+  }
+
+  /**
+   * A node joins the running mesh (found by discovery, or added by hand): from now on placement
+   * considers it for new deployments (`init()`), and remote-capable ops may run on it. Deployments
+   * made before keep their replicas where they are.
+   *
+   * @param node The node (its name new in this mesh).
+   * @throws {TypeError} When the mesh is closed, `node` is no `MeshNode`, the name is taken, or its
+   * endpoint cannot be reached as the mesh is configured.
+   */
+  addNode(node: MeshNode): void {
+    if (!(node instanceof MeshNode)) throw new TypeError(`mesh.addNode expects a MeshNode, got ${describe(node)}`);
+    if (this.closed) throw new TypeError(`Cannot add node "${node.name}": mesh "${this.name}" is closed`);
+    if (this.nodes.some((n) => n.name === node.name)) {
+      throw new TypeError(`Cannot add node "${node.name}" to mesh "${this.name}": it already has a node of that name`);
+    }
+    if (node.endpoint !== undefined && this.remote === undefined) {
+      throw new TypeError(
+        `Cannot add node "${node.name}" (${node.endpoint}) to mesh "${this.name}": the mesh has no remote executor; ` +
+          "build it with the Mesh of the package root, or pass options.remote",
+      );
+    }
+    const nodes = this.nodes as MeshNode[];
+    nodes.push(node);
+    try {
+      this.remote?.checkNodes?.(this);
+    } catch (e) {
+      nodes.pop();
+      throw e;
+    }
+    this.states.push(nodeState(node));
+    if (node.endpoint !== undefined) this.hasRemoteNodes = true;
+    this.remote?.nodeJoined?.(this, node);
+  }
+
+  /**
+   * A node left the mesh (its pod went away, it announced it leaves): new deployments are no longer
+   * placed on it and ops no longer sent there; the calls waiting on it fail with a `NodeLostError`
+   * naming it and saying `detail`; its replicas' later calls fail over to their siblings on live
+   * nodes, or to an instance made again on a live node when the service has `restarts` left.
+   *
+   * @param name The node's name.
+   * @param detail Why it left (in the `NodeLostError` of its calls).
+   * @returns `false` when the mesh has no such node (already removed) or is closed, else `true`.
+   * @throws {TypeError} For a node of this process (no endpoint): it cannot leave.
+   */
+  removeNode(name: string, detail = "it left the mesh"): boolean {
+    if (this.closed) return false;
+    const at = this.nodes.findIndex((n) => n.name === name);
+    if (at < 0) return false;
+    const node = this.nodes[at];
+    if (node.endpoint === undefined) {
+      throw new TypeError(
+        `Cannot remove node "${name}" from mesh "${this.name}": it runs in this process; only nodes with an ` +
+          "endpoint come and go",
+      );
+    }
+    (this.nodes as MeshNode[]).splice(at, 1);
+    const st = this.states.findIndex((s) => s.node === node);
+    if (st >= 0) this.states.splice(st, 1);
+    this.hasRemoteNodes = this.nodes.some((n) => n.endpoint !== undefined);
+    this.remote?.nodeLeft?.(this, node, detail);
+    return true;
   }
 
   /** Runs `cleanup` when the mesh closes (after the instances created before it). */

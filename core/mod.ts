@@ -33,6 +33,7 @@ export {
   type MeshNodeConfig,
   type MeshNodeOptions,
   type MeshOptions,
+  type MeshRemoveNodeOptions,
   type MeshStats,
 } from "./mesh.ts";
 export { RemoteExecutor } from "./remote_executor.ts";

@@ -53,6 +53,17 @@ export interface RemoteExecutor {
    * @throws {TypeError} Naming the node, its endpoint and what cannot reach it.
    */
   checkNodes?(mesh: MeshRuntime): void;
+  /**
+   * A node joined the mesh after it was made (`mesh.addNode`): starts learning what it has, so
+   * the next placements count its own GPUs and CPUs. Optional.
+   */
+  nodeJoined?(mesh: MeshRuntime, node: MeshNode): void;
+  /**
+   * A node left the mesh (`mesh.removeNode`): the calls waiting on it fail now with a
+   * `NodeLostError` naming it and saying `detail`, later calls of its replicas fail over, and it is
+   * never reached again through this mesh (a node of that name that joins later gets a new link).
+   */
+  nodeLeft?(mesh: MeshRuntime, node: MeshNode, detail: string): void;
 }
 
 /**

@@ -434,6 +434,26 @@ export async function closeLinks(owner: object): Promise<void> {
 }
 
 /**
+ * Drops `owner`'s link to `endpoint` for good (its node left the mesh): the calls waiting on it
+ * fail at once with a `NodeLostError` saying `detail`, the link refuses every later request (a
+ * replica that still holds it fails over), and a node that comes back at that endpoint gets a new
+ * link.
+ *
+ * @param owner The mesh the link belongs to.
+ * @param endpoint The node's endpoint.
+ * @param detail Why the node is gone (in the errors).
+ * @returns When the link is closed.
+ */
+export function dropLink(owner: object, endpoint: string, detail: string): Promise<void> {
+  const m = links.get(owner);
+  const link = m?.get(endpoint);
+  if (link === undefined) return Promise.resolve();
+  m!.delete(endpoint);
+  link.giveUp(detail);
+  return link.close();
+}
+
+/**
  * The link from `owner` (a mesh, or a node process) to `endpoint`, created on first use.
  *
  * @param owner The mesh or node process the link belongs to (it closes with a mesh).

@@ -15,7 +15,7 @@ import { RemoteExecutor } from "../core/remote_executor.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import { envTransport } from "./_env.ts";
 import { handleWire } from "./handle_wire.ts";
-import { meshLink } from "./link.ts";
+import { dropLink, meshLink } from "./link.ts";
 import { remoteOpBody } from "./remote_ops.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 import { residentReplicas } from "./residents.ts";
@@ -65,6 +65,14 @@ export const remoteExecutor: RemoteExecutor = {
    * option or `THINKAGAIN_TRANSPORT` picks (`THINKAGAIN_TRANSPORT=in_memory` with a `ws://` node is
    * a TypeError here, at `new Mesh(…)`, naming the node and where the override came from).
    */
+  /** A node joined: its link is made now and asks what it has, so placement counts its resources. */
+  nodeJoined(mesh: MeshRuntime, node: MeshNode): void {
+    if (node.endpoint !== undefined) meshLink(mesh, node, handleWire);
+  },
+  /** A node left: its link is dropped, failing the calls waiting on it (see {@linkcode dropLink}). */
+  nodeLeft(mesh: MeshRuntime, node: MeshNode, detail: string): void {
+    if (node.endpoint !== undefined) dropLink(mesh, node.endpoint, detail).catch(() => {});
+  },
   checkNodes(mesh: MeshRuntime): void {
     const env = envTransport();
     const override = env ?? mesh.options.transport;
