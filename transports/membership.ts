@@ -9,19 +9,18 @@ import type { MeshNode } from "../core/mesh_node.ts";
 import { meshRuntime } from "../core/mesh.ts";
 import type { Membership } from "./nats/discovery.ts";
 
-/** The runtime API for nodes that come and go (present once the mesh runtime offers it). */
-interface DynamicRuntime {
+/** The mesh's API for nodes that come and go (`mesh.addNode`, `mesh.removeNode`). */
+interface DynamicMesh {
   addNode(node: MeshNode): void;
-  removeNode(name: string, detail?: string): void;
+  removeNode(name: string, options?: { reason?: string }): boolean;
   readonly nodes: readonly MeshNode[];
-  addCleanup(cleanup: () => Promise<void>): void;
 }
 
 /**
- * The membership of `mesh`: joins and leaves go to its runtime.
+ * The membership of `mesh`: joins and leaves go to its `addNode` and `removeNode`.
  *
  * @param mesh A mesh.
- * @returns Its membership, or `undefined` when its runtime takes no nodes after it was built.
+ * @returns Its membership, or `undefined` when the mesh takes no nodes after it was built.
  *
  * @example
  * ```ts
@@ -33,13 +32,17 @@ interface DynamicRuntime {
  * ```
  */
 export function membershipOf(mesh: Mesh): Membership | undefined {
-  const rt = meshRuntime(mesh) as unknown as Partial<DynamicRuntime>;
-  if (typeof rt.addNode !== "function" || typeof rt.removeNode !== "function") return undefined;
-  const dyn = rt as DynamicRuntime;
+  const dyn = mesh as unknown as Partial<DynamicMesh>;
+  if (typeof dyn.addNode !== "function" || typeof dyn.removeNode !== "function") return undefined;
+  const m = dyn as DynamicMesh;
   return {
-    has: (name) => dyn.nodes.some((n) => n.name === name),
-    join: (node) => dyn.addNode(node),
-    leave: (name, detail) => dyn.removeNode(name, detail),
-    onClose: (cleanup) => dyn.addCleanup(cleanup),
+    has: (name) => m.nodes.some((n) => n.name === name),
+    join: (node) => {
+      if (!mesh.closed) m.addNode(node);
+    },
+    leave: (name, detail) => {
+      if (!mesh.closed) m.removeNode(name, { reason: detail });
+    },
+    onClose: (cleanup) => meshRuntime(mesh).addCleanup(cleanup),
   };
 }

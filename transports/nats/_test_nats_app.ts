@@ -90,3 +90,14 @@ export const natsWhere = ta.op(
     return servedAs;
   },
 );
+
+/** Needs two GPUs: fits only a node started with --gpus 2. */
+export const NatsBig = ta.service(
+  { name: "NatsBig", gpus: 2 },
+  class NatsBig {
+    async hold(ms: number): Promise<string> {
+      await new Promise((r) => setTimeout(r, ms));
+      return ta.currentInstance()!.node;
+    }
+  },
+);

@@ -6,7 +6,15 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../../mod.ts";
 import { type NodeProcess, type Runtime, startNodeProcess } from "../../adapters/_test_nodes.ts";
 import { natsMissing, type NatsServerProcess, startNatsCluster } from "./_test_nats.ts";
-import { NatsGenerator, NatsRetriever, NatsSolo, natsWhere, NatsWorker, ragPipeline } from "./_test_nats_app.ts";
+import {
+  NatsBig,
+  NatsGenerator,
+  NatsRetriever,
+  NatsSolo,
+  natsWhere,
+  NatsWorker,
+  ragPipeline,
+} from "./_test_nats_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_nats_app.ts", import.meta.url));
 const missing = natsMissing();
@@ -23,10 +31,14 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeout: 300_000 }, () => {
   let servers: NatsServerProcess[] = [];
   const nodes = new Map<string, NodeProcess>();
-  const startNode = async (name: string, runtime: Runtime, server: NatsServerProcess) => {
-    const p = await startNodeProcess(APP, ["--port", "0", "--name", name, "--gpus", "1", "--nats", server.url], {
-      runtime,
-    });
+  const startNode = async (name: string, runtime: Runtime, server: NatsServerProcess, gpus = 1) => {
+    const p = await startNodeProcess(
+      APP,
+      ["--port", "0", "--name", name, "--gpus", String(gpus), "--nats", server.url],
+      {
+        runtime,
+      },
+    );
     await eventually(() => p.output().includes(`announced on NATS as ${server.url}/${name}`), `${name} announced`);
     nodes.set(name, p);
     return p;
@@ -139,4 +151,28 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
       });
     },
   );
+
+  test("a node that joins later is discovered and placed on; one that leaves fails its calls with NodeLostError", {
+    timeout: 120_000,
+    skip: typeof (ta.Mesh.prototype as { addNode?: unknown }).addNode !== "function" &&
+      "the mesh takes no nodes after it is built (no Mesh.addNode)",
+  }, async () => {
+    await using mesh = await ta.Mesh.discover({ nats: servers[0].url, nodes: 2, timeoutMs: 30_000 });
+    ok(!mesh.nodes.some((n) => n.name === "n4"));
+    await startNode("n4", "deno", servers[2], 2); // on another server than the driver's
+    await eventually(() => mesh.nodes.some((n) => n.name === "n4"), "n4 joins the mesh");
+    const big = await mesh.run(() => NatsBig.init());
+    strictEqual(await big.hold.go(1), "n4", "the new node takes what fits only there");
+    const held = big.hold.go(60_000);
+    await eventually(() => held.status === "running", "the held call runs");
+    nodes.get("n4")!.kill("SIGTERM"); // it announces it leaves, then drains
+    await eventually(() => !mesh.nodes.some((n) => n.name === "n4"), "n4 leaves the mesh");
+    const [settled] = await Promise.allSettled([held]);
+    ok(
+      settled.status === "rejected" && settled.reason instanceof ta.NodeLostError,
+      String((settled as PromiseRejectedResult).reason),
+    );
+    await nodes.get("n4")!.exited;
+    nodes.delete("n4");
+  });
 });
