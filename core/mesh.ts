@@ -152,6 +152,16 @@ export class Mesh implements AsyncDisposable {
         throw new RangeError(`Mesh ${k} must be a number of ms > 0 and < 2^31, got ${describe(v)}`);
       }
     }
+    const window = options.streamWindow;
+    if (window !== undefined) {
+      checkKnownKeys("Mesh streamWindow", window, { items: true, bytes: true });
+      for (const k of ["items", "bytes"] as const) {
+        const v = window[k];
+        if (v !== undefined && !(Number.isSafeInteger(v) && v > 0)) {
+          throw new RangeError(`Mesh streamWindow.${k} must be a positive integer, got ${describe(v)}`);
+        }
+      }
+    }
     const lostAfter = options.lostAfterMs ?? DEFAULT_LOST_AFTER_MS;
     const keepalive = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
     if (lostAfter <= keepalive) {

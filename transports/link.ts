@@ -18,6 +18,7 @@ import { envTransport } from "./_env.ts";
 import {
   argumentRefusal,
   type CallMessage,
+  type ChunkMessage,
   decodeReply,
   encodeMessage,
   PROTOCOL_VERSION,
@@ -26,6 +27,8 @@ import {
 } from "./protocol.ts";
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
 import { transportFor } from "./transport_for.ts";
+import { RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
+import { Stream } from "../core/stream.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,
@@ -167,7 +170,7 @@ export class NodeLink {
    */
   async request<T extends { t: string }>(
     message: unknown,
-    expected: T["t"],
+    expected: T["t"] | readonly T["t"][],
     span?: Span,
     timeoutMs?: number,
   ): Promise<T> {
@@ -265,8 +268,18 @@ export class NodeLink {
     if (hook !== undefined) hook.cancel = () => this.notify({ t: "cancel", cid });
     this.inFlight++;
     if (this.watch === undefined) this.startWatch();
+    let streaming = false;
     try {
-      const res = await this.request<ResultMessage>({ t: "call", cid, ...message }, "result", span);
+      // a window other than the default travels with every call (its result may be a stream)
+      const window = this.streamWindow();
+      const call = window === undefined
+        ? { t: "call", cid, ...message }
+        : { t: "call", cid, ...message, creditItems: window.items, creditBytes: window.bytes };
+      const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span);
+      if (res.t === "chunk") {
+        streaming = true;
+        return this.openStream(cid, res, window ?? resolveStreamWindow(undefined), message.op ?? message.method!);
+      }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
         return this.handles.fromWire(res.value, {
@@ -283,9 +296,42 @@ export class NodeLink {
       }
       throw this.asNodeLost(e);
     } finally {
-      this.inFlight--;
+      if (!streaming) this.inFlight--; // a stream is in flight until it ends
       if (hook !== undefined) hook.cancel = undefined;
     }
+  }
+
+  /** The stream window of this link's mesh, when it set one (`undefined`: the default). */
+  private streamWindow(): Required<{ items: number; bytes: number }> | undefined {
+    const w = this.holder instanceof MeshRuntime ? this.holder.options.streamWindow : undefined;
+    return w === undefined ? undefined : resolveStreamWindow(w);
+  }
+
+  /**
+   * The consumer's end of the stream that call `cid` answered with `first`: later chunks are asked
+   * for with `credit` (a transport failure meanwhile is the node lost), and leaving it early
+   * cancels the call on the node. The call counts as in flight (the node is watched) until it ends.
+   */
+  private openStream(
+    cid: string,
+    first: ChunkMessage,
+    window: { items: number; bytes: number },
+    name: string,
+  ): Stream<unknown> {
+    const from = { owner: this.holder, token: this.options.token, transport: this.transport.name };
+    const chunks = new RemoteChunks(
+      {
+        credit: (items, bytes) =>
+          this.request<ChunkMessage>({ t: "credit", cid, items, bytes }, "chunk").catch((e) => {
+            throw this.asNodeLost(e);
+          }),
+        cancel: () => this.notify({ t: "cancel", cid }),
+        revive: (item) => this.handles.fromWire(item, from),
+      },
+      first,
+      window,
+    );
+    return new Stream(chunks, { name, onEnd: () => this.inFlight-- });
   }
 
   /**

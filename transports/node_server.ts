@@ -35,6 +35,8 @@ import { backgroundInterval } from "./_common.ts";
 import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
+import { Stream } from "../core/stream.ts";
+import { StreamOutlets } from "./stream_wire.ts";
 
 /**
  * Which calls a call id is unique among: those of one connection. HTTP has no connection that
@@ -160,6 +162,8 @@ export class NodeServer {
    * sent it, so one client can never cancel (or shadow) another's call that uses the same id.
    */
   private readonly calls = new Map<string, ObjectRef<unknown>>();
+  /** Streams being sent (results of calls that streamed), by call key. */
+  private readonly streams = new StreamOutlets();
   /** Calls in flight per connection (see {@link NodeServerOptions.maxCallsPerConnection}). */
   private readonly callsPerScope = new Map<string, number>();
   private readonly maxCallsPerConnection: number;
@@ -318,8 +322,11 @@ export class NodeServer {
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
         return await this.call(msg, peer);
+      case "credit":
+        return await this.streams.credit(callKey(peer, msg.cid), msg.items, msg.bytes);
       case "cancel": {
         const key = callKey(peer, msg.cid);
+        if (this.streams.cancel(key)) return undefined;
         const ref = this.calls.get(key);
         if (ref !== undefined) ref.cancel();
         else {
@@ -637,6 +644,8 @@ export class NodeServer {
     if (peer?.signal?.aborted) ref.cancel();
     try {
       const result = await ref;
+      // a stream's items go in chunks, each asked for with credit (stream_wire.ts)
+      if (result instanceof Stream) return await this.streams.open(key, result, { ...msg, name }, peer);
       const wired = wireValue(result, this);
       const value = wired instanceof Promise ? await wired : wired;
       try {
@@ -677,6 +686,7 @@ export class NodeServer {
     this.draining = true;
     this.stopSweeper();
     this.owners.clear();
+    this.streams.cancelAll();
     if (this.inFlight > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([

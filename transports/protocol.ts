@@ -466,7 +466,7 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
  * expected type.
  *
  * @param frame The reply frame.
- * @param expected The message type expected (`"welcome"`, `"created"`, `"result"`, …).
+ * @param expected The message type expected (`"welcome"`, `"created"`, `"result"`, …), or the types.
  * @returns The message.
  * @throws {ProtocolError} For a malformed reply, or one of another type.
  *
@@ -477,9 +477,11 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
  * if (!r.ok || r.value !== 3) throw new Error("unexpected");
  * ```
  */
-export function decodeReply<T extends { t: string }>(frame: Uint8Array, expected: T["t"]): T {
+export function decodeReply<T extends { t: string }>(frame: Uint8Array, expected: T["t"] | readonly T["t"][]): T {
   const m = decodeNodeMessage(frame);
-  if (m.t !== expected) fail(`Expected a "${expected}" reply, got "${m.t}"`);
+  if (typeof expected === "string" ? m.t !== expected : !expected.includes(m.t)) {
+    fail(`Expected a ${[expected].flat().map((t) => `"${t}"`).join(" or ")} reply, got "${m.t}"`);
+  }
   return m as unknown as T;
 }
 

@@ -1,0 +1,54 @@
+// Private test module for transports/stream_wire_test.ts: streaming services and ops a node process
+// registers (`thinkagain serve transports/_test_stream_app.ts`).
+import * as ta from "../mod.ts";
+
+/** How far the producers here got, and whose finally ran, as the node sees it. */
+const seen = { produced: 0, finallyRan: 0, log: [] as string[] };
+
+/** Counts from 0 to n - 1. */
+export const streamCount = ta.op({ name: "streamCount", remote: true }, async function* (n: number) {
+  for (let i = 0; i < n; i++) yield i;
+});
+
+/** `n` typed arrays, the i-th holding i at every place. */
+export const streamArrays = ta.op({ name: "streamArrays", remote: true }, async function* (n: number) {
+  for (let i = 0; i < n; i++) yield new Float64Array(4).fill(i);
+});
+
+/** Items 0 .. k - 1, then an error. */
+export const streamFailing = ta.op({ name: "streamFailing", remote: true }, async function* (k: number) {
+  for (let i = 0; i < k; i++) yield i;
+  throw new Error(`boom after ${k}`);
+});
+
+/** What the node's producers did (read from another call, as a counter on the node). */
+export const streamSeen = ta.op({ name: "streamSeen", remote: true }, () => ({ ...seen, log: [...seen.log] }));
+
+/** A producer of `n` items that counts what it made and says when its finally ran. */
+export const StreamGen = ta.service(
+  { name: "StreamGen", maxConcurrency: 1 },
+  class StreamGen {
+    async *count(n: number): AsyncGenerator<number> {
+      try {
+        for (let i = 0; i < n; i++) {
+          seen.produced++;
+          yield i;
+        }
+      } finally {
+        seen.finallyRan++;
+      }
+    }
+    async *tagged(tag: string, n: number): AsyncGenerator<string> {
+      for (let i = 0; i < n; i++) {
+        await new Promise((r) => setTimeout(r, 1));
+        seen.log.push(`${tag}${i}`);
+        yield `${tag}${i}`;
+      }
+    }
+    reset(): void {
+      seen.produced = 0;
+      seen.finallyRan = 0;
+      seen.log = [];
+    }
+  },
+);

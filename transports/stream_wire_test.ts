@@ -1,0 +1,184 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { type NodeProcess, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { eventually, rejection } from "../core/_test_utils.ts";
+import { streamArrays, streamCount, streamFailing, StreamGen, streamSeen } from "./_test_stream_app.ts";
+import { NodeServer } from "./node_server.ts";
+import { serveInMemory } from "./in_memory.ts";
+
+const APP = fileURLToPath(new URL("./_test_stream_app.ts", import.meta.url));
+const T = { timeout: 180_000 };
+
+async function withNode(
+  runtime: Runtime,
+  body: (mesh: ta.Mesh, node: NodeProcess) => Promise<void>,
+  options: ta.MeshOptions = {},
+): Promise<void> {
+  const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })], options);
+  try {
+    await mesh.run(() => body(mesh, node));
+  } finally {
+    await mesh.close();
+    node.kill("SIGKILL");
+    await node.exited;
+  }
+}
+
+async function collect<T>(ref: PromiseLike<AsyncIterable<T>>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of await ref) out.push(x);
+  return out;
+}
+
+for (const runtime of ["bun", "deno"] as const) {
+  test(
+    `streams over WebSocket to a ${runtime} node: order kept over 100k items, typed arrays, an error after its items`,
+    T,
+    async () => {
+      await withNode(runtime, async () => {
+        const items = await collect(streamCount.go(100_000));
+        assert.equal(items.length, 100_000);
+        assert.ok(items.every((x, i) => x === i), "every item in order");
+        const arrays = await collect(streamArrays.go(300));
+        assert.equal(arrays.length, 300);
+        assert.ok(arrays.every((a, i) => a instanceof Float64Array && a.length === 4 && a[3] === i));
+        const got: number[] = [];
+        const err = await rejection((async () => {
+          for await (const x of await streamFailing.go(5)) got.push(x);
+        })());
+        assert.deepEqual(got, [0, 1, 2, 3, 4]);
+        assert.ok(err instanceof ta.OpExecutionError, String(err));
+        assert.match((err as Error).message, /boom after 5/);
+      });
+    },
+  );
+
+  test(
+    `streams over WebSocket to a ${runtime} node: a consumer's break and ref.cancel() run the generator's finally on the node`,
+    T,
+    async () => {
+      await withNode(runtime, async () => {
+        const gen = StreamGen.init();
+        await gen.reset.go();
+        for await (const x of await gen.count.go(1_000_000)) if (x === 10) break;
+        assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 1, 30_000), "finally ran");
+        const ref = gen.count.go(1_000_000);
+        const it = (await ref)[Symbol.asyncIterator]();
+        await it.next();
+        assert.equal(ref.cancel(), true);
+        assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 2, 30_000), "finally ran");
+        assert.ok((await rejection(it.next())) instanceof ta.CancelledError);
+        // the instance's slot was given back on the node
+        assert.deepEqual(await collect(gen.count.go(3)), [0, 1, 2]);
+      });
+    },
+  );
+
+  test(
+    `streams over WebSocket to a ${runtime} node: two streams on one maxConcurrency: 1 instance do not interleave`,
+    T,
+    async () => {
+      await withNode(runtime, async () => {
+        const gen = StreamGen.init();
+        await gen.reset.go();
+        const drain = async (ref: PromiseLike<AsyncIterable<string>>) => {
+          const out: string[] = [];
+          for await (const x of await ref) out.push(x);
+          return out;
+        };
+        const [a, b] = await Promise.all([drain(gen.tagged.go("a", 5)), drain(gen.tagged.go("b", 5))]);
+        assert.deepEqual([a, b], [["a0", "a1", "a2", "a3", "a4"], ["b0", "b1", "b2", "b3", "b4"]]);
+        // on the node, the second generator ran only once the first had ended (the consumer may take
+        // their items in any order: each stream's items arrive ahead of it, within its window)
+        const order = (await streamSeen.go()).log;
+        assert.deepEqual(order, ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2", "b3", "b4"]);
+      });
+    },
+  );
+
+  test(
+    `streams over WebSocket to a ${runtime} node: a producer of 1M items to a slow consumer runs at most the window ahead`,
+    T,
+    async () => {
+      const window = 64;
+      await withNode(runtime, async () => {
+        const gen = StreamGen.init();
+        await gen.reset.go();
+        const it = (await gen.count.go(1_000_000))[Symbol.asyncIterator]();
+        let consumed = 0;
+        for (let i = 0; i < 300; i++) {
+          await it.next();
+          consumed++;
+          if (i % 50 === 0) {
+            // the consumer is slow: it stops reading, and the producer must stop too
+            const { produced } = await streamSeen.go();
+            assert.ok(produced <= consumed + window, `produced ${produced} with ${consumed} consumed`);
+          }
+        }
+        const { produced } = await streamSeen.go();
+        assert.ok(produced >= consumed && produced <= consumed + window, `produced ${produced}, consumed ${consumed}`);
+        await it.return!(undefined);
+      }, { streamWindow: { items: window } });
+    },
+  );
+
+  test(
+    `streams over WebSocket to a ${runtime} node: a node killed mid-stream fails the consumer with NodeLostError`,
+    T,
+    async () => {
+      await withNode(runtime, async (_mesh, node) => {
+        const gen = StreamGen.init();
+        const it = (await gen.count.go(1_000_000))[Symbol.asyncIterator]();
+        await it.next();
+        node.kill("SIGKILL");
+        let err: unknown;
+        try {
+          for (;;) if ((await it.next()).done) break;
+        } catch (e) {
+          err = e;
+        }
+        assert.ok(err instanceof ta.NodeLostError, String(err));
+      }, { streamWindow: { items: 16 } });
+    },
+  );
+}
+
+test("a stream over HTTP fails with an error saying streams need the WebSocket transport", T, async () => {
+  const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"]);
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `http://127.0.0.1:${node.port}` })], {
+    transport: "http",
+  });
+  try {
+    const err = await mesh.run(() => rejection(streamCount.go(3)));
+    assert.ok(err instanceof ta.OpExecutionError, String(err));
+    assert.match((err as Error).message, /streams need the WebSocket transport/);
+  } finally {
+    await mesh.close();
+    node.kill("SIGKILL");
+    await node.exited;
+  }
+});
+
+test(
+  "a stream over an in-memory node: a mesh's window travels with the call, and a closed connection stops the producer",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "n1" });
+    const server = serveInMemory("stream-wire-test", node.handler);
+    const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://stream-wire-test" })], {
+      streamWindow: { items: 8, bytes: 1024 },
+    });
+    try {
+      const items = await mesh.run(() => collect(streamCount.go(1000)));
+      assert.equal(items.length, 1000);
+      assert.ok(items.every((x, i) => x === i));
+    } finally {
+      await mesh.close();
+      await node.drain();
+      await server.close();
+    }
+  },
+);
