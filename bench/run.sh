@@ -15,6 +15,7 @@ BENCHES=(
   bench/tracing.ts
   bench/tracing_deno_builtin.ts
   bench/dashboard.ts
+  bench/nats.ts
   bench/gpu_matmul.ts
   bench/residents.ts
 )

@@ -21,7 +21,7 @@ import { natsEndpoint, parseNatsServers } from "./endpoint.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
 
 /** How long discovery collects answers unless told otherwise, ms. */
-export const DEFAULT_DISCOVER_TIMEOUT_MS = 1_000;
+export const DEFAULT_DISCOVER_TIMEOUT_MS: number = 1_000;
 
 /** Options of `Mesh.discover`: where to look, how long, and the mesh's own options. */
 export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
@@ -152,7 +152,7 @@ export interface Membership {
  * @param membership The mesh's membership.
  * @returns The subscriptions (ended when the mesh closes).
  */
-export function watchMembership(lease: NatsLease, nats: string, membership: Membership): Subscription[] {
+function watchMembership(lease: NatsLease, nats: string, membership: Membership): Subscription[] {
   const nc = lease.nc;
   const onAnnounce = (msg: Msg) => {
     const a = decodeAnnouncement(msg.data);
@@ -185,6 +185,14 @@ export function watchMembership(lease: NatsLease, nats: string, membership: Memb
  * @param options Where, how long, how many, and the mesh's options.
  * @returns The mesh.
  * @throws {TypeError} When no node answered within `timeoutMs`, naming the servers.
+ *
+ * @example No NATS server to ask
+ * ```ts
+ * import { discoverMesh } from "./discovery.ts";
+ * import { rejects } from "node:assert/strict";
+ * await rejects(discoverMesh(() => ({}), () => undefined, { nats: "nats://127.0.0.1:9" }), (e: Error) =>
+ *   e.name === "TransportError");
+ * ```
  */
 export async function discoverMesh<M>(
   make: (nodes: MeshNode[], options: MeshOptions) => M,

@@ -7,7 +7,7 @@
  */
 
 /** The subject prefix every thinkagain subject starts with. */
-export const SUBJECT_PREFIX = "thinkagain";
+export const SUBJECT_PREFIX: string = "thinkagain";
 
 /** A parsed `nats://` endpoint. */
 export interface NatsEndpoint {

@@ -25,3 +25,12 @@ export {
 } from "./endpoint.ts";
 export { AUDIT_EVERY_MS, natsTransport, overMaxPayload } from "./transport.ts";
 export { type NatsServer, serveNats, type ServeNatsOptions } from "./serve.ts";
+export { type NatsNode, type NatsNodeOptions, startNatsNode } from "./node.ts";
+export { type NodeAnnouncement } from "./announcement.ts";
+export {
+  announcedNode,
+  DEFAULT_DISCOVER_TIMEOUT_MS,
+  discoverNodes,
+  type DiscoverNodesOptions,
+  type DiscoverOptions,
+} from "./discovery.ts";

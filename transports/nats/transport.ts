@@ -34,7 +34,7 @@ import { type NatsEndpoint, parseNatsEndpoint } from "./endpoint.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
 
 /** How long a request waits before the node is asked whether it still works on it, ms. */
-export const AUDIT_EVERY_MS = 1_000;
+export const AUDIT_EVERY_MS: number = 1_000;
 /** How long an audit of a queue group's calls waits for its members' answers, ms. */
 const AUDIT_COLLECT_MS = 500;
 /** The most requests one audit asks about. */
@@ -77,7 +77,21 @@ export function overMaxPayload(bytes: number, maxPayload: number, endpoint: stri
   );
 }
 
-/** A view of a received payload as a plain `Uint8Array` (the client hands out Node `Buffer`s). */
+/**
+ * A view of a received payload as a plain `Uint8Array` (the client hands out Node `Buffer`s, which
+ * compare and encode differently), without a copy.
+ *
+ * @param data A payload.
+ * @returns The same bytes as a `Uint8Array`.
+ *
+ * @example
+ * ```ts
+ * import { plainBytes } from "./transport.ts";
+ * class Sub extends Uint8Array {}
+ * const view = plainBytes(new Sub([1, 2]));
+ * if (view.constructor !== Uint8Array || view[1] !== 2) throw new Error("unexpected");
+ * ```
+ */
 export function plainBytes(data: Uint8Array): Uint8Array {
   return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
