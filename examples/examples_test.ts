@@ -82,3 +82,25 @@ test(
     }
   },
 );
+
+test(
+  "examples/streaming.ts: a token generator on a node streams its tokens in order; a downstream op consumes a stream",
+  { timeout: 120_000 },
+  async () => {
+    const { main } = await import("./streaming.ts");
+    const log = console.log;
+    const lines: string[] = [];
+    console.log = (...a: unknown[]) => void lines.push(a.join(" "));
+    try {
+      const { printed, joined } = await main();
+      assert.equal(printed.join("").trim(), 'Answering "what is a mesh": a mesh streams tokens as they are decoded');
+      assert.equal(lines.filter((l) => l.startsWith("token: ")).length, printed.length);
+      assert.deepEqual(joined, {
+        text: 'Answering "why stream": a mesh streams tokens as they are decoded',
+        count: 11,
+      });
+    } finally {
+      console.log = log;
+    }
+  },
+);
