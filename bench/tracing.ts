@@ -10,7 +10,10 @@
 // 2×), and the processes of all modes take turns, REPS times. In each, every benchmark runs back to
 // back for PERIOD_MS after a 300 ms warm-up, one event-loop turn between runs, and the figure is
 // tasks over the whole period: the SDK's export (batching, encoding, sending on its timer) and the
-// collection of the runs' garbage happen inside it, as in a busy server, and no forced GC runs (on V8 a
+// collection of the runs' garbage happen inside it, as in a busy server; the period ends only once
+// the processor has sent every span still queued (a flush inside the timing), so no export is left
+// out, and the queue is large enough that none is dropped (the run reports spans dropped or failed,
+// counted by ta.watchDroppedSpans: it must say 0). No forced GC runs (on V8 a
 // forced full GC before each run cleared objects embedded in optimized code, so every run started
 // partly deoptimized, and more so with tracing on). Figures are medians over the processes; "vs off"
 // is throughput relative to "off".
@@ -92,23 +95,26 @@ if (sink !== undefined) {
   });
 }
 
+/** The processors' queue: large enough that nothing is dropped (the run reports if anything was). */
+const QUEUE = 1 << 19;
 const provider = new BasicTracerProvider({
   spanProcessors: [
-    new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), {
-      maxQueueSize: 4 * N, // a burst of 10k spans must fit, or the processor drops spans
-      maxExportBatchSize: 2048,
-      scheduledDelayMillis: 200,
-    }),
+    // every span is delivered: the queue holds whatever the exporter has not sent yet (it lags on a
+    // busy machine), and what the processor still drops is counted and reported
+    new BatchSpanProcessor(
+      new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+      ta.watchDroppedSpans({ maxQueueSize: QUEUE, maxExportBatchSize: 2048, scheduledDelayMillis: 200 }),
+    ),
   ],
 });
 // production-style head sampling: 1% of traces recorded, the rest non-recording but propagated
 const sampledProvider = new BasicTracerProvider({
   sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.01) }),
   spanProcessors: [
-    new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), {
-      maxQueueSize: 4 * N,
-      scheduledDelayMillis: 200,
-    }),
+    new BatchSpanProcessor(
+      new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+      ta.watchDroppedSpans({ maxQueueSize: QUEUE, scheduledDelayMillis: 200 }),
+    ),
   ],
 });
 const contextManager = new AsyncLocalStorageContextManager();
@@ -257,7 +263,12 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
  * throughput (tasks per ms) over the whole period: what tracing costs later (the exporter's batching,
  * encoding and sending on its timer) and the collection of every run's garbage are in it.
  */
-async function sustained(bench: () => Promise<number>, tasks: number, ms: number): Promise<number> {
+async function sustained(
+  bench: () => Promise<number>,
+  tasks: number,
+  ms: number,
+  flush: () => Promise<unknown>,
+): Promise<number> {
   const t0 = performance.now();
   let runs = 0;
   while (performance.now() - t0 < ms) {
@@ -265,6 +276,8 @@ async function sustained(bench: () => Promise<number>, tasks: number, ms: number
     runs++;
     await turn();
   }
+  // the spans still queued are sent inside the period: every span's export is paid for
+  await flush();
   return runs * tasks / (performance.now() - t0);
 }
 
@@ -272,10 +285,13 @@ async function sustained(bench: () => Promise<number>, tasks: number, ms: number
 async function measureMode(mode: Mode): Promise<void> {
   setMode(mode);
   const out = {} as Record<Bench, number>;
+  const flush = mode.includes("SDK")
+    ? () => Promise.all([provider.forceFlush(), sampledProvider.forceFlush()])
+    : () => Promise.resolve();
   for (const b of BENCHES) {
     const [fn, tasks] = BENCH_FNS[b];
-    await sustained(fn, tasks, WARM_MS); // optimized code and a steady heap before the period
-    out[b] = await sustained(fn, tasks, PERIOD_MS);
+    await sustained(fn, tasks, WARM_MS, flush); // optimized code and a steady heap before the period
+    out[b] = await sustained(fn, tasks, PERIOD_MS, flush);
   }
   if (mode.startsWith("on, SDK") && !ta.isTracingEnabled()) {
     throw new Error("tracing did not turn on with the SDK registered");
@@ -283,7 +299,8 @@ async function measureMode(mode: Mode): Promise<void> {
   setMode("off");
   await provider.shutdown();
   await sampledProvider.shutdown();
-  console.log(JSON.stringify(out));
+  const { droppedSpans, failedSpans } = ta.tracingStats(); // counted by the processors, whatever the mode
+  console.log(JSON.stringify({ ...out, lost: droppedSpans + failedSpans }));
 }
 
 if (CHILD !== undefined) {
@@ -291,6 +308,7 @@ if (CHILD !== undefined) {
 } else {
   const rates = {} as Record<Mode, Record<Bench, number[]>>;
   for (const m of MODES) rates[m] = { fanout: [], sequential: [], calls: [], "fanout 2k × 20µs work": [] };
+  const lost = Object.fromEntries(MODES.map((m) => [m, 0])) as Record<Mode, number>;
   for (let rep = 0; rep < REPS; rep++) {
     for (const mode of MODES) {
       const c = runChild(scriptArgs("bench/tracing.ts"), {
@@ -298,7 +316,8 @@ if (CHILD !== undefined) {
         THINKAGAIN_TRACING_BENCH_ENDPOINT: endpoint,
       });
       if (await c.exited !== 0) throw new Error(`mode ${mode} failed`);
-      const out = JSON.parse(c.lines.at(-1)!) as Record<Bench, number>;
+      const out = JSON.parse(c.lines.at(-1)!) as Record<Bench, number> & { lost: number };
+      lost[mode] += out.lost;
       for (const b of BENCHES) rates[mode][b].push(out[b]);
     }
   }
@@ -324,4 +343,10 @@ if (CHILD !== undefined) {
     }
   }
   console.log(`receiver got ${received?.slice(6)} spans`);
+  const lossy = MODES.filter((m) => lost[m] > 0);
+  console.log(
+    lossy.length === 0
+      ? "spans dropped or failed to export (ta.watchDroppedSpans): 0 in every mode"
+      : `spans LOST (dropped or failed to export): ${lossy.map((m) => `${m}: ${lost[m]}`).join("; ")}`,
+  );
 }
