@@ -163,6 +163,36 @@ test(
   },
 );
 
+test(
+  "A connected handle reaches the resident instance of a node restarted on the same port (its id is stable)",
+  T,
+  async () => {
+    const first = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--start", "ResidentModel"]);
+    const ws = first.url.replace("http://", "ws://");
+    let second: NodeProcess | undefined;
+    try {
+      await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: ws })]);
+      const model = await mesh.connect(ResidentModel);
+      assert.equal(await mesh.run(() => model.generate("before")), "before -> ok");
+      first.kill("SIGKILL");
+      await first.exited;
+      second = await startNodeProcess(APP, ["--port", String(first.port), "--name", "n1", "--start", "ResidentModel"]);
+      // the call that finds the old connection gone may fail with NodeLostError; the next one reconnects
+      assert.ok(
+        await eventually(
+          async () => (await mesh.run(() => model.generate("after")).catch(() => "")) === "after -> ok",
+          30_000,
+        ),
+        "the same handle reaches the new process's instance",
+      );
+      assert.equal(await mesh.run(() => model.constructions()), 1, "a fresh instance (its state starts over)");
+    } finally {
+      first.kill("SIGKILL");
+      second?.kill("SIGKILL");
+    }
+  },
+);
+
 test("thinkagain serve --start parses SERVICE and SERVICE:N, repeatable, and refuses a bad count", () => {
   assert.deepEqual(parseServeArgs(["app.ts", "--start", "Gen", "--start=Emb:2"], {}).start, [
     { service: "Gen", replicas: 1 },
