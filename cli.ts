@@ -260,6 +260,10 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     }
   }
   if (!out.module) throw new TypeError("serve needs the module that registers your services");
+  if (!out.name && out.nats !== undefined) {
+    // on a NATS cluster nodes are told apart by name alone: node-<port> would repeat across machines
+    throw new TypeError("--nats needs --name: every node on a NATS cluster needs a name of its own");
+  }
   if (!out.name) out.name = `node-${out.port}`;
   return out;
 }

@@ -98,3 +98,18 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
     }
   });
 });
+
+test("thinkagain serve --nats: the URL and a name are checked", async () => {
+  const { parseServeArgs } = await import("../../cli.ts");
+  const { throws } = await import("node:assert/strict");
+  strictEqual(
+    parseServeArgs(["app.ts", "--name", "n1", "--nats", "nats://h:4222,h2:4222"], {}).nats,
+    "nats://h:4222,h2:4222",
+  );
+  strictEqual(parseServeArgs(["app.ts"], {}).nats, undefined);
+  throws(
+    () => parseServeArgs(["app.ts", "--name", "n1", "--nats", "http://h:4222"], {}),
+    /--nats needs a NATS server's URL/,
+  );
+  throws(() => parseServeArgs(["app.ts", "--nats", "nats://h:4222"], {}), /--nats needs --name/);
+});
