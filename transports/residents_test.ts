@@ -263,3 +263,43 @@ test("FairDispatch keeps the instance's maxConcurrency, and a call cancelled bef
   assert.equal(refs[10].status, "cancelled");
   assert.equal(await refs[11], "c11");
 });
+
+const Ledger = ta.service(
+  { name: "ResidentTestLedger" },
+  class {
+    log: string[] = [];
+    async append(entry: string) {
+      const before = this.log.length;
+      await sleep(0); // a read-await-write: two calls at once would lose an entry
+      this.log[before] = entry;
+      return this.log.length;
+    }
+    entries() {
+      return this.log;
+    }
+  },
+);
+
+test("A resident instance keeps its order and maxConcurrency for calls from several drivers at once", async () => {
+  await withNode({}, async (node, endpoint) => {
+    await node.startResident("ResidentTestLedger");
+    const meshes = [0, 1, 2].map(() => new ta.Mesh([new ta.MeshNode("n1", { endpoint })]));
+    try {
+      await Promise.all(meshes.map((m, d) =>
+        m.run(async () => {
+          const ledger = await Ledger.connect();
+          await Promise.all(Array.from({ length: 100 }, (_, i) => ledger.append.go(`d${d}-${i}`)));
+        })
+      ));
+      const log = await meshes[0].run(async () => (await Ledger.connect()).entries());
+      assert.equal(log.length, 300, "no call overlapped another (maxConcurrency 1)");
+      for (const d of [0, 1, 2]) {
+        const mine = log.filter((e) => e.startsWith(`d${d}-`));
+        assert.deepEqual(mine, Array.from({ length: 100 }, (_, i) => `d${d}-${i}`), `driver ${d}'s calls in its order`);
+      }
+      assert.notDeepEqual(log.slice(0, 100), log.filter((e) => e.startsWith("d0-")), "the drivers' calls interleave");
+    } finally {
+      for (const m of meshes) await m.close();
+    }
+  });
+});
