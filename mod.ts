@@ -23,9 +23,11 @@ import { layerMesh as coreLayerMesh } from "./core/effect.ts";
 import { Mesh as CoreMesh, type MeshNode, type MeshOptions } from "./core/mesh.ts";
 import { layerRemote } from "./transports/remote_executor.ts";
 import type { DiscoverOptions } from "./transports/nats/discovery.ts";
+import type { DnsMeshOptions } from "./adapters/dns.ts";
 import { membershipOf } from "./transports/membership.ts";
 
 export type { DiscoverOptions };
+export type { DnsMeshOptions, DnsResolver } from "./adapters/dns.ts";
 
 export { layerRemote };
 
@@ -80,6 +82,36 @@ export class Mesh extends CoreMesh {
   static async discover(options: DiscoverOptions): Promise<Mesh> {
     const { discoverMesh } = await import("./transports/nats/discovery.ts");
     return await discoverMesh((nodes, o) => new Mesh(nodes, o), membershipOf, options);
+  }
+
+  /**
+   * Builds a mesh of the pods behind a DNS name: a Kubernetes headless Service
+   * (`thinkagain-gpu.default.svc.cluster.local`: its A records, each pod at `port`) or an SRV name
+   * (`_rpc._tcp.…`). Each address's `GET /healthz` says which node serves there; the ready ones
+   * make the mesh. The name is resolved again every `intervalMs` while the mesh lives: a new pod
+   * joins (new `init()`s place on it), a pod gone from the records whose node no longer answers is
+   * removed (its calls fail with `NodeLostError`, its replicas fail over), and one that still
+   * answers is draining and kept until it stops. `node:dns` is loaded only here.
+   *
+   * @param name The DNS name.
+   * @param options `port` (default 7070), `scheme` (default `"ws"`), `intervalMs` (default 5000),
+   * `timeoutMs` and `nodes` (wait up to 30 s for 1 ready node by default), `resolver` (default
+   * `node:dns/promises`), and the mesh's own options (token, name, deadline…).
+   * @returns The mesh.
+   * @throws {TypeError} When fewer than `nodes` ready nodes answered within `timeoutMs`, saying what
+   * the name resolved to; for bad options.
+   *
+   * @example A name that resolves to nothing
+   * ```ts
+   * import * as ta from "./mod.ts";
+   * import { rejects } from "node:assert/strict";
+   * const resolver = { resolve4: async () => [], resolveSrv: async () => [] };
+   * await rejects(ta.Mesh.fromDns("nobody.test", { resolver, timeoutMs: 50 }), /found 0 ready nodes at "nobody.test"/);
+   * ```
+   */
+  static async fromDns(name: string, options: DnsMeshOptions = {}): Promise<Mesh> {
+    const { dnsMesh } = await import("./adapters/dns.ts");
+    return await dnsMesh((nodes, o) => new Mesh(nodes, o), name, options);
   }
 }
 

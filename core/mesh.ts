@@ -21,7 +21,7 @@ import { MeshNode } from "./mesh_node.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { MeshRuntime, type MeshStats } from "./mesh_runtime.ts";
 
-export type { MeshConfig, MeshDiscoverConfig, MeshNodeConfig, MeshOptions } from "./mesh_config.ts";
+export type { MeshConfig, MeshDiscoverConfig, MeshDnsConfig, MeshNodeConfig, MeshOptions } from "./mesh_config.ts";
 export { MeshNode, type MeshNodeOptions } from "./mesh_node.ts";
 export type { MeshStats } from "./mesh_runtime.ts";
 
@@ -182,7 +182,9 @@ export class Mesh implements AsyncDisposable {
    * directory, or a URL). Bad configs are a TypeError naming the field. Called on a subclass (the
    * package root's `Mesh`), it builds that subclass. A `discover` entry instead of `nodes`
    * (`{ "discover": { "nats": "nats://10.0.0.9:4222", "timeoutMs": 2000 } }`) builds the mesh of
-   * the nodes that answer on that NATS cluster (the package root's `Mesh.discover`).
+   * the nodes that answer on that NATS cluster (the package root's `Mesh.discover`); a `dns` entry
+   * (`{ "dns": { "name": "thinkagain-gpu.default.svc.cluster.local", "port": 7070 } }`) the mesh of
+   * the pods behind that name (the package root's `Mesh.fromDns`).
    *
    * @param config The config, or where to read it.
    * @returns The mesh.
@@ -199,7 +201,16 @@ export class Mesh implements AsyncDisposable {
     this: new (nodes: MeshNode[], options: MeshOptions) => M,
     config: MeshConfig | string | URL,
   ): Promise<M> {
-    const { nodes, options, discover } = await readMeshConfig(config);
+    const { nodes, options, discover, dns } = await readMeshConfig(config);
+    if (dns !== undefined) {
+      // resolving names needs node:dns, which only the package root's Mesh loads
+      const fromDns = (this as unknown as { fromDns?: (name: string, o: object) => Promise<M> }).fromDns;
+      if (typeof fromDns !== "function") {
+        throw new TypeError('Mesh.fromConfig: a "dns" entry needs the Mesh of the package root, which resolves names');
+      }
+      const { name, ...rest } = dns;
+      return await fromDns.call(this, name, { ...rest, ...options });
+    }
     if (discover !== undefined) {
       // finding nodes needs a NATS client, which only the package root's Mesh loads
       const find = (this as unknown as { discover?: (o: object) => Promise<M> }).discover;

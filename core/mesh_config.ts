@@ -101,7 +101,45 @@ export interface MeshConfig {
   nodes?: Array<MeshNodeConfig>;
   /** Find the nodes instead of listing them: whoever answers on a NATS cluster (`Mesh.discover`). */
   discover?: MeshDiscoverConfig;
+  /** Find the nodes instead of listing them: the pods behind a DNS name (`Mesh.fromDns`). */
+  dns?: MeshDnsConfig;
 }
+
+/**
+ * Where a {@linkcode MeshConfig} finds its nodes by DNS (`Mesh.fromDns`): a Kubernetes headless
+ * Service's name (its A records, every pod on `port`) or an SRV name (`_rpc._tcp.…`), resolved
+ * again every `intervalMs` while the mesh lives.
+ *
+ * @example
+ * ```ts
+ * import type { MeshDnsConfig } from "./mesh_config.ts";
+ * const d: MeshDnsConfig = { name: "thinkagain-gpu.default.svc.cluster.local", port: 7070, intervalMs: 5000 };
+ * if (d.port !== 7070) throw new Error("unexpected");
+ * ```
+ */
+export interface MeshDnsConfig {
+  /** The DNS name. */
+  name: string;
+  /** The port every pod serves on, for A records (default 7070). */
+  port?: number;
+  /** How the driver reaches a pod (default `"ws"`). */
+  scheme?: "ws" | "wss" | "http" | "https";
+  /** How often the name is resolved again, ms (default 5000). */
+  intervalMs?: number;
+  /** How long to wait for `nodes` ready nodes, ms (default 30 000). */
+  timeoutMs?: number;
+  /** How many ready nodes to wait for (default 1). */
+  nodes?: number;
+}
+
+const DNS_CONFIG_KEYS: KnownKeys<MeshDnsConfig> = {
+  name: true,
+  port: true,
+  scheme: true,
+  intervalMs: true,
+  timeoutMs: true,
+  nodes: true,
+};
 
 /**
  * Where a {@linkcode MeshConfig} finds its nodes instead of listing them (`Mesh.discover`).
@@ -120,9 +158,16 @@ export interface MeshDiscoverConfig {
   timeoutMs?: number;
   /** Stop collecting once this many nodes answered. */
   nodes?: number;
+  /** How often to ask the cluster again who is there, ms (default 5000; 0: never). */
+  refreshMs?: number;
 }
 
-const DISCOVER_CONFIG_KEYS: KnownKeys<MeshDiscoverConfig> = { nats: true, timeoutMs: true, nodes: true };
+const DISCOVER_CONFIG_KEYS: KnownKeys<MeshDiscoverConfig> = {
+  nats: true,
+  timeoutMs: true,
+  nodes: true,
+  refreshMs: true,
+};
 
 /**
  * One node in a {@linkcode MeshConfig}.
@@ -153,6 +198,7 @@ const CONFIG_KEYS: KnownKeys<MeshConfig> = {
   maxConcurrentOps: true,
   nodes: true,
   discover: true,
+  dns: true,
 };
 const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true, gpus: true, cpus: true };
 
@@ -173,7 +219,7 @@ const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true
  */
 export async function readMeshConfig(
   config: MeshConfig | string | URL,
-): Promise<{ nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig }> {
+): Promise<{ nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig; dns?: MeshDnsConfig }> {
   let c: unknown = config;
   if (typeof config === "string" || config instanceof URL) {
     let url: URL;
@@ -214,10 +260,14 @@ export async function readMeshConfig(
  */
 export function parseMeshConfig(
   c: unknown,
-): { nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig } {
+): { nodes: MeshNode[]; options: MeshOptions; discover?: MeshDiscoverConfig; dns?: MeshDnsConfig } {
   const discover = c !== null && typeof c === "object" ? (c as MeshConfig).discover : undefined;
-  if (c === null || typeof c !== "object" || (discover === undefined && !Array.isArray((c as MeshConfig).nodes))) {
-    throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array (or a "discover" entry)');
+  const dns = c !== null && typeof c === "object" ? (c as MeshConfig).dns : undefined;
+  if (
+    c === null || typeof c !== "object" ||
+    (discover === undefined && dns === undefined && !Array.isArray((c as MeshConfig).nodes))
+  ) {
+    throw new TypeError('Mesh.fromConfig: the config needs a "nodes" array (or a "discover" or "dns" entry)');
   }
   const cfg = c as MeshConfig;
   // a typo must not pass unnoticed: an "endpont" would turn a remote node into a local one
@@ -232,6 +282,17 @@ export function parseMeshConfig(
       );
     }
     checkKnownKeys("Mesh.fromConfig: discover", discover, DISCOVER_CONFIG_KEYS, "field");
+  }
+  if (dns !== undefined) {
+    if (cfg.nodes !== undefined || discover !== undefined) {
+      throw new TypeError('Mesh.fromConfig: give one of "nodes", "discover" or "dns"');
+    }
+    if (dns === null || typeof dns !== "object" || typeof dns.name !== "string") {
+      throw new TypeError(
+        `Mesh.fromConfig: "dns" needs { "name": "thinkagain-gpu.default.svc.cluster.local" }, got ${describe(dns)}`,
+      );
+    }
+    checkKnownKeys("Mesh.fromConfig: dns", dns, DNS_CONFIG_KEYS, "field");
   }
   const nodes = (cfg.nodes ?? []).map((n, i) => {
     if (n === null || typeof n !== "object" || typeof n.name !== "string") {
@@ -251,5 +312,6 @@ export function parseMeshConfig(
   if (cfg.token !== undefined) options.token = cfg.token;
   if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
   if (cfg.maxConcurrentOps !== undefined) options.maxConcurrentOps = cfg.maxConcurrentOps;
+  if (dns !== undefined) return { nodes, options, dns: { ...dns } };
   return discover === undefined ? { nodes, options } : { nodes, options, discover: { ...discover } };
 }

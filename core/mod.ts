@@ -30,6 +30,7 @@ export {
   type MeshCloseOptions,
   type MeshConfig,
   type MeshDiscoverConfig,
+  type MeshDnsConfig,
   MeshNode,
   type MeshNodeConfig,
   type MeshNodeOptions,

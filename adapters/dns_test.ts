@@ -1,0 +1,203 @@
+// Mesh.fromDns against real node processes standing in for the pods of a headless Service: each
+// "pod" is `thinkagain serve` on its own loopback address (127.0.0.2, 127.0.0.3, …) and one shared
+// port, as pods share a port on their own IPs; an injected resolver plays the cluster's DNS.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { type NodeProcess, startNodeProcess } from "./_test_nodes.ts";
+import { eventually, rejection } from "../core/_test_utils.ts";
+import { Solo } from "../examples/distributed_app.ts";
+
+const APP = fileURLToPath(new URL("../examples/distributed_app.ts", import.meta.url));
+const T = { timeout: 180_000 };
+const TOKEN = "dns-test-token";
+
+/** The cluster's DNS as a test sets it: the addresses the Service's name resolves to now. */
+function fakeDns(name: string) {
+  let ips: string[] = [];
+  const srv: { name: string; port: number }[] = [];
+  let asked = 0;
+  return {
+    set(next: string[]) {
+      ips = [...next];
+    },
+    srv,
+    get asked() {
+      return asked;
+    },
+    resolver: {
+      resolve4: (host: string) => {
+        asked++;
+        if (host === name) return Promise.resolve([...ips]);
+        const m = /^(pod-\d+)\./.exec(host);
+        const i = m === null ? -1 : Number(m[1].slice(4));
+        return i >= 0 && ips[i] !== undefined ? Promise.resolve([ips[i]]) : Promise.reject(enotfound(host));
+      },
+      resolveSrv: (n: string) => (n.startsWith("_") ? Promise.resolve([...srv]) : Promise.reject(enotfound(n))),
+    },
+  };
+}
+
+function enotfound(host: string): Error {
+  return Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+}
+
+/** A "pod": a node process named pod-<i> on 127.0.0.<i + 2>, on `port` (0: a free one). */
+function startPod(i: number, port: number, runtime: "bun" | "deno"): Promise<NodeProcess> {
+  return startNodeProcess(
+    APP,
+    ["--host", `127.0.0.${i + 2}`, "--port", String(port), "--name", `pod-${i}`],
+    { runtime, env: { THINKAGAIN_TOKEN: TOKEN } },
+  );
+}
+
+test(
+  "Mesh.fromDns: pods on 127.0.0.x are found, a pod that appears is used, one that vanishes is removed",
+  T,
+  async () => {
+    const dns = fakeDns("thinkagain-test.default.svc.cluster.local");
+    const pods: NodeProcess[] = [];
+    try {
+      pods.push(await startPod(0, 0, "bun"));
+      const port = pods[0].port;
+      pods.push(await startPod(1, port, "deno"));
+      dns.set(["127.0.0.2", "127.0.0.3"]);
+      const mesh = await ta.Mesh.fromDns("thinkagain-test.default.svc.cluster.local", {
+        port,
+        token: TOKEN,
+        intervalMs: 50,
+        nodes: 2,
+        resolver: dns.resolver,
+      });
+      try {
+        assert.deepEqual(mesh.nodes.map((n) => [n.name, n.endpoint]), [
+          ["pod-0", `ws://127.0.0.2:${port}`],
+          ["pod-1", `ws://127.0.0.3:${port}`],
+        ]);
+        const solo = await mesh.run(() => Solo.init());
+        assert.equal(await mesh.run(() => solo.echo.go("hi")), "hi");
+
+        // a third pod appears in DNS: the mesh welcomes it, and the next init() goes there (fewest instances)
+        pods.push(await startPod(2, port, "bun"));
+        dns.set(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+        assert.ok(await eventually(() => mesh.nodes.some((n) => n.name === "pod-2"), 30_000), "pod-2 joined");
+        const [placed, handles] = await mesh.run(async () => {
+          const onA = Solo.init(); // pod-0 holds one already, so pod-1 and pod-2 come first
+          const onB = Solo.init();
+          await Promise.all([onA.echo.go(1), onB.echo.go(2)]);
+          return [mesh.stats().instances.map((i) => i.node), [solo, onA, onB]] as const;
+        });
+        assert.deepEqual([...placed].sort(), ["pod-0", "pod-1", "pod-2"], "one instance on each pod, pod-2 too");
+
+        // pod-1 dies (SIGKILL) and leaves DNS: it is removed, and calls of its instance fail with
+        // NodeLostError (it has no sibling to fail over to); the others answer
+        pods[1].kill("SIGKILL");
+        await pods[1].exited;
+        dns.set(["127.0.0.2", "127.0.0.4"]);
+        assert.ok(await eventually(() => !mesh.nodes.some((n) => n.name === "pod-1"), 30_000), "pod-1 removed");
+        assert.deepEqual(mesh.nodes.map((n) => n.name).sort(), ["pod-0", "pod-2"]);
+        const outcomes = await mesh.run(() => Promise.all(handles.map((h) => h.echo.go("x").then((v) => v, (e) => e))));
+        const lost = outcomes.filter((o) => o instanceof ta.NodeLostError);
+        assert.equal(lost.length, 1, `one instance was on pod-1: ${outcomes}`);
+        assert.equal(lost[0].node, "pod-1");
+        assert.equal(outcomes.filter((o) => o === "x").length, 2);
+        // new instances go to live pods only, and work
+        const where = await mesh.run(async () => {
+          const s = Solo.init();
+          await s.echo.go(0);
+          return mesh.stats().instances.at(-1)!.node;
+        });
+        assert.ok(where === "pod-0" || where === "pod-2", `placed on ${where}`);
+      } finally {
+        await mesh.close();
+      }
+    } finally {
+      for (const p of pods) p.kill("SIGKILL");
+    }
+  },
+);
+
+test("Mesh.fromDns: a pod gone from DNS that still answers (draining) is kept until it stops", T, async () => {
+  const dns = fakeDns("drain.test");
+  const pods: NodeProcess[] = [];
+  try {
+    pods.push(await startPod(0, 0, "deno"));
+    const port = pods[0].port;
+    pods.push(await startPod(1, port, "bun"));
+    dns.set(["127.0.0.2", "127.0.0.3"]);
+    const mesh = await ta.Mesh.fromDns("drain.test", {
+      port,
+      token: TOKEN,
+      intervalMs: 50,
+      nodes: 2,
+      resolver: dns.resolver,
+    });
+    try {
+      // pod-1 leaves DNS but is alive: after several rounds it is still a member
+      dns.set(["127.0.0.2"]);
+      const before = dns.asked;
+      assert.ok(await eventually(() => dns.asked >= before + 5, 30_000));
+      assert.deepEqual(mesh.nodes.map((n) => n.name), ["pod-0", "pod-1"]);
+      // it stops answering: then it is removed
+      pods[1].kill("SIGTERM");
+      assert.equal(await pods[1].cleanExit(), 0);
+      assert.ok(await eventually(() => mesh.nodes.length === 1, 30_000), "pod-1 removed once it stopped answering");
+    } finally {
+      await mesh.close();
+    }
+  } finally {
+    for (const p of pods) p.kill("SIGKILL");
+  }
+});
+
+test("Mesh.fromDns: SRV records give each pod's own port", T, async () => {
+  const dns = fakeDns("unused.test");
+  const pods: NodeProcess[] = [];
+  try {
+    pods.push(await startPod(0, 0, "bun"), await startPod(1, 0, "bun"));
+    dns.set(["127.0.0.2", "127.0.0.3"]);
+    dns.srv.push({ name: "pod-0.srv.test", port: pods[0].port }, { name: "pod-1.srv.test", port: pods[1].port });
+    const mesh = await ta.Mesh.fromDns("_rpc._tcp.srv.test", { token: TOKEN, nodes: 2, resolver: dns.resolver });
+    try {
+      assert.deepEqual(mesh.nodes.map((n) => n.endpoint), [
+        `ws://127.0.0.2:${pods[0].port}`,
+        `ws://127.0.0.3:${pods[1].port}`,
+      ]);
+    } finally {
+      await mesh.close();
+    }
+  } finally {
+    for (const p of pods) p.kill("SIGKILL");
+  }
+});
+
+test("Mesh.fromDns refuses bad input and says what the name resolved to when too few nodes answer", T, async () => {
+  const dns = fakeDns("x.test");
+  await assert.rejects(ta.Mesh.fromDns(""), /needs a DNS name/);
+  await assert.rejects(ta.Mesh.fromDns("x.test", { port: 70000 }), /port must be an integer from 1 to 65535/);
+  await assert.rejects(ta.Mesh.fromDns("x.test", { intervalMS: 5 } as never), /intervalMS/);
+  await assert.rejects(ta.Mesh.fromDns("x.test", { resolver: {} as never }), /resolver needs resolve4/);
+  dns.set(["127.0.0.9"]); // nobody serves there
+  const e = await rejection(ta.Mesh.fromDns("x.test", { resolver: dns.resolver, port: 9, timeoutMs: 100 }));
+  assert.ok(e instanceof TypeError);
+  assert.match(e.message, /found 0 ready nodes at "x\.test" within 100 ms, wanted 1: it resolved to 127\.0\.0\.9:9/);
+});
+
+test(
+  "Mesh.fromConfig with a dns entry builds the mesh through Mesh.fromDns; bad dns entries name the field",
+  T,
+  async () => {
+    const e = await rejection(ta.Mesh.fromConfig({ token: "t", dns: { name: "nothing.invalid", timeoutMs: 100 } }));
+    assert.ok(e instanceof TypeError, `got ${e}`);
+    assert.match(e.message, /found 0 ready nodes at "nothing\.invalid" within 100 ms, wanted 1: resolving it failed/);
+    await assert.rejects(ta.Mesh.fromConfig({ dns: { name: "a.test", prot: 1 } } as never), /did you mean "port"/);
+    await assert.rejects(ta.Mesh.fromConfig({ dns: { port: 1 } } as never), /"dns" needs \{ "name"/);
+    await assert.rejects(
+      ta.Mesh.fromConfig({ nodes: [{ name: "a" }], dns: { name: "a.test" } }),
+      /give one of "nodes", "discover" or "dns"/,
+    );
+    const core = await import("../core/mesh.ts");
+    await assert.rejects(core.Mesh.fromConfig({ dns: { name: "a.test" } }), /needs the Mesh of the package root/);
+  },
+);
