@@ -132,6 +132,8 @@ export class MeshRuntime {
   publicMesh: Mesh | undefined = undefined;
   private readonly states: NodeState[] = [];
   private readonly deployments: Deployment[] = [];
+  /** Deployments whose service has `restarts`: their constructor arguments and restarts left. */
+  private readonly restartable = new WeakMap<Deployment, { args: unknown[]; left: number }>();
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
   private closing: Promise<void> | undefined;
   private closeDeadline: number | undefined;
@@ -217,6 +219,7 @@ export class MeshRuntime {
     // instances, so an instance lives exactly as long as its handle
     if (this.transient) return deployment;
     this.deployments.push(deployment);
+    if ((def.restarts ?? 0) > 0) this.restartable.set(deployment, { args, left: def.restarts! });
     for (let i = 0; i < replicas.length; i++) {
       const replica = replicas[i], st = this.states[placed[i].node], gpus = placed[i].gpus;
       Effect.runSync(Scope.addFinalizer(
@@ -227,6 +230,56 @@ export class MeshRuntime {
       ));
     }
     return deployment;
+  }
+
+  /**
+   * Makes `lost`'s instance again (its node was lost) on a node not in `dead`, with the constructor
+   * arguments it was deployed with, when its service has `restarts` left: placed by `placeReplicas`,
+   * the new replica takes `lost`'s place in the deployment (later calls go to it) and closes with
+   * the mesh. The instance's state is not carried over.
+   *
+   * @param deployment The deployment `lost` belongs to.
+   * @param lost The replica whose node was lost.
+   * @param dead Names of the nodes known lost (never placed on).
+   * @returns The new replica; `undefined` when no restart is left, the mesh closed, or nothing fits.
+   */
+  restartReplica(deployment: Deployment, lost: Replica, dead: ReadonlySet<string>): Replica | undefined {
+    const r = this.restartable.get(deployment);
+    const at = deployment.replicas.indexOf(lost);
+    if (r === undefined || r.left <= 0 || this.closed || deployment.disposed || at < 0) return undefined;
+    const def = deployment.def;
+    const request = { ...requestOf(def), replicas: 1 };
+    const live = this.states.filter((s) => !dead.has(s.node.name));
+    let st: NodeState, gpus: GpuDevice[];
+    try {
+      const [p] = placeReplicas(live, request);
+      st = live[p.node];
+      gpus = p.gpus as GpuDevice[];
+    } catch {
+      return undefined; // no live node fits: the call fails with its node
+    }
+    const node = st.node;
+    if (node.endpoint !== undefined && this.remote === undefined) return undefined;
+    takeResources(st, gpus, request);
+    let replica: Replica;
+    try {
+      replica = node.endpoint === undefined
+        ? new LocalReplica(def, r.args, this, lost.index, node.name, gpus)
+        : this.remote!.createReplica(this, def, r.args, lost.index, node, gpus);
+    } catch {
+      releaseResources(st, gpus, request);
+      return undefined;
+    }
+    r.left--;
+    deployment.replicas[at] = replica;
+    replica.attach?.(deployment);
+    Effect.runSync(Scope.addFinalizer(
+      this.scope,
+      Effect.promise(() => replica.close(this.closeDeadline).catch(() => {})).pipe(
+        Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
+      ),
+    ));
+    return replica;
   }
 
   /**

@@ -15,6 +15,7 @@ import type { InstanceInfo } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
 import { localReplicaOf } from "../core/local_replica.ts";
+import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import type { RunPolicy } from "../core/policy.ts";
 import { runBody } from "../core/run_body.ts";
@@ -48,6 +49,10 @@ export class RemoteReplica extends MailboxReplica {
    */
   private readonly creator: boolean;
   private siblings: readonly RemoteReplica[] = [];
+  /** The deployment it belongs to (a restart takes its place there). */
+  private deployment: Deployment | undefined;
+  /** The replica made in its place on another node after its node was lost (`restarts`). */
+  private replacement: RemoteReplica | undefined;
   private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
 
   /**
@@ -88,6 +93,7 @@ export class RemoteReplica extends MailboxReplica {
 
   /** Knows its siblings in `deployment`, to fail over to when its node is lost. */
   attach(deployment: Deployment): void {
+    this.deployment = deployment;
     this.siblings = deployment.replicas.filter((r): r is RemoteReplica => r instanceof RemoteReplica && r !== this);
   }
 
@@ -187,6 +193,10 @@ export class RemoteReplica extends MailboxReplica {
     const trace = injectTraceContext(); // before any await: the active span is the call's own
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     if (failover && this.link.lost) {
+      // made again on a live node while its service has restarts left (its capacity comes back),
+      // else a sibling on another node takes the call
+      const next = this.restarted();
+      if (next !== undefined) return next.invoke(method, args, hook, false);
       const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
@@ -230,6 +240,19 @@ export class RemoteReplica extends MailboxReplica {
         throw e;
       }
     }
+  }
+
+  /**
+   * The instance made again on a live node in place of this one, whose node is lost, when its
+   * service has `restarts` left (made once: every call waiting here goes to the same one).
+   */
+  private restarted(): RemoteReplica | undefined {
+    if (this.replacement !== undefined || this.deployment === undefined || !(this.owner instanceof MeshRuntime)) {
+      return this.replacement;
+    }
+    const next = this.owner.restartReplica(this.deployment, this, new Set([this.node]));
+    if (next instanceof RemoteReplica) this.replacement = next;
+    return this.replacement;
   }
 
   /**

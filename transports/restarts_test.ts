@@ -56,6 +56,40 @@ test("service restarts: when its node is lost, the instance is made again (same 
   }
 });
 
+test("service restarts: a lost replica is made again on a third node, so the service keeps its replicas", async () => {
+  const Pair = ta.service(
+    { name: "RestartsTestPair", replicas: 2, restarts: 1, retries: 1 },
+    class {
+      where() {
+        return ta.currentInstance()!.node;
+      }
+    },
+  );
+  const names = [1, 2, 3].map(() => `restarts-test-${++seq}`);
+  const nodes = names.map((_, i) => new NodeServer({ name: `n${i + 1}` }));
+  const servers = names.map((n, i) => serveInMemory(n, nodes[i].handler));
+  // n3 is busy with another instance, so the pair is placed on n1 and n2
+  await using mesh = new ta.Mesh(names.map((n, i) => new ta.MeshNode(`n${i + 1}`, { endpoint: `mem://${n}` })));
+  try {
+    await mesh.run(async () => {
+      await Tally.init("busy").add();
+      const busy = mesh.stats().instances[0].node;
+      const pair = Pair.init();
+      const at = new Set(await Promise.all([pair.where.go(), pair.where.go()]));
+      assert.equal(at.size, 2);
+      assert.ok(!at.has(busy));
+      const lost = [...at][0];
+      await servers[Number(lost.slice(1)) - 1].close();
+      const after = new Set(await Promise.all(Array.from({ length: 6 }, () => pair.where.go())));
+      assert.deepEqual([...after].sort(), [...at].filter((n) => n !== lost).concat(busy).sort(), "lost one made again");
+    });
+  } finally {
+    await mesh.close();
+    for (const n of nodes) await n.drain({ graceMs: 0 });
+    for (const s of servers) await s.close();
+  }
+});
+
 test("service restarts: past its count, a lost node's calls fail with NodeLostError", async () => {
   const Once = ta.service(
     { name: "RestartsTestNone", retries: 1 },
