@@ -128,7 +128,7 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
     "a killed node: its calls fail with NodeLostError or fail over, nothing hangs",
     { timeout: 120_000 },
     async () => {
-      await using mesh = await ta.Mesh.discover({ nats: servers[0].url, nodes: 3, timeoutMs: 30_000 });
+      await using mesh = await ta.Mesh.discover({ nats: servers[0].url, nodes: 3, timeoutMs: 30_000, refreshMs: 300 });
       await mesh.run(async () => {
         const w = NatsWorker.init();
         const solos = [NatsSolo.init(), NatsSolo.init(), NatsSolo.init()];
@@ -148,6 +148,9 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
         );
         const done = await Promise.all(work); // retried on the other replicas
         deepStrictEqual(done.map((r) => r.i), Array.from({ length: 30 }, (_, i) => i));
+        // it could not say it leaves: discovery's rounds find it gone and the mesh drops it
+        await eventually(() => !mesh.nodes.some((n) => n.name === "n3"), "the killed node leaves the mesh");
+        deepStrictEqual(mesh.nodes.map((n) => n.name), ["n1", "n2"]);
       });
     },
   );

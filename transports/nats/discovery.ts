@@ -19,9 +19,14 @@ import {
 } from "./announcement.ts";
 import { natsEndpoint, parseNatsServers } from "./endpoint.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
+import { backgroundInterval } from "../_common.ts";
 
 /** How long discovery collects answers unless told otherwise, ms. */
 export const DEFAULT_DISCOVER_TIMEOUT_MS: number = 1_000;
+/** How often a discovered mesh asks the cluster again who is there, unless told otherwise, ms. */
+export const DEFAULT_REFRESH_MS: number = 5_000;
+/** Rounds in a row a node must miss before the mesh takes it for gone. */
+const REFRESH_MISSES = 3;
 
 /** Options of `Mesh.discover`: where to look, how long, and the mesh's own options. */
 export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
@@ -31,6 +36,12 @@ export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
   timeoutMs?: number;
   /** Stop collecting as soon as this many nodes answered (default: collect for `timeoutMs`). */
   nodes?: number;
+  /**
+   * How often to ask the cluster again who is there, ms (default 5000; 0: never): a node that
+   * answers none of 3 rounds in a row (a killed one, which could not say it leaves) is removed
+   * from the mesh, and one whose announcement was missed joins.
+   */
+  refreshMs?: number;
 }
 
 /** Options of {@linkcode discoverNodes}. */
@@ -144,35 +155,84 @@ export interface Membership {
 }
 
 /**
- * Keeps a mesh's nodes in step with the cluster: announcements of nodes it lacks add them, leave
- * messages remove them, until the mesh closes.
+ * Keeps a mesh's nodes in step with the cluster until the mesh closes: announcements of nodes it
+ * lacks add them, leave messages remove them, and every `refreshMs` the cluster is asked again:
+ * a discovered node that answers none of {@linkcode REFRESH_MISSES} rounds in a row is removed.
  *
  * @param lease A NATS client (released when the mesh closes).
  * @param nats The NATS server(s) the driver connects to (the nodes' endpoints go through them).
  * @param membership The mesh's membership.
- * @returns The subscriptions (ended when the mesh closes).
+ * @param managed The names discovery put in the mesh (only those are ever removed by it).
+ * @param refreshMs How often to ask again (0: never).
  */
-function watchMembership(lease: NatsLease, nats: string, membership: Membership): Subscription[] {
+function watchMembership(
+  lease: NatsLease,
+  nats: string,
+  membership: Membership,
+  managed: Set<string>,
+  refreshMs: number,
+): void {
   const nc = lease.nc;
-  const onAnnounce = (msg: Msg) => {
-    const a = decodeAnnouncement(msg.data);
-    if (a === undefined || membership.has(a.node)) return;
-    membership.join(announcedNode(a, nats));
+  const join = (a: NodeAnnouncement) => {
+    managed.add(a.node);
+    if (!membership.has(a.node)) membership.join(announcedNode(a, nats));
   };
-  const onLeave = (msg: Msg) => {
-    const a = decodeAnnouncement(msg.data);
-    if (a === undefined || !membership.has(a.node)) return;
-    membership.leave(a.node, "it left the NATS cluster (drained)");
+  const remove = (name: string, detail: string) => {
+    managed.delete(name);
+    misses.delete(name);
+    if (membership.has(name)) membership.leave(name, detail);
   };
-  const subs = [
-    nc.subscribe(ANNOUNCE_SUBJECT, { callback: (_e, m) => onAnnounce(m) }),
-    nc.subscribe(LEAVE_SUBJECT, { callback: (_e, m) => onLeave(m) }),
+  const subs: Subscription[] = [
+    nc.subscribe(ANNOUNCE_SUBJECT, {
+      callback: (_e, m) => {
+        const a = decodeAnnouncement(m.data);
+        if (a !== undefined) join(a);
+      },
+    }),
+    nc.subscribe(LEAVE_SUBJECT, {
+      callback: (_e, m) => {
+        const a = decodeAnnouncement(m.data);
+        if (a !== undefined) remove(a.node, "it left the NATS cluster (drained)");
+      },
+    }),
   ];
+  const misses = new Map<string, number>();
+  let closed = false, asking = false;
+  const round = async () => {
+    // this driver's own connection works (a reconnect is waited out), so silence is the nodes'
+    await nc.flush();
+    const found = await collect(lease, { timeoutMs: Math.min(DEFAULT_DISCOVER_TIMEOUT_MS, refreshMs / 2) });
+    if (closed) return;
+    for (const a of found.values()) {
+      misses.delete(a.node);
+      join(a);
+    }
+    for (const name of [...managed]) {
+      if (found.has(name)) continue;
+      if (!membership.has(name)) {
+        managed.delete(name); // removed by someone else
+        continue;
+      }
+      const n = (misses.get(name) ?? 0) + 1;
+      misses.set(name, n);
+      if (n >= REFRESH_MISSES) {
+        remove(name, `it answered no discovery on ${nats} for ${n} rounds in a row (${refreshMs} ms apart)`);
+      }
+    }
+  };
+  const timer = refreshMs > 0
+    ? backgroundInterval(() => {
+      if (asking || closed) return;
+      asking = true;
+      round().catch(() => {}).finally(() => (asking = false));
+    }, refreshMs)
+    : undefined;
   membership.onClose(async () => {
+    closed = true;
+    if (timer !== undefined) clearInterval(timer);
     for (const s of subs) s.unsubscribe();
     await lease.release();
   });
-  return subs;
 }
 
 /**
@@ -202,7 +262,10 @@ export async function discoverMesh<M>(
   if (options === null || typeof options !== "object" || typeof options.nats !== "string") {
     throw new TypeError('Mesh.discover needs { nats: "nats://host:4222" }');
   }
-  const { nats, timeoutMs, nodes: want, ...meshOptions } = options;
+  const { nats, timeoutMs, nodes: want, refreshMs = DEFAULT_REFRESH_MS, ...meshOptions } = options;
+  if (!(Number.isFinite(refreshMs) && refreshMs >= 0)) {
+    throw new RangeError(`Mesh.discover: refreshMs must be a number of ms ≥ 0, got ${refreshMs}`);
+  }
   const lease = await acquireNats(parseNatsServers(nats, "Mesh.discover"), { purpose: `discovery on ${nats}` });
   let mesh: M;
   let watching = false;
@@ -226,7 +289,7 @@ export async function discoverMesh<M>(
     mesh = make(nodes, meshOptions);
     const membership = membershipOf(mesh);
     if (membership !== undefined) {
-      watchMembership(lease, nats, membership);
+      watchMembership(lease, nats, membership, new Set(found.keys()), refreshMs);
       watching = true;
     }
   } finally {
