@@ -57,6 +57,8 @@ export interface NatsServerOptions {
   port?: number;
   /** The server's max_payload in bytes (default: the server's 1 MB). */
   maxPayload?: number;
+  /** Serve nats-server's monitoring endpoints (/subsz, /connz) on this port. */
+  monitorPort?: number;
   /** This server's route port and the other servers' routes, for a cluster. */
   cluster?: { port: number; routes: number[] };
 }
@@ -71,6 +73,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const dir = mkdtempSync(join(tmpdir(), "ta-nats-"));
   const lines = [`listen: 127.0.0.1:${port}`, `server_name: ta_test_${port}_${++counter}`];
   if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
+  if (options.monitorPort !== undefined) lines.push(`http: 127.0.0.1:${options.monitorPort}`);
   if (options.cluster) {
     lines.push(
       "cluster {",

@@ -16,7 +16,14 @@
  *
  * @module
  */
-import { createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import {
+  createInbox,
+  headers as natsHeaders,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/nats-core";
 import { decode, encode } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { armRequest, authRefused, backgroundInterval, closedError, CloseListeners, decodeError } from "../_common.ts";
@@ -108,6 +115,8 @@ class NatsTransportConnection implements TransportConnection {
   readonly #listeners = new CloseListeners();
   /** Headers of a plain request (the token), made once. */
   readonly #plainHeaders: MsgHdrs | undefined;
+  /** The inbox's subscription (the NATS client is shared: it outlives this connection). */
+  readonly #replies: Subscription;
   #nextId = 0;
   #closed = false;
   /** True once the node answered anything: "no responders" afterwards means it went away. */
@@ -127,7 +136,7 @@ class NatsTransportConnection implements TransportConnection {
       this.#plainHeaders = natsHeaders();
       this.#plainHeaders.set(H_TOKEN, this.#token);
     }
-    this.#nc.subscribe(`${this.#inbox}.*`, { callback: (_err, msg) => this.#onReply(msg) });
+    this.#replies = this.#nc.subscribe(`${this.#inbox}.*`, { callback: (_err, msg) => this.#onReply(msg) });
     // the client closed for good (not a reconnect): nothing will ever answer
     this.#nc.closed().then(() => this.#fail(closedError(this.endpoint), true));
   }
@@ -335,6 +344,7 @@ class NatsTransportConnection implements TransportConnection {
       }
     }
     this.#fail(closedError(this.endpoint), true);
+    this.#replies.unsubscribe();
     await this.#lease.release();
   }
 

@@ -205,6 +205,31 @@ describe("nats transport: op queue groups", { skip: missing }, () => {
   });
 });
 
+test("natsTransport: a closed connection leaves no subscription on the shared NATS client", {
+  skip: missing,
+}, async () => {
+  const { freePort } = await import("./_test_nats.ts");
+  const monitor = await freePort();
+  const srv = await startNatsServer({ monitorPort: monitor });
+  const subs = async () =>
+    ((await (await fetch(`http://127.0.0.1:${monitor}/subsz`)).json()) as { num_subscriptions: number })
+      .num_subscriptions;
+  const node = await serveNats((f) => f, { nats: srv.url, name: "subs" });
+  try {
+    const before = await subs();
+    for (let i = 0; i < 5; i++) {
+      const conn = await natsTransport.connect(node.endpoint);
+      strictEqual((await conn.request(new Uint8Array([i])))[0], i);
+      await conn.close();
+    }
+    await node.lease.nc.flush();
+    strictEqual(await subs(), before);
+  } finally {
+    await node.close();
+    await srv.stop();
+  }
+});
+
 test("transportFor picks the NATS transport for nats:// endpoints and refuses mixing it with others", async () => {
   const { transportFor } = await import("../transport_for.ts");
   strictEqual(transportFor("nats://127.0.0.1:4222/n1").name, "nats");
