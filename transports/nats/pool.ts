@@ -16,6 +16,11 @@ interface Entry {
 
 const pool = new Map<string, Entry>();
 
+/** A URL list as it may be shown: passwords (`nats://user:pass@host`) replaced by `***`. */
+function redact(text: string): string {
+  return text.replace(/(\/\/[^:@/\s,]*):[^@/\s,]*@/g, "$1:***@");
+}
+
 /** Options of {@linkcode acquireNats}. */
 export interface AcquireNatsOptions {
   /** How long the first connect may take before `TransportError("unreachable")`, ms (default 10 s). */
@@ -64,10 +69,10 @@ export async function acquireNats(servers: readonly string[], options: AcquireNa
       if (pool.get(key) === created) pool.delete(key);
       throw new TransportError(
         "unreachable",
-        `Cannot reach the NATS server${servers.length > 1 ? "s" : ""} ${key}${
-          options.purpose ? ` (for ${options.purpose})` : ""
-        }: ${cause instanceof Error ? cause.message : String(cause)}`,
-        options.purpose ?? key,
+        `Cannot reach the NATS server${servers.length > 1 ? "s" : ""} ${redact(key)}${
+          options.purpose ? ` (for ${redact(options.purpose)})` : ""
+        }: ${cause instanceof Error ? redact(cause.message) : String(cause)}`,
+        redact(options.purpose ?? key),
         cause,
       );
     });

@@ -240,3 +240,12 @@ test("transportFor picks the NATS transport for nats:// endpoints and refuses mi
   // loaded on first connect: a bad endpoint is refused there, naming it
   await rejects(transportFor("nats://127.0.0.1:4222").connect("nats://127.0.0.1:4222"), /names no node/);
 });
+
+test("natsTransport: an unreachable server's error shows its URL without the password", async () => {
+  await rejects(natsTransport.connect("nats://ann:s3cret@127.0.0.1:9/n1", { connectTimeoutMs: 2000 }), (e: unknown) => {
+    ok(e instanceof TransportError && e.reason === "unreachable", String(e));
+    ok(!e.message.includes("s3cret") && e.message.includes("nats://ann:***@127.0.0.1:9"), e.message);
+    ok(!String(e.endpoint).includes("s3cret"), String(e.endpoint));
+    return true;
+  });
+});
