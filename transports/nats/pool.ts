@@ -16,8 +16,19 @@ interface Entry {
 
 const pool = new Map<string, Entry>();
 
-/** A URL list as it may be shown: passwords (`nats://user:pass@host`) replaced by `***`. */
-function redact(text: string): string {
+/**
+ * A URL (list) as it may be shown: passwords (`nats://user:pass@host`) replaced by `***`.
+ *
+ * @param text A URL, a list of them, or a message holding them.
+ * @returns The same text without passwords.
+ *
+ * @example
+ * ```ts
+ * import { redactUrl } from "./pool.ts";
+ * if (redactUrl("nats://ann:pw@h:4222/n1") !== "nats://ann:***@h:4222/n1") throw new Error("unexpected");
+ * ```
+ */
+export function redactUrl(text: string): string {
   return text.replace(/(\/\/[^:@/\s,]*):[^@/\s,]*@/g, "$1:***@");
 }
 
@@ -69,10 +80,10 @@ export async function acquireNats(servers: readonly string[], options: AcquireNa
       if (pool.get(key) === created) pool.delete(key);
       throw new TransportError(
         "unreachable",
-        `Cannot reach the NATS server${servers.length > 1 ? "s" : ""} ${redact(key)}${
-          options.purpose ? ` (for ${redact(options.purpose)})` : ""
-        }: ${cause instanceof Error ? redact(cause.message) : String(cause)}`,
-        redact(options.purpose ?? key),
+        `Cannot reach the NATS server${servers.length > 1 ? "s" : ""} ${redactUrl(key)}${
+          options.purpose ? ` (for ${redactUrl(options.purpose)})` : ""
+        }: ${cause instanceof Error ? redactUrl(cause.message) : String(cause)}`,
+        redactUrl(options.purpose ?? key),
         cause,
       );
     });

@@ -38,7 +38,7 @@ import {
 } from "../transport.ts";
 import { H_AUDIT, H_AUTH, H_BYE, H_ERROR, H_NOTIFY, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
 import { type NatsEndpoint, parseNatsEndpoint } from "./endpoint.ts";
-import { acquireNats, type NatsLease } from "./pool.ts";
+import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 
 /** How long a request waits before the node is asked whether it still works on it, ms. */
 export const AUDIT_EVERY_MS: number = 1_000;
@@ -105,6 +105,8 @@ export function plainBytes(data: Uint8Array): Uint8Array {
 
 class NatsTransportConnection implements TransportConnection {
   readonly endpoint: string;
+  /** The endpoint as errors show it (no password). */
+  readonly #shown: string;
   readonly #target: NatsEndpoint;
   readonly #lease: NatsLease;
   readonly #nc: NatsConnection;
@@ -126,6 +128,7 @@ class NatsTransportConnection implements TransportConnection {
 
   constructor(endpoint: string, target: NatsEndpoint, lease: NatsLease, options: ConnectOptions) {
     this.endpoint = endpoint;
+    this.#shown = redactUrl(endpoint);
     this.#target = target;
     this.#lease = lease;
     this.#nc = lease.nc;
@@ -138,7 +141,7 @@ class NatsTransportConnection implements TransportConnection {
     }
     this.#replies = this.#nc.subscribe(`${this.#inbox}.*`, { callback: (_err, msg) => this.#onReply(msg) });
     // the client closed for good (not a reconnect): nothing will ever answer
-    this.#nc.closed().then(() => this.#fail(closedError(this.endpoint), true));
+    this.#nc.closed().then(() => this.#fail(closedError(this.#shown), true));
   }
 
   get closed(): boolean {
@@ -146,8 +149,8 @@ class NatsTransportConnection implements TransportConnection {
   }
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
-    if (this.#closed) return Promise.reject(closedError(this.endpoint));
-    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint) ?? this.#overPayload(frame.byteLength);
+    if (this.#closed) return Promise.reject(closedError(this.#shown));
+    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.#shown) ?? this.#overPayload(frame.byteLength);
     if (tooLarge) return Promise.reject(tooLarge);
     let hdrs = this.#plainHeaders;
     if (options?.timeoutMs !== undefined) {
@@ -162,7 +165,7 @@ class NatsTransportConnection implements TransportConnection {
     return new Promise<Uint8Array>((resolve, reject) => {
       const id = ++this.#nextId;
       const pending: NatsPending = { resolve, reject, cleanup: undefined, sentAt: performance.now(), misses: 0, audit };
-      pending.cleanup = armRequest(pending, options, this.endpoint, () => this.#pending.delete(id));
+      pending.cleanup = armRequest(pending, options, this.#shown, () => this.#pending.delete(id));
       if (options?.signal?.aborted) return; // rejected by armRequest, never sent
       this.#pending.set(id, pending);
       try {
@@ -180,18 +183,18 @@ class NatsTransportConnection implements TransportConnection {
   #overPayload(bytes: number): TransportError | undefined {
     const max = this.#nc.info?.max_payload;
     return max !== undefined && bytes + HEADER_ALLOWANCE > max
-      ? overMaxPayload(bytes, max, this.endpoint, "frame")
+      ? overMaxPayload(bytes, max, this.#shown, "frame")
       : undefined;
   }
 
   #publishFailure(cause: unknown, bytes: number): TransportError {
     const max = this.#nc.info?.max_payload;
-    if (max !== undefined && bytes + HEADER_ALLOWANCE > max) return overMaxPayload(bytes, max, this.endpoint, "frame");
-    if (this.#closed) return closedError(this.endpoint);
+    if (max !== undefined && bytes + HEADER_ALLOWANCE > max) return overMaxPayload(bytes, max, this.#shown, "frame");
+    if (this.#closed) return closedError(this.#shown);
     return new TransportError(
       "io",
-      `Cannot send a frame to ${this.endpoint} over NATS: ${cause instanceof Error ? cause.message : String(cause)}`,
-      this.endpoint,
+      `Cannot send a frame to ${this.#shown} over NATS: ${cause instanceof Error ? cause.message : String(cause)}`,
+      this.#shown,
       cause,
     );
   }
@@ -215,7 +218,7 @@ class NatsTransportConnection implements TransportConnection {
     this.#reached = true;
     const body = plainBytes(msg.data);
     if (h === undefined) return p.resolve(body);
-    if (h.has(H_AUTH)) return p.reject(authRefused(this.endpoint, this.#token !== undefined));
+    if (h.has(H_AUTH)) return p.reject(authRefused(this.#shown, this.#token !== undefined));
     if (h.has(H_ERROR)) return p.reject(decodeError(body));
     p.resolve(body);
   }
@@ -227,9 +230,9 @@ class NatsTransportConnection implements TransportConnection {
     this.#reached = false;
     const error = new TransportError(
       reached ? "closed" : "unreachable",
-      `No node answers at ${this.endpoint} (NATS: no responders on ${this.#target.subject}): ` +
+      `No node answers at ${this.#shown} (NATS: no responders on ${this.#target.subject}): ` +
         (reached ? "the node went away" : "the node is not running, or not connected to this NATS cluster"),
-      this.endpoint,
+      this.#shown,
     );
     this.#fail(error, reached);
   }
@@ -271,9 +274,9 @@ class NatsTransportConnection implements TransportConnection {
     asked.then((working) => {
       const lost = new TransportError(
         "io",
-        `A request to ${this.endpoint} was lost in NATS: the node never got it, or its reply never came back ` +
+        `A request to ${this.#shown} was lost in NATS: the node never got it, or its reply never came back ` +
           "(a NATS server between them went down)",
-        this.endpoint,
+        this.#shown,
       );
       ids.forEach((id, i) => {
         const p = this.#pending.get(id);
@@ -343,7 +346,7 @@ class NatsTransportConnection implements TransportConnection {
         // closing anyway
       }
     }
-    this.#fail(closedError(this.endpoint), true);
+    this.#fail(closedError(this.#shown), true);
     this.#replies.unsubscribe();
     await this.#lease.release();
   }

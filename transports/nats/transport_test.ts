@@ -248,4 +248,16 @@ test("natsTransport: an unreachable server's error shows its URL without the pas
     ok(!String(e.endpoint).includes("s3cret"), String(e.endpoint));
     return true;
   });
+  // a reachable server, a node nobody serves: the no-responders error hides it too
+  const srv = await startNatsServer();
+  try {
+    const conn = await natsTransport.connect(`nats://ann:s3cret@127.0.0.1:${srv.port}/nobody`);
+    await rejects(conn.request(new Uint8Array([1])), (e: unknown) => {
+      ok(e instanceof TransportError && !e.message.includes("s3cret") && e.message.includes("ann:***@"), String(e));
+      return true;
+    });
+    await conn.close();
+  } finally {
+    await srv.stop();
+  }
 });
