@@ -16,6 +16,8 @@ import { natsServerBinary, type NatsServerProcess, startNatsCluster } from "../t
 import { NatsBenchEcho } from "./_nats_app.ts";
 import { serveNats } from "../transports/nats/serve.ts";
 import { natsTransport } from "../transports/nats/transport.ts";
+import { NodeServer } from "../transports/node_server.ts";
+import { serveInMemory } from "../transports/in_memory.ts";
 
 if (natsServerBinary() === undefined) {
   console.log("bench/nats.ts: nats-server is not installed (apt-get install -y nats-server); nothing measured");
@@ -120,12 +122,24 @@ for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a rout
     return h;
   });
   const wsCall = () => wsEcho.echo.go(PAYLOAD);
+  // the floor of the call itself: driver and node in this process, frames through memory (encoded)
+  const inProcess = new NodeServer({ name: "inproc" });
+  const memNode = serveInMemory("nats-bench-inproc", inProcess.handler);
+  await using memMesh = new ta.Mesh([new ta.MeshNode("inproc", { endpoint: memNode.endpoint })]);
+  const memEcho = await memMesh.run(async () => {
+    const h = NatsBenchEcho.init();
+    await h.echo.go("warm");
+    return h;
+  });
+  const memCall = () => memEcho.echo.go(PAYLOAD);
   for (let run = 0; run < RUNS; run++) {
     add("calls/s, frames through the NATS transport only", await rate(rawCall), await rate(frameCall));
     add("calls/s, the service call over ws:// instead", await rate(rawCall), await rate(wsCall));
+    add("calls/s, the service call in one process over mem://", await rate(rawCall), await rate(memCall));
   }
   await conn.close();
   await echoNode.close();
+  await memNode.close();
 }
 
 // discovery: 3 nodes (bench1 and two more), found by Mesh.discover vs. listed by hand
