@@ -28,7 +28,6 @@ import {
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
 import { transportFor } from "./transport_for.ts";
 import { RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
-import { Stream } from "../core/stream.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,
@@ -278,7 +277,7 @@ export class NodeLink {
       const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span);
       if (res.t === "chunk") {
         streaming = true;
-        return this.openStream(cid, res, window ?? resolveStreamWindow(undefined), message.op ?? message.method!);
+        return this.openStream(cid, res, window ?? resolveStreamWindow(undefined));
       }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
@@ -316,8 +315,7 @@ export class NodeLink {
     cid: string,
     first: ChunkMessage,
     window: { items: number; bytes: number },
-    name: string,
-  ): Stream<unknown> {
+  ): RemoteChunks {
     const from = { owner: this.holder, token: this.options.token, transport: this.transport.name };
     const chunks = new RemoteChunks(
       {
@@ -330,8 +328,9 @@ export class NodeLink {
       },
       first,
       window,
+      () => this.inFlight--,
     );
-    return new Stream(chunks, { name, onEnd: () => this.inFlight-- });
+    return chunks;
   }
 
   /**

@@ -37,6 +37,8 @@ export const DEFAULT_STREAM_WINDOW: Readonly<Required<StreamWindow>> = Object.fr
 
 /** Most items in one chunk. */
 const CHUNK_ITEMS = 512;
+/** Most items in a stream's first chunk (the answer to its call). */
+const FIRST_CHUNK_ITEMS = 16;
 /** A chunk is sent once it holds about this many bytes. */
 const CHUNK_BYTES = 64 * 1024;
 
@@ -253,6 +255,9 @@ export class StreamOutlets {
 
   #pull(key: string, outlet: Outlet): Promise<Uint8Array> {
     const p = new Promise<Uint8Array>((resolve) => outlet.pulls.push(resolve));
+    // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
+    // with what is buffered would send a few items per chunk
+    if (outlet.pumping) return p;
     if (outlet.buffer.length > 0 || outlet.ended) this.#flush(key, outlet);
     else void this.#pump(key, outlet);
     return p;
@@ -288,7 +293,9 @@ export class StreamOutlets {
         outlet.bufferBytes += size;
         outlet.items--;
         outlet.bytes -= size;
-        if (!outlet.sentFirst || outlet.buffer.length >= CHUNK_ITEMS || outlet.bufferBytes >= CHUNK_BYTES) {
+        // the first chunk is small, so the first item is not held back while many more are made
+        const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
+        if (outlet.buffer.length >= full || outlet.bufferBytes >= CHUNK_BYTES) {
           this.#flush(key, outlet);
         }
       }
@@ -392,12 +399,17 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #inOrder: Promise<void> = Promise.resolve();
   #waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | undefined;
 
+  readonly #onEnd: (() => void) | undefined;
+  #ended = false;
+
   /**
    * @param source How to ask for chunks.
    * @param first The call's answer: the first chunk.
    * @param window The window this consumer granted with the call.
+   * @param onEnd Called once, when the stream ended (all taken, failed, or left early).
    */
-  constructor(source: ChunkSource, first: ChunkMessage, window: Required<StreamWindow>) {
+  constructor(source: ChunkSource, first: ChunkMessage, window: Required<StreamWindow>, onEnd?: () => void) {
+    this.#onEnd = onEnd;
     this.#source = source;
     this.#window = window;
     this.#buffer = first.items;
@@ -409,6 +421,17 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#owedBytes = window.bytes - b;
   }
 
+  /** The chunks themselves (a call's result: `stream_call.ts` wraps it in a `Stream`). */
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  #endOnce(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#onEnd?.();
+  }
+
   next(): Promise<IteratorResult<unknown>> {
     if (this.#head < this.#buffer.length) {
       const value = this.#take();
@@ -416,6 +439,7 @@ export class RemoteChunks implements AsyncIterator<unknown> {
       return Promise.resolve({ done: false, value });
     }
     if (this.#done) {
+      this.#endOnce();
       if (this.#error !== undefined) {
         const e = this.#error;
         this.#error = undefined;
@@ -432,8 +456,12 @@ export class RemoteChunks implements AsyncIterator<unknown> {
       this.#done = true;
       this.#source.cancel();
     }
+    this.#endOnce();
     this.#buffer = [];
     this.#head = 0;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.resolve({ done: true, value: undefined });
     return Promise.resolve({ done: true, value: undefined });
   }
 
@@ -485,6 +513,7 @@ export class RemoteChunks implements AsyncIterator<unknown> {
       this.#ask();
     } else if (this.#done) {
       this.#waiter = undefined;
+      this.#endOnce();
       if (this.#error !== undefined) {
         const e = this.#error;
         this.#error = undefined;
@@ -499,7 +528,9 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#done = true;
     const w = this.#waiter;
     this.#waiter = undefined;
-    if (w !== undefined) w.reject(e);
-    else this.#error = e;
+    if (w !== undefined) {
+      this.#endOnce();
+      w.reject(e);
+    } else this.#error = e;
   }
 }

@@ -1,0 +1,198 @@
+/**
+ * Streaming benchmark: a stream of 16-byte items from a node (a child process of the same runtime)
+ * to this driver over one WebSocket, beside a raw hono WebSocket server that pushes the same items
+ * with the same batching (512 items per message, CBOR-encoded, no credit, no protocol) in the same
+ * run; and the time to a stream's first item beside a plain call's round trip (both p50).
+ *
+ *   npx bun bench/streaming.ts
+ *   npx deno run -A bench/streaming.ts
+ *
+ * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios.
+ * Timing claims live here, never in tests.
+ *
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { Hono } from "hono";
+import { loadAdapter, serveFrames } from "../adapters/serve.ts";
+import { decode, encode } from "../core/codec.ts";
+import * as ta from "../mod.ts";
+import { NodeServer } from "../server.ts";
+
+/** Items per stream in the throughput runs. */
+const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
+/** Throughput runs of each side. */
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+/** Round trips per latency sample. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
+/** Items per raw message: what a chunk holds at most (transports/stream_wire.ts). */
+const BATCH = 512;
+
+/** `n` items of 16 bytes, each made when asked for. */
+const benchItems = ta.op({ name: "benchItems", remote: true }, async function* (n: number) {
+  for (let i = 0; i < n; i++) {
+    const item = new Uint8Array(16);
+    item[0] = i & 0xff;
+    yield item;
+  }
+});
+
+/** One 16-byte item: a plain call, the baseline of a stream's first item. */
+const benchOne = ta.op({ name: "benchOne", remote: true }, () => new Uint8Array(16));
+
+// ---- server side (child process) -----------------------------------------------------------------
+
+async function runServer(kind: string): Promise<void> {
+  if (kind === "node") {
+    const node = new NodeServer({ name: "bench" });
+    const served = await serveFrames(node.handler, { port: 0 });
+    console.log(`PORT ${served.port}`);
+    return;
+  }
+  const adapter = await loadAdapter();
+  const app = new Hono();
+  app.get(
+    "/ws",
+    adapter.upgradeWebSocket(() => ({
+      onMessage(evt, ws) {
+        // asked for n items: the same items as benchItems makes, BATCH to a message
+        const data = evt.data;
+        const n = Number(typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer));
+        let batch: Uint8Array[] = [];
+        for (let i = 0; i < n; i++) {
+          const item = new Uint8Array(16);
+          item[0] = i & 0xff;
+          batch.push(item);
+          if (batch.length === BATCH || i === n - 1) {
+            ws.send(encode(batch) as Uint8Array<ArrayBuffer>);
+            batch = [];
+          }
+        }
+      },
+    })),
+  );
+  const served = await adapter.serve(app, { port: 0 });
+  console.log(`PORT ${served.port}`);
+}
+
+// ---- client side ---------------------------------------------------------------------------------
+
+function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
+  const self = fileURLToPath(import.meta.url);
+  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Uint8Array) => {
+      out += new TextDecoder().decode(d);
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
+  });
+}
+
+/** Our stream: items per second. */
+async function oursItemsPerSecond(n: number): Promise<number> {
+  const t0 = performance.now();
+  let count = 0;
+  for await (const _ of await benchItems.go(n)) count++;
+  if (count !== n) throw new Error(`got ${count} of ${n} items`);
+  return n / ((performance.now() - t0) / 1000);
+}
+
+/** The raw server's push, read by a plain WebSocket: items per second. */
+function rawItemsPerSecond(ws: WebSocket, n: number): Promise<number> {
+  return new Promise((resolve) => {
+    let count = 0;
+    const t0 = performance.now();
+    ws.onmessage = (evt) => {
+      count += (decode(new Uint8Array(evt.data as ArrayBuffer)) as unknown[]).length;
+      if (count >= n) resolve(n / ((performance.now() - t0) / 1000));
+    };
+    ws.send(String(n));
+  });
+}
+
+async function p50(fn: () => Promise<unknown>, rounds = ROUNDS): Promise<number> {
+  for (let i = 0; i < Math.min(200, rounds); i++) await fn(); // warm up
+  const times: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)] * 1000;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
+
+async function main(): Promise<void> {
+  const runtime = "Deno" in globalThis
+    ? `Deno ${(globalThis as { Deno?: { version: { deno: string } } }).Deno!.version.deno}`
+    : `Bun ${process.versions.bun}`;
+  const node = await startChild("node");
+  const raw = await startChild("raw");
+  try {
+    await using mesh = new ta.Mesh([new ta.MeshNode("bench", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+    const ws = new WebSocket(`ws://127.0.0.1:${raw.port}/ws`);
+    ws.binaryType = "arraybuffer";
+    await new Promise((r) => (ws.onopen = r));
+    await mesh.run(async () => {
+      // warm up both sides
+      await oursItemsPerSecond(ITEMS / 4);
+      await rawItemsPerSecond(ws, ITEMS / 4);
+      const ours: number[] = [], base: number[] = [], ratios: number[] = [];
+      for (let r = 0; r < RUNS; r++) {
+        // alternate which goes first, so neither always runs on a cooler machine
+        const o = r % 2 === 0 ? await oursItemsPerSecond(ITEMS) : 0;
+        const b = await rawItemsPerSecond(ws, ITEMS);
+        const o2 = r % 2 === 1 ? await oursItemsPerSecond(ITEMS) : o;
+        ours.push(o2);
+        base.push(b);
+        ratios.push(o2 / b);
+      }
+      // time to the first item of a stream (then left), and a plain call's round trip
+      const firstItem: number[] = [], plain: number[] = [], ttfRatios: number[] = [];
+      for (let r = 0; r < RUNS; r++) {
+        // a stream of one item: its first item is its only one, so no producer runs on meanwhile
+        const f = await p50(async () => {
+          const it = (await benchItems.go(1))[Symbol.asyncIterator]();
+          await it.next();
+          await it.return!(undefined);
+        });
+        const p = await p50(() => benchOne.go() as unknown as Promise<unknown>);
+        firstItem.push(f);
+        plain.push(p);
+        ttfRatios.push(f / p);
+      }
+      const spread = (xs: number[], f: (x: number) => string) =>
+        `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+      const r2 = (x: number) => x.toFixed(2);
+      const us = (x: number) => `${Math.round(x)} µs`;
+      console.log(`bench/streaming.ts on ${runtime}: ${ITEMS} items of 16 bytes per stream, ${RUNS} runs each`);
+      console.log(`  items/s, ours (one WebSocket, credit)   ${spread(ours, fmt)}`);
+      console.log(`  items/s, raw hono WebSocket push        ${spread(base, fmt)}`);
+      console.log(`  ours / raw                              ${spread(ratios, r2)}`);
+      console.log(`  first item of a stream, p50             ${spread(firstItem, us)}`);
+      console.log(`  plain call round trip, p50              ${spread(plain, us)}`);
+      console.log(`  first item / plain call                 ${spread(ttfRatios, r2)}`);
+    });
+    ws.close();
+  } finally {
+    node.child.kill("SIGKILL");
+    raw.child.kill("SIGKILL");
+  }
+}
+
+const at = process.argv.indexOf("--server");
+if (at >= 0) await runServer(process.argv[at + 1]);
+else await main();
