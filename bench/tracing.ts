@@ -20,6 +20,7 @@
 // Run: bun bench/tracing.ts   or   deno run -A bench/tracing.ts
 // (env: REPS=n processes per mode, PERIOD_MS=n, MODES=substr,… to run only those, and off)
 import { spawn } from "node:child_process";
+import process from "node:process";
 import { setImmediate } from "node:timers";
 import { fileURLToPath } from "node:url";
 import {
@@ -102,7 +103,8 @@ const provider = new BasicTracerProvider({
     // every span is delivered: the queue holds whatever the exporter has not sent yet (it lags on a
     // busy machine), and what the processor still drops is counted and reported
     new BatchSpanProcessor(
-      new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+      // a flush sends the whole queue at once: as many exports in flight as it takes
+      new OTLPTraceExporter({ url: `${endpoint}/v1/traces`, concurrencyLimit: QUEUE / 2048 }),
       ta.watchDroppedSpans({ maxQueueSize: QUEUE, maxExportBatchSize: 2048, scheduledDelayMillis: 200 }),
     ),
   ],
@@ -112,7 +114,7 @@ const sampledProvider = new BasicTracerProvider({
   sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.01) }),
   spanProcessors: [
     new BatchSpanProcessor(
-      new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+      new OTLPTraceExporter({ url: `${endpoint}/v1/traces`, concurrencyLimit: QUEUE / 512 }),
       ta.watchDroppedSpans({ maxQueueSize: QUEUE, scheduledDelayMillis: 200 }),
     ),
   ],
@@ -260,16 +262,18 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
 
 /**
  * Runs `bench` back to back for `ms`, one event-loop turn between runs, and returns its sustained
- * throughput (tasks per ms) over the whole period: what tracing costs later (the exporter's batching,
- * encoding and sending on its timer) and the collection of every run's garbage are in it.
+ * throughput over the whole period, in tasks per ms of wall time and per ms of this process's CPU
+ * time (user + system, every thread): what tracing costs later (the exporter's batching, encoding
+ * and sending on its timer) and the collection of every run's garbage are in it. On shared cores,
+ * wall time also counts the time other processes held the core; CPU time does not.
  */
 async function sustained(
   bench: () => Promise<number>,
   tasks: number,
   ms: number,
   flush: () => Promise<unknown>,
-): Promise<number> {
-  const t0 = performance.now();
+): Promise<{ wall: number; cpu: number }> {
+  const t0 = performance.now(), c0 = cpuMs();
   let runs = 0;
   while (performance.now() - t0 < ms) {
     await bench();
@@ -278,13 +282,19 @@ async function sustained(
   }
   // the spans still queued are sent inside the period: every span's export is paid for
   await flush();
-  return runs * tasks / (performance.now() - t0);
+  return { wall: runs * tasks / (performance.now() - t0), cpu: runs * tasks / (cpuMs() - c0) };
+}
+
+/** CPU time this process has used, ms. */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** In a child: measures one mode and prints its sustained throughputs as one JSON line. */
 async function measureMode(mode: Mode): Promise<void> {
   setMode(mode);
-  const out = {} as Record<Bench, number>;
+  const out = {} as Record<Bench, { wall: number; cpu: number }>;
   const flush = mode.includes("SDK")
     ? () => Promise.all([provider.forceFlush(), sampledProvider.forceFlush()])
     : () => Promise.resolve();
@@ -307,7 +317,11 @@ if (CHILD !== undefined) {
   await measureMode(CHILD as Mode);
 } else {
   const rates = {} as Record<Mode, Record<Bench, number[]>>;
-  for (const m of MODES) rates[m] = { fanout: [], sequential: [], calls: [], "fanout 2k × 20µs work": [] };
+  const cpuRates = {} as Record<Mode, Record<Bench, number[]>>;
+  for (const m of MODES) {
+    rates[m] = { fanout: [], sequential: [], calls: [], "fanout 2k × 20µs work": [] };
+    cpuRates[m] = { fanout: [], sequential: [], calls: [], "fanout 2k × 20µs work": [] };
+  }
   const lost = Object.fromEntries(MODES.map((m) => [m, 0])) as Record<Mode, number>;
   for (let rep = 0; rep < REPS; rep++) {
     for (const mode of MODES) {
@@ -316,9 +330,12 @@ if (CHILD !== undefined) {
         THINKAGAIN_TRACING_BENCH_ENDPOINT: endpoint,
       });
       if (await c.exited !== 0) throw new Error(`mode ${mode} failed`);
-      const out = JSON.parse(c.lines.at(-1)!) as Record<Bench, number> & { lost: number };
+      const out = JSON.parse(c.lines.at(-1)!) as Record<Bench, { wall: number; cpu: number }> & { lost: number };
       lost[mode] += out.lost;
-      for (const b of BENCHES) rates[mode][b].push(out[b]);
+      for (const b of BENCHES) {
+        rates[mode][b].push(out[b].wall);
+        cpuRates[mode][b].push(out[b].cpu);
+      }
     }
   }
   sink!.child.stdin!.end();
@@ -328,17 +345,28 @@ if (CHILD !== undefined) {
   console.log(
     `tracing overhead, ${runtimeVersion()}, N=${N}: sustained throughput over ${PERIOD_MS} ms of back-to-back runs, ${REPS} processes per mode (median; "per process" = range of each process's ratio)`,
   );
-  console.log("| benchmark | mode | tasks/s | vs off | per process |");
-  console.log("| --- | --- | ---: | ---: | ---: |");
+  console.log(
+    "wall: tasks per second of wall time; CPU: µs of this process's CPU per task, and what tracing adds to it " +
+      "over off (median of the processes; ranges: each process's ratio to the median off)",
+  );
+  console.log(
+    "| benchmark | mode | tasks/s | vs off | per process | CPU µs/task | + vs off | CPU vs off | per process |",
+  );
+  console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  const span = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
   for (const b of BENCHES) {
     const base = median(rates.off[b]);
+    const cpuBase = median(cpuRates.off[b]);
     for (const mode of MODES) {
       const r = median(rates[mode][b]);
-      const ratios = rates[mode][b].map((x) => x / base);
+      const c = median(cpuRates[mode][b]);
+      const usPerTask = 1000 / c, added = 1000 / c - 1000 / cpuBase;
       console.log(
         `| ${b} | ${mode} | ${Math.round(r * 1000).toLocaleString("en-US")} | ${(r / base).toFixed(3)} | ${
-          Math.min(...ratios).toFixed(2)
-        }–${Math.max(...ratios).toFixed(2)} |`,
+          span(rates[mode][b].map((x) => x / base))
+        } | ${usPerTask.toFixed(3)} | ${added >= 0 ? "+" : ""}${added.toFixed(3)} | ${(c / cpuBase).toFixed(3)} | ${
+          span(cpuRates[mode][b].map((x) => x / cpuBase))
+        } |`,
       );
     }
   }
