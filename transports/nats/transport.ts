@@ -43,7 +43,7 @@ import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 /** How long a request waits before the node is asked whether it still works on it, ms. */
 export const AUDIT_EVERY_MS: number = 1_000;
 /** How long an audit of a queue group's calls waits for its members' answers, ms. */
-const AUDIT_COLLECT_MS = 500;
+const AUDIT_COLLECT_MS = 1_500;
 /** The most requests one audit asks about. */
 const AUDIT_BATCH = 1_000;
 /** The most bytes of headers a request adds to its frame (token, deadline). */
@@ -289,17 +289,28 @@ class NatsTransportConnection implements TransportConnection {
 
   /**
    * An audit of calls sent to a queue group: every member is asked (the one that took a call is not
-   * known), and a call is being worked on if any member says so. Members answer within
-   * {@linkcode AUDIT_COLLECT_MS}, or count as not working on it.
+   * known), and a call is being worked on if any member says so. The audit ends as soon as every
+   * call was claimed, else after {@linkcode AUDIT_COLLECT_MS} (a member that answers later counts as
+   * not working on it this round; a call is given up only after two rounds).
    */
   #auditAll(body: Uint8Array, hdrs: MsgHdrs, n: number): Promise<boolean[]> {
     const working: boolean[] = new Array(n).fill(false);
+    let unclaimed = n;
+    let finish!: () => void;
+    const done = new Promise<boolean[]>((resolve) => (finish = () => resolve(working)));
     const inbox = createInbox();
     const sub = this.#nc.subscribe(inbox, {
       callback: (_err, msg) => {
         try {
           const answer = decode(plainBytes(msg.data));
-          if (Array.isArray(answer)) answer.forEach((w, i) => w === true && i < n && (working[i] = true));
+          if (!Array.isArray(answer)) return;
+          for (let i = 0; i < n && i < answer.length; i++) {
+            if (answer[i] === true && !working[i]) {
+              working[i] = true;
+              unclaimed--;
+            }
+          }
+          if (unclaimed === 0) finish();
         } catch {
           // a malformed answer says nothing
         }
@@ -311,12 +322,11 @@ class NatsTransportConnection implements TransportConnection {
       sub.unsubscribe();
       return Promise.reject(new Error("audit not sent"));
     }
-    return new Promise((resolve) =>
-      setTimeout(() => {
-        sub.unsubscribe();
-        resolve(working);
-      }, AUDIT_COLLECT_MS)
-    );
+    const timer = setTimeout(finish, AUDIT_COLLECT_MS);
+    return done.finally(() => {
+      clearTimeout(timer);
+      sub.unsubscribe();
+    });
   }
 
   notify(frame: Uint8Array): void {

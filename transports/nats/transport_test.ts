@@ -205,6 +205,38 @@ describe("nats transport: op queue groups", { skip: missing }, () => {
   });
 });
 
+test(
+  "natsTransport: a call its queue group lost (no member claims it) fails, it never hangs",
+  { skip: missing },
+  async () => {
+    const srv = await startNatsServer();
+    const { acquireNats } = await import("./pool.ts");
+    const { opBroadcastSubject, opSubject } = await import("./endpoint.ts");
+    const { encode } = await import("../../core/codec.ts");
+    const lease = await acquireNats([srv.url]);
+    // a member that takes calls and forgets them, and answers audits with "not mine"
+    const subs = [
+      lease.nc.subscribe(opSubject("forgot"), { queue: opSubject("forgot"), callback: () => {} }),
+      lease.nc.subscribe(opBroadcastSubject("forgot"), {
+        callback: (_e, msg) => void (msg.headers?.has("Ta-Audit") && msg.respond(encode([false]))),
+      }),
+    ];
+    await lease.nc.flush();
+    const conn = await natsTransport.connect(`${srv.url}/op:forgot`);
+    try {
+      await rejects(conn.request(new Uint8Array([1])), (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "io" && e.message.includes("lost"), String(e));
+        return true;
+      });
+    } finally {
+      for (const sub of subs) sub.unsubscribe();
+      await conn.close();
+      await lease.release();
+      await srv.stop();
+    }
+  },
+);
+
 test("natsTransport: a closed connection leaves no subscription on the shared NATS client", {
   skip: missing,
 }, async () => {
