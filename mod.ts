@@ -93,7 +93,7 @@ export class Mesh extends CoreMesh {
    * removed (its calls fail with `NodeLostError`, its replicas fail over), and one that still
    * answers is draining and kept until it stops. `node:dns` is loaded only here.
    *
-   * @param name The DNS name.
+   * @param name The DNS name, or several (one per node pool: their pods make one mesh).
    * @param options `port` (default 7070), `scheme` (default `"ws"`), `intervalMs` (default 5000),
    * `timeoutMs` and `nodes` (wait up to 30 s for 1 ready node by default), `resolver` (default
    * `node:dns/promises`), and the mesh's own options (token, name, deadline…).
@@ -109,7 +109,7 @@ export class Mesh extends CoreMesh {
    * await rejects(ta.Mesh.fromDns("nobody.test", { resolver, timeoutMs: 50 }), /found 0 ready nodes at "nobody.test"/);
    * ```
    */
-  static async fromDns(name: string, options: DnsMeshOptions = {}): Promise<Mesh> {
+  static async fromDns(name: string | readonly string[], options: DnsMeshOptions = {}): Promise<Mesh> {
     const { dnsMesh } = await import("./adapters/dns.ts");
     return await dnsMesh((nodes, o) => new Mesh(nodes, o), name, options);
   }

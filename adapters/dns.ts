@@ -80,6 +80,20 @@ async function addresses(name: string, port: number, resolver: DnsResolver): Pro
   return [...new Set((await resolver.resolve4(name)).map((ip) => `${ip}:${port}`))].sort();
 }
 
+/**
+ * The addresses of every name together; a name with no records (a pool scaled to zero, or no pod
+ * ready yet) adds none, any other failure (DNS unreachable) fails the whole.
+ */
+async function addressesOf(names: readonly string[], port: number, resolver: DnsResolver): Promise<string[]> {
+  const each = await Promise.all(names.map((n) =>
+    addresses(n, port, resolver).catch((e) => {
+      if (noRecords(e)) return [];
+      throw e;
+    })
+  ));
+  return [...new Set(each.flat())].sort();
+}
+
 /** True for the errors that mean "no such records" (no pod ready), not "DNS is unreachable". */
 function noRecords(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
@@ -118,8 +132,11 @@ async function readyNodes(
 }
 
 function checkDnsOptions(name: unknown, options: DnsMeshOptions): void {
-  if (typeof name !== "string" || name.trim() === "") {
-    throw new TypeError(`Mesh.fromDns needs a DNS name (a headless Service's), got ${describe(name)}`);
+  const names = Array.isArray(name) ? name : [name];
+  if (names.length === 0 || names.some((n) => typeof n !== "string" || n.trim() === "")) {
+    throw new TypeError(
+      `Mesh.fromDns needs a DNS name (a headless Service's) or a list of them, got ${describe(name)}`,
+    );
   }
   if (options === null || typeof options !== "object") {
     throw new TypeError(`Mesh.fromDns: options must be an object, got ${describe(options)}`);
@@ -153,7 +170,8 @@ function checkDnsOptions(name: unknown, options: DnsMeshOptions): void {
  *
  * @param make Builds the mesh from its nodes and options (the package root's `Mesh`).
  * @param name The DNS name: a headless Service (`thinkagain-gpu.default.svc.cluster.local`, A
- * records) or an SRV name (`_rpc._tcp.thinkagain-gpu.default.svc.cluster.local`).
+ * records) or an SRV name (`_rpc._tcp.thinkagain-gpu.default.svc.cluster.local`); or several (one
+ * per node pool), whose pods make one mesh.
  * @param options Port, scheme, interval, how long and for how many nodes to wait, the resolver,
  * and the mesh's own options (token, name, deadline…).
  * @returns The mesh.
@@ -180,10 +198,12 @@ function checkDnsOptions(name: unknown, options: DnsMeshOptions): void {
  */
 export async function dnsMesh<M extends Mesh>(
   make: (nodes: MeshNode[], options: MeshOptions) => M,
-  name: string,
+  name: string | readonly string[],
   options: DnsMeshOptions = {},
 ): Promise<M> {
   checkDnsOptions(name, options);
+  const names = typeof name === "string" ? [name] : [...name];
+  const label = names.map((n) => `"${n}"`).join(", ");
   const { remote: _, ...meshKeys } = MESH_OPTION_KEYS;
   checkKnownKeys("Mesh.fromDns", options, { ...meshKeys, ...DNS_KEYS });
   const {
@@ -204,7 +224,7 @@ export async function dnsMesh<M extends Mesh>(
   let lastError: unknown;
   for (;;) {
     try {
-      seen = await addresses(name, port, resolver);
+      seen = await addressesOf(names, port, resolver);
       lastError = undefined;
     } catch (e) {
       seen = [];
@@ -217,10 +237,11 @@ export async function dnsMesh<M extends Mesh>(
       const what = lastError !== undefined
         ? `resolving it failed: ${(lastError as Error)?.message ?? String(lastError)}`
         : seen.length === 0
-        ? "it has no addresses"
-        : `it resolved to ${seen.join(", ")}, and ${found.size} of them answered GET /healthz as a ready node`;
+        ? `${names.length === 1 ? "it has" : "they have"} no addresses`
+        : `${names.length === 1 ? "it" : "they"} resolved to ${seen.join(", ")}, and ${found.size} of them ` +
+          "answered GET /healthz as a ready node";
       throw new TypeError(
-        `Mesh.fromDns: found ${found.size} ready node${found.size === 1 ? "" : "s"} at "${name}" within ` +
+        `Mesh.fromDns: found ${found.size} ready node${found.size === 1 ? "" : "s"} at ${label} within ` +
           `${timeoutMs} ms, wanted ${want}: ${what}`,
       );
     }
@@ -240,10 +261,9 @@ export async function dnsMesh<M extends Mesh>(
       for (const [a, n] of known) if (!rt.nodes.some((x) => x.name === n)) known.delete(a);
       let now: Set<string>;
       try {
-        now = new Set(await addresses(name, port, resolver));
-      } catch (e) {
-        if (!noRecords(e)) return; // DNS unreachable: nobody is taken for gone on that account
-        now = new Set();
+        now = new Set(await addressesOf(names, port, resolver));
+      } catch {
+        return; // DNS unreachable: nobody is taken for gone on that account
       }
       // gone from the records: removed once its node stops answering (a draining one finishes first)
       const vanished = [...known].filter(([a]) => !now.has(a));
@@ -251,11 +271,11 @@ export async function dnsMesh<M extends Mesh>(
       vanished.forEach(([a, n], i) => {
         if (still[i]?.name === n || rt.closed) return;
         known.delete(a);
-        rt.removeNode(n, `its address ${a} left the DNS records of "${name}" and it no longer answers`);
+        rt.removeNode(n, `its address ${a} left the DNS records of ${label} and it no longer answers`);
       });
       const fresh = [...now].filter((a) => !known.has(a));
-      const names = new Set(rt.nodes.map((x) => x.name));
-      for (const [a, n] of await readyNodes(fresh, scheme, names)) {
+      const taken = new Set(rt.nodes.map((x) => x.name));
+      for (const [a, n] of await readyNodes(fresh, scheme, taken)) {
         if (rt.closed) return;
         rt.addNode(new MeshNode(n, { endpoint: endpoint(a) }));
         known.set(a, n);

@@ -172,9 +172,42 @@ test("Mesh.fromDns: SRV records give each pod's own port", T, async () => {
   }
 });
 
+test(
+  "Mesh.fromDns with one name per pool makes one mesh of their pods; a pool with no records adds none",
+  T,
+  async () => {
+    const pods: NodeProcess[] = [];
+    try {
+      pods.push(await startPod(0, 0, "bun"));
+      pods.push(await startPod(1, pods[0].port, "bun"));
+      const records: Record<string, string[]> = { "gpu.test": ["127.0.0.2"], "cpu.test": ["127.0.0.3"] };
+      const resolver = {
+        resolve4: (
+          host: string,
+        ) => (host in records ? Promise.resolve(records[host]) : Promise.reject(enotfound(host))),
+        resolveSrv: (host: string) => Promise.reject(enotfound(host)),
+      };
+      const mesh = await ta.Mesh.fromDns(["gpu.test", "cpu.test", "scaled-to-zero.test"], {
+        port: pods[0].port,
+        token: TOKEN,
+        nodes: 2,
+        resolver,
+      });
+      try {
+        assert.deepEqual(mesh.nodes.map((n) => n.name), ["pod-0", "pod-1"]);
+      } finally {
+        await mesh.close();
+      }
+    } finally {
+      for (const p of pods) p.kill("SIGKILL");
+    }
+  },
+);
+
 test("Mesh.fromDns refuses bad input and says what the name resolved to when too few nodes answer", T, async () => {
   const dns = fakeDns("x.test");
   await assert.rejects(ta.Mesh.fromDns(""), /needs a DNS name/);
+  await assert.rejects(ta.Mesh.fromDns([]), /needs a DNS name \(a headless Service's\) or a list of them, got/);
   await assert.rejects(ta.Mesh.fromDns("x.test", { port: 70000 }), /port must be an integer from 1 to 65535/);
   await assert.rejects(ta.Mesh.fromDns("x.test", { intervalMS: 5 } as never), /intervalMS/);
   await assert.rejects(ta.Mesh.fromDns("x.test", { resolver: {} as never }), /resolver needs resolve4/);
@@ -190,7 +223,7 @@ test(
   async () => {
     const e = await rejection(ta.Mesh.fromConfig({ token: "t", dns: { name: "nothing.invalid", timeoutMs: 100 } }));
     assert.ok(e instanceof TypeError, `got ${e}`);
-    assert.match(e.message, /found 0 ready nodes at "nothing\.invalid" within 100 ms, wanted 1: resolving it failed/);
+    assert.match(e.message, /found 0 ready nodes at "nothing\.invalid" within 100 ms, wanted 1: it has no addresses/);
     await assert.rejects(ta.Mesh.fromConfig({ dns: { name: "a.test", prot: 1 } } as never), /did you mean "port"/);
     await assert.rejects(ta.Mesh.fromConfig({ dns: { port: 1 } } as never), /"dns" needs \{ "name"/);
     await assert.rejects(

@@ -204,7 +204,7 @@ export class Mesh implements AsyncDisposable {
     const { nodes, options, discover, dns } = await readMeshConfig(config);
     if (dns !== undefined) {
       // resolving names needs node:dns, which only the package root's Mesh loads
-      const fromDns = (this as unknown as { fromDns?: (name: string, o: object) => Promise<M> }).fromDns;
+      const fromDns = (this as unknown as { fromDns?: (name: string | string[], o: object) => Promise<M> }).fromDns;
       if (typeof fromDns !== "function") {
         throw new TypeError('Mesh.fromConfig: a "dns" entry needs the Mesh of the package root, which resolves names');
       }

@@ -118,8 +118,8 @@ export interface MeshConfig {
  * ```
  */
 export interface MeshDnsConfig {
-  /** The DNS name. */
-  name: string;
+  /** The DNS name, or several (one per node pool: their pods make one mesh). */
+  name: string | string[];
   /** The port every pod serves on, for A records (default 7070). */
   port?: number;
   /** How the driver reaches a pod (default `"ws"`). */
@@ -287,7 +287,10 @@ export function parseMeshConfig(
     if (cfg.nodes !== undefined || discover !== undefined) {
       throw new TypeError('Mesh.fromConfig: give one of "nodes", "discover" or "dns"');
     }
-    if (dns === null || typeof dns !== "object" || typeof dns.name !== "string") {
+    if (
+      dns === null || typeof dns !== "object" ||
+      !(typeof dns.name === "string" || (Array.isArray(dns.name) && dns.name.every((n) => typeof n === "string")))
+    ) {
       throw new TypeError(
         `Mesh.fromConfig: "dns" needs { "name": "thinkagain-gpu.default.svc.cluster.local" }, got ${describe(dns)}`,
       );
