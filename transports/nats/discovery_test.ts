@@ -67,6 +67,33 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
     await rejects(ta.Mesh.discover({ nats: server.url, timeoutMs: -1 }), RangeError);
   });
 
+  test("Mesh.discover passes the mesh's token: calls with it work, a mesh without it is refused with AuthError", async () => {
+    const Greeter = ta.service(
+      { name: "NatsDiscoverGreeter" },
+      class NatsDiscoverGreeter {
+        hi(name: string): string {
+          return `hi ${name}`;
+        }
+      },
+    );
+    const node = new NodeServer({ name: "tok", token: "s3cret-token" });
+    const served = await startNatsNode(node.handler, { nats: server.url, name: "tok", token: "s3cret-token" });
+    try {
+      {
+        await using mesh = await ta.Mesh.discover({ nats: server.url, nodes: 1, token: "s3cret-token" });
+        strictEqual(await mesh.run(() => Greeter.init().hi.go("ann")), "hi ann");
+      }
+      await using open = await ta.Mesh.discover({ nats: server.url, nodes: 1 });
+      await rejects(open.run(() => Greeter.init().hi.go("bob")), (e: unknown) => {
+        ok(e instanceof ta.AuthError && !e.message.includes("s3cret"), String(e));
+        return true;
+      });
+    } finally {
+      await served.close();
+      await node.drain();
+    }
+  });
+
   test("discoverNodes lists what each node announced; a node that left no longer answers", async () => {
     const a = new NodeServer({ name: "da", gpus: 2, cpus: 3 });
     const na = await startNatsNode(a.handler, { nats: server.url, name: "da", direct: "http://127.0.0.1:1" });
