@@ -105,6 +105,12 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
         ["da", 2, 3, `${server.url}/da`, "http://127.0.0.1:1"],
         ["db", 0, null, `${server.url}/db`, undefined],
       ]);
+      // a node listening on every address announces the address its NATS server sees
+      const c = new NodeServer({ name: "dc" });
+      const nc = await startNatsNode(c.handler, { nats: server.url, name: "dc", direct: "http://0.0.0.0:7070" });
+      strictEqual(nc.announcement.direct, "http://127.0.0.1:7070");
+      await nc.close();
+      await c.drain();
       await nb.leave();
       const after = await discoverNodes(server.url, { timeoutMs: 300 });
       deepStrictEqual(after.map((x) => x.node), ["da"]);
