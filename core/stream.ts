@@ -51,6 +51,13 @@ export function isStreaming(value: unknown): value is AsyncIterable<unknown> {
 
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
+type Settle<T> = (r: IteratorResult<T, undefined>) => void;
+type Fail = (e: unknown) => void;
+interface Waiter<T> {
+  resolve: Settle<T>;
+  reject: Fail;
+}
+
 /**
  * The items of a streaming call, in order, as they come: an async iterator, consumed once. Leaving
  * a `for await` early (`break`, a throw) or {@linkcode Stream.cancel} stops the producer (its
@@ -77,8 +84,9 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   /** Why the stream was stopped (a cancel, a deadline): pending and later `next()`s reject with it. */
   #stopped: unknown = undefined;
   #iterated = false;
-  /** The consumer's pending `next()`s: a stop rejects them at once. */
-  readonly #waiting = new Set<(reason: unknown) => void>();
+  /** The consumer's pending `next()`s, oldest first from `#head`: a stop rejects them at once. */
+  readonly #waiting: (Waiter<T> | undefined)[] = [];
+  #head = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -122,25 +130,47 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     } catch (e) {
       return Promise.reject(this.#failed(e));
     }
-    // a stop (cancel, deadline) rejects the pending next() at once: the producer may be stuck
-    return new Promise<IteratorResult<T, undefined>>((resolve, reject) => {
-      this.#waiting.add(reject);
-      Promise.resolve(p).then((r) => {
-        this.#waiting.delete(reject);
-        if (this.#stopped !== undefined) return reject(this.#stopped);
-        if (this.#ended) return resolve(DONE);
-        if (r.done) {
-          this.#end(undefined);
-          return resolve(DONE);
-        }
-        this.#items++;
-        resolve(r as IteratorResult<T, undefined>);
-      }, (e) => {
-        this.#waiting.delete(reject);
-        reject(this.#stopped !== undefined ? this.#stopped : this.#failed(e));
-      });
+    // a stop (cancel, deadline) rejects the pending next() at once: the producer may be stuck.
+    // The source settles its next()s in order, so each answer goes to the oldest one waiting.
+    const waiter = { resolve: undefined as unknown as Settle<T>, reject: undefined as unknown as Fail };
+    const out = new Promise<IteratorResult<T, undefined>>((resolve, reject) => {
+      waiter.resolve = resolve;
+      waiter.reject = reject;
     });
+    this.#waiting.push(waiter);
+    (p instanceof Promise ? p : Promise.resolve(p)).then(this.#onValue, this.#onError);
+    return out;
   }
+
+  #oldest(): Waiter<T> | undefined {
+    const q = this.#waiting;
+    const w = q[this.#head];
+    if (w === undefined) return undefined;
+    q[this.#head++] = undefined;
+    if (this.#head === q.length) {
+      q.length = 0;
+      this.#head = 0;
+    }
+    return w;
+  }
+
+  readonly #onValue = (r: IteratorResult<T>): void => {
+    const w = this.#oldest();
+    if (w === undefined) return; // rejected by a stop meanwhile
+    if (this.#ended) return w.resolve(DONE);
+    if (r.done) {
+      this.#end(undefined);
+      return w.resolve(DONE);
+    }
+    this.#items++;
+    w.resolve(r as IteratorResult<T, undefined>);
+  };
+
+  readonly #onError = (e: unknown): void => {
+    const w = this.#oldest();
+    if (w === undefined) return;
+    w.reject(this.#failed(e));
+  };
 
   /** Stops the stream (a `for await` left early): the producer's `finally` runs. */
   async return(): Promise<IteratorResult<T, undefined>> {
@@ -199,8 +229,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #stop(reason: unknown): void {
     if (this.#ended) return;
     this.#stopped = reason;
-    for (const reject of this.#waiting) reject(reason);
-    this.#waiting.clear();
+    for (let w = this.#oldest(); w !== undefined; w = this.#oldest()) w.reject(reason);
     this.#close(reason).catch(() => {});
   }
 

@@ -42,7 +42,9 @@ export function startStream(
   const meta = task._meta;
   const stream = new Stream(source, {
     name: task._target.name,
-    ctx,
+    // a generator's body runs in the call's context (what it submits is the call's child); any
+    // other source (a remote stream, a ReadableStream) runs no code of the call's, and is not switched
+    ctx: isAsyncGenerator(source) ? ctx : undefined,
     fail: (e) => failure(task, e),
     deadline,
     onEnd: (items, error) => {
@@ -60,4 +62,8 @@ export function startStream(
   task._meta = undefined;
   settle(task, State.COMPLETED, stream);
   task._meta = meta;
+}
+
+function isAsyncGenerator(v: unknown): boolean {
+  return Object.prototype.toString.call(v) === "[object AsyncGenerator]";
 }
