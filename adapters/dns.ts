@@ -5,7 +5,8 @@
  * interval while the mesh lives: a pod that appears is welcomed (new `init()`s place on it), a pod
  * whose address left the records and whose node no longer answers is removed (its calls fail with
  * `NodeLostError`, its replicas fail over). A pod that left the records but still answers is
- * draining: it is kept until it stops answering, so its calls in flight finish.
+ * kept while it does: when it says it drains, nothing new is placed or sent there, and the calls
+ * it runs finish; once it stops answering it is removed.
  *
  * Lives among the adapters because it resolves names with `node:dns` (Bun, Deno and Node all have
  * it); the resolver can be replaced (tests stand several "pods" on 127.0.0.2, 127.0.0.3, …).
@@ -251,6 +252,7 @@ export async function dnsMesh<M extends Mesh>(
   const mesh = make(nodes, meshOptions);
   const rt = meshRuntime(mesh);
   const known = new Map(found); // address → node name
+  const draining = new Set<string>(); // addresses of nodes removed while they drain
 
   let busy = false;
   const tick = async () => {
@@ -258,19 +260,29 @@ export async function dnsMesh<M extends Mesh>(
     busy = true;
     try {
       // a node removed by someone else may come back at its address
-      for (const [a, n] of known) if (!rt.nodes.some((x) => x.name === n)) known.delete(a);
+      for (const [a, n] of known) if (!draining.has(a) && !rt.nodes.some((x) => x.name === n)) known.delete(a);
       let now: Set<string>;
       try {
         now = new Set(await addressesOf(names, port, resolver));
       } catch {
         return; // DNS unreachable: nobody is taken for gone on that account
       }
-      // gone from the records: removed once its node stops answering (a draining one finishes first)
+      // gone from the records: a node that still answers drains (nothing new goes there, its calls
+      // finish); one that no longer answers is gone
       const vanished = [...known].filter(([a]) => !now.has(a));
       const still = await Promise.all(vanished.map(([a]) => probe(a, scheme)));
       vanished.forEach(([a, n], i) => {
-        if (still[i]?.name === n || rt.closed) return;
+        if (rt.closed) return;
+        const h = still[i];
+        if (h?.name === n) {
+          if (h.status !== "ready" && !draining.has(a)) {
+            draining.add(a);
+            rt.removeNode(n, `it is ${h.status} and left the DNS records of ${label}`, { drain: true });
+          }
+          return;
+        }
         known.delete(a);
+        draining.delete(a);
         rt.removeNode(n, `its address ${a} left the DNS records of ${label} and it no longer answers`);
       });
       const fresh = [...now].filter((a) => !known.has(a));

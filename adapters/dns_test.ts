@@ -8,6 +8,9 @@ import * as ta from "../mod.ts";
 import { type NodeProcess, startNodeProcess } from "./_test_nodes.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
 import { Solo } from "../examples/distributed_app.ts";
+import { webSocketTransport } from "../transports/websocket.ts";
+import { encodeMessage } from "../transports/protocol.ts";
+import { decode } from "../core/codec.ts";
 
 const APP = fileURLToPath(new URL("../examples/distributed_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
@@ -39,15 +42,25 @@ function fakeDns(name: string) {
   };
 }
 
+/** Calls running on a node, as its pong says. */
+async function activeCalls(url: string): Promise<number> {
+  const conn = await webSocketTransport.connect(url, { token: TOKEN });
+  try {
+    return (decode(await conn.request(encodeMessage({ t: "ping" }))) as { activeCalls: number }).activeCalls;
+  } finally {
+    await conn.close();
+  }
+}
+
 function enotfound(host: string): Error {
   return Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: "ENOTFOUND" });
 }
 
 /** A "pod": a node process named pod-<i> on 127.0.0.<i + 2>, on `port` (0: a free one). */
-function startPod(i: number, port: number, runtime: "bun" | "deno"): Promise<NodeProcess> {
+function startPod(i: number, port: number, runtime: "bun" | "deno", more: string[] = []): Promise<NodeProcess> {
   return startNodeProcess(
     APP,
-    ["--host", `127.0.0.${i + 2}`, "--port", String(port), "--name", `pod-${i}`],
+    ["--host", `127.0.0.${i + 2}`, "--port", String(port), "--name", `pod-${i}`, ...more],
     { runtime, env: { THINKAGAIN_TOKEN: TOKEN } },
   );
 }
@@ -118,38 +131,63 @@ test(
   },
 );
 
-test("Mesh.fromDns: a pod gone from DNS that still answers (draining) is kept until it stops", T, async () => {
-  const dns = fakeDns("drain.test");
-  const pods: NodeProcess[] = [];
-  try {
-    pods.push(await startPod(0, 0, "deno"));
-    const port = pods[0].port;
-    pods.push(await startPod(1, port, "bun"));
-    dns.set(["127.0.0.2", "127.0.0.3"]);
-    const mesh = await ta.Mesh.fromDns("drain.test", {
-      port,
-      token: TOKEN,
-      intervalMs: 50,
-      nodes: 2,
-      resolver: dns.resolver,
-    });
+test(
+  "Mesh.fromDns: a pod stopped with SIGTERM drains: its call in flight finishes, nothing new goes there, then it is removed",
+  T,
+  async () => {
+    const dns = fakeDns("drain.test");
+    const pods: NodeProcess[] = [];
     try {
-      // pod-1 leaves DNS but is alive: after several rounds it is still a member
-      dns.set(["127.0.0.2"]);
-      const before = dns.asked;
-      assert.ok(await eventually(() => dns.asked >= before + 5, 30_000));
-      assert.deepEqual(mesh.nodes.map((n) => n.name), ["pod-0", "pod-1"]);
-      // it stops answering: then it is removed
-      pods[1].kill("SIGTERM");
-      assert.equal(await pods[1].cleanExit(), 0);
-      assert.ok(await eventually(() => mesh.nodes.length === 1, 30_000), "pod-1 removed once it stopped answering");
+      pods.push(await startPod(0, 0, "deno", ["--drain-ms", "600000"]));
+      const port = pods[0].port;
+      pods.push(await startPod(1, port, "bun", ["--drain-ms", "600000"]));
+      dns.set(["127.0.0.2", "127.0.0.3"]);
+      const mesh = await ta.Mesh.fromDns("drain.test", {
+        port,
+        token: TOKEN,
+        intervalMs: 50,
+        nodes: 2,
+        resolver: dns.resolver,
+      });
+      try {
+        // a pod gone from DNS that still answers ready (a DNS hiccup) stays a member
+        dns.set(["127.0.0.2"]);
+        const before = dns.asked;
+        assert.ok(await eventually(() => dns.asked >= before + 5, 30_000));
+        assert.deepEqual(mesh.nodes.map((n) => n.name), ["pod-0", "pod-1"]);
+        dns.set(["127.0.0.2", "127.0.0.3"]);
+        // an instance on pod-1, with a call running there
+        const [onPod1, slow] = await mesh.run(async () => {
+          const first = Solo.init();
+          const second = Solo.init();
+          await Promise.all([first.echo.go(0), second.echo.go(0)]);
+          const at = mesh.stats().instances.map((i) => i.node);
+          const h = at[0] === "pod-1" ? first : second;
+          return [h, h.work.go(3_000, 7)] as const;
+        });
+        assert.ok(await eventually(async () => (await activeCalls(pods[1].url)) === 1, 30_000), "the call runs");
+        // a rolling update stops pod-1: it drains, and leaves the Service's records
+        pods[1].kill("SIGTERM");
+        dns.set(["127.0.0.2"]);
+        assert.ok(await eventually(() => mesh.nodes.length === 1, 30_000), "nothing new goes to the draining pod");
+        assert.deepEqual(mesh.nodes.map((n) => n.name), ["pod-0"]);
+        assert.equal(await slow, 7, "the call in flight finished on the draining pod");
+        assert.equal(await pods[1].cleanExit(), 0);
+        // once it no longer answers it is gone: its instance's calls fail with NodeLostError saying so
+        assert.ok(
+          await eventually(async () => {
+            const e = await mesh.run(() => rejection(onPod1.echo.go(1)));
+            return e instanceof ta.NodeLostError && e.node === "pod-1" && /no longer answers/.test(e.message);
+          }, 30_000),
+        );
+      } finally {
+        await mesh.close();
+      }
     } finally {
-      await mesh.close();
+      for (const p of pods) p.kill("SIGKILL");
     }
-  } finally {
-    for (const p of pods) p.kill("SIGKILL");
-  }
-});
+  },
+);
 
 test("Mesh.fromDns: SRV records give each pod's own port", T, async () => {
   const dns = fakeDns("unused.test");

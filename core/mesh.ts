@@ -44,9 +44,14 @@ const CLOSE_OPTION_KEYS: KnownKeys<MeshCloseOptions> = { graceMs: true };
 export interface MeshRemoveNodeOptions {
   /** Why the node left, in the `NodeLostError` of its calls (default "it left the mesh"). */
   reason?: string;
+  /**
+   * The node is shutting down cleanly (it drains): nothing new goes there, but the calls already
+   * sent finish; remove it again without `drain` once it is gone (default false).
+   */
+  drain?: boolean;
 }
 
-const REMOVE_NODE_OPTION_KEYS: KnownKeys<MeshRemoveNodeOptions> = { reason: true };
+const REMOVE_NODE_OPTION_KEYS: KnownKeys<MeshRemoveNodeOptions> = { reason: true, drain: true };
 
 /**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
@@ -353,10 +358,12 @@ export class Mesh implements AsyncDisposable {
    * Removes a node that left (its process or pod is gone, or it announced it leaves): nothing new
    * is placed or sent there, the calls waiting on it fail with a `NodeLostError` naming it (and
    * `reason`), and the later calls of its replicas fail over to their siblings on live nodes (or to
-   * an instance made again elsewhere, for a service with `restarts`).
+   * an instance made again elsewhere, for a service with `restarts`). With `drain: true` the node
+   * is shutting down cleanly: nothing new goes there but the calls already sent finish, and a
+   * second `removeNode` without `drain` (once it is gone) does the rest.
    *
    * @param name The node's name.
-   * @param options `reason`: why it left, for the errors of its calls.
+   * @param options `reason`: why it left, for the errors of its calls; `drain`: it drains.
    * @returns `false` when the mesh has no node of that name (already removed) or is closed.
    * @throws {TypeError} For a node without an endpoint (one in this process cannot leave).
    *
@@ -381,7 +388,10 @@ export class Mesh implements AsyncDisposable {
     if (reason !== undefined && typeof reason !== "string") {
       throw new TypeError(`mesh.removeNode: reason must be a string, got ${describe(reason)}`);
     }
-    return this.#rt.removeNode(name, reason);
+    if (options.drain !== undefined && typeof options.drain !== "boolean") {
+      throw new TypeError(`mesh.removeNode: drain must be a boolean, got ${describe(options.drain)}`);
+    }
+    return this.#rt.removeNode(name, reason, { drain: options.drain });
   }
 
   /**

@@ -132,6 +132,8 @@ export class MeshRuntime {
   publicMesh: Mesh | undefined = undefined;
   private readonly states: NodeState[] = [];
   private readonly deployments: Deployment[] = [];
+  /** Nodes removed while they drain (`removeNode(…, { drain: true })`), by name: their links stay until they are gone. */
+  private readonly leaving = new Map<string, MeshNode>();
   /** Deployments whose service has `restarts`: their constructor arguments and restarts left. */
   private readonly restartable = new WeakMap<Deployment, { args: unknown[]; left: number }>();
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
@@ -363,6 +365,12 @@ export class MeshRuntime {
     }
     this.states.push(nodeState(node));
     if (node.endpoint !== undefined) this.hasRemoteNodes = true;
+    // a node of this name that was draining is gone now: its place (and endpoint) is the new one's
+    const old = this.leaving.get(node.name);
+    if (old !== undefined) {
+      this.leaving.delete(node.name);
+      this.remote?.nodeLeft?.(this, old, "a new node of the same name joined in its place");
+    }
     this.remote?.nodeJoined?.(this, node);
   }
 
@@ -372,15 +380,27 @@ export class MeshRuntime {
    * naming it and saying `detail`; its replicas' later calls fail over to their siblings on live
    * nodes, or to an instance made again on a live node when the service has `restarts` left.
    *
+   * With `drain`, the node is shutting down cleanly: nothing new goes there, but the calls already
+   * sent keep their connection and finish; removing it again without `drain` (once it is gone)
+   * does the rest.
+   *
    * @param name The node's name.
    * @param detail Why it left (in the `NodeLostError` of its calls).
+   * @param options `drain`: the node drains (see above).
    * @returns `false` when the mesh has no such node (already removed) or is closed, else `true`.
    * @throws {TypeError} For a node of this process (no endpoint): it cannot leave.
    */
-  removeNode(name: string, detail = "it left the mesh"): boolean {
+  removeNode(name: string, detail = "it left the mesh", options: { readonly drain?: boolean } = {}): boolean {
     if (this.closed) return false;
     const at = this.nodes.findIndex((n) => n.name === name);
-    if (at < 0) return false;
+    if (at < 0) {
+      // a node removed while it drained: now it is gone
+      const left = this.leaving.get(name);
+      if (left === undefined || options.drain) return false;
+      this.leaving.delete(name);
+      this.remote?.nodeLeft?.(this, left, detail);
+      return true;
+    }
     const node = this.nodes[at];
     if (node.endpoint === undefined) {
       throw new TypeError(
@@ -392,7 +412,8 @@ export class MeshRuntime {
     const st = this.states.findIndex((s) => s.node === node);
     if (st >= 0) this.states.splice(st, 1);
     this.hasRemoteNodes = this.nodes.some((n) => n.endpoint !== undefined);
-    this.remote?.nodeLeft?.(this, node, detail);
+    if (options.drain) this.leaving.set(name, node);
+    else this.remote?.nodeLeft?.(this, node, detail);
     return true;
   }
 

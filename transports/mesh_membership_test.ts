@@ -151,6 +151,43 @@ test("Mesh.removeNode: a replicated service's calls fail over to the replica on 
   }
 });
 
+test(
+  "Mesh.removeNode with drain: calls already sent finish, nothing new goes there, removing it again drops it",
+  T,
+  async () => {
+    held = gate();
+    const a = startNode("a"), b = startNode("b");
+    const mesh = new ta.Mesh([a.meshNode({ cpus: 1 }), b.meshNode({ cpus: 1 })]);
+    try {
+      const w = await mesh.run(async () => {
+        Where.init(); // fills a
+        const w = Where.init();
+        assert.equal(await w.where.go(), "b");
+        return w;
+      });
+      const [waiting] = await mesh.run(() => [w.hold.go()]);
+      assert.ok(await eventually(() => b.node.activeCalls === 1, 10_000), "the call reached b");
+      assert.equal(mesh.removeNode("b", { drain: true, reason: "its pod is stopping" }), true);
+      assert.deepEqual(mesh.nodes.map((n) => n.name), ["a"], "nothing new is placed on b");
+      assert.ok((await rejection(mesh.run(() => Where.init()))) instanceof ta.PlacementError);
+      held.open();
+      assert.equal(await waiting, "b", "the call sent before finished on the draining node");
+      assert.equal(mesh.removeNode("b", { drain: true }), false, "already draining");
+      assert.equal(mesh.removeNode("b", { reason: "its pod is gone" }), true, "now it is gone");
+      const later = await mesh.run(() => rejection(w.where.go()));
+      assert.ok(later instanceof ta.NodeLostError && later.node === "b", `got ${later}`);
+      assert.match(later.message, /its pod is gone/);
+      assert.equal(mesh.removeNode("b"), false);
+      assert.throws(() => mesh.removeNode("a", { drain: "yes" } as never), /drain must be a boolean/);
+    } finally {
+      held.open();
+      await mesh.close();
+      await a.stop();
+      await b.stop();
+    }
+  },
+);
+
 test("Mesh.addNode and removeNode refuse bad input with a clear error", T, async () => {
   const a = startNode("a");
   const mesh = new ta.Mesh([a.meshNode(), new ta.MeshNode("here")]);
