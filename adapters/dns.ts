@@ -19,7 +19,10 @@ import { type Mesh, meshRuntime } from "../core/mesh.ts";
 import { MESH_OPTION_KEYS, type MeshOptions } from "../core/mesh_config.ts";
 import { MeshNode } from "../core/mesh_node.ts";
 import { checkKnownKeys, type KnownKeys } from "../core/options.ts";
+import { AuthError } from "../core/errors.ts";
 import { backgroundInterval } from "../transports/_common.ts";
+import { handleWire } from "../transports/handle_wire.ts";
+import { meshLink } from "../transports/link.ts";
 import type { NodeHealth } from "../transports/server.ts";
 
 /** How `fromDns` resolves names: `node:dns/promises` unless a test or a custom setup says otherwise. */
@@ -251,6 +254,14 @@ export async function dnsMesh<M extends Mesh>(
   const nodes = [...found].map(([address, node]) => new MeshNode(node, { endpoint: endpoint(address) }));
   const mesh = make(nodes, meshOptions);
   const rt = meshRuntime(mesh);
+  // what each node has (its welcome) before the first init(): placement must not take a node that
+  // has declared nothing for one with GPUs; a token the nodes refuse fails here, not at the first call
+  const welcomed = await Promise.allSettled(nodes.map((n) => meshLink(rt, n, handleWire).welcome()));
+  const refused = welcomed.find((w) => w.status === "rejected" && w.reason instanceof AuthError);
+  if (refused !== undefined) {
+    await mesh.close();
+    throw (refused as PromiseRejectedResult).reason;
+  }
   const known = new Map(found); // address → node name
   const draining = new Set<string>(); // addresses of nodes removed while they drain
 
@@ -289,7 +300,13 @@ export async function dnsMesh<M extends Mesh>(
       const taken = new Set(rt.nodes.map((x) => x.name));
       for (const [a, n] of await readyNodes(fresh, scheme, taken)) {
         if (rt.closed) return;
-        rt.addNode(new MeshNode(n, { endpoint: endpoint(a) }));
+        // what it has, first: it joins with its GPUs and CPUs known to placement
+        const w = await meshLink(rt, new MeshNode(n, { endpoint: endpoint(a) }), handleWire).welcome()
+          .catch(() => undefined);
+        if (w === undefined || rt.closed || rt.nodes.some((x) => x.name === n)) continue; // next round
+        rt.addNode(
+          new MeshNode(n, { endpoint: endpoint(a), gpus: w.gpus, ...(w.cpus === null ? {} : { cpus: w.cpus }) }),
+        );
         known.set(a, n);
       }
     } catch {

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { type NodeProcess, startNodeProcess } from "./_test_nodes.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
-import { Solo } from "../examples/distributed_app.ts";
+import { Generator, Solo } from "../examples/distributed_app.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { encodeMessage } from "../transports/protocol.ts";
 import { decode } from "../core/codec.ts";
@@ -183,6 +183,41 @@ test(
       } finally {
         await mesh.close();
       }
+    } finally {
+      for (const p of pods) p.kill("SIGKILL");
+    }
+  },
+);
+
+test(
+  "Mesh.fromDns: placement knows each pod's GPUs from the start, also of a pod that joins; a refused token fails at once",
+  T,
+  async () => {
+    const dns = fakeDns("gpus.test");
+    const pods: NodeProcess[] = [];
+    try {
+      pods.push(await startPod(0, 0, "bun")); // no GPU
+      const port = pods[0].port;
+      pods.push(await startPod(1, port, "deno", ["--gpus", "1"]));
+      dns.set(["127.0.0.2", "127.0.0.3"]);
+      const options = { port, token: TOKEN, intervalMs: 50, nodes: 2, resolver: dns.resolver };
+      const mesh = await ta.Mesh.fromDns("gpus.test", options);
+      try {
+        // at once: the GPU service goes to the pod with the GPU, never to the first pod
+        const first = await mesh.run(() => Generator.init().generate.go("q", ["d"]));
+        assert.match(first, /^\[pod-1\]/);
+        // a pod with 2 GPUs joins: the next GPU instance goes there as soon as it is a member
+        pods.push(await startPod(2, port, "bun", ["--gpus", "2"]));
+        dns.set(["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+        assert.ok(await eventually(() => mesh.nodes.some((n) => n.name === "pod-2"), 30_000), "pod-2 joined");
+        assert.equal(mesh.stats().nodes.find((n) => n.name === "pod-2")!.gpus.total, 2);
+        const second = await mesh.run(() => Generator.init().generate.go("q", ["d"]));
+        assert.match(second, /^\[pod-2\]/);
+      } finally {
+        await mesh.close();
+      }
+      const refused = await rejection(ta.Mesh.fromDns("gpus.test", { ...options, token: "not-the-token" }));
+      assert.ok(refused instanceof ta.AuthError, `expected AuthError, got ${refused}`);
     } finally {
       for (const p of pods) p.kill("SIGKILL");
     }

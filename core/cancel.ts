@@ -18,6 +18,11 @@ export const ABORTABLE: unique symbol = Symbol("thinkagain.abortable");
 /** What an abortable body receives: set `cancel` to be told when the call is abandoned. */
 export interface CancelHook {
   cancel: (() => void) | undefined;
+  /**
+   * The task whose body got this hook (a `Task`; typed loosely so this file imports nothing):
+   * a remote call uses it to send the calls waiting on its result along at once (pipelining).
+   */
+  readonly task?: object;
 }
 
 /**

@@ -68,7 +68,8 @@ export function resolveArgs(task: Task<unknown>): unknown[] {
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (typeof a !== "object" || a === null) continue;
-    if (a instanceof Task) args[i] = a._value;
+    // a ref still unsettled here was let through for pipelining (see pipeline.ts): it travels as itself
+    if (a instanceof Task) args[i] = a._state === COMPLETED ? a._value : a;
     else if (task._shape === 2 && (Array.isArray(a) || isPlainObject(a))) args[i] = resolveNested(a, 0);
   }
   return args;

@@ -224,7 +224,8 @@ class MethodTarget implements TaskTarget {
   readonly method: string;
   readonly passErrors: boolean;
   readonly remote: boolean;
-  private readonly replica: MailboxReplica;
+  /** The replica whose mailbox it queues in (the transports ask it where a call goes, to pipeline). */
+  readonly replica: MailboxReplica;
   constructor(replica: MailboxReplica, method: string, remote: boolean) {
     this.replica = replica;
     this.method = method;

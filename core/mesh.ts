@@ -167,6 +167,12 @@ export class Mesh implements AsyncDisposable {
         }
       }
     }
+    const keepAbove = options.keepResultsAbove;
+    if (keepAbove !== undefined && !(keepAbove === Infinity || (Number.isSafeInteger(keepAbove) && keepAbove >= 0))) {
+      throw new RangeError(
+        `Mesh keepResultsAbove must be a number of bytes ≥ 0 (or Infinity), got ${describe(keepAbove)}`,
+      );
+    }
     const lostAfter = options.lostAfterMs ?? DEFAULT_LOST_AFTER_MS;
     const keepalive = options.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
     if (lostAfter <= keepalive) {

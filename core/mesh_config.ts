@@ -60,6 +60,12 @@ export interface MeshOptions {
    * (default 1024 items and 4 MiB). Larger windows go faster over slow links; smaller ones hold less.
    */
   streamWindow?: { items?: number; bytes?: number };
+  /**
+   * A remote result larger than this many bytes (as encoded) stays in the object store of the node
+   * that made it (default 64 KiB): the ref knows where, a call on another node pulls it from there
+   * node to node, and `await ref` fetches it once. `Infinity`: every result comes back at once.
+   */
+  keepResultsAbove?: number;
 }
 
 /**
@@ -83,6 +89,7 @@ export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
   keepaliveMs: true,
   lostAfterMs: true,
   streamWindow: true,
+  keepResultsAbove: true,
 };
 
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */

@@ -120,7 +120,7 @@ export function runWithPolicy(
       // the signal aborts when this attempt is interrupted (cancel, deadline)
       return Effect.tryPromise({
         try: (signal) => {
-          const hook: CancelHook = { cancel: undefined };
+          const hook: CancelHook = { cancel: undefined, task };
           signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
           return Promise.resolve(callBody(task, fn, self, [...args, hook], ctx, wrap));
         },

@@ -10,6 +10,8 @@ import { type CancelHook, isAbortable } from "./cancel.ts";
 import { currentContext, leaveParentContext, type RunContext, runningBody } from "./context.ts";
 import { bodyWrapper, emit, eventsEnabled, listening, sampling } from "./events.ts";
 import { resolveArgs } from "./dag.ts";
+import { ThinkagainError } from "./errors.ts";
+import { materializeArgs } from "./lazy_value.ts";
 import { callBody, failure, isThenable } from "./invoke.ts";
 import { type RunPolicy, runWithPolicy } from "./policy.ts";
 import { unsampled, unsampledContext } from "./record.ts";
@@ -31,7 +33,7 @@ export const LEAF_RUNS = 64;
 
 /** Gives an abortable body its cancel hook (last argument), fired by `task.cancel()`. */
 function attachCancelHook(task: Task<unknown>, args: unknown[]): void {
-  const hook: CancelHook = { cancel: undefined };
+  const hook: CancelHook = { cancel: undefined, task };
   task._abort = () => hook.cancel?.();
   args.push(hook);
 }
@@ -88,6 +90,34 @@ export function runBody(
 ): void {
   task._state = RUNNING;
   const args = resolveArgs(task);
+  // a value kept on a node reaches a body here fetched; a remote body (abortable) passes it on as
+  // a reference instead
+  if (task._shape !== 0 && !isAbortable(fn)) {
+    const fetching = materializeArgs(args);
+    if (fetching !== undefined) {
+      fetching.then(() => {
+        if (task._state === RUNNING) runResolved(task, args, fn, self, ctx, policy, done);
+        else if (done !== undefined) done(task); // cancelled while its inputs were fetched
+      }, (e) => {
+        settle(task, FAILED, e instanceof ThinkagainError ? e : failure(task, e));
+        if (done !== undefined) done(task);
+      });
+      return;
+    }
+  }
+  runResolved(task, args, fn, self, ctx, policy, done);
+}
+
+/** {@linkcode runBody} once the arguments are here. */
+function runResolved(
+  task: Task<unknown>,
+  args: unknown[],
+  fn: (...args: unknown[]) => unknown,
+  self: unknown,
+  ctx: RunContext | undefined,
+  policy: RunPolicy | undefined,
+  done: ((task: Task<unknown>) => void) | undefined,
+): void {
   const recorded = task._meta !== undefined;
   let flagged = false;
   const target = task._target, runs = target.leafRuns;

@@ -15,7 +15,14 @@ import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { awaitProbe, emit } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
+import { LazyValue, materialized } from "./lazy_value.ts";
 import { Stream } from "./stream.ts";
+
+/** A completed task's value as an Effect: a value kept on a node is fetched first. */
+function succeeded<T>(value: unknown): Effect.Effect<T, TaskError> {
+  if (!(value instanceof LazyValue)) return Effect.succeed(value as T);
+  return Effect.tryPromise({ try: () => value.materialize() as Promise<T>, catch: (e) => e as TaskError });
+}
 
 /** Lifecycle of a task. */
 export type RefStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
@@ -224,7 +231,8 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   promise(): Promise<T> {
     if (awaitProbe !== undefined && this._meta !== undefined) awaitProbe(this);
     if (this._promise !== undefined) return this._promise;
-    if (this._state === COMPLETED) return (this._promise = Promise.resolve(this._value as T));
+    // a value kept on a node (a LazyValue) is fetched by the first await, once
+    if (this._state === COMPLETED) return (this._promise = Promise.resolve(materialized(this._value) as T));
     if (this._state >= FAILED) return (this._promise = Promise.reject(this._error));
     waiterAdded(); // until it settles: a slot's grace timer holds the process for it
     return (this._promise = new Promise<T>((resolve, reject) => {
@@ -236,13 +244,13 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   /** The result as an Effect: succeeds with the value, fails with the same error instance `await` rejects with. */
   get effect(): Effect.Effect<T, TaskError> {
     return Effect.callback<T, TaskError>((resume) => {
-      if (this._state === COMPLETED) return resume(Effect.succeed(this._value as T));
+      if (this._state === COMPLETED) return resume(succeeded<T>(this._value));
       if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
       let waits = true;
       const waiter = (ref: Task<unknown>) => {
         waits = false;
         waiterDone();
-        resume(ref._state === COMPLETED ? Effect.succeed(ref._value as T) : Effect.fail(ref._error as TaskError));
+        resume(ref._state === COMPLETED ? succeeded<T>(ref._value) : Effect.fail(ref._error as TaskError));
       };
       addWaiter(this as Task<unknown>, waiter);
       waiterAdded();
@@ -500,8 +508,9 @@ export function settle(ref: Task<unknown>, state: number, valueOrError: unknown)
   }
   if (ref._resolve !== undefined) {
     waiterDone();
-    if (state === COMPLETED) ref._resolve(valueOrError);
-    else ref._reject!(valueOrError);
+    if (state === COMPLETED) {
+      ref._resolve(valueOrError instanceof LazyValue ? valueOrError.materialize() : valueOrError);
+    } else ref._reject!(valueOrError);
     ref._resolve = ref._reject = undefined;
   }
   if (ref._waiters !== undefined) {

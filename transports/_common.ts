@@ -2,6 +2,7 @@
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { AuthError, TransportError } from "../core/errors.ts";
 import { unrefTimer } from "../core/_runtime.ts";
+import { NO_CONTEXT, runInContext } from "../core/context.ts";
 import type { RequestOptions } from "./transport.ts";
 import { timingSafeEqualString } from "./transport.ts";
 
@@ -181,7 +182,9 @@ export function endpointUrl(endpoint: string, transport: "HTTP" | "WebSocket"): 
 
 /** A repeating timer that does not keep the process alive (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
 export function backgroundInterval(fn: () => void, ms: number): ReturnType<typeof setInterval> {
-  const t = setInterval(fn, ms);
+  // made outside any run context: a timer keeps the context it was made in alive, and with it the
+  // task that context names (and that task's result, which may be an object kept on a node)
+  const t = runInContext(NO_CONTEXT, () => setInterval(fn, ms));
   unrefTimer(t);
   return t;
 }

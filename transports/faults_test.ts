@@ -80,7 +80,10 @@ async function slowReader(
   n: number,
 ): Promise<{ pending: number; results: PromiseSettledResult<Uint8Array>[] }> {
   const dir = mkdtempSync(join(tmpdir(), "ta-slow-reader-"));
-  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+  // every result comes back at once (none stays on the node): the replies are what fills the socket
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: `ws://127.0.0.1:${node.port}` })], {
+    keepResultsAbove: Infinity,
+  });
   try {
     // the calls still pending, if any, are cancelled at close
     return await mesh.run(async () => {

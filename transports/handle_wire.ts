@@ -22,7 +22,7 @@ import { Deployment, type Replica } from "../core/deployment.ts";
 import { HandleState, handleStateOf, makeHandle } from "../core/handle.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredServices, type ServiceDef } from "../core/service_def.ts";
-import { type HandleWire, linkFor, type LinkOptions, meshLink } from "./link.ts";
+import { type HandleWire, linkFor, type LinkOptions, meshLink, type NodeLink } from "./link.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 
 /** How deep the walks for handles go (as deep as decode reads). */
@@ -298,6 +298,50 @@ function replicaFor(
   if (token !== undefined) options.token = token;
   const link = linkFor(owner, r.node, peer?.endpoint ?? declared!, options, handleWire);
   return new RemoteReplica(owner, def, [], index, link, [], def.policy, r.id);
+}
+
+/**
+ * The link through which a node (`from.owner`) reaches another node a frame named, by the rules
+ * handles follow: a configured peer (with a token), or a node its driver declared in its `hello`
+ * (without one); anything else is a `ProtocolError` saying so. Used to pull objects node to node.
+ *
+ * @param node The other node's name (in errors).
+ * @param endpoint Its endpoint, as the frame named it.
+ * @param from The node's link options (token, transport) and the node itself as `owner`.
+ * @param what What the frame asked for, for the error (`"An object of op \"embed\""`).
+ * @returns The link (made on first use, shared after).
+ * @throws {ProtocolError} When the node may not reach that endpoint.
+ *
+ * @example A node refuses an endpoint nobody declared
+ * ```ts
+ * import { HandleReach, reachableLink } from "./handle_wire.ts";
+ * import { ProtocolError } from "../core/errors.ts";
+ * import { throws } from "node:assert/strict";
+ * const node = {};
+ * new HandleReach(node, { peers: [] });
+ * throws(() => reachableLink("a", "ws://evil.example:1", { owner: node }, "An object"), ProtocolError);
+ * ```
+ */
+export function reachableLink(
+  node: string,
+  endpoint: string,
+  from: LinkOptions & { owner: object },
+  what: string,
+): NodeLink {
+  const reach = reaches.get(from.owner);
+  const peer = reach?.peer(endpoint);
+  const declared = peer === undefined ? reach?.declared(endpoint) : undefined;
+  if (peer === undefined && declared === undefined) {
+    throw new ProtocolError(
+      `${what} names endpoint ${JSON.stringify(endpoint)} (node ${JSON.stringify(node)}), which this node may not ` +
+        "reach: it is neither one of its peers (--peer) nor a node of a mesh a driver declared in its hello",
+    );
+  }
+  // the token goes to configured peers only, never to an endpoint that came from a frame
+  const options: LinkOptions = { transport: from.transport, maxFrameBytes: from.maxFrameBytes };
+  const token = peer === undefined ? undefined : peer.token ?? from.token;
+  if (token !== undefined) options.token = token;
+  return linkFor(from.owner, node, peer?.endpoint ?? declared!, options, handleWire);
 }
 
 function reviveHandle(h: WireHandle, from: LinkOptions & { owner: object }): object {

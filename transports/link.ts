@@ -27,6 +27,7 @@ import {
 } from "./protocol.ts";
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
 import { transportFor } from "./transport_for.ts";
+import { RemoteObject } from "./remote_object.ts";
 import { RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
 
 /**
@@ -172,6 +173,7 @@ export class NodeLink {
     expected: T["t"] | readonly T["t"][],
     span?: Span,
     timeoutMs?: number,
+    onSent?: () => void,
   ): Promise<T> {
     if (this.closed) throw closedError(this.endpoint);
     // the connection, once open, is used directly (no await per call)
@@ -179,12 +181,15 @@ export class NodeLink {
     if (conn.closed) {
       this.conn = undefined;
       this.open = undefined;
-      return this.request(message, expected, span, timeoutMs);
+      return this.request(message, expected, span, timeoutMs, onSent);
     }
     const frame = encodeMessage(message);
     // the span's "sent" → "received" is the transfer plus the node's own SERVER span
     if (span !== undefined) span.addEvent("sent");
-    const reply = await conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
+    const replied = conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
+    // the frame is on its way: what must follow it on this ordered link may go now (pipelining)
+    if (onSent !== undefined) onSent();
+    const reply = await replied;
     this.heard++;
     this.lost = false;
     this.lostDetail = undefined;
@@ -262,7 +267,12 @@ export class NodeLink {
   /**
    * Calls a method or op on the node; transport failures of a sent call become `NodeLostError`.
    */
-  async call(message: Omit<CallMessage, "t" | "cid">, hook: CancelHook | undefined, span?: Span): Promise<unknown> {
+  async call(
+    message: Omit<CallMessage, "t" | "cid">,
+    hook: CancelHook | undefined,
+    span?: Span,
+    onSent?: (cid: string) => void,
+  ): Promise<unknown> {
     const cid = `${callPrefix}-${++callCounter}`;
     if (hook !== undefined) hook.cancel = () => this.notify({ t: "cancel", cid });
     this.inFlight++;
@@ -274,10 +284,16 @@ export class NodeLink {
       const call = window === undefined
         ? { t: "call", cid, ...message }
         : { t: "call", cid, ...message, creditItems: window.items, creditBytes: window.bytes };
-      const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span);
+      const sent = onSent === undefined ? undefined : () => onSent(cid);
+      const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span, undefined, sent);
       if (res.t === "chunk") {
         streaming = true;
         return this.openStream(cid, res, window ?? resolveStreamWindow(undefined));
+      }
+      if (res.ok && res.object !== undefined) {
+        // it stayed on the node: the ref holds where, and fetches it when awaited
+        const madeBy = message.op !== undefined ? `op "${message.op}"` : `method "${message.method}"`;
+        return new RemoteObject(this, res.object.oid, res.object.bytes, `${madeBy} on node "${this.node}"`);
       }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
@@ -436,8 +452,73 @@ export class NodeLink {
     if (c) c.then((x) => x.close(), () => {});
   }
 
+  /** Objects this link's owner holds on the node (results kept there), by id. */
+  private readonly objects = new Set<string>();
+  /** Objects and kept call results to free with the next `free` (sent once per turn of the event loop). */
+  private toFree: { oids: string[]; cids: string[] } | undefined;
+
+  /** An object the node keeps for this link's owner: the lease is kept alive while any is. */
+  holdObject(oid: string): void {
+    if (this.objects.has(oid)) return;
+    this.objects.add(oid);
+    this.hold();
+  }
+
+  /** How many objects this link's owner holds on the node. */
+  get heldObjects(): number {
+    return this.objects.size;
+  }
+
+  /** Fetches the value of object `oid` from the node (a lost node is `NodeLostError`). */
+  async fetchObject(oid: string): Promise<unknown> {
+    this.inFlight++;
+    if (this.watch === undefined) this.startWatch();
+    try {
+      const res = await this.request<ResultMessage>({ t: "fetch", oid }, "result");
+      if (!res.ok) throw errorFromWire(res.error);
+      return this.handles.fromWire(res.value, {
+        owner: this.holder,
+        token: this.options.token,
+        transport: this.transport.name,
+      });
+    } catch (e) {
+      throw this.asNodeLost(e);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Tells the node to free object `oid` (its last ref was dropped); batched with others. */
+  freeObject(oid: string): void {
+    if (!this.objects.delete(oid)) return;
+    this.release();
+    this.queueFree().oids.push(oid);
+  }
+
+  /** Tells the node to forget the kept result of call `cid` (its pipelined calls have left). */
+  freeResult(cid: string): void {
+    this.queueFree().cids.push(cid);
+  }
+
+  private queueFree(): { oids: string[]; cids: string[] } {
+    if (this.toFree === undefined) {
+      const batch = this.toFree = { oids: [] as string[], cids: [] as string[] };
+      queueMicrotask(() => {
+        if (this.toFree === batch) this.toFree = undefined;
+        this.notify({ t: "free", ...batch });
+      });
+    }
+    return this.toFree;
+  }
+
   /** Closes the connection; the link refuses requests from now on. */
   async close(): Promise<void> {
+    if (!this.closed && this.objects.size > 0 && this.open !== undefined && !this.unresponsive) {
+      // the objects it holds there go now, not with its lease
+      const oids = [...this.objects];
+      this.objects.clear();
+      await this.request({ t: "free", oids, cids: [] }, "freed", undefined, this.destroyTimeoutMs).catch(() => {});
+    }
     this.closed = true;
     this.stopWatch();
     const c = this.conn;

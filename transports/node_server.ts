@@ -32,8 +32,9 @@ import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION 
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
 import { backgroundInterval } from "./_common.ts";
-import { HandleReach, type NodePeer, reviveValue, wireValue } from "./handle_wire.ts";
+import { HandleReach, type NodePeer, reachableLink, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
+import { ObjectStore } from "./object_store.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
 import { Stream } from "../core/stream.ts";
 import { StreamOutlets } from "./stream_wire.ts";
@@ -84,6 +85,11 @@ export interface NodeServerOptions {
    * all HTTP calls together.
    */
   maxCallsPerConnection?: number;
+  /**
+   * Most bytes (as encoded) the results kept here for drivers may hold together (the object store;
+   * default 1 GiB, `--object-store-bytes`); a result past it fails its call with `OverloadedError`.
+   */
+  objectStoreBytes?: number;
   /** Told when a driver's lease expired and its instances were destroyed (for logs). */
   onLeaseExpired?: (event: { instances: number; services: string[]; leaseMs: number }) => void;
 }
@@ -170,6 +176,10 @@ export class NodeServer {
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   /** Where handles that arrive here may lead. */
   private readonly reach: HandleReach;
+  /** Results that stay here (see `CallMessage.keepAbove`), by object id. */
+  private readonly objects: ObjectStore;
+  /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
+  private readonly kept = new Map<string, ObjectRef<unknown>>();
   private draining = false;
   private inFlight = 0;
   private drained: (() => void) | undefined;
@@ -207,7 +217,29 @@ export class NodeServer {
     this.rt = meshRuntime(this.mesh);
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
+    this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
     this.handler = (frame, peer) => this.handle(frame, peer);
+  }
+
+  /**
+   * The node's object store: how many results it keeps for drivers and their bytes (as encoded),
+   * against its bound, and how many call results it keeps for pipelined calls.
+   *
+   * @returns A snapshot.
+   *
+   * @example
+   * ```ts
+   * import { NodeServer } from "./node_server.ts";
+   * import { strictEqual } from "node:assert/strict";
+   * const node = new NodeServer({ name: "n1", objectStoreBytes: 1024 });
+   * strictEqual(node.objectStats().objects, 0);
+   * strictEqual(node.objectStats().maxBytes, 1024);
+   * await node.drain();
+   * ```
+   */
+  objectStats(): { objects: number; bytes: number; maxBytes: number; keptResults: number } {
+    const s = this.objects;
+    return { objects: s.count, bytes: s.bytes, maxBytes: s.maxBytes, keptResults: this.kept.size };
   }
 
   /** Calls running now. */
@@ -283,7 +315,7 @@ export class NodeServer {
   /** Answers one frame. */
   private async handle(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
     const msg = decodeDriverMessage(frame);
-    if (peer?.oneWay && msg.t !== "cancel") {
+    if (peer?.oneWay && msg.t !== "cancel" && msg.t !== "free") {
       // nobody waits for a one-way frame's answer, so nothing would hold its work to a bound
       throw new ProtocolError(`A one-way "${msg.t}" message is refused: only "cancel" may be sent without a reply`);
     }
@@ -315,6 +347,7 @@ export class NodeServer {
           activeCalls: this.inFlight,
           instances: this.instances.size,
           expiredInstances: this.expiredCount,
+          objects: this.objects.count,
           leaseMs: this.leaseMs,
         });
       }
@@ -338,6 +371,16 @@ export class NodeServer {
         }
         return undefined;
       }
+      case "fetch": {
+        const value = this.objects.get(msg.oid);
+        const wired = wireValue(value, this);
+        return encodeMessage({ t: "result", ok: true, value: wired instanceof Promise ? await wired : wired });
+      }
+      case "free": {
+        for (const oid of msg.oids) this.objects.free(oid);
+        for (const cid of msg.cids) this.kept.delete(callKey(peer, cid));
+        return peer?.oneWay ? undefined : encodeMessage({ t: "freed" });
+      }
       case "destroy": {
         if (this.instances.get(msg.id)?.fair !== undefined) {
           throw new ProtocolError(
@@ -359,7 +402,9 @@ export class NodeServer {
     if (inst.owner !== undefined) {
       const lease = this.owners.get(inst.owner);
       lease?.ids.delete(id);
-      if (lease !== undefined && lease.ids.size === 0) this.owners.delete(inst.owner);
+      if (lease !== undefined && lease.ids.size === 0 && !this.objects.owners().includes(inst.owner)) {
+        this.owners.delete(inst.owner);
+      }
       if (this.owners.size === 0) this.stopSweeper();
     }
     try {
@@ -383,6 +428,7 @@ export class NodeServer {
     for (const [owner, lease] of this.owners) {
       if (now - lease.seen <= this.leaseMs) continue;
       const services = [...lease.ids].map((id) => this.instances.get(id)?.replica.def.name ?? "?");
+      this.objects.freeOwner(owner); // its objects go with its instances
       for (const id of [...lease.ids]) {
         this.expired.add(id);
         this.expiredCount++;
@@ -563,6 +609,51 @@ export class NodeServer {
     return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
   }
 
+  /** Objects kept for `owner` live while its lease does (its pings renew it, as for instances). */
+  private leaseObjects(owner: string): void {
+    if (this.leaseMs <= 0) return;
+    let lease = this.owners.get(owner);
+    if (lease === undefined) this.owners.set(owner, lease = { seen: performance.now(), ids: new Set() });
+    if (this.sweeper === undefined) {
+      this.lastSweep = performance.now();
+      this.sweeper = backgroundInterval(() => this.sweep(), this.sweepEvery());
+    }
+  }
+
+  /**
+   * Puts in `args` the results a call names instead of carrying (`msg.pipe`): a call's kept or
+   * running result and an object here are taken at once; objects on other nodes are pulled, over a
+   * link this node may open (a peer, or a node its driver declared), never one the frame chose.
+   * Returns the promise of the pulls, if any.
+   */
+  private pipedArgs(msg: CallMessage, args: unknown[], peer: PeerInfo | undefined): Promise<void> | undefined {
+    const pulls: Promise<void>[] = [];
+    for (const p of msg.pipe!) {
+      if (p.cid !== undefined) {
+        const k = callKey(peer, p.cid);
+        const ref = this.kept.get(k) ?? this.calls.get(k);
+        if (ref === undefined) {
+          throw new ProtocolError(
+            `Call "${msg.cid}" names the result of call "${p.cid}" (argument ${p.i}), which node "${this.name}" ` +
+              "does not hold: it was not sent on this connection with keep, or was freed",
+          );
+        }
+        args[p.i] = ref;
+      } else if (p.endpoint === undefined) {
+        args[p.i] = this.objects.get(p.oid!);
+      } else {
+        // node to node, over a link this node may open (never one the frame chose)
+        const link = reachableLink(p.node!, p.endpoint, this.linkOptions, `Call "${msg.cid}" (argument ${p.i})`);
+        pulls.push(
+          link.fetchObject(p.oid!).then((v) => {
+            args[p.i] = v;
+          }),
+        );
+      }
+    }
+    return pulls.length === 0 ? undefined : Promise.all(pulls).then(() => {});
+  }
+
   /** Runs one call and encodes its result. */
   private async call(msg: CallMessage, peer: PeerInfo | undefined): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
@@ -586,6 +677,12 @@ export class NodeServer {
       );
     }
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
+    // results named instead of sent: those held here now (before any await, so a `free` sent after
+    // this call cannot overtake it), then those pulled from other nodes
+    if (msg.pipe !== undefined) {
+      const pulls = this.pipedArgs(msg, args, peer);
+      if (pulls !== undefined) await pulls;
+    }
     let ref: ObjectRef<unknown>;
     let name: string;
     if (msg.op !== undefined) {
@@ -631,6 +728,15 @@ export class NodeServer {
       });
     }
     this.calls.set(key, ref);
+    if (msg.keep === true) {
+      // kept until the caller frees it, or its connection closes
+      this.kept.set(key, ref);
+      peer?.signal?.addEventListener("abort", () => this.kept.delete(key), { once: true });
+    }
+    if (msg.owner !== undefined) {
+      const lease = this.owners.get(msg.owner);
+      if (lease !== undefined) lease.seen = performance.now();
+    }
     this.callsPerScope.set(scope, running + 1);
     this.inFlight++;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
@@ -649,8 +755,14 @@ export class NodeServer {
       const wired = wireValue(result, this);
       const value = wired instanceof Promise ? await wired : wired;
       try {
-        return encodeMessage({ t: "result", ok: true, value });
+        const reply = encodeMessage({ t: "result", ok: true, value });
+        if (msg.keepAbove === undefined || reply.byteLength <= msg.keepAbove) return reply;
+        // too large to send unasked: it stays here, and the caller's ref names it
+        const oid = this.objects.put(result, reply.byteLength, { owner: msg.owner, madeBy: msg.op ?? name });
+        if (msg.owner !== undefined) this.leaseObjects(msg.owner);
+        return encodeMessage({ t: "result", ok: true, object: { oid, bytes: reply.byteLength } });
       } catch (e) {
+        if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
         return encodeMessage({
           t: "result",
           ok: false,
@@ -696,6 +808,8 @@ export class NodeServer {
       clearTimeout(timer);
       for (const ref of this.calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
     }
+    this.objects.clear();
+    this.kept.clear();
     const all = [...this.instances.values()];
     this.instances.clear();
     await Promise.all(all.map((i) => i.replica.close().catch(() => {})));

@@ -117,11 +117,61 @@ export interface CallMessage {
    */
   readonly creditItems?: number;
   readonly creditBytes?: number;
+  /**
+   * Keep the result on the node (a pipelined call names it by this call's `cid`) until a `free`
+   * names the cid, or the connection closes.
+   */
+  readonly keep?: boolean;
+  /**
+   * A result whose frame would be larger than this many bytes stays in the node's object store, and
+   * the reply names it (`object`) instead of carrying it. Owned by the lease `owner`.
+   */
+  readonly keepAbove?: number;
+  /** The caller's lease id: objects kept for it go when its lease expires. */
+  readonly owner?: string;
+  /** Arguments that are results the node holds or can pull, not values (`args[i]` is `null`). */
+  readonly pipe?: readonly PipedArg[];
+}
+
+/**
+ * An argument that is a result, not a value: the result of call `cid` sent earlier on the same
+ * connection (pipelining), or object `oid` in this node's store, or in the store of the node
+ * `node` at `endpoint` (pulled from there node to node, only from an endpoint this node may reach).
+ */
+export interface PipedArg {
+  /** Which argument it is. */
+  readonly i: number;
+  readonly cid?: string;
+  readonly oid?: string;
+  readonly endpoint?: string;
+  readonly node?: string;
+}
+
+/** The most piped arguments one call may have. */
+const MAX_PIPED = 1024;
+
+/** Driver (or node) → node: send the value of object `oid` of this node's store (a `result` answers). */
+export interface FetchMessage {
+  readonly t: "fetch";
+  readonly oid: string;
+}
+
+/** Driver → node (may be one-way): forget these objects and kept call results. */
+export interface FreeMessage {
+  readonly t: "free";
+  readonly oids: readonly string[];
+  readonly cids: readonly string[];
+}
+
+/** Where an object a call's result became lives: its id in the node's store, and its size. */
+export interface StoredObject {
+  readonly oid: string;
+  readonly bytes: number;
 }
 
 /** Node → driver: the outcome of a call. */
 export type ResultMessage =
-  | { readonly t: "result"; readonly ok: true; readonly value: unknown }
+  | { readonly t: "result"; readonly ok: true; readonly value: unknown; readonly object?: StoredObject }
   | { readonly t: "result"; readonly ok: false; readonly error: WireError };
 
 /** Driver → node (one-way): stop a call. */
@@ -173,9 +223,54 @@ export type DriverMessage =
   | CancelMessage
   | DestroyMessage
   | PingMessage
-  | CreditMessage;
+  | CreditMessage
+  | FetchMessage
+  | FreeMessage;
 
-const KINDS: ReadonlySet<string> = new Set(["hello", "create", "call", "cancel", "destroy", "ping", "credit"]);
+const KINDS: ReadonlySet<string> = new Set([
+  "hello",
+  "create",
+  "call",
+  "cancel",
+  "destroy",
+  "ping",
+  "credit",
+  "fetch",
+  "free",
+]);
+
+/** The most ids one `free` may name. */
+const MAX_FREE = 65_536;
+
+function ids(r: Record<string, unknown>, key: string, kind: string): string[] {
+  const v = r[key] ?? [];
+  if (
+    !Array.isArray(v) || v.length > MAX_FREE ||
+    !v.every((x) => typeof x === "string" && x.length > 0 && x.length <= 512)
+  ) {
+    fail(`"${kind}" ${key} must be at most ${MAX_FREE} ids of 1 to 512 characters`);
+  }
+  return v as string[];
+}
+
+function pipedArgs(r: Record<string, unknown>, args: readonly unknown[]): PipedArg[] | undefined {
+  const v = r.pipe;
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_PIPED) fail(`"call" pipe must be a list of at most ${MAX_PIPED} entries`);
+  return v.map((e) => {
+    if (typeof e !== "object" || e === null || Array.isArray(e)) fail('"call" pipe must hold objects');
+    const x = e as Record<string, unknown>;
+    if (!Number.isSafeInteger(x.i) || (x.i as number) < 0 || (x.i as number) >= args.length) {
+      fail(`"call" pipe entry needs an argument index i from 0 to ${args.length - 1}, got ${String(x.i).slice(0, 40)}`);
+    }
+    const text = (k: string) => x[k] === undefined ? undefined : str(x, k, "call pipe");
+    const cid = text("cid"), oid = text("oid"), endpoint = text("endpoint"), node = text("node");
+    if ((cid === undefined) === (oid === undefined) || (endpoint === undefined) !== (node === undefined)) {
+      fail('"call" pipe entry needs either a cid or an oid (with an endpoint and node, or neither)');
+    }
+    return { i: x.i as number, cid, oid, endpoint, node };
+  });
+}
 
 /** The most items (or bytes) one `credit` (or a call's window) may grant. */
 const MAX_CREDIT = 2 ** 40;
@@ -282,7 +377,16 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
         ? Object.fromEntries(Object.entries(r.trace).filter(([, v]) => typeof v === "string")) as Record<string, string>
         : undefined;
       const creditItems = credit(r, "creditItems", t), creditBytes = credit(r, "creditBytes", t);
-      const window = creditItems === undefined && creditBytes === undefined ? {} : { creditItems, creditBytes };
+      const window: Record<string, unknown> = creditItems === undefined && creditBytes === undefined
+        ? {}
+        : { creditItems, creditBytes };
+      // the data plane's fields (see CallMessage), only when given
+      if (r.keep === true) window.keep = true;
+      const keepAbove = credit(r, "keepAbove", t);
+      if (keepAbove !== undefined) window.keepAbove = keepAbove;
+      if (r.owner !== undefined) window.owner = str(r, "owner", t);
+      const pipe = pipedArgs(r, r.args);
+      if (pipe !== undefined) window.pipe = pipe;
       if (typeof r.op === "string") return { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace, ...window };
       return { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace, ...window };
     }
@@ -290,6 +394,10 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       return { t, cid: str(r, "cid", t), items: credit(r, "items", t) ?? 0, bytes: credit(r, "bytes", t) ?? 0 };
     case "cancel":
       return { t, cid: str(r, "cid", t) };
+    case "fetch":
+      return { t, oid: str(r, "oid", t) };
+    case "free":
+      return { t, oids: ids(r, "oids", t), cids: ids(r, "cids", t) };
     case "destroy":
       return { t, id: str(r, "id", t) };
     default:
@@ -302,6 +410,11 @@ export interface DestroyedMessage {
   readonly t: "destroyed";
 }
 
+/** Node → driver: the objects a `free` named are gone. */
+export interface FreedMessage {
+  readonly t: "freed";
+}
+
 /** Node → driver: the answer to a `ping`, with the node's load. */
 export interface PongMessage {
   readonly t: "pong";
@@ -310,6 +423,8 @@ export interface PongMessage {
   readonly instances?: number;
   readonly expiredInstances?: number;
   readonly leaseMs?: number;
+  /** Objects the node's store keeps for drivers. */
+  readonly objects?: number;
 }
 
 /** Every message a node sends (its replies), each checked by {@linkcode decodeNodeMessage}. */
@@ -319,7 +434,8 @@ export type NodeMessage =
   | ResultMessage
   | DestroyedMessage
   | PongMessage
-  | ChunkMessage;
+  | ChunkMessage
+  | FreedMessage;
 
 /** The most names a `welcome` may list (services, ops). */
 const MAX_NAMES = 65_536;
@@ -420,6 +536,16 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
       return leaseMs === undefined ? created : { ...created, leaseMs };
     }
     case "result": {
+      if (r.ok === true && r.object !== undefined) {
+        const o = r.object as Record<string, unknown>;
+        if (typeof o !== "object" || o === null || Array.isArray(o)) fail('"result" object must be { oid, bytes }');
+        return {
+          t,
+          ok: true,
+          value: undefined,
+          object: { oid: str(o, "oid", t), bytes: count(o, "bytes", t, false)! },
+        };
+      }
       if (r.ok === true) return { t, ok: true, value: r.value };
       const error = r.error;
       if (
@@ -446,11 +572,12 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
         : { t, items: r.items, done: true, error: error as WireError };
     }
     case "destroyed":
+    case "freed":
       return { t };
     case "pong": {
       const pong: { -readonly [K in keyof PongMessage]: PongMessage[K] } = { t };
       if (r.node !== undefined) pong.node = str(r, "node", t);
-      for (const key of ["activeCalls", "instances", "expiredInstances", "leaseMs"] as const) {
+      for (const key of ["activeCalls", "instances", "expiredInstances", "leaseMs", "objects"] as const) {
         const v = count(r, key, t, true);
         if (v !== undefined) pong[key] = v;
       }

@@ -12,9 +12,12 @@ import { registeredOps } from "../core/op.ts";
 import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
+import { RemoteObject } from "./remote_object.ts";
+import type { Span } from "@opentelemetry/api";
 import { meshLink, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { WelcomeMessage } from "./protocol.ts";
+import { keepFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
@@ -42,6 +45,9 @@ export function remoteOpBody(
     const trace = injectTraceContext(); // before any await: the active span is the op's own
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     const hook = a.pop() as CancelHook;
+    // a call let through for pipelining goes where the result it names is
+    const pinned = pipelinedLink(hook.task);
+    if (pinned !== undefined) return sendOp(mesh, name, pinned, a, hook, trace, span);
     const links = mesh.nodes.filter((n) => n.endpoint !== undefined).map((n) => meshLink(mesh, n, handleWire));
     const fits = (w: WelcomeMessage) => w.ops.includes(name) && w.gpus >= gpus;
     // the nodes whose welcome is known take the call at once; the others are asked meanwhile (each
@@ -63,22 +69,63 @@ export function remoteOpBody(
       span?.setAttribute("thinkagain.executor", "local");
       return registeredOps().get(name)!.fn(...a);
     }
+    // a node holding results it is given takes the call (they need not travel)
     // among NATS nodes on the same servers, NATS hands the call to one member of the op's queue group
-    const link = natsQueueLink(mesh, name, candidates, handleWire) ??
+    const link = candidates.find((l) => holdsArgument(a, l)) ?? natsQueueLink(mesh, name, candidates, handleWire) ??
       leastLoaded(candidates, inFlightOf)!;
-    noteOpPlacement(name, link.node);
-    span?.setAttribute("thinkagain.node", link.node);
-    const timeoutMs = mesh.options.timeoutMs;
-    return link.call(
+    return sendOp(mesh, name, link, a, hook, trace, span);
+  };
+  return Object.assign(body, { [ABORTABLE]: true });
+}
+
+function holdsArgument(args: unknown[], link: NodeLink): boolean {
+  return args.some((v) => v instanceof RemoteObject && v.link === link);
+}
+
+/**
+ * Sends one op call on `link`: the results among its arguments are named, not carried; a large
+ * result stays on the node; the calls waiting for this one that go to the same node leave right
+ * behind it (pipelining).
+ */
+async function sendOp(
+  mesh: MeshRuntime,
+  name: string,
+  link: NodeLink,
+  a: unknown[],
+  hook: CancelHook,
+  trace: Record<string, string>,
+  span: Span | undefined,
+): Promise<unknown> {
+  noteOpPlacement(name, link.node);
+  span?.setAttribute("thinkagain.node", link.node);
+  const timeoutMs = mesh.options.timeoutMs;
+  const prepared = pipeArgs(a, link);
+  const piped = prepared instanceof Promise ? await prepared : prepared;
+  try {
+    const args = await wireValue(piped.args, mesh);
+    const task = hook.task;
+    const retries = ((task as { _target?: { policy?: { retries?: number } } } | undefined)?._target?.policy?.retries ??
+      0) > 0;
+    const plan = planPipeline(task, link, retries);
+    const result = await link.call(
       {
         op: name,
-        args: await wireValue(a, mesh),
+        args,
         ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
         ...(trace.traceparent !== undefined ? { trace } : {}),
+        ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
+        ...(plan.length > 0 ? { keep: true } : {}),
+        ...keepFields(link),
       },
       hook,
       span,
+      (cid) => {
+        piped.sent();
+        if (task !== undefined) sentPipelined(task, link, cid, plan);
+      },
     );
-  };
-  return Object.assign(body, { [ABORTABLE]: true });
+    return result;
+  } finally {
+    piped.sent(); // (and `piped` holds the objects it names alive until the answer came)
+  }
 }

@@ -24,6 +24,8 @@ import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { NodeLink } from "./link.ts";
 import { argumentRefusal, type CreatedMessage } from "./protocol.ts";
+import { keepFields, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
+import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
 const PIPELINE = 1024;
@@ -200,13 +202,40 @@ export class RemoteReplica extends MailboxReplica {
       const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
-    const wired = this.wired(args, method, hook);
+    // results among the arguments are named, not carried (pipelined refs, objects kept on nodes)
+    const prepared = pipeArgs(args, this.link);
+    const piped = prepared instanceof Promise ? await prepared : prepared;
+    try {
+      return await this.send(method, piped, hook, trace, span);
+    } finally {
+      piped.sent(); // a call that never left gives up its turn
+    }
+  }
+
+  /** Sends a call whose arguments {@linkcode pipeArgs} prepared, making the instance first if needed. */
+  private async send(
+    method: string,
+    piped: PipedCall,
+    hook: CancelHook,
+    trace: Record<string, string>,
+    span: Span | undefined,
+  ): Promise<unknown> {
+    const wired = this.wired(piped.args, method, hook);
+    const task = hook.task;
+    const plan = planPipeline(task, this.link, (this.policy?.retries ?? 0) > 0);
     const message = {
       id: "",
       method,
       args: wired instanceof Promise ? await wired : wired,
       ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
       ...(trace.traceparent !== undefined ? { trace } : {}),
+      ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
+      ...(plan.length > 0 ? { keep: true } : {}),
+      ...keepFields(this.link),
+    };
+    const onSent = (cid: string) => {
+      piped.sent();
+      if (task !== undefined) sentPipelined(task, this.link, cid, plan.splice(0));
     };
     for (let attempt = 0;; attempt++) {
       let id = this.createdId;
@@ -219,7 +248,7 @@ export class RemoteReplica extends MailboxReplica {
       }
       message.id = id;
       try {
-        return await this.link.call(message, hook, span);
+        return await this.link.call(message, hook, span, onSent);
       } catch (e) {
         // the node restarted and forgot the instance: its creator makes it again, once
         if (

@@ -1,0 +1,256 @@
+// The data plane: chains on one node pipelined, large results kept where they were made and pulled
+// node to node, freed by their owner. Counted in frames and bytes, never timed.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { eventually } from "../core/_test_utils.ts";
+import { NodeServer, type NodeServerOptions } from "./node_server.ts";
+import { serveInMemory } from "./in_memory.ts";
+import { decodeDriverMessage } from "./protocol.ts";
+import type { FrameHandler } from "./transport.ts";
+
+const T = { timeout: 300_000 };
+
+const dpInc = ta.op({ name: "dpInc", remote: true }, (x: number) => x + 1);
+const dpBig = ta.op({ name: "dpBig", remote: true }, (n: number) => new Float32Array(n).fill(1.5));
+const DpProducer = ta.service(
+  { name: "DpProducer", gpus: 1 },
+  class DpProducer {
+    make(n: number) {
+      return new Float32Array(n).fill(1.5);
+    }
+  },
+);
+const DpConsumer = ta.service(
+  { name: "DpConsumer", gpus: 2 },
+  class DpConsumer {
+    sum(a: Float32Array) {
+      let s = 0;
+      for (let i = 0; i < a.length; i++) s += a[i];
+      return s;
+    }
+    length(a: Float32Array) {
+      return a.length;
+    }
+  },
+);
+
+const DpLog = ta.service(
+  { name: "DpLog" },
+  class DpLog {
+    append(text: string, s: string) {
+      return text + s;
+    }
+  },
+);
+
+/** Bytes and frames a node's handler saw, by message type (requests and their replies together). */
+interface Traffic {
+  bytes: Map<string, number>;
+  frames: Map<string, number>;
+}
+
+function counted(
+  handler: FrameHandler,
+  traffic: Traffic,
+  hold?: (type: string) => Promise<void> | undefined,
+): FrameHandler {
+  return async (frame, peer) => {
+    const type = decodeDriverMessage(frame).t;
+    traffic.frames.set(type, (traffic.frames.get(type) ?? 0) + 1);
+    const reply = await handler(frame, peer);
+    const held = hold?.(type);
+    if (held !== undefined) await held;
+    traffic.bytes.set(type, (traffic.bytes.get(type) ?? 0) + frame.byteLength + (reply?.byteLength ?? 0));
+    return reply;
+  };
+}
+
+function traffic(): Traffic {
+  return { bytes: new Map(), frames: new Map() };
+}
+
+async function withNode<T>(
+  name: string,
+  options: Partial<NodeServerOptions>,
+  t: Traffic,
+  hold: ((type: string) => Promise<void> | undefined) | undefined,
+  fn: (node: NodeServer, endpoint: string) => Promise<T>,
+): Promise<T> {
+  const node = new NodeServer({ name, ...options });
+  const server = serveInMemory(`dp-${name}`, counted(node.handler, t, hold));
+  try {
+    return await fn(node, server.endpoint);
+  } finally {
+    await node.drain();
+    await server.close();
+  }
+}
+
+test(
+  "pipelining: a chain of 10 dependent op calls on one node reaches the node whole while no reply has come back",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const t = traffic();
+    await withNode("pipe", {}, t, (type) => (type === "call" ? gate : undefined), async (_node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("pipe", { endpoint })]);
+      const out = mesh.run(() => {
+        let r = dpInc.go(0);
+        for (let i = 1; i < 10; i++) r = dpInc.go(r);
+        return r;
+      });
+      // every reply is held back: without pipelining, the second call would wait for the first's
+      const all = await eventually(() => t.frames.get("call") === 10, 10_000);
+      open();
+      assert.ok(
+        all,
+        `${t.frames.get("call") ?? 0} of 10 calls reached the node in one round trip (the rest waited for replies)`,
+      );
+      assert.equal(await out, 10);
+      // the kept results were freed once the calls naming them had left
+      assert.ok(await eventually(() => _node.objectStats().keptResults === 0, 10_000), "kept results were not freed");
+    });
+  },
+);
+
+test(
+  "pipelining: a chain of 5 dependent method calls on one remote instance reaches the node whole, in order",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const t = traffic();
+    await withNode("pipe-svc", {}, t, (type) => (type === "call" ? gate : undefined), async (_node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("pipe-svc", { endpoint })]);
+      const log = DpLog.init();
+      const out = mesh.run(() => {
+        let r = log.append.go("", "a");
+        for (const s of ["b", "c", "d", "e"]) r = log.append.go(r, s);
+        return r;
+      });
+      const all = await eventually(() => t.frames.get("call") === 5, 10_000);
+      open();
+      assert.ok(all, `${t.frames.get("call") ?? 0} of 5 calls reached the node in one round trip`);
+      assert.equal(await out, "abcde");
+    });
+  },
+);
+
+test(
+  "data plane: a 1 MiB result made on node A and consumed on node B moves < 1 KiB through the driver",
+  T,
+  async () => {
+    const ta_ = traffic(), tb = traffic();
+    await withNode(
+      "A",
+      { gpus: 1 },
+      ta_,
+      undefined,
+      (_a, endpointA) =>
+        withNode("B", { gpus: 2 }, tb, undefined, async (_b, endpointB) => {
+          await using mesh = new ta.Mesh([
+            new ta.MeshNode("A", { endpoint: endpointA, gpus: 1 }),
+            new ta.MeshNode("B", { endpoint: endpointB, gpus: 2 }),
+          ]);
+          const consumer = DpConsumer.init(); // needs 2 GPUs: only B has them
+          const producer = DpProducer.init(); // 1 GPU: only A has one left
+          // placed in that order (a service is placed at its first call)
+          assert.equal(
+            await mesh.run(() => consumer.length.go(new Float32Array(1))),
+            1,
+          );
+          assert.equal((await mesh.run(() => producer.make.go(1))).length, 1);
+          for (const t of [ta_, tb]) {
+            t.bytes.clear();
+            t.frames.clear();
+          }
+          const n = 256 * 1024; // 1 MiB of float32
+          const sum = await mesh.run(() => consumer.sum.go(producer.make.go(n)));
+          assert.equal(sum, 1.5 * n);
+          const driverBytes = (ta_.bytes.get("call") ?? 0) + (tb.bytes.get("call") ?? 0);
+          assert.ok(driverBytes < 1024, `the calls and their replies carried ${driverBytes} bytes through the driver`);
+          // the bytes went A → B, once
+          assert.equal(ta_.frames.get("fetch"), 1);
+          assert.ok((ta_.bytes.get("fetch") ?? 0) > 4 * n, "the array did not travel node to node");
+        }),
+    );
+  },
+);
+
+test(
+  "data plane: awaiting a large result in the driver fetches it once, lazily, and gives the same value",
+  T,
+  async () => {
+    const t = traffic();
+    await withNode("lazy", {}, t, undefined, async (node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("lazy", { endpoint })]);
+      const { ref } = await mesh.run(() => ({ ref: dpBig.go(100_000) })); // not awaited: a plain object
+      const same = await mesh.run(async () => {
+        const r = dpBig.go(100_000);
+        await eventually(() => r.status === "completed", 10_000);
+        assert.equal(t.frames.get("fetch") ?? 0, 0, "fetched before anyone asked");
+        assert.equal(node.objectStats().objects, 2); // r's and ref's
+        const a = await r, b = await r;
+        assert.equal(a, b);
+        return a;
+      });
+      assert.equal(t.frames.get("fetch"), 1);
+      assert.deepEqual(same, new Float32Array(100_000).fill(1.5));
+      assert.deepEqual(await ref, same);
+      assert.equal(t.frames.get("fetch"), 2);
+      // a small result still comes back inline
+      assert.deepEqual(await mesh.run(() => dpBig.go(4)), new Float32Array(4).fill(1.5));
+    });
+  },
+);
+
+test("data plane: mesh.close() frees the node's objects; a full store refuses with OverloadedError", T, async () => {
+  const t = traffic();
+  await withNode("store", { objectStoreBytes: 5 * 400_100 }, t, undefined, async (node, endpoint) => {
+    {
+      await using mesh = new ta.Mesh([new ta.MeshNode("store", { endpoint })]);
+      const refs = await mesh.run(async () => {
+        const refs = [1, 2, 3].map(() => dpBig.go(100_000));
+        for (const r of refs) await eventually(() => r.status !== "pending" && r.status !== "running", 10_000);
+        return refs;
+      });
+      assert.equal(node.objectStats().objects, 3);
+      const more = await mesh.run(() => [dpBig.go(100_000), dpBig.go(100_000), dpBig.go(100_000)]);
+      const settled = await Promise.allSettled(more.map((r) => r.then(() => "kept")));
+      const refused = settled.filter((s) => s.status === "rejected");
+      assert.equal(refused.length, 1);
+      assert.ok((refused[0] as PromiseRejectedResult).reason instanceof ta.OverloadedError);
+      assert.match(String((refused[0] as PromiseRejectedResult).reason.message), /object store holds/);
+      assert.equal(refs.length, 3);
+    }
+    assert.equal(node.objectStats().objects, 0, "closing the mesh left objects on the node");
+  });
+});
+
+test("data plane: 1,000 results of 1 MiB created and dropped leave the node's store empty", T, async () => {
+  const t = traffic();
+  await withNode("gc", {}, t, undefined, async (node, endpoint) => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("gc", { endpoint })]);
+    let garbage: unknown = undefined;
+    for (let batch = 0; batch < 20; batch++) {
+      await mesh.run(async () => {
+        const refs = Array.from({ length: 50 }, () => dpBig.go(256 * 1024));
+        for (const r of refs) assert.ok(await eventually(() => r.status === "completed", 10_000));
+      });
+      // dropped: nothing holds them now. The driver's collector frees them; garbage (plain objects,
+      // which grow the heap, unlike array buffers) makes it run
+      const empty = await eventually(() => {
+        for (let i = 0; i < 20; i++) garbage = Array.from({ length: 100_000 }, (_, j) => ({ j }));
+        return node.objectStats().objects === 0;
+      }, 60_000);
+      assert.ok(
+        empty,
+        `batch ${batch}: the node still holds ${node.objectStats().objects} objects after their refs were dropped`,
+      );
+    }
+    assert.equal(node.objectStats().bytes, 0);
+    assert.ok(garbage !== undefined);
+  });
+});

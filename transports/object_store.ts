@@ -1,0 +1,160 @@
+/**
+ * A node's object store: the results that stay where they were made (too large to send back
+ * unasked, see `CallMessage.keepAbove`), each owned by the lease of the driver that asked for it,
+ * until that driver frees it, its lease expires, or the node drains. Bounded in bytes: an object
+ * past the bound is refused with `OverloadedError`, never dropped silently.
+ *
+ * @module
+ */
+import { OverloadedError, ProtocolError } from "../core/errors.ts";
+
+/** Default of {@link ObjectStoreOptions.maxBytes}: 1 GiB. */
+export const DEFAULT_OBJECT_STORE_BYTES = 1024 ** 3;
+
+/** Options of an {@linkcode ObjectStore}. */
+export interface ObjectStoreOptions {
+  /** Most bytes (as encoded) the objects may hold together (default {@linkcode DEFAULT_OBJECT_STORE_BYTES}). */
+  maxBytes?: number;
+  /** The node's name, for errors. */
+  node?: string;
+}
+
+/** One stored object: its value, its encoded size, who owns it and what made it. */
+interface Entry {
+  readonly value: unknown;
+  readonly bytes: number;
+  readonly owner: string | undefined;
+  readonly madeBy: string;
+}
+
+/**
+ * The objects a node keeps for drivers, by id.
+ *
+ * @example Put, get, free
+ * ```ts
+ * import { ObjectStore } from "./object_store.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const store = new ObjectStore({ maxBytes: 100 });
+ * const oid = store.put(new Float32Array(4), 16, { owner: "lease-1", madeBy: "embed" });
+ * strictEqual(store.count, 1);
+ * strictEqual((store.get(oid) as Float32Array).length, 4);
+ * store.freeOwner("lease-1");
+ * strictEqual(store.count, 0);
+ * ```
+ */
+export class ObjectStore {
+  /** Most bytes the objects may hold together. */
+  readonly maxBytes: number;
+  private readonly node: string;
+  private readonly objects = new Map<string, Entry>();
+  private readonly byOwner = new Map<string, Set<string>>();
+  private used = 0;
+
+  /**
+   * @param options Its bound and the node's name.
+   * @throws {TypeError} For a bound that is not an integer ≥ 0.
+   */
+  constructor(options: ObjectStoreOptions = {}) {
+    const max = options.maxBytes ?? DEFAULT_OBJECT_STORE_BYTES;
+    if (!Number.isSafeInteger(max) || max < 0) {
+      throw new TypeError(`An object store's maxBytes must be an integer ≥ 0, got ${String(options.maxBytes)}`);
+    }
+    this.maxBytes = max;
+    this.node = options.node ?? "this node";
+  }
+
+  /** How many objects it holds. */
+  get count(): number {
+    return this.objects.size;
+  }
+
+  /** How many bytes they hold together (as encoded). */
+  get bytes(): number {
+    return this.used;
+  }
+
+  /**
+   * Keeps `value` (of `bytes` encoded bytes) under a new unguessable id.
+   *
+   * @param value The value.
+   * @param bytes Its encoded size.
+   * @param meta `owner`: the lease it goes with; `madeBy`: the op or method that made it (in errors).
+   * @returns The object's id.
+   * @throws {OverloadedError} When it does not fit in what is left of the bound.
+   */
+  put(value: unknown, bytes: number, meta: { owner?: string; madeBy: string }): string {
+    if (this.used + bytes > this.maxBytes) {
+      throw new OverloadedError(
+        `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
+          `${this.used} of ${this.maxBytes} bytes (${this.objects.size} objects; raise --object-store-bytes, ` +
+          "or drop refs to results no longer needed)",
+      );
+    }
+    const oid = crypto.randomUUID();
+    this.objects.set(oid, { value, bytes, owner: meta.owner, madeBy: meta.madeBy });
+    this.used += bytes;
+    if (meta.owner !== undefined) {
+      let set = this.byOwner.get(meta.owner);
+      if (set === undefined) this.byOwner.set(meta.owner, set = new Set());
+      set.add(oid);
+    }
+    return oid;
+  }
+
+  /**
+   * The value of object `oid`.
+   *
+   * @param oid The object's id.
+   * @returns Its value.
+   * @throws {ProtocolError} When this node holds no such object (freed, or never made here).
+   */
+  get(oid: string): unknown {
+    const e = this.objects.get(oid);
+    if (e === undefined) {
+      throw new ProtocolError(
+        `Unknown object "${oid}" on node "${this.node}": it was freed (its refs were dropped, its driver's lease ` +
+          "expired or its mesh closed) or the node restarted",
+      );
+    }
+    return e.value;
+  }
+
+  /** Whether it holds object `oid`. */
+  has(oid: string): boolean {
+    return this.objects.has(oid);
+  }
+
+  /** Forgets object `oid` (nothing when it holds none). */
+  free(oid: string): void {
+    const e = this.objects.get(oid);
+    if (e === undefined) return;
+    this.objects.delete(oid);
+    this.used -= e.bytes;
+    if (e.owner !== undefined) {
+      const set = this.byOwner.get(e.owner);
+      set?.delete(oid);
+      if (set !== undefined && set.size === 0) this.byOwner.delete(e.owner);
+    }
+  }
+
+  /** Forgets every object `owner` holds (its lease expired); returns how many. */
+  freeOwner(owner: string): number {
+    const set = this.byOwner.get(owner);
+    if (set === undefined) return 0;
+    const n = set.size;
+    for (const oid of [...set]) this.free(oid);
+    return n;
+  }
+
+  /** The leases that hold objects here. */
+  owners(): string[] {
+    return [...this.byOwner.keys()];
+  }
+
+  /** Forgets everything (the node drains). */
+  clear(): void {
+    this.objects.clear();
+    this.byOwner.clear();
+    this.used = 0;
+  }
+}

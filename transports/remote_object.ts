@@ -1,0 +1,79 @@
+/**
+ * A result that stayed in a node's object store, as the driver holds it: where it lives (the link
+ * to its node, its id there), its size and the call that made it. `await ref` fetches it once; a
+ * call to a node sends its id instead (that node pulls it, or finds it in its own store). The
+ * driver owns it: when the last ref to it is collected the node is told to free it, and closing the
+ * link (the mesh) frees every object it still holds there.
+ *
+ * @module
+ */
+import { NodeLostError } from "../core/errors.ts";
+import { LazyValue } from "../core/lazy_value.ts";
+import type { NodeLink } from "./link.ts";
+
+/** The objects of links still open, freed once nothing in this process holds them any more. */
+const collected = new FinalizationRegistry<{ link: NodeLink; oid: string }>(({ link, oid }) => {
+  link.freeObject(oid);
+});
+
+/**
+ * A value kept on a node (see `CallMessage.keepAbove`).
+ *
+ * @example What a driver's ref holds for a large result (made here without a node)
+ * ```ts
+ * import { RemoteObject } from "./remote_object.ts";
+ * import { LazyValue } from "../core/lazy_value.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const fake = { node: "n1", fetchObject: () => Promise.resolve(7), holdObject() {}, freeObject() {} };
+ * const o = new RemoteObject(fake as never, "oid-1", 100, "embed");
+ * strictEqual(o instanceof LazyValue, true);
+ * strictEqual(await o.materialize(), 7);
+ * ```
+ */
+export class RemoteObject extends LazyValue {
+  /** The link to the node that holds it. */
+  readonly link: NodeLink;
+  /** Its id in that node's store. */
+  readonly oid: string;
+  /** Its size as encoded, in bytes. */
+  readonly bytes: number;
+  /** The op or method whose result it is (in errors). */
+  readonly madeBy: string;
+
+  /**
+   * @param link The link to its node (which frees it there when it is collected).
+   * @param oid Its id there.
+   * @param bytes Its encoded size.
+   * @param madeBy The op or method that made it.
+   */
+  constructor(link: NodeLink, oid: string, bytes: number, madeBy: string) {
+    super();
+    this.link = link;
+    this.oid = oid;
+    this.bytes = bytes;
+    this.madeBy = madeBy;
+    link.holdObject(oid);
+    collected.register(this, { link, oid });
+  }
+
+  /** The node the value lives on. */
+  get node(): string {
+    return this.link.node;
+  }
+
+  /** Fetches the bytes from the node; a lost node is a `NodeLostError` naming the op that made it. */
+  protected async fetch(): Promise<unknown> {
+    try {
+      return await this.link.fetchObject(this.oid);
+    } catch (e) {
+      if (e instanceof NodeLostError) {
+        throw new NodeLostError(
+          this.link.node,
+          `the result of ${this.madeBy} lived there and is gone with it (${e.message})`,
+          e,
+        );
+      }
+      throw e;
+    }
+  }
+}
