@@ -53,6 +53,13 @@ const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
 type Settle<T> = (r: IteratorResult<T, undefined>) => void;
 type Fail = (e: unknown) => void;
+/**
+ * A source that may have its next item at hand: `tryNext()` returns it (or the end) at once, or
+ * `undefined` when `next()` has to wait.
+ */
+interface SyncSource<T> extends AsyncIterator<T> {
+  tryNext?(): IteratorResult<T> | undefined;
+}
 interface Waiter<T> {
   resolve: Settle<T>;
   reject: Fail;
@@ -124,6 +131,18 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     try {
       const ctx = this.#options.ctx;
       const src = this.#source;
+      // a source that holds items already (a remote stream's chunk) hands one over without a wait
+      if (this.#head === this.#waiting.length && typeof (src as SyncSource<T>).tryNext === "function") {
+        const r = (src as SyncSource<T>).tryNext!();
+        if (r !== undefined) {
+          if (r.done) {
+            this.#end(undefined);
+            return Promise.resolve(DONE);
+          }
+          this.#items++;
+          return Promise.resolve(r as IteratorResult<T, undefined>);
+        }
+      }
       p = ctx === undefined
         ? src.next()
         : applyInContext(ctx, src.next as () => unknown, src, []) as Promise<IteratorResult<T>>;

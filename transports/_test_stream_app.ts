@@ -52,3 +52,28 @@ export const StreamGen = ta.service(
     }
   },
 );
+
+/** Gates the driver opens (`streamOpen`): gate k is open once `opened > k`. */
+let opened = 0;
+const gateWaiters: { k: number; open: () => void }[] = [];
+function gate(k: number): Promise<void> {
+  return opened > k ? Promise.resolve() : new Promise((open) => gateWaiters.push({ k, open }));
+}
+
+/** Opens gate k (and those before it). */
+export const streamOpen = ta.op({ name: "streamOpen", remote: true }, (k: number) => {
+  opened = Math.max(opened, k + 1);
+  for (const w of gateWaiters.splice(0)) {
+    if (w.k < opened) w.open();
+    else gateWaiters.push(w);
+  }
+});
+
+/** Yields 0, waits for gate 0, yields 1, waits for gate 1, yields 2. */
+export const streamGated = ta.op({ name: "streamGated", remote: true }, async function* () {
+  yield 0;
+  await gate(0);
+  yield 1;
+  await gate(1);
+  yield 2;
+});

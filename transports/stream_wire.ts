@@ -257,10 +257,23 @@ export class StreamOutlets {
     const p = new Promise<Uint8Array>((resolve) => outlet.pulls.push(resolve));
     // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
     // with what is buffered would send a few items per chunk
-    if (outlet.pumping) return p;
+    if (outlet.pumping) {
+      if (outlet.buffer.length > 0) void this.#flushIfWaiting(key, outlet);
+      return p;
+    }
     if (outlet.buffer.length > 0 || outlet.ended) this.#flush(key, outlet);
     else void this.#pump(key, outlet);
     return p;
+  }
+
+  /**
+   * A chunk was asked for while the producer runs and items are buffered: if the producer makes
+   * none within a few turns, it is waiting (a model's next token), and what it made goes now.
+   */
+  async #flushIfWaiting(key: string, outlet: Outlet): Promise<void> {
+    const before = outlet.buffer.length;
+    for (let i = 0; i < 8; i++) await undefined;
+    if (outlet.buffer.length === before) this.#flush(key, outlet);
   }
 
   /** Calls the producer's `next()` while the consumer holds credit. */
@@ -270,11 +283,14 @@ export class StreamOutlets {
     try {
       while (!outlet.ended && outlet.items > 0 && outlet.bytes > 0) {
         const p = outlet.it.next();
-        let settled = false;
-        p.then(() => (settled = true), () => (settled = true));
-        // a producer that has its next item at once gets a few turns before what is buffered goes
-        for (let i = 0; i < 8 && !settled; i++) await undefined;
-        if (!settled) this.#flush(key, outlet);
+        if (outlet.pulls.length > 0 && outlet.buffer.length > 0) {
+          // a chunk is asked for: a producer that has its next item at once gets a few turns before
+          // what is buffered goes, one that has to wait sends it now
+          let settled = false;
+          p.then(() => (settled = true), () => (settled = true));
+          for (let i = 0; i < 8 && !settled; i++) await undefined;
+          if (!settled) this.#flush(key, outlet);
+        }
         let r: IteratorResult<unknown>;
         try {
           r = await p;
@@ -430,6 +446,14 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     if (this.#ended) return;
     this.#ended = true;
     this.#onEnd?.();
+  }
+
+  /** The next item when one is here already (no wait), else `undefined`; `Stream` asks this first. */
+  tryNext(): IteratorResult<unknown> | undefined {
+    if (this.#head >= this.#buffer.length) return undefined;
+    const value = this.#take();
+    this.#ask();
+    return { done: false, value };
   }
 
   next(): Promise<IteratorResult<unknown>> {

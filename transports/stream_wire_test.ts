@@ -4,7 +4,15 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { type NodeProcess, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
-import { streamArrays, streamCount, streamFailing, StreamGen, streamSeen } from "./_test_stream_app.ts";
+import {
+  streamArrays,
+  streamCount,
+  streamFailing,
+  streamGated,
+  StreamGen,
+  streamOpen,
+  streamSeen,
+} from "./_test_stream_app.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 
@@ -142,6 +150,23 @@ for (const runtime of ["bun", "deno"] as const) {
         }
         assert.ok(err instanceof ta.NodeLostError, String(err));
       }, { streamWindow: { items: 16 } });
+    },
+  );
+  test(
+    `streams over WebSocket to a ${runtime} node: an item made while the producer then waits is sent when asked for, not held until the next`,
+    T,
+    async () => {
+      await withNode(runtime, async () => {
+        const it = (await streamGated.go())[Symbol.asyncIterator]();
+        // item 1 is made before the consumer asks for more; then the producer waits for gate 1,
+        // which opens only once item 1 has arrived here
+        await streamOpen.go(0);
+        assert.deepEqual(await it.next(), { done: false, value: 0 });
+        assert.deepEqual(await it.next(), { done: false, value: 1 });
+        await streamOpen.go(1);
+        assert.deepEqual(await it.next(), { done: false, value: 2 });
+        assert.equal((await it.next()).done, true);
+      });
     },
   );
 }
