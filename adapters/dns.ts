@@ -9,7 +9,8 @@
  * it runs finish; once it stops answering it is removed.
  *
  * Lives among the adapters because it resolves names with `node:dns` (Bun, Deno and Node all have
- * it); the resolver can be replaced (tests stand several "pods" on 127.0.0.2, 127.0.0.3, …).
+ * it); the resolver can be replaced (tests stand several "pods" on 127.0.0.2, 127.0.0.3, …). Pods
+ * are reached at their IPv4 addresses (A records); IPv6-only clusters are not covered yet.
  *
  * @module
  */

@@ -370,7 +370,8 @@ export class Mesh implements AsyncDisposable {
    *
    * @param name The node's name.
    * @param options `reason`: why it left, for the errors of its calls; `drain`: it drains.
-   * @returns `false` when the mesh has no node of that name (already removed) or is closed.
+   * @returns `false` when the mesh has no node of that name (none, or removed already; a draining one
+   * is removed for good by a second call) or is closed.
    * @throws {TypeError} For a node without an endpoint (one in this process cannot leave).
    *
    * @example

@@ -387,7 +387,8 @@ export class MeshRuntime {
    * @param name The node's name.
    * @param detail Why it left (in the `NodeLostError` of its calls).
    * @param options `drain`: the node drains (see above).
-   * @returns `false` when the mesh has no such node (already removed) or is closed, else `true`.
+   * @returns `false` when the mesh has no such node (none, or removed already; a draining one is
+   * removed for good by a second call) or is closed, else `true`.
    * @throws {TypeError} For a node of this process (no endpoint): it cannot leave.
    */
   removeNode(name: string, detail = "it left the mesh", options: { readonly drain?: boolean } = {}): boolean {
