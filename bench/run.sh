@@ -18,6 +18,7 @@ BENCHES=(
   bench/nats.ts
   bench/gpu_matmul.ts
   bench/residents.ts
+  bench/streaming.ts
 )
 
 runtimes=("$@")
