@@ -16,6 +16,7 @@ BENCHES=(
   bench/tracing_deno_builtin.ts
   bench/dashboard.ts
   bench/nats.ts
+  bench/dns.ts
   bench/gpu_matmul.ts
   bench/residents.ts
   bench/streaming.ts
