@@ -123,10 +123,11 @@ function checkPools(objects: Obj[]): Map<string, { args: ReturnType<typeof parse
       assert.ok([port.name, args.port].includes(probe.httpGet.port), `${name}'s probes ask the node's port`);
     }
     // the drain fits in the grace period, with room for the readiness probe to notice first
+    const notice = container.readinessProbe.periodSeconds * (container.readinessProbe.failureThreshold ?? 3);
     assert.ok(
-      spec.terminationGracePeriodSeconds * 1000 > args.drainMs + container.readinessProbe.periodSeconds * 1000,
+      spec.terminationGracePeriodSeconds * 1000 > args.drainMs + notice * 1000,
       `${name}: terminationGracePeriodSeconds ${spec.terminationGracePeriodSeconds} s must outlast the drain ` +
-        `(${args.drainMs} ms) and a readiness period`,
+        `(${args.drainMs} ms) and the readiness probe's notice (${notice} s)`,
     );
     // the token comes from the Secret, as a file, never on the command line
     assert.ok(!argv.includes("--token"), `${name} passes no --token`);
@@ -193,7 +194,7 @@ test(
     cmd[cmd.indexOf("--drain-ms")] = "--drain-msec";
     assert.throws(() => checkPools(typo), /unknown option --drain-msec/);
     const short = structuredClone(objects);
-    short.find((o) => o.kind === "StatefulSet")!.spec.template.spec.terminationGracePeriodSeconds = 20;
+    short.find((o) => o.kind === "StatefulSet")!.spec.template.spec.terminationGracePeriodSeconds = 30;
     assert.throws(() => checkPools(short), /must outlast the drain/);
   },
 );
