@@ -91,7 +91,8 @@ export class Mesh extends CoreMesh {
    * make the mesh. The name is resolved again every `intervalMs` while the mesh lives: a new pod
    * joins (new `init()`s place on it), a pod gone from the records whose node no longer answers is
    * removed (its calls fail with `NodeLostError`, its replicas fail over), and one that still
-   * answers is draining and kept until it stops. `node:dns` is loaded only here.
+   * answers and says it drains (SIGTERM) gets nothing new while its calls finish, then is removed
+   * once it stops answering. `node:dns` is loaded only here.
    *
    * @param name The DNS name, or several (one per node pool: their pods make one mesh).
    * @param options `port` (default 7070), `scheme` (default `"ws"`), `intervalMs` (default 5000),
