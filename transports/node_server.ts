@@ -17,7 +17,14 @@ import {
 import { errorToWire } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
-import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
+import {
+  CancelledError,
+  NodeLostError,
+  OpExecutionError,
+  OverloadedError,
+  ProtocolError,
+  TransportError,
+} from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
@@ -647,6 +654,14 @@ export class NodeServer {
         pulls.push(
           link.fetchObject(p.oid!).then((v) => {
             args[p.i] = v;
+          }, (e) => {
+            // a holder this node cannot reach is lost to the call, also if it never reached it before
+            if (!(e instanceof TransportError)) throw e;
+            throw new NodeLostError(
+              p.node!,
+              `node "${this.name}" cannot pull argument ${p.i} from it: ${e.message}`,
+              e,
+            );
           }),
         );
       }

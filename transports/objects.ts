@@ -11,7 +11,8 @@
  */
 import { isPipelinedRef, pipelineCandidates, releasePipelined } from "../core/pipeline.ts";
 import { LazyValue, materializeArgs } from "../core/lazy_value.ts";
-import type { Task } from "../core/task.ts";
+import { State, Task } from "../core/task.ts";
+import { NodeLostError } from "../core/errors.ts";
 import type { NodeLink } from "./link.ts";
 import type { PipedArg } from "./protocol.ts";
 import { RemoteObject } from "./remote_object.ts";
@@ -177,8 +178,14 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   const deps: object[] = [];
   const holds: unknown[] = [];
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+    let a = args[i];
     if (typeof a !== "object" || a === null) continue;
+    if (a instanceof Task && !isPipelinedRef(a)) {
+      // a ref let through that settled meanwhile (a call sent again): its outcome
+      if (a._state !== State.COMPLETED) throw a._error;
+      (out ??= args.slice())[i] = a = a._value;
+      if (typeof a !== "object" || a === null) continue;
+    }
     if (isPipelinedRef(a)) {
       const s = sentCalls.get(a);
       if (s !== undefined && s.link === link && s.cid !== undefined) {
@@ -217,6 +224,34 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     await materializeArgs(vals);
     return { ...call, args: vals };
   })();
+}
+
+/**
+ * After a call on `link` failed with `error`: when that is the loss of another node holding objects
+ * among `args` (the node pulling them found it gone), the arguments with those objects made again
+ * (ops with `retries` re-run: lineage), to send the call once more; a loss nobody can repair is a
+ * `NodeLostError` naming the node and the op or method that made the object. `undefined` for any
+ * other failure.
+ *
+ * @param error What the call failed with.
+ * @param args The call's arguments as the body got them.
+ * @param link Where the call went.
+ * @returns The arguments to send again, or `undefined`.
+ *
+ * @example Other failures are left alone
+ * ```ts
+ * import { argsAfterLoss } from "./objects.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(await argsAfterLoss(new Error("x"), [1], { node: "b" } as never), undefined);
+ * ```
+ */
+export async function argsAfterLoss(error: unknown, args: readonly unknown[], link: NodeLink): Promise<
+  unknown[] | undefined
+> {
+  if (!(error instanceof NodeLostError) || error.node === link.node) return undefined;
+  const lost = (v: unknown): v is RemoteObject => v instanceof RemoteObject && v.link.node === error.node;
+  if (!args.some(lost)) return undefined;
+  return await Promise.all(args.map((v) => (lost(v) ? v.remade(error) : v)));
 }
 
 /**

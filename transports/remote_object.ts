@@ -39,6 +39,11 @@ export class RemoteObject extends LazyValue {
   readonly bytes: number;
   /** The op or method whose result it is (in errors). */
   readonly madeBy: string;
+  /**
+   * Makes the value again when its node is lost (lineage: set for the results of ops with
+   * `retries`, which re-run the op; services are not re-run). Answers the value or a new object.
+   */
+  rebuild: (() => Promise<unknown>) | undefined = undefined;
 
   /**
    * @param link The link to its node (which frees it there when it is collected).
@@ -61,19 +66,35 @@ export class RemoteObject extends LazyValue {
     return this.link.node;
   }
 
-  /** Fetches the bytes from the node; a lost node is a `NodeLostError` naming the op that made it. */
+  /**
+   * Fetches the bytes from the node; a lost node is a `NodeLostError` naming the op that made it,
+   * unless the op can make it again ({@linkcode RemoteObject.rebuild}).
+   */
   protected async fetch(): Promise<unknown> {
     try {
       return await this.link.fetchObject(this.oid);
     } catch (e) {
-      if (e instanceof NodeLostError) {
-        throw new NodeLostError(
-          this.link.node,
-          `the result of ${this.madeBy} lived there and is gone with it (${e.message})`,
-          e,
-        );
-      }
+      if (e instanceof NodeLostError) return await this.remade(e);
       throw e;
     }
+  }
+
+  /**
+   * The value made again after its node was lost with `error` (the op re-run), or that loss as a
+   * `NodeLostError` naming the node and the op or method that made it.
+   *
+   * @param error How the node was found lost.
+   * @returns The value (fetched, when the re-run kept it on a node too).
+   */
+  async remade(error: NodeLostError): Promise<unknown> {
+    if (this.rebuild === undefined) {
+      throw new NodeLostError(
+        this.link.node,
+        `the result of ${this.madeBy} lived there and is gone with it (${error.message})`,
+        error,
+      );
+    }
+    const again = await this.rebuild();
+    return again instanceof LazyValue ? await again.materialize() : again;
   }
 }

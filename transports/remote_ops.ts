@@ -17,7 +17,7 @@ import type { Span } from "@opentelemetry/api";
 import { meshLink, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { WelcomeMessage } from "./protocol.ts";
-import { keepFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
+import { argsAfterLoss, keepFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
@@ -47,7 +47,7 @@ export function remoteOpBody(
     const hook = a.pop() as CancelHook;
     // a call let through for pipelining goes where the result it names is
     const pinned = pipelinedLink(hook.task);
-    if (pinned !== undefined) return sendOp(mesh, name, pinned, a, hook, trace, span);
+    if (pinned !== undefined) return sendOp(mesh, name, pinned, a, hook, trace, span, body);
     const links = mesh.nodes.filter((n) => n.endpoint !== undefined).map((n) => meshLink(mesh, n, handleWire));
     const fits = (w: WelcomeMessage) => w.ops.includes(name) && w.gpus >= gpus;
     // the nodes whose welcome is known take the call at once; the others are asked meanwhile (each
@@ -73,7 +73,7 @@ export function remoteOpBody(
     // among NATS nodes on the same servers, NATS hands the call to one member of the op's queue group
     const link = candidates.find((l) => holdsArgument(a, l)) ?? natsQueueLink(mesh, name, candidates, handleWire) ??
       leastLoaded(candidates, inFlightOf)!;
-    return sendOp(mesh, name, link, a, hook, trace, span);
+    return sendOp(mesh, name, link, a, hook, trace, span, body);
   };
   return Object.assign(body, { [ABORTABLE]: true });
 }
@@ -95,6 +95,8 @@ async function sendOp(
   hook: CancelHook,
   trace: Record<string, string>,
   span: Span | undefined,
+  body: (...args: unknown[]) => unknown,
+  again = false,
 ): Promise<unknown> {
   noteOpPlacement(name, link.node);
   span?.setAttribute("thinkagain.node", link.node);
@@ -107,6 +109,7 @@ async function sendOp(
     const retries = ((task as { _target?: { policy?: { retries?: number } } } | undefined)?._target?.policy?.retries ??
       0) > 0;
     const plan = planPipeline(task, link, retries);
+    const sent = a.slice(); // (what a re-run sends: the same inputs)
     const result = await link.call(
       {
         op: name,
@@ -124,7 +127,16 @@ async function sendOp(
         if (task !== undefined) sentPipelined(task, link, cid, plan);
       },
     );
+    // lineage: an op that may be retried can make its kept result again if its node is lost
+    if (retries && result instanceof RemoteObject) {
+      result.rebuild = () => Promise.resolve(body(...sent, { cancel: undefined }));
+    }
     return result;
+  } catch (e) {
+    // a node holding one of its arguments was lost: those made again (or the loss named), once
+    const args = again ? undefined : await argsAfterLoss(e, a, link);
+    if (args === undefined) throw e;
+    return await sendOp(mesh, name, link, args, hook, trace, span, body, true);
   } finally {
     piped.sent(); // (and `piped` holds the objects it names alive until the answer came)
   }

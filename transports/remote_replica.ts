@@ -24,7 +24,7 @@ import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { NodeLink } from "./link.ts";
 import { argumentRefusal, type CreatedMessage } from "./protocol.ts";
-import { keepFields, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
+import { argsAfterLoss, keepFields, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
 import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
@@ -203,12 +203,19 @@ export class RemoteReplica extends MailboxReplica {
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
     // results among the arguments are named, not carried (pipelined refs, objects kept on nodes)
-    const prepared = pipeArgs(args, this.link);
-    const piped = prepared instanceof Promise ? await prepared : prepared;
-    try {
-      return await this.send(method, piped, hook, trace, span);
-    } finally {
-      piped.sent(); // a call that never left gives up its turn
+    for (let again = false;; again = true) {
+      const prepared = pipeArgs(args, this.link);
+      const piped = prepared instanceof Promise ? await prepared : prepared;
+      try {
+        return await this.send(method, piped, hook, trace, span);
+      } catch (e) {
+        // a node holding one of its arguments was lost: those made again (or the loss named), once
+        const remade = again ? undefined : await argsAfterLoss(e, args, this.link);
+        if (remade === undefined) throw e;
+        args = remade;
+      } finally {
+        piped.sent(); // a call that never left gives up its turn
+      }
     }
   }
 

@@ -1,0 +1,24 @@
+// Private test module for transports/data_plane_nodes_test.ts: what its node processes register
+// (`thinkagain serve transports/_test_data_plane_app.ts`), and the test imports too.
+import * as ta from "../mod.ts";
+
+/** 1 MiB made on the one node with a GPU (node A in the test): it stays there. */
+export const dpLostMake = ta.op({ name: "dpLostMake", gpus: 1 }, (n: number) => new Float32Array(n).fill(2));
+
+/** The same with retries: its result can be made again (lineage) when its node is lost. */
+export const dpLineageMake = ta.op(
+  { name: "dpLineageMake", gpus: 1, retries: 2 },
+  (n: number) => new Float32Array(n).fill(3),
+);
+
+/** Sums arrays; its 4 CPUs fit only node B in the test. */
+export const DpNodeSink = ta.service(
+  { name: "DpNodeSink", cpus: 4 },
+  class DpNodeSink {
+    sum(a: Float32Array): number {
+      let s = 0;
+      for (let i = 0; i < a.length; i++) s += a[i];
+      return s;
+    }
+  },
+);

@@ -1,0 +1,76 @@
+// The data plane across real node processes: an object whose node was SIGKILLed before its consumer
+// pulled it fails typed (NodeLostError naming the node and the op), or is made again by its op
+// when the op has retries (lineage).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { eventually, rejection } from "../core/_test_utils.ts";
+import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
+
+const APP = fileURLToPath(new URL("./_test_data_plane_app.ts", import.meta.url));
+const T = { timeout: 240_000 };
+const N = 256 * 1024; // 1 MiB of float32: it stays on the node that made it
+
+async function twoNodes(fn: (a: NodeProcess, mesh: ta.Mesh) => Promise<void>): Promise<void> {
+  // A: the only GPU (the makers run there); B: the CPUs the sink needs
+  const a = await startNodeProcess(APP, ["--port", "0", "--name", "A", "--gpus", "1", "--cpus", "1"]);
+  const b = await startNodeProcess(APP, ["--port", "0", "--name", "B", "--gpus", "0", "--cpus", "8"]);
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${a.port}`, gpus: 1, cpus: 1 }),
+    new ta.MeshNode("B", { endpoint: `ws://127.0.0.1:${b.port}`, gpus: 0, cpus: 8 }),
+  ], { lostAfterMs: 10_000 });
+  try {
+    await fn(a, mesh);
+  } finally {
+    await mesh.close({ graceMs: 0 });
+    a.kill("SIGKILL");
+    b.kill("SIGKILL");
+    await Promise.all([a.exited, b.exited]);
+  }
+}
+
+test(
+  "an object whose node was SIGKILLed before its consumer pulled it fails the consumer with NodeLostError naming the node and the op",
+  T,
+  async () => {
+    await twoNodes(async (a, mesh) => {
+      await mesh.run(async () => {
+        const sink = DpNodeSink.init();
+        assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3); // placed on B
+        const made = dpLostMake.go(N);
+        assert.ok(await eventually(() => made.status === "completed", 60_000), "the op did not finish on A");
+        a.kill("SIGKILL");
+        await a.exited;
+        const e = await rejection(sink.sum.go(made));
+        assert.ok(e instanceof ta.NodeLostError, String(e));
+        assert.equal(e.node, "A");
+        assert.match(e.message, /op "dpLostMake"/);
+        const fetched = await rejection(made);
+        assert.ok(fetched instanceof ta.NodeLostError, String(fetched));
+        assert.equal(fetched.node, "A");
+        assert.match(fetched.message, /op "dpLostMake"/);
+      });
+    });
+  },
+);
+
+test(
+  "an object of an op with retries whose node was SIGKILLed is made again (lineage): its consumer and the driver get it",
+  T,
+  async () => {
+    await twoNodes(async (a, mesh) => {
+      await mesh.run(async () => {
+        const sink = DpNodeSink.init();
+        assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3);
+        const made = dpLineageMake.go(N);
+        assert.ok(await eventually(() => made.status === "completed", 60_000), "the op did not finish on A");
+        a.kill("SIGKILL");
+        await a.exited;
+        assert.equal(await sink.sum.go(made), 3 * N);
+        assert.deepEqual(await made, new Float32Array(N).fill(3));
+      });
+    });
+  },
+);
