@@ -9,8 +9,10 @@
  *
  * @module
  */
+import type { TimerId } from "./_runtime.ts";
 import { applyInContext, type RunContext } from "./context.ts";
 import { CancelledError, TimeoutError } from "./errors.ts";
+import { endGrace, startGrace } from "./grace.ts";
 
 /** What a {@linkcode Stream} tells its call when it ends: items taken, and the error it ended with. */
 export type StreamEnd = (items: number, error: unknown) => void;
@@ -48,6 +50,9 @@ export function isStreaming(value: unknown): value is AsyncIterable<unknown> {
   return value !== null && typeof value === "object" &&
     typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function";
 }
+
+/** How long a stopped stream's producer may take to reach its `finally` before its slot is given back. */
+const STOP_GRACE_MS = 1_000;
 
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
@@ -261,7 +266,15 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
       const src = this.#source;
       if (typeof src.return === "function") {
         const ctx = this.#options.ctx;
-        await (ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []));
+        const returned = ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []);
+        // a generator inside an await runs its finally only once that await settles (JavaScript
+        // cannot interrupt it): its slot is given back after a grace period all the same, as for
+        // any body that cannot be stopped (policy.ts), so one stuck producer cannot wedge its instance
+        // (the grace timer holds the process only while some ref is awaited: grace.ts)
+        let timer: TimerId | undefined;
+        const grace = new Promise<void>((resolve) => (timer = startGrace(STOP_GRACE_MS, resolve)));
+        await Promise.race([returned, grace]);
+        endGrace(timer!);
       }
     } catch {
       // the producer's finally threw: the stream ends all the same

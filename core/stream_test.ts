@@ -177,3 +177,29 @@ test("Stream: the call's span ends when its stream ends, with the item count", a
     trace.disable();
   }
 });
+
+test("Stream: a cancelled producer stuck in an await gives its instance's slot back after a grace period", async () => {
+  const never = gate();
+  const Stuck = ta.service(
+    { name: "StreamTestStuck", maxConcurrency: 1 },
+    class {
+      async *stuck() {
+        yield 1;
+        await never.promise; // JavaScript cannot interrupt this: its finally waits for it
+        yield 2;
+      }
+      ping() {
+        return "pong";
+      }
+    },
+  );
+  const s = Stuck.init();
+  const ref = s.stuck.go();
+  const it = (await ref)[Symbol.asyncIterator]();
+  await it.next();
+  const pending = it.next(); // the producer is now inside the await
+  ref.cancel();
+  assert.ok((await rejection(pending)) instanceof ta.CancelledError);
+  assert.equal(await s.ping.go(), "pong"); // waits for the grace period, not for ever
+  never.open();
+});

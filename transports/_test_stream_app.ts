@@ -77,3 +77,17 @@ export const streamGated = ta.op({ name: "streamGated", remote: true }, async fu
   await gate(1);
   yield 2;
 });
+
+/** A stream with a deadline of 300 ms, of items without end. */
+export const StreamStuck = ta.service(
+  { name: "StreamStuck", timeoutMs: 300 },
+  class StreamStuck {
+    async *endless(): AsyncGenerator<number> {
+      try {
+        for (let i = 0;; i++) yield i;
+      } finally {
+        seen.finallyRan++;
+      }
+    }
+  },
+);

@@ -12,6 +12,7 @@ import {
   StreamGen,
   streamOpen,
   streamSeen,
+  StreamStuck,
 } from "./_test_stream_app.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
@@ -152,6 +153,22 @@ for (const runtime of ["bun", "deno"] as const) {
       }, { streamWindow: { items: 16 } });
     },
   );
+  test(
+    `streams over WebSocket to a ${runtime} node: past the call's deadline the consumer gets TimeoutError and the generator's finally runs on the node`,
+    T,
+    async () => {
+      await withNode(runtime, async () => {
+        await StreamGen.init().reset.go();
+        const it = (await StreamStuck.init().endless.go())[Symbol.asyncIterator]();
+        assert.deepEqual(await it.next(), { done: false, value: 0 });
+        // the consumer stops reading: the producer waits at a yield for credit, until the deadline
+        assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 1, 30_000), "finally ran");
+        const err = await rejection(it.next());
+        assert.ok(err instanceof ta.TimeoutError, String(err));
+      }, { streamWindow: { items: 4 } });
+    },
+  );
+
   test(
     `streams over WebSocket to a ${runtime} node: an item made while the producer then waits is sent when asked for, not held until the next`,
     T,
