@@ -41,7 +41,7 @@ import type { NodeHealth } from "./server.ts";
 import { backgroundInterval } from "./_common.ts";
 import { HandleReach, type NodePeer, reachableLink, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
-import { ObjectStore } from "./object_store.ts";
+import { deviceBytes, holdsDeviceValues, ObjectStore, readBack } from "./object_store.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
 import { Stream } from "../core/stream.ts";
 import { StreamOutlets } from "./stream_wire.ts";
@@ -379,7 +379,8 @@ export class NodeServer {
         return undefined;
       }
       case "fetch": {
-        const value = this.objects.get(msg.oid);
+        let value = this.objects.get(msg.oid);
+        if (holdsDeviceValues(value)) value = await readBack(value); // it leaves the device now
         const wired = wireValue(value, this);
         return encodeMessage({ t: "result", ok: true, value: wired instanceof Promise ? await wired : wired });
       }
@@ -616,6 +617,14 @@ export class NodeServer {
     return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
   }
 
+  /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
+  private keepOnDevice(result: unknown, msg: CallMessage, name: string): Uint8Array {
+    const bytes = deviceBytes(result);
+    const oid = this.objects.put(result, bytes, { owner: msg.owner, madeBy: msg.op ?? name });
+    if (msg.owner !== undefined) this.leaseObjects(msg.owner);
+    return encodeMessage({ t: "result", ok: true, object: { oid, bytes } });
+  }
+
   /** Objects kept for `owner` live while its lease does (its pings renew it, as for instances). */
   private leaseObjects(owner: string): void {
     if (this.leaseMs <= 0) return;
@@ -764,9 +773,14 @@ export class NodeServer {
     peer?.signal?.addEventListener("abort", onGone, { once: true });
     if (peer?.signal?.aborted) ref.cancel();
     try {
-      const result = await ref;
+      let result = await ref;
       // a stream's items go in chunks, each asked for with credit (stream_wire.ts)
       if (result instanceof Stream) return await this.streams.open(key, result, { ...msg, name }, peer);
+      if (holdsDeviceValues(result)) {
+        // arrays on a GPU stay there until they leave this node (read back once, when fetched)
+        if (msg.keepAbove !== undefined) return this.keepOnDevice(result, msg, name);
+        result = await readBack(result);
+      }
       const wired = wireValue(result, this);
       const value = wired instanceof Promise ? await wired : wired;
       try {

@@ -8,6 +8,85 @@
  */
 import { OverloadedError, ProtocolError } from "../core/errors.ts";
 
+const READBACK = Symbol.for("thinkagain.readback");
+
+function onDevice(v: unknown): boolean {
+  return typeof v === "object" && v !== null && typeof (v as Record<symbol, unknown>)[READBACK] === "function";
+}
+
+/**
+ * Whether `value` holds values that live on a device (a WebGPU adapter's `GpuArray`: they answer
+ * `Symbol.for("thinkagain.readback")`), itself or among the items of an array or plain object.
+ *
+ * @param value A call's result.
+ * @returns True when it must be read back before it can leave this process.
+ *
+ * @example
+ * ```ts
+ * import { holdsDeviceValues } from "./object_store.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(holdsDeviceValues([1, new Float32Array(2)]), false);
+ * strictEqual(holdsDeviceValues({ a: { [Symbol.for("thinkagain.readback")]: () => Promise.resolve(1) } }), true);
+ * ```
+ */
+export function holdsDeviceValues(value: unknown): boolean {
+  if (onDevice(value)) return true;
+  if (typeof value !== "object" || value === null) return false;
+  const items = Array.isArray(value)
+    ? value
+    : Object.getPrototypeOf(value) === Object.prototype
+    ? Object.values(value)
+    : [];
+  return items.some(onDevice);
+}
+
+/**
+ * `value` with what lives on a device read back into this process (see
+ * {@linkcode holdsDeviceValues}): what leaves a node.
+ *
+ * @param value A call's result.
+ * @returns The value with typed arrays where device arrays were.
+ *
+ * @example
+ * ```ts
+ * import { readBack } from "./object_store.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const onGpu = { [Symbol.for("thinkagain.readback")]: () => Promise.resolve(new Float32Array([1])) };
+ * deepStrictEqual(await readBack({ x: onGpu, n: 1 }), { x: new Float32Array([1]), n: 1 });
+ * ```
+ */
+export async function readBack(value: unknown): Promise<unknown> {
+  const one = (v: unknown) => onDevice(v) ? (v as Record<symbol, () => Promise<unknown>>)[READBACK]() : v;
+  if (onDevice(value)) return await one(value);
+  if (Array.isArray(value)) return await Promise.all(value.map(one));
+  if (typeof value !== "object" || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    Object.defineProperty(out, k, { value: await one(v), enumerable: true, writable: true, configurable: true });
+  }
+  return out;
+}
+
+/**
+ * About how many bytes the device values in `value` hold (4 per element), for the store's bound.
+ *
+ * @param value A call's result.
+ * @returns The estimate.
+ *
+ * @example
+ * ```ts
+ * import { deviceBytes } from "./object_store.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(deviceBytes([{ length: 3, [Symbol.for("thinkagain.readback")]: () => Promise.resolve() }]), 12);
+ * ```
+ */
+export function deviceBytes(value: unknown): number {
+  const size = (v: unknown) => onDevice(v) ? 4 * Number((v as { length?: number }).length ?? 0) : 0;
+  if (onDevice(value)) return size(value);
+  if (typeof value !== "object" || value === null) return 0;
+  return (Array.isArray(value) ? value : Object.values(value)).reduce((n: number, v) => n + size(v), 0);
+}
+
 /** Default of {@link ObjectStoreOptions.maxBytes}: 1 GiB. */
 export const DEFAULT_OBJECT_STORE_BYTES = 1024 ** 3;
 

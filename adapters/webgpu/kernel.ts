@@ -86,6 +86,40 @@ export type KernelOutputs<B> = {
     : never;
 };
 
+/** What {@linkcode Kernel.runOnDevice} returns: a {@linkcode GpuArray} for each output binding (no readback). */
+export type KernelDeviceOutputs<B> = {
+  [K in keyof B as B[K] extends { kind: "output" } ? K : never]: B[K] extends { type: infer T extends ElementType }
+    ? GpuArray<T>
+    : never;
+};
+
+let readbacks = 0;
+
+/**
+ * How many times this process has read results back from a GPU (one `mapAsync` each: every
+ * {@linkcode Kernel.run}, every {@linkcode GpuArray.read}): what a pipeline that keeps its
+ * intermediate arrays on the device saves.
+ *
+ * @returns The count so far.
+ *
+ * @example
+ * ```ts
+ * import { readbackCount } from "./kernel.ts";
+ * if (readbackCount() < 0) throw new Error("unexpected");
+ * ```
+ */
+export function readbackCount(): number {
+  return readbacks;
+}
+
+/**
+ * The key of the method by which a value that lives on a device (a {@linkcode GpuArray}) is read
+ * into this process when it has to leave it (a node sends it, or a driver awaits it): the
+ * transports call `value[READBACK]()` and send what it answers. `Symbol.for`, so the transports
+ * need not import this adapter.
+ */
+export const READBACK: unique symbol = Symbol.for("thinkagain.readback") as never;
+
 /** Options of {@linkcode Kernel.run}. */
 export interface KernelRunOptions<S extends string> {
   /** The named sizes the spec declares (required when it declares any). */
@@ -171,6 +205,58 @@ export class GpuArray<T extends ElementType = ElementType> {
     return new GpuArray(device, buffer, type, data.length) as GpuArray<
       A extends Float32Array ? "f32" : A extends Uint32Array ? "u32" : "i32"
     >;
+  }
+
+  /**
+   * A zero-filled array of `length` elements of `type` on `device` (what a kernel run on the
+   * device writes its outputs into).
+   *
+   * @param device The device.
+   * @param type The element type.
+   * @param length How many elements.
+   * @returns The array on the device.
+   */
+  static empty<T extends ElementType>(device: GPUDevice, type: T, length: number): GpuArray<T> {
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`Cannot create a GpuArray: length must be an integer ≥ 0, got ${String(length)}`);
+    }
+    const buffer = device.createBuffer({
+      size: Math.max(16, align(length * 4, 16)),
+      usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST,
+      label: `GpuArray<${type}>[${length}]`,
+    });
+    return new GpuArray(device, buffer, type, length);
+  }
+
+  /**
+   * Reads the array back into this process (one readback, counted by {@linkcode readbackCount}).
+   *
+   * @returns A typed array with its elements.
+   */
+  async read(): Promise<TypedArrayFor<T>> {
+    const bytes = this.length * 4;
+    const staging = this.device.createBuffer({
+      size: Math.max(16, align(bytes, 16)),
+      usage: USAGE_MAP_READ | USAGE_COPY_DST,
+      label: `${this.buffer.label}.read`,
+    });
+    try {
+      const encoder = this.device.createCommandEncoder({ label: `${this.buffer.label}.read` });
+      if (bytes > 0) encoder.copyBufferToBuffer(this.buffer, 0, staging, 0, align(bytes, 4));
+      this.device.queue.submit([encoder.finish()]);
+      readbacks++;
+      await staging.mapAsync(MAP_MODE_READ, 0, staging.size);
+      const out = new ARRAY_CLASS[this.type](staging.getMappedRange(0, staging.size).slice(0, bytes));
+      staging.unmap();
+      return out as TypedArrayFor<T>;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** The array as it leaves the device (see {@linkcode READBACK}): read back once. */
+  [READBACK](): Promise<TypedArrayFor<T>> {
+    return this.read();
   }
 
   /** Frees the buffer. */
@@ -356,6 +442,59 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     });
   }
 
+  /**
+   * Runs the kernel on `device` and leaves its outputs there, as {@linkcode GpuArray}s: nothing is
+   * read back, so the next kernel (or op on the same node) takes them as inputs where they are; read
+   * one with `read()` when it must leave (a node sends it on its own, see {@linkcode READBACK}).
+   * The caller owns the outputs (`destroy()` frees them).
+   *
+   * @param device The device.
+   * @param inputs A typed array or a `GpuArray` for each input binding.
+   * @param options The run's sizes and workgroups.
+   * @returns The outputs, on the device, once the dispatch was validated.
+   *
+   * @example Two kernels, one readback
+   * ```ts
+   * import { defineKernel, readbackCount } from "./kernel.ts";
+   * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+   * const double = defineKernel({
+   *   name: "double_doc",
+   *   code: `
+   *     @group(0) @binding(0) var<storage, read> a: array<f32>;
+   *     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+   *     @compute @workgroup_size(WORKGROUP_SIZE_X)
+   *     fn main(@builtin(global_invocation_id) id: vec3u) {
+   *       if (id.x < arrayLength(&a)) { out[id.x] = a[id.x] * 2.0; }
+   *     }`,
+   *   workgroupSize: [64],
+   *   sizes: ["n"],
+   *   bindings: { a: { kind: "input", type: "f32" }, out: { kind: "output", type: "f32", length: ({ n }) => n } },
+   *   workgroups: ({ n }) => Math.ceil(n / 64),
+   * });
+   * if ((await webgpuAdapters()).length > 0) {
+   *   const device = await requestGpuDevice(0);
+   *   const before = readbackCount();
+   *   const once = await double.runOnDevice(device, { a: new Float32Array([1, 2]) }, { sizes: { n: 2 } });
+   *   const twice = await double.runOnDevice(device, { a: once.out }, { sizes: { n: 2 } });
+   *   if ((await twice.out.read()).join() !== "4,8" || readbackCount() !== before + 1) throw new Error("unexpected");
+   *   once.out.destroy();
+   *   twice.out.destroy();
+   * }
+   * ```
+   */
+  runOnDevice(
+    device: GPUDevice,
+    inputs: KernelInputs<B>,
+    options: KernelRunOptions<S> = {},
+  ): Promise<KernelDeviceOutputs<B>> {
+    const state = stateOf(device);
+    const lost = state.lost ?? deviceLostError(device);
+    if (lost) return Promise.reject(lost);
+    return this.execute(device, state, inputs as Record<string, unknown>, options, true) as unknown as Promise<
+      KernelDeviceOutputs<B>
+    >;
+  }
+
   /** The pipeline for `device`, built once. */
   private compile(device: GPUDevice, state: DeviceState): Promise<Compiled> {
     let c = state.compiled.get(this);
@@ -421,6 +560,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     state: DeviceState,
     inputs: Record<string, unknown>,
     options: KernelRunOptions<S>,
+    onDevice = false,
   ): Promise<KernelOutputs<B>> {
     const name = this.spec.name;
     const sizes = (options.sizes ?? {}) as Record<string, number>;
@@ -528,6 +668,8 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
     const acquired: GPUBuffer[] = [];
     let staging: GPUBuffer | undefined;
     let mapped = false;
+    // outputs that stay on the device: arrays of their own (the caller owns them), never pooled
+    const kept: Record<string, GpuArray> = {};
     try {
       const buffers: GPUBuffer[] = [];
       let readBytes = 0;
@@ -535,6 +677,11 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
       for (const p of plans) {
         if (p.resident) {
           buffers[p.binding] = p.resident.buffer;
+          continue;
+        }
+        if (onDevice && p.b.kind === "output") {
+          const a = kept[p.name] = GpuArray.empty(device, p.b.type, p.length);
+          buffers[p.binding] = a.buffer;
           continue;
         }
         const size = Math.max(16, align(p.bytes, 16));
@@ -550,12 +697,14 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
           readBytes += align(Math.max(p.bytes, 4), 8);
         }
       }
-      staging = state.acquire(
-        device,
-        Math.max(16, align(readBytes, 16)),
-        USAGE_MAP_READ | USAGE_COPY_DST,
-        `${name}.readback`,
-      );
+      if (!onDevice) {
+        staging = state.acquire(
+          device,
+          Math.max(16, align(readBytes, 16)),
+          USAGE_MAP_READ | USAGE_COPY_DST,
+          `${name}.readback`,
+        );
+      }
 
       device.pushErrorScope("validation");
       const encoder = device.createCommandEncoder({ label: name });
@@ -570,24 +719,38 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
             binding: p.binding,
             resource: {
               buffer: buffers[p.binding],
-              size: p.resident ? p.resident.buffer.size : Math.max(16, align(p.bytes, 16)),
+              size: p.resident
+                ? p.resident.buffer.size
+                : kept[p.name] !== undefined
+                ? kept[p.name].buffer.size
+                : Math.max(16, align(p.bytes, 16)),
             },
           })),
         }),
       );
       if (wg[0] && wg[1] && wg[2]) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
       pass.end();
+      if (onDevice) {
+        device.queue.submit([encoder.finish()]);
+        const err = await device.popErrorScope();
+        if (err) throw new KernelError(name, `dispatch of ${wg.join("×")} workgroups failed`, `  ${err.message}`);
+        if (state.lost) throw state.lost;
+        const out = { ...kept };
+        for (const k of Object.keys(kept)) delete kept[k]; // handed over: not freed below
+        return out as unknown as KernelOutputs<B>;
+      }
       for (const p of plans) {
         if (p.b.kind === "output" && p.bytes > 0) {
-          encoder.copyBufferToBuffer(buffers[p.binding], 0, staging, readOffsets[p.binding], p.bytes);
+          encoder.copyBufferToBuffer(buffers[p.binding], 0, staging!, readOffsets[p.binding], p.bytes);
         }
       }
       device.queue.submit([encoder.finish()]);
       const validation = device.popErrorScope();
+      readbacks++;
       let mapError: unknown;
       const [err] = await Promise.all([
         validation,
-        staging.mapAsync(MAP_MODE_READ, 0, staging.size).then(() => void (mapped = true), (e) => void (mapError = e)),
+        staging!.mapAsync(MAP_MODE_READ, 0, staging!.size).then(() => void (mapped = true), (e) => void (mapError = e)),
       ]);
       if (err) throw new KernelError(name, `dispatch of ${wg.join("×")} workgroups failed`, `  ${err.message}`);
       if (state.lost) throw state.lost;
@@ -598,7 +761,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
           `  ${(mapError as Error)?.message ?? String(mapError)}`,
         );
       }
-      const range = staging.getMappedRange(0, staging.size);
+      const range = staging!.getMappedRange(0, staging!.size);
       const out: Record<string, Float32Array | Uint32Array | Int32Array> = {};
       for (const p of plans) {
         if (p.b.kind !== "output") continue;
@@ -606,10 +769,11 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
         // Copy out of the mapped range: it is detached on unmap.
         out[p.name] = new Ctor(range.slice(readOffsets[p.binding], readOffsets[p.binding] + p.bytes));
       }
-      staging.unmap();
+      staging!.unmap();
       mapped = false;
       return out as unknown as KernelOutputs<B>;
     } finally {
+      for (const a of Object.values(kept)) a.destroy(); // a run that failed leaves nothing behind
       if (mapped) staging!.unmap();
       if (!state.lost) {
         for (const b of acquired) state.release(b);
