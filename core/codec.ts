@@ -321,6 +321,10 @@ function foreignObjectRefusal(value: object, proto: object | null): string {
     return `a ${name === "Promise" ? "Promise" : `thenable (${name})`} cannot travel: await it first ` +
       "(an ObjectRef passed as an argument, or in an array or plain object of one, is awaited for you)";
   }
+  if (typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function") {
+    return `a stream (${name}) cannot travel to another process: read it where it arrives (an op that is not ` +
+      "remote-capable takes it as its items come), or collect its items into an array first";
+  }
   if (value instanceof RegExp) return "a RegExp cannot travel: send its source and flags instead";
   if (value instanceof WeakMap || value instanceof WeakSet) {
     return `a ${name} cannot travel: its entries cannot be read`;

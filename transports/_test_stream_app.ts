@@ -91,3 +91,10 @@ export const StreamStuck = ta.service(
     }
   },
 );
+
+/** Sums a stream's items (a remote-capable op: a stream cannot be sent to it from another process). */
+export const streamSum = ta.op({ name: "streamSum", remote: true }, async (items: AsyncIterable<number>) => {
+  let sum = 0;
+  for await (const x of items) sum += x;
+  return sum;
+});

@@ -13,6 +13,7 @@ import {
   streamOpen,
   streamSeen,
   StreamStuck,
+  streamSum,
 } from "./_test_stream_app.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
@@ -224,3 +225,27 @@ test(
     }
   },
 );
+
+test("a stream passed to an op on another node is refused with a TypeError naming the argument", T, async () => {
+  const node = new NodeServer({ name: "n1" });
+  const server = serveInMemory("stream-wire-arg-test", node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://stream-wire-arg-test" })]);
+  try {
+    const err = await mesh.run(async () => {
+      const local = ta.op(async function* streamWireLocalItems() {
+        yield 1;
+        yield 2;
+      });
+      return await rejection(streamSum.go(local.go()));
+    });
+    assert.ok(err instanceof TypeError, String(err));
+    assert.match(
+      (err as Error).message,
+      /^Cannot call op "streamSum" on node "n1": argument 0: a stream \(Stream\) cannot travel to another process/,
+    );
+  } finally {
+    await mesh.close();
+    await node.drain();
+    await server.close();
+  }
+});
