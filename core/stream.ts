@@ -253,12 +253,14 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #stop(reason: unknown): void {
     if (this.#ended) return;
     this.#stopped = reason;
+    // a next() still pending: the producer may be inside an await, and its return() wait for it
+    const busy = this.#head < this.#waiting.length;
     for (let w = this.#oldest(); w !== undefined; w = this.#oldest()) w.reject(reason);
-    this.#close(reason).catch(() => {});
+    this.#close(reason, busy).catch(() => {});
   }
 
   /** Ends the stream, running the producer's `finally` (its `return()`), then tells the call. */
-  async #close(error: unknown): Promise<void> {
+  async #close(error: unknown, busy = this.#head < this.#waiting.length): Promise<void> {
     if (this.#ended) return;
     this.#ended = true;
     this.#clearTimer();
@@ -267,6 +269,8 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
       if (typeof src.return === "function") {
         const ctx = this.#options.ctx;
         const returned = ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []);
+        // at a yield (no next() pending) the producer's finally runs at once: no grace to keep
+        if (!busy) return void await returned;
         // a generator inside an await runs its finally only once that await settles (JavaScript
         // cannot interrupt it): its slot is given back after a grace period all the same, as for
         // any body that cannot be stopped (policy.ts), so one stuck producer cannot wedge its instance
