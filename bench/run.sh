@@ -20,6 +20,7 @@ BENCHES=(
   bench/gpu_matmul.ts
   bench/residents.ts
   bench/streaming.ts
+  bench/data_plane.ts
 )
 
 runtimes=("$@")

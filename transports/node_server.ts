@@ -379,6 +379,8 @@ export class NodeServer {
         return undefined;
       }
       case "fetch": {
+        const stored = this.objects.frame(msg.oid);
+        if (stored !== undefined) return stored; // encoded once, when it was made
         let value = this.objects.get(msg.oid);
         if (holdsDeviceValues(value)) value = await readBack(value); // it leaves the device now
         const wired = wireValue(value, this);
@@ -787,7 +789,9 @@ export class NodeServer {
         const reply = encodeMessage({ t: "result", ok: true, value });
         if (msg.keepAbove === undefined || reply.byteLength <= msg.keepAbove) return reply;
         // too large to send unasked: it stays here, and the caller's ref names it
-        const oid = this.objects.put(result, reply.byteLength, { owner: msg.owner, madeBy: msg.op ?? name });
+        // kept encoded (a fetch sends it as it is) unless it holds handles (revived here on use)
+        const frame = value === result ? reply : undefined;
+        const oid = this.objects.put(result, reply.byteLength, { owner: msg.owner, madeBy: msg.op ?? name, frame });
         if (msg.owner !== undefined) this.leaseObjects(msg.owner);
         return encodeMessage({ t: "result", ok: true, object: { oid, bytes: reply.byteLength } });
       } catch (e) {

@@ -7,6 +7,7 @@
  * @module
  */
 import { OverloadedError, ProtocolError } from "../core/errors.ts";
+import { decodeReply, type ResultMessage } from "./protocol.ts";
 
 const READBACK = Symbol.for("thinkagain.readback");
 
@@ -98,9 +99,13 @@ export interface ObjectStoreOptions {
   node?: string;
 }
 
-/** One stored object: its value, its encoded size, who owns it and what made it. */
+/**
+ * One stored object: its value (or the `result` frame that carries it, already encoded: what a
+ * fetch sends as it is), its encoded size, who owns it and what made it.
+ */
 interface Entry {
   readonly value: unknown;
+  readonly frame: Uint8Array | undefined;
   readonly bytes: number;
   readonly owner: string | undefined;
   readonly madeBy: string;
@@ -157,11 +162,13 @@ export class ObjectStore {
    *
    * @param value The value.
    * @param bytes Its encoded size.
-   * @param meta `owner`: the lease it goes with; `madeBy`: the op or method that made it (in errors).
+   * @param meta `owner`: the lease it goes with; `madeBy`: the op or method that made it (in errors);
+   * `frame`: the `result` frame that carries it, when already encoded (kept instead of the value,
+   * and sent as it is by a fetch).
    * @returns The object's id.
    * @throws {OverloadedError} When it does not fit in what is left of the bound.
    */
-  put(value: unknown, bytes: number, meta: { owner?: string; madeBy: string }): string {
+  put(value: unknown, bytes: number, meta: { owner?: string; madeBy: string; frame?: Uint8Array }): string {
     if (this.used + bytes > this.maxBytes) {
       throw new OverloadedError(
         `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
@@ -170,7 +177,14 @@ export class ObjectStore {
       );
     }
     const oid = crypto.randomUUID();
-    this.objects.set(oid, { value, bytes, owner: meta.owner, madeBy: meta.madeBy });
+    const frame = meta.frame;
+    this.objects.set(oid, {
+      value: frame === undefined ? value : undefined,
+      frame,
+      bytes,
+      owner: meta.owner,
+      madeBy: meta.madeBy,
+    });
     this.used += bytes;
     if (meta.owner !== undefined) {
       let set = this.byOwner.get(meta.owner);
@@ -188,6 +202,24 @@ export class ObjectStore {
    * @throws {ProtocolError} When this node holds no such object (freed, or never made here).
    */
   get(oid: string): unknown {
+    const e = this.entry(oid);
+    return e.frame === undefined
+      ? e.value
+      : (decodeReply<ResultMessage>(e.frame, "result") as { value: unknown }).value;
+  }
+
+  /**
+   * The `result` frame that carries object `oid`, when it was stored encoded (else `undefined`).
+   *
+   * @param oid The object's id.
+   * @returns The frame, or `undefined`.
+   * @throws {ProtocolError} When this node holds no such object.
+   */
+  frame(oid: string): Uint8Array | undefined {
+    return this.entry(oid).frame;
+  }
+
+  private entry(oid: string): Entry {
     const e = this.objects.get(oid);
     if (e === undefined) {
       throw new ProtocolError(
@@ -195,7 +227,7 @@ export class ObjectStore {
           "expired or its mesh closed) or the node restarted",
       );
     }
-    return e.value;
+    return e;
   }
 
   /** Whether it holds object `oid`. */

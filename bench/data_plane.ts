@@ -1,0 +1,255 @@
+/**
+ * Data-plane benchmark, in one run:
+ * 1. **A → B hand-off**: a driver and two node processes (A, B; same runtime). An op on A makes a
+ *    Float32Array of 1 MiB or 16 MiB, a service method on B sums it: the array stays on A and B pulls
+ *    it node to node. Beside it, the same bytes sent A → B over a raw hono WebSocket between two
+ *    raw processes (B asked by HTTP to fetch them from A, as our B is asked by a call). Reports
+ *    MB/s of both, their ratio, and the bytes on the driver's TCP sockets (`ss -tinpH`).
+ * 2. **Chains**: 100 dependent calls on one node (each takes the previous result) through a TCP proxy
+ *    that delays every chunk 5 ms each way, as a network would; the same without the proxy, and
+ *    100 independent calls without it. Round trips ≈ (chain through proxy − chain without) / 10 ms.
+ *
+ *   npx bun bench/data_plane.ts
+ *   npx deno run -A bench/data_plane.ts
+ *
+ * BENCH_INLINE=1 sends every result back through the driver instead, for comparison.
+ * Medians over BENCH_RUNS (default 5) alternating runs, with min–max. Timing claims live here,
+ * never in tests.
+ *
+ * @module
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import net from "node:net";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { Hono } from "hono";
+import { loadAdapter, serveFrames } from "../adapters/serve.ts";
+import * as ta from "../mod.ts";
+import { NodeServer } from "../server.ts";
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const CHAIN = 100;
+const DELAY_MS = 5;
+/** BENCH_INLINE=1: every result comes back through the driver (as before results stayed on nodes). */
+const INLINE = process.env.BENCH_INLINE === "1";
+
+/** The array, made on A (the only node with a GPU). */
+const dpbMake = ta.op({ name: "dpbMake", gpus: 1 }, (n: number) => new Float32Array(n).fill(1));
+/** One step of a chain. */
+const dpbInc = ta.op({ name: "dpbInc", remote: true }, (x: number) => x + 1);
+/** Sums an array; its 4 CPUs fit only B. */
+const DpbSink = ta.service(
+  { name: "DpbSink", cpus: 4 },
+  class DpbSink {
+    sum(a: Float32Array): number {
+      let s = 0;
+      for (let i = 0; i < a.length; i += 1024) s += a[i];
+      return s * 1024;
+    }
+  },
+);
+
+// ---- server side (child processes) ---------------------------------------------------------------
+
+async function runServer(kind: string): Promise<void> {
+  if (kind === "A" || kind === "B") {
+    const node = new NodeServer({ name: kind, gpus: kind === "A" ? 1 : 0, cpus: kind === "A" ? 1 : 8 });
+    const served = await serveFrames(node.handler, { port: 0, hostname: "127.0.0.1" });
+    console.log(`PORT ${served.port}`);
+    return;
+  }
+  // raw: `/ws` answers "n" with n bytes; `/pull?from=ws://…&n=…` fetches them from another raw server
+  const adapter = await loadAdapter();
+  const app = new Hono();
+  const peers = new Map<string, Promise<{ ws: WebSocket; waiting: ((n: number) => void)[] }>>();
+  app.get(
+    "/ws",
+    adapter.upgradeWebSocket(() => ({
+      onMessage(evt, ws) {
+        const n = Number(String(evt.data));
+        ws.send(new Float32Array(n / 4).fill(1) as unknown as Uint8Array<ArrayBuffer>);
+      },
+    })),
+  );
+  app.get("/pull", async (c) => {
+    const from = c.req.query("from")!, n = Number(c.req.query("n"));
+    let peer = peers.get(from);
+    if (peer === undefined) {
+      peer = new Promise((resolve) => {
+        const ws = new WebSocket(from);
+        ws.binaryType = "arraybuffer";
+        const waiting: ((n: number) => void)[] = [];
+        ws.onmessage = (e) => waiting.shift()!((e.data as ArrayBuffer).byteLength);
+        ws.onopen = () => resolve({ ws, waiting });
+      });
+      peers.set(from, peer);
+    }
+    const p = await peer;
+    const got = await new Promise<number>((resolve) => {
+      p.waiting.push(resolve);
+      p.ws.send(String(n));
+    });
+    // the same work as the sink: read the array
+    return c.text(String(new Float32Array(got / 4).length));
+  });
+  const served = await adapter.serve(app, { port: 0, hostname: "127.0.0.1" });
+  console.log(`PORT ${served.port}`);
+}
+
+// ---- client side ---------------------------------------------------------------------------------
+
+function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
+  const self = fileURLToPath(import.meta.url);
+  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Uint8Array) => {
+      out += new TextDecoder().decode(d);
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
+  });
+}
+
+/** A TCP proxy to `port` that holds every chunk `ms` before passing it on, in both directions. */
+function delayProxy(port: number, ms: number): Promise<{ port: number; close(): void }> {
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    const pipe = (from: net.Socket, to: net.Socket) => {
+      from.on("data", (d) => setTimeout(() => to.write(d), ms));
+      from.on("close", () => setTimeout(() => to.destroy(), ms));
+      from.on("error", () => to.destroy());
+    };
+    pipe(client, upstream);
+    pipe(upstream, client);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      resolve({ port: (server.address() as net.AddressInfo).port, close: () => server.close() });
+    });
+  });
+}
+
+/**
+ * Bytes sent and received so far on this process's TCP sockets (`ss -tinpH`: bytes_acked +
+ * bytes_received of each socket whose owner is this pid), or NaN where `ss` is missing.
+ */
+function ioBytes(): number {
+  try {
+    const out = execFileSync("ss", ["-tinpH"], { encoding: "utf8" });
+    let total = 0, mine = false;
+    for (const line of out.split("\n")) {
+      if (/users:\(/.test(line)) mine = line.includes(`pid=${process.pid},`);
+      else if (mine) {
+        total += Number(/bytes_acked:(\d+)/.exec(line)?.[1] ?? 0) + Number(/bytes_received:(\d+)/.exec(line)?.[1] ?? 0);
+      }
+    }
+    return total;
+  } catch {
+    return NaN;
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+const spread = (xs: number[], f: (x: number) => string) =>
+  `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function main(): Promise<void> {
+  const runtime = "Deno" in globalThis
+    ? `Deno ${(globalThis as { Deno?: { version: { deno: string } } }).Deno!.version.deno}`
+    : `Bun ${process.versions.bun}`;
+  const [a, b, rawA, rawB] = await Promise.all(["A", "B", "raw", "raw"].map(startChild));
+  const proxy = await delayProxy(a.port, DELAY_MS);
+  try {
+    console.log(`bench/data_plane.ts on ${runtime}, ${RUNS} runs each`);
+    const mesh = new ta.Mesh([
+      new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${a.port}`, gpus: 1, cpus: 1 }),
+      new ta.MeshNode("B", { endpoint: `ws://127.0.0.1:${b.port}`, gpus: 0, cpus: 8 }),
+    ], { keepResultsAbove: INLINE ? Infinity : undefined });
+    await mesh.run(async () => {
+      const sink = DpbSink.init();
+      await sink.sum.go(new Float32Array(1024)); // placed on B
+      for (const mib of [1, 16]) {
+        const n = (mib << 20) / 4;
+        const ours = () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
+        const raw = () =>
+          fetch(`http://127.0.0.1:${rawB.port}/pull?from=ws://127.0.0.1:${rawA.port}/ws&n=${n * 4}`)
+            .then((r) => r.text());
+        await ours();
+        await raw();
+        const o: number[] = [], r: number[] = [], ratio: number[] = [], driver: number[] = [];
+        for (let i = 0; i < RUNS; i++) {
+          const first = i % 2 === 0;
+          const rt1 = first ? 0 : await timed(raw);
+          const io0 = ioBytes();
+          const ot = await timed(ours);
+          driver.push(ioBytes() - io0);
+          const rt = first ? await timed(raw) : rt1;
+          o.push((mib * 1.048576) / (ot / 1000));
+          r.push((mib * 1.048576) / (rt / 1000));
+          ratio.push(rt / ot);
+        }
+        const mbs = (x: number) => `${Math.round(x)} MB/s`;
+        console.log(`  ${mib} MiB A → B, ours (op on A, method on B)   ${spread(o, mbs)}`);
+        console.log(`  ${mib} MiB A → B, raw hono WebSocket            ${spread(r, mbs)}`);
+        console.log(`  ${mib} MiB ours / raw                           ${spread(ratio, (x) => x.toFixed(2))}`);
+        console.log(`  ${mib} MiB bytes on the driver's sockets        ${spread(driver, (x) => `${Math.round(x)} B`)}`);
+      }
+    });
+    await mesh.close();
+
+    // chains: through the delaying proxy, and directly
+    const chain = () => {
+      let r = dpbInc.go(0);
+      for (let i = 1; i < CHAIN; i++) r = dpbInc.go(r);
+      return r as unknown as Promise<number>;
+    };
+    const independent = () => Promise.all(Array.from({ length: CHAIN }, (_, i) => dpbInc.go(i)));
+    const far = new ta.Mesh([new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${proxy.port}` })]);
+    const near = new ta.Mesh([new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${a.port}` })]);
+    const farT: number[] = [], nearT: number[] = [], indT: number[] = [], trips: number[] = [];
+    await far.run(chain);
+    await near.run(chain);
+    await near.run(independent);
+    for (let i = 0; i < RUNS; i++) {
+      const f = await timed(() => far.run(chain));
+      const c = await timed(() => near.run(chain));
+      const d = await timed(() => near.run(independent));
+      farT.push(f);
+      nearT.push(c);
+      indT.push(d);
+      trips.push((f - c) / (2 * DELAY_MS));
+    }
+    const ms = (x: number) => `${x.toFixed(1)} ms`;
+    console.log(`  chain of ${CHAIN} dependent calls, ${DELAY_MS} ms each way   ${spread(farT, ms)}`);
+    console.log(`  the same chain without the proxy           ${spread(nearT, ms)}`);
+    console.log(
+      `  round trips it cost ((proxied − direct) / ${2 * DELAY_MS} ms) ${spread(trips, (x) => x.toFixed(2))}`,
+    );
+    console.log(`  ${CHAIN} independent calls without the proxy     ${spread(indT, ms)}`);
+    console.log(
+      `  chain / independent (pipelining's cost)    ${spread(nearT.map((c, i) => c / indT[i]), (x) => x.toFixed(2))}`,
+    );
+    await far.close();
+    await near.close();
+  } finally {
+    proxy.close();
+    for (const c of [a, b, rawA, rawB]) c.child.kill("SIGKILL");
+  }
+}
+
+const at = process.argv.indexOf("--server");
+if (at >= 0) await runServer(process.argv[at + 1]);
+else await main();
