@@ -6,7 +6,7 @@
  *    raw processes (B asked by HTTP to fetch them from A, as our B is asked by a call). Reports
  *    MB/s of both, their ratio, and the bytes on the driver's TCP sockets (`ss -tinpH`).
  * 2. **Chains**: 100 dependent calls on one node (each takes the previous result) through a TCP proxy
- *    that delays every chunk 5 ms each way, as a network would; the same without the proxy, and
+ *    (a process of its own) that delays every chunk 5 ms each way, as a network would; the same without the proxy, and
  *    100 independent calls without it. Round trips ≈ (chain through proxy − chain without) / 10 ms.
  *
  *   npx bun bench/data_plane.ts
@@ -52,6 +52,12 @@ const DpbSink = ta.service(
 // ---- server side (child processes) ---------------------------------------------------------------
 
 async function runServer(kind: string): Promise<void> {
+  if (kind.startsWith("proxy:")) {
+    // a process of its own, so the driver's busy event loop never delays the proxy's timers
+    const proxy = await delayProxy(Number(kind.slice(6)), DELAY_MS);
+    console.log(`PORT ${proxy.port}`);
+    return;
+  }
   if (kind === "A" || kind === "B") {
     const node = new NodeServer({ name: kind, gpus: kind === "A" ? 1 : 0, cpus: kind === "A" ? 1 : 8 });
     const served = await serveFrames(node.handler, { port: 0, hostname: "127.0.0.1" });
@@ -117,6 +123,9 @@ function startChild(kind: string): Promise<{ child: ChildProcess; port: number }
 function delayProxy(port: number, ms: number): Promise<{ port: number; close(): void }> {
   const server = net.createServer((client) => {
     const upstream = net.connect(port, "127.0.0.1");
+    // no Nagle: a small write held for the ACK of the last (delayed by the peer) is not the network's delay
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
     const pipe = (from: net.Socket, to: net.Socket) => {
       from.on("data", (d) => setTimeout(() => to.write(d), ms));
       from.on("close", () => setTimeout(() => to.destroy(), ms));
@@ -171,7 +180,7 @@ async function main(): Promise<void> {
     ? `Deno ${(globalThis as { Deno?: { version: { deno: string } } }).Deno!.version.deno}`
     : `Bun ${process.versions.bun}`;
   const [a, b, rawA, rawB] = await Promise.all(["A", "B", "raw", "raw"].map(startChild));
-  const proxy = await delayProxy(a.port, DELAY_MS);
+  const proxy = await startChild(`proxy:${a.port}`);
   try {
     console.log(`bench/data_plane.ts on ${runtime}, ${RUNS} runs each`);
     const mesh = new ta.Mesh([
@@ -245,8 +254,7 @@ async function main(): Promise<void> {
     await far.close();
     await near.close();
   } finally {
-    proxy.close();
-    for (const c of [a, b, rawA, rawB]) c.child.kill("SIGKILL");
+    for (const c of [a, b, rawA, rawB, proxy]) c.child.kill("SIGKILL");
   }
 }
 
