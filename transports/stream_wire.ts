@@ -29,7 +29,17 @@ export interface StreamWindow {
   bytes?: number;
 }
 
-/** The default credit window of a stream over the wire: 1024 items and 4 MiB. */
+/**
+ * The default credit window of a stream over the wire: 1024 items and 4 MiB (a mesh's
+ * `streamWindow` sets another).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_STREAM_WINDOW, resolveStreamWindow } from "./stream_wire.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(resolveStreamWindow(undefined), { ...DEFAULT_STREAM_WINDOW });
+ * ```
+ */
 export const DEFAULT_STREAM_WINDOW: Readonly<Required<StreamWindow>> = Object.freeze({
   items: 1024,
   bytes: 4 * 1024 * 1024,
