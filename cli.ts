@@ -26,6 +26,7 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
                        [--max-calls-per-connection N] [--start SERVICE[:N]]... [--nats nats://HOST:4222]
+                       [--object-store-bytes N]
   The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
   whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
   --allow-origin: a browser page's origin
@@ -40,7 +41,9 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   before the ready line (a model loaded once); every driver shares them (Service.connect()); a
   constructor that throws fails the start (exit 1). --nats: also serve the node on that NATS cluster
   (nats://h1:4222,h2:4222 for several seeds) and announce it (name, GPUs, CPUs, services, ops), so
-  drivers find it with Mesh.discover({ nats }); its ops are served in a NATS queue group per op.`;
+  drivers find it with Mesh.discover({ nats }); its ops are served in a NATS queue group per op.
+  --object-store-bytes: the most bytes the results this node keeps for drivers may hold together
+  (results too large to send back unasked; default 1073741824); a result past it fails its call.`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -71,6 +74,8 @@ export interface ServeCommand {
   idleTimeoutMs: number | undefined;
   /** Most calls in flight per connection (`--max-calls-per-connection`; default: NodeServer's). */
   maxCallsPerConnection: number | undefined;
+  /** Most bytes the node's object store holds (`--object-store-bytes`; default: NodeServer's). */
+  objectStoreBytes: number | undefined;
   /** Nodes this node may call with its token (`--peer`, repeatable). */
   peers: string[];
   /** The NATS cluster to serve and announce the node on too (`--nats nats://host:4222`). */
@@ -129,6 +134,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     headersTimeoutMs: undefined,
     idleTimeoutMs: undefined,
     maxCallsPerConnection: undefined,
+    objectStoreBytes: undefined,
     peers: [],
     nats: undefined,
     start: [],
@@ -218,6 +224,9 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--max-calls-per-connection":
         out.maxCallsPerConnection = int("--max-calls-per-connection", value(), 1);
         break;
+      case "--object-store-bytes":
+        out.objectStoreBytes = int("--object-store-bytes", value(), 0);
+        break;
       case "--dashboard":
         // its port only inline (`--dashboard=8080`): a separate word would be taken for the module
         out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
@@ -291,6 +300,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     peers: cmd.peers,
     leaseMs: cmd.leaseMs,
     maxCallsPerConnection: cmd.maxCallsPerConnection,
+    objectStoreBytes: cmd.objectStoreBytes,
     onLeaseExpired: ({ instances, services, leaseMs }) =>
       console.error(
         `thinkagain node ${cmd.name}: a driver sent no keepalive for ${leaseMs} ms; destroyed its ${instances} ` +

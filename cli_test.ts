@@ -302,6 +302,39 @@ test(
   },
 );
 
+test("thinkagain serve --object-store-bytes bounds the node's object store; a bad value is refused", T, async () => {
+  const { parseServeArgs } = await import("./cli.ts");
+  assert.equal(parseServeArgs(["app.ts"], {}).objectStoreBytes, undefined);
+  assert.throws(
+    () => parseServeArgs(["app.ts", "--object-store-bytes", "-1"], {}),
+    /--object-store-bytes needs an integer ≥ 0/,
+  );
+  const app = fileURLToPath(new URL("./transports/_test_data_plane_app.ts", import.meta.url));
+  const { dpLostMake } = await import("./transports/_test_data_plane_app.ts");
+  const node = await startNodeProcess(app, [
+    "--port",
+    "0",
+    "--name",
+    "s1",
+    "--gpus",
+    "1",
+    "--object-store-bytes",
+    "1024",
+  ]);
+  try {
+    // every result is kept on the node: one of 4000 bytes does not fit in 1024
+    await using mesh = new ta.Mesh([new ta.MeshNode("s1", { endpoint: `ws://127.0.0.1:${node.port}`, gpus: 1 })], {
+      keepResultsAbove: 0,
+    });
+    const e = await rejection(mesh.run(() => dpLostMake.go(1000)));
+    assert.ok(e instanceof ta.OverloadedError, String(e));
+    assert.match(e.message, /object store holds 0 of 1024 bytes/);
+  } finally {
+    node.kill("SIGKILL");
+    await node.exited;
+  }
+});
+
 test("thinkagain serve rejects bad arguments with a usage message and exit code 2", T, async () => {
   const { parseServeArgs } = await import("./cli.ts");
   assert.throws(() => parseServeArgs([], {}), /needs the module/);
