@@ -20,6 +20,7 @@ import { resolve } from "node:path";
 import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
+import { ReplyParking } from "./transports/nats/parking.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME] [--dashboard[=PORT]]
                        [--gpus N|auto] [--cpus N] [--token-file PATH] [--max-frame-bytes N] [--drain-ms N]
@@ -307,7 +308,9 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
           `instance${instances === 1 ? "" : "s"} (${[...new Set(services)].join(", ")})`,
       ),
   });
-  const server = await serveFrames(node.handler, {
+  // on a NATS cluster, replies too large for NATS wait here for their callers to fetch over the port
+  const parking = cmd.nats === undefined ? undefined : new ReplyParking();
+  const server = await serveFrames(parking === undefined ? node.handler : parking.wrap(node.handler), {
     hostname: cmd.host,
     port: cmd.port,
     token: cmd.token,
@@ -346,6 +349,7 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
         token: cmd.token,
         maxFrameBytes: cmd.maxFrameBytes,
         direct: server.url,
+        parking,
       });
     } catch (e) {
       await node.drain({ graceMs: 0 }).catch(() => {});

@@ -15,3 +15,7 @@ export const H_AUDIT = "Ta-Audit";
 export const H_ERROR = "Ta-Error";
 /** The node refused the token. */
 export const H_AUTH = "Ta-Auth";
+/** A control request: the node answers with its direct endpoint (empty: none). */
+export const H_DIRECT = "Ta-Direct";
+/** The reply was too large for NATS: it is parked on the node under this id, to fetch over the direct link. */
+export const H_PARKED = "Ta-Parked";

@@ -101,3 +101,13 @@ export const NatsBig = ta.service(
     }
   },
 );
+
+/** Large values in and out: more than NATS' default max_payload (1 MB) each way. */
+export const NatsTensor = ta.service(
+  { name: "NatsTensor" },
+  class NatsTensor {
+    double(x: Float32Array): Float32Array {
+      return x.map((v) => v * 2);
+    }
+  },
+);

@@ -11,6 +11,7 @@ import {
   NatsGenerator,
   NatsRetriever,
   NatsSolo,
+  NatsTensor,
   natsWhere,
   NatsWorker,
   ragPipeline,
@@ -85,6 +86,13 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
       new Set(["n1", "n2", "n3"]),
     );
     deepStrictEqual(new Set(workers.map((r) => r.node)), new Set(["n1", "n2", "n3"]), "calls reach every replica");
+    // 4 MiB each way, over NATS servers whose max_payload is 1 MB: sent and fetched over direct links
+    const x = new Float32Array(1024 * 1024).map((_, i) => i);
+    const y = await mesh.run(() => NatsTensor.init().double.go(x));
+    ok(
+      y instanceof Float32Array && y.length === x.length && y[12345] === 24690 &&
+        y[x.length - 1] === 2 * (x.length - 1),
+    );
   });
 
   test(

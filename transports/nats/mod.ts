@@ -27,6 +27,7 @@ export { AUDIT_EVERY_MS, natsTransport, overMaxPayload } from "./transport.ts";
 export { type NatsServer, serveNats, type ServeNatsOptions } from "./serve.ts";
 export { type NatsNode, type NatsNodeOptions, startNatsNode } from "./node.ts";
 export { type NodeAnnouncement } from "./announcement.ts";
+export { fetchFrame, MAX_PARKED_BYTES, PARKED_TTL_MS, ReplyParking } from "./parking.ts";
 export {
   announcedNode,
   DEFAULT_DISCOVER_TIMEOUT_MS,

@@ -19,40 +19,8 @@ import {
 import { opBroadcastSubject, opSubject } from "./endpoint.ts";
 import { type NatsServer, serveNats, type ServeNatsOptions } from "./serve.ts";
 
-/**
- * The direct endpoint as others can reach it: a node listening on every address (`0.0.0.0`, `::`)
- * is reached at the address its NATS server sees it come from.
- *
- * @param direct The node's own URL (`http://0.0.0.0:7070`).
- * @param seenAs The node's address as its NATS server sees it (`client_ip`).
- * @returns The URL to announce.
- *
- * @example
- * ```ts
- * import { reachableDirect } from "./node.ts";
- * import { strictEqual } from "node:assert/strict";
- * strictEqual(reachableDirect("http://0.0.0.0:7070", "10.0.0.5"), "http://10.0.0.5:7070");
- * strictEqual(reachableDirect("http://[::]:7070", "fd00::5"), "http://[fd00::5]:7070");
- * strictEqual(reachableDirect("http://10.0.0.7:7070", "10.0.0.5"), "http://10.0.0.7:7070");
- * ```
- */
-export function reachableDirect(direct: string, seenAs: string | undefined): string {
-  let url: URL;
-  try {
-    url = new URL(direct);
-  } catch {
-    return direct;
-  }
-  if ((url.hostname !== "0.0.0.0" && url.hostname !== "[::]") || !seenAs) return direct;
-  url.hostname = seenAs.includes(":") ? `[${seenAs}]` : seenAs;
-  return url.toString().replace(/\/$/, "");
-}
-
-/** Options of {@linkcode startNatsNode}. */
-export interface NatsNodeOptions extends ServeNatsOptions {
-  /** The node's direct endpoint (`http://host:port`), told in its announcement. */
-  direct?: string;
-}
+/** Options of {@linkcode startNatsNode} (`direct` is also told in its announcement). */
+export interface NatsNodeOptions extends ServeNatsOptions {}
 
 /** A node announced on a NATS cluster. */
 export interface NatsNode {
@@ -86,6 +54,7 @@ export interface NatsNode {
 export async function startNatsNode(handler: FrameHandler, options: NatsNodeOptions): Promise<NatsNode> {
   const served: NatsServer = await serveNats(handler, options);
   const nc = served.lease.nc;
+  const direct = served.direct;
   let announcement: NodeAnnouncement;
   try {
     // what the node says of itself is its welcome, asked of its own handler
@@ -101,7 +70,7 @@ export async function startNatsNode(handler: FrameHandler, options: NatsNodeOpti
       v: welcome.v,
       node: welcome.node,
       endpoint: served.endpoint,
-      ...(options.direct !== undefined ? { direct: reachableDirect(options.direct, nc.info?.client_ip) } : {}),
+      ...(direct !== undefined ? { direct } : {}),
       session: welcome.session,
       gpus: welcome.gpus,
       cpus: welcome.cpus,

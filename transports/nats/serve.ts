@@ -11,7 +11,8 @@ import { decode, encode } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
-import { H_AUDIT, H_AUTH, H_BYE, H_ERROR, H_NOTIFY, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import { H_AUDIT, H_AUTH, H_BYE, H_DIRECT, H_ERROR, H_NOTIFY, H_PARKED, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import type { ReplyParking } from "./parking.ts";
 import { isNatsNodeName, natsEndpoint, nodeSubject, parseNatsServers, SUBJECT_PREFIX } from "./endpoint.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
 import { overMaxPayload, plainBytes } from "./transport.ts";
@@ -24,6 +25,14 @@ export interface ServeNatsOptions extends ServeFramesOptions {
   name: string;
   /** How long connecting to NATS may take, ms (default 10 s). */
   connectTimeoutMs?: number;
+  /**
+   * The node's direct endpoint (`http://host:port`, serving `parking.wrap(handler)`): frames too
+   * large for NATS go there instead, and replies too large for NATS are parked for the caller to
+   * fetch there.
+   */
+  direct?: string;
+  /** Where replies too large for NATS wait for their caller (with `direct`). */
+  parking?: ReplyParking;
 }
 
 /** A node served over NATS. */
@@ -32,6 +41,8 @@ export interface NatsServer {
   readonly endpoint: string;
   /** The node's name. */
   readonly name: string;
+  /** Its direct endpoint as others reach it (see {@linkcode reachableDirect}), if it has one. */
+  readonly direct: string | undefined;
   /** The shared NATS client it uses (for announcements). */
   readonly lease: NatsLease;
   /**
@@ -42,6 +53,35 @@ export interface NatsServer {
   serveQueue(subject: string, broadcast: string): () => void;
   /** Stops serving: calls still running get a `TransportError("closed")` reply, later ones no responders. */
   close(): Promise<void>;
+}
+
+/**
+ * The direct endpoint as others can reach it: a node listening on every address (`0.0.0.0`, `::`)
+ * is reached at the address its NATS server sees it come from.
+ *
+ * @param direct The node's own URL (`http://0.0.0.0:7070`).
+ * @param seenAs The node's address as its NATS server sees it (`client_ip`).
+ * @returns The URL to announce.
+ *
+ * @example
+ * ```ts
+ * import { reachableDirect } from "./serve.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(reachableDirect("http://0.0.0.0:7070", "10.0.0.5"), "http://10.0.0.5:7070");
+ * strictEqual(reachableDirect("http://[::]:7070", "fd00::5"), "http://[fd00::5]:7070");
+ * strictEqual(reachableDirect("http://10.0.0.7:7070", "10.0.0.5"), "http://10.0.0.7:7070");
+ * ```
+ */
+export function reachableDirect(direct: string, seenAs: string | undefined): string {
+  let url: URL;
+  try {
+    url = new URL(direct);
+  } catch {
+    return direct;
+  }
+  if ((url.hostname !== "0.0.0.0" && url.hostname !== "[::]") || !seenAs) return direct;
+  url.hostname = seenAs.includes(":") ? `[${seenAs}]` : seenAs;
+  return url.toString().replace(/\/$/, "");
 }
 
 /** The most client connections (inboxes) a node remembers; past it the oldest is forgotten. */
@@ -110,8 +150,23 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     return peer;
   };
 
+  const direct = options.direct === undefined ? undefined : reachableDirect(options.direct, nc.info?.client_ip);
+  const parking = options.parking;
   const reply = (msg: Msg, body: Uint8Array, hdrs?: MsgHdrs): void => {
     const max = nc.info?.max_payload;
+    if (
+      max !== undefined && body.byteLength + 256 > max && body.byteLength <= maxFrameBytes &&
+      direct !== undefined && parking !== undefined
+    ) {
+      // too large for NATS: the caller fetches it over the direct link
+      const id = parking.park(body);
+      if (id !== undefined) {
+        const parked = natsHeaders();
+        parked.set(H_PARKED, id);
+        body = new Uint8Array(0);
+        hdrs = parked;
+      }
+    }
     if (body.byteLength > maxFrameBytes || (max !== undefined && body.byteLength + 256 > max)) {
       const e = body.byteLength > maxFrameBytes
         ? new TransportError(
@@ -147,6 +202,9 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
         peers.get(bye)?.abort.abort(new TransportError("closed", "The caller closed its connection", endpoint));
         peers.delete(bye);
         return;
+      }
+      if (h.has(H_DIRECT) && msg.reply) {
+        return reply(msg, new TextEncoder().encode(direct ?? ""));
       }
       if (h.has(H_AUDIT) && msg.reply) {
         let asked: unknown;
@@ -225,6 +283,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
   return {
     endpoint,
     name: options.name,
+    direct,
     lease,
     serveQueue(subject: string, broadcast: string): () => void {
       for (const s of [subject, broadcast]) {

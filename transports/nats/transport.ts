@@ -36,7 +36,9 @@ import {
   type Transport,
   type TransportConnection,
 } from "../transport.ts";
-import { H_AUDIT, H_AUTH, H_BYE, H_ERROR, H_NOTIFY, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import { H_AUDIT, H_AUTH, H_BYE, H_DIRECT, H_ERROR, H_NOTIFY, H_PARKED, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import { fetchFrame } from "./parking.ts";
+import { webSocketTransport } from "../websocket.ts";
 import { type NatsEndpoint, parseNatsEndpoint } from "./endpoint.ts";
 import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 
@@ -119,6 +121,8 @@ class NatsTransportConnection implements TransportConnection {
   readonly #plainHeaders: MsgHdrs | undefined;
   /** The inbox's subscription (the NATS client is shared: it outlives this connection). */
   readonly #replies: Subscription;
+  /** The node's direct link, for frames too large for NATS (asked of the node on first need). */
+  #directConn: Promise<TransportConnection | undefined> | undefined;
   #nextId = 0;
   #closed = false;
   /** True once the node answered anything: "no responders" afterwards means it went away. */
@@ -150,8 +154,10 @@ class NatsTransportConnection implements TransportConnection {
 
   request(frame: Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
     if (this.#closed) return Promise.reject(closedError(this.#shown));
-    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.#shown) ?? this.#overPayload(frame.byteLength);
+    const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.#shown);
     if (tooLarge) return Promise.reject(tooLarge);
+    const overPayload = this.#overPayload(frame.byteLength);
+    if (overPayload) return this.#viaDirect(frame, options, overPayload);
     let hdrs = this.#plainHeaders;
     if (options?.timeoutMs !== undefined) {
       hdrs = natsHeaders();
@@ -178,6 +184,44 @@ class NatsTransportConnection implements TransportConnection {
         this.#audit = backgroundInterval(() => this.#runAudit(), AUDIT_EVERY_MS);
       }
     });
+  }
+
+  /** The node's direct link (`undefined`: it has none), asked for once and kept while it works. */
+  #direct(): Promise<TransportConnection | undefined> {
+    if (this.#directConn === undefined) {
+      const hdrs = natsHeaders();
+      hdrs.set(H_DIRECT, "1");
+      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+      const p = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true).then(async (body) => {
+        const url = new TextDecoder().decode(body);
+        if (url === "") return undefined;
+        const conn = await webSocketTransport.connect(url, { token: this.#token, maxFrameBytes: this.#maxFrameBytes });
+        conn.onClose(() => {
+          if (this.#directConn === p) this.#directConn = undefined;
+        });
+        return conn;
+      });
+      p.catch(() => {
+        if (this.#directConn === p) this.#directConn = undefined;
+      });
+      this.#directConn = p;
+    }
+    return this.#directConn;
+  }
+
+  /** A request NATS cannot carry goes over the node's direct link, or fails with `tooLarge`. */
+  async #viaDirect(frame: Uint8Array, options: RequestOptions | undefined, tooLarge: TransportError) {
+    const direct = await this.#direct().catch(() => undefined);
+    if (direct === undefined) throw tooLarge;
+    return await direct.request(frame, options);
+  }
+
+  #noDirect(what: string): TransportError {
+    return new TransportError(
+      "too-large",
+      `A ${what} from ${this.#shown} was too large for NATS and the node's direct link cannot be reached`,
+      this.#shown,
+    );
   }
 
   #overPayload(bytes: number): TransportError | undefined {
@@ -219,6 +263,15 @@ class NatsTransportConnection implements TransportConnection {
     const body = plainBytes(msg.data);
     if (h === undefined) return p.resolve(body);
     if (h.has(H_AUTH)) return p.reject(authRefused(this.#shown, this.#token !== undefined));
+    const parked = h.get(H_PARKED);
+    if (parked) {
+      // too large for NATS: the reply waits on the node, fetched over its direct link
+      this.#direct().then((direct) => {
+        if (direct === undefined) throw this.#noDirect("reply");
+        return direct.request(fetchFrame(parked));
+      }).then(p.resolve, p.reject);
+      return;
+    }
     if (h.has(H_ERROR)) return p.reject(decodeError(body));
     p.resolve(body);
   }
@@ -358,6 +411,9 @@ class NatsTransportConnection implements TransportConnection {
     }
     this.#fail(closedError(this.#shown), true);
     this.#replies.unsubscribe();
+    const direct = this.#directConn;
+    this.#directConn = undefined;
+    await direct?.then((c) => c?.close(), () => {});
     await this.#lease.release();
   }
 

@@ -74,6 +74,38 @@ describe("nats transport", { skip: missing }, () => {
     }
   });
 
+  test("natsTransport sends frames and fetches replies too large for NATS over the node's direct link", async () => {
+    const { serveFrames } = await import("../../adapters/serve.ts");
+    const { ReplyParking } = await import("./parking.ts");
+    const parking = new ReplyParking();
+    const seen: number[] = [];
+    // echoes the frame; a 1-byte frame [n] asks for a reply of n MiB
+    const handler = (f: Uint8Array) => {
+      seen.push(f.byteLength);
+      return f.byteLength === 1 ? new Uint8Array(f[0] * 1024 * 1024).fill(f[0]) : f;
+    };
+    const token = "direct-token";
+    const direct = await serveFrames(parking.wrap(handler), { port: 0, token });
+    const node = await serveNats(handler, { nats: small.url, name: "withdirect", token, direct: direct.url, parking });
+    const conn = await natsTransport.connect(node.endpoint, { token });
+    try {
+      const big = new Uint8Array(3 * 1024 * 1024).fill(5);
+      const back = await conn.request(big);
+      strictEqual(back.byteLength, big.byteLength);
+      strictEqual(back[back.length - 1], 5);
+      const reply = await conn.request(new Uint8Array([2]));
+      strictEqual(reply.byteLength, 2 * 1024 * 1024);
+      strictEqual(reply[0], 2);
+      strictEqual(parking.bytes, 0, "a fetched reply is not kept");
+      strictEqual((await conn.request(new Uint8Array([0])))[0], undefined, "small replies stay on NATS");
+      deepStrictEqual(seen, [3 * 1024 * 1024, 1, 1]);
+    } finally {
+      await conn.close();
+      await node.close();
+      await direct.close();
+    }
+  });
+
   test("natsTransport: 'no responders' after the node went away fails every waiting request", async () => {
     // never reached: "unreachable", naming the endpoint
     const nobody = await natsTransport.connect(`${small.url}/nobody`);
