@@ -9,6 +9,12 @@ import { eventually, rejection } from "../core/_test_utils.ts";
 import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
 
+/** Registered here only: no node has it, so it runs in this process. */
+const dpHereOnly = ta.op({ name: "dpHereOnly", remote: true }, (a: Float32Array) => {
+  if (!(a instanceof Float32Array)) throw new TypeError(`expected a Float32Array, got ${String(a)}`);
+  return a.length;
+});
+
 const APP = fileURLToPath(new URL("./_test_data_plane_app.ts", import.meta.url));
 const T = { timeout: 240_000 };
 const N = 256 * 1024; // 1 MiB of float32: it stays on the node that made it
@@ -74,3 +80,13 @@ test(
     });
   },
 );
+
+test("a remote-capable op that no node registered runs here and gets a result kept on a node fetched", T, async () => {
+  await twoNodes(async (_a, mesh) => {
+    await mesh.run(async () => {
+      const made = dpLostMake.go(N);
+      assert.ok(await eventually(() => made.status === "completed", 60_000), "the op did not finish on A");
+      assert.equal(await dpHereOnly.go(made), N);
+    });
+  });
+});

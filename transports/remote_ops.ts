@@ -13,6 +13,8 @@ import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
 import { RemoteObject } from "./remote_object.ts";
+import { materializeArgs } from "../core/lazy_value.ts";
+import { Task } from "../core/task.ts";
 import type { Span } from "@opentelemetry/api";
 import { meshLink, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
@@ -67,7 +69,9 @@ export function remoteOpBody(
       // no node registered the op: it runs here, as a plain op would
       noteOpPlacement(name, undefined);
       span?.setAttribute("thinkagain.executor", "local");
-      return registeredOps().get(name)!.fn(...a);
+      // results kept on nodes among its arguments are fetched first, as for any body run here
+      const here = localArgs(a);
+      return registeredOps().get(name)!.fn(...(here instanceof Promise ? await here : here));
     }
     // a node holding results it is given takes the call (they need not travel)
     // among NATS nodes on the same servers, NATS hands the call to one member of the op's queue group
@@ -76,6 +80,18 @@ export function remoteOpBody(
     return sendOp(mesh, name, link, a, hook, trace, span, body);
   };
   return Object.assign(body, { [ABORTABLE]: true });
+}
+
+/** `args` with every result among them here: refs let through awaited, kept objects fetched. */
+function localArgs(args: unknown[]): unknown[] | Promise<unknown[]> {
+  if (!args.some((v) => v instanceof Task)) {
+    const fetching = materializeArgs(args);
+    return fetching === undefined ? args : fetching.then(() => args);
+  }
+  return Promise.all(args).then(async (out) => {
+    await materializeArgs(out);
+    return out;
+  });
 }
 
 function holdsArgument(args: unknown[], link: NodeLink): boolean {
