@@ -16,6 +16,27 @@ import { isTracingEnabled } from "../core/tracing/mod.ts";
 
 const { PENDING, RUNNING } = State;
 
+/**
+ * When the node last read a frame (`performance.now()`), kept by the node for its dispatchers: calls
+ * whose bodies only await promises run back to back in microtasks, and a dispatcher that has passed
+ * calls on for {@linkcode SLICE_MS} while no frame was read gives the event loop a turn (a 0 ms
+ * timer), so the node reads its sockets and other callers' calls join the turns.
+ *
+ * @example
+ * ```ts
+ * import type { ReadClock } from "./fair_dispatch.ts";
+ * const clock: ReadClock = { lastRead: performance.now() };
+ * if (clock.lastRead <= 0) throw new Error("unexpected");
+ * ```
+ */
+export interface ReadClock {
+  /** `performance.now()` when the last frame was read. */
+  lastRead: number;
+}
+
+/** How long calls may pass on with no frame read before the event loop gets a turn, ms. */
+const SLICE_MS = 2;
+
 /** One caller's calls not yet passed to the instance, in the order sent. */
 interface CallerQueue {
   readonly key: string;
@@ -65,12 +86,20 @@ export class FairDispatch {
   private readonly traces = new WeakMap<Task<unknown>, OtelContext>();
   private pumping = false;
   private pumpAgain = false;
+  /** When calls began passing with no frame read (-1: the queue emptied, or the loop had a turn). */
+  private sliceStart = -1;
+  /** True while waiting for the event loop's turn. */
+  private yielding = false;
+  private readonly clock: ReadClock | undefined;
 
   /**
    * @param replica The instance's replica (its mailbox keeps order and `maxConcurrency`).
    * @param limit Calls passed to it at once (its `maxConcurrency`).
+   * @param clock When its node last read a frame (see {@linkcode ReadClock}); without one, calls
+   * pass on with no break.
    */
-  constructor(replica: Replica, limit: number) {
+  constructor(replica: Replica, limit: number, clock?: ReadClock) {
+    this.clock = clock;
     if (!Number.isSafeInteger(limit) || limit < 1) {
       throw new RangeError(`FairDispatch limit must be an integer ≥ 1, got ${String(limit)}`);
     }
@@ -128,15 +157,36 @@ export class FairDispatch {
     try {
       do {
         this.pumpAgain = false;
-        while (this.inFlight < this.limit) {
+        while (this.inFlight < this.limit && !this.yielding) {
           const task = this.nextTask();
-          if (task === undefined) break;
+          if (task === undefined) {
+            this.sliceStart = -1;
+            break;
+          }
           this.start(task);
+          if (this.clock !== undefined && this.sliceSpent(this.clock)) break;
         }
       } while (this.pumpAgain);
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Whether calls passed on for a whole slice with no frame read: then the loop gets a turn first. */
+  private sliceSpent(clock: ReadClock): boolean {
+    const now = performance.now();
+    if (this.sliceStart < 0 || clock.lastRead > this.sliceStart) {
+      this.sliceStart = now;
+      return false;
+    }
+    if (now - this.sliceStart < SLICE_MS) return false;
+    this.yielding = true;
+    setTimeout(() => {
+      this.yielding = false;
+      this.sliceStart = -1;
+      this.pump();
+    }, 0);
+    return true;
   }
 
   /** The next caller's oldest waiting call (cancelled ones are dropped on the way). */

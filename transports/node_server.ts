@@ -159,6 +159,8 @@ export class NodeServer {
   >();
   /** The resident instances (the node's own, started by {@linkcode NodeServer.startResident}), as the welcome lists them. */
   private readonly residents: { service: string; id: string; replica: number; gpus: number[] }[] = [];
+  /** When this node last read a frame: its resident instances' dispatch yields to reads. */
+  private readonly readClock = { lastRead: 0 };
   /** Resident instances being constructed now (`GET /healthz` says "loading"). */
   private loading = 0;
   private readonly leaseMs: number;
@@ -321,6 +323,7 @@ export class NodeServer {
 
   /** Answers one frame. */
   private async handle(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
+    this.readClock.lastRead = performance.now();
     const msg = decodeDriverMessage(frame);
     if (peer?.oneWay && msg.t !== "cancel" && msg.t !== "free") {
       // nobody waits for a one-way frame's answer, so nothing would hold its work to a bound
@@ -545,7 +548,7 @@ export class NodeServer {
           replica: local,
           gpus: devices,
           request,
-          fair: new FairDispatch(local, def.maxConcurrency),
+          fair: new FairDispatch(local, def.maxConcurrency, this.readClock),
         });
         made.push(id);
         const ready = local.value?.ready as PromiseLike<unknown> | undefined;

@@ -303,3 +303,28 @@ test("A resident instance keeps its order and maxConcurrency for calls from seve
     }
   });
 });
+
+test("FairDispatch gives the event loop a turn when calls that only await promises pass on with no frame read", async () => {
+  const started: string[] = [];
+  const def = defineService(
+    { name: `FairTestMicro${++seq}` },
+    class {
+      async work(tag: string) {
+        started.push(tag);
+        await Promise.resolve();
+      }
+    },
+  );
+  // a node that reads nothing meanwhile: its clock stays where it is
+  const fair = new FairDispatch(new LocalReplica(def, [], undefined, 0, "n1", []), 1, { lastRead: 0 });
+  // b's call arrives from the event loop (a timer), as a call read from another socket does
+  const b = new Promise<ReturnType<FairDispatch["call"]>>((resolve) =>
+    setTimeout(() => resolve(fair.call("b", "work", ["b"], undefined)), 0)
+  );
+  const a = Array.from({ length: 20_000 }, (_, i) => fair.call("a", "work", [`a${i}`], undefined));
+  await (await b);
+  await Promise.all(a);
+  const at = started.indexOf("b");
+  // run back to back in microtasks, a's 20,000 calls would all run before the timer could fire
+  assert.ok(at < 20_000, `b's call started among a's flood (#${at}), not after all of it`);
+});
