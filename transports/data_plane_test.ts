@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { NodeServer, type NodeServerOptions } from "./node_server.ts";
-import { serveInMemory } from "./in_memory.ts";
-import { decodeDriverMessage } from "./protocol.ts";
+import { inMemoryTransport, serveInMemory } from "./in_memory.ts";
+import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { FrameHandler } from "./transport.ts";
 
 const T = { timeout: 300_000 };
@@ -254,3 +254,46 @@ test("data plane: 1,000 results of 1 MiB created and dropped leave the node's st
     assert.ok(garbage !== undefined);
   });
 });
+
+test(
+  "data plane: a driver that stops pinging loses its objects with its lease; one that pings keeps them",
+  T,
+  async () => {
+    const t = traffic();
+    await withNode("lease", { leaseMs: 300 }, t, undefined, async (node, endpoint) => {
+      const conn = await inMemoryTransport.connect(endpoint);
+      try {
+        const keep = async (owner: string) => {
+          const call = { t: "call", cid: `c-${owner}`, op: "dpBig", args: [10], keepAbove: 0, owner };
+          const r = decodeReply<ResultMessage>(await conn.request(encodeMessage(call)), "result");
+          assert.ok(r.ok && r.object !== undefined, "the result was not kept");
+          return r.object.oid;
+        };
+        const gone = await keep("gone");
+        const alive = await keep("alive");
+        const fetch = async (oid: string) =>
+          decodeReply<ResultMessage>(await conn.request(encodeMessage({ t: "fetch", oid })), "result");
+        assert.equal(node.objectStats().objects, 2);
+        // "alive" keeps pinging; "gone" is silent: its object goes when its lease expires
+        let pinging = true;
+        const pings = (async () => {
+          while (pinging) {
+            await conn.request(encodeMessage({ t: "ping", owner: "alive" }));
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        })();
+        const freed = await eventually(() => node.objectStats().objects === 1, 30_000);
+        try {
+          assert.ok(freed, `the silent driver's object is still there (${node.objectStats().objects} objects)`);
+          assert.ok((await fetch(alive)).ok, "the pinging driver's object went too");
+          await assert.rejects(fetch(gone), /Unknown object/);
+        } finally {
+          pinging = false;
+          await pings;
+        }
+      } finally {
+        await conn.close();
+      }
+    });
+  },
+);
