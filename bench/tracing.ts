@@ -99,6 +99,7 @@ if (sink !== undefined) {
 /** The processors' queue: large enough that nothing is dropped (the run reports if anything was). */
 const QUEUE = 1 << 19;
 const provider = new BasicTracerProvider({
+  forceFlushTimeoutMillis: 600_000, // a loaded machine sends a large queue slowly: wait for it
   spanProcessors: [
     // every span is delivered: the queue holds whatever the exporter has not sent yet (it lags on a
     // busy machine), and what the processor still drops is counted and reported
@@ -111,6 +112,7 @@ const provider = new BasicTracerProvider({
 });
 // production-style head sampling: 1% of traces recorded, the rest non-recording but propagated
 const sampledProvider = new BasicTracerProvider({
+  forceFlushTimeoutMillis: 600_000,
   sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.01) }),
   spanProcessors: [
     new BatchSpanProcessor(
