@@ -14,7 +14,20 @@ function outstandingOf(r: Replica): number {
   return r.outstanding;
 }
 
-/** Whether a replica's instance exists (see {@linkcode Replica.state}). */
+/**
+ * Whether a replica's instance exists (see {@linkcode Replica.state}); `mesh.stats()` reports it
+ * per instance.
+ *
+ * @example
+ * ```ts
+ * import { Mesh, MeshNode } from "./mesh.ts";
+ * import { service } from "./service.ts";
+ * const Broken = service(class DeploymentDocBroken { constructor() { throw new Error("no model"); } hi() { return 1; } });
+ * await using mesh = new Mesh([new MeshNode("n1")]);
+ * await mesh.run(() => Broken.init().hi.go()).catch(() => {});
+ * if (mesh.stats().instances[0].state !== "failed") throw new Error("a failed instance says so");
+ * ```
+ */
 export type ReplicaState = "creating" | "ready" | "failed";
 
 /** Where one replica runs and how calls reach it. */

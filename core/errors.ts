@@ -56,6 +56,13 @@ export abstract class ThinkagainError extends ErrorBase {
 /**
  * What an error with an `op` field is about: an op (`"op"`) or a service method (`"method"`, named
  * `Service.method`). Messages call the first an "Op" and the second a "Call".
+ *
+ * @example
+ * ```ts
+ * import { OpExecutionError } from "./errors.ts";
+ * const e = new OpExecutionError({ name: "Parser.parse", kind: "method" }, new TypeError("bad"));
+ * if (e.kind !== "method" || !e.message.startsWith('Call "Parser.parse" failed')) throw new Error(e.message);
+ * ```
  */
 export type CallKind = "op" | "method";
 
