@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { collectUntil, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, eventually, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
 
 test("op runs the README example and returns 18", async () => {
   const addOne = ta.op(async function addOne(x: number) {
@@ -56,13 +56,18 @@ test("a shared ancestor runs once for all its dependents", async () => {
 
 test("independent ops run concurrently: the second starts before the first finishes", async () => {
   const events: string[] = [];
+  const release = gate();
   const slow = ta.op(async function slow(name: string) {
     events.push(`start ${name}`);
-    await sleep(50);
+    await release.promise;
     events.push(`end ${name}`);
     return name;
   });
-  assert.deepEqual(await Promise.all([slow.go("a"), slow.go("b")]), ["a", "b"]);
+  const refs = [slow.go("a"), slow.go("b")];
+  // both bodies are inside at once (neither can end before the gate opens)
+  assert.ok(await eventually(() => events.length === 2), `only ${events.join(", ")} before the gate`);
+  release.open();
+  assert.deepEqual(await Promise.all(refs), ["a", "b"]);
   assert.deepEqual(events.slice(0, 2), ["start a", "start b"]);
 });
 
@@ -207,7 +212,9 @@ test("cancel of a pending ref rejects it and its dependents with CancelledError;
 
 test("cancel of a running ref rejects it and its dependents at once", async () => {
   const g = gate();
+  const started = gate();
   const long = ta.op(async function long() {
+    started.open();
     await g.promise;
     return "late";
   });
@@ -216,7 +223,7 @@ test("cancel of a running ref rejects it and its dependents at once", async () =
   });
   const a = long.go();
   const b = next.go(a);
-  await sleep(1);
+  await started.promise;
   assert.equal(a.status, "running");
   a.cancel();
   assert.ok((await rejection(a)) instanceof ta.CancelledError);
@@ -227,16 +234,22 @@ test("cancel of a running ref rejects it and its dependents at once", async () =
 });
 
 test("cancel of a running op with a deadline policy (an Effect fiber) rejects with CancelledError, not TimeoutError", async () => {
-  const slow = ta.op({ name: "slowPolicy", timeoutMs: 300 }, async () => {
-    await sleep(400);
+  const started = gate();
+  const late = gate();
+  const slow = ta.op({ name: "slowPolicy", timeoutMs: 30 }, async () => {
+    started.open();
+    await late.promise;
     return "late";
   });
   const ref = slow.go();
-  await sleep(1);
+  await started.promise;
   assert.equal(ref.status, "running");
   ref.cancel();
   assert.ok((await rejection(ref)) instanceof ta.CancelledError);
-  await sleep(450);
+  // the deadline's timer was set before this one, so it has fired when this ends; then the late result
+  await sleep(60);
+  late.open();
+  await sleep(1);
   assert.equal(ref.status, "cancelled", "neither the deadline nor the late result overrides the cancel");
   assert.ok(ref.error instanceof ta.CancelledError);
 });
@@ -283,10 +296,12 @@ test("retries re-run a failing op; timeoutMs fails a slow one with TimeoutError"
   });
   const e = await rejection(always.go());
   assert.ok(e instanceof ta.OpExecutionError);
+  const never = gate();
   const slow = ta.op({ name: "slow", timeoutMs: 20 }, async () => {
-    await sleep(1_000);
+    await never.promise; // ends only after the deadline answered
   });
   const t = await rejection(slow.go());
+  never.open();
   assert.ok(t instanceof ta.TimeoutError);
   assert.equal(t.timeoutMs, 20);
   assert.equal(t.op, "slow");

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { runArgs, thisRuntime } from "../adapters/_test_nodes.ts";
-import { collectUntil, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
+import { collectUntil, eventually, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
@@ -71,19 +71,23 @@ test("calls to one instance start in submission order even when an earlier one w
 
 test("maxConcurrency lets one instance run several calls at once", async () => {
   let running = 0, peak = 0;
+  const release = gate();
   const Pool = ta.service(
     { maxConcurrency: 3 },
     class Pool {
       async work() {
         running++;
         peak = Math.max(peak, running);
-        await sleep(5);
+        await release.promise;
         running--;
       }
     },
   );
   const p = Pool.init();
-  await Promise.all(Array.from({ length: 9 }, () => p.work.go()));
+  const refs = Array.from({ length: 9 }, () => p.work.go());
+  assert.ok(await eventually(() => running === 3), `${running} calls running at once, not 3`);
+  release.open();
+  await Promise.all(refs);
   assert.equal(peak, 3);
 });
 
@@ -269,20 +273,21 @@ test("100,000 synchronous calls queued on one instance all run, in order, withou
 
 test("mesh.close rejects the queued calls of every instance before any of them starts", async () => {
   const started: string[] = [];
+  const release: Record<string, ReturnType<typeof gate<void>>> = { a: gate(), b1: gate(), b2: gate() };
   const Slow = ta.service(
     class SlowA {
-      async run(tag: string, ms: number) {
+      async run(tag: string) {
         started.push(tag);
-        await sleep(ms);
+        await release[tag].promise;
         return tag;
       }
     },
   );
   const Other = ta.service(
     class SlowB {
-      async run(tag: string, ms: number) {
+      async run(tag: string) {
         started.push(tag);
-        await sleep(ms);
+        await release[tag].promise;
         return tag;
       }
     },
@@ -290,12 +295,17 @@ test("mesh.close rejects the queued calls of every instance before any of them s
   const mesh = new ta.Mesh([new ta.MeshNode("n")]);
   const [a, b1, b2] = await mesh.run(() => {
     const b = Other.init(), a = Slow.init(); // closed in reverse: SlowA's instance first
-    return [a.run.go("a", 40), b.run.go("b1", 10), b.run.go("b2", 0)];
+    return [a.run.go("a"), b.run.go("b1"), b.run.go("b2")];
   });
-  await sleep(1);
-  await mesh.close();
-  assert.equal(await a, "a");
+  assert.ok(await eventually(() => started.length === 2), `started: ${started}`);
+  const closed = mesh.close();
+  // SlowB's running call ends while SlowA's instance is still closing; b2 must not start then
+  release.b1.open();
   assert.equal(await b1, "b1");
+  release.b2.open();
+  release.a.open();
+  await closed;
+  assert.equal(await a, "a");
   const e = await rejection(b2);
   assert.ok(e instanceof ta.CancelledError, `queued call rejected, got ${e}`);
   assert.deepEqual(
@@ -356,7 +366,7 @@ test("a call that timed out or was cancelled keeps its slot while its body finis
   most = 0;
   const cancelled = r.work.go(40);
   const after = r.work.go(5);
-  await sleep(5);
+  assert.ok(await eventually(() => inside === 1), "the first call's body started");
   assert.equal(cancelled.cancel(), true);
   assert.equal(await after, 5);
   assert.equal(most, 1);
