@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect, Fiber } from "effect";
 import * as ta from "../mod.ts";
-import { sleep } from "./_test_utils.ts";
+import { eventually, gate, sleep } from "./_test_utils.ts";
 
 test("layerMesh provides a mesh to goEffect and closes it with the layer", async () => {
   const closed: string[] = [];
@@ -37,14 +37,16 @@ test("goEffect fails with the typed error, catchable by tag", async () => {
 
 test("interrupting a goEffect cancels the submitted call", async () => {
   let ref: ta.ObjectRef<unknown> | undefined;
+  const release = gate();
   const hang = ta.op(async function hang() {
-    await sleep(200);
+    await release.promise;
   });
   const spy = { go: (...a: []) => (ref = hang.go(...a)) };
   const fiber = Effect.runFork(ta.goEffect(spy));
-  await sleep(5);
+  assert.ok(await eventually(() => ref?.status === "running"), "the call was submitted and started");
   await Effect.runPromise(Fiber.interrupt(fiber));
   assert.equal(ref?.status, "cancelled");
+  release.open();
 });
 
 test("ref.effect of a 10,000-long chain of Effect waits does not overflow", async () => {

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { collectUntil, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, eventually, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
 
 const Generator = ta.service(
   { gpus: 4 },
@@ -111,10 +111,13 @@ test("nested .go() inside ops and service methods uses the mesh of mesh.run", as
 
 test("mesh.close disposes instances and cancels calls that had not started", async () => {
   const disposed: string[] = [];
+  let starts = 0;
+  const release = gate();
   const A = ta.service(
     class A {
       async slow() {
-        await sleep(20);
+        starts++;
+        await release.promise;
         return "done";
       }
       async [Symbol.asyncDispose]() {
@@ -137,10 +140,13 @@ test("mesh.close disposes instances and cancels calls that had not started", asy
     const a = A.init();
     B.init();
     const r = a.slow.go();
-    await sleep(1);
+    assert.ok(await eventually(() => starts === 1), "the first call started");
     return [r, a.slow.go()];
   });
-  await mesh.close();
+  const closed = mesh.close();
+  release.open();
+  await closed;
+  assert.equal(starts, 1, "the queued call never started");
   assert.equal(await running, "done", "a running call finishes before disposal");
   assert.ok((await rejection(queued)) instanceof ta.CancelledError);
   assert.deepEqual(disposed.sort(), ["A", "B"]);
@@ -151,14 +157,18 @@ test("mesh.close disposes instances and cancels calls that had not started", asy
 
 test("mesh maxConcurrentOps bounds the ops running at once", async () => {
   let running = 0, peak = 0;
+  const release = gate();
   const work = ta.op(async function work() {
     running++;
     peak = Math.max(peak, running);
-    await sleep(2);
+    await release.promise;
     running--;
   });
   await using mesh = new ta.Mesh([new ta.MeshNode("n")], { maxConcurrentOps: 3 });
-  await mesh.run(() => Promise.all(Array.from({ length: 12 }, () => work.go())));
+  const all = mesh.run(() => Promise.all(Array.from({ length: 12 }, () => work.go())));
+  assert.ok(await eventually(() => running === 3), `${running} ops running at once, not 3`);
+  release.open();
+  await all;
   assert.equal(peak, 3);
 });
 

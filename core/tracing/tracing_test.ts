@@ -23,7 +23,7 @@ import {
   withExtractedContext,
 } from "./mod.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "../_test_otlp_receiver.ts";
-import { sleep } from "../_test_utils.ts";
+import { eventually, sleep } from "../_test_utils.ts";
 
 let receiver: OtlpReceiver;
 let provider: BasicTracerProvider;
@@ -442,8 +442,10 @@ test("maxOverhead: with the budget spent, a traced request still gets every span
     });
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
+    let atGate = false;
     const request = ta.op(async function gateRequest() {
       const first = await tiny.go(1);
+      atGate = true;
       await gate; // meanwhile a flood of roots spends the budget
       const second = await tiny.go(2);
       const rest = await ta.all([tiny.go(3), tiny.go(4)]);
@@ -451,7 +453,7 @@ test("maxOverhead: with the budget spent, a traced request still gets every span
     });
     ta.enableTracing({ tracerProvider: _local, maxOverhead: 0.1 });
     const req = request.go();
-    await sleep(5);
+    assert.ok(await eventually(() => atGate), "the request is waiting at its gate");
     // the flood is submitted in the same turn the request resumes in, before any top-up can come
     open();
     const flood = ta.all(Array.from({ length: 20_000 }, (_, i) => tiny.go(i)));
