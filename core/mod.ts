@@ -14,6 +14,7 @@
 export * from "./errors.ts";
 export { all, detach, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
+export { asCompleted, type CompletedRef, wait, type WaitOptions, type WaitResult } from "./wait.ts";
 export { Stream, type StreamOptions } from "./stream.ts";
 export {
   type MethodNames,
