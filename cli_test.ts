@@ -192,7 +192,8 @@ test(
         const s = Solo.init();
         await s.echo.go(0);
         const refs = Array.from({ length: 1000 }, (_, i) => s.work.go(5_000, i));
-        await sleep(100);
+        // every call is in flight on the node when it dies (not yet sent would be another story)
+        assert.ok(await eventually(async () => (await pong(n2.url)).activeCalls === 1000), "1000 calls on n2");
         n2.kill("SIGKILL");
         return await Promise.allSettled(refs);
       });
@@ -229,7 +230,7 @@ test(
       await s.echo.go(0);
       return [s.work.go(400, 42), s] as const;
     });
-    await sleep(50);
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 1), "the call reached the node");
     n.kill("SIGTERM");
     assert.equal(await slow, 42, "the in-flight call finished");
     assert.equal(await n.cleanExit(), 0);
@@ -404,7 +405,7 @@ test(
         const s = Solo.init();
         await s.echo.go(0);
         const refs = Array.from({ length: 200 }, (_, i) => s.work.go(5_000, i));
-        await sleep(100);
+        assert.ok(await eventually(async () => (await pong(n2.url)).activeCalls === 200), "200 calls on n2");
         n2.kill("SIGKILL");
         return await Promise.allSettled(refs);
       });
@@ -422,7 +423,7 @@ test(
 );
 
 test("a driver killed with SIGKILL: the node destroys its instances once its lease runs out", T, async () => {
-  const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--lease-ms", "300"]);
+  const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--lease-ms", "1000"]);
   const { spawn } = await import("node:child_process");
   const { runArgs } = await import("./adapters/_test_nodes.ts");
   const [bin, argv] = runArgs(
@@ -436,12 +437,14 @@ test("a driver killed with SIGKILL: the node destroys its instances once its lea
     driver.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
     assert.ok(await eventually(() => out.includes("driver ready"), 30_000), "the driver created its instances");
     assert.equal((await pong(node.url)).instances, 2);
-    await sleep(1_000); // over three leases: the live driver's keepalives hold its instances
+    // over two leases: the live driver's keepalives (every third of one) hold its instances; a lease of
+    // 1 s, so that a driver starved for a moment on a busy machine is not taken for a dead one
+    await sleep(2_500);
     assert.equal((await pong(node.url)).instances, 2);
     driver.kill("SIGKILL");
     assert.ok(await eventually(async () => (await pong(node.url)).instances === 0, 10_000), "gone with their driver");
     assert.equal((await pong(node.url)).expiredInstances, 2);
-    assert.match(node.output(), /a driver sent no keepalive for 300 ms; destroyed its 2 instances \(Solo\)/);
+    assert.match(node.output(), /a driver sent no keepalive for 1000 ms; destroyed its 2 instances \(Solo\)/);
   } finally {
     driver.kill("SIGKILL");
     node.kill("SIGKILL");
