@@ -71,6 +71,20 @@ export class Limiter {
     this.head = 0;
   }
 
+  /**
+   * For `explain()`: how many pending tasks wait ahead of `task` here, or -1 when it waits for no
+   * slot of this limiter. A scan, done only when asked.
+   */
+  positionOf(task: Task<unknown>): number {
+    let ahead = 0;
+    for (let i = this.head; i < this.waiting.length; i++) {
+      const t = this.waiting[i];
+      if (t === task) return ahead;
+      if (t !== undefined && t._state === PENDING) ahead++;
+    }
+    return -1;
+  }
+
   private handOn(): void {
     while (this.head < this.waiting.length && this.running < this.max) {
       const task = this.waiting[this.head];

@@ -13,6 +13,7 @@ import { CancelledError, OpExecutionError } from "./errors.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import type { ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
+import type { SlotWait } from "./explain.ts";
 
 const { PENDING, FAILED } = State;
 
@@ -158,6 +159,28 @@ export abstract class MailboxReplica implements Replica {
     this.pump();
   }
 
+  /**
+   * For `explain()`: what a queued call waits for here: the calls running (all of them, at most
+   * `limit`) and the pending calls queued ahead of it (the first few ids, and how many).
+   */
+  slotWait(task: Task<unknown>): SlotWait | undefined {
+    const ahead: string[] = [];
+    let aheadCount = 0;
+    const q = this.queue;
+    for (let i = this.head; i < q.length; i++) {
+      const t = q[i];
+      if (t === task) {
+        const running: string[] = [];
+        for (const a of this.active) running.push(a.id);
+        return { kind: "mailbox", limit: this.limit, running: this.running, runningIds: running, ahead, aheadCount };
+      }
+      if (t === undefined || t._state !== PENDING) continue;
+      if (ahead.length < AHEAD_SHOWN) ahead.push(t.id);
+      aheadCount++;
+    }
+    return undefined;
+  }
+
   /** A queued call failed or was cancelled before it started. */
   dropped(): void {
     this.outstanding--;
@@ -216,6 +239,9 @@ function selfCallError(replica: MailboxReplica, method: string): OpExecutionErro
   );
 }
 
+/** How many of the calls queued ahead of one `explain()` names. */
+const AHEAD_SHOWN = 10;
+
 class MethodTarget implements TaskTarget {
   readonly kind = "method" as const;
   leafRuns = 0;
@@ -239,5 +265,8 @@ class MethodTarget implements TaskTarget {
   }
   dropped(): void {
     this.replica.dropped();
+  }
+  slotWait(task: Task<unknown>): SlotWait | undefined {
+    return this.replica.slotWait(task);
   }
 }

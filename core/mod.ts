@@ -12,7 +12,8 @@
  * @module
  */
 export * from "./errors.ts";
-export { all, detach, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
+export { all, detach, explain, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
+export { type Explanation, formatExplanation, type NodeHealth, type SlotWait } from "./explain.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export { asCompleted, type CompletedRef, wait, type WaitOptions, type WaitResult } from "./wait.ts";
 export { Stream, type StreamOptions } from "./stream.ts";

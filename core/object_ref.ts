@@ -11,6 +11,7 @@ import type { TaskError } from "./errors.ts";
 import type { TaskInfo } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { describe } from "./describe.ts";
+import { type Explanation, formatExplanation } from "./explain.ts";
 import { addWaiter, leaveParent, type RefStatus, State, Task, type Waiter } from "./task.ts";
 
 const { COMPLETED } = State;
@@ -58,6 +59,13 @@ export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo {
    * @returns `true` if the task was still pending or running, `false` if it had already settled.
    */
   cancel(): boolean;
+  /**
+   * Why it is not done yet: the inputs it waits for (recursively, down to those running or stuck),
+   * the slot it waits for (its op's `maxConcurrency`, the mesh's `maxConcurrentOps`, its instance's
+   * mailbox and the calls ahead of it), its node and whether that node answered its last
+   * keepalive, and for how long. Cheap enough to call in a loop; costs nothing when not called.
+   */
+  explain(): Explanation;
   /** Plain-text form for logs: `ObjectRef(<id>, <status>)`. */
   toString(): string;
 }
@@ -120,6 +128,38 @@ export function detach<T>(ref: ObjectRef<T>): ObjectRef<T> {
   if (!(ref instanceof Task)) throw new TypeError(`detach() expects a ref from .go(), got ${describe(ref)}`);
   if (ref._family !== undefined) leaveParent(ref as Task<unknown>);
   return ref;
+}
+
+/**
+ * Prints why `ref` is not done yet (see {@linkcode ObjectRef.explain}) with `console.log`, one line
+ * per ref, its pending inputs indented below it, and returns the text.
+ *
+ * @param ref A ref from `.go()`.
+ * @returns The text printed.
+ * @throws {TypeError} When `ref` is not a ref from `.go()`.
+ *
+ * @example A call queued behind a slow call in its instance's mailbox
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const gate = Promise.withResolvers<void>();
+ * const Model = ta.service(class ExplainDocModel {
+ *   async run(x: number) { await gate.promise; return x; }
+ * });
+ * const m = Model.init();
+ * const slow = m.run.go(1);
+ * const queued = m.run.go(2);
+ * await Promise.resolve(); // the first call starts
+ * const text = ta.explain(queued);
+ * if (!text.includes(`running: ${slow.id}`)) throw new Error(text);
+ * gate.resolve();
+ * await ta.all([slow, queued]);
+ * ```
+ */
+export function explain(ref: ObjectRef<unknown>): string {
+  if (!(ref instanceof Task)) throw new TypeError(`explain() expects a ref from .go(), got ${describe(ref)}`);
+  const text = formatExplanation(ref.explain());
+  console.log(text);
+  return text;
 }
 
 // ---- fan-in without a promise per ref ---------------------------------------------------------

@@ -19,6 +19,7 @@ import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
 import { runBody } from "./run_body.ts";
 import { failedRef, submit } from "./scheduler.ts";
 import { State, type Task, type TaskTarget } from "./task.ts";
+import type { SlotWait } from "./explain.ts";
 import { armTracing } from "./tracing/lifecycle.ts";
 import type { RefArgs } from "./types.ts";
 
@@ -161,6 +162,18 @@ class OpTarget implements TaskTarget {
   /** A pending task was cancelled or lost an input: a slot of this op it held is freed. */
   dropped(task: Task<unknown>): void {
     if (this.awaitingMesh.delete(task)) this.finish();
+  }
+
+  /** For `explain()`: the op's or the mesh's concurrency limit `task` waits for, if any. */
+  slotWait(task: Task<unknown>): SlotWait | undefined {
+    const own = this.limiter?.positionOf(task) ?? -1;
+    if (own >= 0) {
+      return { kind: "op", limit: this.limiter!.max, running: this.limiter!.running, ahead: [], aheadCount: own };
+    }
+    const mesh = task._ctx?.mesh?.limiter;
+    const inMesh = mesh?.positionOf(task) ?? -1;
+    if (inMesh >= 0) return { kind: "mesh", limit: mesh!.max, running: mesh!.running, ahead: [], aheadCount: inMesh };
+    return undefined;
   }
 
   /** Forgets the op's waiting calls that were cancelled (a mesh closed), so they do not wait for a slot. */

@@ -13,6 +13,7 @@ import type { GpuDevice } from "./devices.ts";
 import type { MeshNode } from "./mesh_node.ts";
 import type { MeshRuntime } from "./mesh_runtime.ts";
 import type { ServiceDef } from "./service_def.ts";
+import type { NodeHealth } from "./explain.ts";
 
 /** Remote execution: replicas on nodes behind a transport, and op calls sent to nodes. */
 export interface RemoteExecutor {
@@ -64,6 +65,12 @@ export interface RemoteExecutor {
    * never reached again through this mesh (a node of that name that joins later gets a new link).
    */
   nodeLeft?(mesh: MeshRuntime, node: MeshNode, detail: string): void;
+  /**
+   * For `ref.explain()`: whether the node named `node` answers its keepalive pings, as the mesh's
+   * link to it knows (`undefined` when the mesh has no link to it yet). Optional; asked only by
+   * `explain()` and the stuck-work watchdog.
+   */
+  nodeHealth?(mesh: MeshRuntime, node: string): NodeHealth | undefined;
 }
 
 /**

@@ -17,6 +17,7 @@ import { awaitProbe, emit } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { LazyValue, materialized } from "./lazy_value.ts";
 import { Stream } from "./stream.ts";
+import { explainTask, type Explanation, type SlotWait } from "./explain.ts";
 
 /** A completed task's value as an Effect: a value kept on a node is fetched first. */
 function succeeded<T>(value: unknown): Effect.Effect<T, TaskError> {
@@ -46,6 +47,12 @@ export interface TaskTarget {
   readonly remote?: boolean;
   /** Forget waiting tasks that were cancelled meanwhile (a concurrency limit's queue), if it keeps any. */
   pruneWaiting?(): void;
+  /**
+   * For `explain()`: the slot a task whose inputs have all resolved waits for (a concurrency limit, a
+   * mailbox and what is ahead of it), or `undefined` when it waits for none. Asked only by
+   * `explain.ts`, never on the task path.
+   */
+  slotWait?(task: Task<unknown>): SlotWait | undefined;
   /**
    * Bodies started while no call of this target has submitted a child (−1 once one has): a body
    * runs in a context of its own, so that children it submits after any await are known, until
@@ -277,6 +284,15 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return true;
   }
 
+  /**
+   * Why this task is not done yet: the inputs it waits for (recursively, down to those running or
+   * stuck), the slot it waits for and what is ahead of it, its node and whether that node answered
+   * its last keepalive, and for how long. Costs nothing until called; see `explain.ts`.
+   */
+  explain(): Explanation {
+    return explainTask(this as Task<unknown>);
+  }
+
   /** Plain-text form for logs. */
   toString(): string {
     return `ObjectRef(${this.id}, ${this.status})`;
@@ -330,6 +346,17 @@ export class TaskRoster {
       this.tasks[i] = last;
       last._rosterSlot = i;
     }
+  }
+
+  /** How many unsettled tasks it holds. */
+  get size(): number {
+    return this.tasks.length;
+  }
+
+  /** Calls `fn` with each unsettled task it holds (for the stuck-work watchdog; `fn` must not settle any). */
+  forEach(fn: (task: Task<unknown>) => void): void {
+    const tasks = this.tasks;
+    for (let i = 0; i < tasks.length; i++) fn(tasks[i]);
   }
 
   /** Empties the roster and returns what it held; those tasks no longer leave it when they settle. */

@@ -1,0 +1,258 @@
+/**
+ * `ref.explain()`: why a ref is not done yet. Everything here is read from what the task path keeps
+ * anyway (a pending task's arguments still hold its unresolved input refs; limiters and mailboxes
+ * hold their queues), and asked only when someone calls it: no cost per task otherwise. How long a
+ * task has been in its state comes from its recorded times when events are on (profiling,
+ * tracing); else from when `explain()` (or the watchdog) first saw it in that state, a lower bound.
+ *
+ * @module
+ */
+import type { RefStatus, Task } from "./task.ts";
+
+/** Numeric task states (`task.ts`'s `State`; repeated here so this file needs task.ts's types only). */
+const PENDING = 0, RUNNING = 1, COMPLETED = 2;
+
+/** A concurrency slot a ready task waits for (see {@linkcode Explanation.slot}). */
+export interface SlotWait {
+  /** `"op"`: the op's `maxConcurrency`; `"mesh"`: the mesh's `maxConcurrentOps`; `"mailbox"`: an instance's mailbox. */
+  readonly kind: "op" | "mesh" | "mailbox";
+  /** How many may run at once there. */
+  readonly limit: number;
+  /** How many run now. */
+  readonly running: number;
+  /** For a mailbox: the ids of the calls running on the instance now. */
+  readonly runningIds?: readonly string[];
+  /** The ids of the first calls queued ahead of it (for a mailbox; at most 10). */
+  readonly ahead: readonly string[];
+  /** How many pending calls are queued ahead of it. */
+  readonly aheadCount: number;
+}
+
+/** What a mesh knows of a node's liveness (its keepalive pings), for {@linkcode Explanation.nodeHealth}. */
+export interface NodeHealth {
+  /** The node's name. */
+  readonly node: string;
+  /** True when the link gave up on the node (no answer within `lostAfterMs`, or its connection broke). */
+  readonly lost: boolean;
+  /** True when the last keepalive ping was answered (or none was sent yet); false while one waits for its pong. */
+  readonly answeredLastKeepalive: boolean;
+  /** Milliseconds since the last keepalive ping went out (`undefined`: none yet). */
+  readonly lastPingAgoMs: number | undefined;
+  /** Milliseconds since the node last answered a keepalive ping (`undefined`: never). */
+  readonly lastPongAgoMs: number | undefined;
+}
+
+/** Why a ref is not done yet: what {@linkcode explainTask} (`ref.explain()`) returns. */
+export interface Explanation {
+  /** The ref's id (`name#seq`). */
+  readonly id: string;
+  /** Op name or `Service.method`. */
+  readonly name: string;
+  /** Its status now. */
+  readonly status: RefStatus;
+  /**
+   * What it waits for: `"settled"` (nothing: it is done), `"inputs"` (refs among its arguments,
+   * see `inputs`), `"slot"` (a concurrency limit or a mailbox, see `slot`), `"start"` (ready, about
+   * to start in this turn), `"running"` (its body runs, here or on `node`).
+   */
+  readonly waitingFor: "settled" | "inputs" | "slot" | "start" | "running";
+  /** The node it runs or will run on, when known. */
+  readonly node: string | undefined;
+  /** How long it has been waiting for this, in ms (see `sinceFirstSeen`). */
+  readonly forMs: number;
+  /**
+   * True when its times were not recorded (no profiler or tracing on): `forMs` counts from when
+   * `explain()` or the watchdog first saw it waiting for this, so it is a lower bound.
+   */
+  readonly sinceFirstSeen: boolean;
+  /** For `"inputs"`: the explanations of the inputs still unsettled (recursively). */
+  readonly inputs: readonly Explanation[];
+  /** For `"slot"`: the slot and what is ahead of it. */
+  readonly slot?: SlotWait;
+  /** For a call on another node: whether the node answers its keepalives. */
+  readonly nodeHealth?: NodeHealth;
+}
+
+/** When explain() first saw a task in a state, for tasks whose times are not recorded. */
+const firstSeen = new WeakMap<Task<unknown>, { what: string; at: number }>();
+
+/** At most this many explanations in one tree (a fan-in of 100k pending inputs is summarized). */
+const MAX_EXPLAINED = 200;
+const MAX_DEPTH = 64;
+
+function since(task: Task<unknown>, what: Explanation["waitingFor"], now: number): [number, boolean] {
+  const m = task._meta;
+  if (m !== undefined) {
+    const from = what === "running" ? m.startedAt : what === "inputs" ? m.submittedAt : m.readyAt || m.submittedAt;
+    if (from > 0) return [now - from, false];
+  }
+  const seen = firstSeen.get(task);
+  if (seen !== undefined && seen.what === what) return [now - seen.at, true];
+  firstSeen.set(task, { what, at: now });
+  return [0, true];
+}
+
+/** The unsettled refs among a pending task's arguments (also nested in arrays and plain objects). */
+function pendingInputs(task: Task<unknown>, Ctor: abstract new (...a: never[]) => unknown): Task<unknown>[] {
+  const out: Task<unknown>[] = [];
+  const seen = new Set<unknown>();
+  const walk = (v: unknown, depth: number) => {
+    if (typeof v !== "object" || v === null || depth > 32) return;
+    if (v instanceof Ctor) {
+      const t = v as unknown as Task<unknown>;
+      if (t._state < COMPLETED && !seen.has(t)) {
+        seen.add(t);
+        out.push(t);
+      }
+      return;
+    }
+    if (Array.isArray(v)) { for (const x of v) walk(x, depth + 1); }
+    else {
+      const proto = Object.getPrototypeOf(v);
+      if (proto === Object.prototype || proto === null) { for (const x of Object.values(v)) walk(x, depth + 1); }
+    }
+  };
+  if (task._args !== undefined) { for (const a of task._args) walk(a, 0); }
+  return out;
+}
+
+/**
+ * Explains why `task` is not done yet (see {@linkcode Explanation}): `ref.explain()`.
+ *
+ * @param task The task behind a ref.
+ * @returns Its explanation, its pending inputs explained recursively (at most 200 in one tree).
+ *
+ * @example A call waiting for its input
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * const gate = Promise.withResolvers<void>();
+ * const slow = ta.op(async function explainDocSlow() { await gate.promise; return 1; });
+ * const inc = ta.op(async function explainDocInc(x: number) { return x + 1; });
+ * const ref = inc.go(slow.go());
+ * const why = ref.explain();
+ * if (why.waitingFor !== "inputs" || why.inputs[0].name !== "explainDocSlow") throw new Error("unexpected");
+ * gate.resolve();
+ * await ref;
+ * ```
+ */
+export function explainTask(task: Task<unknown>): Explanation {
+  const budget = { left: MAX_EXPLAINED };
+  return explainOne(task, performance.now(), 0, budget, new Set());
+}
+
+function explainOne(
+  task: Task<unknown>,
+  now: number,
+  depth: number,
+  budget: { left: number },
+  visiting: Set<Task<unknown>>,
+): Explanation {
+  budget.left--;
+  const base = { id: task.id, name: task.name, status: task.status, node: task.node };
+  if (task._state >= COMPLETED) {
+    return { ...base, waitingFor: "settled", forMs: 0, sinceFirstSeen: false, inputs: [] };
+  }
+  let waitingFor: Explanation["waitingFor"];
+  let inputs: Explanation[] = [];
+  let slot: SlotWait | undefined;
+  if (task._state === RUNNING) waitingFor = "running";
+  else if (task._pending > 0) {
+    waitingFor = "inputs";
+    visiting.add(task);
+    for (const dep of pendingInputs(task, task.constructor as abstract new (...a: never[]) => unknown)) {
+      if (budget.left <= 0 || depth >= MAX_DEPTH || visiting.has(dep)) break;
+      inputs.push(explainOne(dep, now, depth + 1, budget, visiting));
+    }
+    visiting.delete(task);
+  } else {
+    slot = task._target.slotWait?.(task);
+    waitingFor = slot !== undefined ? "slot" : "start";
+  }
+  if (task._state !== PENDING && waitingFor === "inputs") inputs = [];
+  const [forMs, sinceFirstSeen] = since(task, waitingFor, now);
+  const out: {
+    -readonly [K in keyof Explanation]: Explanation[K];
+  } = { ...base, waitingFor, forMs, sinceFirstSeen, inputs };
+  if (slot !== undefined) out.slot = slot;
+  const node = task.node;
+  const mesh = task._ctx?.mesh;
+  if (node !== undefined && task._target.remote === true && mesh?.remote?.nodeHealth !== undefined) {
+    const health = mesh.remote.nodeHealth(mesh, node);
+    if (health !== undefined) out.nodeHealth = health;
+  }
+  return out;
+}
+
+function ms(n: number): string {
+  return n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`;
+}
+
+/**
+ * The explanation as indented text, one line per ref (what `ta.explain(ref)` prints).
+ *
+ * @param e An explanation from `ref.explain()`.
+ * @returns The text.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { formatExplanation } from "./explain.ts";
+ * const inc = ta.op(async function formatDocInc(x: number) { return x + 1; });
+ * const ref = inc.go(1);
+ * await ref;
+ * if (!formatExplanation(ref.explain()).includes("completed")) throw new Error("unexpected");
+ * ```
+ */
+export function formatExplanation(e: Explanation): string {
+  const lines: string[] = [];
+  const line = (x: Explanation, indent: string) => {
+    const at = x.node === undefined ? "" : ` on node ${x.node}`;
+    const long = `${x.sinceFirstSeen ? "at least " : ""}${ms(x.forMs)}`;
+    let what: string;
+    switch (x.waitingFor) {
+      case "settled":
+        what = x.status;
+        break;
+      case "inputs":
+        what = `waiting ${long} for ${x.inputs.length} input(s)`;
+        break;
+      case "start":
+        what = `ready ${long}, starting`;
+        break;
+      case "running":
+        what = `running ${long}${at}`;
+        break;
+      case "slot": {
+        const s = x.slot!;
+        const where = s.kind === "op"
+          ? `a slot of its op (maxConcurrency ${s.limit}, ${s.running} running)`
+          : s.kind === "mesh"
+          ? `a slot of the mesh (maxConcurrentOps ${s.limit}, ${s.running} running)`
+          : `its instance's mailbox${at} (maxConcurrency ${s.limit}; running: ${
+            s.runningIds?.length ? s.runningIds.join(", ") : "none"
+          })`;
+        const ahead = s.aheadCount === 0
+          ? ""
+          : `, ${s.aheadCount} queued ahead${
+            s.ahead.length ? ` (${s.ahead.join(", ")}${s.aheadCount > s.ahead.length ? ", …" : ""})` : ""
+          }`;
+        what = `waiting ${long} for ${where}${ahead}`;
+        break;
+      }
+    }
+    const h = x.nodeHealth;
+    const health = h === undefined
+      ? ""
+      : h.lost
+      ? `; node ${h.node} is lost`
+      : h.answeredLastKeepalive
+      ? `; node ${h.node} answered its last keepalive${
+        h.lastPongAgoMs === undefined ? "" : ` ${ms(h.lastPongAgoMs)} ago`
+      }`
+      : `; node ${h.node} has not answered its last keepalive (sent ${ms(h.lastPingAgoMs ?? 0)} ago)`;
+    lines.push(`${indent}${x.id}: ${what}${health}`);
+    for (const i of x.inputs) line(i, indent + "  ");
+  };
+  line(e, "");
+  return lines.join("\n");
+}

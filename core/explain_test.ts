@@ -1,0 +1,126 @@
+// ref.explain() and ta.explain(): why a ref is not done yet.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { gate } from "./_test_utils.ts";
+
+/** Lets queued microtasks run (the ready queue drains in one), so started bodies are running. */
+async function turns(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await Promise.resolve();
+}
+
+test("ObjectRef.explain names the stuck op deep inside a DAG, its node and how long, through the inputs waiting for it", async () => {
+  const g = gate();
+  const stuck = ta.op(async function explainTestStuck() {
+    await g.promise;
+    return 1;
+  });
+  const inc = ta.op(async function explainTestInc(x: number) {
+    return x + 1;
+  });
+  const merge = ta.op(async function explainTestMerge(xs: number[]) {
+    return xs.length;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("n1", { cpus: 2 })]);
+  const { top, deep } = await mesh.run(() => {
+    const deep = stuck.go();
+    const top = merge.go([inc.go(inc.go(deep)), 5]);
+    return { top: { ref: top }, deep: { ref: deep } };
+  });
+  await turns();
+  const why = top.ref.explain();
+  assert.equal(why.waitingFor, "inputs");
+  let e = why;
+  const path = [e.name];
+  while (e.inputs.length > 0) {
+    e = e.inputs[0];
+    path.push(e.name);
+  }
+  assert.deepEqual(path, ["explainTestMerge", "explainTestInc", "explainTestInc", "explainTestStuck"]);
+  assert.equal(e.id, deep.ref.id);
+  assert.equal(e.waitingFor, "running");
+  assert.ok(e.forMs >= 0);
+  // asked again, it has been seen for as long as since the first time
+  const text = ta.explain(top.ref);
+  assert.match(text, new RegExp(`${deep.ref.id.replace("#", "#")}: running (at least )?\\d+`));
+  g.open();
+  assert.equal(await top.ref, 2);
+  assert.equal(top.ref.explain().waitingFor, "settled");
+});
+
+test("ObjectRef.explain names the call it is queued behind in an instance's mailbox, and the calls ahead", async () => {
+  const g = gate();
+  const Model = ta.service(
+    class ExplainTestModel {
+      async run(x: number) {
+        await g.promise;
+        return x;
+      }
+    },
+  );
+  await using mesh = new ta.Mesh([new ta.MeshNode("gpu1", { cpus: 2 })]);
+  const refs = await mesh.run(() => {
+    const m = Model.init();
+    return [m.run.go(1), m.run.go(2), m.run.go(3)].map((ref) => ({ ref }));
+  });
+  await turns();
+  const why = refs[2].ref.explain();
+  assert.equal(why.waitingFor, "slot");
+  assert.equal(why.node, "gpu1");
+  assert.equal(why.slot?.kind, "mailbox");
+  assert.deepEqual(why.slot?.runningIds, [refs[0].ref.id]);
+  assert.deepEqual(why.slot?.ahead, [refs[1].ref.id]);
+  assert.equal(why.slot?.aheadCount, 1);
+  assert.match(
+    ta.explain(refs[2].ref),
+    /mailbox on node gpu1 \(maxConcurrency 1; running: ExplainTestModel\.run#\d+\), 1 queued ahead/,
+  );
+  g.open();
+  assert.deepEqual(await ta.all(refs.map((r) => r.ref)), [1, 2, 3]);
+});
+
+test("ObjectRef.explain names a slot of the op's maxConcurrency and of the mesh's maxConcurrentOps", async () => {
+  const g = gate();
+  const limited = ta.op({ name: "explainTestLimited", maxConcurrency: 1 }, async (x: number) => {
+    await g.promise;
+    return x;
+  });
+  const free = ta.op(async function explainTestFree(x: number) {
+    await g.promise;
+    return x;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("n1", { cpus: 2 })], { maxConcurrentOps: 2 });
+  const refs = await mesh.run(() =>
+    [limited.go(1), limited.go(2), limited.go(3), free.go(4), free.go(5)].map((ref) => ({ ref }))
+  );
+  await turns();
+  // limited#1 and free#4 hold the mesh's two slots; limited#3 waits behind limited#2 for the op's slot
+  const op = refs[2].ref.explain();
+  assert.equal(op.waitingFor, "slot");
+  assert.deepEqual({
+    kind: op.slot?.kind,
+    limit: op.slot?.limit,
+    running: op.slot?.running,
+    ahead: op.slot?.aheadCount,
+  }, {
+    kind: "op",
+    limit: 1,
+    running: 1,
+    ahead: 1,
+  });
+  const meshWait = refs[4].ref.explain();
+  assert.equal(meshWait.waitingFor, "slot");
+  assert.equal(meshWait.slot?.kind, "mesh");
+  assert.equal(meshWait.slot?.limit, 2);
+  assert.equal(meshWait.slot?.running, 2);
+  assert.match(ta.explain(refs[4].ref), /a slot of the mesh \(maxConcurrentOps 2, 2 running\)/);
+  g.open();
+  assert.deepEqual(await ta.all(refs.map((r) => r.ref)), [1, 2, 3, 4, 5]);
+});
+
+test("explain rejects what is not a ref", () => {
+  assert.throws(
+    () => ta.explain(42 as unknown as ta.ObjectRef<unknown>),
+    /explain\(\) expects a ref from \.go\(\), got/,
+  );
+});
