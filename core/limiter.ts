@@ -9,29 +9,52 @@ import { State, type Task } from "./task.ts";
 const { PENDING } = State;
 
 /**
+ * The default `maxWaiting` of an op with `maxConcurrency`: ready calls that may wait for a slot
+ * before more are refused with `OverloadedError`.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_WAITING } from "./limiter.ts";
+ * if (DEFAULT_MAX_WAITING !== 100_000) throw new Error("unexpected");
+ * ```
+ */
+export const DEFAULT_MAX_WAITING: number = 100_000;
+
+/**
  * A counting semaphore whose waiters are tasks; a released slot goes to the oldest
  * waiting task that is still pending.
  */
 export class Limiter {
   readonly max: number;
+  /** Tasks that may wait for a slot; past it {@linkcode acquire} refuses (`Infinity`: unbounded). */
+  readonly maxWaiting: number;
   running = 0;
   private waiting: Task<unknown>[] = [];
   private head = 0;
   private resumes: Array<(task: Task<unknown>) => void> = [];
 
-  constructor(max: number) {
+  constructor(max: number, maxWaiting: number = Infinity) {
     this.max = max;
+    this.maxWaiting = maxWaiting;
   }
 
-  /** Starts `task` through `start` now if a slot is free, else when one frees up. */
-  acquire(task: Task<unknown>, start: (task: Task<unknown>) => void): void {
+  /**
+   * Starts `task` through `start` now if a slot is free, else when one frees up; returns false (and
+   * neither starts nor keeps it) when `maxWaiting` tasks already wait.
+   */
+  acquire(task: Task<unknown>, start: (task: Task<unknown>) => void): boolean {
     if (this.running < this.max) {
       this.running++;
       start(task);
     } else {
+      if (this.waiting.length - this.head >= this.maxWaiting) {
+        this.prune(); // cancelled waiters do not count against the bound
+        if (this.waiting.length - this.head >= this.maxWaiting) return false;
+      }
       this.waiting.push(task);
       this.resumes.push(start);
     }
+    return true;
   }
 
   private releasing = false;

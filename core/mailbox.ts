@@ -9,9 +9,9 @@
 import type { InstanceInfo, RunContext } from "./context.ts";
 import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
-import { CancelledError, OpExecutionError } from "./errors.ts";
+import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
-import type { ServiceDef } from "./service_def.ts";
+import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
 import type { SlotWait } from "./explain.ts";
 
@@ -80,8 +80,19 @@ export abstract class MailboxReplica implements Replica {
         return failedRef(target, selfCallError(self, method));
       }
     }
+    // backpressure: a full mailbox refuses at once instead of growing (the handle routes to the
+    // replica with the fewest outstanding calls, so its siblings are no emptier)
+    const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
+    if (this.outstanding - this.running >= maxQueued) return failedRef(target, this.overloaded(method, maxQueued));
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
+  }
+
+  private overloaded(method: string, maxQueued: number): OverloadedError {
+    return new OverloadedError(
+      `Service "${this.def.name}" refused a call to ${this.def.name}.${method}: its instance ${this.index} on node ` +
+        `"${this.node}" has ${maxQueued} calls queued (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
+    );
   }
 
   /**

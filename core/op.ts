@@ -9,16 +9,17 @@
  */
 import { currentContext, type RunContext } from "./context.ts";
 import { describe } from "./describe.ts";
-import { CancelledError, OpExecutionError } from "./errors.ts";
+import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
 import { listening } from "./events.ts";
-import { Limiter } from "./limiter.ts";
+import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import { NameRegistry, register } from "./registration.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
 import { runBody } from "./run_body.ts";
 import { failedRef, submit } from "./scheduler.ts";
-import { State, type Task, type TaskTarget } from "./task.ts";
+import { settle, State, type Task, type TaskTarget } from "./task.ts";
+import { boundOption } from "./service_def.ts";
 import type { SlotWait } from "./explain.ts";
 import { armTracing } from "./tracing/lifecycle.ts";
 import type { RefArgs } from "./types.ts";
@@ -33,6 +34,11 @@ export interface OpOptions {
   timeoutMs?: number;
   /** At most this many calls of this op run at once (default: unbounded). */
   maxConcurrency?: number;
+  /**
+   * With `maxConcurrency`: calls that may wait for a slot before further ready calls fail at once
+   * with `OverloadedError` (default {@linkcode DEFAULT_MAX_WAITING}, 100k); `"unbounded"` never refuses.
+   */
+  maxWaiting?: number | "unbounded";
   /** What the op is for (shown by tools). */
   description?: string;
   /** May run on remote nodes that registered it (a node imports the same module). Default false. */
@@ -46,6 +52,7 @@ const OP_OPTION_KEYS: KnownKeys<OpOptions> = {
   retries: true,
   timeoutMs: true,
   maxConcurrency: true,
+  maxWaiting: true,
   description: true,
   remote: true,
   gpus: true,
@@ -120,14 +127,24 @@ class OpTarget implements TaskTarget {
     }
     checkKnownKeys(`op "${name}"`, options, OP_OPTION_KEYS);
     const c = checkCount("maxConcurrency", "op", name, options.maxConcurrency, 1);
-    this.limiter = c === undefined ? undefined : new Limiter(c);
+    const w = boundOption(`op "${name}"`, "maxWaiting", options.maxWaiting, DEFAULT_MAX_WAITING);
+    this.limiter = c === undefined ? undefined : new Limiter(c, w);
     this.startBound = (task) => this.start(task);
     this.doneBound = this.limiter === undefined ? undefined : () => this.finish();
   }
 
   ready(task: Task<unknown>): void {
-    if (this.limiter !== undefined) this.limiter.acquire(task, this.startBound);
-    else this.start(task);
+    if (this.limiter === undefined) this.start(task);
+    else if (!this.limiter.acquire(task, this.startBound)) {
+      settle(
+        task,
+        State.FAILED,
+        new OverloadedError(
+          `op "${this.name}" refused a call: ${this.limiter.maxWaiting} calls already wait for one of its ` +
+            `${this.limiter.max} slots (maxWaiting ${this.limiter.maxWaiting}; raise it, or pass "unbounded")`,
+        ),
+      );
+    }
   }
 
   private start(task: Task<unknown>): void {

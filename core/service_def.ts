@@ -35,8 +35,51 @@ export interface ServiceOptions {
    * with the node are sent to the new instance when they have `retries` left.
    */
   restarts?: number;
+  /**
+   * Calls that may wait in one instance's mailbox (not yet started) before further calls are
+   * refused at once with `OverloadedError` (default {@linkcode DEFAULT_MAX_QUEUED}, 100k);
+   * `"unbounded"` never refuses. A refused call is sent to a sibling replica that has room.
+   */
+  maxQueued?: number | "unbounded";
   /** What the service is for. */
   description?: string;
+}
+
+/**
+ * The default `maxQueued` of a service: calls waiting in one instance's mailbox before more are
+ * refused with `OverloadedError`. High enough for normal bursts, low enough to bound memory.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_QUEUED } from "./service_def.ts";
+ * if (DEFAULT_MAX_QUEUED !== 100_000) throw new Error("unexpected");
+ * ```
+ */
+export const DEFAULT_MAX_QUEUED: number = 100_000;
+
+/**
+ * Validates a bound option that may be `"unbounded"` (`maxQueued`, `maxWaiting`).
+ *
+ * @param where Whose option it is (`service "S"`, `op "f"`).
+ * @param what The option's name.
+ * @param v The value given.
+ * @param dflt The value when not given.
+ * @returns The bound (`Infinity` for `"unbounded"`).
+ * @throws {RangeError} When `v` is neither an integer ≥ 1 nor `"unbounded"`.
+ *
+ * @example
+ * ```ts
+ * import { boundOption } from "./service_def.ts";
+ * if (boundOption('service "S"', "maxQueued", "unbounded", 10) !== Infinity) throw new Error("unexpected");
+ * ```
+ */
+export function boundOption(where: string, what: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (v === "unbounded") return Infinity;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
+    throw new RangeError(`${where}: ${what} must be an integer ≥ 1 or "unbounded", got ${describe(v)}`);
+  }
+  return v;
 }
 
 const SERVICE_OPTION_KEYS: KnownKeys<ServiceOptions> = {
@@ -48,6 +91,7 @@ const SERVICE_OPTION_KEYS: KnownKeys<ServiceOptions> = {
   retries: true,
   timeoutMs: true,
   restarts: true,
+  maxQueued: true,
   description: true,
 };
 
@@ -67,6 +111,8 @@ export interface ServiceDef {
   readonly policy: RunPolicy | undefined;
   /** Times an instance is re-created when its node is lost (`restarts`; absent: 0). */
   readonly restarts?: number;
+  /** Calls that may wait in one instance's mailbox (`maxQueued`; `Infinity`: unbounded; absent: the default). */
+  readonly maxQueued?: number;
   readonly methods: ReadonlySet<string>;
   readonly description: string | undefined;
 }
@@ -168,6 +214,7 @@ export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDe
     maxConcurrency: count(name, "maxConcurrency", options.maxConcurrency, 1, 1),
     policy: policyOf("service", name, options.retries, options.timeoutMs),
     restarts: count(name, "restarts", options.restarts, 0, 0),
+    maxQueued: boundOption(`service "${name}"`, "maxQueued", options.maxQueued, DEFAULT_MAX_QUEUED),
     methods,
     description: options.description,
   };

@@ -1,0 +1,99 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { gate } from "./_test_utils.ts";
+
+test("service maxQueued: a burst beyond it gets OverloadedError for the excess; the rest completes", async () => {
+  const started = gate();
+  const release = gate();
+  const Slow = ta.service(
+    { name: "BpSlow", maxQueued: 3 },
+    class {
+      async work(i: number) {
+        started.open();
+        await release.promise;
+        return i;
+      }
+    },
+  );
+  const slow = Slow.init();
+  const first = slow.work.go(0);
+  await started.promise; // one call runs: the mailbox holds only queued calls from here
+  const burst = Array.from({ length: 9 }, (_, i) => slow.work.go(i + 1));
+  const refused = await Promise.allSettled(burst.slice(3));
+  for (const r of refused) {
+    assert.equal(r.status, "rejected");
+    const e = (r as PromiseRejectedResult).reason;
+    assert.ok(e instanceof ta.OverloadedError, String(e));
+    assert.match(e.message, /BpSlow\.work.*maxQueued 3/);
+  }
+  release.open();
+  assert.deepEqual(await Promise.all([first, ...burst.slice(0, 3)]), [0, 1, 2, 3]);
+  // room again once the queue drained
+  release.open();
+  assert.equal(await slow.work.go(42), 42);
+});
+
+test('service maxQueued "unbounded" never refuses; a bad value is a RangeError naming it', async () => {
+  const release = gate();
+  const Free = ta.service(
+    { name: "BpFree", maxQueued: "unbounded" },
+    class {
+      async work(i: number) {
+        await release.promise;
+        return i;
+      }
+    },
+  );
+  const free = Free.init();
+  const refs = Array.from({ length: 1_000 }, (_, i) => free.work.go(i));
+  release.open();
+  assert.equal((await Promise.all(refs)).length, 1_000);
+  assert.throws(
+    () =>
+      ta.service(
+        { name: "BpBad", maxQueued: 0 },
+        class {
+          m() {}
+        },
+      ),
+    (e: unknown) =>
+      e instanceof RangeError && /maxQueued must be an integer ≥ 1 or "unbounded", got number 0/.test(e.message),
+  );
+  assert.throws(
+    () =>
+      ta.service(
+        { name: "BpBad2", maxQueued: "none" as unknown as number },
+        class {
+          m() {}
+        },
+      ),
+    RangeError,
+  );
+});
+
+test("op maxWaiting: ready calls beyond the waiting list fail with OverloadedError; the rest complete", async () => {
+  const started = gate();
+  const release = gate();
+  const limited = ta.op({ name: "bpLimited", maxConcurrency: 1, maxWaiting: 2 }, async (i: number) => {
+    started.open();
+    await release.promise;
+    return i;
+  });
+  const first = limited.go(0);
+  await started.promise;
+  const burst = Array.from({ length: 5 }, (_, i) => limited.go(i + 1));
+  const settled = await Promise.allSettled(burst.slice(2));
+  for (const r of settled) {
+    assert.equal(r.status, "rejected");
+    const e = (r as PromiseRejectedResult).reason;
+    assert.ok(e instanceof ta.OverloadedError, String(e));
+    assert.match(e.message, /op "bpLimited".*maxWaiting 2/);
+  }
+  release.open();
+  assert.deepEqual(await Promise.all([first, ...burst.slice(0, 2)]), [0, 1, 2]);
+  assert.throws(
+    () => ta.op({ name: "bpBadOp", maxConcurrency: 1, maxWaiting: -1 }, () => 1),
+    (e: unknown) => e instanceof RangeError && /op "bpBadOp": maxWaiting/.test(e.message),
+  );
+});
