@@ -16,6 +16,7 @@ export { all, detach, explain, ObjectRef, type ObjectRefConstructor, type RefSta
 export { type Explanation, formatExplanation, type NodeHealth, type SlotWait } from "./explain.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
 export { asCompleted, type CompletedRef, wait, type WaitOptions, type WaitResult } from "./wait.ts";
+export { put } from "./put.ts";
 export { Stream, type StreamOptions } from "./stream.ts";
 export {
   type MethodNames,
