@@ -27,7 +27,7 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--lease-ms N] [--allow-origin ORIGIN]... [--allow-host NAME]... [--peer URL]...
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
                        [--max-calls-per-connection N] [--start SERVICE[:N]]... [--nats nats://HOST:4222]
-                       [--object-store-bytes N]
+                       [--object-store-bytes N] [--max-in-flight N|unbounded] [--max-in-flight-bytes N|unbounded]
   The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
   whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
   --allow-origin: a browser page's origin
@@ -44,7 +44,10 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   (nats://h1:4222,h2:4222 for several seeds) and announce it (name, GPUs, CPUs, services, ops), so
   drivers find it with Mesh.discover({ nats }); its ops are served in a NATS queue group per op.
   --object-store-bytes: the most bytes the results this node keeps for drivers may hold together
-  (results too large to send back unasked; default 1073741824); a result past it fails its call.`;
+  (results too large to send back unasked; default 1073741824); a result past it fails its call.
+  --max-in-flight / --max-in-flight-bytes: the most calls (default 100000), and the most bytes of
+  their frames (default 1073741824), in flight on this node from all clients together; a call past
+  either is refused at once with OverloadedError (unbounded: no limit).`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -77,6 +80,10 @@ export interface ServeCommand {
   maxCallsPerConnection: number | undefined;
   /** Most bytes the node's object store holds (`--object-store-bytes`; default: NodeServer's). */
   objectStoreBytes: number | undefined;
+  /** Most calls in flight on the node (`--max-in-flight`; default: NodeServer's). */
+  maxInFlight?: number | "unbounded";
+  /** Most bytes of call frames in flight on the node (`--max-in-flight-bytes`; default: NodeServer's). */
+  maxInFlightBytes?: number | "unbounded";
   /** Nodes this node may call with its token (`--peer`, repeatable). */
   peers: string[];
   /** The NATS cluster to serve and announce the node on too (`--nats nats://host:4222`). */
@@ -228,6 +235,16 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       case "--object-store-bytes":
         out.objectStoreBytes = int("--object-store-bytes", value(), 0);
         break;
+      case "--max-in-flight": {
+        const v = value();
+        out.maxInFlight = v === "unbounded" ? v : int("--max-in-flight (or unbounded)", v, 1);
+        break;
+      }
+      case "--max-in-flight-bytes": {
+        const v = value();
+        out.maxInFlightBytes = v === "unbounded" ? v : int("--max-in-flight-bytes (or unbounded)", v, 1);
+        break;
+      }
       case "--dashboard":
         // its port only inline (`--dashboard=8080`): a separate word would be taken for the module
         out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
@@ -302,6 +319,8 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     leaseMs: cmd.leaseMs,
     maxCallsPerConnection: cmd.maxCallsPerConnection,
     objectStoreBytes: cmd.objectStoreBytes,
+    maxInFlight: cmd.maxInFlight,
+    maxInFlightBytes: cmd.maxInFlightBytes,
     onLeaseExpired: ({ instances, services, leaseMs }) =>
       console.error(
         `thinkagain node ${cmd.name}: a driver sent no keepalive for ${leaseMs} ms; destroyed its ${instances} ` +

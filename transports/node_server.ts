@@ -93,6 +93,18 @@ export interface NodeServerOptions {
    */
   maxCallsPerConnection?: number;
   /**
+   * Most calls in flight on this node from all connections together (default
+   * {@linkcode DEFAULT_MAX_IN_FLIGHT}, `--max-in-flight`); past it a call is refused with
+   * `OverloadedError` before it runs. `"unbounded"`: no limit.
+   */
+  maxInFlight?: number | "unbounded";
+  /**
+   * Most bytes (the call frames, as received) the calls in flight on this node may hold together
+   * (default {@linkcode DEFAULT_MAX_IN_FLIGHT_BYTES}, `--max-in-flight-bytes`); past it a call is
+   * refused with `OverloadedError` before it runs. `"unbounded"`: no limit.
+   */
+  maxInFlightBytes?: number | "unbounded";
+  /**
    * Most bytes (as encoded) the results kept here for drivers may hold together (the object store;
    * default 1 GiB, `--object-store-bytes`); a result past it fails its call with `OverloadedError`.
    */
@@ -106,6 +118,38 @@ export const DEFAULT_LEASE_MS = 30_000;
 
 /** Default of {@link NodeServerOptions.maxCallsPerConnection}. */
 export const DEFAULT_MAX_CALLS_PER_CONNECTION = 10_000;
+
+/**
+ * Default of {@link NodeServerOptions.maxInFlight}: calls in flight on one node, all connections together.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_IN_FLIGHT } from "./node_server.ts";
+ * if (DEFAULT_MAX_IN_FLIGHT !== 100_000) throw new Error("unexpected");
+ * ```
+ */
+export const DEFAULT_MAX_IN_FLIGHT: number = 100_000;
+
+/**
+ * Default of {@link NodeServerOptions.maxInFlightBytes}: bytes of call frames in flight on one node (1 GiB).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_IN_FLIGHT_BYTES } from "./node_server.ts";
+ * if (DEFAULT_MAX_IN_FLIGHT_BYTES !== 2 ** 30) throw new Error("unexpected");
+ * ```
+ */
+export const DEFAULT_MAX_IN_FLIGHT_BYTES: number = 2 ** 30;
+
+/** A node-wide bound option: an integer ≥ 1 or `"unbounded"` (Infinity). */
+function nodeBound(what: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (v === "unbounded") return Infinity;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw new TypeError(`NodeServer ${what} must be an integer ≥ 1 or "unbounded", got ${String(v)}`);
+  }
+  return v;
+}
 
 /** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
 const EARLY_CANCELS_REMEMBERED = 1024;
@@ -182,6 +226,10 @@ export class NodeServer {
   /** Calls in flight per connection (see {@link NodeServerOptions.maxCallsPerConnection}). */
   private readonly callsPerScope = new Map<string, number>();
   private readonly maxCallsPerConnection: number;
+  private readonly maxInFlight: number;
+  private readonly maxInFlightBytes: number;
+  /** Bytes of the call frames in flight (see {@link NodeServerOptions.maxInFlightBytes}). */
+  private inFlightBytes = 0;
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   /** Where handles that arrive here may lead. */
   private readonly reach: HandleReach;
@@ -210,6 +258,8 @@ export class NodeServer {
       );
     }
     this.maxCallsPerConnection = maxCalls;
+    this.maxInFlight = nodeBound("maxInFlight", options.maxInFlight, DEFAULT_MAX_IN_FLIGHT);
+    this.maxInFlightBytes = nodeBound("maxInFlightBytes", options.maxInFlightBytes, DEFAULT_MAX_IN_FLIGHT_BYTES);
     this.onLeaseExpired = options.onLeaseExpired;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
@@ -364,7 +414,7 @@ export class NodeServer {
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
-        return await this.call(msg, peer);
+        return await this.call(msg, peer, frame.byteLength);
       case "credit":
         return await this.streams.credit(callKey(peer, msg.cid), msg.items, msg.bytes);
       case "cancel": {
@@ -684,7 +734,7 @@ export class NodeServer {
   }
 
   /** Runs one call and encodes its result. */
-  private async call(msg: CallMessage, peer: PeerInfo | undefined): Promise<Uint8Array> {
+  private async call(msg: CallMessage, peer: PeerInfo | undefined, bytes: number): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const key = callKey(peer, msg.cid);
     if (this.earlyCancels.delete(key)) {
@@ -703,6 +753,19 @@ export class NodeServer {
         `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
           `${scope === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
           `(maxCallsPerConnection ${this.maxCallsPerConnection})`,
+      );
+    }
+    if (this.inFlight >= this.maxInFlight) {
+      throw new OverloadedError(
+        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${this.inFlight} calls are in flight ` +
+          `on this node, its limit (maxInFlight ${this.maxInFlight}, --max-in-flight)`,
+      );
+    }
+    if (this.inFlightBytes + bytes > this.maxInFlightBytes) {
+      throw new OverloadedError(
+        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`} of ${bytes} bytes: the calls in flight ` +
+          `on this node hold ${this.inFlightBytes} bytes, its limit (maxInFlightBytes ${this.maxInFlightBytes}, ` +
+          `--max-in-flight-bytes)`,
       );
     }
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
@@ -768,6 +831,7 @@ export class NodeServer {
     }
     this.callsPerScope.set(scope, running + 1);
     this.inFlight++;
+    this.inFlightBytes += bytes;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
     const stopTimer = msg.timeoutMs === undefined ? undefined : setLongTimeout(
       () => stopCall(ref, `past its deadline of ${msg.timeoutMs} ms on node "${this.name}"`, "timeout"),
@@ -819,6 +883,7 @@ export class NodeServer {
       const left = this.callsPerScope.get(scope)! - 1;
       if (left === 0) this.callsPerScope.delete(scope);
       else this.callsPerScope.set(scope, left);
+      this.inFlightBytes -= bytes;
       if (--this.inFlight === 0) this.drained?.();
     }
   }

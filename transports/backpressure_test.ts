@@ -1,0 +1,143 @@
+// Backpressure against real `thinkagain serve` processes on this runtime (the suite runs on Bun and
+// on Deno): bounded mailboxes and op waiting lists on the node, its in-flight limits, and a client
+// that never reads its replies.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as ta from "../mod.ts";
+import { startNodeProcess } from "../adapters/_test_nodes.ts";
+import { eventually } from "../core/_test_utils.ts";
+import { decode, errorFromWire } from "../core/codec.ts";
+import { decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
+import type { TransportConnection } from "./transport.ts";
+import { webSocketTransport } from "./websocket.ts";
+
+const APP = fileURLToPath(new URL("./_backpressure_app.ts", import.meta.url));
+const T = { timeout: 180_000 };
+
+async function pong(url: string): Promise<{ activeCalls: number }> {
+  const conn = await webSocketTransport.connect(url);
+  try {
+    return decode(await conn.request(encodeMessage({ t: "ping" }))) as { activeCalls: number };
+  } finally {
+    await conn.close();
+  }
+}
+
+async function create(conn: TransportConnection, service: string): Promise<string> {
+  const m = { t: "create", service, args: [], gpus: [], replica: 0, owner: "driver-a" };
+  return decodeReply<{ t: "created"; id: string }>(await conn.request(encodeMessage(m)), "created").id;
+}
+
+/** The call's value (as a result message), or the error it failed with or its frame was refused with. */
+async function outcome(p: Promise<Uint8Array>): Promise<ResultMessage | Error> {
+  try {
+    const r = decodeReply<ResultMessage>(await p, "result");
+    return r.ok ? r : errorFromWire(r.error);
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+function overloadedOf(r: ResultMessage | Error): ta.OverloadedError | undefined {
+  if (r instanceof ta.OverloadedError) return r;
+  return undefined;
+}
+
+test("a node's mailbox refuses a burst beyond maxQueued with OverloadedError; the rest completes", T, async () => {
+  const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1"]);
+  try {
+    const conn = await webSocketTransport.connect(n.url);
+    const id = await create(conn, "BpQueue");
+    const call = (cid: string, ms: number, i: number) =>
+      outcome(conn.request(encodeMessage({ t: "call", cid, id, method: "hold", args: [ms, i] })));
+    // one call runs (slowly) and holds the instance while the burst arrives behind it
+    const first = call("c0", 3_000, 0);
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 1, 30_000));
+    const burst = await Promise.all(Array.from({ length: 20 }, (_, i) => call(`b${i}`, 0, i + 1)));
+    const refused = burst.filter((r) => overloadedOf(r) !== undefined);
+    const done = burst.filter((r) => !(r instanceof Error) && r.ok);
+    assert.equal(
+      refused.length,
+      15,
+      `refused: ${refused.length}, others: ${burst.filter((r) => !refused.includes(r))}`,
+    );
+    assert.match((refused[0] as Error).message, /Service "BpQueue".*on node "n1".*maxQueued 5/);
+    assert.equal(done.length, 5);
+    assert.ok(!((await first) instanceof Error));
+    await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
+
+test("a node refuses op calls beyond the op's maxWaiting with OverloadedError; the rest complete", T, async () => {
+  const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1"]);
+  try {
+    const conn = await webSocketTransport.connect(n.url);
+    const call = (cid: string, ms: number, i: number) =>
+      outcome(conn.request(encodeMessage({ t: "call", cid, op: "bpLimited", args: [ms, i] })));
+    const first = call("c0", 3_000, 0);
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 1, 30_000));
+    const burst = await Promise.all(Array.from({ length: 10 }, (_, i) => call(`b${i}`, 0, i + 1)));
+    const refused = burst.filter((r) => overloadedOf(r) !== undefined);
+    assert.equal(refused.length, 8);
+    assert.match((refused[0] as Error).message, /op "bpLimited".*maxWaiting 2/);
+    assert.equal(burst.filter((r) => !(r instanceof Error) && r.ok).length, 2);
+    assert.ok(!((await first) instanceof Error));
+    await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
+
+test("--max-in-flight bounds a node's calls from all connections together with OverloadedError", T, async () => {
+  const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--max-in-flight", "3"]);
+  try {
+    const a = await webSocketTransport.connect(n.url);
+    const b = await webSocketTransport.connect(n.url);
+    const call = (c: TransportConnection, cid: string, ms: number) =>
+      outcome(c.request(encodeMessage({ t: "call", cid, op: "bpLimited", args: [ms, 0] })));
+    const running = [call(a, "a1", 3_000), call(a, "a2", 3_000), call(b, "b1", 3_000)];
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 3, 30_000));
+    const e = await call(b, "b2", 0);
+    assert.ok(e instanceof ta.OverloadedError, `expected OverloadedError, got ${e}`);
+    assert.match(e.message, /Node "n1" refused a call to bpLimited: 3 calls are in flight on this node.*maxInFlight 3/);
+    await Promise.all(running);
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 0, 30_000));
+    const after = await call(b, "b3", 0);
+    assert.ok(!(after instanceof Error) && after.ok, "room again once they finished");
+    await a.close();
+    await b.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
+
+test("--max-in-flight-bytes refuses a call whose frame does not fit beside those in flight", T, async () => {
+  const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--max-in-flight-bytes", "4096"]);
+  try {
+    const conn = await webSocketTransport.connect(n.url);
+    const pad = "x".repeat(3_000);
+    const call = (cid: string, ms: number, extra?: string) =>
+      outcome(
+        conn.request(encodeMessage({ t: "call", cid, op: "bpLimited", args: [ms, 0, ...(extra ? [extra] : [])] })),
+      );
+    const big = call("c1", 3_000, pad); // holds ~3 KB while it runs
+    assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 1, 30_000));
+    const e = await call("c2", 0, pad);
+    assert.ok(e instanceof ta.OverloadedError, `expected OverloadedError, got ${e}`);
+    assert.match(e.message, /Node "n1" refused a call to bpLimited of \d+ bytes.*maxInFlightBytes 4096/);
+    // a small call still fits beside it
+    const small = await call("c3", 0);
+    assert.ok(!(small instanceof Error) && small.ok);
+    assert.ok(!((await big) instanceof Error));
+    await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
