@@ -5,12 +5,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
-import { startNodeProcess } from "../adapters/_test_nodes.ts";
+import net from "node:net";
+import { rssOf, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { decode, errorFromWire } from "../core/codec.ts";
 import { decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { TransportConnection } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
+import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "./ws_framing.ts";
 
 const APP = fileURLToPath(new URL("./_backpressure_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
@@ -141,3 +143,81 @@ test("--max-in-flight-bytes refuses a call whose frame does not fit beside those
     await n.exited;
   }
 });
+
+/** One masked binary WebSocket message (as a client must send it) carrying a request frame. */
+function requestMessage(id: number, body: Uint8Array): Uint8Array {
+  const payload = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  writeHeader(payload, KIND_REQUEST, id);
+  payload.set(body, FRAME_HEADER_BYTES);
+  const n = payload.byteLength;
+  const head = n < 126 ? [0x82, 0x80 | n] : [0x82, 0x80 | 126, n >> 8, n & 0xff];
+  if (n > 0xffff) throw new RangeError("frame too large for this helper");
+  const out = new Uint8Array(head.length + 4 + n);
+  out.set(head);
+  // a zero mask: the payload goes as it is (any mask is valid)
+  out.set(payload, head.length + 4);
+  return out;
+}
+
+test(
+  "a WebSocket client that never reads its replies while sending 100k calls: node RSS stays bounded, others are answered",
+  T,
+  async () => {
+    const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1"]);
+    try {
+      const pid = n.proc.pid!;
+      const before = (await rssOf(pid))!;
+      // a raw socket: the upgrade and then the calls, written without ever reading a byte back
+      const sock = net.connect(n.port, "127.0.0.1");
+      sock.pause();
+      sock.on("error", () => {}); // the node may close it (a client that does not read)
+      await new Promise<void>((r, j) => (sock.once("connect", r), sock.once("error", j)));
+      sock.write(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:" + n.port + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Protocol: thinkagain.v1\r\n\r\n",
+      );
+      // the peak, sampled while the calls arrive and run (a bound on memory, not on time)
+      let peak = before;
+      const sampler = setInterval(() => {
+        void rssOf(pid).then((r) => {
+          if (r !== undefined && r > peak) peak = r;
+        });
+      }, 20);
+      const CALLS = 100_000;
+      const REPLY_BYTES = 16 * 1024; // 100k replies would be 1.6 GB if nothing bounded them
+      let written = 0;
+      for (let i = 1; i <= CALLS && !sock.destroyed; i++) {
+        const body = encodeMessage({ t: "call", cid: `x${i}`, op: "bpBytes", args: [REPLY_BYTES] });
+        if (!sock.write(requestMessage(i, body))) {
+          // the kernel's buffer is full: wait for it to take more, or for the node to close it
+          await new Promise<void>((r) => {
+            sock.once("drain", r);
+            sock.once("close", r);
+          });
+        }
+        written++;
+      }
+      // meanwhile and after, another client is answered
+      const other = await webSocketTransport.connect(n.url);
+      for (let i = 0; i < 20; i++) {
+        const r = await outcome(other.request(encodeMessage({ t: "call", cid: `o${i}`, op: "bpBytes", args: [8] })));
+        assert.ok(!(r instanceof Error) && r.ok, `the other client's call ${i}: ${r}`);
+      }
+      await other.close();
+      clearInterval(sampler);
+      const grown = Math.max(peak, (await rssOf(pid))!) - before;
+      assert.ok(
+        grown < 400 * 1024 * 1024,
+        `node RSS grew ${Math.round(grown / 2 ** 20)} MiB (from ${Math.round(before / 2 ** 20)} MiB) ` +
+          `after ${written} calls whose ${
+            Math.round((written * REPLY_BYTES) / 2 ** 20)
+          } MiB of replies were never read`,
+      );
+      sock.destroy();
+    } finally {
+      n.kill();
+      await n.exited;
+    }
+  },
+);
