@@ -8,7 +8,7 @@
 import { Cause, Effect, Exit } from "effect";
 import type { CancelHook } from "./cancel.ts";
 import { leaveParentContext, type RunContext, runningBody } from "./context.ts";
-import { type OpExecutionError, TimeoutError } from "./errors.ts";
+import { type OpExecutionError, OverloadedError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, emit } from "./events.ts";
 import { describe } from "./describe.ts";
 import { endGrace, startGrace } from "./grace.ts";
@@ -83,6 +83,25 @@ export function policyOf(kind: string, name: string, retries: unknown, timeoutMs
 }
 
 /**
+ * The pause before retrying a call refused with `OverloadedError` for the `n`-th time (from 0):
+ * 10 ms doubling up to 1 s, with up to half of it added at random so refused callers spread out.
+ *
+ * @param n How many overload refusals this call met before.
+ * @returns The pause in ms.
+ *
+ * @example
+ * ```ts
+ * import { overloadBackoffMs } from "./policy.ts";
+ * const first = overloadBackoffMs(0);
+ * if (first < 10 || first > 15 || overloadBackoffMs(20) > 1500) throw new Error("unexpected");
+ * ```
+ */
+export function overloadBackoffMs(n: number): number {
+  const base = Math.min(1_000, 10 * 2 ** Math.min(n, 10));
+  return base + Math.random() * base / 2;
+}
+
+/**
  * Runs a ready task's body under its policy as an Effect fiber, settles the task, and calls `done`
  * once the body has returned (or a grace period passed). The task's `_abort` interrupts the fiber.
  */
@@ -154,8 +173,18 @@ export function runWithPolicy(
     }
     return Effect.tryPromise({ try: () => p, catch: (e) => failure(task, e) as OpExecutionError });
   });
+  // a refusal for overload (a node's or mailbox's bound) is retried after a growing pause, so the
+  // retries do not hammer a full node; other failures are retried at once, as before
+  let overloaded = 0;
+  const backedOff = Effect.tapError(
+    attempt,
+    (e: unknown) =>
+      e instanceof OverloadedError && attempts <= policy.retries
+        ? Effect.sleep(overloadBackoffMs(overloaded++))
+        : Effect.void,
+  );
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
-    ? Effect.retry(attempt, { times: policy.retries })
+    ? Effect.retry(backedOff, { times: policy.retries })
     : attempt;
   if (policy.timeoutMs > 0) {
     program = Effect.timeoutOrElse(program, {

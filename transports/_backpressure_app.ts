@@ -24,3 +24,14 @@ export const bpLimited = ta.op(
 
 /** Returns `n` bytes at once (replies that fill a socket whose peer does not read). */
 export const bpBytes = ta.op({ name: "bpBytes", remote: true }, (n: number): Uint8Array => new Uint8Array(n));
+
+/** Several calls at once, each retried up to 8 times (a refusal for overload after a pause). */
+export const BpRetry = ta.service(
+  { name: "BpRetry", maxConcurrency: 4, retries: 8 },
+  class BpRetry {
+    async hold(ms: number, i: number): Promise<number> {
+      await new Promise((r) => setTimeout(r, ms));
+      return i;
+    }
+  },
+);

@@ -14,6 +14,8 @@ import type { TransportConnection } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
 import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "./ws_framing.ts";
 
+import { BpRetry } from "./_backpressure_app.ts";
+
 const APP = fileURLToPath(new URL("./_backpressure_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
 
@@ -138,6 +140,23 @@ test("--max-in-flight-bytes refuses a call whose frame does not fit beside those
     assert.ok(!(small instanceof Error) && small.ok);
     assert.ok(!((await big) instanceof Error));
     await conn.close();
+  } finally {
+    n.kill();
+    await n.exited;
+  }
+});
+
+test("a call refused by a full node (OverloadedError) is retried after a pause when it has retries", T, async () => {
+  const n = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--max-in-flight", "1"]);
+  try {
+    await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: n.url })]);
+    const out = await mesh.run(async () => {
+      const svc = BpRetry.init();
+      const first = svc.hold.go(200, 1); // holds the node's one slot for a while
+      const second = svc.hold.go(0, 2); // behind it on the link: refused while it runs; retried after pauses
+      return await Promise.all([first, second]);
+    });
+    assert.deepEqual(out, [1, 2]);
   } finally {
     n.kill();
     await n.exited;
