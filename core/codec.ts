@@ -1088,6 +1088,8 @@ class FrameTokenizer extends Tokenizer {
       token = byteStringView(data, pos, initial & 31);
       this._pos = pos + token.encodedLength!;
     } else {
+      // text must be UTF-8: cborg would turn bad bytes into U+FFFD, changing the value silently
+      if (initial >= 0x60 && initial <= 0x7b) checkUtf8(data, pos, initial & 31);
       token = super.next();
     }
     const major = token.type.major;
@@ -1102,6 +1104,31 @@ class FrameTokenizer extends Tokenizer {
       this.#depth = depth;
     }
     return token;
+  }
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Throws when the text string whose head is at `pos` is not valid UTF-8 (a cut-short one is cborg's to report). */
+function checkUtf8(data: Uint8Array, pos: number, minor: number): void {
+  const head = minor < 24 ? 1 : minor === 24 ? 2 : minor === 25 ? 3 : minor === 26 ? 5 : 9;
+  if (pos + head > data.length) return;
+  let length = minor;
+  if (minor >= 24) {
+    length = 0;
+    for (let i = pos + 1; i < pos + head; i++) length = length * 256 + data[i];
+  }
+  if (length > data.length - pos - head) return;
+  const bytes = data.subarray(pos + head, pos + head + length);
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] >= 0x80) {
+      try {
+        strictUtf8.decode(bytes);
+      } catch {
+        throw new Error(`the text string of ${length} bytes at byte ${pos} is not valid UTF-8`);
+      }
+      return;
+    }
   }
 }
 
