@@ -27,6 +27,15 @@ import {
 // deno-lint-ignore no-explicit-any
 export const upgradeWebSocket: UpgradeWebSocket<any, any> = bunUpgradeWebSocket as UpgradeWebSocket<any, any>;
 
+/** The answer past the connection cap: 503, saying which cap and how many are in use. */
+function tooManyConnections(inUse: number, max: number): Response {
+  return new Response(
+    `Node refused a connection: ${inUse} connections are in use (requests in progress and WebSockets), ` +
+      `its limit (maxConnections ${max}, --max-connections)`,
+    { status: 503, headers: { "retry-after": "1", "content-type": "text/plain; charset=utf-8" } },
+  );
+}
+
 interface BunServer {
   port: number;
   hostname: string;
@@ -59,8 +68,9 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
   let idleTimeoutMs: number;
+  let maxConnections: number;
   try {
-    idleTimeoutMs = connectionLimits(options).idleTimeoutMs;
+    ({ idleTimeoutMs, maxConnections } = connectionLimits(options));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -73,7 +83,14 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       // in seconds, at most 255; Bun closes a connection that sends no complete head in about 10 s
       // on its own, and keeps accepting after an accept error
       idleTimeout: Math.min(255, Math.max(1, Math.ceil(idleTimeoutMs / 1000))),
-      fetch: (req: Request, srv: unknown) => app.fetch(req, srv),
+      // the connection cap: Bun tells no count of idle sockets (idleTimeout closes those), so the
+      // cap holds for the connections in use, requests in progress and open WebSockets together
+      fetch: (req: Request, srv: unknown) => {
+        const s = srv as { pendingRequests?: number; pendingWebSockets?: number };
+        const inUse = (s.pendingRequests ?? 1) - 1 + (s.pendingWebSockets ?? 0); // this request is pending too
+        if (inUse >= maxConnections) return tooManyConnections(inUse, maxConnections);
+        return app.fetch(req, srv);
+      },
       websocket: {
         ...websocket,
         // a socket over its backpressure limit takes no more messages until this: the app's
