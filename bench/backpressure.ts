@@ -13,6 +13,8 @@
  *   WebSocket (the node's `maxInFlight`/`maxInFlightBytes` and the service's `maxQueued` at their
  *   defaults vs `"unbounded"`).
  *
+ * An A/A row (two bounded services against each other) shows the spread the machine alone gives.
+ *
  * Each round runs bounded then unbounded (the order alternating between rounds); the figure is the
  * median over `--rounds` (default 7) of the per-round ratio bounded/unbounded of calls per second,
  * with the range. Target: the bounded throughput at least 0.95x the unbounded one.
@@ -41,6 +43,8 @@ class Echo {
   }
 }
 const Bounded = ta.service({ name: "BpBenchBounded", maxConcurrency: 8 }, class BpBenchBounded extends Echo {});
+// a second bounded service: bounded against bounded shows what the machine's noise alone gives
+const Bounded2 = ta.service({ name: "BpBenchBounded2", maxConcurrency: 8 }, class BpBenchBounded2 extends Echo {});
 const Unbounded = ta.service(
   { name: "BpBenchUnbounded", maxConcurrency: 8, maxQueued: "unbounded" },
   class BpBenchUnbounded extends Echo {},
@@ -111,6 +115,12 @@ console.log("|---|---:|---:|---:|---:|");
     "service (in-process)",
     () => burst(CALLS, (i) => b.echo.go(i)),
     () => burst(CALLS, (i) => u.echo.go(i)),
+  );
+  const b2 = Bounded2.init();
+  await compare(
+    "A/A control: service, bounded vs bounded",
+    () => burst(CALLS, (i) => b.echo.go(i)),
+    () => burst(CALLS, (i) => b2.echo.go(i)),
   );
 }
 await compare(

@@ -1,0 +1,236 @@
+/**
+ * Soak: one node (`thinkagain serve`, a process of its own) under attack traffic mixed with a
+ * well-behaved client, for `--minutes` (default 10). Reports, per interval, the node's RSS and the
+ * well-behaved client's call latency (p50, p99), beside the same client's latency against the idle
+ * node measured first in the same run (`--idle-s`, default 20 s). Target (issue 11): p99 under attack
+ * within 2x of idle, and RSS that does not keep growing.
+ *
+ *     bun bench/soak.ts                        (a Bun node, 10 minutes)
+ *     bun bench/soak.ts --runtime deno --minutes 2
+ *
+ * The attack, all at once and all the time, on fresh connections each round:
+ * - raw WebSocket clients that send 2,000 calls with 16 KiB replies each and never read a reply;
+ * - decoder bombs: deep nesting, a 64 KiB bigint, shared-reference and record tags, invalid UTF-8;
+ * - idle TCP connections (200 at a time) and connections that drip their headers;
+ * - bursts of calls beyond a mailbox's `maxQueued` (refused with OverloadedError).
+ * The well-behaved client calls a tiny op over its own WebSocket, one call every 20 ms.
+ *
+ * @module
+ */
+import net from "node:net";
+import { fileURLToPath } from "node:url";
+import { rssOf, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { encodeMessage } from "../transports/protocol.ts";
+import { webSocketTransport } from "../transports/websocket.ts";
+import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "../transports/ws_framing.ts";
+
+function flag(name: string, dflt: string): string {
+  const args = (globalThis as { Deno?: { args: string[] } }).Deno?.args ??
+    (globalThis as { process?: { argv: string[] } }).process?.argv.slice(2) ?? [];
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
+}
+
+const MINUTES = Number(flag("minutes", "10"));
+const IDLE_S = Number(flag("idle-s", "20"));
+const INTERVAL_S = Number(flag("interval-s", "60"));
+const RUNTIME = flag("runtime", (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno") as Runtime;
+const APP = fileURLToPath(new URL("../transports/_backpressure_app.ts", import.meta.url));
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function wsMessage(kind: number, id: number, body: Uint8Array): Uint8Array {
+  const payload = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  writeHeader(payload, kind, id);
+  payload.set(body, FRAME_HEADER_BYTES);
+  const n = payload.byteLength;
+  const head = n < 126
+    ? [0x82, 0x80 | n]
+    : n < 0x10000
+    ? [0x82, 0x80 | 126, n >> 8, n & 0xff]
+    : [0x82, 0x80 | 127, 0, 0, 0, 0, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+  const out = new Uint8Array(head.length + 4 + n);
+  out.set(head);
+  out.set(payload, head.length + 4); // a zero mask
+  return out;
+}
+
+function upgrade(port: number): string {
+  return `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+    "Sec-WebSocket-Protocol: thinkagain.v1\r\n\r\n";
+}
+
+function rawSocket(port: number, read: boolean): Promise<net.Socket> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    if (!read) s.pause();
+    else s.on("data", () => {});
+    s.on("error", () => {});
+    s.once("connect", () => resolve(s));
+    s.once("error", () => resolve(s));
+  });
+}
+
+/** Decoder bombs and malformed frames, each a request frame's body. */
+function bombs(): Uint8Array[] {
+  const deep = new Uint8Array(2_000).fill(0x81); // arrays nested 2,000 deep
+  const bigint = new Uint8Array([0xc2, 0x5a, 0, 1, 0, 0, ...new Uint8Array(65_536).fill(0xff)]);
+  const shared = new Uint8Array([0xd8, 0x1c, 0x81, 0xd8, 0x1d, 0x00]);
+  const record = new Uint8Array([0xd9, 0xdf, 0xfe, 0x83, 0x20, 0x81, 0x61, 0x61, 0x01]);
+  const badText = new Uint8Array([
+    0xa2,
+    0x61,
+    0x74,
+    0x64,
+    0x70,
+    0x69,
+    0x6e,
+    0x67,
+    0x65,
+    0x6f,
+    0x77,
+    0x6e,
+    0x65,
+    0x72,
+    0x62,
+    0xc3,
+    0x28,
+  ]);
+  return [deep, bigint, shared, record, badText];
+}
+
+async function attackRound(port: number, stop: () => boolean): Promise<void> {
+  const sockets: net.Socket[] = [];
+  try {
+    // never-reading clients
+    for (let c = 0; c < 2 && !stop(); c++) {
+      const s = await rawSocket(port, false);
+      sockets.push(s);
+      s.write(upgrade(port));
+      for (let i = 1; i <= 2_000 && !s.destroyed; i++) {
+        const body = encodeMessage({ t: "call", cid: `a${i}`, op: "bpBytes", args: [16 * 1024] });
+        if (!s.write(wsMessage(KIND_REQUEST, i, body))) {
+          await Promise.race([new Promise((r) => s.once("drain", r)), sleep(200)]);
+        }
+      }
+    }
+    // decoder bombs, each on a connection that reads (the node answers or closes it)
+    for (const b of bombs()) {
+      const s = await rawSocket(port, true);
+      sockets.push(s);
+      s.write(upgrade(port));
+      for (let i = 1; i <= 20; i++) s.write(wsMessage(KIND_REQUEST, i, b));
+    }
+    // idle and dripping connections
+    for (let i = 0; i < 200 && !stop(); i++) sockets.push(await rawSocket(port, true));
+    for (let i = 0; i < 10; i++) {
+      const s = await rawSocket(port, true);
+      sockets.push(s);
+      s.write("GET /rpc HTTP/1.1\r\n");
+    }
+    // a burst beyond a mailbox's bound, from a client that reads
+    const conn = await webSocketTransport.connect(`http://127.0.0.1:${port}`).catch(() => undefined);
+    if (conn !== undefined) {
+      try {
+        const created = await conn.request(
+          encodeMessage({ t: "create", service: "BpQueue", args: [], gpus: [], replica: 0, owner: "soak" }),
+        );
+        const { decode } = await import("../core/codec.ts");
+        const id = (decode(created) as { id: string }).id;
+        await Promise.allSettled(
+          Array.from(
+            { length: 200 },
+            (_, i) => conn.request(encodeMessage({ t: "call", cid: `q${i}`, id, method: "hold", args: [5, i] })),
+          ),
+        );
+      } catch {
+        // refused or closed: part of the attack
+      }
+      await conn.close().catch(() => {});
+    }
+    await sleep(2_000);
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+}
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+const node = await startNodeProcess(APP, ["--port", "0", "--name", "soak", "--headers-timeout-ms", "2000"], {
+  runtime: RUNTIME,
+});
+const pid = node.proc.pid!;
+const client = await webSocketTransport.connect(node.url);
+let seq = 0;
+async function callOnce(): Promise<number> {
+  const t0 = performance.now();
+  await client.request(encodeMessage({ t: "call", cid: `w${seq++}`, op: "bpBytes", args: [8] }));
+  return performance.now() - t0;
+}
+
+/** The well-behaved client: one call every 20 ms for `ms`; its latencies and failures. */
+async function wellBehaved(ms: number): Promise<{ lat: number[]; failed: number }> {
+  const lat: number[] = [];
+  let failed = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    try {
+      lat.push(await callOnce());
+    } catch {
+      failed++;
+    }
+    await sleep(20);
+  }
+  return { lat, failed };
+}
+
+console.log(`soak: a ${RUNTIME} node, ${MINUTES} min of attack, ${IDLE_S} s idle baseline first`);
+const idle = await wellBehaved(IDLE_S * 1000);
+const idleP50 = percentile(idle.lat, 50), idleP99 = percentile(idle.lat, 99);
+const rss0 = (await rssOf(pid)) ?? NaN;
+console.log(
+  `idle: p50 ${idleP50.toFixed(2)} ms, p99 ${idleP99.toFixed(2)} ms, RSS ${(rss0 / 2 ** 20).toFixed(0)} MiB\n`,
+);
+console.log("| minute | node RSS MiB (max in interval) | p50 ms | p99 ms | p99 / idle p99 | calls | failed |");
+console.log("|---:|---:|---:|---:|---:|---:|---:|");
+
+const endAt = performance.now() + MINUTES * 60_000;
+let stopped = false;
+const attackers = [0, 1].map(async () => {
+  while (!stopped) await attackRound(node.port, () => stopped).catch(() => {});
+});
+let peakAll = rss0;
+const allP99: number[] = [];
+for (let k = 1; performance.now() < endAt; k++) {
+  let peak = 0;
+  const sampler = setInterval(() => {
+    void rssOf(pid).then((r) => {
+      if (r !== undefined && r > peak) peak = r;
+    });
+  }, 250);
+  const w = await wellBehaved(Math.min(INTERVAL_S * 1000, endAt - performance.now()));
+  clearInterval(sampler);
+  peakAll = Math.max(peakAll, peak);
+  const p99 = percentile(w.lat, 99);
+  allP99.push(p99 / idleP99);
+  console.log(
+    `| ${((k * INTERVAL_S) / 60).toFixed(1)} | ${(peak / 2 ** 20).toFixed(0)} | ${
+      percentile(w.lat, 50).toFixed(2)
+    } | ` +
+      `${p99.toFixed(2)} | ${(p99 / idleP99).toFixed(2)}x | ${w.lat.length} | ${w.failed} |`,
+  );
+}
+stopped = true;
+await Promise.all(attackers);
+console.log(
+  `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
+    `p99/idle per interval: median ${percentile(allP99, 50).toFixed(2)}x, max ${Math.max(...allP99).toFixed(2)}x`,
+);
+await client.close();
+node.kill();
+await node.exited;
