@@ -317,10 +317,12 @@ test("mesh.close rejects the queued calls of every instance before any of them s
 
 test("a call that timed out or was cancelled keeps its slot while its body finishes (within a grace), and never wedges it", async () => {
   let inside = 0, most = 0;
+  let release = gate();
+  // 0: the body ends when the test releases it (a body of N ms against a deadline of M ms races)
   const body = async (ms: number) => {
     inside++;
     most = Math.max(most, inside);
-    await sleep(ms);
+    await (ms === 0 ? release.promise : sleep(ms));
     inside--;
     return ms;
   };
@@ -333,8 +335,9 @@ test("a call that timed out or was cancelled keeps its slot while its body finis
     },
   );
   const t = Timed.init();
-  const late = t.work.go(30); // answered at 20 ms, returns at 30: within the grace of another 20
+  const late = t.work.go(0); // answered at 20 ms; its body returns then, within the grace of another 20
   const next = t.work.go(5);
+  late.then(undefined, () => release.open());
   assert.ok((await rejection(late)) instanceof ta.TimeoutError, "the caller is answered at the deadline");
   assert.equal(await next, 5);
   assert.equal(most, 1, "one body at a time on the instance");
@@ -364,15 +367,19 @@ test("a call that timed out or was cancelled keeps its slot while its body finis
   );
   const r = Retried.init();
   most = 0;
-  const cancelled = r.work.go(40);
+  release = gate();
+  const cancelled = r.work.go(0);
   const after = r.work.go(5);
   assert.ok(await eventually(() => inside === 1), "the first call's body started");
   assert.equal(cancelled.cancel(), true);
+  release.open(); // the cancelled body returns after its cancel
   assert.equal(await after, 5);
   assert.equal(most, 1);
   const limited = ta.op({ name: "limitedTimed", maxConcurrency: 1, timeoutMs: 10 }, body);
   most = 0;
-  const [a, b] = [limited.go(15), limited.go(5)];
+  release = gate();
+  const [a, b] = [limited.go(0), limited.go(5)];
+  a.then(undefined, () => release.open());
   assert.ok((await rejection(a)) instanceof ta.TimeoutError);
   assert.equal(await b, 5);
   assert.equal(most, 1, "an op's concurrency limit holds the same way");
