@@ -13,6 +13,7 @@ import type { CancelHook } from "../core/cancel.ts";
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config.ts";
 import type { MeshNode } from "../core/mesh_node.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
+import type { NodeHealth } from "../core/explain.ts";
 import { backgroundInterval, closedError } from "./_common.ts";
 import { envTransport } from "./_env.ts";
 import {
@@ -105,6 +106,9 @@ export class NodeLink {
   private heardAtTick = 0;
   private lastHeardAt = 0;
   private pinging = false;
+  /** When the last keepalive ping went out and when the last pong came (0: never), for `health()`. */
+  private pingSentAt = 0;
+  private pongAt = 0;
   private closed = false;
   /** Set when a destroy went unanswered while closing: the rest are left to the node's lease. */
   unresponsive = false;
@@ -426,10 +430,28 @@ export class NodeLink {
     // one at a time: a frozen node must not collect a pile of them
     if (this.pinging) return;
     this.pinging = true;
+    this.pingSentAt = now;
     const ping = this.held > 0 ? { t: "ping", owner: this.leaseId } : { t: "ping" };
     this.request(ping, "pong", undefined, this.lostAfterMs)
-      .catch(() => {})
+      .then(() => (this.pongAt = performance.now()), () => {})
       .finally(() => (this.pinging = false));
+  }
+
+  /**
+   * Whether the node answers its keepalive pings (for `ref.explain()` and the watchdog): lost, or
+   * whether the last ping sent got its pong, and when each happened.
+   *
+   * @returns The node's health as this link knows it.
+   */
+  health(): NodeHealth {
+    const now = performance.now();
+    return {
+      node: this.node,
+      lost: this.lost,
+      answeredLastKeepalive: this.pingSentAt === 0 || this.pongAt >= this.pingSentAt,
+      lastPingAgoMs: this.pingSentAt === 0 ? undefined : now - this.pingSentAt,
+      lastPongAgoMs: this.pongAt === 0 ? undefined : now - this.pongAt,
+    };
   }
 
   private stopWatch(): void {
@@ -557,6 +579,21 @@ export async function closeLinks(owner: object): Promise<void> {
   if (m === undefined) return;
   links.delete(owner);
   await Promise.all([...m.values()].map((l) => l.close()));
+}
+
+/**
+ * The health of `owner`'s link to the node named `node` (see {@linkcode NodeLink.health}), or
+ * `undefined` when it has no link to that node.
+ *
+ * @param owner A mesh (or a node process) holding links.
+ * @param node The node's name.
+ * @returns What the link knows of the node's keepalives.
+ */
+export function linkHealth(owner: object, node: string): NodeHealth | undefined {
+  const m = links.get(owner);
+  if (m === undefined) return undefined;
+  for (const link of m.values()) if (link.node === node) return link.health();
+  return undefined;
 }
 
 /**

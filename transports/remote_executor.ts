@@ -15,7 +15,8 @@ import { RemoteExecutor } from "../core/remote_executor.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import { envTransport } from "./_env.ts";
 import { handleWire } from "./handle_wire.ts";
-import { dropLink, meshLink } from "./link.ts";
+import { dropLink, linkHealth, meshLink } from "./link.ts";
+import type { NodeHealth } from "../core/explain.ts";
 import { remoteOpBody } from "./remote_ops.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 import { residentReplicas } from "./residents.ts";
@@ -65,6 +66,10 @@ export const remoteExecutor: RemoteExecutor = {
    * option or `THINKAGAIN_TRANSPORT` picks (`THINKAGAIN_TRANSPORT=in_memory` with a `ws://` node is
    * a TypeError here, at `new Mesh(…)`, naming the node and where the override came from).
    */
+  /** Whether `node` answers the keepalives of the mesh's link to it (see {@linkcode linkHealth}). */
+  nodeHealth(mesh: MeshRuntime, node: string): NodeHealth | undefined {
+    return linkHealth(mesh, node);
+  },
   /** A node joined: its link is made now and asks what it has, so placement counts its resources. */
   nodeJoined(mesh: MeshRuntime, node: MeshNode): void {
     if (node.endpoint !== undefined) meshLink(mesh, node, handleWire);
