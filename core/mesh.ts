@@ -133,6 +133,13 @@ export class Mesh implements AsyncDisposable {
       throw new TypeError('Mesh: the option "maxConcurrency" is now "maxConcurrentOps" (op calls running at once)');
     }
     checkKnownKeys("Mesh", options, MESH_OPTION_KEYS);
+    const stuck = options.stuckAfterMs;
+    if (stuck !== undefined && !(typeof stuck === "number" && stuck > 0 && stuck < Infinity)) {
+      throw new RangeError(`Mesh stuckAfterMs must be a positive number of ms, got ${describe(stuck)}`);
+    }
+    if (options.onStuck !== undefined && typeof options.onStuck !== "function") {
+      throw new TypeError(`Mesh onStuck must be a function, got ${describe(options.onStuck)}`);
+    }
     const max = options.maxConcurrentOps;
     if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
       throw new RangeError(`Mesh maxConcurrentOps must be an integer ≥ 1, got ${describe(max)}`);

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Explanation } from "./explain.ts";
 import type { Layer } from "effect";
 import { workingDirectoryUrl } from "./_runtime.ts";
 import { describe } from "./describe.ts";
@@ -66,6 +67,13 @@ export interface MeshOptions {
    * node to node, and `await ref` fetches it once. `Infinity`: every result comes back at once.
    */
   keepResultsAbove?: number;
+  /**
+   * The stuck-work watchdog (off by default): a task of this mesh pending or running for longer
+   * than this many ms is reported once, with its `explain()`, to `onStuck`.
+   */
+  stuckAfterMs?: number;
+  /** Told of each stuck task once, with its explanation (default: a `console.warn` of it). */
+  onStuck?: (explanation: Explanation) => void;
 }
 
 /**
@@ -90,6 +98,8 @@ export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
   lostAfterMs: true,
   streamWindow: true,
   keepResultsAbove: true,
+  stuckAfterMs: true,
+  onStuck: true,
 };
 
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { warnStuck, watchStuck } from "./watchdog.ts";
 import { Context, Effect, Exit, Layer, Scope } from "effect";
 import { Deployment, type Replica, type ReplicaState } from "./deployment.ts";
 import { describe } from "./describe.ts";
@@ -164,6 +165,11 @@ export class MeshRuntime {
     } catch (e) {
       Effect.runFork(Scope.close(this.scope, Exit.void));
       throw e;
+    }
+    const stuck = options.stuckAfterMs;
+    if (stuck !== undefined && this.roster !== undefined) {
+      const stop = watchStuck(this.roster, stuck, options.onStuck ?? warnStuck);
+      this.addCleanup(() => Promise.resolve(stop()));
     }
   }
 

@@ -1,0 +1,70 @@
+/**
+ * The stuck-work watchdog (`MeshOptions.stuckAfterMs`): a timer that looks over a mesh's unsettled
+ * tasks (its roster) a few times per `stuckAfterMs` and reports each task pending or running longer
+ * than that, once, with its explanation (`explain.ts`). It costs nothing per task: the timer reads
+ * the roster the mesh keeps anyway, and times come from the tasks' recorded times when events are
+ * on, else from when the watchdog first saw each task (so a task is reported at most one look late).
+ *
+ * @module
+ */
+import { unrefTimer } from "./_runtime.ts";
+import { explainTask, type Explanation, formatExplanation } from "./explain.ts";
+import type { Task, TaskRoster } from "./task.ts";
+
+/** What the watchdog does with a stuck task: by default, a `console.warn` with its explanation. */
+export type StuckListener = (explanation: Explanation) => void;
+
+/** Warns on the console with the explanation (the default {@linkcode StuckListener}). */
+export function warnStuck(explanation: Explanation): void {
+  console.warn(`thinkagain: ${explanation.id} is stuck:\n${formatExplanation(explanation)}`);
+}
+
+/**
+ * Starts watching `roster`: every task unsettled for `stuckAfterMs` or longer is passed to `report`
+ * once.
+ *
+ * @param roster The mesh's unsettled tasks.
+ * @param stuckAfterMs How long a task may stay unsettled before it is reported, in ms.
+ * @param report Told of each stuck task once.
+ * @returns A function that stops the watchdog.
+ *
+ * @example
+ * ```ts
+ * import { watchStuck } from "./watchdog.ts";
+ * import { TaskRoster } from "./task.ts";
+ * const stop = watchStuck(new TaskRoster(), 1000, () => {});
+ * stop();
+ * ```
+ */
+export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: StuckListener): () => void {
+  const firstSeen = new WeakMap<Task<unknown>, number>();
+  const reported = new WeakSet<Task<unknown>>();
+  const look = () => {
+    if (roster.size === 0) return;
+    const now = performance.now();
+    const stuck: Task<unknown>[] = [];
+    roster.forEach((task) => {
+      if (reported.has(task)) return;
+      let since = task._meta?.submittedAt;
+      if (since === undefined || since === 0) {
+        since = firstSeen.get(task);
+        if (since === undefined) {
+          firstSeen.set(task, now);
+          since = now;
+        }
+      }
+      if (now - since >= stuckAfterMs) stuck.push(task);
+    });
+    for (const task of stuck) {
+      reported.add(task);
+      try {
+        report(explainTask(task));
+      } catch {
+        // a throwing listener must not stop the watchdog
+      }
+    }
+  };
+  const timer = setInterval(look, Math.max(5, Math.min(stuckAfterMs / 4, 1000)));
+  unrefTimer(timer);
+  return () => clearInterval(timer);
+}
