@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect, Fiber } from "effect";
 import * as ta from "../mod.ts";
-import { eventually, gate, sleep } from "./_test_utils.ts";
+import { eventually, gate } from "./_test_utils.ts";
 
 test("layerMesh provides a mesh to goEffect and closes it with the layer", async () => {
   const closed: string[] = [];
@@ -26,12 +26,14 @@ test("layerMesh provides a mesh to goEffect and closes it with the layer", async
 });
 
 test("goEffect fails with the typed error, catchable by tag", async () => {
+  const never = gate();
   const slow = ta.op({ name: "slowE", timeoutMs: 5 }, async () => {
-    await sleep(100);
+    await never.promise; // released after the deadline answered (a 100 ms body could win on a stalled loop)
   });
   const tag = await Effect.runPromise(
     ta.goEffect(slow).pipe(Effect.catchTag("TimeoutError", (e) => Effect.succeed(`${e._tag}:${e.op}`))),
   );
+  never.open();
   assert.equal(tag, "TimeoutError:slowE");
 });
 
