@@ -18,14 +18,14 @@
  *
  * @module
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
+import { startBenchChild } from "./_child.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const CHAIN = 100;
@@ -104,19 +104,8 @@ async function runServer(kind: string): Promise<void> {
 
 // ---- client side ---------------------------------------------------------------------------------
 
-function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
-  const self = fileURLToPath(import.meta.url);
-  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
-  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Uint8Array) => {
-      out += new TextDecoder().decode(d);
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
-  });
+function startChild(kind: string): ReturnType<typeof startBenchChild> {
+  return startBenchChild(import.meta.url, kind);
 }
 
 /** A TCP proxy to `port` that holds every chunk `ms` before passing it on, in both directions. */

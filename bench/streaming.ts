@@ -12,14 +12,13 @@
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import { decode, encode } from "../core/codec.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
+import { startBenchChild } from "./_child.ts";
 
 /** Items per stream in the throughput runs. */
 const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
@@ -79,19 +78,8 @@ async function runServer(kind: string): Promise<void> {
 
 // ---- client side ---------------------------------------------------------------------------------
 
-function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
-  const self = fileURLToPath(import.meta.url);
-  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
-  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Uint8Array) => {
-      out += new TextDecoder().decode(d);
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
-  });
+function startChild(kind: string): ReturnType<typeof startBenchChild> {
+  return startBenchChild(import.meta.url, kind);
 }
 
 /** Our stream: items per second. */

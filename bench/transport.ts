@@ -9,9 +9,7 @@
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import { decode, encode, encodeFrame } from "../core/codec.ts";
@@ -19,6 +17,7 @@ import { httpTransport } from "../transports/http.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
+import { startBenchChild } from "./_child.ts";
 
 // Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
 const BenchEcho = ta.service(
@@ -67,20 +66,8 @@ async function runServer(kind: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Client side
 
-function startChild(kind: string): Promise<{ child: ChildProcess; port: number }> {
-  const self = fileURLToPath(import.meta.url);
-  const isDeno = "Deno" in globalThis;
-  const argv = isDeno ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
-  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Uint8Array) => {
-      out += new TextDecoder().decode(d);
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
-  });
+function startChild(kind: string): ReturnType<typeof startBenchChild> {
+  return startBenchChild(import.meta.url, kind);
 }
 
 function percentile(sorted: number[], p: number): number {

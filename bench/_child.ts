@@ -1,0 +1,23 @@
+// Private to bench/: starts a benchmark's server side as a child process of the same runtime.
+import { type ChildProcess, spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+/**
+ * Runs the benchmark file at `benchUrl` again with `--server <kind>` (under Deno with `run -A`) and
+ * resolves once the child prints `PORT <n>`; rejects if it exits first.
+ */
+export function startBenchChild(benchUrl: string, kind: string): Promise<{ child: ChildProcess; port: number }> {
+  const self = fileURLToPath(benchUrl);
+  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Uint8Array) => {
+      out += new TextDecoder().decode(d);
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`bench server (${kind}) exited with ${code}`)));
+  });
+}
