@@ -670,12 +670,32 @@ export function linkFor(
  * @returns The mesh's link to the node.
  */
 export function meshLink(mesh: MeshRuntime, node: MeshNode, handles: HandleWire): NodeLink {
-  return linkFor(mesh, node.name, node.endpoint!, {
-    token: mesh.options.token,
-    transport: mesh.options.transport,
-    welcomeTtlMs: mesh.options.welcomeTtlMs,
-    destroyTimeoutMs: mesh.options.destroyTimeoutMs,
-    keepaliveMs: mesh.options.keepaliveMs,
-    lostAfterMs: mesh.options.lostAfterMs,
-  }, handles);
+  return linkFor(mesh, node.name, node.endpoint!, meshLinkOptions(mesh), handles);
+}
+
+/**
+ * The options a mesh's links take from the mesh's own (token, transport, welcome, destroy and
+ * keepalive timings).
+ *
+ * @param mesh The mesh the links belong to.
+ * @returns Options for {@linkcode linkFor}.
+ *
+ * @example A mesh's token reaches its links
+ * ```ts
+ * import { meshLinkOptions } from "./link.ts";
+ * import type { MeshRuntime } from "../core/mesh_runtime.ts";
+ * const mesh = { options: { token: "t" } } as unknown as MeshRuntime;
+ * if (meshLinkOptions(mesh).token !== "t") throw new Error("token lost");
+ * ```
+ */
+export function meshLinkOptions(mesh: MeshRuntime): LinkOptions {
+  const o = mesh.options;
+  return {
+    token: o.token,
+    transport: o.transport,
+    welcomeTtlMs: o.welcomeTtlMs,
+    destroyTimeoutMs: o.destroyTimeoutMs,
+    keepaliveMs: o.keepaliveMs,
+    lostAfterMs: o.lostAfterMs,
+  };
 }

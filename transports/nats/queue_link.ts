@@ -6,7 +6,7 @@
  * @module
  */
 import type { MeshRuntime } from "../../core/mesh_runtime.ts";
-import { type HandleWire, linkFor, type NodeLink } from "../link.ts";
+import { type HandleWire, linkFor, meshLinkOptions, type NodeLink } from "../link.ts";
 import { opQueueEndpoint } from "./endpoint.ts";
 
 /**
@@ -37,12 +37,5 @@ export function natsQueueLink(
 ): NodeLink | undefined {
   const endpoint = opQueueEndpoint(candidates.map((l) => l.endpoint), op);
   if (endpoint === undefined) return undefined;
-  return linkFor(mesh, endpoint.slice(endpoint.lastIndexOf("/") + 1), endpoint, {
-    token: mesh.options.token,
-    transport: mesh.options.transport,
-    welcomeTtlMs: mesh.options.welcomeTtlMs,
-    destroyTimeoutMs: mesh.options.destroyTimeoutMs,
-    keepaliveMs: mesh.options.keepaliveMs,
-    lostAfterMs: mesh.options.lostAfterMs,
-  }, handles);
+  return linkFor(mesh, endpoint.slice(endpoint.lastIndexOf("/") + 1), endpoint, meshLinkOptions(mesh), handles);
 }
