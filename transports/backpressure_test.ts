@@ -205,25 +205,49 @@ test(
       }, 20);
       const CALLS = 100_000;
       const REPLY_BYTES = 16 * 1024; // 100k replies would be 1.6 GB if nothing bounded them
+      // The calls go in from a writer beside the other client. Once the node closes this
+      // connection it may also stop reading it without closing the socket (Deno keeps a closed
+      // WebSocket's TCP connection while writes to it are pending, and a client that never reads
+      // keeps them pending): then the writer waits for a drain that never comes, so it stops once
+      // the other client is answered and the writer has written everything or been pushed back.
       let written = 0;
-      for (let i = 1; i <= CALLS && !sock.destroyed; i++) {
-        const body = encodeMessage({ t: "call", cid: `x${i}`, op: "bpBytes", args: [REPLY_BYTES] });
-        if (!sock.write(requestMessage(i, body))) {
-          // the kernel's buffer is full: wait for it to take more, or for the node to close it
-          await new Promise<void>((r) => {
-            sock.once("drain", r);
-            sock.once("close", r);
-          });
+      let stop = false;
+      let wake: (() => void) | undefined;
+      let idle!: () => void;
+      const writerIdle = new Promise<void>((r) => (idle = r));
+      const writer = (async () => {
+        for (let i = 1; i <= CALLS && !sock.destroyed && !stop; i++) {
+          const body = encodeMessage({ t: "call", cid: `x${i}`, op: "bpBytes", args: [REPLY_BYTES] });
+          if (!sock.write(requestMessage(i, body))) {
+            // the kernel's buffer is full: wait for it to take more, for the node to close it, or
+            // for the test to end
+            await new Promise<void>((r) => {
+              wake = r;
+              sock.once("drain", r);
+              sock.once("close", r);
+              idle();
+            });
+          }
+          written++;
         }
-        written++;
-      }
+        idle();
+      })();
       // meanwhile and after, another client is answered
       const other = await webSocketTransport.connect(n.url);
       for (let i = 0; i < 20; i++) {
         const r = await outcome(other.request(encodeMessage({ t: "call", cid: `o${i}`, op: "bpBytes", args: [8] })));
         assert.ok(!(r instanceof Error) && r.ok, `the other client's call ${i}: ${r}`);
       }
+      // and after: once the flood is all in, or pushed back
+      await writerIdle;
+      for (let i = 20; i < 25; i++) {
+        const r = await outcome(other.request(encodeMessage({ t: "call", cid: `o${i}`, op: "bpBytes", args: [8] })));
+        assert.ok(!(r instanceof Error) && r.ok, `the other client's call ${i}: ${r}`);
+      }
       await other.close();
+      stop = true;
+      wake?.();
+      await writer;
       clearInterval(sampler);
       const grown = Math.max(peak, (await rssOf(pid))!) - before;
       assert.ok(

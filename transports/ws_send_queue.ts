@@ -5,7 +5,10 @@
  * wait here and go out when the runtime says the socket drained. Deno's and `ws`' sockets buffer
  * without a limit, so their `bufferedAmount` is watched instead. Past `maxQueuedBytes` waiting, the
  * connection is closed (code 1013): the client's calls on it fail with a transport error instead
- * of waiting for replies that were never sent, and the node's memory stays bounded.
+ * of waiting for replies that were never sent, and the node's memory stays bounded. On Deno the
+ * closed socket's TCP connection stays open (unread) while its writes are pending, which a client
+ * that never reads keeps them: the node stops reading it and spends no more on it, but the
+ * descriptor goes only when the client does (Deno has no way to abort a server WebSocket's socket).
  *
  * @module
  */
