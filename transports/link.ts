@@ -91,8 +91,12 @@ export class NodeLink {
   private reached = false;
   /** Calls in flight on this link. */
   inFlight = 0;
-  /** This link's lease id: instances it creates live on the node while it keeps pinging with it. */
-  readonly leaseId: string = crypto.randomUUID();
+  /**
+   * This link's lease id: instances it creates live on the node while it keeps pinging with it. It
+   * travels with every call, so it is short enough for the decoder's short-text path (96 random
+   * bits, 24 hex digits).
+   */
+  readonly leaseId: string = randomId();
   /** What the link belongs to (a mesh, or a node process): handles arriving on it belong there too. */
   readonly holder: object;
   /** Instances this link created that are alive (it pings while there are any). */
@@ -285,9 +289,14 @@ export class NodeLink {
     try {
       // a window other than the default travels with every call (its result may be a stream)
       const window = this.streamWindow();
-      const call = window === undefined
-        ? { t: "call", cid, ...message }
-        : { t: "call", cid, ...message, creditItems: window.items, creditBytes: window.bytes };
+      // the caller's message becomes the call (no copy: this runs once per call)
+      const call = message as Mutable<CallMessage>;
+      call.t = "call";
+      call.cid = cid;
+      if (window !== undefined) {
+        call.creditItems = window.items;
+        call.creditBytes = window.bytes;
+      }
       const sent = onSent === undefined ? undefined : () => onSent(cid);
       const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span, undefined, sent);
       if (res.t === "chunk") {
@@ -698,4 +707,14 @@ export function meshLinkOptions(mesh: MeshRuntime): LinkOptions {
     keepaliveMs: o.keepaliveMs,
     lostAfterMs: o.lostAfterMs,
   };
+}
+
+/** A property-writable copy of a message type, for building one field by field. */
+export type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** 96 random bits as 24 hex digits. */
+function randomId(): string {
+  let s = "";
+  for (const b of crypto.getRandomValues(new Uint8Array(12))) s += (b < 16 ? "0" : "") + b.toString(16);
+  return s;
 }

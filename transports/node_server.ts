@@ -777,6 +777,7 @@ export class NodeServer {
     }
     let ref: ObjectRef<unknown>;
     let name: string;
+    let renewed: string | undefined; // the lease this call already renewed
     if (msg.op !== undefined) {
       const def = registeredOps().get(msg.op);
       if (def === undefined) {
@@ -809,6 +810,7 @@ export class NodeServer {
       if (inst.owner !== undefined) {
         const lease = this.owners.get(inst.owner);
         if (lease !== undefined) lease.seen = performance.now();
+        renewed = inst.owner;
       }
       const fair = inst.fair;
       const run = fair === undefined
@@ -825,7 +827,7 @@ export class NodeServer {
       this.kept.set(key, ref);
       peer?.signal?.addEventListener("abort", () => this.kept.delete(key), { once: true });
     }
-    if (msg.owner !== undefined) {
+    if (msg.owner !== undefined && msg.owner !== renewed) {
       const lease = this.owners.get(msg.owner);
       if (lease !== undefined) lease.seen = performance.now();
     }

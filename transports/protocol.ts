@@ -377,18 +377,24 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
         ? Object.fromEntries(Object.entries(r.trace).filter(([, v]) => typeof v === "string")) as Record<string, string>
         : undefined;
       const creditItems = credit(r, "creditItems", t), creditBytes = credit(r, "creditBytes", t);
-      const window: Record<string, unknown> = creditItems === undefined && creditBytes === undefined
-        ? {}
-        : { creditItems, creditBytes };
-      // the data plane's fields (see CallMessage), only when given
-      if (r.keep === true) window.keep = true;
+      // built field by field, the optional ones only when given (no spreads: this runs once per call)
+      const call: { -readonly [K in keyof CallMessage]: CallMessage[K] } = typeof r.op === "string"
+        ? { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace }
+        : { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace };
+      if (creditItems !== undefined || creditBytes !== undefined) {
+        call.creditItems = creditItems;
+        call.creditBytes = creditBytes;
+      }
+      // the data plane's fields (see CallMessage)
+      if (r.keep === true) call.keep = true;
       const keepAbove = credit(r, "keepAbove", t);
-      if (keepAbove !== undefined) window.keepAbove = keepAbove;
-      if (r.owner !== undefined) window.owner = str(r, "owner", t);
-      const pipe = pipedArgs(r, r.args);
-      if (pipe !== undefined) window.pipe = pipe;
-      if (typeof r.op === "string") return { t, cid, op: str(r, "op", t), args: r.args, timeoutMs, trace, ...window };
-      return { t, cid, id: str(r, "id", t), method: str(r, "method", t), args: r.args, timeoutMs, trace, ...window };
+      if (keepAbove !== undefined) call.keepAbove = keepAbove;
+      if (r.owner !== undefined) call.owner = str(r, "owner", t);
+      if (r.pipe !== undefined) {
+        const pipe = pipedArgs(r, r.args);
+        if (pipe !== undefined) call.pipe = pipe;
+      }
+      return call;
     }
     case "credit":
       return { t, cid: str(r, "cid", t), items: credit(r, "items", t) ?? 0, bytes: credit(r, "bytes", t) ?? 0 };

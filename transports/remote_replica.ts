@@ -22,8 +22,8 @@ import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
-import type { NodeLink } from "./link.ts";
-import { argumentRefusal, type CreatedMessage } from "./protocol.ts";
+import type { Mutable, NodeLink } from "./link.ts";
+import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
 import { argsAfterLoss, keepFields, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
 import type { Span } from "@opentelemetry/api";
 
@@ -202,12 +202,14 @@ export class RemoteReplica extends MailboxReplica {
       const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
-    // results among the arguments are named, not carried (pipelined refs, objects kept on nodes)
+    // results among the arguments are named, not carried (pipelined refs, objects kept on nodes);
+    // arguments that are all primitives name nothing (the common case: no preparation, no retry)
+    if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span);
     for (let again = false;; again = true) {
       const prepared = pipeArgs(args, this.link);
       const piped = prepared instanceof Promise ? await prepared : prepared;
       try {
-        return await this.send(method, piped, hook, trace, span);
+        return await this.send(method, piped.args, piped, hook, trace, span);
       } catch (e) {
         // a node holding one of its arguments was lost: those made again (or the loss named), once
         const remade = again ? undefined : await argsAfterLoss(e, args, this.link);
@@ -219,29 +221,39 @@ export class RemoteReplica extends MailboxReplica {
     }
   }
 
-  /** Sends a call whose arguments {@linkcode pipeArgs} prepared, making the instance first if needed. */
+  /**
+   * Sends a call whose arguments {@linkcode pipeArgs} prepared (`piped`; `undefined` when they were
+   * all primitives), making the instance first if needed.
+   */
   private async send(
     method: string,
-    piped: PipedCall,
+    args: unknown[],
+    piped: PipedCall | undefined,
     hook: CancelHook,
     trace: Record<string, string>,
     span: Span | undefined,
   ): Promise<unknown> {
-    const wired = this.wired(piped.args, method, hook);
+    const wired = this.wired(args, method, hook);
     const task = hook.task;
     const plan = planPipeline(task, this.link, (this.policy?.retries ?? 0) > 0);
-    const message = {
+    // built field by field (no spreads: this runs once per call)
+    const message: Mutable<Omit<CallMessage, "t" | "cid">> & { id: string } = {
       id: "",
       method,
       args: wired instanceof Promise ? await wired : wired,
-      ...(this.policy?.timeoutMs ? { timeoutMs: this.policy.timeoutMs } : {}),
-      ...(trace.traceparent !== undefined ? { trace } : {}),
-      ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
-      ...(plan.length > 0 ? { keep: true } : {}),
-      ...keepFields(this.link),
     };
-    const onSent = (cid: string) => {
-      piped.sent();
+    const timeoutMs = this.policy?.timeoutMs;
+    if (timeoutMs) message.timeoutMs = timeoutMs;
+    if (trace.traceparent !== undefined) message.trace = trace;
+    if (piped?.pipe !== undefined) message.pipe = piped.pipe;
+    if (plan.length > 0) message.keep = true;
+    const keep = keepFields(this.link);
+    if (keep.keepAbove !== undefined) {
+      message.keepAbove = keep.keepAbove;
+      message.owner = keep.owner;
+    }
+    const onSent = piped === undefined && plan.length === 0 ? undefined : (cid: string) => {
+      piped?.sent();
       if (task !== undefined) sentPipelined(task, this.link, cid, plan.splice(0));
     };
     for (let attempt = 0;; attempt++) {
@@ -377,3 +389,12 @@ export class RemoteReplica extends MailboxReplica {
 }
 
 function noop(): void {}
+
+/** Whether no argument is an object (so none is a ref, a kept object or holds one). */
+function primitivesOnly(args: unknown[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if ((typeof a === "object" && a !== null) || typeof a === "function") return false;
+  }
+  return true;
+}
