@@ -805,11 +805,15 @@ function headBytes(n: number): number {
 /** Writes a string; returns false (writing nothing) for one that cannot travel (a lone surrogate). */
 function writeString(text: string): boolean {
   const length = text.length;
-  if (length < 24) {
-    // short ASCII (keys, tags, names) byte by byte; anything else through TextEncoder
-    ensureRoom(1 + length);
+  if (length < 0x100) {
+    // ASCII (keys, tags, names, ids) byte by byte; anything else through TextEncoder
+    ensureRoom(2 + length);
     const start = at;
-    slab[at++] = 0x60 | length;
+    if (length < 24) slab[at++] = 0x60 | length;
+    else {
+      slab[at++] = 0x78;
+      slab[at++] = length;
+    }
     for (let i = 0; i < length; i++) {
       const code = text.charCodeAt(i);
       if (code >= 0x80) {

@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
-import { decode as cborgDecode } from "cborg";
+import { decode as cborgDecode, encode as cborgEncode } from "cborg";
 import {
   claimHeadroom,
   decode,
@@ -462,5 +462,18 @@ test("codec round-trips bigints of every length up to 64 bytes, both signs", () 
     n |= 1n << BigInt(8 * length - 1); // exactly `length` bytes
     const values = [n, -n, n - 1n, -(n - 1n) - 1n];
     deepStrictEqual(decode(encode(values)), values, `${length} bytes`);
+  }
+});
+
+test("strings of every length to 300, ASCII or not, encode to the bytes cborg writes and decode back", () => {
+  for (let n = 0; n <= 300; n++) {
+    for (
+      const s of ["a".repeat(n), "é" + "b".repeat(Math.max(0, n - 1)), "x".repeat(Math.max(0, n - 1)) + "\u{1F600}"]
+    ) {
+      const bytes = encode({ s });
+      deepStrictEqual(cborgDecode(bytes), { s }, `length ${s.length}`);
+      deepStrictEqual([...bytes], [...cborgEncode({ s })], `length ${s.length}: the same bytes as cborg`);
+      strictEqual((decode(bytes) as { s: string }).s, s);
+    }
   }
 });
