@@ -28,6 +28,7 @@ import {
 } from "./protocol.ts";
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
 import { transportFor } from "./transport_for.ts";
+import { keepFields } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
 import { RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
 
@@ -114,6 +115,8 @@ export class NodeLink {
   private pingSentAt = 0;
   private pongAt = 0;
   private closed = false;
+  /** The connection that declared this link's data-plane fields (its `session`), if any. */
+  private sessionOn: TransportConnection | undefined;
   /** Set when a destroy went unanswered while closing: the rest are left to the node's lease. */
   unresponsive = false;
 
@@ -156,6 +159,7 @@ export class NodeLink {
   private connection(): Promise<TransportConnection> {
     if (this.conn === undefined) {
       const p = this.transport.connect(this.endpoint, this.options).then((c) => {
+        this.declareSession(c);
         c.onClose(() => {
           this.lost = true;
           this.welcomeP = undefined; // the node may come back as a new process
@@ -169,6 +173,26 @@ export class NodeLink {
       this.conn = p;
     }
     return this.conn;
+  }
+
+  /**
+   * On a WebSocket, says once, as the connection's first frame, the data-plane fields every call
+   * would carry (`keepAbove`, `owner`: a `session` message), so calls on it leave them out.
+   */
+  private declareSession(c: TransportConnection): void {
+    if (this.transport.name !== "websocket") return;
+    const fields = keepFields(this);
+    if (fields.keepAbove === undefined) return;
+    c.notify(encodeMessage({ t: "session", keepAbove: fields.keepAbove, owner: fields.owner }));
+    this.sessionOn = c;
+  }
+
+  /**
+   * The data-plane fields a call on this link carries (see `objects.ts`' `keepFields`): none on a
+   * connection that declared them in its `session`.
+   */
+  callKeepFields(): { keepAbove?: number; owner?: string } {
+    return this.open !== undefined && this.open === this.sessionOn && !this.open.closed ? NO_FIELDS : keepFields(this);
   }
 
   /**
@@ -708,6 +732,8 @@ export function meshLinkOptions(mesh: MeshRuntime): LinkOptions {
     lostAfterMs: o.lostAfterMs,
   };
 }
+
+const NO_FIELDS: { keepAbove?: number; owner?: string } = Object.freeze({});
 
 /** A property-writable copy of a message type, for building one field by field. */
 export type Mutable<T> = { -readonly [K in keyof T]: T[K] };

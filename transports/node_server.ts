@@ -235,6 +235,8 @@ export class NodeServer {
   private readonly reach: HandleReach;
   /** Results that stay here (see `CallMessage.keepAbove`), by object id. */
   private readonly objects: ObjectStore;
+  /** What each WebSocket connection declared once for its calls (a `session` message), by connection id. */
+  private readonly sessions = new Map<number, { keepAbove?: number; owner?: string }>();
   /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
   private readonly kept = new Map<string, ObjectRef<unknown>>();
   private draining = false;
@@ -375,7 +377,7 @@ export class NodeServer {
   private async handle(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
     this.readClock.lastRead = performance.now();
     const msg = decodeDriverMessage(frame);
-    if (peer?.oneWay && msg.t !== "cancel" && msg.t !== "free") {
+    if (peer?.oneWay && msg.t !== "cancel" && msg.t !== "free" && msg.t !== "session") {
       // nobody waits for a one-way frame's answer, so nothing would hold its work to a bound
       throw new ProtocolError(`A one-way "${msg.t}" message is refused: only "cancel" may be sent without a reply`);
     }
@@ -410,6 +412,20 @@ export class NodeServer {
           objects: this.objects.count,
           leaseMs: this.leaseMs,
         });
+      }
+      case "session": {
+        // what every call on this connection would carry (protocol.ts, SessionMessage)
+        if (peer === undefined || peer.transport === "http") {
+          throw new ProtocolError(
+            'A "session" message needs a connection that lasts (WebSocket); over HTTP each call carries its fields',
+          );
+        }
+        const id = peer.connectionId;
+        if (!this.sessions.has(id)) {
+          peer.signal?.addEventListener("abort", () => this.sessions.delete(id), { once: true });
+        }
+        this.sessions.set(id, { keepAbove: msg.keepAbove, owner: msg.owner });
+        return peer.oneWay ? undefined : encodeMessage({ t: "session" });
       }
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
@@ -673,10 +689,10 @@ export class NodeServer {
   }
 
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
-  private keepOnDevice(result: unknown, msg: CallMessage, name: string): Uint8Array {
+  private keepOnDevice(result: unknown, owner: string | undefined, msg: CallMessage, name: string): Uint8Array {
     const bytes = deviceBytes(result);
-    const oid = this.objects.put(result, bytes, { owner: msg.owner, madeBy: msg.op ?? name });
-    if (msg.owner !== undefined) this.leaseObjects(msg.owner);
+    const oid = this.objects.put(result, bytes, { owner, madeBy: msg.op ?? name });
+    if (owner !== undefined) this.leaseObjects(owner);
     return encodeMessage({ t: "result", ok: true, object: { oid, bytes } });
   }
 
@@ -768,6 +784,10 @@ export class NodeServer {
           `--max-in-flight-bytes)`,
       );
     }
+    // the data plane's fields: the call's own, else those its connection declared once
+    const session = this.sessions.size === 0 || peer === undefined ? undefined : this.sessions.get(peer.connectionId);
+    const keepAbove = msg.keepAbove ?? session?.keepAbove;
+    const owner = msg.owner ?? session?.owner;
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
     // results named instead of sent: those held here now (before any await, so a `free` sent after
     // this call cannot overtake it), then those pulled from other nodes
@@ -827,8 +847,8 @@ export class NodeServer {
       this.kept.set(key, ref);
       peer?.signal?.addEventListener("abort", () => this.kept.delete(key), { once: true });
     }
-    if (msg.owner !== undefined && msg.owner !== renewed) {
-      const lease = this.owners.get(msg.owner);
+    if (owner !== undefined && owner !== renewed) {
+      const lease = this.owners.get(owner);
       if (lease !== undefined) lease.seen = performance.now();
     }
     this.callsPerScope.set(scope, running + 1);
@@ -849,19 +869,19 @@ export class NodeServer {
       if (result instanceof Stream) return await this.streams.open(key, result, { ...msg, name }, peer);
       if (holdsDeviceValues(result)) {
         // arrays on a GPU stay there until they leave this node (read back once, when fetched)
-        if (msg.keepAbove !== undefined) return this.keepOnDevice(result, msg, name);
+        if (keepAbove !== undefined) return this.keepOnDevice(result, owner, msg, name);
         result = await readBack(result);
       }
       const wired = wireValue(result, this);
       const value = wired instanceof Promise ? await wired : wired;
       try {
         const reply = encodeMessage({ t: "result", ok: true, value });
-        if (msg.keepAbove === undefined || reply.byteLength <= msg.keepAbove) return reply;
+        if (keepAbove === undefined || reply.byteLength <= keepAbove) return reply;
         // too large to send unasked: it stays here, and the caller's ref names it
         // kept encoded (a fetch sends it as it is) unless it holds handles (revived here on use)
         const frame = value === result ? reply : undefined;
-        const oid = this.objects.put(result, reply.byteLength, { owner: msg.owner, madeBy: msg.op ?? name, frame });
-        if (msg.owner !== undefined) this.leaseObjects(msg.owner);
+        const oid = this.objects.put(result, reply.byteLength, { owner, madeBy: msg.op ?? name, frame });
+        if (owner !== undefined) this.leaseObjects(owner);
         return encodeMessage({ t: "result", ok: true, object: { oid, bytes: reply.byteLength } });
       } catch (e) {
         if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });

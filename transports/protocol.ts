@@ -1,7 +1,8 @@
 /**
  * The node protocol: CBOR messages carried as frames by any transport. A driver says `hello` and
  * learns the node's resources and registered names (`welcome`), `create`s service instances,
- * `call`s their methods (or registered ops), `cancel`s calls, and `destroy`s instances. Only names
+ * `call`s their methods (or registered ops), `cancel`s calls, and `destroy`s instances; on a
+ * WebSocket its first frame is a one-way `session` with what every call would otherwise carry. Only names
  * the node's module registered can be created or called; nothing from the wire is evaluated.
  *
  * @module
@@ -12,8 +13,10 @@ import { ProtocolError } from "../core/errors.ts";
 /**
  * Version of this protocol; a peer speaking another one is refused with `ProtocolError`. Version 2
  * added streams: a call may be answered with a `chunk`, and `credit` asks for the next one.
+ * Version 3 added the data plane: a call's `keep`, `keepAbove`, `owner` and `pipe`, results kept on
+ * the node (`object`), `fetch` and `free`, and the WebSocket connection's one-way `session`.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Driver → node: introduce yourself. */
 export interface HelloMessage {
@@ -215,9 +218,22 @@ export interface PingMessage {
   readonly owner?: string;
 }
 
+/**
+ * Sent one-way as the first frame of a WebSocket connection: the data-plane fields (see
+ * {@linkcode CallMessage}'s `keepAbove` and `owner`) that every call on this connection would
+ * carry, said once. A call's own fields still win; over HTTP, where no connection lasts, each call
+ * carries them.
+ */
+export interface SessionMessage {
+  readonly t: "session";
+  readonly keepAbove?: number;
+  readonly owner?: string;
+}
+
 /** Every message a driver sends. */
 export type DriverMessage =
   | HelloMessage
+  | SessionMessage
   | CreateMessage
   | CallMessage
   | CancelMessage
@@ -229,6 +245,7 @@ export type DriverMessage =
 
 const KINDS: ReadonlySet<string> = new Set([
   "hello",
+  "session",
   "create",
   "call",
   "cancel",
@@ -396,6 +413,12 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       }
       return call;
     }
+    case "session":
+      return {
+        t,
+        keepAbove: credit(r, "keepAbove", t),
+        owner: r.owner === undefined ? undefined : str(r, "owner", t),
+      };
     case "credit":
       return { t, cid: str(r, "cid", t), items: credit(r, "items", t) ?? 0, bytes: credit(r, "bytes", t) ?? 0 };
     case "cancel":

@@ -58,6 +58,7 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { t: "welcomed" },
     { t: "hello", v: PROTOCOL_VERSION },
     { ...WELCOME, v: 1 }, // before streams
+    { ...WELCOME, v: 2 }, // before the data plane
     { ...WELCOME, v: PROTOCOL_VERSION + 1 },
     { ...WELCOME, node: 5 },
     { ...WELCOME, node: "" },
@@ -121,7 +122,7 @@ test("decodeDriverMessage reads credit and a call's window, and refuses malforme
   }
   assert.throws(
     () => decodeDriverMessage(encodeMessage({ t: "hello", v: 1 })),
-    /Protocol version 1 is not supported; this node speaks 2/,
+    /Protocol version 1 is not supported; this node speaks 3/,
   );
 });
 

@@ -19,7 +19,7 @@ import type { Span } from "@opentelemetry/api";
 import { meshLink, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { WelcomeMessage } from "./protocol.ts";
-import { argsAfterLoss, keepFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
+import { argsAfterLoss, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
@@ -134,7 +134,7 @@ async function sendOp(
         ...(trace.traceparent !== undefined ? { trace } : {}),
         ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
         ...(plan.length > 0 ? { keep: true } : {}),
-        ...keepFields(link),
+        ...link.callKeepFields(),
       },
       hook,
       span,

@@ -24,7 +24,7 @@ import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { Mutable, NodeLink } from "./link.ts";
 import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
-import { argsAfterLoss, keepFields, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
+import { argsAfterLoss, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
 import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
@@ -247,7 +247,7 @@ export class RemoteReplica extends MailboxReplica {
     if (trace.traceparent !== undefined) message.trace = trace;
     if (piped?.pipe !== undefined) message.pipe = piped.pipe;
     if (plan.length > 0) message.keep = true;
-    const keep = keepFields(this.link);
+    const keep = this.link.callKeepFields();
     if (keep.keepAbove !== undefined) {
       message.keepAbove = keep.keepAbove;
       message.owner = keep.owner;

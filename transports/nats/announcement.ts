@@ -49,7 +49,8 @@ const MAX_NAMES = 10_000;
  * @example
  * ```ts
  * import { decodeAnnouncement, encodeAnnouncement } from "./announcement.ts";
- * const a = { v: 2, node: "n1", endpoint: "nats://h:4222/n1", session: "s", gpus: 0, cpus: null, services: [], ops: [] };
+ * import { PROTOCOL_VERSION } from "../protocol.ts";
+ * const a = { v: PROTOCOL_VERSION, node: "n1", endpoint: "nats://h:4222/n1", session: "s", gpus: 0, cpus: null, services: [], ops: [] };
  * if (decodeAnnouncement(encodeAnnouncement(a))?.node !== "n1") throw new Error("unexpected");
  * ```
  */

@@ -129,7 +129,8 @@ export async function discoverNodes(nats: string, options: DiscoverNodesOptions 
  * @example
  * ```ts
  * import { announcedNode } from "./discovery.ts";
- * const a = { v: 2, node: "n1", endpoint: "nats://b:4222/n1", session: "s", gpus: 2, cpus: null, services: [], ops: [] };
+ * import { PROTOCOL_VERSION } from "../protocol.ts";
+ * const a = { v: PROTOCOL_VERSION, node: "n1", endpoint: "nats://b:4222/n1", session: "s", gpus: 2, cpus: null, services: [], ops: [] };
  * const node = announcedNode(a, "nats://a:4222");
  * if (node.endpoint !== "nats://a:4222/n1" || node.gpus.length !== 2) throw new Error("unexpected");
  * ```

@@ -3,6 +3,7 @@ import { after, before, describe, test } from "node:test";
 import * as ta from "../../mod.ts";
 import { Mesh as CoreMesh } from "../../core/mesh.ts";
 import { NodeServer } from "../node_server.ts";
+import { PROTOCOL_VERSION } from "../protocol.ts";
 import { decodeAnnouncement, encodeAnnouncement } from "./announcement.ts";
 import { discoverNodes } from "./discovery.ts";
 import { startNatsNode } from "./node.ts";
@@ -28,7 +29,7 @@ test("Mesh.fromConfig: a discover entry is checked, and needs the package root's
 
 test("decodeAnnouncement refuses malformed announcements and other protocol versions", () => {
   const good = {
-    v: 2,
+    v: PROTOCOL_VERSION,
     node: "n1",
     endpoint: "nats://h:4222/n1",
     session: "s",
@@ -40,7 +41,7 @@ test("decodeAnnouncement refuses malformed announcements and other protocol vers
   deepStrictEqual(decodeAnnouncement(encodeAnnouncement(good)), good);
   for (
     const bad of [
-      { ...good, v: 1 },
+      { ...good, v: PROTOCOL_VERSION - 1 },
       { ...good, node: "a.b" },
       { ...good, endpoint: "nats://h:4222/other" },
       { ...good, gpus: -1 },
