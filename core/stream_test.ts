@@ -5,6 +5,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "
 import * as ta from "../mod.ts";
 import { disableTracing, setTracingAutoDetect } from "./tracing/mod.ts";
 import { Stream } from "./stream.ts";
+import { currentContext, type RunContext } from "./context.ts";
 import { eventually, gate, rejection } from "./_test_utils.ts";
 
 test("Stream: an op that is an async generator streams its items in order; its ref resolves before they are all made", async () => {
@@ -202,4 +203,90 @@ test("Stream: a cancelled producer stuck in an await gives its instance's slot b
   assert.ok((await rejection(pending)) instanceof ta.CancelledError);
   assert.equal(await s.ping.go(), "pong"); // waits for the grace period, not for ever
   never.open();
+});
+
+test("Stream.drain: hands the items to take until it says stop, then on; resolves true at the end with the item count told", async () => {
+  let told = -1;
+  const s = new Stream(
+    (async function* () {
+      for (let i = 0; i < 5; i++) yield i;
+    })(),
+    { onEnd: (n) => (told = n) },
+  );
+  const got: number[] = [];
+  assert.equal(await s.drain((x) => got.push(x) < 3), false);
+  assert.deepEqual(got, [0, 1, 2]);
+  assert.equal(s.ended, false);
+  assert.equal(await s.drain((x) => got.push(x) > 0), true);
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.equal(told, 5);
+  assert.equal(await s.drain(() => true), true); // ended: nothing more
+});
+
+test("Stream.drain: a cancel while the producer waits rejects at once with the reason, and the producer's finally runs", async () => {
+  const release = gate();
+  let finallyRan = false;
+  const s = new Stream((async function* () {
+    try {
+      yield 1;
+      await release.promise;
+      yield 2;
+    } finally {
+      finallyRan = true;
+    }
+  })());
+  const got: number[] = [];
+  const drained = s.drain((x) => (got.push(x), true));
+  assert.ok(await eventually(() => got.length === 1));
+  const reason = new Error("stop now");
+  assert.equal(s.cancel(reason), true);
+  assert.equal(await rejection(drained), reason);
+  release.open();
+  assert.ok(await eventually(() => finallyRan));
+  assert.deepEqual(got, [1]);
+});
+
+test("Stream.drain: an error of the producer rejects, mapped by fail, after the items before it", async () => {
+  const s = new Stream(
+    (async function* () {
+      yield "a";
+      throw new Error("boom");
+    })(),
+    { fail: (e) => new RangeError(`mapped: ${(e as Error).message}`) },
+  );
+  const got: string[] = [];
+  const e = await rejection(s.drain((x) => (got.push(x), true)));
+  assert.ok(e instanceof RangeError && e.message === "mapped: boom");
+  assert.deepEqual(got, ["a"]);
+  assert.equal(s.ended, true);
+});
+
+test("Stream.drain: the producer runs in the call's context, across its awaits", async () => {
+  const ctx: RunContext = { mesh: undefined, task: "the call" };
+  const seen: unknown[] = [];
+  const s = new Stream(
+    (async function* () {
+      for (let i = 0; i < 3; i++) {
+        await Promise.resolve();
+        seen.push(currentContext()?.task);
+        yield i;
+      }
+    })(),
+    { ctx },
+  );
+  assert.equal(await s.drain(() => true), true);
+  assert.deepEqual(seen, ["the call", "the call", "the call"]);
+});
+
+test("Stream.drain: refused while a next() is pending (a stream has one reader)", async () => {
+  const release = gate();
+  const s = new Stream((async function* () {
+    await release.promise;
+    yield 1;
+  })());
+  const pending = s.next();
+  const e = await rejection(s.drain(() => true));
+  assert.ok(e instanceof TypeError);
+  release.open();
+  assert.deepEqual(await pending, { done: false, value: 1 });
 });

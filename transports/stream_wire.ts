@@ -103,7 +103,6 @@ export function resolveStreamWindow(window: StreamWindow | undefined): Required<
 
 interface Outlet {
   readonly stream: Stream<unknown>;
-  readonly it: AsyncIterator<unknown>;
   items: number;
   bytes: number;
   buffer: unknown[];
@@ -114,7 +113,16 @@ interface Outlet {
   ended: boolean;
   error: unknown;
   sentFirst: boolean;
+  /** Items made so far, and chunks sent: a watch compares them to learn whether the producer waits. */
+  made: number;
+  sent: number;
+  /** A watch is on: a chunk is asked for and items are buffered (see #watch). */
+  watching: boolean;
+  /** The watch's macrotask, once the producer proved busy. */
+  tick: ReturnType<typeof setTimeout> | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** Takes the producer's items (Stream.drain), one function for the outlet's life. */
+  take: (item: unknown) => boolean;
   readonly forget: () => void;
 }
 
@@ -197,7 +205,6 @@ export class StreamOutlets {
     const onGone = () => this.cancel(key);
     const outlet: Outlet = {
       stream,
-      it: stream[Symbol.asyncIterator](),
       items: options.items ?? DEFAULT_STREAM_WINDOW.items,
       bytes: options.bytes ?? DEFAULT_STREAM_WINDOW.bytes,
       buffer: [],
@@ -207,7 +214,12 @@ export class StreamOutlets {
       ended: false,
       error: undefined,
       sentFirst: false,
+      made: 0,
+      sent: 0,
+      watching: false,
+      tick: undefined,
       timer: undefined,
+      take: (item) => this.#take(key, outlet, item),
       forget: () => signal?.removeEventListener("abort", onGone),
     };
     this.#open.set(key, outlet);
@@ -268,7 +280,7 @@ export class StreamOutlets {
     // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
     // with what is buffered would send a few items per chunk
     if (outlet.pumping) {
-      if (outlet.buffer.length > 0) void this.#flushIfWaiting(key, outlet);
+      if (outlet.buffer.length > 0 && !outlet.watching) void this.#watch(key, outlet);
       return p;
     }
     if (outlet.buffer.length > 0 || outlet.ended) this.#flush(key, outlet);
@@ -277,53 +289,52 @@ export class StreamOutlets {
   }
 
   /**
-   * A chunk was asked for while the producer runs and items are buffered: if the producer makes
-   * none within a few turns, it is waiting (a model's next token), and what it made goes now.
+   * A chunk is asked for while the producer runs and items are buffered: what is buffered goes as
+   * soon as the producer has to wait (a model's next token). A producer that makes nothing within a
+   * few microtask turns waits, and the items go now; one that made more is busy, and they go when
+   * its chunk is full or at the next macrotask (which runs only once the microtasks ran out, that is
+   * when the producer waits or has no credit left). One watch per chunk, not a check per item.
    */
-  async #flushIfWaiting(key: string, outlet: Outlet): Promise<void> {
-    const before = outlet.buffer.length;
+  async #watch(key: string, outlet: Outlet): Promise<void> {
+    outlet.watching = true;
+    const made = outlet.made, sent = outlet.sent;
     for (let i = 0; i < 8; i++) await undefined;
-    if (outlet.buffer.length === before) this.#flush(key, outlet);
+    if (outlet.sent !== sent || outlet.ended) return; // sent meanwhile: that flush ended this watch
+    if (outlet.made === made) return this.#flush(key, outlet);
+    outlet.tick = setTimeout(() => {
+      outlet.tick = undefined;
+      if (outlet.sent === sent) this.#flush(key, outlet);
+    }, 0);
   }
 
-  /** Calls the producer's `next()` while the consumer holds credit. */
+  /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
+  #take(key: string, outlet: Outlet, item: unknown): boolean {
+    if (outlet.ended) return false; // cancelled meanwhile
+    const size = itemBytes(item);
+    outlet.buffer.push(item);
+    outlet.bufferBytes += size;
+    outlet.items--;
+    outlet.bytes -= size;
+    outlet.made++;
+    // the first chunk is small, so the first item is not held back while many more are made
+    const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
+    if (outlet.buffer.length >= full || outlet.bufferBytes >= CHUNK_BYTES) this.#flush(key, outlet);
+    else if (outlet.pulls.length > 0 && !outlet.watching) void this.#watch(key, outlet);
+    return !outlet.ended && outlet.items > 0 && outlet.bytes > 0;
+  }
+
+  /** Takes the producer's items while the consumer holds credit. */
   async #pump(key: string, outlet: Outlet): Promise<void> {
     if (outlet.pumping) return;
     outlet.pumping = true;
     try {
-      while (!outlet.ended && outlet.items > 0 && outlet.bytes > 0) {
-        const p = outlet.it.next();
-        if (outlet.pulls.length > 0 && outlet.buffer.length > 0) {
-          // a chunk is asked for: a producer that has its next item at once gets a few turns before
-          // what is buffered goes, one that has to wait sends it now
-          let settled = false;
-          p.then(() => (settled = true), () => (settled = true));
-          for (let i = 0; i < 8 && !settled; i++) await undefined;
-          if (!settled) this.#flush(key, outlet);
-        }
-        let r: IteratorResult<unknown>;
-        try {
-          r = await p;
-        } catch (e) {
-          outlet.ended = true;
-          outlet.error = e;
-          break;
-        }
-        if (outlet.ended) break; // cancelled meanwhile
-        if (r.done) {
-          outlet.ended = true;
-          break;
-        }
-        const size = itemBytes(r.value);
-        outlet.buffer.push(r.value);
-        outlet.bufferBytes += size;
-        outlet.items--;
-        outlet.bytes -= size;
-        // the first chunk is small, so the first item is not held back while many more are made
-        const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
-        if (outlet.buffer.length >= full || outlet.bufferBytes >= CHUNK_BYTES) {
-          this.#flush(key, outlet);
-        }
+      if (!outlet.ended && outlet.items > 0 && outlet.bytes > 0 && await outlet.stream.drain(outlet.take)) {
+        outlet.ended = true;
+      }
+    } catch (e) {
+      if (!outlet.ended) {
+        outlet.ended = true;
+        outlet.error = e;
       }
     } finally {
       outlet.pumping = false;
@@ -335,6 +346,10 @@ export class StreamOutlets {
   #flush(key: string, outlet: Outlet): void {
     if (outlet.pulls.length === 0 || (outlet.buffer.length === 0 && !outlet.ended)) return;
     const answer = outlet.pulls.shift()!;
+    outlet.sent++;
+    outlet.watching = false;
+    if (outlet.tick !== undefined) clearTimeout(outlet.tick);
+    outlet.tick = undefined;
     const items = outlet.buffer;
     outlet.buffer = [];
     outlet.bufferBytes = 0;
@@ -369,6 +384,8 @@ export class StreamOutlets {
     outlet.ended = true;
     if (outlet.timer !== undefined) clearTimeout(outlet.timer);
     outlet.timer = undefined;
+    if (outlet.tick !== undefined) clearTimeout(outlet.tick);
+    outlet.tick = undefined;
     outlet.forget();
     if (this.#open.get(key) === outlet) this.#open.delete(key);
     // pulls still waiting learn that it is over
