@@ -97,3 +97,77 @@ test("op maxWaiting: ready calls beyond the waiting list fail with OverloadedErr
     (e: unknown) => e instanceof RangeError && /op "bpBadOp": maxWaiting/.test(e.message),
   );
 });
+
+test("mesh maxWaitingOps: op calls beyond the mesh's waiting list fail with OverloadedError naming the limit; the rest complete", async () => {
+  const started = gate();
+  const release = gate();
+  const work = ta.op({ name: "bpMeshWork" }, async (i: number) => {
+    started.open();
+    await release.promise;
+    return i;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("local")], {
+    name: "bpMesh",
+    maxConcurrentOps: 1,
+    maxWaitingOps: 2,
+  });
+  await mesh.run(async () => {
+    const first = work.go(0);
+    await started.promise;
+    const burst = Array.from({ length: 5 }, (_, i) => work.go(i + 1));
+    const settled = await Promise.allSettled(burst.slice(2));
+    for (const r of settled) {
+      assert.equal(r.status, "rejected");
+      const e = (r as PromiseRejectedResult).reason;
+      assert.ok(e instanceof ta.OverloadedError, String(e));
+      assert.match(e.message, /mesh "bpMesh" refused a call of op "bpMeshWork".*maxWaitingOps 2/);
+    }
+    release.open();
+    assert.deepEqual(await Promise.all([first, ...burst.slice(0, 2)]), [0, 1, 2]);
+    assert.equal(await work.go(7), 7); // room again
+  });
+});
+
+test("mesh maxWaitingOps: an op's own slot is given back when the mesh refuses its call", async () => {
+  const started = gate();
+  const release = gate();
+  const limited = ta.op({ name: "bpMeshOwnSlot", maxConcurrency: 3 }, async (i: number) => {
+    started.open();
+    await release.promise;
+    return i;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("local")], { maxConcurrentOps: 1, maxWaitingOps: 1 });
+  await mesh.run(async () => {
+    const first = limited.go(0); // runs: an op slot and the mesh's slot
+    await started.promise;
+    const waiting = limited.go(1); // an op slot, and the mesh's waiting list is full
+    const refused = [limited.go(2), limited.go(3)];
+    // each took the op's third slot and was refused by the mesh: had the first kept it, the second
+    // would wait for an op slot instead of being refused
+    for (const r of await Promise.allSettled(refused)) {
+      assert.equal(r.status, "rejected");
+      assert.ok((r as PromiseRejectedResult).reason instanceof ta.OverloadedError);
+    }
+    release.open();
+    assert.deepEqual(await Promise.all([first, waiting]), [0, 1]);
+  });
+});
+
+test('mesh maxWaitingOps "unbounded" never refuses; a bad value is a RangeError naming it', async () => {
+  const release = gate();
+  const work = ta.op({ name: "bpMeshFree" }, async (i: number) => {
+    await release.promise;
+    return i;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("local")], { maxConcurrentOps: 1, maxWaitingOps: "unbounded" });
+  await mesh.run(async () => {
+    const refs = Array.from({ length: 1_000 }, (_, i) => work.go(i));
+    release.open();
+    assert.equal((await Promise.all(refs)).length, 1_000);
+  });
+  assert.throws(
+    () => new ta.Mesh([new ta.MeshNode("local")], { maxConcurrentOps: 1, maxWaitingOps: 0 }),
+    (e: unknown) =>
+      e instanceof RangeError && /Mesh: maxWaitingOps must be an integer ≥ 1 or "unbounded"/.test(e.message),
+  );
+});

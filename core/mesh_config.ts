@@ -24,6 +24,11 @@ export interface MeshOptions {
   name?: string;
   /** At most this many op calls run at once in this mesh (default: unbounded). */
   maxConcurrentOps?: number;
+  /**
+   * With `maxConcurrentOps`: at most this many ready op calls wait for one of its slots; past it a
+   * call fails at once with `OverloadedError` (default 100,000; `"unbounded"` opts out).
+   */
+  maxWaitingOps?: number | "unbounded";
   /** Transport for remote nodes, overriding the endpoint scheme. */
   transport?: "http" | "websocket" | "in_memory" | "nats";
   /** Auth token for remote nodes. */
@@ -88,6 +93,7 @@ export interface MeshOptions {
 export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
   name: true,
   maxConcurrentOps: true,
+  maxWaitingOps: true,
   transport: true,
   token: true,
   timeoutMs: true,

@@ -13,7 +13,7 @@ import { Deployment, type Replica, type ReplicaState } from "./deployment.ts";
 import { describe } from "./describe.ts";
 import { GpuDevice } from "./devices.ts";
 import { type CallName, CancelledError, PlacementError } from "./errors.ts";
-import { Limiter } from "./limiter.ts";
+import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
 import type { Mesh } from "./mesh.ts";
 import type { MeshOptions } from "./mesh_config.ts";
@@ -26,7 +26,7 @@ import {
   takeResources,
 } from "./placement.ts";
 import { RemoteExecutor } from "./remote_executor.ts";
-import type { ServiceDef } from "./service_def.ts";
+import { boundOption, type ServiceDef } from "./service_def.ts";
 import { cancelTask, State, TaskRoster, type TaskTarget } from "./task.ts";
 
 /** What `Mesh.stats()` reports. */
@@ -154,7 +154,10 @@ export class MeshRuntime {
     this.nodes = nodes;
     this.options = options;
     for (const node of nodes) this.states.push(nodeState(node));
-    this.limiter = options.maxConcurrentOps === undefined ? undefined : new Limiter(options.maxConcurrentOps);
+    this.limiter = options.maxConcurrentOps === undefined ? undefined : new Limiter(
+      options.maxConcurrentOps,
+      boundOption("Mesh", "maxWaitingOps", options.maxWaitingOps, DEFAULT_MAX_WAITING),
+    );
     this.hasRemoteNodes = nodes.some((n) => n.endpoint !== undefined);
     this.remote = options.remote === undefined ? undefined : Context.get(
       Effect.runSync(Layer.buildWithScope(options.remote, this.scope)),

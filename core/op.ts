@@ -160,13 +160,27 @@ class OpTarget implements TaskTarget {
     const meshLimiter = mesh?.limiter;
     if (meshLimiter !== undefined) {
       if (this.limiter !== undefined) this.awaitingMesh.add(task);
-      meshLimiter.acquire(task, (t) => {
+      const waits = meshLimiter.acquire(task, (t) => {
         this.awaitingMesh.delete(t);
         runBody(t, fn, undefined, t._ctx, this.policy, (x) => {
           meshLimiter.release();
           this.doneBound?.(x);
         });
       });
+      if (!waits) {
+        // refused: the op's own slot it holds goes back
+        this.awaitingMesh.delete(task);
+        settle(
+          task,
+          State.FAILED,
+          new OverloadedError(
+            `mesh "${mesh!.name}" refused a call of op "${this.name}": ${meshLimiter.maxWaiting} op calls already ` +
+              `wait for one of its ${meshLimiter.max} slots (maxConcurrentOps ${meshLimiter.max}, maxWaitingOps ` +
+              `${meshLimiter.maxWaiting}; raise it, or pass "unbounded")`,
+          ),
+        );
+        this.doneBound?.(task);
+      }
     } else {
       runBody(task, fn, undefined, task._ctx, this.policy, this.doneBound);
     }
