@@ -220,3 +220,22 @@ export async function readAtMost(
   }
   return out;
 }
+
+/**
+ * 96 random bits as 24 hex digits: ids that travel in every call (instance and lease ids) stay
+ * within the decoder's short-text path, which a UUID's 36 characters are not.
+ *
+ * @returns A new id.
+ *
+ * @example
+ * ```ts
+ * import { randomId } from "./_common.ts";
+ * import { match } from "node:assert/strict";
+ * match(randomId(), /^[0-9a-f]{24}$/);
+ * ```
+ */
+export function randomId(): string {
+  let s = "";
+  for (const b of crypto.getRandomValues(new Uint8Array(12))) s += (b < 16 ? "0" : "") + b.toString(16);
+  return s;
+}

@@ -14,7 +14,7 @@ import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config
 import type { MeshNode } from "../core/mesh_node.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import type { NodeHealth } from "../core/explain.ts";
-import { backgroundInterval, closedError } from "./_common.ts";
+import { backgroundInterval, closedError, randomId } from "./_common.ts";
 import { envTransport } from "./_env.ts";
 import {
   argumentRefusal,
@@ -737,10 +737,3 @@ const NO_FIELDS: { keepAbove?: number; owner?: string } = Object.freeze({});
 
 /** A property-writable copy of a message type, for building one field by field. */
 export type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/** 96 random bits as 24 hex digits. */
-function randomId(): string {
-  let s = "";
-  for (const b of crypto.getRandomValues(new Uint8Array(12))) s += (b < 16 ? "0" : "") + b.toString(16);
-  return s;
-}

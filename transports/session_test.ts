@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { serveFrames } from "../adapters/serve.ts";
 import { ProtocolError } from "../core/errors.ts";
+import { eventually } from "../core/_test_utils.ts";
 import { NodeServer } from "./node_server.ts";
 import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
@@ -120,6 +121,45 @@ test(
       assert.ok(frames.some((f) => f.t === "fetch"), "the 400 kB result was not kept on the node and fetched");
     } finally {
       await served.close();
+      await node.drain();
+    }
+  },
+);
+
+const sessionGate: { open?: () => void } = {};
+const sessionWait = ta.op(
+  { name: "sessionWait", remote: true },
+  () => new Promise<number>((resolve) => (sessionGate.open = () => resolve(1))),
+);
+
+test(
+  "a closed WebSocket connection stops its running calls and drops its kept results; a free drops one",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "s4" });
+    try {
+      const a = connection(201), b = connection(202);
+      // a kept result (pipelining) on each connection, then one freed by its caller
+      for (const [peer, cid] of [[a.call, "k1"], [a.call, "k2"], [b.call, "k1"]] as const) {
+        const r = await result(node, peer, { t: "call", cid, op: "sessionBig", args: [1], keep: true });
+        assert.ok(r.ok);
+      }
+      assert.equal(node.objectStats().keptResults, 3);
+      assert.equal(await node.handler(encodeMessage({ t: "free", oids: [], cids: ["k2"] }), a.oneWay), undefined);
+      assert.equal(node.objectStats().keptResults, 2);
+      // a call still running on a when it closes is cancelled; b's kept result stays
+      const running = result(node, a.call, { t: "call", cid: "w1", op: "sessionWait", args: [] });
+      assert.ok(await eventually(() => sessionGate.open !== undefined, 10_000));
+      a.close();
+      const stopped = await running;
+      assert.ok(!stopped.ok && stopped.error.tag === "CancelledError", JSON.stringify(stopped));
+      assert.equal(node.objectStats().keptResults, 1, "the closed connection's kept result is still there");
+      assert.equal((node as unknown as { connections: Map<unknown, unknown> }).connections.size, 1);
+      b.close();
+      assert.equal(node.objectStats().keptResults, 0);
+      assert.equal((node as unknown as { connections: Map<unknown, unknown> }).connections.size, 0);
+    } finally {
+      sessionGate.open?.();
       await node.drain();
     }
   },
