@@ -153,7 +153,7 @@ function item(depth: number): unknown {
         if (pos >= d.length) throw GIVE_UP;
         const head = d[pos++];
         if (head >> 5 !== 3) throw GIVE_UP; // a non-text key: a plain object cannot hold it
-        const key = text(argument(head & 31));
+        const key = keyText(argument(head & 31));
         const value = item(depth + 1);
         if (key === "__proto__") {
           // an own property, as the full decoder makes it, not the prototype setter
@@ -194,6 +194,44 @@ function text(length: number): string {
     return ascii;
   }
   return utf8Text(start, end);
+}
+
+// Map keys repeat in every frame ("t", "cid", "args", …): short ASCII keys come from a small cache
+// (checked byte by byte against the frame), so each one is not built, and made a property name,
+// once per frame. A slot holds the last key whose bytes hashed to it; the cache never grows.
+const KEY_CACHE_SLOTS = 512;
+const KEY_CACHE_MAX = 16;
+const keyCache: (string | undefined)[] = new Array(KEY_CACHE_SLOTS).fill(undefined);
+
+function keyText(length: number): string {
+  const d = data;
+  const start = pos;
+  if (length > KEY_CACHE_MAX || length > d.length - start) return text(length);
+  const end = start + length;
+  let hash = length;
+  for (let i = start; i < end; i++) {
+    const code = d[i];
+    if (code >= 0x80) return text(length);
+    hash = (Math.imul(hash, 31) + code) | 0;
+  }
+  const slot = hash & (KEY_CACHE_SLOTS - 1);
+  const cached = keyCache[slot];
+  if (cached !== undefined && cached.length === length) {
+    let same = true;
+    for (let i = 0; i < length; i++) {
+      if (cached.charCodeAt(i) !== d[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      pos = end;
+      return cached;
+    }
+  }
+  const key = text(length);
+  keyCache[slot] = key;
+  return key;
 }
 
 function utf8Text(start: number, end: number): string {

@@ -174,3 +174,35 @@ describe("fast decode path", () => {
     strictEqual(fastDecode(encode(new Date(5)), {} as TagTable, 256), NOT_FAST);
   });
 });
+
+describe("fastDecode's map-key cache", () => {
+  // the cache's slot for an ASCII key (as codec_fast_decode.ts computes it)
+  const slot = (key: string) => {
+    let h = key.length;
+    for (let i = 0; i < key.length; i++) h = (Math.imul(h, 31) + key.charCodeAt(i)) | 0;
+    return h & 511;
+  };
+  it("gives each key its own bytes' text, also for keys that share a slot, frame after frame", () => {
+    // two different keys of the same length in the same slot, found by search
+    const bySlot = new Map<string, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; pair === undefined && i < 100_000; i++) {
+      const k = "k" + i.toString(36);
+      const key = `${k.length}:${slot(k)}`;
+      const other = bySlot.get(key);
+      if (other !== undefined) pair = [other, k];
+      else bySlot.set(key, k);
+    }
+    ok(pair !== undefined);
+    const [a, b] = pair;
+    for (let round = 0; round < 3; round++) {
+      for (const value of [{ [a]: 1, [b]: 2 }, { [b]: 3 }, { [a]: 4 }, { t: "call", cid: "c" + round, args: [a, b] }]) {
+        deepStrictEqual(decode(encode(value)), value);
+        deepStrictEqual(decode(encode(value)), decodeFull(encode(value)));
+      }
+    }
+    // keys past the cache's length and non-ASCII keys read as before
+    const long = { ["x".repeat(40)]: 1, "ключ": 2, ["y".repeat(16)]: 3, ["z".repeat(17)]: 4 };
+    deepStrictEqual(decode(encode(long)), long);
+  });
+});
