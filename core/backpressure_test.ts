@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { gate } from "./_test_utils.ts";
+import { gate, rejection } from "./_test_utils.ts";
 
 test("service maxQueued: a burst beyond it gets OverloadedError for the excess; the rest completes", async () => {
   const started = gate();
@@ -170,4 +170,59 @@ test('mesh maxWaitingOps "unbounded" never refuses; a bad value is a RangeError 
     (e: unknown) =>
       e instanceof RangeError && /Mesh: maxWaitingOps must be an integer ≥ 1 or "unbounded"/.test(e.message),
   );
+});
+
+test("service maxQueued with retries: a refused call tries again after a pause, as a node's refusal does, and completes once there is room", async () => {
+  const started = gate();
+  const release = gate();
+  const Slow = ta.service(
+    { name: "BpRetrySlow", maxQueued: 2, retries: 5 },
+    class {
+      async work(i: number) {
+        started.open();
+        await release.promise;
+        return i;
+      }
+    },
+  );
+  const slow = Slow.init();
+  const first = slow.work.go(0);
+  await started.promise;
+  // 2 fill the mailbox; 2 more wait to try again (as many as the mailbox holds); the next is refused
+  const burst = Array.from({ length: 4 }, (_, i) => slow.work.go(i + 1));
+  const e = await rejection(slow.work.go(99));
+  assert.ok(e instanceof ta.OverloadedError, String(e));
+  assert.match(e.message, /BpRetrySlow\.work.*maxQueued 2/);
+  release.open();
+  assert.deepEqual(await Promise.all([first, ...burst]), [0, 1, 2, 3, 4]);
+});
+
+test("service maxQueued with retries: a call still refused after its retries fails with OverloadedError saying so", async () => {
+  const started = gate();
+  const release = gate();
+  const Stuck = ta.service(
+    { name: "BpRetryStuck", maxQueued: 1, retries: 2 },
+    class {
+      async work(i: number) {
+        started.open();
+        await release.promise;
+        return i;
+      }
+    },
+  );
+  const stuck = Stuck.init();
+  const first = stuck.work.go(0);
+  await started.promise;
+  const queued = stuck.work.go(1);
+  const e = await rejection(stuck.work.go(2)); // waits twice, the mailbox still full
+  assert.ok(e instanceof ta.OverloadedError, String(e));
+  assert.match(e.message, /BpRetryStuck\.work.*calls queued \(also after 2 pauses, its retries\).*maxQueued 1/);
+  // a call cancelled while it waits gives back nothing it did not take: the mailbox is still full
+  const cancelled = stuck.work.go(3);
+  cancelled.cancel();
+  assert.ok(await rejection(cancelled) instanceof ta.CancelledError);
+  assert.ok(await rejection(stuck.work.go(4)) instanceof ta.OverloadedError);
+  release.open();
+  assert.deepEqual(await Promise.all([first, queued]), [0, 1]);
+  assert.equal(await stuck.work.go(5), 5);
 });

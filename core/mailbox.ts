@@ -10,10 +10,13 @@ import type { InstanceInfo, RunContext } from "./context.ts";
 import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
+import { endGrace, startGrace } from "./grace.ts";
+import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
 import type { SlotWait } from "./explain.ts";
+import type { TimerId } from "./_runtime.ts";
 
 const { PENDING, FAILED } = State;
 
@@ -83,15 +86,62 @@ export abstract class MailboxReplica implements Replica {
     // backpressure: a full mailbox refuses at once instead of growing (the handle routes to the
     // replica with the fewest outstanding calls, so its siblings are no emptier)
     const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
-    if (this.outstanding - this.running >= maxQueued) return failedRef(target, this.overloaded(method, maxQueued));
+    if (this.outstanding - this.running >= maxQueued) {
+      // with retries, the call tries again after a pause, as a node's refusal is retried; the calls
+      // waiting so are bounded too (as many as the mailbox holds), so a runaway producer still meets
+      // a refusal at once instead of a queue that grows
+      const retries = this.def.policy?.retries ?? 0;
+      if (retries === 0 || this.deferred.size >= maxQueued) {
+        return failedRef(target, this.overloaded(method, maxQueued));
+      }
+      this.calls++;
+      return submit(target, args, ctx, (task) => this.enqueueLater(task, 0));
+    }
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
   }
 
-  private overloaded(method: string, maxQueued: number): OverloadedError {
+  /** Calls refused for a full mailbox that try again after a pause (with the pause's timer). */
+  private readonly deferred = new Map<Task<unknown>, TimerId>();
+
+  /**
+   * Enters `task` in the queue after the `refusals`-th overload pause (10 ms doubling to 1 s, with
+   * jitter: `overloadBackoffMs`), if there is room then; else it waits again, up to its `retries`
+   * pauses, and then fails with `OverloadedError`. Out of the queue meanwhile, it keeps no order
+   * with the calls made after it, and holds no slot.
+   */
+  private enqueueLater(task: Task<unknown>, refusals: number): void {
+    const timer = startGrace(overloadBackoffMs(refusals), () => {
+      this.deferred.delete(task);
+      if (task._state !== PENDING) return; // cancelled, or an input failed, meanwhile
+      const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
+      if (this.outstanding - this.running < maxQueued) {
+        this.enqueue(task);
+        if (task._pending === 0) this.pump();
+      } else if (refusals + 1 < (this.def.policy?.retries ?? 0)) {
+        this.enqueueLater(task, refusals + 1);
+      } else {
+        task._args = undefined;
+        settle(task, FAILED, this.overloaded((task._target as MethodTarget).method, maxQueued, refusals + 1));
+      }
+    });
+    this.deferred.set(task, timer);
+  }
+
+  /** A call that waits to try again was cancelled: its timer goes; `true` if it was one. */
+  private forgetDeferred(task: Task<unknown>): boolean {
+    const timer = this.deferred.get(task);
+    if (timer === undefined) return false;
+    endGrace(timer);
+    this.deferred.delete(task);
+    return true;
+  }
+
+  private overloaded(method: string, maxQueued: number, tries = 0): OverloadedError {
+    const again = tries === 0 ? "" : ` (also after ${tries} pause${tries === 1 ? "" : "s"}, its retries)`;
     return new OverloadedError(
       `Service "${this.def.name}" refused a call to ${this.def.name}.${method}: its instance ${this.index} on node ` +
-        `"${this.node}" has ${maxQueued} calls queued (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
+        `"${this.node}" has ${maxQueued} calls queued${again} (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
     );
   }
 
@@ -193,7 +243,8 @@ export abstract class MailboxReplica implements Replica {
   }
 
   /** A queued call failed or was cancelled before it started. */
-  dropped(): void {
+  dropped(task: Task<unknown>): void {
+    if (this.forgetDeferred(task)) return; // not in the queue: nothing to give back
     this.outstanding--;
     this.pump();
   }
@@ -202,6 +253,11 @@ export abstract class MailboxReplica implements Replica {
     if (this.closing) return;
     this.closing = true;
     const queued = this.queue.slice(this.head);
+    for (const task of [...this.deferred.keys()]) {
+      this.forgetDeferred(task);
+      task._args = undefined;
+      settle(task, State.CANCELLED, new CancelledError(task._target, "not started: the mesh closed"));
+    }
     this.queue.length = 0;
     this.head = 0;
     for (const task of queued) {
@@ -274,8 +330,8 @@ class MethodTarget implements TaskTarget {
   ready(): void {
     this.replica.pump();
   }
-  dropped(): void {
-    this.replica.dropped();
+  dropped(task: Task<unknown>): void {
+    this.replica.dropped(task);
   }
   slotWait(task: Task<unknown>): SlotWait | undefined {
     return this.replica.slotWait(task);

@@ -38,7 +38,10 @@ export interface ServiceOptions {
   /**
    * Calls that may wait in one instance's mailbox (not yet started) before further calls are
    * refused at once with `OverloadedError` (default {@linkcode DEFAULT_MAX_QUEUED}, 100k);
-   * `"unbounded"` never refuses. A refused call is sent to a sibling replica that has room.
+   * `"unbounded"` never refuses. A call goes to the replica with the fewest outstanding calls, so
+   * one is refused only when every replica is full. A refused call with `retries` tries again after
+   * a pause (10 ms doubling to 1 s), as a node's refusal is retried; as many calls per instance as
+   * its mailbox holds may wait so, and past that a call is refused at once.
    */
   maxQueued?: number | "unbounded";
   /** What the service is for. */
