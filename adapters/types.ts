@@ -21,9 +21,9 @@ export interface ServeOptions {
   /** Largest WebSocket message the runtime may buffer, in bytes (default 64 MiB plus the frame header). */
   maxMessageBytes?: number;
   /**
-   * Most connections open at once (default {@linkcode DEFAULT_MAX_CONNECTIONS}). On Deno a
+   * Most connections open at once (default {@linkcode DEFAULT_MAX_CONNECTIONS}). On Deno and Node a
    * connection past it takes the place of the oldest one with no request in progress (and is closed
-   * at once when every connection is busy); on Node it is closed at once. Bun's server keeps no such
+   * at once when every connection is busy). Bun's server keeps no such
    * count: there its idle and header timeouts bound what idle connections hold.
    */
   maxConnections?: number;

@@ -5,7 +5,10 @@
  */
 import { serve as nodeServe, upgradeWebSocket as nodeUpgradeWebSocket } from "@hono/node-server";
 import type { UpgradeWebSocket } from "hono/ws";
+import type { IncomingMessage, Server } from "node:http";
+import type { Socket } from "node:net";
 import { WebSocketServer } from "ws";
+import { guardNodeServer } from "./_connection_guard.ts";
 import {
   addressInUse,
   connectionLimits,
@@ -65,18 +68,15 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       // second adapter) then receives from hono and rejects
       overrideGlobalObjects: false,
     });
-    // Node's own limits: past maxConnections a connection is closed at once; a connection that
-    // sends no complete head in time, or stays idle between requests, is closed
-    const limited = server as unknown as {
-      maxConnections: number;
-      headersTimeout: number;
-      requestTimeout: number;
-      keepAliveTimeout: number;
-    };
-    limited.maxConnections = limits.maxConnections;
-    limited.headersTimeout = limits.headersTimeoutMs;
-    limited.requestTimeout = Math.max(limited.requestTimeout, limits.headersTimeoutMs);
-    limited.keepAliveTimeout = limits.idleTimeoutMs;
+    // the connection cap and the header and idle timeouts are the guard's (see _connection_guard.ts:
+    // Node's own are checked every 30 s at best, and not at all under Bun's or Deno's Node
+    // compatibility); Node's keep-alive timeout stays as a second line
+    const guard = guardNodeServer(server as unknown as Server, limits);
+    wss.on("connection", (_ws: unknown, req: IncomingMessage) => guard.upgraded(req.socket as Socket));
+    const timed = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number };
+    timed.headersTimeout = limits.headersTimeoutMs;
+    timed.requestTimeout = Math.max(timed.requestTimeout, limits.headersTimeoutMs);
+    timed.keepAliveTimeout = limits.idleTimeoutMs;
     const onListenError = (err: unknown) => {
       wss.close();
       reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
@@ -98,6 +98,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       let closing: Promise<void> | undefined;
       const close = (): Promise<void> =>
         closing ??= new Promise<void>((done) => {
+          guard.stop();
           for (const client of wss.clients) client.terminate();
           wss.close();
           server.close(() => done());
