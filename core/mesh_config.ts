@@ -120,6 +120,8 @@ export interface MeshConfig {
   timeoutMs?: number;
   /** At most this many op calls at once. */
   maxConcurrentOps?: number;
+  /** The stuck-work watchdog: report each task pending or running longer than this many ms (off by default). */
+  stuckAfterMs?: number;
   /** The nodes: name, endpoint (remote nodes), GPUs and CPUs (or `discover` instead). */
   nodes?: Array<MeshNodeConfig>;
   /** Find the nodes instead of listing them: whoever answers on a NATS cluster (`Mesh.discover`). */
@@ -219,6 +221,7 @@ const CONFIG_KEYS: KnownKeys<MeshConfig> = {
   token: true,
   timeoutMs: true,
   maxConcurrentOps: true,
+  stuckAfterMs: true,
   nodes: true,
   discover: true,
   dns: true,
@@ -332,12 +335,19 @@ export function parseMeshConfig(
       `Mesh.fromConfig: transport must be "http", "websocket", "nats" or "in_memory", got ${describe(cfg.transport)}`,
     );
   }
+  const stuck = cfg.stuckAfterMs;
+  if (stuck !== undefined && !(typeof stuck === "number" && stuck > 0 && stuck < Infinity)) {
+    throw new TypeError(
+      `Mesh.fromConfig: stuckAfterMs must be a positive number of ms (e.g. 60000), got ${describe(stuck)}`,
+    );
+  }
   const options: MeshOptions = {};
   if (cfg.name !== undefined) options.name = cfg.name;
   if (cfg.transport !== undefined) options.transport = cfg.transport;
   if (cfg.token !== undefined) options.token = cfg.token;
   if (cfg.timeoutMs !== undefined) options.timeoutMs = cfg.timeoutMs;
   if (cfg.maxConcurrentOps !== undefined) options.maxConcurrentOps = cfg.maxConcurrentOps;
+  if (stuck !== undefined) options.stuckAfterMs = stuck;
   if (dns !== undefined) return { nodes, options, dns: { ...dns } };
   return discover === undefined ? { nodes, options } : { nodes, options, discover: { ...discover } };
 }

@@ -52,3 +52,40 @@ test("Mesh rejects a bad stuckAfterMs or onStuck with what it got", () => {
     /onStuck must be a function, got number 3/,
   );
 });
+
+test("Mesh.fromConfig takes stuckAfterMs and starts the watchdog with it", async () => {
+  const g = gate();
+  const stuck = ta.op(async function watchdogTestConfigStuck() {
+    await g.promise;
+    return 1;
+  });
+  await using mesh = await ta.Mesh.fromConfig({ nodes: [{ name: "n1" }], stuckAfterMs: 20 });
+  assert.equal(mesh.options.stuckAfterMs, 20);
+  const warned: string[] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => void warned.push(args.map(String).join(" "));
+  try {
+    const { ref } = await mesh.run(() => ({ ref: stuck.go() }));
+    assert.equal(await eventually(() => warned.some((w) => w.includes(ref.id)), 30_000), true, "the default warning");
+    assert.match(warned.find((w) => w.includes(ref.id))!, /is stuck:\n.*running/s);
+    g.open();
+    assert.equal(await ref, 1);
+  } finally {
+    console.warn = warn;
+  }
+});
+
+test("Mesh.fromConfig rejects a bad stuckAfterMs, naming the field and what it got", async () => {
+  for (const bad of [0, -5, "60000", null, Number.POSITIVE_INFINITY]) {
+    await assert.rejects(
+      ta.Mesh.fromConfig({ nodes: [{ name: "n1" }], stuckAfterMs: bad as number }),
+      (e: unknown) =>
+        e instanceof TypeError &&
+        /^Mesh\.fromConfig: stuckAfterMs must be a positive number of ms \(e\.g\. 60000\), got /.test(e.message),
+    );
+  }
+  await assert.rejects(
+    ta.Mesh.fromConfig({ nodes: [{ name: "n1" }], stuckAfterMS: 10 } as never),
+    /did you mean "stuckAfterMs"/,
+  );
+});
