@@ -123,7 +123,10 @@ interface Outlet {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** Takes the producer's items (Stream.drain), one function for the outlet's life. */
   take: (item: unknown) => boolean;
-  readonly forget: () => void;
+  /** The call's key. */
+  readonly key: string;
+  /** The open streams of the connection it came on (it leaves them when it ends). */
+  readonly peers: Set<Outlet> | undefined;
 }
 
 /**
@@ -158,6 +161,7 @@ interface Outlet {
  */
 export class StreamOutlets {
   readonly #open = new Map<string, Outlet>();
+  readonly #connections = new Map<AbortSignal, Set<Outlet>>();
 
   /** Streams open now. */
   get size(): number {
@@ -192,21 +196,13 @@ export class StreamOutlets {
       );
       return Promise.resolve(encodeMessage({ t: "result", ok: false, error: errorToWire(error) }));
     }
-    const options = {
-      items: call.creditItems,
-      bytes: call.creditBytes,
-      timeoutMs: call.timeoutMs,
-      signal: peer?.signal,
-      name: call.name,
-    };
     const old = this.#open.get(key);
     if (old !== undefined) this.#end(key, old, undefined); // a call id reused: the old stream is over
-    const signal = options.signal;
-    const onGone = () => this.cancel(key);
+    const signal = peer?.signal;
     const outlet: Outlet = {
       stream,
-      items: options.items ?? DEFAULT_STREAM_WINDOW.items,
-      bytes: options.bytes ?? DEFAULT_STREAM_WINDOW.bytes,
+      items: call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
+      bytes: call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,
       buffer: [],
       bufferBytes: 0,
       pulls: [],
@@ -220,20 +216,39 @@ export class StreamOutlets {
       tick: undefined,
       timer: undefined,
       take: (item) => this.#take(key, outlet, item),
-      forget: () => signal?.removeEventListener("abort", onGone),
+      key,
+      peers: signal === undefined || signal.aborted ? undefined : this.#connection(signal),
     };
     this.#open.set(key, outlet);
-    signal?.addEventListener("abort", onGone, { once: true });
-    if (options.timeoutMs !== undefined && options.timeoutMs < 2 ** 31) {
-      const ms = options.timeoutMs;
+    outlet.peers?.add(outlet);
+    const ms = call.timeoutMs;
+    if (ms !== undefined && ms < 2 ** 31) {
       outlet.timer = setTimeout(() => {
         outlet.timer = undefined;
-        stream.cancel(new TimeoutError(options.name, ms));
+        stream.cancel(new TimeoutError(call.name, ms));
       }, ms);
     }
     const first = this.#pull(key, outlet);
     if (signal?.aborted) this.cancel(key);
     return first;
+  }
+
+  /**
+   * The open streams of the connection whose frames carry `signal`: made, with one listener that
+   * stops them all when the connection closes, on its first stream (a listener per stream would
+   * cost an add and a remove each, and adding one scans the others).
+   */
+  #connection(signal: AbortSignal): Set<Outlet> {
+    let outlets = this.#connections.get(signal);
+    if (outlets === undefined) {
+      const made = outlets = new Set();
+      this.#connections.set(signal, made);
+      signal.addEventListener("abort", () => {
+        this.#connections.delete(signal);
+        for (const outlet of [...made]) this.cancel(outlet.key);
+      }, { once: true });
+    }
+    return outlets;
   }
 
   /**
@@ -386,9 +401,10 @@ export class StreamOutlets {
     outlet.timer = undefined;
     if (outlet.tick !== undefined) clearTimeout(outlet.tick);
     outlet.tick = undefined;
-    outlet.forget();
+    outlet.peers?.delete(outlet);
     if (this.#open.get(key) === outlet) this.#open.delete(key);
     // pulls still waiting learn that it is over
+    if (outlet.pulls.length === 0) return;
     for (const answer of outlet.pulls.splice(0)) answer(encodeMessage({ t: "chunk", items: [], done: true }));
   }
 }
