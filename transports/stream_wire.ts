@@ -45,6 +45,8 @@ export const DEFAULT_STREAM_WINDOW: Readonly<Required<StreamWindow>> = Object.fr
   bytes: 4 * 1024 * 1024,
 });
 
+const DEFAULT_WINDOW: Required<StreamWindow> = DEFAULT_STREAM_WINDOW;
+
 /** Most items in one chunk. */
 const CHUNK_ITEMS = 512;
 /** Most items in a stream's first chunk (the answer to its call). */
@@ -89,6 +91,7 @@ export function itemBytes(item: unknown): number {
  * ```
  */
 export function resolveStreamWindow(window: StreamWindow | undefined): Required<StreamWindow> {
+  if (window === undefined) return DEFAULT_WINDOW; // every call without a window of its mesh's
   const items = window?.items ?? DEFAULT_STREAM_WINDOW.items;
   const bytes = window?.bytes ?? DEFAULT_STREAM_WINDOW.bytes;
   for (const [k, v] of [["items", items], ["bytes", bytes]] as const) {
