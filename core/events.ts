@@ -1,12 +1,18 @@
 /**
- * The internal event stream: task submitted / started / finished / failed / cancelled. The profiler
- * and tracing both listen here. With no listener the core creates no events and reads no clock.
+ * The internal event stream: task submitted / started / finished / failed / cancelled, and stuck (the
+ * mesh's watchdog). The profiler, tracing and the dashboard listen here. With no listener the core
+ * creates no events and reads no clock.
  *
  * @module
  */
+import type { Explanation } from "./explain.ts";
 
-/** What happened to a task. */
-export type TaskEventKind = "submitted" | "started" | "finished" | "failed" | "cancelled";
+/**
+ * What happened to a task. `"stuck"` is not a step of its life but a report: the mesh's watchdog
+ * (`stuckAfterMs`) found it pending or running for longer than that (once per task; the event's
+ * `explanation` says why). It is sent for every stuck task, recorded or not, so its times may be 0.
+ */
+export type TaskEventKind = "submitted" | "started" | "finished" | "failed" | "cancelled" | "stuck";
 
 /** The facts about a task that listeners can read (an `ObjectRef` implements it). */
 export interface TaskInfo {
@@ -54,6 +60,8 @@ export interface TaskEvent {
   readonly task: TaskInfo;
   /** `performance.now()` at the event. */
   readonly at: number;
+  /** For `"stuck"`: why the task is not done yet (what `ref.explain()` returned then). */
+  readonly explanation?: Explanation;
 }
 
 /** A listener of the event stream. */
@@ -155,6 +163,22 @@ export function onTaskEvent(listener: TaskEventListener, options: TaskEventOptio
 /** @internal Sends an event to every listener; a throwing listener is isolated. */
 export function emit(kind: TaskEventKind, task: TaskInfo, at: number): void {
   const event: TaskEvent = { kind, task, at };
+  const ls = listeners;
+  for (let i = 0; i < ls.length; i++) {
+    try {
+      ls[i](event);
+    } catch {
+      // A faulty listener must never break the pipeline it observes.
+    }
+  }
+}
+
+/**
+ * @internal Sends a `"stuck"` event (the watchdog's report of `task`, with its explanation) to every
+ * listener, whether the sampling gate is open or not.
+ */
+export function emitStuck(task: TaskInfo, at: number, explanation: Explanation): void {
+  const event: TaskEvent = { kind: "stuck", task, at, explanation };
   const ls = listeners;
   for (let i = 0; i < ls.length; i++) {
     try {

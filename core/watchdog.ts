@@ -1,13 +1,15 @@
 /**
  * The stuck-work watchdog (`MeshOptions.stuckAfterMs`): a timer that looks over a mesh's unsettled
  * tasks (its roster) a few times per `stuckAfterMs` and reports each task pending or running longer
- * than that, once, with its explanation (`explain.ts`). It costs nothing per task: the timer reads
+ * than that, once, with its explanation (`explain.ts`): as a `"stuck"` event on the task event stream
+ * (`onTaskEvent`, which the dashboard shows) and to the mesh's `onStuck`. It costs nothing per task: the timer reads
  * the roster the mesh keeps anyway, and times come from the tasks' recorded times when events are
  * on, else from when the watchdog first saw each task (so a task is reported at most one look late).
  *
  * @module
  */
 import { unrefTimer } from "./_runtime.ts";
+import { emitStuck } from "./events.ts";
 import { explainTask, type Explanation, formatExplanation } from "./explain.ts";
 import type { Task, TaskRoster } from "./task.ts";
 
@@ -20,8 +22,8 @@ export function warnStuck(explanation: Explanation): void {
 }
 
 /**
- * Starts watching `roster`: every task unsettled for `stuckAfterMs` or longer is passed to `report`
- * once.
+ * Starts watching `roster`: every task unsettled for `stuckAfterMs` or longer is sent once as a
+ * `"stuck"` event on the task event stream and passed to `report`.
  *
  * @param roster The mesh's unsettled tasks.
  * @param stuckAfterMs How long a task may stay unsettled before it is reported, in ms.
@@ -58,7 +60,9 @@ export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: Stu
     for (const task of stuck) {
       reported.add(task);
       try {
-        report(explainTask(task));
+        const explanation = explainTask(task);
+        emitStuck(task, now, explanation);
+        report(explanation);
       } catch {
         // a throwing listener must not stop the watchdog
       }

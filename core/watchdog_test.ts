@@ -3,6 +3,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { eventually, gate } from "./_test_utils.ts";
+import { onTaskEvent, type TaskEvent, type TaskInfo } from "./events.ts";
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { spanTaskEvent } from "./tracing/spans.ts";
+import { tracingState } from "./tracing/state.ts";
 
 test("Mesh stuckAfterMs reports a stuck task once with its explanation, and a finished one never", async () => {
   const g = gate();
@@ -88,4 +92,99 @@ test("Mesh.fromConfig rejects a bad stuckAfterMs, naming the field and what it g
     ta.Mesh.fromConfig({ nodes: [{ name: "n1" }], stuckAfterMS: 10 } as never),
     /did you mean "stuckAfterMs"/,
   );
+});
+
+test("Mesh stuckAfterMs sends each stuck task once on the event stream and in the warning, a finished one never", async () => {
+  const g = gate();
+  const stuck = ta.op(async function watchdogTestEventStuck() {
+    await g.promise;
+    return 1;
+  });
+  const quick = ta.op(async function watchdogTestEventQuick(x: number) {
+    return x;
+  });
+  const events: TaskEvent[] = [];
+  const off = onTaskEvent((e) => {
+    if (e.kind === "stuck") events.push(e);
+  });
+  const warned: string[] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => void warned.push(args.map(String).join(" "));
+  try {
+    await using mesh = new ta.Mesh([new ta.MeshNode("n1")], { stuckAfterMs: 20 });
+    const { a, b } = await mesh.run(async () => {
+      assert.equal(await quick.go(1), 1);
+      return { a: stuck.go(), b: stuck.go() };
+    });
+    assert.equal(await eventually(() => events.length >= 2 && warned.length >= 2, 30_000), true);
+    // a third stuck task, reported after the watchdog has looked at the first two many times more
+    const { c } = await mesh.run(() => ({ c: stuck.go() }));
+    assert.equal(await eventually(() => events.some((e) => e.task.id === c.id), 30_000), true);
+    assert.equal(await eventually(() => warned.some((w) => w.includes(c.id)), 30_000), true);
+    assert.deepEqual(events.map((e) => e.task.id).sort(), [a.id, b.id, c.id].sort(), "each stuck task once");
+    for (const e of events) {
+      assert.equal(e.task.name, "watchdogTestEventStuck");
+      assert.equal(e.explanation?.id, e.task.id);
+      assert.equal(e.explanation?.waitingFor, "running");
+      assert.ok(e.explanation!.forMs >= 0);
+    }
+    const stuckWarnings = warned.filter((w) => w.includes("is stuck"));
+    assert.equal(stuckWarnings.length, 3, stuckWarnings.join("\n"));
+    for (const id of [a.id, b.id, c.id]) {
+      assert.equal(stuckWarnings.filter((w) => w.startsWith(`thinkagain: ${id} is stuck:`)).length, 1, id);
+    }
+    assert.ok(!warned.some((w) => w.includes("watchdogTestEventQuick")), "a finished task is never reported");
+    g.open();
+    assert.deepEqual(await Promise.all([a, b, c]), [1, 1, 1]);
+  } finally {
+    console.warn = warn;
+    off();
+  }
+});
+
+test("a stuck event leaves the task's span open: tracing ends it when the task settles", () => {
+  const exporter = new InMemorySpanExporter();
+  const before = tracingState.tracer;
+  tracingState.tracer = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+    .getTracer("watchdog-test");
+  try {
+    const task = {
+      id: "stuckSpan#1",
+      seq: 1,
+      kind: "op",
+      name: "stuckSpan",
+      node: undefined,
+      parent: undefined,
+      dependencies: [],
+      submittedAt: 1,
+      readyAt: 1,
+      startedAt: 2,
+      settledAt: 0,
+      attempt: 0,
+      executor: "local",
+      error: undefined,
+    } satisfies TaskInfo;
+    spanTaskEvent({ kind: "submitted", task, at: 1 });
+    spanTaskEvent({ kind: "started", task, at: 2 });
+    spanTaskEvent({
+      kind: "stuck",
+      task,
+      at: 50,
+      explanation: {
+        id: task.id,
+        name: task.name,
+        status: "running",
+        waitingFor: "running",
+        node: undefined,
+        forMs: 48,
+        sinceFirstSeen: false,
+        inputs: [],
+      },
+    });
+    assert.deepEqual(exporter.getFinishedSpans().map((s) => s.name), [], "still running: no span ended");
+    spanTaskEvent({ kind: "finished", task: { ...task, settledAt: 60 }, at: 60 });
+    assert.deepEqual(exporter.getFinishedSpans().map((s) => s.name), ["op stuckSpan"]);
+  } finally {
+    tracingState.tracer = before;
+  }
 });

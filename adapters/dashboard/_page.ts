@@ -81,6 +81,7 @@ export const DASHBOARD_PAGE: string = String.raw`<!doctype html>
   #token-form input { font: inherit; padding: 6px 8px; width: 100%; margin: 8px 0; border: 1px solid var(--line);
     border-radius: 6px; }
   .hidden { display: none !important; }
+  pre.why { margin: 0; font-size: 12px; white-space: pre-wrap; }
   @media (max-width: 1100px) { main { grid-template-columns: minmax(0, 1fr); } }
 </style>
 </head>
@@ -117,6 +118,11 @@ export const DASHBOARD_PAGE: string = String.raw`<!doctype html>
     <h2>Throughput <span class="note muted" id="window-note"></span></h2>
     <div class="chart"><div class="axis"><span id="chart-max">0/s</span><span id="chart-now"></span><span>0</span></div>
       <svg id="chart" viewBox="0 0 600 80" preserveAspectRatio="none"></svg></div>
+  </section>
+  <section id="stuck-panel" class="data wide hidden">
+    <h2>Stuck tasks <span class="note muted" id="stuck-note"></span></h2>
+    <div class="scroll"><table id="stuck"><thead><tr><th>task</th><th>waiting for</th><th>node</th>
+      <th class="num">for</th><th>why</th></tr></thead><tbody></tbody></table></div>
   </section>
   <section id="ops-panel" class="data wide">
     <h2>Ops and methods <span class="note muted" id="sampled-note"></span></h2>
@@ -341,6 +347,18 @@ function render(s) {
   ], "no calls since this page opened");
   for (const td of document.querySelectorAll("#ops td[data-field=failed]")) td.classList.toggle("bad", !td.textContent.startsWith("0"));
   $("#sampled-note").classList.toggle("bad", share < 1);
+
+  const stuck = s.stuck;
+  $("#stuck-panel").classList.toggle("hidden", stuck.reported === 0);
+  $("#stuck-note").textContent = stuck.tasks.length + " not settled yet, " + num(stuck.reported) +
+    " reported by the watchdog since this page opened";
+  syncRows($("#stuck tbody"), stuck.tasks, (t) => t.id, [
+    { field: "id", cls: "name bad", value: (t) => t.id },
+    { field: "waiting", value: (t) => t.waitingFor },
+    { field: "node", value: (t) => t.node || "–" },
+    { field: "for", cls: "num", value: (t) => ms(t.forMs + t.reportedAgoMs) },
+    { field: "why", value: (t) => ({ sig: t.explanation, node: el("pre", { class: "why" }, t.explanation) }) },
+  ], "none stuck now");
 
   renderChart(s.series.length ? s.series : new Array(s.windowSeconds).fill(0), s.windowSeconds);
   renderProfile(s.profile);

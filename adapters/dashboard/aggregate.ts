@@ -14,6 +14,7 @@
  * @module
  */
 import type { TaskEvent, TaskInfo } from "../../core/events.ts";
+import { type Explanation, formatExplanation } from "../../core/explain.ts";
 import { submittedCount } from "../../core/task.ts";
 
 /** Histogram buckets per doubling of the duration: a percentile is off by at most ±9 %. */
@@ -24,6 +25,8 @@ const BUCKETS = 1 + 28 * BUCKETS_PER_OCTAVE;
 const DEFAULT_MAX_NAMES = 500;
 /** Where the calls of names past `maxNames` are counted. */
 export const OTHER = "(other)";
+/** Stuck tasks kept for the snapshot at most (the oldest reported goes first). */
+const MAX_STUCK = 50;
 
 /** Options of {@linkcode TaskAggregator}. */
 export interface TaskAggregatorOptions {
@@ -98,6 +101,28 @@ export interface AggregateSnapshot {
   readonly recordedShare: number;
   /** The root task (submitted outside any task) seen last, if any. */
   readonly lastRoot: TaskInfo | undefined;
+  /** Tasks the watchdog reported stuck and not settled yet, oldest report first (at most 50). */
+  readonly stuck: readonly StuckTask[];
+  /** Stuck reports since the aggregator started, settled ones and those past the 50 included. */
+  readonly stuckReported: number;
+}
+
+/** A task the mesh's watchdog reported stuck (a `"stuck"` event), in a {@linkcode AggregateSnapshot}. */
+export interface StuckTask {
+  /** The task's id (`name#seq`). */
+  readonly id: string;
+  /** Op name or `Service.method`. */
+  readonly name: string;
+  /** The node it runs or waits for, when known. */
+  readonly node: string | undefined;
+  /** What it waited for when reported (`Explanation.waitingFor`). */
+  readonly waitingFor: Explanation["waitingFor"];
+  /** How long it had been waiting when reported, ms (a lower bound when its times were not recorded). */
+  readonly forMs: number;
+  /** Milliseconds since the report. */
+  readonly reportedAgoMs: number;
+  /** The explanation as text (`ta.explain`'s). */
+  readonly explanation: string;
 }
 
 /** One op/method's counters and its ring of per-second slots. */
@@ -206,6 +231,9 @@ export class TaskAggregator {
   private readonly taskCount: () => number;
   private readonly entries = new Map<string, Entry>();
   private lastRoot: TaskInfo | undefined;
+  /** Stuck reports by task, in report order, until the task settles. */
+  private readonly stuck = new Map<TaskInfo, { explanation: Explanation; text: string; at: number }>();
+  private stuckReported = 0;
   /** Number of the last task recorded (any), and its entry when it counted here. */
   private lastSeq: number;
   private lastEntry: Entry | undefined;
@@ -290,6 +318,15 @@ export class TaskAggregator {
       this.lastSecond = second;
     }
     if (!accepted) return;
+    if (event.kind === "stuck") {
+      // a report, not a step of the task's life: it counts nothing
+      if (event.explanation === undefined || this.stuck.has(t)) return;
+      this.stuckReported++;
+      const x = event.explanation;
+      this.stuck.set(t, { explanation: x, text: formatExplanation(x), at: event.at });
+      if (this.stuck.size > MAX_STUCK) this.stuck.delete(this.stuck.keys().next().value!);
+      return;
+    }
     const e = this.entry(t);
     const seenFromStart = t.submittedAt >= this.since;
     switch (event.kind) {
@@ -304,6 +341,7 @@ export class TaskAggregator {
         if (seenFromStart && t.attempt === 0) e.running++;
         return;
       default: {
+        if (this.stuck.size > 0) this.stuck.delete(t);
         const i = e.slot(second);
         e.settledIn[i]++;
         if (event.kind === "finished") e.completed++;
@@ -422,6 +460,24 @@ export class TaskAggregator {
         series: series.map(round1),
       });
     }
+    const stuck: StuckTask[] = [];
+    for (const [task, { explanation: x, text, at }] of this.stuck) {
+      // a task left out of the recording settles unseen: its status says so
+      const status = (task as { readonly status?: string }).status;
+      if (status !== undefined && status !== "pending" && status !== "running") {
+        this.stuck.delete(task);
+        continue;
+      }
+      stuck.push({
+        id: x.id,
+        name: x.name,
+        node: x.node,
+        waitingFor: x.waitingFor,
+        forMs: x.forMs,
+        reportedAgoMs: Math.max(0, now - at),
+        explanation: text,
+      });
+    }
     return {
       windowSeconds: w,
       elapsedMs: now - this.since,
@@ -429,6 +485,8 @@ export class TaskAggregator {
       series: total.map(round1),
       recordedShare: recorded + leftOut > 0 ? recorded / (recorded + leftOut) : 1,
       lastRoot: this.lastRoot,
+      stuck,
+      stuckReported: this.stuckReported,
     };
   }
 }

@@ -217,3 +217,51 @@ test("TaskAggregator counts every recorded task toward the share, but only accep
   assert.deepEqual(s.names.map((n) => [n.name, n.calls, n.estimated]), [["mine", 2, false]]);
   assert.equal(s.recordedShare, 1, "all four made were recorded");
 });
+
+test("TaskAggregator lists the tasks reported stuck with their explanation, once, until they settle", () => {
+  let now = 50_000;
+  const agg = new TaskAggregator({ now: () => now, taskCount });
+  const t = task("slowOp", { id: "slowOp#1", submittedAt: now });
+  const explanation = {
+    id: "slowOp#1",
+    name: "slowOp",
+    status: "running",
+    waitingFor: "running",
+    node: "n2",
+    forMs: 1500,
+    sinceFirstSeen: false,
+    inputs: [],
+  } as const;
+  agg.record({ kind: "submitted", task: t, at: now });
+  agg.record({ kind: "started", task: t, at: now });
+  now += 1500;
+  agg.record({ kind: "stuck", task: t, at: now, explanation });
+  agg.record({ kind: "stuck", task: t, at: now, explanation }); // a second report of it changes nothing
+  now += 500;
+  let snap = agg.snapshot();
+  assert.equal(snap.stuckReported, 1);
+  assert.deepEqual(snap.stuck, [{
+    id: "slowOp#1",
+    name: "slowOp",
+    node: "n2",
+    waitingFor: "running",
+    forMs: 1500,
+    reportedAgoMs: 500,
+    explanation: "slowOp#1: running 1.5 s on node n2",
+  }]);
+  // a report is not a call: the op's counts are those of its one call, still in flight
+  const op = snap.names.find((n) => n.name === "slowOp")!;
+  assert.deepEqual([op.calls, op.inFlight, op.running, op.completed], [1, 1, 1, 0]);
+  agg.record({ kind: "finished", task: t, at: now });
+  snap = agg.snapshot();
+  assert.deepEqual(snap.stuck, [], "a settled task is no longer listed");
+  assert.equal(snap.stuckReported, 1);
+  // a task whose settling was not recorded (sampling) leaves the list by its status
+  const unseen = task("slowOp", { id: "slowOp#2" });
+  unseen.status = "running";
+  agg.record({ kind: "stuck", task: unseen, at: now, explanation: { ...explanation, id: "slowOp#2" } });
+  assert.deepEqual(agg.snapshot().stuck.map((s) => s.id), ["slowOp#2"]);
+  unseen.status = "completed";
+  assert.deepEqual(agg.snapshot().stuck, []);
+  assert.equal(agg.snapshot().stuckReported, 2);
+});

@@ -18,7 +18,7 @@ import { isTracingEnabled } from "../../core/tracing/lifecycle.ts";
 import { injectTraceContext } from "../../core/tracing/propagation.ts";
 import { unrefTimer } from "../../core/_runtime.ts";
 import { timingSafeEqualString } from "../../transports/transport.ts";
-import { type NameStats, TaskAggregator } from "./aggregate.ts";
+import { type NameStats, type StuckTask, TaskAggregator } from "./aggregate.ts";
 import { RecordingBudget } from "./budget.ts";
 import { type DagLayout, profileDag } from "./dag.ts";
 import { DASHBOARD_PAGE } from "./_page.ts";
@@ -103,6 +103,11 @@ export interface DashboardSnapshot {
    * budget or tracing's sampling, and then counts and rates are estimates), and the budget.
    */
   readonly recording: { readonly share: number; readonly maxOverhead: number };
+  /**
+   * Tasks the mesh's watchdog (`stuckAfterMs`) reported stuck since the dashboard started listening
+   * and not settled yet, with their explanations (at most 50), and how many were reported in all.
+   */
+  readonly stuck: { readonly tasks: readonly StuckTask[]; readonly reported: number };
   /** The last `profile()`: its number (changes with each new profiler), tasks recorded, still recording. */
   readonly profile: { readonly serial: number; readonly tasks: number; readonly active: boolean } | null;
 }
@@ -296,6 +301,7 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
       listeningMs: agg?.elapsedMs ?? 0,
       tracing: { enabled: tracing, traceId },
       recording: { share: agg?.recordedShare ?? 1, maxOverhead },
+      stuck: { tasks: agg?.stuck ?? [], reported: agg?.stuckReported ?? 0 },
       profile: p === undefined ? null : { serial: serials.get(p)!, tasks: p.tasks().length, active: p.active },
     };
   };

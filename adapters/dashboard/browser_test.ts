@@ -172,3 +172,41 @@ test("a token-protected mesh's dashboard page asks for the token, refuses a wron
     await close();
   }
 });
+
+test("the dashboard page lists a task the mesh's watchdog reported stuck, with its explanation", {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const hang = ta.op(async function browserStuckOp() {
+    await held;
+    return 1;
+  });
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")], { stuckAfterMs: 20, onStuck: () => {} });
+  await using dashboard = await serveDashboard(mesh, { intervalMs: 100 });
+  try {
+    await withBrowser(async (browser) => {
+      const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(dashboard.url);
+      await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live", null, {
+        timeout: WAIT_MS,
+      });
+      assert.equal(await page.isVisible("#stuck-panel"), false, "no panel while nothing was reported");
+      const { ref } = await mesh.run(() => ({ ref: hang.go() }));
+      await page.waitForSelector(`#stuck tr[data-key="${ref.id}"]`, { timeout: WAIT_MS });
+      assert.equal(await page.isVisible("#stuck-panel"), true);
+      const row = (await tableOf(page, "stuck"))[ref.id];
+      assert.equal(row.waiting, "running");
+      assert.match(row.why, new RegExp(`^${ref.id}: running `));
+      release();
+      await ref;
+      await page.waitForSelector("#stuck tr.empty", { timeout: WAIT_MS });
+      assert.deepEqual(errors, [], "no script errors on the page");
+    });
+  } finally {
+    release();
+  }
+});

@@ -236,3 +236,38 @@ test(
     assert.equal(row.inFlight, 0);
   },
 );
+
+test(
+  "the dashboard lists a task the mesh's watchdog reported stuck, with its explanation, until it settles",
+  T,
+  async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const hang = ta.op(async function dashStuckOp() {
+      await held;
+      return 7;
+    });
+    await using mesh = new ta.Mesh([new ta.MeshNode("solo")], { stuckAfterMs: 20, onStuck: () => {} });
+    await using dashboard = await serveDashboard(mesh, { intervalMs: 20 });
+    const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    try {
+      const first = await stream.next();
+      assert.deepEqual(first.stuck, { tasks: [], reported: 0 });
+      const { ref } = await mesh.run(() => ({ ref: hang.go() }));
+      const snap = await stream.until((s) => s.stuck.tasks.length > 0);
+      assert.equal(snap.stuck.reported, 1);
+      const [row] = snap.stuck.tasks;
+      assert.deepEqual([row.id, row.name, row.waitingFor], [ref.id, "dashStuckOp", "running"]);
+      assert.match(row.explanation, new RegExp(`^${ref.id.replace("#", "\\#")}: running `));
+      // the report is not a call: the op has one call, in flight
+      assert.deepEqual(snap.ops.map((o) => [o.name, o.calls, o.inFlight]), [["dashStuckOp", 1, 1]]);
+      release();
+      assert.equal(await ref, 7);
+      const after = await stream.until((s) => s.stuck.tasks.length === 0);
+      assert.equal(after.stuck.reported, 1);
+    } finally {
+      release();
+      await stream.cancel();
+    }
+  },
+);

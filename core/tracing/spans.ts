@@ -203,6 +203,9 @@ export function spanTaskEvent(e: TaskEvent): void {
       }
       return;
     }
+    case "stuck":
+      // the watchdog's report, not a step of the task's life: its span goes on
+      return;
     default: {
       const slot = task._trace;
       const span = isSpan(slot) ? slot : openSpan(task, slot as Context | undefined);
