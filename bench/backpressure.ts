@@ -9,6 +9,8 @@
  * Workloads (bursts of `--calls` calls, all awaited, repeated for `--ms` per measurement):
  * - `service`: calls to one in-process instance (`maxQueued` 100k vs `"unbounded"`);
  * - `op`: calls to an op with `maxConcurrency: 8` (`maxWaiting` 100k vs `"unbounded"`);
+ * - `mesh`: calls to a plain op in a mesh with `maxConcurrentOps: 8` (`maxWaitingOps` 100k vs
+ *   `"unbounded"`);
  * - `websocket`: calls (a tenth as many) to an instance on a node served in this process over a
  *   WebSocket (the node's `maxInFlight`/`maxInFlightBytes` and the service's `maxQueued` at their
  *   defaults vs `"unbounded"`).
@@ -54,6 +56,7 @@ const opUnbounded = ta.op(
   { name: "bpBenchOpUnbounded", maxConcurrency: 8, maxWaiting: "unbounded" },
   async (x: number) => x,
 );
+const opPlain = ta.op({ name: "bpBenchOpPlain" }, async (x: number) => x);
 
 /** Calls per second over bursts of `n` calls repeated for at least `--ms` (default 400) ms. */
 async function burst(n: number, call: (i: number) => PromiseLike<unknown>): Promise<number> {
@@ -128,6 +131,18 @@ await compare(
   () => burst(CALLS, (i) => opBounded.go(i)),
   () => burst(CALLS, (i) => opUnbounded.go(i)),
 );
+
+{
+  const meshOn = new ta.Mesh([new ta.MeshNode("local")], { maxConcurrentOps: 8 });
+  const meshOff = new ta.Mesh([new ta.MeshNode("local")], { maxConcurrentOps: 8, maxWaitingOps: "unbounded" });
+  await compare(
+    "mesh, maxConcurrentOps 8",
+    () => meshOn.run(() => burst(CALLS, (i) => opPlain.go(i))),
+    () => meshOff.run(() => burst(CALLS, (i) => opPlain.go(i))),
+  );
+  await meshOn.close();
+  await meshOff.close();
+}
 
 {
   const nodeOn = new NodeServer({ name: "on" });
