@@ -131,6 +131,25 @@ function alignedTypedArrayEncoder(
   };
 }
 
+/**
+ * An {@linkcode EncodedValue} in cborg's tokens: a padding slot (filled by {@linkcode placeArrays})
+ * and the value, whose bytes {@linkcode writeSpliced} writes as they are.
+ */
+type SplicedValue = [pad: Token[], encoded: EncodedValue];
+/** The encoded values of the frame being encoded, in write order. */
+let frameSplices: SplicedValue[] = [];
+
+/** Most padding tags in front of an encoded value (each nests one level). */
+const MAX_PADS = 7;
+
+/** `encoded`'s slot among the tokens, or its value's tokens when it stands too deep for its room. */
+function encodedValueSlot(encoded: EncodedValue, options: EncodeOptions): Tokens {
+  if (openLevels + MAX_PADS > ENCODED_ROOM_LEVELS) return objectToTokens(encoded.value, options) as Tokens;
+  const slot: SplicedValue = [[], encoded];
+  frameSplices.push(slot);
+  return slot as unknown as Tokens;
+}
+
 /** `Float16Array`, where the runtime has it: cborg does not know it (it would encode one as a map). */
 const Float16 = (globalThis as { Float16Array?: TypedArrayConstructor }).Float16Array;
 const TAG_FLOAT16_ARRAY_LE = 84;
@@ -225,6 +244,60 @@ function decodeHandle(content: TagDecodeControl): WireHandle {
   }
 }
 
+/**
+ * Nesting levels an {@linkcode EncodedValue} leaves free for what holds it in a frame (the message,
+ * its argument list, the padding that aligns it): its value may nest at most `MAX_DEPTH` minus this
+ * deep. A multiple of 8, so that the one-byte heads of the arrays it is encoded inside (then cut
+ * off) keep its typed arrays aligned.
+ */
+const ENCODED_ROOM_LEVELS = 16;
+
+/**
+ * A value encoded once and written into any number of frames as those same bytes (a CBOR item is
+ * the same bytes wherever it stands), so a large value passed to many calls is walked and encoded
+ * once, not once per call: what a `put()` value travels as. A receiver decodes it as the value
+ * itself and sees no difference. Its typed arrays stay aligned where it is written (see
+ * {@linkcode encodeFrame}); written nested deeper than its room allows, it is encoded anew there.
+ *
+ * @example Written into two frames, read back as the value
+ * ```ts
+ * import { decode, encode, EncodedValue } from "./codec.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const index = new EncodedValue({ docs: ["a", "b"], v: new Float32Array([1, 2]) });
+ * deepStrictEqual(decode(encode({ args: [index, 1] })), { args: [{ docs: ["a", "b"], v: new Float32Array([1, 2]) }, 1] });
+ * deepStrictEqual(decode(encode([index])), [index.value]);
+ * ```
+ */
+export class EncodedValue {
+  /** The value, as given. */
+  readonly value: unknown;
+  /** Its CBOR bytes (not to be changed). */
+  readonly bytes: Uint8Array;
+
+  /**
+   * Encodes `value` now: a change made to it later does not reach the frames it is written into.
+   *
+   * @param value Anything {@linkcode encode} takes that nests at most 240 levels deep.
+   * @throws {TypeError} When the value cannot travel (see {@linkcode encode}).
+   */
+  constructor(value: unknown) {
+    let wrapped = value;
+    for (let i = 0; i < ENCODED_ROOM_LEVELS; i++) wrapped = [wrapped];
+    let bytes: Uint8Array;
+    try {
+      bytes = encode(wrapped).subarray(ENCODED_ROOM_LEVELS);
+    } catch (cause) {
+      throw findRefusal(value) !== undefined ? encodeError(value, cause) : valueRefusalError(
+        `Cannot encode a value once for many frames: it nests more than ${MAX_DEPTH - ENCODED_ROOM_LEVELS} levels deep`,
+        cause,
+      );
+    }
+    // a small one is copied out of the slab it was carved from, so as not to keep that alive
+    this.bytes = bytes.byteLength < SLAB_BYTES ? bytes.slice() : bytes;
+    this.value = value;
+  }
+}
+
 // What travels. A value either arrives exactly as it was sent or encode refuses it with a TypeError
 // that says where it is and why: nothing changes on the way without an error. refusalOf holds the
 // rules for one value (its children aside); both encoders follow them, and findRefusal walks a
@@ -252,6 +325,7 @@ const EXACT_PROTOTYPES: ReadonlySet<object> = new Set<object>([
   Date.prototype,
   Uint8Array.prototype,
   WireHandle.prototype,
+  EncodedValue.prototype,
   ...TYPED_ARRAYS.map((Kind) => (Kind as unknown as { prototype: object }).prototype),
 ]);
 const BOXED: readonly [new (...a: never[]) => object, string][] = [
@@ -418,6 +492,7 @@ export function findRefusal(value: unknown): ValueRefusal | undefined {
     if (ArrayBuffer.isView(v) || v instanceof Date) return depth === MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
     // tag, [service, replicas], replicas, [node, endpoint, id]
     if (v instanceof WireHandle) return depth + 4 > MAX_DEPTH ? { path, reason: TOO_DEEP } : undefined;
+    if (v instanceof EncodedValue) return undefined; // (it was encoded: it travels)
     const back = open.get(v);
     if (back !== undefined) return { path, reason: `it holds a cycle: it is ${back || "the value itself"} again` };
     const entries: [unknown, string][] = [];
@@ -569,6 +644,7 @@ function encodeObject(value: object, _type: string, options: EncodeOptions): Tok
   if (Float16 !== undefined && Object.getPrototypeOf(value) === Float16.prototype) {
     return leafTag(float16ArrayEncoder(value as ArrayBufferView) as Tokens);
   }
+  if (value instanceof EncodedValue) return encodedValueSlot(value, options);
   if (value instanceof WireHandle) {
     enter(value, 1);
     try {
@@ -696,8 +772,17 @@ const encodeOptions: EncodeOptions = {
  */
 function placeArrays(tokens: Tokens, room: number): number {
   let next = 0;
+  let nextSplice = 0;
   const walk = (node: Tokens, offset: number): number => {
     if (!Array.isArray(node)) return offset + tokensToLength(node);
+    if (node === (frameSplices[nextSplice] as unknown)) {
+      nextSplice++;
+      const [pad, encoded] = node as unknown as SplicedValue;
+      const length = encoded.bytes.byteLength;
+      // its typed arrays are aligned from its first byte: that byte goes on a multiple of 8
+      if (length >= ALIGN_MIN_BYTES) { for (let k = ((8 - ((room + offset) & 7)) * 3) & 7; k > 0; k--) pad.push(PAD); }
+      return offset + 3 * pad.length + length;
+    }
     if (node === frameArrays[next]) {
       next++;
       const [pad, tag, bytes] = node as AlignedArray;
@@ -716,6 +801,39 @@ function placeArrays(tokens: Tokens, room: number): number {
 let tokensToWrite: Tokens = [];
 const STAND_IN = {};
 const writeOptions: EncodeOptions = { typeEncoders: { Object: () => tokensToWrite } };
+
+/**
+ * Writes `tokens` into `out` with the bytes of each {@linkcode EncodedValue} among them copied as
+ * they are: cborg writes the runs of tokens between them. Returns how many bytes it wrote.
+ */
+function writeSpliced(tokens: Tokens, out: Uint8Array): number {
+  let written = 0;
+  let run: Token[] = [];
+  let next = 0;
+  const flush = () => {
+    if (run.length === 0) return;
+    tokensToWrite = run;
+    written += encodeInto(STAND_IN, out.subarray(written), writeOptions).written;
+    run = [];
+  };
+  const walk = (node: Tokens): void => {
+    if (!Array.isArray(node)) {
+      run.push(node);
+    } else if (node === (frameSplices[next] as unknown)) {
+      next++;
+      const [pad, encoded] = node as unknown as SplicedValue;
+      for (const p of pad) run.push(p);
+      flush();
+      out.set(encoded.bytes, written);
+      written += encoded.bytes.byteLength;
+    } else {
+      for (const child of node) walk(child);
+    }
+  };
+  walk(tokens);
+  flush();
+  return written;
+}
 
 // Frames are carved one after another out of a shared slab rather than each given a buffer of its
 // own: allocating an ArrayBuffer costs more than encoding a small frame (on Deno many times more).
@@ -902,6 +1020,7 @@ function writeFast(value: unknown, depth: number): boolean {
         }
         return true;
       }
+      if (proto === EncodedValue.prototype) return writeEncoded(value as EncodedValue, depth);
       if (proto !== Object.prototype || Object.getOwnPropertySymbols(value).length !== 0) return false;
       const keys = Object.keys(value);
       writeHead(0xa0, keys.length);
@@ -913,6 +1032,26 @@ function writeFast(value: unknown, depth: number): boolean {
     default:
       return false;
   }
+}
+
+/**
+ * Writes an {@linkcode EncodedValue}'s bytes as they are, behind the padding that puts its first
+ * byte on a multiple of 8 from the frame's header when it may hold aligned typed arrays; nested
+ * deeper than its room allows, its value is written anew.
+ */
+function writeEncoded(encoded: EncodedValue, depth: number): boolean {
+  const bytes = encoded.bytes;
+  const pads = bytes.byteLength < ALIGN_MIN_BYTES ? 0 : ((8 - ((at - frameStart) & 7)) * 3) & 7;
+  if (depth + MAX_PADS > ENCODED_ROOM_LEVELS) return writeFast(encoded.value, depth);
+  ensureRoom(3 * pads + bytes.byteLength);
+  for (let k = 0; k < pads; k++) {
+    slab[at++] = 0xd9; // tag 55799, in 3 bytes
+    slab[at++] = 0xd9;
+    slab[at++] = 0xf7;
+  }
+  slab.set(bytes, at);
+  at += bytes.byteLength;
+  return true;
 }
 
 /**
@@ -974,9 +1113,11 @@ export function encodeFrame(value: unknown): Uint8Array {
 function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> {
   // a getter run by the encoder could encode a frame of its own
   const outer = frameArrays;
+  const outerSplices = frameSplices;
   const outerLevels = openLevels;
   const outerObjects = openObjects;
   frameArrays = [];
+  frameSplices = [];
   openLevels = 0;
   openObjects = new Set();
   let message: Uint8Array<ArrayBuffer>;
@@ -984,14 +1125,17 @@ function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> 
   let written: number;
   try {
     const tokens = objectToTokens(value, encodeOptions);
-    length = frameArrays.length === 0 ? tokensToLength(tokens) : placeArrays(tokens, room);
+    length = frameArrays.length === 0 && frameSplices.length === 0 ? tokensToLength(tokens) : placeArrays(tokens, room);
     message = carve(room + length);
-    tokensToWrite = tokens;
-    written = encodeInto(STAND_IN, message.subarray(room), writeOptions).written;
+    if (frameSplices.length === 0) {
+      tokensToWrite = tokens;
+      written = encodeInto(STAND_IN, message.subarray(room), writeOptions).written;
+    } else written = writeSpliced(tokens, message.subarray(room));
   } catch (cause) {
     throw encodeError(value, cause);
   } finally {
     frameArrays = outer;
+    frameSplices = outerSplices;
     openLevels = outerLevels;
     openObjects = outerObjects;
     tokensToWrite = [];

@@ -5,6 +5,7 @@ import {
   claimHeadroom,
   decode,
   encode,
+  EncodedValue,
   encodeFrame,
   errorFromWire,
   errorToWire,
@@ -475,5 +476,44 @@ test("strings of every length to 300, ASCII or not, encode to the bytes cborg wr
       deepStrictEqual([...bytes], [...cborgEncode({ s })], `length ${s.length}: the same bytes as cborg`);
       strictEqual((decode(bytes) as { s: string }).s, s);
     }
+  }
+});
+
+test("EncodedValue is written into frames as its bytes, decodes as its value, and keeps its typed arrays aligned", () => {
+  const value = { docs: ["a", "ü", "x".repeat(300)], v: new Float32Array(20_000).fill(0.5), n: 2n ** 70n };
+  const once = new EncodedValue(value);
+  // both encoders (the fast path, and cborg for a frame holding a typed array elsewhere), at every offset mod 8
+  for (const beside of ["s", new Float64Array(1000).fill(3)]) {
+    for (let shift = 0; shift < 8; shift++) {
+      const frame = encodeFrame({ t: "call", pad: "p".repeat(shift), args: [once, beside, once] });
+      const arrived = new Uint8Array(claimHeadroom(frame)!); // header + frame, in a fresh buffer
+      const back = decode(arrived.subarray(FRAME_HEADROOM)) as { args: [typeof value, unknown, typeof value] };
+      assertSameValue(back.args, [value, beside, value], `shift ${shift}`);
+      strictEqual(back.args[0].v.buffer, arrived.buffer, "viewed where it arrived, not copied");
+      strictEqual(back.args[2].v.buffer, arrived.buffer, "viewed where it arrived, not copied");
+    }
+  }
+  // written deeper than its room: encoded anew there, the same value
+  let deep: unknown = once;
+  let deepValue: unknown = value;
+  for (let i = 0; i < 30; i++) [deep, deepValue] = [[deep], [deepValue]];
+  assertSameValue(decode(encode(deep)), deepValue, "deep");
+  assertSameValue(decode(encode([deep, new Uint8Array(3)])), [deepValue, new Uint8Array(3)], "deep, cborg");
+  strictEqual(findRefusal([once, 1]), undefined);
+});
+
+test("EncodedValue refuses a value that cannot travel, or nests past its room, with a value refusal", () => {
+  throws(
+    () => new EncodedValue({ a: [Symbol("s")] }),
+    (e) => isValueRefusal(e) && /at \.a\[0\]: a symbol cannot travel/.test((e as Error).message),
+  );
+  let deep: unknown = 1;
+  for (let i = 0; i < 245; i++) deep = [deep];
+  try {
+    new EncodedValue(deep);
+    throw new Error("expected a refusal");
+  } catch (e) {
+    ok(isValueRefusal(e), String(e));
+    ok(/nests more than 240 levels deep/.test((e as Error).message), (e as Error).message);
   }
 });

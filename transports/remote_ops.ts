@@ -9,6 +9,7 @@ import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredOps } from "../core/op.ts";
+import { encodedPuts } from "../core/put.ts";
 import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
@@ -117,7 +118,8 @@ async function sendOp(
   noteOpPlacement(name, link.node);
   span?.setAttribute("thinkagain.node", link.node);
   const timeoutMs = mesh.options.timeoutMs;
-  const prepared = pipeArgs(a, link);
+  // (a put value travels as its bytes, encoded once for all its calls)
+  const prepared = pipeArgs(encodedPuts(a), link);
   const piped = prepared instanceof Promise ? await prepared : prepared;
   try {
     const args = await wireValue(piped.args, mesh);

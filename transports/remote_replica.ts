@@ -18,6 +18,7 @@ import { localReplicaOf } from "../core/local_replica.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import type { RunPolicy } from "../core/policy.ts";
+import { encodedPuts } from "../core/put.ts";
 import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
@@ -206,7 +207,8 @@ export class RemoteReplica extends MailboxReplica {
     // arguments that are all primitives name nothing (the common case: no preparation, no retry)
     if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span);
     for (let again = false;; again = true) {
-      const prepared = pipeArgs(args, this.link);
+      // (a put value travels as its bytes, encoded once for all its calls)
+      const prepared = pipeArgs(encodedPuts(args), this.link);
       const piped = prepared instanceof Promise ? await prepared : prepared;
       try {
         return await this.send(method, piped.args, piped, hook, trace, span);
