@@ -49,7 +49,7 @@ export interface MeshStats {
     readonly gpus: { readonly total: number; readonly free: number };
     readonly cpus: { readonly total: number; readonly free: number };
   }>;
-  /** Each service instance: where it runs and how busy it is. */
+  /** Each service instance: where it runs and how busy it is (not those on removed nodes, draining or gone). */
   readonly instances: ReadonlyArray<{
     readonly service: string;
     readonly replica: number;
@@ -135,6 +135,8 @@ export class MeshRuntime {
   private readonly deployments: Deployment[] = [];
   /** Nodes removed while they drain (`removeNode(…, { drain: true })`), by name: their links stay until they are gone. */
   private readonly leaving = new Map<string, MeshNode>();
+  /** Replicas on nodes removed from the mesh (draining or gone): `stats()` no longer lists them. */
+  private readonly removedReplicas = new WeakSet<Replica>();
   /** Deployments whose service has `restarts`: their constructor arguments and restarts left. */
   private readonly restartable = new WeakMap<Deployment, { args: unknown[]; left: number }>();
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
@@ -419,6 +421,7 @@ export class MeshRuntime {
       );
     }
     (this.nodes as MeshNode[]).splice(at, 1);
+    for (const d of this.deployments) for (const r of d.replicas) if (r.node === name) this.removedReplicas.add(r);
     const st = this.states.findIndex((s) => s.node === node);
     if (st >= 0) this.states.splice(st, 1);
     this.hasRemoteNodes = this.nodes.some((n) => n.endpoint !== undefined);
@@ -448,7 +451,7 @@ export class MeshRuntime {
         cpus: { total: s.totalCpus, free: s.freeCpus },
       })),
       instances: this.deployments.filter((d) => !d.disposed).flatMap((d) =>
-        d.replicas.map((r) => ({
+        d.replicas.filter((r) => !this.removedReplicas.has(r)).map((r) => ({
           service: d.def.name,
           replica: r.index,
           node: r.node,

@@ -133,6 +133,7 @@ test("Mesh.removeNode: a replicated service's calls fail over to the replica on 
     const holds = await mesh.run(() => [s.hold.go(), s.hold.go()]);
     assert.ok(await eventually(() => a.node.activeCalls === 1 && b.node.activeCalls === 1, 10_000));
     mesh.removeNode("b", { reason: "gone" });
+    assert.deepEqual(mesh.stats().instances.map((i) => i.node), ["a"], "the replica on b left the stats with b");
     const outcomes = holds.map((h) => Promise.resolve(h).then((value) => ({ value }), (error) => ({ error })));
     const first = await Promise.race(outcomes);
     assert.ok("error" in first, "the call held on b failed first");
@@ -169,6 +170,7 @@ test(
       assert.ok(await eventually(() => b.node.activeCalls === 1, 10_000), "the call reached b");
       assert.equal(mesh.removeNode("b", { drain: true, reason: "its pod is stopping" }), true);
       assert.deepEqual(mesh.nodes.map((n) => n.name), ["a"], "nothing new is placed on b");
+      assert.deepEqual(mesh.stats().instances.map((i) => i.node), ["a"], "b's instance left the stats with b");
       assert.ok((await rejection(mesh.run(() => Where.init()))) instanceof ta.PlacementError);
       held.open();
       assert.equal(await waiting, "b", "the call sent before finished on the draining node");
