@@ -23,14 +23,14 @@ import type { PeerInfo } from "./transport.ts";
 
 /** A consumer's credit window: items (and about how many bytes of them) a producer may run ahead. */
 export interface StreamWindow {
-  /** Items (default {@linkcode DEFAULT_STREAM_WINDOW}'s 1024). */
+  /** Items (default {@linkcode DEFAULT_STREAM_WINDOW}'s 4096). */
   items?: number;
   /** Bytes, as {@linkcode itemBytes} estimates them (default 4 MiB). */
   bytes?: number;
 }
 
 /**
- * The default credit window of a stream over the wire: 1024 items and 4 MiB (a mesh's
+ * The default credit window of a stream over the wire: 4096 items and 4 MiB (a mesh's
  * `streamWindow` sets another).
  *
  * @example
@@ -41,7 +41,7 @@ export interface StreamWindow {
  * ```
  */
 export const DEFAULT_STREAM_WINDOW: Readonly<Required<StreamWindow>> = Object.freeze({
-  items: 1024,
+  items: 4096,
   bytes: 4 * 1024 * 1024,
 });
 
