@@ -10,6 +10,14 @@ import { parseServeArgs } from "../cli.ts";
 import process from "node:process";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess, thisRuntime } from "./_test_nodes.ts";
 import { ResidentModel, Restartable } from "./_test_resident_app.ts";
+import { decode, errorFromWire } from "../core/codec.ts";
+import {
+  decodeReply,
+  encodeMessage,
+  PROTOCOL_VERSION,
+  type ResultMessage,
+  type WelcomeMessage,
+} from "../transports/protocol.ts";
 
 const APP = fileURLToPath(new URL("./_test_resident_app.ts", import.meta.url));
 const DRIVER = fileURLToPath(new URL("./_test_resident_driver.ts", import.meta.url));
@@ -237,6 +245,60 @@ test(
   },
 );
 
+for (const runtime of ["bun", "deno"] as const) {
+  test(
+    `Resident instance on a ${runtime} node: an HTTP caller flooding POST /rpc does not starve an HTTP driver (each caller takes its turn)`,
+    T,
+    async () => {
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--start", "ResidentModel"], {
+        runtime,
+      });
+      try {
+        const post = async (message: unknown, caller: string) => {
+          const res = await fetch(`${node.url}/rpc`, {
+            method: "POST",
+            body: encodeMessage(message) as Uint8Array<ArrayBuffer>,
+            headers: { "content-type": "application/cbor", "x-thinkagain-caller": caller },
+          });
+          const body = new Uint8Array(await res.arrayBuffer());
+          if (res.headers.get("x-thinkagain-error") === "1") throw errorFromWire(decode(body));
+          return body;
+        };
+        const welcome = decodeReply<WelcomeMessage>(
+          await post({ t: "hello", v: PROTOCOL_VERSION }, "flood"),
+          "welcome",
+        );
+        const id = welcome.residents!.find((r) => r.service === "ResidentModel")!.id;
+        await using meshB = new ta.Mesh([new ta.MeshNode("n1", { endpoint: node.url })], { transport: "http" });
+        const b = await meshB.connect(ResidentModel);
+        assert.equal(await meshB.run(() => b.step("warm", 0)), "warm");
+        // A floods: 3,000 calls of ~1 ms of the node's CPU each, 64 requests in flight at a time (fewer than the fetch pool of this process, which B shares)
+        let aDone = 0;
+        let next = 0;
+        const worker = async () => {
+          while (next < 3000) {
+            const i = next++;
+            const reply = await post({ t: "call", cid: `a${i}`, id, method: "step", args: [`a${i}`, 1000] }, "flood");
+            assert.deepEqual(decodeReply<ResultMessage>(reply, "result"), { t: "result", ok: true, value: `a${i}` });
+            aDone++;
+          }
+        };
+        const flood = Promise.all(Array.from({ length: 64 }, worker));
+        assert.ok(await eventually(() => aDone >= 50, 60_000), "the flood is under way");
+        const bStart = aDone;
+        // B's calls go one at a time (HTTP is not pipelined)
+        for (let i = 0; i < 20; i++) assert.equal(await meshB.run(() => b.step(`b${i}`, 1000)), `b${i}`);
+        const during = aDone - bStart;
+        // in turns, each of B's calls waits behind about one of A's; in one queue for every HTTP caller
+        // it would wait behind the ~60 of A's queued on the node
+        assert.ok(during < 500, `B's 20 calls completed while ${during} of A's did (A had ~60 queued)`);
+        await flood;
+      } finally {
+        await stopNode(node);
+      }
+    },
+  );
+}
 test(
   "service restarts: 1, its node SIGKILLed: the next call lands on a re-created instance on the other node",
   T,

@@ -3,8 +3,10 @@
  * (`content-type: application/cbor`); the reply is the response body. Error replies carry the
  * header `x-thinkagain-error: 1` and a CBOR `{ tag, message, data }` body. One-way frames carry
  * `x-thinkagain-notify: 1` and are answered 202 at once. The token travels as
- * `Authorization: Bearer`; a 401 is reported as `AuthError`. Connections are reused by the
- * runtime's `fetch` (HTTP keep-alive).
+ * `Authorization: Bearer`; a 401 is reported as `AuthError`. Every request of one client
+ * connection carries `x-thinkagain-caller: <id>` (random, one per connection), by which a node's
+ * resident instances serve HTTP drivers in turn, as they do WebSocket connections. Connections are
+ * reused by the runtime's `fetch` (HTTP keep-alive).
  *
  * @module
  */
@@ -46,6 +48,14 @@ export function rpcUrl(endpoint: string): string {
   return url.toString();
 }
 
+/** A client connection's name for itself (see `PeerInfo.caller`): 16 random hex digits. */
+function callerId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  let id = "";
+  for (const b of bytes) id += b.toString(16).padStart(2, "0");
+  return id;
+}
+
 class HttpConnection implements TransportConnection {
   readonly endpoint: string;
   #url: string;
@@ -60,7 +70,7 @@ class HttpConnection implements TransportConnection {
   constructor(endpoint: string, options: ConnectOptions) {
     this.endpoint = endpoint;
     this.#url = rpcUrl(endpoint);
-    this.#headers = { "content-type": "application/cbor" };
+    this.#headers = { "content-type": "application/cbor", "x-thinkagain-caller": callerId() };
     if (options.token !== undefined) this.#headers.authorization = `Bearer ${options.token}`;
     this.#notifyHeaders = { ...this.#headers, "x-thinkagain-notify": "1" };
     this.#hasToken = options.token !== undefined;

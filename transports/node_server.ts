@@ -55,6 +55,14 @@ function callScope(peer: PeerInfo | undefined): string {
   return `${peer.transport}:${peer.connectionId}`;
 }
 
+/**
+ * Whose queue a call to a resident instance waits in: its connection's, or for HTTP (no connection
+ * outlives a request) the caller's as the client names itself, else all unnamed HTTP callers' one.
+ */
+function fairCaller(peer: PeerInfo | undefined, scope: string): string {
+  return peer?.caller === undefined ? scope : `http ${peer.caller}`;
+}
+
 function callKey(peer: PeerInfo | undefined, cid: string): string {
   return `${callScope(peer)} ${cid}`;
 }
@@ -861,7 +869,7 @@ export class NodeServer {
       const fair = inst.fair;
       const run = fair === undefined
         ? () => inst.replica.call(msg.method!, args, { mesh: this.rt })
-        : () => fair.call(scope, msg.method!, args, { mesh: this.rt });
+        : () => fair.call(fairCaller(peer, scope), msg.method!, args, { mesh: this.rt });
       ref = withExtractedContext(msg.trace, run, {
         name: `serve ${name}`,
         attributes: { "thinkagain.node": this.name },

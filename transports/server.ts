@@ -102,6 +102,8 @@ export interface NodeHealth {
 }
 
 const CBOR = "application/cbor";
+/** What an `x-thinkagain-caller` header may hold (see `PeerInfo.caller`). */
+const CALLER_NAME = /^[\w.:-]{1,64}$/;
 
 /**
  * Builds the node's hono app: `POST /rpc` takes one CBOR frame and answers one, `GET /ws` upgrades
@@ -210,10 +212,14 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
       return errorResponse(err instanceof TransportError && err.reason === "too-large" ? 413 : 400, err);
     }
     const oneWay = c.req.header("x-thinkagain-notify") === "1";
+    // who sends it, as the client names itself (residents serve callers in turn); anything but a
+    // short plain name counts as no name
+    const named = c.req.header("x-thinkagain-caller");
+    const caller = named !== undefined && CALLER_NAME.test(named) ? named : undefined;
     // a reply nobody waits for any more (the client went away) stops its call: the request's signal
     const peer: PeerInfo = oneWay
-      ? { transport: "http", connectionId: newConnectionId(), oneWay }
-      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal };
+      ? { transport: "http", connectionId: newConnectionId(), oneWay, caller }
+      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal, caller };
     if (oneWay) {
       // Run it, but do not hold the response on it: one-way means the sender does not wait.
       Promise.resolve().then(() => handler(frame, peer)).catch(() => {});

@@ -72,6 +72,13 @@ export interface PeerInfo {
    * its reply), so that work nobody can receive the result of stops.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Who sent the frame, as its client names itself where no connection says it (HTTP: the
+   * `x-thinkagain-caller` header, one per client connection), so that a node's resident instances
+   * serve HTTP drivers in turn as they do WebSocket connections. Not authenticated: it only decides
+   * whose turn it is.
+   */
+  readonly caller?: string;
 }
 
 /**
