@@ -19,6 +19,9 @@ const DpProducer = ta.service(
     make(n: number) {
       return new Float32Array(n).fill(1.5);
     }
+    boom(n: number): Float32Array {
+      throw new Error(`boom ${n}`);
+    }
   },
 );
 const DpConsumer = ta.service(
@@ -178,6 +181,79 @@ test(
     );
   },
 );
+
+/** A (1 GPU) and B (2 GPUs) in memory, a producer placed on A and a consumer on B. */
+async function twoNodes(
+  hold: ((type: string) => Promise<void> | undefined) | undefined,
+  fn: (
+    nodes: { a: NodeServer; b: NodeServer; ta: Traffic; tb: Traffic },
+    mesh: ta.Mesh,
+    producer: ReturnType<typeof DpProducer.init>,
+    consumer: ReturnType<typeof DpConsumer.init>,
+  ) => Promise<void>,
+): Promise<void> {
+  const ta_ = traffic(), tb = traffic();
+  await withNode(
+    "A",
+    { gpus: 1 },
+    ta_,
+    hold,
+    (a, endpointA) =>
+      withNode("B", { gpus: 2 }, tb, undefined, async (b, endpointB) => {
+        await using mesh = new ta.Mesh([
+          new ta.MeshNode("A", { endpoint: endpointA, gpus: 1 }),
+          new ta.MeshNode("B", { endpoint: endpointB, gpus: 2 }),
+        ]);
+        const consumer = DpConsumer.init(); // needs 2 GPUs: only B has them
+        const producer = DpProducer.init(); // 1 GPU: only A has one left
+        await mesh.run(() => consumer.length.go(new Float32Array(1)));
+        await mesh.run(() => producer.make.go(1));
+        for (const t of [ta_, tb]) {
+          t.bytes.clear();
+          t.frames.clear();
+        }
+        await fn({ a, b, ta: ta_, tb }, mesh, producer, consumer);
+      }),
+  );
+}
+
+test(
+  "hand-off: the call to B is sent, and B asks A for the result, while A's call has not answered yet",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let holding = false;
+    await twoNodes(
+      (type) => (holding && type === "call" ? gate : undefined),
+      async ({ a, ta: ta_, tb }, mesh, producer, consumer) => {
+        holding = true;
+        const n = 256 * 1024;
+        const sum = mesh.run(() => consumer.sum.go(producer.make.go(n)));
+        // A's reply to the driver is held back: B got its call and pulled from A all the same
+        const both = await eventually(() => tb.frames.get("call") === 1 && ta_.frames.get("fetch") === 1, 10_000);
+        open();
+        assert.ok(
+          both,
+          `with A's reply held, B got ${tb.frames.get("call") ?? 0} calls and A ${ta_.frames.get("fetch") ?? 0} pulls`,
+        );
+        assert.equal(await sum, 1.5 * n);
+        assert.ok((ta_.bytes.get("fetch") ?? 0) > 4 * n, "the array did not travel node to node");
+        // the published result is forgotten once the call pulling it ended
+        assert.ok(await eventually(() => a.objectStats().published === 0, 10_000), "A still publishes the result");
+      },
+    );
+  },
+);
+
+test("hand-off: B's call fails with the error of A's call, and A publishes nothing after", T, async () => {
+  await twoNodes(undefined, async ({ a }, mesh, producer, consumer) => {
+    await assert.rejects(mesh.run(() => consumer.sum.go(producer.boom.go(7))), /boom 7/);
+    // a small result is handed off too (it comes back inline to the driver, and B pulls it)
+    assert.equal(await mesh.run(() => consumer.sum.go(producer.make.go(3))), 4.5);
+    assert.ok(await eventually(() => a.objectStats().published === 0, 10_000), "A still publishes results");
+  });
+});
 
 test(
   "data plane: awaiting a large result in the driver fetches it once, lazily, and gives the same value",

@@ -555,6 +555,11 @@ export class NodeLink {
     this.queueFree().cids.push(cid);
   }
 
+  /** Tells the node to forget the result it published as `id` (the calls that pull it have ended). */
+  forgetPublished(id: string): void {
+    this.queueFree().oids.push(id);
+  }
+
   private queueFree(): { oids: string[]; cids: string[] } {
     if (this.toFree === undefined) {
       const batch = this.toFree = { oids: [] as string[], cids: [] as string[] };

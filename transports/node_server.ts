@@ -35,7 +35,14 @@ import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
-import { type CallMessage, decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
+import {
+  type CallMessage,
+  decodeDriverMessage,
+  decodeNodeMessage,
+  encodeMessage,
+  PROTOCOL_VERSION,
+} from "./protocol.ts";
+import { PublishedResults } from "./published.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
 import { backgroundInterval, randomId } from "./_common.ts";
@@ -165,6 +172,13 @@ const EARLY_CANCELS_REMEMBERED = 1024;
 /** Instance ids destroyed by an expired lease that calls can still be told about. */
 const EXPIRED_REMEMBERED = 4096;
 
+/** What a WebSocket connection leaves on the node: its calls running, its kept and published results. */
+interface ConnectionRecord {
+  readonly calls: Set<ObjectRef<unknown>>;
+  readonly kept: Set<string>;
+  published?: Set<string>;
+}
+
 /**
  * Answers protocol frames: `hello`, `create`, `call`, `cancel`, `destroy`, `ping`. Instances share
  * the fate of the driver that created them: one that sends no keepalive for `leaseMs` is taken for
@@ -247,7 +261,9 @@ export class NodeServer {
    * Per WebSocket connection (by its signal): its calls running and its kept results, stopped and
    * dropped when it closes, through one abort listener per connection.
    */
-  private readonly connections = new Map<AbortSignal, { calls: Set<ObjectRef<unknown>>; kept: Set<string> }>();
+  private readonly connections = new Map<AbortSignal, ConnectionRecord>();
+  /** Results of calls sent with `publish` (other nodes pull them by that id), until freed. */
+  private readonly published: PublishedResults;
   /** What each WebSocket connection declared once for its calls (a `session` message), by connection id. */
   private readonly sessions = new Map<number, { keepAbove?: number; owner?: string }>();
   /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
@@ -292,6 +308,7 @@ export class NodeServer {
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
+    this.published = new PublishedResults(options.name);
     this.handler = (frame, peer) => this.handle(frame, peer);
   }
 
@@ -311,9 +328,15 @@ export class NodeServer {
    * await node.drain();
    * ```
    */
-  objectStats(): { objects: number; bytes: number; maxBytes: number; keptResults: number } {
+  objectStats(): { objects: number; bytes: number; maxBytes: number; keptResults: number; published: number } {
     const s = this.objects;
-    return { objects: s.count, bytes: s.bytes, maxBytes: s.maxBytes, keptResults: this.kept.size };
+    return {
+      objects: s.count,
+      bytes: s.bytes,
+      maxBytes: s.maxBytes,
+      keptResults: this.kept.size,
+      published: this.published.count,
+    };
   }
 
   /** Calls running now. */
@@ -443,6 +466,7 @@ export class NodeServer {
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
+        if (msg.publish !== undefined) return await this.publishing(msg, peer, frame.byteLength);
         return await this.call(msg, peer, frame.byteLength);
       case "credit":
         return await this.streams.credit(callKey(peer, msg.cid), msg.items, msg.bytes);
@@ -460,17 +484,16 @@ export class NodeServer {
         }
         return undefined;
       }
-      case "fetch": {
-        const stored = this.objects.frame(msg.oid);
-        if (stored !== undefined) return stored; // encoded once, when it was made
-        let value = this.objects.get(msg.oid);
-        if (holdsDeviceValues(value)) value = await readBack(value); // it leaves the device now
-        const wired = wireValue(value, this);
-        return encodeMessage({ t: "result", ok: true, value: wired instanceof Promise ? await wired : wired });
-      }
+      case "fetch":
+        // a published result (a hand-off) is answered once its call ended
+        if (msg.oid.startsWith("p:") && !this.objects.has(msg.oid)) return await this.published.answer(msg.oid);
+        return await this.objectFrame(msg.oid);
       case "free": {
-        for (const oid of msg.oids) this.objects.free(oid);
         const conn = peer?.signal === undefined ? undefined : this.connections.get(peer.signal);
+        for (const oid of msg.oids) {
+          if (this.published.forget(oid)) conn?.published?.delete(oid);
+          else this.objects.free(oid);
+        }
         for (const cid of msg.cids) {
           const key = callKey(peer, cid);
           this.kept.delete(key);
@@ -706,6 +729,65 @@ export class NodeServer {
     return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
   }
 
+  /**
+   * The `result` frame that carries object `oid` (what a `fetch` gets); the object is looked up
+   * before any await, so a `free` arriving meanwhile does not take it away.
+   */
+  private objectFrame(oid: string): Uint8Array | Promise<Uint8Array> {
+    const stored = this.objects.frame(oid);
+    if (stored !== undefined) return stored; // encoded once, when it was made
+    const value = this.objects.get(oid);
+    return (async () => {
+      // it leaves the device now
+      const v = holdsDeviceValues(value) ? await readBack(value) : value;
+      const wired = wireValue(v, this);
+      return encodeMessage({ t: "result", ok: true, value: wired instanceof Promise ? await wired : wired });
+    })();
+  }
+
+  /**
+   * Runs a call whose result other nodes pull (`msg.publish`, a hand-off): published before
+   * anything else, then answered to them with the same `result` the caller gets (its value,
+   * the object it became, or its error).
+   */
+  private async publishing(msg: CallMessage, peer: PeerInfo | undefined, bytes: number): Promise<Uint8Array> {
+    const id = msg.publish!;
+    let answered!: (frame: Uint8Array | Promise<Uint8Array>) => void;
+    this.published.publish(id, new Promise<Uint8Array>((r) => (answered = r)));
+    const signal = peer?.signal;
+    if (signal !== undefined && !signal.aborted && peer!.transport !== "http") {
+      (this.connectionOf(signal).published ??= new Set()).add(id);
+    }
+    try {
+      const reply = await this.call(msg, peer, bytes);
+      answered(this.pulledFrame(reply, msg));
+      return reply;
+    } catch (e) {
+      answered(encodeMessage({ t: "result", ok: false, error: errorToWire(e) }));
+      throw e;
+    }
+  }
+
+  /** What a pull of a published call's result gets, from the reply its caller got. */
+  private pulledFrame(reply: Uint8Array, msg: CallMessage): Uint8Array | Promise<Uint8Array> {
+    const m = decodeNodeMessage(reply);
+    if (m.t === "result" && m.ok && m.object !== undefined) {
+      try {
+        return this.objectFrame(m.object.oid);
+      } catch (e) {
+        return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
+      }
+    }
+    if (m.t === "result") return reply;
+    return encodeMessage({
+      t: "result",
+      ok: false,
+      error: errorToWire(
+        new ProtocolError(`The result of call "${msg.cid}" is a stream: it cannot be pulled by another node`),
+      ),
+    });
+  }
+
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
   private keepOnDevice(result: unknown, owner: string | undefined, msg: CallMessage, name: string): Uint8Array {
     const bytes = deviceBytes(result);
@@ -768,14 +850,15 @@ export class NodeServer {
   }
 
   /** The record of the connection whose frames carry `signal` (made, with its one listener, on first use). */
-  private connectionOf(signal: AbortSignal): { calls: Set<ObjectRef<unknown>>; kept: Set<string> } {
+  private connectionOf(signal: AbortSignal): ConnectionRecord {
     let conn = this.connections.get(signal);
     if (conn === undefined) {
-      const made = { calls: new Set<ObjectRef<unknown>>(), kept: new Set<string>() };
+      const made: ConnectionRecord = { calls: new Set<ObjectRef<unknown>>(), kept: new Set<string>() };
       this.connections.set(signal, made);
       signal.addEventListener("abort", () => {
         this.connections.delete(signal);
         for (const key of made.kept) this.kept.delete(key);
+        if (made.published !== undefined) { for (const id of made.published) this.published.forget(id); }
         for (const ref of made.calls) ref.cancel();
       }, { once: true });
       conn = made;
@@ -976,6 +1059,7 @@ export class NodeServer {
     }
     this.objects.clear();
     this.kept.clear();
+    this.published.clear();
     const all = [...this.instances.values()];
     this.instances.clear();
     await Promise.all(all.map((i) => i.replica.close().catch(() => {})));

@@ -5,7 +5,11 @@
  *   keeps that result until they have all left ({@linkcode planPipeline}, {@linkcode pipeArgs});
  * - **objects that stay**: a ref whose value stayed on a node (a {@linkcode RemoteObject}) goes to a
  *   call as its id: to the same node as `{ i, oid }`, to another as `{ i, oid, node, endpoint }`,
- *   and that node pulls it node to node (over a link it may open: see `handle_wire.ts`'s `reachableLink`).
+ *   and that node pulls it node to node (over a link it may open: see `handle_wire.ts`'s `reachableLink`);
+ * - **hand-offs**: the calls waiting for a call's result that go to a method of an instance on
+ *   another node are sent at once too: the call is sent with `publish` (an id chosen here), and
+ *   they name that id as an object on its node, which they pull as soon as they arrive (the node
+ *   answers the pull once the call ended). The driver never waits for the result between the two.
  *
  * @module
  */
@@ -40,10 +44,16 @@ export function keepFields(link: NodeLink): { keepAbove?: number; owner?: string
   return Number.isFinite(above) ? { keepAbove: above, owner: link.leaseId } : {};
 }
 
-/** Where a call was sent, and how many pipelined calls must still leave before its kept result may go. */
+/**
+ * Where a call was sent, whether its result is kept for calls on the same link (by `cid`) or
+ * published for other nodes (as object `publish`), and how many pipelined calls must still leave
+ * (or, for hand-offs, end) before the node may forget it.
+ */
 interface Sent {
   readonly link: NodeLink;
   cid: string | undefined;
+  readonly keep: boolean;
+  readonly publish: string | undefined;
   waiting: number;
 }
 
@@ -85,46 +95,87 @@ function goesTo(d: Task<unknown>, link: NodeLink): boolean {
 }
 
 /**
- * The calls waiting for `task` (being sent on `link`) that may be sent at once, naming its result.
- * A call with `retries` is not a source (a retry would be another call), nor is an unordered link.
+ * Whether `d` (a dependent of a call sent on `link`) is a method call to an instance on another
+ * node of the same mesh, which can pull the result from `link`'s node itself (a hand-off).
+ */
+function handsOff(d: Task<unknown>, link: NodeLink): boolean {
+  if (d._ctx?.mesh !== link.holder && d._ctx?.mesh !== undefined) return false;
+  const target = d._target as unknown as { kind: string; replica?: { link?: NodeLink } };
+  const to = target.kind === "method" ? target.replica?.link : undefined;
+  return to !== undefined && to !== link && to.holder === link.holder && typeof to.endpoint === "string" &&
+    typeof link.endpoint === "string";
+}
+
+/** What {@linkcode planPipeline} decided for a call: the dependents to let through once it left. */
+export interface PipelinePlan {
+  /** The dependents to let through once the call was sent (empty: none). */
+  readonly dependents: Task<unknown>[];
+  /** Whether the call must carry `keep` (dependents on the same link name it by call id). */
+  readonly keep: boolean;
+  /** The id the call must carry as `publish` (dependents on other nodes pull it by that id), if any. */
+  readonly publish: string | undefined;
+}
+
+/** The plan of a call nothing waits for. */
+export const NO_PLAN: PipelinePlan = Object.freeze({ dependents: [], keep: false, publish: undefined });
+
+/**
+ * The calls waiting for `task` (being sent on `link`) that may be sent at once, naming its result:
+ * those going to the same node over an ordered link (by call id), and method calls to instances
+ * on other nodes (hand-offs: they pull the result node to node by the id the call publishes).
+ * A call with `retries` is not a source (a retry would be another call).
  *
  * @param task The call being sent (a cancel hook's `task`), if known.
  * @param link Where it goes.
  * @param retries Whether the call may be retried.
- * @returns The dependents to let through once it was sent (empty: none, and no `keep` needed).
+ * @returns The plan: the dependents to let through once it was sent, and the fields the call needs.
  *
  * @example Nothing to pipeline without a task
  * ```ts
  * import { planPipeline } from "./objects.ts";
  * import { strictEqual } from "node:assert/strict";
- * strictEqual(planPipeline(undefined, {} as never, false).length, 0);
+ * strictEqual(planPipeline(undefined, {} as never, false).dependents.length, 0);
  * ```
  */
-export function planPipeline(task: object | undefined, link: NodeLink, retries: boolean): Task<unknown>[] {
-  if (task === undefined || retries || !link.ordered) return [];
-  const out = pipelineCandidates(task as Task<unknown>).filter((d) => goesTo(d, link));
-  for (const d of out) if (d._target.kind === "op") preferred.set(d, link);
-  return out;
+export function planPipeline(task: object | undefined, link: NodeLink, retries: boolean): PipelinePlan {
+  if (task === undefined || retries || (task as Task<unknown>)._dependents === undefined) return NO_PLAN;
+  const candidates = pipelineCandidates(task as Task<unknown>);
+  if (candidates.length === 0) return NO_PLAN;
+  const dependents: Task<unknown>[] = [];
+  let keep = false, handoff = false;
+  for (const d of candidates) {
+    if (link.ordered && goesTo(d, link)) {
+      keep = true;
+      if (d._target.kind === "op") preferred.set(d, link);
+      dependents.push(d);
+    } else if (handsOff(d, link)) {
+      handoff = true;
+      dependents.push(d);
+    }
+  }
+  if (dependents.length === 0) return NO_PLAN;
+  return { dependents, keep, publish: handoff ? `p:${crypto.randomUUID()}` : undefined };
 }
 
 /**
- * `task` was sent on `link` as call `cid`: the `dependents` planned for it go now, and the node
- * forgets its kept result once they have all left.
+ * `task` was sent on `link` as call `cid`: the dependents planned for it go now, and the node
+ * forgets its kept (or published) result once they have all left (hand-offs: ended).
  *
  * @param task The call sent.
  * @param link Where.
  * @param cid Its call id.
- * @param dependents What {@linkcode planPipeline} returned.
+ * @param plan What {@linkcode planPipeline} returned.
  *
  * @example Nothing planned, nothing kept
  * ```ts
- * import { sentPipelined } from "./objects.ts";
- * sentPipelined({}, {} as never, "c1", []);
+ * import { planPipeline, sentPipelined } from "./objects.ts";
+ * sentPipelined({}, {} as never, "c1", planPipeline(undefined, {} as never, false));
  * ```
  */
-export function sentPipelined(task: object, link: NodeLink, cid: string, dependents: Task<unknown>[]): void {
+export function sentPipelined(task: object, link: NodeLink, cid: string, plan: PipelinePlan): void {
+  const dependents = plan.dependents;
   if (dependents.length === 0) return;
-  sentCalls.set(task, { link, cid, waiting: dependents.length });
+  sentCalls.set(task, { link, cid, keep: plan.keep, publish: plan.publish, waiting: dependents.length });
   releasePipelined(task as Task<unknown>, dependents);
 }
 
@@ -133,7 +184,8 @@ function leftPipelined(dep: object): void {
   const s = sentCalls.get(dep);
   if (s === undefined || --s.waiting > 0) return;
   sentCalls.delete(dep);
-  if (s.cid !== undefined) s.link.freeResult(s.cid);
+  if (s.keep && s.cid !== undefined) s.link.freeResult(s.cid);
+  if (s.publish !== undefined) s.link.forgetPublished(s.publish);
 }
 
 /** A call's arguments as they travel to a node, and what to do once it left. */
@@ -143,17 +195,23 @@ export interface PipedCall {
   /** The results named, if any. */
   readonly pipe: PipedArg[] | undefined;
   /**
-   * Call once the call's frame was handed to the link (the kept results it names may go), and
-   * again when the call ended (a call that never left gives its turn up); only the first counts.
+   * Call once the call's frame was handed to the link (the kept results it names may go); only
+   * the first call counts.
    */
   sent(): void;
+  /**
+   * Call when the call ended, however (results it pulls from other nodes may go then; a call that
+   * never left gives its turn up).
+   */
+  ended(): void;
   /** What the call must hold until it has an answer (the objects it names stay alive). */
   readonly holds: readonly unknown[];
 }
 
 /**
  * The arguments of a call to `link` with the results among them named instead of carried:
- * pipelined refs (pending results of calls sent on this link) by call id, objects kept on nodes by
+ * pipelined refs (pending results of calls sent on this link) by call id, pending results of calls
+ * sent to other nodes by the id they publish (the node pulls them), objects kept on nodes by
  * object id (this node's, or another's, which the node pulls). A result nested inside an array or
  * object travels as a value (fetched here).
  *
@@ -175,24 +233,34 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   let pipe: PipedArg[] | undefined;
   let out: unknown[] | undefined;
   let slow = false;
-  const deps: object[] = [];
+  const deps: object[] = []; // named by call id: their turn ends when this call left
+  const pulled: object[] = []; // pulled by other nodes, or settled meanwhile: their turn ends with this call
   const holds: unknown[] = [];
   for (let i = 0; i < args.length; i++) {
     let a = args[i];
     if (typeof a !== "object" || a === null) continue;
     if (a instanceof Task && !isPipelinedRef(a)) {
       // a ref let through that settled meanwhile (a call sent again): its outcome
+      if (sentCalls.has(a)) pulled.push(a);
       if (a._state !== State.COMPLETED) throw a._error;
       (out ??= args.slice())[i] = a = a._value;
       if (typeof a !== "object" || a === null) continue;
     }
     if (isPipelinedRef(a)) {
       const s = sentCalls.get(a);
-      if (s !== undefined && s.link === link && s.cid !== undefined) {
+      if (s !== undefined && s.link === link && s.keep && s.cid !== undefined) {
         (pipe ??= []).push({ i, cid: s.cid });
         deps.push(a);
         (out ??= args.slice())[i] = null;
-      } else slow = true; // not sent there: its value is waited for here (never expected)
+      } else if (s !== undefined && s.link !== link && s.publish !== undefined) {
+        // a hand-off: the node pulls it from where it is being made, as soon as this call arrives
+        (pipe ??= []).push({ i, oid: s.publish, node: s.link.node, endpoint: s.link.endpoint });
+        pulled.push(a);
+        (out ??= args.slice())[i] = null;
+      } else {
+        slow = true; // not sent there: its value is waited for here (never expected)
+        if (s !== undefined) pulled.push(a);
+      }
     } else if (a instanceof RemoteObject) {
       holds.push(a);
       (pipe ??= []).push(
@@ -202,14 +270,20 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     }
   }
   const final = out ?? args;
-  let left = false;
+  let left = false, ended = false;
   // idempotent: called when the frame left, and again (for nothing) when the call ends
   const leave = () => {
     if (left) return;
     left = true;
     for (const d of deps) leftPipelined(d);
   };
-  const call: PipedCall = { args: final, pipe, sent: leave, holds };
+  const end = () => {
+    leave();
+    if (ended) return;
+    ended = true;
+    for (const d of pulled) leftPipelined(d);
+  };
+  const call: PipedCall = { args: final, pipe, sent: leave, ended: end, holds };
   // results nested in arrays and objects (and refs not sent there) travel as values, fetched here
   for (let i = 0; i < final.length && !slow; i++) {
     const v = final[i];
@@ -267,5 +341,5 @@ export async function argsAfterLoss(error: unknown, args: readonly unknown[], li
  * ```
  */
 export function abandonPiped(call: PipedCall): void {
-  call.sent();
+  call.ended();
 }

@@ -15,8 +15,10 @@ import { ProtocolError } from "../core/errors.ts";
  * added streams: a call may be answered with a `chunk`, and `credit` asks for the next one.
  * Version 3 added the data plane: a call's `keep`, `keepAbove`, `owner` and `pipe`, results kept on
  * the node (`object`), `fetch` and `free`, and the WebSocket connection's one-way `session`.
+ * Version 4 added a call's `publish` (hand-offs to other nodes): a node of version 3 would ignore
+ * it, and the calls pulling the result from it would fail with "Unknown object".
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Driver → node: introduce yourself. */
 export interface HelloMessage {
@@ -134,7 +136,17 @@ export interface CallMessage {
   readonly owner?: string;
   /** Arguments that are results the node holds or can pull, not values (`args[i]` is `null`). */
   readonly pipe?: readonly PipedArg[];
+  /**
+   * Other nodes may pull this call's result as object `publish` (an unguessable id the caller chose,
+   * starting with `p:`), until a `free` names it or this connection closes: a `fetch` for it waits
+   * until the call ended (and, for {@linkcode PUBLISH_WAIT_MS}, until the call arrived: the pulling
+   * node may be told of it first), and is answered with the call's own `result`, failed or not.
+   */
+  readonly publish?: string;
 }
+
+/** How long a `fetch` of a published result (`p:…`) waits for the call that publishes it to arrive. */
+export const PUBLISH_WAIT_MS: number = 10_000;
 
 /**
  * An argument that is a result, not a value: the result of call `cid` sent earlier on the same
@@ -410,6 +422,11 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       if (r.pipe !== undefined) {
         const pipe = pipedArgs(r, r.args);
         if (pipe !== undefined) call.pipe = pipe;
+      }
+      if (r.publish !== undefined) {
+        const publish = str(r, "publish", t);
+        if (!publish.startsWith("p:")) fail(`"call" publish must be an id starting with "p:"`);
+        call.publish = publish;
       }
       return call;
     }

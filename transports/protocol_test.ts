@@ -9,6 +9,7 @@ import { encode } from "../core/codec.ts";
 import { Solo } from "../examples/distributed_app.ts";
 import { startRealServer } from "./_test_servers.ts";
 import {
+  type CallMessage,
   decodeDriverMessage,
   decodeNodeMessage,
   decodeReply,
@@ -59,6 +60,7 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { t: "hello", v: PROTOCOL_VERSION },
     { ...WELCOME, v: 1 }, // before streams
     { ...WELCOME, v: 2 }, // before the data plane
+    { ...WELCOME, v: 3 }, // before hand-offs (a call's publish)
     { ...WELCOME, v: PROTOCOL_VERSION + 1 },
     { ...WELCOME, node: 5 },
     { ...WELCOME, node: "" },
@@ -122,8 +124,26 @@ test("decodeDriverMessage reads credit and a call's window, and refuses malforme
   }
   assert.throws(
     () => decodeDriverMessage(encodeMessage({ t: "hello", v: 1 })),
-    /Protocol version 1 is not supported; this node speaks 3/,
+    new RegExp(`Protocol version 1 is not supported; this node speaks ${PROTOCOL_VERSION}`),
   );
+});
+
+test("protocol 4: a driver of protocol 3 (which knows no publish) is refused at its hello, saying both versions", () => {
+  assert.equal(PROTOCOL_VERSION, 4);
+  assert.throws(
+    () => decodeDriverMessage(encodeMessage({ t: "hello", v: 3 })),
+    /Protocol version 3 is not supported; this node speaks 4/,
+  );
+  assert.throws(
+    () => decodeNodeMessage(encodeMessage({ ...WELCOME, v: 3 })),
+    /The node speaks protocol version 3; this driver speaks 4/,
+  );
+  // a call's publish is an id starting with "p:"
+  const call = { t: "call", cid: "c", op: "f", args: [1] };
+  assert.equal((decodeDriverMessage(encodeMessage({ ...call, publish: "p:x" })) as CallMessage).publish, "p:x");
+  for (const publish of ["x", "", 5, "p:" + "x".repeat(600)]) {
+    assert.throws(() => decodeDriverMessage(encodeMessage({ ...call, publish })), /publish/, String(publish));
+  }
 });
 
 /** The head of a CBOR item: major type 0–7 and its argument, in the fewest bytes. */

@@ -135,7 +135,8 @@ async function sendOp(
         ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
         ...(trace.traceparent !== undefined ? { trace } : {}),
         ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
-        ...(plan.length > 0 ? { keep: true } : {}),
+        ...(plan.keep ? { keep: true } : {}),
+        ...(plan.publish !== undefined ? { publish: plan.publish } : {}),
         ...link.callKeepFields(),
       },
       hook,
@@ -156,6 +157,6 @@ async function sendOp(
     if (args === undefined) throw e;
     return await sendOp(mesh, name, link, args, hook, trace, span, body, true);
   } finally {
-    piped.sent(); // (and `piped` holds the objects it names alive until the answer came)
+    piped.ended(); // (and `piped` holds the objects it names alive until the answer came)
   }
 }

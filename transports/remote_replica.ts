@@ -25,7 +25,7 @@ import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { Mutable, NodeLink } from "./link.ts";
 import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
-import { argsAfterLoss, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
+import { argsAfterLoss, NO_PLAN, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
 import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
@@ -218,7 +218,7 @@ export class RemoteReplica extends MailboxReplica {
         if (remade === undefined) throw e;
         args = remade;
       } finally {
-        piped.sent(); // a call that never left gives up its turn
+        piped.ended(); // (a call that never left gives up its turn)
       }
     }
   }
@@ -248,15 +248,18 @@ export class RemoteReplica extends MailboxReplica {
     if (timeoutMs) message.timeoutMs = timeoutMs;
     if (trace.traceparent !== undefined) message.trace = trace;
     if (piped?.pipe !== undefined) message.pipe = piped.pipe;
-    if (plan.length > 0) message.keep = true;
+    if (plan.keep) message.keep = true;
+    if (plan.publish !== undefined) message.publish = plan.publish;
     const keep = this.link.callKeepFields();
     if (keep.keepAbove !== undefined) {
       message.keepAbove = keep.keepAbove;
       message.owner = keep.owner;
     }
-    const onSent = piped === undefined && plan.length === 0 ? undefined : (cid: string) => {
+    let planned = plan; // (sent once: a call made again after its instance was lost plans nothing)
+    const onSent = piped === undefined && plan.dependents.length === 0 ? undefined : (cid: string) => {
       piped?.sent();
-      if (task !== undefined) sentPipelined(task, this.link, cid, plan.splice(0));
+      if (task !== undefined) sentPipelined(task, this.link, cid, planned);
+      planned = NO_PLAN;
     };
     for (let attempt = 0;; attempt++) {
       let id = this.createdId;
