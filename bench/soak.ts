@@ -7,6 +7,7 @@
  *
  *     bun bench/soak.ts                        (a Bun node, 10 minutes)
  *     bun bench/soak.ts --runtime deno --minutes 2
+ *     bun bench/soak.ts --minutes 1 --attacks bombs   (one kind of attack only)
  *
  * The attack, all at once and all the time, on fresh connections each round:
  * - raw WebSocket clients that send 2,000 calls with 16 KiB replies each and never read a reply;
@@ -14,12 +15,17 @@
  * - idle TCP connections (200 at a time) and connections that drip their headers;
  * - bursts of calls beyond a mailbox's `maxQueued` (refused with OverloadedError).
  * The well-behaved client calls a tiny op over its own WebSocket, one call every 20 ms.
+ * `--attacks` picks kinds, comma-separated (default all): `noread`, `bombs`, `idle` (idle and
+ * header-dripping connections), `burst`. The attackers run in a process of their own
+ * (`--attackers process`, the default) or in the bench's (`--attackers inline`, as the first runs
+ * did: their work then delays the well-behaved client's own event loop too).
  *
  * @module
  */
+import { spawn } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import { rssOf, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { rssOf, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { encodeMessage } from "../transports/protocol.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "../transports/ws_framing.ts";
@@ -34,7 +40,15 @@ function flag(name: string, dflt: string): string {
 const MINUTES = Number(flag("minutes", "10"));
 const IDLE_S = Number(flag("idle-s", "20"));
 const INTERVAL_S = Number(flag("interval-s", "60"));
+const RUNTIME_SELF: Runtime = (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno";
 const RUNTIME = flag("runtime", (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno") as Runtime;
+const ATTACK_KINDS = ["noread", "bombs", "idle", "burst"] as const;
+const ATTACKS = new Set(flag("attacks", ATTACK_KINDS.join(",")).split(",").map((k) => k.trim()));
+for (const k of ATTACKS) {
+  if (!(ATTACK_KINDS as readonly string[]).includes(k)) {
+    throw new TypeError(`--attacks: unknown kind ${JSON.stringify(k)}, expected some of ${ATTACK_KINDS.join(", ")}`);
+  }
+}
 const APP = fileURLToPath(new URL("../transports/_backpressure_app.ts", import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -104,7 +118,7 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
   const sockets: net.Socket[] = [];
   try {
     // never-reading clients
-    for (let c = 0; c < 2 && !stop(); c++) {
+    for (let c = 0; c < 2 && ATTACKS.has("noread") && !stop(); c++) {
       const s = await rawSocket(port, false);
       sockets.push(s);
       s.write(upgrade(port));
@@ -116,21 +130,23 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
       }
     }
     // decoder bombs, each on a connection that reads (the node answers or closes it)
-    for (const b of bombs()) {
+    for (const b of ATTACKS.has("bombs") ? bombs() : []) {
       const s = await rawSocket(port, true);
       sockets.push(s);
       s.write(upgrade(port));
       for (let i = 1; i <= 20; i++) s.write(wsMessage(KIND_REQUEST, i, b));
     }
     // idle and dripping connections
-    for (let i = 0; i < 200 && !stop(); i++) sockets.push(await rawSocket(port, true));
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 200 && ATTACKS.has("idle") && !stop(); i++) sockets.push(await rawSocket(port, true));
+    for (let i = 0; i < 10 && ATTACKS.has("idle"); i++) {
       const s = await rawSocket(port, true);
       sockets.push(s);
       s.write("GET /rpc HTTP/1.1\r\n");
     }
     // a burst beyond a mailbox's bound, from a client that reads
-    const conn = await webSocketTransport.connect(`http://127.0.0.1:${port}`).catch(() => undefined);
+    const conn = ATTACKS.has("burst")
+      ? await webSocketTransport.connect(`http://127.0.0.1:${port}`).catch(() => undefined)
+      : undefined;
     if (conn !== undefined) {
       try {
         const created = await conn.request(
@@ -161,6 +177,18 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
+// the attacker process (see --attackers): attack the node on that port until killed
+const ATTACK_PORT = Number(flag("attack-port", "0"));
+if (ATTACK_PORT > 0) {
+  await Promise.all([0, 1].map(async () => {
+    for (;;) await attackRound(ATTACK_PORT, () => false).catch(() => {});
+  }));
+}
+const ATTACKERS = flag("attackers", "process");
+if (ATTACKERS !== "process" && ATTACKERS !== "inline") {
+  throw new TypeError(`--attackers: expected process or inline, found ${JSON.stringify(ATTACKERS)}`);
+}
+
 const node = await startNodeProcess(APP, ["--port", "0", "--name", "soak", "--headers-timeout-ms", "2000"], {
   runtime: RUNTIME,
 });
@@ -189,7 +217,10 @@ async function wellBehaved(ms: number): Promise<{ lat: number[]; failed: number 
   return { lat, failed };
 }
 
-console.log(`soak: a ${RUNTIME} node, ${MINUTES} min of attack, ${IDLE_S} s idle baseline first`);
+console.log(
+  `soak: a ${RUNTIME} node, ${MINUTES} min of attack (${[...ATTACKS].join(", ")}; attackers ${ATTACKERS}), ` +
+    `${IDLE_S} s idle baseline first`,
+);
 const idle = await wellBehaved(IDLE_S * 1000);
 const idleP50 = percentile(idle.lat, 50), idleP99 = percentile(idle.lat, 99);
 const rss0 = (await rssOf(pid)) ?? NaN;
@@ -201,7 +232,20 @@ console.log("|---:|---:|---:|---:|---:|---:|---:|");
 
 const endAt = performance.now() + MINUTES * 60_000;
 let stopped = false;
-const attackers = [0, 1].map(async () => {
+// in a process of their own by default, so that the attack's own work never delays the
+// well-behaved client's event loop here (inline, as the first runs did, it did)
+const attackProcess = ATTACKERS === "process"
+  ? spawn(
+    ...runArgs(RUNTIME_SELF, fileURLToPath(import.meta.url), [
+      "--attacks",
+      [...ATTACKS].join(","),
+      "--attack-port",
+      String(node.port),
+    ]),
+    { stdio: "inherit" },
+  )
+  : undefined;
+const attackers = ATTACKERS === "process" ? [] : [0, 1].map(async () => {
   while (!stopped) await attackRound(node.port, () => stopped).catch(() => {});
 });
 let peakAll = rss0;
@@ -226,6 +270,7 @@ for (let k = 1; performance.now() < endAt; k++) {
   );
 }
 stopped = true;
+attackProcess?.kill("SIGKILL");
 await Promise.all(attackers);
 console.log(
   `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
