@@ -6,6 +6,8 @@
  *
  *   npx bun bench/streaming.ts
  *   npx deno run -A bench/streaming.ts
+ *   npx bun bench/streaming.ts --parts      (CPU per item of each end, in one process)
+ *   BENCH_WINDOW=1024 npx bun bench/streaming.ts   (another credit window, in items)
  *
  * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios.
  * Timing claims live here, never in tests.
@@ -15,7 +17,9 @@
 import process from "node:process";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
-import { decode, encode } from "../core/codec.ts";
+import { decode, encode, encodeFrame } from "../core/codec.ts";
+import { Stream } from "../core/stream.ts";
+import { RemoteChunks, StreamOutlets } from "../transports/stream_wire.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
@@ -26,6 +30,8 @@ const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 /** Round trips per latency sample. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
+/** The mesh's credit window in items (`BENCH_WINDOW`; default: the stream's default window). */
+const WINDOW = process.env.BENCH_WINDOW === undefined ? undefined : Number(process.env.BENCH_WINDOW);
 /** Items per raw message: what a chunk holds at most (transports/stream_wire.ts). */
 const BATCH = 512;
 
@@ -130,7 +136,10 @@ async function main(): Promise<void> {
   const node = await startChild("node");
   const raw = await startChild("raw");
   try {
-    await using mesh = new ta.Mesh([new ta.MeshNode("bench", { endpoint: `ws://127.0.0.1:${node.port}` })]);
+    await using mesh = new ta.Mesh(
+      [new ta.MeshNode("bench", { endpoint: `ws://127.0.0.1:${node.port}` })],
+      WINDOW === undefined ? {} : { streamWindow: { items: WINDOW } },
+    );
     const ws = new WebSocket(`ws://127.0.0.1:${raw.port}/ws`);
     ws.binaryType = "arraybuffer";
     await new Promise((r) => (ws.onopen = r));
@@ -166,7 +175,10 @@ async function main(): Promise<void> {
         `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
       const r2 = (x: number) => x.toFixed(2);
       const us = (x: number) => `${Math.round(x)} µs`;
-      console.log(`bench/streaming.ts on ${runtime}: ${ITEMS} items of 16 bytes per stream, ${RUNS} runs each`);
+      console.log(
+        `bench/streaming.ts on ${runtime}: ${ITEMS} items of 16 bytes per stream, ${RUNS} runs each` +
+          (WINDOW === undefined ? "" : `, window ${WINDOW} items`),
+      );
       console.log(`  items/s, ours (one WebSocket, credit)   ${spread(ours, fmt)}`);
       console.log(`  items/s, raw hono WebSocket push        ${spread(base, fmt)}`);
       console.log(`  ours / raw                              ${spread(ratios, r2)}`);
@@ -181,6 +193,69 @@ async function main(): Promise<void> {
   }
 }
 
+// ---- each end alone, in one process: CPU per item ---------------------------------------------
+
+async function* sixteenByteItems(n: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < n; i++) {
+    const item = new Uint8Array(16);
+    item[0] = i & 0xff;
+    yield item;
+  }
+}
+
+function cpuNsPerItem(c0: { user: number; system: number }, n: number): number {
+  const cu = process.cpuUsage(c0 as NodeJS.CpuUsage);
+  return (cu.user + cu.system) * 1000 / n;
+}
+
+/**
+ * The node's end: `StreamOutlets` over an async generator, every chunk asked for with credit and
+ * decoded (as the driver would), with no socket. Then the driver's end: `RemoteChunks` in a `Stream`
+ * read by `for await`, its chunks (512 items, decoded from the same bytes each time) handed over at
+ * once. Medians of `RUNS` runs of `ITEMS` items after two warm-up runs.
+ */
+async function parts(): Promise<void> {
+  const outlets = new StreamOutlets();
+  const node: number[] = [], driver: number[] = [];
+  const batch = Array.from({ length: BATCH }, () => new Uint8Array(16));
+  const frame = encodeFrame({ t: "chunk", items: batch, done: false }).slice();
+  const last = encodeFrame({ t: "chunk", items: batch, done: true }).slice();
+  for (let r = 0; r < RUNS + 2; r++) {
+    let c0 = process.cpuUsage();
+    const key = `parts-${r}`;
+    let f = await outlets.open(key, new Stream<unknown>(sixteenByteItems(ITEMS)), { name: "parts" }, undefined);
+    let got = 0;
+    for (;;) {
+      const m = decode(f) as { items: unknown[]; done: boolean };
+      got += m.items.length;
+      if (m.done) break;
+      f = await outlets.credit(key, m.items.length, m.items.length * 24);
+    }
+    if (got !== ITEMS) throw new Error(`node end: got ${got} of ${ITEMS}`);
+    if (r >= 2) node.push(cpuNsPerItem(c0, ITEMS));
+    let sent = BATCH;
+    const source = {
+      credit: () => {
+        sent += BATCH;
+        return Promise.resolve(decode(sent >= ITEMS ? last : frame) as never);
+      },
+      cancel() {},
+    };
+    c0 = process.cpuUsage();
+    const window = { items: 4096, bytes: 4 * 1024 * 1024 };
+    let n = 0;
+    for await (const _ of new Stream(new RemoteChunks(source, decode(frame) as never, window))) n++;
+    if (r >= 2) driver.push(cpuNsPerItem(c0, n));
+  }
+  const runtime = "Deno" in globalThis ? "Deno" : "Bun";
+  const ns = (xs: number[]) =>
+    `${Math.round(median(xs))} ns (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`;
+  console.log(`bench/streaming.ts --parts on ${runtime}: CPU per 16-byte item, ${RUNS} runs of ${ITEMS}`);
+  console.log(`  node's end (generator, outlet, chunk encoded; chunk decoded)  ${ns(node)}`);
+  console.log(`  driver's end (chunk decoded, RemoteChunks, Stream, for await)  ${ns(driver)}`);
+}
+
 const at = process.argv.indexOf("--server");
 if (at >= 0) await runServer(process.argv[at + 1]);
+else if (process.argv.includes("--parts")) await parts();
 else await main();
