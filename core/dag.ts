@@ -82,7 +82,8 @@ function resolveNested(v: object, depth: number): unknown {
     for (let i = 0; i < v.length; i++) {
       const a = v[i];
       let r = a;
-      if (a instanceof Task) r = a._value;
+      // (one still unsettled was let through for pipelining: it travels as itself)
+      if (a instanceof Task) r = a._state === COMPLETED ? a._value : a;
       else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) {
         r = resolveNested(a, depth + 1);
       }
@@ -94,7 +95,7 @@ function resolveNested(v: object, depth: number): unknown {
   for (const k of Object.keys(v)) {
     const a = (v as Record<string, unknown>)[k];
     let r = a;
-    if (a instanceof Task) r = a._value;
+    if (a instanceof Task) r = a._state === COMPLETED ? a._value : a;
     else if (typeof a === "object" && a !== null && (Array.isArray(a) || isPlainObject(a))) {
       r = resolveNested(a, depth + 1);
     }

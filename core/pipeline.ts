@@ -12,8 +12,8 @@ import { settle, State, Task } from "./task.ts";
 const { PENDING, FAILED } = State;
 
 /**
- * The unsettled dependents of `dep` that wait for it among their top-level arguments only (a
- * nested ref travels as a value, so it is not pipelined), each with no other pending input.
+ * The unsettled dependents of `dep` that wait for it (among their arguments, or nested in an
+ * array or plain object among them), each with no other pending input.
  *
  * @param dep A task whose body was just sent to a node.
  * @returns The dependents that could be sent now, naming `dep`'s result.
@@ -41,11 +41,9 @@ export function pipelineCandidates(dep: Task<unknown>): Task<unknown>[] {
   const out: Task<unknown>[] = [];
   for (let i = 0; i < deps.length; i++) {
     const d = deps[i];
-    if (d._state !== PENDING || d._pending !== 1 || d._shape !== 1 || out.includes(d)) continue;
-    // the same ref twice counts twice: only a dependent that names it once is let through
-    let seen = 0;
-    for (const a of d._args ?? []) if (a === dep) seen++;
-    if (seen === 1) out.push(d);
+    // (one pending input: a ref named twice, at the top or nested, counts twice)
+    if (d._state !== PENDING || d._pending !== 1 || d._shape === 0 || out.includes(d)) continue;
+    out.push(d);
   }
   return out;
 }

@@ -20,5 +20,11 @@ export const DpNodeSink = ta.service(
       for (let i = 0; i < a.length; i++) s += a[i];
       return s;
     }
+    /** Sums the arrays of `x.parts`, times `x.scale`: results nested in an argument. */
+    sumParts(x: { parts: Float32Array[]; scale: number }): number {
+      let s = 0;
+      for (const a of x.parts) for (let i = 0; i < a.length; i++) s += a[i];
+      return s * x.scale;
+    }
   },
 );

@@ -90,3 +90,30 @@ test("a remote-capable op that no node registered runs here and gets a result ke
     });
   });
 });
+
+test(
+  "results nested in an object argument travel as references: made on A, pulled by B, never fetched by the driver",
+  T,
+  async () => {
+    await twoNodes(async (_a, mesh) => {
+      await mesh.run(async () => {
+        const sink = DpNodeSink.init();
+        assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3); // placed on B
+        // settled results (kept on A) nested in an object
+        const x = dpLostMake.go(N), y = dpLostMake.go(N);
+        assert.ok(await eventually(() => x.status === "completed" && y.status === "completed", 60_000));
+        assert.equal(await sink.sumParts.go({ parts: [x, y], scale: 2 }), 2 * 2 * 2 * N);
+        // the driver holds them as refs to A's store and never fetched their bytes
+        for (const r of [x, y]) {
+          const held = (r as unknown as { _value: { fetched?: unknown; node?: string } })._value;
+          assert.equal(held.node, "A");
+          assert.equal(held.fetched, undefined, "the driver fetched a result it only passed on");
+        }
+        // a pending result nested in an object: sent at once, B pulls it from A (a hand-off)
+        assert.equal(await sink.sumParts.go({ parts: [dpLostMake.go(N)], scale: 1 }), 2 * N);
+        // and one nested in an array inside an array
+        assert.equal(await sink.sumParts.go({ parts: [[dpLostMake.go(4)][0]], scale: 3 }), 24);
+      });
+    });
+  },
+);

@@ -13,6 +13,7 @@ const T = { timeout: 300_000 };
 
 const dpInc = ta.op({ name: "dpInc", remote: true }, (x: number) => x + 1);
 const dpBig = ta.op({ name: "dpBig", remote: true }, (n: number) => new Float32Array(n).fill(1.5));
+const dpIncIn = ta.op({ name: "dpIncIn", remote: true }, (o: { v: number[] }) => o.v[0] + 1);
 const DpProducer = ta.service(
   { name: "DpProducer", gpus: 1 },
   class DpProducer {
@@ -34,6 +35,11 @@ const DpConsumer = ta.service(
     }
     length(a: Float32Array) {
       return a.length;
+    }
+    sumParts(x: { parts: Float32Array[] }) {
+      let s = 0;
+      for (const a of x.parts) for (let i = 0; i < a.length; i++) s += a[i];
+      return s;
     }
   },
 );
@@ -252,6 +258,85 @@ test("hand-off: B's call fails with the error of A's call, and A publishes nothi
     // a small result is handed off too (it comes back inline to the driver, and B pulls it)
     assert.equal(await mesh.run(() => consumer.sum.go(producer.make.go(3))), 4.5);
     assert.ok(await eventually(() => a.objectStats().published === 0, 10_000), "A still publishes results");
+  });
+});
+
+test(
+  "pipelining: a chain of 10 op calls, each result nested in the next one's argument, reaches the node whole",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const t = traffic();
+    await withNode("pipe-nested", {}, t, (type) => (type === "call" ? gate : undefined), async (node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("pipe-nested", { endpoint })]);
+      const out = mesh.run(() => {
+        let r = dpIncIn.go({ v: [0] });
+        for (let i = 1; i < 10; i++) r = dpIncIn.go({ v: [r] });
+        return r;
+      });
+      const all = await eventually(() => t.frames.get("call") === 10, 10_000);
+      open();
+      assert.ok(all, `${t.frames.get("call") ?? 0} of 10 calls reached the node in one round trip`);
+      assert.equal(await out, 10);
+      assert.ok(await eventually(() => node.objectStats().keptResults === 0, 10_000), "kept results were not freed");
+    });
+  },
+);
+
+test(
+  "data plane: 1 MiB results nested in an object argument go A → B as references, not through the driver",
+  T,
+  async () => {
+    await twoNodes(undefined, async ({ ta: ta_, tb }, mesh, producer, consumer) => {
+      const n = 256 * 1024;
+      const sum = await mesh.run(async () => {
+        const x = producer.make.go(n), y = producer.make.go(n);
+        await eventually(() => x.status === "completed" && y.status === "completed", 10_000);
+        const settled = await consumer.sumParts.go({ parts: [x, y] });
+        // one still pending, nested: a hand-off
+        return settled + await consumer.sumParts.go({ parts: [producer.make.go(n)] });
+      });
+      assert.equal(sum, 3 * 1.5 * n);
+      const driverBytes = (ta_.bytes.get("call") ?? 0) + (tb.bytes.get("call") ?? 0);
+      assert.ok(driverBytes < 2048, `the calls and their replies carried ${driverBytes} bytes through the driver`);
+      assert.equal(ta_.frames.get("fetch"), 3);
+      assert.ok((ta_.bytes.get("fetch") ?? 0) > 3 * 4 * n, "the arrays did not travel node to node");
+    });
+  },
+);
+
+test("data plane: a node refuses a piped result whose path does not lead to a null of the call's own", T, async () => {
+  const t = traffic();
+  await withNode("paths", {}, t, undefined, async (_node, endpoint) => {
+    const conn = await inMemoryTransport.connect(endpoint);
+    try {
+      const kept = decodeReply<ResultMessage>(
+        await conn.request(encodeMessage({ t: "call", cid: "k", op: "dpBig", args: [10], keepAbove: 0, owner: "o" })),
+        "result",
+      );
+      assert.ok(kept.ok && kept.object !== undefined);
+      const call = (args: unknown[], path: unknown[]) =>
+        conn.request(
+          encodeMessage({
+            t: "call",
+            cid: `c${Math.random()}`,
+            op: "dpIncIn",
+            args,
+            pipe: [{ i: 0, path, oid: kept.object!.oid }],
+          }),
+        );
+      await assert.rejects(call([{ v: [1] }], ["v", 0]), /hold no null/);
+      await assert.rejects(call([{ v: [null] }], ["w", 0]), /hold no null/);
+      await assert.rejects(call([{ v: [null] }], ["__proto__"]), /path/);
+      await assert.rejects(call([{ v: [null] }], ["v", "length"]), /hold no null/);
+      // the right place: the op gets the object's value there (a Float32Array: [0] is 1.5)
+      const ok = decodeReply<ResultMessage>(await call([{ v: null }], ["v"]), "result");
+      assert.ok(ok.ok);
+      assert.equal(ok.value, 2.5);
+    } finally {
+      await conn.close();
+    }
   });
 });
 

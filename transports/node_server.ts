@@ -40,6 +40,7 @@ import {
   decodeDriverMessage,
   decodeNodeMessage,
   encodeMessage,
+  type PipedArg,
   PROTOCOL_VERSION,
 } from "./protocol.ts";
 import { PublishedResults } from "./published.ts";
@@ -177,6 +178,34 @@ interface ConnectionRecord {
   readonly calls: Set<ObjectRef<unknown>>;
   readonly kept: Set<string>;
   published?: Set<string>;
+}
+
+/**
+ * Puts a piped result where it goes among a call's arguments: argument `p.i`, or inside it at
+ * `p.path`, where the frame must hold `null` in an array or object of its own (so nothing but that
+ * place changes, and no prototype).
+ */
+function put(args: unknown[], p: PipedArg, value: unknown, cid: string): void {
+  if (p.path === undefined) {
+    args[p.i] = value;
+    return;
+  }
+  let c: unknown = args[p.i];
+  for (let k = 0; k < p.path.length; k++) {
+    const key = p.path[k];
+    const ok = typeof c === "object" && c !== null &&
+      (Array.isArray(c) || Object.getPrototypeOf(c) === Object.prototype ||
+        Object.getPrototypeOf(c) === null) &&
+      Object.hasOwn(c, key);
+    if (!ok || (k === p.path.length - 1 && (c as Record<string | number, unknown>)[key] !== null)) {
+      throw new ProtocolError(
+        `Call "${cid}" names a result at argument ${p.i}, path ${JSON.stringify(p.path).slice(0, 200)}, where its ` +
+          "arguments hold no null in an array or object",
+      );
+    }
+    if (k === p.path.length - 1) (c as Record<string | number, unknown>)[key] = value;
+    else c = (c as Record<string | number, unknown>)[key];
+  }
 }
 
 /**
@@ -825,15 +854,15 @@ export class NodeServer {
               "does not hold: it was not sent on this connection with keep, or was freed",
           );
         }
-        args[p.i] = ref;
+        put(args, p, ref, msg.cid);
       } else if (p.endpoint === undefined) {
-        args[p.i] = this.objects.get(p.oid!);
+        put(args, p, this.objects.get(p.oid!), msg.cid);
       } else {
         // node to node, over a link this node may open (never one the frame chose)
         const link = reachableLink(p.node!, p.endpoint, this.linkOptions, `Call "${msg.cid}" (argument ${p.i})`);
         pulls.push(
           link.fetchObject(p.oid!).then((v) => {
-            args[p.i] = v;
+            put(args, p, v, msg.cid);
           }, (e) => {
             // a holder this node cannot reach is lost to the call, also if it never reached it before
             if (!(e instanceof TransportError)) throw e;

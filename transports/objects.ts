@@ -208,12 +208,54 @@ export interface PipedCall {
   readonly holds: readonly unknown[];
 }
 
+/** Where a result sits inside an argument: the keys from the argument down (see `PipedArg.path`). */
+type Path = (string | number)[];
+
+/** How deep in an argument results are looked for (as the DAG looks for refs). */
+const MAX_DEPTH = 32;
+
+function isPlain(v: object): boolean {
+  if (Array.isArray(v)) return true;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
 /**
- * The arguments of a call to `link` with the results among them named instead of carried:
- * pipelined refs (pending results of calls sent on this link) by call id, pending results of calls
- * sent to other nodes by the id they publish (the node pulls them), objects kept on nodes by
- * object id (this node's, or another's, which the node pulls). A result nested inside an array or
- * object travels as a value (fetched here).
+ * `v` (an array or plain object) with what `swap` replaces among the values nested in it, copied
+ * only along the paths that changed; `v` itself when nothing did.
+ */
+function swapNested(
+  v: object,
+  path: Path,
+  swap: (x: object, path: Path) => { value: unknown } | undefined,
+): object {
+  if (path.length >= MAX_DEPTH) return v;
+  let out: Record<string | number, unknown> | undefined;
+  const at = (k: string | number, x: unknown) => {
+    if (typeof x !== "object" || x === null) return;
+    const p = [...path, k];
+    const swapped = swap(x, p);
+    const r = swapped !== undefined ? swapped.value : isPlain(x) ? swapNested(x, p, swap) : x;
+    if (r !== x) (out ??= (Array.isArray(v) ? v.slice() : { ...v }) as Record<string | number, unknown>)[k] = r;
+  };
+  if (Array.isArray(v)) { for (let i = 0; i < v.length; i++) at(i, v[i]); }
+  else for (const k of Object.keys(v)) at(k, (v as Record<string, unknown>)[k]);
+  return out ?? v;
+}
+
+/** Sets `value` at `path` inside `root` (containers along it are the copies {@linkcode swapNested} made). */
+function setAt(root: unknown, path: Path, value: unknown): void {
+  let c = root as Record<string | number, unknown>;
+  for (let i = 0; i < path.length - 1; i++) c = c[path[i]] as Record<string | number, unknown>;
+  c[path[path.length - 1]] = value;
+}
+
+/**
+ * The arguments of a call to `link` with the results among them named instead of carried, at the
+ * top of an argument or nested in arrays and plain objects (`PipedArg.path`): pipelined refs
+ * (pending results of calls sent on this link) by call id, pending results of calls sent to other
+ * nodes by the id they publish (the node pulls them), objects kept on nodes by object id (this
+ * node's, or another's, which the node pulls).
  *
  * @param args The body's arguments (refs let through for pipelining among them).
  * @param link Where the call goes.
@@ -223,51 +265,67 @@ export interface PipedCall {
  * ```ts
  * import { pipeArgs } from "./objects.ts";
  * import { deepStrictEqual, strictEqual } from "node:assert/strict";
- * const c = await pipeArgs([1, "a"], {} as never);
+ * const c = await pipeArgs([1, "a", { b: [2] }], {} as never);
  * // (synchronous when nothing needs fetching)
- * deepStrictEqual(c.args, [1, "a"]);
+ * deepStrictEqual(c.args, [1, "a", { b: [2] }]);
  * strictEqual(c.pipe, undefined);
  * ```
  */
 export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<PipedCall> {
   let pipe: PipedArg[] | undefined;
   let out: unknown[] | undefined;
-  let slow = false;
   const deps: object[] = []; // named by call id: their turn ends when this call left
   const pulled: object[] = []; // pulled by other nodes, or settled meanwhile: their turn ends with this call
   const holds: unknown[] = [];
-  for (let i = 0; i < args.length; i++) {
-    let a = args[i];
-    if (typeof a !== "object" || a === null) continue;
+  /** Refs whose value must be waited for here (not sent where they can be named), and where they go. */
+  let waits: { i: number; path: Path | undefined; ref: Task<unknown> }[] | undefined;
+  const named = (i: number, path: Path | undefined, entry: Omit<PipedArg, "i" | "path">) => {
+    (pipe ??= []).push(path === undefined ? { i, ...entry } : { i, path, ...entry });
+    return { value: null };
+  };
+  // what a result found at argument i (at `path` inside it) becomes: named (null in its place), its
+  // value (a ref settled meanwhile), or `undefined`: left as it is
+  const swap = (a: object, i: number, path: Path | undefined): { value: unknown } | undefined => {
     if (a instanceof Task && !isPipelinedRef(a)) {
       // a ref let through that settled meanwhile (a call sent again): its outcome
       if (sentCalls.has(a)) pulled.push(a);
       if (a._state !== State.COMPLETED) throw a._error;
-      (out ??= args.slice())[i] = a = a._value;
-      if (typeof a !== "object" || a === null) continue;
+      const v = a._value;
+      if (typeof v !== "object" || v === null) return { value: v };
+      return swap(v, i, path) ?? { value: v };
     }
     if (isPipelinedRef(a)) {
       const s = sentCalls.get(a);
       if (s !== undefined && s.link === link && s.keep && s.cid !== undefined) {
-        (pipe ??= []).push({ i, cid: s.cid });
         deps.push(a);
-        (out ??= args.slice())[i] = null;
-      } else if (s !== undefined && s.link !== link && s.publish !== undefined) {
-        // a hand-off: the node pulls it from where it is being made, as soon as this call arrives
-        (pipe ??= []).push({ i, oid: s.publish, node: s.link.node, endpoint: s.link.endpoint });
-        pulled.push(a);
-        (out ??= args.slice())[i] = null;
-      } else {
-        slow = true; // not sent there: its value is waited for here (never expected)
-        if (s !== undefined) pulled.push(a);
+        return named(i, path, { cid: s.cid });
       }
-    } else if (a instanceof RemoteObject) {
-      holds.push(a);
-      (pipe ??= []).push(
-        a.link === link ? { i, oid: a.oid } : { i, oid: a.oid, node: a.link.node, endpoint: a.link.endpoint },
-      );
-      (out ??= args.slice())[i] = null;
+      if (s !== undefined && s.link !== link && s.publish !== undefined) {
+        // a hand-off: the node pulls it from where it is being made, as soon as this call arrives
+        pulled.push(a);
+        return named(i, path, { oid: s.publish, node: s.link.node, endpoint: s.link.endpoint });
+      }
+      // not sent there: its value is waited for here (never expected)
+      if (s !== undefined) pulled.push(a);
+      (waits ??= []).push({ i, path, ref: a });
+      return { value: null };
     }
+    if (a instanceof RemoteObject) {
+      holds.push(a);
+      return named(
+        i,
+        path,
+        a.link === link ? { oid: a.oid } : { oid: a.oid, node: a.link.node, endpoint: a.link.endpoint },
+      );
+    }
+    return undefined;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "object" || a === null) continue;
+    const swapped = swap(a, i, undefined);
+    const r = swapped !== undefined ? swapped.value : isPlain(a) ? swapNested(a, [], (x, p) => swap(x, i, p)) : a;
+    if (r !== a) (out ??= args.slice())[i] = r;
   }
   const final = out ?? args;
   let left = false, ended = false;
@@ -284,17 +342,20 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     for (const d of pulled) leftPipelined(d);
   };
   const call: PipedCall = { args: final, pipe, sent: leave, ended: end, holds };
-  // results nested in arrays and objects (and refs not sent there) travel as values, fetched here
+  // other values kept elsewhere (not on a node of this mesh) travel as values, fetched here
+  let slow = waits !== undefined;
   for (let i = 0; i < final.length && !slow; i++) {
     const v = final[i];
-    slow = v instanceof LazyValue || (typeof v === "object" && v !== null && !(v instanceof RemoteObject) &&
-      materializeArgs([v]) !== undefined);
+    slow = v instanceof LazyValue || (typeof v === "object" && v !== null && materializeArgs([v]) !== undefined);
   }
   if (!slow) return call;
   return (async () => {
-    if (final === args) out = args.slice();
-    const vals = out!;
-    for (let i = 0; i < vals.length; i++) if (isPipelinedRef(vals[i])) vals[i] = await (vals[i] as Task<unknown>);
+    const vals = final === args ? args.slice() : final;
+    for (const w of waits ?? []) {
+      const v = await w.ref;
+      if (w.path === undefined) vals[w.i] = v;
+      else setAt(vals[w.i], w.path, v);
+    }
     await materializeArgs(vals);
     return { ...call, args: vals };
   })();

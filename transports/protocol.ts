@@ -15,8 +15,10 @@ import { ProtocolError } from "../core/errors.ts";
  * added streams: a call may be answered with a `chunk`, and `credit` asks for the next one.
  * Version 3 added the data plane: a call's `keep`, `keepAbove`, `owner` and `pipe`, results kept on
  * the node (`object`), `fetch` and `free`, and the WebSocket connection's one-way `session`.
- * Version 4 added a call's `publish` (hand-offs to other nodes): a node of version 3 would ignore
- * it, and the calls pulling the result from it would fail with "Unknown object".
+ * Version 4 added a call's `publish` (hand-offs to other nodes) and a piped argument's `path`
+ * (results nested in arrays and objects): a node of version 3 would ignore both, so the calls
+ * pulling a result from it would fail with "Unknown object", and a nested result would reach the
+ * method as `null`.
  */
 export const PROTOCOL_VERSION = 4;
 
@@ -154,8 +156,14 @@ export const PUBLISH_WAIT_MS: number = 10_000;
  * `node` at `endpoint` (pulled from there node to node, only from an endpoint this node may reach).
  */
 export interface PipedArg {
-  /** Which argument it is. */
+  /** Which argument it is (or holds it). */
   readonly i: number;
+  /**
+   * Where inside argument `i` it sits, when nested in arrays and objects: the keys (strings) and
+   * indexes from the argument down, at most {@linkcode MAX_PIPE_DEPTH}; what the frame holds there
+   * is `null`, in an array or object of the argument's own.
+   */
+  readonly path?: readonly (string | number)[];
   readonly cid?: string;
   readonly oid?: string;
   readonly endpoint?: string;
@@ -164,6 +172,25 @@ export interface PipedArg {
 
 /** The most piped arguments one call may have. */
 const MAX_PIPED = 1024;
+
+/** How deep inside an argument a piped result may sit (see {@link PipedArg.path}). */
+export const MAX_PIPE_DEPTH = 32;
+
+function pipePath(x: Record<string, unknown>): (string | number)[] | undefined {
+  const p = x.path;
+  if (p === undefined) return undefined;
+  if (
+    !Array.isArray(p) || p.length === 0 || p.length > MAX_PIPE_DEPTH ||
+    !p.every((k) =>
+      (typeof k === "string" && k.length <= 512 && k !== "__proto__") || (Number.isSafeInteger(k) && k >= 0)
+    )
+  ) {
+    fail(
+      `"call" pipe entry path must be 1 to ${MAX_PIPE_DEPTH} keys (strings, not "__proto__", or indexes ≥ 0)`,
+    );
+  }
+  return p as (string | number)[];
+}
 
 /** Driver (or node) → node: send the value of object `oid` of this node's store (a `result` answers). */
 export interface FetchMessage {
@@ -297,7 +324,10 @@ function pipedArgs(r: Record<string, unknown>, args: readonly unknown[]): PipedA
     if ((cid === undefined) === (oid === undefined) || (endpoint === undefined) !== (node === undefined)) {
       fail('"call" pipe entry needs either a cid or an oid (with an endpoint and node, or neither)');
     }
-    return { i: x.i as number, cid, oid, endpoint, node };
+    const path = pipePath(x);
+    return path === undefined
+      ? { i: x.i as number, cid, oid, endpoint, node }
+      : { i: x.i as number, path, cid, oid, endpoint, node };
   });
 }
 
