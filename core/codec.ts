@@ -850,11 +850,15 @@ let at = 0;
 /** True while the fast path is writing a frame into the slab (a getter it calls may encode too). */
 let writing = false;
 
-/** Makes room for `bytes` more bytes of the frame being written, moving it to a new slab if need be. */
-function ensureRoom(bytes: number): void {
+/**
+ * Makes room for `bytes` more bytes of the frame being written, moving it to a new slab if need be:
+ * one with `spare` bytes more (by default as many as it then holds, so a frame written in many small
+ * pieces moves a few times, not once per piece).
+ */
+function ensureRoom(bytes: number, spare = at - frameStart + bytes): void {
   if (at + bytes <= slab.length) return;
   const written = at - frameStart;
-  const next = new Uint8Array(Math.max(SLAB_BYTES, 2 * (written + bytes)));
+  const next = new Uint8Array(Math.max(SLAB_BYTES, written + bytes + spare));
   next.set(slab.subarray(frameStart, at));
   slab = next;
   slabView = new DataView(next.buffer);
@@ -1034,6 +1038,9 @@ function writeFast(value: unknown, depth: number): boolean {
   }
 }
 
+/** Room left after an encoded value when the frame moves to a larger slab for it. */
+const SPLICE_SPARE_BYTES = 4096;
+
 /**
  * Writes an {@linkcode EncodedValue}'s bytes as they are, behind the padding that puts its first
  * byte on a multiple of 8 from the frame's header when it may hold aligned typed arrays; nested
@@ -1043,7 +1050,9 @@ function writeEncoded(encoded: EncodedValue, depth: number): boolean {
   const bytes = encoded.bytes;
   const pads = bytes.byteLength < ALIGN_MIN_BYTES ? 0 : ((8 - ((at - frameStart) & 7)) * 3) & 7;
   if (depth + MAX_PADS > ENCODED_ROOM_LEVELS) return writeFast(encoded.value, depth);
-  ensureRoom(3 * pads + bytes.byteLength);
+  // (room for the message's last few fields after it, not for as much again: a large value is
+  // written in one piece, and a slab twice its size would cost more to clear than the copy)
+  ensureRoom(3 * pads + bytes.byteLength, SPLICE_SPARE_BYTES);
   for (let k = 0; k < pads; k++) {
     slab[at++] = 0xd9; // tag 55799, in 3 bytes
     slab[at++] = 0xd9;
