@@ -323,6 +323,30 @@ function toBytes(data: unknown): Uint8Array | undefined {
   return undefined;
 }
 
+/** How long one connection's messages may be served in one turn before others get theirs, ms. */
+const SLICE_MS = 2;
+const EMPTY = new Uint8Array(0);
+let turn = 0;
+let turnArmed = false;
+/** Runs `f` in the next turn: right after this turn's I/O where the runtime has setImmediate (Bun, Deno, Node). */
+const nextTurn: (f: () => void) => void = typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
+  ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
+  : (f) => void setTimeout(f, 0);
+/**
+ * A number that changes once per turn of the event loop with messages (a timer marks the end of
+ * each), shared by every connection so that a turn costs one timer, not one per connection.
+ */
+function currentTurn(): number {
+  if (!turnArmed) {
+    turnArmed = true;
+    nextTurn(() => {
+      turnArmed = false;
+      turn++;
+    });
+  }
+  return turn;
+}
+
 /**
  * The events of one WebSocket connection: frames in, handler, replies out. `onDrain` is for a
  * runtime whose socket pushes back (Bun's `drain`; `adapters/bun/serve.ts` calls it).
@@ -349,6 +373,53 @@ function wsEvents(
   };
   // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
   let parts: PartAssembler | undefined;
+  // Many messages read at once (a flood, a pipelined burst) are served SLICE_MS at a time: past
+  // that in one turn, the connection's next messages wait for the next turn, so the event loop reads
+  // the other connections' frames in between instead of after the whole burst (issue 11's soak: one
+  // client's 2,000 calls held everybody else's for hundreds of ms). At most maxSendQueueBytes wait;
+  // past that they are served at once, in order, as without the slices.
+  let sliceTurn = -1;
+  let sliceStart = 0;
+  let later: Uint8Array[] = [];
+  let laterHead = 0;
+  let laterBytes = 0;
+  let resumeArmed = false;
+  const wait = (ws: WSContext, bytes: Uint8Array): void => {
+    later.push(bytes);
+    laterBytes += bytes.byteLength;
+    if (laterBytes <= maxSendQueueBytes) return armResume(ws);
+    // too much waiting: everything now, in order
+    while (laterHead < later.length) take(ws);
+  };
+  const armResume = (ws: WSContext): void => {
+    if (resumeArmed) return;
+    resumeArmed = true;
+    nextTurn(() => {
+      resumeArmed = false;
+      sliceTurn = currentTurn();
+      sliceStart = performance.now();
+      step(ws);
+    });
+  };
+  // one message, then the next after the microtasks its handler queued so far (so that the clock
+  // sees the work the messages make, not only their synchronous part)
+  const step = (ws: WSContext): void => {
+    if (laterHead >= later.length) {
+      later = [];
+      laterHead = 0;
+      laterBytes = 0;
+      return;
+    }
+    if (performance.now() - sliceStart > SLICE_MS) return armResume(ws);
+    take(ws);
+    queueMicrotask(() => step(ws));
+  };
+  const take = (ws: WSContext): void => {
+    const bytes = later[laterHead]!;
+    later[laterHead++] = EMPTY;
+    laterBytes -= bytes.byteLength;
+    onWhole(ws, bytes);
+  };
 
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
@@ -391,15 +462,25 @@ function wsEvents(
       if (bytes.byteLength < FRAME_HEADER_BYTES) {
         return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
       }
+      if (later.length > laterHead) return wait(ws, bytes);
+      const turn = currentTurn();
+      if (turn !== sliceTurn) {
+        sliceTurn = turn;
+        sliceStart = performance.now();
+      } else if (performance.now() - sliceStart > SLICE_MS) return wait(ws, bytes);
       onWhole(ws, bytes);
     },
     onClose() {
       open = false;
       closed.abort();
+      later = []; // what waited has nobody to answer
+      laterHead = laterBytes = 0;
     },
     onError() {
       open = false;
       closed.abort();
+      later = [];
+      laterHead = laterBytes = 0;
     },
     onDrain() {
       out?.drain();

@@ -1,0 +1,72 @@
+// A WebSocket client that sends many frames at once does not hold another client's frame until the
+// whole burst is served (issue 11's soak: one client's 2,000 calls held everybody else's for
+// hundreds of ms). Ordered by events, not by time: the other client sends once the burst's first
+// reply is back, and its frame must reach the handler before the burst's last one.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { WS_PROTOCOL } from "./_common.ts";
+import { startRealServer } from "./_test_servers.ts";
+import { webSocketTransport } from "./websocket.ts";
+import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "./ws_framing.ts";
+
+const BURST = 300;
+
+/** One masked client WebSocket message (a zero mask) carrying a request frame with `body`. */
+function wsRequest(id: number, body: Uint8Array): Uint8Array {
+  const n = FRAME_HEADER_BYTES + body.byteLength;
+  const out = new Uint8Array(2 + 4 + n);
+  out[0] = 0x82;
+  out[1] = 0x80 | n; // n < 126
+  writeHeader(out.subarray(6), KIND_REQUEST, id);
+  out.set(body, 6 + FRAME_HEADER_BYTES);
+  return out;
+}
+
+test("createNodeApp serves a burst of frames in slices: another client's frame is served before the burst ends", {
+  timeout: 120_000,
+}, async () => {
+  const seen: string[] = [];
+  const server = await startRealServer((frame) => {
+    seen.push(frame[0] === 0xb0 ? "other" : "burst");
+    // some work per frame, so that the burst outlasts a slice
+    const until = performance.now() + 1;
+    while (performance.now() < until) { /* busy */ }
+    return frame;
+  });
+  const port = Number(new URL(server.endpoint).port);
+  const other = await webSocketTransport.connect(server.endpoint);
+  const raw = net.connect(port, "127.0.0.1");
+  try {
+    await new Promise<void>((resolve, reject) => raw.once("connect", resolve).once("error", reject));
+    let got = "";
+    const upgraded = new Promise<void>((resolve) => {
+      raw.on("data", function onHead(d: Buffer) {
+        got += d.toString("latin1");
+        if (got.includes("\r\n\r\n")) {
+          raw.off("data", onHead);
+          resolve();
+        }
+      });
+    });
+    raw.write(
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${WS_PROTOCOL}\r\n\r\n`,
+    );
+    await upgraded;
+    assert.match(got, /^HTTP\/1\.1 101/);
+    const firstReply = new Promise<void>((resolve) => raw.once("data", () => resolve()));
+    // the whole burst in one write: the node reads it at once
+    const burst: Uint8Array[] = [];
+    for (let i = 1; i <= BURST; i++) burst.push(wsRequest(i, new Uint8Array([0xa0])));
+    raw.write(Buffer.concat(burst));
+    await firstReply;
+    await other.request(new Uint8Array([0xb0]));
+    const at = seen.indexOf("other");
+    assert.ok(at >= 0 && at < BURST, `the other client's frame was served after ${at} of the burst's ${BURST}`);
+  } finally {
+    raw.destroy();
+    await other.close();
+    await server.close();
+  }
+});
