@@ -195,9 +195,21 @@ const node = await startNodeProcess(APP, ["--port", "0", "--name", "soak", "--he
 const pid = node.proc.pid!;
 const client = await webSocketTransport.connect(node.url);
 let seq = 0;
+/** A call with no answer in this long counts as failed, so that a stalled node shows in the table. */
+const CALL_LIMIT_MS = 30_000;
 async function callOnce(): Promise<number> {
   const t0 = performance.now();
-  await client.request(encodeMessage({ t: "call", cid: `w${seq++}`, op: "bpBytes", args: [8] }));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      client.request(encodeMessage({ t: "call", cid: `w${seq++}`, op: "bpBytes", args: [8] })),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer in ${CALL_LIMIT_MS} ms`)), CALL_LIMIT_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
   return performance.now() - t0;
 }
 
