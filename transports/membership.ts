@@ -1,6 +1,7 @@
 /**
  * A mesh's membership as discovery uses it: nodes that announce themselves join, nodes that leave
- * are removed, through the mesh runtime's own API for nodes that come and go.
+ * are removed (those that drain, with `drain: true`), through the mesh runtime's own API for nodes
+ * that come and go.
  *
  * @module
  */
@@ -12,7 +13,7 @@ import type { Membership } from "./nats/discovery.ts";
 /** The mesh's API for nodes that come and go (`mesh.addNode`, `mesh.removeNode`). */
 interface DynamicMesh {
   addNode(node: MeshNode): void;
-  removeNode(name: string, options?: { reason?: string }): boolean;
+  removeNode(name: string, options?: { reason?: string; drain?: boolean }): boolean;
   readonly nodes: readonly MeshNode[];
 }
 
@@ -42,6 +43,9 @@ export function membershipOf(mesh: Mesh): Membership | undefined {
     },
     leave: (name, detail) => {
       if (!mesh.closed) m.removeNode(name, { reason: detail });
+    },
+    drain: (name, detail) => {
+      if (!mesh.closed) m.removeNode(name, { reason: detail, drain: true });
     },
     onClose: (cleanup) => meshRuntime(mesh).addCleanup(cleanup),
   };

@@ -1,6 +1,6 @@
 // A 3-server NATS cluster on loopback, nodes on Bun and Deno started with `thinkagain serve --nats`,
 // and a driver that finds them with Mesh.discover.
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as ta from "../../mod.ts";
@@ -163,7 +163,7 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
     },
   );
 
-  test("a node that joins later is discovered and placed on; one that leaves fails its calls with NodeLostError", {
+  test("a node that joins later is discovered and placed on; one that leaves drains, then is gone", {
     timeout: 120_000,
     skip: typeof (ta.Mesh.prototype as { addNode?: unknown }).addNode !== "function" &&
       "the mesh takes no nodes after it is built (no Mesh.addNode)",
@@ -174,16 +174,20 @@ describe("NATS cluster: discovery, placement, fail-over", { skip: missing, timeo
     await eventually(() => mesh.nodes.some((n) => n.name === "n4"), "n4 joins the mesh");
     const big = await mesh.run(() => NatsBig.init());
     strictEqual(await big.hold.go(1), "n4", "the new node takes what fits only there");
-    const held = big.hold.go(60_000);
+    // held well past the time n4 takes to say it leaves, and well within its drain (30 s)
+    const held = big.hold.go(5_000);
     await eventually(() => held.status === "running", "the held call runs");
     nodes.get("n4")!.kill("SIGTERM"); // it announces it leaves, then drains
     await eventually(() => !mesh.nodes.some((n) => n.name === "n4"), "n4 leaves the mesh");
-    const [settled] = await Promise.allSettled([held]);
-    ok(
-      settled.status === "rejected" && settled.reason instanceof ta.NodeLostError,
-      String((settled as PromiseRejectedResult).reason),
-    );
+    ok(!mesh.stats().instances.some((i) => i.node === "n4"), "n4's instance left the stats");
+    await rejects(mesh.run(() => NatsBig.init()), ta.PlacementError); // nothing new is placed there
+    strictEqual(await held, "n4", "the call it had when it left finished");
     await nodes.get("n4")!.exited;
+    // gone: later calls of its handle fail with NodeLostError saying it drained and left
+    await eventually(async () => {
+      const e = await big.hold.go(1).then(() => undefined, (e: unknown) => e);
+      return e instanceof ta.NodeLostError && /drained and left the NATS cluster/.test(e.message);
+    }, "n4 is gone for good");
     nodes.delete("n4");
   });
 });

@@ -1,13 +1,16 @@
 /**
  * Discovery on a NATS cluster: a driver asks every node to announce itself and builds a mesh of
  * whoever answers (`Mesh.discover`), then keeps listening: a node that announces itself later joins
- * the mesh (new `init()`s place on it), and one that leaves is removed (its calls fail with
+ * the mesh (new `init()`s place on it). A node that says it leaves (it drains: `thinkagain serve`
+ * on SIGTERM) is taken out without cutting its calls: nothing new is placed or sent there, the calls
+ * it already has finish, and once its subject has no responders it is gone for good. One that
+ * vanishes without a word is removed after missing discovery rounds (its calls fail with
  * `NodeLostError`, its replicas fail over).
  *
  * @module
  */
 import type { Msg, Subscription } from "@nats-io/nats-core";
-import { createInbox } from "@nats-io/nats-core";
+import { createInbox, headers as natsHeaders, NoRespondersError, RequestError } from "@nats-io/nats-core";
 import type { MeshOptions } from "../../core/mesh_config.ts";
 import { MeshNode } from "../../core/mesh_node.ts";
 import {
@@ -17,7 +20,8 @@ import {
   LEAVE_SUBJECT,
   type NodeAnnouncement,
 } from "./announcement.ts";
-import { natsEndpoint, parseNatsServers } from "./endpoint.ts";
+import { natsEndpoint, nodeSubject, parseNatsServers } from "./endpoint.ts";
+import { H_DIRECT } from "./_headers.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
 import { backgroundInterval } from "../_common.ts";
 
@@ -151,14 +155,20 @@ export interface Membership {
   join(node: MeshNode): void;
   /** A node that left is removed: its calls fail with `NodeLostError`, its replicas fail over. */
   leave(name: string, detail: string): void;
+  /**
+   * A node that drains is taken out: nothing new is placed or sent there, the calls it has finish;
+   * `leave` once it is gone drops it for good.
+   */
+  drain(name: string, detail: string): void;
   /** Runs `cleanup` when the mesh closes. */
   onClose(cleanup: () => Promise<void>): void;
 }
 
 /**
  * Keeps a mesh's nodes in step with the cluster until the mesh closes: announcements of nodes it
- * lacks add them, leave messages remove them, and every `refreshMs` the cluster is asked again:
- * a discovered node that answers none of {@linkcode REFRESH_MISSES} rounds in a row is removed.
+ * lacks add them, leave messages take them out while they drain, and every `refreshMs` the
+ * cluster is asked again: a discovered node that answers none of {@linkcode REFRESH_MISSES} rounds
+ * in a row is removed, and a draining one whose subject has no responders any more is gone.
  *
  * @param lease A NATS client (released when the mesh closes).
  * @param nats The NATS server(s) the driver connects to (the nodes' endpoints go through them).
@@ -174,7 +184,14 @@ function watchMembership(
   refreshMs: number,
 ): void {
   const nc = lease.nc;
+  /** The session each node left with: an answer of that session (sent before it left) is stale. */
+  const left = new Map<string, string>();
+  /** Nodes taken out while they drain, with the rounds their subject did not answer. */
+  const draining = new Map<string, number>();
   const join = (a: NodeAnnouncement) => {
+    if (left.get(a.node) === a.session) return;
+    left.delete(a.node);
+    draining.delete(a.node); // a new process of that name: joining takes the old one's place
     managed.add(a.node);
     if (!membership.has(a.node)) membership.join(announcedNode(a, nats));
   };
@@ -193,7 +210,13 @@ function watchMembership(
     nc.subscribe(LEAVE_SUBJECT, {
       callback: (_e, m) => {
         const a = decodeAnnouncement(m.data);
-        if (a !== undefined) remove(a.node, "it left the NATS cluster (drained)");
+        if (a === undefined) return;
+        left.set(a.node, a.session);
+        if (!managed.has(a.node) || !membership.has(a.node)) return;
+        managed.delete(a.node);
+        misses.delete(a.node);
+        draining.set(a.node, 0);
+        membership.drain(a.node, "it left the NATS cluster (it drains)");
       },
     }),
   ];
@@ -208,6 +231,21 @@ function watchMembership(
       misses.delete(a.node);
       join(a);
     }
+    // a draining node is gone once nobody serves its subject (or it stays silent for rounds)
+    await Promise.all([...draining.keys()].map(async (name) => {
+      const alive = await answers(lease, name, Math.min(DEFAULT_DISCOVER_TIMEOUT_MS, refreshMs / 2));
+      if (closed || !draining.has(name)) return;
+      const silent = alive === undefined ? draining.get(name)! + 1 : 0;
+      if (alive === false || silent >= REFRESH_MISSES) {
+        draining.delete(name);
+        membership.leave(
+          name,
+          alive === false
+            ? `it drained and left the NATS cluster (nobody serves ${nodeSubject(name)})`
+            : `it drained and left the NATS cluster (${nodeSubject(name)} answered nothing for ${silent} rounds)`,
+        );
+      } else draining.set(name, silent);
+    }));
     for (const name of [...managed]) {
       if (found.has(name)) continue;
       if (!membership.has(name)) {
@@ -234,6 +272,23 @@ function watchMembership(
     for (const s of subs) s.unsubscribe();
     await lease.release();
   });
+}
+
+/**
+ * Whether a node still serves its subject: `true` when it answers a request for its direct link,
+ * `false` when NATS says nobody serves it, `undefined` when no answer came within `timeoutMs`.
+ */
+async function answers(lease: NatsLease, name: string, timeoutMs: number): Promise<boolean | undefined> {
+  const hdrs = natsHeaders();
+  hdrs.set(H_DIRECT, "1");
+  try {
+    await lease.nc.request(nodeSubject(name), new Uint8Array(0), { timeout: timeoutMs, headers: hdrs });
+    return true; // (a node with a token answers too: that it refuses says it is there)
+  } catch (e) {
+    const none = e instanceof NoRespondersError ||
+      (e instanceof RequestError && (e.isNoResponders() || e.cause instanceof NoRespondersError));
+    return none ? false : undefined;
+  }
 }
 
 /**

@@ -131,7 +131,68 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
       await b.drain();
     }
   });
+
+  test("a node that says it leaves drains: its calls finish, nothing new goes there, it is gone once it stops serving", async () => {
+    let open!: () => void;
+    const held = new Promise<void>((r) => (open = r));
+    const Draining = ta.service(
+      { name: "NatsDrainingWhere", cpus: 1 },
+      class NatsDrainingWhere {
+        where(): string {
+          return ta.currentInstance()!.node;
+        }
+        async hold(): Promise<string> {
+          await held;
+          return ta.currentInstance()!.node;
+        }
+      },
+    );
+    const a = new NodeServer({ name: "la", cpus: 1 }), b = new NodeServer({ name: "lb", cpus: 1 });
+    const na = await startNatsNode(a.handler, { nats: server.url, name: "la" });
+    const nb = await startNatsNode(b.handler, { nats: server.url, name: "lb" });
+    try {
+      await using mesh = await ta.Mesh.discover({ nats: server.url, nodes: 2, timeoutMs: 30_000, refreshMs: 100 });
+      const onB = await mesh.run(async () => {
+        const one = Draining.init(), two = Draining.init(); // one on each node (1 CPU each)
+        const where = await Promise.all([one.where.go(), two.where.go()]);
+        deepStrictEqual([...where].sort(), ["la", "lb"]);
+        return where[0] === "lb" ? one : two;
+      });
+      const waiting = mesh.run(() => onB.hold.go());
+      await eventually(() => b.activeCalls === 1, "the call reached lb");
+      let settled = false;
+      waiting.then(() => (settled = true), () => (settled = true));
+      await nb.leave(); // what thinkagain serve does on SIGTERM, before it drains
+      await eventually(() => !mesh.nodes.some((n) => n.name === "lb"), "lb is taken out of the mesh");
+      deepStrictEqual(mesh.stats().instances.map((i) => i.node), ["la"], "lb's instance left the stats");
+      ok(!settled, "the call on the draining node still runs");
+      await rejects(mesh.run(() => Draining.init()), ta.PlacementError); // nothing new placed on lb
+      open();
+      strictEqual(await waiting, "lb", "the call sent before it left finished there");
+      // it stops serving: gone for good, its handle's calls fail with NodeLostError saying so
+      await nb.close();
+      await eventually(async () => {
+        const e = await mesh.run(() => onB.where.go()).then(() => undefined, (e: unknown) => e);
+        return e instanceof ta.NodeLostError && /drained and left the NATS cluster/.test(e.message);
+      }, "lb is gone for good");
+    } finally {
+      open();
+      await na.close();
+      await nb.close();
+      await a.drain();
+      await b.drain();
+    }
+  });
 });
+
+/** Polls `check` until it holds, at most `ms` (a generous bound, not a timing claim). */
+async function eventually(check: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> {
+  const until = performance.now() + ms;
+  while (!(await check())) {
+    if (performance.now() > until) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 test("thinkagain serve --nats: the URL and a name are checked", async () => {
   const { parseServeArgs } = await import("../../cli.ts");
