@@ -52,3 +52,49 @@ test("deno_test passes deno's own exit code through: 0 for a pass, 1 for failed 
   assert.equal(fail.status, 1);
   assert.doesNotMatch(fail.out, /crashed/);
 });
+
+/** Runs .ci/sum_results.sh on `log` with the steps' exit code `rc`; its exit code and output. */
+function sumResults(log: string, rc: number): { status: number | null; out: string } {
+  const dir = mkdtempSync(join(tmpdir(), "ta-ci-"));
+  try {
+    writeFileSync(join(dir, "log"), log);
+    const r = spawnSync("bash", [".ci/sum_results.sh", join(dir, "log"), String(rc)], { cwd: ROOT, encoding: "utf8" });
+    return { status: r.status, out: r.stdout + r.stderr };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// what both steps print: bun's and deno's summaries of the unit step, then of the integration step
+const BOTH_STEPS = [
+  "== bun test (unit: 52 files)",
+  " 323 pass",
+  " 28 skip",
+  " 0 fail",
+  "\x1b[0m\x1b[32mok\x1b[0m | 555 passed (48 steps) | 0 failed | 0 ignored (1 step) \x1b[0m\x1b[38;5;245m(2m45s)\x1b[0m",
+  "== bun test (integration: 35 files)",
+  " 210 pass",
+  " 2 fail",
+  "FAILED | 180 passed | 1 failed (1m2s)",
+  "ok | 52 passed | 0 failed | 2 ignored (9s)",
+].join("\n");
+
+test(".ci/run's last line sums bun's and deno's summaries over both steps", () => {
+  const r = sumResults(BOTH_STEPS, 1);
+  assert.equal(r.status, 1);
+  assert.match(r.out, /^bun: 533 passed, 2 failed; deno: 787 passed, 1 failed$/m);
+  assert.match(r.out, /\n1320 passed, 3 failed\n$/);
+});
+
+test(".ci/run counts a failure when a step failed with every test passed (a crash, a static check)", () => {
+  const passing = BOTH_STEPS.replace(" 2 fail", " 0 fail").replace(
+    "FAILED | 180 passed | 1 failed",
+    "ok | 180 passed | 0 failed",
+  );
+  const ok = sumResults(passing, 0);
+  assert.equal(ok.status, 0);
+  assert.match(ok.out, /\n1320 passed, 0 failed\n$/);
+  const crashed = sumResults(passing, 134);
+  assert.equal(crashed.status, 134);
+  assert.match(crashed.out, /\n1320 passed, 1 failed\n$/);
+});
