@@ -57,6 +57,9 @@ const HELLO_BACKOFF_MAX_MS = 30_000;
 let callCounter = 0;
 const callPrefix = crypto.randomUUID().slice(0, 8);
 
+/** How long a `free` waits for its answer (nothing waits for it; this only bounds the promise). */
+const FREE_TIMEOUT_MS = 60_000;
+
 /** A lazily connected link to one node, shared by everything in one mesh (or one node process). */
 export class NodeLink {
   readonly node: string;
@@ -565,7 +568,11 @@ export class NodeLink {
       const batch = this.toFree = { oids: [] as string[], cids: [] as string[] };
       queueMicrotask(() => {
         if (this.toFree === batch) this.toFree = undefined;
-        this.notify({ t: "free", ...batch });
+        // asked with a reply, not sent one-way: a one-way frame leaves the node nothing to send, so
+        // its ACK is delayed (40 ms on Linux) and, where the socket has Nagle on (Deno's WebSocket
+        // client), the next call waits behind it
+        if (this.closed || this.conn === undefined) return;
+        this.request({ t: "free", ...batch }, "freed", undefined, FREE_TIMEOUT_MS).catch(() => {});
       });
     }
     return this.toFree;
