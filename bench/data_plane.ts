@@ -5,6 +5,8 @@
  *    it node to node. Beside it, the same bytes sent A → B over a raw hono WebSocket between two
  *    raw processes (B asked by HTTP to fetch them from A, as our B is asked by a call). Reports
  *    MB/s of both, their ratio, and the bytes on the driver's TCP sockets (`ss -tinpH`).
+ *    The same at 1 MiB with every link (driver → A, driver → B, B → A; the raw path's too) through
+ *    a delaying proxy, 5 ms each way, in round trips of 10 ms.
  * 2. **Chains**: 100 dependent calls on one node (each takes the previous result) through a TCP proxy
  *    (a process of its own) that delays every chunk 5 ms each way, as a network would; the same without the proxy, and
  *    100 independent calls without it. Round trips ≈ (chain through proxy − chain without) / 10 ms.
@@ -28,6 +30,8 @@ import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+/** Hand-offs of each kind run before the timed ones. */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 10);
 const CHAIN = 100;
 const DELAY_MS = 5;
 /** BENCH_INLINE=1: every result comes back through the driver (as before results stayed on nodes). */
@@ -170,6 +174,8 @@ async function main(): Promise<void> {
     : `Bun ${process.versions.bun}`;
   const [a, b, rawA, rawB] = await Promise.all(["A", "B", "raw", "raw"].map(startChild));
   const proxy = await startChild(`proxy:${a.port}`);
+  // every link of the hand-off through a delaying proxy of its own (driver → A, driver → B, B → A)
+  const delayed = await Promise.all([a, b, rawA, rawB].map((c) => startChild(`proxy:${c.port}`)));
   try {
     console.log(`bench/data_plane.ts on ${runtime}, ${RUNS} runs each`);
     const mesh = new ta.Mesh([
@@ -185,19 +191,27 @@ async function main(): Promise<void> {
         const raw = () =>
           fetch(`http://127.0.0.1:${rawB.port}/pull?from=ws://127.0.0.1:${rawA.port}/ws&n=${n * 4}`)
             .then((r) => r.text());
-        await ours();
-        await raw();
+        // warm both paths up (JIT, connections) before timing
+        for (let i = 0; i < WARMUP; i++) {
+          await ours();
+          await raw();
+        }
         const o: number[] = [], r: number[] = [], ratio: number[] = [], driver: number[] = [];
         for (let i = 0; i < RUNS; i++) {
           const first = i % 2 === 0;
           const rt1 = first ? 0 : await timed(raw);
-          const io0 = ioBytes();
           const ot = await timed(ours);
-          driver.push(ioBytes() - io0);
           const rt = first ? await timed(raw) : rt1;
           o.push((mib * 1.048576) / (ot / 1000));
           r.push((mib * 1.048576) / (rt / 1000));
           ratio.push(rt / ot);
+        }
+        // the driver's bytes in hand-offs of their own, untimed (running `ss` is a process spawn,
+        // which would weigh on the timed runs beside it)
+        for (let i = 0; i < 3; i++) {
+          const io0 = ioBytes();
+          await ours();
+          driver.push(ioBytes() - io0);
         }
         const mbs = (x: number) => `${Math.round(x)} MB/s`;
         console.log(`  ${mib} MiB A → B, ours (op on A, method on B)   ${spread(o, mbs)}`);
@@ -207,6 +221,40 @@ async function main(): Promise<void> {
       }
     });
     await mesh.close();
+
+    // the 1 MiB hand-off where every link is 5 ms each way: its time in round trips (10 ms each)
+    const [farA, farB, farRawA, farRawB] = delayed;
+    const farMesh = new ta.Mesh([
+      new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${farA.port}`, gpus: 1, cpus: 1 }),
+      new ta.MeshNode("B", { endpoint: `ws://127.0.0.1:${farB.port}`, gpus: 0, cpus: 8 }),
+    ], { keepResultsAbove: INLINE ? Infinity : undefined });
+    await farMesh.run(async () => {
+      const sink = DpbSink.init();
+      await sink.sum.go(new Float32Array(1024));
+      const n = (1 << 20) / 4;
+      const ours = () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
+      const raw = () =>
+        fetch(`http://127.0.0.1:${farRawB.port}/pull?from=ws://127.0.0.1:${farRawA.port}/ws&n=${n * 4}`)
+          .then((r) => r.text());
+      for (let i = 0; i < 3; i++) {
+        await ours();
+        await raw();
+      }
+      const o: number[] = [], r: number[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        o.push(await timed(ours));
+        r.push(await timed(raw));
+      }
+      const trips = (x: number) => (x / (2 * DELAY_MS)).toFixed(2);
+      console.log(`  1 MiB A → B, ${DELAY_MS} ms each way on every link, ours: round trips ${spread(o, trips)}`);
+      console.log(`  1 MiB A → B, ${DELAY_MS} ms each way on every link, raw:  round trips ${spread(r, trips)}`);
+      console.log(
+        `  1 MiB A → B, ${DELAY_MS} ms each way on every link, ours / raw ${
+          spread(o.map((x, i) => r[i] / x), (x) => x.toFixed(2))
+        }`,
+      );
+    });
+    await farMesh.close();
 
     // chains: through the delaying proxy, and directly
     const chain = () => {
@@ -243,7 +291,7 @@ async function main(): Promise<void> {
     await far.close();
     await near.close();
   } finally {
-    for (const c of [a, b, rawA, rawB, proxy]) c.child.kill("SIGKILL");
+    for (const c of [a, b, rawA, rawB, proxy, ...delayed]) c.child.kill("SIGKILL");
   }
 }
 
