@@ -15,6 +15,8 @@ import { createNodeApp } from "../../transports/server.ts";
 import { WS_PROTOCOL } from "../../transports/_common.ts";
 import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "../../transports/ws_framing.ts";
 import { serve, upgradeWebSocket } from "./serve.ts";
+import { heartbeat } from "./_connection_guard.ts";
+import { WebSocketServer } from "ws";
 import type { ServeOptions } from "../types.ts";
 
 // the cap's test waits on no timeout: its connections would otherwise be closed for saying nothing
@@ -165,3 +167,31 @@ for (const [where, start, skip] of targets) {
     }
   });
 }
+
+test("Node adapter's heartbeat ends a WebSocket whose peer answers no ping, and keeps one that does", T, async () => {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  const stop = heartbeat(wss as unknown as Parameters<typeof heartbeat>[0], 50);
+  const port = (wss.address() as { port: number }).port;
+  const connected = new Promise<void>((resolve) => wss.on("connection", () => wss.clients.size === 2 && resolve()));
+  // a peer that vanished: it upgraded, then answers nothing
+  const silent = await connect(port);
+  silent.on("error", () => {}).on("data", () => {});
+  silent.write(
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  );
+  const alive = new WebSocket(`ws://127.0.0.1:${port}`); // a runtime's client answers pings itself
+  try {
+    await connected;
+    await closed(silent);
+    // the live one saw the same pings and is still open
+    assert.equal(alive.readyState, WebSocket.OPEN);
+    assert.equal(wss.clients.size, 1);
+  } finally {
+    stop();
+    silent.destroy();
+    alive.close();
+    await new Promise((resolve) => wss.close(resolve));
+  }
+});

@@ -8,7 +8,7 @@ import type { UpgradeWebSocket } from "hono/ws";
 import type { IncomingMessage, Server } from "node:http";
 import type { Socket } from "node:net";
 import { WebSocketServer } from "ws";
-import { guardNodeServer } from "./_connection_guard.ts";
+import { guardNodeServer, heartbeat } from "./_connection_guard.ts";
 import {
   addressInUse,
   connectionLimits,
@@ -30,6 +30,9 @@ import {
  */
 // deno-lint-ignore no-explicit-any
 export const upgradeWebSocket: UpgradeWebSocket<any, any> = nodeUpgradeWebSocket as UpgradeWebSocket<any, any>;
+
+/** How often a WebSocket is pinged; one that answers neither of two pings is ended. */
+const HEARTBEAT_MS = 30_000;
 
 /**
  * Serves `app` on Node's HTTP server, WebSockets through a `ws` server.
@@ -73,11 +76,16 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
     // compatibility); Node's keep-alive timeout stays as a second line
     const guard = guardNodeServer(server as unknown as Server, limits);
     wss.on("connection", (_ws: unknown, req: IncomingMessage) => guard.upgraded(req.socket as Socket));
+    // a WebSocket whose peer vanished is ended after two unanswered pings (Bun and Deno ping on their
+    // own; ws does not)
+    const stopPings = heartbeat(wss as unknown as Parameters<typeof heartbeat>[0], HEARTBEAT_MS);
     const timed = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number };
     timed.headersTimeout = limits.headersTimeoutMs;
     timed.requestTimeout = Math.max(timed.requestTimeout, limits.headersTimeoutMs);
     timed.keepAliveTimeout = limits.idleTimeoutMs;
     const onListenError = (err: unknown) => {
+      guard.stop();
+      stopPings();
       wss.close();
       reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
     };
@@ -99,6 +107,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       const close = (): Promise<void> =>
         closing ??= new Promise<void>((done) => {
           guard.stop();
+          stopPings();
           for (const client of wss.clients) client.terminate();
           wss.close();
           server.close(() => done());
