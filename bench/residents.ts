@@ -10,6 +10,9 @@
  *    of the one's (1.0: sharing costs nothing; below: contention).
  * 2. Fairness: driver B's call latency (one call at a time) alone, then while driver A floods the
  *    same instance with 1,024 calls in flight: B's p50 and p99 in both, and the ratio.
+ * 3. Fairness over HTTP: the same with B calling over HTTP (`POST /rpc`), alone and while another
+ *    process floods the instance with raw `POST /rpc` calls, 64 in flight, naming itself
+ *    (`x-thinkagain-caller`) as every HTTP client connection does.
  *
  * Each scenario runs RUNS times, alternating; the table gives the median and the spread (min–max).
  * Timing claims live here, never in tests.
@@ -20,6 +23,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
+import { decodeReply, encodeMessage, PROTOCOL_VERSION, type WelcomeMessage } from "../transports/protocol.ts";
 
 /** The shared model: a call is a small async step (as a call into an accelerator would be). */
 export const BenchModel = ta.service(
@@ -90,6 +94,31 @@ async function driver(endpoint: string, mode: string, kind: string): Promise<voi
     }
     ms.sort((a, b) => a - b);
     console.log(`DONE ${ms[Math.floor(ms.length * 0.5)]} ${ms[Math.floor(ms.length * 0.99)]}`);
+  } else if (mode === "httpflood") {
+    // 64 raw POST /rpc calls in flight until stdin closes, as one HTTP client naming itself
+    let stop = false;
+    process.stdin.once("end", () => (stop = true));
+    process.stdin.resume();
+    const url = `${endpoint.replace(/^ws:/, "http:")}/rpc`;
+    const post = async (message: unknown) => {
+      const res = await fetch(url, {
+        method: "POST",
+        body: encodeMessage(message) as Uint8Array<ArrayBuffer>,
+        headers: { "content-type": "application/cbor", "x-thinkagain-caller": "flood" },
+      });
+      return new Uint8Array(await res.arrayBuffer());
+    };
+    const welcome = decodeReply<WelcomeMessage>(await post({ t: "hello", v: PROTOCOL_VERSION }), "welcome");
+    const id = welcome.residents!.find((r) => r.service === "BenchModel")!.id;
+    let sent = 0;
+    console.log("FLOODING");
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      while (!stop) {
+        const i = sent++;
+        decodeReply(await post({ t: "call", cid: `f${i}`, id, method: "generate", args: [`a${i}`] }), "result");
+      }
+    }));
+    console.log(`DONE ${sent}`);
   } else {
     // flood: 1,024 calls in flight until stdin closes
     let stop = false;
@@ -127,9 +156,10 @@ async function sharing(endpoint: string, n: number, kind = "resident"): Promise<
   return (n * CALLS) / (wall / 1000);
 }
 
-/** Driver B's p50 and p99 (ms), alone or while A floods. */
-async function probe(endpoint: string, flood: boolean): Promise<[number, number]> {
-  const [b, a] = await startDrivers(endpoint, flood ? ["probe", "flood"] : ["probe"]);
+/** Driver B's p50 and p99 (ms), alone or while A floods (`http`: both over HTTP, A with raw requests). */
+async function probe(endpoint: string, flood: boolean, http = false): Promise<[number, number]> {
+  const at = http ? endpoint.replace(/^ws:/, "http:") : endpoint;
+  const [b, a] = await startDrivers(at, flood ? ["probe", http ? "httpflood" : "flood"] : ["probe"]);
   if (a !== undefined) {
     const flooding = lineOf(a, /FLOODING/);
     a.stdin!.write("go\n");
@@ -175,6 +205,7 @@ async function main(): Promise<void> {
     : `Bun ${process.versions.bun}`;
   const ratios: number[] = [], ones: number[] = [], threes: number[] = [], owns: number[] = [];
   const p99s: number[] = [], p99Alone: number[] = [], p50s: number[] = [], p50Alone: number[] = [];
+  const httpAlone: [number, number][] = [], httpDuring: [number, number][] = [];
   try {
     for (let r = 0; r < RUNS; r++) {
       // alternate the order, so neither scenario always runs on a warmer node
@@ -194,6 +225,9 @@ async function main(): Promise<void> {
       p99Alone.push(alone[1]);
       p50s.push(during[0]);
       p99s.push(during[1]);
+      const httpDuring0 = even ? undefined : await probe(endpoint, true, true);
+      httpAlone.push(await probe(endpoint, false, true));
+      httpDuring.push(httpDuring0 ?? await probe(endpoint, true, true));
     }
   } finally {
     node.kill("SIGTERM");
@@ -230,6 +264,18 @@ async function main(): Promise<void> {
   );
   const pr = p99s.map((p, i) => p / p99Alone[i]);
   console.log(`| B's p99 while A floods / alone | ${median(pr).toFixed(2)}x | ${spread(pr, 2)} |`);
+  const hp = (xs: [number, number][], i: number) => xs.map((x) => x[i]);
+  for (
+    const [what, xs] of [["alone", httpAlone], ["while an HTTP client floods (64 in flight)", httpDuring]] as const
+  ) {
+    console.log(
+      `| HTTP: B ${what}, p50 / p99 ms | ${median(hp(xs, 0)).toFixed(2)} / ${median(hp(xs, 1)).toFixed(2)} | p99 ${
+        spread(hp(xs, 1), 2)
+      } |`,
+    );
+  }
+  const hr = httpDuring.map((d, i) => d[1] / httpAlone[i][1]);
+  console.log(`| HTTP: B's p99 while flooded / alone | ${median(hr).toFixed(2)}x | ${spread(hr, 2)} |`);
   console.log(`\n${CALLS} calls per driver, ${IN_FLIGHT} in flight each; B: ${PROBES} calls one at a time.`);
 }
 
