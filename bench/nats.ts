@@ -2,10 +2,14 @@
 // p50 of one call at a time and calls/s at 256 in flight, with the driver on the node's own NATS
 // server and across a route (another server of a 3-server loopback cluster); and how long
 // Mesh.discover takes to find 3 nodes, against building a mesh of the 3 listed endpoints and
-// waiting for their welcomes. Needs nats-server (apt-get install -y nats-server).
+// waiting for their welcomes. Both sides are warmed up with WARMUP calls (default 50,000) before
+// anything is measured, and the calls/s rows also say the CPU time per call of the driver's process
+// and of the raw responder's or the node's (Linux /proc), to show which side a gap comes from.
+// Needs nats-server (apt-get install -y nats-server).
 //
 //   bun bench/nats.ts      deno run -A bench/nats.ts      (RUNS=5 by default)
 import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
@@ -28,6 +32,8 @@ const RUNS = Number(process.env.RUNS ?? 5);
 const SEQ = 2_000;
 const FLIGHT = 256;
 const TOTAL = 20_000;
+/** Calls of each kind before anything is measured (see below). */
+const WARMUP = Number(process.env.WARMUP ?? 50_000);
 const PAYLOAD = "x".repeat(64);
 const APP = fileURLToPath(new URL("./_nats_app.ts", import.meta.url));
 
@@ -46,15 +52,50 @@ async function p50(call: () => PromiseLike<unknown>): Promise<number> {
   return median(t) * 1000;
 }
 
-/** Calls per second with `FLIGHT` in flight, `TOTAL` calls. */
-async function rate(call: () => PromiseLike<unknown>): Promise<number> {
+/** Calls per second with `FLIGHT` in flight, `total` calls. */
+async function rate(call: () => PromiseLike<unknown>, total = TOTAL): Promise<number> {
   for (let i = 0; i < 1000; i++) await call();
-  let left = TOTAL;
+  let left = total;
   const s = performance.now();
   await Promise.all(Array.from({ length: FLIGHT }, async () => {
     while (left-- > 0) await call();
   }));
-  return TOTAL / ((performance.now() - s) / 1000);
+  return total / ((performance.now() - s) / 1000);
+}
+
+/**
+ * CPU time of a process and its descendants so far, ms (Linux `/proc`, clock ticks of 10 ms;
+ * `undefined` elsewhere): what the node and the raw responder spend, beside the driver's own.
+ */
+function cpuMsOfTree(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    let ms = (Number(fields[11]) + Number(fields[12])) * 10;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const child of readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").split(" ")) {
+        if (child.trim() !== "") ms += cpuMsOfTree(Number(child)) ?? 0;
+      }
+    }
+    return ms;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `rate(call)` with the CPU µs per call of this process and of `peer`'s process tree. */
+async function rateWithCpu(
+  call: () => PromiseLike<unknown>,
+  peer: number | undefined,
+): Promise<{ rate: number; driver: number; peer: number | undefined }> {
+  const before = process.cpuUsage(), peerBefore = cpuMsOfTree(peer);
+  const r = await rate(call);
+  const used = process.cpuUsage(before), peerAfter = cpuMsOfTree(peer);
+  return {
+    rate: r,
+    driver: (used.user + used.system) / TOTAL,
+    peer: peerBefore === undefined || peerAfter === undefined ? undefined : (peerAfter - peerBefore) * 1000 / TOTAL,
+  };
 }
 
 function startRaw(url: string, subject: string): Promise<ChildProcess> {
@@ -82,6 +123,24 @@ const add = (k: string, r: number, t: number) => {
   rows[k].ta.push(t);
 };
 
+/** CPU µs per call at 256 in flight: the driver's process, and the responder's (raw) or node's. */
+const cpu: Record<string, { raw: number[]; ta: number[] }> = {};
+const rates = (
+  where: string,
+  r: Awaited<ReturnType<typeof rateWithCpu>>,
+  t: Awaited<ReturnType<typeof rateWithCpu>>,
+) => {
+  add(`calls/s ${where}`, r.rate, t.rate);
+  const put = (k: string, a: number | undefined, b: number | undefined) => {
+    if (a === undefined || b === undefined) return;
+    cpu[k] ??= { raw: [], ta: [] };
+    cpu[k].raw.push(a);
+    cpu[k].ta.push(b);
+  };
+  put(`driver's CPU µs per call, ${where}`, r.driver, t.driver);
+  put(`responder's (raw) / node's CPU µs per call, ${where}`, r.peer, t.peer);
+};
+
 for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a route", rawRoute, b.url]] as const) {
   await using mesh = new ta.Mesh([new ta.MeshNode("bench1", { endpoint: `${url}/bench1` })]);
   const echo = await mesh.run(async () => {
@@ -92,16 +151,21 @@ for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a rout
   // a handle calls its instance from anywhere (no mesh.run per call: raw NATS has no such step)
   const taCall = () => echo.echo.go(PAYLOAD);
   const rawCall = () => nc.request("bench.echo", payload, { timeout: 10_000 });
+  // warmed up first, both the same: a service call runs far more code than nc.request(), which the
+  // JIT compiles over the first tens of thousands of calls (1,000 left its first runs at half speed)
+  await rate(rawCall, WARMUP);
+  await rate(taCall, WARMUP);
   for (let run = 0; run < RUNS; run++) {
     // alternate which goes first, so neither is always measured on a warmer machine
     if (run % 2 === 0) {
       add(`p50 ${where}`, await p50(rawCall), await p50(taCall));
-      add(`calls/s ${where}`, await rate(rawCall), await rate(taCall));
+      const r = await rateWithCpu(rawCall, raw.pid);
+      rates(where, r, await rateWithCpu(taCall, node.proc.pid));
     } else {
       const t = await p50(taCall);
       add(`p50 ${where}`, await p50(rawCall), t);
-      const tr = await rate(taCall);
-      add(`calls/s ${where}`, await rate(rawCall), tr);
+      const tr = await rateWithCpu(taCall, node.proc.pid);
+      rates(where, await rateWithCpu(rawCall, raw.pid), tr);
     }
   }
 }
@@ -132,6 +196,7 @@ for (const [where, nc, url] of [["same server", rawSame, a.url], ["across a rout
     return h;
   });
   const memCall = () => memEcho.echo.go(PAYLOAD);
+  for (const call of [frameCall, wsCall, memCall]) await rate(call, WARMUP);
   for (let run = 0; run < RUNS; run++) {
     add("calls/s, frames through the NATS transport only", await rate(rawCall), await rate(frameCall));
     add("calls/s, the service call over ws:// instead", await rate(rawCall), await rate(wsCall));
@@ -181,6 +246,9 @@ for (const [k, { raw: r, ta: t }] of Object.entries(rows)) {
   console.log(
     `| ${k} | ${fmt(k, median(r))} | ${fmt(k, median(t))} | ${median(ratios).toFixed(2)}× (${spread(ratios)}) |`,
   );
+}
+for (const [k, { raw: r, ta: t }] of Object.entries(cpu)) {
+  console.log(`| ${k} | ${median(r).toFixed(1)} | ${median(t).toFixed(1)} | (${spread(r, 1)} / ${spread(t, 1)}) |`);
 }
 const dr = discoverMs.map((d, i) => listedMs[i] / d);
 console.log(
