@@ -127,7 +127,8 @@ test(
 );
 
 const sessionGate: { open?: () => void } = {};
-const sessionWait = ta.op(
+// registered by name: the test calls it with raw frames
+const _sessionWait = ta.op(
   { name: "sessionWait", remote: true },
   () => new Promise<number>((resolve) => (sessionGate.open = () => resolve(1))),
 );
