@@ -120,6 +120,41 @@ export interface PipelinePlan {
 export const NO_PLAN: PipelinePlan = Object.freeze({ dependents: [], keep: false, publish: undefined });
 
 /**
+ * Writes into a call message the data plane's fields: the results its arguments name (`pipe`),
+ * whether the node keeps or publishes its result (`plan`), and the link's `keepAbove` and `owner`
+ * where its connection did not declare them once. Shared by method and op calls.
+ *
+ * @param message The call being built.
+ * @param piped Its prepared arguments, if any were prepared.
+ * @param plan What {@linkcode planPipeline} planned for it.
+ * @param link Where it goes.
+ *
+ * @example Nothing named, nothing planned: only the link's fields
+ * ```ts
+ * import { callDataFields, NO_PLAN } from "./objects.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const m: Record<string, unknown> = {};
+ * callDataFields(m, undefined, NO_PLAN, { callKeepFields: () => ({ keepAbove: 10, owner: "o" }) } as never);
+ * deepStrictEqual(m, { keepAbove: 10, owner: "o" });
+ * ```
+ */
+export function callDataFields(
+  message: { pipe?: readonly PipedArg[]; keep?: boolean; publish?: string; keepAbove?: number; owner?: string },
+  piped: PipedCall | undefined,
+  plan: PipelinePlan,
+  link: NodeLink,
+): void {
+  if (piped?.pipe !== undefined) message.pipe = piped.pipe;
+  if (plan.keep) message.keep = true;
+  if (plan.publish !== undefined) message.publish = plan.publish;
+  const keep = link.callKeepFields();
+  if (keep.keepAbove !== undefined) {
+    message.keepAbove = keep.keepAbove;
+    message.owner = keep.owner;
+  }
+}
+
+/**
  * The calls waiting for `task` (being sent on `link`) that may be sent at once, naming its result:
  * those going to the same node over an ordered link (by call id), and method calls to instances
  * on other nodes (hand-offs: they pull the result node to node by the id the call publishes).

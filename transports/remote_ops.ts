@@ -17,10 +17,10 @@ import { RemoteObject } from "./remote_object.ts";
 import { materializeArgs } from "../core/lazy_value.ts";
 import { Task } from "../core/task.ts";
 import type { Span } from "@opentelemetry/api";
-import { meshLink, type NodeLink } from "./link.ts";
+import { meshLink, type Mutable, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
-import type { WelcomeMessage } from "./protocol.ts";
-import { argsAfterLoss, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
+import type { CallMessage, WelcomeMessage } from "./protocol.ts";
+import { argsAfterLoss, callDataFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
@@ -128,17 +128,15 @@ async function sendOp(
       0) > 0;
     const plan = planPipeline(task, link, retries);
     const sent = a.slice(); // (what a re-run sends: the same inputs)
+    const message: Mutable<Omit<CallMessage, "t" | "cid">> = {
+      op: name,
+      args,
+      ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
+      ...(trace.traceparent !== undefined ? { trace } : {}),
+    };
+    callDataFields(message, piped, plan, link);
     const result = await link.call(
-      {
-        op: name,
-        args,
-        ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
-        ...(trace.traceparent !== undefined ? { trace } : {}),
-        ...(piped.pipe !== undefined ? { pipe: piped.pipe } : {}),
-        ...(plan.keep ? { keep: true } : {}),
-        ...(plan.publish !== undefined ? { publish: plan.publish } : {}),
-        ...link.callKeepFields(),
-      },
+      message,
       hook,
       span,
       (cid) => {

@@ -25,7 +25,15 @@ import type { Task } from "../core/task.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { Mutable, NodeLink } from "./link.ts";
 import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
-import { argsAfterLoss, NO_PLAN, pipeArgs, type PipedCall, planPipeline, sentPipelined } from "./objects.ts";
+import {
+  argsAfterLoss,
+  callDataFields,
+  NO_PLAN,
+  pipeArgs,
+  type PipedCall,
+  planPipeline,
+  sentPipelined,
+} from "./objects.ts";
 import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
@@ -247,14 +255,7 @@ export class RemoteReplica extends MailboxReplica {
     const timeoutMs = this.policy?.timeoutMs;
     if (timeoutMs) message.timeoutMs = timeoutMs;
     if (trace.traceparent !== undefined) message.trace = trace;
-    if (piped?.pipe !== undefined) message.pipe = piped.pipe;
-    if (plan.keep) message.keep = true;
-    if (plan.publish !== undefined) message.publish = plan.publish;
-    const keep = this.link.callKeepFields();
-    if (keep.keepAbove !== undefined) {
-      message.keepAbove = keep.keepAbove;
-      message.owner = keep.owner;
-    }
+    callDataFields(message, piped, plan, this.link);
     let planned = plan; // (sent once: a call made again after its instance was lost plans nothing)
     const onSent = piped === undefined && plan.dependents.length === 0 ? undefined : (cid: string) => {
       piped?.sent();
