@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -97,4 +97,29 @@ test(".ci/run counts a failure when a step failed with every test passed (a cras
   const crashed = sumResults(passing, 134);
   assert.equal(crashed.status, 134);
   assert.match(crashed.out, /\n1320 passed, 1 failed\n$/);
+});
+
+test("every CI script parses (bash -n), and .ci/run installs what the integration tests start", () => {
+  for (
+    const script of [
+      ".ci/run",
+      ".ci/test.sh",
+      ".ci/test_integration.sh",
+      ".ci/sum_results.sh",
+      ".ci/deno_test.sh",
+      ".ci/test_groups.sh",
+    ]
+  ) {
+    const r = spawnSync("bash", ["-n", script], { cwd: ROOT, encoding: "utf8" });
+    assert.equal(r.status, 0, `${script} does not parse: ${r.stderr}`);
+  }
+  const run = readFileSync(join(ROOT, ".ci/run"), "utf8");
+  for (const pkg of ["chromium", "nats-server", "kubectl"]) {
+    assert.match(run, new RegExp(`apt-get install -y -q ${pkg}`), `.ci/run no longer installs ${pkg}`);
+  }
+  // both steps run, in order, into the log that is summed
+  assert.match(
+    run,
+    /npm test 2>&1 \| tee "\$log"[\s\S]*npm run test:integration 2>&1 \| tee -a "\$log"[\s\S]*sum_results\.sh "\$log"/,
+  );
 });
