@@ -1,9 +1,14 @@
 /**
  * `put(value)`: an `ObjectRef` of a value made by no call, to pass to many calls by reference (the
  * embedding index or the prompt template shared by a thousand calls). In this process every call
- * gets the very object, never a copy. A call sent to a node carries the value's bytes, encoded when
- * it is first sent and reused by every later call ({@linkcode encodedPuts}), so the value is walked
- * and encoded once however many calls it goes to.
+ * gets the very object, never a copy. For calls sent to nodes the value is encoded once, when it is
+ * first sent ({@linkcode putEncoding}); a large one is then stored once on a node and named by
+ * every call (`transports/stored_puts.ts`), a small one has its bytes written into every call's
+ * frame ({@linkcode encodedPuts}).
+ *
+ * What this process knows of a put value (its encoding, the copies stored on nodes) is held by its
+ * ref: once the ref is collected, the copies on nodes are freed and the value is an ordinary value
+ * again.
  *
  * @module
  */
@@ -48,33 +53,109 @@ export function put<T>(value: T): ObjectRef<T> {
   }
   const task = new Task<T>(PUT_TARGET, undefined, undefined);
   settle(task as Task<unknown>, State.COMPLETED, value);
-  if (typeof value === "object" && value !== null && !encodings.has(value)) {
-    encodings.set(value, NOT_YET);
+  if (typeof value === "object" && value !== null) {
+    // a value put twice shares one entry (both refs hold it)
+    let entry = entries.get(value)?.deref();
+    if (entry === undefined) {
+      entry = { encoding: NOT_YET, copies: new WeakMap() };
+      entries.set(value, new WeakRef(entry));
+    }
+    held.set(task, entry);
     anyPut = true;
   }
   return task;
 }
 
 const NOT_YET = Symbol("not encoded yet");
+
+/** What this process knows of one put value; its refs hold it (see {@linkcode held}). */
+interface PutEntry {
+  /** Its encoding once made, or `null` when it cannot be encoded once (see {@linkcode putEncoding}). */
+  encoding: EncodedValue | null | typeof NOT_YET;
+  /** Its copies stored on nodes, by what holds the links to them (a mesh). */
+  readonly copies: WeakMap<object, unknown>;
+}
+
 /**
  * The put values that are objects (a primitive has no identity to find it by; a string is cheap to
- * encode again), each with its encoding once made, or `null` when it cannot be encoded once (it
- * cannot travel, or holds what must be turned into something else first, such as a handle).
+ * encode again), each with its entry while a ref to it lives.
  */
-const encodings = new WeakMap<object, EncodedValue | null | typeof NOT_YET>();
+const entries = new WeakMap<object, WeakRef<PutEntry>>();
+/** Each put ref's entry: the entry (and the copies on nodes it names) lives as long as a ref does. */
+const held = new WeakMap<object, PutEntry>();
 /** Whether any put value was made, so that calls in a program without any look nothing up. */
 let anyPut = false;
 
 /**
- * `args` with each put value among them (an argument that is a put ref's value itself, as a call's
- * body gets it) replaced by its {@linkcode EncodedValue}, made when the value is first sent and
- * reused by every later call: what a transport sends, so a value passed to a thousand calls is
- * encoded once. A put value that cannot be encoded on its own stays as it is (and travels as any
- * argument does, or is refused with the argument's path). Only arguments themselves are looked at,
- * not what arrays and objects among them hold.
+ * The encoding of `value` when it is a put value (an argument that is a put ref's value itself, as
+ * a call's body gets it), made when first asked for and shared by every later call: what a
+ * transport sends (or stores on a node), so a value passed to a thousand calls is encoded once.
+ * `undefined` for any other value, and for a put value that cannot be encoded on its own (it
+ * cannot travel, or holds what must be turned into something else first, such as a handle): that
+ * one travels as any argument does, or is refused with the argument's path.
  *
  * The encoding is made when the value first leaves this process: a change made to the value after
  * that reaches the calls made here, not those sent to nodes. A put value is meant to be left alone.
+ *
+ * @param value A call's argument.
+ * @returns Its shared encoding, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { put, putEncoding } from "./put.ts";
+ * import { ok, strictEqual } from "node:assert/strict";
+ * const index = { docs: ["a", "b"] };
+ * const ref = put(index);
+ * ok(putEncoding(index)!.value === index);
+ * strictEqual(putEncoding(index), putEncoding(await ref));
+ * strictEqual(putEncoding({ docs: ["a", "b"] }), undefined);
+ * ```
+ */
+export function putEncoding(value: unknown): EncodedValue | undefined {
+  if (!anyPut || typeof value !== "object" || value === null) return undefined;
+  const entry = entries.get(value)?.deref();
+  if (entry === undefined) return undefined;
+  let e = entry.encoding;
+  if (e === NOT_YET) {
+    try {
+      e = new EncodedValue(value);
+    } catch {
+      e = null;
+    }
+    entry.encoding = e;
+  }
+  return e ?? undefined;
+}
+
+/**
+ * Where the transports keep the copies of put value `value` stored on nodes, by what holds the
+ * links to them (a mesh): they live as long as the value's refs do. `undefined` when `value` is
+ * not a put value.
+ *
+ * @param value A put value.
+ * @returns The map of its copies, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { put, putCopies } from "./put.ts";
+ * import { ok, strictEqual } from "node:assert/strict";
+ * const v = { n: 1 };
+ * const ref = put(v);
+ * ok(putCopies(v) instanceof WeakMap);
+ * strictEqual(putCopies({ n: 1 }), undefined);
+ * strictEqual(ref.status, "completed");
+ * ```
+ */
+export function putCopies(value: unknown): WeakMap<object, unknown> | undefined {
+  if (!anyPut || typeof value !== "object" || value === null) return undefined;
+  return entries.get(value)?.deref()?.copies;
+}
+
+/**
+ * `args` with each put value among them replaced by its shared encoding ({@linkcode putEncoding}),
+ * whose bytes a transport writes into the call's frame as they are. A put value that cannot be
+ * encoded on its own stays as it is. Only arguments themselves are looked at, not what arrays and
+ * objects among them hold.
  *
  * @param args A call's arguments, about to be sent to a node.
  * @returns `args` itself when it holds no put value, else a copy with their encodings.
@@ -98,20 +179,8 @@ export function encodedPuts(args: unknown[]): unknown[] {
   if (!anyPut) return args;
   let out: unknown[] | undefined;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (typeof a !== "object" || a === null) continue;
-    let e = encodings.get(a);
-    if (e === undefined || e === null) continue;
-    if (e === NOT_YET) {
-      try {
-        e = new EncodedValue(a);
-      } catch {
-        e = null;
-      }
-      encodings.set(a, e);
-      if (e === null) continue;
-    }
-    (out ??= args.slice())[i] = e;
+    const e = putEncoding(args[i]);
+    if (e !== undefined) (out ??= args.slice())[i] = e;
   }
   return out ?? args;
 }

@@ -42,8 +42,12 @@ import {
   encodeMessage,
   type PipedArg,
   PROTOCOL_VERSION,
+  PUBLISH_WAIT_MS,
+  STORED_ID_PREFIX,
+  type StoreMessage,
 } from "./protocol.ts";
 import { PublishedResults } from "./published.ts";
+import { PulledPuts } from "./pulled_puts.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
 import { backgroundInterval, randomId } from "./_common.ts";
@@ -293,6 +297,8 @@ export class NodeServer {
   private readonly connections = new Map<AbortSignal, ConnectionRecord>();
   /** Results of calls sent with `publish` (other nodes pull them by that id), until freed. */
   private readonly published: PublishedResults;
+  /** Put values pulled from other nodes, shared by the calls here that name them. */
+  private readonly pulledPuts = new PulledPuts();
   /** What each WebSocket connection declared once for its calls (a `session` message), by connection id. */
   private readonly sessions = new Map<number, { keepAbove?: number; owner?: string }>();
   /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
@@ -516,7 +522,11 @@ export class NodeServer {
       case "fetch":
         // a published result (a hand-off) is answered once its call ended
         if (msg.oid.startsWith("p:") && !this.objects.has(msg.oid)) return await this.published.answer(msg.oid);
+        // a stored put value may be pulled before its store arrived (another connection)
+        if (msg.oid.startsWith(STORED_ID_PREFIX)) await this.objects.whenStored(msg.oid, PUBLISH_WAIT_MS);
         return await this.objectFrame(msg.oid);
+      case "store":
+        return this.store(msg);
       case "free": {
         const conn = peer?.signal === undefined ? undefined : this.connections.get(peer.signal);
         for (const oid of msg.oids) {
@@ -817,6 +827,29 @@ export class NodeServer {
     });
   }
 
+  /**
+   * Keeps a driver's `put` value (`store`) as the object it named, encoded once as the `result` a
+   * fetch sends; a store past the bound is answered with `OverloadedError` (the driver then sends
+   * the value with each call).
+   */
+  private store(msg: StoreMessage): Uint8Array {
+    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+    const frame = encodeMessage({ t: "result", ok: true, value: msg.value });
+    try {
+      this.objects.put(undefined, frame.byteLength, {
+        owner: msg.owner,
+        madeBy: "a ta.put() value",
+        frame,
+        oid: msg.oid,
+      });
+    } catch (e) {
+      if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
+      throw e;
+    }
+    if (msg.owner !== undefined) this.leaseObjects(msg.owner);
+    return encodeMessage({ t: "result", ok: true, object: { oid: msg.oid, bytes: frame.byteLength } });
+  }
+
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
   private keepOnDevice(result: unknown, owner: string | undefined, msg: CallMessage, name: string): Uint8Array {
     const bytes = deviceBytes(result);
@@ -856,12 +889,23 @@ export class NodeServer {
         }
         put(args, p, ref, msg.cid);
       } else if (p.endpoint === undefined) {
-        put(args, p, this.objects.get(p.oid!), msg.cid);
+        const oid = p.oid!;
+        if (oid.startsWith(STORED_ID_PREFIX) && !this.objects.has(oid)) {
+          // a put value whose store this call overtook (HTTP has no order between requests)
+          pulls.push(
+            this.objects.whenStored(oid, PUBLISH_WAIT_MS).then(() => put(args, p, this.objects.get(oid), msg.cid)),
+          );
+        } else put(args, p, this.objects.get(oid), msg.cid);
       } else {
         // node to node, over a link this node may open (never one the frame chose)
         const link = reachableLink(p.node!, p.endpoint, this.linkOptions, `Call "${msg.cid}" (argument ${p.i})`);
+        const oid = p.oid!;
+        // a put value never changes: the calls here share one pull of it (pulled_puts.ts)
+        const pulled = oid.startsWith(STORED_ID_PREFIX)
+          ? this.pulledPuts.pull(p.endpoint, oid, () => link.fetchObject(oid))
+          : link.fetchObject(oid);
         pulls.push(
-          link.fetchObject(p.oid!).then((v) => {
+          pulled.then((v) => {
             put(args, p, v, msg.cid);
           }, (e) => {
             // a holder this node cannot reach is lost to the call, also if it never reached it before

@@ -104,11 +104,24 @@ export interface ObjectStoreOptions {
  * fetch sends as it is), its encoded size, who owns it and what made it.
  */
 interface Entry {
-  readonly value: unknown;
+  /** The value (for a stored put value: decoded from its frame once asked for, then shared). */
+  value: unknown;
   readonly frame: Uint8Array | undefined;
   readonly bytes: number;
   readonly owner: string | undefined;
   readonly madeBy: string;
+  /** Whether its id was chosen by its driver (a stored `put` value). */
+  readonly chosen: boolean;
+}
+
+/** The most calls and pulls that may wait at once for objects not stored yet. */
+const MAX_STORE_WAITERS = 4096;
+/** How many freed ids that drivers chose are remembered. */
+const FREED_REMEMBERED = 4096;
+
+interface StoreWaiter {
+  settle(error: unknown): void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -133,6 +146,11 @@ export class ObjectStore {
   private readonly objects = new Map<string, Entry>();
   private readonly byOwner = new Map<string, Set<string>>();
   private used = 0;
+  /** Those waiting for an object that a driver named before it arrived (see {@linkcode whenStored}). */
+  private readonly waiting = new Map<string, StoreWaiter[]>();
+  private waiters = 0;
+  /** Ids their drivers chose that were freed since (remembered a while: a late call is refused at once). */
+  private readonly freedChosen = new Set<string>();
 
   /**
    * @param options Its bound and the node's name.
@@ -164,19 +182,29 @@ export class ObjectStore {
    * @param bytes Its encoded size.
    * @param meta `owner`: the lease it goes with; `madeBy`: the op or method that made it (in errors);
    * `frame`: the `result` frame that carries it, when already encoded (kept instead of the value,
-   * and sent as it is by a fetch).
+   * and sent as it is by a fetch); `oid`: the id its driver chose (a stored `put` value), else a new one.
    * @returns The object's id.
-   * @throws {OverloadedError} When it does not fit in what is left of the bound.
+   * @throws {OverloadedError} When it does not fit in what is left of the bound (those waiting for
+   * `meta.oid` get the error too); {@linkcode ProtocolError} for an `oid` in use.
    */
-  put(value: unknown, bytes: number, meta: { owner?: string; madeBy: string; frame?: Uint8Array }): string {
+  put(
+    value: unknown,
+    bytes: number,
+    meta: { owner?: string; madeBy: string; frame?: Uint8Array; oid?: string },
+  ): string {
+    if (meta.oid !== undefined && this.objects.has(meta.oid)) {
+      throw new ProtocolError(`Node "${this.node}" already holds an object "${meta.oid}"`);
+    }
     if (this.used + bytes > this.maxBytes) {
-      throw new OverloadedError(
+      const e = new OverloadedError(
         `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
           `${this.used} of ${this.maxBytes} bytes (${this.objects.size} objects; raise --object-store-bytes, ` +
           "or drop refs to results no longer needed)",
       );
+      if (meta.oid !== undefined) this.settleWaiters(meta.oid, e);
+      throw e;
     }
-    const oid = crypto.randomUUID();
+    const oid = meta.oid ?? crypto.randomUUID();
     const frame = meta.frame;
     this.objects.set(oid, {
       value: frame === undefined ? value : undefined,
@@ -184,6 +212,7 @@ export class ObjectStore {
       bytes,
       owner: meta.owner,
       madeBy: meta.madeBy,
+      chosen: meta.oid !== undefined,
     });
     this.used += bytes;
     if (meta.owner !== undefined) {
@@ -191,11 +220,71 @@ export class ObjectStore {
       if (set === undefined) this.byOwner.set(meta.owner, set = new Set());
       set.add(oid);
     }
+    if (meta.oid !== undefined) this.settleWaiters(oid, undefined);
     return oid;
   }
 
   /**
-   * The value of object `oid`.
+   * Resolves once object `oid` is here: at once when it is, else when a driver's `store` of it
+   * arrives (the calls naming it are sent right behind the store, and a pull from another node may
+   * overtake it); rejects with `ProtocolError` when none arrived within `waitMs`, with the store's
+   * own error when it was refused.
+   *
+   * @param oid The object's id (one its driver chose).
+   * @param waitMs How long to wait for it.
+   * @returns When it is here.
+   */
+  whenStored(oid: string, waitMs: number): Promise<void> {
+    if (this.objects.has(oid)) return Promise.resolve();
+    if (this.freedChosen.has(oid)) {
+      return Promise.reject(
+        new ProtocolError(
+          `Unknown object "${oid}" on node "${this.node}": it was freed (its refs were dropped, its driver's lease ` +
+            "expired or its mesh closed)",
+        ),
+      );
+    }
+    if (this.waiters >= MAX_STORE_WAITERS) {
+      return Promise.reject(
+        new ProtocolError(`Unknown object "${oid}" on node "${this.node}": too many calls wait for objects already`),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      const list = this.waiting.get(oid) ?? [];
+      const w: StoreWaiter = {
+        settle: (error) => (error === undefined ? resolve() : reject(error)),
+        timer: setTimeout(() => {
+          list.splice(list.indexOf(w), 1);
+          if (list.length === 0) this.waiting.delete(oid);
+          this.waiters--;
+          reject(
+            new ProtocolError(
+              `Unknown object "${oid}" on node "${this.node}": it was freed (its refs were dropped, its driver's ` +
+                `lease expired or its mesh closed), or its store did not arrive within ${waitMs} ms`,
+            ),
+          );
+        }, waitMs),
+      };
+      list.push(w);
+      this.waiting.set(oid, list);
+      this.waiters++;
+    });
+  }
+
+  private settleWaiters(oid: string, error: unknown): void {
+    const list = this.waiting.get(oid);
+    if (list === undefined) return;
+    this.waiting.delete(oid);
+    this.waiters -= list.length;
+    for (const w of list) {
+      clearTimeout(w.timer);
+      w.settle(error);
+    }
+  }
+
+  /**
+   * The value of object `oid`. A stored `put` value is decoded once, when first asked for, and that
+   * copy is shared by every later call here (held beside its frame, which fetches send).
    *
    * @param oid The object's id.
    * @returns Its value.
@@ -203,9 +292,11 @@ export class ObjectStore {
    */
   get(oid: string): unknown {
     const e = this.entry(oid);
-    return e.frame === undefined
-      ? e.value
-      : (decodeReply<ResultMessage>(e.frame, "result") as { value: unknown }).value;
+    if (e.frame === undefined || (e.chosen && e.value !== undefined)) return e.value;
+    const value = (decodeReply<ResultMessage>(e.frame, "result") as { value: unknown }).value;
+    // a put value never changes: the calls here share one copy, as calls in its driver share the value
+    if (e.chosen) e.value = value;
+    return value;
   }
 
   /**
@@ -241,6 +332,10 @@ export class ObjectStore {
     if (e === undefined) return;
     this.objects.delete(oid);
     this.used -= e.bytes;
+    if (e.chosen) {
+      this.freedChosen.add(oid);
+      if (this.freedChosen.size > FREED_REMEMBERED) this.freedChosen.delete(this.freedChosen.values().next().value!);
+    }
     if (e.owner !== undefined) {
       const set = this.byOwner.get(e.owner);
       set?.delete(oid);
@@ -262,10 +357,13 @@ export class ObjectStore {
     return [...this.byOwner.keys()];
   }
 
-  /** Forgets everything (the node drains). */
+  /** Forgets everything (the node drains); those waiting for objects are refused. */
   clear(): void {
     this.objects.clear();
     this.byOwner.clear();
     this.used = 0;
+    for (const oid of [...this.waiting.keys()]) {
+      this.settleWaiters(oid, new ProtocolError(`Node "${this.node}" is shutting down`));
+    }
   }
 }

@@ -18,9 +18,11 @@ import { ProtocolError } from "../core/errors.ts";
  * Version 4 added a call's `publish` (hand-offs to other nodes) and a piped argument's `path`
  * (results nested in arrays and objects): a node of version 3 would ignore both, so the calls
  * pulling a result from it would fail with "Unknown object", and a nested result would reach the
- * method as `null`.
+ * method as `null`. Version 5 added `store` (a `put` value kept on the node under an id its driver
+ * chose, which calls and other nodes' `fetch`es name, waiting a little for it to arrive): a node of
+ * version 4 would refuse the message.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** Driver → node: introduce yourself. */
 export interface HelloMessage {
@@ -205,6 +207,24 @@ export interface FreeMessage {
   readonly cids: readonly string[];
 }
 
+/**
+ * Driver → node: keep `value` (a `ta.put` value) in the object store as object `oid`, an
+ * unguessable id the driver chose, starting with {@linkcode STORED_ID_PREFIX}, owned by the lease
+ * `owner`, until a `free` names it or the lease expires. Calls name it as they name any object,
+ * sent right behind it without waiting for the answer (a `result` naming the object): a `fetch` or
+ * a piped argument naming such an id that has not arrived yet waits up to
+ * {@linkcode PUBLISH_WAIT_MS} for it.
+ */
+export interface StoreMessage {
+  readonly t: "store";
+  readonly oid: string;
+  readonly value: unknown;
+  readonly owner?: string;
+}
+
+/** How the ids of stored values (see {@linkcode StoreMessage}) start. */
+export const STORED_ID_PREFIX = "s:";
+
 /** Where an object a call's result became lives: its id in the node's store, and its size. */
 export interface StoredObject {
   readonly oid: string;
@@ -280,7 +300,8 @@ export type DriverMessage =
   | PingMessage
   | CreditMessage
   | FetchMessage
-  | FreeMessage;
+  | FreeMessage
+  | StoreMessage;
 
 const KINDS: ReadonlySet<string> = new Set([
   "hello",
@@ -293,6 +314,7 @@ const KINDS: ReadonlySet<string> = new Set([
   "credit",
   "fetch",
   "free",
+  "store",
 ]);
 
 /** The most ids one `free` may name. */
@@ -474,6 +496,14 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       return { t, oid: str(r, "oid", t) };
     case "free":
       return { t, oids: ids(r, "oids", t), cids: ids(r, "cids", t) };
+    case "store": {
+      const oid = str(r, "oid", t);
+      if (!oid.startsWith(STORED_ID_PREFIX)) {
+        fail(`"store" oid must be an id starting with "${STORED_ID_PREFIX}"`);
+      }
+      if (!("value" in r)) fail('"store" needs a value');
+      return r.owner === undefined ? { t, oid, value: r.value } : { t, oid, value: r.value, owner: str(r, "owner", t) };
+    }
     case "destroy":
       return { t, id: str(r, "id", t) };
     default:

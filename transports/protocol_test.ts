@@ -128,16 +128,22 @@ test("decodeDriverMessage reads credit and a call's window, and refuses malforme
   );
 });
 
-test("protocol 4: a driver of protocol 3 (which knows no publish) is refused at its hello, saying both versions", () => {
-  assert.equal(PROTOCOL_VERSION, 4);
+test("protocol 5: a driver of protocol 4 (which knows no store) is refused at its hello, saying both versions", () => {
+  assert.equal(PROTOCOL_VERSION, 5);
   assert.throws(
-    () => decodeDriverMessage(encodeMessage({ t: "hello", v: 3 })),
-    /Protocol version 3 is not supported; this node speaks 4/,
+    () => decodeDriverMessage(encodeMessage({ t: "hello", v: 4 })),
+    /Protocol version 4 is not supported; this node speaks 5/,
   );
   assert.throws(
-    () => decodeNodeMessage(encodeMessage({ ...WELCOME, v: 3 })),
-    /The node speaks protocol version 3; this driver speaks 4/,
+    () => decodeNodeMessage(encodeMessage({ ...WELCOME, v: 4 })),
+    /The node speaks protocol version 4; this driver speaks 5/,
   );
+  // a store names an id starting with "s:" and carries a value
+  const store = { t: "store", oid: "s:x", value: new Float32Array(2), owner: "o" };
+  assert.deepEqual(decodeDriverMessage(encodeMessage(store)), store);
+  for (const bad of [{ ...store, oid: "x" }, { ...store, oid: "" }, { t: "store", oid: "s:x" }]) {
+    assert.throws(() => decodeDriverMessage(encodeMessage(bad)), /"store"/, JSON.stringify(bad));
+  }
   // a call's publish is an id starting with "p:"
   const call = { t: "call", cid: "c", op: "f", args: [1] };
   assert.equal((decodeDriverMessage(encodeMessage({ ...call, publish: "p:x" })) as CallMessage).publish, "p:x");

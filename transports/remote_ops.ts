@@ -9,7 +9,6 @@ import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredOps } from "../core/op.ts";
-import { encodedPuts } from "../core/put.ts";
 import { noteOpPlacement } from "../core/record.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
@@ -21,6 +20,7 @@ import { meshLink, type Mutable, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { CallMessage, WelcomeMessage } from "./protocol.ts";
 import { argsAfterLoss, callDataFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
+import { putArgs, putCopyLost } from "./stored_puts.ts";
 
 function inFlightOf(link: NodeLink): number {
   return link.inFlight;
@@ -118,8 +118,8 @@ async function sendOp(
   noteOpPlacement(name, link.node);
   span?.setAttribute("thinkagain.node", link.node);
   const timeoutMs = mesh.options.timeoutMs;
-  // (a put value travels as its bytes, encoded once for all its calls)
-  const prepared = pipeArgs(encodedPuts(a), link);
+  // (a put value is named as its copy stored on a node, or travels as its bytes, encoded once)
+  const prepared = pipeArgs(putArgs(a, link), link);
   const piped = prepared instanceof Promise ? await prepared : prepared;
   try {
     const args = await wireValue(piped.args, mesh);
@@ -151,7 +151,7 @@ async function sendOp(
     return result;
   } catch (e) {
     // a node holding one of its arguments was lost: those made again (or the loss named), once
-    const args = again ? undefined : await argsAfterLoss(e, a, link);
+    const args = again ? undefined : putCopyLost(e, a, link) ? a : await argsAfterLoss(e, a, link);
     if (args === undefined) throw e;
     return await sendOp(mesh, name, link, args, hook, trace, span, body, true);
   } finally {

@@ -18,7 +18,6 @@ import { localReplicaOf } from "../core/local_replica.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import type { RunPolicy } from "../core/policy.ts";
-import { encodedPuts } from "../core/put.ts";
 import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
@@ -34,6 +33,7 @@ import {
   planPipeline,
   sentPipelined,
 } from "./objects.ts";
+import { putArgs, putCopyLost } from "./stored_puts.ts";
 import type { Span } from "@opentelemetry/api";
 
 /** How many calls may be in flight to one instance over an ordered transport (pipelining). */
@@ -215,14 +215,18 @@ export class RemoteReplica extends MailboxReplica {
     // arguments that are all primitives name nothing (the common case: no preparation, no retry)
     if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span);
     for (let again = false;; again = true) {
-      // (a put value travels as its bytes, encoded once for all its calls)
-      const prepared = pipeArgs(encodedPuts(args), this.link);
+      // (a put value is named as its copy stored on a node, or travels as its bytes, encoded once)
+      const prepared = pipeArgs(putArgs(args, this.link), this.link);
       const piped = prepared instanceof Promise ? await prepared : prepared;
       try {
         return await this.send(method, piped.args, piped, hook, trace, span);
       } catch (e) {
         // a node holding one of its arguments was lost: those made again (or the loss named), once
-        const remade = again ? undefined : await argsAfterLoss(e, args, this.link);
+        const remade = again
+          ? undefined
+          : putCopyLost(e, args, this.link)
+          ? args
+          : await argsAfterLoss(e, args, this.link);
         if (remade === undefined) throw e;
         args = remade;
       } finally {
