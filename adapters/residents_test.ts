@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import http from "node:http";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { eventually } from "../core/_test_utils.ts";
@@ -299,6 +300,80 @@ for (const runtime of ["bun", "deno"] as const) {
     },
   );
 }
+/** POSTs `message` to `url`'s /rpc from the local address `from`, naming no caller, over `agent`'s connections. */
+function postFrom(url: string, from: string, agent: http.Agent, message: unknown): Promise<Uint8Array> {
+  const body = encodeMessage(message);
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}/rpc`, {
+      method: "POST",
+      agent,
+      localAddress: from,
+      headers: { "content-type": "application/cbor", "content-length": String(body.byteLength) },
+    }, (res) => {
+      const parts: Uint8Array[] = [];
+      res.on("data", (d: Uint8Array) => parts.push(d));
+      res.on("end", () => {
+        const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+        let at = 0;
+        for (const p of parts) out.set(p, (at += p.byteLength) - p.byteLength);
+        if (res.headers["x-thinkagain-error"] === "1") reject(errorFromWire(decode(out)));
+        else resolve(out);
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test(
+  "Resident instance on a bun node: an HTTP client naming no caller, flooding POST /rpc from one address, does not starve another from another address (each address takes its turn)",
+  T,
+  async () => {
+    const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1", "--start", "ResidentModel"], {
+      runtime: "bun",
+    });
+    const agentA = new http.Agent({ keepAlive: true }), agentB = new http.Agent({ keepAlive: true });
+    try {
+      // two clients on two loopback addresses, neither sending x-thinkagain-caller
+      const call = (from: string, agent: http.Agent, message: unknown) => postFrom(node.url, from, agent, message);
+      const welcome = decodeReply<WelcomeMessage>(
+        await call("127.0.0.2", agentA, { t: "hello", v: PROTOCOL_VERSION }),
+        "welcome",
+      );
+      const id = welcome.residents!.find((r) => r.service === "ResidentModel")!.id;
+      const step = async (from: string, agent: http.Agent, tag: string) => {
+        const reply = await call(from, agent, { t: "call", cid: tag, id, method: "step", args: [tag, 1000] });
+        assert.deepEqual(decodeReply<ResultMessage>(reply, "result"), { t: "result", ok: true, value: tag });
+      };
+      await step("127.0.0.3", agentB, "warm");
+      // A floods from 127.0.0.2: 3,000 calls of ~1 ms of the node's CPU each, 64 requests in flight
+      let aDone = 0;
+      let next = 0;
+      const worker = async () => {
+        while (next < 3000) {
+          await step("127.0.0.2", agentA, `a${next++}`);
+          aDone++;
+        }
+      };
+      const flood = Promise.all(Array.from({ length: 64 }, worker));
+      flood.catch(() => {}); // (awaited below: a failed assertion first ends its requests)
+      assert.ok(await eventually(() => aDone >= 50, 60_000), "the flood is under way");
+      const bStart = aDone;
+      for (let i = 0; i < 20; i++) await step("127.0.0.3", agentB, `b${i}`);
+      const during = aDone - bStart;
+      // in turns, each of B's calls waits behind about one of A's; in the one queue of every unnamed
+      // HTTP caller it would wait behind the ~60 of A's queued on the node
+      assert.ok(during < 500, `B's 20 calls completed while ${during} of A's did (A had ~60 queued)`);
+      await flood;
+    } finally {
+      agentA.destroy();
+      agentB.destroy();
+      await stopNode(node);
+    }
+  },
+);
+
 test(
   "service restarts: 1, its node SIGKILLed: the next call lands on a re-created instance on the other node",
   T,

@@ -18,6 +18,11 @@ export interface RuntimeAdapter {
   readonly upgradeWebSocket: UpgradeWebSocket<any, any>;
   /** Puts a fetch app on a socket. */
   serve(app: FetchApp, options?: ServeOptions): Promise<ServedApp>;
+  /**
+   * The address a request came from (see `NodeAppOptions.peerAddress`), where the runtime tells it
+   * to the app: not on Deno, whose server sits behind the adapter's connection guard.
+   */
+  readonly peerAddress?: (request: Request, env: unknown) => string | undefined;
 }
 
 /**
@@ -111,6 +116,7 @@ export async function serveFrames(handler: FrameHandler, options: ServeFramesOnO
     token: options.token,
     maxFrameBytes: options.maxFrameBytes,
     upgradeWebSocket: adapter.upgradeWebSocket,
+    peerAddress: adapter.peerAddress,
     allowOrigins: options.allowOrigins,
     allowHosts: options.allowHosts,
     health: options.health,

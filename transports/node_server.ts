@@ -69,10 +69,12 @@ function callScope(peer: PeerInfo | undefined): string {
 
 /**
  * Whose queue a call to a resident instance waits in: its connection's, or for HTTP (no connection
- * outlives a request) the caller's as the client names itself, else all unnamed HTTP callers' one.
+ * outlives a request) the caller's as the client names itself, else its address's (where the
+ * runtime's adapter tells it), else all unnamed HTTP callers' one.
  */
 function fairCaller(peer: PeerInfo | undefined, scope: string): string {
-  return peer?.caller === undefined ? scope : `http ${peer.caller}`;
+  if (peer?.caller !== undefined) return `http ${peer.caller}`;
+  return peer?.address === undefined ? scope : `address ${peer.address}`;
 }
 
 function callKey(peer: PeerInfo | undefined, cid: string): string {

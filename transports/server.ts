@@ -50,6 +50,13 @@ export interface NodeAppOptions extends ServeFramesOptions {
   // deno-lint-ignore no-explicit-any
   upgradeWebSocket?: UpgradeWebSocket<any, any>;
   /**
+   * The address (IP) a request came from, as the runtime tells it (from `adapters/<runtime>/`;
+   * `env` is what the adapter passed to `app.fetch`). An HTTP request that does not name its caller
+   * (`x-thinkagain-caller`) then waits at resident instances in the queue of its address, not in
+   * one queue shared by every unnamed caller.
+   */
+  peerAddress?: (request: Request, env: unknown) => string | undefined;
+  /**
    * Browser origins (`https://app.example`, as a page's `Origin` header says it) allowed to reach
    * this node; `"*"` allows every page. Default none: a request or WebSocket upgrade that carries an
    * `Origin` header is a browser page's, and is refused 403, so a page the user happens to visit
@@ -138,6 +145,16 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     throw new RangeError(`maxSendQueueBytes must be a positive integer, found ${options.maxSendQueueBytes}`);
   }
   const app = new Hono();
+  const peerAddress = options.peerAddress;
+  const peerAddressOf = (request: Request, env: unknown): string | undefined => {
+    if (peerAddress === undefined) return undefined;
+    try {
+      const a = peerAddress(request, env);
+      return typeof a === "string" && a.length > 0 && a.length <= 64 ? a : undefined;
+    } catch {
+      return undefined; // (a request the runtime has no address for)
+    }
+  };
   const origins = new Set(options.allowOrigins ?? []);
   const hosts = new Set(
     [...(options.allowHosts ?? []), ...(options.listenHost ? [options.listenHost] : [])].map(hostName),
@@ -216,10 +233,12 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     // short plain name counts as no name
     const named = c.req.header("x-thinkagain-caller");
     const caller = named !== undefined && CALLER_NAME.test(named) ? named : undefined;
+    // one that names none takes turns by the address it came from, where the adapter tells it
+    const address = caller === undefined ? peerAddressOf(c.req.raw, c.env) : undefined;
     // a reply nobody waits for any more (the client went away) stops its call: the request's signal
     const peer: PeerInfo = oneWay
-      ? { transport: "http", connectionId: newConnectionId(), oneWay, caller }
-      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal, caller };
+      ? { transport: "http", connectionId: newConnectionId(), oneWay, caller, address }
+      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal, caller, address };
     if (oneWay) {
       // Run it, but do not hold the response on it: one-way means the sender does not wait.
       Promise.resolve().then(() => handler(frame, peer)).catch(() => {});

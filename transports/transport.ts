@@ -79,6 +79,11 @@ export interface PeerInfo {
    * whose turn it is.
    */
   readonly caller?: string;
+  /**
+   * The address (IP) the frame came from, where the runtime's adapter tells it (`PeerInfo.caller`
+   * aside, HTTP requests that name no caller take turns by it). Not authenticated either.
+   */
+  readonly address?: string;
 }
 
 /**

@@ -11,5 +11,5 @@
  *
  * @module
  */
-export { serve, upgradeWebSocket } from "./serve.ts";
+export { peerAddress, serve, upgradeWebSocket } from "./serve.ts";
 export type { FetchApp, ServedApp, ServeOptions } from "../types.ts";

@@ -27,6 +27,25 @@ import {
 // deno-lint-ignore no-explicit-any
 export const upgradeWebSocket: UpgradeWebSocket<any, any> = bunUpgradeWebSocket as UpgradeWebSocket<any, any>;
 
+/**
+ * The address a request came from, as Bun's server tells it (`env` is the server, which
+ * {@linkcode serve} passes to `app.fetch`); pass it to `createNodeApp` as `peerAddress`.
+ *
+ * @param request The request.
+ * @param env What the app's fetch got beside it.
+ * @returns The client's IP address, or `undefined`.
+ *
+ * @example Without Bun's server there is none
+ * ```ts
+ * import { peerAddress } from "./serve.ts";
+ * if (peerAddress(new Request("http://n/"), undefined) !== undefined) throw new Error("unexpected");
+ * ```
+ */
+export function peerAddress(request: Request, env: unknown): string | undefined {
+  const server = env as { requestIP?: (r: Request) => { address?: string } | null } | undefined;
+  return typeof server?.requestIP === "function" ? server.requestIP(request)?.address : undefined;
+}
+
 /** The answer past the connection cap: 503, saying which cap and how many are in use. */
 function tooManyConnections(inUse: number, max: number): Response {
   return new Response(

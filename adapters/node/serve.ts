@@ -31,6 +31,25 @@ import {
 // deno-lint-ignore no-explicit-any
 export const upgradeWebSocket: UpgradeWebSocket<any, any> = nodeUpgradeWebSocket as UpgradeWebSocket<any, any>;
 
+/**
+ * The address a request came from, as Node's server tells it (`env` is @hono/node-server's
+ * `{ incoming }`, which {@linkcode serve} passes to `app.fetch`); pass it to `createNodeApp` as
+ * `peerAddress`.
+ *
+ * @param _request The request.
+ * @param env What the app's fetch got beside it.
+ * @returns The client's IP address, or `undefined`.
+ *
+ * @example Without Node's request there is none
+ * ```ts
+ * import { peerAddress } from "./serve.ts";
+ * if (peerAddress(new Request("http://n/"), undefined) !== undefined) throw new Error("unexpected");
+ * ```
+ */
+export function peerAddress(_request: Request, env: unknown): string | undefined {
+  return (env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
+}
+
 /** How often a WebSocket is pinged; one that answers neither of two pings is ended. */
 const HEARTBEAT_MS = 30_000;
 
