@@ -271,6 +271,11 @@ export class ObjectStore {
     });
   }
 
+  private rememberFreed(oid: string): void {
+    this.freedChosen.add(oid);
+    if (this.freedChosen.size > FREED_REMEMBERED) this.freedChosen.delete(this.freedChosen.values().next().value!);
+  }
+
   private settleWaiters(oid: string, error: unknown): void {
     const list = this.waiting.get(oid);
     if (list === undefined) return;
@@ -326,16 +331,23 @@ export class ObjectStore {
     return this.objects.has(oid);
   }
 
-  /** Forgets object `oid` (nothing when it holds none). */
+  /**
+   * Forgets object `oid`. One it holds none of may be a store that never came (its driver gave up
+   * on it): the calls waiting for it are refused at once, and so are later ones.
+   */
   free(oid: string): void {
     const e = this.objects.get(oid);
-    if (e === undefined) return;
+    if (e === undefined) {
+      this.rememberFreed(oid);
+      this.settleWaiters(
+        oid,
+        new ProtocolError(`Unknown object "${oid}" on node "${this.node}": its driver gave up storing it here`),
+      );
+      return;
+    }
     this.objects.delete(oid);
     this.used -= e.bytes;
-    if (e.chosen) {
-      this.freedChosen.add(oid);
-      if (this.freedChosen.size > FREED_REMEMBERED) this.freedChosen.delete(this.freedChosen.values().next().value!);
-    }
+    if (e.chosen) this.rememberFreed(oid);
     if (e.owner !== undefined) {
       const set = this.byOwner.get(e.owner);
       set?.delete(oid);

@@ -63,10 +63,12 @@ function storedCopy(value: object, encoding: EncodedValue, link: NodeLink): Remo
       if (!res.ok) throw new OverloadedError(res.error.message);
     },
   ).catch((e) => {
-    // the calls that named it fail with "Unknown object" and are sent again ({@linkcode putCopyLost})
+    // the calls that named it fail with "Unknown object" (the free below ends their wait) and are
+    // sent again ({@linkcode putCopyLost}): stored on a live node when this one was lost, else with
+    // the value itself (a full store, a value too large for a frame: the call says what it is)
     if (copies.get(link.holder) === copy) {
-      if (e instanceof OverloadedError) copies.set(link.holder, WITH_EACH_CALL);
-      else copies.delete(link.holder);
+      if (link.asNodeLost(e) instanceof NodeLostError) copies.delete(link.holder);
+      else copies.set(link.holder, WITH_EACH_CALL);
     }
     link.freeObject(oid);
   });
@@ -111,9 +113,9 @@ export function putArgs(args: unknown[], link: NodeLink): unknown[] {
 
 /**
  * After a call on `link` failed with `error`: whether that was for want of a put value's stored
- * copy among `args` (its node was lost, or does not hold it: restarted, or the driver's lease
- * there expired). Those copies are forgotten, so that the call, sent once more, stores the value
- * again ({@linkcode putArgs}).
+ * copy among `args` (its node was lost, or does not hold it: restarted, the driver's lease there
+ * expired, or its store was refused). Those copies are forgotten, so that the call, sent once more,
+ * stores the value again ({@linkcode putArgs}), or carries it where it cannot be stored.
  *
  * @param error What the call failed with.
  * @param args The call's arguments, as its body got them.
@@ -130,20 +132,22 @@ export function putArgs(args: unknown[], link: NodeLink): unknown[] {
 export function putCopyLost(error: unknown, args: readonly unknown[], link: NodeLink): boolean {
   const lostNode = error instanceof NodeLostError ? error.node : undefined;
   const unknown = error instanceof ProtocolError && error.message.includes(`"${STORED_ID_PREFIX}`);
-  if (lostNode === undefined && !unknown) return false;
-  let lost = false;
+  // (the call's own node lost is the call's failure: it fails over as any call does, and the next
+  // call stores the value on a live node)
+  if ((lostNode === undefined || lostNode === link.node) && !unknown) return false;
+  let again = false;
   for (const a of args) {
     const copies = putCopies(a);
     const copy = copies?.get(link.holder);
-    if (!(copy instanceof RemoteObject)) continue;
-    // (the call's own node lost is the call's failure: it fails over as any call does, and the
-    // next call stores the value on a live node)
-    const gone = lostNode !== undefined
-      ? copy.link.node === lostNode && lostNode !== link.node
-      : (error as Error).message.includes(`"${copy.oid}"`);
-    if (!gone) continue;
-    copies!.delete(link.holder);
-    lost = true;
+    if (copy === undefined) continue; // (never stored: it travelled with the call)
+    // the copy the call named is gone: forgotten, unless another call already replaced it
+    if (
+      copy instanceof RemoteObject &&
+      (unknown ? (error as Error).message.includes(`"${copy.oid}"`) : copy.link.node === lostNode)
+    ) {
+      copies!.delete(link.holder);
+    }
+    again = true;
   }
-  return lost;
+  return again;
 }

@@ -58,9 +58,13 @@ interface Node {
   t: Traffic;
 }
 
-async function withNodes(names: string[], fn: (nodes: Node[]) => Promise<void>): Promise<void> {
+async function withNodes(
+  names: string[],
+  fn: (nodes: Node[]) => Promise<void>,
+  options: { objectStoreBytes?: number } = {},
+): Promise<void> {
   const nodes = names.map((name) => {
-    const node = new NodeServer({ name });
+    const node = new NodeServer({ name, ...options });
     const t: Traffic = { bytes: new Map(), frames: new Map() };
     return { node, server: serveInMemory(name, counted(node.handler, t)), t };
   });
@@ -178,5 +182,23 @@ test(
       assert.equal(n.t.frames.get("store"), 2, "the value was stored again");
       assert.equal(n.node.objectStats().objects, 1);
     });
+  },
+);
+
+test(
+  "put: a node whose object store cannot keep the value gets it with each call, and every call is answered",
+  T,
+  async () => {
+    await withNodes(["sp-full"], async ([n]) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("sp-full", { endpoint: n.endpoint })]);
+      const holder = SpHolder.init();
+      const ref = ta.put(new Float32Array(N).fill(1));
+      // the first calls are sent behind a store that is refused: they are sent again with the value
+      const out = await mesh.run(() => ta.all(Array.from({ length: 20 }, (_, i) => holder.sum.go(ref, i))));
+      assert.deepEqual(out, Array.from({ length: 20 }, (_, i) => 2 + i));
+      assert.equal(await mesh.run(() => holder.sum.go(ref, 100)), 102);
+      assert.equal(n.t.frames.get("store"), 1, "the store was tried once");
+      assert.equal(n.node.objectStats().objects, 0);
+    }, { objectStoreBytes: 1024 });
   },
 );
