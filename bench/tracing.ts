@@ -67,9 +67,9 @@ function runtimeVersion(): string {
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const bin = (name: string) => fileURLToPath(new URL(`../node_modules/.bin/${name}`, import.meta.url));
 
-/** Runs `args` on this benchmark's runtime; resolves with its stdout lines (stderr passes through). */
-function runChild(args: string[], extraEnv: Record<string, string>, keepStdin = false) {
-  const child = spawn(bin(runtime === "deno" ? "deno" : "bun"), args, {
+/** Runs `args` on `on` (this benchmark's runtime by default); its stdout lines (stderr passes through). */
+function runChild(args: string[], extraEnv: Record<string, string>, keepStdin = false, on = runtime) {
+  const child = spawn(bin(on === "deno" ? "deno" : "bun"), args, {
     cwd: repoRoot,
     env: { ...env, ...extraEnv } as Record<string, string>,
     stdio: [keepStdin ? "pipe" : "ignore", "pipe", "inherit"],
@@ -87,9 +87,12 @@ function runChild(args: string[], extraEnv: Record<string, string>, keepStdin = 
 }
 const scriptArgs = (file: string) => runtime === "deno" ? ["run", "-A", "--no-check", file] : [file];
 
-// the receiver runs in its own process (started by the parent; children get its endpoint)
+// the receiver runs in its own process (started by the parent; children get its endpoint), on Bun
+// whatever the benchmark's runtime: a Deno receiver decoding protobuf fell behind the every-span
+// mode's flushes on this 2-core machine (exports timed out, then `408 Request Timeout`), and the
+// receiver is not what is measured (its CPU is another process's)
 let endpoint = env.THINKAGAIN_TRACING_BENCH_ENDPOINT ?? "";
-const sink = CHILD === undefined ? runChild(scriptArgs("bench/_otlp_sink.ts"), {}, true) : undefined;
+const sink = CHILD === undefined ? runChild(["bench/_otlp_sink.ts"], {}, true, "bun") : undefined;
 if (sink !== undefined) {
   endpoint = await new Promise<string>((resolve) => {
     const t = setInterval(() => sink.lines.length > 0 && (clearInterval(t), resolve(sink.lines[0])), 10);
