@@ -223,7 +223,7 @@ export interface StoreMessage {
 }
 
 /** How the ids of stored values (see {@linkcode StoreMessage}) start. */
-export const STORED_ID_PREFIX = "s:";
+export const STORED_ID_PREFIX: string = "s:";
 
 /** Where an object a call's result became lives: its id in the node's store, and its size. */
 export interface StoredObject {
