@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
+import { serveFrames } from "../adapters/serve.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
@@ -200,5 +201,36 @@ test(
       assert.equal(n.t.frames.get("store"), 1, "the store was tried once");
       assert.equal(n.node.objectStats().objects, 0);
     }, { objectStoreBytes: 1024 });
+  },
+);
+
+test(
+  "put over HTTP (no order between requests): calls that overtake the store wait for it on the node; one store",
+  T,
+  async () => {
+    const nodes = ["sp-http-a", "sp-http-b"].map((name) => {
+      const node = new NodeServer({ name });
+      const t: Traffic = { bytes: new Map(), frames: new Map() };
+      return { node, t, served: serveFrames(counted(node.handler, t), { port: 0, hostname: "127.0.0.1" }) };
+    });
+    try {
+      const urls = await Promise.all(nodes.map(async (n) => (await n.served).url));
+      await using mesh = new ta.Mesh(
+        nodes.map((n, i) => new ta.MeshNode(n.node.name, { endpoint: urls[i] })),
+        { transport: "http" },
+      );
+      const pair = SpPair.init();
+      const ref = ta.put(new Float32Array(N).fill(0.5));
+      const out = await mesh.run(() => ta.all(Array.from({ length: 100 }, (_, i) => pair.sum.go(ref, i))));
+      assert.deepEqual(out, Array.from({ length: 100 }, (_, i) => 1 + i));
+      assert.equal(nodes.reduce((s, n) => s + (n.t.frames.get("store") ?? 0), 0), 1, "the value was stored once");
+      const through = nodes.reduce((s, n) => s + (n.t.bytes.get("call") ?? 0) + (n.t.bytes.get("store") ?? 0), 0);
+      assert.ok(through < 2 * 4 * N, `${through} bytes through the driver for 100 calls of a ${4 * N}-byte value`);
+    } finally {
+      for (const n of nodes) {
+        await n.node.drain();
+        await (await n.served).close();
+      }
+    }
   },
 );
