@@ -175,14 +175,14 @@ describe("fast decode path", () => {
   });
 });
 
-describe("fastDecode's map-key cache", () => {
-  // the cache's slot for an ASCII key (as codec_fast_decode.ts computes it)
+describe("fastDecode's short-text cache", () => {
+  // the cache's slot for a short ASCII string (as codec_fast_decode.ts computes it)
   const slot = (key: string) => {
     let h = key.length;
     for (let i = 0; i < key.length; i++) h = (Math.imul(h, 31) + key.charCodeAt(i)) | 0;
-    return h & 511;
+    return h & 1023;
   };
-  it("gives each key its own bytes' text, also for keys that share a slot, frame after frame", () => {
+  it("gives each key and value its own bytes' text, also for strings that share a slot, frame after frame", () => {
     // two different keys of the same length in the same slot, found by search
     const bySlot = new Map<string, string>();
     let pair: [string, string] | undefined;
@@ -196,13 +196,28 @@ describe("fastDecode's map-key cache", () => {
     ok(pair !== undefined);
     const [a, b] = pair;
     for (let round = 0; round < 3; round++) {
-      for (const value of [{ [a]: 1, [b]: 2 }, { [b]: 3 }, { [a]: 4 }, { t: "call", cid: "c" + round, args: [a, b] }]) {
+      for (
+        const value of [
+          { [a]: 1, [b]: 2 },
+          { [b]: 3 },
+          { [a]: 4 },
+          { t: "call", cid: "c" + round, args: [a, b] },
+          { id: a, owner: b, [a]: b, [b]: a },
+          ["Aa", "BB", "Aa", { Aa: "BB", BB: "Aa" }], // same length, same slot
+        ]
+      ) {
         deepStrictEqual(decode(encode(value)), value);
         deepStrictEqual(decode(encode(value)), decodeFull(encode(value)));
       }
     }
-    // keys past the cache's length and non-ASCII keys read as before
-    const long = { ["x".repeat(40)]: 1, "ключ": 2, ["y".repeat(16)]: 3, ["z".repeat(17)]: 4 };
+    // strings past the cache's length and non-ASCII ones read as before
+    const long = {
+      ["x".repeat(40)]: "x".repeat(40),
+      "ключ": "значение",
+      ["y".repeat(31)]: "y".repeat(31),
+      ["z".repeat(32)]: "z".repeat(32),
+      a: "",
+    };
     deepStrictEqual(decode(encode(long)), long);
   });
 });
