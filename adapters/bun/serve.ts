@@ -35,8 +35,8 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> = bunUpgradeWebSocket 
  * @param env What the app's fetch got beside it.
  * @returns The client's IP address, or `undefined`.
  *
- * @example Without Bun's server there is none
- * ```ts
+ * @example Without Bun's server there is none (Bun only: this module loads hono's Bun adapter)
+ * ```ts ignore
  * import { peerAddress } from "./serve.ts";
  * if (peerAddress(new Request("http://n/"), undefined) !== undefined) throw new Error("unexpected");
  * ```
