@@ -21,9 +21,16 @@
  * median over `--rounds` (default 7) of the per-round ratio bounded/unbounded of calls per second,
  * with the range. Target: the bounded throughput at least 0.95x the unbounded one.
  *
+ * Beside it, the process's CPU time per call (`process.cpuUsage()`, user + system, over the same
+ * bursts; the websocket node runs in this process, so both ends count) and the median of the
+ * per-round ratios bounded/unbounded of it. On a machine shared with other work, wall time counts
+ * the time this process waits for a core, CPU time does not: it resolves smaller differences (the
+ * A/A row says how small).
+ *
  * @module
  */
 // deno-lint-ignore-file require-await
+import process from "node:process";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { serveFrames } from "../adapters/serve.ts";
@@ -58,9 +65,16 @@ const opUnbounded = ta.op(
 );
 const opPlain = ta.op({ name: "bpBenchOpPlain" }, async (x: number) => x);
 
+/** Calls per second, and this process's CPU µs per call. */
+interface Rate {
+  perSecond: number;
+  cpuUs: number;
+}
+
 /** Calls per second over bursts of `n` calls repeated for at least `--ms` (default 400) ms. */
-async function burst(n: number, call: (i: number) => PromiseLike<unknown>): Promise<number> {
+async function burst(n: number, call: (i: number) => PromiseLike<unknown>): Promise<Rate> {
   const refs: PromiseLike<unknown>[] = new Array(n);
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let done = 0;
   do {
@@ -68,7 +82,9 @@ async function burst(n: number, call: (i: number) => PromiseLike<unknown>): Prom
     await Promise.all(refs);
     done += n;
   } while (performance.now() - t0 < MS);
-  return done / ((performance.now() - t0) / 1000);
+  const perSecond = done / ((performance.now() - t0) / 1000);
+  const cpu = process.cpuUsage(c0);
+  return { perSecond, cpuUs: (cpu.user + cpu.system) / done };
 }
 
 function median(xs: number[]): number {
@@ -79,16 +95,17 @@ function median(xs: number[]): number {
 
 async function compare(
   name: string,
-  bounded: () => Promise<number>,
-  unbounded: () => Promise<number>,
+  bounded: () => Promise<Rate>,
+  unbounded: () => Promise<Rate>,
 ): Promise<void> {
   await bounded();
   await unbounded(); // warm-up
   const ratios: number[] = [];
-  const on: number[] = [];
-  const off: number[] = [];
+  const cpuRatios: number[] = [];
+  const on: Rate[] = [];
+  const off: Rate[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    let a: number, b: number;
+    let a: Rate, b: Rate;
     if (r % 2 === 0) {
       a = await bounded();
       b = await unbounded();
@@ -98,19 +115,25 @@ async function compare(
     }
     on.push(a);
     off.push(b);
-    ratios.push(a / b);
+    ratios.push(a.perSecond / b.perSecond);
+    cpuRatios.push(a.cpuUs / b.cpuUs);
   }
   const f = (x: number) => Math.round(x).toLocaleString("en-US");
+  const range = (xs: number[]) => `${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)}`;
   console.log(
-    `| ${name} | ${f(median(on))} | ${f(median(off))} | ${median(ratios).toFixed(3)}x | ` +
-      `${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)} |`,
+    `| ${name} | ${f(median(on.map((x) => x.perSecond)))} | ${f(median(off.map((x) => x.perSecond)))} | ` +
+      `${median(ratios).toFixed(3)}x | ${range(ratios)} | ${median(on.map((x) => x.cpuUs)).toFixed(3)} | ` +
+      `${median(off.map((x) => x.cpuUs)).toFixed(3)} | ${median(cpuRatios).toFixed(3)}x | ${range(cpuRatios)} |`,
   );
 }
 
 const runtime = (globalThis as { Bun?: unknown }).Bun ? "Bun" : "Deno";
 console.log(`backpressure on vs "unbounded", ${runtime}, ${CALLS} calls per burst, ${ROUNDS} rounds\n`);
-console.log("| workload | bounded calls/s | unbounded calls/s | ratio (median) | ratio range |");
-console.log("|---|---:|---:|---:|---:|");
+console.log(
+  "| workload | bounded calls/s | unbounded calls/s | ratio (median) | ratio range | bounded CPU µs/call | " +
+    "unbounded CPU µs/call | CPU ratio (median) | CPU ratio range |",
+);
+console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 
 {
   const b = Bounded.init(), u = Unbounded.init();

@@ -9,11 +9,15 @@
  *   npx bun bench/streaming.ts --parts      (CPU per item of each end, in one process)
  *   BENCH_WINDOW=1024 npx bun bench/streaming.ts   (another credit window, in items)
  *
- * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios.
+ * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios; and
+ * the CPU time per item each process spent over all the throughput runs (the server child's from
+ * /proc, Linux only; this process's from `process.cpuUsage()`), which the load of other processes
+ * on the machine does not inflate as it does wall time.
  * Timing claims live here, never in tests.
  *
  * @module
  */
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
@@ -88,6 +92,43 @@ function startChild(kind: string): ReturnType<typeof startBenchChild> {
   return startBenchChild(import.meta.url, kind);
 }
 
+/** CPU ms a child process has spent so far (user + system, /proc), or NaN where there is no /proc. */
+function childCpuMs(pid: number | undefined): number {
+  try {
+    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms (USER_HZ 100)
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU ms this process has spent so far. */
+function ownCpuMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
+/** CPU spent by each end over the throughput runs of one side, and the items they moved. */
+class CpuTally {
+  server = 0;
+  client = 0;
+  items = 0;
+  constructor(readonly pid: number | undefined) {}
+  async measure<T>(items: number, run: () => Promise<T>): Promise<T> {
+    const s0 = childCpuMs(this.pid), c0 = ownCpuMs();
+    const out = await run();
+    this.server += childCpuMs(this.pid) - s0;
+    this.client += ownCpuMs() - c0;
+    this.items += items;
+    return out;
+  }
+  /** ns per item: the server's, and this process's. */
+  perItem(): { server: number; client: number } {
+    return { server: this.server * 1e6 / this.items, client: this.client * 1e6 / this.items };
+  }
+}
+
 /** Our stream: items per second. */
 async function oursItemsPerSecond(n: number): Promise<number> {
   const t0 = performance.now();
@@ -148,11 +189,12 @@ async function main(): Promise<void> {
       await oursItemsPerSecond(ITEMS / 4);
       await rawItemsPerSecond(ws, ITEMS / 4);
       const ours: number[] = [], base: number[] = [], ratios: number[] = [];
+      const oursCpu = new CpuTally(node.child.pid), rawCpu = new CpuTally(raw.child.pid);
       for (let r = 0; r < RUNS; r++) {
         // alternate which goes first, so neither always runs on a cooler machine
-        const o = r % 2 === 0 ? await oursItemsPerSecond(ITEMS) : 0;
-        const b = await rawItemsPerSecond(ws, ITEMS);
-        const o2 = r % 2 === 1 ? await oursItemsPerSecond(ITEMS) : o;
+        const o = r % 2 === 0 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : 0;
+        const b = await rawCpu.measure(ITEMS, () => rawItemsPerSecond(ws, ITEMS));
+        const o2 = r % 2 === 1 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : o;
         ours.push(o2);
         base.push(b);
         ratios.push(o2 / b);
@@ -182,6 +224,20 @@ async function main(): Promise<void> {
       console.log(`  items/s, ours (one WebSocket, credit)   ${spread(ours, fmt)}`);
       console.log(`  items/s, raw hono WebSocket push        ${spread(base, fmt)}`);
       console.log(`  ours / raw                              ${spread(ratios, r2)}`);
+      const oc = oursCpu.perItem(), rc = rawCpu.perItem();
+      const ns = (x: number) => Number.isNaN(x) ? "n/a" : `${Math.round(x)} ns`;
+      console.log(
+        `  CPU per item, server end: ours (node)   ${ns(oc.server)}, raw ${ns(rc.server)}, ours / raw ` +
+          (oc.server / rc.server).toFixed(2),
+      );
+      console.log(
+        `  CPU per item, client end: ours (driver) ${ns(oc.client)}, raw ${ns(rc.client)}, ours / raw ` +
+          (oc.client / rc.client).toFixed(2),
+      );
+      console.log(
+        `  CPU per item, both ends: ours           ${ns(oc.server + oc.client)}, raw ${ns(rc.server + rc.client)}, ` +
+          `raw / ours ${((rc.server + rc.client) / (oc.server + oc.client)).toFixed(2)}`,
+      );
       console.log(`  first item of a stream, p50             ${spread(firstItem, us)}`);
       console.log(`  plain call round trip, p50              ${spread(plain, us)}`);
       console.log(`  first item / plain call                 ${spread(ttfRatios, r2)}`);
