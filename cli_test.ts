@@ -329,7 +329,12 @@ test("thinkagain serve --object-store-bytes bounds the node's object store; a ba
     await using mesh = new ta.Mesh([new ta.MeshNode("s1", { endpoint: `ws://127.0.0.1:${node.port}`, gpus: 1 })], {
       keepResultsAbove: 0,
     });
-    const e = await rejection(mesh.run(() => dpLostMake.go(1000)));
+    // (left to settle before it is awaited: an awaited result comes back in its reply, never stored)
+    const e = await rejection(mesh.run(async () => {
+      const made = dpLostMake.go(1000);
+      await eventually(() => made.status !== "pending" && made.status !== "running", 10_000);
+      return made;
+    }));
     assert.ok(e instanceof ta.OverloadedError, String(e));
     assert.match(e.message, /object store holds 0 of 1024 bytes/);
   } finally {

@@ -378,7 +378,12 @@ test("data plane: mesh.close() frees the node's objects; a full store refuses wi
         return refs;
       });
       assert.equal(node.objectStats().objects, 3);
-      const more = await mesh.run(() => [dpBig.go(100_000), dpBig.go(100_000), dpBig.go(100_000)]);
+      // (not awaited while they run: an awaited result comes back in its reply and is never stored)
+      const more = await mesh.run(async () => {
+        const more = [dpBig.go(100_000), dpBig.go(100_000), dpBig.go(100_000)];
+        for (const r of more) await eventually(() => r.status !== "pending" && r.status !== "running", 10_000);
+        return more;
+      });
       const settled = await Promise.allSettled(more.map((r) => r.then(() => "kept")));
       const refused = settled.filter((s) => s.status === "rejected");
       assert.equal(refused.length, 1);
@@ -389,6 +394,36 @@ test("data plane: mesh.close() frees the node's objects; a full store refuses wi
     assert.equal(node.objectStats().objects, 0, "closing the mesh left objects on the node");
   });
 });
+
+test(
+  "data plane: a large result its caller already awaits comes back in the reply (no second round trip to fetch it); one not awaited stays",
+  T,
+  async () => {
+    const t = traffic();
+    await withNode("awaited", {}, t, undefined, async (node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("awaited", { endpoint })]);
+      await mesh.run(async () => {
+        const direct = await dpBig.go(300_000);
+        assert.equal(direct.length, 300_000);
+        assert.equal(direct[299_999], 1.5);
+        assert.equal(node.objectStats().objects, 0, "an awaited result was stored on the node");
+        assert.equal(t.frames.get("fetch") ?? 0, 0, "an awaited result was fetched in a second round trip");
+        // a direct service call awaits too
+        const log = DpLog.init();
+        const text = await log.append("x".repeat(200_000), "y");
+        assert.equal(text.length, 200_001);
+        assert.equal(node.objectStats().objects, 0);
+        assert.equal(t.frames.get("fetch") ?? 0, 0);
+        // not awaited while it ran: it stays on the node until asked for, then is fetched once
+        const later = dpBig.go(300_000);
+        assert.ok(await eventually(() => later.status === "completed", 10_000));
+        assert.equal(node.objectStats().objects, 1, "a result nobody awaited yet stays on its node");
+        assert.equal((await later).length, 300_000);
+        assert.equal(t.frames.get("fetch"), 1);
+      });
+    });
+  },
+);
 
 test("data plane: 1,000 results of 1 MiB created and dropped leave the node's store empty", T, async () => {
   const t = traffic();

@@ -120,14 +120,26 @@ export interface PipelinePlan {
 export const NO_PLAN: PipelinePlan = Object.freeze({ dependents: [], keep: false, publish: undefined });
 
 /**
+ * The `keepAbove` of a call whose caller already awaits its result: the protocol's largest, so the
+ * result comes back in the reply however large (kept on the node, it would cost the driver a second
+ * round trip to fetch the bytes it is about to ask for).
+ */
+const AWAITED_KEEP_ABOVE = 2 ** 40;
+
+/**
  * Writes into a call message the data plane's fields: the results its arguments name (`pipe`),
  * whether the node keeps or publishes its result (`plan`), and the link's `keepAbove` and `owner`
  * where its connection did not declare them once. Shared by method and op calls.
+ *
+ * A call whose task the driver already awaits (`await ref`, `.then`, a direct call) when it is sent
+ * gets its result back in the reply whatever its size; a copy still stays on the node when calls on
+ * it or on other nodes take the result (`plan`).
  *
  * @param message The call being built.
  * @param piped Its prepared arguments, if any were prepared.
  * @param plan What {@linkcode planPipeline} planned for it.
  * @param link Where it goes.
+ * @param awaited Whether the caller already awaits the result.
  *
  * @example Nothing named, nothing planned: only the link's fields
  * ```ts
@@ -143,15 +155,37 @@ export function callDataFields(
   piped: PipedCall | undefined,
   plan: PipelinePlan,
   link: NodeLink,
+  awaited = false,
 ): void {
   if (piped?.pipe !== undefined) message.pipe = piped.pipe;
   if (plan.keep) message.keep = true;
   if (plan.publish !== undefined) message.publish = plan.publish;
   const keep = link.callKeepFields();
   if (keep.keepAbove !== undefined) {
-    message.keepAbove = keep.keepAbove;
+    message.keepAbove = awaited ? AWAITED_KEEP_ABOVE : keep.keepAbove;
     message.owner = keep.owner;
+  } else if (awaited && keepFields(link).keepAbove !== undefined) {
+    // (the connection declared a keepAbove once: this call overrides it)
+    message.keepAbove = AWAITED_KEEP_ABOVE;
   }
+}
+
+/**
+ * Whether the driver already awaits `task`'s result (`await`, `.then`, a direct call made it a
+ * promise).
+ *
+ * @param task The call's task, if known.
+ * @returns True when its promise exists.
+ *
+ * @example
+ * ```ts
+ * import { awaited } from "./objects.ts";
+ * if (awaited(undefined) || awaited({ _promise: undefined })) throw new Error("nobody awaits these");
+ * if (!awaited({ _promise: Promise.resolve(1) })) throw new Error("this one is awaited");
+ * ```
+ */
+export function awaited(task: object | undefined): boolean {
+  return task !== undefined && (task as { _promise?: unknown })._promise !== undefined;
 }
 
 /**

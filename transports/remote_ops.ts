@@ -19,7 +19,15 @@ import type { Span } from "@opentelemetry/api";
 import { meshLink, type Mutable, type NodeLink } from "./link.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { CallMessage, WelcomeMessage } from "./protocol.ts";
-import { argsAfterLoss, callDataFields, pipeArgs, pipelinedLink, planPipeline, sentPipelined } from "./objects.ts";
+import {
+  argsAfterLoss,
+  awaited,
+  callDataFields,
+  pipeArgs,
+  pipelinedLink,
+  planPipeline,
+  sentPipelined,
+} from "./objects.ts";
 import { putArgs, putCopyLost } from "./stored_puts.ts";
 
 function inFlightOf(link: NodeLink): number {
@@ -134,7 +142,7 @@ async function sendOp(
       ...(timeoutMs && Number.isFinite(timeoutMs) ? { timeoutMs } : {}), // Infinity: no deadline
       ...(trace.traceparent !== undefined ? { trace } : {}),
     };
-    callDataFields(message, piped, plan, link);
+    callDataFields(message, piped, plan, link, awaited(task));
     const result = await link.call(
       message,
       hook,

@@ -26,6 +26,7 @@ import type { Mutable, NodeLink } from "./link.ts";
 import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
 import {
   argsAfterLoss,
+  awaited,
   callDataFields,
   NO_PLAN,
   pipeArgs,
@@ -259,7 +260,7 @@ export class RemoteReplica extends MailboxReplica {
     const timeoutMs = this.policy?.timeoutMs;
     if (timeoutMs) message.timeoutMs = timeoutMs;
     if (trace.traceparent !== undefined) message.trace = trace;
-    callDataFields(message, piped, plan, this.link);
+    callDataFields(message, piped, plan, this.link, awaited(task));
     let planned = plan; // (sent once: a call made again after its instance was lost plans nothing)
     const onSent = piped === undefined && plan.dependents.length === 0 ? undefined : (cid: string) => {
       piped?.sent();

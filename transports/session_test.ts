@@ -105,8 +105,12 @@ test(
         const e = SessionEcho.init();
         await e.echo.go(0); // (calls sent before the connection opened carry the fields themselves)
         opened = frames.length;
-        const xs = await Promise.all([1, 2, 3].map((x) => e.echo.go(x)));
-        const big = await sessionBig.go(100_000); // 400 kB: kept on the node, fetched when awaited
+        // (ta.all and a ref left to settle: nothing awaits these calls as they leave, so they carry
+        // nothing of their own; an awaited call says its result comes back whatever its size)
+        const xs = await ta.all([1, 2, 3].map((x) => e.echo.go(x)));
+        const bigRef = sessionBig.go(100_000); // 400 kB: kept on the node, fetched when awaited
+        await eventually(() => bigRef.status === "completed", 10_000);
+        const big = await bigRef;
         return { xs, big: big.length };
       });
       assert.deepEqual(out, { xs: [1, 2, 3], big: 100_000 });
