@@ -39,6 +39,7 @@ import {
   readFrameId,
 } from "./ws_framing.ts";
 import { SendQueue } from "./ws_send_queue.ts";
+import { LateSignals } from "./_late_signal.ts";
 import { offerHeadroom } from "../core/codec.ts";
 
 /** Options of {@linkcode createNodeApp}. */
@@ -109,6 +110,8 @@ export interface NodeHealth {
 }
 
 const CBOR = "application/cbor";
+/** How long an HTTP call runs at most before its client leaving stops it (see `_late_signal.ts`). */
+const LINK_CLIENT_SIGNAL_MS = 100;
 /** What an `x-thinkagain-caller` header may hold (see `PeerInfo.caller`). */
 const CALLER_NAME = /^[\w.:-]{1,64}$/;
 
@@ -145,6 +148,7 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     throw new RangeError(`maxSendQueueBytes must be a positive integer, found ${options.maxSendQueueBytes}`);
   }
   const app = new Hono();
+  const clientGone = new LateSignals(LINK_CLIENT_SIGNAL_MS);
   const peerAddress = options.peerAddress;
   const peerAddressOf = (request: Request, env: unknown): string | undefined => {
     if (peerAddress === undefined) return undefined;
@@ -235,10 +239,12 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     const caller = named !== undefined && CALLER_NAME.test(named) ? named : undefined;
     // one that names none takes turns by the address it came from, where the adapter tells it
     const address = caller === undefined ? peerAddressOf(c.req.raw, c.env) : undefined;
-    // a reply nobody waits for any more (the client went away) stops its call: the request's signal
-    const peer: PeerInfo = oneWay
+    // a reply nobody waits for any more (the client went away) stops its call: the request's signal,
+    // linked only once the call has run a while (_late_signal.ts)
+    const gone = oneWay ? undefined : clientGone.open(c.req.raw);
+    const peer: PeerInfo = gone === undefined
       ? { transport: "http", connectionId: newConnectionId(), oneWay, caller, address }
-      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: c.req.raw.signal, caller, address };
+      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: gone.signal, caller, address };
     if (oneWay) {
       // Run it, but do not hold the response on it: one-way means the sender does not wait.
       Promise.resolve().then(() => handler(frame, peer)).catch(() => {});
@@ -250,6 +256,8 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     } catch (err) {
       // a frame the protocol rejects is the client's fault (400); anything else is the node's (500)
       return errorResponse(err instanceof ProtocolError ? 400 : 500, err);
+    } finally {
+      clientGone.answered(gone!);
     }
     if (!(reply instanceof Uint8Array)) {
       return errorResponse(
