@@ -1,0 +1,99 @@
+/**
+ * What a Deno node's front costs a short HTTP request: a plain `POST /echo` hono app served by
+ * `Deno.serve` directly (no connection guard: never serve a node so), by the Deno adapter (behind
+ * its connection guard, `adapters/deno/_connection_guard.ts`), and by the Node adapter under Deno's
+ * Node compatibility; each with and without reading the request's `signal`. Each server is a fresh
+ * child process, in turns, and the client (this process) sends sequential requests with `fetch`.
+ *
+ *   deno run -A bench/deno_front.ts [--rounds 5]
+ *
+ * Prints each variant's p50 round trip (µs): the median over the rounds, with min–max.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+
+interface DenoApi {
+  args: string[];
+  execPath(): string;
+  serve(options: Record<string, unknown>, handler: (req: Request) => Response | Promise<Response>): {
+    addr: { port: number };
+  };
+  Command: new (cmd: string, options: Record<string, unknown>) => {
+    spawn(): { stdout: ReadableStream<BufferSource>; kill(signal: string): void; status: Promise<unknown> };
+  };
+}
+const Deno = (globalThis as unknown as { Deno: DenoApi }).Deno;
+const N = 3000;
+const VARIANTS = ["direct", "guard", "node"];
+
+async function server(kind: string, readSignal: boolean): Promise<void> {
+  const app = new Hono();
+  app.post("/echo", async (c) => {
+    if (readSignal) void c.req.raw.signal;
+    return new Response(await c.req.arrayBuffer());
+  });
+  let port: number;
+  if (kind === "direct") port = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch).addr.port;
+  else if (kind === "guard") port = (await (await import("../adapters/deno/serve.ts")).serve(app, { port: 0 })).port;
+  else port = (await (await import("../adapters/node/serve.ts")).serve(app, { port: 0 })).port;
+  console.log(`PORT ${port}`);
+}
+
+async function start(kind: string, readSignal: boolean) {
+  const self = new URL(import.meta.url).pathname;
+  const args = ["run", "-A", self, "--server", kind, readSignal ? "signal" : "-"];
+  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "null" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`server ${kind} exited`);
+    out += value;
+    const m = /PORT (\d+)/.exec(out);
+    if (m) return { child, port: Number(m[1]) };
+  }
+}
+
+async function p50(port: number): Promise<number> {
+  const url = `http://127.0.0.1:${port}/echo`;
+  const body = new Uint8Array(60);
+  const once = async () => await (await fetch(url, { method: "POST", body })).arrayBuffer();
+  for (let i = 0; i < 1000; i++) await once();
+  const t = new Array<number>(N);
+  for (let i = 0; i < N; i++) {
+    const t0 = performance.now();
+    await once();
+    t[i] = performance.now() - t0;
+  }
+  return t.sort((a, b) => a - b)[N >> 1] * 1000;
+}
+
+async function client(rounds: number): Promise<void> {
+  const res = new Map<string, number[]>();
+  for (let r = 0; r < rounds; r++) {
+    for (const kind of VARIANTS) {
+      for (const readSignal of [false, true]) {
+        const s = await start(kind, readSignal);
+        const name = `${kind}${readSignal ? " + request.signal" : ""}`;
+        res.set(name, [...(res.get(name) ?? []), await p50(s.port)]);
+        s.child.kill("SIGKILL");
+        await s.child.status;
+      }
+    }
+  }
+  console.log(`\nDeno node front, sequential POST /echo, ${rounds} rounds of ${N} requests\n`);
+  console.log("| server | p50 (µs), median | min–max |");
+  console.log("|---|---:|---:|");
+  for (const [name, xs] of res) {
+    const s = [...xs].sort((a, b) => a - b);
+    console.log(`| ${name} | ${s[s.length >> 1].toFixed(0)} | ${s[0].toFixed(0)}–${s[s.length - 1].toFixed(0)} |`);
+  }
+}
+
+const argv = Deno.args;
+if (argv[0] === "--server") await server(argv[1], argv[2] === "signal");
+else {
+  const i = argv.indexOf("--rounds");
+  await client(i >= 0 ? Number(argv[i + 1]) : 5);
+}
