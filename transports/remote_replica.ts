@@ -250,12 +250,17 @@ export class RemoteReplica extends MailboxReplica {
   ): Promise<unknown> {
     const wired = this.wired(args, method, hook);
     const task = hook.task;
+    // `await ref` calls the ref's then() one microtask after the call was submitted (a thenable is
+    // resolved in a job of its own), after the scheduler's turn that sends it: one turn here lets the
+    // call see that its caller waits (its result then comes back in the reply, see callDataFields).
+    // Every call takes the turn, so calls to an instance still leave in the order they were made.
+    const wiredArgs = await wired;
     const plan = planPipeline(task, this.link, (this.policy?.retries ?? 0) > 0);
     // built field by field (no spreads: this runs once per call)
     const message: Mutable<Omit<CallMessage, "t" | "cid">> & { id: string } = {
       id: "",
       method,
-      args: wired instanceof Promise ? await wired : wired,
+      args: wiredArgs,
     };
     const timeoutMs = this.policy?.timeoutMs;
     if (timeoutMs) message.timeoutMs = timeoutMs;

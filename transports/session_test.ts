@@ -130,6 +130,42 @@ test(
   },
 );
 
+test(
+  "over a WebSocket, a large method result its caller awaits comes back in the reply (no fetch), one not awaited stays",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "s4" });
+    const frames: string[] = [];
+    const served = await serveFrames((frame, peer) => {
+      frames.push(decodeDriverMessage(frame).t);
+      return node.handler(frame, peer);
+    }, { port: 0 });
+    try {
+      await using mesh = new ta.Mesh([new ta.MeshNode("s4", { endpoint: `http://127.0.0.1:${served.port}` })], {
+        transport: "websocket",
+      });
+      await mesh.run(async () => {
+        const e = SessionEcho.init();
+        const big = new Float32Array(100_000).fill(3); // 400 kB each way
+        const back = await e.echo.go(big as unknown as number) as unknown as Float32Array;
+        assert.equal(back.length, 100_000);
+        const both = await Promise.all([e.echo.go(big as unknown as number), e.echo.go(big as unknown as number)]);
+        assert.equal(both.length, 2);
+        assert.equal(frames.filter((t) => t === "fetch").length, 0, "an awaited result was kept and fetched");
+        assert.equal(node.objectStats().objects, 0);
+        const later = e.echo.go(big as unknown as number);
+        assert.ok(await eventually(() => later.status === "completed", 10_000));
+        assert.equal(node.objectStats().objects, 1, "a result nobody awaited yet stays on its node");
+        assert.equal((await later as unknown as Float32Array).length, 100_000);
+        assert.equal(frames.filter((t) => t === "fetch").length, 1);
+      });
+    } finally {
+      await served.close();
+      await node.drain();
+    }
+  },
+);
+
 const sessionGate: { open?: () => void } = {};
 // registered by name: the test calls it with raw frames
 const _sessionWait = ta.op(
