@@ -36,12 +36,36 @@ export const DEFAULT_KEEP_ABOVE_BYTES: number = 64 * 1024;
  * import { keepFields } from "./objects.ts";
  * import { deepStrictEqual } from "node:assert/strict";
  * deepStrictEqual(keepFields({ holder: { options: { keepResultsAbove: Infinity } }, leaseId: "l" } as never), {});
+ * // an op's NATS queue group: any member may answer, so nothing stays
+ * deepStrictEqual(keepFields({ holder: { options: {} }, leaseId: "l", endpoint: "nats://h:4222/op:embed" } as never), {});
  * ```
  */
 export function keepFields(link: NodeLink): { keepAbove?: number; owner?: string } {
+  if (isQueueGroup(link)) return {}; // (no one node would hold it: see isQueueGroup)
   const options = (link.holder as { options?: { keepResultsAbove?: number } }).options;
   const above = options?.keepResultsAbove ?? DEFAULT_KEEP_ABOVE_BYTES;
   return Number.isFinite(above) ? { keepAbove: above, owner: link.leaseId } : {};
+}
+
+/**
+ * Whether `link` reaches an op's NATS queue group (`nats://…/op:<op>`): NATS gives each call to one
+ * of the group's nodes, so a result can neither stay "there" to be fetched or pulled later, nor be
+ * named by call id by a later call that may land on another member. Its calls plan nothing and keep
+ * nothing; every result comes back in its reply.
+ *
+ * @param link A link.
+ * @returns True for a queue group's link.
+ *
+ * @example
+ * ```ts
+ * import { isQueueGroup } from "./objects.ts";
+ * if (!isQueueGroup({ endpoint: "nats://h:4222/op:embed" } as never)) throw new Error("a queue group");
+ * if (isQueueGroup({ endpoint: "nats://h:4222/gpu-1" } as never)) throw new Error("one node");
+ * ```
+ */
+export function isQueueGroup(link: NodeLink): boolean {
+  const e = link.endpoint;
+  return typeof e === "string" && /^nats:\/\/[^/]+\/op:/i.test(e);
 }
 
 /**
@@ -208,6 +232,7 @@ export function awaited(task: object | undefined): boolean {
  */
 export function planPipeline(task: object | undefined, link: NodeLink, retries: boolean): PipelinePlan {
   if (task === undefined || retries || (task as Task<unknown>)._dependents === undefined) return NO_PLAN;
+  if (isQueueGroup(link)) return NO_PLAN;
   const candidates = pipelineCandidates(task as Task<unknown>);
   if (candidates.length === 0) return NO_PLAN;
   const dependents: Task<unknown>[] = [];
