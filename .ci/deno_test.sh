@@ -6,10 +6,11 @@
 # (llvmpipe) was seen aborting at teardown ("corrupted size vs. prev_size", about 1 run in 6 on
 # Deno 2.x in November 2026; 0 in 16 runs on Deno 2.9.6 in December): when a run crashes, what
 # Deno printed after its summary is shown, so the crash can be told apart from a failing test and
-# reported upstream; the WebGPU tests run in a step of their own. On 2026-12-05, in nine full-suite
-# runs with both cores busy, Deno aborted twice after reporting every test passed: the WebGPU step
-# once ("corrupted size vs. prev_size in fastbins") and the unit step once, which has no WebGPU
-# (`--parallel --v8-flags=--expose-gc`; "double free or corruption (out)"): not isolated yet.
+# reported upstream; the WebGPU tests run in a step of their own. On 2026-12-05, in ten full-suite
+# runs with both cores busy, Deno aborted three times after reporting every test passed: the WebGPU
+# step once ("corrupted size vs. prev_size in fastbins") and the unit step twice, which has no WebGPU
+# (`--parallel --v8-flags=--expose-gc`; "double free or corruption (out)"): not isolated yet (the
+# files new that day, run alone 8-15 times each, did not abort).
 deno_test() {
   local out rc plain
   out=$(mktemp)
