@@ -48,6 +48,11 @@ export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
   refreshMs?: number;
 }
 
+/** Discovery asks again after this long, then twice as long each time, ms. */
+const ASK_AGAIN_FIRST_MS = 100;
+/** The longest gap between two questions of one discovery, ms. */
+const ASK_AGAIN_MAX_MS = 1_000;
+
 /** Options of {@linkcode discoverNodes}. */
 export interface DiscoverNodesOptions {
   /** How long to collect answers, ms (default 1000). */
@@ -58,7 +63,9 @@ export interface DiscoverNodesOptions {
 
 /**
  * Asks every node on the cluster to announce itself and collects the answers (one per node name,
- * the latest session winning) for `timeoutMs`, or until `nodes` answered.
+ * the latest session winning) for `timeoutMs`, or until `nodes` answered. The question is asked
+ * again meanwhile (after 100 ms, then twice as long each time, at most every second), so a node
+ * whose subscription had not yet reached the driver's server still answers.
  *
  * @param lease A NATS client.
  * @param options How long, how many.
@@ -86,12 +93,23 @@ async function collect(lease: NatsLease, options: DiscoverNodesOptions): Promise
     },
   });
   const timer = setTimeout(done, timeoutMs);
+  // The question is asked again, less and less often, until the time is up: a node's
+  // subscription made on another server of the cluster reaches the driver's server only after a
+  // while (its own "announced" line comes earlier), so a node may miss the first question.
+  let again: ReturnType<typeof setTimeout> | undefined;
+  let gap = ASK_AGAIN_FIRST_MS;
+  const ask = () => {
+    nc.publish(DISCOVER_SUBJECT, new Uint8Array(0), { reply: inbox });
+    again = setTimeout(ask, gap);
+    gap = Math.min(gap * 2, ASK_AGAIN_MAX_MS);
+  };
   try {
     await nc.flush(); // the inbox is known before anyone answers to it
-    nc.publish(DISCOVER_SUBJECT, new Uint8Array(0), { reply: inbox });
+    ask();
     await finished;
   } finally {
     clearTimeout(timer);
+    clearTimeout(again);
     sub.unsubscribe();
   }
   return found;

@@ -4,7 +4,8 @@ import * as ta from "../../mod.ts";
 import { Mesh as CoreMesh } from "../../core/mesh.ts";
 import { NodeServer } from "../node_server.ts";
 import { PROTOCOL_VERSION } from "../protocol.ts";
-import { decodeAnnouncement, encodeAnnouncement } from "./announcement.ts";
+import { connect } from "@nats-io/transport-node";
+import { decodeAnnouncement, DISCOVER_SUBJECT, encodeAnnouncement } from "./announcement.ts";
 import { discoverNodes } from "./discovery.ts";
 import { startNatsNode } from "./node.ts";
 import { natsMissing, type NatsServerProcess, startNatsServer } from "./_test_nats.ts";
@@ -129,6 +130,37 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
       await nb.close();
       await a.drain();
       await b.drain();
+    }
+  });
+
+  test("discovery asks again: a node that was not yet listening when the first question went out is found", async () => {
+    // On a cluster, a node's subscription reaches the driver's server a while after the node has
+    // announced; this stands in for it with a node that subscribes only once a first question passed.
+    const spy = await connect({ servers: server.url });
+    const late = await connect({ servers: server.url });
+    try {
+      let firstAsked!: () => void;
+      const asked = new Promise<void>((r) => (firstAsked = r));
+      spy.subscribe(DISCOVER_SUBJECT, { callback: () => firstAsked() });
+      await spy.flush();
+      const found = discoverNodes(server.url, { nodes: 1, timeoutMs: 60_000 });
+      await asked;
+      const announcement = {
+        v: PROTOCOL_VERSION,
+        node: "late",
+        endpoint: `${server.url}/late`,
+        session: "s1",
+        gpus: 0,
+        cpus: null,
+        services: [],
+        ops: [],
+      };
+      late.subscribe(DISCOVER_SUBJECT, { callback: (_e, m) => void m.respond(encodeAnnouncement(announcement)) });
+      await late.flush();
+      deepStrictEqual((await found).map((a) => a.node), ["late"]);
+    } finally {
+      await spy.close();
+      await late.close();
     }
   });
 
