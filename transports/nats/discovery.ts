@@ -99,7 +99,11 @@ async function collect(lease: NatsLease, options: DiscoverNodesOptions): Promise
   let again: ReturnType<typeof setTimeout> | undefined;
   let gap = ASK_AGAIN_FIRST_MS;
   const ask = () => {
-    nc.publish(DISCOVER_SUBJECT, new Uint8Array(0), { reply: inbox });
+    try {
+      nc.publish(DISCOVER_SUBJECT, new Uint8Array(0), { reply: inbox });
+    } catch {
+      return done(); // the client closed meanwhile (the mesh closed): what was found is the answer
+    }
     again = setTimeout(ask, gap);
     gap = Math.min(gap * 2, ASK_AGAIN_MAX_MS);
   };
