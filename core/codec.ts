@@ -886,8 +886,9 @@ function carve(bytes: number): Uint8Array<ArrayBuffer> {
   return takeFrame();
 }
 
-// The fast path: a value made only of plain objects, arrays, strings, numbers, booleans, null and
-// undefined (every protocol envelope, most arguments and results) is written straight into the
+// The fast path: a value made only of plain objects, arrays, strings, numbers, booleans, null,
+// undefined and small plain Uint8Arrays (every protocol envelope, most arguments and results, a
+// stream's chunk of binary items) is written straight into the
 // slab, since cborg builds a token object per item first. Anything else, anywhere in the value,
 // sends the whole value to cborg, so the two paths never mix in one frame. Both write plain CBOR
 // that decode reads alike; only the width chosen for a float may differ.
@@ -1024,6 +1025,7 @@ function writeFast(value: unknown, depth: number): boolean {
         }
         return true;
       }
+      if (proto === UINT8_PROTOTYPE) return writeBytes(value as Uint8Array);
       if (proto === EncodedValue.prototype) return writeEncoded(value as EncodedValue, depth);
       if (proto !== Object.prototype || Object.getOwnPropertySymbols(value).length !== 0) return false;
       const keys = Object.keys(value);
@@ -1036,6 +1038,42 @@ function writeFast(value: unknown, depth: number): boolean {
     default:
       return false;
   }
+}
+
+const UINT8_PROTOTYPE: object = Uint8Array.prototype;
+/** The largest byte string the fast path writes; a larger one sends its value to cborg, as before. */
+const FAST_BYTES_MAX = 4096;
+
+/**
+ * Writes a small plain `Uint8Array` as a byte string (its head, then its bytes: what cborg writes),
+ * rather than sending the whole value to cborg for it: a stream of small binary items (tokens,
+ * embeddings' ids) is many of them to a chunk, and cborg makes a token object per item first.
+ */
+function writeBytes(bytes: Uint8Array): boolean {
+  const length = bytes.byteLength;
+  if (length > FAST_BYTES_MAX) return false;
+  if (at + 3 + length > slab.length) ensureRoom(3 + length);
+  const s = slab;
+  let k = at;
+  // the head (FAST_BYTES_MAX < 2^16: at most 3 bytes), then the bytes
+  if (length < 24) s[k++] = 0x40 | length;
+  else if (length < 0x100) {
+    s[k++] = 0x58;
+    s[k++] = length;
+  } else {
+    s[k++] = 0x59;
+    s[k++] = length >> 8;
+    s[k++] = length & 0xff;
+  }
+  if (length <= 64) {
+    // a short one byte by byte: a call into set() costs more than the copy
+    for (let i = 0; i < length; i++) s[k++] = bytes[i];
+  } else {
+    s.set(bytes, k);
+    k += length;
+  }
+  at = k;
+  return true;
 }
 
 /** Room left after an encoded value when the frame moves to a larger slab for it. */

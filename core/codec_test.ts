@@ -479,6 +479,26 @@ test("strings of every length to 300, ASCII or not, encode to the bytes cborg wr
   }
 });
 
+test("byte strings of every length to 300 and around 4 KiB, alone, in arrays and beside a typed array, encode to the bytes cborg writes and decode back", () => {
+  const lengths = [...Array.from({ length: 301 }, (_, n) => n), 4095, 4096, 4097, 65535, 65536];
+  for (const n of lengths) {
+    const bytes = Uint8Array.from({ length: n }, (_, i) => (i * 7 + n) & 0xff);
+    // plain JSON-like values with bytes (the fast path up to 4 KiB), and one that cborg writes whole
+    for (const value of [bytes, [bytes, n, bytes], { t: "chunk", items: [bytes, bytes], done: false }]) {
+      const encoded = encode(value);
+      deepStrictEqual(
+        [...encoded],
+        [...cborgEncode(value, { mapSorter: undefined })],
+        `length ${n}: the same bytes as cborg`,
+      );
+      deepStrictEqual(decode(encoded), value, `length ${n}`);
+      deepStrictEqual(decode(encodeFrame(value).slice()), value, `length ${n}, framed`);
+    }
+    const beside = { items: [bytes], f: new Float32Array([1.5]) };
+    deepStrictEqual(decode(encode(beside)), beside, `length ${n} beside a Float32Array`);
+  }
+});
+
 test("EncodedValue is written into frames as its bytes, decodes as its value, and keeps its typed arrays aligned", () => {
   const value = { docs: ["a", "ü", "x".repeat(300)], v: new Float32Array(20_000).fill(0.5), n: 2n ** 70n };
   const once = new EncodedValue(value);

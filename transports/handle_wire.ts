@@ -226,6 +226,8 @@ async function handleToWire(state: HandleState, owner: object): Promise<WireHand
  */
 export function reviveValue<T>(value: T, from: LinkOptions & { owner: object }, depth = 0): T {
   if (typeof value !== "object" || value === null || depth > MAX_WALK_DEPTH) return value;
+  // bytes and typed arrays first: a stream's binary items are revived one by one
+  if (ArrayBuffer.isView(value)) return value;
   if (value instanceof WireHandle) return reviveHandle(value, from) as T;
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;

@@ -498,14 +498,14 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   tryNext(): IteratorResult<unknown> | undefined {
     if (this.#head >= this.#buffer.length) return undefined;
     const value = this.#take();
-    this.#ask();
+    if (this.#due()) this.#ask();
     return { done: false, value };
   }
 
   next(): Promise<IteratorResult<unknown>> {
     if (this.#head < this.#buffer.length) {
       const value = this.#take();
-      this.#ask();
+      if (this.#due()) this.#ask();
       return Promise.resolve({ done: false, value });
     }
     if (this.#done) {
@@ -540,6 +540,15 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#takenItems++;
     this.#takenBytes += itemBytes(raw);
     return this.#source.revive === undefined ? raw : this.#source.revive(raw);
+  }
+
+  /**
+   * Whether {@linkcode RemoteChunks.#ask} may have something to do after an item was taken: only once
+   * this end has taken all it holds, or half a window since the last grant (a cheap test per item).
+   */
+  #due(): boolean {
+    return this.#head >= this.#buffer.length || this.#takenItems * 2 >= this.#window.items ||
+      this.#takenBytes * 2 >= this.#window.bytes;
   }
 
   /** Grants credit when due, and keeps a chunk asked for while the producer may send more. */
