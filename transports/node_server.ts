@@ -1073,7 +1073,8 @@ export class NodeServer {
     else if (onGone !== undefined) signal!.addEventListener("abort", onGone, { once: true });
     if (signal?.aborted) ref.cancel();
     try {
-      let result = await ref;
+      // (its promise, not the ref: awaiting a thenable costs a job and a promise more per call)
+      let result = await ref.promise();
       // a stream's items go in chunks, each asked for with credit (stream_wire.ts)
       if (result instanceof Stream) return await this.streams.open(key, result, { ...msg, name }, peer);
       if (holdsDeviceValues(result)) {

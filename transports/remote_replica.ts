@@ -201,9 +201,27 @@ export class RemoteReplica extends MailboxReplica {
   }
 
   /** Sends one call; fails over to a sibling when this node is known lost. */
-  async invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
+  invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
     const trace = injectTraceContext(); // before any await: the active span is the call's own
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
+    // arguments that are all primitives name nothing (the common case: no preparation, no retry),
+    // and the call's own promise is the body's (no async function around it: a promise and a job
+    // less per call)
+    if (!(failover && this.link.lost) && primitivesOnly(args)) {
+      return this.send(method, args, undefined, hook, trace, span);
+    }
+    return this.invokePrepared(method, args, hook, failover, trace, span);
+  }
+
+  /** {@linkcode invoke} past its common case: failing over, or arguments that may name results. */
+  private async invokePrepared(
+    method: string,
+    args: unknown[],
+    hook: CancelHook,
+    failover: boolean,
+    trace: Record<string, string>,
+    span: Span | undefined,
+  ): Promise<unknown> {
     if (failover && this.link.lost) {
       // made again on a live node while its service has restarts left (its capacity comes back),
       // else a sibling on another node takes the call
@@ -212,8 +230,7 @@ export class RemoteReplica extends MailboxReplica {
       const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
       if (alive !== undefined) return alive.invoke(method, args, hook, false);
     }
-    // results among the arguments are named, not carried (pipelined refs, objects kept on nodes);
-    // arguments that are all primitives name nothing (the common case: no preparation, no retry)
+    // results among the arguments are named, not carried (pipelined refs, objects kept on nodes)
     if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span);
     for (let again = false;; again = true) {
       // (a put value is named as its copy stored on a node, or travels as its bytes, encoded once)
