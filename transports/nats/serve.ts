@@ -137,6 +137,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       if (peers.size >= MAX_PEERS) {
         const [oldest] = peers.keys();
         peers.delete(oldest);
+        forgetLastPeer();
       }
       const id = newConnectionId(), abort = new AbortController();
       peer = {
@@ -147,6 +148,30 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       };
       peers.set(inbox, peer);
     }
+    return peer;
+  };
+
+  // The peer of the last request, by its inbox: a caller's requests come in runs, and their reply
+  // subjects (`<inbox>.<id>`) share the inbox, so most find their peer without a substring made and
+  // hashed as a Map key per request.
+  let lastInbox = "";
+  let lastPeer: Peer | undefined;
+  const forgetLastPeer = (): void => {
+    lastInbox = "";
+    lastPeer = undefined;
+  };
+  const peerOfReply = (replyTo: string): Peer => {
+    const n = lastInbox.length;
+    if (
+      lastPeer !== undefined && replyTo.charCodeAt(n) === 46 /* "." */ && replyTo.startsWith(lastInbox) &&
+      replyTo.indexOf(".", n + 1) === -1
+    ) {
+      return lastPeer;
+    }
+    const inbox = replyTo.slice(0, replyTo.lastIndexOf("."));
+    const peer = peerOf(inbox);
+    lastInbox = inbox;
+    lastPeer = peer;
     return peer;
   };
 
@@ -201,6 +226,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       if (bye) {
         peers.get(bye)?.abort.abort(new TransportError("closed", "The caller closed its connection", endpoint));
         peers.delete(bye);
+        forgetLastPeer();
         return;
       }
       if (h.has(H_DIRECT) && msg.reply) {
@@ -239,7 +265,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
         errorHeaders,
       );
     }
-    const peer = peerOf(replyTo.slice(0, replyTo.lastIndexOf(".")));
+    const peer = peerOfReply(replyTo);
     let info = peer.request;
     const timeout = h?.get(H_TIMEOUT);
     if (timeout) {
@@ -312,6 +338,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       working.clear();
       for (const p of peers.values()) p.abort.abort(new TransportError("closed", "The node stopped serving", endpoint));
       peers.clear();
+      forgetLastPeer();
       await nc.flush().catch(() => {});
       await lease.release();
     },

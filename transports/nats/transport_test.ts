@@ -165,6 +165,64 @@ describe("nats transport", { skip: missing }, () => {
     }
   });
 
+  test("serveNats: requests from one inbox share a peer, and a caller's bye ends it (a later request gets a new one)", async () => {
+    // the node finds the peer of a run of requests without a lookup per request; a bye, or another
+    // inbox in between, must still be seen (requests sent here with a raw client, inboxes by hand)
+    const seen: { id: number; aborted: boolean }[] = [];
+    const node = await serveNats((f, peer) => {
+      seen.push({ id: peer.connectionId, aborted: peer.signal?.aborted === true });
+      return f;
+    }, { nats: small.url, name: "peers" });
+    const { connect, headers } = await import("@nats-io/transport-node");
+    const nc = await connect({ servers: small.url });
+    const answered: string[] = [];
+    let allAnswered!: () => void;
+    const all = new Promise<void>((resolve) => (allAnswered = resolve));
+    const sub = nc.subscribe("_PEERS.>", {
+      callback: (_e, msg) => {
+        if (answered.push(msg.subject) === 8) allAnswered();
+      },
+    });
+    try {
+      const send = (reply: string) => nc.publish("thinkagain.node.peers", new Uint8Array([1]), { reply });
+      send("_PEERS.a.1");
+      send("_PEERS.a.2");
+      send("_PEERS.b.1");
+      send("_PEERS.a.3");
+      // "_PEERS.a" and "_PEERS" are other inboxes than "_PEERS.a.x" (and its prefix)
+      send("_PEERS.a.x.4");
+      send("_PEERS.5");
+      send("_PEERS.a.6");
+      const bye = headers();
+      bye.set("Ta-Bye", "_PEERS.a");
+      nc.publish("thinkagain.node.peers", new Uint8Array(0), { headers: bye });
+      send("_PEERS.a.7");
+      await all;
+      deepStrictEqual(answered, [
+        "_PEERS.a.1",
+        "_PEERS.a.2",
+        "_PEERS.b.1",
+        "_PEERS.a.3",
+        "_PEERS.a.x.4",
+        "_PEERS.5",
+        "_PEERS.a.6",
+        "_PEERS.a.7",
+      ]);
+      const [a1, a2, b1, a3, ax4, p5, a6, a7] = seen;
+      strictEqual(a1.id, a2.id);
+      strictEqual(a1.id, a3.id);
+      strictEqual(a1.id, a6.id);
+      ok(b1.id !== a1.id && ax4.id !== a1.id && p5.id !== a1.id && ax4.id !== p5.id, JSON.stringify(seen));
+      ok(seen.slice(0, 7).every((s) => !s.aborted), JSON.stringify(seen));
+      // after the bye (right after a request of that inbox): a new peer, not the ended one
+      ok(a7.id !== a1.id && !a7.aborted, JSON.stringify(seen));
+    } finally {
+      sub.unsubscribe();
+      await nc.close();
+      await node.close();
+    }
+  });
+
   test("natsTransport: a request NATS lost is found by the audit and fails, it never hangs", async () => {
     // a node that takes the message and forgets it (as a server dying with it in its buffers would)
     const { acquireNats } = await import("./pool.ts");
