@@ -51,6 +51,8 @@ const DEFAULT_WINDOW: Required<StreamWindow> = DEFAULT_STREAM_WINDOW;
 const CHUNK_ITEMS = 512;
 /** Most items in a stream's first chunk (the answer to its call). */
 const FIRST_CHUNK_ITEMS = 16;
+/** Microtask turns a watch waits to learn whether the producer waits (see StreamOutlets.#watch). */
+const WATCH_TURNS = 8;
 /** A chunk is sent once it holds about this many bytes. */
 const CHUNK_BYTES = 64 * 1024;
 
@@ -298,7 +300,7 @@ export class StreamOutlets {
     // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
     // with what is buffered would send a few items per chunk
     if (outlet.pumping) {
-      if (outlet.buffer.length > 0 && !outlet.watching) void this.#watch(key, outlet);
+      if (outlet.buffer.length > 0 && !outlet.watching) this.#watch(key, outlet);
       return p;
     }
     if (outlet.buffer.length > 0 || outlet.ended) this.#flush(key, outlet);
@@ -313,16 +315,22 @@ export class StreamOutlets {
    * its chunk is full or at the next macrotask (which runs only once the microtasks ran out, that is
    * when the producer waits or has no credit left). One watch per chunk, not a check per item.
    */
-  async #watch(key: string, outlet: Outlet): Promise<void> {
+  #watch(key: string, outlet: Outlet): void {
     outlet.watching = true;
     const made = outlet.made, sent = outlet.sent;
-    for (let i = 0; i < 8; i++) await undefined;
-    if (outlet.sent !== sent || outlet.ended) return; // sent meanwhile: that flush ended this watch
-    if (outlet.made === made) return this.#flush(key, outlet);
-    outlet.tick = setTimeout(() => {
-      outlet.tick = undefined;
-      if (outlet.sent === sent) this.#flush(key, outlet);
-    }, 0);
+    let turns = WATCH_TURNS;
+    // one microtask per turn, and none once a flush sent the chunk (which ends this watch): a short
+    // stream, whose chunk goes when its producer ends a turn or two later, does not wait behind 8
+    const turn = (): void => {
+      if (outlet.sent !== sent || outlet.ended) return; // sent meanwhile: that flush ended this watch
+      if (--turns > 0) return queueMicrotask(turn);
+      if (outlet.made === made) return this.#flush(key, outlet);
+      outlet.tick = setTimeout(() => {
+        outlet.tick = undefined;
+        if (outlet.sent === sent) this.#flush(key, outlet);
+      }, 0);
+    };
+    queueMicrotask(turn);
   }
 
   /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
@@ -337,7 +345,7 @@ export class StreamOutlets {
     // the first chunk is small, so the first item is not held back while many more are made
     const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
     if (outlet.buffer.length >= full || outlet.bufferBytes >= CHUNK_BYTES) this.#flush(key, outlet);
-    else if (outlet.pulls.length > 0 && !outlet.watching) void this.#watch(key, outlet);
+    else if (outlet.pulls.length > 0 && !outlet.watching) this.#watch(key, outlet);
     return !outlet.ended && outlet.items > 0 && outlet.bytes > 0;
   }
 
