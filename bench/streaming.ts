@@ -8,6 +8,8 @@
  *   npx deno run -A bench/streaming.ts
  *   npx bun bench/streaming.ts --parts      (CPU per item of each end, in one process)
  *   BENCH_WINDOW=1024 npx bun bench/streaming.ts   (another credit window, in items)
+ *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
+ *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
  *
  * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios; and
  * the CPU time per item each process spent over all the throughput runs (the server child's from
@@ -311,7 +313,124 @@ async function parts(): Promise<void> {
   console.log(`  driver's end (chunk decoded, RemoteChunks, Stream, for await)  ${ns(driver)}`);
 }
 
+// ---- the pieces, alone ------------------------------------------------------------------------
+
+/** ns per call of `fn` over `n` calls (after a warm-up), divided by `per` (items per call). */
+function nsPer(fn: () => void, n: number, per: number): number {
+  for (let i = 0; i < Math.min(n, 300); i++) fn();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) fn();
+  return (performance.now() - t0) * 1e6 / n / per;
+}
+
+/** ns per item of draining `n` items of a bare async generator, `ahead` next() calls in flight. */
+async function drainNs(n: number, ahead: number): Promise<number> {
+  const g = sixteenByteItems(n);
+  const t0 = performance.now();
+  let count = 0;
+  if (ahead === 1) {
+    for (let r = await g.next(); !r.done; r = await g.next()) count++;
+  } else {
+    // the generator queues next() calls made before the last one settled
+    const q: Promise<IteratorResult<Uint8Array>>[] = [];
+    for (let i = 0; i < ahead; i++) q.push(g.next());
+    for (let h = 0;; h = (h + 1) % ahead) {
+      const r = await q[h];
+      if (r.done) break;
+      q[h] = g.next();
+      count++;
+    }
+  }
+  if (count !== n) throw new Error(`drained ${count} of ${n}`);
+  return (performance.now() - t0) * 1e6 / n;
+}
+
+/**
+ * What the pieces of a stream of 16-byte items cost per item, each alone (medians of `RUNS`): a
+ * chunk of 512 encoded as the node frames it, and decoded; a bare async generator drained awaiting
+ * each `next()`, and with 4 or 32 asked ahead; a view of 16 bytes (`subarray`) against a copy.
+ */
+async function micro(): Promise<void> {
+  const batch = Array.from({ length: BATCH }, () => new Uint8Array(16));
+  const frame = encodeFrame({ t: "chunk", items: batch, done: false }).slice();
+  const buf = new Uint8Array(BATCH * 16);
+  const rows: [string, () => Promise<number> | number][] = [
+    [
+      "chunk of 512 encoded (encodeFrame)",
+      () => nsPer(() => encodeFrame({ t: "chunk", items: batch, done: false }), 2000, BATCH),
+    ],
+    ["chunk of 512 decoded", () => nsPer(() => decode(frame), 2000, BATCH)],
+    ["bare async generator, await each next()", () => drainNs(ITEMS, 1)],
+    ["bare async generator, 4 next() ahead", () => drainNs(ITEMS, 4)],
+    ["bare async generator, 32 next() ahead", () => drainNs(ITEMS, 32)],
+    ["16 bytes viewed (subarray)", () =>
+      nsPer(
+        () => {
+          for (let i = 0; i < BATCH; i++) buf.subarray(i * 16, i * 16 + 16);
+        },
+        2000,
+        BATCH,
+      )],
+    ["16 bytes copied (slice)", () =>
+      nsPer(
+        () => {
+          for (let i = 0; i < BATCH; i++) buf.slice(i * 16, i * 16 + 16);
+        },
+        2000,
+        BATCH,
+      )],
+  ];
+  const runtime = "Deno" in globalThis ? "Deno" : "Bun";
+  console.log(`bench/streaming.ts --micro on ${runtime}: ns per 16-byte item, median of ${RUNS} (min–max)`);
+  for (const [name, run] of rows) {
+    const xs: number[] = [];
+    for (let r = 0; r < RUNS; r++) xs.push(await run());
+    console.log(
+      `  ${name.padEnd(42)} ${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`,
+    );
+  }
+}
+
+/**
+ * A node's frame handler called in this process (no socket): the p50 of answering a call of
+ * `benchItems(1)` (a stream's first and only chunk) and of `benchOne()` (a plain call), 20,000
+ * calls each, `RUNS` rounds taking turns; medians of the rounds.
+ */
+async function first(): Promise<void> {
+  const { encodeMessage, PROTOCOL_VERSION } = await import("../transports/protocol.ts");
+  const node = new NodeServer({ name: "bench" });
+  const peer = { transport: "ws" as const, connectionId: 1, oneWay: false, signal: new AbortController().signal };
+  await node.handler(encodeMessage({ t: "hello", v: PROTOCOL_VERSION }), peer);
+  let cid = 0;
+  const calls = 20_000;
+  const p50s: Record<string, number[]> = { stream: [], plain: [] };
+  for (let r = 0; r < RUNS; r++) {
+    for (const [kind, op, args] of [["stream", "benchItems", [1]], ["plain", "benchOne", []]] as const) {
+      const times: number[] = [];
+      for (let i = 0; i < calls; i++) {
+        const frame = encodeMessage({ t: "call", cid: `c${++cid}`, op, args });
+        const t0 = performance.now();
+        await node.handler(frame, peer);
+        times.push(performance.now() - t0);
+      }
+      times.sort((a, b) => a - b);
+      p50s[kind].push(times[calls >> 1] * 1000);
+    }
+  }
+  const runtime = "Deno" in globalThis ? "Deno" : "Bun";
+  const f = (xs: number[]) =>
+    `${median(xs).toFixed(2)} µs (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`;
+  console.log(
+    `bench/streaming.ts --first on ${runtime}: a node's handler in process, p50 of ${calls} calls, ${RUNS} rounds`,
+  );
+  console.log(`  a one-item stream's answer (benchItems(1))  ${f(p50s.stream)}`);
+  console.log(`  a plain call's answer (benchOne())          ${f(p50s.plain)}`);
+  await node.drain();
+}
+
 const at = process.argv.indexOf("--server");
 if (at >= 0) await runServer(process.argv[at + 1]);
 else if (process.argv.includes("--parts")) await parts();
+else if (process.argv.includes("--micro")) await micro();
+else if (process.argv.includes("--first")) await first();
 else await main();
