@@ -12,7 +12,7 @@ status=0
 source .ci/test_groups.sh # unit_tests, integration_tests, GPU_TESTS (or exit 1)
 # files run in parallel, one worker per core; the nodes they start bind port 0
 echo "== bun test (integration: ${#integration_tests[@]} files)"
-bun test --parallel "${integration_tests[@]/#/./}" || status=1
+bun test --timeout 60000 --parallel "${integration_tests[@]/#/./}" || status=1
 # shellcheck source=.ci/deno_test.sh
 source .ci/deno_test.sh # deno_test: a crash fails the run even after a passing summary
 echo "== deno test (integration: ${#integration_tests[@]} files)"

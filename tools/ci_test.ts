@@ -99,7 +99,7 @@ test(".ci/run counts a failure when a step failed with every test passed (a cras
   assert.match(crashed.out, /\n1320 passed, 1 failed\n$/);
 });
 
-test("every CI script parses (bash -n), and .ci/run installs what the integration tests start", () => {
+test("every CI script parses (bash -n), .ci/run installs what the integration tests start, bun test gets a timeout", () => {
   for (
     const script of [
       ".ci/run",
@@ -116,6 +116,13 @@ test("every CI script parses (bash -n), and .ci/run installs what the integratio
   const run = readFileSync(join(ROOT, ".ci/run"), "utf8");
   for (const pkg of ["chromium", "nats-server", "kubectl"]) {
     assert.match(run, new RegExp(`apt-get install -y -q ${pkg}`), `.ci/run no longer installs ${pkg}`);
+  }
+  // Bun's own per-test default is 5 s and it reads no timeout from bunfig.toml: every bun test
+  // the CI runs gives one (a unit test took 5.3 s once with every core busy)
+  for (const script of [".ci/test.sh", ".ci/test_integration.sh"]) {
+    const runs = readFileSync(join(ROOT, script), "utf8").split("\n").filter((l) => /^\s*bun test\b/.test(l));
+    assert.ok(runs.length > 0, `${script} runs no bun test`);
+    for (const line of runs) assert.match(line, /--timeout \d{5,}/, `${script}: bun test without --timeout: ${line}`);
   }
   // both steps run, in order, into the log that is summed
   assert.match(
