@@ -399,7 +399,12 @@ async function micro(): Promise<void> {
 async function first(): Promise<void> {
   const { encodeMessage, PROTOCOL_VERSION } = await import("../transports/protocol.ts");
   const node = new NodeServer({ name: "bench" });
-  const peer = { transport: "websocket" as const, connectionId: 1, oneWay: false, signal: new AbortController().signal };
+  const peer = {
+    transport: "websocket" as const,
+    connectionId: 1,
+    oneWay: false,
+    signal: new AbortController().signal,
+  };
   await node.handler(encodeMessage({ t: "hello", v: PROTOCOL_VERSION }), peer);
   let cid = 0;
   const calls = 20_000;
