@@ -10,14 +10,14 @@
  * @module
  */
 import process from "node:process";
-import { Hono } from "hono";
-import { loadAdapter, serveFrames } from "../adapters/serve.ts";
+import { serveFrames } from "../adapters/serve.ts";
 import { decode, encode, encodeFrame } from "../core/codec.ts";
 import { httpTransport } from "../transports/http.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
+import { serveRawEcho } from "./_raw_echo.ts";
 
 // Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
 const BenchEcho = ta.service(
@@ -47,19 +47,7 @@ async function runServer(kind: string): Promise<void> {
     const served = await serveFrames((frame) => frame, { port: 0 });
     console.log(`PORT ${served.port}`);
   } else {
-    const adapter = await loadAdapter();
-    const app = new Hono();
-    app.post("/echo", async (c) => new Response(await c.req.arrayBuffer()));
-    app.get(
-      "/ws",
-      adapter.upgradeWebSocket(() => ({
-        onMessage(evt, ws) {
-          ws.send(evt.data as ArrayBuffer);
-        },
-      })),
-    );
-    const served = await adapter.serve(app, { port: 0 });
-    console.log(`PORT ${served.port}`);
+    await serveRawEcho();
   }
 }
 

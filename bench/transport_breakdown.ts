@@ -15,11 +15,11 @@
  * @module
  */
 import process from "node:process";
-import { Hono } from "hono";
-import { loadAdapter, serveFrames } from "../adapters/serve.ts";
+import { serveFrames } from "../adapters/serve.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
+import { serveRawEcho } from "./_raw_echo.ts";
 
 const CALLS = Number(process.env.BENCH_SEQ ?? 3000);
 const WARM_UP = 1000;
@@ -87,18 +87,7 @@ async function runServer(kind: string): Promise<void> {
     const served = await serveFrames(node.handler, { port: 0 });
     console.log(`PORT ${served.port}`);
   } else {
-    const adapter = await loadAdapter();
-    const app = new Hono();
-    app.get(
-      "/ws",
-      adapter.upgradeWebSocket(() => ({
-        onMessage(evt, ws) {
-          ws.send(evt.data as ArrayBuffer);
-        },
-      })),
-    );
-    const served = await adapter.serve(app, { port: 0 });
-    console.log(`PORT ${served.port}`);
+    await serveRawEcho();
   }
 }
 
