@@ -563,8 +563,7 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #ask(): void {
     if (this.#done) return;
     const caughtUp = this.#head >= this.#buffer.length;
-    const grant = this.#takenItems > 0 &&
-      (caughtUp || this.#takenItems * 2 >= this.#window.items || this.#takenBytes * 2 >= this.#window.bytes);
+    const grant = this.#takenItems > 0 && this.#due();
     const mayComeUnasked = this.#owedItems > 0 && this.#owedBytes > 0;
     if (!grant && (this.#pulls > 0 || !mayComeUnasked || !caughtUp)) return;
     const items = grant ? this.#takenItems : 0, bytes = grant ? this.#takenBytes : 0;
