@@ -15,8 +15,13 @@
  * {@linkcode TAG_HANDLE}. Anything else is refused by encode with a TypeError that says where and
  * why (see {@linkcode findRefusal}): a value arrives exactly as it was sent, or not at all.
  *
+ * A frame from {@linkcode encodeFrame} leaves the bytes of typed arrays and byte strings of at least
+ * 64 KiB out, as segments a transport sends beside it ({@linkcode segmentsOf}): the frame names each
+ * under tag {@linkcode TAG_SEGMENT}.
+ *
  * Decoding is strict, because frames come from peers: it accepts those tags and tag 55799 (the
- * padding {@linkcode encodeFrame} aligns typed arrays with) and refuses every other tag (shared
+ * padding {@linkcode encodeFrame} aligns typed arrays with), tag {@linkcode TAG_SEGMENT} only in a
+ * frame that came with its segments (each named exactly once), and refuses every other tag (shared
  * references 28/29, tag 27 objects, cbor-x records, …), bigints longer than 64 bytes (512 bits; the
  * encoder refuses them too), arrays, maps and tags nested more than 256 deep (so does the encoder),
  * indefinite-length items (the encoder never writes them) and integers beyond 2^53 outside tags
@@ -80,6 +85,32 @@ const ALIGN_MIN_BYTES = 4096;
 /** Self-described CBOR (RFC 8949 §3.4.6): a tag that means nothing, so a run of them is padding. */
 const TAG_SELF_DESCRIBED = 55799;
 const headroom = new WeakSet<Uint8Array>();
+/**
+ * Typed arrays and byte strings this large or larger leave a frame from {@linkcode encodeFrame} as
+ * segments (see {@linkcode segmentsOf}); smaller ones are written into it.
+ */
+export const SEGMENT_MIN_BYTES = 64 * 1024;
+/**
+ * The CBOR tag of a segment's place in a frame: 1953000290 (the bytes of "thkb"), next to
+ * {@linkcode TAG_HANDLE}, from the first-come-first-served range of the IANA registry. It holds the
+ * segment's index; under a typed array's RFC 8746 tag it stands for that array's bytes. Only
+ * {@linkcode encodeFrame} writes it, only for the bytes it sends beside the frame, and decode
+ * accepts it only in a frame that came with its segments, each used exactly once.
+ */
+export const TAG_SEGMENT: number = 0x74686b62;
+/** The segments of frames from {@linkcode encodeFrame} or received with theirs ({@linkcode attachSegments}). */
+const segmentTable = new WeakMap<Uint8Array, readonly Uint8Array[]>();
+/** The segments of the frame being encoded by {@linkcode encodeFrame}, or `undefined` (all inline). */
+let frameSegmentList: Uint8Array[] | undefined;
+const SEGMENT_TAG_TOKEN = new Token(Type.tag, TAG_SEGMENT);
+
+/** The segment placeholder for `bytes` (when segmenting, large enough and not too deep), else `undefined`. */
+function segmentSlot(bytes: Uint8Array, levels: number): Token[] | undefined {
+  const list = frameSegmentList;
+  if (list === undefined || bytes.byteLength < SEGMENT_MIN_BYTES || openLevels + levels > MAX_DEPTH) return undefined;
+  list.push(bytes);
+  return [SEGMENT_TAG_TOKEN, new Token(Type.uint, list.length - 1)];
+}
 
 type TypedArrayKind =
   | "Uint8ClampedArray"
@@ -123,6 +154,8 @@ function alignedTypedArrayEncoder(
 ): (array: ArrayBufferView) => Token[] | AlignedArray {
   return (array) => {
     const [tag, bytes] = encodeTyped(array);
+    const slot = segmentSlot(bytes.value as Uint8Array, 2);
+    if (slot !== undefined) return [tag, ...slot];
     // the padding tags nest: too near decode's nesting bound, the array is not aligned (so copied)
     if (array.byteLength < ALIGN_MIN_BYTES || openLevels + 8 >= MAX_DEPTH) return [tag, bytes];
     const aligned: AlignedArray = [[], tag, bytes];
@@ -725,7 +758,7 @@ const encodeOptions: EncodeOptions = {
     },
     Uint8Array: (bytes: Uint8Array) => {
       refuse(bytes);
-      return null;
+      return segmentSlot(bytes, 1) ?? null;
     },
     Date: (date: Date) => {
       refuse(date);
@@ -1128,28 +1161,137 @@ function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | und
  * {@linkcode FRAME_HEADROOM} bytes in front of it are free for the transport's header (taken once
  * through {@linkcode claimHeadroom}), and the data of large typed arrays is aligned so that, once
  * the frame arrives behind that header at the start of a message, {@linkcode decode} views it where
- * it is instead of copying it. Decodes like any {@linkcode encode} output.
+ * it is instead of copying it. Typed arrays and byte strings of {@linkcode SEGMENT_MIN_BYTES} or more
+ * are not copied into it at all: they stay where they are as its segments ({@linkcode segmentsOf}),
+ * which a transport sends beside it or writes in with {@linkcode inlineFrame}. Decodes like any
+ * {@linkcode encode} output (with its segments, in this process or attached where it arrives).
  *
  * @param value The value to encode.
  * @returns The CBOR bytes.
  * @throws {TypeError} When the value cannot be encoded.
  *
- * @example A large typed array, framed in place and viewed where it arrives
+ * @example A large frame's typed arrays (below the segments' 64 KiB), framed in place and viewed where they arrive
  * ```ts
  * import { claimHeadroom, decode, encodeFrame, FRAME_HEADROOM } from "./codec.ts";
- * const frame = encodeFrame({ x: new Float32Array(65536) });
+ * const frame = encodeFrame({ x: new Float32Array(16_000), y: new Float32Array(16_000) });
  * const message = claimHeadroom(frame)!; // header + frame, no copy
  * message.fill(7, 0, FRAME_HEADROOM);
  * const arrived = new Uint8Array(message); // a fresh buffer, as a receiver gets it
  * const { x } = decode(arrived.subarray(FRAME_HEADROOM)) as { x: Float32Array };
- * if (x.buffer !== arrived.buffer || x.length !== 65536) throw new Error("expected a view");
+ * if (x.buffer !== arrived.buffer || x.length !== 16_000) throw new Error("expected a view");
  * ```
  */
 export function encodeFrame(value: unknown): Uint8Array {
-  const message = encodeFast(value, FRAME_HEADROOM) ?? encodeWithCborg(value, FRAME_HEADROOM);
+  let message = encodeFast(value, FRAME_HEADROOM);
+  let segments: Uint8Array[] | undefined;
+  if (message === undefined) {
+    const outer = frameSegmentList;
+    frameSegmentList = segments = [];
+    try {
+      message = encodeWithCborg(value, FRAME_HEADROOM);
+    } finally {
+      frameSegmentList = outer;
+    }
+  }
   const frame = message.subarray(FRAME_HEADROOM);
   if (frame.byteLength >= HEADROOM_MIN_BYTES) headroom.add(frame);
+  if (segments !== undefined && segments.length > 0) segmentTable.set(frame, segments);
   return frame;
+}
+
+/**
+ * The segments of a frame: the bytes of its large typed arrays and byte strings (at least
+ * {@linkcode SEGMENT_MIN_BYTES} each), which {@linkcode encodeFrame} leaves where they are instead
+ * of copying them into it. The frame names each by its index under {@linkcode TAG_SEGMENT}; a
+ * transport sends them beside it (the WebSocket transport as messages of their own) or writes the
+ * frame whole with {@linkcode inlineFrame}. They are the sender's own bytes, not copies: send them
+ * before anything can change them.
+ *
+ * @param frame A frame from {@linkcode encodeFrame}, or one received with its segments.
+ * @returns Its segments in order, or `undefined` when it has none.
+ *
+ * @example A 1 MiB array stays out of the frame
+ * ```ts
+ * import { decode, encodeFrame, segmentsOf } from "./codec.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const x = new Float32Array(262144);
+ * const frame = encodeFrame({ x });
+ * strictEqual(segmentsOf(frame)?.[0].buffer, x.buffer);
+ * strictEqual(frame.byteLength < 64, true);
+ * strictEqual((decode(frame) as { x: Float32Array }).x.length, 262144);
+ * ```
+ */
+export function segmentsOf(frame: Uint8Array): readonly Uint8Array[] | undefined {
+  return segmentTable.get(frame);
+}
+
+/**
+ * Gives a received frame the segments that came beside it, so that {@linkcode decode} reads them
+ * where they are (a typed array's view, when aligned for it).
+ *
+ * @param frame The frame, exactly the view that will be decoded.
+ * @param segments Its segments, in order.
+ *
+ * @example
+ * ```ts
+ * import { attachSegments, decode, encodeFrame, segmentsOf } from "./codec.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const sent = encodeFrame({ b: new Uint8Array(70_000).fill(3) });
+ * const arrived = sent.slice(); // a copy, as a transport would give it
+ * attachSegments(arrived, segmentsOf(sent)!.map((s) => s.slice()));
+ * strictEqual((decode(arrived) as { b: Uint8Array }).b[69_999], 3);
+ * ```
+ */
+export function attachSegments(frame: Uint8Array, segments: readonly Uint8Array[]): void {
+  if (segments.length > 0) segmentTable.set(frame, segments);
+}
+
+/**
+ * The bytes a frame carries, its segments included: what limits on a frame's size count.
+ *
+ * @param frame A frame.
+ * @returns Its length plus its segments' lengths.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame, frameBytes } from "./codec.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(frameBytes(encodeFrame({ x: new Float64Array(10_000) })) > 80_000, true);
+ * ```
+ */
+export function frameBytes(frame: Uint8Array): number {
+  const segments = segmentTable.get(frame);
+  if (segments === undefined) return frame.byteLength;
+  let n = frame.byteLength;
+  for (const s of segments) n += s.byteLength;
+  return n;
+}
+
+/**
+ * The frame with its segments written into it, for a transport that sends one message per frame
+ * (HTTP, NATS, in memory): the frame itself when it has none, else a new frame, as
+ * {@linkcode encodeFrame} wrote frames before segments (one copy of their bytes, as then).
+ *
+ * @param frame A frame.
+ * @returns A frame without segments that decodes to the same value.
+ *
+ * @example
+ * ```ts
+ * import { decode, encodeFrame, inlineFrame, segmentsOf } from "./codec.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
+ * const value = { x: new Int32Array(20_000).fill(-2) };
+ * const whole = inlineFrame(encodeFrame(value));
+ * strictEqual(segmentsOf(whole), undefined);
+ * deepStrictEqual(decode(whole), value);
+ * ```
+ */
+export function inlineFrame(frame: Uint8Array): Uint8Array {
+  if (!segmentTable.has(frame)) return frame;
+  const value = decode(frame);
+  const message = encodeWhole(value, FRAME_HEADROOM);
+  const inline = message.subarray(FRAME_HEADROOM);
+  if (inline.byteLength >= HEADROOM_MIN_BYTES) headroom.add(inline);
+  return inline;
 }
 
 /**
@@ -1203,7 +1345,7 @@ function encodeWithCborg(value: unknown, room: number): Uint8Array<ArrayBuffer> 
  * @example
  * ```ts
  * import { claimHeadroom, encodeFrame } from "./codec.ts";
- * const frame = encodeFrame({ big: new Uint8Array(70_000) });
+ * const frame = encodeFrame({ big: [new Uint8Array(40_000), new Uint8Array(40_000)] });
  * if (claimHeadroom(frame)?.byteLength !== frame.byteLength + 5) throw new Error("expected room");
  * if (claimHeadroom(frame) !== undefined) throw new Error("taken once");
  * ```
@@ -1255,7 +1397,18 @@ export function offerHeadroom(frame: Uint8Array): void {
  * ```
  */
 export function encode(value: unknown): Uint8Array {
-  return encodeFast(value, 0) ?? encodeWithCborg(value, 0);
+  return encodeFast(value, 0) ?? encodeWhole(value, 0);
+}
+
+/** {@linkcode encodeWithCborg} with every byte in the frame (no segments), also when a getter of a value being framed calls it. */
+function encodeWhole(value: unknown, room: number): Uint8Array<ArrayBuffer> {
+  const outer = frameSegmentList;
+  frameSegmentList = undefined;
+  try {
+    return encodeWithCborg(value, room);
+  } finally {
+    frameSegmentList = outer;
+  }
 }
 
 /**
@@ -1419,6 +1572,7 @@ const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   259: mapDecoder,
   [TAG_SELF_DESCRIBED]: (content) => content(),
   [TAG_HANDLE]: decodeHandle,
+  [TAG_SEGMENT]: decodeSegment,
   ...FLOAT16_TAGS,
 };
 
@@ -1468,9 +1622,49 @@ export function decode(bytes: Uint8Array): unknown {
   const src = bytes.constructor === Uint8Array
     ? bytes
     : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const segments = segmentTable.get(bytes);
+  if (segments !== undefined) return decodeWithSegments(src, segments);
   // most frames are envelopes the fast path reads whole; it hands anything else to cborg below
   const fast = fastDecode(src, TAGS as unknown as TagTable, MAX_DEPTH);
   return fast !== NOT_FAST ? fast : decodeFull(src);
+}
+
+/** The segments of the frame being decoded, and which of them it named already. */
+let decodingSegments: { readonly list: readonly Uint8Array[]; used: Uint8Array } | undefined;
+
+function decodeWithSegments(src: Uint8Array, list: readonly Uint8Array[]): unknown {
+  const outer = decodingSegments;
+  const state = { list, used: new Uint8Array(list.length) };
+  decodingSegments = state;
+  try {
+    let value = fastDecode(src, TAGS as unknown as TagTable, MAX_DEPTH);
+    if (value === NOT_FAST) {
+      state.used.fill(0); // the fast path may have read some before it gave up
+      value = decodeFull(src);
+    }
+    const unused = state.used.indexOf(0);
+    if (unused >= 0) {
+      throw new ProtocolError(
+        `Cannot decode frame: it came with ${list.length} segments and never names segment ${unused}`,
+      );
+    }
+    return value;
+  } finally {
+    decodingSegments = outer;
+  }
+}
+
+/** Tag {@linkcode TAG_SEGMENT}: the segment it names, once, in a frame that came with segments. */
+function decodeSegment(content: TagDecodeControl): Uint8Array {
+  const index = content();
+  const state = decodingSegments;
+  if (state === undefined) throw new Error(`tag ${TAG_SEGMENT} (a segment) in a frame that came without segments`);
+  if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index >= state.list.length) {
+    throw new Error(`tag ${TAG_SEGMENT} must hold a segment index below ${state.list.length}`);
+  }
+  if (state.used[index] !== 0) throw new Error(`tag ${TAG_SEGMENT} names segment ${index} twice`);
+  state.used[index] = 1;
+  return state.list[index];
 }
 
 /**

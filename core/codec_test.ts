@@ -2,6 +2,7 @@ import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
 import { decode as cborgDecode, encode as cborgEncode } from "cborg";
 import {
+  attachSegments,
   claimHeadroom,
   decode,
   encode,
@@ -11,8 +12,13 @@ import {
   errorToWire,
   findRefusal,
   FRAME_HEADROOM,
+  frameBytes,
+  inlineFrame,
   isValueRefusal,
   offerHeadroom,
+  SEGMENT_MIN_BYTES,
+  segmentsOf,
+  TAG_SEGMENT,
 } from "./codec.ts";
 import { ARRAY_WITH_PROPERTIES, assertSameValue, VALUE_CORPUS } from "./_test_value_corpus.ts";
 import {
@@ -223,7 +229,8 @@ test("encodeFrame: large typed arrays arrive aligned and are viewed where they a
 });
 
 test("encodeFrame leaves room for a header in front of a large frame, taken once; small frames offer none", () => {
-  const frame = encodeFrame({ big: new Uint8Array(70_000).fill(9) });
+  // (two arrays below the segments' 64 KiB: a frame that carries them in it)
+  const frame = encodeFrame({ big: [new Uint8Array(40_000).fill(9), new Uint8Array(40_000).fill(8)] });
   const before = frame.slice();
   const message = claimHeadroom(frame);
   ok(message !== undefined);
@@ -492,7 +499,8 @@ test("byte strings of every length to 300 and around 4 KiB, alone, in arrays and
         `length ${n}: the same bytes as cborg`,
       );
       deepStrictEqual(decode(encoded), value, `length ${n}`);
-      deepStrictEqual(decode(encodeFrame(value).slice()), value, `length ${n}, framed`);
+      // (as one message carries it: from 64 KiB on, a frame leaves its bytes out, see segmentsOf)
+      deepStrictEqual(decode(inlineFrame(encodeFrame(value)).slice()), value, `length ${n}, framed`);
     }
     const beside = { items: [bytes], f: new Float32Array([1.5]) };
     deepStrictEqual(decode(encode(beside)), beside, `length ${n} beside a Float32Array`);
@@ -536,4 +544,129 @@ test("EncodedValue refuses a value that cannot travel, or nests past its room, w
     ok(isValueRefusal(e), String(e));
     ok(/nests more than 240 levels deep/.test((e as Error).message), (e as Error).message);
   }
+});
+
+// Segments: the bytes of large typed arrays and byte strings leave a frame from encodeFrame, to be
+// sent beside it, and are viewed where they arrive.
+
+/** What a transport hands the receiver: a copy of the frame, and each segment in a buffer of its own. */
+function arrive(frame: Uint8Array): Uint8Array {
+  const arrived = frame.slice();
+  const segments = segmentsOf(frame);
+  if (segments !== undefined) attachSegments(arrived, segments.map((s) => s.slice()));
+  return arrived;
+}
+
+test("encodeFrame leaves typed arrays and byte strings of 64 KiB or more out as segments, and decode views them where they arrive", () => {
+  const big = new Float32Array(262144).map((_, i) => i);
+  const shifted = new Float64Array(new ArrayBuffer(8 * 9000 + 8), 8, 9000).fill(-1.5); // not at its buffer's start
+  const bytes = new Uint8Array(SEGMENT_MIN_BYTES + 3).map((_, i) => i & 0xff).subarray(3); // exactly the minimum
+  const below = new Int16Array((SEGMENT_MIN_BYTES - 2) / 2).fill(7); // one element short of it: in the frame
+  const many = Array.from({ length: 20 }, (_, k) => new Uint32Array(SEGMENT_MIN_BYTES / 4).fill(k));
+  const value = {
+    big,
+    nested: [{ shifted }, bytes, new Map([["b", new BigInt64Array(8192).fill(-3n)]])],
+    below,
+    many,
+    empty: [new Float32Array(0), new Uint8Array(0)],
+    small: new Float32Array([1, 2]),
+  };
+  const frame = encodeFrame(value);
+  const segments = segmentsOf(frame)!;
+  strictEqual(segments.length, 4 + 20);
+  strictEqual(segments[0].buffer, big.buffer, "the sender's own bytes, not a copy");
+  strictEqual(segments[1].byteOffset, 8);
+  ok(frame.byteLength < 2 * SEGMENT_MIN_BYTES, "only the small values are in the frame");
+  strictEqual(frameBytes(frame), frame.byteLength + segments.reduce((n, s) => n + s.byteLength, 0));
+  const back = decode(arrive(frame)) as typeof value;
+  assertSameValue(back, value, "round trip");
+  const { shifted: backShifted } = back.nested[0] as { shifted: Float64Array };
+  for (const x of [back.big, backShifted, back.nested[1] as Uint8Array, ...back.many]) {
+    strictEqual(x.byteOffset, 0, "viewed in place");
+    strictEqual(x.buffer.byteLength, x.byteLength, "in the segment's own buffer");
+  }
+  // a segment that arrives misaligned for its array is copied, and the value is the same
+  const arrived = frame.slice();
+  attachSegments(
+    arrived,
+    segments.map((s) => new Uint8Array(s.byteLength + 1).fill(0).subarray(1).map((_, i) => s[i])),
+  );
+  const copied = decode(arrived) as typeof value;
+  assertSameValue(copied, value, "misaligned");
+  strictEqual(copied.big.byteOffset, 0, "a copy, aligned");
+  // as one message carries it (HTTP, NATS, in memory): the bytes in the frame, as before segments
+  const whole = inlineFrame(frame);
+  strictEqual(segmentsOf(whole), undefined);
+  ok(whole.byteLength > big.byteLength);
+  assertSameValue(decode(whole.slice()), value, "inline");
+  strictEqual(inlineFrame(encodeFrame({ small: 1 })).byteLength, encodeFrame({ small: 1 }).byteLength);
+  // encode (a value's bytes kept, e.g. a put value) always writes them in
+  strictEqual(segmentsOf(encode(value)), undefined);
+  assertSameValue(decode(encode(value)), value, "encode");
+});
+
+/** A CBOR head: major type and argument, in the fewest bytes. */
+function cborHead(major: number, n: number): number[] {
+  const m = major << 5;
+  if (n < 24) return [m | n];
+  if (n < 0x100) return [m | 24, n];
+  if (n < 0x10000) return [m | 25, n >> 8, n & 0xff];
+  return [m | 26, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+}
+
+test("a frame that names segments it did not come with, names one twice or out of range, or leaves one unnamed is a ProtocolError", () => {
+  const seg = (i: number) => [...cborHead(6, TAG_SEGMENT), ...cborHead(0, i)];
+  const f32 = (i: number) => [...cborHead(6, 85), ...seg(i)];
+  const frame = (...items: number[][]) => new Uint8Array([...cborHead(4, items.length), ...items.flat()]);
+  const segment = () => new Uint8Array(SEGMENT_MIN_BYTES);
+  const withSegments = (f: Uint8Array, n: number) => {
+    attachSegments(f, Array.from({ length: n }, segment));
+    return f;
+  };
+  // the right way round: it decodes
+  const good = decode(withSegments(frame(f32(0), seg(1)), 2)) as [Float32Array, Uint8Array];
+  strictEqual(good[0].length, SEGMENT_MIN_BYTES / 4);
+  strictEqual(good[1].byteLength, SEGMENT_MIN_BYTES);
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["no segments came", frame(f32(0)), /came without segments/],
+    ["out of range", withSegments(frame(f32(1)), 1), /segment index below 1/],
+    ["named twice", withSegments(frame(f32(0), seg(0)), 1), /segment 0 twice/],
+    ["one left unnamed", withSegments(frame(f32(0)), 2), /never names segment 1/],
+    ["not an index", withSegments(new Uint8Array([...cborHead(6, TAG_SEGMENT), 0x61, 0x78]), 1), /segment index/],
+    ["a negative index", withSegments(new Uint8Array([...cborHead(6, TAG_SEGMENT), 0x20]), 1), /segment index/],
+  ];
+  for (const [what, bytes, message] of cases) {
+    throws(() => decode(bytes), (e) => e instanceof ProtocolError && message.test((e as Error).message), what);
+  }
+  // a segment of a partial element under a typed array's tag
+  const odd = frame(f32(0));
+  attachSegments(odd, [new Uint8Array(SEGMENT_MIN_BYTES + 1)]);
+  throws(() => decode(odd), /not a whole number of 4-byte elements/);
+  // user data never becomes a segment: a byte string holding the tag's bytes stays bytes
+  const lookalike = new Uint8Array(seg(0));
+  deepStrictEqual(decode(arrive(encodeFrame({ b: lookalike }))), { b: lookalike });
+});
+
+test("decode throws only ProtocolError on 5,000 mutated frames that came with segments", () => {
+  let seed = 777;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const sent = encodeFrame({
+    t: "call",
+    args: [new Float32Array(SEGMENT_MIN_BYTES / 4), "x", new Uint8Array(SEGMENT_MIN_BYTES)],
+  });
+  const segments = segmentsOf(sent)!;
+  let decoded = 0;
+  for (let i = 0; i < 5000; i++) {
+    const bytes = sent.slice();
+    for (let k = 0; k < 2; k++) bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
+    const count = i % 7 === 0 ? Math.floor(rand() * 4) : 2;
+    attachSegments(bytes, segments.slice(0, count).concat(count > 2 ? [new Uint8Array(5)] : []));
+    try {
+      decode(bytes);
+      decoded++;
+    } catch (err) {
+      ok(err instanceof ProtocolError, `frame ${i} threw ${String(err)}`);
+    }
+  }
+  ok(decoded < 5000);
 });

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
 import * as ta from "../mod.ts";
+import { frameBytes } from "../core/codec.ts";
 import { eventually, gcFunction } from "../core/_test_utils.ts";
 import { NodeServer, type NodeServerOptions } from "./node_server.ts";
 import { inMemoryTransport, serveInMemory } from "./in_memory.ts";
@@ -71,7 +72,10 @@ function counted(
     const reply = await handler(frame, peer);
     const held = hold?.(type);
     if (held !== undefined) await held;
-    traffic.bytes.set(type, (traffic.bytes.get(type) ?? 0) + frame.byteLength + (reply?.byteLength ?? 0));
+    traffic.bytes.set(
+      type,
+      (traffic.bytes.get(type) ?? 0) + frameBytes(frame) + (reply === undefined ? 0 : frameBytes(reply)),
+    );
     return reply;
   };
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { frameBytes, inlineFrame } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
 import {
   authRefused,
@@ -93,7 +94,7 @@ class HttpConnection implements TransportConnection {
     try {
       res = await fetch(this.#url, {
         method: "POST",
-        body: frame as Uint8Array<ArrayBuffer>,
+        body: inlineFrame(frame) as Uint8Array<ArrayBuffer>, // one body: its large arrays in it
         headers: this.#headers,
         signal,
       });
@@ -153,10 +154,10 @@ class HttpConnection implements TransportConnection {
   }
 
   notify(frame: Uint8Array): void {
-    if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
+    if (this.#closed || frameBytes(frame) > this.#maxFrameBytes) return;
     fetch(this.#url, {
       method: "POST",
-      body: frame as Uint8Array<ArrayBuffer>,
+      body: inlineFrame(frame) as Uint8Array<ArrayBuffer>, // one body: its large arrays in it
       headers: this.#notifyHeaders,
       signal: this.#abort.signal,
     }).then((res) => res.body?.cancel(), () => {});

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { frameBytes, inlineFrame } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
 import {
   armRequest,
@@ -156,7 +157,7 @@ class InMemoryConnection implements TransportConnection {
     } catch (err) {
       return Promise.reject(err);
     }
-    const copy = frame.slice();
+    const copy = inlineFrame(frame).slice(); // (its large arrays too: see segmentsOf)
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.add(pending);
@@ -195,6 +196,7 @@ class InMemoryConnection implements TransportConnection {
         )),
       );
     }
+    reply = inlineFrame(reply);
     if (reply.byteLength > this.#maxFrameBytes) {
       return this.#settle(
         pending,
@@ -217,14 +219,14 @@ class InMemoryConnection implements TransportConnection {
   }
 
   notify(frame: Uint8Array): void {
-    if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
+    if (this.#closed || frameBytes(frame) > this.#maxFrameBytes) return;
     let server: InMemoryServer;
     try {
       server = this.attach();
     } catch {
       return;
     }
-    const copy = frame.slice();
+    const copy = inlineFrame(frame).slice(); // (its large arrays too: see segmentsOf)
     queueMicrotask(async () => {
       try {
         await server.handler(copy, this.#notifyPeer);

@@ -14,7 +14,7 @@ import {
   releaseResources,
   takeResources,
 } from "../core/placement.ts";
-import { errorToWire } from "../core/codec.ts";
+import { errorToWire, frameBytes } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import {
@@ -512,8 +512,8 @@ export class NodeServer {
       case "create":
         return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
-        if (msg.publish !== undefined) return await this.publishing(msg, peer, frame.byteLength);
-        return await this.call(msg, peer, frame.byteLength);
+        if (msg.publish !== undefined) return await this.publishing(msg, peer, frameBytes(frame));
+        return await this.call(msg, peer, frameBytes(frame));
       case "credit":
         return await this.streams.credit(callKey(peer, msg.cid), msg.items, msg.bytes);
       case "cancel": {
@@ -847,7 +847,7 @@ export class NodeServer {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const frame = encodeMessage({ t: "result", ok: true, value: msg.value });
     try {
-      this.objects.put(undefined, frame.byteLength, {
+      this.objects.put(undefined, frameBytes(frame), {
         owner: msg.owner,
         madeBy: "a ta.put() value",
         frame,
@@ -858,7 +858,7 @@ export class NodeServer {
       throw e;
     }
     if (msg.owner !== undefined) this.leaseObjects(msg.owner);
-    return encodeMessage({ t: "result", ok: true, object: { oid: msg.oid, bytes: frame.byteLength } });
+    return encodeMessage({ t: "result", ok: true, object: { oid: msg.oid, bytes: frameBytes(frame) } });
   }
 
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
@@ -1086,13 +1086,14 @@ export class NodeServer {
       const value = wired instanceof Promise ? await wired : wired;
       try {
         const reply = encodeMessage({ t: "result", ok: true, value });
-        if (keepAbove === undefined || reply.byteLength <= keepAbove) return reply;
+        const size = frameBytes(reply); // its large arrays too (segments, sent beside it)
+        if (keepAbove === undefined || size <= keepAbove) return reply;
         // too large to send unasked: it stays here, and the caller's ref names it
         // kept encoded (a fetch sends it as it is) unless it holds handles (revived here on use)
         const frame = value === result ? reply : undefined;
-        const oid = this.objects.put(result, reply.byteLength, { owner, madeBy: msg.op ?? name, frame });
+        const oid = this.objects.put(result, size, { owner, madeBy: msg.op ?? name, frame });
         if (owner !== undefined) this.leaseObjects(owner);
-        return encodeMessage({ t: "result", ok: true, object: { oid, bytes: reply.byteLength } });
+        return encodeMessage({ t: "result", ok: true, object: { oid, bytes: size } });
       } catch (e) {
         if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
         return encodeMessage({

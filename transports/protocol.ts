@@ -20,9 +20,12 @@ import { ProtocolError } from "../core/errors.ts";
  * pulling a result from it would fail with "Unknown object", and a nested result would reach the
  * method as `null`. Version 5 added `store` (a `put` value kept on the node under an id its driver
  * chose, which calls and other nodes' `fetch`es name, waiting a little for it to arrive): a node of
- * version 4 would refuse the message.
+ * version 4 would refuse the message. Version 6 sends, on a WebSocket, the bytes of large typed
+ * arrays and byte strings beside a frame instead of in it (`KIND_SEGMENTED` in `ws_framing.ts`, the
+ * codec's `TAG_SEGMENT`): a peer of version 5 would take those messages for frames and drop the
+ * connection.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** Driver → node: introduce yourself. */
 export interface HelloMessage {

@@ -128,16 +128,18 @@ test("decodeDriverMessage reads credit and a call's window, and refuses malforme
   );
 });
 
-test("protocol 5: a driver of protocol 4 (which knows no store) is refused at its hello, saying both versions", () => {
-  assert.equal(PROTOCOL_VERSION, 5);
-  assert.throws(
-    () => decodeDriverMessage(encodeMessage({ t: "hello", v: 4 })),
-    /Protocol version 4 is not supported; this node speaks 5/,
-  );
-  assert.throws(
-    () => decodeNodeMessage(encodeMessage({ ...WELCOME, v: 4 })),
-    /The node speaks protocol version 4; this driver speaks 5/,
-  );
+test("protocol 6: a driver of protocol 5 (which sends large arrays in the frame) is refused at its hello, saying both versions", () => {
+  assert.equal(PROTOCOL_VERSION, 6);
+  for (const v of [4, 5]) {
+    assert.throws(
+      () => decodeDriverMessage(encodeMessage({ t: "hello", v })),
+      new RegExp(`Protocol version ${v} is not supported; this node speaks 6`),
+    );
+    assert.throws(
+      () => decodeNodeMessage(encodeMessage({ ...WELCOME, v })),
+      new RegExp(`The node speaks protocol version ${v}; this driver speaks 6`),
+    );
+  }
   // a store names an id starting with "s:" and carries a value
   const store = { t: "store", oid: "s:x", value: new Float32Array(2), owner: "o" };
   assert.deepEqual(decodeDriverMessage(encodeMessage(store)), store);

@@ -32,15 +32,18 @@ import {
   KIND_PART_END,
   KIND_REPLY,
   KIND_REQUEST,
+  KIND_SEGMENTED,
   MAX_PIECED_MESSAGE_BYTES,
   Outbox,
   PART_ACK,
   PartAssembler,
   readFrameId,
+  segmentedMessages,
+  SegmentReader,
 } from "./ws_framing.ts";
 import { SendQueue } from "./ws_send_queue.ts";
 import { LateSignals } from "./_late_signal.ts";
-import { offerHeadroom } from "../core/codec.ts";
+import { frameBytes, inlineFrame, offerHeadroom } from "../core/codec.ts";
 
 /** Options of {@linkcode createNodeApp}. */
 export interface NodeAppOptions extends ServeFramesOptions {
@@ -265,8 +268,10 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
         new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`),
       );
     }
-    if (reply.byteLength > maxFrameBytes) return errorResponse(500, tooLarge(reply.byteLength, maxFrameBytes));
-    return new Response(reply as Uint8Array<ArrayBuffer>, { status: 200, headers: { "content-type": CBOR } });
+    // one body per reply: large arrays are written into it (a WebSocket sends them beside it)
+    const whole = inlineFrame(reply);
+    if (whole.byteLength > maxFrameBytes) return errorResponse(500, tooLarge(whole.byteLength, maxFrameBytes));
+    return new Response(whole as Uint8Array<ArrayBuffer>, { status: 200, headers: { "content-type": CBOR } });
   });
 
   const upgrade = options.upgradeWebSocket;
@@ -450,8 +455,14 @@ function wsEvents(
 
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
-    (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
+    const messages = segmentedMessages(kind, id, body);
+    if (messages === undefined) return (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
+    // its large arrays follow it as messages of their own, sent from where they lie
+    outbox?.flush();
+    for (const m of messages) write(ws, m);
   };
+  // a frame whose segments are still arriving (see KIND_SEGMENTED)
+  let segments: SegmentReader | undefined;
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
     // The header is unusable, so no request can be answered: say why, then close cleanly.
@@ -470,7 +481,8 @@ function wsEvents(
     if (!(reply instanceof Uint8Array)) {
       return fail(ws, id, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
     }
-    if (reply.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(reply.byteLength, maxFrameBytes));
+    const bytes = frameBytes(reply);
+    if (bytes > maxFrameBytes) return fail(ws, id, tooLarge(bytes, maxFrameBytes));
     send(ws, KIND_REPLY, id, reply);
   };
 
@@ -500,12 +512,14 @@ function wsEvents(
     onClose() {
       open = false;
       closed.abort();
+      segments?.clear();
       later = []; // what waited has nobody to answer
       laterHead = laterBytes = 0;
     },
     onError() {
       open = false;
       closed.abort();
+      segments?.clear();
       later = [];
       laterHead = laterBytes = 0;
     },
@@ -516,6 +530,25 @@ function wsEvents(
 
   function onWhole(ws: WSContext, bytes: Uint8Array): void {
     const kind = bytes[0];
+    if (segments?.waiting || kind === KIND_SEGMENTED) {
+      try {
+        if (!segments?.waiting) (segments ??= new SegmentReader(maxFrameBytes)).start(bytes);
+        else {
+          const whole = segments.add(bytes);
+          if (whole?.tooLarge !== undefined) {
+            // read to its end, segments not kept: answered as a frame sent whole would be
+            if (whole.frame[0] === KIND_REQUEST) {
+              fail(ws, readFrameId(whole.frame), tooLarge(whole.tooLarge, maxFrameBytes));
+            }
+          } else if (whole !== undefined) onFrame(ws, whole.frame, whole.body);
+        }
+      } catch (err) {
+        // the messages after it can no longer be told apart
+        segments?.clear();
+        badFrame(ws, (err as Error).message);
+      }
+      return;
+    }
     if (kind === KIND_PART || kind === KIND_PART_END) {
       // only mid-sized messages travel in pieces, so a connection never parks more than that
       const limit = Math.min(maxFrameBytes + FRAME_HEADER_BYTES, MAX_PIECED_MESSAGE_BYTES);
@@ -551,11 +584,10 @@ function wsEvents(
     onFrame(ws, bytes);
   }
 
-  function onFrame(ws: WSContext, bytes: Uint8Array): void {
+  function onFrame(ws: WSContext, bytes: Uint8Array, frame = bytes.subarray(FRAME_HEADER_BYTES)): void {
     if (!open) return;
     const kind = bytes[0];
     const id = readFrameId(bytes);
-    const frame = bytes.subarray(FRAME_HEADER_BYTES);
     // its header is read: a reply made of this same frame (an echo) can reuse those bytes
     offerHeadroom(frame);
     if (kind === KIND_REQUEST) {

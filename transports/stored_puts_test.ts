@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
+import { frameBytes } from "../core/codec.ts";
 import { serveFrames } from "../adapters/serve.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { NodeServer } from "./node_server.ts";
@@ -48,7 +49,7 @@ function counted(handler: FrameHandler, t: Traffic): FrameHandler {
     const type = decodeDriverMessage(frame).t;
     t.frames.set(type, (t.frames.get(type) ?? 0) + 1);
     const reply = await handler(frame, peer);
-    t.bytes.set(type, (t.bytes.get(type) ?? 0) + frame.byteLength + (reply?.byteLength ?? 0));
+    t.bytes.set(type, (t.bytes.get(type) ?? 0) + frameBytes(frame) + (reply === undefined ? 0 : frameBytes(reply)));
     return reply;
   };
 }

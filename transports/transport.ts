@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { frameBytes } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
 
 /** Names of the built-in transports. */
@@ -147,10 +148,11 @@ const textEncoder = new TextEncoder();
  * ```
  */
 export function checkFrameSize(frame: Uint8Array, maxFrameBytes: number, endpoint: string): TransportError | undefined {
-  if (frame.byteLength <= maxFrameBytes) return undefined;
+  const bytes = frameBytes(frame); // its segments too
+  if (bytes <= maxFrameBytes) return undefined;
   return new TransportError(
     "too-large",
-    `Cannot send a frame of ${frame.byteLength} bytes to ${endpoint}: the limit is ${maxFrameBytes} bytes`,
+    `Cannot send a frame of ${bytes} bytes to ${endpoint}: the limit is ${maxFrameBytes} bytes`,
     endpoint,
   );
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { frameBytes } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
 import {
   armRequest,
@@ -42,8 +43,11 @@ import {
   KIND_PART_ACK,
   KIND_REPLY,
   KIND_REQUEST,
+  KIND_SEGMENTED,
   Outbox,
   readFrameId,
+  segmentedMessages,
+  SegmentReader,
   takeRequestId,
 } from "./ws_framing.ts";
 
@@ -96,6 +100,8 @@ class WebSocketConnection implements TransportConnection {
   #connectTimeoutMs: number;
   #ws: WebSocket | undefined;
   #outbox: Outbox | undefined;
+  /** The segments of a reply still arriving (see `KIND_SEGMENTED`). */
+  #segments: SegmentReader | undefined;
   #opening: Promise<WebSocket> | undefined;
   #pending = new Map<number, Pending>();
   #nextId = 1;
@@ -201,7 +207,8 @@ class WebSocketConnection implements TransportConnection {
     }
     this.#ws = ws;
     this.#outbox = new Outbox((m) => ws.send(m), { client: true });
-    ws.onmessage = (evt: MessageEvent) => this.#onMessage(evt.data);
+    this.#segments = undefined;
+    ws.onmessage = (evt: MessageEvent) => this.#onMessage(ws, evt.data);
     // an error event comes before the close event of a connection that broke; what it says is kept
     let failure = "";
     ws.onclose = (evt: CloseEvent) => {
@@ -216,9 +223,30 @@ class WebSocketConnection implements TransportConnection {
     };
   }
 
-  #onMessage(data: unknown): void {
+  #onMessage(ws: WebSocket, data: unknown): void {
     if (!(data instanceof ArrayBuffer)) return; // our server sends binary only
     const bytes = new Uint8Array(data);
+    const segments = this.#segments;
+    if (segments?.waiting || bytes[0] === KIND_SEGMENTED) {
+      // a frame whose large arrays follow as messages of their own, viewed where they arrive
+      try {
+        if (!segments?.waiting) (this.#segments ??= new SegmentReader(this.#maxFrameBytes)).start(bytes);
+        else {
+          const whole = segments.add(bytes);
+          if (whole?.tooLarge !== undefined) this.#tooLarge(readFrameId(whole.frame), whole.tooLarge);
+          else if (whole !== undefined) this.#onFrame(whole.frame, whole.body);
+        }
+      } catch (err) {
+        // the messages after it can no longer be told apart: this connection is done
+        this.#failAll(err);
+        this.#lost(
+          ws,
+          new TransportError("bad-frame", `${(err as Error).message} from ${this.endpoint}`, this.endpoint),
+        );
+        ws.close(1002, "bad frame");
+      }
+      return;
+    }
     if (bytes.byteLength < FRAME_HEADER_BYTES) return;
     if (bytes[0] === KIND_PART_ACK) return; // it carried the TCP ACK; nothing else to do
     if (bytes[0] === KIND_BATCH) {
@@ -228,7 +256,7 @@ class WebSocketConnection implements TransportConnection {
     this.#onFrame(bytes);
   }
 
-  #onFrame(bytes: Uint8Array): void {
+  #onFrame(bytes: Uint8Array, body = bytes.subarray(FRAME_HEADER_BYTES)): void {
     const kind = bytes[0];
     const id = readFrameId(bytes);
     if (id === 0 && kind === KIND_ERROR) {
@@ -241,21 +269,30 @@ class WebSocketConnection implements TransportConnection {
     if (!pending) return; // aborted or timed out: drop the late reply
     this.#pending.delete(id);
     pending.cleanup?.();
-    const body = bytes.subarray(FRAME_HEADER_BYTES);
     if (kind === KIND_REPLY) {
-      if (body.byteLength > this.#maxFrameBytes) {
-        pending.reject(
-          new TransportError(
-            "too-large",
-            `Reply of ${body.byteLength} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
-            this.endpoint,
-          ),
-        );
-      } else pending.resolve(body);
+      if (body.byteLength > this.#maxFrameBytes) pending.reject(this.#tooLargeError(body.byteLength));
+      else pending.resolve(body);
     } else if (kind === KIND_ERROR) pending.reject(decodeError(body));
     else {pending.reject(
         new TransportError("bad-frame", `Unexpected frame kind ${kind} from ${this.endpoint}`, this.endpoint),
       );}
+  }
+
+  /** A reply over the limit (its segments were read, not kept) fails its request. */
+  #tooLarge(id: number, bytes: number): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    pending.cleanup?.();
+    pending.reject(this.#tooLargeError(bytes));
+  }
+
+  #tooLargeError(bytes: number): TransportError {
+    return new TransportError(
+      "too-large",
+      `Reply of ${bytes} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+      this.endpoint,
+    );
   }
 
   #failAll(reason: unknown): void {
@@ -272,6 +309,7 @@ class WebSocketConnection implements TransportConnection {
     this.#ws = undefined;
     this.#outbox?.clear();
     this.#outbox = undefined;
+    this.#segments?.clear(); // what a half-sent frame held goes
     ws.onmessage = ws.onclose = ws.onerror = null;
     this.#failAll(reason);
     this.#listeners.emit(reason);
@@ -309,22 +347,33 @@ class WebSocketConnection implements TransportConnection {
   #send(ws: WebSocket, frame: Uint8Array, options: RequestOptions | undefined): Promise<Uint8Array> {
     const { id, next } = takeRequestId(this.#nextId, (i) => this.#pending.has(i));
     this.#nextId = next;
-    const out = framed(KIND_REQUEST, id, frame);
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.set(id, pending);
       if (options) pending.cleanup = armRequest(pending, options, this.endpoint, () => this.#pending.delete(id));
-      if (this.#ws === ws && this.#outbox !== undefined) this.#outbox.push(out);
-      else ws.send(out);
+      this.#write(ws, KIND_REQUEST, id, frame);
     });
   }
 
+  /** Sends a frame: batched with the turn's others, or, with segments, at once with them behind it. */
+  #write(ws: WebSocket, kind: number, id: number, frame: Uint8Array): void {
+    const outbox = this.#ws === ws ? this.#outbox : undefined;
+    const messages = segmentedMessages(kind, id, frame);
+    if (messages === undefined) {
+      const out = framed(kind, id, frame);
+      if (outbox !== undefined) outbox.push(out);
+      else ws.send(out);
+      return;
+    }
+    outbox?.flush(); // keep the order
+    for (const m of messages) ws.send(m);
+  }
+
   notify(frame: Uint8Array): void {
-    if (this.#closed || frame.byteLength > this.#maxFrameBytes) return;
-    const out = framed(KIND_NOTIFY, 0, frame);
+    if (this.#closed || frameBytes(frame) > this.#maxFrameBytes) return;
     const ws = this.#ws;
-    if (ws !== undefined && ws.readyState === 1 && this.#outbox !== undefined) this.#outbox.push(out);
-    else this.open().then((ws) => ws.send(out), () => {});
+    if (ws !== undefined && ws.readyState === 1 && this.#outbox !== undefined) this.#write(ws, KIND_NOTIFY, 0, frame);
+    else this.open().then((ws) => this.#write(ws, KIND_NOTIFY, 0, frame), () => {});
   }
 
   close(): Promise<void> {

@@ -1,23 +1,34 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { test } from "node:test";
-import { decode } from "../core/codec.ts";
-import { TransportError } from "../core/errors.ts";
+import { attachSegments, decode, encodeFrame, SEGMENT_MIN_BYTES, segmentsOf } from "../core/codec.ts";
+import { ProtocolError, TransportError } from "../core/errors.ts";
 import { runTransportConformance, type TestServer } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
 import { webSocketTransport, webSocketUrl } from "./websocket.ts";
-import { FRAME_HEADER_BYTES, KIND_BATCH, KIND_ERROR } from "./ws_framing.ts";
+import {
+  FRAME_HEADER_BYTES,
+  framed,
+  KIND_BATCH,
+  KIND_ERROR,
+  KIND_REQUEST,
+  KIND_SEGMENTED,
+  writeHeader,
+  writeU32,
+} from "./ws_framing.ts";
 
-/** Opens a raw WebSocket, sends `data`, and resolves with the messages and the close code. */
+/** Opens a raw WebSocket, sends `data` (a message, or several in order), and resolves with the messages and the close code. */
 function rawExchange(
   server: TestServer,
-  data: string | Uint8Array<ArrayBuffer>,
+  data: string | Uint8Array<ArrayBuffer> | (string | Uint8Array<ArrayBuffer>)[],
 ): Promise<{ messages: Uint8Array[]; code: number }> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(webSocketUrl(server.endpoint), ["thinkagain.v1"]);
     ws.binaryType = "arraybuffer";
     const messages: Uint8Array[] = [];
     const timer = setTimeout(() => reject(new Error("raw socket: no close within 5 s")), 5000);
-    ws.onopen = () => ws.send(data);
+    ws.onopen = () => {
+      for (const m of Array.isArray(data) ? data : [data]) ws.send(m);
+    };
     ws.onmessage = (e) => messages.push(new Uint8Array(e.data as ArrayBuffer));
     ws.onclose = (e) => {
       clearTimeout(timer);
@@ -33,7 +44,28 @@ runTransportConformance("websocket", {
   start: (handler, options) => startRealServer(handler, options, "ws"),
   async sendRawGarbage(server) {
     const badBatch = new Uint8Array([KIND_BATCH, 0, 0, 0, 0, 9, 0, 0, 0, 1]); // a length past the end
-    for (const garbage of ["not a frame", new Uint8Array([0]), new Uint8Array([9, 1, 0, 0, 0, 1]), badBatch]) {
+    // a frame announcing its segments (see KIND_SEGMENTED), then not the bytes it announced
+    const announce = (lengths: number[]) => {
+      const m = new Uint8Array(((FRAME_HEADER_BYTES + 4 * lengths.length + 7) & ~7) + 6);
+      writeHeader(m, KIND_SEGMENTED, lengths.length);
+      lengths.forEach((n, i) => writeU32(m, FRAME_HEADER_BYTES + 4 * i, n));
+      m.set([KIND_REQUEST, 1, 0, 0, 0, 0xf6], m.length - 6);
+      return m;
+    };
+    const lying = [
+      [announce([SEGMENT_MIN_BYTES]), new Uint8Array(SEGMENT_MIN_BYTES - 1)], // less
+      [announce([SEGMENT_MIN_BYTES]), new Uint8Array(SEGMENT_MIN_BYTES + 1)], // more
+      [
+        announce([SEGMENT_MIN_BYTES, SEGMENT_MIN_BYTES]),
+        new Uint8Array(SEGMENT_MIN_BYTES),
+        framed(KIND_REQUEST, 2, new Uint8Array([0xf6])),
+      ], // another frame instead
+      [announce([100])], // below the minimum
+      [announce([])],
+    ];
+    for (
+      const garbage of ["not a frame", new Uint8Array([0]), new Uint8Array([9, 1, 0, 0, 0, 1]), badBatch, ...lying]
+    ) {
       const { messages, code } = await rawExchange(server, garbage);
       strictEqual(code, 1002, `close code after ${String(garbage)}`);
       strictEqual(messages.length, 1);
@@ -73,5 +105,86 @@ test("websocket: after a drop, timeoutMs and an abort signal also cover reconnec
     for (const sock of sockets) sock.destroy();
     await new Promise((r) => blackHole.close(r));
     await conn.close();
+  }
+});
+
+test("websocket: large typed arrays and byte strings travel beside the frame and arrive viewed in place, both ways", async () => {
+  const seen: number[] = [];
+  const server = await startRealServer(
+    (f) => {
+      seen.push(segmentsOf(f)?.length ?? 0);
+      return f; // an echo: the reply carries the same segments
+    },
+    {},
+    "ws",
+  );
+  const conn = await webSocketTransport.connect(server.endpoint);
+  try {
+    const value = {
+      big: new Float32Array(262144).map((_, i) => i),
+      shifted: new Float64Array(new ArrayBuffer(8 * 9000 + 8), 8, 9000).fill(0.25),
+      bytes: new Uint8Array(SEGMENT_MIN_BYTES + 1).fill(5).subarray(1),
+      many: Array.from({ length: 12 }, (_, k) => new Uint16Array(SEGMENT_MIN_BYTES / 2).fill(k)),
+      empty: [new Float32Array(0), new Uint8Array(0)],
+      small: new Int8Array([-1, 2]),
+    };
+    const back = decode(await conn.request(encodeFrame(value))) as typeof value;
+    deepStrictEqual(back, value);
+    deepStrictEqual(seen, [15], "the node got the frame with its 15 segments");
+    for (const x of [back.big, back.shifted, back.bytes, ...back.many]) {
+      strictEqual(x.byteOffset, 0, "viewed where it arrived");
+      strictEqual(x.buffer.byteLength, x.byteLength, "a message of its own");
+    }
+    // frames with and without segments in one turn keep their order
+    const replies = await Promise.all([1, value.big, 2, value.bytes, 3].map((v) => conn.request(encodeFrame({ v }))));
+    deepStrictEqual(replies.map((r) => decode(r)), [1, value.big, 2, value.bytes, 3].map((v) => ({ v })));
+  } finally {
+    await conn.close();
+    await server.close();
+  }
+});
+
+test("websocket: segments count against the largest frame on both sides; a frame over it is refused and the connection stays usable", async () => {
+  const limit = 3 * SEGMENT_MIN_BYTES;
+  const big = { x: new Float32Array(SEGMENT_MIN_BYTES) }; // 4 segments' worth: over the limit
+  // the node refuses what it receives over its limit (the client's own is larger)
+  const server = await startRealServer((f) => f, { maxFrameBytes: limit }, "ws");
+  const conn = await webSocketTransport.connect(server.endpoint, { maxFrameBytes: 64 * limit });
+  // the client refuses a reply over its limit (the node's own is larger)
+  const wide = await startRealServer((f) => decode(f) === 1 ? encodeFrame(big) : f, {}, "ws");
+  const narrow = await webSocketTransport.connect(wide.endpoint, { maxFrameBytes: limit });
+  try {
+    await rejects(conn.request(encodeFrame(big)), (e) => e instanceof TransportError && e.reason === "too-large");
+    deepStrictEqual(decode(await conn.request(encodeFrame("still here"))), "still here");
+    await rejects(narrow.request(encodeFrame(1)), (e) => e instanceof TransportError && e.reason === "too-large");
+    deepStrictEqual(decode(await narrow.request(encodeFrame("still here"))), "still here");
+    // and the sender refuses before sending
+    await rejects(narrow.request(encodeFrame(big)), (e) => e instanceof TransportError && /limit/.test(e.message));
+  } finally {
+    await Promise.all([conn.close(), narrow.close()]);
+    await Promise.all([server.close(), wide.close()]);
+  }
+});
+
+test("websocket: a node that announces segments it does not send as announced fails the client's requests with ProtocolError", async () => {
+  // the node's reply claims a 5-byte segment, below the minimum a peer may announce
+  const server = await startRealServer(
+    (f) => {
+      const reply = f.slice();
+      attachSegments(reply, [new Uint8Array(5)]);
+      return reply;
+    },
+    {},
+    "ws",
+  );
+  const conn = await webSocketTransport.connect(server.endpoint);
+  try {
+    await rejects(
+      conn.request(encodeFrame(1)),
+      (e) => e instanceof ProtocolError && /below the 65536-byte minimum/.test(e.message),
+    );
+  } finally {
+    await conn.close();
+    await server.close();
   }
 });

@@ -5,11 +5,14 @@
  * Every WebSocket binary message starts with a 5-byte header, `[kind: u8][id: u32 little-endian]`.
  * Kinds: 0 request, 1 reply, 2 notify (one-way, id 0), 3 error (body is a CBOR
  * `{ tag, message, data }`; id 0 means the whole connection is in error and is about to close),
- * 4 batch, 5-6 pieces of a longer message, 7 piece acknowledged.
+ * 4 batch, 5-6 pieces of a longer message, 7 piece acknowledged, 8 a frame with segments: the bytes
+ * of its large typed arrays and byte strings follow it as messages of their own, sent from where
+ * they lie and viewed where they arrive (see {@linkcode KIND_SEGMENTED}).
  *
  * @module
  */
-import { claimHeadroom, FRAME_HEADROOM } from "../core/codec.ts";
+import { attachSegments, claimHeadroom, FRAME_HEADROOM, SEGMENT_MIN_BYTES, segmentsOf } from "../core/codec.ts";
+import { ProtocolError } from "../core/errors.ts";
 
 /** Bytes of the frame header (kind + request id). */
 export const FRAME_HEADER_BYTES = 5;
@@ -33,6 +36,15 @@ export const KIND_PART = 5;
 export const KIND_PART_END = 6;
 /** Message kind: the server got a piece; sent at once so the client's next piece may leave. */
 export const KIND_PART_ACK = 7;
+
+/**
+ * Message kind: a frame whose segments (`segmentsOf` in the codec) follow it, each as one message of
+ * exactly its bytes with no header: `[8][n: u32][n lengths: u32 each][zeros to a multiple of 8]`, then
+ * the frame itself (header and body, a request, reply or notify). No other message goes between
+ * them. Each segment is at least the codec's `SEGMENT_MIN_BYTES`, and the frame and its segments
+ * together count against the receiver's largest frame.
+ */
+export const KIND_SEGMENTED = 8;
 
 /**
  * Client messages between these sizes go out in pieces of at most `PART_BYTES`, each answered by a
@@ -386,4 +398,162 @@ export function forEachInBatch(batch: Uint8Array, each: (message: Uint8Array) =>
     at += n;
   }
   return true;
+}
+
+/** Most segments one frame may announce. */
+const MAX_SEGMENTS = 65536;
+
+/** Bytes in front of the frame in a {@linkcode KIND_SEGMENTED} message announcing `n` segments. */
+function segmentedPrefix(n: number): number {
+  return (FRAME_HEADER_BYTES + 4 * n + 7) & ~7;
+}
+
+/**
+ * The messages that carry a frame: `undefined` when it has no segments (it goes as one framed
+ * message), else the {@linkcode KIND_SEGMENTED} message and then the segments themselves (the
+ * sender's bytes, not copies).
+ *
+ * @param kind The frame's kind (`KIND_REQUEST`, `KIND_REPLY`, `KIND_NOTIFY`).
+ * @param id Its request id.
+ * @param body The frame body, from `encodeFrame`.
+ * @returns The messages to send in order, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame } from "../core/codec.ts";
+ * import { KIND_REQUEST, KIND_SEGMENTED, segmentedMessages } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const x = new Float32Array(65536);
+ * const messages = segmentedMessages(KIND_REQUEST, 9, encodeFrame({ x }))!;
+ * strictEqual(messages.length, 2);
+ * strictEqual(messages[0][0], KIND_SEGMENTED);
+ * strictEqual(messages[1].buffer, x.buffer);
+ * ```
+ */
+export function segmentedMessages(kind: number, id: number, body: Uint8Array): Uint8Array<ArrayBuffer>[] | undefined {
+  const segments = segmentsOf(body);
+  if (segments === undefined) return undefined;
+  const n = segments.length;
+  const prefix = segmentedPrefix(n);
+  const head = new Uint8Array(prefix + FRAME_HEADER_BYTES + body.byteLength);
+  writeHeader(head, KIND_SEGMENTED, n);
+  for (let i = 0; i < n; i++) writeU32(head, FRAME_HEADER_BYTES + 4 * i, segments[i].byteLength);
+  writeHeader(head.subarray(prefix), kind, id);
+  head.set(body, prefix + FRAME_HEADER_BYTES);
+  const out: Uint8Array<ArrayBuffer>[] = [head];
+  for (const s of segments) out.push(s as Uint8Array<ArrayBuffer>);
+  return out;
+}
+
+/**
+ * Reads the segments a {@linkcode KIND_SEGMENTED} message announces from the messages after it, and
+ * gives back the frame (header + body) with them attached once all arrived. A frame larger than the
+ * limit, segments included, is read to its end without keeping its segments (the receiver answers
+ * it as too large, as a frame sent whole). A peer that announces segments below
+ * `SEGMENT_MIN_BYTES` or sends a message of another length than the next segment's is refused with
+ * a `ProtocolError` (the messages after it can no longer be told apart: drop the connection); what
+ * was held goes with {@linkcode SegmentReader.clear}.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame, segmentsOf } from "../core/codec.ts";
+ * import { KIND_REPLY, SegmentReader, segmentedMessages } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const [head, ...segments] = segmentedMessages(KIND_REPLY, 3, encodeFrame({ b: new Uint8Array(65536) }))!;
+ * const reader = new SegmentReader(1 << 20);
+ * reader.start(head.slice());
+ * strictEqual(reader.waiting, true);
+ * const { frame, body } = reader.add(segments[0].slice())!;
+ * strictEqual(frame[0], KIND_REPLY);
+ * strictEqual(segmentsOf(body)?.[0].byteLength, 65536);
+ * ```
+ */
+export class SegmentReader {
+  #frame: Uint8Array | undefined;
+  #lengths: number[] = [];
+  #got: Uint8Array[] = [];
+  #next = 0;
+  #total = 0;
+  readonly #limit: number;
+
+  /** @param limit The largest frame accepted, segments included, in bytes. */
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** True while segments announced are still to come. */
+  get waiting(): boolean {
+    return this.#frame !== undefined;
+  }
+
+  /**
+   * Reads a {@linkcode KIND_SEGMENTED} message.
+   *
+   * @param message The whole message.
+   * @throws {ProtocolError} When it is malformed or announces too much.
+   */
+  start(message: Uint8Array): void {
+    if (message.byteLength < FRAME_HEADER_BYTES) throw new ProtocolError("Malformed segmented frame: no header");
+    const n = readU32(message, 1);
+    const prefix = segmentedPrefix(n);
+    if (n === 0 || n > MAX_SEGMENTS || message.byteLength < prefix + FRAME_HEADER_BYTES) {
+      throw new ProtocolError(
+        `Malformed segmented frame: ${n} segments announced (1 to ${MAX_SEGMENTS}) in ${message.byteLength} bytes`,
+      );
+    }
+    let total = message.byteLength - prefix - FRAME_HEADER_BYTES;
+    const lengths: number[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const length = readU32(message, FRAME_HEADER_BYTES + 4 * i);
+      if (length < SEGMENT_MIN_BYTES) {
+        throw new ProtocolError(`Segment ${i} of ${length} bytes is below the ${SEGMENT_MIN_BYTES}-byte minimum`);
+      }
+      lengths[i] = length;
+      total += length;
+    }
+    this.#frame = message.subarray(prefix);
+    this.#lengths = lengths;
+    this.#got = [];
+    this.#next = 0;
+    this.#total = total;
+  }
+
+  /**
+   * Takes the next segment.
+   *
+   * @param message The whole message: the segment's bytes.
+   * @returns After the last one, the frame (header + body) and its body, which holds the segments
+   * (decode exactly that view), or, for a frame over the limit, `tooLarge`: its size in bytes,
+   * segments included (the body then holds none); else `undefined`.
+   * @throws {ProtocolError} When its length is not the one announced.
+   */
+  add(message: Uint8Array): { frame: Uint8Array; body: Uint8Array; tooLarge?: number } | undefined {
+    const i = this.#next;
+    const want = this.#lengths[i];
+    if (this.#frame === undefined || message.byteLength !== want) {
+      const announced = this.#lengths.length;
+      this.clear();
+      throw new ProtocolError(
+        `Segment ${i} of ${announced} announced ${want} bytes, but a message of ${message.byteLength} bytes came`,
+      );
+    }
+    const tooLarge = this.#total > this.#limit;
+    if (!tooLarge) this.#got.push(message); // (past the limit they are counted, never kept)
+    if (++this.#next < this.#lengths.length) return undefined;
+    const frame = this.#frame;
+    const body = frame.subarray(FRAME_HEADER_BYTES);
+    const total = this.#total;
+    if (!tooLarge) attachSegments(body, this.#got);
+    this.clear();
+    return tooLarge ? { frame, body, tooLarge: total } : { frame, body };
+  }
+
+  /** Forgets a frame still waiting for segments (the connection is gone). */
+  clear(): void {
+    this.#frame = undefined;
+    this.#lengths = [];
+    this.#got = [];
+    this.#next = 0;
+    this.#total = 0;
+  }
 }

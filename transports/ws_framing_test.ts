@@ -1,16 +1,25 @@
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { test } from "node:test";
+import { decode, encodeFrame, SEGMENT_MIN_BYTES, segmentsOf } from "../core/codec.ts";
+import { ProtocolError } from "../core/errors.ts";
 import {
   forEachInBatch,
   FRAME_HEADER_BYTES,
   KIND_BATCH,
+  KIND_NOTIFY,
   KIND_PART,
   KIND_PART_END,
+  KIND_REPLY,
   KIND_REQUEST,
+  KIND_SEGMENTED,
   Outbox,
   PartAssembler,
+  readFrameId,
+  segmentedMessages,
+  SegmentReader,
   takeRequestId,
   writeHeader,
+  writeU32,
 } from "./ws_framing.ts";
 
 test("writeHeader puts kind then little-endian id", () => {
@@ -89,4 +98,81 @@ test("takeRequestId never gives 0, the id of no request, also when it wraps past
     const { id } = takeRequestId(next, (i) => i >= 0xfffffffd);
     ok(id >= 1 && id <= 0xffffffff, `from ${next}: ${id}`);
   }
+});
+
+test("a frame with segments travels as a KIND_SEGMENTED message and its segments, and SegmentReader gives it back whole", () => {
+  const value = {
+    t: "result",
+    a: new Float32Array(SEGMENT_MIN_BYTES / 4).fill(2),
+    b: new Uint8Array(SEGMENT_MIN_BYTES * 3),
+  };
+  const body = encodeFrame(value);
+  strictEqual(segmentedMessages(KIND_REPLY, 7, encodeFrame({ small: 1 })), undefined, "no segments: sent as before");
+  const messages = segmentedMessages(KIND_REPLY, 7, body)!;
+  strictEqual(messages.length, 3);
+  strictEqual(messages[0][0], KIND_SEGMENTED);
+  strictEqual(messages[1].buffer, value.a.buffer, "the array's own bytes, not a copy");
+  strictEqual(messages[2].buffer, value.b.buffer);
+  const reader = new SegmentReader(1 << 30);
+  strictEqual(reader.waiting, false);
+  reader.start(messages[0].slice());
+  strictEqual(reader.waiting, true);
+  strictEqual(reader.add(messages[1].slice()), undefined);
+  const whole = reader.add(messages[2].slice())!;
+  strictEqual(reader.waiting, false);
+  strictEqual(whole.frame[0], KIND_REPLY);
+  strictEqual(readFrameId(whole.frame), 7);
+  strictEqual(whole.frame.byteOffset % 8, 0, "the frame starts on a multiple of 8");
+  const back = decode(whole.body) as typeof value;
+  deepStrictEqual(back, value);
+  strictEqual(back.a.byteOffset, 0, "viewed where it arrived");
+  // many segments, and a notify
+  const many = Array.from({ length: 33 }, (_, k) => new Int32Array(SEGMENT_MIN_BYTES / 4).fill(k));
+  const [head, ...rest] = segmentedMessages(KIND_NOTIFY, 0, encodeFrame(many))!;
+  reader.start(head.slice());
+  let got: ReturnType<SegmentReader["add"]>;
+  for (const m of rest) got = reader.add(m.slice());
+  deepStrictEqual(decode(got!.body), many);
+  strictEqual(got!.frame[0], KIND_NOTIFY);
+});
+
+test("SegmentReader refuses a malformed announcement or a segment of another length with ProtocolError, and reads a frame over the limit to its end without keeping it", () => {
+  const announce = (lengths: number[], frame = [KIND_REQUEST, 1, 0, 0, 0, 0xf6]) => {
+    const prefix = (FRAME_HEADER_BYTES + 4 * lengths.length + 7) & ~7;
+    const m = new Uint8Array(prefix + frame.length);
+    writeHeader(m, KIND_SEGMENTED, lengths.length);
+    lengths.forEach((n, i) => writeU32(m, FRAME_HEADER_BYTES + 4 * i, n));
+    m.set(frame, prefix);
+    return m;
+  };
+  const reader = new SegmentReader(4 * SEGMENT_MIN_BYTES);
+  const refused = (f: () => unknown, message: RegExp, what: string) =>
+    throws(f, (e) => e instanceof ProtocolError && message.test((e as Error).message), what);
+  refused(() => reader.start(announce([])), /0 segments announced/, "none");
+  refused(() => reader.start(announce([SEGMENT_MIN_BYTES - 1])), /below the 65536-byte minimum/, "too small");
+  refused(() => reader.start(announce([SEGMENT_MIN_BYTES]).subarray(0, 12)), /segments announced/, "cut short");
+  refused(() => reader.start(new Uint8Array([KIND_SEGMENTED, 1])), /no header/, "no header");
+  // announced, then a message of another length (less, more, another frame): refused, and forgotten
+  for (const length of [SEGMENT_MIN_BYTES - 1, SEGMENT_MIN_BYTES + 1, 6]) {
+    reader.start(announce([SEGMENT_MIN_BYTES, SEGMENT_MIN_BYTES]));
+    strictEqual(reader.add(new Uint8Array(SEGMENT_MIN_BYTES)), undefined);
+    refused(
+      () => reader.add(new Uint8Array(length)),
+      /Segment 1 of 2 announced 65536 bytes, but a message of/,
+      `${length}`,
+    );
+    strictEqual(reader.waiting, false, "what it held is gone");
+  }
+  // a peer that never sends them: the connection's end clears what was held
+  reader.start(announce([SEGMENT_MIN_BYTES]));
+  reader.clear();
+  strictEqual(reader.waiting, false);
+  // over the limit (segments included): read to its end, not kept, its size told
+  reader.start(announce([SEGMENT_MIN_BYTES, 4 * SEGMENT_MIN_BYTES]));
+  strictEqual(reader.add(new Uint8Array(SEGMENT_MIN_BYTES)), undefined);
+  const over = reader.add(new Uint8Array(4 * SEGMENT_MIN_BYTES))!;
+  strictEqual(over.tooLarge, 5 * SEGMENT_MIN_BYTES + 1);
+  strictEqual(readFrameId(over.frame), 1);
+  strictEqual(segmentsOf(over.body), undefined);
+  ok(!reader.waiting);
 });

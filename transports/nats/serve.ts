@@ -7,7 +7,7 @@
  * @module
  */
 import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/nats-core";
-import { decode, encode } from "../../core/codec.ts";
+import { decode, encode, inlineFrame } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
@@ -178,6 +178,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
   const direct = options.direct === undefined ? undefined : reachableDirect(options.direct, nc.info?.client_ip);
   const parking = options.parking;
   const reply = (msg: Msg, body: Uint8Array, hdrs?: MsgHdrs): void => {
+    body = inlineFrame(body); // one NATS message per frame: its large arrays in it
     const max = nc.info?.max_payload;
     if (
       max !== undefined && body.byteLength + 256 > max && body.byteLength <= maxFrameBytes &&

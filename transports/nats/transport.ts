@@ -24,7 +24,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from "@nats-io/nats-core";
-import { decode, encode } from "../../core/codec.ts";
+import { decode, encode, frameBytes, inlineFrame } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { armRequest, authRefused, backgroundInterval, closedError, CloseListeners, decodeError } from "../_common.ts";
 import type { Pending } from "../_common.ts";
@@ -156,8 +156,10 @@ class NatsTransportConnection implements TransportConnection {
     if (this.#closed) return Promise.reject(closedError(this.#shown));
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.#shown);
     if (tooLarge) return Promise.reject(tooLarge);
-    const overPayload = this.#overPayload(frame.byteLength);
+    const overPayload = this.#overPayload(frameBytes(frame));
+    // (the direct link, a WebSocket, sends large arrays beside the frame; NATS one message per frame)
     if (overPayload) return this.#viaDirect(frame, options, overPayload);
+    frame = inlineFrame(frame);
     let hdrs = this.#plainHeaders;
     if (options?.timeoutMs !== undefined) {
       hdrs = natsHeaders();
@@ -383,7 +385,9 @@ class NatsTransportConnection implements TransportConnection {
   }
 
   notify(frame: Uint8Array): void {
-    if (this.#closed || frame.byteLength > this.#maxFrameBytes || this.#overPayload(frame.byteLength)) return;
+    if (this.#closed) return;
+    frame = inlineFrame(frame);
+    if (frame.byteLength > this.#maxFrameBytes || this.#overPayload(frame.byteLength)) return;
     const hdrs = natsHeaders();
     hdrs.set(H_NOTIFY, this.#inbox);
     if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
