@@ -94,6 +94,8 @@ interface Drainer {
  */
 export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   readonly #source: AsyncIterator<T>;
+  /** The source, when it may have its next item at hand (see SyncSource). */
+  readonly #sync: SyncSource<T> | undefined;
   readonly #options: StreamOptions;
   #items = 0;
   #ended = false;
@@ -105,6 +107,9 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #head = 0;
   /** The pending {@linkcode Stream.drain}'s promise: a stop rejects it at once. */
   #drainer: Drainer | undefined;
+  /** The drain's `take`, and how to wake its loop while it is parked (see #drainLoop). */
+  #take: ((item: T) => boolean) | undefined;
+  #parked: (() => void) | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -114,6 +119,8 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   constructor(source: AsyncIterator<T> | AsyncIterable<T>, options: StreamOptions = {}) {
     const it = source as Partial<AsyncIterator<T>> & Partial<AsyncIterable<T>>;
     this.#source = typeof it.next === "function" ? it as AsyncIterator<T> : it[Symbol.asyncIterator]!();
+    const sync = this.#source as SyncSource<T>;
+    this.#sync = typeof sync.tryNext === "function" ? sync : undefined;
     this.#options = options;
     const d = options.deadline;
     if (d !== undefined) {
@@ -137,23 +144,34 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
 
   /** The next item (or the end); an error of the producer rejects, after the items before it. */
   next(): Promise<IteratorResult<T, undefined>> {
+    // a source that holds items already (a remote stream's chunk) hands one over without a wait
+    const sync = this.#sync;
+    if (sync !== undefined && !this.#ended && this.#head === this.#waiting.length && this.#parked === undefined) {
+      let r: IteratorResult<T> | undefined;
+      try {
+        r = sync.tryNext!();
+      } catch (e) {
+        return Promise.reject(this.#failed(e));
+      }
+      if (r !== undefined) {
+        if (r.done) {
+          this.#end(undefined);
+          return Promise.resolve(DONE);
+        }
+        this.#items++;
+        return Promise.resolve(r as IteratorResult<T, undefined>);
+      }
+    }
     if (this.#ended) return this.#stopped !== undefined ? Promise.reject(this.#stopped) : Promise.resolve(DONE);
+    if (this.#parked !== undefined) {
+      return Promise.reject(
+        new TypeError(`Cannot read the stream of "${this.#options.name ?? "stream"}": it is being drained`),
+      );
+    }
     let p: Promise<IteratorResult<T>>;
     try {
       const ctx = this.#options.ctx;
       const src = this.#source;
-      // a source that holds items already (a remote stream's chunk) hands one over without a wait
-      if (this.#head === this.#waiting.length && typeof (src as SyncSource<T>).tryNext === "function") {
-        const r = (src as SyncSource<T>).tryNext!();
-        if (r !== undefined) {
-          if (r.done) {
-            this.#end(undefined);
-            return Promise.resolve(DONE);
-          }
-          this.#items++;
-          return Promise.resolve(r as IteratorResult<T, undefined>);
-        }
-      }
       p = ctx === undefined
         ? src.next()
         : applyInContext(ctx, src.next as () => unknown, src, []) as Promise<IteratorResult<T>>;
@@ -203,32 +221,62 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     }
     return new Promise<boolean>((resolve, reject) => {
       this.#drainer = { resolve, reject };
+      this.#take = take;
+      // a loop parked by an earlier drain goes on where it stopped (its producer is at a yield)
+      const parked = this.#parked;
+      if (parked !== undefined) {
+        this.#parked = undefined;
+        return parked();
+      }
       const ctx = this.#options.ctx;
       // the loop's awaits keep the context it started in: one switch for all the items it takes
-      if (ctx === undefined) void this.#drainLoop(take);
-      else void applyInContext(ctx, this.#drainLoop as (...args: unknown[]) => unknown, this, [take]);
+      if (ctx === undefined) void this.#drainLoop();
+      else void applyInContext(ctx, this.#drainLoop as (...args: unknown[]) => unknown, this, []);
     });
   }
 
-  async #drainLoop(take: (item: T) => boolean): Promise<void> {
+  /**
+   * The drain's loop, for the stream's life: when `take` says stop, the drain resolves `false` and
+   * the loop parks (its producer at a yield) until the next drain, or a stop, wakes it. An async
+   * generator is read with `for await` (on Bun about 20 ns an item cheaper than awaiting each
+   * `next()`, and a loop that parks instead of leaving never calls its `return()`); any other source
+   * with its `next()`, awaited only when it returns a promise (a source with items at hand hands
+   * them over with no microtask turn each).
+   */
+  async #drainLoop(): Promise<void> {
     const src = this.#source;
     let ended = false;
     try {
-      for (;;) {
-        const r = await src.next();
-        if (this.#ended) {
-          // stopped meanwhile (#stop rejected the drainer already), or returned
-          ended = true;
-          break;
+      if (isAsyncGenerator(src)) {
+        for await (const item of src as AsyncGenerator<T>) {
+          // stopped meanwhile (#stop rejected the drainer already): leaving runs return(), a no-op
+          // after #close's
+          if (this.#ended) return;
+          this.#items++;
+          if (!this.#take!(item) && (this.#ended || !await this.#park())) return;
         }
-        if (r.done) {
-          this.#end(undefined);
-          ended = true;
-          break;
+      } else {
+        for (;;) {
+          // a source whose next() returns its result itself (no promise) is not awaited
+          const r: unknown = src.next();
+          const res = (r instanceof Promise || typeof (r as { then?: unknown }).then === "function"
+            ? await r
+            : r) as IteratorResult<T>;
+          if (this.#ended) {
+            return;
+          }
+          if (res.done) {
+            break;
+          }
+          this.#items++;
+          if (!this.#take!(res.value) && (this.#ended || !await this.#park())) {
+            return;
+          }
         }
-        this.#items++;
-        if (!take(r.value)) break;
       }
+      if (this.#ended) return;
+      this.#end(undefined);
+      ended = true;
     } catch (e) {
       if (this.#ended) return;
       const d = this.#drainer!;
@@ -238,6 +286,18 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     const d = this.#drainer;
     this.#drainer = undefined;
     d?.resolve(ended);
+  }
+
+  /**
+   * `take` said stop: the drain resolves `false`, and the loop waits for the next drain (`true`) or
+   * for the stream to be stopped (`false`: the loop leaves).
+   */
+  #park(): Promise<boolean> {
+    const d = this.#drainer!;
+    this.#drainer = undefined;
+    const woken = new Promise<boolean>((resolve) => (this.#parked = () => resolve(!this.#ended)));
+    d.resolve(false);
+    return woken;
   }
 
   #oldest(): Waiter<T> | undefined {
@@ -344,6 +404,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     if (this.#ended) return;
     this.#ended = true;
     this.#clearTimer();
+    this.#wake();
     try {
       const src = this.#source;
       if (typeof src.return === "function") {
@@ -377,6 +438,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     if (this.#ended) return;
     this.#ended = true;
     this.#clearTimer();
+    this.#wake();
     this.#tell(error);
   }
 
@@ -385,8 +447,19 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     if (onEnd !== undefined) onEnd(this.#items, error);
   }
 
+  /** A parked drain loop leaves (the stream ended): it returns, and nothing holds it. */
+  #wake(): void {
+    const parked = this.#parked;
+    this.#parked = undefined;
+    parked?.();
+  }
+
   #clearTimer(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+}
+
+function isAsyncGenerator(v: unknown): boolean {
+  return Object.prototype.toString.call(v) === "[object AsyncGenerator]";
 }

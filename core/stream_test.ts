@@ -290,3 +290,70 @@ test("Stream.drain: refused while a next() is pending (a stream has one reader)"
   release.open();
   assert.deepEqual(await pending, { done: false, value: 1 });
 });
+
+test("Stream.drain: an async generator's next() is not called once take said stop; the parked drain goes on where it stopped, and a cancel then runs its finally", async () => {
+  let made = 0;
+  let finallyRan = false;
+  const s = new Stream((async function* () {
+    try {
+      for (let i = 0;; i++) {
+        made++;
+        yield i;
+      }
+    } finally {
+      finallyRan = true;
+    }
+  })());
+  const got: number[] = [];
+  assert.equal(await s.drain((x) => got.push(x) < 3), false);
+  // wait a few turns: a producer called on would make more meanwhile
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(made, 3);
+  assert.equal(finallyRan, false);
+  const e = await rejection(s.next()); // one reader: the drain's, parked
+  assert.ok(e instanceof TypeError, String(e));
+  assert.equal(await s.drain((x) => got.push(x) < 5), false);
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.equal(made, 5);
+  assert.equal(s.cancel(), true);
+  assert.ok(await eventually(() => finallyRan));
+  assert.equal(made, 5);
+  assert.ok((await rejection(s.drain(() => true))) instanceof ta.CancelledError);
+});
+
+test("Stream.drain: a source whose next() returns its results (no promise) is read without a microtask turn per item", async () => {
+  let calls = 0;
+  const source = {
+    next(): IteratorResult<number> {
+      return calls < 5 ? { done: false, value: calls++ } : { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]() {
+      return this as unknown as AsyncIterator<number>;
+    },
+  };
+  let told = -1;
+  const s = new Stream(source as unknown as AsyncIterator<number>, { onEnd: (n) => (told = n) });
+  let turned = false;
+  queueMicrotask(() => (turned = true));
+  const seen: boolean[] = [];
+  assert.equal(await s.drain(() => (seen.push(turned), seen.length < 3)), false);
+  assert.deepEqual(seen, [false, false, false]); // all three before the microtask queued first
+  assert.equal(calls, 3); // not called on once take said stop
+  assert.equal(await s.drain(() => (seen.push(turned), true)), true);
+  assert.equal(seen.length, 5);
+  assert.equal(told, 5);
+});
+
+test("Stream.drain: a sync-next source's error rejects, after the items before it", async () => {
+  let i = 0;
+  const source = {
+    next(): IteratorResult<string> {
+      if (i === 2) throw new Error("boom");
+      return { done: false, value: `x${i++}` };
+    },
+  };
+  const got: string[] = [];
+  const e = await rejection(new Stream(source as unknown as AsyncIterator<string>).drain((x) => (got.push(x), true)));
+  assert.match(String(e), /boom/);
+  assert.deepEqual(got, ["x0", "x1"]);
+});

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { errorFromWire, errorToWire } from "../core/codec.ts";
+import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream } from "../core/stream.ts";
 import { type ChunkMessage, encodeMessage } from "./protocol.ts";
@@ -104,13 +104,184 @@ export function resolveStreamWindow(window: StreamWindow | undefined): Required<
   return { items, bytes };
 }
 
+// ---- a chunk written as its items come ---------------------------------------------------------
+
+// A chunk's frame is `{t: "chunk", items: [...], done}` in CBOR, as encodeMessage writes it. Its
+// small items (plain Uint8Arrays up to 4 KiB, strings, numbers) are written into the frame's buffer
+// as the producer makes them, so that sending it adds only the bytes around them; an outlet keeps no
+// array of them, and the encoder does not walk one. Anything else (an object, a large array, whose
+// encoding the codec does its own way) sends the chunk's items through encodeMessage, as before.
+
+const EMPTY = new Uint8Array(0);
+/** `{t: "chunk", items: ` (a map of three), in front of the items' array. */
+const CHUNK_HEAD = Uint8Array.of(
+  0xa3,
+  0x61,
+  0x74,
+  0x65,
+  0x63,
+  0x68,
+  0x75,
+  0x6e,
+  0x6b,
+  0x65,
+  0x69,
+  0x74,
+  0x65,
+  0x6d,
+  0x73,
+);
+/** Room in front of a chunk's items for its head and the array's (at most 5 bytes). */
+const CHUNK_ROOM = CHUNK_HEAD.length + 5;
+/** `done: false` (or `true`, its last byte 0xf5) after them. */
+const CHUNK_TAIL = Uint8Array.of(0x64, 0x64, 0x6f, 0x6e, 0x65, 0xf4);
+/** The first buffer of an outlet's chunks (it grows as needed, and serves all its chunks). */
+const CHUNK_START_BYTES = 256;
+/** The longest plain Uint8Array (in bytes) or string (in UTF-16 units) written as it comes. */
+const WRITE_MAX = 4096;
+const UINT8_PROTOTYPE: object = Uint8Array.prototype;
+
+/** Makes room for `bytes` more bytes of the outlet's chunk. */
+function room(outlet: Outlet, bytes: number): void {
+  const out = outlet.out;
+  if (outlet.at + bytes <= out.length) return;
+  const next = new Uint8Array(Math.max(out.length === 0 ? CHUNK_START_BYTES : 0, 2 * (outlet.at + bytes)));
+  // the whole of it, not a view of what is written: on Bun a view of a small typed array moves its
+  // bytes out of the heap first (about a microsecond)
+  next.set(out);
+  outlet.out = next;
+}
+
+/** Writes a CBOR head (major type already shifted, argument below 2^16) at `k`; returns the next index. */
+function writeHead(out: Uint8Array, k: number, major: number, n: number): number {
+  if (n < 24) out[k++] = major | n;
+  else if (n < 0x100) {
+    out[k++] = major | 24;
+    out[k++] = n;
+  } else {
+    out[k++] = major | 25;
+    out[k++] = n >> 8;
+    out[k++] = n & 0xff;
+  }
+  return k;
+}
+
+/**
+ * Writes `item` into the outlet's chunk when it is one of the kinds written as they come: returns
+ * its size as {@linkcode itemBytes} estimates it, or -1 (nothing written) for any other.
+ */
+function writeItem(outlet: Outlet, item: unknown): number {
+  if (typeof item === "object") {
+    if (item === null || Object.getPrototypeOf(item) !== UINT8_PROTOTYPE) return -1;
+    const bytes = item as Uint8Array;
+    const n = bytes.byteLength;
+    if (n > WRITE_MAX) return -1;
+    room(outlet, 3 + n);
+    const out = outlet.out;
+    let k = writeHead(out, outlet.at, 0x40, n);
+    // a short one byte by byte: a call into set() costs more than the copy
+    if (n <= 64) { for (let i = 0; i < n; i++) out[k++] = bytes[i]; }
+    else {
+      out.set(bytes, k);
+      k += n;
+    }
+    outlet.at = k;
+    outlet.written++;
+    return 8 + n;
+  }
+  if (typeof item === "string") {
+    const n = item.length;
+    if (n > WRITE_MAX) return -1;
+    room(outlet, 3 + n);
+    const out = outlet.out;
+    const start = outlet.at;
+    let k = writeHead(out, start, 0x60, n);
+    for (let i = 0; i < n; i++) {
+      const c = item.charCodeAt(i);
+      if (c >= 0x80) return writeEncoded(outlet, item, 8 + n); // not ASCII: the codec's UTF-8
+      out[k++] = c;
+    }
+    outlet.at = k;
+    outlet.written++;
+    return 8 + n;
+  }
+  if (typeof item === "number" || typeof item === "boolean" || item === undefined) {
+    return writeEncoded(outlet, item, 16);
+  }
+  return -1;
+}
+
+/** Writes a primitive as the codec encodes it. */
+function writeEncoded(outlet: Outlet, item: unknown, size: number): number {
+  const bytes = encode(item);
+  room(outlet, bytes.byteLength);
+  outlet.out.set(bytes, outlet.at);
+  outlet.at += bytes.byteLength;
+  outlet.written++;
+  return size;
+}
+
+/** Writes the array's head, and the chunk's head before it: returns where the frame starts. */
+function writeFront(outlet: Outlet): number {
+  const n = outlet.written;
+  const headBytes = n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const out = outlet.out;
+  const start = CHUNK_ROOM - headBytes - CHUNK_HEAD.length;
+  out.set(CHUNK_HEAD, start);
+  let k = start + CHUNK_HEAD.length;
+  if (headBytes === 5) {
+    out[k++] = 0x9a;
+    out[k++] = n >>> 24;
+    out[k++] = (n >> 16) & 0xff;
+    out[k++] = (n >> 8) & 0xff;
+    out[k++] = n & 0xff;
+  } else writeHead(out, k, 0x80, n);
+  return start;
+}
+
+/** The chunk's frame, its written items with the head and tail around them; the outlet starts anew. */
+function writtenFrame(outlet: Outlet, done: boolean): Uint8Array {
+  room(outlet, CHUNK_TAIL.length);
+  const out = outlet.out;
+  out.set(CHUNK_TAIL, outlet.at);
+  if (done) out[outlet.at + CHUNK_TAIL.length - 1] = 0xf5;
+  // a copy (the buffer serves the next chunk), not a view: see room()
+  const frame = out.slice(writeFront(outlet), outlet.at + CHUNK_TAIL.length);
+  outlet.at = CHUNK_ROOM;
+  outlet.written = 0;
+  return frame;
+}
+
+/**
+ * The chunk's written items, decoded (they are to be encoded with others): the outlet's next chunk
+ * gets a new buffer, since the items decoded may be views of this one.
+ */
+function takeWritten(outlet: Outlet): unknown[] {
+  const start = writeFront(outlet) + CHUNK_HEAD.length;
+  const items = decode(outlet.out.subarray(start, outlet.at)) as unknown[];
+  outlet.out = EMPTY;
+  outlet.at = CHUNK_ROOM;
+  outlet.written = 0;
+  return items;
+}
+
 // ---- the node's end ------------------------------------------------------------------------------
 
 interface Outlet {
   readonly stream: Stream<unknown>;
   items: number;
   bytes: number;
+  /**
+   * The chunk being made: its items written as they come into `out` (see {@linkcode writeItem}),
+   * from `at` on; or, once an item came that is not written so (an object, a large array), all its
+   * items in `buffer`, encoded together when it is sent.
+   */
+  out: Uint8Array;
+  at: number;
+  written: number;
   buffer: unknown[];
+  /** The chunk's items, and their bytes (as {@linkcode itemBytes} estimates them). */
+  held: number;
   bufferBytes: number;
   /** Chunks asked for and not yet answered, oldest first. */
   readonly pulls: ((frame: Uint8Array) => void)[];
@@ -208,7 +379,11 @@ export class StreamOutlets {
       stream,
       items: call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
       bytes: call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,
+      out: EMPTY,
+      at: CHUNK_ROOM,
+      written: 0,
       buffer: [],
+      held: 0,
       bufferBytes: 0,
       pulls: [],
       pumping: false,
@@ -300,10 +475,10 @@ export class StreamOutlets {
     // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
     // with what is buffered would send a few items per chunk
     if (outlet.pumping) {
-      if (outlet.buffer.length > 0 && !outlet.watching) this.#watch(key, outlet);
+      if (outlet.held > 0 && !outlet.watching) this.#watch(key, outlet);
       return p;
     }
-    if (outlet.buffer.length > 0 || outlet.ended) this.#flush(key, outlet);
+    if (outlet.held > 0 || outlet.ended) this.#flush(key, outlet);
     else void this.#pump(key, outlet);
     return p;
   }
@@ -336,15 +511,20 @@ export class StreamOutlets {
   /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
   #take(key: string, outlet: Outlet, item: unknown): boolean {
     if (outlet.ended) return false; // cancelled meanwhile
-    const size = itemBytes(item);
-    outlet.buffer.push(item);
+    let size = outlet.buffer.length === 0 ? writeItem(outlet, item) : -1;
+    if (size < 0) {
+      if (outlet.written > 0) outlet.buffer = takeWritten(outlet);
+      size = itemBytes(item);
+      outlet.buffer.push(item);
+    }
+    outlet.held++;
     outlet.bufferBytes += size;
     outlet.items--;
     outlet.bytes -= size;
     outlet.made++;
     // the first chunk is small, so the first item is not held back while many more are made
     const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
-    if (outlet.buffer.length >= full || outlet.bufferBytes >= CHUNK_BYTES) this.#flush(key, outlet);
+    if (outlet.held >= full || outlet.bufferBytes >= CHUNK_BYTES) this.#flush(key, outlet);
     else if (outlet.pulls.length > 0 && !outlet.watching) this.#watch(key, outlet);
     return !outlet.ended && outlet.items > 0 && outlet.bytes > 0;
   }
@@ -370,17 +550,25 @@ export class StreamOutlets {
 
   /** Answers the oldest chunk asked for with what is buffered (and the end, if it came). */
   #flush(key: string, outlet: Outlet): void {
-    if (outlet.pulls.length === 0 || (outlet.buffer.length === 0 && !outlet.ended)) return;
+    if (outlet.pulls.length === 0 || (outlet.held === 0 && !outlet.ended)) return;
     const answer = outlet.pulls.shift()!;
     outlet.sent++;
     outlet.watching = false;
     if (outlet.tick !== undefined) clearTimeout(outlet.tick);
     outlet.tick = undefined;
-    const items = outlet.buffer;
-    outlet.buffer = [];
+    outlet.held = 0;
     outlet.bufferBytes = 0;
     outlet.sentFirst = true;
     const last = outlet.ended;
+    if (outlet.written > 0 && outlet.error === undefined) {
+      // its items are written already: the frame is what is around them
+      const frame = writtenFrame(outlet, last);
+      if (last) this.#end(key, outlet, undefined);
+      answer(frame);
+      return;
+    }
+    const items = outlet.written > 0 ? takeWritten(outlet) : outlet.buffer;
+    outlet.buffer = [];
     let frame: Uint8Array;
     try {
       frame = last
@@ -455,14 +643,26 @@ export interface ChunkSource {
 export class RemoteChunks implements AsyncIterator<unknown> {
   readonly #source: ChunkSource;
   readonly #window: Required<StreamWindow>;
+  /** What taking half a window of items (bytes) is: a grant is due then (see #due). */
+  readonly #halfItems: number;
+  readonly #halfBytes: number;
   #buffer: readonly unknown[];
   #head = 0;
+  /** Whether some item held may hold handles (an object other than a typed array): revived as taken. */
+  #revive: boolean;
+  /**
+   * The index at which a taken item may make a grant due (the end of what is held, or where half a
+   * window would be taken): the only per-item test; items taken are counted then, not one by one.
+   */
+  #checkAt = 0;
+  /** Items before this index are counted in #takenItems and #takenBytes. */
+  #counted = 0;
   #done: boolean;
   #error: unknown;
   /** Items (bytes) the producer may still send without more credit, as far as this end knows. */
   #owedItems: number;
   #owedBytes: number;
-  /** Items (bytes) taken since the last grant. */
+  /** Items (bytes) taken since the last grant, up to #counted. */
   #takenItems = 0;
   #takenBytes = 0;
   #pulls = 0;
@@ -482,13 +682,20 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#onEnd = onEnd;
     this.#source = source;
     this.#window = window;
+    this.#halfItems = Math.ceil(window.items / 2);
+    this.#halfBytes = Math.ceil(window.bytes / 2);
     this.#buffer = first.items;
     this.#done = first.done;
     this.#error = first.error === undefined ? undefined : errorFromWire(first.error);
     this.#owedItems = window.items - first.items.length;
-    let b = 0;
-    for (const x of first.items) b += itemBytes(x);
+    let b = 0, revive = false;
+    for (const x of first.items) {
+      b += itemBytes(x);
+      if (!revive && mayHoldHandles(x)) revive = true;
+    }
     this.#owedBytes = window.bytes - b;
+    this.#revive = revive && source.revive !== undefined;
+    this.#setCheck();
   }
 
   /** The chunks themselves (a call's result: `stream_call.ts` wraps it in a `Stream`). */
@@ -504,18 +711,18 @@ export class RemoteChunks implements AsyncIterator<unknown> {
 
   /** The next item when one is here already (no wait), else `undefined`; `Stream` asks this first. */
   tryNext(): IteratorResult<unknown> | undefined {
-    if (this.#head >= this.#buffer.length) return undefined;
-    const value = this.#take();
-    if (this.#due()) this.#ask();
-    return { done: false, value };
+    const h = this.#head;
+    const buffer = this.#buffer;
+    if (h >= buffer.length) return undefined;
+    const raw = buffer[h];
+    this.#head = h + 1;
+    if (h + 1 === this.#checkAt) this.#check();
+    return { done: false, value: this.#revive ? this.#source.revive!(raw) : raw };
   }
 
   next(): Promise<IteratorResult<unknown>> {
-    if (this.#head < this.#buffer.length) {
-      const value = this.#take();
-      if (this.#due()) this.#ask();
-      return Promise.resolve({ done: false, value });
-    }
+    const r = this.tryNext();
+    if (r !== undefined) return Promise.resolve(r);
     if (this.#done) {
       this.#endOnce();
       if (this.#error !== undefined) {
@@ -536,32 +743,61 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     }
     this.#endOnce();
     this.#buffer = [];
-    this.#head = 0;
+    this.#head = this.#counted = this.#checkAt = 0;
     const w = this.#waiter;
     this.#waiter = undefined;
     w?.resolve({ done: true, value: undefined });
     return Promise.resolve({ done: true, value: undefined });
   }
 
-  #take(): unknown {
-    const raw = this.#buffer[this.#head++];
-    this.#takenItems++;
-    this.#takenBytes += itemBytes(raw);
-    return this.#source.revive === undefined ? raw : this.#source.revive(raw);
+  /** Counts the items taken since the last count. */
+  #count(): void {
+    const buffer = this.#buffer, to = this.#head;
+    let b = 0;
+    for (let i = this.#counted; i < to; i++) b += itemBytes(buffer[i]);
+    this.#takenItems += to - this.#counted;
+    this.#takenBytes += b;
+    this.#counted = to;
   }
 
   /**
-   * Whether {@linkcode RemoteChunks.#ask} may have something to do after an item was taken: only once
-   * this end has taken all it holds, or half a window since the last grant (a cheap test per item).
+   * Where the next check is: at the end of what is held, or at the item that makes half a window
+   * taken (in items or in bytes), whichever comes first.
+   */
+  #setCheck(): void {
+    const buffer = this.#buffer, from = this.#counted;
+    let at = Math.min(buffer.length, from + Math.max(1, this.#halfItems - this.#takenItems));
+    let bytes = this.#takenBytes;
+    for (let i = from; i < at; i++) {
+      bytes += itemBytes(buffer[i]);
+      if (bytes >= this.#halfBytes) {
+        at = i + 1;
+        break;
+      }
+    }
+    this.#checkAt = Math.max(at, this.#head + 1);
+  }
+
+  /** An item taken reached the check: grants credit if due, asks for a chunk if caught up. */
+  #check(): void {
+    this.#count();
+    if (this.#due()) this.#ask();
+    this.#setCheck();
+  }
+
+  /**
+   * Whether {@linkcode RemoteChunks.#ask} may have something to do: only once this end has taken all
+   * it holds, or half a window since the last grant.
    */
   #due(): boolean {
-    return this.#head >= this.#buffer.length || this.#takenItems * 2 >= this.#window.items ||
-      this.#takenBytes * 2 >= this.#window.bytes;
+    return this.#head >= this.#buffer.length || this.#takenItems >= this.#halfItems ||
+      this.#takenBytes >= this.#halfBytes;
   }
 
   /** Grants credit when due, and keeps a chunk asked for while the producer may send more. */
   #ask(): void {
     if (this.#done) return;
+    this.#count();
     const caughtUp = this.#head >= this.#buffer.length;
     const grant = this.#takenItems > 0 && this.#due();
     const mayComeUnasked = this.#owedItems > 0 && this.#owedBytes > 0;
@@ -579,23 +815,29 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #onChunk(chunk: ChunkMessage): void {
     this.#pulls--;
     if (this.#done && this.#waiter === undefined) return; // returned meanwhile
+    this.#count();
     const rest = this.#buffer.length - this.#head;
-    let b = 0;
-    for (const x of chunk.items) b += itemBytes(x);
+    let b = 0, revive = false;
+    for (const x of chunk.items) {
+      b += itemBytes(x);
+      if (!revive && mayHoldHandles(x)) revive = true;
+    }
     this.#owedItems -= chunk.items.length;
     this.#owedBytes -= b;
+    this.#revive = (revive || rest > 0 && this.#revive) && this.#source.revive !== undefined;
     this.#buffer = rest === 0 ? chunk.items : [...this.#buffer.slice(this.#head), ...chunk.items];
-    this.#head = 0;
+    this.#head = this.#counted = 0;
+    this.#setCheck();
     if (chunk.done) {
       this.#done = true;
       if (chunk.error !== undefined) this.#error = errorFromWire(chunk.error);
     }
     const w = this.#waiter;
     if (w === undefined) return;
-    if (this.#head < this.#buffer.length) {
+    const r = this.tryNext();
+    if (r !== undefined) {
       this.#waiter = undefined;
-      const value = this.#take();
-      w.resolve({ done: false, value });
+      w.resolve(r);
       this.#ask();
     } else if (this.#done) {
       this.#waiter = undefined;
@@ -619,4 +861,9 @@ export class RemoteChunks implements AsyncIterator<unknown> {
       w.reject(e);
     } else this.#error = e;
   }
+}
+
+/** Whether a stream item that arrived may hold handles to revive: an object other than a typed array. */
+function mayHoldHandles(x: unknown): boolean {
+  return typeof x === "object" && x !== null && !ArrayBuffer.isView(x);
 }

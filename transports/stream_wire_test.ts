@@ -17,6 +17,10 @@ import {
 } from "./_test_stream_app.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
+import { Stream } from "../core/stream.ts";
+import { decode } from "../core/codec.ts";
+import { encodeMessage } from "./protocol.ts";
+import { StreamOutlets } from "./stream_wire.ts";
 
 const APP = fileURLToPath(new URL("./_test_stream_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
@@ -248,4 +252,75 @@ test("a stream passed to an op on another node is refused with a TypeError namin
     await node.drain();
     await server.close();
   }
+});
+
+/** All chunks of `items` streamed by a StreamOutlets (no socket), credit granted per chunk as taken. */
+async function outletFrames(items: unknown[], window = 4096): Promise<Uint8Array[]> {
+  const outlets = new StreamOutlets();
+  const stream = new Stream<unknown>((async function* () {
+    yield* items;
+  })());
+  const frames: Uint8Array[] = [];
+  let f = await outlets.open("k", stream, { name: "t", creditItems: window }, undefined);
+  for (;;) {
+    frames.push(f.slice());
+    const m = decode(f) as { items: unknown[]; done: boolean };
+    if (m.done) return frames;
+    f = await outlets.credit("k", m.items.length, 1024);
+  }
+}
+
+test("a node's chunk of small items written as they come is the frame encodeMessage makes of them", async () => {
+  const bytes = (n: number, v: number) => new Uint8Array(n).fill(v);
+  const items: unknown[] = [
+    bytes(16, 1),
+    "tok",
+    bytes(0, 0),
+    bytes(23, 2),
+    bytes(24, 3),
+    bytes(300, 4),
+    bytes(4096, 5),
+  ];
+  items.push(7, -1.5);
+  items.push(true, undefined, "x".repeat(300));
+  const frames = await outletFrames(items);
+  const got = frames.flatMap((f) => (decode(f) as { items: unknown[] }).items);
+  assert.deepEqual(got, items);
+  // each chunk byte for byte as encodeMessage writes it
+  let at = 0;
+  for (const f of frames) {
+    const m = decode(f) as { items: unknown[]; done: boolean };
+    const expected = encodeMessage({ t: "chunk", items: items.slice(at, at + m.items.length), done: m.done });
+    assert.deepEqual(f, expected.slice());
+    at += m.items.length;
+  }
+  // 600 items of 16 bytes: a first chunk of 16, then full ones of 512, in order
+  const many = Array.from({ length: 600 }, (_, i) => bytes(16, i & 0xff));
+  const chunks = await outletFrames(many);
+  const lengths = chunks.map((f) => (decode(f) as { items: unknown[] }).items.length);
+  assert.deepEqual(lengths.slice(0, 2), [16, 512]);
+  assert.deepEqual(chunks.flatMap((f) => (decode(f) as { items: unknown[] }).items), many);
+});
+
+test("a node's chunk that mixes written items with objects and large arrays keeps them all, in order", async () => {
+  const items: unknown[] = [
+    new Uint8Array([1, 2]),
+    "naïve ✓", // not ASCII: the codec's UTF-8
+    { a: 1, b: [new Uint8Array([3])] },
+    new Uint8Array([4]),
+    new Float64Array([1.5, 2.5]),
+    new Uint8Array(5000).fill(9), // above what is written as it comes
+    "after",
+    42,
+  ];
+  const frames = await outletFrames(items, 3);
+  assert.ok(frames.length > 1); // a window of 3: several chunks, some mixed
+  assert.deepEqual(frames.flatMap((f) => (decode(f) as { items: unknown[] }).items), items);
+});
+
+test("a node's stream whose item cannot travel ends with an error chunk", async () => {
+  const frames = await outletFrames([new Uint8Array([1]), "ok", () => 1]);
+  const last = decode(frames.at(-1)!) as { done: boolean; error?: { message: string } };
+  assert.equal(last.done, true);
+  assert.match(String(last.error?.message), /cannot be sent/);
 });
