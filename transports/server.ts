@@ -41,7 +41,7 @@ import {
   segmentedMessages,
   SegmentReader,
 } from "./ws_framing.ts";
-import { SendQueue } from "./ws_send_queue.ts";
+import { SendQueue, SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
 import { LateSignals } from "./_late_signal.ts";
 import { frameBytes, inlineFrame, offerHeadroom } from "../core/codec.ts";
 
@@ -78,7 +78,10 @@ export interface NodeAppOptions extends ServeFramesOptions {
   /**
    * Most bytes of replies that may wait for one WebSocket client that reads slowly (default: twice
    * `maxFrameBytes`, at least 16 MiB); past it the connection is closed (code 1013) and the
-   * client's calls on it fail with a transport error. Replies are never dropped.
+   * client's calls on it fail with a transport error. Replies are never dropped. A client with more
+   * than 1 MiB of replies unsent has no more of its requests served until they drain below 256 KiB
+   * (its requests wait, in order); at most this many bytes of them, and 10,000 messages, wait: past
+   * that the connection is closed the same way (code 1013, "client reads too slowly").
    */
   maxSendQueueBytes?: number;
   /**
@@ -357,6 +360,22 @@ function toBytes(data: unknown): Uint8Array | undefined {
 
 /** How long one connection's messages may be served in one turn before others get theirs, ms. */
 const SLICE_MS = 2;
+/**
+ * A connection with more bytes of replies unsent than this (in the runtime's socket buffer and its
+ * send queue) has no more of its messages served until it drains to {@linkcode RESUME_BYTES}. 1 MiB
+ * is one full batch of replies (the Outbox's) and ~8 ms of a 1 Gbit/s link: a client that reads
+ * still finds the kernel's buffers full while the node waits, and a flood that never reads costs the
+ * node 1 MiB of replies, not the 32 MiB of 2,000 calls of 16 KiB.
+ */
+const PAUSE_BYTES = 1024 * 1024;
+/** Unsent bytes below which a paused connection's messages are served again. */
+const RESUME_BYTES = 256 * 1024;
+/**
+ * Most messages of a paused connection that wait (besides `maxSendQueueBytes` of them): as many
+ * as the calls a connection may have in flight by default (`--max-calls-per-connection`), so a
+ * client within that bound that reads slowly is never closed for it.
+ */
+const MAX_HELD_MESSAGES = 10_000;
 const EMPTY = new Uint8Array(0);
 let turn = 0;
 let turnArmed = false;
@@ -410,15 +429,43 @@ function wsEvents(
   // the other connections' frames in between instead of after the whole burst (issue 11's soak: one
   // client's 2,000 calls held everybody else's for hundreds of ms). At most maxSendQueueBytes wait;
   // past that they are served at once, in order, as without the slices.
+  // A client whose replies back up (more than PAUSE_BYTES unsent) has no more of its messages
+  // served until they drain to RESUME_BYTES: its messages wait here instead of making more replies
+  // (a client that never reads made 32 MiB of replies per 2,000 calls). What waits then is bounded
+  // (MAX_HELD_MESSAGES, maxSendQueueBytes); past that the connection is closed, 1013.
   let sliceTurn = -1;
   let sliceStart = 0;
   let later: Uint8Array[] = [];
   let laterHead = 0;
   let laterBytes = 0;
   let resumeArmed = false;
+  let paused = false;
+  const backedUp = (): boolean => out !== undefined && out.unsentBytes > PAUSE_BYTES;
+  const pause = (ws: WSContext): void => {
+    paused = true;
+    out!.whenBelow(RESUME_BYTES, () => {
+      paused = false;
+      sliceTurn = currentTurn();
+      sliceStart = performance.now();
+      step(ws);
+    });
+  };
   const wait = (ws: WSContext, bytes: Uint8Array): void => {
+    if (!open) return;
     later.push(bytes);
     laterBytes += bytes.byteLength;
+    if (paused) {
+      const held = later.length - laterHead;
+      if (held <= MAX_HELD_MESSAGES && laterBytes <= maxSendQueueBytes) return;
+      open = false;
+      closed.abort(); // its calls have nobody to answer (the runtime's close event may come much later)
+      later = [];
+      laterHead = laterBytes = 0;
+      return ws.close(
+        SLOW_READER_CLOSE_CODE,
+        `client reads too slowly: ${held} messages held while ${out!.unsentBytes} bytes of replies wait`,
+      );
+    }
     if (laterBytes <= maxSendQueueBytes) return armResume(ws);
     // too much waiting: everything now, in order
     while (laterHead < later.length) take(ws);
@@ -436,12 +483,14 @@ function wsEvents(
   // one message, then the next after the microtasks its handler queued so far (so that the clock
   // sees the work the messages make, not only their synchronous part)
   const step = (ws: WSContext): void => {
+    if (paused) return;
     if (laterHead >= later.length) {
       later = [];
       laterHead = 0;
       laterBytes = 0;
       return;
     }
+    if (backedUp()) return pause(ws);
     if (performance.now() - sliceStart > SLICE_MS) return armResume(ws);
     take(ws);
     queueMicrotask(() => step(ws));
@@ -469,6 +518,7 @@ function wsEvents(
     fail(ws, 0, new ProtocolError(message));
     outbox?.flush();
     open = false;
+    closed.abort();
     ws.close(1002, "bad frame");
   };
   const answer = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
@@ -502,6 +552,10 @@ function wsEvents(
         return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
       }
       if (later.length > laterHead) return wait(ws, bytes);
+      if (backedUp()) {
+        pause(ws);
+        return wait(ws, bytes);
+      }
       const turn = currentTurn();
       if (turn !== sliceTurn) {
         sliceTurn = turn;

@@ -30,6 +30,9 @@ export interface QueueSocket {
   readonly raw?: unknown;
 }
 
+/** The longest wait between two looks at a socket's buffer while nothing leaves it, ms. */
+const MAX_POLL_MS = 32;
+
 /** The close code of a connection whose client read too slowly (1013: try again later). */
 export const SLOW_READER_CLOSE_CODE = 1013;
 
@@ -77,6 +80,12 @@ export class SendQueue {
   #bytes = 0;
   #blocked = false;
   #closed = false;
+  // whenBelow's watch
+  #then: (() => void) | undefined;
+  #below = 0;
+  #pollMs = 1;
+  #lastUnsent = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * @param ws The connection (hono's `WSContext`).
@@ -93,6 +102,32 @@ export class SendQueue {
   /** Bytes waiting here for the socket to drain. */
   get queuedBytes(): number {
     return this.#bytes;
+  }
+
+  /**
+   * Bytes of replies not yet handed to the kernel: those waiting here and those in the runtime's
+   * own socket buffer (Bun's `getBufferedAmount()`, Deno's and `ws`' `bufferedAmount`).
+   */
+  get unsentBytes(): number {
+    const raw = this.#raw;
+    if (raw === undefined) return this.#bytes;
+    if (typeof raw.getBufferedAmount === "function") return this.#bytes + raw.getBufferedAmount();
+    return this.#bytes + (typeof raw.bufferedAmount === "number" ? raw.bufferedAmount : 0);
+  }
+
+  /**
+   * Calls `then` once at most `bytes` are unsent ({@linkcode unsentBytes}): at the runtime's drain
+   * event (Bun), else when a poll sees it (1 ms, doubling to 32 ms while nothing leaves, back to
+   * 1 ms when something did). Never once the connection is closing or closed. A second call
+   * replaces the first's `then`.
+   */
+  whenBelow(bytes: number, then: () => void): void {
+    this.#below = bytes;
+    this.#then = then;
+    this.#pollMs = 1;
+    this.#lastUnsent = this.unsentBytes;
+    if (this.#check()) return;
+    this.#timer ??= setTimeout(this.#poll, this.#pollMs);
   }
 
   /** True once the queue closed the connection (its client read too slowly). */
@@ -128,7 +163,31 @@ export class SendQueue {
       this.#waiting = [];
       this.#head = 0;
     }
+    this.#check();
   }
+
+  /** Whether the watch is over: its `then` was called (or the connection is gone). */
+  #check(): boolean {
+    const then = this.#then;
+    if (then === undefined) return true;
+    const state = (this.#raw as { readyState?: unknown } | undefined)?.readyState;
+    const gone = this.#closed || (typeof state === "number" && state >= 2); // CLOSING or CLOSED
+    if (!gone && this.unsentBytes > this.#below) return false;
+    this.#then = undefined;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (!gone) then();
+    return true;
+  }
+
+  readonly #poll = (): void => {
+    this.#timer = undefined;
+    if (this.#check()) return;
+    const unsent = this.unsentBytes;
+    this.#pollMs = unsent < this.#lastUnsent ? 1 : Math.min(2 * this.#pollMs, MAX_POLL_MS);
+    this.#lastUnsent = unsent;
+    this.#timer = setTimeout(this.#poll, this.#pollMs);
+  };
 
   #write(message: Uint8Array<ArrayBuffer>): void {
     const r = this.#raw!.send!(message);
@@ -141,6 +200,7 @@ export class SendQueue {
     this.#waiting = [];
     this.#head = 0;
     this.#bytes = 0;
+    this.#check(); // a watch ends
     try {
       this.#ws.close(SLOW_READER_CLOSE_CODE, `client reads too slowly: ${what}`.slice(0, 120));
     } catch {
