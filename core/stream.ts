@@ -331,9 +331,9 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   };
 
   /** Stops the stream (a `for await` left early): the producer's `finally` runs. */
-  async return(): Promise<IteratorResult<T, undefined>> {
-    if (!this.#ended) await this.#close(undefined);
-    return DONE;
+  return(): Promise<IteratorResult<T, undefined>> {
+    const closing = this.#ended ? undefined : this.#close(undefined);
+    return closing === undefined ? Promise.resolve(DONE) : closing.then(() => DONE);
   }
 
   /** Stops the stream with `error` thrown into the producer (its `catch`/`finally` run). */
@@ -393,34 +393,56 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     const d = this.#drainer;
     this.#drainer = undefined;
     d?.reject(reason);
-    this.#close(reason, busy).catch(() => {});
+    this.#close(reason, busy)?.catch(() => {});
   }
 
-  /** Ends the stream, running the producer's `finally` (its `return()`), then tells the call. */
-  async #close(
+  /**
+   * Ends the stream, running the producer's `finally` (its `return()`), then tells the call: at once
+   * (`undefined`) when the source is done with it as its `return()` comes back (a remote stream's
+   * chunks, with no `next()` pending), else once its returned promise settles.
+   */
+  #close(
     error: unknown,
     busy = this.#head < this.#waiting.length || this.#drainer !== undefined,
-  ): Promise<void> {
-    if (this.#ended) return;
+  ): Promise<void> | undefined {
+    if (this.#ended) return undefined;
     this.#ended = true;
     this.#clearTimer();
     this.#wake();
+    const src = this.#source;
+    let returned: unknown;
     try {
-      const src = this.#source;
       if (typeof src.return === "function") {
         const ctx = this.#options.ctx;
-        const returned = ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []);
-        // at a yield (no next() pending) the producer's finally runs at once: no grace to keep
-        if (!busy) return void await returned;
-        // a generator inside an await runs its finally only once that await settles (JavaScript
-        // cannot interrupt it): its slot is given back after a grace period all the same, as for
-        // any body that cannot be stopped (policy.ts), so one stuck producer cannot wedge its instance
-        // (the grace timer holds the process only while some ref is awaited: grace.ts)
-        let timer: TimerId | undefined;
-        const grace = new Promise<void>((resolve) => (timer = startGrace(STOP_GRACE_MS, resolve)));
-        await Promise.race([returned, grace]);
-        endGrace(timer!);
+        returned = ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []);
       }
+    } catch {
+      // the producer's finally threw: the stream ends all the same
+    }
+    if (returned === undefined || !busy && this.#sync !== undefined) {
+      (returned as Promise<unknown> | undefined)?.then?.(undefined, () => {});
+      try {
+        this.#tell(error);
+      } catch (e) {
+        return Promise.reject(e); // as the async path would
+      }
+      return undefined;
+    }
+    return this.#closing(returned, busy, error);
+  }
+
+  async #closing(returned: unknown, busy: boolean, error: unknown): Promise<void> {
+    try {
+      // at a yield (no next() pending) the producer's finally runs at once: no grace to keep
+      if (!busy) return void await returned;
+      // a generator inside an await runs its finally only once that await settles (JavaScript
+      // cannot interrupt it): its slot is given back after a grace period all the same, as for
+      // any body that cannot be stopped (policy.ts), so one stuck producer cannot wedge its instance
+      // (the grace timer holds the process only while some ref is awaited: grace.ts)
+      let timer: TimerId | undefined;
+      const grace = new Promise<void>((resolve) => (timer = startGrace(STOP_GRACE_MS, resolve)));
+      await Promise.race([returned, grace]);
+      endGrace(timer!);
     } catch {
       // the producer's finally threw: the stream ends all the same
     } finally {

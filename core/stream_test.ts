@@ -357,3 +357,27 @@ test("Stream.drain: a sync-next source's error rejects, after the items before i
   assert.match(String(e), /boom/);
   assert.deepEqual(got, ["x0", "x1"]);
 });
+
+test("Stream.return over a source with items at hand (a remote stream's chunks) ends it at once, once, even when the source's return() rejects", async () => {
+  for (const failing of [false, true]) {
+    let returned = 0;
+    const told: number[] = [];
+    const items = [1, 2, 3];
+    const source = {
+      tryNext: () => (items.length > 0 ? { done: false, value: items.shift()! } : undefined),
+      next: () => Promise.resolve({ done: true as const, value: undefined }),
+      return:
+        () => (returned++,
+          failing ? Promise.reject(new Error("gone")) : Promise.resolve({ done: true, value: undefined })),
+    };
+    const s = new Stream<number>(source as unknown as AsyncIterator<number>, { onEnd: (n) => told.push(n) });
+    assert.deepEqual(await s.next(), { done: false, value: 1 });
+    const r = s.return();
+    assert.deepEqual(told, [1]); // told as return() comes back: the source has done its part
+    assert.deepEqual(await r, { done: true, value: undefined });
+    assert.deepEqual(await s.return(), { done: true, value: undefined });
+    assert.equal(returned, 1);
+    assert.deepEqual(told, [1]);
+    assert.equal(s.ended, true);
+  }
+});

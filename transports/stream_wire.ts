@@ -479,7 +479,7 @@ export class StreamOutlets {
       return p;
     }
     if (outlet.held > 0 || outlet.ended) this.#flush(key, outlet);
-    else void this.#pump(key, outlet);
+    else this.#pump(key, outlet);
     return p;
   }
 
@@ -529,23 +529,23 @@ export class StreamOutlets {
     return !outlet.ended && outlet.items > 0 && outlet.bytes > 0;
   }
 
-  /** Takes the producer's items while the consumer holds credit. */
-  async #pump(key: string, outlet: Outlet): Promise<void> {
+  /** Takes the producer's items while the consumer holds credit (then, or at the end, flushes). */
+  #pump(key: string, outlet: Outlet): void {
     if (outlet.pumping) return;
+    if (outlet.ended || outlet.items <= 0 || outlet.bytes <= 0) return this.#flush(key, outlet);
     outlet.pumping = true;
-    try {
-      if (!outlet.ended && outlet.items > 0 && outlet.bytes > 0 && await outlet.stream.drain(outlet.take)) {
-        outlet.ended = true;
-      }
-    } catch (e) {
+    outlet.stream.drain(outlet.take).then((ended) => {
+      outlet.pumping = false;
+      if (ended) outlet.ended = true;
+      this.#flush(key, outlet);
+    }, (e) => {
+      outlet.pumping = false;
       if (!outlet.ended) {
         outlet.ended = true;
         outlet.error = e;
       }
-    } finally {
-      outlet.pumping = false;
-    }
-    this.#flush(key, outlet);
+      this.#flush(key, outlet);
+    });
   }
 
   /** Answers the oldest chunk asked for with what is buffered (and the end, if it came). */
