@@ -39,6 +39,7 @@ import {
   type CallMessage,
   decodeDriverMessage,
   decodeNodeMessage,
+  type DriverMessage,
   encodeMessage,
   type PipedArg,
   PROTOCOL_VERSION,
@@ -355,7 +356,7 @@ export class NodeServer {
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
     this.published = new PublishedResults(options.name);
-    this.handler = (frame, peer) => this.handle(frame, peer);
+    this.handler = (frame, peer) => this.serve(frame, peer);
   }
 
   /**
@@ -455,10 +456,31 @@ export class NodeServer {
     return { status, name: this.name, protocol: PROTOCOL_VERSION };
   }
 
-  /** Answers one frame. */
-  private async handle(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
-    this.readClock.lastRead = performance.now();
-    const msg = decodeDriverMessage(frame);
+  /**
+   * Answers one frame. A call (the common frame) is answered by {@linkcode call}'s own promise,
+   * without {@linkcode handle}'s async function around it: a promise and two jobs less per call.
+   */
+  private serve(frame: Uint8Array, peer: PeerInfo | undefined): Promise<Uint8Array | undefined> {
+    const now = performance.now(); // (one clock read per frame: 80 ns each on Deno)
+    this.readClock.lastRead = now;
+    let msg: DriverMessage;
+    try {
+      msg = decodeDriverMessage(frame);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (msg.t === "call" && msg.publish === undefined && peer?.oneWay !== true) {
+      return this.call(msg, peer, frameBytes(frame), now);
+    }
+    return this.handle(msg, frame, peer);
+  }
+
+  /** Answers one decoded frame. */
+  private async handle(
+    msg: DriverMessage,
+    frame: Uint8Array,
+    peer: PeerInfo | undefined,
+  ): Promise<Uint8Array | undefined> {
     if (peer?.oneWay && msg.t !== "cancel" && msg.t !== "free" && msg.t !== "session") {
       // nobody waits for a one-way frame's answer, so nothing would hold its work to a bound
       throw new ProtocolError(`A one-way "${msg.t}" message is refused: only "cancel" may be sent without a reply`);
@@ -950,8 +972,13 @@ export class NodeServer {
     return conn;
   }
 
-  /** Runs one call and encodes its result. */
-  private async call(msg: CallMessage, peer: PeerInfo | undefined, bytes: number): Promise<Uint8Array> {
+  /** Runs one call and encodes its result; `now`: when its frame was read. */
+  private async call(
+    msg: CallMessage,
+    peer: PeerInfo | undefined,
+    bytes: number,
+    now = performance.now(),
+  ): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const key = callKey(peer, msg.cid);
     if (this.earlyCancels.delete(key)) {
@@ -994,7 +1021,10 @@ export class NodeServer {
     // this call cannot overtake it), then those pulled from other nodes
     if (msg.pipe !== undefined) {
       const pulls = this.pipedArgs(msg, args, peer);
-      if (pulls !== undefined) await pulls;
+      if (pulls !== undefined) {
+        await pulls;
+        now = performance.now(); // (the leases below are renewed once its arguments are here, as before)
+      }
     }
     let ref: ObjectRef<unknown>;
     let name: string;
@@ -1030,7 +1060,7 @@ export class NodeServer {
       // a call shows its driver is alive, like a keepalive
       if (inst.owner !== undefined) {
         const lease = this.owners.get(inst.owner);
-        if (lease !== undefined) lease.seen = performance.now();
+        if (lease !== undefined) lease.seen = now;
         renewed = inst.owner;
       }
       const fair = inst.fair;
@@ -1057,7 +1087,7 @@ export class NodeServer {
     }
     if (owner !== undefined && owner !== renewed) {
       const lease = this.owners.get(owner);
-      if (lease !== undefined) lease.seen = performance.now();
+      if (lease !== undefined) lease.seen = now;
     }
     this.callsPerScope.set(scope, running + 1);
     this.inFlight++;

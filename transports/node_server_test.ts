@@ -567,3 +567,45 @@ test("leases: keepalives to a node that stopped answering go one at a time, not 
     await node.drain({ graceMs: 10 });
   }
 });
+
+test("a node's frame handler answers calls by their own promise, and every other frame as before", async () => {
+  const node = new NodeServer({ name: "serve-paths" });
+  const peer = { transport: "websocket", connectionId: 9_001, oneWay: false } as const;
+  try {
+    // a frame that does not decode: a rejected promise, never a throw in the caller's stack
+    let answer: unknown;
+    assert.doesNotThrow(() => (answer = node.handler(new Uint8Array([0xff, 0x00]), peer)));
+    assert.ok(answer instanceof Promise);
+    await assert.rejects(answer, (e: unknown) => e instanceof ta.ProtocolError);
+    const created = decodeReply<{ t: "created"; id: string }>(
+      (await node.handler(
+        encodeMessage({ t: "create", service: "RemoteCounter", args: [], gpus: [], replica: 0 }),
+        peer,
+      ))!,
+      "created",
+    );
+    const call = (cid: string, k: number) =>
+      encodeMessage({ t: "call", cid, id: created.id, method: "add", args: [k] });
+    // a call sent one-way is refused, and does not run
+    await assert.rejects(
+      Promise.resolve(node.handler(call("c-one-way", 100), { ...peer, oneWay: true })),
+      (e: unknown) => e instanceof ta.ProtocolError && /one-way "call"/.test(e.message),
+    );
+    // calls that reach a busy instance wait in its mailbox, in order (add reads, yields, writes)
+    const answers = await Promise.all([1, 2, 3].map((k) => node.handler(call(`c-${k}`, k), peer)));
+    assert.deepEqual(answers.map((a) => decodeReply<ResultMessage>(a!, "result")), [
+      { t: "result", ok: true, value: 1 },
+      { t: "result", ok: true, value: 3 },
+      { t: "result", ok: true, value: 6 },
+    ]);
+    // a call id in use by a call in flight is refused as before
+    const first = node.handler(call("c-twice", 1), peer);
+    await assert.rejects(
+      Promise.resolve(node.handler(call("c-twice", 1), peer)),
+      (e: unknown) => e instanceof ta.ProtocolError && /already in use/.test(e.message),
+    );
+    assert.deepEqual(decodeReply<ResultMessage>((await first)!, "result"), { t: "result", ok: true, value: 7 });
+  } finally {
+    await node.drain();
+  }
+});
