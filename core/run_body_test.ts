@@ -94,3 +94,15 @@ test("a thenable that answers twice releases its instance's slot once: maxConcur
   assert.deepEqual(await Promise.all(refs), [1, 2, 2, 2]);
   assert.equal(most, 1, "one call at a time on the instance");
 });
+
+test("a body marked CONTEXT_FREE and started with no context runs in the current one; an unmarked body gets none", async () => {
+  const { callBody, CONTEXT_FREE } = await import("./invoke.ts");
+  const { currentContext, runInContext } = await import("./context.ts");
+  const here = { mesh: undefined, parent: undefined };
+  const startedIn = (fn: (...a: unknown[]) => unknown) =>
+    runInContext(here, () => callBody({} as never, fn, undefined, [], undefined, undefined));
+  // (a task submitted outside any mesh and started from inside one must not take that one as its own)
+  assert.notEqual(startedIn(() => currentContext()), here);
+  // a remote call's body, which runs nothing of the caller's, is spared the switch
+  assert.equal(startedIn(Object.assign(() => currentContext(), { [CONTEXT_FREE]: true })), here);
+});

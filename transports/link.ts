@@ -56,6 +56,8 @@ const HELLO_BACKOFF_MAX_MS = 30_000;
 
 let callCounter = 0;
 const callPrefix = crypto.randomUUID().slice(0, 8);
+/** What a call waits for (one array for all of them). */
+const RESULT_OR_CHUNK = ["result", "chunk"] as const;
 
 /** How long a `free` waits for its answer (nothing waits for it; this only bounds the promise). */
 const FREE_TIMEOUT_MS = 60_000;
@@ -324,8 +326,23 @@ export class NodeLink {
         call.creditItems = window.items;
         call.creditBytes = window.bytes;
       }
-      const sent = onSent === undefined ? undefined : () => onSent(cid);
-      const res = await this.request<ResultMessage | ChunkMessage>(call, ["result", "chunk"], span, undefined, sent);
+      let res: ResultMessage | ChunkMessage;
+      const conn = this.open;
+      if (span === undefined && conn !== undefined && !conn.closed && !this.closed) {
+        // the common case, as request() does it without its async function around (a promise and
+        // a job less per call): an open connection, no span to tell
+        const replied = conn.request(encodeMessage(call));
+        if (onSent !== undefined) onSent(cid);
+        const reply = await replied;
+        this.heard++;
+        this.lost = false;
+        this.lostDetail = undefined;
+        this.reached = true;
+        res = decodeReply<ResultMessage | ChunkMessage>(reply, RESULT_OR_CHUNK);
+      } else {
+        const sent = onSent === undefined ? undefined : () => onSent(cid);
+        res = await this.request<ResultMessage | ChunkMessage>(call, RESULT_OR_CHUNK, span, undefined, sent);
+      }
       if (res.t === "chunk") {
         streaming = true;
         return this.openStream(cid, res, window ?? resolveStreamWindow(undefined));
@@ -337,11 +354,14 @@ export class NodeLink {
       }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
-        return this.handles.fromWire(res.value, {
-          owner: this.holder,
-          token: this.options.token,
-          transport: this.transport.name,
-        });
+        return this.handles.fromWire(
+          res.value,
+          this.wireFrom ??= {
+            owner: this.holder,
+            token: this.options.token,
+            transport: this.transport.name,
+          },
+        );
       }
       throw errorFromWire(res.error);
     } catch (e) {
@@ -355,6 +375,9 @@ export class NodeLink {
       if (hook !== undefined) hook.cancel = undefined;
     }
   }
+
+  /** Whose handles the results of calls on this link hold (made once: read per call). */
+  private wireFrom: (LinkOptions & { owner: object }) | undefined;
 
   /** The stream window of this link's mesh, when it set one (`undefined`: the default). */
   private streamWindow(): Required<{ items: number; bytes: number }> | undefined {

@@ -18,6 +18,7 @@ import { localReplicaOf } from "../core/local_replica.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import type { RunPolicy } from "../core/policy.ts";
+import { CONTEXT_FREE } from "../core/invoke.ts";
 import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
@@ -194,7 +195,7 @@ export class RemoteReplica extends MailboxReplica {
       body = Object.assign((...a: unknown[]) => {
         const hook = a.pop() as CancelHook;
         return this.invoke(method, a, hook, true);
-      }, { [ABORTABLE]: true });
+      }, { [ABORTABLE]: true, [CONTEXT_FREE]: true });
       this.bodies.set(method, body);
     }
     runBody(task, body, this, undefined, this.policy, this.doneBound);

@@ -134,3 +134,65 @@ test("a remote call past its deadline gives its slot back at once: with maxConcu
     await node.drain({ graceMs: 10 });
   }
 });
+
+test(
+  "calls to a remote instance past the first runs (no context switch, the call sent without request()'s frame) keep their order, cancel and deadline",
+  T,
+  async () => {
+    const Slow = ta.service(
+      { name: `RemoteSlowTally${++seq}`, timeoutMs: 100_000 },
+      class RemoteSlowTally {
+        n = 0;
+        async add(k: number) {
+          const v = this.n;
+          await sleep(0);
+          return (this.n = v + k);
+        }
+        async hang(ms: number) {
+          await sleep(ms);
+          return ms;
+        }
+      },
+    );
+    const node = new NodeServer({ name: `fast-${seq}` });
+    const server = serveInMemory(`fast-${seq}`, node.handler);
+    const mesh = new ta.Mesh([new ta.MeshNode(`fast-${seq}`, { endpoint: server.endpoint })], {
+      transport: "in_memory",
+    });
+    try {
+      await mesh.run(async () => {
+        const s = Slow.init();
+        // past the 64 runs in a context of their own (LEAF_RUNS), one after another
+        for (let i = 1; i <= 100; i++) assert.equal(await s.add.go(1), i);
+        // sent together, on a busy instance (maxConcurrency 1): they queue, in order
+        assert.deepEqual(await Promise.all([1, 2, 3].map((k) => s.add.go(k))), [101, 103, 106]);
+        // a cancel reaches the node: the call there is cancelled (its body, a plain one, runs on)
+        const hung = s.hang.go(60_000);
+        await eventually(() => node.activeCalls === 1);
+        hung.cancel();
+        assert.ok((await rejection(hung)) instanceof ta.CancelledError);
+        await eventually(() => node.activeCalls === 0);
+      });
+      // a deadline (the service's, sent with the call) ends a call that runs past it
+      const Timed = ta.service(
+        { name: `RemoteTimed${seq}`, timeoutMs: 50 },
+        class RemoteTimed {
+          async hang(ms: number) {
+            await sleep(ms);
+            return ms;
+          }
+        },
+      );
+      await mesh.run(async () => {
+        const t = Timed.init();
+        for (let i = 0; i < 70; i++) assert.equal(await t.hang.go(0), 0);
+        const late = await rejection(t.hang.go(60_000));
+        assert.ok(late instanceof ta.CancelledError || late instanceof ta.TimeoutError, String(late));
+      });
+    } finally {
+      await mesh.close();
+      await server.close();
+      await node.drain({ graceMs: 10 });
+    }
+  },
+);
