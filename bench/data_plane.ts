@@ -14,7 +14,9 @@
  *   npx bun bench/data_plane.ts
  *   npx deno run -A bench/data_plane.ts
  *
- * BENCH_INLINE=1 sends every result back through the driver instead, for comparison.
+ * BENCH_INLINE=1 sends every result back through the driver instead, for comparison. BENCH_MIB
+ * (default `1,16`) picks the sizes of the loopback hand-offs, e.g. `BENCH_MIB=1 BENCH_RUNS=100` (the
+ * store holds 1 GiB: at 16 MiB, keep BENCH_RUNS below 45).
  * Medians over BENCH_RUNS (default 5) alternating runs, with min–max. Timing claims live here,
  * never in tests.
  *
@@ -36,6 +38,8 @@ const CHAIN = 100;
 const DELAY_MS = 5;
 /** BENCH_INLINE=1: every result comes back through the driver (as before results stayed on nodes). */
 const INLINE = process.env.BENCH_INLINE === "1";
+/** The loopback hand-offs' sizes, in MiB. */
+const SIZES = (process.env.BENCH_MIB ?? "1,16").split(",").map(Number);
 
 /** The array, made on A (the only node with a GPU). */
 const dpbMake = ta.op({ name: "dpbMake", gpus: 1 }, (n: number) => new Float32Array(n).fill(1));
@@ -185,7 +189,7 @@ async function main(): Promise<void> {
     await mesh.run(async () => {
       const sink = DpbSink.init();
       await sink.sum.go(new Float32Array(1024)); // placed on B
-      for (const mib of [1, 16]) {
+      for (const mib of SIZES) {
         const n = (mib << 20) / 4;
         const ours = () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
         const raw = () =>
