@@ -7,7 +7,7 @@
  * @module
  */
 import type { Span } from "@opentelemetry/api";
-import { errorFromWire, isValueRefusal } from "../core/codec.ts";
+import { errorFromWire, frameBytes, isValueRefusal } from "../core/codec.ts";
 import { NodeLostError, TransportError } from "../core/errors.ts";
 import type { CancelHook } from "../core/cancel.ts";
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config.ts";
@@ -233,8 +233,9 @@ export class NodeLink {
     this.reached = true;
     if (span !== undefined) {
       span.addEvent("received");
-      span.setAttribute("thinkagain.bytes_sent", frame.byteLength);
-      span.setAttribute("thinkagain.bytes_received", reply.byteLength);
+      // (a frame's large arrays travel beside it: frameBytes counts them)
+      span.setAttribute("thinkagain.bytes_sent", frameBytes(frame));
+      span.setAttribute("thinkagain.bytes_received", frameBytes(reply));
     }
     return decodeReply<T>(reply, expected);
   }
