@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { serveFrames } from "../adapters/serve.ts";
 import { decode, encode, encodeFrame } from "../core/codec.ts";
@@ -62,16 +63,45 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
-async function latency(fn: () => PromiseLike<unknown>, n = SEQ): Promise<{ p50: number; p99: number }> {
+/**
+ * CPU time (µs) that the threads of process `pid` have run, from Linux's per-thread schedstat (ns);
+ * `undefined` where there is no /proc.
+ */
+function cpuMicros(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    let ns = 0;
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
+    }
+    return ns / 1000;
+  } catch {
+    return undefined;
+  }
+}
+
+type Latency = { p50: number; p99: number; cpuClient?: number; cpuServer?: number };
+
+/**
+ * p50 and p99 of `n` sequential calls (µs); with `serverPid`, also the CPU each call cost this
+ * process and the server's (µs per call, from /proc): unlike the p50, it does not depend on whether
+ * the two processes found each other awake (see BENCHMARKS.md, Transports, ninth session).
+ */
+async function latency(fn: () => PromiseLike<unknown>, n = SEQ, serverPid?: number): Promise<Latency> {
   for (let i = 0; i < Math.min(1000, n); i++) await fn(); // warm up
   const times = new Array<number>(n);
+  const client0 = cpuMicros(serverPid === undefined ? undefined : process.pid), server0 = cpuMicros(serverPid);
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     await fn();
     times[i] = performance.now() - t0;
   }
+  const client1 = cpuMicros(serverPid === undefined ? undefined : process.pid), server1 = cpuMicros(serverPid);
   times.sort((a, b) => a - b);
-  return { p50: percentile(times, 0.5) * 1000, p99: percentile(times, 0.99) * 1000 };
+  const out: Latency = { p50: percentile(times, 0.5) * 1000, p99: percentile(times, 0.99) * 1000 };
+  if (client0 !== undefined && client1 !== undefined) out.cpuClient = (client1 - client0) / n;
+  if (server0 !== undefined && server1 !== undefined) out.cpuServer = (server1 - server0) / n;
+  return out;
 }
 
 /** Keeps `inFlight` calls going until `total` completed; returns calls per second. */
@@ -212,16 +242,25 @@ async function runClient(): Promise<void> {
         });
         const call = (x: unknown) => echo[0].echo.go(x);
         const label = transport === "websocket" ? "WS" : "HTTP";
+        const rawPid = raw.child.pid;
         const rawCall = transport === "websocket"
           ? () => rws.send(smallRaw)
           : async () => (await fetch(`http://${rawBase}/echo`, { method: "POST", body: smallRaw })).arrayBuffer();
         const inMesh = <T>(f: () => Promise<T>) => () => mesh.run(f);
         const [cOurs, cRaw] = await alternate(
-          inMesh(() => latency(() => call("What is ML?"), Math.min(SEQ, 3000))),
-          () => latency(rawCall, Math.min(SEQ, 3000)),
+          inMesh(() => latency(() => call("What is ML?"), Math.min(SEQ, 3000), node.child.pid)),
+          () => latency(rawCall, Math.min(SEQ, 3000), rawPid),
         );
         rows.push([`service call over ${label}, sequential p50 (µs)`, cOurs.p50, cRaw.p50, "lower is better"]);
         rows.push([`service call over ${label}, sequential p99 (µs)`, cOurs.p99, cRaw.p99, "lower is better"]);
+        if (cOurs.cpuClient !== undefined && cRaw.cpuClient !== undefined) {
+          const [co, cr] = [cOurs.cpuClient, cRaw.cpuClient];
+          rows.push([`service call over ${label}, sequential: client CPU per call (µs)`, co, cr, "lower is better"]);
+        }
+        if (cOurs.cpuServer !== undefined && cRaw.cpuServer !== undefined) {
+          const [so, sr] = [cOurs.cpuServer, cRaw.cpuServer];
+          rows.push([`service call over ${label}, sequential: server CPU per call (µs)`, so, sr, "lower is better"]);
+        }
         if (transport === "websocket") {
           const [tc, tr] = await alternate(
             inMesh(() => throughput(() => call(1))),
