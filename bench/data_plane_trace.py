@@ -1,14 +1,14 @@
 """Reads the stamps written by bench/data_plane.ts with bench/data_plane_trace.patch applied.
 
-Usage (diagnostic only; the patch applies to f9faec7, not to later trees):
-    git worktree add --detach /tmp/dpt f9faec7 && cd /tmp/dpt && ln -s /work/main/node_modules .
+Usage (diagnostic only; the patch applies to 7a093d5 and trees whose files it touches are the same;
+its version for f9faec7, with the eighth session's ZC=1 experiment, is `git show 87918c9:bench/data_plane_trace.patch`):
+    git worktree add --detach /tmp/dpt 7a093d5 && cd /tmp/dpt && ln -s /work/main/node_modules .
     git apply /work/main/bench/data_plane_trace.patch
     DPT=/tmp/dpt.log N=300 npx bun bench/data_plane.ts        # or: npx deno run -A bench/data_plane.ts
     python3 /work/main/bench/data_plane_trace.py /tmp/dpt.log ours   # or: raw
-MIB=16 (and a smaller N: A's store holds 1 GiB) times 16 MiB hand-offs; ZC=1 is an experiment, not
-a fix: A keeps a Float32Array result unencoded and answers B's pull with a small header frame
-followed by the array's own bytes as a second WebSocket message, which B views as the array (no
-encode copy on A); it works only for this benchmark's shapes.
+MIB=16 (and a smaller N: A's store holds 1 GiB) times 16 MiB hand-offs. Stamps: cs/cr a client's
+WebSocket send/receive (with the bytes, segments included), sr/ss the node's, raw-send0/1 around
+Bun's send call, handle/h-<type>/ran/encoded/put/objectFrame the node's steps.
 
 Each process (driver, A, B, raw) stamps events with performance.timeOrigin + performance.now(); the
 driver stamps the start and end of each hand-off. Prints, for each event, its median time after the
