@@ -135,6 +135,9 @@ test("websocket: large typed arrays and byte strings travel beside the frame and
       strictEqual(x.byteOffset, 0, "viewed where it arrived");
       strictEqual(x.buffer.byteLength, x.byteLength, "a message of its own");
     }
+    // a frame of 1 to 64 KiB beside its segments (a client sends it whole, not in KIND_PART pieces)
+    const wordy = { text: "w".repeat(5000), big: value.big };
+    deepStrictEqual(decode(await conn.request(encodeFrame(wordy))), wordy);
     // frames with and without segments in one turn keep their order
     const replies = await Promise.all([1, value.big, 2, value.bytes, 3].map((v) => conn.request(encodeFrame({ v }))));
     deepStrictEqual(replies.map((r) => decode(r)), [1, value.big, 2, value.bytes, 3].map((v) => ({ v })));
