@@ -39,6 +39,11 @@ interface InMemoryServer {
 
 const servers = new Map<string, InMemoryServer>();
 
+/** A frame as another process would get it: a copy, its large arrays written in (one copy of them). */
+function copyFrame(frame: Uint8Array): Uint8Array {
+  const whole = inlineFrame(frame);
+  return whole === frame ? frame.slice() : whole;
+}
 /** A running in-memory node; `close()` drops its connections and frees the name. */
 export interface InMemoryServerHandle {
   /** `mem://<name>`. */
@@ -157,7 +162,7 @@ class InMemoryConnection implements TransportConnection {
     } catch (err) {
       return Promise.reject(err);
     }
-    const copy = inlineFrame(frame).slice(); // (its large arrays too: see segmentsOf)
+    const copy = copyFrame(frame);
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.add(pending);
@@ -196,7 +201,7 @@ class InMemoryConnection implements TransportConnection {
         )),
       );
     }
-    reply = inlineFrame(reply);
+    reply = copyFrame(reply);
     if (reply.byteLength > this.#maxFrameBytes) {
       return this.#settle(
         pending,
@@ -208,7 +213,7 @@ class InMemoryConnection implements TransportConnection {
         ),
       );
     }
-    this.#settle(pending, reply.slice(), undefined);
+    this.#settle(pending, reply, undefined);
   }
 
   #settle(pending: Pending, value: Uint8Array | undefined, error: unknown): void {
@@ -226,7 +231,7 @@ class InMemoryConnection implements TransportConnection {
     } catch {
       return;
     }
-    const copy = inlineFrame(frame).slice(); // (its large arrays too: see segmentsOf)
+    const copy = copyFrame(frame);
     queueMicrotask(async () => {
       try {
         await server.handler(copy, this.#notifyPeer);
