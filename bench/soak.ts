@@ -16,7 +16,8 @@
  * - bursts of calls beyond a mailbox's `maxQueued` (refused with OverloadedError).
  * The well-behaved client calls a tiny op over its own WebSocket, one call every 20 ms.
  * `--attacks` picks kinds, comma-separated (default all): `noread`, `bombs`, `idle` (idle and
- * header-dripping connections), `burst`. The attackers run in a process of their own
+ * header-dripping connections), `burst`; `none` attacks nothing (a control: the same run, only the
+ * machine's own noise). The attackers run in a process of their own
  * (`--attackers process`, the default) or in the bench's (`--attackers inline`, as the first runs
  * did: their work then delays the well-behaved client's own event loop too).
  *
@@ -44,11 +45,16 @@ const RUNTIME_SELF: Runtime = (globalThis as { Bun?: unknown }).Bun ? "bun" : "d
 const RUNTIME = flag("runtime", (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno") as Runtime;
 const ATTACK_KINDS = ["noread", "bombs", "idle", "burst"] as const;
 const ATTACKS = new Set(flag("attacks", ATTACK_KINDS.join(",")).split(",").map((k) => k.trim()));
+// `none`: the attacker process runs and attacks nothing (a control for the machine's own noise)
+ATTACKS.delete("none");
 for (const k of ATTACKS) {
   if (!(ATTACK_KINDS as readonly string[]).includes(k)) {
     throw new TypeError(`--attacks: unknown kind ${JSON.stringify(k)}, expected some of ${ATTACK_KINDS.join(", ")}`);
   }
 }
+/** `--trace-ms N`: print each well-behaved call slower than N ms, and each attack's start and end (wall clock, ms). */
+const TRACE_MS = Number(flag("trace-ms", "0"));
+const trace = (what: string) => TRACE_MS > 0 && console.error(`trace ${Date.now() % 1e6} ${what}`);
 const APP = fileURLToPath(new URL("../transports/_backpressure_app.ts", import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -119,6 +125,7 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
   try {
     // never-reading clients
     for (let c = 0; c < 2 && ATTACKS.has("noread") && !stop(); c++) {
+      trace(`noread ${c} start`);
       const s = await rawSocket(port, false);
       sockets.push(s);
       s.write(upgrade(port));
@@ -129,6 +136,7 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
         }
       }
     }
+    trace("noread written");
     // decoder bombs, each on a connection that reads (the node answers or closes it)
     for (const b of ATTACKS.has("bombs") ? bombs() : []) {
       const s = await rawSocket(port, true);
@@ -165,9 +173,23 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
       }
       await conn.close().catch(() => {});
     }
+    trace("round sent");
     await sleep(2_000);
   } finally {
+    trace(`round ends: ${sockets.length} sockets destroyed`);
     for (const s of sockets) s.destroy();
+  }
+}
+
+/** CPU time a process has used, in seconds (Linux: /proc; NaN elsewhere). */
+async function cpuOf(pid: number | undefined): Promise<number> {
+  try {
+    const { readFileSync } = await import("node:fs");
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in ticks of 10 ms
+  } catch {
+    return NaN;
   }
 }
 
@@ -220,7 +242,9 @@ async function wellBehaved(ms: number): Promise<{ lat: number[]; failed: number 
   const end = performance.now() + ms;
   while (performance.now() < end) {
     try {
-      lat.push(await callOnce());
+      const ms = await callOnce();
+      lat.push(ms);
+      if (TRACE_MS > 0 && ms > TRACE_MS) trace(`slow call ${ms.toFixed(1)} ms, ended`);
     } catch {
       failed++;
     }
@@ -230,10 +254,12 @@ async function wellBehaved(ms: number): Promise<{ lat: number[]; failed: number 
 }
 
 console.log(
-  `soak: a ${RUNTIME} node, ${MINUTES} min of attack (${[...ATTACKS].join(", ")}; attackers ${ATTACKERS}), ` +
+  `soak: a ${RUNTIME} node, ${MINUTES} min of attack (${[...ATTACKS].join(", ") || "none"}; attackers ${ATTACKERS}), ` +
     `${IDLE_S} s idle baseline first`,
 );
+const cpuIdle0 = await cpuOf(pid), tIdle0 = performance.now();
 const idle = await wellBehaved(IDLE_S * 1000);
+const nodeCpuIdle = (await cpuOf(pid) - cpuIdle0) / ((performance.now() - tIdle0) / 1000);
 const idleP50 = percentile(idle.lat, 50), idleP99 = percentile(idle.lat, 99);
 const rss0 = (await rssOf(pid)) ?? NaN;
 console.log(
@@ -250,9 +276,11 @@ const attackProcess = ATTACKERS === "process"
   ? spawn(
     ...runArgs(RUNTIME_SELF, fileURLToPath(import.meta.url), [
       "--attacks",
-      [...ATTACKS].join(","),
+      [...ATTACKS].join(",") || "none",
       "--attack-port",
       String(node.port),
+      "--trace-ms",
+      String(TRACE_MS),
     ]),
     { stdio: "inherit" },
   )
@@ -260,8 +288,11 @@ const attackProcess = ATTACKERS === "process"
 const attackers = ATTACKERS === "process" ? [] : [0, 1].map(async () => {
   while (!stopped) await attackRound(node.port, () => stopped).catch(() => {});
 });
+const cpuAttack0 = await cpuOf(pid), attackerCpu0 = await cpuOf(attackProcess?.pid), tAttack0 = performance.now();
 let peakAll = rss0;
 const allP99: number[] = [];
+const allLat: number[] = [];
+let allFailed = 0;
 for (let k = 1; performance.now() < endAt; k++) {
   let peak = 0;
   const sampler = setInterval(() => {
@@ -272,6 +303,8 @@ for (let k = 1; performance.now() < endAt; k++) {
   const w = await wellBehaved(Math.min(INTERVAL_S * 1000, endAt - performance.now()));
   clearInterval(sampler);
   peakAll = Math.max(peakAll, peak);
+  allLat.push(...w.lat);
+  allFailed += w.failed;
   const p99 = percentile(w.lat, 99);
   allP99.push(p99 / idleP99);
   console.log(
@@ -281,12 +314,26 @@ for (let k = 1; performance.now() < endAt; k++) {
       `${p99.toFixed(2)} | ${(p99 / idleP99).toFixed(2)}x | ${w.lat.length} | ${w.failed} |`,
   );
 }
+const attackS = (performance.now() - tAttack0) / 1000;
+const nodeCpuAttack = (await cpuOf(pid) - cpuAttack0) / attackS;
+const attackerCpu = (await cpuOf(attackProcess?.pid) - attackerCpu0) / attackS;
 stopped = true;
 attackProcess?.kill("SIGKILL");
 await Promise.all(attackers);
 console.log(
   `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
     `p99/idle per interval: median ${percentile(allP99, 50).toFixed(2)}x, max ${Math.max(...allP99).toFixed(2)}x`,
+);
+// one line for scripts: idle and the whole attack's latency (ms), the peak RSS (MiB)
+console.log(
+  `summary: idle p50 ${idleP50.toFixed(2)} p99 ${idleP99.toFixed(2)}; attack p50 ${
+    percentile(allLat, 50).toFixed(2)
+  } p99 ${percentile(allLat, 99).toFixed(2)} max ${Math.max(...allLat).toFixed(2)} (${
+    (percentile(allLat, 99) / idleP99).toFixed(2)
+  }x idle p99); calls ${allLat.length} failed ${allFailed}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
+    `node CPU ${nodeCpuIdle.toFixed(2)} idle, ${nodeCpuAttack.toFixed(2)} attacked; attackers ${
+      attackerCpu.toFixed(2)
+    } (cores)`,
 );
 await client.close();
 node.kill();
