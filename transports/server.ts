@@ -398,6 +398,54 @@ function currentTurn(): number {
   return turn;
 }
 
+// Every connection's waiting messages share one budget per turn (SLICE_MS, from the turn's first
+// message served): with a budget per connection, a turn with several connections' bursts lasted
+// several budgets, and the replies their calls made after them (issue 11's soak: turns of 10-20 ms
+// while new never-reading connections filled the kernel's buffers). Connections whose messages
+// wait take turns in order: one that used up the budget goes to the back.
+let budgetTurn = -1;
+let budgetStart = 0;
+/** Whether this turn's budget has time left (starting it, at the turn's first look). */
+function budgetLeft(): boolean {
+  const t = currentTurn();
+  if (t !== budgetTurn) {
+    budgetTurn = t;
+    budgetStart = performance.now();
+    return true;
+  }
+  return performance.now() - budgetStart <= SLICE_MS;
+}
+/** Connections with messages waiting (each's way to serve them), in the order they are served. */
+let queued: (() => void)[] = [];
+let queuedHead = 0;
+let queueArmed = false;
+/** Puts a connection at the back of the queue; its `serve` is called in a later turn. */
+function enqueue(serve: () => void): void {
+  queued.push(serve);
+  armQueue();
+}
+function armQueue(): void {
+  if (queueArmed) return;
+  queueArmed = true;
+  nextTurn(() => {
+    queueArmed = false;
+    serveNext();
+  });
+}
+/** The next connection in the queue serves its messages, if the budget has time left (else next turn). */
+function serveNext(): void {
+  if (queuedHead >= queued.length) {
+    queued = [];
+    queuedHead = 0;
+    return;
+  }
+  if (!budgetLeft()) return armQueue();
+  const serve = queued[queuedHead]!;
+  queued[queuedHead++] = noop;
+  serve();
+}
+const noop = (): void => {};
+
 /**
  * The events of one WebSocket connection: frames in, handler, replies out. `onDrain` is for a
  * runtime whose socket pushes back (Bun's `drain`; `adapters/bun/serve.ts` calls it).
@@ -434,7 +482,6 @@ function wsEvents(
   // (a client that never reads made 32 MiB of replies per 2,000 calls). What waits then is bounded
   // (MAX_HELD_MESSAGES, maxSendQueueBytes); past that the connection is closed, 1013.
   let sliceTurn = -1;
-  let sliceStart = 0;
   let later: Uint8Array[] = [];
   let laterHead = 0;
   let laterBytes = 0;
@@ -445,9 +492,7 @@ function wsEvents(
     paused = true;
     out!.whenBelow(RESUME_BYTES, () => {
       paused = false;
-      sliceTurn = currentTurn();
-      sliceStart = performance.now();
-      step(ws);
+      armResume(ws);
     });
   };
   const wait = (ws: WSContext, bytes: Uint8Array): void => {
@@ -473,25 +518,26 @@ function wsEvents(
   const armResume = (ws: WSContext): void => {
     if (resumeArmed) return;
     resumeArmed = true;
-    nextTurn(() => {
+    enqueue(() => {
       resumeArmed = false;
-      sliceTurn = currentTurn();
-      sliceStart = performance.now();
       step(ws);
     });
   };
   // one message, then the next after the microtasks its handler queued so far (so that the clock
   // sees the work the messages make, not only their synchronous part)
   const step = (ws: WSContext): void => {
-    if (paused) return;
+    if (paused) return serveNext();
     if (laterHead >= later.length) {
       later = [];
       laterHead = 0;
       laterBytes = 0;
-      return;
+      return serveNext(); // the next connection, in this turn if time is left
     }
-    if (backedUp()) return pause(ws);
-    if (performance.now() - sliceStart > SLICE_MS) return armResume(ws);
+    if (backedUp()) {
+      pause(ws);
+      return serveNext();
+    }
+    if (!budgetLeft()) return armResume(ws);
     take(ws);
     queueMicrotask(() => step(ws));
   };
@@ -556,11 +602,13 @@ function wsEvents(
         pause(ws);
         return wait(ws, bytes);
       }
+      // a connection's first message in a turn is served at once; the next ones while the turn's
+      // budget lasts
       const turn = currentTurn();
       if (turn !== sliceTurn) {
         sliceTurn = turn;
-        sliceStart = performance.now();
-      } else if (performance.now() - sliceStart > SLICE_MS) return wait(ws, bytes);
+        budgetLeft(); // (starts it)
+      } else if (!budgetLeft()) return wait(ws, bytes);
       onWhole(ws, bytes);
     },
     onClose() {
