@@ -11,17 +11,10 @@ import { gate } from "../core/_test_utils.ts";
 import { serve as nodeServe, upgradeWebSocket as nodeUpgradeWebSocket } from "../adapters/node/serve.ts";
 import { WS_PROTOCOL } from "./_common.ts";
 import { createNodeApp } from "./server.ts";
-import { startRealServer } from "./_test_servers.ts";
+import { startRealServer, wsRequest } from "./_test_servers.ts";
 import type { FrameHandler } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
-import {
-  forEachInBatch,
-  FRAME_HEADER_BYTES,
-  KIND_BATCH,
-  KIND_REQUEST,
-  readFrameId,
-  writeHeader,
-} from "./ws_framing.ts";
+import { forEachInBatch, FRAME_HEADER_BYTES, KIND_BATCH, readFrameId } from "./ws_framing.ts";
 import { SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
 
 const T = { timeout: 120_000 };
@@ -31,17 +24,6 @@ const SMALL = 4 * 1024;
 const BIG_REQUEST = 0x01;
 const SMALL_REQUEST = 0x02;
 const OTHER = 0xb0;
-
-/** One masked client WebSocket message (a zero mask) carrying a request frame with `body`. */
-function wsRequest(id: number, body: Uint8Array): Uint8Array {
-  const n = FRAME_HEADER_BYTES + body.byteLength;
-  const out = new Uint8Array(2 + 4 + n);
-  out[0] = 0x82;
-  out[1] = 0x80 | n; // n < 126
-  writeHeader(out.subarray(6), KIND_REQUEST, id);
-  out.set(body, 6 + FRAME_HEADER_BYTES);
-  return out;
-}
 
 /** A node serving `handler`: this runtime's adapter, or the Node adapter's. */
 type Start = (handler: FrameHandler) => Promise<{ port: number; close(): Promise<void> }>;

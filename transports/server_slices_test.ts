@@ -6,22 +6,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { WS_PROTOCOL } from "./_common.ts";
-import { startRealServer } from "./_test_servers.ts";
+import { startRealServer, wsRequest } from "./_test_servers.ts";
 import { webSocketTransport } from "./websocket.ts";
-import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "./ws_framing.ts";
 
 const BURST = 300;
-
-/** One masked client WebSocket message (a zero mask) carrying a request frame with `body`. */
-function wsRequest(id: number, body: Uint8Array): Uint8Array {
-  const n = FRAME_HEADER_BYTES + body.byteLength;
-  const out = new Uint8Array(2 + 4 + n);
-  out[0] = 0x82;
-  out[1] = 0x80 | n; // n < 126
-  writeHeader(out.subarray(6), KIND_REQUEST, id);
-  out.set(body, 6 + FRAME_HEADER_BYTES);
-  return out;
-}
 
 test("createNodeApp serves a burst of frames in slices: another client's frame is served before the burst ends", {
   timeout: 120_000,
