@@ -227,10 +227,7 @@ export class NodeLink {
     // the frame is on its way: what must follow it on this ordered link may go now (pipelining)
     if (onSent !== undefined) onSent();
     const reply = await replied;
-    this.heard++;
-    this.lost = false;
-    this.lostDetail = undefined;
-    this.reached = true;
+    this.answered();
     if (span !== undefined) {
       span.addEvent("received");
       // (a frame's large arrays travel beside it: frameBytes counts them)
@@ -238,6 +235,14 @@ export class NodeLink {
       span.setAttribute("thinkagain.bytes_received", frameBytes(reply));
     }
     return decodeReply<T>(reply, expected);
+  }
+
+  /** A reply came: the node is reachable and not lost (request() and call()'s direct path). */
+  private answered(): void {
+    this.heard++;
+    this.lost = false;
+    this.lostDetail = undefined;
+    this.reached = true;
   }
 
   /** Sends a one-way message; dropped when not connected. */
@@ -335,10 +340,7 @@ export class NodeLink {
         const replied = conn.request(encodeMessage(call));
         if (onSent !== undefined) onSent(cid);
         const reply = await replied;
-        this.heard++;
-        this.lost = false;
-        this.lostDetail = undefined;
-        this.reached = true;
+        this.answered();
         res = decodeReply<ResultMessage | ChunkMessage>(reply, RESULT_OR_CHUNK);
       } else {
         const sent = onSent === undefined ? undefined : () => onSent(cid);
