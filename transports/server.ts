@@ -495,6 +495,16 @@ function wsEvents(
       armResume(ws);
     });
   };
+  // a frame whose segments are still arriving (see KIND_SEGMENTED)
+  let segments: SegmentReader | undefined;
+  /** The connection is done: its calls are told, and what waited has nobody to answer. */
+  const shut = (): void => {
+    open = false;
+    closed.abort();
+    segments?.clear();
+    later = [];
+    laterHead = laterBytes = 0;
+  };
   const wait = (ws: WSContext, bytes: Uint8Array): void => {
     if (!open) return;
     later.push(bytes);
@@ -502,10 +512,7 @@ function wsEvents(
     if (paused) {
       const held = later.length - laterHead;
       if (held <= MAX_HELD_MESSAGES && laterBytes <= maxSendQueueBytes) return;
-      open = false;
-      closed.abort(); // its calls have nobody to answer (the runtime's close event may come much later)
-      later = [];
-      laterHead = laterBytes = 0;
+      shut(); // (the runtime's close event may come much later)
       return ws.close(
         SLOW_READER_CLOSE_CODE,
         `client reads too slowly: ${held} messages held while ${out!.unsentBytes} bytes of replies wait`,
@@ -556,8 +563,6 @@ function wsEvents(
     outbox?.flush();
     for (const m of messages) write(ws, m);
   };
-  // a frame whose segments are still arriving (see KIND_SEGMENTED)
-  let segments: SegmentReader | undefined;
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
     // The header is unusable, so no request can be answered: say why, then close cleanly.
@@ -612,18 +617,10 @@ function wsEvents(
       onWhole(ws, bytes);
     },
     onClose() {
-      open = false;
-      closed.abort();
-      segments?.clear();
-      later = []; // what waited has nobody to answer
-      laterHead = laterBytes = 0;
+      shut();
     },
     onError() {
-      open = false;
-      closed.abort();
-      segments?.clear();
-      later = [];
-      laterHead = laterBytes = 0;
+      shut();
     },
     onDrain() {
       out?.drain();
