@@ -1,7 +1,9 @@
 /**
  * Streams over the wire, both ends. A call whose result is a stream is answered with a `chunk` (its
- * first items); the consumer asks for each next chunk with a `credit` request, which also grants
- * the producer more items and bytes. The node calls the producer's `next()` only while it holds
+ * first items); the consumer asks for the next chunks with `credit` requests, which also grant
+ * the producer more items and bytes: several kept asked for at once (sent together, one message),
+ * so the node sends each chunk as soon as it is full without waiting to be asked, and the consumer
+ * grants a quarter window at a time. The node calls the producer's `next()` only while it holds
  * credit, so a producer never runs further ahead of its consumer than the window (in items, and
  * about that many bytes). Small items travel many to a chunk: the node sends what it has as soon as
  * the producer has to wait (or a chunk is full), and the first item at once.
@@ -49,6 +51,10 @@ const DEFAULT_WINDOW: Required<StreamWindow> = DEFAULT_STREAM_WINDOW;
 
 /** Most items in one chunk. */
 const CHUNK_ITEMS = 512;
+/** A consumer grants credit each time it took this part of its window. */
+const GRANT_PARTS = 4;
+/** Most chunks a consumer keeps asked for at once. */
+const PULLS_AHEAD = 4;
 /** Most items in a stream's first chunk (the answer to its call). */
 const FIRST_CHUNK_ITEMS = 16;
 /** Microtask turns a watch waits to learn whether the producer waits (see StreamOutlets.#watch). */
@@ -622,7 +628,7 @@ export interface ChunkSource {
 
 /**
  * The consumer's end of a stream over the wire, an async iterator: it holds the items that arrived,
- * grants the producer more credit as they are taken (half a window at a time, or whenever it has
+ * grants the producer more credit as they are taken (a quarter window at a time, or whenever it has
  * taken all it holds), and keeps a chunk asked for while the producer may send more.
  *
  * @example Two chunks, with credit granted between them
@@ -643,20 +649,27 @@ export interface ChunkSource {
 export class RemoteChunks implements AsyncIterator<unknown> {
   readonly #source: ChunkSource;
   readonly #window: Required<StreamWindow>;
-  /** What taking half a window of items (bytes) is: a grant is due then (see #due). */
-  readonly #halfItems: number;
-  readonly #halfBytes: number;
+  /** What taking a quarter window of items (bytes) is: a grant is due then (see #due). */
+  readonly #stepItems: number;
+  readonly #stepBytes: number;
+  /** Chunks kept asked for while the producer holds credit for them (see #ask). */
+  readonly #ahead: number;
+  /** The chunk being taken, from #head on, and its items' bytes (as itemBytes estimates them). */
   #buffer: readonly unknown[];
+  #bufferBytes: number;
   #head = 0;
-  /** Whether some item held may hold handles (an object other than a typed array): revived as taken. */
+  /** Whether some item of the chunk may hold handles (an object other than a typed array): revived as taken. */
   #revive: boolean;
+  /** Chunks that came while one was being taken, oldest first (none copied into another). */
+  #queue: Held[] = [];
   /**
-   * The index at which a taken item may make a grant due (the end of what is held, or where half a
+   * The index at which a taken item may make a grant due (the end of what is held, or where a quarter
    * window would be taken): the only per-item test; items taken are counted then, not one by one.
    */
   #checkAt = 0;
-  /** Items before this index are counted in #takenItems and #takenBytes. */
+  /** Items before this index are counted in #takenItems and #takenBytes; their bytes. */
   #counted = 0;
+  #countedBytes = 0;
   #done: boolean;
   #error: unknown;
   /** Items (bytes) the producer may still send without more credit, as far as this end knows. */
@@ -682,19 +695,17 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#onEnd = onEnd;
     this.#source = source;
     this.#window = window;
-    this.#halfItems = Math.ceil(window.items / 2);
-    this.#halfBytes = Math.ceil(window.bytes / 2);
-    this.#buffer = first.items;
+    this.#stepItems = Math.ceil(window.items / GRANT_PARTS);
+    this.#stepBytes = Math.ceil(window.bytes / GRANT_PARTS);
+    this.#ahead = Math.max(1, Math.min(PULLS_AHEAD, Math.floor(window.items / (2 * CHUNK_ITEMS))));
+    const held = hold(first.items, source);
+    this.#buffer = held.items;
+    this.#bufferBytes = held.bytes;
+    this.#revive = held.revive;
     this.#done = first.done;
     this.#error = first.error === undefined ? undefined : errorFromWire(first.error);
     this.#owedItems = window.items - first.items.length;
-    let b = 0, revive = false;
-    for (const x of first.items) {
-      b += itemBytes(x);
-      if (!revive && mayHoldHandles(x)) revive = true;
-    }
-    this.#owedBytes = window.bytes - b;
-    this.#revive = revive && source.revive !== undefined;
+    this.#owedBytes = window.bytes - held.bytes;
     this.#setCheck();
   }
 
@@ -711,9 +722,14 @@ export class RemoteChunks implements AsyncIterator<unknown> {
 
   /** The next item when one is here already (no wait), else `undefined`; `Stream` asks this first. */
   tryNext(): IteratorResult<unknown> | undefined {
-    const h = this.#head;
-    const buffer = this.#buffer;
-    if (h >= buffer.length) return undefined;
+    let h = this.#head;
+    let buffer = this.#buffer;
+    if (h >= buffer.length) {
+      if (this.#queue.length === 0) return undefined;
+      this.#nextChunk();
+      h = 0;
+      buffer = this.#buffer;
+    }
     const raw = buffer[h];
     this.#head = h + 1;
     if (h + 1 === this.#checkAt) this.#check();
@@ -743,36 +759,59 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     }
     this.#endOnce();
     this.#buffer = [];
-    this.#head = this.#counted = this.#checkAt = 0;
+    this.#queue = [];
+    this.#head =
+      this.#counted =
+      this.#checkAt =
+      this.#bufferBytes =
+      this.#countedBytes =
+        0;
     const w = this.#waiter;
     this.#waiter = undefined;
     w?.resolve({ done: true, value: undefined });
     return Promise.resolve({ done: true, value: undefined });
   }
 
-  /** Counts the items taken since the last count. */
+  /** The chunk taken is done with: the next one that came is taken from now on. */
+  #nextChunk(): void {
+    this.#count();
+    const next = this.#queue.shift()!;
+    this.#buffer = next.items;
+    this.#bufferBytes = next.bytes;
+    this.#revive = next.revive;
+    this.#head = this.#counted = this.#countedBytes = 0;
+    this.#setCheck();
+  }
+
+  /** Counts the items taken since the last count (the rest of a chunk by its bytes, with no walk). */
   #count(): void {
-    const buffer = this.#buffer, to = this.#head;
+    const buffer = this.#buffer, to = this.#head, from = this.#counted;
+    if (to === from) return;
     let b = 0;
-    for (let i = this.#counted; i < to; i++) b += itemBytes(buffer[i]);
-    this.#takenItems += to - this.#counted;
+    if (to === buffer.length) b = this.#bufferBytes - this.#countedBytes;
+    else for (let i = from; i < to; i++) b += itemBytes(buffer[i]);
+    this.#takenItems += to - from;
     this.#takenBytes += b;
+    this.#countedBytes += b;
     this.#counted = to;
   }
 
   /**
-   * Where the next check is: at the end of what is held, or at the item that makes half a window
+   * Where the next check is: at the end of what is held, or at the item that makes a quarter window
    * taken (in items or in bytes), whichever comes first.
    */
   #setCheck(): void {
     const buffer = this.#buffer, from = this.#counted;
-    let at = Math.min(buffer.length, from + Math.max(1, this.#halfItems - this.#takenItems));
+    let at = Math.min(buffer.length, from + Math.max(1, this.#stepItems - this.#takenItems));
     let bytes = this.#takenBytes;
-    for (let i = from; i < at; i++) {
-      bytes += itemBytes(buffer[i]);
-      if (bytes >= this.#halfBytes) {
-        at = i + 1;
-        break;
+    // the items' bytes are walked only when the rest of the chunk could reach the step
+    if (bytes + this.#bufferBytes - this.#countedBytes >= this.#stepBytes) {
+      for (let i = from; i < at; i++) {
+        bytes += itemBytes(buffer[i]);
+        if (bytes >= this.#stepBytes) {
+          at = i + 1;
+          break;
+        }
       }
     }
     this.#checkAt = Math.max(at, this.#head + 1);
@@ -787,25 +826,46 @@ export class RemoteChunks implements AsyncIterator<unknown> {
 
   /**
    * Whether {@linkcode RemoteChunks.#ask} may have something to do: only once this end has taken all
-   * it holds, or half a window since the last grant.
+   * it holds, or a quarter window since the last grant.
    */
   #due(): boolean {
-    return this.#head >= this.#buffer.length || this.#takenItems >= this.#halfItems ||
-      this.#takenBytes >= this.#halfBytes;
+    return this.#caughtUp() || this.#stepDue();
   }
 
-  /** Grants credit when due, and keeps a chunk asked for while the producer may send more. */
+  /** Whether every item that came was taken. */
+  #caughtUp(): boolean {
+    return this.#head >= this.#buffer.length && this.#queue.length === 0;
+  }
+
+  #stepDue(): boolean {
+    return this.#takenItems >= this.#stepItems || this.#takenBytes >= this.#stepBytes;
+  }
+
+  /**
+   * Grants credit when due, and keeps chunks asked for while the producer may send more: a grant
+   * goes once a quarter window was taken (or when this end took all it holds and nothing is asked
+   * for), and with it as many requests as the producer holds credit for, up to #ahead, in one
+   * message. So the node, with requests waiting, sends each chunk as soon as it is full, and the
+   * consumer sends one message per quarter window rather than one per chunk.
+   */
   #ask(): void {
     if (this.#done) return;
     this.#count();
-    const caughtUp = this.#head >= this.#buffer.length;
-    const grant = this.#takenItems > 0 && this.#due();
+    const caughtUp = this.#caughtUp();
+    const grant = this.#takenItems > 0 && (this.#stepDue() || caughtUp && this.#pulls === 0);
     const mayComeUnasked = this.#owedItems > 0 && this.#owedBytes > 0;
     if (!grant && (this.#pulls > 0 || !mayComeUnasked || !caughtUp)) return;
     const items = grant ? this.#takenItems : 0, bytes = grant ? this.#takenBytes : 0;
     this.#takenItems = this.#takenBytes = 0;
     this.#owedItems += items;
     this.#owedBytes += bytes;
+    this.#pull(items, bytes);
+    // the requests go together (the transport batches what is sent in one turn)
+    const ahead = Math.min(this.#ahead, Math.ceil(this.#owedItems / CHUNK_ITEMS));
+    while (this.#pulls < ahead) this.#pull(0, 0);
+  }
+
+  #pull(items: number, bytes: number): void {
     this.#pulls++;
     const reply = this.#source.credit(items, bytes);
     // chunks are taken in the order they were asked for, whatever order their replies resolve in
@@ -815,19 +875,19 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #onChunk(chunk: ChunkMessage): void {
     this.#pulls--;
     if (this.#done && this.#waiter === undefined) return; // returned meanwhile
-    this.#count();
-    const rest = this.#buffer.length - this.#head;
-    let b = 0, revive = false;
-    for (const x of chunk.items) {
-      b += itemBytes(x);
-      if (!revive && mayHoldHandles(x)) revive = true;
+    const held = hold(chunk.items, this.#source);
+    this.#owedItems -= held.items.length;
+    this.#owedBytes -= held.bytes;
+    if (held.items.length > 0) {
+      if (this.#caughtUp()) {
+        this.#count();
+        this.#buffer = held.items;
+        this.#bufferBytes = held.bytes;
+        this.#revive = held.revive;
+        this.#head = this.#counted = this.#countedBytes = 0;
+        this.#setCheck();
+      } else this.#queue.push(held);
     }
-    this.#owedItems -= chunk.items.length;
-    this.#owedBytes -= b;
-    this.#revive = (revive || rest > 0 && this.#revive) && this.#source.revive !== undefined;
-    this.#buffer = rest === 0 ? chunk.items : [...this.#buffer.slice(this.#head), ...chunk.items];
-    this.#head = this.#counted = 0;
-    this.#setCheck();
     if (chunk.done) {
       this.#done = true;
       if (chunk.error !== undefined) this.#error = errorFromWire(chunk.error);
@@ -863,7 +923,28 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   }
 }
 
-/** Whether a stream item that arrived may hold handles to revive: an object other than a typed array. */
-function mayHoldHandles(x: unknown): boolean {
-  return typeof x === "object" && x !== null && !ArrayBuffer.isView(x);
+/** A chunk's items as a consumer holds them: with their bytes, and whether some may hold handles. */
+interface Held {
+  readonly items: readonly unknown[];
+  readonly bytes: number;
+  readonly revive: boolean;
+}
+
+/**
+ * A chunk that arrived, to hold: its bytes as {@linkcode itemBytes} counts them, and whether some
+ * item may hold handles to revive (an object other than a typed array), in one walk.
+ */
+function hold(items: readonly unknown[], source: ChunkSource): Held {
+  let bytes = 0, revive = false;
+  for (let i = 0; i < items.length; i++) {
+    const x = items[i];
+    if (typeof x === "object" && x !== null) {
+      if (ArrayBuffer.isView(x)) bytes += 8 + x.byteLength;
+      else {
+        bytes += 16;
+        revive = true;
+      }
+    } else bytes += typeof x === "string" ? 8 + x.length : 16;
+  }
+  return { items, bytes, revive: revive && source.revive !== undefined };
 }

@@ -20,7 +20,8 @@ import { serveInMemory } from "./in_memory.ts";
 import { Stream } from "../core/stream.ts";
 import { decode } from "../core/codec.ts";
 import { encodeMessage } from "./protocol.ts";
-import { StreamOutlets } from "./stream_wire.ts";
+import { RemoteChunks, StreamOutlets } from "./stream_wire.ts";
+import type { ChunkMessage } from "./protocol.ts";
 
 const APP = fileURLToPath(new URL("./_test_stream_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
@@ -323,4 +324,57 @@ test("a node's stream whose item cannot travel ends with an error chunk", async 
   const last = decode(frames.at(-1)!) as { done: boolean; error?: { message: string } };
   assert.equal(last.done, true);
   assert.match(String(last.error?.message), /cannot be sent/);
+});
+
+test("a consumer keeps several chunks asked for, asked together, and grants credit a quarter window at a time, never more than it took", async () => {
+  const asked: { items: number; bytes: number }[] = [];
+  const answers: ((chunk: ChunkMessage) => void)[] = [];
+  const source = {
+    credit: (items: number, bytes: number) => {
+      asked.push({ items, bytes });
+      return new Promise<ChunkMessage>((resolve) => answers.push(resolve));
+    },
+    cancel() {},
+  };
+  const run = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: 4096, bytes: 1 << 22 });
+  const got: unknown[] = [];
+  for (let i = 0; i < 16; i++) got.push((await it.next()).value);
+  // took all it held: the grant and three more requests, in the same turn (one message on a socket)
+  assert.deepEqual(asked, [{ items: 16, bytes: 256 }, { items: 0, bytes: 0 }, { items: 0, bytes: 0 }, {
+    items: 0,
+    bytes: 0,
+  }]);
+  // the node answers each as its chunk fills; chunks that come while items are held queue behind them
+  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + 512 * c, 512), done: c === 3 });
+  for (let i = 0; i < 1023; i++) got.push((await it.next()).value);
+  assert.equal(asked.length, 4, "no request before a quarter window (1024 items) was taken");
+  got.push((await it.next()).value);
+  assert.deepEqual(asked.slice(4), [], "the stream said it is done: nothing more is asked");
+  for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value);
+  assert.deepEqual(got, run(0, 16 + 4 * 512), "every item, in order");
+  const granted = asked.reduce((a, x) => a + x.items, 0);
+  assert.ok(granted <= got.length, `granted ${granted} for ${got.length} taken`);
+});
+
+test("a consumer grants a quarter window, with the requests its credit allows, once it took that many", async () => {
+  const asked: number[] = [];
+  const answers: ((chunk: ChunkMessage) => void)[] = [];
+  const source = {
+    credit: (items: number) => {
+      asked.push(items);
+      return new Promise<ChunkMessage>((resolve) => answers.push(resolve));
+    },
+    cancel() {},
+  };
+  const run = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: 4096, bytes: 1 << 22 });
+  for (let i = 0; i < 16; i++) await it.next();
+  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + 512 * c, 512), done: false });
+  for (let i = 0; i < 1023; i++) await it.next();
+  assert.deepEqual(asked, [16, 0, 0, 0]);
+  await it.next();
+  // 1024 taken since the first grant: granted, with three more requests (all four were answered)
+  assert.deepEqual(asked, [16, 0, 0, 0, 1024, 0, 0, 0]);
+  await it.return();
 });
