@@ -30,7 +30,7 @@ import type { ConnectOptions, Transport, TransportConnection, TransportName } fr
 import { transportFor } from "./transport_for.ts";
 import { keepFields } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
-import { RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
+import { decodeChunk, RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,
@@ -207,7 +207,7 @@ export class NodeLink {
    */
   async request<T extends { t: string }>(
     message: unknown,
-    expected: T["t"] | readonly T["t"][],
+    expected: T["t"] | readonly T["t"][] | ((reply: Uint8Array) => T),
     span?: Span,
     timeoutMs?: number,
     onSent?: () => void,
@@ -234,7 +234,7 @@ export class NodeLink {
       span.setAttribute("thinkagain.bytes_sent", frameBytes(frame));
       span.setAttribute("thinkagain.bytes_received", frameBytes(reply));
     }
-    return decodeReply<T>(reply, expected);
+    return typeof expected === "function" ? expected(reply) : decodeReply<T>(reply, expected);
   }
 
   /** A reply came: the node is reachable and not lost (request() and call()'s direct path). */
@@ -402,7 +402,7 @@ export class NodeLink {
     const chunks = new RemoteChunks(
       {
         credit: (items, bytes) =>
-          this.request<ChunkMessage>({ t: "credit", cid, items, bytes }, "chunk").catch((e) => {
+          this.request<ChunkMessage>({ t: "credit", cid, items, bytes }, decodeChunk).catch((e) => {
             throw this.asNodeLost(e);
           }),
         cancel: () => this.notify({ t: "cancel", cid }),

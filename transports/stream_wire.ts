@@ -20,7 +20,7 @@
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream } from "../core/stream.ts";
-import { type ChunkMessage, encodeMessage } from "./protocol.ts";
+import { type ChunkMessage, decodeReply, encodeMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
 
 /** A consumer's credit window: items (and about how many bytes of them) a producer may run ahead. */
@@ -269,6 +269,81 @@ function takeWritten(outlet: Outlet): unknown[] {
   outlet.at = CHUNK_ROOM;
   outlet.written = 0;
   return items;
+}
+
+// ---- a chunk read as it was written -------------------------------------------------------------
+
+/** The longest byte string a consumer copies out of a chunk's frame rather than viewing it. */
+const COPY_MAX = 64;
+
+/**
+ * Decodes a `chunk` reply (a consumer's `credit` request's answer), as `decodeReply(frame,
+ * "chunk")` does; a chunk of byte strings and small integers, as a node writes them (see
+ * {@linkcode writeItem}), is read by a loop of its own into the items' array: a byte string of at
+ * most 64 bytes is copied into an array of its own (on Bun cheaper than a view, and it keeps no
+ * frame alive), a longer one viewed where it lies. Anything else goes through the codec.
+ *
+ * @param frame A reply's body.
+ * @returns The chunk.
+ * @throws {ProtocolError} For a reply that is no well-formed chunk.
+ *
+ * @example
+ * ```ts
+ * import { decodeChunk } from "./stream_wire.ts";
+ * import { encodeMessage } from "./protocol.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const items = [Uint8Array.of(1, 2), 7, "seven"];
+ * deepStrictEqual(decodeChunk(encodeMessage({ t: "chunk", items, done: true })), { t: "chunk", items, done: true });
+ * ```
+ */
+export function decodeChunk(frame: Uint8Array): ChunkMessage {
+  return readChunk(frame) ?? decodeReply<ChunkMessage>(frame, "chunk");
+}
+
+/** The chunk in `d` when it is one that {@linkcode decodeChunk} reads itself, else `undefined`. */
+function readChunk(d: Uint8Array): ChunkMessage | undefined {
+  const head = CHUNK_HEAD.length, end = d.length;
+  if (end < head + 1 + CHUNK_TAIL.length) return undefined;
+  for (let i = 0; i < head; i++) if (d[i] !== CHUNK_HEAD[i]) return undefined;
+  let p = head;
+  const h = d[p++];
+  if (h >> 5 !== 4) return undefined;
+  let n = h & 31;
+  if (n === 24) n = d[p++];
+  else if (n === 25) {
+    n = (d[p] << 8) | d[p + 1];
+    p += 2;
+  } else if (n > 24) return undefined;
+  // at least a byte an item, and the tail after them
+  if (n > end - p - CHUNK_TAIL.length) return undefined;
+  const items = new Array<unknown>(n);
+  for (let i = 0; i < n; i++) {
+    if (p + 3 > end) return undefined; // an item's head (at most 3 bytes) and the tail must follow
+    const b = d[p++];
+    const major = b >> 5;
+    let len = b & 31;
+    if (len === 24) len = d[p++];
+    else if (len === 25) {
+      len = (d[p] << 8) | d[p + 1];
+      p += 2;
+    } else if (len > 25) return undefined;
+    if (major === 0) {
+      items[i] = len;
+      continue;
+    }
+    if (major !== 2 || !(len <= end - p)) return undefined;
+    if (len <= COPY_MAX) {
+      const item = new Uint8Array(len);
+      for (let j = 0; j < len; j++) item[j] = d[p + j];
+      items[i] = item;
+    } else items[i] = d.subarray(p, p + len);
+    p += len;
+  }
+  if (p + CHUNK_TAIL.length !== end) return undefined;
+  for (let i = 0; i < CHUNK_TAIL.length - 1; i++) if (d[p + i] !== CHUNK_TAIL[i]) return undefined;
+  const done = d[end - 1];
+  if (done !== 0xf4 && done !== 0xf5) return undefined;
+  return { t: "chunk", items, done: done === 0xf5 };
 }
 
 // ---- the node's end ------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { Stream } from "../core/stream.ts";
 import { decode } from "../core/codec.ts";
-import { encodeMessage } from "./protocol.ts";
-import { RemoteChunks, StreamOutlets } from "./stream_wire.ts";
+import { decodeReply, encodeMessage } from "./protocol.ts";
+import { ProtocolError } from "../core/errors.ts";
+import { decodeChunk, RemoteChunks, StreamOutlets } from "./stream_wire.ts";
 import type { ChunkMessage } from "./protocol.ts";
 
 const APP = fileURLToPath(new URL("./_test_stream_app.ts", import.meta.url));
@@ -377,4 +378,29 @@ test("a consumer grants a quarter window, with the requests its credit allows, o
   // 1024 taken since the first grant: granted, with three more requests (all four were answered)
   assert.deepEqual(asked, [16, 0, 0, 0, 1024, 0, 0, 0]);
   await it.return();
+});
+
+test("decodeChunk reads a chunk of byte strings and small integers itself, the same items as the codec, each byte string of at most 64 bytes an array of its own; anything else through the codec", async () => {
+  const bytes = (n: number, v: number) => new Uint8Array(n).fill(v);
+  const own: unknown[] = [bytes(0, 0), bytes(16, 1), bytes(64, 2), bytes(65, 3), 0, 23, 24, 255, 256, 65535];
+  for (const items of [own, [...own, "text"], [...own, -1], [...own, 65536], [...own, { a: 1 }], []]) {
+    for (const done of [false, true]) {
+      const frame = encodeMessage({ t: "chunk", items, done });
+      const got = decodeChunk(frame);
+      assert.deepEqual(got, { t: "chunk", items, done });
+      assert.deepEqual(got, decodeReply(frame, "chunk"));
+    }
+  }
+  const got = decodeChunk(encodeMessage({ t: "chunk", items: [bytes(16, 1), bytes(100, 2)], done: false }));
+  const [small, large] = got.items as Uint8Array[];
+  assert.equal(small.buffer.byteLength, 16, "a small byte string is an array of its own");
+  assert.ok(large.buffer.byteLength > 100, "a large one is a view of the frame");
+  // an error chunk, and frames that are no chunk or cut short, are the codec's to judge
+  const error = encodeMessage({ t: "chunk", items: [], done: true, error: { tag: "Error", message: "boom" } });
+  assert.equal(decodeChunk(error).error?.message, "boom");
+  const frame = encodeMessage({ t: "chunk", items: [bytes(16, 1), 7], done: false });
+  for (let cut = 1; cut < frame.length; cut++) {
+    assert.throws(() => decodeChunk(frame.subarray(0, cut)), ProtocolError);
+  }
+  assert.throws(() => decodeChunk(encodeMessage({ t: "result", ok: true, value: 1 })), ProtocolError);
 });
