@@ -380,7 +380,7 @@ test("a consumer grants a quarter window, with the requests its credit allows, o
   await it.return();
 });
 
-test("decodeChunk reads a chunk of byte strings and small integers itself, the same items as the codec, each byte string of at most 64 bytes an array of its own; anything else through the codec", async () => {
+test("decodeChunk reads a chunk of byte strings and small integers itself, the same items as the codec, on Bun each byte string of at most 64 bytes an array of its own; anything else through the codec", async () => {
   const bytes = (n: number, v: number) => new Uint8Array(n).fill(v);
   const own: unknown[] = [bytes(0, 0), bytes(16, 1), bytes(64, 2), bytes(65, 3), 0, 23, 24, 255, 256, 65535];
   for (const items of [own, [...own, "text"], [...own, -1], [...own, 65536], [...own, { a: 1 }], []]) {
@@ -393,7 +393,9 @@ test("decodeChunk reads a chunk of byte strings and small integers itself, the s
   }
   const got = decodeChunk(encodeMessage({ t: "chunk", items: [bytes(16, 1), bytes(100, 2)], done: false }));
   const [small, large] = got.items as Uint8Array[];
-  assert.equal(small.buffer.byteLength, 16, "a small byte string is an array of its own");
+  // on Bun a small byte string is copied (cheaper there than a view); on Deno viewed, as the codec does
+  if ("Bun" in globalThis) assert.equal(small.buffer.byteLength, 16, "a small byte string is an array of its own");
+  else assert.ok(small.buffer.byteLength > 100, "a small byte string is a view of the frame");
   assert.ok(large.buffer.byteLength > 100, "a large one is a view of the frame");
   // an error chunk, and frames that are no chunk or cut short, are the codec's to judge
   const error = encodeMessage({ t: "chunk", items: [], done: true, error: { tag: "Error", message: "boom" } });
