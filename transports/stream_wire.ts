@@ -18,6 +18,7 @@
  * @module
  */
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
+import { smallCopiesAreCheap } from "../core/_runtime.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream } from "../core/stream.ts";
 import { type ChunkMessage, decodeReply, encodeMessage } from "./protocol.ts";
@@ -278,7 +279,7 @@ function takeWritten(outlet: Outlet): unknown[] {
  * on Bun, where a 16-byte copy filled in a loop costs about half a view; none elsewhere (on Deno a
  * new small typed array costs about 900 ns, a view 30).
  */
-const COPY_MAX = "Bun" in globalThis ? 64 : -1;
+const COPY_MAX = smallCopiesAreCheap ? 64 : -1;
 
 /**
  * Decodes a `chunk` reply (a consumer's `credit` request's answer), as `decodeReply(frame,
