@@ -55,7 +55,13 @@ for (const k of ATTACKS) {
 /** `--trace-ms N`: print each well-behaved call slower than N ms, and each attack's start and end (wall clock, ms). */
 const TRACE_MS = Number(flag("trace-ms", "0"));
 const trace = (what: string) => TRACE_MS > 0 && console.error(`trace ${Date.now() % 1e6} ${what}`);
-const APP = fileURLToPath(new URL("../transports/_backpressure_app.ts", import.meta.url));
+/**
+ * `--lag-ms N`: the node notes each stall of its event loop longer than N ms (`bench/_soak_app.ts`),
+ * and this process each 100 ms the CPU time the node, the attackers and itself used; all printed at
+ * the end, stamped like `--trace-ms`'s lines, so that `sort -k2 -n` puts them in order.
+ */
+const LAG_MS = Number(flag("lag-ms", "0"));
+const APP = fileURLToPath(new URL("./_soak_app.ts", import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -193,6 +199,10 @@ async function cpuOf(pid: number | undefined): Promise<number> {
   }
 }
 
+function selfPidOf(): number | undefined {
+  return (globalThis as { process?: { pid: number } }).process?.pid;
+}
+
 function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -202,19 +212,40 @@ function percentile(xs: number[], p: number): number {
 // the attacker process (see --attackers): attack the node on that port until killed
 const ATTACK_PORT = Number(flag("attack-port", "0"));
 if (ATTACK_PORT > 0) {
+  // how many rounds it has made so far, each second on stdout (the bench reports the attack's rate)
+  let rounds = 0;
+  setInterval(() => console.log(`attack-rounds ${rounds}`), 1_000);
   await Promise.all([0, 1].map(async () => {
-    for (;;) await attackRound(ATTACK_PORT, () => false).catch(() => {});
+    for (;;) {
+      await attackRound(ATTACK_PORT, () => false).catch(() => {});
+      rounds++;
+    }
   }));
 }
 const ATTACKERS = flag("attackers", "process");
+/**
+ * `--attackers-cpu N` (Linux, `taskset`): the attacker process runs on CPU N only, and the node and
+ * this process (the well-behaved client) on the other CPUs, as if the attack came from another
+ * machine: its own CPU work then no longer takes turns with the node's and the client's.
+ */
+const ATTACKERS_CPU = flag("attackers-cpu", "");
+/** `--warmup-s`: the well-behaved client calls this long first, not counted, before the idle baseline. */
+const WARMUP_S = Number(flag("warmup-s", "10"));
 if (ATTACKERS !== "process" && ATTACKERS !== "inline") {
   throw new TypeError(`--attackers: expected process or inline, found ${JSON.stringify(ATTACKERS)}`);
 }
 
 const node = await startNodeProcess(APP, ["--port", "0", "--name", "soak", "--headers-timeout-ms", "2000"], {
   runtime: RUNTIME,
+  env: LAG_MS > 0 ? { SOAK_LAG_MS: String(LAG_MS) } : {},
 });
 const pid = node.proc.pid!;
+// --attackers-cpu: the node and this process keep off the attackers' CPU for the whole run (idle too)
+if (ATTACKERS_CPU !== "") {
+  const { execFileSync } = await import("node:child_process");
+  const cpus = (await import("node:os")).cpus().map((_, i) => i).filter((i) => String(i) !== ATTACKERS_CPU).join(",");
+  for (const p of [pid, selfPidOf()]) execFileSync("taskset", ["-a", "-p", "-c", cpus, String(p)], { stdio: "ignore" });
+}
 const client = await webSocketTransport.connect(node.url);
 let seq = 0;
 /** A call with no answer in this long counts as failed, so that a stalled node shows in the table. */
@@ -254,9 +285,14 @@ async function wellBehaved(ms: number): Promise<{ lat: number[]; failed: number 
 }
 
 console.log(
-  `soak: a ${RUNTIME} node, ${MINUTES} min of attack (${[...ATTACKS].join(", ") || "none"}; attackers ${ATTACKERS}), ` +
-    `${IDLE_S} s idle baseline first`,
+  `soak: a ${RUNTIME} node, ${MINUTES} min of attack (${[...ATTACKS].join(", ") || "none"}; attackers ${ATTACKERS}` +
+    `${ATTACKERS_CPU === "" ? "" : ` on CPU ${ATTACKERS_CPU}`}), ${WARMUP_S} s warm-up, then ${IDLE_S} s idle baseline`,
 );
+// Warmed up first (the runtimes' JITs, the node's and the client's first calls), so that the
+// idle baseline is the steady state the attacked minutes are compared with: without it the idle
+// p99 held the warm-up's slow calls (the ninth session's control: idle p99 1.52 ms, then 0.74 ms
+// with nothing attacking).
+await wellBehaved(WARMUP_S * 1000);
 const cpuIdle0 = await cpuOf(pid), tIdle0 = performance.now();
 const idle = await wellBehaved(IDLE_S * 1000);
 const nodeCpuIdle = (await cpuOf(pid) - cpuIdle0) / ((performance.now() - tIdle0) / 1000);
@@ -272,23 +308,43 @@ const endAt = performance.now() + MINUTES * 60_000;
 let stopped = false;
 // in a process of their own by default, so that the attack's own work never delays the
 // well-behaved client's event loop here (inline, as the first runs did, it did)
+const attackArgs = runArgs(RUNTIME_SELF, fileURLToPath(import.meta.url), [
+  "--attacks",
+  [...ATTACKS].join(",") || "none",
+  "--attack-port",
+  String(node.port),
+  "--trace-ms",
+  String(TRACE_MS),
+]);
 const attackProcess = ATTACKERS === "process"
   ? spawn(
-    ...runArgs(RUNTIME_SELF, fileURLToPath(import.meta.url), [
-      "--attacks",
-      [...ATTACKS].join(",") || "none",
-      "--attack-port",
-      String(node.port),
-      "--trace-ms",
-      String(TRACE_MS),
-    ]),
-    { stdio: "inherit" },
+    ...(ATTACKERS_CPU === ""
+      ? attackArgs
+      : ["taskset", ["-c", ATTACKERS_CPU, attackArgs[0], ...attackArgs[1]]] as [string, string[]]),
+    { stdio: ["ignore", "pipe", "inherit"] },
   )
   : undefined;
+let attackRounds = 0;
+attackProcess?.stdout?.on("data", (d: Uint8Array) => {
+  const m = /attack-rounds (\d+)\s*$/.exec(new TextDecoder().decode(d));
+  if (m) attackRounds = Number(m[1]);
+});
 const attackers = ATTACKERS === "process" ? [] : [0, 1].map(async () => {
   while (!stopped) await attackRound(node.port, () => stopped).catch(() => {});
 });
 const cpuAttack0 = await cpuOf(pid), attackerCpu0 = await cpuOf(attackProcess?.pid), tAttack0 = performance.now();
+// --lag-ms: CPU ms used in each 100 ms by the node, the attackers and this process (the client)
+const cpuLog: string[] = [];
+let cpuLast = [0, 0, 0];
+const selfPid = selfPidOf();
+const cpuSampler = LAG_MS > 0
+  ? setInterval(async () => {
+    const now = [await cpuOf(pid), await cpuOf(attackProcess?.pid), await cpuOf(selfPid)];
+    const d = now.map((c, i) => ((c - cpuLast[i]) * 1000).toFixed(0));
+    cpuLast = now;
+    cpuLog.push(`cpu ${Date.now() % 1e6} node ${d[0]} attackers ${d[1]} client ${d[2]} ms per 100 ms`);
+  }, 100)
+  : undefined;
 let peakAll = rss0;
 const allP99: number[] = [];
 const allLat: number[] = [];
@@ -318,7 +374,12 @@ const attackS = (performance.now() - tAttack0) / 1000;
 const nodeCpuAttack = (await cpuOf(pid) - cpuAttack0) / attackS;
 const attackerCpu = (await cpuOf(attackProcess?.pid) - attackerCpu0) / attackS;
 stopped = true;
+clearInterval(cpuSampler);
 attackProcess?.kill("SIGKILL");
+if (LAG_MS > 0) {
+  for (const line of node.output().split("\n")) if (line.startsWith("lag ")) console.error(`trace ${line.slice(4)}`);
+  for (const line of cpuLog.slice(1)) console.error(`trace ${line.slice(4)}`);
+}
 await Promise.all(attackers);
 console.log(
   `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
@@ -333,7 +394,8 @@ console.log(
   }x idle p99); calls ${allLat.length} failed ${allFailed}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
     `node CPU ${nodeCpuIdle.toFixed(2)} idle, ${nodeCpuAttack.toFixed(2)} attacked; attackers ${
       attackerCpu.toFixed(2)
-    } (cores)`,
+    } (cores)` +
+    (attackProcess ? `; attack rounds ${attackRounds} (${(attackRounds / (attackS / 60)).toFixed(1)}/min)` : ""),
 );
 await client.close();
 node.kill();
