@@ -376,6 +376,23 @@ const RESUME_BYTES = 256 * 1024;
  * client within that bound that reads slowly is never closed for it.
  */
 const MAX_HELD_MESSAGES = 10_000;
+/**
+ * Where the runtime reports WebSocket pongs (Bun, `adapters/bun/serve.ts`), the node pings a
+ * connection after each this many bytes of replies handed to the runtime, the ping carrying that
+ * count; the pong, which comes only once the client has read everything before the ping, says how
+ * much of it the client has read.
+ */
+const PING_EVERY_BYTES = 256 * 1024;
+/**
+ * Bytes of replies a connection may have been sent and not shown to have read (by a pong), at
+ * first: a connection whose client never reads gets this much, not the ~5 MiB that the kernel's
+ * socket buffers take before any runtime buffer fills (issue 11's soak: each round's new
+ * never-reading connections). Each pong doubles it, up to {@linkcode MAX_UNREAD_BYTES}, so a client
+ * that reads soon has as much in flight as its link needs.
+ */
+const FIRST_UNREAD_BYTES = PAUSE_BYTES;
+/** The most a connection's unread window grows to (see {@linkcode FIRST_UNREAD_BYTES}). */
+const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 let turn = 0;
 let turnArmed = false;
@@ -447,14 +464,31 @@ function serveNext(): void {
 const noop = (): void => {};
 
 /**
- * The events of one WebSocket connection: frames in, handler, replies out. `onDrain` is for a
- * runtime whose socket pushes back (Bun's `drain`; `adapters/bun/serve.ts` calls it).
+ * A connection's events as the node's app gives them to the runtime's adapter, besides hono's:
+ * `onDrain` for a runtime whose socket pushes back (Bun's `drain`), `onPong` for one that reports
+ * pongs, which it says by setting `deliversPongs` before the connection's first message
+ * (`adapters/bun/serve.ts` does both).
  */
+export interface WsAppEvents extends WSEvents {
+  /** The socket can take more (Bun's `drain`). */
+  onDrain(): void;
+  /** A pong arrived, with its payload. */
+  onPong(data: Uint8Array): void;
+  /** Set by an adapter whose runtime calls `onPong` for every pong. */
+  deliversPongs?: boolean;
+}
+
+/** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
+interface PingingSocket {
+  ping(data: Uint8Array): number;
+}
+
+/** The events of one WebSocket connection: frames in, handler, replies out (see {@linkcode WsAppEvents}). */
 function wsEvents(
   handler: FrameHandler,
   maxFrameBytes: number,
   maxSendQueueBytes: number,
-): WSEvents & { onDrain(): void } {
+): WsAppEvents {
   const connectionId = newConnectionId();
   // aborted when the connection closes: its calls still running have nobody to answer any more
   const closed = new AbortController();
@@ -469,7 +503,31 @@ function wsEvents(
     if (!open) return;
     (out ??= new SendQueue(ws, maxSendQueueBytes)).send(m);
     if (out.closed) open = false;
+    written += m.byteLength;
+    if (written - pinged >= PING_EVERY_BYTES) ping();
   };
+  // Replies the client has been sent but not shown to have read (where the runtime reports pongs):
+  // bytes given to write(), those handed to the runtime at the last ping, those the client's last
+  // pong acknowledged, and how many may be unread before its messages wait (as when backed up).
+  let written = 0;
+  let pinged = 0;
+  let acked = 0;
+  let window = FIRST_UNREAD_BYTES;
+  const ping = (): void => {
+    const raw = out?.socket.raw as Partial<PingingSocket> | undefined;
+    if (!events.deliversPongs || typeof raw?.ping !== "function" || out === undefined) return;
+    const handed = written - out.queuedBytes; // (what waits in the queue goes after the ping)
+    if (handed <= pinged) return;
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setFloat64(0, handed);
+    try {
+      if (raw.ping(payload) === 0) return; // dropped: the next write or drain tries again
+    } catch {
+      return; // closing
+    }
+    pinged = handed;
+  };
+  const unreadBehind = (): boolean => events.deliversPongs === true && written - acked > window;
   // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
   let parts: PartAssembler | undefined;
   // Many messages read at once (a flood, a pipelined burst) are served SLICE_MS at a time: past
@@ -487,13 +545,21 @@ function wsEvents(
   let laterBytes = 0;
   let resumeArmed = false;
   let paused = false;
-  const backedUp = (): boolean => out !== undefined && out.unsentBytes > PAUSE_BYTES;
+  const backedUp = (): boolean => out !== undefined && (out.unsentBytes > PAUSE_BYTES || unreadBehind());
+  let pausedWs: WSContext | undefined;
   const pause = (ws: WSContext): void => {
     paused = true;
-    out!.whenBelow(RESUME_BYTES, () => {
-      paused = false;
-      armResume(ws);
-    });
+    pausedWs = ws;
+    resumeWhenRead();
+  };
+  // served again once the unsent replies drain below RESUME_BYTES and (with pongs) the client has
+  // read all but half its window: the pong that says so calls this again
+  const resumeWhenRead = (): void => {
+    if (!paused || !open) return;
+    if (out!.unsentBytes > RESUME_BYTES) return out!.whenBelow(RESUME_BYTES, resumeWhenRead);
+    if (events.deliversPongs === true && written - acked > window / 2) return;
+    paused = false;
+    armResume(pausedWs!);
   };
   // a frame whose segments are still arriving (see KIND_SEGMENTED)
   let segments: SegmentReader | undefined;
@@ -587,7 +653,7 @@ function wsEvents(
     send(ws, KIND_REPLY, id, reply);
   };
 
-  return {
+  const events: WsAppEvents = {
     onOpen(_evt, ws) {
       // A Web-standard server socket (Deno) may default to Blob messages, which cannot be read
       // synchronously; Bun's and ws's sockets have other binaryType values that hono relies on.
@@ -624,8 +690,19 @@ function wsEvents(
     },
     onDrain() {
       out?.drain();
+      if (written - pinged >= PING_EVERY_BYTES) ping();
+    },
+    onPong(data) {
+      // ours carry 8 bytes (the runtime's own keep-alive pings carry none)
+      if (data.byteLength !== 8) return;
+      const read = new DataView(data.buffer, data.byteOffset, 8).getFloat64(0);
+      if (!(read > acked && read <= written)) return;
+      acked = read;
+      window = Math.min(2 * window, MAX_UNREAD_BYTES);
+      resumeWhenRead();
     },
   };
+  return events;
 
   function onWhole(ws: WSContext, bytes: Uint8Array): void {
     const kind = bytes[0];

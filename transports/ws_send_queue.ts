@@ -99,6 +99,11 @@ export class SendQueue {
     this.#max = maxQueuedBytes;
   }
 
+  /** The connection it writes to. */
+  get socket(): QueueSocket {
+    return this.#ws;
+  }
+
   /** Bytes waiting here for the socket to drain. */
   get queuedBytes(): number {
     return this.#bytes;

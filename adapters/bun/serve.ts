@@ -55,10 +55,13 @@ function tooManyConnections(inUse: number, max: number): Response {
   );
 }
 
+/** The node app's connection events (`transports/server.ts`'s `WsAppEvents`), as far as this adapter calls them. */
+type BunAppEvents = WSEvents & { onDrain?: () => void; onPong?: (data: Uint8Array) => void; deliversPongs?: boolean };
+
 /** Bun's server socket, as far as the message fast path below uses it. */
 interface BunSocket {
   readonly readyState: number;
-  data?: { events?: WSEvents & { onDrain?: () => void }; url?: URL; protocol?: string; context?: WSContext };
+  data?: { events?: BunAppEvents; url?: URL; protocol?: string; context?: WSContext };
   send(data: unknown, compress?: boolean): unknown;
   close(code?: number, reason?: string): void;
 }
@@ -158,6 +161,13 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       websocket: {
         ...websocket,
         message: onBunMessage,
+        open: (ws: BunSocket) => {
+          // this runtime reports every pong (below): the app may count on them
+          const events = ws.data?.events;
+          if (events?.onPong !== undefined) events.deliversPongs = true;
+          (websocket.open as (ws: BunSocket) => void)(ws);
+        },
+        pong: (ws: BunSocket, data: Uint8Array) => ws.data?.events?.onPong?.(data),
         // a socket over its backpressure limit takes no more messages until this: the app's
         // connection (transports/server.ts) sends what waited
         drain: (ws: { data?: { events?: { onDrain?: () => void } } }) => ws.data?.events?.onDrain?.(),
