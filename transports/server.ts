@@ -400,19 +400,19 @@ let turnArmed = false;
 const nextTurn: (f: () => void) => void = typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
   ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
   : (f) => void setTimeout(f, 0);
+const endTurn = (): void => {
+  turnArmed = false;
+  turn++;
+};
 /**
- * A number that changes once per turn of the event loop with messages (a timer marks the end of
- * each), shared by every connection so that a turn costs one timer, not one per connection.
+ * From now on the end of this turn is marked (a timer fires after its I/O), shared by every
+ * connection so that a turn costs one timer, not one per connection. `turn` also moves on now: a
+ * connection's next message counts as its first since the marking began.
  */
-function currentTurn(): number {
-  if (!turnArmed) {
-    turnArmed = true;
-    nextTurn(() => {
-      turnArmed = false;
-      turn++;
-    });
-  }
-  return turn;
+function markTurn(): void {
+  turnArmed = true;
+  turn++;
+  nextTurn(endTurn);
 }
 
 // Every connection's waiting messages share one budget per turn (SLICE_MS, from the turn's first
@@ -420,17 +420,31 @@ function currentTurn(): number {
 // several budgets, and the replies their calls made after them (issue 11's soak: turns of 10-20 ms
 // while new never-reading connections filled the kernel's buffers). Connections whose messages
 // wait take turns in order: one that used up the budget goes to the back.
+// A turn's end is marked (a timer) only once its budget is half spent: until then every message is
+// served whichever turn it came in (a budget with time left serves it in either case), so a
+// sequential call, alone in its turn, costs no timer (a timer per message cost a frame echo ~0.3 µs
+// per call on Bun, ~1 µs on Deno; BENCHMARKS.md, Transports, tenth session). A budget found
+// spent with no mark may be an earlier turn's: a budget of its own starts then, and the turn is
+// marked (in one turn, that serves at most one message more than a mark from the start would, after
+// a message that alone ran past half the budget).
 let budgetTurn = -1;
 let budgetStart = 0;
 /** Whether this turn's budget has time left (starting it, at the turn's first look). */
 function budgetLeft(): boolean {
-  const t = currentTurn();
-  if (t !== budgetTurn) {
-    budgetTurn = t;
-    budgetStart = performance.now();
+  const now = performance.now();
+  if (turn !== budgetTurn) {
+    // a marked turn ended since the budget began (or none began yet)
+    budgetTurn = turn;
+    budgetStart = now;
     return true;
   }
-  return performance.now() - budgetStart <= SLICE_MS;
+  const spent = now - budgetStart;
+  if (turnArmed) return spent <= SLICE_MS;
+  if (spent <= SLICE_MS / 2) return true;
+  markTurn();
+  budgetTurn = turn;
+  if (spent > SLICE_MS) budgetStart = now;
+  return true;
 }
 /** Connections with messages waiting (each's way to serve them), in the order they are served. */
 let queued: (() => void)[] = [];
@@ -675,11 +689,10 @@ function wsEvents(
       }
       // a connection's first message in a turn is served at once; the next ones while the turn's
       // budget lasts
-      const turn = currentTurn();
-      if (turn !== sliceTurn) {
-        sliceTurn = turn;
-        budgetLeft(); // (starts it)
-      } else if (!budgetLeft()) return wait(ws, bytes);
+      const first = turn !== sliceTurn;
+      const left = budgetLeft(); // (starts it, at the turn's first message)
+      sliceTurn = turn;
+      if (!first && !left) return wait(ws, bytes);
       onWhole(ws, bytes);
     },
     onClose() {
