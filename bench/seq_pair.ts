@@ -47,6 +47,13 @@ function cpu(pid: number): number {
   return ns / 1000;
 }
 
+/** [user, system] CPU ticks of process `pid` so far (/proc/<pid>/stat; 100 a second on Linux). */
+function ticks(pid: number): [number, number] {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return [Number(rest[11]), Number(rest[12])];
+}
+
 async function client(kind: string): Promise<void> {
   const child = await startBenchChild(import.meta.url, kind);
   const small = new Uint8Array(encode({ t: "call", id: 1, svc: "Echo", method: "echo", args: ["What is ML?", 3] }));
@@ -83,10 +90,13 @@ async function client(kind: string): Promise<void> {
   }
   const times: number[] = [];
   let c0 = 0, s0 = 0;
+  let ct0: [number, number] = [0, 0], st0: [number, number] = [0, 0];
   const loop = async () => {
     for (let i = 0; i < 3000; i++) await call(); // warm up
     c0 = cpu(process.pid);
     s0 = cpu(child.child.pid!);
+    ct0 = ticks(process.pid);
+    st0 = ticks(child.child.pid!);
     const end = performance.now() + SECS * 1000;
     while (performance.now() < end) {
       const t = performance.now();
@@ -97,10 +107,15 @@ async function client(kind: string): Promise<void> {
   await (mesh ? mesh.run(loop) : loop());
   const n = times.length;
   const c1 = cpu(process.pid), s1 = cpu(child.child.pid!);
+  const ct1 = ticks(process.pid), st1 = ticks(child.child.pid!);
+  // the share of each process's CPU spent in the kernel (ticks of 10 ms: over seconds, about right)
+  const sys = (a: [number, number], b: [number, number]) =>
+    `${Math.round(100 * (b[1] - a[1]) / Math.max(1, b[0] - a[0] + b[1] - a[1]))} % in the kernel`;
   times.sort((a, b) => a - b);
   console.log(
     `${kind}: ${times.length} calls, p50 ${(times[times.length >> 1] * 1000).toFixed(1)} µs, CPU per call: ` +
-      `client ${((c1 - c0) / n).toFixed(1)} µs, server ${((s1 - s0) / n).toFixed(1)} µs`,
+      `client ${((c1 - c0) / n).toFixed(1)} µs (${sys(ct0, ct1)}), server ${((s1 - s0) / n).toFixed(1)} µs ` +
+      `(${sys(st0, st1)})`,
   );
   child.child.kill("SIGTERM");
   process.exit(0);
