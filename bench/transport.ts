@@ -5,7 +5,10 @@
  *   npx bun bench/transport.ts
  *   npx deno run -A bench/transport.ts
  *
- * Prints a table with our/raw ratios. Timing claims live here, never in tests.
+ * Prints a table with our/raw ratios. Timing claims live here, never in tests. Small sequential
+ * calls warm up for `BENCH_WARM_MS` (default 1000) per run first. The raw echo's sequential p50 is
+ * bimodal on a VM (a CPU woken per message or not, see BENCHMARKS.md, Transports, ninth session);
+ * `taskset -c 1` before the command puts every process on one CPU, where it is not.
  *
  * @module
  */
@@ -35,6 +38,8 @@ const SEQ = Number(process.env.BENCH_SEQ ?? 5000);
 const THROUGHPUT_TOTAL = Number(process.env.BENCH_TOTAL ?? 200_000);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 512);
 const BIG_ROUNDS = Number(process.env.BENCH_BIG ?? 200);
+/** How long each run of small sequential calls warms up first, ms (0: 1,000 calls only, as before 2026-12-05). */
+const WARM_MS = Number(process.env.BENCH_WARM_MS ?? 1000);
 
 // ---------------------------------------------------------------------------------------------
 // Server side (child process)
@@ -88,7 +93,11 @@ type Latency = { p50: number; p99: number; cpuClient?: number; cpuServer?: numbe
  * the two processes found each other awake (see BENCHMARKS.md, Transports, ninth session).
  */
 async function latency(fn: () => PromiseLike<unknown>, n = SEQ, serverPid?: number): Promise<Latency> {
-  for (let i = 0; i < Math.min(1000, n); i++) await fn(); // warm up
+  // warm up: 1,000 calls (at most n), and small calls for WARM_MS at least (the JIT compiles a
+  // service call's path for tens of thousands of calls: 7-10 µs of CPU a call on Bun's JIT threads,
+  // 7-9 on Deno's V8 workers, over the first 20,000; bench/transport_threads.ts)
+  const until = performance.now() + (n > BIG_ROUNDS ? WARM_MS : 0);
+  for (let i = 0; i < Math.min(1000, n) || performance.now() < until; i++) await fn();
   const times = new Array<number>(n);
   const client0 = cpuMicros(serverPid === undefined ? undefined : process.pid), server0 = cpuMicros(serverPid);
   for (let i = 0; i < n; i++) {
