@@ -55,6 +55,9 @@ export function isStreaming(value: unknown): value is AsyncIterable<unknown> {
 const STOP_GRACE_MS = 1_000;
 
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+/** No `next()` waiting: a stream that is only drained (a node sending it) never makes a queue. */
+const NO_WAITERS: never[] = [];
+const ignore = (): void => {};
 
 type Settle<T> = (r: IteratorResult<T, undefined>) => void;
 type Fail = (e: unknown) => void;
@@ -103,7 +106,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #stopped: unknown = undefined;
   #iterated = false;
   /** The consumer's pending `next()`s, oldest first from `#head`: a stop rejects them at once. */
-  readonly #waiting: (Waiter<T> | undefined)[] = [];
+  #waiting: (Waiter<T> | undefined)[] = NO_WAITERS;
   #head = 0;
   /** The pending {@linkcode Stream.drain}'s promise: a stop rejects it at once. */
   #drainer: Drainer | undefined;
@@ -185,8 +188,12 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
       waiter.resolve = resolve;
       waiter.reject = reject;
     });
+    if (this.#waiting === NO_WAITERS) this.#waiting = [];
     this.#waiting.push(waiter);
-    (p instanceof Promise ? p : Promise.resolve(p)).then(this.#onValue, this.#onError);
+    (p instanceof Promise ? p : Promise.resolve(p)).then(
+      this.#onValue ??= (r) => this.#valueCame(r),
+      this.#onError ??= (e) => this.#errorCame(e),
+    );
     return out;
   }
 
@@ -312,7 +319,11 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     return w;
   }
 
-  readonly #onValue = (r: IteratorResult<T>): void => {
+  /** What settles the oldest `next()` (made on the first that waits: a drained stream never needs them). */
+  #onValue: ((r: IteratorResult<T>) => void) | undefined;
+  #onError: ((e: unknown) => void) | undefined;
+
+  #valueCame(r: IteratorResult<T>): void {
     const w = this.#oldest();
     if (w === undefined) return; // rejected by a stop meanwhile
     if (this.#ended) return w.resolve(DONE);
@@ -322,13 +333,13 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     }
     this.#items++;
     w.resolve(r as IteratorResult<T, undefined>);
-  };
+  }
 
-  readonly #onError = (e: unknown): void => {
+  #errorCame(e: unknown): void {
     const w = this.#oldest();
     if (w === undefined) return;
     w.reject(this.#failed(e));
-  };
+  }
 
   /** Stops the stream (a `for await` left early): the producer's `finally` runs. */
   return(): Promise<IteratorResult<T, undefined>> {
@@ -393,7 +404,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     const d = this.#drainer;
     this.#drainer = undefined;
     d?.reject(reason);
-    this.#close(reason, busy)?.catch(() => {});
+    this.#close(reason, busy)?.catch(ignore);
   }
 
   /**
@@ -420,7 +431,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
       // the producer's finally threw: the stream ends all the same
     }
     if (returned === undefined || !busy && this.#sync !== undefined) {
-      (returned as Promise<unknown> | undefined)?.then?.(undefined, () => {});
+      (returned as Promise<unknown> | undefined)?.then?.(undefined, ignore);
       try {
         this.#tell(error);
       } catch (e) {
@@ -465,8 +476,9 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   }
 
   #tell(error: unknown): void {
-    const onEnd = this.#options.onEnd;
-    if (onEnd !== undefined) onEnd(this.#items, error);
+    // called as the options' method: a call's options are one object with its methods (stream_call.ts)
+    const options = this.#options;
+    if (options.onEnd !== undefined) options.onEnd(this.#items, error);
   }
 
   /** A parked drain loop leaves (the stream ended): it returns, and nothing holds it. */

@@ -9,7 +9,7 @@ import type { RunContext } from "./context.ts";
 import { CancelledError } from "./errors.ts";
 import { emit } from "./events.ts";
 import { failure } from "./invoke.ts";
-import { Stream } from "./stream.ts";
+import { Stream, type StreamOptions } from "./stream.ts";
 import { settle, State, type Task } from "./task.ts";
 
 /**
@@ -40,28 +40,48 @@ export function startStream(
   deadline?: { at: number; timeoutMs: number },
 ): void {
   const meta = task._meta;
-  const stream = new Stream(source, {
-    name: task._target.name,
-    // a generator's body runs in the call's context (what it submits is the call's child); any
-    // other source (a remote stream, a ReadableStream) runs no code of the call's, and is not switched
-    ctx: isAsyncGenerator(source) ? ctx : undefined,
-    fail: (e) => failure(task, e),
-    deadline,
-    onEnd: (items, error) => {
-      if (meta !== undefined) {
-        const at = performance.now();
-        meta.streamItems = items;
-        meta.settledAt = at;
-        if (error !== undefined) task._error = error;
-        emit(error === undefined ? "finished" : error instanceof CancelledError ? "cancelled" : "failed", task, at);
-      }
-      if (done !== undefined) done(task);
-    },
-  });
+  // a generator's body runs in the call's context (what it submits is the call's child); any
+  // other source (a remote stream, a ReadableStream) runs no code of the call's, and is not switched
+  const stream = new Stream(source, new StreamCall(task, isAsyncGenerator(source) ? ctx : undefined, done, deadline));
   // the task completes now, but its finished event waits for the end of the stream
   task._meta = undefined;
   settle(task, State.COMPLETED, stream);
   task._meta = meta;
+}
+
+/**
+ * A streaming call's options for its {@linkcode Stream}: one object whose methods map the
+ * producer's errors and end the call, rather than an options object and two closures per stream.
+ */
+class StreamCall implements StreamOptions {
+  readonly name: string;
+  /** The call's record, if it is recorded (its finished event waits for the end of the stream). */
+  readonly meta: Task<unknown>["_meta"];
+  constructor(
+    readonly task: Task<unknown>,
+    readonly ctx: RunContext | undefined,
+    readonly done: ((task: Task<unknown>) => void) | undefined,
+    readonly deadline: { at: number; timeoutMs: number } | undefined,
+  ) {
+    this.name = task._target.name;
+    this.meta = task._meta;
+  }
+
+  fail(e: unknown): unknown {
+    return failure(this.task, e);
+  }
+
+  onEnd(items: number, error: unknown): void {
+    const task = this.task, meta = this.meta;
+    if (meta !== undefined) {
+      const at = performance.now();
+      meta.streamItems = items;
+      meta.settledAt = at;
+      if (error !== undefined) task._error = error;
+      emit(error === undefined ? "finished" : error instanceof CancelledError ? "cancelled" : "failed", task, at);
+    }
+    if (this.done !== undefined) this.done(task);
+  }
 }
 
 function isAsyncGenerator(v: unknown): boolean {
