@@ -30,7 +30,7 @@ import type { ConnectOptions, Transport, TransportConnection, TransportName } fr
 import { transportFor } from "./transport_for.ts";
 import { keepFields } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
-import { decodeChunk, RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
+import { type ChunkSource, decodeCallReply, decodeChunk, RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,
@@ -56,8 +56,25 @@ const HELLO_BACKOFF_MAX_MS = 30_000;
 
 let callCounter = 0;
 const callPrefix = crypto.randomUUID().slice(0, 8);
-/** What a call waits for (one array for all of them). */
-const RESULT_OR_CHUNK = ["result", "chunk"] as const;
+/**
+ * How the consumer's end of a stream asks its link for chunks: one object per stream, holding the
+ * link and the call's id (its methods the link's), instead of a record of closures.
+ */
+class LinkChunks implements ChunkSource {
+  constructor(readonly link: NodeLink, readonly cid: string) {}
+  credit(items: number, bytes: number): Promise<ChunkMessage> {
+    return this.link.credit(this.cid, items, bytes);
+  }
+  cancel(): void {
+    this.link.notify({ t: "cancel", cid: this.cid });
+  }
+  revive(item: unknown): unknown {
+    return this.link.revive(item);
+  }
+  ended(): void {
+    this.link.streamEnded();
+  }
+}
 
 /** How long a `free` waits for its answer (nothing waits for it; this only bounds the promise). */
 const FREE_TIMEOUT_MS = 60_000;
@@ -341,10 +358,10 @@ export class NodeLink {
         if (onSent !== undefined) onSent(cid);
         const reply = await replied;
         this.answered();
-        res = decodeReply<ResultMessage | ChunkMessage>(reply, RESULT_OR_CHUNK);
+        res = decodeCallReply(reply);
       } else {
         const sent = onSent === undefined ? undefined : () => onSent(cid);
-        res = await this.request<ResultMessage | ChunkMessage>(call, RESULT_OR_CHUNK, span, undefined, sent);
+        res = await this.request<ResultMessage | ChunkMessage>(call, decodeCallReply, span, undefined, sent);
       }
       if (res.t === "chunk") {
         streaming = true;
@@ -357,14 +374,7 @@ export class NodeLink {
       }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
-        return this.handles.fromWire(
-          res.value,
-          this.wireFrom ??= {
-            owner: this.holder,
-            token: this.options.token,
-            transport: this.transport.name,
-          },
-        );
+        return this.handles.fromWire(res.value, this.wireFrom ??= this.from());
       }
       throw errorFromWire(res.error);
     } catch (e) {
@@ -382,6 +392,10 @@ export class NodeLink {
   /** Whose handles the results of calls on this link hold (made once: read per call). */
   private wireFrom: (LinkOptions & { owner: object }) | undefined;
 
+  private from(): LinkOptions & { owner: object } {
+    return { owner: this.holder, token: this.options.token, transport: this.transport.name };
+  }
+
   /** The stream window of this link's mesh, when it set one (`undefined`: the default). */
   private streamWindow(): Required<{ items: number; bytes: number }> | undefined {
     const w = this.holder instanceof MeshRuntime ? this.holder.options.streamWindow : undefined;
@@ -398,21 +412,24 @@ export class NodeLink {
     first: ChunkMessage,
     window: { items: number; bytes: number },
   ): RemoteChunks {
-    const from = { owner: this.holder, token: this.options.token, transport: this.transport.name };
-    const chunks = new RemoteChunks(
-      {
-        credit: (items, bytes) =>
-          this.request<ChunkMessage>({ t: "credit", cid, items, bytes }, decodeChunk).catch((e) => {
-            throw this.asNodeLost(e);
-          }),
-        cancel: () => this.notify({ t: "cancel", cid }),
-        revive: (item) => this.handles.fromWire(item, from),
-      },
-      first,
-      window,
-      () => this.inFlight--,
-    );
-    return chunks;
+    return new RemoteChunks(new LinkChunks(this, cid), first, window);
+  }
+
+  /** Asks the node for call `cid`'s next chunk (see LinkChunks). */
+  credit(cid: string, items: number, bytes: number): Promise<ChunkMessage> {
+    return this.request<ChunkMessage>({ t: "credit", cid, items, bytes }, decodeChunk).catch((e) => {
+      throw this.asNodeLost(e);
+    });
+  }
+
+  /** An item of a stream that arrived, with the handles in it this link's (see LinkChunks). */
+  revive(item: unknown): unknown {
+    return this.handles.fromWire(item, this.wireFrom ??= this.from());
+  }
+
+  /** A stream of this link's ended: its call is no longer in flight. */
+  streamEnded(): void {
+    this.inFlight--;
   }
 
   /**

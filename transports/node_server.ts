@@ -1106,7 +1106,7 @@ export class NodeServer {
       // (its promise, not the ref: awaiting a thenable costs a job and a promise more per call)
       let result = await ref.promise();
       // a stream's items go in chunks, each asked for with credit (stream_wire.ts)
-      if (result instanceof Stream) return await this.streams.open(key, result, { ...msg, name }, peer);
+      if (result instanceof Stream) return await this.streams.open(key, result, msg, peer, name);
       if (holdsDeviceValues(result)) {
         // arrays on a GPU stay there until they leave this node (read back once, when fetched)
         if (keepAbove !== undefined) return this.keepOnDevice(result, owner, msg, name);

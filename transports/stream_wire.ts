@@ -21,7 +21,7 @@ import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream } from "../core/stream.ts";
-import { type ChunkMessage, decodeReply, encodeMessage } from "./protocol.ts";
+import { type ChunkMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
 
 /** A consumer's credit window: items (and about how many bytes of them) a producer may run ahead. */
@@ -305,6 +305,31 @@ export function decodeChunk(frame: Uint8Array): ChunkMessage {
   return readChunk(frame) ?? decodeReply<ChunkMessage>(frame, "chunk");
 }
 
+const RESULT_OR_CHUNK = ["result", "chunk"] as const;
+
+/**
+ * Decodes a call's reply, as `decodeReply(frame, ["result", "chunk"])` does: a result, or the first
+ * chunk of a stream, which is read as {@linkcode decodeChunk} reads the later ones (a one-token
+ * answer pays no more to decode than a plain call's result).
+ *
+ * @param frame A reply's body.
+ * @returns The result or the chunk.
+ * @throws {ProtocolError} For a reply that is neither, or not well-formed.
+ *
+ * @example
+ * ```ts
+ * import { decodeCallReply } from "./stream_wire.ts";
+ * import { encodeMessage } from "./protocol.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const chunk = { t: "chunk", items: [Uint8Array.of(1)], done: true };
+ * deepStrictEqual(decodeCallReply(encodeMessage(chunk)), chunk);
+ * deepStrictEqual(decodeCallReply(encodeMessage({ t: "result", ok: true, value: 7 })), { t: "result", ok: true, value: 7 });
+ * ```
+ */
+export function decodeCallReply(frame: Uint8Array): ResultMessage | ChunkMessage {
+  return readChunk(frame) ?? decodeReply<ResultMessage | ChunkMessage>(frame, RESULT_OR_CHUNK);
+}
+
 /** The chunk in `d` when it is one that {@linkcode decodeChunk} reads itself, else `undefined`. */
 function readChunk(d: Uint8Array): ChunkMessage | undefined {
   const head = CHUNK_HEAD.length, end = d.length;
@@ -365,6 +390,7 @@ interface Outlet {
   out: Uint8Array;
   at: number;
   written: number;
+  /** (NO_ITEMS until such an item comes: most chunks never need it.) */
   buffer: unknown[];
   /** The chunk's items, and their bytes (as {@linkcode itemBytes} estimates them). */
   held: number;
@@ -385,11 +411,24 @@ interface Outlet {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** Takes the producer's items (Stream.drain), one function for the outlet's life. */
   take: (item: unknown) => boolean;
-  /** The call's key. */
+  /** The call's key, and its name (in a deadline's error). */
   readonly key: string;
-  /** The open streams of the connection it came on (it leaves them when it ends). */
-  readonly peers: Set<Outlet> | undefined;
+  readonly name: string;
+  /** The signal of the connection it came on (aborted when it closes). */
+  readonly signal: AbortSignal | undefined;
+  /**
+   * Whether it is among the open streams (by key, and its connection's), which it joins only when
+   * its first chunk leaves and more are to come: until then its call is in flight on the node, and
+   * the call's cancel, deadline and connection reach its stream through the call's ref (a stream
+   * done within its first chunk, a one-token answer, never joins).
+   */
+  registered: boolean;
+  /** The open streams of the connection it came on, once registered (it leaves them when it ends). */
+  peers: Set<Outlet> | undefined;
 }
+
+/** An outlet's buffer while it holds no item that is not written as it comes. */
+const NO_ITEMS: unknown[] = [];
 
 /**
  * The node's open streams, by call: each produces while its consumer holds credit and answers
@@ -435,22 +474,28 @@ export class StreamOutlets {
    * where no connection tells the node that its consumer went away, the stream is stopped and the
    * call answered with an `OpExecutionError` saying that streams need the WebSocket transport.
    *
+   * Until the first chunk leaves, the stream is the call's: the node stops it through the call's
+   * ref (a `cancel`, the call's deadline, its connection closing). It joins the open streams, which
+   * `credit`, `cancel` and a closing connection find, only if more is to come.
+   *
    * @param key The call's key (connection and call id).
    * @param stream The call's result.
-   * @param call The call (its window and deadline) and its name.
+   * @param call The call (its window, deadline and op), and its name.
    * @param peer Who called: the transport, and the connection's signal (aborted when it closes).
+   * @param name The call's name (default `call.name`, else its op's).
    * @returns The first chunk's frame (or the refusal's).
    */
   open(
     key: string,
     stream: Stream<unknown>,
-    call: { creditItems?: number; creditBytes?: number; timeoutMs?: number; name: string; op?: string },
+    call: { creditItems?: number; creditBytes?: number; timeoutMs?: number; name?: string; op?: string },
     peer: PeerInfo | undefined,
+    name: string = call.name ?? call.op ?? "stream",
   ): Promise<Uint8Array> {
     if (peer?.transport === "http") {
       stream.cancel();
       const error = new OpExecutionError(
-        call.op ?? call.name,
+        call.op ?? name,
         new TypeError(
           `its result is a stream, and streams need the WebSocket transport (ws://): over HTTP each request ` +
             "stands alone, so the node could not tell when the consumer went away",
@@ -468,7 +513,7 @@ export class StreamOutlets {
       out: EMPTY,
       at: CHUNK_ROOM,
       written: 0,
-      buffer: [],
+      buffer: NO_ITEMS,
       held: 0,
       bufferBytes: 0,
       pulls: [],
@@ -483,20 +528,32 @@ export class StreamOutlets {
       timer: undefined,
       take: (item) => this.#take(key, outlet, item),
       key,
-      peers: signal === undefined || signal.aborted ? undefined : this.#connection(signal),
+      name,
+      signal,
+      registered: false,
+      peers: undefined,
     };
-    this.#open.set(key, outlet);
-    outlet.peers?.add(outlet);
     const ms = call.timeoutMs;
     if (ms !== undefined && ms < 2 ** 31) {
       outlet.timer = setTimeout(() => {
         outlet.timer = undefined;
-        stream.cancel(new TimeoutError(call.name, ms));
+        stream.cancel(new TimeoutError(name, ms));
       }, ms);
     }
     const first = this.#pull(key, outlet);
-    if (signal?.aborted) this.cancel(key);
+    if (signal?.aborted) this.#stop(key, outlet);
     return first;
+  }
+
+  /** The outlet's first chunk leaves and more are to come: it joins the open streams (see `open`). */
+  #register(key: string, outlet: Outlet): void {
+    outlet.registered = true;
+    this.#open.set(key, outlet);
+    const signal = outlet.signal;
+    if (signal === undefined) return;
+    // its connection closed while the call was in flight: nobody is left to read it
+    if (signal.aborted) return this.#stop(key, outlet);
+    (outlet.peers = this.#connection(signal)).add(outlet);
   }
 
   /**
@@ -546,9 +603,13 @@ export class StreamOutlets {
   cancel(key: string): boolean {
     const outlet = this.#open.get(key);
     if (outlet === undefined) return false;
+    this.#stop(key, outlet);
+    return true;
+  }
+
+  #stop(key: string, outlet: Outlet): void {
     outlet.stream.cancel();
     this.#end(key, outlet, undefined);
-    return true;
   }
 
   /** Stops every stream (the node drains). */
@@ -600,6 +661,7 @@ export class StreamOutlets {
     let size = outlet.buffer.length === 0 ? writeItem(outlet, item) : -1;
     if (size < 0) {
       if (outlet.written > 0) outlet.buffer = takeWritten(outlet);
+      else if (outlet.buffer === NO_ITEMS) outlet.buffer = [];
       size = itemBytes(item);
       outlet.buffer.push(item);
     }
@@ -650,11 +712,12 @@ export class StreamOutlets {
       // its items are written already: the frame is what is around them
       const frame = writtenFrame(outlet, last);
       if (last) this.#end(key, outlet, undefined);
+      else if (!outlet.registered) this.#register(key, outlet);
       answer(frame);
       return;
     }
     const items = outlet.written > 0 ? takeWritten(outlet) : outlet.buffer;
-    outlet.buffer = [];
+    outlet.buffer = NO_ITEMS;
     let frame: Uint8Array;
     try {
       frame = last
@@ -677,6 +740,7 @@ export class StreamOutlets {
       return;
     }
     if (last) this.#end(key, outlet, undefined);
+    else if (!outlet.registered) this.#register(key, outlet);
     answer(frame);
   }
 
@@ -686,8 +750,10 @@ export class StreamOutlets {
     outlet.timer = undefined;
     if (outlet.tick !== undefined) clearTimeout(outlet.tick);
     outlet.tick = undefined;
-    outlet.peers?.delete(outlet);
-    if (this.#open.get(key) === outlet) this.#open.delete(key);
+    if (outlet.registered) {
+      outlet.peers?.delete(outlet);
+      if (this.#open.get(key) === outlet) this.#open.delete(key);
+    }
     // pulls still waiting learn that it is over
     if (outlet.pulls.length === 0) return;
     for (const answer of outlet.pulls.splice(0)) answer(encodeMessage({ t: "chunk", items: [], done: true }));
@@ -704,6 +770,8 @@ export interface ChunkSource {
   cancel(): void;
   /** Turns an item that arrived into the value the consumer gets (handles in it). */
   revive?(item: unknown): unknown;
+  /** Called once, when the stream ended (all taken, failed, or left early). */
+  ended?(): void;
 }
 
 /**
@@ -741,7 +809,7 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   /** Whether some item of the chunk may hold handles (an object other than a typed array): revived as taken. */
   #revive: boolean;
   /** Chunks that came while one was being taken, oldest first (none copied into another). */
-  #queue: Held[] = [];
+  #queue: Held[] = NO_HELD;
   /**
    * The index at which a taken item may make a grant due (the end of what is held, or where a quarter
    * window would be taken): the only per-item test; items taken are counted then, not one by one.
@@ -759,33 +827,32 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #takenItems = 0;
   #takenBytes = 0;
   #pulls = 0;
-  #inOrder: Promise<void> = Promise.resolve();
+  /** The last chunk asked for (its reply taken in turn): none before the first `credit`. */
+  #inOrder: Promise<void> | undefined;
   #waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | undefined;
 
-  readonly #onEnd: (() => void) | undefined;
   #ended = false;
 
   /**
-   * @param source How to ask for chunks.
+   * @param source How to ask for chunks (and whom to tell when the stream ended).
    * @param first The call's answer: the first chunk.
    * @param window The window this consumer granted with the call.
-   * @param onEnd Called once, when the stream ended (all taken, failed, or left early).
    */
-  constructor(source: ChunkSource, first: ChunkMessage, window: Required<StreamWindow>, onEnd?: () => void) {
-    this.#onEnd = onEnd;
+  constructor(source: ChunkSource, first: ChunkMessage, window: Required<StreamWindow>) {
     this.#source = source;
     this.#window = window;
     this.#stepItems = Math.ceil(window.items / GRANT_PARTS);
     this.#stepBytes = Math.ceil(window.bytes / GRANT_PARTS);
     this.#ahead = Math.max(1, Math.min(PULLS_AHEAD, Math.floor(window.items / (2 * CHUNK_ITEMS))));
-    const held = hold(first.items, source);
-    this.#buffer = held.items;
-    this.#bufferBytes = held.bytes;
-    this.#revive = held.revive;
+    const items = first.items;
+    const bytes = heldBytes(items), revive = bytes < 0;
+    this.#buffer = items;
+    this.#bufferBytes = revive ? -bytes : bytes;
+    this.#revive = revive && source.revive !== undefined;
     this.#done = first.done;
     this.#error = first.error === undefined ? undefined : errorFromWire(first.error);
-    this.#owedItems = window.items - first.items.length;
-    this.#owedBytes = window.bytes - held.bytes;
+    this.#owedItems = window.items - items.length;
+    this.#owedBytes = window.bytes - this.#bufferBytes;
     this.#setCheck();
   }
 
@@ -797,7 +864,8 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   #endOnce(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#onEnd?.();
+    const source = this.#source;
+    if (source.ended !== undefined) source.ended();
   }
 
   /** The next item when one is here already (no wait), else `undefined`; `Stream` asks this first. */
@@ -838,8 +906,8 @@ export class RemoteChunks implements AsyncIterator<unknown> {
       this.#source.cancel();
     }
     this.#endOnce();
-    this.#buffer = [];
-    this.#queue = [];
+    this.#buffer = NO_HELD_ITEMS;
+    this.#queue = NO_HELD;
     this.#head =
       this.#counted =
       this.#checkAt =
@@ -949,7 +1017,11 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     this.#pulls++;
     const reply = this.#source.credit(items, bytes);
     // chunks are taken in the order they were asked for, whatever order their replies resolve in
-    this.#inOrder = this.#inOrder.then(() => reply).then((chunk) => this.#onChunk(chunk), (e) => this.#fail(e));
+    const before = this.#inOrder;
+    this.#inOrder = (before === undefined ? reply : before.then(() => reply)).then(
+      (chunk) => this.#onChunk(chunk),
+      (e) => this.#fail(e),
+    );
   }
 
   #onChunk(chunk: ChunkMessage): void {
@@ -966,7 +1038,8 @@ export class RemoteChunks implements AsyncIterator<unknown> {
         this.#revive = held.revive;
         this.#head = this.#counted = this.#countedBytes = 0;
         this.#setCheck();
-      } else this.#queue.push(held);
+      } else if (this.#queue === NO_HELD) this.#queue = [held];
+      else this.#queue.push(held);
     }
     if (chunk.done) {
       this.#done = true;
@@ -1003,6 +1076,29 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   }
 }
 
+/** No chunks queued, and a returned stream's items (shared, never written to). */
+const NO_HELD: Held[] = [];
+const NO_HELD_ITEMS: readonly unknown[] = [];
+
+/**
+ * A chunk's items' bytes as {@linkcode itemBytes} counts them, negated when some item may hold
+ * handles to revive (an object other than a typed array): {@linkcode hold} without its record.
+ */
+function heldBytes(items: readonly unknown[]): number {
+  let bytes = 0, revive = false;
+  for (let i = 0; i < items.length; i++) {
+    const x = items[i];
+    if (typeof x === "object" && x !== null) {
+      if (ArrayBuffer.isView(x)) bytes += 8 + x.byteLength;
+      else {
+        bytes += 16;
+        revive = true;
+      }
+    } else bytes += typeof x === "string" ? 8 + x.length : 16;
+  }
+  return revive ? -bytes : bytes;
+}
+
 /** A chunk's items as a consumer holds them: with their bytes, and whether some may hold handles. */
 interface Held {
   readonly items: readonly unknown[];
@@ -1015,16 +1111,6 @@ interface Held {
  * item may hold handles to revive (an object other than a typed array), in one walk.
  */
 function hold(items: readonly unknown[], source: ChunkSource): Held {
-  let bytes = 0, revive = false;
-  for (let i = 0; i < items.length; i++) {
-    const x = items[i];
-    if (typeof x === "object" && x !== null) {
-      if (ArrayBuffer.isView(x)) bytes += 8 + x.byteLength;
-      else {
-        bytes += 16;
-        revive = true;
-      }
-    } else bytes += typeof x === "string" ? 8 + x.length : 16;
-  }
-  return { items, bytes, revive: revive && source.revive !== undefined };
+  const bytes = heldBytes(items);
+  return bytes < 0 ? { items, bytes: -bytes, revive: source.revive !== undefined } : { items, bytes, revive: false };
 }
