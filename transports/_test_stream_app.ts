@@ -3,7 +3,7 @@
 import * as ta from "../mod.ts";
 
 /** How far the producers here got, and whose finally ran, as the node sees it. */
-const seen = { produced: 0, finallyRan: 0, log: [] as string[] };
+const seen = { produced: 0, finallyRan: 0, waiting: 0, log: [] as string[] };
 
 /** Counts from 0 to n - 1. */
 export const streamCount = ta.op({ name: "streamCount", remote: true }, async function* (n: number) {
@@ -48,6 +48,7 @@ export const StreamGen = ta.service(
     reset(): void {
       seen.produced = 0;
       seen.finallyRan = 0;
+      seen.waiting = 0;
       seen.log = [];
     }
   },
@@ -76,6 +77,23 @@ export const streamGated = ta.op({ name: "streamGated", remote: true }, async fu
   yield 1;
   await gate(1);
   yield 2;
+});
+
+/**
+ * Waits for gate k before its first item, then counts without end; counts its starts (`waiting`)
+ * and says when its finally ran.
+ */
+export const streamLate = ta.op({ name: "streamLate", remote: true }, async function* (k: number) {
+  try {
+    seen.waiting++;
+    await gate(k);
+    for (let i = 0;; i++) {
+      seen.produced++;
+      yield i;
+    }
+  } finally {
+    seen.finallyRan++;
+  }
 });
 
 /** A stream with a deadline of 300 ms, of items without end. */

@@ -19,7 +19,7 @@ import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { Stream } from "../core/stream.ts";
 import { decode } from "../core/codec.ts";
-import { decodeReply, encodeMessage } from "./protocol.ts";
+import { decodeReply, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import { ProtocolError } from "../core/errors.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
 import { decodeChunk, RemoteChunks, StreamOutlets } from "./stream_wire.ts";
@@ -232,6 +232,46 @@ test(
     }
   },
 );
+
+for (const how of ["its cancel", "its connection closing"] as const) {
+  test(
+    `a node's stream whose producer waits for its first item is stopped by ${how}: the call is answered, the producer's finally runs`,
+    T,
+    async () => {
+      // until its first chunk leaves, a stream is its call's, and reached through the call's ref
+      const node = new NodeServer({ name: "n1" });
+      const closed = new AbortController();
+      const peer = { transport: "websocket" as const, connectionId: 7, oneWay: false, signal: closed.signal };
+      const gateK = how === "its cancel" ? 10 : 11;
+      try {
+        await node.handler(encodeMessage({ t: "hello", v: PROTOCOL_VERSION }), peer);
+        const before = await streamSeen.go();
+        let answer: Uint8Array | undefined;
+        void Promise.resolve(
+          node.handler(encodeMessage({ t: "call", cid: "c1", op: "streamLate", args: [gateK] }), peer),
+        ).then((frame) => (answer = frame));
+        assert.ok(await eventually(async () => (await streamSeen.go()).waiting === before.waiting + 1, 30_000));
+        if (how === "its cancel") {
+          await node.handler(encodeMessage({ t: "cancel", cid: "c1" }), { ...peer, oneWay: true });
+        } else closed.abort();
+        // answered while the producer still waits at its gate: no item was made
+        assert.ok(await eventually(() => answer !== undefined, 30_000), "the call was answered");
+        const chunk = decodeReply<ChunkMessage>(answer!, "chunk");
+        assert.deepEqual([chunk.items, chunk.done], [[], true]);
+        assert.equal((await streamSeen.go()).produced, before.produced);
+        // the gate opens: the producer goes on only to its first yield, where its finally runs
+        await streamOpen.go(gateK);
+        assert.ok(
+          await eventually(async () => (await streamSeen.go()).finallyRan === before.finallyRan + 1, 30_000),
+          "finally ran",
+        );
+        assert.equal((await streamSeen.go()).produced, before.produced + 1);
+      } finally {
+        await node.drain();
+      }
+    },
+  );
+}
 
 test("a stream passed to an op on another node is refused with a TypeError naming the argument", T, async () => {
   const node = new NodeServer({ name: "n1" });
