@@ -72,9 +72,19 @@ interface Waiter<T> {
   resolve: Settle<T>;
   reject: Fail;
 }
-interface Drainer {
-  resolve: (ended: boolean) => void;
-  reject: Fail;
+
+/**
+ * What {@linkcode Stream.drainTo} hands a stream's items to, and tells how the drain ended: one
+ * object for a stream's life (a node sending a stream over the wire is one), with no promise or
+ * closure per drain.
+ */
+export interface StreamTaker<T> {
+  /** Gets each item; returns whether it wants another (it must not throw). */
+  take(item: T): boolean;
+  /** The drain is over: `true` once the stream ended (all items taken), `false` when `take` said stop. */
+  drained(ended: boolean): void;
+  /** An error of the producer (mapped by the stream's `fail`), or why the stream was stopped (a cancel, its deadline). */
+  failed(error: unknown): void;
 }
 
 /**
@@ -109,9 +119,8 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #waiting: (Waiter<T> | undefined)[] = NO_WAITERS;
   #head = 0;
   /** The pending {@linkcode Stream.drain}'s promise: a stop rejects it at once. */
-  #drainer: Drainer | undefined;
-  /** The drain's `take`, and how to wake its loop while it is parked (see #drainLoop). */
-  #take: ((item: T) => boolean) | undefined;
+  #taker: StreamTaker<T> | undefined;
+  /** How to wake the drain's loop while it is parked (see #drainLoop). */
   #parked: (() => void) | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
@@ -220,26 +229,46 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
    * ```
    */
   drain(take: (item: T) => boolean): Promise<boolean> {
-    if (this.#ended) return this.#stopped !== undefined ? Promise.reject(this.#stopped) : Promise.resolve(true);
-    if (this.#drainer !== undefined || this.#head < this.#waiting.length) {
-      return Promise.reject(
+    return new Promise<boolean>((drained, failed) => this.drainTo({ take, drained, failed }));
+  }
+
+  /**
+   * {@linkcode Stream.drain} with a taker instead of a promise: `taker.take` gets the items, and
+   * `taker.drained` or `taker.failed` is told how the drain ended, at once when it is over already
+   * (the stream ended, was stopped, or is being read). A stop (a cancel, the deadline) tells
+   * `failed` within the `cancel()` call.
+   *
+   * @param taker Takes the items, and is told the end.
+   *
+   * @example Items into an array, as a node's outlet takes them
+   * ```ts
+   * import { Stream } from "./stream.ts";
+   * import { deepStrictEqual } from "node:assert/strict";
+   * const got: number[] = [];
+   * const ended = await new Promise<boolean>((drained, failed) =>
+   *   new Stream((async function* () { yield 1; yield 2; })()).drainTo({ take: (x) => got.push(x) > 0, drained, failed })
+   * );
+   * deepStrictEqual([got, ended], [[1, 2], true]);
+   * ```
+   */
+  drainTo(taker: StreamTaker<T>): void {
+    if (this.#ended) return this.#stopped !== undefined ? taker.failed(this.#stopped) : taker.drained(true);
+    if (this.#taker !== undefined || this.#head < this.#waiting.length) {
+      return taker.failed(
         new TypeError(`Cannot drain the stream of "${this.#options.name ?? "stream"}": it is being read`),
       );
     }
-    return new Promise<boolean>((resolve, reject) => {
-      this.#drainer = { resolve, reject };
-      this.#take = take;
-      // a loop parked by an earlier drain goes on where it stopped (its producer is at a yield)
-      const parked = this.#parked;
-      if (parked !== undefined) {
-        this.#parked = undefined;
-        return parked();
-      }
-      const ctx = this.#options.ctx;
-      // the loop's awaits keep the context it started in: one switch for all the items it takes
-      if (ctx === undefined) void this.#drainLoop();
-      else void applyInContext(ctx, this.#drainLoop as (...args: unknown[]) => unknown, this, []);
-    });
+    this.#taker = taker;
+    // a loop parked by an earlier drain goes on where it stopped (its producer is at a yield)
+    const parked = this.#parked;
+    if (parked !== undefined) {
+      this.#parked = undefined;
+      return parked();
+    }
+    const ctx = this.#options.ctx;
+    // the loop's awaits keep the context it started in: one switch for all the items it takes
+    if (ctx === undefined) void this.#drainLoop();
+    else void applyInContext(ctx, this.#drainLoop as (...args: unknown[]) => unknown, this, []);
   }
 
   /**
@@ -256,11 +285,11 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     try {
       if (isAsyncGenerator(src)) {
         for await (const item of src as AsyncGenerator<T>) {
-          // stopped meanwhile (#stop rejected the drainer already): leaving runs return(), a no-op
+          // stopped meanwhile (#stop told the taker already): leaving runs return(), a no-op
           // after #close's
           if (this.#ended) return;
           this.#items++;
-          if (!this.#take!(item) && (this.#ended || !await this.#park())) return;
+          if (!this.#taker!.take(item) && (this.#ended || !await this.#park())) return;
         }
       } else {
         for (;;) {
@@ -276,7 +305,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
             break;
           }
           this.#items++;
-          if (!this.#take!(res.value) && (this.#ended || !await this.#park())) {
+          if (!this.#taker!.take(res.value) && (this.#ended || !await this.#park())) {
             return;
           }
         }
@@ -286,13 +315,13 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
       ended = true;
     } catch (e) {
       if (this.#ended) return;
-      const d = this.#drainer!;
-      this.#drainer = undefined;
-      return d.reject(this.#failed(e));
+      const t = this.#taker!;
+      this.#taker = undefined;
+      return t.failed(this.#failed(e));
     }
-    const d = this.#drainer;
-    this.#drainer = undefined;
-    d?.resolve(ended);
+    const t = this.#taker;
+    this.#taker = undefined;
+    t?.drained(ended);
   }
 
   /**
@@ -300,10 +329,10 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
    * for the stream to be stopped (`false`: the loop leaves).
    */
   #park(): Promise<boolean> {
-    const d = this.#drainer!;
-    this.#drainer = undefined;
+    const t = this.#taker!;
+    this.#taker = undefined;
     const woken = new Promise<boolean>((resolve) => (this.#parked = () => resolve(!this.#ended)));
-    d.resolve(false);
+    t.drained(false);
     return woken;
   }
 
@@ -399,11 +428,11 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     if (this.#ended) return;
     this.#stopped = reason;
     // a next() still pending: the producer may be inside an await, and its return() wait for it
-    const busy = this.#head < this.#waiting.length || this.#drainer !== undefined;
+    const busy = this.#head < this.#waiting.length || this.#taker !== undefined;
     for (let w = this.#oldest(); w !== undefined; w = this.#oldest()) w.reject(reason);
-    const d = this.#drainer;
-    this.#drainer = undefined;
-    d?.reject(reason);
+    const t = this.#taker;
+    this.#taker = undefined;
+    t?.failed(reason);
     this.#close(reason, busy)?.catch(ignore);
   }
 
@@ -414,7 +443,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
    */
   #close(
     error: unknown,
-    busy = this.#head < this.#waiting.length || this.#drainer !== undefined,
+    busy = this.#head < this.#waiting.length || this.#taker !== undefined,
   ): Promise<void> | undefined {
     if (this.#ended) return undefined;
     this.#ended = true;

@@ -20,7 +20,7 @@
 import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
-import type { Stream } from "../core/stream.ts";
+import type { Stream, StreamTaker } from "../core/stream.ts";
 import { type ChunkMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
 
@@ -378,57 +378,238 @@ function readChunk(d: Uint8Array): ChunkMessage | undefined {
 
 // ---- the node's end ------------------------------------------------------------------------------
 
-interface Outlet {
-  readonly stream: Stream<unknown>;
+/** An outlet's buffer while it holds no item that is not written as it comes. */
+const NO_ITEMS: unknown[] = [];
+
+/** What an outlet asks of the {@linkcode StreamOutlets} it belongs to. */
+interface OutletHome {
+  /** Its first chunk leaves and more are to come: it joins the open streams (see `open`). */
+  join(outlet: Outlet): void;
+  /** It ended: it leaves them. */
+  leave(outlet: Outlet): void;
+}
+
+/**
+ * One stream a node sends: it takes the producer's items as its drain's taker (`take`, `drained`,
+ * `failed`: no closure or promise per drain) into chunks, and answers the chunks asked for.
+ */
+class Outlet implements StreamTaker<unknown> {
+  /** Credit left: items, and bytes (as {@linkcode itemBytes} estimates them). */
   items: number;
   bytes: number;
   /**
    * The chunk being made: its items written as they come into `out` (see {@linkcode writeItem}),
    * from `at` on; or, once an item came that is not written so (an object, a large array), all its
-   * items in `buffer`, encoded together when it is sent.
+   * items in `buffer` (NO_ITEMS until then: most chunks never need it), encoded together when it is
+   * sent.
    */
-  out: Uint8Array;
-  at: number;
-  written: number;
-  /** (NO_ITEMS until such an item comes: most chunks never need it.) */
-  buffer: unknown[];
-  /** The chunk's items, and their bytes (as {@linkcode itemBytes} estimates them). */
-  held: number;
-  bufferBytes: number;
+  out: Uint8Array = EMPTY;
+  at: number = CHUNK_ROOM;
+  written = 0;
+  buffer: unknown[] = NO_ITEMS;
+  /** The chunk's items, and their bytes. */
+  held = 0;
+  bufferBytes = 0;
   /** Chunks asked for and not yet answered, oldest first. */
-  readonly pulls: ((frame: Uint8Array) => void)[];
-  pumping: boolean;
-  ended: boolean;
-  error: unknown;
-  sentFirst: boolean;
+  readonly pulls: ((frame: Uint8Array) => void)[] = [];
+  pumping = false;
+  ended = false;
+  error: unknown = undefined;
+  sentFirst = false;
   /** Items made so far, and chunks sent: a watch compares them to learn whether the producer waits. */
-  made: number;
-  sent: number;
-  /** A watch is on: a chunk is asked for and items are buffered (see #watch). */
-  watching: boolean;
+  made = 0;
+  sent = 0;
+  /** A watch is on: a chunk is asked for and items are buffered (see watch). */
+  watching = false;
   /** The watch's macrotask, once the producer proved busy. */
-  tick: ReturnType<typeof setTimeout> | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  /** Takes the producer's items (Stream.drain), one function for the outlet's life. */
-  take: (item: unknown) => boolean;
-  /** The call's key, and its name (in a deadline's error). */
-  readonly key: string;
-  readonly name: string;
-  /** The signal of the connection it came on (aborted when it closes). */
-  readonly signal: AbortSignal | undefined;
+  tick: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** The call's deadline. */
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
   /**
    * Whether it is among the open streams (by key, and its connection's), which it joins only when
    * its first chunk leaves and more are to come: until then its call is in flight on the node, and
    * the call's cancel, deadline and connection reach its stream through the call's ref (a stream
    * done within its first chunk, a one-token answer, never joins).
    */
-  registered: boolean;
-  /** The open streams of the connection it came on, once registered (it leaves them when it ends). */
-  peers: Set<Outlet> | undefined;
-}
+  joined = false;
+  /** The open streams of the connection it came on, once joined (it leaves them when it ends). */
+  peers: Set<Outlet> | undefined = undefined;
 
-/** An outlet's buffer while it holds no item that is not written as it comes. */
-const NO_ITEMS: unknown[] = [];
+  /**
+   * @param home The node's open streams.
+   * @param key The call's key.
+   * @param name The call's name (in a deadline's error).
+   * @param stream The call's result.
+   * @param items Items granted with the call.
+   * @param bytes Bytes granted with the call.
+   * @param signal The signal of the connection it came on (aborted when it closes).
+   */
+  constructor(
+    readonly home: OutletHome,
+    readonly key: string,
+    readonly name: string,
+    readonly stream: Stream<unknown>,
+    items: number,
+    bytes: number,
+    readonly signal: AbortSignal | undefined,
+  ) {
+    this.items = items;
+    this.bytes = bytes;
+  }
+
+  /** A chunk is asked for: answered once there is one (or the end). */
+  pull(): Promise<Uint8Array> {
+    const p = new Promise<Uint8Array>((resolve) => this.pulls.push(resolve));
+    // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
+    // with what is buffered would send a few items per chunk
+    if (this.pumping) {
+      if (this.held > 0 && !this.watching) this.watch();
+      return p;
+    }
+    if (this.held > 0 || this.ended) this.flush();
+    else this.pump();
+    return p;
+  }
+
+  /**
+   * A chunk is asked for while the producer runs and items are buffered: what is buffered goes as
+   * soon as the producer has to wait (a model's next token). A producer that makes nothing within a
+   * few microtask turns waits, and the items go now; one that made more is busy, and they go when
+   * its chunk is full or at the next macrotask (which runs only once the microtasks ran out, that is
+   * when the producer waits or has no credit left). One watch per chunk, not a check per item.
+   */
+  watch(): void {
+    this.watching = true;
+    const made = this.made, sent = this.sent;
+    let turns = WATCH_TURNS;
+    // one microtask per turn, and none once a flush sent the chunk (which ends this watch): a short
+    // stream, whose chunk goes when its producer ends a turn or two later, does not wait behind 8
+    const turn = (): void => {
+      if (this.sent !== sent || this.ended) return; // sent meanwhile: that flush ended this watch
+      if (--turns > 0) return queueMicrotask(turn);
+      if (this.made === made) return this.flush();
+      this.tick = setTimeout(() => {
+        this.tick = undefined;
+        if (this.sent === sent) this.flush();
+      }, 0);
+    };
+    queueMicrotask(turn);
+  }
+
+  /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
+  take(item: unknown): boolean {
+    if (this.ended) return false; // cancelled meanwhile
+    let size = this.buffer.length === 0 ? writeItem(this, item) : -1;
+    if (size < 0) {
+      if (this.written > 0) this.buffer = takeWritten(this);
+      else if (this.buffer === NO_ITEMS) this.buffer = [];
+      size = itemBytes(item);
+      this.buffer.push(item);
+    }
+    this.held++;
+    this.bufferBytes += size;
+    this.items--;
+    this.bytes -= size;
+    this.made++;
+    // the first chunk is small, so the first item is not held back while many more are made
+    const full = this.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
+    if (this.held >= full || this.bufferBytes >= CHUNK_BYTES) this.flush();
+    else if (this.pulls.length > 0 && !this.watching) this.watch();
+    return !this.ended && this.items > 0 && this.bytes > 0;
+  }
+
+  /** The drain stopped: the stream ended (`true`), or credit ran out (`false`). */
+  drained(ended: boolean): void {
+    this.pumping = false;
+    if (ended) this.ended = true;
+    this.flush();
+  }
+
+  /** The producer threw, or the stream was stopped (its deadline, the call's cancel). */
+  failed(error: unknown): void {
+    this.pumping = false;
+    if (!this.ended) {
+      this.ended = true;
+      this.error = error;
+    }
+    this.flush();
+  }
+
+  /** Takes the producer's items while the consumer holds credit (then, or at the end, flushes). */
+  pump(): void {
+    if (this.pumping) return;
+    if (this.ended || this.items <= 0 || this.bytes <= 0) return this.flush();
+    this.pumping = true;
+    // (its end may come at once, within this call: a stream that ended or was stopped meanwhile)
+    this.stream.drainTo(this);
+  }
+
+  /** Answers the oldest chunk asked for with what is buffered (and the end, if it came). */
+  flush(): void {
+    if (this.pulls.length === 0 || (this.held === 0 && !this.ended)) return;
+    const answer = this.pulls.shift()!;
+    this.sent++;
+    this.watching = false;
+    if (this.tick !== undefined) clearTimeout(this.tick);
+    this.tick = undefined;
+    this.held = 0;
+    this.bufferBytes = 0;
+    this.sentFirst = true;
+    const last = this.ended;
+    if (this.written > 0 && this.error === undefined) {
+      // its items are written already: the frame is what is around them
+      const frame = writtenFrame(this, last);
+      if (last) this.end();
+      else if (!this.joined) this.home.join(this);
+      answer(frame);
+      return;
+    }
+    const items = this.written > 0 ? takeWritten(this) : this.buffer;
+    this.buffer = NO_ITEMS;
+    let frame: Uint8Array;
+    try {
+      frame = last
+        ? encodeMessage(
+          this.error === undefined
+            ? { t: "chunk", items, done: true }
+            : { t: "chunk", items, done: true, error: errorToWire(this.error) },
+        )
+        : encodeMessage({ t: "chunk", items, done: false });
+    } catch (e) {
+      // an item that cannot travel ends the stream, with the reason
+      this.end();
+      this.stream.cancel();
+      const error = new OpExecutionError(
+        "stream",
+        new TypeError(`a stream item cannot be sent: ${(e as Error).message}`),
+      );
+      answer(encodeMessage({ t: "chunk", items: [], done: true, error: errorToWire(error) }));
+      return;
+    }
+    if (last) this.end();
+    else if (!this.joined) this.home.join(this);
+    answer(frame);
+  }
+
+  /** Stops it (its consumer cancelled it, or went away): the producer's `finally` runs. */
+  stop(): void {
+    // ended first: the drain's failure that the stream's cancel tells at once finds it over
+    this.end();
+    this.stream.cancel();
+  }
+
+  /** It is over: its timers stop, it leaves the open streams, and chunks still asked for learn so. */
+  end(): void {
+    this.ended = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.tick !== undefined) clearTimeout(this.tick);
+    this.tick = undefined;
+    if (this.joined) this.home.leave(this);
+    if (this.pulls.length === 0) return;
+    for (const answer of this.pulls.splice(0)) answer(encodeMessage({ t: "chunk", items: [], done: true }));
+  }
+}
 
 /**
  * The node's open streams, by call: each produces while its consumer holds credit and answers
@@ -463,6 +644,13 @@ const NO_ITEMS: unknown[] = [];
 export class StreamOutlets {
   readonly #open = new Map<string, Outlet>();
   readonly #connections = new Map<AbortSignal, Set<Outlet>>();
+  readonly #home: OutletHome = {
+    join: (outlet) => this.#join(outlet),
+    leave: (outlet) => {
+      outlet.peers?.delete(outlet);
+      if (this.#open.get(outlet.key) === outlet) this.#open.delete(outlet.key);
+    },
+  };
 
   /** Streams open now. */
   get size(): number {
@@ -504,35 +692,17 @@ export class StreamOutlets {
       return Promise.resolve(encodeMessage({ t: "result", ok: false, error: errorToWire(error) }));
     }
     const old = this.#open.get(key);
-    if (old !== undefined) this.#end(key, old, undefined); // a call id reused: the old stream is over
+    if (old !== undefined) old.end(); // a call id reused: the old stream is over
     const signal = peer?.signal;
-    const outlet: Outlet = {
-      stream,
-      items: call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
-      bytes: call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,
-      out: EMPTY,
-      at: CHUNK_ROOM,
-      written: 0,
-      buffer: NO_ITEMS,
-      held: 0,
-      bufferBytes: 0,
-      pulls: [],
-      pumping: false,
-      ended: false,
-      error: undefined,
-      sentFirst: false,
-      made: 0,
-      sent: 0,
-      watching: false,
-      tick: undefined,
-      timer: undefined,
-      take: (item) => this.#take(key, outlet, item),
+    const outlet = new Outlet(
+      this.#home,
       key,
       name,
+      stream,
+      call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
+      call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,
       signal,
-      registered: false,
-      peers: undefined,
-    };
+    );
     const ms = call.timeoutMs;
     if (ms !== undefined && ms < 2 ** 31) {
       outlet.timer = setTimeout(() => {
@@ -540,19 +710,19 @@ export class StreamOutlets {
         stream.cancel(new TimeoutError(name, ms));
       }, ms);
     }
-    const first = this.#pull(key, outlet);
-    if (signal?.aborted) this.#stop(key, outlet);
+    const first = outlet.pull();
+    if (signal?.aborted) outlet.stop();
     return first;
   }
 
   /** The outlet's first chunk leaves and more are to come: it joins the open streams (see `open`). */
-  #register(key: string, outlet: Outlet): void {
-    outlet.registered = true;
-    this.#open.set(key, outlet);
+  #join(outlet: Outlet): void {
+    outlet.joined = true;
+    this.#open.set(outlet.key, outlet);
     const signal = outlet.signal;
     if (signal === undefined) return;
     // its connection closed while the call was in flight: nobody is left to read it
-    if (signal.aborted) return this.#stop(key, outlet);
+    if (signal.aborted) return outlet.stop();
     (outlet.peers = this.#connection(signal)).add(outlet);
   }
 
@@ -590,7 +760,7 @@ export class StreamOutlets {
     }
     outlet.items += items;
     outlet.bytes += bytes;
-    return this.#pull(key, outlet);
+    return outlet.pull();
   }
 
   /**
@@ -603,160 +773,13 @@ export class StreamOutlets {
   cancel(key: string): boolean {
     const outlet = this.#open.get(key);
     if (outlet === undefined) return false;
-    this.#stop(key, outlet);
+    outlet.stop();
     return true;
-  }
-
-  #stop(key: string, outlet: Outlet): void {
-    outlet.stream.cancel();
-    this.#end(key, outlet, undefined);
   }
 
   /** Stops every stream (the node drains). */
   cancelAll(): void {
     for (const key of [...this.#open.keys()]) this.cancel(key);
-  }
-
-  #pull(key: string, outlet: Outlet): Promise<Uint8Array> {
-    const p = new Promise<Uint8Array>((resolve) => outlet.pulls.push(resolve));
-    // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
-    // with what is buffered would send a few items per chunk
-    if (outlet.pumping) {
-      if (outlet.held > 0 && !outlet.watching) this.#watch(key, outlet);
-      return p;
-    }
-    if (outlet.held > 0 || outlet.ended) this.#flush(key, outlet);
-    else this.#pump(key, outlet);
-    return p;
-  }
-
-  /**
-   * A chunk is asked for while the producer runs and items are buffered: what is buffered goes as
-   * soon as the producer has to wait (a model's next token). A producer that makes nothing within a
-   * few microtask turns waits, and the items go now; one that made more is busy, and they go when
-   * its chunk is full or at the next macrotask (which runs only once the microtasks ran out, that is
-   * when the producer waits or has no credit left). One watch per chunk, not a check per item.
-   */
-  #watch(key: string, outlet: Outlet): void {
-    outlet.watching = true;
-    const made = outlet.made, sent = outlet.sent;
-    let turns = WATCH_TURNS;
-    // one microtask per turn, and none once a flush sent the chunk (which ends this watch): a short
-    // stream, whose chunk goes when its producer ends a turn or two later, does not wait behind 8
-    const turn = (): void => {
-      if (outlet.sent !== sent || outlet.ended) return; // sent meanwhile: that flush ended this watch
-      if (--turns > 0) return queueMicrotask(turn);
-      if (outlet.made === made) return this.#flush(key, outlet);
-      outlet.tick = setTimeout(() => {
-        outlet.tick = undefined;
-        if (outlet.sent === sent) this.#flush(key, outlet);
-      }, 0);
-    };
-    queueMicrotask(turn);
-  }
-
-  /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
-  #take(key: string, outlet: Outlet, item: unknown): boolean {
-    if (outlet.ended) return false; // cancelled meanwhile
-    let size = outlet.buffer.length === 0 ? writeItem(outlet, item) : -1;
-    if (size < 0) {
-      if (outlet.written > 0) outlet.buffer = takeWritten(outlet);
-      else if (outlet.buffer === NO_ITEMS) outlet.buffer = [];
-      size = itemBytes(item);
-      outlet.buffer.push(item);
-    }
-    outlet.held++;
-    outlet.bufferBytes += size;
-    outlet.items--;
-    outlet.bytes -= size;
-    outlet.made++;
-    // the first chunk is small, so the first item is not held back while many more are made
-    const full = outlet.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
-    if (outlet.held >= full || outlet.bufferBytes >= CHUNK_BYTES) this.#flush(key, outlet);
-    else if (outlet.pulls.length > 0 && !outlet.watching) this.#watch(key, outlet);
-    return !outlet.ended && outlet.items > 0 && outlet.bytes > 0;
-  }
-
-  /** Takes the producer's items while the consumer holds credit (then, or at the end, flushes). */
-  #pump(key: string, outlet: Outlet): void {
-    if (outlet.pumping) return;
-    if (outlet.ended || outlet.items <= 0 || outlet.bytes <= 0) return this.#flush(key, outlet);
-    outlet.pumping = true;
-    outlet.stream.drain(outlet.take).then((ended) => {
-      outlet.pumping = false;
-      if (ended) outlet.ended = true;
-      this.#flush(key, outlet);
-    }, (e) => {
-      outlet.pumping = false;
-      if (!outlet.ended) {
-        outlet.ended = true;
-        outlet.error = e;
-      }
-      this.#flush(key, outlet);
-    });
-  }
-
-  /** Answers the oldest chunk asked for with what is buffered (and the end, if it came). */
-  #flush(key: string, outlet: Outlet): void {
-    if (outlet.pulls.length === 0 || (outlet.held === 0 && !outlet.ended)) return;
-    const answer = outlet.pulls.shift()!;
-    outlet.sent++;
-    outlet.watching = false;
-    if (outlet.tick !== undefined) clearTimeout(outlet.tick);
-    outlet.tick = undefined;
-    outlet.held = 0;
-    outlet.bufferBytes = 0;
-    outlet.sentFirst = true;
-    const last = outlet.ended;
-    if (outlet.written > 0 && outlet.error === undefined) {
-      // its items are written already: the frame is what is around them
-      const frame = writtenFrame(outlet, last);
-      if (last) this.#end(key, outlet, undefined);
-      else if (!outlet.registered) this.#register(key, outlet);
-      answer(frame);
-      return;
-    }
-    const items = outlet.written > 0 ? takeWritten(outlet) : outlet.buffer;
-    outlet.buffer = NO_ITEMS;
-    let frame: Uint8Array;
-    try {
-      frame = last
-        ? encodeMessage(
-          outlet.error === undefined
-            ? { t: "chunk", items, done: true }
-            : { t: "chunk", items, done: true, error: errorToWire(outlet.error) },
-        )
-        : encodeMessage({ t: "chunk", items, done: false });
-    } catch (e) {
-      // an item that cannot travel ends the stream, with the reason
-      outlet.stream.cancel();
-      const error = new OpExecutionError(
-        "stream",
-        new TypeError(`a stream item cannot be sent: ${(e as Error).message}`),
-      );
-      frame = encodeMessage({ t: "chunk", items: [], done: true, error: errorToWire(error) });
-      this.#end(key, outlet, undefined);
-      answer(frame);
-      return;
-    }
-    if (last) this.#end(key, outlet, undefined);
-    else if (!outlet.registered) this.#register(key, outlet);
-    answer(frame);
-  }
-
-  #end(key: string, outlet: Outlet, _error: unknown): void {
-    outlet.ended = true;
-    if (outlet.timer !== undefined) clearTimeout(outlet.timer);
-    outlet.timer = undefined;
-    if (outlet.tick !== undefined) clearTimeout(outlet.tick);
-    outlet.tick = undefined;
-    if (outlet.registered) {
-      outlet.peers?.delete(outlet);
-      if (this.#open.get(key) === outlet) this.#open.delete(key);
-    }
-    // pulls still waiting learn that it is over
-    if (outlet.pulls.length === 0) return;
-    for (const answer of outlet.pulls.splice(0)) answer(encodeMessage({ t: "chunk", items: [], done: true }));
   }
 }
 
