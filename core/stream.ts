@@ -63,10 +63,12 @@ type Settle<T> = (r: IteratorResult<T, undefined>) => void;
 type Fail = (e: unknown) => void;
 /**
  * A source that may have its next item at hand: `tryNext()` returns it (or the end) at once, or
- * `undefined` when `next()` has to wait.
+ * `undefined` when `next()` has to wait; `tryReturn()`, when it has, stops it at once as `return()`
+ * would (with no `next()` pending), with no promise.
  */
 interface SyncSource<T> extends AsyncIterator<T> {
   tryNext?(): IteratorResult<T> | undefined;
+  tryReturn?(): void;
 }
 interface Waiter<T> {
   resolve: Settle<T>;
@@ -449,10 +451,11 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     this.#ended = true;
     this.#clearTimer();
     this.#wake();
-    const src = this.#source;
+    const src = this.#source, sync = this.#sync;
     let returned: unknown;
     try {
-      if (typeof src.return === "function") {
+      if (!busy && sync !== undefined && typeof sync.tryReturn === "function") sync.tryReturn();
+      else if (typeof src.return === "function") {
         const ctx = this.#options.ctx;
         returned = ctx === undefined ? src.return() : applyInContext(ctx, src.return as () => unknown, src, []);
       }

@@ -924,6 +924,12 @@ export class RemoteChunks implements AsyncIterator<unknown> {
   }
 
   return(): Promise<IteratorResult<unknown>> {
+    this.tryReturn();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  /** {@linkcode RemoteChunks.return} with no promise (`Stream` stops it so when no `next()` waits). */
+  tryReturn(): void {
     if (!this.#done) {
       this.#done = true;
       this.#source.cancel();
@@ -940,7 +946,6 @@ export class RemoteChunks implements AsyncIterator<unknown> {
     const w = this.#waiter;
     this.#waiter = undefined;
     w?.resolve({ done: true, value: undefined });
-    return Promise.resolve({ done: true, value: undefined });
   }
 
   /** The chunk taken is done with: the next one that came is taken from now on. */
