@@ -526,6 +526,22 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   }
 }
 
-function isAsyncGenerator(v: unknown): boolean {
-  return Object.prototype.toString.call(v) === "[object AsyncGenerator]";
+/**
+ * Whether `v` is an async generator object (as `Object.prototype.toString` would say, by its
+ * `Symbol.toStringTag`, read without making the string).
+ *
+ * @param v A body's result.
+ * @returns `true` for an async generator.
+ *
+ * @example
+ * ```ts
+ * import { isAsyncGenerator } from "./stream.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(isAsyncGenerator((async function* () {})()), true);
+ * strictEqual(isAsyncGenerator({ [Symbol.asyncIterator]() {} }), false);
+ * ```
+ */
+export function isAsyncGenerator(v: unknown): boolean {
+  return typeof v === "object" && v !== null &&
+    (v as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] === "AsyncGenerator";
 }

@@ -9,7 +9,7 @@ import type { RunContext } from "./context.ts";
 import { CancelledError } from "./errors.ts";
 import { emit } from "./events.ts";
 import { failure } from "./invoke.ts";
-import { Stream, type StreamOptions } from "./stream.ts";
+import { isAsyncGenerator, Stream, type StreamOptions } from "./stream.ts";
 import { settle, State, type Task } from "./task.ts";
 
 /**
@@ -82,8 +82,4 @@ class StreamCall implements StreamOptions {
     }
     if (this.done !== undefined) this.done(task);
   }
-}
-
-function isAsyncGenerator(v: unknown): boolean {
-  return Object.prototype.toString.call(v) === "[object AsyncGenerator]";
 }
