@@ -1,5 +1,6 @@
 // Private test module for transports/data_plane_nodes_test.ts: what its node processes register
 // (`thinkagain serve transports/_test_data_plane_app.ts`), and the test imports too.
+import { existsSync, writeFileSync } from "node:fs";
 import * as ta from "../mod.ts";
 
 /** 1 MiB made on the one node with a GPU (node A in the test): it stays there. */
@@ -28,3 +29,15 @@ export const DpNodeSink = ta.service(
     }
   },
 );
+
+/**
+ * 1 MiB of 4s made on node A once the test opens its gate: writes `dir/started`, waits until
+ * `dir/open` exists, then makes the array, or throws when `dir/fail` exists too. A file is the gate
+ * because the test and the node are different processes.
+ */
+export const dpGatedMake = ta.op({ name: "dpGatedMake", gpus: 1 }, async (n: number, dir: string) => {
+  writeFileSync(`${dir}/started`, "");
+  while (!existsSync(`${dir}/open`)) await new Promise((r) => setTimeout(r, 5));
+  if (existsSync(`${dir}/fail`)) throw new Error(`dpGatedMake(${n}) failed as the test asked`);
+  return new Float32Array(n).fill(4);
+});

@@ -1,13 +1,18 @@
 // The data plane across real node processes: an object whose node was SIGKILLed before its consumer
 // pulled it fails typed (NodeLostError naming the node and the op), or is made again by its op
-// when the op has retries (lineage).
+// when the op has retries (lineage); a hand-off (a call on B taking the pending result of a call on
+// A) is sent to B at once and pulled A → B while A's op still runs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
 import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
-import { dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
+import { dpGatedMake, dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
 
 /** Registered here only: no node has it, so it runs in this process. */
 const dpHereOnly = ta.op({ name: "dpHereOnly", remote: true }, (a: Float32Array) => {
@@ -114,6 +119,148 @@ test(
         // and one nested in an array inside an array
         assert.equal(await sink.sumParts.go({ parts: [[dpLostMake.go(4)][0]], scale: 3 }), 24);
       });
+    });
+  },
+);
+
+/** Bytes through one connection of a {@linkcode countingProxy}: `up` from its client, `down` to it. */
+interface Counted {
+  up: number;
+  down: number;
+}
+
+/** A TCP proxy to `port` on 127.0.0.1 that counts each connection's bytes, in the order they were opened. */
+async function countingProxy(port: number): Promise<{ port: number; conns: Counted[]; close(): Promise<void> }> {
+  const conns: Counted[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const c: Counted = { up: 0, down: 0 };
+    conns.push(c);
+    const upstream = net.connect(port, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.on("data", (d) => {
+      c.up += d.length;
+      upstream.write(d);
+    });
+    upstream.on("data", (d) => {
+      c.down += d.length;
+      client.write(d);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on("close", end);
+      s.on("error", end);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    conns,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * Nodes A and B as in {@linkcode twoNodes}, each behind a counting proxy (the mesh and B's pulls go
+ * through them), the sink placed on B and the driver's connection to A open (A's proxy's first), and
+ * a directory for {@linkcode dpGatedMake}'s gate.
+ */
+async function twoNodesCounted(
+  fn: (
+    nodes: { a: NodeProcess; toA: Counted[]; toB: Counted[]; dir: string },
+    sink: ReturnType<typeof DpNodeSink.init>,
+  ) => Promise<void>,
+): Promise<void> {
+  const a = await startNodeProcess(APP, ["--port", "0", "--name", "A", "--gpus", "1", "--cpus", "1"]);
+  const b = await startNodeProcess(APP, ["--port", "0", "--name", "B", "--gpus", "0", "--cpus", "8"]);
+  const pa = await countingProxy(a.port), pb = await countingProxy(b.port);
+  const dir = mkdtempSync(join(tmpdir(), "ta-handoff-"));
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${pa.port}`, gpus: 1, cpus: 1 }),
+    new ta.MeshNode("B", { endpoint: `ws://127.0.0.1:${pb.port}`, gpus: 0, cpus: 8 }),
+  ], { lostAfterMs: 10_000 });
+  try {
+    await mesh.run(async () => {
+      const sink = DpNodeSink.init();
+      assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3); // placed on B
+      assert.equal((await dpLostMake.go(4)).length, 4); // on A: the driver's connection to it is open
+      assert.equal(pa.conns.length, 1, "something besides the driver connected to A");
+      await fn({ a, toA: pa.conns, toB: pb.conns, dir }, sink);
+    });
+  } finally {
+    await mesh.close({ graceMs: 0 });
+    a.kill("SIGKILL");
+    b.kill("SIGKILL");
+    await Promise.all([a.exited, b.exited]);
+    await pa.close();
+    await pb.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const total = (conns: Counted[]) => conns.reduce((n, c) => n + c.up + c.down, 0);
+
+test(
+  "a hand-off between node processes: B gets its call and pulls from A while A's op still runs; the result is right and < 1 KiB goes through the driver",
+  T,
+  async () => {
+    await twoNodesCounted(async ({ toA, toB, dir }, sink) => {
+      const driverBefore = toA[0].up + toA[0].down + total(toB);
+      const sum = sink.sum.go(dpGatedMake.go(N, dir));
+      assert.ok(await eventually(() => existsSync(join(dir, "started")), 60_000), "A's op did not start");
+      // A's op waits for the gate, so A has not replied: B got its call all the same, and asked A
+      // (B's link to A is the second connection through A's proxy)
+      const pulled = await eventually(() => toA.length === 2 && toA[1].up > 0, 60_000);
+      writeFileSync(join(dir, "open"), "");
+      assert.ok(pulled, "B did not pull from A before A's op ended (the call to B waited for A's reply)");
+      assert.equal(await sum, 4 * N);
+      assert.ok(toA[1].down > 4 * N, `the array did not travel A → B (${toA[1].down} bytes)`);
+      const driver = toA[0].up + toA[0].down + total(toB) - driverBefore;
+      assert.ok(driver < 1024, `${driver} bytes went through the driver's connections`);
+    });
+  },
+);
+
+test("a hand-off between node processes whose op on A fails rejects the call on B with the op's error", T, async () => {
+  await twoNodesCounted(async ({ toA, dir }, sink) => {
+    writeFileSync(join(dir, "fail"), "");
+    const made = dpGatedMake.go(N, dir);
+    const sum = sink.sum.go(made);
+    assert.ok(await eventually(() => toA.length === 2 && toA[1].up > 0, 60_000), "B did not pull from A");
+    writeFileSync(join(dir, "open"), "");
+    const e = await rejection(sum);
+    assert.ok(e instanceof Error, String(e));
+    assert.match(e.message, /dpGatedMake\(262144\) failed as the test asked/);
+    assert.match(String(await rejection(made)), /failed as the test asked/);
+  });
+});
+
+test(
+  "a hand-off between node processes whose node A is SIGKILLed while B waits for the result fails B's call with NodeLostError naming A",
+  T,
+  async () => {
+    await twoNodesCounted(async ({ a, toA, dir }, sink) => {
+      const made = dpGatedMake.go(N, dir);
+      const sum = sink.sum.go(made);
+      // B waits on A: its pull is there, A's op holds the result back
+      assert.ok(await eventually(() => toA.length === 2 && toA[1].up > 0, 60_000), "B did not pull from A");
+      a.kill("SIGKILL");
+      await a.exited;
+      const e = await rejection(sum);
+      assert.ok(e instanceof ta.NodeLostError, String(e));
+      assert.equal(e.node, "A");
+      const lost = await rejection(made);
+      assert.ok(lost instanceof ta.NodeLostError, String(lost));
+      assert.equal(lost.node, "A");
     });
   },
 );
