@@ -60,6 +60,28 @@ export function refTimer(t: TimerId): void {
 }
 
 /**
+ * Runs `f` in the next turn of the event loop: right after this turn's I/O where the runtime has
+ * `setImmediate` (Bun, Deno, Node), else after a `setTimeout` of 0 (Bun's own is about 1 ms).
+ *
+ * @param f What to run.
+ *
+ * @example
+ * ```ts
+ * import { nextTurn } from "./_runtime.ts";
+ * const order: string[] = [];
+ * await new Promise<void>((done) => {
+ *   nextTurn(() => (order.push("next turn"), done()));
+ *   queueMicrotask(() => order.push("microtask"));
+ * });
+ * if (order.join() !== "microtask,next turn") throw new Error(order.join());
+ * ```
+ */
+export const nextTurn: (f: () => void) => void =
+  typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
+    ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
+    : (f) => void setTimeout(f, 0);
+
+/**
  * The working directory as a `file:` URL ending in `/`, or `undefined` on a runtime without one
  * (an edge worker), where paths must be absolute or URLs.
  *

@@ -42,6 +42,7 @@ import {
   SegmentReader,
 } from "./ws_framing.ts";
 import { SendQueue, SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
+import { nextTurn } from "../core/_runtime.ts";
 import { LateSignals } from "./_late_signal.ts";
 import { frameBytes, inlineFrame, offerHeadroom } from "../core/codec.ts";
 
@@ -396,10 +397,6 @@ const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
 let turn = 0;
 let turnArmed = false;
-/** Runs `f` in the next turn: right after this turn's I/O where the runtime has setImmediate (Bun, Deno, Node). */
-const nextTurn: (f: () => void) => void = typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
-  ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
-  : (f) => void setTimeout(f, 0);
 const endTurn = (): void => {
   turnArmed = false;
   turn++;
@@ -520,6 +517,15 @@ function wsEvents(
     written += m.byteLength;
     if (written - pinged >= PING_EVERY_BYTES) ping();
   };
+  // a large array beside its frame's head: written in the next turn (SendQueue.sendNextTurn), and
+  // the ping behind it sent then (setImmediate runs in order: the queue's write comes first)
+  const writeNextTurn = (ws: WSContext, m: Uint8Array<ArrayBuffer>): void => {
+    if (!open) return;
+    (out ??= new SendQueue(ws, maxSendQueueBytes)).sendNextTurn(m);
+    if (out.closed) open = false;
+    written += m.byteLength;
+    if (written - pinged >= PING_EVERY_BYTES) nextTurn(ping);
+  };
   // Replies the client has been sent but not shown to have read (where the runtime reports pongs):
   // bytes given to write(), those handed to the runtime at the last ping, those the client's last
   // pong acknowledged, and how many may be unread before its messages wait (as when backed up).
@@ -639,9 +645,11 @@ function wsEvents(
     if (!open) return;
     const messages = segmentedMessages(kind, id, body);
     if (messages === undefined) return (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
-    // its large arrays follow it as messages of their own, sent from where they lie
+    // its large arrays follow it as messages of their own, sent from where they lie (on Bun in the
+    // next turn: taken behind the head in this one, each would be copied, see SendQueue.sendNextTurn)
     outbox?.flush();
-    for (const m of messages) write(ws, m);
+    write(ws, messages[0]);
+    for (let i = 1; i < messages.length; i++) writeNextTurn(ws, messages[i]);
   };
   const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
   const badFrame = (ws: WSContext, message: string): void => {
