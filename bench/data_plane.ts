@@ -14,6 +14,9 @@
  *   npx bun bench/data_plane.ts
  *   npx deno run -A bench/data_plane.ts
  *
+ * BENCH_CPU=500 (Linux) also prints each process's CPU time, sleeps and page faults per hand-off of
+ * each kind.
+ * BENCH_EAGER_FREE=1 frees each hand-off's array on A as soon as B's call ended (see EAGER_FREE).
  * BENCH_INLINE=1 sends every result back through the driver instead, for comparison. BENCH_MIB
  * (default `1,16`) picks the sizes of the loopback hand-offs, e.g. `BENCH_MIB=1 BENCH_RUNS=100` (the
  * store holds 1 GiB: at 16 MiB, keep BENCH_RUNS below 45).
@@ -23,6 +26,7 @@
  * @module
  */
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import process from "node:process";
 import { Hono } from "hono";
@@ -30,6 +34,8 @@ import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
+import { webSocketTransport } from "../transports/websocket.ts";
+import { decodeNodeMessage, encodeMessage } from "../transports/protocol.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 /** Hand-offs of each kind run before the timed ones. */
@@ -38,6 +44,18 @@ const CHAIN = 100;
 const DELAY_MS = 5;
 /** BENCH_INLINE=1: every result comes back through the driver (as before results stayed on nodes). */
 const INLINE = process.env.BENCH_INLINE === "1";
+/**
+ * BENCH_CPU=n (Linux): before timing, n hand-offs of each kind in a row, then each process's CPU
+ * time, voluntary context switches (sleeps: each is a wake-up later) and minor page faults per
+ * hand-off, from /proc.
+ */
+const CPU = Number(process.env.BENCH_CPU ?? 0);
+/**
+ * BENCH_EAGER_FREE=1: ours tells A to free the array as soon as B's call ended, through the driver's
+ * internals (what an explicit release of the ref would do), instead of when the driver's garbage
+ * collector finds the ref dropped. A diagnostic: an upper bound for such a change.
+ */
+const EAGER_FREE = process.env.BENCH_EAGER_FREE === "1";
 /** The loopback hand-offs' sizes, in MiB. */
 const SIZES = (process.env.BENCH_MIB ?? "1,16").split(",").map(Number);
 
@@ -56,6 +74,16 @@ const DpbSink = ta.service(
     }
   },
 );
+
+/** One hand-off whose source A frees at once after it ({@linkcode EAGER_FREE}). */
+async function handOffFreeing(sink: ReturnType<typeof DpbSink.init>, n: number): Promise<number> {
+  const made = dpbMake.go(n);
+  const sum = await sink.sum.go(made);
+  // (the ref's settled value: the RemoteObject naming A's copy; its collection frees it again, a no-op)
+  const held = (made as unknown as { _value?: { link?: { freeObject(oid: string): void }; oid?: string } })._value;
+  if (held?.link !== undefined && held.oid !== undefined) held.link.freeObject(held.oid);
+  return sum;
+}
 
 // ---- server side (child processes) ---------------------------------------------------------------
 
@@ -158,6 +186,26 @@ function ioBytes(): number {
   }
 }
 
+/**
+ * CPU time (ns, all threads), voluntary context switches and minor page faults of process `pid` so
+ * far, from /proc.
+ */
+function schedOf(pid: number): [number, number, number] {
+  // minflt: the 8th field after the command's closing parenthesis
+  const faults = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[7]);
+  let ns = 0, slept = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+      const status = readFileSync(`/proc/${pid}/task/${task}/status`, "utf8");
+      slept += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    } catch {
+      // a thread that ended meanwhile
+    }
+  }
+  return [ns, slept, faults];
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -191,7 +239,9 @@ async function main(): Promise<void> {
       await sink.sum.go(new Float32Array(1024)); // placed on B
       for (const mib of SIZES) {
         const n = (mib << 20) / 4;
-        const ours = () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
+        const ours = EAGER_FREE
+          ? () => handOffFreeing(sink, n)
+          : () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
         const raw = () =>
           fetch(`http://127.0.0.1:${rawB.port}/pull?from=ws://127.0.0.1:${rawA.port}/ws&n=${n * 4}`)
             .then((r) => r.text());
@@ -199,6 +249,36 @@ async function main(): Promise<void> {
         for (let i = 0; i < WARMUP; i++) {
           await ours();
           await raw();
+        }
+        if (CPU > 0) {
+          // where the CPU goes: each process's CPU time and how often it slept, per hand-off
+          const procs: [string, number][] = [
+            ["driver", process.pid],
+            ["A", a.child.pid!],
+            ["B", b.child.pid!],
+            ["raw A", rawA.child.pid!],
+            ["raw B", rawB.child.pid!],
+          ];
+          for (const [name, run] of [["ours", ours], ["raw", raw]] as const) {
+            const before = procs.map(([, pid]) => schedOf(pid));
+            const t0 = performance.now();
+            for (let i = 0; i < CPU; i++) await run();
+            const wall = (performance.now() - t0) / CPU;
+            const per = procs.map(([p, pid], i) => {
+              const [ns, slept, faults] = schedOf(pid).map((x, j) => x - before[i][j]);
+              return `${p} ${(ns / CPU / 1000).toFixed(0)} µs, ${(slept / CPU).toFixed(2)} sleeps, ${
+                (faults / CPU).toFixed(0)
+              } page faults`;
+            }).filter((_, i) => name === "ours" ? i < 3 : i === 0 || i > 2);
+            console.log(`  ${mib} MiB ${name}, per hand-off (${CPU}): ${wall.toFixed(2)} ms wall; ${per.join("; ")}`);
+            if (name === "ours") {
+              // the results A still keeps: each stays until the driver's ref of it is collected
+              const conn = await webSocketTransport.connect(`ws://127.0.0.1:${a.port}`);
+              const pong = decodeNodeMessage(await conn.request(encodeMessage({ t: "ping" }))) as { objects?: number };
+              await conn.close();
+              console.log(`  ${mib} MiB ours: node A keeps ${pong.objects} results after them`);
+            }
+          }
         }
         const o: number[] = [], r: number[] = [], ratio: number[] = [], driver: number[] = [];
         for (let i = 0; i < RUNS; i++) {
