@@ -58,6 +58,7 @@ const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 /** No `next()` waiting: a stream that is only drained (a node sending it) never makes a queue. */
 const NO_WAITERS: never[] = [];
 const ignore = (): void => {};
+const toDone = (): IteratorReturnResult<undefined> => DONE;
 
 type Settle<T> = (r: IteratorResult<T, undefined>) => void;
 type Fail = (e: unknown) => void;
@@ -137,13 +138,17 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     this.#sync = typeof sync.tryNext === "function" ? sync : undefined;
     this.#options = options;
     const d = options.deadline;
-    if (d !== undefined) {
-      const left = Math.max(0, d.at - performance.now());
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#stop(new TimeoutError(options.name ?? "stream", d.timeoutMs));
-      }, left);
-    }
+    if (d !== undefined) this.#startDeadline(d);
+  }
+
+  // (apart from the constructor and next(): a function that makes a closure makes a scope for it on
+  // every call, on Bun whether or not the closure is made)
+  #startDeadline(d: { readonly at: number; readonly timeoutMs: number }): void {
+    const left = Math.max(0, d.at - performance.now());
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#stop(new TimeoutError(this.#options.name ?? "stream", d.timeoutMs));
+    }, left);
   }
 
   /** Items taken so far. */
@@ -182,6 +187,14 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
         new TypeError(`Cannot read the stream of "${this.#options.name ?? "stream"}": it is being drained`),
       );
     }
+    return this.#wait();
+  }
+
+  /**
+   * The source's `next()`, whose answer the caller waits for (kept out of next(), whose item at
+   * hand then costs no closure scope).
+   */
+  #wait(): Promise<IteratorResult<T, undefined>> {
     let p: Promise<IteratorResult<T>>;
     try {
       const ctx = this.#options.ctx;
@@ -375,7 +388,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   /** Stops the stream (a `for await` left early): the producer's `finally` runs. */
   return(): Promise<IteratorResult<T, undefined>> {
     const closing = this.#ended ? undefined : this.#close(undefined);
-    return closing === undefined ? Promise.resolve(DONE) : closing.then(() => DONE);
+    return closing === undefined ? Promise.resolve(DONE) : closing.then(toDone);
   }
 
   /** Stops the stream with `error` thrown into the producer (its `catch`/`finally` run). */

@@ -457,6 +457,16 @@ class Outlet implements StreamTaker<unknown> {
     this.bytes = bytes;
   }
 
+  /** The call's deadline, `ms` from now: past it the stream is stopped with a `TimeoutError`. */
+  startDeadline(ms: number): void {
+    // (not in open(): a function that makes a closure makes a scope for it on every call, on Bun
+    // whether or not the closure is made)
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.stream.cancel(new TimeoutError(this.name, ms));
+    }, ms);
+  }
+
   /** A chunk is asked for: answered once there is one (or the end). */
   pull(): Promise<Uint8Array> {
     const p = new Promise<Uint8Array>((resolve) => this.pulls.push(resolve));
@@ -704,12 +714,7 @@ export class StreamOutlets {
       signal,
     );
     const ms = call.timeoutMs;
-    if (ms !== undefined && ms < 2 ** 31) {
-      outlet.timer = setTimeout(() => {
-        outlet.timer = undefined;
-        stream.cancel(new TimeoutError(name, ms));
-      }, ms);
-    }
+    if (ms !== undefined && ms < 2 ** 31) outlet.startDeadline(ms);
     const first = outlet.pull();
     if (signal?.aborted) outlet.stop();
     return first;
