@@ -1164,6 +1164,9 @@ export class NodeServer {
     this.stopSweeper();
     this.owners.clear();
     this.streams.cancelAll();
+    // a stream still at its first chunk is its call's (stream_wire.ts): stopped through the call's
+    // ref, which stops nothing but a stream once its call completed
+    for (const ref of this.calls.values()) if (ref.status === "completed") ref.cancel();
     if (this.inFlight > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([

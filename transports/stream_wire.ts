@@ -662,7 +662,7 @@ export class StreamOutlets {
     },
   };
 
-  /** Streams open now. */
+  /** Streams open now, past their first chunk (see `open`). */
   get size(): number {
     return this.#open.size;
   }
@@ -673,8 +673,9 @@ export class StreamOutlets {
    * call answered with an `OpExecutionError` saying that streams need the WebSocket transport.
    *
    * Until the first chunk leaves, the stream is the call's: the node stops it through the call's
-   * ref (a `cancel`, the call's deadline, its connection closing). It joins the open streams, which
-   * `credit`, `cancel` and a closing connection find, only if more is to come.
+   * ref (a `cancel`, its connection closing, the node draining; the deadline is the stream's own).
+   * It joins the open streams, which `credit`, `cancel`, `cancelAll` and a closing connection find,
+   * only if more is to come.
    *
    * @param key The call's key (connection and call id).
    * @param stream The call's result.
