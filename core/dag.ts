@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { settle, State, Task } from "./task.ts";
+import { LazyValue } from "./lazy_value.ts";
+import { pinInput, releasedError, settle, State, Task } from "./task.ts";
 
 const { PENDING, COMPLETED, FAILED } = State;
 
@@ -50,7 +51,16 @@ function scanNested(task: Task<unknown>, v: object, depth: number): boolean {
 
 function link(task: Task<unknown>, dep: Task<unknown>): void {
   if (task._meta) task._meta.deps.push(dep);
-  if (dep._state === COMPLETED) return;
+  if (dep._released === true) {
+    // released: its value may be gone from its node (checked by the caller through _state)
+    if (task._state === PENDING) settle(task, FAILED, releasedError(dep));
+    return;
+  }
+  if (dep._state === COMPLETED) {
+    // a value kept on a node stays there while this task carries it
+    if (dep._value instanceof LazyValue && task._state === PENDING) pinInput(task, dep._value);
+    return;
+  }
   if (dep._state >= FAILED) {
     // already failed: the task fails at once (checked by the caller through _state)
     if (task._state === PENDING) settle(task, dep._state, dep._error);

@@ -410,6 +410,45 @@ export class OverloadedError extends ThinkagainError {
   }
 }
 
+/**
+ * A ref was used after `ref.release()` (or the end of its `using` block): awaited, or passed to a
+ * call. The driver gave up the value then, so the node that kept it may have freed it. Raised in
+ * the process that released the ref; it is not rebuilt from the wire (elsewhere it arrives as a
+ * `RemoteError` named `ReleasedError`).
+ *
+ * @example
+ * ```ts
+ * import { ReleasedError } from "./errors.ts";
+ * const e = new ReleasedError("embed#7", { name: "embed", kind: "op" });
+ * if (e.ref !== "embed#7" || !e.message.includes('op "embed"')) throw new Error(e.message);
+ * ```
+ */
+export class ReleasedError extends ThinkagainError {
+  /** Always `"ReleasedError"` (for `Effect.catchTag`). */
+  readonly _tag = "ReleasedError" as const;
+  /** The released ref's id (`<name>#<seq>`). */
+  readonly ref: string;
+  /** The op or method whose result it was. */
+  readonly op: string;
+  /** Whether `op` names an op or a service method. */
+  readonly kind: CallKind;
+  /** @param ref The ref's id. @param op The op, or a method's name and kind, whose result it was. */
+  constructor(ref: string, op: CallName) {
+    const n = named(op);
+    super({
+      message: `Ref ${ref} (the result of ${n.kind === "method" ? "method" : "op"} "${n.name}") was released ` +
+        "(release() or the end of its using block): it can no longer be awaited or passed to a call",
+    });
+    this.ref = ref;
+    this.op = n.name;
+    this.kind = n.kind;
+  }
+  /** Constructor data that travels with the error. */
+  override toData(): Record<string, unknown> {
+    return { ref: this.ref, ...callData(this.op, this.kind) };
+  }
+}
+
 /** Every error a task (an `ObjectRef`) can fail with. */
 export type TaskError =
   | OpExecutionError
@@ -421,4 +460,5 @@ export type TaskError =
   | NodeLostError
   | ProtocolError
   | AuthError
-  | OverloadedError;
+  | OverloadedError
+  | ReleasedError;

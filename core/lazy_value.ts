@@ -27,6 +27,36 @@
  */
 export abstract class LazyValue {
   private fetched: Promise<unknown> | undefined;
+  /** How many calls in flight (and fetches) carry it: it is not freed while any does. */
+  private pins = 0;
+  /** Whether its ref was released (`ref.release()`, `using`). */
+  private released = false;
+
+  /**
+   * A call in flight carries it (an argument of a call not finished yet), or a fetch of it runs:
+   * a release waits until {@linkcode LazyValue.unpin}.
+   */
+  pin(): void {
+    this.pins++;
+  }
+
+  /** A call that carried it ended: freed now if its ref was released and nothing else carries it. */
+  unpin(): void {
+    if (--this.pins === 0 && this.released) this.free();
+  }
+
+  /**
+   * Its ref was released: it is freed where it lives once no call in flight carries it (at once
+   * when none does). Idempotent.
+   */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (this.pins === 0) this.free();
+  }
+
+  /** Frees the value where it lives (once; the default keeps nothing). */
+  protected free(): void {}
 
   /** Fetches the value's bytes from where they live. */
   protected abstract fetch(): Promise<unknown>;

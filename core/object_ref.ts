@@ -2,7 +2,8 @@
  * `ObjectRef<T>`: what `.go()` returns at once — a reference to a call's result, usable wherever a
  * value is (`await`, `Promise.all`, as another call's argument). The object behind it is the task
  * itself (`task.ts`); this interface is all of it that is public. Nothing else keeps a settled ref
- * alive, so results live exactly as long as user code holds their refs.
+ * alive, so results live as long as user code holds their refs, or until it releases them
+ * (`ref.release()`, `using ref = op.go(...)`).
  *
  * @module
  */
@@ -32,7 +33,7 @@ export type { RefStatus } from "./task.ts";
  * if ((await twice) !== 3 || ref.status !== "completed") throw new Error("unexpected");
  * ```
  */
-export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo {
+export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo, Disposable {
   /** `"pending"` (waiting for inputs or a slot), `"running"`, `"completed"`, `"failed"` or `"cancelled"`. */
   readonly status: RefStatus;
   /**
@@ -66,6 +67,35 @@ export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo {
    * keepalive, and for how long. Cheap enough to call in a loop; costs nothing when not called.
    */
   explain(): Explanation;
+  /**
+   * Gives up this process's hold on the result, without waiting for the garbage collector: a
+   * result that stayed on a node (larger than the inline threshold) is freed there as soon as no
+   * call in flight carries it (a call it was passed to and that has not finished keeps it). A value
+   * held in this process is left to the collector. Idempotent. Awaiting the ref or passing it to a
+   * call afterwards fails with `ReleasedError` naming the ref and its op.
+   *
+   * @example Free each intermediate result as soon as the next stage has it
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * const embed = ta.op(async function releaseDocEmbed(x: number) { return [x, x]; });
+   * const score = ta.op(async function releaseDocScore(v: number[]) { return v[0] + v[1]; });
+   * let total = 0;
+   * for (let i = 0; i < 3; i++) {
+   *   using v = embed.go(i); // released at the end of the block (Symbol.dispose)
+   *   total += await score.go(v); // passed on before the release: the call keeps it until it ends
+   * }
+   * if (total !== 6) throw new Error("unexpected");
+   * const r = embed.go(1);
+   * r.release();
+   * r.release(); // idempotent
+   * await r.then(() => { throw new Error("unexpected"); }, (e: Error) => {
+   *   if (e.name !== "ReleasedError") throw e;
+   * });
+   * ```
+   */
+  release(): void;
+  /** Same as {@linkcode ObjectRef.release}: `using ref = op.go(...)` releases it at the end of the block. */
+  [Symbol.dispose](): void;
   /** Plain-text form for logs: `ObjectRef(<id>, <status>)`. */
   toString(): string;
 }

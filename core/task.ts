@@ -10,7 +10,7 @@
  * @module
  */
 import { Effect } from "effect";
-import { CancelledError, type TaskError, TimeoutError } from "./errors.ts";
+import { CancelledError, ReleasedError, type TaskError, TimeoutError } from "./errors.ts";
 import type { RunContext } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { awaitProbe, emit } from "./events.ts";
@@ -119,6 +119,10 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
    * fan-out, ~10 %), while a property added to the few tasks with a family costs nothing to others
    */
   declare _family: Family | undefined;
+  /** set by `release()` (not initialized, as `_family`: only released tasks get it) */
+  declare _released: true | undefined;
+  /** the kept values (of its inputs) it carries while unsettled, unpinned when it settles (see `pinInput`) */
+  declare _pins: LazyValue[] | undefined;
 
   constructor(target: TaskTarget, args: unknown[] | undefined, ctx: RunContext | undefined) {
     this._n = ++counter;
@@ -237,6 +241,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   /** A real Promise of the result (created on first use, then reused). */
   promise(): Promise<T> {
     if (awaitProbe !== undefined && this._meta !== undefined) awaitProbe(this);
+    if (this._released === true) return Promise.reject(releasedError(this as Task<unknown>));
     if (this._promise !== undefined) return this._promise;
     // a value kept on a node (a LazyValue) is fetched by the first await, once
     if (this._state === COMPLETED) return (this._promise = Promise.resolve(materialized(this._value) as T));
@@ -251,6 +256,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   /** The result as an Effect: succeeds with the value, fails with the same error instance `await` rejects with. */
   get effect(): Effect.Effect<T, TaskError> {
     return Effect.callback<T, TaskError>((resume) => {
+      if (this._released === true) return resume(Effect.fail(releasedError(this as Task<unknown>)));
       if (this._state === COMPLETED) return resume(succeeded<T>(this._value));
       if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
       let waits = true;
@@ -293,10 +299,53 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return explainTask(this as Task<unknown>);
   }
 
+  /**
+   * Gives up this process's hold on the result: a result kept on a node is freed there once no call
+   * in flight carries it (an argument of a call sent but not finished), without waiting for the
+   * garbage collector; a value held here is left to it. Idempotent. Awaiting the ref or passing it
+   * to a call afterwards fails with `ReleasedError`. A pending ref's result is freed when it comes.
+   */
+  release(): void {
+    if (this._released === true) return;
+    this._released = true;
+    if (this._state === COMPLETED) {
+      const v = this._value;
+      if (v instanceof LazyValue) v.release();
+    } else if (this._state === PENDING || this._state === RUNNING) addWaiter(this as Task<unknown>, releaseWhenSettled);
+  }
+
+  /** `release()`, for `using ref = op.go(...)`. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
   /** Plain-text form for logs. */
   toString(): string {
     return `ObjectRef(${this.id}, ${this.status})`;
   }
+}
+
+/** The error of using `ref` after its release. */
+export function releasedError(ref: Task<unknown>): ReleasedError {
+  return new ReleasedError(ref.id, ref._target);
+}
+
+/**
+ * A released ref settled: its kept value is released once the dependents it settled among have
+ * pinned it (they do so in this same turn, see `flushSettled`), hence a microtask later.
+ */
+function releaseWhenSettled(ref: Task<unknown>): void {
+  const v = ref._value;
+  if (ref._state === COMPLETED && v instanceof LazyValue) queueMicrotask(() => v.release());
+}
+
+/**
+ * `task` carries `input`'s kept value (a result that stayed on a node) until it settles: the value
+ * is not freed meanwhile, even when `input` is released.
+ */
+export function pinInput(task: Task<unknown>, value: LazyValue): void {
+  value.pin();
+  (task._pins ??= []).push(value);
 }
 
 /** How many tasks this process has made (the last task's `seq`). */
@@ -527,6 +576,11 @@ export function settle(ref: Task<unknown>, state: number, valueOrError: unknown)
   else ref._error = valueOrError;
   ref._abort = undefined;
   if (ref._rosterSlot !== -1) ref._ctx!.mesh!.roster!.remove(ref);
+  if (ref._pins !== undefined) {
+    const pins = ref._pins;
+    ref._pins = undefined;
+    for (let i = 0; i < pins.length; i++) pins[i].unpin();
+  }
   if (ref._family !== undefined) settleFamily(ref, state, valueOrError);
   if (ref._meta !== undefined) {
     const at = performance.now();
@@ -559,8 +613,11 @@ function flushSettled(): void {
       const deps = ref._dependents!;
       ref._dependents = undefined;
       if (ref._state === COMPLETED) {
+        // a value kept on a node stays there while the dependents that carry it are unsettled
+        const kept = ref._value instanceof LazyValue ? ref._value : undefined;
         for (let j = 0; j < deps.length; j++) {
           const d = deps[j];
+          if (kept !== undefined && d._state === PENDING) pinInput(d, kept);
           if (d._state === PENDING && --d._pending === 0) {
             // the input that settled last made it ready: from here on it waits for a slot
             const m = d._meta;

@@ -13,6 +13,7 @@ import * as ta from "../mod.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
 import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { dpGatedMake, dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
+import { decodeReply, encodeMessage, type PongMessage } from "./protocol.ts";
 
 /** Registered here only: no node has it, so it runs in this process. */
 const dpHereOnly = ta.op({ name: "dpHereOnly", remote: true }, (a: Float32Array) => {
@@ -261,6 +262,44 @@ test(
       const lost = await rejection(made);
       assert.ok(lost instanceof ta.NodeLostError, String(lost));
       assert.equal(lost.node, "A");
+    });
+  },
+);
+
+/** How many objects node `port`'s store holds (its `pong` says), asked over HTTP directly. */
+async function storedObjects(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/rpc`, {
+    method: "POST",
+    body: encodeMessage({ t: "ping" }) as Uint8Array<ArrayBuffer>,
+    headers: { "content-type": "application/cbor" },
+  });
+  return decodeReply<PongMessage>(new Uint8Array(await res.arrayBuffer()), "pong").objects ?? 0;
+}
+
+test(
+  "a loop of 1 MiB hand-offs A → B between node processes that releases each result (`using`) leaves A's store empty; without release A keeps them",
+  T,
+  async () => {
+    await twoNodes(async (a, mesh) => {
+      await mesh.run(async () => {
+        const sink = DpNodeSink.init();
+        assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3); // placed on B
+        for (let i = 0; i < 30; i++) {
+          using made = dpLostMake.go(N);
+          assert.equal(await sink.sum.go(made), 2 * N);
+        }
+        assert.ok(await eventually(async () => (await storedObjects(a.port)) === 0, 30_000), "A kept released results");
+        // the same loop holding its refs (as dropped refs the driver's collector has not reached): A keeps each
+        const refs: ta.ObjectRef<Float32Array>[] = [];
+        for (let i = 0; i < 30; i++) {
+          const made = dpLostMake.go(N);
+          refs.push(made);
+          assert.equal(await sink.sum.go(made), 2 * N);
+        }
+        assert.equal(await storedObjects(a.port), 30);
+        for (const r of refs) r.release();
+        assert.ok(await eventually(async () => (await storedObjects(a.port)) === 0, 30_000), "A kept released results");
+      });
     });
   },
 );

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import * as ta from "../mod.ts";
 import { frameBytes } from "../core/codec.ts";
-import { eventually, gcFunction } from "../core/_test_utils.ts";
+import { eventually, gcFunction, rejection } from "../core/_test_utils.ts";
 import { NodeServer, type NodeServerOptions } from "./node_server.ts";
 import { inMemoryTransport, serveInMemory } from "./in_memory.ts";
 import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
@@ -394,6 +394,12 @@ test("data plane: mesh.close() frees the node's objects; a full store refuses wi
       assert.equal(refused.length, 1);
       assert.ok((refused[0] as PromiseRejectedResult).reason instanceof ta.OverloadedError);
       assert.match(String((refused[0] as PromiseRejectedResult).reason.message), /object store holds/);
+      // it says what to do
+      assert.match(String((refused[0] as PromiseRejectedResult).reason.message), /--object-store-bytes\) in 5 results/);
+      assert.match(
+        String((refused[0] as PromiseRejectedResult).reason.message),
+        /using ref = op.go\(...\)` or `ref.release\(\)`/,
+      );
       assert.equal(refs.length, 3);
     }
     assert.equal(node.objectStats().objects, 0, "closing the mesh left objects on the node");
@@ -526,6 +532,109 @@ test(
       } finally {
         await conn.close();
       }
+    });
+  },
+);
+
+test(
+  "release: a released result kept on a node is freed at once, once (not again when its ref is collected); a value held here is released harmlessly",
+  T,
+  async () => {
+    const t = traffic();
+    await withNode("rel", {}, t, undefined, async (node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("rel", { endpoint })]);
+      await mesh.run(async () => {
+        const small = dpBig.go(4);
+        assert.equal((await small).length, 4); // inline: nothing on the node to free
+        small.release();
+        assert.equal(node.objectStats().objects, 0);
+        let kept: ta.ObjectRef<Float32Array> | undefined = dpBig.go(100_000);
+        assert.ok(await eventually(() => kept!.status === "completed", 10_000));
+        assert.equal(node.objectStats().objects, 1);
+        kept.release();
+        assert.ok(await eventually(() => node.objectStats().objects === 0, 10_000), "the released result stayed");
+        kept.release();
+        assert.equal(t.frames.get("free"), 1);
+        // collected after its release: not freed twice
+        const gc = gcFunction();
+        kept = undefined;
+        if (gc !== undefined) { for (let i = 0; i < 5; i++) gc(), await new Promise((r) => setTimeout(r, 0)); }
+        await mesh.run(() => dpInc.go(1)); // a round trip after any free that collection sent
+        assert.equal(t.frames.get("free"), 1, "the release and the collection both freed it");
+      });
+    });
+  },
+);
+
+test(
+  "release: a released result is kept on A while a call on B that carries it runs, and freed when that call ends",
+  T,
+  async () => {
+    let open!: () => void;
+    const held = new Promise<void>((r) => (open = r));
+    // A's answers to B's pull wait: B's call is in flight meanwhile
+    await twoNodes(
+      (type) => (type === "fetch" ? held : undefined),
+      async ({ a, ta: trafficA }, mesh, producer, consumer) => {
+        await mesh.run(async () => {
+          const n = 256 * 1024;
+          const made = producer.make.go(n);
+          assert.ok(await eventually(() => made.status === "completed", 10_000));
+          const sum = consumer.sum.go(made);
+          assert.ok(await eventually(() => trafficA.frames.get("fetch") === 1, 10_000), "B did not pull from A");
+          try {
+            made.release();
+            await producer.make.go(1); // a round trip to A after a free the release would have sent
+            assert.equal(trafficA.frames.get("free") ?? 0, 0, "freed while a call in flight carried it");
+            assert.equal(a.objectStats().objects, 1);
+          } finally {
+            open(); // (a failed assertion must not leave the node's drain waiting on the held pull)
+          }
+          assert.equal(await sum, 1.5 * n);
+          assert.ok(await eventually(() => a.objectStats().objects === 0, 10_000), "not freed once the call ended");
+          assert.ok((await rejection(made)) instanceof ta.ReleasedError);
+        });
+      },
+    );
+  },
+);
+
+test(
+  "release: a loop of hand-offs A → B that releases each result (`using`) leaves A's store empty; without release A keeps them",
+  T,
+  async () => {
+    await twoNodes(undefined, async ({ a }, mesh, producer, consumer) => {
+      const n = 64 * 1024; // 256 KiB: above the inline threshold
+      await mesh.run(async () => {
+        for (let i = 0; i < 20; i++) {
+          using made = producer.make.go(n);
+          assert.equal(await consumer.sum.go(made), 1.5 * n);
+        }
+      });
+      assert.ok(await eventually(() => a.objectStats().objects === 0, 10_000), `A holds ${a.objectStats().objects}`);
+      // the same loop holding its refs (as dropped refs the collector has not reached yet): A keeps each
+      const refs: ta.ObjectRef<Float32Array>[] = [];
+      await mesh.run(async () => {
+        for (let i = 0; i < 20; i++) {
+          const made = producer.make.go(n);
+          refs.push(made);
+          assert.equal(await consumer.sum.go(made), 1.5 * n);
+        }
+      });
+      assert.equal(a.objectStats().objects, 20);
+      for (const r of refs) r.release();
+      assert.ok(await eventually(() => a.objectStats().objects === 0, 10_000));
+      // released while pending, its consumer on B sent already (a hand-off): B still gets it
+      await mesh.run(async () => {
+        const sums = [];
+        for (let i = 0; i < 20; i++) {
+          const made = producer.make.go(n);
+          sums.push(consumer.sum.go(made));
+          made.release();
+        }
+        assert.deepEqual(await ta.all(sums), new Array(20).fill(1.5 * n));
+      });
+      assert.ok(await eventually(() => a.objectStats().objects === 0, 10_000), `A holds ${a.objectStats().objects}`);
     });
   },
 );

@@ -198,8 +198,10 @@ export class ObjectStore {
     if (this.used + bytes > this.maxBytes) {
       const e = new OverloadedError(
         `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
-          `${this.used} of ${this.maxBytes} bytes (${this.objects.size} objects; raise --object-store-bytes, ` +
-          "or drop refs to results no longer needed)",
+          `${this.used} of ${this.maxBytes} bytes (its bound, --object-store-bytes) in ${this.objects.size} results. ` +
+          "A dropped ref's result is freed only when the driver's garbage collector collects the ref; " +
+          "release refs no longer needed at once with `using ref = op.go(...)` or `ref.release()`, " +
+          "or raise --object-store-bytes",
       );
       if (meta.oid !== undefined) this.settleWaiters(meta.oid, e);
       throw e;

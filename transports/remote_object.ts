@@ -2,8 +2,9 @@
  * A result that stayed in a node's object store, as the driver holds it: where it lives (the link
  * to its node, its id there), its size and the call that made it. `await ref` fetches it once; a
  * call to a node sends its id instead (that node pulls it, or finds it in its own store). The
- * driver owns it: when the last ref to it is collected the node is told to free it, and closing the
- * link (the mesh) frees every object it still holds there.
+ * driver owns it: when the last ref to it is collected, or its ref is released (`ref.release()`,
+ * `using`) and no call in flight carries it, the node is told to free it, and closing the link (the
+ * mesh) frees every object it still holds there.
  *
  * @module
  */
@@ -58,7 +59,14 @@ export class RemoteObject extends LazyValue {
     this.bytes = bytes;
     this.madeBy = madeBy;
     link.holdObject(oid);
-    collected.register(this, { link, oid });
+    // (itself as the token: a release frees it at once and takes it off the registry)
+    collected.register(this, { link, oid }, this);
+  }
+
+  /** Its ref was released and no call in flight carries it: the node frees it now, not at GC. */
+  protected override free(): void {
+    collected.unregister(this);
+    this.link.freeObject(this.oid);
   }
 
   /** The node the value lives on. */
@@ -71,11 +79,15 @@ export class RemoteObject extends LazyValue {
    * unless the op can make it again ({@linkcode RemoteObject.rebuild}).
    */
   protected async fetch(): Promise<unknown> {
+    // (a release meanwhile frees it once the bytes are here)
+    this.pin();
     try {
       return await this.link.fetchObject(this.oid);
     } catch (e) {
       if (e instanceof NodeLostError) return await this.remade(e);
       throw e;
+    } finally {
+      this.unpin();
     }
   }
 
