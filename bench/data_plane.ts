@@ -17,6 +17,7 @@
  * BENCH_CPU=500 (Linux) also prints each process's CPU time, sleeps and page faults per hand-off of
  * each kind.
  * BENCH_EAGER_FREE=1 frees each hand-off's array on A as soon as B's call ended (see EAGER_FREE).
+ * BENCH_RELEASE=1: the hand-off's code releases its intermediate ref with `using` (see RELEASE).
  * BENCH_INLINE=1 sends every result back through the driver instead, for comparison. BENCH_MIB
  * (default `1,16`) picks the sizes of the loopback hand-offs, e.g. `BENCH_MIB=1 BENCH_RUNS=100` (the
  * store holds 1 GiB: at 16 MiB, keep BENCH_RUNS below 45).
@@ -56,6 +57,12 @@ const CPU = Number(process.env.BENCH_CPU ?? 0);
  * collector finds the ref dropped. A diagnostic: an upper bound for such a change.
  */
 const EAGER_FREE = process.env.BENCH_EAGER_FREE === "1";
+/**
+ * BENCH_RELEASE=1: ours is written as a user who cares about memory writes it, `using made =
+ * dpbMake.go(n); await sink.sum.go(made)`: the ref is released at the end of the block, so A frees
+ * the array then instead of when the driver's garbage collector finds the ref dropped.
+ */
+const RELEASE = process.env.BENCH_RELEASE === "1";
 /** The loopback hand-offs' sizes, in MiB. */
 const SIZES = (process.env.BENCH_MIB ?? "1,16").split(",").map(Number);
 
@@ -83,6 +90,12 @@ async function handOffFreeing(sink: ReturnType<typeof DpbSink.init>, n: number):
   const held = (made as unknown as { _value?: { link?: { freeObject(oid: string): void }; oid?: string } })._value;
   if (held?.link !== undefined && held.oid !== undefined) held.link.freeObject(held.oid);
   return sum;
+}
+
+/** One hand-off whose intermediate ref the code releases with `using` ({@linkcode RELEASE}). */
+async function handOffReleasing(sink: ReturnType<typeof DpbSink.init>, n: number): Promise<number> {
+  using made = dpbMake.go(n);
+  return await sink.sum.go(made);
 }
 
 // ---- server side (child processes) ---------------------------------------------------------------
@@ -229,7 +242,7 @@ async function main(): Promise<void> {
   // every link of the hand-off through a delaying proxy of its own (driver → A, driver → B, B → A)
   const delayed = await Promise.all([a, b, rawA, rawB].map((c) => startChild(`proxy:${c.port}`)));
   try {
-    console.log(`bench/data_plane.ts on ${runtime}, ${RUNS} runs each`);
+    console.log(`bench/data_plane.ts on ${runtime}, ${RUNS} runs each${RELEASE ? ", BENCH_RELEASE=1 (using)" : ""}`);
     const mesh = new ta.Mesh([
       new ta.MeshNode("A", { endpoint: `ws://127.0.0.1:${a.port}`, gpus: 1, cpus: 1 }),
       new ta.MeshNode("B", { endpoint: `ws://127.0.0.1:${b.port}`, gpus: 0, cpus: 8 }),
@@ -241,6 +254,8 @@ async function main(): Promise<void> {
         const n = (mib << 20) / 4;
         const ours = EAGER_FREE
           ? () => handOffFreeing(sink, n)
+          : RELEASE
+          ? () => handOffReleasing(sink, n)
           : () => sink.sum.go(dpbMake.go(n)) as unknown as Promise<number>;
         const raw = () =>
           fetch(`http://127.0.0.1:${rawB.port}/pull?from=ws://127.0.0.1:${rawA.port}/ws&n=${n * 4}`)
