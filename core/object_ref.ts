@@ -13,7 +13,7 @@ import type { TaskInfo } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { describe } from "./describe.ts";
 import { type Explanation, formatExplanation } from "./explain.ts";
-import { addWaiter, leaveParent, type RefStatus, State, Task, type Waiter } from "./task.ts";
+import { addWaiter, leaveParent, type RefStatus, releasedError, State, Task, type Waiter } from "./task.ts";
 
 const { COMPLETED } = State;
 
@@ -244,7 +244,8 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     for (let i = 0; i < items.length && !failed; i++) {
       const v = items[i];
       if (v instanceof Task) {
-        if (v._state >= COMPLETED) waiter(v);
+        if (v._released === true) fail(releasedError(v as Task<unknown>));
+        else if (v._state >= COMPLETED) waiter(v);
         else {
           addWaiter(v, waiter);
           if (!waits) {

@@ -24,6 +24,7 @@ test("release() is idempotent; awaiting a released ref rejects with ReleasedErro
   assert.match(e.message, new RegExp(`Ref ${ref.id.replace("#", "\\#")} \\(the result of op "relInc"\\) was released`));
   // every way of reading it says the same
   assert.ok((await rejection(ref.promise())) instanceof ta.ReleasedError);
+  assert.ok((await rejection(ta.all([1, ref]))) instanceof ta.ReleasedError);
   const viaEffect = await Effect.runPromise(Effect.flip(ref.effect));
   assert.ok(viaEffect instanceof ta.ReleasedError, String(viaEffect));
   assert.equal(viaEffect._tag, "ReleasedError");
