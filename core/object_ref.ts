@@ -88,8 +88,8 @@ export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo, Disposable {
    * const r = embed.go(1);
    * r.release();
    * r.release(); // idempotent
-   * await r.then(() => { throw new Error("unexpected"); }, (e: Error) => {
-   *   if (e.name !== "ReleasedError") throw e;
+   * await r.then(() => { throw new Error("unexpected"); }, (e) => {
+   *   if (!(e instanceof ta.ReleasedError)) throw e;
    * });
    * ```
    */
