@@ -14,6 +14,7 @@ import * as ta from "../mod.ts";
 import {
   CosineIndex,
   gpu,
+  releaseGpuDevices,
   type SearchHit,
   webgpuAdapters,
   webgpuGpuDevices,
@@ -132,7 +133,9 @@ const CpuRetriever = ta.service(
  * @example A small run
  * ```ts
  * import { runGpuRetrieval } from "./gpu_retrieval.ts";
+ * import { releaseGpuDevices } from "../adapters/webgpu/mod.ts";
  * const r = await runGpuRetrieval({ docs: 500, dim: 16, k: 3 });
+ * await releaseGpuDevices(); // the device the retriever service used
  * if (!r.matchesCpu || r.answers.length !== 3) throw new Error("unexpected");
  * ```
  */
@@ -229,5 +232,6 @@ if ((import.meta as ImportMeta & { main?: boolean }).main) {
     cpu: cliArg("cpu") !== undefined,
     log: (line) => console.log(line),
   });
+  await releaseGpuDevices();
   if (!result.matchesCpu) throw new Error("GPU retrieval differs from the CPU reference");
 }

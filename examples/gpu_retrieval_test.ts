@@ -1,7 +1,11 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { runGpuRetrieval } from "./gpu_retrieval.ts";
 import { noGpu } from "../adapters/webgpu/_test_utils.ts";
+import { releaseGpuDevices } from "../adapters/webgpu/detect.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 test(
   "gpu_retrieval example: the GPU retriever service's top-k equals the CPU reference (3000 × 64)",

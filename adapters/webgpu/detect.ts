@@ -235,10 +235,11 @@ const devices = new Map<number, Promise<GPUDevice>>();
  *
  * @example Getting a device when there is one
  * ```ts
- * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   if (device !== await requestGpuDevice(0)) throw new Error("expected the cached device");
+ *   await releaseGpuDevices(); // destroy it when done
  * }
  * ```
  */
@@ -263,6 +264,38 @@ export function requestGpuDevice(index: number = 0, options: RequestGpuDeviceOpt
     );
   }
   return pending;
+}
+
+/**
+ * Destroys the devices {@linkcode requestGpuDevice} (and so `gpu()`, `matmul()` and
+ * `CosineIndex.create()` without a `device`) cached, after the work submitted to them is done, and
+ * forgets them: the next call creates a new device. Call it when the process (or a test file) is
+ * done with the GPU, so no device outlives its user. Buffers and kernels on those devices must
+ * not be used afterwards (they fail with `GpuDeviceLostError`).
+ *
+ * @returns Once every cached device is destroyed.
+ *
+ * @example Releasing the cached device when done
+ * ```ts
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * if ((await webgpuAdapters()).length > 0) {
+ *   const device = await requestGpuDevice(0);
+ *   await releaseGpuDevices();
+ *   const fresh = await requestGpuDevice(0);
+ *   if (fresh === device) throw new Error("expected a new device");
+ *   await releaseGpuDevices();
+ * }
+ * ```
+ */
+export async function releaseGpuDevices(): Promise<void> {
+  const pending = [...devices.values()];
+  devices.clear();
+  for (const p of pending) {
+    const device = await p.catch(() => undefined);
+    if (!device) continue;
+    await device.queue.onSubmittedWorkDone().catch(() => {});
+    device.destroy();
+  }
 }
 
 async function createDevice(index: number, options: RequestGpuDeviceOptions): Promise<GPUDevice> {

@@ -1,7 +1,10 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
+import { releaseGpuDevices, requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "./detect.ts";
 import { noGpu } from "./_test_utils.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 const hasNavigatorGpu = Boolean((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu);
 
@@ -42,4 +45,21 @@ test("requestGpuDevice caches the device per adapter index and rejects a bad ind
   assert.equal(await requestGpuDevice(0), d);
   await assert.rejects(requestGpuDevice(-1), RangeError);
   await assert.rejects(requestGpuDevice(99), { name: "RangeError", message: /adapter 99: there are \d+/ });
+});
+
+test("releaseGpuDevices destroys the cached device after its work, and the next request gets a new one", {
+  skip: noGpu,
+}, async () => {
+  const d = await requestGpuDevice(0);
+  const buffer = d.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST });
+  d.queue.writeBuffer(buffer, 0, new Float32Array([1, 2, 3, 4]));
+  await releaseGpuDevices();
+  const info = await d.lost;
+  assert.equal(info.reason, "destroyed");
+  const fresh = await requestGpuDevice(0);
+  assert.notEqual(fresh, d);
+  assert.equal(await requestGpuDevice(0), fresh);
+  await releaseGpuDevices();
+  assert.equal((await fresh.lost).reason, "destroyed");
+  await releaseGpuDevices(); // nothing cached: a no-op
 });

@@ -1,10 +1,14 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../../mod.ts";
 import { gpu, registerWebGpu, webgpuGpuDevices } from "./gpu.ts";
 import { defineKernel } from "./kernel.ts";
 import { GpuDeviceLostError } from "./errors.ts";
 import { noGpu } from "./_test_utils.ts";
+import { releaseGpuDevices } from "./detect.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 const scale = defineKernel({
   name: "scale",

@@ -147,12 +147,13 @@ function typeOfArray(a: unknown): string {
  * @example Keeping an input on the GPU
  * ```ts
  * import { GpuArray } from "./kernel.ts";
- * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   const docs = GpuArray.from(device, new Float32Array([1, 2, 3, 4]));
  *   if (docs.length !== 4 || docs.type !== "f32") throw new Error("unexpected");
  *   docs.destroy();
+ *   await releaseGpuDevices();
  * }
  * ```
  */
@@ -348,7 +349,7 @@ function toTriple(w: Workgroups): [number, number, number] {
  * @example A kernel that fills its output with 7
  * ```ts
  * import { Kernel } from "./kernel.ts";
- * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * const fill = new Kernel({
  *   name: "fill_7",
  *   code: `
@@ -364,6 +365,7 @@ function toTriple(w: Workgroups): [number, number, number] {
  * if ((await webgpuAdapters()).length > 0) {
  *   const { out } = await fill.run(await requestGpuDevice(0), {});
  *   if (out.join() !== "7,7,7") throw new Error(`got ${out}`);
+ *   await releaseGpuDevices();
  * }
  * ```
  */
@@ -456,7 +458,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
    * @example Two kernels, one readback
    * ```ts
    * import { defineKernel, readbackCount } from "./kernel.ts";
-   * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+   * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
    * const double = defineKernel({
    *   name: "double_doc",
    *   code: `
@@ -479,6 +481,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
    *   if ((await twice.out.read()).join() !== "4,8" || readbackCount() !== before + 1) throw new Error("unexpected");
    *   once.out.destroy();
    *   twice.out.destroy();
+   *   await releaseGpuDevices();
    * }
    * ```
    */
@@ -793,7 +796,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
  * @example Vector add
  * ```ts
  * import { defineKernel } from "./kernel.ts";
- * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * const add = defineKernel({
  *   name: "vector_add",
  *   code: `
@@ -819,6 +822,7 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
  *   const device = await requestGpuDevice(0);
  *   const { out } = await add.run(device, { a: new Float32Array([1, 2, 3]), b: new Float32Array([10, 20, 30]) }, { sizes: { n: 3 } });
  *   if (out.join() !== "11,22,33") throw new Error(`got ${out}`);
+ *   await releaseGpuDevices();
  * }
  * ```
  */

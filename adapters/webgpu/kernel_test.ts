@@ -1,9 +1,12 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { defineKernel, GpuArray } from "./kernel.ts";
-import { requestGpuDevice } from "./detect.ts";
+import { releaseGpuDevices, requestGpuDevice } from "./detect.ts";
 import { GpuDeviceLostError, KernelError } from "./errors.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 const ADD_WGSL = `
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -155,10 +155,11 @@ function padColumns(
  * @example 2×2 product
  * ```ts
  * import { matmul } from "./matmul.ts";
- * import { webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const c = await matmul(new Float32Array([1, 2, 3, 4]), new Float32Array([5, 6, 7, 8]), 2, 2, 2);
  *   if (c.join() !== "19,22,43,50") throw new Error(`got ${c}`);
+ *   await releaseGpuDevices(); // the default device, when done with the GPU
  * }
  * ```
  */
@@ -200,13 +201,16 @@ function unpadColumns(x: Float32Array, rows: number, padCols: number, cols: numb
  * ```ts
  * import { matmulResident } from "./matmul.ts";
  * import { GpuArray } from "./kernel.ts";
- * import { requestGpuDevice, webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);
  *   const a = GpuArray.from(device, new Float32Array([1, 2, 3, 4]));
  *   const b = GpuArray.from(device, new Float32Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]));
  *   const c = await matmulResident(a, b, { m: 1, k: 4, n: 4 });
  *   if (c.join() !== "1,2,3,4") throw new Error(`got ${c}`);
+ *   a.destroy();
+ *   b.destroy();
+ *   await releaseGpuDevices();
  * }
  * ```
  */

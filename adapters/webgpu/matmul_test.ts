@@ -1,8 +1,12 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { matmul } from "./matmul.ts";
 import { matmulCpu, matmulNaive } from "./_reference.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";
+import { releaseGpuDevices } from "./detect.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 function maxRelError(got: Float32Array, want: Float32Array): number {
   let scale = 0;

@@ -15,7 +15,7 @@
  * @example A GPU service
  * ```ts
  * import * as ta from "../../mod.ts";
- * import { gpu, matmul, webgpuGpuDevices } from "./mod.ts";
+ * import { gpu, matmul, releaseGpuDevices, webgpuGpuDevices } from "./mod.ts";
  *
  * const Multiplier = ta.service({ gpus: 1 }, class ModExampleMultiplier {
  *   async square(a: number[]): Promise<number[]> {
@@ -28,11 +28,13 @@
  *   const out = await mesh.run(() => Multiplier.init().square.go([1, 2, 3, 4]));
  *   if (out.join() !== "7,10,15,22") throw new Error(`got ${out}`);
  * }
+ * await releaseGpuDevices(); // when done with the GPU
  * ```
  *
  * @module
  */
 export {
+  releaseGpuDevices,
   requestGpuDevice,
   type RequestGpuDeviceOptions,
   type WebGpuAdapterInfo,

@@ -132,11 +132,12 @@ function takeTop(hits: SearchHit[], k: number): SearchHit[] {
  * @example Three documents, one query
  * ```ts
  * import { CosineIndex } from "./retrieval.ts";
- * import { webgpuAdapters } from "./detect.ts";
+ * import { releaseGpuDevices, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const index = await CosineIndex.create(new Float32Array([1, 0, 0, 1, 1, 1]), 2);
  *   const [hit] = await index.search(new Float32Array([0, 2]), 1);
  *   index.destroy();
+ *   await releaseGpuDevices(); // the default device, when done with the GPU
  *   if (hit.index !== 1) throw new Error(`got ${hit.index}`);
  * }
  * ```

@@ -1,8 +1,12 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { CosineIndex } from "./retrieval.ts";
 import { cosineTopKCpu } from "./_reference.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";
+import { releaseGpuDevices } from "./detect.ts";
+
+// Destroy the cached device when this file is done, so none outlives its tests.
+after(() => releaseGpuDevices());
 
 function assertSameHits(got: { index: number; score: number }[], want: { index: number; score: number }[]): void {
   assert.deepEqual(got.map((h) => h.index), want.map((h) => h.index));
