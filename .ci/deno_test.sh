@@ -24,7 +24,11 @@
 # doc snippet destroying its devices (releaseGpuDevices) 1/64, same backtrace: releasing devices
 # does not fix it. Not fixed; no test-side change found that avoids it. The unit step's "double
 # free or corruption (out)" may be the same race if a unit test reached WebGPU (cli.ts imports
-# adapters/webgpu for --gpus auto): unconfirmed.
+# adapters/webgpu for --gpus auto): unconfirmed. What avoids it (2026-12-05, 23:35-23:42 UTC): with
+# Mesa's Vulkan drivers installed (mesa-vulkan-drivers, lavapipe) Deno still loads libEGL (its
+# default backends include GL) and aborted 1 of 2 runs; with DENO_WEBGPU_BACKEND=vulkan as well,
+# libEGL is not loaded (/proc/self/maps) and the WebGPU step passed 24 of 24 runs with no abort (54
+# passed each, on lavapipe). .ci/run installs the drivers and sets the variable; a crash still fails.
 deno_test() {
   local out rc plain
   out=$(mktemp)
