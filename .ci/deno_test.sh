@@ -28,7 +28,7 @@
 # Mesa's Vulkan drivers installed (mesa-vulkan-drivers, lavapipe) Deno still loads libEGL (its
 # default backends include GL) and aborted 1 of 2 runs; with DENO_WEBGPU_BACKEND=vulkan as well,
 # libEGL is not loaded (/proc/self/maps) and the WebGPU step passed 24 of 24 runs with no abort (54
-# passed each, on lavapipe). .ci/run installs the drivers and sets the variable; a crash still fails.
+# passed each, on lavapipe), and 20 of 20 more after a clean-clone CI run. .ci/run installs the drivers and sets the variable; a crash still fails.
 deno_test() {
   local out rc plain
   out=$(mktemp)
