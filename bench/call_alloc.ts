@@ -13,9 +13,9 @@ import process from "node:process";
 import * as ta from "../mod.ts";
 import { decode } from "../core/codec.ts";
 import { NodeServer } from "../server.ts";
-import { inMemoryTransport, serveInMemory } from "../transports/in_memory.ts";
+import { serveInMemory } from "../transports/in_memory.ts";
 import { encodeMessage } from "../transports/protocol.ts";
-import type { TransportConnection } from "../transports/transport.ts";
+import { recordInMemoryConnections } from "./_instant_replies.ts";
 const N = 4000;
 const ARG = "What is ML?";
 const E = ta.service(
@@ -91,19 +91,13 @@ let k = 0;
 console.log("node B/call:", await alloc(() => node.handler(frames[k++ % 30000], peer) as Promise<unknown>));
 const node2 = new NodeServer({ name: "b" });
 const server = serveInMemory("alloc-driver", node2.handler);
-const connections: TransportConnection[] = [];
-const connect = inMemoryTransport.connect;
-(inMemoryTransport as { connect: typeof connect }).connect = async (...a) => {
-  const c = await connect.apply(inMemoryTransport, a);
-  connections.push(c);
-  return c;
-};
+const recorded = recordInMemoryConnections();
 const reply = encodeMessage({ t: "result", ok: true, value: ARG });
 const mesh = new ta.Mesh([new ta.MeshNode("a", { endpoint: server.endpoint })], { transport: "in_memory" });
 await mesh.run(async () => {
   const e = E.init();
   await e.echo.go(ARG);
-  for (const c of connections) c.request = () => Promise.resolve(reply);
+  recorded.answerAll(reply);
   console.log("driver B/call:", await alloc(() => e.echo.go(ARG)));
 });
 process.exit(0);

@@ -23,9 +23,9 @@ import process from "node:process";
 import * as ta from "../mod.ts";
 import { decode } from "../core/codec.ts";
 import { NodeServer } from "../server.ts";
-import { inMemoryTransport, serveInMemory } from "../transports/in_memory.ts";
+import { serveInMemory } from "../transports/in_memory.ts";
 import { encodeMessage } from "../transports/protocol.ts";
-import type { TransportConnection } from "../transports/transport.ts";
+import { recordInMemoryConnections } from "./_instant_replies.ts";
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 50_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -108,24 +108,18 @@ async function nodeSide(): Promise<number[]> {
 async function driverSide(): Promise<number[]> {
   const node = new NodeServer({ name: "call-path-driver" });
   const server = serveInMemory("call-path-driver", node.handler);
-  const connections: TransportConnection[] = [];
-  const connect = inMemoryTransport.connect;
-  (inMemoryTransport as { connect: typeof connect }).connect = async (...a) => {
-    const c = await connect.apply(inMemoryTransport, a);
-    connections.push(c);
-    return c;
-  };
+  const recorded = recordInMemoryConnections();
   const reply = encodeMessage({ t: "result", ok: true, value: ARG });
   const mesh = new ta.Mesh([new ta.MeshNode("call-path", { endpoint: server.endpoint })], { transport: "in_memory" });
   try {
     return await mesh.run(async () => {
       const e = PathEcho.init();
       await e.echo.go(ARG); // the instance exists on the node
-      for (const c of connections) c.request = () => Promise.resolve(reply);
+      recorded.answerAll(reply);
       return await rounds(() => e.echo.go(ARG));
     });
   } finally {
-    (inMemoryTransport as { connect: typeof connect }).connect = connect;
+    recorded.restore();
     await mesh.close();
     await server.close();
     await node.drain();
