@@ -13,7 +13,7 @@ import * as ta from "../mod.ts";
 import { eventually, rejection } from "../core/_test_utils.ts";
 import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { dpGatedMake, dpLineageMake, dpLostMake, DpNodeSink } from "./_test_data_plane_app.ts";
-import { decodeReply, encodeMessage, type PongMessage } from "./protocol.ts";
+import { storedObjects } from "./_test_servers.ts";
 
 /** Registered here only: no node has it, so it runs in this process. */
 const dpHereOnly = ta.op({ name: "dpHereOnly", remote: true }, (a: Float32Array) => {
@@ -265,16 +265,6 @@ test(
     });
   },
 );
-
-/** How many objects node `port`'s store holds (its `pong` says), asked over HTTP directly. */
-async function storedObjects(port: number): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${port}/rpc`, {
-    method: "POST",
-    body: encodeMessage({ t: "ping" }) as Uint8Array<ArrayBuffer>,
-    headers: { "content-type": "application/cbor" },
-  });
-  return decodeReply<PongMessage>(new Uint8Array(await res.arrayBuffer()), "pong").objects ?? 0;
-}
 
 test(
   "a loop of 1 MiB hand-offs A → B between node processes that releases each result (`using`) leaves A's store empty; without release A keeps them",

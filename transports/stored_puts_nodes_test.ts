@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { type NodeProcess, startNodeProcess } from "../adapters/_test_nodes.ts";
-import { decodeReply, encodeMessage, type PongMessage } from "./protocol.ts";
+import { storedObjects } from "./_test_servers.ts";
 import { PutOnA, PutOnB } from "./_test_put_app.ts";
 
 const APP = fileURLToPath(new URL("./_test_put_app.ts", import.meta.url));
@@ -50,16 +50,6 @@ function countingProxy(port: number): Promise<{ port: number; sent(): number; cl
       });
     });
   });
-}
-
-/** How many objects node `port`'s store holds (its `pong` says), asked over HTTP directly. */
-async function storedObjects(port: number): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${port}/rpc`, {
-    method: "POST",
-    body: encodeMessage({ t: "ping" }) as Uint8Array<ArrayBuffer>,
-    headers: { "content-type": "application/cbor" },
-  });
-  return decodeReply<PongMessage>(new Uint8Array(await res.arrayBuffer()), "pong").objects ?? 0;
 }
 
 async function twoNodes(
