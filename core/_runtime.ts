@@ -140,3 +140,52 @@ export function envVar(name: string): string | undefined {
  * ```
  */
 export const smallCopiesAreCheap: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
+
+/**
+ * Bytes of the untouched buffer {@linkcode requestCollection} makes on V8: enough to cross the
+ * external-memory level past which V8 marks the whole heap (a buffer of 256 MiB did not, here).
+ */
+const COLLECTION_PROMPT_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Asks the runtime for a full garbage collection, without `--expose-gc`, so that
+ * `FinalizationRegistry` callbacks come for objects dropped since the last one even when the
+ * program allocates little. A young-generation collection is not enough: an object that was alive
+ * at one is old afterwards, and old garbage keeps the young garbage it points to.
+ *
+ * - Bun: `Bun.gc(true)`, a full collection now (about 1 ms for a small heap, more for a large one).
+ * - V8 (Deno, Node), which offers no such call without a flag: one `ArrayBuffer` of 1 GiB made and
+ *   dropped at once. V8 counts it as external memory, and past its external-memory limit it starts
+ *   marking the whole heap incrementally; the collection ends on V8's own tasks a few to some tens
+ *   of ms later (longer for a larger heap), and the callbacks run after it. The buffer's pages are
+ *   never touched, so none is ever made resident: it costs an `mmap` and an `munmap` of address
+ *   space. Where the system refuses even that (no overcommit), V8 collects fully before refusing it
+ *   and the `RangeError` is caught here.
+ *
+ * Callers do it rarely (after MiBs of work, never per call).
+ *
+ * @example
+ * ```ts
+ * import { requestCollection } from "./_runtime.ts";
+ * let collected = false;
+ * const registry = new FinalizationRegistry(() => (collected = true));
+ * (() => registry.register({}, 0))(); // dropped at once
+ * for (let i = 0; i < 100 && !collected; i++) {
+ *   requestCollection();
+ *   await new Promise((r) => setTimeout(r, 0)); // the callbacks come in a later turn
+ * }
+ * if (!collected) throw new Error("nothing was collected");
+ * ```
+ */
+export function requestCollection(): void {
+  const bun = (globalThis as { Bun?: { gc?(force: boolean): void } }).Bun;
+  if (typeof bun?.gc === "function") {
+    bun.gc(true);
+    return;
+  }
+  try {
+    new ArrayBuffer(COLLECTION_PROMPT_BYTES);
+  } catch {
+    // refused (no overcommit, or a capped address space): V8 collected fully before refusing it
+  }
+}

@@ -499,6 +499,7 @@ export class NodeServer {
           services: [...registeredServices().keys()],
           ops,
           leaseMs: this.leaseMs,
+          objectStoreBytes: this.objects.maxBytes,
           ...(this.residents.length > 0 ? { residents: this.residents } : {}),
         });
       }

@@ -199,7 +199,8 @@ export class ObjectStore {
       const e = new OverloadedError(
         `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
           `${this.used} of ${this.maxBytes} bytes (its bound, --object-store-bytes) in ${this.objects.size} results. ` +
-          "A dropped ref's result is freed only when the driver's garbage collector collects the ref; " +
+          "A dropped ref's result is freed when the driver's garbage collector collects the ref (a driver of this " +
+          "version prompts one each time its refs pin another eighth of the store more); " +
           "release refs no longer needed at once with `using ref = op.go(...)` or `ref.release()`, " +
           "or raise --object-store-bytes",
       );

@@ -61,6 +61,11 @@ export interface WelcomeMessage {
    */
   readonly leaseMs?: number;
   /**
+   * The most bytes the node's object store keeps for drivers (`--object-store-bytes`): a driver
+   * has its dropped refs collected well before its results could fill it. Absent from older nodes.
+   */
+  readonly objectStoreBytes?: number;
+  /**
    * The node's resident instances (`thinkagain serve --start`), which drivers connect to instead of
    * creating their own (`Service.connect()`). Absent when it has none. At most
    * {@linkcode MAX_RESIDENTS}.
@@ -632,10 +637,12 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
         ops: names(r, "ops", t),
       };
       const leaseMs = count(r, "leaseMs", t, true);
+      const objectStoreBytes = count(r, "objectStoreBytes", t, true);
       const residents = r.residents === undefined ? undefined : residentList(r.residents);
       return {
         ...welcome,
         ...(leaseMs === undefined ? {} : { leaseMs }),
+        ...(objectStoreBytes === undefined ? {} : { objectStoreBytes }),
         ...(residents === undefined ? {} : { residents }),
       };
     }

@@ -16,6 +16,7 @@ import {
   encodeMessage,
   PROTOCOL_VERSION,
   type ResultMessage,
+  type WelcomeMessage,
 } from "./protocol.ts";
 
 const T = { timeout: 120_000 };
@@ -48,6 +49,9 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { t: "chunk", items: [1], done: true, error: { tag: "OpExecutionError", message: "boom", data: {} } },
   ];
   for (const m of good) assert.equal(decodeNodeMessage(encodeMessage(m)).t, m.t, JSON.stringify(m));
+  // a node's store bound comes through (the driver has dropped refs collected within it)
+  const bounded = decodeNodeMessage(encodeMessage({ ...WELCOME, objectStoreBytes: 1024 })) as WelcomeMessage;
+  assert.equal(bounded.objectStoreBytes, 1024);
   // only the protocol's fields come through
   const extra = decodeNodeMessage(encodeMessage({ ...WELCOME, injected: "x" })) as unknown as Record<string, unknown>;
   assert.equal(extra.injected, undefined);
@@ -74,6 +78,8 @@ test("decodeNodeMessage accepts every reply a node sends and refuses malformed o
     { ...WELCOME, ops: ["x".repeat(513)] },
     { ...WELCOME, leaseMs: -5 },
     { ...WELCOME, leaseMs: "30" },
+    { ...WELCOME, objectStoreBytes: -1 },
+    { ...WELCOME, objectStoreBytes: "1024" },
     { t: "created" },
     { t: "created", id: 7, session: "s" },
     { t: "created", id: "i", session: "s", leaseMs: NaN },

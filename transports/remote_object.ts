@@ -58,7 +58,7 @@ export class RemoteObject extends LazyValue {
     this.oid = oid;
     this.bytes = bytes;
     this.madeBy = madeBy;
-    link.holdObject(oid);
+    link.holdObject(oid, bytes);
     // (itself as the token: a release frees it at once and takes it off the registry)
     collected.register(this, { link, oid }, this);
   }
