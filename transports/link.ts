@@ -574,6 +574,10 @@ export class NodeLink {
   private pinnedLow = 0;
   /** {@linkcode collectionPrompts} when this link last looked. */
   private promptsSeen = 0;
+  /** What the collection after the last thorough one left pinned (see {@linkcode NodeLink.prompt}). */
+  private thoroughFloor = 0;
+  /** Set by a thorough prompt: the next prompt measures what it left. */
+  private afterThorough = false;
   /** Objects and kept call results to free with the next `free` (sent once per turn of the event loop). */
   private toFree: { oids: string[]; cids: string[] } | undefined;
 
@@ -594,20 +598,36 @@ export class NodeLink {
       this.pinnedLow = this.pinnedBytes;
     }
     this.pinnedBytes += bytes;
-    if (this.pinnedBytes - this.pinnedLow >= this.collectEvery()) {
-      this.promptsSeen = ++collectionPrompts;
-      this.pinnedLow = this.pinnedBytes;
-      requestCollection();
+    const every = this.collectEvery();
+    if (this.pinnedBytes - this.pinnedLow >= every) this.prompt(every);
+  }
+
+  /**
+   * Asks the runtime to collect. The fewest bytes pinned since the last prompt are what its
+   * collection left (live refs, and dropped ones it missed: a quick collection, Bun's without
+   * `thorough`, misses refs that were alive at an earlier one); once that has grown by half of
+   * `every` above what the last thorough collection left, this one is thorough.
+   */
+  private prompt(every: number): void {
+    const left = this.pinnedLow;
+    if (this.afterThorough) {
+      this.thoroughFloor = left;
+      this.afterThorough = false;
     }
+    const thorough = left - this.thoroughFloor >= every / 2;
+    if (thorough) this.afterThorough = true;
+    this.promptsSeen = ++collectionPrompts;
+    this.pinnedLow = this.pinnedBytes;
+    requestCollection(thorough);
   }
 
   /**
    * How many bytes this link's refs may come to pin on the node above the fewest they pinned since
    * the last collection prompt before the next: an eighth of the node's store (its welcome says its
    * bound), at most {@linkcode COLLECT_EVERY_BYTES}. An eighth, because a collection frees nothing
-   * at once: V8 marks the heap on its own tasks while hand-offs go on (a store of 64 MiB held at
-   * most 36 to 53 dropped results of 1 MiB in the test that runs 300 through it, in the Deno test
-   * runner's 100 MB heap; 10 on Bun, whose collection is synchronous), and live refs need room too.
+   * at once: V8 marks the heap on its own tasks while hand-offs go on (a store of 128 MiB held at
+   * most 51 to 69 dropped results of 1 MiB in the test that runs 400 through it, in the Deno test
+   * runner's 100 MB heap; 25 on Bun), and live refs need room too.
    */
   private collectEvery(): number {
     const bound = this.knownWelcome()?.objectStoreBytes;
@@ -680,7 +700,7 @@ export class NodeLink {
       // the objects it holds there go now, not with its lease
       const oids = [...this.objects.keys()];
       this.objects.clear();
-      this.pinnedBytes = this.pinnedLow = 0;
+      this.pinnedBytes = this.pinnedLow = this.thoroughFloor = 0;
       await this.request({ t: "free", oids, cids: [] }, "freed", undefined, this.destroyTimeoutMs).catch(() => {});
     }
     this.closed = true;
