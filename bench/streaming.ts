@@ -2,12 +2,20 @@
  * Streaming benchmark: a stream of 16-byte items from a node (a child process of the same runtime)
  * to this driver over one WebSocket, beside a raw hono WebSocket server that pushes the same items
  * with the same batching (512 items per message, CBOR-encoded, no credit, no protocol) to a client
- * that decodes each message and takes its items one by one, in the same run; and the time to a stream's first item beside a plain call's round trip (both p50).
+ * that decodes each message and takes its items one by one, in the same run; and the time to a
+ * stream's first item beside a plain call's round trip (both p50). The raw push runs three ways:
+ * its items made by a plain loop and taken by a plain loop (the baseline since the streaming issue);
+ * made by the same async generator as the op's, read with `for await` on the server; and that, with
+ * the client handing each item to a `for await` through a plain async iterator — the work a stream's
+ * two ends must do whatever carries it, with no protocol, credit or chunk of ours.
  *
  *   npx bun bench/streaming.ts
  *   npx deno run -A bench/streaming.ts
  *   npx bun bench/streaming.ts --parts      (CPU per item of each end, in one process)
  *   BENCH_WINDOW=1024 npx bun bench/streaming.ts   (another credit window, in items)
+ *   BENCH_WARM_MS=0 npx bun bench/streaming.ts     (each side streams for 2 s before the runs by default; 0:
+ *                                                   one stream of a quarter of the items, as the figures
+ *                                                   before the eleventh session were measured)
  *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
  *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
  *
@@ -34,6 +42,8 @@ import { startBenchChild } from "./_child.ts";
 const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
 /** Throughput runs of each side. */
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+/** Milliseconds each side streams before the measured runs (`BENCH_WARM_MS`, default 2000). */
+const WARM_MS = Number(process.env.BENCH_WARM_MS ?? 2000);
 /** Round trips per latency sample. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 /** The mesh's credit window in items (`BENCH_WINDOW`; default: the stream's default window). */
@@ -67,11 +77,24 @@ async function runServer(kind: string): Promise<void> {
   app.get(
     "/ws",
     adapter.upgradeWebSocket(() => ({
-      onMessage(evt, ws) {
-        // asked for n items: the same items as benchItems makes, BATCH to a message
+      async onMessage(evt, ws) {
+        // asked for n items: the same items as benchItems makes, BATCH to a message; "g<n>": made by
+        // the same async generator as benchItems's, read by `for await`, else by a plain loop
         const data = evt.data;
-        const n = Number(typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer));
+        const text = typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer);
         let batch: Uint8Array[] = [];
+        if (text.startsWith("g")) {
+          for await (const item of sixteenByteItems(Number(text.slice(1)))) {
+            batch.push(item);
+            if (batch.length === BATCH) {
+              ws.send(encode(batch) as Uint8Array<ArrayBuffer>);
+              batch = [];
+            }
+          }
+          if (batch.length > 0) ws.send(encode(batch) as Uint8Array<ArrayBuffer>);
+          return;
+        }
+        const n = Number(text);
         for (let i = 0; i < n; i++) {
           const item = new Uint8Array(16);
           item[0] = i & 0xff;
@@ -140,8 +163,12 @@ async function oursItemsPerSecond(n: number): Promise<number> {
   return n / ((performance.now() - t0) / 1000);
 }
 
-/** The raw server's push, read by a plain WebSocket: items per second. */
-function rawItemsPerSecond(ws: WebSocket, n: number): Promise<number> {
+/**
+ * The raw server's push, read by a plain WebSocket: items per second. `generator`: the server makes
+ * the items with the same async generator as the op's, read by `for await` (what any server that
+ * streams a generator's items pays), instead of a plain loop.
+ */
+function rawItemsPerSecond(ws: WebSocket, n: number, generator = false): Promise<number> {
   return new Promise((resolve) => {
     let count = 0;
     const t0 = performance.now();
@@ -151,8 +178,45 @@ function rawItemsPerSecond(ws: WebSocket, n: number): Promise<number> {
       for (const _ of decode(new Uint8Array(evt.data as ArrayBuffer)) as unknown[]) count++;
       if (count >= n) resolve(n / ((performance.now() - t0) / 1000));
     };
-    ws.send(String(n));
+    ws.send(generator ? `g${n}` : String(n));
   });
+}
+
+/**
+ * The raw server's push from the generator, read as a consumer of a stream reads it: each message's
+ * items queued, and handed one by one to a `for await` through a plain async iterator (one
+ * resolved promise per item when it has them, a waiting one when it does not): the same work a
+ * stream's two ends must do, with no protocol, credit or chunk of ours. Items per second.
+ */
+async function rawForAwaitItemsPerSecond(ws: WebSocket, n: number): Promise<number> {
+  let items: unknown[] = [], at = 0, got = 0;
+  let wake: (() => void) | undefined;
+  ws.onmessage = (evt) => {
+    const batch = decode(new Uint8Array(evt.data as ArrayBuffer)) as unknown[];
+    items = at < items.length ? items.slice(at).concat(batch) : batch;
+    at = 0;
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const iterable: AsyncIterable<unknown> = {
+    [Symbol.asyncIterator]: () => ({
+      next(): Promise<IteratorResult<unknown>> {
+        if (got === n) return Promise.resolve({ value: undefined, done: true });
+        if (at < items.length) {
+          got++;
+          return Promise.resolve({ value: items[at++], done: false });
+        }
+        return new Promise<void>((r) => (wake = r)).then(() => this.next());
+      },
+    }),
+  };
+  const t0 = performance.now();
+  ws.send(`g${n}`);
+  let count = 0;
+  for await (const _ of iterable) count++;
+  if (count !== n) throw new Error(`raw: got ${count} of ${n} items`);
+  return n / ((performance.now() - t0) / 1000);
 }
 
 async function p50(fn: () => Promise<unknown>, rounds = ROUNDS): Promise<number> {
@@ -189,19 +253,40 @@ async function main(): Promise<void> {
     ws.binaryType = "arraybuffer";
     await new Promise((r) => (ws.onopen = r));
     await mesh.run(async () => {
-      // warm up both sides
-      await oursItemsPerSecond(ITEMS / 4);
-      await rawItemsPerSecond(ws, ITEMS / 4);
+      // warm up every side: streams back to back for WARM_MS each (the stream's code path is longer
+      // than the raw push's, and Bun's JIT takes about two million items to settle on it);
+      // BENCH_WARM_MS=0: one stream of ITEMS / 4 each, as before the eleventh session
+      const warm = WARM_MS > 0 ? ITEMS : ITEMS / 4;
+      for (
+        const run of [
+          () => oursItemsPerSecond(warm),
+          () => rawItemsPerSecond(ws, warm),
+          () => rawItemsPerSecond(ws, warm, true),
+          () => rawForAwaitItemsPerSecond(ws, warm),
+        ]
+      ) {
+        const until = performance.now() + WARM_MS;
+        do await run(); while (performance.now() < until);
+      }
       const ours: number[] = [], base: number[] = [], ratios: number[] = [];
+      const baseGen: number[] = [], ratiosGen: number[] = [];
+      const baseSame: number[] = [], ratiosSame: number[] = [];
       const oursCpu = new CpuTally(node.child.pid), rawCpu = new CpuTally(raw.child.pid);
+      const rawGenCpu = new CpuTally(raw.child.pid), rawSameCpu = new CpuTally(raw.child.pid);
       for (let r = 0; r < RUNS; r++) {
         // alternate which goes first, so neither always runs on a cooler machine
         const o = r % 2 === 0 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : 0;
         const b = await rawCpu.measure(ITEMS, () => rawItemsPerSecond(ws, ITEMS));
+        const g = await rawGenCpu.measure(ITEMS, () => rawItemsPerSecond(ws, ITEMS, true));
+        const w = await rawSameCpu.measure(ITEMS, () => rawForAwaitItemsPerSecond(ws, ITEMS));
         const o2 = r % 2 === 1 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : o;
         ours.push(o2);
         base.push(b);
         ratios.push(o2 / b);
+        baseGen.push(g);
+        ratiosGen.push(o2 / g);
+        baseSame.push(w);
+        ratiosSame.push(o2 / w);
       }
       // time to the first item of a stream (then left), and a plain call's round trip
       const firstItem: number[] = [], plain: number[] = [], ttfRatios: number[] = [];
@@ -228,7 +313,11 @@ async function main(): Promise<void> {
       console.log(`  items/s, ours (one WebSocket, credit)   ${spread(ours, fmt)}`);
       console.log(`  items/s, raw hono WebSocket push        ${spread(base, fmt)}`);
       console.log(`  ours / raw                              ${spread(ratios, r2)}`);
-      const oc = oursCpu.perItem(), rc = rawCpu.perItem();
+      console.log(`  items/s, raw push from the generator    ${spread(baseGen, fmt)}`);
+      console.log(`  ours / raw from the generator           ${spread(ratiosGen, r2)}`);
+      console.log(`  items/s, raw generator → for await       ${spread(baseSame, fmt)}`);
+      console.log(`  ours / raw generator → for await        ${spread(ratiosSame, r2)}`);
+      const oc = oursCpu.perItem(), rc = rawCpu.perItem(), gc = rawGenCpu.perItem(), sc = rawSameCpu.perItem();
       const ns = (x: number) => Number.isNaN(x) ? "n/a" : `${Math.round(x)} ns`;
       console.log(
         `  CPU per item, server end: ours (node)   ${ns(oc.server)}, raw ${ns(rc.server)}, ours / raw ` +
@@ -241,6 +330,15 @@ async function main(): Promise<void> {
       console.log(
         `  CPU per item, both ends: ours           ${ns(oc.server + oc.client)}, raw ${ns(rc.server + rc.client)}, ` +
           `raw / ours ${((rc.server + rc.client) / (oc.server + oc.client)).toFixed(2)}`,
+      );
+      console.log(
+        `  CPU per item, raw from the generator:   server ${ns(gc.server)}, client ${ns(gc.client)}; ` +
+          `ours / raw: server ${(oc.server / gc.server).toFixed(2)}, both ends ` +
+          ((oc.server + oc.client) / (gc.server + gc.client)).toFixed(2),
+      );
+      console.log(
+        `  CPU per item, raw generator → for await: server ${ns(sc.server)}, client ${ns(sc.client)}; ` +
+          `ours / raw: server ${(oc.server / sc.server).toFixed(2)}, client ${(oc.client / sc.client).toFixed(2)}`,
       );
       console.log(`  first item of a stream, p50             ${spread(firstItem, us)}`);
       console.log(`  plain call round trip, p50              ${spread(plain, us)}`);
