@@ -189,12 +189,12 @@ function rawItemsPerSecond(ws: WebSocket, n: number, generator = false): Promise
  * stream's two ends must do, with no protocol, credit or chunk of ours. Items per second.
  */
 async function rawForAwaitItemsPerSecond(ws: WebSocket, n: number): Promise<number> {
-  let items: unknown[] = [], at = 0, got = 0;
+  // the messages' item arrays as they come, oldest first from `head`; `at` indexes the oldest
+  const batches: unknown[][] = [];
+  let head = 0, at = 0, got = 0;
   let wake: (() => void) | undefined;
   ws.onmessage = (evt) => {
-    const batch = decode(new Uint8Array(evt.data as ArrayBuffer)) as unknown[];
-    items = at < items.length ? items.slice(at).concat(batch) : batch;
-    at = 0;
+    batches.push(decode(new Uint8Array(evt.data as ArrayBuffer)) as unknown[]);
     const w = wake;
     wake = undefined;
     w?.();
@@ -203,9 +203,14 @@ async function rawForAwaitItemsPerSecond(ws: WebSocket, n: number): Promise<numb
     [Symbol.asyncIterator]: () => ({
       next(): Promise<IteratorResult<unknown>> {
         if (got === n) return Promise.resolve({ value: undefined, done: true });
-        if (at < items.length) {
-          got++;
-          return Promise.resolve({ value: items[at++], done: false });
+        while (head < batches.length) {
+          const batch = batches[head];
+          if (at < batch.length) {
+            got++;
+            return Promise.resolve({ value: batch[at++], done: false });
+          }
+          batches[head++] = undefined as unknown as unknown[];
+          at = 0;
         }
         return new Promise<void>((r) => (wake = r)).then(() => this.next());
       },
