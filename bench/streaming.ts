@@ -380,7 +380,7 @@ function cpuNsPerItem(c0: { user: number; system: number }, n: number): number {
  */
 async function parts(): Promise<void> {
   const outlets = new StreamOutlets();
-  const node: number[] = [], driver: number[] = [];
+  const node: number[] = [], driver: number[] = [], everyNode: number[] = [];
   const batch = Array.from({ length: BATCH }, () => new Uint8Array(16));
   const frame = encodeFrame({ t: "chunk", items: batch, done: false }).slice();
   const last = encodeFrame({ t: "chunk", items: batch, done: true }).slice();
@@ -396,7 +396,9 @@ async function parts(): Promise<void> {
       f = await outlets.credit(key, m.items.length, m.items.length * 24);
     }
     if (got !== ITEMS) throw new Error(`node end: got ${got} of ${ITEMS}`);
-    if (r >= 2) node.push(cpuNsPerItem(c0, ITEMS));
+    const nodeNs = cpuNsPerItem(c0, ITEMS);
+    everyNode.push(nodeNs);
+    if (r >= 2) node.push(nodeNs);
     let sent = BATCH;
     const source = {
       credit: () => {
@@ -416,6 +418,7 @@ async function parts(): Promise<void> {
     `${Math.round(median(xs))} ns (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`;
   console.log(`bench/streaming.ts --parts on ${runtime}: CPU per 16-byte item, ${RUNS} runs of ${ITEMS}`);
   console.log(`  node's end (generator, outlet, chunk encoded; chunk decoded)  ${ns(node)}`);
+  console.log(`  node's end, each run from the first (JIT warm-up)  ${everyNode.map(Math.round).join(", ")} ns`);
   console.log(`  driver's end (chunk decoded, RemoteChunks, Stream, for await)  ${ns(driver)}`);
 }
 
