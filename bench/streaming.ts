@@ -16,6 +16,8 @@
  *   BENCH_WARM_MS=0 npx bun bench/streaming.ts     (each side streams for 2 s before the runs by default; 0:
  *                                                   one stream of a quarter of the items, as the figures
  *                                                   before the eleventh session were measured)
+ *   BENCH_WAKE=1 npx bun bench/streaming.ts        (each measured stream right after one of the same side: after
+ *                                                   ~150 ms idle a stream costs both ends more CPU here)
  *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
  *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
  *
@@ -44,6 +46,8 @@ const ITEMS = Number(process.env.BENCH_ITEMS ?? 200_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 /** Milliseconds each side streams before the measured runs (`BENCH_WARM_MS`, default 2000). */
 const WARM_MS = Number(process.env.BENCH_WARM_MS ?? 2000);
+/** `BENCH_WAKE=1`: an unmeasured stream of the same side right before each measured one. */
+const WAKE = process.env.BENCH_WAKE === "1";
 /** Round trips per latency sample. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 /** The mesh's credit window in items (`BENCH_WINDOW`; default: the stream's default window). */
@@ -278,13 +282,21 @@ async function main(): Promise<void> {
       const baseSame: number[] = [], ratiosSame: number[] = [];
       const oursCpu = new CpuTally(node.child.pid), rawCpu = new CpuTally(raw.child.pid);
       const rawGenCpu = new CpuTally(raw.child.pid), rawSameCpu = new CpuTally(raw.child.pid);
+      const ours_ = () => oursItemsPerSecond(ITEMS), raw_ = () => rawItemsPerSecond(ws, ITEMS);
+      const rawGen_ = () => rawItemsPerSecond(ws, ITEMS, true), rawSame_ = () => rawForAwaitItemsPerSecond(ws, ITEMS);
+      // BENCH_WAKE=1: each measured stream comes right after an unmeasured one of the same side, so
+      // that no side is measured just after its processes sat idle through the others' runs
+      const awake = async <T>(side: () => Promise<unknown>, measured: () => Promise<T>): Promise<T> => {
+        if (WAKE) await side();
+        return measured();
+      };
       for (let r = 0; r < RUNS; r++) {
         // alternate which goes first, so neither always runs on a cooler machine
-        const o = r % 2 === 0 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : 0;
-        const b = await rawCpu.measure(ITEMS, () => rawItemsPerSecond(ws, ITEMS));
-        const g = await rawGenCpu.measure(ITEMS, () => rawItemsPerSecond(ws, ITEMS, true));
-        const w = await rawSameCpu.measure(ITEMS, () => rawForAwaitItemsPerSecond(ws, ITEMS));
-        const o2 = r % 2 === 1 ? await oursCpu.measure(ITEMS, () => oursItemsPerSecond(ITEMS)) : o;
+        const o = r % 2 === 0 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : 0;
+        const b = await awake(raw_, () => rawCpu.measure(ITEMS, raw_));
+        const g = await awake(rawGen_, () => rawGenCpu.measure(ITEMS, rawGen_));
+        const w = await awake(rawSame_, () => rawSameCpu.measure(ITEMS, rawSame_));
+        const o2 = r % 2 === 1 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : o;
         ours.push(o2);
         base.push(b);
         ratios.push(o2 / b);
