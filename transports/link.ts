@@ -90,8 +90,45 @@ const FREE_TIMEOUT_MS = 60_000;
  */
 const COLLECT_EVERY_BYTES = 64 * 1024 * 1024;
 
+/**
+ * The fewest bytes between prompts, whatever a node says its store holds: a node's `welcome` and its
+ * replies' sizes are its word, and a node that claimed a store of a few bytes (or objects of
+ * terabytes) must not have the driver collect at every call.
+ */
+const COLLECT_MIN_BYTES = 1024 * 1024;
+/** The least time between two collection prompts of this process, for the same reason. */
+const COLLECT_MIN_INTERVAL_MS = 10;
+
 /** Collection prompts made by this process's links (each link resets its count when another prompted). */
 let collectionPrompts = 0;
+/** When the last prompt was made (`performance.now()`). */
+let lastPromptAt = -Infinity;
+
+/**
+ * How many bytes a link's refs may come to pin on a node above the fewest they pinned since the last
+ * collection prompt before the next: an eighth of the node's store, at most 64 MiB, at least 1 MiB
+ * whatever the node says. An eighth, because a collection frees nothing at once: V8 marks the heap
+ * on its own tasks while hand-offs go on (a store of 128 MiB held at most 51 to 69 dropped results of
+ * 1 MiB in the test that runs 400 through it, in the Deno test runner's 100 MB heap; 25 on Bun), and
+ * live refs need room too.
+ *
+ * @param storeBytes The node's store bound, as its welcome says (`undefined`: an older node).
+ * @returns The budget in bytes.
+ *
+ * @example
+ * ```ts
+ * import { collectionBudget } from "./link.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(collectionBudget(undefined), 64 * 1024 * 1024);
+ * strictEqual(collectionBudget(128 * 1024 * 1024), 16 * 1024 * 1024);
+ * strictEqual(collectionBudget(8), 1024 * 1024); // a node's claim of a tiny store
+ * ```
+ */
+export function collectionBudget(storeBytes: number | undefined): number {
+  return storeBytes === undefined
+    ? COLLECT_EVERY_BYTES
+    : Math.max(COLLECT_MIN_BYTES, Math.min(COLLECT_EVERY_BYTES, storeBytes / 8));
+}
 
 /** A lazily connected link to one node, shared by everything in one mesh (or one node process). */
 export class NodeLink {
@@ -610,6 +647,9 @@ export class NodeLink {
    * `every` above what the last thorough collection left, this one is thorough.
    */
   private prompt(every: number): void {
+    const now = performance.now();
+    if (now - lastPromptAt < COLLECT_MIN_INTERVAL_MS) return; // the next object asks again
+    lastPromptAt = now;
     const left = this.pinnedLow;
     if (this.afterThorough) {
       this.thoroughFloor = left;
@@ -622,17 +662,9 @@ export class NodeLink {
     requestCollection(thorough);
   }
 
-  /**
-   * How many bytes this link's refs may come to pin on the node above the fewest they pinned since
-   * the last collection prompt before the next: an eighth of the node's store (its welcome says its
-   * bound), at most {@linkcode COLLECT_EVERY_BYTES}. An eighth, because a collection frees nothing
-   * at once: V8 marks the heap on its own tasks while hand-offs go on (a store of 128 MiB held at
-   * most 51 to 69 dropped results of 1 MiB in the test that runs 400 through it, in the Deno test
-   * runner's 100 MB heap; 25 on Bun), and live refs need room too.
-   */
+  /** {@linkcode collectionBudget} for this link's node, by what its welcome says. */
   private collectEvery(): number {
-    const bound = this.knownWelcome()?.objectStoreBytes;
-    return bound === undefined ? COLLECT_EVERY_BYTES : Math.max(1, Math.min(COLLECT_EVERY_BYTES, bound / 8));
+    return collectionBudget(this.knownWelcome()?.objectStoreBytes);
   }
 
   /** How many objects this link's owner holds on the node. */
