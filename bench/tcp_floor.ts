@@ -22,9 +22,21 @@ const BYTES = 1 << 20;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 300);
 const WARM = 50;
 
-function percentiles(times: number[]): string {
-  const s = [...times].sort((a, b) => a - b);
-  return `p50 ${s[s.length >> 1].toFixed(3)} ms, p10 ${s[Math.floor(s.length * 0.1)].toFixed(3)} ms`;
+/**
+ * Times `WARM + ROUNDS` round trips, each `send` then waiting until `arm`'s callback is called back
+ * (the whole payload returned); gives the p50 and p10 of the last `ROUNDS`.
+ */
+async function roundTrips(send: () => void, arm: (done: () => void) => void): Promise<string> {
+  const times: number[] = [];
+  for (let r = 0; r < WARM + ROUNDS; r++) {
+    const t0 = performance.now();
+    const back = new Promise<void>((res) => arm(res));
+    send();
+    await back;
+    if (r >= WARM) times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return `p50 ${times[times.length >> 1].toFixed(3)} ms, p10 ${times[Math.floor(times.length * 0.1)].toFixed(3)} ms`;
 }
 
 /** Round trips of `BYTES` over plain TCP: the server writes back what it reads, as it reads it. */
@@ -45,17 +57,10 @@ async function tcp(): Promise<string> {
     }
   });
   const payload = new Uint8Array(BYTES).fill(7);
-  const times: number[] = [];
-  for (let r = 0; r < WARM + ROUNDS; r++) {
-    const t0 = performance.now();
-    const back = new Promise<void>((res) => (done = res));
-    client.write(payload);
-    await back;
-    if (r >= WARM) times.push(performance.now() - t0);
-  }
+  const out = await roundTrips(() => client.write(payload), (res) => (done = res));
   client.destroy();
   await new Promise<void>((r) => server.close(() => r()));
-  return percentiles(times);
+  return out;
 }
 
 /** Round trips of `BYTES` over a raw hono WebSocket echo (one binary message each way). */
@@ -70,17 +75,10 @@ async function webSocket(): Promise<string> {
   let done: (() => void) | undefined;
   ws.onmessage = () => done?.();
   const payload = new Uint8Array(BYTES).fill(7);
-  const times: number[] = [];
-  for (let r = 0; r < WARM + ROUNDS; r++) {
-    const t0 = performance.now();
-    const back = new Promise<void>((res) => (done = res));
-    ws.send(payload);
-    await back;
-    if (r >= WARM) times.push(performance.now() - t0);
-  }
+  const out = await roundTrips(() => ws.send(payload), (res) => (done = res));
   ws.close();
   await served.close();
-  return percentiles(times);
+  return out;
 }
 
 const runtime = "Deno" in globalThis ? "Deno" : `Bun ${process.versions.bun}`;
