@@ -1,9 +1,10 @@
 /**
  * The one seam between `core/` and the runtime it runs on. Everything here is provided by Bun,
  * Deno, Node and edge runtimes alike, but reached differently: AsyncLocalStorage comes from
- * `node:async_hooks` (the only `node:` import in `core/`), letting a timer not hold the process
- * open is `unref()` on Bun and Node and `Deno.unrefTimer` on Deno, and the working directory (for
- * relative config paths) exists only where there is a process. Every other file in `core/` uses
+ * `node:async_hooks` (the only static `node:` import in `core/`; `node:v8` and `node:vm` are
+ * imported here on demand where the runtime is V8 with a process, for {@linkcode collectNow}),
+ * letting a timer not hold the process open is `unref()` on Bun and Node and `Deno.unrefTimer` on
+ * Deno, and the working directory (for relative config paths) exists only where there is a process. Every other file in `core/` uses
  * Web-standard APIs only; `tools/check_imports.ts` enforces that.
  *
  * @module
@@ -188,9 +189,75 @@ export function requestCollection(thorough: boolean): void {
     bun.gc(thorough);
     return;
   }
+  if (v8FullCollection === undefined) loadV8FullCollection();
   try {
     new ArrayBuffer(COLLECTION_PROMPT_BYTES);
   } catch {
     // refused (no overcommit, or a capped address space): V8 collected fully before refusing it
   }
+}
+
+/** V8's own full collection (`gc()`), once {@linkcode loadV8FullCollection} has it; `null`: none to have. */
+let v8FullCollection: (() => void) | null | undefined;
+
+/**
+ * Gets V8's `gc()` without a command-line flag, where the runtime has `node:v8` and `node:vm` (Deno,
+ * Node): `--expose-gc` set at run time, then `gc` read from a new context (the program's own global
+ * gains nothing). Asynchronous (the modules are imported when first needed, so that an edge runtime
+ * without them never loads them), so the first {@linkcode collectNow} on V8 may still find none.
+ */
+function loadV8FullCollection(): void {
+  const direct = (globalThis as { gc?: unknown }).gc; // a process started with --expose-gc
+  if (typeof direct === "function") {
+    v8FullCollection = () => (direct as () => void)();
+    return;
+  }
+  v8FullCollection = null;
+  const versions = (globalThis as { process?: { versions?: { v8?: string } } }).process?.versions;
+  if (typeof versions?.v8 !== "string") return; // not V8 (or no process): nothing to import
+  Promise.all([import("node:v8"), import("node:vm")]).then(([v8m, vmm]) => {
+    v8m.setFlagsFromString("--expose-gc");
+    const gc: unknown = vmm.runInNewContext("gc");
+    if (typeof gc === "function") v8FullCollection = () => (gc as () => void)();
+  }).catch(() => {
+    // not offered here: requestCollection's prompt is all there is
+  });
+}
+
+/**
+ * Collects the whole heap now, synchronously, where the runtime allows it: `Bun.gc(true)` on Bun,
+ * V8's own `gc()` on Deno and Node (had as {@linkcode loadV8FullCollection} says; the first call
+ * there may not have it yet). Where it cannot, it prompts as `requestCollection(true)` does.
+ * `FinalizationRegistry` callbacks for what it found come in a later turn. It stops the program for
+ * the length of a full collection (milliseconds for a heap of tens of MiB): for when a prompt's
+ * collection came too late (a node's store filling with results of dropped refs), never per call.
+ *
+ * @returns Whether the heap was collected (`false`: only prompted).
+ *
+ * @example
+ * ```ts
+ * import { collectNow } from "./_runtime.ts";
+ * let collected = false;
+ * const registry = new FinalizationRegistry(() => (collected = true));
+ * (() => registry.register({}, 0))(); // dropped at once
+ * for (let i = 0; i < 100 && !collected; i++) {
+ *   collectNow();
+ *   await new Promise((r) => setTimeout(r, 0)); // the callbacks come in a later turn
+ * }
+ * if (!collected) throw new Error("nothing was collected");
+ * ```
+ */
+export function collectNow(): boolean {
+  const bun = (globalThis as { Bun?: { gc?(force: boolean): void } }).Bun;
+  if (typeof bun?.gc === "function") {
+    bun.gc(true);
+    return true;
+  }
+  if (v8FullCollection === undefined) loadV8FullCollection();
+  if (typeof v8FullCollection === "function") {
+    v8FullCollection();
+    return true;
+  }
+  requestCollection(true);
+  return false;
 }

@@ -2,8 +2,8 @@
  * Keeps the import graph honest: no file imports another that imports it back, imports go
  * `adapters → transports → core` and never the other way, and `core/` and `transports/` touch no
  * runtime API (no `node:`, `bun:` or runtime-only npm imports, no `Bun`, `Deno` or `process`),
- * except in the one seam `core/_runtime.ts` (which may import `node:async_hooks` and feature-detect
- * the runtime).
+ * except in the one seam `core/_runtime.ts` (which may import `node:async_hooks`, `node:v8` and
+ * `node:vm`, and feature-detect the runtime).
  *
  * A cycle is a loop of value imports: those decide what a module needs loaded before it runs, and
  * a loop among them is what makes import order matter (and what forced the `unknown`-typed fields
@@ -102,7 +102,7 @@ export interface CheckImportsOptions {
  */
 export const RUNTIME_SEAM: { readonly file: string; readonly allowed: readonly string[] } = {
   file: "core/_runtime.ts",
-  allowed: ["node:async_hooks"],
+  allowed: ["node:async_hooks", "node:v8", "node:vm"],
 };
 
 /** npm packages that only run on one runtime (a `core/` or `transports/` import of one is a runtime API use). */

@@ -40,7 +40,7 @@ test("checkImports reports a cycle, imports against the layer direction and runt
   deepStrictEqual(found, [
     "import cycle: core/mesh.ts → core/service.ts → core/mesh.ts",
     "core/_runtime.ts:2: imports node:fs: core/ and transports/ use Web-standard APIs only " +
-    "(only core/_runtime.ts may import a node: module, and only node:async_hooks)",
+    "(only core/_runtime.ts may import a node: module, and only node:async_hooks, node:v8, node:vm)",
     "core/env.ts:2: uses Deno: core/ and transports/ use Web-standard APIs only",
     "core/env.ts:2: uses process: core/ and transports/ use Web-standard APIs only",
     "core/op.ts:1: imports transports/http.ts: core/ must not import transports/ " +
