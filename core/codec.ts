@@ -1362,8 +1362,12 @@ export function claimHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | unde
 /**
  * Offers the {@linkcode FRAME_HEADROOM} bytes in front of `frame` for reuse (a received message's
  * own header, once read): a handler that answers with this same frame is then framed in place.
+ * Only a frame of `minBytes` or more is taken (by default 64 KiB: a smaller one goes out batched
+ * with others, copied anyway); a sender that writes a frame of its own with room in front of it,
+ * and gives its buffer away with it, offers a smaller one (a stream's chunk, `stream_wire.ts`).
  *
  * @param frame A frame at least {@linkcode FRAME_HEADROOM} bytes into its buffer.
+ * @param minBytes The least size of a frame whose room is taken.
  *
  * @example
  * ```ts
@@ -1372,10 +1376,15 @@ export function claimHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | unde
  * const frame = message.subarray(5);
  * offerHeadroom(frame);
  * if (claimHeadroom(frame)?.buffer !== message.buffer) throw new Error("expected the same bytes");
+ * const small = new Uint8Array(5 + 100).subarray(5);
+ * offerHeadroom(small);
+ * if (claimHeadroom(small) !== undefined) throw new Error("too small by default");
+ * offerHeadroom(small, 0);
+ * if (claimHeadroom(small)?.byteLength !== 105) throw new Error("expected room");
  * ```
  */
-export function offerHeadroom(frame: Uint8Array): void {
-  if (frame.byteLength >= HEADROOM_MIN_BYTES && frame.byteOffset >= FRAME_HEADROOM) headroom.add(frame);
+export function offerHeadroom(frame: Uint8Array, minBytes: number = HEADROOM_MIN_BYTES): void {
+  if (frame.byteLength >= minBytes && frame.byteOffset >= FRAME_HEADROOM) headroom.add(frame);
 }
 
 /**

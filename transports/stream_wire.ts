@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
+import { decode, encode, errorFromWire, errorToWire, FRAME_HEADROOM, offerHeadroom } from "../core/codec.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
@@ -138,8 +138,11 @@ const CHUNK_HEAD = Uint8Array.of(
   0x6d,
   0x73,
 );
-/** Room in front of a chunk's items for its head and the array's (at most 5 bytes). */
-const CHUNK_ROOM = CHUNK_HEAD.length + 5;
+/**
+ * Room in front of a chunk's items for its head and the array's (at most 5 bytes), and in front of
+ * those for the transport's header (see {@linkcode writtenFrame}).
+ */
+const CHUNK_ROOM = FRAME_HEADROOM + CHUNK_HEAD.length + 5;
 /** `done: false` (or `true`, its last byte 0xf5) after them. */
 const CHUNK_TAIL = Uint8Array.of(0x64, 0x64, 0x6f, 0x6e, 0x65, 0xf4);
 /**
@@ -147,6 +150,12 @@ const CHUNK_TAIL = Uint8Array.of(0x64, 0x64, 0x6f, 0x6e, 0x65, 0xf4);
  * a one-token answer (a 16-byte item and the frame around it) without clearing more.
  */
 const CHUNK_START_BYTES = 64;
+/**
+ * A chunk's frame this large or larger leaves in the buffer it was written in (see
+ * {@linkcode writtenFrame}): on Bun a copy of a 9 KiB frame (512 items of 16 bytes), and another into
+ * the WebSocket message with its header, cost the node about as much as writing its items.
+ */
+const HAND_OVER_BYTES = 1024;
 /** The longest plain Uint8Array (in bytes) or string (in UTF-16 units) written as it comes. */
 const WRITE_MAX = 4096;
 const UINT8_PROTOTYPE: object = Uint8Array.prototype;
@@ -250,16 +259,27 @@ function writeFront(outlet: Outlet): number {
   return start;
 }
 
-/** The chunk's frame, its written items with the head and tail around them; the outlet starts anew. */
+/**
+ * The chunk's frame, its written items with the head and tail around them; the outlet starts anew.
+ * A frame of {@linkcode HAND_OVER_BYTES} or more leaves in the buffer it was written in, with the
+ * room in front of it offered for the transport's header (over a WebSocket it is sent as it lies,
+ * not copied into a message of its own), and the next chunk is written into a new buffer of its
+ * size; a smaller one is copied out, and the buffer serves the next chunk.
+ */
 function writtenFrame(outlet: Outlet, done: boolean): Uint8Array {
   room(outlet, CHUNK_TAIL.length);
   const out = outlet.out;
+  const end = outlet.at + CHUNK_TAIL.length;
   for (let i = 0, k = outlet.at; i < CHUNK_TAIL.length; i++) out[k + i] = CHUNK_TAIL[i];
-  if (done) out[outlet.at + CHUNK_TAIL.length - 1] = 0xf5;
-  // a copy (the buffer serves the next chunk), not a view: see room()
-  const frame = out.slice(writeFront(outlet), outlet.at + CHUNK_TAIL.length);
+  if (done) out[end - 1] = 0xf5;
+  const start = writeFront(outlet);
   outlet.at = CHUNK_ROOM;
   outlet.written = 0;
+  // a copy, not a view: see room()
+  if (end - start < HAND_OVER_BYTES) return out.slice(start, end);
+  const frame = out.subarray(start, end);
+  offerHeadroom(frame, 0);
+  outlet.out = new Uint8Array(end + (end >> 4));
   return frame;
 }
 

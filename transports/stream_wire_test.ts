@@ -18,7 +18,7 @@ import {
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { Stream } from "../core/stream.ts";
-import { decode } from "../core/codec.ts";
+import { claimHeadroom, decode, FRAME_HEADROOM } from "../core/codec.ts";
 import { decodeReply, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import { ProtocolError } from "../core/errors.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
@@ -346,6 +346,36 @@ test("a node's chunk of small items written as they come is the frame encodeMess
   const lengths = chunks.map((f) => (decode(f) as { items: unknown[] }).items.length);
   assert.deepEqual(lengths.slice(0, 2), [16, 512]);
   assert.deepEqual(chunks.flatMap((f) => (decode(f) as { items: unknown[] }).items), many);
+});
+
+test("a node's chunk of 1 KiB or more leaves in the buffer it was written in, with room for the transport's header in front; later chunks are written elsewhere", async () => {
+  const outlets = new StreamOutlets();
+  const many = Array.from({ length: 2000 }, (_, i) => new Uint8Array(16).fill(i & 0xff));
+  const stream = new Stream<unknown>((async function* () {
+    yield* many;
+  })());
+  // kept as they came (not copied): a chunk written later must not change an earlier one
+  const frames: Uint8Array[] = [];
+  let f = await outlets.open("k", stream, { name: "t" }, undefined);
+  for (;;) {
+    frames.push(f);
+    const m = decode(f) as { items: unknown[]; done: boolean };
+    if (m.done) break;
+    f = await outlets.credit("k", m.items.length, 1024);
+  }
+  assert.deepEqual(frames.flatMap((x) => (decode(x) as { items: unknown[] }).items), many);
+  // the first chunk (16 items, about 300 bytes) is copied out of the outlet's buffer: no room on offer
+  assert.equal(claimHeadroom(frames[0]), undefined);
+  // a full one (512 items, about 9 KiB) is framed where it lies: its header goes in the 5 bytes before it
+  const full = frames[1];
+  assert.ok(full.byteLength > 8000);
+  const message = claimHeadroom(full);
+  assert.ok(message !== undefined, "a full chunk offers the room in front of it");
+  assert.equal(message.buffer, full.buffer);
+  assert.equal(message.byteOffset + FRAME_HEADROOM, full.byteOffset);
+  assert.equal(message.byteLength, full.byteLength + FRAME_HEADROOM);
+  // each full chunk has a buffer of its own
+  assert.equal(new Set(frames.slice(1).map((x) => x.buffer)).size, frames.length - 1);
 });
 
 test("a node's chunk that mixes written items with objects and large arrays keeps them all, in order", async () => {
