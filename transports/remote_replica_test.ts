@@ -173,9 +173,10 @@ test(
         assert.ok((await rejection(hung)) instanceof ta.CancelledError);
         await eventually(() => node.activeCalls === 0);
       });
-      // a deadline (the service's, sent with the call) ends a call that runs past it
+      // a deadline (the service's, sent with the call) ends a call that runs past it (1 s: each of
+      // the 70 calls before must end within it, with both cores busy too)
       const Timed = ta.service(
-        { name: `RemoteTimed${seq}`, timeoutMs: 50 },
+        { name: `RemoteTimed${seq}`, timeoutMs: 1_000 },
         class RemoteTimed {
           async hang(ms: number) {
             await sleep(ms);
