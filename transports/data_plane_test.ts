@@ -6,6 +6,7 @@ import process from "node:process";
 import * as ta from "../mod.ts";
 import { frameBytes } from "../core/codec.ts";
 import { eventually, gcFunction, rejection } from "../core/_test_utils.ts";
+import { requestCollection } from "../core/_runtime.ts";
 import { NodeServer, type NodeServerOptions } from "./node_server.ts";
 import { inMemoryTransport, serveInMemory } from "./in_memory.ts";
 import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
@@ -538,6 +539,52 @@ test(
         await conn.close();
       }
     });
+  },
+);
+
+test(
+  "data plane: a free for refs the driver's collector found dropped says so (the node then collects its own garbage); a release's does not",
+  T,
+  async () => {
+    // (which: a node collects after MiBs of such frees, so that its next results reuse their memory)
+    const frees: boolean[] = [];
+    const node = new NodeServer({ name: "col" });
+    const server = serveInMemory("dp-col", (frame, peer) => {
+      const m = decodeDriverMessage(frame);
+      if (m.t === "free" && m.oids.length > 0) frees.push(m.collected === true);
+      return node.handler(frame, peer);
+    });
+    try {
+      await using mesh = new ta.Mesh([new ta.MeshNode("col", { endpoint: server.endpoint })]);
+      await mesh.run(async () => {
+        const released = dpBig.go(100_000);
+        assert.ok(await eventually(() => released.status === "completed", 10_000));
+        released.release();
+        assert.ok(await eventually(() => node.objectStats().objects === 0, 10_000), "the released result stayed");
+      });
+      assert.deepEqual(frees, [false]);
+      await mesh.run(async () => {
+        const dropped = dpBig.go(100_000);
+        assert.ok(await eventually(() => dropped.status === "completed", 10_000));
+        assert.equal(node.objectStats().objects, 1);
+      });
+      const freed = await eventually(() => {
+        requestCollection(true);
+        return node.objectStats().objects === 0;
+      }, 60_000);
+      assert.ok(freed, "the dropped ref's result stayed on the node");
+      assert.deepEqual(frees, [false, true]);
+      // a node reads the flag as a boolean, and refuses anything else
+      const free = { t: "free", oids: ["x"], cids: [] };
+      assert.equal(decodeDriverMessage(encodeMessage({ ...free, collected: true })).t, "free");
+      assert.throws(
+        () => decodeDriverMessage(encodeMessage({ ...free, collected: "yes" })),
+        /"free" collected must be a boolean, got string/,
+      );
+    } finally {
+      await node.drain();
+      await server.close();
+    }
   },
 );
 

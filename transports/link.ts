@@ -83,12 +83,15 @@ const FREE_TIMEOUT_MS = 60_000;
 /**
  * The most bytes a link's refs may come to pin on its node, above the fewest since the last
  * collection prompt, before the driver prompts its runtime to collect (see `NodeLink.holdObject`):
- * 64 MiB, a sixteenth of a node's default store (1 GiB). A prompt costs the driver about 0.06 ms on
- * Bun (5 ms when thorough), and on V8 0.4 ms at once and then V8's marking of the whole heap, some
- * ms of CPU: in `bench/data_plane.ts` on Deno, +160 µs of the driver's CPU per hand-off of 1 MiB at
- * 64 MiB a prompt, +660 µs at 8 MiB (which only took A's page faults from 88 to 90 per hand-off).
+ * 16 MiB. A prompt costs the driver about 0.06 ms on Bun (5 ms when thorough), and on V8 0.4 ms at
+ * once and then V8's marking of the whole heap, some ms of CPU. Fewer bytes between prompts alone do
+ * not spare the node: in `bench/data_plane.ts` on Bun, A took 150–190 page faults per 1 MiB hand-off
+ * whether it held 2 or 60 dropped results; what does is the node collecting its own garbage as soon
+ * as they are freed (`FreeMessage.collected`), and that only helps while each `free` frees a few
+ * MiB: after 64 MiB at once, A's next results land on fresh pages again (35–45 faults per hand-off
+ * at 8 and 16 MiB a prompt, 173 at 64).
  */
-const COLLECT_EVERY_BYTES = 64 * 1024 * 1024;
+const COLLECT_EVERY_BYTES = 16 * 1024 * 1024;
 
 /**
  * The fewest bytes between prompts, whatever a node says its store holds: a node's `welcome` and its
@@ -129,7 +132,7 @@ let lastPromptAt = -Infinity;
 
 /**
  * How many bytes a link's refs may come to pin on a node above the fewest they pinned since the last
- * collection prompt before the next: an eighth of the node's store, at most 64 MiB, at least 1 MiB
+ * collection prompt before the next: an eighth of the node's store, at most 16 MiB, at least 1 MiB
  * whatever the node says. An eighth, because a collection frees nothing at once: V8 marks the heap
  * on its own tasks while hand-offs go on (a store of 128 MiB held at most 51 to 69 dropped results of
  * 1 MiB in the test that runs 400 through it, in the Deno test runner's 100 MB heap; 25 on Bun), and
@@ -142,8 +145,8 @@ let lastPromptAt = -Infinity;
  * ```ts
  * import { collectionBudget } from "./link.ts";
  * import { strictEqual } from "node:assert/strict";
- * strictEqual(collectionBudget(undefined), 64 * 1024 * 1024);
- * strictEqual(collectionBudget(128 * 1024 * 1024), 16 * 1024 * 1024);
+ * strictEqual(collectionBudget(undefined), 16 * 1024 * 1024);
+ * strictEqual(collectionBudget(64 * 1024 * 1024), 8 * 1024 * 1024);
  * strictEqual(collectionBudget(8), 1024 * 1024); // a node's claim of a tiny store
  * ```
  */
@@ -151,6 +154,13 @@ export function collectionBudget(storeBytes: number | undefined): number {
   return storeBytes === undefined
     ? COLLECT_EVERY_BYTES
     : Math.max(COLLECT_MIN_BYTES, Math.min(COLLECT_EVERY_BYTES, storeBytes / 8));
+}
+
+/** The objects and kept call results a link frees with its next `free` (see `FreeMessage`). */
+interface FreeBatch {
+  oids: string[];
+  cids: string[];
+  collected?: boolean;
 }
 
 /** A lazily connected link to one node, shared by everything in one mesh (or one node process). */
@@ -640,7 +650,7 @@ export class NodeLink {
   /** Set by a thorough prompt: the next prompt measures what it left. */
   private afterThorough = false;
   /** Objects and kept call results to free with the next `free` (sent once per turn of the event loop). */
-  private toFree: { oids: string[]; cids: string[] } | undefined;
+  private toFree: FreeBatch | undefined;
 
   /**
    * An object of `bytes` the node keeps for this link's owner: the lease is kept alive while any
@@ -723,15 +733,23 @@ export class NodeLink {
     }
   }
 
-  /** Tells the node to free object `oid` (its last ref was dropped); batched with others. */
-  freeObject(oid: string): void {
+  /**
+   * Tells the node to free object `oid`; batched with others.
+   *
+   * @param oid The object.
+   * @param collected Whether its ref was found dropped by this process's garbage collector (not
+   * released): the node then collects its own garbage soon (see `FreeMessage.collected`).
+   */
+  freeObject(oid: string, collected = false): void {
     const bytes = this.objects.get(oid);
     if (bytes === undefined) return;
     this.objects.delete(oid);
     this.pinnedBytes -= bytes;
     if (this.pinnedBytes < this.pinnedLow) this.pinnedLow = this.pinnedBytes;
     this.release();
-    this.queueFree().oids.push(oid);
+    const batch = this.queueFree();
+    batch.oids.push(oid);
+    if (collected) batch.collected = true;
   }
 
   /** Tells the node to forget the kept result of call `cid` (its pipelined calls have left). */
@@ -744,9 +762,9 @@ export class NodeLink {
     this.queueFree().oids.push(id);
   }
 
-  private queueFree(): { oids: string[]; cids: string[] } {
+  private queueFree(): FreeBatch {
     if (this.toFree === undefined) {
-      const batch = this.toFree = { oids: [] as string[], cids: [] as string[] };
+      const batch: FreeBatch = this.toFree = { oids: [], cids: [] };
       queueMicrotask(() => {
         if (this.toFree === batch) this.toFree = undefined;
         // asked with a reply, not sent one-way: a one-way frame leaves the node nothing to send, so

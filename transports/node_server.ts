@@ -35,6 +35,7 @@ import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
+import { collectFreedMemory } from "../core/_runtime.ts";
 import {
   type CallMessage,
   decodeDriverMessage,
@@ -189,6 +190,14 @@ const EARLY_CANCELS_REMEMBERED = 1024;
 /** Instance ids destroyed by an expired lease that calls can still be told about. */
 const EXPIRED_REMEMBERED = 4096;
 
+/**
+ * Bytes of objects freed for dropped refs (a `free` with `collected`) after which a node collects
+ * its garbage (see `NodeServer.collectFreed`): a whole-heap collection costs a node a few ms.
+ */
+const FREED_COLLECT_BYTES = 1024 * 1024;
+/** The least time between two such collections of a node, whatever its drivers send. */
+const FREED_COLLECT_INTERVAL_MS = 20;
+
 /** What a WebSocket connection leaves on the node: its calls running, its kept and published results. */
 interface ConnectionRecord {
   readonly calls: Set<ObjectRef<unknown>>;
@@ -316,6 +325,9 @@ export class NodeServer {
   /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
   private readonly kept = new Map<string, ObjectRef<unknown>>();
   private draining = false;
+  /** Bytes freed for dropped refs since the last collection (see {@linkcode NodeServer.collectFreed}). */
+  private freedSinceCollection = 0;
+  private lastCollectionAt = -Infinity;
   private inFlight = 0;
   private drained: (() => void) | undefined;
 
@@ -563,10 +575,12 @@ export class NodeServer {
         return this.store(msg);
       case "free": {
         const conn = peer?.signal === undefined ? undefined : this.connections.get(peer.signal);
+        const before = this.objects.bytes;
         for (const oid of msg.oids) {
           if (this.published.forget(oid)) conn?.published?.delete(oid);
           else this.objects.free(oid);
         }
+        if (msg.collected === true) this.collectFreed(before - this.objects.bytes);
         for (const cid of msg.cids) {
           const key = callKey(peer, cid);
           this.kept.delete(key);
@@ -882,6 +896,23 @@ export class NodeServer {
     }
     if (msg.owner !== undefined) this.leaseObjects(msg.owner);
     return encodeMessage({ t: "result", ok: true, object: { oid: msg.oid, bytes: frameBytes(frame) } });
+  }
+
+  /**
+   * `bytes` of objects went from the store because the driver's garbage collector found their refs
+   * dropped: they lived long enough to be old in this process's heap, where only a whole-heap
+   * collection finds them, and until it comes every new result lands on fresh pages. Once such frees
+   * come to {@linkcode FREED_COLLECT_BYTES}, this process collects (at most once per
+   * {@linkcode FREED_COLLECT_INTERVAL_MS}, whatever the driver sends).
+   */
+  private collectFreed(bytes: number): void {
+    this.freedSinceCollection += bytes;
+    if (this.freedSinceCollection < FREED_COLLECT_BYTES) return;
+    const now = performance.now();
+    if (now - this.lastCollectionAt < FREED_COLLECT_INTERVAL_MS) return; // the next free asks again
+    this.lastCollectionAt = now;
+    this.freedSinceCollection = 0;
+    collectFreedMemory();
   }
 
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */

@@ -213,6 +213,12 @@ export interface FreeMessage {
   readonly t: "free";
   readonly oids: readonly string[];
   readonly cids: readonly string[];
+  /**
+   * Some of the objects go because the driver's garbage collector found their refs dropped (not
+   * released at once): they lived a while, so the node collects its own garbage soon after, for
+   * their memory to be reused (see `core/_runtime.ts`'s `collectFreedMemory`).
+   */
+  readonly collected?: boolean;
 }
 
 /**
@@ -502,8 +508,12 @@ export function decodeDriverMessage(frame: Uint8Array): DriverMessage {
       return { t, cid: str(r, "cid", t) };
     case "fetch":
       return { t, oid: str(r, "oid", t) };
-    case "free":
-      return { t, oids: ids(r, "oids", t), cids: ids(r, "cids", t) };
+    case "free": {
+      const free = { t, oids: ids(r, "oids", t), cids: ids(r, "cids", t) } as const;
+      if (r.collected === undefined) return free;
+      if (typeof r.collected !== "boolean") fail(`"free" collected must be a boolean, got ${typeof r.collected}`);
+      return { ...free, collected: r.collected as boolean };
+    }
     case "store": {
       const oid = str(r, "oid", t);
       if (!oid.startsWith(STORED_ID_PREFIX)) {

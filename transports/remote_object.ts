@@ -14,7 +14,7 @@ import type { NodeLink } from "./link.ts";
 
 /** The objects of links still open, freed once nothing in this process holds them any more. */
 const collected = new FinalizationRegistry<{ link: NodeLink; oid: string }>(({ link, oid }) => {
-  link.freeObject(oid);
+  link.freeObject(oid, true);
 });
 
 /**
