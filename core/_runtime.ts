@@ -266,34 +266,47 @@ export function collectNow(): boolean {
 let bunFullGc: (() => unknown) | null | undefined;
 
 /**
- * Collects the whole heap now and keeps the memory it frees for this process's next allocations.
- * A node calls it once a driver's garbage collector freed objects of its store: they had lived long
- * enough to be old in the node's own heap, where only a whole-heap collection finds them, and until
- * then every new result lands on fresh pages (a page fault per 4 KiB: on Bun ~180 per 1 MiB result
- * of `bench/data_plane.ts`'s hand-off against ~30 when they are collected at once).
+ * Whether {@linkcode collectFreedMemory} collects on this runtime: on Bun. On V8 (Deno, Node) it does
+ * nothing: there it could only be a whole-heap marking ({@linkcode requestCollection}), and a node
+ * marking after each `free` cost Deno's 16 MiB hand-off in `bench/data_plane.ts` (0.81–0.93× the raw
+ * WebSocket against 1.26–1.85× without, three interleaved pairs) with no gain this machine resolved
+ * at 1 MiB.
  *
- * - Bun: `fullGC()` of `bun:jsc` (a few ms for a node's heap). Not `Bun.gc(true)`, which also hands
- *   the freed memory back to the system, so the next results fault on every page again.
- * - V8 (Deno, Node): as {@linkcode requestCollection} (a whole-heap marking on V8's own tasks).
+ * @example
+ * ```ts
+ * import { collectsFreedMemory } from "./_runtime.ts";
+ * if (typeof collectsFreedMemory !== "boolean") throw new Error("unexpected");
+ * ```
+ */
+export const collectsFreedMemory: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
+
+/**
+ * Collects the whole heap now and keeps the memory it frees for this process's next allocations
+ * (Bun; elsewhere nothing, see {@linkcode collectsFreedMemory}). A node calls it once a driver's
+ * garbage collector freed objects of its store: they had lived long enough to be old in the node's
+ * own heap, where only a whole-heap collection finds them, and until then each new result lands on
+ * fresh pages (in `bench/data_plane.ts` on Bun, ~180–220 page faults per 1 MiB result against 20–46
+ * when they are freed at once). `fullGC()` of `bun:jsc` (a few ms for a node's heap); not
+ * `Bun.gc(true)`, which also hands the freed memory back to the system, so the next results fault
+ * on every page again.
  *
  * Callers do it rarely (after MiBs of freed objects, at most once per some ms).
  *
  * @example
  * ```ts
- * import { collectFreedMemory } from "./_runtime.ts";
+ * import { collectFreedMemory, collectsFreedMemory } from "./_runtime.ts";
  * let collected = false;
  * const registry = new FinalizationRegistry(() => (collected = true));
  * (() => registry.register({}, 0))();
- * for (let i = 0; i < 100 && !collected; i++) {
+ * for (let i = 0; i < 100 && collectsFreedMemory && !collected; i++) {
  *   collectFreedMemory();
  *   await new Promise((r) => setTimeout(r, 0));
  * }
- * if (!collected) throw new Error("nothing was collected");
+ * if (collectsFreedMemory && !collected) throw new Error("nothing was collected");
  * ```
  */
 export function collectFreedMemory(): void {
-  const bun = (globalThis as { Bun?: unknown }).Bun;
-  if (bun === undefined) return requestCollection(true);
+  if (!collectsFreedMemory) return;
   if (bunFullGc === undefined) {
     try {
       const jsc = (import.meta as { require?(id: string): { fullGC?: () => unknown } }).require?.("bun:jsc");

@@ -546,7 +546,7 @@ test(
   "data plane: a free for refs the driver's collector found dropped says so (the node then collects its own garbage); a release's does not",
   T,
   async () => {
-    // (which: a node collects after MiBs of such frees, so that its next results reuse their memory)
+    // (which: a node on Bun collects after MiBs of such frees, so that its next results reuse their memory)
     const frees: boolean[] = [];
     const node = new NodeServer({ name: "col" });
     const server = serveInMemory("dp-col", (frame, peer) => {

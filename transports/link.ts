@@ -9,7 +9,7 @@
 import type { Span } from "@opentelemetry/api";
 import { errorFromWire, frameBytes, isValueRefusal } from "../core/codec.ts";
 import { NodeLostError, TransportError } from "../core/errors.ts";
-import { collectNow, requestCollection } from "../core/_runtime.ts";
+import { collectNow, collectsFreedMemory, requestCollection } from "../core/_runtime.ts";
 import type { CancelHook } from "../core/cancel.ts";
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config.ts";
 import type { MeshNode } from "../core/mesh_node.ts";
@@ -83,15 +83,15 @@ const FREE_TIMEOUT_MS = 60_000;
 /**
  * The most bytes a link's refs may come to pin on its node, above the fewest since the last
  * collection prompt, before the driver prompts its runtime to collect (see `NodeLink.holdObject`):
- * 16 MiB. A prompt costs the driver about 0.06 ms on Bun (5 ms when thorough), and on V8 0.4 ms at
- * once and then V8's marking of the whole heap, some ms of CPU. Fewer bytes between prompts alone do
- * not spare the node: in `bench/data_plane.ts` on Bun, A took 150–190 page faults per 1 MiB hand-off
- * whether it held 2 or 60 dropped results; what does is the node collecting its own garbage as soon
- * as they are freed (`FreeMessage.collected`), and that only helps while each `free` frees a few
- * MiB: after 64 MiB at once, A's next results land on fresh pages again (35–45 faults per hand-off
- * at 8 and 16 MiB a prompt, 173 at 64).
+ * 16 MiB on Bun, 64 MiB elsewhere. A prompt costs the driver about 0.06 ms on Bun (5 ms when
+ * thorough), and on V8 0.4 ms at once and then V8's marking of the whole heap, some ms of CPU (+160
+ * µs per 1 MiB hand-off of `bench/data_plane.ts` on Deno at 64 MiB a prompt, +660 at 8 MiB). Fewer
+ * bytes between prompts alone do not spare the node: on Bun, A took 130–190 page faults per 1 MiB
+ * hand-off whether it held 2 or 60 dropped results; a node that collects its own heap once they are
+ * freed (`FreeMessage.collected`, on Bun: `collectsFreedMemory`) does, while each `free` frees a
+ * few MiB: 31–46 faults at 8 and 16 MiB a prompt, 173 at 64 (its next results land on fresh pages).
  */
-const COLLECT_EVERY_BYTES = 16 * 1024 * 1024;
+const COLLECT_EVERY_BYTES = (collectsFreedMemory ? 16 : 64) * 1024 * 1024;
 
 /**
  * The fewest bytes between prompts, whatever a node says its store holds: a node's `welcome` and its
@@ -132,7 +132,8 @@ let lastPromptAt = -Infinity;
 
 /**
  * How many bytes a link's refs may come to pin on a node above the fewest they pinned since the last
- * collection prompt before the next: an eighth of the node's store, at most 16 MiB, at least 1 MiB
+ * collection prompt before the next: an eighth of the node's store, at most 16 MiB on Bun (64 MiB
+ * elsewhere: see `COLLECT_EVERY_BYTES`), at least 1 MiB
  * whatever the node says. An eighth, because a collection frees nothing at once: V8 marks the heap
  * on its own tasks while hand-offs go on (a store of 128 MiB held at most 51 to 69 dropped results of
  * 1 MiB in the test that runs 400 through it, in the Deno test runner's 100 MB heap; 25 on Bun), and
@@ -145,7 +146,8 @@ let lastPromptAt = -Infinity;
  * ```ts
  * import { collectionBudget } from "./link.ts";
  * import { strictEqual } from "node:assert/strict";
- * strictEqual(collectionBudget(undefined), 16 * 1024 * 1024);
+ * import { collectsFreedMemory } from "../core/_runtime.ts";
+ * strictEqual(collectionBudget(undefined), (collectsFreedMemory ? 16 : 64) * 1024 * 1024);
  * strictEqual(collectionBudget(64 * 1024 * 1024), 8 * 1024 * 1024);
  * strictEqual(collectionBudget(8), 1024 * 1024); // a node's claim of a tiny store
  * ```
