@@ -158,6 +158,17 @@ test("protocol 6: a driver of protocol 5 (which sends large arrays in the frame)
   for (const publish of ["x", "", 5, "p:" + "x".repeat(600)]) {
     assert.throws(() => decodeDriverMessage(encodeMessage({ ...call, publish })), /publish/, String(publish));
   }
+  // a free may say its objects' refs were found dropped by the driver's collector (a boolean)
+  const free = { t: "free", oids: ["o1"], cids: [] };
+  assert.deepEqual(decodeDriverMessage(encodeMessage(free)), free);
+  assert.deepEqual(decodeDriverMessage(encodeMessage({ ...free, collected: true })), { ...free, collected: true });
+  for (const collected of ["yes", 1, null]) {
+    assert.throws(
+      () => decodeDriverMessage(encodeMessage({ ...free, collected })),
+      (e: unknown) => e instanceof ta.ProtocolError && /"free" collected must be a boolean/.test(e.message),
+      String(collected),
+    );
+  }
 });
 
 /** The head of a CBOR item: major type 0–7 and its argument, in the fewest bytes. */
