@@ -4,8 +4,8 @@
  * `node:async_hooks` (the only static `node:` import in `core/`; `node:v8` and `node:vm` are
  * imported here on demand where the runtime is V8 with a process, for {@linkcode collectNow}),
  * letting a timer not hold the process open is `unref()` on Bun and Node and `Deno.unrefTimer` on
- * Deno, and the working directory (for relative config paths) exists only where there is a process. Every other file in `core/` uses
- * Web-standard APIs only; `tools/check_imports.ts` enforces that.
+ * Deno, and the working directory (for relative config paths) exists only where there is a process.
+ * Every other file in `core/` uses Web-standard APIs only; `tools/check_imports.ts` enforces that.
  *
  * @module
  */
@@ -128,6 +128,9 @@ export function envVar(name: string): string | undefined {
   }
 }
 
+/** Whether the runtime is Bun (JavaScriptCore). */
+const onBun: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
+
 /**
  * Whether a new small typed array costs less than a view of another's bytes (`subarray`): on Bun
  * (JavaScriptCore) a 16-byte array filled in a loop costs about half a view; on V8 (Deno, Node) a
@@ -140,7 +143,13 @@ export function envVar(name: string): string | undefined {
  * if (typeof smallCopiesAreCheap !== "boolean") throw new Error("unexpected");
  * ```
  */
-export const smallCopiesAreCheap: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
+export const smallCopiesAreCheap: boolean = onBun;
+
+/** Bun's collector (`Bun.gc`), where the runtime is Bun. */
+const bunGc: ((force: boolean) => void) | undefined = (() => {
+  const gc = (globalThis as { Bun?: { gc?: unknown } }).Bun?.gc;
+  return typeof gc === "function" ? (force: boolean) => (gc as (force: boolean) => void)(force) : undefined;
+})();
 
 /**
  * Bytes of the untouched buffer {@linkcode requestCollection} makes on V8: enough to cross the
@@ -184,9 +193,8 @@ const COLLECTION_PROMPT_BYTES = 1024 * 1024 * 1024;
  * ```
  */
 export function requestCollection(thorough: boolean): void {
-  const bun = (globalThis as { Bun?: { gc?(force: boolean): void } }).Bun;
-  if (typeof bun?.gc === "function") {
-    bun.gc(thorough);
+  if (bunGc !== undefined) {
+    bunGc(thorough);
     return;
   }
   if (v8FullCollection === undefined) loadV8FullCollection();
@@ -248,9 +256,8 @@ function loadV8FullCollection(): void {
  * ```
  */
 export function collectNow(): boolean {
-  const bun = (globalThis as { Bun?: { gc?(force: boolean): void } }).Bun;
-  if (typeof bun?.gc === "function") {
-    bun.gc(true);
+  if (bunGc !== undefined) {
+    bunGc(true);
     return true;
   }
   if (v8FullCollection === undefined) loadV8FullCollection();
@@ -278,7 +285,7 @@ let bunFullGc: (() => unknown) | null | undefined;
  * if (typeof collectsFreedMemory !== "boolean") throw new Error("unexpected");
  * ```
  */
-export const collectsFreedMemory: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
+export const collectsFreedMemory: boolean = onBun;
 
 /**
  * Collects the whole heap now and keeps the memory it frees for this process's next allocations
