@@ -18,13 +18,17 @@
  *                                                   before the eleventh session were measured)
  *   BENCH_WAKE=1 npx bun bench/streaming.ts        (each measured stream right after one of the same side: after
  *                                                   ~150 ms idle a stream costs both ends more CPU here)
+ *   BENCH_ROTATE=1 npx bun bench/streaming.ts      (each side first in turn: by default the raw child's runs
+ *                                                   from the generator always follow its plain push, so
+ *                                                   only ours and the plain push run after their server idled)
  *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
  *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
  *
  * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios; and
  * the CPU time per item each process spent over all the throughput runs (the server child's from
  * /proc, Linux only; this process's from `process.cpuUsage()`), which the load of other processes
- * on the machine does not inflate as it does wall time.
+ * on the machine does not inflate as it does wall time; and the minor page faults each end took per
+ * 1,000 items (memory touched afresh: on Bun mostly what mimalloc gave back while the process idled).
  * Timing claims live here, never in tests.
  *
  * @module
@@ -48,6 +52,12 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const WARM_MS = Number(process.env.BENCH_WARM_MS ?? 2000);
 /** `BENCH_WAKE=1`: an unmeasured stream of the same side right before each measured one. */
 const WAKE = process.env.BENCH_WAKE === "1";
+/**
+ * `BENCH_ROTATE=1`: each round starts with the next of the four sides, instead of ours alternating
+ * first and last around the three raw pushes (which always run in that order, so the raw child idles
+ * only before the first of them).
+ */
+const ROTATE = process.env.BENCH_ROTATE === "1";
 /** Round trips per latency sample. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 /** The mesh's credit window in items (`BENCH_WINDOW`; default: the stream's default window). */
@@ -121,15 +131,30 @@ function startChild(kind: string): ReturnType<typeof startBenchChild> {
   return startBenchChild(import.meta.url, kind);
 }
 
+/** A child process's /proc stat fields after the command's closing parenthesis, or undefined without /proc. */
+function childStat(pid: number | undefined): string[] | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
 /** CPU ms a child process has spent so far (user + system, /proc), or NaN where there is no /proc. */
 function childCpuMs(pid: number | undefined): number {
-  try {
-    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms (USER_HZ 100)
-  } catch {
-    return NaN;
-  }
+  const f = childStat(pid);
+  // utime and stime are the 12th and 13th fields after the parenthesis
+  return f === undefined ? NaN : (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms (USER_HZ 100)
+}
+
+/**
+ * Minor page faults of a child process so far (/proc, its 8th field after the parenthesis), or NaN:
+ * memory the process touches afresh, such as what its allocator gave back to the kernel while it
+ * idled (Bun's mimalloc, see BENCHMARKS.md, twelfth and thirteenth sessions).
+ */
+function childFaults(pid: number | undefined): number {
+  const f = childStat(pid);
+  return f === undefined ? NaN : Number(f[7]);
 }
 
 /** CPU ms this process has spent so far. */
@@ -138,23 +163,38 @@ function ownCpuMs(): number {
   return (c.user + c.system) / 1000;
 }
 
-/** CPU spent by each end over the throughput runs of one side, and the items they moved. */
+/** Minor page faults of this process so far, or NaN where the runtime does not say. */
+function ownFaults(): number {
+  const usage = (process as { resourceUsage?: () => { minorPageFault: number } }).resourceUsage;
+  return typeof usage === "function" ? usage().minorPageFault : NaN;
+}
+
+/** CPU spent (and minor page faults taken) by each end over the throughput runs of one side, and the items they moved. */
 class CpuTally {
   server = 0;
   client = 0;
+  serverFaults = 0;
+  clientFaults = 0;
   items = 0;
   constructor(readonly pid: number | undefined) {}
   async measure<T>(items: number, run: () => Promise<T>): Promise<T> {
     const s0 = childCpuMs(this.pid), c0 = ownCpuMs();
+    const sf0 = childFaults(this.pid), cf0 = ownFaults();
     const out = await run();
     this.server += childCpuMs(this.pid) - s0;
     this.client += ownCpuMs() - c0;
+    this.serverFaults += childFaults(this.pid) - sf0;
+    this.clientFaults += ownFaults() - cf0;
     this.items += items;
     return out;
   }
   /** ns per item: the server's, and this process's. */
   perItem(): { server: number; client: number } {
     return { server: this.server * 1e6 / this.items, client: this.client * 1e6 / this.items };
+  }
+  /** Minor page faults per 1,000 items: the server's, and this process's. */
+  faultsPerK(): { server: number; client: number } {
+    return { server: this.serverFaults * 1000 / this.items, client: this.clientFaults * 1000 / this.items };
   }
 }
 
@@ -291,12 +331,31 @@ async function main(): Promise<void> {
         return measured();
       };
       for (let r = 0; r < RUNS; r++) {
-        // alternate which goes first, so neither always runs on a cooler machine
-        const o = r % 2 === 0 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : 0;
-        const b = await awake(raw_, () => rawCpu.measure(ITEMS, raw_));
-        const g = await awake(rawGen_, () => rawGenCpu.measure(ITEMS, rawGen_));
-        const w = await awake(rawSame_, () => rawSameCpu.measure(ITEMS, rawSame_));
-        const o2 = r % 2 === 1 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : o;
+        let o2: number, b: number, g: number, w: number;
+        if (ROTATE) {
+          // each side first in turn: the raw child's three sides each come after our stream (the raw
+          // child idle through it) in some rounds, as the plain raw push does by default
+          const got = [0, 0, 0, 0];
+          const sides = [
+            () => oursCpu.measure(ITEMS, ours_),
+            () => rawCpu.measure(ITEMS, raw_),
+            () => rawGenCpu.measure(ITEMS, rawGen_),
+            () => rawSameCpu.measure(ITEMS, rawSame_),
+          ];
+          const wakes = [ours_, raw_, rawGen_, rawSame_];
+          for (let k = 0; k < 4; k++) {
+            const i = (r + k) % 4;
+            got[i] = await awake(wakes[i], sides[i]);
+          }
+          [o2, b, g, w] = got;
+        } else {
+          // alternate which goes first, so neither always runs on a cooler machine
+          const o = r % 2 === 0 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : 0;
+          b = await awake(raw_, () => rawCpu.measure(ITEMS, raw_));
+          g = await awake(rawGen_, () => rawGenCpu.measure(ITEMS, rawGen_));
+          w = await awake(rawSame_, () => rawSameCpu.measure(ITEMS, rawSame_));
+          o2 = r % 2 === 1 ? await awake(ours_, () => oursCpu.measure(ITEMS, ours_)) : o;
+        }
         ours.push(o2);
         base.push(b);
         ratios.push(o2 / b);
@@ -356,6 +415,14 @@ async function main(): Promise<void> {
       console.log(
         `  CPU per item, raw generator → for await: server ${ns(sc.server)}, client ${ns(sc.client)}; ` +
           `ours / raw: server ${(oc.server / sc.server).toFixed(2)}, client ${(oc.client / sc.client).toFixed(2)}`,
+      );
+      const of = oursCpu.faultsPerK(), rf = rawCpu.faultsPerK(), gf = rawGenCpu.faultsPerK();
+      const sf = rawSameCpu.faultsPerK();
+      const pf = (x: { server: number; client: number }) =>
+        Number.isNaN(x.server) ? "n/a" : `${x.server.toFixed(1)} / ${x.client.toFixed(1)}`;
+      console.log(
+        `  minor page faults per 1k items, server / client end: ours ${pf(of)}, raw ${pf(rf)}, ` +
+          `raw from the generator ${pf(gf)}, raw generator → for await ${pf(sf)}`,
       );
       console.log(`  first item of a stream, p50             ${spread(firstItem, us)}`);
       console.log(`  plain call round trip, p50              ${spread(plain, us)}`);
