@@ -5,11 +5,18 @@ import { fileURLToPath } from "node:url";
 
 /**
  * Runs the benchmark file at `benchUrl` again with `--server <kind>` (under Deno with `run -A`) and
- * resolves once the child prints `PORT <n>`; rejects if it exits first.
+ * resolves once the child prints `PORT <n>`; rejects if it exits first. `runtimeArgs` go to the
+ * runtime before the file (Bun's `--cpu-prof`, say).
  */
-export function startBenchChild(benchUrl: string, kind: string): Promise<{ child: ChildProcess; port: number }> {
+export function startBenchChild(
+  benchUrl: string,
+  kind: string,
+  runtimeArgs: readonly string[] = [],
+): Promise<{ child: ChildProcess; port: number }> {
   const self = fileURLToPath(benchUrl);
-  const argv = "Deno" in globalThis ? ["run", "-A", self, "--server", kind] : [self, "--server", kind];
+  const argv = "Deno" in globalThis
+    ? ["run", "-A", ...runtimeArgs, self, "--server", kind]
+    : [...runtimeArgs, self, "--server", kind];
   const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     let out = "";

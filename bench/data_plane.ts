@@ -16,6 +16,10 @@
  *
  * BENCH_CPU=500 (Linux) also prints each process's CPU time, sleeps and page faults per hand-off of
  * each kind.
+ * BENCH_ALTERNATE=1 (with BENCH_CPU) runs those hand-offs alternating with the other kind's, as the
+ * timed runs do (see ALTERNATE).
+ * BENCH_PROFILE=A (or B; Bun) writes that node's CPU profile (`bun --cpu-prof --cpu-prof-md`) into
+ * BENCH_PROFILE_DIR (default `.`) when the bench ends (see PROFILE).
  * BENCH_EAGER_FREE=1 frees each hand-off's array on A as soon as B's call ended (see EAGER_FREE).
  * BENCH_RELEASE=1: the hand-off's code releases its intermediate ref with `using` (see RELEASE).
  * BENCH_INLINE=1 sends every result back through the driver instead, for comparison. BENCH_MIB
@@ -51,6 +55,19 @@ const INLINE = process.env.BENCH_INLINE === "1";
  * hand-off, from /proc.
  */
 const CPU = Number(process.env.BENCH_CPU ?? 0);
+/**
+ * BENCH_ALTERNATE=1 (with BENCH_CPU): each hand-off of one kind follows one of the other kind, as in
+ * the timed runs, where a node idles while the other path's hand-off runs. The other kind's
+ * hand-offs are not timed, nor are their own processes counted; the driver's CPU then holds both.
+ */
+const ALTERNATE = process.env.BENCH_ALTERNATE === "1";
+/**
+ * BENCH_PROFILE=A or B (Bun): that node runs under `bun --cpu-prof --cpu-prof-md` and, at the end,
+ * exits on SIGTERM so that its profile (a `.cpuprofile` and a Markdown summary with each function's
+ * self time, native ones such as `fullGC` and `send` included) is written into BENCH_PROFILE_DIR
+ * (default the working directory). Perf cannot name the functions of Bun's JIT; this can.
+ */
+const PROFILE = process.env.BENCH_PROFILE;
 /**
  * BENCH_EAGER_FREE=1: ours tells A to free the array as soon as B's call ended, through the driver's
  * internals (what an explicit release of the ref would do), instead of when the driver's garbage
@@ -110,6 +127,8 @@ async function runServer(kind: string): Promise<void> {
   if (kind === "A" || kind === "B") {
     const node = new NodeServer({ name: kind, gpus: kind === "A" ? 1 : 0, cpus: kind === "A" ? 1 : 8 });
     const served = await serveFrames(node.handler, { port: 0, hostname: "127.0.0.1" });
+    // a profiled node exits when told, so that the runtime writes its profile
+    if (PROFILE === kind) process.on("SIGTERM", () => process.exit(0));
     console.log(`PORT ${served.port}`);
     return;
   }
@@ -154,7 +173,13 @@ async function runServer(kind: string): Promise<void> {
 // ---- client side ---------------------------------------------------------------------------------
 
 function startChild(kind: string): ReturnType<typeof startBenchChild> {
-  return startBenchChild(import.meta.url, kind);
+  const profiled = PROFILE === kind && !("Deno" in globalThis);
+  const dir = process.env.BENCH_PROFILE_DIR ?? ".";
+  return startBenchChild(
+    import.meta.url,
+    kind,
+    profiled ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [],
+  );
 }
 
 /** A TCP proxy to `port` that holds every chunk `ms` before passing it on, in both directions. */
@@ -276,9 +301,15 @@ async function main(): Promise<void> {
           ];
           for (const [name, run] of [["ours", ours], ["raw", raw]] as const) {
             const before = procs.map(([, pid]) => schedOf(pid));
-            const t0 = performance.now();
-            for (let i = 0; i < CPU; i++) await run();
-            const wall = (performance.now() - t0) / CPU;
+            let t = 0;
+            for (let i = 0; i < CPU; i++) {
+              // BENCH_ALTERNATE=1: each of ours after one of raw, as the timed runs alternate (not timed)
+              if (ALTERNATE) await (name === "ours" ? raw : ours)();
+              const t0 = performance.now();
+              await run();
+              t += performance.now() - t0;
+            }
+            const wall = t / CPU;
             const per = procs.map(([p, pid], i) => {
               const [ns, slept, faults] = schedOf(pid).map((x, j) => x - before[i][j]);
               return `${p} ${(ns / CPU / 1000).toFixed(0)} µs, ${(slept / CPU).toFixed(2)} sleeps, ${
@@ -390,6 +421,12 @@ async function main(): Promise<void> {
     await far.close();
     await near.close();
   } finally {
+    const profiled = PROFILE === "A" ? a : PROFILE === "B" ? b : undefined;
+    if (profiled !== undefined && profiled.child.exitCode === null) {
+      const exited = new Promise((resolve) => profiled.child.once("exit", resolve));
+      profiled.child.kill("SIGTERM");
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    }
     for (const c of [a, b, rawA, rawB, proxy, ...delayed]) c.child.kill("SIGKILL");
   }
 }
