@@ -5,6 +5,21 @@
 // a bound on open connections, and header and idle timeouts; each connection's bytes are relayed to
 // the Deno.serve behind it (over a private Unix socket). A relay costs one more hop on loopback; the
 // alternatives measured (Deno's node:http server, a relay made of stream pipes) cost more.
+//
+// Once a connection is a WebSocket, the relay also bounds what it hands the client unread: Deno's
+// server sockets report no pongs, and the kernel takes several MiB from a client that never reads
+// before Deno's own buffer (which the node watches) fills. So the relay puts its own pings between
+// the server's frames, each carrying the count of bytes relayed before it, and reads the client's
+// pongs (which come only once the client has read everything before them): past `window` bytes
+// pinged and not acknowledged it stops reading from the server behind, whose buffer then fills
+// and makes the node wait (transports/server.ts: a connection's messages wait once 1 MiB of its
+// replies are unsent). Each pong doubles the window, so a client that reads has what its link needs.
+//
+// A node that closes such a connection (1013, "client reads too slowly") must still get its close
+// frame out, and that frame waits in Deno's buffer behind what the relay does not read. So the relay
+// names each connection to the server behind: it adds a header with a random token to the first
+// request's head, and `upgradeWebSocket` (./serve.ts) lifts that connection's bound
+// (`unboundRelay`) as the node closes its WebSocket.
 
 /** What the guard needs of a Deno connection (typed here: the project's tsc has no Deno types). */
 export interface DenoConn {
@@ -73,6 +88,69 @@ interface Relay {
   closed: boolean;
   /** The client's WebSocket frames, followed once upgraded. */
   ws: WsLengths | undefined;
+  /** The server's side once upgraded: its frames, the relay's pings and the client's pongs. */
+  down: Downstream | undefined;
+  /** The token the relay named this connection with to the server behind (see {@linkcode RELAY_TOKEN_HEADER}). */
+  token: string | undefined;
+  /** The server closes this connection: nothing it sends is held back any more. */
+  closing: boolean;
+  /**
+   * Set once the server behind took no more of the client's bytes: the relay then reads and drops
+   * what the client sends until it closes, or this timer ({@linkcode LINGER_MS}) drops it.
+   */
+  serverGone: ReturnType<typeof setTimeout> | undefined;
+}
+
+/**
+ * How long a connection whose server is gone may go on sending (read and dropped) before it is
+ * closed: time for the client to read what the server said last (a close frame behind replies).
+ */
+const LINGER_MS = 10_000;
+
+/**
+ * The header the relay adds to a connection's first request head, naming the connection to the
+ * server behind with a random token (never shown to the client): {@linkcode unboundRelay} takes it.
+ */
+export const RELAY_TOKEN_HEADER = "x-thinkagain-relay";
+/** The relays by their tokens, for {@linkcode unboundRelay}. */
+const relaysByToken = new Map<string, Relay>();
+
+/**
+ * Lifts the bound on what the relay named `token` hands its client unread: the server behind is
+ * closing that connection, and its close frame (behind everything it still sends) must get out.
+ *
+ * @param token The value of the {@linkcode RELAY_TOKEN_HEADER} header of the connection's request.
+ * @returns Whether a relay had that token.
+ *
+ * @example An unknown token lifts nothing
+ * ```ts
+ * import { unboundRelay } from "./_connection_guard.ts";
+ * if (unboundRelay("no such token")) throw new Error("unexpected");
+ * ```
+ */
+export function unboundRelay(token: string): boolean {
+  const r = relaysByToken.get(token);
+  if (r === undefined) return false;
+  r.closing = true;
+  r.down?.unbound();
+  return true;
+}
+
+/**
+ * `chunk` (the start of a connection's first request) with the {@linkcode RELAY_TOKEN_HEADER}
+ * header after its request line, or `undefined` when the request line does not end in it.
+ */
+function withToken(chunk: Uint8Array, token: string): Uint8Array | undefined {
+  for (let i = 0; i + 1 < chunk.byteLength; i++) {
+    if (chunk[i] !== CR || chunk[i + 1] !== LF) continue;
+    const line = new TextEncoder().encode(`${RELAY_TOKEN_HEADER}: ${token}\r\n`);
+    const out = new Uint8Array(chunk.byteLength + line.byteLength);
+    out.set(chunk.subarray(0, i + 2));
+    out.set(line, i + 2);
+    out.set(chunk.subarray(i + 2), i + 2 + line.byteLength);
+    return out;
+  }
+  return undefined;
 }
 
 const CR = 13;
@@ -110,6 +188,8 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     if (r.closed) return;
     r.closed = true;
     relays.delete(r);
+    if (r.token !== undefined) relaysByToken.delete(r.token);
+    clearTimeout(r.serverGone);
     if (relays.size === 0) emptied?.();
     try {
       r.client.close();
@@ -121,6 +201,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     } catch {
       // already closed
     }
+    r.down?.unbound();
   };
 
   const admit = (conn: DenoConn): void => {
@@ -155,6 +236,10 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       matched: 0,
       closed: false,
       ws: undefined,
+      down: undefined,
+      token: undefined,
+      closing: false,
+      serverGone: undefined,
     };
     relays.add(r);
     void relay(r);
@@ -162,7 +247,9 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
 
   const fromClient = (r: Relay, chunk: Uint8Array): void => {
     if (r.phase === "upgraded") {
-      if (!(r.ws ??= new WsLengths(options.maxMessageBytes)).feed(chunk)) drop(r);
+      const down = r.down;
+      const ws = r.ws ??= new WsLengths(options.maxMessageBytes, down ? (read) => down.acknowledged(read) : undefined);
+      if (!ws.feed(chunk)) drop(r);
       return;
     }
     if (r.phase === "busy") return;
@@ -188,6 +275,8 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     if (r.phase === "upgraded") return;
     if (r.phase === "busy" && startsWith(chunk, SWITCHING)) {
       r.phase = "upgraded";
+      r.down = new Downstream();
+      if (r.closing) r.down.unbound();
       return;
     }
     r.phase = "idle";
@@ -198,13 +287,44 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     const buffer = new Uint8Array(RELAY_BUFFER_BYTES);
     try {
       for (;;) {
-        const n = await from.read(buffer);
+        let n: number | null;
+        try {
+          n = await from.read(buffer);
+        } catch (err) {
+          // the server reset its side (it closed with bytes of the client's unread): what it sent
+          // before was read and relayed, so the client gets it and then the end, as at its close
+          if (client) throw err;
+          n = null;
+        }
         if (n === null) break;
         const chunk = buffer.subarray(0, n);
-        if (client) fromClient(r, chunk);
-        else fromServer(r, chunk);
+        if (client) {
+          fromClient(r, chunk);
+          // the server is gone: what the client still sends goes nowhere, but it is read, so that
+          // closing the client's socket sends what the server said last instead of a reset
+          if (r.serverGone !== undefined) continue;
+          try {
+            await writeAll(to, chunk);
+          } catch {
+            r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
+          }
+          continue;
+        } else {
+          if (r.down === undefined) fromServer(r, chunk);
+          const down = r.down;
+          if (down !== undefined) {
+            await down.relay(chunk, to);
+            // nothing more from the server while the client has not shown it read enough
+            while (down.full && !r.closed) await down.room();
+            continue;
+          }
+        }
         await writeAll(to, chunk);
       }
+      // the client sends no more (no more pongs either): what the server sends goes unbounded
+      if (client) r.down?.unbound();
+      // the server is done: what the client still sends is read and dropped, for a while
+      else r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
       await to.closeWrite();
     } catch {
       drop(r);
@@ -222,7 +342,15 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       if (r.closed) return drop(r);
       const chunk = first.subarray(0, n);
       fromClient(r, chunk);
-      await writeAll(r.upstream, chunk);
+      // the first request is named (a request line longer than the first read is not: its
+      // connection keeps its bound as the node closes it)
+      const token = crypto.randomUUID();
+      const named = withToken(chunk, token);
+      if (named !== undefined) {
+        r.token = token;
+        relaysByToken.set(token, r);
+      }
+      await writeAll(r.upstream, named ?? chunk);
     } catch {
       return drop(r);
     }
@@ -291,10 +419,159 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   };
 }
 
+/** The relay pings the client after each this many bytes the server sent it (at a frame's end). */
+const PING_EVERY_BYTES = 256 * 1024;
+/**
+ * Bytes pinged and not acknowledged by the client's pong past which the relay reads no more from the
+ * server, at first: what a client that never reads is handed (besides one ping's worth and one
+ * frame), instead of the several MiB the kernel takes.
+ */
+const FIRST_WINDOW_BYTES = 512 * 1024;
+/** The most the window grows to, doubling at each pong. */
+const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
+/** A relay's ping: FIN + ping, 8 bytes of payload (the bytes relayed before it, a float64). */
+const PING_HEAD = 0x89;
+const PING_PAYLOAD_BYTES = 8;
+
+/**
+ * The server's side of an upgraded connection: follows its frames (to put pings only between
+ * them), pings the client after each {@linkcode PING_EVERY_BYTES}, and says when the client has
+ * more unacknowledged than its window, until its pong comes.
+ */
+class Downstream {
+  #frames = new FrameEnds();
+  /** Bytes of the server's relayed to the client. */
+  #sent = 0;
+  /** `#sent` at the last ping. */
+  #pinged = 0;
+  /** What the client's last pong acknowledged. */
+  #acked = 0;
+  #window = FIRST_WINDOW_BYTES;
+  #unbounded = false;
+  #wake: (() => void) | undefined;
+
+  /** The client has more bytes pinged and unacknowledged than its window. */
+  get full(): boolean {
+    return !this.#unbounded && this.#pinged - this.#acked >= this.#window;
+  }
+
+  /** Resolves once the client acknowledges more, or the connection ends. */
+  room(): Promise<void> {
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  /** Writes `chunk` (the server's bytes) to `to`, with a ping after each frame that ends a ping's worth. */
+  async relay(chunk: Uint8Array, to: DenoConn): Promise<void> {
+    let start = 0;
+    let at = 0;
+    while (at < chunk.byteLength) {
+      at = this.#frames.next(chunk, at);
+      if (!this.#frames.atEnd || this.#sent + (at - start) - this.#pinged < PING_EVERY_BYTES) continue;
+      await writeAll(to, chunk.subarray(start, at));
+      this.#sent += at - start;
+      start = at;
+      const ping = new Uint8Array(2 + PING_PAYLOAD_BYTES);
+      ping[0] = PING_HEAD;
+      ping[1] = PING_PAYLOAD_BYTES;
+      new DataView(ping.buffer).setFloat64(2, this.#sent);
+      await writeAll(to, ping);
+      this.#pinged = this.#sent;
+    }
+    if (start < chunk.byteLength) await writeAll(to, chunk.subarray(start));
+    this.#sent += chunk.byteLength - start;
+  }
+
+  /** The client's pong for a ping of ours: it read `read` bytes. */
+  acknowledged(read: number): void {
+    if (!(read > this.#acked && read <= this.#pinged)) return;
+    this.#acked = read;
+    this.#window = Math.min(2 * this.#window, MAX_WINDOW_BYTES);
+    this.#wakeUp();
+  }
+
+  /** No more pongs will come (the client stopped sending, or the connection closed): no bound. */
+  unbound(): void {
+    this.#unbounded = true;
+    this.#wakeUp();
+  }
+
+  #wakeUp(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+}
+
+/**
+ * Follows the ends of a server's WebSocket frames (RFC 6455 §5.2) across chunks: the HTTP head
+ * of its upgrade answer first (the chunk that starts it may hold frames after it), then each
+ * frame's header and payload.
+ */
+class FrameEnds {
+  /** Bytes of the blank line that ends the upgrade answer's head seen so far; 4 once past it. */
+  #matched = 0;
+  #header = new Uint8Array(14);
+  #have = 0;
+  #payloadLeft = 0;
+  /** Whether the last {@linkcode next} stopped at a frame's end. */
+  atEnd = false;
+
+  /** Follows `chunk` from `at` to the next frame's end (or the chunk's); returns where it stopped. */
+  next(chunk: Uint8Array, at: number): number {
+    this.atEnd = false;
+    while (this.#matched < 4 && at < chunk.byteLength) {
+      const b = chunk[at++];
+      const m = this.#matched;
+      if (b === (m % 2 === 0 ? CR : LF)) this.#matched = m + 1;
+      else this.#matched = b === CR ? 1 : 0;
+    }
+    while (at < chunk.byteLength) {
+      if (this.#payloadLeft > 0) {
+        const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
+        this.#payloadLeft -= skip;
+        at += skip;
+        if (this.#payloadLeft === 0) {
+          this.atEnd = true;
+          return at;
+        }
+        continue;
+      }
+      this.#header[this.#have++] = chunk[at++];
+      if (this.#have < 2) continue;
+      const need = headerBytes(this.#header);
+      if (this.#have < need) continue;
+      this.#have = 0;
+      this.#payloadLeft = payloadLength(this.#header);
+      if (this.#payloadLeft === 0) {
+        this.atEnd = true;
+        return at;
+      }
+    }
+    return at;
+  }
+}
+
+/** A frame header's length, from its first two bytes. */
+function headerBytes(h: Uint8Array): number {
+  const len7 = h[1] & 0x7f;
+  return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (h[1] & 0x80 ? 4 : 0);
+}
+
+/** A whole frame header's payload length (Infinity past 4 GiB). */
+function payloadLength(h: Uint8Array): number {
+  const len7 = h[1] & 0x7f;
+  if (len7 === 126) return (h[2] << 8) | h[3];
+  if (len7 === 127) {
+    const high = ((h[2] << 24) | (h[3] << 16) | (h[4] << 8) | h[5]) >>> 0;
+    return high > 0 ? Infinity : ((h[6] << 24) | (h[7] << 16) | (h[8] << 8) | h[9]) >>> 0;
+  }
+  return len7;
+}
+
 /**
  * Follows the lengths of a client's WebSocket frames (RFC 6455 §5.2) across chunks, without
- * keeping any payload, and says when a message (its data frames, continuations included) grows past
- * the limit.
+ * keeping any payload (but a pong's that may answer the relay's ping, unmasked), and says when a
+ * message (its data frames, continuations included) grows past the limit.
  */
 class WsLengths {
   #header = new Uint8Array(14);
@@ -302,9 +579,14 @@ class WsLengths {
   #payloadLeft = 0;
   #message = 0;
   readonly #limit: number;
+  readonly #onPong: ((read: number) => void) | undefined;
+  /** The payload of a pong the size of the relay's ping's, as it arrives (unmasked), else undefined. */
+  #pong: Uint8Array | undefined;
+  #pongHave = 0;
 
-  constructor(limit: number) {
+  constructor(limit: number, onPong?: (read: number) => void) {
     this.#limit = limit;
+    this.#onPong = onPong;
   }
 
   /** Takes the next bytes from the client; false once a message is over the limit. */
@@ -313,23 +595,23 @@ class WsLengths {
     while (at < chunk.byteLength) {
       if (this.#payloadLeft > 0) {
         const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
+        if (this.#pong !== undefined) this.#pongBytes(chunk, at, skip);
         this.#payloadLeft -= skip;
         at += skip;
         continue;
       }
       this.#header[this.#have++] = chunk[at++];
       if (this.#have < 2) continue;
-      const len7 = this.#header[1] & 0x7f;
-      const need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (this.#header[1] & 0x80 ? 4 : 0);
+      const need = headerBytes(this.#header);
       if (this.#have < need) continue;
       const h = this.#header;
-      let length = len7;
-      if (len7 === 126) length = (h[2] << 8) | h[3];
-      else if (len7 === 127) {
-        const high = ((h[2] << 24) | (h[3] << 16) | (h[4] << 8) | h[5]) >>> 0;
-        length = high > 0 ? Infinity : ((h[6] << 24) | (h[7] << 16) | (h[8] << 8) | h[9]) >>> 0;
-      }
+      const length = payloadLength(h);
       const opcode = h[0] & 0x0f;
+      if (opcode === 0xa && length === PING_PAYLOAD_BYTES && need === 6 && this.#onPong !== undefined) {
+        // (masked, as every client frame is: its key in bytes 2-5)
+        this.#pong = new Uint8Array(PING_PAYLOAD_BYTES);
+        this.#pongHave = 0;
+      }
       const fin = (h[0] & 0x80) !== 0;
       this.#have = 0;
       if (opcode < 8) {
@@ -341,6 +623,17 @@ class WsLengths {
       this.#payloadLeft = length;
     }
     return true;
+  }
+
+  /** Takes `n` bytes of a pong's payload from `chunk` at `at`, unmasking them; calls back once whole. */
+  #pongBytes(chunk: Uint8Array, at: number, n: number): void {
+    const pong = this.#pong!;
+    const h = this.#header;
+    for (let i = 0; i < n; i++, this.#pongHave++) pong[this.#pongHave] = chunk[at + i] ^ h[2 + (this.#pongHave & 3)];
+    if (this.#pongHave < PING_PAYLOAD_BYTES) return;
+    this.#pong = undefined;
+    const read = new DataView(pong.buffer).getFloat64(0);
+    this.#onPong!(read);
   }
 }
 

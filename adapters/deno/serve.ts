@@ -14,7 +14,15 @@ import {
   type ServedApp,
   type ServeOptions,
 } from "../types.ts";
-import { type DenoConn, type DenoListener, guardConnections } from "./_connection_guard.ts";
+import type { Context } from "hono";
+import type { WSContext, WSEvents } from "hono/ws";
+import {
+  type DenoConn,
+  type DenoListener,
+  guardConnections,
+  RELAY_TOKEN_HEADER,
+  unboundRelay,
+} from "./_connection_guard.ts";
 
 /**
  * hono's `upgradeWebSocket` for Deno; pass it to `createNodeApp`.
@@ -26,7 +34,37 @@ import { type DenoConn, type DenoListener, guardConnections } from "./_connectio
  * ```
  */
 // deno-lint-ignore no-explicit-any
-export const upgradeWebSocket: UpgradeWebSocket<any, any> = denoUpgradeWebSocket as UpgradeWebSocket<any, any>;
+export const upgradeWebSocket: UpgradeWebSocket<any, any> =
+  ((createEvents: (c: Context) => WSEvents | Promise<WSEvents>, options?: unknown) =>
+    // deno-lint-ignore no-explicit-any
+    (denoUpgradeWebSocket as any)(async (c: Context) => {
+      const events = await createEvents(c);
+      // the connection guard's relay named the connection: as the app closes the WebSocket, the
+      // relay stops holding back what the node sends, so that its close frame gets out
+      const token = c.req.header(RELAY_TOKEN_HEADER);
+      if (token === undefined) return events;
+      const hooked = new WeakSet<WSContext>();
+      const hook = (ws: WSContext): void => {
+        if (hooked.has(ws)) return;
+        hooked.add(ws);
+        const close = ws.close.bind(ws);
+        ws.close = (code?: number, reason?: string) => {
+          unboundRelay(token);
+          close(code, reason);
+        };
+      };
+      const { onOpen, onMessage } = events;
+      events.onOpen = (evt: Event, ws: WSContext) => {
+        hook(ws);
+        onOpen?.(evt, ws);
+      };
+      events.onMessage = (evt: MessageEvent, ws: WSContext) => {
+        hook(ws);
+        onMessage?.(evt, ws);
+      };
+      return events;
+      // deno-lint-ignore no-explicit-any
+    }, options)) as unknown as UpgradeWebSocket<any, any>;
 
 interface DenoServer {
   addr: { port: number; hostname: string };

@@ -1,0 +1,288 @@
+// The Deno guard's relay, with connections made here (no sockets, no runtime API): once a
+// connection is a WebSocket, the relay puts its pings between the server's frames wherever the
+// server's reads cut them, each carrying the bytes relayed before it, and goes on past its window
+// only as the client's pongs (cut anywhere too) acknowledge them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { gate } from "../../core/_test_utils.ts";
+import {
+  type DenoConn,
+  type DenoListener,
+  guardConnections,
+  RELAY_TOKEN_HEADER,
+  unboundRelay,
+} from "./_connection_guard.ts";
+
+/** One direction of a connection: what was pushed, read back in pieces as the reader asks. */
+class Pipe {
+  #chunks: Uint8Array[] = [];
+  #wake: (() => void) | undefined;
+  push(bytes: Uint8Array): void {
+    this.#chunks.push(bytes);
+    this.#wake?.();
+  }
+  async read(buffer: Uint8Array): Promise<number | null> {
+    while (this.#chunks.length === 0) await new Promise<void>((r) => (this.#wake = r));
+    this.#wake = undefined;
+    const c = this.#chunks[0];
+    const n = Math.min(c.byteLength, buffer.byteLength);
+    buffer.set(c.subarray(0, n));
+    if (n === c.byteLength) this.#chunks.shift();
+    else this.#chunks[0] = c.subarray(n);
+    return n;
+  }
+}
+
+function conn(input: Pipe, onWrite: (bytes: Uint8Array) => void): DenoConn {
+  return {
+    read: (buffer) => input.read(buffer),
+    write: (data) => (onWrite(data.slice()), Promise.resolve(data.byteLength)),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  };
+}
+
+/** Cuts `bytes` into pieces of the sizes in `sizes`, in turn. */
+function cut(bytes: Uint8Array, sizes: number[]): Uint8Array[] {
+  const pieces: Uint8Array[] = [];
+  for (let at = 0, i = 0; at < bytes.byteLength; i++) {
+    const n = sizes[i % sizes.length];
+    pieces.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return pieces;
+}
+
+/** A server's (unmasked) binary frame of `n` bytes, each `fill`. */
+function frame(n: number, fill: number): Uint8Array {
+  const head = n < 126 ? [0x82, n] : n < 0x10000 ? [0x82, 126, n >> 8, n & 0xff] : [
+    0x82,
+    127,
+    0,
+    0,
+    0,
+    0,
+    (n >>> 24) & 0xff,
+    (n >> 16) & 0xff,
+    (n >> 8) & 0xff,
+    n & 0xff,
+  ];
+  const f = new Uint8Array(head.length + n).fill(fill);
+  f.set(head);
+  return f;
+}
+
+const ascii = (s: string) => new TextEncoder().encode(s);
+
+/** A guard with one WebSocket connection through it, made here: its client, and the server's side. */
+async function upgraded(answerPings: boolean) {
+  const fromClient = new Pipe();
+  const fromServer = new Pipe();
+  const headSent = gate();
+  const toServer: Uint8Array[] = [];
+  const client = new ClientSide(fromClient, answerPings);
+  let accepted = false;
+  const listener: DenoListener = {
+    accept: () => accepted ? new Promise(() => {}) : (accepted = true, Promise.resolve(conn(fromClient, client.take))),
+    close: () => {},
+  };
+  const guard = guardConnections(listener, {
+    maxConnections: 10,
+    headersTimeoutMs: 60_000,
+    idleTimeoutMs: 60_000,
+    maxMessageBytes: 1 << 30,
+    connectUpstream: () =>
+      Promise.resolve(conn(fromServer, (b) => {
+        toServer.push(b);
+        if (new TextDecoder().decode(b).includes("\r\n\r\n")) headSent.open();
+      })),
+  });
+  fromClient.push(ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
+  await headSent.promise;
+  // the upgrade's answer and frames of every header size (2 MiB), read by the relay in odd pieces
+  const frames = [frame(10, 1), frame(50_000, 2), frame(0, 3)];
+  for (let i = 0; i < 40; i++) frames.push(frame(i % 3 === 0 ? 70_000 : 40_000, 4 + i));
+  const head = ascii("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+  const stream = concat([head, ...frames]);
+  // (the answer's head in one read, as a server writes it, with the first frame's first bytes)
+  fromServer.push(stream.subarray(0, head.byteLength + 5));
+  for (const piece of cut(stream.subarray(head.byteLength + 5), [1, 3, 7, 13, 65_536, 100_000, 2])) {
+    fromServer.push(piece);
+  }
+  return { guard, client, stream, head: () => new TextDecoder().decode(concat(toServer)) };
+}
+
+test("the Deno guard pings a WebSocket client between the server's frames, wherever its reads cut them", async () => {
+  const { guard, client, stream } = await upgraded(true);
+  try {
+    const all = await client.until(stream.byteLength);
+    // every byte of the server's, in order, with the relay's pings between its frames
+    assert.deepEqual(all.data, stream);
+    assert.ok(all.pings.length >= 4, `${all.pings.length} pings for ${stream.byteLength} bytes`);
+    const ends = frameEnds(stream);
+    for (const p of all.pings) {
+      assert.equal(p.count, p.at, `a ping after ${p.at} bytes says ${p.count}`);
+      assert.ok(ends.has(p.at), `a ping after ${p.at} bytes, inside a frame`);
+    }
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
+test("the Deno guard relays no more of the server's once 512 KiB pinged are unanswered, and goes on as the pongs come", async () => {
+  const { guard, client, stream } = await upgraded(false);
+  try {
+    // once the relay has nothing left to do (no I/O here: every promise it chained has settled by
+    // the next turn of the event loop)
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const got = client.received;
+    assert.ok(got < stream.byteLength, `all ${got} bytes were relayed to a client that answered no ping`);
+    assert.ok(client.pings.length > 0 && client.pings.at(-1)!.count >= 512 * 1024, "pinged less than the window");
+    assert.ok(got <= 1024 * 1024, `${got} bytes relayed to a client that answered no ping`);
+    client.answer();
+    const all = await client.until(stream.byteLength);
+    assert.deepEqual(all.data, stream);
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
+test("the Deno guard names a connection to the server behind, which can then lift its bound as it closes it", async () => {
+  const { guard, client, stream, head } = await upgraded(false);
+  let token = "";
+  try {
+    // the request line, then the relay's token (random, the client never sees it), then the client's head
+    const m = new RegExp(`^GET /ws HTTP/1\\.1\r\n${RELAY_TOKEN_HEADER}: ([0-9a-f-]{36})\r\nUpgrade: websocket\r\n\r\n$`)
+      .exec(head());
+    assert.ok(m, `the head the server got: ${JSON.stringify(head())}`);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.ok(client.received < stream.byteLength, "all was relayed to a client that answered no ping");
+    token = m[1];
+    assert.equal(unboundRelay("not " + token), false);
+    // the server closes the connection: what it sent (its close frame last) goes out unanswered
+    assert.equal(unboundRelay(m[1]), true);
+    const all = await client.until(stream.byteLength);
+    assert.deepEqual(all.data, stream);
+  } finally {
+    await guard.closeAll(0);
+  }
+  // a closed connection's token names nothing any more
+  assert.equal(unboundRelay(token), false);
+});
+
+/**
+ * The client: takes what the relay writes (the server's bytes and the relay's pings, told apart by
+ * following the frames after the upgrade's head) and answers each ping with its pong, sent back a
+ * byte at a time.
+ */
+class ClientSide {
+  #got = new Uint8Array(8 << 20);
+  #have = 0;
+  #at = -1; // where the next frame starts once the head was read
+  #wake: (() => void) | undefined;
+  readonly data: Uint8Array[] = [];
+  #dataBytes = 0;
+  readonly pings: { at: number; count: number }[] = [];
+  readonly #back: Pipe;
+  #answering: boolean;
+  /** Pongs not sent yet (while not answering). */
+  #held: Uint8Array[] = [];
+
+  constructor(back: Pipe, answering: boolean) {
+    this.#back = back;
+    this.#answering = answering;
+  }
+
+  /** Bytes of the server's received so far. */
+  get received(): number {
+    return this.#dataBytes;
+  }
+
+  /** Answers the pings held so far, and the next ones as they come. */
+  answer(): void {
+    this.#answering = true;
+    for (const pong of this.#held.splice(0)) this.#pong(pong);
+  }
+
+  /** Sends a pong back a byte at a time. */
+  #pong(pong: Uint8Array): void {
+    for (const b of pong) this.#back.push(new Uint8Array([b]));
+  }
+
+  take = (bytes: Uint8Array): void => {
+    this.#got.set(bytes, this.#have);
+    this.#have += bytes.byteLength;
+    this.#parse();
+    this.#wake?.();
+  };
+
+  async until(bytes: number): Promise<{ data: Uint8Array; pings: { at: number; count: number }[] }> {
+    while (this.#dataBytes < bytes) await new Promise<void>((r) => (this.#wake = r));
+    return { data: concat(this.data), pings: this.pings };
+  }
+
+  #parse(): void {
+    const g = this.#got;
+    if (this.#at < 0) {
+      const end = new TextDecoder().decode(g.subarray(0, this.#have)).indexOf("\r\n\r\n");
+      if (end < 0) return;
+      this.#at = end + 4;
+      this.#keep(0, this.#at);
+    }
+    for (;;) {
+      const at = this.#at;
+      if (this.#have - at < 2) return;
+      const len7 = g[at + 1] & 0x7f;
+      const head = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
+      if (this.#have - at < head) return;
+      const n = len7 === 126
+        ? (g[at + 2] << 8) | g[at + 3]
+        : len7 === 127
+        ? new DataView(g.buffer, at + 6, 4).getUint32(0)
+        : len7;
+      if (this.#have - at < head + n) return;
+      this.#at = at + head + n;
+      if (g[at] === 0x89) {
+        const payload = g.slice(at + head, at + head + n);
+        this.pings.push({ at: this.#dataBytes, count: new DataView(payload.buffer).getFloat64(0) });
+        const key = [9, 8, 7, 6];
+        const pong = new Uint8Array([0x8a, 0x80 | n, ...key, ...payload.map((b, i) => b ^ key[i & 3])]);
+        if (this.#answering) this.#pong(pong);
+        else this.#held.push(pong);
+      } else this.#keep(at, this.#at);
+    }
+  }
+
+  #keep(from: number, to: number): void {
+    this.data.push(this.#got.slice(from, to));
+    this.#dataBytes += to - from;
+  }
+}
+
+/** Where the frames of `stream` (an upgrade's head, then frames) end. */
+function frameEnds(stream: Uint8Array): Set<number> {
+  const ends = new Set<number>();
+  let at = new TextDecoder().decode(stream).indexOf("\r\n\r\n") + 4;
+  while (at < stream.byteLength) {
+    const len7 = stream[at + 1] & 0x7f;
+    const head = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
+    const n = len7 === 126
+      ? (stream[at + 2] << 8) | stream[at + 3]
+      : len7 === 127
+      ? new DataView(stream.buffer, stream.byteOffset + at + 6, 4).getUint32(0)
+      : len7;
+    at += head + n;
+    ends.add(at);
+  }
+  return ends;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
