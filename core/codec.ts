@@ -899,9 +899,12 @@ function ensureRoom(bytes: number, spare = at - frameStart + bytes): void {
   at = written;
 }
 
-/** Ends the frame being written: returns its bytes, and leaves a slab grown for a large frame to it. */
-function takeFrame(): Uint8Array<ArrayBuffer> {
-  const frame = slab.subarray(frameStart, at);
+/**
+ * Ends the frame being written: returns its bytes past its first `room` (free room for a header in
+ * front of it), and leaves a slab grown for a large frame to it.
+ */
+function takeFrame(room = 0): Uint8Array<ArrayBuffer> {
+  const frame = slab.subarray(frameStart + room, at);
   if (slab.length > SLAB_BYTES) {
     slab = NO_SLAB;
     at = 0;
@@ -1135,8 +1138,9 @@ function writeEncoded(encoded: EncodedValue, depth: number): boolean {
 }
 
 /**
- * Encodes a JSON-like `value` behind `room` free bytes, or returns `undefined` when it is not
- * JSON-like (or when called by a getter of the value being written).
+ * Encodes a JSON-like `value` behind `room` free bytes (returned without them: they lie in front of
+ * the returned view), or returns `undefined` when it is not JSON-like (or when called by a getter of
+ * the value being written).
  */
 function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | undefined {
   if (writing) return undefined;
@@ -1145,7 +1149,7 @@ function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | und
   try {
     ensureRoom(room);
     at += room;
-    if (writeFast(value, 0)) return takeFrame();
+    if (writeFast(value, 0)) return takeFrame(room);
     at = frameStart;
     return undefined;
   } catch (cause) {
@@ -1182,21 +1186,61 @@ function encodeFast(value: unknown, room: number): Uint8Array<ArrayBuffer> | und
  * ```
  */
 export function encodeFrame(value: unknown): Uint8Array {
-  let message = encodeFast(value, FRAME_HEADROOM);
+  // (the fast path's frame comes without its room: one view less per frame, 40 ns on Bun)
+  let frame = encodeFast(value, FRAME_HEADROOM);
   let segments: Uint8Array[] | undefined;
-  if (message === undefined) {
+  if (frame === undefined) {
     const outer = frameSegmentList;
     frameSegmentList = segments = [];
     try {
-      message = encodeWithCborg(value, FRAME_HEADROOM);
+      frame = encodeWithCborg(value, FRAME_HEADROOM).subarray(FRAME_HEADROOM);
     } finally {
       frameSegmentList = outer;
     }
   }
-  const frame = message.subarray(FRAME_HEADROOM);
+  const segmented = segments !== undefined && segments.length > 0;
+  if (segmented) segmentTable.set(frame, segments!);
   if (frame.byteLength >= HEADROOM_MIN_BYTES) headroom.add(frame);
-  if (segments !== undefined && segments.length > 0) segmentTable.set(frame, segments);
+  else if (!segmented) latestFrame = frame;
   return frame;
+}
+
+/**
+ * The last small frame {@linkcode encodeFrame} made (no segments): its room is on offer to
+ * {@linkcode claimLatestHeadroom} until that takes it or the next frame is made.
+ */
+let latestFrame: Uint8Array | undefined;
+
+/**
+ * The headroom of the small frame {@linkcode encodeFrame} made last, taken once, or `undefined` for
+ * any other frame. A transport that sends a small frame as a message of its own right after it was
+ * encoded (a sequential call, its reply) writes the header in front of it instead of copying it
+ * behind a new one: a new small buffer costs more than the rest of the framing (0.5 µs on Deno,
+ * 0.1 on Bun). Only the latest frame, by identity, so that nothing else (an older frame, a frame
+ * sent twice, a frame received) has its bytes in front written; for large frames see
+ * {@linkcode claimHeadroom}.
+ *
+ * @param frame A frame about to get a header.
+ * @returns The header room and the frame as one view, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { claimLatestHeadroom, encodeFrame } from "./codec.ts";
+ * const older = encodeFrame({ t: "a" });
+ * const frame = encodeFrame({ t: "b" });
+ * if (claimLatestHeadroom(older) !== undefined) throw new Error("only the latest");
+ * if (claimLatestHeadroom(frame)?.byteLength !== frame.byteLength + 5) throw new Error("expected room");
+ * if (claimLatestHeadroom(frame) !== undefined) throw new Error("taken once");
+ * ```
+ */
+export function claimLatestHeadroom(frame: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
+  if (frame !== latestFrame) return undefined;
+  latestFrame = undefined;
+  return new Uint8Array(
+    frame.buffer as ArrayBuffer,
+    frame.byteOffset - FRAME_HEADROOM,
+    frame.byteLength + FRAME_HEADROOM,
+  );
 }
 
 /**

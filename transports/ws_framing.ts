@@ -11,7 +11,14 @@
  *
  * @module
  */
-import { attachSegments, claimHeadroom, FRAME_HEADROOM, SEGMENT_MIN_BYTES, segmentsOf } from "../core/codec.ts";
+import {
+  attachSegments,
+  claimHeadroom,
+  claimLatestHeadroom,
+  FRAME_HEADROOM,
+  SEGMENT_MIN_BYTES,
+  segmentsOf,
+} from "../core/codec.ts";
 import { ProtocolError } from "../core/errors.ts";
 
 /** Bytes of the frame header (kind + request id). */
@@ -180,8 +187,9 @@ export function readFrameId(frame: Uint8Array): number {
 }
 
 /**
- * The message for one frame: header + body. A large body that the codec left room in front of
- * (`encodeFrame`) gets its header written there, in place; any other is copied behind a new header.
+ * The message for one frame: header + body. A body that the codec left room in front of
+ * (`encodeFrame`: a large one, or the small one it made last) gets its header written there, in
+ * place; any other is copied behind a new header.
  *
  * @param kind One of the `KIND_*` constants.
  * @param id The request id (u32).
@@ -196,7 +204,7 @@ export function readFrameId(frame: Uint8Array): number {
  * ```
  */
 export function framed(kind: number, id: number, body: Uint8Array): Uint8Array<ArrayBuffer> {
-  const inPlace = claimHeadroom(body);
+  const inPlace = claimLatestHeadroom(body) ?? claimHeadroom(body);
   if (inPlace !== undefined) {
     writeHeader(inPlace, kind, id);
     return inPlace;

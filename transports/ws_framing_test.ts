@@ -5,6 +5,7 @@ import { ProtocolError } from "../core/errors.ts";
 import {
   forEachInBatch,
   FRAME_HEADER_BYTES,
+  framed,
   KIND_BATCH,
   KIND_NOTIFY,
   KIND_PART,
@@ -86,6 +87,30 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   let frames = 0;
   for (const m of sent) forEachInBatch(m, () => frames++);
   strictEqual(frames, 100);
+});
+
+test("framed writes the header in front of the small frame encodeFrame made last, once; any other small frame is copied", () => {
+  const older = encodeFrame({ t: "result", ok: true, value: "older" });
+  const frame = encodeFrame({ t: "result", ok: true, value: "What is ML?" });
+  const before = frame.slice();
+  const message = framed(KIND_REPLY, 7, frame);
+  strictEqual(message.buffer, frame.buffer, "no copy");
+  strictEqual(message.byteOffset + FRAME_HEADER_BYTES, frame.byteOffset);
+  strictEqual(message[0], KIND_REPLY);
+  strictEqual(readFrameId(message), 7);
+  deepStrictEqual(frame, before, "the frame is as it was");
+  deepStrictEqual(decode(message.subarray(FRAME_HEADER_BYTES)), { t: "result", ok: true, value: "What is ML?" });
+  // sent again: its room is taken, so the second message is a copy and the first stays whole
+  const again = framed(KIND_REPLY, 8, frame);
+  ok(again.buffer !== frame.buffer);
+  strictEqual(readFrameId(message), 7);
+  strictEqual(readFrameId(again), 8);
+  // an older frame, and a received one (the bytes in front are its own header), are copied
+  ok(framed(KIND_REPLY, 9, older).buffer !== older.buffer);
+  const received = framed(KIND_REQUEST, 3, encodeFrame({ t: "call" })).slice();
+  const body = received.subarray(FRAME_HEADER_BYTES);
+  ok(framed(KIND_REPLY, 4, body).buffer !== body.buffer);
+  strictEqual(readFrameId(received), 3);
 });
 
 test("takeRequestId never gives 0, the id of no request, also when it wraps past held ids", () => {
