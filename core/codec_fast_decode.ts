@@ -69,7 +69,32 @@ let maxDepth = 0;
  * ```
  */
 export function fastDecode(bytes: Uint8Array, tagTable: TagTable, depthLimit: number): unknown {
+  // the outer frame's state is saved only for a nested call (no object per frame)
+  if (decoding) return fastDecodeNested(bytes, tagTable, depthLimit);
+  decoding = true;
+  try {
+    return decodeWhole(bytes, tagTable, depthLimit);
+  } finally {
+    decoding = false;
+    data = NO_BYTES; // (the frame is not held once read)
+    view = undefined;
+  }
+}
+
+/** Whether a frame is being read (a tag decoder may decode a frame of its own meanwhile). */
+let decoding = false;
+const NO_BYTES = new Uint8Array(0);
+
+function fastDecodeNested(bytes: Uint8Array, tagTable: TagTable, depthLimit: number): unknown {
   const saved = { data, pos, view, tags, maxDepth };
+  try {
+    return decodeWhole(bytes, tagTable, depthLimit);
+  } finally {
+    ({ data, pos, view, tags, maxDepth } = saved);
+  }
+}
+
+function decodeWhole(bytes: Uint8Array, tagTable: TagTable, depthLimit: number): unknown {
   data = bytes;
   pos = 0;
   view = undefined;
@@ -81,8 +106,6 @@ export function fastDecode(bytes: Uint8Array, tagTable: TagTable, depthLimit: nu
   } catch {
     // GIVE_UP, or a tag decoder's refusal: the full decoder says what is wrong, in its own words
     return NOT_FAST;
-  } finally {
-    ({ data, pos, view, tags, maxDepth } = saved);
   }
 }
 
