@@ -198,11 +198,19 @@ const FREED_COLLECT_BYTES = 1024 * 1024;
 /** The least time between two such collections of a node, whatever its drivers send. */
 const FREED_COLLECT_INTERVAL_MS = 20;
 
+/** A method of an instance as its calls are named (errors, streams) and traced (their SERVER span). */
+interface ServedMethod {
+  readonly name: string;
+  readonly span: { readonly name: string; readonly attributes: { readonly "thinkagain.node": string } };
+}
+
 /** What a WebSocket connection leaves on the node: its calls running, its kept and published results. */
 interface ConnectionRecord {
   readonly calls: Set<ObjectRef<unknown>>;
   readonly kept: Set<string>;
   published?: Set<string>;
+  /** Its calls in flight (see {@link NodeServerOptions.maxCallsPerConnection}): counted here, not by scope. */
+  running: number;
 }
 
 /**
@@ -261,6 +269,8 @@ export class NodeServer {
   readonly mesh: Mesh;
   /** Its runtime: what its instances and the calls run here are given. */
   private readonly rt: MeshRuntime;
+  /** The context the calls to its instances are submitted in (one for all: a context is never changed). */
+  private readonly callCtx: { readonly mesh: MeshRuntime };
   /** Answer frames with this (pass it to a transport server). */
   readonly handler: FrameHandler;
   private readonly gpus: readonly GpuDevice[];
@@ -275,6 +285,8 @@ export class NodeServer {
       owner?: string;
       /** Set for a resident instance: its callers' calls reach it round-robin. */
       fair?: FairDispatch;
+      /** What its calls of each method are named and traced as (made at the method's first call). */
+      served?: Map<string, ServedMethod>;
     }
   >();
   /** The resident instances (the node's own, started by {@linkcode NodeServer.startResident}), as the welcome lists them. */
@@ -364,6 +376,7 @@ export class NodeServer {
     };
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
     this.rt = meshRuntime(this.mesh);
+    this.callCtx = { mesh: this.rt };
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
@@ -991,7 +1004,7 @@ export class NodeServer {
   private connectionOf(signal: AbortSignal): ConnectionRecord {
     let conn = this.connections.get(signal);
     if (conn === undefined) {
-      const made: ConnectionRecord = { calls: new Set<ObjectRef<unknown>>(), kept: new Set<string>() };
+      const made: ConnectionRecord = { calls: new Set<ObjectRef<unknown>>(), kept: new Set<string>(), running: 0 };
       this.connections.set(signal, made);
       signal.addEventListener("abort", () => {
         this.connections.delete(signal);
@@ -1013,7 +1026,7 @@ export class NodeServer {
   ): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const key = callKey(peer, msg.cid);
-    if (this.earlyCancels.delete(key)) {
+    if (this.earlyCancels.size !== 0 && this.earlyCancels.delete(key)) {
       throw new CancelledError(
         msg.op ?? { name: msg.method ?? "call", kind: "method" },
         "cancelled before it reached the node",
@@ -1023,7 +1036,14 @@ export class NodeServer {
       throw new ProtocolError(`Call id "${msg.cid}" is already in use by a call in flight on this connection`);
     }
     const scope = callScope(peer);
-    const running = this.callsPerScope.get(scope) ?? 0;
+    // what this call leaves with its connection (one abort listener per WebSocket connection, not
+    // one per call: adding a listener scans the signal's others, 4 µs with 512 calls in flight on Deno),
+    // and where its calls in flight are counted (without one, by scope)
+    const signal = peer?.signal;
+    const conn = signal !== undefined && !signal.aborted && peer!.transport !== "http"
+      ? this.connectionOf(signal)
+      : undefined;
+    const running = conn !== undefined ? conn.running : this.callsPerScope.get(scope) ?? 0;
     if (running >= this.maxCallsPerConnection) {
       throw new OverloadedError(
         `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
@@ -1085,10 +1105,17 @@ export class NodeServer {
             : `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
         );
       }
-      if (!inst.replica.def.methods.has(msg.method!)) {
-        throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
+      // (made once per method: no names or span options built per call)
+      let served = inst.served?.get(msg.method!);
+      if (served === undefined) {
+        if (!inst.replica.def.methods.has(msg.method!)) {
+          throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
+        }
+        const method = `${inst.replica.def.name}.${msg.method}`;
+        served = { name: method, span: { name: `serve ${method}`, attributes: { "thinkagain.node": this.name } } };
+        (inst.served ??= new Map()).set(msg.method!, served);
       }
-      name = `${inst.replica.def.name}.${msg.method}`;
+      name = served.name;
       // a call shows its driver is alive, like a keepalive
       if (inst.owner !== undefined) {
         const lease = this.owners.get(inst.owner);
@@ -1097,20 +1124,11 @@ export class NodeServer {
       }
       const fair = inst.fair;
       const run = fair === undefined
-        ? () => inst.replica.call(msg.method!, args, { mesh: this.rt })
-        : () => fair.call(fairCaller(peer, scope), msg.method!, args, { mesh: this.rt });
-      ref = withExtractedContext(msg.trace, run, {
-        name: `serve ${name}`,
-        attributes: { "thinkagain.node": this.name },
-      });
+        ? () => inst.replica.call(msg.method!, args, this.callCtx)
+        : () => fair.call(fairCaller(peer, scope), msg.method!, args, this.callCtx);
+      ref = withExtractedContext(msg.trace, run, served.span);
     }
     this.calls.set(key, ref);
-    // what this call leaves with its connection (one abort listener per WebSocket connection, not
-    // one per call: adding a listener scans the signal's others, 4 µs with 512 calls in flight on Deno)
-    const signal = peer?.signal;
-    const conn = signal !== undefined && !signal.aborted && peer!.transport !== "http"
-      ? this.connectionOf(signal)
-      : undefined;
     if (msg.keep === true) {
       // kept until the caller frees it, or its connection closes
       this.kept.set(key, ref);
@@ -1121,7 +1139,8 @@ export class NodeServer {
       const lease = this.owners.get(owner);
       if (lease !== undefined) lease.seen = now;
     }
-    this.callsPerScope.set(scope, running + 1);
+    if (conn !== undefined) conn.running++;
+    else this.callsPerScope.set(scope, running + 1);
     this.inFlight++;
     this.inFlightBytes += bytes;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
@@ -1176,9 +1195,12 @@ export class NodeServer {
       if (conn !== undefined) conn.calls.delete(ref);
       else if (onGone !== undefined) signal!.removeEventListener("abort", onGone);
       this.calls.delete(key);
-      const left = this.callsPerScope.get(scope)! - 1;
-      if (left === 0) this.callsPerScope.delete(scope);
-      else this.callsPerScope.set(scope, left);
+      if (conn !== undefined) conn.running--;
+      else {
+        const left = this.callsPerScope.get(scope)! - 1;
+        if (left === 0) this.callsPerScope.delete(scope);
+        else this.callsPerScope.set(scope, left);
+      }
       this.inFlightBytes -= bytes;
       if (--this.inFlight === 0) this.drained?.();
     }
