@@ -41,10 +41,16 @@ export const DEFAULT_KEEP_ABOVE_BYTES: number = 64 * 1024;
  * ```
  */
 export function keepFields(link: NodeLink): { keepAbove?: number; owner?: string } {
-  if (isQueueGroup(link)) return {}; // (no one node would hold it: see isQueueGroup)
+  const above = keepAboveOf(link);
+  return above !== undefined ? { keepAbove: above, owner: link.leaseId } : {};
+}
+
+/** {@linkcode keepFields}' `keepAbove`, without the object (asked once per call on a WebSocket). */
+function keepAboveOf(link: NodeLink): number | undefined {
+  if (isQueueGroup(link)) return undefined; // (no one node would hold it: see isQueueGroup)
   const options = (link.holder as { options?: { keepResultsAbove?: number } }).options;
   const above = options?.keepResultsAbove ?? DEFAULT_KEEP_ABOVE_BYTES;
-  return Number.isFinite(above) ? { keepAbove: above, owner: link.leaseId } : {};
+  return Number.isFinite(above) ? above : undefined;
 }
 
 /**
@@ -65,7 +71,8 @@ export function keepFields(link: NodeLink): { keepAbove?: number; owner?: string
  */
 export function isQueueGroup(link: NodeLink): boolean {
   const e = link.endpoint;
-  return typeof e === "string" && /^nats:\/\/[^/]+\/op:/i.test(e);
+  // (asked once or twice per call: the pattern runs only for an endpoint that starts with n or N)
+  return typeof e === "string" && (e.charCodeAt(0) | 0x20) === 0x6e && /^nats:\/\/[^/]+\/op:/i.test(e);
 }
 
 /**
@@ -188,7 +195,7 @@ export function callDataFields(
   if (keep.keepAbove !== undefined) {
     message.keepAbove = awaited ? AWAITED_KEEP_ABOVE : keep.keepAbove;
     message.owner = keep.owner;
-  } else if (awaited && keepFields(link).keepAbove !== undefined) {
+  } else if (awaited && keepAboveOf(link) !== undefined) {
     // (the connection declared a keepAbove once: this call overrides it)
     message.keepAbove = AWAITED_KEEP_ABOVE;
   }

@@ -51,6 +51,9 @@ import {
   takeRequestId,
 } from "./ws_framing.ts";
 
+/** The largest request id (u32), after which ids start again at 1 (as `takeRequestId` wraps them). */
+const LAST_REQUEST_ID = 0xffffffff;
+
 /**
  * Maps a node endpoint to its WebSocket URL: `http://h:p` and `ws://h:p` become `ws://h:p/ws`
  * (`https:`/`wss:` likewise).
@@ -345,8 +348,13 @@ class WebSocketConnection implements TransportConnection {
   }
 
   #send(ws: WebSocket, frame: Uint8Array, options: RequestOptions | undefined): Promise<Uint8Array> {
-    const { id, next } = takeRequestId(this.#nextId, (i) => this.#pending.has(i));
-    this.#nextId = next;
+    // (the id to try is free but after 4 billion requests: no closure and no object per request)
+    let id = this.#nextId;
+    if (this.#pending.has(id)) {
+      const taken = takeRequestId(id, (i) => this.#pending.has(i));
+      id = taken.id;
+      this.#nextId = taken.next;
+    } else this.#nextId = id >= LAST_REQUEST_ID ? 1 : id + 1;
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.set(id, pending);
