@@ -30,7 +30,7 @@ import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
 import { cancelTask, State, type Task } from "../core/task.ts";
 import type { CancelReason } from "../core/errors.ts";
-import { registeredOps } from "../core/op.ts";
+import { type OpDef, registeredOps } from "../core/op.ts";
 import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
@@ -198,6 +198,18 @@ const FREED_COLLECT_BYTES = 1024 * 1024;
 /** The least time between two such collections of a node, whatever its drivers send. */
 const FREED_COLLECT_INTERVAL_MS = 20;
 
+/** An instance made on this node, as the node holds it. */
+interface HostedInstance {
+  replica: LocalReplica;
+  gpus: GpuDevice[];
+  request: PlacementRequest;
+  owner?: string;
+  /** Set for a resident instance: its callers' calls reach it round-robin. */
+  fair?: FairDispatch;
+  /** What its calls of each method are named and traced as (made at the method's first call). */
+  served?: Map<string, ServedMethod>;
+}
+
 /** A method of an instance as its calls are named (errors, streams) and traced (their SERVER span). */
 interface ServedMethod {
   readonly name: string;
@@ -276,19 +288,7 @@ export class NodeServer {
   private readonly gpus: readonly GpuDevice[];
   /** What is free on this node: its own count, whatever drivers believe (several may share it). */
   private readonly resources: MutableNodeResources;
-  private readonly instances = new Map<
-    string,
-    {
-      replica: LocalReplica;
-      gpus: GpuDevice[];
-      request: PlacementRequest;
-      owner?: string;
-      /** Set for a resident instance: its callers' calls reach it round-robin. */
-      fair?: FairDispatch;
-      /** What its calls of each method are named and traced as (made at the method's first call). */
-      served?: Map<string, ServedMethod>;
-    }
-  >();
+  private readonly instances = new Map<string, HostedInstance>();
   /** The resident instances (the node's own, started by {@linkcode NodeServer.startResident}), as the welcome lists them. */
   private readonly residents: { service: string; id: string; replica: number; gpus: number[] }[] = [];
   /** When this node last read a frame: its resident instances' dispatch yields to reads. */
@@ -1017,6 +1017,48 @@ export class NodeServer {
     return conn;
   }
 
+  // What call() makes closures of, made here: a closure in call() itself would put the locals it
+  // names in a context object allocated with every call, whatever branch runs.
+
+  /** Submits a call of an op here, under the caller's trace (a SERVER span) where tracing is on. */
+  private serveOp(
+    def: OpDef,
+    name: string,
+    args: unknown[],
+    trace: Readonly<Record<string, string>> | undefined,
+  ): ObjectRef<unknown> {
+    // run it here: inside this node's mesh, where the op has no remote nodes to go to
+    return withExtractedContext(trace, () => runInContext({ mesh: this.rt }, () => def.op.go(...args)), {
+      name: `serve ${name}`,
+      attributes: { "thinkagain.node": this.name },
+    });
+  }
+
+  /** Submits a call of a method to an instance here, under the caller's trace (a SERVER span) where tracing is on. */
+  private serveMethod(
+    inst: HostedInstance,
+    method: string,
+    args: unknown[],
+    trace: Readonly<Record<string, string>> | undefined,
+    served: ServedMethod,
+    peer: PeerInfo | undefined,
+    scope: string,
+  ): ObjectRef<unknown> {
+    const fair = inst.fair;
+    const run = fair === undefined
+      ? () => inst.replica.call(method, args, this.callCtx)
+      : () => fair.call(fairCaller(peer, scope), method, args, this.callCtx);
+    return withExtractedContext(trace, run, served.span);
+  }
+
+  /** Stops `ref` once `timeoutMs` have passed (a deadline the driver gave); returns the timer's stop. */
+  private deadline(ref: ObjectRef<unknown>, timeoutMs: number): () => void {
+    return setLongTimeout(
+      () => stopCall(ref, `past its deadline of ${timeoutMs} ms on node "${this.name}"`, "timeout"),
+      timeoutMs,
+    );
+  }
+
   /** Runs one call and encodes its result; `now`: when its frame was read. */
   private async call(
     msg: CallMessage,
@@ -1091,10 +1133,7 @@ export class NodeServer {
       name = msg.op;
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
       // the caller's trace continues here, under a SERVER span
-      ref = withExtractedContext(msg.trace, () => runInContext({ mesh: this.rt }, () => def.op.go(...args)), {
-        name: `serve ${name}`,
-        attributes: { "thinkagain.node": this.name },
-      });
+      ref = this.serveOp(def, name, args, msg.trace);
     } else {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
@@ -1122,18 +1161,14 @@ export class NodeServer {
         if (lease !== undefined) lease.seen = now;
         renewed = inst.owner;
       }
-      const fair = inst.fair;
-      const run = fair === undefined
-        ? () => inst.replica.call(msg.method!, args, this.callCtx)
-        : () => fair.call(fairCaller(peer, scope), msg.method!, args, this.callCtx);
-      ref = withExtractedContext(msg.trace, run, served.span);
+      ref = this.serveMethod(inst, msg.method!, args, msg.trace, served, peer, scope);
     }
     this.calls.set(key, ref);
     if (msg.keep === true) {
       // kept until the caller frees it, or its connection closes
       this.kept.set(key, ref);
       if (conn !== undefined) conn.kept.add(key);
-      else signal?.addEventListener("abort", () => this.kept.delete(key), { once: true });
+      else signal?.addEventListener("abort", deleter(this.kept, key), { once: true });
     }
     if (owner !== undefined && owner !== renewed) {
       const lease = this.owners.get(owner);
@@ -1144,12 +1179,9 @@ export class NodeServer {
     this.inFlight++;
     this.inFlightBytes += bytes;
     // any deadline the driver gives, past what one timer holds too; Infinity is none
-    const stopTimer = msg.timeoutMs === undefined ? undefined : setLongTimeout(
-      () => stopCall(ref, `past its deadline of ${msg.timeoutMs} ms on node "${this.name}"`, "timeout"),
-      msg.timeoutMs,
-    );
+    const stopTimer = msg.timeoutMs === undefined ? undefined : this.deadline(ref, msg.timeoutMs);
     // the connection it came on closed: nobody can receive its result, so it stops
-    const onGone = conn === undefined && signal !== undefined ? () => ref.cancel() : undefined;
+    const onGone = conn === undefined && signal !== undefined ? canceller(ref) : undefined;
     if (conn !== undefined) conn.calls.add(ref);
     else if (onGone !== undefined) signal!.addEventListener("abort", onGone, { once: true });
     if (signal?.aborted) ref.cancel();
@@ -1239,6 +1271,16 @@ export class NodeServer {
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }
+}
+
+/** A listener that deletes `key` from `map`. */
+function deleter(map: Map<string, unknown>, key: string): () => void {
+  return () => map.delete(key);
+}
+
+/** A listener that cancels `ref`. */
+function canceller(ref: ObjectRef<unknown>): () => void {
+  return () => ref.cancel();
 }
 
 /**
