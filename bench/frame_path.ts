@@ -1,0 +1,76 @@
+/**
+ * What a sequential call's frames cost their codec and framing alone, without a socket: encoding
+ * the reply envelope (`{ t: "result", ok: true, value }`) and the call envelope with `encodeFrame`
+ * and giving each its WebSocket header with `framed` (as the node and the driver do per call), and
+ * decoding the call frame. ns per operation: the minimum and the median of 25 batches of 50,000.
+ *
+ *   npx bun bench/frame_path.ts
+ *   npx deno run -A bench/frame_path.ts
+ *
+ * `BENCH_OTHER=<path of another checkout>` measures that checkout's codec and framing too, in the
+ * same process, batch for batch in turn with this one's (an A/B that a loaded machine disturbs
+ * less than separate runs); under Deno add `--config deno.json` when the other tree is outside
+ * this one.
+ *
+ * @module
+ */
+import process from "node:process";
+import * as codec from "../core/codec.ts";
+import * as framing from "../transports/ws_framing.ts";
+
+const BATCH = 50_000;
+const BATCHES = 25;
+const reply = { t: "result", ok: true, value: "What is ML?" };
+const call = {
+  id: "35e98119cea2e16e30eb016f",
+  method: "echo",
+  args: ["What is ML?"],
+  keepAbove: 2 ** 40,
+  t: "call",
+  cid: "e9b3049a-1",
+};
+let sink = 0;
+
+type Codec = Pick<typeof codec, "decode" | "encode" | "encodeFrame">;
+type Framing = Pick<typeof framing, "framed" | "KIND_REPLY" | "KIND_REQUEST">;
+
+function cases(c: Codec, f: Framing): [string, () => void][] {
+  const callFrame = c.encode(call);
+  return [
+    [
+      "encodeFrame + framed, the reply",
+      () => void (sink += f.framed(f.KIND_REPLY, 7, c.encodeFrame(reply)).byteLength),
+    ],
+    [
+      "encodeFrame + framed, the call",
+      () => void (sink += f.framed(f.KIND_REQUEST, 7, c.encodeFrame(call)).byteLength),
+    ],
+    ["decode, the call frame", () => void (sink += c.decode(callFrame) === undefined ? 0 : 1)],
+  ];
+}
+
+function time(f: () => void): number {
+  const t0 = performance.now();
+  for (let i = 0; i < BATCH; i++) f();
+  return (performance.now() - t0) * 1e6 / BATCH;
+}
+
+const trees: [string, [string, () => void][]][] = [["this tree", cases(codec, framing)]];
+const other = process.env.BENCH_OTHER;
+if (other) {
+  const c = await import(`${other}/core/codec.ts`) as Codec;
+  const f = await import(`${other}/transports/ws_framing.ts`) as Framing;
+  trees.unshift([other, cases(c, f)]);
+}
+console.log(`| operation | ${trees.map(([t]) => `${t}: ns, min | median`).join(" | ")} |`);
+console.log(`|---|${trees.map(() => "---:|---:").join("|")}|`);
+for (let k = 0; k < trees[0][1].length; k++) {
+  const ns: number[][] = trees.map(() => []);
+  for (let b = 0; b < BATCHES; b++) for (let t = 0; t < trees.length; t++) ns[t].push(time(trees[t][1][k][1]));
+  const cells = ns.map((s) => {
+    s.sort((a, b) => a - b);
+    return `${s[0].toFixed(0)} | ${s[BATCHES >> 1].toFixed(0)}`;
+  });
+  console.log(`| ${trees[0][1][k][0]} | ${cells.join(" | ")} |`);
+}
+if (sink === 0) throw new Error("nothing measured");
