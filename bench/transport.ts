@@ -85,7 +85,26 @@ function cpuMicros(pid: number | undefined): number | undefined {
   }
 }
 
-type Latency = { p50: number; p99: number; cpuClient?: number; cpuServer?: number };
+/** Minor page faults process `pid` has taken so far (/proc/<pid>/stat), or `undefined` where there is no /proc. */
+function minorFaults(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // the fields after the command's name (which may hold spaces) in parentheses: minflt is the 10th field
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
+  } catch {
+    return undefined;
+  }
+}
+
+type Latency = {
+  p50: number;
+  p99: number;
+  cpuClient?: number;
+  cpuServer?: number;
+  faultsClient?: number;
+  faultsServer?: number;
+};
 
 /**
  * p50 and p99 of `n` sequential calls (µs); with `serverPid`, also the CPU each call cost this
@@ -99,17 +118,26 @@ async function latency(fn: () => PromiseLike<unknown>, n = SEQ, serverPid?: numb
   const until = performance.now() + (n > BIG_ROUNDS ? WARM_MS : 0);
   for (let i = 0; i < Math.min(1000, n) || performance.now() < until; i++) await fn();
   const times = new Array<number>(n);
-  const client0 = cpuMicros(serverPid === undefined ? undefined : process.pid), server0 = cpuMicros(serverPid);
+  const me = serverPid === undefined ? undefined : process.pid;
+  const client0 = cpuMicros(me), server0 = cpuMicros(serverPid);
+  const faultsClient0 = minorFaults(me), faultsServer0 = minorFaults(serverPid);
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     await fn();
     times[i] = performance.now() - t0;
   }
-  const client1 = cpuMicros(serverPid === undefined ? undefined : process.pid), server1 = cpuMicros(serverPid);
+  const client1 = cpuMicros(me), server1 = cpuMicros(serverPid);
+  const faultsClient1 = minorFaults(me), faultsServer1 = minorFaults(serverPid);
   times.sort((a, b) => a - b);
   const out: Latency = { p50: percentile(times, 0.5) * 1000, p99: percentile(times, 0.99) * 1000 };
   if (client0 !== undefined && client1 !== undefined) out.cpuClient = (client1 - client0) / n;
   if (server0 !== undefined && server1 !== undefined) out.cpuServer = (server1 - server0) / n;
+  if (faultsClient0 !== undefined && faultsClient1 !== undefined) {
+    out.faultsClient = (faultsClient1 - faultsClient0) / n;
+  }
+  if (faultsServer0 !== undefined && faultsServer1 !== undefined) {
+    out.faultsServer = (faultsServer1 - faultsServer0) / n;
+  }
   return out;
 }
 
@@ -226,14 +254,42 @@ async function runClient(): Promise<void> {
     const bigRawBytes = new Uint8Array(bigFrame);
     const [bigOurs, bigRaw] = await alternate(
       () =>
-        latency(async () => {
-          // encoded as the node protocol encodes its messages: header written in place, data aligned
-          const { x } = decode(await ws.request(encodeFrame({ x: big }))) as { x: Float32Array };
-          if (x.length !== big.length) throw new Error("bad echo");
-        }, BIG_ROUNDS),
-      () => latency(() => rws.send(bigRawBytes), BIG_ROUNDS),
+        latency(
+          async () => {
+            // encoded as the node protocol encodes its messages: header written in place, data aligned
+            const { x } = decode(await ws.request(encodeFrame({ x: big }))) as { x: Float32Array };
+            if (x.length !== big.length) throw new Error("bad echo");
+          },
+          BIG_ROUNDS,
+          ours.child.pid,
+        ),
+      () => latency(() => rws.send(bigRawBytes), BIG_ROUNDS, raw.child.pid),
     );
     rows.push(["1 MiB Float32Array round trip p50 (ms)", bigOurs.p50 / 1000, bigRaw.p50 / 1000, "lower is better"]);
+    // what each end spends per round trip, and the pages it faults in (each ~20 µs of CPU on the
+    // VMs measured: BENCHMARKS.md, Transports, thirteenth session)
+    for (
+      const [end, o, r] of [["client", bigOurs.cpuClient, bigRaw.cpuClient], [
+        "server",
+        bigOurs.cpuServer,
+        bigRaw.cpuServer,
+      ]] as const
+    ) {
+      if (o !== undefined && r !== undefined) {
+        rows.push([`1 MiB round trip: ${end} CPU per round trip (µs)`, o, r, "lower is better"]);
+      }
+    }
+    for (
+      const [end, o, r] of [["client", bigOurs.faultsClient, bigRaw.faultsClient], [
+        "server",
+        bigOurs.faultsServer,
+        bigRaw.faultsServer,
+      ]] as const
+    ) {
+      if (o !== undefined && r !== undefined) {
+        rows.push([`1 MiB round trip: ${end} page faults per round trip`, o, r, "lower is better"]);
+      }
+    }
     const mbps = (p50us: number) => (2 * bigFrame.byteLength / (1024 * 1024)) / (p50us / 1e6);
     rows.push(["1 MiB round trip (MB/s, both ways)", mbps(bigOurs.p50), mbps(bigRaw.p50), "higher is better"]);
 
