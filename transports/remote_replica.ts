@@ -203,10 +203,8 @@ export class RemoteReplica extends MailboxReplica {
 
   /** Sends one call; fails over to a sibling when this node is known lost. */
   invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
-    // before any await: the active span is the call's own (tracing off: no carrier made per call)
-    const tracing = isTracingEnabled();
-    const trace = tracing ? injectTraceContext() : NO_TRACE;
-    const span = tracing ? otelTrace.getActiveSpan() : undefined;
+    const trace = injectTraceContext(); // before any await: the active span is the call's own
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     // arguments that are all primitives name nothing (the common case: no preparation, no retry),
     // and the call's own promise is the body's (no async function around it: a promise and a job
     // less per call)
@@ -425,9 +423,6 @@ export class RemoteReplica extends MailboxReplica {
 }
 
 function noop(): void {}
-
-/** The trace headers of a call made while tracing is off (none; never written to). */
-const NO_TRACE: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** Whether no argument is an object (so none is a ref, a kept object or holds one). */
 function primitivesOnly(args: unknown[]): boolean {

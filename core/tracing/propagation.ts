@@ -20,13 +20,16 @@ import { detectNow } from "./lifecycle.ts";
 import { spanContextOf } from "./spans.ts";
 import { TRACER_NAME, tracingState } from "./state.ts";
 
+/** The carrier of no context (tracing off, or no span): empty, shared, never written to. */
+const NO_CONTEXT: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /**
  * The W3C trace context to put in a call envelope that takes work to another node: `traceparent`
  * (and `tracestate` when set) of `task`'s span, or, with no task, of the span active now — inside a
  * task body that is the task's own span, so a remote executor can call it first thing in the body,
  * before any `await`. Uses the globally registered propagator and falls back to writing
  * `traceparent` itself, so the wire always carries W3C context. Empty when tracing is off or there
- * is no span.
+ * is no span (then one shared, frozen record: no object made per call).
  *
  * @param task The task being sent (its span exists once it started); default: the active span.
  * @returns Header-style carrier for the envelope's `trace` field.
@@ -41,12 +44,13 @@ import { TRACER_NAME, tracingState } from "./state.ts";
  * ```
  */
 export function injectTraceContext(task?: TaskInfo): Record<string, string> {
-  const carrier: Record<string, string> = {};
-  if (tracingState.off === undefined) return carrier;
+  // (tracing off, or no span: no carrier made, as for every remote call while tracing is off)
+  if (tracingState.off === undefined) return NO_CONTEXT;
   const sc = task !== undefined
     ? spanContextOf((task as TaskInfo & { _trace: unknown })._trace)
     : trace.getSpanContext(context.active());
-  if (sc === undefined) return carrier;
+  if (sc === undefined) return NO_CONTEXT;
+  const carrier: Record<string, string> = {};
   propagation.inject(trace.setSpanContext(ROOT_CONTEXT, sc), carrier);
   if (carrier.traceparent === undefined && /^[0-9a-f]{32}$/.test(sc.traceId) && sc.traceId !== "0".repeat(32)) {
     carrier.traceparent = `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 1) ? "01" : "00"}`;
