@@ -46,13 +46,11 @@ import {
   KIND_SEGMENTED,
   Outbox,
   readFrameId,
+  requestIdAfter,
   segmentedMessages,
   SegmentReader,
   takeRequestId,
 } from "./ws_framing.ts";
-
-/** The largest request id (u32), after which ids start again at 1 (as `takeRequestId` wraps them). */
-const LAST_REQUEST_ID = 0xffffffff;
 
 /**
  * Maps a node endpoint to its WebSocket URL: `http://h:p` and `ws://h:p` become `ws://h:p/ws`
@@ -354,7 +352,7 @@ class WebSocketConnection implements TransportConnection {
       const taken = takeRequestId(id, (i) => this.#pending.has(i));
       id = taken.id;
       this.#nextId = taken.next;
-    } else this.#nextId = id >= LAST_REQUEST_ID ? 1 : id + 1;
+    } else this.#nextId = requestIdAfter(id);
     return new Promise<Uint8Array>((resolve, reject) => {
       const pending: Pending = { resolve, reject, cleanup: undefined };
       this.#pending.set(id, pending);

@@ -165,8 +165,27 @@ const MAX_REQUEST_ID = 0xffffffff;
 export function takeRequestId(next: number, inUse: (id: number) => boolean): { id: number; next: number } {
   let id = next;
   // another id is tried only after 4 billion requests while one is stuck
-  for (let tries = 0; inUse(id) && tries < MAX_REQUEST_ID; tries++) id = id >= MAX_REQUEST_ID ? 1 : id + 1;
-  return { id, next: id >= MAX_REQUEST_ID ? 1 : id + 1 };
+  for (let tries = 0; inUse(id) && tries < MAX_REQUEST_ID; tries++) id = requestIdAfter(id);
+  return { id, next: requestIdAfter(id) };
+}
+
+/**
+ * The request id after `id`: `id + 1`, wrapping from 2^32 - 1 to 1 (never 0); what
+ * {@linkcode takeRequestId} tries after an id, for a sender that checks the first one itself.
+ *
+ * @param id A request id (from 1 to 2^32 - 1).
+ * @returns The next one.
+ *
+ * @example
+ * ```ts
+ * import { requestIdAfter } from "./ws_framing.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(requestIdAfter(7), 8);
+ * strictEqual(requestIdAfter(0xffffffff), 1);
+ * ```
+ */
+export function requestIdAfter(id: number): number {
+  return id >= MAX_REQUEST_ID ? 1 : id + 1;
 }
 
 /**
