@@ -43,10 +43,11 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> =
       // relay stops holding back what the node sends, so that its close frame gets out
       const token = c.req.header(RELAY_TOKEN_HEADER);
       if (token === undefined) return events;
-      const hooked = new WeakSet<WSContext>();
+      // (these events are this connection's, so every event brings the same WSContext)
+      let hooked = false;
       const hook = (ws: WSContext): void => {
-        if (hooked.has(ws)) return;
-        hooked.add(ws);
+        if (hooked) return;
+        hooked = true;
         const close = ws.close.bind(ws);
         ws.close = (code?: number, reason?: string) => {
           unboundRelay(token);
