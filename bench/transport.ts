@@ -268,27 +268,14 @@ async function runClient(): Promise<void> {
     rows.push(["1 MiB Float32Array round trip p50 (ms)", bigOurs.p50 / 1000, bigRaw.p50 / 1000, "lower is better"]);
     // what each end spends per round trip, and the pages it faults in (each ~20 µs of CPU on the
     // VMs measured: BENCHMARKS.md, Transports, thirteenth session)
-    for (
-      const [end, o, r] of [["client", bigOurs.cpuClient, bigRaw.cpuClient], [
-        "server",
-        bigOurs.cpuServer,
-        bigRaw.cpuServer,
-      ]] as const
-    ) {
-      if (o !== undefined && r !== undefined) {
-        rows.push([`1 MiB round trip: ${end} CPU per round trip (µs)`, o, r, "lower is better"]);
-      }
-    }
-    for (
-      const [end, o, r] of [["client", bigOurs.faultsClient, bigRaw.faultsClient], [
-        "server",
-        bigOurs.faultsServer,
-        bigRaw.faultsServer,
-      ]] as const
-    ) {
-      if (o !== undefined && r !== undefined) {
-        rows.push([`1 MiB round trip: ${end} page faults per round trip`, o, r, "lower is better"]);
-      }
+    const perEnd = [
+      ["client CPU per round trip (µs)", bigOurs.cpuClient, bigRaw.cpuClient],
+      ["server CPU per round trip (µs)", bigOurs.cpuServer, bigRaw.cpuServer],
+      ["client page faults per round trip", bigOurs.faultsClient, bigRaw.faultsClient],
+      ["server page faults per round trip", bigOurs.faultsServer, bigRaw.faultsServer],
+    ] as const;
+    for (const [what, o, r] of perEnd) {
+      if (o !== undefined && r !== undefined) rows.push([`1 MiB round trip: ${what}`, o, r, "lower is better"]);
     }
     const mbps = (p50us: number) => (2 * bigFrame.byteLength / (1024 * 1024)) / (p50us / 1e6);
     rows.push(["1 MiB round trip (MB/s, both ways)", mbps(bigOurs.p50), mbps(bigRaw.p50), "higher is better"]);
