@@ -135,7 +135,7 @@ const onBun: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
  * Whether a new small typed array costs less than a view of another's bytes (`subarray`): on Bun
  * (JavaScriptCore) a 16-byte array filled in a loop costs about half a view; on V8 (Deno, Node) a
  * new typed array costs about 900 ns, a view 30. A decoder may copy small byte strings where this
- * holds (`transports/stream_wire.ts`).
+ * holds (`transports/stream_chunk.ts`).
  *
  * @example
  * ```ts

@@ -31,7 +31,9 @@ import type { ConnectOptions, Transport, TransportConnection, TransportName } fr
 import { transportFor } from "./transport_for.ts";
 import { keepFields } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
-import { type ChunkSource, decodeCallReply, decodeChunk, RemoteChunks, resolveStreamWindow } from "./stream_wire.ts";
+import { type ChunkSource, RemoteChunks } from "./remote_chunks.ts";
+import { decodeCallReply, decodeChunk } from "./stream_chunk.ts";
+import { resolveStreamWindow } from "./stream_window.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,

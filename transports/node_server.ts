@@ -58,7 +58,7 @@ import { closeLinks } from "./link.ts";
 import { deviceBytes, holdsDeviceValues, ObjectStore, readBack } from "./object_store.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
 import { Stream } from "../core/stream.ts";
-import { StreamOutlets } from "./stream_wire.ts";
+import { StreamOutlets } from "./stream_outlet.ts";
 
 /**
  * Which calls a call id is unique among: those of one connection. HTTP has no connection that
