@@ -4,6 +4,11 @@
  * code (one at a time unless `maxConcurrency`), runs registered remote-capable ops, honours
  * cancels and deadlines, and drains in-flight calls on shutdown.
  *
+ * This file is the call path and the wiring; the node's other concerns are collaborators of their
+ * own: its options and limits (`node_options.ts`), its drivers' leases (`node_leases.ts`), the
+ * object store's `fetch`, `store` and `free` (`object_endpoints.ts`), a call's piped arguments
+ * (`piped_args.ts`), and its streams (`stream_outlet.ts`).
+ *
  * @module
  */
 import {
@@ -17,14 +22,7 @@ import {
 import { errorToWire, frameBytes } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
-import {
-  CancelledError,
-  NodeLostError,
-  OpExecutionError,
-  OverloadedError,
-  ProtocolError,
-  TransportError,
-} from "../core/errors.ts";
+import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
@@ -35,30 +33,35 @@ import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
-import { collectFreedMemory } from "../core/_runtime.ts";
 import {
   type CallMessage,
   decodeDriverMessage,
-  decodeNodeMessage,
   type DriverMessage,
   encodeMessage,
-  type PipedArg,
   PROTOCOL_VERSION,
-  PUBLISH_WAIT_MS,
-  STORED_ID_PREFIX,
-  type StoreMessage,
 } from "./protocol.ts";
 import { PublishedResults } from "./published.ts";
-import { PulledPuts } from "./pulled_puts.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
-import { backgroundInterval, randomId } from "./_common.ts";
-import { HandleReach, type NodePeer, reachableLink, reviveValue, wireValue } from "./handle_wire.ts";
+import { randomId } from "./_common.ts";
+import { HandleReach, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
 import { deviceBytes, holdsDeviceValues, ObjectStore, readBack } from "./object_store.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
 import { Stream } from "../core/stream.ts";
 import { StreamOutlets } from "./stream_outlet.ts";
+import { type NodeServerOptions, resolveNodeLimits } from "./node_options.ts";
+import { type Lease, NodeLeases } from "./node_leases.ts";
+import { ObjectEndpoints } from "./object_endpoints.ts";
+import { PipedArgs } from "./piped_args.ts";
+
+export {
+  DEFAULT_LEASE_MS,
+  DEFAULT_MAX_CALLS_PER_CONNECTION,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_IN_FLIGHT_BYTES,
+  type NodeServerOptions,
+} from "./node_options.ts";
 
 /**
  * Which calls a call id is unique among: those of one connection. HTTP has no connection that
@@ -92,111 +95,8 @@ function callKey(peer: PeerInfo | undefined, cid: string): string {
   return `${callScope(peer)} ${cid}`;
 }
 
-/** Options of a {@link NodeServer}. */
-export interface NodeServerOptions {
-  /** The node's name (in errors, stats and the ready line). */
-  name: string;
-  /** GPUs this node offers: a count or the devices (default 0). */
-  gpus?: number | readonly GpuDevice[];
-  /** CPU cores this node offers (default: not limited). */
-  cpus?: number;
-  /** Token this node presents to its `peers` (never to an endpoint a frame named). */
-  token?: string;
-  /**
-   * Nodes this node may call with its token (or a peer's own) when a handle of an instance there
-   * arrives as an argument. Handles may also lead to its own instances (called in place) and to the
-   * nodes a driver declared as its mesh in its `hello` (called without a token); any other endpoint
-   * is refused.
-   */
-  peers?: readonly (string | NodePeer)[];
-  /** Transport override for calls this node makes to other nodes. */
-  transport?: TransportName;
-  /**
-   * How long an instance outlives the last keepalive of the driver that created it, in ms (default
-   * 30 000; 0: instances live until destroyed or the node drains). A driver pings every third of it
-   * while it holds instances here, so an instance dies with its driver (a crash, a lost network)
-   * instead of holding memory and GPUs until the node restarts.
-   */
-  leaseMs?: number;
-  /**
-   * Most calls one connection may have in flight here (default
-   * {@linkcode DEFAULT_MAX_CALLS_PER_CONNECTION}); past it a call is refused with `OverloadedError`
-   * before it runs. Over HTTP, where each request is a connection of its own, the bound holds for
-   * all HTTP calls together.
-   */
-  maxCallsPerConnection?: number;
-  /**
-   * Most calls in flight on this node from all connections together (default
-   * {@linkcode DEFAULT_MAX_IN_FLIGHT}, `--max-in-flight`); past it a call is refused with
-   * `OverloadedError` before it runs. `"unbounded"`: no limit.
-   */
-  maxInFlight?: number | "unbounded";
-  /**
-   * Most bytes (the call frames, as received) the calls in flight on this node may hold together
-   * (default {@linkcode DEFAULT_MAX_IN_FLIGHT_BYTES}, `--max-in-flight-bytes`); past it a call is
-   * refused with `OverloadedError` before it runs. `"unbounded"`: no limit.
-   */
-  maxInFlightBytes?: number | "unbounded";
-  /**
-   * Most bytes (as encoded) the results kept here for drivers may hold together (the object store;
-   * default 1 GiB, `--object-store-bytes`); a result past it fails its call with `OverloadedError`.
-   */
-  objectStoreBytes?: number;
-  /** Told when a driver's lease expired and its instances were destroyed (for logs). */
-  onLeaseExpired?: (event: { instances: number; services: string[]; leaseMs: number }) => void;
-}
-
-/** Default of {@link NodeServerOptions.leaseMs}. */
-export const DEFAULT_LEASE_MS = 30_000;
-
-/** Default of {@link NodeServerOptions.maxCallsPerConnection}. */
-export const DEFAULT_MAX_CALLS_PER_CONNECTION = 10_000;
-
-/**
- * Default of {@link NodeServerOptions.maxInFlight}: calls in flight on one node, all connections together.
- *
- * @example
- * ```ts
- * import { DEFAULT_MAX_IN_FLIGHT } from "./node_server.ts";
- * if (DEFAULT_MAX_IN_FLIGHT !== 100_000) throw new Error("unexpected");
- * ```
- */
-export const DEFAULT_MAX_IN_FLIGHT: number = 100_000;
-
-/**
- * Default of {@link NodeServerOptions.maxInFlightBytes}: bytes of call frames in flight on one node (1 GiB).
- *
- * @example
- * ```ts
- * import { DEFAULT_MAX_IN_FLIGHT_BYTES } from "./node_server.ts";
- * if (DEFAULT_MAX_IN_FLIGHT_BYTES !== 2 ** 30) throw new Error("unexpected");
- * ```
- */
-export const DEFAULT_MAX_IN_FLIGHT_BYTES: number = 2 ** 30;
-
-/** A node-wide bound option: an integer ≥ 1 or `"unbounded"` (Infinity). */
-function nodeBound(what: string, v: unknown, dflt: number): number {
-  if (v === undefined) return dflt;
-  if (v === "unbounded") return Infinity;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new TypeError(`NodeServer ${what} must be an integer ≥ 1 or "unbounded", got ${String(v)}`);
-  }
-  return v;
-}
-
 /** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
 const EARLY_CANCELS_REMEMBERED = 1024;
-
-/** Instance ids destroyed by an expired lease that calls can still be told about. */
-const EXPIRED_REMEMBERED = 4096;
-
-/**
- * Bytes of objects freed for dropped refs (a `free` with `collected`) after which a node collects
- * its garbage (see `NodeServer.collectFreed`): a whole-heap collection costs a node a few ms.
- */
-const FREED_COLLECT_BYTES = 1024 * 1024;
-/** The least time between two such collections of a node, whatever its drivers send. */
-const FREED_COLLECT_INTERVAL_MS = 20;
 
 /** An instance made on this node, as the node holds it. */
 interface HostedInstance {
@@ -223,34 +123,6 @@ interface ConnectionRecord {
   published?: Set<string>;
   /** Its calls in flight (see {@link NodeServerOptions.maxCallsPerConnection}): counted here, not by scope. */
   running: number;
-}
-
-/**
- * Puts a piped result where it goes among a call's arguments: argument `p.i`, or inside it at
- * `p.path`, where the frame must hold `null` in an array or object of its own (so nothing but that
- * place changes, and no prototype).
- */
-function put(args: unknown[], p: PipedArg, value: unknown, cid: string): void {
-  if (p.path === undefined) {
-    args[p.i] = value;
-    return;
-  }
-  let c: unknown = args[p.i];
-  for (let k = 0; k < p.path.length; k++) {
-    const key = p.path[k];
-    const ok = typeof c === "object" && c !== null &&
-      (Array.isArray(c) || Object.getPrototypeOf(c) === Object.prototype ||
-        Object.getPrototypeOf(c) === null) &&
-      Object.hasOwn(c, key);
-    if (!ok || (k === p.path.length - 1 && (c as Record<string | number, unknown>)[key] !== null)) {
-      throw new ProtocolError(
-        `Call "${cid}" names a result at argument ${p.i}, path ${JSON.stringify(p.path).slice(0, 200)}, where its ` +
-          "arguments hold no null in an array or object",
-      );
-    }
-    if (k === p.path.length - 1) (c as Record<string | number, unknown>)[key] = value;
-    else c = (c as Record<string | number, unknown>)[key];
-  }
 }
 
 /**
@@ -296,14 +168,11 @@ export class NodeServer {
   /** Resident instances being constructed now (`GET /healthz` says "loading"). */
   private loading = 0;
   private readonly leaseMs: number;
-  /** Drivers holding instances here: when each was last heard from, and its instances. */
-  private readonly owners = new Map<string, { seen: number; ids: Set<string> }>();
-  private readonly expired = new Set<string>();
+  /** Its drivers' leases, and what expired (node_leases.ts). */
+  private readonly leases: NodeLeases;
+  /** The leases by driver (the leases' own map: a call renews its driver's in place). */
+  private readonly owners: Map<string, Lease>;
   private readonly earlyCancels = new Set<string>();
-  private expiredCount = 0;
-  private sweeper: ReturnType<typeof setInterval> | undefined;
-  private lastSweep = 0;
-  private readonly onLeaseExpired: NodeServerOptions["onLeaseExpired"];
   /**
    * Calls running, by connection and call id: a call id names a call only on the connection that
    * sent it, so one client can never cancel (or shadow) another's call that uses the same id.
@@ -330,39 +199,25 @@ export class NodeServer {
   private readonly connections = new Map<AbortSignal, ConnectionRecord>();
   /** Results of calls sent with `publish` (other nodes pull them by that id), until freed. */
   private readonly published: PublishedResults;
-  /** Put values pulled from other nodes, shared by the calls here that name them. */
-  private readonly pulledPuts = new PulledPuts();
+  /** Where the results a call names instead of carrying come from (piped_args.ts). */
+  private readonly pipes: PipedArgs;
+  /** What `fetch`, `store` and `free` are answered by (object_endpoints.ts). */
+  private readonly objectEndpoints: ObjectEndpoints;
   /** What each WebSocket connection declared once for its calls (a `session` message), by connection id. */
   private readonly sessions = new Map<number, { keepAbove?: number; owner?: string }>();
   /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
   private readonly kept = new Map<string, ObjectRef<unknown>>();
   private draining = false;
-  /** Bytes freed for dropped refs since the last collection (see {@linkcode NodeServer.collectFreed}). */
-  private freedSinceCollection = 0;
-  private lastCollectionAt = -Infinity;
   private inFlight = 0;
   private drained: (() => void) | undefined;
 
   /** @param options The node's name, resources, and how it reaches other nodes. */
   constructor(options: NodeServerOptions) {
-    if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
-      throw new TypeError("NodeServer needs options with a non-empty name");
-    }
-    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
-    if (typeof leaseMs !== "number" || !Number.isFinite(leaseMs) || leaseMs < 0) {
-      throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${String(options.leaseMs)}`);
-    }
-    this.leaseMs = leaseMs;
-    const maxCalls = options.maxCallsPerConnection ?? DEFAULT_MAX_CALLS_PER_CONNECTION;
-    if (!Number.isSafeInteger(maxCalls) || maxCalls < 1) {
-      throw new TypeError(
-        `NodeServer maxCallsPerConnection must be an integer ≥ 1, got ${String(options.maxCallsPerConnection)}`,
-      );
-    }
-    this.maxCallsPerConnection = maxCalls;
-    this.maxInFlight = nodeBound("maxInFlight", options.maxInFlight, DEFAULT_MAX_IN_FLIGHT);
-    this.maxInFlightBytes = nodeBound("maxInFlightBytes", options.maxInFlightBytes, DEFAULT_MAX_IN_FLIGHT_BYTES);
-    this.onLeaseExpired = options.onLeaseExpired;
+    const limits = resolveNodeLimits(options);
+    this.leaseMs = limits.leaseMs;
+    this.maxCallsPerConnection = limits.maxCallsPerConnection;
+    this.maxInFlight = limits.maxInFlight;
+    this.maxInFlightBytes = limits.maxInFlightBytes;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
@@ -381,6 +236,21 @@ export class NodeServer {
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
     this.published = new PublishedResults(options.name);
+    this.leases = new NodeLeases(this.leaseMs, {
+      serviceOf: (id) => this.instances.get(id)?.replica.def.name,
+      freeObjects: (owner) => this.objects.freeOwner(owner),
+      holdsObjects: (owner) => this.objects.owners().includes(owner),
+      destroy: (id, deadline) => this.remove(id, deadline),
+    }, options.onLeaseExpired);
+    this.owners = this.leases.owners;
+    this.pipes = new PipedArgs({
+      node: this.name,
+      kept: this.kept,
+      calls: this.calls,
+      objects: this.objects,
+      linkOptions: this.linkOptions,
+    });
+    this.objectEndpoints = new ObjectEndpoints(this.objects, this.published, this.leases, this);
     this.handler = (frame, peer) => this.serve(frame, peer);
   }
 
@@ -529,16 +399,13 @@ export class NodeServer {
         });
       }
       case "ping": {
-        if (msg.owner !== undefined) {
-          const lease = this.owners.get(msg.owner);
-          if (lease !== undefined) lease.seen = performance.now();
-        }
+        if (msg.owner !== undefined) this.leases.renew(msg.owner);
         return encodeMessage({
           t: "pong",
           node: this.name,
           activeCalls: this.inFlight,
           instances: this.instances.size,
-          expiredInstances: this.expiredCount,
+          expiredInstances: this.leases.expiredCount,
           objects: this.objects.count,
           leaseMs: this.leaseMs,
         });
@@ -579,21 +446,13 @@ export class NodeServer {
         return undefined;
       }
       case "fetch":
-        // a published result (a hand-off) is answered once its call ended
-        if (msg.oid.startsWith("p:") && !this.objects.has(msg.oid)) return await this.published.answer(msg.oid);
-        // a stored put value may be pulled before its store arrived (another connection)
-        if (msg.oid.startsWith(STORED_ID_PREFIX)) await this.objects.whenStored(msg.oid, PUBLISH_WAIT_MS);
-        return await this.objectFrame(msg.oid);
+        return await this.objectEndpoints.fetch(msg.oid);
       case "store":
-        return this.store(msg);
+        if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
+        return this.objectEndpoints.store(msg);
       case "free": {
         const conn = peer?.signal === undefined ? undefined : this.connections.get(peer.signal);
-        const before = this.objects.bytes;
-        for (const oid of msg.oids) {
-          if (this.published.forget(oid)) conn?.published?.delete(oid);
-          else this.objects.free(oid);
-        }
-        if (msg.collected === true) this.collectFreed(before - this.objects.bytes);
+        this.objectEndpoints.free(msg.oids, msg.collected === true, conn?.published);
         for (const cid of msg.cids) {
           const key = callKey(peer, cid);
           this.kept.delete(key);
@@ -619,59 +478,12 @@ export class NodeServer {
     const inst = this.instances.get(id);
     if (inst === undefined) return;
     this.instances.delete(id);
-    if (inst.owner !== undefined) {
-      const lease = this.owners.get(inst.owner);
-      lease?.ids.delete(id);
-      if (lease !== undefined && lease.ids.size === 0 && !this.objects.owners().includes(inst.owner)) {
-        this.owners.delete(inst.owner);
-      }
-      if (this.owners.size === 0) this.stopSweeper();
-    }
+    if (inst.owner !== undefined) this.leases.release(inst.owner, id);
     try {
       await inst.replica.close(deadline);
     } finally {
       releaseResources(this.resources, inst.gpus, inst.request);
     }
-  }
-
-  /** Destroys the instances of every driver not heard from within the lease. */
-  private sweep(): void {
-    const now = performance.now();
-    const late = now - this.lastSweep > 2 * this.sweepEvery();
-    this.lastSweep = now;
-    if (late) {
-      // this node's own event loop stalled (a long synchronous call): the keepalives it could not
-      // read meanwhile are still queued on its sockets. Nobody is taken for gone on that account.
-      for (const lease of this.owners.values()) lease.seen = now;
-      return;
-    }
-    for (const [owner, lease] of this.owners) {
-      if (now - lease.seen <= this.leaseMs) continue;
-      const services = [...lease.ids].map((id) => this.instances.get(id)?.replica.def.name ?? "?");
-      this.objects.freeOwner(owner); // its objects go with its instances
-      for (const id of [...lease.ids]) {
-        this.expired.add(id);
-        this.expiredCount++;
-        if (this.expired.size > EXPIRED_REMEMBERED) this.expired.delete(this.expired.values().next().value!);
-        // the driver is gone: its calls still running are cancelled now, not waited for
-        this.remove(id, now).catch(() => {});
-      }
-      this.owners.delete(owner);
-      try {
-        this.onLeaseExpired?.({ instances: services.length, services, leaseMs: this.leaseMs });
-      } catch {
-        // a logging hook must not stop the sweep
-      }
-    }
-  }
-
-  private sweepEvery(): number {
-    return Math.max(10, Math.floor(this.leaseMs / 4));
-  }
-
-  private stopSweeper(): void {
-    if (this.sweeper !== undefined) clearInterval(this.sweeper);
-    this.sweeper = undefined;
   }
 
   /**
@@ -816,33 +628,8 @@ export class NodeServer {
     // instance nobody uses is not kept for ever
     const leased = this.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
     this.instances.set(id, { replica: local, gpus: devices, request, owner: leased });
-    if (leased !== undefined) {
-      let lease = this.owners.get(leased);
-      if (lease === undefined) this.owners.set(leased, lease = { seen: 0, ids: new Set() });
-      lease.seen = performance.now();
-      lease.ids.add(id);
-      if (this.sweeper === undefined) {
-        this.lastSweep = performance.now();
-        this.sweeper = backgroundInterval(() => this.sweep(), this.sweepEvery());
-      }
-    }
+    if (leased !== undefined) this.leases.holdInstance(leased, id);
     return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
-  }
-
-  /**
-   * The `result` frame that carries object `oid` (what a `fetch` gets); the object is looked up
-   * before any await, so a `free` arriving meanwhile does not take it away.
-   */
-  private objectFrame(oid: string): Uint8Array | Promise<Uint8Array> {
-    const stored = this.objects.frame(oid);
-    if (stored !== undefined) return stored; // encoded once, when it was made
-    const value = this.objects.get(oid);
-    return (async () => {
-      // it leaves the device now
-      const v = holdsDeviceValues(value) ? await readBack(value) : value;
-      const wired = wireValue(v, this);
-      return encodeMessage({ t: "result", ok: true, value: wired instanceof Promise ? await wired : wired });
-    })();
   }
 
   /**
@@ -860,7 +647,7 @@ export class NodeServer {
     }
     try {
       const reply = await this.call(msg, peer, bytes);
-      answered(this.pulledFrame(reply, msg));
+      answered(this.objectEndpoints.pulledFrame(reply, msg));
       return reply;
     } catch (e) {
       answered(encodeMessage({ t: "result", ok: false, error: errorToWire(e) }));
@@ -868,136 +655,12 @@ export class NodeServer {
     }
   }
 
-  /** What a pull of a published call's result gets, from the reply its caller got. */
-  private pulledFrame(reply: Uint8Array, msg: CallMessage): Uint8Array | Promise<Uint8Array> {
-    const m = decodeNodeMessage(reply);
-    if (m.t === "result" && m.ok && m.object !== undefined) {
-      try {
-        return this.objectFrame(m.object.oid);
-      } catch (e) {
-        return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
-      }
-    }
-    if (m.t === "result") return reply;
-    return encodeMessage({
-      t: "result",
-      ok: false,
-      error: errorToWire(
-        new ProtocolError(`The result of call "${msg.cid}" is a stream: it cannot be pulled by another node`),
-      ),
-    });
-  }
-
-  /**
-   * Keeps a driver's `put` value (`store`) as the object it named, encoded once as the `result` a
-   * fetch sends; a store past the bound is answered with `OverloadedError` (the driver then sends
-   * the value with each call).
-   */
-  private store(msg: StoreMessage): Uint8Array {
-    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
-    const frame = encodeMessage({ t: "result", ok: true, value: msg.value });
-    try {
-      this.objects.put(undefined, frameBytes(frame), {
-        owner: msg.owner,
-        madeBy: "a ta.put() value",
-        frame,
-        oid: msg.oid,
-      });
-    } catch (e) {
-      if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
-      throw e;
-    }
-    if (msg.owner !== undefined) this.leaseObjects(msg.owner);
-    return encodeMessage({ t: "result", ok: true, object: { oid: msg.oid, bytes: frameBytes(frame) } });
-  }
-
-  /**
-   * `bytes` of objects went from the store because the driver's garbage collector found their refs
-   * dropped: they lived long enough to be old in this process's heap, where only a whole-heap
-   * collection finds them, and until it comes every new result lands on fresh pages. Once such frees
-   * come to {@linkcode FREED_COLLECT_BYTES}, this process collects (at most once per
-   * {@linkcode FREED_COLLECT_INTERVAL_MS}, whatever the driver sends).
-   */
-  private collectFreed(bytes: number): void {
-    this.freedSinceCollection += bytes;
-    if (this.freedSinceCollection < FREED_COLLECT_BYTES) return;
-    const now = performance.now();
-    if (now - this.lastCollectionAt < FREED_COLLECT_INTERVAL_MS) return; // the next free asks again
-    this.lastCollectionAt = now;
-    this.freedSinceCollection = 0;
-    collectFreedMemory();
-  }
-
   /** Keeps a result that lives on a device in the store (its bytes estimated), and names it. */
   private keepOnDevice(result: unknown, owner: string | undefined, msg: CallMessage, name: string): Uint8Array {
     const bytes = deviceBytes(result);
     const oid = this.objects.put(result, bytes, { owner, madeBy: msg.op ?? name });
-    if (owner !== undefined) this.leaseObjects(owner);
+    if (owner !== undefined) this.leases.holdObjects(owner);
     return encodeMessage({ t: "result", ok: true, object: { oid, bytes } });
-  }
-
-  /** Objects kept for `owner` live while its lease does (its pings renew it, as for instances). */
-  private leaseObjects(owner: string): void {
-    if (this.leaseMs <= 0) return;
-    let lease = this.owners.get(owner);
-    if (lease === undefined) this.owners.set(owner, lease = { seen: performance.now(), ids: new Set() });
-    if (this.sweeper === undefined) {
-      this.lastSweep = performance.now();
-      this.sweeper = backgroundInterval(() => this.sweep(), this.sweepEvery());
-    }
-  }
-
-  /**
-   * Puts in `args` the results a call names instead of carrying (`msg.pipe`): a call's kept or
-   * running result and an object here are taken at once; objects on other nodes are pulled, over a
-   * link this node may open (a peer, or a node its driver declared), never one the frame chose.
-   * Returns the promise of the pulls, if any.
-   */
-  private pipedArgs(msg: CallMessage, args: unknown[], peer: PeerInfo | undefined): Promise<void> | undefined {
-    const pulls: Promise<void>[] = [];
-    for (const p of msg.pipe!) {
-      if (p.cid !== undefined) {
-        const k = callKey(peer, p.cid);
-        const ref = this.kept.get(k) ?? this.calls.get(k);
-        if (ref === undefined) {
-          throw new ProtocolError(
-            `Call "${msg.cid}" names the result of call "${p.cid}" (argument ${p.i}), which node "${this.name}" ` +
-              "does not hold: it was not sent on this connection with keep, or was freed",
-          );
-        }
-        put(args, p, ref, msg.cid);
-      } else if (p.endpoint === undefined) {
-        const oid = p.oid!;
-        if (oid.startsWith(STORED_ID_PREFIX) && !this.objects.has(oid)) {
-          // a put value whose store this call overtook (HTTP has no order between requests)
-          pulls.push(
-            this.objects.whenStored(oid, PUBLISH_WAIT_MS).then(() => put(args, p, this.objects.get(oid), msg.cid)),
-          );
-        } else put(args, p, this.objects.get(oid), msg.cid);
-      } else {
-        // node to node, over a link this node may open (never one the frame chose)
-        const link = reachableLink(p.node!, p.endpoint, this.linkOptions, `Call "${msg.cid}" (argument ${p.i})`);
-        const oid = p.oid!;
-        // a put value never changes: the calls here share one pull of it (pulled_puts.ts)
-        const pulled = oid.startsWith(STORED_ID_PREFIX)
-          ? this.pulledPuts.pull(p.endpoint, oid, () => link.fetchObject(oid))
-          : link.fetchObject(oid);
-        pulls.push(
-          pulled.then((v) => {
-            put(args, p, v, msg.cid);
-          }, (e) => {
-            // a holder this node cannot reach is lost to the call, also if it never reached it before
-            if (!(e instanceof TransportError)) throw e;
-            throw new NodeLostError(
-              p.node!,
-              `node "${this.name}" cannot pull argument ${p.i} from it: ${e.message}`,
-              e,
-            );
-          }),
-        );
-      }
-    }
-    return pulls.length === 0 ? undefined : Promise.all(pulls).then(() => {});
   }
 
   /** The record of the connection whose frames carry `signal` (made, with its one listener, on first use). */
@@ -1114,7 +777,7 @@ export class NodeServer {
     // results named instead of sent: those held here now (before any await, so a `free` sent after
     // this call cannot overtake it), then those pulled from other nodes
     if (msg.pipe !== undefined) {
-      const pulls = this.pipedArgs(msg, args, peer);
+      const pulls = this.pipes.fill(msg, args, scope);
       if (pulls !== undefined) {
         await pulls;
         now = performance.now(); // (the leases below are renewed once its arguments are here, as before)
@@ -1138,7 +801,7 @@ export class NodeServer {
       const inst = this.instances.get(msg.id!);
       if (inst === undefined) {
         throw new ProtocolError(
-          this.expired.has(msg.id!)
+          this.leases.wasExpired(msg.id!)
             ? `Instance "${msg.id}" on node "${this.name}" was destroyed: its driver sent no keepalive for ` +
               `${this.leaseMs} ms (lease expired)`
             : `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
@@ -1205,7 +868,7 @@ export class NodeServer {
         // kept encoded (a fetch sends it as it is) unless it holds handles (revived here on use)
         const frame = value === result ? reply : undefined;
         const oid = this.objects.put(result, size, { owner, madeBy: msg.op ?? name, frame });
-        if (owner !== undefined) this.leaseObjects(owner);
+        if (owner !== undefined) this.leases.holdObjects(owner);
         return encodeMessage({ t: "result", ok: true, object: { oid, bytes: size } });
       } catch (e) {
         if (e instanceof OverloadedError) return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
@@ -1247,8 +910,7 @@ export class NodeServer {
    */
   async drain(options: { graceMs?: number } = {}): Promise<void> {
     this.draining = true;
-    this.stopSweeper();
-    this.owners.clear();
+    this.leases.stop();
     this.streams.cancelAll();
     // a stream still at its first chunk is its call's (stream_wire.ts): stopped through the call's
     // ref, which stops nothing but a stream once its call completed
