@@ -5,20 +5,13 @@
  * cancels and deadlines, and drains in-flight calls on shutdown.
  *
  * This file is the call path and the wiring; the node's other concerns are collaborators of their
- * own: its options and limits (`node_options.ts`), its drivers' leases (`node_leases.ts`), the
- * object store's `fetch`, `store` and `free` (`object_endpoints.ts`), a call's piped arguments
- * (`piped_args.ts`), and its streams (`stream_outlet.ts`).
+ * own: its options and limits (`node_options.ts`), the instances it hosts (`node_instances.ts`),
+ * its drivers' leases (`node_leases.ts`), the object store's `fetch`, `store` and `free`
+ * (`object_endpoints.ts`), a call's piped arguments (`piped_args.ts`), and its streams
+ * (`stream_outlet.ts`).
  *
  * @module
  */
-import {
-  assignNodeGpus,
-  type MutableNodeResources,
-  type PlacementRequest,
-  placeReplicas,
-  releaseResources,
-  takeResources,
-} from "../core/placement.ts";
 import { errorToWire, frameBytes } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
@@ -29,7 +22,6 @@ import type { ObjectRef } from "../core/object_ref.ts";
 import { cancelTask, State, type Task } from "../core/task.ts";
 import type { CancelReason } from "../core/errors.ts";
 import { type OpDef, registeredOps } from "../core/op.ts";
-import { LocalReplica } from "../core/local_replica.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { withExtractedContext } from "../core/tracing/mod.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
@@ -43,17 +35,16 @@ import {
 import { PublishedResults } from "./published.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
-import { randomId } from "./_common.ts";
 import { HandleReach, reviveValue, wireValue } from "./handle_wire.ts";
 import { closeLinks } from "./link.ts";
 import { deviceBytes, holdsDeviceValues, ObjectStore, readBack } from "./object_store.ts";
-import { FairDispatch } from "./fair_dispatch.ts";
 import { Stream } from "../core/stream.ts";
 import { StreamOutlets } from "./stream_outlet.ts";
 import { type NodeServerOptions, resolveNodeLimits } from "./node_options.ts";
 import { type Lease, NodeLeases } from "./node_leases.ts";
 import { ObjectEndpoints } from "./object_endpoints.ts";
 import { PipedArgs } from "./piped_args.ts";
+import { type HostedInstance, NodeInstances, type ServedMethod } from "./node_instances.ts";
 
 export {
   DEFAULT_LEASE_MS,
@@ -98,24 +89,6 @@ function callKey(peer: PeerInfo | undefined, cid: string): string {
 /** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
 const EARLY_CANCELS_REMEMBERED = 1024;
 
-/** An instance made on this node, as the node holds it. */
-interface HostedInstance {
-  replica: LocalReplica;
-  gpus: GpuDevice[];
-  request: PlacementRequest;
-  owner?: string;
-  /** Set for a resident instance: its callers' calls reach it round-robin. */
-  fair?: FairDispatch;
-  /** What its calls of each method are named and traced as (made at the method's first call). */
-  served?: Map<string, ServedMethod>;
-}
-
-/** A method of an instance as its calls are named (errors, streams) and traced (their SERVER span). */
-interface ServedMethod {
-  readonly name: string;
-  readonly span: { readonly name: string; readonly attributes: { readonly "thinkagain.node": string } };
-}
-
 /** What a WebSocket connection leaves on the node: its calls running, its kept and published results. */
 interface ConnectionRecord {
   readonly calls: Set<ObjectRef<unknown>>;
@@ -158,15 +131,12 @@ export class NodeServer {
   /** Answer frames with this (pass it to a transport server). */
   readonly handler: FrameHandler;
   private readonly gpus: readonly GpuDevice[];
-  /** What is free on this node: its own count, whatever drivers believe (several may share it). */
-  private readonly resources: MutableNodeResources;
-  private readonly instances = new Map<string, HostedInstance>();
-  /** The resident instances (the node's own, started by {@linkcode NodeServer.startResident}), as the welcome lists them. */
-  private readonly residents: { service: string; id: string; replica: number; gpus: number[] }[] = [];
+  /** The instances hosted here, and what is free of its GPUs and CPU cores (node_instances.ts). */
+  private readonly hosted: NodeInstances;
+  /** The instances by id (the hosted instances' own map). */
+  private readonly instances: Map<string, HostedInstance>;
   /** When this node last read a frame: its resident instances' dispatch yields to reads. */
   private readonly readClock = { lastRead: 0 };
-  /** Resident instances being constructed now (`GET /healthz` says "loading"). */
-  private loading = 0;
   private readonly leaseMs: number;
   /** Its drivers' leases, and what expired (node_leases.ts). */
   private readonly leases: NodeLeases;
@@ -221,14 +191,6 @@ export class NodeServer {
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
-    this.resources = {
-      name: options.name,
-      unboundedGpus: false,
-      freeGpus: [...node.gpus],
-      shared: new Map(),
-      freeCpus: Infinity,
-      instances: 0,
-    };
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
     this.rt = meshRuntime(this.mesh);
     this.callCtx = { mesh: this.rt };
@@ -240,9 +202,21 @@ export class NodeServer {
       serviceOf: (id) => this.instances.get(id)?.replica.def.name,
       freeObjects: (owner) => this.objects.freeOwner(owner),
       holdsObjects: (owner) => this.objects.owners().includes(owner),
-      destroy: (id, deadline) => this.remove(id, deadline),
+      destroy: (id, deadline) => this.hosted.remove(id, deadline),
     }, options.onLeaseExpired);
     this.owners = this.leases.owners;
+    this.hosted = new NodeInstances({
+      name: this.name,
+      session: this.session,
+      mesh: this.mesh,
+      rt: this.rt,
+      gpus: this.gpus,
+      linkOptions: this.linkOptions,
+      readClock: this.readClock,
+      leases: this.leases,
+      draining: () => this.draining,
+    });
+    this.instances = this.hosted.byId;
     this.pipes = new PipedArgs({
       node: this.name,
       kept: this.kept,
@@ -316,7 +290,7 @@ export class NodeServer {
         outstanding: replica.outstanding,
       };
     });
-    const gpus = { total: this.gpus.length, free: this.resources.freeGpus.length };
+    const gpus = { total: this.gpus.length, free: this.hosted.resources.freeGpus.length };
     return {
       name: this.mesh.name,
       closed: this.draining,
@@ -347,7 +321,7 @@ export class NodeServer {
    * ```
    */
   health(): NodeHealth {
-    const status = this.draining ? "draining" : this.loading > 0 ? "loading" : "ready";
+    const status = this.draining ? "draining" : this.hosted.loading > 0 ? "loading" : "ready";
     return { status, name: this.name, protocol: PROTOCOL_VERSION };
   }
 
@@ -395,7 +369,7 @@ export class NodeServer {
           ops,
           leaseMs: this.leaseMs,
           objectStoreBytes: this.objects.maxBytes,
-          ...(this.residents.length > 0 ? { residents: this.residents } : {}),
+          ...(this.hosted.residents.length > 0 ? { residents: this.hosted.residents } : {}),
         });
       }
       case "ping": {
@@ -425,7 +399,7 @@ export class NodeServer {
         return peer.oneWay ? undefined : encodeMessage({ t: "session" });
       }
       case "create":
-        return encodeMessage(this.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
+        return encodeMessage(this.hosted.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
       case "call":
         if (msg.publish !== undefined) return await this.publishing(msg, peer, frameBytes(frame));
         return await this.call(msg, peer, frameBytes(frame));
@@ -467,22 +441,9 @@ export class NodeServer {
               "not to a driver, and lives until the node drains)",
           );
         }
-        await this.remove(msg.id);
+        await this.hosted.remove(msg.id);
         return encodeMessage({ t: "destroyed" });
       }
-    }
-  }
-
-  /** Disposes an instance (calls running on it are cancelled at `deadline`, if given) and frees its GPUs. */
-  private async remove(id: string, deadline?: number): Promise<void> {
-    const inst = this.instances.get(id);
-    if (inst === undefined) return;
-    this.instances.delete(id);
-    if (inst.owner !== undefined) this.leases.release(inst.owner, id);
-    try {
-      await inst.replica.close(deadline);
-    } finally {
-      releaseResources(this.resources, inst.gpus, inst.request);
     }
   }
 
@@ -522,114 +483,8 @@ export class NodeServer {
    * await server.close();
    * ```
    */
-  async startResident(service: string, options: { replicas?: number; args?: unknown[] } = {}): Promise<string[]> {
-    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
-    const def = registeredServices().get(service);
-    if (def === undefined) {
-      throw new TypeError(
-        `Cannot start resident service "${service}" on node "${this.name}": the module registered ${
-          [...registeredServices().keys()].map((n) => `"${n}"`).join(", ") || "no services"
-        }`,
-      );
-    }
-    const replicas = options.replicas ?? 1;
-    if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > 4096) {
-      throw new TypeError(
-        `Cannot start resident service "${service}": replicas must be an integer from 1 to 4096, got ${
-          String(replicas)
-        }`,
-      );
-    }
-    const args = options.args ?? [];
-    const request: PlacementRequest = { service, gpus: def.gpus, cpus: def.cpus, replicas };
-    const placed = placeReplicas([{ ...this.resources, freeCpus: this.freeCpus() }], request);
-    const first = this.residents.filter((r) => r.service === service).length;
-    const made: string[] = [];
-    this.loading++;
-    try {
-      for (let i = 0; i < placed.length; i++) {
-        const index = first + i;
-        const id = `resident/${service}/${index}`;
-        const devices = placed[i].gpus as GpuDevice[];
-        const local = new LocalReplica(def, args, this.rt, index, this.name, devices, id);
-        const failed = (cause: unknown) =>
-          new Error(
-            `Cannot start resident service "${service}" (replica ${index}) on node "${this.name}": ${
-              cause instanceof OpExecutionError && cause.cause !== undefined
-                ? `its constructor threw: ${(cause.cause as Error)?.message ?? String(cause.cause)}`
-                : `its ready promise rejected: ${(cause as Error)?.message ?? String(cause)}`
-            }`,
-            { cause },
-          );
-        if (local.failure !== undefined) throw failed(local.failure);
-        takeResources(this.resources, devices, request);
-        this.instances.set(id, {
-          replica: local,
-          gpus: devices,
-          request,
-          fair: new FairDispatch(local, def.maxConcurrency, this.readClock),
-        });
-        made.push(id);
-        const ready = local.value?.ready as PromiseLike<unknown> | undefined;
-        if (ready !== null && typeof ready === "object" && typeof ready.then === "function") {
-          try {
-            await ready;
-          } catch (e) {
-            throw failed(e);
-          }
-        }
-        if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
-      }
-    } catch (e) {
-      for (const id of made) await this.remove(id).catch(() => {});
-      throw e;
-    } finally {
-      this.loading--;
-    }
-    for (const id of made) {
-      const inst = this.instances.get(id)!;
-      this.residents.push({ service, id, replica: inst.replica.index, gpus: inst.gpus.map((g) => g.id) });
-    }
-    return made;
-  }
-
-  /** CPU cores not held by instances here (`Infinity`: not limited). */
-  private freeCpus(): number {
-    let used = 0;
-    for (const { replica } of this.instances.values()) used += replica.def.cpus;
-    return this.mesh.nodes[0].cpus - used;
-  }
-
-  /** Creates an instance of a registered service. */
-  private create(
-    service: string,
-    args: unknown[],
-    gpus: readonly number[],
-    replica: number,
-    owner: string | undefined,
-  ): { t: "created"; id: string; session: string; leaseMs: number } {
-    if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
-    const def = registeredServices().get(service);
-    if (def === undefined) {
-      throw new ProtocolError(
-        `Unknown service "${service}": node "${this.name}" registered ${
-          [...registeredServices().keys()].join(", ") || "none"
-        }`,
-      );
-    }
-    // the node gives its own GPUs: the ids the driver asked for are a preference, never trusted
-    const request: PlacementRequest = { service, gpus: def.gpus, cpus: 0, replicas: 1 };
-    const devices = assignNodeGpus(this.resources, request, { asked: gpus, gpuCount: this.gpus.length });
-    const id = randomId(); // (travels with every call to it: short)
-    const local = new LocalReplica(def, reviveValue(args, this.linkOptions), this.rt, replica, this.name, devices, id);
-    if (local.failure !== undefined) throw local.failure;
-    takeResources(this.resources, devices, request);
-    // an instance whose creator gave no lease id gets a lease of its own, renewed by its calls: an
-    // instance nobody uses is not kept for ever
-    const leased = this.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
-    this.instances.set(id, { replica: local, gpus: devices, request, owner: leased });
-    if (leased !== undefined) this.leases.holdInstance(leased, id);
-    return { t: "created", id, session: this.session, leaseMs: this.leaseMs };
+  startResident(service: string, options: { replicas?: number; args?: unknown[] } = {}): Promise<string[]> {
+    return this.hosted.startResident(service, options);
   }
 
   /**
@@ -927,9 +782,7 @@ export class NodeServer {
     this.objects.clear();
     this.kept.clear();
     this.published.clear();
-    const all = [...this.instances.values()];
-    this.instances.clear();
-    await Promise.all(all.map((i) => i.replica.close().catch(() => {})));
+    await this.hosted.closeAll();
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }

@@ -1,0 +1,311 @@
+/**
+ * The instances a node hosts: those drivers create (`create`, each under its driver's lease) and
+ * the node's own (resident, `startResident`), placed on the node's GPUs and CPU cores, and
+ * disposed with what they held freed. The node's call path finds them in
+ * {@linkcode NodeInstances.byId}.
+ *
+ * @module
+ */
+import {
+  assignNodeGpus,
+  type MutableNodeResources,
+  type PlacementRequest,
+  placeReplicas,
+  releaseResources,
+  takeResources,
+} from "../core/placement.ts";
+import type { GpuDevice } from "../core/devices.ts";
+import { OpExecutionError, ProtocolError, TransportError } from "../core/errors.ts";
+import type { Mesh } from "../core/mesh.ts";
+import type { MeshRuntime } from "../core/mesh_runtime.ts";
+import { LocalReplica } from "../core/local_replica.ts";
+import { registeredServices } from "../core/service_def.ts";
+import { randomId } from "./_common.ts";
+import { reviveValue } from "./handle_wire.ts";
+import { FairDispatch } from "./fair_dispatch.ts";
+import type { NodeLeases } from "./node_leases.ts";
+import type { TransportName } from "./transport.ts";
+
+/** An instance made on this node, as the node holds it. */
+export interface HostedInstance {
+  /** The instance. */
+  replica: LocalReplica;
+  /** The GPUs it holds. */
+  gpus: GpuDevice[];
+  /** What it was placed by (released with it). */
+  request: PlacementRequest;
+  /** Its lease (none for a resident instance, or when the node has no leases). */
+  owner?: string;
+  /** Set for a resident instance: its callers' calls reach it round-robin. */
+  fair?: FairDispatch;
+  /** What its calls of each method are named and traced as (made at the method's first call). */
+  served?: Map<string, ServedMethod>;
+}
+
+/** A method of an instance as its calls are named (errors, streams) and traced (their SERVER span). */
+export interface ServedMethod {
+  /** `Service.method`. */
+  readonly name: string;
+  /** Its SERVER span's name and attributes. */
+  readonly span: { readonly name: string; readonly attributes: { readonly "thinkagain.node": string } };
+}
+
+/** A resident instance as a node's welcome lists it. */
+export interface ResidentInstance {
+  /** Its service. */
+  service: string;
+  /** Its id. */
+  id: string;
+  /** Its replica index among the node's residents of that service. */
+  replica: number;
+  /** The ids of the GPUs it holds. */
+  gpus: number[];
+}
+
+/** What a node's instances are made with: the node's own parts. */
+export interface InstanceHost {
+  /** The node's name. */
+  readonly name: string;
+  /** The node's session (in a `created` answer). */
+  readonly session: string;
+  /** The node's mesh (its one node's CPU cores). */
+  readonly mesh: Mesh;
+  /** Its runtime, which the instances are given. */
+  readonly rt: MeshRuntime;
+  /** The node's GPUs. */
+  readonly gpus: readonly GpuDevice[];
+  /** How handles in constructor arguments reach other nodes. */
+  readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
+  /** When the node last read a frame (resident instances' dispatch yields to reads). */
+  readonly readClock: { lastRead: number };
+  /** The drivers' leases. */
+  readonly leases: NodeLeases;
+  /** Whether the node is draining (it makes no more instances). */
+  draining(): boolean;
+}
+
+/**
+ * A node's instances, with what is free of its GPUs and CPU cores.
+ *
+ * @example An instance created for a driver, then disposed
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
+ * import { NodeInstances } from "./node_instances.ts";
+ * import { NodeLeases } from "./node_leases.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * ta.service(class DocHostedEcho { echo(x: string) { return x; } });
+ * const mesh = new Mesh([new MeshNode("n1")]);
+ * const leases = new NodeLeases(0, {
+ *   serviceOf: () => undefined,
+ *   freeObjects() {},
+ *   holdsObjects: () => false,
+ *   destroy: async () => {},
+ * });
+ * const hosted = new NodeInstances({
+ *   name: "n1",
+ *   session: "s1",
+ *   mesh,
+ *   rt: meshRuntime(mesh),
+ *   gpus: [],
+ *   linkOptions: { owner: {} },
+ *   readClock: { lastRead: 0 },
+ *   leases,
+ *   draining: () => false,
+ * });
+ * const { id } = hosted.create("DocHostedEcho", [], [], 0, undefined);
+ * strictEqual(hosted.byId.get(id)?.replica.def.name, "DocHostedEcho");
+ * await hosted.remove(id);
+ * strictEqual(hosted.byId.size, 0);
+ * await mesh.close();
+ * ```
+ */
+export class NodeInstances {
+  /** The instances, by id (the node's call path looks them up here). */
+  readonly byId: Map<string, HostedInstance> = new Map();
+  /** The resident instances (the node's own), as the welcome lists them. */
+  readonly residents: ResidentInstance[] = [];
+  /** Resident instances being constructed now (`GET /healthz` says "loading"). */
+  loading = 0;
+  /** What is free on this node: its own count, whatever drivers believe (several may share it). */
+  readonly resources: MutableNodeResources;
+  readonly #host: InstanceHost;
+
+  /** @param host The node. */
+  constructor(host: InstanceHost) {
+    this.#host = host;
+    this.resources = {
+      name: host.name,
+      unboundedGpus: false,
+      freeGpus: [...host.gpus],
+      shared: new Map(),
+      freeCpus: Infinity,
+      instances: 0,
+    };
+  }
+
+  /**
+   * Creates an instance of a registered service for a driver (`create`), on GPUs this node
+   * chooses, under the driver's lease (or one of its own when the driver gave none).
+   *
+   * @param service The registered service's name.
+   * @param args Its constructor's arguments, as they arrived.
+   * @param gpus The GPU ids the driver asked for (a preference).
+   * @param replica Its replica index.
+   * @param owner The driver's lease id.
+   * @returns The `created` answer.
+   * @throws {ProtocolError} For an unknown service; {@link PlacementError} when no GPUs are free;
+   * the constructor's error when it threw.
+   */
+  create(
+    service: string,
+    args: unknown[],
+    gpus: readonly number[],
+    replica: number,
+    owner: string | undefined,
+  ): { t: "created"; id: string; session: string; leaseMs: number } {
+    if (this.#host.draining()) throw new TransportError("refused", `Node "${this.#host.name}" is shutting down`);
+    const def = registeredServices().get(service);
+    if (def === undefined) {
+      throw new ProtocolError(
+        `Unknown service "${service}": node "${this.#host.name}" registered ${
+          [...registeredServices().keys()].join(", ") || "none"
+        }`,
+      );
+    }
+    // the node gives its own GPUs: the ids the driver asked for are a preference, never trusted
+    const request: PlacementRequest = { service, gpus: def.gpus, cpus: 0, replicas: 1 };
+    const devices = assignNodeGpus(this.resources, request, { asked: gpus, gpuCount: this.#host.gpus.length });
+    const id = randomId(); // (travels with every call to it: short)
+    const local = new LocalReplica(
+      def,
+      reviveValue(args, this.#host.linkOptions),
+      this.#host.rt,
+      replica,
+      this.#host.name,
+      devices,
+      id,
+    );
+    if (local.failure !== undefined) throw local.failure;
+    takeResources(this.resources, devices, request);
+    // an instance whose creator gave no lease id gets a lease of its own, renewed by its calls: an
+    // instance nobody uses is not kept for ever
+    const leased = this.#host.leases.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
+    this.byId.set(id, { replica: local, gpus: devices, request, owner: leased });
+    if (leased !== undefined) this.#host.leases.holdInstance(leased, id);
+    return { t: "created", id, session: this.#host.session, leaseMs: this.#host.leases.leaseMs };
+  }
+
+  /**
+   * Disposes an instance (calls running on it are cancelled at `deadline`, if given) and frees its
+   * GPUs and CPU cores; its lease ends if it held nothing else.
+   *
+   * @param id The instance.
+   * @param deadline When the calls still running on it are cancelled (default: they are waited for).
+   */
+  async remove(id: string, deadline?: number): Promise<void> {
+    const inst = this.byId.get(id);
+    if (inst === undefined) return;
+    this.byId.delete(id);
+    if (inst.owner !== undefined) this.#host.leases.release(inst.owner, id);
+    try {
+      await inst.replica.close(deadline);
+    } finally {
+      releaseResources(this.resources, inst.gpus, inst.request);
+    }
+  }
+
+  /**
+   * Starts resident instances of a registered service (see `NodeServer.startResident`).
+   *
+   * @param service The registered service's name.
+   * @param options `replicas`: how many instances (default 1); `args`: constructor arguments.
+   * @returns The ids of the instances.
+   * @throws {TypeError} For an unknown service or a bad count; {@link PlacementError} when the
+   * node's GPUs or CPUs cannot hold them; an `Error` naming the service when a constructor failed.
+   */
+  async startResident(service: string, options: { replicas?: number; args?: unknown[] } = {}): Promise<string[]> {
+    if (this.#host.draining()) throw new TransportError("refused", `Node "${this.#host.name}" is shutting down`);
+    const def = registeredServices().get(service);
+    if (def === undefined) {
+      throw new TypeError(
+        `Cannot start resident service "${service}" on node "${this.#host.name}": the module registered ${
+          [...registeredServices().keys()].map((n) => `"${n}"`).join(", ") || "no services"
+        }`,
+      );
+    }
+    const replicas = options.replicas ?? 1;
+    if (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > 4096) {
+      throw new TypeError(
+        `Cannot start resident service "${service}": replicas must be an integer from 1 to 4096, got ${
+          String(replicas)
+        }`,
+      );
+    }
+    const args = options.args ?? [];
+    const request: PlacementRequest = { service, gpus: def.gpus, cpus: def.cpus, replicas };
+    const placed = placeReplicas([{ ...this.resources, freeCpus: this.freeCpus() }], request);
+    const first = this.residents.filter((r) => r.service === service).length;
+    const made: string[] = [];
+    this.loading++;
+    try {
+      for (let i = 0; i < placed.length; i++) {
+        const index = first + i;
+        const id = `resident/${service}/${index}`;
+        const devices = placed[i].gpus as GpuDevice[];
+        const local = new LocalReplica(def, args, this.#host.rt, index, this.#host.name, devices, id);
+        const failed = (cause: unknown) =>
+          new Error(
+            `Cannot start resident service "${service}" (replica ${index}) on node "${this.#host.name}": ${
+              cause instanceof OpExecutionError && cause.cause !== undefined
+                ? `its constructor threw: ${(cause.cause as Error)?.message ?? String(cause.cause)}`
+                : `its ready promise rejected: ${(cause as Error)?.message ?? String(cause)}`
+            }`,
+            { cause },
+          );
+        if (local.failure !== undefined) throw failed(local.failure);
+        takeResources(this.resources, devices, request);
+        this.byId.set(id, {
+          replica: local,
+          gpus: devices,
+          request,
+          fair: new FairDispatch(local, def.maxConcurrency, this.#host.readClock),
+        });
+        made.push(id);
+        const ready = local.value?.ready as PromiseLike<unknown> | undefined;
+        if (ready !== null && typeof ready === "object" && typeof ready.then === "function") {
+          try {
+            await ready;
+          } catch (e) {
+            throw failed(e);
+          }
+        }
+        if (this.#host.draining()) throw new TransportError("refused", `Node "${this.#host.name}" is shutting down`);
+      }
+    } catch (e) {
+      for (const id of made) await this.remove(id).catch(() => {});
+      throw e;
+    } finally {
+      this.loading--;
+    }
+    for (const id of made) {
+      const inst = this.byId.get(id)!;
+      this.residents.push({ service, id, replica: inst.replica.index, gpus: inst.gpus.map((g) => g.id) });
+    }
+    return made;
+  }
+
+  /** CPU cores not held by instances here (`Infinity`: not limited). */
+  freeCpus(): number {
+    let used = 0;
+    for (const { replica } of this.byId.values()) used += replica.def.cpus;
+    return this.#host.mesh.nodes[0].cpus - used;
+  }
+
+  /** Disposes every instance (the node drains); their resources are not freed (the node is done). */
+  async closeAll(): Promise<void> {
+    const all = [...this.byId.values()];
+    this.byId.clear();
+    await Promise.all(all.map((i) => i.replica.close().catch(() => {})));
+  }
+}
