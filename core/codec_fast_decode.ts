@@ -9,7 +9,7 @@
  * invalid UTF-8, nesting past the limit, a truncated or over-long frame, a tag decoder that throws —
  * it gives up and returns {@linkcode NOT_FAST}, and the caller decodes the frame with the full
  * decoder, which accepts it or refuses it with its own error. So the rules of the wire stay written
- * in one place (`codec.ts`), and this file only has to be right about what it does accept.
+ * in one place (`codec_decode.ts`), and this file only has to be right about what it does accept.
  *
  * No work here grows faster than the frame: every length is checked against the bytes left before
  * anything is allocated for it.
