@@ -133,9 +133,9 @@ const onBun: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
 
 /**
  * Whether a new small typed array costs less than a view of another's bytes (`subarray`): on Bun
- * (JavaScriptCore) a 16-byte array filled in a loop costs about half a view; on V8 (Deno, Node) a
- * new typed array costs about 900 ns, a view 30. A decoder may copy small byte strings where this
- * holds (`transports/stream_chunk.ts`).
+ * (JavaScriptCore) a 16-byte array filled in a loop costs less than a view; on V8 (Deno, Node) a
+ * new typed array costs many times a view (BENCHMARKS.md, Streaming, tenth session). A decoder may
+ * copy small byte strings where this holds (`transports/stream_chunk.ts`).
  *
  * @example
  * ```ts
@@ -163,17 +163,17 @@ const COLLECTION_PROMPT_BYTES = 1024 * 1024 * 1024;
  * little. `thorough` asks for the whole heap: a young-generation collection misses an object that
  * was alive at an earlier one (it is old now), and whatever old garbage points to.
  *
- * - Bun: `Bun.gc(thorough)`: without it a collection on JavaScriptCore's own schedule (about
- *   0.06 ms here); with it a full collection now (about 5 ms for a driver with this package loaded,
- *   on this machine).
+ * - Bun: `Bun.gc(thorough)`: without it a collection on JavaScriptCore's own schedule (quick);
+ *   with it a full collection now (far dearer: the whole heap of a driver with this package loaded;
+ *   BENCHMARKS.md, Data plane, eleventh session).
  * - V8 (Deno, Node), which offers no such call without a flag, always the whole heap: one
  *   `ArrayBuffer` of 1 GiB made and dropped at once. V8 counts it as external memory, and past its
  *   external-memory limit it starts marking the whole heap incrementally (a young collection alone
  *   freed none of a driver's dropped refs); the collection ends on V8's own tasks some ms later
  *   (longer for a larger heap), and the callbacks run after it. The buffer's pages are never
- *   touched, so none is made resident: it costs an `mmap` and an `munmap` of address space (about
- *   0.4 ms with V8's first marking step). Where the system refuses even that (no overcommit), V8
- *   collects fully before refusing it, and the `RangeError` is caught here.
+ *   touched, so none is made resident: it costs an `mmap` and an `munmap` of address space (and
+ *   V8's first marking step). Where the system refuses even that (no overcommit), V8 collects fully
+ *   before refusing it, and the `RangeError` is caught here.
  *
  * Callers do it rarely (after MiBs of work, never per call).
  *
@@ -275,9 +275,9 @@ let bunFullGc: (() => unknown) | null | undefined;
 /**
  * Whether {@linkcode collectFreedMemory} collects on this runtime: on Bun. On V8 (Deno, Node) it does
  * nothing: there it could only be a whole-heap marking ({@linkcode requestCollection}), and a node
- * marking after each `free` cost Deno's 16 MiB hand-off in `bench/data_plane.ts` (0.81–0.93× the raw
- * WebSocket against 1.26–1.85× without, three interleaved pairs) with no gain this machine resolved
- * at 1 MiB.
+ * marking after each `free` made Deno's 16 MiB hand-off in `bench/data_plane.ts` markedly slower
+ * against the raw WebSocket (BENCHMARKS.md, Data plane, twelfth session) with no gain this machine
+ * resolved at 1 MiB.
  *
  * @example
  * ```ts
@@ -292,8 +292,8 @@ export const collectsFreedMemory: boolean = onBun;
  * (Bun; elsewhere nothing, see {@linkcode collectsFreedMemory}). A node calls it once a driver's
  * garbage collector freed objects of its store: they had lived long enough to be old in the node's
  * own heap, where only a whole-heap collection finds them, and until then each new result lands on
- * fresh pages (in `bench/data_plane.ts` on Bun, ~180–220 page faults per 1 MiB result against 20–46
- * when they are freed at once). `fullGC()` of `bun:jsc` (a few ms for a node's heap); not
+ * fresh pages (in `bench/data_plane.ts` on Bun, far more page faults per 1 MiB result than when they
+ * are freed at once). `fullGC()` of `bun:jsc` (a whole-heap collection); not
  * `Bun.gc(true)`, which also hands the freed memory back to the system, so the next results fault
  * on every page again.
  *

@@ -125,7 +125,7 @@ function magnitude(content: TagDecodeControl, tag: number): bigint {
     throw new Error(`a bigint needs at most ${MAX_BIGINT_BYTES} bytes, found one of ${bytes.byteLength}`);
   }
   // eight bytes at a time: a BigInt operation per byte made a frame of 64-byte bigints decode
-  // hundreds of times slower than a plain frame of its size (see bench/decoder_bombs.ts)
+  // far slower than a plain frame of its size (bench/decoder_bombs.ts measures it)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let n = 0n;
   let i = 0;

@@ -45,7 +45,7 @@ const headroom = new WeakSet<Uint8Array>();
  * ```
  */
 export function encodeFrame(value: unknown): Uint8Array {
-  // (the fast path's frame comes without its room: one view less per frame, 40 ns on Bun)
+  // (the fast path's frame comes without its room: one view less per frame)
   let frame = encodeFast(value, FRAME_HEADROOM);
   let segments: Uint8Array[] | undefined;
   if (frame === undefined) {
@@ -69,10 +69,10 @@ let latestFrame: Uint8Array | undefined;
  * The headroom of the small frame {@linkcode encodeFrame} made last, taken once, or `undefined` for
  * any other frame. A transport that sends a small frame as a message of its own right after it was
  * encoded (a sequential call, its reply) writes the header in front of it instead of copying it
- * behind a new one: a new small buffer costs more than the rest of the framing (0.5 µs on Deno,
- * 0.1 on Bun). Only the latest frame, by identity, so that nothing else (an older frame, a frame
- * sent twice, a frame received) has its bytes in front written; for large frames see
- * {@linkcode claimHeadroom}.
+ * behind a new one: a new small buffer costs more than the rest of the framing, on Deno most of all
+ * (BENCHMARKS.md, Transports, thirteenth session, h1). Only the latest frame, by identity, so that
+ * nothing else (an older frame, a frame sent twice, a frame received) has its bytes in front
+ * written; for large frames see {@linkcode claimHeadroom}.
  *
  * @param frame A frame about to get a header.
  * @returns The header room and the frame as one view, or `undefined`.

@@ -27,9 +27,9 @@ export function isThenable(v: unknown): v is PromiseLike<unknown> {
 /**
  * Marks a body that runs no code of the user's and submits nothing (a call sent to a service
  * instance on another node): started with no context of its own, it runs in whatever context is
- * current instead of being switched into an empty one. The switch is an `AsyncLocalStorage.run`
- * per call, with the awaits after it in a context of their own: about 1 µs of a Deno driver's
- * call (`bench/call_path.ts`).
+ * current instead of being switched into an empty one. The switch is an `AsyncLocalStorage.run` per
+ * call, with the awaits after it in a context of their own: a measurable part of a Deno driver's
+ * call (`bench/call_path.ts` measures it).
  *
  * @example A marked body sees its starter's context; an unmarked one gets none
  * ```ts

@@ -289,10 +289,10 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   /**
    * The drain's loop, for the stream's life: when `take` says stop, the drain resolves `false` and
    * the loop parks (its producer at a yield) until the next drain, or a stop, wakes it. An async
-   * generator is read with `for await` (on Bun about 20 ns an item cheaper than awaiting each
-   * `next()`, and a loop that parks instead of leaving never calls its `return()`); any other source
-   * with its `next()`, awaited only when it returns a promise (a source with items at hand hands
-   * them over with no microtask turn each).
+   * generator is read with `for await` (on Bun cheaper per item than awaiting each `next()`, and a
+   * loop that parks instead of leaving never calls its `return()`); any other source with its
+   * `next()`, awaited only when it returns a promise (a source with items at hand hands them over
+   * with no microtask turn each).
    */
   async #drainLoop(): Promise<void> {
     const src = this.#source;

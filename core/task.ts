@@ -116,7 +116,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   /**
    * its parent and children (structured cancellation), made only for a task that has either. Not
    * initialized: one more field on every task measurably slowed the task path on Bun (chain and
-   * fan-out, ~10 %), while a property added to the few tasks with a family costs nothing to others
+   * fan-out), while a property added to the few tasks with a family costs nothing to others
    */
   declare _family: Family | undefined;
   /** set by `release()` (not initialized, as `_family`: only released tasks get it) */

@@ -69,8 +69,8 @@ interface BunSocket {
 /**
  * One message to the app's `onMessage`, as hono/bun does it, less its cost per message: hono/bun
  * makes a `MessageEvent` and a `WSContext` (with a `URL`) for every message, which a flood of small
- * messages pays thousands of times in one read (issue 11's soak: 2,000 calls per connection, read
- * in 64 KiB at a time, held the node's event loop for ~1.4 µs each beyond the app's own work).
+ * messages pays thousands of times in one read, holding the node's event loop beyond the app's own
+ * work (issue 11's soak; BENCHMARKS.md, Soak under attack, tenth session).
  * Here the event is `{ data }` and the context is made once per connection.
  */
 function onBunMessage(ws: BunSocket, message: string | Uint8Array): void {

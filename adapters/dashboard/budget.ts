@@ -25,8 +25,8 @@ const REOPEN_MS = 5;
 
 /**
  * What recording one task costs the core, in ms, by runtime: about 2.5 times what `bench/dashboard.ts`
- * measures (the fanout with every task recorded against nobody listening, per task: ≈ 0.4 µs on Bun,
- * ≈ 1.6 µs on Deno; BENCHMARKS.md, "Dashboard"), as a busy machine pays more.
+ * measures per task (the fanout with every task recorded against nobody listening; BENCHMARKS.md,
+ * Dashboard, earlier runs), as a busy machine pays more.
  */
 function defaultCostMs(): number {
   return typeof (globalThis as { Bun?: unknown }).Bun === "object" ? 0.001 : 0.004;
