@@ -299,8 +299,8 @@ export function takeWritten(writer: ChunkWriter): unknown[] {
 
 /**
  * The longest byte string a consumer copies out of a chunk's frame rather than viewing it: 64 bytes
- * on Bun, where a 16-byte copy filled in a loop costs about half a view; none elsewhere (on Deno a
- * new small typed array costs about 900 ns, a view 30).
+ * on Bun, where a 16-byte copy filled in a loop costs less than a view; none elsewhere (on Deno a
+ * new small typed array costs many times a view; BENCHMARKS.md, Streaming, tenth session).
  */
 const COPY_MAX = smallCopiesAreCheap ? 64 : -1;
 

@@ -577,10 +577,11 @@ export class SegmentReader {
     // came, and the collection that the segment's own allocation sets off (a 1 MiB message) finds
     // #got in use and moves it to the old generation. An old array that dies still holds what was
     // put into it until a full collection, so the segment, already done with, would outlive every
-    // young collection and its memory be freed only with the next full one, with 15-27 MiB of
+    // young collection and its memory be freed only with the next full one, with many MiB of
     // others; Bun's allocator gives such memory back to the system before it is reused, and each
-    // message then faults it in again (BENCHMARKS.md, Transports, thirteenth session: a Bun node
-    // took 20-22 page faults per 1 MiB request with the push, 7-8 without, as many as a raw echo).
+    // message then faults it in again (BENCHMARKS.md, Transports, thirteenth session: with the push
+    // a Bun node took several times the page faults per 1 MiB request, without it as many as a raw
+    // echo).
     if (!tooLarge) attachSegments(body, this.#got.length === 0 ? [message] : [...this.#got, message]);
     this.clear();
     return tooLarge ? { frame, body, tooLarge: total } : { frame, body };

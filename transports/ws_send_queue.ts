@@ -168,7 +168,7 @@ export class SendQueue {
    * the event loop; messages given after it wait behind it. For a large array following its frame's
    * head (`segmentedMessages`): Bun corks a socket while its callbacks run, and copies a message of
    * 16 KiB or more that it takes while anything is in the cork buffer (the head) into a buffer of
-   * its own (at 1 MiB, 0.3-0.6 ms of the sending process's time on the hand-off's path); in the next
+   * its own (at 1 MiB, a copy on the hand-off's path that the sending process pays); in the next
    * turn the head has left, and Bun writes the array from where it lies. Elsewhere (Deno, `ws`) the
    * same as {@linkcode send}.
    *
