@@ -31,7 +31,7 @@ import { cancelTask, State, TaskRoster, type TaskTarget } from "./task.ts";
 
 /** What `Mesh.stats()` reports. */
 export interface MeshStats {
-  /** Name. */
+  /** The mesh's name (`MeshOptions.name`, default `"mesh"`). */
   readonly name: string;
   /** True once the mesh was closed. */
   readonly closed: boolean;

@@ -56,7 +56,7 @@ export interface CallEdge {
 export interface TaskRecord {
   /** Task id. */
   readonly id: string;
-  /** Name. */
+  /** The op's name, or `Service.method` for a method call. */
   readonly name: string;
   /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
@@ -88,7 +88,7 @@ export interface TaskRecord {
  * metadata naming processes (nodes) and threads (executors).
  */
 export interface ChromeTraceEvent {
-  /** Name. */
+  /** What the event shows: a task's name, `"dependency"` for a flow, or the metadata's kind. */
   readonly name: string;
   /** Event phase: complete (X), flow start (s) / end (f), metadata (M). */
   readonly ph: "X" | "s" | "f" | "M";

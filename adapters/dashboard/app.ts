@@ -66,7 +66,7 @@ export interface DashboardAppOptions {
 
 /** A node as a snapshot shows it (unbounded resources are `null`, as JSON has no Infinity). */
 export interface DashboardNode {
-  /** Name. */
+  /** The node's name in the mesh (what errors and the profiler call it). */
   readonly name: string;
   /** Endpoint (`undefined`: in this process). */
   readonly endpoint: string | undefined;

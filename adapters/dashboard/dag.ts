@@ -49,7 +49,7 @@ export interface DagLayout {
   readonly critical: readonly string[];
   /** Tasks recorded but not drawn (past `maxTasks`). */
   readonly omitted: number;
-  /** Layers. */
+  /** How many layers the drawn tasks take (one past the deepest one's `layer`; 0 with none). */
   readonly layers: number;
 }
 
