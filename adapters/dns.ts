@@ -23,7 +23,7 @@ import { checkKnownKeys, type KnownKeys } from "../core/options.ts";
 import { AuthError } from "../core/errors.ts";
 import { backgroundInterval } from "../transports/_common.ts";
 import { handleWire } from "../transports/handle_wire.ts";
-import { meshLink } from "../transports/link.ts";
+import { meshLink } from "../transports/link_table.ts";
 import type { NodeHealth } from "../transports/server.ts";
 
 /** How `fromDns` resolves names: `node:dns/promises` unless a test or a custom setup says otherwise. */

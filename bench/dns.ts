@@ -9,7 +9,7 @@ import * as ta from "../mod.ts";
 import { meshRuntime } from "../core/mesh.ts";
 import { startNodeProcess, thisRuntime } from "../adapters/_test_nodes.ts";
 import { handleWire } from "../transports/handle_wire.ts";
-import { meshLink } from "../transports/link.ts";
+import { meshLink } from "../transports/link_table.ts";
 
 const RUNS = Number(process.env.RUNS ?? 5);
 const APP = fileURLToPath(new URL("../examples/distributed_app.ts", import.meta.url));

@@ -225,7 +225,7 @@ for (let run = 0; run < RUNS; run++) {
     ["bench1", "bench2", "bench3"].map((n) => new ta.MeshNode(n, { endpoint: `${a.url}/${n}` })),
   );
   // what discovery gives at once: every node's welcome (made links ask for it)
-  const { linkFor } = await import("../transports/link.ts");
+  const { linkFor } = await import("../transports/link_table.ts");
   const { handleWire } = await import("../transports/handle_wire.ts");
   await Promise.all(
     listed.nodes.map((n) => linkFor(meshRuntime(listed), n.name, n.endpoint!, {}, handleWire).welcome()),

@@ -22,7 +22,8 @@ import { Deployment, type Replica } from "../core/deployment.ts";
 import { HandleState, handleStateOf, makeHandle } from "../core/handle.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredServices, type ServiceDef } from "../core/service_def.ts";
-import { type HandleWire, linkFor, type LinkOptions, meshLink, type NodeLink } from "./link.ts";
+import type { HandleWire, LinkOptions, NodeLink } from "./link.ts";
+import { linkFor, meshLink } from "./link_table.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 
 /** How deep the walks for handles go (as deep as decode reads). */

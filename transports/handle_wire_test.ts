@@ -14,7 +14,7 @@ import { type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { Retriever } from "../examples/distributed_app.ts";
 import { startRealServer } from "./_test_servers.ts";
 import { endpointKey, HandleReach, handleWire, MAX_DECLARED_ENDPOINTS, reviveValue } from "./handle_wire.ts";
-import { linkFor, MAX_NODE_LINKS } from "./link.ts";
+import { linkFor, MAX_NODE_LINKS } from "./link_table.ts";
 import { decodeDriverMessage, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import type { TransportConnection } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";

@@ -2,21 +2,20 @@
  * A link from a driver (a mesh, or a node calling other nodes) to one node: it connects lazily over
  * the chosen transport, sends protocol messages and decodes the replies, caches the node's
  * `welcome`, turns transport failures of calls into `NodeLostError`, and keeps the node's leases
- * alive while it holds instances there.
+ * alive while it holds instances there. Each owner's links are kept in `link_table.ts` (`linkFor`,
+ * `meshLink`); when the refs a link holds prompt a collection is `link_collection.ts`.
  *
  * @module
  */
 import type { Span } from "@opentelemetry/api";
 import { errorFromWire, frameBytes, isValueRefusal } from "../core/codec.ts";
 import { NodeLostError, TransportError } from "../core/errors.ts";
-import { collectNow, collectsFreedMemory, requestCollection } from "../core/_runtime.ts";
+import { requestCollection } from "../core/_runtime.ts";
 import type { CancelHook } from "../core/cancel.ts";
 import { DEFAULT_KEEPALIVE_MS, DEFAULT_LOST_AFTER_MS } from "../core/mesh_config.ts";
-import type { MeshNode } from "../core/mesh_node.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import type { NodeHealth } from "../core/explain.ts";
 import { backgroundInterval, closedError, randomId } from "./_common.ts";
-import { envTransport } from "./_env.ts";
 import {
   argumentRefusal,
   type CallMessage,
@@ -28,12 +27,14 @@ import {
   type WelcomeMessage,
 } from "./protocol.ts";
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
-import { transportFor } from "./transport_for.ts";
 import { keepFields } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
 import { type ChunkSource, RemoteChunks } from "./remote_chunks.ts";
 import { decodeCallReply, decodeChunk } from "./stream_chunk.ts";
 import { resolveStreamWindow } from "./stream_window.ts";
+import { collectionBudget, collectionPrompts, collectNowAllowed, startPrompt } from "./link_collection.ts";
+
+export { collectionBudget } from "./link_collection.ts";
 
 /**
  * How service handles inside values cross a link (implemented by `handleWire` in `handle_wire.ts`,
@@ -81,84 +82,6 @@ class LinkChunks implements ChunkSource {
 
 /** How long a `free` waits for its answer (nothing waits for it; this only bounds the promise). */
 const FREE_TIMEOUT_MS = 60_000;
-
-/**
- * The most bytes a link's refs may come to pin on its node, above the fewest since the last
- * collection prompt, before the driver prompts its runtime to collect (see `NodeLink.holdObject`):
- * 16 MiB on Bun, 64 MiB elsewhere. A prompt costs the driver about 0.06 ms on Bun (5 ms when
- * thorough), and on V8 0.4 ms at once and then V8's marking of the whole heap, some ms of CPU (+160
- * µs per 1 MiB hand-off of `bench/data_plane.ts` on Deno at 64 MiB a prompt, +660 at 8 MiB). Fewer
- * bytes between prompts alone do not spare the node: on Bun, A took 130–190 page faults per 1 MiB
- * hand-off whether it held 2 or 60 dropped results; a node that collects its own heap once they are
- * freed (`FreeMessage.collected`, on Bun: `collectsFreedMemory`) does, while each `free` frees a
- * few MiB: 31–46 faults at 8 and 16 MiB a prompt, 173 at 64 (its next results land on fresh pages).
- */
-const COLLECT_EVERY_BYTES = (collectsFreedMemory ? 16 : 64) * 1024 * 1024;
-
-/**
- * The fewest bytes between prompts, whatever a node says its store holds: a node's `welcome` and its
- * replies' sizes are its word, and a node that claimed a store of a few bytes (or objects of
- * terabytes) must not have the driver collect at every call.
- */
-const COLLECT_MIN_BYTES = 1024 * 1024;
-/** The least time between two collection prompts of this process, for the same reason. */
-const COLLECT_MIN_INTERVAL_MS = 10;
-
-/**
- * The least time between two collections made at once ({@linkcode collectNow}, which stops the
- * program for a full collection), whatever a node says of its store: 100 ms, and ten times what the
- * last one took, so that they never take more than a tenth of the process's time.
- */
-const COLLECT_NOW_MIN_INTERVAL_MS = 100;
-/** When the next collection may be made at once (`performance.now()`). */
-let collectNowAfter = -Infinity;
-
-/**
- * Collects at once ({@linkcode collectNow}) unless one was made too recently.
- *
- * @param now `performance.now()`.
- * @returns Whether it collected (or prompted: see `collectNow`).
- */
-function collectNowAllowed(now: number): boolean {
-  if (now < collectNowAfter) return false;
-  collectNow();
-  const took = performance.now() - now;
-  collectNowAfter = now + Math.max(COLLECT_NOW_MIN_INTERVAL_MS, 10 * took);
-  return true;
-}
-
-/** Collection prompts made by this process's links (each link resets its count when another prompted). */
-let collectionPrompts = 0;
-/** When the last prompt was made (`performance.now()`). */
-let lastPromptAt = -Infinity;
-
-/**
- * How many bytes a link's refs may come to pin on a node above the fewest they pinned since the last
- * collection prompt before the next: an eighth of the node's store, at most 16 MiB on Bun (64 MiB
- * elsewhere: see `COLLECT_EVERY_BYTES`), at least 1 MiB
- * whatever the node says. An eighth, because a collection frees nothing at once: V8 marks the heap
- * on its own tasks while hand-offs go on (a store of 128 MiB held at most 51 to 69 dropped results of
- * 1 MiB in the test that runs 400 through it, in the Deno test runner's 100 MB heap; 25 on Bun), and
- * live refs need room too.
- *
- * @param storeBytes The node's store bound, as its welcome says (`undefined`: an older node).
- * @returns The budget in bytes.
- *
- * @example
- * ```ts
- * import { collectionBudget } from "./link.ts";
- * import { strictEqual } from "node:assert/strict";
- * import { collectsFreedMemory } from "../core/_runtime.ts";
- * strictEqual(collectionBudget(undefined), (collectsFreedMemory ? 16 : 64) * 1024 * 1024);
- * strictEqual(collectionBudget(64 * 1024 * 1024), 8 * 1024 * 1024);
- * strictEqual(collectionBudget(8), 1024 * 1024); // a node's claim of a tiny store
- * ```
- */
-export function collectionBudget(storeBytes: number | undefined): number {
-  return storeBytes === undefined
-    ? COLLECT_EVERY_BYTES
-    : Math.max(COLLECT_MIN_BYTES, Math.min(COLLECT_EVERY_BYTES, storeBytes / 8));
-}
 
 /** The objects and kept call results a link frees with its next `free` (see `FreeMessage`). */
 interface FreeBatch {
@@ -685,8 +608,8 @@ export class NodeLink {
    */
   private prompt(every: number): void {
     const now = performance.now();
-    if (now - lastPromptAt < COLLECT_MIN_INTERVAL_MS) return; // the next object asks again
-    lastPromptAt = now;
+    const made = startPrompt(now);
+    if (made === 0) return; // the next object asks again
     const left = this.pinnedLow;
     if (this.afterThorough) {
       this.thoroughFloor = left;
@@ -694,7 +617,7 @@ export class NodeLink {
     }
     const thorough = left - this.thoroughFloor >= every / 2;
     if (thorough) this.afterThorough = true;
-    this.promptsSeen = ++collectionPrompts;
+    this.promptsSeen = made;
     this.pinnedLow = this.pinnedBytes;
     // once this link's refs pin half of the node's store, the prompts' collections came too late
     // (V8 marks on its own tasks, slower on a busy machine: in a loop of dropped 1 MiB results a
@@ -799,11 +722,6 @@ export class NodeLink {
   }
 }
 
-const links = new WeakMap<object, Map<string, NodeLink>>();
-
-/** The most links a node process (any owner but a mesh) keeps to other nodes. */
-export const MAX_NODE_LINKS: number = 1024;
-
 /** Options for links made outside a mesh (a node calling other nodes). */
 export interface LinkOptions {
   token?: string;
@@ -817,136 +735,6 @@ export interface LinkOptions {
   keepaliveMs?: number;
   /** How long a pinged node may answer nothing before its calls fail with `NodeLostError`, ms. */
   lostAfterMs?: number;
-}
-
-/**
- * Closes every link `owner` made (a node process draining: the links it opened for handles that
- * arrived as arguments). A mesh's links close with the mesh.
- */
-export async function closeLinks(owner: object): Promise<void> {
-  const m = links.get(owner);
-  if (m === undefined) return;
-  links.delete(owner);
-  await Promise.all([...m.values()].map((l) => l.close()));
-}
-
-/**
- * The health of `owner`'s link to the node named `node` (see {@linkcode NodeLink.health}), or
- * `undefined` when it has no link to that node.
- *
- * @param owner A mesh (or a node process) holding links.
- * @param node The node's name.
- * @returns What the link knows of the node's keepalives.
- */
-export function linkHealth(owner: object, node: string): NodeHealth | undefined {
-  const m = links.get(owner);
-  if (m === undefined) return undefined;
-  for (const link of m.values()) if (link.node === node) return link.health();
-  return undefined;
-}
-
-/**
- * Drops `owner`'s link to `endpoint` for good (its node left the mesh): the calls waiting on it
- * fail at once with a `NodeLostError` saying `detail`, the link refuses every later request (a
- * replica that still holds it fails over), and a node that comes back at that endpoint gets a new
- * link.
- *
- * @param owner The mesh the link belongs to.
- * @param endpoint The node's endpoint.
- * @param detail Why the node is gone (in the errors).
- * @returns When the link is closed.
- */
-export function dropLink(owner: object, endpoint: string, detail: string): Promise<void> {
-  const m = links.get(owner);
-  const link = m?.get(endpoint);
-  if (link === undefined) return Promise.resolve();
-  m!.delete(endpoint);
-  link.giveUp(detail);
-  return link.close();
-}
-
-/**
- * The link from `owner` (a mesh, or a node process) to `endpoint`, created on first use.
- *
- * @param owner The mesh or node process the link belongs to (it closes with a mesh).
- * @param nodeName The node's name (in errors).
- * @param endpoint Where the node listens.
- * @param options Token, transport override and frame size limit.
- * @param handles How handles travel on the link (`handleWire` from `handle_wire.ts`).
- * @returns The link, shared by every caller with the same owner and endpoint.
- */
-export function linkFor(
-  owner: object,
-  nodeName: string,
-  endpoint: string,
-  options: LinkOptions,
-  handles: HandleWire,
-): NodeLink {
-  let m = links.get(owner);
-  if (m === undefined) links.set(owner, m = new Map());
-  let link = m.get(endpoint);
-  if (link === undefined) {
-    // a mesh links to its configured nodes; a node's links (for handles that arrived) are bounded
-    if (!(owner instanceof MeshRuntime) && m.size >= MAX_NODE_LINKS) {
-      throw new TransportError(
-        "refused",
-        `Cannot open a link to ${endpoint}: this node already holds ${MAX_NODE_LINKS} links to other nodes, ` +
-          "the most it keeps",
-        endpoint,
-      );
-    }
-    const transport = transportFor(endpoint, envTransport() ?? options.transport);
-    const connect: ConnectOptions = {};
-    if (options.token !== undefined) connect.token = options.token;
-    if (options.maxFrameBytes !== undefined) connect.maxFrameBytes = options.maxFrameBytes;
-    link = new NodeLink(nodeName, endpoint, transport, connect, handles, owner, options);
-    m.set(endpoint, link);
-    const l = link;
-    if (owner instanceof MeshRuntime) {
-      owner.addCleanup(() => l.close());
-      l.welcome().catch(() => {}); // learn early what the node has (placement uses it)
-    }
-  }
-  return link;
-}
-
-/**
- * The link from `mesh` to one of its nodes with an endpoint, made with the mesh's token and transport.
- *
- * @param mesh The mesh the link belongs to.
- * @param node One of its nodes with an endpoint.
- * @param handles How handles travel on the link.
- * @returns The mesh's link to the node.
- */
-export function meshLink(mesh: MeshRuntime, node: MeshNode, handles: HandleWire): NodeLink {
-  return linkFor(mesh, node.name, node.endpoint!, meshLinkOptions(mesh), handles);
-}
-
-/**
- * The options a mesh's links take from the mesh's own (token, transport, welcome, destroy and
- * keepalive timings).
- *
- * @param mesh The mesh the links belong to.
- * @returns Options for {@linkcode linkFor}.
- *
- * @example A mesh's token reaches its links
- * ```ts
- * import { meshLinkOptions } from "./link.ts";
- * import type { MeshRuntime } from "../core/mesh_runtime.ts";
- * const mesh = { options: { token: "t" } } as unknown as MeshRuntime;
- * if (meshLinkOptions(mesh).token !== "t") throw new Error("token lost");
- * ```
- */
-export function meshLinkOptions(mesh: MeshRuntime): LinkOptions {
-  const o = mesh.options;
-  return {
-    token: o.token,
-    transport: o.transport,
-    welcomeTtlMs: o.welcomeTtlMs,
-    destroyTimeoutMs: o.destroyTimeoutMs,
-    keepaliveMs: o.keepaliveMs,
-    lostAfterMs: o.lostAfterMs,
-  };
 }
 
 const NO_FIELDS: { keepAbove?: number; owner?: string } = Object.freeze({});

@@ -36,7 +36,7 @@ import { PublishedResults } from "./published.ts";
 import type { FrameHandler, PeerInfo, TransportName } from "./transport.ts";
 import type { NodeHealth } from "./server.ts";
 import { HandleReach, reviveValue, wireValue } from "./handle_wire.ts";
-import { closeLinks } from "./link.ts";
+import { closeLinks } from "./link_table.ts";
 import { deviceBytes, holdsDeviceValues, ObjectStore, readBack } from "./object_store.ts";
 import { Stream } from "../core/stream.ts";
 import { StreamOutlets } from "./stream_outlet.ts";

@@ -15,7 +15,7 @@ import { RemoteExecutor } from "../core/remote_executor.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import { envTransport } from "./_env.ts";
 import { handleWire } from "./handle_wire.ts";
-import { dropLink, linkHealth, meshLink } from "./link.ts";
+import { dropLink, linkHealth, meshLink } from "./link_table.ts";
 import type { NodeHealth } from "../core/explain.ts";
 import { remoteOpBody } from "./remote_ops.ts";
 import { RemoteReplica } from "./remote_replica.ts";

@@ -16,7 +16,8 @@ import { RemoteObject } from "./remote_object.ts";
 import { materializeArgs } from "../core/lazy_value.ts";
 import { Task } from "../core/task.ts";
 import type { Span } from "@opentelemetry/api";
-import { meshLink, type Mutable, type NodeLink } from "./link.ts";
+import type { Mutable, NodeLink } from "./link.ts";
+import { meshLink } from "./link_table.ts";
 import { natsQueueLink } from "./nats/queue_link.ts";
 import type { CallMessage, WelcomeMessage } from "./protocol.ts";
 import {

@@ -8,7 +8,7 @@ import { eventually, gate, rejection, settlesWithin, sleep } from "../core/_test
 import { serveInMemory } from "./in_memory.ts";
 import { NodeServer } from "./node_server.ts";
 import { decodeDriverMessage } from "./protocol.ts";
-import { linkFor } from "./link.ts";
+import { linkFor } from "./link_table.ts";
 import { handleWire } from "./handle_wire.ts";
 import { meshRuntime } from "../core/mesh.ts";
 import { startRealServer } from "./_test_servers.ts";

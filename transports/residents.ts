@@ -11,7 +11,7 @@ import { PlacementError } from "../core/errors.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import { handleWire } from "./handle_wire.ts";
-import { meshLink } from "./link.ts";
+import { meshLink } from "./link_table.ts";
 import { RemoteReplica } from "./remote_replica.ts";
 
 /**

@@ -6,7 +6,8 @@
  * @module
  */
 import type { MeshRuntime } from "../../core/mesh_runtime.ts";
-import { type HandleWire, linkFor, meshLinkOptions, type NodeLink } from "../link.ts";
+import type { HandleWire, NodeLink } from "../link.ts";
+import { linkFor, meshLinkOptions } from "../link_table.ts";
 import { opQueueEndpoint } from "./endpoint.ts";
 
 /**
