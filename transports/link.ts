@@ -621,7 +621,7 @@ export class NodeLink {
     this.pinnedLow = this.pinnedBytes;
     // once this link's refs pin half of the node's store, the prompts' collections came too late
     // (V8 marks on its own tasks, slower on a busy machine: in a loop of dropped 1 MiB results a
-    // store of 128 MiB reached 100 of them so) or the refs are live: collect now, rarely (at most a
+    // small store came close to full so) or the refs are live: collect now, rarely (at most a
     // tenth of the time, see collectNowAllowed), before the store refuses results
     const store = this.knownWelcome()?.objectStoreBytes;
     if (store !== undefined && this.pinnedBytes >= Math.max(store / 2, 4 * every) && collectNowAllowed(now)) {

@@ -13,13 +13,15 @@ import { collectNow, collectsFreedMemory } from "../core/_runtime.ts";
 /**
  * The most bytes a link's refs may come to pin on its node, above the fewest since the last
  * collection prompt, before the driver prompts its runtime to collect (see `NodeLink.holdObject`):
- * 16 MiB on Bun, 64 MiB elsewhere. A prompt costs the driver about 0.06 ms on Bun (5 ms when
- * thorough), and on V8 0.4 ms at once and then V8's marking of the whole heap, some ms of CPU (+160
- * µs per 1 MiB hand-off of `bench/data_plane.ts` on Deno at 64 MiB a prompt, +660 at 8 MiB). Fewer
- * bytes between prompts alone do not spare the node: on Bun, A took 130–190 page faults per 1 MiB
- * hand-off whether it held 2 or 60 dropped results; a node that collects its own heap once they are
- * freed (`FreeMessage.collected`, on Bun: `collectsFreedMemory`) does, while each `free` frees a
- * few MiB: 31–46 faults at 8 and 16 MiB a prompt, 173 at 64 (its next results land on fresh pages).
+ * 16 MiB on Bun, 64 MiB elsewhere. A prompt costs the driver little on Bun (more when thorough),
+ * and on V8 an `mmap` at once and then V8's marking of the whole heap, CPU that every 1 MiB
+ * hand-off of `bench/data_plane.ts` on Deno pays a share of, the larger the closer the prompts
+ * (BENCHMARKS.md, Data plane, eleventh session). Fewer bytes between prompts alone do not spare
+ * the node: on Bun, A took about as many page faults per 1 MiB hand-off whether it held 2 or 60
+ * dropped results; a node that collects its own heap once they are freed
+ * (`FreeMessage.collected`, on Bun: `collectsFreedMemory`) does, while each `free` frees a few
+ * MiB: far fewer faults at 8 and 16 MiB a prompt than at 64 (its next results land on fresh
+ * pages).
  */
 const COLLECT_EVERY_BYTES = (collectsFreedMemory ? 16 : 64) * 1024 * 1024;
 
