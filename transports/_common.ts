@@ -152,6 +152,20 @@ export function describeFailure(err: unknown): string {
   return text;
 }
 
+/**
+ * The error of a frame the node refuses for its size (an HTTP request's body or a WebSocket frame).
+ *
+ * @example
+ * ```ts
+ * import { tooLarge } from "./_common.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(tooLarge(2048, 1024).reason, "too-large");
+ * ```
+ */
+export function tooLarge(bytes: number, limit: number): TransportError {
+  return new TransportError("too-large", `Node refused a frame of ${bytes} bytes: its limit is ${limit} bytes`);
+}
+
 /** The error of a request on a connection that was closed by its owner. */
 export function closedError(endpoint: string): TransportError {
   return new TransportError("closed", `Connection to ${endpoint} is closed`, endpoint);

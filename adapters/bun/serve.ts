@@ -55,7 +55,7 @@ function tooManyConnections(inUse: number, max: number): Response {
   );
 }
 
-/** The node app's connection events (`transports/server.ts`'s `WsAppEvents`), as far as this adapter calls them. */
+/** The node app's connection events (`transports/ws_connection.ts`' `WsAppEvents`), as far as this adapter calls them. */
 type BunAppEvents = WSEvents & { onDrain?: () => void; onPong?: (data: Uint8Array) => void; deliversPongs?: boolean };
 
 /** Bun's server socket, as far as the message fast path below uses it. */

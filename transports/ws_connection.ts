@@ -1,0 +1,513 @@
+/**
+ * One WebSocket connection of the node's app (`server.ts`'s `GET /ws`): its events, as the runtime's
+ * adapter gives it frames ({@linkcode wsEvents}). Frames in (whole, in segments, in parts, in
+ * batches) go to the node's frame handler and replies go out in order through a bounded send queue;
+ * messages read at once are served a slice of each turn at a time, from a budget every connection
+ * shares; a connection whose replies back up (unsent, or, where the runtime reports pongs, sent and
+ * not shown to have been read: its unread window, checked by pings) has no more of its messages
+ * served until they drain.
+ *
+ * @module
+ */
+import type { WSContext, WSEvents } from "hono/ws";
+import { ProtocolError, TransportError } from "../core/errors.ts";
+import { nextTurn } from "../core/_runtime.ts";
+import { frameBytes, offerHeadroom } from "../core/codec.ts";
+import { encodeError, newConnectionId, tooLarge } from "./_common.ts";
+import type { FrameHandler, PeerInfo } from "./transport.ts";
+import {
+  forEachInBatch,
+  FRAME_HEADER_BYTES,
+  framed,
+  KIND_BATCH,
+  KIND_ERROR,
+  KIND_NOTIFY,
+  KIND_PART,
+  KIND_PART_END,
+  KIND_REPLY,
+  KIND_REQUEST,
+  KIND_SEGMENTED,
+  MAX_PIECED_MESSAGE_BYTES,
+  Outbox,
+  PART_ACK,
+  PartAssembler,
+  readFrameId,
+  segmentedMessages,
+  SegmentReader,
+} from "./ws_framing.ts";
+import { SendQueue, SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
+
+/** A binary WebSocket message as bytes (runtimes hand over ArrayBuffer, a view, or a Buffer). */
+function toBytes(data: unknown): Uint8Array | undefined {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return undefined;
+}
+
+/** How long one connection's messages may be served in one turn before others get theirs, ms. */
+const SLICE_MS = 2;
+/**
+ * A connection with more bytes of replies unsent than this (in the runtime's socket buffer and its
+ * send queue) has no more of its messages served until it drains to {@linkcode RESUME_BYTES}. 1 MiB
+ * is one full batch of replies (the Outbox's) and ~8 ms of a 1 Gbit/s link: a client that reads
+ * still finds the kernel's buffers full while the node waits, and a flood that never reads costs the
+ * node 1 MiB of replies, not the 32 MiB of 2,000 calls of 16 KiB.
+ */
+const PAUSE_BYTES = 1024 * 1024;
+/** Unsent bytes below which a paused connection's messages are served again. */
+const RESUME_BYTES = 256 * 1024;
+/**
+ * Most messages of a paused connection that wait (besides `maxSendQueueBytes` of them): as many
+ * as the calls a connection may have in flight by default (`--max-calls-per-connection`), so a
+ * client within that bound that reads slowly is never closed for it.
+ */
+const MAX_HELD_MESSAGES = 10_000;
+/**
+ * Where the runtime reports WebSocket pongs (Bun, `adapters/bun/serve.ts`), the node pings a
+ * connection each time it has handed the runtime this part of the connection's unread window in
+ * replies (256 KiB at first, 16 MiB once the window is at its most), the ping carrying that count;
+ * the pong, which comes only once the client has read everything before the ping, says how much of
+ * it the client has read. A client that has shown it reads is asked less often as its window grows
+ * (a ping per 256 KiB would add a message each way to every 1 MiB reply).
+ */
+const PINGS_PER_WINDOW = 4;
+/**
+ * Bytes of replies a connection may have been sent and not shown to have read (by a pong), at
+ * first: a connection whose client never reads gets this much, not the ~5 MiB that the kernel's
+ * socket buffers take before any runtime buffer fills (issue 11's soak: each round's new
+ * never-reading connections). Each pong doubles it, up to {@linkcode MAX_UNREAD_BYTES}, so a client
+ * that reads soon has as much in flight as its link needs.
+ */
+const FIRST_UNREAD_BYTES = PAUSE_BYTES;
+/** The most a connection's unread window grows to (see {@linkcode FIRST_UNREAD_BYTES}). */
+const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
+const EMPTY = new Uint8Array(0);
+let turn = 0;
+let turnArmed = false;
+const endTurn = (): void => {
+  turnArmed = false;
+  turn++;
+};
+/**
+ * From now on the end of this turn is marked (a timer fires after its I/O), shared by every
+ * connection so that a turn costs one timer, not one per connection. `turn` also moves on now: a
+ * connection's next message counts as its first since the marking began.
+ */
+function markTurn(): void {
+  turnArmed = true;
+  turn++;
+  nextTurn(endTurn);
+}
+
+// Every connection's waiting messages share one budget per turn (SLICE_MS, from the turn's first
+// message served): with a budget per connection, a turn with several connections' bursts lasted
+// several budgets, and the replies their calls made after them (issue 11's soak: turns of 10-20 ms
+// while new never-reading connections filled the kernel's buffers). Connections whose messages
+// wait take turns in order: one that used up the budget goes to the back.
+// A turn's end is marked (a timer) only once its budget is half spent: until then every message is
+// served whichever turn it came in (a budget with time left serves it in either case), so a
+// sequential call, alone in its turn, costs no timer (a timer per message cost a frame echo ~0.3 µs
+// per call on Bun, ~1 µs on Deno; BENCHMARKS.md, Transports, tenth session). A budget found
+// spent with no mark may be an earlier turn's: a budget of its own starts then, and the turn is
+// marked (in one turn, that serves at most one message more than a mark from the start would, after
+// a message that alone ran past half the budget).
+let budgetTurn = -1;
+let budgetStart = 0;
+/** Whether this turn's budget has time left (starting it, at the turn's first look). */
+function budgetLeft(): boolean {
+  const now = performance.now();
+  if (turn !== budgetTurn) {
+    // a marked turn ended since the budget began (or none began yet)
+    budgetTurn = turn;
+    budgetStart = now;
+    return true;
+  }
+  const spent = now - budgetStart;
+  if (turnArmed) return spent <= SLICE_MS;
+  if (spent <= SLICE_MS / 2) return true;
+  markTurn();
+  budgetTurn = turn;
+  if (spent > SLICE_MS) budgetStart = now;
+  return true;
+}
+/** Connections with messages waiting (each's way to serve them), in the order they are served. */
+let queued: (() => void)[] = [];
+let queuedHead = 0;
+let queueArmed = false;
+/** Puts a connection at the back of the queue; its `serve` is called in a later turn. */
+function enqueue(serve: () => void): void {
+  queued.push(serve);
+  armQueue();
+}
+function armQueue(): void {
+  if (queueArmed) return;
+  queueArmed = true;
+  nextTurn(() => {
+    queueArmed = false;
+    serveNext();
+  });
+}
+/** The next connection in the queue serves its messages, if the budget has time left (else next turn). */
+function serveNext(): void {
+  if (queuedHead >= queued.length) {
+    queued = [];
+    queuedHead = 0;
+    return;
+  }
+  if (!budgetLeft()) return armQueue();
+  const serve = queued[queuedHead]!;
+  queued[queuedHead++] = noop;
+  serve();
+}
+const noop = (): void => {};
+
+/**
+ * A connection's events as the node's app gives them to the runtime's adapter, besides hono's:
+ * `onDrain` for a runtime whose socket pushes back (Bun's `drain`), `onPong` for one that reports
+ * pongs, which it says by setting `deliversPongs` before the connection's first message
+ * (`adapters/bun/serve.ts` does both).
+ */
+export interface WsAppEvents extends WSEvents {
+  /** The socket can take more (Bun's `drain`). */
+  onDrain(): void;
+  /** A pong arrived, with its payload. */
+  onPong(data: Uint8Array): void;
+  /** Set by an adapter whose runtime calls `onPong` for every pong. */
+  deliversPongs?: boolean;
+}
+
+/** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
+interface PingingSocket {
+  ping(data: Uint8Array): number;
+}
+
+/**
+ * The events of one WebSocket connection: frames in, handler, replies out (see {@linkcode WsAppEvents}).
+ *
+ * @param handler Gets every frame of the connection.
+ * @param maxFrameBytes The largest frame taken or answered (a larger one is answered `too-large`).
+ * @param maxSendQueueBytes The most bytes of replies that may wait for the client (past it: closed, 1013).
+ * @returns The connection's events, for the runtime's `upgradeWebSocket`.
+ *
+ * @example A text message is no frame: the connection says why and closes
+ * ```ts
+ * import { wsEvents } from "./ws_connection.ts";
+ * import type { WSContext } from "hono/ws";
+ * import { strictEqual } from "node:assert/strict";
+ * const sent: unknown[] = [];
+ * let closedWith: number | undefined;
+ * const ws = { send: (m: unknown) => sent.push(m), close: (code?: number) => (closedWith = code), readyState: 1 };
+ * const events = wsEvents((frame) => frame, 1024, 1 << 20);
+ * events.onMessage!(new MessageEvent("message", { data: "hello" }), ws as unknown as WSContext);
+ * strictEqual(closedWith, 1002);
+ * strictEqual(sent.length, 1); // the error frame
+ * ```
+ */
+export function wsEvents(
+  handler: FrameHandler,
+  maxFrameBytes: number,
+  maxSendQueueBytes: number,
+): WsAppEvents {
+  const connectionId = newConnectionId();
+  // aborted when the connection closes: its calls still running have nobody to answer any more
+  const closed = new AbortController();
+  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false, signal: closed.signal };
+  const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true, signal: closed.signal };
+  let open = true;
+  // replies written in the same turn leave in one message
+  let outbox: Outbox | undefined;
+  // what leaves the socket, in order, never dropped (a slow client's replies wait, bounded)
+  let out: SendQueue | undefined;
+  const write = (ws: WSContext, m: Uint8Array<ArrayBuffer>): void => {
+    if (!open) return;
+    (out ??= new SendQueue(ws, maxSendQueueBytes)).send(m);
+    if (out.closed) open = false;
+    written += m.byteLength;
+    if (written - pinged >= window / PINGS_PER_WINDOW) ping();
+  };
+  // a large array beside its frame's head: written in the next turn (SendQueue.sendNextTurn), and
+  // the ping behind it sent then (setImmediate runs in order: the queue's write comes first)
+  const writeNextTurn = (ws: WSContext, m: Uint8Array<ArrayBuffer>): void => {
+    if (!open) return;
+    (out ??= new SendQueue(ws, maxSendQueueBytes)).sendNextTurn(m);
+    if (out.closed) open = false;
+    written += m.byteLength;
+    if (written - pinged >= window / PINGS_PER_WINDOW) nextTurn(ping);
+  };
+  // Replies the client has been sent but not shown to have read (where the runtime reports pongs):
+  // bytes given to write(), those handed to the runtime at the last ping, those the client's last
+  // pong acknowledged, and how many may be unread before its messages wait (as when backed up).
+  let written = 0;
+  let pinged = 0;
+  let acked = 0;
+  let window = FIRST_UNREAD_BYTES;
+  const ping = (): void => {
+    const raw = out?.socket.raw as Partial<PingingSocket> | undefined;
+    if (!events.deliversPongs || typeof raw?.ping !== "function" || out === undefined) return;
+    const handed = written - out.queuedBytes; // (what waits in the queue goes after the ping)
+    if (handed <= pinged) return;
+    const payload = new Uint8Array(8);
+    new DataView(payload.buffer).setFloat64(0, handed);
+    try {
+      if (raw.ping(payload) === 0) return; // dropped: the next write or drain tries again
+    } catch {
+      return; // closing
+    }
+    pinged = handed;
+  };
+  const unreadBehind = (): boolean => events.deliversPongs === true && written - acked > window;
+  // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
+  let parts: PartAssembler | undefined;
+  // Many messages read at once (a flood, a pipelined burst) are served SLICE_MS at a time: past
+  // that in one turn, the connection's next messages wait for the next turn, so the event loop reads
+  // the other connections' frames in between instead of after the whole burst (issue 11's soak: one
+  // client's 2,000 calls held everybody else's for hundreds of ms). At most maxSendQueueBytes wait;
+  // past that they are served at once, in order, as without the slices.
+  // A client whose replies back up (more than PAUSE_BYTES unsent) has no more of its messages
+  // served until they drain to RESUME_BYTES: its messages wait here instead of making more replies
+  // (a client that never reads made 32 MiB of replies per 2,000 calls). What waits then is bounded
+  // (MAX_HELD_MESSAGES, maxSendQueueBytes); past that the connection is closed, 1013.
+  let sliceTurn = -1;
+  let later: Uint8Array[] = [];
+  let laterHead = 0;
+  let laterBytes = 0;
+  let resumeArmed = false;
+  let paused = false;
+  const backedUp = (): boolean => out !== undefined && (out.unsentBytes > PAUSE_BYTES || unreadBehind());
+  let pausedWs: WSContext | undefined;
+  const pause = (ws: WSContext): void => {
+    paused = true;
+    pausedWs = ws;
+    resumeWhenRead();
+  };
+  // served again once the unsent replies drain below RESUME_BYTES and (with pongs) the client has
+  // read all but half its window: the pong that says so calls this again
+  const resumeWhenRead = (): void => {
+    if (!paused || !open) return;
+    if (out!.unsentBytes > RESUME_BYTES) return out!.whenBelow(RESUME_BYTES, resumeWhenRead);
+    if (events.deliversPongs === true && written - acked > window / 2) return;
+    paused = false;
+    armResume(pausedWs!);
+  };
+  // a frame whose segments are still arriving (see KIND_SEGMENTED)
+  let segments: SegmentReader | undefined;
+  /** The connection is done: its calls are told, and what waited has nobody to answer. */
+  const shut = (): void => {
+    open = false;
+    closed.abort();
+    segments?.clear();
+    later = [];
+    laterHead = laterBytes = 0;
+  };
+  const wait = (ws: WSContext, bytes: Uint8Array): void => {
+    if (!open) return;
+    later.push(bytes);
+    laterBytes += bytes.byteLength;
+    if (paused) {
+      const held = later.length - laterHead;
+      if (held <= MAX_HELD_MESSAGES && laterBytes <= maxSendQueueBytes) return;
+      shut(); // (the runtime's close event may come much later)
+      return ws.close(
+        SLOW_READER_CLOSE_CODE,
+        `client reads too slowly: ${held} messages held while ${out!.unsentBytes} bytes of replies wait`,
+      );
+    }
+    if (laterBytes <= maxSendQueueBytes) return armResume(ws);
+    // too much waiting: everything now, in order
+    while (laterHead < later.length) take(ws);
+  };
+  const armResume = (ws: WSContext): void => {
+    if (resumeArmed) return;
+    resumeArmed = true;
+    enqueue(() => {
+      resumeArmed = false;
+      step(ws);
+    });
+  };
+  // one message, then the next after the microtasks its handler queued so far (so that the clock
+  // sees the work the messages make, not only their synchronous part)
+  const step = (ws: WSContext): void => {
+    if (paused) return serveNext();
+    if (laterHead >= later.length) {
+      later = [];
+      laterHead = 0;
+      laterBytes = 0;
+      return serveNext(); // the next connection, in this turn if time is left
+    }
+    if (backedUp()) {
+      pause(ws);
+      return serveNext();
+    }
+    if (!budgetLeft()) return armResume(ws);
+    take(ws);
+    queueMicrotask(() => step(ws));
+  };
+  const take = (ws: WSContext): void => {
+    const bytes = later[laterHead]!;
+    later[laterHead++] = EMPTY;
+    laterBytes -= bytes.byteLength;
+    onWhole(ws, bytes);
+  };
+
+  const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
+    if (!open) return;
+    const messages = segmentedMessages(kind, id, body);
+    if (messages === undefined) return (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
+    // its large arrays follow it as messages of their own, sent from where they lie (on Bun in the
+    // next turn: taken behind the head in this one, each would be copied, see SendQueue.sendNextTurn)
+    outbox?.flush();
+    write(ws, messages[0]);
+    for (let i = 1; i < messages.length; i++) writeNextTurn(ws, messages[i]);
+  };
+  const fail = (ws: WSContext, id: number, err: unknown): void => send(ws, KIND_ERROR, id, encodeError(err));
+  const badFrame = (ws: WSContext, message: string): void => {
+    // The header is unusable, so no request can be answered: say why, then close cleanly.
+    fail(ws, 0, new ProtocolError(message));
+    outbox?.flush();
+    open = false;
+    closed.abort();
+    ws.close(1002, "bad frame");
+  };
+  const answer = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
+    let reply: Uint8Array | undefined;
+    try {
+      reply = await handler(frame, peer);
+    } catch (err) {
+      return fail(ws, id, err);
+    }
+    if (!(reply instanceof Uint8Array)) {
+      return fail(ws, id, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
+    }
+    const bytes = frameBytes(reply);
+    if (bytes > maxFrameBytes) return fail(ws, id, tooLarge(bytes, maxFrameBytes));
+    send(ws, KIND_REPLY, id, reply);
+  };
+
+  const events: WsAppEvents = {
+    onOpen(_evt, ws) {
+      // A Web-standard server socket (Deno) may default to Blob messages, which cannot be read
+      // synchronously; Bun's and ws's sockets have other binaryType values that hono relies on.
+      const raw = ws.raw as { binaryType?: string } | undefined;
+      if (raw?.binaryType === "blob") raw.binaryType = "arraybuffer";
+    },
+    onMessage(evt, ws) {
+      const data = evt.data;
+      if (typeof data === "string") return badFrame(ws, "Text messages are not frames; send binary");
+      const bytes = toBytes(data);
+      if (!bytes) return badFrame(ws, "Unsupported message type; send binary frames");
+      if (bytes.byteLength < FRAME_HEADER_BYTES) {
+        return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
+      }
+      if (later.length > laterHead) return wait(ws, bytes);
+      if (backedUp()) {
+        pause(ws);
+        return wait(ws, bytes);
+      }
+      // a connection's first message in a turn is served at once; the next ones while the turn's
+      // budget lasts
+      const first = turn !== sliceTurn;
+      const left = budgetLeft(); // (starts it, at the turn's first message)
+      sliceTurn = turn;
+      if (!first && !left) return wait(ws, bytes);
+      onWhole(ws, bytes);
+    },
+    onClose() {
+      shut();
+    },
+    onError() {
+      shut();
+    },
+    onDrain() {
+      out?.drain();
+      if (written - pinged >= window / PINGS_PER_WINDOW) ping();
+    },
+    onPong(data) {
+      // ours carry 8 bytes (the runtime's own keep-alive pings carry none)
+      if (data.byteLength !== 8) return;
+      const read = new DataView(data.buffer, data.byteOffset, 8).getFloat64(0);
+      if (!(read > acked && read <= written)) return;
+      acked = read;
+      window = Math.min(2 * window, MAX_UNREAD_BYTES);
+      resumeWhenRead();
+    },
+  };
+  return events;
+
+  function onWhole(ws: WSContext, bytes: Uint8Array): void {
+    const kind = bytes[0];
+    if (segments?.waiting || kind === KIND_SEGMENTED) {
+      try {
+        if (!segments?.waiting) (segments ??= new SegmentReader(maxFrameBytes)).start(bytes);
+        else {
+          const whole = segments.add(bytes);
+          if (whole?.tooLarge !== undefined) {
+            // read to its end, segments not kept: answered as a frame sent whole would be
+            if (whole.frame[0] === KIND_REQUEST) {
+              fail(ws, readFrameId(whole.frame), tooLarge(whole.tooLarge, maxFrameBytes));
+            }
+          } else if (whole !== undefined) onFrame(ws, whole.frame, whole.body);
+        }
+      } catch (err) {
+        // the messages after it can no longer be told apart
+        segments?.clear();
+        badFrame(ws, (err as Error).message);
+      }
+      return;
+    }
+    if (kind === KIND_PART || kind === KIND_PART_END) {
+      // only mid-sized messages travel in pieces, so a connection never parks more than that
+      const limit = Math.min(maxFrameBytes + FRAME_HEADER_BYTES, MAX_PIECED_MESSAGE_BYTES);
+      const joined = (parts ??= new PartAssembler(limit)).add(bytes);
+      if (joined !== undefined && !(joined instanceof Uint8Array)) {
+        // too large: answer the request it carried, as for a frame sent whole
+        const h = joined.head;
+        const id = h.byteLength >= FRAME_HEADER_BYTES ? readFrameId(h) : 0;
+        const size = joined.tooLarge - FRAME_HEADER_BYTES;
+        const err = size > maxFrameBytes ? tooLarge(size, maxFrameBytes) : new TransportError(
+          "too-large",
+          `Node refused a message of ${joined.tooLarge} bytes sent in pieces: pieces may make at most ` +
+            `${MAX_PIECED_MESSAGE_BYTES} bytes; send larger messages whole`,
+        );
+        return h[0] === KIND_REQUEST ? fail(ws, id, err) : undefined;
+      }
+      if (joined === undefined) {
+        // at once, not batched: this message's TCP ACK lets the client's next piece go
+        write(ws, PART_ACK);
+        return;
+      }
+      if (joined.byteLength < FRAME_HEADER_BYTES || joined[0] === KIND_PART || joined[0] === KIND_PART_END) {
+        return badFrame(ws, "Malformed message in pieces");
+      }
+      return onWhole(ws, joined);
+    }
+    if (kind === KIND_BATCH) {
+      if (!forEachInBatch(bytes, (m) => onFrame(ws, m))) {
+        badFrame(ws, "Malformed batch: a frame length runs past the message");
+      }
+      return;
+    }
+    onFrame(ws, bytes);
+  }
+
+  function onFrame(ws: WSContext, bytes: Uint8Array, frame = bytes.subarray(FRAME_HEADER_BYTES)): void {
+    if (!open) return;
+    const kind = bytes[0];
+    const id = readFrameId(bytes);
+    // its header is read: a reply made of this same frame (an echo) can reuse those bytes
+    offerHeadroom(frame);
+    if (kind === KIND_REQUEST) {
+      if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
+      void answer(ws, id, frame);
+    } else if (kind === KIND_NOTIFY) {
+      if (frame.byteLength > maxFrameBytes) return;
+      try {
+        const r = handler(frame, notifyPeer);
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        // one-way: nobody to tell
+      }
+    } else {
+      badFrame(ws, `Unknown frame kind ${kind}`);
+    }
+  }
+}
