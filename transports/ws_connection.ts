@@ -101,13 +101,14 @@ function markTurn(): void {
 
 // Every connection's waiting messages share one budget per turn (SLICE_MS, from the turn's first
 // message served): with a budget per connection, a turn with several connections' bursts lasted
-// several budgets, and the replies their calls made after them (issue 11's soak: turns of 10-20 ms
-// while new never-reading connections filled the kernel's buffers). Connections whose messages
-// wait take turns in order: one that used up the budget goes to the back.
+// several budgets, and the replies their calls made after them (issue 11's soak: long turns while
+// new never-reading connections filled the kernel's buffers; BENCHMARKS.md, Soak under attack,
+// ninth session). Connections whose messages wait take turns in order: one that used up the budget
+// goes to the back.
 // A turn's end is marked (a timer) only once its budget is half spent: until then every message is
 // served whichever turn it came in (a budget with time left serves it in either case), so a
-// sequential call, alone in its turn, costs no timer (a timer per message cost a frame echo ~0.3 µs
-// per call on Bun, ~1 µs on Deno; BENCHMARKS.md, Transports, tenth session). A budget found
+// sequential call, alone in its turn, costs no timer (a timer per message made every call of a
+// frame echo dearer, on Deno most; BENCHMARKS.md, Transports, tenth session). A budget found
 // spent with no mark may be an earlier turn's: a budget of its own starts then, and the turn is
 // marked (in one turn, that serves at most one message more than a mark from the start would, after
 // a message that alone ran past half the budget).
