@@ -64,13 +64,12 @@ const RESUME_BYTES = 256 * 1024;
 const MAX_HELD_MESSAGES = 10_000;
 /**
  * Where the runtime reports WebSocket pongs (Bun, `adapters/bun/serve.ts`), the node pings a
- * connection each time it has handed the runtime this part of the connection's unread window in
- * replies (256 KiB at first, 16 MiB once the window is at its most), the ping carrying that count;
- * the pong, which comes only once the client has read everything before the ping, says how much of
- * it the client has read. A client that has shown it reads is asked less often as its window grows
- * (a ping per 256 KiB would add a message each way to every 1 MiB reply).
+ * connection after each this many bytes of replies handed to the runtime, the ping carrying that
+ * count; the pong, which comes only once the client has read everything before the ping, says how
+ * much of it the client has read. (Pinging less often once a client has shown it reads, a quarter of
+ * its window, was tried and not kept: BENCHMARKS.md, Transports, fourteenth session.)
  */
-const PINGS_PER_WINDOW = 4;
+const PING_EVERY_BYTES = 256 * 1024;
 /**
  * Bytes of replies a connection may have been sent and not shown to have read (by a pong), at
  * first: a connection whose client never reads gets this much, not the ~5 MiB that the kernel's
@@ -224,7 +223,7 @@ export function wsEvents(
     (out ??= new SendQueue(ws, maxSendQueueBytes)).send(m);
     if (out.closed) open = false;
     written += m.byteLength;
-    if (written - pinged >= window / PINGS_PER_WINDOW) ping();
+    if (written - pinged >= PING_EVERY_BYTES) ping();
   };
   // a large array beside its frame's head: written in the next turn (SendQueue.sendNextTurn), and
   // the ping behind it sent then (setImmediate runs in order: the queue's write comes first)
@@ -233,7 +232,7 @@ export function wsEvents(
     (out ??= new SendQueue(ws, maxSendQueueBytes)).sendNextTurn(m);
     if (out.closed) open = false;
     written += m.byteLength;
-    if (written - pinged >= window / PINGS_PER_WINDOW) nextTurn(ping);
+    if (written - pinged >= PING_EVERY_BYTES) nextTurn(ping);
   };
   // Replies the client has been sent but not shown to have read (where the runtime reports pongs):
   // bytes given to write(), those handed to the runtime at the last ping, those the client's last
@@ -420,7 +419,7 @@ export function wsEvents(
     },
     onDrain() {
       out?.drain();
-      if (written - pinged >= window / PINGS_PER_WINDOW) ping();
+      if (written - pinged >= PING_EVERY_BYTES) ping();
     },
     onPong(data) {
       // ours carry 8 bytes (the runtime's own keep-alive pings carry none)

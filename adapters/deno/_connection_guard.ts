@@ -420,12 +420,12 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
 }
 
 /**
- * The relay pings the client each time the server has sent it this part of its window (at a
- * frame's end): 256 KiB at first, 32 MiB once the window is at its most, so that a client that has
- * shown it reads is asked less often (a ping per 256 KiB would add a message each way to every
- * 1 MiB reply).
+ * The relay pings the client after each this many bytes the server sent it (at a frame's end).
+ * (Pinging less often once a client has shown it reads, half its window, was tried and not kept:
+ * it made a 1 MiB round trip through a Deno node slower; BENCHMARKS.md, Transports, fourteenth
+ * session.)
  */
-const PINGS_PER_WINDOW = 2;
+const PING_EVERY_BYTES = 256 * 1024;
 /**
  * Bytes pinged and not acknowledged by the client's pong past which the relay reads no more from the
  * server, at first: what a client that never reads is handed (besides one ping's worth and one
@@ -440,7 +440,7 @@ const PING_PAYLOAD_BYTES = 8;
 
 /**
  * The server's side of an upgraded connection: follows its frames (to put pings only between
- * them), pings the client after each part of its window ({@linkcode PINGS_PER_WINDOW}), and says when the client has
+ * them), pings the client after each {@linkcode PING_EVERY_BYTES}, and says when the client has
  * more unacknowledged than its window, until its pong comes.
  */
 class Downstream {
@@ -471,7 +471,7 @@ class Downstream {
     let at = 0;
     while (at < chunk.byteLength) {
       at = this.#frames.next(chunk, at);
-      if (!this.#frames.atEnd || this.#sent + (at - start) - this.#pinged < this.#window / PINGS_PER_WINDOW) continue;
+      if (!this.#frames.atEnd || this.#sent + (at - start) - this.#pinged < PING_EVERY_BYTES) continue;
       await writeAll(to, chunk.subarray(start, at));
       this.#sent += at - start;
       start = at;

@@ -74,11 +74,8 @@ function frame(n: number, fill: number): Uint8Array {
 
 const ascii = (s: string) => new TextEncoder().encode(s);
 
-/**
- * A guard with one WebSocket connection through it, made here: its client, and the server's side,
- * which sends `count` frames of 40-70 KB after three small ones.
- */
-async function upgraded(answerPings: boolean, count = 40) {
+/** A guard with one WebSocket connection through it, made here: its client, and the server's side. */
+async function upgraded(answerPings: boolean) {
   const fromClient = new Pipe();
   const fromServer = new Pipe();
   const headSent = gate();
@@ -102,10 +99,9 @@ async function upgraded(answerPings: boolean, count = 40) {
   });
   fromClient.push(ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
   await headSent.promise;
-  // the upgrade's answer and frames of every header size (2 MiB by default), read by the relay in
-  // odd pieces
+  // the upgrade's answer and frames of every header size (2 MiB), read by the relay in odd pieces
   const frames = [frame(10, 1), frame(50_000, 2), frame(0, 3)];
-  for (let i = 0; i < count; i++) frames.push(frame(i % 3 === 0 ? 70_000 : 40_000, (4 + i) & 0xff));
+  for (let i = 0; i < 40; i++) frames.push(frame(i % 3 === 0 ? 70_000 : 40_000, 4 + i));
   const head = ascii("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
   const stream = concat([head, ...frames]);
   // (the answer's head in one read, as a server writes it, with the first frame's first bytes)
@@ -117,8 +113,7 @@ async function upgraded(answerPings: boolean, count = 40) {
 }
 
 test("the Deno guard pings a WebSocket client between the server's frames, wherever its reads cut them", async () => {
-  // 7.5 MB: the pings come further apart as the client's pongs grow its window
-  const { guard, client, stream } = await upgraded(true, 150);
+  const { guard, client, stream } = await upgraded(true);
   try {
     const all = await client.until(stream.byteLength);
     // every byte of the server's, in order, with the relay's pings between its frames
@@ -129,20 +124,6 @@ test("the Deno guard pings a WebSocket client between the server's frames, where
       assert.equal(p.count, p.at, `a ping after ${p.at} bytes says ${p.count}`);
       assert.ok(ends.has(p.at), `a ping after ${p.at} bytes, inside a frame`);
     }
-  } finally {
-    await guard.closeAll(0);
-  }
-});
-
-test("the Deno guard pings a client that answers less often as its window grows", async () => {
-  const { guard, client, stream } = await upgraded(true, 150);
-  try {
-    const all = await client.until(stream.byteLength);
-    assert.deepEqual(all.data, stream);
-    // (a ping per 256 KiB would be about 29 of them)
-    assert.ok(all.pings.length <= 12, `${all.pings.length} pings for ${stream.byteLength} bytes`);
-    const gaps = all.pings.map((p, i) => p.count - (all.pings[i - 1]?.count ?? 0));
-    assert.ok(gaps.at(-1)! >= 1024 * 1024, `the pings' gaps did not grow: ${gaps}`);
   } finally {
     await guard.closeAll(0);
   }
