@@ -899,13 +899,7 @@ export function encode(value: unknown): Uint8Array {
  * ```
  */
 export function encodeWhole(value: unknown, room: number): Uint8Array<ArrayBuffer> {
-  const outer = frameSegmentList;
-  frameSegmentList = undefined;
-  try {
-    return encodeWithCborg(value, room);
-  } finally {
-    frameSegmentList = outer;
-  }
+  return encodeWithSegmentList(value, room, undefined);
 }
 
 /**
@@ -931,8 +925,20 @@ export function encodeWhole(value: unknown, room: number): Uint8Array<ArrayBuffe
  * ```
  */
 export function encodeSegmented(value: unknown, room: number, segments: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return encodeWithSegmentList(value, room, segments);
+}
+
+/**
+ * {@linkcode encodeWithCborg} with `list` as the frame's segment list for the while (`undefined`:
+ * every array inline), the list of an encoding around it put back after, whatever happens.
+ */
+function encodeWithSegmentList(
+  value: unknown,
+  room: number,
+  list: Uint8Array[] | undefined,
+): Uint8Array<ArrayBuffer> {
   const outer = frameSegmentList;
-  frameSegmentList = segments;
+  frameSegmentList = list;
   try {
     return encodeWithCborg(value, room);
   } finally {
