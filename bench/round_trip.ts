@@ -20,13 +20,14 @@
  *
  * @module
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { decode, encodeFrame } from "../core/codec.ts";
 import { KIND_REQUEST, segmentedMessages } from "../transports/ws_framing.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { WS_PROTOCOL } from "../transports/_common.ts";
 import { startBenchChild } from "./_child.ts";
+import { processCpuMicros, processMinorFaults } from "./_proc.ts";
 
 const args = (globalThis as { Deno?: { args: string[] } }).Deno?.args ?? process.argv.slice(2);
 const KIND = args[0] ?? "ours";
@@ -36,21 +37,6 @@ if (!["ours", "plain", "raw"].includes(KIND)) {
 const N = Number(process.env.BENCH_N ?? 1000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
 const WARMUP = 200;
-
-/** µs on the CPU of all the threads of process `pid` so far. */
-function cpuOf(pid: number): number {
-  let ns = 0;
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
-    ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
-  }
-  return ns / 1000;
-}
-
-/** Minor page faults process `pid` has taken so far (the 10th field after the command's name). */
-function faultsOf(pid: number | "self"): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
-}
 
 /** This process's voluntary context switches so far (/proc, so that Deno has them too). */
 function sleeps(): number {
@@ -109,18 +95,18 @@ if (KIND === "ours") {
 try {
   for (let r = 0; r < ROUNDS; r++) {
     for (let i = 0; i < WARMUP; i++) await one();
-    const server0 = cpuOf(pid), serverFaults0 = faultsOf(pid);
-    const client0 = process.cpuUsage(), clientFaults0 = faultsOf("self"), sleeps0 = sleeps();
+    const server0 = processCpuMicros(pid), serverFaults0 = processMinorFaults(pid);
+    const client0 = process.cpuUsage(), clientFaults0 = processMinorFaults("self"), sleeps0 = sleeps();
     const t0 = performance.now();
     for (let i = 0; i < N; i++) await one();
     const us = (performance.now() - t0) * 1000 / N;
     const client = process.cpuUsage(client0);
     console.log(
       `${KIND} round ${r + 1}: ${us.toFixed(0)} µs per round trip; server CPU ${
-        ((cpuOf(pid) - server0) / N).toFixed(0)
-      } µs, ${((faultsOf(pid) - serverFaults0) / N).toFixed(1)} faults; client CPU ${
+        ((processCpuMicros(pid) - server0) / N).toFixed(0)
+      } µs, ${((processMinorFaults(pid) - serverFaults0) / N).toFixed(1)} faults; client CPU ${
         ((client.user + client.system) / N).toFixed(0)
-      } µs, ${((faultsOf("self") - clientFaults0) / N).toFixed(1)} faults, ${
+      } µs, ${((processMinorFaults("self") - clientFaults0) / N).toFixed(1)} faults, ${
         ((sleeps() - sleeps0) / N).toFixed(2)
       } sleeps`,
     );

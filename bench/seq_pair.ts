@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { serveFrames } from "../adapters/serve.ts";
 import { encode } from "../core/codec.ts";
@@ -22,6 +22,7 @@ import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { startBenchChild } from "./_child.ts";
+import { processCpuMicros } from "./_proc.ts";
 import { serveRawEcho } from "./_raw_echo.ts";
 
 const PairEcho = ta.service(
@@ -33,19 +34,6 @@ const PairEcho = ta.service(
   },
 );
 const SECS = Number(process.env.BENCH_SECS ?? 3);
-
-/** µs on the CPU of all the threads of process `pid` so far. */
-function cpu(pid: number): number {
-  let ns = 0;
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // (a thread that ended between the listing and the read)
-    }
-  }
-  return ns / 1000;
-}
 
 /** [user, system] CPU ticks of process `pid` so far (/proc/<pid>/stat; 100 a second on Linux). */
 function ticks(pid: number): [number, number] {
@@ -93,8 +81,8 @@ async function client(kind: string): Promise<void> {
   let ct0: [number, number] = [0, 0], st0: [number, number] = [0, 0];
   const loop = async () => {
     for (let i = 0; i < 3000; i++) await call(); // warm up
-    c0 = cpu(process.pid);
-    s0 = cpu(child.child.pid!);
+    c0 = processCpuMicros(process.pid);
+    s0 = processCpuMicros(child.child.pid!);
     ct0 = ticks(process.pid);
     st0 = ticks(child.child.pid!);
     const end = performance.now() + SECS * 1000;
@@ -106,7 +94,7 @@ async function client(kind: string): Promise<void> {
   };
   await (mesh ? mesh.run(loop) : loop());
   const n = times.length;
-  const c1 = cpu(process.pid), s1 = cpu(child.child.pid!);
+  const c1 = processCpuMicros(process.pid), s1 = processCpuMicros(child.child.pid!);
   const ct1 = ticks(process.pid), st1 = ticks(child.child.pid!);
   // the share of each process's CPU spent in the kernel (ticks of 10 ms: over seconds, about right)
   const sys = (a: [number, number], b: [number, number]) =>

@@ -12,7 +12,6 @@
  *
  * @module
  */
-import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { serveFrames } from "../adapters/serve.ts";
 import { decode, encode, encodeFrame } from "../core/codec.ts";
@@ -21,6 +20,7 @@ import { webSocketTransport } from "../transports/websocket.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
+import { processCpuMicros, processMinorFaults } from "./_proc.ts";
 import { serveRawEcho } from "./_raw_echo.ts";
 
 // Full-stack calls: a service registered on both sides (the node serves it, the driver calls it).
@@ -68,30 +68,21 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
-/**
- * CPU time (µs) that the threads of process `pid` have run, from Linux's per-thread schedstat (ns);
- * `undefined` where there is no /proc.
- */
+/** {@linkcode processCpuMicros}, or `undefined` where there is no /proc. */
 function cpuMicros(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    let ns = 0;
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
-    }
-    return ns / 1000;
+    return processCpuMicros(pid);
   } catch {
     return undefined;
   }
 }
 
-/** Minor page faults process `pid` has taken so far (/proc/<pid>/stat), or `undefined` where there is no /proc. */
+/** {@linkcode processMinorFaults}, or `undefined` where there is no /proc. */
 function minorFaults(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // the fields after the command's name (which may hold spaces) in parentheses: minflt is the 10th field
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
+    return processMinorFaults(pid);
   } catch {
     return undefined;
   }
