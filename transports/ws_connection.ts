@@ -44,8 +44,20 @@ function toBytes(data: unknown): Uint8Array | undefined {
   return undefined;
 }
 
-/** How long one connection's messages may be served in one turn before others get theirs, ms. */
+/**
+ * How long messages may be served in one turn while one connection alone sends, ms: a pipelined
+ * burst from a single client is served in few turns (each turn costs a timer and a poll).
+ */
 const SLICE_MS = 2;
+/**
+ * The same, once another connection has sent within {@linkcode CONTENDED_MS}: a message that comes
+ * in meanwhile waits in the kernel until the turn ends, so a short turn is what keeps a well-behaved
+ * client's tail near its idle latency while others flood the node (issue 11's soak: p99 under attack
+ * ~3.3-4.1 ms at 0.25 ms, 5.9-7.1 ms at 2 ms; BENCHMARKS.md, Soak under attack, fifteenth session).
+ */
+const CONTENDED_SLICE_MS = 0.25;
+/** How recently another connection must have sent for the turns to be short, ms. */
+const CONTENDED_MS = 50;
 /**
  * A connection with more bytes of replies unsent than this (in the runtime's socket buffer and its
  * send queue) has no more of its messages served until it drains to {@linkcode RESUME_BYTES}. 1 MiB
@@ -75,9 +87,13 @@ const PING_EVERY_BYTES = 256 * 1024;
  * first: a connection whose client never reads gets this much, not the ~5 MiB that the kernel's
  * socket buffers take before any runtime buffer fills (issue 11's soak: each round's new
  * never-reading connections). Each pong doubles it, up to {@linkcode MAX_UNREAD_BYTES}, so a client
- * that reads soon has as much in flight as its link needs.
+ * that reads soon has as much in flight as its link needs. One ping's worth ({@linkcode
+ * PING_EVERY_BYTES}, so the ping that lifts it is always sent): a never-reading connection then
+ * costs the node a quarter of the replies it cost at 1 MiB, and a client that reads has 1 MiB in
+ * flight after two pongs. (It must not be less than PING_EVERY_BYTES: a connection paused before
+ * its first ping would wait for a pong that never comes.)
  */
-const FIRST_UNREAD_BYTES = PAUSE_BYTES;
+const FIRST_UNREAD_BYTES = PING_EVERY_BYTES;
 /** The most a connection's unread window grows to (see {@linkcode FIRST_UNREAD_BYTES}). */
 const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -123,12 +139,23 @@ function budgetLeft(): boolean {
     return true;
   }
   const spent = now - budgetStart;
-  if (turnArmed) return spent <= SLICE_MS;
-  if (spent <= SLICE_MS / 2) return true;
+  const slice = now - othersSentAt < CONTENDED_MS ? CONTENDED_SLICE_MS : SLICE_MS;
+  if (turnArmed) return spent <= slice;
+  if (spent <= slice / 2) return true;
   markTurn();
   budgetTurn = turn;
-  if (spent > SLICE_MS) budgetStart = now;
+  if (spent > slice) budgetStart = now;
   return true;
+}
+// The connection whose message came last, and when a message last came from another one than the
+// connection before it: the turns are short while that is recent (see CONTENDED_SLICE_MS). One
+// comparison per message; the clock is read only when the sender changes.
+let lastSender = -1;
+let othersSentAt = -Infinity;
+function noteSender(connection: number): void {
+  if (connection === lastSender) return;
+  if (lastSender !== -1) othersSentAt = performance.now();
+  lastSender = connection;
 }
 /** Connections with messages waiting (each's way to serve them), in the order they are served. */
 let queued: (() => void)[] = [];
@@ -398,6 +425,7 @@ export function wsEvents(
       if (bytes.byteLength < FRAME_HEADER_BYTES) {
         return badFrame(ws, `Frame of ${bytes.byteLength} bytes is shorter than the ${FRAME_HEADER_BYTES}-byte header`);
       }
+      noteSender(connectionId);
       if (later.length > laterHead) return wait(ws, bytes);
       if (backedUp()) {
         pause(ws);
