@@ -52,8 +52,9 @@ const SLICE_MS = 2;
 /**
  * The same, once another connection has sent within {@linkcode CONTENDED_MS}: a message that comes
  * in meanwhile waits in the kernel until the turn ends, so a short turn is what keeps a well-behaved
- * client's tail near its idle latency while others flood the node (issue 11's soak: p99 under attack
- * ~3.3-4.1 ms at 0.25 ms, 5.9-7.1 ms at 2 ms; BENCHMARKS.md, Soak under attack, fifteenth session).
+ * client's tail near its idle latency while others flood the node (issue 11's soak; the figures
+ * are in BENCHMARKS.md, Soak under attack, fifteenth session). Not for every turn: a single client's
+ * pipelined calls paid for the extra turns there.
  */
 const CONTENDED_SLICE_MS = 0.25;
 /** How recently another connection must have sent for the turns to be short, ms. */
