@@ -2,8 +2,11 @@
  * Soak: one node (`thinkagain serve`, a process of its own) under attack traffic mixed with a
  * well-behaved client, for `--minutes` (default 10). Reports, per interval, the node's RSS and the
  * well-behaved client's call latency (p50, p99), beside the same client's latency against the idle
- * node measured first in the same run (`--idle-s`, default 20 s). Target (issue 11): p99 under attack
- * within 2x of idle, and RSS that does not keep growing.
+ * node measured first in the same run (`--idle-s`, default 20 s), and again once the attack stopped
+ * (`--idle-after-s`, default as long as `--idle-s`; 0: not measured), after 5 s for the node to settle:
+ * this VM's speed can change by 2x within an hour, so one idle baseline alone may flatter or wrong the
+ * attacked minutes. Target (issue 11): p99 under attack within 2x of idle, and RSS that does not keep
+ * growing.
  *
  *     bun bench/soak.ts                        (a Bun node, 10 minutes)
  *     bun bench/soak.ts --runtime deno --minutes 2
@@ -40,6 +43,9 @@ function flag(name: string, dflt: string): string {
 
 const MINUTES = Number(flag("minutes", "10"));
 const IDLE_S = Number(flag("idle-s", "20"));
+const IDLE_AFTER_S = Number(flag("idle-after-s", String(IDLE_S)));
+/** How long the node is left alone after the attack, before the second idle baseline. */
+const SETTLE_MS = 5_000;
 const INTERVAL_S = Number(flag("interval-s", "60"));
 const RUNTIME_SELF: Runtime = (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno";
 const RUNTIME = flag("runtime", (globalThis as { Bun?: unknown }).Bun ? "bun" : "deno") as Runtime;
@@ -381,6 +387,19 @@ if (LAG_MS > 0) {
   for (const line of cpuLog.slice(1)) console.error(`trace ${line.slice(4)}`);
 }
 await Promise.all(attackers);
+// the second idle baseline: the same client against the same node once the attack is over
+let after: { p50: number; p99: number } | undefined;
+if (IDLE_AFTER_S > 0) {
+  await sleep(SETTLE_MS);
+  const a = await wellBehaved(IDLE_AFTER_S * 1000);
+  after = { p50: percentile(a.lat, 50), p99: percentile(a.lat, 99) };
+  console.log(
+    `\nidle after the attack (${IDLE_AFTER_S} s, after ${SETTLE_MS / 1000} s to settle): p50 ${
+      after.p50.toFixed(2)
+    } ms, ` +
+      `p99 ${after.p99.toFixed(2)} ms; attack p99 / this p99 ${(percentile(allLat, 99) / after.p99).toFixed(2)}x`,
+  );
+}
 console.log(
   `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
     `p99/idle per interval: median ${percentile(allP99, 50).toFixed(2)}x, max ${Math.max(...allP99).toFixed(2)}x`,
@@ -391,7 +410,13 @@ console.log(
     percentile(allLat, 50).toFixed(2)
   } p99 ${percentile(allLat, 99).toFixed(2)} max ${Math.max(...allLat).toFixed(2)} (${
     (percentile(allLat, 99) / idleP99).toFixed(2)
-  }x idle p99); calls ${allLat.length} failed ${allFailed}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
+  }x idle p99${
+    after === undefined
+      ? ""
+      : `; idle after p50 ${after.p50.toFixed(2)} p99 ${after.p99.toFixed(2)}, ${
+        (percentile(allLat, 99) / after.p99).toFixed(2)
+      }x it`
+  }); calls ${allLat.length} failed ${allFailed}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
     `node CPU ${nodeCpuIdle.toFixed(2)} idle, ${nodeCpuAttack.toFixed(2)} attacked; attackers ${
       attackerCpu.toFixed(2)
     } (cores)` +
