@@ -67,6 +67,11 @@ const trace = (what: string) => TRACE_MS > 0 && console.error(`trace ${Date.now(
  * the end, stamped like `--trace-ms`'s lines, so that `sort -k2 -n` puts them in order.
  */
 const LAG_MS = Number(flag("lag-ms", "0"));
+/**
+ * `--node-output FILE`: everything the node printed (stdout and stderr) is written to FILE at the end
+ * (e.g. with `DENO_V8_FLAGS=--trace-gc` in the environment, its collections).
+ */
+const NODE_OUTPUT = flag("node-output", "");
 const APP = fileURLToPath(new URL("./_soak_app.ts", import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -424,4 +429,6 @@ console.log(
 );
 await client.close();
 node.kill();
-await node.exited;
+// (once its output streams closed: a runtime may hold piped output until it exits)
+await node.cleanExit();
+if (NODE_OUTPUT !== "") (await import("node:fs")).writeFileSync(NODE_OUTPUT, node.output());
