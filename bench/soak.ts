@@ -30,6 +30,7 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { rssOf, runArgs, type Runtime, startNodeProcess } from "../adapters/_test_nodes.ts";
+import { wsUpgradeHead } from "../transports/_test_servers.ts";
 import { encodeMessage } from "../transports/protocol.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "../transports/ws_framing.ts";
@@ -92,12 +93,6 @@ function wsMessage(kind: number, id: number, body: Uint8Array): Uint8Array {
   return out;
 }
 
-function upgrade(port: number): string {
-  return `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-    "Sec-WebSocket-Protocol: thinkagain.v1\r\n\r\n";
-}
-
 function rawSocket(port: number, read: boolean): Promise<net.Socket> {
   return new Promise((resolve) => {
     const s = net.connect(port, "127.0.0.1");
@@ -145,7 +140,7 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
       trace(`noread ${c} start`);
       const s = await rawSocket(port, false);
       sockets.push(s);
-      s.write(upgrade(port));
+      s.write(wsUpgradeHead(port));
       for (let i = 1; i <= 2_000 && !s.destroyed; i++) {
         const body = encodeMessage({ t: "call", cid: `a${i}`, op: "bpBytes", args: [16 * 1024] });
         if (!s.write(wsMessage(KIND_REQUEST, i, body))) {
@@ -158,7 +153,7 @@ async function attackRound(port: number, stop: () => boolean): Promise<void> {
     for (const b of ATTACKS.has("bombs") ? bombs() : []) {
       const s = await rawSocket(port, true);
       sockets.push(s);
-      s.write(upgrade(port));
+      s.write(wsUpgradeHead(port));
       for (let i = 1; i <= 20; i++) s.write(wsMessage(KIND_REQUEST, i, b));
     }
     // idle and dripping connections

@@ -16,7 +16,7 @@
 import net from "node:net";
 import process from "node:process";
 import { serveFrames } from "../adapters/serve.ts";
-import { wsRequest } from "../transports/_test_servers.ts";
+import { upgradeRaw, wsRequest } from "../transports/_test_servers.ts";
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
@@ -55,17 +55,10 @@ if (kind === "plain") {
 
 // the client: a raw socket, upgraded by hand, reading (and dropping) whatever comes back
 const socket = net.connect(port, "127.0.0.1");
-await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
-const upgraded = new Promise<void>((resolve) => socket.once("data", () => resolve()));
-socket.write(
-  `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-    "Sec-WebSocket-Protocol: thinkagain.v1\r\n\r\n",
-);
-await upgraded;
+// (what came after the answer's head: the start of the frames read below)
+let pending = await upgradeRaw(socket, port);
 // what comes back is read, and each ping answered with its pong (a node pauses a client that
 // leaves its pings unanswered: it would stop serving the bursts)
-let pending = new Uint8Array(0);
 socket.on("data", (d: Uint8Array) => {
   const all = new Uint8Array(pending.byteLength + d.byteLength);
   all.set(pending);

@@ -10,6 +10,7 @@ import { rssOf, startNodeProcess } from "../adapters/_test_nodes.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { decode, errorFromWire } from "../core/codec.ts";
 import { decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
+import { wsUpgradeHead } from "./_test_servers.ts";
 import type { TransportConnection } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
 import { FRAME_HEADER_BYTES, KIND_REQUEST, writeHeader } from "./ws_framing.ts";
@@ -191,11 +192,7 @@ test(
       sock.pause();
       sock.on("error", () => {}); // the node may close it (a client that does not read)
       await new Promise<void>((r, j) => (sock.once("connect", r), sock.once("error", j)));
-      sock.write(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:" + n.port + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-          "Sec-WebSocket-Protocol: thinkagain.v1\r\n\r\n",
-      );
+      sock.write(wsUpgradeHead(n.port));
       // the peak, sampled while the calls arrive and run (a bound on memory, not on time)
       let peak = before;
       const sampler = setInterval(() => {

@@ -9,9 +9,8 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { gate } from "../core/_test_utils.ts";
 import { serve as nodeServe, upgradeWebSocket as nodeUpgradeWebSocket } from "../adapters/node/serve.ts";
-import { WS_PROTOCOL } from "./_common.ts";
 import { createNodeApp } from "./server.ts";
-import { startRealServer, wsRequest } from "./_test_servers.ts";
+import { startRealServer, wsRequest, wsUpgradeHead } from "./_test_servers.ts";
 import type { FrameHandler } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
 import { forEachInBatch, FRAME_HEADER_BYTES, KIND_BATCH, readFrameId } from "./ws_framing.ts";
@@ -95,11 +94,7 @@ class RawClient {
           resolve();
         }
       });
-      socket.write(
-        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
-          `Sec-WebSocket-Protocol: ${WS_PROTOCOL}\r\n\r\n`,
-      );
+      socket.write(wsUpgradeHead(port));
     });
     assert.match(head, /^HTTP\/1\.1 101/);
     socket.on("data", (d: Buffer) => c.#push(d));

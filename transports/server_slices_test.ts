@@ -5,32 +5,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { WS_PROTOCOL } from "./_common.ts";
-import { startRealServer, wsRequest } from "./_test_servers.ts";
+import { startRealServer, upgradeRaw, wsRequest } from "./_test_servers.ts";
 import { webSocketTransport } from "./websocket.ts";
 
 const BURST = 300;
-
-/** Waits for `raw` to connect to the node on `port`, then upgrades it to a WebSocket (our subprotocol) and reads the 101. */
-async function upgrade(raw: net.Socket, port: number): Promise<void> {
-  await new Promise<void>((resolve, reject) => raw.once("connect", resolve).once("error", reject));
-  let got = "";
-  const upgraded = new Promise<void>((resolve) => {
-    raw.on("data", function onHead(d: Buffer) {
-      got += d.toString("latin1");
-      if (got.includes("\r\n\r\n")) {
-        raw.off("data", onHead);
-        resolve();
-      }
-    });
-  });
-  raw.write(
-    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${WS_PROTOCOL}\r\n\r\n`,
-  );
-  await upgraded;
-  assert.match(got, /^HTTP\/1\.1 101/);
-}
 
 test("createNodeApp serves a burst of frames in slices: another client's frame is served before the burst ends", {
   timeout: 120_000,
@@ -47,7 +25,7 @@ test("createNodeApp serves a burst of frames in slices: another client's frame i
   const other = await webSocketTransport.connect(server.endpoint);
   const raw = net.connect(port, "127.0.0.1");
   try {
-    await upgrade(raw, port);
+    await upgradeRaw(raw, port);
     const firstReply = new Promise<void>((resolve) => raw.once("data", () => resolve()));
     // the whole burst in one write: the node reads it at once
     const burst: Uint8Array[] = [];
@@ -92,7 +70,7 @@ test(
     const other = await webSocketTransport.connect(server.endpoint);
     const raw = net.connect(port, "127.0.0.1");
     try {
-      await upgrade(raw, port);
+      await upgradeRaw(raw, port);
       const firstReply = new Promise<void>((resolve) => raw.once("data", () => resolve()));
       raw.on("data", () => {}); // reads its replies
       // the other client calls first, so the node has seen two connections send when the burst comes
