@@ -3,9 +3,9 @@
  * adapter gives it frames ({@linkcode wsEvents}). Frames in (whole, in segments, in parts, in
  * batches) go to the node's frame handler and replies go out in order through a bounded send queue;
  * messages read at once are served a slice of each turn at a time, from a budget every connection
- * shares; a connection whose replies back up (unsent, or, where the runtime reports pongs, sent and
- * not shown to have been read: its unread window, checked by pings) has no more of its messages
- * served until they drain.
+ * shares; a connection whose replies back up (unsent, or, where the runtime reports pongs or the
+ * adapter reports reads, sent and not shown to have been read: its unread window, checked by pings)
+ * has no more of its messages served until they drain.
  *
  * @module
  */
@@ -92,7 +92,8 @@ const PING_EVERY_BYTES = 256 * 1024;
  * PING_EVERY_BYTES}, so the ping that lifts it is always sent): a never-reading connection then
  * costs the node a quarter of the replies it cost at 1 MiB, and a client that reads has 1 MiB in
  * flight after two pongs. (It must not be less than PING_EVERY_BYTES: a connection paused before
- * its first ping would wait for a pong that never comes.)
+ * its first ping would wait for a pong that never comes. The same holds for the pings of an adapter
+ * that reports reads: Deno's connection guard pings as often.)
  */
 const FIRST_UNREAD_BYTES = PING_EVERY_BYTES;
 /** The most a connection's unread window grows to (see {@linkcode FIRST_UNREAD_BYTES}). */
@@ -193,7 +194,9 @@ const noop = (): void => {};
  * A connection's events as the node's app gives them to the runtime's adapter, besides hono's:
  * `onDrain` for a runtime whose socket pushes back (Bun's `drain`), `onPong` for one that reports
  * pongs, which it says by setting `deliversPongs` before the connection's first message
- * (`adapters/bun/serve.ts` does both).
+ * (`adapters/bun/serve.ts` does both); `onRead` for an adapter that learns by itself how much of
+ * the replies the client has read, which it says by setting `reportsReads` (`adapters/deno/serve.ts`,
+ * whose connection guard pings the client between the node's frames and reads its pongs).
  */
 export interface WsAppEvents extends WSEvents {
   /** The socket can take more (Bun's `drain`). */
@@ -202,6 +205,10 @@ export interface WsAppEvents extends WSEvents {
   onPong(data: Uint8Array): void;
   /** Set by an adapter whose runtime calls `onPong` for every pong. */
   deliversPongs?: boolean;
+  /** The client has read the first `read` bytes of the messages this connection sent it (their payloads). */
+  onRead(read: number): void;
+  /** Set by an adapter that calls `onRead` as the client reads (the node then sends no pings of its own). */
+  reportsReads?: boolean;
 }
 
 /** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
@@ -283,7 +290,17 @@ export function wsEvents(
     }
     pinged = handed;
   };
-  const unreadBehind = (): boolean => events.deliversPongs === true && written - acked > window;
+  // (whether the client's reads are known: by the node's own pings, or from the adapter)
+  const readsKnown = (): boolean => events.deliversPongs === true || events.reportsReads === true;
+  const unreadBehind = (): boolean => readsKnown() && written - acked > window;
+  // the client has read the first `read` bytes written: its window doubles, and a paused connection
+  // may go on
+  const readUpTo = (read: number): void => {
+    if (!(read > acked && read <= written)) return;
+    acked = read;
+    window = Math.min(2 * window, MAX_UNREAD_BYTES);
+    resumeWhenRead();
+  };
   // a client may cut a message into pieces (see KIND_PART); they are joined here, bounded
   let parts: PartAssembler | undefined;
   // Many messages read at once (a flood, a pipelined burst) are served SLICE_MS at a time: past
@@ -313,7 +330,7 @@ export function wsEvents(
   const resumeWhenRead = (): void => {
     if (!paused || !open) return;
     if (out!.unsentBytes > RESUME_BYTES) return out!.whenBelow(RESUME_BYTES, resumeWhenRead);
-    if (events.deliversPongs === true && written - acked > window / 2) return;
+    if (readsKnown() && written - acked > window / 2) return;
     paused = false;
     armResume(pausedWs!);
   };
@@ -453,11 +470,11 @@ export function wsEvents(
     onPong(data) {
       // ours carry 8 bytes (the runtime's own keep-alive pings carry none)
       if (data.byteLength !== 8) return;
-      const read = new DataView(data.buffer, data.byteOffset, 8).getFloat64(0);
-      if (!(read > acked && read <= written)) return;
-      acked = read;
-      window = Math.min(2 * window, MAX_UNREAD_BYTES);
-      resumeWhenRead();
+      readUpTo(new DataView(data.buffer, data.byteOffset, 8).getFloat64(0));
+    },
+    onRead(read) {
+      // (the adapter counts the payloads of the messages it saw go out: never more than written)
+      readUpTo(Math.min(read, written));
     },
   };
   return events;

@@ -19,7 +19,12 @@
 // frame out, and that frame waits in Deno's buffer behind what the relay does not read. So the relay
 // names each connection to the server behind: it adds a header with a random token to the first
 // request's head, and `upgradeWebSocket` (./serve.ts) lifts that connection's bound
-// (`unboundRelay`) as the node closes its WebSocket.
+// (`unboundRelay`) as the node closes its WebSocket. By the same token the node learns from the relay
+// how much of its replies the client has read (`watchRelayReads`: the payloads of the server's data
+// frames before each pong's ping), so that it stops making replies for a client that does not read
+// once a window of them is unread, as on Bun, where the node pings by itself: without it, the node
+// made replies until Deno's own buffer backed up, behind the relay's window and the Unix socket's
+// buffers.
 
 /** What the guard needs of a Deno connection (typed here: the project's tsc has no Deno types). */
 export interface DenoConn {
@@ -94,6 +99,8 @@ interface Relay {
   token: string | undefined;
   /** The server closes this connection: nothing it sends is held back any more. */
   closing: boolean;
+  /** Told how much of the server's data frames' payloads the client has read (see {@linkcode watchRelayReads}). */
+  onRead: ((read: number) => void) | undefined;
   /**
    * Set once the server behind took no more of the client's bytes: the relay then reads and drops
    * what the client sends until it closes, or this timer ({@linkcode LINGER_MS}) drops it.
@@ -133,6 +140,30 @@ export function unboundRelay(token: string): boolean {
   if (r === undefined) return false;
   r.closing = true;
   r.down?.unbound();
+  return true;
+}
+
+/**
+ * Has `onRead` told, each time the client of the relay named `token` shows (by a pong) how much it
+ * read, the bytes of the server's WebSocket messages it has read: the payloads of the server's data
+ * frames, counted from the upgrade (a node's replies, without the frames' headers or the relay's
+ * pings).
+ *
+ * @param token The value of the {@linkcode RELAY_TOKEN_HEADER} header of the connection's request.
+ * @param onRead Told the bytes read so far, each time that grows.
+ * @returns Whether a relay had that token (else `onRead` is never told).
+ *
+ * @example An unknown token watches nothing
+ * ```ts
+ * import { watchRelayReads } from "./_connection_guard.ts";
+ * if (watchRelayReads("no such token", () => {})) throw new Error("unexpected");
+ * ```
+ */
+export function watchRelayReads(token: string, onRead: (read: number) => void): boolean {
+  const r = relaysByToken.get(token);
+  if (r === undefined) return false;
+  r.onRead = onRead;
+  if (r.down !== undefined) r.down.onRead = onRead;
   return true;
 }
 
@@ -239,6 +270,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       down: undefined,
       token: undefined,
       closing: false,
+      onRead: undefined,
       serverGone: undefined,
     };
     relays.add(r);
@@ -276,6 +308,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     if (r.phase === "busy" && startsWith(chunk, SWITCHING)) {
       r.phase = "upgraded";
       r.down = new Downstream();
+      r.down.onRead = r.onRead;
       if (r.closing) r.down.unbound();
       return;
     }
@@ -454,6 +487,12 @@ class Downstream {
   #window = FIRST_WINDOW_BYTES;
   #unbounded = false;
   #wake: (() => void) | undefined;
+  /** The pings not yet acknowledged, oldest first: `#sent` at each, and the data payloads before it. */
+  #pingsSent: number[] = [];
+  #pingsRead: number[] = [];
+  #pingsHead = 0;
+  /** Told the data payloads the client has read (see {@linkcode watchRelayReads}). */
+  onRead: ((read: number) => void) | undefined = undefined;
 
   /** The client has more bytes pinged and unacknowledged than its window. */
   get full(): boolean {
@@ -481,6 +520,8 @@ class Downstream {
       new DataView(ping.buffer).setFloat64(2, this.#sent);
       await writeAll(to, ping);
       this.#pinged = this.#sent;
+      this.#pingsSent.push(this.#sent);
+      this.#pingsRead.push(this.#frames.data);
     }
     if (start < chunk.byteLength) await writeAll(to, chunk.subarray(start));
     this.#sent += chunk.byteLength - start;
@@ -492,6 +533,14 @@ class Downstream {
     this.#acked = read;
     this.#window = Math.min(2 * this.#window, MAX_WINDOW_BYTES);
     this.#wakeUp();
+    // the pings it acknowledges (a pong answers its ping: the last one at or before `read` counts)
+    const sent = this.#pingsSent;
+    let data = -1;
+    while (this.#pingsHead < sent.length && sent[this.#pingsHead] <= read) data = this.#pingsRead[this.#pingsHead++];
+    if (this.#pingsHead === sent.length) {
+      sent.length = this.#pingsRead.length = this.#pingsHead = 0;
+    }
+    if (data >= 0) this.onRead?.(data);
   }
 
   /** No more pongs will come (the client stopped sending, or the connection closed): no bound. */
@@ -518,6 +567,10 @@ class FrameEnds {
   #header = new Uint8Array(14);
   #have = 0;
   #payloadLeft = 0;
+  /** Whether the frame being followed is a data frame (text, binary, continuation). */
+  #isData = false;
+  /** Bytes of data frames' payloads followed so far (whole frames, and the part of the current one). */
+  data = 0;
   /** Whether the last {@linkcode next} stopped at a frame's end. */
   atEnd = false;
 
@@ -534,6 +587,7 @@ class FrameEnds {
       if (this.#payloadLeft > 0) {
         const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
         this.#payloadLeft -= skip;
+        if (this.#isData) this.data += skip;
         at += skip;
         if (this.#payloadLeft === 0) {
           this.atEnd = true;
@@ -546,6 +600,7 @@ class FrameEnds {
       const need = headerBytes(this.#header);
       if (this.#have < need) continue;
       this.#have = 0;
+      this.#isData = (this.#header[0] & 0x0f) < 8;
       this.#payloadLeft = payloadLength(this.#header);
       if (this.#payloadLeft === 0) {
         this.atEnd = true;

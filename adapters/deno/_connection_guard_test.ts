@@ -1,7 +1,8 @@
 // The Deno guard's relay, with connections made here (no sockets, no runtime API): once a
 // connection is a WebSocket, the relay puts its pings between the server's frames wherever the
 // server's reads cut them, each carrying the bytes relayed before it, and goes on past its window
-// only as the client's pongs (cut anywhere too) acknowledge them.
+// only as the client's pongs (cut anywhere too) acknowledge them, telling the server behind how much
+// of its messages the client has read.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { gate } from "../../core/_test_utils.ts";
@@ -11,6 +12,7 @@ import {
   guardConnections,
   RELAY_TOKEN_HEADER,
   unboundRelay,
+  watchRelayReads,
 } from "./_connection_guard.ts";
 
 /** One direction of a connection: what was pushed, read back in pieces as the reader asks. */
@@ -100,7 +102,8 @@ async function upgraded(answerPings: boolean) {
   fromClient.push(ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
   await headSent.promise;
   // the upgrade's answer and frames of every header size (2 MiB), read by the relay in odd pieces
-  const frames = [frame(10, 1), frame(50_000, 2), frame(0, 3)];
+  // (and a control frame of the server's, a pong, whose payload is not a message's)
+  const frames = [frame(10, 1), frame(50_000, 2), new Uint8Array([0x8a, 4, 1, 2, 3, 4]), frame(0, 3)];
   for (let i = 0; i < 40; i++) frames.push(frame(i % 3 === 0 ? 70_000 : 40_000, 4 + i));
   const head = ascii("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
   const stream = concat([head, ...frames]);
@@ -169,6 +172,54 @@ test("the Deno guard names a connection to the server behind, which can then lif
   // a closed connection's token names nothing any more
   assert.equal(unboundRelay(token), false);
 });
+
+test("the Deno guard tells the server behind how much of its messages the client has read, as its pongs come", async () => {
+  const { guard, client, stream, head } = await upgraded(false);
+  try {
+    const token = /x-thinkagain-relay: ([0-9a-f-]{36})\r\n/.exec(head())![1];
+    const reads: number[] = [];
+    assert.equal(watchRelayReads("not " + token, () => {}), false);
+    assert.equal(watchRelayReads(token, (read) => reads.push(read)), true);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.deepEqual(reads, [], "told of reads before any pong came");
+    client.answer();
+    const all = await client.until(stream.byteLength);
+    // each time a pong came: the payloads of the data frames before its ping (no head, no frame
+    // headers, no control frame), growing
+    const payloads = dataPayloadsBefore(stream);
+    assert.ok(reads.length > 0, "never told of a read");
+    assert.deepEqual(reads, all.pings.map((p) => payloads(p.count)).slice(0, reads.length));
+    assert.equal(reads.at(-1), payloads(all.pings.at(-1)!.count));
+    for (let i = 1; i < reads.length; i++) assert.ok(reads[i] > reads[i - 1], `reads ${reads.join(", ")}`);
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
+/** For `stream` (an upgrade's head, then frames): the data frames' payload bytes before offset `at` (a frame's end). */
+function dataPayloadsBefore(stream: Uint8Array): (at: number) => number {
+  const sums = new Map<number, number>();
+  let at = new TextDecoder().decode(stream).indexOf("\r\n\r\n") + 4;
+  let payloads = 0;
+  sums.set(at, 0);
+  while (at < stream.byteLength) {
+    const len7 = stream[at + 1] & 0x7f;
+    const head = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
+    const n = len7 === 126
+      ? (stream[at + 2] << 8) | stream[at + 3]
+      : len7 === 127
+      ? new DataView(stream.buffer, stream.byteOffset + at + 6, 4).getUint32(0)
+      : len7;
+    if ((stream[at] & 0x0f) < 8) payloads += n;
+    at += head + n;
+    sums.set(at, payloads);
+  }
+  return (end) => {
+    const sum = sums.get(end);
+    if (sum === undefined) throw new Error(`no frame ends at ${end}`);
+    return sum;
+  };
+}
 
 /**
  * The client: takes what the relay writes (the server's bytes and the relay's pings, told apart by

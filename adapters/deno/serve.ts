@@ -22,6 +22,7 @@ import {
   guardConnections,
   RELAY_TOKEN_HEADER,
   unboundRelay,
+  watchRelayReads,
 } from "./_connection_guard.ts";
 
 /**
@@ -43,6 +44,11 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> =
       // relay stops holding back what the node sends, so that its close frame gets out
       const token = c.req.header(RELAY_TOKEN_HEADER);
       if (token === undefined) return events;
+      // and it tells how much of the node's replies the client has read (Deno's socket reports no
+      // pongs): the node stops making replies for a client that does not read them
+      const app = events as WSEvents & { onRead?: (read: number) => void; reportsReads?: boolean };
+      const onRead = app.onRead;
+      if (onRead !== undefined && watchRelayReads(token, (read) => onRead(read))) app.reportsReads = true;
       // (these events are this connection's, so every event brings the same WSContext)
       let hooked = false;
       const hook = (ws: WSContext): void => {
