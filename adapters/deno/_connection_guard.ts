@@ -189,7 +189,30 @@ const LF = 10;
 /** `HTTP/1.1 101`: the answer that upgrades a connection. */
 const SWITCHING = new TextEncoder().encode("HTTP/1.1 101");
 const FIRST_READ_BYTES = 4096;
+/** A relay's buffer for each direction at first: a read that fills it makes it {@linkcode RELAY_BUFFER_BYTES}. */
+const FIRST_RELAY_BUFFER_BYTES = 16 * 1024;
 const RELAY_BUFFER_BYTES = 128 * 1024;
+
+/**
+ * Buffers of one size kept for reuse, at most `keep` of them. A connection's first read needs a
+ * buffer of its own while it waits, and a flood of connections that never send (issue 11's soak:
+ * hundreds opened and closed each round) made one each: V8 allocates, zeroes and accounts every one,
+ * in the same turn as the accepts.
+ */
+class BufferPool {
+  readonly #free: Uint8Array[] = [];
+  constructor(readonly bytes: number, readonly keep: number) {}
+  /** A buffer (its bytes are whatever its last user left). */
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.bytes);
+  }
+  /** Gives back a buffer taken here, once nothing reads into it or holds a view of it. */
+  give(buffer: Uint8Array): void {
+    if (this.#free.length < this.keep) this.#free.push(buffer);
+  }
+}
+/** The first reads' buffers, kept for the connections to come (2 MiB at most). */
+const firstReads = new BufferPool(FIRST_READ_BYTES, 512);
 const MAX_ACCEPT_BACKOFF_MS = 1000;
 
 /**
@@ -254,11 +277,6 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       }
       drop(victim);
     }
-    try {
-      conn.setNoDelay?.(true);
-    } catch {
-      // not TCP
-    }
     const r: Relay = {
       client: conn,
       upstream: undefined,
@@ -317,9 +335,12 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   };
 
   const pump = async (r: Relay, from: DenoConn, to: DenoConn, client: boolean): Promise<void> => {
-    const buffer = new Uint8Array(RELAY_BUFFER_BYTES);
+    // (small at first: most connections move a few KiB; one whose read fills it gets the large one)
+    let buffer = new Uint8Array(FIRST_RELAY_BUFFER_BYTES);
     try {
-      for (;;) {
+      for (let filled = false;;) {
+        // (the last read's bytes are relayed by now: nothing holds a view of the small buffer)
+        if (filled && buffer.byteLength < RELAY_BUFFER_BYTES) buffer = new Uint8Array(RELAY_BUFFER_BYTES);
         let n: number | null;
         try {
           n = await from.read(buffer);
@@ -330,6 +351,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
           n = null;
         }
         if (n === null) break;
+        filled = n === buffer.byteLength;
         const chunk = buffer.subarray(0, n);
         if (client) {
           fromClient(r, chunk);
@@ -367,10 +389,16 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   const relay = async (r: Relay): Promise<void> => {
     // the server behind is reached only once the client says something: a connection that never
     // does holds one descriptor, not three
-    const first = new Uint8Array(FIRST_READ_BYTES);
+    const first = firstReads.take();
     try {
       const n = await r.client.read(first);
       if (n === null || r.closed) return drop(r);
+      // (not before: a connection that never sends costs no call for it)
+      try {
+        r.client.setNoDelay?.(true);
+      } catch {
+        // not TCP
+      }
       r.upstream = await options.connectUpstream();
       if (r.closed) return drop(r);
       const chunk = first.subarray(0, n);
@@ -386,6 +414,9 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       await writeAll(r.upstream, named ?? chunk);
     } catch {
       return drop(r);
+    } finally {
+      // its read is over and its bytes are written (or never will be)
+      firstReads.give(first);
     }
     await Promise.all([pump(r, r.client, r.upstream, true), pump(r, r.upstream, r.client, false)]);
     drop(r);

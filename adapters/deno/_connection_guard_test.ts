@@ -196,6 +196,52 @@ test("the Deno guard tells the server behind how much of its messages the client
   }
 });
 
+test("the Deno guard hands the server behind each connection's own first bytes, whatever came before on another", async () => {
+  // connections one after another (the first reads' buffers are kept for the next connections)
+  const heads = ["GET /" + "a".repeat(3000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "GET /b HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\n\r\n"];
+  const accepts: ((conn: DenoConn) => void)[] = [];
+  const listener: DenoListener = {
+    accept: () => new Promise((resolve) => accepts.push(resolve)),
+    close: () => {},
+  };
+  const got: Uint8Array[][] = [];
+  const arrived: (() => void)[] = [];
+  const guard = guardConnections(listener, {
+    maxConnections: 10,
+    headersTimeoutMs: 60_000,
+    idleTimeoutMs: 60_000,
+    maxMessageBytes: 1 << 20,
+    connectUpstream: () => {
+      const mine: Uint8Array[] = [];
+      got.push(mine);
+      const done = arrived[got.length - 1];
+      return Promise.resolve(conn(new Pipe(), (b) => (mine.push(b), done())));
+    },
+  });
+  try {
+    for (const [i, head] of heads.entries()) {
+      const seen = gate();
+      arrived[i] = seen.open;
+      while (accepts.length <= i) await new Promise<void>((resolve) => setImmediate(resolve));
+      const fromClient = new Pipe();
+      const closed = gate();
+      accepts[i]({ ...conn(fromClient, () => {}), close: () => closed.open() });
+      fromClient.push(ascii(head));
+      await seen.promise;
+      const text = new TextDecoder().decode(concat(got[i]));
+      // the request line, the relay's token, then the rest of this connection's head, and nothing else
+      const line = head.slice(0, head.indexOf("\r\n") + 2);
+      assert.ok(
+        new RegExp(`^${line.replace(/[/.]/g, "\\$&")}${RELAY_TOKEN_HEADER}: [0-9a-f-]{36}\r\n`).test(text),
+        text.slice(0, 100),
+      );
+      assert.equal(text.replace(/x-thinkagain-relay: [0-9a-f-]{36}\r\n/, ""), head);
+    }
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
 /** For `stream` (an upgrade's head, then frames): the data frames' payload bytes before offset `at` (a frame's end). */
 function dataPayloadsBefore(stream: Uint8Array): (at: number) => number {
   const sums = new Map<number, number>();
