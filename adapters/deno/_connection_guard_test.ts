@@ -198,7 +198,11 @@ test("the Deno guard tells the server behind how much of its messages the client
 
 test("the Deno guard hands the server behind each connection's own first bytes, whatever came before on another", async () => {
   // connections one after another (the first reads' buffers are kept for the next connections)
-  const heads = ["GET /" + "a".repeat(3000) + " HTTP/1.1\r\nHost: x\r\n\r\n", "GET /b HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\n\r\n"];
+  const heads = [
+    "GET /" + "a".repeat(3000) + " HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET /b HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\n\r\n",
+  ];
   const accepts: ((conn: DenoConn) => void)[] = [];
   const listener: DenoListener = {
     accept: () => new Promise((resolve) => accepts.push(resolve)),
