@@ -248,22 +248,7 @@ test("the Deno guard hands the server behind each connection's own first bytes, 
 
 /** For `stream` (an upgrade's head, then frames): the data frames' payload bytes before offset `at` (a frame's end). */
 function dataPayloadsBefore(stream: Uint8Array): (at: number) => number {
-  const sums = new Map<number, number>();
-  let at = new TextDecoder().decode(stream).indexOf("\r\n\r\n") + 4;
-  let payloads = 0;
-  sums.set(at, 0);
-  while (at < stream.byteLength) {
-    const len7 = stream[at + 1] & 0x7f;
-    const head = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
-    const n = len7 === 126
-      ? (stream[at + 2] << 8) | stream[at + 3]
-      : len7 === 127
-      ? new DataView(stream.buffer, stream.byteOffset + at + 6, 4).getUint32(0)
-      : len7;
-    if ((stream[at] & 0x0f) < 8) payloads += n;
-    at += head + n;
-    sums.set(at, payloads);
-  }
+  const sums = framesOf(stream);
   return (end) => {
     const sum = sums.get(end);
     if (sum === undefined) throw new Error(`no frame ends at ${end}`);
@@ -362,8 +347,17 @@ class ClientSide {
 
 /** Where the frames of `stream` (an upgrade's head, then frames) end. */
 function frameEnds(stream: Uint8Array): Set<number> {
-  const ends = new Set<number>();
+  return new Set(framesOf(stream).keys());
+}
+
+/**
+ * The frames of `stream` (an upgrade's head, then frames): where each frame ends, with the bytes of
+ * data frames' payloads up to there (control frames' and headers not counted).
+ */
+function framesOf(stream: Uint8Array): Map<number, number> {
+  const sums = new Map<number, number>();
   let at = new TextDecoder().decode(stream).indexOf("\r\n\r\n") + 4;
+  let payloads = 0;
   while (at < stream.byteLength) {
     const len7 = stream[at + 1] & 0x7f;
     const head = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
@@ -372,10 +366,11 @@ function frameEnds(stream: Uint8Array): Set<number> {
       : len7 === 127
       ? new DataView(stream.buffer, stream.byteOffset + at + 6, 4).getUint32(0)
       : len7;
+    if ((stream[at] & 0x0f) < 8) payloads += n;
     at += head + n;
-    ends.add(at);
+    sums.set(at, payloads);
   }
-  return ends;
+  return sums;
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {
