@@ -473,7 +473,8 @@ export function wsEvents(
       readUpTo(new DataView(data.buffer, data.byteOffset, 8).getFloat64(0));
     },
     onRead(read) {
-      // (the adapter counts the payloads of the messages it saw go out: never more than written)
+      // (the adapter counts the payloads of the messages it saw go out, which all went through
+      // write(); held to written all the same, so that a count off by a frame cannot stall it)
       readUpTo(Math.min(read, written));
     },
   };

@@ -163,7 +163,6 @@ export function watchRelayReads(token: string, onRead: (read: number) => void): 
   const r = relaysByToken.get(token);
   if (r === undefined) return false;
   r.onRead = onRead;
-  if (r.down !== undefined) r.down.onRead = onRead;
   return true;
 }
 
@@ -325,8 +324,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     if (r.phase === "upgraded") return;
     if (r.phase === "busy" && startsWith(chunk, SWITCHING)) {
       r.phase = "upgraded";
-      r.down = new Downstream();
-      r.down.onRead = r.onRead;
+      r.down = new Downstream(r);
       if (r.closing) r.down.unbound();
       return;
     }
@@ -519,11 +517,13 @@ class Downstream {
   #unbounded = false;
   #wake: (() => void) | undefined;
   /** The pings not yet acknowledged, oldest first: `#sent` at each, and the data payloads before it. */
-  #pingsSent: number[] = [];
-  #pingsRead: number[] = [];
-  #pingsHead = 0;
-  /** Told the data payloads the client has read (see {@linkcode watchRelayReads}). */
-  onRead: ((read: number) => void) | undefined = undefined;
+  #pings: { sent: number; data: number }[] = [];
+  /** Its relay, whose `onRead` is told the data payloads the client has read (see {@linkcode watchRelayReads}). */
+  readonly #relay: Pick<Relay, "onRead">;
+
+  constructor(relay: Pick<Relay, "onRead">) {
+    this.#relay = relay;
+  }
 
   /** The client has more bytes pinged and unacknowledged than its window. */
   get full(): boolean {
@@ -551,8 +551,7 @@ class Downstream {
       new DataView(ping.buffer).setFloat64(2, this.#sent);
       await writeAll(to, ping);
       this.#pinged = this.#sent;
-      this.#pingsSent.push(this.#sent);
-      this.#pingsRead.push(this.#frames.data);
+      this.#pings.push({ sent: this.#sent, data: this.#frames.data });
     }
     if (start < chunk.byteLength) await writeAll(to, chunk.subarray(start));
     this.#sent += chunk.byteLength - start;
@@ -565,13 +564,9 @@ class Downstream {
     this.#window = Math.min(2 * this.#window, MAX_WINDOW_BYTES);
     this.#wakeUp();
     // the pings it acknowledges (a pong answers its ping: the last one at or before `read` counts)
-    const sent = this.#pingsSent;
     let data = -1;
-    while (this.#pingsHead < sent.length && sent[this.#pingsHead] <= read) data = this.#pingsRead[this.#pingsHead++];
-    if (this.#pingsHead === sent.length) {
-      sent.length = this.#pingsRead.length = this.#pingsHead = 0;
-    }
-    if (data >= 0) this.onRead?.(data);
+    while (this.#pings.length > 0 && this.#pings[0].sent <= read) data = this.#pings.shift()!.data;
+    if (data >= 0) this.#relay.onRead?.(data);
   }
 
   /** No more pongs will come (the client stopped sending, or the connection closed): no bound. */

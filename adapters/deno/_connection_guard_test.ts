@@ -228,8 +228,7 @@ test("the Deno guard hands the server behind each connection's own first bytes, 
       arrived[i] = seen.open;
       while (accepts.length <= i) await new Promise<void>((resolve) => setImmediate(resolve));
       const fromClient = new Pipe();
-      const closed = gate();
-      accepts[i]({ ...conn(fromClient, () => {}), close: () => closed.open() });
+      accepts[i](conn(fromClient, () => {}));
       fromClient.push(ascii(head));
       await seen.promise;
       const text = new TextDecoder().decode(concat(got[i]));

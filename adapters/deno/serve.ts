@@ -16,6 +16,7 @@ import {
 } from "../types.ts";
 import type { Context } from "hono";
 import type { WSContext, WSEvents } from "hono/ws";
+import type { WsAppEvents } from "../../transports/ws_connection.ts";
 import {
   type DenoConn,
   type DenoListener,
@@ -46,7 +47,7 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> =
       if (token === undefined) return events;
       // and it tells how much of the node's replies the client has read (Deno's socket reports no
       // pongs): the node stops making replies for a client that does not read them
-      const app = events as WSEvents & { onRead?: (read: number) => void; reportsReads?: boolean };
+      const app = events as WSEvents & Partial<Pick<WsAppEvents, "onRead" | "reportsReads">>;
       const onRead = app.onRead;
       if (onRead !== undefined && watchRelayReads(token, (read) => onRead(read))) app.reportsReads = true;
       // (these events are this connection's, so every event brings the same WSContext)
