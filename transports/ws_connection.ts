@@ -72,7 +72,8 @@ const RESUME_BYTES = 256 * 1024;
 /**
  * Most messages of a paused connection that wait (besides `maxSendQueueBytes` of them): as many
  * as the calls a connection may have in flight by default (`--max-calls-per-connection`), so a
- * client within that bound that reads slowly is never closed for it.
+ * client within that bound that reads slowly is never closed for it. (Those an adapter holds for
+ * the node count too, see `WsAppEvents.holdInput`.)
  */
 const MAX_HELD_MESSAGES = 10_000;
 /**
@@ -209,6 +210,15 @@ export interface WsAppEvents extends WSEvents {
   onRead(read: number): void;
   /** Set by an adapter that calls `onRead` as the client reads (the node then sends no pings of its own). */
   reportsReads?: boolean;
+  /**
+   * Set by an adapter that can keep a connection's next messages from the node for a while: the node
+   * asks it to (`true`) while it serves none of them (paused: the client does not read its replies),
+   * and to let them come again (`false`). Messages on their way still come (the node holds them);
+   * the adapter says with `onHeld` how many it holds.
+   */
+  holdInput?: (hold: boolean) => void;
+  /** The adapter holds this many of the connection's messages, of these bytes (see `holdInput`). */
+  onHeld(messages: number, bytes: number): void;
 }
 
 /** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
@@ -321,6 +331,7 @@ export function wsEvents(
   const backedUp = (): boolean => out !== undefined && (out.unsentBytes > PAUSE_BYTES || unreadBehind());
   let pausedWs: WSContext | undefined;
   const pause = (ws: WSContext): void => {
+    if (!paused) events.holdInput?.(true);
     paused = true;
     pausedWs = ws;
     resumeWhenRead();
@@ -332,6 +343,7 @@ export function wsEvents(
     if (out!.unsentBytes > RESUME_BYTES) return out!.whenBelow(RESUME_BYTES, resumeWhenRead);
     if (readsKnown() && written - acked > window / 2) return;
     paused = false;
+    events.holdInput?.(false);
     armResume(pausedWs!);
   };
   // a frame whose segments are still arriving (see KIND_SEGMENTED)
@@ -344,19 +356,24 @@ export function wsEvents(
     later = [];
     laterHead = laterBytes = 0;
   };
+  // messages the adapter holds for this connection while it is paused (see WsAppEvents.holdInput)
+  let heldElsewhere = 0;
+  let heldElsewhereBytes = 0;
+  // a paused connection holds too much (here and in the adapter): closed
+  const overHeld = (ws: WSContext): void => {
+    const held = later.length - laterHead + heldElsewhere;
+    if (held <= MAX_HELD_MESSAGES && laterBytes + heldElsewhereBytes <= maxSendQueueBytes) return;
+    shut(); // (the runtime's close event may come much later)
+    ws.close(
+      SLOW_READER_CLOSE_CODE,
+      `client reads too slowly: ${held} messages held while ${out!.unsentBytes} bytes of replies wait`,
+    );
+  };
   const wait = (ws: WSContext, bytes: Uint8Array): void => {
     if (!open) return;
     later.push(bytes);
     laterBytes += bytes.byteLength;
-    if (paused) {
-      const held = later.length - laterHead;
-      if (held <= MAX_HELD_MESSAGES && laterBytes <= maxSendQueueBytes) return;
-      shut(); // (the runtime's close event may come much later)
-      return ws.close(
-        SLOW_READER_CLOSE_CODE,
-        `client reads too slowly: ${held} messages held while ${out!.unsentBytes} bytes of replies wait`,
-      );
-    }
+    if (paused) return overHeld(ws);
     if (laterBytes <= maxSendQueueBytes) return armResume(ws);
     // too much waiting: everything now, in order
     while (laterHead < later.length) take(ws);
@@ -471,6 +488,11 @@ export function wsEvents(
       // ours carry 8 bytes (the runtime's own keep-alive pings carry none)
       if (data.byteLength !== 8) return;
       readUpTo(new DataView(data.buffer, data.byteOffset, 8).getFloat64(0));
+    },
+    onHeld(messages, bytes) {
+      heldElsewhere = messages;
+      heldElsewhereBytes = bytes;
+      if (paused && open) overHeld(pausedWs!);
     },
     onRead(read) {
       // (the adapter counts the payloads of the messages it saw go out, which all went through

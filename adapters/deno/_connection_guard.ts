@@ -24,7 +24,9 @@
 // frames before each pong's ping), so that it stops making replies for a client that does not read
 // once a window of them is unread, as on Bun, where the node pings by itself: without it, the node
 // made replies until Deno's own buffer backed up, behind the relay's window and the Unix socket's
-// buffers.
+// buffers. And while the node serves none of a connection's messages (paused: its client does not
+// read), it has the relay keep what the client sends (`holdRelayInput`, pongs still read), so that
+// Deno makes no event of each message meanwhile, nor of any when the client leaves first.
 
 /** What the guard needs of a Deno connection (typed here: the project's tsc has no Deno types). */
 export interface DenoConn {
@@ -106,6 +108,21 @@ interface Relay {
    * what the client sends until it closes, or this timer ({@linkcode LINGER_MS}) drops it.
    */
   serverGone: ReturnType<typeof setTimeout> | undefined;
+  /** The server behind asked for no more of the client's messages for now (see {@linkcode holdRelayInput}). */
+  holding: boolean;
+  /** What the client sent while held, in order, not yet written to the server. */
+  held: Uint8Array[];
+  heldBytes: number;
+  /** The messages in `held` (data messages begun in it). */
+  heldMessages: number;
+  /** Told how many messages (and bytes) the relay holds, as that changes (see {@linkcode holdRelayInput}). */
+  onHeld: ((messages: number, bytes: number) => void) | undefined;
+  /** The client's pump is writing to the server (nothing else may then). */
+  writing: boolean;
+  /** A write of the held bytes begun by {@linkcode holdRelayInput}, until it ends. */
+  flushing: Promise<void> | undefined;
+  /** The server behind took no more of the client's bytes (sets `serverGone`). */
+  serverLost(): void;
 }
 
 /**
@@ -119,6 +136,12 @@ const LINGER_MS = 10_000;
  * server behind with a random token (never shown to the client): {@linkcode unboundRelay} takes it.
  */
 export const RELAY_TOKEN_HEADER = "x-thinkagain-relay";
+/**
+ * The most bytes a held connection's client may send before they go to the server behind all the
+ * same (see {@linkcode holdRelayInput}); the server then holds them itself, to its own limits.
+ */
+const HOLD_BYTES = 1024 * 1024;
+
 /** The relays by their tokens, for {@linkcode unboundRelay}. */
 const relaysByToken = new Map<string, Relay>();
 
@@ -140,7 +163,86 @@ export function unboundRelay(token: string): boolean {
   if (r === undefined) return false;
   r.closing = true;
   r.down?.unbound();
+  // (the client's answer to the close frame may be among what it held)
+  release(r);
   return true;
+}
+
+/**
+ * Holds, or stops holding, what the client of the relay named `token` sends: while held, the relay
+ * reads the client's bytes (its pongs still count, see {@linkcode watchRelayReads}) and keeps them,
+ * up to {@linkcode HOLD_BYTES}, instead of handing them to the server behind; let go, it hands them
+ * on in order. A node holds the messages of a client that does not read its replies (it serves
+ * none of them until the client reads): held here, they cost the node nothing until then, where
+ * Deno's WebSocket would make an event of each, and nothing at all when the client goes away first
+ * (issue 11's never-reading clients send thousands of calls and leave).
+ *
+ * @param token The value of the {@linkcode RELAY_TOKEN_HEADER} header of the connection's request.
+ * @param hold Whether to hold.
+ * @param onHeld Told how many messages (data messages begun) and bytes the relay holds, each time a
+ * read adds to them, and 0, 0 as it hands them on (a node counts them with its own held ones).
+ * @returns Whether a relay had that token.
+ *
+ * @example An unknown token holds nothing
+ * ```ts
+ * import { holdRelayInput } from "./_connection_guard.ts";
+ * if (holdRelayInput("no such token", true)) throw new Error("unexpected");
+ * ```
+ */
+export function holdRelayInput(
+  token: string,
+  hold: boolean,
+  onHeld?: (messages: number, bytes: number) => void,
+): boolean {
+  const r = relaysByToken.get(token);
+  if (r === undefined) return false;
+  if (onHeld !== undefined) r.onHeld = onHeld;
+  if (hold) r.holding = !r.closing;
+  else release(r);
+  return true;
+}
+
+/** Stops holding the relay's client and hands the server what it held (unless the client's pump is writing: it does so next). */
+function release(r: Relay): void {
+  r.holding = false;
+  if (r.held.length === 0 || r.writing || r.flushing !== undefined || r.upstream === undefined) return;
+  r.flushing = writeHeld(r, r.upstream).finally(() => {
+    r.flushing = undefined;
+    // (held and let go again while it wrote)
+    if (!r.holding) release(r);
+  });
+}
+
+/**
+ * Writes what the relay held to the server behind, in order, while it is not held again (or
+ * `evenIfHeld`: the hold is full, or the client's bytes end); a write that fails: the server is
+ * gone, as in the relay's pump.
+ */
+async function writeHeld(r: Relay, to: DenoConn, evenIfHeld = false): Promise<void> {
+  while ((evenIfHeld || !r.holding) && r.held.length > 0 && r.serverGone === undefined && !r.closed) {
+    const held = r.held;
+    const all = new Uint8Array(r.heldBytes);
+    let at = 0;
+    for (const chunk of held) {
+      all.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    r.held = [];
+    r.heldBytes = 0;
+    r.heldMessages = 0;
+    r.onHeld?.(0, 0);
+    try {
+      await writeAll(to, all);
+    } catch {
+      r.serverLost();
+    }
+  }
+  // (the server is gone, or the connection closed: what is held goes nowhere)
+  if (r.serverGone !== undefined || r.closed) {
+    r.held = [];
+    r.heldBytes = 0;
+    r.heldMessages = 0;
+  }
 }
 
 /**
@@ -240,6 +342,9 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   const drop = (r: Relay): void => {
     if (r.closed) return;
     r.closed = true;
+    r.held = [];
+    r.heldBytes = 0;
+    r.heldMessages = 0;
     relays.delete(r);
     if (r.token !== undefined) relaysByToken.delete(r.token);
     clearTimeout(r.serverGone);
@@ -289,6 +394,14 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       closing: false,
       onRead: undefined,
       serverGone: undefined,
+      holding: false,
+      held: [],
+      heldBytes: 0,
+      heldMessages: 0,
+      onHeld: undefined,
+      writing: false,
+      flushing: undefined,
+      serverLost: () => (r.serverGone ??= setTimeout(() => drop(r), LINGER_MS)),
     };
     relays.add(r);
     void relay(r);
@@ -352,14 +465,32 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
         filled = n === buffer.byteLength;
         const chunk = buffer.subarray(0, n);
         if (client) {
+          const before = r.ws?.messages ?? 0;
           fromClient(r, chunk);
+          const messages = (r.ws?.messages ?? 0) - before;
           // the server is gone: what the client still sends goes nowhere, but it is read, so that
           // closing the client's socket sends what the server said last instead of a reset
           if (r.serverGone !== undefined) continue;
+          // held (the server asked for no more for now): kept here until it asks again
+          if (r.holding && r.heldBytes + n <= HOLD_BYTES) {
+            r.held.push(chunk.slice());
+            r.heldBytes += n;
+            r.heldMessages += messages;
+            r.onHeld?.(r.heldMessages, r.heldBytes);
+            continue;
+          }
+          r.writing = true;
           try {
+            if (r.flushing !== undefined) await r.flushing;
+            // what was held goes first (the hold is over, or full)
+            if (r.held.length > 0) await writeHeld(r, to, true);
             await writeAll(to, chunk);
+            // let go while this wrote
+            if (!r.holding && r.held.length > 0) await writeHeld(r, to);
           } catch {
-            r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
+            r.serverLost();
+          } finally {
+            r.writing = false;
           }
           continue;
         } else {
@@ -374,9 +505,13 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
         }
         await writeAll(to, chunk);
       }
-      // the client sends no more (no more pongs either): what the server sends goes unbounded
-      if (client) r.down?.unbound();
-      // the server is done: what the client still sends is read and dropped, for a while
+      // the client sends no more (no more pongs either): what the server sends goes unbounded,
+      // and what it held goes to the server before the end of the client's bytes
+      if (client) {
+        r.down?.unbound();
+        if (r.flushing !== undefined) await r.flushing;
+        if (r.held.length > 0 && r.serverGone === undefined) await writeHeld(r, to, true);
+      } // the server is done: what the client still sends is read and dropped, for a while
       else r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
       await to.closeWrite();
     } catch {
@@ -664,6 +799,8 @@ class WsLengths {
   #have = 0;
   #payloadLeft = 0;
   #message = 0;
+  /** Data messages begun so far (a message counts at its first frame). */
+  messages = 0;
   readonly #limit: number;
   readonly #onPong: ((read: number) => void) | undefined;
   /** The payload of a pong the size of the relay's ping's, as it arrives (unmasked), else undefined. */
@@ -702,6 +839,7 @@ class WsLengths {
       this.#have = 0;
       if (opcode < 8) {
         // a data frame: a new message, or a continuation (opcode 0) of the current one
+        if (opcode !== 0) this.messages++;
         this.#message = opcode === 0 ? this.#message + length : length;
         if (this.#message > this.#limit) return false;
         if (fin) this.#message = 0;

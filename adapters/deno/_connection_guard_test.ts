@@ -5,11 +5,12 @@
 // of its messages the client has read.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gate } from "../../core/_test_utils.ts";
+import { eventually, gate } from "../../core/_test_utils.ts";
 import {
   type DenoConn,
   type DenoListener,
   guardConnections,
+  holdRelayInput,
   RELAY_TOKEN_HEADER,
   unboundRelay,
   watchRelayReads,
@@ -112,7 +113,28 @@ async function upgraded(answerPings: boolean) {
   for (const piece of cut(stream.subarray(head.byteLength + 5), [1, 3, 7, 13, 65_536, 100_000, 2])) {
     fromServer.push(piece);
   }
-  return { guard, client, stream, head: () => new TextDecoder().decode(concat(toServer)) };
+  return {
+    guard,
+    client,
+    stream,
+    head: () => new TextDecoder().decode(concat(toServer)),
+    /** Sends bytes of the client's (its frames), as they are. */
+    send: (bytes: Uint8Array) => fromClient.push(bytes),
+    /** The client's bytes the server has got after its head. */
+    sentOn: () => {
+      const all = concat(toServer);
+      const end = new TextDecoder().decode(all).indexOf("\r\n\r\n") + 4;
+      return all.subarray(end);
+    },
+  };
+}
+
+/** A client's (masked) frame of `n` bytes, each `fill`: binary (or `opcode`), final unless `fin` is false. */
+function clientFrame(n: number, fill: number, opcode = 2, fin = true): Uint8Array {
+  const len = n < 126 ? [0x80 | n] : [0x80 | 126, n >> 8, n & 0xff];
+  const f = new Uint8Array(1 + len.length + 4 + n).fill(fill);
+  f.set([(fin ? 0x80 : 0) | opcode, ...len, 1, 2, 3, 4]);
+  return f;
 }
 
 test("the Deno guard pings a WebSocket client between the server's frames, wherever its reads cut them", async () => {
@@ -191,6 +213,75 @@ test("the Deno guard tells the server behind how much of its messages the client
     assert.deepEqual(reads, all.pings.map((p) => payloads(p.count)).slice(0, reads.length));
     assert.equal(reads.at(-1), payloads(all.pings.at(-1)!.count));
     for (let i = 1; i < reads.length; i++) assert.ok(reads[i] > reads[i - 1], `reads ${reads.join(", ")}`);
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
+test("the Deno guard holds what a client sends while the server behind asks, says how much, and hands it on in order when let go", async () => {
+  const { guard, client, stream, head, send, sentOn } = await upgraded(false);
+  try {
+    const token = /x-thinkagain-relay: ([0-9a-f-]{36})\r\n/.exec(head())![1];
+    const told: [number, number][] = [];
+    const reads: number[] = [];
+    watchRelayReads(token, (read) => reads.push(read));
+    assert.equal(holdRelayInput("not " + token, true), false);
+    assert.equal(holdRelayInput(token, true, (messages, bytes) => told.push([messages, bytes])), true);
+    // (the client speaks WebSocket once it has the server's answer)
+    assert.ok(await eventually(() => client.received > 0));
+    // three messages (the second in two frames, a ping of the client's between them), cut anywhere
+    const messages = concat([
+      clientFrame(20, 1),
+      clientFrame(300, 2, 2, false),
+      clientFrame(5, 9, 9),
+      clientFrame(40_000, 3, 0, true),
+      clientFrame(1, 4),
+    ]);
+    for (const piece of cut(messages, [7, 1, 3000, 11])) send(piece);
+    assert.ok(await eventually(() => told.at(-1)?.[1] === messages.byteLength), `told ${JSON.stringify(told)}`);
+    assert.deepEqual(told.at(-1), [3, messages.byteLength]);
+    assert.equal(sentOn().byteLength, 0, "the server got bytes of a held client");
+    // its pongs still count while held (and are held with the rest)
+    client.answer();
+    await client.until(stream.byteLength);
+    assert.ok(reads.length > 0, "no read told while held");
+    assert.ok(await eventually(() => told.at(-1)![1] > messages.byteLength), `told ${JSON.stringify(told)}`);
+    assert.equal(sentOn().byteLength, 0, "the server got bytes of a held client");
+    // let go: all of it, in order, then what comes next goes on at once
+    assert.equal(holdRelayInput(token, false), true);
+    assert.ok(await eventually(() => withoutPongs(sentOn()).byteLength === messages.byteLength));
+    assert.deepEqual(told.at(-1), [0, 0]);
+    assert.deepEqual(withoutPongs(sentOn()), messages);
+    const next = clientFrame(10, 5);
+    send(next);
+    assert.ok(await eventually(() => withoutPongs(sentOn()).byteLength === messages.byteLength + next.byteLength));
+    assert.deepEqual(withoutPongs(sentOn()), concat([messages, next]));
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
+test("the Deno guard hands on what it holds past 1 MiB, and what it held when the server behind closes", async () => {
+  const { guard, client, head, send, sentOn } = await upgraded(false);
+  try {
+    const token = /x-thinkagain-relay: ([0-9a-f-]{36})\r\n/.exec(head())![1];
+    const told: [number, number][] = [];
+    holdRelayInput(token, true, (messages, bytes) => told.push([messages, bytes]));
+    assert.ok(await eventually(() => client.received > 0));
+    // 1.5 MiB of messages while held: past 1 MiB the relay hands on all it held, then holds again
+    const messages = concat(Array.from({ length: 48 }, (_, i) => clientFrame(32_000, i)));
+    send(messages);
+    assert.ok(await eventually(() => sentOn().byteLength > 0));
+    const maxHeld = Math.max(...told.map(([, bytes]) => bytes));
+    assert.ok(maxHeld <= 1024 * 1024, `held ${maxHeld} bytes`);
+    assert.ok(told.some(([m, b]) => m === 0 && b === 0), `told ${JSON.stringify(told)}`);
+    assert.ok(await eventually(() => told.at(-1)![1] + sentOn().byteLength === messages.byteLength));
+    assert.ok(told.at(-1)![1] > 0, "nothing held after the first 1 MiB went on");
+    // the server closes the connection: what is held goes to it (the client's answer to its close
+    // frame may be there)
+    assert.equal(unboundRelay(token), true);
+    assert.ok(await eventually(() => sentOn().byteLength === messages.byteLength));
+    assert.deepEqual(sentOn(), messages);
   } finally {
     await guard.closeAll(0);
   }
@@ -342,6 +433,19 @@ class ClientSide {
     this.data.push(this.#got.slice(from, to));
     this.#dataBytes += to - from;
   }
+}
+
+/** A client's frames (masked) without its pongs. */
+function withoutPongs(bytes: Uint8Array): Uint8Array {
+  const kept: Uint8Array[] = [];
+  for (let at = 0; at < bytes.byteLength;) {
+    const len7 = bytes[at + 1] & 0x7f;
+    const head = 2 + (len7 === 126 ? 2 : 0) + 4;
+    const n = len7 === 126 ? (bytes[at + 2] << 8) | bytes[at + 3] : len7;
+    if ((bytes[at] & 0x0f) !== 0xa) kept.push(bytes.subarray(at, at + head + n));
+    at += head + n;
+  }
+  return concat(kept);
 }
 
 /** Where the frames of `stream` (an upgrade's head, then frames) end. */

@@ -21,6 +21,7 @@ import {
   type DenoConn,
   type DenoListener,
   guardConnections,
+  holdRelayInput,
   RELAY_TOKEN_HEADER,
   unboundRelay,
   watchRelayReads,
@@ -47,9 +48,12 @@ export const upgradeWebSocket: UpgradeWebSocket<any, any> =
       if (token === undefined) return events;
       // and it tells how much of the node's replies the client has read (Deno's socket reports no
       // pongs): the node stops making replies for a client that does not read them
-      const app = events as WSEvents & Partial<Pick<WsAppEvents, "onRead" | "reportsReads">>;
-      const onRead = app.onRead;
+      const app = events as WSEvents & Partial<Pick<WsAppEvents, "onRead" | "reportsReads" | "holdInput" | "onHeld">>;
+      const { onRead, onHeld } = app;
       if (onRead !== undefined && watchRelayReads(token, (read) => onRead(read))) app.reportsReads = true;
+      // and while the node serves none of its messages (the client does not read), the relay keeps
+      // them instead of Deno making an event of each, telling the node how many it keeps
+      if (onHeld !== undefined) app.holdInput = (hold) => void holdRelayInput(token, hold, (m, b) => onHeld(m, b));
       // (these events are this connection's, so every event brings the same WSContext)
       let hooked = false;
       const hook = (ws: WSContext): void => {
