@@ -92,6 +92,8 @@ interface Relay {
   since: number;
   /** How many bytes of the blank line that ends a head were seen (head). */
   matched: number;
+  /** Bytes the client sent after its request's head, before the server's answer (busy). */
+  early: number;
   closed: boolean;
   /** The client's WebSocket frames, followed once upgraded. */
   ws: WsLengths | undefined;
@@ -387,6 +389,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       phase: "head",
       since: performance.now(),
       matched: 0,
+      early: 0,
       closed: false,
       ws: undefined,
       down: undefined,
@@ -414,7 +417,10 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       if (!ws.feed(chunk)) drop(r);
       return;
     }
-    if (r.phase === "busy") return;
+    if (r.phase === "busy") {
+      r.early += chunk.length;
+      return;
+    }
     if (r.phase === "idle") {
       r.phase = "head";
       r.since = performance.now();
@@ -426,6 +432,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       if (b === (m % 2 === 0 ? CR : LF)) {
         if (++m === 4) {
           r.phase = "busy";
+          r.early = chunk.length - i - 1;
           return;
         }
       } else m = b === CR ? 1 : 0;
@@ -436,6 +443,10 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   const fromServer = (r: Relay, chunk: Uint8Array): void => {
     if (r.phase === "upgraded") return;
     if (r.phase === "busy" && startsWith(chunk, SWITCHING)) {
+      // a WebSocket client waits for the server's answer before it sends anything more (RFC 6455
+      // §4.1): bytes sent before it would be taken for frames from the middle of one here, and a
+      // message past the limit could pass unseen
+      if (r.early > 0) return drop(r);
       r.phase = "upgraded";
       r.down = new Downstream(r);
       if (r.closing) r.down.unbound();
@@ -495,6 +506,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
           continue;
         } else {
           if (r.down === undefined) fromServer(r, chunk);
+          if (r.closed) return;
           const down = r.down;
           if (down !== undefined) {
             await down.relay(chunk, to);

@@ -287,6 +287,47 @@ test("the Deno guard hands on what it holds past 1 MiB, and what it held when th
   }
 });
 
+test("the Deno guard closes a connection whose client sent bytes after its upgrade request, before the server's answer", async () => {
+  // (RFC 6455 §4.1: a client waits for the answer; taken for frames, such bytes would be read from
+  // the middle of one, and a message past the limit could pass unseen)
+  for (const early of [true, false]) {
+    const fromClient = new Pipe();
+    const fromServer = new Pipe();
+    const toClient: Uint8Array[] = [];
+    let closed = false;
+    const headSent = gate();
+    let accepted = false;
+    const client: DenoConn = { ...conn(fromClient, (b) => toClient.push(b)), close: () => (closed = true) };
+    const listener: DenoListener = {
+      accept: () => accepted ? new Promise(() => {}) : (accepted = true, Promise.resolve(client)),
+      close: () => {},
+    };
+    const guard = guardConnections(listener, {
+      maxConnections: 10,
+      headersTimeoutMs: 60_000,
+      idleTimeoutMs: 60_000,
+      maxMessageBytes: 1 << 20,
+      connectUpstream: () => Promise.resolve(conn(fromServer, () => headSent.open())),
+    });
+    try {
+      const head = ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+      fromClient.push(early ? concat([head, clientFrame(10, 1)]) : head);
+      await headSent.promise;
+      fromServer.push(ascii("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
+      if (early) {
+        assert.ok(await eventually(() => closed), "the connection stayed open");
+        assert.equal(toClient.length, 0, "the server's answer was relayed");
+      } else {
+        // the answer goes through, and the connection stays
+        assert.ok(await eventually(() => toClient.length > 0));
+        assert.equal(guard.connections, 1);
+      }
+    } finally {
+      await guard.closeAll(0);
+    }
+  }
+});
+
 test("the Deno guard hands the server behind each connection's own first bytes, whatever came before on another", async () => {
   // connections one after another (the first reads' buffers are kept for the next connections)
   const heads = [
