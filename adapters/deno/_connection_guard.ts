@@ -229,9 +229,7 @@ async function writeHeld(r: Relay, to: DenoConn, evenIfHeld = false): Promise<vo
       all.set(chunk, at);
       at += chunk.byteLength;
     }
-    r.held = [];
-    r.heldBytes = 0;
-    r.heldMessages = 0;
+    forgetHeld(r);
     r.onHeld?.(0, 0);
     try {
       await writeAll(to, all);
@@ -240,11 +238,14 @@ async function writeHeld(r: Relay, to: DenoConn, evenIfHeld = false): Promise<vo
     }
   }
   // (the server is gone, or the connection closed: what is held goes nowhere)
-  if (r.serverGone !== undefined || r.closed) {
-    r.held = [];
-    r.heldBytes = 0;
-    r.heldMessages = 0;
-  }
+  if (r.serverGone !== undefined || r.closed) forgetHeld(r);
+}
+
+/** Empties what the relay holds (its bytes are written, or go nowhere). */
+function forgetHeld(r: Relay): void {
+  r.held = [];
+  r.heldBytes = 0;
+  r.heldMessages = 0;
 }
 
 /**
@@ -344,9 +345,7 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   const drop = (r: Relay): void => {
     if (r.closed) return;
     r.closed = true;
-    r.held = [];
-    r.heldBytes = 0;
-    r.heldMessages = 0;
+    forgetHeld(r);
     relays.delete(r);
     if (r.token !== undefined) relaysByToken.delete(r.token);
     clearTimeout(r.serverGone);
@@ -522,9 +521,9 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       if (client) {
         r.down?.unbound();
         if (r.flushing !== undefined) await r.flushing;
-        if (r.held.length > 0 && r.serverGone === undefined) await writeHeld(r, to, true);
+        await writeHeld(r, to, true);
       } // the server is done: what the client still sends is read and dropped, for a while
-      else r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
+      else r.serverLost();
       await to.closeWrite();
     } catch {
       drop(r);

@@ -77,6 +77,17 @@ function frame(n: number, fill: number): Uint8Array {
 
 const ascii = (s: string) => new TextEncoder().encode(s);
 
+/** A guard on `listener` with timeouts no test reaches, each connection's server behind made by `upstream`. */
+function guardOf(listener: DenoListener, maxMessageBytes: number, upstream: () => DenoConn) {
+  return guardConnections(listener, {
+    maxConnections: 10,
+    headersTimeoutMs: 60_000,
+    idleTimeoutMs: 60_000,
+    maxMessageBytes,
+    connectUpstream: () => Promise.resolve(upstream()),
+  });
+}
+
 /** A guard with one WebSocket connection through it, made here: its client, and the server's side. */
 async function upgraded(answerPings: boolean) {
   const fromClient = new Pipe();
@@ -89,17 +100,11 @@ async function upgraded(answerPings: boolean) {
     accept: () => accepted ? new Promise(() => {}) : (accepted = true, Promise.resolve(conn(fromClient, client.take))),
     close: () => {},
   };
-  const guard = guardConnections(listener, {
-    maxConnections: 10,
-    headersTimeoutMs: 60_000,
-    idleTimeoutMs: 60_000,
-    maxMessageBytes: 1 << 30,
-    connectUpstream: () =>
-      Promise.resolve(conn(fromServer, (b) => {
-        toServer.push(b);
-        if (new TextDecoder().decode(b).includes("\r\n\r\n")) headSent.open();
-      })),
-  });
+  const guard = guardOf(listener, 1 << 30, () =>
+    conn(fromServer, (b) => {
+      toServer.push(b);
+      if (new TextDecoder().decode(b).includes("\r\n\r\n")) headSent.open();
+    }));
   fromClient.push(ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
   await headSent.promise;
   // the upgrade's answer and frames of every header size (2 MiB), read by the relay in odd pieces
@@ -302,13 +307,7 @@ test("the Deno guard closes a connection whose client sent bytes after its upgra
       accept: () => accepted ? new Promise(() => {}) : (accepted = true, Promise.resolve(client)),
       close: () => {},
     };
-    const guard = guardConnections(listener, {
-      maxConnections: 10,
-      headersTimeoutMs: 60_000,
-      idleTimeoutMs: 60_000,
-      maxMessageBytes: 1 << 20,
-      connectUpstream: () => Promise.resolve(conn(fromServer, () => headSent.open())),
-    });
+    const guard = guardOf(listener, 1 << 20, () => conn(fromServer, () => headSent.open()));
     try {
       const head = ascii("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
       fromClient.push(early ? concat([head, clientFrame(10, 1)]) : head);
@@ -342,17 +341,11 @@ test("the Deno guard hands the server behind each connection's own first bytes, 
   };
   const got: Uint8Array[][] = [];
   const arrived: (() => void)[] = [];
-  const guard = guardConnections(listener, {
-    maxConnections: 10,
-    headersTimeoutMs: 60_000,
-    idleTimeoutMs: 60_000,
-    maxMessageBytes: 1 << 20,
-    connectUpstream: () => {
-      const mine: Uint8Array[] = [];
-      got.push(mine);
-      const done = arrived[got.length - 1];
-      return Promise.resolve(conn(new Pipe(), (b) => (mine.push(b), done())));
-    },
+  const guard = guardOf(listener, 1 << 20, () => {
+    const mine: Uint8Array[] = [];
+    got.push(mine);
+    const done = arrived[got.length - 1];
+    return conn(new Pipe(), (b) => (mine.push(b), done()));
   });
   try {
     for (const [i, head] of heads.entries()) {
