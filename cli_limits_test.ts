@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseServeArgs } from "./cli.ts";
+import { parseServeArgs } from "./cli_serve.ts";
 
 test("thinkagain serve parses --max-in-flight and --max-in-flight-bytes, and refuses bad values clearly", () => {
   assert.throws(

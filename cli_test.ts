@@ -306,7 +306,7 @@ test(
 );
 
 test("thinkagain serve --object-store-bytes bounds the node's object store; a bad value is refused", T, async () => {
-  const { parseServeArgs } = await import("./cli.ts");
+  const { parseServeArgs } = await import("./cli_serve.ts");
   assert.equal(parseServeArgs(["app.ts"], {}).objectStoreBytes, undefined);
   assert.throws(
     () => parseServeArgs(["app.ts", "--object-store-bytes", "-1"], {}),
@@ -344,7 +344,7 @@ test("thinkagain serve --object-store-bytes bounds the node's object store; a ba
 });
 
 test("thinkagain serve rejects bad arguments with a usage message and exit code 2", T, async () => {
-  const { parseServeArgs } = await import("./cli.ts");
+  const { parseServeArgs } = await import("./cli_serve.ts");
   assert.throws(() => parseServeArgs([], {}), /needs the module/);
   assert.throws(() => parseServeArgs(["app.ts", "--port", "abc"], {}), /--port needs an integer/);
   assert.throws(() => parseServeArgs(["app.ts", "--port", "70000"], {}), /at most 65535/);
@@ -465,7 +465,7 @@ test(
     const { mkdtempSync, readFileSync, writeFileSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
     const { join } = await import("node:path");
-    const { parseServeArgs } = await import("./cli.ts");
+    const { parseServeArgs } = await import("./cli_serve.ts");
     const dir = mkdtempSync(join(tmpdir(), "thinkagain-token-"));
     const file = join(dir, "token");
     writeFileSync(file, "f1le-t0ken\n");

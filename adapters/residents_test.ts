@@ -7,7 +7,7 @@ import http from "node:http";
 import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { eventually } from "../core/_test_utils.ts";
-import { parseServeArgs } from "../cli.ts";
+import { parseServeArgs } from "../cli_serve.ts";
 import process from "node:process";
 import { type NodeProcess, runArgs, type Runtime, startNodeProcess, thisRuntime } from "./_test_nodes.ts";
 import { ResidentModel, Restartable } from "./_test_resident_app.ts";

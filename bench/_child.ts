@@ -2,22 +2,28 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { missingNodeAllocatorEnv } from "../adapters/bun/allocator.ts";
 
 /**
  * Runs the benchmark file at `benchUrl` again with `--server <kind>` (under Deno with `run -A`) and
  * resolves once the child prints `PORT <n>`; rejects if it exits first. `runtimeArgs` go to the
- * runtime before the file (Bun's `--cpu-prof`, say).
+ * runtime before the file (Bun's `--cpu-prof`, say). A child that stands for a node (`node: true`)
+ * starts with what `thinkagain serve` starts a node with on this runtime (on Bun its allocator
+ * setting, `adapters/bun/allocator.ts`); the baselines (raw servers, proxies) with this process's
+ * environment as it is.
  */
 export function startBenchChild(
   benchUrl: string,
   kind: string,
   runtimeArgs: readonly string[] = [],
+  options: { node?: boolean } = {},
 ): Promise<{ child: ChildProcess; port: number }> {
   const self = fileURLToPath(benchUrl);
   const argv = "Deno" in globalThis
     ? ["run", "-A", ...runtimeArgs, self, "--server", kind]
     : [...runtimeArgs, self, "--server", kind];
-  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  const env = options.node ? { ...process.env, ...missingNodeAllocatorEnv(process.env) } : process.env;
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"], env });
   return new Promise((resolve, reject) => {
     let out = "";
     child.stdout!.on("data", (d: Uint8Array) => {

@@ -179,6 +179,8 @@ function startChild(kind: string): ReturnType<typeof startBenchChild> {
     import.meta.url,
     kind,
     profiled ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [],
+    // nodes A and B as `thinkagain serve` starts them; the raw pair and the proxies as plain programs
+    { node: kind === "A" || kind === "B" },
   );
 }
 

@@ -119,7 +119,7 @@ function ratio(xs: number[], base: number[]): string {
 
 async function main(): Promise<void> {
   const runtime = "Deno" in globalThis ? "deno" : "bun";
-  const node = await startBenchChild(import.meta.url, "node");
+  const node = await startBenchChild(import.meta.url, "node", [], { node: true });
   const proxy = await countingProxy(node.port);
   try {
     const endpoint = `ws://127.0.0.1:${proxy.port}`;

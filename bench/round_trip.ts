@@ -71,7 +71,14 @@ async function plainSocket(url: string, protocols: string[], messages: number) {
   };
 }
 
-const child = await startBenchChild(new URL("./transport.ts", import.meta.url).href, KIND === "raw" ? "raw" : "ours");
+const child = await startBenchChild(
+  new URL("./transport.ts", import.meta.url).href,
+  KIND === "raw" ? "raw" : "ours",
+  [],
+  {
+    node: KIND !== "raw",
+  },
+);
 const pid = child.child.pid!;
 const big = new Float32Array(256 * 1024).map((_, i) => i);
 let one: () => Promise<void>;

@@ -43,7 +43,7 @@ function ticks(pid: number): [number, number] {
 }
 
 async function client(kind: string): Promise<void> {
-  const child = await startBenchChild(import.meta.url, kind);
+  const child = await startBenchChild(import.meta.url, kind, [], { node: kind === "node" });
   const small = new Uint8Array(encode({ t: "call", id: 1, svc: "Echo", method: "echo", args: ["What is ML?", 3] }));
   let call: () => PromiseLike<unknown>;
   let mesh: ta.Mesh | undefined;

@@ -128,7 +128,8 @@ async function runServer(kind: string): Promise<void> {
 // ---- client side ---------------------------------------------------------------------------------
 
 function startChild(kind: string): ReturnType<typeof startBenchChild> {
-  return startBenchChild(import.meta.url, kind);
+  // the node as `thinkagain serve` starts one; the raw pushes as a plain program
+  return startBenchChild(import.meta.url, kind, [], { node: kind === "node" });
 }
 
 /** A child process's /proc stat fields after the command's closing parenthesis, or undefined without /proc. */

@@ -61,7 +61,8 @@ async function runServer(kind: string): Promise<void> {
 // Client side
 
 function startChild(kind: string): ReturnType<typeof startBenchChild> {
-  return startBenchChild(import.meta.url, kind);
+  // our node as `thinkagain serve` starts one; the raw echoes as a plain program
+  return startBenchChild(import.meta.url, kind, [], { node: kind === "ours" || kind === "node" });
 }
 
 function percentile(sorted: number[], p: number): number {

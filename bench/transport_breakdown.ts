@@ -126,7 +126,7 @@ async function runClient(): Promise<void> {
     }
     return { go, end, outs: stamps.outs.slice(o0, o0 + CALLS), ins: stamps.ins.slice(i0, i0 + CALLS) };
   };
-  const node = await startBenchChild(import.meta.url, "node");
+  const node = await startBenchChild(import.meta.url, "node", [], { node: true });
   const raw = await startBenchChild(import.meta.url, "raw");
   const runs: Record<string, Run> = {};
   try {

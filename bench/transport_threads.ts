@@ -112,7 +112,7 @@ function table(title: string, ours: Map<string, number>, raw: Map<string, number
 }
 
 async function runClient(): Promise<void> {
-  const node = await startBenchChild(import.meta.url, "node");
+  const node = await startBenchChild(import.meta.url, "node", [], { node: true });
   const raw = await startBenchChild(import.meta.url, "raw");
   const frames = await startBenchChild(import.meta.url, "frames");
   try {

@@ -85,7 +85,7 @@ test("a node remembers the last endpoints drivers declared, and matches them how
 });
 
 test("thinkagain serve --peer: repeatable, a node's endpoint; anything else is a usage error", async () => {
-  const { parseServeArgs } = await import("../cli.ts");
+  const { parseServeArgs } = await import("../cli_serve.ts");
   assert.deepEqual(parseServeArgs(["app.ts", "--peer", "ws://10.0.0.2:7070", "--peer=https://n3:1"], {}).peers, [
     "ws://10.0.0.2:7070",
     "https://n3:1",

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../../mod.ts";
 import { NodeServer } from "../../server.ts";
 import { serveInMemory } from "../../testing.ts";
-import { parseServeArgs } from "../../cli.ts";
+import { parseServeArgs } from "../../cli_serve.ts";
 import { startNodeProcess } from "../_test_nodes.ts";
 import { Generator, Retriever } from "../../examples/distributed_app.ts";
 import { SnapshotReader } from "./_test_mesh.ts";

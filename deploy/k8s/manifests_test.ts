@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { parseServeArgs } from "../../cli.ts";
+import { parseServeArgs } from "../../cli_serve.ts";
 
 const HERE = fileURLToPath(new URL(".", import.meta.url));
 const T = { timeout: 120_000 };

@@ -227,7 +227,7 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 }
 
 test("thinkagain serve --nats: the URL and a name are checked", async () => {
-  const { parseServeArgs } = await import("../../cli.ts");
+  const { parseServeArgs } = await import("../../cli_serve.ts");
   const { throws } = await import("node:assert/strict");
   strictEqual(
     parseServeArgs(["app.ts", "--name", "n1", "--nats", "nats://h:4222,h2:4222"], {}).nats,
