@@ -56,3 +56,11 @@ test("thinkagain serve on Deno leaves the environment alone (its allocator does 
   assert.equal(facts.purgeHoles, process.env.MIMALLOC_PURGE_HOLES ?? null);
   assert.equal(facts.pid, facts.spawned);
 });
+
+test("the node image (deploy/k8s/Dockerfile) starts its Bun nodes with the same settings, so they need no restart", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const dockerfile = await readFile(new URL("../../deploy/k8s/Dockerfile", import.meta.url), "utf8");
+  for (const [k, v] of Object.entries(NODE_ALLOCATOR_ENV)) {
+    assert.match(dockerfile, new RegExp(`^ENV ${k}=${v}$`, "m"), `ENV ${k}=${v} in the Dockerfile`);
+  }
+});
