@@ -75,9 +75,7 @@ interface BunProcess {
  * On Bun, when this process's environment lacks {@linkcode NODE_ALLOCATOR_ENV}'s settings:
  * replaces this process with the same program (same pid, runtime flags and arguments) started with
  * them (`process.execve`), and does not return. Otherwise, or where the runtime cannot do that,
- * returns `false` and the process goes on as it is.
- *
- * @returns `false` (it returns only when it did not restart).
+ * returns and the process goes on as it is.
  *
  * @example On Deno or Node it does nothing
  * ```ts ignore
@@ -85,15 +83,15 @@ interface BunProcess {
  * restartWithNodeAllocator(); // on Bun without MIMALLOC_PURGE_HOLES: the program starts again with it
  * ```
  */
-export function restartWithNodeAllocator(): false {
+export function restartWithNodeAllocator(): void {
   const proc = (globalThis as { process?: BunProcess }).process;
-  if (proc === undefined || typeof proc.execve !== "function") return false;
+  if (proc === undefined || typeof proc.execve !== "function") return;
   const missing = missingNodeAllocatorEnv(proc.env);
-  if (Object.keys(missing).length === 0) return false;
+  if (Object.keys(missing).length === 0) return;
   // a program compiled into one executable (`bun build --compile`) names its own code in argv[1],
   // which it does not take as an argument again: left as it is
   const script = proc.argv[1] ?? "";
-  if (script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/")) return false;
+  if (script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/")) return;
   try {
     proc.execve(proc.execPath, [proc.execPath, ...(proc.execArgv ?? []), ...proc.argv.slice(1)], {
       ...proc.env,
@@ -102,5 +100,4 @@ export function restartWithNodeAllocator(): false {
   } catch {
     // (the system refused: the node runs with the allocator's defaults)
   }
-  return false;
 }
