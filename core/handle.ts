@@ -13,7 +13,7 @@ import type { ObjectRef } from "./object_ref.ts";
 import { failedRef } from "./scheduler.ts";
 import type { AnyFn, ServiceDef } from "./service_def.ts";
 import type { TaskTarget } from "./task.ts";
-import type { RefArgs } from "./types.ts";
+import type { CallResult, RefArgs } from "./types.ts";
 
 const handleBrand: unique symbol = Symbol("thinkagain.handle");
 
@@ -70,7 +70,8 @@ export interface ServiceConfig {
  */
 export type ServiceHandle<T> =
   & {
-    readonly [K in MethodNames<T>]: T[K] extends (...args: infer A) => infer R ? ServiceMethod<A, Awaited<R>> : never;
+    readonly [K in MethodNames<T>]: T[K] extends (...args: infer A) => infer R ? ServiceMethod<A, CallResult<R>>
+      : never;
   }
   & ("config" extends MethodNames<T> ? Record<never, never> : { readonly config: ServiceConfig })
   & { readonly [handleBrand]: unknown };

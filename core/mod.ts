@@ -82,4 +82,4 @@ export {
   type TaskInfo,
 } from "./events.ts";
 export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
-export type { Refable, RefArgs } from "./types.ts";
+export type { CallResult, Refable, RefArgs } from "./types.ts";

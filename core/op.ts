@@ -22,7 +22,7 @@ import { settle, State, type Task, type TaskTarget } from "./task.ts";
 import { boundOption } from "./service_def.ts";
 import type { SlotWait } from "./explain.ts";
 import { armTracing } from "./tracing/lifecycle.ts";
-import type { RefArgs } from "./types.ts";
+import type { CallResult, RefArgs } from "./types.ts";
 
 /** Options of {@link op}. */
 export interface OpOptions {
@@ -228,7 +228,7 @@ class OpTarget implements TaskTarget {
  * if (result !== 18) throw new Error(`expected 18, got ${result}`);
  * ```
  */
-export function op<A extends unknown[], R>(fn: (...args: A) => R): Op<A, Awaited<R>>;
+export function op<A extends unknown[], R>(fn: (...args: A) => R): Op<A, CallResult<R>>;
 /**
  * Makes an op from a function, with a name or options.
  *
@@ -247,11 +247,14 @@ export function op<A extends unknown[], R>(fn: (...args: A) => R): Op<A, Awaited
  * if ((await flaky.go()) !== 3) throw new Error("expected the third attempt to succeed");
  * ```
  */
-export function op<A extends unknown[], R>(nameOrOptions: string | OpOptions, fn: (...args: A) => R): Op<A, Awaited<R>>;
+export function op<A extends unknown[], R>(
+  nameOrOptions: string | OpOptions,
+  fn: (...args: A) => R,
+): Op<A, CallResult<R>>;
 export function op<A extends unknown[], R>(
   a: string | OpOptions | ((...args: A) => R),
   b?: (...args: A) => R,
-): Op<A, Awaited<R>> {
+): Op<A, CallResult<R>> {
   let options: OpOptions;
   let fn: unknown;
   if (typeof a === "function") {
@@ -278,32 +281,32 @@ export function op<A extends unknown[], R>(
   const target = new OpTarget(name, body, options);
   const policy = target.policy;
 
-  const go = (...args: unknown[]): Task<Awaited<R>> => {
+  const go = (...args: unknown[]): Task<CallResult<R>> => {
     const ctx: RunContext | undefined = currentContext();
     const mesh = ctx?.mesh;
-    if (mesh === undefined) return submit<Awaited<R>>(target, args, ctx);
+    if (mesh === undefined) return submit<CallResult<R>>(target, args, ctx);
     if (mesh.closed) {
       return failedRef(target, new CancelledError(name, `not started: mesh "${mesh.name}" is closed`));
     }
-    const task = submit<Awaited<R>>(target, args, ctx);
+    const task = submit<CallResult<R>>(target, args, ctx);
     // on the mesh's roster until it settles, so closing the mesh cancels it if it has not started
     if (mesh.roster !== undefined && task._state === State.PENDING) mesh.roster.add(task as Task<unknown>);
     return task;
   };
-  const call = (...args: A): Promise<Awaited<R>> => {
+  const call = (...args: A): Promise<CallResult<R>> => {
     // while profiling, direct calls go through the scheduler so they are recorded too
     if (listening || policy !== undefined || target.limiter !== undefined) return go(...args).promise();
     try {
       return Promise.resolve(body(...args) as R).then(undefined, (e) => {
         throw new OpExecutionError(name, e);
-      }) as Promise<Awaited<R>>;
+      }) as Promise<CallResult<R>>;
     } catch (e) {
       return Promise.reject(new OpExecutionError(name, e));
     }
   };
   Object.defineProperty(call, "name", { value: name });
   const made = Object.assign(call, {
-    go: go as Op<A, Awaited<R>>["go"],
+    go: go as Op<A, CallResult<R>>["go"],
     opName: name,
     options: Object.freeze({ ...options, name }),
   });

@@ -33,22 +33,25 @@ export interface StreamOptions {
 
 /**
  * Whether `value` streams: an object with `Symbol.asyncIterator` (an async generator, a
- * `ReadableStream`, a {@linkcode Stream}).
+ * `ReadableStream`, a {@linkcode Stream}), or a generator object (a `function*`'s result, whose
+ * items are made as they are asked for). Other iterables (arrays, sets, maps) are values.
  *
  * @param value A body's result.
- * @returns `true` for an async iterable.
+ * @returns `true` for an async iterable or a generator.
  *
  * @example
  * ```ts
  * import { isStreaming } from "./stream.ts";
  * import { strictEqual } from "node:assert/strict";
  * strictEqual(isStreaming((async function* () { yield 1; })()), true);
+ * strictEqual(isStreaming((function* () { yield 1; })()), true);
  * strictEqual(isStreaming([1, 2]), false);
  * ```
  */
-export function isStreaming(value: unknown): value is AsyncIterable<unknown> {
+export function isStreaming(value: unknown): value is AsyncIterable<unknown> | Generator<unknown> {
   return value !== null && typeof value === "object" &&
-    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function";
+    (typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function" ||
+      isGenerator(value));
 }
 
 /** How long a stopped stream's producer may take to reach its `finally` before its slot is given back. */
@@ -128,10 +131,11 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   /**
-   * @param source What produces the items (a generator, any async iterator or iterable).
+   * @param source What produces the items (an async generator, any async iterator or iterable, or a
+   * generator: its `next()` answers at once, and is not awaited where the stream is drained).
    * @param options Name, run context, error mapping, end callback and deadline.
    */
-  constructor(source: AsyncIterator<T> | AsyncIterable<T>, options: StreamOptions = {}) {
+  constructor(source: AsyncIterator<T> | AsyncIterable<T> | Generator<T>, options: StreamOptions = {}) {
     const it = source as Partial<AsyncIterator<T>> & Partial<AsyncIterable<T>>;
     this.#source = typeof it.next === "function" ? it as AsyncIterator<T> : it[Symbol.asyncIterator]!();
     const sync = this.#source as SyncSource<T>;
@@ -557,4 +561,25 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
 export function isAsyncGenerator(v: unknown): boolean {
   return typeof v === "object" && v !== null &&
     (v as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] === "AsyncGenerator";
+}
+
+/**
+ * Whether `v` is a generator object (a `function*`'s result, by its `Symbol.toStringTag`): a stream
+ * whose producer hands each item over as it is asked for, with no promise per item.
+ *
+ * @param v A body's result.
+ * @returns `true` for a (synchronous) generator.
+ *
+ * @example
+ * ```ts
+ * import { isGenerator } from "./stream.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(isGenerator((function* () {})()), true);
+ * strictEqual(isGenerator((async function* () {})()), false);
+ * strictEqual(isGenerator([1][Symbol.iterator]()), false);
+ * ```
+ */
+export function isGenerator(v: unknown): boolean {
+  return typeof v === "object" && v !== null &&
+    (v as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] === "Generator";
 }

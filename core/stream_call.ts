@@ -9,7 +9,7 @@ import type { RunContext } from "./context.ts";
 import { CancelledError } from "./errors.ts";
 import { emit } from "./events.ts";
 import { failure } from "./invoke.ts";
-import { isAsyncGenerator, Stream, type StreamOptions } from "./stream.ts";
+import { isAsyncGenerator, isGenerator, Stream, type StreamOptions } from "./stream.ts";
 import { settle, State, type Task } from "./task.ts";
 
 /**
@@ -17,7 +17,7 @@ import { settle, State, type Task } from "./task.ts";
  * finished (or failed) event is emitted with its item count, when the stream ends.
  *
  * @param task The call.
- * @param source What its body returned (an async iterable).
+ * @param source What its body returned (an async iterable, or a generator).
  * @param ctx The run context the producer's `next()` runs in.
  * @param done Gives the call's slot back.
  * @param deadline When the call's deadline passes (it covers the whole stream), if it has one.
@@ -34,15 +34,18 @@ import { settle, State, type Task } from "./task.ts";
  */
 export function startStream(
   task: Task<unknown>,
-  source: AsyncIterable<unknown>,
+  source: AsyncIterable<unknown> | Generator<unknown>,
   ctx: RunContext | undefined,
   done: ((task: Task<unknown>) => void) | undefined,
   deadline?: { at: number; timeoutMs: number },
 ): void {
   const meta = task._meta;
-  // a generator's body runs in the call's context (what it submits is the call's child); any
+  // a generator's body (async or not) runs in the call's context (what it submits is the call's child); any
   // other source (a remote stream, a ReadableStream) runs no code of the call's, and is not switched
-  const stream = new Stream(source, new StreamCall(task, isAsyncGenerator(source) ? ctx : undefined, done, deadline));
+  const stream = new Stream(
+    source,
+    new StreamCall(task, isAsyncGenerator(source) || isGenerator(source) ? ctx : undefined, done, deadline),
+  );
   // the task completes now, but its finished event waits for the end of the stream
   task._meta = undefined;
   settle(task, State.COMPLETED, stream);

@@ -381,3 +381,109 @@ test("Stream.return over a source with items at hand (a remote stream's chunks) 
     assert.equal(s.ended, true);
   }
 });
+
+test("Stream: an op that is a generator (function*) streams its items in order, each made as it is asked for; its ref resolves before any is made", async () => {
+  let made = 0;
+  const tokens = ta.op(function* streamTestSyncTokens(n: number) {
+    for (let i = 0; i < n; i++) {
+      made++;
+      yield `t${i}`;
+    }
+  });
+  const stream = await tokens.go(4);
+  assert.ok(stream instanceof Stream);
+  assert.equal(made, 0);
+  const it = stream[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { done: false, value: "t0" });
+  assert.equal(made, 1);
+  const rest: string[] = [];
+  for await (const t of { [Symbol.asyncIterator]: () => it }) rest.push(t);
+  assert.deepEqual(rest, ["t1", "t2", "t3"]);
+  // arrays, sets and other iterables stay values
+  const values = ta.op(function streamTestIterables() {
+    return [[1, 2], new Set([3])] as const;
+  });
+  assert.deepEqual(await values.go(), [[1, 2], new Set([3])]);
+});
+
+test("Stream: a generator method's error reaches the consumer after the items before it; a break runs its finally and gives the slot back", async () => {
+  let finallyRan = 0;
+  const child = ta.op(function streamTestSyncChild(x: number) {
+    return x * 10;
+  });
+  const Gen = ta.service(
+    { name: "StreamTestSyncGen", maxConcurrency: 1 },
+    class {
+      *failing(k: number) {
+        for (let i = 0; i < k; i++) yield i;
+        throw new Error(`sync boom after ${k}`);
+      }
+      *forever() {
+        try {
+          for (let i = 0;; i++) yield i;
+        } finally {
+          finallyRan++;
+        }
+      }
+      *submits() {
+        // a ref made by the body travels as an item
+        yield child.go(2);
+      }
+      ping() {
+        return "pong";
+      }
+    },
+  );
+  const g = Gen.init();
+  const got: number[] = [];
+  const err = await rejection((async () => {
+    for await (const x of await g.failing.go(3)) got.push(x);
+  })());
+  assert.deepEqual(got, [0, 1, 2]);
+  assert.ok(err instanceof ta.OpExecutionError, String(err));
+  assert.match((err as Error).message, /sync boom after 3/);
+  for await (const x of await g.forever.go()) if (x === 5) break;
+  assert.equal(finallyRan, 1);
+  assert.equal(await g.ping.go(), "pong");
+  const out: unknown[] = [];
+  for await (const x of await g.submits.go()) out.push(x);
+  assert.equal(await (out[0] as PromiseLike<number>), 20);
+});
+
+test("Stream.drain: a generator's items are taken with no microtask turn each, in the call's context; a cancel after a stop runs its finally", async () => {
+  const ctx: RunContext = { mesh: undefined, task: "the call" };
+  const seen: unknown[] = [];
+  let finallyRan = false;
+  const s = new Stream(
+    (function* () {
+      try {
+        for (let i = 0; i < 5; i++) {
+          seen.push(currentContext()?.task);
+          yield i;
+        }
+      } finally {
+        finallyRan = true;
+      }
+    })(),
+    { ctx },
+  );
+  const got: number[] = [];
+  let turns = 0;
+  let ticking = true;
+  const tick = () => {
+    if (!ticking) return;
+    turns++;
+    queueMicrotask(tick);
+  };
+  queueMicrotask(tick);
+  // all five within the drain's first turn: a drain that awaited each item would let the ticker run
+  const drained = s.drain((x) => got.push(x) < 3);
+  assert.deepEqual(got, [0, 1, 2]);
+  assert.equal(turns, 0);
+  ticking = false;
+  assert.equal(await drained, false);
+  assert.deepEqual(seen, ["the call", "the call", "the call"]);
+  assert.equal(s.cancel(), true);
+  await eventually(() => finallyRan);
+  assert.equal(finallyRan, true);
+});

@@ -29,3 +29,12 @@ export type Refable<T> =
 
 /** The parameter list of `.go()` for a function taking `A`. */
 export type RefArgs<A extends readonly unknown[]> = { [K in keyof A]: Refable<A[K]> };
+
+/**
+ * What a call of a function returning `R` gives: `R` awaited, except that a generator (`function*`'s
+ * result, or a promise of one) streams, as an async generator does, so its call gives an async
+ * generator of its items (a `Stream` at run time).
+ */
+export type CallResult<R> = [Awaited<R>] extends [never] ? never
+  : Awaited<R> extends Generator<infer T, unknown, unknown> ? AsyncGenerator<T, undefined, undefined>
+  : Awaited<R>;

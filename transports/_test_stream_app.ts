@@ -21,6 +21,17 @@ export const streamFailing = ta.op({ name: "streamFailing", remote: true }, asyn
   throw new Error(`boom after ${k}`);
 });
 
+/** Counts from 0 to n - 1, from a generator (`function*`): items made as they are asked for. */
+export const streamCountSync = ta.op({ name: "streamCountSync", remote: true }, function* (n: number) {
+  for (let i = 0; i < n; i++) yield i;
+});
+
+/** Items 0 .. k - 1 from a generator, then an error. */
+export const streamFailingSync = ta.op({ name: "streamFailingSync", remote: true }, function* (k: number) {
+  for (let i = 0; i < k; i++) yield i;
+  throw new Error(`sync boom after ${k}`);
+});
+
 /** What the node's producers did (read from another call, as a counter on the node). */
 export const streamSeen = ta.op({ name: "streamSeen", remote: true }, () => ({ ...seen, log: [...seen.log] }));
 
@@ -29,6 +40,17 @@ export const StreamGen = ta.service(
   { name: "StreamGen", maxConcurrency: 1 },
   class StreamGen {
     async *count(n: number): AsyncGenerator<number> {
+      try {
+        for (let i = 0; i < n; i++) {
+          seen.produced++;
+          yield i;
+        }
+      } finally {
+        seen.finallyRan++;
+      }
+    }
+    /** As `count`, from a generator (`function*`). */
+    *countSync(n: number): Generator<number> {
       try {
         for (let i = 0; i < n; i++) {
           seen.produced++;

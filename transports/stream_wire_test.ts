@@ -7,7 +7,9 @@ import { eventually, rejection } from "../core/_test_utils.ts";
 import {
   streamArrays,
   streamCount,
+  streamCountSync,
   streamFailing,
+  streamFailingSync,
   streamGated,
   StreamGen,
   streamOpen,
@@ -70,6 +72,41 @@ for (const runtime of ["bun", "deno"] as const) {
         assert.ok(err instanceof ta.OpExecutionError, String(err));
         assert.match((err as Error).message, /boom after 5/);
       });
+    },
+  );
+
+  test(
+    `streams over WebSocket to a ${runtime} node from a generator (function*): order kept over 100k items, an error after its items, at most the window ahead, finally run on break`,
+    T,
+    async () => {
+      const window = 64;
+      await withNode(runtime, async () => {
+        // typed as the async generator it is at run time
+        const stream: AsyncGenerator<number, undefined, undefined> = await streamCountSync.go(100_000);
+        const items: number[] = [];
+        for await (const x of stream) items.push(x);
+        assert.equal(items.length, 100_000);
+        assert.ok(items.every((x, i) => x === i), "every item in order");
+        const got: number[] = [];
+        const err = await rejection((async () => {
+          for await (const x of await streamFailingSync.go(5)) got.push(x);
+        })());
+        assert.deepEqual(got, [0, 1, 2, 3, 4]);
+        assert.ok(err instanceof ta.OpExecutionError, String(err));
+        assert.match((err as Error).message, /sync boom after 5/);
+        // a producer that never waits still runs only as far as its consumer's credit
+        const gen = StreamGen.init();
+        await gen.reset.go();
+        const it = (await gen.countSync.go(1_000_000))[Symbol.asyncIterator]();
+        let consumed = 0;
+        for (; consumed < 200; consumed++) await it.next();
+        const { produced } = await streamSeen.go();
+        assert.ok(produced >= consumed && produced <= consumed + window, `produced ${produced}, consumed ${consumed}`);
+        await it.return!(undefined);
+        assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 1, 30_000), "finally ran");
+        // the instance's slot was given back on the node
+        assert.deepEqual(await collect(gen.countSync.go(3)), [0, 1, 2]);
+      }, { streamWindow: { items: window } });
     },
   );
 
