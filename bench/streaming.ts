@@ -21,6 +21,9 @@
  *   BENCH_ROTATE=1 npx bun bench/streaming.ts      (each side first in turn: by default the raw child's runs
  *                                                   from the generator always follow its plain push, so
  *                                                   only ours and the plain push run after their server idled)
+ *   BENCH_PRODUCER=sync npx bun bench/streaming.ts (our op a generator, `function*`, whose items are made by a
+ *                                                   plain loop as the plain push's are, instead of an async
+ *                                                   generator: like for like with the plain push)
  *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
  *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
  *
@@ -62,11 +65,25 @@ const ROTATE = process.env.BENCH_ROTATE === "1";
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 /** The mesh's credit window in items (`BENCH_WINDOW`; default: the stream's default window). */
 const WINDOW = process.env.BENCH_WINDOW === undefined ? undefined : Number(process.env.BENCH_WINDOW);
+/** `BENCH_PRODUCER=sync`: our op is a generator (`function*`), not an async generator. */
+const SYNC_PRODUCER = process.env.BENCH_PRODUCER === "sync";
 /** Items per raw message: what a chunk holds at most (transports/stream_wire.ts). */
 const BATCH = 512;
 
 /** `n` items of 16 bytes, each made when asked for. */
 const benchItems = ta.op({ name: "benchItems", remote: true }, async function* (n: number) {
+  for (let i = 0; i < n; i++) {
+    const item = new Uint8Array(16);
+    item[0] = i & 0xff;
+    yield item;
+  }
+});
+
+/**
+ * The same items from a generator (`function*`): made by a plain loop as each is asked for, as the
+ * plain push makes them (`BENCH_PRODUCER=sync`).
+ */
+const benchItemsSync = ta.op({ name: "benchItemsSync", remote: true }, function* (n: number) {
   for (let i = 0; i < n; i++) {
     const item = new Uint8Array(16);
     item[0] = i & 0xff;
@@ -203,7 +220,7 @@ class CpuTally {
 async function oursItemsPerSecond(n: number): Promise<number> {
   const t0 = performance.now();
   let count = 0;
-  for await (const _ of await benchItems.go(n)) count++;
+  for await (const _ of await (SYNC_PRODUCER ? benchItemsSync.go(n) : benchItems.go(n))) count++;
   if (count !== n) throw new Error(`got ${count} of ${n} items`);
   return n / ((performance.now() - t0) / 1000);
 }
@@ -385,7 +402,8 @@ async function main(): Promise<void> {
       const us = (x: number) => `${Math.round(x)} µs`;
       console.log(
         `bench/streaming.ts on ${runtime}: ${ITEMS} items of 16 bytes per stream, ${RUNS} runs each` +
-          (WINDOW === undefined ? "" : `, window ${WINDOW} items`),
+          (WINDOW === undefined ? "" : `, window ${WINDOW} items`) +
+          (SYNC_PRODUCER ? "; ours from a generator (function*), its items made by a plain loop" : ""),
       );
       console.log(`  items/s, ours (one WebSocket, credit)   ${spread(ours, fmt)}`);
       console.log(`  items/s, raw hono WebSocket push        ${spread(base, fmt)}`);
