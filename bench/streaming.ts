@@ -1,7 +1,7 @@
 /**
  * Streaming benchmark: a stream of 16-byte items from a node (a child process of the same runtime)
  * to this driver over one WebSocket, beside a raw hono WebSocket server that pushes the same items
- * with the same batching (512 items per message, CBOR-encoded, no credit, no protocol) to a client
+ * with the same batching (`CHUNK_ITEMS` per message, CBOR-encoded, no credit, no protocol) to a client
  * that decodes each message and takes its items one by one, in the same run; and the time to a
  * stream's first item beside a plain call's round trip (both p50). The raw push runs three ways:
  * its items made by a plain loop and taken by a plain loop (the baseline since the streaming issue);
@@ -42,7 +42,8 @@ import { Hono } from "hono";
 import { loadAdapter, serveFrames } from "../adapters/serve.ts";
 import { decode, encode, encodeFrame } from "../core/codec.ts";
 import { Stream } from "../core/stream.ts";
-import { decodeChunk, RemoteChunks, StreamOutlets } from "../transports/stream_wire.ts";
+import { decodeChunk, DEFAULT_STREAM_WINDOW, RemoteChunks, StreamOutlets } from "../transports/stream_wire.ts";
+import { CHUNK_ITEMS } from "../transports/stream_chunk.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
 import { startBenchChild } from "./_child.ts";
@@ -67,8 +68,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 const WINDOW = process.env.BENCH_WINDOW === undefined ? undefined : Number(process.env.BENCH_WINDOW);
 /** `BENCH_PRODUCER=sync`: our op is a generator (`function*`), not an async generator. */
 const SYNC_PRODUCER = process.env.BENCH_PRODUCER === "sync";
-/** Items per raw message: what a chunk holds at most (transports/stream_wire.ts). */
-const BATCH = 512;
+/** Items per raw message: what a chunk holds at most (the same batching as ours). */
+const BATCH = CHUNK_ITEMS;
 
 /** `n` items of 16 bytes, each made when asked for. */
 const benchItems = ta.op({ name: "benchItems", remote: true }, async function* (n: number) {
@@ -472,7 +473,7 @@ function cpuNsPerItem(c0: { user: number; system: number }, n: number): number {
 /**
  * The node's end: `StreamOutlets` over an async generator, every chunk asked for with credit and
  * decoded (as the driver would), with no socket. Then the driver's end: `RemoteChunks` in a `Stream`
- * read by `for await`, its chunks (512 items, decoded from the same bytes each time) handed over at
+ * read by `for await`, its chunks (`CHUNK_ITEMS` items, decoded from the same bytes each time) handed over at
  * once (its later chunks decoded by `decodeChunk`, as a `credit` request's answer is). Medians of
  * `RUNS` runs of `ITEMS` items after two warm-up runs.
  */
@@ -506,7 +507,7 @@ async function parts(): Promise<void> {
       cancel() {},
     };
     c0 = process.cpuUsage();
-    const window = { items: 4096, bytes: 4 * 1024 * 1024 };
+    const window = { ...DEFAULT_STREAM_WINDOW };
     let n = 0;
     for await (const _ of new Stream(new RemoteChunks(source, decode(frame) as never, window))) n++;
     if (r >= 2) driver.push(cpuNsPerItem(c0, n));
@@ -554,7 +555,7 @@ async function drainNs(n: number, ahead: number): Promise<number> {
 
 /**
  * What the pieces of a stream of 16-byte items cost per item, each alone (medians of `RUNS`): a
- * chunk of 512 encoded as the node frames it, and decoded; a bare async generator drained awaiting
+ * full chunk encoded as the node frames it, and decoded; a bare async generator drained awaiting
  * each `next()`, and with 4 or 32 asked ahead; a view of 16 bytes (`subarray`) against a copy.
  */
 async function micro(): Promise<void> {
@@ -563,10 +564,10 @@ async function micro(): Promise<void> {
   const buf = new Uint8Array(BATCH * 16);
   const rows: [string, () => Promise<number> | number][] = [
     [
-      "chunk of 512 encoded (encodeFrame)",
+      `chunk of ${BATCH} encoded (encodeFrame)`,
       () => nsPer(() => encodeFrame({ t: "chunk", items: batch, done: false }), 2000, BATCH),
     ],
-    ["chunk of 512 decoded", () => nsPer(() => decode(frame), 2000, BATCH)],
+    [`chunk of ${BATCH} decoded`, () => nsPer(() => decode(frame), 2000, BATCH)],
     ["bare async generator, await each next()", () => drainNs(ITEMS, 1)],
     ["bare async generator, 4 next() ahead", () => drainNs(ITEMS, 4)],
     ["bare async generator, 32 next() ahead", () => drainNs(ITEMS, 32)],

@@ -20,10 +20,10 @@ import { type ChunkMessage, decodeReply, type ResultMessage } from "./protocol.t
  * ```ts
  * import { CHUNK_ITEMS } from "./stream_chunk.ts";
  * import { strictEqual } from "node:assert/strict";
- * strictEqual(CHUNK_ITEMS, 512);
+ * strictEqual(CHUNK_ITEMS, 2048);
  * ```
  */
-export const CHUNK_ITEMS = 512;
+export const CHUNK_ITEMS = 2048;
 
 // ---- a chunk written as its items come ---------------------------------------------------------
 

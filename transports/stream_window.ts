@@ -9,15 +9,17 @@
 
 /** A consumer's credit window: items (and about how many bytes of them) a producer may run ahead. */
 export interface StreamWindow {
-  /** Items (default {@linkcode DEFAULT_STREAM_WINDOW}'s 4096). */
+  /** Items (default {@linkcode DEFAULT_STREAM_WINDOW}'s 16384). */
   items?: number;
   /** Bytes, as {@linkcode itemBytes} estimates them (default 4 MiB). */
   bytes?: number;
 }
 
 /**
- * The default credit window of a stream over the wire: 4096 items and 4 MiB (a mesh's
- * `streamWindow` sets another).
+ * The default credit window of a stream over the wire: 16384 items and 4 MiB (a mesh's
+ * `streamWindow` sets another). Eight full chunks (`CHUNK_ITEMS`, `stream_chunk.ts`): a consumer grants a
+ * quarter of it at a time, so each grant lets the node make two full chunks, and a stream of many
+ * small items costs each end few turns of its event loop per item.
  *
  * @example
  * ```ts
@@ -27,7 +29,7 @@ export interface StreamWindow {
  * ```
  */
 export const DEFAULT_STREAM_WINDOW: Readonly<Required<StreamWindow>> = Object.freeze({
-  items: 4096,
+  items: 16384,
   bytes: 4 * 1024 * 1024,
 });
 

@@ -24,7 +24,8 @@ import { claimHeadroom, decode, FRAME_HEADROOM } from "../core/codec.ts";
 import { decodeReply, encodeMessage, PROTOCOL_VERSION } from "./protocol.ts";
 import { ProtocolError } from "../core/errors.ts";
 import { smallCopiesAreCheap } from "../core/_runtime.ts";
-import { decodeChunk, RemoteChunks, StreamOutlets } from "./stream_wire.ts";
+import { decodeChunk, DEFAULT_STREAM_WINDOW, RemoteChunks, StreamOutlets } from "./stream_wire.ts";
+import { CHUNK_ITEMS } from "./stream_chunk.ts";
 import type { ChunkMessage } from "./protocol.ts";
 
 const APP = fileURLToPath(new URL("./_test_stream_app.ts", import.meta.url));
@@ -377,17 +378,17 @@ test("a node's chunk of small items written as they come is the frame encodeMess
     assert.deepEqual(f, expected.slice());
     at += m.items.length;
   }
-  // 600 items of 16 bytes: a first chunk of 16, then full ones of 512, in order
-  const many = Array.from({ length: 600 }, (_, i) => bytes(16, i & 0xff));
-  const chunks = await outletFrames(many);
+  // more than a chunk of 16-byte items: a first chunk of 16, then full ones, in order
+  const many = Array.from({ length: CHUNK_ITEMS + 100 }, (_, i) => bytes(16, i & 0xff));
+  const chunks = await outletFrames(many, DEFAULT_STREAM_WINDOW.items);
   const lengths = chunks.map((f) => (decode(f) as { items: unknown[] }).items.length);
-  assert.deepEqual(lengths.slice(0, 2), [16, 512]);
+  assert.deepEqual(lengths.slice(0, 2), [16, CHUNK_ITEMS]);
   assert.deepEqual(chunks.flatMap((f) => (decode(f) as { items: unknown[] }).items), many);
 });
 
 test("a node's chunk of 1 KiB or more leaves in the buffer it was written in, with room for the transport's header in front; later chunks are written elsewhere", async () => {
   const outlets = new StreamOutlets();
-  const many = Array.from({ length: 2000 }, (_, i) => new Uint8Array(16).fill(i & 0xff));
+  const many = Array.from({ length: 3 * CHUNK_ITEMS }, (_, i) => new Uint8Array(16).fill(i & 0xff));
   const stream = new Stream<unknown>((async function* () {
     yield* many;
   })());
@@ -403,7 +404,7 @@ test("a node's chunk of 1 KiB or more leaves in the buffer it was written in, wi
   assert.deepEqual(frames.flatMap((x) => (decode(x) as { items: unknown[] }).items), many);
   // the first chunk (16 items, about 300 bytes) is copied out of the outlet's buffer: no room on offer
   assert.equal(claimHeadroom(frames[0]), undefined);
-  // a full one (512 items, about 9 KiB) is framed where it lies: its header goes in the 5 bytes before it
+  // a full one (about 18 bytes an item) is framed where it lies: its header goes in the 5 bytes before it
   const full = frames[1];
   assert.ok(full.byteLength > 8000);
   const message = claimHeadroom(full);
@@ -438,6 +439,9 @@ test("a node's stream whose item cannot travel ends with an error chunk", async 
   assert.match(String(last.error?.message), /cannot be sent/);
 });
 
+/** The default window, a quarter of it (a grant), and a full chunk, as the consumer tests below use them. */
+const W = DEFAULT_STREAM_WINDOW.items, Q = W / 4, C = CHUNK_ITEMS;
+
 test("a consumer keeps several chunks asked for, asked together, and grants credit a quarter window at a time, never more than it took", async () => {
   const asked: { items: number; bytes: number }[] = [];
   const answers: ((chunk: ChunkMessage) => void)[] = [];
@@ -449,7 +453,7 @@ test("a consumer keeps several chunks asked for, asked together, and grants cred
     cancel() {},
   };
   const run = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
-  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: 4096, bytes: 1 << 22 });
+  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: W, bytes: 1 << 22 });
   const got: unknown[] = [];
   for (let i = 0; i < 16; i++) got.push((await it.next()).value);
   // took all it held: the grant and three more requests, in the same turn (one message on a socket)
@@ -458,13 +462,13 @@ test("a consumer keeps several chunks asked for, asked together, and grants cred
     bytes: 0,
   }]);
   // the node answers each as its chunk fills; chunks that come while items are held queue behind them
-  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + 512 * c, 512), done: c === 3 });
-  for (let i = 0; i < 1023; i++) got.push((await it.next()).value);
-  assert.equal(asked.length, 4, "no request before a quarter window (1024 items) was taken");
+  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + C * c, C), done: c === 3 });
+  for (let i = 0; i < Q - 1; i++) got.push((await it.next()).value);
+  assert.equal(asked.length, 4, "no request before a quarter window was taken");
   got.push((await it.next()).value);
   assert.deepEqual(asked.slice(4), [], "the stream said it is done: nothing more is asked");
   for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value);
-  assert.deepEqual(got, run(0, 16 + 4 * 512), "every item, in order");
+  assert.deepEqual(got, run(0, 16 + 4 * C), "every item, in order");
   const granted = asked.reduce((a, x) => a + x.items, 0);
   assert.ok(granted <= got.length, `granted ${granted} for ${got.length} taken`);
 });
@@ -480,14 +484,14 @@ test("a consumer grants a quarter window, with the requests its credit allows, o
     cancel() {},
   };
   const run = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
-  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: 4096, bytes: 1 << 22 });
+  const it = new RemoteChunks(source, { t: "chunk", items: run(0, 16), done: false }, { items: W, bytes: 1 << 22 });
   for (let i = 0; i < 16; i++) await it.next();
-  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + 512 * c, 512), done: false });
-  for (let i = 0; i < 1023; i++) await it.next();
+  for (let c = 0; c < 4; c++) answers[c]({ t: "chunk", items: run(16 + C * c, C), done: false });
+  for (let i = 0; i < Q - 1; i++) await it.next();
   assert.deepEqual(asked, [16, 0, 0, 0]);
   await it.next();
-  // 1024 taken since the first grant: granted, with three more requests (all four were answered)
-  assert.deepEqual(asked, [16, 0, 0, 0, 1024, 0, 0, 0]);
+  // a quarter window taken since the first grant: granted, with three more requests (all four were answered)
+  assert.deepEqual(asked, [16, 0, 0, 0, Q, 0, 0, 0]);
   await it.return();
 });
 
