@@ -7,6 +7,7 @@
  * @module
  */
 import { errorToWire } from "../core/codec.ts";
+import { nextTurn } from "../core/_runtime.ts";
 import { OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
 import { type ChunkMessage, encodeMessage } from "./protocol.ts";
@@ -76,6 +77,9 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   tick: ReturnType<typeof setTimeout> | undefined = undefined;
   /** The call's deadline. */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** The drain stopped after a chunk left (see take): it goes on in the event loop's next turn. */
+  resume = false;
+  pumpBound: (() => void) | undefined = undefined;
   /**
    * Whether it is among the open streams (by key, and its connection's), which it joins only when
    * its first chunk leaves and more are to come: until then its call is in flight on the node, and
@@ -174,8 +178,17 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     this.made++;
     // the first chunk is small, so the first item is not held back while many more are made
     const full = this.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
-    if (this.held >= full || this.bufferBytes >= CHUNK_BYTES) this.flush();
-    else if (this.pulls.length > 0 && !this.watching) this.watch();
+    if (this.held >= full || this.bufferBytes >= CHUNK_BYTES) {
+      const sent = this.sent;
+      this.flush();
+      // a chunk left: the producer stops until the event loop's next turn, so that the chunk is
+      // sent, and the node serves its other work, before it makes more (a generator hands its items
+      // over with no wait: it would make the whole window first, and hold the node meanwhile)
+      if (this.sent !== sent && !this.ended && this.items > 0 && this.bytes > 0) {
+        this.resume = true;
+        return false;
+      }
+    } else if (this.pulls.length > 0 && !this.watching) this.watch();
     return !this.ended && this.items > 0 && this.bytes > 0;
   }
 
@@ -184,6 +197,10 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     this.pumping = false;
     if (ended) this.ended = true;
     this.flush();
+    if (this.resume) {
+      this.resume = false;
+      if (!this.ended) nextTurn(this.pumpBound ??= () => this.pump());
+    }
   }
 
   /** The producer threw, or the stream was stopped (its deadline, the call's cancel). */

@@ -432,6 +432,25 @@ test("a node's chunk that mixes written items with objects and large arrays keep
   assert.deepEqual(frames.flatMap((f) => (decode(f) as { items: unknown[] }).items), items);
 });
 
+test("a node's outlet over a generator (function*) answers each chunk as it fills, the producer stopping a turn, not once the window is made", async () => {
+  let made = 0;
+  const outlets = new StreamOutlets();
+  const stream = new Stream<unknown>((function* () {
+    for (let i = 0; i < 10_000; i++) {
+      made++;
+      yield new Uint8Array(16).fill(i & 0xff);
+    }
+  })());
+  const first = await outlets.open("k", stream, { name: "t", creditItems: 5_000 }, undefined);
+  assert.equal((decode(first) as { items: unknown[] }).items.length, 16);
+  assert.equal(made, 16, "the first chunk left before more were made");
+  // the next chunk, asked for with credit: a full one, and the producer stopped after it again
+  const second = await outlets.credit("k", 16, 16 * 24);
+  assert.equal((decode(second) as { items: unknown[] }).items.length, CHUNK_ITEMS);
+  assert.ok(made <= 16 + 2 * CHUNK_ITEMS, `made ${made}`);
+  outlets.cancel("k");
+});
+
 test("a node's stream whose item cannot travel ends with an error chunk", async () => {
   const frames = await outletFrames([new Uint8Array([1]), "ok", () => 1]);
   const last = decode(frames.at(-1)!) as { done: boolean; error?: { message: string } };
