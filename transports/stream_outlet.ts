@@ -77,8 +77,7 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   tick: ReturnType<typeof setTimeout> | undefined = undefined;
   /** The call's deadline. */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
-  /** The drain stopped after a chunk left (see take): it goes on in the event loop's next turn. */
-  resume = false;
+  /** `pump`, bound once: the drain goes on with it in the event loop's next turn (see drained). */
   pumpBound: (() => void) | undefined = undefined;
   /**
    * Whether it is among the open streams (by key, and its connection's), which it joins only when
@@ -181,26 +180,21 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     if (this.held >= full || this.bufferBytes >= CHUNK_BYTES) {
       const sent = this.sent;
       this.flush();
-      // a chunk left: the producer stops until the event loop's next turn, so that the chunk is
-      // sent, and the node serves its other work, before it makes more (a generator hands its items
-      // over with no wait: it would make the whole window first, and hold the node meanwhile)
-      if (this.sent !== sent && !this.ended && this.items > 0 && this.bytes > 0) {
-        this.resume = true;
-        return false;
-      }
+      // a chunk left: the producer stops until the event loop's next turn (see drained), so that the
+      // chunk is sent, and the node serves its other work, before it makes more (a generator hands
+      // its items over with no wait: it would make the whole window first, and hold the node meanwhile)
+      if (this.sent !== sent) return false;
     } else if (this.pulls.length > 0 && !this.watching) this.watch();
     return !this.ended && this.items > 0 && this.bytes > 0;
   }
 
-  /** The drain stopped: the stream ended (`true`), or credit ran out (`false`). */
+  /** The drain stopped: the stream ended (`true`), or credit ran out or a chunk left (`false`). */
   drained(ended: boolean): void {
     this.pumping = false;
     if (ended) this.ended = true;
     this.flush();
-    if (this.resume) {
-      this.resume = false;
-      if (!this.ended) nextTurn(this.pumpBound ??= () => this.pump());
-    }
+    // stopped with credit left: only take's stop after a chunk left does that; it goes on next turn
+    if (!this.ended && this.items > 0 && this.bytes > 0) nextTurn(this.pumpBound ??= () => this.pump());
   }
 
   /** The producer threw, or the stream was stopped (its deadline, the call's cancel). */
