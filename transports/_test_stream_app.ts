@@ -39,17 +39,11 @@ export const streamSeen = ta.op({ name: "streamSeen", remote: true }, () => ({ .
 export const StreamGen = ta.service(
   { name: "StreamGen", maxConcurrency: 1 },
   class StreamGen {
+    /** `countSync`'s items, from an async generator. */
     async *count(n: number): AsyncGenerator<number> {
-      try {
-        for (let i = 0; i < n; i++) {
-          seen.produced++;
-          yield i;
-        }
-      } finally {
-        seen.finallyRan++;
-      }
+      yield* this.countSync(n);
     }
-    /** As `count`, from a generator (`function*`). */
+    /** Counts from 0 to n - 1 from a generator (`function*`), counting what it made and its finally. */
     *countSync(n: number): Generator<number> {
       try {
         for (let i = 0; i < n; i++) {
