@@ -331,6 +331,17 @@ test("a stream passed to an op on another node is refused with a TypeError namin
       (err as Error).message,
       /^Cannot call op "streamSum" on node "n1": argument 0: a stream \(Stream\) cannot travel to another process/,
     );
+    // a generator object passed as it is streams too, so it is refused the same way
+    const genErr = await mesh.run(() =>
+      rejection(streamSum.go((function* () {
+        yield 1;
+      })() as unknown as AsyncIterable<number>))
+    );
+    assert.ok(genErr instanceof TypeError, String(genErr));
+    assert.match(
+      (genErr as Error).message,
+      /^Cannot call op "streamSum" on node "n1": argument 0: a stream \(.*\) cannot travel to another process/,
+    );
   } finally {
     await mesh.close();
     await node.drain();
