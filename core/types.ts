@@ -34,6 +34,22 @@ export type RefArgs<A extends readonly unknown[]> = { [K in keyof A]: Refable<A[
  * What a call of a function returning `R` gives: `R` awaited, except that a generator (`function*`'s
  * result, or a promise of one) streams, as an async generator does, so its call gives an async
  * generator of its items (a `Stream` at run time).
+ *
+ * @example A generator op's call is awaited to an async generator of its items
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import type { CallResult } from "./types.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const letters = ta.op(function* letters(word: string) {
+ *   yield* word;
+ * });
+ * const stream: CallResult<Generator<string>> = await letters.go("abc");
+ * const got: string[] = [];
+ * for await (const x of stream) got.push(x);
+ * deepStrictEqual(got, ["a", "b", "c"]);
+ * const n: CallResult<Promise<number>> = 1; // anything else: the awaited value
+ * deepStrictEqual(n, 1);
+ * ```
  */
 export type CallResult<R> = [Awaited<R>] extends [never] ? never
   : Awaited<R> extends Generator<infer T, unknown, unknown> ? AsyncGenerator<T, undefined, undefined>
