@@ -60,9 +60,161 @@ export function refTimer(t: TimerId): void {
   }
 }
 
+/** `setImmediate` where the runtime has it, else a `setTimeout` of 0. */
+const immediate: (f: () => void) => void = typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
+  ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
+  : (f) => void setTimeout(f, 0);
+
+/** The part of a Deno TCP connection the I/O turn uses. */
+interface DenoConnLike {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+  setNoDelay?(on?: boolean): void;
+  readonly localAddr: { port?: number };
+  readonly remoteAddr: { port?: number };
+}
+
+/** The part of `Deno` the I/O turn uses. */
+interface DenoNetLike {
+  listen(options: { hostname: string; port: number }): {
+    readonly addr: { port?: number };
+    accept(): Promise<DenoConnLike>;
+    close(): void;
+  };
+  connect(options: { hostname: string; port: number }): Promise<DenoConnLike>;
+  permissions?: { querySync?(descriptor: { name: "net"; host: string }): { state: string } };
+}
+
 /**
- * Runs `f` in the next turn of the event loop: right after this turn's I/O where the runtime has
- * `setImmediate` (Bun, Deno, Node), else after a `setTimeout` of 0 (Bun's own is about 1 ms).
+ * Deno's sockets where the program may use them without asking (its `net` permission for
+ * 127.0.0.1 granted: never a prompt), else `undefined`.
+ */
+function denoNet(): DenoNetLike | undefined {
+  const deno = (globalThis as { Deno?: Partial<DenoNetLike> }).Deno;
+  if (typeof deno?.listen !== "function" || typeof deno.connect !== "function") return undefined;
+  try {
+    if (deno.permissions?.querySync?.({ name: "net", host: "127.0.0.1" }).state !== "granted") return undefined;
+  } catch {
+    return undefined;
+  }
+  return deno as DenoNetLike;
+}
+
+/**
+ * The next turn on Deno, after the I/O that is ready: a byte written to a loopback connection of
+ * the process's own, and the callbacks run when it is read back.
+ *
+ * Deno runs `setImmediate`'s callbacks turn after turn before it reads what its sockets hold: while
+ * callbacks keep coming (a stream's producer that yields after each chunk, a node serving a flood
+ * in slices), what clients sent waits for dozens of turns (BENCHMARKS.md, Streaming, twenty-first
+ * session). A read that has to wait for its socket is what makes Deno look at its sockets, all of
+ * them at once; so each turn here costs two small socket operations, and every client's data is
+ * read before the callbacks run. Where the connection cannot be made (no permission for
+ * 127.0.0.1, no sockets), or once it fails, the callbacks go to `setImmediate`.
+ */
+class DenoIoTurn {
+  #writer: DenoConnLike | undefined;
+  #reader: DenoConnLike | undefined;
+  #off = false;
+  #reading = false;
+  /** Callbacks waiting for the byte on its way (one byte for all that come before it is read). */
+  #waiting: (() => void)[] = [];
+  readonly #one = new Uint8Array(1);
+  readonly #buffer = new Uint8Array(64);
+  /** Settles once the connection is up, or failed. */
+  readonly started: Promise<void>;
+
+  constructor(net: DenoNetLike) {
+    this.started = this.#start(net).catch(() => this.#stop());
+  }
+
+  /** Runs `f` after the next read of the connection (or in `setImmediate` until it is up, or once it failed). */
+  run(f: () => void): void {
+    const writer = this.#writer;
+    if (writer === undefined || this.#off) return immediate(f);
+    if (this.#waiting.push(f) > 1) return; // a byte is on its way: f runs when it is read
+    writer.write(this.#one).catch(() => this.#stop());
+    if (!this.#reading) void this.#read();
+  }
+
+  async #start(net: DenoNetLike): Promise<void> {
+    const listener = net.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const accepting = listener.accept();
+      const writer = await net.connect({ hostname: "127.0.0.1", port: listener.addr.port! });
+      let reader = await accepting;
+      // another process on the machine may have connected first: only this process's own is kept
+      for (let tries = 0; reader.remoteAddr.port !== writer.localAddr.port; tries++) {
+        reader.close();
+        if (tries === 8) {
+          writer.close();
+          throw new Error("the I/O turn's connection was not accepted");
+        }
+        reader = await listener.accept();
+      }
+      writer.setNoDelay?.(true);
+      this.#writer = writer;
+      this.#reader = reader;
+    } finally {
+      listener.close();
+    }
+  }
+
+  /** Reads while callbacks wait (a read in flight holds the process open, as `setImmediate` does). */
+  async #read(): Promise<void> {
+    this.#reading = true;
+    try {
+      while (this.#waiting.length > 0 && !this.#off) {
+        if (await this.#reader!.read(this.#buffer) === null) return this.#stop();
+        const due = this.#waiting;
+        this.#waiting = [];
+        for (const f of due) runReporting(f);
+      }
+    } catch {
+      this.#stop();
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  /** The connection failed: what waits, and everything after, goes to `setImmediate`. */
+  #stop(): void {
+    if (this.#off) return;
+    this.#off = true;
+    try {
+      this.#writer?.close();
+      this.#reader?.close();
+    } catch {
+      // closed already
+    }
+    const due = this.#waiting;
+    this.#waiting = [];
+    for (const f of due) immediate(f);
+  }
+}
+
+/** Runs `f`; what it throws is reported as an uncaught error (as from `setImmediate`), and the rest run. */
+function runReporting(f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
+}
+
+/** Deno's I/O turn, made on first use where Deno's sockets may be used (see {@linkcode denoNet}). */
+let denoIoTurn: DenoIoTurn | undefined;
+let denoIoTurnTried = false;
+
+/**
+ * Runs `f` in the next turn of the event loop, after the I/O that is ready by then: `setImmediate`
+ * on Bun and Node; on Deno a turn that reads the sockets first (see `DenoIoTurn` above: Deno's
+ * `setImmediate` runs its callbacks before reading them), `setImmediate` where that cannot be had;
+ * else a `setTimeout` of 0. Callers yield with it so that a long piece of work lets the clients'
+ * messages in between its parts.
  *
  * @param f What to run.
  *
@@ -77,10 +229,38 @@ export function refTimer(t: TimerId): void {
  * if (order.join() !== "microtask,next turn") throw new Error(order.join());
  * ```
  */
-export const nextTurn: (f: () => void) => void =
-  typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
-    ? (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate
-    : (f) => void setTimeout(f, 0);
+export function nextTurn(f: () => void): void {
+  if (denoIoTurn !== undefined) return denoIoTurn.run(f);
+  if (!denoIoTurnTried) {
+    startDenoIoTurn();
+    if (denoIoTurn !== undefined) return (denoIoTurn as DenoIoTurn).run(f);
+  }
+  immediate(f);
+}
+
+function startDenoIoTurn(): void {
+  denoIoTurnTried = true;
+  const net = denoNet();
+  if (net !== undefined) denoIoTurn = new DenoIoTurn(net);
+}
+
+/**
+ * Settles once {@linkcode nextTurn}'s way of turning is set up (on Deno its connection takes a few
+ * turns to make, and the turns before go to `setImmediate`); at once elsewhere.
+ *
+ * @returns A promise that resolves when it is.
+ *
+ * @example
+ * ```ts
+ * import { nextTurn, turnsReady } from "./_runtime.ts";
+ * await turnsReady();
+ * await new Promise<void>((r) => nextTurn(r));
+ * ```
+ */
+export function turnsReady(): Promise<void> {
+  if (!denoIoTurnTried) startDenoIoTurn();
+  return denoIoTurn?.started ?? Promise.resolve();
+}
 
 /**
  * The working directory as a `file:` URL ending in `/`, or `undefined` on a runtime without one
