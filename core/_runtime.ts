@@ -142,6 +142,8 @@ class DenoIoTurn {
     const listener = net.listen({ hostname: "127.0.0.1", port: 0 });
     try {
       const accepting = listener.accept();
+      // (if the connect fails, the listener closes with the accept pending: not an unhandled rejection)
+      accepting.catch(() => undefined);
       const writer = await net.connect({ hostname: "127.0.0.1", port: listener.addr.port! });
       let reader = await accepting;
       // another process on the machine may have connected first: only this process's own is kept
