@@ -167,7 +167,8 @@ class DenoIoTurn {
   async #read(): Promise<void> {
     this.#reading = true;
     try {
-      while (this.#waiting.length > 0 && !this.#off) {
+      // (#stop empties #waiting, and nothing joins it once off)
+      while (this.#waiting.length > 0) {
         if (await this.#reader!.read(this.#buffer) === null) return this.#stop();
         const due = this.#waiting;
         this.#waiting = [];
@@ -232,18 +233,19 @@ let denoIoTurnTried = false;
  * ```
  */
 export function nextTurn(f: () => void): void {
-  if (denoIoTurn !== undefined) return denoIoTurn.run(f);
-  if (!denoIoTurnTried) {
-    startDenoIoTurn();
-    if (denoIoTurn !== undefined) return (denoIoTurn as DenoIoTurn).run(f);
-  }
+  const turn = denoTurn();
+  if (turn !== undefined) return turn.run(f);
   immediate(f);
 }
 
-function startDenoIoTurn(): void {
-  denoIoTurnTried = true;
-  const net = denoNet();
-  if (net !== undefined) denoIoTurn = new DenoIoTurn(net);
+/** Deno's I/O turn, started on the first call where it can be had; `undefined` elsewhere. */
+function denoTurn(): DenoIoTurn | undefined {
+  if (!denoIoTurnTried) {
+    denoIoTurnTried = true;
+    const net = denoNet();
+    if (net !== undefined) denoIoTurn = new DenoIoTurn(net);
+  }
+  return denoIoTurn;
 }
 
 /**
@@ -260,8 +262,7 @@ function startDenoIoTurn(): void {
  * ```
  */
 export function turnsReady(): Promise<void> {
-  if (!denoIoTurnTried) startDenoIoTurn();
-  return denoIoTurn?.started ?? Promise.resolve();
+  return denoTurn()?.started ?? Promise.resolve();
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 import { Float16, MAX_BIGINT_BYTES, MAX_DEPTH, type TypedArrayConstructor } from "./codec_format.ts";
 import { WireHandle } from "./codec_handle.ts";
-import { isGenerator } from "./stream.ts";
+import { isStreaming } from "./stream.ts";
 
 const BIGINT_LIMIT = 1n << BigInt(8 * MAX_BIGINT_BYTES);
 
@@ -123,9 +123,7 @@ function foreignObjectRefusal(value: object, proto: object | null): string {
     return `a ${name === "Promise" ? "Promise" : `thenable (${name})`} cannot travel: await it first ` +
       "(an ObjectRef passed as an argument, or in an array or plain object of one, is awaited for you)";
   }
-  if (
-    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === "function" || isGenerator(value)
-  ) {
+  if (isStreaming(value)) {
     return `a stream (${name}) cannot travel to another process: read it where it arrives (an op that is not ` +
       "remote-capable takes it as its items come), or collect its items into an array first";
   }
