@@ -2,7 +2,8 @@
  * Soak: one node (`thinkagain serve`, a process of its own) under attack traffic mixed with a
  * well-behaved client, for `--minutes` (default 10). Reports, per interval, the node's RSS and the
  * well-behaved client's call latency (p50, p99), beside the same client's latency against the idle
- * node measured first in the same run (`--idle-s`, default 20 s), and again once the attack stopped
+ * node measured first in the same run (`--idle-s`, default 20 s, after `--warmup-calls` calls back to
+ * back, default 20,000, and `--warmup-s` of paced calls, default 10), and again once the attack stopped
  * (`--idle-after-s`, default as long as `--idle-s`; 0: not measured), after 5 s for the node to settle:
  * this VM's speed can change by 2x within an hour, so one idle baseline alone may flatter or wrong the
  * attacked minutes. Target (issue 11): p99 under attack within 2x of idle, and RSS that does not keep
@@ -237,6 +238,11 @@ const ATTACKERS = flag("attackers", "process");
 const ATTACKERS_CPU = flag("attackers-cpu", "");
 /** `--warmup-s`: the well-behaved client calls this long first, not counted, before the idle baseline. */
 const WARMUP_S = Number(flag("warmup-s", "10"));
+/**
+ * `--warmup-calls`: that many calls back to back before the paced warm-up, so that the JITs of both
+ * processes have compiled the call path before the idle baseline (see the warm-up below).
+ */
+const WARMUP_CALLS = Number(flag("warmup-calls", "20000"));
 if (ATTACKERS !== "process" && ATTACKERS !== "inline") {
   throw new TypeError(`--attackers: expected process or inline, found ${JSON.stringify(ATTACKERS)}`);
 }
@@ -297,7 +303,11 @@ console.log(
 // Warmed up first (the runtimes' JITs, the node's and the client's first calls), so that the
 // idle baseline is the steady state the attacked minutes are compared with: without it the idle
 // p99 held the warm-up's slow calls (the ninth session's control: idle p99 1.52 ms, then 0.74 ms
-// with nothing attacking).
+// with nothing attacking). Paced calls alone did not do it: at one call every 20 ms the node was
+// still compiling through the idle baseline (its CPU then several times what it was later, idle,
+// and the idle p99 slower than the attacked minutes of `--attacks none`: BENCHMARKS.md, Soak under
+// attack, twenty-second session), so calls back to back come first.
+for (let i = 0; i < WARMUP_CALLS; i++) await callOnce();
 await wellBehaved(WARMUP_S * 1000);
 const cpuIdle0 = await cpuOf(pid), tIdle0 = performance.now();
 const idle = await wellBehaved(IDLE_S * 1000);
