@@ -37,8 +37,13 @@ import {
 } from "./ws_framing.ts";
 import { SendQueue, SLOW_READER_CLOSE_CODE } from "./ws_send_queue.ts";
 
-/** A binary WebSocket message as bytes (runtimes hand over ArrayBuffer, a view, or a Buffer). */
+/**
+ * A binary WebSocket message as bytes (runtimes hand over ArrayBuffer, a view, or a Buffer): a plain
+ * `Uint8Array` as it is (an adapter's, see `WsAppEvents.takesViews`), anything else as a plain view
+ * of its bytes (a Buffer's `slice` would not copy).
+ */
 function toBytes(data: unknown): Uint8Array | undefined {
+  if (data instanceof Uint8Array && data.constructor === Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return undefined;
@@ -219,6 +224,13 @@ export interface WsAppEvents extends WSEvents {
   holdInput?: (hold: boolean) => void;
   /** The adapter holds this many of the connection's messages, of these bytes (see `holdInput`). */
   onHeld(messages: number, bytes: number): void;
+  /**
+   * Set by the app: a binary message may come as a `Uint8Array` (of its own memory) instead of
+   * the `ArrayBuffer` hono gives, so an adapter whose runtime makes views (Bun) passes them on as
+   * they are instead of making an `ArrayBuffer` for each (which is most of the cost of taking in a
+   * small message there).
+   */
+  readonly takesViews?: boolean;
 }
 
 /** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
@@ -446,6 +458,7 @@ export function wsEvents(
   };
 
   const events: WsAppEvents = {
+    takesViews: true,
     onOpen(_evt, ws) {
       // A Web-standard server socket (Deno) may default to Blob messages, which cannot be read
       // synchronously; Bun's and ws's sockets have other binaryType values that hono relies on.

@@ -56,11 +56,18 @@ function tooManyConnections(inUse: number, max: number): Response {
 }
 
 /** The node app's connection events (`transports/ws_connection.ts`' `WsAppEvents`), as far as this adapter calls them. */
-type BunAppEvents = WSEvents & { onDrain?: () => void; onPong?: (data: Uint8Array) => void; deliversPongs?: boolean };
+type BunAppEvents = WSEvents & {
+  onDrain?: () => void;
+  onPong?: (data: Uint8Array) => void;
+  deliversPongs?: boolean;
+  takesViews?: boolean;
+};
 
 /** Bun's server socket, as far as the message fast path below uses it. */
 interface BunSocket {
   readonly readyState: number;
+  /** How binary messages come: a Buffer by default, or a plain Uint8Array ("uint8array"). */
+  binaryType?: string;
   data?: { events?: BunAppEvents; url?: URL; protocol?: string; context?: WSContext };
   send(data: unknown, compress?: boolean): unknown;
   close(code?: number, reason?: string): void;
@@ -87,8 +94,11 @@ function onBunMessage(ws: BunSocket, message: string | Uint8Array): void {
     protocol: data.protocol ?? null,
     close: (code, reason) => ws.close(code, reason),
   });
-  // the event's data: an ArrayBuffer for a binary message, as hono/bun gives it
-  const evt = { data: typeof message === "string" ? message : message.buffer } as MessageEvent;
+  // the event's data: an ArrayBuffer for a binary message, as hono/bun gives it, or the message
+  // itself to an app that takes views (a plain Uint8Array then: see `open`)
+  const evt = {
+    data: typeof message === "string" || events.takesViews === true ? message : message.buffer,
+  } as MessageEvent;
   const failed = (error: unknown) => {
     if (events.onError === undefined) throw error;
     const event = new Event("error") as Event & { error?: unknown };
@@ -165,6 +175,9 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
           // this runtime reports every pong (below): the app may count on them
           const events = ws.data?.events;
           if (events?.onPong !== undefined) events.deliversPongs = true;
+          // an app that takes views gets each binary message as a plain Uint8Array (Bun's default,
+          // a Buffer, would need the ArrayBuffer hono gives made for it: see onBunMessage)
+          if (events?.takesViews === true) ws.binaryType = "uint8array";
           (websocket.open as (ws: BunSocket) => void)(ws);
         },
         pong: (ws: BunSocket, data: Uint8Array) => ws.data?.events?.onPong?.(data),
