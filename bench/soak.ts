@@ -303,10 +303,10 @@ console.log(
 // Warmed up first (the runtimes' JITs, the node's and the client's first calls), so that the
 // idle baseline is the steady state the attacked minutes are compared with: without it the idle
 // p99 held the warm-up's slow calls (the ninth session's control: idle p99 1.52 ms, then 0.74 ms
-// with nothing attacking). Paced calls alone did not do it: at one call every 20 ms the node was
-// still compiling through the idle baseline (its CPU then several times what it was later, idle,
-// and the idle p99 slower than the attacked minutes of `--attacks none`: BENCHMARKS.md, Soak under
-// attack, twenty-second session), so calls back to back come first.
+// with nothing attacking). Paced calls alone did not do it: at one call every 20 ms the call path
+// was not yet compiled through the idle baseline, whose p99 was then slower than the minutes of
+// `--attacks none` after it (BENCHMARKS.md, Soak under attack, twenty-second session), so calls back
+// to back come first.
 for (let i = 0; i < WARMUP_CALLS; i++) await callOnce();
 await wellBehaved(WARMUP_S * 1000);
 const cpuIdle0 = await cpuOf(pid), tIdle0 = performance.now();
