@@ -6,8 +6,9 @@
  * message; Deno's adapter hands over what its runtime gives either way). A server child (the
  * runtime's adapter, a hono app with both routes, whose `onMessage` reads each message's first byte)
  * takes bursts of 2,000 messages of 70 bytes (a small call frame's size) on each route in turn, each
- * burst written at once by a raw TCP client (as a flood comes), and answers each burst once; the server's CPU time per message comes from /proc (Linux), so the
- * machine's load does not inflate it as it would wall time.
+ * burst written at once by a raw TCP client (as a flood comes), and answers each burst once; the
+ * server's CPU time per message comes from /proc (Linux), so the machine's load does not inflate it
+ * as it would wall time.
  *
  *   npx bun bench/ws_intake.ts
  *   npx deno run -A bench/ws_intake.ts
@@ -22,6 +23,8 @@ import { Hono } from "hono";
 import { loadAdapter } from "../adapters/serve.ts";
 import { startBenchChild } from "./_child.ts";
 import { processCpuMicros } from "./_proc.ts";
+import { upgradeRaw, wsRequest } from "../transports/_test_servers.ts";
+import { FRAME_HEADER_BYTES } from "../transports/ws_framing.ts";
 
 const BURST = 2_000;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 30);
@@ -53,44 +56,19 @@ async function server(): Promise<void> {
   console.log(`PORT ${served.port}`);
 }
 
-/** `n` masked (with a zero mask) binary WebSocket frames of `payload`, back to back in one buffer. */
-function frames(payload: Uint8Array, n: number): Uint8Array {
-  const one = new Uint8Array(2 + 4 + payload.byteLength); // payload < 126 bytes
-  one[0] = 0x82;
-  one[1] = 0x80 | payload.byteLength;
-  one.set(payload, 6);
-  const all = new Uint8Array(one.byteLength * n);
-  for (let i = 0; i < n; i++) all.set(one, i * one.byteLength);
-  return all;
-}
-
-/** A raw TCP WebSocket client on `path`: the burst goes out in one write, as a flooding client's would. */
-async function rawClient(port: number, path: string): Promise<net.Socket> {
-  const s = net.connect(port, "127.0.0.1");
-  await new Promise((resolve, reject) => s.once("connect", resolve).once("error", reject));
-  s.write(
-    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-  );
-  await new Promise<void>((resolve, reject) => {
-    let head = "";
-    const onData = (d: Uint8Array) => {
-      head += new TextDecoder().decode(d);
-      if (!head.includes("\r\n\r\n")) return;
-      s.off("data", onData);
-      if (!head.startsWith("HTTP/1.1 101")) reject(new Error(`upgrade refused: ${head.split("\r\n")[0]}`));
-      else resolve();
-    };
-    s.on("data", onData);
-  });
-  return s;
-}
-
 async function client(): Promise<void> {
   const child = await startBenchChild(import.meta.url, "server", [], { node: false });
   const pid = child.child.pid!;
-  const sockets = await Promise.all(ROUTES.map((route) => rawClient(child.port, `/${route}`)));
-  const burstBytes = frames(new Uint8Array(70).fill(1), BURST);
+  // raw TCP clients: a burst goes out in one write, as a flooding client's would
+  const sockets = await Promise.all(ROUTES.map(async (route) => {
+    const s = net.connect(child.port, "127.0.0.1");
+    await upgradeRaw(s, child.port, `/${route}`);
+    return s;
+  }));
+  // BURST messages of 70 bytes (a request frame's header and its body), back to back
+  const one = wsRequest(1, new Uint8Array(70 - FRAME_HEADER_BYTES).fill(1));
+  const burstBytes = new Uint8Array(one.byteLength * BURST);
+  for (let i = 0; i < BURST; i++) burstBytes.set(one, i * one.byteLength);
   const burst = (s: net.Socket): Promise<number> =>
     new Promise((resolve) => {
       s.once("data", () => resolve(processCpuMicros(pid)));

@@ -19,18 +19,18 @@ export async function startRealServer(
   return { endpoint: `${scheme}://127.0.0.1:${served.port}`, close: () => served.close() };
 }
 
-/** The head of a WebSocket upgrade request for `/ws` on 127.0.0.1:`port`, with our subprotocol (a fixed key). */
-export function wsUpgradeHead(port: number): string {
-  return `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+/** The head of a WebSocket upgrade request for `path` on 127.0.0.1:`port`, with our subprotocol (a fixed key). */
+export function wsUpgradeHead(port: number, path = "/ws"): string {
+  return `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${WS_PROTOCOL}\r\n\r\n`;
 }
 
 /**
- * Waits for `raw` to connect to the node on `port`, upgrades it to a WebSocket ({@linkcode wsUpgradeHead})
- * and reads the answer's head, which must be a 101. Returns the bytes that came after the head in the
- * same reads (the node's first frames, if any).
+ * Waits for `raw` to connect to the node on `port`, upgrades it to a WebSocket on `path`
+ * ({@linkcode wsUpgradeHead}) and reads the answer's head, which must be a 101. Returns the bytes
+ * that came after the head in the same reads (the node's first frames, if any).
  */
-export async function upgradeRaw(raw: net.Socket, port: number): Promise<Uint8Array> {
+export async function upgradeRaw(raw: net.Socket, port: number, path = "/ws"): Promise<Uint8Array> {
   await new Promise<void>((resolve, reject) => raw.once("connect", resolve).once("error", reject));
   let got = new Uint8Array(0);
   let end = -1;
@@ -47,7 +47,7 @@ export async function upgradeRaw(raw: net.Socket, port: number): Promise<Uint8Ar
       }
     });
   });
-  raw.write(wsUpgradeHead(port));
+  raw.write(wsUpgradeHead(port, path));
   await upgraded;
   assert.match(new TextDecoder("latin1").decode(got.subarray(0, end)), /^HTTP\/1\.1 101/);
   return got.slice(end + 4);
