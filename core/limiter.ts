@@ -47,14 +47,18 @@ export class Limiter {
       this.running++;
       start(task);
     } else {
-      if (this.waiting.length - this.head >= this.maxWaiting) {
-        this.prune(); // cancelled waiters do not count against the bound
-        if (this.waiting.length - this.head >= this.maxWaiting) return false;
-      }
+      if (this.full()) return false;
       this.waiting.push(task);
       this.resumes.push(start);
     }
     return true;
+  }
+
+  /** Whether {@linkcode acquire} would refuse a task now: every slot taken, `maxWaiting` tasks waiting. */
+  full(): boolean {
+    if (this.running < this.max || this.waiting.length - this.head < this.maxWaiting) return false;
+    this.prune(); // cancelled waiters do not count against the bound
+    return this.waiting.length - this.head >= this.maxWaiting;
   }
 
   private releasing = false;

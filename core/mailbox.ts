@@ -87,18 +87,31 @@ export abstract class MailboxReplica implements Replica {
     // replica with the fewest outstanding calls, so its siblings are no emptier)
     const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
     if (this.outstanding - this.running >= maxQueued) {
-      // with retries, the call tries again after a pause, as a node's refusal is retried; the calls
-      // waiting so are bounded too (as many as the mailbox holds), so a runaway producer still meets
-      // a refusal at once instead of a queue that grows
-      const retries = this.def.policy?.retries ?? 0;
-      if (retries === 0 || this.deferred.size >= maxQueued) {
-        return failedRef(target, this.overloaded(method, maxQueued));
-      }
+      if (this.refuses()) return failedRef(target, this.overloaded(method, maxQueued));
+      // with retries, the call tries again after a pause, as a node's refusal is retried
       this.calls++;
       return submit(target, args, ctx, (task) => this.enqueueLater(task, 0));
     }
     this.calls++;
     return submit(target, args, ctx, this.enqueueBound);
+  }
+
+  /**
+   * Whether a call made now would be refused with {@linkcode refusal}'s error: the mailbox is full,
+   * and so, where the service has retries, is the room of the calls that wait to try again (bounded
+   * too, as many as the mailbox holds, so a runaway producer still meets a refusal at once instead
+   * of a queue that grows). A node answers such a call without making it (refusing must cost it
+   * less than serving).
+   */
+  refuses(): boolean {
+    const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
+    return this.outstanding - this.running >= maxQueued &&
+      ((this.def.policy?.retries ?? 0) === 0 || this.deferred.size >= maxQueued);
+  }
+
+  /** The error a call of `method` is refused with while {@linkcode refuses} says so. */
+  refusal(method: string): OverloadedError {
+    return this.overloaded(method, this.def.maxQueued ?? DEFAULT_MAX_QUEUED);
   }
 
   /** Calls refused for a full mailbox that try again after a pause (with the pause's timer). */

@@ -65,6 +65,13 @@ export interface OpDef {
   readonly options: Readonly<OpOptions>;
   /** The op itself, so a node runs calls through the scheduler (limits, policy, profiling). */
   readonly op: Op<unknown[], unknown>;
+  /**
+   * Whether a call ready now would be refused for the op's own full waiting list (every slot
+   * taken, `maxWaiting` calls waiting): a node answers such a call without making it.
+   */
+  readonly refuses: () => boolean;
+  /** The error such a call is refused with. */
+  readonly refusal: () => OverloadedError;
 }
 
 const REGISTRY_KEY = Symbol.for("thinkagain.ops");
@@ -135,16 +142,21 @@ class OpTarget implements TaskTarget {
 
   ready(task: Task<unknown>): void {
     if (this.limiter === undefined) this.start(task);
-    else if (!this.limiter.acquire(task, this.startBound)) {
-      settle(
-        task,
-        State.FAILED,
-        new OverloadedError(
-          `op "${this.name}" refused a call: ${this.limiter.maxWaiting} calls already wait for one of its ` +
-            `${this.limiter.max} slots (maxWaiting ${this.limiter.maxWaiting}; raise it, or pass "unbounded")`,
-        ),
-      );
-    }
+    else if (!this.limiter.acquire(task, this.startBound)) settle(task, State.FAILED, this.refusal());
+  }
+
+  /** See {@linkcode OpDef.refuses}. */
+  refuses(): boolean {
+    return this.limiter !== undefined && this.limiter.full();
+  }
+
+  /** The error a call its full waiting list refuses fails with. */
+  refusal(): OverloadedError {
+    const limiter = this.limiter!;
+    return new OverloadedError(
+      `op "${this.name}" refused a call: ${limiter.maxWaiting} calls already wait for one of its ` +
+        `${limiter.max} slots (maxWaiting ${limiter.maxWaiting}; raise it, or pass "unbounded")`,
+    );
   }
 
   private start(task: Task<unknown>): void {
@@ -311,7 +323,14 @@ export function op<A extends unknown[], R>(
     options: Object.freeze({ ...options, name }),
   });
   if (target.remoteCapable) {
-    const def: OpDef = { name, fn: body, options: made.options, op: made as unknown as Op<unknown[], unknown> };
+    const def: OpDef = {
+      name,
+      fn: body,
+      options: made.options,
+      op: made as unknown as Op<unknown[], unknown>,
+      refuses: () => target.refuses(),
+      refusal: () => target.refusal(),
+    };
     register(opRegistry, name, def, body);
   }
   return made;

@@ -48,6 +48,8 @@ export interface ServedMethod {
   readonly name: string;
   /** Its SERVER span's name and attributes. */
   readonly span: { readonly name: string; readonly attributes: { readonly "thinkagain.node": string } };
+  /** The reply to a call its instance's full mailbox refuses (made at the first such refusal). */
+  refused?: Uint8Array;
 }
 
 /** A resident instance as a node's welcome lists it. */

@@ -23,7 +23,8 @@ import { cancelTask, State, type Task } from "../core/task.ts";
 import type { CancelReason } from "../core/errors.ts";
 import { type OpDef, registeredOps } from "../core/op.ts";
 import { registeredServices } from "../core/service_def.ts";
-import { withExtractedContext } from "../core/tracing/mod.ts";
+import { isTracingEnabled, withExtractedContext } from "../core/tracing/mod.ts";
+import { listening } from "../core/events.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
 import {
   type CallMessage,
@@ -569,6 +570,41 @@ export class NodeServer {
     return withExtractedContext(trace, run, served.span);
   }
 
+  /** What this node keeps for each op it served (by its definition: a name registered again is another op). */
+  private readonly opsServedDefs = new WeakMap<OpDef, ServedMethod>();
+
+  private opsServed(def: OpDef): ServedMethod {
+    let served = this.opsServedDefs.get(def);
+    if (served === undefined) {
+      served = { name: def.name, span: { name: `serve ${def.name}`, attributes: { "thinkagain.node": this.name } } };
+      this.opsServedDefs.set(def, served);
+    }
+    return served;
+  }
+
+  /** Whether nothing would see a call made for `msg` (no profiler, task events or tracing) or keep it. */
+  private unobserved(msg: CallMessage): boolean {
+    return msg.keep !== true && !listening && !isTracingEnabled();
+  }
+
+  /**
+   * The reply to a call its op's or instance's full queue refuses (`of.refuses()`), made without a
+   * task, a ref or an error for the call: refusing a burst must cost a node less than serving it.
+   * The call still shows its driver is alive. `served` keeps the reply for the next refusal.
+   */
+  private refused(
+    of: { refusal(method: string): OverloadedError },
+    msg: CallMessage,
+    owner: string | undefined,
+    served: ServedMethod,
+    now: number,
+  ): Uint8Array {
+    const lease = owner === undefined ? undefined : this.owners.get(owner);
+    if (lease !== undefined) lease.seen = now;
+    served.refused ??= encodeMessage({ t: "result", ok: false, error: errorToWire(of.refusal(msg.method ?? "")) });
+    return served.refused.slice(); // (a reply of its own: a transport may write into what it sends)
+  }
+
   /** Stops `ref` once `timeoutMs` have passed (a deadline the driver gave); returns the timer's stop. */
   private deadline(ref: ObjectRef<unknown>, timeoutMs: number): () => void {
     return setLongTimeout(
@@ -649,6 +685,7 @@ export class NodeServer {
         );
       }
       name = msg.op;
+      if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opsServed(def), now);
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
       // the caller's trace continues here, under a SERVER span
       ref = this.serveOp(def, name, args, msg.trace);
@@ -678,6 +715,9 @@ export class NodeServer {
         const lease = this.owners.get(inst.owner);
         if (lease !== undefined) lease.seen = now;
         renewed = inst.owner;
+      }
+      if (inst.fair === undefined && inst.replica.refuses() && this.unobserved(msg)) {
+        return this.refused(inst.replica, msg, owner, served, now);
       }
       ref = this.serveMethod(inst, msg.method!, args, msg.trace, served, peer, scope);
     }

@@ -1,0 +1,170 @@
+// A node answers a call its op's or instance's full queue refuses without making the call (no task,
+// no ref, one error per method instead of one per call): refusing a burst must cost it less than
+// serving it. These tests check that the reply is the one the call itself would have been refused
+// with (the same reply as while task events are on, when every call is made), that each refusal
+// gets a reply of its own, and that the calls taken complete.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ta from "../mod.ts";
+import { decode } from "../core/codec.ts";
+import { onTaskEvent } from "../core/events.ts";
+import { MailboxReplica } from "../core/mailbox.ts";
+import { registeredOps } from "../core/op.ts";
+import { gate } from "../core/_test_utils.ts";
+import { NodeServer } from "./node_server.ts";
+import { encodeMessage } from "./protocol.ts";
+
+let held = gate();
+
+const RefusalQueue = ta.service(
+  { name: "RefusalQueue", maxQueued: 2 },
+  class RefusalQueue {
+    async hold(i: number): Promise<number> {
+      await held.promise;
+      return i;
+    }
+  },
+);
+
+const refusalLimited = ta.op(
+  { name: "refusalLimited", remote: true, maxConcurrency: 1, maxWaiting: 1 },
+  async (i: number): Promise<number> => {
+    await held.promise;
+    return i;
+  },
+);
+
+const peer = { transport: "websocket", connectionId: 7, oneWay: false, signal: new AbortController().signal } as const;
+
+interface Reply {
+  t: string;
+  ok: boolean;
+  value?: unknown;
+  error?: { tag: string; message: string; data: unknown };
+}
+
+/** Each reply is one of its own: what is written into one (as a transport may) changes no other. */
+function ownReplies(frames: Uint8Array[], expected: Reply): void {
+  frames[0].fill(0);
+  for (const f of frames.slice(1)) assert.deepStrictEqual(decode(f), expected);
+}
+
+/** A turn of the event loop: what a call started in its turn has done by then (reached its slot). */
+const turn = () => new Promise((r) => setTimeout(r, 0));
+
+/**
+ * Fills what `call(i)` calls wait in (those made first, each in a turn of its own, so that the
+ * first has started before the next arrives), then makes `burst` more: gives the decoded replies of
+ * the burst, and the promise of the replies of those that fill it.
+ */
+async function overfill(
+  node: NodeServer,
+  call: (i: number) => Uint8Array,
+  fill: number,
+  burst: number,
+): Promise<{ refused: Reply[]; frames: Uint8Array[]; filled: Promise<Reply[]> }> {
+  const filling: (Uint8Array | undefined | Promise<Uint8Array | undefined>)[] = [];
+  for (let i = 0; i < fill; i++) {
+    filling.push(node.handler(call(i), peer));
+    await turn();
+  }
+  const filled = Promise.all(filling).then((rs) => rs.map((r) => decode(r!) as Reply));
+  const frames = (await Promise.all(Array.from({ length: burst }, (_, i) => node.handler(call(fill + i), peer))))
+    .map((r) => r!);
+  return { refused: frames.map((f) => decode(f) as Reply), frames, filled };
+}
+
+test("a node refuses calls beyond an instance's maxQueued as the mailbox would, each with a reply of its own, making the refusal once", async () => {
+  held = gate();
+  const node = new NodeServer({ name: "refusing" });
+  const made = MailboxReplica.prototype.refusal;
+  let refusals = 0;
+  MailboxReplica.prototype.refusal = function (this: MailboxReplica, method: string) {
+    refusals++;
+    return made.call(this, method);
+  };
+  try {
+    const created = await node.handler(
+      encodeMessage({ t: "create", service: RefusalQueue.serviceName, args: [], gpus: [], replica: 0, owner: "t" }),
+      peer,
+    );
+    const id = (decode(created!) as { id: string }).id;
+    let cid = 0;
+    const call = (i: number) => encodeMessage({ t: "call", cid: `c${cid++}`, id, method: "hold", args: [i] });
+    // one runs, two wait: the rest are refused
+    const quiet = await overfill(node, call, 3, 20);
+    // the same, with task events on: every call is made (and refused by the mailbox)
+    const off = onTaskEvent(() => {});
+    let watched: Reply[];
+    try {
+      watched = (await overfill(node, call, 0, 5)).refused;
+    } finally {
+      off();
+    }
+    const expected = {
+      t: "result",
+      ok: false,
+      error: {
+        tag: "OverloadedError",
+        message: `Service "RefusalQueue" refused a call to RefusalQueue.hold: its instance 0 on node "refusing" ` +
+          `has 2 calls queued (maxQueued 2; raise it, or pass "unbounded")`,
+        data: {},
+      },
+    };
+    for (const r of [...quiet.refused, ...watched]) assert.deepStrictEqual(r, expected);
+    ownReplies(quiet.frames, expected);
+    assert.strictEqual(refusals, 1, "the refusal is made once, not once per call");
+    held.open();
+    assert.deepStrictEqual((await quiet.filled).map((r) => r.value), [0, 1, 2]);
+  } finally {
+    MailboxReplica.prototype.refusal = made;
+    held.open();
+    await node.drain();
+  }
+});
+
+test("a node refuses calls beyond an op's maxWaiting as the op would, each with a reply of its own, making the refusal once", async () => {
+  held = gate();
+  void refusalLimited;
+  const node = new NodeServer({ name: "refusing-op" });
+  const def = registeredOps().get("refusalLimited")!;
+  const made = def.refusal;
+  let refusals = 0;
+  (def as { refusal: () => ta.OverloadedError }).refusal = () => {
+    refusals++;
+    return made();
+  };
+  try {
+    let cid = 0;
+    const call = (i: number) => encodeMessage({ t: "call", cid: `o${cid++}`, op: "refusalLimited", args: [i] });
+    // one runs, one waits: the rest are refused
+    const quiet = await overfill(node, call, 2, 20);
+    const off = onTaskEvent(() => {});
+    let watched: Reply[];
+    try {
+      watched = (await overfill(node, call, 0, 5)).refused;
+    } finally {
+      off();
+    }
+    const expected = {
+      t: "result",
+      ok: false,
+      error: {
+        tag: "OverloadedError",
+        message: `op "refusalLimited" refused a call: 1 calls already wait for one of its 1 slots ` +
+          `(maxWaiting 1; raise it, or pass "unbounded")`,
+        data: {},
+      },
+    };
+    for (const r of [...quiet.refused, ...watched]) assert.deepStrictEqual(r, expected);
+    ownReplies(quiet.frames, expected);
+    // (the slow path makes its own error, through the op's target, not through the definition)
+    assert.strictEqual(refusals, 1, "the refusal is made once, not once per call");
+    held.open();
+    assert.deepStrictEqual((await quiet.filled).map((r) => r.value), [0, 1]);
+  } finally {
+    (def as { refusal: () => ta.OverloadedError }).refusal = made;
+    held.open();
+    await node.drain();
+  }
+});
