@@ -7,7 +7,8 @@
  * (`--idle-after-s`, default as long as `--idle-s`; 0: not measured), after 5 s for the node to settle:
  * this VM's speed can change by 2x within an hour, so one idle baseline alone may flatter or wrong the
  * attacked minutes. Target (issue 11): p99 under attack within 2x of idle, and RSS that does not keep
- * growing.
+ * growing. Each ratio of the whole attack's p99 to an idle one also comes with a 95 % bootstrap
+ * interval (`ratioInterval`): how far the run's own samples let it move.
  *
  *     bun bench/soak.ts                        (a Bun node, 10 minutes)
  *     bun bench/soak.ts --runtime deno --minutes 2
@@ -216,6 +217,35 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
+/**
+ * How far a run's p99 ratio could move by chance: the 2.5th and 97.5th percentiles of p99(xs) /
+ * p99(base) over `rounds` bootstrap resamples of both (each drawn with replacement, as many as it
+ * has). A minute's p99 rests on its 30 slowest calls, an idle baseline's on fewer: this says whether
+ * a ratio is told apart from a target by the run itself (not whether the next run would agree: this
+ * machine's speed also moves between runs). Seeded, so the same samples give the same interval.
+ */
+function ratioInterval(xs: number[], base: number[], rounds = 200): [number, number] {
+  let seed = 0x9e3779b9;
+  const random = (): number => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const p99Of = (from: number[]): number => {
+    const s = new Float64Array(from.length);
+    for (let i = 0; i < s.length; i++) s[i] = from[Math.floor(random() * from.length)];
+    s.sort();
+    return s[Math.min(s.length - 1, Math.floor(0.99 * s.length))];
+  };
+  const ratios: number[] = [];
+  for (let r = 0; r < rounds; r++) ratios.push(p99Of(xs) / p99Of(base));
+  return [percentile(ratios, 2.5), percentile(ratios, 97.5)];
+}
+
+const interval = ([lo, hi]: [number, number]): string => `95 % interval ${lo.toFixed(2)}–${hi.toFixed(2)}x`;
+
 // the attacker process (see --attackers): attack the node on that port until killed
 const ATTACK_PORT = Number(flag("attack-port", "0"));
 if (ATTACK_PORT > 0) {
@@ -398,11 +428,11 @@ if (LAG_MS > 0) {
 }
 await Promise.all(attackers);
 // the second idle baseline: the same client against the same node once the attack is over
-let after: { p50: number; p99: number } | undefined;
+let after: { p50: number; p99: number; lat: number[] } | undefined;
 if (IDLE_AFTER_S > 0) {
   await sleep(SETTLE_MS);
   const a = await wellBehaved(IDLE_AFTER_S * 1000);
-  after = { p50: percentile(a.lat, 50), p99: percentile(a.lat, 99) };
+  after = { p50: percentile(a.lat, 50), p99: percentile(a.lat, 99), lat: a.lat };
   console.log(
     `\nidle after the attack (${IDLE_AFTER_S} s, after ${SETTLE_MS / 1000} s to settle): p50 ${
       after.p50.toFixed(2)
@@ -410,6 +440,11 @@ if (IDLE_AFTER_S > 0) {
       `p99 ${after.p99.toFixed(2)} ms; attack p99 / this p99 ${(percentile(allLat, 99) / after.p99).toFixed(2)}x`,
   );
 }
+// (resampled: see ratioInterval)
+console.log(
+  `attack p99 / idle p99, resampled: before ${interval(ratioInterval(allLat, idle.lat))}` +
+    (after === undefined ? "" : `; after ${interval(ratioInterval(allLat, after.lat))}`),
+);
 console.log(
   `\nnode alive: ${node.proc.exitCode === null}; peak RSS ${(peakAll / 2 ** 20).toFixed(0)} MiB; ` +
     `p99/idle per interval: median ${percentile(allP99, 50).toFixed(2)}x, max ${Math.max(...allP99).toFixed(2)}x`,
