@@ -570,16 +570,13 @@ export class NodeServer {
     return withExtractedContext(trace, run, served.span);
   }
 
-  /** What this node keeps for each op it served (by its definition: a name registered again is another op). */
-  private readonly opsServedDefs = new WeakMap<OpDef, ServedMethod>();
+  /** Where each op's refusal reply is kept (by its definition: a name registered again is another op). */
+  private readonly opRefusals = new WeakMap<OpDef, { refused?: Uint8Array }>();
 
-  private opsServed(def: OpDef): ServedMethod {
-    let served = this.opsServedDefs.get(def);
-    if (served === undefined) {
-      served = { name: def.name, span: { name: `serve ${def.name}`, attributes: { "thinkagain.node": this.name } } };
-      this.opsServedDefs.set(def, served);
-    }
-    return served;
+  private opRefusal(def: OpDef): { refused?: Uint8Array } {
+    let kept = this.opRefusals.get(def);
+    if (kept === undefined) this.opRefusals.set(def, kept = {});
+    return kept;
   }
 
   /** Whether nothing would see a call made for `msg` (no profiler, task events or tracing) or keep it. */
@@ -590,19 +587,20 @@ export class NodeServer {
   /**
    * The reply to a call its op's or instance's full queue refuses (`of.refuses()`), made without a
    * task, a ref or an error for the call: refusing a burst must cost a node less than serving it.
-   * The call still shows its driver is alive. `served` keeps the reply for the next refusal.
+   * The call still shows its driver is alive. `kept` keeps the reply for the next refusal (a
+   * method's `ServedMethod`, an op's {@linkcode opRefusal}).
    */
   private refused(
     of: { refusal(method: string): OverloadedError },
     msg: CallMessage,
     owner: string | undefined,
-    served: ServedMethod,
+    kept: { refused?: Uint8Array },
     now: number,
   ): Uint8Array {
     const lease = owner === undefined ? undefined : this.owners.get(owner);
     if (lease !== undefined) lease.seen = now;
-    served.refused ??= encodeMessage({ t: "result", ok: false, error: errorToWire(of.refusal(msg.method ?? "")) });
-    return served.refused.slice(); // (a reply of its own: a transport may write into what it sends)
+    kept.refused ??= encodeMessage({ t: "result", ok: false, error: errorToWire(of.refusal(msg.method ?? "")) });
+    return kept.refused.slice(); // (a reply of its own: a transport may write into what it sends)
   }
 
   /** Stops `ref` once `timeoutMs` have passed (a deadline the driver gave); returns the timer's stop. */
@@ -685,7 +683,7 @@ export class NodeServer {
         );
       }
       name = msg.op;
-      if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opsServed(def), now);
+      if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opRefusal(def), now);
       // run it here: inside this node's mesh, where the op has no remote nodes to go to
       // the caller's trace continues here, under a SERVER span
       ref = this.serveOp(def, name, args, msg.trace);
