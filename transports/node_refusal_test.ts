@@ -74,6 +74,32 @@ async function overfill(
   return { refused: frames.map((f) => decode(f) as Reply), frames, filled };
 }
 
+/**
+ * Fills what `call(i)` calls wait in with `fill` calls, then checks that a burst beyond it is
+ * refused with `message`, as the calls themselves are refused while task events are on (each then
+ * made), each refusal with a reply of its own; gives the replies of the calls that filled it (in an
+ * object: a promise returned as it is would be awaited, and they wait for the gate).
+ */
+async function refusesAsMade(
+  node: NodeServer,
+  call: (i: number) => Uint8Array,
+  fill: number,
+  message: string,
+): Promise<{ filled: Promise<Reply[]> }> {
+  const quiet = await overfill(node, call, fill, 20);
+  const off = onTaskEvent(() => {});
+  let watched: Reply[];
+  try {
+    watched = (await overfill(node, call, 0, 5)).refused;
+  } finally {
+    off();
+  }
+  const expected = { t: "result", ok: false, error: { tag: "OverloadedError", message, data: {} } };
+  for (const r of [...quiet.refused, ...watched]) assert.deepStrictEqual(r, expected);
+  ownReplies(quiet.frames, expected);
+  return { filled: quiet.filled };
+}
+
 test("a node refuses calls beyond an instance's maxQueued as the mailbox would, each with a reply of its own, making the refusal once", async () => {
   held = gate();
   const node = new NodeServer({ name: "refusing" });
@@ -91,31 +117,17 @@ test("a node refuses calls beyond an instance's maxQueued as the mailbox would, 
     const id = (decode(created!) as { id: string }).id;
     let cid = 0;
     const call = (i: number) => encodeMessage({ t: "call", cid: `c${cid++}`, id, method: "hold", args: [i] });
-    // one runs, two wait: the rest are refused
-    const quiet = await overfill(node, call, 3, 20);
-    // the same, with task events on: every call is made (and refused by the mailbox)
-    const off = onTaskEvent(() => {});
-    let watched: Reply[];
-    try {
-      watched = (await overfill(node, call, 0, 5)).refused;
-    } finally {
-      off();
-    }
-    const expected = {
-      t: "result",
-      ok: false,
-      error: {
-        tag: "OverloadedError",
-        message: `Service "RefusalQueue" refused a call to RefusalQueue.hold: its instance 0 on node "refusing" ` +
-          `has 2 calls queued (maxQueued 2; raise it, or pass "unbounded")`,
-        data: {},
-      },
-    };
-    for (const r of [...quiet.refused, ...watched]) assert.deepStrictEqual(r, expected);
-    ownReplies(quiet.frames, expected);
+    // one runs, two wait: the rest are refused (with task events on, by the mailbox itself)
+    const { filled } = await refusesAsMade(
+      node,
+      call,
+      3,
+      `Service "RefusalQueue" refused a call to RefusalQueue.hold: its instance 0 on node "refusing" ` +
+        `has 2 calls queued (maxQueued 2; raise it, or pass "unbounded")`,
+    );
     assert.strictEqual(refusals, 1, "the refusal is made once, not once per call");
     held.open();
-    assert.deepStrictEqual((await quiet.filled).map((r) => r.value), [0, 1, 2]);
+    assert.deepStrictEqual((await filled).map((r) => r.value), [0, 1, 2]);
   } finally {
     MailboxReplica.prototype.refusal = made;
     held.open();
@@ -137,31 +149,18 @@ test("a node refuses calls beyond an op's maxWaiting as the op would, each with 
   try {
     let cid = 0;
     const call = (i: number) => encodeMessage({ t: "call", cid: `o${cid++}`, op: "refusalLimited", args: [i] });
-    // one runs, one waits: the rest are refused
-    const quiet = await overfill(node, call, 2, 20);
-    const off = onTaskEvent(() => {});
-    let watched: Reply[];
-    try {
-      watched = (await overfill(node, call, 0, 5)).refused;
-    } finally {
-      off();
-    }
-    const expected = {
-      t: "result",
-      ok: false,
-      error: {
-        tag: "OverloadedError",
-        message: `op "refusalLimited" refused a call: 1 calls already wait for one of its 1 slots ` +
-          `(maxWaiting 1; raise it, or pass "unbounded")`,
-        data: {},
-      },
-    };
-    for (const r of [...quiet.refused, ...watched]) assert.deepStrictEqual(r, expected);
-    ownReplies(quiet.frames, expected);
+    // one runs, one waits: the rest are refused (with task events on, by the op itself)
+    const { filled } = await refusesAsMade(
+      node,
+      call,
+      2,
+      `op "refusalLimited" refused a call: 1 calls already wait for one of its 1 slots ` +
+        `(maxWaiting 1; raise it, or pass "unbounded")`,
+    );
     // (the slow path makes its own error, through the op's target, not through the definition)
     assert.strictEqual(refusals, 1, "the refusal is made once, not once per call");
     held.open();
-    assert.deepStrictEqual((await quiet.filled).map((r) => r.value), [0, 1]);
+    assert.deepStrictEqual((await filled).map((r) => r.value), [0, 1]);
   } finally {
     (def as { refusal: () => ta.OverloadedError }).refusal = made;
     held.open();
