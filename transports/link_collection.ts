@@ -92,7 +92,7 @@ let lastPromptAt = -Infinity;
  * ```ts
  * import { startPrompt } from "./link_collection.ts";
  * import { strictEqual } from "node:assert/strict";
- * const now = performance.now();
+ * const now = Math.floor(performance.now()); // (whole ms: `now + 10 - now` is exactly 10)
  * const n = startPrompt(now);
  * strictEqual(n > 0, true);
  * strictEqual(startPrompt(now + 1), 0);
