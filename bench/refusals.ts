@@ -48,9 +48,17 @@ const refusedOp = ta.op({ name: "refusedOp", remote: true, maxConcurrency: 1, ma
   await held;
 });
 void refusedOp;
+const heldOp = ta.op({ name: "heldOp", remote: true }, async () => {
+  await held;
+});
+void heldOp;
 
 const node = new NodeServer({ name: "refusals" });
 const peer = { transport: "websocket", connectionId: 1, oneWay: false, signal: new AbortController().signal } as const;
+// a node at its own bounds: one call in flight on it (maxInFlight), one on the connection
+// (maxCallsPerConnection: another peer of its own, so that each bound is the one reached)
+const bounded = new NodeServer({ name: "refusals-bounded", maxInFlight: 2, maxCallsPerConnection: 1 });
+const peer2 = { transport: "websocket", connectionId: 2, oneWay: false, signal: new AbortController().signal } as const;
 const turn = () => new Promise((r) => setTimeout(r, 0));
 
 async function create(service: string): Promise<string> {
@@ -75,22 +83,48 @@ for (const frame of fills) {
   node.handler(encodeMessage({ ...frame, cid: `fill-${cid++}` }), peer);
   await turn();
 }
+// the bounded node's: one call in flight from each peer (two in all, its maxInFlight)
+bounded.handler(encodeMessage({ t: "call", op: "heldOp", args: [], cid: `fill-${cid++}` }), peer);
+bounded.handler(encodeMessage({ t: "call", op: "heldOp", args: [], cid: `fill-${cid++}` }), peer2);
+await turn();
+const boundedPeer = {
+  transport: "websocket",
+  connectionId: 3,
+  oneWay: false,
+  signal: new AbortController().signal,
+} as const;
 
 const kinds: Record<string, () => Record<string, unknown>> = {
   "served (echo)": () => ({ t: "call", id: served, method: "echo", args: ["What is ML?"] }),
   "refused: instance's mailbox full": () => ({ t: "call", id: full, method: "echo", args: ["What is ML?"] }),
   "refused: op's waiting list full": () => ({ t: "call", op: "refusedOp", args: ["What is ML?"] }),
+  "refused: node's maxCallsPerConnection": () => ({ t: "call", op: "heldOp", args: ["What is ML?"] }),
+  "refused: node's maxInFlight": () => ({ t: "call", op: "heldOp", args: ["What is ML?"] }),
 };
+/** Where each kind's burst goes: the bounded node's, from the peer at its bound or a fresh one. */
+const target: Record<string, [NodeServer, typeof peer | typeof peer2 | typeof boundedPeer]> = {
+  "refused: node's maxCallsPerConnection": [bounded, peer],
+  "refused: node's maxInFlight": [bounded, boundedPeer],
+};
+
+/** A reply, or what its handler rejected with (a frame a transport would send as an error). */
+function settled<T>(r: T | Promise<T>): T | Promise<T | unknown> {
+  return r instanceof Promise ? r.catch((e: unknown) => e) : r;
+}
 
 /** µs per call of one burst of `kind` (its frames made beforehand, untimed); checks every reply. */
 async function burst(kind: string): Promise<number> {
   const frames = Array.from({ length: BURST }, () => encodeMessage({ ...kinds[kind](), cid: `b-${cid++}` }));
   const t0 = performance.now();
-  const replies = await Promise.all(frames.map((f) => node.handler(f, peer)));
+  const [server, from] = target[kind] ?? [node, peer];
+  const replies = await Promise.all(frames.map((f) => settled(server.handler(f, from))));
   const us = (performance.now() - t0) * 1000 / BURST;
   const ok = kind.startsWith("served");
   for (const r of replies) {
-    if ((decode(r!) as { ok: boolean }).ok !== ok) throw new Error(`${kind}: a reply with ok ${!ok}`);
+    // a refusal is a reply saying so, or (the node's own bounds, until now) the error the transport sends
+    const refusal = r instanceof ta.OverloadedError ||
+      (r instanceof Uint8Array && (decode(r) as { ok: boolean }).ok === false);
+    if (ok === refusal) throw new Error(`${kind}: ${r instanceof Error ? r.message : "a reply"} where ok ${ok}`);
   }
   return us;
 }
@@ -116,4 +150,4 @@ for (const [kind, xs] of Object.entries(results)) {
   );
 }
 release();
-await node.drain();
+await Promise.all([node.drain(), bounded.drain()]);

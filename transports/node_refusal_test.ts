@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { decode } from "../core/codec.ts";
+import { decode, errorFromWire } from "../core/codec.ts";
 import { onTaskEvent } from "../core/events.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
 import { registeredOps } from "../core/op.ts";
@@ -33,6 +33,11 @@ const refusalLimited = ta.op(
     return i;
   },
 );
+
+const refusalHeld = ta.op({ name: "refusalHeld", remote: true }, async (i: unknown): Promise<unknown> => {
+  await held.promise;
+  return i;
+});
 
 const peer = { transport: "websocket", connectionId: 7, oneWay: false, signal: new AbortController().signal } as const;
 
@@ -163,6 +168,66 @@ test("a node refuses calls beyond an op's maxWaiting as the op would, each with 
     assert.deepStrictEqual((await filled).map((r) => r.value), [0, 1]);
   } finally {
     (def as { refusal: () => ta.OverloadedError }).refusal = made;
+    held.open();
+    await node.drain();
+  }
+});
+
+test("a node at its own bounds answers each call past them with a reply saying which bound (OverloadedError on the driver), not a rejection, and the calls in flight complete", async () => {
+  held = gate();
+  void refusalHeld;
+  const node = new NodeServer({ name: "bounded", maxInFlight: 2, maxCallsPerConnection: 1, maxInFlightBytes: 4096 });
+  const from = (connectionId: number) => ({ ...peer, connectionId, signal: new AbortController().signal });
+  const [a, b, c] = [from(1), from(2), from(3)];
+  let cid = 0;
+  const call = (arg: unknown = 0) => encodeMessage({ t: "call", cid: `n${cid++}`, op: "refusalHeld", args: [arg] });
+  /** The replies to a burst of `n` calls from `who`: every one a reply (a rejection would throw here). */
+  const burst = async (who: typeof a, n: number, arg?: unknown) =>
+    (await Promise.all(Array.from({ length: n }, () => node.handler(call(arg), who)))).map((r) => decode(r!) as Reply);
+  const refusal = (message: string): Reply => ({
+    t: "result",
+    ok: false,
+    error: { tag: "OverloadedError", message, data: {} },
+  });
+  try {
+    const first = node.handler(call(1), a);
+    await turn();
+    for (const r of await burst(a, 5)) {
+      assert.deepStrictEqual(
+        r,
+        refusal(
+          `Node "bounded" refused a call to refusalHeld: 1 calls are in flight on this connection, its limit ` +
+            `(maxCallsPerConnection 1)`,
+        ),
+      );
+    }
+    const second = node.handler(call(2), b);
+    await turn();
+    const refused = await burst(c, 5);
+    for (const r of refused) {
+      assert.deepStrictEqual(
+        r,
+        refusal(
+          `Node "bounded" refused a call to refusalHeld: 2 calls are in flight on this node, its limit ` +
+            `(maxInFlight 2, --max-in-flight)`,
+        ),
+      );
+    }
+    // what the driver makes of it: the error a retry policy retries
+    const err = errorFromWire(refused[0].error);
+    assert.ok(err instanceof ta.OverloadedError, String(err));
+    held.open();
+    assert.deepStrictEqual([decode((await first)!), decode((await second)!)], [
+      { t: "result", ok: true, value: 1 },
+      { t: "result", ok: true, value: 2 },
+    ]);
+    // a frame larger than the bytes left for calls in flight
+    const [big] = await burst(c, 1, "x".repeat(5000));
+    assert.deepStrictEqual(big.error?.tag, "OverloadedError");
+    assert.match(big.error!.message, /refused a call to refusalHeld of \d+ bytes: .*maxInFlightBytes 4096/);
+    // and once the calls in flight are done, a call is served
+    assert.deepStrictEqual((await burst(c, 1, 3))[0], { t: "result", ok: true, value: 3 });
+  } finally {
     held.open();
     await node.drain();
   }

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { errorToWire, frameBytes } from "../core/codec.ts";
+import { errorToWire, frameBytes, type WireError } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
@@ -638,21 +638,23 @@ export class NodeServer {
       ? this.connectionOf(signal)
       : undefined;
     const running = conn !== undefined ? conn.running : this.callsPerScope.get(scope) ?? 0;
+    // a node at one of its own bounds answers with a reply saying so, made without an error object
+    // (its stack) or a rejected promise: refusing must cost it less than serving (bench/refusals.ts)
     if (running >= this.maxCallsPerConnection) {
-      throw new OverloadedError(
+      return overloadedReply(
         `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
           `${scope === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
           `(maxCallsPerConnection ${this.maxCallsPerConnection})`,
       );
     }
     if (this.inFlight >= this.maxInFlight) {
-      throw new OverloadedError(
+      return overloadedReply(
         `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${this.inFlight} calls are in flight ` +
           `on this node, its limit (maxInFlight ${this.maxInFlight}, --max-in-flight)`,
       );
     }
     if (this.inFlightBytes + bytes > this.maxInFlightBytes) {
-      throw new OverloadedError(
+      return overloadedReply(
         `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`} of ${bytes} bytes: the calls in flight ` +
           `on this node hold ${this.inFlightBytes} bytes, its limit (maxInFlightBytes ${this.maxInFlightBytes}, ` +
           `--max-in-flight-bytes)`,
@@ -824,6 +826,15 @@ export class NodeServer {
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }
+}
+
+/**
+ * A call's reply saying the node refused it, which the driver rebuilds as `OverloadedError`: the
+ * wire form `errorToWire` gives that error, made without the error itself.
+ */
+function overloadedReply(message: string): Uint8Array {
+  const error: WireError = { tag: "OverloadedError", message, data: {} };
+  return encodeMessage({ t: "result", ok: false, error });
 }
 
 /** A listener that deletes `key` from `map`. */

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { startNodeProcess } from "../adapters/_test_nodes.ts";
 import { eventually, rejection, settlesWithin } from "../core/_test_utils.ts";
-import { decode } from "../core/codec.ts";
+import { decode, errorFromWire } from "../core/codec.ts";
 import { decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { TransportConnection } from "./transport.ts";
 import { webSocketTransport } from "./websocket.ts";
@@ -103,7 +103,10 @@ test("NodeServer refuses calls past --max-calls-per-connection with OverloadedEr
     const id = await createSolo(conn, "driver-a");
     const running = [1, 2, 3].map((i) => conn.request(work(id, `c${i}`, 600_000)).catch(() => {}));
     assert.ok(await eventually(async () => (await pong(n.url)).activeCalls === 3));
-    const e = await rejection(conn.request(work(id, "c4", 1)));
+    // refused with a reply saying so (not an error frame), which the driver rebuilds as the error
+    const refused = decodeReply<ResultMessage>(await conn.request(work(id, "c4", 1)), "result");
+    assert.ok(!refused.ok);
+    const e = errorFromWire(refused.error);
     assert.ok(e instanceof ta.OverloadedError, `expected OverloadedError, got ${e}`);
     assert.match(e.message, /3 calls are in flight on this connection.*maxCallsPerConnection 3/);
     // another connection has its own bound
