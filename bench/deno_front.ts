@@ -4,14 +4,20 @@
  * its connection guard, `adapters/deno/_connection_guard.ts`), and by the Node adapter under Deno's
  * Node compatibility; each with and without reading the request's `signal`. Each server is a fresh
  * child process, in turns, and the client (this process) sends sequential requests with `fetch`.
+ * With `--ws`, instead: a WebSocket echo of 40-byte messages (hono's `upgradeWebSocket`), served by
+ * `Deno.serve` directly and by the Deno adapter, sequential messages over one connection: what the
+ * guard's relay adds to each message of a Deno node, and to `bench/transport.ts`' raw echo on Deno,
+ * which is served by the adapter too.
  *
  *   deno run -A bench/deno_front.ts [--rounds 5]
+ *   deno run -A bench/deno_front.ts --ws [--rounds 5]
  *
  * Prints each variant's p50 round trip (µs): the median over the rounds, with min–max.
  *
  * @module
  */
 import { Hono } from "hono";
+import type { WSEvents } from "hono/ws";
 
 interface DenoApi {
   args: string[];
@@ -27,12 +33,25 @@ const Deno = (globalThis as unknown as { Deno: DenoApi }).Deno;
 const N = 3000;
 const VARIANTS = ["direct", "guard", "node"];
 
+/** The WebSocket echo: binary messages as ArrayBuffers (a Deno server socket's default is Blob), sent back. */
+const echo: WSEvents = {
+  onOpen: (_evt, ws) => void ((ws.raw as { binaryType?: string }).binaryType = "arraybuffer"),
+  onMessage: (evt, ws) => ws.send(evt.data as ArrayBuffer),
+};
+
 async function server(kind: string, readSignal: boolean): Promise<void> {
   const app = new Hono();
   app.post("/echo", async (c) => {
     if (readSignal) void c.req.raw.signal;
     return new Response(await c.req.arrayBuffer());
   });
+  if (kind === "direct") {
+    const { upgradeWebSocket } = await import("hono/deno");
+    app.get("/ws", upgradeWebSocket(() => echo));
+  } else if (kind === "guard") {
+    const { upgradeWebSocket } = await import("../adapters/deno/serve.ts");
+    app.get("/ws", upgradeWebSocket(() => echo));
+  }
   let port: number;
   if (kind === "direct") port = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch).addr.port;
   else if (kind === "guard") port = (await (await import("../adapters/deno/serve.ts")).serve(app, { port: 0 })).port;
@@ -69,20 +88,47 @@ async function p50(port: number): Promise<number> {
   return t.sort((a, b) => a - b)[N >> 1] * 1000;
 }
 
-async function client(rounds: number): Promise<void> {
+/** p50 of sequential 40-byte WebSocket messages echoed, over one connection (after 1,000 unmeasured). */
+async function wsP50(port: number): Promise<number> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const msg = new Uint8Array(40);
+  let echoed: () => void = () => {};
+  ws.onmessage = () => echoed();
+  const once = () => new Promise<void>((resolve) => (echoed = resolve, ws.send(msg)));
+  for (let i = 0; i < 1000; i++) await once();
+  const t = new Array<number>(N);
+  for (let i = 0; i < N; i++) {
+    const t0 = performance.now();
+    await once();
+    t[i] = performance.now() - t0;
+  }
+  ws.close();
+  return t.sort((a, b) => a - b)[N >> 1] * 1000;
+}
+
+async function client(rounds: number, ws: boolean): Promise<void> {
   const res = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++) {
-    for (const kind of VARIANTS) {
-      for (const readSignal of [false, true]) {
+    for (const kind of ws ? ["direct", "guard"] : VARIANTS) {
+      for (const readSignal of ws ? [false] : [false, true]) {
         const s = await start(kind, readSignal);
         const name = `${kind}${readSignal ? " + request.signal" : ""}`;
-        res.set(name, [...(res.get(name) ?? []), await p50(s.port)]);
+        res.set(name, [...(res.get(name) ?? []), await (ws ? wsP50(s.port) : p50(s.port))]);
         s.child.kill("SIGKILL");
         await s.child.status;
       }
     }
   }
-  console.log(`\nDeno node front, sequential POST /echo, ${rounds} rounds of ${N} requests\n`);
+  console.log(
+    ws
+      ? `\nDeno node front, sequential WebSocket echo of 40 bytes, ${rounds} rounds of ${N} messages\n`
+      : `\nDeno node front, sequential POST /echo, ${rounds} rounds of ${N} requests\n`,
+  );
   console.log("| server | p50 (µs), median | min–max |");
   console.log("|---|---:|---:|");
   for (const [name, xs] of res) {
@@ -95,5 +141,5 @@ const argv = Deno.args;
 if (argv[0] === "--server") await server(argv[1], argv[2] === "signal");
 else {
   const i = argv.indexOf("--rounds");
-  await client(i >= 0 ? Number(argv[i + 1]) : 5);
+  await client(i >= 0 ? Number(argv[i + 1]) : 5, argv.includes("--ws"));
 }
