@@ -233,10 +233,23 @@ export interface WsAppEvents extends WSEvents {
   readonly takesViews?: boolean;
 }
 
-/** Bun's server socket's ping: -1 queued over its limit, 0 dropped, else the bytes sent. */
+/** Bun's server socket's ping and pong: -1 queued over its limit, 0 dropped, else the bytes sent. */
 interface PingingSocket {
   ping(data: Uint8Array): number;
+  pong(data: Uint8Array): number;
 }
+
+/**
+ * What the node sends back for the client's pong to its ping: an unsolicited pong with no payload,
+ * which a client ignores (RFC 6455 §5.5.3). It is there for the TCP segment that carries it: that
+ * segment acknowledges the client's pong at once. A client whose socket holds small writes until its
+ * earlier ones are acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on) would
+ * otherwise hold its next message after the pong for the node's delayed acknowledgement, ~40 ms on
+ * Linux, whenever the node has nothing else to send: after each reply of more than a ping's worth
+ * (BENCHMARKS.md, Data plane, twenty-fourth session). Deno's connection guard does the same for a
+ * Deno node (`adapters/deno/_connection_guard.ts`).
+ */
+const ANSWER_PONG = new Uint8Array(0);
 
 /**
  * The events of one WebSocket connection: frames in, handler, replies out (see {@linkcode WsAppEvents}).
@@ -311,6 +324,16 @@ export function wsEvents(
       return; // closing
     }
     pinged = handed;
+  };
+  // the client's pong to our ping came: answered (see ANSWER_PONG)
+  const answerPong = (): void => {
+    const raw = out?.socket.raw as Partial<PingingSocket> | undefined;
+    if (typeof raw?.pong !== "function") return;
+    try {
+      raw.pong(ANSWER_PONG);
+    } catch {
+      // closing
+    }
   };
   // (whether the client's reads are known: by the node's own pings, or from the adapter)
   const readsKnown = (): boolean => events.deliversPongs === true || events.reportsReads === true;
@@ -501,6 +524,7 @@ export function wsEvents(
       // ours carry 8 bytes (the runtime's own keep-alive pings carry none)
       if (data.byteLength !== 8) return;
       readUpTo(new DataView(data.buffer, data.byteOffset, 8).getFloat64(0));
+      answerPong();
     },
     onHeld(messages, bytes) {
       heldElsewhere = messages;

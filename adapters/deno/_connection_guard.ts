@@ -645,6 +645,16 @@ const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
 /** A relay's ping: FIN + ping, 8 bytes of payload (the bytes relayed before it, a float64). */
 const PING_HEAD = 0x89;
 const PING_PAYLOAD_BYTES = 8;
+/**
+ * What the relay sends back for the client's pong: an unsolicited pong with no payload (FIN + pong,
+ * length 0), which a client ignores (RFC 6455 §5.5.3). It is there for the TCP segment that carries
+ * it: that segment acknowledges the client's pong at once. A client whose socket delays small writes
+ * until its earlier ones are acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on)
+ * would otherwise hold its next message after the pong until the server's delayed acknowledgement,
+ * ~40 ms on Linux, when the server has nothing else to send: the end of each reply of more than a
+ * ping's worth (BENCHMARKS.md, Data plane, twenty-fourth session).
+ */
+const ANSWER_PONG = new Uint8Array([0x8a, 0x00]);
 
 /**
  * The server's side of an upgraded connection: follows its frames (to put pings only between
@@ -666,6 +676,12 @@ class Downstream {
   #pings: { sent: number; data: number }[] = [];
   /** Its relay, whose `onRead` is told the data payloads the client has read (see {@linkcode watchRelayReads}). */
   readonly #relay: Pick<Relay, "onRead">;
+  /** The client's socket, once {@linkcode relay} wrote to it. */
+  #to: DenoConn | undefined;
+  /** A write of {@linkcode relay}'s (or of an answer's) is in progress: nothing else may write meanwhile. */
+  #writing: Promise<void> | undefined;
+  /** The client's pong came while the relay was in a frame or writing: answered at the next frame end. */
+  #answerDue = false;
 
   constructor(relay: Pick<Relay, "onRead">) {
     this.#relay = relay;
@@ -683,6 +699,24 @@ class Downstream {
 
   /** Writes `chunk` (the server's bytes) to `to`, with a ping after each frame that ends a ping's worth. */
   async relay(chunk: Uint8Array, to: DenoConn): Promise<void> {
+    this.#to = to;
+    if (this.#writing !== undefined) await this.#writing; // an answer to a pong on its way
+    let done!: () => void;
+    this.#writing = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await this.#relayChunk(chunk, to);
+      // a pong that came meanwhile, answered now that the client's stream is at a frame's end
+      if (this.#answerDue && this.#frames.atBoundary) {
+        this.#answerDue = false;
+        await writeAll(to, ANSWER_PONG);
+      }
+    } finally {
+      this.#writing = undefined;
+      done();
+    }
+  }
+
+  async #relayChunk(chunk: Uint8Array, to: DenoConn): Promise<void> {
     let start = 0;
     let at = 0;
     while (at < chunk.byteLength) {
@@ -713,6 +747,21 @@ class Downstream {
     let data = -1;
     while (this.#pings.length > 0 && this.#pings[0].sent <= read) data = this.#pings.shift()!.data;
     if (data >= 0) this.#relay.onRead?.(data);
+    this.#answer();
+  }
+
+  /** Answers the client's pong (see {@linkcode ANSWER_PONG}): now if nothing is being written, else after it. */
+  #answer(): void {
+    const to = this.#to;
+    if (to === undefined) return;
+    if (this.#writing !== undefined || !this.#frames.atBoundary) {
+      this.#answerDue = true;
+      return;
+    }
+    this.#answerDue = false;
+    this.#writing = writeAll(to, ANSWER_PONG).catch(() => {
+      // the connection is going: its pumps find out by themselves
+    }).finally(() => (this.#writing = undefined));
   }
 
   /** No more pongs will come (the client stopped sending, or the connection closed): no bound. */
@@ -745,6 +794,11 @@ class FrameEnds {
   data = 0;
   /** Whether the last {@linkcode next} stopped at a frame's end. */
   atEnd = false;
+
+  /** Whether what was followed so far ends where a frame may begin (past the upgrade answer's head). */
+  get atBoundary(): boolean {
+    return this.#matched === 4 && this.#have === 0 && this.#payloadLeft === 0;
+  }
 
   /** Follows `chunk` from `at` to the next frame's end (or the chunk's); returns where it stopped. */
   next(chunk: Uint8Array, at: number): number {

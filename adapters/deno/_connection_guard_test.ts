@@ -159,6 +159,30 @@ test("the Deno guard pings a WebSocket client between the server's frames, where
   }
 });
 
+test("the Deno guard answers the client's pongs with an empty pong of its own, between the server's frames", async () => {
+  // (so that a client whose socket holds small writes until the earlier ones are acknowledged, as
+  // Deno's WebSocket client does, gets its pong acknowledged at once, not after a delayed ACK)
+  const { guard, client, stream } = await upgraded(true);
+  try {
+    const all = await client.until(stream.byteLength);
+    assert.ok(await eventually(() => client.answers.length > 0), "no pong of the client's was answered");
+    // the server's frames are whole and in order around the answers (none was put inside a frame)
+    assert.deepEqual(concat(client.data), stream);
+    assert.ok(
+      client.answers.length <= client.pongsSent,
+      `${client.answers.length} answers to ${client.pongsSent} pongs`,
+    );
+    const ends = frameEnds(stream);
+    for (const a of client.answers) {
+      assert.ok(a.pongsSent > 0, "an answer before any pong");
+      assert.ok(ends.has(a.at), `an answer after ${a.at} bytes, inside a frame`);
+    }
+    assert.ok(all.pings.length >= 4);
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
 test("the Deno guard relays no more of the server's once 512 KiB pinged are unanswered, and goes on as the pongs come", async () => {
   const { guard, client, stream } = await upgraded(false);
   try {
@@ -393,6 +417,9 @@ class ClientSide {
   readonly data: Uint8Array[] = [];
   #dataBytes = 0;
   readonly pings: { at: number; count: number }[] = [];
+  /** The relay's empty pongs: after how many of the server's bytes, and how many pongs of ours were sent by then. */
+  readonly answers: { at: number; pongsSent: number }[] = [];
+  pongsSent = 0;
   readonly #back: Pipe;
   #answering: boolean;
   /** Pongs not sent yet (while not answering). */
@@ -416,6 +443,7 @@ class ClientSide {
 
   /** Sends a pong back a byte at a time. */
   #pong(pong: Uint8Array): void {
+    this.pongsSent++;
     for (const b of pong) this.#back.push(new Uint8Array([b]));
   }
 
@@ -452,7 +480,10 @@ class ClientSide {
         : len7;
       if (this.#have - at < head + n) return;
       this.#at = at + head + n;
-      if (g[at] === 0x89) {
+      if (g[at] === 0x8a && n === 0) {
+        // the relay's answer to a pong of ours (the server's own frames here carry payloads)
+        this.answers.push({ at: this.#dataBytes, pongsSent: this.pongsSent });
+      } else if (g[at] === 0x89) {
         const payload = g.slice(at + head, at + head + n);
         this.pings.push({ at: this.#dataBytes, count: new DataView(payload.buffer).getFloat64(0) });
         const key = [9, 8, 7, 6];
