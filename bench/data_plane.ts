@@ -25,6 +25,8 @@
  * BENCH_INLINE=1 sends every result back through the driver instead, for comparison. BENCH_MIB
  * (default `1,16`) picks the sizes of the loopback hand-offs, e.g. `BENCH_MIB=1 BENCH_RUNS=100` (the
  * store holds 1 GiB: at 16 MiB, keep BENCH_RUNS below 45).
+ * BENCH_SUSTAIN (default 1000) more hand-offs of 1 MiB run after the timed ones, then the timed runs
+ * again, printed as "sustained" (see SUSTAIN); BENCH_SUSTAIN=0 skips them.
  * Medians over BENCH_RUNS (default 5) alternating runs, with min–max. Timing claims live here,
  * never in tests.
  *
@@ -45,6 +47,14 @@ import { decodeNodeMessage, encodeMessage } from "../transports/protocol.ts";
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 /** Hand-offs of each kind run before the timed ones. */
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10);
+/**
+ * BENCH_SUSTAIN=n (default 1000; 0: none): after the timed runs of a hand-off of at most
+ * SUSTAIN_MIB_MAX, n more of each kind, untimed, and the timed runs again: the pipeline's sustained
+ * throughput beside its first hand-offs' (users run pipelines that pass thousands of arrays).
+ */
+const SUSTAIN = Number(process.env.BENCH_SUSTAIN ?? 1000);
+/** The largest hand-off, in MiB, measured sustained too (a 16 MiB one would take minutes and fill A's store). */
+const SUSTAIN_MIB_MAX = 1;
 const CHAIN = 100;
 const DELAY_MS = 5;
 /** BENCH_INLINE=1: every result comes back through the driver (as before results stayed on nodes). */
@@ -254,6 +264,29 @@ function median(xs: number[]): number {
 const spread = (xs: number[], f: (x: number) => string) =>
   `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
 
+/**
+ * RUNS timed pairs of hand-offs, ours and raw, which one goes first alternating: MB/s of each into
+ * `o` and `r`, and raw's time over ours (ours / raw in throughput) into `ratio`.
+ */
+async function timedPairs(
+  mib: number,
+  ours: () => Promise<unknown>,
+  raw: () => Promise<unknown>,
+  o: number[],
+  r: number[],
+  ratio: number[],
+): Promise<void> {
+  for (let i = 0; i < RUNS; i++) {
+    const first = i % 2 === 0;
+    const rt1 = first ? 0 : await timed(raw);
+    const ot = await timed(ours);
+    const rt = first ? await timed(raw) : rt1;
+    o.push((mib * 1.048576) / (ot / 1000));
+    r.push((mib * 1.048576) / (rt / 1000));
+    ratio.push(rt / ot);
+  }
+}
+
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await fn();
@@ -329,15 +362,7 @@ async function main(): Promise<void> {
           }
         }
         const o: number[] = [], r: number[] = [], ratio: number[] = [], driver: number[] = [];
-        for (let i = 0; i < RUNS; i++) {
-          const first = i % 2 === 0;
-          const rt1 = first ? 0 : await timed(raw);
-          const ot = await timed(ours);
-          const rt = first ? await timed(raw) : rt1;
-          o.push((mib * 1.048576) / (ot / 1000));
-          r.push((mib * 1.048576) / (rt / 1000));
-          ratio.push(rt / ot);
-        }
+        await timedPairs(mib, ours, raw, o, r, ratio);
         // the driver's bytes in hand-offs of their own, untimed (running `ss` is a process spawn,
         // which would weigh on the timed runs beside it)
         for (let i = 0; i < 3; i++) {
@@ -350,6 +375,20 @@ async function main(): Promise<void> {
         console.log(`  ${mib} MiB A → B, raw hono WebSocket            ${spread(r, mbs)}`);
         console.log(`  ${mib} MiB ours / raw                           ${spread(ratio, (x) => x.toFixed(2))}`);
         console.log(`  ${mib} MiB bytes on the driver's sockets        ${spread(driver, (x) => `${Math.round(x)} B`)}`);
+        if (SUSTAIN > 0 && mib <= SUSTAIN_MIB_MAX) {
+          // the same pipeline once it has run a while (JIT tiers, heaps and allocators at their steady
+          // state, collection included): SUSTAIN more of each, alternating, untimed, then the timed runs again
+          for (let i = 0; i < SUSTAIN; i++) {
+            await ours();
+            await raw();
+          }
+          const so: number[] = [], sr: number[] = [], sratio: number[] = [];
+          await timedPairs(mib, ours, raw, so, sr, sratio);
+          console.log(`  ${mib} MiB, sustained (after ${SUSTAIN} more of each):`);
+          console.log(`  ${mib} MiB A → B, ours, sustained              ${spread(so, mbs)}`);
+          console.log(`  ${mib} MiB A → B, raw, sustained               ${spread(sr, mbs)}`);
+          console.log(`  ${mib} MiB ours / raw, sustained               ${spread(sratio, (x) => x.toFixed(2))}`);
+        }
       }
     });
     await mesh.close();
