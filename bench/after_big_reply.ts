@@ -12,7 +12,8 @@
  *   npx deno run -A bench/after_big_reply.ts --node deno
  *   npx bun bench/after_big_reply.ts --node bun
  *
- * Prints the p50 of each kind over `--rounds` (default 60) and how many took over 20 ms.
+ * Also a small call right after a one-way frame (a `cancel`, which gets no reply). Prints the p50 of
+ * each kind over `--rounds` (default 60) and how many took over 20 ms.
  *
  * @module
  */
@@ -35,7 +36,9 @@ try {
   let cid = 0;
   const call = (bytes: number) =>
     conn.request(encodeMessage({ t: "call", cid: `c${cid++}`, op: "bpBytes", args: [bytes] }));
-  const afterBig: number[] = [], afterSmall: number[] = [];
+  const afterBig: number[] = [], afterSmall: number[] = [], afterOneWay: number[] = [];
+  // a one-way frame (a cancel of a call long done: nothing to do, no reply), then a small call
+  const cancel = encodeMessage({ t: "cancel", cid: "none" });
   for (let i = 0; i < ROUNDS + 5; i++) {
     await call(1 << 20);
     let t0 = performance.now();
@@ -44,9 +47,16 @@ try {
     t0 = performance.now();
     await call(16);
     const small = performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 1)); // (the small call's segment acknowledged by now)
+    conn.notify(cancel);
+    await new Promise((r) => setTimeout(r, 0));
+    t0 = performance.now();
+    await call(16);
+    const oneWay = performance.now() - t0;
     if (i >= 5) { // (five to warm up)
       afterBig.push(big);
       afterSmall.push(small);
+      afterOneWay.push(oneWay);
     }
   }
   const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1].toFixed(2);
@@ -54,6 +64,7 @@ try {
   console.log(`bench/after_big_reply.ts: a ${CLIENT} client, a ${NODE} node, ${ROUNDS} rounds`);
   console.log(`  small call right after a 1 MiB reply  p50 ${p50(afterBig)} ms, ${over(afterBig)} over 20 ms`);
   console.log(`  small call right after a small one    p50 ${p50(afterSmall)} ms, ${over(afterSmall)} over 20 ms`);
+  console.log(`  small call right after a one-way frame p50 ${p50(afterOneWay)} ms, ${over(afterOneWay)} over 20 ms`);
 } finally {
   await conn.close();
   node.kill();

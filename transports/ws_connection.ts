@@ -240,12 +240,13 @@ interface PingingSocket {
 }
 
 /**
- * What the node sends back for the client's pong to its ping: an unsolicited pong with no payload,
- * which a client ignores (RFC 6455 §5.5.3). It is there for the TCP segment that carries it: that
- * segment acknowledges the client's pong at once. A client whose socket holds small writes until its
- * earlier ones are acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on) would
- * otherwise hold its next message after the pong for the node's delayed acknowledgement, ~40 ms on
- * Linux, whenever the node has nothing else to send: after each reply of more than a ping's worth
+ * What the node sends back for the client's pong to its ping, and for a one-way frame of the
+ * client's (a `cancel`, a `free`): an unsolicited pong with no payload, which a client ignores (RFC
+ * 6455 §5.5.3). It is there for the TCP segment that carries it: that segment acknowledges what the
+ * client sent at once. A client whose socket holds small writes until its earlier ones are
+ * acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on) would otherwise hold its
+ * next message for the node's delayed acknowledgement, ~40 ms on Linux, whenever the node has
+ * nothing else to send: after each reply of more than a ping's worth, and after each one-way frame
  * (BENCHMARKS.md, Data plane, twenty-fourth session). Deno's connection guard does the same for a
  * Deno node (`adapters/deno/_connection_guard.ts`).
  */
@@ -325,9 +326,9 @@ export function wsEvents(
     }
     pinged = handed;
   };
-  // the client's pong to our ping came: answered (see ANSWER_PONG)
-  const answerPong = (): void => {
-    const raw = out?.socket.raw as Partial<PingingSocket> | undefined;
+  // the client's pong to our ping, or a one-way frame of its, came: answered (see ANSWER_PONG)
+  const answerPong = (socket: unknown = out?.socket.raw): void => {
+    const raw = socket as Partial<PingingSocket> | undefined;
     if (typeof raw?.pong !== "function") return;
     try {
       raw.pong(ANSWER_PONG);
@@ -605,6 +606,8 @@ export function wsEvents(
       if (frame.byteLength > maxFrameBytes) return fail(ws, id, tooLarge(frame.byteLength, maxFrameBytes));
       void answer(ws, id, frame);
     } else if (kind === KIND_NOTIFY) {
+      // no reply goes back for it: the pong's segment acknowledges it (see ANSWER_PONG)
+      answerPong(ws.raw);
       if (frame.byteLength > maxFrameBytes) return;
       try {
         const r = handler(frame, notifyPeer);

@@ -7,12 +7,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { WSContext } from "hono/ws";
 import { eventually } from "../core/_test_utils.ts";
-import { framed, KIND_REQUEST } from "./ws_framing.ts";
+import { framed, KIND_NOTIFY, KIND_REQUEST } from "./ws_framing.ts";
 import { wsEvents } from "./ws_connection.ts";
 
-test("a node answers the client's pong to its ping with an empty pong, and a keep-alive pong with nothing", async () => {
+/**
+ * Bun's server socket as far as the node uses it (send, ping and pong return the bytes taken), under
+ * hono's WSContext; `out` lists what went out: `message <bytes>`, `ping <count it carries>`, `pong <bytes>`.
+ */
+function bunSocket(): { out: string[]; ws: WSContext } {
   const out: string[] = [];
-  // Bun's server socket, as far as the node uses it: send, ping and pong return the bytes taken
   const raw = {
     readyState: 1,
     send: (m: Uint8Array) => (out.push(`message ${m.byteLength}`), m.byteLength),
@@ -30,6 +33,11 @@ test("a node answers the client's pong to its ping with an empty pong, and a kee
     protocol: null,
     close() {},
   });
+  return { out, ws };
+}
+
+test("a node answers the client's pong to its ping with an empty pong, and a keep-alive pong with nothing", async () => {
+  const { out, ws } = bunSocket();
   // a reply of more than a ping's worth (256 KiB), so that the node pings after it
   const events = wsEvents(() => new Uint8Array(300 * 1024), 64 << 20, 16 << 20);
   events.deliversPongs = true;
@@ -46,5 +54,19 @@ test("a node answers the client's pong to its ping with an empty pong, and a kee
   new DataView(payload.buffer).setFloat64(0, pinged);
   events.onPong(payload);
   assert.deepEqual(out.slice(before), ["pong 0"]);
+  events.onClose?.(new CloseEvent("close"), ws);
+});
+
+test("a node answers a one-way frame of the client's with an empty pong, and a request with its reply only", async () => {
+  const { out, ws } = bunSocket();
+  const seen: number[] = [];
+  const events = wsEvents((frame) => (seen.push(frame[0]), new Uint8Array([1])), 64 << 20, 16 << 20);
+  events.deliversPongs = true;
+  events.onMessage!({ data: framed(KIND_REQUEST, 1, new Uint8Array([7])) } as MessageEvent, ws);
+  assert.ok(await eventually(() => out.some((s) => s.startsWith("message"))), "the request's reply was not sent");
+  assert.ok(!out.includes("pong 0"), `a request was answered with a pong: ${out}`);
+  events.onMessage!({ data: framed(KIND_NOTIFY, 0, new Uint8Array([9])) } as MessageEvent, ws);
+  assert.deepEqual(out.filter((s) => s.startsWith("pong")), ["pong 0"]);
+  assert.ok(await eventually(() => seen.length === 2), "the one-way frame did not reach the handler");
   events.onClose?.(new CloseEvent("close"), ws);
 });

@@ -28,6 +28,8 @@
 // read), it has the relay keep what the client sends (`holdRelayInput`, pongs still read), so that
 // Deno makes no event of each message meanwhile, nor of any when the client leaves first.
 
+import { KIND_NOTIFY } from "../../transports/ws_framing.ts";
+
 /** What the guard needs of a Deno connection (typed here: the project's tsc has no Deno types). */
 export interface DenoConn {
   read(buffer: Uint8Array): Promise<number | null>;
@@ -412,7 +414,11 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
   const fromClient = (r: Relay, chunk: Uint8Array): void => {
     if (r.phase === "upgraded") {
       const down = r.down;
-      const ws = r.ws ??= new WsLengths(options.maxMessageBytes, down ? (read) => down.acknowledged(read) : undefined);
+      const ws = r.ws ??= new WsLengths(
+        options.maxMessageBytes,
+        down ? (read) => down.acknowledged(read) : undefined,
+        down ? () => down.oneWay() : undefined,
+      );
       if (!ws.feed(chunk)) drop(r);
       return;
     }
@@ -646,13 +652,14 @@ const MAX_WINDOW_BYTES = 64 * 1024 * 1024;
 const PING_HEAD = 0x89;
 const PING_PAYLOAD_BYTES = 8;
 /**
- * What the relay sends back for the client's pong: an unsolicited pong with no payload (FIN + pong,
- * length 0), which a client ignores (RFC 6455 §5.5.3). It is there for the TCP segment that carries
- * it: that segment acknowledges the client's pong at once. A client whose socket delays small writes
- * until its earlier ones are acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on)
- * would otherwise hold its next message after the pong until the server's delayed acknowledgement,
- * ~40 ms on Linux, when the server has nothing else to send: the end of each reply of more than a
- * ping's worth (BENCHMARKS.md, Data plane, twenty-fourth session).
+ * What the relay sends back for the client's pong, and for a one-way frame of the client's (the node's
+ * framing: a `cancel`, a `free`): an unsolicited pong with no payload (FIN + pong, length 0), which a
+ * client ignores (RFC 6455 §5.5.3). It is there for the TCP segment that carries it: that segment
+ * acknowledges what the client sent at once. A client whose socket delays small writes until its
+ * earlier ones are acknowledged (Nagle's algorithm: Deno's `WebSocket` client leaves it on) would
+ * otherwise hold its next message until the server's delayed acknowledgement, ~40 ms on Linux,
+ * when the server has nothing else to send: after each reply of more than a ping's worth, and after
+ * each one-way frame, which gets no reply (BENCHMARKS.md, Data plane, twenty-fourth session).
  */
 const ANSWER_PONG = new Uint8Array([0x8a, 0x00]);
 
@@ -735,6 +742,11 @@ class Downstream {
     }
     if (start < chunk.byteLength) await writeAll(to, chunk.subarray(start));
     this.#sent += chunk.byteLength - start;
+  }
+
+  /** The client sent a one-way frame, which no reply will acknowledge: answered (see {@linkcode ANSWER_PONG}). */
+  oneWay(): void {
+    this.#answer();
   }
 
   /** The client's pong for a ping of ours: it read `read` bytes. */
@@ -872,9 +884,15 @@ class WsLengths {
   #pong: Uint8Array | undefined;
   #pongHave = 0;
 
-  constructor(limit: number, onPong?: (read: number) => void) {
+  /** Told of each one-way frame of the node's framing (a binary message whose first byte is KIND_NOTIFY). */
+  readonly #onOneWay: (() => void) | undefined;
+  /** The frame being read starts a binary message whose first byte (its kind) is still to come. */
+  #kindDue = false;
+
+  constructor(limit: number, onPong?: (read: number) => void, onOneWay?: () => void) {
     this.#limit = limit;
     this.#onPong = onPong;
+    this.#onOneWay = onOneWay;
   }
 
   /** Takes the next bytes from the client; false once a message is over the limit. */
@@ -884,6 +902,11 @@ class WsLengths {
       if (this.#payloadLeft > 0) {
         const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
         if (this.#pong !== undefined) this.#pongBytes(chunk, at, skip);
+        if (this.#kindDue) {
+          // the message's first byte, unmasked (the key's first byte: it is the payload's first)
+          this.#kindDue = false;
+          if ((chunk[at] ^ this.#header[2]) === KIND_NOTIFY) this.#onOneWay!();
+        }
         this.#payloadLeft -= skip;
         at += skip;
         continue;
@@ -901,6 +924,8 @@ class WsLengths {
         this.#pongHave = 0;
       }
       const fin = (h[0] & 0x80) !== 0;
+      // a whole binary message, masked: its kind byte is looked at (a one-way frame gets no reply)
+      this.#kindDue = opcode === 2 && fin && need >= 6 && length > 0 && this.#onOneWay !== undefined;
       this.#have = 0;
       if (opcode < 8) {
         // a data frame: a new message, or a continuation (opcode 0) of the current one

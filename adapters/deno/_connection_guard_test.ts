@@ -183,6 +183,42 @@ test("the Deno guard answers the client's pongs with an empty pong of its own, b
   }
 });
 
+test("the Deno guard answers the client's one-way frames (the node's KIND_NOTIFY) with an empty pong, not its requests", async () => {
+  // (a one-way frame gets no reply from the node: without an answer, a client that holds small
+  // writes until the earlier ones are acknowledged waits for the server's delayed ACK)
+  const { guard, client, stream, send, sentOn } = await upgraded(true);
+  try {
+    await client.until(stream.byteLength);
+    assert.ok(await eventually(() => client.answers.length >= 1), "no pong of the client's was answered");
+    // wait for the answers to the pings to settle, then count
+    let settled = -1;
+    assert.ok(
+      await eventually(() => {
+        const n = client.answers.length;
+        const same = n === settled;
+        settled = n;
+        return same;
+      }),
+    );
+    const key = [0x11, 0x22, 0x33, 0x44];
+    const masked = (payload: number[]) =>
+      new Uint8Array([0x82, 0x80 | payload.length, ...key, ...payload.map((b, i) => b ^ key[i & 3])]);
+    // a request (kind 0): the node's reply will acknowledge it, so no answer; then a one-way frame
+    const request = masked([0, 1, 0, 0, 0, 7]);
+    const oneWay = masked([2, 0, 0, 0, 0, 9]);
+    send(request);
+    assert.ok(await eventually(() => sentOn().byteLength >= request.byteLength));
+    const before = client.answers.length;
+    send(oneWay);
+    assert.ok(await eventually(() => client.answers.length === before + 1), "the one-way frame got no answer");
+    // both frames reached the server as they were
+    const tail = sentOn().subarray(-(request.byteLength + oneWay.byteLength));
+    assert.deepEqual(tail, concat([request, oneWay]));
+  } finally {
+    await guard.closeAll(0);
+  }
+});
+
 test("the Deno guard relays no more of the server's once 512 KiB pinged are unanswered, and goes on as the pongs come", async () => {
   const { guard, client, stream } = await upgraded(false);
   try {
