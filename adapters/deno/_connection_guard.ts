@@ -707,7 +707,8 @@ class Downstream {
   /** Writes `chunk` (the server's bytes) to `to`, with a ping after each frame that ends a ping's worth. */
   async relay(chunk: Uint8Array, to: DenoConn): Promise<void> {
     this.#to = to;
-    if (this.#writing !== undefined) await this.#writing; // an answer to a pong on its way
+    // an answer on its way (and the one it may start as it ends, see #answer)
+    while (this.#writing !== undefined) await this.#writing;
     let done!: () => void;
     this.#writing = new Promise<void>((resolve) => (done = resolve));
     try {
@@ -773,7 +774,11 @@ class Downstream {
     this.#answerDue = false;
     this.#writing = writeAll(to, ANSWER_PONG).catch(() => {
       // the connection is going: its pumps find out by themselves
-    }).finally(() => (this.#writing = undefined));
+    }).finally(() => {
+      this.#writing = undefined;
+      // something more of the client's came while this one went: it gets its own answer
+      if (this.#answerDue) this.#answer();
+    });
   }
 
   /** No more pongs will come (the client stopped sending, or the connection closed): no bound. */
@@ -888,6 +893,8 @@ class WsLengths {
   readonly #onOneWay: (() => void) | undefined;
   /** The frame being read starts a binary message whose first byte (its kind) is still to come. */
   #kindDue = false;
+  /** That frame's mask key's first byte, which masks its payload's first byte. */
+  #kindMask = 0;
 
   constructor(limit: number, onPong?: (read: number) => void, onOneWay?: () => void) {
     this.#limit = limit;
@@ -903,9 +910,9 @@ class WsLengths {
         const skip = Math.min(this.#payloadLeft, chunk.byteLength - at);
         if (this.#pong !== undefined) this.#pongBytes(chunk, at, skip);
         if (this.#kindDue) {
-          // the message's first byte, unmasked (the key's first byte: it is the payload's first)
+          // the message's first byte, unmasked
           this.#kindDue = false;
-          if ((chunk[at] ^ this.#header[2]) === KIND_NOTIFY) this.#onOneWay!();
+          if ((chunk[at] ^ this.#kindMask) === KIND_NOTIFY) this.#onOneWay!();
         }
         this.#payloadLeft -= skip;
         at += skip;
@@ -925,7 +932,9 @@ class WsLengths {
       }
       const fin = (h[0] & 0x80) !== 0;
       // a whole binary message, masked: its kind byte is looked at (a one-way frame gets no reply)
-      this.#kindDue = opcode === 2 && fin && need >= 6 && length > 0 && this.#onOneWay !== undefined;
+      this.#kindDue = opcode === 2 && fin && (h[1] & 0x80) !== 0 && length > 0 && this.#onOneWay !== undefined;
+      // (the key is the header's last 4 bytes, after a 16- or 64-bit length if there is one)
+      if (this.#kindDue) this.#kindMask = h[need - 4];
       this.#have = 0;
       if (opcode < 8) {
         // a data frame: a new message, or a continuation (opcode 0) of the current one

@@ -201,8 +201,14 @@ test("the Deno guard answers the client's one-way frames (the node's KIND_NOTIFY
       }),
     );
     const key = [0x11, 0x22, 0x33, 0x44];
+    // (a payload past 125 bytes has a 16-bit length before the key)
     const masked = (payload: number[]) =>
-      new Uint8Array([0x82, 0x80 | payload.length, ...key, ...payload.map((b, i) => b ^ key[i & 3])]);
+      new Uint8Array([
+        0x82,
+        ...(payload.length < 126 ? [0x80 | payload.length] : [0x80 | 126, payload.length >> 8, payload.length & 0xff]),
+        ...key,
+        ...payload.map((b, i) => b ^ key[i & 3]),
+      ]);
     // a request (kind 0): the node's reply will acknowledge it, so no answer; then a one-way frame
     const request = masked([0, 1, 0, 0, 0, 7]);
     const oneWay = masked([2, 0, 0, 0, 0, 9]);
@@ -211,9 +217,18 @@ test("the Deno guard answers the client's one-way frames (the node's KIND_NOTIFY
     const before = client.answers.length;
     send(oneWay);
     assert.ok(await eventually(() => client.answers.length === before + 1), "the one-way frame got no answer");
-    // both frames reached the server as they were
-    const tail = sentOn().subarray(-(request.byteLength + oneWay.byteLength));
-    assert.deepEqual(tail, concat([request, oneWay]));
+    // the same with 200-byte frames (a free of many results): the request gets none, the one-way one
+    const longRequest = masked([0, 2, 0, 0, 0, ...new Array(195).fill(5)]);
+    const longOneWay = masked([2, 0, 0, 0, 0, ...new Array(195).fill(6)]);
+    send(longRequest);
+    assert.ok(await eventually(() => sentOn().byteLength >= 2 * request.byteLength + longRequest.byteLength));
+    assert.equal(client.answers.length, before + 1, "a request of 200 bytes was answered");
+    send(longOneWay);
+    assert.ok(await eventually(() => client.answers.length === before + 2), "the 200-byte one-way frame got no answer");
+    // all four frames reached the server as they were
+    const frames = [request, oneWay, longRequest, longOneWay];
+    const tail = sentOn().subarray(-frames.reduce((n, f) => n + f.byteLength, 0));
+    assert.deepEqual(tail, concat(frames));
   } finally {
     await guard.closeAll(0);
   }
