@@ -74,10 +74,8 @@ async function start(kind: string, readSignal: boolean) {
   }
 }
 
-async function p50(port: number): Promise<number> {
-  const url = `http://127.0.0.1:${port}/echo`;
-  const body = new Uint8Array(60);
-  const once = async () => await (await fetch(url, { method: "POST", body })).arrayBuffer();
+/** p50 of `once`, in µs, over N calls one after another, after 1,000 unmeasured. */
+async function timedP50(once: () => Promise<unknown>): Promise<number> {
   for (let i = 0; i < 1000; i++) await once();
   const t = new Array<number>(N);
   for (let i = 0; i < N; i++) {
@@ -88,7 +86,14 @@ async function p50(port: number): Promise<number> {
   return t.sort((a, b) => a - b)[N >> 1] * 1000;
 }
 
-/** p50 of sequential 40-byte WebSocket messages echoed, over one connection (after 1,000 unmeasured). */
+/** p50 of sequential 60-byte POSTs echoed. */
+function p50(port: number): Promise<number> {
+  const url = `http://127.0.0.1:${port}/echo`;
+  const body = new Uint8Array(60);
+  return timedP50(async () => await (await fetch(url, { method: "POST", body })).arrayBuffer());
+}
+
+/** p50 of sequential 40-byte WebSocket messages echoed, over one connection. */
 async function wsP50(port: number): Promise<number> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
   ws.binaryType = "arraybuffer";
@@ -99,16 +104,11 @@ async function wsP50(port: number): Promise<number> {
   const msg = new Uint8Array(40);
   let echoed: () => void = () => {};
   ws.onmessage = () => echoed();
-  const once = () => new Promise<void>((resolve) => (echoed = resolve, ws.send(msg)));
-  for (let i = 0; i < 1000; i++) await once();
-  const t = new Array<number>(N);
-  for (let i = 0; i < N; i++) {
-    const t0 = performance.now();
-    await once();
-    t[i] = performance.now() - t0;
+  try {
+    return await timedP50(() => new Promise<void>((resolve) => (echoed = resolve, ws.send(msg))));
+  } finally {
+    ws.close();
   }
-  ws.close();
-  return t.sort((a, b) => a - b)[N >> 1] * 1000;
 }
 
 async function client(rounds: number, ws: boolean): Promise<void> {

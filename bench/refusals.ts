@@ -54,11 +54,14 @@ const heldOp = ta.op({ name: "heldOp", remote: true }, async () => {
 void heldOp;
 
 const node = new NodeServer({ name: "refusals" });
-const peer = { transport: "websocket", connectionId: 1, oneWay: false, signal: new AbortController().signal } as const;
+/** A WebSocket connection's peer, as a transport hands it to the node's handler. */
+const peerOf = (connectionId: number) =>
+  ({ transport: "websocket", connectionId, oneWay: false, signal: new AbortController().signal }) as const;
+const peer = peerOf(1);
 // a node at its own bounds: one call in flight on it (maxInFlight), one on the connection
 // (maxCallsPerConnection: another peer of its own, so that each bound is the one reached)
 const bounded = new NodeServer({ name: "refusals-bounded", maxInFlight: 2, maxCallsPerConnection: 1 });
-const peer2 = { transport: "websocket", connectionId: 2, oneWay: false, signal: new AbortController().signal } as const;
+const peer2 = peerOf(2);
 const turn = () => new Promise((r) => setTimeout(r, 0));
 
 async function create(service: string): Promise<string> {
@@ -87,12 +90,7 @@ for (const frame of fills) {
 bounded.handler(encodeMessage({ t: "call", op: "heldOp", args: [], cid: `fill-${cid++}` }), peer);
 bounded.handler(encodeMessage({ t: "call", op: "heldOp", args: [], cid: `fill-${cid++}` }), peer2);
 await turn();
-const boundedPeer = {
-  transport: "websocket",
-  connectionId: 3,
-  oneWay: false,
-  signal: new AbortController().signal,
-} as const;
+const boundedPeer = peerOf(3);
 
 const kinds: Record<string, () => Record<string, unknown>> = {
   "served (echo)": () => ({ t: "call", id: served, method: "echo", args: ["What is ML?"] }),
@@ -102,7 +100,7 @@ const kinds: Record<string, () => Record<string, unknown>> = {
   "refused: node's maxInFlight": () => ({ t: "call", op: "heldOp", args: ["What is ML?"] }),
 };
 /** Where each kind's burst goes: the bounded node's, from the peer at its bound or a fresh one. */
-const target: Record<string, [NodeServer, typeof peer | typeof peer2 | typeof boundedPeer]> = {
+const target: Record<string, [NodeServer, typeof peer]> = {
   "refused: node's maxCallsPerConnection": [bounded, peer],
   "refused: node's maxInFlight": [bounded, boundedPeer],
 };
