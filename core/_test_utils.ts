@@ -69,3 +69,14 @@ export async function settlesWithin(promise: PromiseLike<unknown>, limitMs: numb
     clearTimeout(timer);
   }
 }
+
+/** The bytes of `parts`, one after another, in a buffer of their own. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}

@@ -5,7 +5,7 @@
 // of its messages the client has read.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually, gate } from "../../core/_test_utils.ts";
+import { concatBytes as concat, eventually, gate } from "../../core/_test_utils.ts";
 import {
   type DenoConn,
   type DenoListener,
@@ -590,14 +590,4 @@ function framesOf(stream: Uint8Array): Map<number, number> {
     sums.set(at, payloads);
   }
   return sums;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
