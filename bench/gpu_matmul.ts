@@ -9,7 +9,7 @@
  * "end-to-end" times `matmul()`: upload of A and B, the dispatch, and readback of C. "resident"
  * keeps A and B on the GPU (`GpuArray`) and times dispatch + readback of C only.
  */
-import { GpuArray } from "../adapters/webgpu/kernel.ts";
+import { GpuArray } from "../adapters/webgpu/gpu_array.ts";
 import { matmul, matmulResident } from "../adapters/webgpu/matmul.ts";
 import { matmulNaive } from "../adapters/webgpu/_reference.ts";
 import { requestGpuDevice, webgpuAdapters, webgpuUnavailableReason } from "../adapters/webgpu/detect.ts";

@@ -1,6 +1,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { defineKernel, GpuArray } from "./kernel.ts";
+import { GpuArray } from "./gpu_array.ts";
+import { defineKernel } from "./kernel.ts";
 import { releaseGpuDevices, requestGpuDevice } from "./detect.ts";
 import { GpuDeviceLostError, KernelError } from "./errors.ts";
 import { noGpu, randomFloats } from "./_test_utils.ts";

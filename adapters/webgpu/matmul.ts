@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { defineKernel, type GpuArray } from "./kernel.ts";
+import type { GpuArray } from "./gpu_array.ts";
+import { defineKernel } from "./kernel.ts";
 import { requestGpuDevice } from "./detect.ts";
 
 /** Options of {@linkcode matmul}. */
@@ -200,7 +201,7 @@ function unpadColumns(x: Float32Array, rows: number, padCols: number, cols: numb
  * @example An identity `b` kept on the device
  * ```ts
  * import { matmulResident } from "./matmul.ts";
- * import { GpuArray } from "./kernel.ts";
+ * import { GpuArray } from "./gpu_array.ts";
  * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
  * if ((await webgpuAdapters()).length > 0) {
  *   const device = await requestGpuDevice(0);

@@ -45,8 +45,6 @@ export {
 export { GpuDeviceLostError, KernelError } from "./errors.ts";
 export {
   defineKernel,
-  type ElementType,
-  GpuArray,
   Kernel,
   type KernelBinding,
   type KernelDeviceOutputs,
@@ -55,11 +53,9 @@ export {
   type KernelRunOptions,
   type KernelSizes,
   type KernelSpec,
-  READBACK,
-  readbackCount,
-  type TypedArrayFor,
   type Workgroups,
 } from "./kernel.ts";
+export { type ElementType, GpuArray, READBACK, readbackCount, type TypedArrayFor } from "./gpu_array.ts";
 export { matmul, type MatmulOptions, matmulResident } from "./matmul.ts";
 export { CosineIndex, type CosineIndexOptions, MAX_K, type SearchHit } from "./retrieval.ts";
 export { gpu, type GpuOptions, registerWebGpu, webgpuGpuDevices } from "./gpu.ts";

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { defineKernel, GpuArray } from "./kernel.ts";
+import { GpuArray } from "./gpu_array.ts";
+import { defineKernel } from "./kernel.ts";
 import { requestGpuDevice } from "./detect.ts";
 
 /** One search result: a document index and its cosine similarity to the query. */
