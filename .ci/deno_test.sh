@@ -29,6 +29,13 @@
 # default backends include GL) and aborted 1 of 2 runs; with DENO_WEBGPU_BACKEND=vulkan as well,
 # libEGL is not loaded (/proc/self/maps) and the WebGPU step passed 24 of 24 runs with no abort (54
 # passed each, on lavapipe), and 20 of 20 more after a clean-clone CI run. .ci/run installs the drivers and sets the variable; a crash still fails.
+# `npm test` and `npm run test:integration` on a machine of one's own: where Mesa's Vulkan driver
+# (lavapipe) is installed and no backend was chosen, Deno's WebGPU uses it, as under .ci/run, and
+# not libEGL (the unit step's doc tests reach WebGPU too: without this, a developer's `npm test`
+# could abort at exit the way described above).
+if [ -z "${DENO_WEBGPU_BACKEND:-}" ] && ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+  export DENO_WEBGPU_BACKEND=vulkan
+fi
 deno_test() {
   local out rc plain
   out=$(mktemp)
