@@ -2,7 +2,10 @@
  * What a sequential call's frames cost their codec and framing alone, without a socket: encoding
  * the reply envelope (`{ t: "result", ok: true, value }`) and the call envelope with `encodeFrame`
  * and giving each its WebSocket header with `framed` (as the node and the driver do per call), and
- * decoding the call frame. ns per operation: the minimum and the median of 25 batches of 50,000.
+ * decoding the call frame; and a node's replies at many calls in flight: 64 encoded one after
+ * another, then each queued on an `Outbox` and sent as one batch (ns a reply; a tree whose `Outbox`
+ * has no `pushFrame` gives each its header with `framed` first, as before). ns per operation: the
+ * minimum and the median of 25 batches of 50,000 (of 782 for the batch of 64 replies).
  *
  *   npx bun bench/frame_path.ts
  *   npx deno run -A bench/frame_path.ts
@@ -32,10 +35,18 @@ const call = {
 let sink = 0;
 
 type Codec = Pick<typeof codec, "decode" | "encode" | "encodeFrame">;
-type Framing = Pick<typeof framing, "framed" | "KIND_REPLY" | "KIND_REQUEST">;
+type Framing = Pick<typeof framing, "framed" | "KIND_REPLY" | "KIND_REQUEST" | "Outbox">;
+/** Replies made before a batch of them is sent (a node at many calls in flight). */
+const REPLIES = 64;
 
-function cases(c: Codec, f: Framing): [string, () => void][] {
+/** The cases: name, one operation, and how many of the thing measured it does (default 1). */
+function cases(c: Codec, f: Framing): [string, () => void, number?][] {
   const callFrame = c.encode(call);
+  const box = new f.Outbox((m) => void (sink += m.byteLength));
+  const replies: Uint8Array[] = new Array(REPLIES);
+  const batched = "pushFrame" in box
+    ? (i: number) => box.pushFrame(f.KIND_REPLY, i, replies[i])
+    : (i: number) => (box as { push(m: Uint8Array): void }).push(f.framed(f.KIND_REPLY, i, replies[i]));
   return [
     [
       "encodeFrame + framed, the reply",
@@ -46,16 +57,26 @@ function cases(c: Codec, f: Framing): [string, () => void][] {
       () => void (sink += f.framed(f.KIND_REQUEST, 7, c.encodeFrame(call)).byteLength),
     ],
     ["decode, the call frame", () => void (sink += c.decode(callFrame) === undefined ? 0 : 1)],
+    [
+      `${REPLIES} replies encoded, then batched by an Outbox (ns a reply)`,
+      () => {
+        for (let i = 0; i < REPLIES; i++) replies[i] = c.encodeFrame(reply);
+        for (let i = 0; i < REPLIES; i++) batched(i);
+        box.flush();
+      },
+      REPLIES,
+    ],
   ];
 }
 
-function time(f: () => void): number {
+function time(f: () => void, per = 1): number {
+  const n = Math.ceil(BATCH / per);
   const t0 = performance.now();
-  for (let i = 0; i < BATCH; i++) f();
-  return (performance.now() - t0) * 1e6 / BATCH;
+  for (let i = 0; i < n; i++) f();
+  return (performance.now() - t0) * 1e6 / (n * per);
 }
 
-const trees: [string, [string, () => void][]][] = [["this tree", cases(codec, framing)]];
+const trees: [string, [string, () => void, number?][]][] = [["this tree", cases(codec, framing)]];
 const other = process.env.BENCH_OTHER;
 if (other) {
   const c = await import(`${other}/core/codec.ts`) as Codec;
@@ -66,7 +87,9 @@ console.log(`| operation | ${trees.map(([t]) => `${t}: ns, min | median`).join("
 console.log(`|---|${trees.map(() => "---:|---:").join("|")}|`);
 for (let k = 0; k < trees[0][1].length; k++) {
   const ns: number[][] = trees.map(() => []);
-  for (let b = 0; b < BATCHES; b++) for (let t = 0; t < trees.length; t++) ns[t].push(time(trees[t][1][k][1]));
+  for (let b = 0; b < BATCHES; b++) {
+    for (let t = 0; t < trees.length; t++) ns[t].push(time(trees[t][1][k][1], trees[t][1][k][2]));
+  }
   const cells = ns.map((s) => {
     s.sort((a, b) => a - b);
     return `${s[0].toFixed(0)} | ${s[BATCHES >> 1].toFixed(0)}`;

@@ -366,9 +366,8 @@ class WebSocketConnection implements TransportConnection {
     const outbox = this.#ws === ws ? this.#outbox : undefined;
     const messages = segmentedMessages(kind, id, frame);
     if (messages === undefined) {
-      const out = framed(kind, id, frame);
-      if (outbox !== undefined) outbox.push(out);
-      else ws.send(out);
+      if (outbox !== undefined) outbox.pushFrame(kind, id, frame);
+      else ws.send(framed(kind, id, frame));
       return;
     }
     outbox?.flush(); // keep the order

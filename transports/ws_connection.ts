@@ -18,7 +18,6 @@ import type { FrameHandler, PeerInfo } from "./transport.ts";
 import {
   forEachInBatch,
   FRAME_HEADER_BYTES,
-  framed,
   KIND_BATCH,
   KIND_ERROR,
   KIND_NOTIFY,
@@ -450,7 +449,7 @@ export function wsEvents(
   const send = (ws: WSContext, kind: number, id: number, body: Uint8Array): void => {
     if (!open) return;
     const messages = segmentedMessages(kind, id, body);
-    if (messages === undefined) return (outbox ??= new Outbox((m) => write(ws, m))).push(framed(kind, id, body));
+    if (messages === undefined) return (outbox ??= new Outbox((m) => write(ws, m))).pushFrame(kind, id, body);
     // its large arrays follow it as messages of their own, sent from where they lie (on Bun in the
     // next turn: taken behind the head in this one, each would be copied, see SendQueue.sendNextTurn)
     outbox?.flush();

@@ -52,6 +52,43 @@ test("Outbox sends the frames of one turn as one batch message, and forEachInBat
   strictEqual(forEachInBatch(new Uint8Array([KIND_BATCH, 0, 0, 0, 0, 2, 0, 0, 0]), () => {}), false);
 });
 
+test("Outbox.pushFrame writes each frame's header into the batch, beside whole messages, and leaves the bodies as they were", async () => {
+  const sent: Uint8Array[] = [];
+  const box = new Outbox((m) => sent.push(m));
+  // bodies with bytes in front of them (as the codec's frames have), which a batch must not write
+  const slab = new Uint8Array(64).fill(0xee);
+  const bodies = [slab.subarray(10, 13).fill(1), slab.subarray(30, 31).fill(2), slab.subarray(40, 40)];
+  const whole = framed(KIND_NOTIFY, 0, new Uint8Array([9, 9]));
+  box.pushFrame(KIND_REPLY, 7, bodies[0]);
+  box.push(whole);
+  box.pushFrame(KIND_REQUEST, 0xfffffffe, bodies[1]);
+  box.pushFrame(KIND_REPLY, 8, bodies[2]); // an empty body
+  strictEqual(sent.length, 0, "nothing leaves before the end of the turn");
+  await Promise.resolve();
+  strictEqual(sent.length, 1);
+  const back: Uint8Array[] = [];
+  strictEqual(forEachInBatch(sent[0], (m) => back.push(m.slice())), true);
+  deepStrictEqual(back, [
+    framed(KIND_REPLY, 7, new Uint8Array([1, 1, 1])),
+    whole,
+    framed(KIND_REQUEST, 0xfffffffe, new Uint8Array([2])),
+    framed(KIND_REPLY, 8, new Uint8Array(0)),
+  ]);
+  deepStrictEqual([...slab.subarray(0, 10)], new Array(10).fill(0xee), "the bytes in front of a body are left alone");
+  deepStrictEqual([...slab.subarray(25, 30)], new Array(5).fill(0xee));
+  // a frame alone in its turn leaves as one message: header and body
+  box.pushFrame(KIND_REPLY, 5, new Uint8Array([4, 5]));
+  await Promise.resolve();
+  deepStrictEqual(sent[1], framed(KIND_REPLY, 5, new Uint8Array([4, 5])));
+  // one too large for a batch leaves at once, after what was queued before it
+  box.pushFrame(KIND_REPLY, 1, new Uint8Array([1]));
+  box.pushFrame(KIND_REPLY, 2, new Uint8Array(70_000));
+  strictEqual(sent.length, 4);
+  deepStrictEqual(sent[2], framed(KIND_REPLY, 1, new Uint8Array([1])));
+  strictEqual(readFrameId(sent[3]), 2);
+  strictEqual(sent[3].byteLength, FRAME_HEADER_BYTES + 70_000);
+});
+
 test("a client Outbox sends mid-sized messages in pieces of one write each, and PartAssembler joins them", async () => {
   const sent: Uint8Array[] = [];
   const box = new Outbox((m) => sent.push(m), { client: true });
