@@ -2,7 +2,7 @@
  * What a sequential call's frames cost their codec and framing alone, without a socket: encoding
  * the reply envelope (`{ t: "result", ok: true, value }`) and the call envelope with `encodeFrame`
  * and giving each its WebSocket header with `framed` (as the node and the driver do per call), and
- * decoding the call frame; and a node's replies at many calls in flight: 64 encoded one after
+ * decoding the call frame (the same one, and frames each with a call id of its own); and a node's replies at many calls in flight: 64 encoded one after
  * another, then each queued on an `Outbox` and sent as one batch (ns a reply; a tree whose `Outbox`
  * has no `pushFrame` gives each its header with `framed` first, as before). ns per operation: the
  * minimum and the median of 25 batches of 50,000 (of 782 for the batch of 64 replies).
@@ -36,12 +36,17 @@ let sink = 0;
 
 type Codec = Pick<typeof codec, "decode" | "encode" | "encodeFrame">;
 type Framing = Pick<typeof framing, "framed" | "KIND_REPLY" | "KIND_REQUEST" | "Outbox">;
+/** Distinct call frames the decode of new call ids cycles through. */
+const CALL_IDS = 1024;
 /** Replies made before a batch of them is sent (a node at many calls in flight). */
 const REPLIES = 64;
 
 /** The cases: name, one operation, and how many of the thing measured it does (default 1). */
 function cases(c: Codec, f: Framing): [string, () => void, number?][] {
   const callFrame = c.encode(call);
+  // (as a driver numbers its calls: every frame's call id is new to the decoder's cache of strings)
+  const callFrames = Array.from({ length: CALL_IDS }, (_, i) => c.encode({ ...call, cid: `e9b3049a-${1000 + i}` }));
+  let next = 0;
   const box = new f.Outbox((m) => void (sink += m.byteLength));
   const replies: Uint8Array[] = new Array(REPLIES);
   const batched = "pushFrame" in box
@@ -57,6 +62,10 @@ function cases(c: Codec, f: Framing): [string, () => void, number?][] {
       () => void (sink += f.framed(f.KIND_REQUEST, 7, c.encodeFrame(call)).byteLength),
     ],
     ["decode, the call frame", () => void (sink += c.decode(callFrame) === undefined ? 0 : 1)],
+    [
+      "decode, call frames each with a call id of its own",
+      () => void (sink += c.decode(callFrames[next++ & (CALL_IDS - 1)]) === undefined ? 0 : 1),
+    ],
     [
       `${REPLIES} replies encoded, then batched by an Outbox (ns a reply)`,
       () => {

@@ -222,9 +222,12 @@ function text(length: number): string {
   pos = end;
   const slot = hash & (TEXT_CACHE_SLOTS - 1);
   const cached = textCache[slot];
+  // (its bytes, kept beside it, are compared with the frame's: cheaper than its characters on V8)
+  const kept = textCacheBytes;
+  const base = slot * SHORT_TEXT;
   if (cached !== undefined && cached.length === length) {
     let i = 0;
-    while (i < length && cached.charCodeAt(i) === d[start + i]) i++;
+    while (i < length && kept[base + i] === d[start + i]) i++;
     if (i === length) return cached;
   }
   // one call on the codes (a string built += char by char was a rope, flattened again when it is
@@ -233,6 +236,8 @@ function text(length: number): string {
   codes.length = length;
   for (let i = 0; i < length; i++) codes[i] = d[start + i];
   const ascii = String.fromCharCode.apply(null, codes);
+  // (the bytes once the string is made: a slot's bytes always belong to its string)
+  for (let i = 0; i < length; i++) kept[base + i] = codes[i];
   textCache[slot] = ascii;
   return ascii;
 }
@@ -242,12 +247,15 @@ const charCodes: number[] = [];
 
 // Short ASCII strings repeat from frame to frame: map keys ("t", "cid", "args", …) and values such as
 // an instance's id and its owner's (in every call). They come from a small cache (checked byte by
-// byte against the frame), so each one is not built, made a property name, or hashed again as a Map
+// byte against the frame: against the bytes it keeps of each string, which V8 reads faster than the
+// string's characters), so each one is not built, made a property name, or hashed again as a Map
 // key once per frame, and compares with === by identity. A slot holds the last string whose bytes
 // hashed to it; the cache never grows. (Values built anew in every frame made a Bun node's service
 // calls dearer; Deno showed no change.)
 const TEXT_CACHE_SLOTS = 1024;
 const textCache: (string | undefined)[] = new Array(TEXT_CACHE_SLOTS).fill(undefined);
+/** The bytes of each slot's string, `SHORT_TEXT` bytes a slot (all of a slot's string: it is shorter). */
+const textCacheBytes = new Uint8Array(TEXT_CACHE_SLOTS * SHORT_TEXT);
 
 function utf8Text(start: number, end: number): string {
   // fatal: invalid UTF-8 throws, and the full decoder decides what to make of it
