@@ -246,12 +246,12 @@ export const PART_ACK: Uint8Array<ArrayBuffer> = new Uint8Array([KIND_PART_ACK, 
  *
  * @example Two frames written in one turn leave as one batch
  * ```ts
- * import { forEachInBatch, framed, KIND_BATCH, KIND_NOTIFY, Outbox } from "./ws_framing.ts";
+ * import { forEachInBatch, KIND_BATCH, KIND_NOTIFY, Outbox } from "./ws_framing.ts";
  * import { strictEqual } from "node:assert/strict";
  * const sent: Uint8Array[] = [];
  * const outbox = new Outbox((m) => sent.push(m));
- * outbox.push(framed(KIND_NOTIFY, 0, new Uint8Array([1])));
- * outbox.push(framed(KIND_NOTIFY, 0, new Uint8Array([2])));
+ * outbox.pushFrame(KIND_NOTIFY, 0, new Uint8Array([1]));
+ * outbox.pushFrame(KIND_NOTIFY, 0, new Uint8Array([2]));
  * outbox.flush();
  * strictEqual(sent.length, 1);
  * strictEqual(sent[0][0], KIND_BATCH);
@@ -261,9 +261,8 @@ export const PART_ACK: Uint8Array<ArrayBuffer> = new Uint8Array([KIND_PART_ACK, 
  * ```
  */
 export class Outbox {
-  /** What is queued: whole messages, and the bodies of frames whose header is written at the flush. */
-  #queue: Uint8Array[] = [];
-  /** Each queued entry's frame kind and request id; kind -1: a whole message (its header in it). */
+  /** The bodies of the frames queued, each with its kind and request id: headers are written as they leave. */
+  #bodies: Uint8Array[] = [];
   #kinds: number[] = [];
   #ids: number[] = [];
   #bytes = 0;
@@ -279,16 +278,6 @@ export class Outbox {
   constructor(send: (message: Uint8Array<ArrayBuffer>) => void, options: { client?: boolean } = {}) {
     this.#send = options.client ? (m) => sendInPieces(m, send) : send;
     this.#batchBytes = options.client ? SPLIT_ABOVE - FRAME_HEADER_BYTES : BATCH_BYTES;
-  }
-
-  /** Queues a framed message (header + body). */
-  push(message: Uint8Array<ArrayBuffer>): void {
-    if (message.byteLength > BATCH_FRAME_LIMIT) {
-      this.flush(); // keep the order
-      this.#send(message);
-      return;
-    }
-    this.#add(message, -1, 0, message.byteLength);
   }
 
   /**
@@ -309,12 +298,8 @@ export class Outbox {
       this.#send(framed(kind, id, body));
       return;
     }
-    this.#add(body, kind, id, size);
-  }
-
-  #add(bytes: Uint8Array, kind: number, id: number, size: number): void {
     if (this.#bytes + size + 4 > this.#batchBytes) this.flush();
-    if (this.#queue.push(bytes) === 1) queueMicrotask(this.#flushBound);
+    if (this.#bodies.push(body) === 1) queueMicrotask(this.#flushBound);
     this.#kinds.push(kind);
     this.#ids.push(id);
     this.#bytes += size + 4;
@@ -322,41 +307,32 @@ export class Outbox {
 
   /** Sends what is queued now. */
   flush(): void {
-    const q = this.#queue;
-    if (q.length === 0) return;
+    const bodies = this.#bodies;
+    if (bodies.length === 0) return;
     const kinds = this.#kinds, ids = this.#ids;
-    this.#queue = [];
+    this.#bodies = [];
     this.#kinds = [];
     this.#ids = [];
     const bytes = this.#bytes;
     this.#bytes = 0;
-    if (q.length === 1) {
-      return this.#send(kinds[0] < 0 ? q[0] as Uint8Array<ArrayBuffer> : framed(kinds[0], ids[0], q[0]));
-    }
+    if (bodies.length === 1) return this.#send(framed(kinds[0], ids[0], bodies[0]));
     const out = new Uint8Array(FRAME_HEADER_BYTES + bytes);
     writeHeader(out, KIND_BATCH, 0);
     let at = FRAME_HEADER_BYTES;
-    for (let i = 0; i < q.length; i++) {
-      const m = q[i];
-      const kind = kinds[i];
-      if (kind < 0) {
-        writeU32(out, at, m.byteLength);
-        out.set(m, at + 4);
-        at += 4 + m.byteLength;
-      } else {
-        writeU32(out, at, FRAME_HEADER_BYTES + m.byteLength);
-        out[at + 4] = kind;
-        writeU32(out, at + 5, ids[i]);
-        out.set(m, at + 4 + FRAME_HEADER_BYTES);
-        at += 4 + FRAME_HEADER_BYTES + m.byteLength;
-      }
+    for (let i = 0; i < bodies.length; i++) {
+      const body = bodies[i];
+      writeU32(out, at, FRAME_HEADER_BYTES + body.byteLength);
+      out[at + 4] = kinds[i];
+      writeU32(out, at + 5, ids[i]);
+      out.set(body, at + 4 + FRAME_HEADER_BYTES);
+      at += 4 + FRAME_HEADER_BYTES + body.byteLength;
     }
     this.#send(out);
   }
 
   /** Drops what is queued (the connection is gone). */
   clear(): void {
-    this.#queue = [];
+    this.#bodies = [];
     this.#kinds = [];
     this.#ids = [];
     this.#bytes = 0;

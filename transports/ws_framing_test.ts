@@ -38,7 +38,7 @@ test("Outbox sends the frames of one turn as one batch message, and forEachInBat
     f.fill(k, FRAME_HEADER_BYTES);
     return f;
   });
-  for (const f of frames) box.push(f);
+  for (const f of frames) box.pushFrame(KIND_REQUEST, f[1], f.subarray(FRAME_HEADER_BYTES));
   strictEqual(sent.length, 0, "nothing leaves before the end of the turn");
   await Promise.resolve();
   strictEqual(sent.length, 1);
@@ -46,13 +46,13 @@ test("Outbox sends the frames of one turn as one batch message, and forEachInBat
   const back: Uint8Array[] = [];
   strictEqual(forEachInBatch(sent[0], (m) => back.push(m.slice())), true);
   deepStrictEqual(back, frames);
-  box.push(frames[0]);
+  box.pushFrame(KIND_REQUEST, 1, frames[0].subarray(FRAME_HEADER_BYTES));
   await Promise.resolve();
-  deepStrictEqual(sent[1], frames[0], "a lone frame is sent as it is");
+  deepStrictEqual(sent[1], frames[0], "a lone frame is sent whole, as framed() makes it");
   strictEqual(forEachInBatch(new Uint8Array([KIND_BATCH, 0, 0, 0, 0, 2, 0, 0, 0]), () => {}), false);
 });
 
-test("Outbox.pushFrame writes each frame's header into the batch, beside whole messages, and leaves the bodies as they were", async () => {
+test("Outbox.pushFrame writes each frame's header into the batch and leaves the bodies as they were", async () => {
   const sent: Uint8Array[] = [];
   const box = new Outbox((m) => sent.push(m));
   // bodies with bytes in front of them (as the codec's frames have), which a batch must not write
@@ -60,7 +60,7 @@ test("Outbox.pushFrame writes each frame's header into the batch, beside whole m
   const bodies = [slab.subarray(10, 13).fill(1), slab.subarray(30, 31).fill(2), slab.subarray(40, 40)];
   const whole = framed(KIND_NOTIFY, 0, new Uint8Array([9, 9]));
   box.pushFrame(KIND_REPLY, 7, bodies[0]);
-  box.push(whole);
+  box.pushFrame(KIND_NOTIFY, 0, new Uint8Array([9, 9]));
   box.pushFrame(KIND_REQUEST, 0xfffffffe, bodies[1]);
   box.pushFrame(KIND_REPLY, 8, bodies[2]); // an empty body
   strictEqual(sent.length, 0, "nothing leaves before the end of the turn");
@@ -95,7 +95,7 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   const big = new Uint8Array(FRAME_HEADER_BYTES + 5000);
   writeHeader(big, KIND_REQUEST, 9);
   for (let i = FRAME_HEADER_BYTES; i < big.length; i++) big[i] = i & 0xff;
-  box.push(big);
+  box.pushFrame(KIND_REQUEST, 9, big.subarray(FRAME_HEADER_BYTES));
   await Promise.resolve();
   ok(sent.length > 5, "cut into pieces");
   ok(sent.every((m) => m.byteLength <= 1000), "each piece fits one small write");
@@ -115,9 +115,7 @@ test("a client Outbox sends mid-sized messages in pieces of one write each, and 
   // many small frames in one turn: client batches stay under one small write too
   sent.length = 0;
   for (let i = 0; i < 100; i++) {
-    const f = new Uint8Array(FRAME_HEADER_BYTES + 60);
-    writeHeader(f, KIND_REQUEST, i + 1);
-    box.push(f);
+    box.pushFrame(KIND_REQUEST, i + 1, new Uint8Array(60));
   }
   await Promise.resolve();
   ok(sent.length > 1 && sent.every((m) => m.byteLength <= 1000 && m[0] === KIND_BATCH));
