@@ -9,17 +9,15 @@
  *
  * Prints calls/s for each of `BENCH_ROUNDS` (default 6) rounds of `BENCH_CALLS` (default 50,000)
  * calls, after one unmeasured round, and their median. The other runtime is started from this
- * repository's `node_modules/.bin`. Timing claims live in BENCHMARKS.md, never in tests.
+ * repository's `node_modules/.bin` (`startBenchChild`). Timing claims live in BENCHMARKS.md, never in tests.
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { serveFrames } from "../adapters/serve.ts";
-import { missingNodeAllocatorEnv } from "../adapters/bun/allocator.ts";
 import * as ta from "../mod.ts";
 import { NodeServer } from "../server.ts";
+import { startBenchChild } from "./_child.ts";
 import { processCpuMicros } from "./_proc.ts";
 
 const InFlightEcho = ta.service(
@@ -35,27 +33,6 @@ const CALLS = Number(process.env.BENCH_CALLS ?? 50_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const self: "bun" | "deno" = "Bun" in globalThis ? "bun" : "deno";
 const argv = process.argv.slice(2);
-
-/** Starts a node on `runtime` (this file with `--server`); resolves with the process and its port. */
-function startNode(runtime: "bun" | "deno"): Promise<{ child: ChildProcess; port: number }> {
-  const file = fileURLToPath(import.meta.url);
-  const exec = runtime === self
-    ? process.execPath
-    : fileURLToPath(new URL(`../node_modules/.bin/${runtime}`, import.meta.url));
-  const args = runtime === "deno" ? ["run", "-A", file, "--server"] : [file, "--server"];
-  // a node starts as `thinkagain serve` starts one (on Bun, its allocator setting)
-  const env = { ...process.env, ...missingNodeAllocatorEnv(process.env, runtime === "bun") };
-  const child = spawn(exec, args, { stdio: ["ignore", "pipe", "inherit"], env });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Uint8Array) => {
-      out += new TextDecoder().decode(d);
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve({ child, port: Number(m[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`the ${runtime} node exited with ${code}`)));
-  });
-}
 
 /** `CALLS` calls of `call`, at most `IN_FLIGHT` at a time; resolves when every one has answered. */
 function flood(call: () => PromiseLike<unknown>): Promise<void> {
@@ -78,7 +55,7 @@ async function driver(): Promise<void> {
   const i = argv.indexOf("--node");
   const runtime = (i >= 0 ? argv[i + 1] : self) as "bun" | "deno";
   if (runtime !== "bun" && runtime !== "deno") throw new TypeError(`--node: expected bun or deno, got ${runtime}`);
-  const { child, port } = await startNode(runtime);
+  const { child, port } = await startBenchChild(import.meta.url, "node", [], { node: true, runtime });
   const mesh = new ta.Mesh([new ta.MeshNode("in-flight", { endpoint: `http://127.0.0.1:${port}` })], {
     transport: "websocket",
   });
