@@ -3,8 +3,8 @@
 // (kernel.ts) share — the buffer usage flags, the typed array of each element type, the count of
 // readbacks, and the key by which a value on a device is read back.
 
-/** A WGSL element type (gpu_array.ts's `ElementType`). */
-type ElementType = "f32" | "u32" | "i32";
+/** WGSL element types a binding may hold. */
+export type ElementType = "f32" | "u32" | "i32";
 
 // GPUBufferUsage / GPUMapMode values, spelled out so the helper works where the globals are absent.
 export const USAGE_MAP_READ = 0x0001;
@@ -48,12 +48,24 @@ export function typeOfArray(a: unknown): string {
 
 let readbacks = 0;
 
-/** Counts one readback (see `readbackCount`). */
+/** Counts one readback (see {@linkcode readbackCount}). */
 export function noteReadback(): void {
   readbacks++;
 }
 
-/** The readbacks counted so far. */
-export function readbacksSoFar(): number {
+/**
+ * How many times this process has read results back from a GPU (one `mapAsync` each: every
+ * kernel run, every `GpuArray.read`): what a pipeline that keeps its intermediate arrays on the
+ * device saves.
+ *
+ * @returns The count so far.
+ *
+ * @example
+ * ```ts
+ * import { readbackCount } from "./gpu_array.ts";
+ * if (readbackCount() < 0) throw new Error("unexpected");
+ * ```
+ */
+export function readbackCount(): number {
   return readbacks;
 }

@@ -9,10 +9,11 @@
 import {
   align,
   ARRAY_CLASS,
+  type ElementType,
   MAP_MODE_READ,
   noteReadback,
   READBACK,
-  readbacksSoFar,
+  readbackCount,
   typeOfArray,
   USAGE_COPY_DST,
   USAGE_COPY_SRC,
@@ -20,32 +21,12 @@ import {
   USAGE_STORAGE,
 } from "./_buffers.ts";
 
-export { READBACK };
-
-/** WGSL element types a binding may hold. */
-export type ElementType = "f32" | "u32" | "i32";
+export { type ElementType, READBACK, readbackCount };
 
 /** The typed array that holds elements of type `T`. */
 export type TypedArrayFor<T extends ElementType> = T extends "f32" ? Float32Array
   : T extends "u32" ? Uint32Array
   : Int32Array;
-
-/**
- * How many times this process has read results back from a GPU (one `mapAsync` each: every
- * kernel run, every {@linkcode GpuArray.read}): what a pipeline that keeps its
- * intermediate arrays on the device saves.
- *
- * @returns The count so far.
- *
- * @example
- * ```ts
- * import { readbackCount } from "./gpu_array.ts";
- * if (readbackCount() < 0) throw new Error("unexpected");
- * ```
- */
-export function readbackCount(): number {
-  return readbacksSoFar();
-}
 
 /**
  * A typed array kept on one device, to pass to many runs without uploading it again (e.g. a
