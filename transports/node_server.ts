@@ -5,14 +5,15 @@
  * cancels and deadlines, and drains in-flight calls on shutdown.
  *
  * This file is the call path and the wiring; the node's other concerns are collaborators of their
- * own: its options and limits (`node_options.ts`), the instances it hosts (`node_instances.ts`),
+ * own: its options and limits (`node_options.ts`), its book of the calls in flight, by connection
+ * and against its bounds (`node_calls.ts`), the instances it hosts (`node_instances.ts`),
  * its drivers' leases (`node_leases.ts`), the object store's `fetch`, `store` and `free`
  * (`object_endpoints.ts`), a call's piped arguments (`piped_args.ts`), and its streams
  * (`stream_outlet.ts`).
  *
  * @module
  */
-import { errorToWire, frameBytes, type WireError } from "../core/codec.ts";
+import { errorToWire, frameBytes } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
@@ -46,6 +47,7 @@ import { type Lease, NodeLeases } from "./node_leases.ts";
 import { ObjectEndpoints } from "./object_endpoints.ts";
 import { PipedArgs } from "./piped_args.ts";
 import { type HostedInstance, NodeInstances, type ServedMethod } from "./node_instances.ts";
+import { callKey, callScope, fairCaller, NodeCalls } from "./node_calls.ts";
 
 export {
   DEFAULT_LEASE_MS,
@@ -54,50 +56,6 @@ export {
   DEFAULT_MAX_IN_FLIGHT_BYTES,
   type NodeServerOptions,
 } from "./node_options.ts";
-
-/**
- * Which calls a call id is unique among: those of one connection. HTTP has no connection that
- * outlives a request (a cancel arrives on a request of its own), so its calls share one scope.
- */
-function callScope(peer: PeerInfo | undefined): string {
-  if (peer === undefined || peer.transport === "http") return "http";
-  // made once per PeerInfo (transports pass the same one for every frame of a connection): one
-  // string less to build and hash per call, which shows in a NATS service call's node time
-  let scope = scopes.get(peer);
-  if (scope === undefined) {
-    scope = `${peer.transport}:${peer.connectionId}`;
-    scopes.set(peer, scope);
-  }
-  return scope;
-}
-
-const scopes = new WeakMap<PeerInfo, string>();
-
-/**
- * Whose queue a call to a resident instance waits in: its connection's, or for HTTP (no connection
- * outlives a request) the caller's as the client names itself, else its address's (where the
- * runtime's adapter tells it), else all unnamed HTTP callers' one.
- */
-function fairCaller(peer: PeerInfo | undefined, scope: string): string {
-  if (peer?.caller !== undefined) return `http ${peer.caller}`;
-  return peer?.address === undefined ? scope : `address ${peer.address}`;
-}
-
-function callKey(peer: PeerInfo | undefined, cid: string): string {
-  return `${callScope(peer)} ${cid}`;
-}
-
-/** Cancels that arrived before their call (HTTP), remembered so the call is refused. */
-const EARLY_CANCELS_REMEMBERED = 1024;
-
-/** What a WebSocket connection leaves on the node: its calls running, its kept and published results. */
-interface ConnectionRecord {
-  readonly calls: Set<ObjectRef<unknown>>;
-  readonly kept: Set<string>;
-  published?: Set<string>;
-  /** Its calls in flight (see {@link NodeServerOptions.maxCallsPerConnection}): counted here, not by scope. */
-  running: number;
-}
 
 /**
  * Answers protocol frames: `hello`, `create`, `call`, `cancel`, `destroy`, `ping`. Instances share
@@ -143,52 +101,27 @@ export class NodeServer {
   private readonly leases: NodeLeases;
   /** The leases by driver (the leases' own map: a call renews its driver's in place). */
   private readonly owners: Map<string, Lease>;
-  private readonly earlyCancels = new Set<string>();
-  /**
-   * Calls running, by connection and call id: a call id names a call only on the connection that
-   * sent it, so one client can never cancel (or shadow) another's call that uses the same id.
-   */
-  private readonly calls = new Map<string, ObjectRef<unknown>>();
+  /** Its calls in flight, by connection and call id, against its bounds (node_calls.ts). */
+  private readonly book: NodeCalls;
   /** Streams being sent (results of calls that streamed), by call key. */
   private readonly streams = new StreamOutlets();
-  /** Calls in flight per connection (see {@link NodeServerOptions.maxCallsPerConnection}). */
-  private readonly callsPerScope = new Map<string, number>();
-  private readonly maxCallsPerConnection: number;
-  private readonly maxInFlight: number;
-  private readonly maxInFlightBytes: number;
-  /** Bytes of the call frames in flight (see {@link NodeServerOptions.maxInFlightBytes}). */
-  private inFlightBytes = 0;
   private readonly linkOptions: { owner: object; token?: string; transport?: TransportName };
   /** Where handles that arrive here may lead. */
   private readonly reach: HandleReach;
   /** Results that stay here (see `CallMessage.keepAbove`), by object id. */
   private readonly objects: ObjectStore;
-  /**
-   * Per WebSocket connection (by its signal): its calls running and its kept results, stopped and
-   * dropped when it closes, through one abort listener per connection.
-   */
-  private readonly connections = new Map<AbortSignal, ConnectionRecord>();
   /** Results of calls sent with `publish` (other nodes pull them by that id), until freed. */
   private readonly published: PublishedResults;
   /** Where the results a call names instead of carrying come from (piped_args.ts). */
   private readonly pipes: PipedArgs;
   /** What `fetch`, `store` and `free` are answered by (object_endpoints.ts). */
   private readonly objectEndpoints: ObjectEndpoints;
-  /** What each WebSocket connection declared once for its calls (a `session` message), by connection id. */
-  private readonly sessions = new Map<number, { keepAbove?: number; owner?: string }>();
-  /** Results of calls sent with `keep` (pipelined calls name them by call id), until freed. */
-  private readonly kept = new Map<string, ObjectRef<unknown>>();
   private draining = false;
-  private inFlight = 0;
-  private drained: (() => void) | undefined;
 
   /** @param options The node's name, resources, and how it reaches other nodes. */
   constructor(options: NodeServerOptions) {
     const limits = resolveNodeLimits(options);
     this.leaseMs = limits.leaseMs;
-    this.maxCallsPerConnection = limits.maxCallsPerConnection;
-    this.maxInFlight = limits.maxInFlight;
-    this.maxInFlightBytes = limits.maxInFlightBytes;
     this.name = options.name;
     const node = new MeshNode(options.name, { gpus: options.gpus ?? 0, cpus: options.cpus });
     this.gpus = node.gpus;
@@ -199,6 +132,7 @@ export class NodeServer {
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
     this.published = new PublishedResults(options.name);
+    this.book = new NodeCalls({ name: this.name, forgetPublished: (id) => this.published.forget(id) }, limits);
     this.leases = new NodeLeases(this.leaseMs, {
       serviceOf: (id) => this.instances.get(id)?.replica.def.name,
       freeObjects: (owner) => this.objects.freeOwner(owner),
@@ -220,8 +154,8 @@ export class NodeServer {
     this.instances = this.hosted.byId;
     this.pipes = new PipedArgs({
       node: this.name,
-      kept: this.kept,
-      calls: this.calls,
+      kept: this.book.kept,
+      calls: this.book.calls,
       objects: this.objects,
       linkOptions: this.linkOptions,
     });
@@ -251,14 +185,14 @@ export class NodeServer {
       objects: s.count,
       bytes: s.bytes,
       maxBytes: s.maxBytes,
-      keptResults: this.kept.size,
+      keptResults: this.book.kept.size,
       published: this.published.count,
     };
   }
 
   /** Calls running now. */
   get activeCalls(): number {
-    return this.inFlight;
+    return this.book.inFlight;
   }
 
   /**
@@ -378,7 +312,7 @@ export class NodeServer {
         return encodeMessage({
           t: "pong",
           node: this.name,
-          activeCalls: this.inFlight,
+          activeCalls: this.book.inFlight,
           instances: this.instances.size,
           expiredInstances: this.leases.expiredCount,
           objects: this.objects.count,
@@ -387,17 +321,8 @@ export class NodeServer {
       }
       case "session": {
         // what every call on this connection would carry (protocol.ts, SessionMessage)
-        if (peer === undefined || peer.transport === "http") {
-          throw new ProtocolError(
-            'A "session" message needs a connection that lasts (WebSocket); over HTTP each call carries its fields',
-          );
-        }
-        const id = peer.connectionId;
-        if (!this.sessions.has(id)) {
-          peer.signal?.addEventListener("abort", () => this.sessions.delete(id), { once: true });
-        }
-        this.sessions.set(id, { keepAbove: msg.keepAbove, owner: msg.owner });
-        return peer.oneWay ? undefined : encodeMessage({ t: "session" });
+        this.book.declareSession(peer, msg);
+        return peer!.oneWay ? undefined : encodeMessage({ t: "session" });
       }
       case "create":
         return encodeMessage(this.hosted.create(msg.service, msg.args as unknown[], msg.gpus, msg.replica, msg.owner));
@@ -408,16 +333,7 @@ export class NodeServer {
         return await this.streams.credit(callKey(peer, msg.cid), msg.items, msg.bytes);
       case "cancel": {
         const key = callKey(peer, msg.cid);
-        if (this.streams.cancel(key)) return undefined;
-        const ref = this.calls.get(key);
-        if (ref !== undefined) ref.cancel();
-        else {
-          // over HTTP a cancel can overtake its call: the call is refused when it arrives
-          this.earlyCancels.add(key);
-          if (this.earlyCancels.size > EARLY_CANCELS_REMEMBERED) {
-            this.earlyCancels.delete(this.earlyCancels.values().next().value!);
-          }
-        }
+        if (!this.streams.cancel(key)) this.book.cancel(key);
         return undefined;
       }
       case "fetch":
@@ -426,13 +342,8 @@ export class NodeServer {
         if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
         return this.objectEndpoints.store(msg);
       case "free": {
-        const conn = peer?.signal === undefined ? undefined : this.connections.get(peer.signal);
-        this.objectEndpoints.free(msg.oids, msg.collected === true, conn?.published);
-        for (const cid of msg.cids) {
-          const key = callKey(peer, cid);
-          this.kept.delete(key);
-          conn?.kept.delete(key);
-        }
+        this.objectEndpoints.free(msg.oids, msg.collected === true, this.book.publishedOn(peer));
+        this.book.freeKept(peer, msg.cids);
         return peer?.oneWay ? undefined : encodeMessage({ t: "freed" });
       }
       case "destroy": {
@@ -497,10 +408,7 @@ export class NodeServer {
     const id = msg.publish!;
     let answered!: (frame: Uint8Array | Promise<Uint8Array>) => void;
     this.published.publish(id, new Promise<Uint8Array>((r) => (answered = r)));
-    const signal = peer?.signal;
-    if (signal !== undefined && !signal.aborted && peer!.transport !== "http") {
-      (this.connectionOf(signal).published ??= new Set()).add(id);
-    }
+    this.book.notePublished(peer, id);
     try {
       const reply = await this.call(msg, peer, bytes);
       answered(this.objectEndpoints.pulledFrame(reply, msg));
@@ -517,23 +425,6 @@ export class NodeServer {
     const oid = this.objects.put(result, bytes, { owner, madeBy: msg.op ?? name });
     if (owner !== undefined) this.leases.holdObjects(owner);
     return encodeMessage({ t: "result", ok: true, object: { oid, bytes } });
-  }
-
-  /** The record of the connection whose frames carry `signal` (made, with its one listener, on first use). */
-  private connectionOf(signal: AbortSignal): ConnectionRecord {
-    let conn = this.connections.get(signal);
-    if (conn === undefined) {
-      const made: ConnectionRecord = { calls: new Set<ObjectRef<unknown>>(), kept: new Set<string>(), running: 0 };
-      this.connections.set(signal, made);
-      signal.addEventListener("abort", () => {
-        this.connections.delete(signal);
-        for (const key of made.kept) this.kept.delete(key);
-        if (made.published !== undefined) { for (const id of made.published) this.published.forget(id); }
-        for (const ref of made.calls) ref.cancel();
-      }, { once: true });
-      conn = made;
-    }
-    return conn;
   }
 
   // What call() makes closures of, made here: a closure in call() itself would put the locals it
@@ -620,48 +511,16 @@ export class NodeServer {
   ): Promise<Uint8Array> {
     if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
     const key = callKey(peer, msg.cid);
-    if (this.earlyCancels.size !== 0 && this.earlyCancels.delete(key)) {
-      throw new CancelledError(
-        msg.op ?? { name: msg.method ?? "call", kind: "method" },
-        "cancelled before it reached the node",
-      );
-    }
-    if (this.calls.has(key)) {
-      throw new ProtocolError(`Call id "${msg.cid}" is already in use by a call in flight on this connection`);
-    }
     const scope = callScope(peer);
     // what this call leaves with its connection (one abort listener per WebSocket connection, not
     // one per call: adding a listener scans the signal's others, dear on Deno with many calls in
-    // flight), and where its calls in flight are counted (without one, by scope)
-    const signal = peer?.signal;
-    const conn = signal !== undefined && !signal.aborted && peer!.transport !== "http"
-      ? this.connectionOf(signal)
-      : undefined;
-    const running = conn !== undefined ? conn.running : this.callsPerScope.get(scope) ?? 0;
-    // a node at one of its own bounds answers with a reply saying so, made without an error object
-    // (its stack) or a rejected promise: refusing must cost it less than serving (bench/refusals.ts)
-    if (running >= this.maxCallsPerConnection) {
-      return overloadedReply(
-        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
-          `${scope === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
-          `(maxCallsPerConnection ${this.maxCallsPerConnection})`,
-      );
-    }
-    if (this.inFlight >= this.maxInFlight) {
-      return overloadedReply(
-        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${this.inFlight} calls are in flight ` +
-          `on this node, its limit (maxInFlight ${this.maxInFlight}, --max-in-flight)`,
-      );
-    }
-    if (this.inFlightBytes + bytes > this.maxInFlightBytes) {
-      return overloadedReply(
-        `Node "${this.name}" refused a call to ${msg.op ?? `${msg.method}`} of ${bytes} bytes: the calls in flight ` +
-          `on this node hold ${this.inFlightBytes} bytes, its limit (maxInFlightBytes ${this.maxInFlightBytes}, ` +
-          `--max-in-flight-bytes)`,
-      );
-    }
+    // flight); a node at one of its own bounds answers with a reply saying so (bench/refusals.ts)
+    const book = this.book;
+    const conn = book.connection(peer);
+    const refusal = book.admit(msg, key, scope, conn, bytes);
+    if (refusal !== undefined) return refusal;
     // the data plane's fields: the call's own, else those its connection declared once
-    const session = this.sessions.size === 0 || peer === undefined ? undefined : this.sessions.get(peer.connectionId);
+    const session = book.sessionOf(peer);
     const keepAbove = msg.keepAbove ?? session?.keepAbove;
     const owner = msg.owner ?? session?.owner;
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
@@ -721,28 +580,16 @@ export class NodeServer {
       }
       ref = this.serveMethod(inst, msg.method!, args, msg.trace, served, peer, scope);
     }
-    this.calls.set(key, ref);
-    if (msg.keep === true) {
-      // kept until the caller frees it, or its connection closes
-      this.kept.set(key, ref);
-      if (conn !== undefined) conn.kept.add(key);
-      else signal?.addEventListener("abort", deleter(this.kept, key), { once: true });
-    }
     if (owner !== undefined && owner !== renewed) {
       const lease = this.owners.get(owner);
       if (lease !== undefined) lease.seen = now;
     }
-    if (conn !== undefined) conn.running++;
-    else this.callsPerScope.set(scope, running + 1);
-    this.inFlight++;
-    this.inFlightBytes += bytes;
+    // counted, kept (with `keep`) until the caller frees it or its connection closes, and stopped
+    // when its connection closes
+    const signal = peer?.signal;
+    const onGone = book.enter(key, ref, msg.keep === true, signal, conn, scope, bytes);
     // any deadline the driver gives, past what one timer holds too; Infinity is none
     const stopTimer = msg.timeoutMs === undefined ? undefined : this.deadline(ref, msg.timeoutMs);
-    // the connection it came on closed: nobody can receive its result, so it stops
-    const onGone = conn === undefined && signal !== undefined ? canceller(ref) : undefined;
-    if (conn !== undefined) conn.calls.add(ref);
-    else if (onGone !== undefined) signal!.addEventListener("abort", onGone, { once: true });
-    if (signal?.aborted) ref.cancel();
     try {
       // (its promise, not the ref: awaiting a thenable costs a job and a promise more per call)
       let result = await ref.promise();
@@ -782,17 +629,7 @@ export class NodeServer {
       return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
     } finally {
       stopTimer?.();
-      if (conn !== undefined) conn.calls.delete(ref);
-      else if (onGone !== undefined) signal!.removeEventListener("abort", onGone);
-      this.calls.delete(key);
-      if (conn !== undefined) conn.running--;
-      else {
-        const left = this.callsPerScope.get(scope)! - 1;
-        if (left === 0) this.callsPerScope.delete(scope);
-        else this.callsPerScope.set(scope, left);
-      }
-      this.inFlightBytes -= bytes;
-      if (--this.inFlight === 0) this.drained?.();
+      book.leave(key, ref, signal, conn, scope, bytes, onGone);
     }
   }
 
@@ -809,42 +646,24 @@ export class NodeServer {
     this.streams.cancelAll();
     // a stream still at its first chunk is its call's (stream_wire.ts): stopped through the call's
     // ref, which stops nothing but a stream once its call completed
-    for (const ref of this.calls.values()) if (ref.status === "completed") ref.cancel();
-    if (this.inFlight > 0) {
+    const calls = this.book.calls;
+    for (const ref of calls.values()) if (ref.status === "completed") ref.cancel();
+    if (this.book.inFlight > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        new Promise<void>((r) => (this.drained = r)),
+        this.book.whenIdle(),
         new Promise<void>((r) => (timer = setTimeout(r, options.graceMs ?? 10_000))),
       ]);
       clearTimeout(timer);
-      for (const ref of this.calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
+      for (const ref of calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
     }
     this.objects.clear();
-    this.kept.clear();
+    this.book.kept.clear();
     this.published.clear();
     await this.hosted.closeAll();
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }
-}
-
-/**
- * A call's reply saying the node refused it, which the driver rebuilds as `OverloadedError`: the
- * wire form `errorToWire` gives that error, made without the error itself.
- */
-function overloadedReply(message: string): Uint8Array {
-  const error: WireError = { tag: "OverloadedError", message, data: {} };
-  return encodeMessage({ t: "result", ok: false, error });
-}
-
-/** A listener that deletes `key` from `map`. */
-function deleter(map: Map<string, unknown>, key: string): () => void {
-  return () => map.delete(key);
-}
-
-/** A listener that cancels `ref`. */
-function canceller(ref: ObjectRef<unknown>): () => void {
-  return () => ref.cancel();
 }
 
 /**

@@ -8,6 +8,7 @@ import { serveFrames } from "../adapters/serve.ts";
 import { ProtocolError } from "../core/errors.ts";
 import { eventually } from "../core/_test_utils.ts";
 import { NodeServer } from "./node_server.ts";
+import type { NodeCalls } from "./node_calls.ts";
 import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
 
@@ -55,7 +56,7 @@ test(
       const own = await result(node, a.call, { t: "call", cid: "c2", op: "sessionBig", args: [4], keepAbove: 1 << 20 });
       assert.ok(own.ok && own.object === undefined, "the call's own keepAbove did not win");
       // closed: the connection's session is forgotten (nothing held per connection outlives it)
-      const held = () => (node as unknown as { sessions: Map<number, unknown> }).sessions.size;
+      const held = () => (node as unknown as { book: NodeCalls }).book.sessionCount;
       assert.equal(held(), 1);
       a.close();
       assert.equal(held(), 0, "a closed connection's session is still held");
@@ -195,10 +196,10 @@ test(
       const stopped = await running;
       assert.ok(!stopped.ok && stopped.error.tag === "CancelledError", JSON.stringify(stopped));
       assert.equal(node.objectStats().keptResults, 1, "the closed connection's kept result is still there");
-      assert.equal((node as unknown as { connections: Map<unknown, unknown> }).connections.size, 1);
+      assert.equal((node as unknown as { book: NodeCalls }).book.connectionCount, 1);
       b.close();
       assert.equal(node.objectStats().keptResults, 0);
-      assert.equal((node as unknown as { connections: Map<unknown, unknown> }).connections.size, 0);
+      assert.equal((node as unknown as { book: NodeCalls }).book.connectionCount, 0);
     } finally {
       sessionGate.open?.();
       await node.drain();
