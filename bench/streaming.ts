@@ -26,6 +26,9 @@
  *                                                   generator: like for like with the plain push)
  *   npx bun bench/streaming.ts --micro      (the pieces: a chunk's encoding, a bare generator, views)
  *   npx bun bench/streaming.ts --first      (a node's handler, in process: a one-item stream's answer)
+ *   BENCH_PROFILE=node npx bun bench/streaming.ts  (the node runs under `bun --cpu-prof --cpu-prof-md`; its
+ *                                                   profile is written into BENCH_PROFILE_DIR, default `.`,
+ *                                                   when the bench ends)
  *
  * Prints medians over the runs (alternating ours and raw) with their spread, and the ratios; and
  * the CPU time per item each process spent over all the throughput runs (the server child's from
@@ -68,6 +71,12 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2000);
 const WINDOW = process.env.BENCH_WINDOW === undefined ? undefined : Number(process.env.BENCH_WINDOW);
 /** `BENCH_PRODUCER=sync`: our op is a generator (`function*`), not an async generator. */
 const SYNC_PRODUCER = process.env.BENCH_PRODUCER === "sync";
+/**
+ * `BENCH_PROFILE=node` (Bun): the node child runs under `bun --cpu-prof --cpu-prof-md` and exits on
+ * SIGTERM at the end, so that its profile (each function's self time, native ones such as `send`
+ * included) is written into `BENCH_PROFILE_DIR` (default `.`).
+ */
+const PROFILE_NODE = process.env.BENCH_PROFILE === "node" && !("Deno" in globalThis);
 /** Items per raw message: what a chunk holds at most (the same batching as ours). */
 const BATCH = CHUNK_ITEMS;
 
@@ -101,6 +110,8 @@ async function runServer(kind: string): Promise<void> {
   if (kind === "node") {
     const node = new NodeServer({ name: "bench" });
     const served = await serveFrames(node.handler, { port: 0 });
+    // a profiled node exits when told, so that the runtime writes its profile
+    if (PROFILE_NODE) process.on("SIGTERM", () => process.exit(0));
     console.log(`PORT ${served.port}`);
     return;
   }
@@ -147,7 +158,14 @@ async function runServer(kind: string): Promise<void> {
 
 function startChild(kind: string): ReturnType<typeof startBenchChild> {
   // the node as `thinkagain serve` starts one; the raw pushes as a plain program
-  return startBenchChild(import.meta.url, kind, [], { node: kind === "node" });
+  const profiled = PROFILE_NODE && kind === "node";
+  const dir = process.env.BENCH_PROFILE_DIR ?? ".";
+  return startBenchChild(
+    import.meta.url,
+    kind,
+    profiled ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [],
+    { node: kind === "node" },
+  );
 }
 
 /** A child process's /proc stat fields after the command's closing parenthesis, or undefined without /proc. */
@@ -164,6 +182,12 @@ function childCpuMs(pid: number | undefined): number {
   const f = childStat(pid);
   // utime and stime are the 12th and 13th fields after the parenthesis
   return f === undefined ? NaN : (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms (USER_HZ 100)
+}
+
+/** CPU ms a child process has spent in the kernel so far (/proc), or NaN where there is no /proc. */
+function childKernelMs(pid: number | undefined): number {
+  const f = childStat(pid);
+  return f === undefined ? NaN : Number(f[12]) * 10;
 }
 
 /**
@@ -191,16 +215,19 @@ function ownFaults(): number {
 /** CPU spent (and minor page faults taken) by each end over the throughput runs of one side, and the items they moved. */
 class CpuTally {
   server = 0;
+  /** The server's CPU in the kernel (of `server`). */
+  serverKernel = 0;
   client = 0;
   serverFaults = 0;
   clientFaults = 0;
   items = 0;
   constructor(readonly pid: number | undefined) {}
   async measure<T>(items: number, run: () => Promise<T>): Promise<T> {
-    const s0 = childCpuMs(this.pid), c0 = ownCpuMs();
+    const s0 = childCpuMs(this.pid), k0 = childKernelMs(this.pid), c0 = ownCpuMs();
     const sf0 = childFaults(this.pid), cf0 = ownFaults();
     const out = await run();
     this.server += childCpuMs(this.pid) - s0;
+    this.serverKernel += childKernelMs(this.pid) - k0;
     this.client += ownCpuMs() - c0;
     this.serverFaults += childFaults(this.pid) - sf0;
     this.clientFaults += ownFaults() - cf0;
@@ -210,6 +237,10 @@ class CpuTally {
   /** ns per item: the server's, and this process's. */
   perItem(): { server: number; client: number } {
     return { server: this.server * 1e6 / this.items, client: this.client * 1e6 / this.items };
+  }
+  /** The share of the server's CPU spent in the kernel, as a percentage ("n/a" without /proc). */
+  serverKernelShare(): string {
+    return Number.isNaN(this.serverKernel) ? "n/a" : `${Math.round(100 * this.serverKernel / this.server)} %`;
   }
   /** Minor page faults per 1,000 items: the server's, and this process's. */
   faultsPerK(): { server: number; client: number } {
@@ -420,6 +451,10 @@ async function main(): Promise<void> {
           (oc.server / rc.server).toFixed(2),
       );
       console.log(
+        `  server end's CPU in the kernel: ours ${oursCpu.serverKernelShare()}, raw ${rawCpu.serverKernelShare()}, ` +
+          `raw from the generator ${rawGenCpu.serverKernelShare()}`,
+      );
+      console.log(
         `  CPU per item, client end: ours (driver) ${ns(oc.client)}, raw ${ns(rc.client)}, ours / raw ` +
           (oc.client / rc.client).toFixed(2),
       );
@@ -450,6 +485,11 @@ async function main(): Promise<void> {
     });
     ws.close();
   } finally {
+    if (PROFILE_NODE && node.child.exitCode === null) {
+      const exited = new Promise((resolve) => node.child.once("exit", resolve));
+      node.child.kill("SIGTERM");
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    }
     node.child.kill("SIGKILL");
     raw.child.kill("SIGKILL");
   }
@@ -480,6 +520,7 @@ function cpuNsPerItem(c0: { user: number; system: number }, n: number): number {
 async function parts(): Promise<void> {
   const outlets = new StreamOutlets();
   const node: number[] = [], driver: number[] = [], everyNode: number[] = [];
+  const nodeAlone: number[] = [], rawPush: number[] = [], bare: number[] = [];
   const batch = Array.from({ length: BATCH }, () => new Uint8Array(16));
   const frame = encodeFrame({ t: "chunk", items: batch, done: false }).slice();
   const last = encodeFrame({ t: "chunk", items: batch, done: true }).slice();
@@ -498,6 +539,37 @@ async function parts(): Promise<void> {
     const nodeNs = cpuNsPerItem(c0, ITEMS);
     everyNode.push(nodeNs);
     if (r >= 2) node.push(nodeNs);
+    // the same with the chunks' items counted from their heads, not decoded: the node's end alone
+    c0 = process.cpuUsage();
+    const alone = `parts-alone-${r}`;
+    f = await outlets.open(alone, new Stream<unknown>(sixteenByteItems(ITEMS)), { name: "parts" }, undefined);
+    got = 0;
+    for (;;) {
+      const [n, done] = chunkCount(f);
+      got += n;
+      if (done) break;
+      f = await outlets.credit(alone, n, n * 24);
+    }
+    if (got !== ITEMS) throw new Error(`node end alone: got ${got} of ${ITEMS}`);
+    if (r >= 2) nodeAlone.push(cpuNsPerItem(c0, ITEMS));
+    // what a raw server does with the same generator (for await, CHUNK_ITEMS to a batch, encoded), and
+    // the bare for await over it: the floor under any stream of an async generator's items
+    c0 = process.cpuUsage();
+    let batch: Uint8Array[] = [], bytes = 0;
+    for await (const item of sixteenByteItems(ITEMS)) {
+      batch.push(item);
+      if (batch.length === BATCH) {
+        bytes += encode(batch).byteLength;
+        batch = [];
+      }
+    }
+    if (batch.length > 0) bytes += encode(batch).byteLength;
+    if (r >= 2) rawPush.push(cpuNsPerItem(c0, ITEMS));
+    c0 = process.cpuUsage();
+    let k = 0;
+    for await (const _ of sixteenByteItems(ITEMS)) k++;
+    if (r >= 2) bare.push(cpuNsPerItem(c0, ITEMS));
+    if (k !== ITEMS || bytes < ITEMS * 17) throw new Error("raw push in process: items lost");
     let sent = BATCH;
     const source = {
       credit: () => {
@@ -518,7 +590,31 @@ async function parts(): Promise<void> {
   console.log(`bench/streaming.ts --parts on ${runtime}: CPU per 16-byte item, ${RUNS} runs of ${ITEMS}`);
   console.log(`  node's end (generator, outlet, chunk encoded; chunk decoded)  ${ns(node)}`);
   console.log(`  node's end, each run from the first (JIT warm-up)  ${everyNode.map(Math.round).join(", ")} ns`);
+  console.log(`  node's end alone (chunks counted, not decoded)  ${ns(nodeAlone)}`);
+  console.log(`  raw push's server work (for await, batch, encode; no socket)  ${ns(rawPush)}`);
+  console.log(`  bare for await over the generator  ${ns(bare)}`);
   console.log(`  driver's end (chunk decoded, RemoteChunks, Stream, for await)  ${ns(driver)}`);
+}
+
+/**
+ * A chunk frame's item count, read from its items' array head, and whether it is the stream's last
+ * (its last byte, `done`'s value); decoded where it is not laid out as a node writes it.
+ */
+function chunkCount(frame: Uint8Array): [number, boolean] {
+  const head = frame[15]; // after `{t: "chunk", items: ` (a map of three, 15 bytes)
+  if (frame[0] === 0xa3 && frame[1] === 0x61 && frame[2] === 0x74 && (head & 0xe0) === 0x80) {
+    const short = head & 0x1f;
+    const n = short < 24
+      ? short
+      : short === 24
+      ? frame[16]
+      : short === 25
+      ? (frame[16] << 8) | frame[17]
+      : ((frame[16] << 24) >>> 0) + (frame[17] << 16) + (frame[18] << 8) + frame[19];
+    return [n, frame[frame.byteLength - 1] === 0xf5];
+  }
+  const m = decode(frame) as { items: unknown[]; done: boolean };
+  return [m.items.length, m.done];
 }
 
 // ---- the pieces, alone ------------------------------------------------------------------------
