@@ -153,8 +153,8 @@ export class NodeCalls {
   /** What each WebSocket connection declared once for its calls, by connection id. */
   readonly #sessions = new Map<number, CallSession>();
   readonly #earlyCancels = new Set<string>();
-  /** Told when the last call in flight ends (see whenIdle). */
-  #idle: (() => void) | undefined;
+  /** What {@linkcode NodeCalls.whenIdle} gave out while calls ran, and its resolve: one for all who wait. */
+  #idle: { promise: Promise<void>; resolve: () => void } | undefined;
 
   /**
    * @param host The node: its name, and its published results.
@@ -329,7 +329,10 @@ export class NodeCalls {
       else this.#perScope.set(scope, left);
     }
     this.inFlightBytes -= bytes;
-    if (--this.inFlight === 0) this.#idle?.();
+    if (--this.inFlight === 0 && this.#idle !== undefined) {
+      this.#idle.resolve();
+      this.#idle = undefined;
+    }
   }
 
   /**
@@ -418,13 +421,18 @@ export class NodeCalls {
   }
 
   /**
-   * Resolves once no call is in flight.
+   * Resolves once no call is in flight: every caller that waits (a node drained twice at once).
    *
    * @returns When the last call ends (at once if none runs).
    */
   whenIdle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => (this.#idle = resolve));
+    if (this.#idle === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#idle = { promise, resolve };
+    }
+    return this.#idle.promise;
   }
 }
 

@@ -152,7 +152,7 @@ test("a call id in use on its connection, or one whose cancel came first, is ref
   assert.equal(b.admit(call("early"), callKey(http(1), "early"), "http", undefined, 10), undefined);
 });
 
-test("the node's bounds in all and in bytes refuse with their counts, and free up as calls leave", async () => {
+test("the node's bounds in all and in bytes refuse with their counts, and free up as calls leave; whenIdle tells every waiter", async () => {
   const { b } = book({ inFlight: 2, bytes: 100 });
   const a = ws(1, new AbortController().signal);
   const one = run(b, a, "1", 60);
@@ -164,14 +164,17 @@ test("the node's bounds in all and in bytes refuse with their counts, and free u
   const two = run(b, a, "2", 40);
   const all = refusal(b.admit(call("3"), callKey(a, "3"), callScope(a), b.connection(a), 1));
   assert.ok(all instanceof OverloadedError && /2 calls are in flight on this node/.test(all.message), all.message);
-  const idle = b.whenIdle();
-  let done = false;
-  void idle.then(() => (done = true));
+  // every waiter is told (a node drained twice at once waits in both)
+  const idle = b.whenIdle(), again = b.whenIdle();
+  let done = 0;
+  void idle.then(() => done++);
+  void again.then(() => done++);
   one.leave();
   await Promise.resolve();
-  assert.equal(done, false, "idle with a call still in flight");
+  assert.equal(done, 0, "idle with a call still in flight");
   two.leave();
-  await idle;
+  await Promise.all([idle, again]);
+  assert.equal(done, 2);
   assert.equal(b.inFlightBytes, 0);
   await b.whenIdle(); // at once when nothing runs
 });
