@@ -79,7 +79,7 @@ export interface ConnectionRecord {
   readonly calls: Set<ObjectRef<unknown>>;
   readonly kept: Set<string>;
   published?: Set<string>;
-  /** Its calls in flight (see {@link NodeServerOptions.maxCallsPerConnection}): counted here, not by scope. */
+  /** Its calls in flight (`maxCallsPerConnection` bounds them, node_options.ts): counted here, not by scope. */
   running: number;
 }
 
