@@ -39,6 +39,8 @@ const refusalHeld = ta.op({ name: "refusalHeld", remote: true }, async (i: unkno
   return i;
 });
 
+const refusalEcho = ta.op({ name: "refusalEcho", remote: true }, (x: unknown): unknown => x);
+
 const peer = { transport: "websocket", connectionId: 7, oneWay: false, signal: new AbortController().signal } as const;
 
 interface Reply {
@@ -227,6 +229,43 @@ test("a node at its own bounds answers each call past them with a reply saying w
     assert.match(big.error!.message, /refused a call to refusalHeld of \d+ bytes: .*maxInFlightBytes 4096/);
     // and once the calls in flight are done, a call is served
     assert.deepStrictEqual((await burst(c, 1, 3))[0], { t: "result", ok: true, value: 3 });
+  } finally {
+    held.open();
+    await node.drain();
+  }
+});
+
+test("HTTP calls that waited for a piped value are counted once they run: the HTTP bound holds after they end", async () => {
+  held = gate();
+  void refusalHeld, refusalEcho;
+  const node = new NodeServer({ name: "http-bound", maxCallsPerConnection: 1 });
+  const http = (connectionId: number) => ({ transport: "http", connectionId, oneWay: false }) as const;
+  const held1 = (cid: string) => encodeMessage({ t: "call", cid, op: "refusalHeld", args: [cid] });
+  try {
+    // x names a put value not stored yet (HTTP has no order between requests): it waits for it
+    const x = node.handler(
+      encodeMessage({ t: "call", cid: "x", op: "refusalEcho", args: [null], pipe: [{ i: 0, oid: "s:later" }] }),
+      http(1),
+    );
+    await turn();
+    // y comes meanwhile and runs (x is not running yet, so the bound lets it in)
+    const y = node.handler(held1("y"), http(2));
+    await turn();
+    // the value arrives: x runs and ends while y still runs; then y ends
+    await node.handler(encodeMessage({ t: "store", oid: "s:later", value: 5 }), http(3));
+    assert.deepStrictEqual(decode((await x)!), { t: "result", ok: true, value: 5 });
+    held.open();
+    assert.deepStrictEqual(decode((await y)!), { t: "result", ok: true, value: "y" });
+    // none runs now: one call is let in, and the next is refused by the bound (a count left wrong
+    // by x, counted from before its wait, would let it in)
+    held = gate();
+    const z = node.handler(held1("z"), http(4));
+    await turn();
+    const w = decode((await node.handler(held1("w"), http(5)))!) as Reply;
+    assert.equal(w.error?.tag, "OverloadedError", JSON.stringify(w));
+    assert.match(w.error!.message, /1 calls are in flight on HTTP \(all HTTP clients together\)/);
+    held.open();
+    assert.deepStrictEqual(decode((await z)!), { t: "result", ok: true, value: "z" });
   } finally {
     held.open();
     await node.drain();
