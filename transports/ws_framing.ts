@@ -123,11 +123,13 @@ export function readU32(bytes: Uint8Array, at: number): number {
 }
 
 /**
- * Writes a frame header into the first {@linkcode FRAME_HEADER_BYTES} bytes of `out`.
+ * Writes a frame header into the {@linkcode FRAME_HEADER_BYTES} bytes of `out` from `at` (its
+ * start by default; a batch writes each of its frames' headers in place).
  *
  * @param out The buffer holding header and body.
  * @param kind One of the `KIND_*` constants.
  * @param id The request id (u32).
+ * @param at Where the header starts in `out`.
  *
  * @example
  * ```ts
@@ -138,9 +140,9 @@ export function readU32(bytes: Uint8Array, at: number): number {
  * deepStrictEqual(out, new Uint8Array([1, 2, 1, 0, 0]));
  * ```
  */
-export function writeHeader(out: Uint8Array, kind: number, id: number): void {
-  out[0] = kind;
-  writeU32(out, 1, id);
+export function writeHeader(out: Uint8Array, kind: number, id: number, at = 0): void {
+  out[at] = kind;
+  writeU32(out, at + 1, id);
 }
 
 /** The largest request id: ids are u32s, from 1 up; 0 is no request's (a connection-level error). */
@@ -322,8 +324,7 @@ export class Outbox {
     for (let i = 0; i < bodies.length; i++) {
       const body = bodies[i];
       writeU32(out, at, FRAME_HEADER_BYTES + body.byteLength);
-      out[at + 4] = kinds[i];
-      writeU32(out, at + 5, ids[i]);
+      writeHeader(out, kinds[i], ids[i], at + 4);
       out.set(body, at + 4 + FRAME_HEADER_BYTES);
       at += 4 + FRAME_HEADER_BYTES + body.byteLength;
     }
