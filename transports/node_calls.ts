@@ -57,7 +57,27 @@ const scopes = new WeakMap<PeerInfo, string>();
  * @returns The key.
  */
 export function callKey(peer: PeerInfo | undefined, cid: string): string {
-  return `${callScope(peer)} ${cid}`;
+  return keyInScope(callScope(peer), cid);
+}
+
+/**
+ * A call's key from its scope, where the scope is known already ({@linkcode callKey} from its
+ * connection).
+ *
+ * @param scope Its scope ({@linkcode callScope}).
+ * @param cid Its call id.
+ * @returns The key.
+ *
+ * @example
+ * ```ts
+ * import { callKey, keyInScope } from "./node_calls.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const peer = { transport: "websocket" as const, connectionId: 3, oneWay: false };
+ * strictEqual(keyInScope("websocket:3", "c1"), callKey(peer, "c1"));
+ * ```
+ */
+export function keyInScope(scope: string, cid: string): string {
+  return `${scope} ${cid}`;
 }
 
 /**
@@ -413,8 +433,9 @@ export class NodeCalls {
    */
   freeKept(peer: PeerInfo | undefined, cids: readonly string[]): void {
     const conn = peer?.signal === undefined ? undefined : this.#connections.get(peer.signal);
+    const scope = callScope(peer);
     for (const cid of cids) {
-      const key = callKey(peer, cid);
+      const key = keyInScope(scope, cid);
       this.kept.delete(key);
       conn?.kept.delete(key);
     }

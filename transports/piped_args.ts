@@ -11,6 +11,7 @@ import type { ObjectRef } from "../core/object_ref.ts";
 import { type CallMessage, type PipedArg, PUBLISH_WAIT_MS, STORED_ID_PREFIX } from "./protocol.ts";
 import { PulledPuts } from "./pulled_puts.ts";
 import { reachableLink } from "./handle_wire.ts";
+import { keyInScope } from "./node_calls.ts";
 import type { ObjectStore } from "./object_store.ts";
 import type { TransportName } from "./transport.ts";
 
@@ -93,7 +94,7 @@ export class PipedArgs {
    * @param msg The call.
    * @param args Its arguments (revived), where the results go.
    * @param scope Which calls its call ids are unique among (its connection's): `kept` and `calls`
-   * are keyed `${scope} ${cid}`.
+   * are keyed by `keyInScope(scope, cid)` (node_calls.ts).
    * @returns The pulls' promise, or `undefined` when every result was here.
    * @throws {ProtocolError} For a result that is not here (a call's not kept, or freed) or a place
    * in the arguments that holds no `null`.
@@ -103,7 +104,7 @@ export class PipedArgs {
     const pulls: Promise<void>[] = [];
     for (const p of msg.pipe!) {
       if (p.cid !== undefined) {
-        const k = `${scope} ${p.cid}`; // (the call key: see node_server.ts)
+        const k = keyInScope(scope, p.cid);
         const ref = kept.get(k) ?? calls.get(k);
         if (ref === undefined) {
           throw new ProtocolError(
