@@ -177,27 +177,18 @@ function childStat(pid: number | undefined): string[] | undefined {
   }
 }
 
-/** CPU ms a child process has spent so far (user + system, /proc), or NaN where there is no /proc. */
-function childCpuMs(pid: number | undefined): number {
-  const f = childStat(pid);
-  // utime and stime are the 12th and 13th fields after the parenthesis
-  return f === undefined ? NaN : (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms (USER_HZ 100)
-}
-
-/** CPU ms a child process has spent in the kernel so far (/proc), or NaN where there is no /proc. */
-function childKernelMs(pid: number | undefined): number {
-  const f = childStat(pid);
-  return f === undefined ? NaN : Number(f[12]) * 10;
-}
-
 /**
- * Minor page faults of a child process so far (/proc, its 8th field after the parenthesis), or NaN:
- * memory the process touches afresh, such as what its allocator gave back to the kernel while it
- * idled (Bun's mimalloc, see BENCHMARKS.md, twelfth and thirteenth sessions).
+ * A child process's CPU so far (user + system, and the kernel's part of it), in ms, and its minor
+ * page faults: memory the process touches afresh, such as what its allocator gave back to the
+ * kernel while it idled (Bun's mimalloc, see BENCHMARKS.md, twelfth and thirteenth sessions). One
+ * read of /proc; all NaN where there is none.
  */
-function childFaults(pid: number | undefined): number {
+function childSample(pid: number | undefined): { cpuMs: number; kernelMs: number; faults: number } {
   const f = childStat(pid);
-  return f === undefined ? NaN : Number(f[7]);
+  if (f === undefined) return { cpuMs: NaN, kernelMs: NaN, faults: NaN };
+  // after the parenthesis: minflt is the 8th field, utime and stime the 12th and 13th, in clock
+  // ticks of 10 ms (USER_HZ 100)
+  return { cpuMs: (Number(f[11]) + Number(f[12])) * 10, kernelMs: Number(f[12]) * 10, faults: Number(f[7]) };
 }
 
 /** CPU ms this process has spent so far. */
@@ -223,14 +214,14 @@ class CpuTally {
   items = 0;
   constructor(readonly pid: number | undefined) {}
   async measure<T>(items: number, run: () => Promise<T>): Promise<T> {
-    const s0 = childCpuMs(this.pid), k0 = childKernelMs(this.pid), c0 = ownCpuMs();
-    const sf0 = childFaults(this.pid), cf0 = ownFaults();
+    const s0 = childSample(this.pid), c0 = ownCpuMs(), cf0 = ownFaults();
     const out = await run();
-    this.server += childCpuMs(this.pid) - s0;
-    this.serverKernel += childKernelMs(this.pid) - k0;
-    this.client += ownCpuMs() - c0;
-    this.serverFaults += childFaults(this.pid) - sf0;
-    this.clientFaults += ownFaults() - cf0;
+    const c1 = ownCpuMs(), cf1 = ownFaults(), s1 = childSample(this.pid);
+    this.server += s1.cpuMs - s0.cpuMs;
+    this.serverKernel += s1.kernelMs - s0.kernelMs;
+    this.serverFaults += s1.faults - s0.faults;
+    this.client += c1 - c0;
+    this.clientFaults += cf1 - cf0;
     this.items += items;
     return out;
   }
