@@ -45,7 +45,7 @@ import { StreamOutlets } from "./stream_outlet.ts";
 import { type NodeServerOptions, resolveNodeLimits } from "./node_options.ts";
 import { type Lease, NodeLeases } from "./node_leases.ts";
 import { ObjectEndpoints } from "./object_endpoints.ts";
-import { PipedArgs } from "./piped_args.ts";
+import { PipedArgs, PipedStreams } from "./piped_args.ts";
 import { type HostedInstance, NodeInstances, type ServedMethod } from "./node_instances.ts";
 import { callKey, callScope, fairCaller, NodeCalls } from "./node_calls.ts";
 
@@ -526,8 +526,9 @@ export class NodeServer {
     const args = reviveValue(msg.args as unknown[], this.linkOptions);
     // results named instead of sent: those held here now (before any await, so a `free` sent after
     // this call cannot overtake it), then those pulled from other nodes
+    let streams: PipedStreams | undefined;
     if (msg.pipe !== undefined) {
-      const pulls = this.pipes.fill(msg, args, scope);
+      const pulls = this.pipes.fill(msg, args, scope, streams = new PipedStreams());
       if (pulls !== undefined) {
         await pulls;
         now = performance.now(); // (the leases below are renewed once its arguments are here, as before)
@@ -588,6 +589,7 @@ export class NodeServer {
     // when its connection closes
     const signal = peer?.signal;
     const onGone = book.enter(key, ref, msg.keep === true, signal, conn, scope, bytes);
+    if (streams !== undefined) streams.made(ref);
     // any deadline the driver gives, past what one timer holds too; Infinity is none
     const stopTimer = msg.timeoutMs === undefined ? undefined : this.deadline(ref, msg.timeoutMs);
     try {

@@ -1,13 +1,16 @@
 /**
  * A call's arguments that name results instead of carrying them (`CallMessage.pipe`): a call's kept
- * or running result and an object kept on this node are put in place at once; an object on another
- * node is pulled, over a link this node may open (a peer, or a node its driver declared), never one
+ * or running result and an object kept on this node are put in place at once (a call's result that
+ * is a stream is refused: its items go to its own caller); an object on another node is pulled, over a link this node may open (a peer, or a node its driver declared), never one
  * the frame chose, and a `put` value pulled once for all the calls here that name it.
  *
  * @module
  */
 import { NodeLostError, ProtocolError, TransportError } from "../core/errors.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
+import { Stream } from "../core/stream.ts";
+import { addWaiter, settle, State, type Task } from "../core/task.ts";
+import { failure } from "../core/invoke.ts";
 import { type CallMessage, type PipedArg, PUBLISH_WAIT_MS, STORED_ID_PREFIX } from "./protocol.ts";
 import { PulledPuts } from "./pulled_puts.ts";
 import { reachableLink } from "./handle_wire.ts";
@@ -58,6 +61,100 @@ function put(args: unknown[], p: PipedArg, value: unknown, cid: string): void {
 }
 
 /**
+ * Refuses a call whose arguments name another call's result on this node that turns out to be a
+ * stream: its items go to that call's caller (the reply to it), so two readers would split them.
+ * Told of each result still unsettled when the call's arguments were filled in ({@linkcode watch});
+ * the first that settles as a stream fails the call ({@linkcode made}) before it could start, since a
+ * ref tells those who wait for it before it starts the calls that take it.
+ *
+ * @example A result that settles as a stream fails the call that names it
+ * ```ts
+ * import { PipedStreams } from "./piped_args.ts";
+ * import { op } from "../mod.ts";
+ * import { rejects } from "node:assert/strict";
+ * const gate = Promise.withResolvers<void>();
+ * const made = op(async function* pipedStreamsDocItems(_: unknown) {
+ *   yield 1;
+ * });
+ * const takes = op(async function pipedStreamsDocSum(xs: AsyncIterable<number>) {
+ *   let s = 0;
+ *   for await (const x of xs) s += x;
+ *   return s;
+ * });
+ * const wait = op(async function pipedStreamsDocWait() {
+ *   await gate.promise;
+ * });
+ * const source = made.go(wait.go()); // (runs once the gate opens)
+ * const watch = new PipedStreams();
+ * watch.watch(source as never, () => new TypeError("argument 0 is a stream"));
+ * const sum = takes.go(source);
+ * watch.made(sum);
+ * gate.resolve();
+ * await rejects(Promise.resolve(sum), /argument 0 is a stream/);
+ * ```
+ */
+export class PipedStreams {
+  /** The call, once made. */
+  #call: Task<unknown> | undefined;
+  /** Why it is refused, when that was known before it was made. */
+  #refused: unknown;
+
+  /**
+   * Watches a result the call names: refused with `error()` if it settles as a stream.
+   *
+   * @param source The result's call (unsettled).
+   * @param error The call's error then.
+   */
+  watch(source: Task<unknown>, error: () => TypeError): void {
+    addWaiter(source, (s) => {
+      if (s._state !== State.COMPLETED || !(s._value instanceof Stream)) return;
+      const call = this.#call;
+      if (call === undefined) this.#refused ??= error();
+      else refuse(call, error());
+    });
+  }
+
+  /**
+   * The call was made: it fails at once if a result it names is a stream already.
+   *
+   * @param ref The call's ref.
+   */
+  made(ref: ObjectRef<unknown>): void {
+    const call = ref as unknown as Task<unknown>;
+    if (this.#refused !== undefined) refuse(call, this.#refused);
+    else this.#call = call;
+  }
+}
+
+/**
+ * Fails `call` with `e` (its error as its body's throw would make it) if it has not started: it
+ * waits for an input, so its target forgets it as it would a call whose input failed.
+ */
+function refuse(call: Task<unknown>, e: unknown): void {
+  if (call._state !== State.PENDING) return;
+  call._args = undefined;
+  settle(call, State.FAILED, failure(call, e));
+  call._target.dropped?.(call);
+}
+
+/**
+ * The error of a call that names a stream among its arguments (`made`: the call whose result it
+ * is): its items go to the caller that made that call, in the reply to it, so no call on a node
+ * can take it; the `TypeError` a driver throws for a stream it holds, said from here.
+ */
+function pipedStreamError(msg: CallMessage, p: PipedArg, made: string, node: string): TypeError {
+  const what = msg.op === undefined ? `method "${msg.method}"` : `op "${msg.op}"`;
+  return new TypeError(
+    `Cannot call ${what} on node "${node}": argument ${p.i}${
+      p.path === undefined ? "" : ` (at ${p.path.join(".")})`
+    } ` +
+      `is the stream "${made}" returns, whose items go to the caller of "${made}": a stream does not travel ` +
+      "on to another call's node, even the node that made it. Read it where it arrives (an op that is not " +
+      "remote-capable takes it as its items come), or collect its items into an array first",
+  );
+}
+
+/**
  * Fills in the results a node's calls name (see {@linkcode PipedArgs.fill}).
  *
  * @example An object kept on this node, named by a call
@@ -87,7 +184,8 @@ export class PipedArgs {
 
   /**
    * Puts in `args` the results a call names instead of carrying (`msg.pipe`): a call's kept or
-   * running result and an object here are taken at once; objects on other nodes are pulled, over a
+   * running result and an object here are taken at once (a call's result that is a stream is
+   * refused, now or, through `watch`, when it settles); objects on other nodes are pulled, over a
    * link this node may open (a peer, or a node its driver declared), never one the frame chose.
    * Returns the promise of the pulls, if any.
    *
@@ -95,11 +193,14 @@ export class PipedArgs {
    * @param args Its arguments (revived), where the results go.
    * @param scope Which calls its call ids are unique among (its connection's): `kept` and `calls`
    * are keyed by `keyInScope(scope, cid)` (node_calls.ts).
+   * @param watch Told of each call's result put in that has not settled yet (see
+   * {@linkcode PipedStreams}).
    * @returns The pulls' promise, or `undefined` when every result was here.
    * @throws {ProtocolError} For a result that is not here (a call's not kept, or freed) or a place
    * in the arguments that holds no `null`.
+   * @throws {TypeError} For a call's result that is a stream (its items go to that call's caller).
    */
-  fill(msg: CallMessage, args: unknown[], scope: string): Promise<void> | undefined {
+  fill(msg: CallMessage, args: unknown[], scope: string, watch?: PipedStreams): Promise<void> | undefined {
     const { kept, calls, objects, linkOptions, node } = this.#sources;
     const pulls: Promise<void>[] = [];
     for (const p of msg.pipe!) {
@@ -112,7 +213,15 @@ export class PipedArgs {
               "does not hold: it was not sent on this connection with keep, or was freed",
           );
         }
+        // a stream it makes goes to the caller, in the reply to its own call: never to this one
+        const source = ref as unknown as Task<unknown>;
+        if (source._state === State.COMPLETED && source._value instanceof Stream) {
+          throw pipedStreamError(msg, p, ref.name, node);
+        }
         put(args, p, ref, msg.cid);
+        if (source._state === State.PENDING || source._state === State.RUNNING) {
+          watch?.watch(source, () => pipedStreamError(msg, p, ref.name, node));
+        }
       } else if (p.endpoint === undefined) {
         const oid = p.oid!;
         if (oid.startsWith(STORED_ID_PREFIX) && !objects.has(oid)) {

@@ -72,6 +72,16 @@ for (const runtime of ["bun", "deno"] as const) {
         assert.deepEqual(got, [0, 1, 2, 3, 4]);
         assert.ok(err instanceof ta.OpExecutionError, String(err));
         assert.match((err as Error).message, /boom after 5/);
+        // a stream's ref passed on to another call on the node that makes it: that call fails, naming
+        // the argument, and no item is lost to it (they all reach this process, which made the call)
+        for (const n of [3, 100]) {
+          const made = streamCount.go(n);
+          const passed = await rejection(streamSum.go(made));
+          assert.ok(passed instanceof ta.OpExecutionError, String(passed));
+          assert.ok((passed as Error).cause instanceof TypeError, String((passed as Error).cause));
+          assert.match((passed as Error).message, /argument 0 is the stream "streamCount" returns/);
+          assert.deepEqual(await collect(made), Array.from({ length: n }, (_, i) => i));
+        }
       });
     },
   );
@@ -342,6 +352,14 @@ test("a stream passed to an op on another node is refused with a TypeError namin
       (genErr as Error).message,
       /^Cannot call op "streamSum" on node "n1": argument 0: a stream \(.*\) cannot travel to another process/,
     );
+    // its ref, sent before the stream was made: the node refuses it, and the items all come here
+    const { made, passed } = await mesh.run(async () => {
+      const made = streamCount.go(5);
+      return { made, passed: await rejection(streamSum.go(made)) };
+    });
+    assert.ok(passed instanceof ta.OpExecutionError && passed.cause instanceof TypeError, String(passed));
+    assert.match((passed as Error).message, /argument 0 is the stream "streamCount" returns/);
+    assert.deepEqual(await collect(made), [0, 1, 2, 3, 4]);
   } finally {
     await mesh.close();
     await node.drain();
