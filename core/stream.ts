@@ -11,7 +11,7 @@
  */
 import type { TimerId } from "./_runtime.ts";
 import { applyInContext, type RunContext } from "./context.ts";
-import { CancelledError, TimeoutError } from "./errors.ts";
+import { type CallName, CancelledError, TimeoutError } from "./errors.ts";
 import { endGrace, startGrace } from "./grace.ts";
 
 /** What a {@linkcode Stream} tells its call when it ends: items taken, and the error it ended with. */
@@ -21,6 +21,11 @@ export type StreamEnd = (items: number, error: unknown) => void;
 export interface StreamOptions {
   /** The op or method that produced it (in errors). */
   readonly name?: string;
+  /**
+   * The same as its errors name it: a method's is a `Call` (default: `name`, an op's, an `Op`).
+   * A `TimeoutError` or `CancelledError` of the stream carries its kind.
+   */
+  readonly call?: CallName;
   /** The run context each `next()` of the source runs in (the producing call's). */
   readonly ctx?: RunContext;
   /** Turns what the source threw into the error the consumer gets (default: as it is). */
@@ -151,8 +156,13 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
     const left = Math.max(0, d.at - performance.now());
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#stop(new TimeoutError(this.#options.name ?? "stream", d.timeoutMs));
+      this.#stop(new TimeoutError(this.#callName(), d.timeoutMs));
     }, left);
+  }
+
+  /** The producing call, as errors name it. */
+  #callName(): CallName {
+    return this.#options.call ?? this.#options.name ?? "stream";
   }
 
   /** Items taken so far. */
@@ -422,7 +432,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
    */
   cancel(reason?: unknown): boolean {
     if (this.#ended) return false;
-    this.#stop(reason ?? new CancelledError(this.#options.name ?? "stream", "cancelled mid-stream"));
+    this.#stop(reason ?? new CancelledError(this.#callName(), "cancelled mid-stream"));
     return true;
   }
 

@@ -6,7 +6,7 @@
  * @module
  */
 import type { RunContext } from "./context.ts";
-import { CancelledError } from "./errors.ts";
+import { type CallName, CancelledError } from "./errors.ts";
 import { emit } from "./events.ts";
 import { failure } from "./invoke.ts";
 import { isAsyncGenerator, isGenerator, Stream, type StreamOptions } from "./stream.ts";
@@ -58,6 +58,7 @@ export function startStream(
  */
 class StreamCall implements StreamOptions {
   readonly name: string;
+  readonly call: CallName;
   /** The call's record, if it is recorded (its finished event waits for the end of the stream). */
   readonly meta: Task<unknown>["_meta"];
   constructor(
@@ -66,7 +67,9 @@ class StreamCall implements StreamOptions {
     readonly done: ((task: Task<unknown>) => void) | undefined,
     readonly deadline: { at: number; timeoutMs: number } | undefined,
   ) {
-    this.name = task._target.name;
+    const target = task._target;
+    this.name = target.name;
+    this.call = target.kind === "method" ? { name: target.name, kind: "method" } : target.name;
     this.meta = task._meta;
   }
 

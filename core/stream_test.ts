@@ -129,6 +129,37 @@ test("Stream: the call's deadline covers the whole stream: past it the generator
   assert.ok(await eventually(() => finallyRan));
 });
 
+test("Stream: a method's stream stopped by its deadline or a cancel names a call (kind method), as a method's errors do", async () => {
+  const never = gate();
+  const Gen = ta.service(
+    { name: "StreamTestMethodKind", timeoutMs: 50 },
+    class StreamTestMethodKind {
+      async *stuck() {
+        yield 1;
+        await never.promise;
+      }
+      async *forever() {
+        for (let i = 0;; i++) yield i;
+      }
+    },
+  );
+  const g = Gen.init();
+  const it = (await g.stuck.go())[Symbol.asyncIterator]();
+  await it.next();
+  const late = await rejection(it.next().finally(() => never.open()));
+  assert.ok(late instanceof ta.TimeoutError, String(late));
+  assert.equal(late.kind, "method");
+  assert.match(late.message, /^Call "StreamTestMethodKind\.stuck" did not finish within 50 ms/);
+  const ref = g.forever.go();
+  const items = (await ref)[Symbol.asyncIterator]();
+  await items.next();
+  ref.cancel();
+  const cancelled = await rejection(items.next());
+  assert.ok(cancelled instanceof ta.CancelledError, String(cancelled));
+  assert.equal(cancelled.kind, "method");
+  assert.match(cancelled.message, /^Call "StreamTestMethodKind\.forever" was cancelled mid-stream/);
+});
+
 test("Stream: a downstream op takes the stream ref as an argument and consumes the items as they arrive", async () => {
   const words = ta.op(async function* streamTestWords() {
     yield "stream";

@@ -8,7 +8,7 @@
  */
 import { errorToWire } from "../core/codec.ts";
 import { nextTurn } from "../core/_runtime.ts";
-import { OpExecutionError, TimeoutError } from "../core/errors.ts";
+import { type CallName, OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
 import { type ChunkMessage, encodeMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
@@ -92,7 +92,7 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   /**
    * @param home The node's open streams.
    * @param key The call's key.
-   * @param name The call's name (in a deadline's error).
+   * @param name The call's name as errors name it (a deadline's): a method's is a `Call`.
    * @param stream The call's result.
    * @param items Items granted with the call.
    * @param bytes Bytes granted with the call.
@@ -101,7 +101,7 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   constructor(
     readonly home: OutletHome,
     readonly key: string,
-    readonly name: string,
+    readonly name: CallName,
     readonly stream: Stream<unknown>,
     items: number,
     bytes: number,
@@ -349,14 +349,23 @@ export class StreamOutlets {
   open(
     key: string,
     stream: Stream<unknown>,
-    call: { creditItems?: number; creditBytes?: number; timeoutMs?: number; name?: string; op?: string },
+    call: {
+      creditItems?: number;
+      creditBytes?: number;
+      timeoutMs?: number;
+      name?: string;
+      op?: string;
+      method?: string;
+    },
     peer: PeerInfo | undefined,
     name: string = call.name ?? call.op ?? "stream",
   ): Promise<Uint8Array> {
+    // (a method's call is a `Call` in errors, an op's an `Op`)
+    const named: CallName = call.op === undefined && call.method !== undefined ? { name, kind: "method" } : name;
     if (peer?.transport === "http") {
       stream.cancel();
       const error = new OpExecutionError(
-        call.op ?? name,
+        named,
         new TypeError(
           `its result is a stream, and streams need the WebSocket transport (ws://): over HTTP each request ` +
             "stands alone, so the node could not tell when the consumer went away",
@@ -370,7 +379,7 @@ export class StreamOutlets {
     const outlet = new Outlet(
       this.#home,
       key,
-      name,
+      named,
       stream,
       call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
       call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,

@@ -135,7 +135,9 @@ for (const runtime of ["bun", "deno"] as const) {
         await it.next();
         assert.equal(ref.cancel(), true);
         assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 2, 30_000), "finally ran");
-        assert.ok((await rejection(it.next())) instanceof ta.CancelledError);
+        const cancelled = await rejection(it.next());
+        assert.ok(cancelled instanceof ta.CancelledError, String(cancelled));
+        assert.match((cancelled as Error).message, /^Call "StreamGen\.count" was cancelled/);
         // the instance's slot was given back on the node
         assert.deepEqual(await collect(gen.count.go(3)), [0, 1, 2]);
       });
@@ -221,6 +223,9 @@ for (const runtime of ["bun", "deno"] as const) {
         assert.ok(await eventually(async () => (await streamSeen.go()).finallyRan === 1, 30_000), "finally ran");
         const err = await rejection(it.next());
         assert.ok(err instanceof ta.TimeoutError, String(err));
+        // a method's stream: its deadline's error names a call, as a method's errors do
+        assert.equal((err as ta.TimeoutError).kind, "method");
+        assert.match((err as Error).message, /^Call "StreamStuck\.endless" did not finish within/);
       }, { streamWindow: { items: 4 } });
     },
   );
