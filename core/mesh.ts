@@ -166,6 +166,9 @@ export class Mesh implements AsyncDisposable {
     }
     const window = options.streamWindow;
     if (window !== undefined) {
+      if (typeof window !== "object" || window === null || Array.isArray(window)) {
+        throw new TypeError(`Mesh streamWindow must be an object { items?, bytes? }, got ${describe(window)}`);
+      }
       checkKnownKeys("Mesh streamWindow", window, { items: true, bytes: true });
       for (const k of ["items", "bytes"] as const) {
         const v = window[k];

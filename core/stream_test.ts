@@ -518,3 +518,25 @@ test("Stream.drain: a generator's items are taken with no microtask turn each, i
   await eventually(() => finallyRan);
   assert.equal(finallyRan, true);
 });
+
+test("Mesh streamWindow: anything but an object of positive integer items and bytes is refused, naming the option", () => {
+  const node = () => [new ta.MeshNode("streamTestWindow")];
+  for (const bad of [null, 5, [], "big", true]) {
+    assert.throws(
+      () => new ta.Mesh(node(), { streamWindow: bad as never }),
+      (e) =>
+        e instanceof TypeError && /^Mesh streamWindow must be an object \{ items\?, bytes\? \}, got /.test(e.message),
+      String(bad),
+    );
+  }
+  assert.throws(
+    () => new ta.Mesh(node(), { streamWindow: { item: 3 } as never }),
+    /unknown option "item"; did you mean "items"/,
+  );
+  for (const items of [0, -1, 1.5, NaN, Infinity, "8"]) {
+    assert.throws(
+      () => new ta.Mesh(node(), { streamWindow: { items: items as never } }),
+      /Mesh streamWindow\.items must be a positive integer/,
+    );
+  }
+});
