@@ -39,6 +39,9 @@ const DpConsumer = ta.service(
     length(a: Float32Array) {
       return a.length;
     }
+    pass(a: Float32Array) {
+      return a;
+    }
     sumParts(x: { parts: Float32Array[] }) {
       let s = 0;
       for (const a of x.parts) for (let i = 0; i < a.length; i++) s += a[i];
@@ -253,6 +256,29 @@ test(
         assert.ok((ta_.bytes.get("fetch") ?? 0) > 4 * n, "the array did not travel node to node");
         // the published result is forgotten once the call pulling it ended
         assert.ok(await eventually(() => a.objectStats().published === 0, 10_000), "A still publishes the result");
+      },
+    );
+  },
+);
+
+test(
+  "hand-off then pipelining: a call on B that names the result of a call on B still pulling its argument from A waits for it",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let holding = false;
+    await twoNodes(
+      (type) => (holding && type === "fetch" ? gate : undefined),
+      async ({ tb }, mesh, producer, consumer) => {
+        holding = true;
+        const n = 256 * 1024;
+        // B's first call waits for A's array (its pull held back at A); the second names its result
+        const length = mesh.run(() => consumer.length.go(consumer.pass.go(producer.make.go(n))));
+        const both = await eventually(() => tb.frames.get("call") === 2, 10_000);
+        open();
+        assert.ok(both, `B got ${tb.frames.get("call") ?? 0} calls while its pull from A was held`);
+        assert.equal(await length, n);
       },
     );
   },

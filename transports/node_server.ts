@@ -527,69 +527,90 @@ export class NodeServer {
     // results named instead of sent: those held here now (before any await, so a `free` sent after
     // this call cannot overtake it), then those pulled from other nodes
     let streams: PipedStreams | undefined;
+    let entering: ReturnType<PipedArgs["entering"]> | undefined;
     if (msg.pipe !== undefined) {
       const pulls = this.pipes.fill(msg, args, scope, streams = new PipedStreams());
       if (pulls !== undefined) {
-        await pulls;
+        // calls that name this one's result wait until it runs, or fail as it does (piped_args.ts)
+        entering = this.pipes.entering(key);
+        try {
+          await pulls;
+        } catch (e) {
+          entering.failed(e);
+          throw e;
+        }
         now = performance.now(); // (the leases below are renewed once its arguments are here, as before)
       }
     }
     let ref: ObjectRef<unknown>;
     let name: string;
     let renewed: string | undefined; // the lease this call already renewed
-    if (msg.op !== undefined) {
-      const def = registeredOps().get(msg.op);
-      if (def === undefined) {
-        throw new ProtocolError(
-          `Unknown op "${msg.op}": node "${this.name}" registered ${[...registeredOps().keys()].join(", ") || "none"}`,
-        );
-      }
-      name = msg.op;
-      if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opRefusal(def), now);
-      // run it here: inside this node's mesh, where the op has no remote nodes to go to
-      // the caller's trace continues here, under a SERVER span
-      ref = this.serveOp(def, name, args, msg.trace);
-    } else {
-      const inst = this.instances.get(msg.id!);
-      if (inst === undefined) {
-        throw new ProtocolError(
-          this.leases.wasExpired(msg.id!)
-            ? `Instance "${msg.id}" on node "${this.name}" was destroyed: its driver sent no keepalive for ` +
-              `${this.leaseMs} ms (lease expired)`
-            : `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
-        );
-      }
-      // (made once per method: no names or span options built per call)
-      let served = inst.served?.get(msg.method!);
-      if (served === undefined) {
-        if (!inst.replica.def.methods.has(msg.method!)) {
-          throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
+    let made = false;
+    try {
+      if (msg.op !== undefined) {
+        const def = registeredOps().get(msg.op);
+        if (def === undefined) {
+          throw new ProtocolError(
+            `Unknown op "${msg.op}": node "${this.name}" registered ${
+              [...registeredOps().keys()].join(", ") || "none"
+            }`,
+          );
         }
-        const method = `${inst.replica.def.name}.${msg.method}`;
-        served = { name: method, span: { name: `serve ${method}`, attributes: { "thinkagain.node": this.name } } };
-        (inst.served ??= new Map()).set(msg.method!, served);
+        name = msg.op;
+        if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opRefusal(def), now);
+        // run it here: inside this node's mesh, where the op has no remote nodes to go to
+        // the caller's trace continues here, under a SERVER span
+        ref = this.serveOp(def, name, args, msg.trace);
+      } else {
+        const inst = this.instances.get(msg.id!);
+        if (inst === undefined) {
+          throw new ProtocolError(
+            this.leases.wasExpired(msg.id!)
+              ? `Instance "${msg.id}" on node "${this.name}" was destroyed: its driver sent no keepalive for ` +
+                `${this.leaseMs} ms (lease expired)`
+              : `Unknown instance "${msg.id}" on node "${this.name}": it was destroyed or the node restarted`,
+          );
+        }
+        // (made once per method: no names or span options built per call)
+        let served = inst.served?.get(msg.method!);
+        if (served === undefined) {
+          if (!inst.replica.def.methods.has(msg.method!)) {
+            throw new ProtocolError(`Service "${inst.replica.def.name}" has no method "${msg.method}"`);
+          }
+          const method = `${inst.replica.def.name}.${msg.method}`;
+          served = { name: method, span: { name: `serve ${method}`, attributes: { "thinkagain.node": this.name } } };
+          (inst.served ??= new Map()).set(msg.method!, served);
+        }
+        name = served.name;
+        // a call shows its driver is alive, like a keepalive
+        if (inst.owner !== undefined) {
+          const lease = this.owners.get(inst.owner);
+          if (lease !== undefined) lease.seen = now;
+          renewed = inst.owner;
+        }
+        if (inst.fair === undefined && inst.replica.refuses() && this.unobserved(msg)) {
+          return this.refused(inst.replica, msg, owner, served, now);
+        }
+        ref = this.serveMethod(inst, msg.method!, args, msg.trace, served, peer, scope);
       }
-      name = served.name;
-      // a call shows its driver is alive, like a keepalive
-      if (inst.owner !== undefined) {
-        const lease = this.owners.get(inst.owner);
+      if (owner !== undefined && owner !== renewed) {
+        const lease = this.owners.get(owner);
         if (lease !== undefined) lease.seen = now;
-        renewed = inst.owner;
       }
-      if (inst.fair === undefined && inst.replica.refuses() && this.unobserved(msg)) {
-        return this.refused(inst.replica, msg, owner, served, now);
-      }
-      ref = this.serveMethod(inst, msg.method!, args, msg.trace, served, peer, scope);
-    }
-    if (owner !== undefined && owner !== renewed) {
-      const lease = this.owners.get(owner);
-      if (lease !== undefined) lease.seen = now;
+      made = true;
+    } catch (e) {
+      entering?.failed(e);
+      throw e;
+    } finally {
+      // (refused: a reply says so, and the calls naming its result have none to take)
+      if (!made) entering?.failed(new ProtocolError(`Call "${msg.cid}" was refused on node "${this.name}"`));
     }
     // counted, kept (with `keep`) until the caller frees it or its connection closes, and stopped
     // when its connection closes
     const signal = peer?.signal;
     const onGone = book.enter(key, ref, msg.keep === true, signal, conn, scope, bytes);
     if (streams !== undefined) streams.made(ref);
+    entering?.made(ref);
     // any deadline the driver gives, past what one timer holds too; Infinity is none
     const stopTimer = msg.timeoutMs === undefined ? undefined : this.deadline(ref, msg.timeoutMs);
     try {

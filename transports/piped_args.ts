@@ -60,6 +60,11 @@ function put(args: unknown[], p: PipedArg, value: unknown, cid: string): void {
   }
 }
 
+/** A call waiting for its pulls (see {@linkcode PipedArgs.entering}). */
+interface Entering {
+  readonly promise: Promise<ObjectRef<unknown>>;
+}
+
 /**
  * Refuses a call whose arguments name another call's result on this node that turns out to be a
  * stream: its items go to that call's caller (the reply to it), so two readers would split them.
@@ -174,6 +179,11 @@ function pipedStreamError(msg: CallMessage, p: PipedArg, made: string, node: str
  */
 export class PipedArgs {
   readonly #sources: PipeSources;
+  /**
+   * Calls waiting for results pulled from other nodes before they run, by call key: a call that
+   * names one of them waits for it to run (its ref) or fail (its error) before it runs itself.
+   */
+  readonly #entering = new Map<string, Entering>();
   /** Put values pulled from other nodes, shared by the calls here that name them. */
   readonly #pulledPuts = new PulledPuts();
 
@@ -207,21 +217,19 @@ export class PipedArgs {
       if (p.cid !== undefined) {
         const k = keyInScope(scope, p.cid);
         const ref = kept.get(k) ?? calls.get(k);
-        if (ref === undefined) {
+        if (ref !== undefined) {
+          this.#named(msg, p, args, ref, watch);
+          continue;
+        }
+        // a call still pulling its own arguments: this one waits until it runs (or fails with it)
+        const entering = this.#entering.get(k);
+        if (entering === undefined) {
           throw new ProtocolError(
             `Call "${msg.cid}" names the result of call "${p.cid}" (argument ${p.i}), which node "${node}" ` +
               "does not hold: it was not sent on this connection with keep, or was freed",
           );
         }
-        // a stream it makes goes to the caller, in the reply to its own call: never to this one
-        const source = ref as unknown as Task<unknown>;
-        if (source._state === State.COMPLETED && source._value instanceof Stream) {
-          throw pipedStreamError(msg, p, ref.name, node);
-        }
-        put(args, p, ref, msg.cid);
-        if (source._state === State.PENDING || source._state === State.RUNNING) {
-          watch?.watch(source, () => pipedStreamError(msg, p, ref.name, node));
-        }
+        pulls.push(entering.promise.then((made) => this.#named(msg, p, args, made, watch)));
       } else if (p.endpoint === undefined) {
         const oid = p.oid!;
         if (oid.startsWith(STORED_ID_PREFIX) && !objects.has(oid)) {
@@ -254,5 +262,51 @@ export class PipedArgs {
       }
     }
     return pulls.length === 0 ? undefined : Promise.all(pulls).then(() => {});
+  }
+
+  /**
+   * A call's result put among another's arguments: its ref, or a refusal when it is a stream (now,
+   * or through `watch` when it settles as one).
+   */
+  #named(msg: CallMessage, p: PipedArg, args: unknown[], ref: ObjectRef<unknown>, watch?: PipedStreams): void {
+    const node = this.#sources.node;
+    // a stream it makes goes to the caller, in the reply to its own call: never to this one
+    const source = ref as unknown as Task<unknown>;
+    if (source._state === State.COMPLETED && source._value instanceof Stream) {
+      throw pipedStreamError(msg, p, ref.name, node);
+    }
+    put(args, p, ref, msg.cid);
+    if (source._state === State.PENDING || source._state === State.RUNNING) {
+      watch?.watch(source, () => pipedStreamError(msg, p, ref.name, node));
+    }
+  }
+
+  /**
+   * Call `key` waits for the results it pulls before it runs: calls that name its result wait for
+   * it. Tell the returned entry when it runs (`made`) or will not (`failed`, also after `made`: then
+   * nothing); either forgets it.
+   *
+   * @param key The call's key.
+   * @returns Its entry.
+   */
+  entering(key: string): { made(ref: ObjectRef<unknown>): void; failed(error: unknown): void } {
+    let resolve!: (ref: ObjectRef<unknown>) => void, reject!: (e: unknown) => void;
+    const promise = new Promise<ObjectRef<unknown>>((res, rej) => (resolve = res, reject = rej));
+    promise.catch(() => {}); // (nobody may wait for it)
+    const entry: Entering = { promise };
+    this.#entering.set(key, entry);
+    const forget = () => {
+      if (this.#entering.get(key) === entry) this.#entering.delete(key);
+    };
+    return {
+      made: (ref) => {
+        forget();
+        resolve(ref);
+      },
+      failed: (e) => {
+        forget();
+        reject(e);
+      },
+    };
   }
 }
