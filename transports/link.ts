@@ -117,6 +117,11 @@ export class NodeLink {
   private helloBackoffMs = 0;
   /** Set when an established connection dropped; cleared by the next successful request. */
   lost = false;
+  /**
+   * Why the requests of a connection that never answered ended (its hello timed out): the
+   * `TransportError("unreachable")` they reject with instead of the connection's close.
+   */
+  private unreachable: TransportError | undefined;
   /** Why the node was taken for lost when the link itself gave up on it (a missed keepalive window). */
   private lostDetail: string | undefined;
   /** Replies received (counted, not timed: the watch reads the clock, the hot path does not). */
@@ -254,7 +259,12 @@ export class NodeLink {
     const replied = conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
     // the frame is on its way: what must follow it on this ordered link may go now (pipelining)
     if (onSent !== undefined) onSent();
-    const reply = await replied;
+    let reply: Uint8Array;
+    try {
+      reply = await replied;
+    } catch (e) {
+      throw this.unreached(e);
+    }
     this.answered();
     if (span !== undefined) {
       span.addEvent("received");
@@ -271,6 +281,32 @@ export class NodeLink {
     this.lost = false;
     this.lostDetail = undefined;
     this.reached = true;
+    this.unreachable = undefined;
+  }
+
+  /**
+   * The hello of a connection nothing ever answered timed out: the connection is closed, and its
+   * requests fail as unreachable (see {@linkcode NodeLink.unreached}); the next one connects anew.
+   */
+  private neverAnswered(timeout: TransportError): void {
+    const c = this.conn;
+    this.conn = undefined;
+    this.open = undefined;
+    this.unreachable = new TransportError(
+      "unreachable",
+      `Cannot reach ${this.endpoint}: it answered nothing, not even a hello within ` +
+        `${Math.min(this.lostAfterMs, HELLO_TIMEOUT_MS)} ms (not a thinkagain node, or it hangs)`,
+      this.endpoint,
+      timeout,
+    );
+    if (c) c.then((x) => x.close(), () => {});
+  }
+
+  /** A request's failure, as unreachable when its connection was closed for never answering. */
+  private unreached(e: unknown): unknown {
+    return this.unreachable !== undefined && !this.reached && e instanceof TransportError && e.reason === "closed"
+      ? this.unreachable
+      : e;
   }
 
   /** Sends a one-way message; dropped when not connected. */
@@ -318,6 +354,10 @@ export class NodeLink {
         if (this.closed) return;
         this.helloBackoffMs = Math.min(Math.max(HELLO_BACKOFF_MS, this.helloBackoffMs * 2), HELLO_BACKOFF_MAX_MS);
         this.helloFailure = { error, until: performance.now() + this.helloBackoffMs };
+        // nothing ever answered, not even the hello: the requests waiting on the connection end,
+        // unreachable (over HTTP, or a WebSocket upgraded by a peer that reads nothing, they would
+        // wait for ever: no keepalive can take for lost a node that was never reached)
+        if (!this.reached && error instanceof TransportError && error.reason === "io") this.neverAnswered(error);
       });
       this.welcomeP = p;
     }
@@ -448,6 +488,7 @@ export class NodeLink {
    * HTTP, where each call connects anew) a node that answered before cannot be reached any more.
    */
   asNodeLost(e: unknown): unknown {
+    e = this.unreached(e);
     if (
       e instanceof TransportError &&
       (e.reason === "closed" || e.reason === "io" || (e.reason === "unreachable" && this.reached))

@@ -12,6 +12,7 @@ import { linkFor } from "./link_table.ts";
 import { handleWire } from "./handle_wire.ts";
 import { meshRuntime } from "../core/mesh.ts";
 import { startRealServer } from "./_test_servers.ts";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 
 const Tally = ta.service(
   class RemoteTally {
@@ -86,6 +87,38 @@ test(
     }
   },
 );
+
+for (
+  const [what, scheme] of [["accepts TCP connections and answers nothing", "http"], [
+    "takes frames and answers none",
+    "ws",
+  ]] as const
+) {
+  test(
+    `a ${scheme} endpoint that ${what} fails a service call as unreachable, and mesh.close() ends`,
+    T,
+    async () => {
+      const sockets: Socket[] = [];
+      const silent = createServer((socket) => sockets.push(socket)); // accepts, never answers
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      const frozen = await startRealServer(() => new Promise<never>(() => {}), {}, "ws");
+      const endpoint = scheme === "http"
+        ? `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+        : frozen.endpoint;
+      const mesh = new ta.Mesh([new ta.MeshNode("silent", { endpoint })], { keepaliveMs: 100, lostAfterMs: 300 });
+      try {
+        const err = await rejection(mesh.run(() => Tally.init().add.go(1)));
+        assert.ok(err instanceof ta.TransportError && err.reason === "unreachable", String(err));
+        assert.match((err as Error).message, /answered nothing, not even a hello within 300 ms/);
+        assert.equal(await settlesWithin(mesh.close(), 10_000), true, "close waits on the silent node");
+      } finally {
+        for (const socket of sockets) socket.destroy();
+        await new Promise((resolve) => silent.close(resolve));
+        await frozen.close();
+      }
+    },
+  );
+}
 
 test("a remote call past its deadline gives its slot back at once: with maxConcurrency 1 the next call is sent without a grace", async () => {
   // the deadline covers the quick calls too: 2 s leaves them time on a loaded machine (50 ms did not)
