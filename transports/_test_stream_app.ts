@@ -21,6 +21,14 @@ export const streamFailing = ta.op({ name: "streamFailing", remote: true }, asyn
   throw new Error(`boom after ${k}`);
 });
 
+/** Items 1 and 2, then one that cannot travel (a function in it), then 4. */
+export const streamBadItem = ta.op({ name: "streamBadItem", remote: true }, async function* () {
+  yield 1;
+  yield 2;
+  yield { f: () => 1 };
+  yield 4;
+});
+
 /** Counts from 0 to n - 1, from a generator (`function*`): items made as they are asked for. */
 export const streamCountSync = ta.op({ name: "streamCountSync", remote: true }, function* (n: number) {
   for (let i = 0; i < n; i++) yield i;

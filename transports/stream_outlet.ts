@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { errorToWire } from "../core/codec.ts";
+import { encode, errorToWire } from "../core/codec.ts";
 import { nextTurn } from "../core/_runtime.ts";
 import { type CallName, OpExecutionError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
@@ -248,19 +248,42 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
         )
         : encodeMessage({ t: "chunk", items, done: false });
     } catch (e) {
-      // an item that cannot travel ends the stream, with the reason
+      // an item that cannot travel ends the stream, with the reason, after the items before it
       this.end();
       this.stream.cancel();
-      const error = new OpExecutionError(
-        "stream",
-        new TypeError(`a stream item cannot be sent: ${(e as Error).message}`),
-      );
-      answer(encodeMessage({ t: "chunk", items: [], done: true, error: errorToWire(error) }));
+      answer(this.refusedItem(items, e));
       return;
     }
     if (last) this.end();
     else if (!this.joined) this.home.join(this);
     answer(frame);
+  }
+
+  /**
+   * The last chunk of a stream one of whose `items` cannot travel (`e`, the chunk's encoding
+   * failure): the items before it, then the call's error naming the item by its place in the stream.
+   */
+  refusedItem(items: readonly unknown[], e: unknown): Uint8Array {
+    let bad = 0;
+    for (; bad < items.length - 1; bad++) {
+      try {
+        encode(items[bad]);
+      } catch {
+        break;
+      }
+    }
+    let reason = e;
+    try {
+      encode(items[bad]);
+    } catch (itemError) {
+      reason = itemError; // (its path from the item itself, not from the chunk's array)
+    }
+    const at = this.stream.items - items.length + bad; // (every item taken is in this chunk or sent)
+    const error = new OpExecutionError(
+      this.name,
+      new TypeError(`item ${at} of the stream cannot be sent: ${(reason as Error).message}`),
+    );
+    return encodeMessage({ t: "chunk", items: items.slice(0, bad), done: true, error: errorToWire(error) });
   }
 
   /** Stops it (its consumer cancelled it, or went away): the producer's `finally` runs. */

@@ -6,6 +6,7 @@ import { type NodeProcess, type Runtime, startNodeProcess } from "../adapters/_t
 import { eventually, rejection } from "../core/_test_utils.ts";
 import {
   streamArrays,
+  streamBadItem,
   streamCount,
   streamCountSync,
   streamFailing,
@@ -72,6 +73,17 @@ for (const runtime of ["bun", "deno"] as const) {
         assert.deepEqual(got, [0, 1, 2, 3, 4]);
         assert.ok(err instanceof ta.OpExecutionError, String(err));
         assert.match((err as Error).message, /boom after 5/);
+        // an item that cannot travel: the items before it, then the error naming the call and the item
+        const before: unknown[] = [];
+        const badItem = await rejection((async () => {
+          for await (const x of await streamBadItem.go()) before.push(x);
+        })());
+        assert.deepEqual(before, [1, 2]);
+        assert.ok(badItem instanceof ta.OpExecutionError, String(badItem));
+        assert.match(
+          (badItem as Error).message,
+          /^Op "streamBadItem" failed: TypeError: item 2 of the stream cannot be sent/,
+        );
         // a stream's ref passed on to another call on the node that makes it: that call fails, naming
         // the argument, and no item is lost to it (they all reach this process, which made the call)
         for (const n of [3, 100]) {
@@ -485,11 +497,18 @@ test("a node's outlet over a generator (function*) answers each chunk as it fill
   outlets.cancel("k");
 });
 
-test("a node's stream whose item cannot travel ends with an error chunk", async () => {
-  const frames = await outletFrames([new Uint8Array([1]), "ok", () => 1]);
-  const last = decode(frames.at(-1)!) as { done: boolean; error?: { message: string } };
-  assert.equal(last.done, true);
-  assert.match(String(last.error?.message), /cannot be sent/);
+test("a node's stream whose item cannot travel ends with an error chunk, after the items before it, naming the item", async () => {
+  for (const window of [4096, 2]) {
+    const frames = await outletFrames([new Uint8Array([1]), "ok", 3, { f: () => 1 }, "never"], window);
+    const chunks = frames.map((f) => decode(f) as { items: unknown[]; done: boolean; error?: { message: string } });
+    assert.deepEqual(chunks.flatMap((c) => c.items), [new Uint8Array([1]), "ok", 3], `window ${window}`);
+    const last = chunks.at(-1)!;
+    assert.equal(last.done, true);
+    assert.match(
+      String(last.error?.message),
+      /^Op "t" failed: TypeError: item 3 of the stream cannot be sent: .*\.f\b/,
+    );
+  }
 });
 
 /** The default window, a quarter of it (a grant), and a full chunk, as the consumer tests below use them. */
