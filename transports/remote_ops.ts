@@ -15,6 +15,7 @@ import { handleWire, wireValue } from "./handle_wire.ts";
 import { RemoteObject } from "./remote_object.ts";
 import { materializeArgs } from "../core/lazy_value.ts";
 import { Task } from "../core/task.ts";
+import { AuthError } from "../core/errors.ts";
 import type { Span } from "@opentelemetry/api";
 import type { Mutable, NodeLink } from "./link.ts";
 import { meshLink } from "./link_table.ts";
@@ -40,7 +41,8 @@ function noop(): void {}
 /**
  * The body that runs a remote-capable op on a node of `mesh`: one that registered the op and offers
  * at least `gpus` GPUs, the one with the fewest calls in flight from this mesh; with no such node
- * reachable, the op runs here as a plain op would. `undefined` when the mesh has no remote node.
+ * reachable, the op runs here as a plain op would, unless a node refused the mesh's token (then the
+ * call fails with that `AuthError`). `undefined` when the mesh has no remote node.
  *
  * @param mesh The mesh the call runs in.
  * @param name The op's registered name.
@@ -72,8 +74,16 @@ export function remoteOpBody(
     if (candidates.length > 0) {
       for (const l of links) if (l.knownWelcome() === undefined) l.welcome().catch(noop);
     } else {
-      const answered = await Promise.all(links.map((l) => l.welcome().then(fits, () => false)));
+      let refused: AuthError | undefined;
+      const answered = await Promise.all(links.map((l) =>
+        l.welcome().then(fits, (e) => {
+          if (e instanceof AuthError) refused ??= e;
+          return false;
+        })
+      ));
       candidates = links.filter((_, i) => answered[i]);
+      // a node that refused this mesh's token is a mistake to show, not a node to do without
+      if (candidates.length === 0 && refused !== undefined) throw refused;
     }
     if (candidates.length === 0) {
       // no node registered the op: it runs here, as a plain op would

@@ -120,6 +120,32 @@ for (
   );
 }
 
+test(
+  "a remote op whose only node refuses the mesh's token fails with AuthError; it does not run in the driver instead",
+  T,
+  async () => {
+    let ranHere = 0;
+    const where = ta.op({ name: "authRefusedWhere", remote: true }, () => ++ranHere);
+    const node = new NodeServer({ name: "guarded" });
+    const name = `guarded-${++seq}`;
+    const server = serveInMemory(name, node.handler, { token: "right" });
+    const wrong = new ta.Mesh([new ta.MeshNode("guarded", { endpoint: `mem://${name}` })], { token: "wrong" });
+    const right = new ta.Mesh([new ta.MeshNode("guarded", { endpoint: `mem://${name}` })], { token: "right" });
+    try {
+      const err = await wrong.run(() => rejection(where.go()));
+      assert.ok(err instanceof ta.AuthError, String(err));
+      // with the right token it runs on the node (the same process here: the node's count)
+      assert.equal(await right.run(() => where.go()), 1);
+      assert.equal(ranHere, 1);
+    } finally {
+      await wrong.close();
+      await right.close();
+      await server.close();
+      await node.drain({ graceMs: 10 });
+    }
+  },
+);
+
 test("a remote call past its deadline gives its slot back at once: with maxConcurrency 1 the next call is sent without a grace", async () => {
   // the deadline covers the quick calls too: 2 s leaves them time on a loaded machine (50 ms did not)
   const Single = ta.service(
