@@ -105,6 +105,17 @@ class HttpConnection implements TransportConnection {
       await res.body?.cancel().catch(() => {});
       throw authRefused(this.endpoint, this.#hasToken);
     }
+    const type = res.headers.get("content-type");
+    if (res.status === 200 && type !== "application/cbor") {
+      // a node answers a frame with a frame: this server is something else
+      await res.body?.cancel().catch(() => {});
+      throw new TransportError(
+        "refused",
+        `${this.endpoint} is not a thinkagain node: POST ${this.#url} answered HTTP 200 with ` +
+          `${type === null ? "no content-type" : `content-type ${type}`}, not a CBOR frame`,
+        this.endpoint,
+      );
+    }
     const declared = Number(res.headers.get("content-length") ?? "0");
     if (declared > this.#maxFrameBytes) {
       await res.body?.cancel().catch(() => {});

@@ -95,3 +95,23 @@ test("http: a reply with no declared length is still held to maxFrameBytes", asy
     await new Promise((r) => server.close(r));
   }
 });
+
+test("http: a server that is not a node (it answers HTTP 200 with text) is refused, naming the endpoint", async () => {
+  const { createServer } = await import("node:http");
+  const server = createServer((_req, res) => res.writeHead(200, { "content-type": "text/plain" }).end("hello"));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const conn = await httpTransport.connect(endpoint);
+  try {
+    await rejects(
+      conn.request(encode({ t: "hello", v: 2 })),
+      (e: unknown) =>
+        e instanceof TransportError && e.reason === "refused" &&
+        e.message.startsWith(`${endpoint} is not a thinkagain node: POST ${endpoint}/rpc answered HTTP 200 with `) &&
+        e.message.includes("text/plain"),
+    );
+  } finally {
+    await conn.close();
+    await new Promise((r) => server.close(r));
+  }
+});
