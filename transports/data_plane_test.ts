@@ -17,6 +17,7 @@ const T = { timeout: 300_000 };
 const dpInc = ta.op({ name: "dpInc", remote: true }, (x: number) => x + 1);
 const dpBig = ta.op({ name: "dpBig", remote: true }, (n: number) => new Float32Array(n).fill(1.5));
 const dpIncIn = ta.op({ name: "dpIncIn", remote: true }, (o: { v: number[] }) => o.v[0] + 1);
+const dpRemade = ta.op({ name: "dpRemade", remote: true, retries: 2 }, (n: number) => new Float32Array(n).fill(2.5));
 const DpProducer = ta.service(
   { name: "DpProducer", gpus: 1 },
   class DpProducer {
@@ -396,6 +397,37 @@ test(
       // a small result still comes back inline
       assert.deepEqual(await mesh.run(() => dpBig.go(4)), new Float32Array(4).fill(1.5));
     });
+  },
+);
+
+test(
+  "data plane: results kept on a node whose process restarted are lost with it: NodeLostError, or made again by an op with retries",
+  T,
+  async () => {
+    const name = "dp-restart";
+    let node = new NodeServer({ name: "R" });
+    let server = serveInMemory(name, node.handler);
+    try {
+      await using mesh = new ta.Mesh([new ta.MeshNode("R", { endpoint: `mem://${name}` })]);
+      const { kept, remade } = await mesh.run(async () => {
+        const kept = dpBig.go(100_000), remade = dpRemade.go(100_000); // not awaited: kept on R
+        for (const r of [kept, remade]) await eventually(() => r.status === "completed", 10_000);
+        return { kept, remade };
+      });
+      assert.equal(node.objectStats().objects, 2);
+      // R's process restarts: a new node at the same endpoint, which never held them
+      await server.close();
+      await node.drain();
+      node = new NodeServer({ name: "R" });
+      server = serveInMemory(name, node.handler);
+      const lost = await mesh.run(() => rejection(kept.then((v) => v)));
+      assert.ok(lost instanceof ta.NodeLostError, String(lost));
+      assert.match((lost as Error).message, /restarted/);
+      assert.deepEqual(await mesh.run(() => remade.then((v) => v)), new Float32Array(100_000).fill(2.5));
+    } finally {
+      await server.close();
+      await node.drain();
+    }
   },
 );
 

@@ -130,7 +130,7 @@ export class NodeServer {
     this.callCtx = { mesh: this.rt };
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
-    this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name });
+    this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name, session: this.session });
     this.published = new PublishedResults(options.name);
     this.book = new NodeCalls({ name: this.name, forgetPublished: (id) => this.published.forget(id) }, limits);
     this.leases = new NodeLeases(this.leaseMs, {

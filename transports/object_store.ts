@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { OverloadedError, ProtocolError } from "../core/errors.ts";
+import { NodeLostError, OverloadedError, ProtocolError } from "../core/errors.ts";
 import { decodeReply, type ResultMessage } from "./protocol.ts";
 
 const READBACK = Symbol.for("thinkagain.readback");
@@ -97,7 +97,16 @@ export interface ObjectStoreOptions {
   maxBytes?: number;
   /** The node's name, for errors. */
   node?: string;
+  /**
+   * The node's session (a new one each time its process starts): the ids it makes begin with its
+   * first 8 characters, so that an id of an earlier session is told for what it is, an object the
+   * node lost when it restarted (a `NodeLostError`, as if the node had been lost), not one freed.
+   */
+  session?: string;
 }
+
+/** A made id: a UUID whose first group is the store's session tag (see `ObjectStoreOptions.session`). */
+const MADE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
  * One stored object: its value (or the `result` frame that carries it, already encoded: what a
@@ -163,7 +172,11 @@ export class ObjectStore {
     }
     this.maxBytes = max;
     this.node = options.node ?? "this node";
+    this.tag = (options.session ?? crypto.randomUUID()).replaceAll("-", "").slice(0, 8).padEnd(8, "0");
   }
+
+  /** The first group of every id this store makes (see `ObjectStoreOptions.session`). */
+  private readonly tag: string;
 
   /** How many objects it holds. */
   get count(): number {
@@ -207,7 +220,7 @@ export class ObjectStore {
       if (meta.oid !== undefined) this.settleWaiters(meta.oid, e);
       throw e;
     }
-    const oid = meta.oid ?? crypto.randomUUID();
+    const oid = meta.oid ?? `${this.tag}${crypto.randomUUID().slice(8)}`;
     const frame = meta.frame;
     this.objects.set(oid, {
       value: frame === undefined ? value : undefined,
@@ -321,6 +334,13 @@ export class ObjectStore {
   private entry(oid: string): Entry {
     const e = this.objects.get(oid);
     if (e === undefined) {
+      if (MADE_ID.test(oid) && !oid.startsWith(this.tag)) {
+        // made by this node before it restarted: lost with that process
+        throw new NodeLostError(
+          this.node,
+          `it restarted since it kept object "${oid}" (made by its process before), which is gone with that process`,
+        );
+      }
       throw new ProtocolError(
         `Unknown object "${oid}" on node "${this.node}": it was freed (its refs were dropped, its driver's lease ` +
           "expired or its mesh closed) or the node restarted",
