@@ -17,6 +17,7 @@ import { resolve } from "node:path";
 import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
+import { endpointProblem } from "./core/mesh_node.ts";
 import { ReplyParking } from "./transports/nats/parking.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME] [--dashboard[=PORT]]
@@ -44,7 +45,11 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   (results too large to send back unasked; default 1073741824); a result past it fails its call.
   --max-in-flight / --max-in-flight-bytes: the most calls (default 100000), and the most bytes of
   their frames (default 1073741824), in flight on this node from all clients together; a call past
-  either is refused at once with OverloadedError (unbounded: no limit).`;
+  either is refused at once with OverloadedError (unbounded: no limit).
+  A value is the next word (or --flag=VALUE); a next word that starts with -- is the next option, so
+  the value is missing (write --token=--x to mean it). Numbers are decimal integers; the times in ms
+  (--drain-ms, --lease-ms, --headers-timeout-ms, --idle-timeout-ms) are at most 2147483647 (about
+  24.8 days, the longest a timer holds). --host ::1 listens on IPv6 (the ready line: http://[::1]:PORT).`;
 
 /** Parsed `serve` options. */
 export interface ServeCommand {
@@ -89,12 +94,24 @@ export interface ServeCommand {
   start: { service: string; replicas: number }[];
 }
 
-function int(flag: string, v: string | undefined, min: number): number {
-  const n = Number(v);
-  if (v === undefined || !Number.isInteger(n) || n < min) {
-    throw new TypeError(`${flag} needs an integer ≥ ${min}, got ${v ?? "nothing"}`);
+/** The longest delay a timer holds (2^31 - 1 ms, about 24.8 days): a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Why a flag in ms stops at {@linkcode MAX_TIMER_MS}, for its error. */
+const TIMER_BOUND = "about 24.8 days, the longest a timer holds";
+
+/**
+ * The integer a flag's value spells in decimal digits. `Number()` takes more: "" and " " (a blank
+ * `--port` became a random port), "0x1F90", "1e3", "0b11"; only digits pass here, after an optional
+ * "-" (so that "-1" gets the range error, not "not a number").
+ */
+function int(flag: string, v: string, min: number, max: number = Number.MAX_SAFE_INTEGER, why?: string): number {
+  const n = /^-?\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= min && n <= max)) {
+    const range = max === Number.MAX_SAFE_INTEGER && !(n > max) ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new TypeError(`${flag} needs an integer ${range}${why ? ` (${why})` : ""}, got ${JSON.stringify(v)}`);
   }
-  return n;
+  return n + 0; // "-0" is 0
 }
 
 function isOrigin(v: string): boolean {
@@ -150,18 +167,26 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     const [flag, inline] = a.startsWith("--") && a.includes("=")
       ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]
       : [a, undefined];
-    const value = () => inline ?? argv[++i];
+    // a flag's value is the next word, unless that word is another option: `--token --dashboard` is
+    // a token left out, not the token "--dashboard" (a value may start with one "-": `--gpus -1`)
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const next = argv[i + 1];
+      if (next === undefined) throw new TypeError(`${flag} needs a value`);
+      if (next.startsWith("--")) throw new TypeError(`${flag} needs a value, got the option ${next}`);
+      i++;
+      return next;
+    };
     switch (flag) {
       case "--host":
-        out.host = value() ?? "";
+        out.host = value();
         if (!out.host) throw new TypeError("--host needs a value");
         break;
       case "--port":
-        out.port = int("--port", value(), 0);
-        if (out.port > 65535) throw new TypeError(`--port must be at most 65535, got ${out.port}`);
+        out.port = int("--port", value(), 0, 65535);
         break;
       case "--name":
-        out.name = value() ?? "";
+        out.name = value();
         if (!out.name) throw new TypeError("--name needs a value");
         break;
       case "--gpus": {
@@ -196,13 +221,13 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.maxFrameBytes = int("--max-frame-bytes", value(), 1024);
         break;
       case "--drain-ms":
-        out.drainMs = int("--drain-ms", value(), 0);
+        out.drainMs = int("--drain-ms", value(), 0, MAX_TIMER_MS, TIMER_BOUND);
         break;
       case "--lease-ms":
-        out.leaseMs = int("--lease-ms", value(), 0);
+        out.leaseMs = int("--lease-ms", value(), 0, MAX_TIMER_MS, TIMER_BOUND);
         break;
       case "--allow-origin": {
-        const v = value() ?? "";
+        const v = value();
         if (v !== "*" && !isOrigin(v)) {
           throw new TypeError(`--allow-origin needs an origin like https://app.example (or *), got ${v || "nothing"}`);
         }
@@ -210,7 +235,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         break;
       }
       case "--allow-host": {
-        const v = value() ?? "";
+        const v = value();
         if (!/^(\*|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$/.test(v)) {
           throw new TypeError(`--allow-host needs a host name like nodes.example (or *), got ${v || "nothing"}`);
         }
@@ -221,10 +246,10 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.maxConnections = int("--max-connections", value(), 1);
         break;
       case "--headers-timeout-ms":
-        out.headersTimeoutMs = int("--headers-timeout-ms", value(), 1);
+        out.headersTimeoutMs = int("--headers-timeout-ms", value(), 1, MAX_TIMER_MS, TIMER_BOUND);
         break;
       case "--idle-timeout-ms":
-        out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1);
+        out.idleTimeoutMs = int("--idle-timeout-ms", value(), 1, MAX_TIMER_MS, TIMER_BOUND);
         break;
       case "--max-calls-per-connection":
         out.maxCallsPerConnection = int("--max-calls-per-connection", value(), 1);
@@ -244,27 +269,36 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
       }
       case "--dashboard":
         // its port only inline (`--dashboard=8080`): a separate word would be taken for the module
-        out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0);
-        if (out.dashboard > 65535) throw new TypeError(`--dashboard port must be at most 65535, got ${out.dashboard}`);
+        out.dashboard = inline === undefined ? 0 : int("--dashboard", inline, 0, 65535);
         break;
       case "--nats": {
-        const v = value() ?? "";
-        if (!/^nats:\/\/[^/\s]+\/?$/i.test(v)) {
-          throw new TypeError(`--nats needs a NATS server's URL like nats://127.0.0.1:4222, got ${v || "nothing"}`);
+        const v = value();
+        const problem = /^nats:\/\/[^/\s]+\/?$/i.test(v) ? endpointProblem(v) : "";
+        if (problem !== undefined) {
+          throw new TypeError(
+            `--nats needs a NATS server's URL like nats://127.0.0.1:4222, got ${v || "nothing"}${
+              problem ? `: ${problem}` : ""
+            }`,
+          );
         }
         out.nats = v;
         break;
       }
       case "--peer": {
-        const v = value() ?? "";
-        if (!/^(wss?|https?):\/\/[^/\s]+/.test(v)) {
-          throw new TypeError(`--peer needs a node's endpoint like ws://10.0.0.2:7070, got ${v || "nothing"}`);
+        const v = value();
+        const problem = /^(wss?|https?):\/\/[^/\s]+/.test(v) ? endpointProblem(v) : "";
+        if (problem !== undefined) {
+          throw new TypeError(
+            `--peer needs a node's endpoint like ws://10.0.0.2:7070, got ${v || "nothing"}${
+              problem ? `: ${problem}` : ""
+            }`,
+          );
         }
         out.peers.push(v);
         break;
       }
       case "--start": {
-        const v = value() ?? "";
+        const v = value();
         const m = /^([^:\s]+)(?::(\d+))?$/.exec(v);
         const replicas = m?.[2] === undefined ? 1 : Number(m[2]);
         if (m === null || replicas < 1 || replicas > 4096) {
@@ -410,6 +444,23 @@ function acceptErrorLog(name: string): (error: unknown) => void {
 }
 
 /**
+ * Why the node did not start, in words: the error's message, and what Bun keeps beside it. A module
+ * that does not build rejects there with "3 errors building …" and the build messages in `errors`,
+ * or with one message whose text says not where; each has a `position`. (Deno writes the place and
+ * the line into the message.)
+ */
+function startFailure(e: unknown): string {
+  const text = (m: unknown): string => {
+    const message = (m as { message?: unknown } | null)?.message;
+    const p = (m as { position?: { file?: unknown; line?: unknown; column?: unknown } | null } | null)?.position;
+    const at = typeof p?.file === "string" && p.file !== "" ? `${p.file}:${p.line}:${p.column}: ` : "";
+    return at + (typeof message === "string" ? message : String(m));
+  };
+  const errors = (e as { errors?: unknown } | null)?.errors;
+  return text(e) + (Array.isArray(errors) ? errors.map((m) => `\n  ${text(m)}`).join("") : "");
+}
+
+/**
  * Runs the command with `argv` (the arguments after the program): prints its usage or error, or
  * serves until a signal drains the node.
  *
@@ -438,7 +489,7 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     node = await startNode(cmd);
   } catch (e) {
-    console.error(`thinkagain: cannot start node "${cmd.name}": ${(e as Error).message}`);
+    console.error(`thinkagain: cannot start node "${cmd.name}": ${startFailure(e)}`);
     return 1;
   }
   // handlers are installed before the ready line, so a signal right after it is never missed

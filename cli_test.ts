@@ -347,7 +347,7 @@ test("thinkagain serve rejects bad arguments with a usage message and exit code 
   const { parseServeArgs } = await import("./cli_serve.ts");
   assert.throws(() => parseServeArgs([], {}), /needs the module/);
   assert.throws(() => parseServeArgs(["app.ts", "--port", "abc"], {}), /--port needs an integer/);
-  assert.throws(() => parseServeArgs(["app.ts", "--port", "70000"], {}), /at most 65535/);
+  assert.throws(() => parseServeArgs(["app.ts", "--port", "70000"], {}), /from 0 to 65535, got "70000"/);
   assert.throws(() => parseServeArgs(["app.ts", "--gpus", "-1"], {}), /--gpus needs an integer/);
   assert.throws(() => parseServeArgs(["app.ts", "--bogus"], {}), /unknown option --bogus/);
   assert.throws(() => parseServeArgs(["a.ts", "b.ts"], {}), /one module only/);
@@ -386,6 +386,92 @@ test("thinkagain serve rejects bad arguments with a usage message and exit code 
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /cannot start node/);
 });
+
+test(
+  "thinkagain serve: a flag left without its value (the next word is an option) is a usage error, exit 2",
+  T,
+  async () => {
+    const { spawnSync } = await import("node:child_process");
+    const { runArgs } = await import("./adapters/_test_nodes.ts");
+    const cli = fileURLToPath(new URL("./cli.ts", import.meta.url));
+    const cases: [string[], string][] = [
+      [["--port", "0", "--token", "--dashboard"], "--token needs a value, got the option --dashboard"],
+      [["--port", "0", "--name", "--dashboard"], "--name needs a value, got the option --dashboard"],
+      [["--port", "0", "--host", "--dashboard"], "--host needs a value, got the option --dashboard"],
+      [["--host", "--port", "0"], "--host needs a value, got the option --port"],
+      [["--port", ""], '--port needs an integer from 0 to 65535, got ""'],
+      [["--port", "0x1F90"], '--port needs an integer from 0 to 65535, got "0x1F90"'],
+    ];
+    for (const [args, message] of cases) {
+      const [bin, argv] = runArgs(thisRuntime(), cli, ["serve", APP, ...args]);
+      // (a bound only for the mistake this guards against: a node that starts serves until killed)
+      const r = spawnSync(bin, argv, { encoding: "utf8", timeout: 60_000, killSignal: "SIGKILL" });
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.ok(r.stderr.startsWith(`thinkagain: ${message}\nusage: thinkagain serve`), r.stderr);
+      assert.equal(r.stdout, "", "no ready line");
+    }
+  },
+);
+
+test(
+  "thinkagain serve: a module that does not build fails the start with each error's place and text, on Bun too",
+  T,
+  async () => {
+    const { spawnSync } = await import("node:child_process");
+    const { mkdtempSync, rmSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { runArgs } = await import("./adapters/_test_nodes.ts");
+    const dir = mkdtempSync(join(tmpdir(), "thinkagain-bad-module-"));
+    try {
+      const bad = join(dir, "bad_app.ts");
+      writeFileSync(bad, "export const = 5;\n");
+      const cli = fileURLToPath(new URL("./cli.ts", import.meta.url));
+      const [bin, argv] = runArgs(thisRuntime(), cli, ["serve", bad, "--port", "0"]);
+      const r = spawnSync(bin, argv, { encoding: "utf8", timeout: 60_000, killSignal: "SIGKILL" });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /^thinkagain: cannot start node "node-0": /);
+      // where (the "=" at line 1, column 14) and what: Bun's build messages, each with its place;
+      // Deno writes the place into its SyntaxError
+      assert.ok(r.stderr.includes(`${bad}:1:14`), r.stderr);
+      assert.match(r.stderr, /Expected identifier but found "="|Unexpected token `=`/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+/** Whether this machine can listen on the IPv6 loopback (a container may have no IPv6). */
+async function hasIpv6Loopback(): Promise<boolean> {
+  const { createServer } = await import("node:net");
+  return await new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(0, "::1", () => server.close(() => resolve(true)));
+  });
+}
+
+test(
+  "thinkagain serve --host ::1 prints its URLs with the address in brackets, and a mesh reaches it there",
+  { ...T, skip: !(await hasIpv6Loopback()) && "no IPv6 loopback on this machine" },
+  async () => {
+    const n = await startNodeProcess(APP, ["--host", "::1", "--port", "0", "--name", "v6", "--dashboard"]);
+    try {
+      assert.equal(n.url, `http://[::1]:${n.port}`, n.output());
+      assert.ok(await eventually(() => /dashboard on \S+/.test(n.output()), 30_000), n.output());
+      const dashboard = /dashboard on (\S+)/.exec(n.output())![1];
+      assert.match(dashboard, /^http:\/\/\[::1\]:\d+$/);
+      const page = await fetch(dashboard);
+      assert.equal(page.status, 200);
+      await page.body?.cancel();
+      await using mesh = new ta.Mesh([new ta.MeshNode("v6", { endpoint: `ws://[::1]:${n.port}` })]);
+      assert.equal(await mesh.run(() => Solo.init().echo.go(7)), 7);
+    } finally {
+      n.kill();
+      assert.equal(await n.cleanExit(), 0, n.output());
+    }
+  },
+);
 
 test(
   "over HTTP too, a node killed under in-flight calls fails them with NodeLostError or fails over to a live replica",

@@ -69,7 +69,8 @@ export function startNodeProcess(
     }, 30_000);
     const onData = (d: Buffer) => {
       out += d.toString();
-      const m = /thinkagain node \S+ listening on (http:\/\/[\d.]+:(\d+))/.exec(out);
+      // the whole line (a port cut between two reads is not taken for a shorter one), any host
+      const m = /thinkagain node \S+ listening on (http:\/\/\S+:(\d+))\r?\n/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve({

@@ -100,10 +100,31 @@ export interface ServedApp {
   readonly port: number;
   /** The interface listened on. */
   readonly hostname: string;
-  /** `http://hostname:port`. */
+  /** `http://hostname:port` (an IPv6 address in brackets: `http://[::1]:7070`). */
   readonly url: string;
   /** Stops accepting, closes open connections, resolves when the port is free. */
   close(): Promise<void>;
+}
+
+/**
+ * `hostname:port` as a URL writes it (`http://${hostPort(h, p)}`): an IPv6 address in brackets,
+ * `[::1]:7070`, since `::1:7070` is no URL's host and port.
+ *
+ * @param hostname The interface (`127.0.0.1`, `::1`, `[::1]`, `localhost`).
+ * @param port The port.
+ * @returns The host and port.
+ *
+ * @example
+ * ```ts
+ * import { hostPort } from "./types.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(hostPort("::1", 7070), "[::1]:7070");
+ * strictEqual(hostPort("[::1]", 7070), "[::1]:7070");
+ * strictEqual(hostPort("127.0.0.1", 7070), "127.0.0.1:7070");
+ * ```
+ */
+export function hostPort(hostname: string, port: number): string {
+  return `${hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname}:${port}`;
 }
 
 /** Default largest WebSocket message: the 64 MiB frame limit plus header room. */
@@ -125,9 +146,12 @@ export const DEFAULT_MAX_MESSAGE_BYTES: number = 64 * 1024 * 1024 + 64;
  * ```
  */
 export function addressInUse(hostname: string, port: number, cause: unknown): Error {
-  return new Error(`Cannot listen on ${hostname}:${port}: the address is already in use by another process or server`, {
-    cause,
-  });
+  return new Error(
+    `Cannot listen on ${hostPort(hostname, port)}: the address is already in use by another process or server`,
+    {
+      cause,
+    },
+  );
 }
 
 /** Whether an error from a runtime's listen call means "address in use". */

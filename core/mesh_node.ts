@@ -27,6 +27,50 @@ const NODE_OPTION_KEYS: KnownKeys<MeshNodeOptions> = { gpus: true, cpus: true, e
 const ENDPOINT_SCHEMES: ReadonlySet<string> = new Set(["ws", "wss", "http", "https", "mem", "nats"]);
 
 /**
+ * What is wrong with a node endpoint whose scheme has a transport, in words, or `undefined` when
+ * nothing is: it must parse as a URL (`new URL`, nothing more: no DNS) and name a host, so that a
+ * typo is refused where the node is declared, not reported later as a failed call. `mem://` names a
+ * node in this process (any name); `nats://` may list several seed servers
+ * (`nats://h1:4222,h2:4222/<node>`), each of which must be a host.
+ *
+ * @param endpoint An endpoint such as `ws://10.0.0.2:7070`.
+ * @returns Why it cannot name a node, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { endpointProblem } from "./mesh_node.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(endpointProblem("ws://[::1]:7070"), undefined);
+ * strictEqual(endpointProblem("nats://h1:4222,h2:4222/gpu1"), undefined);
+ * strictEqual(endpointProblem("ws://::1:7070"), "it is not a URL (an IPv6 address goes in brackets: ws://[::1]:7070)");
+ * strictEqual(endpointProblem("ws://a b:7070"), "it is not a URL");
+ * strictEqual(endpointProblem("ws://"), "it names no host");
+ * strictEqual(endpointProblem("nats:///gpu1"), "it names no host");
+ * ```
+ */
+export function endpointProblem(endpoint: string): string | undefined {
+  // (a NATS endpoint's seeds may repeat the scheme: nats://h1,nats://h2/n1)
+  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)/i.exec(endpoint.replace(/,nats:\/\//gi, ","));
+  if (m === null) return "it is not a URL";
+  const scheme = m[1].toLowerCase();
+  if (scheme === "mem") return endpoint.length === "mem://".length ? "it names no node (mem://name)" : undefined;
+  // each seed of a NATS endpoint on its own
+  for (const authority of scheme === "nats" ? m[2].split(",") : [m[2]]) {
+    if (authority.replace(/^.*@/, "").replace(/:\d*$/, "") === "") return "it names no host";
+    try {
+      new URL(scheme === "nats" ? `nats://${authority}/` : endpoint);
+    } catch {
+      // a bare IPv6 address (ws://::1:7070) is the likely slip: say where its brackets go
+      return "it is not a URL" +
+        (/:.*:/.test(authority) && !authority.includes("[")
+          ? ` (an IPv6 address goes in brackets: ${scheme}://[::1]:${scheme === "nats" ? 4222 : 7070})`
+          : "");
+    }
+  }
+  return undefined;
+}
+
+/**
  * One node of a mesh: a name, its resources, and (for a remote node) its endpoint.
  *
  * @example
@@ -105,6 +149,12 @@ export class MeshNode {
       throw new TypeError(
         `MeshNode "${name}": endpoint scheme "${scheme}" has no transport (use ws, wss, http, https, nats or mem), ` +
           `got ${JSON.stringify(options.endpoint)}`,
+      );
+    }
+    const problem = options.endpoint === undefined ? undefined : endpointProblem(options.endpoint);
+    if (problem !== undefined) {
+      throw new TypeError(
+        `MeshNode "${name}": endpoint ${JSON.stringify(options.endpoint)} cannot name a node: ${problem}`,
       );
     }
     this.endpoint = options.endpoint;

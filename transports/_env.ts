@@ -3,17 +3,15 @@
 // environment simply have no override.
 import { envVar } from "../core/_runtime.ts";
 import type { TransportName } from "./transport.ts";
+import { checkTransportName } from "./transport_for.ts";
 
-const NAMES: ReadonlySet<string> = new Set(["http", "websocket", "in_memory"]);
-
-/** The transport named by THINKAGAIN_TRANSPORT, if set; a bad value is a TypeError saying so. */
+/**
+ * The transport named by THINKAGAIN_TRANSPORT, if set: any name the mesh's `transport` option takes
+ * (`nats` too: it reaches only `nats://` endpoints, as that option does); a bad value is a TypeError
+ * saying so.
+ */
 export function envTransport(): TransportName | undefined {
   const value = envVar("THINKAGAIN_TRANSPORT");
   if (value === undefined || value === "") return undefined;
-  if (!NAMES.has(value)) {
-    throw new TypeError(
-      `THINKAGAIN_TRANSPORT must be "http", "websocket" or "in_memory", got ${JSON.stringify(value)}`,
-    );
-  }
-  return value as TransportName;
+  return checkTransportName(value, "THINKAGAIN_TRANSPORT");
 }

@@ -22,11 +22,39 @@ const lazyNatsTransport: Transport = {
 };
 
 const BY_NAME: Record<TransportName, Transport> = {
-  in_memory: inMemoryTransport,
-  http: httpTransport,
   websocket: webSocketTransport,
+  http: httpTransport,
   nats: lazyNatsTransport,
+  in_memory: inMemoryTransport,
 };
+
+/** Every name, in words (`"websocket", "http", "nats" or "in_memory"`), for the errors. */
+const NAMES_IN_WORDS: string = Object.keys(BY_NAME).map((n) => JSON.stringify(n)).join(", ").replace(
+  /, ([^,]*)$/,
+  " or $1",
+);
+
+/**
+ * Checks a transport name from configuration: the mesh's `transport` option, the config file's,
+ * and `THINKAGAIN_TRANSPORT` take the same names, every built-in transport's.
+ *
+ * @param value The name given.
+ * @param what Where it was given, for the error (`THINKAGAIN_TRANSPORT`).
+ * @returns The name.
+ * @throws {TypeError} For a name no transport has, listing the names there are.
+ *
+ * @example
+ * ```ts
+ * import { checkTransportName } from "./transport_for.ts";
+ * import { strictEqual, throws } from "node:assert/strict";
+ * strictEqual(checkTransportName("nats", "THINKAGAIN_TRANSPORT"), "nats");
+ * throws(() => checkTransportName("tcp", "THINKAGAIN_TRANSPORT"), /must be "websocket", "http", "nats" or "in_memory"/);
+ * ```
+ */
+export function checkTransportName(value: unknown, what: string): TransportName {
+  if (typeof value === "string" && Object.hasOwn(BY_NAME, value)) return value as TransportName;
+  throw new TypeError(`${what} must be ${NAMES_IN_WORDS}, got ${JSON.stringify(value)}`);
+}
 
 /**
  * Picks the transport for an endpoint: `ws://`/`wss://` → websocket, `http://`/`https://` → http,
@@ -49,10 +77,10 @@ const BY_NAME: Record<TransportName, Transport> = {
  */
 export function transportFor(endpoint: string, override?: TransportName): Transport {
   if (override !== undefined) {
-    const t = BY_NAME[override];
-    if (!t) {
-      throw new TypeError(`Unknown transport "${override}": expected "http", "websocket" or "in_memory"`);
+    if (!Object.hasOwn(BY_NAME, override)) {
+      throw new TypeError(`Unknown transport ${JSON.stringify(override)}: expected ${NAMES_IN_WORDS}`);
     }
+    const t = BY_NAME[override];
     if (override !== "in_memory" && endpoint.startsWith("mem://")) {
       throw new TypeError(`Cannot use the ${override} transport for ${endpoint}: it is an in-memory endpoint`);
     }

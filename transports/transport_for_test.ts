@@ -21,3 +21,38 @@ test("transportFor rejects unknown schemes and overrides with TypeError", () => 
   throws(() => transportFor("ws://h", "carrier-pigeon" as "http"), TypeError);
   throws(() => transportFor("mem://n1", "http"), TypeError);
 });
+
+test("THINKAGAIN_TRANSPORT takes the names the mesh's transport option takes, nats too; a bad one lists them all", async () => {
+  const { envTransport } = await import("./_env.ts");
+  const { default: process } = await import("node:process");
+  const before = process.env.THINKAGAIN_TRANSPORT;
+  try {
+    for (const name of ["websocket", "http", "nats", "in_memory"]) {
+      process.env.THINKAGAIN_TRANSPORT = name;
+      strictEqual(envTransport(), name);
+    }
+    process.env.THINKAGAIN_TRANSPORT = "tcp";
+    throws(
+      () => envTransport(),
+      (e) =>
+        e instanceof TypeError &&
+        e.message === 'THINKAGAIN_TRANSPORT must be "websocket", "http", "nats" or "in_memory", got "tcp"',
+    );
+  } finally {
+    if (before === undefined) delete process.env.THINKAGAIN_TRANSPORT;
+    else process.env.THINKAGAIN_TRANSPORT = before;
+  }
+  // the nats transport reaches nats:// endpoints, whichever way it was chosen
+  strictEqual(transportFor("nats://h:4222/n1", "nats").name, "nats");
+  throws(() => transportFor("ws://h:1", "nats"), /the NATS transport needs a nats:\/\/host:4222\/<node> endpoint/);
+});
+
+test("transportFor: an unknown transport option lists every transport, nats included", () => {
+  throws(
+    () => transportFor("ws://h:1", "tcp" as "http"),
+    (e) =>
+      e instanceof TypeError &&
+      e.message === 'Unknown transport "tcp": expected "websocket", "http", "nats" or "in_memory"',
+  );
+  throws(() => transportFor("ws://h:1", "toString" as "http"), /Unknown transport "toString"/);
+});

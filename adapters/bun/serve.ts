@@ -10,6 +10,7 @@ import {
   connectionLimits,
   DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
+  hostPort,
   isAddressInUse,
   type ServedApp,
   type ServeOptions,
@@ -193,5 +194,5 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => closing ??= Promise.resolve(server.stop(true)).then(() => {});
   options.signal?.addEventListener("abort", () => void close(), { once: true });
-  return Promise.resolve({ port: server.port, hostname, url: `http://${hostname}:${server.port}`, close });
+  return Promise.resolve({ port: server.port, hostname, url: `http://${hostPort(hostname, server.port)}`, close });
 }

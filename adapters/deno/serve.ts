@@ -10,6 +10,7 @@ import {
   connectionLimits,
   DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
+  hostPort,
   isAddressInUse,
   type ServedApp,
   type ServeOptions,
@@ -189,7 +190,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   };
   options.signal?.addEventListener("abort", () => void close(), { once: true });
   const real = listener.addr.port;
-  return Promise.resolve({ port: real, hostname, url: `http://${hostname}:${real}`, close });
+  return Promise.resolve({ port: real, hostname, url: `http://${hostPort(hostname, real)}`, close });
 }
 
 /** How long close() lets open connections finish what the server still sends them. */

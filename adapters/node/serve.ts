@@ -14,6 +14,7 @@ import {
   connectionLimits,
   DEFAULT_MAX_MESSAGE_BYTES,
   type FetchApp,
+  hostPort,
   isAddressInUse,
   type ServedApp,
   type ServeOptions,
@@ -133,7 +134,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
       options.signal?.addEventListener("abort", () => void close(), { once: true });
-      resolve({ port: real, hostname, url: `http://${hostname}:${real}`, close });
+      resolve({ port: real, hostname, url: `http://${hostPort(hostname, real)}`, close });
     });
   });
 }
