@@ -55,7 +55,10 @@ export class Mesh extends CoreMesh {
    * @param options Name, limits, transport, token, deadline; `remote` replaces the transports' layer.
    */
   constructor(nodesOrDevices: ReadonlyArray<MeshNode | GpuDevice | CpuDevice>, options: MeshOptions = {}) {
-    super(nodesOrDevices, options.remote === undefined ? { ...options, remote: layerRemote } : options);
+    // options that are not an object go to the core's Mesh as given, which names what they are
+    const withRemote = options !== null && typeof options === "object" && !Array.isArray(options) &&
+      options.remote === undefined;
+    super(nodesOrDevices, withRemote ? { ...options, remote: layerRemote } : options);
   }
 
   /**

@@ -4,7 +4,8 @@
  * `node:async_hooks` (the only static `node:` import in `core/`; `node:v8` and `node:vm` are
  * imported here on demand where the runtime is V8 with a process, for {@linkcode collectNow}),
  * letting a timer not hold the process open is `unref()` on Bun and Node and `Deno.unrefTimer` on
- * Deno, and the working directory (for relative config paths) exists only where there is a process.
+ * Deno, and the working directory (for relative config paths) and files (a config file, read
+ * afresh each time) exist only where there is a process.
  * Every other file in `core/` uses Web-standard APIs only; `tools/check_imports.ts` enforces that.
  *
  * @module
@@ -283,6 +284,36 @@ export function workingDirectoryUrl(): string | undefined {
   const dir = g.process?.cwd?.() ?? g.Deno?.cwd?.();
   if (dir === undefined) return undefined;
   return `file://${dir.endsWith("/") ? dir : `${dir}/`}`;
+}
+
+/**
+ * The text of a local file, read from disk now (never a cached copy: a module import of it would
+ * be cached for the life of the process). Through `node:fs/promises` as the runtime provides it
+ * (`process.getBuiltinModule`: Bun, Node, Deno), or `Deno.readTextFile`.
+ *
+ * @param url A `file:` URL.
+ * @returns The file's text.
+ * @throws {TypeError} Where the runtime has no file system (an edge worker); else what reading
+ * failed with (no such file, no permission).
+ *
+ * @example
+ * ```ts
+ * import { readTextFile } from "./_runtime.ts";
+ * const text = await readTextFile(new URL("./_runtime.ts", import.meta.url));
+ * if (!text.includes("export async function readTextFile")) throw new Error("unexpected");
+ * ```
+ */
+export async function readTextFile(url: URL): Promise<string> {
+  const g = globalThis as {
+    process?: { getBuiltinModule?: (id: string) => unknown };
+    Deno?: { readTextFile?: (path: URL) => Promise<string> };
+  };
+  const fs = g.process?.getBuiltinModule?.("node:fs/promises") as
+    | { readFile?: (path: URL, encoding: "utf8") => Promise<string> }
+    | undefined;
+  if (typeof fs?.readFile === "function") return await fs.readFile(url, "utf8");
+  if (typeof g.Deno?.readTextFile === "function") return await g.Deno.readTextFile(url);
+  throw new TypeError("this runtime has no file system to read from");
 }
 
 /**

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { describe } from "./describe.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "./options.ts";
 
 /** Options of a {@link GpuDevice}. */
 export interface GpuDeviceOptions {
@@ -12,6 +14,8 @@ export interface GpuDeviceOptions {
   /** Anything a provider wants to keep with the device (vendor, limits, a native handle). */
   meta?: Record<string, unknown>;
 }
+
+const GPU_DEVICE_OPTION_KEYS: KnownKeys<GpuDeviceOptions> = { name: true, meta: true };
 
 /**
  * One GPU, identified by its index on a node.
@@ -33,7 +37,12 @@ export class GpuDevice {
   /** @param id Index on its node. @param options Name and provider data. */
   constructor(id: number, options: GpuDeviceOptions = {}) {
     if (!Number.isInteger(id) || id < 0) {
-      throw new TypeError(`GpuDevice id must be a non-negative integer, got ${String(id)}`);
+      throw new TypeError(`GpuDevice id must be a non-negative integer, got ${describe(id)}`);
+    }
+    checkKnownKeys("GpuDevice", options, GPU_DEVICE_OPTION_KEYS);
+    checkOptionType("GpuDevice", "name", options.name, "string");
+    if (options.meta !== undefined && (options.meta === null || typeof options.meta !== "object")) {
+      throw new TypeError(`GpuDevice: meta must be an object, got ${describe(options.meta)}`);
     }
     this.id = id;
     this.name = options.name ?? `gpu${id}`;
@@ -46,6 +55,8 @@ export interface CpuDeviceOptions {
   /** Cores it offers to services that ask for `cpus` (default: not limited, `Infinity`). */
   cores?: number;
 }
+
+const CPU_DEVICE_OPTION_KEYS: KnownKeys<CpuDeviceOptions> = { cores: true };
 
 /**
  * One CPU of a node, identified by its index like a {@link GpuDevice} (the Python seed's
@@ -70,16 +81,18 @@ export class CpuDevice {
   constructor(id: number = 0, options: CpuDeviceOptions = {}) {
     if (!Number.isInteger(id) || id < 0) {
       throw new TypeError(
-        `CpuDevice id must be a non-negative integer (a device index, as in GpuDevice), got ${String(id)}; ` +
+        `CpuDevice id must be a non-negative integer (a device index, as in GpuDevice), got ${describe(id)}; ` +
           "give a core count as new CpuDevice(0, { cores: n })",
       );
     }
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`CpuDevice options must be an object such as { cores: 8 }, got ${String(options)}`);
+    if (typeof options === "number") {
+      // the seed's habit of a core count in second place: say how to give one
+      throw new TypeError(`CpuDevice: options must be an object such as { cores: 8 }, got ${describe(options)}`);
     }
+    checkKnownKeys("CpuDevice", options, CPU_DEVICE_OPTION_KEYS);
     const cores = options.cores ?? Infinity;
     if (!(cores === Infinity || (Number.isInteger(cores) && cores > 0))) {
-      throw new RangeError(`CpuDevice cores must be a positive integer, got ${String(options.cores)}`);
+      throw new RangeError(`CpuDevice cores must be a positive integer, got ${describe(options.cores)}`);
     }
     this.id = id;
     this.cores = cores;

@@ -6,6 +6,7 @@
  */
 import { Context, Effect, Layer } from "effect";
 import { runInContext } from "./context.ts";
+import { describe } from "./describe.ts";
 import type { TaskError } from "./errors.ts";
 import { Mesh, type MeshNode, type MeshOptions, meshRuntime } from "./mesh.ts";
 import type { ObjectRef } from "./object_ref.ts";
@@ -68,6 +69,7 @@ export interface Submittable<A extends unknown[], R> {
  * @param target An op or a service method.
  * @param args Its arguments (values or refs).
  * @returns An Effect of the result, failing with the task's typed error.
+ * @throws {TypeError} At once, when `target` is neither an op nor a service method.
  *
  * @example
  * ```ts
@@ -84,6 +86,16 @@ export function goEffect<A extends unknown[], R>(
   target: Submittable<A, R>,
   ...args: RefArgs<A>
 ): Effect.Effect<R, TaskError> {
+  // checked now, not when the Effect runs: a bad argument is a defect of the caller, not a task error
+  if (
+    target === null || (typeof target !== "object" && typeof target !== "function") ||
+    typeof (target as { go?: unknown }).go !== "function"
+  ) {
+    throw new TypeError(
+      `goEffect expects an op or a service method (something with .go()), got ${describe(target)}; ` +
+        "wrap a plain function with ta.op() first",
+    );
+  }
   return Effect.flatMap(Effect.service(CurrentMesh), (mesh) => {
     const ref = mesh === undefined
       ? target.go(...args)

@@ -172,6 +172,8 @@ function deadTarget(name: string): TaskTarget {
   return { name, kind: "method", node: undefined, ready() {} };
 }
 
+// asked of any object by await, JSON.stringify, test matchers and React: answered by the target
+// (`then` is undefined: service() refuses a method of that name, so a handle is never a thenable)
 const passThrough = new Set<string | symbol>([
   "then",
   "toJSON",

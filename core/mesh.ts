@@ -10,6 +10,7 @@ import { currentContext, runInContext } from "./context.ts";
 import { describe } from "./describe.ts";
 import { CpuDevice, GpuDevice } from "./devices.ts";
 import {
+  checkMeshOptionTypes,
   DEFAULT_KEEPALIVE_MS,
   DEFAULT_LOST_AFTER_MS,
   MESH_OPTION_KEYS,
@@ -93,8 +94,8 @@ export class Mesh implements AsyncDisposable {
         `Mesh expects an array of MeshNode (or of GpuDevice/CpuDevice), got ${describe(nodesOrDevices)}`,
       );
     }
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`Mesh options must be an object, got ${describe(options)}`);
+    if (options === null || typeof options !== "object" || Array.isArray(options)) {
+      throw new TypeError(`Mesh: options must be an object, got ${describe(options)}`);
     }
     const given = nodesOrDevices.every((n) => n instanceof MeshNode) ? nodesOrDevices as MeshNode[] : undefined;
     if (given !== undefined) {
@@ -133,6 +134,7 @@ export class Mesh implements AsyncDisposable {
       throw new TypeError('Mesh: the option "maxConcurrency" is now "maxConcurrentOps" (op calls running at once)');
     }
     checkKnownKeys("Mesh", options, MESH_OPTION_KEYS);
+    checkMeshOptionTypes(options);
     const stuck = options.stuckAfterMs;
     if (stuck !== undefined && !(typeof stuck === "number" && stuck > 0 && stuck < Infinity)) {
       throw new RangeError(`Mesh stuckAfterMs must be a positive number of ms, got ${describe(stuck)}`);
@@ -200,7 +202,8 @@ export class Mesh implements AsyncDisposable {
 
   /**
    * Builds a mesh from a config object, or from a JSON file (a path, relative to the working
-   * directory, or a URL). Bad configs are a TypeError naming the field. Called on a subclass (the
+   * directory, or a URL). A file is read afresh on every call (an edited file is seen at once).
+   * Bad configs are a TypeError naming the field; a file that is not JSON, one naming the file. Called on a subclass (the
    * package root's `Mesh`), it builds that subclass. A `discover` entry instead of `nodes`
    * (`{ "discover": { "nats": "nats://10.0.0.9:4222", "timeoutMs": 2000 } }`) builds the mesh of
    * the nodes that answer on that NATS cluster (the package root's `Mesh.discover`); a `dns` entry

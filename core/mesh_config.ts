@@ -6,11 +6,11 @@
  * @module
  */
 import type { Explanation } from "./explain.ts";
-import type { Layer } from "effect";
-import { workingDirectoryUrl } from "./_runtime.ts";
+import { Layer } from "effect";
+import { readTextFile, workingDirectoryUrl } from "./_runtime.ts";
 import { describe } from "./describe.ts";
 import { MeshNode } from "./mesh_node.ts";
-import { checkKnownKeys, type KnownKeys } from "./options.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "./options.ts";
 import type { RemoteExecutor } from "./remote_executor.ts";
 
 /** How often a mesh pings a node while calls are in flight there, unless `keepaliveMs` says otherwise, in ms. */
@@ -107,6 +107,46 @@ export const MESH_OPTION_KEYS: KnownKeys<MeshOptions> = {
   stuckAfterMs: true,
   onStuck: true,
 };
+
+/** The transports a mesh's `transport` option (and a config's) may name. */
+const TRANSPORTS: readonly string[] = ["http", "websocket", "in_memory", "nats"];
+
+/**
+ * Checks the types of the {@linkcode MeshOptions} whose use comes later (a name, a token sent to
+ * every node, a transport picked at the first call, the remote layer built at the first remote
+ * call), so that a wrong one fails the mesh's construction, naming it.
+ *
+ * @param options The options given to a `Mesh`.
+ * @throws {TypeError} Naming the option and what it got.
+ *
+ * @example
+ * ```ts
+ * import { checkMeshOptionTypes } from "./mesh_config.ts";
+ * import { throws } from "node:assert/strict";
+ * checkMeshOptionTypes({ name: "prod", token: "s3cret", transport: "http" });
+ * throws(() => checkMeshOptionTypes({ token: 5 as never }), /Mesh: token must be a string, got number 5/);
+ * ```
+ */
+export function checkMeshOptionTypes(options: MeshOptions): void {
+  const name: unknown = options.name;
+  if (name !== undefined && (typeof name !== "string" || name === "")) {
+    throw new TypeError(`Mesh: name must be a non-empty string, got ${describe(name)}`);
+  }
+  checkOptionType("Mesh", "token", options.token, "string");
+  const transport: unknown = options.transport;
+  if (transport !== undefined && !TRANSPORTS.includes(transport as string)) {
+    throw new TypeError(
+      `Mesh: transport must be "http", "websocket", "nats" or "in_memory", got ${describe(transport)}`,
+    );
+  }
+  if (options.remote !== undefined && !Layer.isLayer(options.remote)) {
+    throw new TypeError(
+      `Mesh: remote must be a Layer providing the remote executor (such as layerRemote), got ${
+        describe(options.remote)
+      }`,
+    );
+  }
+}
 
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */
 export interface MeshConfig {
@@ -230,11 +270,13 @@ const NODE_CONFIG_KEYS: KnownKeys<MeshNodeConfig> = { name: true, endpoint: true
 
 /**
  * Reads a mesh config: an object, or a JSON file (a path, relative to the working directory, or a
- * URL), into the nodes and options of a mesh.
+ * URL), into the nodes and options of a mesh. A file (a path or a `file:` URL) is read afresh on
+ * every call, so a changed file is seen at once; another URL is loaded as a JSON module.
  *
  * @param config The config, or where to read it.
  * @returns The nodes and options.
- * @throws {TypeError} For an unreadable file or a bad config, naming the field.
+ * @throws {TypeError} For an unreadable file, a file that is not JSON (naming it) or a bad config,
+ * naming the field.
  *
  * @example
  * ```ts
@@ -258,13 +300,35 @@ export async function readMeshConfig(
       }
       url = new URL(config, base);
     }
-    try {
-      c = (await import(url.href, { with: { type: "json" } })).default;
-    } catch (e) {
-      throw new TypeError(`Mesh.fromConfig: cannot read ${url.href}: ${(e as Error).message}`);
+    if (url.protocol === "file:") c = parseConfigText(await readConfigFile(url), url);
+    else {
+      // a remote config (https:, data:) is loaded as a JSON module, where the runtime can
+      try {
+        c = (await import(url.href, { with: { type: "json" } })).default;
+      } catch (e) {
+        throw new TypeError(`Mesh.fromConfig: cannot read ${url.href}: ${(e as Error).message}`, { cause: e });
+      }
     }
   }
   return parseMeshConfig(c);
+}
+
+/** A config file's text, read now: each call sees the file as it is (an import would be cached). */
+async function readConfigFile(url: URL): Promise<string> {
+  try {
+    return await readTextFile(url);
+  } catch (e) {
+    throw new TypeError(`Mesh.fromConfig: cannot read ${url.href}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** A config file's JSON, or a TypeError naming the file. */
+function parseConfigText(text: string, url: URL): unknown {
+  try {
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text); // a byte order mark is no JSON
+  } catch (e) {
+    throw new TypeError(`Mesh.fromConfig: ${url.href} is not valid JSON: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /**
@@ -330,7 +394,7 @@ export function parseMeshConfig(
     checkKnownKeys(`Mesh.fromConfig: nodes[${i}] ("${n.name}")`, n, NODE_CONFIG_KEYS, "field");
     return new MeshNode(n.name, { gpus: n.gpus, cpus: n.cpus, endpoint: n.endpoint });
   });
-  if (cfg.transport !== undefined && !["http", "websocket", "in_memory", "nats"].includes(cfg.transport)) {
+  if (cfg.transport !== undefined && !TRANSPORTS.includes(cfg.transport)) {
     throw new TypeError(
       `Mesh.fromConfig: transport must be "http", "websocket", "nats" or "in_memory", got ${describe(cfg.transport)}`,
     );

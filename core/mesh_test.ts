@@ -231,6 +231,33 @@ test("Mesh.fromConfig builds a mesh from an object or a JSON file and names bad 
   await assert.rejects(ta.Mesh.fromConfig(join(tmpdir(), "does-not-exist.json")), /cannot read/);
 });
 
+test("Mesh.fromConfig reads a config file afresh on every call, and names the file when it is not JSON", async () => {
+  const { writeFile, mkdtemp } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const { pathToFileURL } = await import("node:url");
+  const file = join(await mkdtemp(join(tmpdir(), "ta-cfg-fresh-")), "mesh.json");
+  await writeFile(file, JSON.stringify({ name: "first", nodes: [{ name: "a" }] }));
+  const first = await ta.Mesh.fromConfig(file);
+  await first.close();
+  await writeFile(file, JSON.stringify({ name: "second", nodes: [{ name: "b", cpus: 2 }] }));
+  const second = await ta.Mesh.fromConfig(file);
+  await second.close();
+  assert.deepEqual([first.name, ...first.nodes.map((n) => n.name)], ["first", "a"]);
+  assert.deepEqual([second.name, ...second.nodes.map((n) => n.name)], ["second", "b"], "the file as it is now");
+  // a file: URL is read afresh too
+  await writeFile(file, JSON.stringify({ name: "third", nodes: [{ name: "c" }] }));
+  const third = await ta.Mesh.fromConfig(pathToFileURL(file));
+  await third.close();
+  assert.equal(third.name, "third");
+  await writeFile(file, '{ "nodes": [ { "name": "a" }, ] }');
+  await assert.rejects(ta.Mesh.fromConfig(file), (e: unknown) => {
+    assert.ok(e instanceof TypeError, `expected a TypeError, got ${e}`);
+    assert.match(e.message, /^Mesh\.fromConfig: .*mesh\.json is not valid JSON: /);
+    return true;
+  });
+});
+
 test("GPU shares: services with gpus below 1 split one GPU until the shares add up to 1", async () => {
   const Half = ta.service(
     { gpus: 0.5, name: "Half" },

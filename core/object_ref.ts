@@ -98,6 +98,25 @@ export interface ObjectRef<T> extends PromiseLike<T>, TaskInfo, Disposable {
   [Symbol.dispose](): void;
   /** Plain-text form for logs: `ObjectRef(<id>, <status>)`. */
   toString(): string;
+  /**
+   * What `JSON.stringify` writes for a ref: its plain-text form, `"ObjectRef(<id>, <status>)"`,
+   * never the call's arguments or its value (a ref logged as JSON leaks neither). A ref is this
+   * process's handle on a call, not data: it cannot be structured-cloned (`structuredClone`,
+   * `postMessage` throw a `DataCloneError`); send its value (`await ref`) instead.
+   *
+   * @example A ref in a JSON log line
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * import { throws } from "node:assert/strict";
+   * const login = ta.op(async function toJsonDocLogin(user: string, password: string) { return user.length + password.length; });
+   * const ref = login.go("alice", "hunter2");
+   * const line = JSON.stringify({ event: "submitted", ref });
+   * if (line !== `{"event":"submitted","ref":"${ref}"}` || line.includes("hunter2")) throw new Error(line);
+   * throws(() => structuredClone(ref), (e: Error) => e.name === "DataCloneError");
+   * await ref;
+   * ```
+   */
+  toJSON(): string;
 }
 
 /** The `ObjectRef` value: only for `x instanceof ObjectRef` (refs are made by `.go()`). */

@@ -12,7 +12,7 @@ import { describe } from "./describe.ts";
 import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
 import { listening } from "./events.ts";
 import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
-import { checkKnownKeys, type KnownKeys } from "./options.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "./options.ts";
 import { NameRegistry, register } from "./registration.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { checkCount, policyOf, type RunPolicy } from "./policy.ts";
@@ -133,6 +133,9 @@ class OpTarget implements TaskTarget {
       throw new TypeError(`op "${name}": the option "concurrency" is now "maxConcurrency" (calls of this op at once)`);
     }
     checkKnownKeys(`op "${name}"`, options, OP_OPTION_KEYS);
+    // `remote: "yes"` must not leave the op local without a word
+    checkOptionType(`op "${name}"`, "remote", options.remote, "boolean");
+    checkOptionType(`op "${name}"`, "description", options.description, "string");
     const c = checkCount("maxConcurrency", "op", name, options.maxConcurrency, 1);
     const w = boundOption(`op "${name}"`, "maxWaiting", options.maxWaiting, DEFAULT_MAX_WAITING);
     this.limiter = c === undefined ? undefined : new Limiter(c, w);
@@ -275,7 +278,7 @@ export function op<A extends unknown[], R>(
   } else if (typeof a === "string") {
     options = { name: a };
     fn = b;
-  } else if (a !== null && typeof a === "object") {
+  } else if (a !== null && typeof a === "object" && !Array.isArray(a)) {
     options = { ...a };
     fn = b;
   } else {

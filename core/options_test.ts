@@ -53,3 +53,60 @@ test("MeshNode accepts ws, wss, http, https and mem endpoints and refuses any ot
     /MeshNode "a": endpoint scheme "tcp" has no transport \(use ws, wss, http, https, nats or mem\)/,
   );
 });
+
+/** Asserts `fn` throws a `type` error whose message matches `message`. */
+function refuses(fn: () => unknown, message: RegExp, type: typeof TypeError | typeof RangeError = TypeError): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof type, `expected a ${type.name}, got ${e}`);
+    assert.match((e as Error).message, message);
+    return true;
+  });
+}
+
+test("CpuDevice and GpuDevice options reject unknown keys and what is not an options object", () => {
+  typo(() => new ta.CpuDevice(0, { cors: 4 } as never), "cors", "cores");
+  typo(() => new ta.GpuDevice(0, { nmae: "H100" } as never), "nmae", "name");
+  refuses(() => new ta.GpuDevice(0, null as never), /GpuDevice: options must be an object, got null/);
+  refuses(() => new ta.CpuDevice(0, [] as never), /CpuDevice: options must be an object, got an object \(Array\)/);
+});
+
+test("Mesh options: what is not an options object, a remote that is no layer, a name or token that is no string", () => {
+  const nodes = () => [new ta.MeshNode("a")];
+  refuses(() => new ta.Mesh(nodes(), null as never), /Mesh: options must be an object, got null/);
+  refuses(() => new ta.Mesh(nodes(), 5 as never), /Mesh: options must be an object, got number 5/);
+  refuses(() => new ta.Mesh(nodes(), [] as never), /Mesh: options must be an object, got an object \(Array\)/);
+  refuses(
+    () => new ta.Mesh(nodes(), { remote: 5 } as never),
+    /Mesh: remote must be a Layer providing the remote executor \(such as layerRemote\), got number 5/,
+  );
+  refuses(() => new ta.Mesh(nodes(), { name: 5 } as never), /Mesh: name must be a non-empty string, got number 5/);
+  refuses(() => new ta.Mesh(nodes(), { name: "" }), /Mesh: name must be a non-empty string, got the string ""/);
+  refuses(() => new ta.Mesh(nodes(), { token: 5 } as never), /Mesh: token must be a string, got number 5/);
+  refuses(
+    () => new ta.Mesh(nodes(), { transport: "htp" } as never),
+    /Mesh: transport must be "http", "websocket", "nats" or "in_memory", got the string "htp"/,
+  );
+});
+
+test("op() refuses an array for options and a remote that is not a boolean", () => {
+  refuses(
+    () => ta.op([] as never, () => 1),
+    /op\(\) expects a function, or a name or options object and a function; got an object \(Array\)/,
+  );
+  refuses(
+    () => ta.op({ remote: "yes" } as never, () => 1),
+    /op "anonymous\d+": remote must be a boolean, got the string "yes"/,
+  );
+  refuses(
+    () => ta.op({ description: 5 } as never, function described() {}),
+    /op "described": description must be a string/,
+  );
+});
+
+test("goEffect refuses at once what is not an op or a service method", () => {
+  refuses(
+    () => ta.goEffect((() => 1) as never, 1 as never),
+    /goEffect expects an op or a service method \(something with \.go\(\)\), got function \(anonymous\)/,
+  );
+  refuses(() => ta.goEffect(null as never), /goEffect expects an op or a service method .*got null/);
+});

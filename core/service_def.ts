@@ -6,7 +6,7 @@
  * @module
  */
 import { describe } from "./describe.ts";
-import { checkKnownKeys, type KnownKeys } from "./options.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "./options.ts";
 import { policyOf, type RunPolicy } from "./policy.ts";
 import { NameRegistry, register } from "./registration.ts";
 
@@ -179,7 +179,8 @@ function count(service: string, what: string, v: unknown, min: number, dflt: num
  * @param options The service options.
  * @param cls The class.
  * @returns The definition.
- * @throws {TypeError} For a bad class or name; {@link RangeError} for a bad count.
+ * @throws {TypeError} For a bad class or name, or a method named `then` (its handle would be a
+ * thenable); {@link RangeError} for a bad count.
  *
  * @example
  * ```ts
@@ -204,9 +205,19 @@ export function defineService(options: ServiceOptions, cls: AnyClass): ServiceDe
   const name = options.name ?? cls.name;
   if (!name) throw new TypeError("service() needs a name: use a named class or pass { name }");
   checkKnownKeys(`service "${name}"`, options, SERVICE_OPTION_KEYS);
+  checkOptionType(`service "${name}"`, "description", options.description, "string");
   const methods = methodNamesOf(cls);
   if (methods.size === 0) {
     throw new TypeError(`service "${name}" has no public methods to call`);
+  }
+  if (methods.has("then")) {
+    // `await` (and an async function's return) adopts any object with a `then` method: the handle
+    // would be taken for a promise, and `then` called with resolve/reject as a method call's args
+    throw new TypeError(
+      `service "${name}": a method named "then" would make its handle a thenable: awaiting the handle, or ` +
+        "returning it from an async function (mesh.run(async () => Svc.init())), would call that method and " +
+        'never settle; rename it (e.g. "andThen")',
+    );
   }
   const def: ServiceDef = {
     name,

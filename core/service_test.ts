@@ -461,3 +461,40 @@ test("a call awaited behind the grace of a body that never returns keeps the pro
     child.kill("SIGKILL");
   }
 });
+
+test("service refuses a method named then at once: its handle would be a thenable that await never settles", () => {
+  // checked synchronously: were the method accepted, nothing here awaits the handle, so nothing hangs
+  const refusesThen = (e: unknown) => {
+    assert.ok(e instanceof TypeError, `expected a TypeError, got ${e}`);
+    assert.match(e.message, /service "Chain": a method named "then" would make its handle a thenable/);
+    assert.match(e.message, /rename it/);
+    return true;
+  };
+  assert.throws(
+    () =>
+      ta.service(
+        class Chain {
+          then(step: string) {
+            return step;
+          }
+        },
+      ),
+    refusesThen,
+  );
+  // inherited from a base class too
+  class Base {
+    then(step: string) {
+      return step;
+    }
+  }
+  assert.throws(() => ta.service({ name: "Chain" }, class extends Base {}), refusesThen);
+  // an ordinary handle is no thenable: returned from an async function, it is the value
+  const Plain = ta.service(
+    class ThenlessPlain {
+      step(s: string) {
+        return s;
+      }
+    },
+  );
+  assert.equal((Plain.init() as unknown as { then?: unknown }).then, undefined);
+});

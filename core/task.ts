@@ -323,6 +323,11 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   toString(): string {
     return `ObjectRef(${this.id}, ${this.status})`;
   }
+
+  /** What `JSON.stringify` writes: the plain-text form, never the call's arguments or its value. */
+  toJSON(): string {
+    return this.toString();
+  }
 }
 
 /** The error of using `ref` after its release. */

@@ -6,7 +6,9 @@
  * @module
  */
 import { frameBytes, inlineFrame } from "../core/codec.ts";
+import { describe } from "../core/describe.ts";
 import { TransportError } from "../core/errors.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "../core/options.ts";
 import {
   armRequest,
   authRefused,
@@ -39,6 +41,8 @@ interface InMemoryServer {
 
 const servers = new Map<string, InMemoryServer>();
 
+const SERVE_OPTION_KEYS: KnownKeys<ServeFramesOptions> = { token: true, maxFrameBytes: true };
+
 /** A frame as another process would get it: a copy, its large arrays written in (one copy of them). */
 function copyFrame(frame: Uint8Array): Uint8Array {
   const whole = inlineFrame(frame);
@@ -59,6 +63,8 @@ export interface InMemoryServerHandle {
  * @param handler Gets each frame, returns the reply frame.
  * @param options Token and frame size limit.
  * @returns The handle with the endpoint and `close()`.
+ * @throws {TypeError} For a bad name or handler, an unknown option (naming the closest one) or a
+ * token that is not a string.
  * @throws {Error} When a server with that name is already running.
  *
  * @example Echo server
@@ -78,8 +84,15 @@ export function serveInMemory(
   options: ServeFramesOptions = {},
 ): InMemoryServerHandle {
   if (typeof name !== "string" || name === "" || name.includes("/")) {
-    throw new TypeError(`Cannot serve in memory: name must be a non-empty string without "/", found ${String(name)}`);
+    throw new TypeError(`Cannot serve in memory: name must be a non-empty string without "/", found ${describe(name)}`);
   }
+  const who = `serveInMemory ${JSON.stringify(name)}`;
+  if (typeof handler !== "function") {
+    throw new TypeError(`${who}: handler must be a function, got ${describe(handler)}`);
+  }
+  // a typo must not pass unnoticed: a "tokn" would serve with no token at all
+  checkKnownKeys(who, options, SERVE_OPTION_KEYS);
+  checkOptionType(who, "token", options.token, "string");
   if (servers.has(name)) throw new Error(`Cannot serve in memory as "${name}": that name is already in use`);
   const server: InMemoryServer = {
     handler,

@@ -6,6 +6,8 @@
  * @module
  */
 import type { GpuDevice } from "../core/devices.ts";
+import { describe } from "../core/describe.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "../core/options.ts";
 import type { NodePeer } from "./handle_wire.ts";
 import type { TransportName } from "./transport.ts";
 
@@ -63,6 +65,21 @@ export interface NodeServerOptions {
   onLeaseExpired?: (event: { instances: number; services: string[]; leaseMs: number }) => void;
 }
 
+const NODE_SERVER_OPTION_KEYS: KnownKeys<NodeServerOptions> = {
+  name: true,
+  gpus: true,
+  cpus: true,
+  token: true,
+  peers: true,
+  transport: true,
+  leaseMs: true,
+  maxCallsPerConnection: true,
+  maxInFlight: true,
+  maxInFlightBytes: true,
+  objectStoreBytes: true,
+  onLeaseExpired: true,
+};
+
 /**
  * Default of {@link NodeServerOptions.leaseMs}.
  *
@@ -114,7 +131,7 @@ function nodeBound(what: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   if (v === "unbounded") return Infinity;
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new TypeError(`NodeServer ${what} must be an integer ≥ 1 or "unbounded", got ${String(v)}`);
+    throw new TypeError(`NodeServer ${what} must be an integer ≥ 1 or "unbounded", got ${describe(v)}`);
   }
   return v;
 }
@@ -132,11 +149,13 @@ export interface NodeLimits {
 }
 
 /**
- * Checks a node's options (its name, and its lease and call limits) and fills in the defaults.
+ * Checks a node's options (that each is one it knows, its name and token, and its lease and call
+ * limits) and fills in the defaults.
  *
  * @param options What the node was given.
  * @returns Its limits.
- * @throws {TypeError} For options without a non-empty name, or a limit out of its range.
+ * @throws {TypeError} For options that are not an object, an unknown option (naming the closest
+ * one), options without a non-empty name, a token that is not a string, or a limit out of its range.
  *
  * @example
  * ```ts
@@ -152,17 +171,23 @@ export interface NodeLimits {
  * ```
  */
 export function resolveNodeLimits(options: NodeServerOptions): NodeLimits {
-  if (options === null || typeof options !== "object" || typeof options.name !== "string" || options.name === "") {
-    throw new TypeError("NodeServer needs options with a non-empty name");
+  const name: unknown = (options as { name?: unknown } | null)?.name;
+  const who = typeof name === "string" && name !== "" ? `NodeServer ${JSON.stringify(name)}` : "NodeServer";
+  // a typo must not pass unnoticed: a "tokn" would leave the node presenting no token to its peers
+  checkKnownKeys(who, options, NODE_SERVER_OPTION_KEYS);
+  if (who === "NodeServer") {
+    throw new TypeError(`NodeServer needs options with a non-empty name, got name ${describe(name)}`);
   }
+  checkOptionType(who, "token", options.token, "string");
+  checkOptionType(who, "onLeaseExpired", options.onLeaseExpired, "function");
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   if (typeof leaseMs !== "number" || !Number.isFinite(leaseMs) || leaseMs < 0) {
-    throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${String(options.leaseMs)}`);
+    throw new TypeError(`NodeServer leaseMs must be a number of ms ≥ 0, got ${describe(options.leaseMs)}`);
   }
   const maxCalls = options.maxCallsPerConnection ?? DEFAULT_MAX_CALLS_PER_CONNECTION;
   if (!Number.isSafeInteger(maxCalls) || maxCalls < 1) {
     throw new TypeError(
-      `NodeServer maxCallsPerConnection must be an integer ≥ 1, got ${String(options.maxCallsPerConnection)}`,
+      `NodeServer maxCallsPerConnection must be an integer ≥ 1, got ${describe(options.maxCallsPerConnection)}`,
     );
   }
   const maxInFlight = nodeBound("maxInFlight", options.maxInFlight, DEFAULT_MAX_IN_FLIGHT);

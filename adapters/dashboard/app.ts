@@ -9,8 +9,10 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
+import { describe } from "../../core/describe.ts";
 import { onTaskEvent } from "../../core/events.ts";
 import { Mesh, meshRuntime } from "../../core/mesh.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "../../core/options.ts";
 import type { MeshStats } from "../../core/mesh_runtime.ts";
 import { lastProfiler, type Profiler } from "../../core/profile.ts";
 import { taskMesh } from "../../core/record.ts";
@@ -161,9 +163,67 @@ function hostName(host: string): string {
   return colon >= 0 ? h.slice(0, colon) : h;
 }
 
-function checkPositive(name: string, v: number | undefined, min: number): void {
+function checkPositive(what: string, name: string, v: number | undefined, min: number): void {
   if (v !== undefined && !(typeof v === "number" && Number.isFinite(v) && v >= min)) {
-    throw new RangeError(`createDashboardApp ${name} must be a number ≥ ${min}, got ${String(v)}`);
+    throw new RangeError(`${what}: ${name} must be a number ≥ ${min}, got ${describe(v)}`);
+  }
+}
+
+/**
+ * The keys of {@linkcode DashboardAppOptions} (any other is an error naming the closest of these).
+ *
+ * @example
+ * ```ts
+ * import { DASHBOARD_APP_OPTION_KEYS } from "./app.ts";
+ * if (!DASHBOARD_APP_OPTION_KEYS.allowHosts || "port" in DASHBOARD_APP_OPTION_KEYS) throw new Error("unexpected");
+ * ```
+ */
+export const DASHBOARD_APP_OPTION_KEYS: KnownKeys<DashboardAppOptions> = {
+  token: true,
+  intervalMs: true,
+  lingerMs: true,
+  maxDagTasks: true,
+  maxOverhead: true,
+  allowHosts: true,
+  listenHost: true,
+  now: true,
+};
+
+/**
+ * Checks the options of a dashboard's app: an options object with known keys, each value of its
+ * type and in range.
+ *
+ * @param what Who was given them, for the messages (`createDashboardApp`, `serveDashboard`).
+ * @param options The options.
+ * @throws {TypeError} For what is not an options object, an unknown key (naming the closest) or a
+ * value of the wrong type. {@link RangeError} For a number out of its range.
+ *
+ * @example
+ * ```ts
+ * import { checkDashboardAppOptions } from "./app.ts";
+ * import { throws } from "node:assert/strict";
+ * checkDashboardAppOptions("serveDashboard", { intervalMs: 500, allowHosts: ["dash.example"] });
+ * throws(() => checkDashboardAppOptions("serveDashboard", { allowHosts: "x" as never }), /allowHosts must be an array/);
+ * ```
+ */
+export function checkDashboardAppOptions(what: string, options: DashboardAppOptions): void {
+  checkKnownKeys(what, options, DASHBOARD_APP_OPTION_KEYS);
+  checkPositive(what, "intervalMs", options.intervalMs, 10);
+  checkPositive(what, "lingerMs", options.lingerMs, 0);
+  const maxOverhead: unknown = options.maxOverhead;
+  if (maxOverhead !== undefined && !(typeof maxOverhead === "number" && maxOverhead > 0 && maxOverhead < 1)) {
+    throw new RangeError(`${what}: maxOverhead must be a number in (0, 1), got ${describe(maxOverhead)}`);
+  }
+  const maxDagTasks: unknown = options.maxDagTasks;
+  if (maxDagTasks !== undefined && !(Number.isSafeInteger(maxDagTasks) && (maxDagTasks as number) >= 1)) {
+    throw new RangeError(`${what}: maxDagTasks must be an integer ≥ 1, got ${describe(maxDagTasks)}`);
+  }
+  checkOptionType(what, "token", options.token, "string");
+  checkOptionType(what, "listenHost", options.listenHost, "string");
+  checkOptionType(what, "now", options.now, "function");
+  const hosts: unknown = options.allowHosts;
+  if (hosts !== undefined && !(Array.isArray(hosts) && hosts.every((h) => typeof h === "string"))) {
+    throw new TypeError(`${what}: allowHosts must be an array of host names, got ${describe(hosts)}`);
   }
 }
 
@@ -174,8 +234,9 @@ function checkPositive(name: string, v: number | undefined, min: number): void {
  * @param source The mesh (or anything with its `stats()`).
  * @param options Token, stream period, host names.
  * @returns The app, with its state.
- * @throws {TypeError} When `source` has no `stats()`.
- * @throws {RangeError} When an interval is not a number ≥ its minimum.
+ * @throws {TypeError} When `source` has no `stats()`, for an unknown option (naming the closest
+ * one), or an option of the wrong type (`allowHosts` not an array of strings, `token` not a string).
+ * @throws {RangeError} When an interval or bound is not a number ≥ its minimum.
  *
  * @example One snapshot through `fetch`
  * ```ts
@@ -192,14 +253,10 @@ function checkPositive(name: string, v: number | undefined, min: number): void {
  */
 export function createDashboardApp(source: DashboardSource, options: DashboardAppOptions = {}): DashboardApp {
   if (source === null || typeof source !== "object" || typeof source.stats !== "function") {
-    throw new TypeError(`createDashboardApp expects a Mesh (or an object with stats()), got ${String(source)}`);
+    throw new TypeError(`createDashboardApp expects a Mesh (or an object with stats()), got ${describe(source)}`);
   }
-  checkPositive("intervalMs", options.intervalMs, 10);
-  checkPositive("lingerMs", options.lingerMs, 0);
+  checkDashboardAppOptions("createDashboardApp", options);
   const maxOverhead = options.maxOverhead ?? 0.02;
-  if (!(typeof maxOverhead === "number" && maxOverhead > 0 && maxOverhead < 1)) {
-    throw new RangeError(`createDashboardApp maxOverhead must be a number in (0, 1), got ${String(maxOverhead)}`);
-  }
   const token = options.token ?? source.options?.token;
   const rt = source instanceof Mesh ? meshRuntime(source) : undefined;
   const intervalMs = options.intervalMs ?? 1000;

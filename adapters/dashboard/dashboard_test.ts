@@ -201,8 +201,27 @@ test("the dashboard shows the trace id of the last traced run while tracing is o
 test("createDashboardApp refuses what is not a mesh, and intervals out of range, saying what it got", () => {
   assert.throws(() => createDashboardApp(null as never), /expects a Mesh \(or an object with stats\(\)\), got null/);
   const mesh = { stats: () => ({ name: "m", closed: false, nodes: [], instances: [] }) };
-  assert.throws(() => createDashboardApp(mesh, { intervalMs: 0 }), /intervalMs must be a number ≥ 10, got 0/);
+  assert.throws(() => createDashboardApp(mesh, { intervalMs: 0 }), /intervalMs must be a number ≥ 10, got number 0/);
   assert.throws(() => createDashboardApp(mesh, { lingerMs: -1 }), RangeError);
+});
+
+test("serveDashboard refuses an unknown option, naming the closest, and options of the wrong type", T, async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  const refused = (options: unknown, message: RegExp) =>
+    assert.rejects(serveDashboard(mesh, options as never), (e: unknown) => {
+      assert.ok(e instanceof TypeError, `expected a TypeError, got ${e}`);
+      assert.match((e as Error).message, message);
+      return true;
+    });
+  await refused({ prot: 7071 }, /serveDashboard: unknown option "prot"; did you mean "port"\?/);
+  await refused({ allowHosts: "x" }, /serveDashboard: allowHosts must be an array of host names, got the string "x"/);
+  await refused({ token: 5 }, /serveDashboard: token must be a string, got number 5/);
+  await refused(null, /serveDashboard: options must be an object, got null/);
+  const stats = () => ({ name: "m", closed: false, nodes: [], instances: [] });
+  assert.throws(
+    () => createDashboardApp({ stats }, { port: 1 } as never),
+    /createDashboardApp: unknown option "port"/,
+  );
 });
 
 test("closing a dashboard ends its open streams and stops listening", T, async () => {

@@ -21,9 +21,18 @@
  *
  * @module
  */
+import { describe } from "../../core/describe.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "../../core/options.ts";
 import { serve } from "../serve.ts";
 import type { ServeOptions } from "../types.ts";
-import { createDashboardApp, type DashboardApp, type DashboardAppOptions, type DashboardSource } from "./app.ts";
+import {
+  checkDashboardAppOptions,
+  createDashboardApp,
+  DASHBOARD_APP_OPTION_KEYS,
+  type DashboardApp,
+  type DashboardAppOptions,
+  type DashboardSource,
+} from "./app.ts";
 
 export {
   createDashboardApp,
@@ -53,6 +62,13 @@ export interface DashboardOptions extends DashboardAppOptions {
   signal?: AbortSignal;
 }
 
+const DASHBOARD_OPTION_KEYS: KnownKeys<DashboardOptions> = {
+  ...DASHBOARD_APP_OPTION_KEYS,
+  hostname: true,
+  port: true,
+  signal: true,
+};
+
 /** A served dashboard. */
 export interface Dashboard extends AsyncDisposable {
   /** `http://host:port`: open it in a browser. */
@@ -71,7 +87,8 @@ export interface Dashboard extends AsyncDisposable {
  * @param mesh The mesh (or anything with its `stats()`; a `NodeServer`'s `mesh` for a node).
  * @param options Host, port, token (default: the mesh's), stream period.
  * @returns The served dashboard; `url` is the page.
- * @throws {TypeError} When `mesh` has no `stats()`.
+ * @throws {TypeError} When `mesh` has no `stats()`, for an unknown option (naming the closest
+ * one), or an option of the wrong type. {@link RangeError} For a port or interval out of range.
  *
  * @example A token-protected mesh's dashboard asks for the token
  * ```ts
@@ -87,9 +104,19 @@ export interface Dashboard extends AsyncDisposable {
  * ```
  */
 export async function serveDashboard(mesh: DashboardSource, options: DashboardOptions = {}): Promise<Dashboard> {
-  const hostname = options.hostname ?? "127.0.0.1";
-  const app = createDashboardApp(mesh, { ...options, listenHost: options.listenHost ?? hostname });
-  const serveOptions: ServeOptions = { hostname, port: options.port ?? 0, signal: options.signal };
+  // a typo must not pass unnoticed: a "prot" would serve on a port nobody asked for
+  checkKnownKeys("serveDashboard", options, DASHBOARD_OPTION_KEYS);
+  const { hostname = "127.0.0.1", port = 0, signal, ...appOptions } = options;
+  checkOptionType("serveDashboard", "hostname", hostname, "string");
+  if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    throw new RangeError(`serveDashboard: port must be an integer from 0 to 65535, got ${describe(port)}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(`serveDashboard: signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+  checkDashboardAppOptions("serveDashboard", appOptions);
+  const app = createDashboardApp(mesh, { ...appOptions, listenHost: options.listenHost ?? hostname });
+  const serveOptions: ServeOptions = { hostname, port, signal };
   let served;
   try {
     served = await serve(app.app, serveOptions);

@@ -7,7 +7,9 @@
  * @module
  */
 import { trace, type TracerProvider } from "@opentelemetry/api";
+import { describe } from "../describe.ts";
 import { onTaskEvent, setBodyWrapper, setRootSampler, setSubmitProbe } from "../events.ts";
+import { checkKnownKeys, type KnownKeys } from "../options.ts";
 import { hasTracerProvider, probeContextManager } from "./provider.ts";
 import { budgetSampler, ratioSampler, stopBudgetTimer, topUp } from "./sampling.ts";
 import { runInSpan, spanTaskEvent } from "./spans.ts";
@@ -38,9 +40,14 @@ export interface TracingOptions {
   maxOverhead?: number;
 }
 
+const TRACING_OPTION_KEYS: KnownKeys<TracingOptions> = { tracerProvider: true, sampleRatio: true, maxOverhead: true };
+
 /**
  * Turns tracing on: from now on every task is a span whenever a tracer provider is there to take
- * it. Idempotent; calling it again with another provider or ratio switches to it.
+ * it. Idempotent; calling it again with another provider or ratio switches to it. Its options are
+ * checked first: an unknown one (`sampleRate`), a `tracerProvider` without `getTracer()` or a
+ * ratio out of range throws and changes nothing; a provider whose `getTracer()` throws leaves
+ * tracing off.
  *
  * Without `tracerProvider` it follows the global provider: while none is registered (the API's
  * no-op) nothing per task is done beyond a check every 1024 submissions, since no span could go
@@ -48,6 +55,8 @@ export interface TracingOptions {
  * provider, so one registered through Deno's `OTEL_DENO=true` or any SDK is picked up alike.)
  *
  * @param options Which provider to use (default: the global one) and the share of roots to trace.
+ * @throws {TypeError} For an unknown option (naming the closest one) or a `tracerProvider` that is
+ * not one. {@link RangeError} For a `sampleRatio` or `maxOverhead` that is not a number in range.
  *
  * @example Spans for ops, with an in-memory exporter
  * ```ts
@@ -78,27 +87,45 @@ export interface TracingOptions {
  * ```
  */
 export function enableTracing(options: TracingOptions = {}): void {
-  tracingState.armed = true;
-  const ratio = options.sampleRatio ?? 1;
-  if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
-    throw new RangeError(`enableTracing: sampleRatio must be in (0, 1], got ${String(ratio)}`);
+  // every option is checked before anything changes: a bad call leaves tracing as it was
+  checkKnownKeys("enableTracing", options, TRACING_OPTION_KEYS);
+  const provider: unknown = options.tracerProvider;
+  if (
+    provider !== undefined &&
+    (provider === null || typeof provider !== "object" ||
+      typeof (provider as { getTracer?: unknown }).getTracer !== "function")
+  ) {
+    throw new TypeError(
+      `enableTracing: tracerProvider must be a TracerProvider (with getTracer()), got ${describe(provider)}`,
+    );
   }
-  const overhead = options.maxOverhead;
+  const ratio: unknown = options.sampleRatio === undefined ? 1 : options.sampleRatio;
+  if (typeof ratio !== "number" || !(ratio > 0 && ratio <= 1)) {
+    throw new RangeError(`enableTracing: sampleRatio must be a number in (0, 1], got ${describe(ratio)}`);
+  }
+  const overhead: unknown = options.maxOverhead;
   if (overhead !== undefined) {
     if (typeof overhead !== "number" || !(overhead > 0 && overhead < 1)) {
-      throw new RangeError(`enableTracing: maxOverhead must be in (0, 1), got ${String(overhead)}`);
+      throw new RangeError(`enableTracing: maxOverhead must be a number in (0, 1), got ${describe(overhead)}`);
     }
     if (options.sampleRatio !== undefined) {
       throw new TypeError("enableTracing: give sampleRatio or maxOverhead, not both");
     }
   }
+  tracingState.armed = true;
   tracingState.wanted = true;
   resetStats();
   tracingState.wantedProvider = options.tracerProvider;
   tracingState.wantedRatio = ratio;
   tracingState.wantedOverhead = overhead;
-  if (tracingState.wantedProvider !== undefined || hasTracerProvider()) goLive();
-  else goArmed();
+  try {
+    if (tracingState.wantedProvider !== undefined || hasTracerProvider()) goLive();
+    else goArmed();
+  } catch (e) {
+    // a provider that throws when asked for its tracer: tracing is left off, not half on
+    disableTracing();
+    throw e;
+  }
 }
 
 /**
