@@ -2,10 +2,11 @@
  * Timers for any deadline a user can give. `setTimeout` holds at most 2^31 - 1 ms (about 24.8
  * days): a longer delay overflows and the timer fires at once, so a deadline of 2^31 ms cancelled
  * every call immediately. {@linkcode setLongTimeout} chains timers for a longer delay, and never
- * fires for `Infinity`.
+ * fires for `Infinity`; {@linkcode timeoutSignal} is `AbortSignal.timeout` for any delay.
  *
  * @module
  */
+import { unrefTimer } from "./_runtime.ts";
 
 /** The longest delay one `setTimeout` holds, in ms (2^31 - 1). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -53,6 +54,44 @@ export function setLongTimeout(
     cancelled = true;
     clearTimeout(timer);
   };
+}
+
+/** What {@linkcode timeoutSignal} returns. */
+export interface TimeoutSignal {
+  /** Aborts with a `TimeoutError` `DOMException` once the delay has passed. */
+  readonly signal: AbortSignal;
+  /** Stops its timer (the work it bounds is done); idempotent. */
+  readonly cancel: () => void;
+}
+
+/**
+ * `AbortSignal.timeout(ms)` for any delay: that one throws for `Infinity` and, on Deno, aborts at
+ * once past {@linkcode MAX_TIMER_MS}. Up to that it is `AbortSignal.timeout` itself (nothing to
+ * cancel); `Infinity` never aborts; a longer delay is waited in steps on a timer that holds no
+ * process open, and held until it fires unless `cancel` is called: call it when done.
+ *
+ * @param ms The delay in ms (≥ 0; `Infinity`: never).
+ * @returns The signal, and a function that stops its timer.
+ *
+ * @example A deadline past 2^31 ms does not abort at once
+ * ```ts
+ * import { timeoutSignal } from "./long_timer.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const { signal, cancel } = timeoutSignal(2 ** 31);
+ * await new Promise((r) => setTimeout(r, 20));
+ * strictEqual(signal.aborted, false);
+ * cancel();
+ * ```
+ */
+export function timeoutSignal(ms: number): TimeoutSignal {
+  if (ms <= MAX_TIMER_MS) return { signal: AbortSignal.timeout(ms), cancel: noop };
+  const controller = new AbortController();
+  const cancel = setLongTimeout(
+    () => controller.abort(new DOMException("The operation timed out.", "TimeoutError")),
+    ms,
+    unrefTimer,
+  );
+  return { signal: controller.signal, cancel };
 }
 
 function noop(): void {}

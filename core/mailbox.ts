@@ -11,6 +11,7 @@ import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
 import { endGrace, startGrace } from "./grace.ts";
+import { setLongTimeout } from "./long_timer.ts";
 import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
@@ -288,14 +289,15 @@ export abstract class MailboxReplica implements Replica {
     const live = [...this.active].filter((t) => t._state === State.RUNNING);
     if (live.length > 0) {
       const all = Promise.allSettled(live.map((t) => t.promise()));
-      if (deadline === undefined) await all;
+      if (deadline === undefined || deadline === Infinity) await all;
       else {
-        let timer: ReturnType<typeof setTimeout> | undefined;
+        // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
+        let stopTimer!: () => void;
         await Promise.race([
           all,
-          new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now())))),
+          new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
         ]);
-        clearTimeout(timer);
+        stopTimer();
         for (const t of live) t.cancel(); // past the deadline: stop waiting; late results are ignored
       }
     }

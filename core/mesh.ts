@@ -35,7 +35,10 @@ let runtimeOf: (mesh: Mesh) => MeshRuntime;
 
 /** Options of {@link Mesh.close}. */
 export interface MeshCloseOptions {
-  /** How long running calls may take to finish before they are cancelled, in ms (default: no limit). */
+  /**
+   * How long running calls may take to finish before they are cancelled, in ms, however long (also
+   * past the 2^31 ms one timer holds). Default and `Infinity`: no limit.
+   */
   graceMs?: number;
 }
 
@@ -420,9 +423,9 @@ export class Mesh implements AsyncDisposable {
    * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation.
    * Idempotent.
    *
-   * @param options `graceMs`: how long running calls may take to finish (default: as long as they
-   * need); past it they are cancelled (their refs reject with `CancelledError`) and the instances
-   * are disposed anyway. The same name as a node's `drain({ graceMs })`.
+   * @param options `graceMs`: how long running calls may take to finish (default and `Infinity`: as
+   * long as they need); past it they are cancelled (their refs reject with `CancelledError`) and the
+   * instances are disposed anyway. The same name as a node's `drain({ graceMs })`.
    * @returns When every instance is disposed.
    */
   close(options: MeshCloseOptions = {}): Promise<void> {
@@ -439,7 +442,9 @@ export class Mesh implements AsyncDisposable {
     }
     const t = options.graceMs;
     if (t !== undefined && !(typeof t === "number" && t >= 0)) {
-      return Promise.reject(new RangeError(`mesh.close: graceMs must be a number ≥ 0, got ${describe(t)}`));
+      return Promise.reject(
+        new RangeError(`mesh.close: graceMs must be a number of ms ≥ 0 (Infinity: no limit), got ${describe(t)}`),
+      );
     }
     return this.#rt.close(t);
   }

@@ -467,7 +467,8 @@ export class MeshRuntime {
   /** Closes the mesh (see `Mesh.close`); `graceMs` is validated by the caller. */
   close(graceMs: number | undefined): Promise<void> {
     if (this.closing !== undefined) return this.closing;
-    this.closeDeadline = graceMs === undefined ? undefined : performance.now() + graceMs;
+    // Infinity: no deadline (as no graceMs); a finite one of any length is waited on a long timer
+    this.closeDeadline = graceMs === undefined || graceMs === Infinity ? undefined : performance.now() + graceMs;
     this.closed = true;
     // set first: cancelling settles refs, whose listeners may call close() again
     let disposeAll!: (done: Promise<void>) => void;

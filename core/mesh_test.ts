@@ -344,6 +344,45 @@ test("mesh.close({ graceMs }) stops waiting for a call that never finishes: it i
   assert.ok((await rejection(ref)) instanceof ta.CancelledError);
   assert.deepEqual(disposed, ["Stuck"]);
   await assert.rejects(new ta.Mesh([new ta.MeshNode("m")]).close({ graceMs: -1 }), RangeError);
+  await assert.rejects(
+    new ta.Mesh([new ta.MeshNode("m")]).close({ graceMs: NaN }),
+    /mesh\.close: graceMs must be a number of ms ≥ 0 \(Infinity: no limit\), got number NaN/,
+  );
+});
+
+test("mesh.close({ graceMs }) of Infinity or of 2^31 ms or more waits for running calls instead of cancelling them", async () => {
+  let running = gate(), release = gate();
+  const disposed: string[] = [];
+  const Held = ta.service(
+    { name: "HeldAtClose" },
+    class {
+      async work(x: number) {
+        running.open();
+        await release.promise;
+        return x;
+      }
+      close() {
+        disposed.push("HeldAtClose");
+      }
+    },
+  );
+  for (const graceMs of [Infinity, 2 ** 31 + 10, 1e10]) {
+    running = gate();
+    release = gate();
+    const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+    const [ref] = await mesh.run(() => [Held.init().work.go(7)]);
+    await running.promise; // a call not started when the mesh closes is cancelled, as it should be
+    let closed = false;
+    const closing = mesh.close({ graceMs }).then(() => (closed = true));
+    // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+    for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+    assert.equal(ref.status, "running", `graceMs ${graceMs}: the running call was cancelled`);
+    assert.equal(closed, false, `graceMs ${graceMs}: closed before the running call finished`);
+    release.open();
+    assert.equal(await ref, 7, `graceMs ${graceMs}`);
+    await closing;
+  }
+  assert.deepEqual(disposed, ["HeldAtClose", "HeldAtClose", "HeldAtClose"]);
 });
 
 test("a task submitted outside any mesh does not take the mesh it happened to be started from", async () => {

@@ -7,6 +7,7 @@
  */
 import { describe } from "./describe.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
+import { setLongTimeout } from "./long_timer.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { addWaiter, removeWaiter, State, Task, type Waiter } from "./task.ts";
 
@@ -16,7 +17,10 @@ const { COMPLETED } = State;
 export interface WaitOptions {
   /** How many refs must have settled (completed, failed or cancelled) before it returns. Default 1. */
   readonly count?: number;
-  /** Returns after this many milliseconds even when fewer than `count` have settled. Default: no limit. */
+  /**
+   * Returns after this many milliseconds even when fewer than `count` have settled, however long
+   * (also past the 2^31 ms one timer holds). Default and `Infinity`: no limit.
+   */
   readonly timeoutMs?: number;
 }
 
@@ -42,10 +46,10 @@ function checkRefs(fn: string, refs: unknown): asserts refs is readonly Task<unk
  * passed, as Ray's `ray.wait`: never rejects; a failed ref is `ready` (awaiting it rejects).
  *
  * @param refs Refs from `.go()`.
- * @param options `count` (default 1, at most `refs.length`) and `timeoutMs`.
+ * @param options `count` (default 1, at most `refs.length`) and `timeoutMs` (`Infinity`: none).
  * @returns The settled refs (at most `count`) and the others, each in input order.
  * @throws {TypeError} When `refs` is not an array of refs.
- * @throws {RangeError} When `count` is not an integer from 0 to `refs.length`, or `timeoutMs` is negative.
+ * @throws {RangeError} When `count` is not an integer from 0 to `refs.length`, or `timeoutMs` is negative or NaN.
  *
  * @example A ray.wait loop
  * ```ts
@@ -71,8 +75,10 @@ export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}
     );
   }
   const timeoutMs = options.timeoutMs;
-  if (timeoutMs !== undefined && !(timeoutMs >= 0)) {
-    throw new RangeError(`wait() expects timeoutMs to be a number >= 0, got ${timeoutMs}`);
+  if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) {
+    throw new RangeError(
+      `wait() expects timeoutMs to be a number of ms ≥ 0 (Infinity: none), got ${describe(timeoutMs)}`,
+    );
   }
   const split = (): WaitResult<T> => {
     const ready: ObjectRef<T>[] = [], pending: ObjectRef<T>[] = [];
@@ -88,11 +94,11 @@ export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}
   if (settled >= count || timeoutMs === 0) return Promise.resolve(split());
   return new Promise<WaitResult<T>>((resolve) => {
     let done = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopTimer: (() => void) | undefined;
     const finish = () => {
       if (done) return;
       done = true;
-      if (timer !== undefined) clearTimeout(timer);
+      stopTimer?.();
       waiterDone();
       for (let i = 0; i < tasks.length; i++) if (tasks[i]._state < COMPLETED) removeWaiter(tasks[i], waiter);
       resolve(split());
@@ -102,7 +108,8 @@ export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}
     };
     waiterAdded();
     for (let i = 0; i < tasks.length; i++) if (tasks[i]._state < COMPLETED) addWaiter(tasks[i], waiter);
-    if (timeoutMs !== undefined) timer = setTimeout(finish, timeoutMs);
+    // a plain setTimeout would fire at once for 2^31 ms or more (Infinity included)
+    if (timeoutMs !== undefined) stopTimer = setLongTimeout(finish, timeoutMs);
   });
 }
 

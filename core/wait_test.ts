@@ -57,7 +57,39 @@ test("wait rejects bad input at once with what it found", () => {
   const r = inc.go(1);
   assert.throws(() => ta.wait([r], { count: 2 }), /count to be an integer from 0 to 1 \(the refs given\), got 2/);
   assert.throws(() => ta.wait([r], { timeoutMs: -1 }), RangeError);
+  assert.throws(
+    () => ta.wait([r], { timeoutMs: NaN }),
+    /wait\(\) expects timeoutMs to be a number of ms ≥ 0 .*got number NaN/,
+  );
   return r.then(() => {});
+});
+
+/** A few turns of the timer queue: a timer set before this, for 1 ms, has fired once it resolves. */
+async function timerTurns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setTimeout(r, 1));
+}
+
+test("wait with a timeoutMs of Infinity or of 2^31 ms or more waits until the refs settle", async () => {
+  let g = gate();
+  const held = ta.op(async function waitTestHeld(x: number) {
+    await g.promise;
+    return x;
+  });
+  for (const timeoutMs of [Infinity, 2 ** 31, 1e10]) {
+    g = gate();
+    const ref = held.go(1);
+    let returned = false;
+    const out = ta.wait([ref], { timeoutMs }).then((r) => {
+      returned = true;
+      return r;
+    });
+    // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+    await timerTurns(3);
+    assert.equal(returned, false, `timeoutMs ${timeoutMs}: returned before the ref settled`);
+    g.open();
+    const { ready, pending } = await out;
+    assert.deepEqual([ready, pending], [[ref], []], `timeoutMs ${timeoutMs}`);
+  }
 });
 
 test("asCompleted yields each of 100k refs once as it settles, with some failing and some cancelled", async () => {

@@ -3,6 +3,7 @@ import { decode, encode, errorFromWire, errorToWire } from "../core/codec.ts";
 import { AuthError, TransportError } from "../core/errors.ts";
 import { unrefTimer } from "../core/_runtime.ts";
 import { NO_CONTEXT, runInContext } from "../core/context.ts";
+import { MAX_TIMER_MS, setLongTimeout } from "../core/long_timer.ts";
 import type { RequestOptions } from "./transport.ts";
 import { timingSafeEqualString } from "./transport.ts";
 
@@ -62,14 +63,14 @@ export function armRequest(
   if (!options) return undefined;
   const { signal, timeoutMs } = options;
   if (!signal && timeoutMs === undefined) return undefined;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopTimer: (() => void) | undefined;
   const onAbort = () => {
     cleanup();
     drop();
     pending.reject(signal!.reason);
   };
   const cleanup = () => {
-    if (timer !== undefined) clearTimeout(timer);
+    stopTimer?.();
     signal?.removeEventListener("abort", onAbort);
   };
   if (signal?.aborted) {
@@ -79,7 +80,8 @@ export function armRequest(
     return undefined;
   }
   if (timeoutMs !== undefined) {
-    timer = setTimeout(() => {
+    // a long timer: 2^31 ms or more must not fire at once, as a plain setTimeout does; Infinity: none
+    stopTimer = setLongTimeout(() => {
       cleanup();
       drop();
       pending.reject(new TransportError("io", `No reply from ${endpoint} within ${timeoutMs} ms`, endpoint));
@@ -194,11 +196,16 @@ export function endpointUrl(endpoint: string, transport: "HTTP" | "WebSocket"): 
   return url;
 }
 
-/** A repeating timer that does not keep the process alive (Bun and Node: `unref()`; Deno: `Deno.unrefTimer`). */
+/**
+ * A repeating timer that does not keep the process alive (Bun and Node: `unref()`; Deno:
+ * `Deno.unrefTimer`). An interval past 2^31 - 1 ms (the longest one timer holds) runs at that:
+ * `setInterval` itself would run it every millisecond.
+ */
 export function backgroundInterval(fn: () => void, ms: number): ReturnType<typeof setInterval> {
+  const every = Math.min(ms, MAX_TIMER_MS);
   // made outside any run context: a timer keeps the context it was made in alive, and with it the
   // task that context names (and that task's result, which may be an object kept on a node)
-  const t = runInContext(NO_CONTEXT, () => setInterval(fn, ms));
+  const t = runInContext(NO_CONTEXT, () => setInterval(fn, every));
   unrefTimer(t);
   return t;
 }

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import { decode, encode } from "../core/codec.ts";
 import { AuthError, ProtocolError, TimeoutError, TransportError } from "../core/errors.ts";
 import type { FrameHandler, ServeFramesOptions, Transport, TransportConnection } from "./transport.ts";
+import { gate } from "../core/_test_utils.ts";
 
 /** A running server under test. */
 export interface TestServer {
@@ -228,6 +229,38 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
           );
           deepStrictEqual(await conn.request(new Uint8Array([1])), new Uint8Array([1]));
           ok(!seen.includes(2), "an already aborted request never reaches the handler");
+        },
+      );
+    });
+
+    test(`${name} a request with a timeoutMs of Infinity or of 2^31 ms or more waits for the reply`, async () => {
+      let arrived = gate(), release = gate();
+      await withServer(
+        target,
+        async (f, peer) => {
+          arrived.open();
+          await release.promise;
+          // the caller's deadline, where the transport tells the node, has not passed either
+          return peer.signal?.aborted ? new Uint8Array([0]) : f;
+        },
+        {},
+        async (_s, conn) => {
+          for (const timeoutMs of [Infinity, 2 ** 31, 1e10]) {
+            arrived = gate();
+            release = gate();
+            let settled = false;
+            const reply = conn.request(new Uint8Array([7]), { timeoutMs });
+            const outcome = reply.then(() => (settled = true), () => (settled = true));
+            try {
+              await Promise.race([arrived.promise, outcome]);
+              // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+              for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+              strictEqual(settled, false, `timeoutMs ${timeoutMs}: the request ended before its reply`);
+            } finally {
+              release.open(); // the handler never holds the server's close
+            }
+            deepStrictEqual(await reply, new Uint8Array([7]), `timeoutMs ${timeoutMs}`);
+          }
         },
       );
     });

@@ -12,6 +12,7 @@
  */
 import { frameBytes, inlineFrame } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
+import { timeoutSignal } from "../core/long_timer.ts";
 import {
   authRefused,
   closedError,
@@ -86,9 +87,24 @@ class HttpConnection implements TransportConnection {
     if (this.#closed) throw closedError(this.endpoint);
     const tooLarge = checkFrameSize(frame, this.#maxFrameBytes, this.endpoint);
     if (tooLarge) throw tooLarge;
+    // any length (AbortSignal.timeout throws for Infinity and, on Deno, aborts at once past 2^31 ms)
+    const timeout = options?.timeoutMs === undefined ? undefined : timeoutSignal(options.timeoutMs);
+    try {
+      return await this.#exchange(frame, options, timeout?.signal);
+    } finally {
+      timeout?.cancel();
+    }
+  }
+
+  /** POSTs `frame` and reads the reply, until a signal (the connection's, the caller's, the deadline's) aborts it. */
+  async #exchange(
+    frame: Uint8Array,
+    options: RequestOptions | undefined,
+    timeout: AbortSignal | undefined,
+  ): Promise<Uint8Array> {
     const signals = [this.#abort.signal];
     if (options?.signal) signals.push(options.signal);
-    if (options?.timeoutMs !== undefined) signals.push(AbortSignal.timeout(options.timeoutMs));
+    if (timeout !== undefined) signals.push(timeout);
     const signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     let res: Response;
     try {

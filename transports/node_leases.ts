@@ -1,12 +1,13 @@
 /**
  * The leases on a node: what its drivers hold there (instances, kept objects) lives while the
  * driver does. A driver is taken for alive while it is heard from (its keepalive pings, its calls)
- * within `leaseMs`; a sweep every quarter lease destroys the instances, and frees the objects, of
- * each driver not heard from for longer, and remembers the instance ids it destroyed so that a late
- * call to one is told why it is gone.
+ * within `leaseMs`; a sweep every quarter lease (at most every 2^31 - 1 ms, the longest one timer
+ * holds) destroys the instances, and frees the objects, of each driver not heard from for longer,
+ * and remembers the instance ids it destroyed so that a late call to one is told why it is gone.
  *
  * @module
  */
+import { MAX_TIMER_MS } from "../core/long_timer.ts";
 import { backgroundInterval } from "./_common.ts";
 import type { NodeServerOptions } from "./node_options.ts";
 
@@ -188,7 +189,8 @@ export class NodeLeases {
   }
 
   #sweepEvery(): number {
-    return Math.max(10, Math.floor(this.leaseMs / 4));
+    // at most what one timer holds: a longer interval overflows and would sweep every millisecond
+    return Math.min(MAX_TIMER_MS, Math.max(10, Math.floor(this.leaseMs / 4)));
   }
 
   #stopSweeper(): void {

@@ -26,6 +26,7 @@ import { type OpDef, registeredOps } from "../core/op.ts";
 import { registeredServices } from "../core/service_def.ts";
 import { isTracingEnabled, withExtractedContext } from "../core/tracing/mod.ts";
 import { listening } from "../core/events.ts";
+import { describe } from "../core/describe.ts";
 import { setLongTimeout } from "../core/long_timer.ts";
 import {
   type CallMessage,
@@ -660,10 +661,20 @@ export class NodeServer {
    * Stops taking new calls, waits for the calls in flight (at most `graceMs`, default 10 s; then
    * they are cancelled), and disposes every instance.
    *
-   * @param options `graceMs`: how long in-flight calls may take to finish.
+   * @param options `graceMs`: how long in-flight calls may take to finish, however long (also past
+   * the 2^31 ms one timer holds); `Infinity`: as long as they need.
    * @returns When the node has drained.
+   * @throws {RangeError} When `graceMs` is negative or not a number (nothing is drained then).
    */
   async drain(options: { graceMs?: number } = {}): Promise<void> {
+    const graceMs = options.graceMs ?? 10_000;
+    if (!(typeof graceMs === "number" && graceMs >= 0)) {
+      throw new RangeError(
+        `Cannot drain node "${this.name}": graceMs must be a number of ms ≥ 0 (Infinity: no limit), got ${
+          describe(graceMs)
+        }`,
+      );
+    }
     this.draining = true;
     this.leases.stop();
     this.streams.cancelAll();
@@ -672,12 +683,13 @@ export class NodeServer {
     const calls = this.book.calls;
     for (const ref of calls.values()) if (ref.status === "completed") ref.cancel();
     if (this.book.inFlight > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
+      let stopTimer!: () => void;
       await Promise.race([
         this.book.whenIdle(),
-        new Promise<void>((r) => (timer = setTimeout(r, options.graceMs ?? 10_000))),
+        new Promise<void>((r) => (stopTimer = setLongTimeout(r, graceMs))),
       ]);
-      clearTimeout(timer);
+      stopTimer();
       for (const ref of calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
     }
     this.objects.clear();

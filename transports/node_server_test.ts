@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { eventually, rejection, sleep } from "../core/_test_utils.ts";
+import { eventually, gate, rejection, sleep } from "../core/_test_utils.ts";
 import { NodeServer } from "./node_server.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { inMemoryTransport } from "./in_memory.ts";
@@ -259,6 +259,58 @@ test("leases: an instance dies with the driver that stops pinging; a live driver
     await server.close();
     await node.drain({ graceMs: 50 });
   }
+});
+
+let drainRunning = gate(), drainRelease = gate();
+const DrainHeld = ta.service(
+  { name: "DrainHeld" },
+  class {
+    async work(x: number) {
+      drainRunning.open();
+      await drainRelease.promise;
+      return x;
+    }
+  },
+);
+
+test("NodeServer.drain({ graceMs }) of Infinity or of 2^31 ms or more waits for calls in flight instead of cancelling them", async () => {
+  for (const graceMs of [Infinity, 2 ** 31 + 10, 1e10]) {
+    drainRunning = gate();
+    drainRelease = gate();
+    const node = new NodeServer({ name: "draining" });
+    const name = `draining-${++seq}`;
+    const server = serveInMemory(name, node.handler);
+    const mesh = new ta.Mesh([new ta.MeshNode("draining", { endpoint: `mem://${name}` })]);
+    try {
+      const [ref] = await mesh.run(() => [DrainHeld.init().work.go(7)]);
+      await drainRunning.promise;
+      let drained = false;
+      const draining = node.drain({ graceMs }).then(() => (drained = true));
+      // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+      for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+      assert.equal(node.activeCalls, 1, `graceMs ${graceMs}: the call in flight was cancelled`);
+      assert.equal(drained, false, `graceMs ${graceMs}: drained before the call in flight finished`);
+      drainRelease.open();
+      assert.equal(await ref, 7, `graceMs ${graceMs}`);
+      await draining;
+    } finally {
+      drainRelease.open();
+      await mesh.close();
+      await server.close();
+      await node.drain({ graceMs: 0 });
+    }
+  }
+});
+
+test("NodeServer.drain rejects a negative or NaN graceMs, and drains nothing", async () => {
+  const node = new NodeServer({ name: "undrained" });
+  await assert.rejects(node.drain({ graceMs: -1 }), RangeError);
+  await assert.rejects(
+    node.drain({ graceMs: NaN }),
+    /Cannot drain node "undrained": graceMs must be a number of ms ≥ 0 \(Infinity: no limit\), got number NaN/,
+  );
+  assert.equal(node.health().status, "ready");
+  await node.drain({ graceMs: 0 });
 });
 
 test("NodeServer rejects a bad leaseMs with a TypeError", () => {

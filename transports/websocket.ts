@@ -12,6 +12,7 @@
  */
 import { frameBytes } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
+import { setLongTimeout, timeoutSignal } from "../core/long_timer.ts";
 import {
   armRequest,
   authRefused,
@@ -142,7 +143,8 @@ class WebSocketConnection implements TransportConnection {
         );
       }
       ws.binaryType = "arraybuffer";
-      const timer = setTimeout(() => {
+      // a long timer: a connectTimeoutMs of 2^31 ms or more must not fire at once; Infinity: none
+      const stopTimer = setLongTimeout(() => {
         done();
         try {
           ws.close();
@@ -156,7 +158,7 @@ class WebSocketConnection implements TransportConnection {
         );
       }, this.#connectTimeoutMs);
       const done = () => {
-        clearTimeout(timer);
+        stopTimer();
         ws.onopen = ws.onerror = ws.onclose = null;
       };
       ws.onopen = () => {
@@ -179,8 +181,9 @@ class WebSocketConnection implements TransportConnection {
   async #explainRefusal(): Promise<Error> {
     const headers: Record<string, string> = {};
     if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
+    const timeout = timeoutSignal(this.#connectTimeoutMs);
     try {
-      const res = await fetch(httpUrlOf(this.#url), { headers, signal: AbortSignal.timeout(this.#connectTimeoutMs) });
+      const res = await fetch(httpUrlOf(this.#url), { headers, signal: timeout.signal });
       await res.body?.cancel();
       if (res.status === 401) return authRefused(this.endpoint, this.#token !== undefined);
       return new TransportError(
@@ -196,6 +199,8 @@ class WebSocketConnection implements TransportConnection {
         this.endpoint,
         cause,
       );
+    } finally {
+      timeout.cancel();
     }
   }
 

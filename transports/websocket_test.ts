@@ -4,6 +4,7 @@ import { attachSegments, decode, encodeFrame, SEGMENT_MIN_BYTES, segmentsOf } fr
 import { ProtocolError, TransportError } from "../core/errors.ts";
 import { runTransportConformance, type TestServer } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
+import { gate } from "../core/_test_utils.ts";
 import { webSocketTransport, webSocketUrl } from "./websocket.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -189,5 +190,40 @@ test("websocket: a node that announces segments it does not send as announced fa
   } finally {
     await conn.close();
     await server.close();
+  }
+});
+
+test("websocket: a connectTimeoutMs of Infinity or of 2^31 ms or more waits for the node's answer", async () => {
+  const { createServer } = await import("node:net");
+  let accepted = gate<{ end(s: string): void }>();
+  // answers the WebSocket upgrade only when told, and the HTTP probe that follows a refusal at once
+  const node = createServer((sock) => {
+    sock.once("data", (head: Uint8Array) => {
+      if (/^upgrade: *websocket/im.test(new TextDecoder().decode(head))) accepted.open(sock);
+      else sock.end("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    });
+  });
+  await new Promise<void>((r) => node.listen(0, "127.0.0.1", () => r()));
+  const port = (node.address() as { port: number }).port;
+  try {
+    for (const connectTimeoutMs of [Infinity, 2 ** 31, 1e10]) {
+      accepted = gate();
+      let settled = false;
+      const opening = webSocketTransport.connect(`ws://127.0.0.1:${port}`, { connectTimeoutMs });
+      const outcome = opening.then(() => (settled = true), () => (settled = true));
+      await Promise.race([accepted.promise, outcome]);
+      // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+      for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+      strictEqual(settled, false, `connectTimeoutMs ${connectTimeoutMs}: gave up before the node answered`);
+      // the node answers: it refuses the upgrade, and the connect says so (not "no answer")
+      (await accepted.promise).end("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+      await rejects(
+        opening,
+        (e: unknown) => e instanceof TransportError && e.reason === "refused" && /HTTP 503/.test(e.message),
+        `connectTimeoutMs ${connectTimeoutMs}`,
+      );
+    }
+  } finally {
+    await new Promise((r) => node.close(r));
   }
 });

@@ -24,6 +24,7 @@ import { natsEndpoint, nodeSubject, parseNatsServers } from "./endpoint.ts";
 import { H_DIRECT } from "./_headers.ts";
 import { acquireNats, type NatsLease } from "./pool.ts";
 import { backgroundInterval } from "../_common.ts";
+import { setLongTimeout } from "../../core/long_timer.ts";
 
 /** How long discovery collects answers unless told otherwise, ms. */
 export const DEFAULT_DISCOVER_TIMEOUT_MS: number = 1_000;
@@ -92,7 +93,8 @@ async function collect(lease: NatsLease, options: DiscoverNodesOptions): Promise
       if (options.nodes !== undefined && found.size >= options.nodes) done();
     },
   });
-  const timer = setTimeout(done, timeoutMs);
+  // a long timer: a timeoutMs of 2^31 ms or more must not end the collection at once
+  const stopTimer = setLongTimeout(done, timeoutMs);
   // The question is asked again, less and less often, until the time is up: a node's
   // subscription made on another server of the cluster reaches the driver's server only after a
   // while (its own "announced" line comes earlier), so a node may miss the first question.
@@ -112,7 +114,7 @@ async function collect(lease: NatsLease, options: DiscoverNodesOptions): Promise
     ask();
     await finished;
   } finally {
-    clearTimeout(timer);
+    stopTimer();
     clearTimeout(again);
     sub.unsubscribe();
   }

@@ -164,6 +164,42 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
     }
   });
 
+  test("discoverNodes with a timeoutMs of 2^31 ms or more collects until the nodes it waits for answer", async () => {
+    for (const timeoutMs of [2 ** 31, 1e10]) {
+      const spy = await connect({ servers: server.url });
+      const late = await connect({ servers: server.url });
+      try {
+        let firstAsked!: () => void;
+        const asked = new Promise<void>((r) => (firstAsked = r));
+        spy.subscribe(DISCOVER_SUBJECT, { callback: () => firstAsked() });
+        await spy.flush();
+        let settled = false;
+        const found = discoverNodes(server.url, { nodes: 1, timeoutMs });
+        found.then(() => (settled = true), () => (settled = true));
+        await asked;
+        // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+        for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+        strictEqual(settled, false, `timeoutMs ${timeoutMs}: stopped collecting before any node answered`);
+        const announcement = {
+          v: PROTOCOL_VERSION,
+          node: "patient",
+          endpoint: `${server.url}/patient`,
+          session: "s1",
+          gpus: 0,
+          cpus: null,
+          services: [],
+          ops: [],
+        };
+        late.subscribe(DISCOVER_SUBJECT, { callback: (_e, m) => void m.respond(encodeAnnouncement(announcement)) });
+        await late.flush();
+        deepStrictEqual((await found).map((a) => a.node), ["patient"], `timeoutMs ${timeoutMs}`);
+      } finally {
+        await spy.close();
+        await late.close();
+      }
+    }
+  });
+
   test("a node that says it leaves drains: its calls finish, nothing new goes there, it is gone once it stops serving", async () => {
     let open!: () => void;
     const held = new Promise<void>((r) => (open = r));

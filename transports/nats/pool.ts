@@ -8,6 +8,7 @@
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { TransportError } from "../../core/errors.ts";
+import { MAX_TIMER_MS } from "../../core/long_timer.ts";
 
 interface Entry {
   readonly conn: Promise<NatsConnection>;
@@ -34,7 +35,10 @@ export function redactUrl(text: string): string {
 
 /** Options of {@linkcode acquireNats}. */
 export interface AcquireNatsOptions {
-  /** How long the first connect may take before `TransportError("unreachable")`, ms (default 10 s). */
+  /**
+   * How long the first connect may take before `TransportError("unreachable")`, ms (default 10 s;
+   * at most 2^31 - 1, about 24.8 days, which is also what `Infinity` waits).
+   */
   connectTimeoutMs?: number;
   /** Named in errors: what the connection is for (an endpoint). */
   purpose?: string;
@@ -71,7 +75,8 @@ export async function acquireNats(servers: readonly string[], options: AcquireNa
     const conn = connect({
       servers: [...servers],
       name: "thinkagain",
-      timeout: options.connectTimeoutMs ?? 10_000,
+      // the client waits on one setTimeout, which fires at once for 2^31 ms or more (Infinity too)
+      timeout: Math.min(options.connectTimeoutMs ?? 10_000, MAX_TIMER_MS),
       // a cluster member going away is survived: the client reconnects, forever, to the others
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,

@@ -9,6 +9,7 @@
 import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/nats-core";
 import { decode, encode, inlineFrame } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
+import { type TimeoutSignal, timeoutSignal } from "../../core/long_timer.ts";
 import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
 import { H_AUDIT, H_AUTH, H_BYE, H_DIRECT, H_ERROR, H_NOTIFY, H_PARKED, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
@@ -268,12 +269,15 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     }
     const peer = peerOfReply(replyTo);
     let info = peer.request;
+    let deadline: TimeoutSignal | undefined;
     const timeout = h?.get(H_TIMEOUT);
     if (timeout) {
-      // the caller's deadline: work nobody waits for any more stops
+      // the caller's deadline: work nobody waits for any more stops (any length: past 2^31 ms,
+      // AbortSignal.timeout aborts at once on Deno)
       const ms = Number(timeout);
       if (Number.isFinite(ms) && ms > 0) {
-        info = { ...info, signal: AbortSignal.any([peer.abort.signal, AbortSignal.timeout(ms)]) };
+        deadline = timeoutSignal(ms);
+        info = { ...info, signal: AbortSignal.any([peer.abort.signal, deadline.signal]) };
       }
     }
     working.add(replyTo);
@@ -281,17 +285,21 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     try {
       result = handler(frame, info);
     } catch (e) {
+      deadline?.cancel();
       working.delete(replyTo);
       return reply(msg, encodeError(e), errorHeaders);
     }
     if (result instanceof Uint8Array || result === undefined) {
+      deadline?.cancel();
       working.delete(replyTo);
       return reply(msg, result ?? new Uint8Array(0));
     }
     result.then((out) => {
+      deadline?.cancel();
       if (!working.delete(replyTo)) return; // closed meanwhile: answered already
       reply(msg, out ?? new Uint8Array(0));
     }, (e) => {
+      deadline?.cancel();
       if (!working.delete(replyTo)) return;
       reply(msg, encodeError(e), errorHeaders);
     });

@@ -5,6 +5,7 @@ import { runTransportConformance, type TestServer } from "../_conformance.ts";
 import { natsTransport } from "./transport.ts";
 import { serveNats } from "./serve.ts";
 import { natsMissing, type NatsServerProcess, startNatsServer } from "./_test_nats.ts";
+import { gate } from "../../core/_test_utils.ts";
 
 const missing = natsMissing();
 
@@ -381,5 +382,38 @@ test("natsTransport: an unreachable server's error shows its URL without the pas
     await conn.close();
   } finally {
     await srv.stop();
+  }
+});
+
+test("natsTransport: a connectTimeoutMs of Infinity or of 2^31 ms or more waits for the server's answer", async () => {
+  const { createServer } = await import("node:net");
+  for (const connectTimeoutMs of [Infinity, 2 ** 31, 1e10]) {
+    const accepted = gate<{ destroy(): void }>();
+    const sockets: Array<{ destroy(): void }> = [];
+    const silent = createServer((sock) => { // accepts, then says nothing (no INFO)
+      sockets.push(sock);
+      accepted.open(sock);
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      let settled = false;
+      const opening = natsTransport.connect(`nats://127.0.0.1:${port}/n1`, { connectTimeoutMs });
+      const outcome = opening.then(() => (settled = true), () => (settled = true));
+      await Promise.race([accepted.promise, outcome]);
+      // setTimeout takes 2^31 ms or more for 1 ms: such a timer has fired by now
+      for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+      strictEqual(settled, false, `connectTimeoutMs ${connectTimeoutMs}: gave up before the server answered`);
+      // the server goes away: the connect fails for that, not for a timeout
+      (await accepted.promise).destroy();
+      await rejects(opening, (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "unreachable", String(e));
+        ok(!/timeout/i.test(e.message), e.message);
+        return true;
+      });
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   }
 });
