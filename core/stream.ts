@@ -13,6 +13,7 @@ import type { TimerId } from "./_runtime.ts";
 import { applyInContext, type RunContext } from "./context.ts";
 import { type CallName, CancelledError, TimeoutError } from "./errors.ts";
 import { endGrace, startGrace } from "./grace.ts";
+import { setLongTimeout } from "./long_timer.ts";
 
 /** What a {@linkcode Stream} tells its call when it ends: items taken, and the error it ended with. */
 export type StreamEnd = (items: number, error: unknown) => void;
@@ -154,10 +155,16 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   // every call, on Bun whether or not the closure is made)
   #startDeadline(d: { readonly at: number; readonly timeoutMs: number }): void {
     const left = Math.max(0, d.at - performance.now());
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#stop(new TimeoutError(this.#callName(), d.timeoutMs));
-    }, left);
+    // a long timer: a deadline of 2^31 ms or more must not fire at once, as a plain setTimeout does;
+    // #timer is the step it waits on now, so that clearing it stops the chain
+    setLongTimeout(
+      () => {
+        this.#timer = undefined;
+        this.#stop(new TimeoutError(this.#callName(), d.timeoutMs));
+      },
+      left,
+      (timer) => (this.#timer = timer),
+    );
   }
 
   /** The producing call, as errors name it. */

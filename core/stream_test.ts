@@ -540,3 +540,22 @@ test("Mesh streamWindow: anything but an object of positive integer items and by
     );
   }
 });
+
+test("Stream: a call's deadline of 2^31 ms or more does not stop its stream at once", async () => {
+  for (const timeoutMs of [2 ** 31, 1e10]) {
+    const g = gate();
+    const slow = ta.op({ name: `streamTestLongDeadline${timeoutMs}`, timeoutMs }, async function* () {
+      yield 1;
+      await g.promise;
+      yield 2;
+    });
+    const it = (await slow.go())[Symbol.asyncIterator]();
+    assert.deepEqual(await it.next(), { done: false, value: 1 });
+    const second = it.next();
+    // a timer given 2^31 ms or more fires after 1 ms: a few such turns pass before the gate opens
+    for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+    g.open();
+    assert.deepEqual(await second, { done: false, value: 2 }, `timeoutMs ${timeoutMs}`);
+    assert.deepEqual(await it.next(), { done: true, value: undefined });
+  }
+});
