@@ -16,6 +16,7 @@ import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
 import { settle, State, type Task, type TaskTarget } from "./task.ts";
+import { Stream } from "./stream.ts";
 import type { SlotWait } from "./explain.ts";
 import type { TimerId } from "./_runtime.ts";
 
@@ -231,8 +232,16 @@ export abstract class MailboxReplica implements Replica {
     this.running--;
     this.outstanding--;
     this.active.delete(task);
+    if (this.released !== undefined) {
+      const waiting = this.released;
+      this.released = undefined;
+      for (const w of waiting) w();
+    }
     this.pump();
   }
+
+  /** Who waits for a call to give its slot back (close, for the streams it stopped). */
+  private released: (() => void)[] | undefined;
 
   /**
    * For `explain()`: what a queued call waits for here: the calls running (all of them, at most
@@ -285,6 +294,18 @@ export abstract class MailboxReplica implements Replica {
 
   async close(deadline?: number): Promise<void> {
     this.stopAccepting();
+    // a stream still open holds its call's slot, but nothing here can tell when (or whether) its
+    // consumer reads on: it is stopped now (its generator's finally runs, its consumer's next()
+    // rejects with the mesh-closed CancelledError), and its slot awaited, before the instance closes
+    const streams = [...this.active].filter((t) => t._state === State.COMPLETED && t._value instanceof Stream);
+    for (const t of streams) {
+      (t._value as Stream<unknown>).cancel(
+        new CancelledError(t._target, "stopped mid-stream: the mesh closed", "mesh-closed"),
+      );
+    }
+    while (streams.some((t) => this.active.has(t))) {
+      await new Promise<void>((resolve) => (this.released ??= []).push(resolve));
+    }
     // wait for the calls still running; a cancelled one has settled and is not waited for
     const live = [...this.active].filter((t) => t._state === State.RUNNING);
     if (live.length > 0) {

@@ -27,7 +27,8 @@ import {
 } from "./placement.ts";
 import { RemoteExecutor } from "./remote_executor.ts";
 import { boundOption, type ServiceDef } from "./service_def.ts";
-import { cancelTask, State, TaskRoster, type TaskTarget } from "./task.ts";
+import { cancelTask, State, type Task, TaskRoster, type TaskTarget } from "./task.ts";
+import type { Stream } from "./stream.ts";
 
 /** What `Mesh.stats()` reports. */
 export interface MeshStats {
@@ -146,6 +147,11 @@ export class MeshRuntime {
   private transient = false;
   /** True once `close()` was called. */
   closed = false;
+  /**
+   * Streams made by this mesh's calls that are still open, with their calls (`stream_call.ts`): a
+   * closing mesh stops them, since nothing can tell when their consumers would read on.
+   */
+  readonly openStreams = new Map<Stream<unknown>, Task<unknown>>();
 
   /**
    * @param nodes The nodes (validated, names unique).
@@ -474,6 +480,10 @@ export class MeshRuntime {
     let disposeAll!: (done: Promise<void>) => void;
     this.closing = new Promise<void>((resolve) => (disposeAll = resolve));
     for (const d of this.deployments) d.disposed = true;
+    // open streams stop now: their generators' finally runs, their consumers' next() rejects
+    for (const [stream, task] of [...this.openStreams]) {
+      stream.cancel(new CancelledError(task._target, "stopped mid-stream: the mesh closed", "mesh-closed"));
+    }
     // every replica stops starting calls now, before any of them is closed and awaited in turn
     for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
     this.cancelUnstarted();

@@ -42,10 +42,14 @@ export function startStream(
   const meta = task._meta;
   // a generator's body (async or not) runs in the call's context (what it submits is the call's child); any
   // other source (a remote stream, a ReadableStream) runs no code of the call's, and is not switched
-  const stream = new Stream(
-    source,
-    new StreamCall(task, isAsyncGenerator(source) || isGenerator(source) ? ctx : undefined, done, deadline),
-  );
+  const call = new StreamCall(task, isAsyncGenerator(source) || isGenerator(source) ? ctx : undefined, done, deadline);
+  const stream = new Stream(source, call);
+  // a mesh that can close stops it then (the default runtime never closes: nothing to keep)
+  const mesh = task._ctx?.mesh;
+  if (mesh !== undefined && mesh.roster !== undefined && !stream.ended) {
+    call.stream = stream;
+    mesh.openStreams.set(stream, task);
+  }
   // the task completes now, but its finished event waits for the end of the stream
   task._meta = undefined;
   settle(task, State.COMPLETED, stream);
@@ -61,6 +65,8 @@ class StreamCall implements StreamOptions {
   readonly call: CallName;
   /** The call's record, if it is recorded (its finished event waits for the end of the stream). */
   readonly meta: Task<unknown>["_meta"];
+  /** The stream, while its mesh lists it among its open ones. */
+  stream: Stream<unknown> | undefined = undefined;
   constructor(
     readonly task: Task<unknown>,
     readonly ctx: RunContext | undefined,
@@ -79,6 +85,10 @@ class StreamCall implements StreamOptions {
 
   onEnd(items: number, error: unknown): void {
     const task = this.task, meta = this.meta;
+    if (this.stream !== undefined) {
+      task._ctx?.mesh?.openStreams.delete(this.stream);
+      this.stream = undefined;
+    }
     if (meta !== undefined) {
       const at = performance.now();
       meta.streamItems = items;

@@ -559,3 +559,43 @@ test("Stream: a call's deadline of 2^31 ms or more does not stop its stream at o
     assert.deepEqual(await it.next(), { done: true, value: undefined });
   }
 });
+
+test("Stream: mesh.close() stops the streams still open (their finally runs before the instance's close), and their consumers get CancelledError mesh-closed", async () => {
+  const log: string[] = [];
+  const Gen = ta.service(
+    { name: "StreamTestCloseGen" },
+    class StreamTestCloseGen {
+      async *forever() {
+        try {
+          for (let i = 0;; i++) yield i;
+        } finally {
+          log.push("finally");
+        }
+      }
+      close() {
+        log.push("disposed");
+      }
+    },
+  );
+  const opForever = ta.op({ name: "streamTestCloseOp" }, async function* () {
+    try {
+      for (let i = 0;; i++) yield i;
+    } finally {
+      log.push("op finally");
+    }
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("streamTestClose")]);
+  const [method, op] = await mesh.run(async () => [await Gen.init().forever.go(), await opForever.go()]);
+  const m = method[Symbol.asyncIterator](), o = op[Symbol.asyncIterator]();
+  assert.deepEqual(await m.next(), { done: false, value: 0 });
+  assert.deepEqual(await o.next(), { done: false, value: 0 });
+  await mesh.close();
+  assert.deepEqual(log.filter((x) => x !== "op finally"), ["finally", "disposed"]);
+  assert.ok(await eventually(() => log.includes("op finally")));
+  for (const [it, kind] of [[m, "method"], [o, "op"]] as const) {
+    const err = await rejection(it.next());
+    assert.ok(err instanceof ta.CancelledError, String(err));
+    assert.equal(err.reason, "mesh-closed");
+    assert.equal(err.kind, kind);
+  }
+});

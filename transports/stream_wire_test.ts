@@ -224,6 +224,42 @@ for (const runtime of ["bun", "deno"] as const) {
     },
   );
   test(
+    `streams over WebSocket to a ${runtime} node: mesh.close() stops them, the generator's finally runs on the node, and their consumers get CancelledError mesh-closed`,
+    T,
+    async () => {
+      const node = await startNodeProcess(APP, ["--port", "0", "--name", "n1"], { runtime });
+      const endpoint = `ws://127.0.0.1:${node.port}`;
+      const check = new ta.Mesh([new ta.MeshNode("n1", { endpoint })]);
+      try {
+        const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint })], { streamWindow: { items: 4 } });
+        const [method, op] = await mesh.run(async () => {
+          const gen = StreamGen.init();
+          await gen.reset.go();
+          return [await gen.count.go(1_000_000), await streamCount.go(1_000_000)];
+        });
+        const m = method[Symbol.asyncIterator](), o = op[Symbol.asyncIterator]();
+        assert.deepEqual(await m.next(), { done: false, value: 0 });
+        assert.deepEqual(await o.next(), { done: false, value: 0 });
+        await mesh.close();
+        for (const [it, kind] of [[m, "method"], [o, "op"]] as const) {
+          const err = await rejection(it.next());
+          assert.ok(err instanceof ta.CancelledError, String(err));
+          assert.equal((err as ta.CancelledError).reason, "mesh-closed");
+          assert.equal((err as ta.CancelledError).kind, kind);
+        }
+        assert.ok(
+          await check.run(() => eventually(async () => (await streamSeen.go()).finallyRan === 1, 30_000)),
+          "the generator's finally ran on the node",
+        );
+      } finally {
+        await check.close();
+        node.kill("SIGKILL");
+        await node.exited;
+      }
+    },
+  );
+
+  test(
     `streams over WebSocket to a ${runtime} node: past the call's deadline the consumer gets TimeoutError and the generator's finally runs on the node`,
     T,
     async () => {
