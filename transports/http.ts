@@ -58,6 +58,14 @@ function callerId(): string {
   return id;
 }
 
+/**
+ * The most exchanges one connection has under way at once, each a socket of its own: past it a
+ * request waits for one to end (Deno's fetch opens a socket per concurrent request, without bound,
+ * until the process runs out of file descriptors; Bun's allows 256 at once, so this stays below and
+ * leaves it room for urgent ones).
+ */
+export const MAX_EXCHANGES = 192;
+
 class HttpConnection implements TransportConnection {
   readonly endpoint: string;
   #url: string;
@@ -90,10 +98,57 @@ class HttpConnection implements TransportConnection {
     // any length (AbortSignal.timeout throws for Infinity and, on Deno, aborts at once past 2^31 ms)
     const timeout = options?.timeoutMs === undefined ? undefined : timeoutSignal(options.timeoutMs);
     try {
-      return await this.#exchange(frame, options, timeout?.signal);
+      // at most MAX_EXCHANGES at once (an urgent one, a keepalive, goes past them): each is a socket
+      if (this.#active >= MAX_EXCHANGES && options?.urgent !== true) {
+        await this.#turn(options, timeout?.signal);
+      } else this.#active++;
+      try {
+        return await this.#exchange(frame, options, timeout?.signal);
+      } finally {
+        this.#release();
+      }
     } finally {
       timeout?.cancel();
     }
+  }
+
+  /** Exchanges under way (requests and one-way frames): each holds a socket of its own until it ends. */
+  #active = 0;
+  /** What waits for one of them to end, oldest first: each takes the place it frees. */
+  #waiting: (() => void)[] = [];
+
+  /** One exchange ended: the oldest waiting takes its place (unless urgent ones went past the bound). */
+  #release(): void {
+    if (this.#active <= MAX_EXCHANGES) {
+      const next = this.#waiting.shift();
+      if (next !== undefined) return next();
+    }
+    this.#active--;
+  }
+
+  /**
+   * Waits for an exchange to end and takes its place; rejects as the request would (its signal,
+   * its deadline, the connection closed) if one comes first.
+   */
+  #turn(options: RequestOptions | undefined, timeout: AbortSignal | undefined): Promise<void> {
+    const signals = [this.#abort.signal, options?.signal, timeout].filter((s) => s !== undefined);
+    return new Promise<void>((resolve, reject) => {
+      const stop = () => {
+        const i = this.#waiting.indexOf(go);
+        if (i >= 0) this.#waiting.splice(i, 1);
+        for (const s of signals) s.removeEventListener("abort", stop);
+        reject(this.#failure(signals.find((s) => s.aborted)?.reason, options));
+      };
+      const go = () => {
+        for (const s of signals) s.removeEventListener("abort", stop);
+        resolve();
+      };
+      for (const s of signals) {
+        if (s.aborted) return stop();
+        s.addEventListener("abort", stop, { once: true });
+      }
+      this.#waiting.push(go);
+    });
   }
 
   /** POSTs `frame` and reads the reply, until a signal (the connection's, the caller's, the deadline's) aborts it. */
@@ -182,12 +237,20 @@ class HttpConnection implements TransportConnection {
 
   notify(frame: Uint8Array): void {
     if (this.#closed || frameBytes(frame) > this.#maxFrameBytes) return;
-    fetch(this.#url, {
-      method: "POST",
-      body: inlineFrame(frame) as Uint8Array<ArrayBuffer>, // one body: its large arrays in it
-      headers: this.#notifyHeaders,
-      signal: this.#abort.signal,
-    }).then((res) => res.body?.cancel(), () => {});
+    const send = () => {
+      if (this.#closed) return this.#release();
+      fetch(this.#url, {
+        method: "POST",
+        body: inlineFrame(frame) as Uint8Array<ArrayBuffer>, // one body: its large arrays in it
+        headers: this.#notifyHeaders,
+        signal: this.#abort.signal,
+      }).then((res) => res.body?.cancel(), () => {}).finally(() => this.#release());
+    };
+    // a socket each too: it waits its turn, never the caller
+    if (this.#active < MAX_EXCHANGES) {
+      this.#active++;
+      send();
+    } else this.#waiting.push(send);
   }
 
   close(): Promise<void> {

@@ -1,11 +1,13 @@
-import { ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { eventually } from "../core/_test_utils.ts";
 import { test } from "node:test";
 import { serveFrames } from "../adapters/serve.ts";
 import { TransportError } from "../core/errors.ts";
 import { decode, encode } from "../core/codec.ts";
 import { runTransportConformance } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
-import { httpTransport } from "./http.ts";
+import { httpTransport, MAX_EXCHANGES } from "./http.ts";
 
 runTransportConformance("http", {
   transport: httpTransport,
@@ -111,6 +113,50 @@ test("http: a server that is not a node (it answers HTTP 200 with text) is refus
         e.message.includes("text/plain"),
     );
   } finally {
+    await conn.close();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test("http: at most MAX_EXCHANGES requests of a connection are under way at once, the rest wait their turn and are all answered; an urgent one goes past them", async () => {
+  const { createServer } = await import("node:http");
+  let open = 0, most = 0;
+  const held: (() => void)[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Uint8Array[] = [];
+    req.on("data", (c: Uint8Array) => chunks.push(c));
+    req.on("end", () => {
+      const body = new Uint8Array(Buffer.concat(chunks));
+      const reply = () => res.writeHead(200, { "content-type": "application/cbor" }).end(body);
+      if (decode(body) === "urgent") return reply();
+      open++;
+      most = Math.max(most, open);
+      held.push(() => {
+        open--;
+        reply();
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const conn = await httpTransport.connect(`http://127.0.0.1:${(server.address() as { port: number }).port}`);
+  try {
+    const n = MAX_EXCHANGES + 40;
+    let answered = 0;
+    const all = Promise.all(
+      Array.from({ length: n }, (_, i) => conn.request(encode(i)).then((r) => (answered++, decode(r)))),
+    );
+    ok(await eventually(() => held.length === MAX_EXCHANGES), `${held.length} requests reached the server`);
+    strictEqual(decode(await conn.request(encode("urgent"), { urgent: true })), "urgent");
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 1)); // (any more would have come by now)
+    strictEqual(held.length, MAX_EXCHANGES);
+    while (answered < n) {
+      for (const release of held.splice(0)) release();
+      await eventually(() => answered === n || held.length > 0);
+    }
+    deepStrictEqual(await all, Array.from({ length: n }, (_, i) => i));
+    ok(most <= MAX_EXCHANGES, `${most} requests were under way at once`);
+  } finally {
+    for (const release of held.splice(0)) release();
     await conn.close();
     await new Promise((r) => server.close(r));
   }

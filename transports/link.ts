@@ -256,7 +256,11 @@ export class NodeLink {
     const frame = encodeMessage(message);
     // the span's "sent" → "received" is the transfer plus the node's own SERVER span
     if (span !== undefined) span.addEvent("sent");
-    const replied = conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
+    // a keepalive or a hello goes past a transport's bound on requests under way (see RequestOptions)
+    const t = (message as { t?: unknown }).t;
+    const replied = t === "ping" || t === "hello"
+      ? conn.request(frame, { timeoutMs, urgent: true })
+      : conn.request(frame, timeoutMs === undefined ? undefined : { timeoutMs });
     // the frame is on its way: what must follow it on this ordered link may go now (pipelining)
     if (onSent !== undefined) onSent();
     let reply: Uint8Array;

@@ -19,6 +19,11 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Reject with `TransportError("io")` when no reply came within this many milliseconds. */
   timeoutMs?: number;
+  /**
+   * Sent at once, past a transport's bound on requests under way (a keepalive ping, a hello:
+   * waiting behind long calls, it would take a live node for lost).
+   */
+  urgent?: boolean;
 }
 
 /**
