@@ -17,9 +17,10 @@ function declarationSite(): string | undefined {
   for (const line of stack.split("\n").slice(1)) {
     const at = line.trim();
     if (at === "" || /[\\/]core[\\/](registration|service_def|service|op)\.ts/.test(at)) continue;
-    // "at fn (file:line:col)" or "at file:line:col": the location
+    // "at fn (file:line:col)" or "at file:line:col": the location, its file's name without its
+    // directories (the message may travel to a driver: paths stay on the node)
     const m = /\(([^()]*)\)$/.exec(at);
-    return m !== null ? m[1] : at.replace(/^at\s+/, "");
+    return (m !== null ? m[1] : at.replace(/^at\s+/, "")).replace(/^.*[\\/]/, "");
   }
   return undefined;
 }
