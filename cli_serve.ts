@@ -340,6 +340,13 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
     const off = webgpu.registerWebGpu();
     gpus = (await devices()).filter((d): d is GpuDevice => d instanceof GpuDevice);
     off();
+    if (gpus.length === 0) {
+      // said, not silent: a node asked to find its GPUs that serves none is worth a line
+      const why = typeof navigator === "undefined" || !("gpu" in navigator)
+        ? "this runtime has no WebGPU (navigator.gpu)"
+        : "WebGPU offers no adapter";
+      console.error(`thinkagain node ${cmd.name}: --gpus auto found no GPU (${why}): serving 0 GPUs`);
+    }
   }
   const node = new NodeServer({
     name: cmd.name,

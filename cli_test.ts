@@ -111,6 +111,23 @@ test(
   },
 );
 
+test(
+  "--gpus auto where the runtime has no WebGPU says so (a node serving 0 GPUs it was asked to find)",
+  T,
+  async () => {
+    const n = await startNodeProcess(APP, ["--port", "0", "--name", "auto", "--gpus", "auto"], { runtime: "bun" });
+    try {
+      // Bun has no navigator.gpu: the node serves, and says why it found none (on stderr, which may
+      // come after the ready line on stdout)
+      const said = /thinkagain node auto: --gpus auto found no GPU \(this runtime has no WebGPU/;
+      assert.ok(await eventually(() => said.test(n.output())), n.output());
+    } finally {
+      n.kill();
+      await n.exited;
+    }
+  },
+);
+
 test("auth: without the token or with a wrong one nothing runs; the token never shows in output", T, async () => {
   const n = await startNodeProcess(APP, ["--port", "0", "--name", "secure"], {
     env: { THINKAGAIN_TOKEN: "s3cret-token" },
