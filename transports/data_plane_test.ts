@@ -285,6 +285,49 @@ test(
   },
 );
 
+test(
+  "a call on B that pulls a result kept on A fails with NodeLostError once the driver takes A for lost (its lostAfterMs), not when B's own link would",
+  T,
+  async () => {
+    let frozen = false;
+    let thaw!: () => void;
+    const ice = new Promise<void>((r) => (thaw = r));
+    const ta_ = traffic(), tb = traffic();
+    await withNode(
+      "A",
+      { gpus: 1 },
+      ta_,
+      () => (frozen ? ice : undefined),
+      (_a, endpointA) =>
+        withNode("B", { gpus: 2 }, tb, undefined, async (_b, endpointB) => {
+          await using mesh = new ta.Mesh([
+            new ta.MeshNode("A", { endpoint: endpointA, gpus: 1 }),
+            new ta.MeshNode("B", { endpoint: endpointB, gpus: 2 }),
+          ], { keepaliveMs: 100, lostAfterMs: 500 });
+          const consumer = DpConsumer.init(), producer = DpProducer.init();
+          try {
+            await mesh.run(async () => {
+              await consumer.length.go(new Float32Array(1));
+              const made = producer.make.go(256 * 1024); // not awaited: kept on A
+              await ta.wait([made]);
+              frozen = true; // A answers nothing from now on: not B's pull, not the driver's pings
+              const err = await rejection(consumer.sum.go(made));
+              assert.ok(err instanceof ta.NodeLostError, String(err));
+              assert.equal(err.node, "A");
+              // the driver's verdict (B's own link to A would wait for its own keepalive window)
+              assert.match(
+                err.message,
+                /node "B" was pulling a result of it for a call: no reply to keepalive pings for 500 ms/,
+              );
+            });
+          } finally {
+            thaw();
+          }
+        }),
+    );
+  },
+);
+
 test("hand-off: B's call fails with the error of A's call, and A publishes nothing after", T, async () => {
   await twoNodes(undefined, async ({ a }, mesh, producer, consumer) => {
     await assert.rejects(mesh.run(() => consumer.sum.go(producer.boom.go(7))), /boom 7/);

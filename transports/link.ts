@@ -27,7 +27,7 @@ import {
   type WelcomeMessage,
 } from "./protocol.ts";
 import type { ConnectOptions, Transport, TransportConnection, TransportName } from "./transport.ts";
-import { keepFields } from "./objects.ts";
+import { keepFields, pullsFrom } from "./objects.ts";
 import { RemoteObject } from "./remote_object.ts";
 import { type ChunkSource, RemoteChunks } from "./remote_chunks.ts";
 import { decodeCallReply, decodeChunk } from "./stream_chunk.ts";
@@ -406,17 +406,20 @@ export class NodeLink {
       }
       let res: ResultMessage | ChunkMessage;
       const conn = this.open;
+      // other nodes whose results its node pulls: watched meanwhile (see whilePullable)
+      const from = call.pipe === undefined ? undefined : pullsFrom(message);
       if (span === undefined && conn !== undefined && !conn.closed && !this.closed) {
         // the common case, as request() does it without its async function around (a promise and
         // a job less per call): an open connection, no span to tell
         const replied = conn.request(encodeMessage(call));
         if (onSent !== undefined) onSent(cid);
-        const reply = await replied;
+        const reply = from === undefined ? await replied : await this.whilePullable(replied, from, cid);
         this.answered();
         res = decodeCallReply(reply);
       } else {
         const sent = onSent === undefined ? undefined : () => onSent(cid);
-        res = await this.request<ResultMessage | ChunkMessage>(call, decodeCallReply, span, undefined, sent);
+        const replied = this.request<ResultMessage | ChunkMessage>(call, decodeCallReply, span, undefined, sent);
+        res = from === undefined ? await replied : await this.whilePullable(replied, from, cid);
       }
       if (res.t === "chunk") {
         streaming = true;
@@ -599,7 +602,60 @@ export class NodeLink {
    * with `NodeLostError` saying `detail` and a late answer has nowhere to arrive; new calls fail
    * over to a replica on another node where there is one, and the next request connects anew.
    */
+  /** Who waits to hear that this link gave up on its node (see {@linkcode NodeLink.watchFor}). */
+  private lostListeners: Set<(detail: string) => void> | undefined;
+
+  /**
+   * Watches the node (as for a call in flight) until the returned function is called, and tells
+   * `lost` why if this link gives up on it meanwhile: a call on another node that pulls a result
+   * from this one waits for it.
+   *
+   * @param lost Told once, with the reason, if the node is taken for lost.
+   * @returns Stops the watch.
+   */
+  watchFor(lost: (detail: string) => void): () => void {
+    this.inFlight++;
+    if (this.watch === undefined) this.startWatch();
+    (this.lostListeners ??= new Set()).add(lost);
+    let stopped = false;
+    return () => {
+      if (stopped) return;
+      stopped = true;
+      this.inFlight--;
+      this.lostListeners?.delete(lost);
+    };
+  }
+
+  /**
+   * `reply`, or a `NodeLostError` naming one of `from` (the nodes whose results call `cid`'s node
+   * pulls) should this process take it for lost first; the call is cancelled on its node then.
+   * Without it the call would wait until its node's own link to that node gave up, on that node's
+   * keepalive timings, not this mesh's `lostAfterMs`.
+   */
+  private async whilePullable<T>(reply: Promise<T>, from: readonly NodeLink[], cid: string): Promise<T> {
+    const stops: (() => void)[] = [];
+    try {
+      return await new Promise<T>((resolve, reject) => {
+        for (const source of from) {
+          stops.push(source.watchFor((detail) => {
+            this.notify({ t: "cancel", cid });
+            reject(
+              new NodeLostError(
+                source.node,
+                `node "${this.node}" was pulling a result of it for a call: ${detail}`,
+              ),
+            );
+          }));
+        }
+        reply.then(resolve, reject);
+      });
+    } finally {
+      for (const stop of stops) stop();
+    }
+  }
+
   giveUp(detail: string): void {
+    if (this.lostListeners !== undefined) { for (const lost of [...this.lostListeners]) lost(detail); }
     const c = this.conn;
     this.conn = undefined;
     this.open = undefined;

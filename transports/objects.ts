@@ -189,6 +189,7 @@ export function callDataFields(
   awaited = false,
 ): void {
   if (piped?.pipe !== undefined) message.pipe = piped.pipe;
+  if (piped?.from !== undefined) pulling.set(message, piped.from);
   if (plan.keep) message.keep = true;
   if (plan.publish !== undefined) message.publish = plan.publish;
   const keep = link.callKeepFields();
@@ -307,6 +308,34 @@ export interface PipedCall {
   ended(): void;
   /** What the call must hold until it has an answer (the objects it names stay alive). */
   readonly holds: readonly unknown[];
+  /**
+   * The other nodes' links whose results the call's node pulls (hand-offs, objects kept there), if
+   * any: the driver fails the call if it takes one of those nodes for lost first (see
+   * {@linkcode pullsFrom}).
+   */
+  readonly from?: readonly NodeLink[];
+}
+
+/** What each call message being sent pulls from other nodes (set by {@linkcode callDataFields}). */
+const pulling = new WeakMap<object, readonly NodeLink[]>();
+
+/**
+ * The other nodes whose results the node of call `message` pulls (a hand-off, an object kept
+ * there): while it waits for its reply, the driver watches them, and fails the call when it takes
+ * one for lost (`link.ts`), rather than wait for the node's own link to give up on it.
+ *
+ * @param message A call message made with {@linkcode callDataFields}.
+ * @returns Their links, or `undefined`.
+ *
+ * @example A call that pulls nothing
+ * ```ts
+ * import { pullsFrom } from "./objects.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(pullsFrom({}), undefined);
+ * ```
+ */
+export function pullsFrom(message: object): readonly NodeLink[] | undefined {
+  return pulling.get(message);
 }
 
 /** Where a result sits inside an argument: the keys from the argument down (see `PipedArg.path`). */
@@ -378,6 +407,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   const deps: object[] = []; // named by call id: their turn ends when this call left
   const pulled: object[] = []; // pulled by other nodes, or settled meanwhile: their turn ends with this call
   const holds: unknown[] = [];
+  let from: NodeLink[] | undefined; // the other nodes it pulls from
   /** Refs whose value must be waited for here (not sent where they can be named), and where they go. */
   let waits: { i: number; path: Path | undefined; ref: Task<unknown> }[] | undefined;
   const named = (i: number, path: Path | undefined, entry: Omit<PipedArg, "i" | "path">) => {
@@ -404,6 +434,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
       if (s !== undefined && s.link !== link && s.publish !== undefined) {
         // a hand-off: the node pulls it from where it is being made, as soon as this call arrives
         pulled.push(a);
+        (from ??= []).push(s.link);
         return named(i, path, { oid: s.publish, node: s.link.node, endpoint: s.link.endpoint });
       }
       // not sent there: its value is waited for here (never expected)
@@ -413,6 +444,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     }
     if (a instanceof RemoteObject) {
       holds.push(a);
+      if (a.link !== link) (from ??= []).push(a.link);
       return named(
         i,
         path,
@@ -442,7 +474,9 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     ended = true;
     for (const d of pulled) leftPipelined(d);
   };
-  const call: PipedCall = { args: final, pipe, sent: leave, ended: end, holds };
+  const call: PipedCall = from === undefined
+    ? { args: final, pipe, sent: leave, ended: end, holds }
+    : { args: final, pipe, sent: leave, ended: end, holds, from };
   // other values kept elsewhere (not on a node of this mesh) travel as values, fetched here
   let slow = waits !== undefined;
   for (let i = 0; i < final.length && !slow; i++) {
