@@ -7,6 +7,7 @@ import type { UpgradeWebSocket } from "hono/ws";
 import { createNodeApp, type NodeAppOptions } from "../transports/server.ts";
 import { type FrameHandler, resolveMaxFrameBytes, type ServeFramesOptions } from "../transports/transport.ts";
 import type { FetchApp, ServedApp, ServeOptions } from "./types.ts";
+import { checkKnownKeys, checkOptionType, type KnownKeys } from "../core/options.ts";
 
 /** The runtimes an adapter exists for. */
 export type RuntimeName = "bun" | "deno" | "node";
@@ -87,6 +88,23 @@ export async function serve(app: FetchApp, options?: ServeOptions): Promise<Serv
   return (await loadAdapter()).serve(app, options);
 }
 
+/** Every option of {@linkcode serveFrames} (a typo among them is an error). */
+const SERVE_FRAMES_OPTION_KEYS: KnownKeys<ServeFramesOnOptions> = {
+  hostname: true,
+  port: true,
+  signal: true,
+  maxMessageBytes: true,
+  maxConnections: true,
+  headersTimeoutMs: true,
+  idleTimeoutMs: true,
+  onAcceptError: true,
+  token: true,
+  maxFrameBytes: true,
+  allowOrigins: true,
+  allowHosts: true,
+  health: true,
+};
+
 /** Options of {@linkcode serveFrames}. */
 export interface ServeFramesOnOptions
   extends ServeOptions, ServeFramesOptions, Pick<NodeAppOptions, "allowOrigins" | "allowHosts" | "health"> {}
@@ -111,6 +129,9 @@ export interface ServeFramesOnOptions
  * ```
  */
 export async function serveFrames(handler: FrameHandler, options: ServeFramesOnOptions = {}): Promise<ServedApp> {
+  // a typo must not pass unnoticed: a "tokn" would serve with no token at all
+  checkKnownKeys("serveFrames", options, SERVE_FRAMES_OPTION_KEYS);
+  checkOptionType("serveFrames", "token", options.token, "string");
   const adapter = await loadAdapter();
   const app = createNodeApp(handler, {
     token: options.token,

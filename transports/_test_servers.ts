@@ -14,8 +14,9 @@ export async function startRealServer(
   options: ServeFramesOptions & { at?: string } = {},
   scheme: "http" | "ws" = "http",
 ): Promise<TestServer> {
-  const port = options.at ? Number(new URL(options.at).port) : 0;
-  const served = await serveFrames(handler, { ...options, hostname: "127.0.0.1", port });
+  const { at, ...serveOptions } = options;
+  const port = at ? Number(new URL(at).port) : 0;
+  const served = await serveFrames(handler, { ...serveOptions, hostname: "127.0.0.1", port });
   return { endpoint: `${scheme}://127.0.0.1:${served.port}`, close: () => served.close() };
 }
 

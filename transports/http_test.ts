@@ -161,3 +161,11 @@ test("http: at most MAX_EXCHANGES requests of a connection are under way at once
     await new Promise((r) => server.close(r));
   }
 });
+
+test("serveFrames refuses an option it does not know (a mistyped token would serve with none) or a token that is not a string", async () => {
+  await rejects(
+    serveFrames((f) => f, { tokn: "secret" } as never),
+    /serveFrames: unknown option "tokn"; did you mean "token"/,
+  );
+  await rejects(serveFrames((f) => f, { token: 5 } as never), /serveFrames: token must be a string/);
+});
