@@ -21,6 +21,8 @@ import {
   USAGE_STORAGE,
 } from "./_buffers.ts";
 
+import { GpuDeviceLostError } from "./errors.ts";
+
 export { type ElementType, READBACK, readbackCount };
 
 /** The typed array that holds elements of type `T`. */
@@ -90,7 +92,8 @@ export class GpuArray<T extends ElementType = ElementType> {
       usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST,
       label: `GpuArray<${type}>[${data.length}]`,
     });
-    device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    // (nothing to write for an empty array: Deno's writeBuffer panics on one)
+    if (data.byteLength > 0) device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
     return new GpuArray(device, buffer, type, data.length) as GpuArray<
       A extends Float32Array ? "f32" : A extends Uint32Array ? "u32" : "i32"
     >;
@@ -123,6 +126,24 @@ export class GpuArray<T extends ElementType = ElementType> {
    * @returns A typed array with its elements.
    */
   async read(): Promise<TypedArrayFor<T>> {
+    if (this.#destroyed) {
+      // (WebGPU reads a destroyed buffer as zeros, silently)
+      throw new TypeError(`Cannot read ${this.buffer.label}: it was destroyed`);
+    }
+    try {
+      return await this.#read();
+    } catch (e) {
+      // a device that was destroyed or lost says so; WebGPU only says "validation error occurred"
+      const lost = await Promise.race([
+        this.device.lost,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 0)),
+      ]);
+      if (lost !== undefined) throw new GpuDeviceLostError(String(lost.reason ?? "unknown"), lost.message ?? "");
+      throw e;
+    }
+  }
+
+  async #read(): Promise<TypedArrayFor<T>> {
     const bytes = this.length * 4;
     const staging = this.device.createBuffer({
       size: Math.max(16, align(bytes, 16)),
@@ -148,8 +169,11 @@ export class GpuArray<T extends ElementType = ElementType> {
     return this.read();
   }
 
-  /** Frees the buffer. */
+  #destroyed = false;
+
+  /** Frees the buffer: reading it afterwards is an error. */
   destroy(): void {
+    this.#destroyed = true;
     this.buffer.destroy();
   }
 }

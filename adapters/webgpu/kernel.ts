@@ -523,7 +523,10 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
         const buffer = state.acquire(device, size, usage, `${name}.${p.name}`);
         acquired.push(buffer);
         buffers[p.binding] = buffer;
-        if (p.data) device.queue.writeBuffer(buffer, 0, p.data.buffer, p.data.byteOffset, p.data.byteLength);
+        // (nothing to write for an empty array: Deno's writeBuffer panics on one)
+        if (p.data && p.data.byteLength > 0) {
+          device.queue.writeBuffer(buffer, 0, p.data.buffer, p.data.byteOffset, p.data.byteLength);
+        }
         if (p.b.kind === "output") {
           readOffsets[p.binding] = readBytes;
           readBytes += align(Math.max(p.bytes, 4), 8);
@@ -540,7 +543,13 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
 
       device.pushErrorScope("validation");
       const encoder = device.createCommandEncoder({ label: name });
-      for (const p of plans) if (p.b.kind === "output") encoder.clearBuffer(buffers[p.binding]);
+      for (const p of plans) {
+        // outputs start at zero; so does an empty input's one bound element (a pooled buffer holds
+        // an earlier run's data)
+        if (p.b.kind === "output" || (p.b.kind === "input" && p.bytes === 0 && !p.resident)) {
+          encoder.clearBuffer(buffers[p.binding]);
+        }
+      }
       const pass = encoder.beginComputePass({ label: name });
       pass.setPipeline(pipeline);
       pass.setBindGroup(
@@ -549,13 +558,12 @@ export class Kernel<S extends string, B extends Record<string, KernelBinding<S>>
           layout,
           entries: plans.map((p) => ({
             binding: p.binding,
+            // a storage array is bound at its own length, so that arrayLength() is what the caller
+            // gave, not the rounded (and pooled: an earlier run's data past it) buffer; an empty
+            // one as one element (a binding holds at least that), zeroed above
             resource: {
               buffer: buffers[p.binding],
-              size: p.resident
-                ? p.resident.buffer.size
-                : kept[p.name] !== undefined
-                ? kept[p.name].buffer.size
-                : Math.max(16, align(p.bytes, 16)),
+              size: p.b.kind === "uniform" ? Math.max(16, align(p.bytes, 16)) : Math.max(4, p.bytes),
             },
           })),
         }),

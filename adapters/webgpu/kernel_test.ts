@@ -184,3 +184,72 @@ test("Kernel.run reuses pooled buffers: a repeated run of the same shape creates
     device.createBuffer = original;
   }
 });
+
+const LENGTH_WGSL = `
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(1)
+fn main(@builtin(global_invocation_id) id: vec3u) {
+  var s = 0.0;
+  for (var i = 0u; i < arrayLength(&a); i++) { s += a[i]; }
+  out[0] = s;
+  out[1] = f32(arrayLength(&a));
+}`;
+
+/** The sum of its input and the input's `arrayLength()`, which a kernel bounds its loops by. */
+const sumAll = defineKernel({
+  name: "sum_all",
+  code: LENGTH_WGSL,
+  workgroupSize: [1],
+  bindings: {
+    a: { kind: "input", type: "f32" },
+    out: { kind: "output", type: "f32", length: () => 2 },
+  },
+  workgroups: () => 1,
+});
+
+test(
+  "Kernel.run binds an input at its own length: arrayLength() is what the caller gave, never an earlier run's data in a pooled buffer",
+  { skip: noGpu },
+  async () => {
+    const device = await requestGpuDevice(0);
+    // a 4-element output leaves 8 in a 16-byte buffer the pool hands out again
+    await add.run(device, { a: Float32Array.of(1, 2, 3, 4), b: Float32Array.of(1, 2, 3, 4) }, { sizes: { n: 4 } });
+    for (const a of [Float32Array.of(10, 20, 30), Float32Array.of(10), Float32Array.of(1, 2, 3, 4, 5)]) {
+      const { out } = await sumAll.run(device, { a });
+      assert.deepEqual([...out], [a.reduce((x, y) => x + y, 0), a.length]);
+      const resident = GpuArray.from(device, a);
+      const kept = await sumAll.run(device, { a: resident });
+      assert.deepEqual([...kept.out], [a.reduce((x, y) => x + y, 0), a.length], "a GpuArray input too");
+      resident.destroy();
+    }
+  },
+);
+
+test(
+  "Kernel.run and GpuArray.from take empty arrays (no write of nothing, which aborted Deno)",
+  { skip: noGpu },
+  async () => {
+    const device = await requestGpuDevice(0);
+    const { out } = await add.run(device, { a: new Float32Array(0), b: new Float32Array(0) }, { sizes: { n: 0 } });
+    assert.equal(out.length, 0);
+    const empty = GpuArray.from(device, new Float32Array(0));
+    assert.equal((await empty.read()).length, 0);
+    // an empty input is one zero element to a kernel (a binding holds at least one)
+    const summed = await sumAll.run(device, { a: new Float32Array(0) });
+    assert.equal(summed.out[0], 0);
+    empty.destroy();
+  },
+);
+
+test("GpuArray.read of a destroyed array is an error naming it, and on a released device a GpuDeviceLostError", {
+  skip: noGpu,
+}, async () => {
+  const device = await requestGpuDevice(0);
+  const gone = GpuArray.from(device, Float32Array.of(5, 6));
+  gone.destroy();
+  await assert.rejects(gone.read(), /^TypeError: Cannot read GpuArray<f32>\[2\]: it was destroyed/);
+  const kept = GpuArray.from(device, Float32Array.of(3, 4));
+  await releaseGpuDevices();
+  await assert.rejects(kept.read(), (e: unknown) => e instanceof GpuDeviceLostError && /destroyed/.test(e.message));
+});
