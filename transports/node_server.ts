@@ -306,6 +306,7 @@ export class NodeServer {
           leaseMs: this.leaseMs,
           objectStoreBytes: this.objects.maxBytes,
           ...(this.hosted.residents.length > 0 ? { residents: this.hosted.residents } : {}),
+          ...(this.hosted.loading > 0 ? { loading: true } : {}),
         });
       }
       case "ping": {

@@ -71,6 +71,8 @@ export interface WelcomeMessage {
    * {@linkcode MAX_RESIDENTS}.
    */
   readonly residents?: readonly ResidentInfo[];
+  /** True while the node still constructs resident services (`--start`): more may come. */
+  readonly loading?: true;
 }
 
 /** One resident instance a node hosts, as its welcome lists it. */
@@ -654,6 +656,7 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
         ...(leaseMs === undefined ? {} : { leaseMs }),
         ...(objectStoreBytes === undefined ? {} : { objectStoreBytes }),
         ...(residents === undefined ? {} : { residents }),
+        ...(r.loading === true ? { loading: true as const } : {}),
       };
     }
     case "created": {

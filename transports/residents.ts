@@ -46,19 +46,28 @@ export async function residentReplicas(mesh: MeshRuntime, def: ServiceDef): Prom
   const t = mesh.options.timeoutMs; // Infinity: no deadline
   const policy = def.policy ?? (t && Number.isFinite(t) ? { retries: 0, timeoutMs: t } : undefined);
   const said: string[] = [];
+  let loading = false;
   const found = await Promise.all(nodes.map(async (node) => {
     const link = meshLink(mesh, node, handleWire);
-    let residents;
+    let welcome;
     try {
-      residents = (await link.welcome()).residents ?? [];
+      welcome = await link.welcome();
     } catch (e) {
       said.push(`${node.name} (${node.endpoint}): unreachable: ${(e as Error)?.message ?? String(e)}`);
       return [];
     }
+    const residents = welcome.residents ?? [];
     const mine = residents.filter((r) => r.service === def.name);
     if (mine.length === 0) {
+      // asked again next time (a link keeps its node's welcome): residents may have started since
+      link.forgetWelcome();
       const others = [...new Set(residents.map((r) => r.service))];
-      said.push(`${node.name}: ${others.length === 0 ? "no residents" : `residents ${others.join(", ")}`}`);
+      said.push(
+        `${node.name}: ${others.length === 0 ? "no residents" : `residents ${others.join(", ")}`}${
+          welcome.loading ? ", still loading the ones it starts (its /healthz says loading)" : ""
+        }`,
+      );
+      if (welcome.loading) loading = true;
     }
     return mine.map((r) => {
       const gpus = r.gpus.map((id) => new GpuDevice(id));
@@ -70,7 +79,9 @@ export async function residentReplicas(mesh: MeshRuntime, def: ServiceDef): Prom
     throw new PlacementError(
       def.name,
       `Cannot connect to service "${def.name}": no node of mesh "${mesh.name}" hosts a resident instance of it ` +
-        `(asked ${said.join("; ")}); start one with \`thinkagain serve <module> --start ${def.name}\``,
+        `(asked ${said.join("; ")}); ${
+          loading ? "try again once it is ready, or " : ""
+        }start one with \`thinkagain serve <module> --start ${def.name}\``,
     );
   }
   return replicas;

@@ -214,6 +214,21 @@ test("NodeServer.startResident waits for an instance's ready promise, and a reje
   });
 });
 
+test("Service.connect while the node still loads its residents says so, and a later connect finds them (the welcome is asked again)", async () => {
+  await withNode({}, async (node, endpoint) => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint })]);
+    const loading = node.startResident("ResidentTestSlow");
+    const early = await mesh.run(() => rejection(Slow.connect()));
+    assert.ok(early instanceof ta.PlacementError, String(early));
+    assert.match((early as Error).message, /n1: no residents, still loading the ones it starts/);
+    assert.match((early as Error).message, /try again once it is ready, or start one with/);
+    release!();
+    await loading;
+    const slow = await mesh.run(() => Slow.connect());
+    assert.equal(await mesh.run(() => slow.gen.go()), "loaded");
+  });
+});
+
 function fairFixture(maxConcurrency: number) {
   const started: string[] = [];
   let running = 0, most = 0;
