@@ -394,6 +394,8 @@ export async function startNode(cmd: ServeCommand): Promise<{ url: string; shutd
       hostname: cmd.host,
       port: cmd.dashboard,
       token: cmd.token,
+      // the names the node answers to, its dashboard too (a cluster's DNS name)
+      allowHosts: cmd.allowHosts,
     });
   if (dashboard !== undefined) console.error(`thinkagain node ${cmd.name}: dashboard on ${dashboard.url}`);
   // on a NATS cluster too: served on its subject, announced, found by Mesh.discover

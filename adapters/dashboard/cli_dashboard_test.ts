@@ -1,6 +1,7 @@
 // `thinkagain serve … --dashboard` in a real node process, and NodeServer.stats() (what a node's
 // dashboard shows) in this one.
 import { test } from "node:test";
+import { request as httpRequest } from "node:http";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import * as ta from "../../mod.ts";
@@ -13,12 +14,24 @@ import { SnapshotReader } from "./_test_mesh.ts";
 
 const APP = fileURLToPath(new URL("../../examples/distributed_app.ts", import.meta.url));
 
+/** The status of GET `url` sent with the header `Host: host` (fetch may not set it). */
+function statusWithHost(url: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 test("thinkagain serve --dashboard serves the node's page, behind its token, with the instances drivers created", {
   timeout: 120_000,
 }, async () => {
   const node = await startNodeProcess(
     APP,
-    ["--port", "0", "--name", "n1", "--gpus", "2", "--cpus", "4", "--dashboard"],
+    ["--port", "0", "--name", "n1", "--gpus", "2", "--cpus", "4", "--dashboard", "--allow-host", "nodes.example"],
     {
       env: { THINKAGAIN_TOKEN: "s3cret" },
     },
@@ -33,6 +46,10 @@ test("thinkagain serve --dashboard serves the node's page, behind its token, wit
     const refused = await fetch(`${url}/api/snapshot`);
     assert.equal(refused.status, 401, "the node's token protects its dashboard");
     await refused.body?.cancel();
+    // the names the node answers to (--allow-host), its dashboard answers to as well
+    for (const [host, status] of [["nodes.example", 200], ["evil.example", 403]] as const) {
+      assert.equal(await statusWithHost(`${url}/api/snapshot?token=s3cret`, host), status, host);
+    }
 
     const stream = new SnapshotReader(await fetch(`${url}/events?token=s3cret`));
     const first = await stream.next();
