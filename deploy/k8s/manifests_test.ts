@@ -136,6 +136,18 @@ function checkPools(objects: Obj[]): Map<string, { args: ReturnType<typeof parse
     assert.ok(mount, `${name}'s --token-file ${tokenFile} is on a mounted volume`);
     const volume = spec.volumes.find((v: Obj) => v.name === mount.name);
     assert.equal(volume.secret?.secretName, "thinkagain-token", `${name}'s token comes from the Secret`);
+    // a Secret's files belong to root: a pod running as another user reads them through its fsGroup,
+    // and only if the mode lets the group read (0400 left the node unable to read its token)
+    const ctx = spec.securityContext ?? {};
+    if ((ctx.runAsUser ?? 0) !== 0) {
+      const mode = volume.secret.items?.[0]?.mode ?? volume.secret.defaultMode ?? 0o644;
+      assert.ok(
+        ctx.fsGroup !== undefined && (mode & 0o040) !== 0,
+        `${name} runs as uid ${ctx.runAsUser}: its token file (mode ${
+          mode.toString(8)
+        }) needs an fsGroup and group read`,
+      );
+    }
     pools.set(name, { args, container });
   }
   return pools;
