@@ -305,5 +305,22 @@ test(
     );
     const core = await import("../core/mesh.ts");
     await assert.rejects(core.Mesh.fromConfig({ dns: { name: "a.test" } }), /needs the Mesh of the package root/);
+    // the config's timeoutMs is the mesh's call deadline; the dns entry's, how long to look
+    const late = await rejection(
+      ta.Mesh.fromConfig({ token: "t", timeoutMs: 60_000, dns: { name: "nothing.invalid", timeoutMs: 100 } }),
+    );
+    assert.match((late as Error).message, /within 100 ms/);
+    let asked: Record<string, unknown> | undefined;
+    class Seen extends ta.Mesh {
+      static override fromDns(_name: string | readonly string[], o: ta.DnsMeshOptions = {}): Promise<ta.Mesh> {
+        asked = { ...o };
+        const { timeoutMs: _looked, port: _port, ...meshOptions } = o;
+        return Promise.resolve(new this([new ta.MeshNode("seen")], meshOptions));
+      }
+    }
+    const seen = await Seen.fromConfig({ timeoutMs: 4_000, dns: { name: "a.test", port: 7070, timeoutMs: 100 } });
+    assert.equal(asked?.timeoutMs, 100, "the dns entry's wait");
+    assert.equal(core.meshRuntime(seen).options.timeoutMs, 4_000, "the mesh's call deadline");
+    await seen.close();
   },
 );

@@ -58,6 +58,12 @@ export interface MeshRemoveNodeOptions {
 const REMOVE_NODE_OPTION_KEYS: KnownKeys<MeshRemoveNodeOptions> = { reason: true, drain: true };
 
 /**
+ * The call deadline of a config file whose nodes are discovered (`Mesh.fromConfig` with `discover`
+ * or `dns`): discovery reads `timeoutMs` as how long to look, so the mesh's comes under this key.
+ */
+const CONFIG_TIMEOUT_MS: unique symbol = Symbol("thinkagain.configTimeoutMs");
+
+/**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
  * unbounded resources) serves.
  *
@@ -100,6 +106,9 @@ export class Mesh implements AsyncDisposable {
     if (options === null || typeof options !== "object" || Array.isArray(options)) {
       throw new TypeError(`Mesh: options must be an object, got ${describe(options)}`);
     }
+    // a config file's call deadline, carried past discovery, whose own timeoutMs is its wait
+    const configured = (options as { [CONFIG_TIMEOUT_MS]?: number })[CONFIG_TIMEOUT_MS];
+    if (configured !== undefined && options.timeoutMs === undefined) options = { ...options, timeoutMs: configured };
     const given = nodesOrDevices.every((n) => n instanceof MeshNode) ? nodesOrDevices as MeshNode[] : undefined;
     if (given !== undefined) {
       if (given.length === 0) throw new TypeError("Mesh needs at least one node");
@@ -229,6 +238,10 @@ export class Mesh implements AsyncDisposable {
     config: MeshConfig | string | URL,
   ): Promise<M> {
     const { nodes, options, discover, dns } = await readMeshConfig(config);
+    // discovering nodes takes its own timeoutMs (how long to look); the config's is the mesh's call
+    // deadline, which the mesh gets apart from it
+    const { timeoutMs, ...rest } = options;
+    const meshOptions = timeoutMs === undefined ? rest : { ...rest, [CONFIG_TIMEOUT_MS]: timeoutMs };
     if (dns !== undefined) {
       // resolving names needs node:dns, which only the package root's Mesh loads
       const fromDns = (this as unknown as { fromDns?: (name: string | string[], o: object) => Promise<M> }).fromDns;
@@ -236,7 +249,7 @@ export class Mesh implements AsyncDisposable {
         throw new TypeError('Mesh.fromConfig: a "dns" entry needs the Mesh of the package root, which resolves names');
       }
       const { name, ...rest } = dns;
-      return await fromDns.call(this, name, { ...rest, ...options });
+      return await fromDns.call(this, name, { ...rest, ...meshOptions });
     }
     if (discover !== undefined) {
       // finding nodes needs a NATS client, which only the package root's Mesh loads
@@ -246,7 +259,7 @@ export class Mesh implements AsyncDisposable {
           'Mesh.fromConfig: a "discover" entry needs the Mesh of the package root, which finds nodes over NATS',
         );
       }
-      return await find.call(this, { ...discover, ...options });
+      return await find.call(this, { ...discover, ...meshOptions });
     }
     return new this(nodes, options);
   }
