@@ -102,3 +102,8 @@ test("parseServeArgs refuses a --peer or --nats URL that is not one, saying why"
   );
   assert.equal(parseServeArgs(["app.ts", "--name", "n", "--nats", "nats://[::1]:4222"], {}).nats, "nats://[::1]:4222");
 });
+
+test("serve takes THINKAGAIN_TOKEN without the whitespace around it (a Secret's trailing newline), as from --token-file", () => {
+  assert.equal(parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: "s3cret-token\n" }).token, "s3cret-token");
+  assert.equal(parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: " \n" }).token, undefined);
+});

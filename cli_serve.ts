@@ -144,7 +144,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     name: "",
     gpus: 0,
     cpus: undefined,
-    token: env.THINKAGAIN_TOKEN || undefined,
+    token: env.THINKAGAIN_TOKEN?.trim() || undefined, // (surrounding whitespace dropped, as from a file)
     tokenOnCommandLine: false,
     maxFrameBytes: undefined,
     drainMs: 30_000,

@@ -147,6 +147,11 @@ export class Mesh implements AsyncDisposable {
     }
     checkKnownKeys("Mesh", options, MESH_OPTION_KEYS);
     checkMeshOptionTypes(options);
+    // a token read from a file or a Secret often ends in a newline, which no header may carry: the
+    // whitespace around it is dropped, as a node does with its --token-file
+    if (typeof options.token === "string" && options.token.trim() !== options.token) {
+      options = { ...options, token: options.token.trim() };
+    }
     const stuck = options.stuckAfterMs;
     if (stuck !== undefined && !(typeof stuck === "number" && stuck > 0 && stuck < Infinity)) {
       throw new RangeError(`Mesh stuckAfterMs must be a positive number of ms, got ${describe(stuck)}`);

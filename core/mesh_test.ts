@@ -734,3 +734,8 @@ test("renamed options fail with a TypeError naming the new name: op concurrency,
   await assert.rejects(mesh.close({ timeoutMs: 5 } as ta.MeshCloseOptions), /"timeoutMs" is now "graceMs"/);
   await mesh.close();
 });
+
+test("Mesh drops the whitespace around its token (a file's or a Secret's newline), as a node does with its --token-file", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("tokenTrim")], { token: "s3cret-token\n" });
+  assert.equal(mesh.options.token, "s3cret-token");
+});
