@@ -229,7 +229,16 @@ export async function dnsMesh<M extends Mesh>(
   let lastError: unknown;
   for (;;) {
     try {
-      seen = await addressesOf(names, port, resolver);
+      // a lookup that answers late (an unreachable cluster DNS: seconds) or never is bounded by what
+      // is left of timeoutMs
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const left = Math.max(0, deadline - performance.now());
+      seen = await Promise.race([
+        addressesOf(names, port, resolver),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer from the resolver within ${timeoutMs} ms`)), left);
+        }),
+      ]).finally(() => clearTimeout(timer));
       lastError = undefined;
     } catch (e) {
       seen = [];

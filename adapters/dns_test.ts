@@ -285,6 +285,12 @@ test("Mesh.fromDns refuses bad input and says what the name resolved to when too
   await assert.rejects(ta.Mesh.fromDns("x.test", { intervalMS: 5 } as never), /intervalMS/);
   await assert.rejects(ta.Mesh.fromDns("x.test", { resolver: {} as never }), /resolver needs resolve4/);
   dns.set(["127.0.0.9"]); // nobody serves there
+  // a resolver that never answers (an unreachable cluster DNS) is bounded by timeoutMs too
+  const never = () => new Promise<never>(() => {});
+  const silent = await rejection(
+    ta.Mesh.fromDns("x.test", { resolver: { resolve4: never, resolveSrv: never }, timeoutMs: 100 }),
+  );
+  assert.match((silent as Error).message, /resolving it failed: no answer from the resolver within 100 ms/);
   const e = await rejection(ta.Mesh.fromDns("x.test", { resolver: dns.resolver, port: 9, timeoutMs: 100 }));
   assert.ok(e instanceof TypeError);
   assert.match(e.message, /found 0 ready nodes at "x\.test" within 100 ms, wanted 1: it resolved to 127\.0\.0\.9:9/);
