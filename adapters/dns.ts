@@ -232,7 +232,8 @@ export async function dnsMesh<M extends Mesh>(
       // a lookup that answers late (an unreachable cluster DNS: seconds) or never is bounded by what
       // is left of timeoutMs
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const left = Math.max(0, deadline - performance.now());
+      // (never less than 50 ms: a lookup at the deadline still gets its answer, not a timeout)
+      const left = Math.max(50, deadline - performance.now());
       seen = await Promise.race([
         addressesOf(names, port, resolver),
         new Promise<never>((_, reject) => {
