@@ -14,6 +14,9 @@ import { Float16, MAX_BIGINT_BYTES, MAX_DEPTH, type TypedArrayConstructor } from
 import { WireHandle } from "./codec_handle.ts";
 import { isStreaming } from "./stream.ts";
 
+/** What a value kept on a GPU answers to be read back (`adapters/webgpu`'s `READBACK`; `Symbol.for`). */
+const DEVICE_READBACK = Symbol.for("thinkagain.readback");
+
 const BIGINT_LIMIT = 1n << BigInt(8 * MAX_BIGINT_BYTES);
 
 const { propertyIsEnumerable } = Object.prototype;
@@ -126,6 +129,11 @@ function foreignObjectRefusal(value: object, proto: object | null): string {
   if (isStreaming(value)) {
     return `a stream (${name}) cannot travel to another process: read it where it arrives (an op that is not ` +
       "remote-capable takes it as its items come), or collect its items into an array first";
+  }
+  if (typeof (value as Record<symbol, unknown>)[DEVICE_READBACK] === "function") {
+    // (a GpuArray: a node reads its own back as they leave it; one held here is read back by its holder)
+    return `a ${name} lives on this process's GPU and cannot travel as it is: read it back first ` +
+      "(await array.read()) and send the typed array, or make it on the node that uses it";
   }
   if (value instanceof RegExp) return "a RegExp cannot travel: send its source and flags instead";
   if (value instanceof WeakMap || value instanceof WeakSet) {

@@ -671,3 +671,15 @@ test("decode throws only ProtocolError on 5,000 mutated frames that came with se
   }
   ok(decoded < 5000);
 });
+
+test('a value kept on a GPU (it answers Symbol.for("thinkagain.readback"), as a GpuArray does) is refused with advice to read it back', () => {
+  class GpuArray {
+    [Symbol.for("thinkagain.readback")]() {
+      return Promise.resolve(new Float32Array(1));
+    }
+  }
+  throws(
+    () => encode({ x: new GpuArray() }),
+    /a GpuArray lives on this process's GPU and cannot travel as it is: read it back first \(await array\.read\(\)\)/,
+  );
+});
