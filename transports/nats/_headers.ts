@@ -19,3 +19,10 @@ export const H_AUTH = "Ta-Auth";
 export const H_DIRECT = "Ta-Direct";
 /** The reply was too large for NATS: it is parked on the node under this id, to fetch over the direct link. */
 export const H_PARKED = "Ta-Parked";
+/** With `Ta-Parked`: the direct endpoint of the node that parked the reply (where to fetch it). */
+export const H_PARKED_AT = "Ta-Parked-At";
+/**
+ * On a reply from an op's queue group that opens a stream: the name of the member that runs it (its
+ * later pulls go to that member's own subject).
+ */
+export const H_MEMBER = "Ta-Member";

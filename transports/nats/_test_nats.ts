@@ -59,6 +59,8 @@ export interface NatsServerOptions {
   maxPayload?: number;
   /** Serve nats-server's monitoring endpoints (/subsz, /connz) on this port. */
   monitorPort?: number;
+  /** Clients must authenticate: with a user and password, or with a token. */
+  auth?: { user: string; pass: string } | { token: string };
   /** This server's route port and the other servers' routes, for a cluster. */
   cluster?: { port: number; routes: number[] };
 }
@@ -73,6 +75,15 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const dir = mkdtempSync(join(tmpdir(), "ta-nats-"));
   const lines = [`listen: 127.0.0.1:${port}`, `server_name: ta_test_${port}_${++counter}`];
   if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
+  if (options.auth !== undefined) {
+    lines.push(
+      "authorization {",
+      ..."token" in options.auth
+        ? [`  token: ${JSON.stringify(options.auth.token)}`]
+        : [`  user: ${JSON.stringify(options.auth.user)}`, `  password: ${JSON.stringify(options.auth.pass)}`],
+      "}",
+    );
+  }
   if (options.monitorPort !== undefined) lines.push(`http: 127.0.0.1:${options.monitorPort}`);
   if (options.cluster) {
     lines.push(

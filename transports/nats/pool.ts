@@ -30,7 +30,59 @@ const pool = new Map<string, Entry>();
  * ```
  */
 export function redactUrl(text: string): string {
-  return text.replace(/(\/\/[^:@/\s,]*):[^@/\s,]*@/g, "$1:***@");
+  return text
+    .replace(/(\/\/[^:@/\s,]*):[^@/\s,]*@/g, "$1:***@")
+    .replace(/\/\/[^:@/\s,]+@/g, "//***@"); // a token alone (nats://tok@host)
+}
+
+/** The credentials of a set of seed servers, as the NATS client takes them. */
+export interface NatsCredentials {
+  user?: string;
+  pass?: string;
+  token?: string;
+}
+
+/**
+ * Splits the credentials out of seed server URLs: the NATS client ignores those in a server URL
+ * (`nats://user:pass@host`, `nats://token@host`), so they go in the connect options instead.
+ *
+ * @param servers The seed servers (`nats://[user:pass@|token@]host:port`).
+ * @returns The servers without credentials, and the credentials (of the first server that has any).
+ *
+ * @example
+ * ```ts
+ * import { splitCredentials } from "./pool.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(splitCredentials(["nats://ann:p%40w@h:4222", "nats://h2:4222"]), {
+ *   servers: ["nats://h:4222", "nats://h2:4222"], credentials: { user: "ann", pass: "p@w" },
+ * });
+ * deepStrictEqual(splitCredentials(["nats://tok@h:4222"]), { servers: ["nats://h:4222"], credentials: { token: "tok" } });
+ * ```
+ */
+export function splitCredentials(
+  servers: readonly string[],
+): { servers: string[]; credentials: NatsCredentials } {
+  let credentials: NatsCredentials = {};
+  const plain = servers.map((server) => {
+    const m = /^(nats:\/\/)([^@/]*)@(.*)$/i.exec(server);
+    if (m === null) return server;
+    if (Object.keys(credentials).length === 0) {
+      const colon = m[2].indexOf(":");
+      credentials = colon < 0
+        ? { token: decodePart(m[2]) }
+        : { user: decodePart(m[2].slice(0, colon)), pass: decodePart(m[2].slice(colon + 1)) };
+    }
+    return m[1] + m[3];
+  });
+  return { servers: plain, credentials };
+}
+
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
 }
 
 /** Options of {@linkcode acquireNats}. */
@@ -72,8 +124,11 @@ export async function acquireNats(servers: readonly string[], options: AcquireNa
   const key = servers.join(",");
   let entry = pool.get(key);
   if (entry === undefined) {
+    // credentials in a server URL are ignored by the client: they go in the options
+    const { servers: plain, credentials } = splitCredentials(servers);
     const conn = connect({
-      servers: [...servers],
+      servers: plain,
+      ...credentials,
       name: "thinkagain",
       // the client waits on one setTimeout, which fires at once for 2^31 ms or more (Infinity too)
       timeout: Math.min(options.connectTimeoutMs ?? 10_000, MAX_TIMER_MS),

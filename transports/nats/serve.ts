@@ -6,16 +6,35 @@
  *
  * @module
  */
-import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/nats-core";
+import {
+  headers as natsHeaders,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/nats-core";
 import { decode, encode, inlineFrame } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { type TimeoutSignal, timeoutSignal } from "../../core/long_timer.ts";
 import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
-import { H_AUDIT, H_AUTH, H_BYE, H_DIRECT, H_ERROR, H_NOTIFY, H_PARKED, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import {
+  H_AUDIT,
+  H_AUTH,
+  H_BYE,
+  H_DIRECT,
+  H_ERROR,
+  H_MEMBER,
+  H_NOTIFY,
+  H_PARKED,
+  H_PARKED_AT,
+  H_TIMEOUT,
+  H_TOKEN,
+} from "./_headers.ts";
+import { creditCid, opensStream } from "./_stream_routes.ts";
 import type { ReplyParking } from "./parking.ts";
 import { isNatsNodeName, natsEndpoint, nodeSubject, parseNatsServers, SUBJECT_PREFIX } from "./endpoint.ts";
-import { acquireNats, type NatsLease } from "./pool.ts";
+import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 import { overMaxPayload, plainBytes } from "./transport.ts";
 
 /** Options of {@linkcode serveNats}. */
@@ -85,6 +104,35 @@ export function reachableDirect(direct: string, seenAs: string | undefined): str
   return url.toString().replace(/\/$/, "");
 }
 
+/** How long a node that starts waits for another of its name to answer, ms (none answers: free). */
+export const NAME_CHECK_MS: number = 2_000;
+
+/**
+ * Refuses to serve a name another node serves on the cluster already: two nodes on one subject
+ * would both take calls, and a service's state would be split between them. The name's subject is
+ * asked (a direct-link request every node answers): an answer means the name is taken, NATS' "no
+ * responders" (or no answer in time) that it is free.
+ */
+async function refuseTakenName(nc: NatsConnection, name: string, endpoint: string): Promise<void> {
+  const hdrs = natsHeaders();
+  hdrs.set(H_DIRECT, "1");
+  let answered = false;
+  try {
+    await nc.request(nodeSubject(name), new Uint8Array(0), { timeout: NAME_CHECK_MS, headers: hdrs });
+    answered = true;
+  } catch {
+    // no responders, or no answer in time: nobody serves the name
+  }
+  if (answered) {
+    throw new TransportError(
+      "refused",
+      `Cannot serve node "${name}" over NATS: a node named ${name} already serves on this NATS cluster ` +
+        `(${endpoint}); give this one another --name`,
+      endpoint,
+    );
+  }
+}
+
 /** The most client connections (inboxes) a node remembers; past it the oldest is forgotten. */
 const MAX_PEERS = 10_000;
 
@@ -121,9 +169,16 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     );
   }
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
-  const endpoint = natsEndpoint(options.nats, options.name);
+  // as it is shown and announced: no password
+  const endpoint = redactUrl(natsEndpoint(options.nats, options.name));
   const lease = await acquireNats(servers, { connectTimeoutMs: options.connectTimeoutMs, purpose: endpoint });
   const nc = lease.nc;
+  try {
+    await refuseTakenName(nc, options.name, endpoint);
+  } catch (e) {
+    await lease.release();
+    throw e;
+  }
   const token = options.token;
   const peers = new Map<string, Peer>();
   /** Reply subjects of the requests being worked on (what an audit asks about). */
@@ -178,8 +233,11 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
 
   const direct = options.direct === undefined ? undefined : reachableDirect(options.direct, nc.info?.client_ip);
   const parking = options.parking;
+  const ownSubject = nodeSubject(options.name);
   const reply = (msg: Msg, body: Uint8Array, hdrs?: MsgHdrs): void => {
     body = inlineFrame(body); // one NATS message per frame: its large arrays in it
+    // a stream opened by a call to an op's queue group: its pulls must come here, not to the group
+    const member = msg.subject !== ownSubject && hdrs === undefined && opensStream(body);
     const max = nc.info?.max_payload;
     if (
       max !== undefined && body.byteLength + 256 > max && body.byteLength <= maxFrameBytes &&
@@ -190,6 +248,8 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       if (id !== undefined) {
         const parked = natsHeaders();
         parked.set(H_PARKED, id);
+        // the caller may reach several nodes through one subject (a queue group): it fetches here
+        parked.set(H_PARKED_AT, direct);
         body = new Uint8Array(0);
         hdrs = parked;
       }
@@ -204,6 +264,9 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
         : overMaxPayload(body.byteLength, max!, endpoint, "reply");
       body = encodeError(e);
       hdrs = errorHeaders;
+    } else if (member) {
+      hdrs ??= natsHeaders();
+      hdrs.set(H_MEMBER, options.name);
     }
     try {
       msg.respond(body, hdrs === undefined ? undefined : { headers: hdrs });
@@ -254,6 +317,25 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       return;
     }
     const replyTo = msg.reply;
+    if (msg.subject !== ownSubject) {
+      // a stream's pull sent to an op's queue group may land on a member without the stream:
+      // an error its consumer sees, never the stream's silent end
+      const cid = creditCid(frame);
+      if (cid !== undefined) {
+        return reply(
+          msg,
+          encodeError(
+            new TransportError(
+              "closed",
+              `Cannot pull the next chunk of stream ${cid} through ${msg.subject}: the stream runs on one ` +
+                `member of the op's queue group, and node "${options.name}" does not run it`,
+              endpoint,
+            ),
+          ),
+          errorHeaders,
+        );
+      }
+    }
     if (frame.byteLength > maxFrameBytes) {
       return reply(
         msg,
@@ -311,7 +393,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     subs.push(sub);
     return sub;
   };
-  subscribe(nodeSubject(options.name));
+  subscribe(ownSubject);
   // the subscription is known to the server before anyone is told the node is there
   await nc.flush();
 

@@ -36,10 +36,23 @@ import {
   type Transport,
   type TransportConnection,
 } from "../transport.ts";
-import { H_AUDIT, H_AUTH, H_BYE, H_DIRECT, H_ERROR, H_NOTIFY, H_PARKED, H_TIMEOUT, H_TOKEN } from "./_headers.ts";
+import {
+  H_AUDIT,
+  H_AUTH,
+  H_BYE,
+  H_DIRECT,
+  H_ERROR,
+  H_MEMBER,
+  H_NOTIFY,
+  H_PARKED,
+  H_PARKED_AT,
+  H_TIMEOUT,
+  H_TOKEN,
+} from "./_headers.ts";
+import { callCid, cancelCid, endsStream, StreamRoutes } from "./_stream_routes.ts";
 import { fetchFrame } from "./parking.ts";
 import { webSocketTransport } from "../websocket.ts";
-import { type NatsEndpoint, parseNatsEndpoint } from "./endpoint.ts";
+import { type NatsEndpoint, nodeSubject, parseNatsEndpoint } from "./endpoint.ts";
 import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 
 /** How long a request waits before the node is asked whether it still works on it, ms. */
@@ -57,6 +70,10 @@ interface NatsPending extends Pending {
   misses: number;
   /** An audit's own request: never audited itself. */
   readonly audit: boolean;
+  /** To an op's queue group: the frame (a call's id is read from it if it opens a stream). */
+  readonly frame?: Uint8Array;
+  /** A stream's pull sent to the member that runs it: its call's id. */
+  readonly routed?: string;
 }
 
 /**
@@ -123,6 +140,13 @@ class NatsTransportConnection implements TransportConnection {
   readonly #replies: Subscription;
   /** The node's direct link, for frames too large for NATS (asked of the node on first need). */
   #directConn: Promise<TransportConnection | undefined> | undefined;
+  /**
+   * Direct links by URL, for fetching parked replies from the node that parked them (through a
+   * queue group, not necessarily the one `#directConn` reaches).
+   */
+  readonly #directs = new Map<string, Promise<TransportConnection>>();
+  /** For an op's queue group: the member running each open stream (its pulls go there). */
+  readonly #streams: StreamRoutes | undefined;
   #nextId = 0;
   #closed = false;
   /** True once the node answered anything: "no responders" afterwards means it went away. */
@@ -139,6 +163,7 @@ class NatsTransportConnection implements TransportConnection {
     this.#token = options.token;
     this.#maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
     this.#inbox = createInbox();
+    this.#streams = target.broadcast === undefined ? undefined : new StreamRoutes();
     if (this.#token !== undefined) {
       this.#plainHeaders = natsHeaders();
       this.#plainHeaders.set(H_TOKEN, this.#token);
@@ -173,11 +198,20 @@ class NatsTransportConnection implements TransportConnection {
     return new Promise<Uint8Array>((resolve, reject) => {
       const id = ++this.#nextId;
       const pending: NatsPending = { resolve, reject, cleanup: undefined, sentAt: performance.now(), misses: 0, audit };
+      let subject = this.#target.subject;
+      if (this.#streams !== undefined && !audit) {
+        // a stream's pull goes to the member that runs it; a call's frame is kept in case it opens one
+        const route = this.#streams.memberFor(frame);
+        if (route !== undefined) {
+          subject = nodeSubject(route.member);
+          (pending as { routed?: string }).routed = route.cid;
+        } else (pending as { frame?: Uint8Array }).frame = frame;
+      }
       pending.cleanup = armRequest(pending, options, this.#shown, () => this.#pending.delete(id));
       if (options?.signal?.aborted) return; // rejected by armRequest, never sent
       this.#pending.set(id, pending);
       try {
-        this.#nc.publish(this.#target.subject, frame, { reply: `${this.#inbox}.${id}`, headers: hdrs });
+        this.#nc.publish(subject, frame, { reply: `${this.#inbox}.${id}`, headers: hdrs });
       } catch (cause) {
         this.#settle(id)?.reject(this.#publishFailure(cause, frame.byteLength));
         return;
@@ -197,7 +231,7 @@ class NatsTransportConnection implements TransportConnection {
       const p = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true).then(async (body) => {
         const url = new TextDecoder().decode(body);
         if (url === "") return undefined;
-        const conn = await webSocketTransport.connect(url, { token: this.#token, maxFrameBytes: this.#maxFrameBytes });
+        const conn = await this.#directAt(url);
         conn.onClose(() => {
           if (this.#directConn === p) this.#directConn = undefined;
         });
@@ -209,6 +243,30 @@ class NatsTransportConnection implements TransportConnection {
       this.#directConn = p;
     }
     return this.#directConn;
+  }
+
+  /** The direct link at `url` (a node's), connected once and kept while it works. */
+  #directAt(url: string): Promise<TransportConnection> {
+    let p = this.#directs.get(url);
+    if (p === undefined) {
+      const made = webSocketTransport.connect(url, { token: this.#token, maxFrameBytes: this.#maxFrameBytes });
+      made.then((conn) => {
+        conn.onClose(() => {
+          if (this.#directs.get(url) === made) this.#directs.delete(url);
+        });
+      }, () => {
+        if (this.#directs.get(url) === made) this.#directs.delete(url);
+      });
+      this.#directs.set(url, p = made);
+    }
+    return p;
+  }
+
+  /** A parked reply, fetched from the node that parked it (`at`), else from the node's direct link. */
+  async #fetchParked(id: string, at: string | undefined): Promise<Uint8Array> {
+    const direct = at ? await this.#directAt(at) : await this.#direct();
+    if (direct === undefined) throw this.#noDirect("reply");
+    return await direct.request(fetchFrame(id));
   }
 
   /** A request NATS cannot carry goes over the node's direct link, or fails with `tooLarge`. */
@@ -263,15 +321,19 @@ class NatsTransportConnection implements TransportConnection {
     if (p === undefined) return; // given up on (aborted, timed out, lost): a late reply
     this.#reached = true;
     const body = plainBytes(msg.data);
+    if (p.routed !== undefined && (h?.has(H_ERROR) || endsStream(body))) this.#streams!.forget(p.routed);
     if (h === undefined) return p.resolve(body);
     if (h.has(H_AUTH)) return p.reject(authRefused(this.#shown, this.#token !== undefined));
+    const member = h.get(H_MEMBER);
+    if (member && p.frame !== undefined) {
+      // a call to a queue group opened a stream: it runs on `member`, where its pulls go
+      const cid = callCid(p.frame);
+      if (cid !== undefined) this.#streams!.opened(cid, member);
+    }
     const parked = h.get(H_PARKED);
     if (parked) {
-      // too large for NATS: the reply waits on the node, fetched over its direct link
-      this.#direct().then((direct) => {
-        if (direct === undefined) throw this.#noDirect("reply");
-        return direct.request(fetchFrame(parked));
-      }).then(p.resolve, p.reject);
+      // too large for NATS: the reply waits on the node that parked it, fetched over its direct link
+      this.#fetchParked(parked, h.get(H_PARKED_AT) || undefined).then(p.resolve, p.reject);
       return;
     }
     if (h.has(H_ERROR)) return p.reject(decodeError(body));
@@ -280,6 +342,19 @@ class NatsTransportConnection implements TransportConnection {
 
   /** Nobody serves the subject: the node is gone (or never came), for every request waiting on it. */
   #noResponders(id: number): void {
+    const routed = this.#pending.get(id)?.routed;
+    if (routed !== undefined) {
+      // the member that ran a stream is gone; the queue group (and its other calls) may live on
+      this.#streams!.forget(routed);
+      this.#settle(id)?.reject(
+        new TransportError(
+          "closed",
+          `The node running stream ${routed} of ${this.#shown} went away (NATS: no responders)`,
+          this.#shown,
+        ),
+      );
+      return;
+    }
     if (!this.#pending.has(id)) return;
     const reached = this.#reached;
     this.#reached = false;
@@ -387,6 +462,10 @@ class NatsTransportConnection implements TransportConnection {
   notify(frame: Uint8Array): void {
     if (this.#closed) return;
     frame = inlineFrame(frame);
+    if (this.#streams !== undefined && this.#streams.size > 0) {
+      const cancelled = cancelCid(frame);
+      if (cancelled !== undefined) this.#streams.forget(cancelled);
+    }
     if (frame.byteLength > this.#maxFrameBytes || this.#overPayload(frame.byteLength)) return;
     const hdrs = natsHeaders();
     hdrs.set(H_NOTIFY, this.#inbox);
@@ -417,7 +496,10 @@ class NatsTransportConnection implements TransportConnection {
     this.#replies.unsubscribe();
     const direct = this.#directConn;
     this.#directConn = undefined;
+    const directs = [...this.#directs.values()];
+    this.#directs.clear();
     await direct?.then((c) => c?.close(), () => {});
+    await Promise.all(directs.map((d) => d.then((c) => c.close(), () => {})));
     await this.#lease.release();
   }
 

@@ -417,3 +417,53 @@ test("natsTransport: a connectTimeoutMs of Infinity or of 2^31 ms or more waits 
     }
   }
 });
+
+test("natsTransport and serveNats send the credentials of nats://user:pass@host and nats://token@host", async () => {
+  for (const [auth, creds] of [[{ user: "ann", pass: "p@w:1" }, "ann:p%40w%3A1"], [{ token: "t0k" }, "t0k"]] as const) {
+    const srv = await startNatsServer({ auth });
+    try {
+      const url = `nats://${creds}@127.0.0.1:${srv.port}`;
+      const node = await serveNats((f) => f, { nats: url, name: "authed" });
+      const secret = "pass" in auth ? "p%40w" : "t0k";
+      ok(!node.endpoint.includes(secret), `the endpoint shows no secret: ${node.endpoint}`);
+      const conn = await natsTransport.connect(`${url}/authed`);
+      try {
+        deepStrictEqual(await conn.request(new Uint8Array([4, 2])), new Uint8Array([4, 2]));
+      } finally {
+        await conn.close();
+        await node.close();
+      }
+      // without them the server refuses, and the error shows no secret
+      await rejects(natsTransport.connect(`nats://nobody:wrong@127.0.0.1:${srv.port}/authed`), (e: unknown) => {
+        ok(e instanceof TransportError && e.reason === "unreachable" && !e.message.includes("wrong"), String(e));
+        return true;
+      });
+    } finally {
+      await srv.stop();
+    }
+  }
+});
+
+test("serveNats refuses a name another node already serves on the NATS cluster; once it stops, the name is free", async () => {
+  const srv = await startNatsServer();
+  try {
+    const first = await serveNats(() => new Uint8Array([1]), { nats: srv.url, name: "gpu1" });
+    await rejects(serveNats(() => new Uint8Array([2]), { nats: srv.url, name: "gpu1" }), (e: unknown) => {
+      ok(e instanceof TransportError && e.reason === "refused", String(e));
+      ok(e.message.includes("a node named gpu1 already serves on this NATS cluster"), e.message);
+      return true;
+    });
+    const conn = await natsTransport.connect(first.endpoint);
+    try {
+      const replies = await Promise.all(Array.from({ length: 20 }, () => conn.request(new Uint8Array([0]))));
+      ok(replies.every((r) => r[0] === 1), "every call reaches the first node");
+    } finally {
+      await conn.close();
+      await first.close();
+    }
+    const again = await serveNats(() => new Uint8Array([3]), { nats: srv.url, name: "gpu1" });
+    await again.close();
+  } finally {
+    await srv.stop();
+  }
+});
