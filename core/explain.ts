@@ -65,16 +65,58 @@ export interface Explanation {
    * `explain()` or the watchdog first saw it waiting for this, so it is a lower bound.
    */
   readonly sinceFirstSeen: boolean;
-  /** For `"inputs"`: the explanations of the inputs still unsettled (recursively). */
+  /**
+   * For `"inputs"`: the explanations of the inputs still unsettled (recursively), the first
+   * `unsettledInputs` of them at most (a tree stops at 200 explanations and 64 levels).
+   */
   readonly inputs: readonly Explanation[];
+  /** For `"inputs"`: how many of its inputs are unsettled, explained in `inputs` or not (else 0). */
+  readonly unsettledInputs: number;
   /** For `"slot"`: the slot and what is ahead of it. */
   readonly slot?: SlotWait;
   /** For a call on another node: whether the node answers its keepalives. */
   readonly nodeHealth?: NodeHealth;
 }
 
-/** When explain() first saw a task in a state, for tasks whose times are not recorded. */
+/**
+ * When explain() or the watchdog first saw a task in a state, for tasks whose times are not
+ * recorded. The state is `"inputs"`, `"running"` or `"ready"` (`"slot"` and `"start"` alike: the
+ * watchdog tells them apart at no cost only that far).
+ */
 const firstSeen = new WeakMap<Task<unknown>, { what: string; at: number }>();
+
+/** The key of {@link firstSeen} for a task's state. */
+function seenKey(what: Explanation["waitingFor"]): string {
+  return what === "slot" || what === "start" ? "ready" : what;
+}
+
+/**
+ * Notes that the watchdog saw `task` (unsettled, its times not recorded) now in the state it is in,
+ * unless it was seen in that state before: `explainTask` then counts `forMs` from that first look.
+ *
+ * @param task An unsettled task.
+ * @param now The clock (`performance.now()`).
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { noteSeen } from "./explain.ts";
+ * import type { Task } from "./task.ts";
+ * const gate = Promise.withResolvers<void>();
+ * const slow = ta.op(async function noteSeenDocSlow() { await gate.promise; return 1; });
+ * const ref = slow.go();
+ * await Promise.resolve();
+ * noteSeen(ref as unknown as Task<unknown>, performance.now() - 5_000);
+ * if (ref.explain().forMs < 5_000) throw new Error("counted from the first look");
+ * gate.resolve();
+ * await ref;
+ * ```
+ */
+export function noteSeen(task: Task<unknown>, now: number): void {
+  const what = task._state === RUNNING ? "running" : task._pending > 0 ? "inputs" : "ready";
+  const seen = firstSeen.get(task);
+  if (seen === undefined || seen.what !== what) firstSeen.set(task, { what, at: now });
+}
 
 /** At most this many explanations in one tree (a fan-in of 100k pending inputs is summarized). */
 const MAX_EXPLAINED = 200;
@@ -86,9 +128,10 @@ function since(task: Task<unknown>, what: Explanation["waitingFor"], now: number
     const from = what === "running" ? m.startedAt : what === "inputs" ? m.submittedAt : m.readyAt || m.submittedAt;
     if (from > 0) return [now - from, false];
   }
+  const key = seenKey(what);
   const seen = firstSeen.get(task);
-  if (seen !== undefined && seen.what === what) return [now - seen.at, true];
-  firstSeen.set(task, { what, at: now });
+  if (seen !== undefined && seen.what === key) return [Math.max(0, now - seen.at), true];
+  firstSeen.set(task, { what: key, at: now });
   return [0, true];
 }
 
@@ -150,16 +193,19 @@ function explainOne(
   budget.left--;
   const base = { id: task.id, name: task.name, status: task.status, node: task.node };
   if (task._state >= COMPLETED) {
-    return { ...base, waitingFor: "settled", forMs: 0, sinceFirstSeen: false, inputs: [] };
+    return { ...base, waitingFor: "settled", forMs: 0, sinceFirstSeen: false, inputs: [], unsettledInputs: 0 };
   }
   let waitingFor: Explanation["waitingFor"];
   let inputs: Explanation[] = [];
+  let unsettledInputs = 0;
   let slot: SlotWait | undefined;
   if (task._state === RUNNING) waitingFor = "running";
   else if (task._pending > 0) {
     waitingFor = "inputs";
     visiting.add(task);
-    for (const dep of pendingInputs(task, task.constructor as abstract new (...a: never[]) => unknown)) {
+    const deps = pendingInputs(task, task.constructor as abstract new (...a: never[]) => unknown);
+    unsettledInputs = deps.length;
+    for (const dep of deps) {
       if (budget.left <= 0 || depth >= MAX_DEPTH || visiting.has(dep)) break;
       inputs.push(explainOne(dep, now, depth + 1, budget, visiting));
     }
@@ -168,11 +214,14 @@ function explainOne(
     slot = task._target.slotWait?.(task);
     waitingFor = slot !== undefined ? "slot" : "start";
   }
-  if (task._state !== PENDING && waitingFor === "inputs") inputs = [];
+  if (task._state !== PENDING && waitingFor === "inputs") {
+    inputs = [];
+    unsettledInputs = 0;
+  }
   const [forMs, sinceFirstSeen] = since(task, waitingFor, now);
   const out: {
     -readonly [K in keyof Explanation]: Explanation[K];
-  } = { ...base, waitingFor, forMs, sinceFirstSeen, inputs };
+  } = { ...base, waitingFor, forMs, sinceFirstSeen, inputs, unsettledInputs };
   if (slot !== undefined) out.slot = slot;
   const node = task.node;
   const mesh = task._ctx?.mesh;
@@ -214,7 +263,7 @@ export function formatExplanation(e: Explanation): string {
         what = x.status;
         break;
       case "inputs":
-        what = `waiting ${long} for ${x.inputs.length} input(s)`;
+        what = `waiting ${long} for ${x.unsettledInputs} input(s)`;
         break;
       case "start":
         what = `ready ${long}, starting`;
@@ -252,6 +301,9 @@ export function formatExplanation(e: Explanation): string {
       : `; node ${h.node} has not answered its last keepalive (sent ${ms(h.lastPingAgoMs ?? 0)} ago)`;
     lines.push(`${indent}${x.id}: ${what}${health}`);
     for (const i of x.inputs) line(i, indent + "  ");
+    // the tree stopped before the rest (its size or depth bound)
+    const more = x.unsettledInputs - x.inputs.length;
+    if (more > 0) lines.push(`${indent}  … and ${more} more`);
   };
   line(e, "");
   return lines.join("\n");

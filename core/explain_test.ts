@@ -118,6 +118,40 @@ test("ObjectRef.explain names a slot of the op's maxConcurrency and of the mesh'
   assert.deepEqual(await ta.all(refs.map((r) => r.ref)), [1, 2, 3, 4, 5]);
 });
 
+test("ObjectRef.explain counts every unsettled input when the tree stops early, and the text says how many are left out", async () => {
+  const g = gate();
+  const slow = ta.op(async function explainTestSlowLeaf(i: number) {
+    await g.promise;
+    return i;
+  });
+  const merge = ta.op(async function explainTestWideMerge(...xs: number[]) {
+    return xs.length;
+  });
+  const inc = ta.op(async function explainTestChain(x: number) {
+    return x + 1;
+  });
+  const wide = merge.go(...Array.from({ length: 1_000 }, (_, i) => slow.go(i)));
+  let deep = inc.go(slow.go(-1));
+  for (let i = 1; i < 100; i++) deep = inc.go(deep);
+  await turns();
+  const why = wide.explain();
+  assert.equal(why.unsettledInputs, 1_000);
+  assert.ok(why.inputs.length < 1_000, `the tree is bounded: ${why.inputs.length} explained`);
+  const text = ta.explain(wide);
+  assert.match(text.split("\n")[0], /waiting (at least )?\d+ ms for 1000 input\(s\)$/);
+  assert.ok(text.endsWith(`\n  … and ${1_000 - why.inputs.length} more`), text.slice(-80));
+  // the last level explained of a 100-deep chain still has its one input
+  let e = deep.explain();
+  while (e.inputs.length > 0) e = e.inputs[0];
+  assert.deepEqual([e.name, e.waitingFor, e.unsettledInputs], ["explainTestChain", "inputs", 1]);
+  const lines = ta.explain(deep).split("\n");
+  assert.match(lines.at(-2)!, /explainTestChain#\d+: waiting (at least )?\d+ ms for 1 input\(s\)$/);
+  assert.match(lines.at(-1)!, /^ +… and 1 more$/);
+  g.open();
+  assert.equal(await wide, 1_000);
+  assert.equal(await deep, 99);
+});
+
 test("explain rejects what is not a ref", () => {
   assert.throws(
     () => ta.explain(42 as unknown as ta.ObjectRef<unknown>),

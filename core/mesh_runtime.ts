@@ -126,6 +126,8 @@ export class MeshRuntime {
   readonly limiter: Limiter | undefined;
   /** Its op calls not yet settled (what closing cancels); none kept by the default runtime. */
   roster: TaskRoster | undefined = new TaskRoster();
+  /** Tasks submitted in this mesh so far, recorded or not (what its dashboard estimates its counts from). */
+  tasksMade = 0;
   /** Remote execution, when the mesh was built with a remote layer. */
   readonly remote: RemoteExecutor | undefined;
   /** True when some node has an endpoint (is reached over a transport). */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { assignLanes } from "./_trace_lanes.ts";
 import { currentContext } from "./context.ts";
 import { onTaskEvent, setAwaitProbe, type TaskEvent, type TaskInfo } from "./events.ts";
 
@@ -12,8 +13,16 @@ import { onTaskEvent, setAwaitProbe, type TaskEvent, type TaskInfo } from "./eve
 export interface OpStats {
   /** `"op"` or `"method"`. */
   readonly kind: "op" | "method";
-  /** Calls recorded (a call retried 4 times is one call of 5 attempts). */
+  /**
+   * Calls recorded: those that settled while profiling, and those submitted while profiling that
+   * had not settled (`unsettled`). A call retried 4 times is one call of 5 attempts.
+   */
   readonly count: number;
+  /**
+   * Calls submitted while profiling and not settled yet, or when the profile stopped (running or
+   * waiting); their durations are not in the latency figures.
+   */
+  readonly unsettled: number;
   /** Calls that failed (after their last attempt). */
   readonly failed: number;
   /** Calls that were cancelled (before or while running; not counted as failed). */
@@ -128,6 +137,9 @@ export interface ProfileSummary {
   readonly graph: readonly CallEdge[];
 }
 
+/** Most thread tracks per executor in a Chrome trace: past them a timeline is unreadable anyway. */
+const MAX_TRACE_LANES = 256;
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -163,6 +175,10 @@ export class Profiler implements Disposable {
   /** task id -> who awaited it (`""`: code outside tasks) and when it first did */
   private readonly awaits = new Map<string, Array<readonly [string, number]>>();
   private readonly off: () => void;
+  /** the calls submitted while recording and not settled yet (until it stops) */
+  private readonly live = new Set<TaskInfo>();
+  /** when stopped: the calls still unsettled then, per name, and their kind */
+  private unsettledAtStop: Map<string, { kind: "op" | "method"; calls: number }> | undefined;
 
   /** @internal use {@link profile} */
   constructor() {
@@ -196,7 +212,9 @@ export class Profiler implements Disposable {
       if (per === undefined) this.fanout.set(edge, per = new Map());
       const key = t.parent?.id ?? "(main)";
       per.set(key, (per.get(key) ?? 0) + 1);
+      this.live.add(t);
     } else if (e.kind === "finished" || e.kind === "failed" || e.kind === "cancelled") {
+      this.live.delete(t);
       this.records.push(toRecord(t, e.kind === "finished" ? "completed" : e.kind));
     }
   }
@@ -206,12 +224,27 @@ export class Profiler implements Disposable {
     return this.stoppedAt === undefined;
   }
 
-  /** Every settled task recorded so far, in settle order. */
+  /** Every settled task recorded so far, in settle order (`summary()` counts the unsettled ones too). */
   tasks(): readonly TaskRecord[] {
     return this.records;
   }
 
-  /** Counts, latency percentiles and the call graph of what ran so far. */
+  /** The calls unsettled now (while recording) or when it stopped, per name. */
+  private unsettled(): Map<string, { kind: "op" | "method"; calls: number }> {
+    if (this.unsettledAtStop !== undefined) return this.unsettledAtStop;
+    const out = new Map<string, { kind: "op" | "method"; calls: number }>();
+    for (const t of this.live) {
+      const u = out.get(t.name);
+      if (u === undefined) out.set(t.name, { kind: t.kind, calls: 1 });
+      else u.calls++;
+    }
+    return out;
+  }
+
+  /**
+   * Counts, latency percentiles and the call graph of what ran so far: every call submitted while
+   * profiling is counted, those not settled yet (or when it stopped) as `unsettled`.
+   */
   summary(): ProfileSummary {
     const by = new Map<string, TaskRecord[]>();
     for (const r of this.records) {
@@ -219,8 +252,11 @@ export class Profiler implements Disposable {
       if (list === undefined) by.set(r.name, list = []);
       list.push(r);
     }
+    const unsettled = this.unsettled();
+    for (const name of unsettled.keys()) if (!by.has(name)) by.set(name, []);
     const ops: Record<string, OpStats> = {};
     for (const [name, list] of by) {
+      const open = unsettled.get(name);
       const ran = list.filter((r) => r.startedAt > 0);
       const d = ran.map((r) => r.settledAt - r.startedAt).sort((a, b) => a - b);
       let failed = 0, cancelled = 0, attempts = 0, inputWait = 0, slotWait = 0;
@@ -236,8 +272,9 @@ export class Profiler implements Disposable {
       }
       const n = ran.length;
       ops[name] = {
-        kind: list[0].kind,
-        count: list.length,
+        kind: list[0]?.kind ?? open!.kind,
+        count: list.length + (open?.calls ?? 0),
+        unsettled: open?.calls ?? 0,
         failed,
         cancelled,
         attempts,
@@ -269,8 +306,9 @@ export class Profiler implements Disposable {
 
   /**
    * The summary as an aligned text table, for printing: per op / `Service.method` its calls, how
-   * they ended (failed, cancelled), its attempts and retries, latency, and where it waited before
-   * starting (a legend under the table says what each column counts), then the call graph.
+   * they ended (failed, cancelled) or that they have not (unsettled), its attempts and retries,
+   * latency, and where it waited before starting (a legend under the table says what each column
+   * counts), then the call graph.
    *
    * @returns The table.
    *
@@ -285,8 +323,8 @@ export class Profiler implements Disposable {
    * using p = ta.profile();
    * await flaky.go();
    * const row = p.format().split("\n").find((l) => l.startsWith("flakyFormat"))!.split(/ +/);
-   * // name, kind, calls, failed, cancelled, attempts, retries, …
-   * if (row.slice(2, 7).join(" ") !== "1 0 0 3 2") throw new Error(row.join(" "));
+   * // name, kind, calls, failed, cancelled, unsettled, attempts, retries, …
+   * if (row.slice(2, 8).join(" ") !== "1 0 0 0 3 2") throw new Error(row.join(" "));
    * ```
    */
   format(): string {
@@ -298,6 +336,7 @@ export class Profiler implements Disposable {
       String(o.count),
       String(o.failed),
       String(o.cancelled),
+      String(o.unsettled),
       String(o.attempts),
       String(o.retries),
       f(o.mean),
@@ -313,6 +352,7 @@ export class Profiler implements Disposable {
       "calls",
       "failed",
       "cancelled",
+      "unsettled",
       "attempts",
       "retries",
       "mean",
@@ -331,6 +371,7 @@ export class Profiler implements Disposable {
       ...rows.map(line),
       "",
       "legend: calls = calls submitted; failed, cancelled = calls that ended so (a cancelled call is not failed);",
+      "  unsettled = calls not settled yet (or when the profile stopped), not in the latency columns;",
       "  attempts = runs of the body, retries included; retries = attempts after a failed one;",
       "  mean..p99 = from the body's start to the call's end (every attempt); wait:inputs = mean time from",
       "  submission until its last input resolved; wait:slot = mean time from then until the body started",
@@ -352,7 +393,8 @@ export class Profiler implements Disposable {
    * The recorded tasks as a Chrome trace (open the JSON in https://ui.perfetto.dev or
    * chrome://tracing). Each node is a process; each executor on it (`ops`, or the service's name)
    * is a thread, split into as many lanes as it had tasks running at once, so slices never overlap
-   * partially. Every task is one complete event (`X`) from start to settle, its queue wait in
+   * partially: at most 256 (the tasks past them are not drawn, and one more track's name says how
+   * many). Every task is one complete event (`X`) from start to settle, its queue wait in
    * `args.queue_wait_ms`; a task that never started (an input failed, cancelled) is a zero-length
    * event at its settle time. Each dependency edge is a flow arrow (`s` at the input's end, `f` at
    * the dependent's start). Times are µs since `profile()` started.
@@ -377,12 +419,12 @@ export class Profiler implements Disposable {
     const us = (t: number) => (t - t0) * 1000;
     const events: ChromeTraceEvent[] = [];
     const pids = new Map<string, number>();
-    const lanes = new Map<string, { tid: number; freeAt: number }[]>();
     const placed = new Map<string, { pid: number; tid: number; start: number; end: number }>();
-    let nextTid = 1;
     const records = this.records.filter((r) => r.settledAt > 0);
     const startOf = (r: TaskRecord) => (r.startedAt > 0 ? r.startedAt : r.settledAt);
     records.sort((a, b) => startOf(a) - startOf(b) || a.settledAt - b.settledAt);
+    // each executor's tasks, in order of start, laid out on its lanes
+    const groups = new Map<string, { pid: number; executor: string; records: TaskRecord[] }>();
     for (const r of records) {
       const node = r.node ?? "local";
       let pid = pids.get(node);
@@ -392,37 +434,55 @@ export class Profiler implements Disposable {
       }
       const executor = r.kind === "op" ? "ops" : r.name.slice(0, Math.max(0, r.name.indexOf("."))) || r.name;
       const key = `${node}\u0000${executor}`;
-      let group = lanes.get(key);
-      if (group === undefined) lanes.set(key, group = []);
-      const start = startOf(r);
-      let lane = group.find((l) => l.freeAt <= start);
-      if (lane === undefined) {
-        lane = { tid: nextTid++, freeAt: 0 };
-        group.push(lane);
-        const label = group.length === 1 ? executor : `${executor} #${group.length}`;
-        events.push({ name: "thread_name", ph: "M", ts: 0, pid, tid: lane.tid, args: { name: label } });
+      let group = groups.get(key);
+      if (group === undefined) groups.set(key, group = { pid, executor, records: [] });
+      group.records.push(r);
+    }
+    let nextTid = 1;
+    for (const { pid, executor, records: rs } of groups.values()) {
+      const lanes = assignLanes(rs.map(startOf), rs.map((r) => r.settledAt), MAX_TRACE_LANES);
+      const tids: number[] = [];
+      let undrawn = 0;
+      for (let i = 0; i < rs.length; i++) {
+        const r = rs[i], lane = lanes[i];
+        if (lane < 0) {
+          undrawn++;
+          continue;
+        }
+        let tid = tids[lane];
+        if (tid === undefined) {
+          tids[lane] = tid = nextTid++;
+          const label = lane === 0 ? executor : `${executor} #${lane + 1}`;
+          events.push({ name: "thread_name", ph: "M", ts: 0, pid, tid, args: { name: label } });
+        }
+        const start = startOf(r);
+        placed.set(r.id, { pid, tid, start, end: r.settledAt });
+        events.push({
+          name: r.name,
+          cat: r.kind,
+          ph: "X",
+          ts: us(start),
+          dur: (r.settledAt - start) * 1000,
+          pid,
+          tid,
+          args: {
+            id: r.id,
+            status: r.status,
+            queue_wait_ms: r.startedAt > 0 ? r.startedAt - r.submittedAt : null,
+            parent: r.parent ?? null,
+          },
+        });
       }
-      lane.freeAt = r.settledAt;
-      placed.set(r.id, { pid, tid: lane.tid, start, end: r.settledAt });
-      events.push({
-        name: r.name,
-        cat: r.kind,
-        ph: "X",
-        ts: us(start),
-        dur: (r.settledAt - start) * 1000,
-        pid,
-        tid: lane.tid,
-        args: {
-          id: r.id,
-          status: r.status,
-          queue_wait_ms: r.startedAt > 0 ? r.startedAt - r.submittedAt : null,
-          parent: r.parent ?? null,
-        },
-      });
+      if (undrawn > 0) {
+        // an empty track whose name says what the lanes could not hold
+        const name = `${executor}: ${undrawn} task(s) not drawn (past ${MAX_TRACE_LANES} running at once)`;
+        events.push({ name: "thread_name", ph: "M", ts: 0, pid, tid: nextTid++, args: { name } });
+      }
     }
     let flow = 0;
     for (const r of records) {
-      const to = placed.get(r.id)!;
+      const to = placed.get(r.id);
+      if (to === undefined) continue;
       for (const d of r.dependencies) {
         const from = placed.get(d);
         if (from === undefined) continue;
@@ -530,6 +590,9 @@ export class Profiler implements Disposable {
     if (this.stoppedAt !== undefined) return;
     this.stoppedAt = performance.now();
     this.off();
+    // what was still unsettled is counted as such; the tasks themselves are let go
+    this.unsettledAtStop = this.unsettled();
+    this.live.clear();
     // stopped in any order: a nested profiler stopped first leaves the outer one current again
     const i = recording.indexOf(this);
     if (i >= 0) recording.splice(i, 1);

@@ -139,6 +139,42 @@ test("Profiler.toChromeTrace has one complete event per task with its duration, 
   }
 });
 
+test("Profiler.toChromeTrace lays 300 overlapping calls on at most 256 lanes that never overlap, and says how many it left out", async () => {
+  const g = gate();
+  const held = ta.op(async function traceHeld(i: number) {
+    await g.promise;
+    return i;
+  });
+  const after = ta.op(async function traceAfter(i: number) {
+    return i;
+  });
+  using p = ta.profile();
+  const refs = Array.from({ length: 300 }, (_, i) => held.go(i));
+  await eventually(() => refs.every((r) => r.status === "running"), 30_000);
+  g.open();
+  await ta.all(refs);
+  for (let i = 0; i < 5; i++) await after.go(i); // one after another: one lane
+  p.stop();
+  const trace = p.toChromeTrace();
+  const complete = trace.traceEvents.filter((e) => e.ph === "X");
+  const threads = trace.traceEvents.filter((e) => e.ph === "M" && e.name === "thread_name");
+  const lanesOf = (name: string) => new Set(complete.filter((e) => e.name === name).map((e) => e.tid));
+  assert.equal(complete.filter((e) => e.name === "traceHeld").length, 256);
+  assert.equal(lanesOf("traceHeld").size, 256);
+  assert.equal(lanesOf("traceAfter").size, 1, "calls that do not overlap share a lane");
+  assert.deepEqual(
+    threads.map((e) => e.args?.name).filter((n) => String(n).includes("not drawn")),
+    ["ops: 44 task(s) not drawn (past 256 running at once)"],
+  );
+  assert.equal(new Set(threads.map((e) => `${e.pid}/${e.tid}`)).size, threads.length, "one name per track");
+  const byTrack = new Map<number, ta.ChromeTraceEvent[]>();
+  for (const e of complete) byTrack.set(e.tid, [...(byTrack.get(e.tid) ?? []), e]);
+  for (const list of byTrack.values()) {
+    list.sort((a, b) => a.ts - b.ts);
+    for (let i = 1; i < list.length; i++) assert.ok(list[i].ts >= list[i - 1].ts + list[i - 1].dur! - 1e-6);
+  }
+});
+
 test("Profiler.criticalPath follows the slow branch through inputs, awaited children and sequential awaits", async () => {
   const fast = ta.op(async function cpFast(x: number) {
     return x;
@@ -232,6 +268,39 @@ test("Profiler.summary and format count cancelled calls apart from failed ones, 
   assert.match(text, /legend: .*cancelled/);
   assert.match(text, /wait:inputs = mean time from\n? *.*submission until its last input resolved/);
   assert.match(text, /wait:slot = mean time from then until the body started/);
+});
+
+test("Profiler.summary and format count the calls still running when the profile stops, as unsettled", async () => {
+  const g = gate();
+  const late = ta.op(async function profLate(i: number) {
+    await g.promise;
+    return i;
+  });
+  const early = ta.op(async function profEarly(i: number) {
+    return i;
+  });
+  using p = ta.profile(); // stopped below; disposed even when an assertion fails first
+  assert.equal(await early.go(1), 1);
+  const refs = [1, 2, 3].map((i) => late.go(i));
+  await eventually(() => refs.every((r) => r.status === "running"), 30_000);
+  const live = p.summary().ops.profLate;
+  assert.deepEqual([live.count, live.unsettled], [3, 3], "counted while it records");
+  p.stop();
+  g.open();
+  assert.deepEqual(await ta.all(refs), [1, 2, 3]);
+  const s = p.summary();
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(s.ops).map(([name, o]) => [name, [o.kind, o.count, o.unsettled, o.attempts]])),
+    { profEarly: ["op", 1, 0, 1], profLate: ["op", 3, 3, 0] },
+  );
+  assert.equal(s.ops.profLate.p50, 0, "no duration: none settled while it recorded");
+  const edge = s.graph.find((e) => e.callee === "profLate")!;
+  assert.equal(edge.calls, s.ops.profLate.count, "the summary and the call graph agree");
+  const text = p.format();
+  const row = formatRow(text, "profLate");
+  assert.deepEqual([row.calls, row.unsettled, row.failed], ["3", "3", "0"]);
+  assert.match(text, /\(main\) -> profLate: 3 calls/);
+  assert.deepEqual(p.tasks().map((t) => t.name), ["profEarly"], "tasks() lists the settled ones");
 });
 
 test("Profiler tells waiting for inputs apart from waiting for a slot", async () => {

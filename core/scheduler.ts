@@ -59,6 +59,8 @@ export function submit<T>(
   enqueue?: (task: Task<unknown>) => void,
 ): Task<T> {
   if (submitProbe !== undefined) submitProbe();
+  // counted before its "submitted" event, which then reads the mesh's count with this task in it
+  if (ctx !== undefined && ctx.mesh !== undefined) ctx.mesh.tasksMade++;
   const task = new Task<T>(target, args, ctx);
   if (eventsEnabled) record(task as Task<unknown>, ctx);
   else if (listening && ctx?.task !== undefined) record(task as Task<unknown>, ctx); // gate closed: a recorded caller's

@@ -10,7 +10,7 @@
  */
 import { unrefTimer } from "./_runtime.ts";
 import { emitStuck } from "./events.ts";
-import { explainTask, type Explanation, formatExplanation } from "./explain.ts";
+import { explainTask, type Explanation, formatExplanation, noteSeen } from "./explain.ts";
 import type { Task, TaskRoster } from "./task.ts";
 
 /** What the watchdog does with a stuck task: by default, a `console.warn` with its explanation. */
@@ -49,6 +49,8 @@ export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: Stu
       if (reported.has(task)) return;
       let since = task._meta?.submittedAt;
       if (since === undefined || since === 0) {
+        // explain() counts how long it waits from this look too (its first in that state)
+        noteSeen(task, now);
         since = firstSeen.get(task);
         if (since === undefined) {
           firstSeen.set(task, now);

@@ -46,6 +46,26 @@ test("Mesh stuckAfterMs reports a stuck task once with its explanation, and a fi
   assert.equal(await first.ref, 2);
 });
 
+test("Mesh stuckAfterMs with no events on reports how long a task waited from the watchdog's first look", async () => {
+  const g = gate();
+  const hang = ta.op(async function watchdogTestSince() {
+    await g.promise;
+    return 1;
+  });
+  const reports: ta.Explanation[] = [];
+  await using mesh = new ta.Mesh([new ta.MeshNode("n1")], { stuckAfterMs: 50, onStuck: (e) => reports.push(e) });
+  const { ref } = await mesh.run(() => ({ ref: hang.go() }));
+  assert.equal(await eventually(() => reports.length >= 1, 30_000), true, "the stuck task reported");
+  const [r] = reports;
+  assert.deepEqual([r.id, r.waitingFor, r.sinceFirstSeen], [ref.id, "running", true]);
+  // it was seen running when first looked at, and reported once unsettled 50 ms since that look
+  assert.ok(r.forMs >= 50, `waited ${r.forMs} ms by the watchdog's clock`);
+  assert.match(ta.formatExplanation(r), /running at least (\d+ ms|[\d.]+ s)/);
+  assert.ok(ref.explain().forMs >= r.forMs, "explain() counts from the same first look");
+  g.open();
+  assert.equal(await ref, 1);
+});
+
 test("Mesh rejects a bad stuckAfterMs or onStuck with what it got", () => {
   assert.throws(
     () => new ta.Mesh([new ta.MeshNode("n1")], { stuckAfterMs: -1 }),
@@ -178,6 +198,7 @@ test("a stuck event leaves the task's span open: tracing ends it when the task s
         node: undefined,
         forMs: 48,
         sinceFirstSeen: false,
+        unsettledInputs: 0,
         inputs: [],
       },
     });

@@ -9,7 +9,9 @@
  * left out between them; they are counted as calls of the op recorded just before the gap (a flood
  * that shut the gate is a flood of that op), and each op's outcomes and rates are scaled by its
  * calls per recorded call. Exact whenever every task was recorded. Calls in flight and the
- * percentiles are those of the recorded tasks.
+ * percentiles are those of the recorded tasks. An aggregator that counts only some tasks (a mesh's)
+ * numbers the gaps by the count of those tasks (`scopeCount`), so work elsewhere in the process is
+ * never counted as its calls; without that count it estimates nothing (its figures are lower bounds).
  *
  * @module
  */
@@ -43,6 +45,13 @@ export interface TaskAggregatorOptions {
   accept?: (task: TaskInfo) => boolean;
   /** Tasks made by this process so far, recorded or not (default the core's counter). */
   taskCount?: () => number;
+  /**
+   * With `accept`: how many of the tasks it accepts were made so far, recorded or not, the task of a
+   * `"submitted"` event already counted when the event is sent (a mesh's `tasksMade`). The tasks it
+   * accepts that were left out are estimated from its gaps; with `accept` and without it, none are
+   * (the counts are those of the recorded tasks: lower bounds).
+   */
+  scopeCount?: () => number;
 }
 
 /** The figures of one op or `Service.method` in a {@linkcode AggregateSnapshot}. */
@@ -229,15 +238,18 @@ export class TaskAggregator {
   private readonly maxNames: number;
   private readonly accept: ((task: TaskInfo) => boolean) | undefined;
   private readonly taskCount: () => number;
+  /** The count of the tasks that count here (undefined: not known, nothing is estimated). */
+  private readonly scopeCount: (() => number) | undefined;
   private readonly entries = new Map<string, Entry>();
   private lastRoot: TaskInfo | undefined;
   /** Stuck reports by task, in report order, until the task settles. */
   private readonly stuck = new Map<TaskInfo, { explanation: Explanation; text: string; at: number }>();
   private stuckReported = 0;
-  /** Number of the last task recorded (any), and its entry when it counted here. */
+  /** Number of the last task recorded (any). */
   private lastSeq: number;
+  /** `scopeCount` at the last task recorded that counts here, its entry and its second. */
+  private lastInScope: number;
   private lastEntry: Entry | undefined;
-  /** Second of the last task recorded. */
   private lastSecond = -1;
   /** Per slot of the process: its second, tasks recorded, tasks left out. */
   private readonly gSecond: Float64Array;
@@ -259,8 +271,10 @@ export class TaskAggregator {
     this.maxNames = m;
     this.accept = options.accept;
     this.taskCount = options.taskCount ?? submittedCount;
+    this.scopeCount = options.accept === undefined ? this.taskCount : options.scopeCount;
     this.since = this.now();
     this.lastSeq = this.taskCount();
+    this.lastInScope = this.scopeCount?.() ?? 0;
     this.gSecond = new Float64Array(w + 1).fill(-1);
     this.gRecorded = new Float64Array(w + 1);
     this.gLeftOut = new Float64Array(w + 1);
@@ -291,15 +305,6 @@ export class TaskAggregator {
     return g;
   }
 
-  /** Counts `n` tasks left out (before `second`) as calls of the op recorded before them. */
-  private leftOut(n: number, second: number): void {
-    this.gLeftOut[this.gSlot(second)] += n;
-    const e = this.lastEntry;
-    if (e === undefined) return;
-    e.calls += n;
-    e.leftOutIn[e.slot(second)] += n;
-  }
-
   /**
    * Takes one event (pass it to `onTaskEvent`). A task submitted before the aggregator started
    * counts when it settles, never as in flight.
@@ -311,11 +316,22 @@ export class TaskAggregator {
     const second = Math.floor(event.at / 1000);
     const accepted = this.accept === undefined || this.accept(t);
     if (event.kind === "submitted") {
-      if (t.seq > this.lastSeq + 1) this.leftOut(t.seq - this.lastSeq - 1, second);
+      const g = this.gSlot(second);
+      if (t.seq > this.lastSeq + 1) this.gLeftOut[g] += t.seq - this.lastSeq - 1;
       if (t.seq > this.lastSeq) this.lastSeq = t.seq;
-      this.gRecorded[this.gSlot(second)]++;
-      this.lastEntry = accepted ? this.entry(t) : undefined;
-      this.lastSecond = second;
+      this.gRecorded[g]++;
+      if (accepted && this.scopeCount !== undefined) {
+        // the tasks that count here left out since the last one recorded: calls of that one's op
+        const n = this.accept === undefined ? t.seq : this.scopeCount();
+        const e = this.lastEntry;
+        if (n > this.lastInScope + 1 && e !== undefined) {
+          e.calls += n - this.lastInScope - 1;
+          e.leftOutIn[e.slot(second)] += n - this.lastInScope - 1;
+        }
+        if (n > this.lastInScope) this.lastInScope = n;
+        this.lastEntry = this.entry(t);
+        this.lastSecond = second;
+      }
     }
     if (!accepted) return;
     if (event.kind === "stuck") {
@@ -377,10 +393,10 @@ export class TaskAggregator {
     const first = current - w + 1;
     // the tasks made since the last one recorded: left out so far, counted (for the figures below,
     // not kept: the next recorded task counts them for good) in the second of the last one recorded
-    const pending = Math.max(0, this.taskCount() - this.lastSeq);
+    const pending = this.scopeCount === undefined ? 0 : Math.max(0, this.scopeCount() - this.lastInScope);
     const pendingEntry = this.lastEntry;
     const pendingSecond = this.lastSecond;
-    let recorded = 0, leftOut = pending;
+    let recorded = 0, leftOut = Math.max(0, this.taskCount() - this.lastSeq);
     for (let s = first; s <= current; s++) {
       const g = s % this.gSecond.length;
       if (this.gSecond[g] !== s) continue;

@@ -218,6 +218,34 @@ test("TaskAggregator counts every recorded task toward the share, but only accep
   assert.equal(s.recordedShare, 1, "all four made were recorded");
 });
 
+test("TaskAggregator with accept counts the left-out tasks by scopeCount, never the process's other work", () => {
+  const inM1 = new WeakSet<TaskInfo>();
+  const mesh = (t: TaskInfo) => inM1.has(t);
+  let inMesh = 0;
+  const scoped = new TaskAggregator({ now: () => 0, taskCount, accept: mesh, scopeCount: () => inMesh });
+  const blind = new TaskAggregator({ now: () => 0, taskCount, accept: mesh });
+  const mine = () => {
+    inMesh++;
+    const t = task("mine");
+    inM1.add(t);
+    for (const agg of [scoped, blind]) {
+      for (const kind of ["submitted", "started", "finished"] as const) agg.record({ kind, task: t, at: 0 });
+    }
+  };
+  mine();
+  made += 5_000; // other work of the process, outside the mesh, left out
+  inMesh += 3; // three calls of the mesh left out
+  made += 3;
+  mine();
+  made += 7_000; // more outside work after the last one recorded
+  inMesh += 2;
+  made += 2;
+  const [m] = scoped.snapshot().names;
+  assert.deepEqual([m.name, m.calls, m.completed, m.estimated], ["mine", 7, 7, true]);
+  const [b] = blind.snapshot().names;
+  assert.deepEqual([b.calls, b.estimated], [2, false], "without the mesh's count: the recorded ones, a lower bound");
+});
+
 test("TaskAggregator lists the tasks reported stuck with their explanation, once, until they settle", () => {
   let now = 50_000;
   const agg = new TaskAggregator({ now: () => now, taskCount });
@@ -230,6 +258,7 @@ test("TaskAggregator lists the tasks reported stuck with their explanation, once
     node: "n2",
     forMs: 1500,
     sinceFirstSeen: false,
+    unsettledInputs: 0,
     inputs: [],
   } as const;
   agg.record({ kind: "submitted", task: t, at: now });

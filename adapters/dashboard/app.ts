@@ -296,6 +296,7 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
       const agg = new TaskAggregator({
         now: options.now,
         accept: rt === undefined ? undefined : (t) => taskMesh(t) === rt,
+        scopeCount: rt === undefined ? undefined : () => rt.tasksMade,
       });
       aggregator = agg;
       const held = acquireBudget(maxOverhead);

@@ -257,6 +257,31 @@ test(
 );
 
 test(
+  "a mesh's dashboard counts only the calls submitted in its mesh while a flood runs outside it",
+  T,
+  async () => {
+    const mine = ta.op(async function dashMine(i: number) {
+      return i;
+    });
+    const other = ta.op(async function dashOther(i: number) {
+      return i;
+    });
+    await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+    await using dashboard = await serveDashboard(mesh, { intervalMs: 20, lingerMs: 0, maxOverhead: 0.001 });
+    const stream = new SnapshotReader(await fetch(`${dashboard.url}/events`));
+    await stream.next();
+    for (let round = 0; round < 20; round++) {
+      await mesh.run(() => Promise.all(Array.from({ length: 50 }, (_, i) => mine.go(i))));
+      await Promise.all(Array.from({ length: 5_000 }, (_, i) => other.go(i)));
+    }
+    const snap = dashboard.app.snapshot();
+    await stream.cancel();
+    assert.ok(snap.recording.share < 0.5, `a share of the calls was recorded: ${snap.recording.share}`);
+    assert.deepEqual(snap.ops.map((o) => [o.name, o.calls, o.completed]), [["dashMine", 1_000, 1_000]]);
+  },
+);
+
+test(
   "the dashboard lists a task the mesh's watchdog reported stuck, with its explanation, until it settles",
   T,
   async () => {
