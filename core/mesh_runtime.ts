@@ -153,7 +153,7 @@ export class MeshRuntime {
    * Streams made by this mesh's calls that are still open, with their calls (`stream_call.ts`): a
    * closing mesh stops them, since nothing can tell when their consumers would read on.
    */
-  readonly openStreams = new Map<Stream<unknown>, Task<unknown>>();
+  readonly openStreams: Map<Stream<unknown>, Task<unknown>> = new Map();
 
   /**
    * @param nodes The nodes (validated, names unique).
