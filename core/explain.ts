@@ -299,7 +299,10 @@ export function formatExplanation(e: Explanation): string {
         h.lastPongAgoMs === undefined ? "" : ` ${ms(h.lastPongAgoMs)} ago`
       }`
       : `; node ${h.node} has not answered its last keepalive (sent ${ms(h.lastPingAgoMs ?? 0)} ago)`;
-    lines.push(`${indent}${x.id}: ${what}${health}`);
+    // a call sent to a node runs there, or waits there for its instance's (or op's) slot: the node
+    // does not say which
+    const sent = h !== undefined && x.waitingFor === "running" ? " (running there, or waiting there for a slot)" : "";
+    lines.push(`${indent}${x.id}: ${what}${health}${sent}`);
     for (const i of x.inputs) line(i, indent + "  ");
     // the tree stopped before the rest (its size or depth bound)
     const more = x.unsettledInputs - x.inputs.length;

@@ -49,7 +49,7 @@ for (const runtime of RUNTIMES) {
         assert.equal(await eventually(unanswered, 30_000), true);
         assert.match(
           ta.explain(ref),
-          /WedgeHang\.hang#\d+: running .* on node n1; node n1 has not answered its last keepalive/,
+          /WedgeHang\.hang#\d+: running .* on node n1; node n1 has not answered its last keepalive .*\(running there, or waiting there for a slot\)$/,
         );
         signal(node, "SIGCONT");
         stopped = false;
