@@ -8,7 +8,7 @@
  */
 import { encode, errorToWire } from "../core/codec.ts";
 import { nextTurn } from "../core/_runtime.ts";
-import { type CallName, OpExecutionError, TimeoutError } from "../core/errors.ts";
+import { type CallName, OpExecutionError, ProtocolError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
 import { type ChunkMessage, encodeMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
@@ -306,6 +306,9 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   }
 }
 
+/** How many ended streams a node remembers (a consumer's late asks for them end quietly). */
+const ENDED_KEPT = 4096;
+
 /**
  * The node's open streams, by call: each produces while its consumer holds credit and answers
  * `credit` requests with chunks. A stream ends (its generator's `finally` runs, everything freed)
@@ -344,8 +347,15 @@ export class StreamOutlets {
     leave: (outlet) => {
       outlet.peers?.delete(outlet);
       if (this.#open.get(outlet.key) === outlet) this.#open.delete(outlet.key);
+      // remembered a while: its consumer may still ask for a chunk it asked ahead for
+      const ended = this.#ended;
+      ended.delete(outlet.key);
+      ended.add(outlet.key);
+      if (ended.size > ENDED_KEPT) ended.delete(ended.values().next().value!);
     },
   };
+  /** The last ENDED_KEPT streams that ended here, oldest first (see `credit`). */
+  readonly #ended = new Set<string>();
 
   /** Streams open now, past their first chunk (see `open`). */
   get size(): number {
@@ -455,8 +465,19 @@ export class StreamOutlets {
   credit(key: string, items: number, bytes: number): Promise<Uint8Array> {
     const outlet = this.#open.get(key);
     if (outlet === undefined) {
-      // ended and said so already (or never was): the consumer asked once more than needed
-      return Promise.resolve(encodeMessage({ t: "chunk", items: [], done: true } satisfies ChunkMessage));
+      // ended and said so already: the consumer asked once more than needed
+      if (this.#ended.has(key)) {
+        return Promise.resolve(encodeMessage({ t: "chunk", items: [], done: true } satisfies ChunkMessage));
+      }
+      // never here (this process did not start it: the node restarted, or another node was asked):
+      // an error, never a stream that seems to have ended
+      const error = new ProtocolError(
+        `No stream of call "${key.slice(key.lastIndexOf(" ") + 1)}" here: the node that runs it restarted, ` +
+          "or another node was asked for its items",
+      );
+      return Promise.resolve(
+        encodeMessage({ t: "chunk", items: [], done: true, error: errorToWire(error) } satisfies ChunkMessage),
+      );
     }
     outlet.items += items;
     outlet.bytes += bytes;

@@ -629,3 +629,18 @@ test("decodeChunk reads a chunk of byte strings and small integers itself, the s
   }
   assert.throws(() => decodeChunk(encodeMessage({ t: "result", ok: true, value: 1 })), ProtocolError);
 });
+
+test("a node asked for a chunk of a stream it never ran answers with an error; of one that ended, with a quiet end", async () => {
+  const outlets = new StreamOutlets();
+  const never = decode(await outlets.credit("conn-1 c9", 16, 1024)) as ChunkMessage;
+  assert.equal(never.done, true);
+  assert.match(String(never.error?.message), /No stream of call "c9" here: the node that runs it restarted/);
+  // a stream that ended: the consumer's asks made ahead of its end get an empty last chunk
+  const stream = new Stream<unknown>((async function* () {
+    yield* [1, 2, 3];
+  })());
+  let f = await outlets.open("conn-1 c1", stream, { name: "t", creditItems: 1 }, undefined);
+  while (!(decode(f) as ChunkMessage).done) f = await outlets.credit("conn-1 c1", 1, 1024);
+  const late = decode(await outlets.credit("conn-1 c1", 1, 1024)) as ChunkMessage;
+  assert.deepEqual([late.done, late.items, late.error], [true, [], undefined]);
+});
