@@ -296,6 +296,7 @@ export class NodeCalls {
     conn: ConnectionRecord | undefined,
     scope: string,
     bytes: number,
+    counted = false,
   ): (() => void) | undefined {
     this.calls.set(key, ref);
     if (keep) {
@@ -303,19 +304,54 @@ export class NodeCalls {
       if (conn !== undefined) conn.kept.add(key);
       else signal?.addEventListener("abort", deleter(this.kept, key), { once: true });
     }
-    this.inFlight++;
-    this.inFlightBytes += bytes;
+    if (!counted) this.count(conn, scope, bytes);
     let onGone: (() => void) | undefined;
     if (conn !== undefined) {
-      conn.running++;
       conn.calls.add(ref);
     } else {
-      this.#perScope.set(scope, (this.#perScope.get(scope) ?? 0) + 1);
       // nobody can receive its result once its request is gone, so it stops
       if (signal !== undefined) signal.addEventListener("abort", onGone = canceller(ref), { once: true });
     }
     if (signal?.aborted) ref.cancel();
     return onGone;
+  }
+
+  /**
+   * Counts a call admitted against the bounds: one more call and its bytes in flight, on its
+   * connection (or scope). `enter` does it, unless the call was counted before it could run: one
+   * that waits for the results it names ({@linkcode NodeCalls.uncount} if it never runs), so that
+   * calls parked on their arguments hold the bounds as running ones do.
+   *
+   * @param conn Its connection's record.
+   * @param scope Its scope.
+   * @param bytes Its frame's bytes.
+   */
+  count(conn: ConnectionRecord | undefined, scope: string, bytes: number): void {
+    this.inFlight++;
+    this.inFlightBytes += bytes;
+    if (conn !== undefined) conn.running++;
+    else this.#perScope.set(scope, (this.#perScope.get(scope) ?? 0) + 1);
+  }
+
+  /**
+   * A call counted before it could run (see {@linkcode NodeCalls.count}) did not run.
+   *
+   * @param conn Its connection's record.
+   * @param scope Its scope.
+   * @param bytes Its frame's bytes.
+   */
+  uncount(conn: ConnectionRecord | undefined, scope: string, bytes: number): void {
+    if (conn !== undefined) conn.running--;
+    else {
+      const left = this.#perScope.get(scope)! - 1;
+      if (left === 0) this.#perScope.delete(scope);
+      else this.#perScope.set(scope, left);
+    }
+    this.inFlightBytes -= bytes;
+    if (--this.inFlight === 0 && this.#idle !== undefined) {
+      this.#idle.resolve();
+      this.#idle = undefined;
+    }
   }
 
   /**

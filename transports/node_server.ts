@@ -533,11 +533,14 @@ export class NodeServer {
     if (msg.pipe !== undefined) {
       const pulls = this.pipes.fill(msg, args, scope, streams = new PipedStreams());
       if (pulls !== undefined) {
-        // calls that name this one's result wait until it runs, or fail as it does (piped_args.ts)
+        // calls that name this one's result wait until it runs, or fail as it does (piped_args.ts);
+        // meanwhile it holds the node's bounds as a running call does (its bytes are here already)
         entering = this.pipes.entering(key);
+        book.count(conn, scope, bytes);
         try {
           await pulls;
         } catch (e) {
+          book.uncount(conn, scope, bytes);
           entering.failed(e);
           throw e;
         }
@@ -605,12 +608,15 @@ export class NodeServer {
       throw e;
     } finally {
       // (refused: a reply says so, and the calls naming its result have none to take)
-      if (!made) entering?.failed(new ProtocolError(`Call "${msg.cid}" was refused on node "${this.name}"`));
+      if (!made && entering !== undefined) {
+        book.uncount(conn, scope, bytes);
+        entering.failed(new ProtocolError(`Call "${msg.cid}" was refused on node "${this.name}"`));
+      }
     }
     // counted, kept (with `keep`) until the caller frees it or its connection closes, and stopped
     // when its connection closes
     const signal = peer?.signal;
-    const onGone = book.enter(key, ref, msg.keep === true, signal, conn, scope, bytes);
+    const onGone = book.enter(key, ref, msg.keep === true, signal, conn, scope, bytes, entering !== undefined);
     if (streams !== undefined) streams.made(ref);
     entering?.made(ref);
     // any deadline the driver gives, past what one timer holds too; Infinity is none
