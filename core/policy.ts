@@ -8,7 +8,7 @@
 import { Cause, Effect, Exit } from "effect";
 import type { CancelHook } from "./cancel.ts";
 import { leaveParentContext, type RunContext, runningBody } from "./context.ts";
-import { type OpExecutionError, OverloadedError, TimeoutError } from "./errors.ts";
+import { OpExecutionError, OverloadedError, TimeoutError } from "./errors.ts";
 import { type BodyWrapper, emit } from "./events.ts";
 import { describe } from "./describe.ts";
 import { endGrace, startGrace } from "./grace.ts";
@@ -82,6 +82,10 @@ export function policyOf(kind: string, name: string, retries: unknown, timeoutMs
   return r > 0 || t > 0 ? { retries: r, timeoutMs: t } : undefined;
 }
 
+/** Failures of bodies that ran on a node (see `runWithPolicy`): not retried by the caller. */
+const ranOnNode = new WeakSet<object>();
+const notRunOnNode = (e: unknown): boolean => !(typeof e === "object" && e !== null && ranOnNode.has(e));
+
 /**
  * The pause before retrying a call refused with `OverloadedError` for the `n`-th time (from 0):
  * 10 ms doubling up to 1 s, with up to half of it added at random so refused callers spread out.
@@ -143,7 +147,11 @@ export function runWithPolicy(
           signal.addEventListener("abort", () => hook.cancel?.(), { once: true });
           return Promise.resolve(callBody(task, fn, self, [...args, hook], ctx, wrap));
         },
-        catch: (e) => failure(task, e) as OpExecutionError,
+        catch: (e) => {
+          // the body's own failure on a node (or its deadline there): the node ran its retries
+          if (e instanceof OpExecutionError || e instanceof TimeoutError) ranOnNode.add(e);
+          return failure(task, e) as OpExecutionError;
+        },
       });
     }
     let r: unknown;
@@ -183,8 +191,11 @@ export function runWithPolicy(
         ? Effect.sleep(overloadBackoffMs(overloaded++))
         : Effect.void,
   );
+  // a call on a node is retried here only when the node could not run it (lost, unreachable, full):
+  // a body that failed there was retried there, by the same policy, and again here would run it
+  // (retries + 1)² times
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
-    ? Effect.retry(backedOff, { times: policy.retries })
+    ? Effect.retry(backedOff, abortable ? { times: policy.retries, while: notRunOnNode } : { times: policy.retries })
     : attempt;
   if (policy.timeoutMs > 0) {
     program = Effect.timeoutOrElse(program, {

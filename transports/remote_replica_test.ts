@@ -146,6 +146,41 @@ test(
   },
 );
 
+test(
+  "retries of a call on a node run its body retries + 1 times in all (the node retries; the driver only when the node could not run it)",
+  T,
+  async () => {
+    let methodRuns = 0, opRuns = 0;
+    const Flaky = ta.service(
+      { name: "RetryCountFlaky", retries: 3 },
+      class RetryCountFlaky {
+        always(): number {
+          throw new RangeError(`attempt ${++methodRuns}`);
+        }
+      },
+    );
+    const flakyOp = ta.op({ name: "retryCountFlakyOp", remote: true, retries: 2 }, (): number => {
+      throw new Error(`op attempt ${++opRuns}`);
+    });
+    const node = new NodeServer({ name: "retries" });
+    const name = `retries-${++seq}`;
+    const server = serveInMemory(name, node.handler);
+    try {
+      await using mesh = new ta.Mesh([new ta.MeshNode("retries", { endpoint: `mem://${name}` })]);
+      const failed = await mesh.run(() => rejection(Flaky.init().always.go()));
+      assert.ok(failed instanceof ta.OpExecutionError, String(failed));
+      assert.match((failed as Error).message, /attempt 4$/);
+      assert.equal(methodRuns, 4, "retries: 3 runs the method 4 times");
+      const opFailed = await mesh.run(() => rejection(flakyOp.go()));
+      assert.match((opFailed as Error).message, /op attempt 3$/);
+      assert.equal(opRuns, 3, "retries: 2 runs the op 3 times");
+    } finally {
+      await server.close();
+      await node.drain({ graceMs: 10 });
+    }
+  },
+);
+
 test("a remote call past its deadline gives its slot back at once: with maxConcurrency 1 the next call is sent without a grace", async () => {
   // the deadline covers the quick calls too: 2 s leaves them time on a loaded machine (50 ms did not)
   const Single = ta.service(
