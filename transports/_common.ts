@@ -168,6 +168,19 @@ export function tooLarge(bytes: number, limit: number): TransportError {
   return new TransportError("too-large", `Node refused a frame of ${bytes} bytes: its limit is ${limit} bytes`);
 }
 
+/**
+ * The error of a reply the node will not send: over its own frame limit (a call's result too large
+ * to travel, said as such, not as a frame the caller sent).
+ */
+export function replyTooLarge(bytes: number, limit: number): TransportError {
+  return new TransportError(
+    "too-large",
+    `The node's reply of ${bytes} bytes is over its frame limit of ${limit} bytes (--max-frame-bytes, ` +
+      "maxFrameBytes): the call's result is too large to send; raise the node's limit, or pass the result to " +
+      "calls on that node instead of awaiting it here",
+  );
+}
+
 /** The error of a request on a connection that was closed by its owner. */
 export function closedError(endpoint: string): TransportError {
   return new TransportError("closed", `Connection to ${endpoint} is closed`, endpoint);

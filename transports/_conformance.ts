@@ -175,6 +175,22 @@ export function runTransportConformance(name: string, target: ConformanceTarget)
       );
     });
 
+    test(`${name} refuses a reply over the node's own limit, saying it is the node's reply`, async () => {
+      await withServer(
+        target,
+        () => new Uint8Array(8192), // a result larger than the node sends
+        { maxFrameBytes: 4096 },
+        async (_server, conn) => {
+          await rejects(conn.request(new Uint8Array([1])), (e: unknown) => {
+            ok(e instanceof TransportError, `expected TransportError, got ${String(e)}`);
+            strictEqual(e.reason, "too-large");
+            ok(/reply of 8\d{3} bytes is over its frame limit of 4096 bytes/.test(e.message), e.message);
+            return true;
+          });
+        },
+      );
+    });
+
     test(`${name} close rejects pending requests and later ones with TransportError "closed"`, async () => {
       let release: () => void = () => {};
       const gate = new Promise<void>((r) => (release = r));

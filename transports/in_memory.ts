@@ -18,6 +18,7 @@ import {
   encodeError,
   newConnectionId,
   type Pending,
+  replyTooLarge,
   tokenMatches,
 } from "./_common.ts";
 import {
@@ -215,6 +216,10 @@ class InMemoryConnection implements TransportConnection {
       );
     }
     reply = copyFrame(reply);
+    // the node's own limit on what it sends, as a node serving a socket holds it
+    if (frameBytes(reply) > server.maxFrameBytes) {
+      return this.#settle(pending, undefined, replyTooLarge(frameBytes(reply), server.maxFrameBytes));
+    }
     if (reply.byteLength > this.#maxFrameBytes) {
       return this.#settle(
         pending,

@@ -18,6 +18,7 @@ import {
   fromBase64Url,
   newConnectionId,
   readAtMost,
+  replyTooLarge,
   tokenMatches,
   tooLarge,
   WS_PROTOCOL,
@@ -258,7 +259,7 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     }
     // one body per reply: large arrays are written into it (a WebSocket sends them beside it)
     const whole = inlineFrame(reply);
-    if (whole.byteLength > maxFrameBytes) return errorResponse(500, tooLarge(whole.byteLength, maxFrameBytes));
+    if (whole.byteLength > maxFrameBytes) return errorResponse(500, replyTooLarge(whole.byteLength, maxFrameBytes));
     return new Response(whole as Uint8Array<ArrayBuffer>, { status: 200, headers: { "content-type": CBOR } });
   });
 

@@ -13,7 +13,7 @@ import type { WSContext, WSEvents } from "hono/ws";
 import { ProtocolError, TransportError } from "../core/errors.ts";
 import { nextTurn } from "../core/_runtime.ts";
 import { frameBytes, offerHeadroom } from "../core/codec.ts";
-import { encodeError, newConnectionId, tooLarge } from "./_common.ts";
+import { encodeError, newConnectionId, replyTooLarge, tooLarge } from "./_common.ts";
 import type { FrameHandler, PeerInfo } from "./transport.ts";
 import {
   forEachInBatch,
@@ -476,7 +476,7 @@ export function wsEvents(
       return fail(ws, id, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
     }
     const bytes = frameBytes(reply);
-    if (bytes > maxFrameBytes) return fail(ws, id, tooLarge(bytes, maxFrameBytes));
+    if (bytes > maxFrameBytes) return fail(ws, id, replyTooLarge(bytes, maxFrameBytes));
     send(ws, KIND_REPLY, id, reply);
   };
 

@@ -16,7 +16,7 @@ import {
 import { decode, encode, inlineFrame } from "../../core/codec.ts";
 import { TransportError } from "../../core/errors.ts";
 import { type TimeoutSignal, timeoutSignal } from "../../core/long_timer.ts";
-import { encodeError, newConnectionId, tokenMatches } from "../_common.ts";
+import { encodeError, newConnectionId, replyTooLarge, tokenMatches } from "../_common.ts";
 import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFramesOptions } from "../transport.ts";
 import {
   H_AUDIT,
@@ -256,11 +256,7 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     }
     if (body.byteLength > maxFrameBytes || (max !== undefined && body.byteLength + 256 > max)) {
       const e = body.byteLength > maxFrameBytes
-        ? new TransportError(
-          "too-large",
-          `The reply of ${body.byteLength} bytes from ${endpoint} is over the limit of ${maxFrameBytes} bytes`,
-          endpoint,
-        )
+        ? replyTooLarge(body.byteLength, maxFrameBytes)
         : overMaxPayload(body.byteLength, max!, endpoint, "reply");
       body = encodeError(e);
       hdrs = errorHeaders;
