@@ -19,7 +19,10 @@ export const H_AUTH = "Ta-Auth";
 export const H_DIRECT = "Ta-Direct";
 /** The reply was too large for NATS: it is parked on the node under this id, to fetch over the direct link. */
 export const H_PARKED = "Ta-Parked";
-/** With `Ta-Parked`: the direct endpoint of the node that parked the reply (where to fetch it). */
+/**
+ * With `Ta-Parked`: the name of the node that parked the reply; the caller asks that node's own
+ * subject for its direct endpoint, and fetches the reply there.
+ */
 export const H_PARKED_AT = "Ta-Parked-At";
 /**
  * On a reply from an op's queue group that opens a stream: the name of the member that runs it (its

@@ -248,8 +248,9 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       if (id !== undefined) {
         const parked = natsHeaders();
         parked.set(H_PARKED, id);
-        // the caller may reach several nodes through one subject (a queue group): it fetches here
-        parked.set(H_PARKED_AT, direct);
+        // the caller may reach several nodes through one subject (a queue group): it fetches here,
+        // over the direct link it asks of this node's own subject (never one a reply names)
+        parked.set(H_PARKED_AT, options.name);
         body = new Uint8Array(0);
         hdrs = parked;
       }

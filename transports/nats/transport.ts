@@ -25,7 +25,7 @@ import {
   type Subscription,
 } from "@nats-io/nats-core";
 import { decode, encode, frameBytes, inlineFrame } from "../../core/codec.ts";
-import { TransportError } from "../../core/errors.ts";
+import { ProtocolError, TransportError } from "../../core/errors.ts";
 import { armRequest, authRefused, backgroundInterval, closedError, CloseListeners, decodeError } from "../_common.ts";
 import type { Pending } from "../_common.ts";
 import {
@@ -52,7 +52,7 @@ import {
 import { callCid, cancelCid, endsStream, StreamRoutes } from "./_stream_routes.ts";
 import { fetchFrame } from "./parking.ts";
 import { webSocketTransport } from "../websocket.ts";
-import { type NatsEndpoint, nodeSubject, parseNatsEndpoint } from "./endpoint.ts";
+import { isNatsNodeName, type NatsEndpoint, nodeSubject, parseNatsEndpoint } from "./endpoint.ts";
 import { acquireNats, type NatsLease, redactUrl } from "./pool.ts";
 
 /** How long a request waits before the node is asked whether it still works on it, ms. */
@@ -194,11 +194,17 @@ class NatsTransportConnection implements TransportConnection {
     return this.#send(frame, hdrs, options, false);
   }
 
-  #send(frame: Uint8Array, hdrs: MsgHdrs | undefined, options: RequestOptions | undefined, audit: boolean) {
+  #send(
+    frame: Uint8Array,
+    hdrs: MsgHdrs | undefined,
+    options: RequestOptions | undefined,
+    audit: boolean,
+    to?: string,
+  ) {
     return new Promise<Uint8Array>((resolve, reject) => {
       const id = ++this.#nextId;
       const pending: NatsPending = { resolve, reject, cleanup: undefined, sentAt: performance.now(), misses: 0, audit };
-      let subject = this.#target.subject;
+      let subject = to ?? this.#target.subject;
       if (this.#streams !== undefined && !audit) {
         // a stream's pull goes to the member that runs it; a call's frame is kept in case it opens one
         const route = this.#streams.memberFor(frame);
@@ -262,11 +268,49 @@ class NatsTransportConnection implements TransportConnection {
     return p;
   }
 
-  /** A parked reply, fetched from the node that parked it (`at`), else from the node's direct link. */
+  /**
+   * A parked reply, fetched from the node that parked it (`at`: its name, a member of the queue
+   * group this connection calls), else from the node's direct link. Its direct endpoint is asked of
+   * that node's own subject, as `#direct` asks this connection's: never taken from the reply, so a
+   * peer cannot send this process, and its token, to an endpoint it chose.
+   */
   async #fetchParked(id: string, at: string | undefined): Promise<Uint8Array> {
-    const direct = at ? await this.#directAt(at) : await this.#direct();
+    if (at !== undefined && !isNatsNodeName(at)) throw badMember(at, this.#shown);
+    const direct = at ? await this.#directOf(at) : await this.#direct();
     if (direct === undefined) throw this.#noDirect("reply");
     return await direct.request(fetchFrame(id));
+  }
+
+  /** Direct links of the queue group's members by name (see `#fetchParked`), the latest few. */
+  readonly #memberDirects = new Map<string, Promise<TransportConnection | undefined>>();
+
+  /** The direct link of node `member`, asked of its own subject once and kept while it works. */
+  #directOf(member: string): Promise<TransportConnection | undefined> {
+    let p = this.#memberDirects.get(member);
+    if (p === undefined) {
+      const hdrs = natsHeaders();
+      hdrs.set(H_DIRECT, "1");
+      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+      const made = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true, nodeSubject(member))
+        .then(async (body) => {
+          const url = new TextDecoder().decode(body);
+          if (url === "") return undefined;
+          const conn = await this.#directAt(url);
+          conn.onClose(() => {
+            if (this.#memberDirects.get(member) === made) this.#memberDirects.delete(member);
+          });
+          return conn;
+        });
+      made.catch(() => {
+        if (this.#memberDirects.get(member) === made) this.#memberDirects.delete(member);
+      });
+      this.#memberDirects.set(member, p = made);
+      // bounded: the oldest is asked again when next needed
+      if (this.#memberDirects.size > MAX_MEMBER_DIRECTS) {
+        this.#memberDirects.delete(this.#memberDirects.keys().next().value!);
+      }
+    }
+    return p;
   }
 
   /** A request NATS cannot carry goes over the node's direct link, or fails with `tooLarge`. */
@@ -325,6 +369,7 @@ class NatsTransportConnection implements TransportConnection {
     if (h === undefined) return p.resolve(body);
     if (h.has(H_AUTH)) return p.reject(authRefused(this.#shown, this.#token !== undefined));
     const member = h.get(H_MEMBER);
+    if (member && !isNatsNodeName(member)) return p.reject(badMember(member, this.#shown));
     if (member && p.frame !== undefined) {
       // a call to a queue group opened a stream: it runs on `member`, where its pulls go
       const cid = callCid(p.frame);
@@ -539,3 +584,14 @@ export const natsTransport: Transport = {
     }
   },
 };
+
+/** How many queue-group members' direct links one connection keeps (see `#directOf`). */
+const MAX_MEMBER_DIRECTS = 64;
+
+/** A reply naming a member that no node can be named (a peer's, not a node's). */
+function badMember(member: string, shown: string): ProtocolError {
+  return new ProtocolError(
+    `A reply from ${shown} names the node "${member.slice(0, 80)}", which no node can be named ` +
+      "(letters, digits, _ and - only): refused",
+  );
+}

@@ -467,3 +467,50 @@ test("serveNats refuses a name another node already serves on the NATS cluster; 
     await srv.stop();
   }
 });
+
+test(
+  "natsTransport never connects, with its token, to an endpoint a reply names: a parked reply is fetched from the node the reply names, found on its own subject",
+  {
+    skip: missing,
+  },
+  async () => {
+    const srv = await startNatsServer();
+    const net = await import("node:net");
+    let connections = 0;
+    const listener = net.createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => listener.listen(0, "127.0.0.1", () => r()));
+    const port = (listener.address() as { port: number }).port;
+    const { connect } = await import("@nats-io/transport-node");
+    const { headers } = await import("@nats-io/nats-core");
+    const peer = await connect({ servers: srv.url });
+    try {
+      // a peer on the subject answers as a node would with a parked reply, naming where to fetch it
+      let k = 0;
+      peer.subscribe("thinkagain.node.fake", {
+        callback: (_e, m) => {
+          const h = headers();
+          h.set("Ta-Parked", "p1");
+          h.set("Ta-Parked-At", k++ % 2 === 0 ? `ws://127.0.0.1:${port}/internal` : "elsewhere");
+          m.respond(new Uint8Array(0), { headers: h });
+        },
+      });
+      await peer.flush();
+      const driver = await natsTransport.connect(`${srv.url}/fake`, { token: "driver-secret" });
+      try {
+        for (let i = 0; i < 4; i++) {
+          await rejects(driver.request(new Uint8Array([1])), (e: unknown) => e instanceof Error);
+        }
+      } finally {
+        await driver.close();
+      }
+      strictEqual(connections, 0, "the driver connected where a reply said");
+    } finally {
+      await peer.close();
+      await new Promise((r) => listener.close(r));
+      await srv.stop();
+    }
+  },
+);
