@@ -334,7 +334,8 @@ export class NodeCalls {
   }
 
   /**
-   * A call counted before it could run (see {@linkcode NodeCalls.count}) did not run.
+   * A call counted (see {@linkcode NodeCalls.count}) is no longer: it ended (`leave`), or it was
+   * counted before it could run and did not.
    *
    * @param conn Its connection's record.
    * @param scope Its scope.
@@ -375,20 +376,9 @@ export class NodeCalls {
     onGone: (() => void) | undefined,
   ): void {
     this.calls.delete(key);
-    if (conn !== undefined) {
-      conn.calls.delete(ref);
-      conn.running--;
-    } else {
-      if (onGone !== undefined) signal!.removeEventListener("abort", onGone);
-      const left = this.#perScope.get(scope)! - 1;
-      if (left === 0) this.#perScope.delete(scope);
-      else this.#perScope.set(scope, left);
-    }
-    this.inFlightBytes -= bytes;
-    if (--this.inFlight === 0 && this.#idle !== undefined) {
-      this.#idle.resolve();
-      this.#idle = undefined;
-    }
+    if (conn !== undefined) conn.calls.delete(ref);
+    else if (onGone !== undefined) signal!.removeEventListener("abort", onGone);
+    this.uncount(conn, scope, bytes);
   }
 
   /**
