@@ -231,24 +231,31 @@ class NatsTransportConnection implements TransportConnection {
   /** The node's direct link (`undefined`: it has none), asked for once and kept while it works. */
   #direct(): Promise<TransportConnection | undefined> {
     if (this.#directConn === undefined) {
-      const hdrs = natsHeaders();
-      hdrs.set(H_DIRECT, "1");
-      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
-      const p = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true).then(async (body) => {
-        const url = new TextDecoder().decode(body);
-        if (url === "") return undefined;
-        const conn = await this.#directAt(url);
-        conn.onClose(() => {
-          if (this.#directConn === p) this.#directConn = undefined;
-        });
-        return conn;
-      });
-      p.catch(() => {
+      const p: Promise<TransportConnection | undefined> = this.#askDirect(undefined, () => {
         if (this.#directConn === p) this.#directConn = undefined;
       });
       this.#directConn = p;
     }
     return this.#directConn;
+  }
+
+  /**
+   * The direct link the node on `subject` (default: this connection's) gives when asked, connected
+   * (`undefined`: it has none); `gone` runs if asking fails or the link closes.
+   */
+  #askDirect(subject: string | undefined, gone: () => void): Promise<TransportConnection | undefined> {
+    const hdrs = natsHeaders();
+    hdrs.set(H_DIRECT, "1");
+    if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
+    const p = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true, subject).then(async (body) => {
+      const url = new TextDecoder().decode(body);
+      if (url === "") return undefined;
+      const conn = await this.#directAt(url);
+      conn.onClose(gone);
+      return conn;
+    });
+    p.catch(gone);
+    return p;
   }
 
   /** The direct link at `url` (a node's), connected once and kept while it works. */
@@ -288,20 +295,7 @@ class NatsTransportConnection implements TransportConnection {
   #directOf(member: string): Promise<TransportConnection | undefined> {
     let p = this.#memberDirects.get(member);
     if (p === undefined) {
-      const hdrs = natsHeaders();
-      hdrs.set(H_DIRECT, "1");
-      if (this.#token !== undefined) hdrs.set(H_TOKEN, this.#token);
-      const made = this.#send(new Uint8Array(0), hdrs, { timeoutMs: 10_000 }, true, nodeSubject(member))
-        .then(async (body) => {
-          const url = new TextDecoder().decode(body);
-          if (url === "") return undefined;
-          const conn = await this.#directAt(url);
-          conn.onClose(() => {
-            if (this.#memberDirects.get(member) === made) this.#memberDirects.delete(member);
-          });
-          return conn;
-        });
-      made.catch(() => {
+      const made: Promise<TransportConnection | undefined> = this.#askDirect(nodeSubject(member), () => {
         if (this.#memberDirects.get(member) === made) this.#memberDirects.delete(member);
       });
       this.#memberDirects.set(member, p = made);
