@@ -1,8 +1,9 @@
 /**
  * A call's arguments that name results instead of carrying them (`CallMessage.pipe`): a call's kept
  * or running result and an object kept on this node are put in place at once (a call's result that
- * is a stream is refused: its items go to its own caller); an object on another node is pulled, over a link this node may open (a peer, or a node its driver declared), never one
- * the frame chose, and a `put` value pulled once for all the calls here that name it.
+ * is a stream is refused: its items go to its own caller); an object on another node is pulled,
+ * over a link this node may open (a peer, or a node its driver declared), never one the frame chose,
+ * and a `put` value pulled once for all the calls here that name it.
  *
  * @module
  */
