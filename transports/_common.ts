@@ -171,6 +171,17 @@ export function tooLarge(bytes: number, limit: number): TransportError {
 /**
  * The error of a reply the node will not send: over its own frame limit (a call's result too large
  * to travel, said as such, not as a frame the caller sent).
+ *
+ * @param bytes The reply's size.
+ * @param limit The node's frame limit.
+ * @returns A `TransportError` with reason `"too-large"`.
+ *
+ * @example
+ * ```ts
+ * import { replyTooLarge } from "./_common.ts";
+ * const e = replyTooLarge(2_097_180, 1_048_576);
+ * if (e.reason !== "too-large" || !e.message.startsWith("The node's reply of 2097180 bytes")) throw e;
+ * ```
  */
 export function replyTooLarge(bytes: number, limit: number): TransportError {
   return new TransportError(

@@ -63,6 +63,12 @@ function callerId(): string {
  * request waits for one to end (Deno's fetch opens a socket per concurrent request, without bound,
  * until the process runs out of file descriptors; Bun's allows 256 at once, so this stays below and
  * leaves it room for urgent ones).
+ *
+ * @example
+ * ```ts
+ * import { MAX_EXCHANGES } from "./http.ts";
+ * if (MAX_EXCHANGES >= 256) throw new Error("Bun's fetch would queue past its own bound first");
+ * ```
  */
 export const MAX_EXCHANGES = 192;
 
