@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { findNested, isPlainContainer } from "./nested.ts";
 import type { RefStatus, Task } from "./task.ts";
 
 /** Numeric task states (`task.ts`'s `State`; repeated here so this file needs task.ts's types only). */
@@ -67,11 +68,18 @@ export interface Explanation {
   readonly sinceFirstSeen: boolean;
   /**
    * For `"inputs"`: the explanations of the inputs still unsettled (recursively), the first
-   * `unsettledInputs` of them at most (a tree stops at 200 explanations and 64 levels).
+   * `unsettledInputs` of them at most (a tree stops at 200 explanations and 64 levels, except that a
+   * chain of calls each waiting for one input is followed to its end: see `skippedLinks`).
    */
   readonly inputs: readonly Explanation[];
   /** For `"inputs"`: how many of its inputs are unsettled, explained in `inputs` or not (else 0). */
   readonly unsettledInputs: number;
+  /**
+   * For `"inputs"`, where a chain of calls each waiting for one input (the next) runs past the 64
+   * levels: how many links of it are left out between this ref and `inputs[0]`, the chain's last
+   * link (explained with what holds it: the running or stuck call). Absent when none is.
+   */
+  readonly skippedLinks?: number;
   /** For `"slot"`: the slot and what is ahead of it. */
   readonly slot?: SlotWait;
   /** For a call on another node: whether the node answers its keepalives. */
@@ -121,6 +129,10 @@ export function noteSeen(task: Task<unknown>, now: number): void {
 /** At most this many explanations in one tree (a fan-in of 100k pending inputs is summarized). */
 const MAX_EXPLAINED = 200;
 const MAX_DEPTH = 64;
+/** Levels explained below a long chain's last link (past them, another chain is cut short again). */
+const TAIL_DEPTH = 8;
+/** A chain's walk marks one link in this many with where the chain ends (see `chainEnd`). */
+const CHAIN_MARKS = 64;
 
 function since(task: Task<unknown>, what: Explanation["waitingFor"], now: number): [number, boolean] {
   const m = task._meta;
@@ -135,28 +147,130 @@ function since(task: Task<unknown>, what: Explanation["waitingFor"], now: number
   return [0, true];
 }
 
-/** The unsettled refs among a pending task's arguments (also nested in arrays and plain objects). */
-function pendingInputs(task: Task<unknown>, Ctor: abstract new (...a: never[]) => unknown): Task<unknown>[] {
+/** The unsettled refs among a pending task's arguments (also nested in arrays and plain objects, at any depth). */
+function pendingInputs(task: Task<unknown>): Task<unknown>[] {
   const out: Task<unknown>[] = [];
+  const args = task._args;
+  if (args === undefined) return out;
+  // (a Task, known by its constructor: this file imports task.ts's types only)
+  const Ctor = task.constructor as abstract new (...a: never[]) => unknown;
+  let refs: object[] | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "object" || a === null) continue;
+    if (a instanceof Ctor) (refs ??= []).push(a);
+    else if (isPlainContainer(a)) findNested(a, (v) => v instanceof Ctor, refs ??= []);
+  }
+  if (refs === undefined) return out;
+  if (refs.length === 1) {
+    if ((refs[0] as Task<unknown>)._state < COMPLETED) out.push(refs[0] as Task<unknown>);
+    return out;
+  }
   const seen = new Set<unknown>();
-  const walk = (v: unknown, depth: number) => {
-    if (typeof v !== "object" || v === null || depth > 32) return;
-    if (v instanceof Ctor) {
-      const t = v as unknown as Task<unknown>;
-      if (t._state < COMPLETED && !seen.has(t)) {
-        seen.add(t);
-        out.push(t);
-      }
-      return;
+  for (const r of refs) {
+    const t = r as Task<unknown>;
+    if (t._state < COMPLETED && !seen.has(t)) {
+      seen.add(t);
+      out.push(t);
     }
-    if (Array.isArray(v)) { for (const x of v) walk(x, depth + 1); }
-    else {
-      const proto = Object.getPrototypeOf(v);
-      if (proto === Object.prototype || proto === null) { for (const x of Object.values(v)) walk(x, depth + 1); }
-    }
-  };
-  if (task._args !== undefined) { for (const a of task._args) walk(a, 0); }
+  }
   return out;
+}
+
+/** Most calls {@linkcode waitPath} looks through before it gives up. */
+const MAX_WAIT_PATH = 1_000;
+
+/**
+ * Whether `ref`, pending, waits for `task` through its inputs (and theirs): the path from `ref` to
+ * the input that takes `task` itself, or `undefined` when it does not (or not within the first 1,000
+ * calls it waits for). What `await` inside a body asks: awaiting such a ref there never ends.
+ *
+ * @param ref A pending task.
+ * @param task The task it may wait for.
+ * @returns `[ref, …, the call that takes task]`, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "../mod.ts";
+ * import { waitPath } from "./explain.ts";
+ * import type { Task } from "./task.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
+ * const gate = Promise.withResolvers<number>();
+ * const root = ta.op(async function waitPathDocRoot() { return await gate.promise; });
+ * const inc = ta.op(function waitPathDocInc(x: number) { return x + 1; });
+ * const sum = ta.op(function waitPathDocSum(xs: number[]) { return xs[0] + 1; });
+ * const a = root.go(), b = inc.go(a), c = sum.go([b]);
+ * const t = (r: unknown) => r as Task<unknown>;
+ * deepStrictEqual(waitPath(t(c), t(a)), [t(c), t(b)]);
+ * strictEqual(waitPath(t(b), t(c)), undefined);
+ * gate.resolve(0);
+ * strictEqual(await c, 2);
+ * ```
+ */
+export function waitPath(ref: Task<unknown>, task: Task<unknown>): Task<unknown>[] | undefined {
+  // breadth first, each call once, remembering who led to it
+  const from = new Map<Task<unknown>, Task<unknown> | undefined>([[ref, undefined]]);
+  const queue = [ref];
+  for (let i = 0; i < queue.length && i < MAX_WAIT_PATH; i++) {
+    const t = queue[i];
+    if (t._state !== PENDING || t._pending === 0) continue;
+    for (const dep of pendingInputs(t)) {
+      if (dep === task) {
+        const path: Task<unknown>[] = [];
+        for (let p: Task<unknown> | undefined = t; p !== undefined; p = from.get(p)) path.unshift(p);
+        return path;
+      }
+      if (from.has(dep)) continue;
+      from.set(dep, t);
+      queue.push(dep);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Where a chain of links (calls each waiting for one input, the next) below a task ends: for each
+ * link walked, how many links follow it before the chain's last one, and that last one (the link
+ * whose input is no link: it runs, waits for a slot, or waits for several inputs). Kept for one
+ * `explain()`, or for the watchdog's look at many tasks of one chain, so each link is walked once.
+ */
+export type ChainEnds = Map<Task<unknown>, readonly [skipped: number, last: Task<unknown>]>;
+
+/** The one unsettled input of `task` when it waits for exactly one (a link of a chain), else `undefined`. */
+function onlyInput(task: Task<unknown>): Task<unknown> | undefined {
+  if (task._state !== PENDING || task._pending === 0) return undefined;
+  const deps = pendingInputs(task);
+  return deps.length === 1 ? deps[0] : undefined;
+}
+
+/** How many links follow `link` (one) down its chain before the last one, and the last one. */
+function chainEnd(
+  link: Task<unknown>,
+  visiting: ReadonlySet<Task<unknown>>,
+  ends: ChainEnds,
+): readonly [number, Task<unknown>] {
+  const path: Task<unknown>[] = [];
+  let end: readonly [number, Task<unknown>] | undefined;
+  for (let cur = link, next = onlyInput(link);;) {
+    end = ends.get(cur);
+    if (end !== undefined) break;
+    const after = next === undefined || visiting.has(next) ? undefined : onlyInput(next);
+    if (after === undefined) {
+      end = [0, cur];
+      ends.set(cur, end);
+      break;
+    }
+    path.push(cur);
+    cur = next!;
+    next = after;
+  }
+  // the first link, and one in every CHAIN_MARKS further down: a later walk from anywhere above ends
+  // within that many links (marking every link costs more than walking it)
+  const [after, last] = end;
+  for (let i = path.length - 1; i >= 0; i--) {
+    if (i % CHAIN_MARKS === 0) ends.set(path[i], end = [after + path.length - i, last]);
+  }
+  return end;
 }
 
 /**
@@ -178,8 +292,8 @@ function pendingInputs(task: Task<unknown>, Ctor: abstract new (...a: never[]) =
  * await ref;
  * ```
  */
-export function explainTask(task: Task<unknown>): Explanation {
-  const budget = { left: MAX_EXPLAINED };
+export function explainTask(task: Task<unknown>, ends?: ChainEnds): Explanation {
+  const budget = { left: MAX_EXPLAINED, ends };
   return explainOne(task, performance.now(), 0, budget, new Set());
 }
 
@@ -187,7 +301,7 @@ function explainOne(
   task: Task<unknown>,
   now: number,
   depth: number,
-  budget: { left: number },
+  budget: { left: number; ends: ChainEnds | undefined },
   visiting: Set<Task<unknown>>,
 ): Explanation {
   budget.left--;
@@ -198,16 +312,27 @@ function explainOne(
   let waitingFor: Explanation["waitingFor"];
   let inputs: Explanation[] = [];
   let unsettledInputs = 0;
+  let skippedLinks = 0;
   let slot: SlotWait | undefined;
   if (task._state === RUNNING) waitingFor = "running";
   else if (task._pending > 0) {
     waitingFor = "inputs";
     visiting.add(task);
-    const deps = pendingInputs(task, task.constructor as abstract new (...a: never[]) => unknown);
+    const deps = pendingInputs(task);
     unsettledInputs = deps.length;
     for (const dep of deps) {
-      if (budget.left <= 0 || depth >= MAX_DEPTH || visiting.has(dep)) break;
-      inputs.push(explainOne(dep, now, depth + 1, budget, visiting));
+      if (budget.left <= 0 || visiting.has(dep)) break;
+      if (depth + 1 < MAX_DEPTH) {
+        inputs.push(explainOne(dep, now, depth + 1, budget, visiting));
+        continue;
+      }
+      // this deep, only a chain goes on: its middle is left out, its end (what holds it) explained
+      if (deps.length !== 1) break;
+      const [skipped, last] = onlyInput(dep) === undefined
+        ? [0, dep]
+        : chainEnd(dep, visiting, budget.ends ??= new Map());
+      skippedLinks = skipped;
+      inputs.push(explainOne(last, now, MAX_DEPTH - TAIL_DEPTH, budget, visiting));
     }
     visiting.delete(task);
   } else {
@@ -223,6 +348,7 @@ function explainOne(
     -readonly [K in keyof Explanation]: Explanation[K];
   } = { ...base, waitingFor, forMs, sinceFirstSeen, inputs, unsettledInputs };
   if (slot !== undefined) out.slot = slot;
+  if (skippedLinks > 0 && inputs.length > 0) out.skippedLinks = skippedLinks;
   const node = task.node;
   const mesh = task._ctx?.mesh;
   if (node !== undefined && task._target.remote === true && mesh?.remote?.nodeHealth !== undefined) {
@@ -303,6 +429,7 @@ export function formatExplanation(e: Explanation): string {
     // does not say which
     const sent = h !== undefined && x.waitingFor === "running" ? " (running there, or waiting there for a slot)" : "";
     lines.push(`${indent}${x.id}: ${what}${health}${sent}`);
+    if (x.skippedLinks !== undefined) lines.push(`${indent}  … ${x.skippedLinks} waiting links …`);
     for (const i of x.inputs) line(i, indent + "  ");
     // the tree stopped before the rest (its size or depth bound)
     const more = x.unsettledInputs - x.inputs.length;

@@ -140,16 +140,53 @@ test("ObjectRef.explain counts every unsettled input when the tree stops early, 
   const text = ta.explain(wide);
   assert.match(text.split("\n")[0], /waiting (at least )?\d+ ms for 1000 input\(s\)$/);
   assert.ok(text.endsWith(`\n  … and ${1_000 - why.inputs.length} more`), text.slice(-80));
-  // the last level explained of a 100-deep chain still has its one input
+  // a 100-deep chain is explained down to the running call that holds it, its middle summed up
   let e = deep.explain();
-  while (e.inputs.length > 0) e = e.inputs[0];
-  assert.deepEqual([e.name, e.waitingFor, e.unsettledInputs], ["explainTestChain", "inputs", 1]);
+  let levels = 0, skipped = 0;
+  for (; e.inputs.length > 0; e = e.inputs[0]) {
+    levels++;
+    skipped += e.skippedLinks ?? 0;
+  }
+  assert.deepEqual([e.name, e.waitingFor], ["explainTestSlowLeaf", "running"]);
+  assert.equal(levels + skipped, 100, `${levels} levels shown, ${skipped} left out`);
+  assert.ok(skipped > 0 && levels <= 66, `${levels} levels shown`);
   const lines = ta.explain(deep).split("\n");
-  assert.match(lines.at(-2)!, /explainTestChain#\d+: waiting (at least )?\d+ ms for 1 input\(s\)$/);
-  assert.match(lines.at(-1)!, /^ +… and 1 more$/);
+  assert.match(lines.at(-1)!, /^ +explainTestSlowLeaf#\d+: running/);
+  assert.match(lines.at(-2)!, /^ +explainTestChain#\d+: waiting (at least )?\d+ ms for 1 input\(s\)$/);
+  assert.match(lines.at(-3)!, new RegExp(`^ +… ${skipped} waiting links …$`));
+  assert.ok(!lines.some((l) => l.includes("more")), "nothing left out but the chain's middle");
   g.open();
   assert.equal(await wide, 1_000);
   assert.equal(await deep, 99);
+});
+
+test("ta.explain of a 100,000-deep chain names the running root, within the usual size", async () => {
+  const g = gate<number>();
+  const root = ta.op(async function explainChainRoot() {
+    return await g.promise;
+  });
+  const inc = ta.op(function explainChainInc(x: number) {
+    return x + 1;
+  });
+  const hold = ta.op(function explainDeepHolder(_x: unknown) {
+    return 1;
+  });
+  let c: ta.ObjectRef<number> = root.go();
+  let nested: unknown = c;
+  for (let i = 0; i < 40; i++) nested = [nested];
+  const holder = hold.go(nested);
+  for (let i = 0; i < 100_000; i++) c = inc.go(c);
+  await turns();
+  // an input nested 40 levels deep is explained as any other
+  assert.deepEqual(holder.explain().inputs.map((x) => x.name), ["explainChainRoot"]);
+  const text = ta.explain(c);
+  const lines = text.split("\n");
+  assert.match(lines.at(-1)!, /^ +explainChainRoot#\d+: running/);
+  assert.ok(lines.length <= 200, `${lines.length} lines`);
+  assert.ok(lines.some((l) => /… \d+ waiting links …$/.test(l)), text.slice(-300));
+  g.open(0);
+  assert.equal(await c, 100_000);
+  assert.equal(await holder, 1);
 });
 
 test("explain rejects what is not a ref", () => {

@@ -12,7 +12,7 @@ import { defaultRuntime, type MeshRuntime } from "./mesh_runtime.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { failedRef } from "./scheduler.ts";
 import type { AnyFn, ServiceDef } from "./service_def.ts";
-import type { TaskTarget } from "./task.ts";
+import { State, type TaskTarget } from "./task.ts";
 import type { CallResult, RefArgs } from "./types.ts";
 
 const handleBrand: unique symbol = Symbol("thinkagain.handle");
@@ -120,15 +120,17 @@ export class HandleState {
    * The handle's instance: placed in `mesh` on first use (may throw PlacementError), then the same
    * one whatever mesh calls it, until the mesh it lives in closes.
    *
+   * @param mesh The mesh it is placed in, on first use.
+   * @param method The method about to be called, named in the error (`Service.method`).
    * @throws {CancelledError} When the mesh its instance lived in has closed.
    */
-  deployment(mesh: MeshRuntime): Deployment {
+  deployment(mesh: MeshRuntime, method?: string): Deployment {
     if (this.pinned !== undefined) return this.pinned;
     const home = this.home;
     if (home === undefined) return this.home = mesh.deploy(this.def, this.args);
     if (home.disposed) {
       throw new CancelledError(
-        { name: this.def.name, kind: "method" },
+        { name: method === undefined ? this.def.name : `${this.def.name}.${method}`, kind: "method" },
         `not started: this handle's instance was disposed when mesh "${home.mesh}" closed ` +
           "(a handle calls the instance made at its first use, from any mesh); init() a new handle",
         "mesh-closed",
@@ -156,11 +158,16 @@ export class HandleState {
       }
       let d: Deployment;
       try {
-        d = this.deployment(mesh);
+        d = this.deployment(mesh, name);
       } catch (e) {
         return failedRef(deadTarget(qualified), e);
       }
-      return d.route().call(name, args, ctx);
+      const task = d.route().call(name, args, ctx);
+      // while the mesh's stuck-work watchdog looks, it looks at this call too (a call made in the
+      // mesh: its context names it, which is where the call leaves the list when it settles)
+      const watched = mesh.roster?.calls;
+      if (watched !== undefined && ctx?.mesh === mesh && task._state < State.COMPLETED) watched.add(task);
+      return task;
     };
     m = Object.assign((...args: unknown[]) => go(...args).promise(), { go, methodName: qualified });
     this.methods.set(name, m);

@@ -46,7 +46,11 @@ test("after its mesh closed, a handle's calls fail with a CancelledError naming 
     const e = await rejection(call());
     assert.ok(e instanceof ta.CancelledError, `expected CancelledError, got ${e}`);
     assert.equal((e as ta.CancelledError).reason, "mesh-closed");
-    assert.match(String(e), /instance was disposed when mesh "first" closed/);
+    assert.equal((e as ta.CancelledError).op, "HandleStore.add", "the method, not only the service");
+    assert.match(
+      String(e),
+      /Call "HandleStore\.add" was not started: this handle's instance was disposed when mesh "first" closed/,
+    );
   }
   assert.equal(b.stats().instances.length, 0, "no new, empty instance was made");
 });

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { findNested, isPlainContainer, replaceNested } from "./nested.ts";
 
 /**
  * A value whose bytes are elsewhere (a node's object store). Subclasses say how to fetch it;
@@ -96,44 +97,39 @@ export function materialized(v: unknown): unknown {
   return v instanceof LazyValue ? v.materialize() : v;
 }
 
-function isPlainContainer(v: object): boolean {
-  if (Array.isArray(v)) return true;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
+/**
+ * How deep the quick look for a value kept on a node goes, and how many containers it visits (a
+ * container named N times, N times): deeper or larger arguments (and any cycle) take the careful walk
+ * of `nested.ts`, which visits each container once.
+ */
+const SHALLOW_DEPTH = 32;
+const SHALLOW_VISITS = 1 << 22;
+let shallowLeft = 0;
 
-function holdsLazy(v: unknown, depth: number): boolean {
-  if (typeof v !== "object" || v === null) return false;
-  if (v instanceof LazyValue) return true;
-  if (depth > 32 || !isPlainContainer(v)) return false;
+/** 1 if `v` holds a {@linkcode LazyValue}, 0 if not, −1 when it is too deep or too large to tell here. */
+function holdsLazy(v: unknown, depth: number): number {
+  if (typeof v !== "object" || v === null) return 0;
+  if (v instanceof LazyValue) return 1;
+  if (!isPlainContainer(v)) return 0;
+  if (depth === SHALLOW_DEPTH || --shallowLeft < 0) return -1;
   const values = Array.isArray(v) ? v : Object.values(v);
-  for (let i = 0; i < values.length; i++) if (holdsLazy(values[i], depth + 1)) return true;
-  return false;
+  for (let i = 0; i < values.length; i++) {
+    const r = holdsLazy(values[i], depth + 1);
+    if (r !== 0) return r;
+  }
+  return 0;
 }
 
-async function fetchAll(v: unknown, depth: number): Promise<unknown> {
-  if (typeof v !== "object" || v === null) return v;
-  if (v instanceof LazyValue) return await v.materialize();
-  if (depth > 32 || !isPlainContainer(v) || !holdsLazy(v, depth)) return v;
-  if (Array.isArray(v)) return await Promise.all(v.map((x) => fetchAll(x, depth + 1)));
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    Object.defineProperty(out, k, {
-      value: await fetchAll(x, depth + 1),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  }
-  return out;
-}
+const isLazy = (v: object): boolean => v instanceof LazyValue;
 
 /**
- * Fetches every {@linkcode LazyValue} among `args` (also in arrays and plain objects) in place, for
- * a body that runs in this process; `undefined` when there is none (the common case, no await).
+ * Fetches every {@linkcode LazyValue} among `args` (also in arrays and plain objects, at any depth) in
+ * place, for a body that runs in this process; `undefined` when there is none (the common case, no
+ * await). The arrays and objects that hold one are copied with its value in; the others are kept.
  *
  * @param args A body's arguments (changed in place).
- * @returns A promise settled once they are all here, or `undefined`.
+ * @returns A promise settled once they are all here, or `undefined`; it rejects with a `TypeError`
+ * when one is inside a cyclic array or object.
  *
  * @example
  * ```ts
@@ -147,10 +143,37 @@ async function fetchAll(v: unknown, depth: number): Promise<unknown> {
  * ```
  */
 export function materializeArgs(args: unknown[]): Promise<void> | undefined {
-  let found = false;
-  for (let i = 0; i < args.length && !found; i++) found = holdsLazy(args[i], 0);
-  if (!found) return undefined;
-  return Promise.all(args.map((a) => fetchAll(a, 0))).then((values) => {
-    for (let i = 0; i < values.length; i++) args[i] = values[i];
+  let found = 0;
+  shallowLeft = SHALLOW_VISITS;
+  for (let i = 0; i < args.length && found === 0; i++) found = holdsLazy(args[i], 0);
+  if (found === 0) return undefined;
+  // every one of them, at any depth, and the containers to copy with their values in
+  const lazies: object[] = [];
+  const reach = new Set<object>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a !== "object" || a === null) continue;
+    if (a instanceof LazyValue) lazies.push(a);
+    else if (isPlainContainer(a) && findNested(a, isLazy, lazies, reach)) {
+      return Promise.reject(
+        new TypeError(
+          `argument ${i} holds a value kept on a node inside a cyclic array or object (one that contains ` +
+            "itself), where no copy can hold its fetched bytes",
+        ),
+      );
+    }
+  }
+  if (lazies.length === 0) return undefined;
+  const unique = [...new Set(lazies as LazyValue[])];
+  return Promise.all(unique.map((v) => v.materialize())).then((values) => {
+    const fetched = new Map<object, unknown>();
+    for (let i = 0; i < unique.length; i++) fetched.set(unique[i], values[i]);
+    const swap = (v: object) => (fetched.has(v) ? fetched.get(v) : v);
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (typeof a !== "object" || a === null) continue;
+      if (a instanceof LazyValue) args[i] = fetched.get(a);
+      else if (reach.has(a)) args[i] = replaceNested(a, reach, swap);
+    }
   });
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
-import { collectUntil, eventually, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, eventually, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
 
 test("op runs the README example and returns 18", async () => {
   const addOne = ta.op(async function addOne(x: number) {
@@ -371,4 +371,48 @@ test("ta.all waits for refs and values like Promise.all and rejects with the fai
   const failing = boom.go();
   assert.equal(await rejection(ta.all([id.go(1), failing])), await rejection(failing));
   await assert.rejects(ta.all("nope" as never), TypeError);
+});
+
+test("an op that awaits its own ref fails at once with an error naming the cycle, instead of hanging", async () => {
+  const started = gate();
+  const awaitsItself = ta.op(async function awaitsItself(): Promise<unknown> {
+    await started.promise;
+    return await self;
+  });
+  const self = awaitsItself.go();
+  const outside = self.then(() => "resolved", (e) => e); // awaited from outside first: that is fine
+  started.open();
+  assert.ok(await settlesWithin(self, 4_000), "the ref settles");
+  const e = await outside;
+  assert.ok(e instanceof ta.OpExecutionError, String(e));
+  assert.ok(e.cause instanceof TypeError);
+  assert.match(e.cause.message, new RegExp(`${self.id} awaited its own result`));
+});
+
+test("an op that awaits a call it made on its own ref fails at once, naming the cycle; one that does not await it is fine", async () => {
+  const inc = ta.op(function cycleInc(x: number) {
+    return x + 1;
+  });
+  const started = gate();
+  const awaitsDependent = ta.op(async function awaitsDependent(): Promise<number> {
+    await started.promise;
+    const after = inc.go(inc.go(self)); // waits for this call's own result, through another
+    return await after;
+  });
+  const self = awaitsDependent.go();
+  started.open();
+  assert.ok(await settlesWithin(self, 4_000), "the ref settles");
+  const e = await rejection(self);
+  assert.ok(e instanceof ta.OpExecutionError && e.cause instanceof TypeError, String(e));
+  assert.match(e.cause.message, new RegExp(`${self.id} awaited cycleInc#\\d+, which waits for ${self.id} itself`));
+  // a follow-up made on its own ref and not awaited runs once the call is done
+  let later!: ta.ObjectRef<number>;
+  const schedules = ta.op(async function schedulesFollowUp() {
+    await Promise.resolve();
+    later = ta.detach(inc.go(me));
+    return 1;
+  });
+  const me = schedules.go();
+  assert.equal(await me, 1);
+  assert.equal(await later, 2);
 });

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { settle, State, Task } from "./task.ts";
+import { addWaiter, settle, State, Task } from "./task.ts";
 
-const { PENDING, FAILED } = State;
+const { PENDING, COMPLETED, FAILED } = State;
 
 /**
  * The unsettled dependents of `dep` that wait for it (among their arguments, or nested in an
@@ -70,13 +70,17 @@ export function pipelineCandidates(dep: Task<unknown>): Task<unknown>[] {
 export function releasePipelined(dep: Task<unknown>, dependents: readonly Task<unknown>[]): void {
   const deps = dep._dependents;
   if (deps === undefined) return;
+  let recorded: Task<unknown>[] | undefined;
   for (const d of dependents) {
     const at = deps.indexOf(d);
     if (at < 0 || d._state !== PENDING) continue;
     deps.splice(at, 1);
     if (--d._pending !== 0) continue;
     const m = d._meta;
-    if (m !== undefined) m.readyAt = performance.now();
+    if (m !== undefined) {
+      m.readyAt = performance.now();
+      (recorded ??= []).push(d);
+    }
     try {
       d._target.ready(d);
     } catch (e) {
@@ -84,6 +88,20 @@ export function releasePipelined(dep: Task<unknown>, dependents: readonly Task<u
     }
   }
   if (deps.length === 0) dep._dependents = undefined;
+  // while recorded, a dependent sent ahead waits on its node for `dep`: that wait is for its input,
+  // not its run, so its ready and start times move to when this process learns `dep` settled
+  if (recorded !== undefined) addWaiter(dep, (input) => inputSettled(input, recorded));
+}
+
+/** `input` settled: the recorded dependents sent ahead of it were not ready (nor running) before. */
+function inputSettled(input: Task<unknown>, sentAhead: readonly Task<unknown>[]): void {
+  const at = input._meta?.settledAt || performance.now();
+  for (const d of sentAhead) {
+    const m = d._meta;
+    if (m === undefined || d._state >= COMPLETED) continue; // its record was taken as it settled
+    if (m.readyAt < at) m.readyAt = at;
+    if (m.startedAt > 0 && m.startedAt < at) m.startedAt = at;
+  }
 }
 
 /**

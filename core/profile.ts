@@ -7,6 +7,7 @@
  */
 import { assignLanes } from "./_trace_lanes.ts";
 import { currentContext } from "./context.ts";
+import { describe } from "./describe.ts";
 import { onTaskEvent, setAwaitProbe, type TaskEvent, type TaskInfo } from "./events.ts";
 
 /** Latency statistics of one op or `Service.method`, in milliseconds. */
@@ -27,7 +28,10 @@ export interface OpStats {
   readonly failed: number;
   /** Calls that were cancelled (before or while running; not counted as failed). */
   readonly cancelled: number;
-  /** Attempts of the body, retries included (a call that never started made none). */
+  /**
+   * Attempts of the body, retries included (a call that never started made none; one started and
+   * not settled counts those it made so far).
+   */
   readonly attempts: number;
   /** Attempts after a failed one: `attempts` minus the calls that started. */
   readonly retries: number;
@@ -137,6 +141,16 @@ export interface ProfileSummary {
   readonly graph: readonly CallEdge[];
 }
 
+/** The calls of one op or method not settled (while recording, or when it stopped). */
+interface Unsettled {
+  kind: "op" | "method";
+  calls: number;
+  /** Those that started (running, or waiting to try again). */
+  started: number;
+  /** Their attempts so far. */
+  attempts: number;
+}
+
 /** Most thread tracks per executor in a Chrome trace: past them a timeline is unreadable anyway. */
 const MAX_TRACE_LANES = 256;
 
@@ -177,8 +191,8 @@ export class Profiler implements Disposable {
   private readonly off: () => void;
   /** the calls submitted while recording and not settled yet (until it stops) */
   private readonly live = new Set<TaskInfo>();
-  /** when stopped: the calls still unsettled then, per name, and their kind */
-  private unsettledAtStop: Map<string, { kind: "op" | "method"; calls: number }> | undefined;
+  /** when stopped: the calls still unsettled then, per name (see {@link Profiler.unsettled}) */
+  private unsettledAtStop: Map<string, Unsettled> | undefined;
 
   /** @internal use {@link profile} */
   constructor() {
@@ -229,14 +243,19 @@ export class Profiler implements Disposable {
     return this.records;
   }
 
-  /** The calls unsettled now (while recording) or when it stopped, per name. */
-  private unsettled(): Map<string, { kind: "op" | "method"; calls: number }> {
+  /** The calls unsettled now (while recording) or when it stopped, per name, with their attempts so far. */
+  private unsettled(): Map<string, Unsettled> {
     if (this.unsettledAtStop !== undefined) return this.unsettledAtStop;
-    const out = new Map<string, { kind: "op" | "method"; calls: number }>();
+    const out = new Map<string, Unsettled>();
     for (const t of this.live) {
-      const u = out.get(t.name);
-      if (u === undefined) out.set(t.name, { kind: t.kind, calls: 1 });
-      else u.calls++;
+      let u = out.get(t.name);
+      if (u === undefined) out.set(t.name, u = { kind: t.kind, calls: 0, started: 0, attempts: 0 });
+      u.calls++;
+      // one that started (and so runs, or waits to try again) made its attempts so far
+      if (t.startedAt > 0) {
+        u.started++;
+        u.attempts += t.attempt + 1;
+      }
     }
     return out;
   }
@@ -271,6 +290,7 @@ export class Profiler implements Disposable {
         slotWait += r.startedAt - ready;
       }
       const n = ran.length;
+      attempts += open?.attempts ?? 0;
       ops[name] = {
         kind: list[0]?.kind ?? open!.kind,
         count: list.length + (open?.calls ?? 0),
@@ -278,7 +298,7 @@ export class Profiler implements Disposable {
         failed,
         cancelled,
         attempts,
-        retries: attempts - n,
+        retries: attempts - n - (open?.started ?? 0),
         mean: n ? d.reduce((s, x) => s + x, 0) / n : 0,
         p50: percentile(d, 50),
         p95: percentile(d, 95),
@@ -627,6 +647,8 @@ function toRecord(t: TaskInfo, status: TaskRecord["status"]): TaskRecord {
  * Starts profiling every op and service call in this process until the profiler is stopped.
  *
  * @returns The profiler (use it with `using`).
+ * @throws {TypeError} When given an argument: it takes no options, and one given must not be
+ * ignored without a word.
  *
  * @example
  * ```ts
@@ -639,6 +661,10 @@ function toRecord(t: TaskInfo, status: TaskRecord["status"]): TaskRecord {
  * ```
  */
 export function profile(): Profiler {
+  // (`arguments`: a typed rest parameter would make passing one a compile error only)
+  if (arguments.length > 1 || arguments[0] !== undefined) {
+    throw new TypeError(`profile() takes no options, got ${describe(arguments[0])}`);
+  }
   return new Profiler();
 }
 

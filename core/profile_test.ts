@@ -290,8 +290,11 @@ test("Profiler.summary and format count the calls still running when the profile
   assert.deepEqual(await ta.all(refs), [1, 2, 3]);
   const s = p.summary();
   assert.deepEqual(
-    Object.fromEntries(Object.entries(s.ops).map(([name, o]) => [name, [o.kind, o.count, o.unsettled, o.attempts]])),
-    { profEarly: ["op", 1, 0, 1], profLate: ["op", 3, 3, 0] },
+    Object.fromEntries(
+      Object.entries(s.ops).map(([name, o]) => [name, [o.kind, o.count, o.unsettled, o.attempts, o.retries]]),
+    ),
+    { profEarly: ["op", 1, 0, 1, 0], profLate: ["op", 3, 3, 3, 0] },
+    "a call that started and had not settled made one attempt so far",
   );
   assert.equal(s.ops.profLate.p50, 0, "no duration: none settled while it recorded");
   const edge = s.graph.find((e) => e.callee === "profLate")!;
@@ -450,4 +453,79 @@ test("an op marked remote that runs here is reported as local in task events", a
     off();
   }
   assert.deepEqual(seen, ["local", "local"]);
+});
+
+test("Profiler counts a pipelined call's wait for its input as input wait: its ready and start times are no earlier than the input's end", async () => {
+  const { NodeServer } = await import("../transports/node_server.ts");
+  const { serveInMemory } = await import("../transports/in_memory.ts");
+  const g = gate();
+  const Src = ta.service(
+    class PipeProfileSrc {
+      async make() {
+        await g.promise;
+        return 1;
+      }
+    },
+  );
+  const inc = ta.op({ name: "pipeProfileInc", remote: true }, async (x: number) => x + 1);
+  const node = new NodeServer({ name: "n1" });
+  const server = serveInMemory("profile-pipelined", node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: "mem://profile-pipelined" })]);
+  try {
+    await mesh.run(async () => {
+      const src = Src.init();
+      assert.equal(await inc.go(0), 1); // the node is known to register the op: the next call goes there
+      using p = ta.profile();
+      const a = src.make.go();
+      const b = inc.go(a);
+      // sent to the node before its input is done: pipelined
+      assert.equal(await eventually(() => a.status === "running" && b.status === "running"), true);
+      g.open();
+      assert.equal(await b, 2);
+      const ra = p.tasks().find((t) => t.id === a.id)!, rb = p.tasks().find((t) => t.id === b.id)!;
+      assert.equal(rb.executor, "remote");
+      assert.ok(rb.readyAt >= ra.settledAt, `ready ${rb.readyAt - ra.settledAt} ms after its input settled`);
+      assert.ok(rb.startedAt >= ra.settledAt, `started ${rb.startedAt - ra.settledAt} ms after its input settled`);
+    });
+  } finally {
+    g.open();
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 50 });
+  }
+});
+
+test("Profiler.summary counts the attempts of calls started and not settled, and none for calls not started", async () => {
+  const g = gate();
+  const hold = ta.op({ name: "attemptsHold", maxConcurrency: 1 }, async () => {
+    await g.promise;
+  });
+  const quick = ta.op(async function attemptsQuick() {
+    return 1;
+  });
+  using p = ta.profile();
+  assert.equal(await quick.go(), 1);
+  const running = hold.go();
+  const waiting = hold.go(); // waits for the op's one slot
+  assert.equal(await eventually(() => running.status === "running"), true);
+  const s = p.summary().ops.attemptsHold;
+  g.open();
+  await running;
+  await waiting;
+  assert.deepEqual([s.count, s.unsettled, s.attempts, s.retries], [2, 2, 1, 0]);
+});
+
+test("profile() refuses an argument: it takes no options, and one given is not ignored", () => {
+  const profile = ta.profile as (options?: unknown) => ta.Profiler;
+  let made: ta.Profiler | undefined;
+  try {
+    assert.throws(
+      () => (made = profile({ bogus: 1 })),
+      (e: Error) => e instanceof TypeError && /profile\(\) takes no options, got/.test(e.message),
+    );
+    assert.equal(ta.getProfiler(), undefined, "nothing was started");
+    profile(undefined).stop(); // nothing given: fine
+  } finally {
+    made?.stop();
+  }
 });

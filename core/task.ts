@@ -11,13 +11,13 @@
  */
 import { Effect } from "effect";
 import { CancelledError, ReleasedError, type TaskError, TimeoutError } from "./errors.ts";
-import type { RunContext } from "./context.ts";
+import { contextEntered, currentContext, type RunContext, runningBody } from "./context.ts";
 import type { TaskInfo } from "./events.ts";
 import { awaitProbe, emit } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { LazyValue, materialized } from "./lazy_value.ts";
 import { Stream } from "./stream.ts";
-import { explainTask, type Explanation, type SlotWait } from "./explain.ts";
+import { explainTask, type Explanation, type SlotWait, waitPath } from "./explain.ts";
 
 /** A completed task's value as an Effect: a value kept on a node is fetched first. */
 function succeeded<T>(value: unknown): Effect.Effect<T, TaskError> {
@@ -100,7 +100,11 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   _error: unknown = undefined;
   /** number of inputs still unresolved */ _pending = 0;
   /** the call's arguments until it starts */ _args: unknown[] | undefined;
-  /** 0: no refs in args, 1: refs at top level only, 2: refs nested in arrays/objects */ _shape = 0;
+  /**
+   * 0: no refs in args, 1: refs at top level only, 2: refs nested in arrays/objects, 3: nested deeper
+   * than the quick walk goes (`dag.ts`)
+   */
+  _shape = 0;
   _target: TaskTarget;
   _ctx: RunContext | undefined;
   _dependents: Task<unknown>[] | undefined = undefined;
@@ -238,10 +242,18 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     return this.promise().finally(onfinally);
   }
 
-  /** A real Promise of the result (created on first use, then reused). */
+  /**
+   * A real Promise of the result (created on first use, then reused). Asked from inside the body of
+   * a call that this ref is, or waits for, it rejects at once with a `TypeError` naming the cycle
+   * (that wait would never end).
+   */
   promise(): Promise<T> {
     if (awaitProbe !== undefined && this._meta !== undefined) awaitProbe(this);
     if (this._released === true) return Promise.reject(releasedError(this as Task<unknown>));
+    if (this._state < COMPLETED && contextEntered) {
+      const cycle = awaitCycle(this as Task<unknown>);
+      if (cycle !== undefined) return Promise.reject(cycle);
+    }
     if (this._promise !== undefined) return this._promise;
     // a value kept on a node (a LazyValue) is fetched by the first await, once
     if (this._state === COMPLETED) return (this._promise = Promise.resolve(materialized(this._value) as T));
@@ -330,6 +342,32 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   }
 }
 
+/**
+ * The error of awaiting `ref` from where that wait never ends: inside the body of the call that
+ * `ref` is, or that `ref` waits for through its inputs; else `undefined`. The body is the one whose
+ * synchronous part runs now, or the one the context names (a body runs in a context of its own
+ * unless it is known to submit nothing: then it is not told apart from its caller).
+ */
+function awaitCycle(ref: Task<unknown>): TypeError | undefined {
+  const body = (runningBody.task ?? currentContext()?.parent) as Task<unknown> | undefined;
+  if (body === undefined || body._state !== RUNNING) return undefined;
+  if (ref === body) {
+    return new TypeError(
+      `${ref.id} awaited its own result from inside its body: it would wait for itself forever. Return ` +
+        "the value instead, or await the ref outside the body",
+    );
+  }
+  if (ref._state !== PENDING || ref._pending === 0) return undefined;
+  const path = waitPath(ref, body);
+  if (path === undefined) return undefined;
+  return new TypeError(
+    `${body.id} awaited ${ref.id}, which waits for ${body.id} itself (${
+      [...path, body].map((t) => t.id).join(" → ")
+    }): from inside ${body.id}'s body that wait would never end. Await it outside the body, or let it run ` +
+      "after this call without awaiting it (ta.detach)",
+  );
+}
+
 /** The error of using `ref` after its release. */
 export function releasedError(ref: Task<unknown>): ReleasedError {
   return new ReleasedError(ref.id, ref._target);
@@ -386,6 +424,12 @@ export function cancelTask(task: Task<unknown>, error: CancelledError): void {
  */
 export class TaskRoster {
   private tasks: Task<unknown>[] = [];
+  /**
+   * The mesh's service method calls not yet settled, listed only while a stuck-work watchdog looks
+   * at this roster (`watchdog.ts`): closing the mesh leaves those to their instances' mailboxes, so
+   * they are kept apart from the op calls it cancels. `undefined` while no watchdog looks.
+   */
+  calls: TaskRoster | undefined = undefined;
 
   add(task: Task<unknown>): void {
     task._rosterSlot = this.tasks.length;
@@ -580,7 +624,10 @@ export function settle(ref: Task<unknown>, state: number, valueOrError: unknown)
   if (state === COMPLETED) ref._value = valueOrError;
   else ref._error = valueOrError;
   ref._abort = undefined;
-  if (ref._rosterSlot !== -1) ref._ctx!.mesh!.roster!.remove(ref);
+  if (ref._rosterSlot !== -1) {
+    const roster = ref._ctx!.mesh!.roster!;
+    (ref._target.kind === "op" ? roster : roster.calls!).remove(ref);
+  }
   if (ref._pins !== undefined) {
     const pins = ref._pins;
     ref._pins = undefined;

@@ -8,6 +8,7 @@
 import { describe } from "./describe.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { setLongTimeout } from "./long_timer.ts";
+import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { addWaiter, removeWaiter, State, Task, type Waiter } from "./task.ts";
 
@@ -23,6 +24,8 @@ export interface WaitOptions {
    */
   readonly timeoutMs?: number;
 }
+
+const WAIT_OPTION_KEYS: KnownKeys<WaitOptions> = { count: true, timeoutMs: true };
 
 /** What {@linkcode wait} returns: the refs that settled and those that had not, each in input order. */
 export interface WaitResult<T> {
@@ -48,7 +51,7 @@ function checkRefs(fn: string, refs: unknown): asserts refs is readonly Task<unk
  * @param refs Refs from `.go()`.
  * @param options `count` (default 1, at most `refs.length`) and `timeoutMs` (`Infinity`: none).
  * @returns The settled refs (at most `count`) and the others, each in input order.
- * @throws {TypeError} When `refs` is not an array of refs.
+ * @throws {TypeError} When `refs` is not an array of refs, or `options` has an unknown key (a typo).
  * @throws {RangeError} When `count` is not an integer from 0 to `refs.length`, or `timeoutMs` is negative or NaN.
  *
  * @example A ray.wait loop
@@ -67,6 +70,7 @@ function checkRefs(fn: string, refs: unknown): asserts refs is readonly Task<unk
  */
 export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}): Promise<WaitResult<T>> {
   checkRefs("wait", refs);
+  checkKnownKeys("wait()", options, WAIT_OPTION_KEYS);
   const tasks = refs as unknown as readonly Task<unknown>[];
   const count = options.count ?? Math.min(1, tasks.length);
   if (!Number.isInteger(count) || count < 0 || count > tasks.length) {

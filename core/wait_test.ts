@@ -61,6 +61,12 @@ test("wait rejects bad input at once with what it found", () => {
     () => ta.wait([r], { timeoutMs: NaN }),
     /wait\(\) expects timeoutMs to be a number of ms ≥ 0 .*got number NaN/,
   );
+  assert.throws(
+    () => ta.wait([r], { timeoutMS: 5 } as unknown as ta.WaitOptions),
+    (e: Error) =>
+      e instanceof TypeError && /wait\(\): unknown option "timeoutMS"; did you mean "timeoutMs"\?/.test(e.message),
+  );
+  assert.throws(() => ta.wait([r], null as unknown as ta.WaitOptions), /wait\(\): options must be an object, got null/);
   return r.then(() => {});
 });
 

@@ -1,17 +1,20 @@
 /**
  * The stuck-work watchdog (`MeshOptions.stuckAfterMs`): a timer that looks over a mesh's unsettled
- * tasks (its roster) a few times per `stuckAfterMs` and reports each task pending or running longer
+ * tasks (its roster, and the service calls listed for it while it looks: `TaskRoster.calls`) a few
+ * times per `stuckAfterMs` and reports each task (op or service call) pending or running longer
  * than that, once, with its explanation (`explain.ts`): as a `"stuck"` event on the task event stream
- * (`onTaskEvent`, which the dashboard shows) and to the mesh's `onStuck`. It costs nothing per task: the timer reads
- * the roster the mesh keeps anyway, and times come from the tasks' recorded times when events are
- * on, else from when the watchdog first saw each task (so a task is reported at most one look late).
+ * (`onTaskEvent`, which the dashboard shows) and to the mesh's `onStuck`. It costs nothing per op
+ * call: the timer reads the roster the mesh keeps anyway; a service call costs one entry on the list
+ * while the watchdog is on (and one property read while it is off). Times come from the tasks'
+ * recorded times when events are on, else from when the watchdog first saw each task (so a task is
+ * reported at most one look late).
  *
  * @module
  */
 import { unrefTimer } from "./_runtime.ts";
 import { emitStuck } from "./events.ts";
-import { explainTask, type Explanation, formatExplanation, noteSeen } from "./explain.ts";
-import type { Task, TaskRoster } from "./task.ts";
+import { type ChainEnds, explainTask, type Explanation, formatExplanation, noteSeen } from "./explain.ts";
+import { type Task, TaskRoster } from "./task.ts";
 
 /** What the watchdog does with a stuck task: by default, a `console.warn` with its explanation. */
 export type StuckListener = (explanation: Explanation) => void;
@@ -41,11 +44,13 @@ export function warnStuck(explanation: Explanation): void {
 export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: StuckListener): () => void {
   const firstSeen = new WeakMap<Task<unknown>, number>();
   const reported = new WeakSet<Task<unknown>>();
+  // the mesh's service calls are listed for it, apart from its op calls (see TaskRoster.calls)
+  const calls = roster.calls ??= new TaskRoster();
   const look = () => {
-    if (roster.size === 0) return;
+    if (roster.size === 0 && calls.size === 0) return;
     const now = performance.now();
     const stuck: Task<unknown>[] = [];
-    roster.forEach((task) => {
+    const see = (task: Task<unknown>) => {
       if (reported.has(task)) return;
       let since = task._meta?.submittedAt;
       if (since === undefined || since === 0) {
@@ -58,11 +63,15 @@ export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: Stu
         }
       }
       if (now - since >= stuckAfterMs) stuck.push(task);
-    });
+    };
+    roster.forEach(see);
+    calls.forEach(see);
+    // many stuck tasks of one long chain walk it once between them
+    const ends: ChainEnds = new Map();
     for (const task of stuck) {
       reported.add(task);
       try {
-        const explanation = explainTask(task);
+        const explanation = explainTask(task, ends);
         emitStuck(task, now, explanation);
         report(explanation);
       } catch {
@@ -72,5 +81,12 @@ export function watchStuck(roster: TaskRoster, stuckAfterMs: number, report: Stu
   };
   const timer = setInterval(look, Math.max(5, Math.min(stuckAfterMs / 4, 1000)));
   unrefTimer(timer);
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    // no longer listed: the calls on the list leave it now, not when they settle
+    if (roster.calls === calls) {
+      roster.calls = undefined;
+      calls.takeAll();
+    }
+  };
 }

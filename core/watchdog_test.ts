@@ -209,3 +209,55 @@ test("a stuck event leaves the task's span open: tracing ends it when the task s
     tracingState.tracer = before;
   }
 });
+
+/** Calls of a service (one running, one queued behind it) and an op, held until `g` opens, in a mesh of `nodes`. */
+async function stuckServiceCalls(nodes: ta.MeshNode[], name: string): Promise<void> {
+  const g = gate();
+  const Svc = ta.service(
+    { name },
+    class {
+      async wait() {
+        await g.promise;
+        return 1;
+      }
+    },
+  );
+  const sentinel = ta.op(async function stuckWatchSentinel() {
+    await g.promise;
+    return 2;
+  });
+  const reported: string[] = [];
+  const mesh = new ta.Mesh(nodes, { stuckAfterMs: 20, onStuck: (e) => reported.push(e.id) });
+  try {
+    const refs = await mesh.run(async () => {
+      const s = Svc.init();
+      return [s.wait.go(), s.wait.go(), sentinel.go()];
+    });
+    const sentinelId = refs[2].id;
+    assert.equal(await eventually(() => reported.includes(sentinelId), 30_000), true, "the op is reported");
+    // the calls were submitted with it, in the same turn: the look that found it stuck found them too
+    assert.deepEqual(new Set(reported), new Set(refs.map((r) => r.id)), `reported: ${reported}`);
+    g.open();
+    assert.deepEqual(await Promise.all(refs), [1, 1, 2]);
+  } finally {
+    g.open();
+    await mesh.close();
+  }
+}
+
+test("Mesh stuckAfterMs reports service calls, running or queued, not only ops", async () => {
+  await stuckServiceCalls([new ta.MeshNode("n", { cpus: 2 })], "StuckWatchSvc");
+});
+
+test("Mesh stuckAfterMs reports service calls on a node", async () => {
+  const { NodeServer } = await import("../transports/node_server.ts");
+  const { serveInMemory } = await import("../transports/in_memory.ts");
+  const node = new NodeServer({ name: "remote" });
+  const server = serveInMemory("stuck-watch-remote", node.handler);
+  try {
+    await stuckServiceCalls([new ta.MeshNode("remote", { endpoint: server.endpoint })], "StuckWatchRemoteSvc");
+  } finally {
+    await server.close();
+    await node.drain({ graceMs: 50 });
+  }
+});
