@@ -69,8 +69,9 @@ export class Mesh extends CoreMesh {
    * and one that leaves fails its calls with `NodeLostError` (its replicas fail over). The NATS
    * client is loaded only here (the `./nats` entry).
    *
-   * @param options The NATS server(s), how long to wait, how many nodes to wait for, and the
-   * mesh's own options (name, token, deadline…).
+   * @param options The NATS server(s), how long to wait (`timeoutMs`), how many nodes to wait for,
+   * and the mesh's own options (name, token…; its call deadline, `timeoutMs` to `new Mesh`, is
+   * `callTimeoutMs` here).
    * @returns The mesh.
    * @throws {TypeError} When no node answered; `TransportError` when NATS is unreachable.
    *
@@ -100,7 +101,8 @@ export class Mesh extends CoreMesh {
    * @param name The DNS name, or several (one per node pool: their pods make one mesh).
    * @param options `port` (default 7070), `scheme` (default `"ws"`), `intervalMs` (default 5000),
    * `timeoutMs` and `nodes` (wait up to 30 s for 1 ready node by default), `resolver` (default
-   * `node:dns/promises`), and the mesh's own options (token, name, deadline…).
+   * `node:dns/promises`), and the mesh's own options (token, name…; its call deadline, `timeoutMs`
+   * to `new Mesh`, is `callTimeoutMs` here).
    * @returns The mesh.
    * @throws {TypeError} When fewer than `nodes` ready nodes answered within `timeoutMs`, saying what
    * the name resolved to; for bad options.

@@ -17,7 +17,7 @@
 import { resolve4, resolveSrv } from "node:dns/promises";
 import { describe } from "../core/describe.ts";
 import { type Mesh, meshRuntime } from "../core/mesh.ts";
-import { MESH_OPTION_KEYS, type MeshOptions } from "../core/mesh_config.ts";
+import { checkCallTimeout, MESH_OPTION_KEYS, type MeshOptions } from "../core/mesh_config.ts";
 import { MeshNode } from "../core/mesh_node.ts";
 import { checkKnownKeys, type KnownKeys } from "../core/options.ts";
 import { AuthError } from "../core/errors.ts";
@@ -34,7 +34,11 @@ export interface DnsResolver {
   resolveSrv(name: string): Promise<ReadonlyArray<{ readonly name: string; readonly port: number }>>;
 }
 
-/** Options of `Mesh.fromDns`: how to reach the pods, how often to look again, and the mesh's own options. */
+/**
+ * Options of `Mesh.fromDns`: how to reach the pods, how often to look again, and the mesh's own
+ * options. `timeoutMs` here is how long to wait for the nodes; the mesh's call deadline (its
+ * `timeoutMs`) is `callTimeoutMs`.
+ */
 export interface DnsMeshOptions extends Omit<MeshOptions, "remote"> {
   /** The port every pod serves on, for A records (default 7070; SRV records carry their own). */
   port?: number;
@@ -44,6 +48,11 @@ export interface DnsMeshOptions extends Omit<MeshOptions, "remote"> {
   intervalMs?: number;
   /** How long `fromDns` waits for `nodes` ready nodes before it fails, ms (default 30 000). */
   timeoutMs?: number;
+  /**
+   * The mesh's default deadline for remote calls, ms: what `timeoutMs` is to `new Mesh` (default:
+   * none). (`Mesh.fromConfig` passes a config's top-level `timeoutMs` here.)
+   */
+  callTimeoutMs?: number;
   /** How many ready nodes `fromDns` waits for (default 1). */
   nodes?: number;
   /** How names are resolved (default `node:dns/promises`). */
@@ -59,15 +68,17 @@ const DEFAULT_DNS_TIMEOUT_MS = 30_000;
 /** How long one `/healthz` question may take, ms. */
 const PROBE_TIMEOUT_MS = 3_000;
 
-const DNS_KEYS: KnownKeys<Pick<DnsMeshOptions, "port" | "scheme" | "intervalMs" | "timeoutMs" | "nodes" | "resolver">> =
-  {
-    port: true,
-    scheme: true,
-    intervalMs: true,
-    timeoutMs: true,
-    nodes: true,
-    resolver: true,
-  };
+const DNS_KEYS: KnownKeys<
+  Pick<DnsMeshOptions, "port" | "scheme" | "intervalMs" | "timeoutMs" | "callTimeoutMs" | "nodes" | "resolver">
+> = {
+  port: true,
+  scheme: true,
+  intervalMs: true,
+  timeoutMs: true,
+  callTimeoutMs: true,
+  nodes: true,
+  resolver: true,
+};
 
 const systemResolver: DnsResolver = { resolve4, resolveSrv };
 
@@ -161,6 +172,7 @@ function checkDnsOptions(name: unknown, options: DnsMeshOptions): void {
   if (nodes !== undefined && !(Number.isInteger(nodes) && nodes >= 1)) {
     throw new RangeError(`Mesh.fromDns: nodes must be an integer ≥ 1, got ${describe(nodes)}`);
   }
+  checkCallTimeout("Mesh.fromDns", options.callTimeoutMs);
   if (
     resolver !== undefined &&
     (resolver === null || typeof resolver.resolve4 !== "function" || typeof resolver.resolveSrv !== "function")
@@ -178,7 +190,7 @@ function checkDnsOptions(name: unknown, options: DnsMeshOptions): void {
  * records) or an SRV name (`_rpc._tcp.thinkagain-gpu.default.svc.cluster.local`); or several (one
  * per node pool), whose pods make one mesh.
  * @param options Port, scheme, interval, how long and for how many nodes to wait, the resolver,
- * and the mesh's own options (token, name, deadline…).
+ * and the mesh's own options (token, name…; its call deadline is `callTimeoutMs`).
  * @returns The mesh.
  * @throws {TypeError} For a bad name or options, and when fewer than `nodes` ready nodes answered
  * within `timeoutMs` (saying what the name resolved to).
@@ -218,8 +230,11 @@ export async function dnsMesh<M extends Mesh>(
     timeoutMs = DEFAULT_DNS_TIMEOUT_MS,
     nodes: want = 1,
     resolver = systemResolver,
-    ...meshOptions
+    callTimeoutMs,
+    ...rest
   } = options;
+  // the mesh's own timeoutMs is its call deadline; this one was how long to look
+  const meshOptions: MeshOptions = callTimeoutMs === undefined ? rest : { ...rest, timeoutMs: callTimeoutMs };
   const endpoint = (address: string) => `${scheme}://${address}`;
 
   // the first nodes: resolve and ask until `want` ready nodes answered, or time is up

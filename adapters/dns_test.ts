@@ -11,6 +11,8 @@ import { Generator, Solo } from "../examples/distributed_app.ts";
 import { webSocketTransport } from "../transports/websocket.ts";
 import { encodeMessage } from "../transports/protocol.ts";
 import { decode } from "../core/codec.ts";
+import { NodeServer } from "../server.ts";
+import { serveFrames } from "./serve.ts";
 
 const APP = fileURLToPath(new URL("../examples/distributed_app.ts", import.meta.url));
 const T = { timeout: 180_000 };
@@ -320,13 +322,49 @@ test(
     class Seen extends ta.Mesh {
       static override fromDns(_name: string | readonly string[], o: ta.DnsMeshOptions = {}): Promise<ta.Mesh> {
         asked = { ...o };
-        const { timeoutMs: _looked, port: _port, ...meshOptions } = o;
-        return Promise.resolve(new this([new ta.MeshNode("seen")], meshOptions));
+        const { timeoutMs: _looked, port: _port, callTimeoutMs, ...meshOptions } = o;
+        return Promise.resolve(new this([new ta.MeshNode("seen")], { ...meshOptions, timeoutMs: callTimeoutMs }));
       }
     }
     const seen = await Seen.fromConfig({ timeoutMs: 4_000, dns: { name: "a.test", port: 7070, timeoutMs: 100 } });
     assert.equal(asked?.timeoutMs, 100, "the dns entry's wait");
+    assert.equal(asked?.callTimeoutMs, 4_000, "the config's timeoutMs reaches fromDns as its callTimeoutMs");
     assert.equal(core.meshRuntime(seen).options.timeoutMs, 4_000, "the mesh's call deadline");
     await seen.close();
   },
 );
+
+test("Mesh.fromDns: callTimeoutMs is the mesh's call deadline, timeoutMs how long to look", T, async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const Waits = ta.service(
+    class DnsDeadlineWaits {
+      async wait() {
+        await gate;
+        return "late";
+      }
+    },
+  );
+  const node = new NodeServer({ name: "pod-deadline" });
+  const served = await serveFrames(node.handler, { hostname: "127.0.0.2", port: 0, health: () => node.health() });
+  const resolver = { resolve4: () => Promise.resolve(["127.0.0.2"]), resolveSrv: () => Promise.resolve([]) };
+  try {
+    await assert.rejects(
+      ta.Mesh.fromDns("deadline.test", { port: served.port, resolver, callTimeoutMs: 0 }),
+      /Mesh\.fromDns: callTimeoutMs must be a positive number/,
+    );
+    await using mesh = await ta.Mesh.fromDns("deadline.test", {
+      port: served.port,
+      resolver,
+      timeoutMs: 20_000,
+      callTimeoutMs: 50,
+    });
+    assert.equal(mesh.options.timeoutMs, 50);
+    const e = await rejection(mesh.run(() => Waits.init().wait.go()));
+    assert.ok(e instanceof ta.TimeoutError, `got ${e}`);
+  } finally {
+    open();
+    await served.close();
+    await node.drain();
+  }
+});

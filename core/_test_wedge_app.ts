@@ -17,6 +17,25 @@ export const SelfCaller = ta.service(
   },
 );
 
+/** A service that schedules a call on itself through the handle it is given, without waiting for it. */
+export const SelfScheduler = ta.service(
+  { name: "WedgeSelfScheduler" },
+  class SelfScheduler {
+    ticks = 0;
+    /** Makes a detached `tick` on `me` (a handle of this very instance): it runs after this call. */
+    schedule(me: { tick: { go(): PromiseLike<number> } }): string {
+      ta.detach(me.tick.go() as ta.ObjectRef<number>);
+      return "scheduled";
+    }
+    tick(): number {
+      return ++this.ticks;
+    }
+    count(): number {
+      return this.ticks;
+    }
+  },
+);
+
 /** The same with a second slot: calling itself is fine while a slot is free. */
 export const WideSelfCaller = ta.service(
   { name: "WedgeWideSelfCaller", maxConcurrency: 2 },

@@ -256,7 +256,7 @@ export class TimeoutError extends ThinkagainError {
  * - `"timeout"`: its deadline passed where it ran (a node stops a call past the driver's deadline);
  * - `"drain"`: the node running it shut down (SIGTERM, `node.drain()`): nothing is wrong with the
  *   call, so a driver may send it to another node;
- * - `"mesh-closed"`: its mesh closed before it started;
+ * - `"mesh-closed"`: its mesh closed before it started, or while it ran, past `mesh.close({ graceMs })`;
  * - `"parent"`: the task that submitted it was cancelled or passed its deadline.
  */
 export type CancelReason = "cancelled" | "timeout" | "drain" | "mesh-closed" | "parent";

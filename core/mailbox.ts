@@ -15,7 +15,7 @@ import { setLongTimeout } from "./long_timer.ts";
 import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
-import { settle, State, type Task, type TaskTarget } from "./task.ts";
+import { cancelTask, settle, State, type Task, type TaskTarget } from "./task.ts";
 import { Stream } from "./stream.ts";
 import type { SlotWait } from "./explain.ts";
 import type { TimerId } from "./_runtime.ts";
@@ -82,7 +82,8 @@ export abstract class MailboxReplica implements Replica {
     if (ctx !== undefined && ctx.instance !== undefined) {
       const self = this.replicaOf(ctx.instance);
       if (self !== undefined && self.waitsForItself(submittingParent(ctx))) {
-        return failedRef(target, selfCallError(self, method));
+        this.calls++;
+        return submit(target, args, ctx, (task) => this.holdSelfCall(task, self));
       }
     }
     // backpressure: a full mailbox refuses at once instead of growing (the handle routes to the
@@ -158,6 +159,51 @@ export abstract class MailboxReplica implements Replica {
       `Service "${this.def.name}" refused a call to ${this.def.name}.${method}: its instance ${this.index} on node ` +
         `"${this.node}" has ${maxQueued} calls queued${again} (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
     );
+  }
+
+  /** Self-calls held out of the queue until the statement that made them has run (see {@linkcode holdSelfCall}). */
+  private held: Set<Task<unknown>> | undefined;
+
+  /**
+   * A call the instance `self` makes to itself while the call making it (or one it runs under)
+   * holds every slot: if that call waits for it, neither ever ends. Whether it does is known once
+   * the statement that made the call has run: a call `ta.detach`ed there is no child of its caller
+   * (a call's children count as waited for), so it is queued as any other and runs after the
+   * current call, as an actor that schedules itself; one still its caller's child fails with
+   * {@linkcode selfCallError}. A detached one that its caller awaits at once fails too; one it
+   * awaits later waits forever, as nothing tells of that await here.
+   */
+  private holdSelfCall(task: Task<unknown>, self: MailboxReplica): void {
+    const caller = task._family?.parent;
+    (this.held ??= new Set()).add(task);
+    queueMicrotask(() => {
+      if (!this.held!.delete(task) || task._state !== PENDING) return; // cancelled, or the mesh closed
+      const method = (task._target as MethodTarget).method;
+      const parent = task._family?.parent; // undefined once detached
+      if (parent !== undefined && self.waitsForItself(parent)) {
+        task._args = undefined;
+        settle(task, FAILED, selfCallError(self, method));
+        return;
+      }
+      const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
+      if (this.outstanding - this.running >= maxQueued) {
+        if (!this.refuses()) return this.enqueueLater(task, 0);
+        task._args = undefined;
+        settle(task, FAILED, this.overloaded(method, maxQueued));
+        return;
+      }
+      this.enqueue(task);
+      if (task._pending === 0) this.pump();
+      // detached, but awaited at once by its caller (an await's then() comes a microtask later): it
+      // would still wait forever
+      queueMicrotask(() => {
+        if (task._state !== PENDING || (task._promise === undefined && task._waiters === undefined)) return;
+        if (caller === undefined || caller._state !== State.RUNNING || !self.waitsForItself(caller)) return;
+        task._args = undefined;
+        settle(task, FAILED, selfCallError(self, method));
+        this.dropped(task);
+      });
+    });
   }
 
   /**
@@ -265,9 +311,16 @@ export abstract class MailboxReplica implements Replica {
     return undefined;
   }
 
+  /** The calls whose bodies run now (what closing the mesh waits for, up to its `graceMs`). */
+  runningCalls(): Task<unknown>[] {
+    const running: Task<unknown>[] = [];
+    for (const t of this.active) if (t._state === State.RUNNING) running.push(t);
+    return running;
+  }
+
   /** A queued call failed or was cancelled before it started. */
   dropped(task: Task<unknown>): void {
-    if (this.forgetDeferred(task)) return; // not in the queue: nothing to give back
+    if (this.held?.delete(task) || this.forgetDeferred(task)) return; // not in the queue: nothing to give back
     this.outstanding--;
     this.pump();
   }
@@ -276,10 +329,15 @@ export abstract class MailboxReplica implements Replica {
     if (this.closing) return;
     this.closing = true;
     const queued = this.queue.slice(this.head);
+    for (const task of [...this.held ?? []]) {
+      this.held!.delete(task);
+      task._args = undefined;
+      settle(task, State.CANCELLED, notStarted(task));
+    }
     for (const task of [...this.deferred.keys()]) {
       this.forgetDeferred(task);
       task._args = undefined;
-      settle(task, State.CANCELLED, new CancelledError(task._target, "not started: the mesh closed"));
+      settle(task, State.CANCELLED, notStarted(task));
     }
     this.queue.length = 0;
     this.head = 0;
@@ -287,7 +345,7 @@ export abstract class MailboxReplica implements Replica {
       if (task !== undefined && task._state === PENDING) {
         this.outstanding--;
         task._args = undefined;
-        settle(task, State.CANCELLED, new CancelledError(task._target, "not started: the mesh closed"));
+        settle(task, State.CANCELLED, notStarted(task));
       }
     }
   }
@@ -319,11 +377,23 @@ export abstract class MailboxReplica implements Replica {
           new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
         ]);
         stopTimer();
-        for (const t of live) t.cancel(); // past the deadline: stop waiting; late results are ignored
+        // past the deadline: stop waiting; late results are ignored
+        for (const t of live) {
+          if (t._state !== State.RUNNING) continue;
+          cancelTask(
+            t,
+            new CancelledError(t._target, "cancelled: the mesh closed and its graceMs passed", "mesh-closed"),
+          );
+        }
       }
     }
     await this.dispose(deadline);
   }
+}
+
+/** The error of a call still queued when its mesh closed (a closing replica starts nothing more). */
+function notStarted(task: Task<unknown>): CancelledError {
+  return new CancelledError(task._target, "not started: the mesh closed", "mesh-closed");
 }
 
 /**
@@ -337,7 +407,8 @@ function selfCallError(replica: MailboxReplica, method: string): OpExecutionErro
     new TypeError(
       `Service "${service}" called itself through its own handle (${service}.${method}) from inside one of its ` +
         `calls; its instance runs at most ${replica.def.maxConcurrency} call(s) at once, so this call would wait ` +
-        `forever for the call making it. Call this.${method}() directly, or raise maxConcurrency`,
+        `forever for the call making it, which waits for it. Call this.${method}() directly, or raise ` +
+        `maxConcurrency; for a call that need not be waited for, ta.detach() it: it then runs after the current call`,
     ),
   );
 }

@@ -58,12 +58,6 @@ export interface MeshRemoveNodeOptions {
 const REMOVE_NODE_OPTION_KEYS: KnownKeys<MeshRemoveNodeOptions> = { reason: true, drain: true };
 
 /**
- * The call deadline of a config file whose nodes are discovered (`Mesh.fromConfig` with `discover`
- * or `dns`): discovery reads `timeoutMs` as how long to look, so the mesh's comes under this key.
- */
-const CONFIG_TIMEOUT_MS: unique symbol = Symbol("thinkagain.configTimeoutMs");
-
-/**
  * A set of nodes that services are placed on. With no mesh, a default local mesh (one node with
  * unbounded resources) serves.
  *
@@ -106,9 +100,6 @@ export class Mesh implements AsyncDisposable {
     if (options === null || typeof options !== "object" || Array.isArray(options)) {
       throw new TypeError(`Mesh: options must be an object, got ${describe(options)}`);
     }
-    // a config file's call deadline, carried past discovery, whose own timeoutMs is its wait
-    const configured = (options as { [CONFIG_TIMEOUT_MS]?: number })[CONFIG_TIMEOUT_MS];
-    if (configured !== undefined && options.timeoutMs === undefined) options = { ...options, timeoutMs: configured };
     const given = nodesOrDevices.every((n) => n instanceof MeshNode) ? nodesOrDevices as MeshNode[] : undefined;
     if (given !== undefined) {
       if (given.length === 0) throw new TypeError("Mesh needs at least one node");
@@ -244,9 +235,9 @@ export class Mesh implements AsyncDisposable {
   ): Promise<M> {
     const { nodes, options, discover, dns } = await readMeshConfig(config);
     // discovering nodes takes its own timeoutMs (how long to look); the config's is the mesh's call
-    // deadline, which the mesh gets apart from it
+    // deadline, which Mesh.discover and Mesh.fromDns take as their callTimeoutMs
     const { timeoutMs, ...rest } = options;
-    const meshOptions = timeoutMs === undefined ? rest : { ...rest, [CONFIG_TIMEOUT_MS]: timeoutMs };
+    const meshOptions = timeoutMs === undefined ? rest : { ...rest, callTimeoutMs: timeoutMs };
     if (dns !== undefined) {
       // resolving names needs node:dns, which only the package root's Mesh loads
       const fromDns = (this as unknown as { fromDns?: (name: string | string[], o: object) => Promise<M> }).fromDns;
@@ -437,14 +428,28 @@ export class Mesh implements AsyncDisposable {
 
   /**
    * Closes the mesh: op and service calls not yet started (waiting for inputs or for a slot) reject
-   * with `CancelledError`, running calls finish, then every instance is disposed (its
-   * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation.
-   * Idempotent.
+   * with `CancelledError` (`reason: "mesh-closed"`), as does any call made in the mesh from now on;
+   * the op and method calls running finish, then every instance is disposed (its
+   * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation. A call
+   * that awaits the close of its own mesh (an op calling `mesh.close()`) is not waited for, nor are
+   * the calls it runs under. Idempotent.
    *
    * @param options `graceMs`: how long running calls may take to finish (default and `Infinity`: as
-   * long as they need); past it they are cancelled (their refs reject with `CancelledError`) and the
-   * instances are disposed anyway. The same name as a node's `drain({ graceMs })`.
+   * long as they need); past it they are cancelled (their refs reject with `CancelledError`,
+   * `reason: "mesh-closed"`) and the instances are disposed anyway. The same name as a node's
+   * `drain({ graceMs })`.
    * @returns When every instance is disposed.
+   *
+   * @example A call still running past `graceMs` is cancelled
+   * ```ts
+   * import * as ta from "../mod.ts";
+   * const forever = ta.op(async function closeDocForever() { await new Promise(() => {}); });
+   * const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+   * const [ref] = await mesh.run(() => [forever.go()]);
+   * await mesh.close({ graceMs: 10 });
+   * const e = await ref.then(() => undefined, (e) => e);
+   * if (!(e instanceof ta.CancelledError) || e.reason !== "mesh-closed") throw new Error(String(e));
+   * ```
    */
   close(options: MeshCloseOptions = {}): Promise<void> {
     if ("timeoutMs" in options) {

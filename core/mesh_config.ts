@@ -38,7 +38,10 @@ export interface MeshOptions {
   /**
    * The layer that provides remote execution (nodes with an endpoint). The package root's `Mesh`
    * passes the transports' `layerRemote`; pass your own to run remote calls another way, or
-   * none (with `thinkagain/core` alone) for a mesh of in-process nodes.
+   * none (with `thinkagain/core` alone) for a mesh of in-process nodes. It is built in the mesh's
+   * scope when the mesh is made, so it must build synchronously: one that needs asynchronous work
+   * (reading a config first) is a `TypeError`; do that work first and pass
+   * `Layer.succeed(RemoteExecutor, executor)`.
    */
   remote?: Layer.Layer<RemoteExecutor>;
   /**
@@ -148,6 +151,32 @@ export function checkMeshOptionTypes(options: MeshOptions): void {
   }
 }
 
+/**
+ * Checks the `callTimeoutMs` of a mesh that finds its nodes (`Mesh.discover`, `Mesh.fromDns`),
+ * whose own `timeoutMs` is how long to look: it becomes the mesh's `timeoutMs`, checked as that is.
+ *
+ * @param what Who asks, in the error.
+ * @param callTimeoutMs The mesh's call deadline, ms, if given.
+ * @throws {RangeError} When it is not a positive number (`Infinity`: none).
+ *
+ * @example
+ * ```ts
+ * import { checkCallTimeout } from "./mesh_config.ts";
+ * import { throws } from "node:assert/strict";
+ * checkCallTimeout("Mesh.discover", 30_000);
+ * throws(() => checkCallTimeout("Mesh.discover", 0), /Mesh\.discover: callTimeoutMs must be a positive number/);
+ * ```
+ */
+export function checkCallTimeout(what: string, callTimeoutMs: unknown): void {
+  if (callTimeoutMs !== undefined && !(typeof callTimeoutMs === "number" && callTimeoutMs > 0)) {
+    throw new RangeError(
+      `${what}: callTimeoutMs must be a positive number of ms (the mesh's call deadline; Infinity: none), got ${
+        describe(callTimeoutMs)
+      }`,
+    );
+  }
+}
+
 /** A mesh as JSON configuration (what `Mesh.fromConfig` reads). */
 export interface MeshConfig {
   /** The mesh's name. */
@@ -156,7 +185,10 @@ export interface MeshConfig {
   transport?: "http" | "websocket" | "in_memory" | "nats";
   /** Auth token for remote nodes. */
   token?: string;
-  /** Default deadline for remote calls, ms. */
+  /**
+   * Default deadline for remote calls, ms (also with `discover` or `dns`, whose own `timeoutMs` is
+   * how long to look: it reaches them as their `callTimeoutMs`).
+   */
   timeoutMs?: number;
   /** At most this many op calls at once. */
   maxConcurrentOps?: number;

@@ -1,6 +1,6 @@
 /**
  * A mesh's state while it lives: its nodes' free resources, the deployments placed on them, its
- * op limit, the calls not yet started (what closing cancels), the remote executor its layer
+ * op limit, the calls not yet settled (what closing cancels or waits for), the remote executor its layer
  * provided, and its lifetime (an Effect Scope whose finalizers dispose instances in reverse order).
  * The public `Mesh` (`mesh.ts`) is a thin face over one of these; running code finds the runtime
  * in its run context, so ops and services never need the public class.
@@ -8,13 +8,16 @@
  * @module
  */
 import { warnStuck, watchStuck } from "./watchdog.ts";
-import { Context, Effect, Exit, Layer, Scope } from "effect";
+import { Cause, Context, Effect, Exit, Fiber, Layer, Scope } from "effect";
+import { currentContext, runningBody } from "./context.ts";
 import { Deployment, type Replica, type ReplicaState } from "./deployment.ts";
 import { describe } from "./describe.ts";
 import { GpuDevice } from "./devices.ts";
 import { type CallName, CancelledError, PlacementError } from "./errors.ts";
 import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
+import { MailboxReplica } from "./mailbox.ts";
+import { setLongTimeout } from "./long_timer.ts";
 import type { Mesh } from "./mesh.ts";
 import type { MeshOptions } from "./mesh_config.ts";
 import { MeshNode } from "./mesh_node.ts";
@@ -27,7 +30,7 @@ import {
 } from "./placement.ts";
 import { RemoteExecutor } from "./remote_executor.ts";
 import { boundOption, type ServiceDef } from "./service_def.ts";
-import { cancelTask, State, type Task, TaskRoster, type TaskTarget } from "./task.ts";
+import { addWaiter, cancelTask, State, type Task, TaskRoster, type TaskTarget } from "./task.ts";
 import type { Stream } from "./stream.ts";
 
 /** What `Mesh.stats()` reports. */
@@ -46,6 +49,12 @@ export interface MeshStats {
      * is its `name`. (A node's own `stats()` leaves it out.)
      */
     readonly servedAs?: string;
+    /**
+     * True while the mesh's link to the node has lost it (its connection broke, or it answered no
+     * keepalive within `lostAfterMs`): its instances say `"lost"` and their calls go to siblings.
+     * False again once it answers. (A node's own `stats()` leaves it out.)
+     */
+    readonly lost?: boolean;
     readonly endpoint: string | undefined;
     readonly gpus: { readonly total: number; readonly free: number };
     readonly cpus: { readonly total: number; readonly free: number };
@@ -56,13 +65,17 @@ export interface MeshStats {
     readonly replica: number;
     readonly node: string;
     readonly gpus: readonly number[];
-    /** Calls submitted to it (those of a `"failed"` instance failed without running). */
+    /**
+     * Calls submitted to it (those of a `"failed"` instance failed without running); one that went
+     * on to a sibling because its node was lost or drains counts there.
+     */
     readonly calls: number;
     readonly outstanding: number;
     /**
      * `"ready"`: the instance exists; `"creating"`: a remote one not created yet; `"failed"`: its
-     * constructor threw or its node refused to create it (`error` says why). (A node's own
-     * `stats()` leaves it out: the instances it lists exist.)
+     * constructor threw or its node refused to create it (`error` says why); `"lost"`: its node
+     * was lost, `"draining"`: its node shuts down (calls go to its siblings meanwhile). (A node's
+     * own `stats()` leaves it out: the instances it lists exist.)
      */
     readonly state?: ReplicaState;
     /** Why the instance could not be created, when `state` is `"failed"`. */
@@ -124,7 +137,10 @@ export class MeshRuntime {
   readonly options: Readonly<MeshOptions>;
   /** The mesh-wide op concurrency limit, if any. */
   readonly limiter: Limiter | undefined;
-  /** Its op calls not yet settled (what closing cancels); none kept by the default runtime. */
+  /**
+   * Its op calls not yet settled (what closing cancels, or waits for while they run); none kept by
+   * the default runtime.
+   */
   roster: TaskRoster | undefined = new TaskRoster();
   /** Tasks submitted in this mesh so far, recorded or not (what its dashboard estimates its counts from). */
   tasksMade = 0;
@@ -169,10 +185,7 @@ export class MeshRuntime {
       boundOption("Mesh", "maxWaitingOps", options.maxWaitingOps, DEFAULT_MAX_WAITING),
     );
     this.hasRemoteNodes = nodes.some((n) => n.endpoint !== undefined);
-    this.remote = options.remote === undefined ? undefined : Context.get(
-      Effect.runSync(Layer.buildWithScope(options.remote, this.scope)),
-      RemoteExecutor,
-    );
+    this.remote = options.remote === undefined ? undefined : this.buildRemote(options.remote);
     try {
       this.remote?.checkNodes?.(this);
     } catch (e) {
@@ -184,6 +197,38 @@ export class MeshRuntime {
       const stop = watchStuck(this.roster, stuck, options.onStuck ?? warnStuck);
       this.addCleanup(() => Promise.resolve(stop()));
     }
+  }
+
+  /**
+   * Builds the remote layer in the mesh's scope, now: a constructor cannot wait, so a layer that
+   * needs asynchronous work is refused (its build is stopped), as is one that fails; either way the
+   * scope is closed, releasing what the layer acquired, since no `close()` will come.
+   *
+   * @throws {TypeError} When the layer needs asynchronous work.
+   * @throws {Error} When it fails, with its error as `cause`.
+   */
+  private buildRemote(layer: Layer.Layer<RemoteExecutor>): RemoteExecutor {
+    const exit = Effect.runSyncExit(Layer.buildWithScope(layer, this.scope));
+    if (Exit.isSuccess(exit)) return Context.get(exit.value, RemoteExecutor);
+    let async: Cause.AsyncFiberError | undefined;
+    for (const r of exit.cause.reasons) if (Cause.isDieReason(r) && Cause.isAsyncFiberError(r.defect)) async = r.defect;
+    // the build left running (an async one) stops first, then what it acquired is released
+    const stop = async === undefined ? Effect.void : Fiber.interrupt(async.fiber);
+    Effect.runFork(stop.pipe(Effect.andThen(Scope.close(this.scope, Exit.void))));
+    if (async !== undefined) {
+      throw new TypeError(
+        `Mesh "${this.name}": options.remote must build synchronously (new Mesh cannot wait), but the layer ` +
+          "providing RemoteExecutor ran asynchronous work; do that work first and pass " +
+          "Layer.succeed(RemoteExecutor, executor)",
+      );
+    }
+    const e = Cause.squash(exit.cause);
+    throw new Error(
+      `Mesh "${this.name}": options.remote failed to build the remote executor: ${
+        e instanceof Error ? e.message : String(e)
+      }`,
+      { cause: e },
+    );
   }
 
   /** The runtime of the default local mesh: one node, unbounded resources, never closed. */
@@ -429,7 +474,13 @@ export class MeshRuntime {
       );
     }
     (this.nodes as MeshNode[]).splice(at, 1);
-    for (const d of this.deployments) for (const r of d.replicas) if (r.node === name) this.removedReplicas.add(r);
+    for (const d of this.deployments) {
+      for (const r of d.replicas) {
+        if (r.node !== name) continue;
+        this.removedReplicas.add(r);
+        if (options.drain) r.nodeDraining?.(); // its calls go to siblings while it drains
+      }
+    }
     const st = this.states.findIndex((s) => s.node === node);
     if (st >= 0) this.states.splice(st, 1);
     this.hasRemoteNodes = this.nodes.some((n) => n.endpoint !== undefined);
@@ -451,6 +502,7 @@ export class MeshRuntime {
       nodes: this.states.map((s) => ({
         name: s.node.name,
         servedAs: s.servedAs,
+        lost: s.node.endpoint !== undefined && this.remote?.nodeHealth?.(this, s.node.name)?.lost === true,
         endpoint: s.node.endpoint,
         gpus: {
           total: s.unboundedGpus ? Infinity : s.devices.length,
@@ -488,12 +540,17 @@ export class MeshRuntime {
     }
     // every replica stops starting calls now, before any of them is closed and awaited in turn
     for (const d of this.deployments) for (const r of d.replicas) r.stopAccepting?.();
-    this.cancelUnstarted();
+    const running = this.cancelUnstarted();
+    for (const d of this.deployments) {
+      for (const r of d.replicas) if (r instanceof MailboxReplica) running.push(...r.runningCalls());
+    }
     disposeAll(
-      Effect.runPromise(Scope.close(this.scope, Exit.void)).finally(() => {
-        // handles keep their deployment (to say it closed), not the closed mesh its replicas reach
-        for (const d of this.deployments) d.replicas.length = 0;
-      }),
+      this.finishRunning(running, graceMs ?? Infinity, closingCalls())
+        .then(() => Effect.runPromise(Scope.close(this.scope, Exit.void)))
+        .finally(() => {
+          // handles keep their deployment (to say it closed), not the closed mesh its replicas reach
+          for (const d of this.deployments) d.replicas.length = 0;
+        }),
     );
     return this.closing;
   }
@@ -505,18 +562,22 @@ export class MeshRuntime {
 
   /**
    * Cancels the op calls submitted in this mesh that have not started, wherever they wait (for
-   * inputs, in the ready queue, for a slot of the op or the mesh); running ones are left to finish.
-   * A dependent of a cancelled call fails with its error, as after `ref.cancel()`. One error per op
-   * name, so 100k waiting calls cost no 100k stack captures.
+   * inputs, in the ready queue, for a slot of the op or the mesh), and returns those running, which
+   * closing waits for. A dependent of a cancelled call fails with its error, as after `ref.cancel()`.
+   * One error per op name, so 100k waiting calls cost no 100k stack captures.
    */
-  private cancelUnstarted(): void {
-    if (this.roster === undefined) return;
+  private cancelUnstarted(): Task<unknown>[] {
+    if (this.roster === undefined) return [];
     const tasks = this.roster.takeAll();
+    const running: Task<unknown>[] = [];
     const errors = new Map<string, CancelledError>();
     const targets = new Set<TaskTarget>();
     for (let i = 0; i < tasks.length; i++) {
       const task = tasks[i];
-      if (task._state !== State.PENDING) continue; // running, or failed already with an input cancelled here
+      if (task._state !== State.PENDING) {
+        if (task._state === State.RUNNING) running.push(task);
+        continue; // else failed already, with an input cancelled here
+      }
       const name = task._target.name;
       let error = errors.get(name);
       if (error === undefined) errors.set(name, error = this.closedError(task._target));
@@ -527,7 +588,64 @@ export class MeshRuntime {
     // hold the cancelled calls until a slot frees
     this.limiter?.prune();
     for (const target of targets) target.pruneWaiting?.();
+    return running;
   }
+
+  /**
+   * Waits for the op and method calls that ran when the mesh closed, until its `graceMs` passed,
+   * then cancels those still running (one error per call name), so that no instance is disposed
+   * under a call of the mesh. What they submit meanwhile is refused (the mesh is closed). `spared`:
+   * the call that closes the mesh and its ancestors, which wait for the close and so are not waited
+   * for (else the close would wait for itself).
+   */
+  private async finishRunning(
+    tasks: Task<unknown>[],
+    graceMs: number,
+    spared: ReadonlySet<Task<unknown>>,
+  ): Promise<void> {
+    const live = tasks.filter((t) => t._state === State.RUNNING && !spared.has(t));
+    if (live.length === 0) return;
+    let left = live.length;
+    const all = new Promise<void>((resolve) => {
+      const settled = () => {
+        if (--left === 0) resolve();
+      };
+      for (const t of live) addWaiter(t, settled);
+    });
+    const deadline = this.closeDeadline;
+    if (deadline === undefined) return await all;
+    // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
+    let stopTimer!: () => void;
+    await Promise.race([
+      all,
+      new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
+    ]);
+    stopTimer();
+    const errors = new Map<string, CancelledError>();
+    for (const t of live) {
+      if (t._state !== State.RUNNING) continue;
+      const name = t._target.name;
+      let error = errors.get(name);
+      if (error === undefined) {
+        const detail = `cancelled: mesh "${this.name}" closed and its graceMs (${graceMs} ms) passed`;
+        errors.set(name, error = new CancelledError(t._target, detail, "mesh-closed"));
+      }
+      cancelTask(t, error); // late results are ignored
+    }
+  }
+}
+
+/**
+ * The call that closes a mesh now, when `close()` is called from inside one (an op or a method
+ * awaiting it), with the calls it runs under: they wait for the close, so the close must not wait
+ * for them. Best effort: a body known to submit nothing may run without a context of its own,
+ * and is then found only in its synchronous part.
+ */
+function closingCalls(): Set<Task<unknown>> {
+  const spared = new Set<Task<unknown>>();
+  let t = (runningBody.task ?? currentContext()?.parent) as Task<unknown> | undefined;
+  for (; t !== undefined; t = t._family?.parent) spared.add(t);
+  return spared;
 }
 
 let fallback: MeshRuntime | undefined;

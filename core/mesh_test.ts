@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { Effect, Layer } from "effect";
 import * as ta from "../mod.ts";
-import { collectUntil, eventually, gate, gcFunction, rejection, sleep } from "./_test_utils.ts";
+import { collectUntil, eventually, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
 
 const Generator = ta.service(
   { gpus: 4 },
@@ -385,6 +386,132 @@ test("mesh.close({ graceMs }) of Infinity or of 2^31 ms or more waits for runnin
   assert.deepEqual(disposed, ["HeldAtClose", "HeldAtClose", "HeldAtClose"]);
 });
 
+test("mesh.close waits for the op calls running in the mesh, as for running method calls, and disposes the instances after them", async () => {
+  const started = gate(), release = gate<number>();
+  const order: string[] = [];
+  const Res = ta.service(
+    class CloseAfterOpsRes {
+      use() {
+        return 1;
+      }
+      close() {
+        order.push("disposed");
+      }
+    },
+  );
+  const runsAtClose = ta.op(async function runsAtClose() {
+    started.open();
+    const v = await release.promise;
+    order.push("op done");
+    return v;
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const [ref] = await mesh.run(async () => {
+    await Res.init().use.go();
+    return [runsAtClose.go()];
+  });
+  await started.promise;
+  let closed = false;
+  const closing = mesh.close().then(() => (closed = true));
+  for (let i = 0; i < 3; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(closed, false, "close() returned while an op of the mesh ran");
+  assert.equal(ref.status, "running");
+  release.open(7);
+  await closing;
+  assert.equal(ref.status, "completed");
+  assert.equal(await ref, 7);
+  assert.deepEqual(order, ["op done", "disposed"]);
+});
+
+test("mesh.close() awaited inside an op of the mesh returns: that op, and the op waiting for it, are not waited for", async () => {
+  const besideStarted = gate(), release = gate();
+  const order: string[] = [];
+  const beside = ta.op(async function runsBesideCloser() {
+    besideStarted.open();
+    await release.promise;
+    order.push("beside done");
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const closer = ta.op(async function closesItsMesh() {
+    await besideStarted.promise;
+    const closing = mesh.close();
+    release.open();
+    await closing;
+    order.push("closed");
+    return "closed";
+  });
+  const outer = ta.op(async function waitsForCloser() {
+    return await closer.go();
+  });
+  const [ref] = await mesh.run(() => [outer.go(), beside.go()]);
+  assert.equal(await settlesWithin(ref, 20_000), true, "the close waited for the op closing it");
+  assert.equal(await ref, "closed");
+  assert.deepEqual(order, ["beside done", "closed"], "the other running op was waited for");
+});
+
+test('mesh.close({ graceMs }) cancels the op and method calls still running past it with reason "mesh-closed"', async () => {
+  const opStarted = gate(), callStarted = gate();
+  const forever = new Promise<never>(() => {});
+  const neverEnds = ta.op(async function neverEndsAtClose() {
+    opStarted.open();
+    return await forever;
+  });
+  const Hang = ta.service(
+    class HangsAtClose {
+      async hang() {
+        callStarted.open();
+        return await forever;
+      }
+    },
+  );
+  const mesh = new ta.Mesh([new ta.MeshNode("n")], { name: "graced" });
+  const [op, call] = await mesh.run(() => [neverEnds.go(), Hang.init().hang.go()]);
+  await opStarted.promise;
+  await callStarted.promise;
+  await mesh.close({ graceMs: 0 });
+  assert.equal(op.status, "cancelled", "an op still running past graceMs is cancelled");
+  assert.equal(call.status, "cancelled");
+  for (const ref of [op, call]) {
+    const e = await rejection(ref);
+    assert.ok(e instanceof ta.CancelledError, `${ref.id}: ${e}`);
+    assert.equal(e.reason, "mesh-closed", ref.id);
+    assert.match(e.message, /was cancelled: mesh "graced" closed and its graceMs \(0 ms\) passed/);
+  }
+});
+
+test('mesh.close: a service call not started when the mesh closed has reason "mesh-closed", as an op\'s has', async () => {
+  const started = gate(), release = gate();
+  const input = ta.op(async function closeReasonInput() {
+    await release.promise;
+    return 1;
+  });
+  const Svc = ta.service(
+    class CloseReasonSvc {
+      async w(_x?: number) {
+        started.open();
+        await release.promise;
+        return 1;
+      }
+    },
+  );
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const [running, queued, waitsForInput] = await mesh.run(() => {
+    const s = Svc.init();
+    return [s.w.go(), s.w.go(), s.w.go(input.go())];
+  });
+  await started.promise;
+  const closing = mesh.close();
+  for (const ref of [queued, waitsForInput]) {
+    const e = await rejection(ref);
+    assert.ok(e instanceof ta.CancelledError, `${ref.id}: ${e}`);
+    assert.equal(e.reason, "mesh-closed", ref.id);
+    assert.match(e.message, /not started: the mesh closed/);
+  }
+  release.open();
+  assert.equal(await running, 1);
+  await closing;
+});
+
 test("a task submitted outside any mesh does not take the mesh it happened to be started from", async () => {
   const noop = ta.op(function noopHere() {
     return 0;
@@ -449,7 +576,7 @@ test("with mesh maxConcurrentOps, 100k queued synchronous ops run after a slow o
   await mesh.close();
 });
 
-test("mesh.close cancels an op waiting for its input: CancelledError says the mesh closed, the op never runs, its running input finishes", async () => {
+test("mesh.close cancels an op waiting for its input: CancelledError says the mesh closed, the op never runs, its running input finishes before close returns", async () => {
   const release = gate<number>();
   let ran = 0;
   const slowInput = ta.op(async function slowInput() {
@@ -467,9 +594,10 @@ test("mesh.close cancels an op waiting for its input: CancelledError says the me
   assert.equal(input.status, "running");
   const closing = mesh.close();
   assert.equal(waiting.status, "cancelled", "settled by close() itself");
-  await closing; // does not wait for the running op
   assert.equal(input.status, "running", "a running op keeps running");
   release.open(7);
+  await closing; // waits for the running op
+  assert.equal(input.status, "completed");
   assert.equal(await input, 7);
   const e = await rejection(waiting);
   assert.ok(e instanceof ta.CancelledError);
@@ -585,8 +713,8 @@ test("mesh.close cancels 100k waiting ops at once (a fanout on one input, a chai
   assert.ok(fanout.every((r) => r.status === "cancelled"));
   assert.ok(queued.every((r) => r.status === "cancelled"));
   assert.equal(chain.status, "cancelled");
-  await closing;
   release.open();
+  await closing; // after the running source
   assert.equal(await s, 0);
   assert.ok((await rejection(ta.all(fanout))) instanceof ta.CancelledError);
   assert.ok((await rejection(ta.all(queued))) instanceof ta.CancelledError);
@@ -711,11 +839,12 @@ test(
       for (let i = 0; i < n; i++) registry.register(hog.go(), i); // wait for the mesh's slot
     });
     await byOp.close();
-    await byMesh.close();
+    const closingByMesh = byMesh.close(); // waits for the running hog
     await collectUntil(gc, () => collected, 2 * n * 0.9);
     assert.ok(collected >= 2 * n * 0.9, `only ${collected} of ${2 * n} cancelled calls were collected`);
     assert.equal(byMesh.closed, true); // byMesh (and its limit) is still referenced here
     release.open();
+    await closingByMesh;
     await holder;
     await hogRef;
   },
@@ -738,4 +867,24 @@ test("renamed options fail with a TypeError naming the new name: op concurrency,
 test("Mesh drops the whitespace around its token (a file's or a Secret's newline), as a node does with its --token-file", async () => {
   await using mesh = new ta.Mesh([new ta.MeshNode("tokenTrim")], { token: "s3cret-token\n" });
   assert.equal(mesh.options.token, "s3cret-token");
+});
+
+test("Mesh refuses a remote layer that needs async work with a TypeError naming options.remote; a failing one is named too, and what it acquired is released", async () => {
+  const node = () => [new ta.MeshNode("a", { endpoint: "ws://127.0.0.1:9" })];
+  const executor = { createReplica: () => assert.fail("not used"), opBody: () => undefined };
+  const asyncLayer = Layer.effect(ta.RemoteExecutor, Effect.promise(async () => executor as never));
+  assert.throws(
+    () => new ta.Mesh(node(), { remote: asyncLayer }),
+    (e: Error) => e instanceof TypeError && /options\.remote/.test(e.message) && /synchronously/.test(e.message),
+  );
+  let released = 0;
+  const failing = Layer.effect(
+    ta.RemoteExecutor,
+    Effect.gen(function* () {
+      yield* Effect.acquireRelease(Effect.void, () => Effect.sync(() => released++));
+      return yield* Effect.fail(new Error("config missing"));
+    }),
+  ) as unknown as Layer.Layer<ta.RemoteExecutor>;
+  assert.throws(() => new ta.Mesh(node(), { remote: failing }), /options\.remote .*: config missing/);
+  assert.ok(await eventually(() => released === 1), "the layer's scope was closed");
 });

@@ -19,13 +19,16 @@ export interface NodeServerOptions {
   gpus?: number | readonly GpuDevice[];
   /** CPU cores this node offers (default: not limited). */
   cpus?: number;
-  /** Token this node presents to its `peers` (never to an endpoint a frame named). */
+  /**
+   * Token this node presents to its `peers`, and to the nodes a driver that presented this same
+   * token declared as its mesh (never to an endpoint a frame named).
+   */
   token?: string;
   /**
    * Nodes this node may call with its token (or a peer's own) when a handle of an instance there
    * arrives as an argument. Handles may also lead to its own instances (called in place) and to the
-   * nodes a driver declared as its mesh in its `hello` (called without a token); any other endpoint
-   * is refused.
+   * nodes a driver declared as its mesh in its `hello` (with this node's token when that driver
+   * presented it, else without one); any other endpoint is refused.
    */
   peers?: readonly (string | NodePeer)[];
   /** Transport override for calls this node makes to other nodes. */
@@ -176,7 +179,9 @@ export function resolveNodeLimits(options: NodeServerOptions): NodeLimits {
   // a typo must not pass unnoticed: a "tokn" would leave the node presenting no token to its peers
   checkKnownKeys(who, options, NODE_SERVER_OPTION_KEYS);
   if (who === "NodeServer") {
-    throw new TypeError(`NodeServer needs options with a non-empty name, got name ${describe(name)}`);
+    throw new TypeError(
+      `NodeServer needs options with a non-empty name, got ${name === undefined ? "no name" : describe(name)}`,
+    );
   }
   checkOptionType(who, "token", options.token, "string");
   checkOptionType(who, "onLeaseExpired", options.onLeaseExpired, "function");

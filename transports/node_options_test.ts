@@ -32,3 +32,9 @@ test("NodeServer refuses options that are not an object, or a token that is not 
     /NodeServer leaseMs must be a number of ms ≥ 0, got the string "5"/,
   );
 });
+
+test("NodeServer without a name says it got none, and names an empty one", () => {
+  refuses(() => new NodeServer({} as never), /^NodeServer needs options with a non-empty name, got no name$/);
+  refuses(() => new NodeServer({ name: "" }), /^NodeServer needs options with a non-empty name, got the string ""$/);
+  refuses(() => new NodeServer({ name: 5 } as never), /non-empty name, got number 5$/);
+});

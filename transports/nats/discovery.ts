@@ -11,7 +11,7 @@
  */
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { createInbox, headers as natsHeaders, NoRespondersError, RequestError } from "@nats-io/nats-core";
-import type { MeshOptions } from "../../core/mesh_config.ts";
+import { checkCallTimeout, type MeshOptions } from "../../core/mesh_config.ts";
 import { MeshNode } from "../../core/mesh_node.ts";
 import {
   ANNOUNCE_SUBJECT,
@@ -33,12 +33,20 @@ export const DEFAULT_REFRESH_MS: number = 5_000;
 /** Rounds in a row a node must miss before the mesh takes it for gone. */
 const REFRESH_MISSES = 3;
 
-/** Options of `Mesh.discover`: where to look, how long, and the mesh's own options. */
+/**
+ * Options of `Mesh.discover`: where to look, how long, and the mesh's own options. `timeoutMs`
+ * here is how long to look; the mesh's call deadline (its `timeoutMs`) is `callTimeoutMs`.
+ */
 export interface DiscoverOptions extends Omit<MeshOptions, "remote"> {
   /** The NATS server(s) the nodes announce themselves on: `nats://host:4222` (seeds separated by commas). */
   nats: string;
   /** How long to collect answers, ms (default 1000). */
   timeoutMs?: number;
+  /**
+   * The mesh's default deadline for remote calls, ms: what `timeoutMs` is to `new Mesh` (default:
+   * none). (`Mesh.fromConfig` passes a config's top-level `timeoutMs` here.)
+   */
+  callTimeoutMs?: number;
   /** Stop collecting as soon as this many nodes answered (default: collect for `timeoutMs`). */
   nodes?: number;
   /**
@@ -342,10 +350,12 @@ export async function discoverMesh<M>(
   if (options === null || typeof options !== "object" || typeof options.nats !== "string") {
     throw new TypeError('Mesh.discover needs { nats: "nats://host:4222" }');
   }
-  const { nats, timeoutMs, nodes: want, refreshMs = DEFAULT_REFRESH_MS, ...meshOptions } = options;
+  const { nats, timeoutMs, nodes: want, refreshMs = DEFAULT_REFRESH_MS, callTimeoutMs, ...rest } = options;
   if (!(Number.isFinite(refreshMs) && refreshMs >= 0)) {
     throw new RangeError(`Mesh.discover: refreshMs must be a number of ms ≥ 0, got ${refreshMs}`);
   }
+  checkCallTimeout("Mesh.discover", callTimeoutMs);
+  const meshOptions: MeshOptions = callTimeoutMs === undefined ? rest : { ...rest, timeoutMs: callTimeoutMs };
   const lease = await acquireNats(parseNatsServers(nats, "Mesh.discover"), { purpose: `discovery on ${nats}` });
   let mesh: M;
   let watching = false;

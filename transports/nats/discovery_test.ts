@@ -26,6 +26,22 @@ test("Mesh.fromConfig: a discover entry is checked, and needs the package root's
     ta.Mesh.fromConfig({ discover: { nats: "nats://127.0.0.1:9", timeoutMs: 500 } }),
     (e: unknown) => e instanceof ta.TransportError && e.message.includes("nats://127.0.0.1:9"),
   );
+  await rejects(
+    ta.Mesh.discover({ nats: "nats://127.0.0.1:9", callTimeoutMs: -1 }),
+    /Mesh\.discover: callTimeoutMs must be a positive number/,
+  );
+  // the config's timeoutMs is the mesh's call deadline, which reaches discover as its callTimeoutMs
+  let asked: Record<string, unknown> | undefined;
+  class Seen extends ta.Mesh {
+    static override discover(o: ta.DiscoverOptions): Promise<ta.Mesh> {
+      asked = { ...o };
+      return Promise.resolve(new this([new ta.MeshNode("seen")]));
+    }
+  }
+  const seen = await Seen.fromConfig({ timeoutMs: 4_000, discover: { nats: "nats://h:4222", timeoutMs: 100 } });
+  strictEqual(asked?.timeoutMs, 100, "the discover entry's wait");
+  strictEqual(asked?.callTimeoutMs, 4_000, "the mesh's call deadline");
+  await seen.close();
 });
 
 test("decodeAnnouncement refuses malformed announcements and other protocol versions", () => {
@@ -91,6 +107,30 @@ describe("discovery on one NATS server", { skip: natsMissing() }, () => {
         return true;
       });
     } finally {
+      await served.close();
+      await node.drain();
+    }
+  });
+
+  test("Mesh.discover: callTimeoutMs is the mesh's call deadline, timeoutMs how long to look", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const Waits = ta.service(
+      class NatsDiscoverDeadline {
+        async wait() {
+          await gate;
+          return "late";
+        }
+      },
+    );
+    const node = new NodeServer({ name: "deadline" });
+    const served = await startNatsNode(node.handler, { nats: server.url, name: "deadline" });
+    try {
+      await using mesh = await ta.Mesh.discover({ nats: server.url, nodes: 1, timeoutMs: 20_000, callTimeoutMs: 50 });
+      strictEqual(mesh.options.timeoutMs, 50);
+      await rejects(mesh.run(() => Waits.init().wait.go()), ta.TimeoutError);
+    } finally {
+      open();
       await served.close();
       await node.drain();
     }
