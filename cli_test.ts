@@ -354,7 +354,7 @@ test("thinkagain serve --object-store-bytes bounds the node's object store; a ba
       return made;
     }));
     assert.ok(e instanceof ta.OverloadedError, String(e));
-    assert.match(e.message, /object store holds 0 of 1024 bytes/);
+    assert.match(e.message, /larger than its whole object store \(1024 bytes, --object-store-bytes\)/);
   } finally {
     node.kill("SIGKILL");
     await node.exited;

@@ -11,6 +11,8 @@ import { NodeServer, type NodeServerOptions } from "./node_server.ts";
 import { inMemoryTransport, serveInMemory } from "./in_memory.ts";
 import { decodeDriverMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { FrameHandler } from "./transport.ts";
+import { serveFrames } from "../adapters/serve.ts";
+import { httpTransport } from "./http.ts";
 
 const T = { timeout: 300_000 };
 
@@ -789,5 +791,170 @@ test(
       });
       assert.ok(await eventually(() => a.objectStats().objects === 0, 10_000), `A holds ${a.objectStats().objects}`);
     });
+  },
+);
+
+const HandoffSvc = ta.service(
+  { name: "DpHandoffSvc" },
+  class DpHandoffSvc {
+    where() {
+      return ta.currentInstance()!.node;
+    }
+    make(n: number) {
+      return new Float32Array(n).fill(1);
+    }
+    sum(a: Float32Array) {
+      let s = 0;
+      for (let i = 0; i < a.length; i++) s += a[i];
+      return s;
+    }
+    async held(a: Float32Array, gate: string) {
+      await gates.get(gate);
+      return a.length;
+    }
+  },
+);
+/** Gates a {@linkcode HandoffSvc.held} call waits on, by name (its node runs in this process). */
+const gates = new Map<string, Promise<void>>();
+
+/** Nodes A and B served on real sockets (`scheme` endpoints), a mesh over them, a producer on A and a consumer on B. */
+async function handoffNodes(
+  scheme: "http" | "ws",
+  options: Partial<NodeServerOptions>,
+  fn: (
+    a: NodeServer,
+    mesh: ta.Mesh,
+    producer: ReturnType<typeof HandoffSvc.init>,
+    consumer: ReturnType<typeof HandoffSvc.init>,
+  ) => Promise<void>,
+): Promise<void> {
+  const a = new NodeServer({ name: "A", ...options }), b = new NodeServer({ name: "B", ...options });
+  const sa = await serveFrames(a.handler, { port: 0 }), sb = await serveFrames(b.handler, { port: 0 });
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("A", { endpoint: `${scheme}://127.0.0.1:${sa.port}` }),
+    new ta.MeshNode("B", { endpoint: `${scheme}://127.0.0.1:${sb.port}` }),
+  ]);
+  try {
+    const [x, y] = [HandoffSvc.init(), HandoffSvc.init()];
+    const onA = (await mesh.run(() => x.where.go())) === "A";
+    const [producer, consumer] = onA ? [x, y] : [y, x];
+    assert.equal(await mesh.run(() => consumer.where.go()), "B");
+    await fn(a, mesh, producer, consumer);
+  } finally {
+    await mesh.close();
+    await a.drain();
+    await b.drain();
+    await sa.close();
+    await sb.close();
+  }
+}
+
+for (const scheme of ["http", "ws"] as const) {
+  test(
+    `hand-off (${scheme}): concurrent hand-offs leave nothing published on the producing node once they ended, also those whose consumer started after the result came back`,
+    T,
+    async () => {
+      await handoffNodes(scheme, {}, async (a, mesh, producer, consumer) => {
+        await mesh.run(async () => {
+          for (let round = 0; round < 4; round++) {
+            // the consumer takes one call at a time: most start once A's result is back, with its value
+            const sums = await Promise.all(Array.from({ length: 5 }, () => consumer.sum.go(producer.make.go(25_000))));
+            assert.deepEqual(sums, new Array(5).fill(25_000));
+          }
+        });
+        assert.ok(
+          await eventually(() => a.objectStats().published === 0, 10_000),
+          `A still publishes ${a.objectStats().published} results after the calls pulling them ended`,
+        );
+      });
+    },
+  );
+}
+
+test(
+  "hand-off over HTTP: mesh.close() makes the node forget what it published for calls that had not ended",
+  T,
+  async () => {
+    let open!: () => void;
+    gates.set("close", new Promise<void>((r) => (open = r)));
+    await handoffNodes("http", {}, async (a, mesh, producer, consumer) => {
+      const pulled = mesh.run(() => consumer.held.go(producer.make.go(10), "close")).then(() => undefined, (e) => e);
+      assert.ok(await eventually(() => a.objectStats().published === 1, 10_000), "A publishes the result");
+      try {
+        await mesh.close({ graceMs: 0 }); // the call on B is cancelled
+        // the driver said so as it closed: nothing is left for the lease to find
+        assert.equal(a.objectStats().published, 0);
+        assert.ok((await pulled) instanceof ta.CancelledError);
+      } finally {
+        open();
+      }
+    });
+  },
+);
+
+test(
+  "a result published for a driver over HTTP is forgotten when its lease expires (the driver never freed it)",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "A", leaseMs: 200 });
+    const served = await serveFrames(node.handler, { port: 0 });
+    const conn = await httpTransport.connect(`http://127.0.0.1:${served.port}`);
+    try {
+      // a driver's hand-off: the call publishes its result under its lease, then the driver is gone
+      const call = { t: "call", cid: "c1", op: "dpInc", args: [1], publish: "p:gone-1", owner: "gone-driver" };
+      const reply = decodeReply<ResultMessage>(await conn.request(encodeMessage(call)), "result");
+      assert.deepEqual(reply, { t: "result", ok: true, value: 2 });
+      assert.equal(node.objectStats().published, 1);
+      assert.ok(
+        await eventually(() => node.objectStats().published === 0, 10_000),
+        "the result is still published after its driver's lease expired",
+      );
+      assert.equal(node.objectStats().publishedBytes, 0);
+    } finally {
+      await conn.close();
+      await node.drain();
+      await served.close();
+    }
+  },
+);
+
+test(
+  "a published result that came back in its reply counts against the object store's bound while published",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "A", objectStoreBytes: 4096 });
+    const served = await serveFrames(node.handler, { port: 0 });
+    const conn = await httpTransport.connect(`http://127.0.0.1:${served.port}`);
+    const ask = async (message: Record<string, unknown>) =>
+      decodeReply<ResultMessage>(await conn.request(encodeMessage(message)), "result");
+    try {
+      // 1 KiB, no keepAbove: its value comes back in the reply, and the node holds that frame for pulls
+      assert.equal((await ask({ t: "call", cid: "c1", op: "dpBig", args: [256], publish: "p:small" })).ok, true);
+      const held = node.objectStats().publishedBytes;
+      assert.ok(held > 1024 && held < 2048, `${held} bytes counted`);
+      // a kept result no longer fits beside it
+      const kept = await ask({ t: "call", cid: "c2", op: "dpBig", args: [768], keepAbove: 0 });
+      assert.equal(kept.ok, false);
+      assert.match(
+        String((kept as { error: { message: string } }).error.message),
+        /bytes of results published for other nodes/,
+      );
+      // 8 KiB: more than the whole store, the pull gets the store's error (the caller still got its value)
+      const big = await ask({ t: "call", cid: "c3", op: "dpBig", args: [2048], publish: "p:big" });
+      assert.equal(big.ok, true);
+      const pulled = await ask({ t: "fetch", oid: "p:big" });
+      assert.equal(pulled.ok, false);
+      assert.match(
+        String((pulled as { error: { message: string } }).error.message),
+        /larger than its whole object store/,
+      );
+      assert.equal(node.objectStats().publishedBytes, held);
+      await conn.request(encodeMessage({ t: "free", oids: ["p:small", "p:big"], cids: [] }));
+      assert.deepEqual([node.objectStats().published, node.objectStats().publishedBytes], [0, 0]);
+    } finally {
+      await conn.close();
+      await node.drain();
+      await served.close();
+    }
   },
 );

@@ -180,7 +180,7 @@ class HttpConnection implements TransportConnection {
     }
     if (res.status === 401) {
       await res.body?.cancel().catch(() => {});
-      throw authRefused(this.endpoint, this.#hasToken);
+      throw authRefused(this.#url, this.#hasToken);
     }
     const type = res.headers.get("content-type");
     if (res.status === 200 && type !== "application/cbor") {
@@ -198,7 +198,7 @@ class HttpConnection implements TransportConnection {
       await res.body?.cancel().catch(() => {});
       throw new TransportError(
         "too-large",
-        `Reply of ${declared} bytes from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes`,
+        `Reply of ${declared} bytes from ${this.#url} is over the limit of ${this.#maxFrameBytes} bytes`,
         this.endpoint,
       );
     }
@@ -210,7 +210,7 @@ class HttpConnection implements TransportConnection {
         : await readAtMost(res.body, this.#maxFrameBytes, (total) =>
           new TransportError(
             "too-large",
-            `Reply from ${this.endpoint} is over the limit of ${this.#maxFrameBytes} bytes (${total} bytes so far)`,
+            `Reply from ${this.#url} is over the limit of ${this.#maxFrameBytes} bytes (${total} bytes so far)`,
             this.endpoint,
           ));
     } catch (cause) {
@@ -219,7 +219,7 @@ class HttpConnection implements TransportConnection {
     }
     if (res.headers.get("x-thinkagain-error") === "1") throw decodeError(body);
     if (res.status === 503) {
-      throw new TransportError("closed", `Node at ${this.endpoint} is shutting down (HTTP 503)`, this.endpoint);
+      throw new TransportError("closed", `Node at ${this.#url} is shutting down (HTTP 503)`, this.endpoint);
     }
     if (res.status !== 200) {
       throw new TransportError("refused", `POST ${this.#url} answered HTTP ${res.status}`, this.endpoint);
@@ -231,11 +231,11 @@ class HttpConnection implements TransportConnection {
     if (this.#abort.signal.aborted) return closedError(this.endpoint);
     if (options?.signal?.aborted) return options.signal.reason;
     if (cause instanceof DOMException && cause.name === "TimeoutError") {
-      return new TransportError("io", `No reply from ${this.endpoint} within ${options?.timeoutMs} ms`, this.endpoint);
+      return new TransportError("io", `No reply from ${this.#url} within ${options?.timeoutMs} ms`, this.endpoint);
     }
     return new TransportError(
       "unreachable",
-      `Cannot reach ${this.endpoint}: ${describeFailure(cause)}`,
+      `Cannot reach ${this.#url}: ${describeFailure(cause)}`,
       this.endpoint,
       cause,
     );

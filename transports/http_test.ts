@@ -3,7 +3,7 @@ import { Buffer } from "node:buffer";
 import { eventually } from "../core/_test_utils.ts";
 import { test } from "node:test";
 import { serveFrames } from "../adapters/serve.ts";
-import { TransportError } from "../core/errors.ts";
+import { AuthError, TransportError } from "../core/errors.ts";
 import { decode, encode } from "../core/codec.ts";
 import { runTransportConformance } from "./_conformance.ts";
 import { startRealServer } from "./_test_servers.ts";
@@ -168,4 +168,26 @@ test("serveFrames refuses an option it does not know (a mistyped token would ser
     /serveFrames: unknown option "tokn"; did you mean "token"/,
   );
   await rejects(serveFrames((f) => f, { token: 5 } as never), /serveFrames: token must be a string/);
+});
+
+test("http: errors name the URL the transport used, not the ws:// endpoint it was given", async () => {
+  const unreachable = await httpTransport.connect("ws://127.0.0.1:9");
+  await rejects(unreachable.request(encode({ t: "hello", v: 2 })), (e: unknown) => {
+    ok(e instanceof TransportError && e.reason === "unreachable", String(e));
+    ok(e.message.startsWith("Cannot reach http://127.0.0.1:9/rpc: "), e.message);
+    strictEqual(e.endpoint, "ws://127.0.0.1:9", "the error still says which endpoint it is about");
+    return true;
+  });
+  const server = await startRealServer((frame) => frame, { token: "s3cret-token" }, "ws");
+  const conn = await httpTransport.connect(server.endpoint);
+  try {
+    await rejects(conn.request(encode({ t: "hello", v: 2 })), (e: unknown) => {
+      ok(e instanceof AuthError, String(e));
+      ok(e.message.startsWith(`Connection to ${server.endpoint.replace("ws:", "http:")}/rpc refused: `), e.message);
+      return true;
+    });
+  } finally {
+    await conn.close();
+    await server.close();
+  }
 });

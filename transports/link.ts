@@ -138,7 +138,10 @@ export class NodeLink {
   readonly leaseId: string = randomId();
   /** What the link belongs to (a mesh, or a node process): handles arriving on it belong there too. */
   readonly holder: object;
-  /** Instances this link created that are alive (it pings while there are any). */
+  /**
+   * What this link holds on the node, alive there while its lease is (it pings while there is
+   * any): the instances it created, the objects it keeps there, the results published for it.
+   */
   private held = 0;
   /** The liveness watch: pings while the link has calls in flight or holds instances. */
   private watch: ReturnType<typeof setInterval> | undefined;
@@ -341,7 +344,8 @@ export class NodeLink {
       const failed = this.helloFailure;
       if (failed !== undefined && performance.now() < failed.until) return Promise.reject(failed.error);
       this.welcomeAt = performance.now();
-      // a mesh declares its nodes: handles a node receives from it may lead there (without a token)
+      // a mesh declares its nodes: handles a node receives from it may lead there (with the node's
+      // token when this link presented it, see HandleReach)
       const mesh = this.holder instanceof MeshRuntime
         ? this.holder.nodes.flatMap((n) => (n.endpoint === undefined ? [] : [n.endpoint]))
         : [];
@@ -679,6 +683,10 @@ export class NodeLink {
   private afterThorough = false;
   /** Objects and kept call results to free with the next `free` (sent once per turn of the event loop). */
   private toFree: FreeBatch | undefined;
+  /** `free` batches sent and not answered yet (closing sends them again). */
+  private freesSent: Set<FreeBatch> | undefined;
+  /** Results the node publishes for calls sent on this link, until forgotten (see `holdPublished`). */
+  private readonly publishedIds = new Set<string>();
 
   /**
    * An object of `bytes` the node keeps for this link's owner: the lease is kept alive while any
@@ -785,8 +793,20 @@ export class NodeLink {
     this.queueFree().cids.push(cid);
   }
 
+  /**
+   * The node publishes the result of a call sent on this link as `id` (a hand-off) until
+   * {@linkcode NodeLink.forgetPublished}: meanwhile the link's pings carry its lease (the node
+   * forgets it when the lease expires), and closing the link forgets it.
+   */
+  holdPublished(id: string): void {
+    if (this.publishedIds.has(id)) return;
+    this.publishedIds.add(id);
+    this.hold();
+  }
+
   /** Tells the node to forget the result it published as `id` (the calls that pull it have ended). */
   forgetPublished(id: string): void {
+    if (this.publishedIds.delete(id)) this.release();
     this.queueFree().oids.push(id);
   }
 
@@ -795,11 +815,16 @@ export class NodeLink {
       const batch: FreeBatch = this.toFree = { oids: [], cids: [] };
       queueMicrotask(() => {
         if (this.toFree === batch) this.toFree = undefined;
+        // a connection that dropped took what it kept and published on the node with it; over HTTP
+        // nothing lasts between requests, so the node forgets only when told (or the lease expires)
+        if (this.closed || (this.conn === undefined && this.ordered)) return;
         // asked with a reply, not sent one-way: a one-way frame leaves the node nothing to send, so
         // its ACK is delayed (40 ms on Linux) and, where the socket has Nagle on (Deno's WebSocket
         // client), the next call waits behind it
-        if (this.closed || this.conn === undefined) return;
-        this.request({ t: "free", ...batch }, "freed", undefined, FREE_TIMEOUT_MS).catch(() => {});
+        const sent = this.freesSent ??= new Set();
+        sent.add(batch);
+        const answered = () => void sent.delete(batch);
+        this.request({ t: "free", ...batch }, "freed", undefined, FREE_TIMEOUT_MS).then(answered, answered);
       });
     }
     return this.toFree;
@@ -807,19 +832,34 @@ export class NodeLink {
 
   /** Closes the connection; the link refuses requests from now on. */
   async close(): Promise<void> {
-    if (!this.closed && this.objects.size > 0 && this.open !== undefined && !this.unresponsive) {
-      // the objects it holds there go now, not with its lease
-      const oids = [...this.objects.keys()];
+    if (!this.closed && this.open !== undefined && !this.unresponsive) {
+      // the objects it holds there and the results published for it go now, not with its lease,
+      // and so do the frees not sent yet or not answered (over HTTP, closing aborts a request under
+      // way, which the node may never have read)
+      const oids = [...this.objects.keys(), ...this.publishedIds];
+      const cids: string[] = [];
+      for (const batch of [this.toFree, ...(this.freesSent ?? [])]) {
+        if (batch === undefined) continue;
+        oids.push(...batch.oids);
+        cids.push(...batch.cids);
+      }
+      this.toFree = this.freesSent = undefined;
       this.objects.clear();
+      this.publishedIds.clear();
       this.pinnedBytes = this.pinnedLow = this.thoroughFloor = 0;
-      await this.request({ t: "free", oids, cids: [] }, "freed", undefined, this.destroyTimeoutMs).catch(() => {});
+      if (oids.length > 0 || cids.length > 0) {
+        await this.request({ t: "free", oids, cids }, "freed", undefined, this.destroyTimeoutMs).catch(() => {});
+      }
     }
     this.closed = true;
     this.stopWatch();
-    const c = this.conn;
+    const c = this.conn, opened = this.open;
     this.conn = undefined;
     this.open = undefined;
-    if (c) await c.then((x) => x.close(), () => {});
+    if (opened !== undefined) await opened.close();
+    // a connection still being made (a keepalive's, to a hung node) is closed once made, not waited
+    // for: a node that accepts and never answers would hold close() for the transport's connect timeout
+    else if (c !== undefined) c.then((x) => x.close(), () => {});
   }
 }
 

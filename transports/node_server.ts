@@ -130,14 +130,23 @@ export class NodeServer {
     this.rt = meshRuntime(this.mesh);
     this.callCtx = { mesh: this.rt };
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
-    this.reach = new HandleReach(this, { peers: options.peers, local: (id) => this.instances.get(id)?.replica });
+    this.reach = new HandleReach(this, {
+      peers: options.peers,
+      local: (id) => this.instances.get(id)?.replica,
+      name: options.name,
+      token: options.token,
+    });
     this.objects = new ObjectStore({ maxBytes: options.objectStoreBytes, node: options.name, session: this.session });
-    this.published = new PublishedResults(options.name);
+    this.published = new PublishedResults(options.name, this.objects);
     this.book = new NodeCalls({ name: this.name, forgetPublished: (id) => this.published.forget(id) }, limits);
     this.leases = new NodeLeases(this.leaseMs, {
       serviceOf: (id) => this.instances.get(id)?.replica.def.name,
-      freeObjects: (owner) => this.objects.freeOwner(owner),
-      holdsObjects: (owner) => this.objects.owners().includes(owner),
+      // (results published for a driver go with its lease, as the objects kept for it do)
+      freeObjects: (owner) => {
+        this.objects.freeOwner(owner);
+        this.published.forgetOwner(owner);
+      },
+      holdsObjects: (owner) => this.published.holds(owner) || this.objects.owners().includes(owner),
       destroy: (id, deadline) => this.hosted.remove(id, deadline),
     }, options.onLeaseExpired);
     this.owners = this.leases.owners;
@@ -166,7 +175,9 @@ export class NodeServer {
 
   /**
    * The node's object store: how many results it keeps for drivers and their bytes (as encoded),
-   * against its bound, and how many call results it keeps for pipelined calls.
+   * against its bound, how many call results it keeps for pipelined calls, and how many it
+   * publishes for calls on other nodes (hand-offs) with the bytes of those that came back in their
+   * reply (`publishedBytes`: they count against the bound too).
    *
    * @returns A snapshot.
    *
@@ -180,7 +191,14 @@ export class NodeServer {
    * await node.drain();
    * ```
    */
-  objectStats(): { objects: number; bytes: number; maxBytes: number; keptResults: number; published: number } {
+  objectStats(): {
+    objects: number;
+    bytes: number;
+    maxBytes: number;
+    keptResults: number;
+    published: number;
+    publishedBytes: number;
+  } {
     const s = this.objects;
     return {
       objects: s.count,
@@ -188,6 +206,7 @@ export class NodeServer {
       maxBytes: s.maxBytes,
       keptResults: this.book.kept.size,
       published: this.published.count,
+      publishedBytes: this.published.bytes,
     };
   }
 
@@ -292,7 +311,8 @@ export class NodeServer {
     }
     switch (msg.t) {
       case "hello": {
-        if (msg.mesh !== undefined) this.reach.declare(msg.mesh);
+        // (declared by a driver that presented this node's token, they get it: see handle_wire.ts)
+        if (msg.mesh !== undefined) this.reach.declare(msg.mesh, peer);
         const ops = [...registeredOps().keys()];
         return encodeMessage({
           t: "welcome",
@@ -409,7 +429,10 @@ export class NodeServer {
   private async publishing(msg: CallMessage, peer: PeerInfo | undefined, bytes: number): Promise<Uint8Array> {
     const id = msg.publish!;
     let answered!: (frame: Uint8Array | Promise<Uint8Array>) => void;
-    this.published.publish(id, new Promise<Uint8Array>((r) => (answered = r)));
+    // forgotten when its driver frees it, its connection closes, or its driver's lease expires
+    const owner = msg.owner ?? this.book.sessionOf(peer)?.owner;
+    this.published.publish(id, new Promise<Uint8Array>((r) => (answered = r)), owner);
+    if (owner !== undefined) this.leases.holdObjects(owner);
     this.book.notePublished(peer, id);
     try {
       const reply = await this.call(msg, peer, bytes);

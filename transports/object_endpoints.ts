@@ -119,10 +119,12 @@ export class ObjectEndpoints {
 
   /**
    * What a pull of a published call's result gets, from the reply its caller got: the object it
-   * became, its value or its error; a stream cannot be pulled.
+   * became (counted in the store), its value or its error; a stream cannot be pulled. A value that
+   * came back in the reply is held in that frame while published, counted against the store's
+   * bound: past it, the pull gets the store's `OverloadedError`.
    *
    * @param reply The reply the call's caller got.
-   * @param msg The call.
+   * @param msg The call (`msg.publish` its published id).
    * @returns The frame the pull gets.
    */
   pulledFrame(reply: Uint8Array, msg: CallMessage): Uint8Array | Promise<Uint8Array> {
@@ -131,6 +133,16 @@ export class ObjectEndpoints {
       try {
         return this.frame(m.object.oid);
       } catch (e) {
+        return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
+      }
+    }
+    if (m.t === "result" && m.ok && msg.publish !== undefined) {
+      const what = `result of ${msg.op !== undefined ? `op "${msg.op}"` : `method "${msg.method}"`} published ` +
+        "for calls on other nodes";
+      try {
+        this.#published.hold(msg.publish, frameBytes(reply), what);
+      } catch (e) {
+        if (!(e instanceof OverloadedError)) throw e;
         return encodeMessage({ t: "result", ok: false, error: errorToWire(e) });
       }
     }

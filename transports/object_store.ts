@@ -155,6 +155,8 @@ export class ObjectStore {
   private readonly objects = new Map<string, Entry>();
   private readonly byOwner = new Map<string, Set<string>>();
   private used = 0;
+  /** Bytes held outside the store that count against its bound (see {@linkcode ObjectStore.countOutside}). */
+  private outside = 0;
   /** Those waiting for an object that a driver named before it arrived (see {@linkcode whenStored}). */
   private readonly waiting = new Map<string, StoreWaiter[]>();
   private waiters = 0;
@@ -208,15 +210,8 @@ export class ObjectStore {
     if (meta.oid !== undefined && this.objects.has(meta.oid)) {
       throw new ProtocolError(`Node "${this.node}" already holds an object "${meta.oid}"`);
     }
-    if (this.used + bytes > this.maxBytes) {
-      const e = new OverloadedError(
-        `Node "${this.node}" cannot keep the ${bytes}-byte result of ${meta.madeBy}: its object store holds ` +
-          `${this.used} of ${this.maxBytes} bytes (its bound, --object-store-bytes) in ${this.objects.size} results. ` +
-          "A dropped ref's result is freed when the driver's garbage collector collects the ref (a driver of this " +
-          "version prompts one each time its refs pin another eighth of the store more); " +
-          "release refs no longer needed at once with `using ref = op.go(...)` or `ref.release()`, " +
-          "or raise --object-store-bytes",
-      );
+    if (this.used + this.outside + bytes > this.maxBytes) {
+      const e = this.full(bytes, `result of ${meta.madeBy}`);
       if (meta.oid !== undefined) this.settleWaiters(meta.oid, e);
       throw e;
     }
@@ -238,6 +233,68 @@ export class ObjectStore {
     }
     if (meta.oid !== undefined) this.settleWaiters(oid, undefined);
     return oid;
+  }
+
+  /**
+   * Counts `bytes` held outside the store against its bound, until
+   * {@linkcode ObjectStore.uncountOutside} gives them back: the frame of a result a node publishes
+   * for calls on other nodes (a hand-off) whose value came back in its call's reply (see
+   * `published.ts`). They are not objects (`count` and `bytes` leave them out).
+   *
+   * @param bytes Their size.
+   * @param what What they hold, for the error (`"result of method make"`).
+   * @throws {OverloadedError} When they do not fit in what is left of the bound.
+   *
+   * @example
+   * ```ts
+   * import { ObjectStore } from "./object_store.ts";
+   * import { strictEqual, throws } from "node:assert/strict";
+   * const store = new ObjectStore({ maxBytes: 100 });
+   * store.countOutside(60, "published result of method make");
+   * throws(() => store.put(new Float32Array(16), 64, { madeBy: "embed" }), { name: "OverloadedError" });
+   * store.uncountOutside(60);
+   * strictEqual(store.outsideBytes, 0);
+   * ```
+   */
+  countOutside(bytes: number, what: string): void {
+    if (this.used + this.outside + bytes > this.maxBytes) throw this.full(bytes, what);
+    this.outside += bytes;
+  }
+
+  /**
+   * Gives back bytes counted with {@linkcode ObjectStore.countOutside}.
+   *
+   * @param bytes Their size.
+   */
+  uncountOutside(bytes: number): void {
+    this.outside -= bytes;
+  }
+
+  /** Bytes counted against the bound outside the store ({@linkcode ObjectStore.countOutside}). */
+  get outsideBytes(): number {
+    return this.outside;
+  }
+
+  /** The error for `bytes` of `what` that do not fit: what would make them fit. */
+  private full(bytes: number, what: string): OverloadedError {
+    if (bytes > this.maxBytes) {
+      // nothing freed would make room: the store as a whole is too small for it
+      return new OverloadedError(
+        `Node "${this.node}" cannot keep the ${bytes}-byte ${what}: it is larger than its whole object store ` +
+          `(${this.maxBytes} bytes, --object-store-bytes); only a larger --object-store-bytes (at least ${bytes}) ` +
+          "or a smaller result lets it stay on the node",
+      );
+    }
+    const published = this.outside > 0 ? ` and ${this.outside} bytes of results published for other nodes` : "";
+    return new OverloadedError(
+      `Node "${this.node}" cannot keep the ${bytes}-byte ${what}: its object store holds ` +
+        `${this.used} of ${this.maxBytes} bytes (its bound, --object-store-bytes) in ${this.objects.size} results` +
+        `${published}. ` +
+        "A dropped ref's result is freed when the driver's garbage collector collects the ref (a driver of this " +
+        "version prompts one each time its refs pin another eighth of the store more); " +
+        "release refs no longer needed at once with `using ref = op.go(...)` or `ref.release()`, " +
+        "or raise --object-store-bytes",
+    );
   }
 
   /**

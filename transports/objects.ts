@@ -15,7 +15,7 @@
  */
 import { isPipelinedRef, pipelineCandidates, releasePipelined } from "../core/pipeline.ts";
 import { LazyValue, materializeArgs } from "../core/lazy_value.ts";
-import { State, Task } from "../core/task.ts";
+import { addWaiter, State, Task } from "../core/task.ts";
 import { NodeLostError } from "../core/errors.ts";
 import type { NodeLink } from "./link.ts";
 import type { PipedArg } from "./protocol.ts";
@@ -77,15 +77,21 @@ export function isQueueGroup(link: NodeLink): boolean {
 
 /**
  * Where a call was sent, whether its result is kept for calls on the same link (by `cid`) or
- * published for other nodes (as object `publish`), and how many pipelined calls must still leave
- * (or, for hand-offs, end) before the node may forget it.
+ * published for other nodes (as object `publish`), and who may still need it there. A dependent
+ * names the result only if its call is prepared while the result is pending ({@linkcode pipeArgs});
+ * one prepared later gets the value (or the object it became) instead, and one cancelled first
+ * never names it. So the node may forget it once no dependent can name it any more (each named it,
+ * or the call settled here) and every call that named it has left (by `cid`) or ended (hand-offs).
  */
 interface Sent {
   readonly link: NodeLink;
   cid: string | undefined;
   readonly keep: boolean;
   readonly publish: string | undefined;
-  waiting: number;
+  /** Dependents that may still name it: those that have not yet, until the call settles (none after). */
+  unnamed: number;
+  /** Calls that named it and have not left (by `cid`) or ended (a hand-off) yet. */
+  naming: number;
 }
 
 const sentCalls = new WeakMap<object, Sent>();
@@ -196,9 +202,13 @@ export function callDataFields(
   if (keep.keepAbove !== undefined) {
     message.keepAbove = awaited ? AWAITED_KEEP_ABOVE : keep.keepAbove;
     message.owner = keep.owner;
-  } else if (awaited && keepAboveOf(link) !== undefined) {
+  } else if (awaited || plan.publish !== undefined) {
+    const declared = keepAboveOf(link) !== undefined; // (by the connection's session, once)
     // (the connection declared a keepAbove once: this call overrides it)
-    message.keepAbove = AWAITED_KEEP_ABOVE;
+    if (awaited && declared) message.keepAbove = AWAITED_KEEP_ABOVE;
+    // a published result goes with the link's lease when its driver never frees it (gone, cut
+    // off): a link that keeps nothing names its lease for it
+    if (plan.publish !== undefined && !declared) message.owner = link.leaseId;
   }
 }
 
@@ -277,14 +287,47 @@ export function planPipeline(task: object | undefined, link: NodeLink, retries: 
 export function sentPipelined(task: object, link: NodeLink, cid: string, plan: PipelinePlan): void {
   const dependents = plan.dependents;
   if (dependents.length === 0) return;
-  sentCalls.set(task, { link, cid, keep: plan.keep, publish: plan.publish, waiting: dependents.length });
-  releasePipelined(task as Task<unknown>, dependents);
+  const t = task as Task<unknown>;
+  const s: Sent = { link, cid, keep: plan.keep, publish: plan.publish, unnamed: dependents.length, naming: 0 };
+  sentCalls.set(task, s);
+  // a published result lives on its node with this link's lease until it is forgotten (a driver
+  // that dies, or a link closed first, leaves it to the lease: see NodeLink.holdPublished)
+  if (plan.publish !== undefined) link.holdPublished(plan.publish);
+  // (one waiter per call whose dependents were let through: none on the common path)
+  if (t._state < State.COMPLETED) addWaiter(t, sourceSettled);
+  else s.unnamed = 0;
+  releasePipelined(t, dependents);
+  forgetIfUnneeded(task, s);
 }
 
-/** One pipelined call that named `dep`'s result has left (or given up): the last one frees it. */
+/**
+ * A call whose dependents were let through settled here: a dependent prepared from now on gets
+ * its value (or the object it became), so none names its result on the node any more.
+ */
+function sourceSettled(task: Task<unknown>): void {
+  const s = sentCalls.get(task);
+  if (s === undefined) return;
+  s.unnamed = 0;
+  forgetIfUnneeded(task, s);
+}
+
+/** A call being prepared names the result `s` tells of (by `cid`, or as a hand-off). */
+function namedPipelined(s: Sent): void {
+  if (s.unnamed > 0) s.unnamed--;
+  s.naming++;
+}
+
+/** A call that named `dep`'s result has left (by `cid`), ended (a hand-off) or given up. */
 function leftPipelined(dep: object): void {
   const s = sentCalls.get(dep);
-  if (s === undefined || --s.waiting > 0) return;
+  if (s === undefined) return;
+  s.naming--;
+  forgetIfUnneeded(dep, s);
+}
+
+/** The node forgets `dep`'s kept or published result once no call needs it (see {@linkcode Sent}). */
+function forgetIfUnneeded(dep: object, s: Sent): void {
+  if (s.unnamed > 0 || s.naming > 0) return;
   sentCalls.delete(dep);
   if (s.keep && s.cid !== undefined) s.link.freeResult(s.cid);
   if (s.publish !== undefined) s.link.forgetPublished(s.publish);
@@ -405,7 +448,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   let pipe: PipedArg[] | undefined;
   let out: unknown[] | undefined;
   const deps: object[] = []; // named by call id: their turn ends when this call left
-  const pulled: object[] = []; // pulled by other nodes, or settled meanwhile: their turn ends with this call
+  const pulled: object[] = []; // pulled by the node from other nodes (hand-offs): their turn ends with this call
   const holds: unknown[] = [];
   let from: NodeLink[] | undefined; // the other nodes it pulls from
   /** Refs whose value must be waited for here (not sent where they can be named), and where they go. */
@@ -418,8 +461,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   // value (a ref settled meanwhile), or `undefined`: left as it is
   const swap = (a: object, i: number, path: Path | undefined): { value: unknown } | undefined => {
     if (a instanceof Task && !isPipelinedRef(a)) {
-      // a ref let through that settled meanwhile (a call sent again): its outcome
-      if (sentCalls.has(a)) pulled.push(a);
+      // a ref let through that settled meanwhile (a call sent again): its outcome, not named
       if (a._state !== State.COMPLETED) throw a._error;
       const v = a._value;
       if (typeof v !== "object" || v === null) return { value: v };
@@ -428,17 +470,19 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     if (isPipelinedRef(a)) {
       const s = sentCalls.get(a);
       if (s !== undefined && s.link === link && s.keep && s.cid !== undefined) {
+        namedPipelined(s);
         deps.push(a);
         return named(i, path, { cid: s.cid });
       }
       if (s !== undefined && s.link !== link && s.publish !== undefined) {
         // a hand-off: the node pulls it from where it is being made, as soon as this call arrives
+        namedPipelined(s);
         pulled.push(a);
         (from ??= []).push(s.link);
         return named(i, path, { oid: s.publish, node: s.link.node, endpoint: s.link.endpoint });
       }
-      // not sent there: its value is waited for here (never expected)
-      if (s !== undefined) pulled.push(a);
+      // not sent there, or its node forgot it already (no call could name it any more, see Sent):
+      // its value is waited for here
       (waits ??= []).push({ i, path, ref: a });
       return { value: null };
     }
@@ -453,12 +497,20 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     }
     return undefined;
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (typeof a !== "object" || a === null) continue;
-    const swapped = swap(a, i, undefined);
-    const r = swapped !== undefined ? swapped.value : isPlain(a) ? swapNested(a, [], (x, p) => swap(x, i, p)) : a;
-    if (r !== a) (out ??= args.slice())[i] = r;
+  try {
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (typeof a !== "object" || a === null) continue;
+      const swapped = swap(a, i, undefined);
+      const r = swapped !== undefined ? swapped.value : isPlain(a) ? swapNested(a, [], (x, p) => swap(x, i, p)) : a;
+      if (r !== a) (out ??= args.slice())[i] = r;
+    }
+  } catch (e) {
+    // an argument failed (a ref let through settled failed): the call never leaves, and the
+    // results it named so far are not waited for
+    for (const d of deps) leftPipelined(d);
+    for (const d of pulled) leftPipelined(d);
+    throw e;
   }
   const final = out ?? args;
   let left = false, ended = false;
@@ -486,12 +538,17 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   if (!slow) return call;
   return (async () => {
     const vals = final === args ? args.slice() : final;
-    for (const w of waits ?? []) {
-      const v = await w.ref;
-      if (w.path === undefined) vals[w.i] = v;
-      else setAt(vals[w.i], w.path, v);
+    try {
+      for (const w of waits ?? []) {
+        const v = await w.ref;
+        if (w.path === undefined) vals[w.i] = v;
+        else setAt(vals[w.i], w.path, v);
+      }
+      await materializeArgs(vals);
+    } catch (e) {
+      end(); // (its caller never gets the call to end it)
+      throw e;
     }
-    await materializeArgs(vals);
     return { ...call, args: vals };
   })();
 }

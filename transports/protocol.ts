@@ -111,6 +111,11 @@ export interface CreatedMessage {
   readonly t: "created";
   readonly id: string;
   readonly session: string;
+  /**
+   * The ids of the GPUs the node gave the instance (its own choice: what the driver asked for is a
+   * preference); absent from a node of an older version.
+   */
+  readonly gpus?: readonly number[];
   /** The node's lease (see {@link WelcomeMessage.leaseMs}); the owner must ping well within it. */
   readonly leaseMs?: number;
 }
@@ -146,13 +151,15 @@ export interface CallMessage {
    * the reply names it (`object`) instead of carrying it. Owned by the lease `owner`.
    */
   readonly keepAbove?: number;
-  /** The caller's lease id: objects kept for it go when its lease expires. */
+  /** The caller's lease id: objects kept for it, and the result it publishes, go when its lease expires. */
   readonly owner?: string;
   /** Arguments that are results the node holds or can pull, not values (`args[i]` is `null`). */
   readonly pipe?: readonly PipedArg[];
   /**
    * Other nodes may pull this call's result as object `publish` (an unguessable id the caller chose,
-   * starting with `p:`), until a `free` names it or this connection closes: a `fetch` for it waits
+   * starting with `p:`), until a `free` names it, this connection closes or the lease `owner`
+   * expires (the frame of a value its reply carries counts against the object store's bound
+   * meanwhile): a `fetch` for it waits
    * until the call ended (and, for {@linkcode PUBLISH_WAIT_MS}, until the call arrived: the pulling
    * node may be told of it first), and is answered with the call's own `result`, failed or not.
    */
@@ -660,9 +667,20 @@ export function decodeNodeMessage(frame: Uint8Array): NodeMessage {
       };
     }
     case "created": {
-      const created: CreatedMessage = { t, id: str(r, "id", t), session: str(r, "session", t) };
+      const created: { -readonly [K in keyof CreatedMessage]: CreatedMessage[K] } = {
+        t,
+        id: str(r, "id", t),
+        session: str(r, "session", t),
+      };
       const leaseMs = count(r, "leaseMs", t, true);
-      return leaseMs === undefined ? created : { ...created, leaseMs };
+      if (leaseMs !== undefined) created.leaseMs = leaseMs;
+      // the GPUs the node gave (a node of an older version names none)
+      if (
+        Array.isArray(r.gpus) && r.gpus.length <= MAX_GPU_IDS && r.gpus.every((g) => Number.isSafeInteger(g) && g >= 0)
+      ) {
+        created.gpus = r.gpus as number[];
+      }
+      return created;
     }
     case "result": {
       if (r.ok === true && r.object !== undefined) {

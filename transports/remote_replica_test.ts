@@ -9,6 +9,8 @@ import { serveInMemory } from "./in_memory.ts";
 import { NodeServer } from "./node_server.ts";
 import { decodeDriverMessage } from "./protocol.ts";
 import { linkFor } from "./link_table.ts";
+import { NodeLink } from "./link.ts";
+import type { Transport, TransportConnection } from "./transport.ts";
 import { handleWire } from "./handle_wire.ts";
 import { meshRuntime } from "../core/mesh.ts";
 import { startRealServer } from "./_test_servers.ts";
@@ -291,3 +293,58 @@ test(
     }
   },
 );
+
+test("mesh.stats() lists the GPU ids the node gave an instance placed before that node answered", async () => {
+  const Gen = ta.service(
+    { gpus: 1 },
+    class StatsGpuGen {
+      g() {
+        return (ta.currentInstanceGpus() ?? []).map((d) => d.id);
+      }
+    },
+  );
+  const node = new NodeServer({ name: "g", gpus: 2 });
+  const server = serveInMemory("stats-gpus-g", node.handler);
+  const mesh = new ta.Mesh([new ta.MeshNode("g", { endpoint: server.endpoint })]);
+  try {
+    const [first, second] = await mesh.run(async () => {
+      const a = Gen.init(), b = Gen.init(); // the first placed at once, before the node's welcome
+      return [await a.g.go(), await b.g.go()];
+    });
+    assert.equal(first.length, 1);
+    assert.deepEqual(mesh.stats().instances.map((i) => [...i.gpus]), [first, second]);
+  } finally {
+    await mesh.close();
+    await node.drain({ graceMs: 0 });
+    await server.close();
+  }
+});
+
+test("NodeLink.close() does not wait for a connection still being made (a hung node's), and closes it once made", async () => {
+  const connecting = gate<TransportConnection>();
+  let asked = 0, closed = 0;
+  const hung: Transport = {
+    name: "websocket",
+    connect() {
+      asked++;
+      return connecting.promise;
+    },
+  };
+  const link = new NodeLink("hung", "ws://hung.invalid:1", hung, {}, handleWire);
+  const request = link.request({ t: "ping" }, "pong").then(() => "answered", () => "failed");
+  assert.ok(await eventually(() => asked === 1), "the request starts connecting");
+  // before, close() awaited the connect (a WebSocket's is bounded only by its 10 s connect timeout)
+  await link.close();
+  connecting.open({
+    endpoint: "ws://hung.invalid:1",
+    get closed() {
+      return closed > 0;
+    },
+    request: () => Promise.reject(new Error("closed")),
+    notify() {},
+    close: () => (closed++, Promise.resolve()),
+    onClose: () => () => {},
+  });
+  assert.ok(await eventually(() => closed === 1), "the connection made after close() is closed");
+  assert.equal(await request, "failed");
+});

@@ -5,7 +5,7 @@ import { runTransportConformance, type TestServer } from "../_conformance.ts";
 import { natsTransport } from "./transport.ts";
 import { serveNats } from "./serve.ts";
 import { natsMissing, type NatsServerProcess, startNatsServer } from "./_test_nats.ts";
-import { gate } from "../../core/_test_utils.ts";
+import { eventually, gate } from "../../core/_test_utils.ts";
 
 const missing = natsMissing();
 
@@ -510,6 +510,40 @@ test(
     } finally {
       await peer.close();
       await new Promise((r) => listener.close(r));
+      await srv.stop();
+    }
+  },
+);
+
+test(
+  "serveNats: a result published for a driver that never frees it nor says bye (killed) is forgotten when its lease expires",
+  { skip: missing, timeout: 60_000 },
+  async () => {
+    const { NodeServer } = await import("../node_server.ts");
+    const { decodeReply, encodeMessage } = await import("../protocol.ts");
+    const ta = await import("../../mod.ts");
+    ta.op({ name: "natsPublishedInc", remote: true }, (x: number) => x + 1);
+    const srv = await startNatsServer();
+    const node = new NodeServer({ name: "pub", leaseMs: 200 });
+    const served = await serveNats(node.handler, { nats: srv.url, name: "pub" });
+    const conn = await natsTransport.connect(served.endpoint);
+    try {
+      const call = { t: "call", cid: "c1", op: "natsPublishedInc", args: [1], publish: "p:nats-1", owner: "killed" };
+      deepStrictEqual(decodeReply(await conn.request(encodeMessage(call)), "result"), {
+        t: "result",
+        ok: true,
+        value: 2,
+      });
+      strictEqual(node.objectStats().published, 1);
+      // the connection stays open (no bye): only the lease can tell the driver is gone
+      ok(
+        await eventually(() => node.objectStats().published === 0, 10_000),
+        "the result is still published after its driver's lease expired",
+      );
+    } finally {
+      await conn.close();
+      await node.drain();
+      await served.close();
       await srv.stop();
     }
   },
