@@ -15,8 +15,8 @@ function outstandingOf(r: Replica): number {
 }
 
 /**
- * Whether a replica's instance exists (see {@linkcode Replica.state}); `mesh.stats()` reports it
- * per instance.
+ * Whether a replica's instance exists and serves (see {@linkcode Replica.state}); `mesh.stats()`
+ * reports it per instance.
  *
  * @example
  * ```ts
@@ -28,7 +28,7 @@ function outstandingOf(r: Replica): number {
  * if (mesh.stats().instances[0].state !== "failed") throw new Error("a failed instance says so");
  * ```
  */
-export type ReplicaState = "creating" | "ready" | "failed";
+export type ReplicaState = "creating" | "ready" | "failed" | "lost" | "draining";
 
 /** Where one replica runs and how calls reach it. */
 export interface Replica {
@@ -40,11 +40,18 @@ export interface Replica {
   /** Calls submitted so far. */
   readonly calls: number;
   /**
-   * Whether its instance exists: `"creating"` (a remote instance not created yet), `"ready"`, or
+   * Whether its instance exists: `"creating"` (a remote instance not created yet), `"ready"`,
    * `"failed"` (its constructor threw, or the node refused to create it: its calls fail without
-   * running). Absent: ready.
+   * running), `"lost"` (its node was lost: calls go to its siblings) or `"draining"` (its node shuts
+   * down and refuses new calls: they go to its siblings). Absent: ready.
    */
   readonly state?: ReplicaState;
+  /**
+   * True while its node cannot take new calls (lost, or draining) and they should go to a sibling
+   * that can (see {@linkcode Deployment.route}). Read on every call: a field or a cheap getter.
+   * Absent: false.
+   */
+  readonly down?: boolean;
   /** Why creating the instance failed, while `state` is `"failed"`. */
   readonly failure?: unknown;
   call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown>;
@@ -57,6 +64,11 @@ export interface Replica {
   stopAccepting?(): void;
   /** Told which deployment it belongs to (remote replicas fail over to siblings). */
   attach?(deployment: Deployment): void;
+  /**
+   * Its node shuts down cleanly (`mesh.removeNode(…, { drain: true })`): the calls it has finish,
+   * new ones go to its siblings while one is up.
+   */
+  nodeDraining?(): void;
 }
 
 /** A service placed in one mesh: its replicas. */
@@ -72,9 +84,25 @@ export class Deployment {
     this.replicas = replicas;
     this.mesh = mesh;
   }
-  /** The replica with the fewest outstanding calls (the first such, so one replica is stable). */
+  /**
+   * The replica with the fewest outstanding calls (the first such, so one replica is stable) among
+   * those up; when none is (every node lost or draining), among all: there the call fails over,
+   * makes its instance again (`restarts`) or fails with its node.
+   */
   route(): Replica {
     const rs = this.replicas;
-    return rs.length === 1 ? rs[0] : leastLoaded(rs, outstandingOf)!;
+    if (rs.length === 1) return rs[0];
+    // (leastLoaded's loop, skipping the replicas that are down: no array made per call)
+    let best: Replica | undefined;
+    let bestLoad = Infinity;
+    for (let i = 0; i < rs.length; i++) {
+      const r = rs[i];
+      if (r.down === true) continue;
+      if (best === undefined || r.outstanding < bestLoad) {
+        best = r;
+        bestLoad = r.outstanding;
+      }
+    }
+    return best ?? leastLoaded(rs, outstandingOf)!;
   }
 }

@@ -7,12 +7,11 @@
  *
  * @module
  */
-import { leastLoaded } from "../core/placement.ts";
 import { trace as otelTrace } from "@opentelemetry/api";
 import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { Deployment, ReplicaState } from "../core/deployment.ts";
 import type { InstanceInfo } from "../core/context.ts";
-import type { GpuDevice } from "../core/devices.ts";
+import { GpuDevice } from "../core/devices.ts";
 import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
 import { localReplicaOf } from "../core/local_replica.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
@@ -22,6 +21,7 @@ import { CONTEXT_FREE } from "../core/invoke.ts";
 import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
 import type { Task } from "../core/task.ts";
+import type { TaskInfo } from "../core/events.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { Mutable, NodeLink } from "./link.ts";
 import { argumentRefusal, type CallMessage, type CreatedMessage } from "./protocol.ts";
@@ -35,6 +35,7 @@ import {
   planPipeline,
   sentPipelined,
 } from "./objects.ts";
+import { refusalExplained } from "./reach_refusal.ts";
 import { putArgs, putCopyLost } from "./stored_puts.ts";
 import type { Span } from "@opentelemetry/api";
 
@@ -61,12 +62,24 @@ export class RemoteReplica extends MailboxReplica {
    * arguments, so it never creates the instance anew.
    */
   private readonly creator: boolean;
-  private siblings: readonly RemoteReplica[] = [];
-  /** The deployment it belongs to (a restart takes its place there). */
+  /** The deployment it belongs to (a restart takes its place there; its siblings fail over to it). */
   private deployment: Deployment | undefined;
   /** The replica made in its place on another node after its node was lost (`restarts`). */
   private replacement: RemoteReplica | undefined;
   private readonly bodies = new Map<string, (...args: unknown[]) => unknown>();
+  /**
+   * Set when its node said it shuts down (it refused a call so, or the mesh removed it with
+   * `drain`): calls go to a sibling that is up. Cleared once the node is lost (the draining process
+   * is gone: what comes back at its endpoint is another) or takes a call sent after it was set.
+   */
+  private draining = false;
+  /**
+   * Whether calls still come here when its node is lost or drains, to make the instance again on
+   * another node (`restarts`); cleared once that failed (none left, nothing fits).
+   */
+  private mayRestart: boolean;
+  /** Calls its siblings forwarded here that have not ended (its load, besides its own). */
+  private forwarded = 0;
 
   /**
    * @param owner The mesh (or node process) whose handles and links this replica uses.
@@ -94,6 +107,7 @@ export class RemoteReplica extends MailboxReplica {
     this.args = args;
     this.policy = policy;
     this.creator = existingId === undefined;
+    this.mayRestart = this.creator && (def.restarts ?? 0) > 0 && owner instanceof MeshRuntime;
     if (existingId !== undefined) {
       this.instanceId = Promise.resolve(existingId);
       this.createdId = existingId;
@@ -104,10 +118,28 @@ export class RemoteReplica extends MailboxReplica {
     return true;
   }
 
-  /** Knows its siblings in `deployment`, to fail over to when its node is lost. */
+  /** Knows its siblings in `deployment`, to fail over to when its node is lost or drains. */
   attach(deployment: Deployment): void {
     this.deployment = deployment;
-    this.siblings = deployment.replicas.filter((r): r is RemoteReplica => r instanceof RemoteReplica && r !== this);
+  }
+
+  /** Its node shuts down cleanly (`mesh.removeNode(…, { drain: true })`): new calls go to its siblings. */
+  nodeDraining(): void {
+    this.draining = true;
+  }
+
+  /** Whether its node drains (see {@linkcode RemoteReplica.draining}). */
+  private isDraining(): boolean {
+    if (this.draining && this.link.lost) this.draining = false;
+    return this.draining;
+  }
+
+  /**
+   * True while its node is lost or drains and no restart is due (see `Deployment.route`: calls go
+   * to a sibling that is up). Read on every call of a replicated service: two fields, mostly.
+   */
+  get down(): boolean {
+    return (this.isDraining() || this.link.lost) && !this.mayRestart;
   }
 
   /** The instance id on the node, creating the instance when needed. */
@@ -129,6 +161,7 @@ export class RemoteReplica extends MailboxReplica {
           this.createdId = m.id;
           this.session = m.session;
           this.createFailure = undefined;
+          this.gpusGiven(m.gpus);
         }
         if (!this.holding) {
           // (re-created after a node restart: the lease is already held)
@@ -146,6 +179,20 @@ export class RemoteReplica extends MailboxReplica {
       this.instanceId = p;
     }
     return this.instanceId;
+  }
+
+  /**
+   * Takes the GPUs the node gave the instance as its own (what `mesh.stats()` shows): placement
+   * gave none where the node had not answered yet, and the ids it asked for are the node's to
+   * change. (The mesh's own count of what it took keeps what placement gave: it gives that back.)
+   */
+  private gpusGiven(ids: readonly number[] | undefined): void {
+    if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id) && id >= 0)) return;
+    const now = this.gpus;
+    if (ids.length === now.length && ids.every((id, i) => now[i].id === id)) return;
+    const byId = new Map(now.map((g) => [g.id, g]));
+    // (a field of the mailbox, set once there; a remote instance learns its GPUs only now)
+    (this as { gpus: readonly GpuDevice[] }).gpus = ids.map((id) => byId.get(id) ?? new GpuDevice(id));
   }
 
   /**
@@ -173,8 +220,14 @@ export class RemoteReplica extends MailboxReplica {
     return undefined;
   }
 
-  /** `"ready"` once the node created the instance, `"failed"` when the last attempt failed. */
+  /**
+   * `"ready"` once the node created the instance, `"failed"` when the last attempt failed;
+   * `"lost"` while the link has lost its node, `"draining"` while the node shuts down.
+   */
   get state(): ReplicaState {
+    const draining = this.isDraining();
+    if (this.link.lost) return "lost";
+    if (draining) return "draining";
     if (this.createdId !== undefined) return "ready";
     return this.createFailure === undefined ? "creating" : "failed";
   }
@@ -201,15 +254,19 @@ export class RemoteReplica extends MailboxReplica {
     runBody(task, body, this, undefined, this.policy, this.doneBound);
   }
 
-  /** Sends one call; fails over to a sibling when this node is known lost. */
+  /**
+   * Sends one call; with `failover`, it goes elsewhere (a sibling that is up, or the instance made
+   * again: `restarts`) when this node is known lost or draining, or refuses it as it drains.
+   */
   invoke(method: string, args: unknown[], hook: CancelHook, failover: boolean): Promise<unknown> {
-    const trace = injectTraceContext(); // before any await: the active span is the call's own
+    // the call's own span, or for a call sampled out a context that says so (its node traces nothing)
+    const trace = injectTraceContext(hook.task as TaskInfo | undefined);
     const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     // arguments that are all primitives name nothing (the common case: no preparation, no retry),
     // and the call's own promise is the body's (no async function around it: a promise and a job
     // less per call)
-    if (!(failover && this.link.lost) && primitivesOnly(args)) {
-      return this.send(method, args, undefined, hook, trace, span);
+    if (!(failover && (this.link.lost || this.draining)) && primitivesOnly(args)) {
+      return this.send(method, args, undefined, hook, trace, span, failover ? args : undefined);
     }
     return this.invokePrepared(method, args, hook, failover, trace, span);
   }
@@ -223,40 +280,91 @@ export class RemoteReplica extends MailboxReplica {
     trace: Record<string, string>,
     span: Span | undefined,
   ): Promise<unknown> {
-    if (failover && this.link.lost) {
+    if (failover && (this.link.lost || this.isDraining())) {
       // made again on a live node while its service has restarts left (its capacity comes back),
       // else a sibling on another node takes the call
-      const next = this.restarted();
-      if (next !== undefined) return next.invoke(method, args, hook, false);
-      const alive = leastLoaded(this.siblings.filter((s) => !s.link.lost), (s) => s.outstanding);
-      if (alive !== undefined) return alive.invoke(method, args, hook, false);
+      const elsewhere = this.restarted() ?? this.sibling();
+      if (elsewhere !== undefined) return this.forward(elsewhere, method, args, hook);
     }
     // results among the arguments are named, not carried (pipelined refs, objects kept on nodes)
-    if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span);
+    if (primitivesOnly(args)) return this.send(method, args, undefined, hook, trace, span, failover ? args : undefined);
     for (let again = false;; again = true) {
       // (a put value is named as its copy stored on a node, or travels as its bytes, encoded once)
       const prepared = pipeArgs(putArgs(args, this.link), this.link);
       const piped = prepared instanceof Promise ? await prepared : prepared;
+      let refused: unknown;
       try {
-        return await this.send(method, piped.args, piped, hook, trace, span);
+        return await this.send(method, piped.args, piped, hook, trace, span, undefined);
       } catch (e) {
-        // a node holding one of its arguments was lost: those made again (or the loss named), once
-        const remade = again
-          ? undefined
-          : putCopyLost(e, args, this.link)
-          ? args
-          : await argsAfterLoss(e, args, this.link);
-        if (remade === undefined) throw e;
-        args = remade;
+        if (failover && drainRefusal(e)) refused = e; // sent elsewhere below, once its turn here ended
+        else {
+          // a node holding one of its arguments was lost: those made again (or the loss named), once
+          const remade = again
+            ? undefined
+            : putCopyLost(e, args, this.link)
+            ? args
+            : await argsAfterLoss(e, args, this.link);
+          if (remade === undefined) throw e;
+          args = remade;
+        }
       } finally {
         piped.ended(); // (a call that never left gives up its turn)
       }
+      if (refused !== undefined) return this.refusedWhileDraining(refused, method, args, hook);
     }
   }
 
   /**
+   * The replica a call goes to instead of this one (whose node is lost or drains): the sibling on a
+   * node that is up with the fewest calls, its own and those forwarded to it (so forwarded calls
+   * spread), if any.
+   */
+  private sibling(): RemoteReplica | undefined {
+    const rs = this.deployment?.replicas;
+    if (rs === undefined) return undefined;
+    let best: RemoteReplica | undefined;
+    let bestLoad = Infinity;
+    for (let i = 0; i < rs.length; i++) {
+      const s = rs[i];
+      if (!(s instanceof RemoteReplica) || s === this || s.link.lost || s.isDraining()) continue;
+      const load = s.outstanding + s.forwarded;
+      if (best === undefined || load < bestLoad) {
+        best = s;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Sends a call made to this replica to `to` instead (its node is lost or drains): counted there
+   * (`mesh.stats()` counts calls where they ran), and as its load until it ends.
+   */
+  private forward(to: RemoteReplica, method: string, args: unknown[], hook: CancelHook): Promise<unknown> {
+    const task = hook.task ?? hook;
+    const from = countedAt.get(task) ?? this; // (a retry may forward the call again)
+    from.calls--;
+    to.calls++;
+    countedAt.set(task, to);
+    to.forwarded++;
+    return to.invoke(method, args, hook, false).finally(() => to.forwarded--);
+  }
+
+  /**
+   * A call this node refused as it drains: it never ran, so it goes to the instance made again
+   * elsewhere (`restarts`) or to a sibling that is up, and later calls go there too (see
+   * {@linkcode RemoteReplica.down}); with neither, the refusal is the call's error.
+   */
+  private refusedWhileDraining(e: unknown, method: string, args: unknown[], hook: CancelHook): Promise<unknown> {
+    const elsewhere = this.restarted() ?? this.sibling();
+    if (elsewhere === undefined) return Promise.reject(e);
+    return this.forward(elsewhere, method, args, hook);
+  }
+
+  /**
    * Sends a call whose arguments {@linkcode pipeArgs} prepared (`piped`; `undefined` when they were
-   * all primitives), making the instance first if needed.
+   * all primitives), making the instance first if needed. `original`: the call's arguments, to send
+   * elsewhere if the node refuses it as it drains (`undefined`: the refusal is its error).
    */
   private async send(
     method: string,
@@ -265,6 +373,7 @@ export class RemoteReplica extends MailboxReplica {
     hook: CancelHook,
     trace: Record<string, string>,
     span: Span | undefined,
+    original: unknown[] | undefined,
   ): Promise<unknown> {
     const wired = this.wired(args, method, hook);
     const task = hook.task;
@@ -296,13 +405,25 @@ export class RemoteReplica extends MailboxReplica {
         try {
           id = await this.instance();
         } catch (e) {
+          if (drainRefusal(e)) {
+            this.draining = true; // (routing sends no more here while a sibling is up)
+            if (original !== undefined) return this.refusedWhileDraining(e, method, original, hook);
+          }
           throw this.link.asNodeLost(e);
         }
       }
       message.id = id;
+      // (a call sent while the node was taken for draining that it answers says it serves again)
+      const draining = this.draining;
       try {
-        return await this.link.call(message, hook, span, onSent);
+        const value = await this.link.call(message, hook, span, onSent);
+        if (draining) this.draining = false;
+        return value;
       } catch (e) {
+        if (drainRefusal(e)) {
+          this.draining = true; // (routing sends no more here while a sibling is up)
+          if (original !== undefined) return this.refusedWhileDraining(e, method, original, hook);
+        }
         // the node restarted and forgot the instance: its creator makes it again, once
         if (
           attempt === 0 && this.creator && e instanceof ProtocolError && e.message.startsWith("Unknown instance")
@@ -319,7 +440,8 @@ export class RemoteReplica extends MailboxReplica {
           this.createdId = undefined;
           this.instanceId = undefined;
         }
-        throw e;
+        // a node calling an instance a handle named, refused there: which nodes, and what to change
+        throw refusalExplained(e, this.link, `a call of "${this.def.name}.${method}" through a handle`);
       }
     }
   }
@@ -334,6 +456,7 @@ export class RemoteReplica extends MailboxReplica {
     }
     const next = this.owner.restartReplica(this.deployment, this, new Set([this.node]));
     if (next instanceof RemoteReplica) this.replacement = next;
+    else this.mayRestart = false; // routing sends its calls to its siblings from now on
     return this.replacement;
   }
 
@@ -386,33 +509,38 @@ export class RemoteReplica extends MailboxReplica {
     this.instanceId = undefined;
     this.createdId = undefined;
     try {
-      if (p === undefined) return;
+      // a node the link has lost is not reached again to close (a hung one would hold mesh.close()
+      // once per instance): its lease frees the instance, as a dead node's went with it
+      if (p === undefined || this.link.lost || this.link.unresponsive) return;
       // bounded: a frozen node must not hold mesh.close() forever (its lease frees the instance).
-      // Once one destroy on a link went unanswered, the link's other instances are left to the lease.
+      // One wait covers the create's answer, the connection and the destroy's reply; once one
+      // destroy on a link got no answer, the link's other instances are left to the lease.
       const most = this.link.destroyTimeoutMs;
       const wait = deadline === undefined ? most : Math.min(most, Math.max(100, deadline - performance.now()));
-      if (this.link.unresponsive) return;
       let timer: ReturnType<typeof setTimeout> | undefined;
       let timedOut = false;
-      const id = await Promise.race([
-        p.catch(() => undefined),
-        new Promise<undefined>((r) => {
-          timer = setTimeout(() => {
-            timedOut = true;
-            r(undefined);
-          }, wait);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (id === undefined) {
-        // a create that never answered: the link's other instances are left to the lease too
-        if (timedOut) this.link.unresponsive = true;
-        return;
-      }
-      if (this.link.unresponsive) return;
-      await this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch((e) => {
-        if (e instanceof TransportError && /No reply/.test(e.message)) this.link.unresponsive = true;
+      const bound = new Promise<undefined>((r) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          r(undefined);
+        }, wait);
       });
+      try {
+        const id = await Promise.race([p.catch(() => undefined), bound]);
+        // (a create that failed made nothing; one that never answered leaves the link's other
+        // instances to the lease too)
+        if (id === undefined || this.link.lost || this.link.unresponsive) return;
+        await Promise.race([
+          this.link.request({ t: "destroy", id }, "destroyed", undefined, wait).catch((e) => {
+            // no reply, no connection: the node cannot be reached now (a refusal is an answer)
+            if (e instanceof TransportError && e.reason !== "refused") this.link.unresponsive = true;
+          }),
+          bound,
+        ]);
+      } finally {
+        clearTimeout(timer);
+        if (timedOut) this.link.unresponsive = true;
+      }
     } finally {
       if (this.holding) {
         this.holding = false;
@@ -423,6 +551,17 @@ export class RemoteReplica extends MailboxReplica {
 }
 
 function noop(): void {}
+
+/** Where a call forwarded from replica to replica is counted now (by its task). */
+const countedAt = new WeakMap<object, RemoteReplica>();
+
+/**
+ * Whether `e` is a node's refusal of a call because it shuts down (`TransportError` `"refused"`,
+ * "is shutting down"): the call never ran there.
+ */
+function drainRefusal(e: unknown): boolean {
+  return e instanceof TransportError && e.reason === "refused" && / is shutting down/.test(e.message);
+}
 
 /** Whether no argument is an object (so none is a ref, a kept object or holds one). */
 function primitivesOnly(args: unknown[]): boolean {
