@@ -37,6 +37,28 @@ test("goEffect fails with the typed error, catchable by tag", async () => {
   assert.equal(tag, "TimeoutError:slowE");
 });
 
+test("goEffect: catchIf with instanceof ta.TimeoutError catches a task's deadline, not Effect.timeout's TimeoutError of the same tag", async () => {
+  const never = gate();
+  const slow = ta.op({ name: "slowTagged", timeoutMs: 5 }, async () => {
+    await never.promise;
+  });
+  // the README's way to catch the task's own deadline only
+  const taskDeadline = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    effect.pipe(
+      Effect.catchIf((e): e is E & ta.TimeoutError => e instanceof ta.TimeoutError, (e) =>
+        Effect.succeed(`task:${e.op}`)),
+    );
+  assert.equal(await Effect.runPromise(taskDeadline(ta.goEffect(slow))), "task:slowTagged");
+  // Effect.timeout's error shares the tag (catchTag would take it for the task's) and passes through
+  const effectTimeout = ta.goEffect(ta.op(async function slowUntimed() {
+    await never.promise;
+  })).pipe(Effect.timeout("1 millis"), taskDeadline, Effect.catchTag("TimeoutError", (e) => Effect.succeed(e)));
+  const caught = await Effect.runPromise(effectTimeout);
+  never.open();
+  assert.equal(typeof caught === "object" && caught._tag, "TimeoutError", "Effect.timeout's own error");
+  assert.ok(!(caught instanceof ta.TimeoutError));
+});
+
 test("interrupting a goEffect cancels the submitted call", async () => {
   let ref: ta.ObjectRef<unknown> | undefined;
   const release = gate();

@@ -8,11 +8,12 @@
  *
  * @module
  */
-import { type Context as OtelContext, context as otelContext } from "@opentelemetry/api";
+import type { Context as OtelContext } from "@opentelemetry/api";
 import type { RunContext } from "../core/context.ts";
 import type { Replica } from "../core/deployment.ts";
 import { addWaiter, settle, State, Task, type TaskTarget } from "../core/task.ts";
 import { isTracingEnabled } from "../core/tracing/mod.ts";
+import { servedContext, withServedContext } from "../core/tracing/propagation.ts";
 
 const { PENDING, RUNNING } = State;
 
@@ -134,7 +135,8 @@ export class FairDispatch {
       this.targets.set(method, target = { name, method, kind: "method", node, ready() {}, dropped });
     }
     const task = new Task<unknown>(target, args, ctx);
-    if (isTracingEnabled()) this.traces.set(task, otelContext.active());
+    // the served call's context (its SERVER span, or that it is sampled out): it is submitted later
+    if (isTracingEnabled()) this.traces.set(task, servedContext());
     let q = this.callers.get(caller);
     if (q === undefined) this.callers.set(caller, q = { key: caller, tasks: [], head: 0, queued: false });
     q.tasks.push(task);
@@ -231,7 +233,7 @@ export class FairDispatch {
     const send = () => this.replica.call(method, args, task._ctx);
     let inner: Task<unknown>;
     try {
-      inner = trace === undefined ? send() : otelContext.with(trace, send);
+      inner = trace === undefined ? send() : withServedContext(trace, send);
     } catch (e) {
       this.inFlight--;
       settle(task, State.FAILED, e);

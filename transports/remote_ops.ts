@@ -10,6 +10,7 @@ import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredOps } from "../core/op.ts";
 import { noteOpPlacement } from "../core/record.ts";
+import type { TaskInfo } from "../core/events.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import { handleWire, wireValue } from "./handle_wire.ts";
 import { RemoteObject } from "./remote_object.ts";
@@ -56,9 +57,10 @@ export function remoteOpBody(
 ): ((...args: unknown[]) => unknown) | undefined {
   if (!mesh.hasRemoteNodes) return undefined;
   const body = async (...a: unknown[]) => {
-    const trace = injectTraceContext(); // before any await: the active span is the op's own
-    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined;
     const hook = a.pop() as CancelHook;
+    // the op's own span, or for a call sampled out a context that says so (its node traces nothing)
+    const trace = injectTraceContext(hook.task as TaskInfo | undefined);
+    const span = isTracingEnabled() ? otelTrace.getActiveSpan() : undefined; // before any await: the op's own
     // a call let through for pipelining goes where the result it names is
     const pinned = pipelinedLink(hook.task);
     if (pinned !== undefined) return sendOp(mesh, name, pinned, a, hook, trace, span, body);

@@ -23,8 +23,10 @@ export interface TracingOptions {
   /**
    * Share of root tasks traced, in (0, 1] (default 1: all). Decided by thinkagain before any span
    * exists, per task submitted outside a traced task; the tasks a traced task submits are traced
-   * with it. Untraced tasks cost one check, where an SDK's own sampler still pays for a
-   * non-recording span per task. (While a profiler runs, every task is recorded for it.)
+   * with it, also on the nodes their calls go to (a call left out tells its node so, and the node
+   * traces nothing of it; a node samples by its own ratio only calls that carry no decision). Untraced
+   * tasks cost one check, where an SDK's own sampler still pays for a non-recording span per task.
+   * (While a profiler runs, every task is recorded for it.)
    */
   sampleRatio?: number;
   /**

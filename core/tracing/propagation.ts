@@ -3,6 +3,13 @@
  * to another node, and the SERVER span the receiving node runs the call under, so the hop joins the
  * caller's trace.
  *
+ * Head sampling holds across nodes: a root's one decision travels with its calls. A call whose root
+ * sampling left out carries a `traceparent` with the sampled flag off ({@link NOT_SAMPLED}), and a
+ * node makes no span for it nor for anything it submits; a traced call's node traces it and its
+ * subtree whatever the node's own `sampleRatio` or `maxOverhead` say. Only a call that carries no
+ * decision (its driver does not trace) is sampled by the node, once, as a root: its SERVER span and
+ * everything under it, or nothing.
+ *
  * @module
  */
 import {
@@ -11,11 +18,13 @@ import {
   context,
   propagation,
   ROOT_CONTEXT,
+  type SpanContext,
   SpanKind,
   SpanStatusCode,
   trace,
+  TraceFlags,
 } from "@opentelemetry/api";
-import type { TaskInfo } from "../events.ts";
+import { eventsEnabled, rootSampler, sampling, setRootSampler, setSamplingGate, type TaskInfo } from "../events.ts";
 import { detectNow } from "./lifecycle.ts";
 import { spanContextOf } from "./spans.ts";
 import { TRACER_NAME, tracingState } from "./state.ts";
@@ -24,12 +33,30 @@ import { TRACER_NAME, tracingState } from "./state.ts";
 const NO_CONTEXT: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /**
+ * @internal The carrier of a call that head sampling left out: a W3C `traceparent` whose sampled
+ * flag is off, so the node it goes to traces nothing of it (a node that predates this reads it as a
+ * parent not sampled, which an SDK's default parent-based sampler follows too). No span exists to
+ * name, so its ids are constants: one shared, frozen record, no object made per call.
+ *
+ * @example
+ * ```ts
+ * import { NOT_SAMPLED } from "./propagation.ts";
+ * if (!NOT_SAMPLED.traceparent.endsWith("-00")) throw new Error("the sampled flag is off");
+ * ```
+ */
+export const NOT_SAMPLED: Readonly<Record<string, string>> = Object.freeze({
+  traceparent: "00-00000000000000000000000000000001-0000000000000001-00",
+});
+
+/**
  * The W3C trace context to put in a call envelope that takes work to another node: `traceparent`
  * (and `tracestate` when set) of `task`'s span, or, with no task, of the span active now — inside a
  * task body that is the task's own span, so a remote executor can call it first thing in the body,
  * before any `await`. Uses the globally registered propagator and falls back to writing
- * `traceparent` itself, so the wire always carries W3C context. Empty when tracing is off or there
- * is no span (then one shared, frozen record: no object made per call).
+ * `traceparent` itself, so the wire always carries W3C context. For a task that head sampling left
+ * out (`sampleRatio`, `maxOverhead`), {@link NOT_SAMPLED}: the node it goes to traces nothing of it.
+ * Empty when tracing is off or there is no span (then one shared, frozen record: no object made per
+ * call).
  *
  * @param task The task being sent (its span exists once it started); default: the active span.
  * @returns Header-style carrier for the envelope's `trace` field.
@@ -46,9 +73,13 @@ const NO_CONTEXT: Record<string, string> = Object.freeze({}) as Record<string, s
 export function injectTraceContext(task?: TaskInfo): Record<string, string> {
   // (tracing off, or no span: no carrier made, as for every remote call while tracing is off)
   if (tracingState.off === undefined) return NO_CONTEXT;
-  const sc = task !== undefined
-    ? spanContextOf((task as TaskInfo & { _trace: unknown })._trace)
-    : trace.getSpanContext(context.active());
+  let sc: SpanContext | undefined;
+  if (task !== undefined) {
+    const t = task as TaskInfo & { _trace: unknown; _meta?: unknown };
+    sc = spanContextOf(t._trace);
+    // not recorded while sampling decides: its root was left out, and so is it, on every node
+    if (sc === undefined && t._meta === undefined && sampling()) return NOT_SAMPLED as Record<string, string>;
+  } else sc = trace.getSpanContext(context.active());
   if (sc === undefined) return NO_CONTEXT;
   const carrier: Record<string, string> = {};
   propagation.inject(trace.setSpanContext(ROOT_CONTEXT, sc), carrier);
@@ -109,6 +140,12 @@ export interface ExtractedContextOptions {
  * the caller's trace. The span ends when `fn`'s result settles; a throw or rejection marks it as an
  * error. With tracing off (and no provider to detect), it just calls `fn`.
  *
+ * The call `fn` submits is one root, sampled once: a caller that traced it (sampled flag on) has
+ * it traced here with its SERVER span and every task under it, whatever this process's
+ * `sampleRatio` or `maxOverhead` say; a caller that left it out (flag off) has nothing of it traced
+ * here; a carrier with no trace context leaves the choice to this process's own sampling, made once
+ * for the SERVER span and the call together.
+ *
  * @param carrier The envelope's trace headers (`traceparent`, `tracestate`), or `undefined`.
  * @param fn The work to run (typically submitting the requested call).
  * @param options Span name and attributes.
@@ -128,7 +165,11 @@ export function withExtractedContext<T>(
 ): T {
   detectNow();
   if (tracingState.off === undefined) return fn();
+  // a call its driver sampled out (the common case while sampling): nothing to read
+  if (carrier === NOT_SAMPLED || carrier?.traceparent === NOT_SAMPLED.traceparent) return decided(false, fn);
   const parent = extractTraceContext(carrier);
+  const sc = trace.getSpanContext(parent);
+  if (sc !== undefined ? (sc.traceFlags & TraceFlags.SAMPLED) === 0 : !sampleServed()) return decided(false, fn);
   const span = (tracingState.tracer ?? trace.getTracer(TRACER_NAME)).startSpan(options.name ?? "serve", {
     kind: SpanKind.SERVER,
     attributes: options.attributes,
@@ -140,7 +181,7 @@ export function withExtractedContext<T>(
   };
   let r: T;
   try {
-    r = context.with(trace.setSpan(parent, span), fn);
+    r = decided(true, fn, trace.setSpan(parent, span));
   } catch (e) {
     fail(e);
     throw e;
@@ -150,4 +191,89 @@ export function withExtractedContext<T>(
     maybe.then(() => span.end(), fail);
   } else span.end();
   return r;
+}
+
+/**
+ * This process's own sampling of a served call that carries no decision: taken as for a root task
+ * (no sampler or a profiler recording every task: traced; a spent budget: not).
+ */
+function sampleServed(): boolean {
+  const sampler = rootSampler;
+  if (sampler === undefined || !sampling()) return true;
+  return eventsEnabled && sampler();
+}
+
+const traceRoot = () => true;
+const skipRoot = () => false;
+
+/**
+ * Runs `fn`, which submits a served call, with that call's root decision taken: the root sampler
+ * answers `sampled` for what `fn` submits (one call; a task is submitted synchronously in `.go()`),
+ * a traced call passes a spent budget's shut gate, and `ctx` (the SERVER span's context) is both
+ * the active context and, for a call held back to be submitted later (see {@link servedContext}),
+ * the one kept. What the call's body submits follows the call, as under any root.
+ */
+function decided<T>(sampled: boolean, fn: () => T, ctx?: Context): T {
+  const sampler = rootSampler, serving = tracingState.serving;
+  const mine = sampled ? traceRoot : skipRoot;
+  setRootSampler(mine);
+  const reopen = sampled && tracingState.gateShut;
+  if (reopen) setSamplingGate(true);
+  tracingState.serving = sampled ? ctx : notSampledContext();
+  try {
+    return ctx !== undefined ? context.with(ctx, fn) : fn();
+  } finally {
+    tracingState.serving = serving;
+    // (unless fn's submission turned tracing off or over to another sampler meanwhile)
+    if (rootSampler === mine) setRootSampler(sampler);
+    if (reopen && tracingState.gateShut) setSamplingGate(false);
+  }
+}
+
+let notSampled: Context | undefined;
+
+/** The context of a call sampled out: {@link NOT_SAMPLED}'s span context (made once). */
+function notSampledContext(): Context {
+  return notSampled ??= extractTraceContext(NOT_SAMPLED);
+}
+
+/**
+ * @internal The trace context of the call being served now, for a node that holds the call back
+ * and submits it later (fair dispatch between callers): the SERVER span's context, or for a call
+ * sampled out one that says so, so {@link withServedContext} submits it then as it would be now.
+ * Outside {@link withExtractedContext}, the active context.
+ *
+ * @returns The context to keep with the held call.
+ *
+ * @example
+ * ```ts
+ * import { servedContext } from "./propagation.ts";
+ * import { context } from "@opentelemetry/api";
+ * if (servedContext() !== context.active()) throw new Error("outside a served call: the active context");
+ * ```
+ */
+export function servedContext(): Context {
+  return tracingState.serving ?? context.active();
+}
+
+/**
+ * @internal Submits a call held back by a node (see {@link servedContext}) under the context kept
+ * for it, with the sampling decision that context carries: as if {@link withExtractedContext} were
+ * submitting it now, without a second SERVER span.
+ *
+ * @param ctx What {@link servedContext} returned when the call came in.
+ * @param fn Submits the call.
+ * @returns What `fn` returns.
+ *
+ * @example
+ * ```ts
+ * import { servedContext, withServedContext } from "./propagation.ts";
+ * if (withServedContext(servedContext(), () => 1) !== 1) throw new Error("fn's result");
+ * ```
+ */
+export function withServedContext<T>(ctx: Context, fn: () => T): T {
+  const sc = tracingState.off === undefined ? undefined : trace.getSpanContext(ctx);
+  // kept outside a served call, or tracing off since: submitted as it is
+  if (sc === undefined) return context.with(ctx, fn);
+  return (sc.traceFlags & TraceFlags.SAMPLED) === 0 ? decided(false, fn) : decided(true, fn, ctx);
 }

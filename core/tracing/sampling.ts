@@ -150,22 +150,24 @@ export function measured(ms: number): void {
 
 /**
  * @internal A root sampler keeping exactly `ratio` of the roots, spread evenly (no randomness on the
- * hot path).
+ * hot path). For 1 it keeps every root, but is still a sampler: while one is installed, a task left
+ * out (a call its driver sampled out, served here) leaves out what it submits too, instead of that
+ * being traced as new roots.
  *
  * @param ratio The share of roots to trace, in (0, 1].
- * @returns The sampler, or `undefined` for 1 (every root: no sampler at all).
+ * @returns The sampler.
  *
  * @example Every other root
  * ```ts
  * import { ratioSampler } from "./sampling.ts";
- * const sampler = ratioSampler(0.5)!;
+ * const sampler = ratioSampler(0.5);
  * const picks = [sampler(), sampler(), sampler(), sampler()];
  * if (picks.join() !== "true,false,true,false") throw new Error(picks.join());
- * if (ratioSampler(1) !== undefined) throw new Error("1 needs no sampler");
+ * if (!ratioSampler(1)()) throw new Error("1 keeps every root");
  * ```
  */
-export function ratioSampler(ratio: number): (() => boolean) | undefined {
-  if (ratio >= 1) return undefined;
+export function ratioSampler(ratio: number): () => boolean {
+  if (ratio >= 1) return everyRoot;
   let credit = 1 - ratio; // the first root is traced
   return () => {
     credit += ratio;
@@ -173,4 +175,8 @@ export function ratioSampler(ratio: number): (() => boolean) | undefined {
     credit -= 1;
     return true;
   };
+}
+
+function everyRoot(): boolean {
+  return true;
 }

@@ -176,9 +176,13 @@ export function spanTaskEvent(e: TaskEvent): void {
       if (tracingState.wantedOverhead !== undefined && sampling()) spend(tracingState.spanCostMs);
       tracingState.recordedCount++;
       tracingState.recordedSinceRoot++;
-      if (task.parent === undefined && sampling()) {
+      if (
+        task.parent === undefined && sampling() &&
+        (tracingState.wantedRatio < 1 || tracingState.wantedOverhead !== undefined)
+      ) {
         // a traced root: its span says how many tasks since the previous one went untraced (a trace
         // backend shows the gap), worked out from task numbers, as nothing is done per untraced task
+        // (only where this process samples: tracing every root, it leaves out only what callers did)
         const untraced = task.seq - tracingState.lastRootSeq - tracingState.recordedSinceRoot;
         if (untraced > 0) untracedBefore.set(task, untraced);
         tracingState.lastRootSeq = task.seq;

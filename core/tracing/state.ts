@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Tracer, TracerProvider } from "@opentelemetry/api";
+import type { Context, Tracer, TracerProvider } from "@opentelemetry/api";
 
 /**
  * @internal Instrumentation scope name of thinkagain's spans.
@@ -66,6 +66,12 @@ export interface TracingState {
   shutCount: number;
   /** Traced tasks counted to pick the ones whose span cost is timed. */
   measureTick: number;
+  // ---- across a transport (propagation.ts) ----
+  /**
+   * While a node submits a call it serves: that call's context (its SERVER span's, or one whose
+   * span context says it is not sampled), kept by a call that is held back and submitted later.
+   */
+  serving: Context | undefined;
   // ---- counts (stats.ts) ----
   /** Spans made since tracing was last enabled. */
   spansMade: number;
@@ -121,6 +127,7 @@ export const tracingState: TracingState = {
   gateShut: false,
   shutCount: 0,
   measureTick: 0,
+  serving: undefined,
   spansMade: 0,
   recordedCount: 0,
   submittedAtEnable: 0,
