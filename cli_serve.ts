@@ -34,7 +34,8 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
   cluster; default: none, so a page cannot reach it by DNS rebinding). --lease-ms: how long instances outlive the last
   keepalive of the driver that created them (default 30000; 0: until destroyed or drained). --peer: a
   node (ws://10.0.0.2:7070) this node may call with its token when a handle of an instance there
-  arrives; without one, handles lead only to nodes a driver declared, called without a token.
+  arrives; handles and results also lead to the nodes a driver declared, given the token only when
+  that driver presented it (so nodes of one mesh sharing a token need no --peer).
   --dashboard: also serve the node's dashboard page on --host, port PORT (default: a free one; it
   prints where), behind the token. --start: construct N (default 1) resident instances of SERVICE
   before the ready line (a model loaded once); every driver shares them (Service.connect()); a

@@ -34,4 +34,5 @@
 export { DEFAULT_LEASE_MS, NodeServer, type NodeServerOptions } from "./transports/node_server.ts";
 export { createNodeApp, type NodeAppOptions, type NodeHealth, type NodeStatus } from "./transports/server.ts";
 export { PROTOCOL_VERSION } from "./transports/protocol.ts";
-export type { FrameHandler, ServeFramesOptions } from "./transports/transport.ts";
+export type { FrameHandler, PeerInfo, ServeFramesOptions, TransportName } from "./transports/transport.ts";
+export type { NodePeer } from "./transports/handle_wire.ts";

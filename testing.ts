@@ -35,4 +35,13 @@
  * @module
  */
 export { type InMemoryServerHandle, inMemoryTransport, serveInMemory } from "./transports/in_memory.ts";
-export type { FrameHandler, ServeFramesOptions } from "./transports/transport.ts";
+export type {
+  ConnectOptions,
+  FrameHandler,
+  PeerInfo,
+  RequestOptions,
+  ServeFramesOptions,
+  Transport,
+  TransportConnection,
+  TransportName,
+} from "./transports/transport.ts";

@@ -3,6 +3,14 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { gate, rejection } from "./_test_utils.ts";
 
+test("DEFAULT_MAX_QUEUED and DEFAULT_MAX_WAITING, the defaults the README names, are exported from the root", async () => {
+  const { DEFAULT_MAX_QUEUED } = await import("./service_def.ts");
+  const { DEFAULT_MAX_WAITING } = await import("./limiter.ts");
+  assert.equal(ta.DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED);
+  assert.equal(ta.DEFAULT_MAX_WAITING, DEFAULT_MAX_WAITING);
+  assert.equal(ta.DEFAULT_MAX_QUEUED, 100_000);
+});
+
 test("service maxQueued: a burst beyond it gets OverloadedError for the excess; the rest completes", async () => {
   const started = gate();
   const release = gate();

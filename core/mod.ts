@@ -15,9 +15,10 @@ export * from "./errors.ts";
 export { all, detach, explain, ObjectRef, type ObjectRefConstructor, type RefStatus } from "./object_ref.ts";
 export { type Explanation, formatExplanation, type NodeHealth, type SlotWait } from "./explain.ts";
 export { type Op, op, type OpOptions } from "./op.ts";
+export { DEFAULT_MAX_WAITING } from "./limiter.ts";
 export { asCompleted, type CompletedRef, wait, type WaitOptions, type WaitResult } from "./wait.ts";
 export { put } from "./put.ts";
-export { Stream, type StreamOptions } from "./stream.ts";
+export { Stream, type StreamEnd, type StreamOptions, type StreamTaker } from "./stream.ts";
 export {
   type MethodNames,
   service,
@@ -27,6 +28,8 @@ export {
   type ServiceMethod,
   type ServiceOptions,
 } from "./service.ts";
+export { type AnyClass, type AnyFn, DEFAULT_MAX_QUEUED } from "./service_def.ts";
+export type { ReplicaState } from "./deployment.ts";
 export {
   getCurrentMesh,
   Mesh,
@@ -82,4 +85,4 @@ export {
   type TaskInfo,
 } from "./events.ts";
 export { CurrentMesh, goEffect, layerMesh, type Submittable } from "./effect.ts";
-export type { CallResult, Refable, RefArgs } from "./types.ts";
+export type { CallResult, Leaf, Refable, RefArgs } from "./types.ts";

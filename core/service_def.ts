@@ -98,8 +98,10 @@ const SERVICE_OPTION_KEYS: KnownKeys<ServiceOptions> = {
   description: true,
 };
 
+/** Any function: what a service's methods are, as handle types see them. */
 // deno-lint-ignore no-explicit-any
 export type AnyFn = (...args: any[]) => any;
+/** Any class: what `service()` takes. */
 // deno-lint-ignore no-explicit-any
 export type AnyClass = new (...args: any[]) => any;
 

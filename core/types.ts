@@ -6,7 +6,11 @@
  */
 import type { ObjectRef } from "./object_ref.ts";
 
-type Leaf =
+/**
+ * Values `Refable` takes as they are, never looking inside for refs: bytes, dates, patterns,
+ * collections and functions.
+ */
+export type Leaf =
   | ArrayBufferView
   | ArrayBuffer
   | Date

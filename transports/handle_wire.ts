@@ -9,10 +9,13 @@
  *   the mesh's link to it, with the mesh's token;
  * - on a node, an instance of its own is called in place; other endpoints must be the node's
  *   configured peers (`peers`, `--peer`: they get the node's token, or the peer's own) or nodes of
- *   a mesh a driver declared in its `hello` (these get no token at all: a frame never sends the
- *   node's token anywhere). Anything else is a `ProtocolError` naming the endpoint. A node
- *   remembers the last {@linkcode MAX_DECLARED_ENDPOINTS} declared endpoints, and holds at most
- *   `MAX_NODE_LINKS` links.
+ *   a mesh a driver declared in its `hello`. A declared endpoint gets the node's token only when the
+ *   driver that declared it presented that same token to the node (it holds the token already, and
+ *   could send it there itself); else none: the token never goes to an endpoint named by someone who
+ *   does not hold it. So nodes that share one token (every pod of a cluster) reach each other's
+ *   results and instances with no `--peer`. Anything else is a `ProtocolError` naming the endpoint.
+ *   A node remembers the last {@linkcode MAX_DECLARED_ENDPOINTS} declared endpoints, and holds at
+ *   most `MAX_NODE_LINKS` links.
  *
  * @module
  */
@@ -24,7 +27,9 @@ import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { registeredServices, type ServiceDef } from "../core/service_def.ts";
 import type { HandleWire, LinkOptions, NodeLink } from "./link.ts";
 import { linkFor, meshLink } from "./link_table.ts";
+import { noteReach, reachOf } from "./reach_refusal.ts";
 import { RemoteReplica } from "./remote_replica.ts";
+import type { PeerInfo } from "./transport.ts";
 
 /** How deep the walks for handles go (as deep as decode reads). */
 const MAX_WALK_DEPTH = 256;
@@ -77,6 +82,19 @@ export interface HandleReachOptions {
   peers?: readonly (string | NodePeer)[];
   /** The node's own instance with this id, if any (handles of it are called in place). */
   local?: (id: string) => LocalInstance | undefined;
+  /** The node's name (in the errors of a node that refused it). */
+  name?: string;
+  /**
+   * The node's own token: the endpoints declared by a driver that presented it get it too (see the
+   * module doc).
+   */
+  token?: string;
+}
+
+/** An endpoint a driver declared, and whether a driver that presented the node's token did. */
+interface Declared {
+  readonly endpoint: string;
+  readonly trusted: boolean;
 }
 
 /** An instance living in this process, as a replica of its service. */
@@ -99,12 +117,28 @@ const reaches = new WeakMap<object, HandleReach>();
  * strictEqual(reach.declared("ws://10.0.0.3:7070"), "ws://10.0.0.3:7070");
  * strictEqual(reach.declared("ws://evil.example:1"), undefined);
  * ```
+ *
+ * @example Endpoints declared by a driver that holds the node's token get the token
+ * ```ts
+ * import { HandleReach } from "./handle_wire.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const reach = new HandleReach({}, { token: "t" });
+ * const peer = { transport: "websocket" as const, connectionId: 1, oneWay: false, holdsToken: (t: string) => t === "t" };
+ * reach.declare(["ws://10.0.0.3:7070"], peer);
+ * reach.declare(["ws://10.0.0.4:7070"]); // from a connection the node let in without its token
+ * strictEqual(reach.declaration("ws://10.0.0.3:7070")?.trusted, true);
+ * strictEqual(reach.declaration("ws://10.0.0.4:7070")?.trusted, false);
+ * ```
  */
 export class HandleReach {
   private readonly peers = new Map<string, NodePeer>();
-  private readonly declaredEndpoints = new Map<string, string>();
+  private readonly declaredEndpoints = new Map<string, Declared>();
   /** The node's own instance with an id, if any. */
   readonly local: (id: string) => LocalInstance | undefined;
+  /** The node's name (`"node"` when not given). */
+  readonly name: string;
+  /** The node's own token, if any. */
+  private readonly token: string | undefined;
 
   /**
    * @param owner The node (the owner of the links its handles use); handles arriving for it follow these rules.
@@ -119,6 +153,8 @@ export class HandleReach {
       this.peers.set(key, peer);
     }
     this.local = options.local ?? (() => undefined);
+    this.name = options.name ?? "node";
+    this.token = options.token;
     reaches.set(owner, this);
   }
 
@@ -130,17 +166,36 @@ export class HandleReach {
 
   /** The endpoint as a driver declared it, if one did (and it was not forgotten since). */
   declared(endpoint: string): string | undefined {
+    return this.declaration(endpoint)?.endpoint;
+  }
+
+  /**
+   * The endpoint as a driver declared it, and whether a driver that presented the node's own token
+   * did (then the node presents its token there), if one declared it and it was not forgotten since.
+   */
+  declaration(endpoint: string): Declared | undefined {
     const key = endpointKey(endpoint);
     return key === undefined ? undefined : this.declaredEndpoints.get(key);
   }
 
-  /** Remembers the endpoints of a driver's mesh (from its `hello`); the oldest are forgotten past the bound. */
-  declare(endpoints: readonly string[]): void {
+  /**
+   * Remembers the endpoints of a driver's mesh (from its `hello`); the oldest are forgotten past the
+   * bound. Declared on a connection that presented the node's own token, they get that token.
+   *
+   * @param endpoints The endpoints of the driver's mesh.
+   * @param by Who sent the `hello` (whether it presented the node's token).
+   */
+  declare(endpoints: readonly string[], by?: PeerInfo): void {
+    // the declarer holds the node's token: giving it to the endpoints it names gives away nothing
+    const trusted = this.token !== undefined && by?.holdsToken !== undefined && by.holdsToken(this.token);
     for (const endpoint of endpoints) {
       const key = endpointKey(endpoint);
       if (key === undefined) continue;
+      // a token holder's declaration stays as it was made (another driver naming the endpoint, in
+      // another spelling, say ws:// for wss://, changes nothing of where the token goes or how)
+      const before = this.declaredEndpoints.get(key);
       this.declaredEndpoints.delete(key); // most recent last
-      this.declaredEndpoints.set(key, endpoint);
+      this.declaredEndpoints.set(key, before?.trusted && !trusted ? before : { endpoint, trusted });
       if (this.declaredEndpoints.size > MAX_DECLARED_ENDPOINTS) {
         this.declaredEndpoints.delete(this.declaredEndpoints.keys().next().value!);
       }
@@ -285,28 +340,50 @@ function replicaFor(
     if (!localReferences.has(local)) localReferences.set(local, r);
     return local;
   }
-  const peer = reach?.peer(r.endpoint);
-  const declared = peer === undefined ? reach?.declared(r.endpoint) : undefined;
-  if (peer === undefined && declared === undefined) {
-    throw refused(
-      h,
-      r,
-      "this node may not reach: it is neither one of its peers (--peer) nor a node of a mesh a driver declared " +
-        "in its hello",
-    );
-  }
-  // the token goes to configured peers only, never to an endpoint that came from a frame
-  const options: LinkOptions = { transport: from.transport, maxFrameBytes: from.maxFrameBytes };
-  const token = peer === undefined ? undefined : peer.token ?? from.token;
-  if (token !== undefined) options.token = token;
-  const link = linkFor(owner, r.node, peer?.endpoint ?? declared!, options, handleWire);
+  const link = nodeLink(reach, r.node, r.endpoint, from);
+  if (link === undefined) throw refused(h, r, UNREACHABLE);
   return new RemoteReplica(owner, def, [], index, link, [], def.policy, r.id);
+}
+
+const UNREACHABLE = "this node may not reach: it is neither one of its peers (--peer) nor a node of a mesh a " +
+  "driver declared in its hello";
+
+/**
+ * The link from a node to another node a frame named, by the rules of the module doc, or
+ * `undefined` where it may not go. The token goes to configured peers, and to endpoints declared by
+ * a driver that presented it; never to one named by someone who does not hold it.
+ */
+function nodeLink(
+  reach: HandleReach | undefined,
+  node: string,
+  endpoint: string,
+  from: LinkOptions & { owner: object },
+): NodeLink | undefined {
+  const peer = reach?.peer(endpoint);
+  const declared = peer === undefined ? reach?.declaration(endpoint) : undefined;
+  if (peer === undefined && declared === undefined) return undefined;
+  const options: LinkOptions = { transport: from.transport, maxFrameBytes: from.maxFrameBytes };
+  const token = peer !== undefined ? peer.token ?? from.token : declared!.trusted ? from.token : undefined;
+  if (token !== undefined) options.token = token;
+  const link = linkFor(from.owner, node, peer?.endpoint ?? declared!.endpoint, options, handleWire);
+  // a link is made once, and shared: how, the first time, which a refusal there later explains
+  if (reachOf(link) === undefined) {
+    noteReach(link, {
+      self: reach!.name,
+      how: peer !== undefined ? "peer" : "declared",
+      token: token !== undefined,
+      hasToken: from.token !== undefined,
+    });
+  }
+  return link;
 }
 
 /**
  * The link through which a node (`from.owner`) reaches another node a frame named, by the rules
  * handles follow: a configured peer (with a token), or a node its driver declared in its `hello`
- * (without one); anything else is a `ProtocolError` saying so. Used to pull objects node to node.
+ * (with the node's token where that driver presented it); anything else is a `ProtocolError` saying
+ * so. Used to pull objects node to node; a refusal there is told by `refusalExplained`
+ * (`reach_refusal.ts`).
  *
  * @param node The other node's name (in errors).
  * @param endpoint Its endpoint, as the frame named it.
@@ -331,20 +408,13 @@ export function reachableLink(
   from: LinkOptions & { owner: object },
   what: string,
 ): NodeLink {
-  const reach = reaches.get(from.owner);
-  const peer = reach?.peer(endpoint);
-  const declared = peer === undefined ? reach?.declared(endpoint) : undefined;
-  if (peer === undefined && declared === undefined) {
+  const link = nodeLink(reaches.get(from.owner), node, endpoint, from);
+  if (link === undefined) {
     throw new ProtocolError(
-      `${what} names endpoint ${JSON.stringify(endpoint)} (node ${JSON.stringify(node)}), which this node may not ` +
-        "reach: it is neither one of its peers (--peer) nor a node of a mesh a driver declared in its hello",
+      `${what} names endpoint ${JSON.stringify(endpoint)} (node ${JSON.stringify(node)}), which ${UNREACHABLE}`,
     );
   }
-  // the token goes to configured peers only, never to an endpoint that came from a frame
-  const options: LinkOptions = { transport: from.transport, maxFrameBytes: from.maxFrameBytes };
-  const token = peer === undefined ? undefined : peer.token ?? from.token;
-  if (token !== undefined) options.token = token;
-  return linkFor(from.owner, node, peer?.endpoint ?? declared!, options, handleWire);
+  return link;
 }
 
 function reviveHandle(h: WireHandle, from: LinkOptions & { owner: object }): object {

@@ -36,6 +36,8 @@ import {
 interface InMemoryServer {
   readonly handler: FrameHandler;
   readonly token: string | undefined;
+  /** With a token: whether it is a given one (what {@linkcode PeerInfo.holdsToken} tells the handler). */
+  readonly holdsToken: ((token: string) => boolean) | undefined;
   readonly maxFrameBytes: number;
   readonly connections: Set<InMemoryConnection>;
 }
@@ -94,10 +96,12 @@ export function serveInMemory(
   // a typo must not pass unnoticed: a "tokn" would serve with no token at all
   checkKnownKeys(who, options, SERVE_OPTION_KEYS);
   checkOptionType(who, "token", options.token, "string");
+  const token = options.token;
   if (servers.has(name)) throw new Error(`Cannot serve in memory as "${name}": that name is already in use`);
   const server: InMemoryServer = {
     handler,
     token: options.token,
+    holdsToken: token === undefined ? undefined : (t: string) => tokenMatches(t, token),
     maxFrameBytes: resolveMaxFrameBytes(options.maxFrameBytes),
     connections: new Set(),
   };
@@ -160,6 +164,11 @@ class InMemoryConnection implements TransportConnection {
       );
     }
     if (!tokenMatches(this.#token, server.token)) throw authRefused(this.endpoint, this.#token !== undefined);
+    if (this.#peer.holdsToken !== server.holdsToken) {
+      // let in for the token: the handler may ask which one it is
+      this.#peer = { ...this.#peer, holdsToken: server.holdsToken };
+      this.#notifyPeer = { ...this.#notifyPeer, holdsToken: server.holdsToken };
+    }
     server.connections.add(this);
     this.#server = server;
     return server;

@@ -165,7 +165,7 @@ export class NodeInstances {
     gpus: readonly number[],
     replica: number,
     owner: string | undefined,
-  ): { t: "created"; id: string; session: string; leaseMs: number } {
+  ): { t: "created"; id: string; session: string; gpus: number[]; leaseMs: number } {
     if (this.#host.draining()) throw new TransportError("refused", `Node "${this.#host.name}" is shutting down`);
     const def = registeredServices().get(service);
     if (def === undefined) {
@@ -195,7 +195,9 @@ export class NodeInstances {
     const leased = this.#host.leases.leaseMs > 0 ? (owner ?? `\u0000${id}`) : undefined;
     this.byId.set(id, { replica: local, gpus: devices, request, owner: leased });
     if (leased !== undefined) this.#host.leases.holdInstance(leased, id);
-    return { t: "created", id, session: this.#host.session, leaseMs: this.#host.leases.leaseMs };
+    // the GPUs it got, which its driver shows (mesh.stats()): also one placed before this node answered
+    const given = devices.map((d) => d.id);
+    return { t: "created", id, session: this.#host.session, gpus: given, leaseMs: this.#host.leases.leaseMs };
   }
 
   /**

@@ -15,6 +15,7 @@ import { failure } from "../core/invoke.ts";
 import { type CallMessage, type PipedArg, PUBLISH_WAIT_MS, STORED_ID_PREFIX } from "./protocol.ts";
 import { PulledPuts } from "./pulled_puts.ts";
 import { reachableLink } from "./handle_wire.ts";
+import { refusalExplained } from "./reach_refusal.ts";
 import { keyInScope } from "./node_calls.ts";
 import type { ObjectStore } from "./object_store.ts";
 import type { TransportName } from "./transport.ts";
@@ -252,7 +253,15 @@ export class PipedArgs {
             put(args, p, v, msg.cid);
           }, (e) => {
             // a holder this node cannot reach is lost to the call, also if it never reached it before
-            if (!(e instanceof TransportError)) throw e;
+            if (!(e instanceof TransportError)) {
+              // refused: the error names both nodes, what was pulled, and what to change
+              throw refusalExplained(
+                e,
+                link,
+                `argument ${p.i} of ${msg.op !== undefined ? `op "${msg.op}"` : `method "${msg.method}"`} ` +
+                  "(a result kept there)",
+              );
+            }
             throw new NodeLostError(
               p.node!,
               `node "${node}" cannot pull argument ${p.i} from it: ${e.message}`,

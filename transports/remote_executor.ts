@@ -70,9 +70,21 @@ export const remoteExecutor: RemoteExecutor = {
   nodeHealth(mesh: MeshRuntime, node: string): NodeHealth | undefined {
     return linkHealth(mesh, node);
   },
-  /** A node joined: its link is made now and asks what it has, so placement counts its resources. */
+  /**
+   * A node joined: its link is made now and asks what it has, so placement counts its resources;
+   * and the nodes this mesh already reaches are told of it (a `hello` again, which declares the
+   * mesh's nodes), so that they may pull results kept there and reach instances there by handle.
+   */
   nodeJoined(mesh: MeshRuntime, node: MeshNode): void {
-    if (node.endpoint !== undefined) meshLink(mesh, node, handleWire);
+    if (node.endpoint === undefined) return;
+    meshLink(mesh, node, handleWire);
+    for (const other of mesh.nodes) {
+      // (only links already made: a node this mesh never reached gets the whole list at its first hello)
+      if (other === node || other.endpoint === undefined || linkHealth(mesh, other.name) === undefined) continue;
+      const link = meshLink(mesh, other, handleWire);
+      link.forgetWelcome();
+      link.welcome().catch(() => {});
+    }
   },
   /** A node left: its link is dropped, failing the calls waiting on it (see {@linkcode dropLink}). */
   nodeLeft(mesh: MeshRuntime, node: MeshNode, detail: string): void {

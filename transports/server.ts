@@ -134,6 +134,8 @@ const CALLER_NAME = /^[\w.:-]{1,64}$/;
 export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {}): Hono {
   if (typeof handler !== "function") throw new TypeError("createNodeApp needs a frame handler function");
   const token = options.token;
+  // every frame let in came with the token: a handler may ask whether it is one it knows (PeerInfo)
+  const holdsToken = token === undefined ? undefined : (t: string) => tokenMatches(t, token);
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
   const maxSendQueueBytes = options.maxSendQueueBytes ?? Math.max(2 * maxFrameBytes, 16 * 1024 * 1024);
   if (!(Number.isSafeInteger(maxSendQueueBytes) && maxSendQueueBytes > 0)) {
@@ -235,8 +237,16 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     // linked only once the call has run a while (_late_signal.ts)
     const gone = oneWay ? undefined : clientGone.open(c.req.raw);
     const peer: PeerInfo = gone === undefined
-      ? { transport: "http", connectionId: newConnectionId(), oneWay, caller, address }
-      : { transport: "http", connectionId: newConnectionId(), oneWay, signal: gone.signal, caller, address };
+      ? { transport: "http", connectionId: newConnectionId(), oneWay, caller, address, holdsToken }
+      : {
+        transport: "http",
+        connectionId: newConnectionId(),
+        oneWay,
+        signal: gone.signal,
+        caller,
+        address,
+        holdsToken,
+      };
     if (oneWay) {
       // Run it, but do not hold the response on it: one-way means the sender does not wait.
       Promise.resolve().then(() => handler(frame, peer)).catch(() => {});
@@ -273,7 +283,7 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     if (!offered?.split(",").some((p) => p.trim() === WS_PROTOCOL)) {
       return c.text(`expected the ${WS_PROTOCOL} subprotocol`, 400);
     }
-    return await upgrade(() => wsEvents(handler, maxFrameBytes, maxSendQueueBytes))(c, next);
+    return await upgrade(() => wsEvents(handler, maxFrameBytes, maxSendQueueBytes, holdsToken))(c, next);
   });
   return app;
 }

@@ -90,6 +90,13 @@ export interface PeerInfo {
    * aside, HTTP requests that name no caller take turns by it). Not authenticated either.
    */
   readonly address?: string;
+  /**
+   * Set where the server lets in only connections that presented its token (every frame then comes
+   * from one that did): whether that token is `token`, compared in constant time. A node gives its
+   * own token to the endpoints a driver declares only when the driver presented that same token,
+   * so it never goes to an endpoint named by someone who does not already hold it.
+   */
+  readonly holdsToken?: (token: string) => boolean;
 }
 
 /**

@@ -257,6 +257,8 @@ const ANSWER_PONG = new Uint8Array(0);
  * @param handler Gets every frame of the connection.
  * @param maxFrameBytes The largest frame taken or answered (a larger one is answered `too-large`).
  * @param maxSendQueueBytes The most bytes of replies that may wait for the client (past it: closed, 1013).
+ * @param holdsToken Where the server let the connection in for its token: whether that token is a
+ * given one ({@linkcode PeerInfo.holdsToken}).
  * @returns The connection's events, for the runtime's `upgradeWebSocket`.
  *
  * @example A text message is no frame: the connection says why and closes
@@ -277,12 +279,19 @@ export function wsEvents(
   handler: FrameHandler,
   maxFrameBytes: number,
   maxSendQueueBytes: number,
+  holdsToken?: (token: string) => boolean,
 ): WsAppEvents {
   const connectionId = newConnectionId();
   // aborted when the connection closes: its calls still running have nobody to answer any more
   const closed = new AbortController();
-  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false, signal: closed.signal };
-  const notifyPeer: PeerInfo = { transport: "websocket", connectionId, oneWay: true, signal: closed.signal };
+  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false, signal: closed.signal, holdsToken };
+  const notifyPeer: PeerInfo = {
+    transport: "websocket",
+    connectionId,
+    oneWay: true,
+    signal: closed.signal,
+    holdsToken,
+  };
   let open = true;
   // replies written in the same turn leave in one message
   let outbox: Outbox | undefined;

@@ -45,6 +45,7 @@ export {
 export {
   type AggregateSnapshot,
   type NameStats,
+  type StuckTask,
   TaskAggregator,
   type TaskAggregatorOptions,
   type WindowStats,

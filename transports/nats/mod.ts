@@ -25,6 +25,8 @@ export {
 } from "./endpoint.ts";
 export { AUDIT_EVERY_MS, natsTransport, overMaxPayload } from "./transport.ts";
 export { type NatsServer, serveNats, type ServeNatsOptions } from "./serve.ts";
+export type { NatsLease } from "./pool.ts";
+export type { ConnectOptions, RequestOptions, Transport, TransportConnection, TransportName } from "../transport.ts";
 export { type NatsNode, type NatsNodeOptions, startNatsNode } from "./node.ts";
 export { type NodeAnnouncement } from "./announcement.ts";
 export { fetchFrame, MAX_PARKED_BYTES, PARKED_TTL_MS, ReplyParking } from "./parking.ts";

@@ -180,6 +180,8 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
     throw e;
   }
   const token = options.token;
+  // every request let in came with the token: the handler may ask whether it is one it knows (PeerInfo)
+  const holdsToken = token === undefined ? undefined : (t: string) => tokenMatches(t, token);
   const peers = new Map<string, Peer>();
   /** Reply subjects of the requests being worked on (what an audit asks about). */
   const working = new Set<string>();
@@ -199,8 +201,8 @@ export async function serveNats(handler: FrameHandler, options: ServeNatsOptions
       peer = {
         id,
         abort,
-        request: { transport: "nats", connectionId: id, oneWay: false, signal: abort.signal },
-        oneWay: { transport: "nats", connectionId: id, oneWay: true, signal: abort.signal },
+        request: { transport: "nats", connectionId: id, oneWay: false, signal: abort.signal, holdsToken },
+        oneWay: { transport: "nats", connectionId: id, oneWay: true, signal: abort.signal, holdsToken },
       };
       peers.set(inbox, peer);
     }
