@@ -23,6 +23,14 @@ function startNode(name: string) {
   return { endpoint, node, server, meshNode: () => new ta.MeshNode(name, { endpoint }) };
 }
 
+/** Stops the nodes {@linkcode startNode} started: their servers, then the nodes at once. */
+async function stopNodes(...nodes: ReturnType<typeof startNode>[]): Promise<void> {
+  for (const n of nodes) {
+    await n.server.close();
+    await n.node.drain({ graceMs: 0 });
+  }
+}
+
 let held = gate();
 let holding = 0;
 let bothHeld = gate();
@@ -70,10 +78,7 @@ test(
     } finally {
       held.open();
       await mesh.close();
-      for (const n of [a, b]) {
-        await n.server.close();
-        await n.node.drain({ graceMs: 0 });
-      }
+      await stopNodes(a, b);
     }
   },
 );
@@ -93,10 +98,7 @@ test(
       });
     } finally {
       await mesh.close();
-      for (const n of [a, b]) {
-        await n.server.close();
-        await n.node.drain({ graceMs: 0 });
-      }
+      await stopNodes(a, b);
     }
   },
 );
@@ -140,10 +142,7 @@ test(
       );
     } finally {
       await mesh.close();
-      for (const n of nodes) {
-        await n.server.close();
-        await n.node.drain({ graceMs: 0 });
-      }
+      await stopNodes(...nodes);
     }
   },
 );
