@@ -9,7 +9,7 @@
  * A short description of a value for an error message.
  *
  * @param v The value that was passed.
- * @returns E.g. `null`, `function f`, `an object (Map)`, `the string "x"`, `number 3`.
+ * @returns E.g. `null`, `undefined`, `function f`, `an object (Map)`, `the string "x"`, `number 3`.
  *
  * @example
  * ```ts
@@ -19,6 +19,7 @@
  */
 export function describe(v: unknown): string {
   if (v === null) return "null";
+  if (v === undefined) return "undefined"; // (not "undefined undefined")
   if (typeof v === "function") return `function ${v.name || "(anonymous)"}`;
   if (typeof v === "object") return `an object (${Object.prototype.toString.call(v).slice(8, -1)})`;
   if (typeof v === "string") return `the string ${JSON.stringify(v)}`;

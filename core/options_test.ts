@@ -110,3 +110,14 @@ test("goEffect refuses at once what is not an op or a service method", () => {
   );
   refuses(() => ta.goEffect(null as never), /goEffect expects an op or a service method .*got null/);
 });
+
+test("a missing value is named as undefined, once (describe() said 'undefined undefined')", () => {
+  for (const make of [() => new ta.GpuDevice(undefined as unknown as number), () => ta.goEffect(undefined as never)]) {
+    assert.throws(make, (e: Error) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.match(e.message, /got undefined\b/);
+      assert.doesNotMatch(e.message, /undefined undefined/);
+      return true;
+    });
+  }
+});
