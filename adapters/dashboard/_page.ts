@@ -107,12 +107,12 @@ export const DASHBOARD_PAGE: string = String.raw`<!doctype html>
   <section id="nodes-panel" class="data">
     <h2>Nodes</h2>
     <div class="scroll"><table id="nodes"><thead><tr><th>name</th><th>endpoint</th><th class="num">GPUs free/total</th>
-      <th class="num">CPUs free/total</th><th class="num">instances</th></tr></thead><tbody></tbody></table></div>
+      <th class="num">CPUs free/total</th><th class="num">instances</th><th>state</th></tr></thead><tbody></tbody></table></div>
   </section>
   <section id="instances-panel" class="data">
     <h2>Instances</h2>
     <div class="scroll"><table id="instances"><thead><tr><th>service</th><th class="num">replica</th><th>node</th>
-      <th>GPU ids</th><th class="num">calls</th><th class="num">outstanding</th></tr></thead><tbody></tbody></table></div>
+      <th>GPU ids</th><th class="num">calls</th><th class="num">outstanding</th><th>state</th></tr></thead><tbody></tbody></table></div>
   </section>
   <section id="throughput-panel" class="data wide">
     <h2>Throughput <span class="note muted" id="window-note"></span></h2>
@@ -323,6 +323,7 @@ function render(s) {
     { field: "gpus", cls: "num", value: (n) => freeOf(n.gpus) },
     { field: "cpus", cls: "num", value: (n) => freeOf(n.cpus) },
     { field: "instances", cls: "num", value: (n) => String(perNode.get(n.name) || 0) },
+    { field: "state", value: (n) => (n.lost ? "lost" : "up") },
   ], "no nodes");
 
   syncRows($("#instances tbody"), s.instances, (i) => i.service + "#" + i.replica, [
@@ -332,6 +333,7 @@ function render(s) {
     { field: "gpus", cls: "sub", value: (i) => i.gpus.length ? i.gpus.join(", ") : "–" },
     { field: "calls", cls: "num", value: (i) => num(i.calls) },
     { field: "outstanding", cls: "num", value: (i) => num(i.outstanding) },
+    { field: "state", value: (i) => i.state },
   ], "no service instances");
 
   syncRows($("#ops tbody"), s.ops, (o) => o.name, [

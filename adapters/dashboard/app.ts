@@ -76,6 +76,8 @@ export interface DashboardNode {
   readonly gpus: { readonly total: number | null; readonly free: number | null };
   /** CPU cores: total and free (`null`: not limited). */
   readonly cpus: { readonly total: number | null; readonly free: number | null };
+  /** True while the mesh has lost the node (its instances show `"lost"`; calls go to their siblings). */
+  readonly lost: boolean;
 }
 
 /** What the event stream sends every `intervalMs`. */
@@ -351,6 +353,7 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
         endpoint: n.endpoint,
         gpus: { total: finite(n.gpus.total), free: finite(n.gpus.free) },
         cpus: { total: finite(n.cpus.total), free: finite(n.cpus.free) },
+        lost: n.lost === true,
       })),
       instances: stats.instances,
       ops: agg?.names ?? [],

@@ -8,6 +8,8 @@ import * as ta from "../../mod.ts";
 import { eventually } from "../../core/_test_utils.ts";
 import { createDashboardApp, type DagLayout, serveDashboard } from "./mod.ts";
 import { ask, deploy, embed, SnapshotReader, twoNodeMesh } from "./_test_mesh.ts";
+import { NodeServer } from "../../server.ts";
+import { serveInMemory } from "../../testing.ts";
 
 /** A generous bound for tests that wait on a real server's stream (a busy machine), not a timing claim. */
 const T = { timeout: 60_000 };
@@ -315,3 +317,40 @@ test(
     }
   },
 );
+
+test("the dashboard's snapshot says which node is lost and which instances are, as mesh.stats() does", T, async () => {
+  const Pair = ta.service(
+    { name: "DashLostPair", replicas: 2 },
+    class DashLostPair {
+      where(): string {
+        return ta.currentInstance()!.node;
+      }
+    },
+  );
+  const up = new NodeServer({ name: "up" }), gone = new NodeServer({ name: "gone" });
+  const upServer = serveInMemory("dash-lost-up", up.handler),
+    goneServer = serveInMemory("dash-lost-gone", gone.handler);
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("up", { endpoint: upServer.endpoint }),
+    new ta.MeshNode("gone", { endpoint: goneServer.endpoint }),
+  ]);
+  try {
+    const app = createDashboardApp(mesh);
+    await mesh.run(async () => {
+      const p = Pair.init();
+      assert.deepEqual((await Promise.all([p.where.go(), p.where.go()])).sort(), ["gone", "up"]);
+      const before = app.snapshot();
+      assert.deepEqual(before.nodes.map((n) => [n.name, n.lost]), [["up", false], ["gone", false]]);
+      await goneServer.close(); // its connection drops: the mesh loses the node
+      await p.where.go().catch(() => undefined); // the link knows it by now
+    });
+    const snap = app.snapshot();
+    assert.deepEqual(snap.nodes.map((n) => [n.name, n.lost]), [["up", false], ["gone", true]]);
+    assert.deepEqual(Object.fromEntries(snap.instances.map((i) => [i.node, i.state])), { up: "ready", gone: "lost" });
+  } finally {
+    await mesh.close();
+    await upServer.close();
+    await up.drain({ graceMs: 0 });
+    await gone.drain({ graceMs: 0 });
+  }
+});
