@@ -53,7 +53,12 @@ test("thinkagain serve --dashboard serves the node's page, behind its token, wit
 
     const stream = new SnapshotReader(await fetch(`${url}/events?token=s3cret`));
     const first = await stream.next();
-    assert.deepEqual(first.nodes, [{ name: "n1", gpus: { total: 2, free: 2 }, cpus: { total: 4, free: 4 } }]);
+    assert.deepEqual(first.nodes, [{
+      name: "n1",
+      gpus: { total: 2, free: 2 },
+      cpus: { total: 4, free: 4 },
+      lost: false,
+    }]);
     await using mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: node.url, gpus: 2, cpus: 4 })], {
       token: "s3cret",
     });
