@@ -180,6 +180,9 @@ export class NodeLeases {
         host.destroy(id, now).catch(() => {});
       }
       this.owners.delete(owner);
+      // a lease that held only objects (one a driver that closed cleanly leaves behind) destroyed
+      // nothing to tell of: no "destroyed its 0 instances" line
+      if (services.length === 0) continue;
       try {
         this.#onExpired?.({ instances: services.length, services, leaseMs: this.leaseMs });
       } catch {

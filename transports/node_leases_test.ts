@@ -24,3 +24,31 @@ test("NodeLeases with a lease of 2^33 ms or more (a quarter past what one timer 
     }
   }
 });
+
+test("NodeLeases tells of an expired lease that held instances, not of one that held only objects", async () => {
+  const freed: string[] = [];
+  const told: { instances: number; services: string[] }[] = [];
+  let bothFreed!: () => void;
+  const swept = new Promise<void>((r) => (bothFreed = r));
+  const leases = new NodeLeases(40, {
+    serviceOf: () => "Model",
+    freeObjects(owner) {
+      freed.push(owner);
+      if (freed.length === 2) bothFreed();
+    },
+    holdsObjects: () => true,
+    destroy: async () => {},
+  }, ({ instances, services }) => told.push({ instances, services }));
+  leases.holdObjects("objects-only"); // as a driver that closed cleanly leaves its lease behind
+  leases.holdInstance("with-instance", "i1");
+  for (const lease of leases.owners.values()) lease.seen -= 1_000; // both were last heard long ago
+  const alive = setInterval(() => {}, 1_000); // (the sweeper's timer does not hold the process open)
+  try {
+    await swept; // the sweep frees what each lease held
+    assert.deepEqual(freed.sort(), ["objects-only", "with-instance"]);
+    assert.deepEqual(told, [{ instances: 1, services: ["Model"] }]); // before: also { instances: 0, services: [] }
+  } finally {
+    clearInterval(alive);
+    leases.stop();
+  }
+});
