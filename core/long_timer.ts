@@ -56,6 +56,36 @@ export function setLongTimeout(
   };
 }
 
+/**
+ * Waits for `promise` until `deadline` (a `performance.now()` time, ms), whichever comes first,
+ * however far away the deadline is (a grace of 2^31 ms or more must not end at once, as a plain
+ * `setTimeout` would); the timer is cleared either way. A rejection of `promise` rejects.
+ *
+ * @param promise What to wait for.
+ * @param deadline When to stop waiting (`Infinity`: never).
+ *
+ * @example A deadline reached before the promise settles
+ * ```ts
+ * import { untilDeadline } from "./long_timer.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * let settled = false;
+ * const never = new Promise<void>(() => {}).then(() => (settled = true));
+ * await untilDeadline(never, performance.now() + 5);
+ * strictEqual(settled, false);
+ * ```
+ */
+export async function untilDeadline(promise: Promise<unknown>, deadline: number): Promise<void> {
+  let stopTimer!: () => void;
+  try {
+    await Promise.race([
+      promise,
+      new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
+    ]);
+  } finally {
+    stopTimer();
+  }
+}
+
 /** What {@linkcode timeoutSignal} returns. */
 export interface TimeoutSignal {
   /** Aborts with a `TimeoutError` `DOMException` once the delay has passed. */

@@ -11,7 +11,7 @@ import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
 import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
 import { endGrace, startGrace } from "./grace.ts";
-import { setLongTimeout } from "./long_timer.ts";
+import { untilDeadline } from "./long_timer.ts";
 import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
@@ -370,13 +370,7 @@ export abstract class MailboxReplica implements Replica {
       const all = Promise.allSettled(live.map((t) => t.promise()));
       if (deadline === undefined || deadline === Infinity) await all;
       else {
-        // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
-        let stopTimer!: () => void;
-        await Promise.race([
-          all,
-          new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
-        ]);
-        stopTimer();
+        await untilDeadline(all, deadline);
         // past the deadline: stop waiting; late results are ignored
         for (const t of live) {
           if (t._state !== State.RUNNING) continue;

@@ -17,7 +17,7 @@ import { type CallName, CancelledError, PlacementError } from "./errors.ts";
 import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
 import { LocalReplica } from "./local_replica.ts";
 import { MailboxReplica } from "./mailbox.ts";
-import { setLongTimeout } from "./long_timer.ts";
+import { untilDeadline } from "./long_timer.ts";
 import type { Mesh } from "./mesh.ts";
 import type { MeshOptions } from "./mesh_config.ts";
 import { MeshNode } from "./mesh_node.ts";
@@ -614,13 +614,7 @@ export class MeshRuntime {
     });
     const deadline = this.closeDeadline;
     if (deadline === undefined) return await all;
-    // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
-    let stopTimer!: () => void;
-    await Promise.race([
-      all,
-      new Promise<void>((r) => (stopTimer = setLongTimeout(r, Math.max(0, deadline - performance.now())))),
-    ]);
-    stopTimer();
+    await untilDeadline(all, deadline);
     const errors = new Map<string, CancelledError>();
     for (const t of live) {
       if (t._state !== State.RUNNING) continue;
