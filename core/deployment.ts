@@ -57,9 +57,11 @@ export interface Replica {
   call(method: string, args: unknown[], ctx: RunContext | undefined): Task<unknown>;
   /**
    * Rejects queued calls, waits for running ones (until `deadline`, a `performance.now()` time,
-   * after which they are cancelled), then disposes the instance.
+   * after which they are cancelled), then disposes the instance. `spared`: the call closing the
+   * mesh and those it runs under, which wait for the close: not waited for; an instance running one
+   * is disposed when it ends, after the close.
    */
-  close(deadline?: number): Promise<void>;
+  close(deadline?: number, spared?: ReadonlySet<Task<unknown>>): Promise<void>;
   /** Rejects the calls not yet started and starts no more (the first, synchronous step of closing). */
   stopAccepting?(): void;
   /** Told which deployment it belongs to (remote replicas fail over to siblings). */

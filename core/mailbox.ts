@@ -15,7 +15,7 @@ import { untilDeadline } from "./long_timer.ts";
 import { overloadBackoffMs } from "./policy.ts";
 import { failedRef, submit, submittingParent } from "./scheduler.ts";
 import { DEFAULT_MAX_QUEUED, type ServiceDef } from "./service_def.ts";
-import { cancelTask, settle, State, type Task, type TaskTarget } from "./task.ts";
+import { addWaiter, cancelTask, settle, State, type Task, type TaskTarget } from "./task.ts";
 import { Stream } from "./stream.ts";
 import type { SlotWait } from "./explain.ts";
 import type { TimerId } from "./_runtime.ts";
@@ -350,7 +350,7 @@ export abstract class MailboxReplica implements Replica {
     }
   }
 
-  async close(deadline?: number): Promise<void> {
+  async close(deadline?: number, spared?: ReadonlySet<Task<unknown>>): Promise<void> {
     this.stopAccepting();
     // a stream still open holds its call's slot, but nothing here can tell when (or whether) its
     // consumer reads on: it is stopped now (its generator's finally runs, its consumer's next()
@@ -364,8 +364,11 @@ export abstract class MailboxReplica implements Replica {
     while (streams.some((t) => this.active.has(t))) {
       await new Promise<void>((resolve) => (this.released ??= []).push(resolve));
     }
-    // wait for the calls still running; a cancelled one has settled and is not waited for
-    const live = [...this.active].filter((t) => t._state === State.RUNNING);
+    // wait for the calls still running; a cancelled one has settled and is not waited for. One
+    // that closes the mesh (or runs under the call that does) waits for this close: the instance
+    // is disposed when it ends, and this close does not wait for that (else it would wait for itself)
+    const live: Task<unknown>[] = [], closers: Task<unknown>[] = [];
+    for (const t of this.active) if (t._state === State.RUNNING) (spared?.has(t) ? closers : live).push(t);
     if (live.length > 0) {
       const all = Promise.allSettled(live.map((t) => t.promise()));
       if (deadline === undefined || deadline === Infinity) await all;
@@ -381,7 +384,13 @@ export abstract class MailboxReplica implements Replica {
         }
       }
     }
-    await this.dispose(deadline);
+    const closing = closers.filter((t) => t._state === State.RUNNING);
+    if (closing.length === 0) return await this.dispose(deadline);
+    let left = closing.length;
+    const ended = () => {
+      if (--left === 0) this.dispose(deadline).catch(() => {}); // as the mesh's finalizer ignores it
+    };
+    for (const t of closing) addWaiter(t, ended);
   }
 }
 

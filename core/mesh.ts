@@ -431,8 +431,9 @@ export class Mesh implements AsyncDisposable {
    * with `CancelledError` (`reason: "mesh-closed"`), as does any call made in the mesh from now on;
    * the op and method calls running finish, then every instance is disposed (its
    * `[Symbol.asyncDispose]`, `[Symbol.dispose]` or `close()`), in reverse order of creation. A call
-   * that awaits the close of its own mesh (an op calling `mesh.close()`) is not waited for, nor are
-   * the calls it runs under. Idempotent.
+   * that awaits the close of its own mesh (an op or a method calling `mesh.close()`) is not waited
+   * for, nor are the calls it runs under; a method's instance is disposed when that method ends,
+   * after the close returns. Idempotent.
    *
    * @param options `graceMs`: how long running calls may take to finish (default and `Infinity`: as
    * long as they need); past it they are cancelled (their refs reject with `CancelledError`,

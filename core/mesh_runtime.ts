@@ -161,6 +161,8 @@ export class MeshRuntime {
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
   private closing: Promise<void> | undefined;
   private closeDeadline: number | undefined;
+  /** The call closing the mesh and its ancestors, when `close()` is called from inside one. */
+  private closeSpared: ReadonlySet<Task<unknown>> | undefined;
   /** The default runtime: instances are owned by their handles alone. */
   private transient = false;
   /** True once `close()` was called. */
@@ -290,7 +292,7 @@ export class MeshRuntime {
       const replica = replicas[i], st = this.states[placed[i].node], gpus = placed[i].gpus;
       Effect.runSync(Scope.addFinalizer(
         this.scope,
-        Effect.promise(() => replica.close(this.closeDeadline).catch(() => {})).pipe(
+        Effect.promise(() => replica.close(this.closeDeadline, this.closeSpared).catch(() => {})).pipe(
           Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
         ),
       ));
@@ -341,7 +343,7 @@ export class MeshRuntime {
     replica.attach?.(deployment);
     Effect.runSync(Scope.addFinalizer(
       this.scope,
-      Effect.promise(() => replica.close(this.closeDeadline).catch(() => {})).pipe(
+      Effect.promise(() => replica.close(this.closeDeadline, this.closeSpared).catch(() => {})).pipe(
         Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
       ),
     ));
@@ -530,6 +532,7 @@ export class MeshRuntime {
     // Infinity: no deadline (as no graceMs); a finite one of any length is waited on a long timer
     this.closeDeadline = graceMs === undefined || graceMs === Infinity ? undefined : performance.now() + graceMs;
     this.closed = true;
+    const spared = this.closeSpared = closingCalls();
     // set first: cancelling settles refs, whose listeners may call close() again
     let disposeAll!: (done: Promise<void>) => void;
     this.closing = new Promise<void>((resolve) => (disposeAll = resolve));
@@ -545,7 +548,7 @@ export class MeshRuntime {
       for (const r of d.replicas) if (r instanceof MailboxReplica) running.push(...r.runningCalls());
     }
     disposeAll(
-      this.finishRunning(running, graceMs ?? Infinity, closingCalls())
+      this.finishRunning(running, graceMs ?? Infinity, spared)
         .then(() => Effect.runPromise(Scope.close(this.scope, Exit.void)))
         .finally(() => {
           // handles keep their deployment (to say it closed), not the closed mesh its replicas reach

@@ -449,6 +449,44 @@ test("mesh.close() awaited inside an op of the mesh returns: that op, and the op
   assert.deepEqual(order, ["beside done", "closed"], "the other running op was waited for");
 });
 
+test("mesh.close() awaited inside a method of the mesh: its instance is disposed when the method ends, the others at close", async () => {
+  const order: string[] = [];
+  const mesh = new ta.Mesh([new ta.MeshNode("n")]);
+  const Closer = ta.service(
+    class ClosesItsOwnMesh {
+      async shutdown() {
+        await mesh.close();
+        order.push("close returned");
+        await Promise.resolve();
+        order.push("method ends");
+        return "done";
+      }
+      [Symbol.dispose]() {
+        order.push("closer disposed");
+      }
+    },
+  );
+  const Other = ta.service(
+    class DisposedWithTheMesh {
+      ping() {
+        return 1;
+      }
+      [Symbol.dispose]() {
+        order.push("other disposed");
+      }
+    },
+  );
+  const [ref] = await mesh.run(async () => {
+    const other = Other.init();
+    await other.ping();
+    return [Closer.init().shutdown.go()];
+  });
+  assert.equal(await settlesWithin(ref, 20_000), true, "the close waited for the method closing it");
+  assert.equal(await ref, "done");
+  assert.ok(await eventually(() => order.includes("closer disposed")), "the closer was disposed");
+  assert.deepEqual(order, ["other disposed", "close returned", "method ends", "closer disposed"]);
+});
+
 test('mesh.close({ graceMs }) cancels the op and method calls still running past it with reason "mesh-closed"', async () => {
   const opStarted = gate(), callStarted = gate();
   const forever = new Promise<never>(() => {});
