@@ -13,7 +13,17 @@ import type { TaskInfo } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { describe } from "./describe.ts";
 import { type Explanation, formatExplanation } from "./explain.ts";
-import { addWaiter, leaveParent, type RefStatus, releasedError, State, Task, type Waiter } from "./task.ts";
+import {
+  addWaiter,
+  cycleError,
+  leaveParent,
+  type RefStatus,
+  releasedError,
+  State,
+  Task,
+  type Waiter,
+  waitingBody,
+} from "./task.ts";
 
 const { COMPLETED } = State;
 
@@ -246,6 +256,8 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
       if (waits) waiterDone();
       reject(e);
     };
+    // a ref that waits for the body calling this (if any) would never settle
+    const body = waitingBody();
     // refs' values are read once all have settled, so one waiter serves every ref
     const finish = () => {
       for (let i = 0; i < items.length; i++) {
@@ -265,6 +277,7 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
       if (v instanceof Task) {
         if (v._released === true) fail(releasedError(v as Task<unknown>));
         else if (v._state >= COMPLETED) waiter(v);
+        else if (body !== undefined && cycleError(v, body) !== undefined) fail(cycleError(v, body));
         else {
           addWaiter(v, waiter);
           if (!waits) {

@@ -389,6 +389,47 @@ test("an op that awaits its own ref fails at once with an error naming the cycle
   assert.match(e.cause.message, new RegExp(`${self.id} awaited its own result`));
 });
 
+test("ta.all, ta.wait, ta.asCompleted and ref.effect of an op's own ref inside its body fail at once, naming the cycle", async () => {
+  const { Effect } = await import("effect");
+  const other = ta.op(function otherOfCycle() {
+    return 5;
+  });
+  const ways: Record<string, (self: ta.ObjectRef<unknown>) => Promise<unknown>> = {
+    all: (self) => ta.all([other.go(), self]),
+    wait: (self) => ta.wait([self]),
+    waitTwo: (self) => ta.wait([other.go(), self], { count: 2 }),
+    asCompleted: async (self) => {
+      for await (const { ref } of ta.asCompleted([self])) await ref;
+    },
+    effect: (self) => Effect.runPromise(self.effect),
+  };
+  for (const [way, waitFor] of Object.entries(ways)) {
+    const started = gate();
+    const waitsForItself = ta.op(async function waitsForItself(): Promise<unknown> {
+      await started.promise;
+      return await waitFor(self);
+    });
+    const self: ta.ObjectRef<unknown> = waitsForItself.go();
+    started.open();
+    assert.ok(await settlesWithin(self, 4_000), `${way}: the ref settles`);
+    const e = await rejection(self);
+    assert.ok(e instanceof ta.OpExecutionError, `${way}: ${e}`);
+    assert.ok(e.cause instanceof TypeError, `${way}: ${e.cause}`);
+    assert.match(e.cause.message, new RegExp(`${self.id} awaited its own result`), way);
+  }
+  // a wait that other refs can end, or one with a timeout, is not refused
+  const gateTwo = gate();
+  const waitsForAnother = ta.op(async function waitsForAnother(): Promise<number> {
+    await gateTwo.promise;
+    const { ready } = await ta.wait([other.go(), me], { count: 1 });
+    const late = await ta.wait([me], { timeoutMs: 1 });
+    return ready.length + late.pending.length;
+  });
+  const me = waitsForAnother.go();
+  gateTwo.open();
+  assert.equal(await me, 2);
+});
+
 test("an op that awaits a call it made on its own ref fails at once, naming the cycle; one that does not await it is fine", async () => {
   const inc = ta.op(function cycleInc(x: number) {
     return x + 1;

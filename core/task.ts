@@ -250,10 +250,8 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   promise(): Promise<T> {
     if (awaitProbe !== undefined && this._meta !== undefined) awaitProbe(this);
     if (this._released === true) return Promise.reject(releasedError(this as Task<unknown>));
-    if (this._state < COMPLETED && contextEntered) {
-      const cycle = awaitCycle(this as Task<unknown>);
-      if (cycle !== undefined) return Promise.reject(cycle);
-    }
+    const cycle = cycleError(this as Task<unknown>);
+    if (cycle !== undefined) return Promise.reject(cycle);
     if (this._promise !== undefined) return this._promise;
     // a value kept on a node (a LazyValue) is fetched by the first await, once
     if (this._state === COMPLETED) return (this._promise = Promise.resolve(materialized(this._value) as T));
@@ -271,6 +269,8 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
       if (this._released === true) return resume(Effect.fail(releasedError(this as Task<unknown>)));
       if (this._state === COMPLETED) return resume(succeeded<T>(this._value));
       if (this._state >= FAILED) return resume(Effect.fail(this._error as TaskError));
+      const cycle = cycleError(this as Task<unknown>);
+      if (cycle !== undefined) return resume(Effect.die(cycle)); // a defect, as await's TypeError
       let waits = true;
       const waiter = (ref: Task<unknown>) => {
         waits = false;
@@ -348,9 +348,26 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
  * synchronous part runs now, or the one the context names (a body runs in a context of its own
  * unless it is known to submit nothing: then it is not told apart from its caller).
  */
-function awaitCycle(ref: Task<unknown>): TypeError | undefined {
+/**
+ * The TypeError of waiting for `ref` from inside the body of a call it waits for (the wait would
+ * never end), else `undefined`: what `await`, `ref.effect`, `all`, `wait` and `asCompleted` check
+ * before they wait. Costs a check of a flag until some body has run in a context.
+ */
+export function cycleError(ref: Task<unknown>, body: Task<unknown> | undefined = waitingBody()): TypeError | undefined {
+  return ref._state < COMPLETED && body !== undefined ? awaitCycle(ref, body) : undefined;
+}
+
+/**
+ * The call whose body runs now (whose waits {@linkcode cycleError} checks), or `undefined`: found
+ * once for a wait on many refs. A flag's check until some body has run in a context.
+ */
+export function waitingBody(): Task<unknown> | undefined {
+  if (!contextEntered) return undefined;
   const body = (runningBody.task ?? currentContext()?.parent) as Task<unknown> | undefined;
-  if (body === undefined || body._state !== RUNNING) return undefined;
+  return body !== undefined && body._state === RUNNING ? body : undefined;
+}
+
+function awaitCycle(ref: Task<unknown>, body: Task<unknown>): TypeError | undefined {
   if (ref === body) {
     return new TypeError(
       `${ref.id} awaited its own result from inside its body: it would wait for itself forever. Return ` +

@@ -10,7 +10,7 @@ import { waiterAdded, waiterDone } from "./grace.ts";
 import { setLongTimeout } from "./long_timer.ts";
 import { checkKnownKeys, type KnownKeys } from "./options.ts";
 import type { ObjectRef } from "./object_ref.ts";
-import { addWaiter, removeWaiter, State, Task, type Waiter } from "./task.ts";
+import { addWaiter, cycleError, removeWaiter, State, Task, type Waiter, waitingBody } from "./task.ts";
 
 const { COMPLETED } = State;
 
@@ -46,7 +46,9 @@ function checkRefs(fn: string, refs: unknown): asserts refs is readonly Task<unk
 
 /**
  * Waits until `count` of `refs` have settled (completed, failed or cancelled), or `timeoutMs` has
- * passed, as Ray's `ray.wait`: never rejects; a failed ref is `ready` (awaiting it rejects).
+ * passed, as Ray's `ray.wait`: a failed ref is `ready` (awaiting it rejects). It rejects only
+ * with the TypeError of a wait that could never end: inside a body, with no `timeoutMs`, when too
+ * many of `refs` wait for that body's own call to reach `count`.
  *
  * @param refs Refs from `.go()`.
  * @param options `count` (default 1, at most `refs.length`) and `timeoutMs` (`Infinity`: none).
@@ -96,6 +98,17 @@ export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}
   let settled = 0;
   for (let i = 0; i < tasks.length; i++) if (tasks[i]._state >= COMPLETED) settled++;
   if (settled >= count || timeoutMs === 0) return Promise.resolve(split());
+  // refs that wait for the body calling this never settle: with too few others, and no timeout,
+  // the wait would never end
+  if (timeoutMs === undefined || timeoutMs === Infinity) {
+    let cycles = 0, first: TypeError | undefined;
+    const body = waitingBody();
+    for (let i = 0; body !== undefined && i < tasks.length; i++) {
+      const cycle = cycleError(tasks[i], body);
+      if (cycle !== undefined) cycles++, first ??= cycle;
+    }
+    if (first !== undefined && tasks.length - cycles < count) return Promise.reject(first);
+  }
   return new Promise<WaitResult<T>>((resolve) => {
     let done = false;
     let stopTimer: (() => void) | undefined;
@@ -136,7 +149,8 @@ export interface CompletedRef<T> {
  *
  * @param refs Refs from `.go()`.
  * @returns An async iterator of `{ ref, index }`.
- * @throws {TypeError} When `refs` is not an array of refs.
+ * @throws {TypeError} When `refs` is not an array of refs, or called inside a body that one of them
+ * waits for (it could never settle).
  *
  * @example Handle results as they come
  * ```ts
@@ -150,6 +164,8 @@ export interface CompletedRef<T> {
 export function asCompleted<T>(refs: readonly ObjectRef<T>[]): AsyncIterableIterator<CompletedRef<T>> {
   checkRefs("asCompleted", refs);
   const tasks = refs as unknown as readonly Task<unknown>[];
+  const cycle = firstCycle(tasks);
+  if (cycle !== undefined) throw cycle;
   type Item = IteratorResult<CompletedRef<T>>;
   const queue: CompletedRef<T>[] = [];
   let head = 0;
@@ -225,4 +241,17 @@ export function asCompleted<T>(refs: readonly ObjectRef<T>[]): AsyncIterableIter
     },
   };
   return iterator;
+}
+
+/**
+ * The TypeError of the first ref that waits for the call whose body is waiting (it would never
+ * settle): waiting for it from inside that body would never end.
+ */
+function firstCycle(tasks: readonly Task<unknown>[]): TypeError | undefined {
+  const body = waitingBody();
+  for (let i = 0; body !== undefined && i < tasks.length; i++) {
+    const cycle = cycleError(tasks[i], body);
+    if (cycle !== undefined) return cycle;
+  }
+  return undefined;
 }
