@@ -202,6 +202,59 @@ test(
   },
 );
 
+test(
+  "Mesh.fromDns: a connected handle reaches the resident instance of a pod that restarted (removed, then added back)",
+  T,
+  async () => {
+    // the cluster's DNS as the test sets it: the pod's address while it is ready
+    let ips: string[] = [];
+    const resolver = { resolve4: () => Promise.resolve([...ips]), resolveSrv: () => Promise.resolve([]) };
+    const env = { THINKAGAIN_TOKEN: "residents-dns-token" };
+    const pod = (port: number) =>
+      startNodeProcess(APP, [
+        "--host",
+        "127.0.0.2",
+        "--port",
+        String(port),
+        "--name",
+        "pod-0",
+        "--start",
+        "ResidentModel",
+      ], {
+        env,
+      });
+    const first = await pod(0);
+    let second: NodeProcess | undefined;
+    try {
+      ips = ["127.0.0.2"];
+      await using mesh = await ta.Mesh.fromDns("residents.test", {
+        port: first.port,
+        token: env.THINKAGAIN_TOKEN,
+        intervalMs: 50,
+        resolver,
+      });
+      const model = await mesh.connect(ResidentModel);
+      assert.equal(await mesh.run(() => model.generate("before")), "before -> ok");
+      first.kill("SIGKILL");
+      await first.exited;
+      ips = []; // not ready: out of the records
+      assert.ok(await eventually(() => mesh.nodes.length === 0, 30_000), "the mesh removed the pod");
+      second = await pod(first.port);
+      ips = ["127.0.0.2"];
+      assert.ok(await eventually(() => mesh.nodes.some((n) => n.name === "pod-0"), 30_000), "the pod was added back");
+      assert.equal(await mesh.run(() => model.generate("after")), "after -> ok", "the same handle reaches it");
+      assert.equal(
+        await mesh.run(() => model.constructions()),
+        1,
+        "the new process's instance (its state starts over)",
+      );
+    } finally {
+      first.kill("SIGKILL");
+      second?.kill("SIGKILL");
+    }
+  },
+);
+
 test("thinkagain serve --start parses SERVICE and SERVICE:N, repeatable, and refuses a bad count", () => {
   assert.deepEqual(parseServeArgs(["app.ts", "--start", "Gen", "--start=Emb:2"], {}).start, [
     { service: "Gen", replicas: 1 },

@@ -343,3 +343,49 @@ test("FairDispatch gives the event loop a turn when calls that only await promis
   // run back to back in microtasks, a's 20,000 calls would all run before the timer could fire
   assert.ok(at < 20_000, `b's call started among a's flood (#${at}), not after all of it`);
 });
+
+const Readd = ta.service(
+  { name: "ResidentTestReadd" },
+  class {
+    where() {
+      return ta.currentInstance()!.node;
+    }
+  },
+);
+
+test("A connected handle reaches the node's residents again after the node is removed and added back (discovery, fromDns)", async () => {
+  // n1, n2, and n1 again at another endpoint (a pod restarted on another IP)
+  const nodes = ["n1", "n2", "n1"].map((name) => new NodeServer({ name }));
+  const servers = nodes.map((n, i) => serveInMemory(`residents-readd-${i}`, n.handler));
+  try {
+    for (const n of nodes) await n.startResident("ResidentTestReadd");
+    const listed = (i: number) => new ta.MeshNode(`n${i + 1}`, { endpoint: servers[i].endpoint });
+    // one node: no sibling to go to while it is away
+    await using solo = new ta.Mesh([listed(0)]);
+    const h = await solo.connect(Readd);
+    assert.equal(await solo.run(() => h.where()), "n1");
+    solo.removeNode("n1", { reason: "it answered no discovery" }); // what discover and fromDns do when it goes
+    const away = await solo.run(() => rejection(h.where()));
+    assert.ok(away instanceof ta.NodeLostError && /answered no discovery/.test(away.message), String(away));
+    solo.addNode(listed(0)); // ... and when it is back
+    assert.equal(await solo.run(() => h.where()), "n1", "the same handle reaches the node added back");
+    // again, back at another endpoint: the handle follows the mesh's link to the node of that name
+    solo.removeNode("n1", { reason: "its pod was deleted" });
+    solo.addNode(new ta.MeshNode("n1", { endpoint: servers[2].endpoint }));
+    assert.equal(await solo.run(() => h.where()), "n1");
+    assert.equal(nodes[2].stats().instances[0].calls, 1, "the call went to the node at its new endpoint");
+
+    // two nodes: while n1 is away its calls go to n2; once it is back, calls reach it again
+    await using pair = new ta.Mesh([listed(0), listed(1)]);
+    const both = await pair.connect(Readd);
+    const spread = () => pair.run(() => Promise.all([both.where.go(), both.where.go()]));
+    assert.deepEqual((await spread()).sort(), ["n1", "n2"]);
+    pair.removeNode("n1", { reason: "its pod was deleted" });
+    assert.deepEqual(await spread(), ["n2", "n2"]);
+    pair.addNode(listed(0));
+    assert.deepEqual((await spread()).sort(), ["n1", "n2"], "the handle's replica on n1 follows the node added back");
+  } finally {
+    for (const n of nodes) await n.drain({ graceMs: 0 });
+    for (const s of servers) await s.close();
+  }
+});

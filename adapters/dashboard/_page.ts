@@ -1,6 +1,9 @@
 // The dashboard's one page: HTML, CSS and a plain module script, no build step and nothing from a
 // network. It is a string (not a file read at run time) so it loads the same from a checkout, npm
-// and JSR on every runtime. The script avoids template literals: it lives inside one.
+// and JSR on every runtime. The script avoids template literals: it lives inside one. It is ASCII
+// only, so every runtime serves the same bytes: Bun's transpiler writes a non-ASCII character of a
+// template literal as a \u escape, which String.raw keeps (a "\u2026" shown as such). The HTML's
+// text says such characters with entities (&hellip;), the script's strings with \u escapes.
 
 /** The page served at `/`: a shell that fetches data only once it has the token it needs. */
 export const DASHBOARD_PAGE: string = String.raw`<!doctype html>
@@ -88,7 +91,7 @@ export const DASHBOARD_PAGE: string = String.raw`<!doctype html>
 <body>
 <header>
   <h1>thinkagain</h1>
-  <span class="meta">mesh <b id="mesh-name">…</b></span>
+  <span class="meta">mesh <b id="mesh-name">&hellip;</b></span>
   <span id="status" class="badge wait">connecting</span>
   <span class="meta" id="tracing"></span>
   <span class="spacer"></span>
@@ -173,13 +176,13 @@ function setStatus(text, kind) {
   s.className = "badge " + kind;
 }
 function ms(x) {
-  if (!(x > 0)) return "–";
-  if (x < 1) return (x * 1000).toFixed(0) + " µs";
+  if (!(x > 0)) return "\u2013";
+  if (x < 1) return (x * 1000).toFixed(0) + " \u00b5s";
   if (x < 100) return x.toFixed(x < 10 ? 2 : 1) + " ms";
   if (x < 10000) return x.toFixed(0) + " ms";
   return (x / 1000).toFixed(1) + " s";
 }
-function count(n) { return n === null || n === undefined ? "∞" : num(n); }
+function count(n) { return n === null || n === undefined ? "\u221e" : num(n); }
 function num(n) { return Math.round(n).toLocaleString("en-US"); }
 function rate(x) { return x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x > 0 ? x.toFixed(2) : "0"; }
 
@@ -306,12 +309,12 @@ function render(s) {
   tr.replaceChildren();
   if (t.enabled) {
     tr.append("tracing on");
-    if (t.traceId) tr.append(" · trace id ", el("code", { id: "trace-id", title: "look it up in Jaeger or Tempo" }, t.traceId));
+    if (t.traceId) tr.append(" \u00b7 trace id ", el("code", { id: "trace-id", title: "look it up in Jaeger or Tempo" }, t.traceId));
   } else tr.append("tracing off");
   $("#listening").textContent = s.listeningMs > 0 ? "watching for " + Math.round(s.listeningMs / 1000) + " s" : "";
   const share = s.recording.share;
   $("#sampled-note").textContent = share < 1
-    ? "≈ estimates: " + (share * 100).toFixed(share < 0.1 ? 1 : 0) + "% of calls recorded in the last minute" +
+    ? "\u2248 estimates: " + (share * 100).toFixed(share < 0.1 ? 1 : 0) + "% of calls recorded in the last minute" +
       (t.enabled ? " (tracing samples)" : " (to keep the dashboard's cost under " + Math.round(s.recording.maxOverhead * 100) + "%)")
     : "since this page opened";
 
@@ -326,11 +329,12 @@ function render(s) {
     { field: "state", value: (n) => (n.lost ? "lost" : "up") },
   ], "no nodes");
 
-  syncRows($("#instances tbody"), s.instances, (i) => i.service + "#" + i.replica, [
+  // by id: service and replica alone are not unique (each init() of a service has a replica 0)
+  syncRows($("#instances tbody"), s.instances, (i) => i.id, [
     { field: "service", cls: "name", value: (i) => i.service },
     { field: "replica", cls: "num", value: (i) => String(i.replica) },
     { field: "node", value: (i) => i.node },
-    { field: "gpus", cls: "sub", value: (i) => i.gpus.length ? i.gpus.join(", ") : "–" },
+    { field: "gpus", cls: "sub", value: (i) => i.gpus.length ? i.gpus.join(", ") : "\u2013" },
     { field: "calls", cls: "num", value: (i) => num(i.calls) },
     { field: "outstanding", cls: "num", value: (i) => num(i.outstanding) },
     { field: "state", value: (i) => i.state },
@@ -338,8 +342,8 @@ function render(s) {
 
   syncRows($("#ops tbody"), s.ops, (o) => o.name, [
     { field: "name", cls: "name", value: (o) => o.name },
-    { field: "calls", cls: "num", value: (o) => (o.estimated ? "≈" : "") + num(o.calls) },
-    { field: "completed", cls: "num", value: (o) => (o.estimated ? "≈" : "") + num(o.completed) },
+    { field: "calls", cls: "num", value: (o) => (o.estimated ? "\u2248" : "") + num(o.calls) },
+    { field: "completed", cls: "num", value: (o) => (o.estimated ? "\u2248" : "") + num(o.completed) },
     { field: "failed", cls: "num", value: (o) => num(o.failed) + (o.cancelled ? " (+" + num(o.cancelled) + " cancelled)" : "") },
     { field: "inflight", cls: "num", value: (o) => num(o.inFlight) + (o.inFlight ? " (" + num(o.running) + " running)" : "") },
     { field: "p50", cls: "num", value: (o) => ms(o.window.p50) },
@@ -357,7 +361,7 @@ function render(s) {
   syncRows($("#stuck tbody"), stuck.tasks, (t) => t.id, [
     { field: "id", cls: "name bad", value: (t) => t.id },
     { field: "waiting", value: (t) => t.waitingFor },
-    { field: "node", value: (t) => t.node || "–" },
+    { field: "node", value: (t) => t.node || "\u2013" },
     { field: "for", cls: "num", value: (t) => ms(t.forMs + t.reportedAgoMs) },
     { field: "why", value: (t) => ({ sig: t.explanation, node: el("pre", { class: "why" }, t.explanation) }) },
   ], "none stuck now");
@@ -422,10 +426,10 @@ function drawDag(d) {
     title.textContent = t.name + " (" + t.id + ")";
     g.append(title, svg("rect", { width: BOX_W, height: BOX_H, rx: 6 }));
     const name = svg("text", { x: 8, y: 15, "font-weight": 600 });
-    name.textContent = t.name.length > 25 ? t.name.slice(0, 24) + "…" : t.name;
+    name.textContent = t.name.length > 25 ? t.name.slice(0, 24) + "\u2026" : t.name;
     const sub = svg("text", { x: 8, y: 30, fill: "#667085" });
     sub.textContent = (t.status === "completed" ? ms(t.runMs) : t.status) +
-      (t.node ? (t.executor === "remote" ? " → " : " · ") + t.node : "");
+      (t.node ? (t.executor === "remote" ? " \u2192 " : " \u00b7 ") + t.node : "");
     g.append(name, sub);
     g.addEventListener("click", () => select(t, g));
     s.append(g);

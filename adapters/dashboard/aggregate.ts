@@ -256,7 +256,11 @@ export class TaskAggregator {
   private readonly gRecorded: Float64Array;
   private readonly gLeftOut: Float64Array;
 
-  /** @param options The clock, the window, the most names kept apart, which tasks count. */
+  /**
+   * An aggregator of the tasks of the last `windowSeconds`.
+   *
+   * @param options The clock, the window, the most names kept apart, which tasks count.
+   */
   constructor(options: TaskAggregatorOptions = {}) {
     const w = options.windowSeconds ?? 60;
     if (!(Number.isInteger(w) && w >= 1 && w <= 3600)) {
@@ -280,6 +284,7 @@ export class TaskAggregator {
     this.gLeftOut = new Float64Array(w + 1);
   }
 
+  /** The entry of `task`'s name, made on first use. */
   private entry(task: TaskInfo): Entry {
     const name = task.name;
     let e = this.entries.get(name);

@@ -80,6 +80,19 @@ export interface DashboardNode {
   readonly lost: boolean;
 }
 
+/**
+ * A service instance as a snapshot shows it: `mesh.stats()`'s, with an `id` that tells it from the
+ * others (two `init()`s of one service are each replica 0, maybe on one node).
+ */
+export type DashboardInstance = MeshStats["instances"][number] & {
+  /**
+   * Unique among the snapshot's instances: `Service/replica@node`, and for the second, third, …
+   * instance of the same service, replica and node (in the order they were made) `#2`, `#3`, …
+   * (so it moves up when one made before it goes). The page keeps one row per id.
+   */
+  readonly id: string;
+};
+
 /** What the event stream sends every `intervalMs`. */
 export interface DashboardSnapshot {
   /** Wall-clock time of the snapshot (epoch ms). */
@@ -90,8 +103,8 @@ export interface DashboardSnapshot {
   readonly closed: boolean;
   /** Nodes and their resources. */
   readonly nodes: readonly DashboardNode[];
-  /** Service instances: where placed, calls, outstanding. */
-  readonly instances: MeshStats["instances"];
+  /** Service instances: where placed, calls, outstanding, and an id unique among them. */
+  readonly instances: readonly DashboardInstance[];
   /** Per op / `Service.method`, from the event stream since the dashboard started listening. */
   readonly ops: readonly NameStats[];
   /** Calls settled per second, all names together, oldest second first. */
@@ -133,6 +146,20 @@ export interface DashboardApp {
 }
 
 const finite = (n: number): number | null => (Number.isFinite(n) ? n : null);
+
+/**
+ * The instances of `stats` with their ids (see {@linkcode DashboardInstance.id}): the service,
+ * replica and node alone are not unique (every `init()` of a service has a replica 0).
+ */
+function withIds(instances: MeshStats["instances"]): DashboardInstance[] {
+  const seen = new Map<string, number>();
+  return instances.map((i) => {
+    const key = `${i.service}/${i.replica}@${i.node}`;
+    const n = (seen.get(key) ?? 0) + 1;
+    seen.set(key, n);
+    return { ...i, id: n === 1 ? key : `${key}#${n}` };
+  });
+}
 
 /** One recording budget for every dashboard of the process: the sampling gate has one owner. */
 let shared: { budget: RecordingBudget; users: number } | undefined;
@@ -355,7 +382,7 @@ export function createDashboardApp(source: DashboardSource, options: DashboardAp
         cpus: { total: finite(n.cpus.total), free: finite(n.cpus.free) },
         lost: n.lost === true,
       })),
-      instances: stats.instances,
+      instances: withIds(stats.instances),
       ops: agg?.names ?? [],
       series: agg?.series ?? [],
       windowSeconds: agg?.windowSeconds ?? 60,

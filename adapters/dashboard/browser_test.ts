@@ -7,9 +7,12 @@ import { mkdir } from "node:fs/promises";
 import { chromium } from "playwright-core";
 import type { Browser, Page } from "playwright-core";
 import * as ta from "../../mod.ts";
+import { eventually } from "../../core/_test_utils.ts";
 import { serveDashboard } from "./mod.ts";
 import { ask, deploy, twoNodeMesh } from "./_test_mesh.ts";
 import { chromiumOrReason } from "./_test_chromium.ts";
+import { NodeServer } from "../../server.ts";
+import { serveInMemory } from "../../testing.ts";
 
 const found = await chromiumOrReason();
 const skip = "reason" in found ? `browser test skipped: ${found.reason}` : false;
@@ -85,8 +88,9 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
       const instances = await tableOf(page, "instances");
       assert.equal(Object.keys(instances).length, stats.instances.length);
       for (const i of stats.instances) {
-        const row = instances[`${i.service}#${i.replica}`];
-        assert.ok(row, `a row for ${i.service}#${i.replica}`);
+        // (one instance of each service here: its id is service/replica@node)
+        const row = instances[`${i.service}/${i.replica}@${i.node}`];
+        assert.ok(row, `a row for ${i.service}/${i.replica}@${i.node}`);
         assert.deepEqual([row.node, row.calls, row.outstanding], [
           i.node,
           i.calls.toLocaleString("en-US"),
@@ -110,7 +114,7 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
           document.querySelector(`#instances tr[data-key="${key}"] td[data-field=calls]`)?.textContent === calls &&
           document.querySelector(`#ops tr[data-key="DashGenerator.generate"] td[data-field=completed]`)
               ?.textContent === "2",
-        [`DashGenerator#${gen.replica}`, gen.calls.toLocaleString("en-US")],
+        [`DashGenerator/${gen.replica}@${gen.node}`, gen.calls.toLocaleString("en-US")],
         { timeout: WAIT_MS },
       );
       assert.equal(await page.evaluate(() => (globalThis as Record<string, unknown>).sameDocument), true);
@@ -122,7 +126,7 @@ test("the dashboard page shows the nodes, instances and counts of mesh.stats(), 
       assert.equal(gen.calls, 4);
       for (const i of after.instances) {
         assert.equal(
-          (await tableOf(page, "instances"))[`${i.service}#${i.replica}`].calls,
+          (await tableOf(page, "instances"))[`${i.service}/${i.replica}@${i.node}`].calls,
           i.calls.toLocaleString("en-US"),
         );
       }
@@ -152,6 +156,7 @@ test("a token-protected mesh's dashboard page asks for the token, refuses a wron
       await page.goto(dashboard.url);
       await page.waitForSelector("#token-form:not(.hidden)", { timeout: WAIT_MS });
       assert.equal(await page.isHidden("#nodes-panel"), true, "no data panels before the token");
+      assert.equal(await page.textContent("#mesh-name"), "\u2026", "an ellipsis until the mesh's name is known");
       await page.fill("#token-input", "wrong");
       await page.click("#token-form button");
       await page.waitForFunction(() => document.querySelector("#token-error")?.textContent !== "", null, {
@@ -210,3 +215,80 @@ test("the dashboard page lists a task the mesh's watchdog reported stuck, with i
     release();
   }
 });
+
+test(
+  "the page's Instances table has one row per instance, also for two init()s of one service, and a lost node's alone say lost",
+  {
+    skip,
+    timeout: 120_000,
+  },
+  async () => {
+    const Sess = ta.service(
+      { name: "BrowserRowsSess" },
+      class BrowserRowsSess {
+        n = 0;
+        add(): number {
+          return ++this.n;
+        }
+      },
+    );
+    const up = new NodeServer({ name: "left" }), gone = new NodeServer({ name: "right" });
+    const upServer = serveInMemory("browser-rows-left", up.handler),
+      goneServer = serveInMemory("browser-rows-right", gone.handler);
+    const mesh = new ta.Mesh([
+      new ta.MeshNode("left", { endpoint: upServer.endpoint }),
+      new ta.MeshNode("right", { endpoint: goneServer.endpoint }),
+    ]);
+    const dashboard = await serveDashboard(mesh, { intervalMs: 100 });
+    try {
+      await withBrowser(async (browser) => {
+        const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+        const errors: string[] = [];
+        page.on("pageerror", (e) => errors.push(String(e)));
+        await page.goto(dashboard.url);
+        await page.waitForFunction(() => document.querySelector("#status")?.textContent === "live", null, {
+          timeout: WAIT_MS,
+        });
+        // four init()s, replica 0 each: two on each node; one of them called 6 times, the others once
+        const hs = await mesh.run(async () => {
+          const hs = [Sess.init(), Sess.init(), Sess.init(), Sess.init()];
+          await Promise.all(hs.map((h) => h.add.go()));
+          for (let i = 0; i < 5; i++) await hs[0].add.go();
+          return hs;
+        });
+        /** Until the Instances table reads `want` ("node calls state" per row, sorted), or says how it differs. */
+        const untilRows = async (want: string[]) => {
+          const rows = () =>
+            page.$$eval(
+              "#instances tbody tr",
+              (trs) =>
+                (trs as HTMLElement[]).map((tr) =>
+                  ["node", "calls", "state"].map((f) => tr.querySelector(`td[data-field=${f}]`)?.textContent).join(" ")
+                ).sort(),
+            );
+          await eventually(async () => JSON.stringify(await rows()) === JSON.stringify(want), WAIT_MS);
+          assert.deepEqual(await rows(), want);
+        };
+        const expected = (states: Record<string, string>) =>
+          mesh.stats().instances.map((i) => `${i.node} ${i.calls} ${states[i.node]}`).sort();
+        const ready = expected({ left: "ready", right: "ready" });
+        assert.equal(ready.filter((r) => r.endsWith(" 6 ready")).length, 1, `one instance with 6 calls: ${ready}`);
+        await untilRows(ready);
+
+        // right's connection drops: its two rows say lost, left's two stay ready
+        await goneServer.close();
+        await mesh.run(() => Promise.all(hs.map((h) => h.add.go().catch(() => undefined))));
+        const lost = expected({ left: "ready", right: "lost" });
+        assert.deepEqual(lost.map((r) => r.split(" ")[2]).sort(), ["lost", "lost", "ready", "ready"]);
+        await untilRows(lost);
+        assert.deepEqual(errors, [], "no script errors on the page");
+      });
+    } finally {
+      await dashboard.close();
+      await mesh.close();
+      await upServer.close();
+      await up.drain({ graceMs: 0 });
+      await gone.drain({ graceMs: 0 });
+    }
+  },
+);

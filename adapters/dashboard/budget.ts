@@ -89,7 +89,11 @@ export class RecordingBudget {
   /** Times the budget shut the gate. */
   shutCount = 0;
 
-  /** @param options The share of time, the cost per task, and (for tests) the clock, gate and timer. */
+  /**
+   * A budget that keeps recording within `maxOverhead` of the time.
+   *
+   * @param options The share of time, the cost per task, and (for tests) the clock, gate and timer.
+   */
   constructor(options: RecordingBudgetOptions = {}) {
     const share = options.maxOverhead ?? 0.02;
     if (!(typeof share === "number" && share > 0 && share < 1)) {
@@ -127,6 +131,7 @@ export class RecordingBudget {
     this.armTimer();
   }
 
+  /** Tops the credit up after `REOPEN_MS`, and again after each while the gate stays shut. */
   private armTimer(): void {
     this.cancelTimer = this.schedule(() => {
       this.cancelTimer = undefined;

@@ -35,7 +35,7 @@ test(
         snap.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
         stats.nodes.map((n) => [n.name, n.endpoint, n.gpus, n.cpus]),
       );
-      assert.deepEqual(snap.instances, stats.instances);
+      assert.deepEqual(snap.instances.map(({ id: _, ...i }) => i), stats.instances);
       assert.deepEqual(snap.instances.map((i) => [i.service, i.calls]), [["DashRetriever", 2], ["DashGenerator", 2]]);
       const byName = new Map(snap.ops.map((o) => [o.name, o]));
       assert.equal(byName.get("dashEmbed")?.calls, 2);
@@ -352,5 +352,90 @@ test("the dashboard's snapshot says which node is lost and which instances are, 
     await upServer.close();
     await up.drain({ graceMs: 0 });
     await gone.drain({ graceMs: 0 });
+  }
+});
+
+test("the dashboard's snapshot gives each instance an id of its own, also two init()s of one service on one node", async () => {
+  const Sess = ta.service(
+    { name: "DashIdsSess" },
+    class DashIdsSess {
+      n = 0;
+      add(): number {
+        return ++this.n;
+      }
+    },
+  );
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo", { cpus: 4 })]);
+  const app = createDashboardApp(mesh);
+  try {
+    await mesh.run(async () => {
+      const a = Sess.init(), b = Sess.init();
+      for (let i = 0; i < 6; i++) await a.add();
+      await b.add();
+    });
+    const snap = app.snapshot();
+    assert.deepEqual(snap.instances.map((i) => [i.id, i.replica, i.node, i.calls]), [
+      ["DashIdsSess/0@solo", 0, "solo", 6],
+      ["DashIdsSess/0@solo#2", 0, "solo", 1],
+    ]);
+  } finally {
+    app.close();
+  }
+});
+
+test("the dashboard's snapshot marks lost only the instances on the lost node, each under its own id", T, async () => {
+  const Solo = ta.service(
+    { name: "DashLostSolo" },
+    class DashLostSolo {
+      where(): string {
+        return ta.currentInstance()!.node;
+      }
+    },
+  );
+  const up = new NodeServer({ name: "up" }), gone = new NodeServer({ name: "gone" });
+  const upServer = serveInMemory("dash-ids-up", up.handler),
+    goneServer = serveInMemory("dash-ids-gone", gone.handler);
+  const mesh = new ta.Mesh([
+    new ta.MeshNode("up", { endpoint: upServer.endpoint }),
+    new ta.MeshNode("gone", { endpoint: goneServer.endpoint }),
+  ]);
+  try {
+    const app = createDashboardApp(mesh);
+    await mesh.run(async () => {
+      // four instances of one service, replica 0 each: two on each node (placement spreads them)
+      const hs = [Solo.init(), Solo.init(), Solo.init(), Solo.init()];
+      assert.deepEqual((await Promise.all(hs.map((h) => h.where.go()))).sort(), ["gone", "gone", "up", "up"]);
+      await goneServer.close(); // its connection drops: the mesh loses the node
+      await Promise.all(hs.map((h) => h.where.go().catch(() => undefined))); // the link knows it by now
+    });
+    const snap = app.snapshot();
+    assert.deepEqual(snap.instances.map((i) => `${i.id} ${i.state}`).sort(), [
+      "DashLostSolo/0@gone lost",
+      "DashLostSolo/0@gone#2 lost",
+      "DashLostSolo/0@up ready",
+      "DashLostSolo/0@up#2 ready",
+    ]);
+    app.close();
+  } finally {
+    await mesh.close();
+    await upServer.close();
+    await up.drain({ graceMs: 0 });
+    await gone.drain({ graceMs: 0 });
+  }
+});
+
+test("the dashboard's page is served as ASCII, its HTML text with no backslash-u escape (Bun keeps those of String.raw)", async () => {
+  await using mesh = new ta.Mesh([new ta.MeshNode("solo")]);
+  const app = createDashboardApp(mesh);
+  try {
+    const res = await app.app.fetch(new Request("http://127.0.0.1/"));
+    const page = await res.text();
+    // (a runtime's transpiler may rewrite a non-ASCII character of the page's source as an escape)
+    assert.ok([...page].every((c) => c.charCodeAt(0) < 0x80), "ASCII only: the same bytes on every runtime");
+    const html = page.slice(page.indexOf("<body>"), page.indexOf("<script"));
+    assert.doesNotMatch(html, /\\u[0-9a-fA-F]{4}/, "no escape where the browser shows it as it is");
+    assert.match(html, /<b id="mesh-name">&hellip;<\/b>/);
+  } finally {
+    app.close();
   }
 });

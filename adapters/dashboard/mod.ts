@@ -38,6 +38,7 @@ export {
   createDashboardApp,
   type DashboardApp,
   type DashboardAppOptions,
+  type DashboardInstance,
   type DashboardNode,
   type DashboardSnapshot,
   type DashboardSource,
