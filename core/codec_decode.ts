@@ -3,16 +3,16 @@
  * writes. It reads the tags the encoder writes and tag 55799 (the padding that aligns typed
  * arrays), the segment tag only in a frame that came with its segments (each named exactly once),
  * and refuses every other tag (shared references 28/29, tag 27 objects, cbor-x records, …), bigints
- * longer than 64 bytes, arrays, maps and tags nested more than 256 deep, indefinite-length items
- * and integers beyond 2^53 outside tags 2/3. Each is refused as soon as it is read, before any work
- * that grows faster than the frame. Most frames are read whole by the fast path
- * (`codec_fast_decode.ts`); the rest by `cborg` with the tokenizer and tag table here
- * ({@linkcode decodeFull}).
+ * longer than 64 bytes, arrays, maps and tags nested more than 256 deep, indefinite-length items,
+ * integers beyond 2^53 outside tags 2/3, and a map (or `Map`) that repeats a key or a `Set` that
+ * repeats an item (the last would win silently, where another reader of the frame may take the
+ * first). Each is refused as soon as it is read, before any work that grows faster than the frame.
+ * Most frames are read whole by the fast path (`codec_fast_decode.ts`); the rest by `cborg` with the
+ * tokenizer and tag table here ({@linkcode decodeFull}).
  *
  * @module
  */
 import { decode as cborgDecode, type DecodeOptions, type TagDecodeControl, Token, Tokenizer, Type } from "cborg";
-import { mapDecoder } from "cborg/taglib";
 import { ProtocolError } from "./errors.ts";
 import { fastDecode, NOT_FAST, type TagTable } from "./codec_fast_decode.ts";
 import {
@@ -180,17 +180,31 @@ const TAGS: Record<number, (content: TagDecodeControl) => unknown> = {
   258: (content) => {
     const items = content();
     if (!Array.isArray(items)) throw new Error("tag 258 (a set) must hold an array");
-    return new Set(items);
+    const set = new Set(items);
+    if (set.size !== items.length) throw new Error("tag 258 (a set) repeats an item");
+    return set;
   },
-  259: mapDecoder,
+  259: (content) => {
+    const entries = content.entries();
+    const map = new Map(entries);
+    if (map.size !== entries.length) throw new Error("tag 259 (a map) repeats a key");
+    return map;
+  },
   [TAG_SELF_DESCRIBED]: (content) => content(),
   [TAG_HANDLE]: decodeHandle,
   [TAG_SEGMENT]: decodeSegment,
   ...FLOAT16_TAGS,
 };
 
-// Read by cborg's token readers (through the tokenizer) and by its decoder.
-const strictOptions: DecodeOptions = { allowIndefinite: false, allowBigInt: false, allowUndefined: true };
+// Read by cborg's token readers (through the tokenizer) and by its decoder. (A map's keys are
+// checked for repeats here, a lookup per key: most frames are read by the fast path, which checks
+// them its own way.)
+const strictOptions: DecodeOptions = {
+  allowIndefinite: false,
+  allowBigInt: false,
+  allowUndefined: true,
+  rejectDuplicateMapKeys: true,
+};
 
 /** Decode options with a tokenizer of their own. */
 function freshDecodeOptions(): DecodeOptions {

@@ -153,6 +153,27 @@ describe("fast decode path", () => {
     throws(() => decode(new Uint8Array([...deep, 0x01])), ProtocolError);
   });
 
+  it("hands over a map that repeats a key (the full decoder refuses it), small, large or nested", () => {
+    const text = (k: string) => [0x60 | k.length, ...new TextEncoder().encode(k)];
+    // {"a": 1, "a": 2}
+    strictEqual(fastDecode(new Uint8Array([0xa2, ...text("a"), 0x01, ...text("a"), 0x02]), {}, 256), NOT_FAST);
+    // 30 keys, the last the same as the 20th
+    const keys = Array.from({ length: 29 }, (_, i) => `k${i}`);
+    const large = [0xb8, 30, ...[...keys, "k19"].flatMap((k, i) => [...text(k), i])];
+    strictEqual(fastDecode(new Uint8Array(large), {}, 256), NOT_FAST, "30 keys");
+    // {"x": {"b": 1, "b": 2}}
+    const nested = [0xa1, ...text("x"), 0xa2, ...text("b"), 0x01, ...text("b"), 0x02];
+    strictEqual(fastDecode(new Uint8Array(nested), {}, 256), NOT_FAST, "nested");
+    throws(() => decode(new Uint8Array(nested)), ProtocolError);
+    // the same keys in a map and the maps it holds are no repeat
+    const frame = encode({
+      a: { a: 1, b: { a: 2, b: 3 } },
+      b: [{ a: 1 }, { a: 2 }],
+      c: Object.fromEntries(keys.map((k) => [k, { k0: k }])),
+    });
+    deepStrictEqual(fastDecode(frame, {}, 256), decodeFull(frame));
+  });
+
   it("keeps __proto__ an own property and leaves the prototype alone", () => {
     const frame = encode(JSON.parse('{"__proto__": {"polluted": true}, "a": 1}'));
     const value = fastDecode(frame, {}, 256) as Record<string, unknown>;

@@ -272,6 +272,62 @@ function refuses(bytes: Uint8Array, reason: RegExp): void {
   throws(() => decode(bytes), (err) => err instanceof ProtocolError && reason.test(err.message));
 }
 
+/** The bytes of a CBOR text string. */
+function cborText(s: string): number[] {
+  const bytes = new TextEncoder().encode(s);
+  return [...head(3, bytes.length), ...bytes];
+}
+
+/** A CBOR map of `entries` ([key bytes, value bytes] each), written as given: repeats and all. */
+function cborMap(entries: [number[], number[]][]): number[] {
+  return [...head(5, entries.length), ...entries.flatMap(([k, v]) => [...k, ...v])];
+}
+
+test("decode refuses a map that repeats a key (the encoder writes none), small or large, nested, __proto__ too", () => {
+  // {"a": 1, "a": 2}
+  refuses(new Uint8Array([0xa2, 0x61, 0x61, 0x01, 0x61, 0x61, 0x02]), /repeat map key "a"/);
+  // the call envelope a proxy would read one way and the node another: {"t": "call", "op": "x", "op": "y"}
+  refuses(
+    new Uint8Array(cborMap([[cborText("t"), cborText("call")], [cborText("op"), cborText("x")], [
+      cborText("op"),
+      cborText("y"),
+    ]])),
+    /repeat map key "op"/,
+  );
+  // past any small-map shortcut: 40 keys, the last the same as the first, and the same as the 30th
+  const keys = Array.from({ length: 40 }, (_, i) => `key${i}`);
+  for (const repeat of ["key0", "key29", "key38"]) {
+    const many = [...keys.slice(0, 39), repeat].map((k, i): [number[], number[]] => [cborText(k), head(0, i)]);
+    refuses(new Uint8Array(cborMap(many)), new RegExp(`repeat map key "${repeat}"`));
+  }
+  refuses(new Uint8Array(cborMap([[cborText("__proto__"), [0x01]], [cborText("__proto__"), [0x02]]])), /repeat/);
+  // nested: in an array in a map
+  refuses(
+    new Uint8Array(cborMap([[cborText("args"), [0x81, ...cborMap([[cborText("b"), [1]], [cborText("b"), [2]]])]]])),
+    /repeat map key "b"/,
+  );
+  // a Map (tag 259) that repeats a key, a Set (tag 258) that repeats an item
+  refuses(new Uint8Array([...head(6, 259), ...head(5, 2), 0x01, 0x02, 0x01, 0x03]), /tag 259 \(a map\) repeats a key/);
+  refuses(new Uint8Array([...head(6, 258), ...head(4, 2), 0x01, 0x01]), /tag 258 \(a set\) repeats an item/);
+});
+
+test("decode reads maps whose keys are the same as their parent's or siblings', and keys the prototype has", () => {
+  const value: Record<string, unknown> = {
+    a: { a: 1, b: { a: 2, b: 3 } },
+    b: [{ a: 1 }, { a: 2, toString: 3 }],
+    constructor: 4,
+    hasOwnProperty: 5,
+    many: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, { k0: i, k1: [{ k0: 1 }] }])),
+  };
+  deepStrictEqual(decode(encode(value)), value);
+  const map = new Map<unknown, unknown>([[1, "a"], ["1", "b"], [1n, "c"], [NaN, "d"]]);
+  deepStrictEqual(decode(encode(map)), map);
+  deepStrictEqual(decode(encode(new Set([1, "1", 1n, NaN]))), new Set([1, "1", 1n, NaN]));
+  // keys and items that are objects alike are still two
+  strictEqual((decode(encode(new Map([[{}, 1], [{}, 2]]))) as Map<unknown, unknown>).size, 2);
+  strictEqual((decode(encode(new Set([[1], [1]]))) as Set<unknown>).size, 2);
+});
+
 test("decode refuses a 128 KiB bigint (tag 2) with ProtocolError", () => {
   const magnitude = new Uint8Array(128 * 1024).fill(0xff);
   const bomb = new Uint8Array([...head(6, 2), ...head(2, magnitude.length), ...magnitude]);
