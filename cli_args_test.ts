@@ -103,6 +103,36 @@ test("parseServeArgs refuses a --peer or --nats URL that is not one, saying why"
   assert.equal(parseServeArgs(["app.ts", "--name", "n", "--nats", "nats://[::1]:4222"], {}).nats, "nats://[::1]:4222");
 });
 
+test("serve refuses a token that is not visible ASCII, naming where it came from and which characters a token may hold", async () => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const allowed = "token must be visible ASCII characters only (letters, digits and the punctuation ! to ~; no spaces)";
+  assert.throws(
+    () => parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: "密码" }),
+    (e) =>
+      e instanceof TypeError && e.message.startsWith(`THINKAGAIN_TOKEN: ${allowed}`) && !e.message.includes("密码"),
+  );
+  assert.throws(
+    () => parseServeArgs(["app.ts", "--token", "a b"], {}),
+    /--token: token must be .*; found a space at index 1$/,
+  );
+  const dir = mkdtempSync(join(tmpdir(), "thinkagain-token-"));
+  try {
+    const file = join(dir, "token");
+    writeFileSync(file, "pässwörd\n");
+    assert.throws(
+      () => parseServeArgs(["app.ts", "--token-file", file], {}),
+      (e) =>
+        e instanceof TypeError &&
+        e.message ===
+          `--token-file ${file}: ${allowed}, as an HTTP header carries it; found a non-ASCII character at index 1`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("serve takes THINKAGAIN_TOKEN without the whitespace around it (a Secret's trailing newline), as from --token-file", () => {
   assert.equal(parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: "s3cret-token\n" }).token, "s3cret-token");
   assert.equal(parseServeArgs(["app.ts"], { THINKAGAIN_TOKEN: " \n" }).token, undefined);

@@ -18,6 +18,7 @@ import { DEFAULT_LEASE_MS, NodeServer } from "./server.ts";
 import { serveFrames } from "./adapters/serve.ts";
 import { devices, GpuDevice } from "./mod.ts";
 import { endpointProblem } from "./core/mesh_node.ts";
+import { checkToken } from "./core/token.ts";
 import { ReplyParking } from "./transports/nats/parking.ts";
 
 const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070] [--name NAME] [--dashboard[=PORT]]
@@ -26,8 +27,9 @@ const USAGE = `usage: thinkagain serve <module> [--host 127.0.0.1] [--port 7070]
                        [--max-connections N] [--headers-timeout-ms N] [--idle-timeout-ms N]
                        [--max-calls-per-connection N] [--start SERVICE[:N]]... [--nats nats://HOST:4222]
                        [--object-store-bytes N] [--max-in-flight N|unbounded] [--max-in-flight-bytes N|unbounded]
-  The token comes from THINKAGAIN_TOKEN or --token-file (a file that holds it; surrounding
-  whitespace is dropped); --token T works too, but shows it to every user of the machine (ps).
+  The token (visible ASCII characters, ! to ~, no spaces) comes from THINKAGAIN_TOKEN or
+  --token-file (a file that holds it; surrounding whitespace is dropped); --token T works too, but
+  shows it to every user of the machine (ps).
   --allow-origin: a browser page's origin
   (https://app.example) that may call this node (default: none; pages are refused). --allow-host:
   a host name this node answers to besides IP addresses, localhost and --host (DNS names of a
@@ -163,6 +165,8 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     start: [],
   };
   let tokenFile: string | undefined;
+  /** Where the token came from, for the error about one no transport could carry. */
+  let tokenFrom = "THINKAGAIN_TOKEN";
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.startsWith("--") && a.includes("=")
@@ -203,6 +207,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         out.token = value();
         if (!out.token) throw new TypeError("--token needs a value");
         out.tokenOnCommandLine = true;
+        tokenFrom = "--token";
         break;
       case "--token-file": {
         if (out.tokenOnCommandLine) throw new TypeError("give one of --token and --token-file, not both");
@@ -216,6 +221,7 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
         }
         out.token = text.trim();
         if (!out.token) throw new TypeError(`--token-file ${tokenFile} holds no token (it is empty)`);
+        tokenFrom = `--token-file ${tokenFile}`;
         break;
       }
       case "--max-frame-bytes":
@@ -319,6 +325,8 @@ export function parseServeArgs(argv: readonly string[], env: Record<string, stri
     }
   }
   if (!out.module) throw new TypeError("serve needs the module that registers your services");
+  // a token drivers could send over ws:// but not over http:// (or NATS) is refused here, not there
+  checkToken(tokenFrom, out.token);
   if (!out.name && out.nats !== undefined) {
     // on a NATS cluster nodes are told apart by name alone: node-<port> would repeat across machines
     throw new TypeError("--nats needs --name: every node on a NATS cluster needs a name of its own");

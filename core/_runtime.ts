@@ -342,6 +342,32 @@ export function envVar(name: string): string | undefined {
   }
 }
 
+/**
+ * The runtime and its version, for messages about what it lacks: `Node 20.20.2`, `Bun 1.4.5`,
+ * `Deno 2.9.6`, another's `navigator.userAgent` (a browser's), or `an unknown runtime`.
+ *
+ * @returns Its name.
+ *
+ * @example
+ * ```ts
+ * import { runtimeName } from "./_runtime.ts";
+ * if (!/^(Bun|Deno|Node) \d/.test(runtimeName())) throw new Error(`unexpected: ${runtimeName()}`);
+ * ```
+ */
+export function runtimeName(): string {
+  const g = globalThis as {
+    Bun?: { version?: unknown };
+    Deno?: { version?: { deno?: unknown } };
+    process?: { versions?: { node?: unknown } };
+    navigator?: { userAgent?: unknown };
+  };
+  // (Bun and Deno name a Node version too: they are asked first)
+  if (typeof g.Bun?.version === "string") return `Bun ${g.Bun.version}`;
+  if (typeof g.Deno?.version?.deno === "string") return `Deno ${g.Deno.version.deno}`;
+  if (typeof g.process?.versions?.node === "string") return `Node ${g.process.versions.node}`;
+  return typeof g.navigator?.userAgent === "string" ? g.navigator.userAgent : "an unknown runtime";
+}
+
 /** Whether the runtime is Bun (JavaScriptCore). */
 const onBun: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
 

@@ -12,6 +12,7 @@ import { describe } from "./describe.ts";
 import { MeshNode } from "./mesh_node.ts";
 import { checkKnownKeys, checkOptionType, type KnownKeys } from "./options.ts";
 import type { RemoteExecutor } from "./remote_executor.ts";
+import { checkToken } from "./token.ts";
 
 /** How often a mesh pings a node while calls are in flight there, unless `keepaliveMs` says otherwise, in ms. */
 export const DEFAULT_KEEPALIVE_MS = 5_000;
@@ -31,7 +32,10 @@ export interface MeshOptions {
   maxWaitingOps?: number | "unbounded";
   /** Transport for remote nodes, overriding the endpoint scheme. */
   transport?: "http" | "websocket" | "in_memory" | "nats";
-  /** Auth token for remote nodes. */
+  /**
+   * Auth token for remote nodes: visible ASCII characters (`!` to `~`), no spaces, as every
+   * transport carries it unchanged (an HTTP header); the whitespace around it is dropped.
+   */
   token?: string;
   /** Default deadline for remote calls, in ms. */
   timeoutMs?: number;
@@ -117,7 +121,8 @@ const TRANSPORTS: readonly string[] = ["http", "websocket", "in_memory", "nats"]
 /**
  * Checks the types of the {@linkcode MeshOptions} whose use comes later (a name, a token sent to
  * every node, a transport picked at the first call, the remote layer built at the first remote
- * call), so that a wrong one fails the mesh's construction, naming it.
+ * call), so that a wrong one fails the mesh's construction, naming it. A token must be one every
+ * transport carries as it is (visible ASCII, no spaces, once the whitespace around it is dropped).
  *
  * @param options The options given to a `Mesh`.
  * @throws {TypeError} Naming the option and what it got.
@@ -128,6 +133,7 @@ const TRANSPORTS: readonly string[] = ["http", "websocket", "in_memory", "nats"]
  * import { throws } from "node:assert/strict";
  * checkMeshOptionTypes({ name: "prod", token: "s3cret", transport: "http" });
  * throws(() => checkMeshOptionTypes({ token: 5 as never }), /Mesh: token must be a string, got number 5/);
+ * throws(() => checkMeshOptionTypes({ token: "密码" }), /Mesh: token must be visible ASCII characters only/);
  * ```
  */
 export function checkMeshOptionTypes(options: MeshOptions): void {
@@ -136,6 +142,8 @@ export function checkMeshOptionTypes(options: MeshOptions): void {
     throw new TypeError(`Mesh: name must be a non-empty string, got ${describe(name)}`);
   }
   checkOptionType("Mesh", "token", options.token, "string");
+  // one every transport carries as it is (the Mesh drops the whitespace around it first)
+  checkToken("Mesh", options.token?.trim());
   const transport: unknown = options.transport;
   if (transport !== undefined && !TRANSPORTS.includes(transport as string)) {
     throw new TypeError(
@@ -183,7 +191,7 @@ export interface MeshConfig {
   name?: string;
   /** Transport for remote nodes. */
   transport?: "http" | "websocket" | "in_memory" | "nats";
-  /** Auth token for remote nodes. */
+  /** Auth token for remote nodes (visible ASCII, no spaces: see `MeshOptions.token`). */
   token?: string;
   /**
    * Default deadline for remote calls, ms (also with `discover` or `dns`, whose own `timeoutMs` is

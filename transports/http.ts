@@ -4,8 +4,9 @@
  * header `x-thinkagain-error: 1` and a CBOR `{ tag, message, data }` body. One-way frames carry
  * `x-thinkagain-notify: 1` and are answered 202 at once. The token travels as
  * `Authorization: Bearer`; a 401 is reported as `AuthError`. Every request of one client
- * connection carries `x-thinkagain-caller: <id>` (random, one per connection), by which a node's
- * resident instances serve HTTP drivers in turn, as they do WebSocket connections. Connections are
+ * connection carries `x-thinkagain-caller: <id>` (128 random bits, one per connection), by which a
+ * node's resident instances serve HTTP drivers in turn, as they do WebSocket connections, and which
+ * scopes its call ids there (only its own requests can cancel its calls). Connections are
  * reused by the runtime's `fetch` (HTTP keep-alive).
  *
  * @module
@@ -50,9 +51,42 @@ export function rpcUrl(endpoint: string): string {
   return url.toString();
 }
 
-/** A client connection's name for itself (see `PeerInfo.caller`): 16 random hex digits. */
+/**
+ * The request headers the HTTP transport sends with `POST /rpc`, by what each carries. The client
+ * names its headers only from here: a node that lets browser pages in (`allowOrigins`) allows
+ * {@linkcode RPC_REQUEST_HEADERS} in its CORS preflight answer, and a header the client sends that
+ * the answer leaves out fails every call from a page.
+ */
+const RPC_HEADER = {
+  type: "content-type",
+  caller: "x-thinkagain-caller",
+  token: "authorization",
+  notify: "x-thinkagain-notify",
+} as const;
+
+/**
+ * Every request header the HTTP transport may send with `POST /rpc`: what a node's CORS preflight
+ * answer allows a browser page to send.
+ *
+ * @example
+ * ```ts
+ * import { RPC_REQUEST_HEADERS } from "./http.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(
+ *   [...RPC_REQUEST_HEADERS].sort(),
+ *   ["authorization", "content-type", "x-thinkagain-caller", "x-thinkagain-notify"],
+ * );
+ * ```
+ */
+export const RPC_REQUEST_HEADERS: readonly string[] = Object.values(RPC_HEADER);
+
+/**
+ * A client connection's name for itself (see `PeerInfo.caller`): 32 random hex digits. It is also
+ * the key its call ids are scoped by on a node (`node_calls.ts`): 128 bits, so that no other client
+ * can guess it and cancel its calls.
+ */
 function callerId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
   let id = "";
   for (const b of bytes) id += b.toString(16).padStart(2, "0");
   return id;
@@ -86,9 +120,10 @@ class HttpConnection implements TransportConnection {
   constructor(endpoint: string, options: ConnectOptions) {
     this.endpoint = endpoint;
     this.#url = rpcUrl(endpoint);
-    this.#headers = { "content-type": "application/cbor", "x-thinkagain-caller": callerId() };
-    if (options.token !== undefined) this.#headers.authorization = `Bearer ${options.token}`;
-    this.#notifyHeaders = { ...this.#headers, "x-thinkagain-notify": "1" };
+    // (only names from RPC_HEADER: a node's CORS preflight answer allows those)
+    this.#headers = { [RPC_HEADER.type]: "application/cbor", [RPC_HEADER.caller]: callerId() };
+    if (options.token !== undefined) this.#headers[RPC_HEADER.token] = `Bearer ${options.token}`;
+    this.#notifyHeaders = { ...this.#headers, [RPC_HEADER.notify]: "1" };
     this.#hasToken = options.token !== undefined;
     this.#maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
   }

@@ -1,7 +1,8 @@
 /**
  * The calls a node runs, as its book keeps them (`node_server.ts` runs them): each by connection
- * and call id, since a call id names a call only on the connection that sent it, so one client can
- * never cancel (or shadow) another's call that uses the same id; counted against the node's bounds
+ * and call id, since a call id names a call only on the connection that sent it (over HTTP, among
+ * the requests that name the same caller key), so one client can never cancel (or shadow) another's
+ * call that uses the same id; counted against the node's bounds
  * (calls in flight per connection, in all, and their frames' bytes), where a call past one is
  * answered with a reply saying so, made without an error object or a rejected promise; what each
  * WebSocket connection leaves on the node (its calls running, the results kept or published for it,
@@ -22,7 +23,11 @@ const EARLY_CANCELS_REMEMBERED = 1024;
 
 /**
  * Which calls a call id is unique among: those of one connection. HTTP has no connection that
- * outlives a request (a cancel arrives on a request of its own), so its calls share one scope.
+ * outlives a request (a cancel arrives on a request of its own), so there it is those of one caller
+ * key (`x-thinkagain-caller`, 128 random bits each HTTP client connection draws, `http.ts`): nobody
+ * who does not hold a client's key can cancel or name its calls. A request that names no caller is
+ * a scope of its own (nothing another request sends reaches its call); a frame with no connection
+ * at all (in-process) is in one scope, `"http"`.
  *
  * @param peer The connection a frame came on.
  * @returns The scope's name.
@@ -30,13 +35,24 @@ const EARLY_CANCELS_REMEMBERED = 1024;
  * @example
  * ```ts
  * import { callScope } from "./node_calls.ts";
- * import { strictEqual } from "node:assert/strict";
+ * import { notStrictEqual, strictEqual } from "node:assert/strict";
  * strictEqual(callScope({ transport: "websocket", connectionId: 3, oneWay: false }), "websocket:3");
- * strictEqual(callScope({ transport: "http", connectionId: 4, oneWay: false }), "http");
+ * // two requests of one HTTP client share its scope; another client's key is another scope
+ * const caller = "3f2a9c0e41d7b8a65c1e0f9d2b7a4c38";
+ * strictEqual(
+ *   callScope({ transport: "http", connectionId: 4, oneWay: false, caller }),
+ *   callScope({ transport: "http", connectionId: 5, oneWay: false, caller }),
+ * );
+ * notStrictEqual(
+ *   callScope({ transport: "http", connectionId: 4, oneWay: false, caller }),
+ *   callScope({ transport: "http", connectionId: 6, oneWay: false, caller: "0".repeat(32) }),
+ * );
  * ```
  */
 export function callScope(peer: PeerInfo | undefined): string {
-  if (peer === undefined || peer.transport === "http") return "http";
+  if (peer === undefined) return "http";
+  // (a request's peer serves one frame: nothing to make once for it)
+  if (peer.transport === "http") return peer.caller !== undefined ? `http ${peer.caller}` : `http:${peer.connectionId}`;
   // made once per PeerInfo (transports pass the same one for every frame of a connection): one
   // string less to build and hash per call, which shows in a NATS service call's node time
   let scope = scopes.get(peer);
@@ -79,6 +95,18 @@ export function callKey(peer: PeerInfo | undefined, cid: string): string {
 export function keyInScope(scope: string, cid: string): string {
   return `${scope} ${cid}`;
 }
+
+/**
+ * The scope a call with no connection record is counted in against `maxCallsPerConnection`: every
+ * HTTP call in one, whatever caller key it names (a client that draws new keys gets no more room),
+ * any other in its own.
+ */
+function countedIn(scope: string): string {
+  return scope.startsWith("http") ? "http" : scope;
+}
+
+/** The scope of an HTTP request that named no caller ({@linkcode callScope}): its key starts so. */
+const UNNAMED_HTTP = "http:";
 
 /**
  * Whose queue a call to a resident instance waits in: its connection's, or for HTTP (no connection
@@ -251,11 +279,12 @@ export class NodeCalls {
     if (this.calls.has(key)) {
       throw new ProtocolError(`Call id "${msg.cid}" is already in use by a call in flight on this connection`);
     }
-    const running = conn !== undefined ? conn.running : this.#perScope.get(scope) ?? 0;
+    const counted = conn !== undefined ? undefined : countedIn(scope);
+    const running = conn !== undefined ? conn.running : this.#perScope.get(counted!) ?? 0;
     if (running >= this.#maxCallsPerConnection) {
       return overloadedReply(
         `Node "${this.#host.name}" refused a call to ${msg.op ?? `${msg.method}`}: ${running} calls are in flight on ` +
-          `${scope === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
+          `${counted === "http" ? "HTTP (all HTTP clients together)" : "this connection"}, its limit ` +
           `(maxCallsPerConnection ${this.#maxCallsPerConnection})`,
       );
     }
@@ -330,7 +359,10 @@ export class NodeCalls {
     this.inFlight++;
     this.inFlightBytes += bytes;
     if (conn !== undefined) conn.running++;
-    else this.#perScope.set(scope, (this.#perScope.get(scope) ?? 0) + 1);
+    else {
+      const counted = countedIn(scope);
+      this.#perScope.set(counted, (this.#perScope.get(counted) ?? 0) + 1);
+    }
   }
 
   /**
@@ -344,9 +376,10 @@ export class NodeCalls {
   uncount(conn: ConnectionRecord | undefined, scope: string, bytes: number): void {
     if (conn !== undefined) conn.running--;
     else {
-      const left = this.#perScope.get(scope)! - 1;
-      if (left === 0) this.#perScope.delete(scope);
-      else this.#perScope.set(scope, left);
+      const counted = countedIn(scope);
+      const left = this.#perScope.get(counted)! - 1;
+      if (left === 0) this.#perScope.delete(counted);
+      else this.#perScope.set(counted, left);
     }
     this.inFlightBytes -= bytes;
     if (--this.inFlight === 0 && this.#idle !== undefined) {
@@ -386,12 +419,19 @@ export class NodeCalls {
    * call) remembered, so that the call is refused when it arrives.
    *
    * @param key The call's key.
+   * @throws {ProtocolError} For a cancel over HTTP that names no caller: it could reach no call.
    */
   cancel(key: string): void {
     const ref = this.calls.get(key);
     if (ref !== undefined) {
       ref.cancel();
       return;
+    }
+    if (key.startsWith(UNNAMED_HTTP)) {
+      throw new ProtocolError(
+        "A cancel over HTTP reaches only the calls made with the same x-thinkagain-caller key, and this request " +
+          "sends none",
+      );
     }
     this.#earlyCancels.add(key);
     if (this.#earlyCancels.size > EARLY_CANCELS_REMEMBERED) {

@@ -3,11 +3,15 @@
 // and a call past a bound, cancelled before it came, or reusing a call id is refused saying why.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { errorFromWire } from "../core/codec.ts";
+import * as ta from "../mod.ts";
+import { decode, errorFromWire } from "../core/codec.ts";
 import { CancelledError, OverloadedError, ProtocolError } from "../core/errors.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
+import { eventually, gate } from "../core/_test_utils.ts";
 import { callKey, callScope, NodeCalls } from "./node_calls.ts";
-import { type CallMessage, decodeReply, type ResultMessage } from "./protocol.ts";
+import { NodeServer } from "./node_server.ts";
+import { startRealServer } from "./_test_servers.ts";
+import { type CallMessage, decodeReply, encodeMessage, type ResultMessage } from "./protocol.ts";
 import type { PeerInfo } from "./transport.ts";
 
 /** A ref that counts its cancels. */
@@ -52,6 +56,14 @@ const http = (id: number, signal?: AbortSignal): PeerInfo => ({
   connectionId: id,
   oneWay: false,
   signal,
+});
+/** An HTTP request's peer, as the node's server makes one, naming `caller` (none: undefined). */
+const fromCaller = (id: number, caller: string | undefined, oneWay = false): PeerInfo => ({
+  transport: "http",
+  connectionId: id,
+  oneWay,
+  caller,
+  signal: new AbortController().signal,
 });
 const ws = (id: number, signal: AbortSignal): PeerInfo => ({
   transport: "websocket",
@@ -144,12 +156,13 @@ test("a call id in use on its connection, or one whose cancel came first, is ref
   // a cancel for a call running cancels it; one that came first refuses the call once
   b.cancel(callKey(a, "same"));
   assert.equal(held.r.cancels, 1);
-  b.cancel(callKey(http(1), "early"));
+  // (over HTTP, by a client that names its caller: its calls and cancels come on requests of their own)
+  b.cancel(callKey(fromCaller(1, "d1"), "early"));
   assert.throws(
-    () => b.admit(call("early"), callKey(http(1), "early"), "http", undefined, 10),
+    () => b.admit(call("early"), callKey(fromCaller(2, "d1"), "early"), "http d1", undefined, 10),
     (e: unknown) => e instanceof CancelledError && /before it reached the node/.test(e.message),
   );
-  assert.equal(b.admit(call("early"), callKey(http(1), "early"), "http", undefined, 10), undefined);
+  assert.equal(b.admit(call("early"), callKey(fromCaller(3, "d1"), "early"), "http d1", undefined, 10), undefined);
 });
 
 test("the node's bounds in all and in bytes refuse with their counts, and free up as calls leave; whenIdle tells every waiter", async () => {
@@ -177,4 +190,110 @@ test("the node's bounds in all and in bytes refuse with their counts, and free u
   assert.equal(done, 2);
   assert.equal(b.inFlightBytes, 0);
   await b.whenIdle(); // at once when nothing runs
+});
+
+const httpScopeEcho = ta.op({ name: "httpScopeEcho", remote: true }, (x: unknown) => x);
+let scopeHeld = gate();
+const httpScopeHeld = ta.op({ name: "httpScopeHeld", remote: true }, async (x: unknown) => {
+  await scopeHeld.promise;
+  return x;
+});
+void httpScopeEcho;
+
+test("over HTTP an HTTP client's cancel never reaches another client's call, running or still to come", async () => {
+  scopeHeld = gate();
+  const node = new NodeServer({ name: "n" });
+  const a = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", b = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+  try {
+    // b cancels an id a has not used yet: a's call with it still runs
+    await node.handler(encodeMessage({ t: "cancel", cid: "x-1" }), fromCaller(1, b, true));
+    const reply = decode(
+      (await node.handler(
+        encodeMessage({ t: "call", cid: "x-1", op: "httpScopeEcho", args: [7] }),
+        fromCaller(2, a),
+      ))!,
+    );
+    assert.deepStrictEqual(reply, { t: "result", ok: true, value: 7 });
+    // b cancels a's call in flight: it still runs to its end
+    const running = node.handler(
+      encodeMessage({ t: "call", cid: "x-2", op: "httpScopeHeld", args: [8] }),
+      fromCaller(3, a),
+    );
+    assert.ok(await eventually(() => node.activeCalls === 1));
+    await node.handler(encodeMessage({ t: "cancel", cid: "x-2" }), fromCaller(4, b, true));
+    scopeHeld.open();
+    assert.deepStrictEqual(decode((await running)!), { t: "result", ok: true, value: 8 });
+    // a's own cancel, on a request of its own, reaches a's call
+    scopeHeld = gate();
+    const own = node.handler(
+      encodeMessage({ t: "call", cid: "x-3", op: "httpScopeHeld", args: [9] }),
+      fromCaller(5, a),
+    );
+    assert.ok(await eventually(() => node.activeCalls === 1));
+    await node.handler(encodeMessage({ t: "cancel", cid: "x-3" }), fromCaller(6, a, true));
+    const out = decode((await own)!) as ResultMessage;
+    assert.ok(!out.ok && out.error.tag === "CancelledError", JSON.stringify(out));
+  } finally {
+    scopeHeld.open();
+    await node.drain();
+  }
+});
+
+test("over HTTP a request that names no caller is a scope of its own: a cancel without one is refused and reaches nothing", async () => {
+  scopeHeld = gate();
+  const node = new NodeServer({ name: "n" });
+  try {
+    const running = node.handler(
+      encodeMessage({ t: "call", cid: "y-1", op: "httpScopeHeld", args: [1] }),
+      fromCaller(1, undefined),
+    );
+    assert.ok(await eventually(() => node.activeCalls === 1));
+    await assert.rejects(
+      Promise.resolve(node.handler(encodeMessage({ t: "cancel", cid: "y-1" }), fromCaller(2, undefined))),
+      (e: unknown) => e instanceof ProtocolError && /x-thinkagain-caller/.test(e.message),
+    );
+    // and a cancel that names a caller reaches only that caller's calls
+    await node.handler(encodeMessage({ t: "cancel", cid: "y-1" }), fromCaller(3, "c".repeat(32), true));
+    scopeHeld.open();
+    assert.deepStrictEqual(decode((await running)!), { t: "result", ok: true, value: 1 });
+  } finally {
+    scopeHeld.open();
+    await node.drain();
+  }
+});
+
+test("HTTP call keys: one scope per caller, one per request without one; all HTTP calls still share one count", () => {
+  const a = fromCaller(1, "a1"), alsoA = fromCaller(2, "a1"), b = fromCaller(3, "b1");
+  assert.equal(callKey(a, "c"), callKey(alsoA, "c"), "a caller's requests share its scope");
+  assert.notEqual(callKey(a, "c"), callKey(b, "c"));
+  assert.notEqual(callKey(fromCaller(4, undefined), "c"), callKey(fromCaller(5, undefined), "c"));
+  assert.notEqual(callKey(fromCaller(4, undefined), "c"), callKey(a, "c"));
+  const { b: book2 } = book({ calls: 2 });
+  run(book2, a, "1");
+  run(book2, fromCaller(6, undefined), "2");
+  const third = refusal(book2.admit(call("3"), callKey(b, "3"), callScope(b), undefined, 10));
+  assert.ok(third instanceof OverloadedError && /2 calls are in flight on HTTP/.test(third.message), third.message);
+});
+
+test("the HTTP transport names each connection with a caller key of 128 random bits, and its cancel reaches its own call", async () => {
+  scopeHeld = gate();
+  const node = new NodeServer({ name: "n" });
+  const callers = new Set<string | undefined>();
+  const server = await startRealServer((frame, peer) => {
+    callers.add(peer?.caller);
+    return node.handler(frame, peer);
+  });
+  try {
+    await using mesh = new ta.Mesh([new ta.MeshNode("n", { endpoint: server.endpoint })], { transport: "http" });
+    const [ref] = await mesh.run(() => [httpScopeHeld.go(1)]);
+    assert.ok(await eventually(() => node.activeCalls === 1), "the call runs on the node");
+    ref.cancel();
+    assert.ok(await eventually(() => node.activeCalls === 0), "the driver's cancel reached its call");
+    assert.equal(callers.size, 1);
+    assert.match([...callers][0] ?? "", /^[0-9a-f]{32}$/);
+  } finally {
+    scopeHeld.open();
+    await server.close();
+    await node.drain();
+  }
 });

@@ -8,6 +8,7 @@
 import type { GpuDevice } from "../core/devices.ts";
 import { describe } from "../core/describe.ts";
 import { checkKnownKeys, checkOptionType, type KnownKeys } from "../core/options.ts";
+import { checkToken } from "../core/token.ts";
 import type { NodePeer } from "./handle_wire.ts";
 import type { TransportName } from "./transport.ts";
 
@@ -21,7 +22,8 @@ export interface NodeServerOptions {
   cpus?: number;
   /**
    * Token this node presents to its `peers`, and to the nodes a driver that presented this same
-   * token declared as its mesh (never to an endpoint a frame named).
+   * token declared as its mesh (never to an endpoint a frame named). Visible ASCII characters (`!`
+   * to `~`), no spaces: every transport carries it as it is.
    */
   token?: string;
   /**
@@ -158,7 +160,8 @@ export interface NodeLimits {
  * @param options What the node was given.
  * @returns Its limits.
  * @throws {TypeError} For options that are not an object, an unknown option (naming the closest
- * one), options without a non-empty name, a token that is not a string, or a limit out of its range.
+ * one), options without a non-empty name, a token that is not a string of visible ASCII characters
+ * (no spaces: every transport carries it as it is), or a limit out of its range.
  *
  * @example
  * ```ts
@@ -184,6 +187,15 @@ export function resolveNodeLimits(options: NodeServerOptions): NodeLimits {
     );
   }
   checkOptionType(who, "token", options.token, "string");
+  // the token its clients present must reach it the same over every transport, and so must the
+  // ones it presents to its peers
+  checkToken(who, options.token);
+  if (Array.isArray(options.peers)) {
+    options.peers.forEach((p, i) => {
+      const token: unknown = typeof p === "object" && p !== null ? p.token : undefined;
+      if (typeof token === "string") checkToken(`${who} peers[${i}]`, token);
+    });
+  }
   checkOptionType(who, "onLeaseExpired", options.onLeaseExpired, "function");
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   if (typeof leaseMs !== "number" || !Number.isFinite(leaseMs) || leaseMs < 0) {

@@ -427,7 +427,8 @@ test("leases: after a node restart with a shorter lease, the driver's keepalives
 
 test("a cancel that overtakes its call (HTTP) makes the node refuse the call when it arrives", async () => {
   const node = new NodeServer({ name: "early" });
-  const peer = { transport: "http", connectionId: 0, oneWay: true } as const;
+  // (its requests name their caller, as the HTTP transport's do: a cancel reaches only that caller's calls)
+  const peer = { transport: "http", connectionId: 0, oneWay: true, caller: "early-driver" } as const;
   try {
     const created = decodeReply<{ t: "created"; id: string }>(
       (await node.handler(

@@ -28,6 +28,9 @@ import { type FrameHandler, type PeerInfo, resolveMaxFrameBytes, type ServeFrame
 import { LateSignals } from "./_late_signal.ts";
 import { inlineFrame } from "../core/codec.ts";
 import { wsEvents } from "./ws_connection.ts";
+import { RPC_REQUEST_HEADERS } from "./http.ts";
+import { checkOptionType } from "../core/options.ts";
+import { checkToken } from "../core/token.ts";
 
 export type { WsAppEvents } from "./ws_connection.ts";
 
@@ -134,6 +137,10 @@ const CALLER_NAME = /^[\w.:-]{1,64}$/;
 export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {}): Hono {
   if (typeof handler !== "function") throw new TypeError("createNodeApp needs a frame handler function");
   const token = options.token;
+  checkOptionType("createNodeApp", "token", token, "string");
+  // one a client can present over every transport (a token fetch cannot put in a header would let
+  // WebSocket clients in and fail every HTTP one)
+  checkToken("createNodeApp", token);
   // every frame let in came with the token: a handler may ask whether it is one it knows (PeerInfo)
   const holdsToken = token === undefined ? undefined : (t: string) => tokenMatches(t, token);
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
@@ -178,16 +185,24 @@ export function createNodeApp(handler: FrameHandler, options: NodeAppOptions = {
     await next();
   });
   if (origins.size > 0) {
-    // an allowed page may POST /rpc as well as open /ws: its browser asks first (CORS preflight)
+    const origin = (o: string) => (origins.has("*") || origins.has(o) ? o : null);
+    // an allowed page may POST /rpc as well as open /ws: its browser asks first (CORS preflight),
+    // for every header the HTTP transport sends (one left out here fails every call from a page)
     app.use(
       "/rpc",
       cors({
-        origin: (o) => (origins.has("*") || origins.has(o) ? o : null),
+        origin,
         allowMethods: ["POST"],
-        allowHeaders: ["authorization", "content-type", "x-thinkagain-notify"],
+        allowHeaders: [...RPC_REQUEST_HEADERS],
         exposeHeaders: ["x-thinkagain-error"],
       }),
     );
+    // A page's WebSocket is told nothing of why its upgrade failed, so the client asks GET /ws once
+    // with its token (websocket.ts): the page may send that, and read the answer (401: a wrong
+    // token, an AuthError). The upgrade itself needs no CORS, and its 101 is left as the runtime
+    // made it (a Response cannot be rebuilt with status 101).
+    const probe = cors({ origin, allowMethods: ["GET"], allowHeaders: ["authorization"] });
+    app.use("/ws", (c, next) => c.req.header("upgrade")?.toLowerCase() === "websocket" ? next() : probe(c, next));
   }
 
   const health = options.health;

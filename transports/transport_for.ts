@@ -7,7 +7,7 @@
 import { httpTransport } from "./http.ts";
 import { inMemoryTransport } from "./in_memory.ts";
 import type { Transport, TransportName } from "./transport.ts";
-import { webSocketTransport } from "./websocket.ts";
+import { checkWebSocketRuntime, webSocketTransport } from "./websocket.ts";
 
 /**
  * The NATS transport, loaded on its first connect: its client is a dependency of the `./nats` entry
@@ -64,8 +64,9 @@ export function checkTransportName(value: unknown, what: string): TransportName 
  * @param endpoint A node endpoint.
  * @param override A transport name from configuration.
  * @returns The transport to `connect` with.
- * @throws {TypeError} For an unknown scheme or override, or an override that cannot serve the scheme
- * (`in_memory` reaches only `mem://`, and only `in_memory` reaches it).
+ * @throws {TypeError} For an unknown scheme or override, an override that cannot serve the scheme
+ * (`in_memory` reaches only `mem://`, and only `in_memory` reaches it), or the WebSocket transport
+ * on a runtime with no global `WebSocket` (Node before 22).
  *
  * @example
  * ```ts
@@ -97,12 +98,14 @@ export function transportFor(endpoint: string, override?: TransportName): Transp
         `Cannot use the in_memory transport for ${endpoint}: it reaches only nodes in this process (mem://name)`,
       );
     }
+    if (override === "websocket") checkWebSocketRuntime(endpoint);
     return t;
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(endpoint)?.[1]?.toLowerCase();
   switch (scheme) {
     case "ws":
     case "wss":
+      checkWebSocketRuntime(endpoint); // (Node before 22 has no WebSocket: said when the mesh is built)
       return webSocketTransport;
     case "http":
     case "https":

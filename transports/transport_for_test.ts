@@ -56,3 +56,23 @@ test("transportFor: an unknown transport option lists every transport, nats incl
   );
   throws(() => transportFor("ws://h:1", "toString" as "http"), /Unknown transport "toString"/);
 });
+
+test('a Mesh with a ws:// node on a runtime with no global WebSocket (Node 20) is a TypeError when it is built, saying what to do; http:// and transport: "http" are not', async () => {
+  const ta = await import("../mod.ts");
+  const saved = globalThis.WebSocket;
+  delete (globalThis as { WebSocket?: unknown }).WebSocket;
+  try {
+    throws(
+      () => new ta.Mesh([new ta.MeshNode("n1", { endpoint: "ws://127.0.0.1:9" })]),
+      (e) =>
+        e instanceof TypeError &&
+        /node "n1" cannot be reached: .*has no global WebSocket, which a ws:\/\/ endpoint needs/.test(e.message) &&
+        /reach the node over HTTP \(an http:\/\/ endpoint/.test(e.message),
+    );
+    throws(() => transportFor("http://h:1", "websocket"), /has no global WebSocket/);
+    await new ta.Mesh([new ta.MeshNode("n1", { endpoint: "http://127.0.0.1:9" })]).close();
+    await new ta.Mesh([new ta.MeshNode("n1", { endpoint: "ws://127.0.0.1:9" })], { transport: "http" }).close();
+  } finally {
+    globalThis.WebSocket = saved;
+  }
+});

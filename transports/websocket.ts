@@ -13,6 +13,7 @@
 import { frameBytes } from "../core/codec.ts";
 import { TransportError } from "../core/errors.ts";
 import { setLongTimeout, timeoutSignal } from "../core/long_timer.ts";
+import { runtimeName } from "../core/_runtime.ts";
 import {
   armRequest,
   authRefused,
@@ -80,6 +81,48 @@ function httpUrlOf(wsUrl: string): string {
 }
 
 /**
+ * Throws unless this runtime has a global `WebSocket`, which the WebSocket transport dials with.
+ * Node before 22 has none: a `ws://` endpoint there is a setup to change, not a node that cannot be
+ * reached (it may well be up), so the error is a `TypeError` that names the runtime and says what
+ * to do, not a `TransportError` "unreachable". A mesh checks its nodes' endpoints when it is built
+ * (`transportFor`), and each dial checks again (one assigned to `globalThis` later serves too).
+ *
+ * @param endpoint The endpoint to reach, for the message.
+ * @throws {TypeError} When there is no global `WebSocket`.
+ *
+ * @example
+ * ```ts
+ * import { checkWebSocketRuntime } from "./websocket.ts";
+ * import { throws } from "node:assert/strict";
+ * checkWebSocketRuntime("ws://127.0.0.1:7070"); // Bun, Deno, Node 22 and browsers have one
+ * const saved = globalThis.WebSocket;
+ * delete (globalThis as { WebSocket?: unknown }).WebSocket; // as on Node 20
+ * try {
+ *   throws(() => checkWebSocketRuntime("ws://127.0.0.1:7070"), /has no global WebSocket.*http:\/\//);
+ * } finally {
+ *   globalThis.WebSocket = saved;
+ * }
+ * ```
+ */
+export function checkWebSocketRuntime(endpoint: string): void {
+  if (typeof WebSocket === "function") return;
+  throw new TypeError(
+    // (template literals: tools/check_imports.ts reads no runtime use in their text)
+    `Cannot connect to ${endpoint}: this runtime (${runtimeName()}) has no global WebSocket, which a ws:// ` +
+      `endpoint needs. Use Node 22 or later (or Bun, Deno), assign one before building the mesh ` +
+      `(globalThis.WebSocket = (await import("ws")).WebSocket), or reach the node over HTTP ` +
+      `(an http:// endpoint on the same port, or the Mesh option transport: "http")`,
+  );
+}
+
+/**
+ * What a socket no longer followed does with an error event (closing one still connecting makes
+ * one): nothing, but a listener all the same, as the `ws` package's WebSocket (a Node 20 driver's)
+ * throws an error event that nobody listens to, ending the process.
+ */
+function ignoreError(): void {}
+
+/**
  * How a connection ended, in words: a clean close names only its reason; a close with no close frame
  * (1006, or 0 on Deno) says the peer's process ended or the network failed, with what the error
  * event said.
@@ -131,6 +174,12 @@ class WebSocketConnection implements TransportConnection {
   }
 
   #dial(): Promise<WebSocket> {
+    // (looked up at each dial: one assigned to globalThis after this module loaded serves too)
+    try {
+      checkWebSocketRuntime(this.endpoint);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const protocols = [WS_PROTOCOL];
     if (this.#token !== undefined) protocols.push(WS_TOKEN_PREFIX + toBase64Url(this.#token));
     return new Promise<WebSocket>((resolve, reject) => {
@@ -159,7 +208,8 @@ class WebSocketConnection implements TransportConnection {
       }, this.#connectTimeoutMs);
       const done = () => {
         stopTimer();
-        ws.onopen = ws.onerror = ws.onclose = null;
+        ws.onopen = ws.onclose = null;
+        ws.onerror = ignoreError;
       };
       ws.onopen = () => {
         done();
@@ -316,7 +366,8 @@ class WebSocketConnection implements TransportConnection {
     this.#outbox?.clear();
     this.#outbox = undefined;
     this.#segments?.clear(); // what a half-sent frame held goes
-    ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onmessage = ws.onclose = null;
+    ws.onerror = ignoreError;
     this.#failAll(reason);
     this.#listeners.emit(reason);
   }

@@ -83,6 +83,100 @@ test("webSocketUrl maps http endpoints to /ws and keeps explicit paths", () => {
   ok(webSocketUrl("https://h").startsWith("wss://"));
 });
 
+/** Runs `body` as on Node before 22: no global WebSocket. */
+async function withoutWebSocket(body: () => Promise<void>): Promise<void> {
+  const saved = globalThis.WebSocket;
+  delete (globalThis as { WebSocket?: unknown }).WebSocket;
+  try {
+    await body();
+  } finally {
+    globalThis.WebSocket = saved;
+  }
+}
+
+test("websocket: on a runtime with no global WebSocket (Node 20) a connect fails with a TypeError naming the runtime and what to do, not TransportError unreachable", async () => {
+  const { runtimeName } = await import("../core/_runtime.ts");
+  await withoutWebSocket(async () => {
+    await rejects(webSocketTransport.connect("ws://127.0.0.1:9"), (e: unknown) => {
+      ok(e instanceof TypeError && !(e instanceof TransportError), String(e));
+      ok(e.message.includes(`this runtime (${runtimeName()}) has no global WebSocket`), e.message);
+      ok(e.message.includes('globalThis.WebSocket = (await import("ws")).WebSocket'), e.message);
+      ok(/Node 22 or later/.test(e.message) && /http:\/\//.test(e.message), e.message);
+      return true;
+    });
+  });
+});
+
+test("websocket: a WebSocket class assigned to globalThis after the transport loaded is the one it dials (ws's on Node 20)", async () => {
+  const dialed: string[] = [];
+  class Recording {
+    onopen: (() => void) | null = null;
+    onerror: (() => void) | null = null;
+    onclose: (() => void) | null = null;
+    constructor(url: string) {
+      dialed.push(url);
+      queueMicrotask(() => this.onerror?.()); // refused; the probe over fetch finds nothing listening
+    }
+    close(): void {}
+  }
+  await withoutWebSocket(async () => {
+    globalThis.WebSocket = Recording as unknown as typeof WebSocket;
+    await rejects(webSocketTransport.connect("ws://127.0.0.1:9"), TransportError);
+  });
+  deepStrictEqual(dialed, ["ws://127.0.0.1:9/ws"]);
+});
+
+test("websocket: a connect that times out leaves the socket it closes with an error listener (the ws package, a Node 20 driver's WebSocket, throws an error event nobody hears)", async () => {
+  const unheard: string[] = [];
+  class WsLike {
+    onopen: (() => void) | null = null;
+    onerror: (() => void) | null = null;
+    onclose: (() => void) | null = null;
+    constructor(readonly url: string) {} // never answers
+    close(): void {
+      // as ws does when a socket still connecting is closed: an error event, then close
+      if (this.onerror === null) unheard.push("error");
+      else this.onerror();
+    }
+  }
+  await withoutWebSocket(async () => {
+    globalThis.WebSocket = WsLike as unknown as typeof WebSocket;
+    await rejects(
+      webSocketTransport.connect("ws://127.0.0.1:9", { connectTimeoutMs: 1 }),
+      (e: unknown) => e instanceof TransportError && /no answer within 1 ms/.test(e.message),
+    );
+  });
+  deepStrictEqual(unheard, []);
+});
+
+test('websocket: a node takes an upgrade whose subprotocols "," separates without a space (Node\'s ws client) and selects thinkagain.v1', async () => {
+  const { connect } = await import("node:net");
+  const server = await startRealServer((f) => f, { token: "t" }, "ws");
+  const port = Number(new URL(server.endpoint).port);
+  const raw = connect(port, "127.0.0.1");
+  try {
+    const head = await new Promise<string>((resolve, reject) => {
+      let got = "";
+      raw.on("data", (d: Uint8Array) => {
+        got += new TextDecoder("latin1").decode(d);
+        const end = got.indexOf("\r\n\r\n");
+        if (end >= 0) resolve(got.slice(0, end));
+      });
+      raw.once("error", reject);
+      raw.write(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+          `Sec-WebSocket-Protocol: thinkagain.v1,thinkagain.token.${btoa("t").replace(/=+$/, "")}\r\n\r\n`,
+      );
+    });
+    ok(/^HTTP\/1\.1 101/.test(head), head);
+    ok(/\r\nsec-websocket-protocol: thinkagain\.v1\r?$/im.test(head), head);
+  } finally {
+    raw.destroy();
+    await server.close();
+  }
+});
+
 test("websocket: after a drop, timeoutMs and an abort signal also cover reconnecting to a peer that never answers", async () => {
   const { serveFrames } = await import("../adapters/serve.ts");
   const { createServer } = await import("node:net");

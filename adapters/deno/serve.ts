@@ -18,6 +18,7 @@ import {
 import type { Context } from "hono";
 import type { WSContext, WSEvents } from "hono/ws";
 import type { WsAppEvents } from "../../transports/ws_connection.ts";
+import { WS_PROTOCOL } from "../../transports/_common.ts";
 import {
   type DenoConn,
   type DenoListener,
@@ -39,6 +40,35 @@ import {
  */
 // deno-lint-ignore no-explicit-any
 export const upgradeWebSocket: UpgradeWebSocket<any, any> =
+  ((createEvents: never, options?: object) =>
+    selectSubprotocol(
+      // Deno.upgradeWebSocket is asked to select no subprotocol: it finds the one hono names only in
+      // a list that ", " separates, and Node's ws client (a Node 20 driver's) separates with ","
+      // deno-lint-ignore no-explicit-any
+      (honoUpgradeWebSocket as any)(createEvents, { ...options, protocol: undefined }),
+      // deno-lint-ignore no-explicit-any
+    )) as unknown as UpgradeWebSocket<any, any>;
+
+/**
+ * Selects `thinkagain.v1` (the app refused the upgrade unless the client offered it), or else the
+ * first subprotocol offered, on the 101 that Deno made without one.
+ */
+function selectSubprotocol(
+  upgrade: (c: Context, next: () => Promise<void>) => Promise<Response | void>,
+): (c: Context, next: () => Promise<void>) => Promise<Response | void> {
+  return async (c, next) => {
+    // (read first: once Deno has upgraded it, the request has no headers to read)
+    const offered = c.req.header("sec-websocket-protocol")?.split(",").map((p) => p.trim()) ?? [];
+    const res = await upgrade(c, next);
+    const selected = offered.includes(WS_PROTOCOL) ? WS_PROTOCOL : offered[0];
+    if (res instanceof Response && res.status === 101 && selected) res.headers.set("sec-websocket-protocol", selected);
+    return res;
+  };
+}
+
+/** hono/deno's `upgradeWebSocket`, with the relay's hooks (see `_connection_guard.ts`). */
+// deno-lint-ignore no-explicit-any
+const honoUpgradeWebSocket: UpgradeWebSocket<any, any> =
   ((createEvents: (c: Context) => WSEvents | Promise<WSEvents>, options?: unknown) =>
     // deno-lint-ignore no-explicit-any
     (denoUpgradeWebSocket as any)(async (c: Context) => {
