@@ -20,7 +20,12 @@ export * from "./core/mod.ts";
 import type { Layer } from "effect";
 import type { CpuDevice, GpuDevice } from "./core/devices.ts";
 import { layerMesh as coreLayerMesh } from "./core/effect.ts";
-import { Mesh as CoreMesh, type MeshNode, type MeshOptions } from "./core/mesh.ts";
+import {
+  getCurrentMesh as coreGetCurrentMesh,
+  Mesh as CoreMesh,
+  type MeshNode,
+  type MeshOptions,
+} from "./core/mesh.ts";
 import { layerRemote } from "./transports/remote_executor.ts";
 import type { DiscoverOptions } from "./transports/nats/discovery.ts";
 import type { DnsMeshOptions } from "./adapters/dns.ts";
@@ -51,6 +56,8 @@ export { layerRemote };
  */
 export class Mesh extends CoreMesh {
   /**
+   * A mesh of `nodesOrDevices`, reaching those with an endpoint over the transports.
+   *
    * @param nodesOrDevices MeshNodes, or the devices of one local node.
    * @param options Name, limits, transport, token, deadline; `remote` replaces the transports' layer.
    */
@@ -119,6 +126,28 @@ export class Mesh extends CoreMesh {
     const { dnsMesh } = await import("./adapters/dns.ts");
     return await dnsMesh((nodes, o) => new Mesh(nodes, o), name, options);
   }
+}
+
+/**
+ * The mesh of the surrounding `mesh.run`, also inside the ops and service methods it runs (on a
+ * node, code run for a driver sees the node's own mesh, made by its `NodeServer`, which is a
+ * {@linkcode Mesh} in every member); `undefined` outside any, where the default local runtime
+ * serves. The seed's `get_current_mesh()`.
+ *
+ * @returns The current mesh, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import * as ta from "./mod.ts";
+ * await using mesh = new ta.Mesh([new ta.MeshNode("a")]);
+ * const where = ta.op(async function modDocWhereAmI() { return ta.getCurrentMesh(); });
+ * if ((await mesh.run(() => where.go())) !== mesh) throw new Error("expected the mesh of mesh.run");
+ * if (ta.getCurrentMesh() !== undefined) throw new Error("expected no mesh outside mesh.run");
+ * ```
+ */
+export function getCurrentMesh(): Mesh | undefined {
+  // (the package's Mesh adds no member to the core's, only its statics and default remote layer)
+  return coreGetCurrentMesh();
 }
 
 /**

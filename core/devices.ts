@@ -34,7 +34,12 @@ export class GpuDevice {
   readonly name: string;
   /** Provider data (vendor, limits, whether it is a software adapter, …). */
   readonly meta: Record<string, unknown>;
-  /** @param id Index on its node. @param options Name and provider data. */
+  /**
+   * A GPU of a node.
+   *
+   * @param id Index on its node.
+   * @param options Name and provider data.
+   */
   constructor(id: number, options: GpuDeviceOptions = {}) {
     if (!Number.isInteger(id) || id < 0) {
       throw new TypeError(`GpuDevice id must be a non-negative integer, got ${describe(id)}`);
@@ -77,7 +82,12 @@ export class CpuDevice {
   readonly id: number;
   /** Cores it offers (`Infinity`: not limited). */
   readonly cores: number;
-  /** @param id Index on its node (default 0). @param options The cores it offers. */
+  /**
+   * The CPU of a node, with the cores it offers.
+   *
+   * @param id Index on its node (default 0).
+   * @param options The cores it offers.
+   */
   constructor(id: number = 0, options: CpuDeviceOptions = {}) {
     if (!Number.isInteger(id) || id < 0) {
       throw new TypeError(

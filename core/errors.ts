@@ -117,7 +117,12 @@ export class OpExecutionError extends ThinkagainError {
   readonly op: string;
   /** Whether `op` names an op or a service method (a call, in the message). */
   readonly kind: CallKind;
-  /** @param op Name of the op, or a method's name and kind. @param cause What it threw. */
+  /**
+   * The error of `op`, which threw `cause`.
+   *
+   * @param op Name of the op, or a method's name and kind.
+   * @param cause What it threw.
+   */
   constructor(op: CallName, cause: unknown) {
     const n = named(op);
     super({ message: `${n.word} "${n.name}" failed: ${describe(cause)}`, cause });
@@ -145,7 +150,12 @@ export class PlacementError extends ThinkagainError {
   readonly _tag = "PlacementError" as const;
   /** Name of the service that could not be placed. */
   readonly service: string;
-  /** @param service The service. @param message What was asked and what is free. */
+  /**
+   * The error of a `service` that fits on no node.
+   *
+   * @param service The service.
+   * @param message What was asked and what is free.
+   */
   constructor(service: string, message: string) {
     super({ message });
     this.service = service;
@@ -178,7 +188,14 @@ export class TransportError extends ThinkagainError {
   readonly reason: TransportErrorReason;
   /** The endpoint involved, when there is one. */
   readonly endpoint: string | undefined;
-  /** @param reason Why. @param message What was attempted. @param endpoint Where. @param cause The underlying error. */
+  /**
+   * A failure to move a frame to or from `endpoint`.
+   *
+   * @param reason Why.
+   * @param message What was attempted.
+   * @param endpoint Where.
+   * @param cause The underlying error.
+   */
   constructor(reason: TransportErrorReason, message: string, endpoint?: string, cause?: unknown) {
     super({ message, cause });
     this.reason = reason;
@@ -206,7 +223,12 @@ export class RemoteError extends ThinkagainError {
   readonly _tag = "RemoteError" as const;
   /** The `name` the error had where it was thrown. */
   readonly remoteName: string;
-  /** @param message The message. @param remoteName The error's name where it was thrown. */
+  /**
+   * An error from another node whose type is not on the allow-list: its message and name.
+   *
+   * @param message The message.
+   * @param remoteName The error's name where it was thrown.
+   */
   constructor(message: string, remoteName = "Error") {
     super({ message });
     this.remoteName = remoteName;
@@ -236,7 +258,12 @@ export class TimeoutError extends ThinkagainError {
   readonly kind: CallKind;
   /** The deadline that passed, in milliseconds. */
   readonly timeoutMs: number;
-  /** @param op Name of the op, or a method's name and kind. @param timeoutMs The deadline that passed. */
+  /**
+   * The error of `op`, which did not finish within `timeoutMs`.
+   *
+   * @param op Name of the op, or a method's name and kind.
+   * @param timeoutMs The deadline that passed.
+   */
   constructor(op: CallName, timeoutMs: number) {
     const n = named(op);
     super({ message: `${n.word} "${n.name}" did not finish within ${timeoutMs} ms` });
@@ -300,6 +327,8 @@ export class CancelledError extends ThinkagainError {
   /** Who or what cancelled it. */
   readonly reason: CancelReason;
   /**
+   * The error of `op`, cancelled (by whom or what, `reason` says).
+   *
    * @param op Name of the op, or a method's name and kind.
    * @param detail How it was cancelled, in words (`Op "<op>" was <detail>`; `Call "<Service.method>" …`).
    * @param reason Who or what cancelled it (default `"cancelled"`).
@@ -339,7 +368,13 @@ export class NodeLostError extends ThinkagainError {
   readonly _tag = "NodeLostError" as const;
   /** Name of the node that was lost. */
   readonly node: string;
-  /** @param node The node. @param detail What happened. @param cause The transport's error, if any. */
+  /**
+   * The error of a call on `node`, which went away before answering.
+   *
+   * @param node The node.
+   * @param detail What happened.
+   * @param cause The transport's error, if any.
+   */
   constructor(node: string, detail = "connection lost", cause?: unknown) {
     const message = `Node "${node}" was lost: ${detail}`;
     super(cause === undefined ? { message } : { message, cause });
@@ -365,7 +400,11 @@ export class NodeLostError extends ThinkagainError {
 export class ProtocolError extends ThinkagainError {
   /** Always `"ProtocolError"` (for `Effect.catchTag`). */
   readonly _tag = "ProtocolError" as const;
-  /** @param message What went wrong. */
+  /**
+   * A protocol violation, said in `message`.
+   *
+   * @param message What went wrong.
+   */
   constructor(message: string) {
     super({ message });
   }
@@ -384,7 +423,11 @@ export class ProtocolError extends ThinkagainError {
 export class AuthError extends ThinkagainError {
   /** Always `"AuthError"` (for `Effect.catchTag`). */
   readonly _tag = "AuthError" as const;
-  /** @param message What went wrong. */
+  /**
+   * A refused connection, said in `message` (never quoting a token).
+   *
+   * @param message What went wrong.
+   */
   constructor(message: string) {
     super({ message });
   }
@@ -404,7 +447,11 @@ export class AuthError extends ThinkagainError {
 export class OverloadedError extends ThinkagainError {
   /** Always `"OverloadedError"` (for `Effect.catchTag`). */
   readonly _tag = "OverloadedError" as const;
-  /** @param message Which bound was reached, and its value. */
+  /**
+   * Refused work, `message` naming the bound reached and its value.
+   *
+   * @param message Which bound was reached, and its value.
+   */
   constructor(message: string) {
     super({ message });
   }
@@ -432,7 +479,12 @@ export class ReleasedError extends ThinkagainError {
   readonly op: string;
   /** Whether `op` names an op or a service method. */
   readonly kind: CallKind;
-  /** @param ref The ref's id. @param op The op, or a method's name and kind, whose result it was. */
+  /**
+   * The error of `ref`, used after it was released.
+   *
+   * @param ref The ref's id.
+   * @param op The op, or a method's name and kind, whose result it was.
+   */
   constructor(ref: string, op: CallName) {
     const n = named(op);
     super({

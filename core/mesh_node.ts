@@ -98,6 +98,8 @@ export class MeshNode {
   readonly declares: { readonly gpus: boolean; readonly cpus: boolean };
 
   /**
+   * A node of a mesh: in this process, or reached at `options.endpoint`.
+   *
    * @param name Unique within the mesh.
    * @param options Resources and endpoint.
    */
