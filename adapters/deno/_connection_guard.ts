@@ -126,7 +126,7 @@ interface Relay {
   writing: boolean;
   /** A write of the held bytes begun by {@linkcode holdRelayInput}, until it ends. */
   flushing: Promise<void> | undefined;
-  /** The server behind took no more of the client's bytes (sets `serverGone`). */
+  /** The server behind took no more of the client's bytes (sets `serverGone`, unless the connection is closed). */
   serverLost(): void;
 }
 
@@ -404,7 +404,11 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
       onHeld: undefined,
       writing: false,
       flushing: undefined,
-      serverLost: () => (r.serverGone ??= setTimeout(() => drop(r), LINGER_MS)),
+      // (not for a connection closed already: its pump ends after the close, and a timer set then
+      // would hold the program open, and the relay, for LINGER_MS after the guard was closed)
+      serverLost: () => {
+        if (!r.closed) r.serverGone ??= setTimeout(() => drop(r), LINGER_MS);
+      },
     };
     relays.add(r);
     void relay(r);
@@ -571,6 +575,8 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     drop(r);
   };
 
+  /** Ends the accept loop's pause after an accept error at once (the guard stops accepting). */
+  let endPause: (() => void) | undefined;
   void (async () => {
     let backoff = 0;
     while (accepting) {
@@ -589,7 +595,11 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
         }
         // e.g. out of file descriptors: the timeouts free some; meanwhile do not spin
         backoff = Math.min(MAX_ACCEPT_BACKOFF_MS, backoff === 0 ? 5 : backoff * 2);
-        await new Promise((r) => setTimeout(r, backoff));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, backoff);
+          endPause = () => (clearTimeout(timer), resolve());
+        });
+        endPause = undefined;
         continue;
       }
       if (!accepting) {
@@ -607,6 +617,8 @@ export function guardConnections(listener: DenoListener, options: GuardOptions):
     stopAccepting() {
       if (!accepting) return;
       accepting = false;
+      // (a pause left to run would hold the program open for up to MAX_ACCEPT_BACKOFF_MS)
+      endPause?.();
       try {
         listener.close();
       } catch {

@@ -445,6 +445,92 @@ test("the Deno guard hands the server behind each connection's own first bytes, 
   }
 });
 
+/**
+ * The timers set (by `setTimeout`) while `during` runs and still pending when it ends: what would
+ * keep a program open after it (a timer set and cleared, or fired, is not counted).
+ */
+async function timersLeftBy(during: () => Promise<void>): Promise<number> {
+  const g = globalThis as unknown as {
+    setTimeout: (fn: () => void, ms?: number) => unknown;
+    clearTimeout: (id: unknown) => void;
+  };
+  const set = g.setTimeout, clear = g.clearTimeout;
+  const pending = new Set<unknown>();
+  g.setTimeout = (fn, ms) => {
+    const id = set(() => (pending.delete(id), fn()), ms);
+    pending.add(id);
+    return id;
+  };
+  g.clearTimeout = (id) => (pending.delete(id), clear(id));
+  try {
+    await during();
+  } finally {
+    g.setTimeout = set;
+    g.clearTimeout = clear;
+  }
+  for (const id of pending) clear(id);
+  return pending.size;
+}
+
+/** A connection whose reads end (`null`) once it is closed, as a socket's do. */
+function closableConn(onWrite: (bytes: Uint8Array) => void, onCloseWrite = () => {}) {
+  const input = new Pipe();
+  let ended: ((n: null) => void) | undefined;
+  const end = new Promise<null>((r) => (ended = r));
+  const c: DenoConn = {
+    read: (buffer) => Promise.race([input.read(buffer), end]),
+    write: (data) => (onWrite(data.slice()), Promise.resolve(data.byteLength)),
+    closeWrite: () => (onCloseWrite(), Promise.resolve()),
+    close: () => ended!(null),
+  };
+  return { conn: c, push: (bytes: Uint8Array) => input.push(bytes) };
+}
+
+test("the Deno guard's closeAll leaves no timer behind once a connection served a request (a program ends at once)", async () => {
+  const answered = gate(), headSent = gate(), clientEnded = gate();
+  const client = closableConn(() => answered.open(), () => clientEnded.open());
+  let accepted = false;
+  const listener: DenoListener = {
+    accept: () => accepted ? new Promise(() => {}) : (accepted = true, Promise.resolve(client.conn)),
+    close: () => {},
+  };
+  const server = closableConn(() => headSent.open());
+  const guard = guardOf(listener, 1 << 20, () => server.conn);
+  client.push(ascii("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  await headSent.promise;
+  server.push(ascii("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"));
+  await answered.promise;
+  const left = await timersLeftBy(async () => {
+    await guard.closeAll(0);
+    // the relay's pump from the server ends (its read ends with the close) and ends the client's side
+    await clientEnded.promise;
+  });
+  assert.equal(left, 0, "a timer set for the closed connection still holds the program open");
+});
+
+test("the Deno guard's stopAccepting ends the pause after an accept error (no timer left behind)", async () => {
+  const failed = gate();
+  let accepts = 0;
+  const listener: DenoListener = {
+    accept: () => accepts++ === 0 ? Promise.reject(new Error("Too many open files")) : new Promise(() => {}),
+    close: () => {},
+  };
+  const left = await timersLeftBy(async () => {
+    const guard = guardConnections(listener, {
+      maxConnections: 10,
+      headersTimeoutMs: 60_000,
+      idleTimeoutMs: 60_000,
+      maxMessageBytes: 1 << 20,
+      connectUpstream: () => Promise.reject(new Error("unused")),
+      onAcceptError: () => failed.open(),
+    });
+    await failed.promise; // the loop pauses now, before it accepts again
+    guard.stopAccepting();
+    await guard.closeAll(0);
+  });
+  assert.equal(left, 0, "the accept loop's pause outlives the guard");
+});
+
 /** For `stream` (an upgrade's head, then frames): the data frames' payload bytes before offset `at` (a frame's end). */
 function dataPayloadsBefore(stream: Uint8Array): (at: number) => number {
   const sums = framesOf(stream);
