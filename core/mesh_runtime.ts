@@ -15,7 +15,7 @@ import { describe } from "./describe.ts";
 import { GpuDevice } from "./devices.ts";
 import { type CallName, CancelledError, PlacementError } from "./errors.ts";
 import { DEFAULT_MAX_WAITING, Limiter } from "./limiter.ts";
-import { LocalReplica } from "./local_replica.ts";
+import { closeWithOwner, LocalReplica } from "./local_replica.ts";
 import { MailboxReplica } from "./mailbox.ts";
 import { untilDeadline } from "./long_timer.ts";
 import type { Mesh } from "./mesh.ts";
@@ -156,6 +156,11 @@ export class MeshRuntime {
   private readonly leaving = new Map<string, MeshNode>();
   /** Replicas on nodes removed from the mesh (draining or gone): `stats()` no longer lists them. */
   private readonly removedReplicas = new WeakSet<Replica>();
+  /**
+   * What forgets each replica's close at the mesh's close ({@linkcode MeshRuntime.addCleanup}): done
+   * once its node is gone for good ({@linkcode MeshRuntime.nodeGone}).
+   */
+  private readonly replicaCleanups = new WeakMap<Replica, () => void>();
   /** Deployments whose service has `restarts`: their constructor arguments and restarts left. */
   private readonly restartable = new WeakMap<Deployment, { args: unknown[]; left: number }>();
   private readonly scope: Scope.Closeable = Scope.makeUnsafe("sequential");
@@ -244,9 +249,12 @@ export class MeshRuntime {
   /**
    * Places every replica of `def` (all or none, by `placement.ts`) and creates the instances.
    *
+   * @param owner What the instances live as long as in the default runtime (a handle's state):
+   * once it is collected, they are disposed when their calls are through. In a mesh they live until
+   * it closes.
    * @throws {PlacementError} When a replica fits nowhere, or lands on a remote node and the mesh has no remote layer.
    */
-  deploy(def: ServiceDef, args: unknown[]): Deployment {
+  deploy(def: ServiceDef, args: unknown[], owner?: object): Deployment {
     if (this.closed) throw new TypeError(`Cannot place service "${def.name}": mesh "${this.name}" is closed`);
     const request = requestOf(def);
     const placed = placeReplicas(this.states, request);
@@ -284,20 +292,27 @@ export class MeshRuntime {
     const deployment = new Deployment(def, replicas, this.name);
     for (const r of replicas) r.attach?.(deployment);
     // the default runtime never closes and has unbounded resources: it keeps no record of its
-    // instances, so an instance lives exactly as long as its handle
-    if (this.transient) return deployment;
+    // instances, so an instance lives as long as its handle, and is disposed once that is collected
+    if (this.transient) {
+      if (owner !== undefined) closeWithOwner(owner, replicas);
+      return deployment;
+    }
     this.deployments.push(deployment);
     if ((def.restarts ?? 0) > 0) this.restartable.set(deployment, { args, left: def.restarts! });
     for (let i = 0; i < replicas.length; i++) {
-      const replica = replicas[i], st = this.states[placed[i].node], gpus = placed[i].gpus;
-      Effect.runSync(Scope.addFinalizer(
-        this.scope,
-        Effect.promise(() => replica.close(this.closeDeadline, this.closeSpared).catch(() => {})).pipe(
-          Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
-        ),
-      ));
+      this.closeWithMesh(replicas[i], this.states[placed[i].node], placed[i].gpus as GpuDevice[], request);
     }
     return deployment;
+  }
+
+  /** Has the mesh's close close `replica` (after its calls) and give back what it took of `st`. */
+  private closeWithMesh(replica: Replica, st: NodeState, gpus: GpuDevice[], request: PlacementRequest): void {
+    const forget = this.addCleanup(() =>
+      replica.close(this.closeDeadline, this.closeSpared).catch(() => {}).then(() =>
+        releaseResources(st, gpus, request)
+      )
+    );
+    this.replicaCleanups.set(replica, forget);
   }
 
   /**
@@ -341,12 +356,9 @@ export class MeshRuntime {
     r.left--;
     deployment.replicas[at] = replica;
     replica.attach?.(deployment);
-    Effect.runSync(Scope.addFinalizer(
-      this.scope,
-      Effect.promise(() => replica.close(this.closeDeadline, this.closeSpared).catch(() => {})).pipe(
-        Effect.andThen(Effect.sync(() => releaseResources(st, gpus, request))),
-      ),
-    ));
+    this.closeWithMesh(replica, st, gpus, request);
+    // (forgotten when every node it had was gone: it lives again)
+    if (!this.deployments.includes(deployment)) this.deployments.push(deployment);
     return replica;
   }
 
@@ -377,7 +389,8 @@ export class MeshRuntime {
     for (const d of this.deployments) {
       if (d.disposed) continue;
       for (const r of d.replicas) {
-        if (r.node !== name) continue;
+        // (one on a node of this name that left holds nothing here)
+        if (r.node !== name || this.removedReplicas.has(r)) continue;
         heldCpus += d.def.cpus;
         if (r.gpus.length > 0) { for (const g of r.gpus) held.add(g.id); }
         else if (d.def.gpus > 0) heldUnknown += Math.ceil(d.def.gpus);
@@ -435,7 +448,7 @@ export class MeshRuntime {
     const old = this.leaving.get(node.name);
     if (old !== undefined) {
       this.leaving.delete(node.name);
-      this.remote?.nodeLeft?.(this, old, "a new node of the same name joined in its place");
+      this.nodeGone(old, "a new node of the same name joined in its place");
     }
     this.remote?.nodeJoined?.(this, node);
   }
@@ -465,7 +478,7 @@ export class MeshRuntime {
       const left = this.leaving.get(name);
       if (left === undefined || options.drain) return false;
       this.leaving.delete(name);
-      this.remote?.nodeLeft?.(this, left, detail);
+      this.nodeGone(left, detail);
       return true;
     }
     const node = this.nodes[at];
@@ -487,13 +500,57 @@ export class MeshRuntime {
     if (st >= 0) this.states.splice(st, 1);
     this.hasRemoteNodes = this.nodes.some((n) => n.endpoint !== undefined);
     if (options.drain) this.leaving.set(name, node);
-    else this.remote?.nodeLeft?.(this, node, detail);
+    else this.nodeGone(node, detail);
     return true;
   }
 
-  /** Runs `cleanup` when the mesh closes (after the instances created before it). */
-  addCleanup(cleanup: () => Promise<void>): void {
-    Effect.runSync(Scope.addFinalizer(this.scope, Effect.promise(() => cleanup().catch(() => {}))));
+  /**
+   * `node` is gone for good (removed, or its drain is over): its link is dropped, and the mesh
+   * forgets its replicas there, and the deployments that had no others. Their instances went with
+   * the node (or its lease frees them): closing the mesh has nothing left to do for them, and a
+   * mesh whose nodes come and go must not keep something of each. A handle that still holds such a
+   * deployment fails over or restarts as before ({@linkcode MeshRuntime.restartReplica} takes the
+   * deployment back).
+   */
+  private nodeGone(node: MeshNode, detail: string): void {
+    this.remote?.nodeLeft?.(this, node, detail);
+    const deployments = this.deployments;
+    let kept = 0;
+    for (const d of deployments) {
+      let live = false;
+      for (const r of d.replicas) {
+        const forget = this.replicaCleanups.get(r);
+        if (forget === undefined) continue;
+        if (r.node === node.name && this.removedReplicas.has(r)) {
+          forget();
+          this.replicaCleanups.delete(r);
+        } else live = true;
+      }
+      if (live) deployments[kept++] = d;
+    }
+    deployments.length = kept;
+  }
+
+  /**
+   * Runs `cleanup` when the mesh closes (after the instances created before it).
+   *
+   * @returns Forgets `cleanup` without running it (what it would clean up ended another way): the
+   * mesh then keeps nothing of it.
+   */
+  addCleanup(cleanup: () => Promise<void>): () => void {
+    // in a scope of its own within the mesh's, which takes it out of the mesh's as it closes: the
+    // mesh's scope would keep it until the mesh closes, and a mesh whose nodes come and go makes one
+    // for each link and replica
+    const own = Scope.forkUnsafe(this.scope);
+    let forgotten = false;
+    Effect.runSync(Scope.addFinalizer(
+      own,
+      Effect.suspend(() => forgotten ? Effect.void : Effect.promise(() => cleanup().catch(() => {}))),
+    ));
+    return () => {
+      forgotten = true;
+      Effect.runSync(Scope.close(own, Exit.void));
+    };
   }
 
   /** A snapshot of placements and free resources. */

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import * as ta from "../mod.ts";
 import { runArgs, thisRuntime } from "../adapters/_test_nodes.ts";
 import { collectUntil, eventually, gate, gcFunction, rejection, settlesWithin, sleep } from "./_test_utils.ts";
+import { collectNow } from "./_runtime.ts";
 
 test("service state persists across calls; direct calls and .go() both work", async () => {
   const Store = ta.service(
@@ -251,6 +252,68 @@ test("outside a mesh, a service instance lives as long as its handle: dropped ha
   })();
   await collectUntil(gc, () => collected, n * 0.9);
   assert.ok(collected >= n * 0.9, `only ${collected} of ${n} instances were collected`);
+});
+
+/** Collects the heap, turn after turn, until `done()` (at most 100 times). */
+async function collectTill(done: () => boolean): Promise<void> {
+  const turn = () => new Promise((r) => setTimeout(r, 0));
+  for (let i = 0; i < 100 && !done(); i++) {
+    collectNow();
+    await turn(); // (FinalizationRegistry callbacks come in a later turn)
+  }
+}
+
+test("outside any mesh, an instance is disposed once its handle is gone", async () => {
+  let disposed = 0;
+  const Res = ta.service(
+    class SvcOutsideRes {
+      get(): number {
+        return 1;
+      }
+      [Symbol.dispose](): void {
+        disposed++;
+      }
+    },
+  );
+  await (async () => {
+    const handle = Res.init();
+    assert.equal(await handle.get.go(), 1);
+  })();
+  await collectTill(() => disposed > 0);
+  assert.equal(disposed, 1, "the instance's [Symbol.dispose]() never ran");
+});
+
+test("outside any mesh, an instance whose handle is gone runs the calls made before, then is disposed", async () => {
+  const open = gate();
+  let disposed = 0, handleGone = false;
+  const gone = new FinalizationRegistry(() => (handleGone = true));
+  const Slow = ta.service(
+    { maxConcurrency: 1 },
+    class SvcOutsideSlow {
+      n = 0;
+      async add(k: number): Promise<number> {
+        await open.promise;
+        return this.n += k;
+      }
+      [Symbol.asyncDispose](): Promise<void> {
+        disposed++;
+        return Promise.resolve();
+      }
+    },
+  );
+  // one call running, one queued behind it; the handle is dropped
+  const refs = (() => {
+    const s = Slow.init();
+    gone.register(s, 0);
+    return [s.add.go(1), s.add.go(2)];
+  })();
+  await collectTill(() => handleGone);
+  assert.ok(handleGone, "the handle was collected");
+  await sleep(0);
+  assert.equal(disposed, 0, "not while its calls are outstanding");
+  open.open();
+  assert.deepEqual(await ta.all(refs), [1, 3], "the calls made before ran, the queued one too");
+  assert.ok(await eventually(() => disposed === 1), "disposed once they were through");
 });
 
 test("100,000 synchronous calls queued on one instance all run, in order, without growing the stack", async () => {

@@ -17,6 +17,8 @@ import type { ConnectOptions } from "./transport.ts";
 import { transportFor } from "./transport_for.ts";
 
 const links = new WeakMap<object, Map<string, NodeLink>>();
+/** What forgets a mesh's link's close at the mesh's close, for {@linkcode dropLink}. */
+const closesWithMesh = new WeakMap<NodeLink, () => void>();
 
 /** The most links a node process (any owner but a mesh) keeps to other nodes. */
 export const MAX_NODE_LINKS: number = 1024;
@@ -63,6 +65,9 @@ export function dropLink(owner: object, endpoint: string, detail: string): Promi
   const link = m?.get(endpoint);
   if (link === undefined) return Promise.resolve();
   m!.delete(endpoint);
+  // (closed here: the mesh forgets it, so that a mesh whose nodes come and go keeps none of theirs)
+  closesWithMesh.get(link)?.();
+  closesWithMesh.delete(link);
   link.giveUp(detail);
   return link.close();
 }
@@ -105,7 +110,7 @@ export function linkFor(
     m.set(endpoint, link);
     const l = link;
     if (owner instanceof MeshRuntime) {
-      owner.addCleanup(() => l.close());
+      closesWithMesh.set(l, owner.addCleanup(() => l.close()));
       l.welcome().catch(() => {}); // learn early what the node has (placement uses it)
     }
   }

@@ -7,6 +7,10 @@ import * as ta from "../mod.ts";
 import { eventually, gate, rejection } from "../core/_test_utils.ts";
 import { serveInMemory } from "./in_memory.ts";
 import { NodeServer } from "./node_server.ts";
+import { meshRuntime } from "../core/mesh.ts";
+import { collectNow } from "../core/_runtime.ts";
+import { handleWire } from "./handle_wire.ts";
+import { meshLink } from "./link_table.ts";
 
 let seq = 0;
 /** Longer than the bounds on waits below, so that a hang fails the test instead of the run. */
@@ -189,6 +193,116 @@ test(
     }
   },
 );
+
+/**
+ * What `mesh` keeps while it lives (private fields, read for the test): its deployments, the nodes
+ * it waits for to drain, and what its scope runs when it closes (an Effect Scope's state: empty, one
+ * finalizer, or a map of them).
+ */
+function records(mesh: ta.Mesh): { deployments: number; leaving: number; onClose: number } {
+  const rt = meshRuntime(mesh) as unknown as {
+    deployments: unknown[];
+    leaving: Map<string, unknown>;
+    scope: { state: { _tag: string; finalizers?: Map<unknown, unknown> } };
+  };
+  const state = rt.scope.state;
+  const onClose = state._tag !== "Open" ? 0 : state.finalizers?.size ?? 1;
+  return { deployments: rt.deployments.length, leaving: rt.leaving.size, onClose };
+}
+
+test("Mesh.removeNode lets the removed node's link be collected while the mesh lives on", T, async () => {
+  const x = startNode("x");
+  const mesh = new ta.Mesh([new ta.MeshNode("local", { cpus: 1 })]);
+  try {
+    const node = x.meshNode();
+    mesh.addNode(node);
+    let ref: WeakRef<object> | undefined;
+    (() => {
+      ref = new WeakRef(meshLink(meshRuntime(mesh), node, handleWire));
+    })();
+    assert.equal(mesh.removeNode("x"), true);
+    const turn = () => new Promise((r) => setTimeout(r, 0));
+    for (let i = 0; i < 100; i++) {
+      await turn(); // (a deref() keeps what it found alive until the turn ends)
+      collectNow();
+      await turn();
+      if (ref!.deref() === undefined) break;
+    }
+    assert.equal(ref!.deref(), undefined, "the dropped NodeLink is still held (by the mesh's close)");
+  } finally {
+    await mesh.close();
+    await x.stop();
+  }
+});
+
+test("Mesh.addNode and removeNode: what a mesh keeps does not grow with the nodes that came and went", T, async () => {
+  const a = startNode("a"), x = startNode("x");
+  const mesh = new ta.Mesh([a.meshNode({ cpus: 1 })]);
+  try {
+    const kept = await mesh.run(async () => {
+      const w = Where.init(); // fills a: each cycle's instance goes to x
+      assert.equal(await w.where.go(), "a");
+      return w;
+    });
+    const cycle = async (i: number) => {
+      mesh.addNode(x.meshNode({ cpus: 1 }));
+      const w = await mesh.run(async () => {
+        const w = Where.init();
+        assert.equal(await w.where.go(), "x");
+        return w;
+      });
+      // every other node drains first, then is removed for good
+      if (i % 2 === 1) assert.equal(mesh.removeNode("x", { drain: true }), true);
+      assert.equal(mesh.removeNode("x"), true);
+      const lost = await mesh.run(() => rejection(w.where.go()));
+      assert.ok(lost instanceof ta.NodeLostError, `a call after x left: ${lost}`);
+    };
+    await cycle(0);
+    await cycle(1);
+    const after2 = records(mesh);
+    for (let i = 2; i < 8; i++) await cycle(i);
+    assert.deepEqual(records(mesh), after2, "the mesh keeps something of every node that left");
+    assert.equal(await mesh.run(() => kept.where.go()), "a", "the instance on a node still there serves on");
+    assert.deepEqual(mesh.stats().instances.map((i) => i.node), ["a"]);
+  } finally {
+    await mesh.close();
+    await a.stop();
+    await x.stop();
+  }
+});
+
+test("Mesh.removeNode: a service with restarts left whose only node left is made again on a live node", T, async () => {
+  const Again = ta.service(
+    { name: "MembershipAgain", cpus: 1, restarts: 1, retries: 1 },
+    class MembershipAgain {
+      where(): string {
+        return ta.currentInstance()!.node;
+      }
+    },
+  );
+  const a = startNode("a"), x = startNode("x");
+  const mesh = new ta.Mesh([x.meshNode({ cpus: 1 })]);
+  try {
+    const h = await mesh.run(async () => {
+      const h = Again.init();
+      assert.equal(await h.where.go(), "x");
+      return h;
+    });
+    mesh.addNode(a.meshNode({ cpus: 1 }));
+    assert.equal(mesh.removeNode("x"), true);
+    assert.equal(records(mesh).deployments, 0, "its only node left");
+    assert.equal(await mesh.run(() => h.where.go()), "a", "made again on a");
+    assert.deepEqual(mesh.stats().instances.map((i) => i.node), ["a"], "the mesh has it again");
+    assert.equal(records(mesh).deployments, 1);
+    assert.equal(a.node.stats().instances.length, 1);
+    await mesh.close();
+    assert.equal(a.node.stats().instances.length, 0, "closing the mesh destroyed the instance made again");
+  } finally {
+    await mesh.close();
+    await a.stop();
+    await x.stop();
+  }
+});
 
 test("Mesh.addNode and removeNode refuse bad input with a clear error", T, async () => {
   const a = startNode("a");
