@@ -42,6 +42,35 @@ test("service maxQueued: a burst beyond it gets OverloadedError for the excess; 
   assert.equal(await slow.work.go(42), 42);
 });
 
+test("service maxQueued counts the calls that wait for a slot: an idle instance with maxQueued 1 runs two calls made together and refuses the third, as an op's maxWaiting does", async () => {
+  const release = gate();
+  const Q1 = ta.service(
+    { name: "BpIdleQ1", maxQueued: 1 },
+    class {
+      async work(i: number) {
+        if (i >= 0) await release.promise;
+        return i;
+      }
+    },
+  );
+  const q1 = Q1.init();
+  await q1.work.go(-1); // the instance exists and is idle
+  // made in one turn: the first is about to start on the free slot, the second waits, the third is refused
+  const refs = [q1.work.go(0), q1.work.go(1), q1.work.go(2)];
+  const e = await rejection(refs[2]);
+  assert.ok(e instanceof ta.OverloadedError, String(e));
+  assert.match(e.message, /BpIdleQ1\.work: its instance 0 on node "local" has 1 call queued \(maxQueued 1;/);
+  // the op limiter in the same situation admits as many
+  const op = ta.op({ name: "bpIdleW1", maxConcurrency: 1, maxWaiting: 1 }, async (i: number) => {
+    await release.promise;
+    return i;
+  });
+  const opRefs = [op.go(0), op.go(1), op.go(2)];
+  assert.ok(await rejection(opRefs[2]) instanceof ta.OverloadedError);
+  release.open();
+  assert.deepEqual(await Promise.all([...refs.slice(0, 2), ...opRefs.slice(0, 2)]), [0, 1, 0, 1]);
+});
+
 test('service maxQueued "unbounded" never refuses; a bad value is a RangeError naming it', async () => {
   const release = gate();
   const Free = ta.service(
@@ -224,7 +253,7 @@ test("service maxQueued with retries: a call still refused after its retries fai
   const queued = stuck.work.go(1);
   const e = await rejection(stuck.work.go(2)); // waits twice, the mailbox still full
   assert.ok(e instanceof ta.OverloadedError, String(e));
-  assert.match(e.message, /BpRetryStuck\.work.*calls queued \(also after 2 pauses, its retries\).*maxQueued 1/);
+  assert.match(e.message, /BpRetryStuck\.work.*has 1 call queued \(also after 2 pauses, its retries\).*maxQueued 1/);
   // a call cancelled while it waits gives back nothing it did not take: the mailbox is still full
   const cancelled = stuck.work.go(3);
   cancelled.cancel();

@@ -195,7 +195,14 @@ export function runWithPolicy(
   // a body that failed there was retried there, by the same policy, and again here would run it
   // (retries + 1)² times
   let program: Effect.Effect<unknown, OpExecutionError | TimeoutError> = policy.retries > 0
-    ? Effect.retry(backedOff, abortable ? { times: policy.retries, while: notRunOnNode } : { times: policy.retries })
+    ? Effect.mapError(
+      Effect.retry(backedOff, abortable ? { times: policy.retries, while: notRunOnNode } : { times: policy.retries }),
+      // a refusal that outlasted the pauses says so, as a mailbox's does (one on a node may have already)
+      (e: unknown) =>
+        (overloaded > 0 && e instanceof OverloadedError && !e.message.includes(", its retries)")
+          ? pausedInVain(e, overloaded)
+          : e) as OpExecutionError,
+    )
     : attempt;
   if (policy.timeoutMs > 0) {
     program = Effect.timeoutOrElse(program, {
@@ -212,7 +219,18 @@ export function runWithPolicy(
       const deadline = policy.timeoutMs > 0
         ? { at: startedAt + policy.timeoutMs, timeoutMs: policy.timeoutMs }
         : undefined;
-      return startStream(task, exit.value, ctx, done, deadline);
+      // retries cover starting the stream: a generator that fails before its first item is taken
+      // runs again, with the retries its call has left (a remote stream was retried on its node)
+      const rerun = abortable || attempts > policy.retries ? undefined : (): unknown => {
+        if (attempts > policy.retries) return undefined;
+        if (task._meta) {
+          task._meta.attempt = attempts;
+          emit("started", task, performance.now());
+        }
+        attempts++;
+        return callBody(task, fn, self, args, ctx, wrap);
+      };
+      return startStream(task, exit.value, ctx, done, deadline, rerun);
     }
     if (Exit.isSuccess(exit)) settle(task, COMPLETED, exit.value);
     else if (!Cause.hasInterruptsOnly(exit.cause)) settle(task, FAILED, Cause.squash(exit.cause));
@@ -233,6 +251,11 @@ export function runWithPolicy(
     );
     bodyReturned.then(release);
   });
+}
+
+/** The refusal `e` of a call that paused `pauses` times before it, its retries spent. */
+function pausedInVain(e: OverloadedError, pauses: number): OverloadedError {
+  return new OverloadedError(`${e.message} (also after ${pauses} pause${pauses === 1 ? "" : "s"}, its retries)`);
 }
 
 /** How long a cancelled body with no deadline may keep its slot before the next call starts anyway. */

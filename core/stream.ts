@@ -5,7 +5,8 @@
  * by a downstream op that takes the ref as an argument. The call keeps its slot (the instance's
  * mailbox, an op's concurrency limit) until the stream ends, so two streams on an instance with
  * `maxConcurrency: 1` never interleave; its span ends then too, with the item count. A consumer that
- * stops early (`break`), `ref.cancel()` or the call's deadline runs the generator's `finally`.
+ * stops early (`break`), `ref.cancel()` or the call's deadline runs the generator's `finally`, and
+ * so does the cancel or deadline of a body that reads the stream (its child: `stream_call.ts`).
  *
  * @module
  */
@@ -33,6 +34,11 @@ export interface StreamOptions {
   readonly fail?: (error: unknown) => unknown;
   /** Called once, when the stream ended: all items taken, the source threw, or it was stopped. */
   readonly onEnd?: StreamEnd;
+  /**
+   * Called once, in the reader's context, when it is first read (`next()`, `drain()`): a call's
+   * stream becomes the child of the body that reads it (`stream_call.ts`).
+   */
+  readonly onRead?: (stream: Stream<unknown>) => void;
   /** `performance.now()` by which the stream must have ended, and the deadline's length in ms. */
   readonly deadline?: { readonly at: number; readonly timeoutMs: number };
 }
@@ -127,6 +133,8 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
   /** Why the stream was stopped (a cancel, a deadline): pending and later `next()`s reject with it. */
   #stopped: unknown = undefined;
   #iterated = false;
+  /** Whether a reader took an item, or asked for one, already (see {@linkcode StreamOptions.onRead}). */
+  #read = false;
   /** The consumer's pending `next()`s, oldest first from `#head`: a stop rejects them at once. */
   #waiting: (Waiter<T> | undefined)[] = NO_WAITERS;
   #head = 0;
@@ -184,6 +192,7 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
 
   /** The next item (or the end); an error of the producer rejects, after the items before it. */
   next(): Promise<IteratorResult<T, undefined>> {
+    if (!this.#read) this.#readBy();
     // a source that holds items already (a remote stream's chunk) hands one over without a wait
     const sync = this.#sync;
     if (sync !== undefined && !this.#ended && this.#head === this.#waiting.length && this.#parked === undefined) {
@@ -265,7 +274,15 @@ export class Stream<T> implements AsyncGenerator<T, undefined, undefined> {
    * ```
    */
   drain(take: (item: T) => boolean): Promise<boolean> {
+    if (!this.#read) this.#readBy();
     return new Promise<boolean>((drained, failed) => this.drainTo({ take, drained, failed }));
+  }
+
+  /** Its first read: its options are told, in the reader's context (see {@linkcode StreamOptions.onRead}). */
+  #readBy(): void {
+    this.#read = true;
+    const options = this.#options;
+    if (options.onRead !== undefined) options.onRead(this as Stream<unknown>);
   }
 
   /**

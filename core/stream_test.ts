@@ -599,3 +599,136 @@ test("Stream: mesh.close() stops the streams still open (their finally runs befo
     assert.equal(err.kind, kind);
   }
 });
+
+test("Stream: retries run a generator again when it fails before its first item is taken (async and not), in its consumer's for await and in a drain; not once an item was taken", async () => {
+  let asyncAttempts = 0;
+  const flakyAsync = ta.op({ name: "streamTestFlakyAsync", retries: 2 }, async function* () {
+    if (++asyncAttempts < 3) throw new Error(`attempt ${asyncAttempts}`);
+    yield "ok";
+  });
+  const got: string[] = [];
+  for await (const x of await flakyAsync.go()) got.push(x);
+  assert.deepEqual([got, asyncAttempts], [["ok"], 3]);
+
+  let syncAttempts = 0;
+  const flakySync = ta.op({ name: "streamTestFlakySync", retries: 1 }, function* () {
+    if (++syncAttempts < 2) throw new Error(`attempt ${syncAttempts}`);
+    yield 1;
+    yield 2;
+  });
+  const drained: number[] = [];
+  const syncStream = (await flakySync.go()) as unknown as Stream<number>;
+  assert.equal(await syncStream.drain((x) => drained.push(x) > 0), true);
+  assert.deepEqual([drained, syncAttempts], [[1, 2], 2]);
+
+  // retries spent: the last failure is the consumer's
+  let spent = 0;
+  const failing = ta.op({ name: "streamTestFailing", retries: 2 }, async function* () {
+    yield* [];
+    throw new Error(`attempt ${++spent}`);
+  });
+  const e = await rejection((async () => {
+    for await (const _ of await failing.go()) { /* none */ }
+  })());
+  assert.ok(e instanceof ta.OpExecutionError && /attempt 3/.test(String(e.cause)), String(e));
+  assert.equal(spent, 3);
+
+  // an item taken: the failure after it is the consumer's, the generator is not run again
+  let runs = 0;
+  const midway = ta.op({ name: "streamTestMidway", retries: 2 }, async function* () {
+    runs++;
+    yield "first";
+    throw new Error("after an item");
+  });
+  const items: string[] = [];
+  const late = await rejection((async () => {
+    for await (const x of await midway.go()) items.push(x);
+  })());
+  assert.ok(late instanceof ta.OpExecutionError, String(late));
+  assert.deepEqual([items, runs], [["first"], 1]);
+});
+
+test("Stream: a stream read by a body is its child: cancelling the body, or its deadline, stops the stream (the producer's finally runs, its slot is free) and the body's next read rejects with CancelledError", async () => {
+  for (const stopBy of ["cancel", "deadline"] as const) {
+    let producerEnded = false;
+    const Producer = ta.service(
+      { name: `StreamTestReadProducer_${stopBy}`, maxConcurrency: 1 },
+      class {
+        async *tokens() {
+          try {
+            for (let i = 0;; i++) yield i;
+          } finally {
+            producerEnded = true;
+          }
+        }
+        ping() {
+          return "pong";
+        }
+      },
+    );
+    const firstItem = gate();
+    const stopped = gate();
+    const afterStop = gate<string>();
+    const consume = ta.op(
+      { name: `streamTestReader_${stopBy}`, ...(stopBy === "deadline" ? { timeoutMs: 50 } : {}) },
+      async (s: AsyncIterable<number>) => {
+        let n = 0;
+        try {
+          for await (const _ of s) {
+            if (n++ > 0) return afterStop.open("got another item after the stop");
+            firstItem.open();
+            await stopped.promise; // a slow consumer: stopped while it works on its first item
+          }
+          afterStop.open("the stream ended quietly");
+        } catch (e) {
+          afterStop.open(e instanceof ta.CancelledError ? `CancelledError (${e.reason})` : String(e));
+        }
+      },
+    );
+    const producer = Producer.init();
+    const ref = consume.go(producer.tokens.go());
+    await firstItem.promise;
+    if (stopBy === "cancel") {
+      ref.cancel();
+      assert.ok(await rejection(ref) instanceof ta.CancelledError);
+    } else assert.ok(await rejection(ref) instanceof ta.TimeoutError);
+    assert.equal(producerEnded, true, stopBy);
+    assert.equal(await producer.ping.go(), "pong"); // its only slot was given back
+    stopped.open();
+    assert.equal(await afterStop.promise, "CancelledError (parent)", stopBy);
+  }
+});
+
+test("Stream: a body cancelled already gets none of a stream it starts reading; a body that finished leaves a stream it did not read to the end open", async () => {
+  let made = 0, ended = 0;
+  const count = ta.op({ name: "streamTestCountForLateReader" }, async function* () {
+    try {
+      for (let i = 0;; i++) yield (made++, i);
+    } finally {
+      ended++;
+    }
+  });
+  const started = gate();
+  const go = gate();
+  const read = gate<string>();
+  const late = ta.op({ name: "streamTestLateReader" }, async (s: AsyncGenerator<number>) => {
+    started.open();
+    await go.promise;
+    read.open(
+      await s.next().then((r) => `item ${r.value}`, (e) => e instanceof ta.CancelledError ? e.reason : String(e)),
+    );
+  });
+  const ref = late.go(count.go());
+  await started.promise;
+  ref.cancel();
+  go.open();
+  assert.equal(await read.promise, "parent");
+  assert.equal(made, 0); // stopped before its generator made anything
+  // finished normally: what it read of the stream is let go, not stopped (as its calls are)
+  const first = ta.op({ name: "streamTestFirstItem" }, async (s: AsyncGenerator<number>) => (await s.next()).value);
+  const stream = count.go();
+  assert.equal(await first.go(stream), 0);
+  assert.deepEqual(await (await stream).next(), { done: false, value: 1 });
+  await (await stream).return(undefined as never);
+  assert.deepEqual([made, ended], [2, 1]);
+});

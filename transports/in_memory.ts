@@ -164,10 +164,11 @@ class InMemoryConnection implements TransportConnection {
       );
     }
     if (!tokenMatches(this.#token, server.token)) throw authRefused(this.endpoint, this.#token !== undefined);
-    if (this.#peer.holdsToken !== server.holdsToken) {
-      // let in for the token: the handler may ask which one it is
-      this.#peer = { ...this.#peer, holdsToken: server.holdsToken };
-      this.#notifyPeer = { ...this.#notifyPeer, holdsToken: server.holdsToken };
+    if (this.#peer.holdsToken !== server.holdsToken || this.#peer.maxFrameBytes !== server.maxFrameBytes) {
+      // let in for the token: the handler may ask which one it is (and the server's frame limit)
+      const { holdsToken, maxFrameBytes } = server;
+      this.#peer = { ...this.#peer, holdsToken, maxFrameBytes };
+      this.#notifyPeer = { ...this.#notifyPeer, holdsToken, maxFrameBytes };
     }
     server.connections.add(this);
     this.#server = server;

@@ -12,7 +12,7 @@ import { ABORTABLE, type CancelHook } from "../core/cancel.ts";
 import type { Deployment, ReplicaState } from "../core/deployment.ts";
 import type { InstanceInfo } from "../core/context.ts";
 import { GpuDevice } from "../core/devices.ts";
-import { CancelledError, ProtocolError, TransportError } from "../core/errors.ts";
+import { CancelledError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
 import { localReplicaOf } from "../core/local_replica.ts";
 import { MeshRuntime } from "../core/mesh_runtime.ts";
 import { MailboxReplica } from "../core/mailbox.ts";
@@ -20,7 +20,7 @@ import type { RunPolicy } from "../core/policy.ts";
 import { CONTEXT_FREE } from "../core/invoke.ts";
 import { runBody } from "../core/run_body.ts";
 import type { ServiceDef } from "../core/service_def.ts";
-import type { Task } from "../core/task.ts";
+import { State, type Task } from "../core/task.ts";
 import type { TaskInfo } from "../core/events.ts";
 import { injectTraceContext, isTracingEnabled } from "../core/tracing/mod.ts";
 import type { Mutable, NodeLink } from "./link.ts";
@@ -296,7 +296,8 @@ export class RemoteReplica extends MailboxReplica {
       try {
         return await this.send(method, piped.args, piped, hook, trace, span, undefined);
       } catch (e) {
-        if (failover && drainRefusal(e)) refused = e; // sent elsewhere below, once its turn here ended
+        // sent elsewhere below, once its turn here ended
+        if (failover && (drainRefusal(e) || this.triesSiblings(e))) refused = e;
         else {
           // a node holding one of its arguments was lost: those made again (or the loss named), once
           const remade = again
@@ -310,16 +311,19 @@ export class RemoteReplica extends MailboxReplica {
       } finally {
         piped.ended(); // (a call that never left gives up its turn)
       }
-      if (refused !== undefined) return this.refusedWhileDraining(refused, method, args, hook);
+      if (refused === undefined) continue;
+      return drainRefusal(refused)
+        ? this.refusedWhileDraining(refused, method, args, hook)
+        : this.refusedAsFull(refused, method, args, hook);
     }
   }
 
   /**
-   * The replica a call goes to instead of this one (whose node is lost or drains): the sibling on a
-   * node that is up with the fewest calls, its own and those forwarded to it (so forwarded calls
-   * spread), if any.
+   * The replica a call goes to instead of this one (whose node is lost or drains, or refused it as
+   * full): the sibling on a node that is up with the fewest calls, its own and those forwarded to it
+   * (so forwarded calls spread), if any, other than those `refused` names.
    */
-  private sibling(): RemoteReplica | undefined {
+  private sibling(refused?: readonly RemoteReplica[]): RemoteReplica | undefined {
     const rs = this.deployment?.replicas;
     if (rs === undefined) return undefined;
     let best: RemoteReplica | undefined;
@@ -327,6 +331,7 @@ export class RemoteReplica extends MailboxReplica {
     for (let i = 0; i < rs.length; i++) {
       const s = rs[i];
       if (!(s instanceof RemoteReplica) || s === this || s.link.lost || s.isDraining()) continue;
+      if (refused !== undefined && refused.includes(s)) continue;
       const load = s.outstanding + s.forwarded;
       if (best === undefined || load < bestLoad) {
         best = s;
@@ -337,7 +342,7 @@ export class RemoteReplica extends MailboxReplica {
   }
 
   /**
-   * Sends a call made to this replica to `to` instead (its node is lost or drains): counted there
+   * Sends a call made to this replica to `to` instead (its node is lost, drains or is full): counted there
    * (`mesh.stats()` counts calls where they ran), and as its load until it ends.
    */
   private forward(to: RemoteReplica, method: string, args: unknown[], hook: CancelHook): Promise<unknown> {
@@ -359,6 +364,42 @@ export class RemoteReplica extends MailboxReplica {
     const elsewhere = this.restarted() ?? this.sibling();
     if (elsewhere === undefined) return Promise.reject(e);
     return this.forward(elsewhere, method, args, hook);
+  }
+
+  /**
+   * Whether a call refused with `e` tries this replica's siblings before its retries pause: `e` is
+   * an `OverloadedError` (its node is full: `--max-in-flight`, `--max-in-flight-bytes`,
+   * `--max-calls-per-connection`, or its instance's mailbox) and the service has `retries`.
+   */
+  private triesSiblings(e: unknown): boolean {
+    return e instanceof OverloadedError && (this.policy?.retries ?? 0) > 0;
+  }
+
+  /**
+   * A call this replica's node refused as full, for a service with `retries`: it never ran, so it
+   * goes to the sibling up with the fewest calls among those that have not refused it, each in turn
+   * (the driver cannot see a node's own bounds, only what it sent there). Refused by them all, the
+   * call fails with this node's refusal, which its retries pause after before they try again
+   * (`policy.ts`), here first.
+   */
+  private async refusedAsFull(e: unknown, method: string, args: unknown[], hook: CancelHook): Promise<unknown> {
+    const refused: RemoteReplica[] = [this];
+    for (let s = this.sibling(refused); s !== undefined; s = this.sibling(refused)) {
+      refused.push(s);
+      try {
+        return await this.forward(s, method, args, hook);
+      } catch (err) {
+        if (!(err instanceof OverloadedError)) throw err;
+      }
+    }
+    // refused by them all: counted here again, where its retries send it
+    const task = hook.task ?? hook, at = countedAt.get(task);
+    if (at !== undefined && at !== this) {
+      at.calls--;
+      this.calls++;
+      countedAt.set(task, this);
+    }
+    throw e;
   }
 
   /**
@@ -412,6 +453,15 @@ export class RemoteReplica extends MailboxReplica {
           throw this.link.asNodeLost(e);
         }
       }
+      // cancelled (or past its deadline) while it waited its turn, its instance or its arguments:
+      // the task settled and the hook had nothing to stop yet (`link.call` sets it), so it is never
+      // sent. Once sent, the hook tells the node, which drops the call if it still waits there.
+      if (task !== undefined && (task as Task<unknown>)._state >= State.COMPLETED) {
+        throw new CancelledError(
+          { name: `${this.def.name}.${method}`, kind: "method" },
+          "cancelled before it was sent",
+        );
+      }
       message.id = id;
       // (a call sent while the node was taken for draining that it answers says it serves again)
       const draining = this.draining;
@@ -424,6 +474,7 @@ export class RemoteReplica extends MailboxReplica {
           this.draining = true; // (routing sends no more here while a sibling is up)
           if (original !== undefined) return this.refusedWhileDraining(e, method, original, hook);
         }
+        if (original !== undefined && this.triesSiblings(e)) return this.refusedAsFull(e, method, original, hook);
         // the node restarted and forgot the instance: its creator makes it again, once
         if (
           attempt === 0 && this.creator && e instanceof ProtocolError && e.message.startsWith("Unknown instance")

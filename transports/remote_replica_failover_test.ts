@@ -16,9 +16,9 @@ let seq = 0;
 const T = { timeout: 60_000 };
 
 /** A node process stand-in: a NodeServer on a fresh in-memory endpoint. */
-function startNode(name: string) {
+function startNode(name: string, options: { maxInFlight?: number } = {}) {
   const endpoint = `mem://failover-${name}-${++seq}`;
-  const node = new NodeServer({ name });
+  const node = new NodeServer({ name, ...options });
   const server = serveInMemory(endpoint.slice("mem://".length), node.handler);
   return { endpoint, node, server, meshNode: () => new ta.MeshNode(name, { endpoint }) };
 }
@@ -223,6 +223,64 @@ test(
       await proxy.close();
       await node.drain({ graceMs: 0 });
       await served.close();
+    }
+  },
+);
+
+test(
+  "with retries, a call a full node refuses (OverloadedError) goes to a sibling replica with room first; refused by all, its retries pause and the error says they were spent; without retries the refusal is its error",
+  T,
+  async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const body = class {
+      async hold(): Promise<string> {
+        started();
+        await held;
+        return ta.currentInstance()!.node;
+      }
+      where(i: number): string {
+        return `${i}@${ta.currentInstance()!.node}`;
+      }
+    };
+    const Retried = ta.service({ name: "FailoverFullRetried", replicas: 2, retries: 3 }, body);
+    const Plain = ta.service({ name: "FailoverFullPlain", replicas: 2 }, body);
+    const Alone = ta.service({ name: "FailoverFullAlone", retries: 2 }, body);
+    const a = startNode("a", { maxInFlight: 1 }), b = startNode("b");
+    const mesh = new ta.Mesh([a.meshNode(), b.meshNode()]);
+    try {
+      await mesh.run(async () => {
+        const rep = Retried.init(), plain = Plain.init();
+        assert.deepEqual(await Promise.all([rep.where.go(0), rep.where.go(1)]), ["0@a", "1@b"]);
+        assert.deepEqual(await Promise.all([plain.where.go(0), plain.where.go(1)]), ["0@a", "1@b"]);
+        const alone = Alone.init(); // on a (the mesh places it on the first node)
+        assert.equal(await alone.where.go(0), "0@a");
+        // one call holds node a's only slot: calls routed to replica 0 are refused there
+        const first = rep.hold.go();
+        await running;
+        const more = await Promise.all([2, 3, 4, 5].map((i) => rep.where.go(i)));
+        assert.deepEqual(more, ["2@b", "3@b", "4@b", "5@b"], "node b had room for all of them");
+        const refused = await Promise.allSettled([2, 3].map((i) => plain.where.go(i)));
+        assert.deepEqual(refused.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+        const noRetries = (refused.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
+        assert.ok(noRetries instanceof ta.OverloadedError, String(noRetries));
+        assert.match(noRetries.message, /^Node "a" refused a call to where: /);
+        const spent = await rejection(alone.where.go(1)); // no sibling: its retries pause, then fail
+        assert.ok(spent instanceof ta.OverloadedError, String(spent));
+        assert.match(spent.message, /^Node "a" refused a call to where: .* \(also after 2 pauses, its retries\)$/);
+        release();
+        assert.equal(await first, "a");
+      });
+      const calls = Object.fromEntries(
+        mesh.stats().instances.filter((i) => i.service === "FailoverFullRetried").map((i) => [i.node, i.calls]),
+      );
+      assert.deepEqual(calls, { a: 2, b: 5 }, "calls are counted where they ran");
+    } finally {
+      release();
+      await mesh.close();
+      await stopNodes(a, b);
     }
   },
 );

@@ -348,3 +348,124 @@ test("NodeLink.close() does not wait for a connection still being made (a hung n
   assert.ok(await eventually(() => closed === 1), "the connection made after close() is closed");
   assert.equal(await request, "failed");
 });
+
+test(
+  "a remote method call cancelled before it was sent never runs on the node: held a turn, waiting for its instance, or under a policy",
+  T,
+  async () => {
+    let adds = 0, creates = 0;
+    const Acc = ta.service(
+      { name: `RemoteCancelAcc${++seq}` },
+      class RemoteCancelAcc {
+        n = 1;
+        add(k: number) {
+          adds++;
+          return (this.n += k);
+        }
+        get() {
+          return this.n;
+        }
+      },
+    );
+    const Retried = ta.service(
+      { name: `RemoteCancelRetried${seq}`, retries: 1, timeoutMs: 100_000 },
+      class RemoteCancelRetried {
+        add() {
+          adds++;
+          return adds;
+        }
+      },
+    );
+    const node = new NodeServer({ name: `unsent-${seq}` });
+    let created = gate();
+    // a node whose `create` is answered once the test opens the gate: calls wait for their instance
+    const server = serveInMemory(`unsent-${seq}`, (frame, peer) => {
+      if (decodeDriverMessage(frame).t === "create") {
+        creates++;
+        return created.promise.then(() => node.handler(frame, peer));
+      }
+      return node.handler(frame, peer);
+    });
+    const mesh = new ta.Mesh([new ta.MeshNode(`unsent-${seq}`, { endpoint: server.endpoint })]);
+    try {
+      await mesh.run(async () => {
+        const acc = Acc.init();
+        // waiting for the instance the node has not made yet
+        const early = acc.add.go(10);
+        await eventually(() => creates === 1);
+        assert.equal(early.status, "running");
+        early.cancel();
+        created.open();
+        assert.ok((await rejection(early)) instanceof ta.CancelledError);
+        assert.equal(await acc.get(), 1);
+        // held the one turn every call takes before it leaves (the instance is made, the link up)
+        const held = acc.add.go(100);
+        await Promise.resolve();
+        assert.equal(held.status, "running", "the call started, and has not left yet");
+        held.cancel();
+        assert.ok((await rejection(held)) instanceof ta.CancelledError);
+        assert.equal(await acc.get(), 1, "one instance runs its calls in order: a call sent would have run first");
+        // a call under a policy (retries, a deadline), cancelled before it left
+        created = gate();
+        created.open();
+        const retried = Retried.init();
+        assert.equal(await retried.add(), 1);
+        const once = retried.add.go();
+        await Promise.resolve();
+        once.cancel();
+        assert.ok((await rejection(once)) instanceof ta.CancelledError);
+        assert.equal(await retried.add(), 2, "the cancelled call never ran");
+        assert.equal(adds, 2);
+      });
+    } finally {
+      created.open();
+      await mesh.close();
+      await server.close();
+      await node.drain({ graceMs: 10 });
+    }
+  },
+);
+
+test("a remote method call queued on the node behind another and cancelled there never runs", T, async () => {
+  let adds = 0;
+  const running = gate(), release = gate();
+  const Queue = ta.service(
+    { name: `RemoteCancelQueue${++seq}` },
+    class RemoteCancelQueue {
+      async hold() {
+        running.open();
+        await release.promise;
+        return "held";
+      }
+      add() {
+        return ++adds;
+      }
+    },
+  );
+  const node = new NodeServer({ name: `queued-${seq}` });
+  let calls = 0;
+  const server = serveInMemory(`queued-${seq}`, (frame, peer) => {
+    if (decodeDriverMessage(frame).t === "call") calls++;
+    return node.handler(frame, peer);
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode(`queued-${seq}`, { endpoint: server.endpoint })]);
+  try {
+    await mesh.run(async () => {
+      const q = Queue.init();
+      const first = q.hold.go();
+      await running.promise;
+      const queued = q.add.go();
+      assert.ok(await eventually(() => calls === 2), "the second call reached the node");
+      queued.cancel();
+      assert.ok((await rejection(queued)) instanceof ta.CancelledError);
+      release.open();
+      assert.equal(await first, "held");
+      assert.equal(await q.add(), 1, "the cancelled call never ran");
+    });
+  } finally {
+    release.open();
+    await mesh.close();
+    await server.close();
+    await node.drain({ graceMs: 10 });
+  }
+});

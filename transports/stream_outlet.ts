@@ -2,20 +2,23 @@
  * A stream's node end (see `stream_wire.ts`): the streams a node sends, one {@linkcode StreamOutlets}
  * per node. Each takes its producer's items while its consumer holds credit, into chunks
  * (`stream_chunk.ts`), and answers the chunks asked for: a chunk goes once it is full, or as soon as
- * the producer has to wait, and the first item at once.
+ * the producer has to wait, and the first item at once. A full chunk that nobody asked for yet waits,
+ * sealed, for its request, and the next items go into a new one: no chunk grows past its bound,
+ * whatever the consumer's pace, so none goes over the connection's frame limit.
  *
  * @module
  */
-import { encode, errorToWire } from "../core/codec.ts";
+import { encode, errorToWire, frameBytes } from "../core/codec.ts";
 import { nextTurn } from "../core/_runtime.ts";
 import { type CallName, OpExecutionError, ProtocolError, TimeoutError } from "../core/errors.ts";
 import type { Stream, StreamTaker } from "../core/stream.ts";
 import { type ChunkMessage, encodeMessage } from "./protocol.ts";
-import type { PeerInfo } from "./transport.ts";
+import { DEFAULT_MAX_FRAME_BYTES, type PeerInfo } from "./transport.ts";
 import {
   CHUNK_ITEMS,
   CHUNK_ROOM,
   type ChunkWriter,
+  decodeChunk,
   EMPTY_OUT,
   takeWritten,
   writeItem,
@@ -27,11 +30,17 @@ import { DEFAULT_STREAM_WINDOW, itemBytes } from "./stream_window.ts";
 const FIRST_CHUNK_ITEMS = 16;
 /** Microtask turns a watch waits to learn whether the producer waits (see StreamOutlets.#watch). */
 const WATCH_TURNS = 8;
-/** A chunk is sent once it holds about this many bytes. */
+/**
+ * A chunk is full once it holds about this many bytes, or a quarter of the connection's frame limit
+ * if that is less: a chunk is at most that and one item, and is cut where it still comes out over
+ * the limit (see Outlet.sendItems).
+ */
 const CHUNK_BYTES = 64 * 1024;
 
 /** An outlet's buffer while it holds no item that is not written as it comes. */
 const NO_ITEMS: unknown[] = [];
+/** An outlet's sealed chunks while none waits for its request (shared, never written to). */
+const NO_FRAMES: Uint8Array[] = [];
 
 /** What an outlet asks of the {@linkcode StreamOutlets} it belongs to. */
 interface OutletHome {
@@ -59,9 +68,25 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   at: number = CHUNK_ROOM;
   written = 0;
   buffer: unknown[] = NO_ITEMS;
-  /** The chunk's items, and their bytes. */
+  /** The chunk's items, and their bytes (an object's as {@linkcode Outlet.objectBytes} says). */
   held = 0;
   bufferBytes = 0;
+  /**
+   * Chunks full before they were asked for, oldest first, sealed (each the frame it is sent as):
+   * the producer goes on into a new one while its consumer holds credit (NO_FRAMES while none waits).
+   */
+  sealed: Uint8Array[] = NO_FRAMES;
+  /** The stream's last chunk was made (sent, or among the sealed, last): nothing is made after it. */
+  lastMade = false;
+  /** The node's frame limit on the connection the stream goes to. */
+  readonly frameLimit: number;
+  /** The bytes at which a chunk is full: {@linkcode CHUNK_BYTES}, or a quarter of the frame limit. */
+  readonly chunkBytes: number;
+  /**
+   * What an object item counts for in a chunk's bytes, which only its encoding tells: what the items
+   * of the last chunk that was encoded whole came to, each (the window's estimate, 16, at first).
+   */
+  objectBytes = 16;
   /** Chunks asked for and not yet answered, oldest first. */
   readonly pulls: ((frame: Uint8Array) => void)[] = [];
   pumping = false;
@@ -97,6 +122,7 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
    * @param items Items granted with the call.
    * @param bytes Bytes granted with the call.
    * @param signal The signal of the connection it came on (aborted when it closes).
+   * @param frameLimit The node's frame limit on that connection.
    */
   constructor(
     readonly home: OutletHome,
@@ -106,9 +132,12 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     items: number,
     bytes: number,
     readonly signal: AbortSignal | undefined,
+    frameLimit: number,
   ) {
     this.items = items;
     this.bytes = bytes;
+    this.frameLimit = frameLimit;
+    this.chunkBytes = Math.min(CHUNK_BYTES, Math.floor(frameLimit / 4));
   }
 
   /** The call's deadline, `ms` from now: past it the stream is stopped with a `TimeoutError`. */
@@ -124,14 +153,16 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   /** A chunk is asked for: answered once there is one (or the end). */
   pull(): Promise<Uint8Array> {
     const p = new Promise<Uint8Array>((resolve) => this.pulls.push(resolve));
-    // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
-    // with what is buffered would send a few items per chunk
-    if (this.pumping) {
+    // a chunk sealed before it was asked for goes at once
+    if (this.sealed.length > 0) this.flush();
+    else if (this.pumping) {
+      // while the producer runs, it sends when a chunk is full or it has to wait: answering at once
+      // with what is buffered would send a few items per chunk
       if (this.held > 0 && !this.watching) this.watch();
       return p;
-    }
-    if (this.held > 0 || this.ended) this.flush();
-    else this.pump();
+    } else if (this.held > 0 || this.ended) this.flush();
+    // the producer goes on while credit is left (it stopped when its credit ran out, or sealed a chunk)
+    this.pump();
     return p;
   }
 
@@ -160,31 +191,38 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     queueMicrotask(turn);
   }
 
-  /** Takes one item of the producer's: buffers it, sends a full chunk; `false` once credit is spent. */
+  /**
+   * Takes one item of the producer's: buffers it, and a full chunk leaves (or is sealed, to leave
+   * when asked for); `false` once credit is spent, or a chunk was full.
+   */
   take(item: unknown): boolean {
     if (this.ended) return false; // cancelled meanwhile
     let size = this.buffer.length === 0 ? writeItem(this, item) : -1;
+    let counted = size;
     if (size < 0) {
       if (this.written > 0) this.buffer = takeWritten(this);
       else if (this.buffer === NO_ITEMS) this.buffer = [];
       size = itemBytes(item);
+      // an object's bytes are known once it is encoded: it counts as the last chunk's items did
+      counted = size === 16 ? this.objectBytes : size;
       this.buffer.push(item);
     }
     this.held++;
-    this.bufferBytes += size;
+    this.bufferBytes += counted;
     this.items--;
     this.bytes -= size;
     this.made++;
     // the first chunk is small, so the first item is not held back while many more are made
     const full = this.sentFirst ? CHUNK_ITEMS : FIRST_CHUNK_ITEMS;
-    if (this.held >= full || this.bufferBytes >= CHUNK_BYTES) {
-      const sent = this.sent;
-      this.flush();
-      // a chunk left: the producer stops until the event loop's next turn (see drained), so that the
-      // chunk is sent, and the node serves its other work, before it makes more (a generator hands
-      // its items over with no wait: it would make the whole window first, and hold the node meanwhile)
-      if (this.sent !== sent) return false;
-    } else if (this.pulls.length > 0 && !this.watching) this.watch();
+    if (this.held >= full || this.bufferBytes >= this.chunkBytes) {
+      this.seal(false);
+      // a chunk left (or waits, sealed): the producer stops until the event loop's next turn (see
+      // drained), so that the chunk is sent, and the node serves its other work, before it makes more
+      // (a generator hands its items over with no wait: it would make the whole window first, and
+      // hold the node meanwhile)
+      return false;
+    }
+    if (this.pulls.length > 0 && !this.watching) this.watch();
     return !this.ended && this.items > 0 && this.bytes > 0;
   }
 
@@ -216,28 +254,64 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     this.stream.drainTo(this);
   }
 
-  /** Answers the oldest chunk asked for with what is buffered (and the end, if it came). */
+  /**
+   * Answers the chunks asked for, oldest first: those sealed, then what is buffered (and the end,
+   * if it came).
+   */
   flush(): void {
-    if (this.pulls.length === 0 || (this.held === 0 && !this.ended)) return;
+    const sealed = this.sealed;
+    while (sealed.length > 0 && this.pulls.length > 0) {
+      const frame = sealed.shift()!;
+      this.answer(frame, sealed.length === 0 && this.lastMade);
+    }
+    if (this.pulls.length === 0 || sealed.length > 0 || this.lastMade || (this.held === 0 && !this.ended)) return;
+    this.seal(this.ended);
+  }
+
+  /** Answers the oldest chunk asked for with `frame` (`last`: the stream's end). */
+  answer(frame: Uint8Array, last: boolean): void {
     const answer = this.pulls.shift()!;
     this.sent++;
     this.watching = false;
     if (this.tick !== undefined) clearTimeout(this.tick);
     this.tick = undefined;
+    if (last) this.end();
+    else if (!this.joined) this.home.join(this);
+    answer(frame);
+  }
+
+  /** `frame` is made: it answers the oldest chunk asked for, else waits for its request, sealed. */
+  deliver(frame: Uint8Array, last: boolean): void {
+    if (last) this.lastMade = true;
+    if (this.pulls.length > 0) return this.answer(frame, last);
+    if (this.sealed === NO_FRAMES) this.sealed = [];
+    this.sealed.push(frame);
+  }
+
+  /** The chunk being made is done (`last`: the stream's end, with its error if any): its frame goes. */
+  seal(last: boolean): void {
     this.held = 0;
     this.bufferBytes = 0;
     this.sentFirst = true;
-    const last = this.ended;
     if (this.written > 0 && this.error === undefined) {
       // its items are written already: the frame is what is around them
       const frame = writtenFrame(this, last);
-      if (last) this.end();
-      else if (!this.joined) this.home.join(this);
-      answer(frame);
-      return;
+      if (frame.byteLength <= this.frameLimit) return this.deliver(frame, last);
+      // over a frame limit of a few KiB (items written as they come are up to 4 KiB each): cut
+      return this.sendItems(decodeChunk(frame).items as unknown[], last, 0);
     }
     const items = this.written > 0 ? takeWritten(this) : this.buffer;
     this.buffer = NO_ITEMS;
+    this.sendItems(items, last, 0);
+  }
+
+  /**
+   * Encodes `items` as one chunk, the stream's last (with its error) when `last`, and delivers it.
+   * A chunk over the frame limit (its objects were larger than the last chunk's) is cut in two; an
+   * item alone over it ends the stream with an error that names it, after the items before it.
+   * `after`: the items taken after these (those of the other part of a chunk cut in two).
+   */
+  sendItems(items: unknown[], last: boolean, after: number): void {
     let frame: Uint8Array;
     try {
       frame = last
@@ -249,21 +323,52 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
         : encodeMessage({ t: "chunk", items, done: false });
     } catch (e) {
       // an item that cannot travel ends the stream, with the reason, after the items before it
-      this.end();
-      this.stream.cancel();
-      answer(this.refusedItem(items, e));
+      return this.refuseItem(items, e, after);
+    }
+    const bytes = frameBytes(frame);
+    if (bytes > this.frameLimit) {
+      if (items.length === 1) return this.refuse(this.tooLargeItem(bytes, after));
+      const half = items.length >> 1;
+      this.sendItems(items.slice(0, half), false, after + items.length - half);
+      if (!this.lastMade) this.sendItems(items.slice(half), last, after);
       return;
     }
-    if (last) this.end();
-    else if (!this.joined) this.home.join(this);
-    answer(frame);
+    if (items.length > 0) this.objectBytes = Math.max(16, Math.ceil(bytes / items.length));
+    this.deliver(frame, last);
+  }
+
+  /** Ends the stream with `frame`, its last chunk (an item that cannot be sent): the producer stops. */
+  refuse(frame: Uint8Array): void {
+    // ended first: the drain's failure that the stream's cancel tells at once finds it over
+    this.ended = true;
+    this.deliver(frame, true);
+    this.stream.cancel();
   }
 
   /**
-   * The last chunk of a stream one of whose `items` cannot travel (`e`, the chunk's encoding
-   * failure): the items before it, then the call's error naming the item by its place in the stream.
+   * The last chunk of a stream one of whose items is over the frame limit alone (`bytes` in a chunk
+   * of its own; `after` items were taken after it): the call's error names it, and the limit.
    */
-  refusedItem(items: readonly unknown[], e: unknown): Uint8Array {
+  tooLargeItem(bytes: number, after: number): Uint8Array {
+    const at = this.stream.items - after - 1;
+    const error = new OpExecutionError(
+      this.name,
+      new RangeError(
+        `item ${at} of the stream cannot be sent: it takes ${bytes} bytes on the wire, over the node's frame ` +
+          `limit of ${this.frameLimit} bytes (--max-frame-bytes, maxFrameBytes); raise the limit, or yield ` +
+          "the item in smaller parts",
+      ),
+    );
+    return encodeMessage({ t: "chunk", items: [], done: true, error: errorToWire(error) });
+  }
+
+  /**
+   * Ends a stream one of whose `items` cannot travel (`e`, the chunk's encoding failure; `after`
+   * items were taken after them): the items before it, then the call's error naming the item by its
+   * place in the stream, in its last chunk (or in chunks of their own first, if they are over the
+   * frame limit together).
+   */
+  refuseItem(items: unknown[], e: unknown, after: number): void {
     let bad = 0;
     for (; bad < items.length - 1; bad++) {
       try {
@@ -278,12 +383,22 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
     } catch (itemError) {
       reason = itemError; // (its path from the item itself, not from the chunk's array)
     }
-    const at = this.stream.items - items.length + bad; // (every item taken is in this chunk or sent)
-    const error = new OpExecutionError(
-      this.name,
-      new TypeError(`item ${at} of the stream cannot be sent: ${(reason as Error).message}`),
+    // (every item taken is in this chunk, sent or sealed before it, or among the `after`)
+    const at = this.stream.items - after - items.length + bad;
+    const error = errorToWire(
+      new OpExecutionError(
+        this.name,
+        new TypeError(`item ${at} of the stream cannot be sent: ${(reason as Error).message}`),
+      ),
     );
-    return encodeMessage({ t: "chunk", items: items.slice(0, bad), done: true, error: errorToWire(error) });
+    const before = items.slice(0, bad);
+    let frame = encodeMessage({ t: "chunk", items: before, done: true, error });
+    if (bad > 0 && frameBytes(frame) > this.frameLimit) {
+      this.sendItems(before, false, after + items.length - bad);
+      if (this.lastMade) return;
+      frame = encodeMessage({ t: "chunk", items: [], done: true, error });
+    }
+    this.refuse(frame);
   }
 
   /** Stops it (its consumer cancelled it, or went away): the producer's `finally` runs. */
@@ -296,6 +411,8 @@ class Outlet implements StreamTaker<unknown>, ChunkWriter {
   /** It is over: its timers stop, it leaves the open streams, and chunks still asked for learn so. */
   end(): void {
     this.ended = true;
+    this.lastMade = true;
+    this.sealed = NO_FRAMES;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.tick !== undefined) clearTimeout(this.tick);
@@ -417,6 +534,7 @@ export class StreamOutlets {
       call.creditItems ?? DEFAULT_STREAM_WINDOW.items,
       call.creditBytes ?? DEFAULT_STREAM_WINDOW.bytes,
       signal,
+      peer?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     );
     const ms = call.timeoutMs;
     if (ms !== undefined && ms < 2 ** 31) outlet.startDeadline(ms);

@@ -644,3 +644,73 @@ test("a node asked for a chunk of a stream it never ran answers with an error; o
   const late = decode(await outlets.credit("conn-1 c1", 1, 1024)) as ChunkMessage;
   assert.deepEqual([late.done, late.items, late.error], [true, [], undefined]);
 });
+
+const frameRecords = ta.op({ name: "streamWireFrameRecords", remote: true }, async function* (n: number, size: number) {
+  for (let i = 0; i < n; i++) yield { i, data: new Uint8Array(size) };
+});
+const frameArrays = ta.op({ name: "streamWireFrameArrays", remote: true }, async function* (n: number, size: number) {
+  for (let i = 0; i < n; i++) yield new Uint8Array(size);
+});
+
+test(
+  "a stream whose items each fit the node's frame limit is never sent in a chunk over it, however far its producer runs ahead; an item over it alone fails the stream naming the item and the limit",
+  T,
+  async () => {
+    const node = new NodeServer({ name: "n1" });
+    const server = serveInMemory("stream-wire-frame-limit", node.handler, { maxFrameBytes: 1024 * 1024 });
+    const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: server.endpoint })]);
+    try {
+      await mesh.run(async () => {
+        let a = 0, r = 0;
+        for await (const x of await frameArrays.go(20, 100_000)) a += x.length; // 100 KB each, counted as such
+        for await (const x of await frameRecords.go(200, 10_000)) r += x.data.length; // 10 KB each, in an object
+        assert.deepEqual([a, r], [20 * 100_000, 200 * 10_000]);
+        // objects of 300 KB each: the first chunk's 16 (counted at 16 bytes each) are cut to fit
+        let big = 0;
+        for await (const x of await frameRecords.go(20, 300_000)) big += x.data.length;
+        assert.equal(big, 20 * 300_000);
+        const items: number[] = [];
+        const e = await rejection((async () => {
+          for await (const x of await frameArrays.go(3, 2_000_000)) items.push(x.length);
+        })());
+        assert.ok(e instanceof ta.OpExecutionError, String(e));
+        assert.match(
+          e.message,
+          /item 0 of the stream cannot be sent: it takes 20000\d\d bytes on the wire, over the node's frame limit of 1048576 bytes \(--max-frame-bytes, maxFrameBytes\)/,
+        );
+        assert.deepEqual(items, []);
+      });
+    } finally {
+      await mesh.close();
+      await node.drain();
+      await server.close();
+    }
+  },
+);
+
+test("a node's outlet whose consumer has not asked seals each chunk at its bound and goes on into a new one (all sent in turn when asked for), never one chunk of the whole window", async () => {
+  const outlets = new StreamOutlets();
+  let made = 0;
+  const stream = new Stream<unknown>((async function* () {
+    for (let i = 0; i < 3_000; i++) {
+      made++;
+      yield { i, data: new Uint8Array(1000) };
+    }
+  })());
+  const peer = { transport: "websocket" as const, connectionId: 1, oneWay: false, maxFrameBytes: 256 * 1024 };
+  const first = await outlets.open("k", stream, { name: "t" }, peer);
+  assert.equal((decode(first) as { items: unknown[] }).items.length, 16);
+  // nothing asked for meanwhile: the producer runs ahead within its credit (objects count 16 bytes)
+  assert.ok(await eventually(() => made === 3_000));
+  const frames = [first];
+  for (let done = false; !done;) {
+    const f = await outlets.credit("k", 0, 0);
+    frames.push(f);
+    done = (decode(f) as { done: boolean }).done;
+  }
+  const items = frames.flatMap((f) => (decode(f) as { items: { i: number }[] }).items);
+  assert.deepEqual(items.map((x) => x.i), Array.from({ length: 3_000 }, (_, i) => i));
+  // each chunk about 64 KiB (a quarter of this frame limit), far from the limit
+  for (const f of frames) assert.ok(f.byteLength < 80 * 1024, `a chunk of ${f.byteLength} bytes`);
+  assert.ok(frames.length > 40, `${frames.length} chunks`);
+});
