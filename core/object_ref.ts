@@ -13,6 +13,7 @@ import type { TaskInfo } from "./events.ts";
 import { waiterAdded, waiterDone } from "./grace.ts";
 import { describe } from "./describe.ts";
 import { type Explanation, formatExplanation } from "./explain.ts";
+import { LazyValue } from "./lazy_value.ts";
 import {
   addWaiter,
   cycleError,
@@ -260,12 +261,18 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     const body = waitingBody();
     // refs' values are read once all have settled, so one waiter serves every ref
     const finish = () => {
+      // a value kept on a node (a LazyValue) is fetched, once, as `await ref` fetches it
+      let lazy: Promise<void>[] | undefined;
       for (let i = 0; i < items.length; i++) {
         const v = items[i];
-        if (v instanceof Task) out[i] = v._value;
+        if (!(v instanceof Task)) continue;
+        const value = v._value;
+        if (value instanceof LazyValue) (lazy ??= []).push(value.materialize().then((x) => void (out[i] = x)));
+        else out[i] = value;
       }
       if (waits) waiterDone();
-      resolve(out as Out);
+      if (lazy === undefined) resolve(out as Out);
+      else Promise.all(lazy).then(() => resolve(out as Out), reject);
     };
     const waiter: Waiter = (ref) => {
       if (failed) return;

@@ -7,13 +7,14 @@
  * frame ({@linkcode encodedPuts}).
  *
  * What this process knows of a put value (its encoding, the copies stored on nodes) is held by its
- * ref: once the ref is collected, the copies on nodes are freed and the value is an ordinary value
- * again.
+ * refs: once the last is released (`ref.release()`, `using`) or they are all collected, the copies
+ * on nodes are freed and the value is an ordinary value again.
  *
  * @module
  */
 import { EncodedValue } from "./codec.ts";
 import { describe } from "./describe.ts";
+import type { LazyValue } from "./lazy_value.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { settle, State, Task, type TaskTarget } from "./task.ts";
 
@@ -23,6 +24,7 @@ const PUT_TARGET: TaskTarget = {
   kind: "op",
   node: undefined,
   ready(): void {},
+  released: putReleased,
 };
 
 /**
@@ -57,9 +59,10 @@ export function put<T>(value: T): ObjectRef<T> {
     // a value put twice shares one entry (both refs hold it)
     let entry = entries.get(value)?.deref();
     if (entry === undefined) {
-      entry = { encoding: NOT_YET, copies: new WeakMap() };
+      entry = { encoding: NOT_YET, copies: new WeakMap(), refs: 0, stored: [] };
       entries.set(value, new WeakRef(entry));
     }
+    entry.refs++;
     held.set(task, entry);
     anyPut = true;
   }
@@ -74,6 +77,13 @@ interface PutEntry {
   encoding: EncodedValue | null | typeof NOT_YET;
   /** Its copies stored on nodes, by what holds the links to them (a mesh). */
   readonly copies: WeakMap<object, unknown>;
+  /** How many of its refs were not released. */
+  refs: number;
+  /**
+   * The copies stored on nodes, which the release of its last ref frees at once (weakly: one
+   * collected was freed by its own collection).
+   */
+  stored: WeakRef<LazyValue>[];
 }
 
 /**
@@ -149,6 +159,58 @@ export function putEncoding(value: unknown): EncodedValue | undefined {
 export function putCopies(value: unknown): WeakMap<object, unknown> | undefined {
   if (!anyPut || typeof value !== "object" || value === null) return undefined;
   return entries.get(value)?.deref()?.copies;
+}
+
+/**
+ * Notes `copy`, a copy of put value `value` stored on a node (a `LazyValue` whose release frees
+ * it there), for the release of the value's last ref to free at once (see {@linkcode putCopies}).
+ *
+ * @param value A put value.
+ * @param copy Its copy stored on a node.
+ *
+ * @example The last ref released frees the copy
+ * ```ts
+ * import { put, putStored } from "./put.ts";
+ * import { LazyValue } from "./lazy_value.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * let freed = 0;
+ * class Copy extends LazyValue {
+ *   protected fetch() { return Promise.resolve(undefined); }
+ *   protected override free() { freed++; }
+ * }
+ * const v = { n: 1 };
+ * const a = put(v), b = put(v);
+ * putStored(v, new Copy());
+ * a.release();
+ * strictEqual(freed, 0); // b still holds it
+ * b.release();
+ * strictEqual(freed, 1);
+ * ```
+ */
+export function putStored(value: unknown, copy: LazyValue): void {
+  if (typeof value !== "object" || value === null) return;
+  const entry = entries.get(value)?.deref();
+  if (entry === undefined) return;
+  // (one a collection freed is dropped: the list holds the copies that may still be freed)
+  entry.stored = entry.stored.filter((r) => r.deref() !== undefined);
+  entry.stored.push(new WeakRef(copy));
+}
+
+/**
+ * A put ref was released: the last of its value's refs frees the copies stored on nodes (each once
+ * no call in flight carries it) and makes the value an ordinary value again, so that a call made
+ * with it afterwards carries it (a new `put` of it stores it anew).
+ */
+function putReleased(task: Task<unknown>): void {
+  const entry = held.get(task);
+  if (entry === undefined) return;
+  held.delete(task);
+  if (--entry.refs > 0) return;
+  const value = task._value as object;
+  if (entries.get(value)?.deref() === entry) entries.delete(value);
+  const stored = entry.stored;
+  entry.stored = [];
+  for (const r of stored) r.deref()?.release();
 }
 
 /**

@@ -87,6 +87,31 @@ test(
   },
 );
 
+test(
+  "objects nested in an argument whose node was SIGKILLed: one of an op with retries is made again (lineage), one of an op without fails its consumer with NodeLostError naming the op",
+  T,
+  async () => {
+    await twoNodes(async (a, mesh) => {
+      await mesh.run(async () => {
+        const sink = DpNodeSink.init();
+        assert.equal(await sink.sum.go(new Float32Array([1, 2])), 3); // placed on B
+        const lost = dpLostMake.go(N), made = dpLineageMake.go(N);
+        for (const r of [lost, made]) {
+          assert.ok(await eventually(() => r.status === "completed", 60_000), "the op did not finish on A");
+        }
+        a.kill("SIGKILL");
+        await a.exited;
+        const e = await rejection(sink.sumParts.go({ parts: [lost], scale: 1 }));
+        assert.ok(e instanceof ta.NodeLostError, String(e));
+        assert.equal(e.node, "A");
+        assert.match(e.message, /op "dpLostMake"/);
+        // passed directly (sink.sum.go(made)) it is made again; nested, it is too
+        assert.equal(await sink.sumParts.go({ parts: [made], scale: 1 }), 3 * N);
+      });
+    });
+  },
+);
+
 test("a remote-capable op that no node registered runs here and gets a result kept on a node fetched", T, async () => {
   await twoNodes(async (_a, mesh) => {
     await mesh.run(async () => {

@@ -2,7 +2,9 @@
  * A node's object store: the results that stay where they were made (too large to send back
  * unasked, see `CallMessage.keepAbove`), each owned by the lease of the driver that asked for it,
  * until that driver frees it, its lease expires, or the node drains. Bounded in bytes: an object
- * past the bound is refused with `OverloadedError`, never dropped silently.
+ * past the bound is refused with `OverloadedError`, never dropped silently. Device values in a
+ * result kept here (a `GpuArray`) are the store's: freed on their device (`Symbol.dispose`) with
+ * the last object that holds them.
  *
  * @module
  */
@@ -15,9 +17,106 @@ function onDevice(v: unknown): boolean {
   return typeof v === "object" && v !== null && typeof (v as Record<symbol, unknown>)[READBACK] === "function";
 }
 
+/** Whether the contents of `v` are looked through for device values: arrays, plain objects, Maps and Sets. */
+function walked(v: object): boolean {
+  if (Array.isArray(v)) return true;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null || v instanceof Map || v instanceof Set;
+}
+
+/** Calls `f` with each item of container `c` (a Map's keys and values). */
+function eachItem(c: object, f: (x: unknown) => void): void {
+  if (Array.isArray(c)) { for (let i = 0; i < c.length; i++) f(c[i]); }
+  else if (c instanceof Map) {
+    for (const [k, v] of c) {
+      f(k);
+      f(v);
+    }
+  } else if (c instanceof Set) { for (const v of c) f(v); }
+  else for (const k of Object.keys(c)) f((c as Record<string, unknown>)[k]);
+}
+
+/**
+ * How deep the quick look for a device value goes, and how many containers it visits (one named N
+ * times, N times): a deeper or larger result (or a cyclic one) takes the careful walk
+ * ({@linkcode devicesIn}), which visits each container once, without recursion.
+ */
+const QUICK_DEPTH = 32;
+const QUICK_VISITS = 1 << 22;
+let quickLeft = 0;
+
+/** 1 if `v` holds a device value, 0 if not, −1 when it is too deep or too large to tell here. */
+function quickHolds(v: unknown, depth: number): number {
+  if (typeof v !== "object" || v === null) return 0;
+  if (onDevice(v)) return 1;
+  if (!walked(v)) return 0;
+  if (depth === QUICK_DEPTH || --quickLeft < 0) return -1;
+  let r = 0;
+  if (v instanceof Map) {
+    for (const [k, x] of v) if ((r = quickHolds(k, depth + 1)) !== 0 || (r = quickHolds(x, depth + 1)) !== 0) return r;
+    return 0;
+  }
+  if (v instanceof Set) {
+    for (const x of v) if ((r = quickHolds(x, depth + 1)) !== 0) return r;
+    return 0;
+  }
+  const items = Array.isArray(v) ? v : Object.values(v);
+  for (let i = 0; i < items.length; i++) if ((r = quickHolds(items[i], depth + 1)) !== 0) return r;
+  return 0;
+}
+
+/**
+ * The device values inside `root`, at any depth, each once; with `reach`, also adds to it every
+ * container from which one can be reached (those {@linkcode readBack} copies). Each container is
+ * visited once (a cycle, or one shared many ways, ends there), without recursion.
+ */
+function devicesIn(root: object, reach?: Set<object>): Set<object> {
+  const devices = new Set<object>();
+  if (onDevice(root)) return devices.add(root);
+  if (!walked(root)) return devices;
+  const seen = new Set<object>([root]);
+  const parents = reach === undefined ? undefined : new Map<object, object[]>();
+  const holders: object[] = [];
+  const stack: object[] = [root];
+  let c: object;
+  const visit = (x: unknown) => {
+    if (typeof x !== "object" || x === null) return;
+    if (onDevice(x)) {
+      devices.add(x);
+      if (reach !== undefined) holders.push(c);
+      return;
+    }
+    if (!walked(x)) return;
+    if (parents !== undefined) {
+      const p = parents.get(x);
+      if (p === undefined) parents.set(x, [c]);
+      else p.push(c);
+    }
+    if (!seen.has(x)) {
+      seen.add(x);
+      stack.push(x);
+    }
+  };
+  while (stack.length > 0) {
+    c = stack.pop()!;
+    eachItem(c, visit);
+  }
+  if (reach !== undefined) {
+    // up from the containers that hold one to every container that holds those
+    for (let i = 0; i < holders.length; i++) {
+      const h = holders[i];
+      if (reach.has(h)) continue;
+      reach.add(h);
+      for (const p of parents!.get(h) ?? []) if (!reach.has(p)) holders.push(p);
+    }
+  }
+  return devices;
+}
+
 /**
  * Whether `value` holds values that live on a device (a WebGPU adapter's `GpuArray`: they answer
- * `Symbol.for("thinkagain.readback")`), itself or among the items of an array or plain object.
+ * `Symbol.for("thinkagain.readback")`), itself or at any depth in arrays, plain objects, Maps and
+ * Sets.
  *
  * @param value A call's result.
  * @returns True when it must be read back before it can leave this process.
@@ -26,24 +125,54 @@ function onDevice(v: unknown): boolean {
  * ```ts
  * import { holdsDeviceValues } from "./object_store.ts";
  * import { strictEqual } from "node:assert/strict";
+ * const onGpu = { [Symbol.for("thinkagain.readback")]: () => Promise.resolve(1) };
  * strictEqual(holdsDeviceValues([1, new Float32Array(2)]), false);
- * strictEqual(holdsDeviceValues({ a: { [Symbol.for("thinkagain.readback")]: () => Promise.resolve(1) } }), true);
+ * strictEqual(holdsDeviceValues({ a: onGpu }), true);
+ * strictEqual(holdsDeviceValues({ emb: { docs: [new Map([["g", onGpu]])] } }), true);
  * ```
  */
 export function holdsDeviceValues(value: unknown): boolean {
-  if (onDevice(value)) return true;
   if (typeof value !== "object" || value === null) return false;
-  const items = Array.isArray(value)
-    ? value
-    : Object.getPrototypeOf(value) === Object.prototype
-    ? Object.values(value)
-    : [];
-  return items.some(onDevice);
+  if (onDevice(value)) return true;
+  if (!walked(value)) return false;
+  quickLeft = QUICK_VISITS;
+  const r = quickHolds(value, 0);
+  return r === 1 || (r === -1 && devicesIn(value).size > 0);
+}
+
+/** A device value read back into this process (its typed array). */
+function read(v: object): Promise<unknown> {
+  return (v as Record<symbol, () => Promise<unknown>>)[READBACK]();
+}
+
+/** An empty container of `c`'s kind (a plain object with its prototype), to fill with its items. */
+function emptyLike(c: object): object {
+  if (Array.isArray(c)) return c.slice(); // (its length and holes; its items are set again)
+  if (c instanceof Map) return new Map();
+  if (c instanceof Set) return new Set();
+  return Object.create(Object.getPrototypeOf(c));
+}
+
+/** Fills `copy` (from {@linkcode emptyLike}) with the items of `c`, each as `to` maps it. */
+function fillCopy(c: object, copy: object, to: (x: unknown) => unknown): void {
+  if (Array.isArray(c)) {
+    for (let i = 0; i < c.length; i++) if (i in c) (copy as unknown[])[i] = to(c[i]);
+  } else if (c instanceof Map) { for (const [k, v] of c) (copy as Map<unknown, unknown>).set(to(k), to(v)); }
+  else if (c instanceof Set) { for (const v of c) (copy as Set<unknown>).add(to(v)); }
+  else {
+    for (const k of Object.keys(c)) {
+      // (a key "__proto__" stays an own property)
+      const value = to((c as Record<string, unknown>)[k]);
+      Object.defineProperty(copy, k, { value, enumerable: true, writable: true, configurable: true });
+    }
+  }
 }
 
 /**
  * `value` with what lives on a device read back into this process (see
- * {@linkcode holdsDeviceValues}): what leaves a node.
+ * {@linkcode holdsDeviceValues}), at any depth: what leaves a node. Each device value is read back
+ * once; the containers that hold one are copied (each once), the others kept as they are, and
+ * `value` itself is left unchanged.
  *
  * @param value A call's result.
  * @returns The value with typed arrays where device arrays were.
@@ -54,22 +183,29 @@ export function holdsDeviceValues(value: unknown): boolean {
  * import { deepStrictEqual } from "node:assert/strict";
  * const onGpu = { [Symbol.for("thinkagain.readback")]: () => Promise.resolve(new Float32Array([1])) };
  * deepStrictEqual(await readBack({ x: onGpu, n: 1 }), { x: new Float32Array([1]), n: 1 });
+ * deepStrictEqual(await readBack([[new Map([["g", onGpu]])]]), [[new Map([["g", new Float32Array([1])]])]]);
  * ```
  */
 export async function readBack(value: unknown): Promise<unknown> {
-  const one = (v: unknown) => onDevice(v) ? (v as Record<symbol, () => Promise<unknown>>)[READBACK]() : v;
-  if (onDevice(value)) return await one(value);
-  if (Array.isArray(value)) return await Promise.all(value.map(one));
   if (typeof value !== "object" || value === null) return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    Object.defineProperty(out, k, { value: await one(v), enumerable: true, writable: true, configurable: true });
-  }
-  return out;
+  if (onDevice(value)) return await read(value);
+  const reach = new Set<object>();
+  const devices = [...devicesIn(value, reach)];
+  if (devices.length === 0) return value;
+  // (every readback is asked for before any await: a free that comes meanwhile cannot take one)
+  const values = await Promise.all(devices.map(read));
+  const swapped = new Map<object, unknown>();
+  for (let i = 0; i < devices.length; i++) swapped.set(devices[i], values[i]);
+  // each container's copy is made before any is filled: one that holds itself holds its copy
+  for (const c of reach) swapped.set(c, emptyLike(c));
+  const to = (x: unknown) => (typeof x === "object" && x !== null && swapped.has(x) ? swapped.get(x) : x);
+  for (const c of reach) fillCopy(c, swapped.get(c) as object, to);
+  return swapped.get(value);
 }
 
 /**
- * About how many bytes the device values in `value` hold (4 per element), for the store's bound.
+ * About how many bytes the device values in `value` hold (4 per element, each counted once), at
+ * any depth, for the store's bound.
  *
  * @param value A call's result.
  * @returns The estimate.
@@ -78,14 +214,16 @@ export async function readBack(value: unknown): Promise<unknown> {
  * ```ts
  * import { deviceBytes } from "./object_store.ts";
  * import { strictEqual } from "node:assert/strict";
- * strictEqual(deviceBytes([{ length: 3, [Symbol.for("thinkagain.readback")]: () => Promise.resolve() }]), 12);
+ * const onGpu = { length: 3, [Symbol.for("thinkagain.readback")]: () => Promise.resolve() };
+ * strictEqual(deviceBytes([onGpu]), 12);
+ * strictEqual(deviceBytes({ a: { b: [onGpu, onGpu] }, c: new Set([onGpu]) }), 12);
  * ```
  */
 export function deviceBytes(value: unknown): number {
-  const size = (v: unknown) => onDevice(v) ? 4 * Number((v as { length?: number }).length ?? 0) : 0;
-  if (onDevice(value)) return size(value);
   if (typeof value !== "object" || value === null) return 0;
-  return (Array.isArray(value) ? value : Object.values(value)).reduce((n: number, v) => n + size(v), 0);
+  let n = 0;
+  for (const v of devicesIn(value)) n += 4 * Number((v as { length?: number }).length ?? 0);
+  return n;
 }
 
 /** Default of {@link ObjectStoreOptions.maxBytes}: 1 GiB. */
@@ -121,6 +259,22 @@ interface Entry {
   readonly madeBy: string;
   /** Whether its id was chosen by its driver (a stored `put` value). */
   readonly chosen: boolean;
+  /** The device values in its value, if any: the store's, freed with the last object that holds them. */
+  readonly devices: readonly object[] | undefined;
+}
+
+/**
+ * Frees device value `d` (a `GpuArray`'s buffer: `Symbol.dispose`, which it answers). A device
+ * that was lost meanwhile has nothing left to free.
+ */
+function dispose(d: object): void {
+  const free = (d as { [Symbol.dispose]?: unknown })[Symbol.dispose];
+  if (typeof free !== "function") return;
+  try {
+    free.call(d);
+  } catch {
+    // (its device is gone, and its memory with it)
+  }
 }
 
 /** The most calls and pulls that may wait at once for objects not stored yet. */
@@ -162,6 +316,8 @@ export class ObjectStore {
   private waiters = 0;
   /** Ids their drivers chose that were freed since (remembered a while: a late call is refused at once). */
   private readonly freedChosen = new Set<string>();
+  /** How many objects hold each device value kept here (made once one is kept). */
+  private devices: Map<object, number> | undefined;
 
   /**
    * @param options Its bound and the node's name.
@@ -217,6 +373,13 @@ export class ObjectStore {
     }
     const oid = meta.oid ?? `${this.tag}${crypto.randomUUID().slice(8)}`;
     const frame = meta.frame;
+    // (one kept as a value, not a frame, may hold device values: those are the store's now)
+    const found = frame === undefined && typeof value === "object" && value !== null ? devicesIn(value) : undefined;
+    const devices = found !== undefined && found.size > 0 ? [...found] : undefined;
+    if (devices !== undefined) {
+      const held = this.devices ??= new Map();
+      for (const d of devices) held.set(d, (held.get(d) ?? 0) + 1);
+    }
     this.objects.set(oid, {
       value: frame === undefined ? value : undefined,
       frame,
@@ -224,6 +387,7 @@ export class ObjectStore {
       owner: meta.owner,
       madeBy: meta.madeBy,
       chosen: meta.oid !== undefined,
+      devices,
     });
     this.used += bytes;
     if (meta.owner !== undefined) {
@@ -427,11 +591,30 @@ export class ObjectStore {
     }
     this.objects.delete(oid);
     this.used -= e.bytes;
+    if (e.devices !== undefined) this.letGo(e.devices);
     if (e.chosen) this.rememberFreed(oid);
     if (e.owner !== undefined) {
       const set = this.byOwner.get(e.owner);
       set?.delete(oid);
       if (set !== undefined && set.size === 0) this.byOwner.delete(e.owner);
+    }
+  }
+
+  /**
+   * An object holding `devices` was freed: each that no other object here holds is freed on its
+   * device at once (the store owns what a call's result left with it; the garbage collector knows
+   * nothing of device memory, and a loop of results would fill the device while the store, which
+   * counts their bytes, looks empty).
+   */
+  private letGo(devices: readonly object[]): void {
+    const held = this.devices!;
+    for (const d of devices) {
+      const n = held.get(d)! - 1;
+      if (n > 0) held.set(d, n);
+      else {
+        held.delete(d);
+        dispose(d);
+      }
     }
   }
 
@@ -454,6 +637,9 @@ export class ObjectStore {
     this.objects.clear();
     this.byOwner.clear();
     this.used = 0;
+    const devices = this.devices;
+    this.devices = undefined;
+    if (devices !== undefined) { for (const d of devices.keys()) dispose(d); }
     for (const oid of [...this.waiting.keys()]) {
       this.settleWaiters(oid, new ProtocolError(`Node "${this.node}" is shutting down`));
     }

@@ -15,7 +15,8 @@
  */
 import { isPipelinedRef, pipelineCandidates, releasePipelined } from "../core/pipeline.ts";
 import { LazyValue, materializeArgs } from "../core/lazy_value.ts";
-import { addWaiter, State, Task } from "../core/task.ts";
+import { findNested, replaceNested } from "../core/nested.ts";
+import { addWaiter, pinInput, State, Task } from "../core/task.ts";
 import { NodeLostError } from "../core/errors.ts";
 import type { NodeLink } from "./link.ts";
 import type { PipedArg } from "./protocol.ts";
@@ -294,7 +295,7 @@ export function sentPipelined(task: object, link: NodeLink, cid: string, plan: P
   // that dies, or a link closed first, leaves it to the lease: see NodeLink.holdPublished)
   if (plan.publish !== undefined) link.holdPublished(plan.publish);
   // (one waiter per call whose dependents were let through: none on the common path)
-  if (t._state < State.COMPLETED) addWaiter(t, sourceSettled);
+  if (t._state < State.COMPLETED) addWaiter(t, (source) => sourceSettled(source, dependents));
   else s.unnamed = 0;
   releasePipelined(t, dependents);
   forgetIfUnneeded(task, s);
@@ -302,9 +303,15 @@ export function sentPipelined(task: object, link: NodeLink, cid: string, plan: P
 
 /**
  * A call whose dependents were let through settled here: a dependent prepared from now on gets
- * its value (or the object it became), so none names its result on the node any more.
+ * its value (or the object it became), so none names its result on the node any more. The object
+ * it became stays on its node while those dependents run (their node may run them with it: a
+ * release meanwhile frees it once they settled), as it does for the dependents that waited for it.
  */
-function sourceSettled(task: Task<unknown>): void {
+function sourceSettled(task: Task<unknown>, dependents: readonly Task<unknown>[]): void {
+  const kept = task._value;
+  if (task._state === State.COMPLETED && kept instanceof LazyValue) {
+    for (const d of dependents) if (d._state < State.COMPLETED) pinInput(d, kept);
+  }
   const s = sentCalls.get(task);
   if (s === undefined) return;
   s.unnamed = 0;
@@ -349,7 +356,10 @@ export interface PipedCall {
    * never left gives its turn up).
    */
   ended(): void;
-  /** What the call must hold until it has an answer (the objects it names stay alive). */
+  /**
+   * What the call must hold until it has an answer: the objects it names stay alive, and a release
+   * frees them once the call ended.
+   */
   readonly holds: readonly unknown[];
   /**
    * The other nodes' links whose results the call's node pulls (hand-offs, objects kept there), if
@@ -449,7 +459,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
   let out: unknown[] | undefined;
   const deps: object[] = []; // named by call id: their turn ends when this call left
   const pulled: object[] = []; // pulled by the node from other nodes (hand-offs): their turn ends with this call
-  const holds: unknown[] = [];
+  const holds: RemoteObject[] = []; // pinned until the call ends
   let from: NodeLink[] | undefined; // the other nodes it pulls from
   /** Refs whose value must be waited for here (not sent where they can be named), and where they go. */
   let waits: { i: number; path: Path | undefined; ref: Task<unknown> }[] | undefined;
@@ -487,6 +497,9 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
       return { value: null };
     }
     if (a instanceof RemoteObject) {
+      // a release meanwhile frees it once the call ended (a put value's copy has no ref that an
+      // input's pin would hold: see pinInput)
+      a.pin();
       holds.push(a);
       if (a.link !== link) (from ??= []).push(a.link);
       return named(
@@ -510,6 +523,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     // results it named so far are not waited for
     for (const d of deps) leftPipelined(d);
     for (const d of pulled) leftPipelined(d);
+    for (const o of holds) o.unpin();
     throw e;
   }
   const final = out ?? args;
@@ -525,6 +539,7 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
     if (ended) return;
     ended = true;
     for (const d of pulled) leftPipelined(d);
+    for (let i = 0; i < holds.length; i++) holds[i].unpin();
   };
   const call: PipedCall = from === undefined
     ? { args: final, pipe, sent: leave, ended: end, holds }
@@ -555,7 +570,8 @@ export function pipeArgs(args: unknown[], link: NodeLink): PipedCall | Promise<P
 
 /**
  * After a call on `link` failed with `error`: when that is the loss of another node holding objects
- * among `args` (the node pulling them found it gone), the arguments with those objects made again
+ * among `args`, at their top or nested in arrays and plain objects at any depth (the node pulling
+ * them found it gone), the arguments with those objects made again
  * (ops with `retries` re-run: lineage), to send the call once more; a loss nobody can repair is a
  * `NodeLostError` naming the node and the op or method that made the object. `undefined` for any
  * other failure.
@@ -576,9 +592,38 @@ export async function argsAfterLoss(error: unknown, args: readonly unknown[], li
   unknown[] | undefined
 > {
   if (!(error instanceof NodeLostError) || error.node === link.node) return undefined;
-  const lost = (v: unknown): v is RemoteObject => v instanceof RemoteObject && v.link.node === error.node;
-  if (!args.some(lost)) return undefined;
-  return await Promise.all(args.map((v) => (lost(v) ? v.remade(error) : v)));
+  const lost = (v: object): boolean => v instanceof RemoteObject && v.link.node === error.node;
+  let nested = false;
+  for (const a of args) if (typeof a === "object" && a !== null && !lost(a) && isPlain(a)) nested = true;
+  // (the common case: every object lost is an argument itself)
+  if (!nested) {
+    if (!args.some((v) => typeof v === "object" && v !== null && lost(v))) return undefined;
+    return await Promise.all(args.map((v) => (v instanceof RemoteObject && lost(v) ? v.remade(error) : v)));
+  }
+  // also those nested in arrays and plain objects, at any depth (as pipeArgs named them), each made
+  // again once however many times it is named; the containers that hold one are copied
+  const found: object[] = [];
+  const reach = new Set<object>();
+  for (const a of args) {
+    if (typeof a !== "object" || a === null) continue;
+    if (lost(a)) found.push(a);
+    // (a cycle that holds one cannot be copied: that call is not sent again)
+    else if (isPlain(a) && findNested(a, lost, found, reach)) return undefined;
+  }
+  if (found.length === 0) return undefined;
+  const unique = [...new Set(found as RemoteObject[])];
+  const values = await Promise.all(unique.map((o) => o.remade(error)));
+  const again = new Map<object, unknown>(unique.map((o, i) => [o, values[i]]));
+  const swap = (v: object) => (again.has(v) ? again.get(v) : v);
+  return args.map((a) =>
+    typeof a !== "object" || a === null
+      ? a
+      : again.has(a)
+      ? again.get(a)
+      : reach.has(a)
+      ? replaceNested(a, reach, swap)
+      : a
+  );
 }
 
 /**

@@ -161,6 +161,52 @@ function pipedStreamError(msg: CallMessage, p: PipedArg, made: string, node: str
   );
 }
 
+/** The sizes a transport's too-large error names: the frame's, then the limit's. */
+const TOO_LARGE_SIZES = /\b(\d+) bytes\b[^]*?\b(\d+) bytes\b/;
+
+/**
+ * The error of a pull that a frame limit refused (`e`, the transport's): the object is too large
+ * to move between the two nodes, which are both there. Says which argument of which call, what it
+ * is, its size and the limit, and how to make it fit.
+ *
+ * @example
+ * ```ts
+ * import { tooLargeToPull } from "./piped_args.ts";
+ * import { replyTooLarge } from "./_common.ts";
+ * import { match, strictEqual } from "node:assert/strict";
+ * const msg = { t: "call", cid: "c1", method: "sum", args: [null] } as const;
+ * const e = tooLargeToPull(msg as never, { i: 0, oid: "o", node: "A", endpoint: "ws://a" }, "B", replyTooLarge(2048, 1024));
+ * strictEqual(e.reason, "too-large");
+ * match(e.message, /^Node "B" cannot pull argument 0 of method "sum" \(a result kept on node "A"\) from node "A"/);
+ * match(e.message, /its 2048 bytes as encoded are over the frame limit of 1024 bytes/);
+ * ```
+ */
+export function tooLargeToPull(msg: CallMessage, p: PipedArg, node: string, e: TransportError): TransportError {
+  const oid = p.oid!;
+  const what = oid.startsWith(STORED_ID_PREFIX)
+    ? "a ta.put() value stored"
+    : oid.startsWith("p:")
+    ? "the result of a call"
+    : "a result kept";
+  const sizes = TOO_LARGE_SIZES.exec(e.message);
+  const over = sizes === null
+    ? e.message
+    : `its ${sizes[1]} bytes as encoded are over the frame limit of ${sizes[2]} bytes`;
+  const holder = JSON.stringify(p.node);
+  return new TransportError(
+    "too-large",
+    `Node ${JSON.stringify(node)} cannot pull argument ${p.i}${
+      p.path === undefined ? "" : ` (at ${p.path.join(".")})`
+    } ` +
+      `of ${msg.op !== undefined ? `op "${msg.op}"` : `method "${msg.method}"`} (${what} on node ${holder}) from ` +
+      `node ${holder}: it is too large to move between nodes: ${over}. Raise --max-frame-bytes (maxFrameBytes) ` +
+      `of node ${holder}, which sends it, and of node ${JSON.stringify(node)}, which takes it, above its size, or ` +
+      `pass it only to calls that run on node ${holder}`,
+    p.endpoint,
+    e,
+  );
+}
+
 /**
  * Fills in the results a node's calls name (see {@linkcode PipedArgs.fill}).
  *
@@ -252,6 +298,9 @@ export class PipedArgs {
           pulled.then((v) => {
             put(args, p, v, msg.cid);
           }, (e) => {
+            // too large for the frames between the two nodes: the holder is there, and a run again
+            // (lineage) would make a result just as large
+            if (e instanceof TransportError && e.reason === "too-large") throw tooLargeToPull(msg, p, node, e);
             // a holder this node cannot reach is lost to the call, also if it never reached it before
             if (!(e instanceof TransportError)) {
               // refused: the error names both nodes, what was pulled, and what to change

@@ -8,8 +8,9 @@
  *
  * The calls are sent right behind the store, without waiting for its answer: the node (and a node
  * pulling it) waits a little for a store that a call overtook. The driver owns the copy as it owns a
- * result kept on a node: it goes when the value's refs are collected, when the mesh closes, or when
- * the driver's lease on the node expires. When its node is lost (or forgot it: restarted), the
+ * result kept on a node: it goes when the value's last ref is released (`ref.release()`, `using`;
+ * once no call in flight names it) or its refs are collected, when the mesh closes, or when the
+ * driver's lease on the node expires. When its node is lost (or forgot it: restarted), the
  * driver stores the value again, from its own copy, on the node of the next call, and a call that
  * failed for want of it is sent once more; a node that cannot keep it (its store full) gets the
  * value with each call instead.
@@ -17,7 +18,7 @@
  * @module
  */
 import { NodeLostError, OverloadedError, ProtocolError } from "../core/errors.ts";
-import { putCopies, putEncoding } from "../core/put.ts";
+import { putCopies, putEncoding, putStored } from "../core/put.ts";
 import type { EncodedValue } from "../core/codec.ts";
 import type { NodeLink } from "./link.ts";
 import { DEFAULT_KEEP_ABOVE_BYTES } from "./objects.ts";
@@ -58,6 +59,7 @@ function storedCopy(value: object, encoding: EncodedValue, link: NodeLink): Remo
   const oid = `${STORED_ID_PREFIX}${crypto.randomUUID()}`;
   const copy = new RemoteObject(link, oid, bytes, MADE_BY);
   copies.set(link.holder, copy);
+  putStored(value, copy); // (freed at once when the value's last ref is released)
   link.request<ResultMessage>({ t: "store", oid, value: encoding, owner: link.leaseId }, "result").then(
     (res) => {
       if (!res.ok) throw new OverloadedError(res.error.message);

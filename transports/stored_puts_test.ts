@@ -38,6 +38,21 @@ const SpHolder = ta.service(
   },
 );
 
+/** A promise and what settles it. */
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
+/** Opened by the test that holds spHeld's calls (the nodes run in this process). */
+let spGate = gate();
+let spHeldStarted = gate();
+const spHeld = ta.op({ name: "spHeld", remote: true }, async (a: Float32Array) => {
+  spHeldStarted.open();
+  await spGate.promise;
+  return a.length;
+});
+
 /** Bytes (requests and their replies) and frames a node's handler saw, by message type. */
 interface Traffic {
   bytes: Map<string, number>;
@@ -233,5 +248,77 @@ test(
         await (await n.served).close();
       }
     }
+  },
+);
+
+test("put: a released put ref frees its copy stored on a node at once, as a released result does", T, async () => {
+  await withNodes(["sp-release"], async ([n]) => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("sp-release", { endpoint: n.endpoint })]);
+    const value = new Float32Array(N);
+    await mesh.run(async () => {
+      {
+        using p = ta.put(value);
+        assert.equal(await spLength.go(p), N);
+        assert.equal(n.node.objectStats().objects, 1);
+      }
+      assert.ok(
+        await eventually(() => n.node.objectStats().objects === 0, 10_000),
+        "the put copy stayed after release",
+      );
+    });
+  });
+});
+
+test(
+  "put: the copy of a value put twice is freed when its last ref is released; put again, it is stored anew",
+  T,
+  async () => {
+    await withNodes(["sp-release-2"], async ([n]) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("sp-release-2", { endpoint: n.endpoint })]);
+      const value = new Float32Array(N);
+      await mesh.run(async () => {
+        const first = ta.put(value), second = ta.put(value);
+        assert.deepEqual(await ta.all([spLength.go(first), spLength.go(second)]), [N, N]);
+        assert.equal(n.t.frames.get("store"), 1);
+        first.release();
+        assert.equal(await spLength.go(new Float32Array(4)), 4); // a round trip after a free the release would send
+        assert.equal(n.node.objectStats().objects, 1, "freed while another ref of the value holds it");
+        second.release();
+        assert.ok(await eventually(() => n.node.objectStats().objects === 0, 10_000), "the put copy stayed");
+        {
+          using again = ta.put(value);
+          assert.equal(await spLength.go(again), N);
+          assert.equal(n.t.frames.get("store"), 2, "not stored anew");
+          assert.equal(n.node.objectStats().objects, 1);
+        }
+        assert.ok(await eventually(() => n.node.objectStats().objects === 0, 10_000), "the new copy stayed");
+      });
+    });
+  },
+);
+
+test(
+  "put: a put ref released while a call that names its copy runs keeps the copy until that call ends",
+  T,
+  async () => {
+    spGate = gate();
+    spHeldStarted = gate();
+    await withNodes(["sp-release-held"], async ([n]) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("sp-release-held", { endpoint: n.endpoint })]);
+      await mesh.run(async () => {
+        const p = ta.put(new Float32Array(N));
+        const held = spHeld.go(p);
+        try {
+          await spHeldStarted.promise;
+          p.release();
+          assert.equal(await spLength.go(new Float32Array(4)), 4); // a round trip after a free the release would send
+          assert.equal(n.node.objectStats().objects, 1, "freed while a call in flight names it");
+        } finally {
+          spGate.open(); // (a failed assertion must not leave the node's drain waiting on the call)
+        }
+        assert.equal(await held, N);
+        assert.ok(await eventually(() => n.node.objectStats().objects === 0, 10_000), "not freed once the call ended");
+      });
+    });
   },
 );

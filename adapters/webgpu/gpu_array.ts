@@ -32,7 +32,14 @@ export type TypedArrayFor<T extends ElementType> = T extends "f32" ? Float32Arra
 
 /**
  * A typed array kept on one device, to pass to many runs without uploading it again (e.g. a
- * document-embedding matrix). Create it with {@linkcode GpuArray.from}; free it with `destroy()`.
+ * document-embedding matrix). Create it with {@linkcode GpuArray.from}; free it with `destroy()`
+ * (or `using`).
+ *
+ * Returned by an op or method whose result stays on its node (not sent back at once), it is handed
+ * to that node's object store, which destroys it when it frees the result (its driver's refs
+ * released or collected, its lease expired, the node drained), unless another result kept there
+ * holds it too. A method that keeps an array for its own later calls (a cache) returns a
+ * {@linkcode GpuArray.copy} of it, not the array itself.
  *
  * @example Keeping an input on the GPU
  * ```ts
@@ -104,11 +111,20 @@ export class GpuArray<T extends ElementType = ElementType> {
    * device writes its outputs into).
    *
    * @param device The device.
-   * @param type The element type.
+   * @param type The element type (`"f32"`, `"u32"` or `"i32"`).
    * @param length How many elements.
    * @returns The array on the device.
+   * @throws {TypeError} For another element type.
+   * @throws {RangeError} For a length that is not an integer ≥ 0.
    */
   static empty<T extends ElementType>(device: GPUDevice, type: T, length: number): GpuArray<T> {
+    if (!Object.hasOwn(ARRAY_CLASS, type)) {
+      throw new TypeError(
+        `Cannot create a GpuArray: its element type must be "f32", "u32" or "i32", got ${
+          typeof type === "string" ? JSON.stringify(type) : String(type)
+        }`,
+      );
+    }
     if (!Number.isSafeInteger(length) || length < 0) {
       throw new RangeError(`Cannot create a GpuArray: length must be an integer ≥ 0, got ${String(length)}`);
     }
@@ -169,11 +185,51 @@ export class GpuArray<T extends ElementType = ElementType> {
     return this.read();
   }
 
+  /**
+   * A new array on the same device with the same elements, copied there (no readback): what a
+   * method that keeps this array for its own later calls returns, since a result that stays on its
+   * node is destroyed when the node frees it.
+   *
+   * @returns The copy.
+   * @throws {TypeError} When this array was destroyed.
+   *
+   * @example A cache kept, a copy returned
+   * ```ts
+   * import { GpuArray } from "./gpu_array.ts";
+   * import { releaseGpuDevices, requestGpuDevice, webgpuAdapters } from "./detect.ts";
+   * import { deepStrictEqual } from "node:assert/strict";
+   * if ((await webgpuAdapters()).length > 0) {
+   *   const cache = GpuArray.from(await requestGpuDevice(0), new Int32Array([1, 2, 3]));
+   *   const out = cache.copy();
+   *   deepStrictEqual(await out.read(), new Int32Array([1, 2, 3]));
+   *   out.destroy(); // (as the node does, freeing the result)
+   *   deepStrictEqual(await cache.read(), new Int32Array([1, 2, 3]));
+   *   cache.destroy();
+   *   await releaseGpuDevices();
+   * }
+   * ```
+   */
+  copy(): GpuArray<T> {
+    if (this.#destroyed) throw new TypeError(`Cannot copy ${this.buffer.label}: it was destroyed`);
+    const out = GpuArray.empty(this.device, this.type, this.length);
+    if (this.length > 0) {
+      const encoder = this.device.createCommandEncoder({ label: `${this.buffer.label}.copy` });
+      encoder.copyBufferToBuffer(this.buffer, 0, out.buffer, 0, this.length * 4);
+      this.device.queue.submit([encoder.finish()]);
+    }
+    return out;
+  }
+
   #destroyed = false;
 
-  /** Frees the buffer: reading it afterwards is an error. */
+  /** Frees the buffer: reading it afterwards is an error. Idempotent. */
   destroy(): void {
     this.#destroyed = true;
     this.buffer.destroy();
+  }
+
+  /** `destroy()`, for `using`, and for a node's object store freeing a result that held it. */
+  [Symbol.dispose](): void {
+    this.destroy();
   }
 }
