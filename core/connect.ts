@@ -50,5 +50,6 @@ export async function connectResidents(mesh: MeshRuntime, def: ServiceDef): Prom
   for (const r of replicas) r.attach?.(deployment);
   const state = new HandleState(def, []);
   state.pinned = deployment;
+  state.pinnedBy = mesh; // (its replicas reach the residents over this mesh's links)
   return makeHandle(state);
 }

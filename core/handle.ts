@@ -7,7 +7,7 @@
  */
 import { currentContext } from "./context.ts";
 import type { Deployment } from "./deployment.ts";
-import { CancelledError } from "./errors.ts";
+import { type CallName, CancelledError } from "./errors.ts";
 import { defaultRuntime, type MeshRuntime } from "./mesh_runtime.ts";
 import type { ObjectRef } from "./object_ref.ts";
 import { failedRef } from "./scheduler.ts";
@@ -113,30 +113,54 @@ export class HandleState {
     this.args = args;
   }
 
-  /** A deployment that serves every mesh (a handle received from another node). */
+  /**
+   * A deployment that serves every mesh: a handle received from another node, or one `connect()`
+   * made (then {@linkcode pinnedBy} is the mesh whose links reach it).
+   */
   pinned: Deployment | undefined;
+  /**
+   * The mesh a `connect()` handle reaches its resident instances through: once it closed, so did
+   * their links, and the handle's calls fail as every handle's do after its mesh closed.
+   */
+  pinnedBy: MeshRuntime | undefined;
 
   /**
    * The handle's instance: placed in `mesh` on first use (may throw PlacementError), then the same
-   * one whatever mesh calls it, until the mesh it lives in closes.
+   * one whatever mesh calls it, until the mesh it lives in (or, for a `connect()` handle, the mesh
+   * it connected through) closes.
    *
    * @param mesh The mesh it is placed in, on first use.
    * @param method The method about to be called, named in the error (`Service.method`).
-   * @throws {CancelledError} When the mesh its instance lived in has closed.
+   * @throws {CancelledError} When the mesh its instance lived in (or it connected through) has closed.
    */
   deployment(mesh: MeshRuntime, method?: string): Deployment {
-    if (this.pinned !== undefined) return this.pinned;
+    const pinned = this.pinned;
+    if (pinned !== undefined) {
+      // (a closed mesh's links are closed: its calls would fail as if the node were lost)
+      if (this.pinnedBy?.closed !== true) return pinned;
+      throw new CancelledError(
+        this.callName(method),
+        `not started: this handle reached its resident instances through mesh "${this.pinnedBy.name}", which ` +
+          "closed; connect() again from an open mesh",
+        "mesh-closed",
+      );
+    }
     const home = this.home;
-    if (home === undefined) return this.home = mesh.deploy(this.def, this.args);
+    if (home === undefined) return this.home = mesh.deploy(this.def, this.args, this);
     if (home.disposed) {
       throw new CancelledError(
-        { name: method === undefined ? this.def.name : `${this.def.name}.${method}`, kind: "method" },
+        this.callName(method),
         `not started: this handle's instance was disposed when mesh "${home.mesh}" closed ` +
           "(a handle calls the instance made at its first use, from any mesh); init() a new handle",
         "mesh-closed",
       );
     }
     return home;
+  }
+
+  /** The call named in an error: `Service.method`, or the service alone. */
+  private callName(method: string | undefined): CallName {
+    return { name: method === undefined ? this.def.name : `${this.def.name}.${method}`, kind: "method" };
   }
 
   method(name: string): ServiceMethod<unknown[], unknown> {

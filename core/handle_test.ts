@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import * as ta from "../mod.ts";
 import { meshRuntime } from "./mesh.ts";
 import { collectUntil, gcFunction, rejection } from "./_test_utils.ts";
+import { NodeServer } from "../transports/node_server.ts";
+import { serveInMemory } from "../transports/in_memory.ts";
 
 const Store = ta.service(
   class HandleStore {
@@ -72,4 +74,35 @@ test("a handle does not keep the closed mesh it was used in alive", { skip: gc =
   })();
   assert.equal(await collectUntil(gc!, () => collected, 1), 1, "the closed mesh was collected");
   assert.ok((await rejection(store.add.go("y"))) instanceof ta.CancelledError, "the handle still says why");
+});
+
+const ClosedResident = ta.service(
+  { name: "HandleClosedResident" },
+  class {
+    get() {
+      return 1;
+    }
+  },
+);
+
+test("a connect() handle used after its mesh closed fails with CancelledError mesh-closed, not NodeLostError", async () => {
+  const node = new NodeServer({ name: "n1" });
+  const server = serveInMemory("handle-closed-resident", node.handler);
+  try {
+    await node.startResident("HandleClosedResident");
+    const mesh = new ta.Mesh([new ta.MeshNode("n1", { endpoint: server.endpoint })], { name: "connected" });
+    const h = await mesh.connect(ClosedResident);
+    assert.equal(await mesh.run(() => h.get()), 1);
+    await mesh.close();
+    await using other = new ta.Mesh([new ta.MeshNode("m1")]);
+    for (const call of [() => h.get(), () => other.run(() => h.get())]) {
+      const e = await rejection(call());
+      assert.ok(e instanceof ta.CancelledError, `expected CancelledError, got ${e}`); // before: NodeLostError
+      assert.equal(e.reason, "mesh-closed");
+      assert.match(String(e), /through mesh "connected", which closed; connect\(\) again/);
+    }
+  } finally {
+    await node.drain({ graceMs: 0 });
+    await server.close();
+  }
 });

@@ -246,6 +246,16 @@ async function replaceHandles(value: unknown, owner: object, depth: number): Pro
 const localReferences = new WeakMap<Replica, WireHandleReplica>();
 
 async function handleToWire(state: HandleState, owner: object): Promise<WireHandle> {
+  if (!(owner instanceof MeshRuntime) && state.pinned === undefined) {
+    // made on this node by code running here: nothing outside the node can reach it
+    throw new TypeError(
+      `Cannot send a handle of service "${state.def.name}" from node "${
+        reaches.get(owner)?.name ?? "node"
+      }": its instance was made there by code running on the node, and only that node's code can call it; ` +
+        "to share an instance, init() it inside mesh.run on the driver (placed on a node, its handle may go to " +
+        "any node of the mesh) and pass that handle in",
+    );
+  }
   const deployment = owner instanceof MeshRuntime ? state.deployment(owner) : state.pinned;
   const replicas = deployment?.replicas ?? [];
   if (replicas.length === 0 || !replicas.every((r) => r instanceof RemoteReplica || localReferences.has(r))) {

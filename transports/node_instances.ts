@@ -1,8 +1,15 @@
 /**
- * The instances a node hosts: those drivers create (`create`, each under its driver's lease) and
- * the node's own (resident, `startResident`), placed on the node's GPUs and CPU cores, and
- * disposed with what they held freed. The node's call path finds them in
- * {@linkcode NodeInstances.byId}.
+ * The instances a node hosts: those drivers create (`create`, each under its driver's lease), the
+ * node's own (resident, `startResident`), and those that code running here makes (`init()` in a
+ * method, a constructor or an op on the node: {@linkcode NodeInstances.deployNested}), all placed
+ * on the one count of the node's GPUs and CPU cores, and disposed with what they held freed. The
+ * node's call path finds them in {@linkcode NodeInstances.byId}.
+ *
+ * An instance that code running here made belongs to whoever that code works for: made by an
+ * instance here (in its constructor or a method, also through the ops these call), it is disposed
+ * with that instance; made by an op call a driver sent, it is held by that driver's lease (see
+ * `node_leases.ts`); else (a call that names no lease, a node without leases) it is the node's own,
+ * until the node drains.
  *
  * @module
  */
@@ -14,17 +21,49 @@ import {
   releaseResources,
   takeResources,
 } from "../core/placement.ts";
+import { currentContext, type RunContext } from "../core/context.ts";
+import { Deployment } from "../core/deployment.ts";
 import type { GpuDevice } from "../core/devices.ts";
-import { OpExecutionError, ProtocolError, TransportError } from "../core/errors.ts";
+import { OpExecutionError, PlacementError, ProtocolError, TransportError } from "../core/errors.ts";
 import type { Mesh } from "../core/mesh.ts";
 import type { MeshRuntime } from "../core/mesh_runtime.ts";
 import { LocalReplica } from "../core/local_replica.ts";
-import { registeredServices } from "../core/service_def.ts";
+import type { CloseCause } from "../core/mailbox.ts";
+import { registeredServices, type ServiceDef } from "../core/service_def.ts";
+import type { Task } from "../core/task.ts";
 import { randomId } from "./_common.ts";
 import { reviveValue } from "./handle_wire.ts";
 import { FairDispatch } from "./fair_dispatch.ts";
-import type { NodeLeases } from "./node_leases.ts";
+import type { Lease, LeaseCall, NodeLeases } from "./node_leases.ts";
 import type { TransportName } from "./transport.ts";
+
+/** How far up the calls that led to an `init()` {@linkcode NodeInstances.deployNested} looks for its maker. */
+const MAX_MAKER_HOPS = 1024;
+
+/**
+ * The context an op call a driver sent runs in on a node: the node's runtime, and the lease the call
+ * names, which the instances its body makes are held by (see {@linkcode NodeInstances.deployNested}).
+ *
+ * @example
+ * ```ts
+ * import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
+ * import { ServedOp } from "./node_instances.ts";
+ * await using mesh = new Mesh([new MeshNode("n1")]);
+ * const ctx = new ServedOp(meshRuntime(mesh), "driver-lease");
+ * if (ctx.owner !== "driver-lease" || ctx.ended) throw new Error("unexpected");
+ * ```
+ */
+export class ServedOp implements RunContext, LeaseCall {
+  /** The lease its body made instances under, while it runs. */
+  lease: Lease | undefined = undefined;
+  /** Set when the call has ended. */
+  ended = false;
+  /**
+   * @param mesh The node's runtime.
+   * @param owner The lease the call names, if any.
+   */
+  constructor(readonly mesh: MeshRuntime, readonly owner: string | undefined) {}
+}
 
 /** An instance made on this node, as the node holds it. */
 export interface HostedInstance {
@@ -38,6 +77,8 @@ export interface HostedInstance {
   owner?: string;
   /** Set for a resident instance: its callers' calls reach it round-robin. */
   fair?: FairDispatch;
+  /** Set for an instance that code of instance `parent` made here: it is disposed with that one. */
+  parent?: string;
   /** What its calls of each method are named and traced as (made at the method's first call). */
   served?: Map<string, ServedMethod>;
 }
@@ -132,6 +173,10 @@ export class NodeInstances {
   /** What is free on this node: its own count, whatever drivers believe (several may share it). */
   readonly resources: MutableNodeResources;
   readonly #host: InstanceHost;
+  /** The instances code of an instance here made, by that instance's id (disposed with it). */
+  readonly #children = new Map<string, Set<string>>();
+  /** The ids of the instances whose constructors run now (what they make is theirs). */
+  readonly #constructing = new Set<string>();
 
   /** @param host The node. */
   constructor(host: InstanceHost) {
@@ -141,7 +186,7 @@ export class NodeInstances {
       unboundedGpus: false,
       freeGpus: [...host.gpus],
       shared: new Map(),
-      freeCpus: Infinity,
+      freeCpus: host.mesh.nodes[0].cpus, // (Infinity: not limited)
       instances: 0,
     };
   }
@@ -176,18 +221,12 @@ export class NodeInstances {
       );
     }
     // the node gives its own GPUs: the ids the driver asked for are a preference, never trusted
-    const request: PlacementRequest = { service, gpus: def.gpus, cpus: 0, replicas: 1 };
+    const request: PlacementRequest = { service, gpus: def.gpus, cpus: def.cpus, replicas: 1 };
     const devices = assignNodeGpus(this.resources, request, { asked: gpus, gpuCount: this.#host.gpus.length });
+    // and counts its own cores: its code may hold some that the driver's count does not know of
+    this.#checkCpus(def);
     const id = randomId(); // (travels with every call to it: short)
-    const local = new LocalReplica(
-      def,
-      reviveValue(args, this.#host.linkOptions),
-      this.#host.rt,
-      replica,
-      this.#host.name,
-      devices,
-      id,
-    );
+    const local = this.#construct(def, reviveValue(args, this.#host.linkOptions), replica, devices, id);
     if (local.failure !== undefined) throw local.failure;
     takeResources(this.resources, devices, request);
     // an instance whose creator gave no lease id gets a lease of its own, renewed by its calls: an
@@ -206,17 +245,122 @@ export class NodeInstances {
    *
    * @param id The instance.
    * @param deadline When the calls still running on it are cancelled (default: they are waited for).
+   * @param cause Why, as the calls it stops say (default: its mesh closed; an expired lease says so).
    */
-  async remove(id: string, deadline?: number): Promise<void> {
+  async remove(id: string, deadline?: number, cause?: CloseCause): Promise<void> {
     const inst = this.byId.get(id);
     if (inst === undefined) return;
     this.byId.delete(id);
-    if (inst.owner !== undefined) this.#host.leases.release(inst.owner, id);
+    // (the last instance its driver created: what the driver's op calls made here goes too)
+    const ended = inst.owner === undefined ? undefined : this.#host.leases.release(inst.owner, id);
+    if (inst.parent !== undefined) this.#children.get(inst.parent)?.delete(id);
     try {
-      await inst.replica.close(deadline);
+      await inst.replica.close(deadline, undefined, cause);
     } finally {
       releaseResources(this.resources, inst.gpus, inst.request);
+      // what its code made goes after it: its own dispose may still use them
+      await this.#removeChildren(id, deadline, cause);
+      await ended;
     }
+  }
+
+  /** Disposes the instances the code of instance `id` made here (see {@linkcode remove}). */
+  async #removeChildren(id: string, deadline?: number, cause?: CloseCause): Promise<void> {
+    const children = this.#children.get(id);
+    if (children === undefined) return;
+    this.#children.delete(id);
+    await Promise.all([...children].map((c) => this.remove(c, deadline, cause).catch(() => {})));
+  }
+
+  /**
+   * Places and makes an instance that code running on this node asked for (`init()` in a method,
+   * a constructor or an op here: the node's runtime places with this). Each replica takes its
+   * GPUs and CPU cores from this node's one count, the one drivers' instances take from, all or
+   * none (a `PlacementError` when they do not fit); a constructor that throws leaves its replica
+   * failed (its calls fail with that error), as in any mesh. The instances belong to whoever the
+   * code that asked works for (see the module doc).
+   *
+   * @param def The service.
+   * @param args Its constructor's arguments.
+   * @returns Its deployment: the instances, called in place.
+   * @throws {PlacementError} When the replicas do not fit on this node.
+   * @throws {TransportError} When the node is draining.
+   */
+  deployNested(def: ServiceDef, args: unknown[]): Deployment {
+    const host = this.#host;
+    if (host.draining()) throw new TransportError("refused", `Node "${host.name}" is shutting down`);
+    const request: PlacementRequest = { service: def.name, gpus: def.gpus, cpus: def.cpus, replicas: def.replicas };
+    const placed = placeReplicas([this.resources], request);
+    const maker = this.#maker();
+    // (an op call naming no lease, or a node without leases: the node's own)
+    const leased = maker instanceof ServedOp && maker.owner !== undefined && host.leases.leaseMs > 0
+      ? maker
+      : undefined;
+    const replicas: LocalReplica[] = [];
+    for (let i = 0; i < placed.length; i++) {
+      const id = randomId();
+      const devices = placed[i].gpus as GpuDevice[];
+      const local = this.#construct(def, args, i, devices, id);
+      replicas.push(local);
+      if (local.failure !== undefined) continue; // (it holds nothing)
+      takeResources(this.resources, devices, request);
+      const inst: HostedInstance = { replica: local, gpus: devices, request };
+      this.byId.set(id, inst);
+      if (typeof maker === "string") {
+        inst.parent = maker;
+        let children = this.#children.get(maker);
+        if (children === undefined) this.#children.set(maker, children = new Set());
+        children.add(id);
+      } else if (leased !== undefined) {
+        inst.owner = leased.owner;
+        host.leases.holdMade(leased.owner!, id, leased);
+      }
+    }
+    return new Deployment(def, replicas, host.mesh.name);
+  }
+
+  /**
+   * Who the code running now works for: the id of the instance here whose constructor or method
+   * it is (also through the ops and tasks these submitted), or the op call a driver sent; found by
+   * following the calls that led to it, nearest first.
+   */
+  #maker(): string | ServedOp | undefined {
+    let ctx = currentContext();
+    for (let hops = 0; ctx !== undefined && hops < MAX_MAKER_HOPS; hops++) {
+      if (ctx instanceof ServedOp) return ctx;
+      const id = ctx.instance?.id;
+      if (id !== undefined && (this.byId.has(id) || this.#constructing.has(id))) return id;
+      // the body's task, and the context it was submitted in: its caller's
+      ctx = (ctx.parent as Task<unknown> | undefined)?._ctx;
+    }
+    return undefined;
+  }
+
+  /**
+   * Constructs an instance here; what its constructor makes is its own, and goes if it throws.
+   */
+  #construct(def: ServiceDef, args: unknown[], index: number, devices: GpuDevice[], id: string): LocalReplica {
+    this.#constructing.add(id);
+    let local: LocalReplica;
+    try {
+      local = new LocalReplica(def, args, this.#host.rt, index, this.#host.name, devices, id);
+    } finally {
+      this.#constructing.delete(id);
+    }
+    if (local.failure !== undefined) this.#removeChildren(id).catch(() => {});
+    return local;
+  }
+
+  /** Refuses an instance of `def` when this node's free cores cannot hold it. */
+  #checkCpus(def: ServiceDef): void {
+    if (def.cpus <= 0) return;
+    const free = this.freeCpus();
+    if (def.cpus <= free) return;
+    throw new PlacementError(
+      def.name,
+      `Cannot place service "${def.name}" on node "${this.#host.name}": needs ${def.cpus} CPU cores, ${free} ` +
+        "are free (the node's other instances hold the rest: also those made by code running on it)",
+    );
   }
 
   /**
@@ -248,7 +392,7 @@ export class NodeInstances {
     }
     const args = options.args ?? [];
     const request: PlacementRequest = { service, gpus: def.gpus, cpus: def.cpus, replicas };
-    const placed = placeReplicas([{ ...this.resources, freeCpus: this.freeCpus() }], request);
+    const placed = placeReplicas([this.resources], request);
     const first = this.residents.filter((r) => r.service === service).length;
     const made: string[] = [];
     this.loading++;
@@ -257,7 +401,7 @@ export class NodeInstances {
         const index = first + i;
         const id = `resident/${service}/${index}`;
         const devices = placed[i].gpus as GpuDevice[];
-        const local = new LocalReplica(def, args, this.#host.rt, index, this.#host.name, devices, id);
+        const local = this.#construct(def, args, index, devices, id);
         const failed = (cause: unknown) =>
           new Error(
             `Cannot start resident service "${service}" (replica ${index}) on node "${this.#host.name}": ${
@@ -301,15 +445,17 @@ export class NodeInstances {
 
   /** CPU cores not held by instances here (`Infinity`: not limited). */
   freeCpus(): number {
-    let used = 0;
-    for (const { replica } of this.byId.values()) used += replica.def.cpus;
-    return this.#host.mesh.nodes[0].cpus - used;
+    return this.resources.freeCpus;
   }
 
-  /** Disposes every instance (the node drains); their resources are not freed (the node is done). */
+  /** Disposes every instance (the node drains), each before those its code made. */
   async closeAll(): Promise<void> {
-    const all = [...this.byId.values()];
+    const first = [...this.byId].filter(([, i]) => i.parent === undefined);
+    await Promise.all(first.map(([id]) => this.remove(id).catch(() => {})));
+    // (none, unless made by a parent that went meanwhile)
+    const left = [...this.byId.values()];
     this.byId.clear();
-    await Promise.all(all.map((i) => i.replica.close().catch(() => {})));
+    this.#children.clear();
+    await Promise.all(left.map((i) => i.replica.close().catch(() => {})));
   }
 }

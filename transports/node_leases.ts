@@ -1,13 +1,17 @@
 /**
- * The leases on a node: what its drivers hold there (instances, kept objects) lives while the
- * driver does. A driver is taken for alive while it is heard from (its keepalive pings, its calls)
- * within `leaseMs`; a sweep every quarter lease (at most every 2^31 - 1 ms, the longest one timer
- * holds) destroys the instances, and frees the objects, of each driver not heard from for longer,
- * and remembers the instance ids it destroyed so that a late call to one is told why it is gone.
+ * The leases on a node: what its drivers hold there (instances, kept objects, and the instances
+ * their op calls made there) lives while the driver does. A driver is taken for alive while it is
+ * heard from (its keepalive pings, its calls) within `leaseMs`, and while an op call of its that
+ * made instances here runs; a sweep every quarter lease (at most every 2^31 - 1 ms, the longest one
+ * timer holds) destroys the instances, and frees the objects, of each driver not heard from for
+ * longer, and remembers the instance ids it destroyed so that a late call to one is told why it is
+ * gone. A lease also ends when its driver destroyed the last instance it made here and holds no
+ * object (it closed its mesh): the instances its op calls made go then.
  *
  * @module
  */
 import { MAX_TIMER_MS } from "../core/long_timer.ts";
+import type { CloseCause } from "../core/mailbox.ts";
 import { backgroundInterval } from "./_common.ts";
 import type { NodeServerOptions } from "./node_options.ts";
 
@@ -18,8 +22,23 @@ const EXPIRED_REMEMBERED = 4096;
 export interface Lease {
   /** When it was last heard from (`performance.now()`). */
   seen: number;
-  /** Its instances here. */
+  /** Its instances here (those it created). */
   readonly ids: Set<string>;
+  /** Instances its op calls made here (`init()` in an op's body), which it cannot name. */
+  made?: Set<string>;
+  /** Its op calls running here that made instances: while any runs, the lease does not expire. */
+  running?: number;
+}
+
+/**
+ * An op call a driver made here, as the instances its body makes see it: the lease they go to
+ * while it runs (and whether it has ended).
+ */
+export interface LeaseCall {
+  /** The lease it made instances under (set at its first). */
+  lease: Lease | undefined;
+  /** Set when the call has ended: instances made after that do not keep the lease. */
+  ended: boolean;
 }
 
 /** What a node's leases ask of the node. */
@@ -30,8 +49,11 @@ export interface LeaseHost {
   freeObjects(owner: string): void;
   /** Whether objects are kept for `owner`. */
   holdsObjects(owner: string): boolean;
-  /** Destroys instance `id`, cancelling the calls running on it at `deadline`. */
-  destroy(id: string, deadline: number): Promise<void>;
+  /**
+   * Destroys instance `id`, cancelling the calls running on it at `deadline` (none: they are waited
+   * for), with the `CancelledError` of `cause` (an expired lease's).
+   */
+  destroy(id: string, deadline?: number, cause?: CloseCause): Promise<void>;
 }
 
 /**
@@ -109,6 +131,41 @@ export class NodeLeases {
   }
 
   /**
+   * Instance `id` was made here by an op call of `owner`'s (its body ran `init()`): it lives while
+   * the lease does, which does not expire while that call runs (see {@linkcode callEnded}), and goes
+   * when it ends. The driver does not know of it, so it neither pings for it nor destroys it.
+   *
+   * @param owner The lease id the call named.
+   * @param id The instance.
+   * @param call The op call whose body made it.
+   */
+  holdMade(owner: string, id: string, call: LeaseCall): void {
+    let lease = this.owners.get(owner);
+    if (lease === undefined) this.owners.set(owner, lease = { seen: performance.now(), ids: new Set() });
+    (lease.made ??= new Set()).add(id);
+    if (call.lease === undefined && !call.ended) {
+      call.lease = lease;
+      lease.running = (lease.running ?? 0) + 1;
+    }
+    this.#startSweeper();
+  }
+
+  /**
+   * An op call that made instances under a lease ({@linkcode holdMade}) has ended: the lease may
+   * expire again, `leaseMs` from now at the earliest.
+   *
+   * @param call The op call.
+   */
+  callEnded(call: LeaseCall): void {
+    call.ended = true;
+    const lease = call.lease;
+    if (lease === undefined) return;
+    call.lease = undefined;
+    lease.running!--;
+    lease.seen = performance.now();
+  }
+
+  /**
    * Objects are kept for `owner`: they live while its lease does (its pings renew it, as for
    * instances). Nothing, when the node has no leases.
    *
@@ -122,16 +179,31 @@ export class NodeLeases {
 
   /**
    * Instance `id` of `owner` is gone: the lease ends when it held nothing else (no instance, no
-   * object), and the sweep stops when no lease is left.
+   * object), and the sweep stops when no lease is left. When the last instance the driver created
+   * here goes and it holds no object (it closed its mesh), the instances its op calls made here go
+   * too, unless one of those calls still runs (then the lease expires as usual).
    *
    * @param owner The lease id.
    * @param id The instance.
+   * @returns When the instances the lease's op calls made are disposed, if it ended with some.
    */
-  release(owner: string, id: string): void {
+  release(owner: string, id: string): Promise<void> | undefined {
     const lease = this.owners.get(owner);
-    lease?.ids.delete(id);
-    if (lease !== undefined && lease.ids.size === 0 && !this.#host.holdsObjects(owner)) this.owners.delete(owner);
+    let ended: Promise<void> | undefined;
+    if (lease !== undefined) {
+      const created = lease.ids.delete(id);
+      const made = lease.made;
+      made?.delete(id);
+      if (lease.ids.size === 0 && !this.#host.holdsObjects(owner)) {
+        if (made === undefined || made.size === 0) this.owners.delete(owner);
+        else if (created && !((lease.running ?? 0) > 0)) {
+          this.owners.delete(owner);
+          ended = Promise.all([...made].map((m) => this.#host.destroy(m).catch(() => {}))).then(() => {});
+        }
+      }
+    }
     if (this.owners.size === 0) this.#stopSweeper();
+    return ended;
   }
 
   /**
@@ -170,16 +242,28 @@ export class NodeLeases {
     const host = this.#host, expired = this.#expired;
     for (const [owner, lease] of this.owners) {
       if (now - lease.seen <= this.leaseMs) continue;
-      const services = [...lease.ids].map((id) => host.serviceOf(id) ?? "?");
+      // an op call of its that made instances here runs: its driver waits for it (and pings, if
+      // without naming the lease: it does not know of them)
+      if ((lease.running ?? 0) > 0) {
+        lease.seen = now;
+        continue;
+      }
+      const ids = lease.made === undefined ? [...lease.ids] : [...lease.ids, ...lease.made];
+      const services = ids.map((id) => host.serviceOf(id) ?? "?");
+      // (its calls say why they stopped: the driver's mesh is open, it did not close them)
+      const why =
+        `its node destroyed its instance, its driver sent no keepalive for ${this.leaseMs} ms (lease expired)`;
+      const cause: CloseCause = { reason: "lease-expired", what: why, pastDeadline: why };
       host.freeObjects(owner); // its objects go with its instances
-      for (const id of [...lease.ids]) {
+      // (gone first: the release each destroy makes finds no lease to end a second time)
+      this.owners.delete(owner);
+      for (const id of ids) {
         expired.add(id);
         this.expiredCount++;
         if (expired.size > EXPIRED_REMEMBERED) expired.delete(expired.values().next().value!);
         // the driver is gone: its calls still running are cancelled now, not waited for
-        host.destroy(id, now).catch(() => {});
+        host.destroy(id, now, cause).catch(() => {});
       }
-      this.owners.delete(owner);
       // a lease that held only objects (one a driver that closed cleanly leaves behind) destroyed
       // nothing to tell of: no "destroyed its 0 instances" line
       if (services.length === 0) continue;

@@ -52,3 +52,42 @@ test("NodeLeases tells of an expired lease that held instances, not of one that 
     leases.stop();
   }
 });
+
+test("NodeLeases: what a driver's op calls made goes when the driver destroyed its last instance, or with the expired lease, never while such a call runs", async () => {
+  const destroyed: string[] = [];
+  let sweptB!: () => void;
+  const swept = new Promise<void>((r) => (sweptB = r));
+  const leases = new NodeLeases(40, {
+    serviceOf: () => "Model",
+    freeObjects() {},
+    holdsObjects: () => false,
+    destroy: async (id) => {
+      destroyed.push(id);
+      if (id === "b-made") sweptB();
+    },
+  });
+  const alive = setInterval(() => {}, 1_000); // (the sweeper's timer does not hold the process open)
+  try {
+    // a driver that closed its mesh: destroying its last instance takes what its finished op made
+    const done = { lease: undefined, ended: false };
+    leases.holdInstance("closer", "i1");
+    leases.holdMade("closer", "closer-made", done);
+    leases.callEnded(done);
+    leases.release("closer", "i1");
+    assert.deepEqual(destroyed, ["closer-made"]);
+    assert.equal(leases.owners.has("closer"), false);
+    // an op call that still runs keeps its lease, however long its driver is not heard from
+    const running = { lease: undefined, ended: false };
+    leases.holdMade("a", "a-made", running);
+    leases.holdMade("b", "b-made", { lease: undefined, ended: true }); // made after its call ended
+    for (const lease of leases.owners.values()) lease.seen -= 1_000;
+    await swept; // one sweep looked at both ("a" first)
+    assert.deepEqual(destroyed, ["closer-made", "b-made"]);
+    assert.equal(leases.owners.has("a"), true);
+    leases.callEnded(running);
+    assert.equal(leases.owners.get("a")!.running, 0);
+  } finally {
+    clearInterval(alive);
+    leases.stop();
+  }
+});
