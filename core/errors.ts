@@ -284,9 +284,11 @@ export class TimeoutError extends ThinkagainError {
  * - `"drain"`: the node running it shut down (SIGTERM, `node.drain()`): nothing is wrong with the
  *   call, so a driver may send it to another node;
  * - `"mesh-closed"`: its mesh closed before it started, or while it ran, past `mesh.close({ graceMs })`;
- * - `"parent"`: the task that submitted it was cancelled or passed its deadline.
+ * - `"parent"`: the task that submitted it was cancelled or passed its deadline;
+ * - `"lease-expired"`: its node destroyed the instance it ran on, because the driver sent no
+ *   keepalive for the node's lease (`--lease-ms`): its mesh is open, but that instance is gone.
  */
-export type CancelReason = "cancelled" | "timeout" | "drain" | "mesh-closed" | "parent";
+export type CancelReason = "cancelled" | "timeout" | "drain" | "mesh-closed" | "parent" | "lease-expired";
 
 /** Every {@link CancelReason} (the allow-list a reason from the wire is checked against). */
 export const CANCEL_REASONS: ReadonlySet<CancelReason> = new Set<CancelReason>([
@@ -295,6 +297,7 @@ export const CANCEL_REASONS: ReadonlySet<CancelReason> = new Set<CancelReason>([
   "drain",
   "mesh-closed",
   "parent",
+  "lease-expired",
 ]);
 
 /**

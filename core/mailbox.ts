@@ -9,7 +9,7 @@
 import type { InstanceInfo, RunContext } from "./context.ts";
 import type { Replica } from "./deployment.ts";
 import type { GpuDevice } from "./devices.ts";
-import { CancelledError, OpExecutionError, OverloadedError } from "./errors.ts";
+import { CancelledError, type CancelReason, OpExecutionError, OverloadedError } from "./errors.ts";
 import { endGrace, startGrace } from "./grace.ts";
 import { untilDeadline } from "./long_timer.ts";
 import { overloadBackoffMs } from "./policy.ts";
@@ -89,7 +89,7 @@ export abstract class MailboxReplica implements Replica {
     // backpressure: a full mailbox refuses at once instead of growing (the handle routes to the
     // replica with the fewest outstanding calls, so its siblings are no emptier)
     const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
-    if (this.outstanding - this.running >= maxQueued) {
+    if (this.waiting() >= maxQueued) {
       if (this.refuses()) return failedRef(target, this.overloaded(method, maxQueued));
       // with retries, the call tries again after a pause, as a node's refusal is retried
       this.calls++;
@@ -108,8 +108,19 @@ export abstract class MailboxReplica implements Replica {
    */
   refuses(): boolean {
     const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
-    return this.outstanding - this.running >= maxQueued &&
+    return this.waiting() >= maxQueued &&
       ((this.def.policy?.retries ?? 0) === 0 || this.deferred.size >= maxQueued);
+  }
+
+  /**
+   * The calls that wait for a slot (what `maxQueued` bounds): those outstanding beyond the slots. A
+   * call made while a slot is free is about to start on it (a microtask later, not within the
+   * `.go()` that made it), so it does not count, whether or not the code that made it yielded before
+   * the next call: an idle instance with `maxQueued: 1` takes two calls made together, as an op with
+   * `maxConcurrency: 1, maxWaiting: 1` does (`limiter.ts`).
+   */
+  private waiting(): number {
+    return this.outstanding - this.limit;
   }
 
   /** The error a call of `method` is refused with while {@linkcode refuses} says so. */
@@ -131,7 +142,7 @@ export abstract class MailboxReplica implements Replica {
       this.deferred.delete(task);
       if (task._state !== PENDING) return; // cancelled, or an input failed, meanwhile
       const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
-      if (this.outstanding - this.running < maxQueued) {
+      if (this.waiting() < maxQueued) {
         this.enqueue(task);
         if (task._pending === 0) this.pump();
       } else if (refusals + 1 < (this.def.policy?.retries ?? 0)) {
@@ -157,7 +168,9 @@ export abstract class MailboxReplica implements Replica {
     const again = tries === 0 ? "" : ` (also after ${tries} pause${tries === 1 ? "" : "s"}, its retries)`;
     return new OverloadedError(
       `Service "${this.def.name}" refused a call to ${this.def.name}.${method}: its instance ${this.index} on node ` +
-        `"${this.node}" has ${maxQueued} calls queued${again} (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
+        `"${this.node}" has ${maxQueued} call${
+          maxQueued === 1 ? "" : "s"
+        } queued${again} (maxQueued ${maxQueued}; raise it, or pass "unbounded")`,
     );
   }
 
@@ -186,7 +199,7 @@ export abstract class MailboxReplica implements Replica {
         return;
       }
       const maxQueued = this.def.maxQueued ?? DEFAULT_MAX_QUEUED;
-      if (this.outstanding - this.running >= maxQueued) {
+      if (this.waiting() >= maxQueued) {
         if (!this.refuses()) return this.enqueueLater(task, 0);
         task._args = undefined;
         settle(task, FAILED, this.overloaded(method, maxQueued));
@@ -325,19 +338,23 @@ export abstract class MailboxReplica implements Replica {
     this.pump();
   }
 
-  stopAccepting(): void {
+  /**
+   * Rejects the calls not yet started, saying why (`cause`, default: its mesh closed), and starts
+   * no more.
+   */
+  stopAccepting(cause: CloseCause = MESH_CLOSED): void {
     if (this.closing) return;
     this.closing = true;
     const queued = this.queue.slice(this.head);
     for (const task of [...this.held ?? []]) {
       this.held!.delete(task);
       task._args = undefined;
-      settle(task, State.CANCELLED, notStarted(task));
+      settle(task, State.CANCELLED, notStarted(task, cause));
     }
     for (const task of [...this.deferred.keys()]) {
       this.forgetDeferred(task);
       task._args = undefined;
-      settle(task, State.CANCELLED, notStarted(task));
+      settle(task, State.CANCELLED, notStarted(task, cause));
     }
     this.queue.length = 0;
     this.head = 0;
@@ -345,20 +362,30 @@ export abstract class MailboxReplica implements Replica {
       if (task !== undefined && task._state === PENDING) {
         this.outstanding--;
         task._args = undefined;
-        settle(task, State.CANCELLED, notStarted(task));
+        settle(task, State.CANCELLED, notStarted(task, cause));
       }
     }
   }
 
-  async close(deadline?: number, spared?: ReadonlySet<Task<unknown>>): Promise<void> {
-    this.stopAccepting();
+  /**
+   * Closes the instance: the calls not started are rejected, those running are waited for until
+   * `deadline` (then cancelled), and it is disposed.
+   *
+   * @param deadline When the calls still running are cancelled (`performance.now()` time; none:
+   * they are waited for).
+   * @param spared Calls that close its mesh (and those they run under): not waited for.
+   * @param cause Why it closes, as the calls it stops say (default: its mesh closed; a node that
+   * destroys an instance of a driver whose lease expired says so).
+   */
+  async close(deadline?: number, spared?: ReadonlySet<Task<unknown>>, cause: CloseCause = MESH_CLOSED): Promise<void> {
+    this.stopAccepting(cause);
     // a stream still open holds its call's slot, but nothing here can tell when (or whether) its
     // consumer reads on: it is stopped now (its generator's finally runs, its consumer's next()
-    // rejects with the mesh-closed CancelledError), and its slot awaited, before the instance closes
+    // rejects with the CancelledError of `cause`), and its slot awaited, before the instance closes
     const streams = [...this.active].filter((t) => t._state === State.COMPLETED && t._value instanceof Stream);
     for (const t of streams) {
       (t._value as Stream<unknown>).cancel(
-        new CancelledError(t._target, "stopped mid-stream: the mesh closed", "mesh-closed"),
+        new CancelledError(t._target, `stopped mid-stream: ${cause.what}`, cause.reason),
       );
     }
     while (streams.some((t) => this.active.has(t))) {
@@ -377,10 +404,7 @@ export abstract class MailboxReplica implements Replica {
         // past the deadline: stop waiting; late results are ignored
         for (const t of live) {
           if (t._state !== State.RUNNING) continue;
-          cancelTask(
-            t,
-            new CancelledError(t._target, "cancelled: the mesh closed and its graceMs passed", "mesh-closed"),
-          );
+          cancelTask(t, new CancelledError(t._target, `cancelled: ${cause.pastDeadline}`, cause.reason));
         }
       }
     }
@@ -394,9 +418,29 @@ export abstract class MailboxReplica implements Replica {
   }
 }
 
-/** The error of a call still queued when its mesh closed (a closing replica starts nothing more). */
-function notStarted(task: Task<unknown>): CancelledError {
-  return new CancelledError(task._target, "not started: the mesh closed", "mesh-closed");
+/**
+ * Why a replica closes, as the `CancelledError`s of the calls it stops say: its mesh closed
+ * (`mesh.close()`), or its node destroyed it (a driver's lease that expired, `node_leases.ts`).
+ */
+export interface CloseCause {
+  /** Their `reason`. */
+  readonly reason: CancelReason;
+  /** What happened, in words (`the mesh closed`): the calls not started and the streams stopped say it. */
+  readonly what: string;
+  /** The same, for the calls still running at the close's deadline (`the mesh closed and its graceMs passed`). */
+  readonly pastDeadline: string;
+}
+
+/** The cause of a replica's close unless told otherwise: its mesh closed. */
+const MESH_CLOSED: CloseCause = {
+  reason: "mesh-closed",
+  what: "the mesh closed",
+  pastDeadline: "the mesh closed and its graceMs passed",
+};
+
+/** The error of a call still queued when its replica closed (a closing replica starts nothing more). */
+function notStarted(task: Task<unknown>, cause: CloseCause): CancelledError {
+  return new CancelledError(task._target, `not started: ${cause.what}`, cause.reason);
 }
 
 /**

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { addWaiter, settle, State, Task } from "./task.ts";
+import { addWaiter, failWithInput, settle, State, Task } from "./task.ts";
 
 const { PENDING, COMPLETED, FAILED } = State;
 
@@ -70,11 +70,12 @@ export function pipelineCandidates(dep: Task<unknown>): Task<unknown>[] {
 export function releasePipelined(dep: Task<unknown>, dependents: readonly Task<unknown>[]): void {
   const deps = dep._dependents;
   if (deps === undefined) return;
-  let recorded: Task<unknown>[] | undefined;
+  let released: Task<unknown>[] | undefined, recorded: Task<unknown>[] | undefined;
   for (const d of dependents) {
     const at = deps.indexOf(d);
     if (at < 0 || d._state !== PENDING) continue;
     deps.splice(at, 1);
+    (released ??= []).push(d);
     if (--d._pending !== 0) continue;
     const m = d._meta;
     if (m !== undefined) {
@@ -88,15 +89,31 @@ export function releasePipelined(dep: Task<unknown>, dependents: readonly Task<u
     }
   }
   if (deps.length === 0) dep._dependents = undefined;
-  // while recorded, a dependent sent ahead waits on its node for `dep`: that wait is for its input,
-  // not its run, so its ready and start times move to when this process learns `dep` settled
-  if (recorded !== undefined) addWaiter(dep, (input) => inputSettled(input, recorded));
+  // they are no longer among `dep`'s dependents, which a failure or cancel of `dep` fails (task.ts'
+  // flushSettled): this waiter does it for them (one per call whose dependents were let through)
+  if (released !== undefined) addWaiter(dep, (input) => inputSettled(input, released, recorded));
 }
 
-/** `input` settled: the recorded dependents sent ahead of it were not ready (nor running) before. */
-function inputSettled(input: Task<unknown>, sentAhead: readonly Task<unknown>[]): void {
+/**
+ * `input` settled. Failed or cancelled here: the dependents sent ahead of it fail with it, as those
+ * that waited for it do, and are stopped on their node, where its result may still come and must
+ * not be used (a cancel that reached its node after the body finished there stops nothing). Else
+ * the recorded ones were not ready (nor running) before: while recorded, a dependent sent ahead
+ * waits on its node for `input`, a wait for its input, not its run, so its ready and start times
+ * move to when this process learns `input` settled.
+ */
+function inputSettled(
+  input: Task<unknown>,
+  sentAhead: readonly Task<unknown>[],
+  recorded: readonly Task<unknown>[] | undefined,
+): void {
+  if (input._state !== COMPLETED) {
+    for (const d of sentAhead) if (d._state < COMPLETED) failWithInput(d, input);
+    return;
+  }
+  if (recorded === undefined) return;
   const at = input._meta?.settledAt || performance.now();
-  for (const d of sentAhead) {
+  for (const d of recorded) {
     const m = d._meta;
     if (m === undefined || d._state >= COMPLETED) continue; // its record was taken as it settled
     if (m.readyAt < at) m.readyAt = at;

@@ -41,6 +41,11 @@ export interface TaskTarget {
   ready(task: Task<unknown>): void;
   /** The task was cancelled before it started: forget it. */
   dropped?(task: Task<unknown>): void;
+  /**
+   * A completed task whose value is not kept on a node was released (`ref.release()`, `using`):
+   * what this process holds for it elsewhere may go (a `put` value's copies stored on nodes).
+   */
+  released?(task: Task<unknown>): void;
   /** True when the body's thinkagain errors (remote calls) must pass through unwrapped. */
   readonly passErrors?: boolean;
   /** True when calls run on another node (a replica behind a transport). */
@@ -314,7 +319,8 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
   /**
    * Gives up this process's hold on the result: a result kept on a node is freed there once no call
    * in flight carries it (an argument of a call sent but not finished), without waiting for the
-   * garbage collector; a value held here is left to it. Idempotent. Awaiting the ref or passing it
+   * garbage collector, and so are the copies of a `put` value stored on nodes once its last ref is
+   * released; a value held here is left to it. Idempotent. Awaiting the ref or passing it
    * to a call afterwards fails with `ReleasedError`. A pending ref's result is freed when it comes.
    */
   release(): void {
@@ -323,6 +329,7 @@ export class Task<T> implements PromiseLike<T>, TaskInfo {
     if (this._state === COMPLETED) {
       const v = this._value;
       if (v instanceof LazyValue) v.release();
+      else this._target.released?.(this as Task<unknown>);
     } else if (this._state === PENDING || this._state === RUNNING) addWaiter(this as Task<unknown>, releaseWhenSettled);
   }
 
@@ -421,11 +428,26 @@ export const State = { PENDING, RUNNING, COMPLETED, FAILED, CANCELLED } as const
  * it, giving back any slot it held), a running one is stopped where its executor can.
  */
 export function cancelTask(task: Task<unknown>, error: CancelledError): void {
+  stopTask(task, CANCELLED, error);
+}
+
+/**
+ * Fails or cancels an unsettled task as its input `input` did (the same state and error, as
+ * `flushSettled` does to the dependents that wait for an input), wherever it is: a pending one
+ * never starts, a running one is stopped where its executor can. For a dependent sent ahead to a
+ * node naming the input's result (`pipeline.ts`): that result may still come there (the body
+ * finished before the cancel reached it), and the dependent must not run with it.
+ */
+export function failWithInput(task: Task<unknown>, input: Task<unknown>): void {
+  stopTask(task, input._state, input._error);
+}
+
+function stopTask(task: Task<unknown>, state: number, error: unknown): void {
   const wasPending = task._state === PENDING;
   const abort = task._abort;
   task._abort = undefined;
   task._args = undefined;
-  settle(task, CANCELLED, error);
+  settle(task, state, error);
   if (wasPending) task._target.dropped?.(task);
   abort?.();
 }
@@ -591,7 +613,11 @@ function releaseChildren(parent: Task<unknown>, state: number, error: unknown): 
   try {
     for (let i = 0; i < orphans.length; i++) {
       const kid = orphans[i];
-      if (kid._state >= COMPLETED) continue;
+      if (kid._state >= COMPLETED) {
+        // a call whose stream the parent read (`stream_call.ts`): the stream stops with its reader
+        if (kid._value instanceof Stream) kid._value.cancel(streamOrphaned(kid, orphanParents[i]));
+        continue;
+      }
       const p = orphanParents[i];
       cancelTask(
         kid,
@@ -607,6 +633,12 @@ function releaseChildren(parent: Task<unknown>, state: number, error: unknown): 
     orphanParents.length = 0;
     cancellingOrphans = false;
   }
+}
+
+/** Why the stream of `kid`, a call whose stream `reader`'s body read, stopped: its reader was cancelled. */
+function streamOrphaned(kid: Task<unknown>, reader: Task<unknown>): CancelledError {
+  const why = reader._state === CANCELLED ? "cancelled" : "past its deadline";
+  return new CancelledError(kid._target, `stopped mid-stream: the body reading it (${reader.id}) was ${why}`, "parent");
 }
 
 /** Something told when a ref settles. */

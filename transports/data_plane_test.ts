@@ -31,10 +31,13 @@ const DpProducer = ta.service(
     }
   },
 );
+/** Runs of DpConsumer.sum (its nodes are in memory: it runs in this process). */
+let dpSumRuns = 0;
 const DpConsumer = ta.service(
   { name: "DpConsumer", gpus: 2 },
   class DpConsumer {
     sum(a: Float32Array) {
+      dpSumRuns++;
       let s = 0;
       for (let i = 0; i < a.length; i++) s += a[i];
       return s;
@@ -49,6 +52,24 @@ const DpConsumer = ta.service(
       let s = 0;
       for (const a of x.parts) for (let i = 0; i < a.length; i++) s += a[i];
       return s;
+    }
+  },
+);
+
+/** Runs of dpTooBig (it runs in this process: its nodes are in memory). */
+let dpTooBigRuns = 0;
+/** Made on the one node with a GPU (A below); retries: its result could be made again (lineage). */
+const dpTooBig = ta.op({ name: "dpTooBig", gpus: 1, retries: 2 }, (n: number) => {
+  dpTooBigRuns++;
+  return new Float32Array(n).fill(1);
+});
+const dpTooBigOnce = ta.op({ name: "dpTooBigOnce", gpus: 1 }, (n: number) => new Float32Array(n).fill(1));
+/** Its 4 CPUs fit only node B below. */
+const DpWideSink = ta.service(
+  { name: "DpWideSink", cpus: 4 },
+  class DpWideSink {
+    length(a: Float32Array): number {
+      return a.length;
     }
   },
 );
@@ -330,6 +351,74 @@ test(
   },
 );
 
+test(
+  "hand-off: a call cancelled while B pulls its result cancels B's call too: it rejects with the same CancelledError, and its body never runs",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let holding = false;
+    const runs = dpSumRuns;
+    await twoNodes(
+      // A's reply to the driver and its answer to B's pull are held back: A's call has finished there
+      (type) => (holding && (type === "call" || type === "fetch") ? gate : undefined),
+      async ({ ta: ta_, tb }, mesh, producer, consumer) => {
+        holding = true;
+        try {
+          const [big, sum] = await mesh.run(() => {
+            const big = producer.make.go(1024);
+            return [big, consumer.sum.go(big)] as const;
+          });
+          assert.ok(await eventually(() => tb.frames.get("call") === 1 && ta_.frames.get("fetch") === 1, 10_000));
+          assert.equal(big.cancel(), true);
+          const cancelled = await rejection(big);
+          assert.ok(cancelled instanceof ta.CancelledError, String(cancelled));
+          // B was told before its pull is answered: its call never starts
+          assert.ok(await eventually(() => tb.frames.get("cancel") === 1, 10_000), "B got no cancel");
+          open();
+          // (today: B got no cancel, pulled A's result and summed it: `sum` completed with 1536)
+          assert.equal(await rejection(sum), cancelled);
+          assert.equal(sum.status, "cancelled");
+        } finally {
+          open();
+        }
+      },
+    );
+    // (the nodes drained: a call that was to run on B has run)
+    assert.equal(dpSumRuns, runs, "B ran the call whose input was cancelled");
+  },
+);
+
+test(
+  "pipelining: a call cancelled while its dependent waits on the node for it rejects that dependent with the same CancelledError, even if the node answers it",
+  T,
+  async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const t = traffic();
+    await withNode("pipe-cancel", {}, t, (type) => (type === "call" ? gate : undefined), async (_node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("pipe-cancel", { endpoint })]);
+      const [first, second] = await mesh.run(() => {
+        const first = dpInc.go(0);
+        return [first, dpInc.go(first)] as const;
+      });
+      try {
+        // both reached the node (pipelined) and ran there; their replies are held back
+        assert.ok(await eventually(() => t.frames.get("call") === 2, 10_000));
+        first.cancel();
+        const cancelled = await rejection(first);
+        assert.ok(cancelled instanceof ta.CancelledError, String(cancelled));
+        open();
+        // (today: `second` completed with 2, the value of the call cancelled here)
+        assert.equal(await rejection(second), cancelled);
+        assert.equal(second.status, "cancelled");
+      } finally {
+        open();
+      }
+    });
+  },
+);
+
 test("hand-off: B's call fails with the error of A's call, and A publishes nothing after", T, async () => {
   await twoNodes(undefined, async ({ a }, mesh, producer, consumer) => {
     await assert.rejects(mesh.run(() => consumer.sum.go(producer.boom.go(7))), /boom 7/);
@@ -445,6 +534,21 @@ test(
   },
 );
 
+test("data plane: ta.all of results kept on a node fetches each and gives the values, as await does", T, async () => {
+  const t = traffic();
+  await withNode("all", {}, t, undefined, async (_node, endpoint) => {
+    await using mesh = new ta.Mesh([new ta.MeshNode("all", { endpoint })]);
+    const got = await mesh.run(async () => {
+      const kept = dpBig.go(100_000), small = dpBig.go(4);
+      for (const r of [kept, small]) await eventually(() => r.status === "completed", 10_000);
+      return await ta.all([kept, small, 7]); // both settled before all() was called
+    });
+    assert.deepEqual(got, [new Float32Array(100_000).fill(1.5), new Float32Array(4).fill(1.5), 7]);
+    const pending = await mesh.run(() => ta.all([dpBig.go(100_000)])); // settles while all() waits
+    assert.deepEqual(pending, [new Float32Array(100_000).fill(1.5)]);
+  });
+});
+
 test(
   "data plane: results kept on a node whose process restarted are lost with it: NodeLostError, or made again by an op with retries",
   T,
@@ -509,6 +613,31 @@ test("data plane: mesh.close() frees the node's objects; a full store refuses wi
     assert.equal(node.objectStats().objects, 0, "closing the mesh left objects on the node");
   });
 });
+
+test(
+  "data plane: awaiting a result kept on a node after mesh.close() freed it fails with CancelledError (mesh-closed), not NodeLostError",
+  T,
+  async () => {
+    const t = traffic();
+    await withNode("closed", {}, t, undefined, async (node, endpoint) => {
+      const mesh = new ta.Mesh([new ta.MeshNode("closed", { endpoint })]);
+      const { big } = await mesh.run(async () => {
+        const big = dpBig.go(100_000); // not awaited while it runs: kept on the node
+        await ta.wait([big]);
+        return { big }; // (a plain object: a ref returned would be awaited)
+      });
+      assert.equal(big.status, "completed");
+      await mesh.close();
+      assert.equal(node.objectStats().objects, 0);
+      const e = await rejection(big);
+      // (today: NodeLostError 'Node "closed" was lost: the result of op "dpBig" ... is gone with it')
+      assert.ok(e instanceof ta.CancelledError, String(e));
+      assert.equal(e.reason, "mesh-closed");
+      assert.match(e.message, /^Op "dpBig" was freed on node "closed" when its mesh closed/);
+      assert.equal(t.frames.get("fetch") ?? 0, 0, "a closed mesh asked its node for the value");
+    });
+  },
+);
 
 test(
   "data plane: a large result its caller already awaits comes back in the reply (no second round trip to fetch it); one not awaited stays",
@@ -754,6 +883,43 @@ test(
   },
 );
 
+/** Set when a dpHeldLength call started; it returns once gates' "held" opens (its node runs in this process). */
+let dpHeldStarted: () => void = () => {};
+const dpHeldLength = ta.op({ name: "dpHeldLength", remote: true }, async (a: Float32Array) => {
+  dpHeldStarted();
+  await gates.get("held");
+  return a.length;
+});
+
+test(
+  "release: a released result is kept on its node while a call pipelined to that node that names it runs, and freed when that call ends",
+  T,
+  async () => {
+    let open!: () => void;
+    gates.set("held", new Promise<void>((r) => (open = r)));
+    const started = new Promise<void>((r) => (dpHeldStarted = r));
+    await withNode("rel-piped", {}, traffic(), undefined, async (node, endpoint) => {
+      await using mesh = new ta.Mesh([new ta.MeshNode("rel-piped", { endpoint })]);
+      await mesh.run(async () => {
+        const made = dpBig.go(100_000);
+        const held = dpHeldLength.go(made); // sent at once, naming made's result on the node
+        try {
+          await started;
+          assert.ok(await eventually(() => made.status === "completed", 10_000));
+          assert.equal(node.objectStats().objects, 1);
+          made.release();
+          await dpInc.go(1); // a round trip after a free the release would have sent
+          assert.equal(node.objectStats().objects, 1, "freed while a call on its node that names it runs");
+        } finally {
+          open(); // (a failed assertion must not leave the node's drain waiting on the call)
+        }
+        assert.equal(await held, 100_000);
+        assert.ok(await eventually(() => node.objectStats().objects === 0, 10_000), "not freed once the call ended");
+      });
+    });
+  },
+);
+
 test(
   "release: a loop of hand-offs A → B that releases each result (`using`) leaves A's store empty; without release A keeps them",
   T,
@@ -955,6 +1121,45 @@ test(
       await conn.close();
       await node.drain();
       await served.close();
+    }
+  },
+);
+
+test(
+  "a kept result too large for its node's frames, pulled by a call on another node, fails that call with the transport's too-large error naming the argument, the sizes and the limit; its node is not taken for lost and its op is not run again",
+  T,
+  async () => {
+    const a = new NodeServer({ name: "A", gpus: 1, cpus: 1 });
+    const b = new NodeServer({ name: "B", gpus: 0, cpus: 8 });
+    const sa = serveInMemory("dp-too-large-a", a.handler, { maxFrameBytes: 1 << 20 });
+    const sb = serveInMemory("dp-too-large-b", b.handler);
+    try {
+      await using mesh = new ta.Mesh([
+        new ta.MeshNode("A", { endpoint: sa.endpoint, gpus: 1, cpus: 1 }),
+        new ta.MeshNode("B", { endpoint: sb.endpoint, gpus: 0, cpus: 8 }),
+      ]);
+      await mesh.run(async () => {
+        const sink = DpWideSink.init();
+        assert.equal(await sink.length.go(new Float32Array(1)), 1); // placed on B
+        // 2 MiB each: pulled from A as it is made (a hand-off), and once kept there (retries: no hand-off)
+        for (const made of [dpTooBigOnce.go(512 * 1024), dpTooBig.go(512 * 1024)]) {
+          const e = await rejection(sink.length.go(made));
+          assert.ok(e instanceof ta.TransportError, String(e));
+          assert.equal(e.reason, "too-large");
+          assert.match(
+            e.message,
+            /^Node "B" cannot pull argument 0 of method "length" \((the result of a call|a result kept) on node "A"\) from node "A": it is too large to move between nodes: its \d+ bytes as encoded are over the frame limit of 1048576 bytes\. Raise --max-frame-bytes/,
+          );
+          assert.doesNotMatch(e.message, /awaiting it here/);
+        }
+        assert.equal(dpTooBigRuns, 1, "the op was made again (lineage) for a node that was never lost");
+        assert.equal(await dpTooBig.go(4).then((v) => v.length), 4, "node A was taken for lost");
+      });
+    } finally {
+      await a.drain();
+      await b.drain();
+      await sa.close();
+      await sb.close();
     }
   },
 );

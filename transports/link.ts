@@ -156,6 +156,8 @@ export class NodeLink {
   private pingSentAt = 0;
   private pongAt = 0;
   private closed = false;
+  /** Whether its node was taken for lost (or removed) when it was closed. */
+  private lostAtClose = false;
   /** The connection that declared this link's data-plane fields (its `session`), if any. */
   private sessionOn: TransportConnection | undefined;
   /** Set when a destroy went unanswered while closing: the rest are left to the node's lease. */
@@ -195,6 +197,14 @@ export class NodeLink {
   /** True when frames on this link arrive in the order sent (so calls may be pipelined). */
   get ordered(): boolean {
     return this.transport.name !== "http";
+  }
+
+  /**
+   * True once the link was closed while its node was not taken for lost (its owner, a mesh, closed):
+   * what it held there was freed then (or left to the node's lease), the node itself is fine.
+   */
+  get closedByOwner(): boolean {
+    return this.closed && !this.lostAtClose;
   }
 
   private connection(): Promise<TransportConnection> {
@@ -432,7 +442,8 @@ export class NodeLink {
       if (res.ok && res.object !== undefined) {
         // it stayed on the node: the ref holds where, and fetches it when awaited
         const madeBy = message.op !== undefined ? `op "${message.op}"` : `method "${message.method}"`;
-        return new RemoteObject(this, res.object.oid, res.object.bytes, `${madeBy} on node "${this.node}"`);
+        const call = message.op ?? { name: message.method!, kind: "method" as const };
+        return new RemoteObject(this, res.object.oid, res.object.bytes, `${madeBy} on node "${this.node}"`, call);
       }
       if (res.ok) {
         // handles in the result belong to whoever holds this link (its mesh), and close with it
@@ -832,6 +843,7 @@ export class NodeLink {
 
   /** Closes the connection; the link refuses requests from now on. */
   async close(): Promise<void> {
+    if (!this.closed) this.lostAtClose = this.lost;
     if (!this.closed && this.open !== undefined && !this.unresponsive) {
       // the objects it holds there and the results published for it go now, not with its lease,
       // and so do the frees not sent yet or not answered (over HTTP, closing aborts a request under

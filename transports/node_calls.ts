@@ -440,6 +440,17 @@ export class NodeCalls {
   }
 
   /**
+   * Whether a `cancel` for the call under `key` came while it was admitted but not yet running (it
+   * waited for the results it pulls from other nodes): taken, so that its body never starts.
+   *
+   * @param key The call's key.
+   * @returns True when it was cancelled meanwhile.
+   */
+  cancelledMeanwhile(key: string): boolean {
+    return this.#earlyCancels.size !== 0 && this.#earlyCancels.delete(key);
+  }
+
+  /**
    * A `session` message: what every call on its connection would carry, held until the connection
    * closes.
    *

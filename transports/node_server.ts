@@ -16,7 +16,14 @@
 import { errorToWire, frameBytes } from "../core/codec.ts";
 import { runInContext } from "../core/context.ts";
 import type { GpuDevice } from "../core/devices.ts";
-import { CancelledError, OpExecutionError, OverloadedError, ProtocolError, TransportError } from "../core/errors.ts";
+import {
+  CancelledError,
+  NodeLostError,
+  OpExecutionError,
+  OverloadedError,
+  ProtocolError,
+  TransportError,
+} from "../core/errors.ts";
 import { Mesh, MeshNode, meshRuntime } from "../core/mesh.ts";
 import type { MeshRuntime, MeshStats } from "../core/mesh_runtime.ts";
 import type { ObjectRef } from "../core/object_ref.ts";
@@ -27,7 +34,7 @@ import { registeredServices } from "../core/service_def.ts";
 import { isTracingEnabled, withExtractedContext } from "../core/tracing/mod.ts";
 import { listening } from "../core/events.ts";
 import { describe } from "../core/describe.ts";
-import { setLongTimeout } from "../core/long_timer.ts";
+import { setLongTimeout, untilDeadline } from "../core/long_timer.ts";
 import {
   type CallMessage,
   decodeDriverMessage,
@@ -47,7 +54,7 @@ import { type NodeServerOptions, resolveNodeLimits } from "./node_options.ts";
 import { type Lease, NodeLeases } from "./node_leases.ts";
 import { ObjectEndpoints } from "./object_endpoints.ts";
 import { PipedArgs, PipedStreams } from "./piped_args.ts";
-import { type HostedInstance, NodeInstances, type ServedMethod } from "./node_instances.ts";
+import { type HostedInstance, NodeInstances, type ServedMethod, ServedOp } from "./node_instances.ts";
 import { callKey, callScope, fairCaller, NodeCalls } from "./node_calls.ts";
 
 export {
@@ -82,7 +89,11 @@ export class NodeServer {
   readonly name: string;
   /** Changes each time a node starts, so drivers notice restarts. */
   readonly session: string = crypto.randomUUID();
-  /** The mesh its instances and ops run in (nested `.go()` calls use it). */
+  /**
+   * The mesh its instances and ops run in (nested `.go()` calls use it). What code running here
+   * makes (`init()`) is placed by the node itself, on the count of its GPUs and cores that drivers'
+   * instances take from (`NodeInstances.deployNested`).
+   */
   readonly mesh: Mesh;
   /** Its runtime: what its instances and the calls run here are given. */
   private readonly rt: MeshRuntime;
@@ -118,8 +129,18 @@ export class NodeServer {
   /** What `fetch`, `store` and `free` are answered by (object_endpoints.ts). */
   private readonly objectEndpoints: ObjectEndpoints;
   private draining = false;
+  /** Set once a drain let the results kept here go: a `fetch` of one is told so. */
+  private drained = false;
+  /** The `fetch`es (other nodes' pulls, drivers' awaits) being answered now, which a drain lets end. */
+  private fetching = 0;
+  /** Told when {@linkcode NodeServer.fetching} is back to 0 while a drain waits for that. */
+  private fetchesEnded: (() => void) | undefined;
 
-  /** @param options The node's name, resources, and how it reaches other nodes. */
+  /**
+   * A node serving the services and ops this process registered.
+   *
+   * @param options The node's name, resources, and how it reaches other nodes.
+   */
   constructor(options: NodeServerOptions) {
     const limits = resolveNodeLimits(options);
     this.leaseMs = limits.leaseMs;
@@ -128,6 +149,10 @@ export class NodeServer {
     this.gpus = node.gpus;
     this.mesh = new Mesh([node], { name: `node ${options.name}`, token: options.token, transport: options.transport });
     this.rt = meshRuntime(this.mesh);
+    // one count of this node's GPUs and cores: the instances its code makes take from the one that
+    // drivers' instances do (a mesh of its own would count them apart, and give a GPU twice), and
+    // belong to whoever that code works for (node_instances.ts)
+    this.rt.deploy = (def, args) => this.hosted.deployNested(def, args);
     this.callCtx = { mesh: this.rt };
     this.linkOptions = { owner: this, token: options.token, transport: options.transport };
     this.reach = new HandleReach(this, {
@@ -147,7 +172,7 @@ export class NodeServer {
         this.published.forgetOwner(owner);
       },
       holdsObjects: (owner) => this.published.holds(owner) || this.objects.owners().includes(owner),
-      destroy: (id, deadline) => this.hosted.remove(id, deadline),
+      destroy: (id, deadline, cause) => this.hosted.remove(id, deadline, cause),
     }, options.onLeaseExpired);
     this.owners = this.leases.owners;
     this.hosted = new NodeInstances({
@@ -359,7 +384,7 @@ export class NodeServer {
         return undefined;
       }
       case "fetch":
-        return await this.objectEndpoints.fetch(msg.oid);
+        return await this.fetchObject(msg.oid);
       case "store":
         if (this.draining) throw new TransportError("refused", `Node "${this.name}" is shutting down`);
         return this.objectEndpoints.store(msg);
@@ -455,15 +480,19 @@ export class NodeServer {
   // What call() makes closures of, made here: a closure in call() itself would put the locals it
   // names in a context object allocated with every call, whatever branch runs.
 
-  /** Submits a call of an op here, under the caller's trace (a SERVER span) where tracing is on. */
+  /**
+   * Submits a call of an op here, under the caller's trace (a SERVER span) where tracing is on, in
+   * `ctx` (which names the lease the instances its body makes go to).
+   */
   private serveOp(
     def: OpDef,
     name: string,
     args: unknown[],
     trace: Readonly<Record<string, string>> | undefined,
+    ctx: ServedOp,
   ): ObjectRef<unknown> {
     // run it here: inside this node's mesh, where the op has no remote nodes to go to
-    return withExtractedContext(trace, () => runInContext({ mesh: this.rt }, () => def.op.go(...args)), {
+    return withExtractedContext(trace, () => runInContext(ctx, () => def.op.go(...args)), {
       name: `serve ${name}`,
       attributes: { "thinkagain.node": this.name },
     });
@@ -489,6 +518,7 @@ export class NodeServer {
   /** Where each op's refusal reply is kept (by its definition: a name registered again is another op). */
   private readonly opRefusals = new WeakMap<OpDef, { refused?: Uint8Array }>();
 
+  /** The place of `def`'s refusal reply in {@linkcode opRefusals}, made on first use. */
   private opRefusal(def: OpDef): { refused?: Uint8Array } {
     let kept = this.opRefusals.get(def);
     if (kept === undefined) this.opRefusals.set(def, kept = {});
@@ -562,6 +592,13 @@ export class NodeServer {
         book.count(conn, scope, bytes);
         try {
           await pulls;
+          // its driver gave it up meanwhile (its input was cancelled there): its body never starts
+          if (book.cancelledMeanwhile(key)) {
+            throw new CancelledError(
+              msg.op ?? { name: msg.method ?? "call", kind: "method" },
+              "cancelled while it pulled its arguments",
+            );
+          }
         } catch (e) {
           book.uncount(conn, scope, bytes);
           entering.failed(e);
@@ -574,6 +611,7 @@ export class NodeServer {
     let name: string;
     let renewed: string | undefined; // the lease this call already renewed
     let made = false;
+    let served: ServedOp | undefined; // an op's context (one object per call, as a plain one was)
     try {
       if (msg.op !== undefined) {
         const def = registeredOps().get(msg.op);
@@ -588,7 +626,7 @@ export class NodeServer {
         if (def.refuses() && this.unobserved(msg)) return this.refused(def, msg, owner, this.opRefusal(def), now);
         // run it here: inside this node's mesh, where the op has no remote nodes to go to
         // the caller's trace continues here, under a SERVER span
-        ref = this.serveOp(def, name, args, msg.trace);
+        ref = this.serveOp(def, name, args, msg.trace, served = new ServedOp(this.rt, owner));
       } else {
         const inst = this.instances.get(msg.id!);
         if (inst === undefined) {
@@ -684,12 +722,28 @@ export class NodeServer {
     } finally {
       stopTimer?.();
       book.leave(key, ref, signal, conn, scope, bytes, onGone);
+      // (the lease of the instances its body made may expire again)
+      if (served !== undefined) this.leases.callEnded(served);
+    }
+  }
+
+  /** Answers a `fetch`, counted while it is answered (see {@linkcode NodeServer.drain}). */
+  private async fetchObject(oid: string): Promise<Uint8Array> {
+    if (this.drained) throw drainedObject(this.name, oid);
+    this.fetching++;
+    try {
+      return await this.objectEndpoints.fetch(oid);
+    } finally {
+      if (--this.fetching === 0) this.fetchesEnded?.();
     }
   }
 
   /**
    * Stops taking new calls, waits for the calls in flight (at most `graceMs`, default 10 s; then
-   * they are cancelled), and disposes every instance.
+   * they are cancelled) and for the pulls of results kept here being answered (within the same
+   * grace), and disposes every instance. The results kept here go with it: a later `fetch` of one
+   * (another node's call that needs it, a driver's await) fails with `NodeLostError`, saying the
+   * node drained.
    *
    * @param options `graceMs`: how long in-flight calls may take to finish, however long (also past
    * the 2^31 ms one timer holds); `Infinity`: as long as they need.
@@ -706,6 +760,8 @@ export class NodeServer {
       );
     }
     this.draining = true;
+    // (a long timer: a grace of 2^31 ms or more must not end at once, as a plain setTimeout does)
+    const deadline = performance.now() + graceMs;
     this.leases.stop();
     this.streams.cancelAll();
     // a stream still at its first chunk is its call's (stream_wire.ts): stopped through the call's
@@ -713,15 +769,17 @@ export class NodeServer {
     const calls = this.book.calls;
     for (const ref of calls.values()) if (ref.status === "completed") ref.cancel();
     if (this.book.inFlight > 0) {
-      // a long timer: a grace of 2^31 ms or more must not fire at once, as a plain setTimeout does
-      let stopTimer!: () => void;
-      await Promise.race([
-        this.book.whenIdle(),
-        new Promise<void>((r) => (stopTimer = setLongTimeout(r, graceMs))),
-      ]);
-      stopTimer();
+      await untilDeadline(this.book.whenIdle(), deadline);
       for (const ref of calls.values()) stopCall(ref, `cancelled: node "${this.name}" is shutting down`, "drain");
     }
+    // the pulls of results kept here being answered (another node's call that started, a driver's
+    // await) end first, within the grace: the replies of the calls let finish are not all there is
+    if (this.fetching > 0) {
+      await untilDeadline(new Promise<void>((r) => (this.fetchesEnded = r)), deadline);
+      this.fetchesEnded = undefined;
+    }
+    // what was kept here goes with the drain (the process ends): later pulls are told so
+    this.drained = true;
     this.objects.clear();
     this.book.kept.clear();
     this.published.clear();
@@ -729,6 +787,17 @@ export class NodeServer {
     await this.mesh.close();
     await closeLinks(this); // the links opened for handles that arrived as arguments
   }
+}
+
+/**
+ * The error of a `fetch` of object `oid` once node `node` drained: the results it kept went with
+ * it, as with a node lost (an op with `retries` makes its result again), saying it left cleanly.
+ */
+function drainedObject(node: string, oid: string): NodeLostError {
+  return new NodeLostError(
+    node,
+    `it drained (shut down cleanly) and the results it kept went with it (object "${oid}")`,
+  );
 }
 
 /**

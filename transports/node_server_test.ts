@@ -593,6 +593,49 @@ test("links opened for handles in results and arguments close with the mesh and 
   }
 });
 
+const LeaseHeld = ta.service(
+  { name: "LeaseHeld" },
+  class LeaseHeld {
+    async work() {
+      leaseRunning.open();
+      await new Promise(() => {}); // runs until its node stops it
+    }
+  },
+);
+let leaseRunning = gate();
+
+test("leases: a call running when its driver's lease expires is cancelled with reason lease-expired, its message naming the lease", async () => {
+  leaseRunning = gate();
+  const expired = gate();
+  const node = new NodeServer({ name: "unleased", leaseMs: 50, onLeaseExpired: () => expired.open() });
+  const name = `unleased-${++seq}`;
+  let mute = false;
+  const server = serveInMemory(name, (frame, peer) => {
+    // the driver's keepalives get lost from now on (a driver stopped, or cut off, while it waits)
+    if (mute && decodeDriverMessage(frame).t === "ping") return new Promise<Uint8Array>(() => {});
+    return node.handler(frame, peer);
+  });
+  const mesh = new ta.Mesh([new ta.MeshNode("unleased", { endpoint: `mem://${name}` })]);
+  try {
+    const [ref] = await mesh.run(() => [LeaseHeld.init().work.go()]);
+    await leaseRunning.promise;
+    mute = true;
+    await expired.promise;
+    const e = await rejection(ref);
+    assert.ok(e instanceof ta.CancelledError, String(e));
+    // (today: reason "mesh-closed", "the mesh closed and its graceMs passed": the mesh is open)
+    assert.equal(e.reason, "lease-expired");
+    assert.match(
+      e.message,
+      /^Call "LeaseHeld.work" was cancelled: its node destroyed its instance, its driver sent no keepalive for 50 ms \(lease expired\)$/,
+    );
+  } finally {
+    await mesh.close({ graceMs: 0 });
+    await server.close();
+    await node.drain({ graceMs: 10 });
+  }
+});
+
 test("leases: keepalives to a node that stopped answering go one at a time, not in a pile", async () => {
   const node = new NodeServer({ name: "mute", leaseMs: 60 });
   const name = `mute-${++seq}`;

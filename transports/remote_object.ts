@@ -4,11 +4,12 @@
  * call to a node sends its id instead (that node pulls it, or finds it in its own store). The
  * driver owns it: when the last ref to it is collected, or its ref is released (`ref.release()`,
  * `using`) and no call in flight carries it, the node is told to free it, and closing the link (the
- * mesh) frees every object it still holds there.
+ * mesh) frees every object it still holds there: awaited after that, it fails with
+ * `CancelledError` (`reason: "mesh-closed"`), as the mesh's handles and calls then do.
  *
  * @module
  */
-import { NodeLostError } from "../core/errors.ts";
+import { type CallName, CancelledError, NodeLostError } from "../core/errors.ts";
 import { LazyValue } from "../core/lazy_value.ts";
 import type { NodeLink } from "./link.ts";
 
@@ -40,6 +41,8 @@ export class RemoteObject extends LazyValue {
   readonly bytes: number;
   /** The op or method whose result it is (in errors). */
   readonly madeBy: string;
+  /** The op or method whose result it is, as errors about the call name it. */
+  readonly call: CallName;
   /**
    * Makes the value again when its node is lost (lineage: set for the results of ops with
    * `retries`, which re-run the op; services are not re-run). Answers the value or a new object.
@@ -50,14 +53,16 @@ export class RemoteObject extends LazyValue {
    * @param link The link to its node (which frees it there when it is collected).
    * @param oid Its id there.
    * @param bytes Its encoded size.
-   * @param madeBy The op or method that made it.
+   * @param madeBy The op or method that made it, in words (`op "embed" on node "n1"`).
+   * @param call Its name as errors about the call take it (default: `madeBy`).
    */
-  constructor(link: NodeLink, oid: string, bytes: number, madeBy: string) {
+  constructor(link: NodeLink, oid: string, bytes: number, madeBy: string, call: CallName = madeBy) {
     super();
     this.link = link;
     this.oid = oid;
     this.bytes = bytes;
     this.madeBy = madeBy;
+    this.call = call;
     link.holdObject(oid, bytes);
     // (itself as the token: a release frees it at once and takes it off the registry)
     collected.register(this, { link, oid }, this);
@@ -76,19 +81,39 @@ export class RemoteObject extends LazyValue {
 
   /**
    * Fetches the bytes from the node; a lost node is a `NodeLostError` naming the op that made it,
-   * unless the op can make it again ({@linkcode RemoteObject.rebuild}).
+   * unless the op can make it again ({@linkcode RemoteObject.rebuild}). Once the link was closed
+   * (its mesh closed) the value was freed there: a `CancelledError` with reason `"mesh-closed"`,
+   * not a lost node (the node is fine, and the value is not made again).
    */
   protected async fetch(): Promise<unknown> {
+    if (this.freedWithLink()) throw this.freedError();
     // (a release meanwhile frees it once the bytes are here)
     this.pin();
     try {
       return await this.link.fetchObject(this.oid);
     } catch (e) {
+      // (closed while it was asked for: the request failed as a closed connection does)
+      if (this.freedWithLink()) throw this.freedError();
       if (e instanceof NodeLostError) return await this.remade(e);
       throw e;
     } finally {
       this.unpin();
     }
+  }
+
+  /** Whether its link was closed by its owner (its mesh closed), not given up on (its node lost or removed). */
+  private freedWithLink(): boolean {
+    return this.link.closedByOwner;
+  }
+
+  /** The error of awaiting it once its link closed: its mesh's close freed it on its node. */
+  private freedError(): CancelledError {
+    return new CancelledError(
+      this.call,
+      `freed on node "${this.link.node}" when its mesh closed: a result kept on a node goes with the mesh ` +
+        "(await it before closing)",
+      "mesh-closed",
+    );
   }
 
   /**

@@ -81,8 +81,9 @@ export interface PeerInfo {
   /**
    * Who sent the frame, as its client names itself where no connection says it (HTTP: the
    * `x-thinkagain-caller` header, one per client connection), so that a node's resident instances
-   * serve HTTP drivers in turn as they do WebSocket connections. Not authenticated: it only decides
-   * whose turn it is.
+   * serve HTTP drivers in turn as they do WebSocket connections, and so that a client's call ids are
+   * its own (`node_calls.ts`: a cancel reaches only calls made with the same name). Not
+   * authenticated: the HTTP transport makes it 128 random bits, which no other client can guess.
    */
   readonly caller?: string;
   /**
@@ -97,6 +98,11 @@ export interface PeerInfo {
    * so it never goes to an endpoint named by someone who does not already hold it.
    */
   readonly holdsToken?: (token: string) => boolean;
+  /**
+   * The largest frame the server sends on this connection (its `maxFrameBytes`), where the
+   * transport says: a node cuts a stream's chunks to fit it (`stream_outlet.ts`).
+   */
+  readonly maxFrameBytes?: number;
 }
 
 /**

@@ -224,6 +224,13 @@ export interface WsAppEvents extends WSEvents {
   /** The adapter holds this many of the connection's messages, of these bytes (see `holdInput`). */
   onHeld(messages: number, bytes: number): void;
   /**
+   * Whether the node has answered every request of this connection and the runtime's socket
+   * handed the answers to the kernel (no reply being made, nothing in its send queue or for the
+   * next turn, an empty socket buffer): an adapter that closes connections at shutdown waits for
+   * this first (bounded by its grace: a call past a drain's grace holds it that long).
+   */
+  allSent?(): boolean;
+  /**
    * Set by the app: a binary message may come as a `Uint8Array` (of its own memory) instead of
    * the `ArrayBuffer` hono gives, so an adapter whose runtime makes views (Bun) passes them on as
    * they are instead of making an `ArrayBuffer` for each (which is most of the cost of taking in a
@@ -284,7 +291,14 @@ export function wsEvents(
   const connectionId = newConnectionId();
   // aborted when the connection closes: its calls still running have nobody to answer any more
   const closed = new AbortController();
-  const peer: PeerInfo = { transport: "websocket", connectionId, oneWay: false, signal: closed.signal, holdsToken };
+  const peer: PeerInfo = {
+    transport: "websocket",
+    connectionId,
+    oneWay: false,
+    signal: closed.signal,
+    holdsToken,
+    maxFrameBytes,
+  };
   const notifyPeer: PeerInfo = {
     transport: "websocket",
     connectionId,
@@ -474,7 +488,17 @@ export function wsEvents(
     closed.abort();
     ws.close(1002, "bad frame");
   };
+  // requests whose reply is not written yet (a shutdown waits for them: see allSent)
+  let answering = 0;
   const answer = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
+    answering++;
+    try {
+      await answerNow(ws, id, frame);
+    } finally {
+      answering--;
+    }
+  };
+  const answerNow = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
     let reply: Uint8Array | undefined;
     try {
       reply = await handler(frame, peer);
@@ -524,6 +548,11 @@ export function wsEvents(
     },
     onError() {
       shut();
+    },
+    allSent() {
+      if (!open) return true;
+      // (unsentBytes leaves out what waits for the next turn, queuedBytes counts it)
+      return answering === 0 && (out === undefined || out.closed || (out.queuedBytes === 0 && out.unsentBytes === 0));
     },
     onDrain() {
       out?.drain();

@@ -62,11 +62,14 @@ type BunAppEvents = WSEvents & {
   onPong?: (data: Uint8Array) => void;
   deliversPongs?: boolean;
   takesViews?: boolean;
+  allSent?: () => boolean;
 };
 
-/** Bun's server socket, as far as the message fast path below uses it. */
+/** Bun's server socket, as far as the message fast path and closing below use it. */
 interface BunSocket {
   readonly readyState: number;
+  /** Bytes written to it that the kernel has not taken yet. */
+  getBufferedAmount(): number;
   /** How binary messages come: a Buffer by default, or a plain Uint8Array ("uint8array"). */
   binaryType?: string;
   data?: { events?: BunAppEvents; url?: URL; protocol?: string; context?: WSContext };
@@ -152,6 +155,8 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
   } catch (err) {
     return Promise.reject(err);
   }
+  // the open WebSockets, so that closing lets each send what the node wrote to it first
+  const sockets = new Set<BunSocket>();
   let server: BunServer;
   try {
     server = Bun.serve({
@@ -173,6 +178,7 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
         ...websocket,
         message: onBunMessage,
         open: (ws: BunSocket) => {
+          sockets.add(ws);
           // this runtime reports every pong (below): the app may count on them
           const events = ws.data?.events;
           if (events?.onPong !== undefined) events.deliversPongs = true;
@@ -180,6 +186,10 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
           // a Buffer, would need the ArrayBuffer hono gives made for it: see onBunMessage)
           if (events?.takesViews === true) ws.binaryType = "uint8array";
           (websocket.open as (ws: BunSocket) => void)(ws);
+        },
+        close: (ws: BunSocket, code: number, reason: string) => {
+          sockets.delete(ws);
+          (websocket.close as (ws: BunSocket, code: number, reason: string) => void)(ws, code, reason);
         },
         pong: (ws: BunSocket, data: Uint8Array) => ws.data?.events?.onPong?.(data),
         // a socket over its backpressure limit takes no more messages until this: the app's
@@ -192,7 +202,46 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
     return Promise.reject(isAddressInUse(err) ? addressInUse(hostname, port, err) : err);
   }
   let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => closing ??= Promise.resolve(server.stop(true)).then(() => {});
+  const close = (): Promise<void> =>
+    closing ??= (async () => {
+      // no new connections; those open stay (Bun resolves this once they have all closed)
+      const ended = Promise.resolve(server.stop(false)).catch(() => {});
+      // the answers still on their way (a call's reply written just before close) get out first:
+      // stop(true) would drop them with their connections, as a crash does
+      await closeWhenSent(sockets, ended, CLOSE_GRACE_MS);
+      await server.stop(true); // what is left past the grace (a client that reads nothing, a request)
+    })();
   options.signal?.addEventListener("abort", () => void close(), { once: true });
   return Promise.resolve({ port: server.port, hostname, url: `http://${hostPort(hostname, server.port)}`, close });
+}
+
+/** How long close() lets open connections finish what the server still sends them, ms (as on Deno). */
+const CLOSE_GRACE_MS = 2000;
+
+/**
+ * Closes each of `sockets` (code 1001) once what the node wrote to it has left: Bun sends what its
+ * buffer holds before the close frame, but the messages the node's send queue holds while Bun's
+ * buffer is over its limit (`transports/ws_send_queue.ts`) go only at its drain, so a socket is
+ * closed once its buffer is empty (and the queue with it). Resolves once `ended` does (requests
+ * in progress answered) and every socket closed, or after `graceMs`.
+ */
+async function closeWhenSent(sockets: Set<BunSocket>, ended: Promise<void>, graceMs: number): Promise<void> {
+  let over = false;
+  const timer = setTimeout(() => (over = true), graceMs);
+  // (stop(false) may resolve while WebSockets are still open: those are waited for by their count)
+  let done = false;
+  void ended.then(() => (done = true));
+  try {
+    // (a turn first, and between looks: a large array of a reply goes a turn after its head)
+    for (let pollMs = 1; !(done && sockets.size === 0) && !over; pollMs = Math.min(2 * pollMs, 32)) {
+      await new Promise((r) => setTimeout(r, pollMs));
+      for (const ws of sockets) {
+        // (the app's own queue too: Bun's buffer is empty while a reply waits there for a turn)
+        const sent = ws.data?.events?.allSent?.() ?? true;
+        if (ws.readyState === 1 && sent && ws.getBufferedAmount() === 0) ws.close(1001, "Server closed");
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }

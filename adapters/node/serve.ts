@@ -54,6 +54,31 @@ export function peerAddress(_request: Request, env: unknown): string | undefined
 /** How often a WebSocket is pinged; one that answers neither of two pings is ended. */
 const HEARTBEAT_MS = 30_000;
 
+/** How long close() lets open WebSockets finish what the server still sends them, ms (as on Deno). */
+const CLOSE_GRACE_MS = 2000;
+
+/** A `ws` server socket, as far as closing it goes. */
+interface ClosingSocket {
+  readonly readyState: number;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  once(event: "close", listener: () => void): unknown;
+}
+
+/**
+ * Closes `clients` (code 1001) after what was sent to each, and ends those whose client has not
+ * answered the close within `graceMs`.
+ */
+async function closeClients(clients: Iterable<ClosingSocket>, graceMs: number): Promise<void> {
+  const open = [...clients].filter((c) => c.readyState < 2);
+  const closed = open.map((c) => new Promise<void>((r) => c.once("close", r)));
+  for (const c of open) c.close(1001, "Server closed");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([Promise.all(closed), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+  clearTimeout(timer);
+  for (const c of clients) c.terminate();
+}
+
 /**
  * Serves `app` on Node's HTTP server, WebSockets through a `ws` server.
  *
@@ -125,14 +150,18 @@ export function serve(app: FetchApp, options: ServeOptions = {}): Promise<Served
       const real = typeof addr === "object" && addr ? addr.port : port;
       let closing: Promise<void> | undefined;
       const close = (): Promise<void> =>
-        closing ??= new Promise<void>((done) => {
+        closing ??= (async () => {
           guard.stop();
           stopPings();
-          for (const client of wss.clients) client.terminate();
+          // the answers still on their way (a call's reply written just before close) get out
+          // first: ws sends what it holds before the close frame, where terminate() drops it
+          await closeClients(wss.clients, CLOSE_GRACE_MS);
           wss.close();
-          server.close(() => done());
-          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-        });
+          await new Promise<void>((done) => {
+            server.close(() => done());
+            (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+          });
+        })();
       options.signal?.addEventListener("abort", () => void close(), { once: true });
       resolve({ port: real, hostname, url: `http://${hostPort(hostname, real)}`, close });
     });

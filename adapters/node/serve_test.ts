@@ -42,3 +42,23 @@ test("adapters/node peerAddress: a POST /rpc naming no caller reaches the handle
     await server.close();
   }
 });
+
+test("adapters/node serve: close() lets a WebSocket reply written just before it (8 MB) reach the client", async () => {
+  let closing: Promise<void> | undefined;
+  const app = createNodeApp(() => {
+    // closed right after this reply is written (a drain's last call answered, then SIGTERM's close)
+    setTimeout(() => (closing = server.close()), 0);
+    return new Uint8Array(8_000_000).fill(7);
+  }, { upgradeWebSocket });
+  const server = await serve(app, { port: 0 });
+  const ws = await webSocketTransport.connect(server.url);
+  try {
+    // (today: the socket is terminated with the reply in its buffer, and the request fails)
+    const reply = await ws.request(new Uint8Array([1]));
+    deepStrictEqual(reply.byteLength, 8_000_000);
+    await closing;
+  } finally {
+    await ws.close();
+    await server.close();
+  }
+});
