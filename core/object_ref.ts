@@ -259,6 +259,7 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
     };
     // a ref that waits for the body calling this (if any) would never settle
     const body = waitingBody();
+    let cycle: TypeError | undefined;
     // refs' values are read once all have settled, so one waiter serves every ref
     const finish = () => {
       // a value kept on a node (a LazyValue) is fetched, once, as `await ref` fetches it
@@ -284,7 +285,7 @@ export function all<T extends readonly unknown[]>(items: T): Promise<{ -readonly
       if (v instanceof Task) {
         if (v._released === true) fail(releasedError(v as Task<unknown>));
         else if (v._state >= COMPLETED) waiter(v);
-        else if (body !== undefined && cycleError(v, body) !== undefined) fail(cycleError(v, body));
+        else if (body !== undefined && (cycle = cycleError(v, body)) !== undefined) fail(cycle);
         else {
           addWaiter(v, waiter);
           if (!waits) {

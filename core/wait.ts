@@ -101,12 +101,7 @@ export function wait<T>(refs: readonly ObjectRef<T>[], options: WaitOptions = {}
   // refs that wait for the body calling this never settle: with too few others, and no timeout,
   // the wait would never end
   if (timeoutMs === undefined || timeoutMs === Infinity) {
-    let cycles = 0, first: TypeError | undefined;
-    const body = waitingBody();
-    for (let i = 0; body !== undefined && i < tasks.length; i++) {
-      const cycle = cycleError(tasks[i], body);
-      if (cycle !== undefined) cycles++, first ??= cycle;
-    }
+    const { cycles, first } = cyclesIn(tasks);
     if (first !== undefined && tasks.length - cycles < count) return Promise.reject(first);
   }
   return new Promise<WaitResult<T>>((resolve) => {
@@ -164,7 +159,7 @@ export interface CompletedRef<T> {
 export function asCompleted<T>(refs: readonly ObjectRef<T>[]): AsyncIterableIterator<CompletedRef<T>> {
   checkRefs("asCompleted", refs);
   const tasks = refs as unknown as readonly Task<unknown>[];
-  const cycle = firstCycle(tasks);
+  const { first: cycle } = cyclesIn(tasks);
   if (cycle !== undefined) throw cycle;
   type Item = IteratorResult<CompletedRef<T>>;
   const queue: CompletedRef<T>[] = [];
@@ -244,14 +239,15 @@ export function asCompleted<T>(refs: readonly ObjectRef<T>[]): AsyncIterableIter
 }
 
 /**
- * The TypeError of the first ref that waits for the call whose body is waiting (it would never
- * settle): waiting for it from inside that body would never end.
+ * How many of `tasks` wait for the call whose body is waiting (they would never settle: waiting for
+ * them from inside that body would never end), and the TypeError of the first.
  */
-function firstCycle(tasks: readonly Task<unknown>[]): TypeError | undefined {
+function cyclesIn(tasks: readonly Task<unknown>[]): { cycles: number; first: TypeError | undefined } {
+  let cycles = 0, first: TypeError | undefined;
   const body = waitingBody();
   for (let i = 0; body !== undefined && i < tasks.length; i++) {
     const cycle = cycleError(tasks[i], body);
-    if (cycle !== undefined) return cycle;
+    if (cycle !== undefined) cycles++, first ??= cycle;
   }
-  return undefined;
+  return { cycles, first };
 }
