@@ -491,20 +491,16 @@ export function wsEvents(
   // requests whose reply is not written yet (a shutdown waits for them: see allSent)
   let answering = 0;
   const answer = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
-    answering++;
-    try {
-      await answerNow(ws, id, frame);
-    } finally {
-      answering--;
-    }
-  };
-  const answerNow = async (ws: WSContext, id: number, frame: Uint8Array): Promise<void> => {
     let reply: Uint8Array | undefined;
+    // (counted down before the answer is written: it is written in this turn, into what allSent reads)
+    answering++;
     try {
       reply = await handler(frame, peer);
     } catch (err) {
+      answering--;
       return fail(ws, id, err);
     }
+    answering--;
     if (!(reply instanceof Uint8Array)) {
       return fail(ws, id, new TypeError(`The node's frame handler returned ${typeof reply}, expected a Uint8Array`));
     }
